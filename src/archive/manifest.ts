@@ -1,0 +1,77 @@
+/**
+ * manifest.json: what the archive holds and how to undo every step.
+ * Format version 1. Every other entry is listed with its sha256.
+ */
+
+import type { FloatDType, ModelFormat } from '../formats/model.js';
+import type { LayoutSpec } from '../layout/types.js';
+import type { TileRect } from '../layout/tiles.js';
+import type { Role } from '../roles/classify.js';
+import type { RangeMode } from '../quantize/uniform.js';
+import type { ErrorStats } from '../eval/metrics.js';
+import type { Media } from '../codecs/types.js';
+
+export const MANIFEST_NAME = 'manifest.json';
+export const FORMAT_VERSION = 1;
+/** A manifest larger than this is not one we wrote. */
+export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
+
+export interface TileEntry extends TileRect {
+  entry: string;
+}
+
+export interface PlaneRecord {
+  label: string;
+  rows: number;
+  cols: number;
+  tiles: TileEntry[];
+}
+
+export interface CodecRecord {
+  name: string;
+  media: Media;
+  lossless: boolean;
+  quality?: number;
+  effort?: number;
+}
+
+export interface TensorRecord {
+  key: string;
+  name: string;
+  dtype: FloatDType;
+  shape: number[];
+  role: Role;
+  reason: string;
+  /** Where the tensor sits in the source file (format-specific). */
+  storage: Record<string, string | number>;
+  /** Absent for tensors kept exact inside the skeleton. */
+  layout?: LayoutSpec;
+  quant?: {
+    bits: number;
+    range: RangeMode;
+    /** Per plane: base64 of float32 LE [mins…, maxs…]. */
+    ranges: string[];
+    channelWidth: number[];
+  };
+  codec?: CodecRecord;
+  planes?: PlaneRecord[];
+  /** Entry holding exact non-finite weights: uint32 count, uint32 indices, float32 values. */
+  nonFinite?: string;
+  /** Another tensor with identical values whose media this one shares. */
+  sameAs?: string;
+  stats?: ErrorStats;
+  /** Bytes of this tensor's media entries in the archive. */
+  bytes?: number;
+}
+
+export interface Manifest {
+  format: 'nnmedia';
+  version: number;
+  createdBy: string;
+  source: { format: ModelFormat; file: string; bytes: number; sha256: string };
+  skeleton: string;
+  options: Record<string, unknown>;
+  tensors: TensorRecord[];
+  /** sha256 and size of every entry but the manifest itself. */
+  entries: Record<string, { sha256: string; bytes: number }>;
+}

@@ -1,0 +1,54 @@
+/**
+ * Shared plumbing for the image codecs that run through libvips (sharp).
+ * Grey must stay one channel ('b-w' / 'grey16') and 16-bit must go in as a
+ * Uint16Array with the grey16 colour space, or libvips converts silently.
+ */
+
+import sharp, { type Sharp, type OutputInfo } from 'sharp';
+import { CodecError } from '../../errors.js';
+import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
+import type { CodePlane } from '../types.js';
+
+sharp.cache(false);
+
+/** A sharp pipeline fed with one plane of 8- or 16-bit codes as a single grey channel. */
+export function sharpFromPlane(plane: CodePlane): Sharp {
+  const raw = { width: plane.width, height: plane.height, channels: 1 as const };
+  const limitInputPixels = false;
+  if (plane.bits === 8) return sharp(plane.data as Uint8Array, { raw, limitInputPixels }).toColourspace('b-w');
+  if (plane.bits === 16) return sharp(plane.data as Uint16Array, { raw, limitInputPixels }).toColourspace('grey16');
+  throw new CodecError(`libvips image codecs carry 8 or 16-bit codes, not ${plane.bits}`);
+}
+
+export async function runEncode(codec: string, pipeline: Sharp): Promise<Uint8Array> {
+  try {
+    const buf = await pipeline.toBuffer();
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  } catch (e) {
+    throw new CodecError(`${codec} encode failed: ${(e as Error).message}`, {}, e);
+  }
+}
+
+/** Decodes to codes, taking the first channel (lossy codecs store grey as YUV/RGB). */
+export async function decodeToCodes(
+  codec: string,
+  bytes: Uint8Array,
+  expected: { width: number; height: number; bits: number },
+): Promise<CodeArray> {
+  let data: Buffer;
+  let info: OutputInfo;
+  try {
+    let pipe = sharp(bytes, { limitInputPixels: false }).extractChannel(0);
+    pipe = expected.bits === 16 ? pipe.toColourspace('grey16').raw({ depth: 'ushort' }) : pipe.toColourspace('b-w').raw();
+    ({ data, info } = await pipe.toBuffer({ resolveWithObject: true }));
+  } catch (e) {
+    throw new CodecError(`${codec} decode failed: ${(e as Error).message}`, {}, e);
+  }
+  if (info.width !== expected.width || info.height !== expected.height)
+    throw new CodecError(`${codec} decoded ${info.width}×${info.height}, expected ${expected.width}×${expected.height}`);
+  const n = expected.width * expected.height;
+  const out = allocCodes(expected.bits, n);
+  if (expected.bits === 16) out.set(new Uint16Array(data.buffer, data.byteOffset, n));
+  else out.set(data.subarray(0, n));
+  return out;
+}

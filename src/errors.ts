@@ -1,0 +1,94 @@
+/**
+ * Typed errors with stable codes. A caller can tell "your input is broken"
+ * (BadModelError, CorruptArchiveError, NonFiniteWeightError) from "this build
+ * cannot do that" (UnsupportedError, MissingCodecError) from "the codec itself
+ * failed" (CodecError), and every message names the file and tensor involved.
+ */
+
+export type ErrorCode =
+  | 'E_OPTION'
+  | 'E_BAD_MODEL'
+  | 'E_CORRUPT_ARCHIVE'
+  | 'E_NON_FINITE'
+  | 'E_UNSUPPORTED'
+  | 'E_MISSING_CODEC'
+  | 'E_CODEC'
+  | 'E_IO';
+
+export interface ErrorContext {
+  file?: string;
+  tensor?: string;
+}
+
+export class NnmediaError extends Error {
+  readonly code: ErrorCode;
+  readonly file?: string;
+  readonly tensor?: string;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    const where = [context.file ? `file ${context.file}` : '', context.tensor ? `tensor ${context.tensor}` : '']
+      .filter(Boolean)
+      .join(', ');
+    super(where ? `${where}: ${message}` : message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.file = context.file;
+    this.tensor = context.tensor;
+  }
+}
+
+/** An option given by the caller is out of range or of the wrong kind. */
+export class OptionError extends NnmediaError {
+  constructor(message: string) {
+    super('E_OPTION', message);
+  }
+}
+
+/** The model file is malformed, truncated or hostile. */
+export class BadModelError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_BAD_MODEL', message, context);
+  }
+}
+
+/** The .nnm archive is corrupt, truncated or fails a checksum. */
+export class CorruptArchiveError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_CORRUPT_ARCHIVE', message, context);
+  }
+}
+
+/** A weight is NaN or ±Inf and the caller asked for an error on those. */
+export class NonFiniteWeightError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_NON_FINITE', message, context);
+  }
+}
+
+/** A request that no codec or layout here can carry (e.g. 16-bit into WebP). */
+export class UnsupportedError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_UNSUPPORTED', message, context);
+  }
+}
+
+/** The codec name is unknown or its binary is missing. */
+export class MissingCodecError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_MISSING_CODEC', message, context);
+  }
+}
+
+/** The codec (libvips, ffmpeg) failed on valid input; retrying may help. */
+export class CodecError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}, cause?: unknown) {
+    super('E_CODEC', message, context, { cause });
+  }
+}
+
+/** Reading or writing a file failed, or the output would overwrite the input. */
+export class IoError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}, cause?: unknown) {
+    super('E_IO', message, context, { cause });
+  }
+}

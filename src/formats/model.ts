@@ -1,0 +1,148 @@
+/**
+ * What every model format reader gives the pipeline: a list of named float
+ * tensors (with how the graph uses them, where the format says), a way to read
+ * one tensor at a time, and "the rest" of the file with the data of chosen
+ * tensors taken out, from which the writer rebuilds the model.
+ */
+
+export type FloatDType = 'float32' | 'float16' | 'bfloat16' | 'float64';
+export type ModelFormat = 'onnx' | 'safetensors';
+
+/** How the graph consumes a tensor: which op, as which input, with which attributes. */
+export interface TensorUse {
+  op: string;
+  inputIndex: number;
+  attrs: Record<string, number | string | number[]>;
+}
+
+export interface TensorEntry {
+  /** Unique key inside the model (the tensor name, made unique if needed). */
+  key: string;
+  /** Name as stored in the file (a Constant node's tensor takes its output name). */
+  name: string;
+  dtype: FloatDType;
+  shape: number[];
+  /** How the graph uses the tensor (ONNX); empty where the format has no graph. */
+  uses: TensorUse[];
+  /** Format-specific locator (ONNX: protobuf field path; safetensors: data offsets). */
+  location: string;
+}
+
+export interface ModelReader {
+  readonly format: ModelFormat;
+  readonly file: string;
+  readonly tensors: readonly TensorEntry[];
+  /** Values of one tensor as float32 (float64 is narrowed; NaN/Inf pass through). */
+  read(key: string): Float32Array;
+  /** The model without the data of the given tensors; input to the matching writer. */
+  skeleton(stripped: ReadonlySet<string>): Uint8Array;
+  /** Format-specific details the writer needs to restore stripped tensors exactly as stored. */
+  storage(key: string): Record<string, string | number>;
+}
+
+export function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export const BYTES_PER_ELEMENT: Record<FloatDType, number> = {
+  float32: 4,
+  float16: 2,
+  bfloat16: 2,
+  float64: 8,
+};
+
+// ---- float16 / bfloat16 conversions (explicit little-endian, round to nearest even) ----
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+export function float16ToFloat32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+export function float32ToFloat16(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  e = half >> 10;
+  return sign | half;
+}
+
+export function bfloat16ToFloat32(b: number): number {
+  u32[0] = b << 16;
+  return f32[0];
+}
+
+export function float32ToBfloat16(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
+  const rounded = x + 0x7fff + ((x >>> 16) & 1);
+  return (rounded >>> 16) & 0xffff;
+}
+
+/** Little-endian bytes of the given dtype → float32 values. */
+export function decodeFloats(bytes: Uint8Array, dtype: FloatDType): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = bytes.byteLength / BYTES_PER_ELEMENT[dtype];
+  const out = new Float32Array(n);
+  switch (dtype) {
+    case 'float32':
+      for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
+      break;
+    case 'float64':
+      for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
+      break;
+    case 'float16':
+      for (let i = 0; i < n; i++) out[i] = float16ToFloat32(view.getUint16(i * 2, true));
+      break;
+    case 'bfloat16':
+      for (let i = 0; i < n; i++) out[i] = bfloat16ToFloat32(view.getUint16(i * 2, true));
+      break;
+  }
+  return out;
+}
+
+/** float32 values → little-endian bytes of the given dtype. */
+export function encodeFloats(values: Float32Array, dtype: FloatDType): Uint8Array {
+  const out = new Uint8Array(values.length * BYTES_PER_ELEMENT[dtype]);
+  const view = new DataView(out.buffer);
+  switch (dtype) {
+    case 'float32':
+      for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i], true);
+      break;
+    case 'float64':
+      for (let i = 0; i < values.length; i++) view.setFloat64(i * 8, values[i], true);
+      break;
+    case 'float16':
+      for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToFloat16(values[i]), true);
+      break;
+    case 'bfloat16':
+      for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToBfloat16(values[i]), true);
+      break;
+  }
+  return out;
+}

@@ -1,0 +1,524 @@
+/**
+ * ONNX model files, read and rebuilt at the protobuf wire level.
+ *
+ * Float tensors are found in graph initializers, in `Constant` nodes and in
+ * subgraphs (If/Loop/Scan bodies), at any depth. Each is located by its field
+ * path from the ModelProto root ("7.0/1.12/5.0/5.0" = graph → node #12 →
+ * attribute #0 → t), which is how the writer finds it again. Everything that is
+ * not the data of a compressed tensor is copied byte for byte.
+ */
+
+import { readFileSync } from 'node:fs';
+import { dirname, resolve, isAbsolute, relative } from 'node:path';
+import { BadModelError } from '../errors.js';
+import {
+  MAX_NESTING,
+  WIRE_I32,
+  WIRE_LEN,
+  WIRE_VARINT,
+  concatBytes,
+  encodeVarint,
+  lenField,
+  readVarint,
+  utf8,
+  wireFields,
+} from './protobuf.js';
+import {
+  BYTES_PER_ELEMENT,
+  type FloatDType,
+  type ModelReader,
+  type TensorEntry,
+  type TensorUse,
+  decodeFloats,
+  elementCount,
+  encodeFloats,
+} from './model.js';
+
+/** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
+const MAX_ONNX_BYTES = 2 ** 31;
+/** Far more dimensions than any real tensor has; a bound against crafted dims. */
+const MAX_RANK = 16;
+
+// ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
+const MODEL_GRAPH = 7;
+const GRAPH_NODE = 1;
+const GRAPH_INITIALIZER = 5;
+const NODE_INPUT = 1;
+const NODE_OUTPUT = 2;
+const NODE_OP_TYPE = 4;
+const NODE_ATTRIBUTE = 5;
+const ATTR_NAME = 1;
+const ATTR_F = 2;
+const ATTR_I = 3;
+const ATTR_S = 4;
+const ATTR_T = 5;
+const ATTR_G = 6;
+const ATTR_INTS = 8;
+const ATTR_GRAPHS = 11;
+const TENSOR_DIMS = 1;
+const TENSOR_DATA_TYPE = 2;
+const TENSOR_FLOAT_DATA = 4;
+const TENSOR_INT32_DATA = 5;
+const TENSOR_NAME = 8;
+const TENSOR_RAW_DATA = 9;
+const TENSOR_DOUBLE_DATA = 10;
+const TENSOR_EXTERNAL_DATA = 13;
+const TENSOR_DATA_LOCATION = 14;
+const DATA_FIELDS = new Set([TENSOR_FLOAT_DATA, TENSOR_INT32_DATA, TENSOR_RAW_DATA, TENSOR_DOUBLE_DATA]);
+
+const ONNX_FLOAT_TYPES: Record<number, FloatDType> = { 1: 'float32', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
+
+/** How a tensor's data was stored, so the writer stores it the same way. */
+type DataForm = 'raw' | 'float_data' | 'int32_data' | 'double_data' | 'external';
+
+interface OnnxTensor extends TensorEntry {
+  form: DataForm;
+  /** Where the data lives: [start, end) in the model file, or in an external file. */
+  dataStart: number;
+  dataEnd: number;
+  externalFile?: string;
+  /** For float_data/int32_data/double_data stored unpacked, values are gathered on read. */
+  unpacked?: boolean;
+  /** The name the graph refers to it by (a Constant node's output name). */
+  ref: string;
+}
+
+interface RawNode {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, number | string | number[]>;
+  /** Path of the `value` tensor attribute of a Constant node. */
+  constantTensorPath?: string;
+  constantTensorRange?: [number, number];
+}
+
+function pathJoin(parent: string, field: number, occurrence: number): string {
+  return parent ? `${parent}/${field}.${occurrence}` : `${field}.${occurrence}`;
+}
+
+/** Counts occurrences of each field number while iterating a message. */
+function occurrenceCounter(): (field: number) => number {
+  const seen = new Map<number, number>();
+  return (field) => {
+    const n = seen.get(field) ?? 0;
+    seen.set(field, n + 1);
+    return n;
+  };
+}
+
+export class OnnxReader implements ModelReader {
+  readonly format = 'onnx' as const;
+  readonly tensors: OnnxTensor[] = [];
+  private readonly byKey = new Map<string, OnnxTensor>();
+  private readonly nodes: RawNode[] = [];
+
+  constructor(
+    readonly file: string,
+    readonly bytes: Uint8Array,
+  ) {
+    if (bytes.length > MAX_ONNX_BYTES) throw new BadModelError(`ONNX file larger than 2 GiB`, { file });
+    let sawGraph = false;
+    const count = occurrenceCounter();
+    for (const f of wireFields(bytes, 0, bytes.length, file)) {
+      const occ = count(f.field);
+      if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
+        sawGraph = true;
+        this.walkGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
+      }
+    }
+    if (!sawGraph) throw new BadModelError('not an ONNX model: no graph field found', { file });
+    this.attachUses();
+  }
+
+  private walkGraph(start: number, end: number, path: string, depth: number): void {
+    if (depth > MAX_NESTING) throw new BadModelError(`subgraphs nested deeper than ${MAX_NESTING}`, { file: this.file });
+    const count = occurrenceCounter();
+    for (const f of wireFields(this.bytes, start, end, this.file)) {
+      const occ = count(f.field);
+      if (f.wire !== WIRE_LEN) continue;
+      const p = pathJoin(path, f.field, occ);
+      if (f.field === GRAPH_INITIALIZER) this.addTensor(f.valueStart, f.end, p, undefined);
+      else if (f.field === GRAPH_NODE) this.walkNode(f.valueStart, f.end, p, depth);
+    }
+  }
+
+  private walkNode(start: number, end: number, path: string, depth: number): void {
+    const node: RawNode = { op: '', inputs: [], outputs: [], attrs: {} };
+    const count = occurrenceCounter();
+    for (const f of wireFields(this.bytes, start, end, this.file)) {
+      const occ = count(f.field);
+      if (f.wire !== WIRE_LEN) continue;
+      if (f.field === NODE_INPUT) node.inputs.push(utf8(this.bytes, f.valueStart, f.end));
+      else if (f.field === NODE_OUTPUT) node.outputs.push(utf8(this.bytes, f.valueStart, f.end));
+      else if (f.field === NODE_OP_TYPE) node.op = utf8(this.bytes, f.valueStart, f.end);
+      else if (f.field === NODE_ATTRIBUTE) this.walkAttribute(f.valueStart, f.end, pathJoin(path, f.field, occ), node, depth);
+    }
+    this.nodes.push(node);
+    if (node.op === 'Constant' && node.constantTensorPath && node.constantTensorRange) {
+      const [ts, te] = node.constantTensorRange;
+      this.addTensor(ts, te, node.constantTensorPath, node.outputs[0]);
+    }
+  }
+
+  private walkAttribute(start: number, end: number, path: string, node: RawNode, depth: number): void {
+    let name = '';
+    let value: number | string | number[] | undefined;
+    const ints: number[] = [];
+    let tensor: { path: string; range: [number, number] } | undefined;
+    const count = occurrenceCounter();
+    for (const f of wireFields(this.bytes, start, end, this.file)) {
+      const occ = count(f.field);
+      if (f.field === ATTR_NAME && f.wire === WIRE_LEN) name = utf8(this.bytes, f.valueStart, f.end);
+      else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = f.value;
+      else if (f.field === ATTR_F && f.wire === WIRE_I32)
+        value = new DataView(this.bytes.buffer, this.bytes.byteOffset + f.valueStart, 4).getFloat32(0, true);
+      else if (f.field === ATTR_S && f.wire === WIRE_LEN) value = utf8(this.bytes, f.valueStart, f.end);
+      else if (f.field === ATTR_INTS) {
+        if (f.wire === WIRE_VARINT) ints.push(f.value);
+        else if (f.wire === WIRE_LEN) {
+          let p = f.valueStart;
+          while (p < f.end) {
+            const [v, np] = readVarint(this.bytes, p, f.end, this.file);
+            ints.push(v);
+            p = np;
+          }
+        }
+      } else if (f.field === ATTR_T && f.wire === WIRE_LEN)
+        tensor = { path: pathJoin(path, f.field, occ), range: [f.valueStart, f.end] };
+      else if ((f.field === ATTR_G || f.field === ATTR_GRAPHS) && f.wire === WIRE_LEN)
+        this.walkGraph(f.valueStart, f.end, pathJoin(path, f.field, occ), depth + 1);
+    }
+    if (ints.length) value = ints;
+    if (value !== undefined) node.attrs[name] = value;
+    if (tensor && node.op === 'Constant' && name === 'value') {
+      node.constantTensorPath = tensor.path;
+      node.constantTensorRange = tensor.range;
+    }
+    // Constant's op_type may come after its attributes in the byte stream; remember the tensor anyway.
+    if (tensor && name === 'value' && !node.op) {
+      node.constantTensorPath = tensor.path;
+      node.constantTensorRange = tensor.range;
+    }
+  }
+
+  private addTensor(start: number, end: number, path: string, fallbackName: string | undefined): void {
+    const file = this.file;
+    const dims: number[] = [];
+    let dataType = 0;
+    let name = '';
+    let form: DataForm | undefined;
+    let dataStart = 0;
+    let dataEnd = 0;
+    let unpacked = false;
+    let location = 0;
+    const external: Record<string, string> = {};
+    for (const f of wireFields(this.bytes, start, end, file)) {
+      switch (f.field) {
+        case TENSOR_DIMS:
+          if (f.wire === WIRE_VARINT) dims.push(f.value);
+          else if (f.wire === WIRE_LEN) {
+            let p = f.valueStart;
+            while (p < f.end) {
+              const [v, np] = readVarint(this.bytes, p, f.end, file);
+              dims.push(v);
+              p = np;
+            }
+          }
+          break;
+        case TENSOR_DATA_TYPE:
+          dataType = f.value;
+          break;
+        case TENSOR_NAME:
+          name = utf8(this.bytes, f.valueStart, f.end);
+          break;
+        case TENSOR_RAW_DATA:
+          form = 'raw';
+          dataStart = f.valueStart;
+          dataEnd = f.end;
+          break;
+        case TENSOR_FLOAT_DATA:
+        case TENSOR_INT32_DATA:
+        case TENSOR_DOUBLE_DATA: {
+          const kind = f.field === TENSOR_FLOAT_DATA ? 'float_data' : f.field === TENSOR_INT32_DATA ? 'int32_data' : 'double_data';
+          if (f.wire === WIRE_LEN && form === undefined) {
+            form = kind;
+            dataStart = f.valueStart;
+            dataEnd = f.end;
+          } else {
+            form = kind;
+            unpacked = true;
+            if (!dataStart) dataStart = f.start;
+            dataEnd = f.end;
+          }
+          break;
+        }
+        case TENSOR_EXTERNAL_DATA:
+          if (f.wire === WIRE_LEN) {
+            let k = '';
+            let v = '';
+            for (const e of wireFields(this.bytes, f.valueStart, f.end, file)) {
+              if (e.field === 1) k = utf8(this.bytes, e.valueStart, e.end);
+              if (e.field === 2) v = utf8(this.bytes, e.valueStart, e.end);
+            }
+            external[k] = v;
+          }
+          break;
+        case TENSOR_DATA_LOCATION:
+          location = f.value;
+          break;
+      }
+    }
+    const dtype = ONNX_FLOAT_TYPES[dataType];
+    if (!dtype) return; // integer, bool and string tensors stay in the skeleton untouched
+    const tensorName = name || fallbackName || path;
+    if (dims.length > MAX_RANK) throw new BadModelError(`rank ${dims.length} exceeds ${MAX_RANK}`, { file, tensor: tensorName });
+    const n = elementCount(dims);
+    if (!Number.isSafeInteger(n)) throw new BadModelError(`shape [${dims}] is too large`, { file, tensor: tensorName });
+    const entry: OnnxTensor = {
+      key: tensorName,
+      name: tensorName,
+      dtype,
+      shape: dims,
+      uses: [],
+      location: path,
+      form: form ?? 'raw',
+      ref: fallbackName ?? tensorName,
+      dataStart,
+      dataEnd,
+      unpacked,
+    };
+    if (location === 1) {
+      entry.form = 'external';
+      const loc = external.location;
+      if (!loc || isAbsolute(loc) || relative(dirname(this.file), resolve(dirname(this.file), loc)).startsWith('..'))
+        throw new BadModelError(`external data location ${JSON.stringify(loc)} is missing or outside the model folder`, {
+          file,
+          tensor: tensorName,
+        });
+      entry.externalFile = resolve(dirname(this.file), loc);
+      entry.dataStart = Number(external.offset ?? 0);
+      const len = external.length !== undefined ? Number(external.length) : n * BYTES_PER_ELEMENT[dtype];
+      entry.dataEnd = entry.dataStart + len;
+    }
+    this.checkSize(entry, n);
+    if (this.byKey.has(entry.key)) entry.key = `${entry.name}@${path}`;
+    this.byKey.set(entry.key, entry);
+    this.tensors.push(entry);
+  }
+
+  private checkSize(t: OnnxTensor, n: number): void {
+    const bytes = t.dataEnd - t.dataStart;
+    const ctx = { file: this.file, tensor: t.name };
+    if (t.form === 'raw' || t.form === 'external') {
+      if (bytes !== n * BYTES_PER_ELEMENT[t.dtype])
+        throw new BadModelError(
+          `holds ${bytes} data bytes but shape [${t.shape}] of ${t.dtype} needs ${n * BYTES_PER_ELEMENT[t.dtype]}`,
+          ctx,
+        );
+    } else if (!t.unpacked) {
+      const expected = t.form === 'float_data' ? n * 4 : t.form === 'double_data' ? n * 8 : -1;
+      if (expected >= 0 && bytes !== expected)
+        throw new BadModelError(`holds ${bytes} bytes of ${t.form} but shape [${t.shape}] needs ${expected}`, ctx);
+    }
+  }
+
+  private attachUses(): void {
+    const uses = new Map<string, TensorUse[]>();
+    for (const node of this.nodes) {
+      node.inputs.forEach((input, inputIndex) => {
+        if (!input) return;
+        let list = uses.get(input);
+        if (!list) uses.set(input, (list = []));
+        list.push({ op: node.op, inputIndex, attrs: node.attrs });
+      });
+    }
+    for (const t of this.tensors) t.uses = uses.get(t.ref) ?? [];
+  }
+
+  private get(key: string): OnnxTensor {
+    const t = this.byKey.get(key);
+    if (!t) throw new BadModelError(`no float tensor named ${key}`, { file: this.file, tensor: key });
+    return t;
+  }
+
+  read(key: string): Float32Array {
+    const t = this.get(key);
+    const n = elementCount(t.shape);
+    if (t.form === 'external') {
+      const ext = readFileSync(t.externalFile!);
+      if (t.dataEnd > ext.length)
+        throw new BadModelError(`external data ends at ${t.dataEnd} past the end of ${t.externalFile} (${ext.length})`, {
+          file: this.file,
+          tensor: t.name,
+        });
+      return decodeFloats(new Uint8Array(ext.buffer, ext.byteOffset + t.dataStart, t.dataEnd - t.dataStart), t.dtype);
+    }
+    if (t.form === 'raw') return decodeFloats(this.bytes.subarray(t.dataStart, t.dataEnd), t.dtype);
+    // Typed repeated fields: float_data (float32), double_data, int32_data (float16/bfloat16 bit patterns).
+    const out = new Float32Array(n);
+    let i = 0;
+    const put = (v: number): void => {
+      if (i >= n) throw new BadModelError(`holds more values than shape [${t.shape}]`, { file: this.file, tensor: t.name });
+      out[i++] = v;
+    };
+    const view = new DataView(this.bytes.buffer, this.bytes.byteOffset);
+    const half = (bits: number): number => decodeFloats(Uint8Array.of(bits & 0xff, (bits >> 8) & 0xff), t.dtype)[0];
+    const readPacked = (s: number, e: number): void => {
+      if (t.form === 'float_data') for (let p = s; p < e; p += 4) put(view.getFloat32(p, true));
+      else if (t.form === 'double_data') for (let p = s; p < e; p += 8) put(view.getFloat64(p, true));
+      else {
+        let p = s;
+        while (p < e) {
+          const [v, np] = readVarint(this.bytes, p, e, this.file);
+          put(half(v));
+          p = np;
+        }
+      }
+    };
+    if (!t.unpacked) readPacked(t.dataStart, t.dataEnd);
+    else {
+      const field = t.form === 'float_data' ? TENSOR_FLOAT_DATA : t.form === 'double_data' ? TENSOR_DOUBLE_DATA : TENSOR_INT32_DATA;
+      for (const f of wireFields(this.bytes, t.dataStart, t.dataEnd, this.file)) {
+        if (f.field !== field) continue;
+        if (f.wire === WIRE_LEN) readPacked(f.valueStart, f.end);
+        else if (t.form === 'float_data') put(view.getFloat32(f.valueStart, true));
+        else if (t.form === 'double_data') put(view.getFloat64(f.valueStart, true));
+        else put(half(f.value));
+      }
+    }
+    if (i !== n) throw new BadModelError(`holds ${i} values but shape [${t.shape}] needs ${n}`, { file: this.file, tensor: t.name });
+    return out;
+  }
+
+  storage(key: string): Record<string, string | number> {
+    return { form: this.get(key).form, path: this.get(key).location };
+  }
+
+  skeleton(stripped: ReadonlySet<string>): Uint8Array {
+    const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+    for (const key of stripped) {
+      const t = this.get(key);
+      edits.set(t.location, (s, e) => replaceTensorData(this.bytes, s, e, new Uint8Array(0), this.file));
+    }
+    return rewriteMessage(this.bytes, 0, this.bytes.length, '', edits, this.file);
+  }
+}
+
+/**
+ * Copies a message, descending only into fields on the way to an edited path;
+ * untouched fields are copied byte for byte, touched ones get new lengths.
+ */
+function rewriteMessage(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  path: string,
+  edits: ReadonlyMap<string, (s: number, e: number) => Uint8Array[]>,
+  file: string,
+): Uint8Array {
+  if (edits.size === 0) return buf.subarray(start, end);
+  const parts: Uint8Array[] = [];
+  const count = occurrenceCounter();
+  let copyFrom = start;
+  for (const f of wireFields(buf, start, end, file)) {
+    const occ = count(f.field);
+    if (f.wire !== WIRE_LEN) continue;
+    const p = pathJoin(path, f.field, occ);
+    const edit = edits.get(p);
+    const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
+    if (!edit && !descend) continue;
+    parts.push(buf.subarray(copyFrom, f.start));
+    const payload = edit
+      ? edit(f.valueStart, f.end)
+      : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
+    parts.push(...lenField(f.field, payload));
+    copyFrom = f.end;
+  }
+  parts.push(buf.subarray(copyFrom, end));
+  return concatBytes(parts);
+}
+
+function subEdits<T>(edits: ReadonlyMap<string, T>, prefix: string): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [k, v] of edits) if (k.startsWith(prefix + '/')) out.set(k, v);
+  return out;
+}
+
+/**
+ * The tensor message with its data fields replaced by `payload` as a single
+ * field of the right kind, placed where the first data field stood; external
+ * data references are dropped (the data is inlined).
+ */
+function replaceTensorData(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  payload: Uint8Array,
+  file: string,
+  form: DataForm = 'raw',
+): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let placed = false;
+  const dataField =
+    form === 'float_data'
+      ? TENSOR_FLOAT_DATA
+      : form === 'int32_data'
+        ? TENSOR_INT32_DATA
+        : form === 'double_data'
+          ? TENSOR_DOUBLE_DATA
+          : TENSOR_RAW_DATA;
+  const place = (): void => {
+    if (!placed) parts.push(...lenField(dataField, [payload]));
+    placed = true;
+  };
+  for (const f of wireFields(buf, start, end, file)) {
+    if (DATA_FIELDS.has(f.field) || f.field === TENSOR_EXTERNAL_DATA || f.field === TENSOR_DATA_LOCATION) {
+      place();
+      continue;
+    }
+    parts.push(buf.subarray(f.start, f.end));
+  }
+  place();
+  return parts;
+}
+
+function encodeForm(values: Float32Array, dtype: FloatDType, form: DataForm): Uint8Array {
+  if (form === 'raw' || form === 'external' || form === 'float_data' || form === 'double_data') {
+    // float_data holds float32 and double_data float64 as packed little-endian, the same bytes as raw.
+    return encodeFloats(values, form === 'float_data' ? 'float32' : form === 'double_data' ? 'float64' : dtype);
+  }
+  // int32_data: float16/bfloat16 bit patterns as packed varints.
+  const halves = encodeFloats(values, dtype);
+  const view = new DataView(halves.buffer);
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < values.length; i++) parts.push(encodeVarint(view.getUint16(i * 2, true)));
+  return concatBytes(parts);
+}
+
+export interface RestoredTensor {
+  path: string;
+  form: string;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+/** Rebuilds an ONNX file from its skeleton and the restored tensors. */
+export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
+  const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+  for (const t of tensors) {
+    const form = t.form as DataForm;
+    edits.set(t.path, (s, e) => replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form));
+  }
+  return rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
+}
+
+export function openOnnx(file: string, bytes?: Uint8Array): OnnxReader {
+  let data: Uint8Array;
+  try {
+    data = bytes ?? readFileSync(file);
+  } catch (e) {
+    throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
+  }
+  return new OnnxReader(file, data);
+}

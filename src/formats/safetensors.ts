@@ -1,0 +1,180 @@
+/**
+ * safetensors: an 8-byte little-endian header length, a JSON header
+ * ({name: {dtype, shape, data_offsets}}, optional __metadata__), then the data.
+ * Tensors are read by offset, one at a time. The header is treated as hostile:
+ * size limits, offsets checked against the file and against each other.
+ */
+
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { BadModelError } from '../errors.js';
+import { concatBytes } from './protobuf.js';
+import { BYTES_PER_ELEMENT, type FloatDType, type ModelReader, type TensorEntry, decodeFloats, elementCount, encodeFloats } from './model.js';
+
+/** The reference implementation refuses headers over 100 MB; so do we. */
+const MAX_HEADER_BYTES = 100_000_000;
+const MAX_RANK = 16;
+const FLOAT_DTYPES: Record<string, FloatDType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
+const ALL_DTYPE_BYTES: Record<string, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+};
+
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+interface StEntry extends TensorEntry {
+  begin: number;
+  end: number;
+}
+
+export class SafetensorsReader implements ModelReader {
+  readonly format = 'safetensors' as const;
+  readonly tensors: StEntry[] = [];
+  readonly headerBytes: Uint8Array;
+  readonly metadata: Record<string, string> = {};
+  private readonly fd: number;
+  private readonly dataStart: number;
+  private readonly fileSize: number;
+
+  constructor(readonly file: string) {
+    try {
+      this.fd = openSync(file, 'r');
+    } catch (e) {
+      throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
+    }
+    try {
+      this.fileSize = fstatSync(this.fd).size;
+      const lenBuf = this.readAt(0, 8);
+      const len = Number(lenBuf.readBigUInt64LE(0));
+      if (len > MAX_HEADER_BYTES) throw new BadModelError(`safetensors header of ${len} bytes exceeds ${MAX_HEADER_BYTES}`, { file });
+      if (8 + len > this.fileSize) throw new BadModelError(`truncated: header of ${len} bytes but the file has ${this.fileSize}`, { file });
+      this.headerBytes = this.readAt(0, 8 + len);
+      this.dataStart = 8 + len;
+      this.parseHeader(Buffer.from(this.headerBytes.subarray(8)).toString('utf8'));
+    } catch (e) {
+      closeSync(this.fd);
+      throw e;
+    }
+  }
+
+  private readAt(offset: number, length: number): Buffer {
+    if (offset + length > this.fileSize)
+      throw new BadModelError(`truncated: needs bytes up to ${offset + length}, file has ${this.fileSize}`, { file: this.file });
+    const b = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(this.fd, b, done, length - done, offset + done);
+      if (n === 0) throw new BadModelError('unexpected end of file', { file: this.file });
+      done += n;
+    }
+    return b;
+  }
+
+  private parseHeader(text: string): void {
+    const file = this.file;
+    let header: unknown;
+    try {
+      header = JSON.parse(text);
+    } catch (e) {
+      throw new BadModelError(`header is not valid JSON (${(e as Error).message})`, { file });
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new BadModelError('header is not a JSON object', { file });
+    const ranges: Array<[number, number, string]> = [];
+    for (const [name, raw] of Object.entries(header)) {
+      if (name === '__metadata__') {
+        if (typeof raw !== 'object' || raw === null) throw new BadModelError('__metadata__ is not an object', { file });
+        for (const [k, v] of Object.entries(raw)) {
+          if (typeof v !== 'string') throw new BadModelError(`__metadata__.${k} is not a string`, { file });
+          this.metadata[k] = v;
+        }
+        continue;
+      }
+      const e = raw as Partial<HeaderEntry>;
+      const ctx = { file, tensor: name };
+      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets))
+        throw new BadModelError('header entry lacks dtype, shape or data_offsets', ctx);
+      const width = ALL_DTYPE_BYTES[e.dtype];
+      if (!width) throw new BadModelError(`unknown dtype ${e.dtype}`, ctx);
+      if (e.shape.length > MAX_RANK || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+        throw new BadModelError(`invalid shape ${JSON.stringify(e.shape)}`, ctx);
+      const [b, en] = e.data_offsets;
+      if (!Number.isSafeInteger(b) || !Number.isSafeInteger(en) || b < 0 || en < b)
+        throw new BadModelError(`invalid data_offsets ${JSON.stringify(e.data_offsets)}`, ctx);
+      if (this.dataStart + en > this.fileSize)
+        throw new BadModelError(`data ends at byte ${this.dataStart + en}, past the end of the file (${this.fileSize}): truncated`, ctx);
+      const n = elementCount(e.shape);
+      if (n * width !== en - b) throw new BadModelError(`holds ${en - b} bytes but shape [${e.shape}] of ${e.dtype} needs ${n * width}`, ctx);
+      ranges.push([b, en, name]);
+      const dtype = FLOAT_DTYPES[e.dtype];
+      if (dtype) this.tensors.push({ key: name, name, dtype, shape: e.shape, uses: [], location: `${b}-${en}`, begin: b, end: en });
+    }
+    ranges.sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < ranges.length; i++)
+      if (ranges[i][0] < ranges[i - 1][1]) throw new BadModelError(`data of ${ranges[i][2]} overlaps ${ranges[i - 1][2]}`, { file });
+  }
+
+  private get(key: string): StEntry {
+    const t = this.tensors.find((x) => x.key === key);
+    if (!t) throw new BadModelError(`no float tensor named ${key}`, { file: this.file, tensor: key });
+    return t;
+  }
+
+  read(key: string): Float32Array {
+    const t = this.get(key);
+    return decodeFloats(this.readAt(this.dataStart + t.begin, t.end - t.begin), t.dtype);
+  }
+
+  storage(key: string): Record<string, string | number> {
+    const t = this.get(key);
+    return { begin: t.begin, end: t.end };
+  }
+
+  /** Header bytes verbatim, then the data area with the stripped tensors' ranges cut out. */
+  skeleton(stripped: ReadonlySet<string>): Uint8Array {
+    const cuts = this.tensors.filter((t) => stripped.has(t.key)).sort((a, b) => a.begin - b.begin);
+    const parts: Uint8Array[] = [this.headerBytes];
+    let pos = 0;
+    const dataLen = this.fileSize - this.dataStart;
+    for (const c of cuts) {
+      parts.push(this.readAt(this.dataStart + pos, c.begin - pos));
+      pos = c.end;
+    }
+    parts.push(this.readAt(this.dataStart + pos, dataLen - pos));
+    return concatBytes(parts);
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+export interface RestoredRange {
+  begin: number;
+  end: number;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+/** Puts restored tensors back into the cut-out ranges of a safetensors skeleton. */
+export function rebuildSafetensors(skeleton: Uint8Array, tensors: readonly RestoredRange[], file: string): Uint8Array {
+  if (skeleton.length < 8) throw new BadModelError('skeleton too short', { file });
+  const headerLen = 8 + Number(Buffer.from(skeleton.subarray(0, 8)).readBigUInt64LE(0));
+  const parts: Uint8Array[] = [skeleton.subarray(0, headerLen)];
+  let src = headerLen;
+  let pos = 0;
+  for (const t of [...tensors].sort((a, b) => a.begin - b.begin)) {
+    const keep = t.begin - pos;
+    parts.push(skeleton.subarray(src, src + keep));
+    src += keep;
+    const bytes = encodeFloats(t.values, t.dtype);
+    if (bytes.length !== t.end - t.begin) throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
+    parts.push(bytes);
+    pos = t.end;
+  }
+  parts.push(skeleton.subarray(src));
+  return concatBytes(parts);
+}
+
+export { BYTES_PER_ELEMENT };

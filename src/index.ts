@@ -1,0 +1,13 @@
+/** nnmedia's library API (Node). */
+export * from './errors.js';
+export { compressModel, planTensors, type CompressResult } from './pipeline/compress.js';
+export { decompressArchive, rebuildModel, decodeAllTensors, decodeTensor, Archive, type DecompressOptions } from './pipeline/decompress.js';
+export type { CompressOptions, TensorRule, EncodeSettings } from './pipeline/options.js';
+export { loadRulesFile } from './pipeline/options.js';
+export { openModel, detectFormat } from './pipeline/open.js';
+export { listCodecs, getCodec } from './codecs/registry.js';
+export type { Codec, CodecOptions, CodePlane, Media } from './codecs/types.js';
+export type { Manifest, TensorRecord } from './archive/manifest.js';
+export { errorStats, type ErrorStats } from './eval/metrics.js';
+export { classifyTensor, type Role } from './roles/classify.js';
+export { VERSION } from './version.js';

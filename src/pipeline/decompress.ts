@@ -1,0 +1,239 @@
+/**
+ * decompress: .nnm archive → verify checksums → decode media → un-lay-out →
+ * dequantize (M1) → rebuild the model in its original format (M9). The output
+ * is written only after every entry has been verified and decoded.
+ */
+
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { getCodec } from '../codecs/registry.js';
+import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
+import { elementCount, type ModelFormat } from '../formats/model.js';
+import { rebuildOnnx } from '../formats/onnx.js';
+import { rebuildSafetensors } from '../formats/safetensors.js';
+import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes.js';
+import { pasteTile } from '../layout/tiles.js';
+import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
+import { ZipReader } from '../archive/zip.js';
+import { checkOutputPath, writeAtomic } from '../io/atomic.js';
+import { runPool } from './pool.js';
+
+export interface DecompressOptions {
+  jobs?: number;
+  onProgress?: (p: { done: number; total: number; tensor: string }) => void;
+  signal?: AbortSignal;
+}
+
+/** Largest tensor we agree to allocate from a manifest's word (2^31 elements = 8 GiB of float32). */
+const MAX_TENSOR_ELEMENTS = 2 ** 31;
+
+/** An opened archive: manifest parsed and checked, entries verified on read. */
+export class Archive {
+  readonly manifest: Manifest;
+  private readonly zip: ZipReader;
+
+  constructor(readonly file: string) {
+    this.zip = new ZipReader(file);
+    try {
+      const info = this.zip.list().find((e) => e.name === MANIFEST_NAME);
+      if (!info) throw new CorruptArchiveError(`no ${MANIFEST_NAME}: not an nnmedia archive`, { file });
+      if (info.size > MAX_MANIFEST_BYTES) throw new CorruptArchiveError(`manifest of ${info.size} bytes is too large`, { file });
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(Buffer.from(this.zip.read(MANIFEST_NAME)).toString('utf8'));
+      } catch (e) {
+        if (e instanceof NnmediaError) throw e;
+        throw new CorruptArchiveError(`manifest is not valid JSON: ${(e as Error).message}`, { file });
+      }
+      this.manifest = checkManifest(parsed, file);
+      for (const name of Object.keys(this.manifest.entries))
+        if (!this.zip.has(name)) throw new CorruptArchiveError(`entry ${name} listed in the manifest is missing`, { file });
+    } catch (e) {
+      this.zip.close();
+      throw e;
+    }
+  }
+
+  /** An entry's bytes, checked against the manifest's sha256. */
+  entry(name: string, tensor?: string): Uint8Array {
+    const want = this.manifest.entries[name];
+    if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
+    const data = this.zip.read(name);
+    const got = createHash('sha256').update(data).digest('hex');
+    if (got !== want.sha256) throw new CorruptArchiveError(`entry ${name}: sha256 mismatch (corrupt)`, { file: this.file, tensor });
+    return data;
+  }
+
+  /** Verifies every entry's checksum. */
+  verify(): void {
+    for (const name of Object.keys(this.manifest.entries)) this.entry(name);
+  }
+
+  entrySizes(): Map<string, number> {
+    return new Map(this.zip.list().map((e) => [e.name, e.compressedSize]));
+  }
+
+  close(): void {
+    this.zip.close();
+  }
+}
+
+function fail(file: string, msg: string, tensor?: string): never {
+  throw new CorruptArchiveError(`manifest: ${msg}`, { file, tensor });
+}
+
+/** Structural checks on a hostile manifest before any allocation is based on it. */
+export function checkManifest(m: unknown, file: string): Manifest {
+  const man = m as Manifest;
+  if (typeof man !== 'object' || man === null || man.format !== 'nnmedia') fail(file, 'not an nnmedia manifest');
+  if (man.version !== FORMAT_VERSION) fail(file, `unsupported format version ${man.version} (this build reads ${FORMAT_VERSION})`);
+  if (!man.source || (man.source.format !== 'onnx' && man.source.format !== 'safetensors')) fail(file, 'unknown source format');
+  if (!Array.isArray(man.tensors) || typeof man.entries !== 'object' || man.entries === null) fail(file, 'tensors or entries missing');
+  if (typeof man.skeleton !== 'string' || !man.entries[man.skeleton]) fail(file, 'skeleton entry missing');
+  const keys = new Set<string>();
+  for (const t of man.tensors) {
+    if (typeof t?.key !== 'string' || !Array.isArray(t.shape)) fail(file, 'tensor record without key or shape');
+    if (keys.has(t.key)) fail(file, `duplicate tensor key`, t.key);
+    keys.add(t.key);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(file, 'invalid shape', t.key);
+    const n = elementCount(t.shape);
+    if (n > MAX_TENSOR_ELEMENTS) fail(file, `tensor of ${n} elements exceeds the limit`, t.key);
+    if (t.sameAs !== undefined) {
+      const first = man.tensors.find((x) => x.key === t.sameAs);
+      if (!first || first.sameAs !== undefined || elementCount(first.shape) !== n) fail(file, `bad sameAs reference ${t.sameAs}`, t.key);
+      continue;
+    }
+    if (!t.layout) continue;
+    if (layoutElementCount(t.layout) !== n) fail(file, 'layout does not match the shape', t.key);
+    const shapes = planeShapes(t.layout);
+    if (!t.planes || !t.quant || !t.codec || t.planes.length !== shapes.length || t.quant.ranges.length !== shapes.length)
+      fail(file, 'planes, quantization or codec missing', t.key);
+    if (![8, 16, 24, 32].includes(t.quant.bits)) fail(file, `invalid bits ${t.quant.bits}`, t.key);
+    shapes.forEach((s, p) => {
+      const pr = t.planes![p];
+      if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
+      let covered = 0;
+      for (const tile of pr.tiles) {
+        if (!(tile.row >= 0 && tile.col >= 0 && tile.rows > 0 && tile.cols > 0 && tile.row + tile.rows <= s.rows && tile.col + tile.cols <= s.cols))
+          fail(file, `tile outside plane ${p}`, t.key);
+        if (!man.entries[tile.entry]) fail(file, `tile entry ${tile.entry} not listed`, t.key);
+        covered += tile.rows * tile.cols;
+      }
+      if (covered !== s.rows * s.cols) fail(file, `tiles do not cover plane ${p}`, t.key);
+    });
+  }
+  return man;
+}
+
+function decodeRanges(b64: string, channelWidth: number, file: string, tensor: string): PlaneRanges {
+  const bytes = Buffer.from(b64, 'base64');
+  if (bytes.length % 8 !== 0 || bytes.length === 0) fail(file, 'bad quantization ranges', tensor);
+  const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  const n = all.length / 2;
+  return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
+}
+
+function decodeNonFinite(data: Uint8Array, n: number, file: string, tensor: string): { indices: Uint32Array; values: Float32Array } {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (data.length < 4) fail(file, 'non-finite side data truncated', tensor);
+  const count = view.getUint32(0, true);
+  if (data.length !== 4 + count * 8) fail(file, 'non-finite side data has the wrong size', tensor);
+  const indices = new Uint32Array(count);
+  const values = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    indices[i] = view.getUint32(4 + i * 4, true);
+    if (indices[i] >= n) fail(file, 'non-finite index outside the tensor', tensor);
+    values[i] = view.getFloat32(4 + count * 4 + i * 4, true);
+  }
+  return { indices, values };
+}
+
+/** Decodes one compressed tensor of the archive to float32 values in file memory order. */
+export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
+  const file = archive.file;
+  if (!t.layout || !t.planes || !t.quant || !t.codec) fail(file, 'tensor is not compressed', t.key);
+  const codec = getCodec(t.codec.name, { file, tensor: t.name });
+  const bits = t.quant.bits;
+  const shapes = planeShapes(t.layout);
+  const planes: Float32Array[] = [];
+  for (let p = 0; p < shapes.length; p++) {
+    const s = shapes[p];
+    const codes = allocCodes(bits, s.rows * s.cols);
+    for (const tile of t.planes[p].tiles) {
+      const data = archive.entry(tile.entry, t.name);
+      let back;
+      try {
+        back = await codec.decode(data, { width: tile.cols, height: tile.rows, bits });
+      } catch (e) {
+        throw new CorruptArchiveError(`cannot decode ${tile.entry}: ${(e as Error).message}`, { file, tensor: t.name });
+      }
+      pasteTile(codes, s.cols, tile, back);
+    }
+    const ranges = decodeRanges(t.quant.ranges[p], t.quant.channelWidth[p], file, t.key);
+    const channels = Math.ceil(s.cols / ranges.channelWidth);
+    if (ranges.mins.length !== channels) fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);
+    planes.push(dequantizePlane(codes, s.rows, s.cols, bits, ranges));
+  }
+  const out = scatterPlanes(planes, t.layout, new Float32Array(elementCount(t.shape)));
+  if (t.nonFinite) restoreNonFinite(out, decodeNonFinite(archive.entry(t.nonFinite, t.name), out.length, file, t.key));
+  return out;
+}
+
+/** Decodes every compressed tensor; identical tensors share one decode. */
+export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
+  const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+  const out = new Map<string, Float32Array>();
+  let done = 0;
+  await runPool(records, options.jobs ?? availableParallelism(), async (t) => {
+    options.signal?.throwIfAborted();
+    out.set(t.key, await decodeTensor(archive, t));
+    options.onProgress?.({ done: ++done, total: records.length, tensor: t.name });
+  });
+  for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
+  return out;
+}
+
+/** Rebuilds the model file bytes from the archive. */
+export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
+  archive.verify();
+  const values = await decodeAllTensors(archive, options);
+  const skeleton = archive.entry(archive.manifest.skeleton);
+  const restored = archive.manifest.tensors.filter((t) => values.has(t.key));
+  if (archive.manifest.source.format === 'onnx') {
+    return rebuildOnnx(
+      skeleton,
+      restored.map((t) => ({ path: String(t.storage.path), form: String(t.storage.form), dtype: t.dtype, values: values.get(t.key)! })),
+      archive.file,
+    );
+  }
+  return rebuildSafetensors(
+    skeleton,
+    restored.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end), dtype: t.dtype, values: values.get(t.key)! })),
+    archive.file,
+  );
+}
+
+const EXTENSIONS: Record<ModelFormat, string> = { onnx: '.onnx', safetensors: '.safetensors' };
+
+export async function decompressArchive(input: string, output: string, options: DecompressOptions = {}): Promise<{ format: ModelFormat; bytes: number }> {
+  checkOutputPath(output, [input]);
+  const archive = new Archive(input);
+  try {
+    const format = archive.manifest.source.format;
+    const ext = extname(output).toLowerCase();
+    if (ext && Object.values(EXTENSIONS).includes(ext) && ext !== EXTENSIONS[format])
+      throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
+    const bytes = await rebuildModel(archive, options);
+    options.signal?.throwIfAborted();
+    await writeAtomic(output, async (fd) => {
+      const { writeSync } = await import('node:fs');
+      let off = 0;
+      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    });
+    return { format, bytes: bytes.length };
+  } finally {
+    archive.close();
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * One place where options are checked, when the call is made and before any
+ * codec starts, with one message format (after sharp's lib/is.mjs).
+ */
+
+import { readFileSync } from 'node:fs';
+import { OptionError } from '../errors.js';
+import type { Media } from '../codecs/types.js';
+import { ROLES, type Role } from '../roles/classify.js';
+import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
+
+export interface TensorRule {
+  /** Tensor name pattern: a glob with * and ?, or /regex/. */
+  match: string;
+  role?: Role;
+  /** For a forced `fc` role: memory order of the matrix ([in, out] or [out, in]). */
+  order?: 'in_out' | 'out_in';
+  media?: Media;
+  codec?: string;
+  bits?: number;
+  quality?: number;
+  lossless?: boolean;
+  range?: RangeMode;
+}
+
+export interface EncodeSettings {
+  media: Media;
+  codec: string;
+  bits: number;
+  quality?: number;
+  lossless?: boolean;
+  effort?: number;
+  range: RangeMode;
+}
+
+export interface CompressOptions extends Partial<EncodeSettings> {
+  nonFinite?: NonFinitePolicy;
+  rules?: TensorRule[];
+  jobs?: number;
+  onProgress?: (p: { done: number; total: number; tensor: string }) => void;
+  signal?: AbortSignal;
+}
+
+export const DEFAULTS: EncodeSettings = { media: 'image', codec: 'png', bits: 8, range: 'channel' };
+
+function expect(cond: boolean, what: string, received: unknown): void {
+  if (!cond) throw new OptionError(`Expected ${what} but received ${JSON.stringify(received)}`);
+}
+
+export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
+  const at = where ? ` (${where})` : '';
+  if (s.bits !== undefined) expect((CODE_BITS as readonly number[]).includes(s.bits), `one of 8, 16, 24, 32 for bits${at}`, s.bits);
+  if (s.range !== undefined) expect(s.range === 'layer' || s.range === 'channel', `'layer' or 'channel' for range${at}`, s.range);
+  if (s.media !== undefined) expect(['image', 'video', 'audio'].includes(s.media), `one of image, video, audio for media${at}`, s.media);
+  if (s.quality !== undefined) expect(Number.isInteger(s.quality), `integer for quality${at}`, s.quality);
+  if (s.lossless !== undefined) expect(typeof s.lossless === 'boolean', `boolean for lossless${at}`, s.lossless);
+  if (s.codec !== undefined) expect(typeof s.codec === 'string' && s.codec.length > 0, `codec name${at}`, s.codec);
+}
+
+export function checkCompressOptions(o: CompressOptions): void {
+  checkSettings(o);
+  if (o.nonFinite !== undefined) expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
+  if (o.jobs !== undefined) expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
+  for (const [i, r] of (o.rules ?? []).entries()) {
+    expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);
+    if (r.role !== undefined) expect(ROLES.includes(r.role), `one of ${ROLES.join(', ')} for rules[${i}].role`, r.role);
+    if (r.order !== undefined) expect(r.order === 'in_out' || r.order === 'out_in', `'in_out' or 'out_in' for rules[${i}].order`, r.order);
+    checkSettings(r, `rules[${i}]`);
+  }
+}
+
+export function patternToRegExp(pattern: string): RegExp {
+  if (pattern.length > 2 && pattern.startsWith('/') && pattern.endsWith('/')) return new RegExp(pattern.slice(1, -1));
+  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${escaped}$`);
+}
+
+/** Rules that match a tensor, later rules overriding earlier ones. */
+export function rulesFor(name: string, rules: readonly TensorRule[] = []): TensorRule {
+  const merged: TensorRule = { match: name };
+  for (const r of rules) if (patternToRegExp(r.match).test(name)) Object.assign(merged, r);
+  return merged;
+}
+
+/** A config file: {"tensors": [TensorRule, …]}. */
+export function loadRulesFile(file: string): TensorRule[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new OptionError(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  const rules = (parsed as { tensors?: unknown }).tensors;
+  if (!Array.isArray(rules)) throw new OptionError(`config file ${file}: expected {"tensors": [ … ]}`);
+  const o = { rules: rules as TensorRule[] };
+  checkCompressOptions(o);
+  return o.rules;
+}

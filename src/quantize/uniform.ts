@@ -1,0 +1,125 @@
+/**
+ * M1: uniform quantization to n bits. [min, max] is split into 2^n equal
+ * intervals numbered 0 … 2^n−1; a weight becomes the number of its interval and
+ * decodes to the interval's centre. Ranges are per plane (per layer, or per
+ * matrix for LSTM/GRU) or per output channel (a group of plane columns).
+ *
+ * A constant range (min == max) decodes exactly to min. Non-finite weights are
+ * either an error or taken out to exact side storage before ranges are found.
+ */
+
+import { NonFiniteWeightError, OptionError } from '../errors.js';
+
+export type CodeArray = Uint8Array | Uint16Array | Uint32Array;
+export type RangeMode = 'layer' | 'channel';
+export type NonFinitePolicy = 'error' | 'keep';
+
+export const CODE_BITS = [8, 16, 24, 32] as const;
+export type CodeBits = (typeof CODE_BITS)[number];
+
+export function allocCodes(bits: number, n: number): CodeArray {
+  if (bits === 8) return new Uint8Array(n);
+  if (bits === 16) return new Uint16Array(n);
+  if (bits === 24 || bits === 32) return new Uint32Array(n);
+  throw new OptionError(`Expected one of 8, 16, 24, 32 for bits but received ${bits}`);
+}
+
+/** Ranges of one plane: one [min, max] pair per channel (one channel in layer mode). */
+export interface PlaneRanges {
+  mins: Float32Array;
+  maxs: Float32Array;
+  /** Plane columns per channel (conv: Ky; fc and gate matrices: 1). */
+  channelWidth: number;
+}
+
+/** Finds the ranges of a rows×cols plane (row-major), skipping non-finite values. */
+export function findRanges(values: Float32Array, rows: number, cols: number, mode: RangeMode, channelWidth: number): PlaneRanges {
+  const channels = mode === 'layer' ? 1 : Math.ceil(cols / channelWidth);
+  const mins = new Float32Array(channels).fill(Infinity);
+  const maxs = new Float32Array(channels).fill(-Infinity);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) {
+      const v = values[base + c];
+      if (!Number.isFinite(v)) continue;
+      const ch = mode === 'layer' ? 0 : Math.floor(c / channelWidth);
+      if (v < mins[ch]) mins[ch] = v;
+      if (v > maxs[ch]) maxs[ch] = v;
+    }
+  }
+  for (let ch = 0; ch < channels; ch++) {
+    // A channel with no finite value: any range works; use [0, 0] so it decodes to 0 before side data is restored.
+    if (mins[ch] > maxs[ch]) mins[ch] = maxs[ch] = 0;
+  }
+  return { mins, maxs, channelWidth: mode === 'layer' ? cols : channelWidth };
+}
+
+export function quantizePlane(values: Float32Array, rows: number, cols: number, bits: number, ranges: PlaneRanges): CodeArray {
+  const codes = allocCodes(bits, rows * cols);
+  const levels = 2 ** bits;
+  const top = levels - 1;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) {
+      const ch = Math.floor(c / ranges.channelWidth);
+      const lo = ranges.mins[ch];
+      const span = ranges.maxs[ch] - lo;
+      const v = values[base + c];
+      if (!(span > 0) || !Number.isFinite(v)) continue; // constant channel or side-stored value: code 0
+      const q = Math.floor(((v - lo) / span) * levels);
+      codes[base + c] = q < 0 ? 0 : q > top ? top : q;
+    }
+  }
+  return codes;
+}
+
+export function dequantizePlane(codes: CodeArray, rows: number, cols: number, bits: number, ranges: PlaneRanges): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const levels = 2 ** bits;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) {
+      const ch = Math.floor(c / ranges.channelWidth);
+      const lo = ranges.mins[ch];
+      const span = ranges.maxs[ch] - lo;
+      out[base + c] = span > 0 ? lo + ((codes[base + c] + 0.5) * span) / levels : lo;
+    }
+  }
+  return out;
+}
+
+/** Exact storage of the non-finite weights of a tensor, by flat index. */
+export interface NonFiniteSide {
+  indices: Uint32Array;
+  values: Float32Array;
+}
+
+export function collectNonFinite(values: Float32Array, policy: NonFinitePolicy, file: string, tensor: string): NonFiniteSide | undefined {
+  let count = 0;
+  for (let i = 0; i < values.length; i++) {
+    if (Number.isFinite(values[i])) continue;
+    if (policy === 'error') {
+      throw new NonFiniteWeightError(
+        `weight ${i} is ${values[i]}; pass --non-finite keep to store non-finite weights exactly as side data`,
+        { file, tensor },
+      );
+    }
+    count++;
+  }
+  if (count === 0) return undefined;
+  const indices = new Uint32Array(count);
+  const side = new Float32Array(count);
+  let k = 0;
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      indices[k] = i;
+      side[k++] = values[i];
+    }
+  }
+  return { indices, values: side };
+}
+
+export function restoreNonFinite(values: Float32Array, side: NonFiniteSide | undefined): void {
+  if (!side) return;
+  for (let k = 0; k < side.indices.length; k++) values[side.indices[k]] = side.values[k];
+}
