@@ -1,0 +1,100 @@
+import { elementCount } from '../formats/model.js';
+import { BYTES_PER_ELEMENT } from '../formats/model.js';
+import { planeShapes } from '../layout/planes.js';
+import { Archive } from '../pipeline/decompress.js';
+import { openModel } from '../pipeline/open.js';
+import { planTensors } from '../pipeline/compress.js';
+import { ZipReader } from '../archive/zip.js';
+import { CorruptArchiveError } from '../errors.js';
+import { getFfmpegInfo } from './ffmpeg-info.js';
+import { formatTable } from './table.js';
+
+function isArchive(file: string): boolean {
+  try {
+    new ZipReader(file).close();
+    return true;
+  } catch (e) {
+    if (e instanceof CorruptArchiveError) return false;
+    throw e;
+  }
+}
+
+export async function inspectPath(file: string, json: boolean): Promise<void> {
+  if (isArchive(file)) return inspectArchive(file, json);
+  const reader = openModel(file);
+  try {
+    const plans = planTensors(reader, {});
+    const rows = plans.map((p) => ({
+      name: p.entry.name,
+      role: p.record.role,
+      reason: p.record.reason,
+      dtype: p.entry.dtype,
+      shape: p.entry.shape,
+      bytes: elementCount(p.entry.shape) * BYTES_PER_ELEMENT[p.entry.dtype],
+      planes: p.record.layout ? planeShapes(p.record.layout).map((s) => `${s.rows}×${s.cols}`) : [],
+    }));
+    if (json) {
+      console.log(JSON.stringify({ file, format: reader.format, tensors: rows }, null, 1));
+      return;
+    }
+    console.log(`${file}: ${reader.format}, ${rows.length} float tensors\n`);
+    console.log(
+      formatTable(
+        ['tensor', 'role', 'shape', 'dtype', 'bytes', 'media geometry', 'why'],
+        rows.map((r) => [r.name, r.role, r.shape.join('×'), r.dtype, String(r.bytes), r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact'), r.reason]),
+      ),
+    );
+  } finally {
+    (reader as { close?: () => void }).close?.();
+  }
+}
+
+function inspectArchive(file: string, json: boolean): void {
+  const a = new Archive(file);
+  try {
+    const m = a.manifest;
+    const sizes = a.entrySizes();
+    const rows = m.tensors.map((t) => {
+      const n = elementCount(t.shape);
+      const bytes = (t.planes ?? []).flatMap((p) => p.tiles).reduce((s, tile) => s + (sizes.get(tile.entry) ?? 0), 0);
+      return {
+        name: t.name,
+        role: t.role,
+        shape: t.shape,
+        geometry: (t.planes ?? []).map((p) => `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}`),
+        codec: t.sameAs ? `same as ${t.sameAs}` : t.codec ? `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}` : 'kept exact',
+        bits: t.quant?.bits,
+        range: t.quant?.range,
+        bytes,
+        bitsPerWeight: t.layout ? (bytes * 8) / n : undefined,
+        stats: t.stats,
+      };
+    });
+    const info = { file, source: m.source, createdBy: m.createdBy, options: m.options, ffmpeg: getFfmpegInfo(), tensors: rows };
+    if (json) {
+      console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+      return;
+    }
+    console.log(`${file}: ${m.createdBy}, ${m.source.format} source ${m.source.file} (${m.source.bytes} bytes)\n`);
+    console.log(
+      formatTable(
+        ['tensor', 'role', 'shape', 'media geometry', 'codec', 'bits', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'],
+        rows.map((r) => [
+          r.name,
+          r.role,
+          r.shape.join('×'),
+          r.geometry.length > 1 ? `${r.geometry.length} × ${r.geometry[0]}` : (r.geometry[0] ?? ''),
+          r.codec,
+          r.bits ? String(r.bits) : '',
+          String(r.bytes),
+          r.bitsPerWeight !== undefined ? r.bitsPerWeight.toFixed(2) : '',
+          r.stats ? r.stats.maxAbs.toExponential(2) : '',
+          r.stats ? r.stats.rmse.toExponential(2) : '',
+          r.stats ? (Number.isFinite(r.stats.snrDb) ? r.stats.snrDb.toFixed(1) : '∞') : '',
+        ]),
+      ),
+    );
+  } finally {
+    a.close();
+  }
+}

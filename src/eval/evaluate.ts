@@ -1,0 +1,93 @@
+/**
+ * Honest evaluation of an archive against its original model: per-tensor error
+ * measured again from the decoded weights, sizes and bits per weight, and the
+ * task metric from running both models.
+ */
+
+import { readFileSync, statSync } from 'node:fs';
+import { Archive, decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
+import { openModel } from '../pipeline/open.js';
+import { elementCount } from '../formats/model.js';
+import { errorStats, type ErrorStats } from './metrics.js';
+import type { TaskEvaluator, TaskMetric } from './tasks/types.js';
+
+export interface TensorReport {
+  name: string;
+  role: string;
+  shape: number[];
+  codec: string;
+  bits: number;
+  bytes: number;
+  bitsPerWeight: number;
+  stats: ErrorStats;
+  sameAs?: string;
+}
+
+export interface EvaluationReport {
+  archive: string;
+  model: string;
+  modelBytes: number;
+  archiveBytes: number;
+  compressedWeights: number;
+  keptWeights: number;
+  bitsPerWeight: number;
+  ratio: number;
+  tensors: TensorReport[];
+  task?: { name: string; baseline: TaskMetric[]; metrics: TaskMetric[] };
+}
+
+export async function evaluateArchive(archivePath: string, modelPath: string, task?: TaskEvaluator<unknown>): Promise<EvaluationReport> {
+  const archive = new Archive(archivePath);
+  const reader = openModel(modelPath);
+  try {
+    const decoded = await decodeAllTensors(archive);
+    const sizes = archive.entrySizes();
+    const tensors: TensorReport[] = [];
+    let compressedWeights = 0;
+    let keptWeights = 0;
+    for (const t of archive.manifest.tensors) {
+      const n = elementCount(t.shape);
+      if (!t.layout) {
+        keptWeights += n;
+        continue;
+      }
+      compressedWeights += n;
+      const values = decoded.get(t.key)!;
+      const original = reader.read(t.key);
+      const bytes = (t.planes ?? []).flatMap((p) => p.tiles).reduce((s, tile) => s + (sizes.get(tile.entry) ?? 0), 0);
+      tensors.push({
+        name: t.name,
+        role: t.role,
+        shape: t.shape,
+        codec: t.codec?.name ?? (t.sameAs ? 'same as' : ''),
+        bits: t.quant?.bits ?? 0,
+        bytes,
+        bitsPerWeight: (bytes * 8) / n,
+        stats: errorStats(original, values),
+        sameAs: t.sameAs,
+      });
+    }
+    const archiveBytes = statSync(archivePath).size;
+    const report: EvaluationReport = {
+      archive: archivePath,
+      model: modelPath,
+      modelBytes: statSync(modelPath).size,
+      archiveBytes,
+      compressedWeights,
+      keptWeights,
+      bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+      ratio: statSync(modelPath).size / archiveBytes,
+      tensors,
+    };
+    if (task) {
+      const rebuilt = await rebuildModel(archive);
+      const ref = await task.run(readFileSync(modelPath));
+      const cand = await task.run(rebuilt);
+      report.task = { name: task.name, baseline: task.baseline(ref), metrics: task.compare(ref, cand) };
+    }
+    return report;
+  } finally {
+    archive.close();
+    (reader as { close?: () => void }).close?.();
+  }
+}

@@ -1,0 +1,39 @@
+/** The built-in task evaluators and which model each applies to. */
+
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { ocrTask } from './ocr.js';
+import type { TaskEvaluator } from './types.js';
+import { vadTask } from './vad.js';
+
+export type { TaskEvaluator, TaskMetric } from './types.js';
+export { vadTask } from './vad.js';
+export { ocrTask, characterErrorRate, editDistance } from './ocr.js';
+
+/** The package root (data/ lives there), from src/eval/tasks or dist/eval/tasks alike. */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const DATA_DIR = `${PACKAGE_ROOT}data`;
+
+export const TASK_NAMES = ['vad', 'ocr'] as const;
+
+export function taskByName(name: string, options: { limit?: number } = {}): TaskEvaluator<unknown> {
+  if (name === 'vad') return vadTask({ wav: `${DATA_DIR}/speech/speech_16k.wav`, regions: `${DATA_DIR}/speech/speech_regions.json` }) as TaskEvaluator<unknown>;
+  if (name === 'ocr')
+    return ocrTask({ dir: `${DATA_DIR}/ocr`, dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`, limit: options.limit }) as TaskEvaluator<unknown>;
+  throw new Error(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
+}
+
+/** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
+export async function detectTask(model: Uint8Array): Promise<string | undefined> {
+  if (!existsSync(DATA_DIR)) return undefined;
+  const s = await ort.InferenceSession.create(model);
+  try {
+    if (s.inputNames.includes('sr')) return 'vad';
+    const meta = s.inputMetadata[0];
+    if (meta?.isTensor && meta.shape.length === 4 && meta.shape[1] === 3 && meta.shape[2] === 48) return 'ocr';
+    return undefined;
+  } finally {
+    await s.release();
+  }
+}
