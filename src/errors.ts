@@ -6,14 +6,7 @@
  */
 
 export type ErrorCode =
-  | 'E_OPTION'
-  | 'E_BAD_MODEL'
-  | 'E_CORRUPT_ARCHIVE'
-  | 'E_NON_FINITE'
-  | 'E_UNSUPPORTED'
-  | 'E_MISSING_CODEC'
-  | 'E_CODEC'
-  | 'E_IO';
+  'E_OPTION' | 'E_BAD_MODEL' | 'E_CORRUPT_ARCHIVE' | 'E_NON_FINITE' | 'E_UNSUPPORTED' | 'E_MISSING_CODEC' | 'E_CODEC' | 'E_IO';
 
 export interface ErrorContext {
   file?: string;

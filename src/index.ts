@@ -1,7 +1,14 @@
 /** nnmedia's library API (Node). */
 export * from './errors.js';
 export { compressModel, planTensors, type CompressResult } from './pipeline/compress.js';
-export { decompressArchive, rebuildModel, decodeAllTensors, decodeTensor, Archive, type DecompressOptions } from './pipeline/decompress.js';
+export {
+  decompressArchive,
+  rebuildModel,
+  decodeAllTensors,
+  decodeTensor,
+  Archive,
+  type DecompressOptions,
+} from './pipeline/decompress.js';
 export type { CompressOptions, TensorRule, EncodeSettings } from './pipeline/options.js';
 export { loadRulesFile } from './pipeline/options.js';
 export { openModel, detectFormat } from './pipeline/open.js';

@@ -68,7 +68,14 @@ export class ZipWriter {
     h.writeUInt16LE(0, 28);
     this.write(h);
     this.write(nameBytes);
-    this.records.push({ name, method: m, crc, compressedSize: body.length, size: data.length, offset: this.offset - 30 - nameBytes.length });
+    this.records.push({
+      name,
+      method: m,
+      crc,
+      compressedSize: body.length,
+      size: data.length,
+      offset: this.offset - 30 - nameBytes.length,
+    });
     this.write(body);
   }
 

@@ -41,7 +41,15 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
     console.log(
       formatTable(
         ['tensor', 'role', 'shape', 'dtype', 'bytes', 'media geometry', 'why'],
-        rows.map((r) => [r.name, r.role, r.shape.join('×'), r.dtype, String(r.bytes), r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact'), r.reason]),
+        rows.map((r) => [
+          r.name,
+          r.role,
+          r.shape.join('×'),
+          r.dtype,
+          String(r.bytes),
+          r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact'),
+          r.reason,
+        ]),
       ),
     );
   } finally {
@@ -62,7 +70,11 @@ function inspectArchive(file: string, json: boolean): void {
         role: t.role,
         shape: t.shape,
         geometry: (t.planes ?? []).map((p) => `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}`),
-        codec: t.sameAs ? `same as ${t.sameAs}` : t.codec ? `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}` : 'kept exact',
+        codec: t.sameAs
+          ? `same as ${t.sameAs}`
+          : t.codec
+            ? `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}`
+            : 'kept exact',
         bits: t.quant?.bits,
         range: t.quant?.range,
         bytes,

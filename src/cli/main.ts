@@ -126,9 +126,16 @@ function addCompressOptions(cmd: Command): Command {
     .option('--quality <q>', "the codec's own quality (lossy codecs)", int('quality'))
     .option('--lossless', "use the codec's lossless mode")
     .option('--effort <e>', 'encoder effort in the codec’s scale', int('effort'))
-    .addOption(new Option('--range <mode>', 'quantization ranges: per layer (M1 as written) or per output channel').choices(['layer', 'channel']))
+    .addOption(
+      new Option('--range <mode>', 'quantization ranges: per layer (M1 as written) or per output channel').choices([
+        'layer',
+        'channel',
+      ]),
+    )
     .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
-    .addOption(new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']))
+    .addOption(
+      new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
+    )
     .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'));
 }
 
@@ -146,8 +153,20 @@ export function buildProgram(): Command {
       const r = await compressModel(model, f.output, { ...compressOptionsFrom(f), onProgress: bar.onProgress });
       bar.stop();
       const compressed = r.manifest.tensors.filter((t) => t.layout).length;
-      if (f.json) console.log(JSON.stringify({ output: f.output, archiveBytes: r.archiveBytes, compressedWeights: r.compressedWeights, bitsPerWeight: r.bitsPerWeight, tensors: compressed }));
-      else console.log(`${f.output}: ${r.archiveBytes} bytes, ${compressed} tensors compressed, ${r.bitsPerWeight.toFixed(3)} bits/weight`);
+      if (f.json)
+        console.log(
+          JSON.stringify({
+            output: f.output,
+            archiveBytes: r.archiveBytes,
+            compressedWeights: r.compressedWeights,
+            bitsPerWeight: r.bitsPerWeight,
+            tensors: compressed,
+          }),
+        );
+      else
+        console.log(
+          `${f.output}: ${r.archiveBytes} bytes, ${compressed} tensors compressed, ${r.bitsPerWeight.toFixed(3)} bits/weight`,
+        );
     });
 
   program
@@ -208,7 +227,9 @@ export function buildProgram(): Command {
         if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
         else {
           printEvaluation(r);
-          console.log(`\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`);
+          console.log(
+            `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`,
+          );
         }
       } finally {
         rmSync(dir, { recursive: true, force: true });

@@ -14,15 +14,25 @@ export function listCodecs(): readonly Codec[] {
 
 export function getCodec(name: string, ctx: ErrorContext = {}): Codec {
   const c = CODECS.find((x) => x.name === name);
-  if (!c) throw new MissingCodecError(`unknown codec ${JSON.stringify(name)}; known: ${CODECS.map((x) => x.name).join(', ')}`, ctx);
+  if (!c)
+    throw new MissingCodecError(`unknown codec ${JSON.stringify(name)}; known: ${CODECS.map((x) => x.name).join(', ')}`, ctx);
   return c;
 }
 
 /** Resolved options for one codec and bit depth, or a clear error for an impossible request. */
-export function resolveCodecOptions(codec: Codec, bits: number, requested: CodecOptions, ctx: ErrorContext = {}): Required<Pick<CodecOptions, 'lossless'>> & CodecOptions {
+export function resolveCodecOptions(
+  codec: Codec,
+  bits: number,
+  requested: CodecOptions,
+  ctx: ErrorContext = {},
+): Required<Pick<CodecOptions, 'lossless'>> & CodecOptions {
   if (!codec.bits.includes(bits))
-    throw new UnsupportedError(`codec ${codec.name} cannot carry ${bits}-bit codes (it carries ${codec.bits.join(', ')}-bit)`, ctx);
-  let lossless = requested.lossless ?? (codec.lossless === 'always' ? true : codec.lossless === 'never' ? false : codec.defaultLossless);
+    throw new UnsupportedError(
+      `codec ${codec.name} cannot carry ${bits}-bit codes (it carries ${codec.bits.join(', ')}-bit)`,
+      ctx,
+    );
+  let lossless =
+    requested.lossless ?? (codec.lossless === 'always' ? true : codec.lossless === 'never' ? false : codec.defaultLossless);
   if (requested.quality !== undefined && requested.lossless === undefined && codec.lossless === 'optional') lossless = false;
   if (lossless && codec.lossless === 'never') throw new UnsupportedError(`codec ${codec.name} has no lossless mode`, ctx);
   if (lossless && !codec.losslessBits.includes(bits))

@@ -36,7 +36,11 @@ export interface EvaluationReport {
   task?: { name: string; baseline: TaskMetric[]; metrics: TaskMetric[] };
 }
 
-export async function evaluateArchive(archivePath: string, modelPath: string, task?: TaskEvaluator<unknown>): Promise<EvaluationReport> {
+export async function evaluateArchive(
+  archivePath: string,
+  modelPath: string,
+  task?: TaskEvaluator<unknown>,
+): Promise<EvaluationReport> {
   const archive = new Archive(archivePath);
   const reader = openModel(modelPath);
   try {

@@ -240,7 +240,8 @@ export class OnnxReader implements ModelReader {
         case TENSOR_FLOAT_DATA:
         case TENSOR_INT32_DATA:
         case TENSOR_DOUBLE_DATA: {
-          const kind = f.field === TENSOR_FLOAT_DATA ? 'float_data' : f.field === TENSOR_INT32_DATA ? 'int32_data' : 'double_data';
+          const kind =
+            f.field === TENSOR_FLOAT_DATA ? 'float_data' : f.field === TENSOR_INT32_DATA ? 'int32_data' : 'double_data';
           if (f.wire === WIRE_LEN && form === undefined) {
             form = kind;
             dataStart = f.valueStart;
@@ -378,7 +379,8 @@ export class OnnxReader implements ModelReader {
     };
     if (!t.unpacked) readPacked(t.dataStart, t.dataEnd);
     else {
-      const field = t.form === 'float_data' ? TENSOR_FLOAT_DATA : t.form === 'double_data' ? TENSOR_DOUBLE_DATA : TENSOR_INT32_DATA;
+      const field =
+        t.form === 'float_data' ? TENSOR_FLOAT_DATA : t.form === 'double_data' ? TENSOR_DOUBLE_DATA : TENSOR_INT32_DATA;
       for (const f of wireFields(this.bytes, t.dataStart, t.dataEnd, this.file)) {
         if (f.field !== field) continue;
         if (f.wire === WIRE_LEN) readPacked(f.valueStart, f.end);
@@ -387,7 +389,8 @@ export class OnnxReader implements ModelReader {
         else put(half(f.value));
       }
     }
-    if (i !== n) throw new BadModelError(`holds ${i} values but shape [${t.shape}] needs ${n}`, { file: this.file, tensor: t.name });
+    if (i !== n)
+      throw new BadModelError(`holds ${i} values but shape [${t.shape}] needs ${n}`, { file: this.file, tensor: t.name });
     return out;
   }
 
@@ -429,9 +432,7 @@ function rewriteMessage(
     const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
     if (!edit && !descend) continue;
     parts.push(buf.subarray(copyFrom, f.start));
-    const payload = edit
-      ? edit(f.valueStart, f.end)
-      : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
+    const payload = edit ? edit(f.valueStart, f.end) : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
     parts.push(...lenField(f.field, payload));
     copyFrom = f.end;
   }
@@ -508,7 +509,9 @@ export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTens
   const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
   for (const t of tensors) {
     const form = t.form as DataForm;
-    edits.set(t.path, (s, e) => replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form));
+    edits.set(t.path, (s, e) =>
+      replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form),
+    );
   }
   return rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
 }

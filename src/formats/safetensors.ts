@@ -8,14 +8,36 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { BadModelError } from '../errors.js';
 import { concatBytes } from './protobuf.js';
-import { BYTES_PER_ELEMENT, type FloatDType, type ModelReader, type TensorEntry, decodeFloats, elementCount, encodeFloats } from './model.js';
+import {
+  BYTES_PER_ELEMENT,
+  type FloatDType,
+  type ModelReader,
+  type TensorEntry,
+  decodeFloats,
+  elementCount,
+  encodeFloats,
+} from './model.js';
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;
 const MAX_RANK = 16;
 const FLOAT_DTYPES: Record<string, FloatDType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
 const ALL_DTYPE_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
 };
 
 interface HeaderEntry {
@@ -48,8 +70,10 @@ export class SafetensorsReader implements ModelReader {
       this.fileSize = fstatSync(this.fd).size;
       const lenBuf = this.readAt(0, 8);
       const len = Number(lenBuf.readBigUInt64LE(0));
-      if (len > MAX_HEADER_BYTES) throw new BadModelError(`safetensors header of ${len} bytes exceeds ${MAX_HEADER_BYTES}`, { file });
-      if (8 + len > this.fileSize) throw new BadModelError(`truncated: header of ${len} bytes but the file has ${this.fileSize}`, { file });
+      if (len > MAX_HEADER_BYTES)
+        throw new BadModelError(`safetensors header of ${len} bytes exceeds ${MAX_HEADER_BYTES}`, { file });
+      if (8 + len > this.fileSize)
+        throw new BadModelError(`truncated: header of ${len} bytes but the file has ${this.fileSize}`, { file });
       this.headerBytes = this.readAt(0, 8 + len);
       this.dataStart = 8 + len;
       this.parseHeader(Buffer.from(this.headerBytes.subarray(8)).toString('utf8'));
@@ -80,7 +104,8 @@ export class SafetensorsReader implements ModelReader {
     } catch (e) {
       throw new BadModelError(`header is not valid JSON (${(e as Error).message})`, { file });
     }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new BadModelError('header is not a JSON object', { file });
+    if (typeof header !== 'object' || header === null || Array.isArray(header))
+      throw new BadModelError('header is not a JSON object', { file });
     const ranges: Array<[number, number, string]> = [];
     for (const [name, raw] of Object.entries(header)) {
       if (name === '__metadata__') {
@@ -93,7 +118,13 @@ export class SafetensorsReader implements ModelReader {
       }
       const e = raw as Partial<HeaderEntry>;
       const ctx = { file, tensor: name };
-      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets))
+      if (
+        typeof e !== 'object' ||
+        e === null ||
+        typeof e.dtype !== 'string' ||
+        !Array.isArray(e.shape) ||
+        !Array.isArray(e.data_offsets)
+      )
         throw new BadModelError('header entry lacks dtype, shape or data_offsets', ctx);
       const width = ALL_DTYPE_BYTES[e.dtype];
       if (!width) throw new BadModelError(`unknown dtype ${e.dtype}`, ctx);
@@ -103,16 +134,22 @@ export class SafetensorsReader implements ModelReader {
       if (!Number.isSafeInteger(b) || !Number.isSafeInteger(en) || b < 0 || en < b)
         throw new BadModelError(`invalid data_offsets ${JSON.stringify(e.data_offsets)}`, ctx);
       if (this.dataStart + en > this.fileSize)
-        throw new BadModelError(`data ends at byte ${this.dataStart + en}, past the end of the file (${this.fileSize}): truncated`, ctx);
+        throw new BadModelError(
+          `data ends at byte ${this.dataStart + en}, past the end of the file (${this.fileSize}): truncated`,
+          ctx,
+        );
       const n = elementCount(e.shape);
-      if (n * width !== en - b) throw new BadModelError(`holds ${en - b} bytes but shape [${e.shape}] of ${e.dtype} needs ${n * width}`, ctx);
+      if (n * width !== en - b)
+        throw new BadModelError(`holds ${en - b} bytes but shape [${e.shape}] of ${e.dtype} needs ${n * width}`, ctx);
       ranges.push([b, en, name]);
       const dtype = FLOAT_DTYPES[e.dtype];
-      if (dtype) this.tensors.push({ key: name, name, dtype, shape: e.shape, uses: [], location: `${b}-${en}`, begin: b, end: en });
+      if (dtype)
+        this.tensors.push({ key: name, name, dtype, shape: e.shape, uses: [], location: `${b}-${en}`, begin: b, end: en });
     }
     ranges.sort((x, y) => x[0] - y[0]);
     for (let i = 1; i < ranges.length; i++)
-      if (ranges[i][0] < ranges[i - 1][1]) throw new BadModelError(`data of ${ranges[i][2]} overlaps ${ranges[i - 1][2]}`, { file });
+      if (ranges[i][0] < ranges[i - 1][1])
+        throw new BadModelError(`data of ${ranges[i][2]} overlaps ${ranges[i - 1][2]}`, { file });
   }
 
   private get(key: string): StEntry {
@@ -169,7 +206,8 @@ export function rebuildSafetensors(skeleton: Uint8Array, tensors: readonly Resto
     parts.push(skeleton.subarray(src, src + keep));
     src += keep;
     const bytes = encodeFloats(t.values, t.dtype);
-    if (bytes.length !== t.end - t.begin) throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
+    if (bytes.length !== t.end - t.begin)
+      throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
     parts.push(bytes);
     pos = t.end;
   }

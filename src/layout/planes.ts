@@ -34,11 +34,17 @@ export function sourceIndexFn(spec: LayoutSpec): (p: number, r: number, c: numbe
       // pixel (fin·Kx + x, fout·Ky + y) holds W[fin, fout, x, y]
       return spec.order === 'out_in'
         ? (_p, r, c) => {
-            const fin = Math.floor(r / kx), x = r - fin * kx, fout = Math.floor(c / ky), y = c - fout * ky;
+            const fin = Math.floor(r / kx),
+              x = r - fin * kx,
+              fout = Math.floor(c / ky),
+              y = c - fout * ky;
             return ((fout * nfin + fin) * kx + x) * ky + y;
           }
         : (_p, r, c) => {
-            const fin = Math.floor(r / kx), x = r - fin * kx, fout = Math.floor(c / ky), y = c - fout * ky;
+            const fin = Math.floor(r / kx),
+              x = r - fin * kx,
+              fout = Math.floor(c / ky),
+              y = c - fout * ky;
             return ((fin * nfout + fout) * kx + x) * ky + y;
           };
     }
@@ -47,7 +53,8 @@ export function sourceIndexFn(spec: LayoutSpec): (p: number, r: number, c: numbe
       const { gates, hidden, nin } = spec;
       // ONNX W/R: [directions, gates·H, Nin]; row g·H + h of direction d is output h of gate g.
       return (p, i, h) => {
-        const d = Math.floor(p / gates), g = p - d * gates;
+        const d = Math.floor(p / gates),
+          g = p - d * gates;
         return ((d * gates + g) * hidden + h) * nin + i;
       };
     }

@@ -17,7 +17,14 @@ import { elementCount } from '../formats/model.js';
 import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../layout/tiles.js';
 import type { LayoutSpec } from '../layout/types.js';
-import { allocCodes, collectNonFinite, dequantizePlane, findRanges, quantizePlane, restoreNonFinite } from '../quantize/uniform.js';
+import {
+  allocCodes,
+  collectNonFinite,
+  dequantizePlane,
+  findRanges,
+  quantizePlane,
+  restoreNonFinite,
+} from '../quantize/uniform.js';
 import type { CodeArray, NonFiniteSide, PlaneRanges } from '../quantize/uniform.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { errorStats } from '../eval/metrics.js';
@@ -68,7 +75,10 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
     if (rule.role) {
       const layout = rule.role === 'other' ? undefined : layoutForRole(rule.role, entry.shape, rule.order ?? 'out_in');
       if (rule.role !== 'other' && !layout)
-        throw new UnsupportedError(`role ${rule.role} does not fit shape [${entry.shape}]`, { file: reader.file, tensor: entry.name });
+        throw new UnsupportedError(`role ${rule.role} does not fit shape [${entry.shape}]`, {
+          file: reader.file,
+          tensor: entry.name,
+        });
       cls = { role: rule.role, layout, reason: 'config rule' };
     }
     const record: TensorRecord = {
@@ -114,7 +124,12 @@ function encodeNonFinite(side: NonFiniteSide): Uint8Array {
 }
 
 /** Lays out, quantizes, encodes one tensor and decodes it again to measure the error. */
-async function encodeTensor(reader: ModelReader, plan: TensorPlan, index: number, options: CompressOptions): Promise<EncodedTensor> {
+async function encodeTensor(
+  reader: ModelReader,
+  plan: TensorPlan,
+  index: number,
+  options: CompressOptions,
+): Promise<EncodedTensor> {
   const { entry, record, settings, codec, codecOptions } = plan;
   if (!settings || !codec || !codecOptions || !record.layout) throw new Error('encodeTensor called on a kept tensor');
   const ctx = { file: reader.file, tensor: entry.name };
@@ -267,7 +282,12 @@ export async function compressModel(input: string, output: string, options: Comp
       archiveBytes = zip.bytesWritten;
     });
     const compressedWeights = work.reduce((s, p) => s + elementCount(p.entry.shape), 0);
-    return { manifest, archiveBytes, compressedWeights, bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0 };
+    return {
+      manifest,
+      archiveBytes,
+      compressedWeights,
+      bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+    };
   } finally {
     (reader as { close?: () => void }).close?.();
   }

@@ -62,7 +62,8 @@ export class Archive {
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
     const data = this.zip.read(name);
     const got = createHash('sha256').update(data).digest('hex');
-    if (got !== want.sha256) throw new CorruptArchiveError(`entry ${name}: sha256 mismatch (corrupt)`, { file: this.file, tensor });
+    if (got !== want.sha256)
+      throw new CorruptArchiveError(`entry ${name}: sha256 mismatch (corrupt)`, { file: this.file, tensor });
     return data;
   }
 
@@ -88,9 +89,11 @@ function fail(file: string, msg: string, tensor?: string): never {
 export function checkManifest(m: unknown, file: string): Manifest {
   const man = m as Manifest;
   if (typeof man !== 'object' || man === null || man.format !== 'nnmedia') fail(file, 'not an nnmedia manifest');
-  if (man.version !== FORMAT_VERSION) fail(file, `unsupported format version ${man.version} (this build reads ${FORMAT_VERSION})`);
+  if (man.version !== FORMAT_VERSION)
+    fail(file, `unsupported format version ${man.version} (this build reads ${FORMAT_VERSION})`);
   if (!man.source || (man.source.format !== 'onnx' && man.source.format !== 'safetensors')) fail(file, 'unknown source format');
-  if (!Array.isArray(man.tensors) || typeof man.entries !== 'object' || man.entries === null) fail(file, 'tensors or entries missing');
+  if (!Array.isArray(man.tensors) || typeof man.entries !== 'object' || man.entries === null)
+    fail(file, 'tensors or entries missing');
   if (typeof man.skeleton !== 'string' || !man.entries[man.skeleton]) fail(file, 'skeleton entry missing');
   const keys = new Set<string>();
   for (const t of man.tensors) {
@@ -102,7 +105,8 @@ export function checkManifest(m: unknown, file: string): Manifest {
     if (n > MAX_TENSOR_ELEMENTS) fail(file, `tensor of ${n} elements exceeds the limit`, t.key);
     if (t.sameAs !== undefined) {
       const first = man.tensors.find((x) => x.key === t.sameAs);
-      if (!first || first.sameAs !== undefined || elementCount(first.shape) !== n) fail(file, `bad sameAs reference ${t.sameAs}`, t.key);
+      if (!first || first.sameAs !== undefined || elementCount(first.shape) !== n)
+        fail(file, `bad sameAs reference ${t.sameAs}`, t.key);
       continue;
     }
     if (!t.layout) continue;
@@ -116,7 +120,14 @@ export function checkManifest(m: unknown, file: string): Manifest {
       if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
       let covered = 0;
       for (const tile of pr.tiles) {
-        if (!(tile.row >= 0 && tile.col >= 0 && tile.rows > 0 && tile.cols > 0 && tile.row + tile.rows <= s.rows && tile.col + tile.cols <= s.cols))
+        if (!(
+          tile.row >= 0 &&
+          tile.col >= 0 &&
+          tile.rows > 0 &&
+          tile.cols > 0 &&
+          tile.row + tile.rows <= s.rows &&
+          tile.col + tile.cols <= s.cols
+        ))
           fail(file, `tile outside plane ${p}`, t.key);
         if (!man.entries[tile.entry]) fail(file, `tile entry ${tile.entry} not listed`, t.key);
         covered += tile.rows * tile.cols;
@@ -135,7 +146,12 @@ function decodeRanges(b64: string, channelWidth: number, file: string, tensor: s
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
 }
 
-function decodeNonFinite(data: Uint8Array, n: number, file: string, tensor: string): { indices: Uint32Array; values: Float32Array } {
+function decodeNonFinite(
+  data: Uint8Array,
+  n: number,
+  file: string,
+  tensor: string,
+): { indices: Uint32Array; values: Float32Array } {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   if (data.length < 4) fail(file, 'non-finite side data truncated', tensor);
   const count = view.getUint32(0, true);
@@ -173,7 +189,8 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
     }
     const ranges = decodeRanges(t.quant.ranges[p], t.quant.channelWidth[p], file, t.key);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
-    if (ranges.mins.length !== channels) fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);
+    if (ranges.mins.length !== channels)
+      fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);
     planes.push(dequantizePlane(codes, s.rows, s.cols, bits, ranges));
   }
   const out = scatterPlanes(planes, t.layout, new Float32Array(elementCount(t.shape)));
@@ -204,20 +221,34 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
   if (archive.manifest.source.format === 'onnx') {
     return rebuildOnnx(
       skeleton,
-      restored.map((t) => ({ path: String(t.storage.path), form: String(t.storage.form), dtype: t.dtype, values: values.get(t.key)! })),
+      restored.map((t) => ({
+        path: String(t.storage.path),
+        form: String(t.storage.form),
+        dtype: t.dtype,
+        values: values.get(t.key)!,
+      })),
       archive.file,
     );
   }
   return rebuildSafetensors(
     skeleton,
-    restored.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end), dtype: t.dtype, values: values.get(t.key)! })),
+    restored.map((t) => ({
+      begin: Number(t.storage.begin),
+      end: Number(t.storage.end),
+      dtype: t.dtype,
+      values: values.get(t.key)!,
+    })),
     archive.file,
   );
 }
 
 const EXTENSIONS: Record<ModelFormat, string> = { onnx: '.onnx', safetensors: '.safetensors' };
 
-export async function decompressArchive(input: string, output: string, options: DecompressOptions = {}): Promise<{ format: ModelFormat; bytes: number }> {
+export async function decompressArchive(
+  input: string,
+  output: string,
+  options: DecompressOptions = {},
+): Promise<{ format: ModelFormat; bytes: number }> {
   checkOutputPath(output, [input]);
   const archive = new Archive(input);
   try {

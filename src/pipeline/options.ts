@@ -49,9 +49,11 @@ function expect(cond: boolean, what: string, received: unknown): void {
 
 export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
   const at = where ? ` (${where})` : '';
-  if (s.bits !== undefined) expect((CODE_BITS as readonly number[]).includes(s.bits), `one of 8, 16, 24, 32 for bits${at}`, s.bits);
+  if (s.bits !== undefined)
+    expect((CODE_BITS as readonly number[]).includes(s.bits), `one of 8, 16, 24, 32 for bits${at}`, s.bits);
   if (s.range !== undefined) expect(s.range === 'layer' || s.range === 'channel', `'layer' or 'channel' for range${at}`, s.range);
-  if (s.media !== undefined) expect(['image', 'video', 'audio'].includes(s.media), `one of image, video, audio for media${at}`, s.media);
+  if (s.media !== undefined)
+    expect(['image', 'video', 'audio'].includes(s.media), `one of image, video, audio for media${at}`, s.media);
   if (s.quality !== undefined) expect(Number.isInteger(s.quality), `integer for quality${at}`, s.quality);
   if (s.lossless !== undefined) expect(typeof s.lossless === 'boolean', `boolean for lossless${at}`, s.lossless);
   if (s.codec !== undefined) expect(typeof s.codec === 'string' && s.codec.length > 0, `codec name${at}`, s.codec);
@@ -59,19 +61,25 @@ export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
 
 export function checkCompressOptions(o: CompressOptions): void {
   checkSettings(o);
-  if (o.nonFinite !== undefined) expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
-  if (o.jobs !== undefined) expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
+  if (o.nonFinite !== undefined)
+    expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
+  if (o.jobs !== undefined)
+    expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
   for (const [i, r] of (o.rules ?? []).entries()) {
     expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);
     if (r.role !== undefined) expect(ROLES.includes(r.role), `one of ${ROLES.join(', ')} for rules[${i}].role`, r.role);
-    if (r.order !== undefined) expect(r.order === 'in_out' || r.order === 'out_in', `'in_out' or 'out_in' for rules[${i}].order`, r.order);
+    if (r.order !== undefined)
+      expect(r.order === 'in_out' || r.order === 'out_in', `'in_out' or 'out_in' for rules[${i}].order`, r.order);
     checkSettings(r, `rules[${i}]`);
   }
 }
 
 export function patternToRegExp(pattern: string): RegExp {
   if (pattern.length > 2 && pattern.startsWith('/') && pattern.endsWith('/')) return new RegExp(pattern.slice(1, -1));
-  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const escaped = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${escaped}$`);
 }
 

@@ -94,7 +94,12 @@ export interface NonFiniteSide {
   values: Float32Array;
 }
 
-export function collectNonFinite(values: Float32Array, policy: NonFinitePolicy, file: string, tensor: string): NonFiniteSide | undefined {
+export function collectNonFinite(
+  values: Float32Array,
+  policy: NonFinitePolicy,
+  file: string,
+  tensor: string,
+): NonFiniteSide | undefined {
   let count = 0;
   for (let i = 0; i < values.length; i++) {
     if (Number.isFinite(values[i])) continue;

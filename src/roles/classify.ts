@@ -47,7 +47,9 @@ export function layoutForRole(role: Role, shape: readonly number[], fcOrder: 'in
     // Higher ranks are matrices of [prod(leading dims), last dim].
     const last = shape[shape.length - 1];
     const lead = elementCount(shape.slice(0, -1));
-    return fcOrder === 'in_out' ? { kind: 'fc', nin: lead, nout: last, order: 'in_out' } : { kind: 'fc', nout: lead, nin: last, order: 'out_in' };
+    return fcOrder === 'in_out'
+      ? { kind: 'fc', nin: lead, nout: last, order: 'in_out' }
+      : { kind: 'fc', nout: lead, nin: last, order: 'out_in' };
   }
   if (role === 'conv') return shape.length >= 3 ? convSpec(shape, 'out_in') : undefined;
   if (role === 'lstm' || role === 'gru') return recurrentSpec(role, shape);
@@ -97,9 +99,14 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
     if (layout) return { role: kind, layout, reason: `${kind.toUpperCase()} weight by name` };
   }
   if (/(weight|kernel)$/.test(n) || /\.w_?\d*$/.test(n)) {
-    if (t.shape.length >= 3 && !/embed/.test(n)) return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: 'conv weight by name and rank' };
+    if (t.shape.length >= 3 && !/embed/.test(n))
+      return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: 'conv weight by name and rank' };
     if (t.shape.length === 2 && !/(norm|embed)/.test(n))
-      return { role: 'fc', layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' }, reason: 'linear weight by name (PyTorch [out, in])' };
+      return {
+        role: 'fc',
+        layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
+        reason: 'linear weight by name (PyTorch [out, in])',
+      };
   }
   return other(fallbackReason);
 }

@@ -18,9 +18,17 @@ export const DATA_DIR = `${PACKAGE_ROOT}data`;
 export const TASK_NAMES = ['vad', 'ocr'] as const;
 
 export function taskByName(name: string, options: { limit?: number } = {}): TaskEvaluator<unknown> {
-  if (name === 'vad') return vadTask({ wav: `${DATA_DIR}/speech/speech_16k.wav`, regions: `${DATA_DIR}/speech/speech_regions.json` }) as TaskEvaluator<unknown>;
+  if (name === 'vad')
+    return vadTask({
+      wav: `${DATA_DIR}/speech/speech_16k.wav`,
+      regions: `${DATA_DIR}/speech/speech_regions.json`,
+    }) as TaskEvaluator<unknown>;
   if (name === 'ocr')
-    return ocrTask({ dir: `${DATA_DIR}/ocr`, dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`, limit: options.limit }) as TaskEvaluator<unknown>;
+    return ocrTask({
+      dir: `${DATA_DIR}/ocr`,
+      dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`,
+      limit: options.limit,
+    }) as TaskEvaluator<unknown>;
   throw new Error(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
 }
 

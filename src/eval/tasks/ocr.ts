@@ -58,8 +58,7 @@ async function lineTensor(file: string): Promise<ort.Tensor> {
   const { data } = await img.resize(width, 48, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true });
   const chw = new Float32Array(3 * 48 * width);
   const plane = 48 * width;
-  for (let i = 0; i < plane; i++)
-    for (let ch = 0; ch < 3; ch++) chw[ch * plane + i] = (data[i * 3 + (2 - ch)] / 255 - 0.5) / 0.5; // RGB → BGR
+  for (let i = 0; i < plane; i++) for (let ch = 0; ch < 3; ch++) chw[ch * plane + i] = (data[i * 3 + (2 - ch)] / 255 - 0.5) / 0.5; // RGB → BGR
   return new ort.Tensor('float32', chw, [1, 3, 48, width]);
 }
 
@@ -103,12 +102,27 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
     },
     baseline: (ref): TaskMetric[] => [
       { key: 'cer', label: 'CER', value: characterErrorRate(ref.texts, ref.truth), higherIsBetter: false },
-      { key: 'exact', label: 'lines exact', value: ref.texts.filter((t, i) => t === ref.truth[i]).length / ref.truth.length, higherIsBetter: true },
+      {
+        key: 'exact',
+        label: 'lines exact',
+        value: ref.texts.filter((t, i) => t === ref.truth[i]).length / ref.truth.length,
+        higherIsBetter: true,
+      },
     ],
     compare: (ref, cand): TaskMetric[] => [
       { key: 'cer', label: 'CER', value: characterErrorRate(cand.texts, cand.truth), higherIsBetter: false },
-      { key: 'cerDelta', label: 'ΔCER vs original', value: characterErrorRate(cand.texts, cand.truth) - characterErrorRate(ref.texts, ref.truth), higherIsBetter: false },
-      { key: 'exact', label: 'lines exact', value: cand.texts.filter((t, i) => t === cand.truth[i]).length / cand.truth.length, higherIsBetter: true },
+      {
+        key: 'cerDelta',
+        label: 'ΔCER vs original',
+        value: characterErrorRate(cand.texts, cand.truth) - characterErrorRate(ref.texts, ref.truth),
+        higherIsBetter: false,
+      },
+      {
+        key: 'exact',
+        label: 'lines exact',
+        value: cand.texts.filter((t, i) => t === cand.truth[i]).length / cand.truth.length,
+        higherIsBetter: true,
+      },
     ],
   };
 }

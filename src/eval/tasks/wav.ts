@@ -18,7 +18,8 @@ export function readWav16(file: string): { sampleRate: number; samples: Float32A
       sampleRate = b.readUInt32LE(p + 12);
       bits = b.readUInt16LE(p + 22);
     } else if (id === 'data') {
-      if (bits !== 16 || channels !== 1) throw new BadModelError(`expected 16-bit mono PCM, got ${bits}-bit ${channels} channels`, { file });
+      if (bits !== 16 || channels !== 1)
+        throw new BadModelError(`expected 16-bit mono PCM, got ${bits}-bit ${channels} channels`, { file });
       const n = Math.floor(Math.min(size, b.length - p - 8) / 2);
       const samples = new Float32Array(n);
       for (let i = 0; i < n; i++) samples[i] = b.readInt16LE(p + 8 + i * 2) / 32768;

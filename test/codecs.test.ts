@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { getCodec, listCodecs, resolveCodecOptions } from '../src/codecs/registry.js';
+import { MissingCodecError, OptionError, UnsupportedError } from '../src/errors.js';
+import { allocCodes } from '../src/quantize/uniform.js';
+import { gaussian } from './helpers/random.js';
+
+/** Codes of Gaussian weights: the realistic content of a weight image. */
+function codes(bits: number, width: number, height: number): ReturnType<typeof allocCodes> {
+  const g = gaussian(width * height, bits + width, 1);
+  const out = allocCodes(bits, g.length);
+  const top = 2 ** bits - 1;
+  for (let i = 0; i < g.length; i++) out[i] = Math.max(0, Math.min(top, Math.round((g[i] / 8 + 0.5) * top)));
+  return out;
+}
+
+describe('lossless image codecs round-trip codes bit-exactly', () => {
+  for (const codec of listCodecs().filter((c) => c.media === 'image'))
+    for (const bits of codec.losslessBits)
+      it(`${codec.name} ${bits}-bit`, async () => {
+        const data = codes(bits, 37, 23); // odd sizes on purpose
+        const opts = resolveCodecOptions(codec, bits, { lossless: true });
+        const bytes = await codec.encode({ width: 37, height: 23, bits, data }, opts);
+        const back = await codec.decode(bytes, { width: 37, height: 23, bits });
+        expect(back).toEqual(data);
+      });
+});
+
+/** Stated bounds (in codes) at default quality on Gaussian codes; measured, then given headroom. */
+const LOSSY_BOUNDS: Record<string, { bits: number; maxErr: number; rmse: number }> = {
+  jpeg: { bits: 8, maxErr: 40, rmse: 8 },
+  webp: { bits: 8, maxErr: 60, rmse: 10 },
+  avif: { bits: 8, maxErr: 60, rmse: 10 },
+};
+
+describe('lossy image codecs stay within their stated error bound at default quality', () => {
+  for (const [name, bound] of Object.entries(LOSSY_BOUNDS))
+    it(`${name}: max |Δcode| ≤ ${bound.maxErr}, RMSE ≤ ${bound.rmse}`, async () => {
+      const codec = getCodec(name);
+      const data = codes(bound.bits, 64, 48);
+      const bytes = await codec.encode({ width: 64, height: 48, bits: bound.bits, data }, resolveCodecOptions(codec, bound.bits, { lossless: false }));
+      const back = await codec.decode(bytes, { width: 64, height: 48, bits: bound.bits });
+      let max = 0;
+      let se = 0;
+      for (let i = 0; i < data.length; i++) {
+        const d = Math.abs(data[i] - back[i]);
+        max = Math.max(max, d);
+        se += d * d;
+      }
+      expect(max).toBeLessThanOrEqual(bound.maxErr);
+      expect(Math.sqrt(se / data.length)).toBeLessThanOrEqual(bound.rmse);
+      expect(max).toBeGreaterThan(0); // it really is lossy
+    });
+  it('avif carries 16-bit codes at 12-bit depth: error below 2^4 codes', async () => {
+    const codec = getCodec('avif');
+    const data = codes(16, 32, 32);
+    const bytes = await codec.encode({ width: 32, height: 32, bits: 16, data }, resolveCodecOptions(codec, 16, { quality: 100 }));
+    const back = await codec.decode(bytes, { width: 32, height: 32, bits: 16 });
+    let max = 0;
+    for (let i = 0; i < data.length; i++) max = Math.max(max, Math.abs(data[i] - back[i]));
+    expect(max).toBeLessThan(2 ** 9);
+  });
+});
+
+describe('impossible requests are clear errors', () => {
+  it('16-bit into WebP or JPEG', () => {
+    expect(() => resolveCodecOptions(getCodec('webp'), 16, {})).toThrow(UnsupportedError);
+    expect(() => resolveCodecOptions(getCodec('jpeg'), 16, {})).toThrow(/cannot carry 16-bit/);
+  });
+  it('lossless JPEG, lossless 16-bit AVIF', () => {
+    expect(() => resolveCodecOptions(getCodec('jpeg'), 8, { lossless: true })).toThrow(/no lossless mode/);
+    expect(() => resolveCodecOptions(getCodec('avif'), 16, { lossless: true })).toThrow(/not lossless for 16-bit/);
+  });
+  it('unknown codec and out-of-range quality', () => {
+    expect(() => getCodec('bmp')).toThrow(MissingCodecError);
+    expect(() => resolveCodecOptions(getCodec('jpeg'), 8, { quality: 150 })).toThrow(
+      new OptionError('Expected integer between 1 and 100 for quality but received 150'),
+    );
+  });
+});

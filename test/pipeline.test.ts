@@ -1,0 +1,144 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { Archive, compressModel, decompressArchive, openModel } from '../src/index.js';
+import { findRanges, quantizePlane } from '../src/quantize/uniform.js';
+import { gatherPlanes } from '../src/layout/planes.js';
+import { MIXED, mixedModel } from './helpers/onnx-fixtures.js';
+import { maxAbsDiff, runMixed } from './helpers/ort.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const { bytes, weights } = mixedModel();
+const modelFile = join(dir, 'mixed.onnx');
+writeFileSync(modelFile, bytes);
+
+describe('ONNX reader', () => {
+  it('finds initializers and Constant tensors inside If subgraphs, with their roles', async () => {
+    const r = openModel(modelFile);
+    const names = r.tensors.map((t) => t.name);
+    expect(names).toEqual(expect.arrayContaining(['W1', 'W2', 'Wc', 'Wd', 'lstmW', 'lstmR', 'then_weight', 'else_weight']));
+    const { planTensors } = await import('../src/pipeline/compress.js');
+    const roles = Object.fromEntries(planTensors(r, {}).map((p) => [p.entry.name, [p.record.role, p.record.layout]]));
+    expect(roles.W1).toEqual(['fc', { kind: 'fc', nin: 16, nout: 32, order: 'out_in' }]);
+    expect(roles.W2).toEqual(['fc', { kind: 'fc', nin: 32, nout: 24, order: 'in_out' }]);
+    expect(roles.Wd).toEqual(['conv', { kind: 'conv', nfin: 1, nfout: 32, kx: 3, ky: 3, order: 'out_in' }]);
+    expect(roles.lstmR).toEqual(['lstm', { kind: 'lstm', gates: 4, directions: 2, hidden: 20, nin: 20 }]);
+    expect(roles.then_weight[0]).toBe('fc');
+    expect(roles.b1[0]).toBe('other');
+    expect(r.read('W2')).toEqual(weights.W2);
+  });
+});
+
+describe('compress → decompress on a model with every layer role', () => {
+  it('8-bit PNG: loads in onnxruntime, outputs close, graph bytes unchanged', async () => {
+    const archive = join(dir, 'mixed.nnm');
+    const out = join(dir, 'mixed.out.onnx');
+    const res = await compressModel(modelFile, archive, { codec: 'png', bits: 8 });
+    expect(res.manifest.tensors.filter((t) => t.layout)).toHaveLength(8);
+    await decompressArchive(archive, out);
+    const restored = readFileSync(out);
+    expect(restored.length).toBe(bytes.length); // raw_data keeps its size; everything else is copied
+    const a = await runMixed(bytes);
+    const b = await runMixed(restored);
+    for (const k of Object.keys(a)) expect(maxAbsDiff(a[k], b[k])).toBeLessThan(0.1);
+    const b2 = await runMixed(restored, false); // the else branch's Constant was restored too
+    const a2 = await runMixed(bytes, false);
+    expect(maxAbsDiff(a2.yD, b2.yD)).toBeLessThan(0.05);
+    // Untouched tensors (the bias) are byte-identical
+    expect(openModel(out).read('b1')).toEqual(weights.b1);
+  });
+
+  it('16-bit PNG: outputs within 1e-3', async () => {
+    const archive = join(dir, 'mixed16.nnm');
+    const out = join(dir, 'mixed16.onnx');
+    await compressModel(modelFile, archive, { codec: 'png', bits: 16 });
+    await decompressArchive(archive, out);
+    const a = await runMixed(bytes);
+    const b = await runMixed(readFileSync(out));
+    for (const k of Object.keys(a)) expect(maxAbsDiff(a[k], b[k])).toBeLessThan(1e-3);
+  });
+
+  it('golden: the LSTM image in the archive holds exactly the SPEC M4 codes', async () => {
+    const archivePath = join(dir, 'golden.nnm');
+    await compressModel(modelFile, archivePath, { codec: 'png', bits: 8, range: 'layer' });
+    const a = new Archive(archivePath);
+    const rec = a.manifest.tensors.find((t) => t.name === 'lstmW')!;
+    expect(rec.planes).toHaveLength(8);
+    const [D, G, H, I] = [2, 4, 20, 12];
+    const W = weights.lstmW;
+    for (let p = 0; p < 8; p++) {
+      const png = a.entry(rec.planes![p].tiles[0].entry);
+      const meta = await sharp(png).metadata();
+      expect([meta.width, meta.height, meta.channels, meta.depth]).toEqual([H, I, 1, 'uchar']); // one grey channel
+      const { data } = await sharp(png).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+      // independent computation of the expected code of W[d, g·H + h, i] with the plane's own range
+      const d = Math.floor(p / G);
+      const g = p % G;
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let h = 0; h < H; h++) for (let i = 0; i < I; i++) {
+        const w = W[(d * G * H + g * H + h) * I + i];
+        lo = Math.min(lo, w);
+        hi = Math.max(hi, w);
+      }
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < I; i++) {
+          const w = W[(d * G * H + g * H + h) * I + i];
+          const code = Math.min(255, Math.floor(((w - lo) / (hi - lo)) * 256));
+          expect(data[i * H + h]).toBe(code);
+        }
+    }
+    a.close();
+    // and the same through the library functions
+    const planes = gatherPlanes(W, { kind: 'lstm', gates: 4, directions: D, hidden: H, nin: I }, (n) => new Float32Array(n));
+    const r = findRanges(planes[5], I, H, 'layer', 1);
+    expect(quantizePlane(planes[5], I, H, 8, r).length).toBe(I * H);
+    expect(MIXED.lstmW).toEqual([D, G * H, I]);
+  });
+
+  it('identical tensors are stored once', async () => {
+    const twin = join(dir, 'twin.onnx');
+    const m = mixedModel(1, { sameBranches: true });
+    writeFileSync(twin, m.bytes);
+    const single = await compressModel(modelFile, join(dir, 'single.nnm'), {});
+    const r = await compressModel(twin, join(dir, 'twin.nnm'), {});
+    const dups = r.manifest.tensors.filter((t) => t.sameAs);
+    expect(dups.map((t) => [t.name, t.sameAs])).toEqual([['else_weight', 'then_weight']]);
+    expect(Object.keys(r.manifest.entries).length).toBe(Object.keys(single.manifest.entries).length - 1);
+    await decompressArchive(join(dir, 'twin.nnm'), join(dir, 'twin.out.onnx'));
+    const back = openModel(join(dir, 'twin.out.onnx'));
+    const then = back.tensors.find((t) => t.name === 'then_weight')!;
+    const other = back.tensors.find((t) => t.name === 'else_weight')!;
+    expect(back.read(other.key)).toEqual(back.read(then.key));
+  });
+});
+
+describe('safetensors', () => {
+  it('F32/F16/BF16 compressed; header, metadata and int tensors byte-identical', async () => {
+    const file = join(dir, 'model.safetensors');
+    const { header, ints } = writeSafetensorsFixture(file);
+    const archive = join(dir, 'st.nnm');
+    const out = join(dir, 'st.out.safetensors');
+    const res = await compressModel(file, archive, { bits: 16 });
+    const roles = Object.fromEntries(res.manifest.tensors.map((t) => [t.name, t.role]));
+    expect(roles).toMatchObject({ 'encoder.layers.0.attn.q_proj.weight': 'fc', 'encoder.conv.weight': 'conv', 'encoder.layers.0.mlp.fc1.bias': 'other' });
+    await decompressArchive(archive, out);
+    const restored = readFileSync(out);
+    const original = readFileSync(file);
+    expect(restored.length).toBe(original.length);
+    expect(restored.subarray(0, header.length)).toEqual(header);
+    const a = openModel(file);
+    const b = openModel(out);
+    for (const t of a.tensors) {
+      const x = a.read(t.key);
+      const y = b.read(t.key);
+      // 16-bit codes, then the file's own dtype: error within that dtype's rounding
+      const tol = t.dtype === 'bfloat16' ? 2e-3 : t.dtype === 'float16' ? 2e-4 : 1e-5;
+      expect(maxAbsDiff(x, y)).toBeLessThan(tol);
+    }
+    expect(restored.subarray(restored.length - ints.length)).toEqual(Buffer.from(ints));
+  });
+});

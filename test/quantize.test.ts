@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { collectNonFinite, dequantizePlane, findRanges, quantizePlane, restoreNonFinite } from '../src/quantize/uniform.js';
+import { NonFiniteWeightError } from '../src/errors.js';
+
+describe('M1 uniform quantization', () => {
+  it('numbers 2^n equal intervals of [min, max] from 0 and decodes to their centres', () => {
+    const v = Float32Array.of(0, 0.5, 1, 0.25, 0.999);
+    const r = findRanges(v, 1, 5, 'layer', 1);
+    expect([r.mins[0], r.maxs[0]]).toEqual([0, 1]);
+    const codes = quantizePlane(v, 1, 5, 8, r);
+    expect([...codes]).toEqual([0, 128, 255, 64, 255]);
+    const back = dequantizePlane(codes, 1, 5, 8, r);
+    expect(back[0]).toBeCloseTo(0.5 / 256, 7);
+    expect(back[1]).toBeCloseTo(128.5 / 256, 7);
+    for (let i = 0; i < 5; i++) expect(Math.abs(back[i] - v[i])).toBeLessThanOrEqual(0.5 / 256 + 1e-7);
+  });
+  it('16, 24 and 32 bits keep the error within half an interval', () => {
+    const v = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3);
+    for (const bits of [16, 24, 32]) {
+      const r = findRanges(v, 10, 100, 'layer', 1);
+      const back = dequantizePlane(quantizePlane(v, 10, 100, bits, r), 10, 100, bits, r);
+      const half = 6 / 2 ** bits / 2;
+      for (let i = 0; i < v.length; i++) expect(Math.abs(back[i] - v[i])).toBeLessThanOrEqual(half + 1e-6);
+    }
+  });
+  it('a constant tensor (min == max) decodes exactly', () => {
+    const v = new Float32Array(12).fill(0.3);
+    const r = findRanges(v, 3, 4, 'layer', 1);
+    expect(dequantizePlane(quantizePlane(v, 3, 4, 8, r), 3, 4, 8, r)).toEqual(v);
+  });
+  it('per-channel ranges are per group of columns', () => {
+    const v = Float32Array.of(0, 100, 1, 200, 2, 300); // 2 rows × 3 cols? use 1 row × 6 cols, width 2
+    const r = findRanges(v, 1, 6, 'channel', 2);
+    expect([...r.mins]).toEqual([0, 1, 2]);
+    expect([...r.maxs]).toEqual([100, 200, 300]);
+  });
+  it('per-channel ranges beat per-layer ranges with an outlier channel', () => {
+    const v = Float32Array.from({ length: 64 }, (_, i) => (i % 8 === 0 ? 50 * Math.sin(i) : 0.01 * Math.cos(i)));
+    const err = (mode: 'layer' | 'channel'): number => {
+      const r = findRanges(v, 8, 8, mode, 1);
+      const back = dequantizePlane(quantizePlane(v, 8, 8, 8, r), 8, 8, 8, r);
+      // error on the ordinary channels (columns 1…7), which per-layer ranges flatten
+      return v.reduce((s, x, i) => (i % 8 === 0 ? s : s + (x - back[i]) ** 2), 0);
+    };
+    expect(err('channel')).toBeLessThan(err('layer') / 10);
+  });
+  it('NaN and ±Inf: an error naming file, tensor and index, or exact side storage', () => {
+    const v = Float32Array.of(1, NaN, 2, Infinity, -Infinity);
+    expect(() => collectNonFinite(v, 'error', 'm.onnx', 'w')).toThrow(NonFiniteWeightError);
+    expect(() => collectNonFinite(v, 'error', 'm.onnx', 'w')).toThrow(/file m.onnx, tensor w: weight 1 is NaN/);
+    const side = collectNonFinite(v, 'keep', 'm.onnx', 'w')!;
+    expect([...side.indices]).toEqual([1, 3, 4]);
+    const r = findRanges(v, 1, 5, 'layer', 1);
+    expect([r.mins[0], r.maxs[0]]).toEqual([1, 2]);
+    const back = dequantizePlane(quantizePlane(v, 1, 5, 8, r), 1, 5, 8, r);
+    restoreNonFinite(back, side);
+    expect(back[1]).toBeNaN();
+    expect(back[3]).toBe(Infinity);
+    expect(back[4]).toBe(-Infinity);
+  });
+});
