@@ -37,7 +37,10 @@ describe('lossy image codecs stay within their stated error bound at default qua
     it(`${name}: max |Δcode| ≤ ${bound.maxErr}, RMSE ≤ ${bound.rmse}`, async () => {
       const codec = getCodec(name);
       const data = codes(bound.bits, 64, 48);
-      const bytes = await codec.encode({ width: 64, height: 48, bits: bound.bits, data }, resolveCodecOptions(codec, bound.bits, { lossless: false }));
+      const bytes = await codec.encode(
+        { width: 64, height: 48, bits: bound.bits, data },
+        resolveCodecOptions(codec, bound.bits, { lossless: false }),
+      );
       const back = await codec.decode(bytes, { width: 64, height: 48, bits: bound.bits });
       let max = 0;
       let se = 0;

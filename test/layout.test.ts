@@ -30,13 +30,15 @@ describe('M3: convolution as a (Nfin·Kx) × (Nfout·Ky) image of Kx × Ky tiles
     for (let fo = 0; fo < O; fo++)
       for (let fi = 0; fi < I; fi++)
         for (let x = 0; x < KX; x++)
-          for (let y = 0; y < KY; y++) expect(plane[(fi * KX + x) * s.cols + fo * KY + y]).toBe(((fo * I + fi) * KX + x) * KY + y);
+          for (let y = 0; y < KY; y++)
+            expect(plane[(fi * KX + x) * s.cols + fo * KY + y]).toBe(((fo * I + fi) * KX + x) * KY + y);
   });
   it('depthwise conv [C, 1, 3, 3]: one row of tiles, tile c is kernel c', () => {
     const spec: LayoutSpec = { kind: 'conv', nfin: 1, nfout: 6, kx: 3, ky: 3, order: 'out_in' };
     const [plane] = gatherPlanes(iota(54), spec, f32);
     expect(planeShapes(spec)[0]).toMatchObject({ rows: 3, cols: 18 });
-    for (let c = 0; c < 6; c++) for (let x = 0; x < 3; x++) for (let y = 0; y < 3; y++) expect(plane[x * 18 + c * 3 + y]).toBe(c * 9 + x * 3 + y);
+    for (let c = 0; c < 6; c++)
+      for (let x = 0; x < 3; x++) for (let y = 0; y < 3; y++) expect(plane[x * 18 + c * 3 + y]).toBe(c * 9 + x * 3 + y);
   });
   it('ConvTranspose [in, out, kx, ky]', () => {
     const spec: LayoutSpec = { kind: 'conv', nfin: 2, nfout: 3, kx: 2, ky: 2, order: 'in_out' };
@@ -55,7 +57,8 @@ describe('M4: LSTM as m images', () => {
     expect(planeShapes(spec).map((s) => s.label)).toContain('gate f, direction 1');
     for (let d = 0; d < D; d++)
       for (let g = 0; g < 4; g++)
-        for (let i = 0; i < I; i++) for (let h = 0; h < H; h++) expect(planes[d * 4 + g][i * H + h]).toBe((d * 4 * H + g * H + h) * I + i);
+        for (let i = 0; i < I; i++)
+          for (let h = 0; h < H; h++) expect(planes[d * 4 + g][i * H + h]).toBe((d * 4 * H + g * H + h) * I + i);
   });
   it('GRU has 3 gates per direction', () => {
     expect(gatherPlanes(iota(3 * 4 * 2), { kind: 'gru', gates: 3, directions: 1, hidden: 4, nin: 2 }, f32)).toHaveLength(3);
@@ -86,7 +89,13 @@ describe('tiles', () => {
     expect(grid.at(-1)).toEqual({ row: 8, col: 6, rows: 2, cols: 1 });
     const plane = Uint16Array.from({ length: 70 }, (_, i) => i);
     const out = new Uint16Array(70);
-    for (const t of grid) pasteTile(out, 7, t, cutTile(plane, 7, t, (n) => new Uint16Array(n)));
+    for (const t of grid)
+      pasteTile(
+        out,
+        7,
+        t,
+        cutTile(plane, 7, t, (n) => new Uint16Array(n)),
+      );
     expect(out).toEqual(plane);
   });
 });

@@ -79,11 +79,12 @@ describe('compress → decompress on a model with every layer role', () => {
       const g = p % G;
       let lo = Infinity;
       let hi = -Infinity;
-      for (let h = 0; h < H; h++) for (let i = 0; i < I; i++) {
-        const w = W[(d * G * H + g * H + h) * I + i];
-        lo = Math.min(lo, w);
-        hi = Math.max(hi, w);
-      }
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < I; i++) {
+          const w = W[(d * G * H + g * H + h) * I + i];
+          lo = Math.min(lo, w);
+          hi = Math.max(hi, w);
+        }
       for (let h = 0; h < H; h++)
         for (let i = 0; i < I; i++) {
           const w = W[(d * G * H + g * H + h) * I + i];
@@ -124,7 +125,11 @@ describe('safetensors', () => {
     const out = join(dir, 'st.out.safetensors');
     const res = await compressModel(file, archive, { bits: 16 });
     const roles = Object.fromEntries(res.manifest.tensors.map((t) => [t.name, t.role]));
-    expect(roles).toMatchObject({ 'encoder.layers.0.attn.q_proj.weight': 'fc', 'encoder.conv.weight': 'conv', 'encoder.layers.0.mlp.fc1.bias': 'other' });
+    expect(roles).toMatchObject({
+      'encoder.layers.0.attn.q_proj.weight': 'fc',
+      'encoder.conv.weight': 'conv',
+      'encoder.layers.0.mlp.fc1.bias': 'other',
+    });
     await decompressArchive(archive, out);
     const restored = readFileSync(out);
     const original = readFileSync(file);

@@ -17,7 +17,11 @@ function vi(name: string, dims: number[]): onnx.IValueInfoProto {
 }
 
 const attrI = (name: string, i: number): onnx.IAttributeProto => ({ name, i, type: onnx.AttributeProto.AttributeType.INT });
-const attrS = (name: string, s: string): onnx.IAttributeProto => ({ name, s: new TextEncoder().encode(s), type: onnx.AttributeProto.AttributeType.STRING });
+const attrS = (name: string, s: string): onnx.IAttributeProto => ({
+  name,
+  s: new TextEncoder().encode(s),
+  type: onnx.AttributeProto.AttributeType.STRING,
+});
 
 export const MIXED = {
   W1: [32, 16], // Gemm B with transB=1: [out, in]
@@ -29,7 +33,10 @@ export const MIXED = {
   Wk: [20, 30], // Constant inside If branches
 };
 
-export function mixedModel(seed = 1, opts: { sameBranches?: boolean } = {}): { bytes: Uint8Array; weights: Record<string, Float32Array> } {
+export function mixedModel(
+  seed = 1,
+  opts: { sameBranches?: boolean } = {},
+): { bytes: Uint8Array; weights: Record<string, Float32Array> } {
   const count = (d: number[]): number => d.reduce((a, b) => a * b, 1);
   const weights: Record<string, Float32Array> = {};
   let s = seed * 100;
@@ -40,7 +47,13 @@ export function mixedModel(seed = 1, opts: { sameBranches?: boolean } = {}): { b
   const branch = (name: string, w: Float32Array): onnx.IGraphProto => ({
     name,
     node: [
-      { opType: 'Constant', output: [`${name}_k`], attribute: [{ name: 'value', t: floatTensor(`${name}_weight`, MIXED.Wk, w), type: onnx.AttributeProto.AttributeType.TENSOR }] },
+      {
+        opType: 'Constant',
+        output: [`${name}_k`],
+        attribute: [
+          { name: 'value', t: floatTensor(`${name}_weight`, MIXED.Wk, w), type: onnx.AttributeProto.AttributeType.TENSOR },
+        ],
+      },
       { opType: 'MatMul', input: ['k_in', `${name}_k`], output: [`${name}_out`] },
     ],
     output: [vi(`${name}_out`, [1, 30])],
@@ -60,9 +73,19 @@ export function mixedModel(seed = 1, opts: { sameBranches?: boolean } = {}): { b
     node: [
       { opType: 'Gemm', input: ['x', 'W1', 'b1'], output: ['g'], attribute: [attrI('transB', 1)] },
       { opType: 'MatMul', input: ['g', 'W2'], output: ['yA'] },
-      { opType: 'Conv', input: ['img', 'Wc'], output: ['c1'], attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: onnx.AttributeProto.AttributeType.INTS }] },
+      {
+        opType: 'Conv',
+        input: ['img', 'Wc'],
+        output: ['c1'],
+        attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: onnx.AttributeProto.AttributeType.INTS }],
+      },
       { opType: 'Conv', input: ['c1', 'Wd'], output: ['yB'], attribute: [attrI('group', 32)] },
-      { opType: 'LSTM', input: ['seq', 'lstmW', 'lstmR', 'lstmB'], output: ['yC'], attribute: [attrI('hidden_size', 20), attrS('direction', 'bidirectional')] },
+      {
+        opType: 'LSTM',
+        input: ['seq', 'lstmW', 'lstmR', 'lstmB'],
+        output: ['yC'],
+        attribute: [attrI('hidden_size', 20), attrS('direction', 'bidirectional')],
+      },
       {
         opType: 'If',
         input: ['cond'],
@@ -73,10 +96,21 @@ export function mixedModel(seed = 1, opts: { sameBranches?: boolean } = {}): { b
         ],
       },
     ],
-    input: [vi('x', [1, 16]), vi('img', [1, 8, 10, 10]), vi('seq', [5, 1, 12]), vi('k_in', [1, 20]), { name: 'cond', type: { tensorType: { elemType: onnx.TensorProto.DataType.BOOL, shape: { dim: [] } } } }],
+    input: [
+      vi('x', [1, 16]),
+      vi('img', [1, 8, 10, 10]),
+      vi('seq', [5, 1, 12]),
+      vi('k_in', [1, 20]),
+      { name: 'cond', type: { tensorType: { elemType: onnx.TensorProto.DataType.BOOL, shape: { dim: [] } } } },
+    ],
     output: [vi('yA', [1, 24]), vi('yB', [1, 32, 8, 8]), vi('yC', [5, 2, 1, 20]), vi('yD', [1, 30])],
   };
-  const model: onnx.IModelProto = { irVersion: 8, opsetImport: [{ domain: '', version: 17 }], producerName: 'nnmedia-test', graph };
+  const model: onnx.IModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    producerName: 'nnmedia-test',
+    graph,
+  };
   return { bytes: onnx.ModelProto.encode(model).finish(), weights };
 }
 

@@ -6,7 +6,10 @@ export async function runMixed(model: Uint8Array, cond = true): Promise<Record<s
   const session = await ort.InferenceSession.create(model);
   const feeds: Record<string, ort.Tensor> = {};
   for (const [k, v] of Object.entries(mixedInputs())) {
-    feeds[k] = v.type === 'bool' ? new ort.Tensor('bool', Uint8Array.of(cond ? 1 : 0), v.dims) : new ort.Tensor('float32', v.data as Float32Array, v.dims);
+    feeds[k] =
+      v.type === 'bool'
+        ? new ort.Tensor('bool', Uint8Array.of(cond ? 1 : 0), v.dims)
+        : new ort.Tensor('float32', v.data as Float32Array, v.dims);
   }
   const out = await session.run(feeds);
   await session.release();

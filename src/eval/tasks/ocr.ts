@@ -93,7 +93,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
             if (best !== 0 && best !== last) text += alphabet[best] ?? '';
             last = best;
           }
-          texts.push(text);
+          texts.push(text.trim()); // padding at the line ends reads as spaces
         }
       } finally {
         await session.release();

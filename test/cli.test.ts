@@ -1,0 +1,65 @@
+/** The built CLI and package, as a user runs them (npm test builds dist/ first). */
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { listDir, tempDir } from './helpers/tmp.js';
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..');
+const CLI = join(ROOT, 'dist/cli/main.js');
+const dir = tempDir();
+const model = join(dir, 'm.onnx');
+writeFileSync(model, mixedModel().bytes);
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [CLI, ...args], { cwd: dir });
+    return { code: 0, ...r };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+describe('nnmedia CLI', () => {
+  it('the built package imports', async () => {
+    expect(existsSync(CLI)).toBe(true);
+    const pkg = await import(join(ROOT, 'dist/index.js'));
+    expect(typeof pkg.compressModel).toBe('function');
+    expect(pkg.listCodecs().map((c: { name: string }) => c.name)).toEqual(
+      expect.arrayContaining(['png', 'webp', 'avif', 'jpeg', 'tiff']),
+    );
+  });
+
+  it('compress → inspect --json → decompress', async () => {
+    const c = await cli('compress', model, '-o', 'm.nnm', '--codec', 'webp', '--lossless', '--json');
+    expect(c.code).toBe(0);
+    const summary = JSON.parse(c.stdout);
+    expect(summary.tensors).toBe(8);
+    const i = await cli('inspect', 'm.nnm', '--json');
+    const info = JSON.parse(i.stdout);
+    const w1 = info.tensors.find((t: { name: string }) => t.name === 'W1');
+    expect(w1).toMatchObject({ role: 'fc', geometry: ['16×32'], codec: 'webp lossless', bits: 8, range: 'channel' });
+    expect(w1.stats.snrDb).toBeGreaterThan(30);
+    const d = await cli('decompress', 'm.nnm', '-o', 'back.onnx');
+    expect(d.code).toBe(0);
+    expect(existsSync(join(dir, 'back.onnx'))).toBe(true);
+    const im = await cli('inspect', model);
+    expect(im.stdout).toMatch(/lstmW\s+lstm\s+2×80×12\s+float32\s+7680\s+8 × 12×20/);
+  });
+
+  it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {
+    const before = listDir(dir);
+    const r = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--bits', '16');
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^nnmedia: E_UNSUPPORTED: file .*m\.onnx, tensor \S+: codec jpeg cannot carry 16-bit codes/);
+    expect(listDir(dir)).toEqual(before);
+    const q = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--quality', '150');
+    expect(q.code).toBe(2);
+    expect(q.stderr).toMatch(/Expected integer between 1 and 100 for quality but received 150/);
+  });
+});
