@@ -1,0 +1,310 @@
+/**
+ * The rate–distortion benchmark: for each real model, sweep nnmedia's codecs ×
+ * quality × bits × range mode, and run the peers on the same tensors in the
+ * same run; judge every point by the model's own task metric.
+ *
+ *   npm run bench              full sweep (all models), ~10 min on 2 cores
+ *   npm run bench -- --quick   one model, a few points (CI: checks the pipeline works)
+ *
+ * Writes bench/results/<model>.json, bench/results/results.md, rd-<model>.svg/.png
+ * and the README's results section (between the bench markers).
+ */
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openModel } from '../src/pipeline/open.js';
+import { planTensors } from '../src/pipeline/compress.js';
+import { substituteTensors } from '../src/pipeline/substitute.js';
+import { taskByName } from '../src/eval/tasks/index.js';
+import type { CompressOptions } from '../src/pipeline/options.js';
+import type { LayoutSpec } from '../src/layout/types.js';
+import { MODELS, ROOT, type BenchModel } from './models.js';
+import { rtnPeer, weightSet, zstdPeer, type PeerResult } from './peers.js';
+import { renderPlot } from './plot.js';
+import { VERSION } from '../src/version.js';
+
+const run = promisify(execFile);
+const args = process.argv.slice(2);
+const QUICK = args.includes('--quick');
+const OUT = process.env.NNMEDIA_BENCH_OUT ?? join(ROOT, 'bench/results', QUICK ? 'quick' : '');
+const onlyModels = args
+  .find((a) => a.startsWith('--models='))
+  ?.slice(9)
+  .split(',');
+
+export interface BenchPoint {
+  /** Line in the plot this point belongs to (codec family). */
+  series: string;
+  label: string;
+  kind: 'nnmedia' | 'peer';
+  options?: CompressOptions;
+  bytes: number;
+  bitsPerWeight: number;
+  /** nnmedia only: bits/weight of the media entries alone (without manifest and skeleton). */
+  mediaBitsPerWeight?: number;
+  metric: number;
+  metrics: Record<string, number>;
+  encodeMBps: number;
+  decodeMBps: number;
+  maxRssMB?: number;
+}
+
+interface PointSpec {
+  series: string;
+  label: string;
+  options: CompressOptions;
+}
+
+function pointSpecs(): PointSpec[] {
+  if (QUICK)
+    return [
+      { series: 'png 8-bit per-layer (M1 as written)', label: 'png 8 layer', options: { codec: 'png', bits: 8, range: 'layer' } },
+      { series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8, range: 'channel' } },
+      { series: 'jpeg 8-bit per-channel', label: 'jpeg q90', options: { codec: 'jpeg', bits: 8, quality: 90 } },
+    ];
+  const s: PointSpec[] = [];
+  for (const [codec, extra] of [
+    ['png', {}],
+    ['webp', { lossless: true }],
+    ['jpeg', { quality: 90 }],
+    ['webp', { quality: 90 }],
+    ['avif', { quality: 80 }],
+  ] as const)
+    s.push({
+      series: 'method as written (per-layer 8-bit)',
+      label: `${codec}${'quality' in extra ? ` q${extra.quality}` : ' lossless'} layer`,
+      options: { codec, bits: 8, range: 'layer', ...extra },
+    });
+  s.push({ series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8 } });
+  s.push({ series: 'png per-channel', label: 'png 16 channel', options: { codec: 'png', bits: 16 } });
+  s.push({
+    series: 'lossless per-channel (webp, tiff, avif)',
+    label: 'webp lossless 8',
+    options: { codec: 'webp', lossless: true, bits: 8 },
+  });
+  s.push({ series: 'lossless per-channel (webp, tiff, avif)', label: 'tiff 16', options: { codec: 'tiff', bits: 16 } });
+  s.push({
+    series: 'lossless per-channel (webp, tiff, avif)',
+    label: 'avif lossless 8',
+    options: { codec: 'avif', lossless: true, bits: 8 },
+  });
+  for (const q of [50, 70, 80, 90, 95])
+    s.push({ series: 'jpeg 8-bit per-channel', label: `jpeg q${q}`, options: { codec: 'jpeg', bits: 8, quality: q } });
+  for (const q of [50, 70, 85, 95])
+    s.push({ series: 'webp 8-bit per-channel', label: `webp q${q}`, options: { codec: 'webp', bits: 8, quality: q } });
+  for (const q of [50, 65, 80, 90])
+    s.push({ series: 'avif 8-bit per-channel', label: `avif q${q}`, options: { codec: 'avif', bits: 8, quality: q } });
+  for (const q of [70, 85, 95])
+    s.push({
+      series: 'avif 16-bit (12-bit depth) per-channel',
+      label: `avif16 q${q}`,
+      options: { codec: 'avif', bits: 16, quality: q },
+    });
+  return s;
+}
+
+async function benchModel(
+  model: BenchModel,
+  tmp: string,
+): Promise<{ baseline: number; points: BenchPoint[]; weights: number; floatBytes: number; modelBytes: number }> {
+  const task = taskByName(model.task);
+  const original = readFileSync(model.file);
+  const refOut = await task.run(original);
+  const baseline = task.baseline(refOut).find((m) => m.key === model.metric.key)?.value ?? (model.metric.higherIsBetter ? 1 : 0);
+  const metricOf = async (bytes: Uint8Array): Promise<Record<string, number>> => {
+    const out = await task.run(bytes);
+    return Object.fromEntries(task.compare(refOut, out).map((m) => [m.key, m.value]));
+  };
+  // The compressed tensors: what every peer is measured on too.
+  const reader = openModel(model.file);
+  const plans = planTensors(reader, {}).filter((p) => p.record.layout);
+  const layouts = new Map<string, LayoutSpec>(plans.map((p) => [p.entry.key, p.record.layout!]));
+  const ws = weightSet(reader, [...layouts.keys()], layouts);
+  const floatBytes = ws.count * 4;
+  const mbps = (ms: number): number => floatBytes / 1e6 / (ms / 1000);
+  const points: BenchPoint[] = [];
+  const log = (p: BenchPoint): void => {
+    points.push(p);
+    console.log(
+      `  ${p.label.padEnd(34)} ${p.bitsPerWeight.toFixed(3).padStart(7)} bits/w  ${model.metric.key} ${p.metric.toFixed(4)}  enc ${p.encodeMBps.toFixed(1)} MB/s  dec ${p.decodeMBps.toFixed(1)} MB/s${p.maxRssMB ? `  rss ${p.maxRssMB.toFixed(0)} MB` : ''}`,
+    );
+  };
+  // Peers
+  const peers: PeerResult[] = [
+    { name: 'float32 (raw)', bytes: floatBytes, encodeMs: 0, decodeMs: 0 },
+    await zstdPeer(ws, 3),
+    await zstdPeer(ws, 19),
+    await rtnPeer(ws, 8, false),
+    await rtnPeer(ws, 8, true),
+    await rtnPeer(ws, 4, false),
+    await rtnPeer(ws, 4, true),
+  ];
+  for (const peer of peers) {
+    const metrics = peer.values ? await metricOf(substituteTensors(reader, peer.values)) : await metricOf(original);
+    log({
+      series: peer.name.startsWith('int') ? 'peer: round-to-nearest + zstd-19' : 'peer: float32 (lossless)',
+      label: peer.name,
+      kind: 'peer',
+      bytes: peer.bytes,
+      bitsPerWeight: (peer.bytes * 8) / ws.count,
+      metric: metrics[model.metric.key],
+      metrics,
+      encodeMBps: peer.encodeMs ? mbps(peer.encodeMs) : Infinity,
+      decodeMBps: peer.decodeMs ? mbps(peer.decodeMs) : Infinity,
+    });
+  }
+  (reader as { close?: () => void }).close?.();
+  // nnmedia points, each in its own process
+  for (const spec of pointSpecs()) {
+    const archive = join(tmp, `${model.id}.nnm`);
+    const restored = join(tmp, `${model.id}.restored.onnx`);
+    const { stdout } = await run(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'bench/point.ts'), model.file, archive, restored, JSON.stringify(spec.options)],
+      {
+        maxBuffer: 1 << 24,
+      },
+    );
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      archiveBytes: number;
+      mediaBytes: number;
+      compressedWeights: number;
+      encodeMs: number;
+      decodeMs: number;
+      maxRssBytes: number;
+    };
+    const metrics = await metricOf(readFileSync(restored));
+    log({
+      series: spec.series,
+      label: spec.label,
+      kind: 'nnmedia',
+      options: spec.options,
+      bytes: r.archiveBytes,
+      bitsPerWeight: (r.archiveBytes * 8) / r.compressedWeights,
+      mediaBitsPerWeight: (r.mediaBytes * 8) / r.compressedWeights,
+      metric: metrics[model.metric.key],
+      metrics,
+      encodeMBps: mbps(r.encodeMs),
+      decodeMBps: mbps(r.decodeMs),
+      maxRssMB: r.maxRssBytes / 2 ** 20,
+    });
+  }
+  return { baseline, points, weights: ws.count, floatBytes, modelBytes: original.length };
+}
+
+function passes(model: BenchModel, baseline: number, p: BenchPoint): boolean {
+  const t = model.metric.threshold(baseline);
+  return model.metric.higherIsBetter ? p.metric >= t : p.metric <= t + 1e-12;
+}
+
+function fmt(v: number, d = 3): string {
+  return Number.isFinite(v) ? v.toFixed(d) : '–';
+}
+
+function markdown(
+  all: Array<{ model: BenchModel; baseline: number; points: BenchPoint[]; weights: number; modelBytes: number }>,
+  meta: string,
+): string {
+  const lines: string[] = [meta, ''];
+  for (const { model, baseline, points, weights, modelBytes } of all) {
+    const zstd3 = points.find((p) => p.label === 'float32 + zstd-3')!;
+    lines.push(`### ${model.label}`, '');
+    lines.push(
+      `${weights.toLocaleString('en')} weights in compressed tensors (model file ${modelBytes.toLocaleString('en')} B); original ${model.metric.label}: ${fmt(baseline, 4)}; "no measurable loss" = ${model.metric.note}.`,
+      '',
+    );
+    const ok = points.filter((p) => passes(model, baseline, p));
+    const best = (pred: (p: BenchPoint) => boolean): BenchPoint | undefined =>
+      ok.filter(pred).sort((a, b) => a.bitsPerWeight - b.bitsPerWeight)[0];
+    const bestN = best((p) => p.kind === 'nnmedia');
+    const rows: Array<[string, BenchPoint | undefined]> = [
+      ['**nnmedia, best at no loss**', bestN],
+      [
+        'nnmedia, method as written (per-layer 8-bit PNG)',
+        points.find((p) => p.label === 'png lossless layer' || p.label === 'png 8 layer'),
+      ],
+      ['int8 per-channel + zstd-19', points.find((p) => p.label === 'int8 per-channel + zstd-19')],
+      ['int8 per-tensor + zstd-19', points.find((p) => p.label === 'int8 per-tensor + zstd-19')],
+      ['int4 per-channel + zstd-19', points.find((p) => p.label === 'int4 per-channel + zstd-19')],
+      ['float32 + zstd-19', points.find((p) => p.label === 'float32 + zstd-19')],
+    ];
+    lines.push(`| | point | bits/weight | ${model.metric.label} | no loss? |`, '|---|---|---|---|---|');
+    for (const [name, p] of rows)
+      if (p)
+        lines.push(
+          `| ${name} | ${p.label} | ${fmt(p.bitsPerWeight)} | ${fmt(p.metric, 4)} | ${passes(model, baseline, p) ? 'yes' : 'no'} |`,
+        );
+    lines.push('', `<details><summary>All points (${points.length})</summary>`, '');
+    lines.push(
+      `| point | bits/weight (archive) | bits/weight (media only) | ${model.metric.label} | other metrics | encode MB/s | decode MB/s | ×zstd-3 speed (enc/dec) | peak RSS MB |`,
+      '|---|---|---|---|---|---|---|---|---|',
+    );
+    for (const p of points) {
+      const others = Object.entries(p.metrics)
+        .filter(([k]) => k !== model.metric.key)
+        .map(([k, v]) => `${k} ${fmt(v, 4)}`)
+        .join(', ');
+      lines.push(
+        `| ${p.label} | ${fmt(p.bitsPerWeight)} | ${p.mediaBitsPerWeight !== undefined ? fmt(p.mediaBitsPerWeight) : ''} | ${fmt(p.metric, 4)} | ${others} | ${fmt(p.encodeMBps, 1)} | ${fmt(p.decodeMBps, 1)} | ${p.kind === 'nnmedia' ? `${fmt(p.encodeMBps / zstd3.encodeMBps, 3)} / ${fmt(p.decodeMBps / zstd3.decodeMBps, 3)}` : ''} | ${p.maxRssMB ? fmt(p.maxRssMB, 0) : ''} |`,
+      );
+    }
+    lines.push(
+      '',
+      '</details>',
+      '',
+      `![rate–distortion, ${model.label}](bench/results/${QUICK ? 'quick/' : ''}rd-${model.id}.png)`,
+      '',
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  mkdirSync(OUT, { recursive: true });
+  const tmp = mkdtempSync(join(tmpdir(), 'nnmedia-bench-'));
+  const models = QUICK
+    ? MODELS.filter((m) => m.id === 'silero-v6')
+    : MODELS.filter((m) => !onlyModels || onlyModels.includes(m.id));
+  const started = performance.now();
+  const all = [];
+  try {
+    for (const model of models) {
+      console.log(`${model.label}`);
+      const r = await benchModel(model, tmp);
+      const result = { model, ...r };
+      all.push(result);
+      writeFileSync(
+        join(OUT, `${model.id}.json`),
+        JSON.stringify(
+          { ...r, model: { id: model.id, label: model.label, metric: model.metric.key } },
+          (_k, v) => (v === Infinity ? null : v),
+          1,
+        ),
+      );
+      await renderPlot(model, r.baseline, r.points, join(OUT, `rd-${model.id}`));
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  const minutes = (performance.now() - started) / 60000;
+  const meta = `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim()}, Node ${process.version}, nnmedia ${VERSION}, in ${minutes.toFixed(1)} min (\`npm run bench${QUICK ? ' -- --quick' : ''}\`). Bits/weight = all archive bytes × 8 / weights of the compressed tensors (manifest, model skeleton and kept tensors included); peers count only their code and scale bytes.`;
+  const md = markdown(all, meta);
+  writeFileSync(join(OUT, 'results.md'), md);
+  if (!QUICK && !onlyModels) {
+    const readmePath = join(ROOT, 'README.md');
+    const readme = readFileSync(readmePath, 'utf8');
+    const start = '<!-- bench:start -->';
+    const end = '<!-- bench:end -->';
+    if (readme.includes(start) && readme.includes(end))
+      writeFileSync(
+        readmePath,
+        readme.slice(0, readme.indexOf(start) + start.length) + '\n\n' + md + '\n' + readme.slice(readme.indexOf(end)),
+      );
+  }
+  console.log(`\nwrote ${OUT}/results.md (${minutes.toFixed(1)} min)`);
+  if (QUICK && all.some((r) => r.points.length === 0)) process.exitCode = 1;
+}
+
+await main();
