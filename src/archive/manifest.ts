@@ -33,6 +33,8 @@ export interface CodecRecord {
   lossless: boolean;
   quality?: number;
   effort?: number;
+  /** Set when `--codec auto` fell back to raw codes + zstd, with the reason. */
+  fallback?: string;
 }
 
 export interface TensorRecord {
@@ -49,14 +51,24 @@ export interface TensorRecord {
   quant?: {
     bits: number;
     range: RangeMode;
-    /** Per plane: base64 of float32 LE [mins…, maxs…]. */
+    /** Per plane: base64 of little-endian [mins…, maxs…] in `rangeDtype`. */
     ranges: string[];
+    /** Per plane: float16 (rounded outward, so ranges still cover the data) or float32. */
+    rangeDtype?: Array<'float16' | 'float32'>;
     channelWidth: number[];
+    /** Informational: the encoder used every `stride`-th code; decoding is plain M1. */
+    stride?: number;
+    /** Informational: ranges were clipped by search rather than min/max. */
+    clip?: boolean;
+    /** Informational: weights beyond this many σ of their channel are in the exact side entry. */
+    outlierSigma?: number;
   };
   codec?: CodecRecord;
   planes?: PlaneRecord[];
-  /** Entry holding exact non-finite weights: uint32 count, uint32 indices, float32 values. */
+  /** Entry of weights stored exactly (non-finite ones and outliers): u32 count, u32 index deltas, f32 values. */
   nonFinite?: string;
+  /** How many weights that entry holds. */
+  exactValues?: number;
   /** Another tensor with identical values whose media this one shares. */
   sameAs?: string;
   stats?: ErrorStats;

@@ -61,11 +61,28 @@ interface CompressFlags {
   config?: string;
   nonFinite?: 'error' | 'keep';
   jobs?: number;
+  stride?: number;
+  clip?: boolean;
+  outliers?: number;
+  targetSnr?: number;
+  targetBpw?: number;
+  maxLoss?: number;
+  task?: string;
   json?: boolean;
 }
 
-function compressOptionsFrom(f: CompressFlags): CompressOptions {
+async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
+  const needsTask = f.maxLoss !== undefined || f.targetBpw !== undefined;
+  const task = needsTask ? await resolveTask(f.task ?? 'auto', readFileSync(model)) : undefined;
   return {
+    stride: f.stride,
+    clip: f.clip,
+    outliers: f.outliers,
+    targetSnr: f.targetSnr,
+    targetBpw: f.targetBpw,
+    maxLoss: f.maxLoss,
+    task,
+    onLog: f.json ? undefined : (m: string) => process.stderr.write(`${m}\n`),
     media: f.media,
     codec: f.codec,
     bits: f.bits,
@@ -121,7 +138,10 @@ async function resolveTask(name: string, model: Uint8Array, limit?: number) {
 function addCompressOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--media <media>', 'medium for layers').choices(['image', 'video', 'audio']))
-    .option('--codec <name>', 'codec (see `nnmedia codecs`)')
+    .option(
+      '--codec <name>',
+      'codec (see `nnmedia codecs`), or auto: the smallest lossless one per tensor, raw codes + zstd as the floor',
+    )
     .addOption(new Option('--bits <n>', 'code bits per weight').choices(['8', '16', '24', '32']).argParser(Number))
     .option('--quality <q>', "the codec's own quality (lossy codecs)", int('quality'))
     .option('--lossless', "use the codec's lossless mode")
@@ -136,7 +156,26 @@ function addCompressOptions(cmd: Command): Command {
     .addOption(
       new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
     )
-    .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'));
+    .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'))
+    .option('--stride <k>', 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)', int('stride'))
+    .option('--clip', 'search clipping ranges per channel instead of min/max')
+    .option(
+      '--outliers <sigma>',
+      'store weights beyond sigma standard deviations of their channel exactly (default 4 with the rate-control options, else off)',
+      Number,
+    )
+    .option('--target-snr <dB>', 'per tensor: coarsest grid / lowest quality with SNR ≥ dB', Number)
+    .option('--target-bpw <bits>', 'allocate bits across layers for this average bits/weight (whole archive)', Number)
+    .option(
+      '--max-loss <x>',
+      'allocate for the fewest bits whose task loss stays ≤ x (vad: 1 − agreement; ocr: CER − original CER)',
+      Number,
+    )
+    .addOption(
+      new Option('--task <name>', 'task evaluator for --max-loss and calibration')
+        .choices(['auto', 'vad', 'ocr', 'none'])
+        .default('auto'),
+    );
 }
 
 export function buildProgram(): Command {
@@ -150,7 +189,7 @@ export function buildProgram(): Command {
     .option('--json', 'print a JSON summary')
     .action(async (model: string, f: CompressFlags) => {
       const bar = progress(!f.json);
-      const r = await compressModel(model, f.output, { ...compressOptionsFrom(f), onProgress: bar.onProgress });
+      const r = await compressModel(model, f.output, { ...(await compressOptionsFrom(f, model)), onProgress: bar.onProgress });
       bar.stop();
       const compressed = r.manifest.tensors.filter((t) => t.layout).length;
       if (f.json)
@@ -217,7 +256,10 @@ export function buildProgram(): Command {
         const restored = join(dir, `restored${extname(input) || '.onnx'}`);
         const t0 = performance.now();
         const bar = progress(!f.json);
-        await compressModel(input, archive, { ...compressOptionsFrom({ ...f, output: archive }), onProgress: bar.onProgress });
+        await compressModel(input, archive, {
+          ...(await compressOptionsFrom({ ...f, output: archive }, input)),
+          onProgress: bar.onProgress,
+        });
         bar.stop();
         const t1 = performance.now();
         await decompressArchive(archive, restored, { jobs: f.jobs });

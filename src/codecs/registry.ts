@@ -4,9 +4,10 @@ import { jpeg } from './image/jpeg.js';
 import { png } from './image/png.js';
 import { tiff } from './image/tiff.js';
 import { webp } from './image/webp.js';
+import { rawZstd } from './raw/zstd.js';
 import type { Codec, CodecOptions } from './types.js';
 
-const CODECS: readonly Codec[] = [png, webp, avif, jpeg, tiff];
+const CODECS: readonly Codec[] = [png, webp, avif, jpeg, tiff, rawZstd];
 
 export function listCodecs(): readonly Codec[] {
   return CODECS;

@@ -8,7 +8,8 @@
 
 import type { CodeArray } from '../quantize/uniform.js';
 
-export type Media = 'image' | 'video' | 'audio';
+/** 'raw' is the non-media fallback (codes + zstd), never chosen as a medium by the user. */
+export type Media = 'image' | 'video' | 'audio' | 'raw';
 
 export interface CodePlane {
   /** Columns. */
@@ -26,6 +27,8 @@ export interface CodecOptions {
   lossless?: boolean;
   /** Encoder effort / speed trade-off in the codec's own scale. */
   effort?: number;
+  /** PNG only: adaptive row filtering (off by default: on weight codes it measured larger). */
+  filter?: boolean;
 }
 
 export interface QualityScale {

@@ -3,12 +3,18 @@
  * (M8) → .nnm archive. Every tensor is decoded again right after encoding so
  * the manifest records the true error, and a lossless path that is not
  * bit-exact is caught here rather than in the user's model.
+ *
+ * Rate control is the encoder's alone (the decoder reads plain M1 codes):
+ * per-channel clipping ranges, a coarser code grid (stride) per tensor chosen
+ * by per-tensor SNR targets or by allocation across layers, and `--codec auto`
+ * with a raw codes + zstd fallback.
  */
 
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
+import { deflateRawSync } from 'node:zlib';
 import { getCodec, resolveCodecOptions } from '../codecs/registry.js';
 import type { Codec, CodecOptions } from '../codecs/types.js';
 import { CodecError, NnmediaError, UnsupportedError } from '../errors.js';
@@ -16,17 +22,12 @@ import type { ModelReader, TensorEntry } from '../formats/model.js';
 import { elementCount } from '../formats/model.js';
 import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../layout/tiles.js';
-import type { LayoutSpec } from '../layout/types.js';
-import {
-  allocCodes,
-  collectNonFinite,
-  dequantizePlane,
-  findRanges,
-  quantizePlane,
-  restoreNonFinite,
-} from '../quantize/uniform.js';
-import type { CodeArray, NonFiniteSide, PlaneRanges } from '../quantize/uniform.js';
+import type { LayoutSpec, PlaneShape } from '../layout/types.js';
+import { allocCodes, collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
+import type { CodeArray, NonFiniteSide, RangeMode } from '../quantize/uniform.js';
+import { encodeRanges, quantizePlanes, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
+import { markOutliers } from '../quantize/outliers.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { ZipWriter } from '../archive/zip.js';
@@ -35,13 +36,58 @@ import { type CompressOptions, DEFAULTS, type EncodeSettings, checkCompressOptio
 import { openModel } from './open.js';
 import { VERSION } from '../version.js';
 import { runPool } from './pool.js';
+import {
+  ALLOCATION_STRIDES,
+  PROBE_STRIDE,
+  allocateForBudget,
+  allocateForLoss,
+  measureCandidates,
+  STRIDES,
+  type Candidate,
+  type TensorRate,
+} from '../rate/allocate.js';
+import { substituteTensors } from './substitute.js';
+import { randomInputOutputs } from '../eval/calibrate.js';
+
+/** Outlier threshold (σ) used by the rate-control modes unless set: measured on PaddleOCR (see README). */
+const DEFAULT_RATE_OUTLIERS = 4;
+
+function rateControlled(o: CompressOptions): boolean {
+  return o.targetBpw !== undefined || o.maxLoss !== undefined || o.targetSnr !== undefined;
+}
+
+/**
+ * Working planes of a tensor: laid out, with outliers (and non-finite values)
+ * marked NaN; and the exact side values for every marked position, in file order.
+ */
+export function preparePlanes(
+  values: Float32Array,
+  layout: LayoutSpec,
+  outlierSigma: number,
+): { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide } {
+  const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
+  const shapes = planeShapes(layout);
+  let marked = 0;
+  if (outlierSigma > 0) marked = markOutliers(planes, shapes, outlierSigma);
+  let side: NonFiniteSide | undefined = collectNonFinite(values, 'keep', '', '');
+  if (marked > 0) {
+    const mask = scatterPlanes(planes, layout, new Float32Array(values.length));
+    side = collectNonFinite(mask, 'keep', '', '');
+    if (side) side.values = Float32Array.from(side.indices, (i) => values[i]);
+  }
+  return { planes, shapes, side };
+}
+
+/** Lossless codecs `--codec auto` tries per tensor, smallest wins; zstd of the raw codes is the floor. */
+const AUTO_CODECS = ['webp', 'png'];
 
 export interface TensorPlan {
   entry: TensorEntry;
   record: TensorRecord;
   settings?: EncodeSettings;
-  codec?: Codec;
-  codecOptions?: CodecOptions;
+  /** Candidate codecs (one unless `auto`). */
+  codecs?: Array<{ codec: Codec; options: CodecOptions }>;
+  auto?: boolean;
 }
 
 export interface CompressResult {
@@ -58,13 +104,6 @@ function sha256(data: Uint8Array): string {
 
 function safeName(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80) || 'tensor';
-}
-
-export function encodeRanges(r: PlaneRanges): string {
-  const both = new Float32Array(r.mins.length * 2);
-  both.set(r.mins, 0);
-  both.set(r.maxs, r.mins.length);
-  return Buffer.from(both.buffer).toString('base64');
 }
 
 /** Decides role, layout and settings of every tensor; checks every request before any codec runs. */
@@ -99,28 +138,102 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       lossless: rule.lossless ?? options.lossless,
       effort: options.effort,
       range: rule.range ?? options.range ?? DEFAULTS.range,
+      stride: rule.stride ?? options.stride ?? DEFAULTS.stride,
+      clip: options.clip ?? false,
+      outliers: rule.outliers ?? options.outliers ?? (rateControlled(options) ? DEFAULT_RATE_OUTLIERS : 0),
     };
     const ctx = { file: reader.file, tensor: entry.name };
-    const codec = getCodec(settings.codec, ctx);
-    if (codec.media !== settings.media)
-      throw new UnsupportedError(`codec ${codec.name} is a ${codec.media} codec, not ${settings.media}`, ctx);
-    const codecOptions = resolveCodecOptions(codec, settings.bits, settings, ctx);
+    const auto = settings.codec === 'auto';
+    const names = auto ? AUTO_CODECS : [settings.codec];
+    const codecs: Array<{ codec: Codec; options: CodecOptions }> = [];
+    for (const name of names) {
+      const codec = getCodec(name, ctx);
+      if (!auto && codec.media !== settings.media && codec.media !== 'raw')
+        throw new UnsupportedError(`codec ${codec.name} is a ${codec.media} codec, not ${settings.media}`, ctx);
+      if (auto && !codec.losslessBits.includes(settings.bits)) continue;
+      codecs.push({ codec, options: resolveCodecOptions(codec, settings.bits, auto ? { lossless: true } : settings, ctx) });
+    }
+    if (auto) codecs.push({ codec: getCodec('zstd'), options: { lossless: true } });
     record.layout = cls.layout;
-    return { entry, record, settings, codec, codecOptions };
+    return { entry, record, settings, codecs, auto };
   });
 }
 
-interface EncodedTensor {
-  entries: Array<[string, Uint8Array]>;
-}
-
+/** Exact side values: u32 count, u32 index deltas (ascending indices), f32 values; little-endian. */
 function encodeNonFinite(side: NonFiniteSide): Uint8Array {
   const out = new Uint8Array(4 + side.indices.length * 8);
   const view = new DataView(out.buffer);
   view.setUint32(0, side.indices.length, true);
-  side.indices.forEach((v, i) => view.setUint32(4 + i * 4, v, true));
+  side.indices.forEach((v, i) => view.setUint32(4 + i * 4, i === 0 ? v : v - side.indices[i - 1], true));
   side.values.forEach((v, i) => view.setFloat32(4 + side.indices.length * 4 + i * 4, v, true));
   return out;
+}
+
+interface EncodedTiles {
+  codec: Codec;
+  options: CodecOptions;
+  /** Per plane, per tile: bytes. */
+  tiles: Uint8Array[][];
+  /** Per plane: codes as decoded back. */
+  decoded: CodeArray[];
+  bytes: number;
+}
+
+async function encodeWith(
+  codec: Codec,
+  options: CodecOptions,
+  quant: readonly PlaneQuantization[],
+  shapes: readonly PlaneShape[],
+  bits: number,
+  ctx: { file: string; tensor: string },
+): Promise<EncodedTiles> {
+  const tiles: Uint8Array[][] = [];
+  const decoded: CodeArray[] = [];
+  let bytes = 0;
+  for (let p = 0; p < quant.length; p++) {
+    const s = shapes[p];
+    const codes = quant[p].codes;
+    const back = allocCodes(bits, codes.length);
+    const planeTiles: Uint8Array[] = [];
+    const grid = tileGrid(s.rows, s.cols, codec.maxHeight, codec.maxWidth);
+    for (let t = 0; t < grid.length; t++) {
+      const rect = grid[t];
+      const tile = cutTile(codes, s.cols, rect, (n) => allocCodes(bits, n));
+      let data: Uint8Array;
+      let got: CodeArray;
+      try {
+        data = await codec.encode({ width: rect.cols, height: rect.rows, bits, data: tile }, options);
+        got = await codec.decode(data, { width: rect.cols, height: rect.rows, bits });
+      } catch (e) {
+        if (e instanceof NnmediaError) throw new CodecError(e.message, ctx, e);
+        throw e;
+      }
+      if (options.lossless) {
+        for (let i = 0; i < tile.length; i++)
+          if (tile[i] !== got[i])
+            throw new CodecError(`${codec.name} lossless round trip is not exact at plane ${p}, tile ${t}, pixel ${i}`, ctx);
+      }
+      pasteTile(back, s.cols, rect, got);
+      planeTiles.push(data);
+      bytes += data.length;
+    }
+    tiles.push(planeTiles);
+    decoded.push(back);
+  }
+  return { codec, options, tiles, decoded, bytes };
+}
+
+function snrOf(values: readonly Float32Array[], restored: readonly Float32Array[]): number {
+  let sp = 0;
+  let se = 0;
+  values.forEach((v, p) => {
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i])) continue;
+      sp += v[i] * v[i];
+      se += (v[i] - restored[p][i]) ** 2;
+    }
+  });
+  return se === 0 ? Infinity : 10 * Math.log10(sp / se);
 }
 
 /** Lays out, quantizes, encodes one tensor and decodes it again to measure the error. */
@@ -129,88 +242,233 @@ async function encodeTensor(
   plan: TensorPlan,
   index: number,
   options: CompressOptions,
-): Promise<EncodedTensor> {
-  const { entry, record, settings, codec, codecOptions } = plan;
-  if (!settings || !codec || !codecOptions || !record.layout) throw new Error('encodeTensor called on a kept tensor');
+): Promise<Array<[string, Uint8Array]>> {
+  const { entry, record, settings, codecs } = plan;
+  if (!settings || !codecs || !record.layout) throw new Error('encodeTensor called on a kept tensor');
   const ctx = { file: reader.file, tensor: entry.name };
   const layout: LayoutSpec = record.layout;
   const values = reader.read(entry.key);
-  const side = collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name);
-  const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
-  const shapes = planeShapes(layout);
+  collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
+  const { planes, shapes, side } = preparePlanes(values, layout, settings.outliers);
+  const qs = (stride: number): QuantizeSettings => ({ bits: settings.bits, range: settings.range, stride, clip: settings.clip });
+  let stride = settings.stride;
+  // Per-tensor rate control for lossless codecs: the coarsest grid that keeps the SNR target.
+  const lossless = codecs.every((c) => c.options.lossless);
+  if (options.targetSnr !== undefined && lossless) {
+    stride = 1;
+    for (const k of STRIDES) {
+      const q = quantizePlanes(planes, shapes, qs(k));
+      if (
+        snrOf(
+          planes,
+          q.map((x) => x.restored),
+        ) >= options.targetSnr
+      )
+        stride = k;
+      else break;
+    }
+  }
+  const quant = quantizePlanes(planes, shapes, qs(stride));
+  let best: EncodedTiles | undefined;
+  if (options.targetSnr !== undefined && !lossless) {
+    // Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target.
+    const { codec, options: base } = codecs[0];
+    const scale = codec.quality!;
+    let lo = scale.min;
+    let hi = scale.max;
+    const trial = async (q: number): Promise<{ enc: EncodedTiles; snr: number }> => {
+      const enc = await encodeWith(codec, { ...base, quality: q }, quant, shapes, settings.bits, ctx);
+      const restored = enc.decoded.map((c, p) =>
+        dequantizePlane(c, shapes[p].rows, shapes[p].cols, settings.bits, quant[p].ranges),
+      );
+      return { enc, snr: snrOf(planes, restored) };
+    };
+    let top = await trial(hi);
+    best = top.enc;
+    if (top.snr >= options.targetSnr) {
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi) / 2);
+        const t = await trial(mid);
+        if (t.snr >= options.targetSnr) {
+          hi = mid;
+          top = t;
+        } else lo = mid + 1;
+      }
+      best = top.enc;
+    }
+  } else {
+    for (const { codec, options: o } of codecs) {
+      const enc = await encodeWith(codec, o, quant, shapes, settings.bits, ctx);
+      if (!best || enc.bytes < best.bytes) best = enc;
+    }
+  }
+  if (!best) throw new CodecError('no codec could encode the tensor', ctx);
   const dir = `tensors/${String(index).padStart(4, '0')}-${safeName(entry.name)}`;
   const entries: Array<[string, Uint8Array]> = [];
-  const restoredPlanes: Float32Array[] = [];
   const planeRecords: PlaneRecord[] = [];
-  const ranges: string[] = [];
-  const widths: number[] = [];
+  const restoredPlanes: Float32Array[] = [];
   let bytes = 0;
   for (let p = 0; p < planes.length; p++) {
-    options.signal?.throwIfAborted();
     const s = shapes[p];
-    const r = findRanges(planes[p], s.rows, s.cols, settings.range, s.channelWidth);
-    ranges.push(encodeRanges(r));
-    widths.push(r.channelWidth);
-    const codes = quantizePlane(planes[p], s.rows, s.cols, settings.bits, r);
-    const decoded = allocCodes(settings.bits, codes.length) as CodeArray;
-    const record: PlaneRecord = { label: s.label, rows: s.rows, cols: s.cols, tiles: [] };
-    const grid = tileGrid(s.rows, s.cols, codec.maxHeight, codec.maxWidth);
-    for (let t = 0; t < grid.length; t++) {
-      const rect = grid[t];
-      const tile = cutTile(codes, s.cols, rect, (n) => allocCodes(settings.bits, n)) as CodeArray;
-      let data: Uint8Array;
-      let back: CodeArray;
-      try {
-        data = await codec.encode({ width: rect.cols, height: rect.rows, bits: settings.bits, data: tile }, codecOptions);
-        back = await codec.decode(data, { width: rect.cols, height: rect.rows, bits: settings.bits });
-      } catch (e) {
-        if (e instanceof NnmediaError) throw new CodecError(e.message, ctx, e);
-        throw e;
-      }
-      if (codecOptions.lossless) {
-        for (let i = 0; i < tile.length; i++)
-          if (tile[i] !== back[i])
-            throw new CodecError(`${codec.name} lossless round trip is not exact at plane ${p}, tile ${t}, pixel ${i}`, ctx);
-      }
-      pasteTile(decoded, s.cols, rect, back);
-      const name = `${dir}/p${p}${grid.length > 1 ? `-t${t}` : ''}.${codec.ext}`;
-      entries.push([name, data]);
-      bytes += data.length;
-      record.tiles.push({ ...rect, entry: name });
-    }
-    planeRecords.push(record);
-    restoredPlanes.push(dequantizePlane(decoded, s.rows, s.cols, settings.bits, r));
+    const grid = tileGrid(s.rows, s.cols, best.codec.maxHeight, best.codec.maxWidth);
+    const pr: PlaneRecord = { label: s.label, rows: s.rows, cols: s.cols, tiles: [] };
+    grid.forEach((rect, t) => {
+      const name = `${dir}/p${p}${grid.length > 1 ? `-t${t}` : ''}.${best.codec.ext}`;
+      entries.push([name, best.tiles[p][t]]);
+      bytes += best.tiles[p][t].length;
+      pr.tiles.push({ ...rect, entry: name });
+    });
+    planeRecords.push(pr);
+    restoredPlanes.push(dequantizePlane(best.decoded[p], s.rows, s.cols, settings.bits, quant[p].ranges));
   }
   const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
   restoreNonFinite(restored, side);
   if (side) {
-    const name = `${dir}/nonfinite.bin`;
+    const name = `${dir}/exact.bin`;
     const data = encodeNonFinite(side);
     entries.push([name, data]);
     bytes += data.length;
     record.nonFinite = name;
+    record.exactValues = side.indices.length;
   }
-  record.quant = { bits: settings.bits, range: settings.range, ranges, channelWidth: widths };
+  record.quant = {
+    bits: settings.bits,
+    range: settings.range,
+    ranges: quant.map((q) => encodeRanges(q.ranges, q.rangeDtype)),
+    rangeDtype: quant.map((q) => q.rangeDtype),
+    channelWidth: quant.map((q) => q.ranges.channelWidth),
+    ...(stride > 1 ? { stride } : {}),
+    ...(settings.clip ? { clip: true } : {}),
+    ...(settings.outliers > 0 ? { outlierSigma: settings.outliers } : {}),
+  };
   record.codec = {
-    name: codec.name,
-    media: codec.media,
-    lossless: codecOptions.lossless ?? false,
-    ...(codecOptions.quality !== undefined ? { quality: codecOptions.quality } : {}),
-    ...(codecOptions.effort !== undefined ? { effort: codecOptions.effort } : {}),
+    name: best.codec.name,
+    media: best.codec.media,
+    lossless: best.options.lossless ?? false,
+    ...(best.options.quality !== undefined ? { quality: best.options.quality } : {}),
+    ...(best.options.effort !== undefined ? { effort: best.options.effort } : {}),
+    ...(plan.auto && best.codec.media === 'raw' ? { fallback: 'raw codes + zstd were smaller than every image codec' } : {}),
   };
   record.planes = planeRecords;
   record.stats = errorStats(values, restored);
   record.bytes = bytes;
-  return { entries };
+  return entries;
 }
 
 /** Hash of a tensor's values and shape: identical tensors are stored once. */
-function contentHash(reader: ModelReader, plan: TensorPlan): string {
-  const v = reader.read(plan.entry.key);
+function contentHash(values: Float32Array, plan: TensorPlan): string {
   return createHash('sha256')
     .update(JSON.stringify([plan.entry.shape, plan.record.layout, plan.settings]))
-    .update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))
+    .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
     .digest('hex');
+}
+
+function mse(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    s += Number.isFinite(d) ? d * d : 0;
+  }
+  return s / Math.max(1, a.length);
+}
+
+/**
+ * Allocation across layers (`targetBpw` / `maxLoss`): measures per tensor the
+ * bits and error of every candidate grid and its sensitivity on calibration
+ * data, then sets each plan's stride.
+ */
+async function allocate(
+  reader: ModelReader,
+  source: Uint8Array,
+  plans: TensorPlan[],
+  unique: TensorPlan[],
+  overheadBits: number,
+  options: CompressOptions,
+): Promise<(budgetScale: number) => void> {
+  const log = options.onLog ?? (() => {});
+  const rates: TensorRate[] = [];
+  const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide }>();
+  for (const p of unique) {
+    const prepared = preparePlanes(reader.read(p.entry.key), p.record.layout!, p.settings!.outliers);
+    planesOf.set(p.entry.key, prepared);
+    // the range mode is a candidate too unless the user fixed it: per-channel ranges cost bits of their own
+    const modes: RangeMode[] = options.range ? [options.range] : ['channel', 'layer'];
+    const rate = measureCandidates(
+      p.entry.key,
+      prepared.planes,
+      prepared.shapes,
+      { bits: p.settings!.bits, clip: p.settings!.clip },
+      ALLOCATION_STRIDES,
+      modes,
+    );
+    // exact side values cost the same at every grid: ~8 bytes each before deflate
+    const sideBits = (prepared.side?.indices.length ?? 0) * 64;
+    rate.candidates.forEach((c) => (c.bits += sideBits));
+    rates.push(rate);
+  }
+  // values of a tensor (and its duplicates) at a given candidate, in file order
+  const restoredAt = (i: number, c: Candidate): Map<string, Float32Array> => {
+    const p = unique[i];
+    const { planes, shapes, side } = planesOf.get(p.entry.key)!;
+    const q = quantizePlanes(planes, shapes, {
+      bits: p.settings!.bits,
+      range: c.range,
+      clip: p.settings!.clip,
+      stride: c.stride,
+    });
+    const v = scatterPlanes(
+      q.map((x) => x.restored),
+      p.record.layout!,
+      new Float32Array(elementCount(p.entry.shape)),
+    );
+    restoreNonFinite(v, side);
+    const out = new Map([[p.entry.key, v]]);
+    for (const d of plans) if (d.record.sameAs === p.record.key) out.set(d.entry.key, v);
+    return out;
+  };
+  const weights = plans.filter((p) => p.settings).reduce((s, p) => s + elementCount(p.entry.shape), 0);
+  const calibrate = options.calibrate ?? (options.task ? (m: Uint8Array) => options.task!.calibrate(m) : randomInputOutputs);
+  const reference = await calibrate(source);
+  log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
+  for (let i = 0; i < unique.length; i++) {
+    options.signal?.throwIfAborted();
+    const probe = rates[i].candidates.find((c) => c.stride === PROBE_STRIDE && c.range === (options.range ?? 'channel'))!;
+    const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
+    // duplicates move the output together: their error counts once per copy
+    // (duplicates are substituted together and cost their bits once, so no correction is needed)
+    rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
+  }
+  const apply = (choice: number[]): void =>
+    unique.forEach((p, i) => {
+      p.settings!.stride = rates[i].candidates[choice[i]].stride;
+      p.settings!.range = rates[i].candidates[choice[i]].range;
+    });
+  if (options.targetBpw !== undefined) {
+    const target = options.targetBpw;
+    const byBudget = (budgetScale: number): void => {
+      const choice = allocateForBudget(rates, target * weights * budgetScale - overheadBits);
+      log(
+        `allocated ${(rates.reduce((s, t, i) => s + t.candidates[choice[i]].bits, 0) / weights).toFixed(3)} bits/weight (estimate) for a target of ${target}`,
+      );
+      apply(choice);
+    };
+    byBudget(1);
+    return byBudget;
+  } else {
+    const task = options.task!;
+    const ref = await task.run(source);
+    const result = await allocateForLoss(rates, options.maxLoss!, async (c) => {
+      const all = new Map<string, Float32Array>();
+      c.forEach((k, i) => restoredAt(i, rates[i].candidates[k]).forEach((v, key) => all.set(key, v)));
+      const loss = task.loss(ref, await task.run(substituteTensors(reader, all)));
+      log(
+        `  ${(rates.reduce((s, t, i) => s + t.candidates[c[i]].bits, 0) / weights).toFixed(3)} bits/weight (estimate): loss ${loss.toFixed(5)}`,
+      );
+      return loss;
+    });
+    apply(result.choice);
+    return () => {};
+  }
 }
 
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressResult> {
@@ -224,7 +482,7 @@ export async function compressModel(input: string, output: string, options: Comp
     const firstByHash = new Map<string, TensorPlan>();
     const unique: TensorPlan[] = [];
     for (const p of work) {
-      const h = contentHash(reader, p);
+      const h = contentHash(reader.read(p.entry.key), p);
       const first = firstByHash.get(h);
       if (first) p.record.sameAs = first.record.key;
       else {
@@ -232,63 +490,122 @@ export async function compressModel(input: string, output: string, options: Comp
         unique.push(p);
       }
     }
-    const encoded = new Map<TensorPlan, EncodedTensor>();
-    let done = 0;
-    await runPool(unique, options.jobs ?? availableParallelism(), async (plan) => {
-      options.signal?.throwIfAborted();
-      encoded.set(plan, await encodeTensor(reader, plan, plans.indexOf(plan), options));
-      options.onProgress?.({ done: ++done, total: unique.length, tensor: plan.entry.name });
-    });
-    for (const p of work) {
-      if (!p.record.sameAs) continue;
-      const first = plans.find((q) => q.record.key === p.record.sameAs)!;
-      p.record.stats = first.record.stats;
-      p.record.bytes = 0;
-    }
     const stripped = new Set(work.map((p) => p.entry.key));
     const skeletonName = `model/skeleton.${reader.format}`;
     const skeleton = reader.skeleton(stripped);
     const sourceBytes = readFileSync(input);
-    const manifest: Manifest = {
-      format: 'nnmedia',
-      version: FORMAT_VERSION,
-      createdBy: `nnmedia ${VERSION}`,
-      source: { format: reader.format, file: basename(input), bytes: statSync(input).size, sha256: sha256(sourceBytes) },
-      skeleton: skeletonName,
-      options: {
-        media: options.media ?? DEFAULTS.media,
-        codec: options.codec ?? DEFAULTS.codec,
-        bits: options.bits ?? DEFAULTS.bits,
-        range: options.range ?? DEFAULTS.range,
-        ...(options.quality !== undefined ? { quality: options.quality } : {}),
-        ...(options.lossless !== undefined ? { lossless: options.lossless } : {}),
-        nonFinite: options.nonFinite ?? 'error',
-        rules: options.rules ?? [],
-      },
-      tensors: plans.map((p) => p.record),
-      entries: {},
-    };
-    const ordered: Array<[string, Uint8Array, 'store' | 'deflate']> = [];
-    for (const p of unique) for (const [name, data] of encoded.get(p)!.entries) ordered.push([name, data, 'store']);
-    ordered.push([skeletonName, skeleton, 'deflate']);
-    for (const [name, data] of ordered) manifest.entries[name] = { sha256: sha256(data), bytes: data.length };
-    let archiveBytes = 0;
-    options.signal?.throwIfAborted();
-    await writeAtomic(output, (fd) => {
-      const zip = new ZipWriter(fd);
-      for (const [name, data, method] of ordered) zip.add(name, data, method);
-      zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest, null, 1)), 'deflate');
-      zip.finish();
-      archiveBytes = zip.bytesWritten;
-    });
     const compressedWeights = work.reduce((s, p) => s + elementCount(p.entry.shape), 0);
-    return {
-      manifest,
-      archiveBytes,
+    const allocating = options.targetBpw !== undefined || options.maxLoss !== undefined;
+    // Skeleton, manifest head and ZIP directory: what the allocator must leave room for.
+    const overheadBits = 8 * (deflateRawSync(skeleton, { level: 9 }).length + 2000);
+    const reallocate = allocating ? await allocate(reader, sourceBytes, plans, unique, overheadBits, options) : undefined;
+    let result = await encodeAll(
+      reader,
+      input,
+      output,
+      options,
+      plans,
+      work,
+      unique,
+      skeletonName,
+      skeleton,
+      sourceBytes,
       compressedWeights,
-      bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
-    };
+    );
+    // The allocator's rate is an estimate; if the archive came out over the target, tighten once and re-encode.
+    for (let attempt = 0; options.targetBpw !== undefined && result.bitsPerWeight > options.targetBpw && attempt < 2; attempt++) {
+      options.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight, over the target: re-allocating`);
+      reallocate?.((options.targetBpw / result.bitsPerWeight) ** (attempt + 1));
+      result = await encodeAll(
+        reader,
+        input,
+        output,
+        options,
+        plans,
+        work,
+        unique,
+        skeletonName,
+        skeleton,
+        sourceBytes,
+        compressedWeights,
+      );
+    }
+    return result;
   } finally {
     (reader as { close?: () => void }).close?.();
   }
+}
+
+async function encodeAll(
+  reader: ModelReader,
+  input: string,
+  output: string,
+  options: CompressOptions,
+  plans: TensorPlan[],
+  work: TensorPlan[],
+  unique: TensorPlan[],
+  skeletonName: string,
+  skeleton: Uint8Array,
+  sourceBytes: Uint8Array,
+  compressedWeights: number,
+): Promise<CompressResult> {
+  const encoded = new Map<TensorPlan, Array<[string, Uint8Array]>>();
+  let done = 0;
+  await runPool(unique, options.jobs ?? availableParallelism(), async (plan) => {
+    options.signal?.throwIfAborted();
+    encoded.set(plan, await encodeTensor(reader, plan, plans.indexOf(plan), options));
+    options.onProgress?.({ done: ++done, total: unique.length, tensor: plan.entry.name });
+  });
+  for (const p of work) {
+    if (!p.record.sameAs) continue;
+    const first = plans.find((q) => q.record.key === p.record.sameAs)!;
+    p.record.stats = first.record.stats;
+    p.record.bytes = 0;
+  }
+  const manifest: Manifest = {
+    format: 'nnmedia',
+    version: FORMAT_VERSION,
+    createdBy: `nnmedia ${VERSION}`,
+    source: { format: reader.format, file: basename(input), bytes: statSync(input).size, sha256: sha256(sourceBytes) },
+    skeleton: skeletonName,
+    options: {
+      media: options.media ?? DEFAULTS.media,
+      codec: options.codec ?? DEFAULTS.codec,
+      bits: options.bits ?? DEFAULTS.bits,
+      range: options.range ?? DEFAULTS.range,
+      ...(options.quality !== undefined ? { quality: options.quality } : {}),
+      ...(options.lossless !== undefined ? { lossless: options.lossless } : {}),
+      ...(options.stride !== undefined ? { stride: options.stride } : {}),
+      ...(options.clip !== undefined ? { clip: options.clip } : {}),
+      ...(options.outliers !== undefined ? { outliers: options.outliers } : {}),
+      ...(options.targetSnr !== undefined ? { targetSnr: options.targetSnr } : {}),
+      ...(options.targetBpw !== undefined ? { targetBpw: options.targetBpw } : {}),
+      ...(options.maxLoss !== undefined ? { maxLoss: options.maxLoss, task: options.task?.name } : {}),
+      nonFinite: options.nonFinite ?? 'error',
+      rules: options.rules ?? [],
+    },
+    tensors: plans.map((p) => p.record),
+    entries: {},
+  };
+  const ordered: Array<[string, Uint8Array, 'store' | 'deflate']> = [];
+  // media are compressed already; the exact side values (index deltas, floats) deflate well
+  for (const p of unique)
+    for (const [name, data] of encoded.get(p)!) ordered.push([name, data, name.endsWith('.bin') ? 'deflate' : 'store']);
+  ordered.push([skeletonName, skeleton, 'deflate']);
+  for (const [name, data] of ordered) manifest.entries[name] = { sha256: sha256(data), bytes: data.length };
+  let archiveBytes = 0;
+  options.signal?.throwIfAborted();
+  await writeAtomic(output, (fd) => {
+    const zip = new ZipWriter(fd);
+    for (const [name, data, method] of ordered) zip.add(name, data, method);
+    zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+    zip.finish();
+    archiveBytes = zip.bytesWritten;
+  });
+  return {
+    manifest,
+    archiveBytes,
+    compressedWeights,
+    bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+  };
 }

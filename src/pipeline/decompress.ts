@@ -15,6 +15,7 @@ import { rebuildSafetensors } from '../formats/safetensors.js';
 import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { decodeRangeBytes } from '../quantize/tensor.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
@@ -138,10 +139,17 @@ export function checkManifest(m: unknown, file: string): Manifest {
   return man;
 }
 
-function decodeRanges(b64: string, channelWidth: number, file: string, tensor: string): PlaneRanges {
+function decodeRanges(
+  b64: string,
+  dtype: 'float16' | 'float32',
+  channelWidth: number,
+  file: string,
+  tensor: string,
+): PlaneRanges {
   const bytes = Buffer.from(b64, 'base64');
-  if (bytes.length % 8 !== 0 || bytes.length === 0) fail(file, 'bad quantization ranges', tensor);
-  const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  const width = dtype === 'float16' ? 2 : 4;
+  if (bytes.length % (2 * width) !== 0 || bytes.length === 0) fail(file, 'bad quantization ranges', tensor);
+  const all = decodeRangeBytes(bytes, dtype);
   const n = all.length / 2;
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
 }
@@ -158,9 +166,12 @@ function decodeNonFinite(
   if (data.length !== 4 + count * 8) fail(file, 'non-finite side data has the wrong size', tensor);
   const indices = new Uint32Array(count);
   const values = new Float32Array(count);
+  let index = 0;
   for (let i = 0; i < count; i++) {
-    indices[i] = view.getUint32(4 + i * 4, true);
-    if (indices[i] >= n) fail(file, 'non-finite index outside the tensor', tensor);
+    index += view.getUint32(4 + i * 4, true);
+    indices[i] = index;
+    if (index >= n || (i > 0 && index === indices[i - 1]))
+      fail(file, 'exact side value index outside the tensor or repeated', tensor);
     values[i] = view.getFloat32(4 + count * 4 + i * 4, true);
   }
   return { indices, values };
@@ -187,7 +198,9 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
       }
       pasteTile(codes, s.cols, tile, back);
     }
-    const ranges = decodeRanges(t.quant.ranges[p], t.quant.channelWidth[p], file, t.key);
+    const dtype = t.quant.rangeDtype?.[p] ?? 'float32';
+    if (dtype !== 'float16' && dtype !== 'float32') fail(file, `unknown range dtype ${dtype}`, t.key);
+    const ranges = decodeRanges(t.quant.ranges[p], dtype, t.quant.channelWidth[p], file, t.key);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels)
       fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { OptionError } from '../errors.js';
 import type { Media } from '../codecs/types.js';
+import type { TaskEvaluator } from '../eval/tasks/types.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
 
@@ -21,6 +22,9 @@ export interface TensorRule {
   quality?: number;
   lossless?: boolean;
   range?: RangeMode;
+  /** Use every k-th code only (a coarser grid in the same M1 code space). */
+  stride?: number;
+  outliers?: number;
 }
 
 export interface EncodeSettings {
@@ -31,9 +35,30 @@ export interface EncodeSettings {
   lossless?: boolean;
   effort?: number;
   range: RangeMode;
+  /** Code grid stride (1 = every code). */
+  stride: number;
+  /** Clipping ranges searched per channel instead of min/max. */
+  clip: boolean;
+  /** Weights beyond this many standard deviations from their channel's mean are stored exactly as side data (0 = off). */
+  outliers: number;
 }
 
+/** Runs a model on calibration data and returns its outputs as one vector. */
+export type Calibrator = (model: Uint8Array) => Promise<Float32Array>;
+
 export interface CompressOptions extends Partial<EncodeSettings> {
+  /** Per-tensor rate control: the largest stride (lossless codecs) or lowest quality (lossy) with SNR ≥ this many dB. */
+  targetSnr?: number;
+  /** Allocation across layers: average bits per weight over the whole archive. */
+  targetBpw?: number;
+  /** Allocation across layers: the cheapest allocation whose task loss (`task.loss`) stays ≤ this. */
+  maxLoss?: number;
+  /** Task evaluator for `maxLoss` and for calibration. */
+  task?: TaskEvaluator<unknown>;
+  /** Calibration runner for sensitivity probes (default: the task's, else random inputs). */
+  calibrate?: Calibrator;
+  /** Progress messages of the allocator. */
+  onLog?: (message: string) => void;
   nonFinite?: NonFinitePolicy;
   rules?: TensorRule[];
   jobs?: number;
@@ -41,7 +66,15 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   signal?: AbortSignal;
 }
 
-export const DEFAULTS: EncodeSettings = { media: 'image', codec: 'png', bits: 8, range: 'channel' };
+export const DEFAULTS: EncodeSettings = {
+  media: 'image',
+  codec: 'png',
+  bits: 8,
+  range: 'channel',
+  stride: 1,
+  clip: false,
+  outliers: 0,
+};
 
 function expect(cond: boolean, what: string, received: unknown): void {
   if (!cond) throw new OptionError(`Expected ${what} but received ${JSON.stringify(received)}`);
@@ -57,12 +90,40 @@ export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
   if (s.quality !== undefined) expect(Number.isInteger(s.quality), `integer for quality${at}`, s.quality);
   if (s.lossless !== undefined) expect(typeof s.lossless === 'boolean', `boolean for lossless${at}`, s.lossless);
   if (s.codec !== undefined) expect(typeof s.codec === 'string' && s.codec.length > 0, `codec name${at}`, s.codec);
+  if (s.stride !== undefined)
+    expect(
+      Number.isInteger(s.stride) && s.stride >= 1 && s.stride <= 2 ** 16,
+      `integer between 1 and 65536 for stride${at}`,
+      s.stride,
+    );
+  if (s.clip !== undefined) expect(typeof s.clip === 'boolean', `boolean for clip${at}`, s.clip);
+  if (s.outliers !== undefined)
+    expect(
+      Number.isFinite(s.outliers) && s.outliers >= 0,
+      `non-negative number of standard deviations for outliers${at}`,
+      s.outliers,
+    );
 }
 
 export function checkCompressOptions(o: CompressOptions): void {
   checkSettings(o);
   if (o.nonFinite !== undefined)
     expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
+  if (o.targetSnr !== undefined)
+    expect(
+      Number.isFinite(o.targetSnr) && o.targetSnr > 0 && o.targetSnr < 200,
+      'number of dB between 0 and 200 for targetSnr',
+      o.targetSnr,
+    );
+  if (o.targetBpw !== undefined)
+    expect(
+      Number.isFinite(o.targetBpw) && o.targetBpw > 0 && o.targetBpw <= 32,
+      'number between 0 and 32 for targetBpw',
+      o.targetBpw,
+    );
+  if (o.maxLoss !== undefined) expect(Number.isFinite(o.maxLoss) && o.maxLoss >= 0, 'non-negative number for maxLoss', o.maxLoss);
+  if (o.maxLoss !== undefined && !o.task) throw new OptionError('maxLoss needs a task evaluator (--task) to measure the loss');
+  if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
   if (o.jobs !== undefined)
     expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
   for (const [i, r] of (o.rules ?? []).entries()) {

@@ -54,10 +54,26 @@ export function findRanges(values: Float32Array, rows: number, cols: number, mod
   return { mins, maxs, channelWidth: mode === 'layer' ? cols : channelWidth };
 }
 
-export function quantizePlane(values: Float32Array, rows: number, cols: number, bits: number, ranges: PlaneRanges): CodeArray {
+/**
+ * Codes of a plane. With `stride` k > 1 the encoder uses only every k-th code
+ * (levels k·j + ⌊k/2⌋) and picks the level whose M1 decoding is nearest: a
+ * coarser grid the decoder needs no word about, since it decodes plain M1
+ * codes. Fewer distinct codes is what lets the codecs' entropy coders spend
+ * fewer bits where a layer tolerates it.
+ */
+export function quantizePlane(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  bits: number,
+  ranges: PlaneRanges,
+  stride = 1,
+): CodeArray {
   const codes = allocCodes(bits, rows * cols);
   const levels = 2 ** bits;
   const top = levels - 1;
+  const half = Math.floor(stride / 2);
+  const topLevel = Math.floor((top - half) / stride);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) {
@@ -66,8 +82,15 @@ export function quantizePlane(values: Float32Array, rows: number, cols: number, 
       const span = ranges.maxs[ch] - lo;
       const v = values[base + c];
       if (!(span > 0) || !Number.isFinite(v)) continue; // constant channel or side-stored value: code 0
-      const q = Math.floor(((v - lo) / span) * levels);
-      codes[base + c] = q < 0 ? 0 : q > top ? top : q;
+      if (stride === 1) {
+        const q = Math.floor(((v - lo) / span) * levels);
+        codes[base + c] = q < 0 ? 0 : q > top ? top : q;
+      } else {
+        // nearest level j: decoded value lo + (k·j + ⌊k/2⌋ + 0.5)·span/2^n
+        const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
+        const jj = j < 0 ? 0 : j > topLevel ? topLevel : j;
+        codes[base + c] = jj * stride + half;
+      }
     }
   }
   return codes;

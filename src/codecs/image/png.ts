@@ -6,7 +6,8 @@ export const png: Codec = {
   media: 'image',
   mime: 'image/png',
   ext: 'png',
-  description: 'PNG through libvips: lossless, 8 and 16-bit grey; effort = zlib level 0–9 with adaptive filtering',
+  description:
+    'PNG through libvips: lossless, 8 and 16-bit grey; effort = zlib level 0–9; no row filter by default (filters make weight noise larger)',
   bits: [8, 16],
   losslessBits: [8, 16],
   lossless: 'always',
@@ -15,6 +16,9 @@ export const png: Codec = {
   maxHeight: 2 ** 31 - 1,
   effort: { min: 0, max: 9, default: 9, meaning: 'zlib compression level (higher: smaller, slower)' },
   encode: (plane, o) =>
-    runEncode('png', sharpFromPlane(plane).png({ compressionLevel: o.effort ?? 9, adaptiveFiltering: true, palette: false })),
+    runEncode(
+      'png',
+      sharpFromPlane(plane).png({ compressionLevel: o.effort ?? 9, adaptiveFiltering: o.filter ?? false, palette: false }),
+    ),
   decode: (bytes, expected) => decodeToCodes('png', bytes, expected),
 };

@@ -71,16 +71,18 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
   if (dict[dict.length - 1] === '') dict.pop();
   const alphabet = ['', ...dict, ' '];
   let inputs: Promise<ort.Tensor[]> | undefined;
+  const tensors = (): Promise<ort.Tensor[]> => (inputs ??= Promise.all(labels.map((l) => lineTensor(join(data.dir, l.file)))));
+  /** Lines used for calibration: every 10th, a fixed slice. */
+  const CALIBRATION_STEP = 10;
   return {
     name: 'ocr',
     description: `PaddleOCR rec on ${labels.length} text lines: character error rate against ground truth`,
     async run(model) {
-      inputs ??= Promise.all(labels.map((l) => lineTensor(join(data.dir, l.file))));
-      const tensors = await inputs;
+      const xs = await tensors();
       const session = await ort.InferenceSession.create(model);
       const texts: string[] = [];
       try {
-        for (const x of tensors) {
+        for (const x of xs) {
           const out = await session.run({ [session.inputNames[0]]: x });
           const y = out[session.outputNames[0]];
           const [, steps, classes] = y.dims as number[];
@@ -100,6 +102,26 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
       }
       return { texts, truth: labels.map((l) => l.text) };
     },
+    async calibrate(model) {
+      const xs = (await tensors()).filter((_, i) => i % CALIBRATION_STEP === 0);
+      const session = await ort.InferenceSession.create(model);
+      const parts: Float32Array[] = [];
+      try {
+        for (const x of xs)
+          parts.push((await session.run({ [session.inputNames[0]]: x }))[session.outputNames[0]].data as Float32Array);
+      } finally {
+        await session.release();
+      }
+      const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+      let off = 0;
+      // log-probabilities: a flipped character shows as a large change even where softmax saturates
+      for (const p of parts) {
+        for (let i = 0; i < p.length; i++) out[off + i] = Math.log(p[i] + 1e-6);
+        off += p.length;
+      }
+      return out;
+    },
+    loss: (ref, cand) => characterErrorRate(cand.texts, cand.truth) - characterErrorRate(ref.texts, ref.truth),
     baseline: (ref): TaskMetric[] => [
       { key: 'cer', label: 'CER', value: characterErrorRate(ref.texts, ref.truth), higherIsBetter: false },
       {

@@ -23,4 +23,8 @@ export interface TaskEvaluator<Output = unknown> {
   compare(reference: Output, candidate: Output): TaskMetric[];
   /** Metrics of the reference alone against ground truth (the baseline row). */
   baseline(reference: Output): TaskMetric[];
+  /** One number that grows as the candidate gets worse (VAD: 1 − agreement; OCR: CER − original CER); `--max-loss` bounds it. */
+  loss(reference: Output, candidate: Output): number;
+  /** A short run on a calibration slice of the data, as a flat vector of outputs (for sensitivity probes). */
+  calibrate(model: Uint8Array): Promise<Float32Array>;
 }

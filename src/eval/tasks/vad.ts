@@ -24,14 +24,14 @@ export interface VadData {
 
 const THRESHOLD = 0.5;
 
-async function runVad(model: Uint8Array, samples: Float32Array, sampleRate: number): Promise<VadOutput> {
+async function runVad(model: Uint8Array, samples: Float32Array, sampleRate: number, maxFrames = Infinity): Promise<VadOutput> {
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   try {
     const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(sampleRate)]), []);
     const v4 = session.inputNames.includes('h');
     const frame = v4 ? 1536 : 512;
     const context = v4 ? 0 : 64;
-    const n = Math.floor(samples.length / frame);
+    const n = Math.min(maxFrames, Math.floor(samples.length / frame));
     const probs = new Float32Array(n);
     let h: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
     let c: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
@@ -74,6 +74,13 @@ export function vadTask(data: VadData): TaskEvaluator<VadOutput> {
     name: 'vad',
     description: 'Silero VAD on data/speech/speech_16k.wav: decision agreement with the original, mean |Δp|, frame accuracy',
     run: (model) => runVad(model, samples, sampleRate),
+    // the first ~20 s: speech and pauses
+    calibrate: async (model) => (await runVad(model, samples, sampleRate, Math.floor((20 * sampleRate) / 1536))).probs,
+    loss(ref, cand) {
+      let agree = 0;
+      for (let i = 0; i < ref.probs.length; i++) if (ref.probs[i] > THRESHOLD === cand.probs[i] > THRESHOLD) agree++;
+      return 1 - agree / ref.probs.length;
+    },
     baseline: (ref): TaskMetric[] => [{ key: 'accuracy', label: 'frame accuracy', value: accuracy(ref), higherIsBetter: true }],
     compare(ref, cand): TaskMetric[] {
       let agree = 0;

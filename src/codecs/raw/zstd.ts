@@ -1,0 +1,53 @@
+import { createRequire } from 'node:module';
+import { CodecError } from '../../errors.js';
+import { allocCodes } from '../../quantize/uniform.js';
+import type { Codec } from '../types.js';
+
+// @mongodb-js/zstd 1.2.2's JS wrapper drops the level argument; its native binding takes it.
+const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
+  compress(data: Buffer, level: number): Promise<Buffer>;
+  decompress(data: Buffer): Promise<Buffer>;
+};
+
+/**
+ * Not a medium: the codes' little-endian bytes through zstd-19. It is the
+ * fallback that guarantees no tensor is ever stored larger than its raw codes
+ * + zstd would be (`--codec auto` picks it only where it is smaller).
+ */
+export const rawZstd: Codec = {
+  name: 'zstd',
+  media: 'raw',
+  mime: 'application/zstd',
+  ext: 'zst',
+  description: 'fallback, not media: raw codes (little-endian) + zstd-19; lossless, any bit depth',
+  bits: [8, 16, 24, 32],
+  losslessBits: [8, 16, 24, 32],
+  lossless: 'always',
+  defaultLossless: true,
+  maxWidth: 2 ** 31 - 1,
+  maxHeight: 2 ** 31 - 1,
+  async encode(plane) {
+    const width = plane.bits === 8 ? 1 : plane.bits === 16 ? 2 : 4;
+    const buf = Buffer.alloc(plane.data.length * width);
+    for (let i = 0; i < plane.data.length; i++) buf.writeUIntLE(plane.data[i], i * width, width);
+    try {
+      return new Uint8Array(await zstd.compress(buf, 19));
+    } catch (e) {
+      throw new CodecError(`zstd encode failed: ${(e as Error).message}`, {}, e);
+    }
+  },
+  async decode(bytes, expected) {
+    let buf: Buffer;
+    try {
+      buf = await zstd.decompress(Buffer.from(bytes));
+    } catch (e) {
+      throw new CodecError(`zstd decode failed: ${(e as Error).message}`, {}, e);
+    }
+    const width = expected.bits === 8 ? 1 : expected.bits === 16 ? 2 : 4;
+    const n = expected.width * expected.height;
+    if (buf.length !== n * width) throw new CodecError(`zstd entry holds ${buf.length} bytes, expected ${n * width}`);
+    const out = allocCodes(expected.bits, n);
+    for (let i = 0; i < n; i++) out[i] = buf.readUIntLE(i * width, width);
+    return out;
+  },
+};

@@ -1,0 +1,90 @@
+/**
+ * Range choices beyond per-layer min/max: ranges stored compactly (float16,
+ * rounded outward so they still cover the data), and clipping ranges chosen
+ * per channel by search for the least reconstruction error at the grid in use.
+ * The decoder reads whatever ranges are stored; every choice here is the
+ * encoder's.
+ */
+
+import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
+import { type PlaneRanges, quantizePlane, dequantizePlane, findRanges, type RangeMode } from './uniform.js';
+
+const F16_MAX = 65504;
+
+/** Rounds ranges outward to float16 when every bound fits; returns the dtype used. */
+export function storageRanges(r: PlaneRanges): { ranges: PlaneRanges; dtype: 'float16' | 'float32' } {
+  const all = [...r.mins, ...r.maxs];
+  if (!all.every((v) => Math.abs(v) <= F16_MAX)) return { ranges: r, dtype: 'float32' };
+  const down = (v: number): number => {
+    let h = float16ToFloat32(float32ToFloat16(v));
+    if (h > v) h = float16ToFloat32(nextF16(float32ToFloat16(v), -1));
+    return h;
+  };
+  const up = (v: number): number => {
+    let h = float16ToFloat32(float32ToFloat16(v));
+    if (h < v) h = float16ToFloat32(nextF16(float32ToFloat16(v), +1));
+    return h;
+  };
+  const mins = r.mins.map(down);
+  const maxs = r.maxs.map((v, i) => (r.maxs[i] === r.mins[i] ? mins[i] : up(v)));
+  // A constant channel stays constant only if its value is exactly representable.
+  for (let i = 0; i < mins.length; i++)
+    if (r.maxs[i] === r.mins[i] && mins[i] !== r.mins[i]) return { ranges: r, dtype: 'float32' };
+  return { ranges: { mins, maxs, channelWidth: r.channelWidth }, dtype: 'float16' };
+}
+
+/** The neighbouring float16 bit pattern towards +∞ (dir 1) or −∞ (dir −1). */
+function nextF16(h: number, dir: 1 | -1): number {
+  const negative = (h & 0x8000) !== 0;
+  const mag = h & 0x7fff;
+  if (mag === 0) return dir > 0 ? 0x0001 : 0x8001;
+  return (negative ? dir > 0 : dir < 0) ? h - 1 : h + 1;
+}
+
+/** Candidate shrink factors of a channel's range toward its midpoint (1 = min/max). */
+const CLIP_FACTORS = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
+
+/**
+ * Per channel (or per plane), the clipping range with the least squared error
+ * for the given bits and stride, searched over shrink factors of min/max.
+ */
+export function searchClipRanges(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  mode: RangeMode,
+  channelWidth: number,
+  bits: number,
+  stride: number,
+): PlaneRanges {
+  const base = findRanges(values, rows, cols, mode, channelWidth);
+  const width = base.channelWidth;
+  const channels = base.mins.length;
+  const best = { mins: Float32Array.from(base.mins), maxs: Float32Array.from(base.maxs), channelWidth: width };
+  const bestErr = new Float64Array(channels).fill(Infinity);
+  for (const f of CLIP_FACTORS) {
+    const mid = (i: number): number => (base.mins[i] + base.maxs[i]) / 2;
+    const cand: PlaneRanges = {
+      mins: base.mins.map((lo, i) => mid(i) - (mid(i) - lo) * f),
+      maxs: base.maxs.map((hi, i) => mid(i) + (hi - mid(i)) * f),
+      channelWidth: width,
+    };
+    const { ranges } = storageRanges(cand);
+    const back = dequantizePlane(quantizePlane(values, rows, cols, bits, ranges, stride), rows, cols, bits, ranges);
+    const err = new Float64Array(channels);
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c;
+        const v = values[i];
+        if (!Number.isFinite(v)) continue;
+        err[Math.floor(c / width)] += (v - back[i]) ** 2;
+      }
+    for (let ch = 0; ch < channels; ch++)
+      if (err[ch] < bestErr[ch]) {
+        bestErr[ch] = err[ch];
+        best.mins[ch] = cand.mins[ch];
+        best.maxs[ch] = cand.maxs[ch];
+      }
+  }
+  return best;
+}

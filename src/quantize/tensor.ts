@@ -1,0 +1,69 @@
+/**
+ * Quantization of one tensor's planes: ranges (min/max or clipped, stored as
+ * float16 when that is exact enough), codes on the chosen grid, and the values
+ * those codes decode to. Shared by the encoder and the rate allocator, so what
+ * the allocator measures is exactly what gets stored.
+ */
+
+import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
+import type { PlaneShape } from '../layout/types.js';
+import { storageRanges, searchClipRanges } from './ranges.js';
+import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
+
+export interface QuantizeSettings {
+  bits: number;
+  range: RangeMode;
+  /** Use every k-th code only (1 = all 2^bits codes). */
+  stride: number;
+  /** Search clipping ranges per channel instead of min/max. */
+  clip: boolean;
+}
+
+export interface PlaneQuantization {
+  codes: CodeArray;
+  ranges: PlaneRanges;
+  rangeDtype: 'float16' | 'float32';
+  /** What the codes decode to (before any lossy codec). */
+  restored: Float32Array;
+}
+
+export function quantizePlanes(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  s: QuantizeSettings,
+): PlaneQuantization[] {
+  return planes.map((plane, p) => {
+    const { rows, cols, channelWidth } = shapes[p];
+    const raw = s.clip
+      ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
+      : findRanges(plane, rows, cols, s.range, channelWidth);
+    // Per-channel ranges of 8-bit codes are stored as float16 (rounded outward): they are many, and
+    // half precision costs 8-bit codes nothing. Per-layer ranges (M1 as written) and wider codes keep float32.
+    const { ranges, dtype } =
+      s.bits <= 8 && s.range === 'channel' ? storageRanges(raw) : { ranges: raw, dtype: 'float32' as const };
+    const codes = quantizePlane(plane, rows, cols, s.bits, ranges, s.stride);
+    return { codes, ranges, rangeDtype: dtype, restored: dequantizePlane(codes, rows, cols, s.bits, ranges) };
+  });
+}
+
+/** Ranges as stored in the manifest: base64 of [mins…, maxs…] in the given dtype, little-endian. */
+export function encodeRanges(r: PlaneRanges, dtype: 'float16' | 'float32'): string {
+  const n = r.mins.length;
+  const buf = Buffer.alloc(n * 2 * (dtype === 'float16' ? 2 : 4));
+  const all = [...r.mins, ...r.maxs];
+  all.forEach((v, i) => (dtype === 'float16' ? buf.writeUInt16LE(f16bits(v), i * 2) : buf.writeFloatLE(v, i * 4)));
+  return buf.toString('base64');
+}
+
+function f16bits(v: number): number {
+  return float32ToFloat16(v);
+}
+
+export function decodeRangeBytes(bytes: Uint8Array, dtype: 'float16' | 'float32'): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const width = dtype === 'float16' ? 2 : 4;
+  const out = new Float32Array(bytes.length / width);
+  for (let i = 0; i < out.length; i++)
+    out[i] = dtype === 'float16' ? float16ToFloat32(view.getUint16(i * 2, true)) : view.getFloat32(i * 4, true);
+  return out;
+}

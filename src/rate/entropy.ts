@@ -1,0 +1,19 @@
+import type { CodeArray } from '../quantize/uniform.js';
+
+/** Order-0 entropy of a code array in bits (total): a close estimate of what WebP-lossless/PNG/zstd spend. */
+export function codeEntropyBits(codes: CodeArray): number {
+  const counts = new Map<number, number>();
+  if (codes instanceof Uint8Array || codes instanceof Uint16Array) {
+    const h = new Float64Array(codes instanceof Uint8Array ? 256 : 65536);
+    for (let i = 0; i < codes.length; i++) h[codes[i]]++;
+    return entropyOf(h, codes.length);
+  }
+  for (let i = 0; i < codes.length; i++) counts.set(codes[i], (counts.get(codes[i]) ?? 0) + 1);
+  return entropyOf(Float64Array.from(counts.values()), codes.length);
+}
+
+function entropyOf(h: Float64Array, n: number): number {
+  let bits = 0;
+  for (let i = 0; i < h.length; i++) if (h[i]) bits -= h[i] * Math.log2(h[i] / n);
+  return bits;
+}
