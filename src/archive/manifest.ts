@@ -53,8 +53,11 @@ export interface TensorRecord {
     range: RangeMode;
     /** Per plane: base64 of little-endian [mins…, maxs…] in `rangeDtype`. */
     ranges: string[];
-    /** Per plane: float16 (rounded outward, so ranges still cover the data) or float32. */
-    rangeDtype?: Array<'float16' | 'float32'>;
+    /**
+     * Per plane: float16 (rounded outward, so ranges still cover the data), float32, or step8: one byte per
+     * channel b = (e + 40) << 2 | (m − 4) for a step Δ = m·2^e (255: Δ = 0), range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ].
+     */
+    rangeDtype?: Array<'float16' | 'float32' | 'step8'>;
     channelWidth: number[];
     /** Informational: the encoder used every `stride`-th code; decoding is plain M1. */
     stride?: number;
@@ -62,6 +65,8 @@ export interface TensorRecord {
     clip?: boolean;
     /** Informational: weights beyond this many σ of their channel are in the exact side entry. */
     outlierSigma?: number;
+    /** Informational: step grid, step = relStep × RMS per channel (or layer); zero sits on code 2^(bits−1). */
+    relStep?: number;
   };
   codec?: CodecRecord;
   planes?: PlaneRecord[];

@@ -64,6 +64,8 @@ interface CompressFlags {
   stride?: number;
   clip?: boolean;
   outliers?: number;
+  step?: number;
+  sensitivity?: number;
   targetSnr?: number;
   targetBpw?: number;
   maxLoss?: number;
@@ -78,6 +80,8 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     stride: f.stride,
     clip: f.clip,
     outliers: f.outliers,
+    relStep: f.step,
+    sensitivityWeight: f.sensitivity,
     targetSnr: f.targetSnr,
     targetBpw: f.targetBpw,
     maxLoss: f.maxLoss,
@@ -160,11 +164,17 @@ function addCompressOptions(cmd: Command): Command {
     .option('--stride <k>', 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)', int('stride'))
     .option('--clip', 'search clipping ranges per channel instead of min/max')
     .option(
+      '--step <fraction>',
+      'step grid: quantization step = fraction × RMS of each channel (or layer with --range layer); zero sits on a code, unused codes cost nothing',
+      Number,
+    )
+    .option(
       '--outliers <sigma>',
       'store weights beyond sigma standard deviations of their channel exactly (default 4 with the rate-control options, else off)',
       Number,
     )
     .option('--target-snr <dB>', 'per tensor: coarsest grid / lowest quality with SNR ≥ dB', Number)
+    .option('--sensitivity <gamma>', 'allocation: how much per-layer sensitivity probes are trusted, 0…1 (default 0.5)', Number)
     .option('--target-bpw <bits>', 'allocate bits across layers for this average bits/weight (whole archive)', Number)
     .option(
       '--max-loss <x>',

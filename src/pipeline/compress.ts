@@ -37,8 +37,8 @@ import { openModel } from './open.js';
 import { VERSION } from '../version.js';
 import { runPool } from './pool.js';
 import {
-  ALLOCATION_STRIDES,
-  PROBE_STRIDE,
+  ALLOCATION_STEPS,
+  PROBE_STEP,
   allocateForBudget,
   allocateForLoss,
   measureCandidates,
@@ -49,12 +49,11 @@ import {
 import { substituteTensors } from './substitute.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 
+/** How much the allocator trusts per-tensor sensitivity probes (0…1); see allocate(). */
+const DEFAULT_SENSITIVITY_WEIGHT = 0.5;
+
 /** Outlier threshold (σ) used by the rate-control modes unless set: measured on PaddleOCR (see README). */
 const DEFAULT_RATE_OUTLIERS = 4;
-
-function rateControlled(o: CompressOptions): boolean {
-  return o.targetBpw !== undefined || o.maxLoss !== undefined || o.targetSnr !== undefined;
-}
 
 /**
  * Working planes of a tensor: laid out, with outliers (and non-finite values)
@@ -140,7 +139,8 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       range: rule.range ?? options.range ?? DEFAULTS.range,
       stride: rule.stride ?? options.stride ?? DEFAULTS.stride,
       clip: options.clip ?? false,
-      outliers: rule.outliers ?? options.outliers ?? (rateControlled(options) ? DEFAULT_RATE_OUTLIERS : 0),
+      outliers: rule.outliers ?? options.outliers ?? (options.targetSnr !== undefined ? DEFAULT_RATE_OUTLIERS : 0),
+      relStep: rule.relStep ?? options.relStep,
     };
     const ctx = { file: reader.file, tensor: entry.name };
     const auto = settings.codec === 'auto';
@@ -249,8 +249,14 @@ async function encodeTensor(
   const layout: LayoutSpec = record.layout;
   const values = reader.read(entry.key);
   collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
-  const { planes, shapes, side } = preparePlanes(values, layout, settings.outliers);
-  const qs = (stride: number): QuantizeSettings => ({ bits: settings.bits, range: settings.range, stride, clip: settings.clip });
+  const { planes, shapes, side: side0 } = preparePlanes(values, layout, settings.outliers);
+  const qs = (stride: number): QuantizeSettings => ({
+    bits: settings.bits,
+    range: settings.range,
+    stride,
+    clip: settings.clip,
+    relStep: settings.relStep,
+  });
   let stride = settings.stride;
   // Per-tensor rate control for lossless codecs: the coarsest grid that keeps the SNR target.
   const lossless = codecs.every((c) => c.options.lossless);
@@ -269,6 +275,17 @@ async function encodeTensor(
     }
   }
   const quant = quantizePlanes(planes, shapes, qs(stride));
+  let side = side0;
+  if (quant.some((q) => q.beyond)) {
+    // weights beyond the step grid join the exact side values
+    const mask = scatterPlanes(
+      quant.map((q, p) => q.working ?? planes[p]),
+      layout,
+      new Float32Array(values.length),
+    );
+    side = collectNonFinite(mask, 'keep', '', '');
+    if (side) side.values = Float32Array.from(side.indices, (i) => values[i]);
+  }
   let best: EncodedTiles | undefined;
   if (options.targetSnr !== undefined && !lossless) {
     // Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target.
@@ -334,12 +351,13 @@ async function encodeTensor(
   record.quant = {
     bits: settings.bits,
     range: settings.range,
-    ranges: quant.map((q) => encodeRanges(q.ranges, q.rangeDtype)),
+    ranges: quant.map((q) => encodeRanges(q.ranges, q.rangeDtype, q.stepBytes)),
     rangeDtype: quant.map((q) => q.rangeDtype),
     channelWidth: quant.map((q) => q.ranges.channelWidth),
     ...(stride > 1 ? { stride } : {}),
     ...(settings.clip ? { clip: true } : {}),
     ...(settings.outliers > 0 ? { outlierSigma: settings.outliers } : {}),
+    ...(settings.relStep !== undefined ? { relStep: settings.relStep } : {}),
   };
   record.codec = {
     name: best.codec.name,
@@ -398,7 +416,7 @@ async function allocate(
       prepared.planes,
       prepared.shapes,
       { bits: p.settings!.bits, clip: p.settings!.clip },
-      ALLOCATION_STRIDES,
+      ALLOCATION_STEPS,
       modes,
     );
     // exact side values cost the same at every grid: ~8 bytes each before deflate
@@ -415,6 +433,7 @@ async function allocate(
       range: c.range,
       clip: p.settings!.clip,
       stride: c.stride,
+      relStep: c.relStep,
     });
     const v = scatterPlanes(
       q.map((x) => x.restored),
@@ -427,21 +446,43 @@ async function allocate(
     return out;
   };
   const weights = plans.filter((p) => p.settings).reduce((s, p) => s + elementCount(p.entry.shape), 0);
-  const calibrate = options.calibrate ?? (options.task ? (m: Uint8Array) => options.task!.calibrate(m) : randomInputOutputs);
-  const reference = await calibrate(source);
-  log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
-  for (let i = 0; i < unique.length; i++) {
-    options.signal?.throwIfAborted();
-    const probe = rates[i].candidates.find((c) => c.stride === PROBE_STRIDE && c.range === (options.range ?? 'channel'))!;
-    const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
-    // duplicates move the output together: their error counts once per copy
-    // (duplicates are substituted together and cost their bits once, so no correction is needed)
-    rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
+  // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
+  const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;
+  if (canRun) {
+    const calibrate = options.calibrate ?? (options.task ? (m: Uint8Array) => options.task!.calibrate(m) : randomInputOutputs);
+    const reference = await calibrate(source);
+    log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
+    for (let i = 0; i < unique.length; i++) {
+      options.signal?.throwIfAborted();
+      const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (options.range ?? 'channel'))!;
+      const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
+      // (duplicates are substituted together and cost their bits once, so no correction is needed)
+      rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
+      if (process.env.NNMEDIA_DEBUG) log(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
+    }
   }
+  // Damped sensitivities: s_t^γ on the scale of each tensor's own weight power. γ = 0 spends bits for equal
+  // relative precision everywhere; γ = 1 trusts the probes fully (measured to over-commit on PaddleOCR).
+  const gamma = options.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT;
+  unique.forEach((p, i) => {
+    const { planes } = planesOf.get(p.entry.key)!;
+    let sq = 0;
+    let n = 0;
+    for (const pl of planes)
+      for (const v of pl)
+        if (Number.isFinite(v)) {
+          sq += v * v;
+          n++;
+        }
+    const power = Math.max(sq / Math.max(n, 1), 1e-30);
+    rates[i].sensitivity = (rates[i].sensitivity * power) ** gamma / power;
+  });
   const apply = (choice: number[]): void =>
     unique.forEach((p, i) => {
-      p.settings!.stride = rates[i].candidates[choice[i]].stride;
-      p.settings!.range = rates[i].candidates[choice[i]].range;
+      const c = rates[i].candidates[choice[i]];
+      p.settings!.stride = 1;
+      p.settings!.relStep = c.relStep;
+      p.settings!.range = c.range;
     });
   if (options.targetBpw !== undefined) {
     const target = options.targetBpw;
@@ -458,6 +499,15 @@ async function allocate(
     const task = options.task!;
     const ref = await task.run(source);
     const result = await allocateForLoss(rates, options.maxLoss!, async (c) => {
+      if (process.env.NNMEDIA_DEBUG)
+        log(
+          c
+            .map(
+              (k, i) =>
+                `${unique[i].entry.name}:${rates[i].candidates[k].range[0]}${(1 / rates[i].candidates[k].relStep!).toFixed(1)}`,
+            )
+            .join(' '),
+        );
       const all = new Map<string, Float32Array>();
       c.forEach((k, i) => restoredAt(i, rates[i].candidates[k]).forEach((v, key) => all.set(key, v)));
       const loss = task.loss(ref, await task.run(substituteTensors(reader, all)));
@@ -530,6 +580,10 @@ export async function compressModel(input: string, output: string, options: Comp
         compressedWeights,
       );
     }
+    if (options.targetBpw !== undefined && result.bitsPerWeight > options.targetBpw)
+      options.onLog?.(
+        `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${options.targetBpw}: the coarsest grids cost more`,
+      );
     return result;
   } finally {
     (reader as { close?: () => void }).close?.();
@@ -578,6 +632,7 @@ async function encodeAll(
       ...(options.stride !== undefined ? { stride: options.stride } : {}),
       ...(options.clip !== undefined ? { clip: options.clip } : {}),
       ...(options.outliers !== undefined ? { outliers: options.outliers } : {}),
+      ...(options.relStep !== undefined ? { step: options.relStep } : {}),
       ...(options.targetSnr !== undefined ? { targetSnr: options.targetSnr } : {}),
       ...(options.targetBpw !== undefined ? { targetBpw: options.targetBpw } : {}),
       ...(options.maxLoss !== undefined ? { maxLoss: options.maxLoss, task: options.task?.name } : {}),

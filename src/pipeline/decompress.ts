@@ -15,7 +15,7 @@ import { rebuildSafetensors } from '../formats/safetensors.js';
 import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
-import { decodeRangeBytes } from '../quantize/tensor.js';
+import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
@@ -141,15 +141,16 @@ export function checkManifest(m: unknown, file: string): Manifest {
 
 function decodeRanges(
   b64: string,
-  dtype: 'float16' | 'float32',
+  dtype: RangeDtype,
+  bits: number,
   channelWidth: number,
   file: string,
   tensor: string,
 ): PlaneRanges {
   const bytes = Buffer.from(b64, 'base64');
-  const width = dtype === 'float16' ? 2 : 4;
+  const width = dtype === 'step8' ? 0.5 : dtype === 'float16' ? 2 : 4;
   if (bytes.length % (2 * width) !== 0 || bytes.length === 0) fail(file, 'bad quantization ranges', tensor);
-  const all = decodeRangeBytes(bytes, dtype);
+  const all = decodeRangeBytes(bytes, dtype, bits);
   const n = all.length / 2;
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
 }
@@ -199,8 +200,8 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
       pasteTile(codes, s.cols, tile, back);
     }
     const dtype = t.quant.rangeDtype?.[p] ?? 'float32';
-    if (dtype !== 'float16' && dtype !== 'float32') fail(file, `unknown range dtype ${dtype}`, t.key);
-    const ranges = decodeRanges(t.quant.ranges[p], dtype, t.quant.channelWidth[p], file, t.key);
+    if (dtype !== 'float16' && dtype !== 'float32' && dtype !== 'step8') fail(file, `unknown range dtype ${dtype}`, t.key);
+    const ranges = decodeRanges(t.quant.ranges[p], dtype, bits, t.quant.channelWidth[p], file, t.key);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels)
       fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);

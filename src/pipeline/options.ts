@@ -25,6 +25,7 @@ export interface TensorRule {
   /** Use every k-th code only (a coarser grid in the same M1 code space). */
   stride?: number;
   outliers?: number;
+  relStep?: number;
 }
 
 export interface EncodeSettings {
@@ -41,6 +42,8 @@ export interface EncodeSettings {
   clip: boolean;
   /** Weights beyond this many standard deviations from their channel's mean are stored exactly as side data (0 = off). */
   outliers: number;
+  /** Step grid: step = relStep × RMS of each channel (or layer); replaces min/max ranges. */
+  relStep?: number;
 }
 
 /** Runs a model on calibration data and returns its outputs as one vector. */
@@ -57,6 +60,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   task?: TaskEvaluator<unknown>;
   /** Calibration runner for sensitivity probes (default: the task's, else random inputs). */
   calibrate?: Calibrator;
+  /** Allocation: weight γ ∈ [0, 1] of the measured sensitivities (0: equal relative precision; 1: probes fully trusted). */
+  sensitivityWeight?: number;
   /** Progress messages of the allocator. */
   onLog?: (message: string) => void;
   nonFinite?: NonFinitePolicy;
@@ -97,6 +102,8 @@ export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
       s.stride,
     );
   if (s.clip !== undefined) expect(typeof s.clip === 'boolean', `boolean for clip${at}`, s.clip);
+  if (s.relStep !== undefined)
+    expect(Number.isFinite(s.relStep) && s.relStep > 0 && s.relStep <= 64, `number between 0 and 64 for step${at}`, s.relStep);
   if (s.outliers !== undefined)
     expect(
       Number.isFinite(s.outliers) && s.outliers >= 0,

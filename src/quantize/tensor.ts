@@ -8,7 +8,11 @@
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { PlaneShape } from '../layout/types.js';
 import { storageRanges, searchClipRanges } from './ranges.js';
+import { byteToStep, rangeOfStep, stepRanges } from './step.js';
 import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
+
+/** How ranges are stored: float16 or float32 [mins…, maxs…], or one step byte per channel (step grid). */
+export type RangeDtype = 'float16' | 'float32' | 'step8';
 
 export interface QuantizeSettings {
   bits: number;
@@ -17,14 +21,22 @@ export interface QuantizeSettings {
   stride: number;
   /** Search clipping ranges per channel instead of min/max. */
   clip: boolean;
+  /** Step grid (see step.ts): the step as a fraction of each channel's (or layer's) RMS; replaces min/max ranges and stride. */
+  relStep?: number;
 }
 
 export interface PlaneQuantization {
   codes: CodeArray;
   ranges: PlaneRanges;
-  rangeDtype: 'float16' | 'float32';
-  /** What the codes decode to (before any lossy codec). */
+  rangeDtype: RangeDtype;
+  /** Step grid with byte-sized steps: one byte per channel (see step.ts). */
+  stepBytes?: Uint8Array;
+  /** What the codes decode to (before any lossy codec), with weights beyond a step grid restored exactly. */
   restored: Float32Array;
+  /** Step grid only: the plane with weights beyond the grid marked NaN (they go to the exact side entry). */
+  working?: Float32Array;
+  /** Step grid only: how many weights are beyond the grid. */
+  beyond?: number;
 }
 
 export function quantizePlanes(
@@ -34,6 +46,15 @@ export function quantizePlanes(
 ): PlaneQuantization[] {
   return planes.map((plane, p) => {
     const { rows, cols, channelWidth } = shapes[p];
+    if (s.relStep !== undefined) {
+      const working = Float32Array.from(plane);
+      const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits);
+      const codes = quantizePlane(working, rows, cols, s.bits, ranges, 1);
+      const restored = dequantizePlane(codes, rows, cols, s.bits, ranges);
+      for (let i = 0; i < plane.length; i++) if (Number.isNaN(working[i]) && Number.isFinite(plane[i])) restored[i] = plane[i];
+      const rangeDtype: RangeDtype = stepBytes ? 'step8' : f16 ? 'float16' : 'float32';
+      return { codes, ranges, rangeDtype, stepBytes, restored, working, beyond: marked };
+    }
     const raw = s.clip
       ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
       : findRanges(plane, rows, cols, s.range, channelWidth);
@@ -47,7 +68,8 @@ export function quantizePlanes(
 }
 
 /** Ranges as stored in the manifest: base64 of [mins…, maxs…] in the given dtype, little-endian. */
-export function encodeRanges(r: PlaneRanges, dtype: 'float16' | 'float32'): string {
+export function encodeRanges(r: PlaneRanges, dtype: RangeDtype, stepBytes?: Uint8Array): string {
+  if (dtype === 'step8') return Buffer.from(stepBytes!).toString('base64');
   const n = r.mins.length;
   const buf = Buffer.alloc(n * 2 * (dtype === 'float16' ? 2 : 4));
   const all = [...r.mins, ...r.maxs];
@@ -59,7 +81,17 @@ function f16bits(v: number): number {
   return float32ToFloat16(v);
 }
 
-export function decodeRangeBytes(bytes: Uint8Array, dtype: 'float16' | 'float32'): Float32Array {
+/** Stored ranges → [mins…, maxs…] as float32, exactly as the encoder used them. */
+export function decodeRangeBytes(bytes: Uint8Array, dtype: RangeDtype, bits = 8): Float32Array {
+  if (dtype === 'step8') {
+    const out = new Float32Array(bytes.length * 2);
+    bytes.forEach((b, ch) => {
+      const [lo, hi] = rangeOfStep(byteToStep(b), bits);
+      out[ch] = lo;
+      out[bytes.length + ch] = hi;
+    });
+    return out;
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const width = dtype === 'float16' ? 2 : 4;
   const out = new Float32Array(bytes.length / width);

@@ -22,6 +22,33 @@ export const STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 
  */
 export const ALLOCATION_STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16];
 export const PROBE_STRIDE = 16;
+/**
+ * Candidate steps of the step grid for allocation, as fractions of RMS (8-bit
+ * codes), down to coarse steps so small budgets can be met; the
+ * sensitivity probe sits in the middle (PROBE_STEP).
+ */
+export const ALLOCATION_STEPS = [
+  1 / 96,
+  1 / 64,
+  1 / 48,
+  1 / 32,
+  1 / 24,
+  1 / 16,
+  1 / 12,
+  1 / 10,
+  1 / 8,
+  1 / 6,
+  1 / 5,
+  1 / 4,
+  1 / 3,
+  1 / 2.5,
+  1 / 2,
+  1 / 1.5,
+  1,
+  1.5,
+  2,
+];
+export const PROBE_STEP = 1 / 3;
 /** Bytes a tensor costs beyond its codes: entry headers in the ZIP and its manifest record. */
 const PER_TENSOR_OVERHEAD_BYTES = 350;
 /** Bytes per image entry (container headers, ZIP local and central records, name). */
@@ -29,6 +56,7 @@ const PER_PLANE_OVERHEAD_BYTES = 180;
 
 export interface Candidate {
   stride: number;
+  relStep?: number;
   range: RangeMode;
   bits: number;
   sse: number;
@@ -46,22 +74,26 @@ export function measureCandidates(
   key: string,
   planes: readonly Float32Array[],
   shapes: readonly PlaneShape[],
-  base: Omit<QuantizeSettings, 'stride' | 'range'>,
-  strides: readonly number[] = ALLOCATION_STRIDES,
+  base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
+  steps: readonly number[] = ALLOCATION_STEPS,
   ranges: readonly RangeMode[] = ['channel', 'layer'],
 ): TensorRate {
   const weights = planes.reduce((s, p) => s + p.length, 0);
-  const grid = ranges.flatMap((range) => strides.map((stride) => ({ range, stride })));
-  const candidates = grid.map(({ range, stride }) => {
-    const q = quantizePlanes(planes, shapes, { ...base, range, stride });
+  const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep, stride: 1 })));
+  const candidates = grid.map(({ range, relStep, stride }) => {
+    const q = quantizePlanes(planes, shapes, { ...base, range, stride, relStep });
     let bits = 8 * (PER_TENSOR_OVERHEAD_BYTES + PER_PLANE_OVERHEAD_BYTES * planes.length);
     let sse = 0;
     q.forEach((pq, p) => {
-      bits += codeEntropyBits(pq.codes) + pq.ranges.mins.length * 2 * (pq.rangeDtype === 'float16' ? 16 : 32) * (4 / 3);
+      // codes, ranges (base64 in the manifest), weights beyond the grid (index delta + float32, before deflate)
+      bits +=
+        codeEntropyBits(pq.codes) +
+        pq.ranges.mins.length * (pq.rangeDtype === 'step8' ? 8 : pq.rangeDtype === 'float16' ? 32 : 64) * (4 / 3) +
+        (pq.beyond ?? 0) * 64;
       const v = planes[p];
       for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i])) sse += (v[i] - pq.restored[i]) ** 2;
     });
-    return { stride, range, bits, sse };
+    return { stride, relStep, range, bits, sse };
   });
   return { key, weights, candidates, sensitivity: 1 };
 }

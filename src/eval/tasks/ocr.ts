@@ -114,9 +114,9 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
       }
       const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
       let off = 0;
-      // log-probabilities: a flipped character shows as a large change even where softmax saturates
+      // log-probabilities floored at 1e-3: a flipped character shows as a large change even where softmax saturates, while the 6 000 classes that never matter stay flat
       for (const p of parts) {
-        for (let i = 0; i < p.length; i++) out[off + i] = Math.log(p[i] + 1e-6);
+        for (let i = 0; i < p.length; i++) out[off + i] = Math.log(p[i] + 1e-3);
         off += p.length;
       }
       return out;

@@ -1,0 +1,127 @@
+/**
+ * The step grid: instead of stretching 2^n codes over [min, max], the encoder
+ * picks a step Δ per channel (a fraction of the channel's standard deviation,
+ * or of the layer's in layer mode) and stores the M1 range that puts code
+ * 2^(n−1) exactly on zero: lo = −(2^(n−1) + ½)·Δ, hi = (2^(n−1) − ½)·Δ.
+ * With an entropy-coding codec unused codes cost nothing, so the step alone
+ * sets the rate; every channel's codes centre on the same code, so they share
+ * one distribution; weights beyond the grid are stored exactly. Δ is rounded
+ * to m·2^e with m ∈ {4…7} so lo and hi are exact in float16: the stored range
+ * is exactly the one used, and zero stays exactly zero.
+ */
+
+import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
+import type { PlaneShape } from '../layout/types.js';
+import type { PlaneRanges, RangeMode } from './uniform.js';
+
+/** Δ rounded down to m·2^e, m ∈ {4, 5, 6, 7}. */
+export function snapStep(step: number): number {
+  if (!(step > 0) || !Number.isFinite(step)) return 0;
+  const e = Math.floor(Math.log2(step)) - 2;
+  const m = Math.max(4, Math.min(7, Math.floor(step / 2 ** e)));
+  return m * 2 ** e;
+}
+
+/** Steps m·2^e (m ∈ 4…7, e ∈ −40…22) fit one byte: (e + 40) << 2 | (m − 4); 255 means a zero step (all-zero channel). */
+export const ZERO_STEP_BYTE = 255;
+
+export function stepToByte(step: number): number | undefined {
+  if (step === 0) return ZERO_STEP_BYTE;
+  const e = Math.floor(Math.log2(step)) - 2;
+  const m = step / 2 ** e;
+  if (!Number.isInteger(m) || m < 4 || m > 7 || e < -40 || e > 22) return undefined;
+  const b = ((e + 40) << 2) | (m - 4);
+  return b === ZERO_STEP_BYTE ? undefined : b;
+}
+
+export function byteToStep(b: number): number {
+  return b === ZERO_STEP_BYTE ? 0 : ((b & 3) + 4) * 2 ** ((b >> 2) - 40);
+}
+
+/** The M1 range of a step: code 2^(bits−1) decodes to exactly zero. */
+export function rangeOfStep(step: number, bits: number): [number, number] {
+  const half = 2 ** (bits - 1);
+  return [-(half + 0.5) * step, (half - 0.5) * step];
+}
+
+function exactF16(v: number): boolean {
+  return float16ToFloat32(float32ToFloat16(v)) === v;
+}
+
+/**
+ * Step ranges for one plane and the values beyond the grid (marked NaN in place,
+ * to be stored exactly). Returns the ranges and whether they are exact in float16.
+ */
+export function stepRanges(
+  plane: Float32Array,
+  shape: PlaneShape,
+  mode: RangeMode,
+  relStep: number,
+  bits: number,
+): { ranges: PlaneRanges; f16: boolean; marked: number; stepBytes?: Uint8Array } {
+  const { rows, cols } = shape;
+  const width = mode === 'layer' ? cols : shape.channelWidth;
+  const channels = Math.ceil(cols / width);
+  const sums = new Float64Array(channels);
+  const sqs = new Float64Array(channels);
+  const counts = new Float64Array(channels);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const v = plane[r * cols + c];
+      if (!Number.isFinite(v)) continue;
+      const ch = Math.floor(c / width);
+      sums[ch] += v;
+      sqs[ch] += v * v;
+      counts[ch]++;
+    }
+  // Robust scale: RMS recomputed over |v| ≤ 3·RMS (twice), so one outlier does not coarsen its whole channel.
+  for (let pass = 0; pass < 2; pass++) {
+    const bound = Float64Array.from(sqs, (q, ch) => (counts[ch] ? 9 * (q / counts[ch]) : 0));
+    sqs.fill(0);
+    const kept = new Float64Array(channels);
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) {
+        const v = plane[r * cols + c];
+        const ch = Math.floor(c / width);
+        if (!Number.isFinite(v) || v * v > bound[ch]) continue;
+        sqs[ch] += v * v;
+        kept[ch]++;
+      }
+    counts.set(kept);
+  }
+  const half = 2 ** (bits - 1);
+  const mins = new Float32Array(channels);
+  const maxs = new Float32Array(channels);
+  const steps = new Float64Array(channels);
+  let f16 = true;
+  for (let ch = 0; ch < channels; ch++) {
+    // RMS about zero: the grid is centred on zero, and so is its scale
+    const rms = counts[ch] ? Math.sqrt(sqs[ch] / counts[ch]) : 0;
+    const step = snapStep(rms * relStep);
+    steps[ch] = step;
+    [mins[ch], maxs[ch]] = rangeOfStep(step, bits);
+    if (step > 0 && (mins[ch] !== -(half + 0.5) * step || !exactF16(mins[ch]) || !exactF16(maxs[ch]))) f16 = false;
+  }
+  const stepBytes = new Uint8Array(channels);
+  let byteable = true;
+  steps.forEach((st, ch) => {
+    const b = stepToByte(st);
+    if (b === undefined) byteable = false;
+    else stepBytes[ch] = b;
+  });
+  let marked = 0;
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const i = r * cols + c;
+      const v = plane[i];
+      if (!Number.isFinite(v)) continue;
+      const ch = Math.floor(c / width);
+      const step = steps[ch];
+      // beyond the outermost reconstruction point by more than half a step; or a zero-step channel with a non-zero value
+      if (step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2) {
+        plane[i] = NaN;
+        marked++;
+      }
+    }
+  return { ranges: { mins, maxs, channelWidth: width }, f16, marked, stepBytes: byteable ? stepBytes : undefined };
+}

@@ -1,0 +1,131 @@
+/** Rate control: the step grid, per-tensor SNR targets, allocation to a bit budget, and the zstd fallback. */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
+import { encodeFloats } from '../src/formats/model.js';
+import { byteToStep, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
+import { dequantizePlane, quantizePlane } from '../src/quantize/uniform.js';
+import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
+import { gaussian, rng } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+
+/** A safetensors file of [out, in] linear weights. */
+function writeLinear(file: string, tensors: Record<string, Float32Array>, shape: [number, number]): void {
+  const header: Record<string, unknown> = {};
+  let off = 0;
+  const blobs: Uint8Array[] = [];
+  for (const [name, v] of Object.entries(tensors)) {
+    const b = encodeFloats(v, 'float32');
+    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + b.length] };
+    off += b.length;
+    blobs.push(b);
+  }
+  const json = JSON.stringify(header);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...blobs]));
+}
+
+describe('step grid', () => {
+  it('steps are byte-coded exactly and their ranges are exact in float16', () => {
+    for (const x of [1e-6, 3.3e-4, 0.0123, 0.5, 1, 7.77, 1234]) {
+      const s = snapStep(x);
+      expect(s).toBeLessThanOrEqual(x);
+      expect(s).toBeGreaterThan(x * 0.79);
+      const b = stepToByte(s)!;
+      expect(byteToStep(b)).toBe(s);
+      const [lo, hi] = rangeOfStep(s, 8);
+      if (Math.abs(lo) < 65504) {
+        expect(float16ToFloat32(float32ToFloat16(lo))).toBe(lo);
+        expect(float16ToFloat32(float32ToFloat16(hi))).toBe(hi);
+      }
+    }
+  });
+  it('zero decodes to exactly zero; error within half a step; far outliers leave the grid', () => {
+    const v = gaussian(4000, 3, 0.02);
+    v[5] = 0;
+    v[17] = 3; // 150 σ: beyond the grid
+    const shape = { rows: 40, cols: 100, channelWidth: 1, label: '' };
+    const work = Float32Array.from(v);
+    const { ranges, marked } = stepRanges(work, shape, 'channel', 1 / 4, 8);
+    expect(marked).toBe(1);
+    expect(work[17]).toBeNaN();
+    const back = dequantizePlane(quantizePlane(work, 40, 100, 8, ranges), 40, 100, 8, ranges);
+    expect(back[5]).toBe(0);
+    for (let i = 0; i < v.length; i++) {
+      if (i === 17) continue;
+      const ch = i % 100;
+      const step = (ranges.maxs[ch] - ranges.mins[ch]) / 256;
+      expect(Math.abs(back[i] - v[i])).toBeLessThanOrEqual(step / 2 + 1e-9);
+    }
+  });
+  it('the archive decodes to exactly what the encoder measured (including exact outliers)', async () => {
+    const file = join(dir, 'step.safetensors');
+    const w = gaussian(64 * 96, 9, 0.05);
+    w[100] = 4;
+    writeLinear(file, { 'l.weight': w }, [64, 96]);
+    const r = await compressModel(file, join(dir, 'step.nnm'), { codec: 'webp', lossless: true, relStep: 1 / 8 });
+    const rec = r.manifest.tensors[0];
+    expect(rec.quant?.rangeDtype).toEqual(['step8']);
+    expect(rec.exactValues).toBe(1);
+    const decoded = (await decodeAllTensors(new Archive(join(dir, 'step.nnm')))).get('l.weight')!;
+    expect(decoded[100]).toBe(4);
+    let se = 0;
+    let sp = 0;
+    for (let i = 0; i < w.length; i++) {
+      se += (w[i] - decoded[i]) ** 2;
+      sp += w[i] ** 2;
+    }
+    expect(10 * Math.log10(sp / se)).toBeCloseTo(rec.stats!.snrDb, 6);
+  });
+});
+
+describe('rate control', () => {
+  it('--target-snr: every tensor meets the target with the coarsest grid that does', async () => {
+    const file = join(dir, 'snr.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 1, 0.1), 'b.weight': gaussian(128 * 64, 2, 0.01) }, [128, 64]);
+    for (const target of [20, 35]) {
+      const r = await compressModel(file, join(dir, `snr${target}.nnm`), { codec: 'png', targetSnr: target });
+      for (const t of r.manifest.tensors) {
+        expect(t.stats!.snrDb).toBeGreaterThanOrEqual(target);
+        expect(t.stats!.snrDb).toBeLessThan(target + 8); // not wastefully fine
+      }
+    }
+  });
+  it('--target-snr with a lossy codec searches its quality', async () => {
+    const file = join(dir, 'snrq.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 4, 0.1) }, [128, 64]);
+    const lo = await compressModel(file, join(dir, 'q20.nnm'), { codec: 'jpeg', targetSnr: 20 });
+    const hi = await compressModel(file, join(dir, 'q30.nnm'), { codec: 'jpeg', targetSnr: 30 });
+    expect(lo.manifest.tensors[0].stats!.snrDb).toBeGreaterThanOrEqual(20);
+    expect(hi.manifest.tensors[0].stats!.snrDb).toBeGreaterThanOrEqual(30);
+    expect(lo.manifest.tensors[0].codec!.quality!).toBeLessThan(hi.manifest.tensors[0].codec!.quality!);
+  });
+  it('--target-bpw: the whole archive stays within the budget, and a larger budget buys less error', async () => {
+    const file = join(dir, 'bpw.safetensors');
+    const t: Record<string, Float32Array> = {};
+    for (let i = 0; i < 4; i++) t[`layer${i}.weight`] = gaussian(256 * 128, 10 + i, 0.02 * (i + 1));
+    writeLinear(file, t, [256, 128]);
+    const rmse = async (target: number): Promise<number> => {
+      const r = await compressModel(file, join(dir, `bpw${target}.nnm`), { codec: 'auto', targetBpw: target });
+      expect(r.bitsPerWeight).toBeLessThanOrEqual(target);
+      expect(r.bitsPerWeight).toBeGreaterThan(target * 0.8);
+      return r.manifest.tensors.reduce((s, x) => s + x.stats!.rmse, 0);
+    };
+    expect(await rmse(5)).toBeLessThan(await rmse(3));
+  });
+  it('--codec auto falls back to raw codes + zstd on pure noise, and says so', async () => {
+    const file = join(dir, 'noise.safetensors');
+    const r = rng(5);
+    // uniform noise: every 8-bit code equally likely, nothing for an image codec to exploit
+    writeLinear(file, { 'n.weight': Float32Array.from({ length: 512 * 512 }, () => r()) }, [512, 512]);
+    const res = await compressModel(file, join(dir, 'noise.nnm'), { codec: 'auto' });
+    const rec = res.manifest.tensors[0];
+    expect(rec.codec!.name).toBe('zstd');
+    expect(rec.codec!.fallback).toMatch(/smaller than every image codec/);
+    expect(openModel(file).tensors).toHaveLength(1);
+  });
+});
