@@ -4,9 +4,11 @@
  */
 import { compressModel, decompressArchive } from '../src/index.js';
 import { statSync } from 'node:fs';
+import { taskByName } from '../src/eval/tasks/index.js';
 
 const [input, archive, restored, optionsJson] = process.argv.slice(2);
-const options = JSON.parse(optionsJson) as Parameters<typeof compressModel>[2];
+const { task, ...rest } = JSON.parse(optionsJson) as Parameters<typeof compressModel>[2] & { task?: string };
+const options = { ...rest, ...(task ? { task: taskByName(task) } : {}) };
 const t0 = performance.now();
 const r = await compressModel(input, archive, options);
 const t1 = performance.now();

@@ -39,7 +39,7 @@ export interface BenchPoint {
   series: string;
   label: string;
   kind: 'nnmedia' | 'peer';
-  options?: CompressOptions;
+  options?: PointOptions;
   bytes: number;
   bitsPerWeight: number;
   /** nnmedia only: bits/weight of the media entries alone (without manifest and skeleton). */
@@ -51,18 +51,27 @@ export interface BenchPoint {
   maxRssMB?: number;
 }
 
+/** Compress options as JSON for the point's own process: the task goes by name. */
+type PointOptions = Omit<CompressOptions, 'task'> & { task?: string };
+
 interface PointSpec {
   series: string;
   label: string;
-  options: CompressOptions;
+  options: PointOptions;
 }
 
-function pointSpecs(): PointSpec[] {
+function pointSpecs(model: BenchModel): PointSpec[] {
+  const step = 'step grid, per channel (--step, --codec auto)';
   if (QUICK)
     return [
-      { series: 'png 8-bit per-layer (M1 as written)', label: 'png 8 layer', options: { codec: 'png', bits: 8, range: 'layer' } },
+      {
+        series: 'method as written (per-layer 8-bit)',
+        label: 'png lossless layer',
+        options: { codec: 'png', bits: 8, range: 'layer' },
+      },
       { series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8, range: 'channel' } },
       { series: 'jpeg 8-bit per-channel', label: 'jpeg q90', options: { codec: 'jpeg', bits: 8, quality: 90 } },
+      { series: step, label: 'step 1/3 auto', options: { codec: 'auto', relStep: 1 / 3 } },
     ];
   const s: PointSpec[] = [];
   for (const [codec, extra] of [
@@ -90,18 +99,32 @@ function pointSpecs(): PointSpec[] {
     label: 'avif lossless 8',
     options: { codec: 'avif', lossless: true, bits: 8 },
   });
-  for (const q of [50, 70, 80, 90, 95])
+  for (const q of [70, 90, 95])
     s.push({ series: 'jpeg 8-bit per-channel', label: `jpeg q${q}`, options: { codec: 'jpeg', bits: 8, quality: q } });
-  for (const q of [50, 70, 85, 95])
-    s.push({ series: 'webp 8-bit per-channel', label: `webp q${q}`, options: { codec: 'webp', bits: 8, quality: q } });
-  for (const q of [50, 65, 80, 90])
-    s.push({ series: 'avif 8-bit per-channel', label: `avif q${q}`, options: { codec: 'avif', bits: 8, quality: q } });
   for (const q of [70, 85, 95])
+    s.push({ series: 'webp 8-bit per-channel', label: `webp q${q}`, options: { codec: 'webp', bits: 8, quality: q } });
+  for (const q of [50, 70, 90])
+    s.push({ series: 'avif 8-bit per-channel', label: `avif q${q}`, options: { codec: 'avif', bits: 8, quality: q } });
+  for (const q of [80, 95])
     s.push({
       series: 'avif 16-bit (12-bit depth) per-channel',
       label: `avif16 q${q}`,
       options: { codec: 'avif', bits: 16, quality: q },
     });
+  for (const st of [8, 6, 4, 3, 2])
+    s.push({ series: step, label: `step 1/${st} auto`, options: { codec: 'auto', relStep: 1 / st } });
+  for (const b of model.task === 'ocr' ? [3.5, 4, 4.5, 5] : [2.5, 3, 3.5, 4])
+    s.push({
+      series: 'allocated across layers (--target-bpw, --codec auto)',
+      label: `target-bpw ${b}`,
+      options: { codec: 'auto', targetBpw: b, task: model.task },
+    });
+  const maxLoss = model.task === 'ocr' ? 0.001 : 1 - model.metric.threshold(0);
+  s.push({
+    series: 'allocated for no loss (--max-loss, --codec auto)',
+    label: `max-loss ${maxLoss}`,
+    options: { codec: 'auto', maxLoss, task: model.task },
+  });
   return s;
 }
 
@@ -157,7 +180,7 @@ async function benchModel(
   }
   (reader as { close?: () => void }).close?.();
   // nnmedia points, each in its own process
-  for (const spec of pointSpecs()) {
+  for (const spec of pointSpecs(model)) {
     const archive = join(tmp, `${model.id}.nnm`);
     const restored = join(tmp, `${model.id}.restored.onnx`);
     const { stdout } = await run(
@@ -221,6 +244,12 @@ function markdown(
     const bestN = best((p) => p.kind === 'nnmedia');
     const rows: Array<[string, BenchPoint | undefined]> = [
       ['**nnmedia, best at no loss**', bestN],
+      [
+        'nnmedia, --target-bpw (closest to the headline target)',
+        points
+          .filter((p) => p.label.startsWith('target-bpw'))
+          .sort((a, b) => Math.abs(a.bitsPerWeight - 4) - Math.abs(b.bitsPerWeight - 4))[0],
+      ],
       [
         'nnmedia, method as written (per-layer 8-bit PNG)',
         points.find((p) => p.label === 'png lossless layer' || p.label === 'png 8 layer'),

@@ -247,6 +247,9 @@ async function encodeTensor(
   if (!settings || !codecs || !record.layout) throw new Error('encodeTensor called on a kept tensor');
   const ctx = { file: reader.file, tensor: entry.name };
   const layout: LayoutSpec = record.layout;
+  // a re-encode (rate control) starts from a clean record
+  delete record.nonFinite;
+  delete record.exactValues;
   const values = reader.read(entry.key);
   collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
   const { planes, shapes, side: side0 } = preparePlanes(values, layout, settings.outliers);
@@ -549,36 +552,33 @@ export async function compressModel(input: string, output: string, options: Comp
     // Skeleton, manifest head and ZIP directory: what the allocator must leave room for.
     const overheadBits = 8 * (deflateRawSync(skeleton, { level: 9 }).length + 2000);
     const reallocate = allocating ? await allocate(reader, sourceBytes, plans, unique, overheadBits, options) : undefined;
-    let result = await encodeAll(
-      reader,
-      input,
-      output,
-      options,
-      plans,
-      work,
-      unique,
-      skeletonName,
-      skeleton,
-      sourceBytes,
-      compressedWeights,
-    );
-    // The allocator's rate is an estimate; if the archive came out over the target, tighten once and re-encode.
-    for (let attempt = 0; options.targetBpw !== undefined && result.bitsPerWeight > options.targetBpw && attempt < 2; attempt++) {
-      options.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight, over the target: re-allocating`);
-      reallocate?.((options.targetBpw / result.bitsPerWeight) ** (attempt + 1));
-      result = await encodeAll(
-        reader,
-        input,
-        output,
-        options,
-        plans,
-        work,
-        unique,
-        skeletonName,
-        skeleton,
-        sourceBytes,
-        compressedWeights,
-      );
+    const encode = (): Promise<CompressResult> =>
+      encodeAll(reader, input, output, options, plans, work, unique, skeletonName, skeleton, sourceBytes, compressedWeights);
+    let result = await encode();
+    // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
+    // but keep the last archive that fitted if the larger budget overshoots.
+    const target = options.targetBpw;
+    if (target !== undefined && reallocate) {
+      // bisection on the budget scale between the largest that fitted and the smallest that did not
+      let fitted = result.bitsPerWeight <= target ? 1 : 0;
+      let over = result.bitsPerWeight > target ? 1 : Infinity;
+      let best = result.bitsPerWeight <= target ? 1 : undefined;
+      let scale = 1;
+      for (let attempt = 0; attempt < 4 && (result.bitsPerWeight > target || result.bitsPerWeight < 0.95 * target); attempt++) {
+        options.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating`);
+        const guess = scale * (target / result.bitsPerWeight);
+        scale = Number.isFinite(over) && fitted > 0 ? Math.sqrt(fitted * over) : Math.min(guess, over * 0.97);
+        reallocate(scale);
+        result = await encode();
+        if (result.bitsPerWeight <= target) {
+          fitted = Math.max(fitted, scale);
+          best = fitted;
+        } else over = Math.min(over, scale);
+      }
+      if (result.bitsPerWeight > target && best !== undefined) {
+        reallocate(best);
+        result = await encode();
+      }
     }
     if (options.targetBpw !== undefined && result.bitsPerWeight > options.targetBpw)
       options.onLog?.(
