@@ -30,3 +30,16 @@ describe('evaluators', () => {
     expect(vad.baseline(a)[0].value).toBeGreaterThan(0.8);
   });
 });
+
+describe('model-agnostic output agreement', () => {
+  it('a model agrees with itself; a perturbed model does not', async () => {
+    const { mixedModel } = await import('./helpers/onnx-fixtures.js');
+    const { outputsTask } = await import('../src/eval/tasks/index.js');
+    const task = outputsTask();
+    const a = await task.run(mixedModel(1).bytes);
+    expect(task.compare(a, a).find((m) => m.key === 'cosine')!.value).toBeCloseTo(1, 6);
+    expect(task.loss(a, a)).toBe(0);
+    const b = await task.run(mixedModel(2).bytes); // other weights
+    expect(task.loss(a, b)).toBeGreaterThan(0.1);
+  });
+});

@@ -244,7 +244,7 @@ export function buildProgram(): Command {
     .command('eval <archive>')
     .description('run the original and the reconstructed model on real data and report errors and the task metric')
     .requiredOption('-m, --model <file>', 'the original model')
-    .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'none']).default('auto'))
+    .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'outputs', 'none']).default('auto'))
     .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
     .option('--json', 'print JSON')
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean }) => {

@@ -1,6 +1,6 @@
 /**
  * A calibrator for any ONNX model: fixed pseudo-random inputs built from the
- * model's input metadata (symbolic dimensions = 1), all float outputs
+ * model's input metadata (symbolic dimensions: 1 leading, 64 elsewhere), all float outputs
  * concatenated. Used for sensitivity probes when no task evaluator fits.
  */
 import * as ort from 'onnxruntime-node';
@@ -20,7 +20,8 @@ export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<F
     const feeds: Record<string, ort.Tensor> = {};
     for (const meta of session.inputMetadata) {
       if (!meta.isTensor) throw new Error(`input ${meta.name} is not a tensor`);
-      const dims = meta.shape.map((d) => (typeof d === 'number' && d > 0 ? d : 1));
+      // symbolic dimensions: 1 for the leading (batch) one, 64 for the others (sequence, width…)
+      const dims = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? 1 : 64));
       const n = dims.reduce((a, b) => a * b, 1);
       if (meta.type === 'float32')
         feeds[meta.name] = new ort.Tensor(

@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
 import { vadTask } from './vad.js';
+import { outputsTask } from './outputs.js';
 
 export type { TaskEvaluator, TaskMetric } from './types.js';
 export { vadTask } from './vad.js';
@@ -15,7 +16,8 @@ export { ocrTask, characterErrorRate, editDistance } from './ocr.js';
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const DATA_DIR = `${PACKAGE_ROOT}data`;
 
-export const TASK_NAMES = ['vad', 'ocr'] as const;
+export const TASK_NAMES = ['vad', 'ocr', 'outputs'] as const;
+export { outputsTask } from './outputs.js';
 
 export function taskByName(name: string, options: { limit?: number } = {}): TaskEvaluator<unknown> {
   if (name === 'vad')
@@ -29,18 +31,19 @@ export function taskByName(name: string, options: { limit?: number } = {}): Task
       dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`,
       limit: options.limit,
     }) as TaskEvaluator<unknown>;
+  if (name === 'outputs') return outputsTask() as TaskEvaluator<unknown>;
   throw new Error(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
 }
 
 /** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
 export async function detectTask(model: Uint8Array): Promise<string | undefined> {
-  if (!existsSync(DATA_DIR)) return undefined;
+  if (!existsSync(DATA_DIR)) return 'outputs';
   const s = await ort.InferenceSession.create(model);
   try {
     if (s.inputNames.includes('sr')) return 'vad';
     const meta = s.inputMetadata[0];
     if (meta?.isTensor && meta.shape.length === 4 && meta.shape[1] === 3 && meta.shape[2] === 48) return 'ocr';
-    return undefined;
+    return 'outputs';
   } finally {
     await s.release();
   }
