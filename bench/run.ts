@@ -24,6 +24,7 @@ import { MODELS, ROOT, type BenchModel } from './models.js';
 import { rtnPeer, weightSet, zstdPeer, type PeerResult } from './peers.js';
 import { renderPlot } from './plot.js';
 import { VERSION } from '../src/version.js';
+import { getFfmpegInfo } from '../src/cli/ffmpeg-info.js';
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -318,7 +319,8 @@ async function main(): Promise<void> {
     rmSync(tmp, { recursive: true, force: true });
   }
   const minutes = (performance.now() - started) / 60000;
-  const meta = `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim()}, Node ${process.version}, nnmedia ${VERSION}, in ${minutes.toFixed(1)} min (\`npm run bench${QUICK ? ' -- --quick' : ''}\`). Bits/weight = all archive bytes × 8 / weights of the compressed tensors (manifest, model skeleton and kept tensors included); peers count only their code and scale bytes.`;
+  const ff = getFfmpegInfo();
+  const meta = `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim()}, Node ${process.version}, nnmedia ${VERSION}, ffmpeg ${ff ? `${ff.version} (${ff.source})` : 'none'}, in ${minutes.toFixed(1)} min (\`npm run bench${QUICK ? ' -- --quick' : ''}\`). Bits/weight = all archive bytes × 8 / weights of the compressed tensors (manifest, model skeleton and kept tensors included); peers count only their code and scale bytes.`;
   const md = markdown(all, meta);
   writeFileSync(join(OUT, 'results.md'), md);
   if (!QUICK && !onlyModels) {

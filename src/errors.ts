@@ -85,3 +85,19 @@ export class IoError extends NnmediaError {
     super('E_IO', message, context, { cause });
   }
 }
+
+/** The same error with the file and tensor named, for errors raised below the level that knows them. */
+export function withContext(e: unknown, context: ErrorContext): unknown {
+  if (!(e instanceof NnmediaError) || e.tensor) return e;
+  const message = e.message;
+  switch (e.code) {
+    case 'E_MISSING_CODEC':
+      return new MissingCodecError(message, context);
+    case 'E_UNSUPPORTED':
+      return new UnsupportedError(message, context);
+    case 'E_CODEC':
+      return new CodecError(message, context, e);
+    default:
+      return e;
+  }
+}

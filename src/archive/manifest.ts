@@ -18,6 +18,8 @@ export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 
 export interface TileEntry extends TileRect {
   entry: string;
+  /** Video: the frame of `entry` that holds this block. */
+  frame?: number;
 }
 
 export interface PlaneRecord {
@@ -25,6 +27,8 @@ export interface PlaneRecord {
   rows: number;
   cols: number;
   tiles: TileEntry[];
+  /** Video: every frame of the plane's entry is rows × cols (blocks padded to it). */
+  frame?: { rows: number; cols: number; count: number };
 }
 
 export interface CodecRecord {

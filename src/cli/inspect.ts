@@ -87,7 +87,9 @@ function inspectArchive(file: string, json: boolean): void {
       console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
       return;
     }
-    console.log(`${file}: ${m.createdBy}, ${m.source.format} source ${m.source.file} (${m.source.bytes} bytes)\n`);
+    const ff = info.ffmpeg;
+    console.log(`${file}: ${m.createdBy}, ${m.source.format} source ${m.source.file} (${m.source.bytes} bytes)`);
+    console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}\n`);
     console.log(
       formatTable(
         ['tensor', 'role', 'shape', 'media geometry', 'codec', 'bits', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'],

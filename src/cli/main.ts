@@ -65,6 +65,8 @@ interface CompressFlags {
   clip?: boolean;
   outliers?: number;
   step?: number;
+  block?: [number, number];
+  gop?: 'intra' | 'inter';
   sensitivity?: number;
   targetSnr?: number;
   targetBpw?: number;
@@ -81,6 +83,8 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     clip: f.clip,
     outliers: f.outliers,
     relStep: f.step,
+    block: f.block,
+    gop: f.gop,
     sensitivityWeight: f.sensitivity,
     targetSnr: f.targetSnr,
     targetBpw: f.targetBpw,
@@ -161,6 +165,16 @@ function addCompressOptions(cmd: Command): Command {
       new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
     )
     .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'))
+    .option(
+      '--block <RxC>',
+      'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',
+      (v: string) => {
+        const m = /^(\d+)x(\d+)$/i.exec(v);
+        if (!m) throw new InvalidArgumentError(`Expected RxC (e.g. 64x64) for block but received ${JSON.stringify(v)}`);
+        return [Number(m[1]), Number(m[2])];
+      },
+    )
+    .addOption(new Option('--gop <mode>', 'video: intra-only frames or inter prediction').choices(['intra', 'inter']))
     .option('--stride <k>', 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)', int('stride'))
     .option('--clip', 'search clipping ranges per channel instead of min/max')
     .option(

@@ -18,6 +18,8 @@ export interface CodePlane {
   height: number;
   bits: number;
   data: CodeArray;
+  /** Video: the plane is this many frames of height/frames rows stacked top to bottom. */
+  frames?: number;
 }
 
 export interface CodecOptions {
@@ -27,6 +29,8 @@ export interface CodecOptions {
   lossless?: boolean;
   /** Encoder effort / speed trade-off in the codec's own scale. */
   effort?: number;
+  /** Video: 'intra' (every frame a key frame, the default) or 'inter' (GOP with prediction between frames). */
+  gop?: 'intra' | 'inter';
   /** PNG only: adaptive row filtering (off by default: on weight codes it measured larger). */
   filter?: boolean;
 }
@@ -58,5 +62,5 @@ export interface Codec {
   quality?: QualityScale;
   effort?: QualityScale;
   encode(plane: CodePlane, options: CodecOptions): Promise<Uint8Array>;
-  decode(bytes: Uint8Array, expected: { width: number; height: number; bits: number }): Promise<CodeArray>;
+  decode(bytes: Uint8Array, expected: { width: number; height: number; bits: number; frames?: number }): Promise<CodeArray>;
 }

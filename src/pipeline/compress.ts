@@ -17,7 +17,7 @@ import { basename } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { getCodec, resolveCodecOptions } from '../codecs/registry.js';
 import type { Codec, CodecOptions } from '../codecs/types.js';
-import { CodecError, NnmediaError, UnsupportedError } from '../errors.js';
+import { CodecError, UnsupportedError, withContext } from '../errors.js';
 import type { ModelReader, TensorEntry } from '../formats/model.js';
 import { elementCount } from '../formats/model.js';
 import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
@@ -32,7 +32,8 @@ import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { ZipWriter } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
-import { type CompressOptions, DEFAULTS, type EncodeSettings, checkCompressOptions, rulesFor } from './options.js';
+import { type CompressOptions, DEFAULTS, DEFAULT_CODEC, type EncodeSettings, checkCompressOptions, rulesFor } from './options.js';
+import { MIN_FRAME, blockSize, evenUp } from '../layout/blocks.js';
 import { openModel } from './open.js';
 import { VERSION } from '../version.js';
 import { runPool } from './pool.js';
@@ -131,7 +132,7 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
     if (cls.role === 'other' || !cls.layout) return { entry, record };
     const settings: EncodeSettings = {
       media: rule.media ?? options.media ?? DEFAULTS.media,
-      codec: rule.codec ?? options.codec ?? DEFAULTS.codec,
+      codec: rule.codec ?? options.codec ?? DEFAULT_CODEC[rule.media ?? options.media ?? DEFAULTS.media] ?? DEFAULTS.codec,
       bits: rule.bits ?? options.bits ?? DEFAULTS.bits,
       quality: rule.quality ?? options.quality,
       lossless: rule.lossless ?? options.lossless,
@@ -141,6 +142,8 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       clip: options.clip ?? false,
       outliers: rule.outliers ?? options.outliers ?? (options.targetSnr !== undefined ? DEFAULT_RATE_OUTLIERS : 0),
       relStep: rule.relStep ?? options.relStep,
+      block: rule.block ?? options.block,
+      gop: options.gop,
     };
     const ctx = { file: reader.file, tensor: entry.name };
     const auto = settings.codec === 'auto';
@@ -151,7 +154,11 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       if (!auto && codec.media !== settings.media && codec.media !== 'raw')
         throw new UnsupportedError(`codec ${codec.name} is a ${codec.media} codec, not ${settings.media}`, ctx);
       if (auto && !codec.losslessBits.includes(settings.bits)) continue;
-      codecs.push({ codec, options: resolveCodecOptions(codec, settings.bits, auto ? { lossless: true } : settings, ctx) });
+      codecs.push({
+        codec,
+        options: { ...resolveCodecOptions(codec, settings.bits, auto ? { lossless: true } : settings, ctx), gop: settings.gop },
+      });
+      if (codec.media === 'video') for (const s of planeShapes(cls.layout)) blockSize(cls.layout, s, settings.block); // checks --block now
     }
     if (auto) codecs.push({ codec: getCodec('zstd'), options: { lossless: true } });
     record.layout = cls.layout;
@@ -172,13 +179,14 @@ function encodeNonFinite(side: NonFiniteSide): Uint8Array {
 interface EncodedTiles {
   codec: Codec;
   options: CodecOptions;
-  /** Per plane, per tile: bytes. */
-  tiles: Uint8Array[][];
+  /** Per plane: its entries' bytes and the plane record (tile entries hold a suffix to be prefixed). */
+  planes: Array<{ data: Uint8Array[]; record: PlaneRecord }>;
   /** Per plane: codes as decoded back. */
   decoded: CodeArray[];
   bytes: number;
 }
 
+/** Encodes every plane: images tile by tile, video as one stream of M5/M6 frames, audio as one signal. */
 async function encodeWith(
   codec: Codec,
   options: CodecOptions,
@@ -186,41 +194,69 @@ async function encodeWith(
   shapes: readonly PlaneShape[],
   bits: number,
   ctx: { file: string; tensor: string },
+  layout: LayoutSpec,
+  block?: [number, number],
 ): Promise<EncodedTiles> {
-  const tiles: Uint8Array[][] = [];
+  const planes: EncodedTiles['planes'] = [];
   const decoded: CodeArray[] = [];
   let bytes = 0;
+  const run = async (data: CodeArray, width: number, height: number, frames?: number): Promise<[Uint8Array, CodeArray]> => {
+    try {
+      const enc = await codec.encode({ width, height, bits, data, frames }, options);
+      const back = await codec.decode(enc, { width, height, bits, frames });
+      if (options.lossless)
+        for (let i = 0; i < data.length; i++)
+          if (data[i] !== back[i]) throw new CodecError(`${codec.name} lossless round trip is not exact at sample ${i}`, ctx);
+      return [enc, back];
+    } catch (e) {
+      throw withContext(e, ctx);
+    }
+  };
   for (let p = 0; p < quant.length; p++) {
     const s = shapes[p];
     const codes = quant[p].codes;
     const back = allocCodes(bits, codes.length);
-    const planeTiles: Uint8Array[] = [];
-    const grid = tileGrid(s.rows, s.cols, codec.maxHeight, codec.maxWidth);
-    for (let t = 0; t < grid.length; t++) {
-      const rect = grid[t];
-      const tile = cutTile(codes, s.cols, rect, (n) => allocCodes(bits, n));
-      let data: Uint8Array;
-      let got: CodeArray;
-      try {
-        data = await codec.encode({ width: rect.cols, height: rect.rows, bits, data: tile }, options);
-        got = await codec.decode(data, { width: rect.cols, height: rect.rows, bits });
-      } catch (e) {
-        if (e instanceof NnmediaError) throw new CodecError(e.message, ctx, e);
-        throw e;
+    const record: PlaneRecord = { label: s.label, rows: s.rows, cols: s.cols, tiles: [] };
+    const data: Uint8Array[] = [];
+    if (codec.media === 'video') {
+      const [br, bc] = blockSize(layout, s, block);
+      const grid = tileGrid(s.rows, s.cols, br, bc);
+      const [fr, fc] = [Math.max(MIN_FRAME, evenUp(br)), Math.max(MIN_FRAME, evenUp(bc))];
+      // padding takes the middle code: zero on a step grid, the cheapest symbol for the codecs
+      const stack = allocCodes(bits, fr * fc * grid.length).fill(2 ** (bits - 1));
+      grid.forEach((t, k) => {
+        for (let r = 0; r < t.rows; r++)
+          stack.set(codes.subarray((t.row + r) * s.cols + t.col, (t.row + r) * s.cols + t.col + t.cols), (k * fr + r) * fc);
+      });
+      const [enc, got] = await run(stack, fc, fr * grid.length, grid.length);
+      grid.forEach((t, k) => {
+        for (let r = 0; r < t.rows; r++)
+          back.set(got.subarray((k * fr + r) * fc, (k * fr + r) * fc + t.cols), (t.row + r) * s.cols + t.col);
+        record.tiles.push({ ...t, entry: `p${p}.${codec.ext}`, frame: k });
+      });
+      record.frame = { rows: fr, cols: fc, count: grid.length };
+      data.push(enc);
+    } else if (codec.media === 'audio') {
+      const [enc, got] = await run(codes, s.cols, s.rows);
+      back.set(got);
+      record.tiles.push({ row: 0, col: 0, rows: s.rows, cols: s.cols, entry: `p${p}.${codec.ext}` });
+      data.push(enc);
+    } else {
+      const grid = tileGrid(s.rows, s.cols, codec.maxHeight, codec.maxWidth);
+      for (let t = 0; t < grid.length; t++) {
+        const rect = grid[t];
+        const tile = cutTile(codes, s.cols, rect, (n) => allocCodes(bits, n));
+        const [enc, got] = await run(tile, rect.cols, rect.rows);
+        pasteTile(back, s.cols, rect, got);
+        record.tiles.push({ ...rect, entry: `p${p}${grid.length > 1 ? `-t${t}` : ''}.${codec.ext}` });
+        data.push(enc);
       }
-      if (options.lossless) {
-        for (let i = 0; i < tile.length; i++)
-          if (tile[i] !== got[i])
-            throw new CodecError(`${codec.name} lossless round trip is not exact at plane ${p}, tile ${t}, pixel ${i}`, ctx);
-      }
-      pasteTile(back, s.cols, rect, got);
-      planeTiles.push(data);
-      bytes += data.length;
     }
-    tiles.push(planeTiles);
+    bytes += data.reduce((n, d) => n + d.length, 0);
+    planes.push({ data, record });
     decoded.push(back);
   }
-  return { codec, options, tiles, decoded, bytes };
+  return { codec, options, planes, decoded, bytes };
 }
 
 function snrOf(values: readonly Float32Array[], restored: readonly Float32Array[]): number {
@@ -297,7 +333,7 @@ async function encodeTensor(
     let lo = scale.min;
     let hi = scale.max;
     const trial = async (q: number): Promise<{ enc: EncodedTiles; snr: number }> => {
-      const enc = await encodeWith(codec, { ...base, quality: q }, quant, shapes, settings.bits, ctx);
+      const enc = await encodeWith(codec, { ...base, quality: q }, quant, shapes, settings.bits, ctx, layout, settings.block);
       const restored = enc.decoded.map((c, p) =>
         dequantizePlane(c, shapes[p].rows, shapes[p].cols, settings.bits, quant[p].ranges),
       );
@@ -318,7 +354,7 @@ async function encodeTensor(
     }
   } else {
     for (const { codec, options: o } of codecs) {
-      const enc = await encodeWith(codec, o, quant, shapes, settings.bits, ctx);
+      const enc = await encodeWith(codec, o, quant, shapes, settings.bits, ctx, layout, settings.block);
       if (!best || enc.bytes < best.bytes) best = enc;
     }
   }
@@ -330,15 +366,13 @@ async function encodeTensor(
   let bytes = 0;
   for (let p = 0; p < planes.length; p++) {
     const s = shapes[p];
-    const grid = tileGrid(s.rows, s.cols, best.codec.maxHeight, best.codec.maxWidth);
-    const pr: PlaneRecord = { label: s.label, rows: s.rows, cols: s.cols, tiles: [] };
-    grid.forEach((rect, t) => {
-      const name = `${dir}/p${p}${grid.length > 1 ? `-t${t}` : ''}.${best.codec.ext}`;
-      entries.push([name, best.tiles[p][t]]);
-      bytes += best.tiles[p][t].length;
-      pr.tiles.push({ ...rect, entry: name });
+    const { data, record: pr } = best.planes[p];
+    const names = [...new Set(pr.tiles.map((t) => t.entry))];
+    names.forEach((suffix, k) => {
+      entries.push([`${dir}/${suffix}`, data[k]]);
+      bytes += data[k].length;
     });
-    planeRecords.push(pr);
+    planeRecords.push({ ...pr, tiles: pr.tiles.map((t) => ({ ...t, entry: `${dir}/${t.entry}` })) });
     restoredPlanes.push(dequantizePlane(best.decoded[p], s.rows, s.cols, settings.bits, quant[p].ranges));
   }
   const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));

@@ -189,16 +189,41 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
   for (let p = 0; p < shapes.length; p++) {
     const s = shapes[p];
     const codes = allocCodes(bits, s.rows * s.cols);
-    for (const tile of t.planes[p].tiles) {
-      const data = archive.entry(tile.entry, t.name);
-      let back;
+    const pr = t.planes[p];
+    if (pr.frame) {
+      // video: one stream of frames; every block is a frame, padded to the frame size
+      const f = pr.frame;
+      if (!(f.rows > 0 && f.cols > 0 && f.count === pr.tiles.length && f.rows * f.cols * f.count <= 4 * s.rows * s.cols + 1e6))
+        fail(file, `plane ${p} has an implausible frame geometry`, t.key);
+      const entry = pr.tiles[0].entry;
+      const data = archive.entry(entry, t.name);
+      let frames;
       try {
-        back = await codec.decode(data, { width: tile.cols, height: tile.rows, bits });
+        frames = await codec.decode(data, { width: f.cols, height: f.rows * f.count, bits, frames: f.count });
       } catch (e) {
-        throw new CorruptArchiveError(`cannot decode ${tile.entry}: ${(e as Error).message}`, { file, tensor: t.name });
+        throw new CorruptArchiveError(`cannot decode ${entry}: ${(e as Error).message}`, { file, tensor: t.name });
       }
-      pasteTile(codes, s.cols, tile, back);
-    }
+      for (const tile of pr.tiles) {
+        const k = tile.frame ?? 0;
+        if (tile.entry !== entry || k < 0 || k >= f.count || tile.rows > f.rows || tile.cols > f.cols)
+          fail(file, `bad frame record in plane ${p}`, t.key);
+        for (let r = 0; r < tile.rows; r++)
+          codes.set(
+            frames.subarray((k * f.rows + r) * f.cols, (k * f.rows + r) * f.cols + tile.cols),
+            (tile.row + r) * s.cols + tile.col,
+          );
+      }
+    } else
+      for (const tile of pr.tiles) {
+        const data = archive.entry(tile.entry, t.name);
+        let back;
+        try {
+          back = await codec.decode(data, { width: tile.cols, height: tile.rows, bits });
+        } catch (e) {
+          throw new CorruptArchiveError(`cannot decode ${tile.entry}: ${(e as Error).message}`, { file, tensor: t.name });
+        }
+        pasteTile(codes, s.cols, tile, back);
+      }
     const dtype = t.quant.rangeDtype?.[p] ?? 'float32';
     if (dtype !== 'float16' && dtype !== 'float32' && dtype !== 'step8') fail(file, `unknown range dtype ${dtype}`, t.key);
     const ranges = decodeRanges(t.quant.ranges[p], dtype, bits, t.quant.channelWidth[p], file, t.key);

@@ -26,6 +26,7 @@ export interface TensorRule {
   stride?: number;
   outliers?: number;
   relStep?: number;
+  block?: [number, number];
 }
 
 export interface EncodeSettings {
@@ -44,6 +45,10 @@ export interface EncodeSettings {
   outliers: number;
   /** Step grid: step = relStep × RMS of each channel (or layer); replaces min/max ranges. */
   relStep?: number;
+  /** Video: block size, Bin×Bout (fc, gates) or Bfin×Bfout kernels (conv). */
+  block?: [number, number];
+  /** Video: intra-only (default) or inter frames. */
+  gop?: 'intra' | 'inter';
 }
 
 /** Runs a model on calibration data and returns its outputs as one vector. */
@@ -70,6 +75,9 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
 }
+
+/** The codec each medium uses when none is named. */
+export const DEFAULT_CODEC: Record<string, string> = { image: 'png', video: 'ffv1', audio: 'flac' };
 
 export const DEFAULTS: EncodeSettings = {
   media: 'image',
