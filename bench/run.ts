@@ -112,6 +112,30 @@ function pointSpecs(model: BenchModel): PointSpec[] {
       label: `avif16 q${q}`,
       options: { codec: 'avif', bits: 16, quality: q },
     });
+  // video (M5/M6) and audio (M7) through ffmpeg; AV1 (libaom 2018) is left out: minutes per model
+  s.push({
+    series: 'video, lossless (ffv1, h264, vp9)',
+    label: 'ffv1 8 channel',
+    options: { media: 'video', codec: 'ffv1', bits: 8 },
+  });
+  s.push({
+    series: 'video, lossless (ffv1, h264, vp9)',
+    label: 'h264 lossless',
+    options: { media: 'video', codec: 'h264', lossless: true },
+  });
+  s.push({
+    series: 'video, lossless (ffv1, h264, vp9)',
+    label: 'vp9 lossless',
+    options: { media: 'video', codec: 'vp9', lossless: true },
+  });
+  for (const crf of [12, 24])
+    s.push({
+      series: 'video h264 lossy (CRF)',
+      label: `h264 crf${crf}`,
+      options: { media: 'video', codec: 'h264', quality: crf },
+    });
+  s.push({ series: 'audio flac', label: 'flac 8 channel', options: { media: 'audio', codec: 'flac', bits: 8 } });
+  s.push({ series: 'audio flac', label: 'flac step 1/4', options: { media: 'audio', codec: 'flac', relStep: 1 / 4 } });
   for (const st of [8, 6, 4, 3, 2])
     s.push({ series: step, label: `step 1/${st} auto`, options: { codec: 'auto', relStep: 1 / st } });
   for (const b of model.task === 'ocr' ? [3.5, 4, 4.5, 5] : [2.5, 3, 3.5, 4])
