@@ -129,3 +129,27 @@ describe('rate control', () => {
     expect(openModel(file).tensors).toHaveLength(1);
   });
 });
+
+describe('randomized Hadamard rotation', () => {
+  it('inverts exactly up to float rounding, and the archive decodes through it', async () => {
+    const { rotatePlane, unrotatePlane, rotationBlock } = await import('../src/transform/hadamard.js');
+    expect(rotationBlock(120)).toBe(8);
+    expect(rotationBlock(512)).toBe(256);
+    const v = gaussian(96 * 40, 21, 1);
+    const x = Float32Array.from(v);
+    rotatePlane(x, 96, 40, 12345);
+    let moved = 0;
+    for (let i = 0; i < v.length; i++) moved = Math.max(moved, Math.abs(x[i] - v[i]));
+    expect(moved).toBeGreaterThan(0.1);
+    unrotatePlane(x, 96, 40, 12345);
+    for (let i = 0; i < v.length; i++) expect(Math.abs(x[i] - v[i])).toBeLessThan(1e-5);
+    const file = join(dir, 'rot.safetensors');
+    const w = gaussian(64 * 96, 22, 0.05);
+    w[10] = 2; // an outlier the rotation spreads out
+    writeLinear(file, { 'l.weight': w }, [64, 96]);
+    const r = await compressModel(file, join(dir, 'rot.nnm'), { codec: 'png', rotate: true, bits: 16 });
+    expect(r.manifest.tensors[0].quant!.rotation!.seeds).toHaveLength(1);
+    const back = (await decodeAllTensors(new Archive(join(dir, 'rot.nnm')))).get('l.weight')!;
+    for (let i = 0; i < w.length; i++) expect(Math.abs(back[i] - w[i])).toBeLessThan(1e-3);
+  });
+});

@@ -71,6 +71,8 @@ export interface TensorRecord {
     outlierSigma?: number;
     /** Informational: step grid, step = relStep × RMS per channel (or layer); zero sits on code 2^(bits−1). */
     relStep?: number;
+    /** Randomized Hadamard rotation along plane rows, one seed per plane; decoding applies D·H after dequantization. */
+    rotation?: { kind: 'hadamard'; seeds: number[] };
   };
   codec?: CodecRecord;
   planes?: PlaneRecord[];

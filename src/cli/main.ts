@@ -67,6 +67,7 @@ interface CompressFlags {
   step?: number;
   block?: [number, number];
   gop?: 'intra' | 'inter';
+  rotate?: boolean;
   sensitivity?: number;
   targetSnr?: number;
   targetBpw?: number;
@@ -84,6 +85,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     outliers: f.outliers,
     relStep: f.step,
     block: f.block,
+    rotate: f.rotate,
     gop: f.gop,
     sensitivityWeight: f.sensitivity,
     targetSnr: f.targetSnr,
@@ -175,6 +177,7 @@ function addCompressOptions(cmd: Command): Command {
       },
     )
     .addOption(new Option('--gop <mode>', 'video: intra-only frames or inter prediction').choices(['intra', 'inter']))
+    .option('--rotate', 'randomized Hadamard rotation of each plane along its inputs before quantization (undone on decode)')
     .option('--stride <k>', 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)', int('stride'))
     .option('--clip', 'search clipping ranges per channel instead of min/max')
     .option(

@@ -28,6 +28,7 @@ import type { CodeArray, NonFiniteSide, RangeMode } from '../quantize/uniform.js
 import { encodeRanges, quantizePlanes, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
+import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { ZipWriter } from '../archive/zip.js';
@@ -76,6 +77,17 @@ export function preparePlanes(
     if (side) side.values = Float32Array.from(side.indices, (i) => values[i]);
   }
   return { planes, shapes, side };
+}
+
+/** Rotation seed of plane p of tensor i (stored in the manifest; any value works). */
+const rotationSeed = (tensorIndex: number, plane: number): number => ((tensorIndex + 1) * 7919 + plane * 104729) >>> 0;
+
+/** Rotates working planes in place; NaN (side-stored) positions enter the transform as 0. */
+function rotatePlanes(planes: Float32Array[], shapes: readonly PlaneShape[], seeds: readonly number[]): void {
+  planes.forEach((pl, p) => {
+    for (let i = 0; i < pl.length; i++) if (!Number.isFinite(pl[i])) pl[i] = 0;
+    rotatePlane(pl, shapes[p].rows, shapes[p].cols, seeds[p]);
+  });
 }
 
 /** Lossless codecs `--codec auto` tries per tensor, smallest wins; zstd of the raw codes is the floor. */
@@ -143,6 +155,7 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       outliers: rule.outliers ?? options.outliers ?? (options.targetSnr !== undefined ? DEFAULT_RATE_OUTLIERS : 0),
       relStep: rule.relStep ?? options.relStep,
       block: rule.block ?? options.block,
+      rotate: options.rotate,
       gop: options.gop,
     };
     const ctx = { file: reader.file, tensor: entry.name };
@@ -289,6 +302,8 @@ async function encodeTensor(
   const values = reader.read(entry.key);
   collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
   const { planes, shapes, side: side0 } = preparePlanes(values, layout, settings.outliers);
+  const seeds = settings.rotate ? shapes.map((_, p) => rotationSeed(index, p)) : undefined;
+  if (seeds) rotatePlanes(planes, shapes, seeds);
   const qs = (stride: number): QuantizeSettings => ({
     bits: settings.bits,
     range: settings.range,
@@ -373,7 +388,9 @@ async function encodeTensor(
       bytes += data[k].length;
     });
     planeRecords.push({ ...pr, tiles: pr.tiles.map((t) => ({ ...t, entry: `${dir}/${t.entry}` })) });
-    restoredPlanes.push(dequantizePlane(best.decoded[p], s.rows, s.cols, settings.bits, quant[p].ranges));
+    const back = dequantizePlane(best.decoded[p], s.rows, s.cols, settings.bits, quant[p].ranges);
+    if (seeds) unrotatePlane(back, s.rows, s.cols, seeds[p]);
+    restoredPlanes.push(back);
   }
   const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
   restoreNonFinite(restored, side);
@@ -395,6 +412,7 @@ async function encodeTensor(
     ...(settings.clip ? { clip: true } : {}),
     ...(settings.outliers > 0 ? { outlierSigma: settings.outliers } : {}),
     ...(settings.relStep !== undefined ? { relStep: settings.relStep } : {}),
+    ...(seeds ? { rotation: { kind: 'hadamard' as const, seeds } } : {}),
   };
   record.codec = {
     name: best.codec.name,
@@ -443,8 +461,12 @@ async function allocate(
   const log = options.onLog ?? (() => {});
   const rates: TensorRate[] = [];
   const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide }>();
+  const seedsOf = new Map<string, number[] | undefined>();
   for (const p of unique) {
     const prepared = preparePlanes(reader.read(p.entry.key), p.record.layout!, p.settings!.outliers);
+    const seeds = p.settings!.rotate ? prepared.shapes.map((_, k) => rotationSeed(plans.indexOf(p), k)) : undefined;
+    if (seeds) rotatePlanes(prepared.planes, prepared.shapes, seeds);
+    seedsOf.set(p.entry.key, seeds);
     planesOf.set(p.entry.key, prepared);
     // the range mode is a candidate too unless the user fixed it: per-channel ranges cost bits of their own
     const modes: RangeMode[] = options.range ? [options.range] : ['channel', 'layer'];
@@ -471,7 +493,10 @@ async function allocate(
       clip: p.settings!.clip,
       stride: c.stride,
       relStep: c.relStep,
+      clampBeyond: Boolean(seedsOf.get(p.entry.key)),
     });
+    const seeds = seedsOf.get(p.entry.key);
+    if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
       q.map((x) => x.restored),
       p.record.layout!,
@@ -667,6 +692,7 @@ async function encodeAll(
       ...(options.clip !== undefined ? { clip: options.clip } : {}),
       ...(options.outliers !== undefined ? { outliers: options.outliers } : {}),
       ...(options.relStep !== undefined ? { step: options.relStep } : {}),
+      ...(options.rotate ? { rotate: true } : {}),
       ...(options.targetSnr !== undefined ? { targetSnr: options.targetSnr } : {}),
       ...(options.targetBpw !== undefined ? { targetBpw: options.targetBpw } : {}),
       ...(options.maxLoss !== undefined ? { maxLoss: options.maxLoss, task: options.task?.name } : {}),

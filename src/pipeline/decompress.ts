@@ -16,6 +16,7 @@ import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
+import { unrotatePlane } from '../transform/hadamard.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
@@ -230,7 +231,14 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels)
       fail(file, `plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`, t.key);
-    planes.push(dequantizePlane(codes, s.rows, s.cols, bits, ranges));
+    const plane = dequantizePlane(codes, s.rows, s.cols, bits, ranges);
+    const rot = t.quant.rotation;
+    if (rot) {
+      if (rot.kind !== 'hadamard' || !Array.isArray(rot.seeds) || !Number.isInteger(rot.seeds[p]))
+        fail(file, 'bad rotation record', t.key);
+      unrotatePlane(plane, s.rows, s.cols, rot.seeds[p]);
+    }
+    planes.push(plane);
   }
   const out = scatterPlanes(planes, t.layout, new Float32Array(elementCount(t.shape)));
   if (t.nonFinite) restoreNonFinite(out, decodeNonFinite(archive.entry(t.nonFinite, t.name), out.length, file, t.key));

@@ -47,6 +47,8 @@ export interface EncodeSettings {
   relStep?: number;
   /** Video: block size, Bin×Bout (fc, gates) or Bfin×Bfout kernels (conv). */
   block?: [number, number];
+  /** Randomized Hadamard rotation of each plane along its rows before quantization (undone on decode). */
+  rotate?: boolean;
   /** Video: intra-only (default) or inter frames. */
   gop?: 'intra' | 'inter';
 }

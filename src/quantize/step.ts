@@ -58,6 +58,7 @@ export function stepRanges(
   mode: RangeMode,
   relStep: number,
   bits: number,
+  markBeyond = true,
 ): { ranges: PlaneRanges; f16: boolean; marked: number; stepBytes?: Uint8Array } {
   const { rows, cols } = shape;
   const width = mode === 'layer' ? cols : shape.channelWidth;
@@ -118,7 +119,7 @@ export function stepRanges(
       const ch = Math.floor(c / width);
       const step = steps[ch];
       // beyond the outermost reconstruction point by more than half a step; or a zero-step channel with a non-zero value
-      if (step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2) {
+      if (markBeyond && (step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2)) {
         plane[i] = NaN;
         marked++;
       }

@@ -23,6 +23,8 @@ export interface QuantizeSettings {
   clip: boolean;
   /** Step grid (see step.ts): the step as a fraction of each channel's (or layer's) RMS; replaces min/max ranges and stride. */
   relStep?: number;
+  /** Step grid: clamp weights beyond the grid instead of marking them for exact storage (used under rotation). */
+  clampBeyond?: boolean;
 }
 
 export interface PlaneQuantization {
@@ -48,7 +50,7 @@ export function quantizePlanes(
     const { rows, cols, channelWidth } = shapes[p];
     if (s.relStep !== undefined) {
       const working = Float32Array.from(plane);
-      const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits);
+      const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits, !s.clampBeyond);
       const codes = quantizePlane(working, rows, cols, s.bits, ranges, 1);
       const restored = dequantizePlane(codes, rows, cols, s.bits, ranges);
       for (let i = 0; i < plane.length; i++) if (Number.isNaN(working[i]) && Number.isFinite(plane[i])) restored[i] = plane[i];
