@@ -1,0 +1,193 @@
+/**
+ * nnmedia in the browser: verify an .nnm archive (Web Crypto sha256 of every
+ * entry) and rebuild its compressed tensors with the browser's own image
+ * decoders (createImageBitmap → canvas), dequantized exactly as in Node.
+ * No Node module is reached from here. Supported: 8-bit PNG, WebP, AVIF and
+ * JPEG images. 16-bit PNG (canvas keeps only the high byte), the zstd
+ * fallback, video and audio entries are refused with a clear error — never
+ * decoded into wrong weights.
+ */
+
+import { planeShapes, scatterPlanes } from '../layout/planes.js';
+import { dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
+import { unrotatePlane } from '../transform/hadamard.js';
+import type { Manifest, TensorRecord } from '../archive/manifest.js';
+
+export class BrowserArchiveError extends Error {
+  constructor(
+    message: string,
+    readonly tensor?: string,
+  ) {
+    super(tensor ? `tensor ${tensor}: ${message}` : message);
+    this.name = 'BrowserArchiveError';
+  }
+}
+
+interface ZipEntry {
+  method: number;
+  offset: number;
+  compressedSize: number;
+  size: number;
+}
+
+/** Bounds for a hostile file (same spirit as the Node reader). */
+const MAX_ENTRIES = 1_000_000;
+
+function parseZip(buf: Uint8Array): Map<string, ZipEntry> {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let eocd = -1;
+  for (let i = buf.length - 22; i >= Math.max(0, buf.length - 65_557); i--)
+    if (view.getUint32(i, true) === 0x06054b50) {
+      eocd = i;
+      break;
+    }
+  if (eocd < 0) throw new BrowserArchiveError('not a ZIP archive or truncated (no end-of-central-directory record)');
+  const count = view.getUint16(eocd + 10, true);
+  const cdOffset = view.getUint32(eocd + 16, true);
+  if (count > MAX_ENTRIES || cdOffset > eocd) throw new BrowserArchiveError('central directory is damaged');
+  const entries = new Map<string, ZipEntry>();
+  let p = cdOffset;
+  const text = new TextDecoder();
+  for (let i = 0; i < count; i++) {
+    if (p + 46 > eocd || view.getUint32(p, true) !== 0x02014b50)
+      throw new BrowserArchiveError(`central directory record ${i} is damaged`);
+    const nameLen = view.getUint16(p + 28, true);
+    const name = text.decode(buf.subarray(p + 46, p + 46 + nameLen));
+    const e = {
+      method: view.getUint16(p + 10, true),
+      compressedSize: view.getUint32(p + 20, true),
+      size: view.getUint32(p + 24, true),
+      offset: view.getUint32(p + 42, true),
+    };
+    if (e.offset + 30 + e.compressedSize > cdOffset) throw new BrowserArchiveError(`entry ${name} lies outside the data area`);
+    entries.set(name, e);
+    p += 46 + nameLen + view.getUint16(p + 30, true) + view.getUint16(p + 32, true);
+  }
+  return entries;
+}
+
+async function inflateRaw(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function sha256Hex(data: Uint8Array): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Grey codes of an 8-bit image through the browser's decoder: the red channel of an sRGB canvas, no colour management. */
+async function decodeImage(bytes: Uint8Array, mime: string, width: number, height: number): Promise<Uint8Array> {
+  const bitmap = await createImageBitmap(new Blob([bytes], { type: mime }), {
+    colorSpaceConversion: 'none',
+    premultiplyAlpha: 'none',
+  });
+  if (bitmap.width !== width || bitmap.height !== height)
+    throw new BrowserArchiveError(`image is ${bitmap.width}×${bitmap.height}, expected ${width}×${height}`);
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height, { colorSpace: 'srgb' }).data;
+  const out = new Uint8Array(width * height);
+  for (let i = 0; i < out.length; i++) out[i] = rgba[i * 4];
+  return out;
+}
+
+const MIME: Record<string, string> = { png: 'image/png', webp: 'image/webp', avif: 'image/avif', jpeg: 'image/jpeg' };
+
+export interface DecodedArchive {
+  manifest: Manifest;
+  /** Compressed tensors by key, in the file's memory order. */
+  tensors: Map<string, Float32Array>;
+  /** The model with compressed tensors' data taken out (tensors kept exact are inside). */
+  skeleton: Uint8Array;
+}
+
+/** Fetches (or takes) an archive, verifies every checksum, and decodes its tensors with native decoders. */
+export async function decodeArchive(source: string | ArrayBuffer | Uint8Array): Promise<DecodedArchive> {
+  let buf: Uint8Array;
+  if (typeof source === 'string') {
+    const res = await fetch(source);
+    if (!res.ok) throw new BrowserArchiveError(`cannot fetch ${source}: HTTP ${res.status}`);
+    buf = new Uint8Array(await res.arrayBuffer());
+  } else buf = source instanceof Uint8Array ? source : new Uint8Array(source);
+  const zip = parseZip(buf);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const raw = async (name: string): Promise<Uint8Array> => {
+    const e = zip.get(name);
+    if (!e) throw new BrowserArchiveError(`missing entry ${name}`);
+    if (view.getUint32(e.offset, true) !== 0x04034b50) throw new BrowserArchiveError(`entry ${name}: local header damaged`);
+    const start = e.offset + 30 + view.getUint16(e.offset + 26, true) + view.getUint16(e.offset + 28, true);
+    if (start + e.compressedSize > buf.length) throw new BrowserArchiveError(`entry ${name}: truncated`);
+    const body = buf.subarray(start, start + e.compressedSize);
+    const data = e.method === 8 ? await inflateRaw(body) : body;
+    if (data.length !== e.size) throw new BrowserArchiveError(`entry ${name}: size differs from the recorded one (corrupt)`);
+    return data;
+  };
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(new TextDecoder().decode(await raw('manifest.json'))) as Manifest;
+  } catch (e) {
+    if (e instanceof BrowserArchiveError) throw e;
+    throw new BrowserArchiveError(`manifest is not valid JSON (corrupt)`);
+  }
+  if (manifest.format !== 'nnmedia' || manifest.version !== 1)
+    throw new BrowserArchiveError('not an nnmedia archive of format version 1');
+  // every checksum first: nothing is decoded from a corrupt archive
+  const entries = new Map<string, Uint8Array>();
+  for (const [name, want] of Object.entries(manifest.entries)) {
+    const data = await raw(name);
+    if ((await sha256Hex(data)) !== want.sha256) throw new BrowserArchiveError(`entry ${name}: sha256 mismatch (corrupt)`);
+    entries.set(name, data);
+  }
+  const tensors = new Map<string, Float32Array>();
+  for (const t of manifest.tensors) if (t.layout && !t.sameAs) tensors.set(t.key, await decodeTensor(t, entries));
+  for (const t of manifest.tensors) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
+  return { manifest, tensors, skeleton: entries.get(manifest.skeleton)! };
+}
+
+async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): Promise<Float32Array> {
+  const codec = t.codec!.name;
+  const bits = t.quant!.bits;
+  const mime = MIME[codec];
+  if (!mime) throw new BrowserArchiveError(`codec ${codec} has no native decoder in this browser build`, t.name);
+  if (bits !== 8)
+    throw new BrowserArchiveError(`${bits}-bit ${codec} cannot be decoded exactly by the browser (canvas keeps 8 bits)`, t.name);
+  const shapes = planeShapes(t.layout!);
+  const planes: Float32Array[] = [];
+  for (let p = 0; p < shapes.length; p++) {
+    const s = shapes[p];
+    const codes = new Uint8Array(s.rows * s.cols);
+    for (const tile of t.planes![p].tiles) {
+      const img = await decodeImage(entries.get(tile.entry)!, mime, tile.cols, tile.rows);
+      for (let r = 0; r < tile.rows; r++)
+        codes.set(img.subarray(r * tile.cols, (r + 1) * tile.cols), (tile.row + r) * s.cols + tile.col);
+    }
+    const dtype = (t.quant!.rangeDtype?.[p] ?? 'float32') as RangeDtype;
+    const bytes = Uint8Array.from(atob(t.quant!.ranges[p]), (c) => c.charCodeAt(0));
+    const all = decodeRangeBytes(bytes, dtype, bits);
+    const n = all.length / 2;
+    const ranges: PlaneRanges = { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth: t.quant!.channelWidth[p] };
+    const plane = dequantizePlane(codes, s.rows, s.cols, bits, ranges);
+    if (t.quant!.rotation) unrotatePlane(plane, s.rows, s.cols, t.quant!.rotation.seeds[p]);
+    planes.push(plane);
+  }
+  const out = scatterPlanes(planes, t.layout!, new Float32Array(t.shape.reduce((a, b) => a * b, 1)));
+  if (t.nonFinite) {
+    const d = entries.get(t.nonFinite)!;
+    const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    const count = v.getUint32(0, true);
+    const indices = new Uint32Array(count);
+    const values = new Float32Array(count);
+    let index = 0;
+    for (let i = 0; i < count; i++) {
+      index += v.getUint32(4 + i * 4, true);
+      indices[i] = index;
+      values[i] = v.getFloat32(4 + count * 4 + i * 4, true);
+    }
+    restoreNonFinite(out, { indices, values });
+  }
+  return out;
+}
