@@ -68,7 +68,7 @@ function parseZip(buf: Uint8Array): Map<string, ZipEntry> {
 }
 
 async function inflateRaw(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
@@ -79,7 +79,7 @@ async function sha256Hex(data: Uint8Array): Promise<string> {
 
 /** Grey codes of an 8-bit image through the browser's decoder: the red channel of an sRGB canvas, no colour management. */
 async function decodeImage(bytes: Uint8Array, mime: string, width: number, height: number): Promise<Uint8Array> {
-  const bitmap = await createImageBitmap(new Blob([bytes], { type: mime }), {
+  const bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mime }), {
     colorSpaceConversion: 'none',
     premultiplyAlpha: 'none',
   });
