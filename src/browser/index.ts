@@ -73,7 +73,7 @@ async function inflateRaw(data: Uint8Array): Promise<Uint8Array> {
 }
 
 async function sha256Hex(data: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>));
   return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
