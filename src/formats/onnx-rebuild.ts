@@ -1,0 +1,163 @@
+/**
+ * Rebuilding an ONNX file from its skeleton at the protobuf wire level: only
+ * the data fields of restored tensors change (and the lengths of the messages
+ * that hold them); every other byte is copied. No Node module is used, so the
+ * browser decoder rebuilds models with the same code.
+ */
+
+import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from './protobuf.js';
+import { type FloatDType, encodeFloats } from './model.js';
+
+// ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
+export const MODEL_GRAPH = 7;
+export const GRAPH_NODE = 1;
+export const GRAPH_INITIALIZER = 5;
+export const NODE_INPUT = 1;
+export const NODE_OUTPUT = 2;
+export const NODE_OP_TYPE = 4;
+export const NODE_ATTRIBUTE = 5;
+export const ATTR_NAME = 1;
+export const ATTR_F = 2;
+export const ATTR_I = 3;
+export const ATTR_S = 4;
+export const ATTR_T = 5;
+export const ATTR_G = 6;
+export const ATTR_INTS = 8;
+export const ATTR_GRAPHS = 11;
+export const TENSOR_DIMS = 1;
+export const TENSOR_DATA_TYPE = 2;
+export const TENSOR_FLOAT_DATA = 4;
+export const TENSOR_INT32_DATA = 5;
+export const TENSOR_NAME = 8;
+export const TENSOR_RAW_DATA = 9;
+export const TENSOR_DOUBLE_DATA = 10;
+export const TENSOR_EXTERNAL_DATA = 13;
+export const TENSOR_DATA_LOCATION = 14;
+export const DATA_FIELDS = new Set([TENSOR_FLOAT_DATA, TENSOR_INT32_DATA, TENSOR_RAW_DATA, TENSOR_DOUBLE_DATA]);
+
+export const ONNX_FLOAT_TYPES: Record<number, FloatDType> = { 1: 'float32', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
+
+/** How a tensor's data was stored, so the writer stores it the same way. */
+export type DataForm = 'raw' | 'float_data' | 'int32_data' | 'double_data' | 'external';
+
+export function pathJoin(parent: string, field: number, occurrence: number): string {
+  return parent ? `${parent}/${field}.${occurrence}` : `${field}.${occurrence}`;
+}
+
+/** Counts occurrences of each field number while iterating a message. */
+export function occurrenceCounter(): (field: number) => number {
+  const seen = new Map<number, number>();
+  return (field) => {
+    const n = seen.get(field) ?? 0;
+    seen.set(field, n + 1);
+    return n;
+  };
+}
+
+/**
+ * Copies a message, descending only into fields on the way to an edited path;
+ * untouched fields are copied byte for byte, touched ones get new lengths.
+ */
+export function rewriteMessage(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  path: string,
+  edits: ReadonlyMap<string, (s: number, e: number) => Uint8Array[]>,
+  file: string,
+): Uint8Array {
+  if (edits.size === 0) return buf.subarray(start, end);
+  const parts: Uint8Array[] = [];
+  const count = occurrenceCounter();
+  let copyFrom = start;
+  for (const f of wireFields(buf, start, end, file)) {
+    const occ = count(f.field);
+    if (f.wire !== WIRE_LEN) continue;
+    const p = pathJoin(path, f.field, occ);
+    const edit = edits.get(p);
+    const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
+    if (!edit && !descend) continue;
+    parts.push(buf.subarray(copyFrom, f.start));
+    const payload = edit ? edit(f.valueStart, f.end) : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
+    parts.push(...lenField(f.field, payload));
+    copyFrom = f.end;
+  }
+  parts.push(buf.subarray(copyFrom, end));
+  return concatBytes(parts);
+}
+
+function subEdits<T>(edits: ReadonlyMap<string, T>, prefix: string): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [k, v] of edits) if (k.startsWith(prefix + '/')) out.set(k, v);
+  return out;
+}
+
+/**
+ * The tensor message with its data fields replaced by `payload` as a single
+ * field of the right kind, placed where the first data field stood; external
+ * data references are dropped (the data is inlined).
+ */
+export function replaceTensorData(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  payload: Uint8Array,
+  file: string,
+  form: DataForm = 'raw',
+): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let placed = false;
+  const dataField =
+    form === 'float_data'
+      ? TENSOR_FLOAT_DATA
+      : form === 'int32_data'
+        ? TENSOR_INT32_DATA
+        : form === 'double_data'
+          ? TENSOR_DOUBLE_DATA
+          : TENSOR_RAW_DATA;
+  const place = (): void => {
+    if (!placed) parts.push(...lenField(dataField, [payload]));
+    placed = true;
+  };
+  for (const f of wireFields(buf, start, end, file)) {
+    if (DATA_FIELDS.has(f.field) || f.field === TENSOR_EXTERNAL_DATA || f.field === TENSOR_DATA_LOCATION) {
+      place();
+      continue;
+    }
+    parts.push(buf.subarray(f.start, f.end));
+  }
+  place();
+  return parts;
+}
+
+function encodeForm(values: Float32Array, dtype: FloatDType, form: DataForm): Uint8Array {
+  if (form === 'raw' || form === 'external' || form === 'float_data' || form === 'double_data') {
+    // float_data holds float32 and double_data float64 as packed little-endian, the same bytes as raw.
+    return encodeFloats(values, form === 'float_data' ? 'float32' : form === 'double_data' ? 'float64' : dtype);
+  }
+  // int32_data: float16/bfloat16 bit patterns as packed varints.
+  const halves = encodeFloats(values, dtype);
+  const view = new DataView(halves.buffer);
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < values.length; i++) parts.push(encodeVarint(view.getUint16(i * 2, true)));
+  return concatBytes(parts);
+}
+
+export interface RestoredTensor {
+  path: string;
+  form: string;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+/** Rebuilds an ONNX file from its skeleton and the restored tensors. */
+export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
+  const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+  for (const t of tensors) {
+    const form = t.form as DataForm;
+    edits.set(t.path, (s, e) =>
+      replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form),
+    );
+  }
+  return rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
+}
