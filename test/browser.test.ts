@@ -78,6 +78,9 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['avif', { codec: 'avif', lossless: true, bits: 8 }],
   ['step-webp', { codec: 'webp', lossless: true, relStep: 1 / 4 }],
   ['rotated-png', { codec: 'png', rotate: true }],
+  ['h264-lossless', { media: 'video', codec: 'h264', lossless: true }],
+  ['vp9-lossless', { media: 'video', codec: 'vp9', lossless: true }],
+  ['av1-lossless', { media: 'video', codec: 'av1', lossless: true }],
 ];
 
 describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {

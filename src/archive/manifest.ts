@@ -39,6 +39,8 @@ export interface CodecRecord {
   effort?: number;
   /** Set when `--codec auto` fell back to raw codes + zstd, with the reason. */
   fallback?: string;
+  /** Video: intra-only or inter frames. */
+  gop?: 'intra' | 'inter';
 }
 
 export interface TensorRecord {

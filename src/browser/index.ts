@@ -98,6 +98,97 @@ async function decodeImage(bytes: Uint8Array, mime: string, width: number, heigh
 
 const MIME: Record<string, string> = { png: 'image/png', webp: 'image/webp', avif: 'image/avif', jpeg: 'image/jpeg' };
 
+/** WebCodecs codec strings for nnmedia's 8-bit 4:4:4 streams. */
+const VIDEO: Record<string, string> = {
+  h264: 'avc1.F4001F', // High 4:4:4 Predictive (lossless qp 0 included)
+  vp9: 'vp09.01.10.08.03', // profile 1: 4:4:4
+  av1: 'av01.1.08M.08', // High profile: 4:4:4
+};
+
+/** Access units of an H.264 Annex B stream: one slice NAL per frame (x264 writes one), parameter sets joined to the next slice. */
+function annexBFrames(b: Uint8Array): Uint8Array[] {
+  const starts: number[] = [];
+  for (let i = 0; i + 3 < b.length; i++)
+    if (b[i] === 0 && b[i + 1] === 0 && (b[i + 2] === 1 || (b[i + 2] === 0 && b[i + 3] === 1))) {
+      starts.push(i);
+      i += 2;
+    }
+  const frames: Uint8Array[] = [];
+  let frameStart = 0;
+  starts.forEach((s, k) => {
+    const h = b[s + 2] === 1 ? s + 3 : s + 4;
+    const type = b[h] & 0x1f;
+    if (type === 1 || type === 5) {
+      const end = k + 1 < starts.length ? starts[k + 1] : b.length;
+      frames.push(b.subarray(frameStart, end));
+      frameStart = end;
+    }
+  });
+  return frames;
+}
+
+/** Frames of an IVF file (VP9, AV1): a 32-byte header, then size (u32) + pts (u64) + data per frame. */
+function ivfFrames(b: Uint8Array): Uint8Array[] {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (b.length < 32 || v.getUint32(0, true) !== 0x46494b44) throw new BrowserArchiveError('not an IVF stream');
+  const frames: Uint8Array[] = [];
+  for (let p = v.getUint16(6, true); p + 12 <= b.length;) {
+    const size = v.getUint32(p, true);
+    if (p + 12 + size > b.length) throw new BrowserArchiveError('IVF frame runs past the end of the stream');
+    frames.push(b.subarray(p + 12, p + 12 + size));
+    p += 12 + size;
+  }
+  return frames;
+}
+
+/** The Y planes (= codes) of every frame, decoded by the browser's own WebCodecs VideoDecoder. */
+async function decodeVideo(bytes: Uint8Array, codec: string, width: number, height: number, count: number): Promise<Uint8Array> {
+  const chunks = codec === 'h264' ? annexBFrames(bytes) : ivfFrames(bytes);
+  if (chunks.length !== count) throw new BrowserArchiveError(`${codec} stream holds ${chunks.length} frames, expected ${count}`);
+  const config = {
+    codec: VIDEO[codec],
+    codedWidth: width,
+    codedHeight: height,
+    hardwareAcceleration: 'prefer-software' as const,
+  };
+  if (!(await VideoDecoder.isConfigSupported(config)).supported)
+    throw new BrowserArchiveError(`this browser's WebCodecs cannot decode ${codec} 4:4:4`);
+  const out = new Uint8Array(width * height * count);
+  let index = 0;
+  let failure: unknown;
+  const pending: Promise<void>[] = [];
+  const decoder = new VideoDecoder({
+    output: (frame) => {
+      const k = index++;
+      pending.push(
+        (async () => {
+          try {
+            if (frame.format !== 'I444') throw new BrowserArchiveError(`${codec} frame decoded as ${frame.format}, not I444`);
+            const buf = new Uint8Array(frame.allocationSize());
+            const layout = await frame.copyTo(buf);
+            for (let r = 0; r < height; r++)
+              out.set(
+                buf.subarray(layout[0].offset + r * layout[0].stride, layout[0].offset + r * layout[0].stride + width),
+                (k * height + r) * width,
+              );
+          } finally {
+            frame.close();
+          }
+        })(),
+      );
+    },
+    error: (e) => (failure = e),
+  });
+  decoder.configure(config);
+  chunks.forEach((data, k) => decoder.decode(new EncodedVideoChunk({ type: 'key', timestamp: k * 40_000, data })));
+  await decoder.flush();
+  decoder.close();
+  await Promise.all(pending);
+  if (failure) throw new BrowserArchiveError(`${codec} decode failed: ${(failure as Error).message}`);
+  if (index !== count) throw new BrowserArchiveError(`${codec} decoded ${index} frames, expected ${count}`);
+  return out;
+}
+
 export interface DecodedArchive {
   manifest: Manifest;
   /** Compressed tensors by key, in the file's memory order. */
@@ -153,7 +244,9 @@ async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): 
   const codec = t.codec!.name;
   const bits = t.quant!.bits;
   const mime = MIME[codec];
-  if (!mime) throw new BrowserArchiveError(`codec ${codec} has no native decoder in this browser build`, t.name);
+  if (!mime && !VIDEO[codec]) throw new BrowserArchiveError(`codec ${codec} has no native decoder in this browser build`, t.name);
+  if (VIDEO[codec] && t.codec!.media === 'video' && t.codec!.gop === 'inter')
+    throw new BrowserArchiveError('inter-coded video is not decoded in the browser yet', t.name);
   if (bits !== 8)
     throw new BrowserArchiveError(`${bits}-bit ${codec} cannot be decoded exactly by the browser (canvas keeps 8 bits)`, t.name);
   const shapes = planeShapes(t.layout!);
@@ -161,11 +254,22 @@ async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): 
   for (let p = 0; p < shapes.length; p++) {
     const s = shapes[p];
     const codes = new Uint8Array(s.rows * s.cols);
-    for (const tile of t.planes![p].tiles) {
-      const img = await decodeImage(entries.get(tile.entry)!, mime, tile.cols, tile.rows);
-      for (let r = 0; r < tile.rows; r++)
-        codes.set(img.subarray(r * tile.cols, (r + 1) * tile.cols), (tile.row + r) * s.cols + tile.col);
-    }
+    const pr = t.planes![p];
+    if (pr.frame) {
+      const f = pr.frame;
+      const frames = await decodeVideo(entries.get(pr.tiles[0].entry)!, codec, f.cols, f.rows, f.count);
+      for (const tile of pr.tiles)
+        for (let r = 0; r < tile.rows; r++)
+          codes.set(
+            frames.subarray((tile.frame! * f.rows + r) * f.cols, (tile.frame! * f.rows + r) * f.cols + tile.cols),
+            (tile.row + r) * s.cols + tile.col,
+          );
+    } else
+      for (const tile of pr.tiles) {
+        const img = await decodeImage(entries.get(tile.entry)!, mime, tile.cols, tile.rows);
+        for (let r = 0; r < tile.rows; r++)
+          codes.set(img.subarray(r * tile.cols, (r + 1) * tile.cols), (tile.row + r) * s.cols + tile.col);
+      }
     const dtype = (t.quant!.rangeDtype?.[p] ?? 'float32') as RangeDtype;
     const bytes = Uint8Array.from(atob(t.quant!.ranges[p]), (c) => c.charCodeAt(0));
     const all = decodeRangeBytes(bytes, dtype, bits);

@@ -421,6 +421,7 @@ async function encodeTensor(
     ...(best.options.quality !== undefined ? { quality: best.options.quality } : {}),
     ...(best.options.effort !== undefined ? { effort: best.options.effort } : {}),
     ...(plan.auto && best.codec.media === 'raw' ? { fallback: 'raw codes + zstd were smaller than every image codec' } : {}),
+    ...(best.codec.media === 'video' ? { gop: best.options.gop ?? 'intra' } : {}),
   };
   record.planes = planeRecords;
   record.stats = errorStats(values, restored);
