@@ -12,6 +12,7 @@ import { planeShapes, scatterPlanes } from '../layout/planes.js';
 import { dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
+import { decodeExactValues } from '../quantize/exact.js';
 import type { Manifest, TensorRecord } from '../archive/manifest.js';
 import { rebuildOnnx } from '../formats/onnx-rebuild.js';
 
@@ -280,20 +281,13 @@ async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): 
     planes.push(plane);
   }
   const out = scatterPlanes(planes, t.layout!, new Float32Array(t.shape.reduce((a, b) => a * b, 1)));
-  if (t.nonFinite) {
-    const d = entries.get(t.nonFinite)!;
-    const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
-    const count = v.getUint32(0, true);
-    const indices = new Uint32Array(count);
-    const values = new Float32Array(count);
-    let index = 0;
-    for (let i = 0; i < count; i++) {
-      index += v.getUint32(4 + i * 4, true);
-      indices[i] = index;
-      values[i] = v.getFloat32(4 + count * 4 + i * 4, true);
-    }
-    restoreNonFinite(out, { indices, values });
-  }
+  if (t.nonFinite)
+    restoreNonFinite(
+      out,
+      decodeExactValues(entries.get(t.nonFinite)!, out.length, (m) => {
+        throw new BrowserArchiveError(m, t.name);
+      }),
+    );
   return out;
 }
 

@@ -13,6 +13,17 @@ function seeded(seed: number): () => number {
   };
 }
 
+/** One vector from several. */
+export function concatFloat32(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
 export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(model);
   try {
@@ -38,13 +49,7 @@ export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<F
     const parts = Object.values(out)
       .filter((t) => t.type === 'float32')
       .map((t) => t.data as Float32Array);
-    const all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      all.set(p, off);
-      off += p.length;
-    }
-    return all;
+    return concatFloat32(parts);
   } finally {
     await session.release();
   }

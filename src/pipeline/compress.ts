@@ -28,6 +28,7 @@ import type { CodeArray, NonFiniteSide, RangeMode } from '../quantize/uniform.js
 import { encodeRanges, quantizePlanes, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
+import { encodeExactValues } from '../quantize/exact.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -177,16 +178,6 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
     record.layout = cls.layout;
     return { entry, record, settings, codecs, auto };
   });
-}
-
-/** Exact side values: u32 count, u32 index deltas (ascending indices), f32 values; little-endian. */
-function encodeNonFinite(side: NonFiniteSide): Uint8Array {
-  const out = new Uint8Array(4 + side.indices.length * 8);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, side.indices.length, true);
-  side.indices.forEach((v, i) => view.setUint32(4 + i * 4, i === 0 ? v : v - side.indices[i - 1], true));
-  side.values.forEach((v, i) => view.setFloat32(4 + side.indices.length * 4 + i * 4, v, true));
-  return out;
 }
 
 interface EncodedTiles {
@@ -396,7 +387,7 @@ async function encodeTensor(
   restoreNonFinite(restored, side);
   if (side) {
     const name = `${dir}/exact.bin`;
-    const data = encodeNonFinite(side);
+    const data = encodeExactValues(side);
     entries.push([name, data]);
     bytes += data.length;
     record.nonFinite = name;

@@ -16,6 +16,7 @@ import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
+import { decodeExactValues } from '../quantize/exact.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
@@ -156,29 +157,6 @@ function decodeRanges(
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
 }
 
-function decodeNonFinite(
-  data: Uint8Array,
-  n: number,
-  file: string,
-  tensor: string,
-): { indices: Uint32Array; values: Float32Array } {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  if (data.length < 4) fail(file, 'non-finite side data truncated', tensor);
-  const count = view.getUint32(0, true);
-  if (data.length !== 4 + count * 8) fail(file, 'non-finite side data has the wrong size', tensor);
-  const indices = new Uint32Array(count);
-  const values = new Float32Array(count);
-  let index = 0;
-  for (let i = 0; i < count; i++) {
-    index += view.getUint32(4 + i * 4, true);
-    indices[i] = index;
-    if (index >= n || (i > 0 && index === indices[i - 1]))
-      fail(file, 'exact side value index outside the tensor or repeated', tensor);
-    values[i] = view.getFloat32(4 + count * 4 + i * 4, true);
-  }
-  return { indices, values };
-}
-
 /** Decodes one compressed tensor of the archive to float32 values in file memory order. */
 export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
   const file = archive.file;
@@ -241,7 +219,11 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
     planes.push(plane);
   }
   const out = scatterPlanes(planes, t.layout, new Float32Array(elementCount(t.shape)));
-  if (t.nonFinite) restoreNonFinite(out, decodeNonFinite(archive.entry(t.nonFinite, t.name), out.length, file, t.key));
+  if (t.nonFinite)
+    restoreNonFinite(
+      out,
+      decodeExactValues(archive.entry(t.nonFinite, t.name), out.length, (m) => fail(file, m, t.key)),
+    );
   return out;
 }
 

@@ -4,19 +4,13 @@
  * original's: max abs difference, relative RMS error, and cosine similarity.
  * The model-agnostic check when no task evaluator fits.
  */
-import { randomInputOutputs } from '../calibrate.js';
+import { concatFloat32, randomInputOutputs } from '../calibrate.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
 export function outputsTask(seeds = [7, 8, 9]): TaskEvaluator<Float32Array> {
   const run = async (model: Uint8Array): Promise<Float32Array> => {
     const parts = await Promise.all(seeds.map((s) => randomInputOutputs(model, s)));
-    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
+    return concatFloat32(parts);
   };
   const compare = (a: Float32Array, b: Float32Array): TaskMetric[] => {
     let max = 0;
