@@ -22,9 +22,28 @@ export async function renderPlot(model: BenchModel, baseline: number, points: Be
         data: { values },
         mark: { type: 'line', point: true, clip: true },
         encoding: {
-          x: { field: 'bpw', type: 'quantitative', title: 'bits per weight (whole archive)', scale: { type: 'log' } },
-          y: { field: 'metric', type: 'quantitative', title: model.metric.label, scale: { zero: false } },
-          color: { field: 'series', type: 'nominal', title: null, legend: { orient: 'bottom', columns: 2, labelLimit: 320 } },
+          x: {
+            field: 'bpw',
+            type: 'quantitative',
+            title: 'bits per weight (whole archive)',
+            scale: { type: 'log', domain: [1, 34] },
+          },
+          // the interesting region is near no loss: CER on a symlog axis, agreement from 0.9 up (lower points sit on the edge)
+          y: model.metric.higherIsBetter
+            ? { field: 'metric', type: 'quantitative', title: model.metric.label, scale: { domain: [0.9, 1], clamp: true } }
+            : {
+                field: 'metric',
+                type: 'quantitative',
+                title: `${model.metric.label} (symlog)`,
+                scale: { type: 'symlog', constant: 0.001 },
+              },
+          color: {
+            field: 'series',
+            type: 'nominal',
+            title: null,
+            scale: { scheme: 'tableau20' },
+            legend: { orient: 'bottom', columns: 2, labelLimit: 320 },
+          },
           order: { field: 'bpw' },
           tooltip: [{ field: 'label' }, { field: 'bpw' }, { field: 'metric' }],
         },

@@ -144,7 +144,7 @@ function pointSpecs(model: BenchModel): PointSpec[] {
   const maxLoss = model.task === 'ocr' ? 0.001 : 1 - model.metric.threshold(0);
   s.push({
     series: 'allocated for no loss (--max-loss, --codec auto)',
-    label: `max-loss ${maxLoss}`,
+    label: `max-loss ${+maxLoss.toFixed(4)}`,
     options: { codec: 'auto', maxLoss, task: model.task },
   });
   return s;
