@@ -253,3 +253,14 @@ export class ZipReader {
     }
   }
 }
+
+/** Whether a file opens as a ZIP archive (false for anything the reader rejects as not one). */
+export function isZipFile(file: string): boolean {
+  try {
+    new ZipReader(file).close();
+    return true;
+  } catch (e) {
+    if (e instanceof CorruptArchiveError) return false;
+    throw e;
+  }
+}

@@ -4,23 +4,12 @@ import { planeShapes } from '../layout/planes.js';
 import { Archive } from '../pipeline/decompress.js';
 import { openModel } from '../pipeline/open.js';
 import { planTensors } from '../pipeline/compress.js';
-import { ZipReader } from '../archive/zip.js';
-import { CorruptArchiveError } from '../errors.js';
+import { isZipFile } from '../archive/zip.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
 
-function isArchive(file: string): boolean {
-  try {
-    new ZipReader(file).close();
-    return true;
-  } catch (e) {
-    if (e instanceof CorruptArchiveError) return false;
-    throw e;
-  }
-}
-
 export async function inspectPath(file: string, json: boolean): Promise<void> {
-  if (isArchive(file)) return inspectArchive(file, json);
+  if (isZipFile(file)) return inspectArchive(file, json);
   const reader = openModel(file);
   try {
     const plans = planTensors(reader, {});

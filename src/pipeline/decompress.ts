@@ -10,8 +10,7 @@ import { extname } from 'node:path';
 import { getCodec } from '../codecs/registry.js';
 import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
 import { elementCount, type ModelFormat } from '../formats/model.js';
-import { rebuildOnnx } from '../formats/onnx.js';
-import { rebuildSafetensors } from '../formats/safetensors.js';
+import { rebuildFromSkeleton } from '../formats/rebuild.js';
 import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
@@ -246,29 +245,10 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
   archive.verify();
   const values = await decodeAllTensors(archive, options);
   const skeleton = archive.entry(archive.manifest.skeleton);
-  const restored = archive.manifest.tensors.filter((t) => values.has(t.key));
-  if (archive.manifest.source.format === 'onnx') {
-    return rebuildOnnx(
-      skeleton,
-      restored.map((t) => ({
-        path: String(t.storage.path),
-        form: String(t.storage.form),
-        dtype: t.dtype,
-        values: values.get(t.key)!,
-      })),
-      archive.file,
-    );
-  }
-  return rebuildSafetensors(
-    skeleton,
-    restored.map((t) => ({
-      begin: Number(t.storage.begin),
-      end: Number(t.storage.end),
-      dtype: t.dtype,
-      values: values.get(t.key)!,
-    })),
-    archive.file,
-  );
+  const restored = archive.manifest.tensors
+    .filter((t) => values.has(t.key))
+    .map((t) => ({ storage: t.storage, dtype: t.dtype, values: values.get(t.key)! }));
+  return rebuildFromSkeleton(archive.manifest.source.format, skeleton, restored, archive.file);
 }
 
 const EXTENSIONS: Record<ModelFormat, string> = { onnx: '.onnx', safetensors: '.safetensors' };

@@ -5,28 +5,12 @@
  */
 
 import type { ModelReader } from '../formats/model.js';
-import { rebuildOnnx } from '../formats/onnx.js';
-import { rebuildSafetensors } from '../formats/safetensors.js';
+import { rebuildFromSkeleton } from '../formats/rebuild.js';
 
 export function substituteTensors(reader: ModelReader, values: ReadonlyMap<string, Float32Array>): Uint8Array {
   const keys = new Set(values.keys());
-  const skeleton = reader.skeleton(keys);
-  const entries = reader.tensors.filter((t) => keys.has(t.key));
-  if (reader.format === 'onnx')
-    return rebuildOnnx(
-      skeleton,
-      entries.map((t) => {
-        const s = reader.storage(t.key);
-        return { path: String(s.path), form: String(s.form), dtype: t.dtype, values: values.get(t.key)! };
-      }),
-      reader.file,
-    );
-  return rebuildSafetensors(
-    skeleton,
-    entries.map((t) => {
-      const s = reader.storage(t.key);
-      return { begin: Number(s.begin), end: Number(s.end), dtype: t.dtype, values: values.get(t.key)! };
-    }),
-    reader.file,
-  );
+  const tensors = reader.tensors
+    .filter((t) => keys.has(t.key))
+    .map((t) => ({ storage: reader.storage(t.key), dtype: t.dtype, values: values.get(t.key)! }));
+  return rebuildFromSkeleton(reader.format, reader.skeleton(keys), tensors, reader.file);
 }
