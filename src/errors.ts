@@ -101,3 +101,40 @@ export function withContext(e: unknown, context: ErrorContext): unknown {
       return e;
   }
 }
+
+/** An error as plain data, to cross a worker-thread boundary (structured clone drops classes). */
+export interface ErrorData {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: ErrorCode;
+  file?: string;
+  tensor?: string;
+}
+
+export function errorToData(e: unknown): ErrorData {
+  if (e instanceof NnmediaError)
+    return { name: e.name, message: e.message, stack: e.stack, code: e.code, file: e.file, tensor: e.tensor };
+  if (e instanceof Error) return { name: e.name, message: e.message, stack: e.stack };
+  return { name: 'Error', message: String(e) };
+}
+
+const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
+  E_OPTION: OptionError,
+  E_BAD_MODEL: BadModelError,
+  E_CORRUPT_ARCHIVE: CorruptArchiveError,
+  E_NON_FINITE: NonFiniteWeightError,
+  E_UNSUPPORTED: UnsupportedError,
+  E_MISSING_CODEC: MissingCodecError,
+  E_CODEC: CodecError,
+  E_IO: IoError,
+};
+
+/** The same typed error (class, code, file, tensor, message) on this side of the boundary. */
+export function errorFromData(d: ErrorData): Error {
+  const cls = d.code ? CLASS_OF[d.code] : undefined;
+  const e: Error = cls ? (Object.create(cls.prototype) as Error) : new Error(d.message);
+  Object.assign(e, { name: d.name, message: d.message, stack: d.stack });
+  if (cls) Object.assign(e, { code: d.code, file: d.file, tensor: d.tensor });
+  return e;
+}

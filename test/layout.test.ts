@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.js';
+import { gatherPlanes, planeShapes, scatterPlanes, sourceIndexFn } from '../src/layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../src/layout/tiles.js';
 import type { LayoutSpec } from '../src/layout/types.js';
 
@@ -79,6 +79,18 @@ describe('layouts are pairs of inverse functions', () => {
       const src = iota(n);
       const back = scatterPlanes(gatherPlanes(src, spec, f32), spec, f32(n));
       expect(back).toEqual(src);
+    });
+});
+
+describe('the blocked fc path is the index function', () => {
+  for (const order of ['out_in', 'in_out'] as const)
+    it(`fc ${order}, 130 × 71 (not a multiple of the block)`, () => {
+      const spec: LayoutSpec = { kind: 'fc', nin: 130, nout: 71, order };
+      const src = iota(130 * 71);
+      const [plane] = gatherPlanes(src, spec, f32);
+      const idx = sourceIndexFn(spec);
+      for (let r = 0; r < 130; r++) for (let c = 0; c < 71; c++) expect(plane[r * 71 + c]).toBe(src[idx(0, r, c)]);
+      expect(scatterPlanes([plane], spec, f32(src.length))).toEqual(src);
     });
 });
 

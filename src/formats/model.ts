@@ -104,30 +104,40 @@ export function float32ToBfloat16(v: number): number {
   return (rounded >>> 16) & 0xffff;
 }
 
+/** The platform stores typed arrays little-endian (true on every platform Node and browsers ship for). */
+export const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+let halfTable: Float32Array | undefined;
+let bhalfTable: Float32Array | undefined;
+/** float16 / bfloat16 → float32 for all 65,536 bit patterns (built on first use). */
+function table(dtype: 'float16' | 'bfloat16'): Float32Array {
+  if (dtype === 'float16') return (halfTable ??= Float32Array.from({ length: 65536 }, (_, h) => float16ToFloat32(h)));
+  return (bhalfTable ??= Float32Array.from({ length: 65536 }, (_, h) => bfloat16ToFloat32(h)));
+}
+
 /** Little-endian bytes of the given dtype → float32 values. */
 export function decodeFloats(bytes: Uint8Array, dtype: FloatDType): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = bytes.byteLength / BYTES_PER_ELEMENT[dtype];
+  if (LITTLE_ENDIAN && dtype === 'float32') {
+    const out = new Float32Array(n);
+    new Uint8Array(out.buffer).set(bytes);
+    return out;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(n);
-  switch (dtype) {
-    case 'float32':
-      for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
-      break;
-    case 'float64':
-      for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
-      break;
-    case 'float16':
-      for (let i = 0; i < n; i++) out[i] = float16ToFloat32(view.getUint16(i * 2, true));
-      break;
-    case 'bfloat16':
-      for (let i = 0; i < n; i++) out[i] = bfloat16ToFloat32(view.getUint16(i * 2, true));
-      break;
+  if (dtype === 'float64') for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
+  else if (dtype === 'float32') for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
+  else {
+    const t = table(dtype);
+    for (let i = 0; i < n; i++) out[i] = t[view.getUint16(i * 2, true)];
   }
   return out;
 }
 
 /** float32 values → little-endian bytes of the given dtype. */
 export function encodeFloats(values: Float32Array, dtype: FloatDType): Uint8Array {
+  if (LITTLE_ENDIAN && dtype === 'float32')
+    return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   const out = new Uint8Array(values.length * BYTES_PER_ELEMENT[dtype]);
   const view = new DataView(out.buffer);
   switch (dtype) {

@@ -13,6 +13,7 @@ import {
   type FloatDType,
   type ModelReader,
   type TensorEntry,
+  LITTLE_ENDIAN,
   decodeFloats,
   elementCount,
   encodeFloats,
@@ -86,7 +87,7 @@ export class SafetensorsReader implements ModelReader {
   private readAt(offset: number, length: number): Buffer {
     if (offset + length > this.fileSize)
       throw new BadModelError(`truncated: needs bytes up to ${offset + length}, file has ${this.fileSize}`, { file: this.file });
-    const b = Buffer.alloc(length);
+    const b = Buffer.allocUnsafeSlow(length); // filled below; never from the shared pool
     let done = 0;
     while (done < length) {
       const n = readSync(this.fd, b, done, length - done, offset + done);
@@ -160,7 +161,11 @@ export class SafetensorsReader implements ModelReader {
 
   read(key: string): Float32Array {
     const t = this.get(key);
-    return decodeFloats(this.readAt(this.dataStart + t.begin, t.end - t.begin), t.dtype);
+    const bytes = this.readAt(this.dataStart + t.begin, t.end - t.begin);
+    // float32 in a buffer of its own: use it as it is rather than copy it (tensors can be hundreds of MB)
+    if (t.dtype === 'float32' && LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 && bytes.byteLength >= 4096)
+      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return decodeFloats(bytes, t.dtype);
   }
 
   storage(key: string): Record<string, string | number> {
@@ -194,25 +199,52 @@ export interface RestoredRange {
   values: Float32Array;
 }
 
-/** Puts restored tensors back into the cut-out ranges of a safetensors skeleton. */
-export function rebuildSafetensors(skeleton: Uint8Array, tensors: readonly RestoredRange[], file: string): Uint8Array {
+/** A piece of the rebuilt file: skeleton bytes kept as they are, or the restored tensor at this index. */
+export type SafetensorsPiece = { keep: Uint8Array } | { tensor: number };
+
+/**
+ * The rebuilt file as a sequence of pieces, in file order: the skeleton's
+ * bytes between the cut-out ranges, and each restored tensor in its range.
+ * One plan for the in-memory rebuild and for the streaming writer.
+ */
+export function safetensorsPieces(
+  skeleton: Uint8Array,
+  tensors: ReadonlyArray<{ begin: number; end: number }>,
+  file: string,
+): SafetensorsPiece[] {
   if (skeleton.length < 8) throw new BadModelError('skeleton too short', { file });
   const headerLen = 8 + Number(Buffer.from(skeleton.subarray(0, 8)).readBigUInt64LE(0));
-  const parts: Uint8Array[] = [skeleton.subarray(0, headerLen)];
+  if (headerLen > skeleton.length) throw new BadModelError('skeleton header is truncated', { file });
+  const pieces: SafetensorsPiece[] = [{ keep: skeleton.subarray(0, headerLen) }];
   let src = headerLen;
   let pos = 0;
-  for (const t of [...tensors].sort((a, b) => a.begin - b.begin)) {
+  const order = tensors.map((_, i) => i).sort((a, b) => tensors[a].begin - tensors[b].begin);
+  for (const i of order) {
+    const t = tensors[i];
     const keep = t.begin - pos;
-    parts.push(skeleton.subarray(src, src + keep));
+    if (keep < 0 || src + keep > skeleton.length || t.end < t.begin)
+      throw new BadModelError(`restored range ${t.begin}-${t.end} does not fit the skeleton`, { file });
+    pieces.push({ keep: skeleton.subarray(src, src + keep) }, { tensor: i });
     src += keep;
-    const bytes = encodeFloats(t.values, t.dtype);
-    if (bytes.length !== t.end - t.begin)
-      throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
-    parts.push(bytes);
     pos = t.end;
   }
-  parts.push(skeleton.subarray(src));
-  return concatBytes(parts);
+  pieces.push({ keep: skeleton.subarray(src) });
+  return pieces;
+}
+
+/** A restored tensor's bytes for its range, checked to fill it exactly. */
+export function restoredBytes(t: RestoredRange, file: string): Uint8Array {
+  const bytes = encodeFloats(t.values, t.dtype);
+  if (bytes.length !== t.end - t.begin)
+    throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
+  return bytes;
+}
+
+/** Puts restored tensors back into the cut-out ranges of a safetensors skeleton. */
+export function rebuildSafetensors(skeleton: Uint8Array, tensors: readonly RestoredRange[], file: string): Uint8Array {
+  return concatBytes(
+    safetensorsPieces(skeleton, tensors, file).map((p) => ('keep' in p ? p.keep : restoredBytes(tensors[p.tensor], file))),
+  );
 }
 
 export { BYTES_PER_ELEMENT };

@@ -4,7 +4,8 @@
  * file is removed, so no partial output is ever left behind.
  */
 
-import { closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, fsyncSync, openSync, realpathSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { IoError } from '../errors.js';
 
@@ -68,4 +69,15 @@ export async function writeAtomic(target: string, write: (fd: number) => void | 
     pending.delete(tmp);
     throw e;
   }
+}
+
+/** sha256 of a file, streamed (the file may be larger than memory). */
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  } catch (e) {
+    throw new IoError(`cannot read: ${(e as Error).message}`, { file }, e);
+  }
+  return hash.digest('hex');
 }

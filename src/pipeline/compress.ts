@@ -32,13 +32,15 @@ import { encodeExactValues } from '../quantize/exact.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
-import { ZipWriter } from '../archive/zip.js';
+import { ZipWriter, type ZipMethod } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
 import { type CompressOptions, DEFAULTS, DEFAULT_CODEC, type EncodeSettings, checkCompressOptions, rulesFor } from './options.js';
 import { MIN_FRAME, blockSize, evenUp } from '../layout/blocks.js';
 import { openModel } from './open.js';
 import { VERSION } from '../version.js';
-import { runPool } from './pool.js';
+import { runOrdered } from './pool.js';
+import { WorkerPool, type EncodeReply } from './workers.js';
+import { sha256File } from '../io/atomic.js';
 import {
   ALLOCATION_STEPS,
   PROBE_STEP,
@@ -277,11 +279,11 @@ function snrOf(values: readonly Float32Array[], restored: readonly Float32Array[
 }
 
 /** Lays out, quantizes, encodes one tensor and decodes it again to measure the error. */
-async function encodeTensor(
+export async function encodeTensor(
   reader: ModelReader,
   plan: TensorPlan,
   index: number,
-  options: CompressOptions,
+  options: Pick<CompressOptions, 'targetSnr' | 'nonFinite'>,
 ): Promise<Array<[string, Uint8Array]>> {
   const { entry, record, settings, codecs } = plan;
   if (!settings || !codecs || !record.layout) throw new Error('encodeTensor called on a kept tensor');
@@ -379,7 +381,15 @@ async function encodeTensor(
       bytes += data[k].length;
     });
     planeRecords.push({ ...pr, tiles: pr.tiles.map((t) => ({ ...t, entry: `${dir}/${t.entry}` })) });
-    const back = dequantizePlane(best.decoded[p], s.rows, s.cols, settings.bits, quant[p].ranges);
+    // the working plane is not needed any more: decode into it rather than into a new array
+    const back = dequantizePlane(
+      best.decoded[p],
+      s.rows,
+      s.cols,
+      settings.bits,
+      quant[p].ranges,
+      planes[p] as Float32Array<ArrayBuffer>,
+    );
     if (seeds) unrotatePlane(back, s.rows, s.cols, seeds[p]);
     restoredPlanes.push(back);
   }
@@ -597,14 +607,15 @@ export async function compressModel(input: string, output: string, options: Comp
     const stripped = new Set(work.map((p) => p.entry.key));
     const skeletonName = `model/skeleton.${reader.format}`;
     const skeleton = reader.skeleton(stripped);
-    const sourceBytes = readFileSync(input);
+    const sourceSha = await sha256File(input);
     const compressedWeights = work.reduce((s, p) => s + elementCount(p.entry.shape), 0);
     const allocating = options.targetBpw !== undefined || options.maxLoss !== undefined;
     // Skeleton, manifest head and ZIP directory: what the allocator must leave room for.
     const overheadBits = 8 * (deflateRawSync(skeleton, { level: 9 }).length + 2000);
-    const reallocate = allocating ? await allocate(reader, sourceBytes, plans, unique, overheadBits, options) : undefined;
+    // only allocation runs the model, and only then is it read whole (ONNX, which protobuf bounds to 2 GB)
+    const reallocate = allocating ? await allocate(reader, readFileSync(input), plans, unique, overheadBits, options) : undefined;
     const encode = (): Promise<CompressResult> =>
-      encodeAll(reader, input, output, options, plans, work, unique, skeletonName, skeleton, sourceBytes, compressedWeights);
+      encodeAll(reader, input, output, options, plans, work, unique, skeletonName, skeleton, sourceSha, compressedWeights);
     let result = await encode();
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots.
@@ -641,6 +652,38 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
+/** Encodes one tensor here (one job) or on a worker thread; the result is the same either way. */
+function tensorEncoder(
+  reader: ModelReader,
+  plans: TensorPlan[],
+  options: CompressOptions,
+  pool?: WorkerPool,
+): (plan: TensorPlan) => Promise<Array<[string, Uint8Array]>> {
+  const own = { targetSnr: options.targetSnr, nonFinite: options.nonFinite };
+  return async (plan) => {
+    const index = plans.indexOf(plan);
+    if (!pool) return encodeTensor(reader, plan, index, own);
+    const reply = await pool.run<EncodeReply>({
+      kind: 'encode',
+      file: reader.file,
+      entry: plan.entry,
+      record: plan.record,
+      settings: plan.settings!,
+      codecs: plan.codecs!.map((c) => ({ name: c.codec.name, options: c.options })),
+      auto: plan.auto ?? false,
+      index,
+      options: own,
+    });
+    plan.record = reply.record;
+    return reply.entries;
+  };
+}
+
+/**
+ * Encodes the tensors (in parallel, `--jobs`) and writes the archive as they
+ * finish, in plan order, to a temporary file renamed when complete: memory
+ * holds a few tensors at a time, never the archive.
+ */
 async function encodeAll(
   reader: ModelReader,
   input: string,
@@ -651,27 +694,76 @@ async function encodeAll(
   unique: TensorPlan[],
   skeletonName: string,
   skeleton: Uint8Array,
-  sourceBytes: Uint8Array,
+  sourceSha: string,
   compressedWeights: number,
 ): Promise<CompressResult> {
-  const encoded = new Map<TensorPlan, Array<[string, Uint8Array]>>();
+  const jobs = options.jobs ?? availableParallelism();
+  const pool = jobs > 1 && unique.length > 1 ? new WorkerPool(jobs) : undefined;
+  const encode = tensorEncoder(reader, plans, options, pool);
+  const entries: Manifest['entries'] = {};
+  let archiveBytes = 0;
   let done = 0;
-  await runPool(unique, options.jobs ?? availableParallelism(), async (plan) => {
-    options.signal?.throwIfAborted();
-    encoded.set(plan, await encodeTensor(reader, plan, plans.indexOf(plan), options));
-    options.onProgress?.({ done: ++done, total: unique.length, tensor: plan.entry.name });
-  });
-  for (const p of work) {
-    if (!p.record.sameAs) continue;
-    const first = plans.find((q) => q.record.key === p.record.sameAs)!;
-    p.record.stats = first.record.stats;
-    p.record.bytes = 0;
+  try {
+    await writeAtomic(output, async (fd) => {
+      const zip = new ZipWriter(fd);
+      const put = (name: string, data: Uint8Array, method: ZipMethod): void => {
+        entries[name] = { sha256: sha256(data), bytes: data.length };
+        zip.add(name, data, method);
+      };
+      await runOrdered(
+        unique,
+        jobs,
+        (plan) => {
+          options.signal?.throwIfAborted();
+          return encode(plan);
+        },
+        (encoded, plan) => {
+          // media are compressed already; the exact side values (index deltas, floats) deflate well
+          for (const [name, data] of encoded) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
+          options.onProgress?.({ done: ++done, total: unique.length, tensor: plan.entry.name });
+        },
+      );
+      for (const p of work) {
+        if (!p.record.sameAs) continue;
+        const first = plans.find((q) => q.record.key === p.record.sameAs)!;
+        p.record.stats = first.record.stats;
+        p.record.bytes = 0;
+      }
+      put(skeletonName, skeleton, 'deflate');
+      options.signal?.throwIfAborted();
+      zip.add(
+        MANIFEST_NAME,
+        Buffer.from(JSON.stringify(buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries))),
+        'deflate',
+      );
+      zip.finish();
+      archiveBytes = zip.bytesWritten;
+    });
+  } finally {
+    await pool?.close();
   }
-  const manifest: Manifest = {
+  return {
+    manifest: buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries),
+    archiveBytes,
+    compressedWeights,
+    bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+  };
+}
+
+function buildManifest(
+  reader: ModelReader,
+  input: string,
+  options: CompressOptions,
+  plans: readonly TensorPlan[],
+  skeletonName: string,
+  sourceSha: string,
+  entries: Manifest['entries'],
+): Manifest {
+  return {
     format: 'nnmedia',
     version: FORMAT_VERSION,
     createdBy: `nnmedia ${VERSION}`,
-    source: { format: reader.format, file: basename(input), bytes: statSync(input).size, sha256: sha256(sourceBytes) },
+    source: { format: reader.format, file: basename(input), bytes: statSync(input).size, sha256: sourceSha },
     skeleton: skeletonName,
     options: {
       media: options.media ?? DEFAULTS.media,
@@ -692,27 +784,6 @@ async function encodeAll(
       rules: options.rules ?? [],
     },
     tensors: plans.map((p) => p.record),
-    entries: {},
-  };
-  const ordered: Array<[string, Uint8Array, 'store' | 'deflate']> = [];
-  // media are compressed already; the exact side values (index deltas, floats) deflate well
-  for (const p of unique)
-    for (const [name, data] of encoded.get(p)!) ordered.push([name, data, name.endsWith('.bin') ? 'deflate' : 'store']);
-  ordered.push([skeletonName, skeleton, 'deflate']);
-  for (const [name, data] of ordered) manifest.entries[name] = { sha256: sha256(data), bytes: data.length };
-  let archiveBytes = 0;
-  options.signal?.throwIfAborted();
-  await writeAtomic(output, (fd) => {
-    const zip = new ZipWriter(fd);
-    for (const [name, data, method] of ordered) zip.add(name, data, method);
-    zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
-    zip.finish();
-    archiveBytes = zip.bytesWritten;
-  });
-  return {
-    manifest,
-    archiveBytes,
-    compressedWeights,
-    bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+    entries,
   };
 }

@@ -20,7 +20,10 @@ import { unrotatePlane } from '../transform/hadamard.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
-import { runPool } from './pool.js';
+import { runOrdered, runPool } from './pool.js';
+import { WorkerPool } from './workers.js';
+import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
+import { writeSync } from 'node:fs';
 
 export interface DecompressOptions {
   jobs?: number;
@@ -226,21 +229,37 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
   return out;
 }
 
+/** Decodes one tensor here (one job) or on a worker thread; the values are the same either way. */
+function tensorDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord) => Promise<Float32Array> {
+  return (t) => (pool ? pool.run<Float32Array>({ kind: 'decode', file: archive.file, record: t }) : decodeTensor(archive, t));
+}
+
+function workerPool(options: DecompressOptions, tensors: number): WorkerPool | undefined {
+  const jobs = options.jobs ?? availableParallelism();
+  return jobs > 1 && tensors > 1 ? new WorkerPool(jobs) : undefined;
+}
+
 /** Decodes every compressed tensor; identical tensors share one decode. */
 export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
   const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
   const out = new Map<string, Float32Array>();
   let done = 0;
-  await runPool(records, options.jobs ?? availableParallelism(), async (t) => {
-    options.signal?.throwIfAborted();
-    out.set(t.key, await decodeTensor(archive, t));
-    options.onProgress?.({ done: ++done, total: records.length, tensor: t.name });
-  });
+  const pool = workerPool(options, records.length);
+  const decode = tensorDecoder(archive, pool);
+  try {
+    await runPool(records, options.jobs ?? availableParallelism(), async (t) => {
+      options.signal?.throwIfAborted();
+      out.set(t.key, await decode(t));
+      options.onProgress?.({ done: ++done, total: records.length, tensor: t.name });
+    });
+  } finally {
+    await pool?.close();
+  }
   for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
   return out;
 }
 
-/** Rebuilds the model file bytes from the archive. */
+/** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
 export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
   archive.verify();
   const values = await decodeAllTensors(archive, options);
@@ -249,6 +268,50 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
     .filter((t) => values.has(t.key))
     .map((t) => ({ storage: t.storage, dtype: t.dtype, values: values.get(t.key)! }));
   return rebuildFromSkeleton(archive.manifest.source.format, skeleton, restored, archive.file);
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+}
+
+/**
+ * safetensors, streamed: the file is written piece by piece in file order,
+ * tensors decoded in parallel a few ahead of the writer, so memory holds a
+ * few tensors, never the model. A tensor stored once for several names is
+ * decoded again for each (bounded memory beats saving the decode).
+ */
+async function writeSafetensorsStream(archive: Archive, fd: number, options: DecompressOptions): Promise<number> {
+  const file = archive.file;
+  const records = archive.manifest.tensors.filter((t) => t.layout);
+  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
+  const ranges = records.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end) }));
+  const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), ranges, file);
+  const pool = workerPool(options, records.length);
+  const decode = tensorDecoder(archive, pool);
+  let written = 0;
+  let done = 0;
+  try {
+    await runOrdered(
+      pieces,
+      options.jobs ?? availableParallelism(),
+      async (piece) => {
+        if ('keep' in piece) return piece.keep;
+        options.signal?.throwIfAborted();
+        const t = records[piece.tensor];
+        const values = await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
+        return restoredBytes({ ...ranges[piece.tensor], dtype: t.dtype, values }, file);
+      },
+      (bytes, piece) => {
+        writeAll(fd, bytes);
+        written += bytes.length;
+        if (!('keep' in piece)) options.onProgress?.({ done: ++done, total: records.length, tensor: records[piece.tensor].name });
+      },
+    );
+  } finally {
+    await pool?.close();
+  }
+  return written;
 }
 
 const EXTENSIONS: Record<ModelFormat, string> = { onnx: '.onnx', safetensors: '.safetensors' };
@@ -265,14 +328,20 @@ export async function decompressArchive(
     const ext = extname(output).toLowerCase();
     if (ext && Object.values(EXTENSIONS).includes(ext) && ext !== EXTENSIONS[format])
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
-    const bytes = await rebuildModel(archive, options);
-    options.signal?.throwIfAborted();
-    await writeAtomic(output, async (fd) => {
-      const { writeSync } = await import('node:fs');
-      let off = 0;
-      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    });
-    return { format, bytes: bytes.length };
+    let bytes = 0;
+    if (format === 'safetensors') {
+      // every checksum is verified before the first byte is written (entry by entry: bounded memory)
+      archive.verify();
+      await writeAtomic(output, async (fd) => {
+        bytes = await writeSafetensorsStream(archive, fd, options);
+      });
+    } else {
+      const model = await rebuildModel(archive, options);
+      options.signal?.throwIfAborted();
+      await writeAtomic(output, (fd) => writeAll(fd, model));
+      bytes = model.length;
+    }
+    return { format, bytes };
   } finally {
     archive.close();
   }

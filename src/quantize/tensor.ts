@@ -52,10 +52,12 @@ export function quantizePlanes(
       const working = Float32Array.from(plane);
       const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits, !s.clampBeyond);
       const codes = quantizePlane(working, rows, cols, s.bits, ranges, 1);
-      const restored = dequantizePlane(codes, rows, cols, s.bits, ranges);
-      for (let i = 0; i < plane.length; i++) if (Number.isNaN(working[i]) && Number.isFinite(plane[i])) restored[i] = plane[i];
       const rangeDtype: RangeDtype = stepBytes ? 'step8' : f16 ? 'float16' : 'float32';
-      return { codes, ranges, rangeDtype, stepBytes, restored, working, beyond: marked };
+      return lazyRestored({ codes, ranges, rangeDtype, stepBytes, working, beyond: marked }, () => {
+        const restored = dequantizePlane(codes, rows, cols, s.bits, ranges);
+        for (let i = 0; i < plane.length; i++) if (Number.isNaN(working[i]) && Number.isFinite(plane[i])) restored[i] = plane[i];
+        return restored;
+      });
     }
     const raw = s.clip
       ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
@@ -65,8 +67,14 @@ export function quantizePlanes(
     const { ranges, dtype } =
       s.bits <= 8 && s.range === 'channel' ? storageRanges(raw) : { ranges: raw, dtype: 'float32' as const };
     const codes = quantizePlane(plane, rows, cols, s.bits, ranges, s.stride);
-    return { codes, ranges, rangeDtype: dtype, restored: dequantizePlane(codes, rows, cols, s.bits, ranges) };
+    return lazyRestored({ codes, ranges, rangeDtype: dtype }, () => dequantizePlane(codes, rows, cols, s.bits, ranges));
   });
+}
+
+/** `restored` computed on first use: the encoder's plain path never needs it, and it is as large as the plane. */
+function lazyRestored(q: Omit<PlaneQuantization, 'restored'>, make: () => Float32Array): PlaneQuantization {
+  let cached: Float32Array | undefined;
+  return Object.defineProperty(q, 'restored', { get: () => (cached ??= make()), enumerable: true }) as PlaneQuantization;
 }
 
 /** Ranges as stored in the manifest: base64 of [mins…, maxs…] in the given dtype, little-endian. */

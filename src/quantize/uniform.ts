@@ -54,6 +54,18 @@ export function findRanges(values: Float32Array, rows: number, cols: number, mod
   return { mins, maxs, channelWidth: mode === 'layer' ? cols : channelWidth };
 }
 
+/** Each column's range start and span (max − min in double precision, as JS arithmetic on the pair gives). */
+function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64Array; spans: Float64Array } {
+  const los = new Float64Array(cols);
+  const spans = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) {
+    const ch = Math.floor(c / ranges.channelWidth);
+    los[c] = ranges.mins[ch];
+    spans[c] = ranges.maxs[ch] - ranges.mins[ch];
+  }
+  return { los, spans };
+}
+
 /**
  * Codes of a plane. With `stride` k > 1 the encoder uses only every k-th code
  * (levels k·j + ⌊k/2⌋) and picks the level whose M1 decoding is nearest: a
@@ -74,12 +86,12 @@ export function quantizePlane(
   const top = levels - 1;
   const half = Math.floor(stride / 2);
   const topLevel = Math.floor((top - half) / stride);
+  const { los, spans } = columnRanges(ranges, cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) {
-      const ch = Math.floor(c / ranges.channelWidth);
-      const lo = ranges.mins[ch];
-      const span = ranges.maxs[ch] - lo;
+      const lo = los[c];
+      const span = spans[c];
       const v = values[base + c];
       if (!(span > 0) || !Number.isFinite(v)) continue; // constant channel or side-stored value: code 0
       if (stride === 1) {
@@ -96,15 +108,22 @@ export function quantizePlane(
   return codes;
 }
 
-export function dequantizePlane(codes: CodeArray, rows: number, cols: number, bits: number, ranges: PlaneRanges): Float32Array {
-  const out = new Float32Array(rows * cols);
+/** Values the codes decode to, written into `out` if given (a fresh array otherwise). */
+export function dequantizePlane(
+  codes: CodeArray,
+  rows: number,
+  cols: number,
+  bits: number,
+  ranges: PlaneRanges,
+  out = new Float32Array(rows * cols),
+): Float32Array {
   const levels = 2 ** bits;
+  const { los, spans } = columnRanges(ranges, cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) {
-      const ch = Math.floor(c / ranges.channelWidth);
-      const lo = ranges.mins[ch];
-      const span = ranges.maxs[ch] - lo;
+      const lo = los[c];
+      const span = spans[c];
       out[base + c] = span > 0 ? lo + ((codes[base + c] + 0.5) * span) / levels : lo;
     }
   }

@@ -1,0 +1,59 @@
+/** Worker-thread side of `WorkerPool`: one tensor per message, files opened once per worker. */
+
+import { parentPort } from 'node:worker_threads';
+import { getCodec } from '../codecs/registry.js';
+import { errorToData } from '../errors.js';
+import type { ModelReader } from '../formats/model.js';
+import { encodeTensor } from './compress.js';
+import { Archive, decodeTensor } from './decompress.js';
+import { openModel } from './open.js';
+import type { EncodeReply, Job, Reply } from './workers.js';
+
+const readers = new Map<string, ModelReader>();
+const archives = new Map<string, Archive>();
+
+/** A buffer that is exactly its own ArrayBuffer can be transferred; a view into a shared one is copied first. */
+function own(b: Uint8Array): Uint8Array {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b : b.slice();
+}
+
+async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | null; transfer: ArrayBuffer[] }> {
+  if (job.kind === 'close') {
+    closeAll();
+    return { value: null, transfer: [] };
+  }
+  if (job.kind === 'encode') {
+    let reader = readers.get(job.file);
+    if (!reader) readers.set(job.file, (reader = openModel(job.file)));
+    const plan = {
+      entry: job.entry,
+      record: job.record,
+      settings: job.settings,
+      codecs: job.codecs.map((c) => ({
+        codec: getCodec(c.name, { file: job.file, tensor: job.entry.name }),
+        options: c.options,
+      })),
+      auto: job.auto,
+    };
+    const entries = (await encodeTensor(reader, plan, job.index, job.options)).map(([n, d]): [string, Uint8Array] => [n, own(d)]);
+    return { value: { entries, record: plan.record }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
+  }
+  let archive = archives.get(job.file);
+  if (!archive) archives.set(job.file, (archive = new Archive(job.file)));
+  const values = await decodeTensor(archive, job.record);
+  return { value: values, transfer: [values.buffer as ArrayBuffer] };
+}
+
+function closeAll(): void {
+  for (const r of readers.values()) (r as { close?: () => void }).close?.();
+  for (const a of archives.values()) a.close();
+  readers.clear();
+  archives.clear();
+}
+
+parentPort!.on('message', (job: Job) => {
+  handle(job).then(
+    ({ value, transfer }) => parentPort!.postMessage({ ok: true, value } satisfies Reply, transfer),
+    (e: unknown) => parentPort!.postMessage({ ok: false, error: errorToData(e) } satisfies Reply),
+  );
+});

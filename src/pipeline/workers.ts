@@ -1,0 +1,144 @@
+/**
+ * A pool of worker threads for the per-tensor work of compress and
+ * decompress: each worker opens the model or archive itself (by path), does
+ * one tensor per message and sends the bytes back as transferred buffers.
+ * Under the TypeScript sources (tests, tsx) the worker runs through tsx.
+ */
+
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { errorFromData, type ErrorData } from '../errors.js';
+import type { CodecOptions } from '../codecs/types.js';
+import type { TensorRecord } from '../archive/manifest.js';
+import type { TensorEntry } from '../formats/model.js';
+import type { EncodeSettings } from './options.js';
+
+export interface EncodeJob {
+  kind: 'encode';
+  file: string;
+  entry: TensorEntry;
+  record: TensorRecord;
+  settings: EncodeSettings;
+  codecs: Array<{ name: string; options: CodecOptions }>;
+  auto: boolean;
+  index: number;
+  options: { targetSnr?: number; nonFinite?: 'error' | 'keep' };
+}
+
+export interface DecodeJob {
+  kind: 'decode';
+  file: string;
+  record: TensorRecord;
+}
+
+export type Job = EncodeJob | DecodeJob | { kind: 'close' };
+
+export interface EncodeReply {
+  entries: Array<[string, Uint8Array]>;
+  record: TensorRecord;
+}
+
+export type Reply = { ok: true; value: EncodeReply | Float32Array | null } | { ok: false; error: ErrorData };
+
+/** The built worker; under the TypeScript sources, a bootstrap that registers tsx's loader and imports worker.ts. */
+function spawnWorker(): Worker {
+  if (!fileURLToPath(import.meta.url).endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url));
+  const api = createRequire(import.meta.url)
+    .resolve('tsx/esm/api')
+    .replace(/\.cjs$/, '.mjs');
+  const source = new URL('./worker.ts', import.meta.url).href;
+  return new Worker(
+    `import(${JSON.stringify(pathToFileURL(api).href)}).then((m) => { m.register(); return import(${JSON.stringify(source)}); });`,
+    { eval: true },
+  );
+}
+
+interface Slot {
+  worker: Worker;
+  busy: boolean;
+  dead?: boolean;
+}
+
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly size: number) {}
+
+  private async acquire(): Promise<Slot> {
+    for (;;) {
+      const free = this.slots.find((s) => !s.busy);
+      if (free) {
+        free.busy = true;
+        return free;
+      }
+      if (this.slots.length < this.size) {
+        const slot = { worker: spawnWorker(), busy: true };
+        slot.worker.unref();
+        this.slots.push(slot);
+        return slot;
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+  }
+
+  private release(slot: Slot): void {
+    slot.busy = false;
+    this.waiting.shift()?.();
+  }
+
+  /** Runs one job on a free worker; a worker that dies fails its job with the reason. */
+  run<T extends EncodeReply | Float32Array>(job: EncodeJob | DecodeJob): Promise<T> {
+    return this.acquire().then((slot) => this.post<T>(slot, job));
+  }
+
+  private async post<T>(slot: Slot, job: Job): Promise<T> {
+    const what = job.kind === 'close' ? 'close' : `${job.kind} of ${job.record.name}`;
+    try {
+      return await new Promise<T>((resolve, reject) => {
+        const w = slot.worker;
+        const done = (): void => {
+          w.off('message', onMessage);
+          w.off('error', onError);
+          w.off('exit', onExit);
+        };
+        const onMessage = (r: Reply): void => {
+          done();
+          if (r.ok) resolve(r.value as T);
+          else reject(errorFromData(r.error));
+        };
+        const onError = (e: Error): void => {
+          done();
+          slot.dead = true;
+          reject(e);
+        };
+        const onExit = (code: number): void => {
+          done();
+          slot.dead = true;
+          reject(new Error(`worker thread exited (code ${code}) during ${what}`));
+        };
+        w.on('message', onMessage);
+        w.on('error', onError);
+        w.on('exit', onExit);
+        w.ref();
+        w.postMessage(job);
+      }).finally(() => slot.worker.unref());
+    } finally {
+      // a dead worker is replaced on the next acquire
+      if (slot.dead) this.slots.splice(this.slots.indexOf(slot), 1);
+      this.release(slot);
+    }
+  }
+
+  /** Ends every worker; each closes the files it opened first. */
+  async close(): Promise<void> {
+    const slots = this.slots.splice(0);
+    await Promise.all(
+      slots.map(async (s) => {
+        if (!s.dead) await this.post(s, { kind: 'close' }).catch(() => {});
+        await s.worker.terminate();
+      }),
+    );
+  }
+}
