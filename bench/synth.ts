@@ -43,19 +43,30 @@ export function layersFor(gb: number, dtype: string): number {
   return Math.max(1, Math.ceil((gb * 1e9) / perLayer));
 }
 
-/** xorshift128+ → uniform → Box–Muller: fast, seeded, good enough for weights. */
+/** xoshiro128** (seeded by splitmix32) → uniform → Box–Muller: fast, seeded, period 2^128 − 1. */
 function gaussian(seed: number): () => number {
-  let s0 = (seed * 0x9e3779b9) >>> 0 || 1;
-  let s1 = (seed * 0x85ebca6b + 0x632be5ab) >>> 0 || 2;
+  let x = seed >>> 0;
+  const splitmix = (): number => {
+    x = (x + 0x9e3779b9) >>> 0;
+    let z = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  const rotl = (v: number, k: number): number => (v << k) | (v >>> (32 - k));
+  let a = splitmix();
+  let b = splitmix();
+  let c = splitmix();
+  let d = splitmix();
   const next = (): number => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    s1 = x >>> 0;
-    return ((s0 + s1) >>> 0) / 4294967296;
+    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
+    const t = b << 9;
+    c ^= a;
+    d ^= b;
+    b ^= c;
+    a ^= d;
+    c ^= t;
+    d = rotl(d, 11);
+    return r / 4294967296;
   };
   let spare: number | undefined;
   return () => {

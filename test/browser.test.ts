@@ -71,6 +71,7 @@ let server: Server;
 let browser: Browser;
 let page: Page;
 let base = '';
+let rangeRequests = 0;
 
 const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['png', { codec: 'png', bits: 8 }],
@@ -81,6 +82,9 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['h264-lossless', { media: 'video', codec: 'h264', lossless: true }],
   ['vp9-lossless', { media: 'video', codec: 'vp9', lossless: true }],
   ['av1-lossless', { media: 'video', codec: 'av1', lossless: true }],
+  // no exact native decoder: JS fallbacks from npm (fast-png, fzstd)
+  ['png16', { codec: 'png', bits: 16 }],
+  ['zstd', { codec: 'zstd' }],
 ];
 
 describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
@@ -123,19 +127,30 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       join(dir, 'index.html'),
       '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
     );
+    // a static server with HTTP Range support (?norange: a server that ignores Range and sends 200)
     server = createServer((req, res) => {
-      const f = join(dir, (req.url ?? '/').split('?')[0].replace(/^\/+/, '') || 'index.html');
+      const [path, query] = (req.url ?? '/').split('?');
+      const f = join(dir, path.replace(/^\/+/, '') || 'index.html');
       if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
-      res.writeHead(200, {
-        'content-type': /\.m?js$/.test(f)
-          ? 'text/javascript'
-          : f.endsWith('.wasm')
-            ? 'application/wasm'
-            : f.endsWith('.html')
-              ? 'text/html'
-              : 'application/octet-stream',
-      });
-      res.end(readFileSync(f));
+      const type = /\.m?js$/.test(f)
+        ? 'text/javascript'
+        : f.endsWith('.wasm')
+          ? 'application/wasm'
+          : f.endsWith('.html')
+            ? 'text/html'
+            : 'application/octet-stream';
+      const body = readFileSync(f);
+      const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
+      if (range && query !== 'norange') {
+        rangeRequests++;
+        const [a, b] = [range[1], range[2]];
+        const start = a === '' ? Math.max(0, body.length - Number(b)) : Number(a);
+        const end = a === '' || b === '' ? body.length - 1 : Math.min(Number(b), body.length - 1);
+        res.writeHead(206, { 'content-type': type, 'content-range': `bytes ${start}-${end}/${body.length}` });
+        return void res.end(body.subarray(start, end + 1));
+      }
+      res.writeHead(200, { 'content-type': type });
+      res.end(body);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -216,6 +231,41 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     expect(shot.length).toBeGreaterThan(20_000);
     await p.close();
     viewer.close();
+  });
+
+  it('HTTP Range reads: one tensor of an archive fetches its directory and that tensor, not the file', async () => {
+    const file = join(dir, 'png.nnm');
+    const archive = new Archive(file);
+    const node = await decodeAllTensors(archive);
+    const one = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs).at(-1)!;
+    archive.close();
+    const before = rangeRequests;
+    type Decoded = { tensors: Map<string, Float32Array>; fetch: { requests: number; bytes: number; ranged: boolean } };
+    const run = (url: string, tensors?: string[]) =>
+      page.evaluate(
+        async ([u, names]) => {
+          const w = window as unknown as { nnmedia: { decodeArchive(u: string, o?: object): Promise<Decoded> } };
+          const r = await w.nnmedia.decodeArchive(u, names ? { tensors: names } : {});
+          return {
+            fetch: r.fetch,
+            tensors: Object.fromEntries(
+              [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
+            ),
+          };
+        },
+        [url, tensors] as const,
+      );
+    const part = await run(`${base}/png.nnm`, [one.name]);
+    expect(part.fetch.ranged).toBe(true);
+    expect(rangeRequests - before).toBe(part.fetch.requests);
+    expect(part.fetch.bytes).toBeLessThan(readFileSync(file).length);
+    expect(Object.keys(part.tensors)).toEqual([one.key]);
+    const want = node.get(one.key)!;
+    expect(part.tensors[one.key]).toEqual(Array.from(new Uint32Array(want.buffer, want.byteOffset, want.length)));
+    // a server without Range support: the whole file in one response, same tensors
+    const whole = await run(`${base}/png.nnm?norange`);
+    expect(whole.fetch).toEqual({ requests: 1, bytes: readFileSync(file).length, ranged: false });
+    expect(Object.keys(whole.tensors).sort()).toEqual([...node.keys()].sort());
   });
 
   it('a corrupt archive is rejected with a clear error', async () => {

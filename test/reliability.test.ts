@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -22,6 +22,16 @@ const onnxFile = join(dir, 'm.onnx');
 writeFileSync(onnxFile, mixedModel().bytes);
 const stFile = join(dir, 'm.safetensors');
 writeSafetensorsFixture(stFile);
+/**
+ * Fuzzing budget: bounded in CI; longer by hand with NNMEDIA_FUZZ_SCALE=100 (runs × 100) and
+ * NNMEDIA_FUZZ_SEED=<n> (a different stream of inputs). A failure prints its seed and path to replay.
+ */
+const SCALE = Number(process.env.NNMEDIA_FUZZ_SCALE ?? 1);
+const SEED = Number(process.env.NNMEDIA_FUZZ_SEED ?? 0);
+const budget = (runs: number, seed: number): { numRuns: number; seed: number } => ({
+  numRuns: Math.round(runs * SCALE),
+  seed: seed + SEED,
+});
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 
 /** Runs a reader on bytes; only our typed errors (or success) are acceptable — never a crash or a hang. */
@@ -73,7 +83,7 @@ describe('hostile input (property-based, bounded)', () => {
           });
         },
       ),
-      { numRuns: 300, seed: 42 },
+      budget(300, 42),
     );
   });
   it('safetensors reader: random header edits give a typed error or a valid read', () => {
@@ -93,7 +103,7 @@ describe('hostile input (property-based, bounded)', () => {
           });
         },
       ),
-      { numRuns: 300, seed: 43 },
+      budget(300, 43),
     );
   });
   it('archive reader: flips anywhere are detected (checksums) or decode to the same weights', async () => {
@@ -118,8 +128,79 @@ describe('hostile input (property-based, bounded)', () => {
         // a flip the checks let through must not change the model (e.g. in a ZIP field nobody reads)
         return sha(out) === ref;
       }),
-      { numRuns: 150, seed: 44 },
+      budget(150, 44),
     );
+  });
+});
+
+describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
+  for (const [label, model] of [
+    ['ONNX', onnxFile],
+    ['safetensors', stFile],
+  ] as const)
+    it(`${label}: any value at any place of a tensor record gives a typed error or a valid model`, async () => {
+      const good = join(dir, `mgood-${label}.nnm`);
+      await compressModel(model, good, { codec: 'png' });
+      const archive = new Archive(good);
+      const manifest = archive.manifest;
+      const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
+      archive.close();
+      // paths into the records: every key, one level into nested objects and arrays
+      const paths: string[][] = [];
+      const walk = (v: unknown, path: string[], depth: number): void => {
+        if (depth > 0) paths.push(path);
+        if (depth < 4 && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], depth + 1);
+      };
+      walk({ tensors: manifest.tensors, skeleton: manifest.skeleton, version: manifest.version }, [], 0);
+      const hostile = fc.oneof(
+        fc.jsonValue({ maxDepth: 2 }),
+        fc.constantFrom(-1, 0, 2 ** 31, 2 ** 53, 1e308, -0.5, NaN, '../../etc/passwd', '', [], {}, null),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.nat(paths.length - 1), hostile, async (k, value) => {
+          const m = structuredClone(manifest) as unknown as Record<string, unknown>;
+          const path = paths[k];
+          let at = m as Record<string, unknown>;
+          for (const p of path.slice(0, -1)) at = at[p] as Record<string, unknown>;
+          at[path.at(-1)!] = value;
+          const f = join(dir, `mfuzz-${label}.nnm`);
+          const fd = openSync(f, 'w');
+          const zip = new ZipWriter(fd);
+          for (const [n, d] of others) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
+          zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
+          zip.finish();
+          closeSync(fd);
+          const out = join(dir, `mfuzz.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
+          if (process.env.NNMEDIA_FUZZ_LOG)
+            appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
+          try {
+            await decompressArchive(f, out, { jobs: 1 });
+          } catch (e) {
+            if (e instanceof NnmediaError) return true;
+            throw new Error(`${path.join('.')} = ${JSON.stringify(value)}: ${(e as Error).stack}`);
+          }
+          // accepted: the rebuilt model reads back as a valid model (decompress checks it); values may differ
+          // where the mutation is a legitimate one (ranges, codec quality…), which no checksum can tell
+          return openModel(out).tensors.length > 0;
+        }),
+        budget(200, 45),
+      );
+    });
+  it('regression (found by the manifest fuzzer): a manifest that drops tensor records is rejected, not a model without weights', async () => {
+    const good = join(dir, 'mgood-ONNX.nnm');
+    const archive = new Archive(good);
+    const manifest = { ...archive.manifest, tensors: [] };
+    const others = Object.keys(archive.manifest.entries).map((n) => [n, archive.entry(n)] as const);
+    archive.close();
+    const f = join(dir, 'mdrop.nnm');
+    const fd = openSync(f, 'w');
+    const zip = new ZipWriter(fd);
+    for (const [n, d] of others) zip.add(n, d, 'store');
+    zip.add('manifest.json', Buffer.from(JSON.stringify(manifest)), 'deflate');
+    zip.finish();
+    closeSync(fd);
+    await expect(decompressArchive(f, join(dir, 'mdrop.onnx'))).rejects.toThrow(/rebuilt model is not valid/);
+    expect(listDir(dir)).not.toContain('mdrop.onnx');
   });
 });
 

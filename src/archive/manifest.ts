@@ -82,6 +82,8 @@ export interface TensorRecord {
   nonFinite?: string;
   /** How many weights that entry holds. */
   exactValues?: number;
+  /** Kept tensor stored as float16 (see quantize/half.ts): its values start at element `offset` of `entry`. */
+  half?: { entry: string; offset: number };
   /** Another tensor with identical values whose media this one shares. */
   sameAs?: string;
   stats?: ErrorStats;

@@ -1,15 +1,22 @@
 /**
  * nnmedia in the browser: verify an .nnm archive (Web Crypto sha256 of every
- * entry) and rebuild its compressed tensors with the browser's own image
- * decoders (createImageBitmap → canvas), dequantized exactly as in Node.
- * No Node module is reached from here. Supported: 8-bit PNG, WebP, AVIF and
- * JPEG images. 16-bit PNG (canvas keeps only the high byte), the zstd
- * fallback, video and audio entries are refused with a clear error — never
- * decoded into wrong weights.
+ * entry) and rebuild its compressed tensors with the browser's own decoders
+ * (createImageBitmap → canvas for 8-bit PNG, WebP, AVIF, JPEG; WebCodecs for
+ * H.264, VP9, AV1 lossless), dequantized exactly as in Node. A URL is read with
+ * HTTP Range requests where the server allows them (directory first, then only
+ * the entries wanted). Where the browser has no exact native decoder, small JS
+ * decoders from npm take over: fast-png for 16-bit PNG (canvas keeps only the
+ * high byte), fzstd for the raw-codes fallback. FFV1, HEVC, inter-coded video
+ * and audio entries are refused with a clear error — never wrong weights.
+ * No Node module is reached from here.
  */
 
 import { planeShapes, scatterPlanes } from '../layout/planes.js';
-import { dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { pasteTile } from '../layout/tiles.js';
+import { fromHalf } from '../quantize/half.js';
+import { decode as decodePng } from 'fast-png';
+import { decompress as zstdDecompress } from 'fzstd';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { decodeExactValues } from '../quantize/exact.js';
@@ -31,40 +38,118 @@ interface ZipEntry {
   offset: number;
   compressedSize: number;
   size: number;
+  nameLength: number;
 }
 
 /** Bounds for a hostile file (same spirit as the Node reader). */
 const MAX_ENTRIES = 1_000_000;
+/** The end record sits in the last 64 KiB + 22 bytes (its comment is at most 64 KiB). */
+const TAIL = 65_557;
 
-function parseZip(buf: Uint8Array): Map<string, ZipEntry> {
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+/** What reading the archive cost: requests and bytes fetched, and whether the server honoured Range requests. */
+export interface FetchStats {
+  requests: number;
+  bytes: number;
+  ranged: boolean;
+}
+
+/** Random access to the archive's bytes. */
+export interface ByteSource {
+  readonly size: number;
+  readonly stats: FetchStats;
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+export function bytesSource(buf: Uint8Array): ByteSource {
+  const stats = { requests: 0, bytes: 0, ranged: false };
+  return {
+    size: buf.length,
+    stats,
+    read: async (offset, length) => {
+      if (offset < 0 || length < 0 || offset + length > buf.length)
+        throw new BrowserArchiveError(`truncated: needs bytes ${offset}…${offset + length} of ${buf.length}`);
+      return buf.subarray(offset, offset + length);
+    },
+  };
+}
+
+/**
+ * A URL as a byte source: one suffix Range request for the archive's tail; if
+ * the server answers 206, every later read is a Range request of its own, else
+ * (200) the whole body has arrived and is read from memory.
+ */
+export async function urlSource(url: string, init: RequestInit = {}): Promise<ByteSource> {
+  const get = (range: string): Promise<Response> =>
+    fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), Range: `bytes=${range}` } });
+  const first = await get(`-${TAIL}`);
+  if (first.status === 200) {
+    const whole = bytesSource(new Uint8Array(await first.arrayBuffer()));
+    whole.stats.requests = 1;
+    whole.stats.bytes = whole.size;
+    return whole;
+  }
+  if (first.status !== 206) throw new BrowserArchiveError(`cannot fetch ${url}: HTTP ${first.status}`);
+  const total = Number(/\/(\d+)\s*$/.exec(first.headers.get('content-range') ?? '')?.[1]);
+  if (!Number.isSafeInteger(total)) throw new BrowserArchiveError(`${url}: Range reply without a total size`);
+  const tail = new Uint8Array(await first.arrayBuffer());
+  const tailStart = total - tail.length;
+  const stats = { requests: 1, bytes: tail.length, ranged: true };
+  return {
+    size: total,
+    stats,
+    read: async (offset, length) => {
+      if (offset < 0 || length < 0 || offset + length > total)
+        throw new BrowserArchiveError(`truncated: needs bytes ${offset}…${offset + length} of ${total}`);
+      if (offset >= tailStart) return tail.subarray(offset - tailStart, offset - tailStart + length);
+      if (length === 0) return new Uint8Array(0);
+      const res = await get(`${offset}-${offset + length - 1}`);
+      const body = new Uint8Array(await res.arrayBuffer());
+      stats.requests++;
+      stats.bytes += body.length;
+      if (res.status !== 206 || body.length !== length)
+        throw new BrowserArchiveError(`${url}: Range ${offset}+${length} answered ${res.status} with ${body.length} bytes`);
+      return body;
+    },
+  };
+}
+
+async function parseZip(src: ByteSource): Promise<Map<string, ZipEntry>> {
+  const tailLen = Math.min(src.size, TAIL);
+  const tail = await src.read(src.size - tailLen, tailLen);
+  const tv = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
   let eocd = -1;
-  for (let i = buf.length - 22; i >= Math.max(0, buf.length - 65_557); i--)
-    if (view.getUint32(i, true) === 0x06054b50) {
+  for (let i = tail.length - 22; i >= 0; i--)
+    if (tv.getUint32(i, true) === 0x06054b50) {
       eocd = i;
       break;
     }
   if (eocd < 0) throw new BrowserArchiveError('not a ZIP archive or truncated (no end-of-central-directory record)');
-  const count = view.getUint16(eocd + 10, true);
-  const cdOffset = view.getUint32(eocd + 16, true);
-  if (count > MAX_ENTRIES || cdOffset > eocd) throw new BrowserArchiveError('central directory is damaged');
+  const count = tv.getUint16(eocd + 10, true);
+  const cdSize = tv.getUint32(eocd + 12, true);
+  const cdOffset = tv.getUint32(eocd + 16, true);
+  if (count > MAX_ENTRIES || cdOffset + cdSize > src.size - tailLen + eocd)
+    throw new BrowserArchiveError('central directory is damaged');
+  const cd = await src.read(cdOffset, cdSize);
+  const view = new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
   const entries = new Map<string, ZipEntry>();
-  let p = cdOffset;
+  let p = 0;
   const text = new TextDecoder();
   for (let i = 0; i < count; i++) {
-    if (p + 46 > eocd || view.getUint32(p, true) !== 0x02014b50)
+    if (p + 46 > cd.length || view.getUint32(p, true) !== 0x02014b50)
       throw new BrowserArchiveError(`central directory record ${i} is damaged`);
-    const nameLen = view.getUint16(p + 28, true);
-    const name = text.decode(buf.subarray(p + 46, p + 46 + nameLen));
+    const nameLength = view.getUint16(p + 28, true);
+    if (p + 46 + nameLength > cd.length) throw new BrowserArchiveError(`central directory record ${i} is damaged`);
+    const name = text.decode(cd.subarray(p + 46, p + 46 + nameLength));
     const e = {
       method: view.getUint16(p + 10, true),
       compressedSize: view.getUint32(p + 20, true),
       size: view.getUint32(p + 24, true),
       offset: view.getUint32(p + 42, true),
+      nameLength,
     };
     if (e.offset + 30 + e.compressedSize > cdOffset) throw new BrowserArchiveError(`entry ${name} lies outside the data area`);
     entries.set(name, e);
-    p += 46 + nameLen + view.getUint16(p + 30, true) + view.getUint16(p + 32, true);
+    p += 46 + nameLength + view.getUint16(p + 30, true) + view.getUint16(p + 32, true);
   }
   return entries;
 }
@@ -192,29 +277,49 @@ async function decodeVideo(bytes: Uint8Array, codec: string, width: number, heig
 
 export interface DecodedArchive {
   manifest: Manifest;
-  /** Compressed tensors by key, in the file's memory order. */
+  /** Restored tensors by key (compressed ones, and kept ones stored as float16), in the file's memory order. */
   tensors: Map<string, Float32Array>;
-  /** The model with compressed tensors' data taken out (tensors kept exact are inside). */
-  skeleton: Uint8Array;
+  /** The model with compressed tensors' data taken out (tensors kept exact are inside); absent when only some tensors were asked for. */
+  skeleton?: Uint8Array;
+  /** Requests and bytes it took (a URL read with Range requests fetches only what was asked for). */
+  fetch: FetchStats;
 }
 
-/** Fetches (or takes) an archive, verifies every checksum, and decodes its tensors with native decoders. */
-export async function decodeArchive(source: string | ArrayBuffer | Uint8Array): Promise<DecodedArchive> {
-  let buf: Uint8Array;
-  if (typeof source === 'string') {
-    const res = await fetch(source);
-    if (!res.ok) throw new BrowserArchiveError(`cannot fetch ${source}: HTTP ${res.status}`);
-    buf = new Uint8Array(await res.arrayBuffer());
-  } else buf = source instanceof Uint8Array ? source : new Uint8Array(source);
-  const zip = parseZip(buf);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+export interface DecodeOptions {
+  /** Decode only these tensors (names or keys); all by default. The model skeleton is fetched only for all. */
+  tensors?: readonly string[];
+  /** Passed to fetch() for URLs (credentials, headers, signal). */
+  init?: RequestInit;
+}
+
+/**
+ * Fetches (or takes) an archive, verifies the checksum of every entry it
+ * needs before decoding any, and decodes the tensors with native decoders.
+ */
+export async function decodeArchive(
+  source: string | ArrayBuffer | Uint8Array | ByteSource,
+  options: DecodeOptions = {},
+): Promise<DecodedArchive> {
+  const src =
+    typeof source === 'string'
+      ? await urlSource(source, options.init)
+      : source instanceof Uint8Array
+        ? bytesSource(source)
+        : source instanceof ArrayBuffer
+          ? bytesSource(new Uint8Array(source))
+          : source;
+  const zip = await parseZip(src);
   const raw = async (name: string): Promise<Uint8Array> => {
     const e = zip.get(name);
     if (!e) throw new BrowserArchiveError(`missing entry ${name}`);
-    if (view.getUint32(e.offset, true) !== 0x04034b50) throw new BrowserArchiveError(`entry ${name}: local header damaged`);
-    const start = e.offset + 30 + view.getUint16(e.offset + 26, true) + view.getUint16(e.offset + 28, true);
-    if (start + e.compressedSize > buf.length) throw new BrowserArchiveError(`entry ${name}: truncated`);
-    const body = buf.subarray(start, start + e.compressedSize);
+    // local header + name + data in one read (nnmedia writes no extra field; another writer's is read separately)
+    let chunk = await src.read(e.offset, Math.min(src.size - e.offset, 30 + e.nameLength + e.compressedSize));
+    const h = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (chunk.length < 30 || h.getUint32(0, true) !== 0x04034b50)
+      throw new BrowserArchiveError(`entry ${name}: local header damaged`);
+    const start = 30 + h.getUint16(26, true) + h.getUint16(28, true);
+    if (start + e.compressedSize > chunk.length) chunk = await src.read(e.offset, start + e.compressedSize);
+    const body = chunk.subarray(start, start + e.compressedSize);
     const data = e.method === 8 ? await inflateRaw(body) : body;
     if (data.length !== e.size) throw new BrowserArchiveError(`entry ${name}: size differs from the recorded one (corrupt)`);
     return data;
@@ -228,33 +333,96 @@ export async function decodeArchive(source: string | ArrayBuffer | Uint8Array): 
   }
   if (manifest.format !== 'nnmedia' || manifest.version !== 1)
     throw new BrowserArchiveError('not an nnmedia archive of format version 1');
+  const compressed = manifest.tensors.filter((t) => t.layout);
+  const wanted = options.tensors
+    ? compressed.filter((t) => options.tensors!.includes(t.name) || options.tensors!.includes(t.key))
+    : compressed;
+  if (options.tensors)
+    for (const n of options.tensors)
+      if (!manifest.tensors.some((t) => (t.layout || t.half) && (t.name === n || t.key === n)))
+        throw new BrowserArchiveError(`no restored tensor named ${n}`);
+  const byKey = new Map(manifest.tensors.map((t) => [t.key, t]));
+  const decodeSet = [...new Set(wanted.map((t) => (t.sameAs ? byKey.get(t.sameAs)! : t)))];
+  const names = new Set<string>();
+  for (const t of decodeSet) {
+    for (const pr of t.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
+    if (t.nonFinite) names.add(t.nonFinite);
+  }
+  const halves = manifest.tensors.filter(
+    (t) => t.half && (!options.tensors || options.tensors.includes(t.name) || options.tensors.includes(t.key)),
+  );
+  for (const t of halves) names.add(t.half!.entry);
+  if (!options.tensors) names.add(manifest.skeleton);
   // every checksum first: nothing is decoded from a corrupt archive
   const entries = new Map<string, Uint8Array>();
-  for (const [name, want] of Object.entries(manifest.entries)) {
+  for (const name of names) {
+    const want = manifest.entries[name];
+    if (!want) throw new BrowserArchiveError(`entry ${name} is not listed in the manifest`);
     const data = await raw(name);
     if ((await sha256Hex(data)) !== want.sha256) throw new BrowserArchiveError(`entry ${name}: sha256 mismatch (corrupt)`);
     entries.set(name, data);
   }
   const tensors = new Map<string, Float32Array>();
-  for (const t of manifest.tensors) if (t.layout && !t.sameAs) tensors.set(t.key, await decodeTensor(t, entries));
-  for (const t of manifest.tensors) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
-  return { manifest, tensors, skeleton: entries.get(manifest.skeleton)! };
+  for (const t of decodeSet) tensors.set(t.key, await decodeTensor(t, entries));
+  for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
+  for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
+  for (const t of halves) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const entry = entries.get(t.half!.entry)!;
+    if ((t.half!.offset + n) * 2 > entry.length)
+      throw new BrowserArchiveError('half-precision values outside their entry', t.name);
+    tensors.set(t.key, fromHalf(entry, t.half!.offset, n));
+  }
+  return { manifest, tensors, skeleton: entries.get(manifest.skeleton), fetch: src.stats };
+}
+
+/** Codes of one image tile, or throws: native decoders for 8 bits, JS decoders where the browser has none exact. */
+async function tileCodes(codec: string, bits: number, bytes: Uint8Array, width: number, height: number, tensor: string) {
+  if (codec === 'zstd') {
+    // the raw-codes fallback: little-endian codes through zstd
+    const raw = zstdDecompress(bytes);
+    const w = bits === 8 ? 1 : bits === 16 ? 2 : 4;
+    if (raw.length !== width * height * w)
+      throw new BrowserArchiveError(`zstd entry holds ${raw.length} bytes, expected ${width * height * w}`, tensor);
+    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const out = allocCodes(bits, width * height);
+    for (let i = 0; i < out.length; i++)
+      out[i] = w === 1 ? raw[i] : w === 2 ? v.getUint16(2 * i, true) : v.getUint32(4 * i, true);
+    return out;
+  }
+  if (codec === 'png' && bits === 16) {
+    // canvas keeps only the high byte of 16-bit PNG: decode it in JS
+    const img = decodePng(bytes);
+    if (img.width !== width || img.height !== height || img.depth !== 16 || img.channels !== 1)
+      throw new BrowserArchiveError(
+        `PNG is ${img.width}×${img.height}, ${img.channels} channel(s) of ${img.depth} bits; expected ${width}×${height} grey 16-bit`,
+        tensor,
+      );
+    return Uint16Array.from(img.data);
+  }
+  const mime = Object.hasOwn(MIME, codec) ? MIME[codec] : undefined;
+  if (!mime) throw new BrowserArchiveError(`codec ${codec} has no decoder in the browser`, tensor);
+  if (bits !== 8)
+    throw new BrowserArchiveError(`${bits}-bit ${codec} cannot be decoded exactly by the browser (canvas keeps 8 bits)`, tensor);
+  return decodeImage(bytes, mime, width, height);
 }
 
 async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): Promise<Float32Array> {
   const codec = t.codec!.name;
   const bits = t.quant!.bits;
-  const mime = MIME[codec];
-  if (!mime && !VIDEO[codec]) throw new BrowserArchiveError(`codec ${codec} has no native decoder in this browser build`, t.name);
-  if (VIDEO[codec] && t.codec!.media === 'video' && t.codec!.gop === 'inter')
+  const video = t.codec!.media === 'video';
+  if (video && !Object.hasOwn(VIDEO, codec))
+    throw new BrowserArchiveError(`${codec} video has no decoder in this browser (H.264, VP9 and AV1 do)`, t.name);
+  if (t.codec!.media === 'audio')
+    throw new BrowserArchiveError(`${codec} audio entries cannot be decoded exactly in the browser`, t.name);
+  if (video && t.codec!.gop === 'inter')
     throw new BrowserArchiveError('inter-coded video is not decoded in the browser yet', t.name);
-  if (bits !== 8)
-    throw new BrowserArchiveError(`${bits}-bit ${codec} cannot be decoded exactly by the browser (canvas keeps 8 bits)`, t.name);
+  if (video && bits !== 8) throw new BrowserArchiveError(`${bits}-bit ${codec} video is not decoded in the browser`, t.name);
   const shapes = planeShapes(t.layout!);
   const planes: Float32Array[] = [];
   for (let p = 0; p < shapes.length; p++) {
     const s = shapes[p];
-    const codes = new Uint8Array(s.rows * s.cols);
+    const codes = allocCodes(bits, s.rows * s.cols);
     const pr = t.planes![p];
     if (pr.frame) {
       const f = pr.frame;
@@ -267,9 +435,8 @@ async function decodeTensor(t: TensorRecord, entries: Map<string, Uint8Array>): 
           );
     } else
       for (const tile of pr.tiles) {
-        const img = await decodeImage(entries.get(tile.entry)!, mime, tile.cols, tile.rows);
-        for (let r = 0; r < tile.rows; r++)
-          codes.set(img.subarray(r * tile.cols, (r + 1) * tile.cols), (tile.row + r) * s.cols + tile.col);
+        const img = await tileCodes(codec, bits, entries.get(tile.entry)!, tile.cols, tile.rows, t.name);
+        pasteTile(codes, s.cols, tile, img);
       }
     const dtype = (t.quant!.rangeDtype?.[p] ?? 'float32') as RangeDtype;
     const bytes = Uint8Array.from(atob(t.quant!.ranges[p]), (c) => c.charCodeAt(0));
@@ -300,5 +467,7 @@ export function rebuildOnnxModel(d: DecodedArchive): Uint8Array {
   const restored = d.manifest.tensors
     .filter((t) => d.tensors.has(t.key))
     .map((t) => ({ path: String(t.storage.path), form: String(t.storage.form), dtype: t.dtype, values: d.tensors.get(t.key)! }));
+  if (!d.skeleton)
+    throw new BrowserArchiveError('the archive was decoded for some tensors only: no skeleton to rebuild the model from');
   return rebuildOnnx(d.skeleton, restored, d.manifest.source.file);
 }

@@ -72,6 +72,7 @@ interface CompressFlags {
   rotate?: boolean;
   sensitivity?: number;
   targetSnr?: number;
+  halfKept?: boolean;
   targetBpw?: number;
   maxLoss?: number;
   task?: string;
@@ -92,6 +93,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     sensitivityWeight: f.sensitivity,
     targetSnr: f.targetSnr,
     targetBpw: f.targetBpw,
+    halfKept: f.halfKept,
     maxLoss: f.maxLoss,
     task,
     onLog: f.json ? undefined : (m: string) => process.stderr.write(`${m}\n`),
@@ -193,6 +195,8 @@ function addCompressOptions(cmd: Command): Command {
       Number,
     )
     .option('--target-snr <dB>', 'per tensor: coarsest grid / lowest quality with SNR ≥ dB', Number)
+    .option('--half-kept', 'store kept tensors (biases, norms) as float16 where the cast is safe (default with rate control)')
+    .option('--no-half-kept', 'keep them exactly as they are')
     .option('--sensitivity <gamma>', 'allocation: how much per-layer sensitivity probes are trusted, 0…1 (default 0.5)', Number)
     .option('--target-bpw <bits>', 'allocate bits across layers for this average bits/weight (whole archive)', Number)
     .option(

@@ -7,6 +7,7 @@
 
 import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from './protobuf.js';
 import { type FloatDType, encodeFloats } from './model.js';
+import { BadModelError } from '../errors.js';
 
 // ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
 export const MODEL_GRAPH = 7;
@@ -153,11 +154,17 @@ export interface RestoredTensor {
 /** Rebuilds an ONNX file from its skeleton and the restored tensors. */
 export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
   const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+  const applied = new Set<string>();
   for (const t of tensors) {
     const form = t.form as DataForm;
-    edits.set(t.path, (s, e) =>
-      replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form),
-    );
+    edits.set(t.path, (s, e) => {
+      applied.add(t.path);
+      return replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form);
+    });
   }
-  return rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
+  const out = rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
+  // a restored tensor whose place is not in the skeleton would silently be left out of the model
+  for (const t of tensors)
+    if (!applied.has(t.path)) throw new BadModelError(`restored tensor's place ${t.path} is not in the model skeleton`, { file });
+  return out;
 }

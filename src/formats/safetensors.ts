@@ -229,6 +229,23 @@ export function safetensorsPieces(
     pos = t.end;
   }
   pieces.push({ keep: skeleton.subarray(src) });
+  // the pieces must fill the data area the header describes: no tensor left out, none extra
+  let header: Record<string, { data_offsets?: unknown }>;
+  try {
+    header = JSON.parse(Buffer.from(skeleton.subarray(8, headerLen)).toString('utf8')) as typeof header;
+  } catch {
+    throw new BadModelError('skeleton header is not JSON', { file });
+  }
+  let dataEnd = 0;
+  for (const [k, v] of Object.entries(header))
+    if (k !== '__metadata__' && Array.isArray(v?.data_offsets)) dataEnd = Math.max(dataEnd, Number(v.data_offsets[1]));
+  if (pos + (skeleton.length - src) !== dataEnd)
+    throw new BadModelError(
+      `restored tensors and skeleton make ${pos + skeleton.length - src} data bytes, the header needs ${dataEnd}`,
+      {
+        file,
+      },
+    );
   return pieces;
 }
 

@@ -29,6 +29,7 @@ import { encodeRanges, quantizePlanes, type PlaneQuantization, type QuantizeSett
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
 import { encodeExactValues } from '../quantize/exact.js';
+import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -44,6 +45,7 @@ import { sha256File } from '../io/atomic.js';
 import {
   ALLOCATION_STEPS,
   PROBE_STEP,
+  PROBE_STEPS,
   allocateForBudget,
   allocateForLoss,
   measureCandidates,
@@ -430,6 +432,32 @@ export async function encodeTensor(
   return entries;
 }
 
+/** Kept float32/float64 tensors whose float16 cast is safe: their bytes, one after another, and their records marked. */
+function halfKept(reader: ModelReader, plans: readonly TensorPlan[]): { data: Uint8Array; keys: string[] } | undefined {
+  const parts: Uint8Array[] = [];
+  const keys: string[] = [];
+  let offset = 0;
+  for (const p of plans) {
+    if (p.settings || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
+    const values = reader.read(p.entry.key);
+    const bytes = values.length ? toHalfIfSafe(values) : undefined;
+    if (!bytes) continue;
+    p.record.half = { entry: HALF_ENTRY, offset };
+    p.record.stats = errorStats(values, fromHalf(bytes, 0, values.length));
+    parts.push(bytes);
+    keys.push(p.entry.key);
+    offset += values.length;
+  }
+  if (!keys.length) return undefined;
+  const data = new Uint8Array(offset * 2);
+  let at = 0;
+  for (const b of parts) {
+    data.set(b, at);
+    at += b.length;
+  }
+  return { data, keys };
+}
+
 /** Hash of a tensor's values and shape: identical tensors are stored once. */
 function contentHash(values: Float32Array, plan: TensorPlan): string {
   return createHash('sha256')
@@ -518,10 +546,16 @@ async function allocate(
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
       options.signal?.throwIfAborted();
-      const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (options.range ?? 'channel'))!;
-      const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
-      // (duplicates are substituted together and cost their bits once, so no correction is needed)
-      rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
+      const steps = process.env.NNMEDIA_PROBES === '2' ? PROBE_STEPS : [PROBE_STEP];
+      const probes: Array<{ sse: number; s: number }> = [];
+      for (const step of steps) {
+        const probe = rates[i].candidates.find((c) => c.relStep === step && c.range === (options.range ?? 'channel'))!;
+        const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
+        // (duplicates are substituted together and cost their bits once, so no correction is needed)
+        probes.push({ sse: probe.sse, s: probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30 });
+      }
+      rates[i].sensitivity = probes[0].s;
+      if (probes.length > 1) rates[i].probes = probes.sort((a, b) => a.sse - b.sse);
       if (process.env.NNMEDIA_DEBUG) log(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
   }
@@ -539,8 +573,20 @@ async function allocate(
           n++;
         }
     const power = Math.max(sq / Math.max(n, 1), 1e-30);
-    rates[i].sensitivity = (rates[i].sensitivity * power) ** gamma / power;
+    const damp = (x: number): number => (x * power) ** gamma / power;
+    rates[i].sensitivity = damp(rates[i].sensitivity);
+    rates[i].probes?.forEach((p) => (p.s = damp(p.s)));
   });
+  for (const [name, k] of (process.env.NNMEDIA_SENS_BOOST ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((x) => x.split(':'))) {
+    const i = unique.findIndex((p) => p.entry.name === name);
+    if (i >= 0) {
+      rates[i].sensitivity *= Number(k);
+      rates[i].probes?.forEach((p) => (p.s *= Number(k)));
+    }
+  }
   const apply = (choice: number[]): void =>
     unique.forEach((p, i) => {
       const c = rates[i].candidates[choice[i]];
@@ -604,18 +650,33 @@ export async function compressModel(input: string, output: string, options: Comp
         unique.push(p);
       }
     }
-    const stripped = new Set(work.map((p) => p.entry.key));
+    const allocating = options.targetBpw !== undefined || options.maxLoss !== undefined;
+    const half = (options.halfKept ?? (allocating || options.targetSnr !== undefined)) ? halfKept(reader, plans) : undefined;
+    const stripped = new Set([...work.map((p) => p.entry.key), ...(half?.keys ?? [])]);
     const skeletonName = `model/skeleton.${reader.format}`;
     const skeleton = reader.skeleton(stripped);
     const sourceSha = await sha256File(input);
     const compressedWeights = work.reduce((s, p) => s + elementCount(p.entry.shape), 0);
-    const allocating = options.targetBpw !== undefined || options.maxLoss !== undefined;
     // Skeleton, manifest head and ZIP directory: what the allocator must leave room for.
-    const overheadBits = 8 * (deflateRawSync(skeleton, { level: 9 }).length + 2000);
+    const overheadBits =
+      8 * (deflateRawSync(skeleton, { level: 9 }).length + (half ? deflateRawSync(half.data, { level: 9 }).length : 0) + 2000);
     // only allocation runs the model, and only then is it read whole (ONNX, which protobuf bounds to 2 GB)
     const reallocate = allocating ? await allocate(reader, readFileSync(input), plans, unique, overheadBits, options) : undefined;
     const encode = (): Promise<CompressResult> =>
-      encodeAll(reader, input, output, options, plans, work, unique, skeletonName, skeleton, sourceSha, compressedWeights);
+      encodeAll(
+        reader,
+        input,
+        output,
+        options,
+        plans,
+        work,
+        unique,
+        skeletonName,
+        skeleton,
+        sourceSha,
+        compressedWeights,
+        half?.data,
+      );
     let result = await encode();
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots.
@@ -696,6 +757,7 @@ async function encodeAll(
   skeleton: Uint8Array,
   sourceSha: string,
   compressedWeights: number,
+  halfData?: Uint8Array,
 ): Promise<CompressResult> {
   const jobs = options.jobs ?? availableParallelism();
   const pool = jobs > 1 && unique.length > 1 ? new WorkerPool(jobs) : undefined;
@@ -729,6 +791,7 @@ async function encodeAll(
         p.record.stats = first.record.stats;
         p.record.bytes = 0;
       }
+      if (halfData) put(HALF_ENTRY, halfData, 'deflate');
       put(skeletonName, skeleton, 'deflate');
       options.signal?.throwIfAborted();
       zip.add(
@@ -779,6 +842,7 @@ function buildManifest(
       ...(options.rotate ? { rotate: true } : {}),
       ...(options.targetSnr !== undefined ? { targetSnr: options.targetSnr } : {}),
       ...(options.targetBpw !== undefined ? { targetBpw: options.targetBpw } : {}),
+      ...(options.halfKept !== undefined ? { halfKept: options.halfKept } : {}),
       ...(options.maxLoss !== undefined ? { maxLoss: options.maxLoss, task: options.task?.name } : {}),
       nonFinite: options.nonFinite ?? 'error',
       rules: options.rules ?? [],

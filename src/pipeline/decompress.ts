@@ -16,6 +16,7 @@ import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { decodeExactValues } from '../quantize/exact.js';
+import { fromHalf } from '../quantize/half.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
@@ -24,6 +25,7 @@ import { runOrdered, runPool } from './pool.js';
 import { WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
 import { writeSync } from 'node:fs';
+import { OnnxReader } from '../formats/onnx.js';
 
 export interface DecompressOptions {
   jobs?: number;
@@ -90,20 +92,88 @@ function fail(file: string, msg: string, tensor?: string): never {
   throw new CorruptArchiveError(`manifest: ${msg}`, { file, tensor });
 }
 
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isPos = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
+const FLOAT_DTYPES = ['float32', 'float16', 'bfloat16', 'float64'];
+
+/** The shape of every field of a tensor record the decoder reads: types first, then the geometry checks. */
+function checkRecordTypes(t: TensorRecord, format: string, file: string): void {
+  const bad: (what: string) => never = (what) => fail(file, `bad ${what}`, typeof t.key === 'string' ? t.key : undefined);
+  if (!FLOAT_DTYPES.includes(t.dtype)) bad('dtype');
+  if (typeof t.name !== 'string') bad('name');
+  if (!isObj(t.storage)) bad('storage');
+  if (format === 'onnx' && (typeof t.storage.path !== 'string' || typeof t.storage.form !== 'string')) bad('storage');
+  if (format === 'safetensors' && !(isCount(t.storage.begin) && isCount(t.storage.end) && t.storage.end >= t.storage.begin))
+    bad('storage');
+  if (t.sameAs !== undefined && typeof t.sameAs !== 'string') bad('sameAs');
+  if (t.half !== undefined && !(isObj(t.half) && typeof t.half.entry === 'string' && isCount(t.half.offset) && !t.layout))
+    bad('half record');
+  if (t.layout === undefined) return;
+  const l = t.layout as unknown as Record<string, unknown>;
+  if (!isObj(l)) bad('layout');
+  const fields: Record<string, string[]> = {
+    fc: ['nin', 'nout'],
+    conv: ['nfin', 'nfout', 'kx', 'ky'],
+    lstm: ['gates', 'directions', 'hidden', 'nin'],
+    gru: ['gates', 'directions', 'hidden', 'nin'],
+  };
+  const need = typeof l.kind === 'string' && Object.hasOwn(fields, l.kind) ? fields[l.kind] : undefined;
+  if (!need || !need.every((k) => isPos(l[k]))) bad('layout');
+  if ((l.kind === 'fc' || l.kind === 'conv') && l.order !== 'in_out' && l.order !== 'out_in') bad('layout order');
+  // recurrent layouts are one plane per gate and direction: bound them before any plane list is made
+  if ((l.kind === 'lstm' && l.gates !== 4) || (l.kind === 'gru' && l.gates !== 3)) bad('gate count');
+  if ((l.kind === 'lstm' || l.kind === 'gru') && l.directions !== 1 && l.directions !== 2) bad('direction count');
+  if (t.sameAs !== undefined) return;
+  if (!Array.isArray(t.planes) || !isObj(t.quant) || !isObj(t.codec)) bad('planes, quantization or codec');
+  if (!isPos(t.quant.bits)) bad('bits');
+  if (typeof t.codec.name !== 'string' || typeof t.codec.media !== 'string') bad('codec');
+  const q = t.quant;
+  if (!Array.isArray(q.ranges) || !q.ranges.every((r) => typeof r === 'string')) bad('ranges');
+  if (!Array.isArray(q.channelWidth) || !q.channelWidth.every(isPos)) bad('channel widths');
+  if (q.rangeDtype !== undefined && !(Array.isArray(q.rangeDtype) && q.rangeDtype.every((d) => typeof d === 'string')))
+    bad('range dtypes');
+  if (q.rotation !== undefined && !(isObj(q.rotation) && Array.isArray(q.rotation.seeds))) bad('rotation');
+  for (const pr of t.planes as unknown[]) {
+    if (!isObj(pr) || !Array.isArray(pr.tiles)) bad('plane record');
+    const rec = pr as unknown as Record<string, unknown> & { tiles: unknown[] };
+    if (
+      rec.frame !== undefined &&
+      !(isObj(rec.frame) && isPos(rec.frame.rows) && isPos(rec.frame.cols) && isPos(rec.frame.count))
+    )
+      bad('frame record');
+    for (const tile of rec.tiles)
+      if (
+        !isObj(tile) ||
+        typeof tile.entry !== 'string' ||
+        !['row', 'col', 'rows', 'cols'].every((k) => isCount(tile[k])) ||
+        (tile.frame !== undefined && !isCount(tile.frame))
+      )
+        bad('tile record');
+  }
+  if (t.nonFinite !== undefined && typeof t.nonFinite !== 'string') bad('exact-values entry');
+}
+
 /** Structural checks on a hostile manifest before any allocation is based on it. */
 export function checkManifest(m: unknown, file: string): Manifest {
   const man = m as Manifest;
   if (typeof man !== 'object' || man === null || man.format !== 'nnmedia') fail(file, 'not an nnmedia manifest');
   if (man.version !== FORMAT_VERSION)
-    fail(file, `unsupported format version ${man.version} (this build reads ${FORMAT_VERSION})`);
+    fail(file, `unsupported format version ${JSON.stringify(man.version)} (this build reads ${FORMAT_VERSION})`);
   if (!man.source || (man.source.format !== 'onnx' && man.source.format !== 'safetensors')) fail(file, 'unknown source format');
   if (!Array.isArray(man.tensors) || typeof man.entries !== 'object' || man.entries === null)
     fail(file, 'tensors or entries missing');
   if (typeof man.skeleton !== 'string' || !man.entries[man.skeleton]) fail(file, 'skeleton entry missing');
   const keys = new Set<string>();
   for (const t of man.tensors) {
-    if (typeof t?.key !== 'string' || !Array.isArray(t.shape)) fail(file, 'tensor record without key or shape');
+    if (!isObj(t) || typeof t.key !== 'string' || !Array.isArray(t.shape)) fail(file, 'tensor record without key or shape');
+    checkRecordTypes(t, man.source.format, file);
     if (keys.has(t.key)) fail(file, `duplicate tensor key`, t.key);
+    if (t.half) {
+      const e = man.entries[t.half.entry];
+      if (!e || (t.half.offset + elementCount(t.shape)) * 2 > e.bytes)
+        fail(file, 'half-precision values outside their entry', t.key);
+    }
     keys.add(t.key);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(file, 'invalid shape', t.key);
     const n = elementCount(t.shape);
@@ -111,7 +181,7 @@ export function checkManifest(m: unknown, file: string): Manifest {
     if (t.sameAs !== undefined) {
       const first = man.tensors.find((x) => x.key === t.sameAs);
       if (!first || first.sameAs !== undefined || elementCount(first.shape) !== n)
-        fail(file, `bad sameAs reference ${t.sameAs}`, t.key);
+        fail(file, `bad sameAs reference ${JSON.stringify(t.sameAs)}`, t.key);
       continue;
     }
     if (!t.layout) continue;
@@ -119,7 +189,7 @@ export function checkManifest(m: unknown, file: string): Manifest {
     const shapes = planeShapes(t.layout);
     if (!t.planes || !t.quant || !t.codec || t.planes.length !== shapes.length || t.quant.ranges.length !== shapes.length)
       fail(file, 'planes, quantization or codec missing', t.key);
-    if (![8, 16, 24, 32].includes(t.quant.bits)) fail(file, `invalid bits ${t.quant.bits}`, t.key);
+    if (![8, 16, 24, 32].includes(t.quant.bits)) fail(file, `invalid bits ${JSON.stringify(t.quant.bits)}`, t.key);
     shapes.forEach((s, p) => {
       const pr = t.planes![p];
       if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
@@ -206,7 +276,8 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
         pasteTile(codes, s.cols, tile, back);
       }
     const dtype = t.quant.rangeDtype?.[p] ?? 'float32';
-    if (dtype !== 'float16' && dtype !== 'float32' && dtype !== 'step8') fail(file, `unknown range dtype ${dtype}`, t.key);
+    if (dtype !== 'float16' && dtype !== 'float32' && dtype !== 'step8')
+      fail(file, `unknown range dtype ${JSON.stringify(dtype)}`, t.key);
     const ranges = decodeRanges(t.quant.ranges[p], dtype, bits, t.quant.channelWidth[p], file, t.key);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels)
@@ -256,7 +327,13 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
     await pool?.close();
   }
   for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
+  for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, halfValues(archive, t));
   return out;
+}
+
+/** A kept tensor stored as float16. */
+function halfValues(archive: Archive, t: TensorRecord): Float32Array {
+  return fromHalf(archive.entry(t.half!.entry, t.name), t.half!.offset, elementCount(t.shape));
 }
 
 /** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
@@ -283,7 +360,7 @@ function writeAll(fd: number, bytes: Uint8Array): void {
  */
 async function writeSafetensorsStream(archive: Archive, fd: number, options: DecompressOptions): Promise<number> {
   const file = archive.file;
-  const records = archive.manifest.tensors.filter((t) => t.layout);
+  const records = archive.manifest.tensors.filter((t) => t.layout || t.half);
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
   const ranges = records.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end) }));
   const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), ranges, file);
@@ -299,7 +376,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         if ('keep' in piece) return piece.keep;
         options.signal?.throwIfAborted();
         const t = records[piece.tensor];
-        const values = await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
+        const values = t.half ? halfValues(archive, t) : await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
         return restoredBytes({ ...ranges[piece.tensor], dtype: t.dtype, values }, file);
       },
       (bytes, piece) => {
@@ -337,6 +414,15 @@ export async function decompressArchive(
       });
     } else {
       const model = await rebuildModel(archive, options);
+      // the rebuilt model must read back: every float tensor with exactly the data its shape needs
+      try {
+        new OnnxReader(output, model);
+      } catch (e) {
+        if (!(e instanceof NnmediaError)) throw e;
+        throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
+          file: input,
+        });
+      }
       options.signal?.throwIfAborted();
       await writeAtomic(output, (fd) => writeAll(fd, model));
       bytes = model.length;

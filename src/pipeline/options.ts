@@ -61,6 +61,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   targetSnr?: number;
   /** Allocation across layers: average bits per weight over the whole archive. */
   targetBpw?: number;
+  /** Kept tensors (biases, norms) as float16 where the cast is safe (default: on with the rate-control options). */
+  halfKept?: boolean;
   /** Allocation across layers: the cheapest allocation whose task loss (`task.loss`) stays ≤ this. */
   maxLoss?: number;
   /** Task evaluator for `maxLoss` and for calibration. */

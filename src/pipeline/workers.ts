@@ -43,7 +43,9 @@ export type Reply = { ok: true; value: EncodeReply | Float32Array | null } | { o
 
 /** The built worker; under the TypeScript sources, a bootstrap that registers tsx's loader and imports worker.ts. */
 function spawnWorker(): Worker {
-  if (!fileURLToPath(import.meta.url).endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url));
+  // the parent's node flags are not the worker's business (`node --input-type=module -e …` would make it fail)
+  if (!fileURLToPath(import.meta.url).endsWith('.ts'))
+    return new Worker(new URL('./worker.js', import.meta.url), { execArgv: [] });
   const api = createRequire(import.meta.url)
     .resolve('tsx/esm/api')
     .replace(/\.cjs$/, '.mjs');
