@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   );
 
   // baseline: zstd-3 of every tensor's bytes, one at a time
-  let t0 = performance.now();
+  const t0 = performance.now();
   let zstdBytes = 0;
   for (const t of reader.tensors) {
     const v = reader.read(t.key);

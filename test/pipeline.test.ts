@@ -147,3 +147,35 @@ describe('safetensors', () => {
     expect(restored.subarray(restored.length - ints.length)).toEqual(Buffer.from(ints));
   });
 });
+
+describe('kept tensors as float16 (--half-kept)', () => {
+  it('strips them from the skeleton, restores them within 2^-11, and is smaller', async () => {
+    const { mixedModel } = await import('./helpers/onnx-fixtures.js');
+    const { tempDir } = await import('./helpers/tmp.js');
+    const { writeFileSync, statSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { compressModel, decompressArchive, openModel, Archive } = await import('../src/index.js');
+    const dir = tempDir();
+    const src = join(dir, 'm.onnx');
+    writeFileSync(src, mixedModel().bytes);
+    await compressModel(src, join(dir, 'exact.nnm'), {});
+    const r = await compressModel(src, join(dir, 'half.nnm'), { halfKept: true });
+    const halves = r.manifest.tensors.filter((t) => t.half);
+    expect(halves.length).toBeGreaterThan(0);
+    expect(statSync(join(dir, 'half.nnm')).size).toBeLessThan(statSync(join(dir, 'exact.nnm')).size);
+    await decompressArchive(join(dir, 'half.nnm'), join(dir, 'back.onnx'));
+    const a = openModel(src);
+    const b = openModel(join(dir, 'back.onnx'));
+    for (const t of halves) {
+      const x = a.read(t.key);
+      const y = b.read(t.key);
+      let sq = 0;
+      for (const v of x) sq += v * v;
+      const floor = 2 ** -11 * Math.sqrt(sq / x.length);
+      x.forEach((v, i) => expect(Math.abs(y[i] - v)).toBeLessThanOrEqual(Math.max(2 ** -11 * Math.abs(v), floor)));
+    }
+    const archive = new Archive(join(dir, 'half.nnm'));
+    expect(Object.keys(archive.manifest.entries)).toContain('model/half.bin');
+    archive.close();
+  });
+});

@@ -59,3 +59,24 @@ describe('M1 uniform quantization', () => {
     expect(back[4]).toBe(-Infinity);
   });
 });
+
+describe('kept tensors as float16 (where the cast is safe)', () => {
+  it('casts values within 2^-11 of themselves or of the tensor RMS, and reads them back', async () => {
+    const { toHalfIfSafe, fromHalf } = await import('../src/quantize/half.js');
+    const v = Float32Array.of(0.5, -1.25, 3e-7, 0, 1234.5, -0.0001);
+    const bytes = toHalfIfSafe(v)!;
+    expect(bytes.length).toBe(12);
+    const back = fromHalf(bytes, 0, v.length);
+    let sq = 0;
+    for (const x of v) sq += x * x;
+    const rms = Math.sqrt(sq / v.length);
+    v.forEach((x, i) => expect(Math.abs(back[i] - x)).toBeLessThanOrEqual(Math.max(2 ** -11 * Math.abs(x), 2 ** -11 * rms)));
+  });
+  it('refuses what float16 cannot hold: beyond 65504, NaN, Inf, and tiny values in a tiny tensor', async () => {
+    const { toHalfIfSafe } = await import('../src/quantize/half.js');
+    expect(toHalfIfSafe(Float32Array.of(1, 70000))).toBeUndefined();
+    expect(toHalfIfSafe(Float32Array.of(1, NaN))).toBeUndefined();
+    expect(toHalfIfSafe(Float32Array.of(1, -Infinity))).toBeUndefined();
+    expect(toHalfIfSafe(Float32Array.of(3e-7, 2e-7))).toBeUndefined(); // subnormal steps are large against an RMS of 2.5e-7
+  });
+});

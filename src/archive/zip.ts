@@ -11,30 +11,25 @@ import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { CorruptArchiveError } from '../errors.js';
 
-const SIG_LOCAL = 0x04034b50;
-const SIG_CENTRAL = 0x02014b50;
-const SIG_EOCD = 0x06054b50;
-const DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1;
+import {
+  type CentralRecord,
+  MAX_ENTRIES,
+  MAX_EOCD_SEARCH,
+  SIG_LOCAL,
+  checkEnd,
+  findEnd,
+  parseCentral,
+  writeDirectory,
+  zip64End,
+} from './zip-directory.js';
 
-/** ZIP without the Zip64 extension addresses 4 GiB; larger archives are refused, not corrupted. */
-const MAX_ZIP32 = 0xffffffff;
-/** More entries than any model has tensors × tiles; bounds the central directory parse. */
-const MAX_ENTRIES = 1_000_000;
-/** The end record comment is at most 64 KiB, so the record sits in the file's last 64 KiB + 22 bytes. */
-const MAX_EOCD_SEARCH = 65_557;
+const DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1;
+/** One entry's sizes stay 32-bit (no medium comes near 4 GiB); offsets past 4 GiB use Zip64 records. */
+const MAX_ENTRY = 0xfffffffe;
 /** Longest entry name we accept. */
 const MAX_NAME_BYTES = 1024;
 
 export type ZipMethod = 'store' | 'deflate';
-
-interface CentralRecord {
-  name: string;
-  method: number;
-  crc: number;
-  compressedSize: number;
-  size: number;
-  offset: number;
-}
 
 /** Appends entries to a file descriptor; `finish()` writes the central directory. */
 export class ZipWriter {
@@ -52,8 +47,8 @@ export class ZipWriter {
     const crc = crc32(data);
     const body = method === 'deflate' ? deflateRawSync(data, { level: 9 }) : data;
     const m = method === 'deflate' ? 8 : 0;
-    if (this.offset + 30 + nameBytes.length + body.length > MAX_ZIP32)
-      throw new CorruptArchiveError('archive would exceed 4 GiB (Zip64 is not supported yet)');
+    if (body.length > MAX_ENTRY || data.length > MAX_ENTRY) throw new CorruptArchiveError(`entry ${name} is 4 GiB or larger`);
+    if (this.records.length >= MAX_ENTRIES) throw new CorruptArchiveError(`more than ${MAX_ENTRIES} entries`);
     const h = Buffer.alloc(30);
     h.writeUInt32LE(SIG_LOCAL, 0);
     h.writeUInt16LE(20, 4); // version needed
@@ -75,37 +70,13 @@ export class ZipWriter {
       compressedSize: body.length,
       size: data.length,
       offset: this.offset - 30 - nameBytes.length,
+      nameLength: nameBytes.length,
     });
     this.write(body);
   }
 
   finish(): void {
-    const cdStart = this.offset;
-    for (const r of this.records) {
-      const nameBytes = Buffer.from(r.name, 'utf8');
-      const h = Buffer.alloc(46);
-      h.writeUInt32LE(SIG_CENTRAL, 0);
-      h.writeUInt16LE(20, 4);
-      h.writeUInt16LE(20, 6);
-      h.writeUInt16LE(0x0800, 8);
-      h.writeUInt16LE(r.method, 10);
-      h.writeUInt16LE(0, 12);
-      h.writeUInt16LE(DOS_DATE_1980, 14);
-      h.writeUInt32LE(r.crc, 16);
-      h.writeUInt32LE(r.compressedSize, 20);
-      h.writeUInt32LE(r.size, 24);
-      h.writeUInt16LE(nameBytes.length, 28);
-      h.writeUInt32LE(r.offset, 42);
-      this.write(h);
-      this.write(nameBytes);
-    }
-    const e = Buffer.alloc(22);
-    e.writeUInt32LE(SIG_EOCD, 0);
-    e.writeUInt16LE(this.records.length, 8);
-    e.writeUInt16LE(this.records.length, 10);
-    e.writeUInt32LE(this.offset - cdStart, 12);
-    e.writeUInt32LE(cdStart, 16);
-    this.write(e);
+    for (const part of writeDirectory(this.records, this.offset, DOS_DATE_1980)) this.write(part);
   }
 
   get bytesWritten(): number {
@@ -178,41 +149,16 @@ export class ZipReader {
 
   private readDirectory(): void {
     if (this.fileSize < 22) this.fail('not a ZIP archive (too short)');
+    const fail = (m: string): never => this.fail(m);
     const tailLen = Math.min(this.fileSize, MAX_EOCD_SEARCH);
-    const tail = this.readAt(this.fileSize - tailLen, tailLen);
-    let eocd = -1;
-    for (let i = tail.length - 22; i >= 0; i--) {
-      if (tail.readUInt32LE(i) === SIG_EOCD && i + 22 + tail.readUInt16LE(i + 20) === tail.length) {
-        eocd = i;
-        break;
-      }
-    }
-    if (eocd < 0) this.fail('not a ZIP archive or truncated (no end-of-central-directory record)');
-    const count = tail.readUInt16LE(eocd + 10);
-    const cdSize = tail.readUInt32LE(eocd + 12);
-    const cdOffset = tail.readUInt32LE(eocd + 16);
-    if (count > MAX_ENTRIES) this.fail(`too many entries (${count})`);
-    if (cdOffset + cdSize > this.fileSize - tailLen + eocd) this.fail('central directory lies outside the file');
-    const cd = this.readAt(cdOffset, cdSize);
-    let p = 0;
-    for (let i = 0; i < count; i++) {
-      if (p + 46 > cd.length || cd.readUInt32LE(p) !== SIG_CENTRAL) this.fail(`central directory record ${i} is damaged`);
-      const method = cd.readUInt16LE(p + 10);
-      const crc = cd.readUInt32LE(p + 16);
-      const compressedSize = cd.readUInt32LE(p + 20);
-      const size = cd.readUInt32LE(p + 24);
-      const nameLen = cd.readUInt16LE(p + 28);
-      const extraLen = cd.readUInt16LE(p + 30);
-      const commentLen = cd.readUInt16LE(p + 32);
-      const offset = cd.readUInt32LE(p + 42);
-      if (p + 46 + nameLen > cd.length) this.fail(`central directory record ${i} is damaged`);
-      const name = cd.toString('utf8', p + 46, p + 46 + nameLen);
-      checkEntryName(name, this.file);
-      if (method !== 0 && method !== 8) this.fail(`entry ${name} uses unsupported compression method ${method}`);
-      if (offset + 30 + compressedSize > cdOffset) this.fail(`entry ${name} lies outside the data area`);
-      if (this.entries.has(name)) this.fail(`duplicate entry ${name}`);
-      this.entries.set(name, { name, method, crc, compressedSize, size, offset });
-      p += 46 + nameLen + extraLen + commentLen;
+    const end = findEnd(this.readAt(this.fileSize - tailLen, tailLen), this.fileSize - tailLen, fail);
+    if (end.zip64At !== undefined) zip64End(end, this.readAt(end.zip64At, 56), fail);
+    checkEnd(end, fail);
+    const cd = this.readAt(end.cdOffset, end.cdSize);
+    for (const r of parseCentral(cd, end, fail, (name) => checkEntryName(name, this.file))) {
+      if (r.method !== 0 && r.method !== 8) this.fail(`entry ${r.name} uses unsupported compression method ${r.method}`);
+      if (this.entries.has(r.name)) this.fail(`duplicate entry ${r.name}`);
+      this.entries.set(r.name, r);
     }
   }
 

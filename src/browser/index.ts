@@ -15,6 +15,7 @@ import { planeShapes, scatterPlanes } from '../layout/planes.js';
 import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
 import { pasteTile } from '../layout/tiles.js';
 import { fromHalf } from '../quantize/half.js';
+import { type CentralRecord, MAX_EOCD_SEARCH, checkEnd, findEnd, parseCentral, zip64End } from '../archive/zip-directory.js';
 import { decode as decodePng } from 'fast-png';
 import { decompress as zstdDecompress } from 'fzstd';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
@@ -33,18 +34,7 @@ export class BrowserArchiveError extends Error {
   }
 }
 
-interface ZipEntry {
-  method: number;
-  offset: number;
-  compressedSize: number;
-  size: number;
-  nameLength: number;
-}
-
-/** Bounds for a hostile file (same spirit as the Node reader). */
-const MAX_ENTRIES = 1_000_000;
-/** The end record sits in the last 64 KiB + 22 bytes (its comment is at most 64 KiB). */
-const TAIL = 65_557;
+type ZipEntry = CentralRecord;
 
 /** What reading the archive cost: requests and bytes fetched, and whether the server honoured Range requests. */
 export interface FetchStats {
@@ -81,7 +71,7 @@ export function bytesSource(buf: Uint8Array): ByteSource {
 export async function urlSource(url: string, init: RequestInit = {}): Promise<ByteSource> {
   const get = (range: string): Promise<Response> =>
     fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), Range: `bytes=${range}` } });
-  const first = await get(`-${TAIL}`);
+  const first = await get(`-${MAX_EOCD_SEARCH}`);
   if (first.status === 200) {
     const whole = bytesSource(new Uint8Array(await first.arrayBuffer()));
     whole.stats.requests = 1;
@@ -114,43 +104,15 @@ export async function urlSource(url: string, init: RequestInit = {}): Promise<By
 }
 
 async function parseZip(src: ByteSource): Promise<Map<string, ZipEntry>> {
-  const tailLen = Math.min(src.size, TAIL);
-  const tail = await src.read(src.size - tailLen, tailLen);
-  const tv = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
-  let eocd = -1;
-  for (let i = tail.length - 22; i >= 0; i--)
-    if (tv.getUint32(i, true) === 0x06054b50) {
-      eocd = i;
-      break;
-    }
-  if (eocd < 0) throw new BrowserArchiveError('not a ZIP archive or truncated (no end-of-central-directory record)');
-  const count = tv.getUint16(eocd + 10, true);
-  const cdSize = tv.getUint32(eocd + 12, true);
-  const cdOffset = tv.getUint32(eocd + 16, true);
-  if (count > MAX_ENTRIES || cdOffset + cdSize > src.size - tailLen + eocd)
-    throw new BrowserArchiveError('central directory is damaged');
-  const cd = await src.read(cdOffset, cdSize);
-  const view = new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
+  const fail = (m: string): never => {
+    throw new BrowserArchiveError(m);
+  };
+  const tailLen = Math.min(src.size, MAX_EOCD_SEARCH);
+  const end = findEnd(await src.read(src.size - tailLen, tailLen), src.size - tailLen, fail);
+  if (end.zip64At !== undefined) zip64End(end, await src.read(end.zip64At, 56), fail);
+  checkEnd(end, fail);
   const entries = new Map<string, ZipEntry>();
-  let p = 0;
-  const text = new TextDecoder();
-  for (let i = 0; i < count; i++) {
-    if (p + 46 > cd.length || view.getUint32(p, true) !== 0x02014b50)
-      throw new BrowserArchiveError(`central directory record ${i} is damaged`);
-    const nameLength = view.getUint16(p + 28, true);
-    if (p + 46 + nameLength > cd.length) throw new BrowserArchiveError(`central directory record ${i} is damaged`);
-    const name = text.decode(cd.subarray(p + 46, p + 46 + nameLength));
-    const e = {
-      method: view.getUint16(p + 10, true),
-      compressedSize: view.getUint32(p + 20, true),
-      size: view.getUint32(p + 24, true),
-      offset: view.getUint32(p + 42, true),
-      nameLength,
-    };
-    if (e.offset + 30 + e.compressedSize > cdOffset) throw new BrowserArchiveError(`entry ${name} lies outside the data area`);
-    entries.set(name, e);
-    p += 46 + nameLength + view.getUint16(p + 30, true) + view.getUint16(p + 32, true);
-  }
+  for (const r of parseCentral(await src.read(end.cdOffset, end.cdSize), end, fail)) entries.set(r.name, r);
   return entries;
 }
 

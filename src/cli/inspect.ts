@@ -63,7 +63,9 @@ function inspectArchive(file: string, json: boolean): void {
           ? `same as ${t.sameAs}`
           : t.codec
             ? `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}`
-            : 'kept exact',
+            : t.half
+              ? 'kept as float16'
+              : 'kept exact',
         bits: t.quant?.bits,
         range: t.quant?.range,
         bytes,
