@@ -95,6 +95,12 @@ function rotatePlanes(planes: Float32Array[], shapes: readonly PlaneShape[], see
   });
 }
 
+/**
+ * The codec of the rate-control modes unless one is given: the smallest lossless one per tensor. Measured
+ * on PaddleOCR step-grid codes: lossless WebP sits at their order-0 entropy (99.7 %), PNG 10–20 % above it.
+ */
+const RATE_CONTROL_CODEC = 'auto';
+
 /** Lossless codecs `--codec auto` tries per tensor, smallest wins; zstd of the raw codes is the floor. */
 const AUTO_CODECS = ['webp', 'png'];
 
@@ -125,6 +131,7 @@ function safeName(name: string): string {
 
 /** Decides role, layout and settings of every tensor; checks every request before any codec runs. */
 export function planTensors(reader: ModelReader, options: CompressOptions): TensorPlan[] {
+  const rateControl = options.targetBpw !== undefined || options.maxLoss !== undefined || options.targetSnr !== undefined;
   return reader.tensors.map((entry) => {
     const rule = rulesFor(entry.name, options.rules);
     let cls = classifyTensor(entry, reader.format);
@@ -149,7 +156,12 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
     if (cls.role === 'other' || !cls.layout) return { entry, record };
     const settings: EncodeSettings = {
       media: rule.media ?? options.media ?? DEFAULTS.media,
-      codec: rule.codec ?? options.codec ?? DEFAULT_CODEC[rule.media ?? options.media ?? DEFAULTS.media] ?? DEFAULTS.codec,
+      codec:
+        rule.codec ??
+        options.codec ??
+        (rateControl && !(rule.media ?? options.media) ? RATE_CONTROL_CODEC : undefined) ??
+        DEFAULT_CODEC[rule.media ?? options.media ?? DEFAULTS.media] ??
+        DEFAULTS.codec,
       bits: rule.bits ?? options.bits ?? DEFAULTS.bits,
       quality: rule.quality ?? options.quality,
       lossless: rule.lossless ?? options.lossless,
