@@ -45,7 +45,6 @@ import { sha256File } from '../io/atomic.js';
 import {
   ALLOCATION_STEPS,
   PROBE_STEP,
-  PROBE_STEPS,
   allocateForBudget,
   allocateForLoss,
   measureCandidates,
@@ -558,16 +557,10 @@ async function allocate(
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
       options.signal?.throwIfAborted();
-      const steps = process.env.NNMEDIA_PROBES === '2' ? PROBE_STEPS : [PROBE_STEP];
-      const probes: Array<{ sse: number; s: number }> = [];
-      for (const step of steps) {
-        const probe = rates[i].candidates.find((c) => c.relStep === step && c.range === (options.range ?? 'channel'))!;
-        const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
-        // (duplicates are substituted together and cost their bits once, so no correction is needed)
-        probes.push({ sse: probe.sse, s: probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30 });
-      }
-      rates[i].sensitivity = probes[0].s;
-      if (probes.length > 1) rates[i].probes = probes.sort((a, b) => a.sse - b.sse);
+      const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (options.range ?? 'channel'))!;
+      const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
+      // (duplicates are substituted together and cost their bits once, so no correction is needed)
+      rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
       if (process.env.NNMEDIA_DEBUG) log(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
   }
@@ -585,20 +578,8 @@ async function allocate(
           n++;
         }
     const power = Math.max(sq / Math.max(n, 1), 1e-30);
-    const damp = (x: number): number => (x * power) ** gamma / power;
-    rates[i].sensitivity = damp(rates[i].sensitivity);
-    rates[i].probes?.forEach((p) => (p.s = damp(p.s)));
+    rates[i].sensitivity = (rates[i].sensitivity * power) ** gamma / power;
   });
-  for (const [name, k] of (process.env.NNMEDIA_SENS_BOOST ?? '')
-    .split(',')
-    .filter(Boolean)
-    .map((x) => x.split(':'))) {
-    const i = unique.findIndex((p) => p.entry.name === name);
-    if (i >= 0) {
-      rates[i].sensitivity *= Number(k);
-      rates[i].probes?.forEach((p) => (p.s *= Number(k)));
-    }
-  }
   const apply = (choice: number[]): void =>
     unique.forEach((p, i) => {
       const c = rates[i].candidates[choice[i]];

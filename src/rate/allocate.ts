@@ -49,11 +49,6 @@ export const ALLOCATION_STEPS = [
   2,
 ];
 export const PROBE_STEP = 1 / 3;
-/**
- * Where sensitivity is probed when two probes are asked for (NNMEDIA_PROBES=2, experimental): the
- * usual one and a coarse one, so coarse grids are priced by what they were measured to do.
- */
-export const PROBE_STEPS = [1 / 3, 1 / 1.5];
 /** Bytes a tensor costs beyond its codes: entry headers in the ZIP and its manifest record. */
 const PER_TENSOR_OVERHEAD_BYTES = 350;
 /** Bytes per image entry (container headers, ZIP local and central records, name). */
@@ -73,21 +68,6 @@ export interface TensorRate {
   candidates: Candidate[];
   /** Output distortion per unit of squared weight error (1 when not probed). */
   sensitivity: number;
-  /** Sensitivities measured at several weight errors (sorted by sse): interpolated between, held beyond. */
-  probes?: Array<{ sse: number; s: number }>;
-}
-
-/** Sensitivity at a given weight error: from the probes (log–log interpolation) or the single value. */
-export function sensitivityAt(t: TensorRate, sse: number): number {
-  const p = t.probes;
-  if (!p || p.length === 0) return t.sensitivity;
-  if (sse <= p[0].sse) return p[0].s;
-  for (let k = 1; k < p.length; k++)
-    if (sse <= p[k].sse) {
-      const f = Math.log(sse / p[k - 1].sse) / Math.log(p[k].sse / p[k - 1].sse);
-      return Math.exp(Math.log(p[k - 1].s) * (1 - f) + Math.log(p[k].s) * f);
-    }
-  return p[p.length - 1].s;
 }
 
 export function measureCandidates(
@@ -124,7 +104,7 @@ export function choose(tensors: readonly TensorRate[], lambda: number): number[]
     let best = 0;
     let bestCost = Infinity;
     t.candidates.forEach((c, i) => {
-      const cost = sensitivityAt(t, c.sse) * c.sse + lambda * c.bits;
+      const cost = t.sensitivity * c.sse + lambda * c.bits;
       if (cost < bestCost) {
         bestCost = cost;
         best = i;
@@ -150,7 +130,7 @@ function lambdaScale(tensors: readonly TensorRate[]): number {
   for (const t of tensors) {
     const first = t.candidates[0];
     const last = t.candidates[t.candidates.length - 1];
-    d += sensitivityAt(t, last.sse) * Math.max(last.sse - first.sse, 1e-30);
+    d += t.sensitivity * Math.max(last.sse - first.sse, 1e-30);
     b += Math.max(first.bits - last.bits, 1);
   }
   return d / b;
