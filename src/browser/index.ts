@@ -23,6 +23,7 @@ import { unrotatePlane } from '../transform/hadamard.js';
 import { decodeExactValues } from '../quantize/exact.js';
 import type { Manifest, TensorRecord } from '../archive/manifest.js';
 import { rebuildOnnx } from '../formats/onnx-rebuild.js';
+import { encodeFloats } from '../formats/model.js';
 
 export class BrowserArchiveError extends Error {
   constructor(
@@ -432,4 +433,13 @@ export function rebuildOnnxModel(d: DecodedArchive): Uint8Array {
   if (!d.skeleton)
     throw new BrowserArchiveError('the archive was decoded for some tensors only: no skeleton to rebuild the model from');
   return rebuildOnnx(d.skeleton, restored, d.manifest.source.file);
+}
+
+/**
+ * Float16 copies of decoded tensors, where a runtime wants half precision (onnxruntime-web
+ * float16 tensors take these IEEE binary16 bit patterns; round to nearest even, as Node's).
+ */
+export function toFloat16(values: Float32Array): Uint16Array {
+  const bytes = encodeFloats(values, 'float16');
+  return new Uint16Array(bytes.buffer, bytes.byteOffset, values.length);
 }
