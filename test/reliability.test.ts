@@ -28,6 +28,8 @@ writeSafetensorsFixture(stFile);
  */
 const SCALE = Number(process.env.NNMEDIA_FUZZ_SCALE ?? 1);
 const SEED = Number(process.env.NNMEDIA_FUZZ_SEED ?? 0);
+/** Each fuzzing test's time limit grows with the budget. */
+const FUZZ_TIMEOUT = 180_000 * Math.max(1, SCALE);
 const budget = (runs: number, seed: number): { numRuns: number; seed: number } => ({
   numRuns: Math.round(runs * SCALE),
   seed: seed + SEED,
@@ -67,70 +69,82 @@ describe('deterministic output', () => {
 describe('hostile input (property-based, bounded)', () => {
   const onnx = readFileSync(onnxFile);
   const st = readFileSync(stFile);
-  it('ONNX reader: random byte flips and truncations give a typed error or a valid read', () => {
-    fc.assert(
-      fc.property(
-        fc.array(fc.tuple(fc.nat(onnx.length - 1), fc.integer({ min: 1, max: 255 })), { maxLength: 8 }),
-        fc.nat(onnx.length),
-        (flips, cut) => {
-          const b = Buffer.from(onnx.subarray(0, Math.max(1, cut)));
-          for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
-          const f = join(dir, 'fuzz.onnx');
+  it(
+    'ONNX reader: random byte flips and truncations give a typed error or a valid read',
+    () => {
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(fc.nat(onnx.length - 1), fc.integer({ min: 1, max: 255 })), { maxLength: 8 }),
+          fc.nat(onnx.length),
+          (flips, cut) => {
+            const b = Buffer.from(onnx.subarray(0, Math.max(1, cut)));
+            for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
+            const f = join(dir, 'fuzz.onnx');
+            writeFileSync(f, b);
+            return survives(() => {
+              const r = openModel(f);
+              for (const t of r.tensors) r.read(t.key);
+            });
+          },
+        ),
+        budget(300, 42),
+      );
+    },
+    FUZZ_TIMEOUT,
+  );
+  it(
+    'safetensors reader: random header edits give a typed error or a valid read',
+    () => {
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(fc.nat(200), fc.integer({ min: 1, max: 255 })), { maxLength: 6 }),
+          fc.nat(st.length),
+          (flips, cut) => {
+            const b = Buffer.from(st.subarray(0, Math.max(1, cut)));
+            for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
+            const f = join(dir, 'fuzz.safetensors');
+            writeFileSync(f, b);
+            return survives(() => {
+              const r = openModel(f);
+              for (const t of r.tensors) r.read(t.key);
+              (r as { close?: () => void }).close?.();
+            });
+          },
+        ),
+        budget(300, 43),
+      );
+    },
+    FUZZ_TIMEOUT,
+  );
+  it(
+    'archive reader: flips anywhere are detected (checksums) or decode to the same weights',
+    async () => {
+      const good = join(dir, 'good.nnm');
+      await compressModel(onnxFile, good, {});
+      const bytes = readFileSync(good);
+      await decompressArchive(good, join(dir, 'ref.onnx'));
+      const ref = sha(join(dir, 'ref.onnx'));
+      await fc.assert(
+        fc.asyncProperty(fc.nat(bytes.length - 1), fc.integer({ min: 1, max: 255 }), async (i, x) => {
+          const b = Buffer.from(bytes);
+          b[i] ^= x;
+          const f = join(dir, 'fuzz.nnm');
+          const out = join(dir, 'fuzz.onnx');
           writeFileSync(f, b);
-          return survives(() => {
-            const r = openModel(f);
-            for (const t of r.tensors) r.read(t.key);
-          });
-        },
-      ),
-      budget(300, 42),
-    );
-  });
-  it('safetensors reader: random header edits give a typed error or a valid read', () => {
-    fc.assert(
-      fc.property(
-        fc.array(fc.tuple(fc.nat(200), fc.integer({ min: 1, max: 255 })), { maxLength: 6 }),
-        fc.nat(st.length),
-        (flips, cut) => {
-          const b = Buffer.from(st.subarray(0, Math.max(1, cut)));
-          for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
-          const f = join(dir, 'fuzz.safetensors');
-          writeFileSync(f, b);
-          return survives(() => {
-            const r = openModel(f);
-            for (const t of r.tensors) r.read(t.key);
-            (r as { close?: () => void }).close?.();
-          });
-        },
-      ),
-      budget(300, 43),
-    );
-  });
-  it('archive reader: flips anywhere are detected (checksums) or decode to the same weights', async () => {
-    const good = join(dir, 'good.nnm');
-    await compressModel(onnxFile, good, {});
-    const bytes = readFileSync(good);
-    await decompressArchive(good, join(dir, 'ref.onnx'));
-    const ref = sha(join(dir, 'ref.onnx'));
-    await fc.assert(
-      fc.asyncProperty(fc.nat(bytes.length - 1), fc.integer({ min: 1, max: 255 }), async (i, x) => {
-        const b = Buffer.from(bytes);
-        b[i] ^= x;
-        const f = join(dir, 'fuzz.nnm');
-        const out = join(dir, 'fuzz.onnx');
-        writeFileSync(f, b);
-        try {
-          await decompressArchive(f, out);
-        } catch (e) {
-          if (e instanceof NnmediaError) return true;
-          throw e;
-        }
-        // a flip the checks let through must not change the model (e.g. in a ZIP field nobody reads)
-        return sha(out) === ref;
-      }),
-      budget(150, 44),
-    );
-  });
+          try {
+            await decompressArchive(f, out);
+          } catch (e) {
+            if (e instanceof NnmediaError) return true;
+            throw e;
+          }
+          // a flip the checks let through must not change the model (e.g. in a ZIP field nobody reads)
+          return sha(out) === ref;
+        }),
+        budget(150, 44),
+      );
+    },
+    FUZZ_TIMEOUT,
+  );
 });
 
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
@@ -138,54 +152,58 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
     ['ONNX', onnxFile],
     ['safetensors', stFile],
   ] as const)
-    it(`${label}: any value at any place of a tensor record gives a typed error or a valid model`, async () => {
-      const good = join(dir, `mgood-${label}.nnm`);
-      await compressModel(model, good, { codec: 'png' });
-      const archive = new Archive(good);
-      const manifest = archive.manifest;
-      const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
-      archive.close();
-      // paths into the records: every key, one level into nested objects and arrays
-      const paths: string[][] = [];
-      const walk = (v: unknown, path: string[], depth: number): void => {
-        if (depth > 0) paths.push(path);
-        if (depth < 4 && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], depth + 1);
-      };
-      walk({ tensors: manifest.tensors, skeleton: manifest.skeleton, version: manifest.version }, [], 0);
-      const hostile = fc.oneof(
-        fc.jsonValue({ maxDepth: 2 }),
-        fc.constantFrom(-1, 0, 2 ** 31, 2 ** 53, 1e308, -0.5, NaN, '../../etc/passwd', '', [], {}, null),
-      );
-      await fc.assert(
-        fc.asyncProperty(fc.nat(paths.length - 1), hostile, async (k, value) => {
-          const m = structuredClone(manifest) as unknown as Record<string, unknown>;
-          const path = paths[k];
-          let at = m as Record<string, unknown>;
-          for (const p of path.slice(0, -1)) at = at[p] as Record<string, unknown>;
-          at[path.at(-1)!] = value;
-          const f = join(dir, `mfuzz-${label}.nnm`);
-          const fd = openSync(f, 'w');
-          const zip = new ZipWriter(fd);
-          for (const [n, d] of others) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
-          zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
-          zip.finish();
-          closeSync(fd);
-          const out = join(dir, `mfuzz.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
-          if (process.env.NNMEDIA_FUZZ_LOG)
-            appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
-          try {
-            await decompressArchive(f, out, { jobs: 1 });
-          } catch (e) {
-            if (e instanceof NnmediaError) return true;
-            throw new Error(`${path.join('.')} = ${JSON.stringify(value)}: ${(e as Error).stack}`);
-          }
-          // accepted: the rebuilt model reads back as a valid model (decompress checks it); values may differ
-          // where the mutation is a legitimate one (ranges, codec quality…), which no checksum can tell
-          return openModel(out).tensors.length > 0;
-        }),
-        budget(200, 45),
-      );
-    });
+    it(
+      `${label}: any value at any place of a tensor record gives a typed error or a valid model`,
+      async () => {
+        const good = join(dir, `mgood-${label}.nnm`);
+        await compressModel(model, good, { codec: 'png' });
+        const archive = new Archive(good);
+        const manifest = archive.manifest;
+        const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
+        archive.close();
+        // paths into the records: every key, one level into nested objects and arrays
+        const paths: string[][] = [];
+        const walk = (v: unknown, path: string[], depth: number): void => {
+          if (depth > 0) paths.push(path);
+          if (depth < 4 && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], depth + 1);
+        };
+        walk({ tensors: manifest.tensors, skeleton: manifest.skeleton, version: manifest.version }, [], 0);
+        const hostile = fc.oneof(
+          fc.jsonValue({ maxDepth: 2 }),
+          fc.constantFrom(-1, 0, 2 ** 31, 2 ** 53, 1e308, -0.5, NaN, '../../etc/passwd', '', [], {}, null),
+        );
+        await fc.assert(
+          fc.asyncProperty(fc.nat(paths.length - 1), hostile, async (k, value) => {
+            const m = structuredClone(manifest) as unknown as Record<string, unknown>;
+            const path = paths[k];
+            let at = m as Record<string, unknown>;
+            for (const p of path.slice(0, -1)) at = at[p] as Record<string, unknown>;
+            at[path.at(-1)!] = value;
+            const f = join(dir, `mfuzz-${label}.nnm`);
+            const fd = openSync(f, 'w');
+            const zip = new ZipWriter(fd);
+            for (const [n, d] of others) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
+            zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
+            zip.finish();
+            closeSync(fd);
+            const out = join(dir, `mfuzz.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
+            if (process.env.NNMEDIA_FUZZ_LOG)
+              appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
+            try {
+              await decompressArchive(f, out, { jobs: 1 });
+            } catch (e) {
+              if (e instanceof NnmediaError) return true;
+              throw new Error(`${path.join('.')} = ${JSON.stringify(value)}: ${(e as Error).stack}`);
+            }
+            // accepted: the rebuilt model reads back as a valid model (decompress checks it); values may differ
+            // where the mutation is a legitimate one (ranges, codec quality…), which no checksum can tell
+            return openModel(out).tensors.length > 0;
+          }),
+          budget(200, 45),
+        );
+      },
+      FUZZ_TIMEOUT,
+    );
   it('regression (found by the manifest fuzzer): a manifest that drops tensor records is rejected, not a model without weights', async () => {
     const good = join(dir, 'mgood-ONNX.nnm');
     const archive = new Archive(good);

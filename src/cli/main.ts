@@ -170,7 +170,7 @@ function addCompressOptions(cmd: Command): Command {
     .addOption(
       new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
     )
-    .option('--jobs <n>', 'tensors encoded at once (default: cores)', int('jobs'))
+    .option('--jobs <n>', 'worker threads encoding tensors at once (default: cores; output identical for any n)', int('jobs'))
     .option(
       '--block <RxC>',
       'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',
@@ -245,7 +245,7 @@ export function buildProgram(): Command {
     .command('decompress <archive>')
     .description('.nnm archive → model in its original format')
     .requiredOption('-o, --output <file>', 'output model file')
-    .option('--jobs <n>', 'tensors decoded at once (default: cores)', int('jobs'))
+    .option('--jobs <n>', 'worker threads decoding tensors at once (default: cores)', int('jobs'))
     .option('--json', 'print a JSON summary')
     .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean }) => {
       const bar = progress(!f.json);
