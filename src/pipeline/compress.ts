@@ -40,7 +40,7 @@ import { MIN_FRAME, blockSize, evenUp } from '../layout/blocks.js';
 import { openModel } from './open.js';
 import { VERSION } from '../version.js';
 import { runOrdered } from './pool.js';
-import { WorkerPool, type EncodeReply } from './workers.js';
+import { poolFor, type EncodeReply, type WorkerPool } from './workers.js';
 import { sha256File } from '../io/atomic.js';
 import {
   ALLOCATION_STEPS,
@@ -753,7 +753,7 @@ async function encodeAll(
   halfData?: Uint8Array,
 ): Promise<CompressResult> {
   const jobs = options.jobs ?? availableParallelism();
-  const pool = jobs > 1 && unique.length > 1 ? new WorkerPool(jobs) : undefined;
+  const pool = poolFor(options.jobs, unique.length, compressedWeights);
   const encode = tensorEncoder(reader, plans, options, pool);
   const entries: Manifest['entries'] = {};
   let archiveBytes = 0;

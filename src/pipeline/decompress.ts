@@ -22,7 +22,7 @@ import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type 
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
 import { runOrdered, runPool } from './pool.js';
-import { WorkerPool } from './workers.js';
+import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
 import { writeSync } from 'node:fs';
 import { OnnxReader } from '../formats/onnx.js';
@@ -305,9 +305,12 @@ function tensorDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord) =
   return (t) => (pool ? pool.run<Float32Array>({ kind: 'decode', file: archive.file, record: t }) : decodeTensor(archive, t));
 }
 
-function workerPool(options: DecompressOptions, tensors: number): WorkerPool | undefined {
-  const jobs = options.jobs ?? availableParallelism();
-  return jobs > 1 && tensors > 1 ? new WorkerPool(jobs) : undefined;
+function workerPool(options: DecompressOptions, records: readonly TensorRecord[]): WorkerPool | undefined {
+  return poolFor(
+    options.jobs,
+    records.length,
+    records.reduce((n, t) => n + elementCount(t.shape), 0),
+  );
 }
 
 /** Decodes every compressed tensor; identical tensors share one decode. */
@@ -315,7 +318,7 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
   const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
   const out = new Map<string, Float32Array>();
   let done = 0;
-  const pool = workerPool(options, records.length);
+  const pool = workerPool(options, records);
   const decode = tensorDecoder(archive, pool);
   try {
     await runPool(records, options.jobs ?? availableParallelism(), async (t) => {
@@ -364,7 +367,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
   const ranges = records.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end) }));
   const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), ranges, file);
-  const pool = workerPool(options, records.length);
+  const pool = workerPool(options, records);
   const decode = tensorDecoder(archive, pool);
   let written = 0;
   let done = 0;

@@ -5,6 +5,7 @@
  * Under the TypeScript sources (tests, tsx) the worker runs through tsx.
  */
 
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -60,6 +61,18 @@ interface Slot {
   worker: Worker;
   busy: boolean;
   dead?: boolean;
+}
+
+/**
+ * Below this many weights the default job count runs in one thread: starting workers costs more than
+ * they save on a small model. An explicit job count is always honoured.
+ */
+export const WORKER_MIN_WEIGHTS = 1 << 20;
+
+/** A pool for `jobs` (explicit) or the cores (default, when the model is large enough); undefined: run here. */
+export function poolFor(jobs: number | undefined, tasks: number, weights: number): WorkerPool | undefined {
+  const n = jobs ?? (weights >= WORKER_MIN_WEIGHTS ? availableParallelism() : 1);
+  return n > 1 && tasks > 1 ? new WorkerPool(n) : undefined;
 }
 
 export class WorkerPool {
