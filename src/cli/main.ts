@@ -73,6 +73,7 @@ interface CompressFlags {
   sensitivity?: number;
   targetSnr?: number;
   halfKept?: boolean;
+  reprobe?: boolean;
   targetBpw?: number;
   maxLoss?: number;
   task?: string;
@@ -94,6 +95,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     targetSnr: f.targetSnr,
     targetBpw: f.targetBpw,
     halfKept: f.halfKept,
+    reprobe: f.reprobe,
     maxLoss: f.maxLoss,
     task,
     onLog: f.json ? undefined : (m: string) => process.stderr.write(`${m}\n`),
@@ -199,6 +201,7 @@ function addCompressOptions(cmd: Command): Command {
     .option('--no-half-kept', 'keep them exactly as they are')
     .option('--sensitivity <gamma>', 'allocation: how much per-layer sensitivity probes are trusted, 0…1 (default 0.5)', Number)
     .option('--target-bpw <bits>', 'allocate bits across layers for this average bits/weight (whole archive)', Number)
+    .option('--no-reprobe', 'target-bpw: skip the second sensitivity probe at the first allocation (faster)')
     .option(
       '--max-loss <x>',
       'allocate for the fewest bits whose task loss stays ≤ x (vad: 1 − agreement; ocr: CER − original CER)',

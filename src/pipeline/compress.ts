@@ -551,22 +551,28 @@ async function allocate(
   const weights = plans.filter((p) => p.settings).reduce((s, p) => s + elementCount(p.entry.shape), 0);
   // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
   const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;
+  let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
   if (canRun) {
     const calibrate = options.calibrate ?? (options.task ? (m: Uint8Array) => options.task!.calibrate(m) : randomInputOutputs);
     const reference = await calibrate(source);
+    // output distortion per unit of squared weight error with tensor i at candidate c
+    // (duplicates are substituted together and cost their bits once, so no correction is needed)
+    probeAt = async (i, c) => {
+      options.signal?.throwIfAborted();
+      const out = await calibrate(substituteTensors(reader, restoredAt(i, c)));
+      return c.sse > 0 ? Math.max(mse(out, reference), 1e-30) / c.sse : 1e-30;
+    };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
-      options.signal?.throwIfAborted();
       const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (options.range ?? 'channel'))!;
-      const out = await calibrate(substituteTensors(reader, restoredAt(i, probe)));
-      // (duplicates are substituted together and cost their bits once, so no correction is needed)
-      rates[i].sensitivity = probe.sse > 0 ? Math.max(mse(out, reference), 1e-30) / probe.sse : 1e-30;
+      rates[i].sensitivity = await probeAt(i, probe);
       if (process.env.NNMEDIA_DEBUG) log(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
   }
   // Damped sensitivities: s_t^γ on the scale of each tensor's own weight power. γ = 0 spends bits for equal
   // relative precision everywhere; γ = 1 trusts the probes fully (measured to over-commit on PaddleOCR).
   const gamma = options.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT;
+  const powers: number[] = [];
   unique.forEach((p, i) => {
     const { planes } = planesOf.get(p.entry.key)!;
     let sq = 0;
@@ -578,6 +584,7 @@ async function allocate(
           n++;
         }
     const power = Math.max(sq / Math.max(n, 1), 1e-30);
+    powers.push(power);
     rates[i].sensitivity = (rates[i].sensitivity * power) ** gamma / power;
   });
   const apply = (choice: number[]): void =>
@@ -596,6 +603,16 @@ async function allocate(
       );
       apply(choice);
     };
+    if ((options.reprobe ?? true) && probeAt) {
+      // The linear model is measured at one step; most tensors land elsewhere. Measure again where the
+      // first allocation put each tensor, then allocate with those (PaddleOCR at 4 bits/weight: CER 0.30 → 0.19 %).
+      const first = allocateForBudget(rates, target * weights - overheadBits);
+      log(`probing again at the allocated grids`);
+      for (let i = 0; i < unique.length; i++) {
+        const raw = await probeAt(i, rates[i].candidates[first[i]]);
+        rates[i].sensitivity = (raw * powers[i]) ** gamma / powers[i];
+      }
+    }
     byBudget(1);
     return byBudget;
   } else {

@@ -69,6 +69,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   task?: TaskEvaluator<unknown>;
   /** Calibration runner for sensitivity probes (default: the task's, else random inputs). */
   calibrate?: Calibrator;
+  /** `targetBpw`: probe every tensor again at the grid the first allocation gave it, then allocate again (default true). */
+  reprobe?: boolean;
   /** Allocation: weight γ ∈ [0, 1] of the measured sensitivities (0: equal relative precision; 1: probes fully trusted). */
   sensitivityWeight?: number;
   /** Progress messages of the allocator. */
