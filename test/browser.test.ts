@@ -214,19 +214,23 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
 
   it('nnmedia view renders every layer as pictures with histograms (screenshot kept)', async () => {
     const { serveViewer } = await import('../src/cli/view.js');
-    const { server: viewer, url } = await serveViewer(join(dir, 'silero_vad.nnm'));
+    const { server: viewer, url } = await serveViewer(join(dir, 'silero_vad.nnm'), 0, { model: SILERO_V4 });
     const p = await browser.newPage({ viewport: { width: 1100, height: 900 } });
     await p.goto(url);
     await p.waitForFunction(() =>
       [...document.querySelectorAll('section.layer')].every((s) => (s as HTMLElement).dataset.histogram === 'done'),
     );
+    await p.waitForFunction(() => [...document.querySelectorAll('img')].every((i) => (i as HTMLImageElement).complete));
     const state = await p.evaluate(() => ({
       layers: document.querySelectorAll('section.layer').length,
       images: [...document.querySelectorAll('.images img')].map((i) => (i as HTMLImageElement).naturalWidth),
+      errors: [...document.querySelectorAll('.errors img')].map((i) => (i as HTMLImageElement).naturalWidth),
     }));
     expect(state.layers).toBeGreaterThan(20);
     expect(state.images.length).toBeGreaterThan(20);
     expect(state.images.every((w) => w > 0)).toBe(true);
+    // with the original model: one error map per picture, of the same geometry
+    expect(state.errors).toEqual(state.images);
     const shot = await p.screenshot();
     writeFileSync(join(dir, 'viewer.png'), shot);
     expect(shot.length).toBeGreaterThan(20_000);

@@ -319,15 +319,18 @@ export function buildProgram(): Command {
     .description('serve a local page that shows each layer as its picture, with histograms, bits/weight and errors')
     .option('--port <n>', 'port on 127.0.0.1 (default: any free port)', int('port'))
     .option('--plot <png>', 'a rate–distortion plot from `npm run bench` to show too')
-    .action(async (file: string, f: { port?: number; plot?: string }) => {
+    .option('-m, --model <file>', "the original model: show each layer's error map (automatic when a model is viewed)")
+    .action(async (file: string, f: { port?: number; plot?: string; model?: string }) => {
       let archive = file;
+      let model = f.model;
       if (!isZipFile(file)) {
+        model = file;
         const dir = mkdtempSync(join(tmpdir(), 'nnmedia-view-'));
         archive = join(dir, 'model.nnm');
         await compressModel(file, archive, {});
         process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
       }
-      const { url } = await serveViewer(archive, f.port, f.plot);
+      const { url } = await serveViewer(archive, f.port, { plot: f.plot, model });
       console.log(`nnmedia view: ${url} (Ctrl-C to stop)`);
       await new Promise(() => {});
     });
