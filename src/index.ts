@@ -18,3 +18,4 @@ export type { Manifest, TensorRecord } from './archive/manifest.js';
 export { errorStats, type ErrorStats } from './eval/metrics.js';
 export { classifyTensor, type Role } from './roles/classify.js';
 export { VERSION } from './version.js';
+export { taskByName } from './eval/tasks/index.js';
