@@ -10,16 +10,13 @@
  * Writes bench/results/browser.json and browser.md.
  */
 
-import { createServer } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
 import { Archive, compressModel, decodeAllTensors } from '../src/index.js';
 import { MODELS, ROOT } from './models.js';
+import { CHROMIUM, launchChromium, openNnmediaPage, serveDir } from '../test/helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const REPEAT = 3;
 const SETTINGS: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['png 8-bit', { codec: 'png' }],
@@ -35,43 +32,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const dir = mkdtempSync(join(tmpdir(), 'nnmedia-bench-browser-'));
-  await build({
-    entryPoints: [join(ROOT, 'src/browser/index.ts')],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    outfile: join(dir, 'nnmedia.js'),
-    logLevel: 'silent',
-  });
-  writeFileSync(
-    join(dir, 'index.html'),
-    '<!doctype html><meta charset="utf-8"><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
-  );
-  const server = createServer((req, res) => {
-    const f = join(dir, (req.url ?? '/').replace(/^\/+/, '') || 'index.html');
-    if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
-    res.writeHead(200, {
-      'content-type': f.endsWith('.js') ? 'text/javascript' : f.endsWith('.html') ? 'text/html' : 'application/octet-stream',
-    });
-    res.end(readFileSync(f));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-  const page = await browser.newPage();
-  await page.goto(`${base}/index.html`);
-  await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+  const { server, base } = await serveDir(dir);
+  const browser = await launchChromium();
+  const page = await openNnmediaPage(browser, dir, base);
   const version = browser.version();
   const rows: Array<Record<string, string | number>> = [];
   for (const model of MODELS) {

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { SafetensorsReader } from '../src/formats/safetensors.js';
 import { errorStats } from '../src/eval/metrics.js';
 import { ROOT } from './models.js';
@@ -25,14 +25,17 @@ const zstdNative = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js'
   compress: (b: Buffer, level: number) => Promise<Buffer>;
 };
 
-const args = process.argv.slice(2);
-const flag = (name: string, def: string): string => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const GB = Number(flag('gb', '8'));
-const DIR = flag('dir', join(tmpdir(), 'nnmedia-large'));
-const JOBS = flag('jobs', '1,2').split(',').map(Number);
+const { values: flag } = parseArgs({
+  options: {
+    gb: { type: 'string', default: '8' },
+    dir: { type: 'string', default: join(tmpdir(), 'nnmedia-large') },
+    jobs: { type: 'string', default: '1,2' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const GB = Number(flag.gb);
+const DIR = flag.dir;
+const JOBS = flag.jobs.split(',').map(Number);
 const OUT = join(ROOT, 'bench/results');
 
 /** One compress or decompress in a child process of its own; reports its wall time and peak RSS. */
@@ -104,7 +107,7 @@ async function main(): Promise<void> {
       sameSizeBack: statSync(back).size === modelBytes ? 'yes' : 'no',
       minSnrDb: Math.min(...snrs),
     });
-    if (!args.includes('--keep')) rmSync(back);
+    if (!flag.keep) rmSync(back);
   }
   reader.close();
   const base = rows[0];

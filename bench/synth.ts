@@ -8,7 +8,9 @@
  *   tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1]
  */
 
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { writeAll } from '../src/io/atomic.js';
 import { encodeFloats, type FloatDType } from '../src/formats/model.js';
 
 export interface SynthTensor {
@@ -99,10 +101,7 @@ export function writeSynthetic(out: string, gb: number, dtypeName = 'F32', seed 
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (json.length % 8)) % 8);
   const fd = openSync(out, 'w');
-  const put = (b: Uint8Array): void => {
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-  };
+  const put = (b: Uint8Array): void => writeAll(fd, b);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
   put(len);
@@ -127,18 +126,21 @@ export function writeSynthetic(out: string, gb: number, dtypeName = 'F32', seed 
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const args = process.argv.slice(2);
-  const flag = (name: string, def: string): string => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : def;
-  };
-  const out = args.find((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1].startsWith('--')));
+  const { values: flag, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      gb: { type: 'string', default: '8' },
+      dtype: { type: 'string', default: 'F32' },
+      seed: { type: 'string', default: '1' },
+    },
+  });
+  const out = positionals[0];
   if (!out) {
     console.error('usage: tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1]');
     process.exit(2);
   }
   const t0 = performance.now();
-  const r = writeSynthetic(out, Number(flag('gb', '8')), flag('dtype', 'F32'), Number(flag('seed', '1')));
+  const r = writeSynthetic(out, Number(flag.gb), flag.dtype, Number(flag.seed));
   console.log(
     `${out}: ${(r.bytes / 1e9).toFixed(2)} GB, ${(r.weights / 1e9).toFixed(2)} G weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );

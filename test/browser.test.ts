@@ -4,11 +4,11 @@
  * Node's, and a corrupt archive is rejected. `.ci/run` installs chromium; on a
  * machine without /usr/bin/chromium these tests are skipped, loudly.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { build } from 'esbuild';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, bundle, launchChromium, openNnmediaPage, serveDir } from './helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync, copyFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
@@ -17,7 +17,6 @@ import { mixedModel } from './helpers/onnx-fixtures.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { tempDir } from './helpers/tmp.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
   // CI installs chromium (.ci/run): there a missing browser is a failure, not a skip
@@ -72,7 +71,7 @@ let server: Server;
 let browser: Browser;
 let page: Page;
 let base = '';
-let rangeRequests = 0;
+let stats = { rangeRequests: 0 };
 
 const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['png', { codec: 'png', bits: 8 }],
@@ -97,23 +96,8 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     const bad = Buffer.from(good);
     bad[bad.indexOf(Buffer.from('IDAT')) + 20] ^= 1;
     writeFileSync(join(dir, 'corrupt.nnm'), bad);
-    await build({
-      entryPoints: [join(import.meta.dirname, '../src/browser/index.ts')],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      outfile: join(dir, 'nnmedia.js'),
-      logLevel: 'silent',
-    });
     // the example page: Silero VAD v4 as PNG images, onnxruntime-web, the bundled speech recording
-    await build({
-      entryPoints: [join(import.meta.dirname, '../examples/vad/main.ts')],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      outfile: join(dir, 'main.js'),
-      logLevel: 'silent',
-    });
+    await bundle('examples/vad/main.ts', join(dir, 'main.js'));
     await compressModel(SILERO_V4, join(dir, 'silero_vad.nnm'), {});
     mkdirSync(join(dir, 'ort'));
     const ortDist = join(import.meta.dirname, '../node_modules/onnxruntime-web/dist');
@@ -124,52 +108,9 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       join(dir, 'example.html'),
       '<!doctype html><meta charset="utf-8"><p id="result"></p><script type="module">import "./main.js"; window.ready = true;</script>',
     );
-    writeFileSync(
-      join(dir, 'index.html'),
-      '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
-    );
-    // a static server with HTTP Range support (?norange: a server that ignores Range and sends 200)
-    server = createServer((req, res) => {
-      const [path, query] = (req.url ?? '/').split('?');
-      const f = join(dir, path.replace(/^\/+/, '') || 'index.html');
-      if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
-      const type = /\.m?js$/.test(f)
-        ? 'text/javascript'
-        : f.endsWith('.wasm')
-          ? 'application/wasm'
-          : f.endsWith('.html')
-            ? 'text/html'
-            : 'application/octet-stream';
-      const body = readFileSync(f);
-      const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
-      if (range && query !== 'norange') {
-        rangeRequests++;
-        const [a, b] = [range[1], range[2]];
-        const start = a === '' ? Math.max(0, body.length - Number(b)) : Number(a);
-        const end = a === '' || b === '' ? body.length - 1 : Math.min(Number(b), body.length - 1);
-        res.writeHead(206, { 'content-type': type, 'content-range': `bytes ${start}-${end}/${body.length}` });
-        return void res.end(body.subarray(start, end + 1));
-      }
-      res.writeHead(200, { 'content-type': type });
-      res.end(body);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
-    page = await browser.newPage();
-    await page.goto(`${base}/index.html`);
-    await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+    ({ server, base, stats } = await serveDir(dir));
+    browser = await launchChromium();
+    page = await openNnmediaPage(browser, dir, base);
   });
   afterAll(async () => {
     await browser?.close();
@@ -246,7 +187,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     // the first tensor: at the start of the file, far from the tail that is read first
     const one = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs)[0];
     archive.close();
-    const before = rangeRequests;
+    const before = stats.rangeRequests;
     type Decoded = { tensors: Map<string, Float32Array>; fetch: { requests: number; bytes: number; ranged: boolean } };
     const run = (url: string, tensors?: string[]) =>
       page.evaluate(
@@ -264,7 +205,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       );
     const part = await run(`${base}/silero_vad.nnm`, [one.name]);
     expect(part.fetch.ranged).toBe(true);
-    expect(rangeRequests - before).toBe(part.fetch.requests);
+    expect(stats.rangeRequests - before).toBe(part.fetch.requests);
     expect(part.fetch.requests).toBeGreaterThanOrEqual(2);
     expect(part.fetch.bytes).toBeLessThan(readFileSync(file).length);
     console.log(

@@ -147,6 +147,16 @@ describe('hostile input (property-based, bounded)', () => {
   );
 });
 
+/** An archive of the given entries and a manifest of our choosing (the ZIP itself valid: CRCs match). */
+function writeArchive(file: string, entries: ReadonlyArray<readonly [string, Uint8Array]>, manifest: unknown): void {
+  const fd = openSync(file, 'w');
+  const zip = new ZipWriter(fd);
+  for (const [n, d] of entries) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
+  zip.add('manifest.json', Buffer.from(JSON.stringify(manifest)), 'deflate');
+  zip.finish();
+  closeSync(fd);
+}
+
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
   for (const [label, model] of [
     ['ONNX', onnxFile],
@@ -180,12 +190,7 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
             for (const p of path.slice(0, -1)) at = at[p] as Record<string, unknown>;
             at[path.at(-1)!] = value;
             const f = join(dir, `mfuzz-${label}.nnm`);
-            const fd = openSync(f, 'w');
-            const zip = new ZipWriter(fd);
-            for (const [n, d] of others) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
-            zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
-            zip.finish();
-            closeSync(fd);
+            writeArchive(f, others, m);
             const out = join(dir, `mfuzz.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
             if (process.env.NNMEDIA_FUZZ_LOG)
               appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
@@ -211,12 +216,7 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
     const others = Object.keys(archive.manifest.entries).map((n) => [n, archive.entry(n)] as const);
     archive.close();
     const f = join(dir, 'mdrop.nnm');
-    const fd = openSync(f, 'w');
-    const zip = new ZipWriter(fd);
-    for (const [n, d] of others) zip.add(n, d, 'store');
-    zip.add('manifest.json', Buffer.from(JSON.stringify(manifest)), 'deflate');
-    zip.finish();
-    closeSync(fd);
+    writeArchive(f, others, manifest);
     await expect(decompressArchive(f, join(dir, 'mdrop.onnx'))).rejects.toThrow(/rebuilt model is not valid/);
     expect(listDir(dir)).not.toContain('mdrop.onnx');
   });

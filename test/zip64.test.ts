@@ -12,22 +12,13 @@ import { describe, expect, it } from 'vitest';
 import { ZipReader } from '../src/archive/zip.js';
 import { type CentralRecord, checkEnd, findEnd, parseCentral, writeDirectory, zip64End } from '../src/archive/zip-directory.js';
 import { tempDir } from './helpers/tmp.js';
+import { concatBytes } from '../src/formats/protobuf.js';
 
 const dir = tempDir();
 const DOS_DATE = (0 << 9) | (1 << 5) | 1;
 const fail = (m: string): never => {
   throw new Error(m);
 };
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
 function localHeader(name: string, data: Uint8Array): Uint8Array {
   const n = Buffer.from(name);
   const h = Buffer.alloc(30);
@@ -45,7 +36,7 @@ function localHeader(name: string, data: Uint8Array): Uint8Array {
 describe('Zip64', () => {
   it('small archives stay classic ZIP: no Zip64 record is written', () => {
     const rec: CentralRecord = { name: 'a', method: 0, crc: 0, compressedSize: 1, size: 1, offset: 0, nameLength: 1 };
-    const bytes = concat(writeDirectory([rec], 32, DOS_DATE));
+    const bytes = concatBytes(writeDirectory([rec], 32, DOS_DATE));
     expect(Buffer.from(bytes).indexOf(Buffer.from([0x50, 0x4b, 0x06, 0x06]))).toBe(-1);
   });
 
@@ -60,7 +51,7 @@ describe('Zip64', () => {
       nameLength: `t/${i}.png`.length,
     }));
     const cdStart = 70_000 * 100_000;
-    const dirBytes = concat(writeDirectory(records, cdStart, DOS_DATE));
+    const dirBytes = concatBytes(writeDirectory(records, cdStart, DOS_DATE));
     const tail = dirBytes.subarray(dirBytes.length - 65_557);
     const end = findEnd(tail, cdStart + dirBytes.length - tail.length, fail);
     expect(end.zip64At).toBeDefined();
@@ -104,7 +95,7 @@ describe('Zip64', () => {
       });
     }
     const cdStart = farAt + 30 + 'far/b.bin'.length + b.length;
-    put(concat(writeDirectory(records, cdStart, DOS_DATE)), cdStart);
+    put(concatBytes(writeDirectory(records, cdStart, DOS_DATE)), cdStart);
     closeSync(fd);
     const z = new ZipReader(file);
     expect(Buffer.from(z.read('far/b.bin')).toString()).toBe(b.toString());

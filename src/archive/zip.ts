@@ -7,7 +7,8 @@
  * every entry's CRC-32 is verified.
  */
 
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { writeAll } from '../io/atomic.js';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { CorruptArchiveError } from '../errors.js';
 
@@ -84,8 +85,7 @@ export class ZipWriter {
   }
 
   private write(b: Uint8Array): void {
-    let done = 0;
-    while (done < b.length) done += writeSync(this.fd, b, done, b.length - done);
+    writeAll(this.fd, b);
     this.offset += b.length;
   }
 }

@@ -163,7 +163,7 @@ export class SafetensorsReader implements ModelReader {
     const t = this.get(key);
     const bytes = this.readAt(this.dataStart + t.begin, t.end - t.begin);
     // float32 in a buffer of its own: use it as it is rather than copy it (tensors can be hundreds of MB)
-    if (t.dtype === 'float32' && LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 && bytes.byteLength >= 4096)
+    if (t.dtype === 'float32' && LITTLE_ENDIAN && bytes.byteOffset % 4 === 0)
       return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     return decodeFloats(bytes, t.dtype);
   }

@@ -5,7 +5,17 @@
  */
 
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, fsyncSync, openSync, realpathSync, renameSync, unlinkSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  writeSync,
+  fsyncSync,
+  openSync,
+  realpathSync,
+  renameSync,
+  unlinkSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { IoError } from '../errors.js';
 
@@ -80,4 +90,10 @@ export async function sha256File(file: string): Promise<string> {
     throw new IoError(`cannot read: ${(e as Error).message}`, { file }, e);
   }
   return hash.digest('hex');
+}
+
+/** Writes all of `bytes` at the descriptor's position (writeSync may write less than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
 }

@@ -76,18 +76,11 @@ function transposeInto(src: AnyTypedArray, rows: number, cols: number, dst: AnyT
   }
 }
 
-/**
- * Fully connected layers are a plain copy (in_out) or a transpose (out_in) of
- * the index map: the same mapping as `sourceIndexFn`, done in blocks (tested
- * against it), because it is the bulk of every large model.
- */
-function fcFast(spec: LayoutSpec): spec is Extract<LayoutSpec, { kind: 'fc' }> {
-  return spec.kind === 'fc';
-}
-
 /** Forward map: tensor (file order) → planes (row-major). */
 export function gatherPlanes<T extends AnyTypedArray>(src: T, spec: LayoutSpec, alloc: (n: number) => T): T[] {
-  if (fcFast(spec)) {
+  // Fully connected layers, the bulk of every large model: the index map below is a plain copy (in_out) or a
+  // transpose (out_in), done in blocks (tested against it).
+  if (spec.kind === 'fc') {
     const plane = alloc(spec.nin * spec.nout);
     if (spec.order === 'in_out') plane.set(src.subarray(0, plane.length) as never);
     else transposeInto(src, spec.nout, spec.nin, plane);
@@ -103,7 +96,7 @@ export function gatherPlanes<T extends AnyTypedArray>(src: T, spec: LayoutSpec, 
 
 /** Inverse map: planes → tensor (file order), written into `out`. */
 export function scatterPlanes<T extends AnyTypedArray>(planes: readonly T[], spec: LayoutSpec, out: T): T {
-  if (fcFast(spec)) {
+  if (spec.kind === 'fc') {
     if (spec.order === 'in_out') out.set(planes[0] as never);
     else transposeInto(planes[0], spec.nin, spec.nout, out);
     return out;

@@ -30,6 +30,7 @@ import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
 import { encodeExactValues } from '../quantize/exact.js';
 import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
+import { concatBytes } from '../formats/protobuf.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { errorStats } from '../eval/metrics.js';
 import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -459,14 +460,7 @@ function halfKept(reader: ModelReader, plans: readonly TensorPlan[]): { data: Ui
     keys.push(p.entry.key);
     offset += values.length;
   }
-  if (!keys.length) return undefined;
-  const data = new Uint8Array(offset * 2);
-  let at = 0;
-  for (const b of parts) {
-    data.set(b, at);
-    at += b.length;
-  }
-  return { data, keys };
+  return keys.length ? { data: concatBytes(parts), keys } : undefined;
 }
 
 /** Hash of a tensor's values and shape: identical tensors are stored once. */
@@ -772,6 +766,7 @@ async function encodeAll(
   const jobs = options.jobs ?? availableParallelism();
   const pool = poolFor(options.jobs, unique.length, compressedWeights);
   const encode = tensorEncoder(reader, plans, options, pool);
+  let manifest: Manifest | undefined;
   const entries: Manifest['entries'] = {};
   let archiveBytes = 0;
   let done = 0;
@@ -804,11 +799,8 @@ async function encodeAll(
       if (halfData) put(HALF_ENTRY, halfData, 'deflate');
       put(skeletonName, skeleton, 'deflate');
       options.signal?.throwIfAborted();
-      zip.add(
-        MANIFEST_NAME,
-        Buffer.from(JSON.stringify(buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries))),
-        'deflate',
-      );
+      manifest = buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries);
+      zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
       zip.finish();
       archiveBytes = zip.bytesWritten;
     });
@@ -816,7 +808,7 @@ async function encodeAll(
     await pool?.close();
   }
   return {
-    manifest: buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries),
+    manifest: manifest!,
     archiveBytes,
     compressedWeights,
     bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,

@@ -20,11 +20,10 @@ import { fromHalf } from '../quantize/half.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
-import { checkOutputPath, writeAtomic } from '../io/atomic.js';
+import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
-import { writeSync } from 'node:fs';
 import { OnnxReader } from '../formats/onnx.js';
 
 export interface DecompressOptions {
@@ -330,13 +329,19 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
     await pool?.close();
   }
   for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
-  for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, halfValues(archive, t));
+  const half = halfValues(archive);
+  for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, half(t));
   return out;
 }
 
-/** A kept tensor stored as float16. */
-function halfValues(archive: Archive, t: TensorRecord): Float32Array {
-  return fromHalf(archive.entry(t.half!.entry, t.name), t.half!.offset, elementCount(t.shape));
+/** Kept tensors stored as float16; each half entry is read (and checked) once. */
+function halfValues(archive: Archive): (t: TensorRecord) => Float32Array {
+  const entries = new Map<string, Uint8Array>();
+  return (t) => {
+    const { entry, offset } = t.half!;
+    if (!entries.has(entry)) entries.set(entry, archive.entry(entry, t.name));
+    return fromHalf(entries.get(entry)!, offset, elementCount(t.shape));
+  };
 }
 
 /** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
@@ -348,11 +353,6 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
     .filter((t) => values.has(t.key))
     .map((t) => ({ storage: t.storage, dtype: t.dtype, values: values.get(t.key)! }));
   return rebuildFromSkeleton(archive.manifest.source.format, skeleton, restored, archive.file);
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let off = 0;
-  while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
 }
 
 /**
@@ -369,6 +369,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), ranges, file);
   const pool = workerPool(options, records);
   const decode = tensorDecoder(archive, pool);
+  const half = halfValues(archive);
   let written = 0;
   let done = 0;
   try {
@@ -379,7 +380,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         if ('keep' in piece) return piece.keep;
         options.signal?.throwIfAborted();
         const t = records[piece.tensor];
-        const values = t.half ? halfValues(archive, t) : await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
+        const values = t.half ? half(t) : await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
         return restoredBytes({ ...ranges[piece.tensor], dtype: t.dtype, values }, file);
       },
       (bytes, piece) => {
