@@ -89,6 +89,58 @@ export interface TensorRecord {
   stats?: ErrorStats;
   /** Bytes of this tensor's media entries in the archive. */
   bytes?: number;
+  /**
+   * A tensor too large to work on whole, coded as slices of its leading dimension (blocks of output channels
+   * of an [out, in] matrix): each slice is coded like a tensor of its own. The record then has no planes,
+   * quant or codec of its own; `layout` is the whole tensor's, `stats` and `bytes` cover all slices.
+   */
+  slices?: SliceRecord[];
+}
+
+/** One slice of a sliced tensor: rows [row, row + rows) of the leading dimension, coded on its own. */
+export interface SliceRecord {
+  row: number;
+  rows: number;
+  layout: LayoutSpec;
+  quant: NonNullable<TensorRecord['quant']>;
+  codec: CodecRecord;
+  planes: PlaneRecord[];
+  nonFinite?: string;
+  exactValues?: number;
+  stats?: ErrorStats;
+  bytes?: number;
+}
+
+/** Elements of one row of the leading dimension. */
+export function rowElements(shape: readonly number[]): number {
+  return shape.slice(1).reduce((a, b) => a * b, 1);
+}
+
+/**
+ * A slice as a tensor record of its own (shape [rows, …rest]), decodable like any other; its values go
+ * to the whole tensor from element `offset` on (and to bytes `offset × width` of its storage).
+ */
+export function sliceAsTensor(t: TensorRecord, s: SliceRecord): { record: TensorRecord; offset: number } {
+  const { row, rows } = s;
+  // the coding fields only, by name: a hostile slice cannot bring sameAs, half or slices of its own
+  const record: TensorRecord = {
+    key: t.key,
+    name: `${t.name} [rows ${row}–${row + rows - 1}]`,
+    dtype: t.dtype,
+    shape: [rows, ...t.shape.slice(1)],
+    role: t.role,
+    reason: t.reason,
+    storage: t.storage,
+    layout: s.layout,
+    quant: s.quant,
+    codec: s.codec,
+    planes: s.planes,
+  };
+  if (s.nonFinite !== undefined) record.nonFinite = s.nonFinite;
+  if (s.exactValues !== undefined) record.exactValues = s.exactValues;
+  if (s.stats !== undefined) record.stats = s.stats;
+  if (s.bytes !== undefined) record.bytes = s.bytes;
+  return { record, offset: row * rowElements(t.shape) };
 }
 
 export interface Manifest {
@@ -101,4 +153,14 @@ export interface Manifest {
   tensors: TensorRecord[];
   /** sha256 and size of every entry but the manifest itself. */
   entries: Record<string, { sha256: string; bytes: number }>;
+}
+
+/** What decodes on its own: the record itself, or each slice as a record, with the element offset of its values. */
+export function codedParts(t: TensorRecord): Array<{ record: TensorRecord; offset: number }> {
+  return t.slices ? t.slices.map((s) => sliceAsTensor(t, s)) : [{ record: t, offset: 0 }];
+}
+
+/** Every media entry of a tensor's planes (all slices), each once. */
+export function tileEntries(t: TensorRecord): Set<string> {
+  return new Set(codedParts(t).flatMap((c) => (c.record.planes ?? []).flatMap((p) => p.tiles.map((tile) => tile.entry))));
 }

@@ -21,7 +21,7 @@ import { decompress as zstdDecompress } from 'fzstd';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { decodeExactValues } from '../quantize/exact.js';
-import type { Manifest, TensorRecord } from '../archive/manifest.js';
+import { codedParts, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { rebuildOnnx } from '../formats/onnx-rebuild.js';
 import { encodeFloats } from '../formats/model.js';
 
@@ -308,8 +308,11 @@ export async function decodeArchive(
   const decodeSet = [...new Set(wanted.map((t) => (t.sameAs ? byKey.get(t.sameAs)! : t)))];
   const names = new Set<string>();
   for (const t of decodeSet) {
-    for (const pr of t.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
-    if (t.nonFinite) names.add(t.nonFinite);
+    if (t.slices !== undefined && !Array.isArray(t.slices)) throw new BrowserArchiveError('bad slices record (corrupt)', t.name);
+    for (const c of codedParts(t)) {
+      for (const pr of c.record.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
+      if (c.record.nonFinite) names.add(c.record.nonFinite);
+    }
   }
   const halves = manifest.tensors.filter(
     (t) => t.half && (!options.tensors || options.tensors.includes(t.name) || options.tensors.includes(t.key)),
@@ -326,7 +329,20 @@ export async function decodeArchive(
     entries.set(name, data);
   }
   const tensors = new Map<string, Float32Array>();
-  for (const t of decodeSet) tensors.set(t.key, await decodeTensor(t, entries));
+  for (const t of decodeSet) {
+    if (!t.slices) {
+      tensors.set(t.key, await decodeTensor(t, entries));
+      continue;
+    }
+    // a sliced tensor: each slice decodes like a tensor of its own, into its rows
+    const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+    for (const c of codedParts(t)) {
+      const values = await decodeTensor(c.record, entries);
+      if (c.offset + values.length > out.length) throw new BrowserArchiveError('slice outside its tensor (corrupt)', t.name);
+      out.set(values, c.offset);
+    }
+    tensors.set(t.key, out);
+  }
   for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
   for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
   for (const t of halves) {

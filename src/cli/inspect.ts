@@ -1,3 +1,4 @@
+import { codedParts, tileEntries } from '../archive/manifest.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
@@ -53,21 +54,27 @@ function inspectArchive(file: string, json: boolean): void {
     const sizes = a.entrySizes();
     const rows = m.tensors.map((t) => {
       const n = elementCount(t.shape);
-      const bytes = (t.planes ?? []).flatMap((p) => p.tiles).reduce((s, tile) => s + (sizes.get(tile.entry) ?? 0), 0);
+      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      // a sliced tensor: its slices' geometry and codecs (auto can pick a different one per slice)
+      const parts = codedParts(t).map((c) => c.record);
+      const codecs = [
+        ...new Set(
+          parts
+            .filter((c) => c.codec)
+            .map((c) => `${c.codec!.name}${c.codec!.lossless ? ' lossless' : ` q${c.codec!.quality ?? ''}`}`),
+        ),
+      ];
+      const geometry = (parts[0].planes ?? []).map(
+        (p) => `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}`,
+      );
       return {
         name: t.name,
         role: t.role,
         shape: t.shape,
-        geometry: (t.planes ?? []).map((p) => `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}`),
-        codec: t.sameAs
-          ? `same as ${t.sameAs}`
-          : t.codec
-            ? `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}`
-            : t.half
-              ? 'kept as float16'
-              : 'kept exact',
-        bits: t.quant?.bits,
-        range: t.quant?.range,
+        geometry: t.slices ? geometry.map((g) => `${t.slices!.length} slices, the first ${g}`) : geometry,
+        codec: t.sameAs ? `same as ${t.sameAs}` : codecs.length ? codecs.join(' / ') : t.half ? 'kept as float16' : 'kept exact',
+        bits: parts[0].quant?.bits,
+        range: parts[0].quant?.range,
         bytes,
         bitsPerWeight: t.layout ? (bytes * 8) / n : undefined,
         stats: t.stats,

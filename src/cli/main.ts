@@ -35,7 +35,12 @@ function int(name: string) {
 function progress(enabled: boolean): { onProgress?: CompressOptions['onProgress']; stop: () => void } {
   if (!enabled || !process.stderr.isTTY) return { stop: () => {} };
   const bar = new cliProgress.SingleBar(
-    { format: '{bar} {value}/{total} tensors  {tensor}', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    {
+      format: '{bar} {value}/{total} tensors or slices  {tensor}',
+      stream: process.stderr,
+      clearOnComplete: true,
+      hideCursor: true,
+    },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
@@ -63,6 +68,7 @@ interface CompressFlags {
   config?: string;
   nonFinite?: 'error' | 'keep';
   jobs?: number;
+  sliceWeights?: number;
   stride?: number;
   clip?: boolean;
   outliers?: number;
@@ -108,6 +114,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     range: f.range,
     nonFinite: f.nonFinite,
     jobs: f.jobs,
+    sliceWeights: f.sliceWeights,
     rules: f.config ? loadRulesFile(f.config) : undefined,
   };
 }
@@ -173,6 +180,11 @@ function addCompressOptions(cmd: Command): Command {
       new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
     )
     .option('--jobs <n>', 'worker threads encoding tensors at once (default: cores; output identical for any n)', int('jobs'))
+    .option(
+      '--slice-weights <n>',
+      'code a tensor of more weights than n as slices of its leading dimension, each a job of its own: memory follows the slice (default 33554432)',
+      int('slice-weights'),
+    )
     .option(
       '--block <RxC>',
       'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',

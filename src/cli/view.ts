@@ -14,7 +14,7 @@ import { Archive, decodeTensor } from '../pipeline/decompress.js';
 import { elementCount } from '../formats/model.js';
 import { openModel } from '../pipeline/open.js';
 import { gatherPlanes } from '../layout/planes.js';
-import type { TensorRecord } from '../archive/manifest.js';
+import { codedParts, rowElements, type TensorRecord } from '../archive/manifest.js';
 import { UnsupportedError } from '../errors.js';
 
 const IMAGE_MIME: Record<string, string> = { png: 'image/png', webp: 'image/webp', avif: 'image/avif', jpeg: 'image/jpeg' };
@@ -69,7 +69,8 @@ export async function buildViewer(
     const m = a.manifest;
     const sizes = a.entrySizes();
     const cards: string[] = [];
-    for (const t of m.tensors) {
+    // a sliced tensor shows as one card per slice
+    for (const { record: t, offset, whole } of m.tensors.flatMap((w) => codedParts(w).map((c) => ({ ...c, whole: w })))) {
       if (!t.layout || !t.planes || !t.codec) continue;
       const n = elementCount(t.shape);
       const bytes = t.planes.flatMap((p) => p.tiles).reduce((s, x) => s + (sizes.get(x.entry) ?? 0), 0);
@@ -92,12 +93,13 @@ export async function buildViewer(
       if (model && !original)
         throw new UnsupportedError(`the model has no tensor ${t.key}: not the archive's source`, { file: options.model });
       if (model && original) {
-        if (original.shape.join('x') !== t.shape.join('x'))
-          throw new UnsupportedError(`shape [${original.shape}] differs from the archive's [${t.shape}]`, {
+        if (original.shape.join('x') !== whole.shape.join('x'))
+          throw new UnsupportedError(`shape [${original.shape}] differs from the archive's [${whole.shape}]`, {
             file: options.model,
             tensor: t.name,
           });
-        const { pngs, maxErr } = await errorMaps(a, t, model.read(t.key));
+        const values = whole.slices ? model.readRows(t.key, offset / rowElements(whole.shape), t.shape[0]) : model.read(t.key);
+        const { pngs, maxErr } = await errorMaps(a, t, values);
         errors = `<div class="errors">${pngs
           .map((png, k) => {
             const url = `/error/${cards.length}-${k}.png`;

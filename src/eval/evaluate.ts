@@ -4,6 +4,7 @@
  * task metric from running both models.
  */
 
+import { codedParts, tileEntries } from '../archive/manifest.js';
 import { readFileSync, statSync } from 'node:fs';
 import { Archive, decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { openModel } from '../pipeline/open.js';
@@ -58,13 +59,14 @@ export async function evaluateArchive(
       compressedWeights += n;
       const values = decoded.get(t.key)!;
       const original = reader.read(t.key);
-      const bytes = (t.planes ?? []).flatMap((p) => p.tiles).reduce((s, tile) => s + (sizes.get(tile.entry) ?? 0), 0);
+      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      const first = codedParts(t)[0].record;
       tensors.push({
         name: t.name,
         role: t.role,
         shape: t.shape,
-        codec: t.codec?.name ?? (t.sameAs ? 'same as' : ''),
-        bits: t.quant?.bits ?? 0,
+        codec: first.codec?.name ?? (t.sameAs ? 'same as' : ''),
+        bits: first.quant?.bits ?? 0,
         bytes,
         bitsPerWeight: (bytes * 8) / n,
         stats: errorStats(original, values),

@@ -6,7 +6,16 @@ export interface ErrorStats {
   snrDb: number;
 }
 
-export function errorStats(original: Float32Array, restored: Float32Array): ErrorStats {
+/** The sums behind ErrorStats, which add up over the slices of a tensor. */
+export interface ErrorSums {
+  maxAbs: number;
+  /** Σ (w − ŵ)² and Σ w² over the finite weights, and how many there are. */
+  se: number;
+  sp: number;
+  n: number;
+}
+
+export function errorSums(original: Float32Array, restored: Float32Array): ErrorSums {
   let maxAbs = 0;
   let se = 0;
   let sp = 0;
@@ -21,7 +30,17 @@ export function errorStats(original: Float32Array, restored: Float32Array): Erro
     sp += a * a;
     n++;
   }
-  const rmse = n ? Math.sqrt(se / n) : 0;
-  const snrDb = se === 0 ? Infinity : 10 * Math.log10(sp / se);
-  return { maxAbs, rmse, snrDb };
+  return { maxAbs, se, sp, n };
+}
+
+export function addSums(a: ErrorSums, b: ErrorSums): ErrorSums {
+  return { maxAbs: Math.max(a.maxAbs, b.maxAbs), se: a.se + b.se, sp: a.sp + b.sp, n: a.n + b.n };
+}
+
+export function statsFromSums({ maxAbs, se, sp, n }: ErrorSums): ErrorStats {
+  return { maxAbs, rmse: n ? Math.sqrt(se / n) : 0, snrDb: se === 0 ? Infinity : 10 * Math.log10(sp / se) };
+}
+
+export function errorStats(original: Float32Array, restored: Float32Array): ErrorStats {
+  return statsFromSums(errorSums(original, restored));
 }

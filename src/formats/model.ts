@@ -34,6 +34,8 @@ export interface ModelReader {
   readonly tensors: readonly TensorEntry[];
   /** Values of one tensor as float32 (float64 is narrowed; NaN/Inf pass through). */
   read(key: string): Float32Array;
+  /** Values of rows [row, row + rows) of the leading dimension only (by offset where the format allows). */
+  readRows(key: string, row: number, rows: number): Float32Array;
   /** The model without the data of the given tensors; input to the matching writer. */
   skeleton(stripped: ReadonlySet<string>): Uint8Array;
   /** Format-specific details the writer needs to restore stripped tensors exactly as stored. */

@@ -310,6 +310,15 @@ export class OnnxReader implements ModelReader {
     return t;
   }
 
+  readRows(key: string, row: number, rows: number): Float32Array {
+    const t = this.get(key);
+    const width = elementCount(t.shape.slice(1));
+    if (!(Number.isSafeInteger(row) && Number.isSafeInteger(rows) && row >= 0 && rows >= 0 && row + rows <= (t.shape[0] ?? 1)))
+      throw new BadModelError(`rows ${row}+${rows} outside the tensor's ${t.shape[0]}`, { file: this.file, tensor: key });
+    // the model is in memory already (protobuf bounds it to 2 GB): a copy of the rows, not a view of the whole
+    return this.read(key).slice(row * width, (row + rows) * width);
+  }
+
   read(key: string): Float32Array {
     const t = this.get(key);
     const n = elementCount(t.shape);

@@ -161,7 +161,18 @@ export class SafetensorsReader implements ModelReader {
 
   read(key: string): Float32Array {
     const t = this.get(key);
-    const bytes = this.readAt(this.dataStart + t.begin, t.end - t.begin);
+    return this.decode(t, this.readAt(this.dataStart + t.begin, t.end - t.begin));
+  }
+
+  readRows(key: string, row: number, rows: number): Float32Array {
+    const t = this.get(key);
+    const rowBytes = elementCount(t.shape.slice(1)) * BYTES_PER_ELEMENT[t.dtype];
+    if (!(Number.isSafeInteger(row) && Number.isSafeInteger(rows) && row >= 0 && rows >= 0 && row + rows <= (t.shape[0] ?? 1)))
+      throw new BadModelError(`rows ${row}+${rows} outside the tensor's ${t.shape[0]}`, { file: this.file, tensor: key });
+    return this.decode(t, this.readAt(this.dataStart + t.begin + row * rowBytes, rows * rowBytes));
+  }
+
+  private decode(t: StEntry, bytes: Buffer): Float32Array {
     // float32 in a buffer of its own: use it as it is rather than copy it (tensors can be hundreds of MB)
     if (t.dtype === 'float32' && LITTLE_ENDIAN && bytes.byteOffset % 4 === 0)
       return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);

@@ -112,3 +112,24 @@ export function scatterPlanes<T extends AnyTypedArray>(planes: readonly T[], spe
 export function layoutElementCount(spec: LayoutSpec): number {
   return planeShapes(spec).reduce((s, p) => s + p.rows * p.cols, 0);
 }
+
+/**
+ * The layout of rows [r, r + rows) of a tensor's leading dimension, where such a block is a tensor the
+ * layout describes by itself: a block of output channels of an [out, in] matrix or kernel, or of input
+ * rows of an [in, out] one. Recurrent layouts (gates and directions lead) are not sliced.
+ */
+export function sliceLayout(spec: LayoutSpec, shape: readonly number[], rows: number): LayoutSpec | undefined {
+  const lead = shape[0];
+  if (!(shape.length >= 2 && rows > 0 && rows <= lead)) return undefined;
+  const part = (n: number): number | undefined => (n % lead === 0 ? (n / lead) * rows : undefined);
+  let out: LayoutSpec | undefined;
+  if (spec.kind === 'fc') {
+    const n = part(spec.order === 'out_in' ? spec.nout : spec.nin);
+    if (n !== undefined) out = spec.order === 'out_in' ? { ...spec, nout: n } : { ...spec, nin: n };
+  } else if (spec.kind === 'conv') {
+    const n = part(spec.order === 'out_in' ? spec.nfout : spec.nfin);
+    if (n !== undefined) out = spec.order === 'out_in' ? { ...spec, nfout: n } : { ...spec, nfin: n };
+  }
+  const rest = shape.slice(1).reduce((a, b) => a * b, 1);
+  return out && layoutElementCount(out) === rows * rest ? out : undefined;
+}

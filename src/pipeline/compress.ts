@@ -20,7 +20,7 @@ import type { Codec, CodecOptions } from '../codecs/types.js';
 import { CodecError, UnsupportedError, withContext } from '../errors.js';
 import type { ModelReader, TensorEntry } from '../formats/model.js';
 import { elementCount } from '../formats/model.js';
-import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
+import { gatherPlanes, planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../layout/tiles.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { allocCodes, collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
@@ -32,8 +32,16 @@ import { encodeExactValues } from '../quantize/exact.js';
 import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
 import { concatBytes } from '../formats/protobuf.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
-import { errorStats } from '../eval/metrics.js';
-import { FORMAT_VERSION, MANIFEST_NAME, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
+import { addSums, errorStats, errorSums, statsFromSums, type ErrorSums } from '../eval/metrics.js';
+import {
+  FORMAT_VERSION,
+  MANIFEST_NAME,
+  rowElements,
+  type Manifest,
+  type PlaneRecord,
+  type SliceRecord,
+  type TensorRecord,
+} from '../archive/manifest.js';
 import { ZipWriter, type ZipMethod } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
 import { type CompressOptions, DEFAULTS, DEFAULT_CODEC, type EncodeSettings, checkCompressOptions, rulesFor } from './options.js';
@@ -41,7 +49,7 @@ import { MIN_FRAME, blockSize, evenUp } from '../layout/blocks.js';
 import { openModel } from './open.js';
 import { VERSION } from '../version.js';
 import { runOrdered } from './pool.js';
-import { poolFor, type EncodeReply, type WorkerPool } from './workers.js';
+import { poolFor, type WorkerPool } from './workers.js';
 import { sha256File } from '../io/atomic.js';
 import {
   ALLOCATION_STEPS,
@@ -292,21 +300,59 @@ function snrOf(values: readonly Float32Array[], restored: readonly Float32Array[
   return se === 0 ? Infinity : 10 * Math.log10(sp / se);
 }
 
-/** Lays out, quantizes, encodes one tensor and decodes it again to measure the error. */
+/** Rows [row, row + rows) of a tensor's leading dimension, the k-th slice of a tensor too large to code whole. */
+export interface SliceSpec {
+  k: number;
+  row: number;
+  rows: number;
+}
+
+/** What coding a tensor (or one slice of it) puts in its record. */
+export type CodedTensor = Omit<SliceRecord, 'row' | 'rows'>;
+
+export interface EncodedTensor {
+  entries: Array<[string, Uint8Array]>;
+  coded: CodedTensor;
+  /** Error sums, which add up over slices. */
+  sums: ErrorSums;
+}
+
+/**
+ * Default largest number of weights coded in one piece: a larger tensor is coded as slices of its leading
+ * dimension, so memory follows the slice (~14 bytes per weight per job), not the tensor. 2^25 leaves whole
+ * every matrix of a 3B-parameter LLM's blocks (3072 × 8192 = 2^24.6) and slices its 128k-row embedding in 12.
+ */
+export const DEFAULT_SLICE_WEIGHTS = 2 ** 25;
+
+/** The slices of a tensor larger than `sliceWeights` (none when it is coded whole or its layout cannot be sliced). */
+export function slicesOf(plan: TensorPlan, sliceWeights: number): SliceSpec[] | undefined {
+  const { shape } = plan.entry;
+  const layout = plan.record.layout;
+  if (!layout || elementCount(shape) <= sliceWeights || shape.length < 2) return undefined;
+  const per = Math.max(1, Math.floor(sliceWeights / Math.max(1, rowElements(shape))));
+  const out: SliceSpec[] = [];
+  for (let row = 0, k = 0; row < shape[0]; row += per, k++) out.push({ k, row, rows: Math.min(per, shape[0] - row) });
+  if (out.length < 2 || !out.every((s) => sliceLayout(layout, shape, s.rows))) return undefined;
+  return out;
+}
+
+/** Lays out, quantizes, encodes one tensor (or one slice of it) and decodes it again to measure the error. */
 export async function encodeTensor(
   reader: ModelReader,
   plan: TensorPlan,
   index: number,
   options: Pick<CompressOptions, 'targetSnr' | 'nonFinite'>,
-): Promise<Array<[string, Uint8Array]>> {
+  slice?: SliceSpec,
+): Promise<EncodedTensor> {
   const { entry, record, settings, codecs } = plan;
   if (!settings || !codecs || !record.layout) throw new Error('encodeTensor called on a kept tensor');
-  const ctx = { file: reader.file, tensor: entry.name };
-  const layout: LayoutSpec = record.layout;
-  // a re-encode (rate control) starts from a clean record
-  delete record.nonFinite;
-  delete record.exactValues;
-  const values = reader.read(entry.key);
+  const layout = slice ? sliceLayout(record.layout, entry.shape, slice.rows) : record.layout;
+  if (!layout) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
+  const ctx = {
+    file: reader.file,
+    tensor: slice ? `${entry.name} [rows ${slice.row}–${slice.row + slice.rows - 1}]` : entry.name,
+  };
+  const values = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
   collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
   const { planes, shapes, side: side0 } = preparePlanes(values, layout, settings.outliers);
   const seeds = settings.rotate ? shapes.map((_, p) => rotationSeed(index, p)) : undefined;
@@ -381,7 +427,7 @@ export async function encodeTensor(
     }
   }
   if (!best) throw new CodecError('no codec could encode the tensor', ctx);
-  const dir = `tensors/${String(index).padStart(4, '0')}-${safeName(entry.name)}`;
+  const dir = `tensors/${String(index).padStart(4, '0')}-${safeName(entry.name)}${slice ? `/s${String(slice.k).padStart(4, '0')}` : ''}`;
   const entries: Array<[string, Uint8Array]> = [];
   const planeRecords: PlaneRecord[] = [];
   const restoredPlanes: Float32Array[] = [];
@@ -409,15 +455,16 @@ export async function encodeTensor(
   }
   const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
   restoreNonFinite(restored, side);
+  const coded: CodedTensor = { layout } as CodedTensor;
   if (side) {
     const name = `${dir}/exact.bin`;
     const data = encodeExactValues(side);
     entries.push([name, data]);
     bytes += data.length;
-    record.nonFinite = name;
-    record.exactValues = side.indices.length;
+    coded.nonFinite = name;
+    coded.exactValues = side.indices.length;
   }
-  record.quant = {
+  coded.quant = {
     bits: settings.bits,
     range: settings.range,
     ranges: quant.map((q) => encodeRanges(q.ranges, q.rangeDtype, q.stepBytes)),
@@ -429,7 +476,7 @@ export async function encodeTensor(
     ...(settings.relStep !== undefined ? { relStep: settings.relStep } : {}),
     ...(seeds ? { rotation: { kind: 'hadamard' as const, seeds } } : {}),
   };
-  record.codec = {
+  coded.codec = {
     name: best.codec.name,
     media: best.codec.media,
     lossless: best.options.lossless ?? false,
@@ -438,10 +485,17 @@ export async function encodeTensor(
     ...(plan.auto && best.codec.media === 'raw' ? { fallback: 'raw codes + zstd were smaller than every image codec' } : {}),
     ...(best.codec.media === 'video' ? { gop: best.options.gop ?? 'intra' } : {}),
   };
-  record.planes = planeRecords;
-  record.stats = errorStats(values, restored);
-  record.bytes = bytes;
-  return entries;
+  coded.planes = planeRecords;
+  const sums = errorSums(values, restored);
+  coded.stats = statsFromSums(sums);
+  coded.bytes = bytes;
+  return { entries, coded, sums };
+}
+
+/** A whole tensor's coding into its record, replacing what an earlier encode (rate control) put there. */
+function setCoded(record: TensorRecord, coded: CodedTensor): void {
+  for (const k of ['nonFinite', 'exactValues', 'slices', 'planes', 'quant', 'codec'] as const) delete record[k];
+  Object.assign(record, coded);
 }
 
 /** Kept float32/float64 tensors whose float16 cast is safe: their bytes, one after another, and their records marked. */
@@ -463,12 +517,17 @@ function halfKept(reader: ModelReader, plans: readonly TensorPlan[]): { data: Ui
   return keys.length ? { data: concatBytes(parts), keys } : undefined;
 }
 
-/** Hash of a tensor's values and shape: identical tensors are stored once. */
-function contentHash(values: Float32Array, plan: TensorPlan): string {
-  return createHash('sha256')
-    .update(JSON.stringify([plan.entry.shape, plan.record.layout, plan.settings]))
-    .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
-    .digest('hex');
+/** Hash of a tensor's values and shape: identical tensors are stored once. A large tensor is read slice by slice. */
+function contentHash(reader: ModelReader, plan: TensorPlan, sliceWeights: number): string {
+  const h = createHash('sha256').update(JSON.stringify([plan.entry.shape, plan.record.layout, plan.settings]));
+  const { key, shape } = plan.entry;
+  const add = (v: Float32Array): void => void h.update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  if (shape.length < 2 || elementCount(shape) <= sliceWeights) add(reader.read(key));
+  else {
+    const per = Math.max(1, Math.floor(sliceWeights / Math.max(1, rowElements(shape))));
+    for (let row = 0; row < shape[0]; row += per) add(reader.readRows(key, row, Math.min(per, shape[0] - row)));
+  }
+  return h.digest('hex');
 }
 
 function mse(a: Float32Array, b: Float32Array): number {
@@ -646,7 +705,7 @@ export async function compressModel(input: string, output: string, options: Comp
     const firstByHash = new Map<string, TensorPlan>();
     const unique: TensorPlan[] = [];
     for (const p of work) {
-      const h = contentHash(reader.read(p.entry.key), p);
+      const h = contentHash(reader, p, options.sliceWeights ?? DEFAULT_SLICE_WEIGHTS);
       const first = firstByHash.get(h);
       if (first) p.record.sameAs = first.record.key;
       else {
@@ -717,37 +776,37 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
-/** Encodes one tensor here (one job) or on a worker thread; the result is the same either way. */
-function tensorEncoder(
-  reader: ModelReader,
-  plans: TensorPlan[],
-  options: CompressOptions,
-  pool?: WorkerPool,
-): (plan: TensorPlan) => Promise<Array<[string, Uint8Array]>> {
+/** A piece of encoding work: a whole tensor, or one slice of it. */
+interface Unit {
+  plan: TensorPlan;
+  index: number;
+  slice?: SliceSpec;
+}
+
+/** Encodes one tensor or slice here (one job) or on a worker thread; the result is the same either way. */
+function tensorEncoder(reader: ModelReader, options: CompressOptions, pool?: WorkerPool): (unit: Unit) => Promise<EncodedTensor> {
   const own = { targetSnr: options.targetSnr, nonFinite: options.nonFinite };
-  return async (plan) => {
-    const index = plans.indexOf(plan);
-    if (!pool) return encodeTensor(reader, plan, index, own);
-    const reply = await pool.run<EncodeReply>({
-      kind: 'encode',
-      file: reader.file,
-      entry: plan.entry,
-      record: plan.record,
-      settings: plan.settings!,
-      codecs: plan.codecs!.map((c) => ({ name: c.codec.name, options: c.options })),
-      auto: plan.auto ?? false,
-      index,
-      options: own,
-    });
-    plan.record = reply.record;
-    return reply.entries;
-  };
+  return ({ plan, index, slice }) =>
+    pool
+      ? pool.run<EncodedTensor>({
+          kind: 'encode',
+          file: reader.file,
+          entry: plan.entry,
+          record: plan.record,
+          settings: plan.settings!,
+          codecs: plan.codecs!.map((c) => ({ name: c.codec.name, options: c.options })),
+          auto: plan.auto ?? false,
+          index,
+          options: own,
+          slice,
+        })
+      : encodeTensor(reader, plan, index, own, slice);
 }
 
 /**
- * Encodes the tensors (in parallel, `--jobs`) and writes the archive as they
- * finish, in plan order, to a temporary file renamed when complete: memory
- * holds a few tensors at a time, never the archive.
+ * Encodes the tensors (in parallel, `--jobs`; a tensor larger than the slice size as slices, each its own
+ * job) and writes the archive as they finish, in plan order, to a temporary file renamed when complete:
+ * memory holds a few tensors or slices at a time, never the archive.
  */
 async function encodeAll(
   reader: ModelReader,
@@ -764,12 +823,20 @@ async function encodeAll(
   halfData?: Uint8Array,
 ): Promise<CompressResult> {
   const jobs = options.jobs ?? availableParallelism();
-  const pool = poolFor(options.jobs, unique.length, compressedWeights);
-  const encode = tensorEncoder(reader, plans, options, pool);
+  const sliceWeights = options.sliceWeights ?? DEFAULT_SLICE_WEIGHTS;
+  const units: Unit[] = unique.flatMap((plan) => {
+    const index = plans.indexOf(plan);
+    return slicesOf(plan, sliceWeights)?.map((slice) => ({ plan, index, slice })) ?? [{ plan, index }];
+  });
+  const pool = poolFor(options.jobs, units.length, compressedWeights);
+  const encode = tensorEncoder(reader, options, pool);
   let manifest: Manifest | undefined;
   const entries: Manifest['entries'] = {};
   let archiveBytes = 0;
   let done = 0;
+  // the slices of the tensor being committed, and their error sums
+  let slices: SliceRecord[] = [];
+  let sums: ErrorSums | undefined;
   try {
     await writeAtomic(output, async (fd) => {
       const zip = new ZipWriter(fd);
@@ -778,16 +845,34 @@ async function encodeAll(
         zip.add(name, data, method);
       };
       await runOrdered(
-        unique,
+        units,
         jobs,
-        (plan) => {
+        (unit) => {
           options.signal?.throwIfAborted();
-          return encode(plan);
+          return encode(unit);
         },
-        (encoded, plan) => {
+        (encoded, { plan, slice }) => {
           // media are compressed already; the exact side values (index deltas, floats) deflate well
-          for (const [name, data] of encoded) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
-          options.onProgress?.({ done: ++done, total: unique.length, tensor: plan.entry.name });
+          for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
+          if (!slice) setCoded(plan.record, encoded.coded);
+          else {
+            slices.push({ row: slice.row, rows: slice.rows, ...encoded.coded });
+            sums = sums ? addSums(sums, encoded.sums) : encoded.sums;
+            if (slice.row + slice.rows === plan.entry.shape[0]) {
+              const { layout } = plan.record;
+              setCoded(plan.record, { layout } as CodedTensor);
+              plan.record.slices = slices;
+              plan.record.stats = statsFromSums(sums);
+              plan.record.bytes = slices.reduce((n, x) => n + (x.bytes ?? 0), 0);
+              slices = [];
+              sums = undefined;
+            }
+          }
+          options.onProgress?.({
+            done: ++done,
+            total: units.length,
+            tensor: slice ? `${plan.entry.name} [slice ${slice.k + 1}]` : plan.entry.name,
+          });
         },
       );
       for (const p of work) {

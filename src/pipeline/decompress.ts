@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { getCodec } from '../codecs/registry.js';
 import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
-import { elementCount, type ModelFormat } from '../formats/model.js';
+import { BYTES_PER_ELEMENT, elementCount, type ModelFormat } from '../formats/model.js';
 import { rebuildFromSkeleton } from '../formats/rebuild.js';
 import { layoutElementCount, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
@@ -18,7 +18,15 @@ import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { decodeExactValues } from '../quantize/exact.js';
 import { fromHalf } from '../quantize/half.js';
 import { unrotatePlane } from '../transform/hadamard.js';
-import { FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, type TensorRecord } from '../archive/manifest.js';
+import {
+  FORMAT_VERSION,
+  MANIFEST_NAME,
+  MAX_MANIFEST_BYTES,
+  codedParts,
+  sliceAsTensor,
+  type Manifest,
+  type TensorRecord,
+} from '../archive/manifest.js';
 import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { runOrdered, runPool } from './pool.js';
@@ -124,6 +132,17 @@ function checkRecordTypes(t: TensorRecord, format: string, file: string): void {
   if ((l.kind === 'lstm' && l.gates !== 4) || (l.kind === 'gru' && l.gates !== 3)) bad('gate count');
   if ((l.kind === 'lstm' || l.kind === 'gru') && l.directions !== 1 && l.directions !== 2) bad('direction count');
   if (t.sameAs !== undefined) return;
+  if (t.slices !== undefined) {
+    if (
+      !Array.isArray(t.slices) ||
+      t.planes !== undefined ||
+      t.quant !== undefined ||
+      t.codec !== undefined ||
+      t.shape.length < 2
+    )
+      bad('slices');
+    return;
+  }
   if (!Array.isArray(t.planes) || !isObj(t.quant) || !isObj(t.codec)) bad('planes, quantization or codec');
   if (!isPos(t.quant.bits)) bad('bits');
   if (typeof t.codec.name !== 'string' || typeof t.codec.media !== 'string') bad('codec');
@@ -185,31 +204,54 @@ export function checkManifest(m: unknown, file: string): Manifest {
     }
     if (!t.layout) continue;
     if (layoutElementCount(t.layout) !== n) fail(file, 'layout does not match the shape', t.key);
-    const shapes = planeShapes(t.layout);
-    if (!t.planes || !t.quant || !t.codec || t.planes.length !== shapes.length || t.quant.ranges.length !== shapes.length)
-      fail(file, 'planes, quantization or codec missing', t.key);
-    if (![8, 16, 24, 32].includes(t.quant.bits)) fail(file, `invalid bits ${JSON.stringify(t.quant.bits)}`, t.key);
-    shapes.forEach((s, p) => {
-      const pr = t.planes![p];
-      if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
-      let covered = 0;
-      for (const tile of pr.tiles) {
-        if (!(
-          tile.row >= 0 &&
-          tile.col >= 0 &&
-          tile.rows > 0 &&
-          tile.cols > 0 &&
-          tile.row + tile.rows <= s.rows &&
-          tile.col + tile.cols <= s.cols
-        ))
-          fail(file, `tile outside plane ${p}`, t.key);
-        if (!man.entries[tile.entry]) fail(file, `tile entry ${tile.entry} not listed`, t.key);
-        covered += tile.rows * tile.cols;
-      }
-      if (covered !== s.rows * s.cols) fail(file, `tiles do not cover plane ${p}`, t.key);
-    });
+    if (t.slices) checkSlices(t, man, file);
+    else checkCoded(t, man, file);
   }
   return man;
+}
+
+/** Planes, quantization and tiles of a coded tensor (or slice) against its layout and the listed entries. */
+function checkCoded(t: TensorRecord, man: Manifest, file: string): void {
+  if (!t.layout) fail(file, 'layout missing', t.key);
+  const shapes = planeShapes(t.layout);
+  if (!t.planes || !t.quant || !t.codec || t.planes.length !== shapes.length || t.quant.ranges.length !== shapes.length)
+    fail(file, 'planes, quantization or codec missing', t.key);
+  if (![8, 16, 24, 32].includes(t.quant.bits)) fail(file, `invalid bits ${JSON.stringify(t.quant.bits)}`, t.key);
+  shapes.forEach((s, p) => {
+    const pr = t.planes![p];
+    if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
+    let covered = 0;
+    for (const tile of pr.tiles) {
+      if (!(
+        tile.row >= 0 &&
+        tile.col >= 0 &&
+        tile.rows > 0 &&
+        tile.cols > 0 &&
+        tile.row + tile.rows <= s.rows &&
+        tile.col + tile.cols <= s.cols
+      ))
+        fail(file, `tile outside plane ${p}`, t.key);
+      if (!man.entries[tile.entry]) fail(file, `tile entry ${tile.entry} not listed`, t.key);
+      covered += tile.rows * tile.cols;
+    }
+    if (covered !== s.rows * s.cols) fail(file, `tiles do not cover plane ${p}`, t.key);
+  });
+}
+
+/** Slices: contiguous blocks of the leading dimension from row 0 to the end, each a coded tensor of its own. */
+function checkSlices(t: TensorRecord, man: Manifest, file: string): void {
+  let next = 0;
+  for (const s of t.slices!) {
+    if (!isObj(s) || !isCount(s.row) || !isPos(s.rows) || s.row !== next || s.row + s.rows > t.shape[0])
+      fail(file, 'slices do not tile the leading dimension', t.key);
+    next = s.row + s.rows;
+    const { record } = sliceAsTensor(t, s);
+    checkRecordTypes(record, man.source.format, file);
+    if (!record.layout || layoutElementCount(record.layout) !== elementCount(record.shape))
+      fail(file, `slice at row ${s.row}: layout does not match its shape`, t.key);
+    checkCoded(record, man, file);
+  }
+  if (next !== t.shape[0]) fail(file, 'slices do not tile the leading dimension', t.key);
 }
 
 function decodeRanges(
@@ -228,8 +270,16 @@ function decodeRanges(
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth };
 }
 
-/** Decodes one compressed tensor of the archive to float32 values in file memory order. */
+/** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */
 export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
+  if (!t.slices) return decodeCoded(archive, t);
+  const out = new Float32Array(elementCount(t.shape));
+  for (const part of codedParts(t)) out.set(await decodeCoded(archive, part.record), part.offset);
+  return out;
+}
+
+/** Decodes one coded tensor or slice. */
+async function decodeCoded(archive: Archive, t: TensorRecord): Promise<Float32Array> {
   const file = archive.file;
   if (!t.layout || !t.planes || !t.quant || !t.codec) fail(file, 'tensor is not compressed', t.key);
   const codec = getCodec(t.codec.name, { file, tensor: t.name });
@@ -299,31 +349,37 @@ export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<F
   return out;
 }
 
-/** Decodes one tensor here (one job) or on a worker thread; the values are the same either way. */
+/** Decodes one tensor or slice here (one job) or on a worker thread; the values are the same either way. */
 function tensorDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord) => Promise<Float32Array> {
   return (t) => (pool ? pool.run<Float32Array>({ kind: 'decode', file: archive.file, record: t }) : decodeTensor(archive, t));
 }
 
-function workerPool(options: DecompressOptions, records: readonly TensorRecord[]): WorkerPool | undefined {
+function workerPool(options: DecompressOptions, tasks: number, records: readonly TensorRecord[]): WorkerPool | undefined {
   return poolFor(
     options.jobs,
-    records.length,
+    tasks,
     records.reduce((n, t) => n + elementCount(t.shape), 0),
   );
 }
 
-/** Decodes every compressed tensor; identical tensors share one decode. */
+/** Decodes every compressed tensor (slices as jobs of their own); identical tensors share one decode. */
 export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
   const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+  const parts = records.flatMap((t) => codedParts(t).map((part) => ({ t, ...part })));
   const out = new Map<string, Float32Array>();
   let done = 0;
-  const pool = workerPool(options, records);
+  const pool = workerPool(options, parts.length, records);
   const decode = tensorDecoder(archive, pool);
   try {
-    await runPool(records, options.jobs ?? availableParallelism(), async (t) => {
+    await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
       options.signal?.throwIfAborted();
-      out.set(t.key, await decode(t));
-      options.onProgress?.({ done: ++done, total: records.length, tensor: t.name });
+      const values = await decode(record);
+      if (!t.slices) out.set(t.key, values);
+      else {
+        if (!out.has(t.key)) out.set(t.key, new Float32Array(elementCount(t.shape)));
+        out.get(t.key)!.set(values, offset);
+      }
+      options.onProgress?.({ done: ++done, total: parts.length, tensor: record.name });
     });
   } finally {
     await pool?.close();
@@ -357,17 +413,35 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
 
 /**
  * safetensors, streamed: the file is written piece by piece in file order,
- * tensors decoded in parallel a few ahead of the writer, so memory holds a
- * few tensors, never the model. A tensor stored once for several names is
- * decoded again for each (bounded memory beats saving the decode).
+ * tensors (and the slices of sliced ones) decoded in parallel a few ahead of
+ * the writer, so memory holds a few tensors or slices, never the model. A
+ * tensor stored once for several names is decoded again for each (bounded
+ * memory beats saving the decode).
  */
 async function writeSafetensorsStream(archive: Archive, fd: number, options: DecompressOptions): Promise<number> {
   const file = archive.file;
-  const records = archive.manifest.tensors.filter((t) => t.layout || t.half);
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
-  const ranges = records.map((t) => ({ begin: Number(t.storage.begin), end: Number(t.storage.end) }));
-  const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), ranges, file);
-  const pool = workerPool(options, records);
+  // what is written on its own: a kept float16 tensor, a coded tensor, or one slice, each with its byte range
+  const parts = archive.manifest.tensors
+    .filter((t) => t.layout || t.half)
+    .flatMap((t) => {
+      const begin = Number(t.storage.begin);
+      const width = BYTES_PER_ELEMENT[t.dtype];
+      if (t.half) return [{ t, record: undefined as TensorRecord | undefined, begin, end: Number(t.storage.end) }];
+      const source = t.sameAs ? byKey.get(t.sameAs)! : t;
+      return codedParts(source).map(({ record, offset }) => ({
+        t,
+        record,
+        begin: begin + offset * width,
+        end: begin + (offset + elementCount(record.shape)) * width,
+      }));
+    });
+  const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), parts, file);
+  const pool = workerPool(
+    options,
+    parts.length,
+    parts.map((p) => p.t),
+  );
   const decode = tensorDecoder(archive, pool);
   const half = halfValues(archive);
   let written = 0;
@@ -379,14 +453,19 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
       async (piece) => {
         if ('keep' in piece) return piece.keep;
         options.signal?.throwIfAborted();
-        const t = records[piece.tensor];
-        const values = t.half ? half(t) : await decode(t.sameAs ? byKey.get(t.sameAs)! : t);
-        return restoredBytes({ ...ranges[piece.tensor], dtype: t.dtype, values }, file);
+        const { t, record, begin, end } = parts[piece.tensor];
+        const values = record ? await decode(record) : half(t);
+        return restoredBytes({ begin, end, dtype: t.dtype, values }, file);
       },
       (bytes, piece) => {
         writeAll(fd, bytes);
         written += bytes.length;
-        if (!('keep' in piece)) options.onProgress?.({ done: ++done, total: records.length, tensor: records[piece.tensor].name });
+        if (!('keep' in piece))
+          options.onProgress?.({
+            done: ++done,
+            total: parts.length,
+            tensor: (parts[piece.tensor].record ?? parts[piece.tensor].t).name,
+          });
       },
     );
   } finally {

@@ -78,6 +78,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   nonFinite?: NonFinitePolicy;
   rules?: TensorRule[];
   jobs?: number;
+  /** Tensors of more weights than this are coded as slices of their leading dimension (default 2^25): bounds memory. */
+  sliceWeights?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
 }
@@ -147,6 +149,12 @@ export function checkCompressOptions(o: CompressOptions): void {
   if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
   if (o.jobs !== undefined)
     expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
+  if (o.sliceWeights !== undefined)
+    expect(
+      Number.isSafeInteger(o.sliceWeights) && o.sliceWeights >= 1024,
+      'integer of at least 1024 for sliceWeights',
+      o.sliceWeights,
+    );
   for (const [i, r] of (o.rules ?? []).entries()) {
     expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);
     if (r.role !== undefined) expect(ROLES.includes(r.role), `one of ${ROLES.join(', ')} for rules[${i}].role`, r.role);

@@ -35,8 +35,9 @@ async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | n
       })),
       auto: job.auto,
     };
-    const entries = (await encodeTensor(reader, plan, job.index, job.options)).map(([n, d]): [string, Uint8Array] => [n, own(d)]);
-    return { value: { entries, record: plan.record }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
+    const encoded = await encodeTensor(reader, plan, job.index, job.options, job.slice);
+    const entries = encoded.entries.map(([n, d]): [string, Uint8Array] => [n, own(d)]);
+    return { value: { ...encoded, entries }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
   }
   let archive = archives.get(job.file);
   if (!archive) archives.set(job.file, (archive = new Archive(job.file)));

@@ -14,6 +14,7 @@ import type { CodecOptions } from '../codecs/types.js';
 import type { TensorRecord } from '../archive/manifest.js';
 import type { TensorEntry } from '../formats/model.js';
 import type { EncodeSettings } from './options.js';
+import type { EncodedTensor, SliceSpec } from './compress.js';
 
 export interface EncodeJob {
   kind: 'encode';
@@ -25,6 +26,7 @@ export interface EncodeJob {
   auto: boolean;
   index: number;
   options: { targetSnr?: number; nonFinite?: 'error' | 'keep' };
+  slice?: SliceSpec;
 }
 
 export interface DecodeJob {
@@ -35,10 +37,7 @@ export interface DecodeJob {
 
 export type Job = EncodeJob | DecodeJob | { kind: 'close' };
 
-export interface EncodeReply {
-  entries: Array<[string, Uint8Array]>;
-  record: TensorRecord;
-}
+export type EncodeReply = EncodedTensor;
 
 export type Reply = { ok: true; value: EncodeReply | Float32Array | null } | { ok: false; error: ErrorData };
 
