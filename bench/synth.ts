@@ -5,7 +5,9 @@
  * models have), streamed tensor by tensor so it never holds more than one
  * tensor. Deterministic for a given seed.
  *
- *   tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1]
+ *   tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1] [--vocab 128256]
+ *
+ * --vocab adds a token embedding [vocab, 3072] in front (Llama 3's is 128256 rows: 394 M weights in one tensor).
  */
 
 import { closeSync, openSync } from 'node:fs';
@@ -85,10 +87,19 @@ function gaussian(seed: number): () => number {
   };
 }
 
-export function writeSynthetic(out: string, gb: number, dtypeName = 'F32', seed = 1): { bytes: number; weights: number } {
+export function writeSynthetic(
+  out: string,
+  gb: number,
+  dtypeName = 'F32',
+  seed = 1,
+  vocab = 0,
+): { bytes: number; weights: number } {
   const [dtype, width] = DTYPES[dtypeName] ?? [];
   if (!dtype || !width) throw new Error(`dtype ${dtypeName}: use F32, BF16 or F16`);
-  const tensors = Array.from({ length: layersFor(gb, dtypeName) }, (_, l) => blockTensors(l)).flat();
+  const tensors: SynthTensor[] = [
+    ...(vocab > 0 ? [{ name: 'model.embed_tokens.weight', shape: [vocab, HIDDEN] as [number, number] }] : []),
+    ...Array.from({ length: layersFor(gb, dtypeName) }, (_, l) => blockTensors(l)).flat(),
+  ];
   const header: Record<string, unknown> = {
     __metadata__: { format: 'pt', generator: 'nnmedia bench/synth.ts', seed: String(seed) },
   };
@@ -132,15 +143,16 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       gb: { type: 'string', default: '8' },
       dtype: { type: 'string', default: 'F32' },
       seed: { type: 'string', default: '1' },
+      vocab: { type: 'string', default: '0' },
     },
   });
   const out = positionals[0];
   if (!out) {
-    console.error('usage: tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1]');
+    console.error('usage: tsx bench/synth.ts <out.safetensors> [--gb 8] [--dtype F32|BF16|F16] [--seed 1] [--vocab N]');
     process.exit(2);
   }
   const t0 = performance.now();
-  const r = writeSynthetic(out, Number(flag.gb), flag.dtype, Number(flag.seed));
+  const r = writeSynthetic(out, Number(flag.gb), flag.dtype, Number(flag.seed), Number(flag.vocab));
   console.log(
     `${out}: ${(r.bytes / 1e9).toFixed(2)} GB, ${(r.weights / 1e9).toFixed(2)} G weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );

@@ -85,6 +85,8 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   // no exact native decoder: JS fallbacks from npm (fast-png, fzstd)
   ['png16', { codec: 'png', bits: 16 }],
   ['zstd', { codec: 'zstd' }],
+  // tensors coded as slices of their leading dimension, each slice pasted into its rows
+  ['sliced-png', { codec: 'png', sliceWeights: 256 }],
 ];
 
 describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {

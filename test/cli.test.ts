@@ -51,6 +51,19 @@ describe('nnmedia CLI', () => {
     expect(im.stdout).toMatch(/lstmW\s+lstm\s+2×80×12\s+float32\s+7680\s+8 × 12×20/);
   });
 
+  it('--slice-weights: W1 (512 weights) coded as slices of 16 output rows, shown by inspect; too small a size is refused (exit 2)', async () => {
+    const c = await cli('compress', model, '-o', 'sliced.nnm', '--slice-weights', '256', '--json');
+    expect(c.code).toBe(0);
+    const info = JSON.parse((await cli('inspect', 'sliced.nnm', '--json')).stdout);
+    const w1 = info.tensors.find((t: { name: string }) => t.name === 'W1');
+    // W1 is [32 out, 16 in]: 16 rows of 16 weights per slice, each a 16×16 picture
+    expect(w1).toMatchObject({ role: 'fc', geometry: ['2 slices, the first 16×16'], codec: 'png lossless', bits: 8 });
+    expect((await cli('decompress', 'sliced.nnm', '-o', 'sliced.onnx')).code).toBe(0);
+    const bad = await cli('compress', model, '-o', 'x.nnm', '--slice-weights', '100');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/integer of at least 256 for sliceWeights/);
+  });
+
   it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {
     const before = listDir(dir);
     const r = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--bits', '16');

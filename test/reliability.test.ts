@@ -158,24 +158,26 @@ function writeArchive(file: string, entries: ReadonlyArray<readonly [string, Uin
 }
 
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
-  for (const [label, model] of [
-    ['ONNX', onnxFile],
-    ['safetensors', stFile],
+  // the sliced archive codes every matrix of the fixture as slices: its records are two levels deeper
+  for (const [label, model, sliceWeights, depth] of [
+    ['ONNX', onnxFile, undefined, 4],
+    ['safetensors', stFile, undefined, 4],
+    ['sliced', stFile, 1024, 6],
   ] as const)
     it(
       `${label}: any value at any place of a tensor record gives a typed error or a valid model`,
       async () => {
         const good = join(dir, `mgood-${label}.nnm`);
-        await compressModel(model, good, { codec: 'png' });
+        await compressModel(model, good, { codec: 'png', sliceWeights });
         const archive = new Archive(good);
         const manifest = archive.manifest;
         const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
         archive.close();
         // paths into the records: every key, one level into nested objects and arrays
         const paths: string[][] = [];
-        const walk = (v: unknown, path: string[], depth: number): void => {
-          if (depth > 0) paths.push(path);
-          if (depth < 4 && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], depth + 1);
+        const walk = (v: unknown, path: string[], at: number): void => {
+          if (at > 0) paths.push(path);
+          if (at < depth && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], at + 1);
         };
         walk({ tensors: manifest.tensors, skeleton: manifest.skeleton, version: manifest.version }, [], 0);
         const hostile = fc.oneof(
@@ -191,7 +193,7 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
             at[path.at(-1)!] = value;
             const f = join(dir, `mfuzz-${label}.nnm`);
             writeArchive(f, others, m);
-            const out = join(dir, `mfuzz.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
+            const out = join(dir, `mfuzz-${label}.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
             if (process.env.NNMEDIA_FUZZ_LOG)
               appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
             try {

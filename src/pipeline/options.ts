@@ -151,8 +151,8 @@ export function checkCompressOptions(o: CompressOptions): void {
     expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
   if (o.sliceWeights !== undefined)
     expect(
-      Number.isSafeInteger(o.sliceWeights) && o.sliceWeights >= 1024,
-      'integer of at least 1024 for sliceWeights',
+      Number.isSafeInteger(o.sliceWeights) && o.sliceWeights >= 256,
+      'integer of at least 256 for sliceWeights',
       o.sliceWeights,
     );
   for (const [i, r] of (o.rules ?? []).entries()) {

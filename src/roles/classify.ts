@@ -101,7 +101,15 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
   if (/(weight|kernel)$/.test(n) || /\.w_?\d*$/.test(n)) {
     if (t.shape.length >= 3 && !/embed/.test(n))
       return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: 'conv weight by name and rank' };
-    if (t.shape.length === 2 && !/(norm|embed)/.test(n))
+    // a token embedding [vocab, hidden] is a matrix like any other: one range per token row (as GGUF quantizes
+    // token_embd), often the largest tensor of a small LLM (Llama-3.2-1B: 21 % of its weights)
+    if (t.shape.length === 2 && /embed/.test(n) && !/norm/.test(n))
+      return {
+        role: 'fc',
+        layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
+        reason: 'embedding table by name ([tokens, hidden]: one range per token)',
+      };
+    if (t.shape.length === 2 && !/norm/.test(n))
       return {
         role: 'fc',
         layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },

@@ -1,0 +1,221 @@
+/**
+ * Slices: a tensor larger than `sliceWeights` is coded as blocks of its leading dimension, each read by
+ * offset and coded on its own, so memory follows the slice, not the tensor. With per-channel ranges an
+ * [out, in] matrix sliced by output rows quantizes exactly as it does whole.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  Archive,
+  compressModel,
+  CorruptArchiveError,
+  decodeAllTensors,
+  decompressArchive,
+  openModel,
+  rebuildModel,
+} from '../src/index.js';
+import { SafetensorsReader } from '../src/formats/safetensors.js';
+import { sliceLayout } from '../src/layout/planes.js';
+import { classifyTensor } from '../src/roles/classify.js';
+import { ZipWriter } from '../src/archive/zip.js';
+import { closeSync, openSync } from 'node:fs';
+import type { Manifest } from '../src/archive/manifest.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const model = join(dir, 'm.safetensors');
+writeSafetensorsFixture(model);
+const MATRICES = [
+  'encoder.layers.0.attn.q_proj.weight',
+  'encoder.layers.0.mlp.fc1.weight',
+  'encoder.layers.0.mlp.fc2.weight',
+  'encoder.conv.weight',
+];
+
+describe('slices', () => {
+  it('every matrix of more weights than sliceWeights is sliced by rows, and decodes to exactly the whole-coded values', async () => {
+    const sliced = await compressModel(model, join(dir, 's.nnm'), { sliceWeights: 1024, jobs: 1 });
+    const whole = await compressModel(model, join(dir, 'w.nnm'), { jobs: 1 });
+    for (const name of MATRICES) {
+      const t = sliced.manifest.tensors.find((x) => x.name === name)!;
+      expect(t.slices?.length, name).toBeGreaterThan(1);
+      expect(t.planes).toBeUndefined();
+      expect(t.codec).toBeUndefined();
+      // contiguous from row 0 to the end, none over 1024 weights
+      let next = 0;
+      const rowWeights = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      for (const s of t.slices!) {
+        expect(s.row).toBe(next);
+        expect(s.rows * rowWeights).toBeLessThanOrEqual(1024);
+        next += s.rows;
+      }
+      expect(next).toBe(t.shape[0]);
+      // the merged statistics are the whole tensor's (the same errors, summed over slices)
+      const w = whole.manifest.tensors.find((x) => x.name === name)!;
+      expect(w.slices).toBeUndefined();
+      expect(t.stats!.maxAbs).toBe(w.stats!.maxAbs);
+      expect(t.stats!.snrDb).toBeCloseTo(w.stats!.snrDb, 9);
+    }
+    const a = await decodeAllTensors(new Archive(join(dir, 's.nnm')));
+    const b = await decodeAllTensors(new Archive(join(dir, 'w.nnm')));
+    for (const name of MATRICES) expect(a.get(name)).toEqual(b.get(name));
+    // so the streamed safetensors written slice by slice is the whole-coded archive's, byte for byte
+    await decompressArchive(join(dir, 's.nnm'), join(dir, 's.safetensors'), { jobs: 2 });
+    await decompressArchive(join(dir, 'w.nnm'), join(dir, 'w.safetensors'), { jobs: 1 });
+    expect(readFileSync(join(dir, 's.safetensors')).equals(readFileSync(join(dir, 'w.safetensors')))).toBe(true);
+    // and the in-memory rebuild agrees with the streamed one
+    expect(
+      Buffer.from(await rebuildModel(new Archive(join(dir, 's.nnm')))).equals(readFileSync(join(dir, 's.safetensors'))),
+    ).toBe(true);
+  });
+
+  it('slices are jobs of their own and the archive is byte-identical for any job count', async () => {
+    await compressModel(model, join(dir, 'j1.nnm'), { sliceWeights: 1024, jobs: 1, codec: 'webp', lossless: true });
+    await compressModel(model, join(dir, 'j2.nnm'), { sliceWeights: 1024, jobs: 2, codec: 'webp', lossless: true });
+    expect(readFileSync(join(dir, 'j1.nnm')).equals(readFileSync(join(dir, 'j2.nnm')))).toBe(true);
+  });
+
+  it('each slice keeps a per-tensor SNR target, so the whole tensor does', async () => {
+    const r = await compressModel(model, join(dir, 'snr.nnm'), { sliceWeights: 1024, targetSnr: 30, jobs: 1 });
+    for (const name of MATRICES) {
+      const t = r.manifest.tensors.find((x) => x.name === name)!;
+      for (const s of t.slices!) expect(s.stats!.snrDb).toBeGreaterThanOrEqual(30);
+      expect(t.stats!.snrDb).toBeGreaterThanOrEqual(30);
+    }
+    await decompressArchive(join(dir, 'snr.nnm'), join(dir, 'snr.safetensors'));
+    const back = new SafetensorsReader(join(dir, 'snr.safetensors'));
+    const orig = new SafetensorsReader(model);
+    for (const name of MATRICES) {
+      const [x, y] = [orig.read(name), back.read(name)];
+      let se = 0;
+      let sp = 0;
+      for (let i = 0; i < x.length; i++) {
+        se += (x[i] - y[i]) ** 2;
+        sp += x[i] ** 2;
+      }
+      expect(10 * Math.log10(sp / se)).toBeGreaterThanOrEqual(30);
+    }
+    back.close();
+    orig.close();
+  });
+
+  it('ONNX tensors slice too (rows copied out of the in-memory model), in_out matrices by input rows', async () => {
+    const f = join(dir, 'm.onnx');
+    writeFileSync(f, mixedModel().bytes);
+    const r = await compressModel(f, join(dir, 'o.nnm'), { sliceWeights: 256, codec: 'png', jobs: 1 });
+    const sliced = r.manifest.tensors.filter((t) => t.slices);
+    expect(sliced.some((t) => t.layout!.kind === 'fc' && t.layout!.order === 'in_out')).toBe(true);
+    const reader = openModel(f);
+    const values = await decodeAllTensors(new Archive(join(dir, 'o.nnm')));
+    for (const t of sliced) {
+      const x = reader.read(t.key);
+      const y = values.get(t.key)!;
+      expect(y.length).toBe(x.length);
+      let worst = 0;
+      for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]));
+      expect(worst).toBeLessThanOrEqual(t.stats!.maxAbs * (1 + 1e-6));
+      expect(t.stats!.snrDb).toBeGreaterThan(30);
+    }
+    // the rebuilt ONNX model reads back
+    await decompressArchive(join(dir, 'o.nnm'), join(dir, 'o.onnx'));
+    expect(openModel(join(dir, 'o.onnx')).tensors.length).toBe(reader.tensors.length);
+  });
+
+  it('readRows reads only the rows asked for, and refuses rows outside the tensor', () => {
+    const r = new SafetensorsReader(model);
+    for (const name of MATRICES) {
+      const t = r.tensors.find((x) => x.name === name)!;
+      const w = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      expect(r.readRows(name, 3, 5)).toEqual(r.read(name).subarray(3 * w, 8 * w));
+    }
+    expect(() => r.readRows(MATRICES[0], 60, 5)).toThrow(/rows 60\+5 outside/);
+    expect(() => r.readRows(MATRICES[0], -1, 1)).toThrow(/outside/);
+    r.close();
+  });
+
+  it('sliceLayout: a block of output channels of [out, in], of input rows of [in, out], of kernels', () => {
+    expect(sliceLayout({ kind: 'fc', nout: 64, nin: 48, order: 'out_in' }, [64, 48], 10)).toEqual({
+      kind: 'fc',
+      nout: 10,
+      nin: 48,
+      order: 'out_in',
+    });
+    expect(sliceLayout({ kind: 'fc', nin: 64, nout: 48, order: 'in_out' }, [64, 48], 10)).toEqual({
+      kind: 'fc',
+      nin: 10,
+      nout: 48,
+      order: 'in_out',
+    });
+    // rank 3 [a, b, c] as an fc matrix of a·b rows: a row block of a is a block of b·rows matrix rows
+    expect(sliceLayout({ kind: 'fc', nout: 12, nin: 5, order: 'out_in' }, [4, 3, 5], 2)).toMatchObject({ nout: 6 });
+    expect(sliceLayout({ kind: 'conv', nfout: 16, nfin: 8, kx: 3, ky: 3, order: 'out_in' }, [16, 8, 3, 3], 4)).toMatchObject({
+      nfout: 4,
+      nfin: 8,
+    });
+    expect(sliceLayout({ kind: 'conv', nfin: 16, nfout: 8, kx: 3, ky: 3, order: 'in_out' }, [16, 8, 3, 3], 4)).toMatchObject({
+      nfin: 4,
+      nfout: 8,
+    });
+    // recurrent layouts are not sliced; nor is a row count outside the tensor
+    expect(sliceLayout({ kind: 'lstm', gates: 4, directions: 1, hidden: 8, nin: 4 }, [1, 32, 4], 1)).toBeUndefined();
+    expect(sliceLayout({ kind: 'fc', nout: 64, nin: 48, order: 'out_in' }, [64, 48], 65)).toBeUndefined();
+  });
+
+  it('a token embedding is a matrix coded with one range per token', () => {
+    const c = classifyTensor(
+      { key: 'e', name: 'model.embed_tokens.weight', dtype: 'float32', shape: [1000, 64], uses: [], location: '' },
+      'safetensors',
+    );
+    expect(c.role).toBe('fc');
+    expect(c.layout).toEqual({ kind: 'fc', nout: 1000, nin: 64, order: 'out_in' });
+    expect(
+      classifyTensor(
+        { key: 'n', name: 'embed.norm.weight', dtype: 'float32', shape: [64, 64], uses: [], location: '' },
+        'safetensors',
+      ).role,
+    ).toBe('other');
+  });
+
+  it('hostile slice records: gaps, overlaps, missing slices and bad fields are typed errors', async () => {
+    const good = new Archive(join(dir, 's.nnm'));
+    const manifest = good.manifest;
+    const others = Object.keys(manifest.entries).map((n) => [n, good.entry(n)] as const);
+    good.close();
+    const withSlices = (edit: (m: Manifest) => void): string => {
+      const m = structuredClone(manifest);
+      edit(m);
+      const f = join(dir, 'hostile.nnm');
+      const fd = openSync(f, 'w');
+      const zip = new ZipWriter(fd);
+      for (const [n, d] of others) zip.add(n, d, 'store');
+      zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
+      zip.finish();
+      closeSync(fd);
+      return f;
+    };
+    const first = (m: Manifest) => m.tensors.find((t) => t.slices)!;
+    const cases: Array<[string, (m: Manifest) => void, RegExp]> = [
+      ['a gap', (m) => (first(m).slices![1].row += 1), /slices do not tile/],
+      ['an overlap', (m) => (first(m).slices![1].row -= 1), /slices do not tile/],
+      ['a missing last slice', (m) => first(m).slices!.pop(), /slices do not tile/],
+      ['rows past the end', (m) => (first(m).slices!.at(-1)!.rows += 1), /slices do not tile/],
+      ['a slice layout of the wrong size', (m) => ((first(m).slices![0].layout as { nout: number }).nout += 1), /layout/],
+      ['slices next to planes', (m) => (first(m).planes = first(m).slices![0].planes), /bad slices/],
+      ['slices that are not a list', (m) => ((first(m) as unknown as { slices: unknown }).slices = { 0: 1 }), /bad slices/],
+      ['a tile entry that is not listed', (m) => (first(m).slices![0].planes[0].tiles[0].entry = 'nope.png'), /not listed/],
+    ];
+    for (const [what, edit, message] of cases) {
+      const f = withSlices(edit);
+      const err = await decompressArchive(f, join(dir, 'hostile.safetensors')).catch((e: unknown) => e);
+      expect(err, what).toBeInstanceOf(CorruptArchiveError);
+      expect((err as Error).message, what).toMatch(message);
+    }
+    // a slice cannot smuggle in fields of a tensor record: sameAs inside a slice is not read
+    const f = withSlices((m) => ((first(m).slices![0] as unknown as Record<string, unknown>).sameAs = 'encoder.conv.weight'));
+    await decompressArchive(f, join(dir, 'smuggled.safetensors'));
+    expect(readFileSync(join(dir, 'smuggled.safetensors')).equals(readFileSync(join(dir, 's.safetensors')))).toBe(true);
+  });
+});
