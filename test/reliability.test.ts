@@ -168,7 +168,8 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
       `${label}: any value at any place of a tensor record gives a typed error or a valid model`,
       async () => {
         const good = join(dir, `mgood-${label}.nnm`);
-        await compressModel(model, good, { codec: 'png', sliceWeights });
+        // (sliced: its skeleton in 1 KB parts, listed in the manifest)
+        await compressModel(model, good, { codec: 'png', sliceWeights, skeletonPartBytes: sliceWeights });
         const archive = new Archive(good);
         const manifest = archive.manifest;
         const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
@@ -179,7 +180,16 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
           if (at > 0) paths.push(path);
           if (at < depth && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], at + 1);
         };
-        walk({ tensors: manifest.tensors, skeleton: manifest.skeleton, version: manifest.version }, [], 0);
+        walk(
+          {
+            tensors: manifest.tensors,
+            skeleton: manifest.skeleton,
+            skeletonParts: manifest.skeletonParts,
+            version: manifest.version,
+          },
+          [],
+          0,
+        );
         const hostile = fc.oneof(
           fc.jsonValue({ maxDepth: 2 }),
           fc.constantFrom(-1, 0, 2 ** 31, 2 ** 53, 1e308, -0.5, NaN, '../../etc/passwd', '', [], {}, null),

@@ -102,6 +102,15 @@ describe('slices', () => {
     orig.close();
   });
 
+  it('--target-bpw on safetensors measures candidates slice by slice and meets the budget', async () => {
+    const r = await compressModel(model, join(dir, 'bpw.nnm'), { sliceWeights: 3000, targetBpw: 6, jobs: 1 });
+    expect(r.manifest.tensors.filter((t) => t.slices)).toHaveLength(3);
+    // on this 20 k-weight fixture each extra slice costs ~0.1 bits/weight of entries and ranges; the budget still holds
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(6);
+    expect(r.bitsPerWeight).toBeGreaterThan(5.5);
+    for (const name of MATRICES) expect(r.manifest.tensors.find((t) => t.name === name)!.stats!.snrDb, name).toBeGreaterThan(15);
+  });
+
   it('ONNX tensors slice too (rows copied out of the in-memory model), in_out matrices by input rows', async () => {
     const f = join(dir, 'm.onnx');
     writeFileSync(f, mixedModel().bytes);
@@ -122,6 +131,30 @@ describe('slices', () => {
     // the rebuilt ONNX model reads back
     await decompressArchive(join(dir, 'o.nnm'), join(dir, 'o.onnx'));
     expect(openModel(join(dir, 'o.onnx')).tensors.length).toBe(reader.tensors.length);
+  });
+
+  it('a large skeleton (kept tensors) is written and read in parts, one part in memory at a time', async () => {
+    // q_proj kept by a rule: 12 KB of kept float32 in a skeleton cut into 2 KB parts
+    const rules = [{ match: '*q_proj*', role: 'other' as const }];
+    const r = await compressModel(model, join(dir, 'parts.nnm'), { rules, skeletonPartBytes: 2048, jobs: 1 });
+    const parts = r.manifest.skeletonParts!;
+    expect(parts.length).toBeGreaterThan(6);
+    expect(parts[0]).toBe(r.manifest.skeleton);
+    for (const p of parts.slice(0, -1)) expect(r.manifest.entries[p].bytes).toBe(2048);
+    await compressModel(model, join(dir, 'one.nnm'), { rules, jobs: 1 });
+    expect(new Archive(join(dir, 'one.nnm')).manifest.skeletonParts).toBeUndefined();
+    // the model rebuilt from parts (streamed and in memory) is the one rebuilt from a single skeleton entry
+    await decompressArchive(join(dir, 'parts.nnm'), join(dir, 'parts.safetensors'), { jobs: 2 });
+    await decompressArchive(join(dir, 'one.nnm'), join(dir, 'one.safetensors'), { jobs: 1 });
+    const one = readFileSync(join(dir, 'one.safetensors'));
+    expect(readFileSync(join(dir, 'parts.safetensors')).equals(one)).toBe(true);
+    expect(Buffer.from(await rebuildModel(new Archive(join(dir, 'parts.nnm')))).equals(one)).toBe(true);
+    // and the kept tensor is exact
+    const back = new SafetensorsReader(join(dir, 'parts.safetensors'));
+    const orig = new SafetensorsReader(model);
+    expect(back.read(MATRICES[0])).toEqual(orig.read(MATRICES[0]));
+    back.close();
+    orig.close();
   });
 
   it('readRows reads only the rows asked for, and refuses rows outside the tensor', () => {
@@ -207,6 +240,11 @@ describe('slices', () => {
       ['slices that are not a list', (m) => ((first(m) as unknown as { slices: unknown }).slices = { 0: 1 }), /bad slices/],
       ['a tile entry that is not listed', (m) => (first(m).slices![0].planes[0].tiles[0].entry = 'nope.png'), /not listed/],
     ];
+    cases.push(
+      ['skeleton parts that do not start with the skeleton', (m) => (m.skeletonParts = ['x']), /bad skeleton parts/],
+      ['an entry record without a size', (m) => delete (m.entries[m.skeleton] as { bytes?: number }).bytes, /bad entry record/],
+      ['an entry whose size is not its data', (m) => (m.entries[m.skeleton].bytes += 1), /size mismatch/],
+    );
     for (const [what, edit, message] of cases) {
       const f = withSlices(edit);
       const err = await decompressArchive(f, join(dir, 'hostile.safetensors')).catch((e: unknown) => e);

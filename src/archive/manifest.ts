@@ -149,6 +149,8 @@ export interface Manifest {
   createdBy: string;
   source: { format: ModelFormat; file: string; bytes: number; sha256: string };
   skeleton: string;
+  /** A large skeleton written in parts: every part's entry in order (the first is `skeleton`). */
+  skeletonParts?: string[];
   options: Record<string, unknown>;
   tensors: TensorRecord[];
   /** sha256 and size of every entry but the manifest itself. */

@@ -24,6 +24,7 @@ import { decodeExactValues } from '../quantize/exact.js';
 import { codedParts, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { rebuildOnnx } from '../formats/onnx-rebuild.js';
 import { encodeFloats } from '../formats/model.js';
+import { concatBytes } from '../formats/protobuf.js';
 
 export class BrowserArchiveError extends Error {
   constructor(
@@ -318,7 +319,11 @@ export async function decodeArchive(
     (t) => t.half && (!options.tensors || options.tensors.includes(t.name) || options.tensors.includes(t.key)),
   );
   for (const t of halves) names.add(t.half!.entry);
-  if (!options.tensors) names.add(manifest.skeleton);
+  // a large skeleton comes in parts (every part listed, the first is `skeleton`)
+  const skeletonParts = manifest.skeletonParts ?? [manifest.skeleton];
+  if (!Array.isArray(skeletonParts) || skeletonParts[0] !== manifest.skeleton)
+    throw new BrowserArchiveError('bad skeleton parts (corrupt)');
+  if (!options.tensors) for (const p of skeletonParts) names.add(p);
   // every checksum first: nothing is decoded from a corrupt archive
   const entries = new Map<string, Uint8Array>();
   for (const name of names) {
@@ -352,7 +357,12 @@ export async function decodeArchive(
       throw new BrowserArchiveError('half-precision values outside their entry', t.name);
     tensors.set(t.key, fromHalf(entry, t.half!.offset, n));
   }
-  return { manifest, tensors, skeleton: entries.get(manifest.skeleton), fetch: src.stats };
+  const skeleton = options.tensors
+    ? undefined
+    : skeletonParts.length === 1
+      ? entries.get(manifest.skeleton)
+      : concatBytes(skeletonParts.map((p) => entries.get(p)!));
+  return { manifest, tensors, skeleton, fetch: src.stats };
 }
 
 /** Codes of one image tile, or throws: native decoders for 8 bits, JS decoders where the browser has none exact. */

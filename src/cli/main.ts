@@ -182,7 +182,7 @@ function addCompressOptions(cmd: Command): Command {
     .option('--jobs <n>', 'worker threads encoding tensors at once (default: cores; output identical for any n)', int('jobs'))
     .option(
       '--slice-weights <n>',
-      'code a tensor of more weights than n as slices of its leading dimension, each a job of its own: memory follows the slice (default 33554432)',
+      'code a tensor of more weights than n as slices of its leading dimension, each a job of its own: memory follows the slice (default 16777216)',
       int('slice-weights'),
     )
     .option(

@@ -38,6 +38,8 @@ export interface ModelReader {
   readRows(key: string, row: number, rows: number): Float32Array;
   /** The model without the data of the given tensors; input to the matching writer. */
   skeleton(stripped: ReadonlySet<string>): Uint8Array;
+  /** The same bytes in parts of `partBytes` (the last shorter), produced one at a time where the format allows. */
+  skeletonParts(stripped: ReadonlySet<string>, partBytes: number): Iterable<Uint8Array>;
   /** Format-specific details the writer needs to restore stripped tensors exactly as stored. */
   storage(key: string): Record<string, string | number>;
 }

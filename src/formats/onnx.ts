@@ -374,6 +374,11 @@ export class OnnxReader implements ModelReader {
     return { form: this.get(key).form, path: this.get(key).location };
   }
 
+  /** The model is in memory (protobuf bounds it to 2 GB): one part. */
+  skeletonParts(stripped: ReadonlySet<string>): Iterable<Uint8Array> {
+    return [this.skeleton(stripped)];
+  }
+
   skeleton(stripped: ReadonlySet<string>): Uint8Array {
     const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
     for (const key of stripped) {

@@ -85,16 +85,20 @@ export class SafetensorsReader implements ModelReader {
   }
 
   private readAt(offset: number, length: number): Buffer {
+    const b = Buffer.allocUnsafeSlow(length); // filled below; never from the shared pool
+    this.readInto(b, 0, offset, length);
+    return b;
+  }
+
+  private readInto(b: Uint8Array, at: number, offset: number, length: number): void {
     if (offset + length > this.fileSize)
       throw new BadModelError(`truncated: needs bytes up to ${offset + length}, file has ${this.fileSize}`, { file: this.file });
-    const b = Buffer.allocUnsafeSlow(length); // filled below; never from the shared pool
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fd, b, done, length - done, offset + done);
+      const n = readSync(this.fd, b, at + done, length - done, offset + done);
       if (n === 0) throw new BadModelError('unexpected end of file', { file: this.file });
       done += n;
     }
-    return b;
   }
 
   private parseHeader(text: string): void {
@@ -186,16 +190,42 @@ export class SafetensorsReader implements ModelReader {
 
   /** Header bytes verbatim, then the data area with the stripped tensors' ranges cut out. */
   skeleton(stripped: ReadonlySet<string>): Uint8Array {
+    return concatBytes([...this.skeletonParts(stripped, Infinity)]);
+  }
+
+  /**
+   * The skeleton in parts of `partBytes` (the last one shorter), read by offset one part at a time: kept
+   * tensors of any size (int8 weights, a tensor kept by a rule) never make it whole in memory.
+   */
+  *skeletonParts(stripped: ReadonlySet<string>, partBytes: number): Generator<Uint8Array> {
     const cuts = this.tensors.filter((t) => stripped.has(t.key)).sort((a, b) => a.begin - b.begin);
-    const parts: Uint8Array[] = [this.headerBytes];
+    // file regions kept, in order
+    const regions: Array<[number, number]> = [[0, this.dataStart]];
     let pos = 0;
-    const dataLen = this.fileSize - this.dataStart;
     for (const c of cuts) {
-      parts.push(this.readAt(this.dataStart + pos, c.begin - pos));
+      regions.push([this.dataStart + pos, c.begin - pos]);
       pos = c.end;
     }
-    parts.push(this.readAt(this.dataStart + pos, dataLen - pos));
-    return concatBytes(parts);
+    regions.push([this.dataStart + pos, this.fileSize - this.dataStart - pos]);
+    const total = regions.reduce((n, r) => n + r[1], 0);
+    let left = total;
+    let part = Buffer.allocUnsafeSlow(Math.min(partBytes, left));
+    let fill = 0;
+    for (let [offset, length] of regions)
+      while (length > 0) {
+        const n = Math.min(length, part.length - fill);
+        this.readInto(part, fill, offset, n);
+        fill += n;
+        offset += n;
+        length -= n;
+        if (fill === part.length) {
+          yield part;
+          left -= fill;
+          part = Buffer.allocUnsafeSlow(Math.min(partBytes, left));
+          fill = 0;
+        }
+      }
+    if (total === 0) yield part;
   }
 
   close(): void {
@@ -210,53 +240,53 @@ export interface RestoredRange {
   values: Float32Array;
 }
 
-/** A piece of the rebuilt file: skeleton bytes kept as they are, or the restored tensor at this index. */
-export type SafetensorsPiece = { keep: Uint8Array } | { tensor: number };
+/** A piece of the rebuilt file: skeleton bytes [start, end) kept as they are, or the restored tensor at this index. */
+export type SafetensorsPiece = { keep: [number, number] } | { tensor: number };
 
 /**
  * The rebuilt file as a sequence of pieces, in file order: the skeleton's
  * bytes between the cut-out ranges, and each restored tensor in its range.
- * One plan for the in-memory rebuild and for the streaming writer.
+ * One plan for the in-memory rebuild and for the streaming writer, which
+ * reads the skeleton (`length` bytes, possibly in several archive entries)
+ * through `read` and its kept pieces part by part.
  */
 export function safetensorsPieces(
-  skeleton: Uint8Array,
+  read: (offset: number, length: number) => Uint8Array,
+  length: number,
   tensors: ReadonlyArray<{ begin: number; end: number }>,
   file: string,
 ): SafetensorsPiece[] {
-  if (skeleton.length < 8) throw new BadModelError('skeleton too short', { file });
-  const headerLen = 8 + Number(Buffer.from(skeleton.subarray(0, 8)).readBigUInt64LE(0));
-  if (headerLen > skeleton.length) throw new BadModelError('skeleton header is truncated', { file });
-  const pieces: SafetensorsPiece[] = [{ keep: skeleton.subarray(0, headerLen) }];
+  if (length < 8) throw new BadModelError('skeleton too short', { file });
+  const headerLen = 8 + Number(Buffer.from(read(0, 8)).readBigUInt64LE(0));
+  if (headerLen > length || headerLen - 8 > MAX_HEADER_BYTES) throw new BadModelError('skeleton header is truncated', { file });
+  const pieces: SafetensorsPiece[] = [{ keep: [0, headerLen] }];
   let src = headerLen;
   let pos = 0;
   const order = tensors.map((_, i) => i).sort((a, b) => tensors[a].begin - tensors[b].begin);
   for (const i of order) {
     const t = tensors[i];
     const keep = t.begin - pos;
-    if (keep < 0 || src + keep > skeleton.length || t.end < t.begin)
+    if (keep < 0 || src + keep > length || t.end < t.begin)
       throw new BadModelError(`restored range ${t.begin}-${t.end} does not fit the skeleton`, { file });
-    pieces.push({ keep: skeleton.subarray(src, src + keep) }, { tensor: i });
+    pieces.push({ keep: [src, src + keep] }, { tensor: i });
     src += keep;
     pos = t.end;
   }
-  pieces.push({ keep: skeleton.subarray(src) });
+  pieces.push({ keep: [src, length] });
   // the pieces must fill the data area the header describes: no tensor left out, none extra
   let header: Record<string, { data_offsets?: unknown }>;
   try {
-    header = JSON.parse(Buffer.from(skeleton.subarray(8, headerLen)).toString('utf8')) as typeof header;
+    header = JSON.parse(Buffer.from(read(8, headerLen - 8)).toString('utf8')) as typeof header;
   } catch {
     throw new BadModelError('skeleton header is not JSON', { file });
   }
   let dataEnd = 0;
   for (const [k, v] of Object.entries(header))
     if (k !== '__metadata__' && Array.isArray(v?.data_offsets)) dataEnd = Math.max(dataEnd, Number(v.data_offsets[1]));
-  if (pos + (skeleton.length - src) !== dataEnd)
-    throw new BadModelError(
-      `restored tensors and skeleton make ${pos + skeleton.length - src} data bytes, the header needs ${dataEnd}`,
-      {
-        file,
-      },
-    );
+  if (pos + (length - src) !== dataEnd)
+    throw new BadModelError(`restored tensors and skeleton make ${pos + length - src} data bytes, the header needs ${dataEnd}`, {
+      file,
+    });
   return pieces;
 }
 
@@ -271,7 +301,9 @@ export function restoredBytes(t: RestoredRange, file: string): Uint8Array {
 /** Puts restored tensors back into the cut-out ranges of a safetensors skeleton. */
 export function rebuildSafetensors(skeleton: Uint8Array, tensors: readonly RestoredRange[], file: string): Uint8Array {
   return concatBytes(
-    safetensorsPieces(skeleton, tensors, file).map((p) => ('keep' in p ? p.keep : restoredBytes(tensors[p.tensor], file))),
+    safetensorsPieces((o, n) => skeleton.subarray(o, o + n), skeleton.length, tensors, file).map((p) =>
+      'keep' in p ? skeleton.subarray(p.keep[0], p.keep[1]) : restoredBytes(tensors[p.tensor], file),
+    ),
   );
 }
 

@@ -317,12 +317,17 @@ export interface EncodedTensor {
   sums: ErrorSums;
 }
 
+/** Largest skeleton entry: a larger skeleton (kept tensors of any size) is written and read in parts of this. */
+export const SKELETON_PART_BYTES = 64 * 2 ** 20;
+
 /**
  * Default largest number of weights coded in one piece: a larger tensor is coded as slices of its leading
- * dimension, so memory follows the slice (~14 bytes per weight per job), not the tensor. 2^25 leaves whole
- * every matrix of a 3B-parameter LLM's blocks (3072 × 8192 = 2^24.6) and slices its 128k-row embedding in 12.
+ * dimension, so memory follows the slice (~16 bytes per weight per job: values, working plane, codes,
+ * codec bytes, codes decoded back, restored values), not the tensor. 2^24 keeps two jobs under 1.5 GB
+ * (measured: 2^25 peaked at 1.54 GiB with --jobs 2 on a 128k-row embedding) and costs nothing measurable
+ * in size: a slice adds one ZIP entry and one manifest record (~300 bytes) per 16 M weights.
  */
-export const DEFAULT_SLICE_WEIGHTS = 2 ** 25;
+export const DEFAULT_SLICE_WEIGHTS = 2 ** 24;
 
 /** The slices of a tensor larger than `sliceWeights` (none when it is coded whole or its layout cannot be sliced). */
 export function slicesOf(plan: TensorPlan, sliceWeights: number): SliceSpec[] | undefined {
@@ -498,13 +503,21 @@ function setCoded(record: TensorRecord, coded: CodedTensor): void {
   Object.assign(record, coded);
 }
 
-/** Kept float32/float64 tensors whose float16 cast is safe: their bytes, one after another, and their records marked. */
-function halfKept(reader: ModelReader, plans: readonly TensorPlan[]): { data: Uint8Array; keys: string[] } | undefined {
+/**
+ * Kept float32/float64 tensors whose float16 cast is safe: their bytes, one after another, and their records
+ * marked. Biases and norms: a kept tensor larger than a slice stays exact in the skeleton, which is streamed.
+ */
+function halfKept(
+  reader: ModelReader,
+  plans: readonly TensorPlan[],
+  maxWeights: number,
+): { data: Uint8Array; keys: string[] } | undefined {
   const parts: Uint8Array[] = [];
   const keys: string[] = [];
   let offset = 0;
   for (const p of plans) {
     if (p.settings || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
+    if (elementCount(p.entry.shape) > maxWeights) continue;
     const values = reader.read(p.entry.key);
     const bytes = values.length ? toHalfIfSafe(values) : undefined;
     if (!bytes) continue;
@@ -515,6 +528,15 @@ function halfKept(reader: ModelReader, plans: readonly TensorPlan[]): { data: Ui
     offset += values.length;
   }
   return keys.length ? { data: concatBytes(parts), keys } : undefined;
+}
+
+/** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
+function addRates(a: TensorRate, b: TensorRate): TensorRate {
+  return {
+    ...a,
+    weights: a.weights + b.weights,
+    candidates: a.candidates.map((c, i) => ({ ...c, bits: c.bits + b.candidates[i].bits, sse: c.sse + b.candidates[i].sse })),
+  };
 }
 
 /** Hash of a tensor's values and shape: identical tensors are stored once. A large tensor is read slice by slice. */
@@ -546,7 +568,7 @@ function mse(a: Float32Array, b: Float32Array): number {
  */
 async function allocate(
   reader: ModelReader,
-  source: Uint8Array,
+  source: () => Uint8Array,
   plans: TensorPlan[],
   unique: TensorPlan[],
   overheadBits: number,
@@ -556,26 +578,51 @@ async function allocate(
   const rates: TensorRate[] = [];
   const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide }>();
   const seedsOf = new Map<string, number[] | undefined>();
+  // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
+  const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;
+  const sliceWeights = options.sliceWeights ?? DEFAULT_SLICE_WEIGHTS;
+  // mean square of each tensor's weights, the scale its sensitivity is damped on
+  const powers: number[] = [];
   for (const p of unique) {
-    const prepared = preparePlanes(reader.read(p.entry.key), p.record.layout!, p.settings!.outliers);
-    const seeds = p.settings!.rotate ? prepared.shapes.map((_, k) => rotationSeed(plans.indexOf(p), k)) : undefined;
-    if (seeds) rotatePlanes(prepared.planes, prepared.shapes, seeds);
-    seedsOf.set(p.entry.key, seeds);
-    planesOf.set(p.entry.key, prepared);
     // the range mode is a candidate too unless the user fixed it: per-channel ranges cost bits of their own
     const modes: RangeMode[] = options.range ? [options.range] : ['channel', 'layer'];
-    const rate = measureCandidates(
-      p.entry.key,
-      prepared.planes,
-      prepared.shapes,
-      { bits: p.settings!.bits, clip: p.settings!.clip },
-      ALLOCATION_STEPS,
-      modes,
-    );
-    // exact side values cost the same at every grid: ~8 bytes each before deflate
-    const sideBits = (prepared.side?.indices.length ?? 0) * 64;
-    rate.candidates.forEach((c) => (c.bits += sideBits));
-    rates.push(rate);
+    // Nothing to run: measure slice by slice (as they will be coded) and keep nothing, so memory follows the
+    // slice. To probe, substitutions need every tensor's working planes: the model is in memory then anyway.
+    const parts = canRun ? undefined : slicesOf(p, sliceWeights);
+    let rate: TensorRate | undefined;
+    let sq = 0;
+    let n = 0;
+    for (const part of parts ?? [undefined]) {
+      const values = part ? reader.readRows(p.entry.key, part.row, part.rows) : reader.read(p.entry.key);
+      const layout = part ? sliceLayout(p.record.layout!, p.entry.shape, part.rows)! : p.record.layout!;
+      const prepared = preparePlanes(values, layout, p.settings!.outliers);
+      const seeds = p.settings!.rotate ? prepared.shapes.map((_, k) => rotationSeed(plans.indexOf(p), k)) : undefined;
+      if (seeds) rotatePlanes(prepared.planes, prepared.shapes, seeds);
+      if (canRun) {
+        seedsOf.set(p.entry.key, seeds);
+        planesOf.set(p.entry.key, prepared);
+      }
+      const r = measureCandidates(
+        p.entry.key,
+        prepared.planes,
+        prepared.shapes,
+        { bits: p.settings!.bits, clip: p.settings!.clip },
+        ALLOCATION_STEPS,
+        modes,
+      );
+      // exact side values cost the same at every grid: ~8 bytes each before deflate
+      const sideBits = (prepared.side?.indices.length ?? 0) * 64;
+      r.candidates.forEach((c) => (c.bits += sideBits));
+      rate = rate ? addRates(rate, r) : r;
+      for (const pl of prepared.planes)
+        for (const v of pl)
+          if (Number.isFinite(v)) {
+            sq += v * v;
+            n++;
+          }
+    }
+    rates.push(rate!);
+    powers.push(Math.max(sq / Math.max(n, 1), 1e-30));
   }
   // values of a tensor (and its duplicates) at a given candidate, in file order
   const restoredAt = (i: number, c: Candidate): Map<string, Float32Array> => {
@@ -602,12 +649,10 @@ async function allocate(
     return out;
   };
   const weights = plans.filter((p) => p.settings).reduce((s, p) => s + elementCount(p.entry.shape), 0);
-  // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
-  const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
   if (canRun) {
     const calibrate = options.calibrate ?? (options.task ? (m: Uint8Array) => options.task!.calibrate(m) : randomInputOutputs);
-    const reference = await calibrate(source);
+    const reference = await calibrate(source());
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {
@@ -625,19 +670,8 @@ async function allocate(
   // Damped sensitivities: s_t^γ on the scale of each tensor's own weight power. γ = 0 spends bits for equal
   // relative precision everywhere; γ = 1 trusts the probes fully (measured to over-commit on PaddleOCR).
   const gamma = options.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT;
-  const powers: number[] = [];
-  unique.forEach((p, i) => {
-    const { planes } = planesOf.get(p.entry.key)!;
-    let sq = 0;
-    let n = 0;
-    for (const pl of planes)
-      for (const v of pl)
-        if (Number.isFinite(v)) {
-          sq += v * v;
-          n++;
-        }
-    const power = Math.max(sq / Math.max(n, 1), 1e-30);
-    powers.push(power);
+  unique.forEach((_, i) => {
+    const power = powers[i];
     rates[i].sensitivity = (rates[i].sensitivity * power) ** gamma / power;
   });
   const apply = (choice: number[]): void =>
@@ -670,7 +704,7 @@ async function allocate(
     return byBudget;
   } else {
     const task = options.task!;
-    const ref = await task.run(source);
+    const ref = await task.run(source());
     const result = await allocateForLoss(rates, options.maxLoss!, async (c) => {
       if (process.env.NNMEDIA_DEBUG)
         log(
@@ -714,17 +748,24 @@ export async function compressModel(input: string, output: string, options: Comp
       }
     }
     const allocating = options.targetBpw !== undefined || options.maxLoss !== undefined;
-    const half = (options.halfKept ?? (allocating || options.targetSnr !== undefined)) ? halfKept(reader, plans) : undefined;
+    const half =
+      (options.halfKept ?? (allocating || options.targetSnr !== undefined))
+        ? halfKept(reader, plans, options.sliceWeights ?? DEFAULT_SLICE_WEIGHTS)
+        : undefined;
     const stripped = new Set([...work.map((p) => p.entry.key), ...(half?.keys ?? [])]);
     const skeletonName = `model/skeleton.${reader.format}`;
-    const skeleton = reader.skeleton(stripped);
+    // the skeleton (the model minus the coded tensors) is read part by part where it is written
+    const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, options.skeletonPartBytes ?? SKELETON_PART_BYTES);
     const sourceSha = await sha256File(input);
     const compressedWeights = work.reduce((s, p) => s + elementCount(p.entry.shape), 0);
     // Skeleton, manifest head and ZIP directory: what the allocator must leave room for.
-    const overheadBits =
-      8 * (deflateRawSync(skeleton, { level: 9 }).length + (half ? deflateRawSync(half.data, { level: 9 }).length : 0) + 2000);
+    let skeletonDeflated = 0;
+    if (allocating) for (const part of skeleton()) skeletonDeflated += deflateRawSync(part, { level: 9 }).length;
+    const overheadBits = 8 * (skeletonDeflated + (half ? deflateRawSync(half.data, { level: 9 }).length : 0) + 2000);
     // only allocation runs the model, and only then is it read whole (ONNX, which protobuf bounds to 2 GB)
-    const reallocate = allocating ? await allocate(reader, readFileSync(input), plans, unique, overheadBits, options) : undefined;
+    const reallocate = allocating
+      ? await allocate(reader, () => readFileSync(input), plans, unique, overheadBits, options)
+      : undefined;
     const encode = (): Promise<CompressResult> =>
       encodeAll(
         reader,
@@ -817,7 +858,7 @@ async function encodeAll(
   work: TensorPlan[],
   unique: TensorPlan[],
   skeletonName: string,
-  skeleton: Uint8Array,
+  skeleton: () => Iterable<Uint8Array>,
   sourceSha: string,
   compressedWeights: number,
   halfData?: Uint8Array,
@@ -882,9 +923,16 @@ async function encodeAll(
         p.record.bytes = 0;
       }
       if (halfData) put(HALF_ENTRY, halfData, 'deflate');
-      put(skeletonName, skeleton, 'deflate');
-      options.signal?.throwIfAborted();
+      // a skeleton larger than one part (large kept tensors) is stored in parts, listed in the manifest
+      const parts: string[] = [];
+      for (const part of skeleton()) {
+        const name = parts.length ? `${skeletonName}.${parts.length}` : skeletonName;
+        put(name, part, 'deflate');
+        parts.push(name);
+        options.signal?.throwIfAborted();
+      }
       manifest = buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries);
+      if (parts.length > 1) manifest.skeletonParts = parts;
       zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
       zip.finish();
       archiveBytes = zip.bytesWritten;

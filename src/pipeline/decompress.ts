@@ -33,6 +33,7 @@ import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
 import { OnnxReader } from '../formats/onnx.js';
+import { concatBytes } from '../formats/protobuf.js';
 
 export interface DecompressOptions {
   jobs?: number;
@@ -76,9 +77,23 @@ export class Archive {
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
     const data = this.zip.read(name);
     const got = createHash('sha256').update(data).digest('hex');
-    if (got !== want.sha256)
-      throw new CorruptArchiveError(`entry ${name}: sha256 mismatch (corrupt)`, { file: this.file, tensor });
+    if (got !== want.sha256 || data.length !== want.bytes)
+      throw new CorruptArchiveError(`entry ${name}: ${got !== want.sha256 ? 'sha256' : 'size'} mismatch (corrupt)`, {
+        file: this.file,
+        tensor,
+      });
     return data;
+  }
+
+  /** The skeleton's entries, in order: one, unless a large skeleton was written in parts. */
+  skeletonParts(): string[] {
+    return this.manifest.skeletonParts ?? [this.manifest.skeleton];
+  }
+
+  /** The whole skeleton in memory (ONNX, and in-memory rebuilds). */
+  skeleton(): Uint8Array {
+    const parts = this.skeletonParts().map((p) => this.entry(p));
+    return parts.length === 1 ? parts[0] : concatBytes(parts);
   }
 
   /** Verifies every entry's checksum. */
@@ -181,7 +196,18 @@ export function checkManifest(m: unknown, file: string): Manifest {
   if (!man.source || (man.source.format !== 'onnx' && man.source.format !== 'safetensors')) fail(file, 'unknown source format');
   if (!Array.isArray(man.tensors) || typeof man.entries !== 'object' || man.entries === null)
     fail(file, 'tensors or entries missing');
-  if (typeof man.skeleton !== 'string' || !man.entries[man.skeleton]) fail(file, 'skeleton entry missing');
+  for (const [name, e] of Object.entries(man.entries))
+    if (!isObj(e) || typeof e.sha256 !== 'string' || !isCount(e.bytes)) fail(file, `bad entry record ${JSON.stringify(name)}`);
+  if (typeof man.skeleton !== 'string' || !Object.hasOwn(man.entries, man.skeleton)) fail(file, 'skeleton entry missing');
+  if (
+    man.skeletonParts !== undefined &&
+    !(
+      Array.isArray(man.skeletonParts) &&
+      man.skeletonParts[0] === man.skeleton &&
+      man.skeletonParts.every((p) => typeof p === 'string' && Object.hasOwn(man.entries, p))
+    )
+  )
+    fail(file, 'bad skeleton parts');
   const keys = new Set<string>();
   for (const t of man.tensors) {
     if (!isObj(t) || typeof t.key !== 'string' || !Array.isArray(t.shape)) fail(file, 'tensor record without key or shape');
@@ -404,7 +430,7 @@ function halfValues(archive: Archive): (t: TensorRecord) => Float32Array {
 export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
   archive.verify();
   const values = await decodeAllTensors(archive, options);
-  const skeleton = archive.entry(archive.manifest.skeleton);
+  const skeleton = archive.skeleton();
   const restored = archive.manifest.tensors
     .filter((t) => values.has(t.key))
     .map((t) => ({ storage: t.storage, dtype: t.dtype, values: values.get(t.key)! }));
@@ -436,7 +462,8 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         end: begin + (offset + elementCount(record.shape)) * width,
       }));
     });
-  const pieces = safetensorsPieces(archive.entry(archive.manifest.skeleton), parts, file);
+  const skeleton = new SkeletonReader(archive);
+  const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, file);
   const pool = workerPool(
     options,
     parts.length,
@@ -451,15 +478,23 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
       pieces,
       options.jobs ?? availableParallelism(),
       async (piece) => {
-        if ('keep' in piece) return piece.keep;
+        // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
+        if ('keep' in piece) return undefined;
         options.signal?.throwIfAborted();
         const { t, record, begin, end } = parts[piece.tensor];
         const values = record ? await decode(record) : half(t);
         return restoredBytes({ begin, end, dtype: t.dtype, values }, file);
       },
       (bytes, piece) => {
-        writeAll(fd, bytes);
-        written += bytes.length;
+        if ('keep' in piece)
+          skeleton.each(piece.keep[0], piece.keep[1], (chunk) => {
+            writeAll(fd, chunk);
+            written += chunk.length;
+          });
+        else {
+          writeAll(fd, bytes!);
+          written += bytes!.length;
+        }
         if (!('keep' in piece))
           options.onProgress?.({
             done: ++done,
@@ -472,6 +507,52 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
     await pool?.close();
   }
   return written;
+}
+
+/**
+ * The skeleton of an archive read by offset across its parts, one part (verified) in memory at a time:
+ * the streaming writer reads it front to back.
+ */
+class SkeletonReader {
+  readonly length: number;
+  private readonly parts: string[];
+  private readonly starts: number[] = [];
+  private cached?: { index: number; data: Uint8Array };
+
+  constructor(private readonly archive: Archive) {
+    this.parts = archive.skeletonParts();
+    let at = 0;
+    for (const p of this.parts) {
+      this.starts.push(at);
+      at += archive.manifest.entries[p].bytes;
+    }
+    this.length = at;
+  }
+
+  private part(index: number): Uint8Array {
+    if (this.cached?.index !== index) this.cached = { index, data: this.archive.entry(this.parts[index]) };
+    return this.cached.data;
+  }
+
+  /** Calls `fn` with the bytes [start, end) in order, a part at a time. */
+  each(start: number, end: number, fn: (chunk: Uint8Array) => void): void {
+    for (let i = 0; i < this.parts.length && start < end; i++) {
+      const s = this.starts[i];
+      const e = s + this.archive.manifest.entries[this.parts[i]].bytes;
+      if (e <= start) continue;
+      const data = this.part(i);
+      const to = Math.min(end, e);
+      fn(data.subarray(start - s, to - s));
+      start = to;
+    }
+    if (start < end) throw new CorruptArchiveError(`skeleton ends before byte ${end}`, { file: this.archive.file });
+  }
+
+  read(start: number, length: number): Uint8Array {
+    const chunks: Uint8Array[] = [];
+    this.each(start, start + length, (c) => chunks.push(c));
+    return chunks.length === 1 ? chunks[0] : concatBytes(chunks);
+  }
 }
 
 const EXTENSIONS: Record<ModelFormat, string> = { onnx: '.onnx', safetensors: '.safetensors' };

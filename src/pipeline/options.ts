@@ -78,8 +78,10 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   nonFinite?: NonFinitePolicy;
   rules?: TensorRule[];
   jobs?: number;
-  /** Tensors of more weights than this are coded as slices of their leading dimension (default 2^25): bounds memory. */
+  /** Tensors of more weights than this are coded as slices of their leading dimension (default 2^24): bounds memory. */
   sliceWeights?: number;
+  /** Largest skeleton entry in bytes (default 64 MiB); a larger skeleton is stored in parts. */
+  skeletonPartBytes?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
 }
@@ -154,6 +156,12 @@ export function checkCompressOptions(o: CompressOptions): void {
       Number.isSafeInteger(o.sliceWeights) && o.sliceWeights >= 256,
       'integer of at least 256 for sliceWeights',
       o.sliceWeights,
+    );
+  if (o.skeletonPartBytes !== undefined)
+    expect(
+      Number.isSafeInteger(o.skeletonPartBytes) && o.skeletonPartBytes >= 1024,
+      'integer of at least 1024 for skeletonPartBytes',
+      o.skeletonPartBytes,
     );
   for (const [i, r] of (o.rules ?? []).entries()) {
     expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);
