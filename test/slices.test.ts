@@ -17,6 +17,7 @@ import {
 } from '../src/index.js';
 import { SafetensorsReader } from '../src/formats/safetensors.js';
 import { sliceLayout } from '../src/layout/planes.js';
+import { buildViewer } from '../src/cli/view.js';
 import { classifyTensor } from '../src/roles/classify.js';
 import { ZipWriter } from '../src/archive/zip.js';
 import { closeSync, openSync } from 'node:fs';
@@ -155,6 +156,17 @@ describe('slices', () => {
     expect(back.read(MATRICES[0])).toEqual(orig.read(MATRICES[0]));
     back.close();
     orig.close();
+  });
+
+  it('inspect and view show a sliced tensor slice by slice, each with its error map', async () => {
+    const files = await buildViewer(join(dir, 's.nnm'), { model });
+    const page = Buffer.from(files.get('/')!.body).toString('utf8');
+    const q = new Archive(join(dir, 's.nnm')).manifest.tensors.find((t) => t.name === MATRICES[0])!;
+    expect(q.slices).toHaveLength(4);
+    // one card per slice, named by its rows, and one error map per slice plane
+    for (const sl of q.slices!) expect(page).toContain(`${MATRICES[0]} [rows ${sl.row}–${sl.row + sl.rows - 1}]`);
+    const maps = [...files.keys()].filter((k) => k.startsWith('/error/'));
+    expect(maps.length).toBe(4 + 6 + 7 + 2);
   });
 
   it('readRows reads only the rows asked for, and refuses rows outside the tensor', () => {

@@ -4,7 +4,7 @@ import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
 import { Archive } from '../pipeline/decompress.js';
 import { openModel } from '../pipeline/open.js';
-import { planTensors } from '../pipeline/compress.js';
+import { DEFAULT_SLICE_WEIGHTS, planTensors, slicesOf } from '../pipeline/compress.js';
 import { isZipFile } from '../archive/zip.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
@@ -22,6 +22,8 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
       shape: p.entry.shape,
       bytes: elementCount(p.entry.shape) * BYTES_PER_ELEMENT[p.entry.dtype],
       planes: p.record.layout ? planeShapes(p.record.layout).map((s) => `${s.rows}×${s.cols}`) : [],
+      // coded in this many slices at the default slice size (memory follows the slice)
+      slices: slicesOf(p, DEFAULT_SLICE_WEIGHTS)?.length ?? 1,
     }));
     if (json) {
       console.log(JSON.stringify({ file, format: reader.format, tensors: rows }, null, 1));
@@ -37,7 +39,8 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
           r.shape.join('×'),
           r.dtype,
           String(r.bytes),
-          r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact'),
+          (r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact')) +
+            (r.slices > 1 ? ` in ${r.slices} slices` : ''),
           r.reason,
         ]),
       ),
