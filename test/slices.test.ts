@@ -3,7 +3,7 @@
  * offset and coded on its own, so memory follows the slice, not the tensor. With per-channel ranges an
  * [out, in] matrix sliced by output rows quantizes exactly as it does whole.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -25,6 +25,7 @@ import type { Manifest } from '../src/archive/manifest.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
+import { gaussian } from './helpers/random.js';
 
 const dir = tempDir();
 const model = join(dir, 'm.safetensors');
@@ -167,6 +168,37 @@ describe('slices', () => {
     for (const sl of q.slices!) expect(page).toContain(`${MATRICES[0]} [rows ${sl.row}–${sl.row + sl.rows - 1}]`);
     const maps = [...files.keys()].filter((k) => k.startsWith('/error/'));
     expect(maps.length).toBe(4 + 6 + 7 + 2);
+  });
+
+  it('a duplicate of a sliced tensor is stored once and written back from the slices of the first', async () => {
+    const values = gaussian(40 * 64, 77, 0.05);
+    const f = join(dir, 'dup.safetensors');
+    const tensors: Array<[string, number[], Float32Array]> = [
+      ['a.weight', [40, 64], values],
+      ['b.bias', [7], gaussian(7, 78, 0.1)],
+      ['c.weight', [40, 64], values],
+    ];
+    const header: Record<string, unknown> = {};
+    let off = 0;
+    for (const [name, shape, v] of tensors) {
+      header[name] = { dtype: 'F32', shape, data_offsets: [off, off + v.byteLength] };
+      off += v.byteLength;
+    }
+    const json = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(f, Buffer.concat([len, json, ...tensors.map(([, , v]) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))]));
+    const r = await compressModel(f, join(dir, 'dup.nnm'), { sliceWeights: 1024, jobs: 1 });
+    const [a, , c] = r.manifest.tensors;
+    expect(a.slices).toHaveLength(3);
+    expect(c.sameAs).toBe('a.weight');
+    expect(c.slices).toBeUndefined();
+    await decompressArchive(join(dir, 'dup.nnm'), join(dir, 'dup-back.safetensors'), { jobs: 2 });
+    const back = new SafetensorsReader(join(dir, 'dup-back.safetensors'));
+    expect(back.read('c.weight')).toEqual(back.read('a.weight'));
+    expect(back.read('b.bias')).toEqual(tensors[1][2]);
+    expect(statSync(join(dir, 'dup-back.safetensors')).size).toBe(statSync(f).size);
+    back.close();
   });
 
   it('readRows reads only the rows asked for, and refuses rows outside the tensor', () => {
