@@ -471,36 +471,37 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   );
   const decode = tensorDecoder(archive, pool);
   const half = halfValues(archive);
+  // Each restored tensor with the skeleton bytes before it: units of work that the window counts, so `jobs`
+  // tensors are decoding while the writer waits (counting the skeleton pieces let only one decode at a time).
+  const units: Array<{ keep: [number, number]; tensor?: number }> = [];
+  for (const piece of pieces)
+    if ('keep' in piece) units.push({ keep: piece.keep });
+    else units[units.length - 1].tensor = piece.tensor;
+  const jobs = options.jobs ?? availableParallelism();
   let written = 0;
   let done = 0;
   try {
     await runOrdered(
-      pieces,
-      options.jobs ?? availableParallelism(),
-      async (piece) => {
-        // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
-        if ('keep' in piece) return undefined;
+      units,
+      // one decoded tensor may wait for the writer while every worker decodes the next ones
+      jobs + 1,
+      async ({ tensor }) => {
+        if (tensor === undefined) return undefined;
         options.signal?.throwIfAborted();
-        const { t, record, begin, end } = parts[piece.tensor];
+        const { t, record, begin, end } = parts[tensor];
         const values = record ? await decode(record) : half(t);
         return restoredBytes({ begin, end, dtype: t.dtype, values }, file);
       },
-      (bytes, piece) => {
-        if ('keep' in piece)
-          skeleton.each(piece.keep[0], piece.keep[1], (chunk) => {
-            writeAll(fd, chunk);
-            written += chunk.length;
-          });
-        else {
-          writeAll(fd, bytes!);
-          written += bytes!.length;
-        }
-        if (!('keep' in piece))
-          options.onProgress?.({
-            done: ++done,
-            total: parts.length,
-            tensor: (parts[piece.tensor].record ?? parts[piece.tensor].t).name,
-          });
+      (bytes, { keep, tensor }) => {
+        // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
+        skeleton.each(keep[0], keep[1], (chunk) => {
+          writeAll(fd, chunk);
+          written += chunk.length;
+        });
+        if (tensor === undefined) return;
+        writeAll(fd, bytes!);
+        written += bytes!.length;
+        options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[tensor].record ?? parts[tensor].t).name });
       },
     );
   } finally {
