@@ -358,7 +358,7 @@ export async function encodeTensor(
     tensor: slice ? `${entry.name} [rows ${slice.row}–${slice.row + slice.rows - 1}]` : entry.name,
   };
   const values = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
-  collectNonFinite(values, options.nonFinite ?? 'error', reader.file, entry.name); // throws under the 'error' policy
+  collectNonFinite(values, options.nonFinite ?? 'error', reader.file, ctx.tensor); // throws under the 'error' policy
   const { planes, shapes, side: side0 } = preparePlanes(values, layout, settings.outliers);
   const seeds = settings.rotate ? shapes.map((_, p) => rotationSeed(index, p)) : undefined;
   if (seeds) rotatePlanes(planes, shapes, seeds);
@@ -542,13 +542,11 @@ function addRates(a: TensorRate, b: TensorRate): TensorRate {
 /** Hash of a tensor's values and shape: identical tensors are stored once. A large tensor is read slice by slice. */
 function contentHash(reader: ModelReader, plan: TensorPlan, sliceWeights: number): string {
   const h = createHash('sha256').update(JSON.stringify([plan.entry.shape, plan.record.layout, plan.settings]));
-  const { key, shape } = plan.entry;
+  const { key } = plan.entry;
   const add = (v: Float32Array): void => void h.update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-  if (shape.length < 2 || elementCount(shape) <= sliceWeights) add(reader.read(key));
-  else {
-    const per = Math.max(1, Math.floor(sliceWeights / Math.max(1, rowElements(shape))));
-    for (let row = 0; row < shape[0]; row += per) add(reader.readRows(key, row, Math.min(per, shape[0] - row)));
-  }
+  const slices = slicesOf(plan, sliceWeights);
+  if (!slices) add(reader.read(key));
+  else for (const s of slices) add(reader.readRows(key, s.row, s.rows));
   return h.digest('hex');
 }
 
