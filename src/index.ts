@@ -19,3 +19,4 @@ export { errorStats, type ErrorStats } from './eval/metrics.js';
 export { classifyTensor, type Role } from './roles/classify.js';
 export { VERSION } from './version.js';
 export { taskByName } from './eval/tasks/index.js';
+export { removePendingTemps } from './io/atomic.js';

@@ -29,6 +29,7 @@ describe('nnmedia CLI', () => {
     expect(existsSync(CLI)).toBe(true);
     const pkg = await import(join(ROOT, 'dist/index.js'));
     expect(typeof pkg.compressModel).toBe('function');
+    expect(typeof pkg.removePendingTemps).toBe('function');
     expect(pkg.listCodecs().map((c: { name: string }) => c.name)).toEqual(
       expect.arrayContaining(['png', 'webp', 'avif', 'jpeg', 'tiff']),
     );
