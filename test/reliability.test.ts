@@ -9,13 +9,13 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compressModel, decompressArchive, NnmediaError, openModel } from '../src/index.js';
-import { Archive } from '../src/pipeline/decompress.js';
+import { Archive, compressModel, decompressArchive, NnmediaError, openModel } from '../src/index.js';
 import { ZipWriter, checkEntryName } from '../src/archive/zip.js';
 import { openSync, closeSync } from 'node:fs';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
 
 const dir = tempDir();
 const onnxFile = join(dir, 'm.onnx');
@@ -69,53 +69,42 @@ describe('deterministic output', () => {
 describe('hostile input (property-based, bounded)', () => {
   const onnx = readFileSync(onnxFile);
   const st = readFileSync(stFile);
-  it(
-    'ONNX reader: random byte flips and truncations give a typed error or a valid read',
-    () => {
-      fc.assert(
-        fc.property(
-          fc.array(fc.tuple(fc.nat(onnx.length - 1), fc.integer({ min: 1, max: 255 })), { maxLength: 8 }),
-          fc.nat(onnx.length),
-          (flips, cut) => {
-            const b = Buffer.from(onnx.subarray(0, Math.max(1, cut)));
-            for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
-            const f = join(dir, 'fuzz.onnx');
-            writeFileSync(f, b);
-            return survives(() => {
-              const r = openModel(f);
-              for (const t of r.tensors) r.read(t.key);
-            });
-          },
-        ),
-        budget(300, 42),
-      );
-    },
-    FUZZ_TIMEOUT,
-  );
-  it(
-    'safetensors reader: random header edits give a typed error or a valid read',
-    () => {
-      fc.assert(
-        fc.property(
-          fc.array(fc.tuple(fc.nat(200), fc.integer({ min: 1, max: 255 })), { maxLength: 6 }),
-          fc.nat(st.length),
-          (flips, cut) => {
-            const b = Buffer.from(st.subarray(0, Math.max(1, cut)));
-            for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
-            const f = join(dir, 'fuzz.safetensors');
-            writeFileSync(f, b);
-            return survives(() => {
-              const r = openModel(f);
-              for (const t of r.tensors) r.read(t.key);
-              (r as { close?: () => void }).close?.();
-            });
-          },
-        ),
-        budget(300, 43),
-      );
-    },
-    FUZZ_TIMEOUT,
-  );
+  // ONNX: flips anywhere; safetensors: flips in the first 200 bytes (the header), both with any truncation
+  for (const [title, bytes, reach, flipsMax, file, seed] of [
+    [
+      'ONNX reader: random byte flips and truncations give a typed error or a valid read',
+      onnx,
+      onnx.length - 1,
+      8,
+      'fuzz.onnx',
+      42,
+    ],
+    ['safetensors reader: random header edits give a typed error or a valid read', st, 200, 6, 'fuzz.safetensors', 43],
+  ] as const)
+    it(
+      title,
+      () => {
+        fc.assert(
+          fc.property(
+            fc.array(fc.tuple(fc.nat(reach), fc.integer({ min: 1, max: 255 })), { maxLength: flipsMax }),
+            fc.nat(bytes.length),
+            (flips, cut) => {
+              const b = Buffer.from(bytes.subarray(0, Math.max(1, cut)));
+              for (const [i, x] of flips) if (i < b.length) b[i] ^= x;
+              const f = join(dir, file);
+              writeFileSync(f, b);
+              return survives(() => {
+                const r = openModel(f);
+                for (const t of r.tensors) r.read(t.key);
+                (r as { close?: () => void }).close?.();
+              });
+            },
+          ),
+          budget(300, seed),
+        );
+      },
+      FUZZ_TIMEOUT,
+    );
   it(
     'archive reader: flips anywhere are detected (checksums) or decode to the same weights',
     async () => {
@@ -147,16 +136,6 @@ describe('hostile input (property-based, bounded)', () => {
   );
 });
 
-/** An archive of the given entries and a manifest of our choosing (the ZIP itself valid: CRCs match). */
-function writeArchive(file: string, entries: ReadonlyArray<readonly [string, Uint8Array]>, manifest: unknown): void {
-  const fd = openSync(file, 'w');
-  const zip = new ZipWriter(fd);
-  for (const [n, d] of entries) zip.add(n, d, n.endsWith('.png') ? 'store' : 'deflate');
-  zip.add('manifest.json', Buffer.from(JSON.stringify(manifest)), 'deflate');
-  zip.finish();
-  closeSync(fd);
-}
-
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
   // the sliced archive codes every matrix of the fixture as slices: its records are two levels deeper
   for (const [label, model, sliceWeights, depth] of [
@@ -170,10 +149,7 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
         const good = join(dir, `mgood-${label}.nnm`);
         // (sliced: its skeleton in 1 KB parts, listed in the manifest)
         await compressModel(model, good, { codec: 'png', sliceWeights, skeletonPartBytes: sliceWeights });
-        const archive = new Archive(good);
-        const manifest = archive.manifest;
-        const others = Object.keys(manifest.entries).map((n) => [n, archive.entry(n)] as const);
-        archive.close();
+        const { manifest, entries: others } = readArchive(good);
         // paths into the records: every key, one level into nested objects and arrays
         const paths: string[][] = [];
         const walk = (v: unknown, path: string[], at: number): void => {
@@ -223,12 +199,9 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
     );
   it('regression (found by the manifest fuzzer): a manifest that drops tensor records is rejected, not a model without weights', async () => {
     const good = join(dir, 'mgood-ONNX.nnm');
-    const archive = new Archive(good);
-    const manifest = { ...archive.manifest, tensors: [] };
-    const others = Object.keys(archive.manifest.entries).map((n) => [n, archive.entry(n)] as const);
-    archive.close();
+    const { manifest, entries: others } = readArchive(good);
     const f = join(dir, 'mdrop.nnm');
-    writeArchive(f, others, manifest);
+    writeArchive(f, others, { ...manifest, tensors: [] });
     await expect(decompressArchive(f, join(dir, 'mdrop.onnx'))).rejects.toThrow(/rebuilt model is not valid/);
     expect(listDir(dir)).not.toContain('mdrop.onnx');
   });

@@ -19,12 +19,11 @@ import { SafetensorsReader } from '../src/formats/safetensors.js';
 import { sliceLayout } from '../src/layout/planes.js';
 import { buildViewer } from '../src/cli/view.js';
 import { classifyTensor } from '../src/roles/classify.js';
-import { ZipWriter } from '../src/archive/zip.js';
-import { closeSync, openSync } from 'node:fs';
 import type { Manifest } from '../src/archive/manifest.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
 import { gaussian } from './helpers/random.js';
 
 const dir = tempDir();
@@ -257,20 +256,12 @@ describe('slices', () => {
   });
 
   it('hostile slice records: gaps, overlaps, missing slices and bad fields are typed errors', async () => {
-    const good = new Archive(join(dir, 's.nnm'));
-    const manifest = good.manifest;
-    const others = Object.keys(manifest.entries).map((n) => [n, good.entry(n)] as const);
-    good.close();
+    const { manifest, entries } = readArchive(join(dir, 's.nnm'));
     const withSlices = (edit: (m: Manifest) => void): string => {
       const m = structuredClone(manifest);
       edit(m);
       const f = join(dir, 'hostile.nnm');
-      const fd = openSync(f, 'w');
-      const zip = new ZipWriter(fd);
-      for (const [n, d] of others) zip.add(n, d, 'store');
-      zip.add('manifest.json', Buffer.from(JSON.stringify(m)), 'deflate');
-      zip.finish();
-      closeSync(fd);
+      writeArchive(f, entries, m);
       return f;
     };
     const first = (m: Manifest) => m.tensors.find((t) => t.slices)!;

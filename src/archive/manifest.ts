@@ -3,7 +3,7 @@
  * Format version 1. Every other entry is listed with its sha256.
  */
 
-import type { FloatDType, ModelFormat } from '../formats/model.js';
+import { elementCount, rowElements, type FloatDType, type ModelFormat } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import type { TileRect } from '../layout/tiles.js';
 import type { Role } from '../roles/classify.js';
@@ -111,11 +111,6 @@ export interface SliceRecord {
   bytes?: number;
 }
 
-/** Elements of one row of the leading dimension. */
-export function rowElements(shape: readonly number[]): number {
-  return shape.slice(1).reduce((a, b) => a * b, 1);
-}
-
 /**
  * A slice as a tensor record of its own (shape [rows, …rest]), decodable like any other; its values go
  * to the whole tensor from element `offset` on (and to bytes `offset × width` of its storage).
@@ -160,6 +155,27 @@ export interface Manifest {
 /** What decodes on its own: the record itself, or each slice as a record, with the element offset of its values. */
 export function codedParts(t: TensorRecord): Array<{ record: TensorRecord; offset: number }> {
   return t.slices ? t.slices.map((s) => sliceAsTensor(t, s)) : [{ record: t, offset: 0 }];
+}
+
+/** A tensor's values, decoded part by part: a sliced tensor's slices each into their rows. */
+export async function decodeParts(
+  t: TensorRecord,
+  decodeOne: (record: TensorRecord) => Promise<Float32Array>,
+  bad: (message: string) => never,
+): Promise<Float32Array> {
+  if (!t.slices) return decodeOne(t);
+  const out = new Float32Array(elementCount(t.shape));
+  for (const { record, offset } of codedParts(t)) {
+    const values = await decodeOne(record);
+    if (offset + values.length > out.length) bad('slice outside its tensor (corrupt)');
+    out.set(values, offset);
+  }
+  return out;
+}
+
+/** The skeleton's entries, in order: one, unless a large skeleton was written in parts. */
+export function skeletonEntries(m: Manifest): string[] {
+  return m.skeletonParts ?? [m.skeleton];
 }
 
 /** Every media entry of a tensor's planes (all slices), each once. */

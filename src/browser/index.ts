@@ -21,7 +21,7 @@ import { decompress as zstdDecompress } from 'fzstd';
 import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { decodeExactValues } from '../quantize/exact.js';
-import { codedParts, type Manifest, type TensorRecord } from '../archive/manifest.js';
+import { codedParts, decodeParts, skeletonEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
 import { rebuildOnnx } from '../formats/onnx-rebuild.js';
 import { encodeFloats } from '../formats/model.js';
 import { concatBytes } from '../formats/protobuf.js';
@@ -320,7 +320,7 @@ export async function decodeArchive(
   );
   for (const t of halves) names.add(t.half!.entry);
   // a large skeleton comes in parts (every part listed, the first is `skeleton`)
-  const skeletonParts = manifest.skeletonParts ?? [manifest.skeleton];
+  const skeletonParts = skeletonEntries(manifest);
   if (!Array.isArray(skeletonParts) || skeletonParts[0] !== manifest.skeleton)
     throw new BrowserArchiveError('bad skeleton parts (corrupt)');
   if (!options.tensors) for (const p of skeletonParts) names.add(p);
@@ -334,20 +334,17 @@ export async function decodeArchive(
     entries.set(name, data);
   }
   const tensors = new Map<string, Float32Array>();
-  for (const t of decodeSet) {
-    if (!t.slices) {
-      tensors.set(t.key, await decodeTensor(t, entries));
-      continue;
-    }
-    // a sliced tensor: each slice decodes like a tensor of its own, into its rows
-    const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-    for (const c of codedParts(t)) {
-      const values = await decodeTensor(c.record, entries);
-      if (c.offset + values.length > out.length) throw new BrowserArchiveError('slice outside its tensor (corrupt)', t.name);
-      out.set(values, c.offset);
-    }
-    tensors.set(t.key, out);
-  }
+  for (const t of decodeSet)
+    tensors.set(
+      t.key,
+      await decodeParts(
+        t,
+        (record) => decodeTensor(record, entries),
+        (message) => {
+          throw new BrowserArchiveError(message, t.name);
+        },
+      ),
+    );
   for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
   for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
   for (const t of halves) {

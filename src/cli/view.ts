@@ -11,10 +11,10 @@ import { createServer, type Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
 import { Archive, decodeTensor } from '../pipeline/decompress.js';
-import { elementCount } from '../formats/model.js';
+import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../pipeline/open.js';
 import { gatherPlanes } from '../layout/planes.js';
-import { codedParts, rowElements, type TensorRecord } from '../archive/manifest.js';
+import { codedParts, type TensorRecord } from '../archive/manifest.js';
 import { UnsupportedError } from '../errors.js';
 
 const IMAGE_MIME: Record<string, string> = { png: 'image/png', webp: 'image/webp', avif: 'image/avif', jpeg: 'image/jpeg' };

@@ -5,6 +5,8 @@
  * tensors taken out, from which the writer rebuilds the model.
  */
 
+import { BadModelError } from '../errors.js';
+
 export type FloatDType = 'float32' | 'float16' | 'bfloat16' | 'float64';
 export type ModelFormat = 'onnx' | 'safetensors';
 
@@ -46,6 +48,24 @@ export interface ModelReader {
 
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Elements of one row of the leading dimension. */
+export function rowElements(shape: readonly number[]): number {
+  return elementCount(shape.slice(1));
+}
+
+/** Rows [row, row + rows) of a tensor's leading dimension as an element range [start, end), checked. */
+export function rowsRange(
+  shape: readonly number[],
+  row: number,
+  rows: number,
+  ctx: { file: string; tensor: string },
+): [number, number] {
+  if (!(Number.isSafeInteger(row) && Number.isSafeInteger(rows) && row >= 0 && rows >= 0 && row + rows <= (shape[0] ?? 1)))
+    throw new BadModelError(`rows ${row}+${rows} outside the tensor's ${shape[0]}`, ctx);
+  const width = rowElements(shape);
+  return [row * width, (row + rows) * width];
 }
 
 export const BYTES_PER_ELEMENT: Record<FloatDType, number> = {

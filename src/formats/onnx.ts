@@ -45,7 +45,15 @@ import {
 } from './onnx-rebuild.js';
 export { rebuildOnnx, type RestoredTensor } from './onnx-rebuild.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
-import { BYTES_PER_ELEMENT, type ModelReader, type TensorEntry, type TensorUse, decodeFloats, elementCount } from './model.js';
+import {
+  BYTES_PER_ELEMENT,
+  type ModelReader,
+  type TensorEntry,
+  type TensorUse,
+  decodeFloats,
+  elementCount,
+  rowsRange,
+} from './model.js';
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
@@ -311,12 +319,9 @@ export class OnnxReader implements ModelReader {
   }
 
   readRows(key: string, row: number, rows: number): Float32Array {
-    const t = this.get(key);
-    const width = elementCount(t.shape.slice(1));
-    if (!(Number.isSafeInteger(row) && Number.isSafeInteger(rows) && row >= 0 && rows >= 0 && row + rows <= (t.shape[0] ?? 1)))
-      throw new BadModelError(`rows ${row}+${rows} outside the tensor's ${t.shape[0]}`, { file: this.file, tensor: key });
+    const [start, end] = rowsRange(this.get(key).shape, row, rows, { file: this.file, tensor: key });
     // the model is in memory already (protobuf bounds it to 2 GB): a copy of the rows, not a view of the whole
-    return this.read(key).slice(row * width, (row + rows) * width);
+    return this.read(key).slice(start, end);
   }
 
   read(key: string): Float32Array {

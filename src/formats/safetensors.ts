@@ -17,6 +17,7 @@ import {
   decodeFloats,
   elementCount,
   encodeFloats,
+  rowsRange,
 } from './model.js';
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
@@ -170,10 +171,9 @@ export class SafetensorsReader implements ModelReader {
 
   readRows(key: string, row: number, rows: number): Float32Array {
     const t = this.get(key);
-    const rowBytes = elementCount(t.shape.slice(1)) * BYTES_PER_ELEMENT[t.dtype];
-    if (!(Number.isSafeInteger(row) && Number.isSafeInteger(rows) && row >= 0 && rows >= 0 && row + rows <= (t.shape[0] ?? 1)))
-      throw new BadModelError(`rows ${row}+${rows} outside the tensor's ${t.shape[0]}`, { file: this.file, tensor: key });
-    return this.decode(t, this.readAt(this.dataStart + t.begin + row * rowBytes, rows * rowBytes));
+    const [start, end] = rowsRange(t.shape, row, rows, { file: this.file, tensor: key });
+    const width = BYTES_PER_ELEMENT[t.dtype];
+    return this.decode(t, this.readAt(this.dataStart + t.begin + start * width, (end - start) * width));
   }
 
   private decode(t: StEntry, bytes: Buffer): Float32Array {

@@ -1,4 +1,5 @@
 import type { AnyTypedArray, LayoutSpec, PlaneShape } from './types.js';
+import { rowElements } from '../formats/model.js';
 
 const LSTM_GATES = ['i', 'o', 'f', 'c'];
 const GRU_GATES = ['z', 'r', 'h'];
@@ -130,6 +131,5 @@ export function sliceLayout(spec: LayoutSpec, shape: readonly number[], rows: nu
     const n = part(spec.order === 'out_in' ? spec.nfout : spec.nfin);
     if (n !== undefined) out = spec.order === 'out_in' ? { ...spec, nfout: n } : { ...spec, nfin: n };
   }
-  const rest = shape.slice(1).reduce((a, b) => a * b, 1);
-  return out && layoutElementCount(out) === rows * rest ? out : undefined;
+  return out && layoutElementCount(out) === rows * rowElements(shape) ? out : undefined;
 }

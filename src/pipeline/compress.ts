@@ -19,7 +19,7 @@ import { getCodec, resolveCodecOptions } from '../codecs/registry.js';
 import type { Codec, CodecOptions } from '../codecs/types.js';
 import { CodecError, UnsupportedError, withContext } from '../errors.js';
 import type { ModelReader, TensorEntry } from '../formats/model.js';
-import { elementCount } from '../formats/model.js';
+import { elementCount, rowElements } from '../formats/model.js';
 import { gatherPlanes, planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../layout/tiles.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
@@ -36,7 +36,6 @@ import { addSums, errorStats, errorSums, statsFromSums, type ErrorSums } from '.
 import {
   FORMAT_VERSION,
   MANIFEST_NAME,
-  rowElements,
   type Manifest,
   type PlaneRecord,
   type SliceRecord,
@@ -497,10 +496,9 @@ export async function encodeTensor(
   return { entries, coded, sums };
 }
 
-/** A whole tensor's coding into its record, replacing what an earlier encode (rate control) put there. */
-function setCoded(record: TensorRecord, coded: CodedTensor): void {
+/** Removes what an earlier encode (rate control re-encodes) put in a record, before the new coding goes in. */
+function clearCoding(record: TensorRecord): void {
   for (const k of ['nonFinite', 'exactValues', 'slices', 'planes', 'quant', 'codec'] as const) delete record[k];
-  Object.assign(record, coded);
 }
 
 /**
@@ -893,16 +891,19 @@ async function encodeAll(
         (encoded, { plan, slice }) => {
           // media are compressed already; the exact side values (index deltas, floats) deflate well
           for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
-          if (!slice) setCoded(plan.record, encoded.coded);
-          else {
+          if (!slice) {
+            clearCoding(plan.record);
+            Object.assign(plan.record, encoded.coded);
+          } else {
             slices.push({ row: slice.row, rows: slice.rows, ...encoded.coded });
             sums = sums ? addSums(sums, encoded.sums) : encoded.sums;
             if (slice.row + slice.rows === plan.entry.shape[0]) {
-              const { layout } = plan.record;
-              setCoded(plan.record, { layout } as CodedTensor);
-              plan.record.slices = slices;
-              plan.record.stats = statsFromSums(sums);
-              plan.record.bytes = slices.reduce((n, x) => n + (x.bytes ?? 0), 0);
+              clearCoding(plan.record);
+              Object.assign(plan.record, {
+                slices,
+                stats: statsFromSums(sums),
+                bytes: slices.reduce((n, x) => n + (x.bytes ?? 0), 0),
+              });
               slices = [];
               sums = undefined;
             }

@@ -23,6 +23,8 @@ import {
   MANIFEST_NAME,
   MAX_MANIFEST_BYTES,
   codedParts,
+  decodeParts,
+  skeletonEntries,
   sliceAsTensor,
   type Manifest,
   type TensorRecord,
@@ -87,7 +89,7 @@ export class Archive {
 
   /** The skeleton's entries, in order: one, unless a large skeleton was written in parts. */
   skeletonParts(): string[] {
-    return this.manifest.skeletonParts ?? [this.manifest.skeleton];
+    return skeletonEntries(this.manifest);
   }
 
   /** The whole skeleton in memory (ONNX, and in-memory rebuilds). */
@@ -298,10 +300,11 @@ function decodeRanges(
 
 /** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */
 export async function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
-  if (!t.slices) return decodeCoded(archive, t);
-  const out = new Float32Array(elementCount(t.shape));
-  for (const part of codedParts(t)) out.set(await decodeCoded(archive, part.record), part.offset);
-  return out;
+  return decodeParts(
+    t,
+    (record) => decodeCoded(archive, record),
+    (message) => fail(archive.file, message, t.key),
+  );
 }
 
 /** Decodes one coded tensor or slice. */
@@ -380,11 +383,13 @@ function tensorDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord) =
   return (t) => (pool ? pool.run<Float32Array>({ kind: 'decode', file: archive.file, record: t }) : decodeTensor(archive, t));
 }
 
-function workerPool(options: DecompressOptions, tasks: number, records: readonly TensorRecord[]): WorkerPool | undefined {
+function workerPool(options: DecompressOptions, parts: ReadonlyArray<{ record?: TensorRecord }>): WorkerPool | undefined {
+  // one job per coded tensor or slice; the weights they decode decide whether threads are worth starting
+  const coded = parts.filter((p) => p.record);
   return poolFor(
     options.jobs,
-    tasks,
-    records.reduce((n, t) => n + elementCount(t.shape), 0),
+    coded.length,
+    coded.reduce((n, p) => n + elementCount(p.record!.shape), 0),
   );
 }
 
@@ -394,7 +399,7 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
   const parts = records.flatMap((t) => codedParts(t).map((part) => ({ t, ...part })));
   const out = new Map<string, Float32Array>();
   let done = 0;
-  const pool = workerPool(options, parts.length, records);
+  const pool = workerPool(options, parts);
   const decode = tensorDecoder(archive, pool);
   try {
     await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
@@ -464,11 +469,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
     });
   const skeleton = new SkeletonReader(archive);
   const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, file);
-  const pool = workerPool(
-    options,
-    parts.length,
-    parts.map((p) => p.t),
-  );
+  const pool = workerPool(options, parts);
   const decode = tensorDecoder(archive, pool);
   const half = halfValues(archive);
   // Each restored tensor with the skeleton bytes before it: units of work that the window counts, so `jobs`
