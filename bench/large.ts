@@ -51,7 +51,7 @@ async function step(kind: 'compress' | 'decompress', input: string, output: stri
   const script = `
     const { ${kind === 'compress' ? 'compressModel' : 'decompressArchive'} : f } = await import(${JSON.stringify(join(ROOT, 'dist/index.js'))});
     const t0 = performance.now();
-    const r = await f(${JSON.stringify(input)}, ${JSON.stringify(output)}, { jobs: ${jobs}${sliceWeights ? `, sliceWeights: ${sliceWeights}` : ''} });
+    const r = await f(${JSON.stringify(input)}, ${JSON.stringify(output)}, { jobs: ${jobs}, force: true${sliceWeights ? `, sliceWeights: ${sliceWeights}` : ''} });
     console.log(JSON.stringify({ seconds: (performance.now() - t0) / 1000, maxRss: process.resourceUsage().maxRSS * 1024,
       bitsPerWeight: r.bitsPerWeight, archiveBytes: r.archiveBytes }));`;
   const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { maxBuffer: 1 << 24 });

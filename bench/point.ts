@@ -10,9 +10,10 @@ const [input, archive, restored, optionsJson] = process.argv.slice(2);
 const { task, ...rest } = JSON.parse(optionsJson) as Parameters<typeof compressModel>[2] & { task?: string };
 const options = { ...rest, ...(task ? { task: taskByName(task) } : {}) };
 const t0 = performance.now();
-const r = await compressModel(input, archive, options);
+// points of a sweep reuse their file names
+const r = await compressModel(input, archive, { ...options, force: true });
 const t1 = performance.now();
-await decompressArchive(archive, restored, {});
+await decompressArchive(archive, restored, { force: true });
 const t2 = performance.now();
 const mediaBytes = r.manifest.tensors.reduce((s, t) => s + (t.bytes ?? 0), 0);
 console.log(

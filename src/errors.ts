@@ -6,7 +6,15 @@
  */
 
 export type ErrorCode =
-  'E_OPTION' | 'E_BAD_MODEL' | 'E_CORRUPT_ARCHIVE' | 'E_NON_FINITE' | 'E_UNSUPPORTED' | 'E_MISSING_CODEC' | 'E_CODEC' | 'E_IO';
+  | 'E_OPTION'
+  | 'E_BAD_MODEL'
+  | 'E_CORRUPT_ARCHIVE'
+  | 'E_NON_FINITE'
+  | 'E_UNSUPPORTED'
+  | 'E_MISSING_CODEC'
+  | 'E_CODEC'
+  | 'E_IO'
+  | 'E_OUTPUT_EXISTS';
 
 export interface ErrorContext {
   file?: string;
@@ -86,6 +94,13 @@ export class IoError extends NnmediaError {
   }
 }
 
+/** The output path holds a file that may not be replaced (without `force`, or ever: the original model). */
+export class OutputExistsError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_OUTPUT_EXISTS', message, context);
+  }
+}
+
 /** The same error with the file and tensor named, for errors raised below the level that knows them. */
 export function withContext(e: unknown, context: ErrorContext): unknown {
   if (!(e instanceof NnmediaError) || e.tensor) return e;
@@ -128,6 +143,7 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_MISSING_CODEC: MissingCodecError,
   E_CODEC: CodecError,
   E_IO: IoError,
+  E_OUTPUT_EXISTS: OutputExistsError,
 };
 
 /** The same typed error (class, code, file, tensor, message) on this side of the boundary. */

@@ -1,6 +1,7 @@
 /** The built CLI and package, as a user runs them (npm test builds dist/ first). */
 import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -75,5 +76,42 @@ describe('nnmedia CLI', () => {
     const q = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--quality', '150');
     expect(q.code).toBe(2);
     expect(q.stderr).toMatch(/Expected integer between 1 and 100 for quality but received 150/);
+  });
+
+  it('never replaces a file without --force, and never the original model even with it', async () => {
+    const sha = (f: string): string =>
+      createHash('sha256')
+        .update(readFileSync(join(dir, f)))
+        .digest('hex');
+    mkdirSync(join(dir, 'ow'));
+    copyFileSync(model, join(dir, 'ow/model.onnx'));
+    const original = sha('ow/model.onnx');
+    expect((await cli('compress', 'ow/model.onnx', '-o', 'ow/model.nnm')).code).toBe(0);
+    const archive = sha('ow/model.nnm');
+    // compress over an existing archive: refused, the archive unchanged
+    const again = await cli('compress', 'ow/model.onnx', '-o', 'ow/model.nnm', '--codec', 'webp');
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^nnmedia: E_OUTPUT_EXISTS: file ow\/model\.nnm: output file exists; pass --force/);
+    expect(sha('ow/model.nnm')).toBe(archive);
+    expect((await cli('compress', 'ow/model.onnx', '-o', 'ow/model.nnm', '--codec', 'webp', '--force')).code).toBe(0);
+    expect(sha('ow/model.nnm')).not.toBe(archive);
+    // decompress next to the original, onto its name: refused with and without --force, the original intact
+    for (const flags of [[], ['--force']]) {
+      const d = await cli('decompress', 'ow/model.nnm', '-o', 'ow/model.onnx', ...flags);
+      expect(d.code).toBe(1);
+      expect(d.stderr).toMatch(/E_OUTPUT_EXISTS: .*original model the archive was made from/);
+      expect(sha('ow/model.onnx')).toBe(original);
+    }
+    // another existing file: refused without --force, replaced with it
+    writeFileSync(join(dir, 'ow/other.onnx'), 'not a model');
+    expect((await cli('decompress', 'ow/model.nnm', '-o', 'ow/other.onnx')).code).toBe(1);
+    expect(readFileSync(join(dir, 'ow/other.onnx'), 'utf8')).toBe('not a model');
+    expect((await cli('decompress', 'ow/model.nnm', '-o', 'ow/other.onnx', '--force')).code).toBe(0);
+    expect(readFileSync(join(dir, 'ow/other.onnx')).length).toBeGreaterThan(1000);
+    // a directory as the output: refused before any work
+    const d = await cli('compress', 'ow/model.onnx', '-o', 'ow');
+    expect(d.code).toBe(1);
+    expect(d.stderr).toMatch(/E_IO: file ow: output path is a directory/);
+    expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
   });
 });

@@ -51,6 +51,18 @@ describe('compress → decompress on a model with every layer role', () => {
     expect(openModel(out).read('b1')).toEqual(weights.b1);
   });
 
+  it('force: an existing output is refused (OutputExistsError) unless forced; the source model never', async () => {
+    const { OutputExistsError } = await import('../src/index.js');
+    const archive = join(dir, 'force.nnm');
+    await compressModel(modelFile, archive, {});
+    await expect(compressModel(modelFile, archive, {})).rejects.toBeInstanceOf(OutputExistsError);
+    await compressModel(modelFile, archive, { force: true, codec: 'webp' });
+    const copy = join(dir, 'force-source.onnx');
+    writeFileSync(copy, bytes);
+    await expect(decompressArchive(archive, copy, { force: true })).rejects.toThrow(/original model the archive was made from/);
+    expect(readFileSync(copy)).toEqual(Buffer.from(bytes));
+  });
+
   it('16-bit PNG: outputs within 1e-3', async () => {
     const archive = join(dir, 'mixed16.nnm');
     const out = join(dir, 'mixed16.onnx');

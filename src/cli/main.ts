@@ -84,6 +84,7 @@ interface CompressFlags {
   maxLoss?: number;
   task?: string;
   json?: boolean;
+  force?: boolean;
 }
 
 async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
@@ -116,6 +117,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     jobs: f.jobs,
     sliceWeights: f.sliceWeights,
     rules: f.config ? loadRulesFile(f.config) : undefined,
+    force: f.force,
   };
 }
 
@@ -234,6 +236,7 @@ export function buildProgram(): Command {
 
   addCompressOptions(program.command('compress <model>').description('model (.onnx, .safetensors) → .nnm archive'))
     .requiredOption('-o, --output <file>', 'output archive (.nnm)')
+    .option('--force', 'replace an existing output file (never the input)')
     .option('--json', 'print a JSON summary')
     .action(async (model: string, f: CompressFlags) => {
       const bar = progress(!f.json);
@@ -260,11 +263,12 @@ export function buildProgram(): Command {
     .command('decompress <archive>')
     .description('.nnm archive → model in its original format')
     .requiredOption('-o, --output <file>', 'output model file')
+    .option('--force', 'replace an existing output file (never the original model the archive was made from)')
     .option('--jobs <n>', 'worker threads decoding tensors at once (default: cores)', int('jobs'))
     .option('--json', 'print a JSON summary')
-    .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean }) => {
+    .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean; force?: boolean }) => {
       const bar = progress(!f.json);
-      const r = await decompressArchive(archive, f.output, { jobs: f.jobs, onProgress: bar.onProgress });
+      const r = await decompressArchive(archive, f.output, { jobs: f.jobs, force: f.force, onProgress: bar.onProgress });
       bar.stop();
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
       else console.log(`${f.output}: ${r.format}, ${r.bytes} bytes`);

@@ -9,15 +9,17 @@ import {
   closeSync,
   createReadStream,
   existsSync,
+  linkSync,
   writeSync,
   fsyncSync,
   openSync,
   realpathSync,
   renameSync,
+  statSync,
   unlinkSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { IoError } from '../errors.js';
+import { IoError, OutputExistsError } from '../errors.js';
 
 const pending = new Set<string>();
 
@@ -43,14 +45,41 @@ function samePath(a: string, b: string): boolean {
   return real(a) === real(b);
 }
 
-/** Refuses an output path that is one of the inputs. */
-export function checkOutputPath(output: string, inputs: readonly string[]): void {
-  for (const input of inputs)
-    if (existsSync(output) && samePath(output, input))
-      throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
+/** How an output may treat a file already at its path. */
+export interface OutputPolicy {
+  /** Replace an existing file (never an input, never `protect`). */
+  force?: boolean;
+  /** A file that is never replaced, even with `force`: the sha256 of the original model an archive was made from. */
+  protect?: { sha256: string; what: string };
 }
 
-export async function writeAtomic(target: string, write: (fd: number) => void | Promise<void>): Promise<void> {
+/**
+ * Checks an output path before any work starts: never one of the inputs, never a directory, and an existing file
+ * only with `force` — and never, even then, a file whose sha256 is `protect`'s (decompressing next to the original
+ * model must not replace it with the lossy copy).
+ */
+export async function checkOutputPath(output: string, inputs: readonly string[], policy: OutputPolicy = {}): Promise<void> {
+  if (!existsSync(output)) return;
+  for (const input of inputs)
+    if (samePath(output, input)) throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
+  if (statSync(output).isDirectory())
+    throw new IoError(`output path is a directory; give a file name (e.g. ${join(output, 'model.nnm')})`, { file: output });
+  if (policy.protect && (await sha256File(output)) === policy.protect.sha256)
+    throw new OutputExistsError(`${policy.protect.what}; refusing to overwrite it, even with --force`, { file: output });
+  if (!policy.force)
+    throw new OutputExistsError(`output file exists; pass --force (library: force: true) to replace it`, { file: output });
+}
+
+/**
+ * Writes `target` through a temporary file beside it, renamed into place when complete. Without `overwrite` the
+ * final step is a hard link, which fails if a file appeared at `target` meanwhile: an existing file is never
+ * replaced by a race.
+ */
+export async function writeAtomic(
+  target: string,
+  write: (fd: number) => void | Promise<void>,
+  options: { overwrite?: boolean } = {},
+): Promise<void> {
   const tmp = join(dirname(resolve(target)), `.${basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
   let fd: number;
   try {
@@ -63,7 +92,8 @@ export async function writeAtomic(target: string, write: (fd: number) => void | 
     await write(fd);
     fsyncSync(fd);
     closeSync(fd);
-    renameSync(tmp, target);
+    if (options.overwrite) renameSync(tmp, target);
+    else commitNoClobber(tmp, target);
     pending.delete(tmp);
   } catch (e) {
     try {
@@ -74,11 +104,29 @@ export async function writeAtomic(target: string, write: (fd: number) => void | 
     try {
       unlinkSync(tmp);
     } catch {
-      /* never created */
+      /* never created, or renamed */
     }
     pending.delete(tmp);
     throw e;
   }
+}
+
+/** Moves `tmp` to `target` unless a file is there: link (atomic, fails on an existing name), then unlink. */
+function commitNoClobber(tmp: string, target: string): void {
+  try {
+    linkSync(tmp, target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST')
+      throw new OutputExistsError(`output file appeared while writing; pass --force to replace it`, { file: target });
+    // file systems without hard links: check, then rename (a narrow race instead of none)
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV')
+      throw new IoError(`cannot write output: ${(e as Error).message}`, { file: target }, e);
+    if (existsSync(target)) throw new OutputExistsError(`output file exists; pass --force to replace it`, { file: target });
+    renameSync(tmp, target);
+    return;
+  }
+  unlinkSync(tmp);
 }
 
 /** sha256 of a file, streamed (the file may be larger than memory). */

@@ -726,7 +726,7 @@ async function allocate(
 
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressResult> {
   checkCompressOptions(options);
-  checkOutputPath(output, [input]);
+  await checkOutputPath(output, [input], { force: options.force });
   const reader = openModel(input);
   try {
     const plans = planTensors(reader, options);
@@ -762,12 +762,14 @@ export async function compressModel(input: string, output: string, options: Comp
     const reallocate = allocating
       ? await allocate(reader, () => readFileSync(input), plans, unique, overheadBits, options)
       : undefined;
-    const encode = (): Promise<CompressResult> =>
-      encodeAll(
+    // rate control writes the archive more than once: after the first write the file at `output` is ours
+    let written = false;
+    const encode = async (): Promise<CompressResult> => {
+      const r = await encodeAll(
         reader,
         input,
         output,
-        options,
+        written ? { ...options, force: true } : options,
         plans,
         work,
         unique,
@@ -777,6 +779,9 @@ export async function compressModel(input: string, output: string, options: Comp
         compressedWeights,
         half?.data,
       );
+      written = true;
+      return r;
+    };
     let result = await encode();
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots.
@@ -875,67 +880,71 @@ async function encodeAll(
   let slices: SliceRecord[] = [];
   let sums: ErrorSums | undefined;
   try {
-    await writeAtomic(output, async (fd) => {
-      const zip = new ZipWriter(fd);
-      const put = (name: string, data: Uint8Array, method: ZipMethod): void => {
-        entries[name] = { sha256: sha256(data), bytes: data.length };
-        zip.add(name, data, method);
-      };
-      await runOrdered(
-        units,
-        jobs,
-        (unit) => {
-          options.signal?.throwIfAborted();
-          return encode(unit);
-        },
-        (encoded, { plan, slice }) => {
-          // media are compressed already; the exact side values (index deltas, floats) deflate well
-          for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
-          if (!slice) {
-            clearCoding(plan.record);
-            Object.assign(plan.record, encoded.coded);
-          } else {
-            slices.push({ row: slice.row, rows: slice.rows, ...encoded.coded });
-            sums = sums ? addSums(sums, encoded.sums) : encoded.sums;
-            if (slice.row + slice.rows === plan.entry.shape[0]) {
+    await writeAtomic(
+      output,
+      async (fd) => {
+        const zip = new ZipWriter(fd);
+        const put = (name: string, data: Uint8Array, method: ZipMethod): void => {
+          entries[name] = { sha256: sha256(data), bytes: data.length };
+          zip.add(name, data, method);
+        };
+        await runOrdered(
+          units,
+          jobs,
+          (unit) => {
+            options.signal?.throwIfAborted();
+            return encode(unit);
+          },
+          (encoded, { plan, slice }) => {
+            // media are compressed already; the exact side values (index deltas, floats) deflate well
+            for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
+            if (!slice) {
               clearCoding(plan.record);
-              Object.assign(plan.record, {
-                slices,
-                stats: statsFromSums(sums),
-                bytes: slices.reduce((n, x) => n + (x.bytes ?? 0), 0),
-              });
-              slices = [];
-              sums = undefined;
+              Object.assign(plan.record, encoded.coded);
+            } else {
+              slices.push({ row: slice.row, rows: slice.rows, ...encoded.coded });
+              sums = sums ? addSums(sums, encoded.sums) : encoded.sums;
+              if (slice.row + slice.rows === plan.entry.shape[0]) {
+                clearCoding(plan.record);
+                Object.assign(plan.record, {
+                  slices,
+                  stats: statsFromSums(sums),
+                  bytes: slices.reduce((n, x) => n + (x.bytes ?? 0), 0),
+                });
+                slices = [];
+                sums = undefined;
+              }
             }
-          }
-          options.onProgress?.({
-            done: ++done,
-            total: units.length,
-            tensor: slice ? `${plan.entry.name} [slice ${slice.k + 1}]` : plan.entry.name,
-          });
-        },
-      );
-      for (const p of work) {
-        if (!p.record.sameAs) continue;
-        const first = plans.find((q) => q.record.key === p.record.sameAs)!;
-        p.record.stats = first.record.stats;
-        p.record.bytes = 0;
-      }
-      if (halfData) put(HALF_ENTRY, halfData, 'deflate');
-      // a skeleton larger than one part (large kept tensors) is stored in parts, listed in the manifest
-      const parts: string[] = [];
-      for (const part of skeleton()) {
-        const name = parts.length ? `${skeletonName}.${parts.length}` : skeletonName;
-        put(name, part, 'deflate');
-        parts.push(name);
-        options.signal?.throwIfAborted();
-      }
-      manifest = buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries);
-      if (parts.length > 1) manifest.skeletonParts = parts;
-      zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
-      zip.finish();
-      archiveBytes = zip.bytesWritten;
-    });
+            options.onProgress?.({
+              done: ++done,
+              total: units.length,
+              tensor: slice ? `${plan.entry.name} [slice ${slice.k + 1}]` : plan.entry.name,
+            });
+          },
+        );
+        for (const p of work) {
+          if (!p.record.sameAs) continue;
+          const first = plans.find((q) => q.record.key === p.record.sameAs)!;
+          p.record.stats = first.record.stats;
+          p.record.bytes = 0;
+        }
+        if (halfData) put(HALF_ENTRY, halfData, 'deflate');
+        // a skeleton larger than one part (large kept tensors) is stored in parts, listed in the manifest
+        const parts: string[] = [];
+        for (const part of skeleton()) {
+          const name = parts.length ? `${skeletonName}.${parts.length}` : skeletonName;
+          put(name, part, 'deflate');
+          parts.push(name);
+          options.signal?.throwIfAborted();
+        }
+        manifest = buildManifest(reader, input, options, plans, skeletonName, sourceSha, entries);
+        if (parts.length > 1) manifest.skeletonParts = parts;
+        zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+        zip.finish();
+        archiveBytes = zip.bytesWritten;
+      },
+      { overwrite: options.force },
+    );
   } finally {
     await pool?.close();
   }

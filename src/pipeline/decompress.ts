@@ -39,6 +39,11 @@ import { concatBytes } from '../formats/protobuf.js';
 
 export interface DecompressOptions {
   jobs?: number;
+  /**
+   * Replace an existing output file (default: refuse with `OutputExistsError`). The original model the archive
+   * was made from (found by its sha256 in the manifest) is never replaced, even with `force`.
+   */
+  force?: boolean;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
 }
@@ -564,9 +569,16 @@ export async function decompressArchive(
   output: string,
   options: DecompressOptions = {},
 ): Promise<{ format: ModelFormat; bytes: number }> {
-  checkOutputPath(output, [input]);
   const archive = new Archive(input);
   try {
+    const { source } = archive.manifest;
+    await checkOutputPath(output, [input], {
+      force: options.force,
+      protect: {
+        sha256: source.sha256,
+        what: `this is the original model the archive was made from (${source.file}, sha256 ${source.sha256.slice(0, 12)}…)`,
+      },
+    });
     const format = archive.manifest.source.format;
     const ext = extname(output).toLowerCase();
     if (ext && Object.values(EXTENSIONS).includes(ext) && ext !== EXTENSIONS[format])
@@ -575,9 +587,13 @@ export async function decompressArchive(
     if (format === 'safetensors') {
       // every checksum is verified before the first byte is written (entry by entry: bounded memory)
       archive.verify();
-      await writeAtomic(output, async (fd) => {
-        bytes = await writeSafetensorsStream(archive, fd, options);
-      });
+      await writeAtomic(
+        output,
+        async (fd) => {
+          bytes = await writeSafetensorsStream(archive, fd, options);
+        },
+        { overwrite: options.force },
+      );
     } else {
       const model = await rebuildModel(archive, options);
       // the rebuilt model must read back: every float tensor with exactly the data its shape needs
@@ -590,7 +606,7 @@ export async function decompressArchive(
         });
       }
       options.signal?.throwIfAborted();
-      await writeAtomic(output, (fd) => writeAll(fd, model));
+      await writeAtomic(output, (fd) => writeAll(fd, model), { overwrite: options.force });
       bytes = model.length;
     }
     return { format, bytes };

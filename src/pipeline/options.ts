@@ -84,6 +84,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   skeletonPartBytes?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
+  /** Replace an existing output file (default: refuse with `OutputExistsError`). Never the input. */
+  force?: boolean;
 }
 
 /** The codec each medium uses when none is named. */
@@ -132,6 +134,7 @@ export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
 
 export function checkCompressOptions(o: CompressOptions): void {
   checkSettings(o);
+  if (o.force !== undefined) expect(typeof o.force === 'boolean', 'boolean for force', o.force);
   if (o.nonFinite !== undefined)
     expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
   if (o.targetSnr !== undefined)
