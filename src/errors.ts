@@ -14,7 +14,8 @@ export type ErrorCode =
   | 'E_MISSING_CODEC'
   | 'E_CODEC'
   | 'E_IO'
-  | 'E_OUTPUT_EXISTS';
+  | 'E_OUTPUT_EXISTS'
+  | 'E_MISSING_DEPENDENCY';
 
 export interface ErrorContext {
   file?: string;
@@ -101,6 +102,13 @@ export class OutputExistsError extends NnmediaError {
   }
 }
 
+/** An optional package this feature needs is not installed (the message names it and how to install it). */
+export class MissingDependencyError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_MISSING_DEPENDENCY', message, context);
+  }
+}
+
 /** The same error with the file and tensor named, for errors raised below the level that knows them. */
 export function withContext(e: unknown, context: ErrorContext): unknown {
   if (!(e instanceof NnmediaError) || e.tensor) return e;
@@ -144,6 +152,7 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_CODEC: CodecError,
   E_IO: IoError,
   E_OUTPUT_EXISTS: OutputExistsError,
+  E_MISSING_DEPENDENCY: MissingDependencyError,
 };
 
 /** The same typed error (class, code, file, tensor, message) on this side of the boundary. */
