@@ -39,7 +39,7 @@ import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
 import { CalibrationRunner } from './runner.js';
 import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
 import { findRateInput, findStateLinks, type StateLink } from './state.js';
-import { allocate, convertTensor, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
+import { convertTensor, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 
 export interface SyntheticOptions {

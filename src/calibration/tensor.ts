@@ -7,6 +7,7 @@
 import type { Tensor as OrtTensor } from 'onnxruntime-node';
 import { BadCalibrationError } from '../errors.js';
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
+import type { loadOrt } from '../runtime/optional.js';
 
 /** The numeric element types a model input can take here (ONNX names, as onnxruntime reports them). */
 export const ELEMENT_TYPES = [
@@ -148,7 +149,7 @@ const INTEGER_RANGE: Record<Exclude<ElementType, 'float32' | 'float16' | 'float6
   uint8: [0, 255],
 };
 
-type Ort = typeof import('onnxruntime-node');
+type Ort = Awaited<ReturnType<typeof loadOrt>>;
 
 /** An `ort.Tensor` over the same memory (no copy). */
 export function toOrtTensor(ort: Ort, t: CalibrationTensor): OrtTensor {
