@@ -53,6 +53,8 @@ export class CalibrationRunner {
     let session: InferenceSession;
     try {
       session = await ort.InferenceSession.create(model, {
+        // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
+        logSeverityLevel: 4,
         ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
       });
     } catch (e) {
