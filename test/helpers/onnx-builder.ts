@@ -293,21 +293,20 @@ const BLOCKS: Array<[number, number, number]> = [
   [128, 256, 2],
 ];
 
-interface BnParams {
-  name: string;
-  channels: number;
-  input: string;
-}
+/** Construction steps in graph order: convolutions set from their inputs' statistics, then BatchNorm statistics. */
+type Step =
+  | { kind: 'bn'; name: string; channels: number; input: string }
+  | { kind: 'conv'; name: string; input: string; cin: number; cout: number; taps: 1 | 9 };
 
 function classifierGraph(
   values: Record<string, Float32Array>,
   extraOutputs: string[] = [],
-): { bytes: Uint8Array; bns: BnParams[]; weights: Record<string, Float32Array> } {
+): { bytes: Uint8Array; steps: Step[]; weights: Record<string, Float32Array> } {
   const g = new Graph('classifier');
-  const bns: BnParams[] = [];
+  const steps: Step[] = [{ kind: 'conv', name: 'stem.weight', input: 'image', cin: 3, cout: 16, taps: 9 }];
   const w = (name: string, dims: number[]): string => g.weight(name, dims, values[name]);
   const bn = (x: string, name: string, channels: number): string => {
-    bns.push({ name, channels, input: x });
+    steps.push({ kind: 'bn', name, channels, input: x });
     return g.op(
       'BatchNormalization',
       [
@@ -323,16 +322,19 @@ function classifierGraph(
   let x = g.op('Conv', ['image', w('stem.weight', [16, 3, 3, 3])], { pads: [1, 1, 1, 1], strides: [2, 2] });
   x = g.op('Relu', [bn(x, 'stem.bn', 16)]);
   BLOCKS.forEach(([cin, cout, stride], i) => {
+    const skip = cin === cout && stride === 1 ? x : undefined;
     x = g.op('Conv', [x, w(`block${i}.dw.weight`, [cin, 1, 3, 3])], {
       pads: [1, 1, 1, 1],
       strides: [stride, stride],
       group: cin,
     });
     x = g.op('Relu', [bn(x, `block${i}.dw.bn`, cin)]);
+    steps.push({ kind: 'conv', name: `block${i}.pw.weight`, input: x, cin, cout, taps: 1 });
     x = g.op('Conv', [x, w(`block${i}.pw.weight`, [cout, cin, 1, 1])]);
-    x = g.op('Relu', [bn(x, `block${i}.pw.bn`, cout)]);
+    // a residual connection where the shape allows (MobileNetV2-style): errors add up instead of compounding
+    x = skip ? g.op('Add', [skip, bn(x, `block${i}.pw.bn`, cout)]) : g.op('Relu', [bn(x, `block${i}.pw.bn`, cout)]);
   });
-  x = g.op('Flatten', [g.op('GlobalAveragePool', [x])]);
+  x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], {}, 'features');
   x = g.op('Relu', [g.op('Gemm', [x, w('head.fc1.weight', [64, 256]), w('head.fc1.bias', [64])], { transB: 1 })]);
   g.op(
     'Gemm',
@@ -343,7 +345,7 @@ function classifierGraph(
   const outputs = [valueInfo('logits', ['N', CLASSIFIER.classes]), ...extraOutputs.map((o) => valueInfo(o))];
   return {
     bytes: encode(g.proto([valueInfo('image', ['N', 3, CLASSIFIER.size, CLASSIFIER.size])], outputs), 13),
-    bns,
+    steps,
     weights: g.weights,
   };
 }
@@ -381,7 +383,9 @@ async function buildClassifier(seed = 7): Promise<BuiltModel> {
   };
   bnInit('stem.bn', 16);
   BLOCKS.forEach(([cin, cout], i) => {
-    he(`block${i}.dw.weight`, cin * 9, 9);
+    // depthwise kernels: a smoothing part (as trained ones mostly are) plus a random part; zero-mean random kernels
+    // would cancel smooth image content and amplify anything else layer after layer
+    values[`block${i}.dw.weight`] = gaussian(cin * 9, s++, 0.12).map((v) => v + 1 / 9);
     bnInit(`block${i}.dw.bn`, cin);
     he(`block${i}.pw.weight`, cout * cin, cin);
     bnInit(`block${i}.pw.bn`, cout);
@@ -390,17 +394,69 @@ async function buildClassifier(seed = 7): Promise<BuiltModel> {
   values['head.fc1.bias'] = gaussian(64, s++, 0.05);
   he('head.fc2.weight', CLASSIFIER.classes * 64, 64);
   values['head.fc2.bias'] = new Float32Array(CLASSIFIER.classes);
-  // BatchNorm statistics from the network's own activations, layer by layer (each depends on the ones before)
+  // Layer by layer (each depends on the ones before), from the network's own activations on natural-image-like
+  // pictures: the stem and pointwise convolutions read the principal directions of their inputs (random mixes of
+  // the top half; a zero-mean random mix would cancel the correlated content of real activations and leave
+  // channels whose faint variance BatchNorm scales up, weight errors included), and every BatchNorm gets the
+  // mean and variance its input has.
   const n = 32;
-  const images = new ort.Tensor('float32', classifierImages(n), [n, 3, CLASSIFIER.size, CLASSIFIER.size]);
-  const { bns } = classifierGraph(values);
-  for (const bn of bns) {
-    const { bytes } = classifierGraph(values, [bn.input]);
-    const session = await ort.InferenceSession.create(bytes);
-    const act = (await session.run({ image: images }))[bn.input];
-    await session.release();
-    const [N, C, H, W] = act.dims as number[];
-    const data = act.data as Float32Array;
+  const pixels = classifierImages(n);
+  const images = new ort.Tensor('float32', pixels, [n, 3, CLASSIFIER.size, CLASSIFIER.size]);
+  for (const step of classifierGraph(values).steps) {
+    let act: Float32Array;
+    let dims: number[];
+    if (step.input === 'image') {
+      act = pixels;
+      dims = [n, 3, CLASSIFIER.size, CLASSIFIER.size];
+    } else {
+      const session = await ort.InferenceSession.create(classifierGraph(values, [step.input]).bytes);
+      const out = (await session.run({ image: images }))[step.input];
+      await session.release();
+      act = out.data as Float32Array;
+      dims = out.dims as number[];
+    }
+    const [N, C, H, W] = dims;
+    if (step.kind === 'conv') {
+      // input vectors: channels at each position (1×1), or 3×3 patches at the stem's stride-2 positions
+      const D = step.cin * step.taps;
+      const vectors: Float64Array[] = [];
+      for (let b = 0; b < N; b++)
+        for (let y = 0; y < H; y += step.taps === 9 ? 2 : 1)
+          for (let x = 0; x < W; x += step.taps === 9 ? 2 : 1) {
+            const v = new Float64Array(D);
+            for (let c = 0; c < C; c++)
+              for (let t = 0; t < step.taps; t++) {
+                const yy = step.taps === 9 ? y + Math.floor(t / 3) - 1 : y;
+                const xx = step.taps === 9 ? x + (t % 3) - 1 : x;
+                if (yy >= 0 && yy < H && xx >= 0 && xx < W) v[c * step.taps + t] = act[((b * C + c) * H + yy) * W + xx];
+              }
+            vectors.push(v);
+          }
+      const mu = new Float64Array(D);
+      for (const v of vectors) for (let d = 0; d < D; d++) mu[d] += v[d] / vectors.length;
+      const cov = new Float64Array(D * D);
+      for (const v of vectors)
+        for (let i = 0; i < D; i++)
+          for (let j = 0; j < D; j++) cov[i * D + j] += ((v[i] - mu[i]) * (v[j] - mu[j])) / vectors.length;
+      const { values: lambda, vectors: u } = symmetricEigen(cov, D);
+      const order = Array.from({ length: D }, (_, i) => i).sort((p, q) => lambda[q] - lambda[p]);
+      // the stem's patches of smooth pictures have few strong directions: a quarter; the rest: half
+      const m = Math.max(4, Math.floor(step.taps === 9 ? D / 4 : D / 2));
+      const mix = gaussian(step.cout * m, s++, 1);
+      const weight = new Float32Array(step.cout * D);
+      for (let o = 0; o < step.cout; o++) {
+        let norm = 0;
+        for (let d = 0; d < D; d++) {
+          let v = 0;
+          for (let k = 0; k < m; k++) v += mix[o * m + k] * u[d * D + order[k]];
+          weight[o * D + d] = v;
+          norm += v * v;
+        }
+        for (let d = 0; d < D; d++) weight[o * D + d] *= Math.sqrt(2 / norm);
+      }
+      values[step.name] = weight;
+      continue;
+    }
     const mean = new Float32Array(C);
     const variance = new Float32Array(C);
     for (let c = 0; c < C; c++) {
@@ -408,34 +464,112 @@ async function buildClassifier(seed = 7): Promise<BuiltModel> {
       let sq = 0;
       for (let b = 0; b < N; b++)
         for (let i = 0; i < H * W; i++) {
-          const v = data[(b * C + c) * H * W + i];
+          const v = act[(b * C + c) * H * W + i];
           sum += v;
           sq += v * v;
         }
-      const m = sum / (N * H * W);
-      mean[c] = m;
-      variance[c] = Math.max(sq / (N * H * W) - m * m, 1e-4);
+      const mm = sum / (N * H * W);
+      mean[c] = mm;
+      variance[c] = Math.max(sq / (N * H * W) - mm * mm, 1e-4);
     }
-    values[`${bn.name}.mean`] = mean;
-    values[`${bn.name}.var`] = variance;
+    values[`${step.name}.mean`] = mean;
+    values[`${step.name}.var`] = variance;
   }
-  // the head: logits centred over the pictures and scaled to a spread of ~3, so the classes are balanced
-  const { bytes } = classifierGraph(values);
-  const session = await ort.InferenceSession.create(bytes);
-  const logits = (await session.run({ image: images })).logits.data as Float32Array;
+  // The head reads the features' principal directions (random mixes of the top half), for the reason the
+  // pointwise convolutions do.
+  const pictures = 256;
+  const many = new ort.Tensor('float32', classifierImages(pictures, 20000), [pictures, 3, CLASSIFIER.size, CLASSIFIER.size]);
+  const withFeatures = classifierGraph(values, ['features']).bytes;
+  let session = await ort.InferenceSession.create(withFeatures);
+  const feats = (await session.run({ image: many })).features.data as Float32Array;
+  await session.release();
+  const D = 256;
+  const H = 64;
+  const mu = new Float64Array(D);
+  for (let b = 0; b < pictures; b++) for (let d = 0; d < D; d++) mu[d] += feats[b * D + d] / pictures;
+  const cov = new Float64Array(D * D);
+  for (let b = 0; b < pictures; b++)
+    for (let i = 0; i < D; i++) {
+      const xi = feats[b * D + i] - mu[i];
+      for (let j = 0; j < D; j++) cov[i * D + j] += (xi * (feats[b * D + j] - mu[j])) / pictures;
+    }
+  const { values: lambda, vectors } = symmetricEigen(cov, D);
+  const order = Array.from({ length: D }, (_, i) => i).sort((p, q) => lambda[q] - lambda[p]);
+  const w1 = values['head.fc1.weight'];
+  const b1 = values['head.fc1.bias'];
+  const top = D / 2;
+  const mix = gaussian(H * top, s++, 1);
+  for (let h = 0; h < H; h++) {
+    const row = new Float64Array(D);
+    for (let k = 0; k < top; k++) for (let d = 0; d < D; d++) row[d] += mix[h * top + k] * vectors[d * D + order[k]];
+    const norm = Math.hypot(...row);
+    let dot = 0;
+    let spread = 0;
+    for (let d = 0; d < D; d++) {
+      w1[h * D + d] = row[d] / norm;
+      dot += (row[d] / norm) * mu[d];
+    }
+    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) spread += ((row[i] * row[j]) / (norm * norm)) * cov[i * D + j];
+    // centred on the pictures, half a standard deviation up: the ReLU passes about two thirds
+    b1[h] = 0.5 * Math.sqrt(spread) - dot;
+  }
+  values['head.fc2.weight'] = gaussian(CLASSIFIER.classes * H, s++, Math.sqrt(1 / H));
+  // logits centred over the pictures and scaled to a spread of 3, so the classes are balanced
+  session = await ort.InferenceSession.create(classifierGraph(values).bytes);
+  const logits = (await session.run({ image: many })).logits.data as Float32Array;
   await session.release();
   const K = CLASSIFIER.classes;
   const w2 = values['head.fc2.weight'];
   for (let k = 0; k < K; k++) {
     let sum = 0;
     let sq = 0;
-    for (let b = 0; b < n; b++) sum += logits[b * K + k];
-    const m = sum / n;
-    for (let b = 0; b < n; b++) sq += (logits[b * K + k] - m) ** 2;
-    const scale = 3 / Math.max(Math.sqrt(sq / n), 1e-3);
-    for (let j = 0; j < 64; j++) w2[k * 64 + j] *= scale;
+    for (let b = 0; b < pictures; b++) sum += logits[b * K + k];
+    const m = sum / pictures;
+    for (let b = 0; b < pictures; b++) sq += (logits[b * K + k] - m) ** 2;
+    const scale = 3 / Math.max(Math.sqrt(sq / pictures), 1e-3);
+    for (let j = 0; j < H; j++) w2[k * H + j] *= scale;
     values['head.fc2.bias'][k] = -m * scale;
   }
   const built = classifierGraph(values);
   return { bytes: built.bytes, weights: built.weights };
+}
+
+/** Eigenvalues and eigenvectors (columns of `vectors`, row-major n×n) of a symmetric matrix: cyclic Jacobi. */
+export function symmetricEigen(matrix: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  const a = Float64Array.from(matrix);
+  const v = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  for (let sweep = 0; sweep < 50; sweep++) {
+    let off = 0;
+    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] ** 2;
+    if (off < 1e-22) break;
+    for (let p = 0; p < n; p++)
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q];
+        if (Math.abs(apq) < 1e-30) continue;
+        const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const sn = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = a[k * n + p];
+          const akq = a[k * n + q];
+          a[k * n + p] = c * akp - sn * akq;
+          a[k * n + q] = sn * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p * n + k];
+          const aqk = a[q * n + k];
+          a[p * n + k] = c * apk - sn * aqk;
+          a[q * n + k] = sn * apk + c * aqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = v[k * n + p];
+          const vkq = v[k * n + q];
+          v[k * n + p] = c * vkp - sn * vkq;
+          v[k * n + q] = sn * vkp + c * vkq;
+        }
+      }
+  }
+  return { values: Float64Array.from({ length: n }, (_, i) => a[i * n + i]), vectors: v };
 }
