@@ -146,7 +146,7 @@ try {
       );
       for (const o of main)
         console.log(
-          `      ${o.name} [${o.kind}] cos ${o.cosine.toFixed(5)} relRms ${o.relRms.toFixed(4)} max|Δ| ${o.maxAbs.toPrecision(3)}${o.agreement !== undefined ? ` agree ${o.agreement.toFixed(4)} of ${o.decisions}` : ''}`,
+          `      ${o.name} [${o.kind}] cos ${o.cosine.toFixed(5)} relRms ${o.relRms.toFixed(4)} max|Δ| ${o.maxAbs.toPrecision(3)}${o.agreement !== undefined ? ` agree ${o.agreement.toFixed(4)} of ${o.decisions}` : ''}${o.iou !== undefined ? ` IoU ${o.iou.toFixed(4)}` : ''}`,
         );
       rows.push({
         model: c.id,

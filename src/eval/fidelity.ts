@@ -49,6 +49,8 @@ export interface OutputFidelity {
   maxAbs: number;
   /** classes/binary: share of decisions (rows, or elements for binary) that agree. */
   agreement?: number;
+  /** binary: intersection over union of the rarer decision (p > 0.5 or p ≤ 0.5, whichever the original gives less). */
+  iou?: number;
   /** Decisions compared. */
   decisions?: number;
   /** A recurrent-state output: reported, not part of the fidelity number. */
@@ -87,6 +89,10 @@ interface Sums {
   logProbRows: boolean;
   unit: boolean;
   binaryAgree: number;
+  /** p > 0.5 in the original, in the candidate, in both */
+  posA: number;
+  posB: number;
+  posAB: number;
 }
 
 /** Accumulates output comparisons over samples, one output at a time, without keeping the values. */
@@ -128,6 +134,9 @@ export class FidelityAccumulator {
         logProbRows: C >= 2,
         unit: true,
         binaryAgree: 0,
+        posA: 0,
+        posB: 0,
+        posAB: 0,
       };
       this.sums.set(name, s);
     }
@@ -150,6 +159,9 @@ export class FidelityAccumulator {
       if (Math.abs(d) > s.maxAbs) s.maxAbs = Math.abs(d);
       if (p < 0 || p > 1) s.unit = false;
       if (p > 0.5 === q > 0.5) s.binaryAgree++;
+      if (p > 0.5) s.posA++;
+      if (q > 0.5) s.posB++;
+      if (p > 0.5 && q > 0.5) s.posAB++;
     }
     s.n += n;
     if (s.lastDim >= 2) {
@@ -191,8 +203,17 @@ export class FidelityAccumulator {
       const kind: OutputKind = classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
       const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.n : undefined;
       const agreement = kind === 'classes' ? s.argmaxAgree / s.rows : kind === 'binary' ? s.binaryAgree / s.n : undefined;
+      let iou: number | undefined;
+      if (kind === 'binary') {
+        // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames)
+        const rarePositive = s.posA <= s.n / 2;
+        const a = rarePositive ? s.posA : s.n - s.posA;
+        const b = rarePositive ? s.posB : s.n - s.posB;
+        const ab = rarePositive ? s.posAB : s.n - s.posA - s.posB + s.posAB;
+        iou = a + b - ab > 0 ? ab / (a + b - ab) : 1;
+      }
       const linear = Math.max(0, 1 - relRms);
-      const score = agreement !== undefined ? Math.min(agreement, linear) : linear;
+      const score = kind === 'binary' ? Math.min(agreement!, iou!) : kind === 'classes' ? agreement! : linear;
       outputs.push({
         name,
         kind,
@@ -201,6 +222,7 @@ export class FidelityAccumulator {
         relRms,
         maxAbs: s.nonFinite ? Infinity : s.maxAbs,
         agreement,
+        iou,
         decisions,
         state: this.stateOutputs.has(name),
         score: Number.isNaN(score) ? 0 : score,
@@ -257,7 +279,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back samples)`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}`,
     ),
   ];
 }
