@@ -225,7 +225,8 @@ export class FidelityAccumulator {
         iou,
         decisions,
         state: this.stateOutputs.has(name),
-        score: Number.isNaN(score) ? 0 : score,
+        // a candidate that gives NaN or ±Inf where the original has numbers is broken, whatever else agrees
+        score: s.nonFinite || Number.isNaN(score) ? 0 : score,
       });
     }
     const judged = outputs.filter((o) => !o.state);
