@@ -1,36 +1,40 @@
 /**
  * Fidelity of a candidate model (a decompressed archive) to the original: both run on the same held-back
- * calibration samples, every output compared.
+ * calibration samples, every output compared (docs/calibration.md#fidelity).
  *
  * Per output (all samples together; a sequence's outputs stacked over its windows):
  *   cosine     Σab / √(Σa² Σb²) of the original's values a and the candidate's b (1 when both are all zero)
  *   relRms     √(Σ(a − b)² / Σa²), the error relative to the output's RMS (0 when equal; ∞ when a = 0 ≠ b)
  *   maxAbs     max |a − b|
- *   agreement  for outputs that look like class scores: the share of positions whose decision is the same.
+ *   agreement  for outputs that look like decisions: the share of decisions that stay the same
+ *   iou        for binary outputs: intersection over union of the rarer decision
  *
- * What looks like class scores (decided on the original's values over all samples):
+ * What looks like a decision (decided on the original's values over all samples):
  *   classes   the last axis has C ≥ 2 entries and either the output is [N, C] (a classifier's logits or
  *             probabilities) or every row along the last axis is a probability distribution (all ≥ 0, sum 1 ±
  *             1e-3: softmax) or log-probabilities (all ≤ 0, logsumexp 0 ± 1e-3). The decision is the argmax of
  *             each row: per example for [N, C], per time step for a CTC output [N, T, C] (PaddleOCR rec), per
  *             position for any [..., C].
  *   binary    every value lies in [0, 1] and the output is not `classes` (a sigmoid: Silero's speech
- *             probability, ISNet's mask): the decision is p > 0.5 per element.
- *   values    anything else (features, regressions, state): no agreement.
+ *             probability, ISNet's mask): the decision is p > 0.5 per element, and the IoU is taken over the
+ *             rarer decision (the foreground of a mask, the speech frames of a VAD).
+ *   values    anything else (features, spectrograms, regressions, state).
  *
- * The fidelity number (the floor `--min-fidelity` compares with) is the worst over the outputs, recurrent-state
- * outputs excepted (their error shows in the next window's outputs, which are compared), of
+ * The fidelity number (the floor `--min-fidelity` compares with) is the worst score over the outputs,
+ * recurrent-state outputs excepted (their error shows in the next window's outputs, which are compared):
  *
- *   score = min(agreement, 1 − relRms)   for classes and binary outputs,
- *   score = 1 − relRms                   for values,
+ *   classes:  score = agreement
+ *   binary:   score = min(agreement, iou)
+ *   values:   score = max(0, 1 − relRms)
  *
- * floored at 0. Why: 1 − relRms is linear in the output error, comparable across models (0.99 = the outputs
- * are off by 1 % of their RMS) and does not saturate the way cosine does (cosine ≈ 1 − relRms²/2: a 10 % error
- * still reads 0.995). Where an output is a decision, flipped decisions are what a user sees, and they can flip
- * while the RMS error stays small (a probability moving across 0.5, an argmax between two close classes): the
- * agreement then decides. The minimum over outputs means no output may be wrecked for the others' sake.
- * Measured values (docs/calibration.md): the default 8-bit archive scores ≥ 0.98 on every model at hand,
- * int4 round-to-nearest 0.3–0.9, a wrecked model < 0.5.
+ * and 0 for a candidate that gives NaN or ±Inf where the original has numbers. Why: where an output is a
+ * decision, changed decisions are what a user sees; they are measured directly, and they can stay put while
+ * probabilities move (PaddleOCR's default archive moves its softmax by 27 % RMS and reads the same text). A
+ * mostly-background mask would hide a damaged foreground behind a 99 % agreement: hence the IoU. Elsewhere
+ * 1 − relRms is linear in the output error and reads the same on every model (0.95 = off by 5 % of the
+ * output's RMS), where cosine saturates (≈ 1 − relRms²/2: a 10 % error still reads 0.995). The minimum over
+ * outputs means no output may be wrecked for the others' sake. Measured on every model at hand in
+ * docs/calibration.md (bench/fidelity.ts).
  */
 
 import { CalibrationRunner, type RunnerOptions } from '../calibration/runner.js';
