@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CalibrationRunner,
+  branchCoverage,
   buildCalibrationSet,
   calibratorFor,
   describeModel,
@@ -77,6 +78,11 @@ describe('test models of issue 14', () => {
     writeFileSync(npy, encodeNpy({ type: 'float32', dims: [8, 1, IF_MODEL.inputs], data: ifTriggerInputs(m.template, 8) }));
     const trig = await buildCalibrationSet(m.bytes, { paths: [npy] });
     expect(trig.samples.length).toBe(8);
+    // which branch each set takes, counted on a copy with the condition as an extra output
+    expect(await branchCoverage(m.bytes, set.samples)).toEqual([
+      { node: 'wake/If_4', condition: 'wake/greater_3', then: 0, else: 16 },
+    ]);
+    expect((await branchCoverage(m.bytes, trig.samples))[0]).toMatchObject({ then: 8, else: 0 });
     for (const r of await runCalibration(m.bytes, trig.samples)) {
       expect((r.outputs.score.data as Float32Array)[0]).toBeGreaterThan(0);
       expect(zeros(r.outputs.detail.data as Float32Array)).toBe(0);

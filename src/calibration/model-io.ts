@@ -21,6 +21,8 @@ export interface ValueInfo {
 }
 
 export interface GraphNode {
+  /** The node's name ('' when the graph gives none). */
+  name: string;
   op: string;
   inputs: string[];
   outputs: string[];
@@ -43,6 +45,7 @@ const GRAPH_INPUT = 11;
 const GRAPH_OUTPUT = 12;
 const NODE_INPUT = 1;
 const NODE_OUTPUT = 2;
+const NODE_NAME = 3;
 const NODE_OP_TYPE = 4;
 const VALUE_NAME = 1;
 const VALUE_TYPE = 2;
@@ -117,12 +120,13 @@ function varints(bytes: Uint8Array, f: { wire: number; value: number; valueStart
 }
 
 function node(bytes: Uint8Array, start: number, end: number, file: string): GraphNode {
-  const n: GraphNode = { op: '', inputs: [], outputs: [] };
+  const n: GraphNode = { name: '', op: '', inputs: [], outputs: [] };
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === NODE_INPUT) n.inputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === NODE_OUTPUT) n.outputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === NODE_OP_TYPE) n.op = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === NODE_NAME) n.name = utf8(bytes, f.valueStart, f.end);
   }
   return n;
 }
