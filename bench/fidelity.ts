@@ -3,7 +3,9 @@
  * int8 / int4 per output channel, beside each model's own task metric, on every model at hand: the numbers
  * behind the default `--min-fidelity` floor.
  *
- *   node --import tsx bench/fidelity.ts [--models silero-v4,silero-v6,paddleocr-v4-rec,isnet,stft,if,sparse,classifier] [--json out.json]
+ *   node --import tsx bench/fidelity.ts [--models silero-v4,silero-v6,paddleocr-v4-rec,isnet,stft,if,sparse,classifier] [--json out.json] [--no-task]
+ *
+ * (--no-task skips the task metrics: ISNet's takes ~15 s per photo per model on 2 cores)
  */
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,7 +27,9 @@ import { isnetModelPath } from './isnet-model.js';
 import { ROOT } from './models.js';
 import { batchNormClassifier, ifBranchModel, ifTriggerInputs, sparseModel, stftMelModel } from '../test/helpers/onnx-builder.js';
 
-const { values } = parseArgs({ options: { models: { type: 'string' }, json: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { models: { type: 'string' }, json: { type: 'string' }, 'no-task': { type: 'boolean' } },
+});
 const tmp = mkdtempSync(join(tmpdir(), 'nnmedia-fidelity-'));
 
 interface Case {
@@ -134,7 +138,7 @@ try {
       const peer = await rtnPeer(ws, bits, perChannel);
       candidates.push([peer.name, (peer.bytes * 8) / ws.count, substituteTensors(reader, peer.values!)]);
     }
-    const task = c.task ? taskByName(c.task) : undefined;
+    const task = c.task && !values['no-task'] ? taskByName(c.task) : undefined;
     const ref = task ? await task.run(original) : undefined;
     for (const [name, bpw, bytes] of candidates) {
       const r: FidelityReport = await measureFidelity(original, bytes, split.heldBack);

@@ -9,6 +9,7 @@ import {
   CalibrationRunner,
   branchCoverage,
   buildCalibrationSet,
+  calibrationSetFor,
   calibratorFor,
   describeModel,
   encodeNpy,
@@ -214,6 +215,13 @@ describe('runner', () => {
     );
     const probe = calibratorFor(set.samples);
     expect((await probe(m.bytes)).length).toBe(3 * 10);
+    // the user's data when given, else synthetic inputs shaped by the same spec
+    const npy = join(dir, 'one.npy');
+    writeFileSync(npy, encodeNpy({ type: 'float32', dims: [1, 256], data: new Float32Array(256).fill(0.5) }));
+    expect((await calibrationSetFor(m.bytes, { paths: [npy] })).synthetic).toBe(false);
+    const synthetic = await calibrationSetFor(m.bytes, { paths: [] }, { count: 2 });
+    expect(synthetic).toMatchObject({ synthetic: true, source: [] });
+    expect(synthetic.samples.length).toBe(2);
   });
 });
 
