@@ -101,12 +101,12 @@ const CASES: Case[] = [
   {
     id: 'sparse',
     file: async () => write('sparse.onnx', sparseModel().bytes),
-    set: (m) => syntheticCalibrationSet(m, { count: 16 }),
+    set: (m) => syntheticCalibrationSet(m, { count: 128 }),
   },
   {
     id: 'classifier',
     file: async () => write('classifier.onnx', (await batchNormClassifier()).bytes),
-    set: (m) => syntheticCalibrationSet(m, { count: 64, seed: 5000 }),
+    set: (m) => syntheticCalibrationSet(m, { count: 128, seed: 5000 }),
   },
 ];
 
