@@ -89,11 +89,11 @@ const CASES: Case[] = [
       const { template } = ifBranchModel();
       const trig = ifTriggerInputs(template, 8);
       const noise = Float32Array.from({ length: 8 * 64 }, (_, i) => Math.sin(i * 12.9898) * 1.5);
+      // four triggers, four noise inputs, …: the held-back samples (every 4th) are two of each
       const both = new Float32Array(16 * 64);
-      for (let k = 0; k < 8; k++) {
-        both.set(trig.subarray(k * 64, k * 64 + 64), 2 * k * 64);
-        both.set(noise.subarray(k * 64, k * 64 + 64), (2 * k + 1) * 64);
-      }
+      for (let k = 0, t = 0, n = 0; k < 16; k++)
+        if (k % 8 < 4) both.set(trig.subarray(t * 64, ++t * 64), k * 64);
+        else both.set(noise.subarray(n * 64, ++n * 64), k * 64);
       const npy = write('if-calibration.npy', encodeNpy({ type: 'float32', dims: [16, 1, 64], data: both }));
       return buildCalibrationSet(m, { paths: [npy] });
     },
