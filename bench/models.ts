@@ -1,5 +1,6 @@
 /** The real models the benchmark runs on, with the task that judges each. */
 import { join } from 'node:path';
+import { isnetModelPath } from './isnet-model.js';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -7,7 +8,7 @@ export interface BenchModel {
   id: string;
   label: string;
   file: string;
-  task: 'vad' | 'ocr';
+  task: 'vad' | 'ocr' | 'isnet';
   /** The task metric that decides "no measurable loss", and its threshold. */
   metric: { key: string; label: string; higherIsBetter: boolean; threshold: (baseline: number) => number; note: string };
 }
@@ -46,6 +47,22 @@ export const MODELS: BenchModel[] = [
       higherIsBetter: false,
       threshold: (base) => base + 0.001,
       note: 'CER ≤ original + 0.1 pt',
+    },
+  },
+  {
+    id: 'isnet',
+    label: 'ISNet fp16',
+    // assembled from the package's 22 chunks into a cache file on first use (bench/isnet-model.ts)
+    get file() {
+      return isnetModelPath();
+    },
+    task: 'isnet',
+    metric: {
+      key: 'iou',
+      label: 'mask IoU',
+      higherIsBetter: true,
+      threshold: () => 0.99,
+      note: 'mask IoU ≥ 0.99 against the original',
     },
   },
 ];

@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'E_CODEC'
   | 'E_IO'
   | 'E_OUTPUT_EXISTS'
-  | 'E_MISSING_DEPENDENCY';
+  | 'E_MISSING_DEPENDENCY'
+  | 'E_BAD_CALIBRATION';
 
 export interface ErrorContext {
   file?: string;
@@ -109,6 +110,16 @@ export class MissingDependencyError extends NnmediaError {
   }
 }
 
+/**
+ * Calibration data (images, audio, raw tensors) is unreadable or does not fit the model's inputs, or the model
+ * cannot run on it; the message names the file, the input and what to give instead.
+ */
+export class BadCalibrationError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}, cause?: unknown) {
+    super('E_BAD_CALIBRATION', message, context, { cause });
+  }
+}
+
 /** The same error with the file and tensor named, for errors raised below the level that knows them. */
 export function withContext(e: unknown, context: ErrorContext): unknown {
   if (!(e instanceof NnmediaError) || e.tensor) return e;
@@ -153,6 +164,7 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_IO: IoError,
   E_OUTPUT_EXISTS: OutputExistsError,
   E_MISSING_DEPENDENCY: MissingDependencyError,
+  E_BAD_CALIBRATION: BadCalibrationError,
 };
 
 /** The same typed error (class, code, file, tensor, message) on this side of the boundary. */

@@ -1,17 +1,15 @@
 /**
- * A calibrator for any ONNX model: fixed pseudo-random inputs built from the
- * model's input metadata (symbolic dimensions: 1 leading, 64 elsewhere), all float outputs
- * concatenated. Used for sensitivity probes when no task evaluator fits.
+ * The model-agnostic calibrator used when no task evaluator or calibration data fits: synthetic inputs
+ * (src/calibration/synthetic.ts: shapes and types from the graph, dynamic dimensions grown until the model
+ * accepts them, values typical of each input's kind), every float output concatenated. Kept under its old name
+ * for the pipeline's sensitivity probes; new code should build a `CalibrationSet` and use `calibratorFor`.
  */
-import * as ort from 'onnxruntime-node';
 
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
+import { calibratorFor } from '../calibration/runner.js';
+import { syntheticCalibrationSet } from '../calibration/synthetic.js';
+import type { CalibrationSet } from '../calibration/types.js';
+import { describeModel } from '../calibration/model-io.js';
+import type { SampleData } from '../calibration/types.js';
 
 /** One vector from several. */
 export function concatFloat32(parts: readonly Float32Array[]): Float32Array {
@@ -24,33 +22,46 @@ export function concatFloat32(parts: readonly Float32Array[]): Float32Array {
   return out;
 }
 
-export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(model);
-  try {
-    const rnd = seeded(seed);
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const meta of session.inputMetadata) {
-      if (!meta.isTensor) throw new Error(`input ${meta.name} is not a tensor`);
-      // symbolic dimensions: 1 for the leading (batch) one, 64 for the others (sequence, width…)
-      const dims = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? 1 : 64));
-      const n = dims.reduce((a, b) => a * b, 1);
-      if (meta.type === 'float32')
-        feeds[meta.name] = new ort.Tensor(
-          'float32',
-          Float32Array.from({ length: n }, () => rnd() * 2 - 1),
-          dims,
-        );
-      else if (meta.type === 'int64') feeds[meta.name] = new ort.Tensor('int64', new BigInt64Array(n), dims);
-      else if (meta.type === 'int32') feeds[meta.name] = new ort.Tensor('int32', new Int32Array(n), dims);
-      else if (meta.type === 'bool') feeds[meta.name] = new ort.Tensor('bool', new Uint8Array(n), dims);
-      else throw new Error(`input ${meta.name} has unsupported type ${meta.type}`);
-    }
-    const out = await session.run(feeds);
-    const parts = Object.values(out)
-      .filter((t) => t.type === 'float32')
-      .map((t) => t.data as Float32Array);
-    return concatFloat32(parts);
-  } finally {
-    await session.release();
+/**
+ * Synthetic sets by model interface and seed: probes call the calibrator with many copies of one model (the
+ * same inputs and outputs, other weights), which must see the same inputs without repeating the trial runs.
+ */
+const cache = new Map<string, Promise<CalibrationSet>>();
+const MAX_CACHED = 8;
+
+/** The synthetic set of `count` samples from `seed` for this model's interface (cached, data kept in memory). */
+export function cachedSyntheticSet(model: Uint8Array, seed: number, count = 1): Promise<CalibrationSet> {
+  const io = describeModel(model);
+  const key = JSON.stringify([io.inputs, io.outputs.map((o) => o.name), seed, count]);
+  let set = cache.get(key);
+  if (!set) {
+    if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+    set = syntheticCalibrationSet(model, { seed, count }).then((s) => {
+      // keep each sample's data once generated: the calibrator runs the same inputs many times
+      const memo = new Map<number, Promise<SampleData>>();
+      return {
+        ...s,
+        samples: s.samples.map((x) => ({
+          ...x,
+          load: () => {
+            let d = memo.get(x.index);
+            if (!d) memo.set(x.index, (d = x.load()));
+            return d;
+          },
+        })),
+      };
+    });
+    set.catch(() => cache.delete(key));
+    cache.set(key, set);
   }
+  return set;
+}
+
+/**
+ * The model's float outputs on one synthetic sample (seeded), concatenated; the pipeline's default calibrator.
+ * Formerly fixed uniform noise with every dynamic dimension at 64, which failed on models needing longer inputs.
+ */
+export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<Float32Array> {
+  const set = await cachedSyntheticSet(model, seed);
+  return calibratorFor(set.samples)(model);
 }

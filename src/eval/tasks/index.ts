@@ -7,6 +7,7 @@ import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
 import { vadTask } from './vad.js';
 import { outputsTask } from './outputs.js';
+import { isnetTask } from './isnet.js';
 
 export type { TaskEvaluator, TaskMetric } from './types.js';
 export { vadTask } from './vad.js';
@@ -16,7 +17,7 @@ export { ocrTask, characterErrorRate, editDistance } from './ocr.js';
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const DATA_DIR = `${PACKAGE_ROOT}data`;
 
-export const TASK_NAMES = ['vad', 'ocr', 'outputs'] as const;
+export const TASK_NAMES = ['vad', 'ocr', 'outputs', 'isnet'] as const;
 export { outputsTask } from './outputs.js';
 
 export function taskByName(name: string, options: { limit?: number } = {}): TaskEvaluator<unknown> {
@@ -32,6 +33,7 @@ export function taskByName(name: string, options: { limit?: number } = {}): Task
       limit: options.limit,
     }) as TaskEvaluator<unknown>;
   if (name === 'outputs') return outputsTask() as TaskEvaluator<unknown>;
+  if (name === 'isnet') return isnetTask({ dir: `${DATA_DIR}/images`, limit: options.limit }) as TaskEvaluator<unknown>;
   throw new Error(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
 }
 

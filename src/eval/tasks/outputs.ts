@@ -1,44 +1,88 @@
 /**
- * Any ONNX model: run it on fixed pseudo-random inputs (from its input
- * metadata, symbolic dimensions = 1) and compare every float output with the
- * original's: max abs difference, relative RMS error, and cosine similarity.
- * The model-agnostic check when no task evaluator fits.
+ * Any ONNX model: run it on a calibration set — the user's (`calibration`), or SYNTHETIC inputs made from its
+ * graph (src/calibration/synthetic.ts; the description and every metric label say so) — and compare every
+ * output with the original's: the fidelity number, cosine, relative RMS error, max |Δ| and decision agreement
+ * (src/eval/fidelity.ts). The model-agnostic check when no task evaluator fits.
  */
-import { concatFloat32, randomInputOutputs } from '../calibrate.js';
+
+import { calibratorFor, runCalibration } from '../../calibration/runner.js';
+import type { CalibrationSet } from '../../calibration/types.js';
+import { cachedSyntheticSet } from '../calibrate.js';
+import { FidelityAccumulator, type FidelityReport } from '../fidelity.js';
+import type { Feed } from '../../calibration/tensor.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
-export function outputsTask(seeds = [7, 8, 9]): TaskEvaluator<Float32Array> {
-  const run = async (model: Uint8Array): Promise<Float32Array> => {
-    const parts = await Promise.all(seeds.map((s) => randomInputOutputs(model, s)));
-    return concatFloat32(parts);
-  };
-  const compare = (a: Float32Array, b: Float32Array): TaskMetric[] => {
-    let max = 0;
-    let se = 0;
-    let sa = 0;
-    let dot = 0;
-    let sb = 0;
-    for (let i = 0; i < a.length; i++) {
-      const d = a[i] - b[i];
-      max = Math.max(max, Math.abs(d));
-      se += d * d;
-      sa += a[i] * a[i];
-      sb += b[i] * b[i];
-      dot += a[i] * b[i];
+export interface OutputsTaskOptions {
+  /** Samples to run (default: 3 synthetic samples). Give the held-back part of a user's set here. */
+  calibration?: CalibrationSet;
+  /** Synthetic samples when no calibration set is given. */
+  count?: number;
+  seed?: number;
+}
+
+/** Each sample's outputs and which of them are recurrent state. */
+export interface OutputsRun {
+  samples: Array<{ outputs: Feed; state: string[] }>;
+  synthetic: boolean;
+}
+
+export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<OutputsRun> {
+  const count = options.count ?? 3;
+  const seed = options.seed ?? 7;
+  const setFor = (model: Uint8Array): Promise<CalibrationSet> =>
+    options.calibration ? Promise.resolve(options.calibration) : cachedSyntheticSet(model, seed, count);
+  const synthetic = !options.calibration || options.calibration.synthetic;
+  const note = synthetic ? ' (synthetic inputs)' : '';
+  const run = async (model: Uint8Array): Promise<OutputsRun> => {
+    const set = await setFor(model);
+    const results = await runCalibration(model, set.samples);
+    const samples = [];
+    for (const r of results) {
+      const data = await r.sample.load();
+      samples.push({ outputs: r.outputs, state: data.kind === 'sequence' ? data.state.map((l) => l.output) : [] });
     }
-    return [
-      { key: 'maxAbsDiff', label: 'output max |Δ|', value: max, higherIsBetter: false },
-      { key: 'relRmse', label: 'output relative RMS error', value: sa ? Math.sqrt(se / sa) : 0, higherIsBetter: false },
-      { key: 'cosine', label: 'output cosine similarity', value: sa && sb ? dot / Math.sqrt(sa * sb) : 1, higherIsBetter: true },
+    return { samples, synthetic: set.synthetic };
+  };
+  const report = (a: OutputsRun, b: OutputsRun): FidelityReport => {
+    const acc = new FidelityAccumulator();
+    a.samples.forEach((s, i) => acc.add(s.outputs, b.samples[i].outputs, s.state));
+    return acc.result();
+  };
+  const compare = (a: OutputsRun, b: OutputsRun): TaskMetric[] => {
+    const r = report(a, b);
+    const judged = r.outputs.filter((o) => !o.state);
+    const worst = <K extends 'cosine' | 'relRms' | 'maxAbs'>(k: K, lowest: boolean): number =>
+      judged.reduce((w, o) => (lowest ? Math.min(w, o[k]) : Math.max(w, o[k])), lowest ? Infinity : 0);
+    const agreements = judged.filter((o) => o.agreement !== undefined).map((o) => o.agreement!);
+    const metrics: TaskMetric[] = [
+      { key: 'fidelity', label: `fidelity${note}`, value: r.fidelity, higherIsBetter: true },
+      { key: 'maxAbsDiff', label: `output max |Δ|${note}`, value: worst('maxAbs', false), higherIsBetter: false },
+      { key: 'relRmse', label: `output relative RMS error${note}`, value: worst('relRms', false), higherIsBetter: false },
+      {
+        key: 'cosine',
+        label: `output cosine similarity${note}`,
+        value: judged.length ? worst('cosine', true) : 1,
+        higherIsBetter: true,
+      },
     ];
+    if (agreements.length)
+      metrics.push({
+        key: 'agreement',
+        label: `decision agreement${note}`,
+        value: Math.min(...agreements),
+        higherIsBetter: true,
+      });
+    return metrics;
   };
   return {
     name: 'outputs',
-    description: 'any model: outputs on fixed pseudo-random inputs compared with the original model',
+    description: options.calibration
+      ? `any model: outputs on ${options.calibration.samples.length} calibration samples compared with the original model (${options.calibration.description})`
+      : `any model: outputs on ${count} SYNTHETIC inputs (no calibration data given; shapes from the graph) compared with the original model`,
     run,
-    calibrate: (model) => randomInputOutputs(model, seeds[0]),
+    calibrate: async (model) => calibratorFor((await setFor(model)).samples.slice(0, 1))(model),
     baseline: () => [],
     compare,
-    loss: (a, b) => compare(a, b)[1].value,
+    loss: (a, b) => 1 - report(a, b).fidelity,
   };
 }

@@ -1,0 +1,231 @@
+/**
+ * Running a model over calibration samples: one onnxruntime session (loaded with `loadOrt`), samples streamed
+ * one at a time, sequences run window by window with their state carried. Each run's raw outputs can go to a
+ * callback (`onRun`, e.g. to capture layer inputs added as graph outputs of a copy of the model), and the
+ * outputs are kept per sample only when asked (`keep`), so memory follows one sample, not the set.
+ */
+
+import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node';
+import { BadCalibrationError } from '../errors.js';
+import { loadOrt } from '../runtime/optional.js';
+import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
+import type { CalibrationSample, SampleData } from './types.js';
+
+export interface RunnerOptions {
+  /** Outputs to fetch (default: every graph output). State outputs of sequences are fetched in any case. */
+  outputs?: readonly string[];
+  /** onnxruntime intra-op threads (default: onnxruntime's own choice). */
+  threads?: number;
+  signal?: AbortSignal;
+  /** The model's name in error messages. */
+  file?: string;
+}
+
+/** One run of the model: a feed-sample's only run, or one window of a sequence. */
+export interface RunRecord {
+  sample: CalibrationSample;
+  /** Window index within a sequence (0 for a feed). */
+  step: number;
+  steps: number;
+  feed: Feed;
+  /** Every fetched output of this run (state outputs included). */
+  outputs: Feed;
+}
+
+/** One sample's outputs: a feed's outputs, or a sequence's stacked over its windows ([steps, ...dims]). */
+export interface SampleOutputs {
+  sample: CalibrationSample;
+  outputs: Feed;
+}
+
+type Ort = Awaited<ReturnType<typeof loadOrt>>;
+
+export class CalibrationRunner {
+  private constructor(
+    private readonly ort: Ort,
+    private readonly session: InferenceSession,
+    private readonly options: RunnerOptions,
+  ) {}
+
+  /** Loads the model into a session. */
+  static async open(model: Uint8Array, options: RunnerOptions = {}): Promise<CalibrationRunner> {
+    const ort = await loadOrt('running a model on calibration data');
+    let session: InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(model, {
+        // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
+        logSeverityLevel: 4,
+        ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+      });
+    } catch (e) {
+      throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file: options.file }, e);
+    }
+    for (const name of options.outputs ?? [])
+      if (!session.outputNames.includes(name))
+        throw new BadCalibrationError(`the model has no output ${name}; outputs: ${session.outputNames.join(', ')}`, {
+          file: options.file,
+        });
+    return new CalibrationRunner(ort, session, options);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.options.outputs ?? this.session.outputNames;
+  }
+
+  /** Runs one feed and returns its outputs (those asked for, plus `extra`). */
+  async runFeed(feed: Feed, what: { label: string; file?: string }, extra: readonly string[] = []): Promise<Feed> {
+    this.options.signal?.throwIfAborted();
+    const feeds: Record<string, OrtTensor> = {};
+    for (const name of this.session.inputNames) {
+      const t = feed[name];
+      if (!t) throw new BadCalibrationError(`sample ${what.label} gives no input ${name}`, { file: what.file, tensor: name });
+      feeds[name] = toOrtTensor(this.ort, t);
+    }
+    const fetch = this.options.outputs ? [...new Set([...this.options.outputs, ...extra])] : undefined;
+    let out: InferenceSession.ReturnType;
+    try {
+      out = fetch ? await this.session.run(feeds, fetch) : await this.session.run(feeds);
+    } catch (e) {
+      const shapes = Object.entries(feed)
+        .map(([k, t]) => `${k} ${t.type}[${t.dims.join(',')}]`)
+        .join(', ');
+      throw new BadCalibrationError(
+        `running the model on ${what.label} (${shapes}) failed: ${(e as Error).message}`,
+        { file: what.file },
+        e,
+      );
+    }
+    return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, fromOrtTensor(t, k)]));
+  }
+
+  /**
+   * Runs one sample (every window of a sequence, state carried); `onRun` sees every run; the outputs are returned
+   * stacked over windows when `keep` (default true).
+   */
+  async run(
+    sample: CalibrationSample,
+    options: { onRun?: (r: RunRecord) => void | Promise<void>; keep?: boolean; data?: SampleData } = {},
+  ): Promise<SampleOutputs> {
+    const data = options.data ?? (await sample.load());
+    const keep = options.keep ?? true;
+    const what = { label: sample.label, file: sample.source };
+    if (data.kind === 'feed') {
+      const outputs = await this.runFeed(data.feed, what);
+      await options.onRun?.({ sample, step: 0, steps: 1, feed: data.feed, outputs });
+      return { sample, outputs: keep ? this.pick(outputs) : {} };
+    }
+    const stateOut = data.state.map((l) => l.output);
+    let state: Feed = { ...data.initial };
+    const collected = new Map<string, CalibrationTensor[]>();
+    for (let step = 0; step < data.steps.length; step++) {
+      const feed = { ...data.steps[step], ...state };
+      const outputs = await this.runFeed(feed, what, stateOut);
+      await options.onRun?.({ sample, step, steps: data.steps.length, feed, outputs });
+      state = {};
+      for (const l of data.state) {
+        const t = outputs[l.output];
+        if (!t)
+          throw new BadCalibrationError(`state output ${l.output} missing from the run on ${sample.label}`, {
+            file: sample.source,
+          });
+        state[l.input] = t;
+      }
+      if (keep)
+        for (const [k, t] of Object.entries(this.pick(outputs))) {
+          let list = collected.get(k);
+          if (!list) collected.set(k, (list = []));
+          list.push(t);
+        }
+    }
+    return { sample, outputs: keep ? Object.fromEntries([...collected].map(([k, ts]) => [k, stack(ts)])) : {} };
+  }
+
+  private pick(outputs: Feed): Feed {
+    if (!this.options.outputs) return outputs;
+    return Object.fromEntries(this.options.outputs.map((k) => [k, outputs[k]]));
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** Tensors of equal shape stacked along a new first axis; of unequal shapes, concatenated flat. */
+export function stack(ts: readonly CalibrationTensor[]): CalibrationTensor {
+  const first = ts[0];
+  const same = ts.every(
+    (t) => t.type === first.type && t.dims.length === first.dims.length && t.dims.every((d, k) => d === first.dims[k]),
+  );
+  const total = ts.reduce((s, t) => s + t.data.length, 0);
+  const Ctor = first.data.constructor as new (n: number) => TensorData;
+  const data = new Ctor(total);
+  let off = 0;
+  for (const t of ts) {
+    (data as Float32Array).set(t.data as Float32Array, off);
+    off += t.data.length;
+  }
+  return { type: first.type, dims: same ? [ts.length, ...first.dims] : [total], data };
+}
+
+/**
+ * Runs a model over samples in order. With `onRun`, every run's inputs and raw outputs go to the callback; the
+ * per-sample outputs are kept unless `keep: false` (default: kept when there is no callback).
+ */
+export async function runCalibration(
+  model: Uint8Array,
+  samples: readonly CalibrationSample[],
+  options: RunnerOptions & { onRun?: (r: RunRecord) => void | Promise<void>; keep?: boolean } = {},
+): Promise<SampleOutputs[]> {
+  const runner = await CalibrationRunner.open(model, options);
+  const keep = options.keep ?? !options.onRun;
+  const out: SampleOutputs[] = [];
+  try {
+    for (const s of samples) {
+      const r = await runner.run(s, { onRun: options.onRun, keep });
+      if (keep) out.push(r);
+    }
+  } finally {
+    await runner.close();
+  }
+  return out;
+}
+
+/**
+ * A calibrator for sensitivity probes (the pipeline's `Calibrator`): the model's outputs on the samples as one
+ * float vector (every requested output of every sample, in order; state outputs of sequences excluded unless
+ * named in `outputs`).
+ */
+export function calibratorFor(
+  samples: readonly CalibrationSample[],
+  options: RunnerOptions & { transform?: (output: string, values: Float32Array) => Float32Array } = {},
+): (model: Uint8Array) => Promise<Float32Array> {
+  return async (model) => {
+    const parts: Float32Array[] = [];
+    const runner = await CalibrationRunner.open(model, options);
+    try {
+      for (const s of samples) {
+        const data = await s.load();
+        const skip = new Set(data.kind === 'sequence' && !options.outputs ? data.state.map((l) => l.output) : []);
+        const { outputs } = await runner.run(s, { data });
+        for (const [k, t] of Object.entries(outputs)) {
+          if (skip.has(k) || t.type === 'bool' || !t.type.startsWith('float')) continue;
+          const v = toFloat32(t);
+          parts.push(options.transform ? options.transform(k, v) : v);
+        }
+      }
+    } finally {
+      await runner.close();
+    }
+    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.length;
+    }
+    return out;
+  };
+}

@@ -1,0 +1,572 @@
+/**
+ * Synthetic calibration inputs, for when the user gives none: shapes and element types from the graph, values
+ * typical of each input's kind, and dynamic dimensions grown until the model accepts them. Every set made here
+ * is marked `synthetic: true` and its description says so, so that a report can say once and visibly that its
+ * numbers come from generated inputs.
+ *
+ * Kinds (first match):
+ *   rate     a scalar named sr / sample_rate …          the audio rate (16 kHz unless given)
+ *   state    an input an output carries forward         zeros; the sample becomes a sequence of windows
+ *   image    float, rank 4, 1 or 3 channels             natural-image-like pictures (smooth 1/f-like noise
+ *                                                        with shapes and edges) through the image spec;
+ *                                                        without one, normalised to [−1, 1]: (x/255 − 0.5)/0.5
+ *   audio    float, rank 1–3, single channel, length    speech-like sound: voiced syllables (harmonics of a
+ *            dynamic or ≥ 1024                           gliding 90–250 Hz pitch under three formants) and
+ *                                                        fricatives between pauses, peaks 0.1–0.6
+ *   ids      int32/int64                               token ids below the vocabulary (rows of the table a
+ *                                                        Gather reads), 1 for a *mask*, 0 for *type* ids,
+ *                                                        0…n−1 for *position* ids
+ *   other    float                                     Gaussian N(0, 1); bool: false
+ *
+ * Dynamic dimensions: a symbolic first dimension is the batch (1); `--input` sizes are taken as given; the rest
+ * start at a typical size (image sides 224, audio 1 s at the rate, other lengths 64, a stateful window 512) and
+ * grow (×2 for image sides, ×4 otherwise) until a trial run succeeds, up to `maxElements` per input.
+ */
+
+import { BadCalibrationError } from '../errors.js';
+import {
+  audioSampleData,
+  DEFAULT_AUDIO_RATE,
+  describeAudioSpec,
+  rateTensor,
+  resolveAudioSpec,
+  zeroTensor,
+  type AudioSpec,
+  type AudioSpecInput,
+} from './audio.js';
+import { describeImageSpec, isImageInput, pixelsToTensor, resolveImageSpec, type ImageSpecInput } from './image.js';
+import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
+import { CalibrationRunner } from './runner.js';
+import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
+import { findRateInput, findStateLinks, type StateLink } from './state.js';
+import { convertTensor, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
+import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
+
+export interface SyntheticOptions {
+  /** Samples (sequences for stateful models); default 8. */
+  count?: number;
+  /** Seed of the first sample (sample k uses seed + k); default 1. */
+  seed?: number;
+  /** `--input NAME=SHAPE`. */
+  inputs?: InputShape[];
+  /** Image normalisation and size (default: [−1, 1], the graph's size or 224). */
+  image?: ImageSpecInput & { input?: string };
+  /** Audio rate, window, state… (default: 16 kHz, the graph's or a known model's window). */
+  audio?: AudioSpecInput;
+  /** First size tried for dynamic lengths (audio, sequences, stateful windows) instead of the typical one. */
+  startLength?: number;
+  /** Largest input tried, in elements (default 2^24). */
+  maxElements?: number;
+  /** Seconds of audio per stateful sample (default 2). */
+  sequenceSeconds?: number;
+  threads?: number;
+  /** The model's name in messages. */
+  file?: string;
+}
+
+const DEFAULT_COUNT = 8;
+const DEFAULT_MAX_ELEMENTS = 2 ** 24;
+const IMAGE_START = 224;
+const SEQUENCE_START = 64;
+const WINDOW_START = 512;
+/** Generic stateful models (no audio input) run this many steps per sample. */
+const GENERIC_STEPS = 16;
+
+// ---------------------------------------------------------------------------------------------------------------
+// values
+
+/** A small fast PRNG (mulberry32): the same inputs on every run for a seed. */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussianSource(rnd: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
+}
+
+/**
+ * A natural-image-like RGB picture (8-bit, interleaved): value noise over octaves with amplitudes falling as
+ * 1/frequency (the spectrum of photographs), colour correlated between channels, plus a few flat shapes whose
+ * edges give the sharp transitions real scenes have.
+ */
+export function naturalImage(width: number, height: number, seed: number): Uint8Array {
+  const rnd = seededRandom(seed * 7919 + 17);
+  const luma = new Float32Array(width * height);
+  const chroma = [new Float32Array(width * height), new Float32Array(width * height)];
+  const octave = (target: Float32Array, cells: number, amp: number): void => {
+    const gw = cells + 1;
+    const grid = new Float32Array(gw * gw).map(() => rnd() * 2 - 1);
+    for (let y = 0; y < height; y++) {
+      const gy = (y / height) * cells;
+      const y0 = Math.floor(gy);
+      const fy = gy - y0;
+      for (let x = 0; x < width; x++) {
+        const gx = (x / width) * cells;
+        const x0 = Math.floor(gx);
+        const fx = gx - x0;
+        const a = grid[y0 * gw + x0];
+        const b = grid[y0 * gw + x0 + 1];
+        const c = grid[(y0 + 1) * gw + x0];
+        const d = grid[(y0 + 1) * gw + x0 + 1];
+        target[y * width + x] += amp * ((a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy);
+      }
+    }
+  };
+  const maxCells = Math.max(2, Math.min(width, height) / 2);
+  for (let cells = 2, amp = 1; cells <= maxCells; cells *= 2, amp /= 2) octave(luma, cells, amp);
+  for (const ch of chroma) for (let cells = 2, amp = 0.35; cells <= 16; cells *= 2, amp /= 2) octave(ch, cells, amp);
+  // flat shapes with hard edges
+  const shapes = 3 + Math.floor(rnd() * 5);
+  for (let s = 0; s < shapes; s++) {
+    const cx = rnd() * width;
+    const cy = rnd() * height;
+    const r = (0.05 + rnd() * 0.25) * Math.min(width, height);
+    const round = rnd() < 0.5;
+    const v = [rnd() * 2 - 1, (rnd() - 0.5) * 0.6, (rnd() - 0.5) * 0.6];
+    for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r)); y++)
+      for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r)); x++) {
+        if (round && (x - cx) ** 2 + (y - cy) ** 2 > r * r) continue;
+        const i = y * width + x;
+        luma[i] = 0.5 * luma[i] + v[0];
+        chroma[0][i] = v[1];
+        chroma[1][i] = v[2];
+      }
+  }
+  const out = new Uint8Array(width * height * 3);
+  const clamp = (v: number): number => Math.max(0, Math.min(255, Math.round(v)));
+  for (let i = 0; i < width * height; i++) {
+    const l = 118 + 70 * luma[i];
+    out[i * 3] = clamp(l + 60 * chroma[0][i]);
+    out[i * 3 + 1] = clamp(l - 30 * chroma[0][i] - 30 * chroma[1][i]);
+    out[i * 3 + 2] = clamp(l + 60 * chroma[1][i]);
+  }
+  return out;
+}
+
+/**
+ * Speech-like sound at `rate`: syllables of 0.12–0.35 s separated by 0.05–0.4 s pauses; most voiced (harmonics
+ * of a pitch gliding within 90–250 Hz, shaped by three formants), some fricative (high-passed noise); a noise
+ * floor at −54 dBFS; peaks 0.1–0.6.
+ */
+export function speechLike(n: number, rate: number, seed: number): Float32Array {
+  const rnd = seededRandom(seed * 104729 + 3);
+  const gauss = gaussianSource(rnd);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = 0.002 * gauss();
+  let t = Math.floor(rnd() * 0.2 * rate);
+  const nyquist = rate / 2;
+  while (t < n) {
+    const len = Math.floor((0.12 + rnd() * 0.23) * rate);
+    const peak = 0.1 + rnd() * 0.5;
+    const env = (k: number): number => Math.sin((Math.PI * k) / len) ** 0.6;
+    if (rnd() < 0.8) {
+      const f0a = 90 + rnd() * 160;
+      const f0b = Math.max(80, Math.min(260, f0a * (0.8 + rnd() * 0.4)));
+      const formants = [300 + rnd() * 500, 900 + rnd() * 1400, 2400 + rnd() * 700];
+      const harmonics = Math.max(1, Math.floor(Math.min(4000, nyquist - 100) / f0a));
+      const amps = new Float64Array(harmonics + 1);
+      let norm = 0;
+      for (let k = 1; k <= harmonics; k++) {
+        const f = k * f0a;
+        amps[k] = formants.reduce((s, F, j) => s + Math.exp(-(((f - F) / (80 + 60 * j)) ** 2)) / (j + 1), 0) + 0.02 / k;
+        norm += amps[k];
+      }
+      let phase = 0;
+      for (let k = 0; k < len && t + k < n; k++) {
+        const f0 = f0a + ((f0b - f0a) * k) / len;
+        phase += (2 * Math.PI * f0) / rate;
+        let s = 0;
+        for (let h = 1; h <= harmonics; h++) if (h * f0 < nyquist) s += amps[h] * Math.sin(h * phase);
+        out[t + k] += (peak * env(k) * s) / norm;
+      }
+    } else {
+      let prev = 0;
+      for (let k = 0; k < len && t + k < n; k++) {
+        const w = gauss();
+        out[t + k] += 0.3 * peak * env(k) * (w - prev);
+        prev = w;
+      }
+    }
+    t += len + Math.floor((0.05 + rnd() * 0.35) * rate);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// kinds and shapes
+
+export type InputKind = 'rate' | 'state' | 'image' | 'audio' | 'ids' | 'bool' | 'float';
+
+export function inputKind(
+  input: ValueInfo,
+  io: Pick<ModelIo, 'inputs' | 'outputs'>,
+  state: readonly StateLink[],
+  imageInput?: string,
+): InputKind {
+  if (findRateInput(io)?.name === input.name) return 'rate';
+  if (state.some((l) => l.input === input.name)) return 'state';
+  const type = String(input.type);
+  if (type === 'bool') return 'bool';
+  if (!type.startsWith('float')) return 'ids';
+  if (input.name === imageInput || (!imageInput && isImageInput(input))) return 'image';
+  const s = input.shape;
+  if (s && s.length >= 1 && s.length <= 3) {
+    const last = s[s.length - 1];
+    const singleChannel = s.slice(0, -1).every((d, k) => d === 1 || !isFixedDim(d) || (k === 0 && d === 1));
+    if (singleChannel && (!isFixedDim(last) || last >= 1024)) return 'audio';
+  }
+  return 'float';
+}
+
+/** Rows of the table a Gather reads with this input as its indices (the vocabulary), if the graph says. */
+function vocabularyOf(input: string, io: ModelIo): number | undefined {
+  for (const n of io.nodes) if (n.op === 'Gather' && n.inputs[1] === input) return io.initializers.get(n.inputs[0])?.[0];
+  return undefined;
+}
+
+function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number, io: ModelIo, rate: number): CalibrationTensor {
+  const type = (isElementType(input.type) ? input.type : 'float32') as ElementType;
+  const n = dims.reduce((a, b) => a * b, 1);
+  const rnd = seededRandom(seed * 31 + 7);
+  if (kind === 'ids') {
+    const f = new Float64Array(n);
+    if (/mask/i.test(input.name)) f.fill(1);
+    else if (/type|segment/i.test(input.name)) f.fill(0);
+    else if (/position/i.test(input.name)) {
+      const last = dims[dims.length - 1] ?? 1;
+      for (let i = 0; i < n; i++) f[i] = i % last;
+    } else {
+      const vocab = Math.max(1, vocabularyOf(input.name, io) ?? 16);
+      for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * vocab);
+    }
+    return convertTensor({ type: 'float64', dims, data: f }, type);
+  }
+  if (kind === 'bool') return { type: 'bool', dims, data: new Uint8Array(n) };
+  if (kind === 'audio') return convertTensor({ type: 'float32', dims, data: speechLike(n, rate, seed) }, type);
+  const g = gaussianSource(rnd);
+  const f = new Float32Array(n);
+  for (let i = 0; i < n; i++) f[i] = g();
+  return convertTensor({ type: 'float32', dims, data: f }, type);
+}
+
+interface Plan {
+  /** dims per input at growth rung r */
+  dimsAt(r: number): Map<string, number[]>;
+  grows: boolean;
+}
+
+/** The dimensions of every input at growth rung r (see the module comment). */
+function planDims(
+  io: ModelIo,
+  kinds: Map<string, InputKind>,
+  overrides: ShapeOverrides,
+  starts: { audio: number; seq: number; image: { width?: number; height?: number } },
+): Plan {
+  let grows = false;
+  const dimsAt = (r: number): Map<string, number[]> => {
+    const bound = new Map(overrides.dims);
+    const out = new Map<string, number[]>();
+    for (const input of io.inputs) {
+      const given = overrides.inputs.get(input.name);
+      if (given) {
+        out.set(input.name, given);
+        continue;
+      }
+      const kind = kinds.get(input.name)!;
+      const shape = input.shape ?? (kind === 'audio' ? [1, ''] : []);
+      const dims = shape.map((d, k) => {
+        if (isFixedDim(d)) return d;
+        if (typeof d === 'string' && d && bound.has(d)) return bound.get(d)!;
+        let v: number;
+        if (kind === 'state' || kind === 'rate' || kind === 'bool') v = 1;
+        else if (k === 0 && shape.length > 1) v = 1;
+        else if (kind === 'image') {
+          const chanAxis = shape.length === 4 && (shape[3] === 3 || shape[3] === 1) && shape[1] !== 3 ? 3 : 1;
+          if (k === chanAxis) v = 3;
+          else {
+            grows = true;
+            const hAxis = chanAxis === 1 ? 2 : 1;
+            const start = (k === hAxis ? starts.image.height : starts.image.width) ?? IMAGE_START;
+            v = start * 2 ** r;
+          }
+        } else {
+          grows = true;
+          v = (kind === 'audio' ? starts.audio : starts.seq) * 4 ** r;
+        }
+        if (typeof d === 'string' && d) bound.set(d, v);
+        return v;
+      });
+      out.set(input.name, dims);
+    }
+    return out;
+  };
+  dimsAt(0);
+  return { dimsAt, grows };
+}
+
+const firstLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 200);
+
+/**
+ * A synthetic calibration set for a model (see the module comment): trial runs find the dimensions, then
+ * `count` samples are generated on demand (each sample's `load()` regenerates it from its seed).
+ */
+export async function syntheticCalibrationSet(model: Uint8Array, options: SyntheticOptions = {}): Promise<CalibrationSet> {
+  const io = describeModel(model, options.file);
+  for (const i of io.inputs)
+    if (!isElementType(i.type))
+      throw new BadCalibrationError(
+        `input ${i.name} has element type ${i.type}: synthetic inputs cannot be made for it; give calibration data`,
+        {
+          file: options.file,
+          tensor: i.name,
+        },
+      );
+  const count = options.count ?? DEFAULT_COUNT;
+  const seed = options.seed ?? 1;
+  const overrides = resolveShapeOverrides(options.inputs ?? [], io.inputs);
+  const state = options.audio?.state ?? findStateLinks(io);
+  const rate = options.audio?.rate ?? DEFAULT_AUDIO_RATE;
+  const maxElements = options.maxElements ?? DEFAULT_MAX_ELEMENTS;
+  const kinds = new Map(io.inputs.map((i) => [i.name, inputKind(i, io, state, options.image?.input)]));
+  const runner = await CalibrationRunner.open(model, { threads: options.threads, file: options.file });
+  try {
+    if (state.length)
+      return await statefulSet(io, runner, kinds, state, overrides, { ...options, count, seed, rate, maxElements });
+    return await statelessSet(io, runner, kinds, overrides, { ...options, count, seed, rate, maxElements });
+  } finally {
+    await runner.close();
+  }
+}
+
+interface Resolved extends SyntheticOptions {
+  count: number;
+  seed: number;
+  rate: number;
+  maxElements: number;
+}
+
+function describeInputs(
+  io: ModelIo,
+  kinds: Map<string, InputKind>,
+  dims: Map<string, number[]>,
+  imageNote: string,
+  rate: number,
+): string {
+  const what: Record<InputKind, string> = {
+    rate: `the rate ${rate}`,
+    state: 'zeros',
+    image: `natural-image-like pictures (${imageNote})`,
+    audio: `speech-like sound at ${rate / 1000} kHz`,
+    ids: 'ids',
+    bool: 'false',
+    float: 'Gaussian N(0, 1)',
+  };
+  return io.inputs
+    .map((i) => `${i.name} ${i.type}[${dims.get(i.name)?.join(',') ?? '?'}]: ${what[kinds.get(i.name)!]}`)
+    .join('; ');
+}
+
+async function statelessSet(
+  io: ModelIo,
+  runner: CalibrationRunner,
+  kinds: Map<string, InputKind>,
+  overrides: ShapeOverrides,
+  o: Resolved,
+): Promise<CalibrationSet> {
+  const imageInput = io.inputs.find((i) => kinds.get(i.name) === 'image');
+  const plan = planDims(io, kinds, overrides, {
+    audio: o.startLength ?? o.rate,
+    seq: o.startLength ?? SEQUENCE_START,
+    image: { width: o.image?.width, height: o.image?.height },
+  });
+  const imageSpecFor = (dims: number[]): ReturnType<typeof resolveImageSpec> =>
+    resolveImageSpec({ mean: [0.5], std: [0.5], ...o.image, fit: 'fill' }, { ...imageInput!, shape: dims });
+  const make = (dims: Map<string, number[]>, k: number): Feed => {
+    const feed: Feed = {};
+    for (const input of io.inputs) {
+      const kind = kinds.get(input.name)!;
+      const d = dims.get(input.name)!;
+      if (kind === 'rate') feed[input.name] = rateTensor(input, o.rate);
+      else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
+      else if (kind === 'image') {
+        const spec = imageSpecFor(d);
+        const t = pixelsToTensor(naturalImage(spec.width!, spec.height!, o.seed + k), spec.width!, spec.height!, spec);
+        const type = isElementType(input.type) ? input.type : 'float32';
+        feed[input.name] = convertTensor({ ...t, dims: d }, type);
+      } else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate);
+    }
+    return feed;
+  };
+  const rejected: string[] = [];
+  let dims = plan.dimsAt(0);
+  for (let r = 0; ; r++) {
+    dims = plan.dimsAt(r);
+    const largest = Math.max(...[...dims.values()].map((d) => d.reduce((a, b) => a * b, 1)));
+    if (largest > o.maxElements)
+      throw new BadCalibrationError(
+        `synthetic inputs: the model rejected every size tried (${rejected.join('; ')}); give calibration data (--calibration) or the input shapes (--input NAME=SHAPE)`,
+        { file: o.file },
+      );
+    try {
+      await runner.runFeed(make(dims, 0), { label: 'a synthetic trial input', file: o.file });
+      break;
+    } catch (e) {
+      if (!plan.grows) throw e;
+      rejected.push(
+        `${[...dims].map(([k, d]) => `${k}[${d.join(',')}]`).join(' ')}: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}`,
+      );
+    }
+  }
+  const samples: CalibrationSample[] = Array.from({ length: o.count }, (_, k) => ({
+    index: k,
+    label: `synthetic #${k + 1}`,
+    kind: 'feed',
+    load: async () => ({ kind: 'feed', feed: make(dims, k) }),
+  }));
+  const imageNote = imageInput ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) : '';
+  const grown = rejected.length ? `; sizes grown until the model accepted them (rejected: ${rejected.join('; ')})` : '';
+  return {
+    samples,
+    source: [],
+    synthetic: true,
+    description: `${o.count} SYNTHETIC samples (no calibration data given): ${describeInputs(io, kinds, dims, imageNote, o.rate)}${grown}`,
+  };
+}
+
+async function statefulSet(
+  io: ModelIo,
+  runner: CalibrationRunner,
+  kinds: Map<string, InputKind>,
+  state: StateLink[],
+  overrides: ShapeOverrides,
+  o: Resolved,
+): Promise<CalibrationSet> {
+  const audioInput = io.inputs.find((i) => kinds.get(i.name) === 'audio' && (!o.audio?.input || o.audio.input === i.name));
+  const rejected: string[] = [];
+  if (audioInput) {
+    const given: AudioSpecInput = { ...o.audio, state, rate: o.rate, input: audioInput.name, segment: 0 };
+    let spec: AudioSpec | undefined;
+    try {
+      spec = resolveAudioSpec(given, io);
+    } catch {
+      spec = undefined; // no window known: grow one
+    }
+    const seconds = o.sequenceSeconds ?? 2;
+    const sampleAt = (s: AudioSpec, k: number): SampleData =>
+      audioSampleData(
+        speechLike(Math.max(Math.round(seconds * o.rate), (s.window ?? 0) + (s.context ?? 0)), o.rate, o.seed + k),
+        s,
+        io,
+        overrides.inputs,
+      )[0].data();
+    const trial = async (s: AudioSpec): Promise<void> => {
+      const d = sampleAt(s, 0);
+      if (d.kind !== 'sequence') return;
+      await runner.runFeed({ ...d.steps[0], ...d.initial }, { label: 'a synthetic trial window', file: o.file });
+    };
+    if (!spec) {
+      for (let w = o.startLength ?? WINDOW_START; ; w *= 4) {
+        if (w > o.maxElements)
+          throw new BadCalibrationError(
+            `synthetic inputs: the stateful model rejected every window tried (${rejected.join('; ')}); give --window SAMPLES or calibration audio`,
+            { file: o.file },
+          );
+        const s = resolveAudioSpec({ ...given, window: w }, io);
+        try {
+          await trial(s);
+          spec = s;
+          break;
+        } catch (e) {
+          rejected.push(`window ${w}: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}`);
+        }
+      }
+    } else await trial(spec);
+    const final = spec;
+    const samples: CalibrationSample[] = Array.from({ length: o.count }, (_, k) => ({
+      index: k,
+      label: `synthetic #${k + 1}`,
+      kind: 'sequence',
+      load: async () => sampleAt(final, k),
+    }));
+    const grown = rejected.length ? `; window grown until the model accepted it (rejected: ${rejected.join('; ')})` : '';
+    return {
+      samples,
+      source: [],
+      synthetic: true,
+      description: `${o.count} SYNTHETIC samples (no calibration data given): ${seconds} s of speech-like sound each into ${final.input} (${describeAudioSpec(final)})${grown}`,
+    };
+  }
+  // a stateful model without an audio input: generic steps, state carried
+  const plan = planDims(io, kinds, overrides, {
+    audio: o.startLength ?? o.rate,
+    seq: o.startLength ?? SEQUENCE_START,
+    image: {},
+  });
+  let dims = plan.dimsAt(0);
+  const make = (d: Map<string, number[]>, k: number): SampleData => {
+    const steps: Feed[] = [];
+    for (let s = 0; s < GENERIC_STEPS; s++) {
+      const feed: Feed = {};
+      for (const input of io.inputs) {
+        const kind = kinds.get(input.name)!;
+        if (kind === 'state') continue;
+        feed[input.name] =
+          kind === 'rate'
+            ? rateTensor(input, o.rate)
+            : values(input, kind === 'image' ? 'float' : kind, d.get(input.name)!, (o.seed + k) * 1000 + s, io, o.rate);
+      }
+      steps.push(feed);
+    }
+    const initial = Object.fromEntries(
+      state.map((l) => [
+        l.input,
+        zeroTensor(
+          io.inputs.find((i) => i.name === l.input)!,
+          new Map([[l.input, d.get(l.input)!]]),
+        ),
+      ]),
+    );
+    return { kind: 'sequence', steps, state, initial };
+  };
+  for (let r = 0; ; r++) {
+    dims = plan.dimsAt(r);
+    const largest = Math.max(...[...dims.values()].map((x) => x.reduce((a, b) => a * b, 1)));
+    if (largest > o.maxElements)
+      throw new BadCalibrationError(
+        `synthetic inputs: the model rejected every size tried (${rejected.join('; ')}); give calibration data or --input NAME=SHAPE`,
+        {
+          file: o.file,
+        },
+      );
+    const d = make(dims, 0);
+    try {
+      if (d.kind === 'sequence')
+        await runner.runFeed({ ...d.steps[0], ...d.initial }, { label: 'a synthetic trial input', file: o.file });
+      break;
+    } catch (e) {
+      if (!plan.grows) throw e;
+      rejected.push(
+        `${[...dims].map(([k, x]) => `${k}[${x.join(',')}]`).join(' ')}: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}`,
+      );
+    }
+  }
+  const samples: CalibrationSample[] = Array.from({ length: o.count }, (_, k) => ({
+    index: k,
+    label: `synthetic #${k + 1}`,
+    kind: 'sequence',
+    load: async () => make(dims, k),
+  }));
+  return {
+    samples,
+    source: [],
+    synthetic: true,
+    description: `${o.count} SYNTHETIC samples (no calibration data given): sequences of ${GENERIC_STEPS} runs, state ${state.map((l) => `${l.input}→${l.output}`).join(', ')} carried; ${describeInputs(io, kinds, dims, '', o.rate)}`,
+  };
+}

