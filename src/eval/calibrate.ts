@@ -3,7 +3,8 @@
  * model's input metadata (symbolic dimensions: 1 leading, 64 elsewhere), all float outputs
  * concatenated. Used for sensitivity probes when no task evaluator fits.
  */
-import * as ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
+import { loadOrt } from '../runtime/optional.js';
 
 function seeded(seed: number): () => number {
   let s = seed >>> 0;
@@ -25,10 +26,11 @@ export function concatFloat32(parts: readonly Float32Array[]): Float32Array {
 }
 
 export async function randomInputOutputs(model: Uint8Array, seed = 7): Promise<Float32Array> {
+  const ort = await loadOrt('calibrating on random inputs');
   const session = await ort.InferenceSession.create(model);
   try {
     const rnd = seeded(seed);
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, Ort.Tensor> = {};
     for (const meta of session.inputMetadata) {
       if (!meta.isTensor) throw new Error(`input ${meta.name} is not a tensor`);
       // symbolic dimensions: 1 for the leading (batch) one, 64 for the others (sequence, width…)

@@ -7,7 +7,8 @@
 
 import { MissingDependencyError } from '../errors.js';
 
-type Ort = typeof import('onnxruntime-node');
+/** The onnxruntime-node module as `loadOrt()` returns it. */
+export type Ort = typeof import('onnxruntime-node');
 
 let ort: Promise<Ort> | undefined;
 
