@@ -5,10 +5,11 @@
  * install.
  */
 
+import type * as OrtNamespace from 'onnxruntime-node';
 import { MissingDependencyError } from '../errors.js';
 
 /** The onnxruntime-node module as `loadOrt()` returns it. */
-export type Ort = typeof import('onnxruntime-node');
+export type Ort = typeof OrtNamespace;
 
 let ort: Promise<Ort> | undefined;
 
