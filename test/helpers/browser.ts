@@ -6,7 +6,7 @@
  * No vitest here: bench/ imports it too.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -44,15 +44,22 @@ export async function bundle(entry: string, outfile: string): Promise<void> {
 const TYPES: Array<[RegExp, string]> = [
   [/\.m?js$/, 'text/javascript'],
   [/\.wasm$/, 'application/wasm'],
-  [/\.html$/, 'text/html'],
+  [/\.html$/, 'text/html; charset=utf-8'],
+  [/\.css$/, 'text/css'],
+  [/\.png$/, 'image/png'],
+  [/\.wav$/, 'audio/wav'],
 ];
 
-/** Serves `dir` on 127.0.0.1; `stats.rangeRequests` counts the Range requests answered with 206. */
-export async function serveDir(dir: string): Promise<{ server: Server; base: string; stats: { rangeRequests: number } }> {
+/** Serves `dir` on 127.0.0.1 (port 0: any free one); `stats.rangeRequests` counts the Range requests answered with 206. */
+export async function serveDir(
+  dir: string,
+  port = 0,
+): Promise<{ server: Server; base: string; stats: { rangeRequests: number } }> {
   const stats = { rangeRequests: 0 };
   const server = createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?');
-    const f = join(dir, path.replace(/^\/+/, '') || 'index.html');
+    let f = join(dir, path.replace(/^\/+/, '') || 'index.html');
+    if (existsSync(f) && statSync(f).isDirectory()) f = join(f, 'index.html');
     if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
     const type = TYPES.find(([re]) => re.test(f))?.[1] ?? 'application/octet-stream';
     const body = readFileSync(f);
@@ -68,7 +75,10 @@ export async function serveDir(dir: string): Promise<{ server: Server; base: str
     res.writeHead(200, { 'content-type': type });
     res.end(body);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
   return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, stats };
 }
 
