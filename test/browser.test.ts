@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { CHROMIUM, launchChromium, openNnmediaPage, serveDir } from './helpers/browser.js';
+import { CHROMIUM, launchChromium, newPage, openNnmediaPage, serveDir } from './helpers/browser.js';
 import { cachedArchive } from './helpers/fixture-cache.js';
 import { buildExample } from '../scripts/example.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,7 +125,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     });
 
   it('example page: Silero VAD v4 rebuilt from PNGs in the page runs in onnxruntime-web like the original', async () => {
-    const p = await browser.newPage();
+    const p = await newPage(browser);
     await p.goto(`${base}/example/index.html`);
     type W = { vadResult?: { probs: number[]; decodeMs: number }; vadError?: string };
     await p.waitForFunction(() => {
@@ -157,7 +157,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       ['?archive=./missing.nnm', /^error: BrowserArchiveError: cannot fetch \.\/missing\.nnm: HTTP 404$/],
       ['?wav=./missing.wav', /^error: Error: cannot fetch \.\/missing\.wav: HTTP 404$/],
     ] as const) {
-      const p = await browser.newPage();
+      const p = await newPage(browser);
       await p.goto(`${base}/example/index.html${query}`);
       await p.waitForFunction(() => document.getElementById('result')!.className === 'error');
       expect(await p.textContent('#result')).toMatch(message);
@@ -168,7 +168,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       join(dir, 'example/nobundle.html'),
       readFileSync(join(dir, 'example/index.html'), 'utf8').replace('./main.js', './absent.js'),
     );
-    const p = await browser.newPage();
+    const p = await newPage(browser);
     await p.goto(`${base}/example/nobundle.html`);
     await p.waitForFunction(() => document.getElementById('result')!.className === 'error');
     expect(await p.textContent('#result')).toMatch(

@@ -82,6 +82,16 @@ export async function serveDir(
   return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, stats };
 }
 
+/**
+ * A new page whose waits never time out on their own: a loaded machine makes everything slower, and the
+ * test's own timeout (vitest) bounds the wait instead of Playwright's 30 s.
+ */
+export async function newPage(browser: Browser, options: Parameters<Browser['newPage']>[0] = {}): Promise<Page> {
+  const page = await browser.newPage(options);
+  page.setDefaultTimeout(0);
+  return page;
+}
+
 /** Bundles the browser entry into `dir` with an index.html that sets `window.nnmedia`, and opens it. */
 export async function openNnmediaPage(browser: Browser, dir: string, base: string): Promise<Page> {
   await bundle('src/browser/index.ts', join(dir, 'nnmedia.js'));
@@ -89,7 +99,7 @@ export async function openNnmediaPage(browser: Browser, dir: string, base: strin
     join(dir, 'index.html'),
     '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
   );
-  const page = await browser.newPage();
+  const page = await newPage(browser);
   await page.goto(`${base}/index.html`);
   await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
   return page;
