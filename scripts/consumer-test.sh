@@ -66,6 +66,13 @@ npx nnmedia compress "$MODEL" -o m.nnm | tee out.log
 npx nnmedia decompress m.nnm -o back.onnx | tee -a out.log
 [ "$(stat -c %s back.onnx)" = "$(stat -c %s "$MODEL")" ] || fail "restored model size differs from the original"
 npx nnmedia inspect m.nnm > /dev/null || fail "inspect"
+# the source maps point into the package (src/ ships with dist/)
+node -e "
+  const dir = 'node_modules/nnmedia/dist/pipeline/';
+  const map = JSON.parse(require('fs').readFileSync(dir + 'compress.js.map', 'utf8'));
+  const src = require('path').resolve(dir, map.sourceRoot ?? '', map.sources[0]);
+  if (!require('fs').existsSync(src)) throw new Error('source map points to a missing ' + src);
+"
 node -e "
   const n = await import('nnmedia');
   const b = await import('nnmedia/browser');

@@ -1,6 +1,6 @@
 /**
- * `nnmedia view` in a real Chromium: Silero VAD v4 as an image, a video and an audio archive, each with its
- * error maps. Layout facts are asserted through the DOM (graph order, one overview row per card, every
+ * `nnmedia view` in a real Chromium: Silero VAD v4 as an image (with its error maps), a video and an audio
+ * archive. Layout facts are asserted through the DOM (graph order, one overview row per card, every
  * plane a decoded picture, bytes per layer as `inspect` counts them, a grid that uses the width, axes on
  * every histogram); the screenshots go to the test's folder, or to $NNMEDIA_SCREENSHOTS to be looked at.
  * The graph order itself is checked without a browser on a model whose initializers are listed backwards.
@@ -106,7 +106,9 @@ describe.skipIf(!haveChromium)('nnmedia view in Chromium', () => {
       archive.close();
       let viewer: Server | undefined;
       try {
-        const served = await serveViewer(file, 0, { model: SILERO_V4 });
+        // error maps (a second decode of every layer) for the image archive only: the video and audio
+        // ones come from the same code, and ffmpeg decodes dominate this test's time on a loaded machine
+        const served = await serveViewer(file, 0, media === 'image' ? { model: SILERO_V4 } : {});
         viewer = served.server;
         const page = await newPage(browser, { viewport: { width: 1440, height: 1000 } });
         await page.goto(served.url);
@@ -162,7 +164,7 @@ describe.skipIf(!haveChromium)('nnmedia view in Chromium', () => {
           // every plane a picture, each with its error map of the same geometry
           expect(c.planes.length).toBeGreaterThan(0);
           expect(c.planes.every((w) => w > 0)).toBe(true);
-          expect(c.errors).toEqual(c.planes);
+          expect(c.errors).toEqual(media === 'image' ? c.planes : []);
           expect(c.histogramTicks).toBeGreaterThanOrEqual(6);
           // video: the frames of every plane coded as several; audio: one waveform of all planes
           const record = parts.find((t) => t.key === c.key && t.name === c.name)!;

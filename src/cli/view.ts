@@ -11,6 +11,7 @@
 import { createServer, type Server } from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
+import { availableParallelism } from 'node:os';
 import sharp from 'sharp';
 import { Archive, decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
@@ -22,6 +23,7 @@ import { getCodec } from '../codecs/registry.js';
 import { allocCodes, type CodeArray } from '../quantize/uniform.js';
 import { CorruptArchiveError, IoError, UnsupportedError } from '../errors.js';
 import { onnxGraphOrder } from './graph-order.js';
+import { runOrdered } from '../pipeline/pool.js';
 
 export interface ViewerOptions {
   /** A benchmark's rate–distortion plot (PNG) to show on top. */
@@ -326,17 +328,25 @@ export async function buildViewer(
     const order = m.source.format === 'onnx' ? onnxGraphOrder(a.skeleton(), a.file) : new Map<string, number>();
     const rank = (t: TensorRecord): number => order.get(t.name) ?? order.get(t.key) ?? Infinity;
     const tensors = m.tensors.map((t, i) => ({ t, i })).sort((x, y) => rank(x.t) - rank(y.t) || x.i - y.i);
+    const parts = tensors.flatMap(({ t: whole }) =>
+      codedParts(whole)
+        .filter(({ record: t }) => t.layout && t.planes && t.codec && t.quant)
+        .map((c) => ({ ...c, whole })),
+    );
     const layers: Layer[] = [];
-    for (const { t: whole } of tensors)
-      for (const { record: t, offset } of codedParts(whole)) {
-        if (!t.layout || !t.planes || !t.codec || !t.quant) continue;
-        const id = `L${layers.length + 1}`;
+    // layers decoded side by side (ffmpeg runs as processes of its own), the page built in graph order
+    await runOrdered(
+      parts,
+      availableParallelism(),
+      async ({ record: t, offset, whole }, index): Promise<Layer> => {
+        const id = `L${index + 1}`;
         const n = elementCount(t.shape);
         // every media entry once: a video plane's blocks are frames of one entry
         const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
-        const bits = t.quant.bits;
+        const bits = t.quant!.bits;
+        const codecRecord = t.codec!;
         const decoded = await decodePlanes(a, t);
-        const target = t.planes.length > 1 ? 200 : 560;
+        const target = t.planes!.length > 1 ? 200 : 560;
         const pictures: string[] = [];
         const extras: string[] = [];
         for (const [k, d] of decoded.entries()) {
@@ -373,7 +383,7 @@ export async function buildViewer(
                 Math.round(g.width * shot.scale),
                 Math.round(g.height * shot.scale),
                 560,
-                `${escapeHtml(label)}: ${d.frames.count} frames of ${d.frames.rows}×${d.frames.cols} as ${escapeHtml(t.codec.name)} coded them (blocks padded to the frame), ${g.across} across`,
+                `${escapeHtml(label)}: ${d.frames.count} frames of ${d.frames.rows}×${d.frames.cols} as ${escapeHtml(codecRecord.name)} coded them (blocks padded to the frame), ${g.across} across`,
               ),
             );
           }
@@ -381,7 +391,7 @@ export async function buildViewer(
         const signals = decoded.filter((d) => d.signal).map((d) => ({ label: d.record.label, codes: d.signal! }));
         if (signals.length)
           extras.push(
-            `<figure class="waveform">${waveformSvg(signals, bits)}<figcaption>${signals.length > 1 ? `the ${signals.length} planes` : 'the plane'} as ${escapeHtml(t.codec.name)} coded ${signals.length > 1 ? 'them' : 'it'}: ${fmt(signals.reduce((n, x) => n + x.codes.length, 0))} samples</figcaption></figure>`,
+            `<figure class="waveform">${waveformSvg(signals, bits)}<figcaption>${signals.length > 1 ? `the ${signals.length} planes` : 'the plane'} as ${escapeHtml(codecRecord.name)} coded ${signals.length > 1 ? 'them' : 'it'}: ${fmt(signals.reduce((n, x) => n + x.codes.length, 0))} samples</figcaption></figure>`,
           );
         let errors = '';
         const original = model?.tensors.find((x) => x.key === t.key);
@@ -414,17 +424,19 @@ export async function buildViewer(
         }
         const s = t.stats;
         const bitsPerWeight = (bytes * 8) / n;
-        const codec = `${t.codec.name}${t.codec.lossless ? ' lossless' : ` q${t.codec.quality ?? ''}`}`;
-        const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${t.codec.media}" data-bytes="${bytes}">
+        const codec = `${codecRecord.name}${codecRecord.lossless ? ' lossless' : ` q${codecRecord.quality ?? ''}`}`;
+        const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${codecRecord.media}" data-bytes="${bytes}">
 <h2><a href="#${id}">${escapeHtml(t.name)}</a></h2>
-<p class="meta">${t.role} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${t.codec.media}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
+<p class="meta">${t.role} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${codecRecord.media}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
 <div class="pictures">${pictures.join('')}</div>${extras.join('')}${errors}
 <figure class="histogram">${histogramSvg(
           decoded.map((d) => d.codes),
           bits,
         )}<figcaption>codes of all ${decoded.length > 1 ? `${decoded.length} planes` : 'the plane'}</figcaption></figure></section>`;
-        layers.push({ id, record: t, whole, weights: n, bytes, bitsPerWeight, snrDb: s?.snrDb, card });
-      }
+        return { id, record: t, whole, weights: n, bytes, bitsPerWeight, snrDb: s?.snrDb, card };
+      },
+      (layer) => void layers.push(layer),
+    );
     const plotUrl = options.plot ? '/rd.png' : undefined;
     if (options.plot) files.set('/rd.png', { type: 'image/png', body: readFileSync(options.plot) });
     files.set('/', { type: 'text/html; charset=utf-8', body: Buffer.from(page(archivePath, a, layers, plotUrl)) });

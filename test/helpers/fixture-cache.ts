@@ -1,8 +1,9 @@
 /**
  * Archives the slow tests need (AV1 and VP9 encodes, whole real models), built once and kept in
  * `node_modules/.cache/nnmedia-test/` (or `$NNMEDIA_TEST_CACHE`), so a test's time does not grow with the
- * number of fixtures or the machine's load. The key is the package version, every file under `src/`, the
- * options and the model's bytes: any change to the encoder builds new fixtures (and drops the old ones).
+ * number of fixtures or the machine's load. The key is the package version, every file under `src/` but the
+ * CLI and the browser decoder (which write no archive), the options and the model's bytes: any change to
+ * the encoder builds new fixtures (and drops the old ones).
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
@@ -22,14 +23,18 @@ function sha256(...parts: Array<string | Uint8Array>): string {
 
 let source: string | undefined;
 
-/** The hash of src/: every file's path and bytes, in path order. */
+/** Folders of src/ that do not change what compressModel writes. */
+const NOT_ENCODER = new Set(['cli', 'browser'].map((d) => join(ROOT, 'src', d)));
+
+/** The hash of the encoder's source: every file's path and bytes, in path order. */
 function sourceHash(): string {
   if (source) return source;
   const files: string[] = [];
   const walk = (d: string): void => {
     for (const e of readdirSync(d, { withFileTypes: true }))
-      if (e.isDirectory()) walk(join(d, e.name));
-      else files.push(join(d, e.name));
+      if (e.isDirectory()) {
+        if (!NOT_ENCODER.has(join(d, e.name))) walk(join(d, e.name));
+      } else files.push(join(d, e.name));
   };
   walk(join(ROOT, 'src'));
   files.sort();
