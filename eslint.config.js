@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'scratch/**', 'bench/results/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'scratch/**', 'bench/results/**', 'examples/vad/build/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

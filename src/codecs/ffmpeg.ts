@@ -1,8 +1,9 @@
 /**
- * ffmpeg as a real dependency: `NNMEDIA_FFMPEG` if set, else an `ffmpeg` on PATH
- * that is newer than the bundled one, else the binary shipped inside
- * @ffmpeg-installer/ffmpeg (installs from npm alone). Frames and samples go
- * through pipes; nothing is written to disk.
+ * ffmpeg, needed only by the video and audio codecs: `NNMEDIA_FFMPEG` if set, else an
+ * `ffmpeg` on PATH that is newer than the bundled one, else the binary shipped inside the
+ * optional peer dependency @ffmpeg-installer/ffmpeg (installs from npm alone), looked up on
+ * first use. With none of them, a MissingCodecError names what to install. Frames and
+ * samples go through pipes; nothing is written to disk.
  */
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -55,7 +56,7 @@ export function findFfmpeg(): FfmpegInfo {
   }
   if (bundled) return (cached = bundled);
   throw new MissingCodecError(
-    'no ffmpeg found: install the npm package @ffmpeg-installer/ffmpeg, put ffmpeg on PATH, or set NNMEDIA_FFMPEG',
+    'video and audio codecs need ffmpeg and none was found: npm install @ffmpeg-installer/ffmpeg@1.1.0 (a bundled binary), or put ffmpeg on PATH, or set NNMEDIA_FFMPEG',
   );
 }
 

@@ -5,9 +5,11 @@
  * install.
  */
 
+import type * as OrtNamespace from 'onnxruntime-node';
 import { MissingDependencyError } from '../errors.js';
 
-type Ort = typeof import('onnxruntime-node');
+/** The onnxruntime-node module as `loadOrt()` returns it. */
+export type Ort = typeof OrtNamespace;
 
 let ort: Promise<Ort> | undefined;
 

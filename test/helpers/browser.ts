@@ -6,7 +6,7 @@
  * No vitest here: bench/ imports it too.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -44,15 +44,22 @@ export async function bundle(entry: string, outfile: string): Promise<void> {
 const TYPES: Array<[RegExp, string]> = [
   [/\.m?js$/, 'text/javascript'],
   [/\.wasm$/, 'application/wasm'],
-  [/\.html$/, 'text/html'],
+  [/\.html$/, 'text/html; charset=utf-8'],
+  [/\.css$/, 'text/css'],
+  [/\.png$/, 'image/png'],
+  [/\.wav$/, 'audio/wav'],
 ];
 
-/** Serves `dir` on 127.0.0.1; `stats.rangeRequests` counts the Range requests answered with 206. */
-export async function serveDir(dir: string): Promise<{ server: Server; base: string; stats: { rangeRequests: number } }> {
+/** Serves `dir` on 127.0.0.1 (port 0: any free one); `stats.rangeRequests` counts the Range requests answered with 206. */
+export async function serveDir(
+  dir: string,
+  port = 0,
+): Promise<{ server: Server; base: string; stats: { rangeRequests: number } }> {
   const stats = { rangeRequests: 0 };
   const server = createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?');
-    const f = join(dir, path.replace(/^\/+/, '') || 'index.html');
+    let f = join(dir, path.replace(/^\/+/, '') || 'index.html');
+    if (existsSync(f) && statSync(f).isDirectory()) f = join(f, 'index.html');
     if (!f.startsWith(dir) || !existsSync(f)) return void res.writeHead(404).end();
     const type = TYPES.find(([re]) => re.test(f))?.[1] ?? 'application/octet-stream';
     const body = readFileSync(f);
@@ -68,8 +75,21 @@ export async function serveDir(dir: string): Promise<{ server: Server; base: str
     res.writeHead(200, { 'content-type': type });
     res.end(body);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
   return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, stats };
+}
+
+/**
+ * A new page whose waits never time out on their own: a loaded machine makes everything slower, and the
+ * test's own timeout (vitest) bounds the wait instead of Playwright's 30 s.
+ */
+export async function newPage(browser: Browser, options: Parameters<Browser['newPage']>[0] = {}): Promise<Page> {
+  const page = await browser.newPage(options);
+  page.setDefaultTimeout(0);
+  return page;
 }
 
 /** Bundles the browser entry into `dir` with an index.html that sets `window.nnmedia`, and opens it. */
@@ -79,7 +99,7 @@ export async function openNnmediaPage(browser: Browser, dir: string, base: strin
     join(dir, 'index.html'),
     '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
   );
-  const page = await browser.newPage();
+  const page = await newPage(browser);
   await page.goto(`${base}/index.html`);
   await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
   return page;

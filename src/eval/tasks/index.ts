@@ -2,7 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
+import { loadOrt } from '../../runtime/optional.js';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
 import { vadTask } from './vad.js';
@@ -40,6 +40,7 @@ export function taskByName(name: string, options: { limit?: number } = {}): Task
 /** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
 export async function detectTask(model: Uint8Array): Promise<string | undefined> {
   if (!existsSync(DATA_DIR)) return 'outputs';
+  const ort = await loadOrt('recognising the task of a model');
   const s = await ort.InferenceSession.create(model);
   try {
     if (s.inputNames.includes('sr')) return 'vad';

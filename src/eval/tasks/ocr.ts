@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import * as ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
+import { loadOrt, type Ort as OrtModule } from '../../runtime/optional.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
 export interface OcrData {
@@ -51,7 +52,7 @@ export function characterErrorRate(predicted: readonly string[], truth: readonly
   return chars ? edits / chars : 0;
 }
 
-async function lineTensor(file: string): Promise<ort.Tensor> {
+async function lineTensor(ort: OrtModule, file: string): Promise<Ort.Tensor> {
   const img = sharp(file).removeAlpha().toColourspace('srgb');
   const meta = await sharp(file).metadata();
   const width = Math.max(8, Math.round((48 * (meta.width ?? 48)) / (meta.height ?? 48)));
@@ -70,15 +71,17 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
   const dict = readFileSync(data.dictionary, 'utf8').split(/\r?\n/);
   if (dict[dict.length - 1] === '') dict.pop();
   const alphabet = ['', ...dict, ' '];
-  let inputs: Promise<ort.Tensor[]> | undefined;
-  const tensors = (): Promise<ort.Tensor[]> => (inputs ??= Promise.all(labels.map((l) => lineTensor(join(data.dir, l.file)))));
+  let inputs: Promise<Ort.Tensor[]> | undefined;
+  const tensors = (ort: OrtModule): Promise<Ort.Tensor[]> =>
+    (inputs ??= Promise.all(labels.map((l) => lineTensor(ort, join(data.dir, l.file)))));
   /** Lines used for calibration: every 10th, a fixed slice. */
   const CALIBRATION_STEP = 10;
   return {
     name: 'ocr',
     description: `PaddleOCR rec on ${labels.length} text lines: character error rate against ground truth`,
     async run(model) {
-      const xs = await tensors();
+      const ort = await loadOrt('the ocr task');
+      const xs = await tensors(ort);
       const session = await ort.InferenceSession.create(model);
       const texts: string[] = [];
       try {
@@ -103,7 +106,8 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
       return { texts, truth: labels.map((l) => l.text) };
     },
     async calibrate(model) {
-      const xs = (await tensors()).filter((_, i) => i % CALIBRATION_STEP === 0);
+      const ort = await loadOrt('the ocr task');
+      const xs = (await tensors(ort)).filter((_, i) => i % CALIBRATION_STEP === 0);
       const session = await ort.InferenceSession.create(model);
       const parts: Float32Array[] = [];
       try {

@@ -8,7 +8,8 @@
  */
 
 import { readFileSync } from 'node:fs';
-import * as ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
+import { loadOrt } from '../../runtime/optional.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 import { readWav16 } from './wav.js';
 
@@ -25,6 +26,7 @@ export interface VadData {
 const THRESHOLD = 0.5;
 
 async function runVad(model: Uint8Array, samples: Float32Array, sampleRate: number, maxFrames = Infinity): Promise<VadOutput> {
+  const ort = await loadOrt('the vad task');
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   try {
     const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(sampleRate)]), []);
@@ -33,9 +35,9 @@ async function runVad(model: Uint8Array, samples: Float32Array, sampleRate: numb
     const context = v4 ? 0 : 64;
     const n = Math.min(maxFrames, Math.floor(samples.length / frame));
     const probs = new Float32Array(n);
-    let h: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
-    let c: ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
-    let state: ort.Tensor = new ort.Tensor('float32', new Float32Array(256), [2, 1, 128]);
+    let h: Ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+    let c: Ort.Tensor = new ort.Tensor('float32', new Float32Array(128), [2, 1, 64]);
+    let state: Ort.Tensor = new ort.Tensor('float32', new Float32Array(256), [2, 1, 128]);
     for (let i = 0; i < n; i++) {
       const chunk = new Float32Array(frame + context);
       const start = i * frame - context;

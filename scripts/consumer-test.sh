@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The package as a user installs it: `npm pack`, then the tarball installed into fresh projects with nothing
+# but the registry (no repository files, no devDependencies), once alone (decode and compress with image
+# codecs) and once with the optional peers onnxruntime-node and @ffmpeg-installer/ffmpeg (demo, eval,
+# video). Prints the installed size and time of each. Run by .ci/run; by hand: scripts/consumer-test.sh
+# (NPM=… picks another npm, e.g. NPM="npx -y npm@10"; KEEP=1 keeps the folder).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+NPM="${NPM:-npm}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/nnmedia-consumer-XXXXXX")"
+if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$WORK"' EXIT; else echo "consumer test folder: $WORK"; fi
+ORT_VERSION="$(node -p "require('$ROOT/package.json').devDependencies['onnxruntime-node']")"
+FFMPEG_VERSION="$(node -p "require('$ROOT/package.json').devDependencies['@ffmpeg-installer/ffmpeg']")"
+# onnxruntime-node's install script downloads GPU libraries from nuget.org: skipped, as docs/install.md says
+export ONNXRUNTIME_NODE_INSTALL=skip
+# the optional ffmpeg must come from the package, not from the machine
+unset NNMEDIA_FFMPEG
+
+fail() {
+  echo "consumer test FAILED: $*" >&2
+  exit 1
+}
+step() { echo "--- $*"; }
+# runs a command that must fail; its stderr must match a pattern (grep -E)
+expect_fail() {
+  local pattern="$1"
+  shift
+  local err
+  if err="$("$@" 2>&1 >/dev/null)"; then fail "expected failure: $*"; fi
+  echo "$err" | grep -Eq -- "$pattern" || fail "$* printed: $err (expected /$pattern/)"
+  echo "  fails as it should: $(echo "$err" | head -1 | cut -c1-160)"
+}
+# timed npm install; prints seconds and the size of node_modules
+install() {
+  local t0=$SECONDS
+  $NPM install --no-audit --no-fund --loglevel=error "$@" > install.log 2>&1 || {
+    cat install.log
+    fail "npm install $*"
+  }
+  echo "  installed in $((SECONDS - t0)) s; node_modules $(du -sh node_modules | cut -f1)"
+}
+
+start=$SECONDS
+step "npm pack ($($NPM --version))"
+(cd "$ROOT" && $NPM pack --silent --pack-destination "$WORK" > "$WORK/pack.log" 2>&1) || {
+  cat "$WORK/pack.log"
+  fail "npm pack"
+}
+TGZ="$(ls "$WORK"/nnmedia-*.tgz)"
+echo "  $(basename "$TGZ"): $(du -h "$TGZ" | cut -f1)"
+
+# a PATH with node and the usual tools but no ffmpeg, for the no-ffmpeg check
+mkdir "$WORK/bin"
+ln -s "$(command -v node)" "$WORK/bin/node"
+
+step "decode-only install: nnmedia alone (no onnxruntime-node, no ffmpeg)"
+mkdir "$WORK/plain"
+cd "$WORK/plain"
+echo '{ "name": "plain", "version": "1.0.0", "private": true, "type": "module" }' > package.json
+install "$TGZ"
+[ ! -e node_modules/onnxruntime-node ] || fail "onnxruntime-node was installed without being asked for"
+[ ! -e node_modules/@ffmpeg-installer ] || fail "@ffmpeg-installer was installed without being asked for"
+MODEL=node_modules/nnmedia/models/silero_vad_v4.onnx
+npx nnmedia --help | grep -q '^Usage: nnmedia' || fail "npx nnmedia --help"
+npx nnmedia compress "$MODEL" -o m.nnm | tee out.log
+npx nnmedia decompress m.nnm -o back.onnx | tee -a out.log
+[ "$(stat -c %s back.onnx)" = "$(stat -c %s "$MODEL")" ] || fail "restored model size differs from the original"
+npx nnmedia inspect m.nnm > /dev/null || fail "inspect"
+# the source maps point into the package (src/ ships with dist/)
+node -e "
+  const dir = 'node_modules/nnmedia/dist/pipeline/';
+  const map = JSON.parse(require('fs').readFileSync(dir + 'compress.js.map', 'utf8'));
+  const src = require('path').resolve(dir, map.sourceRoot ?? '', map.sources[0]);
+  if (!require('fs').existsSync(src)) throw new Error('source map points to a missing ' + src);
+"
+node -e "
+  const n = await import('nnmedia');
+  const b = await import('nnmedia/browser');
+  for (const f of ['compressModel', 'decompressArchive', 'Archive']) if (typeof n[f] !== 'function') throw new Error('nnmedia lacks ' + f);
+  for (const f of ['decodeArchive', 'rebuildOnnxModel']) if (typeof b[f] !== 'function') throw new Error('nnmedia/browser lacks ' + f);
+  const t = await n.decodeAllTensors(new n.Archive('m.nnm'));
+  if (t.size < 20) throw new Error('decoded only ' + t.size + ' tensors');
+  console.log('  import(\"nnmedia\"), import(\"nnmedia/browser\"): ok; ' + t.size + ' tensors decoded');
+" --input-type=module
+expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia eval m.nnm -m "$MODEL"
+expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia demo
+expect_fail 'E_MISSING_CODEC.*@ffmpeg-installer/ffmpeg' env PATH="$WORK/bin" node node_modules/nnmedia/dist/cli/main.js \
+  compress "$MODEL" -o v.nnm --media video
+[ ! -e v.nnm ] || fail "a failed compress left v.nnm"
+
+step "full install: nnmedia + onnxruntime-node@$ORT_VERSION + @ffmpeg-installer/ffmpeg@$FFMPEG_VERSION"
+mkdir "$WORK/full"
+cd "$WORK/full"
+echo '{ "name": "full", "version": "1.0.0", "private": true, "type": "module" }' > package.json
+install "$TGZ" "onnxruntime-node@$ORT_VERSION" "@ffmpeg-installer/ffmpeg@$FFMPEG_VERSION"
+MODEL=node_modules/nnmedia/models/silero_vad_v4.onnx
+TMPDIR="$WORK" npx nnmedia demo > demo.log || {
+  cat demo.log
+  fail "npx nnmedia demo"
+}
+grep -q 'vad: decision agreement' demo.log || fail "demo printed no vad agreement: $(cat demo.log)"
+grep 'vad: decision agreement\|kept in' demo.log | sed 's/^/  /'
+npx nnmedia compress "$MODEL" -o m.nnm > /dev/null
+npx nnmedia eval m.nnm -m "$MODEL" --task vad --json > eval.json
+node -e "
+  const r = JSON.parse(require('fs').readFileSync('eval.json', 'utf8'));
+  const a = r.task.metrics.find((m) => m.key === 'agreement').value;
+  if (!(a >= 0.98)) throw new Error('vad agreement ' + a);
+  console.log('  eval --task vad: decision agreement ' + a.toFixed(4));
+"
+env PATH="$WORK/bin" node node_modules/nnmedia/dist/cli/main.js compress "$MODEL" -o v.nnm --media video --codec ffv1 | sed 's/^/  /'
+env PATH="$WORK/bin" node node_modules/nnmedia/dist/cli/main.js decompress v.nnm -o v.onnx | sed 's/^/  /'
+[ "$(stat -c %s v.onnx)" = "$(stat -c %s "$MODEL")" ] || fail "video round trip: size differs"
+
+echo "consumer test passed in $((SECONDS - start)) s"
