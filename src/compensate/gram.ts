@@ -6,6 +6,9 @@
  * buffer is filled; only the upper triangle is accumulated, mirrored at the end.
  */
 
+/** One block buffer for every accumulator: per-accumulator buffers cost 150 MB per depthwise layer of 480 groups. */
+let scratch = new Float64Array(0);
+
 /** H accumulated in double precision, upper triangle until `finish()`. */
 export class GramAccumulator {
   readonly h: Float64Array;
@@ -36,12 +39,10 @@ export class GramAccumulator {
     }
   }
 
-  private scratch?: Float64Array;
-
-  /** A reusable float64 buffer of at least n elements. */
+  /** The shared float64 block buffer, at least n elements (accumulation is synchronous: one user at a time). */
   buffer(n: number): Float64Array {
-    if (!this.scratch || this.scratch.length < n) this.scratch = new Float64Array(n);
-    return this.scratch;
+    if (scratch.length < n) scratch = new Float64Array(n);
+    return scratch;
   }
 
   /** Adds n rows given feature-major in float64: feature i of row t at xt[offset + i·stride + t]. */

@@ -362,16 +362,17 @@ export async function captureStatistics(
   }
   const failed = new Map<string, string>();
   let runs = 0;
-  await run(exposed.model, [...new Set(exposed.outputs)], (outputs) => {
-    options.signal?.throwIfAborted();
-    for (const [key, acc] of accumulators) {
-      if (failed.has(key)) continue;
-      const err = acc.add(outputs);
-      if (err) failed.set(key, err);
-    }
-    runs++;
-    options.progress?.(runs);
-  });
+  if (requests.length)
+    await run(exposed.model, [...new Set(exposed.outputs)], (outputs) => {
+      options.signal?.throwIfAborted();
+      for (const [key, acc] of accumulators) {
+        if (failed.has(key)) continue;
+        const err = acc.add(outputs);
+        if (err) failed.set(key, err);
+      }
+      runs++;
+      options.progress?.(runs);
+    });
   const stats = new Map<string, TensorStatistics>();
   for (const p of reachable) {
     const keys = siteAccs.get(p)!;
