@@ -95,7 +95,8 @@ describe('GPTQ on synthetic layers', () => {
   const h = gram(x, n, k);
   const w = Float64Array.from(gaussian(rows * k, 12, 0.3));
 
-  it('inverseCholeskyUpper gives U with UᵀU = H⁻¹', () => {
+  it.each([48, 101])('inverseCholeskyUpper gives U with UᵀU = H⁻¹ (K %i, several row blocks)', (k) => {
+    const h = gram(correlatedInputs(3 * k, k, 13), 3 * k, k);
     const u = inverseCholeskyUpper(h, k) as Float64Array;
     expect(u).toBeInstanceOf(Float64Array);
     for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) expect(u[i * k + j]).toBe(0);
