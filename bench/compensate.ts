@@ -5,7 +5,10 @@
  * it; layer-output error ‖X·ΔWᵀ‖² on held-back inputs; time and peak RSS of statistics + compensation.
  *
  *   node --import tsx bench/compensate.ts [--models paddleocr-v4-rec,silero-v6,silero-v4]
- *        [--steps 0.25,0.333,0.5,0.667,1] [--damp 0.01] [--act-order] [--out bench/results/compensate]
+ *        [--steps 0.25,0.333,0.5,0.667,1] [--variants 0.01] [--out bench/results/compensate]
+ *
+ * --variants: compensation settings to compare with round-to-nearest, each `<damp>` or `<damp>act`
+ * (act-order), e.g. `0.001,0.01,0.1,0.01act`; one statistics capture serves them all.
  *
  * Each model runs in its own process (so peak RSS is per model); results go to <out>.json and <out>.md.
  */
@@ -38,11 +41,18 @@ import { MODELS, ROOT } from './models.js';
 
 const OUTLIER_SIGMA = 4;
 
+interface Variant {
+  damp: number;
+  actOrder: boolean;
+}
+
+const variantLabel = (v: Variant | undefined): string =>
+  v ? `compensated (damp ${v.damp}${v.actOrder ? ', act-order' : ''})` : 'round-to-nearest';
+
 interface Args {
   models: string[];
   steps: number[];
-  damp: number;
-  actOrder: boolean;
+  variants: Variant[];
   out: string;
   child?: string;
 }
@@ -52,8 +62,7 @@ function args(): Args {
     options: {
       models: { type: 'string', default: 'paddleocr-v4-rec,silero-v6,silero-v4' },
       steps: { type: 'string', default: '0.25,0.333,0.5,0.667,1' },
-      damp: { type: 'string', default: '0.01' },
-      'act-order': { type: 'boolean', default: false },
+      variants: { type: 'string', default: '0.01' },
       out: { type: 'string', default: join(ROOT, 'bench/results/compensate') },
       child: { type: 'string' },
     },
@@ -61,8 +70,7 @@ function args(): Args {
   return {
     models: values.models!.split(','),
     steps: values.steps!.split(',').map(Number),
-    damp: Number(values.damp),
-    actOrder: values['act-order']!,
+    variants: values.variants!.split(',').map((v) => ({ damp: Number(v.replace(/act$/, '')), actOrder: v.endsWith('act') })),
     out: values.out!,
     child: values.child,
   };
@@ -152,6 +160,9 @@ interface Row {
   model: string;
   relStep: number;
   method: 'rtn' | 'gptq';
+  /** Compensation settings (gptq rows). */
+  damp?: number;
+  actOrder?: boolean;
   codeBpw: number;
   sideValues: number;
   bpw: number;
@@ -272,7 +283,8 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
   const layers: ModelResult['layers'] = [];
   let compensateMs = 0;
   for (const relStep of a.steps) {
-    for (const method of ['rtn', 'gptq'] as const) {
+    for (const variant of [undefined, ...a.variants]) {
+      const method = variant ? 'gptq' : 'rtn';
       t0 = performance.now();
       let codeBits = 0;
       let side = 0;
@@ -285,7 +297,7 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
         const q: PlaneQuantization[] =
           method === 'rtn'
             ? quantizePlanes(w.planes, w.shapes, settings)
-            : compensatePlanes(w.planes, w.shapes, w.target.layout, settings, w.stats, { damp: a.damp, actOrder: a.actOrder });
+            : compensatePlanes(w.planes, w.shapes, w.target.layout, settings, w.stats, variant);
         if (method === 'gptq')
           for (const x of q as ReturnType<typeof compensatePlanes>) if (x.compensation.method !== 'gptq') fallbackPlanes++;
         for (const x of q) codeBits += codeEntropyBits(x.codes);
@@ -300,19 +312,20 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
           const e = layerError(w, restored, w.heldBack);
           err += e.err;
           power += e.power;
-          if (method === 'gptq') {
+          if (variant === a.variants[0]) {
             const rtnErr = layers.find((l) => l.tensor === w.target.key && l.relStep === relStep);
             if (rtnErr) rtnErr.gptq = e.power ? e.err / e.power : 0;
-          } else layers.push({ tensor: w.target.key, relStep, rtn: e.power ? e.err / e.power : 0, gptq: NaN });
+          } else if (!variant) layers.push({ tensor: w.target.key, relStep, rtn: e.power ? e.err / e.power : 0, gptq: NaN });
         }
       }
       const ms = performance.now() - t0;
-      if (method === 'gptq') compensateMs += ms;
+      if (variant === a.variants[0]) compensateMs += ms;
       const judged = await setup.judge(substituteTensors(reader, substituted));
       const row: Row = {
         model: id,
         relStep,
         method,
+        ...(variant ? { damp: variant.damp, actOrder: variant.actOrder } : {}),
         codeBpw: codeBits / weights,
         sideValues: side,
         // exact side values cost ~8 bytes each before deflate, as the allocator counts them
@@ -326,7 +339,7 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
       };
       rows.push(row);
       log(
-        `step ${relStep} ${method}: ${row.bpw.toFixed(3)} bpw, ${judged.label} ${judged.all.toFixed(4)} (held back ${judged.heldBack.toFixed(4)}), layer error ${row.layerErrorRel.toExponential(2)}, ${(ms / 1000).toFixed(1)} s`,
+        `step ${relStep} ${variantLabel(variant)}: ${row.bpw.toFixed(3)} bpw, ${judged.label} ${judged.all.toFixed(4)} (held back ${judged.heldBack.toFixed(4)}), layer error ${row.layerErrorRel.toExponential(2)}, ${(ms / 1000).toFixed(1)} s`,
       );
     }
   }
@@ -355,7 +368,7 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
 
 function table(results: ModelResult[], a: Args): string {
   const lines: string[] = [];
-  lines.push(`# Round-to-nearest vs error-compensated rounding (damp ${a.damp}${a.actOrder ? ', act-order' : ''})`, '');
+  lines.push(`# Round-to-nearest vs error-compensated rounding`, '');
   lines.push(
     'Step grid (relStep × channel RMS), per-channel ranges, 8-bit codes, outliers beyond 4σ and weights beyond the grid stored exactly (64 bits each in bits/weight). Bits/weight: order-0 entropy of the codes, the estimate WebP-lossless reaches within 0.3 %.',
     '',
@@ -366,7 +379,7 @@ function table(results: ModelResult[], a: Args): string {
     lines.push(`## ${r.label}`, '');
     lines.push(`${r.calibration}.`, '');
     lines.push(
-      `${r.tensors} coded tensors (${r.weights.toLocaleString('en')} weights), ${r.withStats} with statistics. Original: ${r.metric} ${f(r.baseline.all)} (held back ${f(r.baseline.heldBack)}). Statistics ${r.statsSeconds.toFixed(1)} s (${r.statsRuns} runs, max RSS ${r.statsMaxRssMiB.toFixed(0)} MiB); compensation at all steps ${r.compensateSeconds.toFixed(1)} s; max RSS ${r.maxRssMiB.toFixed(0)} MiB.`,
+      `${r.tensors} coded tensors (${r.weights.toLocaleString('en')} weights), ${r.withStats} with statistics. Original: ${r.metric} ${f(r.baseline.all)} (held back ${f(r.baseline.heldBack)}). Statistics ${r.statsSeconds.toFixed(1)} s (${r.statsRuns} runs, max RSS ${r.statsMaxRssMiB.toFixed(0)} MiB); compensation (${variantLabel(a.variants[0])}) at all steps ${r.compensateSeconds.toFixed(1)} s; max RSS ${r.maxRssMiB.toFixed(0)} MiB.`,
       '',
     );
     lines.push(
@@ -375,7 +388,7 @@ function table(results: ModelResult[], a: Args): string {
     lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const row of r.rows)
       lines.push(
-        `| ${row.relStep} | ${row.method === 'rtn' ? 'round-to-nearest' : 'compensated'} | ${row.bpw.toFixed(3)} | ${row.codeBpw.toFixed(3)} | ${row.sideValues} | ${f(row.metricAll)} | ${f(row.metricHeldBack)} | ${f(row.metricCalibration)} | ${row.layerErrorRel.toExponential(2)} |`,
+        `| ${row.relStep} | ${row.method === 'rtn' ? 'round-to-nearest' : variantLabel({ damp: row.damp!, actOrder: row.actOrder! })} | ${row.bpw.toFixed(3)} | ${row.codeBpw.toFixed(3)} | ${row.sideValues} | ${f(row.metricAll)} | ${f(row.metricHeldBack)} | ${f(row.metricCalibration)} | ${row.layerErrorRel.toExponential(2)} |`,
       );
     const missing = Object.entries(r.missing);
     if (missing.length) lines.push('', `No statistics: ${missing.map(([k, v]) => `${k} (${v})`).join('; ')}.`);
@@ -390,7 +403,7 @@ function table(results: ModelResult[], a: Args): string {
     if (few.length) {
       lines.push(
         '',
-        `Layer-output error ‖X·ΔWᵀ‖²/‖X·Wᵀ‖² on held-back inputs at relStep ${mid} (the six largest under round-to-nearest):`,
+        `Layer-output error ‖X·ΔWᵀ‖²/‖X·Wᵀ‖² on held-back inputs at relStep ${mid} (the six largest under round-to-nearest; ${variantLabel(a.variants[0])}):`,
         '',
       );
       lines.push('| tensor | round-to-nearest | compensated | ratio |', '| --- | --- | --- | --- |');
@@ -425,16 +438,15 @@ async function main(): Promise<void> {
         tmp,
         '--steps',
         a.steps.join(','),
-        '--damp',
-        String(a.damp),
-        ...(a.actOrder ? ['--act-order'] : []),
+        '--variants',
+        a.variants.map((v) => `${v.damp}${v.actOrder ? 'act' : ''}`).join(','),
       ],
       { stdio: ['ignore', 'inherit', 'inherit'], cwd: ROOT },
     );
     results.push(JSON.parse(readFileSync(tmp, 'utf8')) as ModelResult);
     unlinkSync(tmp);
   }
-  writeFileSync(`${a.out}.json`, JSON.stringify({ damp: a.damp, actOrder: a.actOrder, steps: a.steps, results }, null, 1));
+  writeFileSync(`${a.out}.json`, JSON.stringify({ variants: a.variants, steps: a.steps, results }, null, 1));
   const md = table(results, a);
   writeFileSync(`${a.out}.md`, md);
   console.log(md);
