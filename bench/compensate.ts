@@ -22,7 +22,7 @@ import {
   captureStatistics,
   compensatePlanes,
   mergeStatistics,
-  planeMatrices,
+  planeOutputError,
   statisticsTargets,
   type RunWithOutputs,
   type StatisticsTarget,
@@ -195,44 +195,6 @@ interface ModelResult {
   layers: Array<{ tensor: string; relStep: number; rtn: number; gptq: number }>;
 }
 
-/** ‖X·ΔWᵀ‖² over the tensor's matrices with held-back H; and ‖X·Wᵀ‖². */
-function layerError(w: TensorWork, restored: Float32Array[], stats: TensorStatistics): { err: number; power: number } {
-  let err = 0;
-  let power = 0;
-  const groups = stats.h.length;
-  w.planes.forEach((plane, p) => {
-    for (const m of planeMatrices(w.target.layout, w.shapes, p, groups)) {
-      const h = stats.h[m.group];
-      const d = new Float64Array(m.k);
-      const o = new Float64Array(m.k);
-      for (let r = 0; r < m.rows; r++) {
-        for (let i = 0; i < m.k; i++) {
-          const at = m.index[r * m.k + i];
-          const v = plane[at];
-          // positions stored exactly (NaN in the working plane) have no error
-          d[i] = Number.isFinite(v) ? v - restored[p][at] : 0;
-          o[i] = Number.isFinite(v) ? v : 0;
-        }
-        err += quad(h, d, m.k);
-        power += quad(h, o, m.k);
-      }
-    }
-  });
-  return { err, power };
-}
-
-function quad(h: Float64Array, v: Float64Array, k: number): number {
-  let s = 0;
-  for (let i = 0; i < k; i++) {
-    if (v[i] === 0) continue;
-    let t = 0;
-    const row = i * k;
-    for (let j = 0; j < k; j++) t += h[row + j] * v[j];
-    s += v[i] * t;
-  }
-  return s;
-}
-
 const mib = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
 
 async function runModel(id: string, a: Args): Promise<ModelResult> {
@@ -309,13 +271,13 @@ async function runModel(id: string, a: Args): Promise<ModelResult> {
         for (let i = 0; i < values.length; i++) if (!Number.isFinite(mask[i])) values[i] = w.values[i];
         for (const k of w.keys) substituted.set(k, values);
         if (w.heldBack) {
-          const e = layerError(w, restored, w.heldBack);
-          err += e.err;
+          const e = planeOutputError(w.target.layout, w.shapes, w.planes, restored, w.heldBack) ?? { error: 0, power: 0 };
+          err += e.error;
           power += e.power;
           if (variant === a.variants[0]) {
             const rtnErr = layers.find((l) => l.tensor === w.target.key && l.relStep === relStep);
-            if (rtnErr) rtnErr.gptq = e.power ? e.err / e.power : 0;
-          } else if (!variant) layers.push({ tensor: w.target.key, relStep, rtn: e.power ? e.err / e.power : 0, gptq: NaN });
+            if (rtnErr) rtnErr.gptq = e.power ? e.error / e.power : 0;
+          } else if (!variant) layers.push({ tensor: w.target.key, relStep, rtn: e.power ? e.error / e.power : 0, gptq: NaN });
         }
       }
       const ms = performance.now() - t0;

@@ -14,6 +14,7 @@ import {
   gptqQuantize,
   mergeStatistics,
   planeMatrices,
+  planeOutputError,
   RowGrid,
   roundToNearest,
   statisticsTargets,
@@ -132,6 +133,22 @@ describe('GPTQ on synthetic layers', () => {
       }
     });
   }
+
+  it('reports the output error it leaves: Σ e² = ΔW·(H + λI)·ΔWᵀ, fixed weights included', () => {
+    const m = stepMatrix(w, rows, k, 0.5);
+    const fixed = new Uint8Array(rows * k);
+    for (let i = 0; i < fixed.length; i += 7) fixed[i] = 1;
+    const g = gptqQuantize({ ...m, fixed }, h);
+    const grid = new RowGrid(8, 1);
+    let expected = 0;
+    for (let r = 0; r < rows; r++) {
+      const d = Float64Array.from({ length: k }, (_, i) =>
+        fixed[r * k + i] ? 0 : w[r * k + i] - grid.value(g.codes[r * k + i], m.los[r], m.spans[r]),
+      );
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) expected += d[i] * (h[i * k + j] + (i === j ? g.lambda : 0)) * d[j];
+    }
+    expect(g.outputError! / expected).toBeCloseTo(1, 9);
+  });
 
   it('act-order quantizes in another order and still beats round-to-nearest', () => {
     // inputs of very different scales: act-order matters there
@@ -261,6 +278,9 @@ describe('compensatePlanes on the project planes', () => {
           if (Number.isFinite(working[i]) && (settings.range === 'layer' || i % nout !== 5))
             expect(comp.codes[i] % settings.stride).toBe(Math.floor(settings.stride / 2));
       expect(err(comp.restored, planes[0])).toBeLessThan(0.85 * err(rtn.restored, planes[0]));
+      // planeOutputError is the same ‖X·ΔW‖² as the brute force above
+      const viaStats = planeOutputError(layout, shapes, planes, [comp.restored], stats)!;
+      expect(viaStats.error / err(comp.restored, planes[0])).toBeCloseTo(1, 6);
     });
   }
 

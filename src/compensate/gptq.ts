@@ -65,6 +65,11 @@ export interface GptqResult {
   lambda: number;
   /** Input columns whose H diagonal is 0 (inputs that never fire): rounded to nearest, no error to spread. */
   deadColumns: number;
+  /**
+   * ‖X·ΔWᵀ‖² on the calibration data (with the damped H) that the compensated codes leave: Σ e² over every
+   * weight, since ΔW = E·U and U·H·Uᵀ = I. What an allocator needs per grid; absent for round-to-nearest.
+   */
+  outputError?: number;
 }
 
 /** The M1 grid of one row: quantize (as quantizePlane) and decode (as dequantizePlane, in float32). */
@@ -284,6 +289,7 @@ export function gptqQuantize(m: GridMatrix, h: Float64Array | undefined, options
       w[r * k + i] = f ? 0 : m.w[at];
     }
   const err = new Float64Array(rows * block);
+  let outputError = 0;
   for (let b0 = 0; b0 < k; b0 += block) {
     const b1 = Math.min(k, b0 + block);
     const width = b1 - b0;
@@ -303,6 +309,7 @@ export function gptqQuantize(m: GridMatrix, h: Float64Array | undefined, options
         const e = (w[row + i] - q) / u[i * k + i];
         err[er + i] = e;
         if (e === 0) continue;
+        outputError += e * e;
         const ui = i * k;
         for (let j = i + 1; j < b1; j++) w[row + j] -= e * u[ui + j];
       }
@@ -322,5 +329,5 @@ export function gptqQuantize(m: GridMatrix, h: Float64Array | undefined, options
       }
     }
   }
-  return { codes, method: 'gptq', lambda, deadColumns };
+  return { codes, method: 'gptq', lambda, deadColumns, outputError };
 }

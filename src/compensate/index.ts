@@ -32,6 +32,7 @@ export {
 export {
   compensatePlanes,
   planeMatrices,
+  planeOutputError,
   statisticsMisfit,
   type CompensatedQuantization,
   type PlaneCompensation,

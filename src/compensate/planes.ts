@@ -32,6 +32,8 @@ export interface PlaneCompensation {
   fallbackGroups: number;
   /** Input features never active on the calibration data, over the plane's groups. */
   deadColumns: number;
+  /** ‖X·ΔWᵀ‖² on the calibration data (damped H) of the compensated groups; 0 when none was compensated. */
+  outputError: number;
 }
 
 export type CompensatedQuantization = PlaneQuantization & { compensation: PlaneCompensation };
@@ -150,6 +152,7 @@ export function compensatePlanes(
     const reasons = new Set<string>();
     let fallback = 0;
     let dead = 0;
+    let outputError = 0;
     for (const m of matrices) {
       const w = new Float64Array(m.rows * m.k);
       const fixed = new Uint8Array(m.rows * m.k);
@@ -181,6 +184,7 @@ export function compensatePlanes(
         );
       }
       dead += r.deadColumns;
+      outputError += r.outputError ?? 0;
       for (let e = 0; e < r.codes.length; e++) codes[m.index[e]] = r.codes[e];
     }
     const compensation: PlaneCompensation = {
@@ -189,6 +193,7 @@ export function compensatePlanes(
       groups: matrices.length,
       fallbackGroups: fallback,
       deadColumns: dead,
+      outputError,
     };
     const step = settings.relStep !== undefined;
     let cached: Float32Array | undefined;
@@ -213,4 +218,53 @@ export function compensatePlanes(
         })()),
     }) as CompensatedQuantization;
   });
+}
+
+/**
+ * ‖X·ΔWᵀ‖² and ‖X·Wᵀ‖² of a tensor for the inputs whose statistics are given (round-to-nearest or
+ * compensated alike): Σ over matrix rows of δᵀHδ. Positions stored exactly (NaN/±Inf in the working
+ * planes) have no error. Undefined when the statistics do not fit the layout.
+ */
+export function planeOutputError(
+  layout: LayoutSpec,
+  shapes: readonly PlaneShape[],
+  planes: readonly Float32Array[],
+  restored: readonly Float32Array[],
+  stats: TensorStatistics,
+): { error: number; power: number } | undefined {
+  if (statisticsMisfit(layout, stats)) return undefined;
+  let error = 0;
+  let power = 0;
+  const groups = stats.h.length;
+  planes.forEach((plane, p) => {
+    for (const m of planeMatrices(layout, shapes, p, groups)) {
+      const h = stats.h[m.group];
+      const d = new Float64Array(m.k);
+      const o = new Float64Array(m.k);
+      for (let r = 0; r < m.rows; r++) {
+        for (let i = 0; i < m.k; i++) {
+          const at = m.index[r * m.k + i];
+          const v = plane[at];
+          d[i] = Number.isFinite(v) ? v - restored[p][at] : 0;
+          o[i] = Number.isFinite(v) ? v : 0;
+        }
+        error += quadratic(h, d, m.k);
+        power += quadratic(h, o, m.k);
+      }
+    }
+  });
+  return { error, power };
+}
+
+/** vᵀ·H·v. */
+function quadratic(h: Float64Array, v: Float64Array, k: number): number {
+  let s = 0;
+  for (let i = 0; i < k; i++) {
+    if (v[i] === 0) continue;
+    let t = 0;
+    const row = i * k;
+    for (let j = 0; j < k; j++) t += h[row + j] * v[j];
+    s += v[i] * t;
+  }
+  return s;
 }
