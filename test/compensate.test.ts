@@ -456,6 +456,32 @@ describe('im2col statistics', () => {
     });
   }
 
+  it('a subsample of positions (every 3rd from the 2nd) equals brute force on those positions', () => {
+    for (const attrs of [{ pads: [1, 1, 1, 1], strides: [2, 1] }, {}] as ConvAttrs[]) {
+      const x = gaussian(4 * 6 * 7, 33, 1);
+      const g = convGeometry(attrs, 4, [6, 7], attrs.pads ? [3, 3] : [1, 1])!;
+      const k = patchSize(g);
+      const acc = new GramAccumulator(k);
+      addConvPatches(x, 0, g, [acc], 3, 1);
+      const all = bruteIm2col(x, 4, 6, 7, {
+        kh: g.kH,
+        kw: g.kW,
+        sh: g.strideH,
+        sw: g.strideW,
+        dh: 1,
+        dw: 1,
+        pt: g.padTop,
+        pl: g.padLeft,
+        oh: g.outH,
+        ow: g.outW,
+        groups: 1,
+      })[0];
+      const some = all.filter((_, p) => p % 3 === 1);
+      expect(acc.rows).toBe(some.length);
+      expectClose(acc.finish(), gramOfRows(some, k));
+    }
+  });
+
   it('row-major and feature-major blocks give the same H', () => {
     const x = gaussian(37 * 11, 41, 1);
     const a = new GramAccumulator(11);
@@ -664,6 +690,49 @@ describe('statistics captured through onnxruntime', () => {
     expect(merged.rows).toEqual(wg.rows.map((r) => 2 * r));
     expect(merged.h[1][5]).toBeCloseTo(2 * wg.h[1][5], 9);
     expect(mergeStatistics('x', [wg, w1])).toBeUndefined();
+  });
+
+  it('names an unnamed LSTM Y output to get h_{t−1}, with initial_h as the first state', async () => {
+    const FLOAT = onnx.TensorProto.DataType.FLOAT;
+    const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+      name,
+      type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+    });
+    const build = (yName: string): Uint8Array =>
+      onnx.ModelProto.encode({
+        irVersion: 8,
+        opsetImport: [{ domain: '', version: 17 }],
+        graph: {
+          name: 'lstm',
+          initializer: [
+            floatTensor('W', [1, 64, 8], gaussian(512, 71, 0.3)),
+            floatTensor('R', [1, 64, 16], gaussian(1024, 72, 0.3)),
+          ],
+          node: [
+            {
+              opType: 'LSTM',
+              input: ['x', 'W', 'R', '', '', 'h0'],
+              output: [yName, 'hn'],
+              attribute: [{ name: 'hidden_size', i: 16, type: onnx.AttributeProto.AttributeType.INT }],
+            },
+          ],
+          input: [vi('x', [3, 1, 8]), vi('h0', [1, 1, 16])],
+          output: [vi('hn', [1, 1, 16]), ...(yName ? [vi(yName, [3, 1, 1, 16])] : [])],
+        },
+      }).finish();
+    const feeds = {
+      x: new ort.Tensor('float32', gaussian(24, 73, 1), [3, 1, 8]),
+      h0: new ort.Tensor('float32', gaussian(16, 74, 0.5), [1, 1, 16]),
+    };
+    const model = build('');
+    const report = await captureStatistics(model, statisticsTargets(openOnnx('lstm.onnx', model)), feedsRunner([feeds]));
+    const r = report.stats.get('R')!;
+    expect(r.rows).toEqual([3]);
+    const y = (await feedsRunnerOutputs(build('Y'), feeds)).Y;
+    const states = new Float64Array(3 * 16);
+    states.set(feeds.h0.data as Float32Array, 0);
+    states.set(y.subarray(0, 32), 16); // Y of steps 0 and 1
+    expectClose(r.h[0], gram(states, 3, 16), 1e-6);
   });
 
   it('reports a weight used inside a Loop body as unreachable, naming the Loop', async () => {

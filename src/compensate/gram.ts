@@ -241,9 +241,17 @@ export const patchSize = (g: ConvGeometry): number => (g.channels / g.groups) * 
 /**
  * Accumulates the im2col patches of one sample (x: [C, inH, inW], from `offset`) into one Gram
  * accumulator per group. Patch feature c·kH·kW + i·kW + j of output position (oh, ow) is
- * x[g·Cg + c, oh·sH − pT + i·dH, ow·sW − pL + j·dW], or 0 in the padding.
+ * x[g·Cg + c, oh·sH − pT + i·dH, ow·sW − pL + j·dW], or 0 in the padding. With `step` > 1 only the
+ * positions start, start + step, … are taken (a subsample that bounds the cost on large inputs).
  */
-export function addConvPatches(x: Float32Array, offset: number, g: ConvGeometry, grams: readonly GramAccumulator[]): void {
+export function addConvPatches(
+  x: Float32Array,
+  offset: number,
+  g: ConvGeometry,
+  grams: readonly GramAccumulator[],
+  step = 1,
+  start = 0,
+): void {
   const cg = g.channels / g.groups;
   const k = patchSize(g);
   const positions = g.outH * g.outW;
@@ -257,32 +265,37 @@ export function addConvPatches(x: Float32Array, offset: number, g: ConvGeometry,
     g.padLeft === 0 &&
     g.outH === g.inH &&
     g.outW === g.inW;
-  if (pointwise) {
+  if (pointwise && step === 1) {
     // NCHW is already feature-major: channel rows of length H·W
     for (let grp = 0; grp < g.groups; grp++) grams[grp].addFeatureMajor(x, positions, plane, offset + grp * cg * plane);
     return;
   }
-  const block = Math.max(1, Math.min(positions, Math.floor(BLOCK_ELEMENTS / k)));
-  for (let grp = 0; grp < g.groups; grp++) {
-    const buf = grams[grp].buffer(block * k);
-    for (let p0 = 0; p0 < positions; p0 += block) {
-      const m = Math.min(block, positions - p0);
+  const taken = start < positions ? Math.ceil((positions - start) / step) : 0;
+  const block = Math.max(1, Math.min(taken, Math.floor(BLOCK_ELEMENTS / k)));
+  // top-left input corner of each position of a block
+  const rowAt = new Int32Array(block);
+  const colAt = new Int32Array(block);
+  for (let t0 = 0; t0 < taken; t0 += block) {
+    const m = Math.min(block, taken - t0);
+    for (let t = 0; t < m; t++) {
+      const p = start + (t0 + t) * step;
+      const oh = Math.floor(p / g.outW);
+      rowAt[t] = oh * g.strideH - g.padTop;
+      colAt[t] = (p - oh * g.outW) * g.strideW - g.padLeft;
+    }
+    for (let grp = 0; grp < g.groups; grp++) {
+      const buf = grams[grp].buffer(m * k);
       for (let c = 0; c < cg; c++) {
         const src = offset + (grp * cg + c) * plane;
         for (let i = 0; i < g.kH; i++)
           for (let j = 0; j < g.kW; j++) {
             const row = ((c * g.kH + i) * g.kW + j) * m;
-            // walk the output positions p0 … p0 + m − 1 row by row
-            let oh = Math.floor(p0 / g.outW);
-            let ow = p0 - oh * g.outW;
+            const di = i * g.dilationH;
+            const dj = j * g.dilationW;
             for (let t = 0; t < m; t++) {
-              const ih = oh * g.strideH - g.padTop + i * g.dilationH;
-              const iw = ow * g.strideW - g.padLeft + j * g.dilationW;
+              const ih = rowAt[t] + di;
+              const iw = colAt[t] + dj;
               buf[row + t] = ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW ? x[src + ih * g.inW + iw] : 0;
-              if (++ow === g.outW) {
-                ow = 0;
-                oh++;
-              }
             }
           }
       }

@@ -82,7 +82,18 @@ export interface ExposedModel {
   outputs: string[];
 }
 
-const PREFIX = 'nnm_stat_';
+/** A name prefix no value of the model starts with (new values must not collide with the model's own). */
+export function freshPrefix(view: OnnxModelView, base = 'nnm_stat'): string {
+  const names = new Set<string>();
+  for (const g of view.graphs) {
+    for (const n of [...g.inputs, ...g.outputs, ...g.initializers.map((i) => i.name)]) names.add(n);
+    for (const node of g.nodes) for (const n of [...node.inputs, ...node.outputs]) names.add(n);
+  }
+  for (let k = 0; ; k++) {
+    const prefix = k ? `${base}${k}_` : `${base}_`;
+    if (![...names].some((n) => n.startsWith(prefix))) return prefix;
+  }
+}
 
 /**
  * The model with every requested value as an extra float32 main-graph output; `rename` names unnamed
@@ -112,7 +123,8 @@ export function exposeValues(
     }
   }
   let counter = 0;
-  const fresh = (): string => `${PREFIX}${counter++}`;
+  const prefix = freshPrefix(view);
+  const fresh = (): string => `${prefix}${counter++}`;
   // one exposure per (graph, value): requests often repeat a value
   const done = new Map<string, string>();
   const extraIfOutputs = new Map<OnnxNode, number>();

@@ -20,7 +20,7 @@
 
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
-import { type NamedOutputs, type ValueRequest, exposeValues } from './graph-edit.js';
+import { type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
@@ -283,6 +283,11 @@ function planSite(node: OnnxNode, index: number, path: Path, target: StatisticsT
 
 export interface CaptureOptions {
   signal?: AbortSignal;
+  /**
+   * At most this many im2col positions per convolution input and run (every ⌈P/max⌉-th position, the
+   * offset moving from run to run): bounds the cost on large images. Unlimited by default.
+   */
+  maxPositions?: number;
   /** Called after every run with the number of runs so far. */
   progress?: (runs: number) => void;
 }
@@ -308,10 +313,11 @@ export async function captureStatistics(
   }
   // recurrent ops whose Y output is unnamed get a name
   const rename: NamedOutputs = new Map();
+  const yPrefix = freshPrefix(view, 'nnm_stat_y');
   for (const p of plans)
     for (const s of p.sites)
       if (s.kind === 'recurrent' && !s.y.name) {
-        const name = `nnm_stat_y_${s.node.path.replace(/[^0-9]/g, '_')}`;
+        const name = `${yPrefix}${s.node.path.replace(/[^0-9]/g, '_')}`;
         rename.set(s.node.path, new Map([[0, name]]));
         s.y = { graph: s.node.graph, name };
       }
@@ -345,6 +351,7 @@ export async function captureStatistics(
   }
   const exposed = exposeValues(view, requests, rename);
   const outName = (r: ValueRequest): string => exposed.outputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
+  let runs = 0;
   // one accumulator set per distinct (value, geometry): weights sharing an input share its H
   const accumulators = new Map<
     string,
@@ -355,13 +362,16 @@ export async function captureStatistics(
     const keys: string[] = [];
     for (const s of p.sites) {
       const key = siteKey(s, outName, p);
-      if (!accumulators.has(key)) accumulators.set(key, makeAccumulator(s, p, outName));
+      if (!accumulators.has(key))
+        accumulators.set(
+          key,
+          makeAccumulator(s, p, outName, options.maxPositions, () => runs),
+        );
       keys.push(key);
     }
     siteAccs.set(p, keys);
   }
   const failed = new Map<string, string>();
-  let runs = 0;
   if (requests.length)
     await run(exposed.model, [...new Set(exposed.outputs)], (outputs) => {
       options.signal?.throwIfAborted();
@@ -436,6 +446,8 @@ function makeAccumulator(
   s: Site,
   p: TargetPlan,
   outName: (r: ValueRequest) => string,
+  maxPositions = Infinity,
+  run: () => number = () => 0,
 ): { grams: GramAccumulator[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined } {
   const grams = Array.from({ length: p.groups }, () => new GramAccumulator(p.k));
   const { k } = p;
@@ -487,7 +499,10 @@ function makeAccumulator(
             return `${s.desc}: input [${d.join(', ')}] gives patches of ${geom ? patchSize(geom) : '?'} features, expected ${k}`;
           if (geom.outH <= 0 || geom.outW <= 0) return undefined;
           const per = channels * elementCount(spatial);
-          for (let off = 0; off < t!.data.length; off += per) addConvPatches(t!.data, off, geom, grams);
+          const positions = geom.outH * geom.outW;
+          const step = positions > maxPositions ? Math.ceil(positions / maxPositions) : 1;
+          for (let off = 0, n = 0; off < t!.data.length; off += per, n++)
+            addConvPatches(t!.data, off, geom, grams, step, (run() + n) % step);
           return undefined;
         },
       };
