@@ -158,7 +158,7 @@ function sinks(
 
 const nodeLabel = (n: OnnxNode): string => `${n.op} ${n.name || n.path}`;
 
-/** The K of a layout: input features per output unit (per group for conv is resolved by the site). */
+/** How the statistics of one tensor are gathered: every op that multiplies it (they must agree on K), or why not. */
 function planTarget(view: OnnxModelView, target: StatisticsTarget): TargetPlan | string {
   const where = locate(view, target.location);
   if (!where) return `not found in the graph at ${target.location}`;
