@@ -297,6 +297,59 @@ describe('compensatePlanes on the project planes', () => {
     expect(misfit.compensation.reason).toMatch(/do not fit/);
   });
 
+  it('compensates grouped Conv and bidirectional LSTM planes with their own H per group and direction', () => {
+    const settings: QuantizeSettings = { bits: 8, range: 'channel', stride: 1, clip: false, relStep: 0.75 };
+    // Conv [out 12, in/g 4, 3, 3], 3 groups, on a real im2col H of a random [12, 9, 9] input
+    const conv: LayoutSpec = { kind: 'conv', nfout: 12, nfin: 4, kx: 3, ky: 3, order: 'out_in' };
+    const g = convGeometry({ group: 3, pads: [1, 1, 1, 1] }, 12, [9, 9], [3, 3])!;
+    const grams = Array.from({ length: 3 }, () => new GramAccumulator(36));
+    const x = gaussian(12 * 81 * 3, 81, 1);
+    // correlated channels: each channel mixed with its neighbour
+    for (let i = 81; i < x.length; i++) x[i] += 0.8 * x[i - 81];
+    for (let s = 0; s < 3; s++) addConvPatches(x, s * 12 * 81, g, grams);
+    const convStats: TensorStatistics = {
+      key: 'c',
+      k: 36,
+      grouping: 'output-channels',
+      h: grams.map((a) => a.finish()),
+      rows: grams.map((a) => a.rows),
+      sources: ['test'],
+    };
+    // LSTM W [2, 4·6, 5] with per-direction H (as R would have)
+    const lstm: LayoutSpec = { kind: 'lstm', gates: 4, directions: 2, hidden: 6, nin: 5 };
+    const dirs = [0, 1].map((d) => gram(correlatedInputs(60, 5, 90 + d), 60, 5));
+    const lstmStats: TensorStatistics = { key: 'r', k: 5, grouping: 'directions', h: dirs, rows: [60, 60], sources: ['test'] };
+    for (const [layout, stats, n, seed] of [
+      [conv, convStats, 12 * 4 * 9, 82],
+      [lstm, lstmStats, 2 * 24 * 5, 83],
+    ] as const) {
+      const planes = gatherPlanes(gaussian(n, seed, 0.3), layout, (m) => new Float32Array(m));
+      const shapes = planeShapes(layout);
+      const rtn = quantizePlanes(planes, shapes, settings);
+      const comp = compensatePlanes(planes, shapes, layout, settings, stats);
+      expect(comp.every((q) => q.compensation.method === 'gptq')).toBe(true);
+      expect(comp[0].compensation.groups).toBe(layout.kind === 'conv' ? 3 : 1);
+      comp.forEach((q, p) =>
+        expect(q.restored).toEqual(
+          dequantizePlane(q.codes, shapes[p].rows, shapes[p].cols, 8, q.ranges, new Float32Array(q.codes.length)).map((v, i) =>
+            Number.isNaN(q.working![i]) ? planes[p][i] : v,
+          ),
+        ),
+      );
+      const e = (qs: Array<{ restored: Float32Array }>): number =>
+        planeOutputError(
+          layout,
+          shapes,
+          planes,
+          qs.map((q) => q.restored),
+          stats,
+        )!.error;
+      expect(e(comp)).toBeLessThan(0.8 * e(rtn));
+      // the reported error is the damped-H error of the same codes: at least the undamped one
+      expect(comp.reduce((sum, q) => sum + q.compensation.outputError, 0)).toBeGreaterThanOrEqual(e(comp) * 0.999);
+    }
+  });
+
   it('maps conv, grouped conv, ConvTranspose and LSTM planes to [output, feature] matrices covering each element once', () => {
     const layouts: Array<[LayoutSpec, number]> = [
       [{ kind: 'conv', nfout: 6, nfin: 4, kx: 3, ky: 2, order: 'out_in' }, 1],
