@@ -52,7 +52,8 @@ export function characterErrorRate(predicted: readonly string[], truth: readonly
   return chars ? edits / chars : 0;
 }
 
-async function lineTensor(ort: OrtModule, file: string): Promise<Ort.Tensor> {
+/** One text-line image as the model input [1, 3, 48, W] (the task's preprocessing, shared with calibration feeders). */
+export async function lineTensor(ort: OrtModule, file: string): Promise<Ort.Tensor> {
   const img = sharp(file).removeAlpha().toColourspace('srgb');
   const meta = await sharp(file).metadata();
   const width = Math.max(8, Math.round((48 * (meta.width ?? 48)) / (meta.height ?? 48)));

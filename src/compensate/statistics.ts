@@ -1,0 +1,593 @@
+/**
+ * Layer-input statistics from real inference: for every coded weight tensor of
+ * an ONNX model, the values it multiplies on calibration data, accumulated as
+ * H = XᵀX (per group for grouped convolutions, per direction for recurrent
+ * weights). The weight is followed through Cast/Identity/DequantizeLinear,
+ * Transpose, Reshape/Unsqueeze/Squeeze and (for recurrent weights) row
+ * Slice/Concat chains to the operator that multiplies it:
+ *
+ * - MatMul/Gemm: the other operand's rows (X, or Bᵀ for a weight on the left);
+ * - Conv (1-D and 2-D, grouped, depthwise, strided, padded, dilated, auto_pad): im2col patches;
+ * - ConvTranspose: the input pixels of each group (H of the column-space product X·W, which ignores the
+ *   overlap-add of neighbouring outputs: a stand-in, flagged `approximate`);
+ * - LSTM/GRU: x_t for W; h_{t−1} for R, from the op's Y output shifted by one step plus initial_h (zeros
+ *   where absent). GRU's candidate gate multiplies r_t ⊙ h_{t−1}, not h_{t−1} (flagged `approximate`).
+ *
+ * Those values become graph outputs of a copy of the model (graph-edit.ts), which a caller-supplied
+ * runner executes on calibration inputs; each run's outputs are folded into the accumulators and
+ * dropped, so memory is one run's activations plus the H matrices.
+ */
+
+import { elementCount } from '../formats/model.js';
+import type { LayoutSpec } from '../layout/types.js';
+import { type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
+import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
+import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
+
+export interface OutputTensor {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
+/**
+ * Runs `model` on every calibration input (carrying recurrent state between runs where the model has
+ * it) and calls `onRun` with each run's outputs, including the `extraOutputs` by name.
+ */
+export type RunWithOutputs = (
+  model: Uint8Array,
+  extraOutputs: string[],
+  onRun: (outputs: ReadonlyMap<string, OutputTensor>) => void | Promise<void>,
+) => Promise<void>;
+
+/** A tensor to gather statistics for: its key, where it lives (ONNX field path), shape and layout. */
+export interface StatisticsTarget {
+  key: string;
+  location: string;
+  shape: readonly number[];
+  layout: LayoutSpec;
+}
+
+/**
+ * How the groups of H map onto the tensor: one H for all rows; per output-channel group (grouped Conv);
+ * per input-channel group (grouped ConvTranspose); per direction (recurrent R).
+ */
+export type Grouping = 'none' | 'output-channels' | 'input-channels' | 'directions';
+
+export interface TensorStatistics {
+  key: string;
+  /** Input features per group: H is K×K. */
+  k: number;
+  grouping: Grouping;
+  /** H = XᵀX per group, row-major K×K, symmetric, summed over runs and over every op that uses the tensor. */
+  h: Float64Array[];
+  /** Rows of X seen per group. */
+  rows: number[];
+  /** What X is, one line per use. */
+  sources: string[];
+  /** Why H is a stand-in for the true input statistics, where it is. */
+  approximate?: string;
+}
+
+export interface StatisticsReport {
+  stats: Map<string, TensorStatistics>;
+  /** Tensors without statistics, with the reason. */
+  missing: Map<string, string>;
+  runs: number;
+  /** Values added as graph outputs. */
+  captured: number;
+}
+
+type Site =
+  | { kind: 'rows'; x: ValueRequest; desc: string }
+  | { kind: 'cols'; x: ValueRequest; desc: string }
+  | { kind: 'conv'; x: ValueRequest; attrs: ConvAttrs; kernel: number[]; desc: string }
+  | { kind: 'convT'; x: ValueRequest; groups: number; desc: string }
+  | {
+      kind: 'recurrent';
+      node: OnnxNode;
+      y: ValueRequest;
+      h0?: ValueRequest;
+      hidden: number;
+      reverse: boolean[];
+      batchFirst: boolean;
+      desc: string;
+    };
+
+interface TargetPlan {
+  target: StatisticsTarget;
+  k: number;
+  groups: number;
+  grouping: Grouping;
+  sites: Site[];
+  approximate?: string;
+}
+
+/** Ops a weight passes through unchanged in meaning. */
+const SAME = new Set(['Cast', 'Identity', 'DequantizeLinear', 'CastLike']);
+/** Ops that change a weight's shape but not which input feature each value multiplies (checked at run time). */
+const RESHAPE = new Set(['Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);
+/** Ops that select or stack rows (output units) of a recurrent weight. */
+const ROWS = new Set(['Slice', 'Concat', 'Split', 'Gather']);
+
+interface Path {
+  transposed: boolean;
+  reshaped: boolean;
+  rowOps: boolean;
+}
+
+/** Where the tensor at `location` is referred to: its graph and value name. */
+function locate(view: OnnxModelView, location: string): { graph: OnnxGraph; name: string } | undefined {
+  for (const g of view.graphs) for (const i of g.initializers) if (i.path === location) return { graph: g, name: i.name };
+  for (const n of view.nodes) if (n.constantPath === location) return { graph: n.graph, name: n.outputs[0] };
+  return undefined;
+}
+
+/** Ops that multiply the weight, with how the weight got there; uses that lead nowhere are listed. */
+function sinks(
+  graph: OnnxGraph,
+  name: string,
+): { found: Array<{ node: OnnxNode; index: number; path: Path }>; other: Set<string> } {
+  const found: Array<{ node: OnnxNode; index: number; path: Path }> = [];
+  const other = new Set<string>();
+  const seen = new Set<string>();
+  const walk = (g: OnnxGraph, value: string, path: Path, depth: number): void => {
+    if (depth > 32 || seen.has(`${g.path}|${value}`)) return;
+    seen.add(`${g.path}|${value}`);
+    for (const node of consumersOf(g, value)) {
+      const index = node.inputs.indexOf(value);
+      const next = (p: Path): void => node.outputs.forEach((o) => o && walk(node.graph, o, p, depth + 1));
+      if (SAME.has(node.op) && index === 0) next(path);
+      else if (node.op === 'Transpose') {
+        const perm = node.attrs.perm;
+        const swap = !Array.isArray(perm) || (perm.length === 2 && perm[0] === 1);
+        if (Array.isArray(perm) && perm.every((p, i) => p === i)) next(path);
+        else if (swap) next({ ...path, transposed: !path.transposed });
+        else other.add(`Transpose(perm ${JSON.stringify(perm)})`);
+      } else if (RESHAPE.has(node.op) && index === 0) next({ ...path, reshaped: true });
+      else if (ROWS.has(node.op) && (node.op === 'Concat' || index === 0)) {
+        const axis = node.attrs.axis;
+        if (axis === undefined || axis === 0) next({ ...path, rowOps: true });
+        else other.add(`${node.op}(axis ${String(axis)})`);
+      } else if (['MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'LSTM', 'GRU'].includes(node.op)) found.push({ node, index, path });
+      else other.add(node.op);
+    }
+  };
+  walk(graph, name, { transposed: false, reshaped: false, rowOps: false }, 0);
+  return { found, other };
+}
+
+const nodeLabel = (n: OnnxNode): string => `${n.op} ${n.name || n.path}`;
+
+/** How the statistics of one tensor are gathered: every op that multiplies it (they must agree on K), or why not. */
+function planTarget(view: OnnxModelView, target: StatisticsTarget): TargetPlan | string {
+  const where = locate(view, target.location);
+  if (!where) return `not found in the graph at ${target.location}`;
+  const { found, other } = sinks(where.graph, where.name);
+  if (!found.length) return `no multiplying op found (used by ${[...other].join(', ') || 'nothing'})`;
+  const layout = target.layout;
+  const plans: TargetPlan[] = [];
+  const reasons: string[] = [];
+  for (const { node, index, path } of found) {
+    const r = planSite(node, index, path, target, layout);
+    if (typeof r === 'string') reasons.push(`${nodeLabel(node)}: ${r}`);
+    else plans.push(r);
+  }
+  if (reasons.length) return reasons.join('; ');
+  const first = plans[0];
+  for (const p of plans)
+    if (p.k !== first.k || p.groups !== first.groups || p.grouping !== first.grouping)
+      return `used by ops that disagree on its input features (${plans.map((q) => `K ${q.k}×${q.groups}`).join(', ')})`;
+  const approximate = [...new Set(plans.map((p) => p.approximate).filter(Boolean))].join('; ') || undefined;
+  return { ...first, sites: plans.flatMap((p) => p.sites), approximate };
+}
+
+function planSite(node: OnnxNode, index: number, path: Path, target: StatisticsTarget, layout: LayoutSpec): TargetPlan | string {
+  const req = (name: string | undefined): ValueRequest | undefined => (name ? { graph: node.graph, name } : undefined);
+  const a = node.attrs;
+  const base = { target, sites: [] as Site[] };
+  if (node.op === 'MatMul' || node.op === 'Gemm') {
+    if (layout.kind !== 'fc') return `a ${layout.kind} layout multiplied by ${node.op}`;
+    if (path.rowOps) return 'rows selected before the product';
+    const gemm = node.op === 'Gemm';
+    const right = index === 1;
+    // which axis of the weight as the op sees it is contracted
+    const flag = gemm ? (right ? a.transB === 1 : a.transA === 1) : false;
+    const contractedAsSeen = right ? (flag ? 1 : 0) : flag ? 0 : 1;
+    const contracted = path.transposed ? 1 - contractedAsSeen : contractedAsSeen;
+    const kAxis = layout.order === 'in_out' ? 0 : 1;
+    if (!path.reshaped && contracted !== kAxis) return 'the graph contracts the axis the layout treats as outputs';
+    const other = req(node.inputs[right ? 0 : 1]);
+    if (!other) return 'the other operand is missing';
+    let kind: 'rows' | 'cols';
+    if (right) kind = gemm && a.transA === 1 ? 'cols' : 'rows';
+    else kind = gemm && a.transB === 1 ? 'rows' : 'cols';
+    const desc = `${nodeLabel(node)} ${right ? 'input A' : 'input B'}${kind === 'cols' ? ' (transposed)' : ''}`;
+    return { ...base, k: layout.nin, groups: 1, grouping: 'none', sites: [{ kind, x: other, desc }] };
+  }
+  if (node.op === 'Conv' || node.op === 'ConvTranspose') {
+    if (index !== 1 || layout.kind !== 'conv') return `weight as input ${index} of a ${layout.kind} layout`;
+    if (path.transposed || path.rowOps) return 'transposed or sliced before the convolution';
+    const groups = typeof a.group === 'number' ? a.group : 1;
+    const x = req(node.inputs[0])!;
+    if (node.op === 'Conv') {
+      const kernel = Array.isArray(a.kernel_shape) ? a.kernel_shape : target.shape.slice(2);
+      if (path.reshaped && !Array.isArray(a.kernel_shape)) return 'reshaped weight without kernel_shape';
+      if (kernel.length > 2) return `${kernel.length}-D convolution (statistics cover 1-D and 2-D)`;
+      const k = layout.nfin * layout.kx * layout.ky;
+      if (elementCount(kernel) !== layout.kx * layout.ky) return `kernel ${JSON.stringify(kernel)} does not match the layout`;
+      if (layout.nfout % groups !== 0) return `${layout.nfout} outputs not divisible into ${groups} groups`;
+      return {
+        ...base,
+        k,
+        groups,
+        grouping: groups > 1 ? 'output-channels' : 'none',
+        sites: [{ kind: 'conv', x, attrs: a, kernel, desc: `${nodeLabel(node)} input (im2col ${kernel.join('×')})` }],
+      };
+    }
+    if (layout.nfin % groups !== 0) return `${layout.nfin} inputs not divisible into ${groups} groups`;
+    return {
+      ...base,
+      k: layout.nfin / groups,
+      groups,
+      grouping: groups > 1 ? 'input-channels' : 'none',
+      sites: [{ kind: 'convT', x, groups, desc: `${nodeLabel(node)} input pixels` }],
+      approximate: 'ConvTranspose: H of the input pixels (column-space product, overlap-add of outputs ignored)',
+    };
+  }
+  // LSTM / GRU
+  if (layout.kind !== 'lstm' && layout.kind !== 'gru') return `a ${layout.kind} layout used by ${node.op}`;
+  if (index !== 1 && index !== 2) return `input ${index} of ${node.op}`;
+  if (path.transposed) return 'transposed before the recurrent op';
+  const direction = typeof a.direction === 'string' ? a.direction : 'forward';
+  const directions = direction === 'bidirectional' ? 2 : 1;
+  if (path.rowOps && directions > 1) return 'rows selected before a bidirectional op: directions cannot be told apart';
+  const batchFirst = a.layout === 1;
+  const gruApprox =
+    node.op === 'GRU' && index === 2 && a.linear_before_reset !== 1
+      ? 'GRU: the candidate gate multiplies r_t ⊙ h_{t−1}; h_{t−1} stands in for it'
+      : undefined;
+  // sequence_lens: steps past a sequence's end are zero rows of Y (and of padded x): counted as data
+  const padded = node.inputs[4] ? `${node.op} with sequence_lens: padded steps count as rows` : undefined;
+  if (index === 1)
+    return {
+      ...base,
+      k: layout.nin,
+      groups: 1,
+      grouping: 'none',
+      sites: [{ kind: 'rows', x: req(node.inputs[0])!, desc: `${nodeLabel(node)} x_t` }],
+      approximate: padded,
+    };
+  const hidden = typeof a.hidden_size === 'number' ? a.hidden_size : layout.nin;
+  if (hidden !== layout.nin) return `hidden size ${hidden} differs from R's ${layout.nin} inputs`;
+  const reverse = directions === 2 ? [false, true] : [direction === 'reverse'];
+  return {
+    ...base,
+    k: hidden,
+    groups: directions,
+    grouping: directions > 1 ? 'directions' : 'none',
+    sites: [
+      {
+        kind: 'recurrent',
+        node,
+        y: { graph: node.graph, name: node.outputs[0] ?? '' },
+        h0: req(node.inputs[5]),
+        hidden,
+        reverse,
+        batchFirst,
+        desc: `${nodeLabel(node)} h_{t−1} (Y shifted, initial_h)`,
+      },
+    ],
+    approximate: [gruApprox, padded].filter(Boolean).join('; ') || undefined,
+  };
+}
+
+export interface CaptureOptions {
+  signal?: AbortSignal;
+  /**
+   * At most this many im2col positions per convolution input and run (every ⌈P/max⌉-th position, the
+   * offset moving from run to run): bounds the cost on large images. Unlimited by default.
+   */
+  maxPositions?: number;
+  /** Called after every run with the number of runs so far. */
+  progress?: (runs: number) => void;
+}
+
+/**
+ * Statistics for every target: plans the values to capture, exposes them, runs the model through
+ * `run`, accumulates H per tensor and group. Targets the graph does not let us reach are in `missing`
+ * with the reason, as are those whose op never ran on the calibration data.
+ */
+export async function captureStatistics(
+  model: Uint8Array,
+  targets: readonly StatisticsTarget[],
+  run: RunWithOutputs,
+  options: CaptureOptions = {},
+): Promise<StatisticsReport> {
+  const view = parseOnnxGraph(model);
+  const missing = new Map<string, string>();
+  const plans: TargetPlan[] = [];
+  for (const t of targets) {
+    const p = planTarget(view, t);
+    if (typeof p === 'string') missing.set(t.key, p);
+    else plans.push(p);
+  }
+  // recurrent ops whose Y output is unnamed get a name
+  const rename: NamedOutputs = new Map();
+  const yPrefix = freshPrefix(view, 'nnm_stat_y');
+  for (const p of plans)
+    for (const s of p.sites)
+      if (s.kind === 'recurrent' && !s.y.name) {
+        const name = `${yPrefix}${s.node.path.replace(/[^0-9]/g, '_')}`;
+        rename.set(s.node.path, new Map([[0, name]]));
+        s.y = { graph: s.node.graph, name };
+      }
+  // every value once, in a stable order; requests that cannot be exposed (Loop bodies) drop their targets
+  const requests: ValueRequest[] = [];
+  const requestIndex = new Map<string, number>();
+  const need = (r: ValueRequest): number => {
+    const key = `${r.graph.path}|${r.name}`;
+    let i = requestIndex.get(key);
+    if (i === undefined) {
+      i = requests.length;
+      requests.push(r);
+      requestIndex.set(key, i);
+    }
+    return i;
+  };
+  const reachable: TargetPlan[] = [];
+  for (const p of plans) {
+    const blocked = p.sites.map((s) => bodyOwner(s.kind === 'recurrent' ? s.y.graph : s.x.graph)).find(Boolean);
+    if (blocked) {
+      missing.set(p.target.key, `inside a ${blocked.op} body (${blocked.name || blocked.path}): only If branches are exposed`);
+      continue;
+    }
+    for (const s of p.sites) {
+      if (s.kind === 'recurrent') {
+        need(s.y);
+        if (s.h0) need(s.h0);
+      } else need(s.x);
+    }
+    reachable.push(p);
+  }
+  const exposed = exposeValues(view, requests, rename);
+  const outName = (r: ValueRequest): string => exposed.outputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
+  let runs = 0;
+  // one accumulator set per distinct (value, geometry): weights sharing an input share its H
+  const accumulators = new Map<
+    string,
+    { grams: GramAccumulator[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined }
+  >();
+  const siteAccs = new Map<TargetPlan, string[]>();
+  for (const p of reachable) {
+    const keys: string[] = [];
+    for (const s of p.sites) {
+      const key = siteKey(s, outName, p);
+      if (!accumulators.has(key))
+        accumulators.set(
+          key,
+          makeAccumulator(s, p, outName, options.maxPositions, () => runs),
+        );
+      keys.push(key);
+    }
+    siteAccs.set(p, keys);
+  }
+  const failed = new Map<string, string>();
+  if (requests.length)
+    await run(exposed.model, [...new Set(exposed.outputs)], (outputs) => {
+      options.signal?.throwIfAborted();
+      for (const [key, acc] of accumulators) {
+        if (failed.has(key)) continue;
+        const err = acc.add(outputs);
+        if (err) failed.set(key, err);
+      }
+      runs++;
+      options.progress?.(runs);
+    });
+  const stats = new Map<string, TensorStatistics>();
+  for (const p of reachable) {
+    const keys = siteAccs.get(p)!;
+    const err = keys.map((k) => failed.get(k)).find(Boolean);
+    if (err) {
+      missing.set(p.target.key, err);
+      continue;
+    }
+    const sets = keys.map((k) => accumulators.get(k)!.grams);
+    const rows = Array.from({ length: p.groups }, (_, g) => sets.reduce((s, grams) => s + grams[g].rows, 0));
+    if (rows.every((r) => r === 0)) {
+      missing.set(p.target.key, 'its op never ran on the calibration data');
+      continue;
+    }
+    const h = Array.from({ length: p.groups }, (_, g) => {
+      if (sets.length === 1) return sets[0][g].finish();
+      const sum = new Float64Array(p.k * p.k);
+      for (const grams of sets) {
+        const m = grams[g].finish();
+        for (let i = 0; i < sum.length; i++) sum[i] += m[i];
+      }
+      return sum;
+    });
+    stats.set(p.target.key, {
+      key: p.target.key,
+      k: p.k,
+      grouping: p.grouping,
+      h,
+      rows,
+      sources: p.sites.map((s) => s.desc),
+      ...(p.approximate ? { approximate: p.approximate } : {}),
+    });
+  }
+  return { stats, missing, runs, captured: new Set(exposed.outputs).size };
+}
+
+/** The nearest enclosing Loop/Scan of a graph, if any (their values cannot be graph outputs here). */
+function bodyOwner(g: OnnxGraph): OnnxNode | undefined {
+  for (let cur: OnnxGraph | undefined = g; cur?.owner; cur = cur.owner.graph) if (cur.owner.op !== 'If') return cur.owner;
+  return undefined;
+}
+
+function siteKey(s: Site, outName: (r: ValueRequest) => string, p: TargetPlan): string {
+  switch (s.kind) {
+    case 'rows':
+    case 'cols':
+      return `${s.kind}|${outName(s.x)}|${p.k}`;
+    case 'conv':
+      return `conv|${outName(s.x)}|${JSON.stringify([s.attrs.strides, s.attrs.pads, s.attrs.dilations, s.attrs.group, s.attrs.auto_pad, s.kernel])}`;
+    case 'convT':
+      return `convT|${outName(s.x)}|${s.groups}`;
+    case 'recurrent':
+      return `rec|${outName(s.y)}|${s.h0 ? outName(s.h0) : ''}|${s.reverse.join()}|${s.batchFirst}`;
+  }
+}
+
+/** Real data only: an empty tensor is a branch that did not run. */
+const isEmpty = (t: OutputTensor | undefined): boolean => !t || t.data.length === 0;
+
+function makeAccumulator(
+  s: Site,
+  p: TargetPlan,
+  outName: (r: ValueRequest) => string,
+  maxPositions = Infinity,
+  run: () => number = () => 0,
+): { grams: GramAccumulator[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined } {
+  const grams = Array.from({ length: p.groups }, () => new GramAccumulator(p.k));
+  const { k } = p;
+  switch (s.kind) {
+    case 'rows': {
+      const name = outName(s.x);
+      return {
+        grams,
+        add: (o) => {
+          const t = o.get(name);
+          if (isEmpty(t)) return undefined;
+          const last = t!.dims[t!.dims.length - 1];
+          if (last !== k) return `${s.desc}: last dimension ${last}, expected ${k} input features`;
+          grams[0].addRows(t!.data, t!.data.length / k);
+          return undefined;
+        },
+      };
+    }
+    case 'cols': {
+      const name = outName(s.x);
+      return {
+        grams,
+        add: (o) => {
+          const t = o.get(name);
+          if (isEmpty(t)) return undefined;
+          const d = t!.dims;
+          if (d.length < 2 || d[d.length - 2] !== k)
+            return `${s.desc}: dims [${d.join(', ')}], expected ${k} input features second to last`;
+          const n = d[d.length - 1];
+          for (let off = 0; off < t!.data.length; off += k * n) grams[0].addFeatureMajor(t!.data, n, n, off);
+          return undefined;
+        },
+      };
+    }
+    case 'conv': {
+      const name = outName(s.x);
+      return {
+        grams,
+        add: (o) => {
+          const t = o.get(name);
+          if (isEmpty(t)) return undefined;
+          const d = t!.dims;
+          const rank = s.kernel.length;
+          if (d.length < rank + 2) return `${s.desc}: input of rank ${d.length}`;
+          const spatial = d.slice(d.length - rank);
+          const channels = d[d.length - rank - 1];
+          const geom = convGeometry(s.attrs, channels, spatial, s.kernel);
+          if (!geom || channels % geom.groups !== 0 || patchSize(geom) !== k || geom.groups !== p.groups)
+            return `${s.desc}: input [${d.join(', ')}] gives patches of ${geom ? patchSize(geom) : '?'} features, expected ${k}`;
+          if (geom.outH <= 0 || geom.outW <= 0) return undefined;
+          const per = channels * elementCount(spatial);
+          const positions = geom.outH * geom.outW;
+          const step = positions > maxPositions ? Math.ceil(positions / maxPositions) : 1;
+          for (let off = 0, n = 0; off < t!.data.length; off += per, n++)
+            addConvPatches(t!.data, off, geom, grams, step, (run() + n) % step);
+          return undefined;
+        },
+      };
+    }
+    case 'convT': {
+      const name = outName(s.x);
+      return {
+        grams,
+        add: (o) => {
+          const t = o.get(name);
+          if (isEmpty(t)) return undefined;
+          const d = t!.dims;
+          // [N, C, spatial…]: the spatial rank is whatever follows C
+          if (d.length < 3) return `${s.desc}: input of rank ${d.length}`;
+          const channels = d[1];
+          if (channels !== k * s.groups) return `${s.desc}: ${channels} input channels, expected ${k * s.groups}`;
+          const plane = elementCount(d.slice(2));
+          for (let n = 0; n < d[0]; n++)
+            for (let g = 0; g < s.groups; g++) grams[g].addFeatureMajor(t!.data, plane, plane, (n * channels + g * k) * plane);
+          return undefined;
+        },
+      };
+    }
+    case 'recurrent': {
+      const yName = outName(s.y);
+      const hName = s.h0 ? outName(s.h0) : undefined;
+      return {
+        grams,
+        add: (o) => {
+          const y = o.get(yName);
+          if (isEmpty(y)) return undefined;
+          const d = y!.dims; // [seq, dirs, batch, H] or, batch-first, [batch, seq, dirs, H]
+          if (d.length !== 4 || d[3] !== k) return `${s.desc}: Y dims [${d.join(', ')}], expected hidden ${k}`;
+          const [seq, dirs, batch] = s.batchFirst ? [d[1], d[2], d[0]] : [d[0], d[1], d[2]];
+          if (dirs !== s.reverse.length) return `${s.desc}: ${dirs} directions, expected ${s.reverse.length}`;
+          const h0 = hName ? o.get(hName) : undefined;
+          const yAt = (t: number, dir: number, b: number): number =>
+            (s.batchFirst ? (b * seq + t) * dirs + dir : (t * dirs + dir) * batch + b) * k;
+          const hAt = (dir: number, b: number): number => (s.batchFirst ? b * dirs + dir : dir * batch + b) * k;
+          const rows = new Float32Array(seq * batch * k);
+          for (let dir = 0; dir < dirs; dir++) {
+            let n = 0;
+            for (let b = 0; b < batch; b++) {
+              // h_{t−1} over the steps in processing order: initial_h, then Y of every step but the last processed
+              if (h0 && !isEmpty(h0)) rows.set(h0.data.subarray(hAt(dir, b), hAt(dir, b) + k), n * k);
+              else rows.fill(0, n * k, (n + 1) * k);
+              n++;
+              for (let step = 0; step < seq - 1; step++) {
+                const t = s.reverse[dir] ? seq - 1 - step : step;
+                rows.set(y!.data.subarray(yAt(t, dir, b), yAt(t, dir, b) + k), n * k);
+                n++;
+              }
+            }
+            grams[dir].addRows(rows, n);
+          }
+          return undefined;
+        },
+      };
+    }
+  }
+}
+
+/**
+ * Statistics of one stored tensor that serves several places (identical tensors stored once, e.g.
+ * Silero v4's 16 kHz and 8 kHz branches): H and rows summed, since the shared codes must serve every
+ * use. Undefined when the parts disagree on K, groups or grouping.
+ */
+export function mergeStatistics(key: string, parts: readonly TensorStatistics[]): TensorStatistics | undefined {
+  if (!parts.length) return undefined;
+  const [first] = parts;
+  if (parts.some((p) => p.k !== first.k || p.h.length !== first.h.length || p.grouping !== first.grouping)) return undefined;
+  if (parts.length === 1) return { ...first, key };
+  const h = first.h.map((_, g) => {
+    const sum = new Float64Array(first.k * first.k);
+    for (const p of parts) for (let i = 0; i < sum.length; i++) sum[i] += p.h[g][i];
+    return sum;
+  });
+  const approximate = [...new Set(parts.map((p) => p.approximate).filter(Boolean))].join('; ');
+  return {
+    key,
+    k: first.k,
+    grouping: first.grouping,
+    h,
+    rows: first.rows.map((_, g) => parts.reduce((s, p) => s + p.rows[g], 0)),
+    sources: parts.flatMap((p) => p.sources),
+    ...(approximate ? { approximate } : {}),
+  };
+}
