@@ -22,9 +22,9 @@ import { decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { decodeExactValues } from '../quantize/exact.js';
 import { codedParts, decodeParts, skeletonEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
-import { rebuildOnnx } from '../formats/onnx-rebuild.js';
+import { rebuildOnnx } from '../formats/onnx/rebuild.js';
 import { encodeFloats } from '../formats/model.js';
-import { concatBytes } from '../formats/protobuf.js';
+import { concatBytes } from '../formats/onnx/protobuf.js';
 
 export class BrowserArchiveError extends Error {
   constructor(

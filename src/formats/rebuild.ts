@@ -5,8 +5,8 @@
  */
 
 import type { FloatDType, ModelFormat } from './model.js';
-import { rebuildOnnx } from './onnx.js';
-import { rebuildSafetensors } from './safetensors.js';
+import { rebuildOnnx } from './onnx/reader.js';
+import { rebuildSafetensors } from './safetensors/reader.js';
 
 export interface StoredTensor {
   storage: Record<string, string | number>;

@@ -30,7 +30,7 @@ import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
 import { encodeExactValues } from '../quantize/exact.js';
 import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
-import { concatBytes } from '../formats/protobuf.js';
+import { concatBytes } from '../formats/onnx/protobuf.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { addSums, errorStats, errorSums, statsFromSums, type ErrorSums } from '../eval/metrics.js';
 import {

@@ -33,9 +33,9 @@ import { ZipReader } from '../archive/zip.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
-import { restoredBytes, safetensorsPieces } from '../formats/safetensors.js';
-import { OnnxReader } from '../formats/onnx.js';
-import { concatBytes } from '../formats/protobuf.js';
+import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
+import { OnnxReader } from '../formats/onnx/reader.js';
+import { concatBytes } from '../formats/onnx/protobuf.js';
 
 export interface DecompressOptions {
   jobs?: number;

@@ -2,8 +2,8 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { BadModelError } from '../errors.js';
 import type { ModelFormat, ModelReader } from '../formats/model.js';
-import { openOnnx } from '../formats/onnx.js';
-import { SafetensorsReader } from '../formats/safetensors.js';
+import { openOnnx } from '../formats/onnx/reader.js';
+import { SafetensorsReader } from '../formats/safetensors/reader.js';
 
 /** Format from the extension, else from the first bytes (safetensors: u64 length then '{'). */
 export function detectFormat(file: string): ModelFormat {

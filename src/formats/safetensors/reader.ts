@@ -6,8 +6,8 @@
  */
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { BadModelError } from '../errors.js';
-import { concatBytes } from './protobuf.js';
+import { BadModelError } from '../../errors.js';
+import { concatBytes } from '../onnx/protobuf.js';
 import {
   BYTES_PER_ELEMENT,
   type FloatDType,
@@ -18,7 +18,7 @@ import {
   elementCount,
   encodeFloats,
   rowsRange,
-} from './model.js';
+} from '../model.js';
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;

@@ -6,8 +6,8 @@
  */
 
 import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from './protobuf.js';
-import { type FloatDType, encodeFloats } from './model.js';
-import { BadModelError } from '../errors.js';
+import { type FloatDType, encodeFloats } from '../model.js';
+import { BadModelError } from '../../errors.js';
 
 // ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
 export const MODEL_GRAPH = 7;

@@ -10,7 +10,7 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
-import { BadModelError } from '../errors.js';
+import { BadModelError } from '../../errors.js';
 import {
   MODEL_GRAPH,
   GRAPH_NODE,
@@ -42,8 +42,8 @@ import {
   rewriteMessage,
   replaceTensorData,
   type DataForm,
-} from './onnx-rebuild.js';
-export { rebuildOnnx, type RestoredTensor } from './onnx-rebuild.js';
+} from './rebuild.js';
+export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   BYTES_PER_ELEMENT,
@@ -53,7 +53,7 @@ import {
   decodeFloats,
   elementCount,
   rowsRange,
-} from './model.js';
+} from '../model.js';
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;

@@ -5,7 +5,7 @@
  * copied through unchanged.
  */
 
-import { BadModelError } from '../errors.js';
+import { BadModelError } from '../../errors.js';
 
 export const WIRE_VARINT = 0;
 export const WIRE_I64 = 1;
