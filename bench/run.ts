@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { openModel } from '../src/pipeline/open.js';
+import { openModel } from '../src/formats/registry.js';
 import { planTensors } from '../src/pipeline/compress.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
 import { taskByName } from '../src/eval/tasks/index.js';

@@ -6,12 +6,16 @@ export {
   rebuildModel,
   decodeAllTensors,
   decodeTensor,
-  Archive,
   type DecompressOptions,
 } from './pipeline/decompress.js';
+export { Archive, nodeBackend } from './archive/node.js';
+export { checkManifest, parseManifest } from './archive/check.js';
+export { decodeArchiveSource, SourceArchive, type DecodedArchive, type DecodeOptions } from './archive/read.js';
+export { bytesSource, urlSource, type ByteSource, type FetchStats } from './archive/source.js';
+export type { DecodeBackend } from './archive/backend.js';
 export type { CompressOptions, TensorRule, EncodeSettings } from './pipeline/options.js';
 export { loadRulesFile } from './pipeline/options.js';
-export { openModel, detectFormat } from './pipeline/open.js';
+export { openModel, detectFormat } from './formats/registry.js';
 export { listCodecs, getCodec } from './codecs/registry.js';
 export type { Codec, CodecOptions, CodePlane, Media } from './codecs/types.js';
 export type { Manifest, TensorRecord } from './archive/manifest.js';

@@ -10,9 +10,10 @@
 import { createServer, type Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
-import { Archive, decodeTensor } from '../pipeline/decompress.js';
+import { Archive } from '../archive/node.js';
+import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
-import { openModel } from '../pipeline/open.js';
+import { openModel } from '../formats/registry.js';
 import { gatherPlanes } from '../layout/planes.js';
 import { codedParts, type TensorRecord } from '../archive/manifest.js';
 import { UnsupportedError } from '../errors.js';

@@ -19,7 +19,7 @@ import { getCodec, resolveCodecOptions } from '../codecs/registry.js';
 import type { Codec, CodecOptions } from '../codecs/types.js';
 import { CodecError, UnsupportedError, withContext } from '../errors.js';
 import type { ModelReader, TensorEntry } from '../formats/model.js';
-import { elementCount, rowElements } from '../formats/model.js';
+import { elementCount, rowElements, storageRecord } from '../formats/model.js';
 import { gatherPlanes, planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../layout/tiles.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
@@ -30,7 +30,7 @@ import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import { markOutliers } from '../quantize/outliers.js';
 import { encodeExactValues } from '../quantize/exact.js';
 import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
-import { concatBytes } from '../formats/onnx/protobuf.js';
+import { concatBytes } from '../io/bytes.js';
 import { rotatePlane, unrotatePlane } from '../transform/hadamard.js';
 import { addSums, errorStats, errorSums, statsFromSums, type ErrorSums } from '../eval/metrics.js';
 import {
@@ -45,7 +45,7 @@ import { ZipWriter, type ZipMethod } from '../archive/zip.js';
 import { checkOutputPath, writeAtomic } from '../io/atomic.js';
 import { type CompressOptions, DEFAULTS, DEFAULT_CODEC, type EncodeSettings, checkCompressOptions, rulesFor } from './options.js';
 import { MIN_FRAME, blockSize, evenUp } from '../layout/blocks.js';
-import { openModel } from './open.js';
+import { openModel } from '../formats/registry.js';
 import { VERSION } from '../version.js';
 import { runOrdered } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
@@ -158,7 +158,7 @@ export function planTensors(reader: ModelReader, options: CompressOptions): Tens
       shape: [...entry.shape],
       role: cls.role,
       reason: cls.reason,
-      storage: reader.storage(entry.key),
+      storage: storageRecord(reader.storage(entry.key)),
     };
     if (cls.role === 'other' || !cls.layout) return { entry, record };
     const settings: EncodeSettings = {
@@ -814,7 +814,7 @@ export async function compressModel(input: string, output: string, options: Comp
       );
     return result;
   } finally {
-    (reader as { close?: () => void }).close?.();
+    reader.close();
   }
 }
 

@@ -5,8 +5,9 @@ import { getCodec } from '../codecs/registry.js';
 import { errorToData } from '../errors.js';
 import type { ModelReader } from '../formats/model.js';
 import { encodeTensor } from './compress.js';
-import { Archive, decodeTensor } from './decompress.js';
-import { openModel } from './open.js';
+import { Archive } from '../archive/node.js';
+import { decodeTensor } from './decompress.js';
+import { openModel } from '../formats/registry.js';
 import type { EncodeReply, Job, Reply } from './workers.js';
 
 const readers = new Map<string, ModelReader>();
@@ -46,7 +47,7 @@ async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | n
 }
 
 function closeAll(): void {
-  for (const r of readers.values()) (r as { close?: () => void }).close?.();
+  for (const r of readers.values()) r.close();
   for (const a of archives.values()) a.close();
   readers.clear();
   archives.clear();

@@ -102,17 +102,6 @@ export function lenField(field: number, payload: Uint8Array[]): Uint8Array[] {
   return [encodeVarint(field * 8 + WIRE_LEN), encodeVarint(total), ...payload];
 }
 
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const total = parts.reduce((s, p) => s + p.length, 0);
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 export function utf8(buf: Uint8Array, start: number, end: number): string {
   return new TextDecoder().decode(buf.subarray(start, end));
 }

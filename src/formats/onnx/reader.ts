@@ -48,6 +48,7 @@ import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFie
 import {
   BYTES_PER_ELEMENT,
   type ModelReader,
+  type OnnxStorage,
   type TensorEntry,
   type TensorUse,
   decodeFloats,
@@ -375,9 +376,12 @@ export class OnnxReader implements ModelReader {
     return out;
   }
 
-  storage(key: string): Record<string, string | number> {
-    return { form: this.get(key).form, path: this.get(key).location };
+  storage(key: string): OnnxStorage {
+    return { format: 'onnx', form: this.get(key).form, path: this.get(key).location };
   }
+
+  /** The model is in memory: nothing to release. */
+  close(): void {}
 
   /** The model is in memory (protobuf bounds it to 2 GB): one part. */
   skeletonParts(stripped: ReadonlySet<string>): Iterable<Uint8Array> {

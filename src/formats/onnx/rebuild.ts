@@ -5,7 +5,8 @@
  * browser decoder rebuilds models with the same code.
  */
 
-import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from './protobuf.js';
+import { concatBytes } from '../../io/bytes.js';
+import { WIRE_LEN, encodeVarint, lenField, wireFields } from './protobuf.js';
 import { type FloatDType, encodeFloats } from '../model.js';
 import { BadModelError } from '../../errors.js';
 

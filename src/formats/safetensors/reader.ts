@@ -7,11 +7,12 @@
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { BadModelError } from '../../errors.js';
-import { concatBytes } from '../onnx/protobuf.js';
+import { concatBytes } from '../../io/bytes.js';
 import {
   BYTES_PER_ELEMENT,
   type FloatDType,
   type ModelReader,
+  type SafetensorsStorage,
   type TensorEntry,
   LITTLE_ENDIAN,
   decodeFloats,
@@ -183,9 +184,9 @@ export class SafetensorsReader implements ModelReader {
     return decodeFloats(bytes, t.dtype);
   }
 
-  storage(key: string): Record<string, string | number> {
+  storage(key: string): SafetensorsStorage {
     const t = this.get(key);
-    return { begin: t.begin, end: t.end };
+    return { format: 'safetensors', begin: t.begin, end: t.end };
   }
 
   /** Header bytes verbatim, then the data area with the stripped tensors' ranges cut out. */

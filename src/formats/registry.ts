@@ -1,0 +1,78 @@
+/**
+ * The model formats on Node: each format's metadata (meta.ts) with how to recognise, read and rebuild its
+ * files. Opening a model, detecting its format and rebuilding it from a skeleton all dispatch here.
+ */
+
+import { closeSync, openSync, readSync } from 'node:fs';
+import { extname } from 'node:path';
+import { BadModelError } from '../errors.js';
+import type { FormatMeta } from './meta.js';
+import type { FloatDType, ModelFormat, ModelReader, TensorStorage } from './model.js';
+import { onnxFormat } from './onnx/index.js';
+import { safetensorsFormat } from './safetensors/index.js';
+
+/** A restored tensor and where it goes. */
+export interface StoredTensor {
+  storage: TensorStorage;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+export interface ModelFormatModule extends FormatMeta {
+  /** Whether a file's first bytes (up to SNIFF_BYTES) are this format's, for a file whose extension says nothing. */
+  sniff(head: Uint8Array): boolean;
+  /** A reader of the file (`bytes`: the file already in memory, where the format reads it whole). */
+  open(file: string, bytes?: Uint8Array): ModelReader;
+  /** The model file from its skeleton (`ModelReader.skeleton`) and the restored tensors. */
+  rebuild(skeleton: Uint8Array, tensors: readonly StoredTensor[], file: string): Uint8Array;
+}
+
+/** In sniffing order: the stricter signature first (a safetensors header length could start like a protobuf). */
+export const MODEL_FORMATS: readonly ModelFormatModule[] = [safetensorsFormat, onnxFormat];
+
+/** Bytes read from the start of a file to recognise its format. */
+const SNIFF_BYTES = 9;
+
+export function modelFormat(name: ModelFormat): ModelFormatModule {
+  const f = MODEL_FORMATS.find((m) => m.name === name);
+  if (!f) throw new BadModelError(`unknown model format ${JSON.stringify(name)}`);
+  return f;
+}
+
+/** Format from the extension, else from the first bytes. */
+export function detectFormat(file: string): ModelFormat {
+  const ext = extname(file).toLowerCase();
+  const byExtension = MODEL_FORMATS.find((f) => f.extension === ext);
+  if (byExtension) return byExtension.name;
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
+  }
+  const head = new Uint8Array(SNIFF_BYTES);
+  const n = readSync(fd, head, 0, SNIFF_BYTES, 0);
+  closeSync(fd);
+  const sniffed = MODEL_FORMATS.find((f) => f.sniff(head.subarray(0, n)));
+  if (sniffed) return sniffed.name;
+  throw new BadModelError(
+    `unknown model format (expected ${MODEL_FORMATS.map((f) => f.extension)
+      .reverse()
+      .join(' or ')})`,
+    { file },
+  );
+}
+
+export function openModel(file: string): ModelReader {
+  return modelFormat(detectFormat(file)).open(file);
+}
+
+/** The model file from its skeleton and restored tensors: one dispatch for decompression and for substitution. */
+export function rebuildFromSkeleton(
+  format: ModelFormat,
+  skeleton: Uint8Array,
+  tensors: readonly StoredTensor[],
+  file: string,
+): Uint8Array {
+  return modelFormat(format).rebuild(skeleton, tensors, file);
+}
