@@ -20,8 +20,10 @@ describe('ONNX reader', () => {
     const r = openModel(modelFile);
     const names = r.tensors.map((t) => t.name);
     expect(names).toEqual(expect.arrayContaining(['W1', 'W2', 'Wc', 'Wd', 'lstmW', 'lstmR', 'then_weight', 'else_weight']));
-    const { planTensors } = await import('../src/pipeline/compress.js');
-    const roles = Object.fromEntries(planTensors(r, {}).map((p) => [p.entry.name, [p.record.role, p.record.layout]]));
+    const { planTensors } = await import('../src/index.js');
+    const roles = Object.fromEntries(
+      planTensors(r, {}).map((p) => [p.entry.name, [p.role, p.kind === 'coded' ? p.layout : undefined]]),
+    );
     expect(roles.W1).toEqual(['fc', { kind: 'fc', nin: 16, nout: 32, order: 'out_in' }]);
     expect(roles.W2).toEqual(['fc', { kind: 'fc', nin: 32, nout: 24, order: 'in_out' }]);
     expect(roles.Wd).toEqual(['conv', { kind: 'conv', nfin: 1, nfout: 32, kx: 3, ky: 3, order: 'out_in' }]);
@@ -104,12 +106,19 @@ describe('compress → decompress on a model with every layer role', () => {
           expect(data[i * H + h]).toBe(code);
         }
     }
-    a.close();
-    // and the same through the library functions
+    // and the same codes through the library's own layout and quantizer, plane by plane
     const planes = gatherPlanes(W, { kind: 'lstm', gates: 4, directions: D, hidden: H, nin: I }, (n) => new Float32Array(n));
-    const r = findRanges(planes[5], I, H, 'layer', 1);
-    expect(quantizePlane(planes[5], I, H, 8, r).length).toBe(I * H);
     expect(MIXED.lstmW).toEqual([D, G * H, I]);
+    for (let p = 0; p < 8; p++) {
+      const ranges = findRanges(planes[p], I, H, 'layer', H);
+      const codes = quantizePlane(planes[p], I, H, 8, ranges);
+      const { data } = await sharp(a.entry(rec.planes![p].tiles[0].entry))
+        .extractChannel(0)
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      expect(Buffer.from(codes)).toEqual(data);
+    }
+    a.close();
   });
 
   it('identical tensors are stored once', async () => {
