@@ -20,6 +20,8 @@ export interface ArchiveDiff {
   tensors: string[];
   /** The manifests are equal as values but not as text (key order). */
   orderOnly: boolean;
+  /** The manifests' text is the same once the differing fields are blanked on both sides (nothing else moved). */
+  sameTextOutside: boolean;
 }
 
 export function archiveDiff(a: string, b: string): ArchiveDiff {
@@ -36,7 +38,9 @@ export function archiveDiff(a: string, b: string): ArchiveDiff {
     const fields = [...new Set([...Object.keys(mx), ...Object.keys(my)])].filter((k) => !isDeepStrictEqual(mx[k], my[k]));
     const tensors = x.manifest.tensors.filter((t, i) => !isDeepStrictEqual(t, y.manifest.tensors[i])).map((t) => t.key);
     const orderOnly = fields.length === 0 && JSON.stringify(mx) !== JSON.stringify(my);
-    return { entries, fields, tensors, orderOnly };
+    const blank = (m: Record<string, unknown>): string =>
+      JSON.stringify({ ...m, ...Object.fromEntries(fields.map((f) => [f, null])) });
+    return { entries, fields, tensors, orderOnly, sameTextOutside: blank(mx) === blank(my) };
   } finally {
     x.close();
     y.close();

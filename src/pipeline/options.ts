@@ -588,22 +588,28 @@ export function settingsFor(name: string, r: ResolvedOptions): TensorSettings {
  * Settings left at the plain defaults and not asked for are not repeated.
  */
 function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<string, unknown> {
+  const b = r.base;
+  const given = <K extends keyof CompressOptions>(k: K): boolean => o[k] !== undefined;
   return {
-    media: o.media ?? DEFAULTS.media,
-    codec: o.codec ?? DEFAULTS.codec,
-    bits: o.bits ?? DEFAULTS.bits,
-    range: o.range ?? DEFAULTS.range,
-    ...(o.quality !== undefined ? { quality: o.quality } : {}),
-    ...(o.lossless !== undefined ? { lossless: o.lossless } : {}),
-    ...(o.stride !== undefined ? { stride: o.stride } : {}),
-    ...(o.clip !== undefined ? { clip: o.clip } : {}),
-    ...(o.outliers !== undefined ? { outliers: o.outliers } : {}),
-    ...(o.relStep !== undefined ? { step: o.relStep } : {}),
-    ...(o.rotate ? { rotate: true } : {}),
-    ...(o.targetSnr !== undefined ? { targetSnr: o.targetSnr } : {}),
-    ...(o.targetBpw !== undefined ? { targetBpw: o.targetBpw } : {}),
-    ...(o.halfKept !== undefined ? { halfKept: o.halfKept } : {}),
-    ...(o.maxLoss !== undefined ? { maxLoss: o.maxLoss, task: o.task?.name } : {}),
+    media: b.media,
+    codec: b.codec,
+    bits: b.bits,
+    range: b.range,
+    ...(given('quality') ? { quality: b.quality } : {}),
+    ...(given('lossless') ? { lossless: b.lossless } : {}),
+    ...(given('effort') ? { effort: b.effort } : {}),
+    ...(given('stride') ? { stride: b.stride } : {}),
+    ...(given('clip') ? { clip: b.clip } : {}),
+    ...(given('outliers') || b.outliers !== DEFAULTS.outliers ? { outliers: b.outliers } : {}),
+    ...(given('relStep') ? { step: b.relStep } : {}),
+    ...(given('quantizer') ? { quantizer: b.quantizer } : {}),
+    ...(b.rotate ? { rotate: true } : {}),
+    ...(given('block') ? { block: b.block } : {}),
+    ...(given('gop') ? { gop: b.gop } : {}),
+    ...(r.targetSnr !== undefined ? { targetSnr: r.targetSnr } : {}),
+    ...(r.targetBpw !== undefined ? { targetBpw: r.targetBpw } : {}),
+    ...(given('halfKept') || r.halfKept ? { halfKept: r.halfKept } : {}),
+    ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
     nonFinite: r.nonFinite,
     rules: r.rules,
   };
