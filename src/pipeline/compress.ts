@@ -88,7 +88,6 @@ export async function compressModel(input: string, output: string, options: Comp
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
-        rewritten: written,
       });
       written = true;
       return result;

@@ -63,16 +63,11 @@ export function codedRecord(parts: {
   };
 }
 
-/**
- * A tensor's record: what the plan says of it, then what was done. `rewritten`: the archive is written
- * again by rate control, whose records (until format changes are made on purpose) keep the field order
- * they got when records were rewritten in place: error and size first, then the coding.
- */
+/** A tensor's record: what the plan says of it, then what was done (the same field order however often the archive is written). */
 export function tensorRecord(
   plan: TensorPlan,
   outcome: TensorOutcome,
   codedStats: (key: string) => ErrorStats | undefined,
-  rewritten = false,
 ): TensorRecord {
   const { entry } = plan;
   const record: TensorRecord = {
@@ -89,15 +84,10 @@ export function tensorRecord(
     return record;
   }
   switch (outcome.kind) {
-    case 'coded': {
-      if (!rewritten) return { ...record, ...outcome.coded };
-      const { layout, stats, bytes, ...coding } = outcome.coded;
-      return { ...record, layout, stats, bytes, ...coding };
-    }
+    case 'coded':
+      return { ...record, ...outcome.coded };
     case 'sliced':
-      return rewritten
-        ? { ...record, layout: plan.layout, stats: outcome.stats, bytes: outcome.bytes, slices: [...outcome.slices] }
-        : { ...record, layout: plan.layout, slices: [...outcome.slices], stats: outcome.stats, bytes: outcome.bytes };
+      return { ...record, layout: plan.layout, slices: [...outcome.slices], stats: outcome.stats, bytes: outcome.bytes };
     case 'same':
       return { ...record, layout: plan.layout, sameAs: outcome.sameAs, stats: codedStats(outcome.sameAs), bytes: 0 };
     default:

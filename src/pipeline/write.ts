@@ -31,8 +31,6 @@ export interface ArchiveJob {
   readonly output: string;
   /** Replace a file at `output` (the user's --force, or a file this compress wrote itself). */
   readonly overwrite: boolean;
-  /** The archive is written again (rate control): see `tensorRecord`. */
-  readonly rewritten?: boolean;
   readonly plans: readonly TensorPlan[];
   /** The coded tensors to encode (duplicates left out). */
   readonly unique: readonly CodedPlan[];
@@ -131,9 +129,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           const o = outcomes.get(key);
           return o?.kind === 'coded' ? o.coded.stats : o?.kind === 'sliced' ? o.stats : undefined;
         };
-        const tensors = job.plans.map((p) =>
-          tensorRecord(p, outcomes.get(p.entry.key) ?? { kind: 'kept' }, statsOf, job.rewritten),
-        );
+        const tensors = job.plans.map((p) => tensorRecord(p, outcomes.get(p.entry.key) ?? { kind: 'kept' }, statsOf));
         manifest = buildManifest({
           format: reader.format,
           input: job.input,
