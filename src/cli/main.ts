@@ -14,7 +14,7 @@ import { removePendingTemps } from '../io/atomic.js';
 import { listCodecs } from '../codecs/registry.js';
 import { VERSION } from '../version.js';
 import { inspectPath } from './inspect.js';
-import { evaluateArchive, type EvaluationReport } from '../eval/evaluate.js';
+import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
 import { readFileSync } from 'node:fs';
 import { formatTable } from './table.js';

@@ -10,8 +10,8 @@ import { Archive } from '../archive/node.js';
 import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { openModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
-import { errorStats, type ErrorStats } from './metrics.js';
-import type { TaskEvaluator, TaskMetric } from './tasks/types.js';
+import { errorStats, type ErrorStats } from '../eval/metrics.js';
+import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
 
 export interface TensorReport {
   name: string;
