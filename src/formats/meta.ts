@@ -5,17 +5,11 @@
  * name in `ModelFormat` and its storage in `TensorStorage` (model.ts), and a line here and in registry.ts.
  */
 
-import type { ModelFormat } from './model.js';
+import type { FormatMeta } from './model.js';
 import { onnxMeta } from './onnx/meta.js';
 import { safetensorsMeta } from './safetensors/meta.js';
 
-export interface FormatMeta {
-  name: ModelFormat;
-  /** The extension of its files, lower case with the dot. */
-  extension: string;
-  /** Whether a manifest's storage record holds what this format's writer reads (the record is hostile). */
-  isStorage(record: Record<string, unknown>): boolean;
-}
+export type { FormatMeta } from './model.js';
 
 export const FORMAT_META: readonly FormatMeta[] = [onnxMeta, safetensorsMeta];
 

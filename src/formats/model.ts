@@ -80,6 +80,32 @@ export interface ModelReader {
   close(): void;
 }
 
+/** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */
+export interface FormatMeta {
+  name: ModelFormat;
+  /** The extension of its files, lower case with the dot. */
+  extension: string;
+  /** Whether a manifest's storage record holds what this format's writer reads (the record is hostile). */
+  isStorage(record: Record<string, unknown>): boolean;
+}
+
+/** A restored tensor and where it goes. */
+export interface StoredTensor {
+  storage: TensorStorage;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+/** A model format on Node (formats/registry.ts lists them): its metadata, and how to recognise, read and rebuild its files. */
+export interface ModelFormatModule extends FormatMeta {
+  /** Whether a file's first bytes are this format's, for a file whose extension says nothing. */
+  sniff(head: Uint8Array): boolean;
+  /** A reader of the file (`bytes`: the file already in memory, where the format reads it whole). */
+  open(file: string, bytes?: Uint8Array): ModelReader;
+  /** The model file from its skeleton (`ModelReader.skeleton`) and the restored tensors. */
+  rebuild(skeleton: Uint8Array, tensors: readonly StoredTensor[], file: string): Uint8Array;
+}
+
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }

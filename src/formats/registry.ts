@@ -6,31 +6,16 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { BadModelError } from '../errors.js';
-import type { FormatMeta } from './meta.js';
-import type { FloatDType, ModelFormat, ModelReader, TensorStorage } from './model.js';
+import type { ModelFormat, ModelFormatModule, ModelReader, StoredTensor } from './model.js';
 import { onnxFormat } from './onnx/index.js';
 import { safetensorsFormat } from './safetensors/index.js';
 
-/** A restored tensor and where it goes. */
-export interface StoredTensor {
-  storage: TensorStorage;
-  dtype: FloatDType;
-  values: Float32Array;
-}
-
-export interface ModelFormatModule extends FormatMeta {
-  /** Whether a file's first bytes (up to SNIFF_BYTES) are this format's, for a file whose extension says nothing. */
-  sniff(head: Uint8Array): boolean;
-  /** A reader of the file (`bytes`: the file already in memory, where the format reads it whole). */
-  open(file: string, bytes?: Uint8Array): ModelReader;
-  /** The model file from its skeleton (`ModelReader.skeleton`) and the restored tensors. */
-  rebuild(skeleton: Uint8Array, tensors: readonly StoredTensor[], file: string): Uint8Array;
-}
+export type { ModelFormatModule, StoredTensor } from './model.js';
 
 /** In sniffing order: the stricter signature first (a safetensors header length could start like a protobuf). */
 export const MODEL_FORMATS: readonly ModelFormatModule[] = [safetensorsFormat, onnxFormat];
 
-/** Bytes read from the start of a file to recognise its format. */
+/** Bytes read from the start of a file to recognise its format (`ModelFormatModule.sniff` sees at most these). */
 const SNIFF_BYTES = 9;
 
 export function modelFormat(name: ModelFormat): ModelFormatModule {

@@ -1,4 +1,4 @@
-import type { ModelFormatModule } from '../registry.js';
+import type { ModelFormatModule } from '../model.js';
 import { BadModelError } from '../../errors.js';
 import { onnxMeta } from './meta.js';
 import { openOnnx } from './reader.js';

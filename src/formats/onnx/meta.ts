@@ -1,4 +1,4 @@
-import type { FormatMeta } from '../meta.js';
+import type { FormatMeta } from '../model.js';
 
 /** ONNX as the manifest and the validator know it (isomorphic). */
 export const onnxMeta: FormatMeta = {

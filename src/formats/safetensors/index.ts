@@ -1,4 +1,4 @@
-import type { ModelFormatModule } from '../registry.js';
+import type { ModelFormatModule } from '../model.js';
 import { BadModelError } from '../../errors.js';
 import { safetensorsMeta } from './meta.js';
 import { SafetensorsReader, rebuildSafetensors } from './reader.js';

@@ -1,4 +1,4 @@
-import type { FormatMeta } from '../meta.js';
+import type { FormatMeta } from '../model.js';
 
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
