@@ -94,7 +94,7 @@ describe('hostile input (property-based, bounded)', () => {
               return survives(() => {
                 const r = openModel(f);
                 for (const t of r.tensors) r.read(t.key);
-                (r as { close?: () => void }).close?.();
+                r.close();
               });
             },
           ),

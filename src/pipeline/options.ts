@@ -443,6 +443,8 @@ export function checkCompressOptions(o: CompressOptions): void {
   checkSettings(o);
   if (o.maxLoss !== undefined && !o.task) throw new OptionError('maxLoss needs a task evaluator (--task) to measure the loss');
   if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
+  if ((o.targetBpw !== undefined || o.maxLoss !== undefined) && o.quantizer !== undefined && o.quantizer !== stepGrid.id)
+    throw new OptionError(`allocation across layers chooses step grids: quantizer ${o.quantizer} cannot be used with it`);
   for (const [i, r] of (o.rules ?? []).entries()) {
     expect(typeof r === 'object' && r !== null, `a tensor rule for rules[${i}]`, r);
     expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);

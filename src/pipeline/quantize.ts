@@ -8,7 +8,6 @@ import { scatterPlanes } from '../layout/planes.js';
 import { getQuantizer, type TensorStatistics } from '../quantize/registry.js';
 import type { PlaneQuantization, QuantizeSettings } from '../quantize/tensor.js';
 import type { NonFiniteSide } from '../quantize/uniform.js';
-import { STRIDES } from '../rate/allocate.js';
 import type { TensorSettings } from './options.js';
 import { exactSide, type PreparedTensor } from './prepare.js';
 
@@ -33,6 +32,9 @@ export function snrOf(values: readonly Float32Array[], restored: readonly Float3
   return se === 0 ? Infinity : 10 * Math.log10(sp / se);
 }
 
+/** Candidate strides for per-tensor SNR targets: 256/k levels for 8-bit codes, from all codes to 4 levels. */
+export const SNR_STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64];
+
 function quantizeSettings(s: TensorSettings, stride: number): QuantizeSettings {
   return { bits: s.bits, range: s.range, stride, clip: s.clip, relStep: s.relStep };
 }
@@ -55,7 +57,7 @@ export function coarsestStride(
   stats?: TensorStatistics,
 ): number {
   let stride = 1;
-  for (const k of STRIDES) {
+  for (const k of SNR_STRIDES) {
     const q = quantizePrepared(prepared, settings, k, stats);
     if (
       snrOf(

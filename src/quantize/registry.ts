@@ -59,7 +59,10 @@ const QUANTIZERS = new Map<string, Quantizer>([
   [stepGrid.id, stepGrid],
 ]);
 
-/** Adds a quantizer (its id must be new). */
+/**
+ * Adds a quantizer at run time (its id must be new). Worker threads import this module afresh: a quantizer
+ * that must run there too (`jobs` > 1) is registered in QUANTIZERS above, one line, like rtn and step.
+ */
 export function registerQuantizer(q: Quantizer): void {
   if (QUANTIZERS.has(q.id)) throw new Error(`a quantizer with id ${JSON.stringify(q.id)} is registered already`);
   QUANTIZERS.set(q.id, q);

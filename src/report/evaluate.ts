@@ -95,6 +95,6 @@ export async function evaluateArchive(
     return report;
   } finally {
     archive.close();
-    (reader as { close?: () => void }).close?.();
+    reader.close();
   }
 }
