@@ -4,7 +4,9 @@
  * the browser entry reaches no Node module.
  */
 import { describe, expect, it } from 'vitest';
-import { LAYERS, benchCycles, folderOf, importGraph, layerOf, reachable } from '../scripts/layers.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LAYERS, benchCycles, folderOf, importGraph, layerOf, reachable, render } from '../scripts/layers.js';
 
 const graph = importGraph();
 
@@ -37,5 +39,10 @@ describe('import layers', () => {
       [...graph.packages.get(m)!].filter((p) => p.startsWith('node:') || NODE_ONLY.includes(p)).map((p) => `${m}: ${p}`),
     );
     expect(bad).toEqual([]);
+  });
+  it('docs/architecture.md shows the current picture', () => {
+    const doc = readFileSync(join(import.meta.dirname, '../docs/architecture.md'), 'utf8');
+    const block = /<!-- layers:begin -->\s*```\n([\s\S]*?)\n```\s*<!-- layers:end -->/.exec(doc)?.[1];
+    expect(block, 'regenerate with npx tsx scripts/layers.ts --markdown').toBe(render(graph));
   });
 });
