@@ -28,7 +28,7 @@ import {
   type StatisticsTarget,
   type TensorStatistics,
 } from '../src/compensate/index.js';
-import { openOnnx } from '../src/formats/onnx.js';
+import { openOnnx } from '../src/formats/onnx/reader.js';
 import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.js';
 import type { PlaneShape } from '../src/layout/types.js';
 import { markOutliers } from '../src/quantize/outliers.js';

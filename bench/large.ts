@@ -18,7 +18,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { SafetensorsReader } from '../src/formats/safetensors.js';
+import { SafetensorsReader } from '../src/formats/safetensors/reader.js';
 import { errorStats } from '../src/eval/metrics.js';
 import { ROOT } from './models.js';
 import { writeSynthetic } from './synth.js';

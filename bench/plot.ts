@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import * as vega from 'vega';
 import * as vegaLite from 'vega-lite';
 import type { BenchModel } from './models.js';
-import type { BenchPoint } from './run.js';
+import type { BenchPoint } from './types.js';
 
 export async function renderPlot(model: BenchModel, baseline: number, points: BenchPoint[], outBase: string): Promise<void> {
   const values = points

@@ -14,15 +14,17 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { openModel } from '../src/pipeline/open.js';
-import { planTensors } from '../src/pipeline/compress.js';
+import { openModel } from '../src/formats/registry.js';
+import { planTensors } from '../src/pipeline/plan.js';
+import type { CodedPlan } from '../src/pipeline/stages.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
 import { taskByName } from '../src/eval/tasks/index.js';
-import type { CompressOptions } from '../src/pipeline/options.js';
 import type { LayoutSpec } from '../src/layout/types.js';
 import { MODELS, ROOT, type BenchModel } from './models.js';
 import { rtnPeer, weightSet, zstdPeer, type PeerResult } from './peers.js';
 import { renderPlot } from './plot.js';
+import type { BenchPoint, PointOptions } from './types.js';
+
 import { VERSION } from '../src/version.js';
 import { getFfmpegInfo } from '../src/cli/ffmpeg-info.js';
 
@@ -34,26 +36,6 @@ const onlyModels = args
   .find((a) => a.startsWith('--models='))
   ?.slice(9)
   .split(',');
-
-export interface BenchPoint {
-  /** Line in the plot this point belongs to (codec family). */
-  series: string;
-  label: string;
-  kind: 'nnmedia' | 'peer';
-  options?: PointOptions;
-  bytes: number;
-  bitsPerWeight: number;
-  /** nnmedia only: bits/weight of the media entries alone (without manifest and skeleton). */
-  mediaBitsPerWeight?: number;
-  metric: number;
-  metrics: Record<string, number>;
-  encodeMBps: number;
-  decodeMBps: number;
-  maxRssMB?: number;
-}
-
-/** Compress options as JSON for the point's own process: the task goes by name. */
-type PointOptions = Omit<CompressOptions, 'task'> & { task?: string };
 
 interface PointSpec {
   series: string;
@@ -164,8 +146,8 @@ async function benchModel(
   };
   // The compressed tensors: what every peer is measured on too.
   const reader = openModel(model.file);
-  const plans = planTensors(reader, {}).filter((p) => p.record.layout);
-  const layouts = new Map<string, LayoutSpec>(plans.map((p) => [p.entry.key, p.record.layout!]));
+  const plans = planTensors(reader, {}).filter((p): p is CodedPlan => p.kind === 'coded');
+  const layouts = new Map<string, LayoutSpec>(plans.map((p) => [p.entry.key, p.layout]));
   const ws = weightSet(reader, [...layouts.keys()], layouts);
   const floatBytes = ws.count * 4;
   const mbps = (ms: number): number => floatBytes / 1e6 / (ms / 1000);
@@ -200,7 +182,7 @@ async function benchModel(
       decodeMBps: peer.decodeMs ? mbps(peer.decodeMs) : Infinity,
     });
   }
-  (reader as { close?: () => void }).close?.();
+  reader.close();
   // nnmedia points, each in its own process
   for (const spec of pointSpecs(model)) {
     const archive = join(tmp, `${model.id}.nnm`);

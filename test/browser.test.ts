@@ -13,10 +13,15 @@ import { cachedArchive } from './helpers/fixture-cache.js';
 import { buildExample } from '../scripts/example.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { Archive, type compressModel, decodeAllTensors, rebuildModel } from '../src/index.js';
+import fc from 'fast-check';
+import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, rebuildModel } from '../src/index.js';
+import type { Manifest } from '../src/archive/manifest.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { tempDir } from './helpers/tmp.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
+import { FUZZ_TIMEOUT, budget, hostileValue, manifestPaths, mutated } from './helpers/manifest-fuzz.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
@@ -246,17 +251,123 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     }
   });
 
-  it('a corrupt archive is rejected with a clear error', async () => {
+  it('a corrupt archive is rejected with a typed error and its code, as in Node', async () => {
     await archive('corrupt');
-    const message = await page.evaluate(async (url) => {
-      const w = window as unknown as { nnmedia: { decodeArchive(u: string): Promise<unknown> } };
-      try {
-        await w.nnmedia.decodeArchive(url);
-        return 'decoded';
-      } catch (e) {
-        return `${(e as Error).name}: ${(e as Error).message}`;
-      }
-    }, `${base}/corrupt.nnm`);
-    expect(message).toMatch(/^BrowserArchiveError: entry tensors\/.*\.png: sha256 mismatch \(corrupt\)$/);
+    const got = await decodeInPage(`${base}/corrupt.nnm`);
+    expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+    // the same directory checks as Node's file reader: the flipped byte fails the entry's CRC-32
+    expect(got.message).toMatch(/^file http:.*\/corrupt\.nnm: entry tensors\/.*\.png: CRC-32 mismatch \(corrupt\)$/);
+    const node = await decompressArchive(join(dir, 'corrupt.nnm'), join(dir, 'corrupt.onnx')).catch((e: unknown) => e);
+    expect(node).toBeInstanceOf(CorruptArchiveError);
+    const strip = (m: string): string => m.replace(/^file .*?corrupt\.nnm: /, '');
+    expect(strip(got.message!)).toBe(strip((node as Error).message));
+    // the deprecated name still matches every typed error
+    expect(got.legacy).toBe(true);
   });
+
+  // The manifest mutations that used to get through the browser's own copy of the decoder (TypeError,
+  // DOMException, or wrong weights for a bogus range dtype): the same validator now answers in both.
+  const TABLE: Array<[string, (t: Manifest['tensors'][number]) => void]> = [
+    ['codec deleted', (t) => delete t.codec],
+    ['planes deleted', (t) => delete t.planes],
+    ['quant.ranges truncated (fewer planes)', (t) => t.quant!.ranges.pop()],
+    ['quant.ranges truncated (each string cut)', (t) => (t.quant!.ranges = t.quant!.ranges.map((r) => r.slice(0, -3)))],
+    ['bogus rangeDtype', (t) => (t.quant!.rangeDtype = t.quant!.rangeDtype!.map(() => 'float8' as 'float16'))],
+  ];
+  for (const [what, edit] of TABLE)
+    it(`zstd archive, ${what}: CorruptArchiveError (E_CORRUPT_ARCHIVE) in the browser, the same message as in Node`, async () => {
+      const { manifest, entries } = readArchive(await archive('zstd'));
+      const m = structuredClone(manifest);
+      // the first coded tensor with a range dtype per plane (every zstd-coded matrix here)
+      const target = m.tensors.find((t) => t.quant?.rangeDtype && !t.sameAs)!;
+      edit(target);
+      const name = `table-${what.replace(/\W+/g, '-')}.nnm`;
+      writeArchive(join(dir, name), entries, m);
+      const node = await decompressArchive(join(dir, name), join(dir, `${name}.onnx`)).catch((e: unknown) => e);
+      expect(node).toBeInstanceOf(CorruptArchiveError);
+      const got = await decodeInPage(`${base}/${name}`);
+      expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+      expect(got.tensor).toBe((node as CorruptArchiveError).tensor);
+      const tail = (message: string): string => message.slice(message.indexOf('manifest:'));
+      expect(tail(got.message!)).toBe(tail((node as Error).message));
+    });
+
+  // the hostile-manifest fuzzer of test/reliability.test.ts, against the browser's decoder
+  for (const [label, sliceWeights, depth, seed, runs] of [
+    ['ONNX zstd', undefined, 4, 145, 80],
+    ['ONNX png', undefined, 4, 146, 120],
+    ['sliced safetensors', 1024, 6, 147, 80],
+  ] as const)
+    it(
+      `fuzzer: any value at any place of a ${label} archive's tensor records gives a typed error or a decoded archive`,
+      async () => {
+        const source = label === 'sliced safetensors' ? join(dir, 'fuzz.safetensors') : join(dir, 'm.onnx');
+        if (label === 'sliced safetensors') writeSafetensorsFixture(source);
+        const good = join(dir, `bfuzz-good-${seed}.nnm`);
+        await compressModel(source, good, {
+          codec: label === 'ONNX png' ? 'png' : 'zstd',
+          sliceWeights,
+          skeletonPartBytes: sliceWeights,
+        });
+        const { manifest, entries } = readArchive(good);
+        const paths = manifestPaths(manifest, depth);
+        const findings: string[] = [];
+        let run = 0;
+        await fc.assert(
+          fc.asyncProperty(fc.nat(paths.length - 1), hostileValue, async (k, value) => {
+            const name = `bfuzz-${seed}.nnm`;
+            writeArchive(join(dir, name), entries, mutated(manifest, paths[k], value));
+            const got = await decodeInPage(`${base}/${name}?run=${run++}`, label !== 'sliced safetensors');
+            if (!got.ok && !got.typed)
+              findings.push(`${paths[k].join('.')} = ${JSON.stringify(value)}: ${got.name}: ${got.message}`);
+            return got.ok || got.typed;
+          }),
+          budget(runs, seed),
+        );
+        expect(findings).toEqual([]);
+      },
+      FUZZ_TIMEOUT,
+    );
 });
+
+interface PageResult {
+  ok: boolean;
+  typed?: boolean;
+  legacy?: boolean;
+  name?: string;
+  code?: string;
+  tensor?: string;
+  message?: string;
+}
+
+/** Decodes an archive in the page (and rebuilds the ONNX model when asked): success, or the error as data. */
+function decodeInPage(url: string, rebuild = false): Promise<PageResult> {
+  return page.evaluate(
+    async ([u, withModel]) => {
+      type Nnmedia = {
+        decodeArchive(u: string): Promise<unknown>;
+        rebuildOnnxModel(d: unknown): Uint8Array;
+        NnmediaError: new () => Error;
+        BrowserArchiveError: new () => Error;
+      };
+      const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
+      try {
+        const d = await n.decodeArchive(u);
+        if (withModel) n.rebuildOnnxModel(d);
+        return { ok: true };
+      } catch (e) {
+        const err = e as Error & { code?: string; tensor?: string };
+        return {
+          ok: false,
+          typed: e instanceof n.NnmediaError && typeof err.code === 'string',
+          legacy: e instanceof n.BrowserArchiveError,
+          name: err.name,
+          code: err.code,
+          tensor: err.tensor,
+          message: err.message,
+        };
+      }
+    },
+    [url, rebuild] as const,
+  );
+}

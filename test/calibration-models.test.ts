@@ -24,7 +24,7 @@ import { randomInputOutputs } from '../src/eval/calibrate.js';
 import { compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
 import { outputsTask } from '../src/eval/tasks/outputs.js';
 import { BadCalibrationError } from '../src/errors.js';
-import { openModel } from '../src/pipeline/open.js';
+import { openModel } from '../src/formats/registry.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
 import {
   CLASSIFIER,

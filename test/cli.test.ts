@@ -114,4 +114,20 @@ describe('nnmedia CLI', () => {
     expect(d.stderr).toMatch(/E_IO: file ow: output path is a directory/);
     expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
   });
+
+  it('compress flags come from the option table: every option with a flag is offered, and checked by the library', async () => {
+    const { OPTION_TABLE } = await import('../src/pipeline/options.js');
+    const help = (await cli('compress', '--help')).stdout;
+    for (const spec of OPTION_TABLE) for (const f of spec.flags ?? []) expect(help, f.flag).toContain(f.flag.split(' ')[0]);
+    const effort = await cli('compress', model, '-o', 'e.nnm', '--effort', '12');
+    expect(effort.code).toBe(2);
+    expect(effort.stderr).toMatch(/Expected integer between 0 and 9 for effort but received 12/);
+    const step = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--json');
+    expect(step.code).toBe(2);
+    expect(step.stderr).toMatch(/quantizer step needs a step/);
+    const ok = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--step', '0.25', '--json');
+    expect(ok.code).toBe(0);
+    const info = JSON.parse((await cli('inspect', 'q.nnm', '--json')).stdout);
+    expect(info.options).toMatchObject({ step: 0.25, quantizer: 'step', codec: 'png' });
+  });
 });

@@ -25,7 +25,7 @@ import {
 } from '../src/compensate/index.js';
 import { inverseCholeskyUpper } from '../src/compensate/gptq.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from '../src/compensate/gram.js';
-import { openOnnx } from '../src/formats/onnx.js';
+import { openOnnx } from '../src/formats/onnx/reader.js';
 import { gatherPlanes, planeShapes } from '../src/layout/planes.js';
 import type { LayoutSpec } from '../src/layout/types.js';
 import { markOutliers } from '../src/quantize/outliers.js';

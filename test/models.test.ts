@@ -47,9 +47,10 @@ describe('Silero VAD', () => {
     expect(metric(vad.compare(ref, c16), 'agreement')).toBeGreaterThanOrEqual(0.998);
   });
   it('v6 through lossless WebP: the same weights as through PNG', async () => {
+    // both made here: the test does not lean on a file another test wrote
     const a = await roundTrip(MODELS.sileroV6, 'v6-webp', { codec: 'webp', lossless: true, bits: 8 });
-    const b = readFileSync(join(dir, 'v6-8.onnx'));
-    expect(Buffer.compare(Buffer.from(a), b)).toBe(0);
+    const b = await roundTrip(MODELS.sileroV6, 'v6-png', { codec: 'png', bits: 8, range: 'channel' });
+    expect(Buffer.compare(Buffer.from(a), Buffer.from(b))).toBe(0);
   });
 });
 

@@ -20,8 +20,10 @@ describe('ONNX reader', () => {
     const r = openModel(modelFile);
     const names = r.tensors.map((t) => t.name);
     expect(names).toEqual(expect.arrayContaining(['W1', 'W2', 'Wc', 'Wd', 'lstmW', 'lstmR', 'then_weight', 'else_weight']));
-    const { planTensors } = await import('../src/pipeline/compress.js');
-    const roles = Object.fromEntries(planTensors(r, {}).map((p) => [p.entry.name, [p.record.role, p.record.layout]]));
+    const { planTensors } = await import('../src/index.js');
+    const roles = Object.fromEntries(
+      planTensors(r, {}).map((p) => [p.entry.name, [p.role, p.kind === 'coded' ? p.layout : undefined]]),
+    );
     expect(roles.W1).toEqual(['fc', { kind: 'fc', nin: 16, nout: 32, order: 'out_in' }]);
     expect(roles.W2).toEqual(['fc', { kind: 'fc', nin: 32, nout: 24, order: 'in_out' }]);
     expect(roles.Wd).toEqual(['conv', { kind: 'conv', nfin: 1, nfout: 32, kx: 3, ky: 3, order: 'out_in' }]);
@@ -104,12 +106,19 @@ describe('compress → decompress on a model with every layer role', () => {
           expect(data[i * H + h]).toBe(code);
         }
     }
-    a.close();
-    // and the same through the library functions
+    // and the same codes through the library's own layout and quantizer, plane by plane
     const planes = gatherPlanes(W, { kind: 'lstm', gates: 4, directions: D, hidden: H, nin: I }, (n) => new Float32Array(n));
-    const r = findRanges(planes[5], I, H, 'layer', 1);
-    expect(quantizePlane(planes[5], I, H, 8, r).length).toBe(I * H);
     expect(MIXED.lstmW).toEqual([D, G * H, I]);
+    for (let p = 0; p < 8; p++) {
+      const ranges = findRanges(planes[p], I, H, 'layer', H);
+      const codes = quantizePlane(planes[p], I, H, 8, ranges);
+      const { data } = await sharp(a.entry(rec.planes![p].tiles[0].entry))
+        .extractChannel(0)
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      expect(Buffer.from(codes)).toEqual(data);
+    }
+    a.close();
   });
 
   it('identical tensors are stored once', async () => {
@@ -189,5 +198,80 @@ describe('kept tensors as float16 (--half-kept)', () => {
     const archive = new Archive(join(dir, 'half.nnm'));
     expect(Object.keys(archive.manifest.entries)).toContain('model/half.bin');
     archive.close();
+  });
+});
+
+describe('options resolved once', () => {
+  it('the manifest echoes the resolved options: { targetSnr: 30 } records codec auto, outliers 4 and float16 kept tensors, as coded', async () => {
+    const { resolveOptions } = await import('../src/index.js');
+    const r = await compressModel(modelFile, join(dir, 'echo.nnm'), { targetSnr: 30 });
+    expect(r.manifest.options).toMatchObject({ codec: 'auto', outliers: 4, targetSnr: 30, halfKept: true });
+    const coded = r.manifest.tensors.filter((t) => t.codec);
+    expect(coded.length).toBeGreaterThan(0);
+    for (const t of coded) {
+      expect(['webp', 'png', 'zstd']).toContain(t.codec!.name);
+      expect(t.quant!.outlierSigma).toBe(4);
+    }
+    expect(r.manifest.tensors.some((t) => t.half)).toBe(true);
+    // a medium without a codec: its own default codec, not PNG's
+    expect(resolveOptions({ media: 'video' }).echo.codec).toBe('ffv1');
+    expect(resolveOptions({ media: 'audio', targetSnr: 20 }).echo.codec).toBe('flac');
+    // nothing asked: the plain defaults, nothing more
+    expect(resolveOptions({}).echo).toEqual({
+      media: 'image',
+      codec: 'png',
+      bits: 8,
+      range: 'channel',
+      nonFinite: 'error',
+      rules: [],
+    });
+  });
+
+  it('one complete settings object per tensor: a rule over the options over the defaults', async () => {
+    const { planTensors, openModel: open } = await import('../src/index.js');
+    const plans = planTensors(open(modelFile), {
+      bits: 16,
+      rules: [{ match: 'W*', codec: 'tiff', relStep: 0.25 }],
+    });
+    const w1 = plans.find((p) => p.entry.name === 'W1')!;
+    const lstm = plans.find((p) => p.entry.name === 'lstmW')!;
+    expect(w1.kind === 'coded' && w1.settings).toMatchObject({
+      codec: 'tiff',
+      bits: 16,
+      relStep: 0.25,
+      quantizer: 'step',
+      range: 'channel',
+    });
+    expect(lstm.kind === 'coded' && lstm.settings).toMatchObject({
+      codec: 'png',
+      bits: 16,
+      quantizer: 'rtn',
+      stride: 1,
+      clip: false,
+    });
+    expect(lstm.kind === 'coded' && lstm.settings.relStep).toBeUndefined();
+  });
+
+  it('every option is checked when the call is made, with one message format', async () => {
+    const { OptionError } = await import('../src/index.js');
+    const out = join(dir, 'never.nnm');
+    const cases: Array<[Parameters<typeof compressModel>[2], string]> = [
+      [{ effort: 12 }, 'Expected integer between 0 and 9 for effort but received 12'],
+      [{ effort: 1.5 }, 'Expected integer between 0 and 9 for effort but received 1.5'],
+      [{ block: [0, 4] }, 'Expected two positive integers [rows, columns] (at most 65536) for block but received [0,4]'],
+      [{ block: [4] as unknown as [number, number] }, 'for block but received [4]'],
+      [{ rotate: 'yes' as unknown as boolean }, 'Expected boolean for rotate but received "yes"'],
+      [{ gop: 'some' as 'inter' }, `Expected 'intra' or 'inter' for gop but received "some"`],
+      [{ sensitivityWeight: 2 }, 'Expected number between 0 and 1 for sensitivityWeight but received 2'],
+      [{ quantizer: 'gptq' }, 'unknown quantizer "gptq"'],
+      [{ quantizer: 'step' }, 'quantizer step needs a step'],
+      [{ rules: [{ match: 'W*', clip: true } as never] }, 'rules[0]: unknown setting "clip"'],
+      [{ rules: [{ match: 'W*', stride: 0 }] }, 'Expected integer between 1 and 65536 for stride (rules[0]) but received 0'],
+    ];
+    for (const [options, message] of cases) {
+      const err = await compressModel(modelFile, out, options).catch((e: unknown) => e);
+      expect(err, message).toBeInstanceOf(OptionError);
+      expect((err as Error).message).toContain(message);
+    }
   });
 });

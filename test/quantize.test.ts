@@ -80,3 +80,45 @@ describe('kept tensors as float16 (where the cast is safe)', () => {
     expect(toHalfIfSafe(Float32Array.of(3e-7, 2e-7))).toBeUndefined(); // subnormal steps are large against an RMS of 2.5e-7
   });
 });
+
+describe('quantizer registry', () => {
+  it('a registered quantizer is dispatched by its id, receives calibration statistics, and its codes decode like any', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { registerQuantizer, getQuantizer, compressModel, decodeAllTensors, Archive, openModel, planTensors } =
+      await import('../src/index.js');
+    const { encodeUnit } = await import('../src/pipeline/encode.js');
+    const { mixedModel } = await import('./helpers/onnx-fixtures.js');
+    const { tempDir } = await import('./helpers/tmp.js');
+    const dir = tempDir();
+    const model = join(dir, 'q.onnx');
+    writeFileSync(model, mixedModel().bytes);
+    const seen: Array<{ planes: number; hessians?: number }> = [];
+    const rtn = getQuantizer('rtn');
+    registerQuantizer({
+      id: 'test-recording',
+      description: 'round to nearest, recording what it was given',
+      quantize: (planes, shapes, settings, stats) => {
+        seen.push({ planes: planes.length, hessians: stats?.hessians?.length });
+        return rtn.quantize(planes, shapes, settings, stats);
+      },
+    });
+    expect(() => registerQuantizer({ ...rtn })).toThrow(/registered already/);
+    // by id, from the options: the archive is the one round to nearest makes, and decodes
+    const a = await compressModel(model, join(dir, 'a.nnm'), { quantizer: 'test-recording', jobs: 1 });
+    const b = await compressModel(model, join(dir, 'b.nnm'), { jobs: 1 });
+    expect(seen.length).toBe(a.manifest.tensors.filter((t) => t.codec).length);
+    expect(a.manifest.tensors.map((t) => t.stats)).toEqual(b.manifest.tensors.map((t) => t.stats));
+    expect(a.manifest.options.quantizer).toBe('test-recording');
+    expect((await decodeAllTensors(new Archive(join(dir, 'a.nnm')))).size).toBeGreaterThan(0);
+    // the calibration hook: statistics handed to the unit reach the quantizer
+    const reader = openModel(model);
+    const plan = planTensors(reader, { quantizer: 'test-recording' }).find((p) => p.entry.name === 'W1');
+    if (plan?.kind !== 'coded') throw new Error('W1 is coded');
+    seen.length = 0;
+    const rows = 16;
+    await encodeUnit(reader, { plan, stats: { hessians: [new Float64Array(rows * rows)], samples: 1 } });
+    expect(seen).toEqual([{ planes: 1, hessians: 1 }]);
+    reader.close();
+  });
+});

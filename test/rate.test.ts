@@ -1,4 +1,4 @@
-/** Rate control: the step grid, per-tensor SNR targets, allocation to a bit budget, and the zstd fallback. */
+/** Rate control: the step grid, per-tensor SNR targets, allocation to a bit budget or a task loss, and the zstd fallback. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -7,6 +7,8 @@ import { encodeFloats } from '../src/formats/model.js';
 import { byteToStep, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
 import { dequantizePlane, quantizePlane } from '../src/quantize/uniform.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
+import { allocateForLoss, type TensorRate } from '../src/rate/allocate.js';
+import type { TaskEvaluator } from '../src/eval/tasks/types.js';
 import { gaussian, rng } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -151,5 +153,95 @@ describe('randomized Hadamard rotation', () => {
     expect(r.manifest.tensors[0].quant!.rotation!.seeds).toHaveLength(1);
     const back = (await decodeAllTensors(new Archive(join(dir, 'rot.nnm')))).get('l.weight')!;
     for (let i = 0; i < w.length; i++) expect(Math.abs(back[i] - w[i])).toBeLessThan(1e-3);
+  });
+});
+
+describe('allocation for a task loss (--max-loss)', () => {
+  /** Three tensors whose loss is the sum of their squared errors: it grows as λ coarsens every grid. */
+  const rates = (): TensorRate[] =>
+    [1, 4, 0.25].map((scale, t) => ({
+      key: `t${t}`,
+      weights: 1000,
+      sensitivity: 1,
+      candidates: [8, 6, 4, 3, 2, 1].map((b) => ({ stride: 1, range: 'channel' as const, bits: b * 1000, sse: scale * 4 ** -b })),
+    }));
+  const lossOf = (r: TensorRate[]) => async (choice: number[]) => choice.reduce((s, k, t) => s + r[t].candidates[k].sse, 0);
+  const bitsOf = (r: TensorRate[], choice: number[]) => choice.reduce((s, k, t) => s + r[t].candidates[k].bits, 0);
+
+  it('allocateForLoss: the loss it reports is the choice’s, within the bound; a looser bound costs fewer bits', async () => {
+    const r = rates();
+    let previous = Infinity;
+    for (const maxLoss of [1e-4, 1e-3, 1e-2, 1e-1]) {
+      const { choice, loss } = await allocateForLoss(r, maxLoss, lossOf(r));
+      expect(loss).toBe(await lossOf(r)(choice));
+      expect(loss).toBeLessThanOrEqual(maxLoss);
+      const bits = bitsOf(r, choice);
+      expect(bits).toBeLessThanOrEqual(previous);
+      previous = bits;
+    }
+    expect(previous).toBeLessThan(bitsOf(r, [0, 0, 0]));
+  });
+
+  it('allocateForLoss: a bound that even the finest grids miss returns the finest, with its loss', async () => {
+    const r = rates();
+    const { choice, loss } = await allocateForLoss(r, 1e-9, lossOf(r));
+    expect(choice).toEqual([0, 0, 0]);
+    expect(loss).toBeGreaterThan(1e-9);
+  });
+
+  it('compress --max-loss on a real ONNX model: the decompressed model keeps the loss it was allocated for', async () => {
+    const { mixedModel } = await import('./helpers/onnx-fixtures.js');
+    const { runMixed } = await import('./helpers/ort.js');
+    const { decompressArchive } = await import('../src/index.js');
+    const { readFileSync, statSync } = await import('node:fs');
+    const model = join(dir, 'loss.onnx');
+    writeFileSync(model, mixedModel().bytes);
+    const outputs = async (m: Uint8Array): Promise<Float32Array> => {
+      const o = await runMixed(m);
+      return Float32Array.from(
+        Object.keys(o)
+          .sort()
+          .flatMap((k) => [...o[k]]),
+      );
+    };
+    // loss: RMS output error relative to the outputs' RMS
+    const relative = (ref: Float32Array, cand: Float32Array): number => {
+      let e = 0;
+      let p = 0;
+      ref.forEach((v, i) => {
+        e += (v - cand[i]) ** 2;
+        p += v * v;
+      });
+      return Math.sqrt(e / p);
+    };
+    const task: TaskEvaluator<Float32Array> = {
+      name: 'outputs',
+      description: 'relative RMS error of every output of the mixed fixture',
+      run: outputs,
+      calibrate: outputs,
+      compare: (a, b) => [{ key: 'rel', label: 'relative RMS error', value: relative(a, b), higherIsBetter: false }],
+      baseline: () => [],
+      loss: relative,
+    };
+    const ref = await outputs(readFileSync(model));
+    const sizes: number[] = [];
+    for (const maxLoss of [0.01, 0.1]) {
+      const archive = join(dir, `loss-${maxLoss}.nnm`);
+      const logs: string[] = [];
+      // float16 biases would add an error the allocation does not see: kept exact here
+      await compressModel(model, archive, {
+        maxLoss,
+        task: task as TaskEvaluator<unknown>,
+        codec: 'auto',
+        halfKept: false,
+        onLog: (m) => logs.push(m),
+      });
+      expect(logs.some((m) => /loss \d/.test(m))).toBe(true);
+      await decompressArchive(archive, join(dir, `loss-${maxLoss}.onnx`));
+      const got = relative(ref, await outputs(readFileSync(join(dir, `loss-${maxLoss}.onnx`))));
+      expect(got).toBeLessThanOrEqual(maxLoss);
+      sizes.push(statSync(archive).size);
+    }
+    expect(sizes[1]).toBeLessThan(sizes[0]);
   });
 });

@@ -9,31 +9,29 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Archive, compressModel, decompressArchive, NnmediaError, openModel } from '../src/index.js';
+import {
+  Archive,
+  bytesSource,
+  compressModel,
+  decodeArchiveSource,
+  decompressArchive,
+  NnmediaError,
+  nodeBackend,
+  openModel,
+} from '../src/index.js';
 import { ZipWriter, checkEntryName } from '../src/archive/zip.js';
 import { openSync, closeSync } from 'node:fs';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
+import { FUZZ_TIMEOUT, budget, hostileValue, manifestPaths, mutated } from './helpers/manifest-fuzz.js';
 
 const dir = tempDir();
 const onnxFile = join(dir, 'm.onnx');
 writeFileSync(onnxFile, mixedModel().bytes);
 const stFile = join(dir, 'm.safetensors');
 writeSafetensorsFixture(stFile);
-/**
- * Fuzzing budget: bounded in CI; longer by hand with NNMEDIA_FUZZ_SCALE=100 (runs × 100) and
- * NNMEDIA_FUZZ_SEED=<n> (a different stream of inputs). A failure prints its seed and path to replay.
- */
-const SCALE = Number(process.env.NNMEDIA_FUZZ_SCALE ?? 1);
-const SEED = Number(process.env.NNMEDIA_FUZZ_SEED ?? 0);
-/** Each fuzzing test's time limit grows with the budget. */
-const FUZZ_TIMEOUT = 180_000 * Math.max(1, SCALE);
-const budget = (runs: number, seed: number): { numRuns: number; seed: number } => ({
-  numRuns: Math.round(runs * SCALE),
-  seed: seed + SEED,
-});
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 
 /** Runs a reader on bytes; only our typed errors (or success) are acceptable — never a crash or a hang. */
@@ -96,7 +94,7 @@ describe('hostile input (property-based, bounded)', () => {
               return survives(() => {
                 const r = openModel(f);
                 for (const t of r.tensors) r.read(t.key);
-                (r as { close?: () => void }).close?.();
+                r.close();
               });
             },
           ),
@@ -106,7 +104,7 @@ describe('hostile input (property-based, bounded)', () => {
       FUZZ_TIMEOUT,
     );
   it(
-    'archive reader: flips anywhere are detected (checksums) or decode to the same weights',
+    'archive readers (file and byte source): flips anywhere are detected (checksums) or decode to the same weights',
     async () => {
       const good = join(dir, 'good.nnm');
       await compressModel(onnxFile, good, {});
@@ -120,6 +118,10 @@ describe('hostile input (property-based, bounded)', () => {
           const f = join(dir, 'fuzz.nnm');
           const out = join(dir, 'fuzz.onnx');
           writeFileSync(f, b);
+          // the isomorphic reader (the browser's, with Node's backend): a typed error or a decoded archive
+          await decodeArchiveSource(bytesSource(b, f), nodeBackend).catch((e: unknown) => {
+            if (!(e instanceof NnmediaError)) throw e;
+          });
           try {
             await decompressArchive(f, out, { jobs: 1 });
           } catch (e) {
@@ -144,44 +146,29 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
     ['sliced', stFile, 1024, 6],
   ] as const)
     it(
-      `${label}: any value at any place of a tensor record gives a typed error or a valid model`,
+      `${label}: any value at any place of a tensor record gives a typed error or a valid model (decompress and the isomorphic core)`,
       async () => {
         const good = join(dir, `mgood-${label}.nnm`);
         // (sliced: its skeleton in 1 KB parts, listed in the manifest)
         await compressModel(model, good, { codec: 'png', sliceWeights, skeletonPartBytes: sliceWeights });
         const { manifest, entries: others } = readArchive(good);
-        // paths into the records: every key, one level into nested objects and arrays
-        const paths: string[][] = [];
-        const walk = (v: unknown, path: string[], at: number): void => {
-          if (at > 0) paths.push(path);
-          if (at < depth && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], at + 1);
-        };
-        walk(
-          {
-            tensors: manifest.tensors,
-            skeleton: manifest.skeleton,
-            skeletonParts: manifest.skeletonParts,
-            version: manifest.version,
-          },
-          [],
-          0,
-        );
-        const hostile = fc.oneof(
-          fc.jsonValue({ maxDepth: 2 }),
-          fc.constantFrom(-1, 0, 2 ** 31, 2 ** 53, 1e308, -0.5, NaN, '../../etc/passwd', '', [], {}, null),
-        );
+        const paths = manifestPaths(manifest, depth);
         await fc.assert(
-          fc.asyncProperty(fc.nat(paths.length - 1), hostile, async (k, value) => {
-            const m = structuredClone(manifest) as unknown as Record<string, unknown>;
+          fc.asyncProperty(fc.nat(paths.length - 1), hostileValue, async (k, value) => {
             const path = paths[k];
-            let at = m as Record<string, unknown>;
-            for (const p of path.slice(0, -1)) at = at[p] as Record<string, unknown>;
-            at[path.at(-1)!] = value;
+            const m = mutated(manifest, path, value);
             const f = join(dir, `mfuzz-${label}.nnm`);
             writeArchive(f, others, m);
             const out = join(dir, `mfuzz-${label}.${label === 'ONNX' ? 'onnx' : 'safetensors'}`);
             if (process.env.NNMEDIA_FUZZ_LOG)
               appendFileSync(process.env.NNMEDIA_FUZZ_LOG, `${path.join('.')} = ${JSON.stringify(value)}\n`);
+            // the isomorphic core (the browser's decoder, with Node's backend) on the same bytes
+            try {
+              await decodeArchiveSource(bytesSource(readFileSync(f), f), nodeBackend);
+            } catch (e) {
+              if (!(e instanceof NnmediaError))
+                throw new Error(`core: ${path.join('.')} = ${JSON.stringify(value)}: ${(e as Error).stack}`);
+            }
             try {
               await decompressArchive(f, out, { jobs: 1 });
             } catch (e) {

@@ -15,7 +15,7 @@ import {
   openModel,
   rebuildModel,
 } from '../src/index.js';
-import { SafetensorsReader } from '../src/formats/safetensors.js';
+import { SafetensorsReader } from '../src/formats/safetensors/reader.js';
 import { sliceLayout } from '../src/layout/planes.js';
 import { buildViewer } from '../src/cli/view.js';
 import { classifyTensor } from '../src/roles/classify.js';

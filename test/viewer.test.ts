@@ -12,7 +12,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onnx } from 'onnx-proto';
 import { buildViewer, serveViewer } from '../src/cli/view.js';
-import { Archive } from '../src/pipeline/decompress.js';
+import { Archive } from '../src/archive/node.js';
 import { codedParts, tileEntries } from '../src/archive/manifest.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { CHROMIUM, launchChromium, newPage } from './helpers/browser.js';

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { ZipReader } from '../src/archive/zip.js';
 import { type CentralRecord, checkEnd, findEnd, parseCentral, writeDirectory, zip64End } from '../src/archive/zip-directory.js';
 import { tempDir } from './helpers/tmp.js';
-import { concatBytes } from '../src/formats/protobuf.js';
+import { concatBytes } from '../src/io/bytes.js';
 
 const dir = tempDir();
 const DOS_DATE = (0 << 9) | (1 << 5) | 1;

@@ -3,7 +3,7 @@
  * Format version 1. Every other entry is listed with its sha256.
  */
 
-import { elementCount, rowElements, type FloatDType, type ModelFormat } from '../formats/model.js';
+import { elementCount, rowElements, type FloatDType, type ModelFormat, type StorageRecord } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import type { TileRect } from '../layout/tiles.js';
 import type { Role } from '../roles/classify.js';
@@ -50,8 +50,8 @@ export interface TensorRecord {
   shape: number[];
   role: Role;
   reason: string;
-  /** Where the tensor sits in the source file (format-specific). */
-  storage: Record<string, string | number>;
+  /** Where the tensor sits in the source file (format-specific: see `TensorStorage`). */
+  storage: StorageRecord;
   /** Absent for tensors kept exact inside the skeleton. */
   layout?: LayoutSpec;
   quant?: {

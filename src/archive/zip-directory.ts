@@ -1,9 +1,10 @@
 /**
- * The ZIP directory, read and written without I/O so the Node reader and the
- * browser decoder share it: the end record (classic, or Zip64 when an offset,
- * size or count does not fit 32/16 bits) and the central directory records
- * with their Zip64 extra fields. Every number is checked against the file size
- * by the callers' `fail`.
+ * The ZIP directory, read and written without I/O so the Node file reader and
+ * the isomorphic byte-source reader (browser, URLs) share it: the end record
+ * (classic, or Zip64 when an offset, size or count does not fit 32/16 bits),
+ * the central directory records with their Zip64 extra fields, the checks on
+ * names, methods and duplicates, and the local header. Every number is checked
+ * against the file size by the callers' `fail`.
  */
 
 export const SIG_LOCAL = 0x04034b50;
@@ -18,6 +19,12 @@ const U16 = 0xffff;
 export const MAX_EOCD_SEARCH = 65_557;
 /** More entries than any model has tensors × tiles; bounds the central directory parse. */
 export const MAX_ENTRIES = 1_000_000;
+/** Longest entry name we accept. */
+export const MAX_NAME_BYTES = 1024;
+/** Bytes of a local file header before its name. */
+export const LOCAL_HEADER_BYTES = 30;
+/** Compression methods we read: stored and deflated. */
+const METHODS = [0, 8];
 
 export type Fail = (message: string) => never;
 
@@ -144,6 +151,52 @@ export function parseCentral(
     p += 46 + nameLength + extraLength + commentLength;
   }
   return out;
+}
+
+/** Refuses names that could escape a folder when extracted (zip-slip), absolute or drive paths, and empty parts. */
+export function checkEntryName(name: string, fail: Fail): void {
+  if (
+    !name ||
+    new TextEncoder().encode(name).length > MAX_NAME_BYTES ||
+    name.startsWith('/') ||
+    name.includes('\\') ||
+    name.includes('\0') ||
+    /^[a-zA-Z]:/.test(name) ||
+    name.split('/').some((p) => p === '..' || p === '.' || p === '')
+  )
+    fail(`unsafe entry name ${JSON.stringify(name)}`);
+}
+
+/** The directory's records by name: names checked, methods we read, no name twice. */
+export function indexDirectory(cd: Uint8Array, end: EndRecord, fail: Fail): Map<string, CentralRecord> {
+  const entries = new Map<string, CentralRecord>();
+  for (const r of parseCentral(cd, end, fail, (name) => checkEntryName(name, fail))) {
+    if (!METHODS.includes(r.method)) fail(`entry ${r.name} uses unsupported compression method ${r.method}`);
+    if (entries.has(r.name)) fail(`duplicate entry ${r.name}`);
+    entries.set(r.name, r);
+  }
+  return entries;
+}
+
+/** Where an entry's data starts, from the first LOCAL_HEADER_BYTES of its local header. */
+export function localDataStart(r: CentralRecord, header: Uint8Array, fail: Fail): number {
+  const v = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  if (header.length < LOCAL_HEADER_BYTES || v.getUint32(0, true) !== SIG_LOCAL) fail(`entry ${r.name}: local header damaged`);
+  return r.offset + LOCAL_HEADER_BYTES + v.getUint16(26, true) + v.getUint16(28, true);
+}
+
+let crcTable: Uint32Array | undefined;
+
+/** CRC-32 (IEEE), for readers without zlib's (the Node reader uses zlib's own). */
+export function crc32(data: Uint8Array): number {
+  const table = (crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  }));
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 /**

@@ -14,12 +14,15 @@ import { CorruptArchiveError } from '../errors.js';
 
 import {
   type CentralRecord,
+  LOCAL_HEADER_BYTES,
   MAX_ENTRIES,
   MAX_EOCD_SEARCH,
   SIG_LOCAL,
   checkEnd,
+  checkEntryName as checkName,
   findEnd,
-  parseCentral,
+  indexDirectory,
+  localDataStart,
   writeDirectory,
   zip64End,
 } from './zip-directory.js';
@@ -27,8 +30,6 @@ import {
 const DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1;
 /** One entry's sizes stay 32-bit (no medium comes near 4 GiB); offsets past 4 GiB use Zip64 records. */
 const MAX_ENTRY = 0xfffffffe;
-/** Longest entry name we accept. */
-const MAX_NAME_BYTES = 1024;
 
 export type ZipMethod = 'store' | 'deflate';
 
@@ -91,16 +92,9 @@ export class ZipWriter {
 }
 
 export function checkEntryName(name: string, file?: string): void {
-  if (
-    !name ||
-    Buffer.byteLength(name) > MAX_NAME_BYTES ||
-    name.startsWith('/') ||
-    name.includes('\\') ||
-    name.includes('\0') ||
-    /^[a-zA-Z]:/.test(name) ||
-    name.split('/').some((p) => p === '..' || p === '.' || p === '')
-  )
-    throw new CorruptArchiveError(`unsafe entry name ${JSON.stringify(name)}`, { file });
+  checkName(name, (message) => {
+    throw new CorruptArchiveError(message, { file });
+  });
 }
 
 export interface ZipEntryInfo {
@@ -113,7 +107,7 @@ export interface ZipEntryInfo {
 export class ZipReader {
   private readonly fd: number;
   private readonly fileSize: number;
-  private readonly entries = new Map<string, CentralRecord>();
+  private entries = new Map<string, CentralRecord>();
 
   constructor(readonly file: string) {
     try {
@@ -154,12 +148,7 @@ export class ZipReader {
     const end = findEnd(this.readAt(this.fileSize - tailLen, tailLen), this.fileSize - tailLen, fail);
     if (end.zip64At !== undefined) zip64End(end, this.readAt(end.zip64At, 56), fail);
     checkEnd(end, fail);
-    const cd = this.readAt(end.cdOffset, end.cdSize);
-    for (const r of parseCentral(cd, end, fail, (name) => checkEntryName(name, this.file))) {
-      if (r.method !== 0 && r.method !== 8) this.fail(`entry ${r.name} uses unsupported compression method ${r.method}`);
-      if (this.entries.has(r.name)) this.fail(`duplicate entry ${r.name}`);
-      this.entries.set(r.name, r);
-    }
+    this.entries = indexDirectory(this.readAt(end.cdOffset, end.cdSize), end, fail);
   }
 
   list(): ZipEntryInfo[] {
@@ -174,9 +163,7 @@ export class ZipReader {
   read(name: string): Uint8Array {
     const e = this.entries.get(name);
     if (!e) this.fail(`missing entry ${name}`);
-    const h = this.readAt(e.offset, 30);
-    if (h.readUInt32LE(0) !== SIG_LOCAL) this.fail(`entry ${name}: local header damaged`);
-    const start = e.offset + 30 + h.readUInt16LE(26) + h.readUInt16LE(28);
+    const start = localDataStart(e, this.readAt(e.offset, LOCAL_HEADER_BYTES), (m) => this.fail(m));
     const body = this.readAt(start, e.compressedSize);
     let data: Uint8Array = body;
     if (e.method === 8) {

@@ -8,8 +8,9 @@
  * `Loop` bodies are not tracked.
  */
 
+import { concatBytes } from '../io/bytes.js';
 import { BadCalibrationError } from '../errors.js';
-import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from '../formats/protobuf.js';
+import { WIRE_LEN, encodeVarint, lenField, wireFields } from '../formats/onnx/protobuf.js';
 import { describeModel } from './model-io.js';
 import { CalibrationRunner, type RunnerOptions } from './runner.js';
 import type { CalibrationSample } from './types.js';

@@ -6,7 +6,7 @@
  */
 
 import { BadCalibrationError } from '../errors.js';
-import { WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/protobuf.js';
+import { WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/onnx/protobuf.js';
 import { isElementType, type ElementType } from './tensor.js';
 
 /** A dimension: a size, or the name of a symbolic one ('' when the graph leaves it unnamed). */

@@ -15,8 +15,8 @@ import {
   NODE_INPUT,
   NODE_OUTPUT,
   TENSOR_NAME,
-} from '../formats/onnx-rebuild.js';
-import { MAX_NESTING, WIRE_LEN, utf8, wireFields } from '../formats/protobuf.js';
+} from '../formats/onnx/rebuild.js';
+import { MAX_NESTING, WIRE_LEN, utf8, wireFields } from '../formats/onnx/protobuf.js';
 
 /**
  * For each tensor name: the index of the first node that reads it (nodes numbered in file order, a

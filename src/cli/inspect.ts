@@ -2,9 +2,10 @@ import { codedParts, tileEntries } from '../archive/manifest.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
-import { Archive } from '../pipeline/decompress.js';
-import { openModel } from '../pipeline/open.js';
-import { DEFAULT_SLICE_WEIGHTS, planTensors, slicesOf } from '../pipeline/compress.js';
+import { Archive } from '../archive/node.js';
+import { openModel } from '../formats/registry.js';
+import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
+import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { isZipFile } from '../archive/zip.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
@@ -16,12 +17,12 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
     const plans = planTensors(reader, {});
     const rows = plans.map((p) => ({
       name: p.entry.name,
-      role: p.record.role,
-      reason: p.record.reason,
+      role: p.role,
+      reason: p.reason,
       dtype: p.entry.dtype,
       shape: p.entry.shape,
       bytes: elementCount(p.entry.shape) * BYTES_PER_ELEMENT[p.entry.dtype],
-      planes: p.record.layout ? planeShapes(p.record.layout).map((s) => `${s.rows}×${s.cols}`) : [],
+      planes: p.kind === 'coded' ? planeShapes(p.layout).map((s) => `${s.rows}×${s.cols}`) : [],
       // coded in this many slices at the default slice size (memory follows the slice)
       slices: slicesOf(p, DEFAULT_SLICE_WEIGHTS)?.length ?? 1,
     }));
@@ -46,7 +47,7 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
       ),
     );
   } finally {
-    (reader as { close?: () => void }).close?.();
+    reader.close();
   }
 }
 

@@ -9,13 +9,12 @@ import cliProgress from 'cli-progress';
 import { NnmediaError } from '../errors.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
-import type { CompressOptions } from '../pipeline/options.js';
-import { loadRulesFile } from '../pipeline/options.js';
+import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
 import { removePendingTemps } from '../io/atomic.js';
 import { listCodecs } from '../codecs/registry.js';
 import { VERSION } from '../version.js';
 import { inspectPath } from './inspect.js';
-import { evaluateArchive, type EvaluationReport } from '../eval/evaluate.js';
+import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
 import { readFileSync } from 'node:fs';
 import { formatTable } from './table.js';
@@ -57,69 +56,61 @@ function progress(enabled: boolean): { onProgress?: CompressOptions['onProgress'
   };
 }
 
-interface CompressFlags {
-  output: string;
-  media?: 'image' | 'video' | 'audio';
-  codec?: string;
-  bits?: number;
-  quality?: number;
-  lossless?: boolean;
-  effort?: number;
-  range?: 'layer' | 'channel';
+/** Parsed flags: every compress option's flag comes from OPTION_TABLE (read by key); these are the CLI's own. */
+interface FlagValues {
+  [flag: string]: unknown;
   config?: string;
-  nonFinite?: 'error' | 'keep';
-  jobs?: number;
-  sliceWeights?: number;
-  stride?: number;
-  clip?: boolean;
-  outliers?: number;
-  step?: number;
-  block?: [number, number];
-  gop?: 'intra' | 'inter';
-  rotate?: boolean;
-  sensitivity?: number;
-  targetSnr?: number;
-  halfKept?: boolean;
-  reprobe?: boolean;
-  targetBpw?: number;
-  maxLoss?: number;
   task?: string;
   json?: boolean;
   force?: boolean;
+  jobs?: number;
 }
 
+interface CompressFlags extends FlagValues {
+  output: string;
+}
+
+/** The library options from the parsed flags: each table option under its own key, then the CLI-only ones. */
 async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
   const needsTask = f.maxLoss !== undefined || f.targetBpw !== undefined;
   const task = needsTask ? await resolveTask(f.task ?? 'auto', readFileSync(model)) : undefined;
+  const fromTable = Object.fromEntries(
+    OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
+  ) as CompressOptions;
+  const log = (m: string): boolean => process.stderr.write(`${m}\n`);
   return {
-    stride: f.stride,
-    clip: f.clip,
-    outliers: f.outliers,
-    relStep: f.step,
-    block: f.block,
-    rotate: f.rotate,
-    gop: f.gop,
-    sensitivityWeight: f.sensitivity,
-    targetSnr: f.targetSnr,
-    targetBpw: f.targetBpw,
-    halfKept: f.halfKept,
-    reprobe: f.reprobe,
-    maxLoss: f.maxLoss,
+    ...fromTable,
     task,
-    onLog: f.json ? undefined : (m: string) => process.stderr.write(`${m}\n`),
-    media: f.media,
-    codec: f.codec,
-    bits: f.bits,
-    quality: f.quality,
-    lossless: f.lossless,
-    effort: f.effort,
-    range: f.range,
-    nonFinite: f.nonFinite,
-    jobs: f.jobs,
-    sliceWeights: f.sliceWeights,
+    onLog: f.json ? undefined : log,
+    // detail of rate control, for whoever debugs it
+    onDebug: process.env.NNMEDIA_DEBUG ? log : undefined,
     rules: f.config ? loadRulesFile(f.config) : undefined,
     force: f.force,
   };
+}
+
+/** The key commander stores a flag's value under (`--no-half-kept` → halfKept). */
+function attributeOf(flag: string): string {
+  return new Option(flag).attributeName();
+}
+
+/** The commander option of a table flag, with its argument parser. */
+function flagOption(spec: OptionSpec, flag: { flag: string; help: string }): Option {
+  const o = new Option(flag.flag, flag.help);
+  const arg = spec.argument;
+  if (arg === 'int') o.argParser(int(spec.key));
+  else if (arg === 'number') o.argParser(Number);
+  else if (arg === 'block')
+    o.argParser((v: string) => {
+      const m = /^(\d+)x(\d+)$/i.exec(v);
+      if (!m) throw new InvalidArgumentError(`Expected RxC (e.g. 64x64) for block but received ${JSON.stringify(v)}`);
+      return [Number(m[1]), Number(m[2])];
+    });
+  else if (arg) {
+    o.choices(arg.choices);
+    if (arg.numeric) o.argParser(Number);
+  }
+  return o;
 }
 
 function num(v: number, digits = 4): string {
@@ -162,66 +153,9 @@ async function resolveTask(name: string, model: Uint8Array, limit?: number) {
 }
 
 function addCompressOptions(cmd: Command): Command {
+  for (const spec of OPTION_TABLE) for (const flag of spec.flags ?? []) cmd.addOption(flagOption(spec, flag));
   return cmd
-    .addOption(new Option('--media <media>', 'medium for layers').choices(['image', 'video', 'audio']))
-    .option(
-      '--codec <name>',
-      'codec (see `nnmedia codecs`), or auto: the smallest lossless one per tensor, raw codes + zstd as the floor',
-    )
-    .addOption(new Option('--bits <n>', 'code bits per weight').choices(['8', '16', '24', '32']).argParser(Number))
-    .option('--quality <q>', "the codec's own quality (lossy codecs)", int('quality'))
-    .option('--lossless', "use the codec's lossless mode")
-    .option('--effort <e>', 'encoder effort in the codec’s scale', int('effort'))
-    .addOption(
-      new Option('--range <mode>', 'quantization ranges: per layer (M1 as written) or per output channel').choices([
-        'layer',
-        'channel',
-      ]),
-    )
     .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
-    .addOption(
-      new Option('--non-finite <policy>', 'NaN/±Inf weights: error, or keep exactly as side data').choices(['error', 'keep']),
-    )
-    .option('--jobs <n>', 'worker threads encoding tensors at once (default: cores; output identical for any n)', int('jobs'))
-    .option(
-      '--slice-weights <n>',
-      'code a tensor of more weights than n as slices of its leading dimension, each a job of its own: memory follows the slice (default 16777216)',
-      int('slice-weights'),
-    )
-    .option(
-      '--block <RxC>',
-      'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',
-      (v: string) => {
-        const m = /^(\d+)x(\d+)$/i.exec(v);
-        if (!m) throw new InvalidArgumentError(`Expected RxC (e.g. 64x64) for block but received ${JSON.stringify(v)}`);
-        return [Number(m[1]), Number(m[2])];
-      },
-    )
-    .addOption(new Option('--gop <mode>', 'video: intra-only frames or inter prediction').choices(['intra', 'inter']))
-    .option('--rotate', 'randomized Hadamard rotation of each plane along its inputs before quantization (undone on decode)')
-    .option('--stride <k>', 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)', int('stride'))
-    .option('--clip', 'search clipping ranges per channel instead of min/max')
-    .option(
-      '--step <fraction>',
-      'step grid: quantization step = fraction × RMS of each channel (or layer with --range layer); zero sits on a code, unused codes cost nothing',
-      Number,
-    )
-    .option(
-      '--outliers <sigma>',
-      'store weights beyond sigma standard deviations of their channel exactly (default 4 with the rate-control options, else off)',
-      Number,
-    )
-    .option('--target-snr <dB>', 'per tensor: coarsest grid / lowest quality with SNR ≥ dB', Number)
-    .option('--half-kept', 'store kept tensors (biases, norms) as float16 where the cast is safe (default with rate control)')
-    .option('--no-half-kept', 'keep them exactly as they are')
-    .option('--sensitivity <gamma>', 'allocation: how much per-layer sensitivity probes are trusted, 0…1 (default 0.5)', Number)
-    .option('--target-bpw <bits>', 'allocate bits across layers for this average bits/weight (whole archive)', Number)
-    .option('--no-reprobe', 'target-bpw: skip the second sensitivity probe at the first allocation (faster)')
-    .option(
-      '--max-loss <x>',
-      'allocate for the fewest bits whose task loss stays ≤ x (vad: 1 − agreement; ocr: CER − original CER)',
-      Number,
-    )
     .addOption(
       new Option('--task <name>', 'task evaluator for --max-loss and calibration')
         .choices(['auto', 'vad', 'ocr', 'none'])
@@ -301,7 +235,7 @@ export function buildProgram(): Command {
     program.command('demo [model]').description('compress → decompress → evaluate the bundled default model (Silero VAD v4)'),
   )
     .option('--json', 'print JSON')
-    .action(async (model: string | undefined, f: Omit<CompressFlags, 'output'>) => {
+    .action(async (model: string | undefined, f: FlagValues) => {
       const input = model ?? DEFAULT_MODEL;
       await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
       // a kept folder, named in the output, so the printed paths still exist after the demo exits

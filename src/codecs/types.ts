@@ -1,9 +1,8 @@
 /**
- * The contract every codec folder fulfils (after squoosh (src/features/encoders/NAME/shared/meta.ts)):
- * it declares its name, media, mime type, extension, which code bit depths it
- * carries and whether exactly, its limits and options with defaults, and
- * encodes/decodes one plane of codes. Adding a codec is adding a module and a
- * line in the registry.
+ * The contract every codec fulfils (after squoosh: `shared/meta.ts` beside `enc`/`dec`): its metadata
+ * (meta.ts, shared by Node and the browser) declares its name, media, mime type, extension, which code
+ * bit depths it carries and whether exactly, its limits and options with defaults; each platform registers
+ * what it can run of it (Node: encode and decode, registry.ts; the browser: decoders, browser/decoders.ts).
  */
 
 import type { CodeArray } from '../quantize/uniform.js';
@@ -19,6 +18,14 @@ export interface CodePlane {
   bits: number;
   data: CodeArray;
   /** Video: the plane is this many frames of height/frames rows stacked top to bottom. */
+  frames?: number;
+}
+
+/** What a decoder must return: width × height codes of `bits` bits (video: `frames` frames stacked top to bottom). */
+export interface ExpectedCodes {
+  width: number;
+  height: number;
+  bits: number;
   frames?: number;
 }
 
@@ -43,7 +50,8 @@ export interface QualityScale {
   meaning: string;
 }
 
-export interface Codec {
+/** What a codec is, without its encoder or decoder: shared by every platform (see meta.ts). */
+export interface CodecMeta {
   name: string;
   media: Media;
   mime: string;
@@ -61,6 +69,10 @@ export interface Codec {
   maxHeight: number;
   quality?: QualityScale;
   effort?: QualityScale;
+}
+
+/** A codec on Node: its metadata with an encoder and a decoder (the browser registers decoders of its own). */
+export interface Codec extends CodecMeta {
   encode(plane: CodePlane, options: CodecOptions): Promise<Uint8Array>;
-  decode(bytes: Uint8Array, expected: { width: number; height: number; bits: number; frames?: number }): Promise<CodeArray>;
+  decode(bytes: Uint8Array, expected: ExpectedCodes): Promise<CodeArray>;
 }

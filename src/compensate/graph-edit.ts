@@ -8,9 +8,10 @@
  * Loop/Scan bodies are not handled: their values are reported as unreachable.
  */
 
+import { concatBytes } from '../io/bytes.js';
 import { UnsupportedError } from '../errors.js';
-import { GRAPH_NODE, NODE_OUTPUT, rewriteMessage } from '../formats/onnx-rebuild.js';
-import { WIRE_VARINT, concatBytes, encodeVarint, lenField } from '../formats/protobuf.js';
+import { GRAPH_NODE, NODE_OUTPUT, rewriteMessage } from '../formats/onnx/rebuild.js';
+import { WIRE_VARINT, encodeVarint, lenField } from '../formats/onnx/protobuf.js';
 import { GRAPH_OUTPUT, type OnnxGraph, type OnnxModelView, type OnnxNode } from './graph.js';
 
 const ATTR_TYPE = 20;

@@ -28,8 +28,8 @@ import {
   TENSOR_NAME,
   occurrenceCounter,
   pathJoin,
-} from '../formats/onnx-rebuild.js';
-import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/protobuf.js';
+} from '../formats/onnx/rebuild.js';
+import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/onnx/protobuf.js';
 
 export const GRAPH_INPUT = 11;
 export const GRAPH_OUTPUT = 12;

@@ -2,13 +2,45 @@
  * What every model format reader gives the pipeline: a list of named float
  * tensors (with how the graph uses them, where the format says), a way to read
  * one tensor at a time, and "the rest" of the file with the data of chosen
- * tensors taken out, from which the writer rebuilds the model.
+ * tensors taken out, from which the writer rebuilds the model. Isomorphic
+ * (types and float conversions only): the browser decoder uses it too.
  */
 
 import { BadModelError } from '../errors.js';
 
 export type FloatDType = 'float32' | 'float16' | 'bfloat16' | 'float64';
+/** The model formats (each a folder of formats/, registered in meta.ts and registry.ts). */
 export type ModelFormat = 'onnx' | 'safetensors';
+
+/** ONNX: the protobuf field path of the tensor and the form its data takes there (raw_data, float_data, …). */
+export interface OnnxStorage {
+  format: 'onnx';
+  form: string;
+  path: string;
+}
+
+/** safetensors: the tensor's byte range in the data area. */
+export interface SafetensorsStorage {
+  format: 'safetensors';
+  begin: number;
+  end: number;
+}
+
+/** Where a tensor sits in its source file: what the writer needs to put it back exactly as stored. */
+export type TensorStorage = OnnxStorage | SafetensorsStorage;
+
+/** A storage as a manifest records it: without `format`, which the manifest's source says once for all. */
+export type StorageRecord = Omit<OnnxStorage, 'format'> | Omit<SafetensorsStorage, 'format'>;
+
+/** The record of a storage (its fields in the reader's order, `format` left out). */
+export function storageRecord(s: TensorStorage): StorageRecord {
+  return Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'format')) as StorageRecord;
+}
+
+/** A checked record (see each format's `isStorage`) with its format put back. */
+export function tensorStorage(format: ModelFormat, record: StorageRecord): TensorStorage {
+  return { format, ...record } as TensorStorage;
+}
 
 /** How the graph consumes a tensor: which op, as which input, with which attributes. */
 export interface TensorUse {
@@ -43,7 +75,35 @@ export interface ModelReader {
   /** The same bytes in parts of `partBytes` (the last shorter), produced one at a time where the format allows. */
   skeletonParts(stripped: ReadonlySet<string>, partBytes: number): Iterable<Uint8Array>;
   /** Format-specific details the writer needs to restore stripped tensors exactly as stored. */
-  storage(key: string): Record<string, string | number>;
+  storage(key: string): TensorStorage;
+  /** Releases the file (a no-op for a model read whole). */
+  close(): void;
+}
+
+/** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */
+export interface FormatMeta {
+  name: ModelFormat;
+  /** The extension of its files, lower case with the dot. */
+  extension: string;
+  /** Whether a manifest's storage record holds what this format's writer reads (the record is hostile). */
+  isStorage(record: Record<string, unknown>): boolean;
+}
+
+/** A restored tensor and where it goes. */
+export interface StoredTensor {
+  storage: TensorStorage;
+  dtype: FloatDType;
+  values: Float32Array;
+}
+
+/** A model format on Node (formats/registry.ts lists them): its metadata, and how to recognise, read and rebuild its files. */
+export interface ModelFormatModule extends FormatMeta {
+  /** Whether a file's first bytes are this format's, for a file whose extension says nothing. */
+  sniff(head: Uint8Array): boolean;
+  /** A reader of the file (`bytes`: the file already in memory, where the format reads it whole). */
+  open(file: string, bytes?: Uint8Array): ModelReader;
+  /** The model file from its skeleton (`ModelReader.skeleton`) and the restored tensors. */
+  rebuild(skeleton: Uint8Array, tensors: readonly StoredTensor[], file: string): Uint8Array;
 }
 
 export function elementCount(shape: readonly number[]): number {

@@ -1,6 +1,9 @@
 /**
- * One place where options are checked, when the call is made and before any
- * codec starts, with one message format (after sharp's lib/is.mjs).
+ * Every compress option in one table (after sharp's lib/constructor.js and lib/is.mjs): its check, its
+ * message, its default and its command-line flag. Options are checked when the call is made, before any
+ * codec starts, with one message format (`Expected integer between 1 and 100 for quality but received 150`),
+ * then resolved once: one complete settings object per tensor (rules over the archive-wide options over
+ * the defaults), and the echo the manifest records is made from that resolved result.
  */
 
 import { readFileSync } from 'node:fs';
@@ -9,6 +12,7 @@ import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
+import { defaultQuantizer, getQuantizer, stepGrid } from '../quantize/registry.js';
 
 export interface TensorRule {
   /** Tensor name pattern: a glob with * and ?, or /regex/. */
@@ -27,6 +31,7 @@ export interface TensorRule {
   outliers?: number;
   relStep?: number;
   block?: [number, number];
+  quantizer?: string;
 }
 
 export interface EncodeSettings {
@@ -51,6 +56,16 @@ export interface EncodeSettings {
   rotate?: boolean;
   /** Video: intra-only (default) or inter frames. */
   gop?: 'intra' | 'inter';
+  /** The quantizer's id (quantize/registry.ts): `rtn`, or `step` with a step grid, unless named. */
+  quantizer?: string;
+}
+
+/** The complete settings of one coded tensor, every default applied: what the encoder reads, nothing else. */
+export interface TensorSettings extends EncodeSettings {
+  quantizer: string;
+  /** Per-tensor rate control: the coarsest grid (lossless codecs) or lowest quality (lossy) with SNR ≥ this. */
+  targetSnr?: number;
+  nonFinite: NonFinitePolicy;
 }
 
 /** Runs a model on calibration data and returns its outputs as one vector. */
@@ -75,6 +90,8 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   sensitivityWeight?: number;
   /** Progress messages of the allocator. */
   onLog?: (message: string) => void;
+  /** Detail messages (per-tensor sensitivities, every allocation tried), for debugging rate control. */
+  onDebug?: (message: string) => void;
   nonFinite?: NonFinitePolicy;
   rules?: TensorRule[];
   jobs?: number;
@@ -91,6 +108,31 @@ export interface CompressOptions extends Partial<EncodeSettings> {
 /** The codec each medium uses when none is named. */
 export const DEFAULT_CODEC: Record<string, string> = { image: 'png', video: 'ffv1', audio: 'flac' };
 
+/**
+ * The codec of the rate-control modes unless one (or a medium) is given: the smallest lossless one per
+ * tensor. Measured on PaddleOCR step-grid codes: lossless WebP sits at their order-0 entropy (99.7 %),
+ * PNG 10–20 % above it.
+ */
+export const RATE_CONTROL_CODEC = 'auto';
+
+/** Outlier threshold (σ) of per-tensor SNR targets unless set: measured on PaddleOCR (see README). */
+export const DEFAULT_RATE_OUTLIERS = 4;
+
+/**
+ * Default largest number of weights coded in one piece: a larger tensor is coded as slices of its leading
+ * dimension, so memory follows the slice (~16 bytes per weight per job: values, working plane, codes,
+ * codec bytes, codes decoded back, restored values), not the tensor. 2^24 keeps two jobs under 1.5 GB
+ * (measured: 2^25 peaked at 1.54 GiB with --jobs 2 on a 128k-row embedding) and costs nothing measurable
+ * in size: a slice adds one ZIP entry and one manifest record (~300 bytes) per 16 M weights.
+ */
+export const DEFAULT_SLICE_WEIGHTS = 2 ** 24;
+
+/** Largest skeleton entry: a larger skeleton (kept tensors of any size) is written and read in parts of this. */
+export const SKELETON_PART_BYTES = 64 * 2 ** 20;
+
+/** How much the allocator trusts per-tensor sensitivity probes (0…1); see pipeline/allocate.ts. */
+export const DEFAULT_SENSITIVITY_WEIGHT = 0.5;
+
 export const DEFAULTS: EncodeSettings = {
   media: 'image',
   codec: 'png',
@@ -101,78 +143,478 @@ export const DEFAULTS: EncodeSettings = {
   outliers: 0,
 };
 
+// ---- the table ----
+
+/** How the command line parses a flag's argument (the library checks the value the same way for both). */
+export type FlagArgument = 'int' | 'number' | 'block' | { choices: readonly string[]; numeric?: boolean };
+
+export interface OptionSpec {
+  key: keyof CompressOptions & string;
+  /** What a valid value is, for the message: "Expected <expected> for <key> but received <value>". */
+  expected: string;
+  valid: (v: unknown) => boolean;
+  /** May a config-file rule set it per tensor? */
+  rule?: boolean;
+  /** Its command-line flag(s), in commander's syntax, with the help text; none: library only. */
+  flags?: ReadonlyArray<{ flag: string; help: string }>;
+  argument?: FlagArgument;
+}
+
+const isInt = (v: unknown, min: number, max = Infinity): boolean =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max;
+const isNum = (v: unknown, min: number, max: number, open = false): boolean =>
+  typeof v === 'number' && Number.isFinite(v) && (open ? v > min : v >= min) && v <= max;
+const isBool = (v: unknown): boolean => typeof v === 'boolean';
+const isFn = (v: unknown): boolean => typeof v === 'function';
+const oneOf =
+  (values: readonly unknown[]) =>
+  (v: unknown): boolean =>
+    values.includes(v);
+const MEDIA = ['image', 'video', 'audio'] as const;
+
+/** Every compress option, in the order the command line lists them. */
+export const OPTION_TABLE: readonly OptionSpec[] = [
+  {
+    key: 'media',
+    expected: 'one of image, video, audio',
+    valid: oneOf(MEDIA),
+    rule: true,
+    flags: [{ flag: '--media <media>', help: 'medium for layers' }],
+    argument: { choices: MEDIA },
+  },
+  {
+    key: 'codec',
+    expected: 'codec name',
+    valid: (v) => typeof v === 'string' && v.length > 0,
+    rule: true,
+    flags: [
+      {
+        flag: '--codec <name>',
+        help: 'codec (see `nnmedia codecs`), or auto: the smallest lossless one per tensor, raw codes + zstd as the floor',
+      },
+    ],
+  },
+  {
+    key: 'bits',
+    expected: 'one of 8, 16, 24, 32',
+    valid: oneOf(CODE_BITS),
+    rule: true,
+    flags: [{ flag: '--bits <n>', help: 'code bits per weight' }],
+    argument: { choices: CODE_BITS.map(String), numeric: true },
+  },
+  {
+    key: 'quality',
+    expected: 'integer',
+    valid: (v) => isInt(v, -Infinity),
+    rule: true,
+    flags: [{ flag: '--quality <q>', help: "the codec's own quality (lossy codecs)" }],
+    argument: 'int',
+  },
+  {
+    key: 'lossless',
+    expected: 'boolean',
+    valid: isBool,
+    rule: true,
+    flags: [{ flag: '--lossless', help: "use the codec's lossless mode" }],
+  },
+  {
+    key: 'effort',
+    expected: 'integer between 0 and 9',
+    valid: (v) => isInt(v, 0, 9),
+    flags: [{ flag: '--effort <e>', help: 'encoder effort in the codec’s scale' }],
+    argument: 'int',
+  },
+  {
+    key: 'range',
+    expected: "'layer' or 'channel'",
+    valid: oneOf(['layer', 'channel']),
+    rule: true,
+    flags: [{ flag: '--range <mode>', help: 'quantization ranges: per layer (M1 as written) or per output channel' }],
+    argument: { choices: ['layer', 'channel'] },
+  },
+  {
+    key: 'nonFinite',
+    expected: "'error' or 'keep'",
+    valid: oneOf(['error', 'keep']),
+    flags: [{ flag: '--non-finite <policy>', help: 'NaN/±Inf weights: error, or keep exactly as side data' }],
+    argument: { choices: ['error', 'keep'] },
+  },
+  {
+    key: 'jobs',
+    expected: 'integer between 1 and 256',
+    valid: (v) => isInt(v, 1, 256),
+    flags: [{ flag: '--jobs <n>', help: 'worker threads encoding tensors at once (default: cores; output identical for any n)' }],
+    argument: 'int',
+  },
+  {
+    key: 'sliceWeights',
+    expected: 'integer of at least 256',
+    valid: (v) => isInt(v, 256),
+    flags: [
+      {
+        flag: '--slice-weights <n>',
+        help: `code a tensor of more weights than n as slices of its leading dimension, each a job of its own: memory follows the slice (default ${DEFAULT_SLICE_WEIGHTS})`,
+      },
+    ],
+    argument: 'int',
+  },
+  {
+    key: 'block',
+    expected: 'two positive integers [rows, columns] (at most 65536)',
+    valid: (v) => Array.isArray(v) && v.length === 2 && v.every((x) => isInt(x, 1, 65536)),
+    rule: true,
+    flags: [
+      {
+        flag: '--block <RxC>',
+        help: 'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',
+      },
+    ],
+    argument: 'block',
+  },
+  {
+    key: 'gop',
+    expected: "'intra' or 'inter'",
+    valid: oneOf(['intra', 'inter']),
+    flags: [{ flag: '--gop <mode>', help: 'video: intra-only frames or inter prediction' }],
+    argument: { choices: ['intra', 'inter'] },
+  },
+  {
+    key: 'rotate',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [
+      {
+        flag: '--rotate',
+        help: 'randomized Hadamard rotation of each plane along its inputs before quantization (undone on decode)',
+      },
+    ],
+  },
+  {
+    key: 'stride',
+    expected: 'integer between 1 and 65536',
+    valid: (v) => isInt(v, 1, 2 ** 16),
+    rule: true,
+    flags: [{ flag: '--stride <k>', help: 'use every k-th code only: a coarser grid, fewer bits (decoding is unchanged M1)' }],
+    argument: 'int',
+  },
+  {
+    key: 'clip',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [{ flag: '--clip', help: 'search clipping ranges per channel instead of min/max' }],
+  },
+  {
+    key: 'relStep',
+    expected: 'number between 0 and 64',
+    valid: (v) => isNum(v, 0, 64, true),
+    rule: true,
+    flags: [
+      {
+        flag: '--step <fraction>',
+        help: 'step grid: quantization step = fraction × RMS of each channel (or layer with --range layer); zero sits on a code, unused codes cost nothing',
+      },
+    ],
+    argument: 'number',
+  },
+  {
+    key: 'quantizer',
+    expected: 'quantizer id (see quantize/registry.ts)',
+    valid: (v) => typeof v === 'string' && v.length > 0,
+    rule: true,
+    flags: [
+      { flag: '--quantizer <id>', help: 'quantizer by id: rtn (round to nearest) or step (with --step); default by --step' },
+    ],
+  },
+  {
+    key: 'outliers',
+    expected: 'non-negative number of standard deviations',
+    valid: (v) => isNum(v, 0, Infinity),
+    rule: true,
+    flags: [
+      {
+        flag: '--outliers <sigma>',
+        help: `store weights beyond sigma standard deviations of their channel exactly (default ${DEFAULT_RATE_OUTLIERS} with --target-snr, else off)`,
+      },
+    ],
+    argument: 'number',
+  },
+  {
+    key: 'targetSnr',
+    expected: 'number of dB between 0 and 200',
+    valid: (v) => isNum(v, 0, 200, true) && (v as number) < 200,
+    flags: [{ flag: '--target-snr <dB>', help: 'per tensor: coarsest grid / lowest quality with SNR ≥ dB' }],
+    argument: 'number',
+  },
+  {
+    key: 'halfKept',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [
+      {
+        flag: '--half-kept',
+        help: 'store kept tensors (biases, norms) as float16 where the cast is safe (default with rate control)',
+      },
+      { flag: '--no-half-kept', help: 'keep them exactly as they are' },
+    ],
+  },
+  {
+    key: 'sensitivityWeight',
+    expected: 'number between 0 and 1',
+    valid: (v) => isNum(v, 0, 1),
+    flags: [
+      {
+        flag: '--sensitivity <gamma>',
+        help: `allocation: how much per-layer sensitivity probes are trusted, 0…1 (default ${DEFAULT_SENSITIVITY_WEIGHT})`,
+      },
+    ],
+    argument: 'number',
+  },
+  {
+    key: 'targetBpw',
+    expected: 'number between 0 and 32',
+    valid: (v) => isNum(v, 0, 32, true),
+    flags: [{ flag: '--target-bpw <bits>', help: 'allocate bits across layers for this average bits/weight (whole archive)' }],
+    argument: 'number',
+  },
+  {
+    key: 'reprobe',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [{ flag: '--no-reprobe', help: 'target-bpw: skip the second sensitivity probe at the first allocation (faster)' }],
+  },
+  {
+    key: 'maxLoss',
+    expected: 'non-negative number',
+    valid: (v) => isNum(v, 0, Infinity),
+    flags: [
+      {
+        flag: '--max-loss <x>',
+        help: 'allocate for the fewest bits whose task loss stays ≤ x (vad: 1 − agreement; ocr: CER − original CER)',
+      },
+    ],
+    argument: 'number',
+  },
+  { key: 'skeletonPartBytes', expected: 'integer of at least 1024', valid: (v) => isInt(v, 1024) },
+  { key: 'force', expected: 'boolean', valid: isBool },
+  {
+    key: 'task',
+    expected: 'task evaluator (run, loss, calibrate)',
+    valid: (v) => typeof v === 'object' && v !== null && isFn((v as { run?: unknown }).run),
+  },
+  { key: 'calibrate', expected: 'function', valid: isFn },
+  { key: 'onLog', expected: 'function', valid: isFn },
+  { key: 'onDebug', expected: 'function', valid: isFn },
+  { key: 'onProgress', expected: 'function', valid: isFn },
+  {
+    key: 'signal',
+    expected: 'AbortSignal',
+    valid: (v) => typeof v === 'object' && v !== null && isFn((v as { throwIfAborted?: unknown }).throwIfAborted),
+  },
+  { key: 'rules', expected: 'array of tensor rules', valid: Array.isArray },
+];
+
 function expect(cond: boolean, what: string, received: unknown): void {
   if (!cond) throw new OptionError(`Expected ${what} but received ${JSON.stringify(received)}`);
 }
 
+function checkSpec(spec: OptionSpec, value: unknown, where: string): void {
+  if (value === undefined) return;
+  expect(spec.valid(value), `${spec.expected} for ${spec.key === 'relStep' ? 'step' : spec.key}${where}`, value);
+  if (spec.key === 'quantizer') getQuantizer(value as string);
+}
+
+/** The settings a rule (or the archive-wide options) may give, each checked against the table. */
 export function checkSettings(s: Partial<EncodeSettings>, where = ''): void {
   const at = where ? ` (${where})` : '';
-  if (s.bits !== undefined)
-    expect((CODE_BITS as readonly number[]).includes(s.bits), `one of 8, 16, 24, 32 for bits${at}`, s.bits);
-  if (s.range !== undefined) expect(s.range === 'layer' || s.range === 'channel', `'layer' or 'channel' for range${at}`, s.range);
-  if (s.media !== undefined)
-    expect(['image', 'video', 'audio'].includes(s.media), `one of image, video, audio for media${at}`, s.media);
-  if (s.quality !== undefined) expect(Number.isInteger(s.quality), `integer for quality${at}`, s.quality);
-  if (s.lossless !== undefined) expect(typeof s.lossless === 'boolean', `boolean for lossless${at}`, s.lossless);
-  if (s.codec !== undefined) expect(typeof s.codec === 'string' && s.codec.length > 0, `codec name${at}`, s.codec);
-  if (s.stride !== undefined)
-    expect(
-      Number.isInteger(s.stride) && s.stride >= 1 && s.stride <= 2 ** 16,
-      `integer between 1 and 65536 for stride${at}`,
-      s.stride,
-    );
-  if (s.clip !== undefined) expect(typeof s.clip === 'boolean', `boolean for clip${at}`, s.clip);
-  if (s.relStep !== undefined)
-    expect(Number.isFinite(s.relStep) && s.relStep > 0 && s.relStep <= 64, `number between 0 and 64 for step${at}`, s.relStep);
-  if (s.outliers !== undefined)
-    expect(
-      Number.isFinite(s.outliers) && s.outliers >= 0,
-      `non-negative number of standard deviations for outliers${at}`,
-      s.outliers,
-    );
+  for (const spec of OPTION_TABLE) if (spec.rule || !where) checkSpec(spec, (s as Record<string, unknown>)[spec.key], at);
+  checkQuantizer(s, at);
+}
+
+/** A named quantizer must fit the grid asked for: the step grid needs a step, and a step needs the step grid. */
+function checkQuantizer(s: Partial<EncodeSettings>, at: string): void {
+  if (s.quantizer === undefined) return;
+  if (s.quantizer === stepGrid.id && s.relStep === undefined) throw new OptionError(`quantizer step needs a step (relStep)${at}`);
+  if (s.quantizer !== stepGrid.id && s.relStep !== undefined)
+    throw new OptionError(`quantizer ${s.quantizer} does not take a step (relStep)${at}`);
 }
 
 export function checkCompressOptions(o: CompressOptions): void {
+  if (typeof o !== 'object' || o === null) throw new OptionError(`Expected an options object but received ${JSON.stringify(o)}`);
   checkSettings(o);
-  if (o.force !== undefined) expect(typeof o.force === 'boolean', 'boolean for force', o.force);
-  if (o.nonFinite !== undefined)
-    expect(o.nonFinite === 'error' || o.nonFinite === 'keep', `'error' or 'keep' for nonFinite`, o.nonFinite);
-  if (o.targetSnr !== undefined)
-    expect(
-      Number.isFinite(o.targetSnr) && o.targetSnr > 0 && o.targetSnr < 200,
-      'number of dB between 0 and 200 for targetSnr',
-      o.targetSnr,
-    );
-  if (o.targetBpw !== undefined)
-    expect(
-      Number.isFinite(o.targetBpw) && o.targetBpw > 0 && o.targetBpw <= 32,
-      'number between 0 and 32 for targetBpw',
-      o.targetBpw,
-    );
-  if (o.maxLoss !== undefined) expect(Number.isFinite(o.maxLoss) && o.maxLoss >= 0, 'non-negative number for maxLoss', o.maxLoss);
   if (o.maxLoss !== undefined && !o.task) throw new OptionError('maxLoss needs a task evaluator (--task) to measure the loss');
   if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
-  if (o.jobs !== undefined)
-    expect(Number.isInteger(o.jobs) && o.jobs >= 1 && o.jobs <= 256, 'integer between 1 and 256 for jobs', o.jobs);
-  if (o.sliceWeights !== undefined)
-    expect(
-      Number.isSafeInteger(o.sliceWeights) && o.sliceWeights >= 256,
-      'integer of at least 256 for sliceWeights',
-      o.sliceWeights,
-    );
-  if (o.skeletonPartBytes !== undefined)
-    expect(
-      Number.isSafeInteger(o.skeletonPartBytes) && o.skeletonPartBytes >= 1024,
-      'integer of at least 1024 for skeletonPartBytes',
-      o.skeletonPartBytes,
-    );
+  if ((o.targetBpw !== undefined || o.maxLoss !== undefined) && o.quantizer !== undefined && o.quantizer !== stepGrid.id)
+    throw new OptionError(`allocation across layers chooses step grids: quantizer ${o.quantizer} cannot be used with it`);
   for (const [i, r] of (o.rules ?? []).entries()) {
+    expect(typeof r === 'object' && r !== null, `a tensor rule for rules[${i}]`, r);
     expect(typeof r.match === 'string' && r.match.length > 0, `a name pattern for rules[${i}].match`, r.match);
     if (r.role !== undefined) expect(ROLES.includes(r.role), `one of ${ROLES.join(', ')} for rules[${i}].role`, r.role);
     if (r.order !== undefined)
       expect(r.order === 'in_out' || r.order === 'out_in', `'in_out' or 'out_in' for rules[${i}].order`, r.order);
+    const unknown = Object.keys(r).filter(
+      (k) => !['match', 'role', 'order'].includes(k) && !OPTION_TABLE.some((s) => s.rule && s.key === k),
+    );
+    if (unknown.length) throw new OptionError(`rules[${i}]: unknown setting ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
     checkSettings(r, `rules[${i}]`);
   }
+}
+
+// ---- resolution ----
+
+/** The options with every default applied, once: the archive-wide part of what compress does. */
+export interface ResolvedOptions {
+  /** The archive-wide settings as given (rules are merged over these per tensor, then the defaults). */
+  readonly asked: Readonly<Partial<EncodeSettings>>;
+  /** Settings of a tensor that no rule names. */
+  readonly base: EncodeSettings;
+  readonly rules: readonly TensorRule[];
+  readonly targetSnr?: number;
+  readonly targetBpw?: number;
+  readonly maxLoss?: number;
+  readonly task?: TaskEvaluator<unknown>;
+  /** Allocation across layers (targetBpw or maxLoss). */
+  readonly allocating: boolean;
+  /** Any rate control (allocation or targetSnr). */
+  readonly rateControl: boolean;
+  readonly halfKept: boolean;
+  readonly nonFinite: NonFinitePolicy;
+  /** Worker threads: undefined lets the pool decide from the model's size. */
+  readonly jobs?: number;
+  readonly sliceWeights: number;
+  readonly skeletonPartBytes: number;
+  readonly reprobe: boolean;
+  readonly sensitivityWeight: number;
+  readonly force: boolean;
+  readonly calibrate?: Calibrator;
+  readonly onLog?: (message: string) => void;
+  readonly onDebug?: (message: string) => void;
+  readonly onProgress?: CompressOptions['onProgress'];
+  readonly signal?: AbortSignal;
+  /** What the manifest's `options` records: what was asked for, as it was resolved. */
+  readonly echo: Record<string, unknown>;
+}
+
+/** Checks the options and resolves every default once. */
+export function resolveOptions(o: CompressOptions): ResolvedOptions {
+  checkCompressOptions(o);
+  const allocating = o.targetBpw !== undefined || o.maxLoss !== undefined;
+  const rateControl = allocating || o.targetSnr !== undefined;
+  const asked: Partial<EncodeSettings> = Object.fromEntries(ENCODE_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+  const base = mergeSettings(asked, { match: '' }, rateControl, o.targetSnr !== undefined);
+  const halfKept = o.halfKept ?? rateControl;
+  const resolved = {
+    asked,
+    base,
+    rules: o.rules ?? [],
+    targetSnr: o.targetSnr,
+    targetBpw: o.targetBpw,
+    maxLoss: o.maxLoss,
+    task: o.task,
+    allocating,
+    rateControl,
+    halfKept,
+    nonFinite: o.nonFinite ?? 'error',
+    jobs: o.jobs,
+    sliceWeights: o.sliceWeights ?? DEFAULT_SLICE_WEIGHTS,
+    skeletonPartBytes: o.skeletonPartBytes ?? SKELETON_PART_BYTES,
+    reprobe: o.reprobe ?? true,
+    sensitivityWeight: o.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT,
+    force: o.force ?? false,
+    calibrate: o.calibrate,
+    onLog: o.onLog,
+    onDebug: o.onDebug,
+    onProgress: o.onProgress,
+    signal: o.signal,
+  };
+  return { ...resolved, echo: echoOf(o, resolved) };
+}
+
+/** The fields of EncodeSettings (what a tensor's coding depends on). */
+const ENCODE_KEYS = [
+  'media',
+  'codec',
+  'bits',
+  'quality',
+  'lossless',
+  'effort',
+  'range',
+  'stride',
+  'clip',
+  'outliers',
+  'relStep',
+  'block',
+  'rotate',
+  'gop',
+  'quantizer',
+] as const satisfies ReadonlyArray<keyof EncodeSettings>;
+
+/** One tensor's settings: its rules (later over earlier) over the archive-wide options over the defaults. */
+function mergeSettings(o: Partial<EncodeSettings>, rule: TensorRule, rateControl: boolean, snrTarget: boolean): EncodeSettings {
+  const media = rule.media ?? o.media ?? DEFAULTS.media;
+  // rate control picks the smallest lossless codec per tensor, unless a codec or a medium was chosen
+  const codec =
+    rule.codec ??
+    o.codec ??
+    (rateControl && !(rule.media ?? o.media) ? RATE_CONTROL_CODEC : undefined) ??
+    DEFAULT_CODEC[media] ??
+    DEFAULTS.codec;
+  const relStep = rule.relStep ?? o.relStep;
+  return {
+    media,
+    codec,
+    bits: rule.bits ?? o.bits ?? DEFAULTS.bits,
+    quality: rule.quality ?? o.quality,
+    lossless: rule.lossless ?? o.lossless,
+    effort: o.effort,
+    range: rule.range ?? o.range ?? DEFAULTS.range,
+    stride: rule.stride ?? o.stride ?? DEFAULTS.stride,
+    clip: o.clip ?? DEFAULTS.clip,
+    outliers: rule.outliers ?? o.outliers ?? (snrTarget ? DEFAULT_RATE_OUTLIERS : DEFAULTS.outliers),
+    relStep,
+    block: rule.block ?? o.block,
+    rotate: o.rotate,
+    gop: o.gop,
+    quantizer: rule.quantizer ?? o.quantizer ?? defaultQuantizer({ relStep }),
+  };
+}
+
+/** The complete settings of the tensor of this name. */
+export function settingsFor(name: string, r: ResolvedOptions): TensorSettings {
+  const s = mergeSettings(r.asked, rulesFor(name, r.rules), r.rateControl, r.targetSnr !== undefined);
+  return { ...s, quantizer: s.quantizer!, targetSnr: r.targetSnr, nonFinite: r.nonFinite };
+}
+
+/**
+ * The manifest's options: the settings that hold for every tensor no rule names, as resolved (a codec or
+ * outlier threshold a rate-control mode chose is recorded as chosen), then what else was asked for.
+ * Settings left at the plain defaults and not asked for are not repeated.
+ */
+function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<string, unknown> {
+  const b = r.base;
+  const given = <K extends keyof CompressOptions>(k: K): boolean => o[k] !== undefined;
+  return {
+    media: b.media,
+    codec: b.codec,
+    bits: b.bits,
+    range: b.range,
+    ...(given('quality') ? { quality: b.quality } : {}),
+    ...(given('lossless') ? { lossless: b.lossless } : {}),
+    ...(given('effort') ? { effort: b.effort } : {}),
+    ...(given('stride') ? { stride: b.stride } : {}),
+    ...(given('clip') ? { clip: b.clip } : {}),
+    ...(given('outliers') || b.outliers !== DEFAULTS.outliers ? { outliers: b.outliers } : {}),
+    ...(given('relStep') ? { step: b.relStep } : {}),
+    ...(given('quantizer') ? { quantizer: b.quantizer } : {}),
+    ...(b.rotate ? { rotate: true } : {}),
+    ...(given('block') ? { block: b.block } : {}),
+    ...(given('gop') ? { gop: b.gop } : {}),
+    ...(r.targetSnr !== undefined ? { targetSnr: r.targetSnr } : {}),
+    ...(r.targetBpw !== undefined ? { targetBpw: r.targetBpw } : {}),
+    ...(given('halfKept') || r.halfKept ? { halfKept: r.halfKept } : {}),
+    ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
+    nonFinite: r.nonFinite,
+    rules: r.rules,
+  };
 }
 
 export function patternToRegExp(pattern: string): RegExp {

@@ -5,7 +5,7 @@
  */
 
 import type { ModelReader } from '../formats/model.js';
-import { rebuildFromSkeleton } from '../formats/rebuild.js';
+import { rebuildFromSkeleton } from '../formats/registry.js';
 
 export function substituteTensors(reader: ModelReader, values: ReadonlyMap<string, Float32Array>): Uint8Array {
   const keys = new Set(values.keys());

@@ -1,12 +1,12 @@
 /** Worker-thread side of `WorkerPool`: one tensor per message, files opened once per worker. */
 
 import { parentPort } from 'node:worker_threads';
-import { getCodec } from '../codecs/registry.js';
 import { errorToData } from '../errors.js';
 import type { ModelReader } from '../formats/model.js';
-import { encodeTensor } from './compress.js';
-import { Archive, decodeTensor } from './decompress.js';
-import { openModel } from './open.js';
+import { encodeUnit } from './encode.js';
+import { Archive, decodeCodesNode } from '../archive/node.js';
+import { decodeRecord } from '../archive/decode.js';
+import { openModel } from '../formats/registry.js';
 import type { EncodeReply, Job, Reply } from './workers.js';
 
 const readers = new Map<string, ModelReader>();
@@ -25,28 +25,18 @@ async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | n
   if (job.kind === 'encode') {
     let reader = readers.get(job.file);
     if (!reader) readers.set(job.file, (reader = openModel(job.file)));
-    const plan = {
-      entry: job.entry,
-      record: job.record,
-      settings: job.settings,
-      codecs: job.codecs.map((c) => ({
-        codec: getCodec(c.name, { file: job.file, tensor: job.entry.name }),
-        options: c.options,
-      })),
-      auto: job.auto,
-    };
-    const encoded = await encodeTensor(reader, plan, job.index, job.options, job.slice);
+    const encoded = await encodeUnit(reader, job.unit);
     const entries = encoded.entries.map(([n, d]): [string, Uint8Array] => [n, own(d)]);
     return { value: { ...encoded, entries }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
   }
   let archive = archives.get(job.file);
   if (!archive) archives.set(job.file, (archive = new Archive(job.file)));
-  const values = await decodeTensor(archive, job.record);
+  const values = await decodeRecord(job.record, archive, decodeCodesNode);
   return { value: values, transfer: [values.buffer as ArrayBuffer] };
 }
 
 function closeAll(): void {
-  for (const r of readers.values()) (r as { close?: () => void }).close?.();
+  for (const r of readers.values()) r.close();
   for (const a of archives.values()) a.close();
   readers.clear();
   archives.clear();

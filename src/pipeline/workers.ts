@@ -10,23 +10,14 @@ import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { errorFromData, type ErrorData } from '../errors.js';
-import type { CodecOptions } from '../codecs/types.js';
 import type { TensorRecord } from '../archive/manifest.js';
-import type { TensorEntry } from '../formats/model.js';
-import type { EncodeSettings } from './options.js';
-import type { EncodedTensor, SliceSpec } from './compress.js';
+import type { EncodedTensor, EncodeUnit } from './stages.js';
 
+/** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
 export interface EncodeJob {
   kind: 'encode';
   file: string;
-  entry: TensorEntry;
-  record: TensorRecord;
-  settings: EncodeSettings;
-  codecs: Array<{ name: string; options: CodecOptions }>;
-  auto: boolean;
-  index: number;
-  options: { targetSnr?: number; nonFinite?: 'error' | 'keep' };
-  slice?: SliceSpec;
+  unit: EncodeUnit;
 }
 
 export interface DecodeJob {
@@ -108,7 +99,12 @@ export class WorkerPool {
   }
 
   private async post<T>(slot: Slot, job: Job): Promise<T> {
-    const what = job.kind === 'close' ? 'close' : `${job.kind} of ${job.record.name}`;
+    const what =
+      job.kind === 'close'
+        ? 'close'
+        : job.kind === 'encode'
+          ? `encode of ${job.unit.plan.entry.name}`
+          : `decode of ${job.record.name}`;
     try {
       return await new Promise<T>((resolve, reject) => {
         const w = slot.worker;

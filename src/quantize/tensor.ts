@@ -12,7 +12,11 @@ import { byteToStep, rangeOfStep, stepRanges } from './step.js';
 import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
 
 /** How ranges are stored: float16 or float32 [mins…, maxs…], or one step byte per channel (step grid). */
-export type RangeDtype = 'float16' | 'float32' | 'step8';
+export const RANGE_DTYPES = ['float16', 'float32', 'step8'] as const;
+export type RangeDtype = (typeof RANGE_DTYPES)[number];
+
+/** Bytes one channel's range takes in each storage dtype (a min and a max, or one step byte). */
+export const RANGE_BYTES: Record<RangeDtype, number> = { float16: 4, float32: 8, step8: 1 };
 
 export interface QuantizeSettings {
   bits: number;

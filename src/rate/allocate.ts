@@ -1,11 +1,13 @@
 /**
  * Rate allocation across layers. For every tensor we measure, for each
- * candidate code grid (stride), the bits it would cost (entropy of its codes +
- * its ranges) and the squared weight error it causes; and once per tensor, how
- * much the model's output moves per unit of squared weight error (its
- * sensitivity, probed on calibration data). A Lagrange multiplier λ then picks
- * per tensor the grid minimising sensitivity·error + λ·bits; λ is searched to
- * meet a bit budget (`--target-bpw`) or a task loss (`--max-loss`).
+ * candidate step grid (a step as a fraction of each channel's or the layer's
+ * RMS, per-channel or per-layer ranges), the bits it would cost (entropy of its
+ * codes, its ranges and the weights beyond the grid) and the squared weight
+ * error it causes; and once per tensor, how much the model's output moves per
+ * unit of squared weight error (its sensitivity, probed on calibration data by
+ * pipeline/allocate.ts). A Lagrange multiplier λ then picks per tensor the
+ * candidate minimising sensitivity·error + λ·bits; λ is searched to meet a bit
+ * budget (`--target-bpw`) or a task loss (`--max-loss`).
  */
 
 import { codeEntropyBits } from './entropy.js';
@@ -13,15 +15,6 @@ import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
 import type { PlaneShape } from '../layout/types.js';
 import type { RangeMode } from '../quantize/uniform.js';
 
-/** Candidate strides for per-tensor SNR targets: 256/k levels for 8-bit codes, from all codes to 4 levels. */
-export const STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64];
-/**
- * Candidate strides for allocation across layers. They stop at the probe
- * stride: the linear sensitivity model is measured there and is not trusted
- * beyond it (coarser grids measured as wildly optimistic on PaddleOCR).
- */
-export const ALLOCATION_STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16];
-export const PROBE_STRIDE = 16;
 /**
  * Candidate steps of the step grid for allocation, as fractions of RMS (8-bit
  * codes), down to coarse steps so small budgets can be met; the

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import { ZipWriter } from '../../src/archive/zip.js';
-import { Archive } from '../../src/pipeline/decompress.js';
+import { Archive } from '../../src/archive/node.js';
 import type { Manifest } from '../../src/archive/manifest.js';
 
 export type Entries = ReadonlyArray<readonly [string, Uint8Array]>;

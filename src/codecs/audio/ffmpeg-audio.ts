@@ -8,7 +8,8 @@
 import { CodecError } from '../../errors.js';
 import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
 import { runFfmpeg } from '../ffmpeg.js';
-import type { Codec, CodecOptions, QualityScale } from '../types.js';
+import { CODEC_META } from '../meta.js';
+import type { Codec, CodecMeta, CodecOptions } from '../types.js';
 
 const RATE = '48000';
 
@@ -89,16 +90,11 @@ export function stripFlacMetadata(bytes: Uint8Array): Uint8Array {
   return out;
 }
 
+/** How ffmpeg runs an audio codec (its metadata is in meta.ts). */
 interface AudioSpec {
-  name: string;
-  mime: string;
-  ext: string;
-  description: string;
+  meta: CodecMeta;
   format: string;
   args: (bits: number, o: CodecOptions) => string[];
-  bits: number[];
-  lossless: boolean;
-  quality?: QualityScale;
   /** 8-bit codes as small signed 16-bit samples (code − 128) rather than unsigned 8-bit. */
   small8: boolean;
   /** Post-processing of the encoded bytes (FLAC: drop optional padding). */
@@ -106,19 +102,10 @@ interface AudioSpec {
 }
 
 function makeAudioCodec(spec: AudioSpec): Codec {
+  const { name } = spec.meta;
+  const exact = spec.meta.lossless === 'always';
   return {
-    name: spec.name,
-    media: 'audio',
-    mime: spec.mime,
-    ext: spec.ext,
-    description: spec.description,
-    bits: spec.bits,
-    losslessBits: spec.lossless ? spec.bits : [],
-    lossless: spec.lossless ? 'always' : 'never',
-    defaultLossless: spec.lossless,
-    maxWidth: 2 ** 31 - 1,
-    maxHeight: 2 ** 31 - 1,
-    quality: spec.quality,
+    ...spec.meta,
     async encode(plane, o) {
       const { raw, fmt } = pcm(plane.data, plane.bits, spec.small8);
       const finish = spec.finish ?? ((b: Uint8Array) => b);
@@ -127,7 +114,7 @@ function makeAudioCodec(spec: AudioSpec): Codec {
           await runFfmpeg(
             ['-f', fmt, '-ar', RATE, '-ac', '1', '-i', 'pipe:0', ...spec.args(plane.bits, o), '-f', spec.format, 'pipe:1'],
             raw,
-            `${spec.name} encode`,
+            `${name} encode`,
           ),
         ),
       );
@@ -138,19 +125,16 @@ function makeAudioCodec(spec: AudioSpec): Codec {
       const out = await runFfmpeg(
         ['-f', spec.format, '-i', 'pipe:0', '-f', fmt, '-ac', '1', '-ar', RATE, 'pipe:1'],
         bytes,
-        `${spec.name} decode`,
+        `${name} decode`,
       );
       // lossy codecs may pad a few samples (encoder delay): only lossless ones must match exactly
-      return unpcm(out, expected.bits, n, spec.name, spec.lossless, spec.small8);
+      return unpcm(out, expected.bits, n, name, exact, spec.small8);
     },
   };
 }
 
 export const flac = makeAudioCodec({
-  name: 'flac',
-  mime: 'audio/flac',
-  ext: 'flac',
-  description: 'FLAC through ffmpeg: lossless, 8/16/24-bit PCM, compression level 12',
+  meta: CODEC_META.flac,
   format: 'flac',
   args: (bits) => [
     '-c:a',
@@ -159,33 +143,20 @@ export const flac = makeAudioCodec({
     '12',
     ...(bits === 24 ? ['-sample_fmt', 's32', '-bits_per_raw_sample', '24'] : []),
   ],
-  bits: [8, 16, 24],
-  lossless: true,
   small8: true,
   finish: stripFlacMetadata,
 });
 
 export const wav = makeAudioCodec({
-  name: 'wav',
-  mime: 'audio/wav',
-  ext: 'wav',
-  description: 'WAV through ffmpeg: uncompressed PCM (the reference), 8/16/24-bit',
+  meta: CODEC_META.wav,
   format: 'wav',
   args: (bits) => ['-c:a', bits === 8 ? 'pcm_u8' : bits === 16 ? 'pcm_s16le' : 'pcm_s24le'],
-  bits: [8, 16, 24],
-  lossless: true,
   small8: false,
 });
 
 export const opus = makeAudioCodec({
-  name: 'opus',
-  mime: 'audio/ogg',
-  ext: 'opus',
-  description: 'Opus (libopus) through ffmpeg: lossy, 8/16-bit PCM at 48 kHz; quality = bitrate in kbit/s',
+  meta: CODEC_META.opus,
   format: 'ogg',
   args: (_bits, o) => ['-c:a', 'libopus', '-b:a', `${o.quality ?? 256}k`, '-application', 'audio'],
-  bits: [8, 16],
-  lossless: false,
-  quality: { min: 6, max: 510, default: 256, meaning: 'bitrate in kbit/s: higher is better and larger' },
   small8: true,
 });

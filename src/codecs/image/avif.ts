@@ -1,4 +1,5 @@
 import { UnsupportedError } from '../../errors.js';
+import { CODEC_META } from '../meta.js';
 import type { Codec } from '../types.js';
 import { decodeToCodes, runEncode, sharpFromPlane } from './sharp-io.js';
 
@@ -7,19 +8,7 @@ import { decodeToCodes, runEncode, sharpFromPlane } from './sharp-io.js';
  * 16-bit codes go in at 12-bit sample depth, so the 4 low bits are lost: lossy only.
  */
 export const avif: Codec = {
-  name: 'avif',
-  media: 'image',
-  mime: 'image/avif',
-  ext: 'avif',
-  description: 'AVIF through libvips: 8-bit (lossy or lossless) or 16-bit codes at 12-bit depth (lossy); quality 1–100',
-  bits: [8, 16],
-  losslessBits: [8],
-  lossless: 'optional',
-  defaultLossless: false,
-  maxWidth: 16384,
-  maxHeight: 16384,
-  quality: { min: 1, max: 100, default: 80, meaning: 'higher is better and larger' },
-  effort: { min: 0, max: 9, default: 4, meaning: 'encoder effort (higher: smaller, slower)' },
+  ...CODEC_META.avif,
   encode: (plane, o) => {
     if (o.lossless && plane.bits !== 8) throw new UnsupportedError('avif is lossless only for 8-bit codes');
     return runEncode(

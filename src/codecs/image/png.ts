@@ -1,20 +1,9 @@
+import { CODEC_META } from '../meta.js';
 import type { Codec } from '../types.js';
 import { decodeToCodes, runEncode, sharpFromPlane } from './sharp-io.js';
 
 export const png: Codec = {
-  name: 'png',
-  media: 'image',
-  mime: 'image/png',
-  ext: 'png',
-  description:
-    'PNG through libvips: lossless, 8 and 16-bit grey; effort = zlib level 0–9 (default 9); rows unfiltered (PNG filter type None: adaptive filtering measured larger on weight codes)',
-  bits: [8, 16],
-  losslessBits: [8, 16],
-  lossless: 'always',
-  defaultLossless: true,
-  maxWidth: 2 ** 31 - 1,
-  maxHeight: 2 ** 31 - 1,
-  effort: { min: 0, max: 9, default: 9, meaning: 'zlib compression level (higher: smaller, slower)' },
+  ...CODEC_META.png,
   encode: (plane, o) =>
     runEncode(
       'png',

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { CodecError } from '../../errors.js';
 import { allocCodes } from '../../quantize/uniform.js';
+import { CODEC_META } from '../meta.js';
 import type { Codec } from '../types.js';
 
 // @mongodb-js/zstd 1.2.2's JS wrapper drops the level argument; its native binding takes it.
@@ -15,17 +16,7 @@ const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
  * + zstd would be (`--codec auto` picks it only where it is smaller).
  */
 export const rawZstd: Codec = {
-  name: 'zstd',
-  media: 'raw',
-  mime: 'application/zstd',
-  ext: 'zst',
-  description: 'fallback, not media: raw codes (little-endian) + zstd-19; lossless, any bit depth',
-  bits: [8, 16, 24, 32],
-  losslessBits: [8, 16, 24, 32],
-  lossless: 'always',
-  defaultLossless: true,
-  maxWidth: 2 ** 31 - 1,
-  maxHeight: 2 ** 31 - 1,
+  ...CODEC_META.zstd,
   async encode(plane) {
     const width = plane.bits === 8 ? 1 : plane.bits === 16 ? 2 : 4;
     const buf = Buffer.alloc(plane.data.length * width);

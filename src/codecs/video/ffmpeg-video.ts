@@ -9,22 +9,16 @@
 import { allocCodes } from '../../quantize/uniform.js';
 import { CodecError } from '../../errors.js';
 import { runFfmpeg } from '../ffmpeg.js';
-import type { Codec, CodecOptions, CodePlane, QualityScale } from '../types.js';
+import { CODEC_META } from '../meta.js';
+import type { Codec, CodecMeta, CodecOptions, CodePlane } from '../types.js';
 
+/** How ffmpeg runs a video codec (its metadata is in meta.ts). */
 interface VideoSpec {
-  name: string;
-  mime: string;
-  ext: string;
-  description: string;
+  meta: CodecMeta;
   /** ffmpeg output format for the bitstream. */
   format: string;
   /** Encoder arguments for lossless / lossy at a quality, and GOP. */
   args: (o: CodecOptions) => string[];
-  bits: number[];
-  losslessBits: number[];
-  lossless: Codec['lossless'];
-  defaultLossless: boolean;
-  quality?: QualityScale;
   grey: boolean;
 }
 
@@ -50,19 +44,9 @@ function toRaw(plane: CodePlane, grey: boolean): { raw: Uint8Array; pixFmt: stri
 }
 
 function makeVideoCodec(spec: VideoSpec): Codec {
+  const { name } = spec.meta;
   return {
-    name: spec.name,
-    media: 'video',
-    mime: spec.mime,
-    ext: spec.ext,
-    description: spec.description,
-    bits: spec.bits,
-    losslessBits: spec.losslessBits,
-    lossless: spec.lossless,
-    defaultLossless: spec.defaultLossless,
-    maxWidth: 8192,
-    maxHeight: 8192,
-    quality: spec.quality,
+    ...spec.meta,
     async encode(plane, o) {
       const { w, h } = frameBytes(plane);
       const { raw, pixFmt } = toRaw(plane, spec.grey);
@@ -85,7 +69,7 @@ function makeVideoCodec(spec: VideoSpec): Codec {
             'pipe:1',
           ],
           raw,
-          `${spec.name} encode`,
+          `${name} encode`,
         ),
       );
     },
@@ -96,11 +80,11 @@ function makeVideoCodec(spec: VideoSpec): Codec {
       const out = await runFfmpeg(
         ['-f', spec.format, '-i', 'pipe:0', '-f', 'rawvideo', '-pix_fmt', pixFmt, 'pipe:1'],
         bytes,
-        `${spec.name} decode`,
+        `${name} decode`,
       );
       const perFrame = spec.grey ? area * (expected.bits === 8 ? 1 : 2) : area * 3;
       if (out.length !== perFrame * n)
-        throw new CodecError(`${spec.name} decoded ${out.length} bytes, expected ${n} frames of ${perFrame}`);
+        throw new CodecError(`${name} decoded ${out.length} bytes, expected ${n} frames of ${perFrame}`);
       const codes = allocCodes(expected.bits, area * n);
       if (spec.grey && expected.bits === 16) for (let i = 0; i < area * n; i++) codes[i] = out.readUInt16LE(i * 2);
       else if (spec.grey) codes.set(out.subarray(0, area * n));
@@ -113,24 +97,14 @@ function makeVideoCodec(spec: VideoSpec): Codec {
 const gop = (o: CodecOptions): string[] => (o.gop === 'inter' ? [] : ['-g', '1']);
 
 export const ffv1 = makeVideoCodec({
-  name: 'ffv1',
-  mime: 'video/x-matroska',
-  ext: 'nut',
-  description: 'FFV1 through ffmpeg: lossless, 8 and 16-bit grey, intra (range coder, context model)',
+  meta: CODEC_META.ffv1,
   format: 'nut',
   args: () => ['-c:v', 'ffv1', '-level', '3', '-coder', '1', '-context', '1', '-g', '1'],
-  bits: [8, 16],
-  losslessBits: [8, 16],
-  lossless: 'always',
-  defaultLossless: true,
   grey: true,
 });
 
 export const h264 = makeVideoCodec({
-  name: 'h264',
-  mime: 'video/h264',
-  ext: 'h264',
-  description: 'H.264 (x264) 4:4:4 through ffmpeg: lossless (qp 0) or CRF quality 0–51 (lower is better); intra by default',
+  meta: CODEC_META.h264,
   format: 'h264',
   args: (o) => [
     '-c:v',
@@ -140,19 +114,11 @@ export const h264 = makeVideoCodec({
     ...(o.lossless ? ['-qp', '0'] : ['-crf', String(o.quality ?? 18)]),
     ...gop(o),
   ],
-  bits: [8],
-  losslessBits: [8],
-  lossless: 'optional',
-  defaultLossless: true,
-  quality: { min: 0, max: 51, default: 18, meaning: 'CRF: lower is better and larger' },
   grey: false,
 });
 
 export const h265 = makeVideoCodec({
-  name: 'h265',
-  mime: 'video/h265',
-  ext: 'h265',
-  description: 'H.265 (x265) 4:4:4 through ffmpeg: lossless or CRF 0–51 (lower is better); intra by default',
+  meta: CODEC_META.h265,
   format: 'hevc',
   args: (o) => [
     '-c:v',
@@ -162,19 +128,11 @@ export const h265 = makeVideoCodec({
       ':',
     ),
   ],
-  bits: [8],
-  losslessBits: [8],
-  lossless: 'optional',
-  defaultLossless: true,
-  quality: { min: 0, max: 51, default: 20, meaning: 'CRF: lower is better and larger' },
   grey: false,
 });
 
 export const vp9 = makeVideoCodec({
-  name: 'vp9',
-  mime: 'video/x-ivf',
-  ext: 'ivf',
-  description: 'VP9 (libvpx) 4:4:4 through ffmpeg: lossless or CRF 0–63 (lower is better); intra by default',
+  meta: CODEC_META.vp9,
   format: 'ivf',
   args: (o) => [
     '-c:v',
@@ -184,19 +142,11 @@ export const vp9 = makeVideoCodec({
     '1',
     ...gop(o),
   ],
-  bits: [8],
-  losslessBits: [8],
-  lossless: 'optional',
-  defaultLossless: true,
-  quality: { min: 0, max: 63, default: 20, meaning: 'CRF: lower is better and larger' },
   grey: false,
 });
 
 export const av1 = makeVideoCodec({
-  name: 'av1',
-  mime: 'video/x-ivf',
-  ext: 'ivf',
-  description: 'AV1 (libaom) 4:4:4 through ffmpeg: lossless (CRF 0) or CRF 1–63; intra by default; slow',
+  meta: CODEC_META.av1,
   format: 'ivf',
   args: (o) => [
     '-c:v',
@@ -211,10 +161,5 @@ export const av1 = makeVideoCodec({
     '0',
     ...gop(o),
   ],
-  bits: [8],
-  losslessBits: [8],
-  lossless: 'optional',
-  defaultLossless: true,
-  quality: { min: 1, max: 63, default: 20, meaning: 'CRF: lower is better and larger (0 = lossless)' },
   grey: false,
 });

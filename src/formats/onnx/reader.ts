@@ -10,7 +10,7 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
-import { BadModelError } from '../errors.js';
+import { BadModelError } from '../../errors.js';
 import {
   MODEL_GRAPH,
   GRAPH_NODE,
@@ -42,18 +42,19 @@ import {
   rewriteMessage,
   replaceTensorData,
   type DataForm,
-} from './onnx-rebuild.js';
-export { rebuildOnnx, type RestoredTensor } from './onnx-rebuild.js';
+} from './rebuild.js';
+export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   BYTES_PER_ELEMENT,
   type ModelReader,
+  type OnnxStorage,
   type TensorEntry,
   type TensorUse,
   decodeFloats,
   elementCount,
   rowsRange,
-} from './model.js';
+} from '../model.js';
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
@@ -375,9 +376,12 @@ export class OnnxReader implements ModelReader {
     return out;
   }
 
-  storage(key: string): Record<string, string | number> {
-    return { form: this.get(key).form, path: this.get(key).location };
+  storage(key: string): OnnxStorage {
+    return { format: 'onnx', form: this.get(key).form, path: this.get(key).location };
   }
+
+  /** The model is in memory: nothing to release. */
+  close(): void {}
 
   /** The model is in memory (protobuf bounds it to 2 GB): one part. */
   skeletonParts(stripped: ReadonlySet<string>): Iterable<Uint8Array> {

@@ -6,11 +6,12 @@
 
 import { codedParts, tileEntries } from '../archive/manifest.js';
 import { readFileSync, statSync } from 'node:fs';
-import { Archive, decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
-import { openModel } from '../pipeline/open.js';
+import { Archive } from '../archive/node.js';
+import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
+import { openModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
-import { errorStats, type ErrorStats } from './metrics.js';
-import type { TaskEvaluator, TaskMetric } from './tasks/types.js';
+import { errorStats, type ErrorStats } from '../eval/metrics.js';
+import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
 
 export interface TensorReport {
   name: string;
@@ -94,6 +95,6 @@ export async function evaluateArchive(
     return report;
   } finally {
     archive.close();
-    (reader as { close?: () => void }).close?.();
+    reader.close();
   }
 }

@@ -5,9 +5,10 @@
  * browser decoder rebuilds models with the same code.
  */
 
-import { WIRE_LEN, concatBytes, encodeVarint, lenField, wireFields } from './protobuf.js';
-import { type FloatDType, encodeFloats } from './model.js';
-import { BadModelError } from '../errors.js';
+import { concatBytes } from '../../io/bytes.js';
+import { WIRE_LEN, encodeVarint, lenField, wireFields } from './protobuf.js';
+import { type FloatDType, encodeFloats } from '../model.js';
+import { BadModelError } from '../../errors.js';
 
 // ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
 export const MODEL_GRAPH = 7;

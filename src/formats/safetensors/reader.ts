@@ -6,19 +6,20 @@
  */
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { BadModelError } from '../errors.js';
-import { concatBytes } from './protobuf.js';
+import { BadModelError } from '../../errors.js';
+import { concatBytes } from '../../io/bytes.js';
 import {
   BYTES_PER_ELEMENT,
   type FloatDType,
   type ModelReader,
+  type SafetensorsStorage,
   type TensorEntry,
   LITTLE_ENDIAN,
   decodeFloats,
   elementCount,
   encodeFloats,
   rowsRange,
-} from './model.js';
+} from '../model.js';
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -183,9 +184,9 @@ export class SafetensorsReader implements ModelReader {
     return decodeFloats(bytes, t.dtype);
   }
 
-  storage(key: string): Record<string, string | number> {
+  storage(key: string): SafetensorsStorage {
     const t = this.get(key);
-    return { begin: t.begin, end: t.end };
+    return { format: 'safetensors', begin: t.begin, end: t.end };
   }
 
   /** Header bytes verbatim, then the data area with the stripped tensors' ranges cut out. */

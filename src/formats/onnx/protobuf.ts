@@ -5,7 +5,7 @@
  * copied through unchanged.
  */
 
-import { BadModelError } from '../errors.js';
+import { BadModelError } from '../../errors.js';
 
 export const WIRE_VARINT = 0;
 export const WIRE_I64 = 1;
@@ -100,17 +100,6 @@ export function encodeVarint(value: number): Uint8Array {
 export function lenField(field: number, payload: Uint8Array[]): Uint8Array[] {
   const total = payload.reduce((s, p) => s + p.length, 0);
   return [encodeVarint(field * 8 + WIRE_LEN), encodeVarint(total), ...payload];
-}
-
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const total = parts.reduce((s, p) => s + p.length, 0);
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 export function utf8(buf: Uint8Array, start: number, end: number): string {

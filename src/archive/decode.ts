@@ -1,0 +1,167 @@
+/**
+ * The one decoder of an archive's tensors, for Node and the browser alike: media entries → codes (through
+ * the platform's decoder, the only part that differs) → planes pasted from tiles or frames → dequantized
+ * (M1) with the stored ranges → rotation undone → scattered back into the tensor's memory order, exact
+ * side values restored. Slices, duplicates and float16-kept tensors are resolved here too. It reads only
+ * records that `checkManifest` accepted, and still checks what it allocates from. Isomorphic.
+ */
+
+import { CorruptArchiveError, NnmediaError, withContext } from '../errors.js';
+import type { CodeArray } from '../quantize/uniform.js';
+import type { ExpectedCodes } from '../codecs/types.js';
+import { elementCount } from '../formats/model.js';
+import { planeShapes, scatterPlanes } from '../layout/planes.js';
+import { pasteTile } from '../layout/tiles.js';
+import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { RANGE_BYTES, decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
+import { decodeExactValues } from '../quantize/exact.js';
+import { fromHalf } from '../quantize/half.js';
+import { unrotatePlane } from '../transform/hadamard.js';
+import { decodeParts, type CodecRecord, type TensorRecord } from './manifest.js';
+
+/** An archive's entries by name, each checked against the manifest (sha256 and size) before it is returned. */
+export interface EntrySource {
+  /** The archive's file name or URL, for error messages. */
+  readonly file?: string;
+  entry(name: string, tensor?: string): Uint8Array | Promise<Uint8Array>;
+}
+
+/**
+ * The platform's decoder of one media entry to codes: an image tile, a video stream of `frames` frames
+ * stacked top to bottom, an audio signal, zstd'd raw codes. Throws UnsupportedError (or MissingCodecError)
+ * for what this platform cannot decode exactly; any other failure is the entry's fault (corrupt).
+ */
+export type CodeDecoder = (codec: CodecRecord, bytes: Uint8Array, expected: ExpectedCodes) => Promise<CodeArray>;
+
+/** A video plane's frames are blocks of its plane, padded: more area than this is not one we wrote. */
+const MAX_FRAME_OVERHEAD = (planeArea: number): number => 4 * planeArea + 1e6;
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const BASE64_DIGITS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** Bytes of a strict base64 string (padded, no whitespace), or undefined for anything else. */
+export function base64Bytes(text: string): Uint8Array | undefined {
+  if (text.length % 4 !== 0 || !BASE64.test(text)) return undefined;
+  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  const out = new Uint8Array((text.length / 4) * 3 - pad);
+  let o = 0;
+  for (let i = 0; i < text.length; i += 4) {
+    const n =
+      (BASE64_DIGITS.indexOf(text[i]) << 18) |
+      (BASE64_DIGITS.indexOf(text[i + 1]) << 12) |
+      ((BASE64_DIGITS.indexOf(text[i + 2]) & 63) << 6) |
+      (BASE64_DIGITS.indexOf(text[i + 3]) & 63);
+    for (const shift of [16, 8, 0]) if (o < out.length) out[o++] = (n >> shift) & 255;
+  }
+  return out;
+}
+
+/** Decodes one tensor of the archive (all its slices) to float32 values in the file's memory order. */
+export function decodeRecord(t: TensorRecord, source: EntrySource, decodeCodes: CodeDecoder): Promise<Float32Array> {
+  return decodeParts(
+    t,
+    (record) => decodeCoded(record, source, decodeCodes),
+    (message) => {
+      throw new CorruptArchiveError(`manifest: ${message}`, { file: source.file, tensor: t.key });
+    },
+  );
+}
+
+/** Decodes one coded tensor or slice. */
+export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCodes: CodeDecoder): Promise<Float32Array> {
+  const file = source.file;
+  const fail = (message: string): never => {
+    throw new CorruptArchiveError(`manifest: ${message}`, { file, tensor: t.key });
+  };
+  if (!t.layout || !t.planes || !t.quant || !t.codec) fail('tensor is not compressed');
+  const { codec, quant } = t as Required<Pick<TensorRecord, 'codec' | 'quant' | 'planes'>> & TensorRecord;
+  const bits = quant.bits;
+  /** The codes of one entry through the platform's decoder, checked to be as many as asked for. */
+  const codesOf = async (entry: string, expected: ExpectedCodes): Promise<CodeArray> => {
+    const data = await source.entry(entry, t.name);
+    let codes: CodeArray;
+    try {
+      codes = await decodeCodes(codec, data, expected);
+    } catch (e) {
+      // what this platform cannot do is said as it is; anything else means the entry is not what it claims
+      if (e instanceof NnmediaError && e.code !== 'E_CODEC') throw withContext(e, { file, tensor: t.name });
+      throw new CorruptArchiveError(`cannot decode ${entry}: ${(e as Error).message}`, { file, tensor: t.name });
+    }
+    if (codes.length !== expected.width * expected.height)
+      throw new CorruptArchiveError(`${entry} decoded to ${codes.length} codes, expected ${expected.width * expected.height}`, {
+        file,
+        tensor: t.name,
+      });
+    return codes;
+  };
+  const shapes = planeShapes(t.layout!);
+  const planes: Float32Array[] = [];
+  for (let p = 0; p < shapes.length; p++) {
+    const s = shapes[p];
+    const codes = allocCodes(bits, s.rows * s.cols);
+    const pr = t.planes![p];
+    if (pr.frame) {
+      // video: one stream of frames; every block is a frame, padded to the frame size
+      const f = pr.frame;
+      if (!(
+        f.rows > 0 &&
+        f.cols > 0 &&
+        f.count === pr.tiles.length &&
+        f.rows * f.cols * f.count <= MAX_FRAME_OVERHEAD(s.rows * s.cols)
+      ))
+        fail(`plane ${p} has an implausible frame geometry`);
+      const entry = pr.tiles[0].entry;
+      const frames = await codesOf(entry, { width: f.cols, height: f.rows * f.count, bits, frames: f.count });
+      for (const tile of pr.tiles) {
+        const k = tile.frame ?? 0;
+        if (tile.entry !== entry || k < 0 || k >= f.count || tile.rows > f.rows || tile.cols > f.cols)
+          fail(`bad frame record in plane ${p}`);
+        for (let r = 0; r < tile.rows; r++)
+          codes.set(
+            frames.subarray((k * f.rows + r) * f.cols, (k * f.rows + r) * f.cols + tile.cols),
+            (tile.row + r) * s.cols + tile.col,
+          );
+      }
+    } else
+      for (const tile of pr.tiles)
+        pasteTile(codes, s.cols, tile, await codesOf(tile.entry, { width: tile.cols, height: tile.rows, bits }));
+    const ranges = planeRanges(quant, p, bits, fail);
+    const channels = Math.ceil(s.cols / ranges.channelWidth);
+    if (ranges.mins.length !== channels) fail(`plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`);
+    const plane = dequantizePlane(codes, s.rows, s.cols, bits, ranges);
+    if (quant.rotation) unrotatePlane(plane, s.rows, s.cols, quant.rotation.seeds[p]);
+    planes.push(plane);
+  }
+  const out = scatterPlanes(planes, t.layout!, new Float32Array(elementCount(t.shape)));
+  if (t.nonFinite) restoreNonFinite(out, decodeExactValues(await source.entry(t.nonFinite, t.name), out.length, fail));
+  return out;
+}
+
+/** The stored ranges of plane p, as the encoder used them. */
+function planeRanges(
+  quant: NonNullable<TensorRecord['quant']>,
+  p: number,
+  bits: number,
+  fail: (m: string) => never,
+): PlaneRanges {
+  const dtype: RangeDtype = quant.rangeDtype?.[p] ?? 'float32';
+  const bytes = base64Bytes(quant.ranges[p]);
+  if (!bytes || bytes.length === 0 || bytes.length % RANGE_BYTES[dtype] !== 0) fail('bad quantization ranges');
+  const all = decodeRangeBytes(bytes!, dtype, bits);
+  const n = all.length / 2;
+  return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth: quant.channelWidth[p] };
+}
+
+/** Kept tensors stored as float16; each half entry is read (and checked) once. */
+export function halfDecoder(source: EntrySource): (t: TensorRecord) => Promise<Float32Array> {
+  const entries = new Map<string, Promise<Uint8Array>>();
+  return async (t) => {
+    const { entry, offset } = t.half!;
+    if (!entries.has(entry)) entries.set(entry, Promise.resolve(source.entry(entry, t.name)));
+    const data = await entries.get(entry)!;
+    const n = elementCount(t.shape);
+    if ((offset + n) * 2 > data.length)
+      throw new CorruptArchiveError('manifest: half-precision values outside their entry', { file: source.file, tensor: t.key });
+    return fromHalf(data, offset, n);
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * The archive on Node: a file read by offset (ZipReader: directory, CRC-32), its manifest through the one
+ * validator, entries checked against the manifest's sha256 on read; and Node's side of the platform seam
+ * (sha256 and inflate from node:crypto and node:zlib, codes through the codec registry's decoders).
+ */
+
+import { createHash } from 'node:crypto';
+import { inflateRawSync } from 'node:zlib';
+import { getCodec } from '../codecs/registry.js';
+import { CorruptArchiveError } from '../errors.js';
+import { concatBytes } from '../io/bytes.js';
+import type { DecodeBackend } from './backend.js';
+import { parseManifest } from './check.js';
+import type { CodeDecoder, EntrySource } from './decode.js';
+import { MANIFEST_NAME, MAX_MANIFEST_BYTES, skeletonEntries, type Manifest } from './manifest.js';
+import { ZipReader } from './zip.js';
+
+/** Codes of a media entry through the Node codec of its name (sharp/libvips, ffmpeg, zstd). */
+export const decodeCodesNode: CodeDecoder = (codec, bytes, expected) => getCodec(codec.name).decode(bytes, expected);
+
+const sha256Hex = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
+/** Node's side of the platform seam. */
+export const nodeBackend: DecodeBackend = {
+  sha256: async (data) => sha256Hex(data),
+  inflateRaw: async (data, size) => inflateRawSync(data, { maxOutputLength: Math.max(1, size) }),
+  decodeCodes: decodeCodesNode,
+};
+
+/** An opened archive file: manifest parsed and checked, entries verified on read. */
+export class Archive implements EntrySource {
+  readonly manifest: Manifest;
+  private readonly zip: ZipReader;
+
+  constructor(readonly file: string) {
+    this.zip = new ZipReader(file);
+    try {
+      const info = this.zip.list().find((e) => e.name === MANIFEST_NAME);
+      if (!info) throw new CorruptArchiveError(`no ${MANIFEST_NAME}: not an nnmedia archive`, { file });
+      if (info.size > MAX_MANIFEST_BYTES) throw new CorruptArchiveError(`manifest of ${info.size} bytes is too large`, { file });
+      this.manifest = parseManifest(this.zip.read(MANIFEST_NAME), file);
+      for (const name of Object.keys(this.manifest.entries))
+        if (!this.zip.has(name)) throw new CorruptArchiveError(`entry ${name} listed in the manifest is missing`, { file });
+    } catch (e) {
+      this.zip.close();
+      throw e;
+    }
+  }
+
+  /** An entry's bytes, checked against the manifest's sha256. */
+  entry(name: string, tensor?: string): Uint8Array {
+    const want = Object.hasOwn(this.manifest.entries, name) ? this.manifest.entries[name] : undefined;
+    if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
+    const data = this.zip.read(name);
+    const got = sha256Hex(data);
+    if (got !== want.sha256 || data.length !== want.bytes)
+      throw new CorruptArchiveError(`entry ${name}: ${got !== want.sha256 ? 'sha256' : 'size'} mismatch (corrupt)`, {
+        file: this.file,
+        tensor,
+      });
+    return data;
+  }
+
+  /** The skeleton's entries, in order: one, unless a large skeleton was written in parts. */
+  skeletonParts(): string[] {
+    return skeletonEntries(this.manifest);
+  }
+
+  /** The whole skeleton in memory (ONNX, and in-memory rebuilds). */
+  skeleton(): Uint8Array {
+    const parts = this.skeletonParts().map((p) => this.entry(p));
+    return parts.length === 1 ? parts[0] : concatBytes(parts);
+  }
+
+  /** Verifies every entry's checksum. */
+  verify(): void {
+    for (const name of Object.keys(this.manifest.entries)) this.entry(name);
+  }
+
+  entrySizes(): Map<string, number> {
+    return new Map(this.zip.list().map((e) => [e.name, e.compressedSize]));
+  }
+
+  close(): void {
+    this.zip.close();
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * An archive read from a byte source (bytes in memory, a URL with Range requests) on any platform: the
+ * ZIP directory with the same checks as the Node file reader (zip-directory.ts), the manifest through the
+ * one validator (check.ts), every entry verified against its CRC-32 and the manifest's sha256 before it
+ * is used, and tensors through the one decoder (decode.ts). The platform brings a DecodeBackend.
+ */
+
+import { CorruptArchiveError, OptionError } from '../errors.js';
+import { concatBytes } from '../io/bytes.js';
+import type { DecodeBackend } from './backend.js';
+import { parseManifest } from './check.js';
+import { type EntrySource, decodeRecord, halfDecoder } from './decode.js';
+import { MANIFEST_NAME, MAX_MANIFEST_BYTES, codedParts, skeletonEntries, type Manifest } from './manifest.js';
+import type { ByteSource, FetchStats } from './source.js';
+import {
+  type CentralRecord,
+  LOCAL_HEADER_BYTES,
+  MAX_EOCD_SEARCH,
+  checkEnd,
+  crc32,
+  findEnd,
+  indexDirectory,
+  localDataStart,
+  zip64End,
+} from './zip-directory.js';
+
+/** An entry's bytes as stored in the ZIP: inflated, size and CRC-32 checked. */
+async function readStored(src: ByteSource, backend: DecodeBackend, e: CentralRecord): Promise<Uint8Array> {
+  const fail = (message: string): never => {
+    throw new CorruptArchiveError(message, { file: src.name });
+  };
+  // local header + name + data in one read (nnmedia writes no extra field; another writer's is read separately)
+  let chunk = await src.read(e.offset, Math.min(src.size - e.offset, LOCAL_HEADER_BYTES + e.nameLength + e.compressedSize));
+  const start = localDataStart(e, chunk.subarray(0, LOCAL_HEADER_BYTES), fail) - e.offset;
+  if (start + e.compressedSize > chunk.length) chunk = await src.read(e.offset, start + e.compressedSize);
+  const body = chunk.subarray(start, start + e.compressedSize);
+  let data = body;
+  if (e.method === 8) {
+    try {
+      data = await backend.inflateRaw(body, e.size);
+    } catch (err) {
+      fail(`entry ${e.name}: cannot inflate (${(err as Error).message})`);
+    }
+  }
+  if (data.length !== e.size) fail(`entry ${e.name}: size ${data.length} differs from the recorded ${e.size}`);
+  if (crc32(data) !== e.crc) fail(`entry ${e.name}: CRC-32 mismatch (corrupt)`);
+  return data;
+}
+
+/** An archive's directory and checked manifest over a byte source; entries are fetched when asked for. */
+export class SourceArchive implements EntrySource {
+  private constructor(
+    private readonly src: ByteSource,
+    private readonly backend: DecodeBackend,
+    private readonly directory: Map<string, CentralRecord>,
+    readonly manifest: Manifest,
+  ) {}
+
+  get file(): string | undefined {
+    return this.src.name;
+  }
+
+  static async open(src: ByteSource, backend: DecodeBackend): Promise<SourceArchive> {
+    const fail = (message: string): never => {
+      throw new CorruptArchiveError(message, { file: src.name });
+    };
+    if (src.size < 22) fail('not a ZIP archive (too short)');
+    const tailLen = Math.min(src.size, MAX_EOCD_SEARCH);
+    const end = findEnd(await src.read(src.size - tailLen, tailLen), src.size - tailLen, fail);
+    if (end.zip64At !== undefined) zip64End(end, await src.read(end.zip64At, 56), fail);
+    checkEnd(end, fail);
+    const directory = indexDirectory(await src.read(end.cdOffset, end.cdSize), end, fail);
+    const info = directory.get(MANIFEST_NAME);
+    if (!info) fail(`no ${MANIFEST_NAME}: not an nnmedia archive`);
+    if (info!.size > MAX_MANIFEST_BYTES) fail(`manifest of ${info!.size} bytes is too large`);
+    const manifest = parseManifest(await readStored(src, backend, info!), src.name);
+    for (const name of Object.keys(manifest.entries))
+      if (!directory.has(name)) fail(`entry ${name} listed in the manifest is missing`);
+    return new SourceArchive(src, backend, directory, manifest);
+  }
+
+  /** An entry's bytes, checked against the manifest's sha256 and size. */
+  async entry(name: string, tensor?: string): Promise<Uint8Array> {
+    const want = Object.hasOwn(this.manifest.entries, name) ? this.manifest.entries[name] : undefined;
+    if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
+    const e = this.directory.get(name);
+    if (!e) throw new CorruptArchiveError(`missing entry ${name}`, { file: this.file, tensor });
+    const data = await readStored(this.src, this.backend, e);
+    const got = await this.backend.sha256(data);
+    if (got !== want.sha256 || data.length !== want.bytes)
+      throw new CorruptArchiveError(`entry ${name}: ${got !== want.sha256 ? 'sha256' : 'size'} mismatch (corrupt)`, {
+        file: this.file,
+        tensor,
+      });
+    return data;
+  }
+
+  get stats(): FetchStats {
+    return this.src.stats;
+  }
+}
+
+export interface DecodedArchive {
+  manifest: Manifest;
+  /** Restored tensors by key (compressed ones, and kept ones stored as float16), in the file's memory order. */
+  tensors: Map<string, Float32Array>;
+  /** The model with compressed tensors' data taken out (tensors kept exact are inside); absent when only some tensors were asked for. */
+  skeleton?: Uint8Array;
+  /** Requests and bytes it took (a URL read with Range requests fetches only what was asked for). */
+  fetch: FetchStats;
+}
+
+export interface DecodeOptions {
+  /** Decode only these tensors (names or keys); all by default. The model skeleton is fetched only for all. */
+  tensors?: readonly string[];
+}
+
+/**
+ * Reads an archive from a byte source, verifies the checksum of every entry it
+ * needs before decoding any, and decodes the tensors through the backend.
+ */
+export async function decodeArchiveSource(
+  src: ByteSource,
+  backend: DecodeBackend,
+  options: DecodeOptions = {},
+): Promise<DecodedArchive> {
+  const archive = await SourceArchive.open(src, backend);
+  const { manifest } = archive;
+  const asked = options.tensors;
+  const named = (t: { name: string; key: string }): boolean => !asked || asked.includes(t.name) || asked.includes(t.key);
+  if (asked)
+    for (const n of asked)
+      if (!manifest.tensors.some((t) => (t.layout || t.half) && (t.name === n || t.key === n)))
+        throw new OptionError(`no restored tensor named ${JSON.stringify(n)} in the archive`);
+  const wanted = manifest.tensors.filter((t) => t.layout && named(t));
+  const byKey = new Map(manifest.tensors.map((t) => [t.key, t]));
+  // a duplicate is decoded from the tensor it is the same as (checkManifest made sure that one exists)
+  const decodeSet = [...new Set(wanted.map((t) => (t.sameAs ? byKey.get(t.sameAs)! : t)))];
+  const halves = manifest.tensors.filter((t) => t.half && named(t));
+  const skeletonParts = skeletonEntries(manifest);
+  const names = new Set<string>();
+  for (const t of decodeSet)
+    for (const { record } of codedParts(t)) {
+      for (const pr of record.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
+      if (record.nonFinite) names.add(record.nonFinite);
+    }
+  for (const t of halves) names.add(t.half!.entry);
+  if (!asked) for (const p of skeletonParts) names.add(p);
+  // every checksum first: nothing is decoded from a corrupt archive
+  const entries = new Map<string, Uint8Array>();
+  for (const name of names) entries.set(name, await archive.entry(name));
+  const verified: EntrySource = {
+    file: archive.file,
+    entry: (name, tensor) => {
+      const data = entries.get(name);
+      if (!data) throw new CorruptArchiveError(`entry ${name} was not verified`, { file: archive.file, tensor });
+      return data;
+    },
+  };
+  const tensors = new Map<string, Float32Array>();
+  for (const t of decodeSet) tensors.set(t.key, await decodeRecord(t, verified, backend.decodeCodes));
+  for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
+  for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
+  const half = halfDecoder(verified);
+  for (const t of halves) tensors.set(t.key, await half(t));
+  const skeleton = asked
+    ? undefined
+    : skeletonParts.length === 1
+      ? entries.get(manifest.skeleton)
+      : concatBytes(skeletonParts.map((p) => entries.get(p)!));
+  return { manifest, tensors, skeleton, fetch: archive.stats };
+}

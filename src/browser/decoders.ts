@@ -1,0 +1,200 @@
+/**
+ * The browser's codec decoders, registered by codec name beside the shared metadata (codecs/meta.ts):
+ * the browser's own decoders where they are exact (createImageBitmap → canvas for 8-bit PNG, WebP, AVIF,
+ * JPEG; WebCodecs for 8-bit intra H.264, VP9, AV1), small JS decoders from npm where the browser has none
+ * exact (fast-png for 16-bit PNG, whose high byte alone survives a canvas; fzstd for the raw-codes
+ * fallback). FFV1, HEVC, inter-coded video and audio are refused with UnsupportedError — never wrong
+ * weights. A decoder's own failure is a CodecError (the core reports the entry as corrupt).
+ */
+
+import { decode as decodePng } from 'fast-png';
+import { decompress as zstdDecompress } from 'fzstd';
+import { CodecError, MissingCodecError, UnsupportedError } from '../errors.js';
+import { codecMeta } from '../codecs/meta.js';
+import type { ExpectedCodes } from '../codecs/types.js';
+import type { CodeDecoder } from '../archive/decode.js';
+import type { CodecRecord } from '../archive/manifest.js';
+import { allocCodes, type CodeArray } from '../quantize/uniform.js';
+
+type BrowserDecoder = (bytes: Uint8Array, expected: ExpectedCodes, codec: CodecRecord) => Promise<CodeArray>;
+
+/** Grey codes of an 8-bit image through the browser's decoder: the red channel of an sRGB canvas, no colour management. */
+async function decodeImage(bytes: Uint8Array, mime: string, width: number, height: number): Promise<Uint8Array> {
+  const bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mime }), {
+    colorSpaceConversion: 'none',
+    premultiplyAlpha: 'none',
+  });
+  if (bitmap.width !== width || bitmap.height !== height) {
+    bitmap.close();
+    throw new CodecError(`image is ${bitmap.width}×${bitmap.height}, expected ${width}×${height}`);
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height, { colorSpace: 'srgb' }).data;
+  const out = new Uint8Array(width * height);
+  for (let i = 0; i < out.length; i++) out[i] = rgba[i * 4];
+  return out;
+}
+
+/** An 8-bit image codec through the canvas; wider codes have no exact path through it. */
+const canvasImage =
+  (mime: string): BrowserDecoder =>
+  async (bytes, { width, height, bits }, codec) => {
+    if (bits !== 8)
+      throw new UnsupportedError(`${bits}-bit ${codec.name} cannot be decoded exactly by the browser (canvas keeps 8 bits)`);
+    return decodeImage(bytes, mime, width, height);
+  };
+
+/** 16-bit PNG in JS (canvas keeps only the high byte); 8-bit PNG through the canvas. */
+const png: BrowserDecoder = async (bytes, expected, codec) => {
+  if (expected.bits !== 16) return canvasImage('image/png')(bytes, expected, codec);
+  const img = decodePng(bytes);
+  if (img.width !== expected.width || img.height !== expected.height || img.depth !== 16 || img.channels !== 1)
+    throw new CodecError(
+      `PNG is ${img.width}×${img.height}, ${img.channels} channel(s) of ${img.depth} bits; expected ${expected.width}×${expected.height} grey 16-bit`,
+    );
+  return Uint16Array.from(img.data);
+};
+
+/** The raw-codes fallback: little-endian codes through zstd. */
+const zstd: BrowserDecoder = async (bytes, { width, height, bits }) => {
+  const raw = zstdDecompress(bytes);
+  const w = bits === 8 ? 1 : bits === 16 ? 2 : 4;
+  if (raw.length !== width * height * w)
+    throw new CodecError(`zstd entry holds ${raw.length} bytes, expected ${width * height * w}`);
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const out = allocCodes(bits, width * height);
+  for (let i = 0; i < out.length; i++) out[i] = w === 1 ? raw[i] : w === 2 ? v.getUint16(2 * i, true) : v.getUint32(4 * i, true);
+  return out;
+};
+
+/** Access units of an H.264 Annex B stream: one slice NAL per frame (x264 writes one), parameter sets joined to the next slice. */
+function annexBFrames(b: Uint8Array): Uint8Array[] {
+  const starts: number[] = [];
+  for (let i = 0; i + 3 < b.length; i++)
+    if (b[i] === 0 && b[i + 1] === 0 && (b[i + 2] === 1 || (b[i + 2] === 0 && b[i + 3] === 1))) {
+      starts.push(i);
+      i += 2;
+    }
+  const frames: Uint8Array[] = [];
+  let frameStart = 0;
+  starts.forEach((s, k) => {
+    const h = b[s + 2] === 1 ? s + 3 : s + 4;
+    const type = b[h] & 0x1f;
+    if (type === 1 || type === 5) {
+      const end = k + 1 < starts.length ? starts[k + 1] : b.length;
+      frames.push(b.subarray(frameStart, end));
+      frameStart = end;
+    }
+  });
+  return frames;
+}
+
+/** Frames of an IVF file (VP9, AV1): a 32-byte header, then size (u32) + pts (u64) + data per frame. */
+function ivfFrames(b: Uint8Array): Uint8Array[] {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (b.length < 32 || v.getUint32(0, true) !== 0x46494b44) throw new CodecError('not an IVF stream');
+  const frames: Uint8Array[] = [];
+  for (let p = v.getUint16(6, true); p + 12 <= b.length;) {
+    const size = v.getUint32(p, true);
+    if (p + 12 + size > b.length) throw new CodecError('IVF frame runs past the end of the stream');
+    frames.push(b.subarray(p + 12, p + 12 + size));
+    p += 12 + size;
+  }
+  return frames;
+}
+
+/** The Y planes (= codes) of every frame, decoded by the browser's own WebCodecs VideoDecoder. */
+async function decodeVideo(
+  bytes: Uint8Array,
+  codec: string,
+  config: string,
+  width: number,
+  height: number,
+  count: number,
+): Promise<Uint8Array> {
+  const chunks = codec === 'h264' ? annexBFrames(bytes) : ivfFrames(bytes);
+  if (chunks.length !== count) throw new CodecError(`${codec} stream holds ${chunks.length} frames, expected ${count}`);
+  const settings = { codec: config, codedWidth: width, codedHeight: height, hardwareAcceleration: 'prefer-software' as const };
+  if (!(await VideoDecoder.isConfigSupported(settings)).supported)
+    throw new UnsupportedError(`this browser's WebCodecs cannot decode ${codec} 4:4:4`);
+  const out = new Uint8Array(width * height * count);
+  let index = 0;
+  let failure: unknown;
+  const pending: Promise<void>[] = [];
+  const decoder = new VideoDecoder({
+    output: (frame) => {
+      const k = index++;
+      pending.push(
+        (async () => {
+          try {
+            if (frame.format !== 'I444') throw new CodecError(`${codec} frame decoded as ${frame.format}, not I444`);
+            if (k >= count) throw new CodecError(`${codec} decoded more than ${count} frames`);
+            const buf = new Uint8Array(frame.allocationSize());
+            const layout = await frame.copyTo(buf);
+            for (let r = 0; r < height; r++)
+              out.set(
+                buf.subarray(layout[0].offset + r * layout[0].stride, layout[0].offset + r * layout[0].stride + width),
+                (k * height + r) * width,
+              );
+          } finally {
+            frame.close();
+          }
+        })(),
+      );
+    },
+    error: (e) => (failure = e),
+  });
+  try {
+    decoder.configure(settings);
+    chunks.forEach((data, k) => decoder.decode(new EncodedVideoChunk({ type: 'key', timestamp: k * 40_000, data })));
+    await decoder.flush();
+  } catch (e) {
+    failure ??= e;
+  } finally {
+    if (decoder.state !== 'closed') decoder.close();
+  }
+  await Promise.all(pending);
+  if (failure) throw new CodecError(`${codec} decode failed: ${(failure as Error).message}`);
+  if (index !== count) throw new CodecError(`${codec} decoded ${index} frames, expected ${count}`);
+  return out;
+}
+
+/** An 8-bit intra-coded 4:4:4 video codec through WebCodecs (`config`: its WebCodecs codec string). */
+const webCodecsVideo =
+  (config: string): BrowserDecoder =>
+  async (bytes, { width, height, bits, frames }, codec) => {
+    if (codec.gop === 'inter') throw new UnsupportedError('inter-coded video is not decoded in the browser yet');
+    if (bits !== 8) throw new UnsupportedError(`${bits}-bit ${codec.name} video is not decoded in the browser`);
+    const count = frames ?? 1;
+    return decodeVideo(bytes, codec.name, config, width, height / count, count);
+  };
+
+/** Decoders by codec name; a codec not here is refused in the browser. */
+export const BROWSER_DECODERS: Readonly<Record<string, BrowserDecoder>> = {
+  png,
+  webp: canvasImage('image/webp'),
+  avif: canvasImage('image/avif'),
+  jpeg: canvasImage('image/jpeg'),
+  zstd,
+  h264: webCodecsVideo('avc1.F4001F'), // High 4:4:4 Predictive (lossless qp 0 included)
+  vp9: webCodecsVideo('vp09.01.10.08.03'), // profile 1: 4:4:4
+  av1: webCodecsVideo('av01.1.08M.08'), // High profile: 4:4:4
+};
+
+/** Codes of one media entry with the browser's decoder for its codec, or a typed refusal. */
+export const decodeCodesBrowser: CodeDecoder = async (codec, bytes, expected) => {
+  const meta = codecMeta(codec.name);
+  if (!meta) throw new MissingCodecError(`unknown codec ${JSON.stringify(codec.name)}`);
+  const decoder = Object.hasOwn(BROWSER_DECODERS, codec.name) ? BROWSER_DECODERS[codec.name] : undefined;
+  if (!decoder) {
+    if (meta.media === 'audio')
+      throw new UnsupportedError(`${codec.name} audio entries cannot be decoded exactly in the browser`);
+    if (meta.media === 'video')
+      throw new UnsupportedError(`${codec.name} video has no decoder in this browser (H.264, VP9 and AV1 do)`);
+    throw new UnsupportedError(`codec ${codec.name} has no decoder in the browser`);
+  }
+  return decoder(bytes, expected, codec);
+};

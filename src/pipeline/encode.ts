@@ -1,0 +1,169 @@
+/**
+ * One unit of encoding work (a tensor, or one slice of it), stage by stage: read → prepare → quantize →
+ * encode media → decode back and measure → its coding record. Runs here or on a worker thread with the
+ * same result. Per-tensor rate control lives here: the coarsest grid (lossless codecs) or the lowest
+ * quality (lossy codecs) whose decoded weights keep an SNR target.
+ */
+
+import { getCodec } from '../codecs/registry.js';
+import { CodecError } from '../errors.js';
+import { errorSums, statsFromSums } from '../eval/metrics.js';
+import type { ModelReader } from '../formats/model.js';
+import { scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { encodeExactValues } from '../quantize/exact.js';
+import { collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
+import { unrotatePlane } from '../transform/hadamard.js';
+import type { PlaneRecord } from '../archive/manifest.js';
+import { encodePlanes, type EncodedMedia } from './media.js';
+import { prepareTensor, type PreparedTensor } from './prepare.js';
+import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
+import { codedRecord } from './records.js';
+import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
+
+function safeName(name: string): string {
+  return name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80) || 'tensor';
+}
+
+/** The folder of a tensor's (or slice's) entries in the archive. */
+export function entryFolder(plan: CodedPlan, slice?: { k: number }): string {
+  return `tensors/${String(plan.index).padStart(4, '0')}-${safeName(plan.entry.name)}${slice ? `/s${String(slice.k).padStart(4, '0')}` : ''}`;
+}
+
+/** Lays out, quantizes, encodes one tensor (or one slice of it) and decodes it again to measure the error. */
+export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise<EncodedTensor> {
+  const { plan, slice, stats } = unit;
+  const { entry, settings } = plan;
+  const layout = slice ? sliceLayout(plan.layout, entry.shape, slice.rows) : plan.layout;
+  if (!layout) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
+  const ctx = {
+    file: reader.file,
+    tensor: slice ? `${entry.name} [rows ${slice.row}–${slice.row + slice.rows - 1}]` : entry.name,
+  };
+  const values = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
+  collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
+  const prepared = prepareTensor(values, layout, settings, plan.index);
+  const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
+  const lossless = codecs.every((c) => c.options.lossless);
+  const target = settings.targetSnr;
+  const stride = target !== undefined && lossless ? coarsestStride(prepared, settings, target, stats) : settings.stride;
+  const quantized = quantizeTensor(prepared, values, settings, stride, stats);
+  const codes = quantized.planes.map((q) => q.codes);
+  const encode = (i: number, quality?: number): Promise<EncodedMedia> =>
+    encodePlanes(
+      codecs[i].codec,
+      quality === undefined ? codecs[i].options : { ...codecs[i].options, quality },
+      codes,
+      prepared.shapes,
+      settings.bits,
+      layout,
+      settings.block,
+      ctx,
+    );
+  let best: EncodedMedia | undefined;
+  if (target !== undefined && !lossless)
+    best = await lowestQuality(codecs[0].codec.quality!, target, settings.bits, prepared, quantized, encode);
+  else
+    for (let i = 0; i < codecs.length; i++) {
+      const media = await encode(i);
+      if (!best || media.bytes < best.bytes) best = media;
+    }
+  if (!best) throw new CodecError('no codec could encode the tensor', ctx);
+  return finish(plan, unit, layout, values, prepared, quantized, best);
+}
+
+/** Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target. */
+async function lowestQuality(
+  scale: { min: number; max: number },
+  target: number,
+  bits: number,
+  prepared: PreparedTensor,
+  quantized: QuantizedTensor,
+  encode: (codec: number, quality: number) => Promise<EncodedMedia>,
+): Promise<EncodedMedia> {
+  const { shapes } = prepared;
+  const trial = async (q: number): Promise<{ media: EncodedMedia; snr: number }> => {
+    const media = await encode(0, q);
+    const restored = media.decoded.map((c, p) =>
+      dequantizePlane(c, shapes[p].rows, shapes[p].cols, bits, quantized.planes[p].ranges),
+    );
+    return { media, snr: snrOf(prepared.planes, restored) };
+  };
+  let lo = scale.min;
+  let hi = scale.max;
+  let top = await trial(hi);
+  if (top.snr < target) return top.media;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    const t = await trial(mid);
+    if (t.snr >= target) {
+      hi = mid;
+      top = t;
+    } else lo = mid + 1;
+  }
+  return top.media;
+}
+
+/** Decodes the chosen media back to weights, measures the error, and makes the unit's entries and record. */
+function finish(
+  plan: CodedPlan,
+  unit: EncodeUnit,
+  layout: CodedPlan['layout'],
+  values: Float32Array,
+  prepared: PreparedTensor,
+  quantized: QuantizedTensor,
+  best: EncodedMedia,
+): EncodedTensor {
+  const { settings } = plan;
+  const { shapes, seeds } = prepared;
+  const dir = entryFolder(plan, unit.slice);
+  const entries: Array<[string, Uint8Array]> = [];
+  const planes: PlaneRecord[] = [];
+  const restoredPlanes: Float32Array[] = [];
+  let bytes = 0;
+  for (let p = 0; p < shapes.length; p++) {
+    const s = shapes[p];
+    const { data, record } = best.planes[p];
+    const names = [...new Set(record.tiles.map((t) => t.entry))];
+    names.forEach((suffix, k) => {
+      entries.push([`${dir}/${suffix}`, data[k]]);
+      bytes += data[k].length;
+    });
+    planes.push({ ...record, tiles: record.tiles.map((t) => ({ ...t, entry: `${dir}/${t.entry}` })) });
+    // the working plane is not needed any more: decode into it rather than into a new array
+    const back = dequantizePlane(
+      best.decoded[p],
+      s.rows,
+      s.cols,
+      settings.bits,
+      quantized.planes[p].ranges,
+      prepared.planes[p] as Float32Array<ArrayBuffer>,
+    );
+    if (seeds) unrotatePlane(back, s.rows, s.cols, seeds[p]);
+    restoredPlanes.push(back);
+  }
+  const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
+  const { side } = quantized;
+  restoreNonFinite(restored, side);
+  let exact: { entry: string; count: number } | undefined;
+  if (side) {
+    exact = { entry: `${dir}/exact.bin`, count: side.indices.length };
+    const data = encodeExactValues(side);
+    entries.push([exact.entry, data]);
+    bytes += data.length;
+  }
+  const sums = errorSums(values, restored);
+  const coded = codedRecord({
+    layout,
+    settings,
+    quant: quantized.planes,
+    stride: quantized.stride,
+    seeds,
+    media: best,
+    auto: plan.auto,
+    planes,
+    exact,
+    stats: statsFromSums(sums),
+    bytes,
+  });
+  return { entries, coded, sums };
+}

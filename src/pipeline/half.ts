@@ -1,0 +1,39 @@
+/**
+ * Kept float32/float64 tensors whose float16 cast is safe (quantize/half.ts), stored one after another in
+ * one entry instead of exactly in the skeleton. Biases and norms: a kept tensor larger than a slice stays
+ * exact in the skeleton, which is streamed.
+ */
+
+import { errorStats } from '../eval/metrics.js';
+import { elementCount, type ModelReader } from '../formats/model.js';
+import { concatBytes } from '../io/bytes.js';
+import { HALF_ENTRY, fromHalf, toHalfIfSafe } from '../quantize/half.js';
+import type { TensorOutcome, TensorPlan } from './stages.js';
+
+export interface HalfKept {
+  /** The entry's bytes: every tensor's float16 values, one after another. */
+  readonly data: Uint8Array;
+  /** What happened to each of those tensors (by key). */
+  readonly outcomes: ReadonlyMap<string, Extract<TensorOutcome, { kind: 'half' }>>;
+}
+
+export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxWeights: number): HalfKept | undefined {
+  const parts: Uint8Array[] = [];
+  const outcomes = new Map<string, Extract<TensorOutcome, { kind: 'half' }>>();
+  let offset = 0;
+  for (const p of plans) {
+    if (p.kind !== 'kept' || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
+    if (elementCount(p.entry.shape) > maxWeights) continue;
+    const values = reader.read(p.entry.key);
+    const bytes = values.length ? toHalfIfSafe(values) : undefined;
+    if (!bytes) continue;
+    outcomes.set(p.entry.key, {
+      kind: 'half',
+      half: { entry: HALF_ENTRY, offset },
+      stats: errorStats(values, fromHalf(bytes, 0, values.length)),
+    });
+    parts.push(bytes);
+    offset += values.length;
+  }
+  return outcomes.size ? { data: concatBytes(parts), outcomes } : undefined;
+}

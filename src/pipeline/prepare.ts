@@ -1,0 +1,82 @@
+/**
+ * Stage 2, prepare: a tensor's values laid out as working planes (M2–M4), outliers (and non-finite values)
+ * marked NaN with their exact values set aside, and each plane rotated when asked (the rotation is undone
+ * on decode with the seeds the record keeps).
+ */
+
+import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
+import type { LayoutSpec, PlaneShape } from '../layout/types.js';
+import { markOutliers } from '../quantize/outliers.js';
+import type { NonFiniteSide } from '../quantize/uniform.js';
+import { rotatePlane } from '../transform/hadamard.js';
+
+/** Working planes of a tensor and what was set aside: exact side values, rotation seeds. */
+export interface PreparedTensor {
+  readonly layout: LayoutSpec;
+  readonly planes: Float32Array[];
+  readonly shapes: readonly PlaneShape[];
+  /** Weights stored exactly (non-finite ones, outliers), in file order. */
+  readonly side?: NonFiniteSide;
+  /** Per plane: the rotation seed, when the planes were rotated. */
+  readonly seeds?: readonly number[];
+}
+
+/**
+ * The positions a working buffer marks (non-finite), in file order, with the exact values at those
+ * positions: the weights stored as side data. `marked` and `values` are both in file order.
+ */
+export function exactSide(marked: Float32Array, values: Float32Array): NonFiniteSide | undefined {
+  let count = 0;
+  for (let i = 0; i < marked.length; i++) if (!Number.isFinite(marked[i])) count++;
+  if (count === 0) return undefined;
+  const indices = new Uint32Array(count);
+  const exact = new Float32Array(count);
+  for (let i = 0, k = 0; i < marked.length; i++)
+    if (!Number.isFinite(marked[i])) {
+      indices[k] = i;
+      exact[k++] = values[i];
+    }
+  return { indices, values: exact };
+}
+
+/**
+ * Working planes of a tensor: laid out, with outliers (and non-finite values)
+ * marked NaN; and the exact side values for every marked position, in file order.
+ */
+export function preparePlanes(
+  values: Float32Array,
+  layout: LayoutSpec,
+  outlierSigma: number,
+): { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide } {
+  const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
+  const shapes = planeShapes(layout);
+  const marked = outlierSigma > 0 ? markOutliers(planes, shapes, outlierSigma) : 0;
+  // the marks are in the planes: scatter them back to file order to find their positions
+  const side =
+    marked > 0 ? exactSide(scatterPlanes(planes, layout, new Float32Array(values.length)), values) : exactSide(values, values);
+  return { planes, shapes, side };
+}
+
+/** Rotation seed of plane p of tensor i (stored in the manifest; any value works). */
+export const rotationSeed = (tensorIndex: number, plane: number): number => ((tensorIndex + 1) * 7919 + plane * 104729) >>> 0;
+
+/** Rotates working planes in place; NaN (side-stored) positions enter the transform as 0. */
+export function rotatePlanes(planes: Float32Array[], shapes: readonly PlaneShape[], seeds: readonly number[]): void {
+  planes.forEach((pl, p) => {
+    for (let i = 0; i < pl.length; i++) if (!Number.isFinite(pl[i])) pl[i] = 0;
+    rotatePlane(pl, shapes[p].rows, shapes[p].cols, seeds[p]);
+  });
+}
+
+/** The prepared tensor: planes laid out, outliers set aside, rotated when `rotate` (seeded by the tensor's index). */
+export function prepareTensor(
+  values: Float32Array,
+  layout: LayoutSpec,
+  settings: { outliers: number; rotate?: boolean },
+  tensorIndex: number,
+): PreparedTensor {
+  const { planes, shapes, side } = preparePlanes(values, layout, settings.outliers);
+  const seeds = settings.rotate ? shapes.map((_, p) => rotationSeed(tensorIndex, p)) : undefined;
+  if (seeds) rotatePlanes(planes, shapes, seeds);
+  return { layout, planes, shapes, side, seeds };
+}

@@ -1,0 +1,93 @@
+/**
+ * Stage 3, quantize: the prepared planes to M1 codes and ranges by the tensor's quantizer (registered by
+ * id, quantize/registry.ts), with weights beyond a step grid joining the exact side values; and the
+ * per-tensor search of lossless rate control: the coarsest code grid that keeps an SNR target.
+ */
+
+import { scatterPlanes } from '../layout/planes.js';
+import { getQuantizer, type TensorStatistics } from '../quantize/registry.js';
+import type { PlaneQuantization, QuantizeSettings } from '../quantize/tensor.js';
+import type { NonFiniteSide } from '../quantize/uniform.js';
+import type { TensorSettings } from './options.js';
+import { exactSide, type PreparedTensor } from './prepare.js';
+
+/** A tensor's codes and ranges per plane, the exact side values, and the grid stride used. */
+export interface QuantizedTensor {
+  readonly planes: readonly PlaneQuantization[];
+  readonly side?: NonFiniteSide;
+  readonly stride: number;
+}
+
+/** SNR in dB of restored planes against the working ones (side-stored positions left out). */
+export function snrOf(values: readonly Float32Array[], restored: readonly Float32Array[]): number {
+  let sp = 0;
+  let se = 0;
+  values.forEach((v, p) => {
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i])) continue;
+      sp += v[i] * v[i];
+      se += (v[i] - restored[p][i]) ** 2;
+    }
+  });
+  return se === 0 ? Infinity : 10 * Math.log10(sp / se);
+}
+
+/** Candidate strides for per-tensor SNR targets: 256/k levels for 8-bit codes, from all codes to 4 levels. */
+export const SNR_STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64];
+
+function quantizeSettings(s: TensorSettings, stride: number): QuantizeSettings {
+  return { bits: s.bits, range: s.range, stride, clip: s.clip, relStep: s.relStep };
+}
+
+/** The planes' codes by the tensor's quantizer at a given stride. */
+export function quantizePrepared(
+  prepared: PreparedTensor,
+  settings: TensorSettings,
+  stride: number,
+  stats?: TensorStatistics,
+): PlaneQuantization[] {
+  return getQuantizer(settings.quantizer).quantize(prepared.planes, prepared.shapes, quantizeSettings(settings, stride), stats);
+}
+
+/** Per-tensor rate control for lossless codecs: the coarsest stride whose codes keep the SNR target. */
+export function coarsestStride(
+  prepared: PreparedTensor,
+  settings: TensorSettings,
+  targetSnr: number,
+  stats?: TensorStatistics,
+): number {
+  let stride = 1;
+  for (const k of SNR_STRIDES) {
+    const q = quantizePrepared(prepared, settings, k, stats);
+    if (
+      snrOf(
+        prepared.planes,
+        q.map((x) => x.restored),
+      ) >= targetSnr
+    )
+      stride = k;
+    else break;
+  }
+  return stride;
+}
+
+/** Quantizes the prepared tensor; weights beyond a step grid join the exact side values (in file order). */
+export function quantizeTensor(
+  prepared: PreparedTensor,
+  values: Float32Array,
+  settings: TensorSettings,
+  stride: number,
+  stats?: TensorStatistics,
+): QuantizedTensor {
+  const planes = quantizePrepared(prepared, settings, stride, stats);
+  let side = prepared.side;
+  if (planes.some((q) => q.beyond)) {
+    const marked = scatterPlanes(
+      planes.map((q, p) => q.working ?? prepared.planes[p]),
+      prepared.layout,
+      new Float32Array(values.length),
+    );
+    side = exactSide(marked, values);
+  }
+  return { planes, side, stride };
+}
