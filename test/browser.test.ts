@@ -169,7 +169,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
 
   it('example page: a missing file shows as an error on the page, not only in the console', async () => {
     for (const [query, message] of [
-      ['?archive=./missing.nnm', /^error: BrowserArchiveError: cannot fetch \.\/missing\.nnm: HTTP 404$/],
+      ['?archive=./missing.nnm', /^error: IoError: file \.\/missing\.nnm: cannot fetch: HTTP 404$/],
       ['?wav=./missing.wav', /^error: Error: cannot fetch \.\/missing\.wav: HTTP 404$/],
     ] as const) {
       const p = await newPage(browser);
