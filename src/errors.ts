@@ -16,7 +16,8 @@ export type ErrorCode =
   | 'E_IO'
   | 'E_OUTPUT_EXISTS'
   | 'E_MISSING_DEPENDENCY'
-  | 'E_BAD_CALIBRATION';
+  | 'E_BAD_CALIBRATION'
+  | 'E_QUALITY';
 
 export interface ErrorContext {
   file?: string;
@@ -120,6 +121,28 @@ export class BadCalibrationError extends NnmediaError {
   }
 }
 
+/**
+ * The quality gate refused an archive: the decompressed model's fidelity on held-back calibration samples is
+ * under the floor (`--min-fidelity`), or no archive at a bits/weight target meets it (then `smallestPassing`
+ * names the smallest that does, when one was found). No output is left, unless `--force` kept it.
+ */
+export class QualityError extends NnmediaError {
+  constructor(
+    message: string,
+    context: ErrorContext = {},
+    readonly details: {
+      fidelity?: number;
+      minFidelity?: number;
+      /** Bits/weight of the smallest archive found that passes the floor. */
+      smallestPassing?: number;
+      /** The failing archive was kept at the output (`force`). */
+      kept?: boolean;
+    } = {},
+  ) {
+    super('E_QUALITY', message, context);
+  }
+}
+
 /** The same error with the file and tensor named, for errors raised below the level that knows them. */
 export function withContext(e: unknown, context: ErrorContext): unknown {
   if (!(e instanceof NnmediaError) || e.tensor) return e;
@@ -165,6 +188,7 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_OUTPUT_EXISTS: OutputExistsError,
   E_MISSING_DEPENDENCY: MissingDependencyError,
   E_BAD_CALIBRATION: BadCalibrationError,
+  E_QUALITY: QualityError,
 };
 
 /** The same typed error (class, code, file, tensor, message) on this side of the boundary. */

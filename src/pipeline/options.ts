@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { OptionError } from '../errors.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
+import type { CalibrationSpec } from '../calibration/set.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
 import { defaultQuantizer, getQuantizer, stepGrid } from '../quantize/registry.js';
@@ -76,7 +77,7 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   targetSnr?: number;
   /** Allocation across layers: average bits per weight over the whole archive. */
   targetBpw?: number;
-  /** Kept tensors (biases, norms) as float16 where the cast is safe (default: on with the rate-control options). */
+  /** Kept tensors (biases, norms) as float16 where the cast is safe (each value within 2^−11 of itself; default on; false keeps them exact). */
   halfKept?: boolean;
   /** Allocation across layers: the cheapest allocation whose task loss (`task.loss`) stays ≤ this. */
   maxLoss?: number;
@@ -101,19 +102,40 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   skeletonPartBytes?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
-  /** Replace an existing output file (default: refuse with `OutputExistsError`). Never the input. */
+  /** Replace an existing output file (default: refuse with `OutputExistsError`). Never the input. Also keeps an archive the quality gate refused (the error is still raised). */
   force?: boolean;
+  /**
+   * Calibration data (images, audio, raw tensors) with its preprocessing: what the allocator probes the model
+   * on and the quality gate judges it on (src/calibration; CLI: `--calibration PATH` and the preprocessing flags).
+   * Without it, synthetic inputs made from the graph, and every report says so.
+   */
+  calibration?: CalibrationSpec;
+  /** The quality gate's floor: the least fidelity (pipeline/gate.ts) the decompressed model must keep (default 0.9). */
+  minFidelity?: number;
+  /** Run the quality gate when the model can run (default true); false skips it (the manifest records why). */
+  check?: boolean;
 }
 
-/** The codec each medium uses when none is named. */
-export const DEFAULT_CODEC: Record<string, string> = { image: 'png', video: 'ffv1', audio: 'flac' };
+/**
+ * The codec each medium uses when none is named. Images: `auto`, per tensor the smaller of a PNG and the raw
+ * codes through zstd (pipeline/plan.ts CODEC_SETS): on 8-bit weight codes zstd is 1–3 % smaller than PNG
+ * (one filter byte per row, deflate's Huffman), which decides the default against int8 + zstd of the
+ * whole file; `--codec png` gives an archive of pictures only.
+ */
+export const DEFAULT_CODEC: Record<string, string> = { image: 'auto', video: 'ffv1', audio: 'flac' };
 
 /**
  * The codec of the rate-control modes unless one (or a medium) is given: the smallest lossless one per
- * tensor. Measured on PaddleOCR step-grid codes: lossless WebP sits at their order-0 entropy (99.7 %),
- * PNG 10–20 % above it.
+ * tensor, lossless WebP included. Measured on PaddleOCR step-grid codes: lossless WebP sits at their
+ * order-0 entropy (99.7 %), PNG 10–20 % above it.
  */
-export const RATE_CONTROL_CODEC = 'auto';
+export const RATE_CONTROL_CODEC = 'smallest';
+
+/**
+ * The quality gate's floor unless set (pipeline/gate.ts): every int8 round-to-nearest result measured in
+ * docs/calibration.md passes it (the lowest 0.937), visibly broken ones (OCR at int4, CER 100 %) fall below.
+ */
+export const DEFAULT_MIN_FIDELITY = 0.9;
 
 /** Outlier threshold (σ) of per-tensor SNR targets unless set: measured on PaddleOCR (see README). */
 export const DEFAULT_RATE_OUTLIERS = 4;
@@ -135,7 +157,7 @@ export const DEFAULT_SENSITIVITY_WEIGHT = 0.5;
 
 export const DEFAULTS: EncodeSettings = {
   media: 'image',
-  codec: 'png',
+  codec: 'auto',
   bits: 8,
   range: 'channel',
   stride: 1,
@@ -190,7 +212,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--codec <name>',
-        help: 'codec (see `nnmedia codecs`), or auto: the smallest lossless one per tensor, raw codes + zstd as the floor',
+        help: 'codec (see `nnmedia codecs`); auto (default): per tensor the smaller of PNG and raw codes + zstd; smallest: lossless WebP too (slower, ~1 % smaller)',
       },
     ],
   },
@@ -352,9 +374,9 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--half-kept',
-        help: 'store kept tensors (biases, norms) as float16 where the cast is safe (default with rate control)',
+        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default)',
       },
-      { flag: '--no-half-kept', help: 'keep them exactly as they are' },
+      { flag: '--no-half-kept', help: 'keep them exactly as they are (M9 as written)' },
     ],
   },
   {
@@ -393,6 +415,29 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
       },
     ],
     argument: 'number',
+  },
+  {
+    key: 'minFidelity',
+    expected: 'number between 0 and 1',
+    valid: (v) => isNum(v, 0, 1),
+    flags: [
+      {
+        flag: '--min-fidelity <x>',
+        help: 'quality gate: the least fidelity (0–1) of the decompressed model on held-back calibration inputs (default 0.9)',
+      },
+    ],
+    argument: 'number',
+  },
+  {
+    key: 'check',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [{ flag: '--no-check', help: 'skip the quality gate (the model is not run; the manifest says so)' }],
+  },
+  {
+    key: 'calibration',
+    expected: 'calibration spec ({ paths: [...], ... })',
+    valid: (v) => typeof v === 'object' && v !== null && Array.isArray((v as { paths?: unknown }).paths),
   },
   { key: 'skeletonPartBytes', expected: 'integer of at least 1024', valid: (v) => isInt(v, 1024) },
   { key: 'force', expected: 'boolean', valid: isBool },
@@ -485,6 +530,9 @@ export interface ResolvedOptions {
   readonly reprobe: boolean;
   readonly sensitivityWeight: number;
   readonly force: boolean;
+  readonly calibration?: CalibrationSpec;
+  readonly minFidelity: number;
+  readonly check: boolean;
   readonly calibrate?: Calibrator;
   readonly onLog?: (message: string) => void;
   readonly onDebug?: (message: string) => void;
@@ -501,7 +549,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   const rateControl = allocating || o.targetSnr !== undefined;
   const asked: Partial<EncodeSettings> = Object.fromEntries(ENCODE_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
   const base = mergeSettings(asked, { match: '' }, rateControl, o.targetSnr !== undefined);
-  const halfKept = o.halfKept ?? rateControl;
+  // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
+  // which on small models is the difference between beating int8 + zstd of the whole file and not
+  const halfKept = o.halfKept ?? true;
   const resolved = {
     asked,
     base,
@@ -520,6 +570,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     reprobe: o.reprobe ?? true,
     sensitivityWeight: o.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT,
     force: o.force ?? false,
+    calibration: o.calibration,
+    minFidelity: o.minFidelity ?? DEFAULT_MIN_FIDELITY,
+    check: o.check ?? true,
     calibrate: o.calibrate,
     onLog: o.onLog,
     onDebug: o.onDebug,
@@ -612,6 +665,7 @@ function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<st
     ...(r.targetBpw !== undefined ? { targetBpw: r.targetBpw } : {}),
     ...(given('halfKept') || r.halfKept ? { halfKept: r.halfKept } : {}),
     ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
+    ...(given('minFidelity') ? { minFidelity: r.minFidelity } : {}),
     nonFinite: r.nonFinite,
     rules: r.rules,
   };
