@@ -1,3 +1,4 @@
+import { describeQuality } from '../pipeline/gate.js';
 import { codedParts, tileEntries } from '../archive/manifest.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
@@ -84,14 +85,28 @@ function inspectArchive(file: string, json: boolean): void {
         stats: t.stats,
       };
     });
-    const info = { file, source: m.source, createdBy: m.createdBy, options: m.options, ffmpeg: getFfmpegInfo(), tensors: rows };
+    const info = {
+      file,
+      source: m.source,
+      createdBy: m.createdBy,
+      options: m.options,
+      quality: m.quality,
+      ffmpeg: getFfmpegInfo(),
+      tensors: rows,
+    };
     if (json) {
       console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
       return;
     }
     const ff = info.ffmpeg;
     console.log(`${file}: ${m.createdBy}, ${m.source.format} source ${m.source.file} (${m.source.bytes} bytes)`);
-    console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}\n`);
+    console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}`);
+    const q = m.quality;
+    console.log(
+      q ? `quality: ${describeQuality(q)}${q.calibration ? `\n  calibration: ${q.calibration}` : ''}` : 'quality: not recorded',
+    );
+    if (q?.untakenBranches?.length) console.log(`  branches never taken (default grid): ${q.untakenBranches.join(', ')}`);
+    console.log('');
     console.log(
       formatTable(
         ['tensor', 'role', 'shape', 'media geometry', 'codec', 'bits', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'],

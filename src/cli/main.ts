@@ -21,6 +21,10 @@ import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
 import { isZipFile } from '../archive/zip.js';
 import { loadOrt } from '../runtime/optional.js';
+import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
+import { buildCalibrationSet } from '../calibration/set.js';
+import { outputsTask } from '../eval/tasks/outputs.js';
+import { describeQuality } from '../pipeline/gate.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
@@ -86,7 +90,16 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     onDebug: process.env.NNMEDIA_DEBUG ? log : undefined,
     rules: f.config ? loadRulesFile(f.config) : undefined,
     force: f.force,
+    calibration: calibrationSpecFromFlags(f as CalibrationFlags),
   };
+}
+
+/** The calibration flags (`--calibration PATH` and the preprocessing), on compress and eval. */
+function addCalibrationOptions(cmd: Command): Command {
+  for (const o of CALIBRATION_OPTIONS)
+    if (o.repeatable) cmd.option(o.flags, o.description, (v: string, prev: string[] = []) => [...prev, v]);
+    else cmd.option(o.flags, o.description);
+  return cmd;
 }
 
 /** The key commander stores a flag's value under (`--no-half-kept` → halfKept). */
@@ -154,6 +167,7 @@ async function resolveTask(name: string, model: Uint8Array, limit?: number) {
 
 function addCompressOptions(cmd: Command): Command {
   for (const spec of OPTION_TABLE) for (const flag of spec.flags ?? []) cmd.addOption(flagOption(spec, flag));
+  addCalibrationOptions(cmd);
   return cmd
     .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
     .addOption(
@@ -186,12 +200,20 @@ export function buildProgram(): Command {
             compressedWeights: r.compressedWeights,
             bitsPerWeight: r.bitsPerWeight,
             tensors: compressed,
+            quality: r.quality,
           }),
         );
-      else
+      else {
         console.log(
           `${f.output}: ${r.archiveBytes} bytes, ${compressed} tensors compressed, ${r.bitsPerWeight.toFixed(3)} bits/weight`,
         );
+        if (r.quality) console.log(`  ${describeQuality(r.quality)}`);
+        if (r.quality?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
+        if (r.quality?.untakenBranches?.length)
+          console.log(
+            `  branches the calibration never takes (kept at the default grid): ${r.quality.untakenBranches.join(', ')}`,
+          );
+      }
     });
 
   program
@@ -217,15 +239,18 @@ export function buildProgram(): Command {
       await inspectPath(file, Boolean(f.json));
     });
 
-  program
-    .command('eval <archive>')
+  addCalibrationOptions(program.command('eval <archive>'))
     .description('run the original and the reconstructed model on real data and report errors and the task metric')
     .requiredOption('-m, --model <file>', 'the original model')
     .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'outputs', 'none']).default('auto'))
     .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
     .option('--json', 'print JSON')
-    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean }) => {
-      const task = await resolveTask(f.task, readFileSync(f.model), f.limit);
+    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
+      const spec = calibrationSpecFromFlags(f);
+      // calibration data given: the outputs of the original and the rebuilt model compared on it
+      const task = spec.paths.length
+        ? outputsTask({ calibration: await buildCalibrationSet(readFileSync(f.model), spec) })
+        : await resolveTask(f.task, readFileSync(f.model), f.limit);
       const r = await evaluateArchive(archive, f.model, task);
       if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
       else printEvaluation(r);
