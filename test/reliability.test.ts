@@ -56,9 +56,9 @@ describe('deterministic output', () => {
       const a = join(dir, `d1-${codec}.nnm`);
       const b = join(dir, `d2-${codec}.nnm`);
       const c = join(dir, `d3-${codec}.nnm`);
-      await compressModel(onnxFile, a, { codec, media, jobs: 1 });
-      await compressModel(onnxFile, b, { codec, media, jobs: 2 });
-      await compressModel(onnxFile, c, { codec, media, jobs: 2 });
+      await compressModel(onnxFile, a, { codec, media, jobs: 1, check: false });
+      await compressModel(onnxFile, b, { codec, media, jobs: 2, check: false });
+      await compressModel(onnxFile, c, { codec, media, jobs: 2, check: false });
       expect(sha(b)).toBe(sha(a));
       expect(sha(c)).toBe(sha(a));
     });
