@@ -7,7 +7,8 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { OptionError } from '../errors.js';
+import { NnmediaError, OptionError } from '../errors.js';
+import { listCodecs, resolveCodecOptions } from '../codecs/registry.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
 import { ROLES, type Role } from '../roles/classify.js';
@@ -501,6 +502,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   const rateControl = allocating || o.targetSnr !== undefined;
   const asked: Partial<EncodeSettings> = Object.fromEntries(ENCODE_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
   const base = mergeSettings(asked, { match: '' }, rateControl, o.targetSnr !== undefined);
+  checkCodecFit(base, '');
+  for (const [i, rule] of (o.rules ?? []).entries())
+    checkCodecFit(mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined), ` (rules[${i}])`);
   const halfKept = o.halfKept ?? rateControl;
   const resolved = {
     asked,
@@ -527,6 +531,40 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     signal: o.signal,
   };
   return { ...resolved, echo: echoOf(o, resolved) };
+}
+
+const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
+
+/**
+ * The codec of the settings exists and carries what is asked of it (medium, bits, lossless, quality, effort):
+ * checked as option errors naming the option, before any model is opened, rather than per tensor later.
+ */
+function checkCodecFit(s: EncodeSettings, at: string): void {
+  if (s.codec === RATE_CONTROL_CODEC) return;
+  const codecs = listCodecs();
+  const codec = codecs.find((c) => c.name === s.codec);
+  if (!codec)
+    throw new OptionError(
+      `Expected a codec name (${codecs.map((c) => c.name).join(', ')}, or ${RATE_CONTROL_CODEC}) for codec${at} but received ${JSON.stringify(s.codec)}`,
+    );
+  if (codec.media !== s.media && codec.media !== 'raw')
+    throw new OptionError(
+      `codec ${codec.name} is ${article(codec.media)} ${codec.media} codec, not for media ${s.media}${at}: give media ${codec.media} with it (--media ${codec.media})`,
+    );
+  if (!codec.bits.includes(s.bits)) {
+    const fit = codecs.filter((c) => c.media === codec.media && c.bits.includes(s.bits)).map((c) => c.name);
+    throw new OptionError(
+      `bits ${s.bits} does not fit codec ${codec.name}${at}: it carries ${codec.bits.join(', ')}-bit codes` +
+        (fit.length ? ` (${s.bits}-bit ${codec.media} codecs: ${fit.join(', ')})` : ''),
+    );
+  }
+  try {
+    resolveCodecOptions(codec, s.bits, s);
+  } catch (e) {
+    if (e instanceof NnmediaError && e.code !== 'E_OPTION') throw new OptionError(`${e.message}${at}`);
+    if (e instanceof OptionError && at) throw new OptionError(`${e.message}${at}`);
+    throw e;
+  }
 }
 
 /** The fields of EncodeSettings (what a tensor's coding depends on). */

@@ -38,7 +38,10 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
     for (const name of auto ? AUTO_CODECS : [settings.codec]) {
       const codec = getCodec(name, ctx);
       if (!auto && codec.media !== settings.media && codec.media !== 'raw')
-        throw new UnsupportedError(`codec ${codec.name} is a ${codec.media} codec, not ${settings.media}`, ctx);
+        throw new UnsupportedError(
+          `codec ${codec.name} is ${/^[aeiou]/.test(codec.media) ? 'an' : 'a'} ${codec.media} codec, not for media ${settings.media}`,
+          ctx,
+        );
       if (auto && !codec.losslessBits.includes(settings.bits)) continue;
       codecs.push({
         name,

@@ -1,0 +1,68 @@
+/**
+ * What `--help` shows of the compress options beyond their flags: each option's default, taken from the
+ * options resolved with nothing given (so the help cannot drift from what compress does), and the options in
+ * groups a reader can scan.
+ */
+
+import { Help, type Option } from 'commander';
+import { DEFAULT_CODEC, RATE_CONTROL_CODEC, resolveOptions, type OptionSpec } from '../pipeline/options.js';
+
+/** Help groups of the table's options by key; an option not named here (a new one) goes under the last. */
+const GROUPS: ReadonlyArray<[heading: string, keys: readonly string[]]> = [
+  ['Codec and medium:', ['media', 'codec', 'bits', 'quality', 'lossless', 'effort', 'block', 'gop']],
+  ['Quantization:', ['range', 'stride', 'clip', 'relStep', 'quantizer', 'outliers', 'rotate', 'nonFinite']],
+  ['Rate control:', ['targetSnr', 'targetBpw', 'maxLoss', 'sensitivityWeight', 'reprobe', 'halfKept']],
+  ['Performance:', ['jobs', 'sliceWeights']],
+];
+export const OTHER_GROUP = 'More compress options:';
+
+export function helpGroupOf(key: string): string {
+  return GROUPS.find(([, keys]) => keys.includes(key))?.[0] ?? OTHER_GROUP;
+}
+
+/**
+ * Defaults the resolution leaves to someone else: the codec's own scale, or a setting whose absence means
+ * "off" in words clearer than `undefined`.
+ */
+const DEFERRED: Readonly<Record<string, string>> = {
+  quality: "the codec's (see nnmedia codecs)",
+  effort: "the codec's (see nnmedia codecs)",
+  lossless: "the codec's (see nnmedia codecs)",
+  gop: 'intra',
+  relStep: 'none: ranges from min/max',
+};
+
+/** The default of a table option as the help shows it; undefined when there is none worth saying ("off"). */
+export function defaultText(spec: OptionSpec, helpText: string): string | undefined {
+  if (/\bdefault\b/.test(helpText)) return undefined; // the help text says it already
+  if (spec.key === 'codec')
+    return `${Object.entries(DEFAULT_CODEC)
+      .map(([media, codec]) => `${codec} for ${media}`)
+      .join(', ')}; ${RATE_CONTROL_CODEC} with rate control`;
+  if (DEFERRED[spec.key]) return DEFERRED[spec.key];
+  const resolved = resolveOptions({});
+  const value =
+    (resolved.base as unknown as Record<string, unknown>)[spec.key] ?? (resolved as unknown as Record<string, unknown>)[spec.key];
+  if (value === undefined || typeof value === 'boolean' || typeof value === 'function') return undefined;
+  return String(value);
+}
+
+const defaults = new WeakMap<Option, string>();
+
+/** Records the default the help shows for this option (none: nothing shown). */
+export function showDefault(option: Option, text: string | undefined): Option {
+  if (text !== undefined) defaults.set(option, text);
+  return option;
+}
+
+/** commander's help with the recorded defaults inside its "(choices: …)" parenthesis, or in one of their own. */
+export const helpConfiguration: Partial<Help> = {
+  optionDescription(option: Option): string {
+    const base = Help.prototype.optionDescription.call(this, option);
+    const text = defaults.get(option);
+    if (text === undefined) return base;
+    return base.endsWith(')') && base.includes('(choices:')
+      ? `${base.slice(0, -1)}, default: ${text})`
+      : `${base} (default: ${text})`;
+  },
+};
