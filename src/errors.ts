@@ -42,11 +42,12 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
   },
   E_NON_FINITE: { meaning: 'a weight is NaN or ±Inf (pass --non-finite keep to store such weights exactly)', exit: 4 },
   E_BAD_CALIBRATION: {
-    meaning: 'calibration data is unreadable or does not fit the model’s inputs',
+    meaning: 'calibration data is unreadable or does not fit the model’s inputs, or the model cannot run on it',
     exit: 4,
   },
   E_UNSUPPORTED: {
-    meaning: 'no codec or layout here can carry the request (e.g. 16-bit codes into WebP, for one tensor)',
+    meaning:
+      'this build cannot do what is asked of one tensor or archive: a rule no layout fits, an archive of a newer format, a medium the browser cannot decode',
     exit: 5,
   },
   E_MISSING_CODEC: { meaning: 'a codec is unknown to this build, or its program (ffmpeg) is missing', exit: 5 },

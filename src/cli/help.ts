@@ -5,6 +5,7 @@
  */
 
 import { Help, type Option } from 'commander';
+import { ERROR_CODES } from '../errors.js';
 import { DEFAULT_CODEC, RATE_CONTROL_CODEC, resolveOptions, type OptionSpec } from '../pipeline/options.js';
 
 /** Help groups of the table's options by key; an option not named here (a new one) goes under the last. */
@@ -25,9 +26,9 @@ export function helpGroupOf(key: string): string {
  * "off" in words clearer than `undefined`.
  */
 const DEFERRED: Readonly<Record<string, string>> = {
-  quality: "the codec's (see nnmedia codecs)",
-  effort: "the codec's (see nnmedia codecs)",
-  lossless: "the codec's (see nnmedia codecs)",
+  quality: "the codec's; see nnmedia codecs",
+  effort: "the codec's; see nnmedia codecs",
+  lossless: "the codec's; see nnmedia codecs",
   gop: 'intra',
   relStep: 'none: ranges from min/max',
 };
@@ -66,3 +67,27 @@ export const helpConfiguration: Partial<Help> = {
       : `${base} (default: ${text})`;
   },
 };
+
+/** The end of `nnmedia --help`: a few commands to start from, and what the exit statuses mean. */
+export function helpEpilogue(): string {
+  const byStatus = new Map<number, string[]>();
+  for (const [code, { exit }] of Object.entries(ERROR_CODES)) byStatus.set(exit, [...(byStatus.get(exit) ?? []), code]);
+  const statuses = [...byStatus]
+    .sort((a, b) => a[0] - b[0])
+    .map(
+      ([exit, codes]) =>
+        `  ${String(exit).padStart(3)}  ${codes.join(', ')}${codes.includes('E_INTERRUPTED') ? ' (Ctrl-C; 143 after SIGTERM)' : ''}`,
+    );
+  return [
+    '',
+    'Examples:',
+    '  nnmedia compress model.onnx -o model.nnm',
+    '  nnmedia inspect model.nnm',
+    '  nnmedia decompress model.nnm -o restored.onnx',
+    '  nnmedia eval model.nnm -m model.onnx',
+    '',
+    'Exit status 0 on success; a failure prints one line "nnmedia: E_CODE: file …, tensor …: what is wrong"',
+    'and exits with:',
+    ...statuses,
+  ].join('\n');
+}

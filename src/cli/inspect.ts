@@ -267,7 +267,11 @@ function printArchive(
           [
             'kept',
             `${count(kept.length)} tensors (${count(t.keptWeights)} weights)` +
-              (t.keptHalf ? `, ${count(t.keptExact)} exact and ${count(t.keptHalf)} as float16` : ' exact') +
+              (!t.keptHalf
+                ? ' exact'
+                : t.keptExact
+                  ? `, ${count(t.keptExact)} exact and ${count(t.keptHalf)} as float16`
+                  : ' as float16') +
               `: ${reasonCounts(kept.map((r) => r.reason))}${options.all ? '' : '; --all lists them'}`,
           ],
         ]

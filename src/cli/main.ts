@@ -20,9 +20,9 @@ import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
 import { loadOrt } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
-import { helpConfiguration, defaultText, helpGroupOf, showDefault } from './help.js';
+import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
-import { archiveTotals, summaryLines } from './totals.js';
+import { archiveTotals, count, summaryLines, times } from './totals.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
@@ -51,7 +51,7 @@ interface CompressFlags extends FlagValues {
 /** The library options from the parsed flags: each table option under its own key, then the CLI-only ones. */
 async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
   const needsTask = f.maxLoss !== undefined || f.targetBpw !== undefined;
-  const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model')) : undefined;
+  const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model'), undefined, model) : undefined;
   const fromTable = Object.fromEntries(
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
@@ -113,9 +113,9 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log(formatTable(['tensor', 'role', 'shape', 'codec', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'], rows));
   console.log('');
   const summary = [
-    ['model', `${r.model} (${r.modelBytes} bytes)`],
-    ['archive', `${r.archive} (${r.archiveBytes} bytes, ratio ${num(r.ratio, 2)}×)`],
-    ['compressed weights', `${r.compressedWeights} (kept exact: ${r.keptWeights})`],
+    ['model', `${r.model} (${count(r.modelBytes)} bytes)`],
+    ['archive', `${r.archive} (${count(r.archiveBytes)} bytes, ${times(r.ratio)} smaller)`],
+    ['compressed weights', `${count(r.compressedWeights)} (kept: ${count(r.keptWeights)})`],
     ['bits per weight', `${num(r.bitsPerWeight, 3)} (all archive bytes × 8 / compressed weights)`],
   ];
   if (r.task) {
@@ -125,20 +125,16 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log(formatTable(['', ''], summary, { header: false }));
 }
 
-async function resolveTask(name: string, model: Uint8Array, limit?: number) {
+async function resolveTask(name: string, model: Uint8Array, limit?: number, file?: string) {
   if (name === 'none') return undefined;
-  const resolved = name === 'auto' ? await detectTask(model) : name;
+  const resolved = name === 'auto' ? await detectTask(model, file) : name;
   return resolved ? taskByName(resolved, { limit }) : undefined;
 }
 
 function addCompressOptions(cmd: Command): Command {
   for (const spec of OPTION_TABLE) for (const flag of spec.flags ?? []) cmd.addOption(flagOption(spec, flag));
   return cmd
-    .addOption(
-      new Option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}').helpGroup(
-        helpGroupOf('rules'),
-      ),
-    )
+    .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
     .addOption(
       new Option('--task <name>', 'task evaluator for --max-loss and calibration')
         .choices(['auto', 'vad', 'ocr', 'none'])
@@ -156,7 +152,8 @@ export function buildProgram(): Command {
     .configureHelp(helpConfiguration)
     .version(VERSION)
     .description('Compress neural-network weights as images, video and audio with real codecs, and back.')
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    .addHelpText('after', helpEpilogue());
 
   addCompressOptions(
     program
@@ -207,9 +204,7 @@ export function buildProgram(): Command {
 
   program
     .command('inspect <file>')
-    .description(
-      'an archive: per compressed tensor its codec, bytes, bits/weight and error, totals, checksums verified; a model: what compress would do with each tensor',
-    )
+    .description('per tensor: role, geometry, codec, bytes, bits/weight, error; then totals (an archive: checksums verified)')
     .option('--all', 'list every tensor, the kept ones too (default: summed up in one line)')
     .option('--json', 'print JSON (every tensor, and the totals)')
     .action(async (file: string, f: { json?: boolean; all?: boolean }) => {
@@ -224,7 +219,7 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
     .option('--json', 'print JSON')
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean }) => {
-      const task = await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit);
+      const task = await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model);
       const r = await evaluateArchive(archive, f.model, task);
       if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
       else printEvaluation(r);
@@ -253,13 +248,13 @@ export function buildProgram(): Command {
     const t1 = performance.now();
     await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
     const t2 = performance.now();
-    const task = await resolveTask('auto', readInputFile(input, 'model'));
+    const task = await resolveTask('auto', readInputFile(input, 'model'), undefined, input);
     const r = await evaluateArchive(archive, input, task);
     if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
     else {
       printEvaluation(r);
       console.log(
-        `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`,
+        `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${count(statSync(restored).size)} bytes, loads and runs in onnxruntime-node`,
       );
       console.log(`archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`);
     }

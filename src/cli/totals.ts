@@ -68,7 +68,11 @@ export const times = (r: number): string => `${r >= 100 ? r.toFixed(0) : r.toFix
 export function keptPhrase(t: ArchiveTotals): string {
   const kept = t.keptExact + t.keptHalf;
   if (!kept) return '';
-  const how = t.keptHalf ? `: ${count(t.keptExact)} exact, ${count(t.keptHalf)} as float16` : ' exact';
+  const how = !t.keptHalf
+    ? ' exact'
+    : t.keptExact
+      ? `: ${count(t.keptExact)} exact, ${count(t.keptHalf)} as float16`
+      : ' as float16';
   return `${count(kept)} tensors kept (${count(t.keptWeights)} weights${how})`;
 }
 
