@@ -10,9 +10,9 @@ import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
 import { removePendingTemps } from '../io/atomic.js';
-import { listCodecs } from '../codecs/registry.js';
 import { VERSION } from '../version.js';
 import { fileKind, inspectPath } from './inspect.js';
+import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
 import { readInputFile } from '../io/files.js';
@@ -199,7 +199,7 @@ export function buildProgram(): Command {
         bar.stop,
       );
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
-      else console.log(`${f.output}: ${r.format}, ${r.bytes.toLocaleString('en-US')} bytes`);
+      else console.log(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`);
     });
 
   program
@@ -285,21 +285,7 @@ export function buildProgram(): Command {
   program
     .command('codecs')
     .description('list the codecs: medium, code bits they carry, lossless mode, quality scale, and what they are')
-    .action(() => {
-      console.log(
-        formatTable(
-          ['codec', 'media', 'bits', 'lossless', 'quality', 'description'],
-          listCodecs().map((c) => [
-            c.name,
-            c.media,
-            c.bits.join(','),
-            c.lossless === 'optional' ? `optional (${c.losslessBits.join(',')}-bit)` : c.lossless,
-            c.quality ? `${c.quality.min}–${c.quality.max} (default ${c.quality.default})` : '',
-            c.description,
-          ]),
-        ),
-      );
-    });
+    .action(printCodecs);
   return program;
 }
 
@@ -320,7 +306,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write('nnmedia view: stopped\n');
       process.exit(0);
     }
-    const e = new InterruptedError(`interrupted by ${signal === 'SIGINT' ? 'Ctrl-C (SIGINT)' : signal}; no output written`);
+    const e = new InterruptedError(`interrupted; no output written (${signal === 'SIGINT' ? 'Ctrl-C, SIGINT' : signal})`);
     process.stderr.write(`${errorLine(e)}\n`);
     process.exit(exitStatus(e.code, signal));
   };

@@ -6,7 +6,6 @@
 
 import { elementCount } from '../formats/model.js';
 import { tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
-import { MIN_COMPRESSED_ELEMENTS } from '../roles/classify.js';
 
 export interface ArchiveTotals {
   /** Every tensor the manifest records (floating-point tensors of the source). */
@@ -88,10 +87,10 @@ export function summaryLines(output: string, t: ArchiveTotals, source: string): 
 
 /** A kept tensor's reason in a summary: sizes of small tensors folded into one reason. */
 export function keptReason(reason: string): string {
-  return /^small \(\d+ elements\)$/.test(reason) ? `small (under ${MIN_COMPRESSED_ELEMENTS} elements)` : reason;
+  return /^small \(\d+ elements\)$/.test(reason) ? 'small' : reason;
 }
 
-/** "187 small (under 256 elements), 15 rank < 2 (bias or norm), …" (most frequent first). */
+/** "187 small, 15 rank < 2 (bias or norm), …" (most frequent first). */
 export function reasonCounts(reasons: readonly string[]): string {
   const counts = new Map<string, number>();
   for (const r of reasons) counts.set(keptReason(r), (counts.get(keptReason(r)) ?? 0) + 1);
