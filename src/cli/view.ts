@@ -9,7 +9,7 @@
  */
 
 import { createServer, type Server } from 'node:http';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { availableParallelism } from 'node:os';
 import sharp from 'sharp';
@@ -17,7 +17,7 @@ import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
-import { fsReason } from '../io/files.js';
+import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { gatherPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
@@ -442,7 +442,7 @@ export async function buildViewer(
       (layer) => void layers.push(layer),
     );
     const plotUrl = options.plot ? '/rd.png' : undefined;
-    if (options.plot) files.set('/rd.png', { type: 'image/png', body: readFileSync(options.plot) });
+    if (options.plot) files.set('/rd.png', { type: 'image/png', body: readInputFile(options.plot, 'plot') });
     files.set('/', { type: 'text/html; charset=utf-8', body: Buffer.from(page(archivePath, a, layers, plotUrl)) });
     return files;
   } finally {

@@ -6,8 +6,8 @@
  * the defaults), and the echo the manifest records is made from that resolved result.
  */
 
-import { readFileSync } from 'node:fs';
 import { NnmediaError, OptionError } from '../errors.js';
+import { readInputFile } from '../io/files.js';
 import { listCodecs, resolveCodecOptions } from '../codecs/registry.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
@@ -673,11 +673,12 @@ export function rulesFor(name: string, rules: readonly TensorRule[] = []): Tenso
 
 /** A config file: {"tensors": [TensorRule, …]}. */
 export function loadRulesFile(file: string): TensorRule[] {
+  const text = readInputFile(file, 'config file').toString('utf8');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new OptionError(`cannot read config file ${file}: ${(e as Error).message}`);
+    throw new OptionError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
   }
   const rules = (parsed as { tensors?: unknown }).tensors;
   if (!Array.isArray(rules)) throw new OptionError(`config file ${file}: expected {"tensors": [ … ]}`);
