@@ -252,8 +252,13 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     // one flipped bit in a media entry: inspect shows the table, then fails, naming the entry and its tensor
     const { manifest, entries } = readArchive(archive);
     const flipped = join(dir, 'flip.nnm');
-    const media = entries.findIndex(([n]) => n.endsWith('.png'));
-    const bad = entries.map(([n, d], i) => [n, i === media ? Uint8Array.from(d, (b, k) => (k === 100 ? b ^ 1 : b)) : d] as const);
+    // the first tile's entry of the first coded tensor, whatever its codec
+    const first = manifest.tensors.find((t) => t.planes?.length)!.planes![0].tiles[0].entry;
+    const media = entries.findIndex(([n]) => n === first);
+    expect(media).toBeGreaterThanOrEqual(0);
+    const bad = entries.map(
+      ([n, d], i) => [n, i === media ? Uint8Array.from(d, (b, k) => (k === d.length >> 1 ? b ^ 1 : b)) : d] as const,
+    );
     writeArchive(flipped, bad, manifest);
     const r = await cli(['inspect', flipped]);
     expectFailure(
