@@ -54,7 +54,12 @@ export async function zstdPeer(ws: WeightSet, level: number): Promise<PeerResult
 }
 
 /** Symmetric round-to-nearest to ±(2^(bits−1) − 1) with one scale per tensor or per output channel. */
-export async function rtnPeer(ws: WeightSet, bits: 4 | 8, perChannel: boolean): Promise<PeerResult> {
+/**
+ * Symmetric round-to-nearest, codes and float32 scales through zstd-19. With `rest` (the model file without the
+ * coded tensors' data: graph, biases, norms, metadata) zstd-19 runs over the whole file, as a user would
+ * compress an int8 model: the fair peer of a whole archive.
+ */
+export async function rtnPeer(ws: WeightSet, bits: 4 | 8, perChannel: boolean, rest?: Uint8Array): Promise<PeerResult> {
   const qmax = 2 ** (bits - 1) - 1;
   const values = new Map<string, Float32Array>();
   const codeBytes: Uint8Array[] = [];
@@ -93,13 +98,13 @@ export async function rtnPeer(ws: WeightSet, bits: 4 | 8, perChannel: boolean): 
     });
     values.set(k, scatterPlanes(outPlanes, spec, new Float32Array(ws.floats.get(k)!.length)));
   }
-  const all = Buffer.concat([...codeBytes, ...scaleBytes.map((s) => new Uint8Array(s.buffer))]);
+  const all = Buffer.concat([...(rest ? [rest] : []), ...codeBytes, ...scaleBytes.map((s) => new Uint8Array(s.buffer))]);
   const c = await zstdCompress(all, 19);
   const t1 = performance.now();
   await zstdDecompress(c);
   const t2 = performance.now();
   return {
-    name: `int${bits} ${perChannel ? 'per-channel' : 'per-tensor'} + zstd-19`,
+    name: `int${bits} ${perChannel ? 'per-channel' : 'per-tensor'} + zstd-19${rest ? ' (whole file)' : ''}`,
     bytes: c.length,
     values,
     encodeMs: t1 - t0,

@@ -44,6 +44,9 @@ interface PointSpec {
   options: PointOptions;
 }
 
+/** `nnmedia compress` with no options: what a user gets first (the README's "nnmedia default" column). */
+const DEFAULT_POINT: PointSpec = { series: 'nnmedia default (no options)', label: 'default', options: {} };
+
 function pointSpecs(model: BenchModel): PointSpec[] {
   const step = 'step grid, per channel (--step, --codec auto)';
   if (QUICK)
@@ -54,6 +57,7 @@ function pointSpecs(model: BenchModel): PointSpec[] {
         options: { codec: 'png', bits: 8, range: 'layer' },
       },
       { series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8, range: 'channel' } },
+      DEFAULT_POINT,
       { series: 'jpeg 8-bit per-channel', label: 'jpeg q90', options: { codec: 'jpeg', bits: 8, quality: 90 } },
       { series: step, label: 'step 1/3 auto', options: { codec: 'auto', relStep: 1 / 3 } },
     ];
@@ -71,6 +75,7 @@ function pointSpecs(model: BenchModel): PointSpec[] {
       options: { codec, bits: 8, range: 'layer', ...extra },
     });
   s.push({ series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8 } });
+  s.push(DEFAULT_POINT);
   s.push({ series: 'png per-channel', label: 'png 16 channel', options: { codec: 'png', bits: 16 } });
   s.push({
     series: 'lossless per-channel (webp, tiff, avif)',

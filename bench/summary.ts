@@ -28,7 +28,7 @@ interface Result {
 
 /** The point a row of the summary shows, or none if the run did not measure it. */
 const ROWS: ReadonlyArray<[label: string, pick: (r: Result) => BenchPoint | undefined]> = [
-  ['nnmedia default (8-bit PNG)', (r) => r.points.find((p) => p.label === 'png 8 channel')],
+  ['nnmedia default (no options)', (r) => r.points.find((p) => p.label === 'default')],
   [
     'nnmedia, best at no loss',
     (r) =>

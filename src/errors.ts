@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'E_OUTPUT_EXISTS'
   | 'E_MISSING_DEPENDENCY'
   | 'E_BAD_CALIBRATION'
+  | 'E_QUALITY'
   | 'E_INTERRUPTED'
   | 'E_INTERNAL';
 
@@ -56,6 +57,11 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
     exit: 5,
   },
   E_CODEC: { meaning: 'a codec (libvips, ffmpeg) failed on valid input; retrying may help', exit: 6 },
+  E_QUALITY: {
+    meaning:
+      'the quality gate refused the archive: the decompressed model’s fidelity is under --min-fidelity (no output unless --force)',
+    exit: 7,
+  },
   E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT) or SIGTERM; no output was written', exit: 130 },
   E_INTERNAL: { meaning: 'an unexpected error: a bug in nnmedia (please report it with the command)', exit: 70 },
 };
@@ -162,6 +168,28 @@ export class BadCalibrationError extends NnmediaError {
   }
 }
 
+/**
+ * The quality gate refused an archive: the decompressed model's fidelity on held-back calibration samples is
+ * under the floor (`--min-fidelity`), or no archive at a bits/weight target meets it (then `smallestPassing`
+ * names the smallest that does, when one was found). No output is left, unless `--force` kept it.
+ */
+export class QualityError extends NnmediaError {
+  constructor(
+    message: string,
+    context: ErrorContext = {},
+    readonly details: {
+      fidelity?: number;
+      minFidelity?: number;
+      /** Bits/weight of the smallest archive found that passes the floor. */
+      smallestPassing?: number;
+      /** The failing archive was kept at the output (`force`). */
+      kept?: boolean;
+    } = {},
+  ) {
+    super('E_QUALITY', message, context);
+  }
+}
+
 /** Work stopped by a signal (Ctrl-C) or an aborted `AbortSignal`; outputs in progress were removed. */
 export class InterruptedError extends NnmediaError {
   constructor(message: string, context: ErrorContext = {}) {
@@ -221,6 +249,7 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_OUTPUT_EXISTS: OutputExistsError,
   E_MISSING_DEPENDENCY: MissingDependencyError,
   E_BAD_CALIBRATION: BadCalibrationError,
+  E_QUALITY: QualityError,
   E_INTERRUPTED: InterruptedError,
   E_INTERNAL: InternalError,
 };

@@ -134,13 +134,19 @@ describe('bad requests', () => {
 });
 
 describe('corrupt archives are detected, never decoded into wrong weights', () => {
-  it('a flipped byte inside a media entry', async () => {
-    const f = join(dir, 'flipped.nnm');
-    const b = Buffer.from(readFileSync(archive));
-    const at = b.indexOf(Buffer.from('IDAT')) + 20; // inside the first PNG's image data
-    b[at] ^= 0x01;
+  it.each([
+    ['png', 'IDAT'],
+    ['zstd', '\x28\xb5\x2f\xfd'],
+  ] as const)('a flipped byte inside a media entry (%s)', async (codec, marker) => {
+    const good = join(dir, `good-${codec}.nnm`);
+    await compressModel(onnxFile, good, { codec });
+    const f = join(dir, `flipped-${codec}.nnm`);
+    const b = Buffer.from(readFileSync(good));
+    const at = b.indexOf(Buffer.from(marker, 'latin1'));
+    expect(at).toBeGreaterThan(0);
+    b[at + 20] ^= 0x01; // inside the first entry's coded data
     writeFileSync(f, b);
-    const out = join(dir, 'flipped.onnx');
+    const out = join(dir, `flipped-${codec}.onnx`);
     await expectCleanFailure(f, out, () => decompressArchive(f, out), CorruptArchiveError, /(CRC-32 mismatch|sha256 mismatch)/);
   });
   it('a truncated archive', async () => {

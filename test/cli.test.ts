@@ -59,7 +59,12 @@ describe('nnmedia CLI', () => {
     const info = JSON.parse((await cli('inspect', 'sliced.nnm', '--json')).stdout);
     const w1 = info.tensors.find((t: { name: string }) => t.name === 'W1');
     // W1 is [32 out, 16 in]: 16 rows of 16 weights per slice, each a 16×16 picture
-    expect(w1).toMatchObject({ role: 'fc', geometry: ['2 slices, the first 16×16'], codec: 'png lossless', bits: 8 });
+    expect(w1).toMatchObject({
+      role: 'fc',
+      geometry: ['2 slices, the first 16×16'],
+      codec: expect.stringMatching(/^(png|zstd) lossless$/),
+      bits: 8,
+    });
     expect((await cli('decompress', 'sliced.nnm', '-o', 'sliced.onnx')).code).toBe(0);
     const bad = await cli('compress', model, '-o', 'x.nnm', '--slice-weights', '100');
     expect(bad.code).toBe(2);
@@ -120,15 +125,16 @@ describe('nnmedia CLI', () => {
     const { OPTION_TABLE } = await import('../src/pipeline/options.js');
     const help = (await cli('compress', '--help')).stdout;
     for (const spec of OPTION_TABLE) for (const f of spec.flags ?? []) expect(help, f.flag).toContain(f.flag.split(' ')[0]);
-    const effort = await cli('compress', model, '-o', 'e.nnm', '--effort', '12');
+    const effort = await cli('compress', model, '-o', 'e.nnm', '--codec', 'png', '--effort', '12');
     expect(effort.code).toBe(2);
     expect(effort.stderr).toMatch(/Expected integer between 0 and 9 for effort but received 12/);
     const step = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--json');
     expect(step.code).toBe(2);
     expect(step.stderr).toMatch(/quantizer step needs a step/);
-    const ok = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--step', '0.25', '--json');
-    expect(ok.code).toBe(0);
+    // a coarse grid (fidelity ≈ 0.89 on synthetic inputs, under the gate's 0.9): the gate is not what this checks
+    const ok = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--step', '0.25', '--no-check', '--json');
+    expect(ok.code, ok.stderr).toBe(0);
     const info = JSON.parse((await cli('inspect', 'q.nnm', '--json')).stdout);
-    expect(info.options).toMatchObject({ step: 0.25, quantizer: 'step', codec: 'png' });
+    expect(info.options).toMatchObject({ step: 0.25, quantizer: 'step', codec: 'auto' });
   });
 });

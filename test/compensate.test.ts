@@ -249,7 +249,11 @@ describe('compensatePlanes on the project planes', () => {
     { bits: 8, range: 'channel', stride: 8, clip: false },
     { bits: 8, range: 'layer', stride: 4, clip: false },
   ] as QuantizeSettings[]) {
-    const name = settings.relStep ? `step grid ${settings.relStep}` : `${settings.range} min/max, stride ${settings.stride}`;
+    const name = settings.relStep
+      ? `step grid ${settings.relStep}`
+      : settings.range === 'channel'
+        ? `channel zero-centred grid, stride ${settings.stride}`
+        : `layer min/max, stride ${settings.stride}`;
     it(`${name}: same ranges and side values as quantizePlanes, codes decode to restored, lower layer error`, () => {
       const { planes, shapes } = prepared();
       const rtn = quantizePlanes(planes, shapes, settings)[0];
@@ -272,11 +276,14 @@ describe('compensatePlanes on the project planes', () => {
       }
       // the all-zero channel decodes to exactly zero
       if (settings.range === 'channel') for (let i = 0; i < nin; i++) expect(comp.restored[i * nout + 5] === 0).toBe(true);
-      // with a stride, only every stride-th code (the constant channel aside: code 0)
+      // with a stride, only every stride-th code (the constant channel aside: code 0), aligned on the zero
+      // code of the zero-centred per-channel grid, in the middle of a stride on min/max ranges
       if (settings.stride > 1 && !settings.relStep)
         for (let i = 0; i < comp.codes.length; i++)
           if (Number.isFinite(working[i]) && (settings.range === 'layer' || i % nout !== 5))
-            expect(comp.codes[i] % settings.stride).toBe(Math.floor(settings.stride / 2));
+            expect(comp.codes[i] % settings.stride).toBe(
+              settings.range === 'channel' ? 128 % settings.stride : Math.floor(settings.stride / 2),
+            );
       expect(err(comp.restored, planes[0])).toBeLessThan(0.85 * err(rtn.restored, planes[0]));
       // planeOutputError is the same ‖X·ΔW‖² as the brute force above
       const viaStats = planeOutputError(layout, shapes, planes, [comp.restored], stats)!;

@@ -73,12 +73,19 @@ function cli(
   });
 }
 
-/** The one line a failure prints, and its exit status: the code's from the table. */
+/**
+ * What compress reports on stderr as it goes when it will run the model (the quality gate's calibration set,
+ * untaken branches, the fidelity): the only lines a failure may follow.
+ */
+const REPORT = /^(calibration: |branches no calibration sample takes|fidelity )/;
+
+/** The one line a failure prints (after compress's report, if any), and its exit status: the code's from the table. */
 function expectFailure(r: Run, code: ErrorCode, message?: RegExp): void {
   const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(new RegExp(`^nnmedia: ${code}: `));
-  if (message) expect(lines[0]).toMatch(message);
+  const last = lines.at(-1)!;
+  for (const line of lines.slice(0, -1)) expect(line, r.stderr).toMatch(REPORT);
+  expect(last).toMatch(new RegExp(`^nnmedia: ${code}: `));
+  if (message) expect(last).toMatch(message);
   expect(r.code, r.stderr).toBe(ERROR_CODES[code].exit);
 }
 
@@ -350,6 +357,18 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     );
     expect(listDir(dir)).not.toContain('x.nnm');
   },
+  E_QUALITY: async () => {
+    // the quality gate: a decompressed model under the floor is refused and nothing written; --force keeps it, still 7
+    const args = ['compress', model, '-o', 'q.nnm', '--codec', 'jpeg', '--quality', '1', '--min-fidelity', '0.99'];
+    expectFailure(
+      await cli(args),
+      'E_QUALITY',
+      /file q\.nnm: fidelity [\d.]+ is under the floor 0\.99 \(worst output \w+, \d+ held-back synthetic samples\): no output written; .*--force to keep it$/,
+    );
+    expect(existsSync(join(dir, 'q.nnm'))).toBe(false);
+    expectFailure(await cli([...args, '--force']), 'E_QUALITY', /under the floor 0\.99 .*: the archive was kept \(--force\)$/);
+    expect(existsSync(join(dir, 'q.nnm'))).toBe(true);
+  },
   E_INTERRUPTED: async () => {
     // Ctrl-C (and SIGTERM) while tensors are encoded: one line, 130 (143), no output and no temporary file left
     for (const [signal, status] of [
@@ -361,8 +380,9 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
         interruptWith: signal,
         tmpPrefix: 'int.nnm.',
       });
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^nnmedia: E_INTERRUPTED: interrupted; no output written \\(.*${signal}\\)$`));
+      const lines = r.stderr.trim().split('\n');
+      for (const line of lines.slice(0, -1)) expect(line, r.stderr).toMatch(REPORT);
+      expect(lines.at(-1)).toMatch(new RegExp(`^nnmedia: E_INTERRUPTED: interrupted; no output written \\(.*${signal}\\)$`));
       expect(r.code).toBe(status);
       expect(listDir(dir)).toEqual(before);
     }
@@ -409,19 +429,25 @@ describe('what the CLI prints besides errors', () => {
     expect(i.code).toBe(0);
     expect(i.stdout).toMatch(/archive\s+[\d,]+ bytes, source [\d,]+ bytes: [\d.]+× smaller/);
     expect(i.stdout).toMatch(/checksums\s+all \d+ entries verified/);
-    expect(i.stdout).toMatch(/kept\s+2 tensors \(352 weights\) exact: .*; --all lists them/);
+    // the quality gate's verdict, as compress measured it (synthetic inputs: no calibration data given)
+    expect(s.quality).toMatchObject({ checked: true, passed: true, synthetic: true });
+    expect(i.stdout).toMatch(/^quality\s+fidelity [01]\.\d{4} ≥ 0\.9 \(worst output: \w+; \d+ held-back synthetic samples\)$/m);
+    // kept tensors as float16 by default (biases, norms): summed up in one line
+    expect(i.stdout).toMatch(/kept\s+2 tensors \(352 weights\) as float16: .*; --all lists them/);
     expect(i.stdout).not.toMatch(/^b1\s/m);
     const all = await cli(['inspect', 'sum.nnm', '--all']);
-    expect(all.stdout).toMatch(/^b1\s+other/m);
+    expect(all.stdout).toMatch(/^b1\s+other .*kept as float16/m);
     const json = JSON.parse((await cli(['inspect', 'sum.nnm', '--json'])).stdout);
     expect(json.totals).toMatchObject({
       compressedTensors: 8,
-      keptExact: 2,
+      keptExact: 0,
+      keptHalf: 2,
       archiveBytes: s.archiveBytes,
       sourceBytes: s.sourceBytes,
     });
     expect(json.totals.bitsPerWeight).toBeCloseTo(s.bitsPerWeight, 9);
     expect(json.tensors).toHaveLength(10);
+    expect(json.quality).toEqual(s.quality);
   });
 
   it('--help shows each option’s default, from the options resolved with nothing given', async () => {
@@ -429,7 +455,9 @@ describe('what the CLI prints besides errors', () => {
     expect(help).toMatch(/--media <media> medium for layers \(choices: "image", "video", "audio", default: image\)/);
     expect(help).toMatch(/--bits <n> code bits per weight \(choices: "8", "16", "24", "32", default: 8\)/);
     expect(help).toMatch(/--range <mode> .*default: channel\)/);
-    expect(help).toMatch(/--codec <name> .*\(default: png for image, ffv1 for video, flac for audio; auto with rate control\)/);
+    expect(help).toMatch(
+      /--codec <name> .*\(default: auto for image, ffv1 for video, flac for audio; smallest with rate control\)/,
+    );
     const top = (await cli(['--help'])).stdout;
     for (const [code, { exit }] of Object.entries(ERROR_CODES)) expect(top).toMatch(new RegExp(`^ +${exit} .*${code}`, 'm'));
   });

@@ -38,7 +38,7 @@ describe('compress → decompress on a model with every layer role', () => {
   it('8-bit PNG: loads in onnxruntime, outputs close, graph bytes unchanged', async () => {
     const archive = join(dir, 'mixed.nnm');
     const out = join(dir, 'mixed.out.onnx');
-    const res = await compressModel(modelFile, archive, { codec: 'png', bits: 8 });
+    const res = await compressModel(modelFile, archive, { codec: 'png', bits: 8, halfKept: false });
     expect(res.manifest.tensors.filter((t) => t.layout)).toHaveLength(8);
     await decompressArchive(archive, out);
     const restored = readFileSync(out);
@@ -161,8 +161,16 @@ describe('safetensors', () => {
     for (const t of a.tensors) {
       const x = a.read(t.key);
       const y = b.read(t.key);
-      // 16-bit codes, then the file's own dtype: error within that dtype's rounding
-      const tol = t.dtype === 'bfloat16' ? 2e-3 : t.dtype === 'float16' ? 2e-4 : 1e-5;
+      // 16-bit codes, then the file's own dtype: error within that dtype's rounding; kept float32 tensors are
+      // stored as float16 by default (within 2^-11 of their largest value)
+      const half = res.manifest.tensors.find((r) => r.key === t.key)?.half;
+      const tol = half
+        ? maxAbsDiff(x, new Float32Array(x.length)) * 2 ** -10
+        : t.dtype === 'bfloat16'
+          ? 2e-3
+          : t.dtype === 'float16'
+            ? 2e-4
+            : 1e-5;
       expect(maxAbsDiff(x, y)).toBeLessThan(tol);
     }
     expect(restored.subarray(restored.length - ints.length)).toEqual(Buffer.from(ints));
@@ -179,8 +187,8 @@ describe('kept tensors as float16 (--half-kept)', () => {
     const dir = tempDir();
     const src = join(dir, 'm.onnx');
     writeFileSync(src, mixedModel().bytes);
-    await compressModel(src, join(dir, 'exact.nnm'), {});
-    const r = await compressModel(src, join(dir, 'half.nnm'), { halfKept: true });
+    await compressModel(src, join(dir, 'exact.nnm'), { halfKept: false });
+    const r = await compressModel(src, join(dir, 'half.nnm'), {}); // the default
     const halves = r.manifest.tensors.filter((t) => t.half);
     expect(halves.length).toBeGreaterThan(0);
     expect(statSync(join(dir, 'half.nnm')).size).toBeLessThan(statSync(join(dir, 'exact.nnm')).size);
@@ -202,10 +210,10 @@ describe('kept tensors as float16 (--half-kept)', () => {
 });
 
 describe('options resolved once', () => {
-  it('the manifest echoes the resolved options: { targetSnr: 30 } records codec auto, outliers 4 and float16 kept tensors, as coded', async () => {
+  it('the manifest echoes the resolved options: { targetSnr: 30 } records codec smallest, outliers 4 and float16 kept tensors, as coded', async () => {
     const { resolveOptions } = await import('../src/index.js');
     const r = await compressModel(modelFile, join(dir, 'echo.nnm'), { targetSnr: 30 });
-    expect(r.manifest.options).toMatchObject({ codec: 'auto', outliers: 4, targetSnr: 30, halfKept: true });
+    expect(r.manifest.options).toMatchObject({ codec: 'smallest', outliers: 4, targetSnr: 30, halfKept: true });
     const coded = r.manifest.tensors.filter((t) => t.codec);
     expect(coded.length).toBeGreaterThan(0);
     for (const t of coded) {
@@ -219,9 +227,10 @@ describe('options resolved once', () => {
     // nothing asked: the plain defaults, nothing more
     expect(resolveOptions({}).echo).toEqual({
       media: 'image',
-      codec: 'png',
+      codec: 'auto',
       bits: 8,
       range: 'channel',
+      halfKept: true,
       nonFinite: 'error',
       rules: [],
     });
@@ -243,7 +252,7 @@ describe('options resolved once', () => {
       range: 'channel',
     });
     expect(lstm.kind === 'coded' && lstm.settings).toMatchObject({
-      codec: 'png',
+      codec: 'auto',
       bits: 16,
       quantizer: 'rtn',
       stride: 1,

@@ -81,7 +81,10 @@ describe('step grid', () => {
       se += (w[i] - decoded[i]) ** 2;
       sp += w[i] ** 2;
     }
-    expect(10 * Math.log10(sp / se)).toBeCloseTo(rec.stats!.snrDb, 6);
+    // recorded to 4 significant digits, rounded down: never better than measured
+    const measured = 10 * Math.log10(sp / se);
+    expect(rec.stats!.snrDb).toBeLessThanOrEqual(measured);
+    expect(measured - rec.stats!.snrDb).toBeLessThan(0.01);
   });
 });
 
@@ -122,9 +125,9 @@ describe('rate control', () => {
   it('--codec auto falls back to raw codes + zstd on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
     const r = rng(5);
-    // uniform noise: every 8-bit code equally likely, nothing for an image codec to exploit
+    // uniform noise on one [min, max] range (M1 as written): every 8-bit code equally likely, nothing for an image codec to exploit
     writeLinear(file, { 'n.weight': Float32Array.from({ length: 512 * 512 }, () => r()) }, [512, 512]);
-    const res = await compressModel(file, join(dir, 'noise.nnm'), { codec: 'auto' });
+    const res = await compressModel(file, join(dir, 'noise.nnm'), { codec: 'auto', range: 'layer' });
     const rec = res.manifest.tensors[0];
     expect(rec.codec!.name).toBe('zstd');
     expect(rec.codec!.fallback).toMatch(/smaller than every image codec/);

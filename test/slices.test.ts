@@ -137,12 +137,12 @@ describe('slices', () => {
   it('a large skeleton (kept tensors) is written and read in parts, one part in memory at a time', async () => {
     // q_proj kept by a rule: 12 KB of kept float32 in a skeleton cut into 2 KB parts
     const rules = [{ match: '*q_proj*', role: 'other' as const }];
-    const r = await compressModel(model, join(dir, 'parts.nnm'), { rules, skeletonPartBytes: 2048, jobs: 1 });
+    const r = await compressModel(model, join(dir, 'parts.nnm'), { rules, skeletonPartBytes: 2048, halfKept: false, jobs: 1 });
     const parts = r.manifest.skeletonParts!;
     expect(parts.length).toBeGreaterThan(6);
     expect(parts[0]).toBe(r.manifest.skeleton);
     for (const p of parts.slice(0, -1)) expect(r.manifest.entries[p].bytes).toBe(2048);
-    await compressModel(model, join(dir, 'one.nnm'), { rules, jobs: 1 });
+    await compressModel(model, join(dir, 'one.nnm'), { rules, halfKept: false, jobs: 1 });
     expect(new Archive(join(dir, 'one.nnm')).manifest.skeletonParts).toBeUndefined();
     // the model rebuilt from parts (streamed and in memory) is the one rebuilt from a single skeleton entry
     await decompressArchive(join(dir, 'parts.nnm'), join(dir, 'parts.safetensors'), { jobs: 2 });
@@ -187,7 +187,7 @@ describe('slices', () => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(json.length));
     writeFileSync(f, Buffer.concat([len, json, ...tensors.map(([, , v]) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))]));
-    const r = await compressModel(f, join(dir, 'dup.nnm'), { sliceWeights: 1024, jobs: 1 });
+    const r = await compressModel(f, join(dir, 'dup.nnm'), { sliceWeights: 1024, halfKept: false, jobs: 1 });
     const [a, , c] = r.manifest.tensors;
     expect(a.slices).toHaveLength(3);
     expect(c.sameAs).toBe('a.weight');

@@ -159,7 +159,9 @@ describe.skipIf(!haveChromium)('nnmedia view in Chromium', () => {
         expect(state.rows).toEqual(state.cards.map((c) => c.id));
         expect(state.cards.some((c) => c.frames > 0)).toBe(media === 'video'); // Silero has planes of 5 frames
         for (const c of state.cards) {
-          expect(c.media).toBe(media);
+          // the default image codec stores a layer's codes as zstd when that is smaller: shown as pictures all the same
+          const coded = parts.find((t) => t.key === c.key && t.name === c.name)!;
+          expect(c.media).toBe(coded.codec?.name === 'zstd' ? 'raw' : media);
           expect(c.bytes).toBe(inspectBytes.get(c.key));
           // every plane a picture, each with its error map of the same geometry
           expect(c.planes.length).toBeGreaterThan(0);

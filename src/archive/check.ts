@@ -9,9 +9,16 @@ import { elementCount } from '../formats/model.js';
 import { formatMeta } from '../formats/meta.js';
 import { layoutElementCount, planeShapes } from '../layout/planes.js';
 import { CODE_BITS } from '../quantize/uniform.js';
-import { RANGE_DTYPES } from '../quantize/tensor.js';
+import { RANGE_BYTES, RANGE_DTYPES } from '../quantize/tensor.js';
 import { codecMeta } from '../codecs/meta.js';
-import { FORMAT_VERSION, MAX_MANIFEST_BYTES, sliceAsTensor, type Manifest, type TensorRecord } from './manifest.js';
+import {
+  FORMAT_VERSION,
+  MAX_MANIFEST_BYTES,
+  parseRangeRef,
+  sliceAsTensor,
+  type Manifest,
+  type TensorRecord,
+} from './manifest.js';
 
 /** Largest tensor we agree to allocate from a manifest's word (2^31 elements = 8 GiB of float32). */
 export const MAX_TENSOR_ELEMENTS = 2 ** 31;
@@ -190,6 +197,14 @@ function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): v
   shapes.forEach((s, p) => {
     const pr = t.planes![p];
     if (pr.rows !== s.rows || pr.cols !== s.cols) fail(file, `plane ${p} geometry differs from the layout`, t.key);
+    // ranges in a binary entry: inside it, as many bytes as the plane's channels need
+    const ref = parseRangeRef(t.quant!.ranges[p]);
+    if (t.quant!.ranges[p].startsWith('@')) {
+      const channels = Math.ceil(s.cols / t.quant!.channelWidth[p]);
+      const bytes = channels * RANGE_BYTES[t.quant!.rangeDtype?.[p] ?? 'float32'];
+      const e = ref && listed(ref.entry) ? man.entries[ref.entry] : undefined;
+      if (!ref || !e || ref.offset + bytes > e.bytes) fail(file, `plane ${p}: ranges outside their entry`, t.key);
+    }
     let covered = 0;
     for (const tile of pr.tiles) {
       if (!(

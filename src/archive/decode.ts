@@ -17,7 +17,7 @@ import { RANGE_BYTES, decodeRangeBytes, type RangeDtype } from '../quantize/tens
 import { decodeExactValues } from '../quantize/exact.js';
 import { fromHalf } from '../quantize/half.js';
 import { unrotatePlane } from '../transform/hadamard.js';
-import { decodeParts, type CodecRecord, type TensorRecord } from './manifest.js';
+import { decodeParts, parseRangeRef, type CodecRecord, type TensorRecord } from './manifest.js';
 
 /** An archive's entries by name, each checked against the manifest (sha256 and size) before it is returned. */
 export interface EntrySource {
@@ -125,7 +125,7 @@ export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCo
     } else
       for (const tile of pr.tiles)
         pasteTile(codes, s.cols, tile, await codesOf(tile.entry, { width: tile.cols, height: tile.rows, bits }));
-    const ranges = planeRanges(quant, p, bits, fail);
+    const ranges = await planeRanges(quant, p, bits, Math.ceil(s.cols / quant.channelWidth[p]), source, t.name, fail);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels) fail(`plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`);
     const plane = dequantizePlane(codes, s.rows, s.cols, bits, ranges);
@@ -137,15 +137,25 @@ export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCo
   return out;
 }
 
-/** The stored ranges of plane p, as the encoder used them. */
-function planeRanges(
+/** The stored ranges of plane p (base64 in the record, or bytes of the ranges entry), as the encoder used them. */
+async function planeRanges(
   quant: NonNullable<TensorRecord['quant']>,
   p: number,
   bits: number,
+  channels: number,
+  source: EntrySource,
+  tensor: string,
   fail: (m: string) => never,
-): PlaneRanges {
+): Promise<PlaneRanges> {
   const dtype: RangeDtype = quant.rangeDtype?.[p] ?? 'float32';
-  const bytes = base64Bytes(quant.ranges[p]);
+  const ref = parseRangeRef(quant.ranges[p]);
+  let bytes: Uint8Array | undefined;
+  if (ref) {
+    const data = await source.entry(ref.entry, tensor);
+    const length = channels * RANGE_BYTES[dtype];
+    if (ref.offset + length > data.length) fail(`plane ${p}: ranges outside their entry`);
+    bytes = data.subarray(ref.offset, ref.offset + length);
+  } else bytes = base64Bytes(quant.ranges[p]);
   if (!bytes || bytes.length === 0 || bytes.length % RANGE_BYTES[dtype] !== 0) fail('bad quantization ranges');
   const all = decodeRangeBytes(bytes!, dtype, bits);
   const n = all.length / 2;

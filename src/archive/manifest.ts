@@ -3,11 +3,13 @@
  * Format version 1. Every other entry is listed with its sha256.
  */
 
+import { decompress as zstdDecompress } from 'fzstd';
 import { elementCount, rowElements, type FloatDType, type ModelFormat, type StorageRecord } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import type { TileRect } from '../layout/tiles.js';
 import type { Role } from '../roles/classify.js';
 import type { RangeMode } from '../quantize/uniform.js';
+import type { RangeDtype } from '../quantize/tensor.js';
 import type { ErrorStats } from '../eval/metrics.js';
 import type { Media } from '../codecs/types.js';
 
@@ -57,13 +59,18 @@ export interface TensorRecord {
   quant?: {
     bits: number;
     range: RangeMode;
-    /** Per plane: base64 of little-endian [mins…, maxs…] in `rangeDtype`. */
+    /**
+     * Per plane: base64 of the ranges in `rangeDtype` (little-endian [mins…, maxs…], or the steps), or a
+     * reference `@<entry>#<offset>` to those bytes in a binary entry (model/ranges.bin), as long as the
+     * plane's channels × the dtype's bytes per channel.
+     */
     ranges: string[];
     /**
-     * Per plane: float16 (rounded outward, so ranges still cover the data), float32, or step8: one byte per
-     * channel b = (e + 40) << 2 | (m − 4) for a step Δ = m·2^e (255: Δ = 0), range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ].
+     * Per plane: float16 (rounded outward, so ranges still cover the data), float32, or a step per channel of
+     * a zero-centred grid, range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ]: step8, one byte b = (e + 40) << 2 | (m − 4)
+     * for Δ = m·2^e (255: Δ = 0); step24, the top three bytes of Δ's float32, little-endian (0: Δ = 0).
      */
-    rangeDtype?: Array<'float16' | 'float32' | 'step8'>;
+    rangeDtype?: RangeDtype[];
     channelWidth: number[];
     /** Informational: the encoder used every `stride`-th code; decoding is plain M1. */
     stride?: number;
@@ -138,6 +145,42 @@ export function sliceAsTensor(t: TensorRecord, s: SliceRecord): { record: Tensor
   return { record, offset: row * rowElements(t.shape) };
 }
 
+/** One output's comparison as the manifest records it. */
+export interface OutputQuality {
+  name: string;
+  kind: string;
+  score: number;
+  cosine: number;
+  relRms: number;
+  maxAbs: number;
+  agreement?: number;
+  iou?: number;
+  decisions?: number;
+  state?: boolean;
+}
+
+/** The manifest's `quality`: the quality gate's verdict (pipeline/gate.ts) on the archive it is part of. */
+export interface QualityRecord {
+  /** False when the model could not be run (the reason says why): nothing was measured. */
+  checked: boolean;
+  reason?: string;
+  /** The worst output's score on the held-back samples (1 = identical outputs). */
+  fidelity?: number;
+  /** The floor it was held to. */
+  minFidelity?: number;
+  passed?: boolean;
+  worst?: string;
+  /** Held-back samples compared. */
+  samples?: number;
+  /** The inputs were generated from the graph, not given: the measurement says little about real data. */
+  synthetic?: boolean;
+  /** What the calibration set is, e.g. `200 images from data/ocr (…)`. */
+  calibration?: string;
+  outputs?: OutputQuality[];
+  /** `If` branches (node: branch) no calibration sample took: their tensors kept the default grid. */
+  untakenBranches?: string[];
+}
+
 export interface Manifest {
   format: 'nnmedia';
   version: number;
@@ -150,6 +193,8 @@ export interface Manifest {
   tensors: TensorRecord[];
   /** sha256 and size of every entry but the manifest itself. */
   entries: Record<string, { sha256: string; bytes: number }>;
+  /** The quality gate's measurement of this archive (absent in archives written before it existed). */
+  quality?: QualityRecord;
 }
 
 /** What decodes on its own: the record itself, or each slice as a record, with the element offset of its values. */
@@ -171,6 +216,46 @@ export async function decodeParts(
     out.set(values, offset);
   }
   return out;
+}
+
+/** The entry that holds every plane's ranges, one after another, where records point at them. */
+export const RANGES_ENTRY = 'model/ranges.bin';
+
+/** A plane's ranges in a binary entry instead of base64: `@<entry>#<byte offset>` (the length follows from the plane). */
+export function rangeRef(entry: string, offset: number): string {
+  return `@${entry}#${offset}`;
+}
+
+/** The entry and offset of a range reference, or undefined for a base64 string. */
+export function parseRangeRef(text: string): { entry: string; offset: number } | undefined {
+  if (!text.startsWith('@')) return undefined;
+  const at = text.lastIndexOf('#');
+  const offset = Number(text.slice(at + 1));
+  if (at < 2 || !/^\d+$/.test(text.slice(at + 1)) || !Number.isSafeInteger(offset)) return undefined;
+  return { entry: text.slice(1, at), offset };
+}
+
+/**
+ * A skeleton entry named `….zst` holds the skeleton through zstd (stored, not deflated): the model's graph
+ * often repeats itself beyond deflate's 32 KB window (Silero VAD v6's 16 and 8 kHz branches: 7.4 KB
+ * instead of 12.1). Only a skeleton of one part is written so.
+ */
+export const ZSTD_SKELETON_SUFFIX = '.zst';
+
+/**
+ * The skeleton's bytes from its entry's: as they are, or through zstd for a `.zst` entry (no larger than the
+ * source model, which bounds a hostile frame).
+ */
+export function skeletonContent(name: string, data: Uint8Array, maxBytes: number, fail: (message: string) => never): Uint8Array {
+  if (!name.endsWith(ZSTD_SKELETON_SUFFIX)) return data;
+  let out: Uint8Array;
+  try {
+    out = zstdDecompress(data);
+  } catch (e) {
+    fail(`skeleton ${name} is not valid zstd: ${(e as Error).message}`);
+  }
+  if (out!.length > maxBytes) fail(`skeleton ${name} inflates beyond the source model's size`);
+  return out!;
 }
 
 /** The skeleton's entries, in order: one, unless a large skeleton was written in parts. */

@@ -12,7 +12,7 @@ import { concatBytes } from '../io/bytes.js';
 import type { DecodeBackend } from './backend.js';
 import { parseManifest } from './check.js';
 import type { CodeDecoder, EntrySource } from './decode.js';
-import { MANIFEST_NAME, MAX_MANIFEST_BYTES, skeletonEntries, type Manifest } from './manifest.js';
+import { MANIFEST_NAME, MAX_MANIFEST_BYTES, RANGES_ENTRY, skeletonContent, skeletonEntries, type Manifest } from './manifest.js';
 import { ZipReader } from './zip.js';
 
 /** Codes of a media entry through the Node codec of its name (sharp/libvips, ffmpeg, zstd). */
@@ -47,8 +47,16 @@ export class Archive implements EntrySource {
     }
   }
 
+  /** The ranges entry, read and checked once: every plane's decode reads its bytes from it. */
+  private ranges?: Uint8Array;
+
   /** An entry's bytes, checked against the manifest's sha256. */
   entry(name: string, tensor?: string): Uint8Array {
+    if (name === RANGES_ENTRY) return (this.ranges ??= this.readEntry(name, tensor));
+    return this.readEntry(name, tensor);
+  }
+
+  private readEntry(name: string, tensor?: string): Uint8Array {
     const want = Object.hasOwn(this.manifest.entries, name) ? this.manifest.entries[name] : undefined;
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
     const data = this.zip.read(name);
@@ -68,8 +76,15 @@ export class Archive implements EntrySource {
 
   /** The whole skeleton in memory (ONNX, and in-memory rebuilds). */
   skeleton(): Uint8Array {
-    const parts = this.skeletonParts().map((p) => this.entry(p));
+    const parts = this.skeletonParts().map((p) => this.skeletonPart(p));
     return parts.length === 1 ? parts[0] : concatBytes(parts);
+  }
+
+  /** One part of the skeleton, checked, as the model's bytes (through zstd for a `.zst` entry). */
+  skeletonPart(name: string): Uint8Array {
+    return skeletonContent(name, this.entry(name), this.manifest.source.bytes, (message) => {
+      throw new CorruptArchiveError(message, { file: this.file });
+    });
   }
 
   /** Verifies every entry's checksum. */

@@ -10,7 +10,15 @@ import { concatBytes } from '../io/bytes.js';
 import type { DecodeBackend } from './backend.js';
 import { parseManifest } from './check.js';
 import { type EntrySource, decodeRecord, halfDecoder } from './decode.js';
-import { MANIFEST_NAME, MAX_MANIFEST_BYTES, codedParts, skeletonEntries, type Manifest } from './manifest.js';
+import {
+  MANIFEST_NAME,
+  MAX_MANIFEST_BYTES,
+  codedParts,
+  parseRangeRef,
+  skeletonContent,
+  skeletonEntries,
+  type Manifest,
+} from './manifest.js';
 import type { ByteSource, FetchStats } from './source.js';
 import {
   type CentralRecord,
@@ -156,6 +164,10 @@ export async function decodeArchiveSource(
   for (const t of decodeSet)
     for (const { record } of codedParts(t)) {
       for (const pr of record.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
+      for (const r of record.quant?.ranges ?? []) {
+        const ref = parseRangeRef(r);
+        if (ref) names.add(ref.entry);
+      }
       if (record.nonFinite) names.add(record.nonFinite);
     }
   for (const t of halves) names.add(t.half!.entry);
@@ -177,10 +189,14 @@ export async function decodeArchiveSource(
   for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
   const half = halfDecoder(verified);
   for (const t of halves) tensors.set(t.key, await half(t));
+  const part = (name: string): Uint8Array =>
+    skeletonContent(name, entries.get(name)!, manifest.source.bytes, (message) => {
+      throw new CorruptArchiveError(message, { file: archive.file });
+    });
   const skeleton = asked
     ? undefined
     : skeletonParts.length === 1
-      ? entries.get(manifest.skeleton)
-      : concatBytes(skeletonParts.map((p) => entries.get(p)!));
+      ? part(manifest.skeleton)
+      : concatBytes(skeletonParts.map(part));
   return { manifest, tensors, skeleton, fetch: archive.stats };
 }

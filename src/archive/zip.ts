@@ -7,7 +7,7 @@
  * every entry's CRC-32 is verified.
  */
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { writeAll } from '../io/atomic.js';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { CorruptArchiveError } from '../errors.js';
@@ -83,12 +83,24 @@ export class ZipWriter {
     for (const part of writeDirectory(this.records, this.offset, DOS_DATE_1980)) this.write(part);
   }
 
+  /**
+   * Takes back the last entry and the directory after it (the file is cut where that entry began), so that a
+   * finished archive can be given another last entry: the manifest, once the archive's quality is known.
+   */
+  dropLast(): void {
+    const last = this.records.pop();
+    if (!last) throw new Error('no entry to drop');
+    this.names.delete(last.name);
+    this.offset = last.offset;
+    ftruncateSync(this.fd, this.offset);
+  }
+
   get bytesWritten(): number {
     return this.offset;
   }
 
   private write(b: Uint8Array): void {
-    writeAll(this.fd, b);
+    writeAll(this.fd, b, this.offset);
     this.offset += b.length;
   }
 }

@@ -10,7 +10,7 @@
 
 import { concatBytes } from '../io/bytes.js';
 import { BadCalibrationError } from '../errors.js';
-import { WIRE_LEN, encodeVarint, lenField, wireFields } from '../formats/onnx/protobuf.js';
+import { WIRE_LEN, encodeVarint, lenField, utf8, wireFields } from '../formats/onnx/protobuf.js';
 import { describeModel } from './model-io.js';
 import { CalibrationRunner, type RunnerOptions } from './runner.js';
 import type { CalibrationSample } from './types.js';
@@ -92,4 +92,83 @@ export async function branchCoverage(
     await runner.close();
   }
   return coverage;
+}
+
+/** The float tensors (initializers and Constant values, at any depth) inside each top-level `If` node's branches. */
+export interface BranchTensors {
+  node: string;
+  then: string[];
+  else: string[];
+}
+
+const GRAPH_NODE = 1;
+const GRAPH_INITIALIZER = 5;
+const NODE_OUTPUT = 2;
+const NODE_NAME = 3;
+const NODE_OP = 4;
+const NODE_ATTRIBUTE = 5;
+const ATTR_NAME = 1;
+const ATTR_T = 5;
+const ATTR_G = 6;
+const ATTR_GRAPHS = 11;
+const TENSOR_NAME = 8;
+
+/** The names of the tensors a subgraph holds (its initializers, its Constant nodes' outputs), nested ones too. */
+function subgraphTensors(model: Uint8Array, start: number, end: number, into: string[]): void {
+  for (const f of wireFields(model, start, end)) {
+    if (f.wire !== WIRE_LEN) continue;
+    if (f.field === GRAPH_INITIALIZER)
+      for (const t of wireFields(model, f.valueStart, f.end))
+        if (t.field === TENSOR_NAME && t.wire === WIRE_LEN) into.push(utf8(model, t.valueStart, t.end));
+    if (f.field !== GRAPH_NODE) continue;
+    let op = '';
+    const outputs: string[] = [];
+    for (const n of wireFields(model, f.valueStart, f.end)) {
+      if (n.wire !== WIRE_LEN) continue;
+      if (n.field === NODE_OP) op = utf8(model, n.valueStart, n.end);
+      else if (n.field === NODE_OUTPUT) outputs.push(utf8(model, n.valueStart, n.end));
+      else if (n.field === NODE_ATTRIBUTE)
+        for (const a of wireFields(model, n.valueStart, n.end)) {
+          if (a.wire !== WIRE_LEN) continue;
+          if (a.field === ATTR_G || a.field === ATTR_GRAPHS) subgraphTensors(model, a.valueStart, a.end, into);
+          else if (a.field === ATTR_T)
+            for (const t of wireFields(model, a.valueStart, a.end))
+              if (t.field === TENSOR_NAME && t.wire === WIRE_LEN) into.push(utf8(model, t.valueStart, t.end));
+        }
+    }
+    if (op === 'Constant') into.push(...outputs);
+  }
+}
+
+/** For each top-level `If` node (named as in `branchCoverage`), the tensors of its then and else branches. */
+export function branchTensors(model: Uint8Array): BranchTensors[] {
+  const out: BranchTensors[] = [];
+  for (const m of wireFields(model, 0, model.length)) {
+    if (m.field !== MODEL_GRAPH || m.wire !== WIRE_LEN) continue;
+    for (const f of wireFields(model, m.valueStart, m.end)) {
+      if (f.field !== GRAPH_NODE || f.wire !== WIRE_LEN) continue;
+      let op = '';
+      let name = '';
+      let firstOutput = '';
+      const branches: Record<string, string[]> = { then_branch: [], else_branch: [] };
+      for (const n of wireFields(model, f.valueStart, f.end)) {
+        if (n.wire !== WIRE_LEN) continue;
+        if (n.field === NODE_OP) op = utf8(model, n.valueStart, n.end);
+        else if (n.field === NODE_NAME) name = utf8(model, n.valueStart, n.end);
+        else if (n.field === NODE_OUTPUT && !firstOutput) firstOutput = utf8(model, n.valueStart, n.end);
+        else if (n.field === NODE_ATTRIBUTE) {
+          let attr = '';
+          let graph: [number, number] | undefined;
+          for (const a of wireFields(model, n.valueStart, n.end)) {
+            if (a.field === ATTR_NAME && a.wire === WIRE_LEN) attr = utf8(model, a.valueStart, a.end);
+            else if (a.field === ATTR_G && a.wire === WIRE_LEN) graph = [a.valueStart, a.end];
+          }
+          if (graph && attr in branches) subgraphTensors(model, graph[0], graph[1], branches[attr]);
+        }
+      }
+      if (op === 'If') out.push({ node: name || firstOutput, then: branches.then_branch, else: branches.else_branch });
+    }
+    break;
+  }
+  return out;
 }

@@ -70,7 +70,7 @@ export {
   type CalibrationSplit,
 } from './set.js';
 export { syntheticCalibrationSet, naturalImage, speechLike, type SyntheticOptions } from './synthetic.js';
-export { branchCoverage, withBoolOutputs, type BranchCoverage } from './branches.js';
+export { branchCoverage, branchTensors, withBoolOutputs, type BranchCoverage, type BranchTensors } from './branches.js';
 export {
   CalibrationRunner,
   runCalibration,

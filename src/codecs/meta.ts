@@ -195,13 +195,15 @@ export const CODEC_META = {
     media: 'raw',
     mime: 'application/zstd',
     ext: 'zst',
-    description: 'fallback, not media: raw codes (little-endian) + zstd-19; lossless, any bit depth',
+    description:
+      'not media: raw codes (little-endian) + zstd (effort = level 1–22, default 19); the floor of --codec auto/smallest; lossless, any bit depth',
     bits: [8, 16, 24, 32],
     losslessBits: [8, 16, 24, 32],
     lossless: 'always',
     defaultLossless: true,
     maxWidth: UNBOUNDED,
     maxHeight: UNBOUNDED,
+    effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
   },
 } satisfies Record<string, CodecMeta>;
 

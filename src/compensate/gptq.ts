@@ -20,6 +20,8 @@
  * Pure TypeScript over Float64Array; no dependencies.
  */
 
+import { strideOffset } from '../quantize/uniform.js';
+
 /** Damping added to H's diagonal, as a fraction of its mean: see docs/compensation.md for the measurement. */
 export const DEFAULT_DAMP = 0.01;
 /** Columns per lazy-update block. */
@@ -50,8 +52,10 @@ export interface GridMatrix {
   los: Float64Array;
   spans: Float64Array;
   bits: number;
-  /** Use every stride-th code only (levels stride·j + ⌊stride/2⌋). */
+  /** Use every stride-th code only (levels stride·j + offset, see strideOffset). */
   stride: number;
+  /** The grid's zero code, where every row's ranges have one (zero-centred grids): stride levels keep it. */
+  zeroCode?: number;
 }
 
 export interface GptqResult {
@@ -82,10 +86,11 @@ export class RowGrid {
   constructor(
     bits: number,
     private readonly stride: number,
+    zeroCode?: number,
   ) {
     this.levels = 2 ** bits;
     this.top = this.levels - 1;
-    this.half = Math.floor(stride / 2);
+    this.half = strideOffset(stride, zeroCode);
     this.topLevel = Math.floor((this.top - this.half) / stride);
   }
 
@@ -107,7 +112,7 @@ export class RowGrid {
 
 /** Round-to-nearest of every weight on its row's grid. */
 export function roundToNearest(m: GridMatrix): Uint32Array {
-  const grid = new RowGrid(m.bits, m.stride);
+  const grid = new RowGrid(m.bits, m.stride, m.zeroCode);
   const codes = new Uint32Array(m.rows * m.k);
   for (let r = 0; r < m.rows; r++)
     for (let i = 0; i < m.k; i++) {
@@ -276,7 +281,7 @@ export function gptqQuantize(m: GridMatrix, h: Float64Array | undefined, options
   if (typeof prep === 'string') return rtn(prep);
   const { u, order, lambda, deadColumns } = prep;
   const block = Math.max(1, Math.floor(options.blockSize ?? DEFAULT_BLOCK));
-  const grid = new RowGrid(m.bits, m.stride);
+  const grid = new RowGrid(m.bits, m.stride, m.zeroCode);
   const codes = new Uint32Array(rows * k);
   // W in processing order; fixed weights enter as 0 and track only the change pushed onto them
   const w = new Float64Array(rows * k);

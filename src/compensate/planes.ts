@@ -173,6 +173,7 @@ export function compensatePlanes(
           spans,
           bits: settings.bits,
           stride: settings.relStep !== undefined ? 1 : settings.stride,
+          zeroCode: q.ranges.zeroCode,
         },
         h,
         options,

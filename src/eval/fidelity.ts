@@ -27,6 +27,9 @@
  *   binary:   score = min(agreement, iou)
  *   values:   score = max(0, 1 − relRms)
  *
+ * (classes and binary outputs with fewer than MIN_DECISIONS decisions are scored as values: a single changed
+ * near-tie among a handful of decisions is noise, not a measurement)
+ *
  * and 0 for a candidate that gives NaN or ±Inf where the original has numbers. Why: where an output is a
  * decision, changed decisions are what a user sees; they are measured directly, and they can stay put while
  * probabilities move (PaddleOCR's default archive moves its softmax by 27 % RMS and reads the same text). A
@@ -57,6 +60,8 @@ export interface OutputFidelity {
   iou?: number;
   /** Decisions compared. */
   decisions?: number;
+  /** Fewer than MIN_DECISIONS decisions: scored as values (1 − relRms), not by agreement. */
+  fewDecisions?: boolean;
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
   /** This output's score (see the module comment). */
@@ -72,6 +77,12 @@ export interface FidelityReport {
   /** Samples compared. */
   samples: number;
 }
+
+/**
+ * Decisions below which an output's agreement is not counted: with 4 decisions one changed near-tie costs 0.25,
+ * which says nothing about the model. Such an output is scored as values (1 − relRms) and marked `fewDecisions`.
+ */
+export const MIN_DECISIONS = 20;
 
 /** Tolerance of "sums to 1" / "logsumexp is 0" for probability rows. */
 const ROW_TOLERANCE = 1e-3;
@@ -217,7 +228,9 @@ export class FidelityAccumulator {
         iou = a + b - ab > 0 ? ab / (a + b - ab) : 1;
       }
       const linear = Math.max(0, 1 - relRms);
-      const score = kind === 'binary' ? Math.min(agreement!, iou!) : kind === 'classes' ? agreement! : linear;
+      // too few decisions to count (one changed near-tie among 4 would read 0.75): judged by the values
+      const fewDecisions = decisions !== undefined && decisions < MIN_DECISIONS;
+      const score = fewDecisions || kind === 'values' ? linear : kind === 'binary' ? Math.min(agreement!, iou!) : agreement!;
       outputs.push({
         name,
         kind,
@@ -228,6 +241,7 @@ export class FidelityAccumulator {
         agreement,
         iou,
         decisions,
+        ...(fewDecisions ? { fewDecisions } : {}),
         state: this.stateOutputs.has(name),
         // a candidate that gives NaN or ±Inf where the original has numbers is broken, whatever else agrees
         score: s.nonFinite || Number.isNaN(score) ? 0 : score,

@@ -44,3 +44,24 @@ export function statsFromSums({ maxAbs, se, sp, n }: ErrorSums): ErrorStats {
 export function errorStats(original: Float32Array, restored: Float32Array): ErrorStats {
   return statsFromSums(errorSums(original, restored));
 }
+
+/** A number to `digits` significant digits, rounded towards `direction` (manifest records: full float precision is noise there). */
+export function roundSignificant(v: number, digits = 4, direction: 'nearest' | 'up' | 'down' = 'nearest'): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  const near = Number(v.toPrecision(digits));
+  if (direction === 'nearest' || (direction === 'up' ? near >= v : near <= v)) return near;
+  const unit = 10 ** (Math.floor(Math.log10(Math.abs(v))) - digits + 1);
+  return Number((near + (direction === 'up' ? unit : -unit)).toPrecision(digits));
+}
+
+/**
+ * Stats as the manifest records them: 4 significant digits, rounded to the safe side (errors up, SNR down), so a
+ * recorded bound is never tighter than the measured one.
+ */
+export function recordedStats(s: ErrorStats): ErrorStats {
+  return {
+    maxAbs: roundSignificant(s.maxAbs, 4, 'up'),
+    rmse: roundSignificant(s.rmse, 4, 'up'),
+    snrDb: roundSignificant(s.snrDb, 4, 'down'),
+  };
+}

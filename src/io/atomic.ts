@@ -78,7 +78,7 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
  */
 export async function writeAtomic(
   target: string,
-  write: (fd: number) => void | Promise<void>,
+  write: (fd: number, tmp: string) => void | Promise<void>,
   options: { overwrite?: boolean } = {},
 ): Promise<void> {
   const tmp = join(dirname(resolve(target)), `.${basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
@@ -90,7 +90,7 @@ export async function writeAtomic(
   }
   pending.add(tmp);
   try {
-    await write(fd);
+    await write(fd, tmp);
     fsyncSync(fd);
     closeSync(fd);
     if (options.overwrite) renameSync(tmp, target);
@@ -149,7 +149,8 @@ export async function sha256File(file: string): Promise<string> {
 }
 
 /** Writes all of `bytes` at the descriptor's position (writeSync may write less than asked). */
-export function writeAll(fd: number, bytes: Uint8Array): void {
+export function writeAll(fd: number, bytes: Uint8Array, position?: number): void {
   let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+  while (done < bytes.length)
+    done += writeSync(fd, bytes, done, bytes.length - done, position === undefined ? null : position + done);
 }

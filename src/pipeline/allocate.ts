@@ -22,11 +22,24 @@ import {
 } from '../rate/allocate.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
+import { calibratorFor } from '../calibration/runner.js';
+import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
 import { slicesOf } from './plan.js';
 import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
+
+/** Samples a sensitivity probe runs (evenly spaced over the probe part): each tensor is probed once or twice. */
+const PROBE_SAMPLES = 8;
+/** Synthetic samples a probe runs: generated data says little per sample, and costs as much. */
+const SYNTHETIC_PROBE_SAMPLES = 2;
+
+function probeSamples(cal: Calibration, n: number): Calibration['probe'] {
+  const p = cal.probe;
+  if (p.length <= n) return p;
+  return Array.from({ length: n }, (_, k) => p[Math.floor((k * p.length) / n)]);
+}
 
 /** The step grid allocation chose for a tensor. */
 export interface GridChoice {
@@ -68,6 +81,8 @@ export async function allocate(parts: {
   /** Bits the archive costs beyond the tensors' codes (skeleton, manifest, directory). */
   overheadBits: number;
   options: ResolvedOptions;
+  /** The calibration set (pipeline/gate.ts): its probe samples are what sensitivities are measured on. */
+  calibration?: Calibration;
 }): Promise<Allocation> {
   const { reader, unique, options, weights, overheadBits } = parts;
   const log = options.onLog ?? (() => {});
@@ -148,7 +163,13 @@ export async function allocate(parts: {
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
   if (canRun) {
     const task = options.task;
-    const calibrate = options.calibrate ?? (task ? (m: Uint8Array) => task.calibrate(m) : randomInputOutputs);
+    const cal = parts.calibration;
+    // the user's calibration data first, then a task's own data, then the synthetic probe samples
+    const calibrate =
+      options.calibrate ??
+      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, PROBE_SAMPLES)) : undefined) ??
+      (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
+      (cal ? calibratorFor(probeSamples(cal, SYNTHETIC_PROBE_SAMPLES)) : randomInputOutputs);
     const reference = await calibrate(parts.source());
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)

@@ -11,7 +11,7 @@
  * `--codec auto` with a raw codes + zstd fallback.
  */
 
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { openModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
@@ -22,7 +22,10 @@ import { halfKept } from './half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
 import { planTensors, withSettings } from './plan.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
-import { writeArchive, type CompressResult } from './write.js';
+import { gateError, writeArchive, type CompressResult } from './write.js';
+import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
+import type { QualityRecord } from '../archive/manifest.js';
+import { BadCalibrationError } from '../errors.js';
 
 export type { CompressResult } from './write.js';
 
@@ -46,20 +49,34 @@ export async function compressModel(input: string, output: string, options: Comp
     // the skeleton (the model minus the coded tensors) is read part by part where it is written
     const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, resolved.skeletonPartBytes);
     const weights = coded.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
+    // Calibration: the user's data or synthetic inputs, for the allocator's probes and the quality gate
+    const runsModel = resolved.check || resolved.allocating || Boolean(resolved.calibration?.paths.length);
+    const notRunnable = runsModel ? await whyNotRunnable(input, reader) : 'skipped (check: false)';
+    if (notRunnable && resolved.calibration?.paths.length)
+      throw new BadCalibrationError(`calibration data was given, but the model cannot be run: ${notRunnable}`, { file: input });
+    const cal: Calibration | undefined = notRunnable
+      ? undefined
+      : await openCalibration(input, reader, resolved.calibration, resolved.onLog, resolved.signal);
+    const untaken = cal?.untakenTensors ?? new Set<string>();
     let allocation: Allocation | undefined;
     if (resolved.allocating) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
       let deflated = half ? deflateRawSync(half.data, { level: 9 }).length : 0;
       for (const part of skeleton()) deflated += deflateRawSync(part, { level: 9 }).length;
       // only allocation runs the model, and only then is it read whole (ONNX, which protobuf bounds to 2 GB)
+      // tensors of branches the calibration never takes are not allocated (their error would go unseen):
+      // they keep the default grid, ~8 bits a weight of the budget
+      const pinned = unique.filter((p) => untaken.has(p.entry.key));
+      const pinnedBits = 8 * pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
       allocation = await allocate({
         reader,
-        source: () => readFileSync(input),
-        unique,
+        source: () => cal?.source ?? readFileSync(input),
+        unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
         weights,
-        overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES),
+        overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES) + pinnedBits,
         options: resolved,
+        calibration: cal,
       });
     }
     const job = {
@@ -75,9 +92,13 @@ export async function compressModel(input: string, output: string, options: Comp
       skeletonName: `model/skeleton.${reader.format}`,
       options: resolved,
     };
+    // the quality gate: measured on the finished archive before it becomes the output
+    const quality: QualityRecord | ((file: string) => Promise<QualityRecord>) = cal
+      ? async (file) => qualityRecord(await measureArchive(file, cal, resolved.signal), cal, resolved.minFidelity)
+      : { checked: false, reason: notRunnable };
     // rate control writes the archive more than once: after the first write the file at `output` is ours
     let written = false;
-    const encode = async (budgetScale: number): Promise<CompressResult> => {
+    const encode = async (budgetScale: number, refuse = false): Promise<CompressResult> => {
       const grids = allocation?.(budgetScale);
       const withGrids = (p: TensorPlan): TensorPlan => {
         const g = p.kind === 'coded' ? grids?.get(p.entry.key) : undefined;
@@ -88,13 +109,16 @@ export async function compressModel(input: string, output: string, options: Comp
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
+        quality,
+        refuse,
       });
       written = true;
+      resolved.onLog?.(describeQuality(result.quality!));
       return result;
     };
-    let result = await encode(1);
     const target = resolved.targetBpw;
-    if (target === undefined) return result;
+    if (target === undefined) return await encode(1, true);
+    let result = await encode(1);
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots. Bisection on the budget scale
     // between the largest that fitted and the smallest that did not.
@@ -121,7 +145,43 @@ export async function compressModel(input: string, output: string, options: Comp
       resolved.onLog?.(
         `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: the coarsest grids cost more`,
       );
-    return result;
+    if (result.quality?.passed !== false) return result;
+    // Under the floor at this budget: find the smallest budget that passes (budget scales up to 2.5×, then the
+    // default archive), report it, and leave no output unless --force.
+    const failed = result;
+    let passing: CompressResult | undefined;
+    let lo = scale;
+    let hi: number | undefined;
+    for (const s of [1.5, 2.5]) {
+      const r = await encode(lo * s);
+      if (r.quality?.passed !== false) {
+        passing = r;
+        hi = lo * s;
+        break;
+      }
+      lo *= s;
+    }
+    if (hi !== undefined)
+      for (let k = 0; k < 2; k++) {
+        const mid = Math.sqrt(lo * hi);
+        const r = await encode(mid);
+        if (r.quality?.passed !== false) {
+          passing = r;
+          hi = mid;
+        } else lo = mid;
+      }
+    const smallest = passing?.bitsPerWeight;
+    if (resolved.force) {
+      // keep the archive at the target the user asked for, as --force says, and still fail
+      if (passing) await encode(scale);
+      throw gateError(output, failed.quality!, true, smallest);
+    }
+    unlinkSync(output);
+    const e = gateError(output, failed.quality!, false, smallest);
+    e.message += smallest
+      ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
+      : `; no budget up to 2.5× the target passes: try the default (no --target-bpw)`;
+    throw e;
   } finally {
     reader.close();
   }

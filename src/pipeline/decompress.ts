@@ -12,7 +12,7 @@ import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
 import { BYTES_PER_ELEMENT, elementCount, tensorStorage, type ModelFormat, type SafetensorsStorage } from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
-import { codedParts, type TensorRecord } from '../archive/manifest.js';
+import { ZSTD_SKELETON_SUFFIX, codedParts, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
@@ -177,16 +177,23 @@ class SkeletonReader {
 
   constructor(private readonly archive: Archive) {
     this.parts = archive.skeletonParts();
+    // a zstd skeleton (one part) is read whole up front: its length is its content's
+    if (this.parts.length === 1 && this.parts[0].endsWith(ZSTD_SKELETON_SUFFIX))
+      this.cached = { index: 0, data: archive.skeletonPart(this.parts[0]) };
     let at = 0;
-    for (const p of this.parts) {
+    for (const [i, p] of this.parts.entries()) {
       this.starts.push(at);
-      at += archive.manifest.entries[p].bytes;
+      at += this.partLength(i, p);
     }
     this.length = at;
   }
 
+  private partLength(index: number, name: string): number {
+    return this.cached?.index === index ? this.cached.data.length : this.archive.manifest.entries[name].bytes;
+  }
+
   private part(index: number): Uint8Array {
-    if (this.cached?.index !== index) this.cached = { index, data: this.archive.entry(this.parts[index]) };
+    if (this.cached?.index !== index) this.cached = { index, data: this.archive.skeletonPart(this.parts[index]) };
     return this.cached.data;
   }
 
@@ -194,7 +201,7 @@ class SkeletonReader {
   each(start: number, end: number, fn: (chunk: Uint8Array) => void): void {
     for (let i = 0; i < this.parts.length && start < end; i++) {
       const s = this.starts[i];
-      const e = s + this.archive.manifest.entries[this.parts[i]].bytes;
+      const e = s + this.partLength(i, this.parts[i]);
       if (e <= start) continue;
       const data = this.part(i);
       const to = Math.min(end, e);

@@ -4,6 +4,7 @@
  * exact in the skeleton, which is streamed.
  */
 
+import { createHash } from 'node:crypto';
 import { errorStats } from '../eval/metrics.js';
 import { elementCount, type ModelReader } from '../formats/model.js';
 import { concatBytes } from '../io/bytes.js';
@@ -20,6 +21,8 @@ export interface HalfKept {
 export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxWeights: number): HalfKept | undefined {
   const parts: Uint8Array[] = [];
   const outcomes = new Map<string, Extract<TensorOutcome, { kind: 'half' }>>();
+  // identical tensors (a model's branches that share biases) are stored once and point at the same values
+  const byContent = new Map<string, Extract<TensorOutcome, { kind: 'half' }>>();
   let offset = 0;
   for (const p of plans) {
     if (p.kind !== 'kept' || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
@@ -27,11 +30,21 @@ export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxW
     const values = reader.read(p.entry.key);
     const bytes = values.length ? toHalfIfSafe(values) : undefined;
     if (!bytes) continue;
-    outcomes.set(p.entry.key, {
+    const content = createHash('sha256')
+      .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
+      .digest('hex');
+    const same = byContent.get(content);
+    if (same) {
+      outcomes.set(p.entry.key, same);
+      continue;
+    }
+    const outcome: Extract<TensorOutcome, { kind: 'half' }> = {
       kind: 'half',
       half: { entry: HALF_ENTRY, offset },
       stats: errorStats(values, fromHalf(bytes, 0, values.length)),
-    });
+    };
+    outcomes.set(p.entry.key, outcome);
+    byContent.set(content, outcome);
     parts.push(bytes);
     offset += values.length;
   }

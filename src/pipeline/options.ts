@@ -11,6 +11,7 @@ import { readInputFile } from '../io/files.js';
 import { listCodecs, resolveCodecOptions } from '../codecs/registry.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
+import type { CalibrationSpec } from '../calibration/set.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
 import { defaultQuantizer, getQuantizer, stepGrid } from '../quantize/registry.js';
@@ -77,7 +78,7 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   targetSnr?: number;
   /** Allocation across layers: average bits per weight over the whole archive. */
   targetBpw?: number;
-  /** Kept tensors (biases, norms) as float16 where the cast is safe (default: on with the rate-control options). */
+  /** Kept tensors (biases, norms) as float16 where the cast is safe (each value within 2^−11 of itself; default on; false keeps them exact). */
   halfKept?: boolean;
   /** Allocation across layers: the cheapest allocation whose task loss (`task.loss`) stays ≤ this. */
   maxLoss?: number;
@@ -102,19 +103,43 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   skeletonPartBytes?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
-  /** Replace an existing output file (default: refuse with `OutputExistsError`). Never the input. */
+  /** Replace an existing output file (default: refuse with `OutputExistsError`). Never the input. Also keeps an archive the quality gate refused (the error is still raised). */
   force?: boolean;
+  /**
+   * Calibration data (images, audio, raw tensors) with its preprocessing: what the allocator probes the model
+   * on and the quality gate judges it on (src/calibration; CLI: `--calibration PATH` and the preprocessing flags).
+   * Without it, synthetic inputs made from the graph, and every report says so.
+   */
+  calibration?: CalibrationSpec;
+  /** The quality gate's floor: the least fidelity (pipeline/gate.ts) the decompressed model must keep (default 0.9). */
+  minFidelity?: number;
+  /** Run the quality gate when the model can run (default true); false skips it (the manifest records why). */
+  check?: boolean;
 }
 
-/** The codec each medium uses when none is named. */
-export const DEFAULT_CODEC: Record<string, string> = { image: 'png', video: 'ffv1', audio: 'flac' };
+/**
+ * The codec each medium uses when none is named. Images: `auto`, per tensor the smaller of a PNG and the raw
+ * codes through zstd (pipeline/plan.ts CODEC_SETS): on 8-bit weight codes zstd is 1–3 % smaller than PNG
+ * (one filter byte per row, deflate's Huffman), which decides the default against int8 + zstd of the
+ * whole file; `--codec png` gives an archive of pictures only.
+ */
+export const DEFAULT_CODEC: Record<string, string> = { image: 'auto', video: 'ffv1', audio: 'flac' };
 
 /**
  * The codec of the rate-control modes unless one (or a medium) is given: the smallest lossless one per
- * tensor. Measured on PaddleOCR step-grid codes: lossless WebP sits at their order-0 entropy (99.7 %),
- * PNG 10–20 % above it.
+ * tensor, lossless WebP included. Measured on PaddleOCR step-grid codes: lossless WebP sits at their
+ * order-0 entropy (99.7 %), PNG 10–20 % above it.
  */
-export const RATE_CONTROL_CODEC = 'auto';
+export const RATE_CONTROL_CODEC = 'smallest';
+
+/** The codec sets that pick a codec per tensor (their members: pipeline/plan.ts CODEC_SETS). */
+export const CODEC_SET_NAMES = ['auto', 'smallest'] as const;
+
+/**
+ * The quality gate's floor unless set (pipeline/gate.ts): every int8 round-to-nearest result measured in
+ * docs/calibration.md passes it (the lowest 0.937), visibly broken ones (OCR at int4, CER 100 %) fall below.
+ */
+export const DEFAULT_MIN_FIDELITY = 0.9;
 
 /** Outlier threshold (σ) of per-tensor SNR targets unless set: measured on PaddleOCR (see README). */
 export const DEFAULT_RATE_OUTLIERS = 4;
@@ -136,7 +161,7 @@ export const DEFAULT_SENSITIVITY_WEIGHT = 0.5;
 
 export const DEFAULTS: EncodeSettings = {
   media: 'image',
-  codec: 'png',
+  codec: 'auto',
   bits: 8,
   range: 'channel',
   stride: 1,
@@ -191,7 +216,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--codec <name>',
-        help: 'codec (see `nnmedia codecs`), or auto: the smallest lossless one per tensor, raw codes + zstd as the floor',
+        help: 'codec (see `nnmedia codecs`); auto: per tensor the smaller of PNG and raw codes + zstd; smallest: lossless WebP too (slower, ~1 % smaller)',
       },
     ],
   },
@@ -353,9 +378,9 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--half-kept',
-        help: 'store kept tensors (biases, norms) as float16 where the cast is safe (default with rate control)',
+        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default)',
       },
-      { flag: '--no-half-kept', help: 'keep them exactly as they are' },
+      { flag: '--no-half-kept', help: 'keep them exactly as they are (M9 as written)' },
     ],
   },
   {
@@ -394,6 +419,29 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
       },
     ],
     argument: 'number',
+  },
+  {
+    key: 'minFidelity',
+    expected: 'number between 0 and 1',
+    valid: (v) => isNum(v, 0, 1),
+    flags: [
+      {
+        flag: '--min-fidelity <x>',
+        help: 'quality gate: the least fidelity (0–1) of the decompressed model on held-back calibration inputs (default 0.9)',
+      },
+    ],
+    argument: 'number',
+  },
+  {
+    key: 'check',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [{ flag: '--no-check', help: 'skip the quality gate (the model is not run; the manifest says so)' }],
+  },
+  {
+    key: 'calibration',
+    expected: 'calibration spec ({ paths: [...], ... })',
+    valid: (v) => typeof v === 'object' && v !== null && Array.isArray((v as { paths?: unknown }).paths),
   },
   { key: 'skeletonPartBytes', expected: 'integer of at least 1024', valid: (v) => isInt(v, 1024) },
   { key: 'force', expected: 'boolean', valid: isBool },
@@ -486,6 +534,9 @@ export interface ResolvedOptions {
   readonly reprobe: boolean;
   readonly sensitivityWeight: number;
   readonly force: boolean;
+  readonly calibration?: CalibrationSpec;
+  readonly minFidelity: number;
+  readonly check: boolean;
   readonly calibrate?: Calibrator;
   readonly onLog?: (message: string) => void;
   readonly onDebug?: (message: string) => void;
@@ -505,7 +556,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   checkCodecFit(base, '');
   for (const [i, rule] of (o.rules ?? []).entries())
     checkCodecFit(mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined), ` (rules[${i}])`);
-  const halfKept = o.halfKept ?? rateControl;
+  // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
+  // which on small models is the difference between beating int8 + zstd of the whole file and not
+  const halfKept = o.halfKept ?? true;
   const resolved = {
     asked,
     base,
@@ -524,6 +577,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     reprobe: o.reprobe ?? true,
     sensitivityWeight: o.sensitivityWeight ?? DEFAULT_SENSITIVITY_WEIGHT,
     force: o.force ?? false,
+    calibration: o.calibration,
+    minFidelity: o.minFidelity ?? DEFAULT_MIN_FIDELITY,
+    check: o.check ?? true,
     calibrate: o.calibrate,
     onLog: o.onLog,
     onDebug: o.onDebug,
@@ -540,12 +596,12 @@ const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
  * checked as option errors naming the option, before any model is opened, rather than per tensor later.
  */
 function checkCodecFit(s: EncodeSettings, at: string): void {
-  if (s.codec === RATE_CONTROL_CODEC) return;
+  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) return;
   const codecs = listCodecs();
   const codec = codecs.find((c) => c.name === s.codec);
   if (!codec)
     throw new OptionError(
-      `Expected a codec name (${codecs.map((c) => c.name).join(', ')}, or ${RATE_CONTROL_CODEC}) for codec${at} but received ${JSON.stringify(s.codec)}`,
+      `Expected a codec name (${codecs.map((c) => c.name).join(', ')}, or ${CODEC_SET_NAMES.join(' or ')}) for codec${at} but received ${JSON.stringify(s.codec)}`,
     );
   if (codec.media !== s.media && codec.media !== 'raw')
     throw new OptionError(
@@ -650,6 +706,7 @@ function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<st
     ...(r.targetBpw !== undefined ? { targetBpw: r.targetBpw } : {}),
     ...(given('halfKept') || r.halfKept ? { halfKept: r.halfKept } : {}),
     ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
+    ...(given('minFidelity') ? { minFidelity: r.minFidelity } : {}),
     nonFinite: r.nonFinite,
     rules: r.rules,
   };

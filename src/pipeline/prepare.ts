@@ -40,6 +40,40 @@ export function exactSide(marked: Float32Array, values: Float32Array): NonFinite
 }
 
 /**
+ * Exact zeros stay zero in every mode: the positions where an exactly-zero weight does not decode to 0
+ * (a min/max grid as written, a lossy codec, a rotation, 24/32-bit codes) join the exact side values, so
+ * pruned and structured-sparse weights come back as zeros. Zero-centred grids (the default per-channel
+ * grid, the step grid) put zero on a code and need none. Returns the side values to store (merged, in file
+ * order) and writes the zeros into `restored`.
+ */
+export function withExactZeros(
+  values: Float32Array,
+  restored: Float32Array,
+  side: NonFiniteSide | undefined,
+): NonFiniteSide | undefined {
+  let missed = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] === 0 && restored[i] !== 0) missed++;
+  if (missed === 0) return side;
+  const n = (side?.indices.length ?? 0) + missed;
+  const indices = new Uint32Array(n);
+  const exact = new Float32Array(n);
+  let k = 0;
+  let j = 0;
+  for (let i = 0; i < values.length; i++) {
+    const fromSide = side !== undefined && j < side.indices.length && side.indices[j] === i;
+    if (fromSide) {
+      indices[k] = i;
+      exact[k++] = side.values[j++];
+    } else if (values[i] === 0 && restored[i] !== 0) {
+      indices[k] = i;
+      exact[k++] = values[i];
+      restored[i] = values[i];
+    }
+  }
+  return { indices, values: exact };
+}
+
+/**
  * Working planes of a tensor: laid out, with outliers (and non-finite values)
  * marked NaN; and the exact side values for every marked position, in file order.
  */

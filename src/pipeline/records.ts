@@ -5,8 +5,15 @@
  */
 
 import { basename } from 'node:path';
-import { FORMAT_VERSION, type CodecRecord, type Manifest, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
-import type { ErrorStats } from '../eval/metrics.js';
+import {
+  FORMAT_VERSION,
+  type CodecRecord,
+  type Manifest,
+  type PlaneRecord,
+  type QualityRecord,
+  type TensorRecord,
+} from '../archive/manifest.js';
+import { recordedStats, type ErrorStats } from '../eval/metrics.js';
 import type { ModelFormat } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import { encodeRanges, type PlaneQuantization } from '../quantize/tensor.js';
@@ -58,7 +65,7 @@ export function codedRecord(parts: {
     },
     codec,
     planes: parts.planes,
-    stats: parts.stats,
+    stats: recordedStats(parts.stats),
     bytes: parts.bytes,
   };
 }
@@ -80,16 +87,24 @@ export function tensorRecord(
     storage: plan.storage,
   };
   if (plan.kind === 'kept') {
-    if (outcome.kind === 'half') return { ...record, half: outcome.half, stats: outcome.stats };
+    if (outcome.kind === 'half') return { ...record, half: outcome.half, stats: recordedStats(outcome.stats) };
     return record;
   }
   switch (outcome.kind) {
     case 'coded':
       return { ...record, ...outcome.coded };
     case 'sliced':
-      return { ...record, layout: plan.layout, slices: [...outcome.slices], stats: outcome.stats, bytes: outcome.bytes };
-    case 'same':
-      return { ...record, layout: plan.layout, sameAs: outcome.sameAs, stats: codedStats(outcome.sameAs), bytes: 0 };
+      return {
+        ...record,
+        layout: plan.layout,
+        slices: [...outcome.slices],
+        stats: recordedStats(outcome.stats),
+        bytes: outcome.bytes,
+      };
+    case 'same': {
+      const stats = codedStats(outcome.sameAs);
+      return { ...record, layout: plan.layout, sameAs: outcome.sameAs, stats: stats && recordedStats(stats), bytes: 0 };
+    }
     default:
       throw new Error(`coded tensor ${entry.name} has no coding (${outcome.kind})`);
   }
@@ -104,6 +119,7 @@ export function buildManifest(parts: {
   options: Record<string, unknown>;
   tensors: TensorRecord[];
   entries: Manifest['entries'];
+  quality?: QualityRecord;
 }): Manifest {
   return {
     format: 'nnmedia',
@@ -116,5 +132,6 @@ export function buildManifest(parts: {
     entries: parts.entries,
     // a skeleton larger than one part (large kept tensors) is stored in parts, listed here
     ...(parts.skeleton.length > 1 ? { skeletonParts: parts.skeleton } : {}),
+    ...(parts.quality ? { quality: parts.quality } : {}),
   };
 }

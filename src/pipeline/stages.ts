@@ -41,6 +41,8 @@ export interface KeptPlan extends PlanBase {
 export interface CodecChoice {
   readonly name: string;
   readonly options: CodecOptions;
+  /** Try again at this effort when the first result is under `below` of the codes' order-0 entropy (structure to find). */
+  readonly refine?: { readonly effort: number; readonly below: number };
 }
 
 /** A tensor laid out as media and coded. */

@@ -8,6 +8,7 @@
 
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import { type PlaneRanges, quantizePlane, dequantizePlane, findRanges, type RangeMode } from './uniform.js';
+import { exactStep, rangeOfStep } from './step.js';
 
 const F16_MAX = 65504;
 
@@ -87,4 +88,70 @@ export function searchClipRanges(
       }
   }
   return best;
+}
+
+/**
+ * The zero-centred grid of per-output-channel int8 (int16) round-to-nearest, expressed as M1 ranges: per
+ * channel a step Δ = max|w| / (2^(bits−1) − 1) (rounded up to the precision that keeps the range exact in
+ * float32, see step.ts exactStep) and the range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ], so code 2^(bits−1)
+ * decodes to exactly 0, a channel's largest |w| is a grid point, and the codes are those of symmetric
+ * per-channel round-to-nearest (+2^(bits−1)): the same error, for the same plain M1 decoder. With `clip`,
+ * each channel's Δ is searched over shrink factors of max|w| for the least squared error (weights beyond are
+ * clamped). Undefined when some step has no exact range (22+-bit codes, absurd magnitudes): the caller
+ * falls back to min/max ranges.
+ */
+export function symmetricRanges(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  channelWidth: number,
+  bits: number,
+  clip = false,
+): { ranges: PlaneRanges; steps: Float32Array } | undefined {
+  const channels = Math.ceil(cols / channelWidth);
+  const maxAbs = new Float64Array(channels);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const v = values[r * cols + c];
+      if (!Number.isFinite(v)) continue;
+      const ch = Math.floor(c / channelWidth);
+      const a = Math.abs(v);
+      if (a > maxAbs[ch]) maxAbs[ch] = a;
+    }
+  const half = 2 ** (bits - 1);
+  const make = (steps: Float32Array): PlaneRanges => {
+    const mins = new Float32Array(channels);
+    const maxs = new Float32Array(channels);
+    steps.forEach((st, ch) => ([mins[ch], maxs[ch]] = rangeOfStep(st, bits)));
+    return { mins, maxs, channelWidth, zeroCode: half };
+  };
+  const stepsAt = (factor: number): Float32Array | undefined => {
+    const steps = new Float32Array(channels);
+    for (let ch = 0; ch < channels; ch++) {
+      const st = exactStep((factor * maxAbs[ch]) / (half - 1), bits);
+      if (st === undefined) return undefined;
+      steps[ch] = st;
+    }
+    return steps;
+  };
+  const steps = stepsAt(1);
+  if (!steps) return undefined;
+  if (!clip) return { ranges: make(steps), steps };
+  const best = Float32Array.from(steps);
+  const bestErr = new Float64Array(channels).fill(Infinity);
+  for (const f of CLIP_FACTORS) {
+    const cand = stepsAt(f);
+    if (!cand) continue;
+    const ranges = make(cand);
+    const back = dequantizePlane(quantizePlane(values, rows, cols, bits, ranges), rows, cols, bits, ranges);
+    const err = new Float64Array(channels);
+    for (let i = 0; i < values.length; i++)
+      if (Number.isFinite(values[i])) err[Math.floor((i % cols) / channelWidth)] += (values[i] - back[i]) ** 2;
+    for (let ch = 0; ch < channels; ch++)
+      if (err[ch] < bestErr[ch]) {
+        bestErr[ch] = err[ch];
+        best[ch] = cand[ch];
+      }
+  }
+  return { ranges: make(best), steps: best };
 }

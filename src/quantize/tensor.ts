@@ -7,16 +7,20 @@
 
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { PlaneShape } from '../layout/types.js';
-import { storageRanges, searchClipRanges } from './ranges.js';
-import { byteToStep, rangeOfStep, stepRanges } from './step.js';
+import { storageRanges, searchClipRanges, symmetricRanges } from './ranges.js';
+import { byteToStep, rangeOfStep, stepRanges, stepsFrom24, stepsTo24 } from './step.js';
 import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
 
-/** How ranges are stored: float16 or float32 [mins…, maxs…], or one step byte per channel (step grid). */
-export const RANGE_DTYPES = ['float16', 'float32', 'step8'] as const;
+/**
+ * How ranges are stored: float16 or float32 [mins…, maxs…]; or a step per channel of a zero-centred grid,
+ * range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ]: one byte (`step8`: Δ = m·2^e, the step grid) or the top
+ * three bytes of Δ's float32 (`step24`: the symmetric per-channel grid, see ranges.ts symmetricRanges).
+ */
+export const RANGE_DTYPES = ['float16', 'float32', 'step8', 'step24'] as const;
 export type RangeDtype = (typeof RANGE_DTYPES)[number];
 
-/** Bytes one channel's range takes in each storage dtype (a min and a max, or one step byte). */
-export const RANGE_BYTES: Record<RangeDtype, number> = { float16: 4, float32: 8, step8: 1 };
+/** Bytes one channel's range takes in each storage dtype (a min and a max, or one step). */
+export const RANGE_BYTES: Record<RangeDtype, number> = { float16: 4, float32: 8, step8: 1, step24: 3 };
 
 export interface QuantizeSettings {
   bits: number;
@@ -35,7 +39,7 @@ export interface PlaneQuantization {
   codes: CodeArray;
   ranges: PlaneRanges;
   rangeDtype: RangeDtype;
-  /** Step grid with byte-sized steps: one byte per channel (see step.ts). */
+  /** Step dtypes (`step8`, `step24`): the stored bytes of the steps, per channel. */
   stepBytes?: Uint8Array;
   /** What the codes decode to (before any lossy codec), with weights beyond a step grid restored exactly. */
   restored: Float32Array;
@@ -63,6 +67,15 @@ export function quantizePlanes(
         return restored;
       });
     }
+    // per output channel: the zero-centred grid of symmetric round-to-nearest (zero exact, extremes on the grid)
+    const sym = s.range === 'channel' ? symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip) : undefined;
+    if (sym) {
+      const codes = quantizePlane(plane, rows, cols, s.bits, sym.ranges, s.stride);
+      return lazyRestored({ codes, ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps) }, () =>
+        dequantizePlane(codes, rows, cols, s.bits, sym.ranges),
+      );
+    }
+    // per layer (M1 as written: [min, max], interval centres), or per channel where no exact step exists
     const raw = s.clip
       ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
       : findRanges(plane, rows, cols, s.range, channelWidth);
@@ -83,7 +96,7 @@ function lazyRestored(q: Omit<PlaneQuantization, 'restored'>, make: () => Float3
 
 /** Ranges as stored in the manifest: base64 of [mins…, maxs…] in the given dtype, little-endian. */
 export function encodeRanges(r: PlaneRanges, dtype: RangeDtype, stepBytes?: Uint8Array): string {
-  if (dtype === 'step8') return Buffer.from(stepBytes!).toString('base64');
+  if (dtype === 'step8' || dtype === 'step24') return Buffer.from(stepBytes!).toString('base64');
   const n = r.mins.length;
   const buf = Buffer.alloc(n * 2 * (dtype === 'float16' ? 2 : 4));
   const all = [...r.mins, ...r.maxs];
@@ -97,12 +110,13 @@ function f16bits(v: number): number {
 
 /** Stored ranges → [mins…, maxs…] as float32, exactly as the encoder used them. */
 export function decodeRangeBytes(bytes: Uint8Array, dtype: RangeDtype, bits = 8): Float32Array {
-  if (dtype === 'step8') {
-    const out = new Float32Array(bytes.length * 2);
-    bytes.forEach((b, ch) => {
-      const [lo, hi] = rangeOfStep(byteToStep(b), bits);
+  if (dtype === 'step8' || dtype === 'step24') {
+    const steps = dtype === 'step8' ? Float64Array.from(bytes, byteToStep) : stepsFrom24(bytes);
+    const out = new Float32Array(steps.length * 2);
+    steps.forEach((step, ch) => {
+      const [lo, hi] = rangeOfStep(step, bits);
       out[ch] = lo;
-      out[bytes.length + ch] = hi;
+      out[steps.length + ch] = hi;
     });
     return out;
   }

@@ -30,6 +30,16 @@ export interface PlaneRanges {
   maxs: Float32Array;
   /** Plane columns per channel (conv: Ky; fc and gate matrices: 1). */
   channelWidth: number;
+  /**
+   * Encoder only (never stored): the code that decodes to exactly zero in every channel (zero-centred
+   * grids). A coarser grid (`stride`) then keeps its levels on it, so zero stays a level.
+   */
+  zeroCode?: number;
+}
+
+/** The first level of a `stride` grid: on the zero code where the ranges have one, else the middle of a stride. */
+export function strideOffset(stride: number, zeroCode?: number): number {
+  return zeroCode !== undefined ? zeroCode % stride : Math.floor(stride / 2);
 }
 
 /** Finds the ranges of a rows×cols plane (row-major), skipping non-finite values. */
@@ -68,7 +78,7 @@ function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64Array; s
 
 /**
  * Codes of a plane. With `stride` k > 1 the encoder uses only every k-th code
- * (levels k·j + ⌊k/2⌋) and picks the level whose M1 decoding is nearest: a
+ * (levels k·j + offset: ⌊k/2⌋, or on the zero code of a zero-centred grid) and picks the level whose M1 decoding is nearest: a
  * coarser grid the decoder needs no word about, since it decodes plain M1
  * codes. Fewer distinct codes is what lets the codecs' entropy coders spend
  * fewer bits where a layer tolerates it.
@@ -84,7 +94,7 @@ export function quantizePlane(
   const codes = allocCodes(bits, rows * cols);
   const levels = 2 ** bits;
   const top = levels - 1;
-  const half = Math.floor(stride / 2);
+  const half = strideOffset(stride, ranges.zeroCode);
   const topLevel = Math.floor((top - half) / stride);
   const { los, spans } = columnRanges(ranges, cols);
   for (let r = 0; r < rows; r++) {
@@ -98,7 +108,7 @@ export function quantizePlane(
         const q = Math.floor(((v - lo) / span) * levels);
         codes[base + c] = q < 0 ? 0 : q > top ? top : q;
       } else {
-        // nearest level j: decoded value lo + (k·j + ⌊k/2⌋ + 0.5)·span/2^n
+        // nearest level j: decoded value lo + (k·j + offset + 0.5)·span/2^n
         const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
         const jj = j < 0 ? 0 : j > topLevel ? topLevel : j;
         codes[base + c] = jj * stride + half;

@@ -11,7 +11,7 @@
  */
 
 import { codeEntropyBits } from './entropy.js';
-import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
+import { RANGE_BYTES, quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
 import type { PlaneShape } from '../layout/types.js';
 import type { RangeMode } from '../quantize/uniform.js';
 
@@ -80,9 +80,7 @@ export function measureCandidates(
     q.forEach((pq, p) => {
       // codes, ranges (base64 in the manifest), weights beyond the grid (index delta + float32, before deflate)
       bits +=
-        codeEntropyBits(pq.codes) +
-        pq.ranges.mins.length * (pq.rangeDtype === 'step8' ? 8 : pq.rangeDtype === 'float16' ? 32 : 64) * (4 / 3) +
-        (pq.beyond ?? 0) * 64;
+        codeEntropyBits(pq.codes) + pq.ranges.mins.length * 8 * RANGE_BYTES[pq.rangeDtype] * (4 / 3) + (pq.beyond ?? 0) * 64;
       const v = planes[p];
       for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i])) sse += (v[i] - pq.restored[i]) ** 2;
     });

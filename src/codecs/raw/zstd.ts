@@ -11,18 +11,18 @@ const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
 };
 
 /**
- * Not a medium: the codes' little-endian bytes through zstd-19. It is the
- * fallback that guarantees no tensor is ever stored larger than its raw codes
- * + zstd would be (`--codec auto` picks it only where it is smaller).
+ * Not a medium: the codes' little-endian bytes through zstd (level = effort, default 19). It is the
+ * floor of the codec sets (`auto`, `smallest`): no tensor is ever stored larger than its raw codes + zstd
+ * would be; they pick it only where it is smaller than every image codec.
  */
 export const rawZstd: Codec = {
   ...CODEC_META.zstd,
-  async encode(plane) {
+  async encode(plane, o) {
     const width = plane.bits === 8 ? 1 : plane.bits === 16 ? 2 : 4;
     const buf = Buffer.alloc(plane.data.length * width);
     for (let i = 0; i < plane.data.length; i++) buf.writeUIntLE(plane.data[i], i * width, width);
     try {
-      return new Uint8Array(await zstd.compress(buf, 19));
+      return new Uint8Array(await zstd.compress(buf, o.effort ?? 19));
     } catch (e) {
       throw new CodecError(`zstd encode failed: ${(e as Error).message}`, {}, e);
     }

@@ -1,0 +1,163 @@
+/**
+ * The quality gate: every compression of a model that can run (ONNX, onnxruntime-node installed) is checked
+ * before its archive becomes the output. The archive is decoded as a user would decode it, the rebuilt model
+ * and the original run on calibration samples held back from the allocator's probes, and their outputs
+ * compared (eval/fidelity.ts). The result is recorded in the manifest (`quality`), printed by `compress` and
+ * shown by `inspect`; below the floor (`minFidelity`, default 0.9: docs/calibration.md#fidelity) the run fails
+ * with a `QualityError` and leaves no output (with `force`, the archive is kept and the error still raised).
+ *
+ * The calibration set is the user's (`calibration`), else synthetic inputs made from the graph, which every
+ * report names as such. The same set (its probe part) drives the allocator's sensitivity probes, and tells
+ * which `If` branches the data never takes: their tensors keep the default grid, and the report names them.
+ */
+
+import { readFileSync, statSync } from 'node:fs';
+import { Archive } from '../archive/node.js';
+import { branchCoverage, branchTensors } from '../calibration/branches.js';
+import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
+import { syntheticCalibrationSet } from '../calibration/synthetic.js';
+import type { CalibrationSample, CalibrationSet } from '../calibration/types.js';
+import { MissingDependencyError } from '../errors.js';
+import { measureFidelity, type FidelityReport } from '../eval/fidelity.js';
+import { roundSignificant } from '../eval/metrics.js';
+import type { ModelReader } from '../formats/model.js';
+import { loadOrt } from '../runtime/optional.js';
+import { rebuildModel } from './decompress.js';
+import type { QualityRecord } from '../archive/manifest.js';
+
+export type { QualityRecord, OutputQuality } from '../archive/manifest.js';
+
+/** Synthetic samples made when no calibration data is given (every 4th held back: 4 for the gate). */
+export const SYNTHETIC_SAMPLES = 16;
+/** ONNX models are read whole to run them; protobuf bounds them to 2 GiB. */
+const MAX_RUNNABLE_BYTES = 2 ** 31;
+
+/** A calibration set opened for one compression: probes, held-back samples, untaken branches. */
+export interface Calibration {
+  /** The original model's bytes (ONNX, read whole). */
+  readonly source: Uint8Array;
+  readonly set: CalibrationSet;
+  readonly probe: readonly CalibrationSample[];
+  readonly heldBack: readonly CalibrationSample[];
+  /** `node: then|else` for each branch no probe sample took. */
+  readonly untakenBranches: readonly string[];
+  /** Keys of the tensors inside those branches. */
+  readonly untakenTensors: ReadonlySet<string>;
+}
+
+/** Why a model cannot be run here, or undefined when it can. */
+export async function whyNotRunnable(input: string, reader: ModelReader): Promise<string | undefined> {
+  if (reader.format !== 'onnx') return `${reader.format} files hold no graph to run`;
+  if (statSync(input).size >= MAX_RUNNABLE_BYTES) return 'ONNX model of 2 GiB or more: not run';
+  try {
+    await loadOrt('the quality gate');
+  } catch (e) {
+    if (e instanceof MissingDependencyError) return 'onnxruntime-node is not installed (npm install onnxruntime-node)';
+    throw e;
+  }
+  return undefined;
+}
+
+/**
+ * Opens the calibration set: the user's files, else synthetic inputs; split into probe and held-back samples;
+ * the `If` branches the probe samples never take, and their tensors.
+ */
+export async function openCalibration(
+  input: string,
+  reader: ModelReader,
+  spec: CalibrationSpec | undefined,
+  log?: (message: string) => void,
+  signal?: AbortSignal,
+): Promise<Calibration> {
+  const source = readFileSync(input);
+  const set = spec?.paths.length
+    ? await buildCalibrationSet(source, spec)
+    : await syntheticCalibrationSet(source, {
+        count: SYNTHETIC_SAMPLES,
+        inputs: spec?.inputs,
+        image: spec?.image,
+        audio: spec?.audio,
+        file: input,
+      });
+  const split = splitCalibrationSet(set);
+  log?.(
+    set.synthetic
+      ? `calibration: ${set.description}; the fidelity is measured on generated data: give real inputs with --calibration`
+      : `calibration: ${set.description}; ${split.rule}`,
+  );
+  const untakenBranches: string[] = [];
+  const untakenTensors = new Set<string>();
+  const branches = branchTensors(source);
+  if (branches.length) {
+    const coverage = await branchCoverage(source, split.probe, { file: input, signal });
+    const names = new Map(reader.tensors.map((t) => [t.name, t.key]));
+    for (const c of coverage) {
+      const b = branches.find((x) => x.node === c.node);
+      for (const [branch, taken, tensors] of [
+        ['then', c.then, b?.then ?? []],
+        ['else', c.else, b?.else ?? []],
+      ] as const) {
+        if (taken > 0) continue;
+        untakenBranches.push(`${c.node}: ${branch}`);
+        for (const n of tensors) {
+          const key = names.get(n);
+          if (key !== undefined) untakenTensors.add(key);
+        }
+      }
+    }
+    if (untakenBranches.length)
+      log?.(
+        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}`,
+      );
+  }
+  return { source, set, probe: split.probe, heldBack: split.heldBack, untakenBranches, untakenTensors };
+}
+
+const r4 = (v: number): number => roundSignificant(v, 4);
+
+/** The gate's record of a fidelity report against a floor. */
+export function qualityRecord(report: FidelityReport, cal: Calibration, minFidelity: number): QualityRecord {
+  return {
+    checked: true,
+    fidelity: r4(report.fidelity),
+    minFidelity,
+    passed: report.fidelity >= minFidelity,
+    worst: report.worst,
+    samples: report.samples,
+    ...(cal.set.synthetic ? { synthetic: true } : {}),
+    calibration: cal.set.description,
+    outputs: report.outputs.map((o) => ({
+      name: o.name,
+      kind: o.kind,
+      score: r4(o.score),
+      cosine: r4(o.cosine),
+      relRms: r4(o.relRms),
+      maxAbs: r4(o.maxAbs),
+      ...(o.agreement !== undefined ? { agreement: r4(o.agreement) } : {}),
+      ...(o.iou !== undefined ? { iou: r4(o.iou) } : {}),
+      ...(o.decisions !== undefined ? { decisions: o.decisions } : {}),
+      ...(o.state ? { state: true } : {}),
+    })),
+    ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
+  };
+}
+
+/** Decodes the archive at `file` as a user would, and measures the rebuilt model against the original. */
+export async function measureArchive(file: string, cal: Calibration, signal?: AbortSignal): Promise<FidelityReport> {
+  const archive = new Archive(file);
+  let candidate: Uint8Array;
+  try {
+    candidate = await rebuildModel(archive, { jobs: 1 });
+  } finally {
+    archive.close();
+  }
+  return measureFidelity(cal.source, candidate, cal.heldBack, { signal });
+}
+
+/** One line for reports: `fidelity 0.9984 ≥ 0.9 (worst output: y; 4 held-back synthetic samples)`. */
+export function describeQuality(q: QualityRecord): string {
+  if (!q.checked) return `quality not checked: ${q.reason}`;
+  const rel = q.passed ? '≥' : '<';
+  const kind = q.synthetic ? ' synthetic' : '';
+  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} samples)`;
+}
