@@ -1,6 +1,7 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { codedParts, tileEntries } from '../archive/manifest.js';
+import { codedParts, tileEntries, type QualityRecord } from '../archive/manifest.js';
+import { describeQuality } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
@@ -172,6 +173,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
       ffmpeg: getFfmpegInfo(),
       totals,
       checksums: { entries: Object.keys(m.entries).length, failed },
+      quality: m.quality,
       tensors: rows,
     };
     if (options.json) console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
@@ -229,6 +231,7 @@ function printArchive(
     ffmpeg: { path: string; version: string; source: string } | undefined;
     totals: ReturnType<typeof archiveTotals>;
     checksums: { entries: number; failed: unknown[] };
+    quality?: QualityRecord;
   },
   rows: ArchiveRow[],
   options: InspectOptions,
@@ -278,6 +281,8 @@ function printArchive(
       : []),
     ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${times(t.ratio)} smaller`],
     ['bits per weight', `${t.bitsPerWeight.toFixed(3)} (all archive bytes × 8 / compressed weights)`],
+    // the quality gate's verdict, recorded when the archive was written (older archives have none)
+    ...qualityLines(info.quality),
     [
       'checksums',
       info.checksums.failed.length
@@ -287,4 +292,15 @@ function printArchive(
   ];
   console.log('');
   console.log(formatTable(['', ''], lines, { header: false }));
+}
+
+/** The quality gate's record as summary lines: the verdict, the data it was measured on, untaken branches. */
+function qualityLines(q: QualityRecord | undefined): string[][] {
+  if (!q) return [['quality', 'not recorded (an archive from before the quality gate)']];
+  return [
+    ['quality', describeQuality(q)],
+    ...(q.synthetic ? [['', 'measured on SYNTHETIC inputs: give real ones with --calibration PATH']] : []),
+    ...(q.calibration ? [['calibration', q.calibration]] : []),
+    ...(q.untakenBranches?.length ? [['branches', `never taken (default grid): ${q.untakenBranches.join(', ')}`]] : []),
+  ];
 }

@@ -23,6 +23,10 @@ import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './error
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
 import { archiveTotals, count, summaryLines, times } from './totals.js';
+import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
+import { buildCalibrationSet } from '../calibration/set.js';
+import { outputsTask } from '../eval/tasks/outputs.js';
+import { describeQuality } from '../pipeline/gate.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
@@ -64,7 +68,16 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     onDebug: process.env.NNMEDIA_DEBUG ? log : undefined,
     rules: f.config ? loadRulesFile(f.config) : undefined,
     force: f.force,
+    calibration: calibrationSpecFromFlags(f as CalibrationFlags),
   };
+}
+
+/** The calibration flags (`--calibration PATH` and the preprocessing), on compress and eval. */
+function addCalibrationOptions(cmd: Command): Command {
+  for (const o of CALIBRATION_OPTIONS)
+    if (o.repeatable) cmd.option(o.flags, o.description, (v: string, prev: string[] = []) => [...prev, v]);
+    else cmd.option(o.flags, o.description);
+  return cmd;
 }
 
 /** The key commander stores a flag's value under (`--no-half-kept` → halfKept). */
@@ -133,6 +146,7 @@ async function resolveTask(name: string, model: Uint8Array, limit?: number, file
 
 function addCompressOptions(cmd: Command): Command {
   for (const spec of OPTION_TABLE) for (const flag of spec.flags ?? []) cmd.addOption(flagOption(spec, flag));
+  addCalibrationOptions(cmd);
   return cmd
     .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
     .addOption(
@@ -181,9 +195,17 @@ export function buildProgram(): Command {
           tensors: t.compressedTensors,
           keptTensors: t.keptExact + t.keptHalf,
           keptWeights: t.keptWeights,
+          quality: r.quality,
         }),
       );
-    else console.log(summaryLines(f.output, t, basename(model)).join('\n'));
+    else {
+      console.log(summaryLines(f.output, t, basename(model)).join('\n'));
+      const q = r.quality;
+      if (q) console.log(`  ${describeQuality(q)}`);
+      if (q?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
+      if (q?.untakenBranches?.length)
+        console.log(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
+    }
   });
 
   program
@@ -211,15 +233,18 @@ export function buildProgram(): Command {
       await inspectPath(file, { json: f.json, all: f.all });
     });
 
-  program
-    .command('eval <archive>')
+  addCalibrationOptions(program.command('eval <archive>'))
     .description('run the original and the reconstructed model on real data and report errors and the task metric')
     .requiredOption('-m, --model <file>', 'the original model (the one the archive was made from)')
     .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'outputs', 'none']).default('auto'))
     .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
     .option('--json', 'print JSON')
-    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean }) => {
-      const task = await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model);
+    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
+      const spec = calibrationSpecFromFlags(f);
+      // calibration data given: the outputs of the original and the rebuilt model compared on it
+      const task = spec.paths.length
+        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec) })
+        : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model);
       const r = await evaluateArchive(archive, f.model, task);
       if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
       else printEvaluation(r);

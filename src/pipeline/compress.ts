@@ -98,8 +98,10 @@ export async function compressModel(input: string, output: string, options: Comp
       : { checked: false, reason: notRunnable };
     // rate control writes the archive more than once: after the first write the file at `output` is ours
     let written = false;
+    let lastGrids = '';
     const encode = async (budgetScale: number, refuse = false): Promise<CompressResult> => {
       const grids = allocation?.(budgetScale);
+      lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
         const g = p.kind === 'coded' ? grids?.get(p.entry.key) : undefined;
         return g ? withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id }) : p;
@@ -113,7 +115,7 @@ export async function compressModel(input: string, output: string, options: Comp
         refuse,
       });
       written = true;
-      resolved.onLog?.(describeQuality(result.quality!));
+      if (resolved.targetBpw !== undefined) resolved.onLog?.(describeQuality(result.quality!));
       return result;
     };
     const target = resolved.targetBpw;
@@ -131,35 +133,41 @@ export async function compressModel(input: string, output: string, options: Comp
       attempt < BUDGET_ATTEMPTS && (result.bitsPerWeight > target || result.bitsPerWeight < UNDERSHOOT * target);
       attempt++
     ) {
-      resolved.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating`);
       const guess = scale * (target / result.bitsPerWeight);
-      scale = Number.isFinite(over) && fitted > 0 ? Math.sqrt(fitted * over) : Math.min(guess, over * 0.97);
+      const next = Number.isFinite(over) && fitted > 0 ? Math.sqrt(fitted * over) : Math.min(guess, over * 0.97);
+      // the same grids again (every tensor at its coarsest, or its finest) would give the same archive
+      const before = lastGrids;
+      if (JSON.stringify([...(allocation!(next) ?? [])]) === before) break;
+      resolved.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating`);
+      scale = next;
       result = await encode(scale);
       if (result.bitsPerWeight <= target) {
         fitted = Math.max(fitted, scale);
         best = fitted;
       } else over = Math.min(over, scale);
     }
-    if (result.bitsPerWeight > target && best !== undefined) result = await encode(best);
-    if (result.bitsPerWeight > target)
+    if (result.bitsPerWeight > target && best !== undefined && best !== scale) result = await encode((scale = best));
+    const reachable = result.bitsPerWeight <= target;
+    if (!reachable)
       resolved.onLog?.(
         `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: the coarsest grids cost more`,
       );
     if (result.quality?.passed !== false) return result;
-    // Under the floor at this budget: find the smallest budget that passes (budget scales up to 2.5×, then the
-    // default archive), report it, and leave no output unless --force.
+    // Under the floor at this budget: find the smallest budget that passes (1.5×, 2.5×, 4× the target, then two
+    // bisection steps), report it, and leave no output unless --force.
     const failed = result;
+    const failedScale = scale;
     let passing: CompressResult | undefined;
-    let lo = scale;
+    let lo = Math.max(1, scale);
     let hi: number | undefined;
-    for (const s of [1.5, 2.5]) {
-      const r = await encode(lo * s);
+    for (const s of [1.5, 2.5, 4]) {
+      const r = await encode(s);
       if (r.quality?.passed !== false) {
         passing = r;
-        hi = lo * s;
+        hi = s;
         break;
       }
-      lo *= s;
+      lo = s;
     }
     if (hi !== undefined)
       for (let k = 0; k < 2; k++) {
@@ -171,17 +179,17 @@ export async function compressModel(input: string, output: string, options: Comp
         } else lo = mid;
       }
     const smallest = passing?.bitsPerWeight;
+    const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : ', the coarsest grids'})`;
+    const advice = smallest
+      ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
+      : `; no budget up to 4× the target passes: try the default (no --target-bpw)`;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
-      if (passing) await encode(scale);
-      throw gateError(output, failed.quality!, true, smallest);
+      if (passing) await encode(failedScale);
+      throw gateError(output, failed.quality!, true, smallest, { head, advice });
     }
     unlinkSync(output);
-    const e = gateError(output, failed.quality!, false, smallest);
-    e.message += smallest
-      ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
-      : `; no budget up to 2.5× the target passes: try the default (no --target-bpw)`;
-    throw e;
+    throw gateError(output, failed.quality!, false, smallest, { head, advice });
   } finally {
     reader.close();
   }

