@@ -1,6 +1,7 @@
 /** The real models the benchmark runs on, with the task that judges each. */
 import { join } from 'node:path';
 import { isnetModelPath } from './isnet-model.js';
+import type { BenchPoint } from './types.js';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -66,3 +67,9 @@ export const MODELS: BenchModel[] = [
     },
   },
 ];
+
+/** Whether a point shows no measurable loss: its task metric on the right side of the model's threshold. */
+export function passes(model: BenchModel, baseline: number, p: Pick<BenchPoint, 'metric'>): boolean {
+  const t = model.metric.threshold(baseline);
+  return model.metric.higherIsBetter ? p.metric >= t : p.metric <= t + 1e-12;
+}

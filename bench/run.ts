@@ -6,8 +6,8 @@
  *   npm run bench              full sweep (all models), ~10 min on 2 cores
  *   npm run bench -- --quick   one model, a few points (CI: checks the pipeline works)
  *
- * Writes bench/results/<model>.json, bench/results/results.md, rd-<model>.svg/.png
- * and the README's results section (between the bench markers).
+ * Writes bench/results/<model>.json, bench/results/results.md, rd-<model>.svg/.png,
+ * the full report in docs/benchmarks.md (between the bench markers) and the README's summary (bench/summary.ts).
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,7 +20,8 @@ import type { CodedPlan } from '../src/pipeline/stages.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
 import { taskByName } from '../src/eval/tasks/index.js';
 import type { LayoutSpec } from '../src/layout/types.js';
-import { MODELS, ROOT, type BenchModel } from './models.js';
+import { MODELS, ROOT, passes, type BenchModel } from './models.js';
+import { formatMarkdown, writeSummary } from './summary.js';
 import { rtnPeer, weightSet, zstdPeer, type PeerResult } from './peers.js';
 import { renderPlot } from './plot.js';
 import type { BenchPoint, PointOptions } from './types.js';
@@ -43,6 +44,9 @@ interface PointSpec {
   options: PointOptions;
 }
 
+/** `nnmedia compress` with no options: what a user gets first (the README's "nnmedia default" column). */
+const DEFAULT_POINT: PointSpec = { series: 'nnmedia default (no options)', label: 'default', options: {} };
+
 function pointSpecs(model: BenchModel): PointSpec[] {
   const step = 'step grid, per channel (--step, --codec auto)';
   if (QUICK)
@@ -53,6 +57,7 @@ function pointSpecs(model: BenchModel): PointSpec[] {
         options: { codec: 'png', bits: 8, range: 'layer' },
       },
       { series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8, range: 'channel' } },
+      DEFAULT_POINT,
       { series: 'jpeg 8-bit per-channel', label: 'jpeg q90', options: { codec: 'jpeg', bits: 8, quality: 90 } },
       { series: step, label: 'step 1/3 auto', options: { codec: 'auto', relStep: 1 / 3 } },
     ];
@@ -70,6 +75,7 @@ function pointSpecs(model: BenchModel): PointSpec[] {
       options: { codec, bits: 8, range: 'layer', ...extra },
     });
   s.push({ series: 'png per-channel', label: 'png 8 channel', options: { codec: 'png', bits: 8 } });
+  s.push(DEFAULT_POINT);
   s.push({ series: 'png per-channel', label: 'png 16 channel', options: { codec: 'png', bits: 16 } });
   s.push({
     series: 'lossless per-channel (webp, tiff, avif)',
@@ -221,18 +227,15 @@ async function benchModel(
   return { baseline, points, weights: ws.count, floatBytes, modelBytes: original.length };
 }
 
-function passes(model: BenchModel, baseline: number, p: BenchPoint): boolean {
-  const t = model.metric.threshold(baseline);
-  return model.metric.higherIsBetter ? p.metric >= t : p.metric <= t + 1e-12;
-}
-
 function fmt(v: number, d = 3): string {
   return Number.isFinite(v) ? v.toFixed(d) : '–';
 }
 
+/** The report: per model its headline rows, every point, and its plot (`plots`: the plots' folder from where the report is). */
 function markdown(
   all: Array<{ model: BenchModel; baseline: number; points: BenchPoint[]; weights: number; modelBytes: number }>,
   meta: string,
+  plots: string,
 ): string {
   const lines: string[] = [meta, ''];
   for (const { model, baseline, points, weights, modelBytes } of all) {
@@ -287,7 +290,7 @@ function markdown(
       '',
       '</details>',
       '',
-      `![rate–distortion, ${model.label}](bench/results/${QUICK ? 'quick/' : ''}rd-${model.id}.png)`,
+      `![rate–distortion, ${model.label}](${plots}${QUICK ? 'quick/' : ''}rd-${model.id}.png)`,
       '',
     );
   }
@@ -324,18 +327,23 @@ async function main(): Promise<void> {
   const minutes = (performance.now() - started) / 60000;
   const ff = getFfmpegInfo();
   const meta = `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim()}, Node ${process.version}, nnmedia ${VERSION}, ffmpeg ${ff ? `${ff.version} (${ff.source})` : 'none'}, in ${minutes.toFixed(1)} min (\`npm run bench${QUICK ? ' -- --quick' : ''}\`). Bits/weight = all archive bytes × 8 / weights of the compressed tensors (manifest, model skeleton and kept tensors included); peers count only their code and scale bytes.`;
-  const md = markdown(all, meta);
-  writeFileSync(join(OUT, 'results.md'), md);
+  writeFileSync(join(OUT, 'results.md'), markdown(all, meta, ''));
   if (!QUICK && !onlyModels) {
-    const readmePath = join(ROOT, 'README.md');
-    const readme = readFileSync(readmePath, 'utf8');
+    // the full report goes into docs/benchmarks.md (between the bench markers), the summary into the README
+    const docPath = join(ROOT, 'docs/benchmarks.md');
+    const md = markdown(all, meta, '../bench/results/');
+    const doc = readFileSync(docPath, 'utf8');
     const start = '<!-- bench:start -->';
     const end = '<!-- bench:end -->';
-    if (readme.includes(start) && readme.includes(end))
+    if (doc.includes(start) && doc.includes(end))
       writeFileSync(
-        readmePath,
-        readme.slice(0, readme.indexOf(start) + start.length) + '\n\n' + md + '\n' + readme.slice(readme.indexOf(end)),
+        docPath,
+        await formatMarkdown(
+          doc.slice(0, doc.indexOf(start) + start.length) + '\n\n' + md + '\n' + doc.slice(doc.indexOf(end)),
+          docPath,
+        ),
       );
+    await writeSummary();
   }
   console.log(`\nwrote ${OUT}/results.md (${minutes.toFixed(1)} min)`);
   if (QUICK && all.some((r) => r.points.length === 0)) process.exitCode = 1;

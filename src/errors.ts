@@ -17,7 +17,54 @@ export type ErrorCode =
   | 'E_OUTPUT_EXISTS'
   | 'E_MISSING_DEPENDENCY'
   | 'E_BAD_CALIBRATION'
-  | 'E_QUALITY';
+  | 'E_QUALITY'
+  | 'E_INTERRUPTED'
+  | 'E_INTERNAL';
+
+/**
+ * Every code: what it means, and the command line's exit status for it (grouped by who has to act: the
+ * command, the files, the input data, the installation). The README's table of error codes is generated from
+ * this one (`npx tsx scripts/error-table.ts`) and test/errors.test.ts triggers every row through the CLI.
+ */
+export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: number }>> = {
+  E_OPTION: { meaning: 'a bad option, argument or combination of them (the message names it); nothing was done', exit: 2 },
+  E_IO: {
+    meaning: 'a file cannot be read or written: missing, a directory, no permission, disk full; or a port is in use',
+    exit: 3,
+  },
+  E_OUTPUT_EXISTS: {
+    meaning: 'the output file exists: pass --force to replace it (never the original model an archive was made from)',
+    exit: 3,
+  },
+  E_BAD_MODEL: { meaning: 'the model file is not a model nnmedia reads, or is malformed or truncated', exit: 4 },
+  E_CORRUPT_ARCHIVE: {
+    meaning: 'the .nnm archive is damaged: truncated, a checksum fails, or its manifest is invalid',
+    exit: 4,
+  },
+  E_NON_FINITE: { meaning: 'a weight is NaN or ±Inf (pass --non-finite keep to store such weights exactly)', exit: 4 },
+  E_BAD_CALIBRATION: {
+    meaning: 'calibration data is unreadable or does not fit the model’s inputs, or the model cannot run on it',
+    exit: 4,
+  },
+  E_UNSUPPORTED: {
+    meaning:
+      'this build cannot do what is asked of one tensor or archive: a rule no layout fits, an archive of a newer format, a medium the browser cannot decode',
+    exit: 5,
+  },
+  E_MISSING_CODEC: { meaning: 'a codec is unknown to this build, or its program (ffmpeg) is missing', exit: 5 },
+  E_MISSING_DEPENDENCY: {
+    meaning: 'an optional package this feature needs is not installed (the message says which)',
+    exit: 5,
+  },
+  E_CODEC: { meaning: 'a codec (libvips, ffmpeg) failed on valid input; retrying may help', exit: 6 },
+  E_QUALITY: {
+    meaning:
+      'the quality gate refused the archive: the decompressed model’s fidelity is under --min-fidelity (no output unless --force)',
+    exit: 7,
+  },
+  E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT) or SIGTERM; no output was written', exit: 130 },
+  E_INTERNAL: { meaning: 'an unexpected error: a bug in nnmedia (please report it with the command)', exit: 70 },
+};
 
 export interface ErrorContext {
   file?: string;
@@ -43,8 +90,8 @@ export class NnmediaError extends Error {
 
 /** An option given by the caller is out of range or of the wrong kind. */
 export class OptionError extends NnmediaError {
-  constructor(message: string) {
-    super('E_OPTION', message);
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_OPTION', message, context);
   }
 }
 
@@ -143,6 +190,20 @@ export class QualityError extends NnmediaError {
   }
 }
 
+/** Work stopped by a signal (Ctrl-C) or an aborted `AbortSignal`; outputs in progress were removed. */
+export class InterruptedError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('E_INTERRUPTED', message, context);
+  }
+}
+
+/** An error nnmedia did not expect (a bug): the original error is its cause. */
+export class InternalError extends NnmediaError {
+  constructor(message: string, context: ErrorContext = {}, cause?: unknown) {
+    super('E_INTERNAL', message, context, { cause });
+  }
+}
+
 /** The same error with the file and tensor named, for errors raised below the level that knows them. */
 export function withContext(e: unknown, context: ErrorContext): unknown {
   if (!(e instanceof NnmediaError) || e.tensor) return e;
@@ -189,6 +250,8 @@ const CLASS_OF: Record<ErrorCode, { prototype: NnmediaError }> = {
   E_MISSING_DEPENDENCY: MissingDependencyError,
   E_BAD_CALIBRATION: BadCalibrationError,
   E_QUALITY: QualityError,
+  E_INTERRUPTED: InterruptedError,
+  E_INTERNAL: InternalError,
 };
 
 /** The same typed error (class, code, file, tensor, message) on this side of the boundary. */

@@ -18,7 +18,13 @@ describe('npm run bench -- --quick', () => {
     const r = JSON.parse(readFileSync(join(out, 'silero-v6.json'), 'utf8'));
     const labels = r.points.map((p: { label: string }) => p.label);
     expect(labels).toEqual(
-      expect.arrayContaining(['float32 + zstd-19', 'int8 per-channel + zstd-19', 'png 8 channel', 'png lossless layer']),
+      expect.arrayContaining([
+        'float32 + zstd-19',
+        'int8 per-channel + zstd-19',
+        'png 8 channel',
+        'png lossless layer',
+        'default',
+      ]),
     );
     const png = r.points.find((p: { label: string }) => p.label === 'png 8 channel');
     expect(png.metric).toBeGreaterThanOrEqual(0.99);

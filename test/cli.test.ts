@@ -73,10 +73,11 @@ describe('nnmedia CLI', () => {
 
   it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {
     const before = listDir(dir);
+    // an impossible codec request is an option error, found before any work
     const r = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--bits', '16');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^nnmedia: E_UNSUPPORTED: file .*m\.onnx, tensor \S+: codec jpeg cannot carry 16-bit codes/);
+    expect(r.stderr).toMatch(/^nnmedia: E_OPTION: bits 16 does not fit codec jpeg: it carries 8-bit codes/);
     expect(listDir(dir)).toEqual(before);
     const q = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--quality', '150');
     expect(q.code).toBe(2);
@@ -95,7 +96,7 @@ describe('nnmedia CLI', () => {
     const archive = sha('ow/model.nnm');
     // compress over an existing archive: refused, the archive unchanged
     const again = await cli('compress', 'ow/model.onnx', '-o', 'ow/model.nnm', '--codec', 'webp');
-    expect(again.code).toBe(1);
+    expect(again.code).toBe(3);
     expect(again.stderr).toMatch(/^nnmedia: E_OUTPUT_EXISTS: file ow\/model\.nnm: output file exists; pass --force/);
     expect(sha('ow/model.nnm')).toBe(archive);
     expect((await cli('compress', 'ow/model.onnx', '-o', 'ow/model.nnm', '--codec', 'webp', '--force')).code).toBe(0);
@@ -103,19 +104,19 @@ describe('nnmedia CLI', () => {
     // decompress next to the original, onto its name: refused with and without --force, the original intact
     for (const flags of [[], ['--force']]) {
       const d = await cli('decompress', 'ow/model.nnm', '-o', 'ow/model.onnx', ...flags);
-      expect(d.code).toBe(1);
+      expect(d.code).toBe(3);
       expect(d.stderr).toMatch(/E_OUTPUT_EXISTS: .*original model the archive was made from/);
       expect(sha('ow/model.onnx')).toBe(original);
     }
     // another existing file: refused without --force, replaced with it
     writeFileSync(join(dir, 'ow/other.onnx'), 'not a model');
-    expect((await cli('decompress', 'ow/model.nnm', '-o', 'ow/other.onnx')).code).toBe(1);
+    expect((await cli('decompress', 'ow/model.nnm', '-o', 'ow/other.onnx')).code).toBe(3);
     expect(readFileSync(join(dir, 'ow/other.onnx'), 'utf8')).toBe('not a model');
     expect((await cli('decompress', 'ow/model.nnm', '-o', 'ow/other.onnx', '--force')).code).toBe(0);
     expect(readFileSync(join(dir, 'ow/other.onnx')).length).toBeGreaterThan(1000);
     // a directory as the output: refused before any work
     const d = await cli('compress', 'ow/model.onnx', '-o', 'ow');
-    expect(d.code).toBe(1);
+    expect(d.code).toBe(3);
     expect(d.stderr).toMatch(/E_IO: file ow: output path is a directory/);
     expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
   });
@@ -130,8 +131,9 @@ describe('nnmedia CLI', () => {
     const step = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--json');
     expect(step.code).toBe(2);
     expect(step.stderr).toMatch(/quantizer step needs a step/);
-    const ok = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--step', '0.25', '--json');
-    expect(ok.code).toBe(0);
+    // a coarse grid (fidelity ≈ 0.89 on synthetic inputs, under the gate's 0.9): the gate is not what this checks
+    const ok = await cli('compress', model, '-o', 'q.nnm', '--quantizer', 'step', '--step', '0.25', '--no-check', '--json');
+    expect(ok.code, ok.stderr).toBe(0);
     const info = JSON.parse((await cli('inspect', 'q.nnm', '--json')).stdout);
     expect(info.options).toMatchObject({ step: 0.25, quantizer: 'step', codec: 'auto' });
   });

@@ -4,16 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import {
-  Archive,
-  compressModel,
-  decompressArchive,
-  getCodec,
-  MissingCodecError,
-  CodecError,
-  OptionError,
-  UnsupportedError,
-} from '../src/index.js';
+import { Archive, compressModel, decompressArchive, getCodec, MissingCodecError, CodecError, OptionError } from '../src/index.js';
 import { resolveCodecOptions } from '../src/codecs/registry.js';
 import { findFfmpeg, resetFfmpeg } from '../src/codecs/ffmpeg.js';
 import { encodeFloats } from '../src/formats/model.js';
@@ -236,9 +227,9 @@ describe('bad input for video and audio', () => {
       /block 64×64 is larger than the 32×64 matrix/,
     );
   });
-  it('16-bit codes into an 8-bit-only video codec', async () => {
+  it('16-bit codes into an 8-bit-only video codec: an option error, before any work', async () => {
     await expect(compressModel(file, join(dir, 'x.nnm'), { media: 'video', codec: 'h264', bits: 16 })).rejects.toThrow(
-      UnsupportedError,
+      OptionError,
     );
   });
 });

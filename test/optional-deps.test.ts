@@ -87,7 +87,7 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
   it('eval, rate control and the demo fail with E_MISSING_DEPENDENCY naming the package', async () => {
     for (const args of [['eval', 'm.nnm', '-m', model], ['compress', model, '-o', 'bpw.nnm', '--target-bpw', '4'], ['demo']]) {
       const r = await hidden([CLI, ...args]);
-      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.code, args.join(' ')).toBe(5); // E_MISSING_DEPENDENCY's exit status (ERROR_CODES)
       expect(r.stderr).toMatch(/^nnmedia: E_MISSING_DEPENDENCY: .* needs onnxruntime-node: npm install onnxruntime-node@\d/);
       expect(r.attempts.length).toBeGreaterThan(0);
     }

@@ -4,7 +4,7 @@
  * listed. Nothing is allocated from a manifest's word before these checks. Isomorphic: no Node module.
  */
 
-import { CorruptArchiveError } from '../errors.js';
+import { CorruptArchiveError, UnsupportedError } from '../errors.js';
 import { elementCount } from '../formats/model.js';
 import { formatMeta } from '../formats/meta.js';
 import { layoutElementCount, planeShapes } from '../layout/planes.js';
@@ -126,6 +126,12 @@ function checkRecordTypes(t: TensorRecord, format: string, file: string | undefi
 export function checkManifest(m: unknown, file?: string): Manifest {
   const man = m as Manifest;
   if (typeof man !== 'object' || man === null || man.format !== 'nnmedia') fail(file, 'not an nnmedia manifest');
+  // a newer archive is sound, only beyond this build: say so, and what to do, rather than call it corrupt
+  if (isPos(man.version) && man.version > FORMAT_VERSION)
+    throw new UnsupportedError(
+      `archive format version ${man.version} is newer than this nnmedia reads (${FORMAT_VERSION}): update nnmedia to read it`,
+      { file },
+    );
   if (man.version !== FORMAT_VERSION)
     fail(file, `unsupported format version ${JSON.stringify(man.version)} (this build reads ${FORMAT_VERSION})`);
   if (!isObj(man.source) || typeof man.source.format !== 'string' || !formatMeta(man.source.format))

@@ -22,6 +22,7 @@ import {
 import type { ByteSource, FetchStats } from './source.js';
 import {
   type CentralRecord,
+  type EndRecord,
   LOCAL_HEADER_BYTES,
   MAX_EOCD_SEARCH,
   checkEnd,
@@ -29,6 +30,7 @@ import {
   findEnd,
   indexDirectory,
   localDataStart,
+  noEndReason,
   zip64End,
 } from './zip-directory.js';
 
@@ -72,9 +74,21 @@ export class SourceArchive implements EntrySource {
     const fail = (message: string): never => {
       throw new CorruptArchiveError(message, { file: src.name });
     };
-    if (src.size < 22) fail('not a ZIP archive (too short)');
+    // the reason a file without an end record is refused needs its first bytes: read only on that path
+    const head = async (): Promise<Uint8Array> => src.read(0, Math.min(4, src.size));
+    if (src.size < 22) fail(noEndReason(src.size, await head()));
     const tailLen = Math.min(src.size, MAX_EOCD_SEARCH);
-    const end = findEnd(await src.read(src.size - tailLen, tailLen), src.size - tailLen, fail);
+    const tail = await src.read(src.size - tailLen, tailLen);
+    const noEnd = new Error('no end record');
+    let end: EndRecord;
+    try {
+      end = findEnd(tail, src.size - tailLen, () => {
+        throw noEnd;
+      });
+    } catch (e) {
+      if (e !== noEnd) throw e;
+      return fail(noEndReason(src.size, await head()));
+    }
     if (end.zip64At !== undefined) zip64End(end, await src.read(end.zip64At, 56), fail);
     checkEnd(end, fail);
     const directory = indexDirectory(await src.read(end.cdOffset, end.cdSize), end, fail);

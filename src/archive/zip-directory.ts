@@ -50,6 +50,17 @@ export interface EndRecord {
 
 const u64 = (v: DataView, at: number): number => Number(v.getBigUint64(at, true));
 
+/**
+ * Why a file without a ZIP end record (or too short for one) is refused, from its size and first bytes: empty,
+ * not a ZIP at all, or a ZIP cut short or damaged (every ZIP nnmedia writes starts with a local header).
+ */
+export function noEndReason(size: number, head: Uint8Array): string {
+  if (size === 0) return 'empty file (0 bytes): not an nnmedia archive';
+  const zip = head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === SIG_LOCAL;
+  if (!zip) return 'not an nnmedia archive: not a ZIP file (it does not start with "PK")';
+  return `truncated or damaged: a ZIP file of ${size} bytes without its end-of-central-directory record`;
+}
+
 /** The end record, from the file's last bytes (`tail`, which starts at file offset `tailStart`). */
 export function findEnd(tail: Uint8Array, tailStart: number, fail: Fail): EndRecord {
   const v = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);

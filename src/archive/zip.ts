@@ -11,6 +11,7 @@ import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs
 import { writeAll } from '../io/atomic.js';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { CorruptArchiveError } from '../errors.js';
+import { checkInputFile, fsError } from '../io/files.js';
 
 import {
   type CentralRecord,
@@ -23,6 +24,7 @@ import {
   findEnd,
   indexDirectory,
   localDataStart,
+  noEndReason,
   writeDirectory,
   zip64End,
 } from './zip-directory.js';
@@ -122,12 +124,13 @@ export class ZipReader {
   private entries = new Map<string, CentralRecord>();
 
   constructor(readonly file: string) {
+    checkInputFile(file, 'archive');
     try {
       this.fd = openSync(file, 'r');
+      this.fileSize = fstatSync(this.fd).size;
     } catch (e) {
-      throw new CorruptArchiveError(`cannot open archive: ${(e as Error).message}`, { file });
+      throw fsError('cannot open the archive', file, e);
     }
-    this.fileSize = fstatSync(this.fd).size;
     try {
       this.readDirectory();
     } catch (e) {
@@ -154,10 +157,11 @@ export class ZipReader {
   }
 
   private readDirectory(): void {
-    if (this.fileSize < 22) this.fail('not a ZIP archive (too short)');
     const fail = (m: string): never => this.fail(m);
+    const noEnd = (): never => fail(noEndReason(this.fileSize, this.readAt(0, Math.min(4, this.fileSize))));
+    if (this.fileSize < 22) noEnd();
     const tailLen = Math.min(this.fileSize, MAX_EOCD_SEARCH);
-    const end = findEnd(this.readAt(this.fileSize - tailLen, tailLen), this.fileSize - tailLen, fail);
+    const end = findEnd(this.readAt(this.fileSize - tailLen, tailLen), this.fileSize - tailLen, noEnd);
     if (end.zip64At !== undefined) zip64End(end, this.readAt(end.zip64At, 56), fail);
     checkEnd(end, fail);
     this.entries = indexDirectory(this.readAt(end.cdOffset, end.cdSize), end, fail);

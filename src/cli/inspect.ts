@@ -1,18 +1,68 @@
+import { extname } from 'node:path';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { codedParts, tileEntries, type QualityRecord } from '../archive/manifest.js';
 import { describeQuality } from '../pipeline/gate.js';
-import { codedParts, tileEntries } from '../archive/manifest.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
 import { Archive } from '../archive/node.js';
-import { openModel } from '../formats/registry.js';
+import { MODEL_FORMATS, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { isZipFile } from '../archive/zip.js';
+import { BadModelError, CorruptArchiveError } from '../errors.js';
+import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
+import { archiveTotals, count, reasonCounts, times } from './totals.js';
 
-export async function inspectPath(file: string, json: boolean): Promise<void> {
-  if (isZipFile(file)) return inspectArchive(file, json);
+export interface InspectOptions {
+  json?: boolean;
+  /** List every tensor, kept ones included (by default they are summed up in one line). */
+  all?: boolean;
+}
+
+/** The first bytes of a file (fewer if it is shorter). */
+function head(file: string, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      return b.subarray(0, readSync(fd, b, 0, n, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    throw fsError('cannot read', file, e);
+  }
+}
+
+/**
+ * Whether a file is an nnmedia archive or a model, for the commands that take either (`inspect`, `view`): by
+ * its extension, else by its first bytes. A damaged archive still counts as one (refused as corrupt, not as an
+ * unknown model), and a file that is neither is refused as such.
+ */
+export function fileKind(file: string): 'archive' | 'model' {
+  const { size } = checkInputFile(file);
+  const ext = extname(file).toLowerCase();
+  if (ext === '.nnm') return 'archive';
+  if (MODEL_FORMATS.some((f) => f.extension === ext)) return 'model';
+  const first = head(file, 9);
+  if (first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04) return 'archive';
+  if (MODEL_FORMATS.some((f) => f.sniff(first))) return 'model';
+  if (size >= 22 && isZipFile(file)) return 'archive';
+  throw new BadModelError(
+    `${size === 0 ? 'empty file (0 bytes)' : 'unknown format'}: neither an nnmedia archive (.nnm) nor a model (${MODEL_FORMATS.map(
+      (f) => f.extension,
+    )
+      .reverse()
+      .join(', ')})`,
+    { file },
+  );
+}
+
+export async function inspectPath(file: string, options: InspectOptions = {}): Promise<void> {
+  if (fileKind(file) === 'archive') return inspectArchive(file, options);
   const reader = openModel(file);
   try {
     const plans = planTensors(reader, {});
@@ -22,37 +72,63 @@ export async function inspectPath(file: string, json: boolean): Promise<void> {
       reason: p.reason,
       dtype: p.entry.dtype,
       shape: p.entry.shape,
+      weights: elementCount(p.entry.shape),
       bytes: elementCount(p.entry.shape) * BYTES_PER_ELEMENT[p.entry.dtype],
       planes: p.kind === 'coded' ? planeShapes(p.layout).map((s) => `${s.rows}×${s.cols}`) : [],
       // coded in this many slices at the default slice size (memory follows the slice)
       slices: slicesOf(p, DEFAULT_SLICE_WEIGHTS)?.length ?? 1,
     }));
-    if (json) {
-      console.log(JSON.stringify({ file, format: reader.format, tensors: rows }, null, 1));
+    const coded = rows.filter((r) => r.planes.length > 0);
+    const kept = rows.filter((r) => r.planes.length === 0);
+    const totals = {
+      tensors: rows.length,
+      compressedTensors: coded.length,
+      keptTensors: kept.length,
+      compressedWeights: coded.reduce((s, r) => s + r.weights, 0),
+      keptWeights: kept.reduce((s, r) => s + r.weights, 0),
+      modelBytes: checkInputFile(file).size,
+    };
+    if (options.json) {
+      console.log(JSON.stringify({ file, format: reader.format, totals, tensors: rows }, null, 1));
       return;
     }
-    console.log(`${file}: ${reader.format}, ${rows.length} float tensors\n`);
-    console.log(
-      formatTable(
-        ['tensor', 'role', 'shape', 'dtype', 'bytes', 'media geometry', 'why'],
-        rows.map((r) => [
-          r.name,
-          r.role,
-          r.shape.join('×'),
-          r.dtype,
-          String(r.bytes),
-          (r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact')) +
-            (r.slices > 1 ? ` in ${r.slices} slices` : ''),
-          r.reason,
-        ]),
-      ),
-    );
+    console.log(`${file}: ${reader.format}, ${count(totals.modelBytes)} bytes, ${rows.length} floating-point tensors\n`);
+    const shown = options.all ? rows : coded;
+    if (shown.length)
+      console.log(
+        formatTable(
+          ['tensor', 'role', 'shape', 'dtype', 'bytes', 'media geometry', 'why'],
+          shown.map((r) => [
+            r.name,
+            r.role,
+            r.shape.join('×'),
+            r.dtype,
+            String(r.bytes),
+            (r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact')) +
+              (r.slices > 1 ? ` in ${r.slices} slices` : ''),
+            r.reason,
+          ]),
+        ),
+      );
+    console.log('');
+    const lines = [
+      ['to compress', `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`],
+      ...(kept.length
+        ? [
+            [
+              'kept exact',
+              `${count(kept.length)} tensors (${count(totals.keptWeights)} weights): ${reasonCounts(kept.map((r) => r.reason))}${options.all ? '' : '; --all lists them'}`,
+            ],
+          ]
+        : []),
+    ];
+    console.log(formatTable(['', ''], lines, { header: false }));
   } finally {
     reader.close();
   }
 }
 
-function inspectArchive(file: string, json: boolean): void {
+function inspectArchive(file: string, options: InspectOptions): void {
   const a = new Archive(file);
   try {
     const m = a.manifest;
@@ -83,34 +159,92 @@ function inspectArchive(file: string, json: boolean): void {
         bytes,
         bitsPerWeight: t.layout ? (bytes * 8) / n : undefined,
         stats: t.stats,
+        kept: !t.layout,
+        reason: t.reason,
       };
     });
+    const totals = archiveTotals(m, checkInputFile(file, 'archive').size);
+    const failed = verifyEntries(a);
     const info = {
       file,
       source: m.source,
       createdBy: m.createdBy,
       options: m.options,
-      quality: m.quality,
       ffmpeg: getFfmpegInfo(),
+      totals,
+      checksums: { entries: Object.keys(m.entries).length, failed },
+      quality: m.quality,
       tensors: rows,
     };
-    if (json) {
-      console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
-      return;
+    if (options.json) console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+    else printArchive(file, info, rows, options);
+    if (failed.length)
+      throw new CorruptArchiveError(
+        `${failed.length} of ${info.checksums.entries} entries fail their checksum: ${failed
+          .slice(0, 3)
+          .map((f) => `${f.entry}${f.tensor ? ` (tensor ${f.tensor})` : ''}`)
+          .join(', ')}${failed.length > 3 ? ', …' : ''}; the archive is damaged: decompress refuses it`,
+        { file },
+      );
+  } finally {
+    a.close();
+  }
+}
+
+/** Every entry against its CRC-32 and the manifest's sha256: the entries that fail, with the tensor each belongs to. */
+function verifyEntries(a: Archive): Array<{ entry: string; tensor?: string; problem: string }> {
+  const owner = new Map<string, string>();
+  for (const t of a.manifest.tensors) {
+    for (const e of tileEntries(t)) owner.set(e, t.name);
+    for (const { record } of codedParts(t)) if (record.nonFinite) owner.set(record.nonFinite, t.name);
+  }
+  const failed: Array<{ entry: string; tensor?: string; problem: string }> = [];
+  for (const entry of Object.keys(a.manifest.entries))
+    try {
+      a.entry(entry);
+    } catch (e) {
+      if (!(e instanceof CorruptArchiveError)) throw e;
+      failed.push({ entry, tensor: owner.get(entry), problem: e.message.replace(/^file [^:]*: /, '') });
     }
-    const ff = info.ffmpeg;
-    console.log(`${file}: ${m.createdBy}, ${m.source.format} source ${m.source.file} (${m.source.bytes} bytes)`);
-    console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}`);
-    const q = m.quality;
-    console.log(
-      q ? `quality: ${describeQuality(q)}${q.calibration ? `\n  calibration: ${q.calibration}` : ''}` : 'quality: not recorded',
-    );
-    if (q?.untakenBranches?.length) console.log(`  branches never taken (default grid): ${q.untakenBranches.join(', ')}`);
-    console.log('');
+  return failed;
+}
+
+interface ArchiveRow {
+  name: string;
+  role: string;
+  shape: number[];
+  geometry: string[];
+  codec: string;
+  bits?: number;
+  bytes: number;
+  bitsPerWeight?: number;
+  stats?: { maxAbs: number; rmse: number; snrDb: number };
+  kept: boolean;
+  reason: string;
+}
+
+function printArchive(
+  file: string,
+  info: {
+    createdBy: string;
+    source: { format: string; file: string; bytes: number };
+    ffmpeg: { path: string; version: string; source: string } | undefined;
+    totals: ReturnType<typeof archiveTotals>;
+    checksums: { entries: number; failed: unknown[] };
+    quality?: QualityRecord;
+  },
+  rows: ArchiveRow[],
+  options: InspectOptions,
+): void {
+  const { totals: t, ffmpeg: ff } = info;
+  console.log(`${file}: ${info.createdBy}, ${info.source.format} source ${info.source.file} (${count(info.source.bytes)} bytes)`);
+  console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}\n`);
+  const shown = options.all ? rows : rows.filter((r) => !r.kept);
+  if (shown.length)
     console.log(
       formatTable(
         ['tensor', 'role', 'shape', 'media geometry', 'codec', 'bits', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'],
-        rows.map((r) => [
+        shown.map((r) => [
           r.name,
           r.role,
           r.shape.join('×'),
@@ -125,7 +259,48 @@ function inspectArchive(file: string, json: boolean): void {
         ]),
       ),
     );
-  } finally {
-    a.close();
-  }
+  const kept = rows.filter((r) => r.kept);
+  const lines = [
+    [
+      'compressed',
+      `${count(t.compressedTensors)} tensors${t.duplicates ? ` (${count(t.duplicates)} stored once for an identical one)` : ''}, ${count(t.compressedWeights)} weights in ${count(t.mediaBytes)} bytes of media`,
+    ],
+    ...(kept.length
+      ? [
+          [
+            'kept',
+            `${count(kept.length)} tensors (${count(t.keptWeights)} weights)` +
+              (!t.keptHalf
+                ? ' exact'
+                : t.keptExact
+                  ? `, ${count(t.keptExact)} exact and ${count(t.keptHalf)} as float16`
+                  : ' as float16') +
+              `: ${reasonCounts(kept.map((r) => r.reason))}${options.all ? '' : '; --all lists them'}`,
+          ],
+        ]
+      : []),
+    ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${times(t.ratio)} smaller`],
+    ['bits per weight', `${t.bitsPerWeight.toFixed(3)} (all archive bytes × 8 / compressed weights)`],
+    // the quality gate's verdict, recorded when the archive was written (older archives have none)
+    ...qualityLines(info.quality),
+    [
+      'checksums',
+      info.checksums.failed.length
+        ? `${info.checksums.failed.length} of ${info.checksums.entries} entries FAIL`
+        : `all ${info.checksums.entries} entries verified (CRC-32 and sha256)`,
+    ],
+  ];
+  console.log('');
+  console.log(formatTable(['', ''], lines, { header: false }));
+}
+
+/** The quality gate's record as summary lines: the verdict, the data it was measured on, untaken branches. */
+function qualityLines(q: QualityRecord | undefined): string[][] {
+  if (!q) return [['quality', 'not recorded (an archive from before the quality gate)']];
+  return [
+    ['quality', describeQuality(q)],
+    ...(q.synthetic ? [['', 'measured on SYNTHETIC inputs: give real ones with --calibration PATH']] : []),
+    ...(q.calibration ? [['calibration', q.calibration]] : []),
+    ...(q.untakenBranches?.length ? [['branches', `never taken (default grid): ${q.untakenBranches.join(', ')}`]] : []),
+  ];
 }

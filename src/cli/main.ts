@@ -5,22 +5,24 @@ import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import cliProgress from 'cli-progress';
-import { NnmediaError } from '../errors.js';
+import { InterruptedError, OptionError } from '../errors.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
 import { removePendingTemps } from '../io/atomic.js';
-import { listCodecs } from '../codecs/registry.js';
 import { VERSION } from '../version.js';
-import { inspectPath } from './inspect.js';
+import { fileKind, inspectPath } from './inspect.js';
+import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
-import { readFileSync } from 'node:fs';
+import { readInputFile } from '../io/files.js';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
-import { isZipFile } from '../archive/zip.js';
 import { loadOrt } from '../runtime/optional.js';
+import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
+import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
+import { clearProgress, logLine, progress } from './progress.js';
+import { archiveTotals, count, summaryLines, times } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
 import { buildCalibrationSet } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
@@ -33,30 +35,6 @@ function int(name: string) {
     const n = Number(v);
     if (!Number.isInteger(n)) throw new InvalidArgumentError(`Expected integer for ${name} but received ${JSON.stringify(v)}`);
     return n;
-  };
-}
-
-function progress(enabled: boolean): { onProgress?: CompressOptions['onProgress']; stop: () => void } {
-  if (!enabled || !process.stderr.isTTY) return { stop: () => {} };
-  const bar = new cliProgress.SingleBar(
-    {
-      format: '{bar} {value}/{total} tensors or slices  {tensor}',
-      stream: process.stderr,
-      clearOnComplete: true,
-      hideCursor: true,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  let started = false;
-  return {
-    onProgress: ({ done, total, tensor }) => {
-      if (!started) {
-        bar.start(total, 0, { tensor: '' });
-        started = true;
-      }
-      bar.update(done, { tensor: tensor.slice(0, 40) });
-    },
-    stop: () => started && bar.stop(),
   };
 }
 
@@ -77,11 +55,11 @@ interface CompressFlags extends FlagValues {
 /** The library options from the parsed flags: each table option under its own key, then the CLI-only ones. */
 async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
   const needsTask = f.maxLoss !== undefined || f.targetBpw !== undefined;
-  const task = needsTask ? await resolveTask(f.task ?? 'auto', readFileSync(model)) : undefined;
+  const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model'), undefined, model) : undefined;
   const fromTable = Object.fromEntries(
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
-  const log = (m: string): boolean => process.stderr.write(`${m}\n`);
+  const log = logLine;
   return {
     ...fromTable,
     task,
@@ -109,7 +87,8 @@ function attributeOf(flag: string): string {
 
 /** The commander option of a table flag, with its argument parser. */
 function flagOption(spec: OptionSpec, flag: { flag: string; help: string }): Option {
-  const o = new Option(flag.flag, flag.help);
+  const o = new Option(flag.flag, flag.help).helpGroup(helpGroupOf(spec.key));
+  if (!flag.flag.startsWith('--no-')) showDefault(o, defaultText(spec, flag.help));
   const arg = spec.argument;
   if (arg === 'int') o.argParser(int(spec.key));
   else if (arg === 'number') o.argParser(Number);
@@ -147,9 +126,9 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log(formatTable(['tensor', 'role', 'shape', 'codec', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'], rows));
   console.log('');
   const summary = [
-    ['model', `${r.model} (${r.modelBytes} bytes)`],
-    ['archive', `${r.archive} (${r.archiveBytes} bytes, ratio ${num(r.ratio, 2)}×)`],
-    ['compressed weights', `${r.compressedWeights} (kept exact: ${r.keptWeights})`],
+    ['model', `${r.model} (${count(r.modelBytes)} bytes)`],
+    ['archive', `${r.archive} (${count(r.archiveBytes)} bytes, ${times(r.ratio)} smaller)`],
+    ['compressed weights', `${count(r.compressedWeights)} (kept: ${count(r.keptWeights)})`],
     ['bits per weight', `${num(r.bitsPerWeight, 3)} (all archive bytes × 8 / compressed weights)`],
   ];
   if (r.task) {
@@ -159,9 +138,9 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log(formatTable(['', ''], summary, { header: false }));
 }
 
-async function resolveTask(name: string, model: Uint8Array, limit?: number) {
+async function resolveTask(name: string, model: Uint8Array, limit?: number, file?: string) {
   if (name === 'none') return undefined;
-  const resolved = name === 'auto' ? await detectTask(model) : name;
+  const resolved = name === 'auto' ? await detectTask(model, file) : name;
   return resolved ? taskByName(resolved, { limit }) : undefined;
 }
 
@@ -173,48 +152,61 @@ function addCompressOptions(cmd: Command): Command {
     .addOption(
       new Option('--task <name>', 'task evaluator for --max-loss and calibration')
         .choices(['auto', 'vad', 'ocr', 'none'])
-        .default('auto'),
+        .default('auto')
+        .helpGroup(helpGroupOf('maxLoss')),
     );
 }
 
 export function buildProgram(): Command {
+  // set before any subcommand is made, so every one inherits them: errors come back to main() (one line, one
+  // exit status) instead of commander printing its own and exiting; the help shows the options' defaults
   const program = new Command('nnmedia')
+    .exitOverride()
+    .configureOutput({ outputError: () => {} })
+    .configureHelp(helpConfiguration)
     .version(VERSION)
     .description('Compress neural-network weights as images, video and audio with real codecs, and back.')
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    .addHelpText('after', helpEpilogue());
 
-  addCompressOptions(program.command('compress <model>').description('model (.onnx, .safetensors) → .nnm archive'))
-    .requiredOption('-o, --output <file>', 'output archive (.nnm)')
-    .option('--force', 'replace an existing output file (never the input)')
-    .option('--json', 'print a JSON summary')
-    .action(async (model: string, f: CompressFlags) => {
-      const bar = progress(!f.json);
-      const r = await compressModel(model, f.output, { ...(await compressOptionsFrom(f, model)), onProgress: bar.onProgress });
-      bar.stop();
-      const compressed = r.manifest.tensors.filter((t) => t.layout).length;
-      if (f.json)
-        console.log(
-          JSON.stringify({
-            output: f.output,
-            archiveBytes: r.archiveBytes,
-            compressedWeights: r.compressedWeights,
-            bitsPerWeight: r.bitsPerWeight,
-            tensors: compressed,
-            quality: r.quality,
-          }),
-        );
-      else {
-        console.log(
-          `${f.output}: ${r.archiveBytes} bytes, ${compressed} tensors compressed, ${r.bitsPerWeight.toFixed(3)} bits/weight`,
-        );
-        if (r.quality) console.log(`  ${describeQuality(r.quality)}`);
-        if (r.quality?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
-        if (r.quality?.untakenBranches?.length)
-          console.log(
-            `  branches the calibration never takes (kept at the default grid): ${r.quality.untakenBranches.join(', ')}`,
-          );
-      }
-    });
+  addCompressOptions(
+    program
+      .command('compress <model>')
+      .description('model (.onnx, .safetensors) → .nnm archive')
+      .requiredOption('-o, --output <file>', 'output archive (.nnm)')
+      .option('--force', 'replace an existing output file (never the input)')
+      .option('--json', 'print a JSON summary'),
+  ).action(async (model: string, f: CompressFlags) => {
+    const bar = progress(!f.json);
+    const r = await compressModel(model, f.output, {
+      ...(await compressOptionsFrom(f, model)),
+      onProgress: bar.onProgress,
+    }).finally(bar.stop);
+    const t = archiveTotals(r.manifest, r.archiveBytes);
+    if (f.json)
+      console.log(
+        JSON.stringify({
+          output: f.output,
+          archiveBytes: r.archiveBytes,
+          sourceBytes: t.sourceBytes,
+          ratio: t.ratio,
+          compressedWeights: r.compressedWeights,
+          bitsPerWeight: r.bitsPerWeight,
+          tensors: t.compressedTensors,
+          keptTensors: t.keptExact + t.keptHalf,
+          keptWeights: t.keptWeights,
+          quality: r.quality,
+        }),
+      );
+    else {
+      console.log(summaryLines(f.output, t, basename(model)).join('\n'));
+      const q = r.quality;
+      if (q) console.log(`  ${describeQuality(q)}`);
+      if (q?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
+      if (q?.untakenBranches?.length)
+        console.log(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
+    }
+  });
 
   program
     .command('decompress <archive>')
@@ -225,23 +217,25 @@ export function buildProgram(): Command {
     .option('--json', 'print a JSON summary')
     .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean; force?: boolean }) => {
       const bar = progress(!f.json);
-      const r = await decompressArchive(archive, f.output, { jobs: f.jobs, force: f.force, onProgress: bar.onProgress });
-      bar.stop();
+      const r = await decompressArchive(archive, f.output, { jobs: f.jobs, force: f.force, onProgress: bar.onProgress }).finally(
+        bar.stop,
+      );
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
-      else console.log(`${f.output}: ${r.format}, ${r.bytes} bytes`);
+      else console.log(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`);
     });
 
   program
     .command('inspect <file>')
-    .description('per tensor: role, shape, media geometry, codec, bytes, bits/weight (and recorded errors for an archive)')
-    .option('--json', 'print JSON')
-    .action(async (file: string, f: { json?: boolean }) => {
-      await inspectPath(file, Boolean(f.json));
+    .description('per tensor: role, geometry, codec, bytes, bits/weight, error; then totals (an archive: checksums verified)')
+    .option('--all', 'list every tensor, the kept ones too (default: summed up in one line)')
+    .option('--json', 'print JSON (every tensor, and the totals)')
+    .action(async (file: string, f: { json?: boolean; all?: boolean }) => {
+      await inspectPath(file, { json: f.json, all: f.all });
     });
 
   addCalibrationOptions(program.command('eval <archive>'))
     .description('run the original and the reconstructed model on real data and report errors and the task metric')
-    .requiredOption('-m, --model <file>', 'the original model')
+    .requiredOption('-m, --model <file>', 'the original model (the one the archive was made from)')
     .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'outputs', 'none']).default('auto'))
     .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
     .option('--json', 'print JSON')
@@ -249,49 +243,47 @@ export function buildProgram(): Command {
       const spec = calibrationSpecFromFlags(f);
       // calibration data given: the outputs of the original and the rebuilt model compared on it
       const task = spec.paths.length
-        ? outputsTask({ calibration: await buildCalibrationSet(readFileSync(f.model), spec) })
-        : await resolveTask(f.task, readFileSync(f.model), f.limit);
+        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec) })
+        : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model);
       const r = await evaluateArchive(archive, f.model, task);
       if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
       else printEvaluation(r);
     });
 
   addCompressOptions(
-    program.command('demo [model]').description('compress → decompress → evaluate the bundled default model (Silero VAD v4)'),
-  )
-    .option('--json', 'print JSON')
-    .action(async (model: string | undefined, f: FlagValues) => {
-      const input = model ?? DEFAULT_MODEL;
-      await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
-      // a kept folder, named in the output, so the printed paths still exist after the demo exits
-      const dir = join(tmpdir(), 'nnmedia-demo');
-      mkdirSync(dir, { recursive: true });
-      const archive = join(dir, 'model.nnm');
-      const restored = join(dir, `restored${extname(input) || '.onnx'}`);
-      const t0 = performance.now();
-      const bar = progress(!f.json);
-      await compressModel(input, archive, {
-        ...(await compressOptionsFrom({ ...f, output: archive }, input)),
-        force: true,
-        onProgress: bar.onProgress,
-      });
-      bar.stop();
-      const t1 = performance.now();
-      await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
-      const t2 = performance.now();
-      const task = await resolveTask('auto', readFileSync(input));
-      const r = await evaluateArchive(archive, input, task);
-      if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
-      else {
-        printEvaluation(r);
-        console.log(
-          `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${statSync(restored).size} bytes, loads and runs in onnxruntime-node`,
-        );
-        console.log(
-          `archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`,
-        );
-      }
-    });
+    program
+      .command('demo [model]')
+      .description('compress → decompress → evaluate the bundled default model (Silero VAD v4)')
+      .option('--json', 'print JSON'),
+  ).action(async (model: string | undefined, f: FlagValues) => {
+    const input = model ?? DEFAULT_MODEL;
+    await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
+    // a kept folder, named in the output, so the printed paths still exist after the demo exits
+    const dir = join(tmpdir(), 'nnmedia-demo');
+    mkdirSync(dir, { recursive: true });
+    const archive = join(dir, 'model.nnm');
+    const restored = join(dir, `restored${extname(input) || '.onnx'}`);
+    const t0 = performance.now();
+    const bar = progress(!f.json);
+    await compressModel(input, archive, {
+      ...(await compressOptionsFrom({ ...f, output: archive }, input)),
+      force: true,
+      onProgress: bar.onProgress,
+    }).finally(bar.stop);
+    const t1 = performance.now();
+    await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
+    const t2 = performance.now();
+    const task = await resolveTask('auto', readInputFile(input, 'model'), undefined, input);
+    const r = await evaluateArchive(archive, input, task);
+    if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
+    else {
+      printEvaluation(r);
+      console.log(
+        `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${count(statSync(restored).size)} bytes, loads and runs in onnxruntime-node`,
+      );
+      console.log(`archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`);
+    }
+  });
 
   program
     .command('view <file>')
@@ -302,63 +294,70 @@ export function buildProgram(): Command {
     .action(async (file: string, f: { port?: number; plot?: string; model?: string }) => {
       let archive = file;
       let model = f.model;
-      if (!isZipFile(file)) {
+      if (fileKind(file) === 'model') {
         model = file;
         const dir = mkdtempSync(join(tmpdir(), 'nnmedia-view-'));
         archive = join(dir, 'model.nnm');
-        await compressModel(file, archive, {});
         process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+        await compressModel(file, archive, {});
       }
       const { url } = await serveViewer(archive, f.port, { plot: f.plot, model });
       console.log(`nnmedia view: ${url} (Ctrl-C to stop)`);
+      serving = true;
       await new Promise(() => {});
     });
 
   program
     .command('codecs')
-    .description('list codecs with what they carry and their options')
-    .action(() => {
-      console.log(
-        formatTable(
-          ['codec', 'media', 'bits', 'lossless', 'quality', 'description'],
-          listCodecs().map((c) => [
-            c.name,
-            c.media,
-            c.bits.join(','),
-            c.lossless === 'optional' ? `optional (${c.losslessBits.join(',')}-bit)` : c.lossless,
-            c.quality ? `${c.quality.min}–${c.quality.max} (default ${c.quality.default})` : '',
-            c.description,
-          ]),
-        ),
-      );
-    });
+    .description('list the codecs: medium, code bits they carry, lossless mode, quality scale, and what they are')
+    .action(printCodecs);
   return program;
 }
 
+/** Set once `view` serves: Ctrl-C then stops the server, which is how it is meant to end. */
+let serving = false;
+
+/** The subcommand being run, for the usage hint of an option error. */
+function commandOf(argv: readonly string[], program: Command): string | undefined {
+  const names = new Set(program.commands.map((c) => c.name()));
+  return argv.slice(2).find((a) => names.has(a));
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const onSignal = (): void => {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    clearProgress();
     removePendingTemps();
-    process.stderr.write('nnmedia: interrupted; no output written\n');
-    process.exit(130);
+    if (serving) {
+      process.stderr.write('nnmedia view: stopped\n');
+      process.exit(0);
+    }
+    const e = new InterruptedError(`interrupted; no output written (${signal === 'SIGINT' ? 'Ctrl-C, SIGINT' : signal})`);
+    process.stderr.write(`${errorLine(e)}\n`);
+    process.exit(exitStatus(e.code, signal));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // `nnmedia inspect … | head`: the reader went away; that is not an error of ours
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
+  const program = buildProgram();
   try {
-    await buildProgram().exitOverride().parseAsync(argv);
+    await program.parseAsync(argv);
     return 0;
   } catch (e) {
-    const err = e as { code?: string; exitCode?: number; message?: string };
-    if (typeof err.code === 'string' && err.code.startsWith('commander.')) {
-      // commander already printed help/version or the usage error
-      return err.exitCode ?? 2;
-    }
+    // help or version asked for: printed already
+    if (isCommanderError(e) && (e.code === 'commander.helpDisplayed' || e.code === 'commander.version')) return 0;
+    clearProgress();
     removePendingTemps();
-    if (e instanceof NnmediaError) {
-      process.stderr.write(`nnmedia: ${e.code}: ${e.message}\n`);
-      return e.code === 'E_OPTION' ? 2 : 1;
-    }
-    process.stderr.write(`nnmedia: ${(e as Error).message ?? String(e)}\n`);
-    return 1;
+    // no command given: commander printed the commands to stderr; a usage error all the same
+    const err =
+      isCommanderError(e) && e.code === 'commander.help'
+        ? new OptionError('no command given (see: nnmedia --help)')
+        : toNnmediaError(e, commandOf(argv, program));
+    process.stderr.write(`${errorLine(err)}\n`);
+    if (process.env.NNMEDIA_DEBUG) process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
+    return exitStatus(err.code);
   }
 }
 

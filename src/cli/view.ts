@@ -9,7 +9,7 @@
  */
 
 import { createServer, type Server } from 'node:http';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { availableParallelism } from 'node:os';
 import sharp from 'sharp';
@@ -17,6 +17,8 @@ import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
+import { fsReason, readInputFile } from '../io/files.js';
+import { checkSourceModel } from '../archive/source-model.js';
 import { gatherPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { codedParts, tileEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -323,6 +325,7 @@ export async function buildViewer(
   const a = new Archive(archivePath);
   const model = options.model ? openModel(options.model) : undefined;
   try {
+    if (model) await checkSourceModel(a.manifest, archivePath, model);
     const m = a.manifest;
     const sizes = a.entrySizes();
     // graph order: the order the network's nodes first use each tensor (ONNX); file order otherwise
@@ -439,7 +442,7 @@ export async function buildViewer(
       (layer) => void layers.push(layer),
     );
     const plotUrl = options.plot ? '/rd.png' : undefined;
-    if (options.plot) files.set('/rd.png', { type: 'image/png', body: readFileSync(options.plot) });
+    if (options.plot) files.set('/rd.png', { type: 'image/png', body: readInputFile(options.plot, 'plot') });
     files.set('/', { type: 'text/html; charset=utf-8', body: Buffer.from(page(archivePath, a, layers, plotUrl)) });
     return files;
   } finally {
@@ -589,14 +592,18 @@ Promise.all([...document.images].map((i) => i.decode().catch(() => (i.dataset.br
 </script></html>`;
 }
 
-/** Serves the viewer on 127.0.0.1 (port 0: any free port); resolves with the server and its URL. */
+/**
+ * Serves the viewer on 127.0.0.1 (port 0: any free port); resolves with the server and its URL. The port is
+ * taken first, so a port in use fails at once, before the pages are built.
+ */
 export async function serveViewer(
   archivePath: string,
   port = 0,
   options: ViewerOptions = {},
 ): Promise<{ server: Server; url: string }> {
-  const files = await buildViewer(archivePath, options);
+  let files: Map<string, { type: string; body: Uint8Array }> | undefined;
   const server = createServer((req, res) => {
+    if (!files) return void res.writeHead(503, { 'retry-after': '1' }).end('building the page…');
     const f = files.get(decodeURIComponent((req.url ?? '/').split(/[?#]/)[0]));
     if (!f) return void res.writeHead(404).end('not found');
     res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-store' });
@@ -608,13 +615,19 @@ export async function serveViewer(
         new IoError(
           e.code === 'EADDRINUSE'
             ? `port ${port} on 127.0.0.1 is in use; pick another with --port, or 0 for any free one`
-            : e.message,
-          { file: archivePath },
+            : `cannot serve on port ${port} of 127.0.0.1: ${fsReason(e)}`,
+          {},
           e,
         ),
       ),
     );
     server.listen(port, '127.0.0.1', () => resolve());
   });
+  try {
+    files = await buildViewer(archivePath, options);
+  } catch (e) {
+    server.close();
+    throw e;
+  }
   return { server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}/` };
 }

@@ -6,6 +6,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { BadModelError } from '../errors.js';
+import { checkInputFile, fsError } from '../io/files.js';
 import type { ModelFormat, ModelFormatModule, ModelReader, StoredTensor } from './model.js';
 import { onnxFormat } from './onnx/index.js';
 import { safetensorsFormat } from './safetensors/index.js';
@@ -24,22 +25,34 @@ export function modelFormat(name: ModelFormat): ModelFormatModule {
   return f;
 }
 
+/** A ZIP file's first bytes (every .nnm archive starts with them). */
+const ZIP_SIGNATURE = [0x50, 0x4b, 0x03, 0x04];
+
 /** Format from the extension, else from the first bytes. */
 export function detectFormat(file: string): ModelFormat {
   const ext = extname(file).toLowerCase();
   const byExtension = MODEL_FORMATS.find((f) => f.extension === ext);
   if (byExtension) return byExtension.name;
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
-  }
+  const size = checkInputFile(file, 'model').size;
+  if (size === 0) throw new BadModelError('empty file (0 bytes): not a model', { file });
   const head = new Uint8Array(SNIFF_BYTES);
-  const n = readSync(fd, head, 0, SNIFF_BYTES, 0);
-  closeSync(fd);
+  let n: number;
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      n = readSync(fd, head, 0, SNIFF_BYTES, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    throw fsError('cannot read the model', file, e);
+  }
   const sniffed = MODEL_FORMATS.find((f) => f.sniff(head.subarray(0, n)));
   if (sniffed) return sniffed.name;
+  if (ZIP_SIGNATURE.every((b, i) => head[i] === b))
+    throw new BadModelError('a ZIP file (an nnmedia archive?), not a model: an archive is read by `nnmedia decompress`', {
+      file,
+    });
   throw new BadModelError(
     `unknown model format (expected ${MODEL_FORMATS.map((f) => f.extension)
       .reverse()
@@ -48,7 +61,10 @@ export function detectFormat(file: string): ModelFormat {
   );
 }
 
+/** Opens a model file: a missing file, a directory or an unreadable one is an `IoError` naming it. */
 export function openModel(file: string): ModelReader {
+  const size = checkInputFile(file, 'model').size;
+  if (size === 0) throw new BadModelError('empty file (0 bytes): not a model', { file });
   return modelFormat(detectFormat(file)).open(file);
 }
 

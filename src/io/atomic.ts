@@ -20,6 +20,7 @@ import {
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { IoError, OutputExistsError } from '../errors.js';
+import { checkOutputFolder, errnoOf, fsError } from './files.js';
 
 const pending = new Set<string>();
 
@@ -59,7 +60,7 @@ export interface OutputPolicy {
  * model must not replace it with the lossy copy).
  */
 export async function checkOutputPath(output: string, inputs: readonly string[], policy: OutputPolicy = {}): Promise<void> {
-  if (!existsSync(output)) return;
+  if (!existsSync(output)) return checkOutputFolder(output);
   for (const input of inputs)
     if (samePath(output, input)) throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
   if (statSync(output).isDirectory())
@@ -85,7 +86,7 @@ export async function writeAtomic(
   try {
     fd = openSync(tmp, 'wx');
   } catch (e) {
-    throw new IoError(`cannot create output: ${(e as Error).message}`, { file: target }, e);
+    throw fsError(`cannot create the output in ${dirname(target)}`, target, e);
   }
   pending.add(tmp);
   try {
@@ -107,9 +108,16 @@ export async function writeAtomic(
       /* never created, or renamed */
     }
     pending.delete(tmp);
+    // a full disk, a quota, a vanished folder while writing: named as the output's problem, not a raw errno
+    const syscall = (e as { syscall?: unknown } | null)?.syscall;
+    if (errnoOf(e) && typeof syscall === 'string' && WRITE_CALLS.has(syscall))
+      throw fsError('cannot write the output', target, e);
     throw e;
   }
 }
+
+/** The system calls of writing an output: an errno from one of them is the output's problem. */
+const WRITE_CALLS = new Set(['write', 'fsync', 'close', 'rename', 'link', 'ftruncate']);
 
 /** Moves `tmp` to `target` unless a file is there: link (atomic, fails on an existing name), then unlink. */
 function commitNoClobber(tmp: string, target: string): void {
@@ -121,7 +129,7 @@ function commitNoClobber(tmp: string, target: string): void {
       throw new OutputExistsError(`output file appeared while writing; pass --force to replace it`, { file: target });
     // file systems without hard links: check, then rename (a narrow race instead of none)
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV')
-      throw new IoError(`cannot write output: ${(e as Error).message}`, { file: target }, e);
+      throw fsError('cannot write the output', target, e);
     if (existsSync(target)) throw new OutputExistsError(`output file exists; pass --force to replace it`, { file: target });
     renameSync(tmp, target);
     return;
@@ -135,7 +143,7 @@ export async function sha256File(file: string): Promise<string> {
   try {
     for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   } catch (e) {
-    throw new IoError(`cannot read: ${(e as Error).message}`, { file }, e);
+    throw fsError('cannot read', file, e);
   }
   return hash.digest('hex');
 }

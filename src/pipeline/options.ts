@@ -6,8 +6,9 @@
  * the defaults), and the echo the manifest records is made from that resolved result.
  */
 
-import { readFileSync } from 'node:fs';
-import { OptionError } from '../errors.js';
+import { NnmediaError, OptionError } from '../errors.js';
+import { readInputFile } from '../io/files.js';
+import { listCodecs, resolveCodecOptions } from '../codecs/registry.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
 import type { CalibrationSpec } from '../calibration/set.js';
@@ -131,6 +132,9 @@ export const DEFAULT_CODEC: Record<string, string> = { image: 'auto', video: 'ff
  */
 export const RATE_CONTROL_CODEC = 'smallest';
 
+/** The codec sets that pick a codec per tensor (their members: pipeline/plan.ts CODEC_SETS). */
+export const CODEC_SET_NAMES = ['auto', 'smallest'] as const;
+
 /**
  * The quality gate's floor unless set (pipeline/gate.ts): every int8 round-to-nearest result measured in
  * docs/calibration.md passes it (the lowest 0.937), visibly broken ones (OCR at int4, CER 100 %) fall below.
@@ -212,7 +216,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--codec <name>',
-        help: 'codec (see `nnmedia codecs`); auto (default): per tensor the smaller of PNG and raw codes + zstd; smallest: lossless WebP too (slower, ~1 % smaller)',
+        help: 'codec (see `nnmedia codecs`); auto: per tensor the smaller of PNG and raw codes + zstd; smallest: lossless WebP too (slower, ~1 % smaller)',
       },
     ],
   },
@@ -549,6 +553,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   const rateControl = allocating || o.targetSnr !== undefined;
   const asked: Partial<EncodeSettings> = Object.fromEntries(ENCODE_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
   const base = mergeSettings(asked, { match: '' }, rateControl, o.targetSnr !== undefined);
+  checkCodecFit(base, '');
+  for (const [i, rule] of (o.rules ?? []).entries())
+    checkCodecFit(mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined), ` (rules[${i}])`);
   // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
   // which on small models is the difference between beating int8 + zstd of the whole file and not
   const halfKept = o.halfKept ?? true;
@@ -580,6 +587,40 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     signal: o.signal,
   };
   return { ...resolved, echo: echoOf(o, resolved) };
+}
+
+const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
+
+/**
+ * The codec of the settings exists and carries what is asked of it (medium, bits, lossless, quality, effort):
+ * checked as option errors naming the option, before any model is opened, rather than per tensor later.
+ */
+function checkCodecFit(s: EncodeSettings, at: string): void {
+  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) return;
+  const codecs = listCodecs();
+  const codec = codecs.find((c) => c.name === s.codec);
+  if (!codec)
+    throw new OptionError(
+      `Expected a codec name (${codecs.map((c) => c.name).join(', ')}, or ${CODEC_SET_NAMES.join(' or ')}) for codec${at} but received ${JSON.stringify(s.codec)}`,
+    );
+  if (codec.media !== s.media && codec.media !== 'raw')
+    throw new OptionError(
+      `codec ${codec.name} is ${article(codec.media)} ${codec.media} codec, not for media ${s.media}${at}: give media ${codec.media} with it (--media ${codec.media})`,
+    );
+  if (!codec.bits.includes(s.bits)) {
+    const fit = codecs.filter((c) => c.media === codec.media && c.bits.includes(s.bits)).map((c) => c.name);
+    throw new OptionError(
+      `bits ${s.bits} does not fit codec ${codec.name}${at}: it carries ${codec.bits.join(', ')}-bit codes` +
+        (fit.length ? ` (${s.bits}-bit ${codec.media} codecs: ${fit.join(', ')})` : ''),
+    );
+  }
+  try {
+    resolveCodecOptions(codec, s.bits, s);
+  } catch (e) {
+    if (e instanceof NnmediaError && e.code !== 'E_OPTION') throw new OptionError(`${e.message}${at}`);
+    if (e instanceof OptionError && at) throw new OptionError(`${e.message}${at}`);
+    throw e;
+  }
 }
 
 /** The fields of EncodeSettings (what a tensor's coding depends on). */
@@ -689,11 +730,12 @@ export function rulesFor(name: string, rules: readonly TensorRule[] = []): Tenso
 
 /** A config file: {"tensors": [TensorRule, …]}. */
 export function loadRulesFile(file: string): TensorRule[] {
+  const text = readInputFile(file, 'config file').toString('utf8');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new OptionError(`cannot read config file ${file}: ${(e as Error).message}`);
+    throw new OptionError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
   }
   const rules = (parsed as { tensors?: unknown }).tensors;
   if (!Array.isArray(rules)) throw new OptionError(`config file ${file}: expected {"tensors": [ … ]}`);

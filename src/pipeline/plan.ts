@@ -11,7 +11,14 @@ import { elementCount, rowElements, storageRecord } from '../formats/model.js';
 import { blockSize } from '../layout/blocks.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
-import { type CompressOptions, type ResolvedOptions, resolveOptions, rulesFor, settingsFor } from './options.js';
+import {
+  type CODEC_SET_NAMES,
+  type CompressOptions,
+  type ResolvedOptions,
+  resolveOptions,
+  rulesFor,
+  settingsFor,
+} from './options.js';
 import type { CodecChoice, CodedPlan, SliceSpec, TensorPlan } from './stages.js';
 
 /**
@@ -23,7 +30,7 @@ import type { CodecChoice, CodedPlan, SliceSpec, TensorPlan } from './stages.js'
  */
 export const CODEC_SETS: Readonly<
   Record<
-    string,
+    (typeof CODEC_SET_NAMES)[number],
     {
       images: ReadonlyArray<{ name: string; effort?: number }>;
       zstdLevel: number;
@@ -59,13 +66,16 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
     const settings = settingsFor(entry.name, resolved);
-    const set = Object.hasOwn(CODEC_SETS, settings.codec) ? CODEC_SETS[settings.codec] : undefined;
+    const set = Object.hasOwn(CODEC_SETS, settings.codec) ? CODEC_SETS[settings.codec as keyof typeof CODEC_SETS] : undefined;
     const auto = set !== undefined;
     const codecs: CodecChoice[] = [];
     for (const { name, effort } of set ? set.images : [{ name: settings.codec, effort: undefined }]) {
       const codec = getCodec(name, ctx);
       if (!auto && codec.media !== settings.media && codec.media !== 'raw')
-        throw new UnsupportedError(`codec ${codec.name} is a ${codec.media} codec, not ${settings.media}`, ctx);
+        throw new UnsupportedError(
+          `codec ${codec.name} is ${/^[aeiou]/.test(codec.media) ? 'an' : 'a'} ${codec.media} codec, not for media ${settings.media}`,
+          ctx,
+        );
       if (auto && !codec.losslessBits.includes(settings.bits)) continue;
       codecs.push({
         name,

@@ -7,6 +7,7 @@
 import { codedParts, tileEntries } from '../archive/manifest.js';
 import { readFileSync, statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
+import { checkSourceModel } from '../archive/source-model.js';
 import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { openModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
@@ -46,6 +47,7 @@ export async function evaluateArchive(
   const archive = new Archive(archivePath);
   const reader = openModel(modelPath);
   try {
+    await checkSourceModel(archive.manifest, archivePath, reader);
     const decoded = await decodeAllTensors(archive);
     const sizes = archive.entrySizes();
     const tensors: TensorReport[] = [];

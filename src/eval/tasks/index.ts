@@ -2,6 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { BadCalibrationError } from '../../errors.js';
 import { loadOrt } from '../../runtime/optional.js';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
@@ -38,10 +39,15 @@ export function taskByName(name: string, options: { limit?: number } = {}): Task
 }
 
 /** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
-export async function detectTask(model: Uint8Array): Promise<string | undefined> {
+export async function detectTask(model: Uint8Array, file?: string): Promise<string | undefined> {
   if (!existsSync(DATA_DIR)) return 'outputs';
   const ort = await loadOrt('recognising the task of a model');
-  const s = await ort.InferenceSession.create(model);
+  let s: Awaited<ReturnType<typeof ort.InferenceSession.create>>;
+  try {
+    s = await ort.InferenceSession.create(model);
+  } catch (e) {
+    throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file }, e);
+  }
   try {
     if (s.inputNames.includes('sr')) return 'vad';
     const meta = s.inputMetadata[0];

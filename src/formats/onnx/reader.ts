@@ -10,7 +10,8 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
-import { BadModelError } from '../../errors.js';
+import { BadModelError, IoError } from '../../errors.js';
+import { fsError, fsReason } from '../../io/files.js';
 import {
   MODEL_GRAPH,
   GRAPH_NODE,
@@ -83,6 +84,9 @@ interface RawNode {
   constantTensorRange?: [number, number];
 }
 
+/** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
+const MODEL_IR_VERSION = 1;
+
 export class OnnxReader implements ModelReader {
   readonly format = 'onnx' as const;
   readonly tensors: OnnxTensor[] = [];
@@ -95,13 +99,28 @@ export class OnnxReader implements ModelReader {
   ) {
     if (bytes.length > MAX_ONNX_BYTES) throw new BadModelError(`ONNX file larger than 2 GiB`, { file });
     let sawGraph = false;
+    let first: number | undefined;
     const count = occurrenceCounter();
-    for (const f of wireFields(bytes, 0, bytes.length, file)) {
-      const occ = count(f.field);
-      if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
-        sawGraph = true;
-        this.walkGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
+    try {
+      for (const f of wireFields(bytes, 0, bytes.length, file)) {
+        first ??= f.field;
+        const occ = count(f.field);
+        if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
+          sawGraph = true;
+          this.walkGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
+        }
       }
+    } catch (e) {
+      // an ONNX file starts with its ir_version (field 1): one that does and then breaks is damaged, anything else is
+      // no ONNX model at all (a text file parses as a field or two of protobuf before it breaks)
+      if (sawGraph || !(e instanceof BadModelError) || e.tensor) throw e;
+      const detail = e.message.startsWith(`file ${file}: `) ? e.message.slice(`file ${file}: `.length) : e.message;
+      throw new BadModelError(
+        first === MODEL_IR_VERSION ? `truncated or damaged ONNX model (${detail})` : `not an ONNX model (${detail})`,
+        {
+          file,
+        },
+      );
     }
     if (!sawGraph) throw new BadModelError('not an ONNX model: no graph field found', { file });
     this.attachUses();
@@ -329,7 +348,12 @@ export class OnnxReader implements ModelReader {
     const t = this.get(key);
     const n = elementCount(t.shape);
     if (t.form === 'external') {
-      const ext = readFileSync(t.externalFile!);
+      let ext: Buffer;
+      try {
+        ext = readFileSync(t.externalFile!);
+      } catch (e) {
+        throw new IoError(`cannot read tensor ${t.name}'s external data: ${fsReason(e)}`, { file: t.externalFile }, e);
+      }
       if (t.dataEnd > ext.length)
         throw new BadModelError(`external data ends at ${t.dataEnd} past the end of ${t.externalFile} (${ext.length})`, {
           file: this.file,
@@ -403,7 +427,7 @@ export function openOnnx(file: string, bytes?: Uint8Array): OnnxReader {
   try {
     data = bytes ?? readFileSync(file);
   } catch (e) {
-    throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
+    throw fsError('cannot read the model', file, e);
   }
   return new OnnxReader(file, data);
 }

@@ -7,6 +7,7 @@
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { BadModelError } from '../../errors.js';
+import { fsError } from '../../io/files.js';
 import { concatBytes } from '../../io/bytes.js';
 import {
   BYTES_PER_ELEMENT,
@@ -67,7 +68,7 @@ export class SafetensorsReader implements ModelReader {
     try {
       this.fd = openSync(file, 'r');
     } catch (e) {
-      throw new BadModelError(`cannot read: ${(e as Error).message}`, { file });
+      throw fsError('cannot read the model', file, e);
     }
     try {
       this.fileSize = fstatSync(this.fd).size;

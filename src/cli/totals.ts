@@ -1,0 +1,101 @@
+/**
+ * An archive in a few numbers, the same for `compress`, `inspect` and `eval`: sizes, the ratio to the source
+ * model, bits per weight, and how many tensors were compressed or kept. Counts only what the manifest
+ * records, so an archive read back gives what compress printed.
+ */
+
+import { elementCount } from '../formats/model.js';
+import { tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
+
+export interface ArchiveTotals {
+  /** Every tensor the manifest records (floating-point tensors of the source). */
+  tensors: number;
+  /** Tensors laid out as media (duplicates included: they share another tensor's media). */
+  compressedTensors: number;
+  /** Of those, stored once for an identical tensor (`sameAs`). */
+  duplicates: number;
+  /** Tensors kept exact inside the model skeleton. */
+  keptExact: number;
+  /** Tensors kept as float16 (`--half-kept`). */
+  keptHalf: number;
+  /** Weights in compressed tensors: the denominator of bits per weight. */
+  compressedWeights: number;
+  /** Weights in kept tensors (exact or float16). */
+  keptWeights: number;
+  /** Bytes of the compressed tensors' media entries. */
+  mediaBytes: number;
+  /** The whole archive. */
+  archiveBytes: number;
+  /** The source model file. */
+  sourceBytes: number;
+  /** sourceBytes / archiveBytes. */
+  ratio: number;
+  /** archiveBytes × 8 / compressedWeights (manifest, skeleton and kept tensors included). */
+  bitsPerWeight: number;
+}
+
+const isKept = (t: TensorRecord): boolean => !t.layout;
+
+export function archiveTotals(m: Manifest, archiveBytes: number): ArchiveTotals {
+  const compressed = m.tensors.filter((t) => !isKept(t));
+  const kept = m.tensors.filter(isKept);
+  const compressedWeights = compressed.reduce((s, t) => s + elementCount(t.shape), 0);
+  const media = new Set(compressed.flatMap((t) => [...tileEntries(t)]));
+  return {
+    tensors: m.tensors.length,
+    compressedTensors: compressed.length,
+    duplicates: compressed.filter((t) => t.sameAs).length,
+    keptExact: kept.filter((t) => !t.half).length,
+    keptHalf: kept.filter((t) => t.half).length,
+    compressedWeights,
+    keptWeights: kept.reduce((s, t) => s + elementCount(t.shape), 0),
+    mediaBytes: [...media].reduce((s, e) => s + (Object.hasOwn(m.entries, e) ? m.entries[e].bytes : 0), 0),
+    archiveBytes,
+    sourceBytes: m.source.bytes,
+    ratio: archiveBytes > 0 ? m.source.bytes / archiveBytes : 0,
+    bitsPerWeight: compressedWeights > 0 ? (archiveBytes * 8) / compressedWeights : 0,
+  };
+}
+
+/** A count with thousands separators: 1,807,522. */
+export const count = (n: number): string => n.toLocaleString('en-US');
+
+/** `6.46×` */
+export const times = (r: number): string => `${r >= 100 ? r.toFixed(0) : r.toFixed(2)}×`;
+
+/** "87 kept (10,234 weights: 60 exact, 27 as float16)", or "" when nothing was kept. */
+export function keptPhrase(t: ArchiveTotals): string {
+  const kept = t.keptExact + t.keptHalf;
+  if (!kept) return '';
+  const how = !t.keptHalf
+    ? ' exact'
+    : t.keptExact
+      ? `: ${count(t.keptExact)} exact, ${count(t.keptHalf)} as float16`
+      : ' as float16';
+  return `${count(kept)} tensors kept (${count(t.keptWeights)} weights${how})`;
+}
+
+/** The two lines compress prints: sizes and ratio, then what was compressed at how many bits. */
+export function summaryLines(output: string, t: ArchiveTotals, source: string): string[] {
+  const compressed = `${count(t.compressedTensors)} tensors compressed (${count(t.compressedWeights)} weights) at ${t.bitsPerWeight.toFixed(3)} bits/weight`;
+  const kept = keptPhrase(t);
+  return [
+    `${output}: ${count(t.archiveBytes)} bytes, from ${count(t.sourceBytes)} (${source}): ${times(t.ratio)} smaller`,
+    `  ${compressed}${kept ? `; ${kept}` : ''}`,
+  ];
+}
+
+/** A kept tensor's reason in a summary: sizes of small tensors folded into one reason. */
+export function keptReason(reason: string): string {
+  return /^small \(\d+ elements\)$/.test(reason) ? 'small' : reason;
+}
+
+/** "187 small, 15 rank < 2 (bias or norm), …" (most frequent first). */
+export function reasonCounts(reasons: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const r of reasons) counts.set(keptReason(r), (counts.get(keptReason(r)) ?? 0) + 1);
+  return [...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([r, n]) => `${count(n)} ${r}`)
+    .join(', ');
+}
