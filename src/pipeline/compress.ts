@@ -35,6 +35,8 @@ const ARCHIVE_OVERHEAD_BYTES = 2000;
 const UNDERSHOOT = 0.95;
 /** Re-allocations tried to meet a bits/weight target. */
 const BUDGET_ATTEMPTS = 4;
+/** Budget moves (×0.93 each) that may be tried when the allocation gives the same grids again. */
+const SAME_GRID_STEPS = 12;
 
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressResult> {
   const resolved = resolveOptions(options);
@@ -93,9 +95,11 @@ export async function compressModel(input: string, output: string, options: Comp
       options: resolved,
     };
     // the quality gate: measured on the finished archive before it becomes the output
-    const quality: QualityRecord | ((file: string) => Promise<QualityRecord>) = cal
-      ? async (file) => qualityRecord(await measureArchive(file, cal, resolved.signal), cal, resolved.minFidelity)
-      : { checked: false, reason: notRunnable };
+    // (check: false skips it even where allocation ran the model)
+    const quality: QualityRecord | ((file: string) => Promise<QualityRecord>) =
+      cal && resolved.check
+        ? async (file) => qualityRecord(await measureArchive(file, cal, resolved.signal), cal, resolved.minFidelity)
+        : { checked: false, reason: resolved.check ? notRunnable : 'skipped (check: false)' };
     // rate control writes the archive more than once: after the first write the file at `output` is ours
     let written = false;
     let lastGrids = '';
@@ -134,10 +138,19 @@ export async function compressModel(input: string, output: string, options: Comp
       attempt++
     ) {
       const guess = scale * (target / result.bitsPerWeight);
-      const next = Number.isFinite(over) && fitted > 0 ? Math.sqrt(fitted * over) : Math.min(guess, over * 0.97);
-      // the same grids again (every tensor at its coarsest, or its finest) would give the same archive
-      const before = lastGrids;
-      if (JSON.stringify([...(allocation!(next) ?? [])]) === before) break;
+      let next = Number.isFinite(over) && fitted > 0 ? Math.sqrt(fitted * over) : Math.min(guess, over * 0.97);
+      // The same grids again would give the same archive: the allocation is discrete, so move the budget on in
+      // the same direction until the grids change; when they never do (every tensor at its coarsest, or its
+      // finest), stop.
+      const gridsAt = (s: number): string => JSON.stringify([...(allocation!(s, true) ?? [])]);
+      const down = result.bitsPerWeight > target;
+      const bound = down ? fitted : over;
+      for (let k = 0; k < SAME_GRID_STEPS && gridsAt(next) === lastGrids; k++) {
+        const further = down ? next * 0.93 : next / 0.93;
+        // between a fitted and an over scale the bisection owns the interval: do not step past its ends
+        next = Number.isFinite(bound) && bound > 0 ? (down ? Math.max(further, bound) : Math.min(further, bound)) : further;
+      }
+      if (gridsAt(next) === lastGrids) break;
       resolved.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating`);
       scale = next;
       result = await encode(scale);
