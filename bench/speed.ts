@@ -53,7 +53,9 @@ function timed(argv: string[]): { seconds: number; rssMB: number } {
 function weightsOf(file: string): number {
   const buf = readFileSync(file, { flag: 'r' }).subarray(0, 8);
   const n = Number(buf.readBigUInt64LE(0));
-  const fd = readFileSync(file).subarray(8, 8 + n).toString('utf8');
+  const fd = readFileSync(file)
+    .subarray(8, 8 + n)
+    .toString('utf8');
   const header = JSON.parse(fd) as Record<string, { dtype?: string; shape?: number[] }>;
   let w = 0;
   for (const [k, v] of Object.entries(header)) {
@@ -83,26 +85,56 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
   };
   const zst = join(dir, `${id}.zst`);
   const zc = push('zstd -3 -T1 compress', ['zstd', '-3', '-T1', '-q', '-f', model, '-o', zst], undefined, zst);
-  const zd = push('zstd -d -T1 decompress', ['zstd', '-d', '-T1', '-q', '-f', zst, '-o', join(dir, `${id}.unzst`)], undefined, zst);
+  const zd = push(
+    'zstd -d -T1 decompress',
+    ['zstd', '-d', '-T1', '-q', '-f', zst, '-o', join(dir, `${id}.unzst`)],
+    undefined,
+    zst,
+  );
   rmSync(join(dir, `${id}.unzst`), { force: true });
   const node = process.execPath;
   for (const jobs of [1, 2]) {
     const a = join(dir, `${id}-default.nnm`);
-    push(`nnmedia compress default --jobs ${jobs}`, [node, CLI, 'compress', model, '-o', a, '--jobs', String(jobs), '--force'], zc, a);
+    push(
+      `nnmedia compress default --jobs ${jobs}`,
+      [node, CLI, 'compress', model, '-o', a, '--jobs', String(jobs), '--force'],
+      zc,
+      a,
+    );
   }
   for (const jobs of [1, 2]) {
     const o = join(dir, `${id}-default.out`);
-    push(`nnmedia decompress default --jobs ${jobs}`, [node, CLI, 'decompress', join(dir, `${id}-default.nnm`), '-o', o, '--jobs', String(jobs), '--force'], zd, o);
+    push(
+      `nnmedia decompress default --jobs ${jobs}`,
+      [node, CLI, 'decompress', join(dir, `${id}-default.nnm`), '-o', o, '--jobs', String(jobs), '--force'],
+      zd,
+      o,
+    );
     rmSync(o, { force: true });
   }
   const s = join(dir, `${id}-step.nnm`);
-  push('nnmedia compress --codec auto --step 0.25 --jobs 2', [node, CLI, 'compress', model, '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'], zc, s);
+  push(
+    'nnmedia compress --codec auto --step 0.25 --jobs 2',
+    [node, CLI, 'compress', model, '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
+    zc,
+    s,
+  );
   const so = join(dir, `${id}-step.out`);
-  push('nnmedia decompress of the step archive --jobs 2', [node, CLI, 'decompress', s, '-o', so, '--jobs', '2', '--force'], zd, so);
+  push(
+    'nnmedia decompress of the step archive --jobs 2',
+    [node, CLI, 'decompress', s, '-o', so, '--jobs', '2', '--force'],
+    zd,
+    so,
+  );
   rmSync(so, { force: true });
   if (model.endsWith('.safetensors')) {
     const t = join(dir, `${id}-snr.nnm`);
-    push('nnmedia compress --target-snr 30 --jobs 2', [node, CLI, 'compress', model, '-o', t, '--target-snr', '30', '--jobs', '2', '--force'], zc, t);
+    push(
+      'nnmedia compress --target-snr 30 --jobs 2',
+      [node, CLI, 'compress', model, '-o', t, '--target-snr', '30', '--jobs', '2', '--force'],
+      zc,
+      t,
+    );
   }
 }
 
@@ -114,13 +146,15 @@ function main(): void {
     for (const id of values.models.split(',')) {
       if (id === 'synth') {
         const file = join(dir, 'synth.safetensors');
-        const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/synth.ts', file, '--gb', values.gb], { stdio: 'inherit' });
+        const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/synth.ts', file, '--gb', values.gb], {
+          stdio: 'inherit',
+        });
         if (r.status !== 0) throw new Error('speed: bench/synth.ts failed');
         runModel('synth', file, weightsOf(file) * 4, dir, rows);
       } else {
         const spec = MODELS.find((m) => m.id === id);
         if (!spec) throw new Error(`speed: unknown model ${id}`);
-        const file = spec.path();
+        const file = spec.file;
         // float32 bytes of the weights: the fp16 ONNX file holds 2 bytes per weight, so ×2
         const f32 = id === 'isnet' ? statSync(file).size * 2 : statSync(file).size;
         runModel(id, file, f32, dir, rows);
@@ -131,13 +165,19 @@ function main(): void {
   }
   const loadAfter = loadavg();
   mkdirSync(dirname(values.out), { recursive: true });
-  writeFileSync(`${values.out}.json`, JSON.stringify({ date: new Date().toISOString(), gb: Number(values.gb), loadBefore: load, loadAfter, rows }, null, 2) + '\n');
+  writeFileSync(
+    `${values.out}.json`,
+    JSON.stringify({ date: new Date().toISOString(), gb: Number(values.gb), loadBefore: load, loadAfter, rows }, null, 2) + '\n',
+  );
   const md = [
     `Load average before ${load.map((x) => x.toFixed(2)).join(' ')}, after ${loadAfter.map((x) => x.toFixed(2)).join(' ')}; synthetic model --gb ${values.gb}.`,
     '',
     '| model | run | seconds | MB/s of float32 | × zstd | peak RSS MB | output bytes |',
     '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes} |`,
+    ),
     '',
   ].join('\n');
   writeFileSync(`${values.out}.md`, md);
