@@ -62,6 +62,46 @@ export function sourceIndexFn(spec: LayoutSpec): (p: number, r: number, c: numbe
   }
 }
 
+/**
+ * The index map of plane p as a sum: element (r, c) of the plane sits at `rows[r] + cols[c]` of the tensor
+ * (file order). Every layout separates so (a conv plane's row fin·Kx + x and column fout·Ky + y each name
+ * their own part of the kernel index), which lets a decoder write straight into the tensor in blocks;
+ * it is the same map as `sourceIndexFn` (tested against it). Int32: callers keep tensors below 2^31 elements.
+ */
+export function planeOffsets(spec: LayoutSpec, p: number): { rows: Int32Array; cols: Int32Array } {
+  const s = planeShapes(spec)[p];
+  const rows = new Int32Array(s.rows);
+  const cols = new Int32Array(s.cols);
+  switch (spec.kind) {
+    case 'fc':
+      for (let r = 0; r < s.rows; r++) rows[r] = spec.order === 'in_out' ? r * spec.nout : r;
+      for (let c = 0; c < s.cols; c++) cols[c] = spec.order === 'in_out' ? c : c * spec.nin;
+      break;
+    case 'conv': {
+      const { nfin, nfout, kx, ky } = spec;
+      const kernel = kx * ky;
+      // out_in: ((fout·Nfin + fin)·Kx + x)·Ky + y = fout·Nfin·Kx·Ky + (fin·Kx + x)·Ky + y
+      // in_out: ((fin·Nfout + fout)·Kx + x)·Ky + y = fin·Nfout·Kx·Ky + x·Ky + fout·Kx·Ky + y
+      for (let r = 0; r < s.rows; r++) {
+        const fin = Math.floor(r / kx);
+        rows[r] = spec.order === 'out_in' ? r * ky : fin * nfout * kernel + (r - fin * kx) * ky;
+      }
+      for (let c = 0; c < s.cols; c++) {
+        const fout = Math.floor(c / ky);
+        cols[c] = (spec.order === 'out_in' ? fout * nfin * kernel : fout * kernel) + (c - fout * ky);
+      }
+      break;
+    }
+    case 'lstm':
+    case 'gru':
+      // plane p = d·gates + g: ((p·H + h)·Nin + i)
+      for (let r = 0; r < s.rows; r++) rows[r] = p * spec.hidden * spec.nin + r;
+      for (let c = 0; c < s.cols; c++) cols[c] = c * spec.nin;
+      break;
+  }
+  return { rows, cols };
+}
+
 /** dst (cols×rows) = transpose of src (rows×cols), in blocks, writing dst rows contiguously (measured 5× faster). */
 function transposeInto(src: AnyTypedArray, rows: number, cols: number, dst: AnyTypedArray): void {
   const B = 64;

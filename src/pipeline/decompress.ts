@@ -9,11 +9,18 @@
 import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
-import { BYTES_PER_ELEMENT, elementCount, tensorStorage, type ModelFormat, type SafetensorsStorage } from '../formats/model.js';
+import {
+  BYTES_PER_ELEMENT,
+  elementCount,
+  tensorStorage,
+  type FloatDType,
+  type ModelFormat,
+  type SafetensorsStorage,
+} from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, type TensorRecord } from '../archive/manifest.js';
-import { decodeRecord, halfDecoder } from '../archive/decode.js';
+import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
@@ -36,6 +43,14 @@ export interface DecompressOptions {
 /** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */
 export function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
   return decodeRecord(t, archive, decodeCodesNode);
+}
+
+/** A tensor or slice straight to its bytes in the model file, here (one job) or on a worker thread. */
+function tensorBytesDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord, dtype: FloatDType) => Promise<Uint8Array> {
+  return (t, dtype) =>
+    pool
+      ? pool.run<Uint8Array>({ kind: 'decode', file: archive.file, record: t, dtype })
+      : decodeRecordBytes(t, archive, decodeCodesNode, dtype);
 }
 
 /** Decodes one tensor or slice here (one job) or on a worker thread; the values are the same either way. */
@@ -124,7 +139,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   const skeleton = new SkeletonReader(archive);
   const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, file);
   const pool = workerPool(options, parts);
-  const decode = tensorDecoder(archive, pool);
+  const decode = tensorBytesDecoder(archive, pool);
   const half = halfDecoder(archive);
   // Each restored tensor with the skeleton bytes before it: units of work that the window counts, so `jobs`
   // tensors are decoding while the writer waits (counting the skeleton pieces let only one decode at a time).
@@ -144,8 +159,13 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         if (tensor === undefined) return undefined;
         options.signal?.throwIfAborted();
         const { t, record, begin, end } = parts[tensor];
-        const values = record ? await decode(record) : await half(t);
-        return restoredBytes({ begin, end, dtype: t.dtype, values }, file);
+        // a coded tensor or slice comes back as its bytes in the file (dequantized, laid out and converted in one pass)
+        const bytes = record
+          ? await decode(record, t.dtype)
+          : restoredBytes({ begin, end, dtype: t.dtype, values: await half(t) }, file);
+        if (bytes.length !== end - begin)
+          throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
+        return bytes;
       },
       (bytes, { keep, tensor }) => {
         // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
