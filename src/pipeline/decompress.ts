@@ -24,6 +24,7 @@ import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
+import { QueuedWriter } from '../io/writer.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
@@ -148,7 +149,8 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
     if ('keep' in piece) units.push({ keep: piece.keep });
     else units[units.length - 1].tensor = piece.tensor;
   const jobs = options.jobs ?? availableParallelism();
-  let written = 0;
+  // writes run on libuv's threads while the next tensors decode
+  const writer = new QueuedWriter(fd);
   let done = 0;
   try {
     await runOrdered(
@@ -167,22 +169,23 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
           throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
         return bytes;
       },
-      (bytes, { keep, tensor }) => {
+      async (bytes, { keep, tensor }) => {
         // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
-        skeleton.each(keep[0], keep[1], (chunk) => {
-          writeAll(fd, chunk);
-          written += chunk.length;
-        });
+        const chunks: Uint8Array[] = [];
+        skeleton.each(keep[0], keep[1], (chunk) => chunks.push(chunk));
+        for (const chunk of chunks) await writer.write(chunk);
         if (tensor === undefined) return;
-        writeAll(fd, bytes!);
-        written += bytes!.length;
+        await writer.write(bytes!);
         options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[tensor].record ?? parts[tensor].t).name });
       },
     );
+    await writer.flush();
   } finally {
+    // no write may still be running when the caller closes the descriptor (on success flushed already)
+    await writer.flush().catch(() => {});
     await pool?.close();
   }
-  return written;
+  return writer.bytes;
 }
 
 /**
@@ -250,6 +253,7 @@ export async function decompressArchive(
       force: options.force,
       protect: {
         sha256: source.sha256,
+        bytes: source.bytes,
         what: `this is the original model the archive was made from (${source.file}, sha256 ${source.sha256.slice(0, 12)}…)`,
       },
     });

@@ -47,6 +47,12 @@ function converter(dtype: DirectDtype): (v: number) => number {
 
 const BLOCK = 64;
 
+/**
+ * Entries of a table small enough to stay in cache whatever the column (64 KB of float32): a larger one (a
+ * table per channel across a row of channels) is walked a block of columns at a time.
+ */
+const SMALL_TABLE = 16384;
+
 /** Per column: the table offset of its channel (tabulated) or its channel (computed). */
 function columnChannels(cols: number, channelWidth: number, scale: number): Int32Array {
   const out = new Int32Array(cols);
@@ -149,8 +155,8 @@ function lookUp<T extends Float32Array | Uint16Array>(
 ): void {
   const rowStep = rows > 1 ? Math.abs(rowOffsets[1] - rowOffsets[0]) : Infinity;
   const colStep = cols > 1 ? Math.abs(colOffsets[1] - colOffsets[0]) : Infinity;
-  if (colStep === 1 && rowStep >= cols) {
-    // rows of the plane are runs of the output (fc [in, out]): row by row
+  if (colStep === 1 && rowStep >= cols && table.length <= SMALL_TABLE) {
+    // rows of the plane are runs of the output (fc [in, out]) and the table stays in cache: row by row
     for (let r = 0; r < rows; r++) {
       const o = rowOffsets[r] + colOffsets[0];
       const base = r * cols;
