@@ -74,8 +74,9 @@ export async function decodeRecordBytes(
   source: EntrySource,
   decodeCodes: CodeDecoder,
   dtype: FloatDType,
+  reuse?: ArrayBuffer,
 ): Promise<Uint8Array> {
-  if (!t.slices) return decodeCodedBytes(t, source, decodeCodes, dtype);
+  if (!t.slices) return decodeCodedBytes(t, source, decodeCodes, dtype, reuse);
   return encodeFloats(await decodeRecord(t, source, decodeCodes), dtype);
 }
 
@@ -88,16 +89,18 @@ export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCo
 
 /**
  * Decodes one coded tensor or slice straight to the bytes the model file holds for it: its elements in file
- * order as little-endian `dtype` (the same bytes as `decodeCoded` → `encodeFloats`, made in one pass).
+ * order as little-endian `dtype` (the same bytes as `decodeCoded` → `encodeFloats`, made in one pass), into
+ * `reuse` where that is the right size.
  */
 export async function decodeCodedBytes(
   t: TensorRecord,
   source: EntrySource,
   decodeCodes: CodeDecoder,
   dtype: FloatDType,
+  reuse?: ArrayBuffer,
 ): Promise<Uint8Array> {
   if (!isDirectDtype(dtype) || !LITTLE_ENDIAN) return encodeFloats(await decodeCoded(t, source, decodeCodes), dtype);
-  const { out, bytes } = allocOutput(dtype, elementCount(t.shape));
+  const { out, bytes } = allocOutput(dtype, elementCount(t.shape), reuse);
   await decodeCodedInto(t, source, decodeCodes, out);
   return bytes;
 }

@@ -41,14 +41,15 @@ export class QueuedWriter {
 
   /**
    * Queues `bytes` (kept, not copied: the caller must not change them) and returns once no more than
-   * `maxPending` bytes of earlier writes wait; a write's failure is thrown here or by `flush`.
+   * `maxPending` bytes of earlier writes wait; a write's failure is thrown here or by `flush`. `onWritten`
+   * is called once the bytes are in the file (the buffer is free again).
    */
-  async write(bytes: Uint8Array): Promise<void> {
+  async write(bytes: Uint8Array, onWritten?: () => void): Promise<void> {
     if (bytes.length === 0) return;
     const at = this.position;
     this.position += bytes.length;
     this.pending += bytes.length;
-    const done = this.tail.then(() => writeFully(this.fd, bytes, at));
+    const done = this.tail.then(() => writeFully(this.fd, bytes, at)).then(onWritten);
     // the chain carries the first failure to every later write and to flush; observed there, not here
     done.catch(() => {});
     this.tail = done;

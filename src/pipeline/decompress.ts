@@ -47,11 +47,34 @@ export function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32
 }
 
 /** A tensor or slice straight to its bytes in the model file, here (one job) or on a worker thread. */
-function tensorBytesDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord, dtype: FloatDType) => Promise<Uint8Array> {
-  return (t, dtype) =>
+function tensorBytesDecoder(
+  archive: Archive,
+  pool?: WorkerPool,
+): (t: TensorRecord, dtype: FloatDType, reuse?: ArrayBuffer) => Promise<Uint8Array> {
+  return (t, dtype, reuse) =>
     pool
-      ? pool.run<Uint8Array>({ kind: 'decode', file: archive.file, record: t, dtype })
-      : decodeRecordBytes(t, archive, decodeCodesNode, dtype);
+      ? pool.run<Uint8Array>({ kind: 'decode', file: archive.file, record: t, dtype, reuse })
+      : decodeRecordBytes(t, archive, decodeCodesNode, dtype, reuse);
+}
+
+/**
+ * Output buffers the writer is done with, kept for the next tensor of the same size: decoding into memory
+ * that is mapped already saves faulting in fresh pages for every tensor (a model repeats a few shapes).
+ * Two at most, the newest: bounded memory.
+ */
+class SpareBuffers {
+  private readonly free: ArrayBuffer[] = [];
+
+  put(bytes: Uint8Array): void {
+    if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength || !(bytes.buffer instanceof ArrayBuffer)) return;
+    this.free.push(bytes.buffer);
+    if (this.free.length > 2) this.free.shift();
+  }
+
+  take(byteLength: number): ArrayBuffer | undefined {
+    const i = this.free.findIndex((b) => b.byteLength === byteLength);
+    return i < 0 ? undefined : this.free.splice(i, 1)[0];
+  }
 }
 
 /** Decodes one tensor or slice here (one job) or on a worker thread; the values are the same either way. */
@@ -151,6 +174,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   const jobs = options.jobs ?? availableParallelism();
   // writes run on libuv's threads while the next tensors decode
   const writer = new QueuedWriter(fd);
+  const spare = new SpareBuffers();
   let done = 0;
   try {
     await runOrdered(
@@ -163,7 +187,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         const { t, record, begin, end } = parts[tensor];
         // a coded tensor or slice comes back as its bytes in the file (dequantized, laid out and converted in one pass)
         const bytes = record
-          ? await decode(record, t.dtype)
+          ? await decode(record, t.dtype, spare.take(end - begin))
           : restoredBytes({ begin, end, dtype: t.dtype, values: await half(t) }, file);
         if (bytes.length !== end - begin)
           throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
@@ -175,7 +199,8 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         skeleton.each(keep[0], keep[1], (chunk) => chunks.push(chunk));
         for (const chunk of chunks) await writer.write(chunk);
         if (tensor === undefined) return;
-        await writer.write(bytes!);
+        const written = bytes!;
+        await writer.write(written, parts[tensor].record ? () => spare.put(written) : undefined);
         options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[tensor].record ?? parts[tensor].t).name });
       },
     );

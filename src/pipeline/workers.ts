@@ -27,6 +27,8 @@ export interface DecodeJob {
   record: TensorRecord;
   /** Reply with the tensor's bytes in this dtype (the model file's) instead of float32 values. */
   dtype?: FloatDType;
+  /** A written-out buffer to decode into (transferred), where it is the bytes' size. */
+  reuse?: ArrayBuffer;
 }
 
 export type Job = EncodeJob | DecodeJob | { kind: 'close' };
@@ -135,7 +137,7 @@ export class WorkerPool {
         w.on('error', onError);
         w.on('exit', onExit);
         w.ref();
-        w.postMessage(job);
+        w.postMessage(job, job.kind === 'decode' && job.reuse ? [job.reuse] : []);
       }).finally(() => slot.worker.unref());
     } finally {
       // a dead worker is replaced on the next acquire

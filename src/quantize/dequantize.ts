@@ -22,14 +22,17 @@ export const isDirectDtype = (d: FloatDType): d is DirectDtype => d === 'float32
 /** A tensor being written: float32 values, or the 16-bit patterns of float16 / bfloat16 values. */
 export type TensorOutput = { dtype: 'float32'; data: Float32Array } | { dtype: 'float16' | 'bfloat16'; data: Uint16Array };
 
-/** An output of `n` elements over fresh bytes; `bytes` is its little-endian file image (typed arrays are LE here). */
-export function allocOutput(dtype: DirectDtype, n: number): { out: TensorOutput; bytes: Uint8Array } {
-  if (dtype === 'float32') {
-    const data = new Float32Array(n);
-    return { out: { dtype, data }, bytes: new Uint8Array(data.buffer) };
-  }
-  const data = new Uint16Array(n);
-  return { out: { dtype, data }, bytes: new Uint8Array(data.buffer) };
+/**
+ * An output of `n` elements; `bytes` is its little-endian file image (typed arrays are LE here). Over `reuse`
+ * when that is exactly its size (a buffer already written out: its pages are mapped, fresh memory's are
+ * faulted in on first touch), else over fresh bytes. Every element is written by the decoder.
+ */
+export function allocOutput(dtype: DirectDtype, n: number, reuse?: ArrayBuffer): { out: TensorOutput; bytes: Uint8Array } {
+  const width = dtype === 'float32' ? 4 : 2;
+  const buffer = reuse?.byteLength === n * width ? reuse : new ArrayBuffer(n * width);
+  const bytes = new Uint8Array(buffer);
+  if (dtype === 'float32') return { out: { dtype, data: new Float32Array(buffer) }, bytes };
+  return { out: { dtype, data: new Uint16Array(buffer) }, bytes };
 }
 
 /** Sets element i of the output to the float32 value v (rounded to float32 first, as a Float32Array would). */
