@@ -102,8 +102,28 @@ export function planeOffsets(spec: LayoutSpec, p: number): { rows: Int32Array; c
   return { rows, cols };
 }
 
-/** dst (cols×rows) = transpose of src (rows×cols), in blocks, writing dst rows contiguously (measured 5× faster). */
+/**
+ * dst (cols×rows) = transpose of src (rows×cols), in blocks, writing dst rows contiguously (measured 5× faster).
+ * float32 weights have a copy of their own: one loop fed every typed-array type goes megamorphic in V8 and
+ * reads each element through the generic path (measured 48 ns instead of 3 ns an element, issue 16).
+ */
 function transposeInto(src: AnyTypedArray, rows: number, cols: number, dst: AnyTypedArray): void {
+  if (src instanceof Float32Array && dst instanceof Float32Array) return transposeFloat32(src, rows, cols, dst);
+  const B = 64;
+  for (let c0 = 0; c0 < cols; c0 += B) {
+    const c1 = Math.min(cols, c0 + B);
+    for (let r0 = 0; r0 < rows; r0 += B) {
+      const r1 = Math.min(rows, r0 + B);
+      for (let c = c0; c < c1; c++) {
+        const d = c * rows;
+        for (let r = r0; r < r1; r++) dst[d + r] = src[r * cols + c];
+      }
+    }
+  }
+}
+
+/** `transposeInto` for float32 (the same loop, fed one type only). */
+function transposeFloat32(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
   const B = 64;
   for (let c0 = 0; c0 < cols; c0 += B) {
     const c1 = Math.min(cols, c0 + B);
