@@ -312,11 +312,11 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     );
     // an archive of a newer format version
     const { manifest, entries } = readArchive(archive);
-    writeArchive(join(dir, 'v2.nnm'), entries, { ...manifest, version: 2 });
+    writeArchive(join(dir, 'v3.nnm'), entries, { ...manifest, version: 3 });
     expectFailure(
-      await cli(['decompress', 'v2.nnm', '-o', 'v2.onnx']),
+      await cli(['decompress', 'v3.nnm', '-o', 'v3.onnx']),
       'E_UNSUPPORTED',
-      /archive format version 2 is newer than this nnmedia reads \(1\): update nnmedia/,
+      /archive format version 3 is newer than this nnmedia reads \(2\): update nnmedia/,
     );
   },
   E_MISSING_CODEC: async () => {

@@ -15,6 +15,7 @@ import {
   ZSTD_SKELETON_SUFFIX,
   rangeRef,
   type Manifest,
+  type PackMember,
   type SliceRecord,
 } from '../archive/manifest.js';
 import { concatBytes } from '../io/bytes.js';
@@ -64,6 +65,42 @@ class RangeCollector {
       return ref;
     });
     return { ...coded, quant: { ...coded.quant, ranges: refs } };
+  }
+}
+
+/** A media entry at most this large goes into a pack: its ~100 bytes of ZIP headers would be ≥ 0.15 % of it. */
+export const PACK_MEMBER_MAX = 64 * 1024;
+/** A pack is written when it reaches this size: memory holds one pack, and a reader that wants one member fetches at most this much. */
+export const PACK_BYTES = 1024 * 1024;
+
+/**
+ * Small stored entries (media tiles, zstd'd codes) gathered into packs (`model/pack.<n>`, stored): one ZIP
+ * entry and one sha256 instead of one per member (measured on Silero VAD v4: 58 media entries, 6.0 KB of ZIP
+ * headers and 2.6 KB of deflated manifest `entries`).
+ */
+class Packer {
+  readonly packs: Record<string, PackMember[]> = {};
+  private members: PackMember[] = [];
+  private data: Uint8Array[] = [];
+  private bytes = 0;
+
+  constructor(private readonly write: (name: string, data: Uint8Array) => void) {}
+
+  add(name: string, data: Uint8Array): void {
+    if (this.bytes + data.length > PACK_BYTES) this.flush();
+    this.members.push([name, data.length]);
+    this.data.push(data);
+    this.bytes += data.length;
+  }
+
+  flush(): void {
+    if (!this.members.length) return;
+    const name = `model/pack.${Object.keys(this.packs).length}`;
+    this.packs[name] = this.members;
+    this.write(name, concatBytes(this.data));
+    this.members = [];
+    this.data = [];
+    this.bytes = 0;
   }
 }
 
@@ -191,6 +228,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           entries[name] = { sha256: sha256(data), bytes: data.length };
           zip.add(name, data, method);
         };
+        const packer = new Packer((name, data) => put(name, data, 'store'));
         await runOrdered(
           units,
           options.jobs ?? availableParallelism(),
@@ -215,7 +253,10 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
               }
             }
             // media are compressed already; the exact side values (index deltas, floats) deflate well
-            for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
+            for (const [name, data] of encoded.entries)
+              if (name.endsWith('.bin')) put(name, data, 'deflate');
+              else if (data.length <= PACK_MEMBER_MAX) packer.add(name, data);
+              else put(name, data, 'store');
             const coded = ranges.take(encoded.coded);
             if (!slice) outcomes.set(plan.entry.key, { kind: 'coded', coded });
             else {
@@ -239,6 +280,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             });
           },
         );
+        packer.flush();
         if (job.half) put(HALF_ENTRY, job.half.data, 'deflate');
         if (ranges.bytes.length) put(RANGES_ENTRY, concatBytes(ranges.bytes), 'deflate');
         const parts: string[] = [];
@@ -271,6 +313,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           options: options.echo,
           tensors,
           entries,
+          packs: packer.packs,
           quality: typeof job.quality === 'object' ? job.quality : undefined,
         });
         zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
