@@ -245,6 +245,13 @@ export function entryBytes(m: Manifest, name: string): number | undefined {
   return packMembers(m).get(name)?.bytes;
 }
 
+/** Every entry's name, a pack's members in place of the pack (what a version-1 archive would list). */
+export function entryNames(m: Manifest): string[] {
+  return Object.keys(m.entries).flatMap((name) =>
+    m.packs && Object.hasOwn(m.packs, name) ? m.packs[name].map(([n]) => n) : [name],
+  );
+}
+
 /** What decodes on its own: the record itself, or each slice as a record, with the element offset of its values. */
 export function codedParts(t: TensorRecord): Array<{ record: TensorRecord; offset: number }> {
   return t.slices ? t.slices.map((s) => sliceAsTensor(t, s)) : [{ record: t, offset: 0 }];

@@ -63,7 +63,11 @@ export class Archive implements EntrySource {
 
   /** An entry's bytes, checked against the manifest's sha256 (a pack member: its pack's). */
   entry(name: string, tensor?: string): Uint8Array {
-    if (name === RANGES_ENTRY) return (this.ranges ??= this.readEntry(name, tensor));
+    if (name === RANGES_ENTRY) return (this.ranges ??= this.entryOrMember(name, tensor));
+    return this.entryOrMember(name, tensor);
+  }
+
+  private entryOrMember(name: string, tensor?: string): Uint8Array {
     const place = Object.hasOwn(this.manifest.entries, name) ? undefined : packMembers(this.manifest).get(name);
     if (place) {
       if (this.pack?.name !== place.pack) this.pack = { name: place.pack, data: this.readEntry(place.pack, tensor) };
