@@ -16,6 +16,7 @@ import {
   MAX_MANIFEST_BYTES,
   READ_VERSIONS,
   entryBytes,
+  expandManifest,
   parseRangeRef,
   sliceAsTensor,
   type Manifest,
@@ -50,6 +51,8 @@ export function parseManifest(bytes: Uint8Array, file?: string): Manifest {
   } catch (e) {
     throw new CorruptArchiveError(`manifest is not valid JSON: ${(e as Error).message}`, { file });
   }
+  // version 2 leaves out what it can restore; a version-1 manifest has nothing to restore
+  if (typeof parsed === 'object' && parsed !== null && (parsed as { version?: unknown }).version !== 1) expandManifest(parsed);
   return checkManifest(parsed, file);
 }
 

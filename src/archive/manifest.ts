@@ -210,6 +210,57 @@ export interface Manifest {
   quality?: QualityRecord;
 }
 
+/**
+ * The manifest as written (version 2): records without what the reader restores (`expandManifest`): a
+ * tensor's `name` where it equals its `key` (every ONNX tensor), and a plane coded as one tile that covers it
+ * as `entry` in place of `tiles` (measured on Silero VAD v4: 520 B of 4.7 KB deflated).
+ */
+export function manifestJson(m: Manifest): string {
+  const plane = (p: PlaneRecord): PlaneRecord | CompactPlane => {
+    const [t, more] = p.tiles;
+    if (!t || more || p.frame || t.frame !== undefined || t.row !== 0 || t.col !== 0 || t.rows !== p.rows || t.cols !== p.cols)
+      return p;
+    return { label: p.label, rows: p.rows, cols: p.cols, entry: t.entry };
+  };
+  const planes = <T extends { planes?: PlaneRecord[] }>(r: T): T => (r.planes ? { ...r, planes: r.planes.map(plane) } : r);
+  const tensors = m.tensors.map((t) => {
+    const { name, ...rest } = t;
+    const r = planes(name === t.key ? rest : t) as TensorRecord;
+    return t.slices ? { ...r, slices: t.slices.map(planes) } : r;
+  });
+  return JSON.stringify({ ...m, tensors });
+}
+
+/** A plane of one tile that covers it, as written (version 2). */
+interface CompactPlane extends Omit<PlaneRecord, 'tiles'> {
+  entry: string;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A parsed manifest's compact records (`manifestJson`) restored in place, before any check: a missing `name`
+ * is the `key`, a plane's `entry` is one tile covering the plane. Whatever is not of that form is left for
+ * `checkManifest` to judge.
+ */
+export function expandManifest(m: unknown): void {
+  if (!isRecord(m) || !Array.isArray(m.tensors)) return;
+  const expandPlanes = (r: Record<string, unknown>): void => {
+    if (!Array.isArray(r.planes)) return;
+    for (const p of r.planes as unknown[])
+      if (isRecord(p) && p.tiles === undefined && typeof p.entry === 'string') {
+        p.tiles = [{ row: 0, col: 0, rows: p.rows, cols: p.cols, entry: p.entry }];
+        delete p.entry;
+      }
+  };
+  for (const t of m.tensors as unknown[]) {
+    if (!isRecord(t)) continue;
+    if (t.name === undefined && typeof t.key === 'string') t.name = t.key;
+    expandPlanes(t);
+    if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandPlanes(s);
+  }
+}
+
 /** A pack's member: its entry name and size in bytes. */
 export type PackMember = [name: string, bytes: number];
 

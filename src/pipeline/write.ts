@@ -13,6 +13,7 @@ import {
   MANIFEST_NAME,
   RANGES_ENTRY,
   ZSTD_SKELETON_SUFFIX,
+  manifestJson,
   rangeRef,
   type Manifest,
   type PackMember,
@@ -330,14 +331,14 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           packs,
           quality: typeof job.quality === 'object' ? job.quality : undefined,
         });
-        zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+        zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
         zip.finish();
         if (typeof job.quality === 'function') {
           // the archive is complete: decoded and measured as a user would, then its manifest gets the verdict
           const quality = await job.quality(tmp);
           manifest = { ...manifest, quality };
           zip.dropLast();
-          zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+          zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
           zip.finish();
           if (job.refuse && quality.passed === false && !options.force) throw gateError(job.output, quality, false);
         }
