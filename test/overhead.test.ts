@@ -3,14 +3,17 @@
  * (manifest, skeleton, ranges, kept tensors, exact side values, ZIP headers) is at most 5 % of the archive at
  * the default and at most 10 % at --target-bpw 4; small media share one ZIP entry (format version 2 packs).
  */
-import { statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Archive, compressModel } from '../src/index.js';
+import { Archive, compressModel, decompressArchive } from '../src/index.js';
 import { FORMAT_VERSION, codedParts, packMembers, tileEntries } from '../src/archive/manifest.js';
 import { elementCount } from '../src/formats/model.js';
 import { ifBranchModel, stftMelModel } from './helpers/onnx-builder.js';
 import { tempDir } from './helpers/tmp.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
+import { mixedModel } from './helpers/onnx-fixtures.js';
 
 const dir = tempDir();
 
@@ -71,4 +74,36 @@ describe('fixed overhead (issue 14 point 6)', () => {
       }
       expect(overhead(file).share).toBeLessThanOrEqual(0.1);
     }, 300_000);
+});
+
+describe('format version 1 is still read', () => {
+  it('an archive written as version 1 (members as entries of their own, full records) decodes to the same model', async () => {
+    const model = join(dir, 'mixed.onnx');
+    writeFileSync(model, mixedModel(1).bytes);
+    const v2 = join(dir, 'mixed.nnm');
+    await compressModel(model, v2, { force: true });
+    const { manifest, entries } = readArchive(v2);
+    expect(Object.keys(manifest.packs ?? {}).length).toBeGreaterThan(0);
+    // the packs taken apart: every member an entry with its sha256, as version 1 wrote them
+    const a = new Archive(v2);
+    const members = Object.values(manifest.packs!).flatMap((m) => m.map(([name]) => [name, a.entry(name)] as const));
+    a.close();
+    const v1Entries = [...entries.filter(([n]) => !Object.hasOwn(manifest.packs!, n)), ...members];
+    const sha = (d: Uint8Array): string => createHash('sha256').update(d).digest('hex');
+    const rest: Partial<typeof manifest> = { ...manifest };
+    delete rest.packs;
+    const v1 = join(dir, 'mixed-v1.nnm');
+    writeArchive(v1, v1Entries, {
+      ...rest,
+      version: 1,
+      entries: Object.fromEntries(v1Entries.map(([n, d]) => [n, { sha256: sha(d), bytes: d.length }])),
+    });
+    await decompressArchive(v2, join(dir, 'from-v2.onnx'), { force: true });
+    await decompressArchive(v1, join(dir, 'from-v1.onnx'), { force: true });
+    expect(readFileSync(join(dir, 'from-v1.onnx'))).toEqual(readFileSync(join(dir, 'from-v2.onnx')));
+    // version 1 has no packs: a version-1 manifest that names one is corrupt
+    const bad = join(dir, 'mixed-v1-packs.nnm');
+    writeArchive(bad, entries, { ...manifest, version: 1 });
+    await expect(decompressArchive(bad, join(dir, 'bad.onnx'))).rejects.toThrow(/bad packs/);
+  }, 120_000);
 });
