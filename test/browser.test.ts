@@ -192,7 +192,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     await p.close();
   });
 
-  it('HTTP Range reads: one tensor of an archive fetches its directory and that tensor, not the file', async () => {
+  it('HTTP Range reads: one tensor of an archive fetches its directory and its entries (its pack), not the file in one response', async () => {
     // Silero v4 (280 KB): larger than the 64 KiB tail read first
     const file = await archive('silero_vad');
     const silero = new Archive(file);
