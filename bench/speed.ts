@@ -6,8 +6,14 @@
  * and `--target-snr 30` (safetensors only). MB/s counts float32 bytes (weights × 4).
  *
  *   tsx bench/speed.ts [--gb 1] [--models synth,isnet] [--out bench/results/speed]
+ *                      [--base <checkout>] [--skip step,snr]
  *
- * Needs `npm run build` first (runs dist/cli/main.js).
+ * Needs `npm run build` first (runs dist/cli/main.js). `--base` adds a row for the other checkout's build
+ * (its dist/, e.g. main's) decompressing the same archive right before each decompress row: before and
+ * after in the same machine state. `--skip` leaves out the slow rate-mode rows (`step`, `snr`). Besides
+ * wall seconds, each row reports the CPU seconds (user + system) /usr/bin/time measured: on a shared machine
+ * wall time follows the load, CPU time much less. Compress rows pass `--no-check`: the quality gate runs
+ * the model (ISNet: onnxruntime at 1024×1024, GBs of activations), which is not the codec pipeline's speed.
  */
 
 import { spawnSync } from 'node:child_process';
@@ -22,6 +28,7 @@ interface Row {
   label: string;
   command: string;
   seconds: number;
+  cpuSeconds: number;
   mbps: number;
   xZstd: number;
   peakRssMB: number;
@@ -33,20 +40,26 @@ const { values } = parseArgs({
     gb: { type: 'string', default: '1' },
     models: { type: 'string', default: 'synth,isnet' },
     out: { type: 'string', default: 'bench/results/speed' },
+    base: { type: 'string' },
+    skip: { type: 'string', default: '' },
   },
 });
 
 const CLI = 'dist/cli/main.js';
+const BASE_CLI = values.base ? join(values.base, 'dist/cli/main.js') : undefined;
+const skip = new Set(values.skip.split(',').filter(Boolean));
 
 /** Runs argv under /usr/bin/time -v; returns seconds and max RSS in MB. Throws on a non-zero exit. */
-function timed(argv: string[]): { seconds: number; rssMB: number } {
+function timed(argv: string[]): { seconds: number; cpuSeconds: number; rssMB: number } {
   const t0 = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-v', ...argv], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`speed: ${argv.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
   const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
   if (!m) throw new Error(`speed: no max RSS in the output of /usr/bin/time for ${argv.join(' ')}`);
-  return { seconds, rssMB: Number(m[1]) / 1024 };
+  const user = /User time \(seconds\): ([\d.]+)/.exec(r.stderr);
+  const system = /System time \(seconds\): ([\d.]+)/.exec(r.stderr);
+  return { seconds, cpuSeconds: Number(user?.[1] ?? NaN) + Number(system?.[1] ?? NaN), rssMB: Number(m[1]) / 1024 };
 }
 
 /** Count of float weights in a safetensors file (header dtypes F32/F16/BF16). */
@@ -68,19 +81,22 @@ function weightsOf(file: string): number {
 function runModel(id: string, model: string, float32Bytes: number, dir: string, rows: Row[]): void {
   const mb = float32Bytes / 1e6;
   const push = (label: string, argv: string[], base: number | undefined, out: string): number => {
-    const { seconds, rssMB } = timed(argv);
+    const { seconds, cpuSeconds, rssMB } = timed(argv);
     const mbps = mb / seconds;
     rows.push({
       model: id,
       label,
       command: argv.join(' '),
       seconds,
+      cpuSeconds,
       mbps,
       xZstd: base ? mbps / base : 1,
       peakRssMB: rssMB,
       outBytes: existsSync(out) ? statSync(out).size : 0,
     });
-    console.log(`${id}\t${label}\t${seconds.toFixed(2)} s\t${mbps.toFixed(1)} MB/s\t${rssMB.toFixed(0)} MB RSS`);
+    console.log(
+      `${id}\t${label}\t${seconds.toFixed(2)} s\t${cpuSeconds.toFixed(2)} s CPU\t${mbps.toFixed(1)} MB/s\t${rssMB.toFixed(0)} MB RSS`,
+    );
     return mbps;
   };
   const zst = join(dir, `${id}.zst`);
@@ -97,13 +113,20 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     const a = join(dir, `${id}-default.nnm`);
     push(
       `nnmedia compress default --jobs ${jobs}`,
-      [node, CLI, 'compress', model, '-o', a, '--jobs', String(jobs), '--force'],
+      [node, CLI, 'compress', model, '--no-check', '-o', a, '--jobs', String(jobs), '--force'],
       zc,
       a,
     );
   }
+  /** The base build decompressing the same archive, right before this build does (same machine state). */
+  const baseRow = (label: string, archive: string, jobs: number, out: string): void => {
+    if (!BASE_CLI) return;
+    push(`base: ${label}`, [node, BASE_CLI, 'decompress', archive, '-o', out, '--jobs', String(jobs), '--force'], zd, out);
+    rmSync(out, { force: true });
+  };
   for (const jobs of [1, 2]) {
     const o = join(dir, `${id}-default.out`);
+    baseRow(`nnmedia decompress default --jobs ${jobs}`, join(dir, `${id}-default.nnm`), jobs, o);
     push(
       `nnmedia decompress default --jobs ${jobs}`,
       [node, CLI, 'decompress', join(dir, `${id}-default.nnm`), '-o', o, '--jobs', String(jobs), '--force'],
@@ -112,14 +135,16 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     );
     rmSync(o, { force: true });
   }
+  if (skip.has('step')) return;
   const s = join(dir, `${id}-step.nnm`);
   push(
     'nnmedia compress --codec auto --step 0.25 --jobs 2',
-    [node, CLI, 'compress', model, '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
+    [node, CLI, 'compress', model, '--no-check', '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
     zc,
     s,
   );
   const so = join(dir, `${id}-step.out`);
+  baseRow('nnmedia decompress of the step archive --jobs 2', s, 2, so);
   push(
     'nnmedia decompress of the step archive --jobs 2',
     [node, CLI, 'decompress', s, '-o', so, '--jobs', '2', '--force'],
@@ -127,20 +152,32 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     so,
   );
   rmSync(so, { force: true });
-  if (model.endsWith('.safetensors')) {
+  if (model.endsWith('.safetensors') && !skip.has('snr')) {
     const t = join(dir, `${id}-snr.nnm`);
     push(
       'nnmedia compress --target-snr 30 --jobs 2',
-      [node, CLI, 'compress', model, '-o', t, '--target-snr', '30', '--jobs', '2', '--force'],
+      [node, CLI, 'compress', model, '--no-check', '-o', t, '--target-snr', '30', '--jobs', '2', '--force'],
       zc,
       t,
     );
   }
 }
 
+/** Speed against zstd by CPU seconds: zstd's CPU time over this row's (compress rows against zstd -3, the rest -d). */
+function cpuRatio(r: Row, all: Row[] = rowsOut): number {
+  const zstdRow = all.find(
+    (z) =>
+      z.model === r.model &&
+      z.label.startsWith(r.label.includes('compress') && !r.label.includes('decompress') ? 'zstd -3' : 'zstd -d'),
+  );
+  return zstdRow ? zstdRow.cpuSeconds / r.cpuSeconds : NaN;
+}
+
+const rowsOut: Row[] = [];
+
 function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'nnm-speed-'));
-  const rows: Row[] = [];
+  const rows = rowsOut;
   const load = loadavg();
   try {
     for (const id of values.models.split(',')) {
@@ -167,16 +204,20 @@ function main(): void {
   mkdirSync(dirname(values.out), { recursive: true });
   writeFileSync(
     `${values.out}.json`,
-    JSON.stringify({ date: new Date().toISOString(), gb: Number(values.gb), loadBefore: load, loadAfter, rows }, null, 2) + '\n',
+    JSON.stringify(
+      { date: new Date().toISOString(), gb: Number(values.gb), base: values.base, loadBefore: load, loadAfter, rows },
+      null,
+      2,
+    ) + '\n',
   );
   const md = [
     `Load average before ${load.map((x) => x.toFixed(2)).join(' ')}, after ${loadAfter.map((x) => x.toFixed(2)).join(' ')}; synthetic model --gb ${values.gb}.`,
     '',
-    '| model | run | seconds | MB/s of float32 | × zstd | peak RSS MB | output bytes |',
-    '|---|---|---|---|---|---|---|',
+    '| model | run | seconds | CPU seconds | MB/s of float32 | × zstd | × zstd (CPU) | peak RSS MB | output bytes |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) =>
-        `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes} |`,
+        `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.cpuSeconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${cpuRatio(r).toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes} |`,
     ),
     '',
   ].join('\n');

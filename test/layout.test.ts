@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gatherPlanes, planeShapes, scatterPlanes, sourceIndexFn } from '../src/layout/planes.js';
+import { gatherPlanes, planeOffsets, planeShapes, scatterPlanes, sourceIndexFn } from '../src/layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../src/layout/tiles.js';
 import type { LayoutSpec } from '../src/layout/types.js';
 
@@ -91,6 +91,26 @@ describe('the blocked fc path is the index function', () => {
       const idx = sourceIndexFn(spec);
       for (let r = 0; r < 130; r++) for (let c = 0; c < 71; c++) expect(plane[r * 71 + c]).toBe(src[idx(0, r, c)]);
       expect(scatterPlanes([plane], spec, f32(src.length))).toEqual(src);
+    });
+});
+
+describe('planeOffsets: the index function as row + column offsets', () => {
+  const specs: LayoutSpec[] = [
+    { kind: 'fc', nin: 7, nout: 3, order: 'out_in' },
+    { kind: 'fc', nin: 7, nout: 3, order: 'in_out' },
+    { kind: 'conv', nfin: 3, nfout: 4, kx: 3, ky: 2, order: 'out_in' },
+    { kind: 'conv', nfin: 3, nfout: 4, kx: 3, ky: 2, order: 'in_out' },
+    { kind: 'conv', nfin: 1, nfout: 6, kx: 3, ky: 3, order: 'out_in' },
+    { kind: 'lstm', gates: 4, directions: 2, hidden: 3, nin: 4 },
+    { kind: 'gru', gates: 3, directions: 1, hidden: 5, nin: 2 },
+  ];
+  for (const spec of specs)
+    it(`${spec.kind} ${JSON.stringify(spec)}`, () => {
+      const idx = sourceIndexFn(spec);
+      planeShapes(spec).forEach((s, p) => {
+        const { rows, cols } = planeOffsets(spec, p);
+        for (let r = 0; r < s.rows; r++) for (let c = 0; c < s.cols; c++) expect(rows[r] + cols[c]).toBe(idx(p, r, c));
+      });
     });
 });
 

@@ -60,6 +60,14 @@ describe('M1 uniform quantization', () => {
   });
 });
 
+/** A float16-exact value's float16 bits. */
+function toBits(x: number): number {
+  const f = new Float32Array([x]);
+  const b = new Uint32Array(f.buffer)[0];
+  const exp = ((b >>> 23) & 255) - 127 + 15;
+  return ((b >>> 16) & 0x8000) | (exp << 10) | ((b >>> 13) & 0x3ff);
+}
+
 describe('kept tensors as float16 (where the cast is safe)', () => {
   it('casts values within 2^-11 of themselves or of the tensor RMS, and reads them back', async () => {
     const { toHalfIfSafe, fromHalf } = await import('../src/quantize/half.js');
@@ -78,6 +86,28 @@ describe('kept tensors as float16 (where the cast is safe)', () => {
     expect(toHalfIfSafe(Float32Array.of(1, NaN))).toBeUndefined();
     expect(toHalfIfSafe(Float32Array.of(1, -Infinity))).toBeUndefined();
     expect(toHalfIfSafe(Float32Array.of(3e-7, 2e-7))).toBeUndefined(); // subnormal steps are large against an RMS of 2.5e-7
+  });
+  it('kept values are rounded to 7 mantissa bits: within 2^-8 + 2^-11 of themselves, to nearest, never to infinity', async () => {
+    const { keptHalf, fromHalf, roundHalfMantissa, toHalfIfSafe } = await import('../src/quantize/half.js');
+    const v = Float32Array.from({ length: 4096 }, (_, i) => Math.sin(i * 12.9898) * 10 ** ((i % 9) - 4));
+    const back = fromHalf(keptHalf(v)!, 0, v.length);
+    let sq = 0;
+    for (const x of v) sq += x * x;
+    const floor = 2 ** -11 * Math.sqrt(sq / v.length);
+    let coarse = 0;
+    v.forEach((x, i) => {
+      expect(Math.abs(back[i] - x)).toBeLessThanOrEqual(Math.max((2 ** -8 + 2 ** -11) * Math.abs(x), floor));
+      // the low 3 mantissa bits of a normal value are zero
+      if (Math.abs(back[i]) < 2 ** -14 || (toBits(back[i]) & 7) === 0) coarse++;
+    });
+    expect(coarse).toBe(v.length);
+    // below half a step, above it, ties to even (down and up), and ±65504 (would round to infinity: kept)
+    const edge = toHalfIfSafe(
+      Float32Array.of(1 + 2 ** -10, 1 + 2 ** -8 + 2 ** -10, 1 + 2 ** -8, 1 + 2 ** -7 + 2 ** -8, 65504, -65504),
+    )!;
+    expect([...fromHalf(roundHalfMantissa(edge, 7), 0, 6)]).toEqual([1, 1 + 2 ** -7, 1, 1 + 2 ** -6, 65504, -65504]);
+    // the input is not modified
+    expect([...fromHalf(edge, 0, 1)]).toEqual([1 + 2 ** -10]);
   });
 });
 

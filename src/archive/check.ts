@@ -14,6 +14,9 @@ import { codecMeta } from '../codecs/meta.js';
 import {
   FORMAT_VERSION,
   MAX_MANIFEST_BYTES,
+  READ_VERSIONS,
+  entryBytes,
+  expandManifest,
   parseRangeRef,
   sliceAsTensor,
   type Manifest,
@@ -48,6 +51,8 @@ export function parseManifest(bytes: Uint8Array, file?: string): Manifest {
   } catch (e) {
     throw new CorruptArchiveError(`manifest is not valid JSON: ${(e as Error).message}`, { file });
   }
+  // version 2 leaves out what it can restore; a version-1 manifest has nothing to restore
+  if (typeof parsed === 'object' && parsed !== null && (parsed as { version?: unknown }).version !== 1) expandManifest(parsed);
   return checkManifest(parsed, file);
 }
 
@@ -132,13 +137,14 @@ export function checkManifest(m: unknown, file?: string): Manifest {
       `archive format version ${man.version} is newer than this nnmedia reads (${FORMAT_VERSION}): update nnmedia to read it`,
       { file },
     );
-  if (man.version !== FORMAT_VERSION)
-    fail(file, `unsupported format version ${JSON.stringify(man.version)} (this build reads ${FORMAT_VERSION})`);
+  if (!READ_VERSIONS.includes(man.version))
+    fail(file, `unsupported format version ${JSON.stringify(man.version)} (this build reads ${READ_VERSIONS.join(', ')})`);
   if (!isObj(man.source) || typeof man.source.format !== 'string' || !formatMeta(man.source.format))
     fail(file, 'unknown source format');
   if (!Array.isArray(man.tensors) || !isObj(man.entries)) fail(file, 'tensors or entries missing');
   for (const [name, e] of Object.entries(man.entries))
     if (!isObj(e) || typeof e.sha256 !== 'string' || !isCount(e.bytes)) fail(file, `bad entry record ${JSON.stringify(name)}`);
+  checkPacks(man, file);
   if (typeof man.skeleton !== 'string' || !Object.hasOwn(man.entries, man.skeleton)) fail(file, 'skeleton entry missing');
   if (
     man.skeletonParts !== undefined &&
@@ -159,8 +165,8 @@ export function checkManifest(m: unknown, file?: string): Manifest {
     const n = elementCount(t.shape);
     if (n > MAX_TENSOR_ELEMENTS) fail(file, `tensor of ${n} elements exceeds the limit`, t.key);
     if (t.half) {
-      const e = Object.hasOwn(man.entries, t.half.entry) ? man.entries[t.half.entry] : undefined;
-      if (!e || (t.half.offset + n) * 2 > e.bytes) fail(file, 'half-precision values outside their entry', t.key);
+      const bytes = entryBytes(man, t.half.entry);
+      if (bytes === undefined || (t.half.offset + n) * 2 > bytes) fail(file, 'half-precision values outside their entry', t.key);
     }
     if (t.sameAs !== undefined) {
       const first = man.tensors.find((x) => x.key === t.sameAs);
@@ -174,6 +180,31 @@ export function checkManifest(m: unknown, file?: string): Manifest {
     else checkCoded(t, man, file);
   }
   return man;
+}
+
+/**
+ * Packs (version 2): each a listed entry whose members' sizes add up to its own, every member named once
+ * and not also an entry of its own (a name resolves to one set of bytes).
+ */
+function checkPacks(man: Manifest, file: string | undefined): void {
+  if (man.packs === undefined) return;
+  if (man.version < 2 || !isObj(man.packs)) fail(file, 'bad packs');
+  const names = new Set<string>();
+  for (const [pack, members] of Object.entries(man.packs)) {
+    const e = Object.hasOwn(man.entries, pack) ? man.entries[pack] : undefined;
+    if (!e || !Array.isArray(members)) fail(file, `bad pack ${JSON.stringify(pack)}`);
+    let total = 0;
+    for (const m of members as unknown[]) {
+      if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'string' || !isCount(m[1]))
+        fail(file, `bad member record in pack ${JSON.stringify(pack)}`);
+      const [name, bytes] = m as [string, number];
+      if (names.has(name) || Object.hasOwn(man.entries, name)) fail(file, `entry ${JSON.stringify(name)} listed twice`);
+      names.add(name);
+      total += bytes;
+    }
+    if (total !== e!.bytes)
+      fail(file, `pack ${JSON.stringify(pack)}: members add up to ${total} bytes, the entry has ${e!.bytes}`);
+  }
 }
 
 /** Planes, quantization and tiles of a coded tensor (or slice) against its layout and the listed entries. */
@@ -192,7 +223,7 @@ function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): v
   )
     fail(file, 'planes, quantization or codec missing', t.key);
   if (!(CODE_BITS as readonly number[]).includes(t.quant.bits)) fail(file, `invalid bits ${JSON.stringify(t.quant.bits)}`, t.key);
-  const listed = (entry: string): boolean => Object.hasOwn(man.entries, entry);
+  const listed = (entry: string): boolean => entryBytes(man, entry) !== undefined;
   if (t.nonFinite !== undefined && !listed(t.nonFinite)) fail(file, `exact-values entry ${t.nonFinite} not listed`, t.key);
   shapes.forEach((s, p) => {
     const pr = t.planes![p];
@@ -202,8 +233,8 @@ function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): v
     if (t.quant!.ranges[p].startsWith('@')) {
       const channels = Math.ceil(s.cols / t.quant!.channelWidth[p]);
       const bytes = channels * RANGE_BYTES[t.quant!.rangeDtype?.[p] ?? 'float32'];
-      const e = ref && listed(ref.entry) ? man.entries[ref.entry] : undefined;
-      if (!ref || !e || ref.offset + bytes > e.bytes) fail(file, `plane ${p}: ranges outside their entry`, t.key);
+      const size = ref ? entryBytes(man, ref.entry) : undefined;
+      if (!ref || size === undefined || ref.offset + bytes > size) fail(file, `plane ${p}: ranges outside their entry`, t.key);
     }
     let covered = 0;
     for (const tile of pr.tiles) {

@@ -9,10 +9,11 @@
 import { CorruptArchiveError, NnmediaError, withContext } from '../errors.js';
 import type { CodeArray } from '../quantize/uniform.js';
 import type { ExpectedCodes } from '../codecs/types.js';
-import { elementCount } from '../formats/model.js';
-import { planeShapes, scatterPlanes } from '../layout/planes.js';
+import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats } from '../formats/model.js';
+import { planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
-import { allocCodes, dequantizePlane, restoreNonFinite, type PlaneRanges } from '../quantize/uniform.js';
+import { allocCodes, dequantizePlane, type PlaneRanges } from '../quantize/uniform.js';
+import { type TensorOutput, allocOutput, dequantizeInto, isDirectDtype, scatterInto, setOutput } from '../quantize/dequantize.js';
 import { RANGE_BYTES, decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
 import { decodeExactValues } from '../quantize/exact.js';
 import { fromHalf } from '../quantize/half.js';
@@ -67,8 +68,48 @@ export function decodeRecord(t: TensorRecord, source: EntrySource, decodeCodes: 
   );
 }
 
-/** Decodes one coded tensor or slice. */
+/** Decodes one tensor of the archive (all its slices) to its bytes in the model file, little-endian `dtype`. */
+export async function decodeRecordBytes(
+  t: TensorRecord,
+  source: EntrySource,
+  decodeCodes: CodeDecoder,
+  dtype: FloatDType,
+  reuse?: ArrayBuffer,
+): Promise<Uint8Array> {
+  if (!t.slices) return decodeCodedBytes(t, source, decodeCodes, dtype, reuse);
+  return encodeFloats(await decodeRecord(t, source, decodeCodes), dtype);
+}
+
+/** Decodes one coded tensor or slice to float32 values in the file's memory order. */
 export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCodes: CodeDecoder): Promise<Float32Array> {
+  const data = new Float32Array(elementCount(t.shape));
+  await decodeCodedInto(t, source, decodeCodes, { dtype: 'float32', data });
+  return data;
+}
+
+/**
+ * Decodes one coded tensor or slice straight to the bytes the model file holds for it: its elements in file
+ * order as little-endian `dtype` (the same bytes as `decodeCoded` → `encodeFloats`, made in one pass), into
+ * `reuse` where that is the right size.
+ */
+export async function decodeCodedBytes(
+  t: TensorRecord,
+  source: EntrySource,
+  decodeCodes: CodeDecoder,
+  dtype: FloatDType,
+  reuse?: ArrayBuffer,
+): Promise<Uint8Array> {
+  if (!isDirectDtype(dtype) || !LITTLE_ENDIAN) return encodeFloats(await decodeCoded(t, source, decodeCodes), dtype);
+  const { out, bytes } = allocOutput(dtype, elementCount(t.shape), reuse);
+  await decodeCodedInto(t, source, decodeCodes, out);
+  return bytes;
+}
+
+/** Above this many elements a plane's offsets would not fit Int32: such a tensor is decoded through float planes. */
+const MAX_DIRECT_ELEMENTS = 2 ** 31 - 1;
+
+/** Decodes one coded tensor or slice into `out`: each plane's codes dequantized straight into place. */
+async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes: CodeDecoder, out: TensorOutput): Promise<void> {
   const file = source.file;
   const fail = (message: string): never => {
     throw new CorruptArchiveError(`manifest: ${message}`, { file, tensor: t.key });
@@ -95,12 +136,14 @@ export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCo
     return codes;
   };
   const shapes = planeShapes(t.layout!);
+  const direct = out.data.length <= MAX_DIRECT_ELEMENTS;
   const planes: Float32Array[] = [];
   for (let p = 0; p < shapes.length; p++) {
     const s = shapes[p];
-    const codes = allocCodes(bits, s.rows * s.cols);
     const pr = t.planes![p];
+    let codes: CodeArray;
     if (pr.frame) {
+      codes = allocCodes(bits, s.rows * s.cols);
       // video: one stream of frames; every block is a frame, padded to the frame size
       const f = pr.frame;
       if (!(
@@ -122,19 +165,41 @@ export async function decodeCoded(t: TensorRecord, source: EntrySource, decodeCo
             (tile.row + r) * s.cols + tile.col,
           );
       }
-    } else
-      for (const tile of pr.tiles)
-        pasteTile(codes, s.cols, tile, await codesOf(tile.entry, { width: tile.cols, height: tile.rows, bits }));
+    } else {
+      const one = pr.tiles.length === 1 ? pr.tiles[0] : undefined;
+      if (one && one.row === 0 && one.col === 0 && one.rows === s.rows && one.cols === s.cols)
+        // one tile that is the whole plane: its codes are the plane's, no copy
+        codes = await codesOf(one.entry, { width: one.cols, height: one.rows, bits });
+      else {
+        codes = allocCodes(bits, s.rows * s.cols);
+        for (const tile of pr.tiles)
+          pasteTile(codes, s.cols, tile, await codesOf(tile.entry, { width: tile.cols, height: tile.rows, bits }));
+      }
+    }
     const ranges = await planeRanges(quant, p, bits, Math.ceil(s.cols / quant.channelWidth[p]), source, t.name, fail);
     const channels = Math.ceil(s.cols / ranges.channelWidth);
     if (ranges.mins.length !== channels) fail(`plane ${p} has ${ranges.mins.length} ranges for ${channels} channels`);
+    if (direct && !quant.rotation) {
+      const offsets = planeOffsets(t.layout!, p);
+      dequantizeInto(codes, s.rows, s.cols, bits, ranges, offsets.rows, offsets.cols, out);
+      continue;
+    }
     const plane = dequantizePlane(codes, s.rows, s.cols, bits, ranges);
     if (quant.rotation) unrotatePlane(plane, s.rows, s.cols, quant.rotation.seeds[p]);
-    planes.push(plane);
+    if (direct) {
+      const offsets = planeOffsets(t.layout!, p);
+      scatterInto(plane, s.rows, s.cols, offsets.rows, offsets.cols, out);
+    } else planes.push(plane);
   }
-  const out = scatterPlanes(planes, t.layout!, new Float32Array(elementCount(t.shape)));
-  if (t.nonFinite) restoreNonFinite(out, decodeExactValues(await source.entry(t.nonFinite, t.name), out.length, fail));
-  return out;
+  if (!direct) {
+    // a tensor too large for Int32 offsets (only float32 reaches here: 8 GB of one tensor)
+    if (out.dtype !== 'float32') fail('tensor too large to decode in one piece');
+    scatterPlanes(planes, t.layout!, out.data as Float32Array);
+  }
+  if (t.nonFinite) {
+    const side = decodeExactValues(await source.entry(t.nonFinite, t.name), out.data.length, fail);
+    for (let k = 0; k < side.indices.length; k++) setOutput(out, side.indices[k], side.values[k]);
+  }
 }
 
 /** The stored ranges of plane p (base64 in the record, or bytes of the ranges entry), as the encoder used them. */

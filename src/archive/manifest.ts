@@ -1,6 +1,7 @@
 /**
  * manifest.json: what the archive holds and how to undo every step.
- * Format version 1. Every other entry is listed with its sha256.
+ * Format version 2 (reads 1 too). Every other ZIP entry is listed with its sha256; small media entries
+ * live inside pack entries (`packs`), verified with their pack.
  */
 
 import { decompress as zstdDecompress } from 'fzstd';
@@ -14,7 +15,13 @@ import type { ErrorStats } from '../eval/metrics.js';
 import type { Media } from '../codecs/types.js';
 
 export const MANIFEST_NAME = 'manifest.json';
-export const FORMAT_VERSION = 1;
+/** The version this build writes. */
+export const FORMAT_VERSION = 2;
+/**
+ * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
+ * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
+ */
+export const READ_VERSIONS: readonly number[] = [1, 2];
 /** A manifest larger than this is not one we wrote. */
 export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 
@@ -191,10 +198,109 @@ export interface Manifest {
   skeletonParts?: string[];
   options: Record<string, unknown>;
   tensors: TensorRecord[];
-  /** sha256 and size of every entry but the manifest itself. */
+  /** sha256 and size of every ZIP entry but the manifest itself. */
   entries: Record<string, { sha256: string; bytes: number }>;
+  /**
+   * Version 2: entries stored one after another inside a ZIP entry (a pack, listed in `entries`), by pack:
+   * each member's name and size, in order (a member starts where the one before it ends). A member is read
+   * from its pack, verified as a whole: ~100 bytes of ZIP headers and a 32-byte sha256 fewer per entry.
+   */
+  packs?: Record<string, PackMember[]>;
   /** The quality gate's measurement of this archive (absent in archives written before it existed). */
   quality?: QualityRecord;
+}
+
+/**
+ * The manifest as written (version 2): records without what the reader restores (`expandManifest`): a
+ * tensor's `name` where it equals its `key` (every ONNX tensor), and a plane coded as one tile that covers it
+ * as `entry` in place of `tiles` (measured on Silero VAD v4: 520 B of 4.7 KB deflated).
+ */
+export function manifestJson(m: Manifest): string {
+  const plane = (p: PlaneRecord): PlaneRecord | CompactPlane => {
+    const [t, more] = p.tiles;
+    if (!t || more || p.frame || t.frame !== undefined || t.row !== 0 || t.col !== 0 || t.rows !== p.rows || t.cols !== p.cols)
+      return p;
+    return { label: p.label, rows: p.rows, cols: p.cols, entry: t.entry };
+  };
+  const planes = <T extends { planes?: PlaneRecord[] }>(r: T): T => (r.planes ? { ...r, planes: r.planes.map(plane) } : r);
+  const tensors = m.tensors.map((t) => {
+    const { name, ...rest } = t;
+    const r = planes(name === t.key ? rest : t) as TensorRecord;
+    return t.slices ? { ...r, slices: t.slices.map(planes) } : r;
+  });
+  return JSON.stringify({ ...m, tensors });
+}
+
+/** A plane of one tile that covers it, as written (version 2). */
+interface CompactPlane extends Omit<PlaneRecord, 'tiles'> {
+  entry: string;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A parsed manifest's compact records (`manifestJson`) restored in place, before any check: a missing `name`
+ * is the `key`, a plane's `entry` is one tile covering the plane. Whatever is not of that form is left for
+ * `checkManifest` to judge.
+ */
+export function expandManifest(m: unknown): void {
+  if (!isRecord(m) || !Array.isArray(m.tensors)) return;
+  const expandPlanes = (r: Record<string, unknown>): void => {
+    if (!Array.isArray(r.planes)) return;
+    for (const p of r.planes as unknown[])
+      if (isRecord(p) && p.tiles === undefined && typeof p.entry === 'string') {
+        p.tiles = [{ row: 0, col: 0, rows: p.rows, cols: p.cols, entry: p.entry }];
+        delete p.entry;
+      }
+  };
+  for (const t of m.tensors as unknown[]) {
+    if (!isRecord(t)) continue;
+    if (t.name === undefined && typeof t.key === 'string') t.name = t.key;
+    expandPlanes(t);
+    if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandPlanes(s);
+  }
+}
+
+/** A pack's member: its entry name and size in bytes. */
+export type PackMember = [name: string, bytes: number];
+
+/** Where a pack member's bytes are: its pack and the byte range inside it. */
+export interface MemberPlace {
+  pack: string;
+  offset: number;
+  bytes: number;
+}
+
+const PLACES = new WeakMap<Manifest, Map<string, MemberPlace>>();
+
+/** Every pack member of a (checked) manifest by name. */
+export function packMembers(m: Manifest): Map<string, MemberPlace> {
+  let places = PLACES.get(m);
+  if (!places) {
+    places = new Map();
+    for (const [pack, members] of Object.entries(m.packs ?? {})) {
+      let offset = 0;
+      for (const [name, bytes] of members) {
+        places.set(name, { pack, offset, bytes });
+        offset += bytes;
+      }
+    }
+    PLACES.set(m, places);
+  }
+  return places;
+}
+
+/** The size of an entry (a ZIP entry or a pack member), undefined when the manifest lists no such entry. */
+export function entryBytes(m: Manifest, name: string): number | undefined {
+  if (Object.hasOwn(m.entries, name)) return m.entries[name].bytes;
+  return packMembers(m).get(name)?.bytes;
+}
+
+/** Every entry's name, a pack's members in place of the pack (what a version-1 archive would list). */
+export function entryNames(m: Manifest): string[] {
+  return Object.keys(m.entries).flatMap((name) =>
+    m.packs && Object.hasOwn(m.packs, name) ? m.packs[name].map(([n]) => n) : [name],
+  );
 }
 
 /** What decodes on its own: the record itself, or each slice as a record, with the element offset of its values. */

@@ -12,7 +12,15 @@ import { concatBytes } from '../io/bytes.js';
 import type { DecodeBackend } from './backend.js';
 import { parseManifest } from './check.js';
 import type { CodeDecoder, EntrySource } from './decode.js';
-import { MANIFEST_NAME, MAX_MANIFEST_BYTES, RANGES_ENTRY, skeletonContent, skeletonEntries, type Manifest } from './manifest.js';
+import {
+  MANIFEST_NAME,
+  MAX_MANIFEST_BYTES,
+  RANGES_ENTRY,
+  packMembers,
+  skeletonContent,
+  skeletonEntries,
+  type Manifest,
+} from './manifest.js';
 import { ZipReader } from './zip.js';
 
 /** Codes of a media entry through the Node codec of its name (sharp/libvips, ffmpeg, zstd). */
@@ -50,9 +58,21 @@ export class Archive implements EntrySource {
   /** The ranges entry, read and checked once: every plane's decode reads its bytes from it. */
   private ranges?: Uint8Array;
 
-  /** An entry's bytes, checked against the manifest's sha256. */
+  /** The pack last read (checked): a tensor's members are read one after another from the same pack. */
+  private pack?: { name: string; data: Uint8Array };
+
+  /** An entry's bytes, checked against the manifest's sha256 (a pack member: its pack's). */
   entry(name: string, tensor?: string): Uint8Array {
-    if (name === RANGES_ENTRY) return (this.ranges ??= this.readEntry(name, tensor));
+    if (name === RANGES_ENTRY) return (this.ranges ??= this.entryOrMember(name, tensor));
+    return this.entryOrMember(name, tensor);
+  }
+
+  private entryOrMember(name: string, tensor?: string): Uint8Array {
+    const place = Object.hasOwn(this.manifest.entries, name) ? undefined : packMembers(this.manifest).get(name);
+    if (place) {
+      if (this.pack?.name !== place.pack) this.pack = { name: place.pack, data: this.readEntry(place.pack, tensor) };
+      return this.pack.data.subarray(place.offset, place.offset + place.bytes);
+    }
     return this.readEntry(name, tensor);
   }
 
@@ -92,8 +112,11 @@ export class Archive implements EntrySource {
     for (const name of Object.keys(this.manifest.entries)) this.entry(name);
   }
 
+  /** Bytes each entry takes in the file (ZIP entries compressed, pack members as stored in their pack). */
   entrySizes(): Map<string, number> {
-    return new Map(this.zip.list().map((e) => [e.name, e.compressedSize]));
+    const sizes = new Map(this.zip.list().map((e) => [e.name, e.compressedSize]));
+    for (const [name, place] of packMembers(this.manifest)) sizes.set(name, place.bytes);
+    return sizes;
   }
 
   close(): void {

@@ -14,6 +14,7 @@ import {
   MANIFEST_NAME,
   MAX_MANIFEST_BYTES,
   codedParts,
+  packMembers,
   parseRangeRef,
   skeletonContent,
   skeletonEntries,
@@ -101,8 +102,26 @@ export class SourceArchive implements EntrySource {
     return new SourceArchive(src, backend, directory, manifest);
   }
 
-  /** An entry's bytes, checked against the manifest's sha256 and size. */
+  /** Packs read so far (each fetched and checked once). */
+  private readonly packs = new Map<string, Promise<Uint8Array>>();
+
+  /** An entry's bytes, checked against the manifest's sha256 and size (a pack member: its pack's). */
   async entry(name: string, tensor?: string): Promise<Uint8Array> {
+    const place = Object.hasOwn(this.manifest.entries, name) ? undefined : packMembers(this.manifest).get(name);
+    if (place) {
+      let pack = this.packs.get(place.pack);
+      if (!pack) {
+        pack = this.zipEntry(place.pack, tensor);
+        this.packs.set(place.pack, pack);
+        // a failed read is not cached: the next asks again
+        pack.catch(() => this.packs.delete(place.pack));
+      }
+      return (await pack).subarray(place.offset, place.offset + place.bytes);
+    }
+    return this.zipEntry(name, tensor);
+  }
+
+  private async zipEntry(name: string, tensor?: string): Promise<Uint8Array> {
     const want = Object.hasOwn(this.manifest.entries, name) ? this.manifest.entries[name] : undefined;
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
     const e = this.directory.get(name);

@@ -182,7 +182,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
       throw new CorruptArchiveError(
         `${failed.length} of ${info.checksums.entries} entries fail their checksum: ${failed
           .slice(0, 3)
-          .map((f) => `${f.entry}${f.tensor ? ` (tensor ${f.tensor})` : ''}`)
+          .map((f) => `${f.entry}${f.tensor ? ` (tensor${f.entry in (m.packs ?? {}) ? 's' : ''} ${f.tensor})` : ''}`)
           .join(', ')}${failed.length > 3 ? ', …' : ''}; the archive is damaged: decompress refuses it`,
         { file },
       );
@@ -197,6 +197,12 @@ function verifyEntries(a: Archive): Array<{ entry: string; tensor?: string; prob
   for (const t of a.manifest.tensors) {
     for (const e of tileEntries(t)) owner.set(e, t.name);
     for (const { record } of codedParts(t)) if (record.nonFinite) owner.set(record.nonFinite, t.name);
+  }
+  // a pack (format version 2) belongs to the tensors of its members
+  for (const [pack, members] of Object.entries(a.manifest.packs ?? {})) {
+    const tensors = [...new Set(members.map(([m]) => owner.get(m)).filter((t) => t !== undefined))];
+    if (tensors.length)
+      owner.set(pack, `${tensors.slice(0, 3).join(', ')}${tensors.length > 3 ? `, … ${tensors.length} tensors` : ''}`);
   }
   const failed: Array<{ entry: string; tensor?: string; problem: string }> = [];
   for (const entry of Object.keys(a.manifest.entries))

@@ -5,7 +5,7 @@
  */
 
 import { elementCount } from '../formats/model.js';
-import { tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
+import { entryBytes, tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
 
 export interface ArchiveTotals {
   /** Every tensor the manifest records (floating-point tensors of the source). */
@@ -49,7 +49,7 @@ export function archiveTotals(m: Manifest, archiveBytes: number): ArchiveTotals 
     keptHalf: kept.filter((t) => t.half).length,
     compressedWeights,
     keptWeights: kept.reduce((s, t) => s + elementCount(t.shape), 0),
-    mediaBytes: [...media].reduce((s, e) => s + (Object.hasOwn(m.entries, e) ? m.entries[e].bytes : 0), 0),
+    mediaBytes: [...media].reduce((s, e) => s + (entryBytes(m, e) ?? 0), 0),
     archiveBytes,
     sourceBytes: m.source.bytes,
     ratio: archiveBytes > 0 ? m.source.bytes / archiveBytes : 0,

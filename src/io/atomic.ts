@@ -51,7 +51,12 @@ export interface OutputPolicy {
   /** Replace an existing file (never an input, never `protect`). */
   force?: boolean;
   /** A file that is never replaced, even with `force`: the sha256 of the original model an archive was made from. */
-  protect?: { sha256: string; what: string };
+  protect?: {
+    sha256: string;
+    what: string;
+    /** Its size: a file of another size is not it (and is not hashed). */
+    bytes?: number;
+  };
 }
 
 /**
@@ -65,8 +70,13 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
     if (samePath(output, input)) throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
   if (statSync(output).isDirectory())
     throw new IoError(`output path is a directory; give a file name (e.g. ${join(output, 'model.nnm')})`, { file: output });
-  if (policy.protect && (await sha256File(output)) === policy.protect.sha256)
-    throw new OutputExistsError(`${policy.protect.what}; refusing to overwrite it, even with --force`, { file: output });
+  const protect = policy.protect;
+  if (
+    protect &&
+    (protect.bytes === undefined || statSync(output).size === protect.bytes) &&
+    (await sha256File(output)) === protect.sha256
+  )
+    throw new OutputExistsError(`${protect.what}; refusing to overwrite it, even with --force`, { file: output });
   if (!policy.force)
     throw new OutputExistsError(`output file exists; pass --force (library: force: true) to replace it`, { file: output });
 }

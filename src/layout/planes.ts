@@ -62,8 +62,68 @@ export function sourceIndexFn(spec: LayoutSpec): (p: number, r: number, c: numbe
   }
 }
 
-/** dst (cols×rows) = transpose of src (rows×cols), in blocks, writing dst rows contiguously (measured 5× faster). */
+/**
+ * The index map of plane p as a sum: element (r, c) of the plane sits at `rows[r] + cols[c]` of the tensor
+ * (file order). Every layout separates so (a conv plane's row fin·Kx + x and column fout·Ky + y each name
+ * their own part of the kernel index), which lets a decoder write straight into the tensor in blocks;
+ * it is the same map as `sourceIndexFn` (tested against it). Int32: callers keep tensors below 2^31 elements.
+ */
+export function planeOffsets(spec: LayoutSpec, p: number): { rows: Int32Array; cols: Int32Array } {
+  const s = planeShapes(spec)[p];
+  const rows = new Int32Array(s.rows);
+  const cols = new Int32Array(s.cols);
+  switch (spec.kind) {
+    case 'fc':
+      for (let r = 0; r < s.rows; r++) rows[r] = spec.order === 'in_out' ? r * spec.nout : r;
+      for (let c = 0; c < s.cols; c++) cols[c] = spec.order === 'in_out' ? c : c * spec.nin;
+      break;
+    case 'conv': {
+      const { nfin, nfout, kx, ky } = spec;
+      const kernel = kx * ky;
+      // out_in: ((fout·Nfin + fin)·Kx + x)·Ky + y = fout·Nfin·Kx·Ky + (fin·Kx + x)·Ky + y
+      // in_out: ((fin·Nfout + fout)·Kx + x)·Ky + y = fin·Nfout·Kx·Ky + x·Ky + fout·Kx·Ky + y
+      for (let r = 0; r < s.rows; r++) {
+        const fin = Math.floor(r / kx);
+        rows[r] = spec.order === 'out_in' ? r * ky : fin * nfout * kernel + (r - fin * kx) * ky;
+      }
+      for (let c = 0; c < s.cols; c++) {
+        const fout = Math.floor(c / ky);
+        cols[c] = (spec.order === 'out_in' ? fout * nfin * kernel : fout * kernel) + (c - fout * ky);
+      }
+      break;
+    }
+    case 'lstm':
+    case 'gru':
+      // plane p = d·gates + g: ((p·H + h)·Nin + i)
+      for (let r = 0; r < s.rows; r++) rows[r] = p * spec.hidden * spec.nin + r;
+      for (let c = 0; c < s.cols; c++) cols[c] = c * spec.nin;
+      break;
+  }
+  return { rows, cols };
+}
+
+/**
+ * dst (cols×rows) = transpose of src (rows×cols), in blocks, writing dst rows contiguously (measured 5× faster).
+ * float32 weights have a copy of their own: one loop fed every typed-array type goes megamorphic in V8 and
+ * reads each element through the generic path (measured 48 ns instead of 3 ns an element, issue 16).
+ */
 function transposeInto(src: AnyTypedArray, rows: number, cols: number, dst: AnyTypedArray): void {
+  if (src instanceof Float32Array && dst instanceof Float32Array) return transposeFloat32(src, rows, cols, dst);
+  const B = 64;
+  for (let c0 = 0; c0 < cols; c0 += B) {
+    const c1 = Math.min(cols, c0 + B);
+    for (let r0 = 0; r0 < rows; r0 += B) {
+      const r1 = Math.min(rows, r0 + B);
+      for (let c = c0; c < c1; c++) {
+        const d = c * rows;
+        for (let r = r0; r < r1; r++) dst[d + r] = src[r * cols + c];
+      }
+    }
+  }
+}
+
+/** `transposeInto` for float32 (the same loop, fed one type only). */
+function transposeFloat32(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
   const B = 64;
   for (let c0 = 0; c0 < cols; c0 += B) {
     const c1 = Math.min(cols, c0 + B);

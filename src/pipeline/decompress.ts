@@ -9,14 +9,22 @@
 import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
-import { BYTES_PER_ELEMENT, elementCount, tensorStorage, type ModelFormat, type SafetensorsStorage } from '../formats/model.js';
+import {
+  BYTES_PER_ELEMENT,
+  elementCount,
+  tensorStorage,
+  type FloatDType,
+  type ModelFormat,
+  type SafetensorsStorage,
+} from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, type TensorRecord } from '../archive/manifest.js';
-import { decodeRecord, halfDecoder } from '../archive/decode.js';
+import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
+import { QueuedWriter } from '../io/writer.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
@@ -36,6 +44,37 @@ export interface DecompressOptions {
 /** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */
 export function decodeTensor(archive: Archive, t: TensorRecord): Promise<Float32Array> {
   return decodeRecord(t, archive, decodeCodesNode);
+}
+
+/** A tensor or slice straight to its bytes in the model file, here (one job) or on a worker thread. */
+function tensorBytesDecoder(
+  archive: Archive,
+  pool?: WorkerPool,
+): (t: TensorRecord, dtype: FloatDType, reuse?: ArrayBuffer) => Promise<Uint8Array> {
+  return (t, dtype, reuse) =>
+    pool
+      ? pool.run<Uint8Array>({ kind: 'decode', file: archive.file, record: t, dtype, reuse })
+      : decodeRecordBytes(t, archive, decodeCodesNode, dtype, reuse);
+}
+
+/**
+ * Output buffers the writer is done with, kept for the next tensor of the same size: decoding into memory
+ * that is mapped already saves faulting in fresh pages for every tensor (a model repeats a few shapes).
+ * Two at most, the newest: bounded memory.
+ */
+class SpareBuffers {
+  private readonly free: ArrayBuffer[] = [];
+
+  put(bytes: Uint8Array): void {
+    if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength || !(bytes.buffer instanceof ArrayBuffer)) return;
+    this.free.push(bytes.buffer);
+    if (this.free.length > 2) this.free.shift();
+  }
+
+  take(byteLength: number): ArrayBuffer | undefined {
+    const i = this.free.findIndex((b) => b.byteLength === byteLength);
+    return i < 0 ? undefined : this.free.splice(i, 1)[0];
+  }
 }
 
 /** Decodes one tensor or slice here (one job) or on a worker thread; the values are the same either way. */
@@ -124,7 +163,7 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
   const skeleton = new SkeletonReader(archive);
   const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, file);
   const pool = workerPool(options, parts);
-  const decode = tensorDecoder(archive, pool);
+  const decode = tensorBytesDecoder(archive, pool);
   const half = halfDecoder(archive);
   // Each restored tensor with the skeleton bytes before it: units of work that the window counts, so `jobs`
   // tensors are decoding while the writer waits (counting the skeleton pieces let only one decode at a time).
@@ -133,7 +172,9 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
     if ('keep' in piece) units.push({ keep: piece.keep });
     else units[units.length - 1].tensor = piece.tensor;
   const jobs = options.jobs ?? availableParallelism();
-  let written = 0;
+  // writes run on libuv's threads while the next tensors decode
+  const writer = new QueuedWriter(fd);
+  const spare = new SpareBuffers();
   let done = 0;
   try {
     await runOrdered(
@@ -144,25 +185,32 @@ async function writeSafetensorsStream(archive: Archive, fd: number, options: Dec
         if (tensor === undefined) return undefined;
         options.signal?.throwIfAborted();
         const { t, record, begin, end } = parts[tensor];
-        const values = record ? await decode(record) : await half(t);
-        return restoredBytes({ begin, end, dtype: t.dtype, values }, file);
+        // a coded tensor or slice comes back as its bytes in the file (dequantized, laid out and converted in one pass)
+        const bytes = record
+          ? await decode(record, t.dtype, spare.take(end - begin))
+          : restoredBytes({ begin, end, dtype: t.dtype, values: await half(t) }, file);
+        if (bytes.length !== end - begin)
+          throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
+        return bytes;
       },
-      (bytes, { keep, tensor }) => {
+      async (bytes, { keep, tensor }) => {
         // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
-        skeleton.each(keep[0], keep[1], (chunk) => {
-          writeAll(fd, chunk);
-          written += chunk.length;
-        });
+        const chunks: Uint8Array[] = [];
+        skeleton.each(keep[0], keep[1], (chunk) => chunks.push(chunk));
+        for (const chunk of chunks) await writer.write(chunk);
         if (tensor === undefined) return;
-        writeAll(fd, bytes!);
-        written += bytes!.length;
+        const written = bytes!;
+        await writer.write(written, parts[tensor].record ? () => spare.put(written) : undefined);
         options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[tensor].record ?? parts[tensor].t).name });
       },
     );
+    await writer.flush();
   } finally {
+    // no write may still be running when the caller closes the descriptor (on success flushed already)
+    await writer.flush().catch(() => {});
     await pool?.close();
   }
-  return written;
+  return writer.bytes;
 }
 
 /**
@@ -230,6 +278,7 @@ export async function decompressArchive(
       force: options.force,
       protect: {
         sha256: source.sha256,
+        bytes: source.bytes,
         what: `this is the original model the archive was made from (${source.file}, sha256 ${source.sha256.slice(0, 12)}…)`,
       },
     });

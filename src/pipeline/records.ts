@@ -119,6 +119,7 @@ export function buildManifest(parts: {
   options: Record<string, unknown>;
   tensors: TensorRecord[];
   entries: Manifest['entries'];
+  packs?: Manifest['packs'];
   quality?: QualityRecord;
 }): Manifest {
   return {
@@ -130,6 +131,7 @@ export function buildManifest(parts: {
     options: parts.options,
     tensors: parts.tensors,
     entries: parts.entries,
+    ...(parts.packs && Object.keys(parts.packs).length ? { packs: parts.packs } : {}),
     // a skeleton larger than one part (large kept tensors) is stored in parts, listed here
     ...(parts.skeleton.length > 1 ? { skeletonParts: parts.skeleton } : {}),
     ...(parts.quality ? { quality: parts.quality } : {}),

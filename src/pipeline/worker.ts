@@ -5,7 +5,7 @@ import { errorToData } from '../errors.js';
 import type { ModelReader } from '../formats/model.js';
 import { encodeUnit } from './encode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
-import { decodeRecord } from '../archive/decode.js';
+import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
 import type { EncodeReply, Job, Reply } from './workers.js';
 
@@ -17,7 +17,7 @@ function own(b: Uint8Array): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b : b.slice();
 }
 
-async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | null; transfer: ArrayBuffer[] }> {
+async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | Uint8Array | null; transfer: ArrayBuffer[] }> {
   if (job.kind === 'close') {
     closeAll();
     return { value: null, transfer: [] };
@@ -31,6 +31,11 @@ async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | n
   }
   let archive = archives.get(job.file);
   if (!archive) archives.set(job.file, (archive = new Archive(job.file)));
+  if (job.dtype) {
+    // the model file's bytes, made here: the writer only writes them
+    const bytes = own(await decodeRecordBytes(job.record, archive, decodeCodesNode, job.dtype, job.reuse));
+    return { value: bytes, transfer: [bytes.buffer as ArrayBuffer] };
+  }
   const values = await decodeRecord(job.record, archive, decodeCodesNode);
   return { value: values, transfer: [values.buffer as ArrayBuffer] };
 }

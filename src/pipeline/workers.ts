@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { errorFromData, type ErrorData } from '../errors.js';
 import type { TensorRecord } from '../archive/manifest.js';
+import type { FloatDType } from '../formats/model.js';
 import type { EncodedTensor, EncodeUnit } from './stages.js';
 
 /** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
@@ -24,13 +25,17 @@ export interface DecodeJob {
   kind: 'decode';
   file: string;
   record: TensorRecord;
+  /** Reply with the tensor's bytes in this dtype (the model file's) instead of float32 values. */
+  dtype?: FloatDType;
+  /** A written-out buffer to decode into (transferred), where it is the bytes' size. */
+  reuse?: ArrayBuffer;
 }
 
 export type Job = EncodeJob | DecodeJob | { kind: 'close' };
 
 export type EncodeReply = EncodedTensor;
 
-export type Reply = { ok: true; value: EncodeReply | Float32Array | null } | { ok: false; error: ErrorData };
+export type Reply = { ok: true; value: EncodeReply | Float32Array | Uint8Array | null } | { ok: false; error: ErrorData };
 
 /** The built worker; under the TypeScript sources, a bootstrap that registers tsx's loader and imports worker.ts. */
 function spawnWorker(): Worker {
@@ -94,7 +99,7 @@ export class WorkerPool {
   }
 
   /** Runs one job on a free worker; a worker that dies fails its job with the reason. */
-  run<T extends EncodeReply | Float32Array>(job: EncodeJob | DecodeJob): Promise<T> {
+  run<T extends EncodeReply | Float32Array | Uint8Array>(job: EncodeJob | DecodeJob): Promise<T> {
     return this.acquire().then((slot) => this.post<T>(slot, job));
   }
 
@@ -132,7 +137,7 @@ export class WorkerPool {
         w.on('error', onError);
         w.on('exit', onExit);
         w.ref();
-        w.postMessage(job);
+        w.postMessage(job, job.kind === 'decode' && job.reuse ? [job.reuse] : []);
       }).finally(() => slot.worker.unref());
     } finally {
       // a dead worker is replaced on the next acquire

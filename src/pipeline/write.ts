@@ -13,8 +13,10 @@ import {
   MANIFEST_NAME,
   RANGES_ENTRY,
   ZSTD_SKELETON_SUFFIX,
+  manifestJson,
   rangeRef,
   type Manifest,
+  type PackMember,
   type SliceRecord,
 } from '../archive/manifest.js';
 import { concatBytes } from '../io/bytes.js';
@@ -66,6 +68,48 @@ class RangeCollector {
     return { ...coded, quant: { ...coded.quant, ranges: refs } };
   }
 }
+
+/** A media entry at most this large goes into a pack: its ~100 bytes of ZIP headers would be ≥ 0.15 % of it. */
+export const PACK_MEMBER_MAX = 64 * 1024;
+/** A pack is written when it reaches this size: memory holds one pack, and a reader that wants one member fetches at most this much. */
+export const PACK_BYTES = 1024 * 1024;
+
+/**
+ * Small stored entries (media tiles, zstd'd codes) gathered into packs (`model/pack.<n>`, stored): one ZIP
+ * entry and one sha256 instead of one per member (measured on Silero VAD v4: 58 media entries, 6.0 KB of ZIP
+ * headers and 2.6 KB of deflated manifest `entries`).
+ */
+class Packer {
+  private members: PackMember[] = [];
+  private data: Uint8Array[] = [];
+  private bytes = 0;
+
+  /** `packs` is shared by the packers of one archive (stored media, deflated side values): it names the packs. */
+  constructor(
+    private readonly packs: Record<string, PackMember[]>,
+    private readonly write: (name: string, data: Uint8Array) => void,
+  ) {}
+
+  add(name: string, data: Uint8Array): void {
+    if (this.bytes + data.length > PACK_BYTES) this.flush();
+    this.members.push([name, data.length]);
+    this.data.push(data);
+    this.bytes += data.length;
+  }
+
+  flush(): void {
+    if (!this.members.length) return;
+    const name = `${PACK_PREFIX}${Object.keys(this.packs).length}`;
+    this.packs[name] = this.members;
+    this.write(name, concatBytes(this.data));
+    this.members = [];
+    this.data = [];
+    this.bytes = 0;
+  }
+}
+
+/** Packs are named `model/pack.<n>`, numbered in the order written. */
+const PACK_PREFIX = 'model/pack.';
 
 /** Everything one archive is written from. */
 export interface ArchiveJob {
@@ -191,6 +235,12 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           entries[name] = { sha256: sha256(data), bytes: data.length };
           zip.add(name, data, method);
         };
+        const packs: Record<string, PackMember[]> = {};
+        // media are compressed already (stored); the exact side values (index deltas, floats) deflate well
+        const packer = new Packer(packs, (name, data) => put(name, data, 'store'));
+        const sidePacker = new Packer(packs, (name, data) => put(name, data, 'deflate'));
+        const putSide = (name: string, data: Uint8Array): void =>
+          data.length <= PACK_MEMBER_MAX ? sidePacker.add(name, data) : put(name, data, 'deflate');
         await runOrdered(
           units,
           options.jobs ?? availableParallelism(),
@@ -215,7 +265,10 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
               }
             }
             // media are compressed already; the exact side values (index deltas, floats) deflate well
-            for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
+            for (const [name, data] of encoded.entries)
+              if (name.endsWith('.bin')) putSide(name, data);
+              else if (data.length <= PACK_MEMBER_MAX) packer.add(name, data);
+              else put(name, data, 'store');
             const coded = ranges.take(encoded.coded);
             if (!slice) outcomes.set(plan.entry.key, { kind: 'coded', coded });
             else {
@@ -239,6 +292,10 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             });
           },
         );
+        packer.flush();
+        sidePacker.flush();
+        // entries of their own: deflated with the exact side values, each would cost more than its headers
+        // (measured on Silero VAD v4: +486 B)
         if (job.half) put(HALF_ENTRY, job.half.data, 'deflate');
         if (ranges.bytes.length) put(RANGES_ENTRY, concatBytes(ranges.bytes), 'deflate');
         const parts: string[] = [];
@@ -271,16 +328,17 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           options: options.echo,
           tensors,
           entries,
+          packs,
           quality: typeof job.quality === 'object' ? job.quality : undefined,
         });
-        zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+        zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
         zip.finish();
         if (typeof job.quality === 'function') {
           // the archive is complete: decoded and measured as a user would, then its manifest gets the verdict
           const quality = await job.quality(tmp);
           manifest = { ...manifest, quality };
           zip.dropLast();
-          zip.add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest)), 'deflate');
+          zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
           zip.finish();
           if (job.refuse && quality.passed === false && !options.force) throw gateError(job.output, quality, false);
         }

@@ -29,7 +29,13 @@ export function manifestPaths(manifest: Manifest, depth: number): string[][] {
     if (at < depth && v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k], at + 1);
   };
   walk(
-    { tensors: manifest.tensors, skeleton: manifest.skeleton, skeletonParts: manifest.skeletonParts, version: manifest.version },
+    {
+      tensors: manifest.tensors,
+      skeleton: manifest.skeleton,
+      skeletonParts: manifest.skeletonParts,
+      version: manifest.version,
+      packs: manifest.packs,
+    },
     [],
     0,
   );

@@ -1,0 +1,195 @@
+/**
+ * The decoder's one pass (issue 16): codes of a plane → values in the tensor's own memory order and dtype,
+ * written straight into the output, with no float plane in between and no second walk to transpose or to
+ * convert to float16 / bfloat16. Each value is the one `dequantizePlane` gives (M1, the same arithmetic in
+ * double, rounded to float32), then the same conversion `encodeFloats` makes: the bytes are identical to
+ * dequantize → scatter → encode, only made in one walk.
+ *
+ * With few enough channels the values of every code are tabulated per channel (256 entries at 8 bits, a
+ * table no larger than the plane otherwise), already in the output dtype; else each value is computed.
+ * The plane is walked in square blocks so that both the codes read and the output written stay in cache
+ * whichever of the two is the transposed one.
+ */
+
+import { type FloatDType, float32ToBfloat16, float32ToFloat16 } from '../formats/model.js';
+import type { CodeArray, PlaneRanges } from './uniform.js';
+
+/** Output dtypes the one pass writes (float64 tensors go through float32 values and `encodeFloats`). */
+export type DirectDtype = 'float32' | 'float16' | 'bfloat16';
+
+export const isDirectDtype = (d: FloatDType): d is DirectDtype => d === 'float32' || d === 'float16' || d === 'bfloat16';
+
+/** A tensor being written: float32 values, or the 16-bit patterns of float16 / bfloat16 values. */
+export type TensorOutput = { dtype: 'float32'; data: Float32Array } | { dtype: 'float16' | 'bfloat16'; data: Uint16Array };
+
+/**
+ * An output of `n` elements; `bytes` is its little-endian file image (typed arrays are LE here). Over `reuse`
+ * when that is exactly its size (a buffer already written out: its pages are mapped, fresh memory's are
+ * faulted in on first touch), else over fresh bytes. Every element is written by the decoder.
+ */
+export function allocOutput(dtype: DirectDtype, n: number, reuse?: ArrayBuffer): { out: TensorOutput; bytes: Uint8Array } {
+  const width = dtype === 'float32' ? 4 : 2;
+  const buffer = reuse?.byteLength === n * width ? reuse : new ArrayBuffer(n * width);
+  const bytes = new Uint8Array(buffer);
+  if (dtype === 'float32') return { out: { dtype, data: new Float32Array(buffer) }, bytes };
+  return { out: { dtype, data: new Uint16Array(buffer) }, bytes };
+}
+
+/** Sets element i of the output to the float32 value v (rounded to float32 first, as a Float32Array would). */
+export function setOutput(out: TensorOutput, i: number, v: number): void {
+  if (out.dtype === 'float32') out.data[i] = v;
+  else out.data[i] = out.dtype === 'float16' ? float32ToFloat16(v) : float32ToBfloat16(v);
+}
+
+/** The output dtype's word for a float32 value. */
+function converter(dtype: DirectDtype): (v: number) => number {
+  if (dtype === 'float16') return float32ToFloat16;
+  if (dtype === 'bfloat16') return float32ToBfloat16;
+  return Math.fround;
+}
+
+const BLOCK = 64;
+
+/**
+ * Entries of a table small enough to stay in cache whatever the column (64 KB of float32): a larger one (a
+ * table per channel across a row of channels) is walked a block of columns at a time.
+ */
+const SMALL_TABLE = 16384;
+
+/** Per column: the table offset of its channel (tabulated) or its channel (computed). */
+function columnChannels(cols: number, channelWidth: number, scale: number): Int32Array {
+  const out = new Int32Array(cols);
+  for (let c = 0; c < cols; c++) out[c] = Math.floor(c / channelWidth) * scale;
+  return out;
+}
+
+/**
+ * Dequantizes a rows×cols plane of codes into the output, element (r, c) at `rowOffsets[r] + colOffsets[c]`
+ * (the layout's map, `planeOffsets`).
+ */
+export function dequantizeInto(
+  codes: CodeArray,
+  rows: number,
+  cols: number,
+  bits: number,
+  ranges: PlaneRanges,
+  rowOffsets: Int32Array,
+  colOffsets: Int32Array,
+  out: TensorOutput,
+): void {
+  const levels = 2 ** bits;
+  const channels = ranges.mins.length;
+  const convert = converter(out.dtype);
+  // the tables cost channels × levels values: worth it when that is no more than the plane
+  if (levels <= 65536 && channels * levels <= rows * cols) {
+    const table = out.dtype === 'float32' ? new Float32Array(channels * levels) : new Uint16Array(channels * levels);
+    for (let ch = 0; ch < channels; ch++) {
+      const lo = ranges.mins[ch];
+      const span = ranges.maxs[ch] - ranges.mins[ch];
+      const base = ch * levels;
+      for (let q = 0; q < levels; q++) table[base + q] = convert(span > 0 ? lo + ((q + 0.5) * span) / levels : lo);
+    }
+    const at = columnChannels(cols, ranges.channelWidth, levels);
+    if (out.dtype === 'float32') lookUp(codes, rows, cols, at, table as Float32Array, rowOffsets, colOffsets, out.data);
+    else lookUp(codes, rows, cols, at, table as Uint16Array, rowOffsets, colOffsets, out.data);
+    return;
+  }
+  const ch = columnChannels(cols, ranges.channelWidth, 1);
+  const los = new Float64Array(cols);
+  const spans = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) {
+    los[c] = ranges.mins[ch[c]];
+    spans[c] = ranges.maxs[ch[c]] - ranges.mins[ch[c]];
+  }
+  blocks(rows, cols, rowOffsets, colOffsets, (r0, r1, c0, c1, rowsInner) => {
+    const data = out.data;
+    const at = (r: number, c: number): void => {
+      const span = spans[c];
+      data[rowOffsets[r] + colOffsets[c]] = convert(span > 0 ? los[c] + ((codes[r * cols + c] + 0.5) * span) / levels : los[c]);
+    };
+    if (rowsInner) for (let c = c0; c < c1; c++) for (let r = r0; r < r1; r++) at(r, c);
+    else for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) at(r, c);
+  });
+}
+
+/** Values of a float plane (a rotated plane, undone) into the output, converted to its dtype. */
+export function scatterInto(
+  plane: Float32Array,
+  rows: number,
+  cols: number,
+  rowOffsets: Int32Array,
+  colOffsets: Int32Array,
+  out: TensorOutput,
+): void {
+  const convert = converter(out.dtype);
+  const data = out.data;
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) data[rowOffsets[r] + colOffsets[c]] = convert(plane[r * cols + c]);
+}
+
+/**
+ * The plane in BLOCK×BLOCK blocks; `rowsInner` when the output is contiguous along the plane's rows (a
+ * transposed layout): the inner loop then walks rows, writing in sequence.
+ */
+function blocks(
+  rows: number,
+  cols: number,
+  rowOffsets: Int32Array,
+  colOffsets: Int32Array,
+  fn: (r0: number, r1: number, c0: number, c1: number, rowsInner: boolean) => void,
+): void {
+  const rowStep = rows > 1 ? Math.abs(rowOffsets[1] - rowOffsets[0]) : Infinity;
+  const colStep = cols > 1 ? Math.abs(colOffsets[1] - colOffsets[0]) : Infinity;
+  const rowsInner = rowStep < colStep;
+  for (let c0 = 0; c0 < cols; c0 += BLOCK)
+    for (let r0 = 0; r0 < rows; r0 += BLOCK) fn(r0, Math.min(rows, r0 + BLOCK), c0, Math.min(cols, c0 + BLOCK), rowsInner);
+}
+
+/** The tabulated walk, monomorphic per (codes, table) pair of types in practice: 8-bit codes dominate. */
+function lookUp<T extends Float32Array | Uint16Array>(
+  codes: CodeArray,
+  rows: number,
+  cols: number,
+  at: Int32Array,
+  table: T,
+  rowOffsets: Int32Array,
+  colOffsets: Int32Array,
+  data: T,
+): void {
+  const rowStep = rows > 1 ? Math.abs(rowOffsets[1] - rowOffsets[0]) : Infinity;
+  const colStep = cols > 1 ? Math.abs(colOffsets[1] - colOffsets[0]) : Infinity;
+  if (colStep === 1 && rowStep >= cols && table.length <= SMALL_TABLE) {
+    // rows of the plane are runs of the output (fc [in, out]) and the table stays in cache: row by row
+    for (let r = 0; r < rows; r++) {
+      const o = rowOffsets[r] + colOffsets[0];
+      const base = r * cols;
+      for (let c = 0; c < cols; c++) data[o + c] = table[at[c] + codes[base + c]];
+    }
+    return;
+  }
+  if (rowStep < colStep) {
+    for (let c0 = 0; c0 < cols; c0 += BLOCK) {
+      const c1 = Math.min(cols, c0 + BLOCK);
+      for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+        const r1 = Math.min(rows, r0 + BLOCK);
+        for (let c = c0; c < c1; c++) {
+          const t = at[c];
+          const o = colOffsets[c];
+          for (let r = r0; r < r1; r++) data[o + rowOffsets[r]] = table[t + codes[r * cols + c]];
+        }
+      }
+    }
+    return;
+  }
+  for (let c0 = 0; c0 < cols; c0 += BLOCK) {
+    const c1 = Math.min(cols, c0 + BLOCK);
+    for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+      const r1 = Math.min(rows, r0 + BLOCK);
+      for (let r = r0; r < r1; r++) {
+        const o = rowOffsets[r];
+        const base = r * cols;
+        for (let c = c0; c < c1; c++) data[o + colOffsets[c]] = table[at[c] + codes[base + c]];
+      }
+    }
+  }
+}
