@@ -43,7 +43,13 @@ const cases: Case[] = MODELS.filter((m) => m.task === 'vad').map((m) => ({
   ],
 }));
 
-async function runOne(c: Case, cal: Case['calibrations'][number], point: string, extra: CompressOptions, dir: string): Promise<Row> {
+async function runOne(
+  c: Case,
+  cal: Case['calibrations'][number],
+  point: string,
+  extra: CompressOptions,
+  dir: string,
+): Promise<Row> {
   const out = join(dir, `${c.model.replace(/\W+/g, '-')}-${cal.label}-${point.replace(/\W+/g, '-')}.nnm`);
   const t0 = performance.now();
   const row: Row = { model: c.model, calibration: cal.label, point, seconds: 0 };
@@ -72,13 +78,15 @@ async function main(): Promise<void> {
   try {
     for (const c of quick ? cases.slice(0, 1) : cases)
       for (const cal of quick ? c.calibrations.slice(0, 1) : c.calibrations)
-        for (const [point, extra] of [
-          ['default', {}],
-          ...(quick ? [] : [['target-bpw 4', { targetBpw: 4 }]]),
-        ] as [string, CompressOptions][]) {
+        for (const [point, extra] of [['default', {}], ...(quick ? [] : [['target-bpw 4', { targetBpw: 4 }]])] as [
+          string,
+          CompressOptions,
+        ][]) {
           const r = await runOne(c, cal, point, extra, dir);
           rows.push(r);
-          console.log(`  ${r.model.padEnd(16)} ${r.calibration.padEnd(16)} ${r.point.padEnd(13)} ${cell(r).padStart(10)}  fidelity ${fmt(r.fidelity, 4)}  ${r.seconds.toFixed(1)} s`);
+          console.log(
+            `  ${r.model.padEnd(16)} ${r.calibration.padEnd(16)} ${r.point.padEnd(13)} ${cell(r).padStart(10)}  fidelity ${fmt(r.fidelity, 4)}  ${r.seconds.toFixed(1)} s`,
+          );
         }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -87,7 +95,9 @@ async function main(): Promise<void> {
   const md = [
     `| model | calibration | point | bits/weight | fidelity | s |`,
     `| --- | --- | --- | ---: | ---: | ---: |`,
-    ...rows.map((r) => `| ${r.model} | ${r.calibration} | ${r.point} | ${cell(r)} | ${fmt(r.fidelity, 4)} | ${r.seconds.toFixed(1)} |`),
+    ...rows.map(
+      (r) => `| ${r.model} | ${r.calibration} | ${r.point} | ${cell(r)} | ${fmt(r.fidelity, 4)} | ${r.seconds.toFixed(1)} |`,
+    ),
     '',
     `Wall time ${wall.toFixed(0)} s${quick ? ' (--quick)' : ''}.`,
     '',
