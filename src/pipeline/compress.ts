@@ -25,7 +25,12 @@ import type { CodedPlan, TensorPlan } from './stages.js';
 import { gateError, writeArchive, type CompressResult } from './write.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
-import { BadCalibrationError } from '../errors.js';
+import { BadCalibrationError, OptionError } from '../errors.js';
+import { statisticsTargets } from '../compensate/index.js';
+import { captureStatistics, mergeStatistics, type OutputTensor, type TensorStatistics } from '../compensate/statistics.js';
+import { runCalibration } from '../calibration/runner.js';
+import type { ModelReader } from '../formats/model.js';
+import type { ResolvedOptions } from './options.js';
 
 export type { CompressResult } from './write.js';
 
@@ -52,10 +57,12 @@ export async function compressModel(input: string, output: string, options: Comp
     const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, resolved.skeletonPartBytes);
     const weights = coded.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
     // Calibration: the user's data or synthetic inputs, for the allocator's probes and the quality gate
-    const runsModel = resolved.check || resolved.allocating || Boolean(resolved.calibration?.paths.length);
+    const runsModel = resolved.check || resolved.allocating || resolved.compensate || Boolean(resolved.calibration?.paths.length);
     const notRunnable = runsModel ? await whyNotRunnable(input, reader) : 'skipped (check: false)';
     if (notRunnable && resolved.calibration?.paths.length)
       throw new BadCalibrationError(`calibration data was given, but the model cannot be run: ${notRunnable}`, { file: input });
+    if (notRunnable && resolved.compensate)
+      throw new OptionError(`compensate needs layer statistics from running the model, which cannot be run: ${notRunnable}`);
     const cal: Calibration | undefined = notRunnable
       ? undefined
       : await openCalibration(input, reader, resolved.calibration, resolved.onLog, resolved.signal);
@@ -81,6 +88,9 @@ export async function compressModel(input: string, output: string, options: Comp
         calibration: cal,
       });
     }
+    // error-compensating rounding: layer-input statistics on the probe samples, gathered once (the gate judges
+    // on the held-back ones); only the archive's codes use them, the allocator's probes stay round-to-nearest
+    const compensation = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
     const job = {
       reader,
       input,
@@ -93,6 +103,7 @@ export async function compressModel(input: string, output: string, options: Comp
       skeleton,
       skeletonName: `model/skeleton.${reader.format}`,
       options: resolved,
+      compensation,
     };
     // the quality gate: measured on the finished archive before it becomes the output
     // (check: false skips it even where allocation ran the model)
@@ -206,4 +217,62 @@ export async function compressModel(input: string, output: string, options: Comp
   } finally {
     reader.close();
   }
+}
+
+/**
+ * Layer-input statistics of every coded tensor on the calibration set's probe samples (compensate/statistics.ts),
+ * on the main thread, once per compress. A tensor stored once for several identical ones gets the sum of their
+ * statistics (its codes serve every use). Tensors without statistics (a branch no sample takes, a Loop body,
+ * an op the capture does not follow) are named with the reason and rounded to nearest.
+ */
+async function gatherStatistics(
+  reader: ModelReader,
+  cal: Calibration,
+  unique: readonly CodedPlan[],
+  sameAs: ReadonlyMap<string, string>,
+  options: ResolvedOptions,
+): Promise<{ stats: Map<string, TensorStatistics>; missing: Map<string, string> }> {
+  const started = Date.now();
+  const report = await captureStatistics(
+    cal.source,
+    statisticsTargets(reader),
+    async (model, extra, onRun) => {
+      const wanted = new Set(extra);
+      await runCalibration(model, cal.probe, {
+        file: reader.file,
+        signal: options.signal,
+        keep: false,
+        onRun: async (r) => {
+          const outs = new Map<string, OutputTensor>();
+          for (const [name, t] of Object.entries(r.outputs))
+            if (wanted.has(name) && t.data instanceof Float32Array) outs.set(name, { data: t.data, dims: t.dims });
+          await onRun(outs);
+        },
+      });
+    },
+    { signal: options.signal },
+  );
+  const stats = new Map<string, TensorStatistics>();
+  const missing = new Map(report.missing);
+  for (const plan of unique) {
+    const key = plan.entry.key;
+    const keys = [key, ...[...sameAs].filter(([, first]) => first === key).map(([k]) => k)];
+    const parts = keys.flatMap((k) => {
+      const s = report.stats.get(k);
+      return s ? [s] : [];
+    });
+    if (parts.length < keys.length) {
+      // a shared tensor some of whose uses are unseen: the statistics would speak for part of them only
+      if (parts.length) missing.set(key, `statistics for ${parts.length} of its ${keys.length} identical uses`);
+      continue;
+    }
+    const merged = mergeStatistics(key, parts);
+    if (merged) stats.set(key, merged);
+    else missing.set(key, 'its identical uses have statistics of different shapes');
+  }
+  options.onLog?.(
+    `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
+      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+  );
+  return { stats, missing };
 }

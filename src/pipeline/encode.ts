@@ -19,7 +19,7 @@ import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
 import { codeEntropyBits } from '../rate/entropy.js';
-import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
+import type { CodedPlan, EncodedTensor, EncodeUnit, UnitCompensation } from './stages.js';
 
 /**
  * The folder of a tensor's (or slice's) entries in the archive: `t/<index>/` (the manifest names the tensor;
@@ -47,7 +47,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
   const stride = target !== undefined && lossless ? coarsestStride(prepared, settings, target, stats) : settings.stride;
-  const quantized = quantizeTensor(prepared, values, settings, stride, stats);
+  const quantized = quantizeTensor(prepared, values, settings, stride, stats, unit.compensation);
   const codes = quantized.planes.map((q) => q.codes);
   const encode = (i: number, quality?: number, effort?: number): Promise<EncodedMedia> =>
     encodePlanes(
@@ -171,5 +171,16 @@ function finish(
     stats: statsFromSums(sums),
     bytes,
   });
-  return { entries, coded, sums };
+  return { entries, coded, sums, ...(quantized.compensated ? { compensation: compensationSummary(quantized.compensated) } : {}) };
+}
+
+/** Planes compensated, in part, or not, and why (for the compress log). */
+function compensationSummary(planes: NonNullable<QuantizedTensor['compensated']>): UnitCompensation {
+  const reasons = [...new Set(planes.flatMap((c) => (c.reason ? [c.reason] : [])))];
+  return {
+    gptq: planes.filter((c) => c.method === 'gptq').length,
+    mixed: planes.filter((c) => c.method === 'mixed').length,
+    rtn: planes.filter((c) => c.method === 'rtn').length,
+    ...(reasons.length ? { reason: reasons.join('; ') } : {}),
+  };
 }

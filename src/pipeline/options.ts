@@ -115,6 +115,12 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   minFidelity?: number;
   /** Run the quality gate when the model can run (default true); false skips it (the manifest records why). */
   check?: boolean;
+  /**
+   * Error-compensating rounding (src/compensate, docs/compensation.md): layer-input statistics gathered on the
+   * calibration set's probe samples, and the final codes chosen to keep each layer's output, on the same grid
+   * (the decoder is unchanged). Needs a model that can run (ONNX, onnxruntime-node). Default false.
+   */
+  compensate?: boolean;
 }
 
 /**
@@ -384,6 +390,17 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     ],
   },
   {
+    key: 'compensate',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [
+      {
+        flag: '--compensate',
+        help: 'choose the codes by error-compensating rounding (GPTQ-style) on layer inputs from the calibration data; same grid, same decoder',
+      },
+    ],
+  },
+  {
     key: 'sensitivityWeight',
     expected: 'number between 0 and 1',
     valid: (v) => isNum(v, 0, 1),
@@ -537,6 +554,8 @@ export interface ResolvedOptions {
   readonly calibration?: CalibrationSpec;
   readonly minFidelity: number;
   readonly check: boolean;
+  /** Error-compensating rounding of the final codes (compensate). */
+  readonly compensate: boolean;
   readonly calibrate?: Calibrator;
   readonly onLog?: (message: string) => void;
   readonly onDebug?: (message: string) => void;
@@ -580,6 +599,7 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     calibration: o.calibration,
     minFidelity: o.minFidelity ?? DEFAULT_MIN_FIDELITY,
     check: o.check ?? true,
+    compensate: o.compensate ?? false,
     calibrate: o.calibrate,
     onLog: o.onLog,
     onDebug: o.onDebug,
@@ -707,6 +727,7 @@ function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<st
     ...(given('halfKept') || r.halfKept ? { halfKept: r.halfKept } : {}),
     ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
     ...(given('minFidelity') ? { minFidelity: r.minFidelity } : {}),
+    ...(r.compensate ? { compensate: true } : {}),
     nonFinite: r.nonFinite,
     rules: r.rules,
   };

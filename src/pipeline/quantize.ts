@@ -4,6 +4,8 @@
  * per-tensor search of lossless rate control: the coarsest code grid that keeps an SNR target.
  */
 
+import { compensatePlanes, type CompensatedQuantization } from '../compensate/planes.js';
+import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import { scatterPlanes } from '../layout/planes.js';
 import { getQuantizer, type TensorStatistics } from '../quantize/registry.js';
 import type { PlaneQuantization, QuantizeSettings } from '../quantize/tensor.js';
@@ -16,6 +18,8 @@ export interface QuantizedTensor {
   readonly planes: readonly PlaneQuantization[];
   readonly side?: NonFiniteSide;
   readonly stride: number;
+  /** Per plane, how compensation went, when layer statistics were given. */
+  readonly compensated?: readonly CompensatedQuantization['compensation'][];
 }
 
 /** SNR in dB of restored planes against the working ones (side-stored positions left out). */
@@ -78,8 +82,14 @@ export function quantizeTensor(
   settings: TensorSettings,
   stride: number,
   stats?: TensorStatistics,
+  layer?: LayerStatistics,
 ): QuantizedTensor {
-  const planes = quantizePrepared(prepared, settings, stride, stats);
+  // error-compensating rounding (compensate/planes.ts) onto the same grid; the planes must be unrotated
+  const compensated =
+    layer && !prepared.seeds
+      ? compensatePlanes(prepared.planes, prepared.shapes, prepared.layout, quantizeSettings(settings, stride), layer)
+      : undefined;
+  const planes = compensated ?? quantizePrepared(prepared, settings, stride, stats);
   let side = prepared.side;
   if (planes.some((q) => q.beyond)) {
     const marked = scatterPlanes(
@@ -89,5 +99,5 @@ export function quantizeTensor(
     );
     side = exactSide(marked, values);
   }
-  return { planes, side, stride };
+  return { planes, side, stride, ...(compensated ? { compensated: compensated.map((q) => q.compensation) } : {}) };
 }

@@ -19,6 +19,7 @@ import type { Role } from '../roles/classify.js';
 import type { ErrorStats, ErrorSums } from '../eval/metrics.js';
 import type { SliceRecord } from '../archive/manifest.js';
 import type { TensorStatistics } from '../quantize/registry.js';
+import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import type { TensorSettings } from './options.js';
 
 interface PlanBase {
@@ -69,6 +70,18 @@ export interface EncodeUnit {
   readonly plan: CodedPlan;
   readonly slice?: SliceSpec;
   readonly stats?: TensorStatistics;
+  /** Layer-input statistics (`compensate`): the final codes are chosen by error-compensating rounding. */
+  readonly compensation?: LayerStatistics;
+}
+
+/** How a unit given `compensation` was quantized (for the compress log; not recorded in the manifest). */
+export interface UnitCompensation {
+  /** Planes compensated in full, in part, or rounded to nearest. */
+  readonly gptq: number;
+  readonly mixed: number;
+  readonly rtn: number;
+  /** Why some groups were rounded to nearest. */
+  readonly reason?: string;
 }
 
 /** What coding a tensor (or one slice of it) puts in its record. */
@@ -79,6 +92,7 @@ export interface EncodedTensor {
   readonly entries: ReadonlyArray<readonly [string, Uint8Array]>;
   readonly coded: CodedTensor;
   readonly sums: ErrorSums;
+  readonly compensation?: UnitCompensation;
 }
 
 /** What was done with a tensor: the manifest's record is made from this and its plan. */

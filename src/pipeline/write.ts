@@ -31,6 +31,7 @@ import type { ResolvedOptions } from './options.js';
 import { slicesOf } from './plan.js';
 import { runOrdered } from './pool.js';
 import { buildManifest, tensorRecord } from './records.js';
+import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import type { CodedPlan, CodedTensor, EncodedTensor, EncodeUnit, TensorOutcome, TensorPlan } from './stages.js';
 import { poolFor, type WorkerPool } from './workers.js';
 
@@ -92,6 +93,20 @@ export interface ArchiveJob {
   readonly quality?: QualityRecord | ((file: string) => Promise<QualityRecord>);
   /** Refuse an archive the gate fails: no output (unless `force`), a QualityError. */
   readonly refuse?: boolean;
+  /**
+   * `compensate`: layer-input statistics per unique tensor key (codes chosen by error-compensating rounding),
+   * and why the others have none (they are rounded to nearest).
+   */
+  readonly compensation?: {
+    readonly stats: ReadonlyMap<string, LayerStatistics>;
+    readonly missing: ReadonlyMap<string, string>;
+  };
+}
+
+/** What `compensate` did: tensors whose codes were compensated, and those rounded to nearest, with why. */
+export interface CompensationReport {
+  readonly compensated: string[];
+  readonly fallback: Array<{ tensor: string; reason: string }>;
 }
 
 export interface CompressResult {
@@ -102,6 +117,8 @@ export interface CompressResult {
   /** Weights in compressed tensors (rank ≥ 2 by role), the denominator of bits/weight. */
   compressedWeights: number;
   bitsPerWeight: number;
+  /** With `compensate`: which tensors were compensated and which were rounded to nearest. */
+  compensation?: CompensationReport;
 }
 
 /** The quality gate's refusal of an archive. */
@@ -139,9 +156,20 @@ function unitEncoder(reader: ModelReader, pool?: WorkerPool): (unit: EncodeUnit)
 
 export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
   const { reader, options } = job;
-  const units: EncodeUnit[] = job.unique.flatMap(
-    (plan) => slicesOf(plan, options.sliceWeights)?.map((slice) => ({ plan, slice })) ?? [{ plan }],
-  );
+  const comp = job.compensation;
+  const report: CompensationReport | undefined = comp ? { compensated: [], fallback: [] } : undefined;
+  const units: EncodeUnit[] = job.unique.flatMap((plan): EncodeUnit[] => {
+    const slices = slicesOf(plan, options.sliceWeights);
+    if (slices) {
+      // statistics of a whole tensor do not split by slice here (the H rows would have to follow): nearest
+      if (report) report.fallback.push({ tensor: plan.entry.name, reason: 'sliced tensor (statistics not split)' });
+      return slices.map((slice) => ({ plan, slice }));
+    }
+    const stats = comp?.stats.get(plan.entry.key);
+    if (report && !stats)
+      report.fallback.push({ tensor: plan.entry.name, reason: comp?.missing.get(plan.entry.key) ?? 'no statistics' });
+    return [stats ? { plan, compensation: stats } : { plan }];
+  });
   const compressedWeights = job.plans.reduce((s, p) => s + (p.kind === 'coded' ? elementCount(p.entry.shape) : 0), 0);
   const pool = poolFor(options.jobs, units.length, compressedWeights);
   const encode = unitEncoder(reader, pool);
@@ -170,7 +198,22 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             options.signal?.throwIfAborted();
             return encode(unit);
           },
-          (encoded, { plan, slice }) => {
+          (encoded, { plan, slice, compensation }) => {
+            if (report && compensation && !encoded.compensation)
+              report.fallback.push({ tensor: plan.entry.name, reason: 'rotated planes (statistics are in the unrotated basis)' });
+            if (report && encoded.compensation) {
+              const c = encoded.compensation;
+              if (c.rtn === 0 && c.mixed === 0) report.compensated.push(plan.entry.name);
+              else if (c.gptq === 0 && c.mixed === 0)
+                report.fallback.push({ tensor: plan.entry.name, reason: c.reason ?? 'rounded to nearest' });
+              else {
+                report.compensated.push(plan.entry.name);
+                report.fallback.push({
+                  tensor: plan.entry.name,
+                  reason: `in part (${c.rtn + c.mixed} of ${c.gptq + c.mixed + c.rtn} planes): ${c.reason ?? ''}`,
+                });
+              }
+            }
             // media are compressed already; the exact side values (index deltas, floats) deflate well
             for (const [name, data] of encoded.entries) put(name, data, name.endsWith('.bin') ? 'deflate' : 'store');
             const coded = ranges.take(encoded.coded);
@@ -248,8 +291,16 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
   } finally {
     await pool?.close();
   }
+  if (report) {
+    const list = report.fallback.map((f) => `${f.tensor} (${f.reason})`).join(', ');
+    options.onLog?.(
+      `compensate: ${report.compensated.length} tensor${report.compensated.length === 1 ? '' : 's'} error-compensated, ` +
+        `${report.fallback.length} rounded to nearest${list ? `: ${list}` : ''}`,
+    );
+  }
   if (job.refuse && manifest?.quality?.passed === false && options.force) throw gateError(job.output, manifest.quality, true);
   return {
+    ...(report ? { compensation: report } : {}),
     manifest: manifest!,
     quality: manifest!.quality,
     archiveBytes,
