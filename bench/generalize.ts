@@ -87,7 +87,12 @@ const cases: Case[] = [
   },
   { id: 'stft', model: 'stftMelModel (test)', file: built('stft', stftMelModel), calibrations: [{ label: 'synthetic' }] },
   { id: 'if', model: 'ifBranchModel (test)', file: built('if', () => ifBranchModel()), calibrations: [{ label: 'synthetic' }] },
-  { id: 'sparse', model: 'sparseModel (test)', file: built('sparse', () => sparseModel()), calibrations: [{ label: 'synthetic' }] },
+  {
+    id: 'sparse',
+    model: 'sparseModel (test)',
+    file: built('sparse', () => sparseModel()),
+    calibrations: [{ label: 'synthetic' }],
+  },
   ...MODELS.filter((m) => m.id === 'paddleocr-v4-rec').map((m) => ({
     id: m.id,
     model: m.label,
@@ -103,7 +108,14 @@ const cases: Case[] = [
 ];
 
 const pointsOf = (c: Case): [string, CompressOptions][] =>
-  quick ? [['default', {}]] : c.id === 'paddleocr-v4-rec' ? [['default', {}]] : [['default', {}], ['target-bpw 4', { targetBpw: 4 }]];
+  quick
+    ? [['default', {}]]
+    : c.id === 'paddleocr-v4-rec'
+      ? [['default', {}]]
+      : [
+          ['default', {}],
+          ['target-bpw 4', { targetBpw: 4 }],
+        ];
 
 async function runOne(
   c: Case,
@@ -187,10 +199,9 @@ function table(res: Results): string {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'nnm-gen-'));
-  const previous: Results =
-    !quick && existsSync(resultsJson)
-      ? { peers: [], ...(JSON.parse(readFileSync(resultsJson, 'utf8')) as Results) }
-      : { wallSeconds: 0, rows: [], peers: [] };
+  const recorded: Partial<Results> =
+    !quick && existsSync(resultsJson) ? (JSON.parse(readFileSync(resultsJson, 'utf8')) as Partial<Results>) : {};
+  const previous: Results = { wallSeconds: 0, rows: recorded.rows ?? [], peers: recorded.peers ?? [] };
   const rows: Row[] = [];
   const peerRows: PeerRow[] = [];
   const t0 = performance.now();
