@@ -1,67 +1,119 @@
 /**
  * Generalization benchmark (issue 14): each model with and without calibration data, at the default and at
- * `--target-bpw 4`. Columns: whole-archive bits/weight (archive bytes × 8 / coded weights, as bench/run.ts),
- * the quality gate's fidelity on held-back calibration inputs. A budget the gate refuses is a result:
- * "refused, smallest passing X bits/weight". Beside each model and calibration: per-output-channel int8 and int4
- * round-to-nearest + zstd-19 of the whole file (bench/peers.ts `rtnPeer` with the model's skeleton as `rest`),
- * with their fidelity on the same held-back inputs the gate uses (`openCalibration` → `measureFidelity`).
+ * `--target-bpw 4`, beside per-output-channel int8 and int4 round-to-nearest + zstd-19 of the whole file
+ * (bench/peers.ts `rtnPeer` with the model's skeleton as `rest`). Columns: whole-archive bits/weight (archive
+ * bytes × 8 / coded weights, as bench/run.ts), fidelity on the held-back calibration inputs the quality gate
+ * uses (nnmedia: the gate's own `result.quality.fidelity`; RTN: `openCalibration` → `measureFidelity` on the
+ * same samples), and the model's task metric where it has one (Silero: decision agreement with the original on
+ * the whole speech file; PaddleOCR rec: CER on all 200 lines, preprocessed as the row's calibration says; ISNet:
+ * mean mask IoU against the original on the 8 photos). A budget the gate refuses (`QualityError`) is a result:
+ * "refused, smallest passing X bits/weight".
  *
- * Models: Silero VAD v4/v6 (synthetic and speech_16k.wav), PaddleOCR v4 rec (data/ocr, docs/calibration.md's
- * flags), and the test suite's small models (test/helpers/onnx-builder.ts; synthetic calibration).
- * Not done (docs/generalization.md): task metrics, ISNet.
+ * Models: Silero VAD v4/v6 (synthetic; speech_16k.wav), PaddleOCR v4 rec (synthetic; data/ocr with the `ocr`
+ * task's preprocessing, lanczos3; data/ocr resized with `nearest`), ISNet fp16 (synthetic; data/images), and the
+ * test suite's small models (test/helpers/onnx-builder.ts): the BatchNorm classifier (synthetic; data/images at
+ * 32×32), the STFT/mel front end (synthetic; speech_16k.wav), the If-branch model (synthetic; a JSON file of 12
+ * trigger and 12 noise inputs), the block-sparse MLP (synthetic only: there is no real data for it).
  *
- *   node --import tsx bench/generalize.ts [--quick] [--models silero-v4,stft,...] [--peers-only]
+ *   node --import tsx bench/generalize.ts [--quick] [--models silero-v4,stft,...] [--points default,target-bpw-4]
+ *                                         [--peers-only] [--no-peers] [--no-task]
  *
- * `--models` runs only those cases and merges their rows into the existing bench/results/generalize.json;
- * `--peers-only` measures only the peer columns and keeps the recorded nnmedia rows.
+ * `--models` / `--points` run only those cases and merge their rows into the existing
+ * bench/results/generalize.json (rows of the same model, calibration and method are replaced);
+ * `--peers-only` measures only the RTN rows, `--no-peers` only nnmedia's.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { compressModel, QualityError, type CompressOptions } from '../src/index.js';
-import type { CalibrationSpec } from '../src/calibration/set.js';
+import { basename, join } from 'node:path';
+import { Archive, compressModel, QualityError, type CompressOptions } from '../src/index.js';
+import { buildCalibrationSet, type CalibrationSpec } from '../src/calibration/set.js';
+import { CalibrationRunner } from '../src/calibration/runner.js';
+import { toFloat32 } from '../src/calibration/tensor.js';
 import { measureFidelity } from '../src/eval/fidelity.js';
+import { characterErrorRate, taskByName } from '../src/eval/tasks/index.js';
+import { ISNET_IMAGE_SPEC } from '../src/eval/tasks/isnet.js';
 import { openModel } from '../src/formats/registry.js';
 import type { LayoutSpec } from '../src/layout/types.js';
+import { rebuildModel } from '../src/pipeline/decompress.js';
 import { openCalibration } from '../src/pipeline/gate.js';
 import { planTensors } from '../src/pipeline/plan.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
-import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from '../test/helpers/onnx-builder.js';
+import {
+  batchNormClassifier,
+  ifBranchModel,
+  ifTriggerInputs,
+  sparseModel,
+  stftMelModel,
+  IF_MODEL,
+} from '../test/helpers/onnx-builder.js';
+import { gaussian } from '../test/helpers/random.js';
 import { MODELS, ROOT } from './models.js';
 import { rtnPeer, weightSet } from './peers.js';
+
+type Method = 'default' | 'target-bpw 4' | 'int8 RTN + zstd-19' | 'int4 RTN + zstd-19';
 
 interface Row {
   model: string;
   calibration: string;
-  point: string;
+  method: Method;
   bitsPerWeight?: number;
   fidelity?: number;
+  /** The output that set the fidelity, and held-back samples it was measured on. */
+  worst?: string;
+  samples?: number;
   refused?: { smallestPassing?: number; fidelity?: number };
+  /** The model's task metric, where it has one, and what it is. */
+  task?: number;
+  taskLabel?: string;
   seconds: number;
 }
 
-/** A round-to-nearest peer of one model, on the held-back samples of one calibration. */
-interface PeerRow {
+/** The task metric of the original model, per model and calibration (its preprocessing). */
+interface Baseline {
   model: string;
   calibration: string;
-  peer: 'int8' | 'int4';
-  bitsPerWeight: number;
-  fidelity: number;
+  label: string;
+  value: number;
 }
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const peersOnly = argv.includes('--peers-only');
-const modelsArg = argv.indexOf('--models');
-const only = modelsArg >= 0 ? argv[modelsArg + 1]?.split(',') : undefined;
+const noPeers = argv.includes('--no-peers');
+const noTask = argv.includes('--no-task');
+const listArg = (flag: string): string[] | undefined => {
+  const i = argv.indexOf(flag);
+  return i >= 0 ? argv[i + 1]?.split(',') : undefined;
+};
+const only = listArg('--models');
+const onlyPoints = listArg('--points');
 const speech = join(ROOT, 'data/speech/speech_16k.wav');
+const ocrDir = join(ROOT, 'data/ocr');
+const images = join(ROOT, 'data/images');
 const resultsJson = join(ROOT, 'bench/results/generalize.json');
+
+/** A model's task: a metric of a candidate model (against the original where the task has no ground truth). */
+interface Task {
+  label: string;
+  /** The metric of the original model (the baseline row), where it is not 1 by definition. */
+  original?(model: Uint8Array): Promise<number>;
+  measure(original: Uint8Array, candidate: Uint8Array): Promise<number>;
+}
+
+interface Calibration {
+  label: string;
+  spec?: CalibrationSpec;
+  /** Points measured with this calibration (default: both). */
+  points?: Method[];
+  task?: Task;
+}
 
 interface Case {
   id: string;
   model: string;
   file: (dir: string) => Promise<string>;
-  calibrations: { label: string; spec?: CalibrationSpec }[];
+  calibrations: Calibration[];
 }
 
 const built =
@@ -72,71 +124,224 @@ const built =
     return f;
   };
 
+/** Runs a task once per distinct model bytes (the default archive is the same with or without calibration). */
+const taskCache = new Map<string, number>();
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+async function cachedTask(task: Task, key: string, run: () => Promise<number>): Promise<number> {
+  const k = `${task.label}\u0000${key}`;
+  if (!taskCache.has(k)) taskCache.set(k, await run());
+  return taskCache.get(k)!;
+}
+
+/** Silero: decision agreement with the original over the whole speech file (the `vad` task). */
+function vadTask(): Task {
+  const t = taskByName('vad');
+  let ref: { model: string; out: unknown } | undefined;
+  const reference = async (original: Uint8Array): Promise<unknown> => {
+    const k = sha(original);
+    if (ref?.model !== k) ref = { model: k, out: await t.run(original) };
+    return ref.out;
+  };
+  const agreement = (ms: { key: string; value: number }[]): number => ms.find((m) => m.key === 'agreement')!.value;
+  return {
+    label: 'decision agreement',
+    measure: async (original, candidate) => agreement(t.compare(await reference(original), await t.run(candidate))),
+  };
+}
+
+/**
+ * PaddleOCR rec: CER on all 200 lines of data/ocr, each line preprocessed as the calibration spec says (the
+ * `ocr` task's preprocessing is lanczos3; `nearest` is the second preprocessing), greedy CTC decoding over the
+ * dictionary (0 = blank, then its lines, then space), as src/eval/tasks/ocr.ts decodes.
+ */
+function ocrTask(image: NonNullable<CalibrationSpec['image']>): Task {
+  const labels = new Map(
+    (JSON.parse(readFileSync(join(ocrDir, 'labels.json'), 'utf8')) as Array<{ file: string; text: string }>).map((l) => [
+      l.file,
+      l.text,
+    ]),
+  );
+  const dict = readFileSync(join(ocrDir, 'ppocr_keys_v1.txt'), 'utf8').split(/\r?\n/);
+  if (dict[dict.length - 1] === '') dict.pop();
+  const alphabet = ['', ...dict, ' '];
+  const cer = async (model: Uint8Array): Promise<number> => {
+    const set = await buildCalibrationSet(model, { paths: [ocrDir], image });
+    const runner = await CalibrationRunner.open(model);
+    const texts: string[] = [];
+    const truth: string[] = [];
+    try {
+      for (const sample of set.samples) {
+        const out = Object.values((await runner.run(sample)).outputs)[0];
+        const [, steps, classes] = out.dims;
+        const p = toFloat32(out);
+        let text = '';
+        let last = 0;
+        for (let t = 0; t < steps; t++) {
+          let best = 0;
+          for (let k = 1; k < classes; k++) if (p[t * classes + k] > p[t * classes + best]) best = k;
+          if (best !== 0 && best !== last) text += alphabet[best] ?? '';
+          last = best;
+        }
+        texts.push(text.trim());
+        truth.push(labels.get(basename(sample.source!))!);
+      }
+    } finally {
+      await runner.close();
+    }
+    return characterErrorRate(texts, truth);
+  };
+  return { label: `CER (${image.kernel ?? 'lanczos3'})`, original: cer, measure: async (_, c) => cer(c) };
+}
+
+/** ISNet: mean mask IoU against the original's masks on the 8 photos (the `isnet` task). */
+function isnetTask(): Task {
+  const t = taskByName('isnet');
+  let ref: { model: string; out: unknown } | undefined;
+  const reference = async (original: Uint8Array): Promise<unknown> => {
+    const k = sha(original);
+    if (ref?.model !== k) ref = { model: k, out: await t.run(original) };
+    return ref.out;
+  };
+  return {
+    label: 'mask IoU (mean of 8 photos)',
+    measure: async (original, candidate) =>
+      t.compare(await reference(original), await t.run(candidate)).find((m) => m.key === 'iou')!.value,
+  };
+}
+
+/** The If model's calibration data: 12 trigger inputs and 12 N(0, 1) ones, alternating, as one JSON file. */
+function ifCalibrationFile(dir: string): string {
+  const f = join(dir, 'if-calibration.json');
+  const { template } = ifBranchModel();
+  const trig = ifTriggerInputs(template, 12);
+  const noise = gaussian(12 * IF_MODEL.inputs, 77, 1);
+  const samples = Array.from({ length: 24 }, (_, k) => {
+    const src = k % 2 === 0 ? trig : noise;
+    const i = k >> 1;
+    return { x: { dims: [1, IF_MODEL.inputs], data: Array.from(src.subarray(i * IF_MODEL.inputs, (i + 1) * IF_MODEL.inputs)) } };
+  });
+  writeFileSync(f, JSON.stringify(samples));
+  return f;
+}
+
+const OCR_IMAGE = { order: 'bgr' as const, mean: [0.5], std: [0.5], minWidth: 8 };
+const vad = vadTask();
+let workDir = '';
+
 const cases: Case[] = [
-  ...MODELS.filter((m) => m.task === 'vad').map((m) => ({
+  ...MODELS.filter((m) => m.task === 'vad').map((m): Case => ({
     id: m.id,
     model: m.label,
     file: async () => m.file,
-    calibrations: [{ label: 'synthetic' }, { label: 'speech_16k.wav', spec: { paths: [speech] } }],
+    calibrations: [
+      { label: 'synthetic', task: vad },
+      { label: 'speech_16k.wav', spec: { paths: [speech] }, task: vad },
+    ],
+  })),
+  ...MODELS.filter((m) => m.id === 'paddleocr-v4-rec').map((m): Case => ({
+    id: m.id,
+    model: m.label,
+    file: async () => m.file,
+    // docs/calibration.md's worked example (the `ocr` task's tensors), and the same lines resized with nearest
+    calibrations: [
+      { label: 'synthetic', task: ocrTask(OCR_IMAGE) },
+      { label: 'data/ocr lanczos3', spec: { paths: [ocrDir], image: OCR_IMAGE }, task: ocrTask(OCR_IMAGE) },
+      {
+        label: 'data/ocr nearest',
+        spec: { paths: [ocrDir], image: { ...OCR_IMAGE, kernel: 'nearest' } },
+        task: ocrTask({ ...OCR_IMAGE, kernel: 'nearest' }),
+      },
+    ],
+  })),
+  ...MODELS.filter((m) => m.task === 'isnet').map((m): Case => ({
+    id: m.id,
+    model: m.label,
+    file: async () => m.file,
+    calibrations: [
+      { label: 'synthetic', task: isnetTask(), points: ['default'] },
+      { label: 'data/images', spec: { paths: [images], image: ISNET_IMAGE_SPEC }, task: isnetTask() },
+    ],
   })),
   {
     id: 'classifier',
     model: 'batchNormClassifier (test)',
     file: built('classifier', batchNormClassifier),
-    calibrations: [{ label: 'synthetic' }],
+    calibrations: [{ label: 'synthetic' }, { label: 'data/images (32×32)', spec: { paths: [images] } }],
   },
-  { id: 'stft', model: 'stftMelModel (test)', file: built('stft', stftMelModel), calibrations: [{ label: 'synthetic' }] },
-  { id: 'if', model: 'ifBranchModel (test)', file: built('if', () => ifBranchModel()), calibrations: [{ label: 'synthetic' }] },
+  {
+    id: 'stft',
+    model: 'stftMelModel (test)',
+    file: built('stft', stftMelModel),
+    calibrations: [{ label: 'synthetic' }, { label: 'speech_16k.wav', spec: { paths: [speech] } }],
+  },
+  {
+    id: 'if',
+    model: 'ifBranchModel (test)',
+    file: built('if', () => ifBranchModel()),
+    calibrations: [
+      { label: 'synthetic' },
+      {
+        label: '12 trigger + 12 noise (JSON)',
+        get spec(): CalibrationSpec {
+          return { paths: [ifCalibrationFile(workDir)] };
+        },
+      },
+    ],
+  },
   {
     id: 'sparse',
     model: 'sparseModel (test)',
     file: built('sparse', () => sparseModel()),
     calibrations: [{ label: 'synthetic' }],
   },
-  ...MODELS.filter((m) => m.id === 'paddleocr-v4-rec').map((m) => ({
-    id: m.id,
-    model: m.label,
-    file: async () => m.file,
-    // docs/calibration.md's worked example; the default point only (time)
-    calibrations: [
-      {
-        label: 'data/ocr (200 lines)',
-        spec: { paths: [join(ROOT, 'data/ocr')], image: { order: 'bgr' as const, mean: [0.5], std: [0.5], minWidth: 8 } },
-      },
-    ],
-  })),
 ];
 
-const pointsOf = (c: Case): [string, CompressOptions][] =>
-  quick
-    ? [['default', {}]]
-    : c.id === 'paddleocr-v4-rec'
-      ? [['default', {}]]
-      : [
-          ['default', {}],
-          ['target-bpw 4', { targetBpw: 4 }],
-        ];
+const POINTS: [Method, CompressOptions][] = [
+  ['default', {}],
+  ['target-bpw 4', { targetBpw: 4 }],
+];
+const pointsOf = (cal: Calibration): [Method, CompressOptions][] =>
+  POINTS.filter(([m]) => (quick ? m === 'default' : true))
+    .filter(([m]) => !cal.points || cal.points.includes(m))
+    .filter(([m]) => !onlyPoints || onlyPoints.includes(m.replace(/\W+/g, '-')));
+
+const elapsed = (t0: number): number => (performance.now() - t0) / 1000;
 
 async function runOne(
   c: Case,
   file: string,
-  cal: Case['calibrations'][number],
-  point: string,
+  cal: Calibration,
+  method: Method,
   extra: CompressOptions,
   dir: string,
 ): Promise<Row> {
-  const out = join(dir, `${c.id}-${cal.label.replace(/\W+/g, '-')}-${point.replace(/\W+/g, '-')}.nnm`);
+  const out = join(dir, `${c.id}-${cal.label.replace(/\W+/g, '-')}-${method.replace(/\W+/g, '-')}.nnm`);
   const t0 = performance.now();
-  const row: Row = { model: c.model, calibration: cal.label, point, seconds: 0 };
+  const row: Row = { model: c.model, calibration: cal.label, method, seconds: 0 };
   try {
     const r = await compressModel(file, out, { ...(cal.spec ? { calibration: cal.spec } : {}), ...extra });
+    row.seconds = elapsed(t0);
     row.bitsPerWeight = (r.archiveBytes * 8) / r.compressedWeights;
     row.fidelity = r.quality?.fidelity;
+    row.worst = r.quality?.worst;
+    row.samples = r.quality?.samples;
+    if (cal.task && !noTask) {
+      const a = new Archive(out);
+      let candidate: Uint8Array;
+      try {
+        candidate = await rebuildModel(a, { jobs: 1 });
+      } finally {
+        a.close();
+      }
+      const original = readFileSync(file);
+      row.task = await cachedTask(cal.task, sha(candidate), () => cal.task!.measure(original, candidate));
+      row.taskLabel = cal.task.label;
+    }
   } catch (e) {
     if (!(e instanceof QualityError)) throw e;
+    row.seconds = elapsed(t0);
     row.refused = { smallestPassing: e.details.smallestPassing, fidelity: e.details.fidelity };
   }
-  row.seconds = (performance.now() - t0) / 1000;
   return row;
 }
 
@@ -145,7 +350,7 @@ async function runOne(
  * skeleton: graph, kept tensors, metadata); fidelity on the held-back samples of the same calibration set the
  * quality gate opens for nnmedia's row.
  */
-async function peers(c: Case, file: string, cal: Case['calibrations'][number]): Promise<PeerRow[]> {
+async function peers(c: Case, file: string, cal: Calibration): Promise<Row[]> {
   const reader = openModel(file);
   try {
     const plans = planTensors(reader, {}).flatMap((p) => (p.kind === 'coded' ? [p] : []));
@@ -153,17 +358,27 @@ async function peers(c: Case, file: string, cal: Case['calibrations'][number]): 
     const ws = weightSet(reader, [...layouts.keys()], layouts);
     const rest = reader.skeleton(new Set(layouts.keys()));
     const calibration = await openCalibration(file, reader, cal.spec);
-    const rows: PeerRow[] = [];
+    const rows: Row[] = [];
     for (const bits of [8, 4] as const) {
+      const t0 = performance.now();
       const peer = await rtnPeer(ws, bits, true, rest);
-      const report = await measureFidelity(calibration.source, substituteTensors(reader, peer.values!), calibration.heldBack);
-      rows.push({
+      const candidate = substituteTensors(reader, peer.values!);
+      const report = await measureFidelity(calibration.source, candidate, calibration.heldBack);
+      const row: Row = {
         model: c.model,
         calibration: cal.label,
-        peer: `int${bits}`,
+        method: `int${bits} RTN + zstd-19`,
         bitsPerWeight: (peer.bytes * 8) / ws.count,
         fidelity: report.fidelity,
-      });
+        worst: report.worst,
+        samples: report.samples,
+        seconds: elapsed(t0),
+      };
+      if (cal.task && !noTask) {
+        row.task = await cachedTask(cal.task, sha(candidate), () => cal.task!.measure(calibration.source, candidate));
+        row.taskLabel = cal.task.label;
+      }
+      rows.push(row);
     }
     return rows;
   } finally {
@@ -172,76 +387,125 @@ async function peers(c: Case, file: string, cal: Case['calibrations'][number]): 
 }
 
 const fmt = (x: number | undefined, d = 3): string => (x === undefined ? '' : x.toFixed(d));
-const cell = (r: Row): string =>
+const sizeCell = (r: Row): string =>
   r.refused
-    ? `refused${r.refused.smallestPassing !== undefined ? `, smallest passing ${fmt(r.refused.smallestPassing, 2)} bits/weight` : ''}`
+    ? `refused${r.refused.smallestPassing !== undefined ? `, smallest passing ${fmt(r.refused.smallestPassing, 2)}` : ', none passing'}`
     : fmt(r.bitsPerWeight);
+const taskCell = (r: Pick<Row, 'task'>, label: string | undefined): string =>
+  r.task === undefined || !label ? '—' : label.startsWith('CER') ? `${(100 * r.task).toFixed(2)} %` : r.task.toFixed(4);
 
 interface Results {
   wallSeconds: number;
+  /** Wall time and `uptime` of each run that wrote rows (the bench is run in parts). */
+  runs: { date: string; args: string; wallSeconds: number; uptimeBefore: string; uptimeAfter: string }[];
   rows: Row[];
-  peers: PeerRow[];
+  baselines: Baseline[];
 }
 
+const METHODS: Method[] = ['default', 'target-bpw 4', 'int8 RTN + zstd-19', 'int4 RTN + zstd-19'];
+
 function table(res: Results): string {
-  const peerOf = (r: Row, p: 'int8' | 'int4'): PeerRow | undefined =>
-    res.peers.find((x) => x.model === r.model && x.calibration === r.calibration && x.peer === p);
-  return [
-    `| model | calibration | point | bits/weight | fidelity | int8 RTN b/w | int8 fidelity | int4 RTN b/w | int4 fidelity | s |`,
-    `| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`,
-    ...res.rows.map((r) => {
-      const i8 = peerOf(r, 'int8');
-      const i4 = peerOf(r, 'int4');
-      return `| ${r.model} | ${r.calibration} | ${r.point} | ${cell(r)} | ${fmt(r.fidelity ?? r.refused?.fidelity, 4)} | ${fmt(i8?.bitsPerWeight)} | ${fmt(i8?.fidelity, 4)} | ${fmt(i4?.bitsPerWeight)} | ${fmt(i4?.fidelity, 4)} | ${r.seconds.toFixed(1)} |`;
-    }),
-  ].join('\n');
+  const lines = [
+    `| model | calibration | method | bits/weight | fidelity (held back) | task metric | s |`,
+    `| --- | --- | --- | ---: | ---: | ---: | ---: |`,
+  ];
+  let last = '';
+  for (const r of res.rows) {
+    const k = `${r.model}\u0000${r.calibration}`;
+    if (k !== last) {
+      const b = res.baselines.find((x) => x.model === r.model && x.calibration === r.calibration);
+      if (b) lines.push(`| ${r.model} | ${r.calibration} | original | | | ${taskCell({ task: b.value }, b.label)} | |`);
+      last = k;
+    }
+    const fid = r.fidelity ?? r.refused?.fidelity;
+    lines.push(
+      `| ${r.model} | ${r.calibration} | ${r.method} | ${sizeCell(r)} | ${fmt(fid, 4)}${r.samples !== undefined ? ` (${r.samples})` : ''} | ${taskCell(r, r.taskLabel)} | ${r.seconds.toFixed(1)} |`,
+    );
+  }
+  return lines.join('\n');
 }
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'nnm-gen-'));
+  workDir = dir;
+  const { execSync } = await import('node:child_process');
+  const uptime = (): string => execSync('uptime').toString().trim();
+  const uptimeBefore = uptime();
   const recorded: Partial<Results> =
     !quick && existsSync(resultsJson) ? (JSON.parse(readFileSync(resultsJson, 'utf8')) as Partial<Results>) : {};
-  const previous: Results = { wallSeconds: 0, rows: recorded.rows ?? [], peers: recorded.peers ?? [] };
   const rows: Row[] = [];
-  const peerRows: PeerRow[] = [];
+  const baselines: Baseline[] = [];
   const t0 = performance.now();
   const selected = quick ? cases.filter((c) => c.id === 'sparse') : cases.filter((c) => !only || only.includes(c.id));
+  const log = (r: Row): void =>
+    console.log(
+      `  ${r.model.padEnd(26)} ${r.calibration.padEnd(28)} ${r.method.padEnd(19)} ${sizeCell(r).padStart(10)}  fidelity ${fmt(r.fidelity ?? r.refused?.fidelity, 4)}  task ${r.task === undefined ? '—' : r.task.toFixed(4)}  ${r.seconds.toFixed(1)} s`,
+    );
   try {
     for (const c of selected) {
       const file = await c.file(dir);
       for (const cal of c.calibrations) {
-        if (!peersOnly)
-          for (const [point, extra] of pointsOf(c)) {
-            const r = await runOne(c, file, cal, point, extra, dir);
-            rows.push(r);
-            console.log(
-              `  ${r.model.padEnd(26)} ${r.calibration.padEnd(20)} ${r.point.padEnd(13)} ${cell(r).padStart(10)}  fidelity ${fmt(r.fidelity ?? r.refused?.fidelity, 4)}  ${r.seconds.toFixed(1)} s`,
-            );
-          }
-        for (const p of await peers(c, file, cal)) {
-          peerRows.push(p);
+        if (cal.task?.original && !noTask) {
+          const original = readFileSync(file);
+          const value = await cachedTask(cal.task, sha(original), () => cal.task!.original!(original));
+          baselines.push({ model: c.model, calibration: cal.label, label: cal.task.label, value });
           console.log(
-            `  ${p.model.padEnd(26)} ${p.calibration.padEnd(20)} ${`${p.peer} RTN`.padEnd(13)} ${fmt(p.bitsPerWeight).padStart(10)}  fidelity ${fmt(p.fidelity, 4)}`,
+            `  ${c.model.padEnd(26)} ${cal.label.padEnd(28)} original            ${cal.task.label} ${value.toFixed(4)}`,
           );
         }
+        if (!peersOnly)
+          for (const [method, extra] of pointsOf(cal)) {
+            const r = await runOne(c, file, cal, method, extra, dir);
+            rows.push(r);
+            log(r);
+          }
+        if (!noPeers && !onlyPoints)
+          for (const r of await peers(c, file, cal)) {
+            rows.push(r);
+            log(r);
+          }
       }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const wall = (performance.now() - t0) / 1000;
-  // merge: the rows measured now replace the recorded rows of the same model and calibration
-  const key = (r: { model: string; calibration: string }): string => `${r.model}\u0000${r.calibration}`;
+  const wall = elapsed(t0);
+  // merge: the rows measured now replace the recorded rows of the same model, calibration and method
+  const key = (r: { model: string; calibration: string; method?: string }): string =>
+    `${r.model}\u0000${r.calibration}\u0000${r.method ?? ''}`;
   const redone = new Set(rows.map(key));
-  const repeered = new Set(peerRows.map(key));
+  const rebased = new Set(baselines.map(key));
   const order = new Map(cases.map((c, i) => [c.model, i]));
-  const byCase = (a: { model: string }, b: { model: string }): number => (order.get(a.model) ?? 99) - (order.get(b.model) ?? 99);
+  const calOrder = (r: { model: string; calibration: string }): number =>
+    cases.find((c) => c.model === r.model)?.calibrations.findIndex((x) => x.label === r.calibration) ?? 99;
+  const sorted = <T extends { model: string; calibration: string; method?: string }>(xs: T[]): T[] =>
+    xs.sort(
+      (a, b) =>
+        (order.get(a.model) ?? 99) - (order.get(b.model) ?? 99) ||
+        calOrder(a) - calOrder(b) ||
+        METHODS.indexOf(a.method as Method) - METHODS.indexOf(b.method as Method),
+    );
   const res: Results = {
-    wallSeconds: wall,
-    rows: [...previous.rows.filter((r) => !redone.has(key(r))), ...rows].sort(byCase),
-    peers: [...previous.peers.filter((r) => !repeered.has(key(r))), ...peerRows].sort(byCase),
+    wallSeconds: (recorded.runs ?? []).reduce((s, r) => s + r.wallSeconds, 0) + wall,
+    runs: [
+      ...(recorded.runs ?? []),
+      { date: new Date().toISOString(), args: argv.join(' '), wallSeconds: wall, uptimeBefore, uptimeAfter: uptime() },
+    ],
+    rows: sorted([...(recorded.rows ?? []).filter((r) => r.method && !redone.has(key(r))), ...rows]),
+    baselines: sorted([...(recorded.baselines ?? []).filter((b) => !rebased.has(key(b))), ...baselines]),
   };
-  const md = [table(res), '', `Wall time of the last run ${wall.toFixed(0)} s${quick ? ' (--quick)' : ''}.`, ''].join('\n');
+  const runsMd = res.runs.map(
+    (r) =>
+      `- \`${r.args || '(all)'}\`: ${r.wallSeconds.toFixed(0)} s wall, ${r.date}; before: ${r.uptimeBefore}; after: ${r.uptimeAfter}`,
+  );
+  const md = [
+    table(res),
+    '',
+    `Runs (the table merges them; ${res.wallSeconds.toFixed(0)} s wall in all):`,
+    '',
+    ...(quick ? [`- --quick: ${wall.toFixed(0)} s`] : runsMd),
+    '',
+  ].join('\n');
   if (!quick) {
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
     writeFileSync(resultsJson, JSON.stringify(res, null, 2) + '\n');
