@@ -16,7 +16,7 @@
  * trigger and 12 noise inputs), the block-sparse MLP (synthetic only: there is no real data for it).
  *
  *   node --import tsx bench/generalize.ts [--quick] [--models silero-v4,stft,...] [--points default,target-bpw-4]
- *                                         [--peers-only] [--no-peers] [--no-task]
+ *                                         [--peers-only] [--no-peers] [--no-task] [--isnet-budget]
  *
  * `--models` / `--points` run only those cases and merge their rows into the existing
  * bench/results/generalize.json (rows of the same model, calibration and method are replaced);
@@ -259,7 +259,14 @@ const cases: Case[] = [
     file: async () => m.file,
     calibrations: [
       { label: 'synthetic', task: isnetTask(), points: ['default'] },
-      { label: 'data/images', spec: { paths: [images], image: ISNET_IMAGE_SPEC }, task: isnetTask() },
+      // --target-bpw 4 probes each of ISNet's 238 tensors on the probe photos (~20 s a run on 2 shared cores):
+      // hours; run it alone with `--models isnet --points target-bpw-4 --isnet-budget`
+      {
+        label: 'data/images',
+        spec: { paths: [images], image: ISNET_IMAGE_SPEC },
+        task: isnetTask(),
+        points: argv.includes('--isnet-budget') ? ['default', 'target-bpw 4'] : ['default'],
+      },
     ],
   })),
   {
