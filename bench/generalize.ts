@@ -404,7 +404,7 @@ const taskCell = (r: Pick<Row, 'task'>, label: string | undefined): string =>
 interface Results {
   wallSeconds: number;
   /** Wall time and `uptime` of each run that wrote rows (the bench is run in parts). */
-  runs: { date: string; args: string; wallSeconds: number; uptimeBefore: string; uptimeAfter: string }[];
+  runs: { date: string; args: string; wallSeconds: number; peakRssMB?: number; uptimeBefore: string; uptimeAfter: string }[];
   rows: Row[];
   baselines: Baseline[];
 }
@@ -496,14 +496,21 @@ async function main(): Promise<void> {
     wallSeconds: (recorded.runs ?? []).reduce((s, r) => s + r.wallSeconds, 0) + wall,
     runs: [
       ...(recorded.runs ?? []),
-      { date: new Date().toISOString(), args: argv.join(' '), wallSeconds: wall, uptimeBefore, uptimeAfter: uptime() },
+      {
+        date: new Date().toISOString(),
+        args: argv.join(' '),
+        wallSeconds: wall,
+        peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+        uptimeBefore,
+        uptimeAfter: uptime(),
+      },
     ],
     rows: sorted([...(recorded.rows ?? []).filter((r) => r.method && !redone.has(key(r))), ...rows]),
     baselines: sorted([...(recorded.baselines ?? []).filter((b) => !rebased.has(key(b))), ...baselines]),
   };
   const runsMd = res.runs.map(
     (r) =>
-      `- \`${r.args || '(all)'}\`: ${r.wallSeconds.toFixed(0)} s wall, ${r.date}; before: ${r.uptimeBefore}; after: ${r.uptimeAfter}`,
+      `- \`${r.args || '(all)'}\`: ${r.wallSeconds.toFixed(0)} s wall${r.peakRssMB ? `, peak RSS ${r.peakRssMB} MB` : ''}, ${r.date}; before: ${r.uptimeBefore}; after: ${r.uptimeAfter}`,
   );
   const md = [
     table(res),
