@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { openCalibration } from '../src/pipeline/gate.js';
 import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
@@ -23,7 +24,7 @@ const write = async (name: string, built: unknown): Promise<string> => {
 };
 
 /** SNR (dB) of each coded tensor of an archive against the model. */
-async function snrs(model: string, archive: string): Promise<Map<string, number>> {
+async function snrs(model: string, archive: string, by: 'name' | 'key' = 'name'): Promise<Map<string, number>> {
   const a = new Archive(archive);
   const values = await decodeAllTensors(a);
   a.close();
@@ -37,7 +38,7 @@ async function snrs(model: string, archive: string): Promise<Map<string, number>
       se += (x[i] - v[i]) ** 2;
       sp += x[i] ** 2;
     }
-    out.set(r.tensors.find((t) => t.key === key)!.name, se ? 10 * Math.log10(sp / se) : Infinity);
+    out.set(by === 'key' ? key : r.tensors.find((t) => t.key === key)!.name, se ? 10 * Math.log10(sp / se) : Infinity);
   }
   r.close();
   return out;
@@ -110,6 +111,30 @@ describe('what calibration never exercises', () => {
     for (const name of ['stage2.w1', 'stage2.w2']) expect(b.get(name)!).toBeGreaterThanOrEqual(a.get(name)! - 0.1);
     // while the tensors the calibration does reach were given fewer bits
     expect(b.get('stage1.w')!).toBeLessThan(a.get('stage1.w')!);
+  }, 300_000);
+
+  it('the untaken branch is found by where its tensors sit, not by name: both branches hold stage2.w1 (as Silero v6)', async () => {
+    const built = ifBranchModel(1, { sameNames: true });
+    const model = await write('if-same.onnx', built);
+    const reader = openModel(model);
+    // the then branch's tensors, told apart from the else branch's namesakes by their values
+    const thenKeys = reader.tensors
+      .filter((t) => t.name in built.thenWeights && reader.read(t.key).every((v, i) => v === built.thenWeights[t.name][i]))
+      .map((t) => t.key);
+    const elseKeys = reader.tensors.filter((t) => t.name.startsWith('stage2.') && !thenKeys.includes(t.key)).map((t) => t.key);
+    expect([thenKeys.length, elseKeys.length]).toEqual([2, 2]);
+    const cal = await openCalibration(model, reader, undefined);
+    reader.close();
+    expect(cal.untakenBranches).toEqual([expect.stringMatching(/: then$/)]);
+    expect([...cal.untakenTensors].sort()).toEqual([...thenKeys].sort());
+    // under a budget the untaken (then) branch keeps the default grid; the taken (else) one may be coarser
+    const dflt = join(dir, 'if-same-default.nnm');
+    await compressModel(model, dflt, { check: false });
+    const out = join(dir, 'if-same-budget.nnm');
+    await compressModel(model, out, { targetBpw: 4, minFidelity: 0 });
+    const [a, b] = [await snrs(model, dflt, 'key'), await snrs(model, out, 'key')];
+    for (const key of thenKeys) expect(b.get(key)!).toBeGreaterThanOrEqual(a.get(key)! - 0.1);
+    expect(Math.min(...elseKeys.map((k) => a.get(k)! - b.get(k)!))).toBeGreaterThan(0.1);
   }, 300_000);
 
   it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {

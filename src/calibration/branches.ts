@@ -11,6 +11,7 @@
 import { concatBytes } from '../io/bytes.js';
 import { BadCalibrationError } from '../errors.js';
 import { WIRE_LEN, encodeVarint, lenField, utf8, wireFields } from '../formats/onnx/protobuf.js';
+import { occurrenceCounter, pathJoin } from '../formats/onnx/rebuild.js';
 import { describeModel } from './model-io.js';
 import { CalibrationRunner, type RunnerOptions } from './runner.js';
 import type { CalibrationSample } from './types.js';
@@ -99,6 +100,13 @@ export interface BranchTensors {
   node: string;
   then: string[];
   else: string[];
+  /**
+   * Where each branch's graph sits in the file, as the ONNX reader's tensor locations spell it (protobuf field
+   * path, `7.0/1.12/5.0/6.0`): the tensors of a branch are those whose `location` starts with it and a `/`.
+   * Names alone do not tell the branches apart: Silero v6 holds `encoder.0.reparam_conv.weight` in both.
+   */
+  thenPath: string;
+  elsePath: string;
 }
 
 const GRAPH_NODE = 1;
@@ -143,30 +151,53 @@ function subgraphTensors(model: Uint8Array, start: number, end: number, into: st
 /** For each top-level `If` node (named as in `branchCoverage`), the tensors of its then and else branches. */
 export function branchTensors(model: Uint8Array): BranchTensors[] {
   const out: BranchTensors[] = [];
+  // occurrences counted per field number over every field, as the ONNX reader counts them for its locations
+  const modelCount = occurrenceCounter();
   for (const m of wireFields(model, 0, model.length)) {
+    const modelOcc = modelCount(m.field);
     if (m.field !== MODEL_GRAPH || m.wire !== WIRE_LEN) continue;
+    const graphPath = pathJoin('', m.field, modelOcc);
+    const graphCount = occurrenceCounter();
     for (const f of wireFields(model, m.valueStart, m.end)) {
+      const nodeOcc = graphCount(f.field);
       if (f.field !== GRAPH_NODE || f.wire !== WIRE_LEN) continue;
+      const nodePath = pathJoin(graphPath, f.field, nodeOcc);
+      const nodeCount = occurrenceCounter();
       let op = '';
       let name = '';
       let firstOutput = '';
       const branches: Record<string, string[]> = { then_branch: [], else_branch: [] };
+      const paths: Record<string, string> = { then_branch: '', else_branch: '' };
       for (const n of wireFields(model, f.valueStart, f.end)) {
+        const attrOcc = nodeCount(n.field);
         if (n.wire !== WIRE_LEN) continue;
         if (n.field === NODE_OP) op = utf8(model, n.valueStart, n.end);
         else if (n.field === NODE_NAME) name = utf8(model, n.valueStart, n.end);
         else if (n.field === NODE_OUTPUT && !firstOutput) firstOutput = utf8(model, n.valueStart, n.end);
         else if (n.field === NODE_ATTRIBUTE) {
           let attr = '';
-          let graph: [number, number] | undefined;
+          let graph: [number, number, string] | undefined;
+          const attrCount = occurrenceCounter();
           for (const a of wireFields(model, n.valueStart, n.end)) {
+            const occ = attrCount(a.field);
             if (a.field === ATTR_NAME && a.wire === WIRE_LEN) attr = utf8(model, a.valueStart, a.end);
-            else if (a.field === ATTR_G && a.wire === WIRE_LEN) graph = [a.valueStart, a.end];
+            else if (a.field === ATTR_G && a.wire === WIRE_LEN)
+              graph = [a.valueStart, a.end, pathJoin(pathJoin(nodePath, n.field, attrOcc), a.field, occ)];
           }
-          if (graph && attr in branches) subgraphTensors(model, graph[0], graph[1], branches[attr]);
+          if (graph && attr in branches) {
+            subgraphTensors(model, graph[0], graph[1], branches[attr]);
+            paths[attr] = graph[2];
+          }
         }
       }
-      if (op === 'If') out.push({ node: name || firstOutput, then: branches.then_branch, else: branches.else_branch });
+      if (op === 'If')
+        out.push({
+          node: name || firstOutput,
+          then: branches.then_branch,
+          else: branches.else_branch,
+          thenPath: paths.then_branch,
+          elsePath: paths.else_branch,
+        });
     }
     break;
   }

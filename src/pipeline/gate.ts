@@ -90,19 +90,16 @@ export async function openCalibration(
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal });
-    const names = new Map(reader.tensors.map((t) => [t.name, t.key]));
     for (const c of coverage) {
       const b = branches.find((x) => x.node === c.node);
-      for (const [branch, taken, tensors] of [
-        ['then', c.then, b?.then ?? []],
-        ['else', c.else, b?.else ?? []],
+      for (const [branch, taken, path] of [
+        ['then', c.then, b?.thenPath],
+        ['else', c.else, b?.elsePath],
       ] as const) {
         if (taken > 0) continue;
         untakenBranches.push(`${c.node}: ${branch}`);
-        for (const n of tensors) {
-          const key = names.get(n);
-          if (key !== undefined) untakenTensors.add(key);
-        }
+        // by where the tensor sits, not by name: both branches may hold tensors of the same name (Silero v6)
+        if (path) for (const t of reader.tensors) if (t.location.startsWith(`${path}/`)) untakenTensors.add(t.key);
       }
     }
     if (untakenBranches.length)

@@ -178,8 +178,14 @@ export const IF_MODEL = { inputs: 64, hidden: 256, second: 512, details: 128, fi
  * logit) and `detail` [1, 128] (the second stage's output when score > 0, zeros otherwise). Hidden unit 0 of the
  * first stage matches a unit-norm template; the score is 2·(template·x − 4) plus small contributions of the
  * other units, so it fires only when x points along the template by more than 4 (N(0, 1) noise: p ≈ 3e-5).
+ * With `sameNames`, the else branch is a second network of the same shape whose weights carry the then branch's
+ * names (`stage2.w1`, `stage2.w2`) and other values, as Silero v6 holds its 8 kHz and 16 kHz networks;
+ * `thenWeights` are the then branch's own.
  */
-export function ifBranchModel(seed = 1): BuiltModel & { template: Float32Array } {
+export function ifBranchModel(
+  seed = 1,
+  options: { sameNames?: boolean } = {},
+): BuiltModel & { template: Float32Array; thenWeights: Record<string, Float32Array> } {
   const { inputs, hidden, second, details, fireAt } = IF_MODEL;
   const g = new Graph('wake');
   const template = gaussian(inputs, seed * 10 + 1, 1);
@@ -208,7 +214,12 @@ export function ifBranchModel(seed = 1): BuiltModel & { template: Float32Array }
   const bh = b.op('Relu', [b.op('MatMul', ['x', b.weight('stage2.w1', [inputs, second], w3)])]);
   b.op('MatMul', [bh, b.weight('stage2.w2', [second, details], w4)], {}, 'detail_then');
   const e = new Graph('else');
-  e.op('Identity', [e.weight('no_detail', [1, details], new Float32Array(details))], {}, 'detail_else');
+  if (options.sameNames) {
+    const w5 = gaussian(inputs * second, seed * 10 + 6, Math.sqrt(2 / inputs));
+    const w6 = gaussian(second * details, seed * 10 + 7, Math.sqrt(1 / second));
+    const eh = e.op('Relu', [e.op('MatMul', ['x', e.weight('stage2.w1', [inputs, second], w5)])]);
+    e.op('MatMul', [eh, e.weight('stage2.w2', [second, details], w6)], {}, 'detail_else');
+  } else e.op('Identity', [e.weight('no_detail', [1, details], new Float32Array(details))], {}, 'detail_else');
   g.op(
     'If',
     [cond],
@@ -219,7 +230,7 @@ export function ifBranchModel(seed = 1): BuiltModel & { template: Float32Array }
     'detail',
   );
   const bytes = encode(g.proto([valueInfo('x', [1, inputs])], [valueInfo('score', [1, 1]), valueInfo('detail', [1, details])]));
-  return { bytes, weights: { ...g.weights, ...b.weights, ...e.weights }, template };
+  return { bytes, weights: { ...g.weights, ...b.weights, ...e.weights }, template, thenWeights: { ...b.weights } };
 }
 
 /** Inputs that fire the If model's second stage: the template scaled by 5–8 plus N(0, 0.3) noise, [count, 64]. */
