@@ -61,6 +61,11 @@ const POINTS: Record<string, OperatingPoint[]> = {
   ],
   'silero-v6': [
     { label: 'target-bpw 2.5', source: 'README: best at no loss, 2.41', options: { codec: 'auto', targetBpw: 2.5, task: 'vad' } },
+    {
+      label: 'step 1/3',
+      source: 'docs/benchmarks.md rate control: --codec auto --step 0.33, 3.93, agreement 0.993 (uniform: no allocation)',
+      options: { codec: 'auto', relStep: 1 / 3 },
+    },
     { label: 'default', source: 'nnmedia compress, no options', options: {} },
   ],
   'silero-v4': [
