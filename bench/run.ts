@@ -281,7 +281,8 @@ function markdown(
       `|---|---|---|---|${smooth.map(() => '---|').join('')}---|---|---|---|---|`,
     );
     for (const p of points) {
-      const smoothCells = smooth.map((k) => ` ${p.metrics[k] !== undefined ? fmt(p.metrics[k], 5) : ''} |`).join('');
+      const small = (v: number): string => (v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : fmt(v, 5));
+      const smoothCells = smooth.map((k) => ` ${p.metrics[k] !== undefined ? small(p.metrics[k]) : ''} |`).join('');
       const others = Object.entries(p.metrics)
         .filter(([k]) => k !== model.metric.key && !(smooth as readonly string[]).includes(k))
         .map(([k, v]) => `${k} ${fmt(v, 4)}`)
