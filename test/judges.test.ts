@@ -166,6 +166,7 @@ describe('nnmedia eval --json', () => {
   const run = promisify(execFile);
   interface Report {
     task: { name: string; baseline: TaskMetric[]; metrics: TaskMetric[] };
+    taskDescription: string;
   }
   it('reports KL (vad, both rates) and the CTC log-likelihood (ocr, another resize)', async () => {
     const vadArchive = join(dir, 'v4.nnm');
@@ -174,6 +175,7 @@ describe('nnmedia eval --json', () => {
       const { stdout } = await run(process.execPath, [CLI, 'eval', vadArchive, '-m', SILERO_V4, '--json', ...extra]);
       const r = JSON.parse(stdout) as Report;
       expect(r.task.name).toBe('vad');
+      expect(r.taskDescription.includes('resampled to 8000 Hz')).toBe(extra.length > 0);
       expect(metric(r.task.metrics, 'kl')).toBeGreaterThan(0); // 8-bit codes: close, not identical
       expect(metric(r.task.metrics, 'kl')).toBeLessThan(0.05);
       expect(metric(r.task.metrics, 'klMax')).toBeGreaterThanOrEqual(metric(r.task.metrics, 'kl'));
@@ -197,6 +199,7 @@ describe('nnmedia eval --json', () => {
     ]);
     const r = JSON.parse(stdout) as Report;
     expect(r.task.name).toBe('ocr');
+    expect(r.taskDescription).toMatch(/5 text lines \(resized with nearest\)/);
     for (const key of ['kl', 'klMax', 'ctcLogLik', 'ctcLogLikDelta'])
       expect(Number.isFinite(metric(r.task.metrics, key))).toBe(true);
     expect(metric(r.task.metrics, 'kl')).toBeGreaterThan(0);

@@ -264,8 +264,15 @@ export function buildProgram(): Command {
         ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec) })
         : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
       const r = await evaluateArchive(archive, f.model, task);
-      if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
-      else printEvaluation(r);
+      // the data and preprocessing the task ran on (a second preprocessing shows here)
+      if (f.json)
+        console.log(
+          JSON.stringify(task ? { ...r, taskDescription: task.description } : r, (_k, v) => (v === Infinity ? 'Infinity' : v)),
+        );
+      else {
+        printEvaluation(r);
+        if (task) console.log(`\ntask: ${task.description}`);
+      }
     });
 
   addCompressOptions(
