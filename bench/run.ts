@@ -273,17 +273,22 @@ function markdown(
           `| ${name} | ${p.label} | ${fmt(p.bitsPerWeight)} | ${fmt(p.metric, 4)} | ${passes(model, baseline, p) ? 'yes' : 'no'} |`,
         );
     lines.push('', `<details><summary>All points (${points.length})</summary>`, '');
+    // the smooth judges (src/eval/judges.ts) in their own columns: KL of the outputs, OCR's ground-truth log-likelihood
+    const smooth = (['kl', 'ctcLogLikDelta'] as const).filter((k) => points.some((p) => p.metrics[k] !== undefined));
+    const smoothHead = smooth.map((k) => (k === 'kl' ? ' KL vs original (nats) |' : ' Δ CTC log-lik. (nats/char) |')).join('');
     lines.push(
-      `| point | bits/weight (archive) | bits/weight (media only) | ${model.metric.label} | other metrics | encode MB/s | decode MB/s | ×zstd-3 speed (enc/dec) | peak RSS MB |`,
-      '|---|---|---|---|---|---|---|---|---|',
+      `| point | bits/weight (archive) | bits/weight (media only) | ${model.metric.label} |${smoothHead} other metrics | encode MB/s | decode MB/s | ×zstd-3 speed (enc/dec) | peak RSS MB |`,
+      `|---|---|---|---|${smooth.map(() => '---|').join('')}---|---|---|---|---|`,
     );
     for (const p of points) {
+      const small = (v: number): string => (v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : fmt(v, 5));
+      const smoothCells = smooth.map((k) => ` ${p.metrics[k] !== undefined ? small(p.metrics[k]) : ''} |`).join('');
       const others = Object.entries(p.metrics)
-        .filter(([k]) => k !== model.metric.key)
+        .filter(([k]) => k !== model.metric.key && !(smooth as readonly string[]).includes(k))
         .map(([k, v]) => `${k} ${fmt(v, 4)}`)
         .join(', ');
       lines.push(
-        `| ${p.label} | ${fmt(p.bitsPerWeight)} | ${p.mediaBitsPerWeight !== undefined ? fmt(p.mediaBitsPerWeight) : ''} | ${fmt(p.metric, 4)} | ${others} | ${fmt(p.encodeMBps, 1)} | ${fmt(p.decodeMBps, 1)} | ${p.kind === 'nnmedia' ? `${fmt(p.encodeMBps / zstd3.encodeMBps, 3)} / ${fmt(p.decodeMBps / zstd3.decodeMBps, 3)}` : ''} | ${p.maxRssMB ? fmt(p.maxRssMB, 0) : ''} |`,
+        `| ${p.label} | ${fmt(p.bitsPerWeight)} | ${p.mediaBitsPerWeight !== undefined ? fmt(p.mediaBitsPerWeight) : ''} | ${fmt(p.metric, 4)} |${smoothCells} ${others} | ${fmt(p.encodeMBps, 1)} | ${fmt(p.decodeMBps, 1)} | ${p.kind === 'nnmedia' ? `${fmt(p.encodeMBps / zstd3.encodeMBps, 3)} / ${fmt(p.decodeMBps / zstd3.decodeMBps, 3)}` : ''} | ${p.maxRssMB ? fmt(p.maxRssMB, 0) : ''} |`,
       );
     }
     lines.push(

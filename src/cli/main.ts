@@ -14,7 +14,7 @@ import { VERSION } from '../version.js';
 import { fileKind, inspectPath } from './inspect.js';
 import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
-import { PACKAGE_ROOT, detectTask, taskByName } from '../eval/tasks/index.js';
+import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
 import { readInputFile } from '../io/files.js';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
@@ -24,7 +24,7 @@ import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault 
 import { clearProgress, logLine, progress } from './progress.js';
 import { archiveTotals, count, summaryLines, times } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
-import { buildCalibrationSet } from '../calibration/set.js';
+import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
 import { describeQuality } from '../pipeline/gate.js';
 
@@ -138,10 +138,22 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log(formatTable(['', ''], summary, { header: false }));
 }
 
-async function resolveTask(name: string, model: Uint8Array, limit?: number, file?: string) {
+async function resolveTask(name: string, model: Uint8Array, limit?: number, file?: string, options: TaskOptions = {}) {
   if (name === 'none') return undefined;
   const resolved = name === 'auto' ? await detectTask(model, file) : name;
-  return resolved ? taskByName(resolved, { limit }) : undefined;
+  return resolved ? taskByName(resolved, { limit, ...options }) : undefined;
+}
+
+/**
+ * eval without calibration data: `--resize-kernel` and `--audio-rate` set the second preprocessing of the built-in
+ * tasks (ocr lines resized with another kernel; vad at 8 kHz), the judges' check that a result is no accident of
+ * one preprocessing (docs/judges.md).
+ */
+function builtInTaskOptions(spec: CalibrationSpec): TaskOptions {
+  const rate = spec.audio?.rate;
+  if (rate !== undefined && rate !== 8000 && rate !== 16000)
+    throw new OptionError(`Expected 8000 or 16000 for --audio-rate (the vad task) but received ${rate}`);
+  return { resize: spec.image?.kernel, sampleRate: rate };
 }
 
 function addCompressOptions(cmd: Command): Command {
@@ -236,18 +248,31 @@ export function buildProgram(): Command {
   addCalibrationOptions(program.command('eval <archive>'))
     .description('run the original and the reconstructed model on real data and report errors and the task metric')
     .requiredOption('-m, --model <file>', 'the original model (the one the archive was made from)')
-    .addOption(new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'outputs', 'none']).default('auto'))
-    .option('--limit <n>', 'evaluate only the first n samples (ocr)', int('limit'))
+    .addOption(
+      new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'isnet', 'outputs', 'none']).default('auto'),
+    )
+    .option('--limit <n>', 'evaluate only the first n samples (ocr, isnet)', int('limit'))
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      "\nWithout --calibration, --resize-kernel resizes the ocr task's lines (e.g. nearest, bilinear) and --audio-rate 8000 runs the vad task at 8 kHz: a second preprocessing of the same data.",
+    )
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
       const spec = calibrationSpecFromFlags(f);
       // calibration data given: the outputs of the original and the rebuilt model compared on it
       const task = spec.paths.length
         ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec) })
-        : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model);
+        : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
       const r = await evaluateArchive(archive, f.model, task);
-      if (f.json) console.log(JSON.stringify(r, (_k, v) => (v === Infinity ? 'Infinity' : v)));
-      else printEvaluation(r);
+      // the data and preprocessing the task ran on (a second preprocessing shows here)
+      if (f.json)
+        console.log(
+          JSON.stringify(task ? { ...r, taskDescription: task.description } : r, (_k, v) => (v === Infinity ? 'Infinity' : v)),
+        );
+      else {
+        printEvaluation(r);
+        if (task) console.log(`\ntask: ${task.description}`);
+      }
     });
 
   addCompressOptions(

@@ -6,6 +6,7 @@ import { BadCalibrationError } from '../../errors.js';
 import { loadOrt } from '../../runtime/optional.js';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
+import type { ResizeKernel } from '../../calibration/image.js';
 import { vadTask } from './vad.js';
 import { outputsTask } from './outputs.js';
 import { isnetTask } from './isnet.js';
@@ -21,17 +22,29 @@ export const DATA_DIR = `${PACKAGE_ROOT}data`;
 export const TASK_NAMES = ['vad', 'ocr', 'outputs', 'isnet'] as const;
 export { outputsTask } from './outputs.js';
 
-export function taskByName(name: string, options: { limit?: number } = {}): TaskEvaluator<unknown> {
+/** Options of the built-in tasks: a slice of the data, and the second preprocessing the judges check (docs/judges.md). */
+export interface TaskOptions {
+  /** Only the first n samples (ocr lines, isnet photos). */
+  limit?: number;
+  /** ocr: the resize kernel of the lines (default lanczos3). */
+  resize?: ResizeKernel;
+  /** vad: the rate the speech is run at (default 16000, the file's own). */
+  sampleRate?: 8000 | 16000;
+}
+
+export function taskByName(name: string, options: TaskOptions = {}): TaskEvaluator<unknown> {
   if (name === 'vad')
     return vadTask({
       wav: `${DATA_DIR}/speech/speech_16k.wav`,
       regions: `${DATA_DIR}/speech/speech_regions.json`,
+      sampleRate: options.sampleRate,
     }) as TaskEvaluator<unknown>;
   if (name === 'ocr')
     return ocrTask({
       dir: `${DATA_DIR}/ocr`,
       dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`,
       limit: options.limit,
+      resize: options.resize,
     }) as TaskEvaluator<unknown>;
   if (name === 'outputs') return outputsTask() as TaskEvaluator<unknown>;
   if (name === 'isnet') return isnetTask({ dir: `${DATA_DIR}/images`, limit: options.limit }) as TaskEvaluator<unknown>;

@@ -3,6 +3,14 @@
  * rate (CER) against ground truth. Input [1, 3, 48, W] BGR scaled to 48 px
  * high, (x/255 − 0.5)/0.5; output CTC over the dictionary (0 = blank, then the
  * dictionary's lines, then space), decoded greedily.
+ *
+ * Beside CER, two smooth judges (src/eval/judges.ts): the mean KL divergence of the candidate's per-step
+ * distribution over the CTC classes from the original's, and the CTC log-likelihood of the ground truth in nats
+ * per character. The line ends may read as a space (the rendering's margins): the likelihood is that of the
+ * truth with or without one space at either end, the four texts the greedy decoding trims to the truth.
+ *
+ * A second preprocessing of the same lines (`resize`: nearest-neighbour or bilinear instead of sharp's default
+ * lanczos3) checks that an operating point holds on inputs it was not tuned on.
  */
 
 import { readFileSync } from 'node:fs';
@@ -10,6 +18,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import type * as Ort from 'onnxruntime-node';
 import { loadOrt, type Ort as OrtModule } from '../../runtime/optional.js';
+import type { ResizeKernel } from '../../calibration/image.js';
+import { categoricalKl, ctcLogLikelihood, logSumExp } from '../judges.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
 export interface OcrData {
@@ -19,11 +29,18 @@ export interface OcrData {
   dictionary: string;
   /** Evaluate only the first `limit` lines (all by default). */
   limit?: number;
+  /** Resize kernel for the lines (sharp's; default lanczos3, sharp's own default, what the task was tuned on). */
+  resize?: ResizeKernel;
 }
 
 export interface OcrOutput {
   texts: string[];
   truth: string[];
+  /** Per line: the softmax output, steps × `classes` (row-major), kept for the KL divergence. */
+  probs: Float32Array[];
+  classes: number;
+  /** Per line: the CTC log-likelihood of the ground truth (nats; −∞ when a character is not in the dictionary). */
+  logLikelihood: Float64Array;
 }
 
 /** Levenshtein distance over Unicode code points. */
@@ -53,11 +70,14 @@ export function characterErrorRate(predicted: readonly string[], truth: readonly
 }
 
 /** One text-line image as the model input [1, 3, 48, W] (the task's preprocessing, shared with calibration feeders). */
-export async function lineTensor(ort: OrtModule, file: string): Promise<Ort.Tensor> {
+export async function lineTensor(ort: OrtModule, file: string, kernel?: ResizeKernel): Promise<Ort.Tensor> {
   const img = sharp(file).removeAlpha().toColourspace('srgb');
   const meta = await sharp(file).metadata();
   const width = Math.max(8, Math.round((48 * (meta.width ?? 48)) / (meta.height ?? 48)));
-  const { data } = await img.resize(width, 48, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true });
+  const { data } = await img
+    .resize(width, 48, { fit: 'fill', ...(kernel ? { kernel } : {}) })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
   const chw = new Float32Array(3 * 48 * width);
   const plane = 48 * width;
   for (let i = 0; i < plane; i++) for (let ch = 0; ch < 3; ch++) chw[ch * plane + i] = (data[i * 3 + (2 - ch)] / 255 - 0.5) / 0.5; // RGB → BGR
@@ -72,25 +92,50 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
   const dict = readFileSync(data.dictionary, 'utf8').split(/\r?\n/);
   if (dict[dict.length - 1] === '') dict.pop();
   const alphabet = ['', ...dict, ' '];
+  const classOf = new Map<string, number>();
+  alphabet.forEach((c, i) => {
+    if (i > 0 && !classOf.has(c)) classOf.set(c, i);
+  });
+  /** The truth of each line as the four label sequences it may be read as (optional space at either end), or undefined when a character is not in the dictionary. */
+  const targets = labels.map(({ text }) => {
+    const variants = [text, ` ${text}`, `${text} `, ` ${text} `].map((v) => [...v].map((c) => classOf.get(c)));
+    return variants.every((v) => v.every((c) => c !== undefined))
+      ? variants.map((v) => Int32Array.from(v as number[]))
+      : undefined;
+  });
+  const chars = (o: OcrOutput): number => o.truth.reduce((s, t, i) => s + (targets[i] ? [...t].length : 0), 0);
+  /** Ground-truth log-likelihood in nats per character, over the lines whose characters are all in the dictionary. */
+  const logLikelihoodPerChar = (o: OcrOutput): number => {
+    let sum = 0;
+    for (let i = 0; i < o.logLikelihood.length; i++) if (targets[i]) sum += o.logLikelihood[i];
+    return chars(o) ? sum / chars(o) : 0;
+  };
   let inputs: Promise<Ort.Tensor[]> | undefined;
   const tensors = (ort: OrtModule): Promise<Ort.Tensor[]> =>
-    (inputs ??= Promise.all(labels.map((l) => lineTensor(ort, join(data.dir, l.file)))));
+    (inputs ??= Promise.all(labels.map((l) => lineTensor(ort, join(data.dir, l.file), data.resize))));
   /** Lines used for calibration: every 10th, a fixed slice. */
   const CALIBRATION_STEP = 10;
   return {
     name: 'ocr',
-    description: `PaddleOCR rec on ${labels.length} text lines: character error rate against ground truth`,
+    description: `PaddleOCR rec on ${labels.length} text lines${data.resize ? ` (resized with ${data.resize})` : ''}: character error rate against ground truth, CTC log-likelihood of the truth, KL divergence per step`,
     async run(model) {
       const ort = await loadOrt('the ocr task');
       const xs = await tensors(ort);
       const session = await ort.InferenceSession.create(model);
       const texts: string[] = [];
+      const lines: Float32Array[] = [];
+      const logLikelihood = new Float64Array(xs.length).fill(-Infinity);
+      let classCount = 0;
       try {
-        for (const x of xs) {
+        for (const [line, x] of xs.entries()) {
           const out = await session.run({ [session.inputNames[0]]: x });
           const y = out[session.outputNames[0]];
           const [, steps, classes] = y.dims as number[];
           const probs = y.data as Float32Array;
+          lines.push(probs);
+          classCount = classes;
+          const target = targets[line];
+          if (target) logLikelihood[line] = logSumExp(target.map((l) => ctcLogLikelihood(probs, classes, l)));
           let text = '';
           let last = 0;
           for (let t = 0; t < steps; t++) {
@@ -104,7 +149,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
       } finally {
         await session.release();
       }
-      return { texts, truth: labels.map((l) => l.text) };
+      return { texts, truth: labels.map((l) => l.text), probs: lines, classes: classCount, logLikelihood };
     },
     async calibrate(model) {
       const ort = await loadOrt('the ocr task');
@@ -135,6 +180,12 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
         value: ref.texts.filter((t, i) => t === ref.truth[i]).length / ref.truth.length,
         higherIsBetter: true,
       },
+      {
+        key: 'ctcLogLik',
+        label: 'CTC log-likelihood of the truth (nats/char)',
+        value: logLikelihoodPerChar(ref),
+        higherIsBetter: true,
+      },
     ],
     compare: (ref, cand): TaskMetric[] => [
       { key: 'cer', label: 'CER', value: characterErrorRate(cand.texts, cand.truth), higherIsBetter: false },
@@ -150,6 +201,34 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
         value: cand.texts.filter((t, i) => t === cand.truth[i]).length / cand.truth.length,
         higherIsBetter: true,
       },
+      ...smoothMetrics(ref, cand, logLikelihoodPerChar),
     ],
   };
+}
+
+/** KL per step and the ground truth's log-likelihood, candidate against original (see the module comment). */
+function smoothMetrics(ref: OcrOutput, cand: OcrOutput, perChar: (o: OcrOutput) => number): TaskMetric[] {
+  let sum = 0;
+  let max = 0;
+  let steps = 0;
+  for (let i = 0; i < ref.probs.length; i++) {
+    const kl = categoricalKl(ref.probs[i], cand.probs[i], ref.classes);
+    for (const v of kl) {
+      sum += v;
+      if (v > max) max = v;
+    }
+    steps += kl.length;
+  }
+  const ll = perChar(cand);
+  return [
+    { key: 'kl', label: 'KL per step vs original (nats, mean)', value: steps ? sum / steps : 0, higherIsBetter: false },
+    { key: 'klMax', label: 'KL per step vs original (nats, max)', value: max, higherIsBetter: false },
+    { key: 'ctcLogLik', label: 'CTC log-likelihood of the truth (nats/char)', value: ll, higherIsBetter: true },
+    {
+      key: 'ctcLogLikDelta',
+      label: 'Δ CTC log-likelihood vs original (nats/char)',
+      value: ll - perChar(ref),
+      higherIsBetter: true,
+    },
+  ];
 }
