@@ -11,6 +11,7 @@
  * `--codec auto` with a raw codes + zstd fallback.
  */
 
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { openModel } from '../formats/registry.js';
@@ -27,7 +28,13 @@ import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNot
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
-import { captureStatistics, mergeStatistics, type OutputTensor, type TensorStatistics } from '../compensate/statistics.js';
+import {
+  captureStatistics,
+  mergeStatistics,
+  type OutputTensor,
+  type StatisticsReport,
+  type TensorStatistics,
+} from '../compensate/statistics.js';
 import { runCalibration } from '../calibration/runner.js';
 import type { ModelReader } from '../formats/model.js';
 import type { ResolvedOptions } from './options.js';
@@ -67,6 +74,10 @@ export async function compressModel(input: string, output: string, options: Comp
       ? undefined
       : await openCalibration(input, reader, resolved.calibration, resolved.onLog, resolved.signal);
     const untaken = cal?.untakenTensors ?? new Set<string>();
+    // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
+    // allocation, so its probes and error model see the compensated error of every candidate grid; the final
+    // codes use them too (the gate judges on the held-back samples)
+    const compensation = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
     let allocation: Allocation | undefined;
     if (resolved.allocating) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
@@ -86,11 +97,9 @@ export async function compressModel(input: string, output: string, options: Comp
         overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES) + pinnedBits,
         options: resolved,
         calibration: cal,
+        statistics: compensation?.stats,
       });
     }
-    // error-compensating rounding: layer-input statistics on the probe samples, gathered once (the gate judges
-    // on the held-back ones); only the archive's codes use them, the allocator's probes stay round-to-nearest
-    const compensation = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
     const job = {
       reader,
       input,
@@ -219,6 +228,9 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
+/** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */
+let lastCapture: { key: string; report: StatisticsReport } | undefined;
+
 /**
  * Layer-input statistics of every coded tensor on the calibration set's probe samples (compensate/statistics.ts),
  * on the main thread, once per compress. A tensor stored once for several identical ones gets the sum of their
@@ -233,25 +245,31 @@ async function gatherStatistics(
   options: ResolvedOptions,
 ): Promise<{ stats: Map<string, TensorStatistics>; missing: Map<string, string> }> {
   const started = Date.now();
-  const report = await captureStatistics(
-    cal.source,
-    statisticsTargets(reader),
-    async (model, extra, onRun) => {
-      const wanted = new Set(extra);
-      await runCalibration(model, cal.probe, {
-        file: reader.file,
-        signal: options.signal,
-        keep: false,
-        onRun: async (r) => {
-          const outs = new Map<string, OutputTensor>();
-          for (const [name, t] of Object.entries(r.outputs))
-            if (wanted.has(name) && t.data instanceof Float32Array) outs.set(name, { data: t.data, dims: t.dims });
-          await onRun(outs);
+  // the same model on the same probe samples in one process (a benchmark's grid of settings): captured once
+  const key = `${createHash('sha256').update(cal.source).digest('hex')}\n${cal.set.description}\n${cal.probe.length}`;
+  const cached = lastCapture?.key === key;
+  const report = cached
+    ? lastCapture!.report
+    : await captureStatistics(
+        cal.source,
+        statisticsTargets(reader),
+        async (model, extra, onRun) => {
+          const wanted = new Set(extra);
+          await runCalibration(model, cal.probe, {
+            file: reader.file,
+            signal: options.signal,
+            keep: false,
+            onRun: async (r) => {
+              const outs = new Map<string, OutputTensor>();
+              for (const [name, t] of Object.entries(r.outputs))
+                if (wanted.has(name) && t.data instanceof Float32Array) outs.set(name, { data: t.data, dims: t.dims });
+              await onRun(outs);
+            },
+          });
         },
-      });
-    },
-    { signal: options.signal },
-  );
+        { signal: options.signal },
+      );
+  lastCapture = { key, report };
   const stats = new Map<string, TensorStatistics>();
   const missing = new Map(report.missing);
   for (const plan of unique) {
@@ -272,7 +290,7 @@ async function gatherStatistics(
   }
   options.onLog?.(
     `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
-      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})`,
   );
   return { stats, missing };
 }

@@ -1,0 +1,73 @@
+/**
+ * The allocator's error model under error-compensating rounding (`compensate`, src/compensate). Rate allocation
+ * (allocate.ts) weighs each candidate grid by its squared weight error times the tensor's sensitivity. Compensated
+ * codes have a larger weight error than round-to-nearest on the same grid but a much smaller error in the
+ * layer's output (what the model sees), and by a factor that differs per tensor (0.05× to 0.5× measured). So a
+ * candidate's error becomes the round-to-nearest weight error that moves the layer's output as much as the
+ * compensated codes do:
+ *
+ *     sse'(c) = sse_rtn(c) · ‖X·ΔW_comp(c)ᵀ‖² / ‖X·ΔW_rtn(c)ᵀ‖²
+ *
+ * with both layer-output errors measured on the calibration statistics (H = XᵀX) at a few anchor steps and the
+ * ratio interpolated in log–log between them (constant beyond the ends): the ratio changes slowly with the step
+ * (PaddleOCR 5.6–6.3× over relStep 1/4…1). The sensitivity probe then substitutes the compensated weights, so
+ * probe and error model describe the codes that will be written.
+ */
+
+import { compensatePlanes, planeOutputError, type TensorStatistics } from '../compensate/index.js';
+import type { LayoutSpec, PlaneShape } from '../layout/types.js';
+import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
+import type { RangeMode } from '../quantize/uniform.js';
+import type { TensorRate } from './allocate.js';
+
+/** Steps (fractions of RMS) at which the compensated/round-to-nearest error ratio is measured. */
+export const COMPENSATION_ANCHORS = [1 / 8, 1 / 3, 1];
+
+/** The ratio of layer-output errors, compensated over round-to-nearest, at one step. */
+export interface CompensationRatio {
+  readonly relStep: number;
+  /** ‖X·ΔW_compᵀ‖² / ‖X·ΔW_rtnᵀ‖² (1 where compensation fell back or neither has an error). */
+  readonly ratio: number;
+}
+
+/** Measures the error ratio of a tensor's working planes (outliers NaN, unrotated) at each anchor step. */
+export function compensationRatios(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  layout: LayoutSpec,
+  base: Pick<QuantizeSettings, 'bits' | 'clip'>,
+  range: RangeMode,
+  stats: TensorStatistics,
+  anchors: readonly number[] = COMPENSATION_ANCHORS,
+): CompensationRatio[] {
+  return anchors.map((relStep) => {
+    const settings: QuantizeSettings = { ...base, range, stride: 1, relStep };
+    const rtn = quantizePlanes(planes, shapes, settings);
+    const comp = compensatePlanes(planes, shapes, layout, settings, stats);
+    if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1 };
+    const error = (restored: Float32Array[]): number =>
+      planeOutputError(layout, shapes, planes, restored, stats, false)?.error ?? 0;
+    const eRtn = error(rtn.map((q) => q.restored));
+    const eComp = error(comp.map((q) => q.restored));
+    return { relStep, ratio: eRtn > 0 ? eComp / eRtn : 1 };
+  });
+}
+
+/** The ratio at any step: log–log interpolation between the anchors, the end values beyond them. */
+export function ratioAt(ratios: readonly CompensationRatio[], relStep: number): number {
+  const r = [...ratios].filter((x) => x.ratio > 0).sort((a, b) => a.relStep - b.relStep);
+  if (!r.length) return 1;
+  if (relStep <= r[0].relStep) return r[0].ratio;
+  const last = r[r.length - 1];
+  if (relStep >= last.relStep) return last.ratio;
+  const k = r.findIndex((x) => x.relStep >= relStep);
+  const a = r[k - 1];
+  const b = r[k];
+  const t = Math.log(relStep / a.relStep) / Math.log(b.relStep / a.relStep);
+  return Math.exp(Math.log(a.ratio) + t * Math.log(b.ratio / a.ratio));
+}
+
+/** Scales every step-grid candidate's squared error by the compensation ratio at its step (in place). */
+export function applyCompensationRatios(rate: TensorRate, ratios: readonly CompensationRatio[]): void {
+  for (const c of rate.candidates) if (c.relStep !== undefined) c.sse *= ratioAt(ratios, c.relStep);
+}
