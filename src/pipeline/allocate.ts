@@ -145,7 +145,10 @@ export async function allocate(parts: {
         applyCompensationRatios(r, ratios);
         compensated.set(p.entry.key, layer);
         modelled++;
-        debug?.(`  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}`);
+        debug?.(
+          `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
+            `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
+        );
       }
       rate = rate ? addRates(rate, r) : r;
       for (const pl of prepared.planes)

@@ -10,14 +10,16 @@
  *
  * with both layer-output errors measured on the calibration statistics (H = XᵀX) at a few anchor steps and the
  * ratio interpolated in log–log between them (constant beyond the ends): the ratio changes slowly with the step
- * (PaddleOCR 5.6–6.3× over relStep 1/4…1). The sensitivity probe then substitutes the compensated weights, so
- * probe and error model describe the codes that will be written.
+ * (PaddleOCR 5.6–6.3× over relStep 1/4…1). The codes' extra entropy is measured at the same anchors and added to
+ * each candidate's bits. The sensitivity probe then substitutes the compensated weights, so probe and error model
+ * describe the codes that will be written.
  */
 
 import { compensatePlanes, planeOutputError, type TensorStatistics } from '../compensate/index.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
 import type { RangeMode } from '../quantize/uniform.js';
+import { codeEntropyBits } from './entropy.js';
 import type { TensorRate } from './allocate.js';
 
 /** Steps (fractions of RMS) at which the compensated/round-to-nearest error ratio is measured. */
@@ -28,6 +30,11 @@ export interface CompensationRatio {
   readonly relStep: number;
   /** ‖X·ΔW_compᵀ‖² / ‖X·ΔW_rtnᵀ‖² (1 where compensation fell back or neither has an error). */
   readonly ratio: number;
+  /**
+   * Code bits (order-0 entropy) of the compensated codes beyond round-to-nearest's: the codes spread a little,
+   * and at coarse steps, where most weights round to zero, a lot (Silero v6 at relStep 2: +0.24 bits/weight).
+   */
+  readonly extraBits: number;
 }
 
 /** Measures the error ratio of a tensor's working planes (outliers NaN, unrotated) at each anchor step. */
@@ -44,30 +51,53 @@ export function compensationRatios(
     const settings: QuantizeSettings = { ...base, range, stride: 1, relStep };
     const rtn = quantizePlanes(planes, shapes, settings);
     const comp = compensatePlanes(planes, shapes, layout, settings, stats);
-    if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1 };
+    if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1, extraBits: 0 };
+    const bits = (qs: ReadonlyArray<{ codes: Parameters<typeof codeEntropyBits>[0] }>): number =>
+      qs.reduce((n, q) => n + codeEntropyBits(q.codes), 0);
     const error = (restored: Float32Array[]): number =>
       planeOutputError(layout, shapes, planes, restored, stats, false)?.error ?? 0;
     const eRtn = error(rtn.map((q) => q.restored));
     const eComp = error(comp.map((q) => q.restored));
-    return { relStep, ratio: eRtn > 0 ? eComp / eRtn : 1 };
+    return { relStep, ratio: eRtn > 0 ? eComp / eRtn : 1, extraBits: bits(comp) - bits(rtn) };
   });
 }
 
-/** The ratio at any step: log–log interpolation between the anchors, the end values beyond them. */
-export function ratioAt(ratios: readonly CompensationRatio[], relStep: number): number {
-  const r = [...ratios].filter((x) => x.ratio > 0).sort((a, b) => a.relStep - b.relStep);
-  if (!r.length) return 1;
-  if (relStep <= r[0].relStep) return r[0].ratio;
+/** Interpolation in log step between the anchors (the end values beyond them), of `f` or of its log. */
+function interpolate(
+  ratios: readonly CompensationRatio[],
+  relStep: number,
+  f: (r: CompensationRatio) => number,
+  logValues: boolean,
+): number {
+  const r = [...ratios].sort((a, b) => a.relStep - b.relStep);
+  if (relStep <= r[0].relStep) return f(r[0]);
   const last = r[r.length - 1];
-  if (relStep >= last.relStep) return last.ratio;
+  if (relStep >= last.relStep) return f(last);
   const k = r.findIndex((x) => x.relStep >= relStep);
-  const a = r[k - 1];
-  const b = r[k];
-  const t = Math.log(relStep / a.relStep) / Math.log(b.relStep / a.relStep);
-  return Math.exp(Math.log(a.ratio) + t * Math.log(b.ratio / a.ratio));
+  const t = Math.log(relStep / r[k - 1].relStep) / Math.log(r[k].relStep / r[k - 1].relStep);
+  const [a, b] = [f(r[k - 1]), f(r[k])];
+  return logValues ? Math.exp(Math.log(a) + t * Math.log(b / a)) : a + t * (b - a);
 }
 
-/** Scales every step-grid candidate's squared error by the compensation ratio at its step (in place). */
+/** The error ratio at any step: log–log interpolation between the anchors, the end values beyond them. */
+export function ratioAt(ratios: readonly CompensationRatio[], relStep: number): number {
+  const usable = ratios.filter((x) => x.ratio > 0);
+  return usable.length ? interpolate(usable, relStep, (x) => x.ratio, true) : 1;
+}
+
+/** The extra code bits at any step: linear in log step between the anchors, the end values beyond them. */
+export function extraBitsAt(ratios: readonly CompensationRatio[], relStep: number): number {
+  return ratios.length ? interpolate(ratios, relStep, (x) => x.extraBits, false) : 0;
+}
+
+/**
+ * Every step-grid candidate as compensated codes will be (in place): its squared error scaled by the
+ * compensation ratio at its step, its bits raised by the codes' extra entropy there.
+ */
 export function applyCompensationRatios(rate: TensorRate, ratios: readonly CompensationRatio[]): void {
-  for (const c of rate.candidates) if (c.relStep !== undefined) c.sse *= ratioAt(ratios, c.relStep);
+  for (const c of rate.candidates)
+    if (c.relStep !== undefined) {
+      c.sse *= ratioAt(ratios, c.relStep);
+      c.bits = Math.max(0, c.bits + extraBitsAt(ratios, c.relStep));
+    }
 }
