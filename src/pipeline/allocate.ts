@@ -20,7 +20,7 @@ import {
   type Candidate,
   type TensorRate,
 } from '../rate/allocate.js';
-import { applyCompensationRatios, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
+import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
 import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
@@ -48,6 +48,8 @@ function probeSamples(cal: Calibration, n: number): Calibration['probe'] {
 export interface GridChoice {
   readonly relStep: number;
   readonly range: RangeMode;
+  /** With layer statistics: whether the tensor's codes are error-compensated on this grid. */
+  readonly compensate?: boolean;
 }
 
 /** The grid of every allocated tensor (by key) for a budget scale (1: the target as given). */
@@ -142,7 +144,7 @@ export async function allocate(parts: {
       if (layer) {
         const base = { bits: p.settings.bits, clip: p.settings.clip };
         const ratios = compensationRatios(prepared.planes, prepared.shapes, layout, base, fixedRange ?? 'channel', layer);
-        applyCompensationRatios(r, ratios);
+        addCompensatedCandidates(r, ratios);
         compensated.set(p.entry.key, layer);
         modelled++;
         debug?.(
@@ -179,8 +181,8 @@ export async function allocate(parts: {
       relStep: c.relStep,
       clampBeyond: Boolean(seeds),
     };
-    // the codes that will be written: compensated where there are statistics
-    const layer = compensated.get(p.entry.key);
+    // the codes that will be written: compensated where the candidate says so
+    const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
     const q = layer ? compensatePlanes(planes, shapes, p.layout, settings, layer) : quantizePlanes(planes, shapes, settings);
     if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
@@ -213,7 +215,10 @@ export async function allocate(parts: {
     };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
-      const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (fixedRange ?? 'channel'))!;
+      // with statistics, the compensated candidate: its error model is scaled to match (rate/compensated.ts)
+      const probe = rates[i].candidates.find(
+        (c) => c.relStep === PROBE_STEP && c.range === (fixedRange ?? 'channel') && c.compensated !== false,
+      )!;
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
@@ -227,7 +232,10 @@ export async function allocate(parts: {
     new Map(
       unique.map((p, i) => {
         const c = rates[i].candidates[choice[i]];
-        return [p.entry.key, { relStep: c.relStep!, range: c.range }];
+        return [
+          p.entry.key,
+          { relStep: c.relStep!, range: c.range, ...(c.compensated !== undefined ? { compensate: c.compensated } : {}) },
+        ];
       }),
     );
   const estimate = (choice: readonly number[]): string =>

@@ -17,7 +17,7 @@ import { deflateRawSync } from 'node:zlib';
 import { openModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
-import { allocate, type Allocation } from './allocate.js';
+import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
@@ -132,6 +132,7 @@ export async function compressModel(input: string, output: string, options: Comp
       };
       const result = await writeArchive({
         ...job,
+        compensation: compensationFor(compensation, grids),
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
@@ -226,6 +227,23 @@ export async function compressModel(input: string, output: string, options: Comp
   } finally {
     reader.close();
   }
+}
+
+/**
+ * The statistics the archive's codes use: all of them, but where the allocation found rounding to nearest the
+ * better deal on a tensor's grid (fewer bits for the modelled error), that tensor's are left out, with the reason.
+ */
+function compensationFor(
+  compensation: { stats: Map<string, TensorStatistics>; missing: Map<string, string> } | undefined,
+  grids: ReadonlyMap<string, GridChoice> | undefined,
+): { stats: Map<string, TensorStatistics>; missing: Map<string, string> } | undefined {
+  if (!compensation || !grids) return compensation;
+  const stats = new Map(compensation.stats);
+  const missing = new Map(compensation.missing);
+  for (const [key, g] of grids)
+    if (g.compensate === false && stats.delete(key))
+      missing.set(key, `the allocation chose rounding to nearest at relStep ${+g.relStep.toFixed(4)}`);
+  return { stats, missing };
 }
 
 /** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */

@@ -91,13 +91,21 @@ export function extraBitsAt(ratios: readonly CompensationRatio[], relStep: numbe
 }
 
 /**
- * Every step-grid candidate as compensated codes will be (in place): its squared error scaled by the
- * compensation ratio at its step, its bits raised by the codes' extra entropy there.
+ * A tensor's candidates both ways (in place): every step-grid candidate rounded to nearest (`compensated:
+ * false`) and compensated (`compensated: true`: its squared error scaled by the ratio at its step, its bits
+ * raised by the codes' extra entropy there). The allocation then chooses per tensor, grid and way: compensation
+ * is not free in bits (the codes spread, and a structured tensor such as a fixed Fourier basis loses the
+ * regularity its codec exploits), so where it buys less error than a finer grid would, rounding wins.
  */
-export function applyCompensationRatios(rate: TensorRate, ratios: readonly CompensationRatio[]): void {
-  for (const c of rate.candidates)
-    if (c.relStep !== undefined) {
-      c.sse *= ratioAt(ratios, c.relStep);
-      c.bits = Math.max(0, c.bits + extraBitsAt(ratios, c.relStep));
-    }
+export function addCompensatedCandidates(rate: TensorRate, ratios: readonly CompensationRatio[]): void {
+  const extra = rate.candidates
+    .filter((c) => c.relStep !== undefined)
+    .map((c) => ({
+      ...c,
+      sse: c.sse * ratioAt(ratios, c.relStep!),
+      bits: Math.max(0, c.bits + extraBitsAt(ratios, c.relStep!)),
+      compensated: true,
+    }));
+  for (const c of rate.candidates) c.compensated = false;
+  rate.candidates.push(...extra);
 }
