@@ -21,7 +21,10 @@ import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
-import { planTensors, withSettings } from './plan.js';
+import { planTensors, slicesOf, withSettings } from './plan.js';
+import { preparePlanes } from './prepare.js';
+import { compensationVerdict } from '../rate/compensated.js';
+import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
 import { gateError, writeArchive, type CompressResult } from './write.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
@@ -77,7 +80,10 @@ export async function compressModel(input: string, output: string, options: Comp
     // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
     // allocation, so its probes and error model see the compensated error of every candidate grid; the final
     // codes use them too (the gate judges on the held-back samples)
-    const compensation = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
+    const gathered = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
+    // on a grid the user fixed, compensate each tensor only where it is worth its extra bits there (the
+    // allocation weighs that itself, per candidate)
+    const compensation = gathered && !resolved.allocating ? fixedGridCompensation(reader, unique, gathered, resolved) : gathered;
     let allocation: Allocation | undefined;
     if (resolved.allocating) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
@@ -243,6 +249,52 @@ function compensationFor(
   for (const [key, g] of grids)
     if (g.compensate === false && stats.delete(key))
       missing.set(key, `the allocation chose rounding to nearest at relStep ${+g.relStep.toFixed(4)}`);
+  return { stats, missing };
+}
+
+/**
+ * The statistics of tensors on a fixed step grid whose compensation pays at their own rate–distortion exchange
+ * rate (rate/compensated.ts, compensationVerdict); the others are rounded to nearest, named with the reason.
+ */
+function fixedGridCompensation(
+  reader: ModelReader,
+  unique: readonly CodedPlan[],
+  compensation: { stats: Map<string, TensorStatistics>; missing: Map<string, string> },
+  options: ResolvedOptions,
+): { stats: Map<string, TensorStatistics>; missing: Map<string, string> } {
+  const started = Date.now();
+  const stats = new Map(compensation.stats);
+  const missing = new Map(compensation.missing);
+  let judged = 0;
+  for (const p of unique) {
+    const layer = stats.get(p.entry.key);
+    const { relStep, rotate } = p.settings;
+    if (!layer || relStep === undefined || rotate || slicesOf(p, options.sliceWeights)) continue;
+    const prepared = preparePlanes(reader.read(p.entry.key), p.layout, p.settings.outliers);
+    const v = compensationVerdict(
+      prepared.planes,
+      prepared.shapes,
+      p.layout,
+      { bits: p.settings.bits, clip: p.settings.clip },
+      p.settings.range,
+      relStep,
+      layer,
+    );
+    judged++;
+    options.onDebug?.(
+      `  ${p.entry.name}: compensation at relStep ${relStep}: layer error ×${v.ratio.toFixed(3)}, ${v.extraBits.toFixed(0)} extra bits, ` +
+        `saves ${v.saved.toExponential(2)} against ${v.cost.toExponential(2)} for the bits: ${v.pays ? 'compensated' : 'nearest'}`,
+    );
+    if (v.pays) continue;
+    stats.delete(p.entry.key);
+    missing.set(
+      p.entry.key,
+      `compensation would cost ${(v.extraBits / elementCount(p.entry.shape)).toFixed(2)} bits/weight more, more than a finer grid needs for the same error`,
+    );
+  }
+  options.onLog?.(
+    `compensate: weighed against rounding to nearest on ${judged} fixed grid${judged === 1 ? '' : 's'} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+  );
   return { stats, missing };
 }
 

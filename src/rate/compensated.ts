@@ -15,12 +15,12 @@
  * describe the codes that will be written.
  */
 
+import { deflateRawSync } from 'node:zlib';
 import { compensatePlanes, planeOutputError, type TensorStatistics } from '../compensate/index.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
-import type { RangeMode } from '../quantize/uniform.js';
-import { codeEntropyBits } from './entropy.js';
-import type { TensorRate } from './allocate.js';
+import type { CodeArray, RangeMode } from '../quantize/uniform.js';
+import { measureCandidates, type TensorRate } from './allocate.js';
 
 /** Steps (fractions of RMS) at which the compensated/round-to-nearest error ratio is measured. */
 export const COMPENSATION_ANCHORS = [1 / 8, 1 / 3, 1];
@@ -31,8 +31,8 @@ export interface CompensationRatio {
   /** ‖X·ΔW_compᵀ‖² / ‖X·ΔW_rtnᵀ‖² (1 where compensation fell back or neither has an error). */
   readonly ratio: number;
   /**
-   * Code bits (order-0 entropy) of the compensated codes beyond round-to-nearest's: the codes spread a little,
-   * and at coarse steps, where most weights round to zero, a lot (Silero v6 at relStep 2: +0.24 bits/weight).
+   * Code bits (deflated) of the compensated codes beyond round-to-nearest's: the codes spread a little, and a
+   * structured tensor loses the regularity a codec exploits (Silero v6's STFT basis: +1.6 bits/weight).
    */
   readonly extraBits: number;
 }
@@ -52,8 +52,14 @@ export function compensationRatios(
     const rtn = quantizePlanes(planes, shapes, settings);
     const comp = compensatePlanes(planes, shapes, layout, settings, stats);
     if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1, extraBits: 0 };
-    const bits = (qs: ReadonlyArray<{ codes: Parameters<typeof codeEntropyBits>[0] }>): number =>
-      qs.reduce((n, q) => n + codeEntropyBits(q.codes), 0);
+    // deflated size, not order-0 entropy: a structured tensor (Silero's fixed Fourier basis) codes far below
+    // its order-0 entropy when rounded to nearest (zstd: 0.54 bits/weight at relStep 1/3, entropy 3.68) and
+    // loses that regularity when compensated (2.17 bits/weight; entropy 3.72)
+    const bits = (qs: ReadonlyArray<{ codes: CodeArray }>): number =>
+      qs.reduce(
+        (n, q) => n + 8 * deflateRawSync(new Uint8Array(q.codes.buffer, q.codes.byteOffset, q.codes.byteLength)).length,
+        0,
+      );
     const error = (restored: Float32Array[]): number =>
       planeOutputError(layout, shapes, planes, restored, stats, false)?.error ?? 0;
     const eRtn = error(rtn.map((q) => q.restored));
@@ -108,4 +114,40 @@ export function addCompensatedCandidates(rate: TensorRate, ratios: readonly Comp
     }));
   for (const c of rate.candidates) c.compensated = false;
   rate.candidates.push(...extra);
+}
+
+/** The verdict on compensating one tensor at a grid fixed by the user (no allocation to weigh it). */
+export interface CompensationVerdict {
+  readonly pays: boolean;
+  /** Error ratio and extra bits at the grid (see CompensationRatio). */
+  readonly ratio: number;
+  readonly extraBits: number;
+  /** The round-to-nearest squared weight error the compensation saves, and what its extra bits would buy. */
+  readonly saved: number;
+  readonly cost: number;
+}
+
+/**
+ * Whether compensating a tensor on a fixed step grid (`--step`) is worth its extra bits, at the exchange rate
+ * of the tensor's own round-to-nearest rate–distortion curve there (λ = −Δsse/Δbits between steps ×/÷ 1.25,
+ * the rate the allocation's Lagrangian would price bits at): it pays when the squared weight error it saves,
+ * sse·(1 − ratio), exceeds λ·extraBits. A fixed Fourier basis does not (its rounded codes deflate to a fraction
+ * of their entropy); learned weights do by a wide margin.
+ */
+export function compensationVerdict(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  layout: LayoutSpec,
+  base: Pick<QuantizeSettings, 'bits' | 'clip'>,
+  range: RangeMode,
+  relStep: number,
+  stats: TensorStatistics,
+): CompensationVerdict {
+  const [r] = compensationRatios(planes, shapes, layout, base, range, stats, [relStep]);
+  const curve = measureCandidates('', planes, shapes, base, [relStep / 1.25, relStep, relStep * 1.25], [range]).candidates;
+  const [fine, at, coarse] = curve;
+  const lambda = Math.max(coarse.sse - fine.sse, 0) / Math.max(fine.bits - coarse.bits, 1);
+  const saved = at.sse * (1 - r.ratio);
+  const cost = lambda * Math.max(r.extraBits, 0);
+  return { pays: saved > cost, ratio: r.ratio, extraBits: r.extraBits, saved, cost };
 }
