@@ -18,6 +18,7 @@ import {
   COMPENSATION_ANCHORS,
   addCompensatedCandidates,
   compensationRatios,
+  compensationVerdict,
   extraBitsAt,
   ratioAt,
 } from '../src/rate/compensated.js';
@@ -37,6 +38,7 @@ describe('the compensated error model (rate/compensated.ts) on Silero VAD v6', (
     const targets = statisticsTargets(reader);
     const report = await captureStatistics(bytes, targets, vadRunner({ first: 0, last: 400 }));
     const measured: string[] = [];
+    const verdicts = new Map<string, boolean>();
     for (const t of targets) {
       const stats = report.stats.get(t.key);
       if (!stats) continue;
@@ -71,8 +73,21 @@ describe('the compensated error model (rate/compensated.ts) on Silero VAD v6', (
         expect(c.sse).toBeCloseTo(before[k].sse * ratioAt(ratios, before[k].relStep!), 9);
         expect(c.bits).toBeCloseTo(before[k].bits + extraBitsAt(ratios, before[k].relStep!), 6);
       });
+      // on a fixed grid: learned weights are worth compensating, the fixed Fourier basis is not (its rounded
+      // codes deflate to a fraction of their entropy, compensated ones do not)
+      const v = compensationVerdict(planes, shapes, t.layout, { bits: 8, clip: false }, 'channel', 1 / 3, stats);
+      verdicts.set(t.key.split('@')[0], v.pays);
+      if (v.pays) expect(v.saved).toBeGreaterThan(v.cost);
       measured.push(t.key);
     }
+    expect(verdicts.get('stft.forward_basis_buffer')).toBe(false);
+    for (const name of [
+      'encoder.0.reparam_conv.weight',
+      'encoder.3.reparam_conv.weight',
+      'decoder.rnn.weight_ih',
+      'decoder.rnn.weight_hh',
+    ])
+      expect(verdicts.get(name), name).toBe(true);
     reader.close();
     // the 16 kHz branch: STFT basis, four encoder convolutions and the LSTM cell's two matrices
     expect(measured.length).toBeGreaterThanOrEqual(7);
