@@ -10,6 +10,7 @@
  *
  *   node --import tsx bench/compensate-archive.ts [--models paddleocr-v4-rec,silero-v6]
  *        [--steps …] [--budgets 2.5,3,3.5,4] [--ocr-samples 64] [--out bench/results/compensate-archive]
+ *        [--from a.json,b.json]   (no measuring: merge earlier results per model into <out>.json and <out>.md)
  *
  * Each model runs in its own process: round-to-nearest archives first, then compensated ones, so the peak RSS
  * after each half tells what statistics + compensation add. The statistics are captured once per process
@@ -35,6 +36,8 @@ interface Args {
   ocrSamples: number;
   out: string;
   child?: string;
+  /** Result files of earlier runs (<out>.json) to merge into one table instead of measuring (later wins per model). */
+  from?: string[];
 }
 
 const DEFAULT_STEPS: Record<string, number[]> = {
@@ -52,6 +55,7 @@ function args(): Args {
       'ocr-samples': { type: 'string', default: '64' },
       out: { type: 'string', default: join(ROOT, 'bench/results/compensate-archive') },
       child: { type: 'string' },
+      from: { type: 'string' },
     },
   });
   const list = (s: string): number[] => (s ? s.split(',').map(Number) : []);
@@ -62,6 +66,7 @@ function args(): Args {
     ocrSamples: Number(values['ocr-samples']),
     out: values.out!,
     child: values.child,
+    from: values.from?.split(','),
   };
 }
 
@@ -287,7 +292,13 @@ async function main(): Promise<void> {
   }
   mkdirSync(dirname(a.out), { recursive: true });
   const results: ModelResult[] = [];
-  for (const id of a.models) {
+  if (a.from) {
+    const byModel = new Map<string, ModelResult>();
+    for (const f of a.from)
+      for (const r of (JSON.parse(readFileSync(f, 'utf8')) as { results: ModelResult[] }).results) byModel.set(r.model, r);
+    results.push(...a.models.flatMap((id) => (byModel.has(id) ? [byModel.get(id)!] : [])));
+  }
+  for (const id of a.from ? [] : a.models) {
     const tmp = `${a.out}.${id}.part.json`;
     const pass = [
       '--budgets',
