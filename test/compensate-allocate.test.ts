@@ -106,7 +106,7 @@ describe('compress --compensate --target-bpw (Silero VAD v4)', () => {
       onLog: (m) => logs.push(m),
     });
     const model = logs.find((l) => l.startsWith('compensate: the error model of'));
-    expect(model).toMatch(/^compensate: the error model of (\d+) of \d+ tensors from compensated codes at 3 steps/);
+    expect(model).toMatch(/^compensate: the error model of (\d+) of \d+ tensors from compensated codes at 4 steps/);
     // statistics are gathered before the allocation's probes use them
     const stats = logs.findIndex((l) => l.startsWith('compensate: layer statistics'));
     expect(stats).toBeGreaterThanOrEqual(0);

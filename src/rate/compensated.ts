@@ -22,8 +22,11 @@ import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
 import type { CodeArray, RangeMode } from '../quantize/uniform.js';
 import { measureCandidates, type TensorRate } from './allocate.js';
 
-/** Steps (fractions of RMS) at which the compensated/round-to-nearest error ratio is measured. */
-export const COMPENSATION_ANCHORS = [1 / 8, 1 / 3, 1];
+/**
+ * Steps (fractions of RMS) at which the compensated/round-to-nearest error ratio and extra bits are measured;
+ * the coarsest candidate among them, where the extra bits grow most (the codes leave zero).
+ */
+export const COMPENSATION_ANCHORS = [1 / 8, 1 / 3, 1, 2];
 
 /** The ratio of layer-output errors, compensated over round-to-nearest, at one step. */
 export interface CompensationRatio {
