@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { captureStatistics, statisticsTargets } from '../src/compensate/index.js';
 import { openOnnx } from '../src/formats/onnx/reader.js';
 import { compressModel } from '../src/index.js';
+import { openCalibration } from '../src/pipeline/gate.js';
 import { gatherPlanes, planeShapes } from '../src/layout/planes.js';
 import { markOutliers } from '../src/quantize/outliers.js';
 import { measureCandidates } from '../src/rate/allocate.js';
@@ -91,6 +92,25 @@ describe('the compensated error model (rate/compensated.ts) on Silero VAD v6', (
     reader.close();
     // the 16 kHz branch: STFT basis, four encoder convolutions and the LSTM cell's two matrices
     expect(measured.length).toBeGreaterThanOrEqual(7);
+  }, 180_000);
+});
+
+describe('untaken If branches whose tensors share names with the taken one (Silero VAD v6)', () => {
+  it('pins the tensors of the branch the calibration never takes, not their namesakes that ran', async () => {
+    const bytes = readFileSync(V6);
+    const reader = openOnnx(V6, bytes);
+    const cal = await openCalibration(V6, reader, { paths: [SPEECH] });
+    // statistics exist exactly for the tensors whose ops ran on the same probe samples
+    const report = await captureStatistics(bytes, statisticsTargets(reader), vadRunner({ first: 0, last: 200 }));
+    const coded = statisticsTargets(reader).map((t) => t.key);
+    const ran = coded.filter((k) => report.stats.has(k));
+    const pinned = coded.filter((k) => cal.untakenTensors.has(k));
+    expect(ran.length).toBe(7);
+    expect(pinned.length).toBe(7);
+    // same names (encoder.0.reparam_conv.weight in both), different tensors: none that ran is pinned
+    expect(pinned.filter((k) => ran.includes(k))).toEqual([]);
+    expect(new Set(pinned.map((k) => k.split('@')[0]))).toEqual(new Set(ran.map((k) => k.split('@')[0])));
+    reader.close();
   }, 180_000);
 });
 

@@ -11,6 +11,7 @@
 import { concatBytes } from '../io/bytes.js';
 import { BadCalibrationError } from '../errors.js';
 import { WIRE_LEN, encodeVarint, lenField, utf8, wireFields } from '../formats/onnx/protobuf.js';
+import { occurrenceCounter } from '../formats/onnx/rebuild.js';
 import { describeModel } from './model-io.js';
 import { CalibrationRunner, type RunnerOptions } from './runner.js';
 import type { CalibrationSample } from './types.js';
@@ -99,6 +100,12 @@ export interface BranchTensors {
   node: string;
   then: string[];
   else: string[];
+  /**
+   * Where each branch's subgraph sits in the file (the reader's tensor `location` prefix, `7.0/1.2/5.1`): names
+   * repeat across branches (Silero v6 holds its 16 kHz and 8 kHz weights under the same names), locations do not.
+   */
+  thenLocation?: string;
+  elseLocation?: string;
 }
 
 const GRAPH_NODE = 1;
@@ -143,15 +150,23 @@ function subgraphTensors(model: Uint8Array, start: number, end: number, into: st
 /** For each top-level `If` node (named as in `branchCoverage`), the tensors of its then and else branches. */
 export function branchTensors(model: Uint8Array): BranchTensors[] {
   const out: BranchTensors[] = [];
+  // field occurrences as the reader counts them for tensor locations (formats/onnx/reader.ts)
+  const modelCount = occurrenceCounter();
   for (const m of wireFields(model, 0, model.length)) {
+    const mOcc = modelCount(m.field);
     if (m.field !== MODEL_GRAPH || m.wire !== WIRE_LEN) continue;
+    const graphCount = occurrenceCounter();
     for (const f of wireFields(model, m.valueStart, m.end)) {
+      const fOcc = graphCount(f.field);
       if (f.field !== GRAPH_NODE || f.wire !== WIRE_LEN) continue;
       let op = '';
       let name = '';
       let firstOutput = '';
       const branches: Record<string, string[]> = { then_branch: [], else_branch: [] };
+      const locations: Record<string, string> = {};
+      const nodeCount = occurrenceCounter();
       for (const n of wireFields(model, f.valueStart, f.end)) {
+        const nOcc = nodeCount(n.field);
         if (n.wire !== WIRE_LEN) continue;
         if (n.field === NODE_OP) op = utf8(model, n.valueStart, n.end);
         else if (n.field === NODE_NAME) name = utf8(model, n.valueStart, n.end);
@@ -163,10 +178,20 @@ export function branchTensors(model: Uint8Array): BranchTensors[] {
             if (a.field === ATTR_NAME && a.wire === WIRE_LEN) attr = utf8(model, a.valueStart, a.end);
             else if (a.field === ATTR_G && a.wire === WIRE_LEN) graph = [a.valueStart, a.end];
           }
-          if (graph && attr in branches) subgraphTensors(model, graph[0], graph[1], branches[attr]);
+          if (graph && attr in branches) {
+            subgraphTensors(model, graph[0], graph[1], branches[attr]);
+            locations[attr] = `${MODEL_GRAPH}.${mOcc}/${GRAPH_NODE}.${fOcc}/${NODE_ATTRIBUTE}.${nOcc}`;
+          }
         }
       }
-      if (op === 'If') out.push({ node: name || firstOutput, then: branches.then_branch, else: branches.else_branch });
+      if (op === 'If')
+        out.push({
+          node: name || firstOutput,
+          then: branches.then_branch,
+          else: branches.else_branch,
+          ...(locations.then_branch ? { thenLocation: locations.then_branch } : {}),
+          ...(locations.else_branch ? { elseLocation: locations.else_branch } : {}),
+        });
     }
     break;
   }

@@ -90,18 +90,22 @@ export async function openCalibration(
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal });
-    const names = new Map(reader.tensors.map((t) => [t.name, t.key]));
+    // names repeat across branches (Silero v6: its 16 kHz and 8 kHz weights): a branch's tensors are the ones
+    // of its names that lie inside it, when the file says where it is
+    const byName = new Map<string, Array<{ key: string; location: string }>>();
+    for (const t of reader.tensors) byName.set(t.name, [...(byName.get(t.name) ?? []), { key: t.key, location: t.location }]);
     for (const c of coverage) {
       const b = branches.find((x) => x.node === c.node);
-      for (const [branch, taken, tensors] of [
-        ['then', c.then, b?.then ?? []],
-        ['else', c.else, b?.else ?? []],
+      for (const [branch, taken, tensors, where] of [
+        ['then', c.then, b?.then ?? [], b?.thenLocation],
+        ['else', c.else, b?.else ?? [], b?.elseLocation],
       ] as const) {
         if (taken > 0) continue;
         untakenBranches.push(`${c.node}: ${branch}`);
         for (const n of tensors) {
-          const key = names.get(n);
-          if (key !== undefined) untakenTensors.add(key);
+          const all = byName.get(n) ?? [];
+          const inside = where !== undefined ? all.filter((t) => t.location.startsWith(`${where}/`)) : [];
+          for (const t of inside.length ? inside : all.slice(-1)) untakenTensors.add(t.key);
         }
       }
     }
