@@ -232,6 +232,8 @@ export function planeOutputError(
   planes: readonly Float32Array[],
   restored: readonly Float32Array[],
   stats: TensorStatistics,
+  /** Also ‖X·Wᵀ‖² (as much work again); `power` is 0 without it. */
+  withPower = true,
 ): { error: number; power: number } | undefined {
   if (statisticsMisfit(layout, stats)) return undefined;
   let error = 0;
@@ -250,7 +252,7 @@ export function planeOutputError(
           o[i] = Number.isFinite(v) ? v : 0;
         }
         error += quadratic(h, d, m.k);
-        power += quadratic(h, o, m.k);
+        if (withPower) power += quadratic(h, o, m.k);
       }
     }
   });

@@ -20,6 +20,9 @@ import {
   type Candidate,
   type TensorRate,
 } from '../rate/allocate.js';
+import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
+import { compensatePlanes } from '../compensate/planes.js';
+import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 import { calibratorFor } from '../calibration/runner.js';
@@ -45,6 +48,8 @@ function probeSamples(cal: Calibration, n: number): Calibration['probe'] {
 export interface GridChoice {
   readonly relStep: number;
   readonly range: RangeMode;
+  /** With layer statistics: whether the tensor's codes are error-compensated on this grid. */
+  readonly compensate?: boolean;
 }
 
 /** The grid of every allocated tensor (by key) for a budget scale (1: the target as given). */
@@ -84,6 +89,11 @@ export async function allocate(parts: {
   options: ResolvedOptions;
   /** The calibration set (pipeline/gate.ts): its probe samples are what sensitivities are measured on. */
   calibration?: Calibration;
+  /**
+   * `compensate`: layer-input statistics per tensor key. Those tensors are probed with compensated codes and
+   * their candidates' errors follow the compensated layer-output error (rate/compensated.ts).
+   */
+  statistics?: ReadonlyMap<string, TensorStatistics>;
 }): Promise<Allocation> {
   const { reader, unique, options, weights, overheadBits } = parts;
   const log = options.onLog ?? (() => {});
@@ -98,6 +108,10 @@ export async function allocate(parts: {
   const modes: RangeMode[] = fixedRange ? [fixedRange] : ['channel', 'layer'];
   // mean square of each tensor's weights, the scale its sensitivity is damped on
   const powers: number[] = [];
+  // tensors whose codes will be error-compensated: their statistics (rotated planes are not compensated)
+  const compensated = new Map<string, TensorStatistics>();
+  let modelled = 0;
+  const modelStart = Date.now();
   for (const p of unique) {
     // Nothing to run: measure slice by slice (as they will be coded) and keep nothing, so memory follows the
     // slice. To probe, substitutions need every tensor's working planes: the model is in memory then anyway.
@@ -126,6 +140,18 @@ export async function allocate(parts: {
       // exact side values cost the same at every grid: ~8 bytes each before deflate
       const sideBits = (prepared.side?.indices.length ?? 0) * 64;
       r.candidates.forEach((c) => (c.bits += sideBits));
+      const layer = canRun && !seeds ? parts.statistics?.get(p.entry.key) : undefined;
+      if (layer) {
+        const base = { bits: p.settings.bits, clip: p.settings.clip };
+        const ratios = compensationRatios(prepared.planes, prepared.shapes, layout, base, fixedRange ?? 'channel', layer);
+        addCompensatedCandidates(r, ratios);
+        compensated.set(p.entry.key, layer);
+        modelled++;
+        debug?.(
+          `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
+            `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
+        );
+      }
       rate = rate ? addRates(rate, r) : r;
       for (const pl of prepared.planes)
         for (const v of pl)
@@ -137,19 +163,27 @@ export async function allocate(parts: {
     rates.push(rate!);
     powers.push(Math.max(sq / Math.max(n, 1), 1e-30));
   }
+  if (parts.statistics)
+    log(
+      `compensate: the error model of ${modelled} of ${unique.length} tensors from compensated codes at ` +
+        `${COMPENSATION_ANCHORS.length} steps (${((Date.now() - modelStart) / 1000).toFixed(1)} s)`,
+    );
   // values of a tensor (and its duplicates) at a given candidate, in file order
   const restoredAt = (i: number, c: Candidate): Map<string, Float32Array> => {
     const p = unique[i];
     const { planes, shapes, side } = planesOf.get(p.entry.key)!;
     const seeds = seedsOf.get(p.entry.key);
-    const q = quantizePlanes(planes, shapes, {
+    const settings = {
       bits: p.settings.bits,
       range: c.range,
       clip: p.settings.clip,
       stride: c.stride,
       relStep: c.relStep,
       clampBeyond: Boolean(seeds),
-    });
+    };
+    // the codes that will be written: compensated where the candidate says so
+    const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
+    const q = layer ? compensatePlanes(planes, shapes, p.layout, settings, layer) : quantizePlanes(planes, shapes, settings);
     if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
       q.map((x) => x.restored),
@@ -181,7 +215,10 @@ export async function allocate(parts: {
     };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
-      const probe = rates[i].candidates.find((c) => c.relStep === PROBE_STEP && c.range === (fixedRange ?? 'channel'))!;
+      // with statistics, the compensated candidate: its error model is scaled to match (rate/compensated.ts)
+      const probe = rates[i].candidates.find(
+        (c) => c.relStep === PROBE_STEP && c.range === (fixedRange ?? 'channel') && c.compensated !== false,
+      )!;
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
@@ -195,7 +232,10 @@ export async function allocate(parts: {
     new Map(
       unique.map((p, i) => {
         const c = rates[i].candidates[choice[i]];
-        return [p.entry.key, { relStep: c.relStep!, range: c.range }];
+        return [
+          p.entry.key,
+          { relStep: c.relStep!, range: c.range, ...(c.compensated !== undefined ? { compensate: c.compensated } : {}) },
+        ];
       }),
     );
   const estimate = (choice: readonly number[]): string =>

@@ -11,23 +11,33 @@
  * `--codec auto` with a raw codes + zstd fallback.
  */
 
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { openModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
-import { allocate, type Allocation } from './allocate.js';
+import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
-import { planTensors, withSettings } from './plan.js';
+import { planTensors, slicesOf, withSettings } from './plan.js';
+import { preparePlanes } from './prepare.js';
+import { compensationVerdict } from '../rate/compensated.js';
+import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
 import { gateError, writeArchive, type CompressResult } from './write.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
-import { captureStatistics, mergeStatistics, type OutputTensor, type TensorStatistics } from '../compensate/statistics.js';
+import {
+  captureStatistics,
+  mergeStatistics,
+  type OutputTensor,
+  type StatisticsReport,
+  type TensorStatistics,
+} from '../compensate/statistics.js';
 import { runCalibration } from '../calibration/runner.js';
 import type { ModelReader } from '../formats/model.js';
 import type { ResolvedOptions } from './options.js';
@@ -67,6 +77,13 @@ export async function compressModel(input: string, output: string, options: Comp
       ? undefined
       : await openCalibration(input, reader, resolved.calibration, resolved.onLog, resolved.signal);
     const untaken = cal?.untakenTensors ?? new Set<string>();
+    // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
+    // allocation, so its probes and error model see the compensated error of every candidate grid; the final
+    // codes use them too (the gate judges on the held-back samples)
+    const gathered = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
+    // on a grid the user fixed, compensate each tensor only where it is worth its extra bits there (the
+    // allocation weighs that itself, per candidate)
+    const compensation = gathered && !resolved.allocating ? fixedGridCompensation(reader, unique, gathered, resolved) : gathered;
     let allocation: Allocation | undefined;
     if (resolved.allocating) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
@@ -86,11 +103,9 @@ export async function compressModel(input: string, output: string, options: Comp
         overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES) + pinnedBits,
         options: resolved,
         calibration: cal,
+        statistics: compensation?.stats,
       });
     }
-    // error-compensating rounding: layer-input statistics on the probe samples, gathered once (the gate judges
-    // on the held-back ones); only the archive's codes use them, the allocator's probes stay round-to-nearest
-    const compensation = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
     const job = {
       reader,
       input,
@@ -123,6 +138,7 @@ export async function compressModel(input: string, output: string, options: Comp
       };
       const result = await writeArchive({
         ...job,
+        compensation: compensationFor(compensation, grids),
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
@@ -220,6 +236,72 @@ export async function compressModel(input: string, output: string, options: Comp
 }
 
 /**
+ * The statistics the archive's codes use: all of them, but where the allocation found rounding to nearest the
+ * better deal on a tensor's grid (fewer bits for the modelled error), that tensor's are left out, with the reason.
+ */
+function compensationFor(
+  compensation: { stats: Map<string, TensorStatistics>; missing: Map<string, string> } | undefined,
+  grids: ReadonlyMap<string, GridChoice> | undefined,
+): { stats: Map<string, TensorStatistics>; missing: Map<string, string> } | undefined {
+  if (!compensation || !grids) return compensation;
+  const stats = new Map(compensation.stats);
+  const missing = new Map(compensation.missing);
+  for (const [key, g] of grids)
+    if (g.compensate === false && stats.delete(key))
+      missing.set(key, `the allocation chose rounding to nearest at relStep ${+g.relStep.toFixed(4)}`);
+  return { stats, missing };
+}
+
+/**
+ * The statistics of tensors on a fixed step grid whose compensation pays at their own rate–distortion exchange
+ * rate (rate/compensated.ts, compensationVerdict); the others are rounded to nearest, named with the reason.
+ */
+function fixedGridCompensation(
+  reader: ModelReader,
+  unique: readonly CodedPlan[],
+  compensation: { stats: Map<string, TensorStatistics>; missing: Map<string, string> },
+  options: ResolvedOptions,
+): { stats: Map<string, TensorStatistics>; missing: Map<string, string> } {
+  const started = Date.now();
+  const stats = new Map(compensation.stats);
+  const missing = new Map(compensation.missing);
+  let judged = 0;
+  for (const p of unique) {
+    const layer = stats.get(p.entry.key);
+    const { relStep, rotate } = p.settings;
+    if (!layer || relStep === undefined || rotate || slicesOf(p, options.sliceWeights)) continue;
+    const prepared = preparePlanes(reader.read(p.entry.key), p.layout, p.settings.outliers);
+    const v = compensationVerdict(
+      prepared.planes,
+      prepared.shapes,
+      p.layout,
+      { bits: p.settings.bits, clip: p.settings.clip },
+      p.settings.range,
+      relStep,
+      layer,
+    );
+    judged++;
+    options.onDebug?.(
+      `  ${p.entry.name}: compensation at relStep ${relStep}: layer error ×${v.ratio.toFixed(3)}, ${v.extraBits.toFixed(0)} extra bits, ` +
+        `saves ${v.saved.toExponential(2)} against ${v.cost.toExponential(2)} for the bits: ${v.pays ? 'compensated' : 'nearest'}`,
+    );
+    if (v.pays) continue;
+    stats.delete(p.entry.key);
+    missing.set(
+      p.entry.key,
+      `compensation would cost ${(v.extraBits / elementCount(p.entry.shape)).toFixed(2)} bits/weight more, more than a finer grid needs for the same error`,
+    );
+  }
+  options.onLog?.(
+    `compensate: weighed against rounding to nearest on ${judged} fixed grid${judged === 1 ? '' : 's'} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+  );
+  return { stats, missing };
+}
+
+/** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */
+let lastCapture: { key: string; report: StatisticsReport } | undefined;
+
+/**
  * Layer-input statistics of every coded tensor on the calibration set's probe samples (compensate/statistics.ts),
  * on the main thread, once per compress. A tensor stored once for several identical ones gets the sum of their
  * statistics (its codes serve every use). Tensors without statistics (a branch no sample takes, a Loop body,
@@ -233,25 +315,31 @@ async function gatherStatistics(
   options: ResolvedOptions,
 ): Promise<{ stats: Map<string, TensorStatistics>; missing: Map<string, string> }> {
   const started = Date.now();
-  const report = await captureStatistics(
-    cal.source,
-    statisticsTargets(reader),
-    async (model, extra, onRun) => {
-      const wanted = new Set(extra);
-      await runCalibration(model, cal.probe, {
-        file: reader.file,
-        signal: options.signal,
-        keep: false,
-        onRun: async (r) => {
-          const outs = new Map<string, OutputTensor>();
-          for (const [name, t] of Object.entries(r.outputs))
-            if (wanted.has(name) && t.data instanceof Float32Array) outs.set(name, { data: t.data, dims: t.dims });
-          await onRun(outs);
+  // the same model on the same probe samples in one process (a benchmark's grid of settings): captured once
+  const key = `${createHash('sha256').update(cal.source).digest('hex')}\n${cal.set.description}\n${cal.probe.length}`;
+  const cached = lastCapture?.key === key;
+  const report = cached
+    ? lastCapture!.report
+    : await captureStatistics(
+        cal.source,
+        statisticsTargets(reader),
+        async (model, extra, onRun) => {
+          const wanted = new Set(extra);
+          await runCalibration(model, cal.probe, {
+            file: reader.file,
+            signal: options.signal,
+            keep: false,
+            onRun: async (r) => {
+              const outs = new Map<string, OutputTensor>();
+              for (const [name, t] of Object.entries(r.outputs))
+                if (wanted.has(name) && t.data instanceof Float32Array) outs.set(name, { data: t.data, dims: t.dims });
+              await onRun(outs);
+            },
+          });
         },
-      });
-    },
-    { signal: options.signal },
-  );
+        { signal: options.signal },
+      );
+  lastCapture = { key, report };
   const stats = new Map<string, TensorStatistics>();
   const missing = new Map(report.missing);
   for (const plan of unique) {
@@ -272,7 +360,7 @@ async function gatherStatistics(
   }
   options.onLog?.(
     `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
-      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})`,
   );
   return { stats, missing };
 }

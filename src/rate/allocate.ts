@@ -53,6 +53,11 @@ export interface Candidate {
   range: RangeMode;
   bits: number;
   sse: number;
+  /**
+   * With layer statistics (`compensate`): whether the codes are error-compensated (rate/compensated.ts; `sse`
+   * is then the round-to-nearest weight error that moves the layer output as much) or rounded to nearest.
+   */
+  compensated?: boolean;
 }
 
 export interface TensorRate {
