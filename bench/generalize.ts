@@ -31,7 +31,7 @@ import { buildCalibrationSet, type CalibrationSpec } from '../src/calibration/se
 import { CalibrationRunner } from '../src/calibration/runner.js';
 import { toFloat32 } from '../src/calibration/tensor.js';
 import { measureFidelity } from '../src/eval/fidelity.js';
-import { characterErrorRate, taskByName } from '../src/eval/tasks/index.js';
+import { characterErrorRate, greedyCtcDecode, ocrAlphabet, taskByName } from '../src/eval/tasks/index.js';
 import { ISNET_IMAGE_SPEC } from '../src/eval/tasks/isnet.js';
 import { openModel } from '../src/formats/registry.js';
 import type { LayoutSpec } from '../src/layout/types.js';
@@ -161,9 +161,7 @@ function ocrTask(image: NonNullable<CalibrationSpec['image']>): Task {
       l.text,
     ]),
   );
-  const dict = readFileSync(join(ocrDir, 'ppocr_keys_v1.txt'), 'utf8').split(/\r?\n/);
-  if (dict[dict.length - 1] === '') dict.pop();
-  const alphabet = ['', ...dict, ' '];
+  const alphabet = ocrAlphabet(join(ocrDir, 'ppocr_keys_v1.txt'));
   const cer = async (model: Uint8Array): Promise<number> => {
     const set = await buildCalibrationSet(model, { paths: [ocrDir], image });
     const runner = await CalibrationRunner.open(model);
@@ -173,16 +171,7 @@ function ocrTask(image: NonNullable<CalibrationSpec['image']>): Task {
       for (const sample of set.samples) {
         const out = Object.values((await runner.run(sample)).outputs)[0];
         const [, steps, classes] = out.dims;
-        const p = toFloat32(out);
-        let text = '';
-        let last = 0;
-        for (let t = 0; t < steps; t++) {
-          let best = 0;
-          for (let k = 1; k < classes; k++) if (p[t * classes + k] > p[t * classes + best]) best = k;
-          if (best !== 0 && best !== last) text += alphabet[best] ?? '';
-          last = best;
-        }
-        texts.push(text.trim());
+        texts.push(greedyCtcDecode(toFloat32(out), steps, classes, alphabet));
         truth.push(labels.get(basename(sample.source!))!);
       }
     } finally {

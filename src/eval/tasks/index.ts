@@ -13,7 +13,7 @@ import { isnetTask } from './isnet.js';
 
 export type { TaskEvaluator, TaskMetric } from './types.js';
 export { vadTask } from './vad.js';
-export { ocrTask, characterErrorRate, editDistance } from './ocr.js';
+export { ocrTask, characterErrorRate, editDistance, greedyCtcDecode, ocrAlphabet } from './ocr.js';
 
 /** The package root (data/ lives there), from src/eval/tasks or dist/eval/tasks alike. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));

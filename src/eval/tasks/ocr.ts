@@ -70,6 +70,29 @@ export function characterErrorRate(predicted: readonly string[], truth: readonly
 }
 
 /** One text-line image as the model input [1, 3, 48, W] (the task's preprocessing, shared with calibration feeders). */
+/** The CTC classes of a PaddleOCR dictionary file: 0 = blank, then the dictionary's lines, then space. */
+export function ocrAlphabet(dictionary: string): string[] {
+  const dict = readFileSync(dictionary, 'utf8').split(/\r?\n/);
+  if (dict[dict.length - 1] === '') dict.pop();
+  return ['', ...dict, ' '];
+}
+
+/**
+ * Greedy CTC decoding of one line's output (steps × classes, row-major): the best class per step, repeats
+ * merged, blanks dropped; trimmed, as the padding at the line ends reads as spaces.
+ */
+export function greedyCtcDecode(probs: Float32Array, steps: number, classes: number, alphabet: readonly string[]): string {
+  let text = '';
+  let last = 0;
+  for (let t = 0; t < steps; t++) {
+    let best = 0;
+    for (let k = 1; k < classes; k++) if (probs[t * classes + k] > probs[t * classes + best]) best = k;
+    if (best !== 0 && best !== last) text += alphabet[best] ?? '';
+    last = best;
+  }
+  return text.trim();
+}
+
 export async function lineTensor(ort: OrtModule, file: string, kernel?: ResizeKernel): Promise<Ort.Tensor> {
   const img = sharp(file).removeAlpha().toColourspace('srgb');
   const meta = await sharp(file).metadata();
@@ -89,9 +112,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
     0,
     data.limit,
   );
-  const dict = readFileSync(data.dictionary, 'utf8').split(/\r?\n/);
-  if (dict[dict.length - 1] === '') dict.pop();
-  const alphabet = ['', ...dict, ' '];
+  const alphabet = ocrAlphabet(data.dictionary);
   const classOf = new Map<string, number>();
   alphabet.forEach((c, i) => {
     if (i > 0 && !classOf.has(c)) classOf.set(c, i);
@@ -136,15 +157,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
           classCount = classes;
           const target = targets[line];
           if (target) logLikelihood[line] = logSumExp(target.map((l) => ctcLogLikelihood(probs, classes, l)));
-          let text = '';
-          let last = 0;
-          for (let t = 0; t < steps; t++) {
-            let best = 0;
-            for (let k = 1; k < classes; k++) if (probs[t * classes + k] > probs[t * classes + best]) best = k;
-            if (best !== 0 && best !== last) text += alphabet[best] ?? '';
-            last = best;
-          }
-          texts.push(text.trim()); // padding at the line ends reads as spaces
+          texts.push(greedyCtcDecode(probs, steps, classes, alphabet));
         }
       } finally {
         await session.release();
