@@ -167,6 +167,26 @@ describe('synthetic inputs', () => {
     }
   });
 
+  it('several rates (--audio-rate 16000,8000): the samples are shared out, each rate in its window, and both If branches run', async () => {
+    const model = readFileSync(V6);
+    const set = await syntheticCalibrationSet(model, { count: 4, audio: { rate: 16000, rates: [16000, 8000] } });
+    expect(set.samples.map((x) => x.index)).toEqual([0, 1, 2, 3]);
+    expect(set.description.match(/SYNTHETIC/g)).toHaveLength(1);
+    expect(set.description).toMatch(/16 kHz mono, window 512 \+ 64 context.*8 kHz mono, window 256 \+ 32 context/);
+    const rates: number[] = [];
+    for (const sample of set.samples) {
+      const d = await sample.load();
+      if (d.kind !== 'sequence') throw new Error('expected a sequence');
+      const sr = Number((d.steps[0].sr.data as BigInt64Array)[0]);
+      rates.push(sr);
+      expect(d.steps[0].input.dims).toEqual([1, sr === 8000 ? 256 + 32 : 512 + 64]);
+    }
+    expect(rates).toEqual([16000, 16000, 8000, 8000]);
+    const coverage = await branchCoverage(model, set.samples);
+    expect(coverage.length).toBeGreaterThan(0);
+    for (const c of coverage) expect(c.then > 0 && c.else > 0, c.node).toBe(true);
+  });
+
   it('PaddleOCR rec: natural-image-like pictures, 48 px high, width grown from 224', async () => {
     const model = readFileSync(OCR);
     const set = await syntheticCalibrationSet(model, { count: 2 });

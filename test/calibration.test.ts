@@ -283,6 +283,7 @@ describe('options from flags and config files', () => {
       [{ imageOrder: 'rbg' }, /Expected one of rgb, bgr for --image-order/],
       [{ window: '0' }, /Expected integer between 1 and \d+ for --window but received "0"/],
       [{ audioRate: '44.1' }, /for --audio-rate/],
+      [{ audioRate: '16000,16000' }, /Expected distinct rates for --audio-rate/],
       [{ state: ['h'] }, /Expected IN=OUT .* for --state but received "h"/],
       [{ imageRange: '0,1', imageScale: '0.5' }, /--image-range or --image-scale, not both/],
       [{ input: ['x=1,0'] }, /Expected sizes between 1 and/],
@@ -391,6 +392,20 @@ describe('audio', () => {
       },
     });
     expect(manual.description).toMatch(/window 512, state h→hn, c→cn/);
+    // several rates: every file at each, each with its own window; the rate input is fed the sample's rate
+    const audio = calibrationSpecFromFlags({ calibration: 'x', audioRate: '16000,8000' }).audio;
+    expect(audio).toEqual({ rate: 16000, rates: [16000, 8000] });
+    const both = await buildCalibrationSet(v4, { paths: [flac], audio });
+    expect(both.description).toMatch(/16 kHz mono, window 1536.*8 kHz mono, window 768/);
+    const labels = both.samples.map((x) => x.label);
+    expect(labels.filter((l) => l.endsWith('at 8 kHz'))).toHaveLength(1);
+    expect(labels.filter((l) => l.endsWith('at 16 kHz'))).toHaveLength(1);
+    const last = await both.samples.find((x) => x.label.endsWith('at 8 kHz'))!.load();
+    expect(last.kind).toBe('sequence');
+    if (last.kind === 'sequence') {
+      expect(Number(last.steps[0].sr.data[0])).toBe(8000);
+      expect(last.steps[0].input.dims.at(-1)).toBe(768);
+    }
   });
 });
 

@@ -67,7 +67,11 @@ export interface AudioSpec {
   pattern?: string;
 }
 
-export type AudioSpecInput = Partial<Omit<AudioSpec, 'state'>> & { state?: StateLink[] };
+export type AudioSpecInput = Partial<Omit<AudioSpec, 'state'>> & {
+  state?: StateLink[];
+  /** Every file is cut at each of these rates (the first is `rate`): a model whose graph branches on its rate input. */
+  rates?: number[];
+};
 
 interface StreamingPattern {
   name: string;

@@ -51,7 +51,11 @@ export const CALIBRATION_OPTIONS: ReadonlyArray<{ flags: string; description: st
   { flags: '--image-layout <layout>', description: 'nchw or nhwc (default: from the model input)' },
   { flags: '--image-channels <n>', description: '3 (colour) or 1 (grey) (default: from the model input)' },
   { flags: '--audio-input <name>', description: 'the model input audio feeds (default: detected)' },
-  { flags: '--audio-rate <hz>', description: 'resample audio to this rate (default 16000)' },
+  {
+    flags: '--audio-rate <hz>',
+    description:
+      'resample audio to this rate (default 16000); several, comma-separated (16000,8000): every file at each rate, e.g. for a model with a rate input whose branches differ per rate',
+  },
   { flags: '--window <samples>', description: 'audio samples per model run (default: from the graph or a known model)' },
   { flags: '--hop <samples>', description: 'samples between window starts (default: the window)' },
   { flags: '--context <samples>', description: 'samples before each window fed along with it (default 0; Silero v5/v6: 64)' },
@@ -196,7 +200,18 @@ export function calibrationSpecFromFlags(f: CalibrationFlags): CalibrationSpec {
   }
   const audio: AudioSpecInput = {};
   if (f.audioInput !== undefined) audio.input = name(f.audioInput, '--audio-input');
-  if (f.audioRate !== undefined) audio.rate = int(f.audioRate, '--audio-rate', 1000, 384000);
+  if (f.audioRate !== undefined) {
+    const rates = numbers(
+      f.audioRate,
+      '--audio-rate',
+      undefined,
+      (n) => Number.isInteger(n) && n >= 1000 && n <= 384000,
+      'one rate or several, comma-separated, each an integer between 1000 and 384000 (e.g. 16000,8000)',
+    );
+    if (new Set(rates).size !== rates.length) fail('distinct rates', '--audio-rate', f.audioRate);
+    audio.rate = rates[0];
+    if (rates.length > 1) audio.rates = rates;
+  }
   if (f.window !== undefined) audio.window = int(f.window, '--window', 1, MAX_WINDOW);
   if (f.hop !== undefined) audio.hop = int(f.hop, '--hop', 1, MAX_WINDOW);
   if (f.context !== undefined) audio.context = int(f.context, '--context', 0, MAX_WINDOW);

@@ -194,32 +194,37 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
   }
 
   if (audio.length) {
-    audioSpec = resolveAudioSpec(spec.audio ?? {}, io);
-    const before = pending.length;
-    for (const { file } of audio) {
-      const samples = await decodeAudio(file, audioSpec.rate);
-      const pieces = audioSampleData(samples, audioSpec, io, overrides.inputs);
-      const whole = pieces.length === 1;
-      for (const p of pieces) {
-        const [a, b] = p.range;
-        const label = whole ? file : `${file} ${(a / audioSpec.rate).toFixed(2)}–${(b / audioSpec.rate).toFixed(2)} s`;
-        const kind: SampleData['kind'] = audioSpec.state.length ? 'sequence' : 'feed';
-        pending.push({
-          label,
-          source: file,
-          kind,
-          load: async () => {
-            const d = p.data();
-            if (d.kind === 'feed') completeFeed(d.feed, io, { file, rate: audioSpec!.rate, shapes: overrides.inputs });
-            else for (const step of d.steps) completeFeedExceptState(step, d.initial, io, file, audioSpec!.rate, overrides);
-            return d;
-          },
-        });
+    const rates = spec.audio?.rates ?? [spec.audio?.rate ?? undefined];
+    for (const rate of rates) {
+      const one = resolveAudioSpec({ ...spec.audio, ...(rate !== undefined ? { rate } : {}) }, io);
+      audioSpec ??= one;
+      const before = pending.length;
+      for (const { file } of audio) {
+        const samples = await decodeAudio(file, one.rate);
+        const pieces = audioSampleData(samples, one, io, overrides.inputs);
+        const whole = pieces.length === 1;
+        const at = rates.length > 1 ? ` at ${one.rate / 1000} kHz` : '';
+        for (const p of pieces) {
+          const [a, b] = p.range;
+          const label = whole ? `${file}${at}` : `${file} ${(a / one.rate).toFixed(2)}–${(b / one.rate).toFixed(2)} s${at}`;
+          const kind: SampleData['kind'] = one.state.length ? 'sequence' : 'feed';
+          pending.push({
+            label,
+            source: file,
+            kind,
+            load: async () => {
+              const d = p.data();
+              if (d.kind === 'feed') completeFeed(d.feed, io, { file, rate: one.rate, shapes: overrides.inputs });
+              else for (const step of d.steps) completeFeedExceptState(step, d.initial, io, file, one.rate, overrides);
+              return d;
+            },
+          });
+        }
       }
+      parts.push(
+        `${audio.length} audio file${audio.length > 1 ? 's' : ''} → ${pending.length - before} samples into ${one.input} (${describeAudioSpec(one)})`,
+      );
     }
-    parts.push(
-      `${audio.length} audio file${audio.length > 1 ? 's' : ''} → ${pending.length - before} samples into ${audioSpec.input} (${describeAudioSpec(audioSpec)})`,
-    );
   }
 
   if (raw.length) {

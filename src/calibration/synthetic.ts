@@ -332,14 +332,30 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
   const seed = options.seed ?? 1;
   const overrides = resolveShapeOverrides(options.inputs ?? [], io.inputs);
   const state = options.audio?.state ?? findStateLinks(io);
-  const rate = options.audio?.rate ?? DEFAULT_AUDIO_RATE;
+  // several rates (--audio-rate 16000,8000): the samples are shared out among them, each rate's set made alone
+  const rates = options.audio?.rates ?? [options.audio?.rate ?? DEFAULT_AUDIO_RATE];
   const maxElements = options.maxElements ?? DEFAULT_MAX_ELEMENTS;
   const kinds = new Map(io.inputs.map((i) => [i.name, inputKind(i, io, state, options.image?.input)]));
   const runner = await CalibrationRunner.open(model, { threads: options.threads, file: options.file });
   try {
-    if (state.length)
-      return await statefulSet(io, runner, kinds, state, overrides, { ...options, count, seed, rate, maxElements });
-    return await statelessSet(io, runner, kinds, overrides, { ...options, count, seed, rate, maxElements });
+    const sets: CalibrationSet[] = [];
+    for (const [k, rate] of rates.entries()) {
+      const share = Math.floor(count / rates.length) + (k < count % rates.length ? 1 : 0);
+      if (share < 1) continue;
+      const resolved = { ...options, count: share, seed: seed + k * 1000, rate, maxElements };
+      sets.push(
+        state.length
+          ? await statefulSet(io, runner, kinds, state, overrides, resolved)
+          : await statelessSet(io, runner, kinds, overrides, resolved),
+      );
+    }
+    if (sets.length === 1) return sets[0];
+    return {
+      samples: sets.flatMap((x) => x.samples).map((x, index) => ({ ...x, index })),
+      source: [],
+      synthetic: true,
+      description: sets.map((x, i) => (i ? x.description.replace(/^[^:]*: /, '') : x.description)).join('; '),
+    };
   } finally {
     await runner.close();
   }

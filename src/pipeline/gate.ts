@@ -14,7 +14,9 @@
 import { readFileSync, statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
 import { branchCoverage, branchTensors } from '../calibration/branches.js';
+import { describeModel } from '../calibration/model-io.js';
 import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
+import { findRateInput } from '../calibration/state.js';
 import { syntheticCalibrationSet } from '../calibration/synthetic.js';
 import type { CalibrationSample, CalibrationSet } from '../calibration/types.js';
 import { MissingDependencyError } from '../errors.js';
@@ -102,10 +104,13 @@ export async function openCalibration(
         if (path) for (const t of reader.tensors) if (t.location.startsWith(`${path}/`)) untakenTensors.add(t.key);
       }
     }
-    if (untakenBranches.length)
+    if (untakenBranches.length) {
+      // a model that branches on its sample rate (Silero VAD) takes one branch per rate
+      const rate = !spec?.audio?.rates && findRateInput(describeModel(source, input));
       log?.(
-        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}`,
+        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}${rate ? `; the model has a rate input (${rate.name}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );
+    }
   }
   return { source, set, probe: split.probe, heldBack: split.heldBack, untakenBranches, untakenTensors };
 }
