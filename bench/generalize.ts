@@ -225,6 +225,12 @@ const cases: Case[] = [
     calibrations: [
       { label: 'synthetic', task: vad },
       { label: 'speech_16k.wav', spec: { paths: [speech] }, task: vad },
+      // Silero holds one network per rate (an If on sr): calibrated at both, neither branch keeps the default grid
+      {
+        label: 'speech_16k.wav at 16 + 8 kHz',
+        spec: { paths: [speech], audio: { rate: 16000, rates: [16000, 8000] } },
+        task: vad,
+      },
     ],
   })),
   ...MODELS.filter((m) => m.id === 'paddleocr-v4-rec').map((m): Case => ({

@@ -3,13 +3,18 @@
  * quality × bits × range mode, and run the peers on the same tensors in the
  * same run; judge every point by the model's own task metric.
  *
- *   npm run bench              full sweep (all models), ~10 min on 2 cores
+ *   npm run bench              full sweep (all models), then the generalization table (bench/generalize.ts)
  *   npm run bench -- --quick   one model, a few points (CI: checks the pipeline works)
+ *   npm run bench -- --no-generalize        the sweep only
+ *   npm run bench -- --generalize-all       the generalization table on every model (adds PaddleOCR rec and
+ *                                           ISNet: ~20 + ~30 min on 2 cores); by default the Silero models and
+ *                                           the test suite's small models are re-measured and the PaddleOCR /
+ *                                           ISNet rows are kept from their last run (their runs are listed)
  *
  * Writes bench/results/<model>.json, bench/results/results.md, rd-<model>.svg/.png,
  * the full report in docs/benchmarks.md (between the bench markers) and the README's summary (bench/summary.ts).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +37,9 @@ import { getFfmpegInfo } from '../src/cli/ffmpeg-info.js';
 const run = promisify(execFile);
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
+const GENERALIZE = !QUICK && !args.includes('--no-generalize');
+/** The generalization cases re-measured by default (the rest keep their rows of the last run). */
+const GENERALIZE_MODELS = 'classifier,stft,if,sparse,silero-v4,silero-v6';
 const OUT = process.env.NNMEDIA_BENCH_OUT ?? join(ROOT, 'bench/results', QUICK ? 'quick' : '');
 const onlyModels = args
   .find((a) => a.startsWith('--models='))
@@ -329,14 +337,41 @@ async function main(): Promise<void> {
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+  // issue 14's generalization table: every model with and without calibration data, default and --target-bpw 4,
+  // beside int8/int4 round-to-nearest + zstd-19 of the whole file (its own process: it runs models on onnxruntime)
+  let generalization = '';
+  if (GENERALIZE) {
+    console.log('\ngeneralization (bench/generalize.ts)');
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(ROOT, 'bench/generalize.ts'),
+          ...(args.includes('--generalize-all') ? [] : ['--models', GENERALIZE_MODELS]),
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] },
+      );
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`bench/generalize.ts exited with ${code}`))));
+    });
+    generalization = [
+      '## Generalization: models we did not tune on (issue 14)',
+      '',
+      'From `bench/generalize.ts` (run by `npm run bench`; the method and the calibration sets: [docs/generalization.md](generalization.md)).',
+      '',
+      readFileSync(join(ROOT, 'bench/results/generalize.md'), 'utf8'),
+    ].join('\n');
+  }
   const minutes = (performance.now() - started) / 60000;
   const ff = getFfmpegInfo();
   const meta = `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim()}, Node ${process.version}, nnmedia ${VERSION}, ffmpeg ${ff ? `${ff.version} (${ff.source})` : 'none'}, in ${minutes.toFixed(1)} min (\`npm run bench${QUICK ? ' -- --quick' : ''}\`). Bits/weight = all archive bytes × 8 / weights of the compressed tensors (manifest, model skeleton and kept tensors included); peers count only their code and scale bytes.`;
-  writeFileSync(join(OUT, 'results.md'), markdown(all, meta, ''));
+  writeFileSync(join(OUT, 'results.md'), markdown(all, meta, '') + (generalization ? '\n\n' + generalization : ''));
   if (!QUICK && !onlyModels) {
     // the full report goes into docs/benchmarks.md (between the bench markers), the summary into the README
     const docPath = join(ROOT, 'docs/benchmarks.md');
-    const md = markdown(all, meta, '../bench/results/');
+    const md = markdown(all, meta, '../bench/results/') + (generalization ? '\n\n' + generalization : '');
     const doc = readFileSync(docPath, 'utf8');
     const start = '<!-- bench:start -->';
     const end = '<!-- bench:end -->';

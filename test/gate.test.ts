@@ -91,6 +91,26 @@ describe('quality gate', () => {
     expect(existsSync(out)).toBe(false);
   }, 600_000);
 
+  it('--probe-samples bounds the probes: the run count is printed, the option checked and recorded', async () => {
+    const model = await write('bn3.onnx', batchNormClassifier());
+    const logs: string[] = [];
+    const r = await compressModel(model, join(dir, 'probe.nnm'), {
+      targetBpw: 6,
+      probeSamples: 1,
+      reprobe: false,
+      minFidelity: 0,
+      onLog: (m) => logs.push(m),
+    });
+    const line = logs.find((l) => l.startsWith('sensitivity probes:'));
+    expect(line).toMatch(/^sensitivity probes: (\d+) tensors × 1 sample = \1 model runs/);
+    expect(new Archive(join(dir, 'probe.nnm')).manifest.options).toMatchObject({ probeSamples: 1 });
+    expect(r.bitsPerWeight).toBeLessThan(7);
+    for (const bad of [0, 1.5])
+      await expect(compressModel(model, join(dir, 'bad.nnm'), { targetBpw: 6, probeSamples: bad })).rejects.toThrow(
+        /Expected integer between 1 and 1000 for probeSamples/,
+      );
+  }, 600_000);
+
   it('does not run what it cannot: safetensors get a record saying why', async () => {
     const f = join(dir, 'st.safetensors');
     writeSafetensorsFixture(f);

@@ -12,7 +12,7 @@ import { DEFAULT_CODEC, RATE_CONTROL_CODEC, resolveOptions, type OptionSpec } fr
 const GROUPS: ReadonlyArray<[heading: string, keys: readonly string[]]> = [
   ['Codec and medium:', ['media', 'codec', 'bits', 'quality', 'lossless', 'effort', 'block', 'gop']],
   ['Quantization:', ['range', 'stride', 'clip', 'relStep', 'quantizer', 'outliers', 'rotate', 'nonFinite']],
-  ['Rate control:', ['targetSnr', 'targetBpw', 'maxLoss', 'sensitivityWeight', 'reprobe', 'halfKept']],
+  ['Rate control:', ['targetSnr', 'targetBpw', 'maxLoss', 'sensitivityWeight', 'probeSamples', 'reprobe', 'halfKept']],
   ['Performance:', ['jobs', 'sliceWeights']],
 ];
 export const OTHER_GROUP = 'More compress options:';

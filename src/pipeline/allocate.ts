@@ -202,9 +202,17 @@ export async function allocate(parts: {
     // the user's calibration data first, then a task's own data, then the synthetic probe samples
     const calibrate =
       options.calibrate ??
-      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, PROBE_SAMPLES)) : undefined) ??
+      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, options.probeSamples ?? PROBE_SAMPLES)) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
-      (cal ? calibratorFor(probeSamples(cal, SYNTHETIC_PROBE_SAMPLES)) : randomInputOutputs);
+      (cal ? calibratorFor(probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES)) : randomInputOutputs);
+    // what the probes will cost, so a user with a large model knows why it takes long and what to change
+    if (cal && !options.calibrate && (!task || !cal.set.synthetic)) {
+      const n = probeSamples(cal, options.probeSamples ?? (cal.set.synthetic ? SYNTHETIC_PROBE_SAMPLES : PROBE_SAMPLES)).length;
+      const passes = options.targetBpw !== undefined && options.reprobe ? 2 : 1;
+      log(
+        `sensitivity probes: ${unique.length} tensors × ${n} sample${n === 1 ? '' : 's'}${passes > 1 ? ' × 2 passes' : ''} = ${unique.length * n * passes} model runs (--probe-samples, --no-reprobe: fewer)`,
+      );
+    }
     const reference = await calibrate(parts.source());
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
