@@ -107,6 +107,8 @@ interface Calibration {
   /** Points measured with this calibration (default: both). */
   points?: Method[];
   task?: Task;
+  /** Options added to every compression of this row (ISNet: a bounded probe budget). */
+  options?: CompressOptions;
 }
 
 interface Case {
@@ -254,13 +256,15 @@ const cases: Case[] = [
     file: async () => m.file,
     calibrations: [
       { label: 'synthetic', task: isnetTask(), points: ['default'] },
-      // --target-bpw 4 probes each of ISNet's 238 tensors on the probe photos (~20 s a run on 2 shared cores):
-      // hours; run it alone with `--models isnet --points target-bpw-4 --isnet-budget`
+      // --target-bpw 4 probes each of ISNet's 238 tensors: with --probe-samples 1 --no-reprobe 238 runs of
+      // 1024×1024 (tens of minutes); run it alone with `--models isnet --points target-bpw-4 --isnet-budget`
       {
         label: 'data/images',
         spec: { paths: [images], image: ISNET_IMAGE_SPEC },
         task: isnetTask(),
         points: argv.includes('--isnet-budget') ? ['default', 'target-bpw 4'] : ['default'],
+        // one probe sample, one pass: 238 model runs instead of 238 × 6 × 2 (docs/method.md, --probe-samples)
+        options: { probeSamples: 1, reprobe: false },
       },
     ],
   })),
@@ -321,7 +325,11 @@ async function runOne(
   const t0 = performance.now();
   const row: Row = { model: c.model, calibration: cal.label, method, seconds: 0 };
   try {
-    const r = await compressModel(file, out, { ...(cal.spec ? { calibration: cal.spec } : {}), ...extra });
+    const r = await compressModel(file, out, {
+      ...(cal.spec ? { calibration: cal.spec } : {}),
+      ...extra,
+      ...(method === 'default' ? {} : cal.options),
+    });
     row.seconds = elapsed(t0);
     row.bitsPerWeight = (r.archiveBytes * 8) / r.compressedWeights;
     row.fidelity = r.quality?.fidelity;
@@ -433,8 +441,6 @@ async function main(): Promise<void> {
   const { execSync } = await import('node:child_process');
   const uptime = (): string => execSync('uptime').toString().trim();
   const uptimeBefore = uptime();
-  const recorded: Partial<Results> =
-    !quick && existsSync(resultsJson) ? (JSON.parse(readFileSync(resultsJson, 'utf8')) as Partial<Results>) : {};
   const rows: Row[] = [];
   const baselines: Baseline[] = [];
   const t0 = performance.now();
@@ -473,6 +479,9 @@ async function main(): Promise<void> {
   }
   const wall = elapsed(t0);
   // merge: the rows measured now replace the recorded rows of the same model, calibration and method
+  // read when merging, not at the start: a run of other models that ended meanwhile keeps its rows
+  const recorded: Partial<Results> =
+    !quick && existsSync(resultsJson) ? (JSON.parse(readFileSync(resultsJson, 'utf8')) as Partial<Results>) : {};
   const key = (r: { model: string; calibration: string; method?: string }): string =>
     `${r.model}\u0000${r.calibration}\u0000${r.method ?? ''}`;
   const redone = new Set(rows.map(key));

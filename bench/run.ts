@@ -131,6 +131,9 @@ function pointSpecs(model: BenchModel): PointSpec[] {
   s.push({ series: 'audio flac', label: 'flac step 1/4', options: { media: 'audio', codec: 'flac', relStep: 1 / 4 } });
   for (const st of [8, 4, 3, 2])
     s.push({ series: step, label: `step 1/${st} auto`, options: { codec: 'auto', relStep: 1 / st } });
+  // ISNet: a sensitivity probe is a 1024×1024 run per sample and tensor (238 tensors): hours per point; its
+  // --target-bpw row is measured by bench/generalize.ts --isnet-budget with --probe-samples (docs/generalization.md)
+  if (model.task === 'isnet') return s;
   for (const b of model.task === 'ocr' ? [4, 4.5] : [2.5, 3])
     s.push({
       series: 'allocated across layers (--target-bpw, --codec auto)',
