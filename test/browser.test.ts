@@ -79,6 +79,9 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   // no exact native decoder: JS fallbacks from npm (fast-png, fzstd)
   ['png16', { codec: 'png', bits: 16 }],
   ['zstd', { codec: 'zstd' }],
+  // raw codes split into distances from the middle code and signs (format version 3), 8- and 16-bit
+  ['zstd-sign', { codec: 'zstd-sign' }],
+  ['zstd-sign16', { codec: 'zstd-sign', bits: 16 }],
   // tensors coded as slices of their leading dimension, each slice pasted into its rows
   ['sliced-png', { codec: 'png', sliceWeights: 256 }],
 ];

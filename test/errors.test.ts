@@ -315,11 +315,11 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     );
     // an archive of a newer format version
     const { manifest, entries } = readArchive(archive);
-    writeArchive(join(dir, 'v3.nnm'), entries, { ...manifest, version: 3 });
+    writeArchive(join(dir, 'v4.nnm'), entries, { ...manifest, version: 4 });
     expectFailure(
-      await cli(['decompress', 'v3.nnm', '-o', 'v3.onnx']),
+      await cli(['decompress', 'v4.nnm', '-o', 'v4.onnx']),
       'E_UNSUPPORTED',
-      /archive format version 3 is newer than this nnmedia reads \(2\): update nnmedia/,
+      /archive format version 4 is newer than this nnmedia reads \(3\): update nnmedia/,
     );
   },
   E_MISSING_CODEC: async () => {

@@ -15,13 +15,25 @@ import type { ErrorStats } from '../eval/metrics.js';
 import type { Media } from '../codecs/types.js';
 
 export const MANIFEST_NAME = 'manifest.json';
-/** The version this build writes. */
-export const FORMAT_VERSION = 2;
+/**
+ * The newest version this build writes: 3 where a tensor uses a codec version 2 did not have (`zstd-sign`),
+ * 2 otherwise (so an archive that needs nothing new opens in a version-2 reader; see `formatVersionOf`).
+ */
+export const FORMAT_VERSION = 3;
 /**
  * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
+ * 3 added the `zstd-sign` codec.
  */
-export const READ_VERSIONS: readonly number[] = [1, 2];
+export const READ_VERSIONS: readonly number[] = [1, 2, 3];
+/** Codecs a version-2 reader does not know: an archive that uses one is version 3. */
+const VERSION_3_CODECS: ReadonlySet<string> = new Set(['zstd-sign']);
+
+/** The version an archive of these tensors is written as: the lowest that reads all of them. */
+export function formatVersionOf(tensors: readonly TensorRecord[]): number {
+  const newer = (c: CodecRecord | undefined): boolean => c !== undefined && VERSION_3_CODECS.has(c.name);
+  return tensors.some((t) => newer(t.codec) || (t.slices ?? []).some((s) => newer(s.codec))) ? 3 : 2;
+}
 /** A manifest larger than this is not one we wrote. */
 export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 

@@ -15,6 +15,7 @@ import type { ExpectedCodes } from '../codecs/types.js';
 import type { CodeDecoder } from '../archive/decode.js';
 import type { CodecRecord } from '../archive/manifest.js';
 import { allocCodes, type CodeArray } from '../quantize/uniform.js';
+import { joinSigns, signFrames } from '../codecs/raw/sign.js';
 
 type BrowserDecoder = (bytes: Uint8Array, expected: ExpectedCodes, codec: CodecRecord) => Promise<CodeArray>;
 
@@ -135,6 +136,25 @@ const zstd: BrowserDecoder = async (bytes, { width, height, bits }) => {
   return out;
 };
 
+/** Raw codes split into distances and signs (codecs/raw/sign.ts), each through zstd. */
+const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
+  const frames = signFrames(bytes);
+  if (!frames) throw new CodecError('zstd-sign entry: its length prefix does not fit the entry');
+  const distances = await zstd(frames[0], expected, codec);
+  // one sign bit a non-zero distance: the exact size bounds the stream, as for the codes (see zstd above)
+  let nonZero = 0;
+  for (let i = 0; i < distances.length; i++) if (distances[i] !== 0) nonZero++;
+  let signs: Uint8Array = new Uint8Array((nonZero + 7) >>> 3);
+  try {
+    if (signs.length) signs = zstdDecompress(frames[1], signs);
+  } catch (e) {
+    throw new CodecError(`zstd-sign signs do not decode into ${signs.length} bytes: ${(e as Error).message}`);
+  }
+  const codes = joinSigns(distances, signs, expected.bits);
+  if (!codes) throw new CodecError('zstd-sign entry: its signs do not fit its distances');
+  return codes;
+};
+
 /** Access units of an H.264 Annex B stream: one slice NAL per frame (x264 writes one), parameter sets joined to the next slice. */
 function annexBFrames(b: Uint8Array): Uint8Array[] {
   const starts: number[] = [];
@@ -244,6 +264,7 @@ export const BROWSER_DECODERS: Readonly<Record<string, BrowserDecoder>> = {
   avif: canvasImage('image/avif'),
   jpeg: canvasImage('image/jpeg'),
   zstd,
+  'zstd-sign': zstdSign,
   h264: webCodecsVideo('avc1.F4001F'), // High 4:4:4 Predictive (lossless qp 0 included)
   vp9: webCodecsVideo('vp09.01.10.08.03'), // profile 1: 4:4:4
   av1: webCodecsVideo('av01.1.08M.08'), // High profile: 4:4:4

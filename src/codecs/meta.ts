@@ -205,6 +205,21 @@ export const CODEC_META = {
     maxHeight: UNBOUNDED,
     effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
   },
+  'zstd-sign': {
+    name: 'zstd-sign',
+    media: 'raw',
+    mime: 'application/octet-stream',
+    ext: 'zss',
+    description:
+      'not media: raw codes split into distances from the middle code and their signs, each through zstd (effort = level 1–22, default 19); tried beside zstd by --codec auto/smallest; lossless, 8/16-bit',
+    bits: [8, 16],
+    losslessBits: [8, 16],
+    lossless: 'always',
+    defaultLossless: true,
+    maxWidth: UNBOUNDED,
+    maxHeight: UNBOUNDED,
+    effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
+  },
 } satisfies Record<string, CodecMeta>;
 
 export type CodecName = keyof typeof CODEC_META;

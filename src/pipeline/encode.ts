@@ -71,7 +71,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
         const again = await encode(i, undefined, refine.effort);
         if (again.bytes < media.bytes) media = again;
       }
-      if (!best || media.bytes < best.bytes) best = media;
+      if (!best || media.bytes + (plan.codecs[i].margin ?? 0) < best.bytes) best = media;
     }
   if (!best) throw new CodecError('no codec could encode the tensor', ctx);
   return finish(plan, unit, layout, values, prepared, quantized, best);

@@ -86,12 +86,17 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
       });
       if (codec.media === 'video') for (const s of planeShapes(cls.layout)) blockSize(cls.layout, s, settings.block); // checks the block now
     }
+    // the raw floor, plain and sign-split (raw/sign.ts): the smaller of the two is kept per tensor
     if (set)
-      codecs.push({
-        name: 'zstd',
-        options: { lossless: true, effort: set.zstdLevel },
-        ...(set.refine ? { refine: set.refine } : {}),
-      });
+      for (const name of ['zstd', 'zstd-sign'])
+        if (getCodec(name, ctx).losslessBits.includes(settings.bits))
+          codecs.push({
+            name,
+            options: { lossless: true, effort: set.zstdLevel },
+            ...(set.refine ? { refine: set.refine } : {}),
+            // a few bytes of manifest, and version 3 for the archive: kept only where it saves more than that
+            ...(name === 'zstd-sign' ? { margin: 16 } : {}),
+          });
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
 }

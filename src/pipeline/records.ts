@@ -6,7 +6,7 @@
 
 import { basename } from 'node:path';
 import {
-  FORMAT_VERSION,
+  formatVersionOf,
   type CodecRecord,
   type Manifest,
   type PlaneRecord,
@@ -124,7 +124,7 @@ export function buildManifest(parts: {
 }): Manifest {
   return {
     format: 'nnmedia',
-    version: FORMAT_VERSION,
+    version: formatVersionOf(parts.tensors),
     createdBy: `nnmedia ${VERSION}`,
     source: { format: parts.format, file: basename(parts.input), bytes: parts.inputBytes, sha256: parts.sourceSha },
     skeleton: parts.skeleton[0],

@@ -44,6 +44,11 @@ export interface CodecChoice {
   readonly options: CodecOptions;
   /** Try again at this effort when the first result is under `below` of the codes' order-0 entropy (structure to find). */
   readonly refine?: { readonly effort: number; readonly below: number };
+  /**
+   * Bytes this candidate must save over the best before it to be kept: what its choice costs elsewhere (a
+   * longer codec name in the deflated manifest, a newer format version for `zstd-sign`).
+   */
+  readonly margin?: number;
 }
 
 /** A tensor laid out as media and coded. */

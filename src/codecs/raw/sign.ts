@@ -1,0 +1,87 @@
+/**
+ * The sign split of raw codes (codec `zstd-sign`), shared by every platform: a code c of an n-bit grid becomes
+ * its distance from the middle code m = 2ⁿ⁻¹ (which decodes to exactly 0 on a zero-centred grid), |c − m|,
+ * and, for every non-zero distance, one sign bit (1: below the middle), packed eight to a byte, least
+ * significant bit first. Lossless for any codes. Weight codes are nearly symmetric about zero, so the
+ * distances carry one bit less than the codes over half the alphabet, which zstd's per-block Huffman
+ * tables describe in half the space, and the signs of a structured tensor (a Fourier basis) repeat on their
+ * own. Entry layout: u32 LE byte length of the first zstd frame, that frame (the distances as
+ * little-endian codes of the plane's width), then a second frame (the sign bytes).
+ */
+
+import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
+
+/** Code bit depths the split carries (the distance of a 2ⁿ⁻¹ code needs n bits, and no more). */
+export const SIGN_SPLIT_BITS: readonly number[] = [8, 16];
+
+export interface SignSplit {
+  /** |c − 2ⁿ⁻¹| per code, in the plane's own code width. */
+  readonly distances: CodeArray;
+  /** One bit per non-zero distance, in order, LSB first. */
+  readonly signs: Uint8Array;
+}
+
+/** Distances and signs of a plane of n-bit codes. */
+export function splitSigns(codes: CodeArray, bits: number): SignSplit {
+  const mid = 2 ** (bits - 1);
+  const distances = allocCodes(bits, codes.length);
+  let nonZero = 0;
+  for (let i = 0; i < codes.length; i++) if (codes[i] !== mid) nonZero++;
+  const signs = new Uint8Array((nonZero + 7) >>> 3);
+  let k = 0;
+  for (let i = 0; i < codes.length; i++) {
+    const d = codes[i] - mid;
+    if (d === 0) continue;
+    if (d < 0) {
+      distances[i] = -d;
+      signs[k >>> 3] |= 1 << (k & 7);
+    } else distances[i] = d;
+    k++;
+  }
+  return { distances, signs };
+}
+
+/**
+ * The codes again from distances and signs; undefined when they do not fit together (a distance beyond the
+ * grid, or too few or too many sign bytes): the caller names the entry.
+ */
+export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number): CodeArray | undefined {
+  const mid = 2 ** (bits - 1);
+  const out = distances; // in place: the distances are the caller's own, freshly decoded
+  let k = 0;
+  for (let i = 0; i < out.length; i++) {
+    const d = out[i];
+    if (d === 0) {
+      out[i] = mid;
+      continue;
+    }
+    if (k >>> 3 >= signs.length) return undefined;
+    const below = (signs[k >>> 3] >>> (k & 7)) & 1;
+    k++;
+    if (below) {
+      if (d > mid) return undefined;
+      out[i] = mid - d;
+    } else {
+      if (d > mid - 1) return undefined;
+      out[i] = mid + d;
+    }
+  }
+  return (k + 7) >>> 3 === signs.length ? out : undefined;
+}
+
+/** The two frames of a `zstd-sign` entry, or undefined when its length prefix does not fit the entry. */
+export function signFrames(bytes: Uint8Array): [Uint8Array, Uint8Array] | undefined {
+  if (bytes.length < 4) return undefined;
+  const n = (bytes[0] | (bytes[1] << 8) | (bytes[2] << 16)) + bytes[3] * 2 ** 24;
+  if (n > bytes.length - 4) return undefined;
+  return [bytes.subarray(4, 4 + n), bytes.subarray(4 + n)];
+}
+
+/** An entry from its two frames (see signFrames). */
+export function joinFrames(first: Uint8Array, second: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + first.length + second.length);
+  new DataView(out.buffer).setUint32(0, first.length, true);
+  out.set(first, 4);
+  out.set(second, 4 + first.length);
+  return out;
+}

@@ -1,0 +1,115 @@
+/**
+ * The sign split of raw codes (codec `zstd-sign`, format version 3): lossless for any codes, refused where
+ * an entry's parts do not fit together, picked by the default where it is smaller than plain zstd, and an
+ * archive is version 3 only when it uses it.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compressModel, decompressArchive } from '../src/index.js';
+import { getCodec } from '../src/codecs/registry.js';
+import { joinFrames, joinSigns, signFrames, splitSigns } from '../src/codecs/raw/sign.js';
+import { CodecError } from '../src/errors.js';
+import { allocCodes } from '../src/quantize/uniform.js';
+import { stftMelModel } from './helpers/onnx-builder.js';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { gaussian, rng } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+
+/** Codes of Gaussian weights on a zero-centred grid, with the grid's two ends and zeros among them. */
+function symmetricCodes(bits: number, n: number, seed: number): ReturnType<typeof allocCodes> {
+  const mid = 2 ** (bits - 1);
+  const g = gaussian(n, seed, mid / 6);
+  const out = allocCodes(bits, n);
+  for (let i = 0; i < n; i++) out[i] = Math.max(0, Math.min(2 * mid - 1, mid + Math.round(g[i])));
+  out[0] = 0;
+  out[1] = 2 * mid - 1;
+  out[2] = mid;
+  return out;
+}
+
+describe('sign split', () => {
+  for (const bits of [8, 16])
+    it(`${bits}-bit: distances and signs join back to the same codes, whatever the codes`, () => {
+      const codes = symmetricCodes(bits, 10_001, bits);
+      const { distances, signs } = splitSigns(codes, bits);
+      const mid = 2 ** (bits - 1);
+      expect(Math.max(...distances)).toBe(mid); // code 0 is mid below the middle
+      const nonZero = codes.filter((c) => c !== mid).length;
+      expect(signs.length).toBe(Math.ceil(nonZero / 8));
+      expect(joinSigns(distances.slice(), signs, bits)).toEqual(codes);
+      // uniform codes (no symmetry at all) round-trip too
+      const r = rng(bits);
+      const any = allocCodes(bits, 999).map(() => Math.floor(r() * 2 ** bits));
+      const s = splitSigns(any, bits);
+      expect(joinSigns(s.distances.slice(), s.signs, bits)).toEqual(any);
+    });
+
+  it('a plane of middle codes has no sign bytes; parts that do not fit are refused', () => {
+    const zeros = allocCodes(8, 100).fill(128);
+    const s = splitSigns(zeros, 8);
+    expect(s.signs.length).toBe(0);
+    expect(joinSigns(s.distances.slice(), s.signs, 8)).toEqual(zeros);
+    const codes = symmetricCodes(8, 1000, 3);
+    const { distances, signs } = splitSigns(codes, 8);
+    expect(joinSigns(distances.slice(), signs.subarray(1), 8)).toBeUndefined(); // a sign byte short
+    expect(joinSigns(distances.slice(), new Uint8Array([...signs, 0]), 8)).toBeUndefined(); // one too many
+    const far = distances.slice();
+    far[5] = 200; // beyond the 8-bit grid
+    expect(joinSigns(far, signs, 8)).toBeUndefined();
+    expect(signFrames(new Uint8Array([9, 0, 0, 0, 1]))).toBeUndefined(); // a prefix past the entry
+    const [a, b] = signFrames(joinFrames(new Uint8Array([1, 2]), new Uint8Array([3])))!;
+    expect([...a, -1, ...b]).toEqual([1, 2, -1, 3]);
+  });
+
+  it('the Node codec round-trips 8- and 16-bit codes and names a broken entry', async () => {
+    const codec = getCodec('zstd-sign');
+    for (const bits of [8, 16]) {
+      const data = symmetricCodes(bits, 64 * 48, bits + 1);
+      const bytes = await codec.encode({ width: 64, height: 48, bits, data }, { lossless: true, effort: 3 });
+      expect(await codec.decode(bytes, { width: 64, height: 48, bits })).toEqual(data);
+    }
+    // a Fourier basis (rows of cosines, as an STFT's kernels): magnitudes and signs each repeat on their own,
+    // which the split lets zstd find; on i.i.d. noise it does not pay, and the default then keeps plain zstd
+    const basis = allocCodes(8, 257 * 64);
+    for (let k = 0; k < 257; k++)
+      for (let t = 0; t < 64; t++) basis[k * 64 + t] = 128 + Math.round(100 * Math.cos((2 * Math.PI * k * t) / 512));
+    const split = await codec.encode({ width: 64, height: 257, bits: 8, data: basis }, { lossless: true, effort: 19 });
+    const plain = await getCodec('zstd').encode({ width: 64, height: 257, bits: 8, data: basis }, { lossless: true, effort: 19 });
+    expect(split.length).toBeLessThan(plain.length);
+    const data = symmetricCodes(8, 1000, 7);
+    const bytes = await codec.encode({ width: 100, height: 10, bits: 8, data }, { lossless: true, effort: 3 });
+    const cut = bytes.slice(0, bytes.length - 3);
+    await expect(codec.decode(cut, { width: 100, height: 10, bits: 8 })).rejects.toThrow(CodecError);
+    await expect(codec.decode(bytes.subarray(0, 3), { width: 100, height: 10, bits: 8 })).rejects.toThrow(/length prefix/);
+  });
+});
+
+describe('the default keeps the smaller of plain and sign-split zstd', () => {
+  it('an STFT front end (a Fourier basis, signs that repeat) is sign-split, version 3, and decodes to the same model as before', async () => {
+    const model = join(dir, 'stft.onnx');
+    writeFileSync(model, stftMelModel().bytes);
+    const signed = join(dir, 'stft.nnm');
+    const r = await compressModel(model, signed, { force: true });
+    expect(r.manifest.version).toBe(3);
+    const names = r.manifest.tensors.map((t) => t.codec?.name).filter(Boolean);
+    expect(names).toContain('zstd-sign');
+    // the same codes through plain zstd only: a version-2 archive, larger, the same model out
+    const plain = join(dir, 'stft-plain.nnm');
+    const p = await compressModel(model, plain, { force: true, codec: 'zstd' });
+    expect(p.manifest.version).toBe(2);
+    expect(readFileSync(signed).length).toBeLessThan(readFileSync(plain).length * 0.8);
+    await decompressArchive(signed, join(dir, 'a.onnx'), { force: true });
+    await decompressArchive(plain, join(dir, 'b.onnx'), { force: true });
+    expect(readFileSync(join(dir, 'a.onnx'))).toEqual(readFileSync(join(dir, 'b.onnx')));
+  }, 120_000);
+
+  it('an archive without sign-split codes stays version 2 (a version-2 reader opens it)', async () => {
+    const model = join(dir, 'mixed.onnx');
+    writeFileSync(model, mixedModel(2).bytes);
+    const r = await compressModel(model, join(dir, 'mixed.nnm'), { force: true, codec: 'png' });
+    expect(r.manifest.version).toBe(2);
+  }, 60_000);
+});
