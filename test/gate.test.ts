@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
-import { openCalibration } from '../src/pipeline/gate.js';
+import { describeQuality, openCalibration } from '../src/pipeline/gate.js';
+import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
 import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
@@ -110,6 +111,36 @@ describe('quality gate', () => {
         /Expected integer between 1 and 1000 for probeSamples/,
       );
   }, 600_000);
+
+  it('--judge-output: the gate and the probes compare only the named outputs; an unknown name is refused', async () => {
+    // the If model's outputs: score (the first stage) and detail (the second stage, zeros on synthetic inputs)
+    const model = await write('judge.onnx', ifBranchModel());
+    const all = await compressModel(model, join(dir, 'judge-all.nnm'));
+    expect(all.quality!.outputs!.map((o) => o.name).sort()).toEqual(['detail', 'score']);
+    expect(all.quality!.judged).toBeUndefined();
+    const logs: string[] = [];
+    const one = await compressModel(model, join(dir, 'judge-one.nnm'), {
+      calibration: { paths: [], outputs: ['score'] },
+      targetBpw: 6,
+      probeSamples: 1,
+      reprobe: false,
+      minFidelity: 0,
+      onLog: (m) => logs.push(m),
+    });
+    expect(one.quality!.outputs!.map((o) => o.name)).toEqual(['score']);
+    expect(one.quality!.judged).toEqual(['score']);
+    expect(new Archive(join(dir, 'judge-one.nnm')).manifest.quality!.judged).toEqual(['score']);
+    expect(describeQuality(one.quality!)).toMatch(/judged on score only\)$/);
+    expect(logs).toContain('judged on output score only (--judge-output)');
+    await expect(
+      compressModel(model, join(dir, 'judge-bad.nnm'), { calibration: { paths: [], outputs: ['mask'] } }),
+    ).rejects.toThrow(/--judge-output "mask": the model has no such output; its outputs: score, detail/);
+    expect(existsSync(join(dir, 'judge-bad.nnm'))).toBe(false);
+    // the flag: repeatable, names checked for being distinct; the config file's key is `outputs`
+    expect(calibrationSpecFromFlags({ judgeOutput: ['score', 'detail'] }).outputs).toEqual(['score', 'detail']);
+    expect(() => calibrationSpecFromFlags({ judgeOutput: ['score', 'score'] })).toThrow(/distinct output names/);
+    expect(calibrationSpecFromConfig({ outputs: 'score' }, join(dir, 'c.json')).outputs).toEqual(['score']);
+  }, 300_000);
 
   it('does not run what it cannot: safetensors get a record saying why', async () => {
     const f = join(dir, 'st.safetensors');

@@ -198,6 +198,8 @@ export interface QualityRecord {
   outputs?: OutputQuality[];
   /** `If` branches (node: branch) no calibration sample took: their tensors kept the default grid. */
   untakenBranches?: string[];
+  /** `--judge-output`: the only outputs compared (absent: every output). */
+  judged?: string[];
 }
 
 export interface Manifest {

@@ -69,6 +69,12 @@ export const CALIBRATION_OPTIONS: ReadonlyArray<{ flags: string; description: st
     repeatable: true,
   },
   { flags: '--max-calibration-samples <n>', description: 'use at most n samples, evenly spaced (default: all)' },
+  {
+    flags: '--judge-output <name>',
+    description:
+      'judge the model on this output only (quality gate, rate-control probes, eval), e.g. the result of a model that also exports side outputs or features; repeatable (default: every output)',
+    repeatable: true,
+  },
 ];
 
 /** Parsed flag values as commander gives them (strings, or arrays of strings for repeatable flags). */
@@ -97,6 +103,7 @@ export interface CalibrationFlags {
   segment?: string | number;
   state?: string[] | string;
   maxCalibrationSamples?: string | number;
+  judgeOutput?: string[] | string;
 }
 
 function fail(what: string, flag: string, received: unknown): never {
@@ -230,6 +237,12 @@ export function calibrationSpecFromFlags(f: CalibrationFlags): CalibrationSpec {
   if (Object.keys(audio).length) spec.audio = audio;
   if (f.maxCalibrationSamples !== undefined)
     spec.maxSamples = int(f.maxCalibrationSamples, '--max-calibration-samples', 1, 2 ** 31 - 1);
+  const outputs = list(f.judgeOutput).map((o) => {
+    if (typeof o !== 'string' || !o.trim()) fail('an output name', '--judge-output', o);
+    return o.trim();
+  });
+  if (new Set(outputs).size !== outputs.length) fail('distinct output names', '--judge-output', f.judgeOutput);
+  if (outputs.length) spec.outputs = outputs;
   return spec;
 }
 
@@ -238,7 +251,7 @@ export function calibrationSpecFromFlags(f: CalibrationFlags): CalibrationSpec {
  * config file), `inputs` ({"x": [1,3,224,224]} or ["x=1,3,224,224"]), `image` ({size: "224x224" | [W, H],
  * fit, kernel, minWidth, pad, padPosition, range, scale, mean, std, order, layout, channels, input}),
  * `audio` ({rate, window, hop, context, segment, state: {"h": "hn"} | ["h=hn"] | "none", input}),
- * `maxSamples`. Unknown keys are errors (a typo must not pass silently).
+ * `maxSamples`, `outputs` (the outputs judged: a name or a list). Unknown keys are errors (a typo must not pass silently).
  */
 export function calibrationSpecFromConfig(config: unknown, configFile = 'config'): CalibrationSpec {
   const where = `${configFile}: calibration`;
@@ -250,7 +263,7 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
     for (const k of Object.keys(o)) if (!keys.includes(k)) fail(`one of the keys ${keys.join(', ')}`, at, k);
   };
   const c = obj(config, where);
-  known(c, ['paths', 'inputs', 'image', 'audio', 'maxSamples'], where);
+  known(c, ['paths', 'inputs', 'image', 'audio', 'maxSamples', 'outputs'], where);
   const base = dirname(configFile);
   const flags: CalibrationFlags = {};
   if (c.paths !== undefined)
@@ -319,6 +332,7 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
           : (au.state as string | string[]);
   }
   flags.maxCalibrationSamples = c.maxSamples as number | undefined;
+  flags.judgeOutput = c.outputs as string | string[] | undefined;
   for (const k of Object.keys(flags) as Array<keyof CalibrationFlags>) if (flags[k] === undefined) delete flags[k];
   return calibrationSpecFromFlags(flags);
 }
@@ -333,5 +347,6 @@ export function mergeCalibrationSpecs(config: CalibrationSpec | undefined, flags
     ...(config.image || flags.image ? { image: { ...config.image, ...flags.image } } : {}),
     ...(config.audio || flags.audio ? { audio: { ...config.audio, ...flags.audio } } : {}),
     ...((flags.maxSamples ?? config.maxSamples) ? { maxSamples: flags.maxSamples ?? config.maxSamples } : {}),
+    ...((flags.outputs ?? config.outputs) ? { outputs: flags.outputs ?? config.outputs } : {}),
   };
 }

@@ -48,6 +48,11 @@ export interface CalibrationSpec {
   audio?: AudioSpecInput;
   /** At most this many samples, evenly spaced over the set (default: all). */
   maxSamples?: number;
+  /**
+   * `--judge-output NAME` (repeatable): the outputs the model is judged on — quality gate, rate-control probes,
+   * `eval` — where it exports more than its result (side outputs, feature maps). Default: every output.
+   */
+  outputs?: string[];
 }
 
 export type FileKind = 'image' | 'audio' | 'raw';

@@ -26,7 +26,7 @@ import { archiveTotals, count, summaryLines, times } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
 import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
-import { describeQuality } from '../pipeline/gate.js';
+import { checkJudgedOutputs, describeQuality } from '../pipeline/gate.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
@@ -260,9 +260,13 @@ export function buildProgram(): Command {
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
       const spec = calibrationSpecFromFlags(f);
       // calibration data given: the outputs of the original and the rebuilt model compared on it
+      // --judge-output: those outputs compared, on the calibration data or synthetic inputs
+      const outputs = spec.outputs ? checkJudgedOutputs(readInputFile(f.model, 'model'), spec.outputs, f.model) : undefined;
       const task = spec.paths.length
-        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec) })
-        : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
+        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec), outputs })
+        : outputs
+          ? outputsTask({ outputs })
+          : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
       const r = await evaluateArchive(archive, f.model, task);
       // the data and preprocessing the task ran on (a second preprocessing shows here)
       if (f.json)

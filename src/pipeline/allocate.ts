@@ -199,12 +199,14 @@ export async function allocate(parts: {
   if (canRun) {
     const task = options.task;
     const cal = parts.calibration;
+    // --judge-output: the probes compare only the outputs the gate judges
+    const judged = cal?.outputs ? { outputs: cal.outputs } : {};
     // the user's calibration data first, then a task's own data, then the synthetic probe samples
     const calibrate =
       options.calibrate ??
-      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, options.probeSamples ?? PROBE_SAMPLES)) : undefined) ??
+      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, options.probeSamples ?? PROBE_SAMPLES), judged) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
-      (cal ? calibratorFor(probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES)) : randomInputOutputs);
+      (cal ? calibratorFor(probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES), judged) : randomInputOutputs);
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
     if (cal && !options.calibrate && (!task || !cal.set.synthetic)) {
       const n = probeSamples(cal, options.probeSamples ?? (cal.set.synthetic ? SYNTHETIC_PROBE_SAMPLES : PROBE_SAMPLES)).length;

@@ -19,7 +19,7 @@ import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec } from '
 import { findRateInput } from '../calibration/state.js';
 import { syntheticCalibrationSet } from '../calibration/synthetic.js';
 import type { CalibrationSample, CalibrationSet } from '../calibration/types.js';
-import { MissingDependencyError } from '../errors.js';
+import { MissingDependencyError, OptionError } from '../errors.js';
 import { measureFidelity, type FidelityReport } from '../eval/fidelity.js';
 import { roundSignificant } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
@@ -45,6 +45,8 @@ export interface Calibration {
   readonly untakenBranches: readonly string[];
   /** Keys of the tensors inside those branches. */
   readonly untakenTensors: ReadonlySet<string>;
+  /** `--judge-output`: the outputs the gate and the probes compare (default: every output). */
+  readonly outputs?: readonly string[];
 }
 
 /** Why a model cannot be run here, or undefined when it can. */
@@ -72,6 +74,7 @@ export async function openCalibration(
   signal?: AbortSignal,
 ): Promise<Calibration> {
   const source = readFileSync(input);
+  const outputs = spec?.outputs?.length ? checkJudgedOutputs(source, spec.outputs, input) : undefined;
   const set = spec?.paths.length
     ? await buildCalibrationSet(source, spec)
     : await syntheticCalibrationSet(source, {
@@ -112,7 +115,25 @@ export async function openCalibration(
       );
     }
   }
-  return { source, set, probe: split.probe, heldBack: split.heldBack, untakenBranches, untakenTensors };
+  if (outputs) log?.(`judged on ${outputs.length === 1 ? 'output' : 'outputs'} ${outputs.join(', ')} only (--judge-output)`);
+  return {
+    source,
+    set,
+    probe: split.probe,
+    heldBack: split.heldBack,
+    untakenBranches,
+    untakenTensors,
+    ...(outputs ? { outputs } : {}),
+  };
+}
+
+/** `--judge-output` names, each checked against the model's outputs (an unknown one names the ones there are). */
+export function checkJudgedOutputs(model: Uint8Array, names: readonly string[], file?: string): readonly string[] {
+  const have = describeModel(model, file).outputs.map((o) => o.name);
+  for (const n of names)
+    if (!have.includes(n))
+      throw new OptionError(`--judge-output ${JSON.stringify(n)}: the model has no such output; its outputs: ${have.join(', ')}`);
+  return names;
 }
 
 const r4 = (v: number): number => roundSignificant(v, 4);
@@ -141,6 +162,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.state ? { state: true } : {}),
     })),
     ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
+    ...(cal.outputs ? { judged: [...cal.outputs] } : {}),
   };
 }
 
@@ -153,7 +175,7 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
   } finally {
     archive.close();
   }
-  return measureFidelity(cal.source, candidate, cal.heldBack, { signal });
+  return measureFidelity(cal.source, candidate, cal.heldBack, { signal, ...(cal.outputs ? { outputs: cal.outputs } : {}) });
 }
 
 /** One line for reports: `fidelity 0.9984 ≥ 0.9 (worst output: y; 4 held-back synthetic samples)`. */
@@ -161,5 +183,6 @@ export function describeQuality(q: QualityRecord): string {
   if (!q.checked) return `quality not checked: ${q.reason}`;
   const rel = q.passed ? '≥' : '<';
   const kind = q.synthetic ? ' synthetic' : '';
-  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} samples)`;
+  const judged = q.judged ? `; judged on ${q.judged.join(', ')} only` : '';
+  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} samples${judged})`;
 }

@@ -18,6 +18,8 @@ export interface OutputsTaskOptions {
   /** Synthetic samples when no calibration set is given. */
   count?: number;
   seed?: number;
+  /** The outputs compared (`--judge-output`; default: every output). */
+  outputs?: readonly string[];
 }
 
 /** Each sample's outputs and which of them are recurrent state. */
@@ -33,9 +35,11 @@ export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<Out
     options.calibration ? Promise.resolve(options.calibration) : cachedSyntheticSet(model, seed, count);
   const synthetic = !options.calibration || options.calibration.synthetic;
   const note = synthetic ? ' (synthetic inputs)' : '';
+  const fetch = options.outputs?.length ? { outputs: options.outputs } : {};
+  const judged = options.outputs?.length ? `; judged on ${options.outputs.join(', ')} only` : '';
   const run = async (model: Uint8Array): Promise<OutputsRun> => {
     const set = await setFor(model);
-    const results = await runCalibration(model, set.samples);
+    const results = await runCalibration(model, set.samples, fetch);
     const samples = [];
     for (const r of results) {
       const data = await r.sample.load();
@@ -77,10 +81,10 @@ export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<Out
   return {
     name: 'outputs',
     description: options.calibration
-      ? `any model: outputs on ${options.calibration.samples.length} calibration samples compared with the original model (${options.calibration.description})`
-      : `any model: outputs on ${count} SYNTHETIC inputs (no calibration data given; shapes from the graph) compared with the original model`,
+      ? `any model: outputs on ${options.calibration.samples.length} calibration samples compared with the original model (${options.calibration.description}${judged})`
+      : `any model: outputs on ${count} SYNTHETIC inputs (no calibration data given; shapes from the graph) compared with the original model${judged}`,
     run,
-    calibrate: async (model) => calibratorFor((await setFor(model)).samples.slice(0, 1))(model),
+    calibrate: async (model) => calibratorFor((await setFor(model)).samples.slice(0, 1), fetch)(model),
     baseline: () => [],
     compare,
     loss: (a, b) => 1 - report(a, b).fidelity,
