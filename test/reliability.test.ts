@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -20,8 +20,10 @@ import {
   openModel,
 } from '../src/index.js';
 import { ZipWriter, checkEntryName } from '../src/archive/zip.js';
+import { tileEntries } from '../src/archive/manifest.js';
 import { openSync, closeSync } from 'node:fs';
 import { mixedModel } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
@@ -136,6 +138,54 @@ describe('hostile input (property-based, bounded)', () => {
     },
     FUZZ_TIMEOUT,
   );
+});
+
+describe('a damaged entry found part-way through a streamed write', () => {
+  // decompress checks each entry's sha256 as it reads it (no verifying pass first): a safetensors file is
+  // streamed tensor by tensor, so the damage below is found after earlier tensors were written to the
+  // temporary file, which must go with the error
+  for (const jobs of [1, 2])
+    it(`--jobs ${jobs}: the last tensor's entry flipped → E_CORRUPT_ARCHIVE naming it, no output, no temp file`, async () => {
+      const sub = join(dir, `late-${jobs}`);
+      mkdirSync(sub, { recursive: true });
+      // three 300×400 float32 matrices: each coded as a PNG of its own ZIP entry (too large for a pack)
+      const model = join(sub, 'big.safetensors');
+      const header: Record<string, unknown> = {};
+      const parts: Buffer[] = [];
+      for (let k = 0; k < 3; k++) {
+        const v = gaussian(300 * 400, 70 + k, 0.05);
+        header[`layers.${k}.weight`] = {
+          dtype: 'F32',
+          shape: [300, 400],
+          data_offsets: [k * v.byteLength, (k + 1) * v.byteLength],
+        };
+        parts.push(Buffer.from(v.buffer));
+      }
+      const json = Buffer.from(JSON.stringify(header).padEnd(8 * Math.ceil(JSON.stringify(header).length / 8)));
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length));
+      writeFileSync(model, Buffer.concat([len, json, ...parts]));
+      const good = join(sub, 'good.nnm');
+      await compressModel(model, good, { codec: 'png', check: false });
+      const a = new Archive(good);
+      const last = a.manifest.tensors.find((t) => t.name === 'layers.2.weight')!;
+      const entry = [...tileEntries(last)].at(-1)!;
+      expect(Object.keys(a.manifest.entries)).toContain(entry); // an entry of its own, read when its tensor is
+      const member = a.entry(entry, last.name);
+      a.close();
+      const bytes = readFileSync(good);
+      const at = bytes.indexOf(Buffer.from(member));
+      expect(at).toBeGreaterThan(0);
+      bytes[at + Math.floor(member.length / 2)] ^= 0x55;
+      const bad = join(sub, 'bad.nnm');
+      writeFileSync(bad, bytes);
+      const before = listDir(sub);
+      await expect(decompressArchive(bad, join(sub, 'out.safetensors'), { jobs })).rejects.toMatchObject({
+        code: 'E_CORRUPT_ARCHIVE',
+        message: expect.stringMatching(/t\/2\/p0\.png: (CRC-32|sha256) mismatch/),
+      });
+      expect(listDir(sub)).toEqual(before);
+    });
 });
 
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {

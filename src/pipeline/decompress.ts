@@ -1,7 +1,8 @@
 /**
- * decompress: .nnm archive → verify checksums → decode media → un-lay-out →
- * dequantize (M1) → rebuild the model in its original format (M9). The output
- * is written only after every entry has been verified and decoded. The
+ * decompress: .nnm archive → entries read and checked (sha256) → decode media → un-lay-out →
+ * dequantize (M1) → rebuild the model in its original format (M9). Every entry is checked as it is
+ * read, before its bytes are used; the output goes to a temporary file renamed into place only when
+ * complete (ONNX: written only after the whole model is rebuilt), so a damaged archive leaves none. The
  * decoding itself is the isomorphic one of archive/decode.ts (the browser's
  * too); this module adds files, worker threads and streamed writing.
  */
@@ -122,7 +123,8 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
 
 /** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
 export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
-  archive.verify();
+  // every entry is checked against the manifest's sha256 as it is read (Archive.entry), before any of its bytes
+  // are used, and nothing is written until the whole model is rebuilt: no separate pass over the archive
   const values = await decodeAllTensors(archive, options);
   const skeleton = archive.skeleton();
   const restored = archive.manifest.tensors
@@ -288,8 +290,9 @@ export async function decompressArchive(
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
     let bytes = 0;
     if (format === 'safetensors') {
-      // every checksum is verified before the first byte is written (entry by entry: bounded memory)
-      archive.verify();
+      // every entry is checked against the manifest's sha256 as it is read, before its bytes are used; a damaged
+      // one found part-way fails the write, and writeAtomic removes the temporary file: no output, as before,
+      // without reading and hashing the whole archive twice
       await writeAtomic(
         output,
         async (fd) => {
