@@ -63,16 +63,18 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   let best: EncodedMedia | undefined;
   if (target !== undefined && !lossless)
     best = await lowestQuality(codecs[0].codec.quality!, target, settings.bits, prepared, quantized, encode);
-  else
+  else {
+    let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
     for (let i = 0; i < codecs.length; i++) {
       let media = await encode(i);
       const refine = plan.codecs[i].refine;
-      if (refine && media.bytes * 8 < refine.below * codes.reduce((n, c) => n + codeEntropyBits(c), 0)) {
+      if (refine && media.bytes * 8 < refine.below * (entropy ??= codes.reduce((n, c) => n + codeEntropyBits(c), 0))) {
         const again = await encode(i, undefined, refine.effort);
         if (again.bytes < media.bytes) media = again;
       }
       if (!best || media.bytes + (plan.codecs[i].margin ?? 0) < best.bytes) best = media;
     }
+  }
   if (!best) throw new CodecError('no codec could encode the tensor', ctx);
   return finish(plan, unit, layout, values, prepared, quantized, best);
 }

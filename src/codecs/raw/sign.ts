@@ -21,24 +21,29 @@ export interface SignSplit {
   readonly signs: Uint8Array;
 }
 
-/** Distances and signs of a plane of n-bit codes. */
+/** Distances and signs of a plane of n-bit codes (one pass, no data-dependent branch but the byte flush). */
 export function splitSigns(codes: CodeArray, bits: number): SignSplit {
   const mid = 2 ** (bits - 1);
-  const distances = allocCodes(bits, codes.length);
-  let nonZero = 0;
-  for (let i = 0; i < codes.length; i++) if (codes[i] !== mid) nonZero++;
-  const signs = new Uint8Array((nonZero + 7) >>> 3);
-  let k = 0;
-  for (let i = 0; i < codes.length; i++) {
+  const n = codes.length;
+  const distances = allocCodes(bits, n);
+  const signs = new Uint8Array((n + 7) >>> 3); // at most one bit a code; cut to the bits used below
+  let acc = 0;
+  let k = 0; // sign bits so far
+  let byte = 0;
+  for (let i = 0; i < n; i++) {
     const d = codes[i] - mid;
-    if (d === 0) continue;
-    if (d < 0) {
-      distances[i] = -d;
-      signs[k >>> 3] |= 1 << (k & 7);
-    } else distances[i] = d;
-    k++;
+    const neg = d >> 31; // −1 below the middle, else 0
+    distances[i] = (d ^ neg) - neg;
+    const nz = (d | -d) >>> 31; // 1 for a non-zero distance
+    acc |= (neg & nz) << (k & 7);
+    k += nz;
+    if ((k & 7) === 0 && nz) {
+      signs[byte++] = acc;
+      acc = 0;
+    }
   }
-  return { distances, signs };
+  if (k & 7) signs[byte++] = acc;
+  return { distances, signs: signs.subarray(0, byte) };
 }
 
 /**
@@ -48,25 +53,21 @@ export function splitSigns(codes: CodeArray, bits: number): SignSplit {
 export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number): CodeArray | undefined {
   const mid = 2 ** (bits - 1);
   const out = distances; // in place: the distances are the caller's own, freshly decoded
+  const n = out.length;
   let k = 0;
-  for (let i = 0; i < out.length; i++) {
+  let bad = 0;
+  const last = signs.length * 8;
+  for (let i = 0; i < n; i++) {
     const d = out[i];
-    if (d === 0) {
-      out[i] = mid;
-      continue;
-    }
-    if (k >>> 3 >= signs.length) return undefined;
-    const below = (signs[k >>> 3] >>> (k & 7)) & 1;
-    k++;
-    if (below) {
-      if (d > mid) return undefined;
-      out[i] = mid - d;
-    } else {
-      if (d > mid - 1) return undefined;
-      out[i] = mid + d;
-    }
+    const nz = (d | -d) >>> 31;
+    // a bit past the last sign byte reads 0 here and is caught by the count check below
+    const below = k < last ? (signs[k >>> 3] >>> (k & 7)) & nz & 1 : 0;
+    k += nz;
+    // below: mid − d (d ≤ mid); above: mid + d (d ≤ mid − 1)
+    out[i] = mid + d - 2 * d * below;
+    bad |= d > mid - 1 + below ? 1 : 0;
   }
-  return (k + 7) >>> 3 === signs.length ? out : undefined;
+  return bad || (k + 7) >>> 3 !== signs.length ? undefined : out;
 }
 
 /** The two frames of a `zstd-sign` entry, or undefined when its length prefix does not fit the entry. */
