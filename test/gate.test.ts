@@ -15,6 +15,7 @@ import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/cali
 import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
+import { gaussian } from './helpers/random.js';
 
 const dir = tempDir();
 const write = async (name: string, built: unknown): Promise<string> => {
@@ -141,6 +142,23 @@ describe('quality gate', () => {
     expect(() => calibrationSpecFromFlags({ judgeOutput: ['score', 'score'] })).toThrow(/distinct output names/);
     expect(calibrationSpecFromConfig({ outputs: 'score' }, join(dir, 'c.json')).outputs).toEqual(['score']);
   }, 300_000);
+
+  it('says when the gate rests on too few held-back samples (fewer than 4), and not when it does not', async () => {
+    const built = ifBranchModel();
+    const model = await write('few.onnx', built);
+    const sample = (k: number): { x: number[][] } => ({ x: [Array.from(gaussian(64, 300 + k, 1))] });
+    const run = async (n: number): Promise<string[]> => {
+      const file = join(dir, `few-${n}.json`);
+      writeFileSync(file, JSON.stringify(Array.from({ length: n }, (_, k) => sample(k))));
+      const logs: string[] = [];
+      await compressModel(model, join(dir, `few-${n}.nnm`), { calibration: { paths: [file] }, onLog: (m) => logs.push(m) });
+      return logs;
+    };
+    expect((await run(8)).find((l) => l.startsWith('only '))).toMatch(
+      /^only 2 held-back calibration samples: the quality gate's verdict rests on them alone; give at least 16/,
+    );
+    expect((await run(16)).some((l) => l.startsWith('only '))).toBe(false);
+  }, 120_000);
 
   it('does not run what it cannot: safetensors get a record saying why', async () => {
     const f = join(dir, 'st.safetensors');

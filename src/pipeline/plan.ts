@@ -95,7 +95,7 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
             options: { lossless: true, effort: set.zstdLevel },
             ...(set.refine ? { refine: set.refine } : {}),
             // a few bytes of manifest, and version 3 for the archive: kept only where it saves more than that
-            ...(name === 'zstd-sign' ? { margin: 16 } : {}),
+            ...(name === 'zstd-sign' ? { margin: 4 } : {}),
           });
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
