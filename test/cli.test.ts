@@ -53,6 +53,20 @@ describe('nnmedia CLI', () => {
     expect(im.stdout).toMatch(/lstmW\s+lstm\s+2×80×12\s+float32\s+7680\s+8 × 12×20/);
   });
 
+  it('--judge-output on compress and eval: only that output compared, said in the report; an unknown name exits 2 naming the outputs', async () => {
+    const c = await cli('compress', model, '-o', 'judged.nnm', '--judge-output', 'yA', '--force');
+    expect(c.code).toBe(0);
+    expect(c.stderr + c.stdout).toMatch(/judged on yA only\)/);
+    const inspect = await cli('inspect', 'judged.nnm', '--json');
+    expect(JSON.parse(inspect.stdout).quality).toMatchObject({ judged: ['yA'] });
+    const e = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA');
+    expect(e.code).toBe(0);
+    expect(e.stdout).toMatch(/judged on yA only/);
+    const bad = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'nope');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/E_OPTION: --judge-output "nope": the model has no such output; its outputs: /);
+  });
+
   it('--slice-weights: W1 (512 weights) coded as slices of 16 output rows, shown by inspect; too small a size is refused (exit 2)', async () => {
     const c = await cli('compress', model, '-o', 'sliced.nnm', '--slice-weights', '256', '--json');
     expect(c.code).toBe(0);
