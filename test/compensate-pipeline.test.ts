@@ -52,7 +52,15 @@ describe('compress --compensate', () => {
     expect(comp.quality!.fidelity!).toBeGreaterThanOrEqual(rtn.quality!.fidelity!);
     expect(new Archive(join(dir, 'comp.nnm')).manifest.options).toMatchObject({ compensate: true });
     expect(new Archive(join(dir, 'rtn.nnm')).manifest.options).not.toHaveProperty('compensate');
-  }, 120_000);
+    // --act-order and --damp reach every place that compensates: other codes, recorded; without compensate refused
+    const ordered = await compressModel(model, join(dir, 'act.nnm'), { ...base, compensate: true, actOrder: true, damp: 0.1 });
+    expect(ordered.compensation!.compensated.length).toBe(comp.compensation!.compensated.length);
+    expect(readFileSync(join(dir, 'act.nnm')).equals(readFileSync(join(dir, 'comp.nnm')))).toBe(false);
+    expect(new Archive(join(dir, 'act.nnm')).manifest.options).toMatchObject({ compensate: true, actOrder: true, damp: 0.1 });
+    await expect(compressModel(model, join(dir, 'x.nnm'), { ...base, actOrder: true })).rejects.toThrow(
+      /actOrder sets how compensate works: it needs compensate/,
+    );
+  }, 180_000);
 
   it('rounds tensors of an If branch no calibration sample takes to nearest and says which and why', async () => {
     const model = join(dir, 'wake.onnx');

@@ -137,7 +137,7 @@ export function compensatePlanes(
   layout: LayoutSpec,
   settings: QuantizeSettings,
   stats: TensorStatistics | undefined,
-  options: GptqOptions = {},
+  options: GptqOptions = stats?.gptq ?? {},
 ): CompensatedQuantization[] {
   const base = quantizePlanes(planes, shapes, settings);
   const misfit = stats ? statisticsMisfit(layout, stats) : undefined;

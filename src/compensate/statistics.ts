@@ -66,6 +66,8 @@ export interface TensorStatistics {
   sources: string[];
   /** Why H is a stand-in for the true input statistics, where it is. */
   approximate?: string;
+  /** How to compensate with these statistics (damping, column order): the run's `--damp` / `--act-order`. */
+  gptq?: { damp?: number; actOrder?: boolean };
 }
 
 export interface StatisticsReport {

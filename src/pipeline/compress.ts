@@ -81,6 +81,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // allocation, so its probes and error model see the compensated error of every candidate grid; the final
     // codes use them too (the gate judges on the held-back samples)
     const gathered = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
+    // --damp / --act-order travel with the statistics to every place that compensates (allocation, workers)
+    if (gathered && resolved.gptq) for (const s of gathered.stats.values()) s.gptq = { ...resolved.gptq };
     // on a grid the user fixed, compensate each tensor only where it is worth its extra bits there (the
     // allocation weighs that itself, per candidate)
     const compensation = gathered && !resolved.allocating ? fixedGridCompensation(reader, unique, gathered, resolved) : gathered;

@@ -127,6 +127,10 @@ export interface CompressOptions extends Partial<EncodeSettings> {
    * (the decoder is unchanged). Needs a model that can run (ONNX, onnxruntime-node). Default false.
    */
   compensate?: boolean;
+  /** compensate: damping, the fraction of mean diag(H) added to H's diagonal (default 0.01; docs/compensation.md). */
+  damp?: number;
+  /** compensate: quantize the columns in order of decreasing H diagonal (GPTQ's act-order; default false). */
+  actOrder?: boolean;
 }
 
 /**
@@ -407,6 +411,19 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     ],
   },
   {
+    key: 'damp',
+    expected: 'number between 0 and 10',
+    valid: (v) => isNum(v, 0, 10),
+    flags: [{ flag: '--damp <x>', help: 'compensate: damping, fraction of mean diag(H) added to its diagonal (default 0.01)' }],
+    argument: 'number',
+  },
+  {
+    key: 'actOrder',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [{ flag: '--act-order', help: 'compensate: quantize columns in order of decreasing input energy (GPTQ act-order)' }],
+  },
+  {
     key: 'sensitivityWeight',
     expected: 'number between 0 and 1',
     valid: (v) => isNum(v, 0, 1),
@@ -527,6 +544,10 @@ export function checkCompressOptions(o: CompressOptions): void {
   checkSettings(o);
   if (o.maxLoss !== undefined && !o.task) throw new OptionError('maxLoss needs a task evaluator (--task) to measure the loss');
   if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
+  if ((o.damp !== undefined || o.actOrder) && !o.compensate)
+    throw new OptionError(
+      `${o.damp !== undefined ? 'damp' : 'actOrder'} sets how compensate works: it needs compensate (--compensate)`,
+    );
   if ((o.targetBpw !== undefined || o.maxLoss !== undefined) && o.quantizer !== undefined && o.quantizer !== stepGrid.id)
     throw new OptionError(`allocation across layers chooses step grids: quantizer ${o.quantizer} cannot be used with it`);
   for (const [i, r] of (o.rules ?? []).entries()) {
@@ -575,6 +596,8 @@ export interface ResolvedOptions {
   readonly check: boolean;
   /** Error-compensating rounding of the final codes (compensate). */
   readonly compensate: boolean;
+  /** compensate's damping and column order (undefined: the library's defaults). */
+  readonly gptq?: { readonly damp?: number; readonly actOrder?: boolean };
   readonly calibrate?: Calibrator;
   readonly onLog?: (message: string) => void;
   readonly onDebug?: (message: string) => void;
@@ -620,6 +643,7 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     minFidelity: o.minFidelity ?? DEFAULT_MIN_FIDELITY,
     check: o.check ?? true,
     compensate: o.compensate ?? false,
+    ...(o.damp !== undefined || o.actOrder ? { gptq: { damp: o.damp, actOrder: o.actOrder ?? false } } : {}),
     calibrate: o.calibrate,
     onLog: o.onLog,
     onDebug: o.onDebug,
@@ -748,6 +772,8 @@ function echoOf(o: CompressOptions, r: Omit<ResolvedOptions, 'echo'>): Record<st
     ...(r.maxLoss !== undefined ? { maxLoss: r.maxLoss, task: r.task?.name } : {}),
     ...(given('minFidelity') ? { minFidelity: r.minFidelity } : {}),
     ...(r.compensate ? { compensate: true } : {}),
+    ...(r.gptq?.damp !== undefined ? { damp: r.gptq.damp } : {}),
+    ...(r.gptq?.actOrder ? { actOrder: true } : {}),
     ...(r.probeSamples !== undefined ? { probeSamples: r.probeSamples } : {}),
     nonFinite: r.nonFinite,
     rules: r.rules,
