@@ -5,12 +5,13 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   Archive,
+  CorruptArchiveError,
   bytesSource,
   compressModel,
   decodeArchiveSource,
@@ -21,6 +22,8 @@ import {
 } from '../src/index.js';
 import { ZipWriter, checkEntryName } from '../src/archive/zip.js';
 import { tileEntries } from '../src/archive/manifest.js';
+import { inspectPath } from '../src/cli/inspect.js';
+import { encodeFloats } from '../src/formats/model.js';
 import { openSync, closeSync } from 'node:fs';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -140,54 +143,6 @@ describe('hostile input (property-based, bounded)', () => {
   );
 });
 
-describe('a damaged entry found part-way through a streamed write', () => {
-  // decompress checks each entry's sha256 as it reads it (no verifying pass first): a safetensors file is
-  // streamed tensor by tensor, so the damage below is found after earlier tensors were written to the
-  // temporary file, which must go with the error
-  for (const jobs of [1, 2])
-    it(`--jobs ${jobs}: the last tensor's entry flipped → E_CORRUPT_ARCHIVE naming it, no output, no temp file`, async () => {
-      const sub = join(dir, `late-${jobs}`);
-      mkdirSync(sub, { recursive: true });
-      // three 300×400 float32 matrices: each coded as a PNG of its own ZIP entry (too large for a pack)
-      const model = join(sub, 'big.safetensors');
-      const header: Record<string, unknown> = {};
-      const parts: Buffer[] = [];
-      for (let k = 0; k < 3; k++) {
-        const v = gaussian(300 * 400, 70 + k, 0.05);
-        header[`layers.${k}.weight`] = {
-          dtype: 'F32',
-          shape: [300, 400],
-          data_offsets: [k * v.byteLength, (k + 1) * v.byteLength],
-        };
-        parts.push(Buffer.from(v.buffer));
-      }
-      const json = Buffer.from(JSON.stringify(header).padEnd(8 * Math.ceil(JSON.stringify(header).length / 8)));
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(json.length));
-      writeFileSync(model, Buffer.concat([len, json, ...parts]));
-      const good = join(sub, 'good.nnm');
-      await compressModel(model, good, { codec: 'png', check: false });
-      const a = new Archive(good);
-      const last = a.manifest.tensors.find((t) => t.name === 'layers.2.weight')!;
-      const entry = [...tileEntries(last)].at(-1)!;
-      expect(Object.keys(a.manifest.entries)).toContain(entry); // an entry of its own, read when its tensor is
-      const member = a.entry(entry, last.name);
-      a.close();
-      const bytes = readFileSync(good);
-      const at = bytes.indexOf(Buffer.from(member));
-      expect(at).toBeGreaterThan(0);
-      bytes[at + Math.floor(member.length / 2)] ^= 0x55;
-      const bad = join(sub, 'bad.nnm');
-      writeFileSync(bad, bytes);
-      const before = listDir(sub);
-      await expect(decompressArchive(bad, join(sub, 'out.safetensors'), { jobs })).rejects.toMatchObject({
-        code: 'E_CORRUPT_ARCHIVE',
-        message: expect.stringMatching(/t\/2\/p0\.png: (CRC-32|sha256) mismatch/),
-      });
-      expect(listDir(sub)).toEqual(before);
-    });
-});
-
 describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile values)', () => {
   // the sliced archive codes every matrix of the fixture as slices: its records are two levels deeper
   for (const [label, model, sliceWeights, depth] of [
@@ -298,6 +253,116 @@ describe('archives that try to escape', () => {
         for (const t of r.tensors) r.read(t.key);
       }).toThrow(NnmediaError);
     }
+  });
+});
+
+describe('a corrupt entry found while decoding (entries are checked when read, not in a pass before)', () => {
+  // four tensors, each coded into a ZIP entry of its own (larger than a pack member): the last one in file order
+  // is read after the others have been decoded and written to the temporary file
+  const file = join(dir, 'late.safetensors');
+  const names = ['a.weight', 'b.weight', 'c.weight', 'd.weight'];
+  {
+    const datas = names.map((_, i) => encodeFloats(gaussian(384 * 384, 100 + i, 0.05), 'float32'));
+    const header: Record<string, unknown> = {};
+    let off = 0;
+    for (const [i, n] of names.entries()) {
+      header[n] = { dtype: 'F32', shape: [384, 384], data_offsets: [off, off + datas[i].length] };
+      off += datas[i].length;
+    }
+    let json = JSON.stringify(header);
+    while (json.length % 8) json += ' ';
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...datas]));
+  }
+  const good = join(dir, 'late.nnm');
+  const flipped = join(dir, 'late-flipped.nnm');
+  let entry = '';
+
+  it("the archive: one ZIP entry per tensor, the last tensor's entry flipped in its middle", async () => {
+    await compressModel(file, good, { check: false });
+    const a = new Archive(good);
+    const last = a.manifest.tensors.find((t) => t.name === 'd.weight')!;
+    a.close();
+    expect(last.layout).toBeDefined();
+    [entry] = [...tileEntries(last)];
+    expect(entry).toBeDefined();
+    const bytes = a.manifest.entries[entry]?.bytes;
+    expect(bytes).toBeGreaterThan(64 * 1024); // a ZIP entry of its own, not a pack member
+    const b = Buffer.from(readFileSync(good));
+    const at = b.indexOf(Buffer.from(entry, 'latin1')); // the local header's name: the data follows it (stored, no extra field)
+    expect(at).toBeGreaterThan(0);
+    b[at + entry.length + Math.floor(bytes / 2)] ^= 0x10;
+    writeFileSync(flipped, b);
+  });
+
+  for (const jobs of [1, 2])
+    it(`--jobs ${jobs}: E_CORRUPT_ARCHIVE naming the entry and the tensor, after earlier tensors were written; no output, no temp file`, async () => {
+      const out = join(dir, `late-${jobs}.safetensors`);
+      const before = listDir(dir);
+      const written: string[] = [];
+      const e = await decompressArchive(flipped, out, { jobs, onProgress: (p) => written.push(p.tensor) }).catch(
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(CorruptArchiveError);
+      expect((e as CorruptArchiveError).code).toBe('E_CORRUPT_ARCHIVE');
+      expect((e as CorruptArchiveError).tensor).toBe('d.weight');
+      expect((e as Error).message).toMatch(
+        new RegExp(`tensor d\\.weight: entry ${entry.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 mismatch \\(corrupt\\)$`),
+      );
+      // the output was being written when the corrupt entry was read: earlier tensors were in the temp file
+      expect(written.length).toBeGreaterThan(0);
+      expect(written).not.toContain('d.weight');
+      expect(listDir(dir)).toEqual(before);
+      // the undamaged archive decodes (lossy: to a model of the source's size)
+      await decompressArchive(good, out, { jobs });
+      expect(readFileSync(out).length).toBe(readFileSync(file).length);
+    });
+
+  it('inspect still checks every entry (CRC-32 and sha256) and names the damaged one', async () => {
+    const log = console.log;
+    console.log = () => {};
+    try {
+      await expect(inspectPath(flipped)).rejects.toThrow(
+        new RegExp(
+          `1 of \\d+ entries fail their checksum: ${entry.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(tensor d\\.weight\\)`,
+        ),
+      );
+    } finally {
+      console.log = log;
+    }
+  });
+
+  it('the ONNX path (rebuilt in memory): a corrupt entry of the last coded tensor leaves no output either', async () => {
+    const g = join(dir, 'late-onnx.nnm');
+    await compressModel(onnxFile, g, { check: false });
+    const a = new Archive(g);
+    const coded = a.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+    const [tile] = [...tileEntries(coded[coded.length - 1])];
+    // a small tile is a member of a pack: the pack is the ZIP entry, the member at its offset inside it
+    const pack = Object.entries(a.manifest.packs ?? {}).find(([, m]) => m.some(([n]) => n === tile));
+    a.close();
+    const zipName = pack?.[0] ?? tile;
+    let offset = 0;
+    for (const [n, size] of pack?.[1] ?? []) {
+      if (n === tile) break;
+      offset += size;
+    }
+    const b = Buffer.from(readFileSync(g));
+    const at = b.indexOf(Buffer.from(zipName, 'latin1'));
+    expect(at).toBeGreaterThan(0);
+    b[at + zipName.length + offset + 8] ^= 0x04;
+    const f = join(dir, 'late-onnx-flipped.nnm');
+    writeFileSync(f, b);
+    const out = join(dir, 'late-onnx.onnx');
+    const before = listDir(dir);
+    const e = await decompressArchive(f, out, { jobs: 1 }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(CorruptArchiveError);
+    expect((e as Error).message).toMatch(
+      new RegExp(`entry ${zipName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 mismatch \\(corrupt\\)$`),
+    );
+    expect((e as CorruptArchiveError).tensor).toBeDefined();
+    expect(listDir(dir)).toEqual(before);
   });
 });
 

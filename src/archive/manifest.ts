@@ -383,6 +383,32 @@ export function skeletonEntries(m: Manifest): string[] {
   return m.skeletonParts ?? [m.skeleton];
 }
 
+/** The entries decoding one coded tensor or slice reads: its media entries, the entries its ranges point into, its exact side values. */
+export function recordEntries(record: TensorRecord): Set<string> {
+  const names = new Set<string>();
+  for (const pr of record.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
+  for (const r of record.quant?.ranges ?? []) {
+    const ref = parseRangeRef(r);
+    if (ref) names.add(ref.entry);
+  }
+  if (record.nonFinite) names.add(record.nonFinite);
+  return names;
+}
+
+/**
+ * The entries (ZIP entries or pack members) restoring the whole model reads: every coded tensor's (all
+ * slices), every float16-kept tensor's, and the skeleton's parts.
+ */
+export function modelEntries(m: Manifest): Set<string> {
+  const names = new Set<string>();
+  for (const t of m.tensors) {
+    if (t.layout && !t.sameAs) for (const { record } of codedParts(t)) for (const n of recordEntries(record)) names.add(n);
+    if (t.half) names.add(t.half.entry);
+  }
+  for (const p of skeletonEntries(m)) names.add(p);
+  return names;
+}
+
 /** Every media entry of a tensor's planes (all slices), each once. */
 export function tileEntries(t: TensorRecord): Set<string> {
   return new Set(codedParts(t).flatMap((c) => (c.record.planes ?? []).flatMap((p) => p.tiles.map((tile) => tile.entry))));

@@ -1,6 +1,7 @@
 /**
- * The archive on Node: a file read by offset (ZipReader: directory, CRC-32), its manifest through the one
- * validator, entries checked against the manifest's sha256 on read; and Node's side of the platform seam
+ * The archive on Node: a file read by offset (ZipReader: directory; CRC-32 of the manifest), its manifest
+ * through the one validator, entries checked against the manifest's sha256 when read (decoding reads an
+ * entry once and checks it then; `checkEntry` for inspect adds the CRC-32); and Node's side of the platform seam
  * (sha256 and inflate from node:crypto and node:zlib, codes through the codec registry's decoders).
  */
 
@@ -16,6 +17,7 @@ import {
   MANIFEST_NAME,
   MAX_MANIFEST_BYTES,
   RANGES_ENTRY,
+  modelEntries,
   packMembers,
   skeletonContent,
   skeletonEntries,
@@ -76,10 +78,14 @@ export class Archive implements EntrySource {
     return this.readEntry(name, tensor);
   }
 
-  private readEntry(name: string, tensor?: string): Uint8Array {
+  /**
+   * A ZIP entry's bytes against the manifest's sha256 and size. The CRC-32 is left out unless asked for: the
+   * sha256 is the stronger check of the same bytes (and the CRC-32 cost as much as reading them).
+   */
+  private readEntry(name: string, tensor?: string, crc = false): Uint8Array {
     const want = Object.hasOwn(this.manifest.entries, name) ? this.manifest.entries[name] : undefined;
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
-    const data = this.zip.read(name);
+    const data = this.zip.read(name, { crc, tensor });
     const got = sha256Hex(data);
     if (got !== want.sha256 || data.length !== want.bytes)
       throw new CorruptArchiveError(`entry ${name}: ${got !== want.sha256 ? 'sha256' : 'size'} mismatch (corrupt)`, {
@@ -107,9 +113,24 @@ export class Archive implements EntrySource {
     });
   }
 
-  /** Verifies every entry's checksum. */
+  /** A ZIP entry (a pack as a whole) checked against its CRC-32 and the manifest's sha256 and size (inspect). */
+  checkEntry(name: string): void {
+    this.readEntry(name, undefined, true);
+  }
+
+  /** Verifies every entry's checksums (CRC-32 and sha256). */
   verify(): void {
-    for (const name of Object.keys(this.manifest.entries)) this.entry(name);
+    for (const name of Object.keys(this.manifest.entries)) this.checkEntry(name);
+  }
+
+  /**
+   * Verifies the ZIP entries that restoring the model does not read (none in an archive nnmedia wrote): every
+   * other entry is checked when it is read for decoding, so with this no entry goes unchecked.
+   */
+  verifyUnread(): void {
+    const members = packMembers(this.manifest);
+    const read = new Set([...modelEntries(this.manifest)].map((n) => members.get(n)?.pack ?? n));
+    for (const name of Object.keys(this.manifest.entries)) if (!read.has(name)) this.checkEntry(name);
   }
 
   /** Bytes each entry takes in the file (ZIP entries compressed, pack members as stored in their pack). */

@@ -1,8 +1,8 @@
 /**
  * An archive read from a byte source (bytes in memory, a URL with Range requests) on any platform: the
  * ZIP directory with the same checks as the Node file reader (zip-directory.ts), the manifest through the
- * one validator (check.ts), every entry verified against its CRC-32 and the manifest's sha256 before it
- * is used, and tensors through the one decoder (decode.ts). The platform brings a DecodeBackend.
+ * one validator (check.ts), every entry verified against the manifest's sha256 before it is used (the
+ * manifest itself against its CRC-32), and tensors through the one decoder (decode.ts). The platform brings a DecodeBackend.
  */
 
 import { CorruptArchiveError, OptionError } from '../errors.js';
@@ -15,7 +15,7 @@ import {
   MAX_MANIFEST_BYTES,
   codedParts,
   packMembers,
-  parseRangeRef,
+  recordEntries,
   skeletonContent,
   skeletonEntries,
   type Manifest,
@@ -35,10 +35,20 @@ import {
   zip64End,
 } from './zip-directory.js';
 
-/** An entry's bytes as stored in the ZIP: inflated, size and CRC-32 checked. */
-async function readStored(src: ByteSource, backend: DecodeBackend, e: CentralRecord): Promise<Uint8Array> {
+/**
+ * An entry's bytes as stored in the ZIP: inflated, size checked, and CRC-32 checked unless `crc` is false (an
+ * entry whose sha256 the manifest lists is checked against that instead: the CRC-32 would be a second,
+ * weaker digest of the same bytes, computed in JavaScript).
+ */
+async function readStored(
+  src: ByteSource,
+  backend: DecodeBackend,
+  e: CentralRecord,
+  crc: boolean,
+  tensor?: string,
+): Promise<Uint8Array> {
   const fail = (message: string): never => {
-    throw new CorruptArchiveError(message, { file: src.name });
+    throw new CorruptArchiveError(message, { file: src.name, tensor });
   };
   // local header + name + data in one read (nnmedia writes no extra field; another writer's is read separately)
   let chunk = await src.read(e.offset, Math.min(src.size - e.offset, LOCAL_HEADER_BYTES + e.nameLength + e.compressedSize));
@@ -54,7 +64,7 @@ async function readStored(src: ByteSource, backend: DecodeBackend, e: CentralRec
     }
   }
   if (data.length !== e.size) fail(`entry ${e.name}: size ${data.length} differs from the recorded ${e.size}`);
-  if (crc32(data) !== e.crc) fail(`entry ${e.name}: CRC-32 mismatch (corrupt)`);
+  if (crc && crc32(data) !== e.crc) fail(`entry ${e.name}: CRC-32 mismatch (corrupt)`);
   return data;
 }
 
@@ -96,7 +106,8 @@ export class SourceArchive implements EntrySource {
     const info = directory.get(MANIFEST_NAME);
     if (!info) fail(`no ${MANIFEST_NAME}: not an nnmedia archive`);
     if (info!.size > MAX_MANIFEST_BYTES) fail(`manifest of ${info!.size} bytes is too large`);
-    const manifest = parseManifest(await readStored(src, backend, info!), src.name);
+    // the manifest has no sha256 of its own: its CRC-32 is its check
+    const manifest = parseManifest(await readStored(src, backend, info!, true), src.name);
     for (const name of Object.keys(manifest.entries))
       if (!directory.has(name)) fail(`entry ${name} listed in the manifest is missing`);
     return new SourceArchive(src, backend, directory, manifest);
@@ -126,7 +137,7 @@ export class SourceArchive implements EntrySource {
     if (!want) throw new CorruptArchiveError(`entry ${name} is not listed in the manifest`, { file: this.file, tensor });
     const e = this.directory.get(name);
     if (!e) throw new CorruptArchiveError(`missing entry ${name}`, { file: this.file, tensor });
-    const data = await readStored(this.src, this.backend, e);
+    const data = await readStored(this.src, this.backend, e, false, tensor);
     const got = await this.backend.sha256(data);
     if (got !== want.sha256 || data.length !== want.bytes)
       throw new CorruptArchiveError(`entry ${name}: ${got !== want.sha256 ? 'sha256' : 'size'} mismatch (corrupt)`, {
@@ -179,21 +190,17 @@ export async function decodeArchiveSource(
   const decodeSet = [...new Set(wanted.map((t) => (t.sameAs ? byKey.get(t.sameAs)! : t)))];
   const halves = manifest.tensors.filter((t) => t.half && named(t));
   const skeletonParts = skeletonEntries(manifest);
-  const names = new Set<string>();
-  for (const t of decodeSet)
-    for (const { record } of codedParts(t)) {
-      for (const pr of record.planes ?? []) for (const tile of pr.tiles) names.add(tile.entry);
-      for (const r of record.quant?.ranges ?? []) {
-        const ref = parseRangeRef(r);
-        if (ref) names.add(ref.entry);
-      }
-      if (record.nonFinite) names.add(record.nonFinite);
-    }
-  for (const t of halves) names.add(t.half!.entry);
-  if (!asked) for (const p of skeletonParts) names.add(p);
-  // every checksum first: nothing is decoded from a corrupt archive
+  // each entry with the (first) tensor it is read for, named in an error as the Node decoder names it
+  const names = new Map<string, string | undefined>();
+  const add = (name: string, tensor?: string): void => {
+    if (!names.has(name)) names.set(name, tensor);
+  };
+  for (const t of decodeSet) for (const { record } of codedParts(t)) for (const n of recordEntries(record)) add(n, t.name);
+  for (const t of halves) add(t.half!.entry, t.name);
+  if (!asked) for (const p of skeletonParts) add(p);
+  // every checksum first (the entries are in memory anyway): nothing is decoded from a corrupt archive
   const entries = new Map<string, Uint8Array>();
-  for (const name of names) entries.set(name, await archive.entry(name));
+  for (const [name, tensor] of names) entries.set(name, await archive.entry(name, tensor));
   const verified: EntrySource = {
     file: archive.file,
     entry: (name, tensor) => {

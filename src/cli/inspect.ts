@@ -207,7 +207,7 @@ function verifyEntries(a: Archive): Array<{ entry: string; tensor?: string; prob
   const failed: Array<{ entry: string; tensor?: string; problem: string }> = [];
   for (const entry of Object.keys(a.manifest.entries))
     try {
-      a.entry(entry);
+      a.checkEntry(entry);
     } catch (e) {
       if (!(e instanceof CorruptArchiveError)) throw e;
       failed.push({ entry, tensor: owner.get(entry), problem: e.message.replace(/^file [^:]*: /, '') });

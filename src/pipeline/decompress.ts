@@ -1,10 +1,12 @@
 /**
- * decompress: .nnm archive → entries read and checked (sha256) → decode media → un-lay-out →
- * dequantize (M1) → rebuild the model in its original format (M9). Every entry is checked as it is
- * read, before its bytes are used; the output goes to a temporary file renamed into place only when
- * complete (ONNX: written only after the whole model is rebuilt), so a damaged archive leaves none. The
- * decoding itself is the isomorphic one of archive/decode.ts (the browser's
- * too); this module adds files, worker threads and streamed writing.
+ * decompress: .nnm archive → decode media → un-lay-out → dequantize (M1) →
+ * rebuild the model in its original format (M9). Each entry is read once and
+ * checked against the manifest's sha256 when it is read, before anything is
+ * decoded from it (entries no tensor reads are checked first). The output goes
+ * to a temporary file that is renamed into place only when every tensor has
+ * been decoded and written: a corrupt entry, found however late, leaves no
+ * output. The decoding itself is the isomorphic one of archive/decode.ts (the
+ * browser's too); this module adds files, worker threads and streamed writing.
  */
 
 import { availableParallelism } from 'node:os';
@@ -123,8 +125,8 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
 
 /** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
 export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
-  // every entry is checked against the manifest's sha256 as it is read (Archive.entry), before any of its bytes
-  // are used, and nothing is written until the whole model is rebuilt: no separate pass over the archive
+  // every entry decoding reads is checked when read (once); any other is checked here
+  archive.verifyUnread();
   const values = await decodeAllTensors(archive, options);
   const skeleton = archive.skeleton();
   const restored = archive.manifest.tensors
@@ -290,9 +292,10 @@ export async function decompressArchive(
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
     let bytes = 0;
     if (format === 'safetensors') {
-      // every entry is checked against the manifest's sha256 as it is read, before its bytes are used; a damaged
-      // one found part-way fails the write, and writeAtomic removes the temporary file: no output, as before,
-      // without reading and hashing the whole archive twice
+      // Each entry is checked (sha256) when it is read for decoding, on whichever thread decodes it, and a
+      // corrupt one fails the write: the temporary file is removed and the output never appears. Entries
+      // no tensor reads (none in an archive nnmedia wrote) are checked now.
+      archive.verifyUnread();
       await writeAtomic(
         output,
         async (fd) => {
