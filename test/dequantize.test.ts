@@ -4,6 +4,7 @@ import { gatherPlanes, planeOffsets, planeShapes, scatterPlanes } from '../src/l
 import type { LayoutSpec } from '../src/layout/types.js';
 import { allocOutput, dequantizeInto, scatterInto, type DirectDtype } from '../src/quantize/dequantize.js';
 import { dequantizePlane, findRanges, quantizePlane } from '../src/quantize/uniform.js';
+import { SpareBuffers } from '../src/pipeline/decompress.js';
 
 /** Seeded values with a wide spread (xorshift32). */
 function values(n: number, seed: number): Float32Array {
@@ -71,4 +72,50 @@ describe('scatterInto: a float plane into place, converted', () => {
       scatterInto(plane, s.rows, s.cols, o.rows, o.cols, out);
       expect(Buffer.compare(Buffer.from(bytes), Buffer.from(reference([plane], spec, plane.length, dtype)))).toBe(0);
     });
+});
+
+describe('allocOutput over a spare buffer', () => {
+  it('decodes into the start of a larger, used buffer: the same bytes as a fresh one, the rest untouched', () => {
+    const spec: LayoutSpec = { kind: 'fc', nin: 600, nout: 20, order: 'in_out' };
+    const [s] = planeShapes(spec);
+    const n = s.rows * s.cols;
+    const src = values(n, 7);
+    const [plane] = gatherPlanes(src, spec, (k) => new Float32Array(k));
+    const ranges = findRanges(plane, s.rows, s.cols, 'channel', s.channelWidth);
+    const codes = quantizePlane(plane, s.rows, s.cols, 8, ranges);
+    const o = planeOffsets(spec, 0);
+    for (const dtype of ['float32', 'float16'] as const) {
+      const fresh = allocOutput(dtype, n);
+      dequantizeInto(codes, s.rows, s.cols, 8, ranges, o.rows, o.cols, fresh.out);
+      const spare = new ArrayBuffer(fresh.bytes.byteLength + 64);
+      new Uint8Array(spare).fill(0xa5); // a buffer written out before holds the previous tensor's bytes
+      const reused = allocOutput(dtype, n, spare);
+      expect(reused.bytes.buffer).toBe(spare);
+      expect(reused.bytes.byteLength).toBe(fresh.bytes.byteLength);
+      expect(reused.out.data.length).toBe(n);
+      dequantizeInto(codes, s.rows, s.cols, 8, ranges, o.rows, o.cols, reused.out);
+      expect(Buffer.compare(Buffer.from(reused.bytes), Buffer.from(fresh.bytes))).toBe(0);
+      expect(new Uint8Array(spare, fresh.bytes.byteLength).every((b) => b === 0xa5)).toBe(true);
+      // too small a spare is not used
+      expect(allocOutput(dtype, n, new ArrayBuffer(8)).bytes.buffer.byteLength).toBe(fresh.bytes.byteLength);
+    }
+  });
+});
+
+describe('SpareBuffers', () => {
+  it('hands out the smallest spare that fits and keeps only the largest few', () => {
+    const spares = new SpareBuffers();
+    const sizes = [100, 400, 50, 300, 200];
+    for (const size of sizes) spares.put(new Uint8Array(new ArrayBuffer(size), 0, 10));
+    // four kept: 400, 300, 200, 100 (50 dropped)
+    expect(spares.take(150)?.byteLength).toBe(200);
+    expect(spares.take(150)?.byteLength).toBe(300);
+    expect(spares.take(500)).toBeUndefined();
+    expect(spares.take(60)?.byteLength).toBe(100);
+    expect(spares.take(60)?.byteLength).toBe(400);
+    expect(spares.take(1)).toBeUndefined();
+    // a view that does not start its buffer is not taken in
+    spares.put(new Uint8Array(new ArrayBuffer(64), 8, 8));
+    expect(spares.take(1)).toBeUndefined();
+  });
 });

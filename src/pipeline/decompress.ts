@@ -61,22 +61,27 @@ function tensorBytesDecoder(
 }
 
 /**
- * Output buffers the writer is done with, kept for the next tensor of the same size: decoding into memory
- * that is mapped already saves faulting in fresh pages for every tensor (a model repeats a few shapes).
- * Two at most, the newest: bounded memory.
+ * Output buffers the writer is done with, kept for the next tensors: decoding into memory that is mapped
+ * already saves faulting in (and the kernel zeroing) fresh pages for every tensor. A tensor takes the
+ * smallest spare that holds it and decodes into its start. At most `SPARES` are kept, the largest: bounded
+ * memory (they grow to the model's largest tensors, then every tensor fits one).
  */
-class SpareBuffers {
+export class SpareBuffers {
   private readonly free: ArrayBuffer[] = [];
+  static readonly SPARES = 4;
 
   put(bytes: Uint8Array): void {
-    if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength || !(bytes.buffer instanceof ArrayBuffer)) return;
+    if (bytes.byteOffset !== 0 || !(bytes.buffer instanceof ArrayBuffer)) return;
     this.free.push(bytes.buffer);
-    if (this.free.length > 2) this.free.shift();
+    this.free.sort((a, b) => b.byteLength - a.byteLength);
+    this.free.length = Math.min(this.free.length, SpareBuffers.SPARES);
   }
 
   take(byteLength: number): ArrayBuffer | undefined {
-    const i = this.free.findIndex((b) => b.byteLength === byteLength);
-    return i < 0 ? undefined : this.free.splice(i, 1)[0];
+    // the list is sorted largest first: the last that fits is the smallest that fits
+    let pick = -1;
+    for (let i = 0; i < this.free.length && this.free[i].byteLength >= byteLength; i++) pick = i;
+    return pick < 0 ? undefined : this.free.splice(pick, 1)[0];
   }
 }
 

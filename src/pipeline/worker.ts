@@ -33,7 +33,9 @@ async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | U
   if (!archive) archives.set(job.file, (archive = new Archive(job.file)));
   if (job.dtype) {
     // the model file's bytes, made here: the writer only writes them
-    const bytes = own(await decodeRecordBytes(job.record, archive, decodeCodesNode, job.dtype, job.reuse));
+    const made = await decodeRecordBytes(job.record, archive, decodeCodesNode, job.dtype, job.reuse);
+    // decoded into the start of the buffer it was handed: that buffer goes back whole, the view says how much
+    const bytes = job.reuse && made.buffer === job.reuse ? made : own(made);
     return { value: bytes, transfer: [bytes.buffer as ArrayBuffer] };
   }
   const values = await decodeRecord(job.record, archive, decodeCodesNode);

@@ -23,16 +23,17 @@ export const isDirectDtype = (d: FloatDType): d is DirectDtype => d === 'float32
 export type TensorOutput = { dtype: 'float32'; data: Float32Array } | { dtype: 'float16' | 'bfloat16'; data: Uint16Array };
 
 /**
- * An output of `n` elements; `bytes` is its little-endian file image (typed arrays are LE here). Over `reuse`
- * when that is exactly its size (a buffer already written out: its pages are mapped, fresh memory's are
- * faulted in on first touch), else over fresh bytes. Every element is written by the decoder.
+ * An output of `n` elements; `bytes` is its little-endian file image (typed arrays are LE here). Over the
+ * start of `reuse` when that is at least its size (a buffer already written out: its pages are mapped, fresh
+ * memory's are faulted in and zeroed by the kernel on first touch), else over fresh bytes. Every element is
+ * written by the decoder.
  */
 export function allocOutput(dtype: DirectDtype, n: number, reuse?: ArrayBuffer): { out: TensorOutput; bytes: Uint8Array } {
   const width = dtype === 'float32' ? 4 : 2;
-  const buffer = reuse?.byteLength === n * width ? reuse : new ArrayBuffer(n * width);
-  const bytes = new Uint8Array(buffer);
-  if (dtype === 'float32') return { out: { dtype, data: new Float32Array(buffer) }, bytes };
-  return { out: { dtype, data: new Uint16Array(buffer) }, bytes };
+  const buffer = reuse && reuse.byteLength >= n * width ? reuse : new ArrayBuffer(n * width);
+  const bytes = new Uint8Array(buffer, 0, n * width);
+  if (dtype === 'float32') return { out: { dtype, data: new Float32Array(buffer, 0, n) }, bytes };
+  return { out: { dtype, data: new Uint16Array(buffer, 0, n) }, bytes };
 }
 
 /** Sets element i of the output to the float32 value v (rounded to float32 first, as a Float32Array would). */

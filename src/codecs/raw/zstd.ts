@@ -26,6 +26,13 @@ function codeBytes(data: CodeArray, bits: number): Buffer {
 function codesFrom(buf: Buffer, bits: number, n: number, what: string): CodeArray {
   const width = bits === 8 ? 1 : bits === 16 ? 2 : 4;
   if (buf.length !== n * width) throw new CodecError(`${what} holds ${buf.length} bytes, expected ${n * width}`);
+  // the decompressed bytes are this call's own: 8-bit codes (and aligned 16/32-bit ones) are a view of them
+  // instead of a copy into fresh memory
+  if (LITTLE_ENDIAN && buf.byteOffset % width === 0) {
+    if (bits === 8) return new Uint8Array(buf.buffer, buf.byteOffset, n);
+    if (bits === 16) return new Uint16Array(buf.buffer, buf.byteOffset, n);
+    if (bits === 24 || bits === 32) return new Uint32Array(buf.buffer, buf.byteOffset, n);
+  }
   const out = allocCodes(bits, n);
   if (LITTLE_ENDIAN && out.BYTES_PER_ELEMENT === width) new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(buf);
   else for (let i = 0; i < n; i++) out[i] = buf.readUIntLE(i * width, width);
