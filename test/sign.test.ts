@@ -59,6 +59,16 @@ describe('sign split', () => {
     const far = distances.slice();
     far[5] = 200; // beyond the 8-bit grid
     expect(joinSigns(far, signs, 8)).toBeUndefined();
+    // a distance of 128 is only a code below the middle (code 0); above it would be code 256
+    expect(joinSigns(Uint8Array.of(128), Uint8Array.of(1), 8)).toEqual(Uint8Array.of(0));
+    expect(joinSigns(Uint8Array.of(128), Uint8Array.of(0), 8)).toBeUndefined();
+    // sixteen signs fill two whole bytes: a third (even empty) is one too many, one byte is too few
+    const sixteen = allocCodes(8, 20).map((_, i) => (i % 5 === 4 ? 128 : i % 2 ? 100 : 150));
+    const split16 = splitSigns(sixteen, 8);
+    expect(split16.signs.length).toBe(2);
+    expect(joinSigns(split16.distances.slice(), split16.signs, 8)).toEqual(sixteen);
+    expect(joinSigns(split16.distances.slice(), Uint8Array.of(...split16.signs, 0), 8)).toBeUndefined();
+    expect(joinSigns(split16.distances.slice(), split16.signs.subarray(0, 1), 8)).toBeUndefined();
     expect(signFrames(new Uint8Array([9, 0, 0, 0, 1]))).toBeUndefined(); // a prefix past the entry
     const [a, b] = signFrames(joinFrames(new Uint8Array([1, 2]), new Uint8Array([3])))!;
     expect([...a, -1, ...b]).toEqual([1, 2, -1, 3]);

@@ -90,11 +90,34 @@ export interface FormatMeta {
 }
 
 /** A restored tensor and where it goes. */
-export interface StoredTensor {
+/**
+ * A restored tensor's data: its float32 values, or its bytes as the model file holds them (little-endian
+ * `bytesDtype`, made by the decoder's one pass, so the rebuild only places them).
+ */
+export type RestoredData =
+  | { values: Float32Array; bytes?: undefined; bytesDtype?: undefined }
+  | { bytes: Uint8Array; bytesDtype: FloatDType; values?: undefined };
+
+/** Restored data as little-endian `dtype` bytes: its own bytes where it has them in that dtype, else encoded. */
+export function restoredDataBytes(data: RestoredData, dtype: FloatDType): Uint8Array {
+  if (!data.bytes) return encodeFloats(data.values, dtype);
+  return data.bytesDtype === dtype ? data.bytes : encodeFloats(decodeFloats(data.bytes, data.bytesDtype), dtype);
+}
+
+/**
+ * The dtype of a tensor's bytes in its file: its own, except ONNX `float_data` (float32) and `double_data`
+ * (float64) forms, which hold packed values of their own width whatever the tensor's type.
+ */
+export function storedDtype(storage: TensorStorage, dtype: FloatDType): FloatDType {
+  if (storage.format === 'onnx' && storage.form === 'float_data') return 'float32';
+  if (storage.format === 'onnx' && storage.form === 'double_data') return 'float64';
+  return dtype;
+}
+
+export type StoredTensor = {
   storage: TensorStorage;
   dtype: FloatDType;
-  values: Float32Array;
-}
+} & RestoredData;
 
 /** A model format on Node (formats/registry.ts lists them): its metadata, and how to recognise, read and rebuild its files. */
 export interface ModelFormatModule extends FormatMeta {

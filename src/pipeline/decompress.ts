@@ -19,6 +19,9 @@ import {
   type FloatDType,
   type ModelFormat,
   type SafetensorsStorage,
+  type RestoredData,
+  type StoredTensor,
+  storedDtype,
 } from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
@@ -128,18 +131,53 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
   return out;
 }
 
+/**
+ * Every restored tensor as the bytes its file holds (dtype and form of its storage), each decoded in one pass
+ * on the worker threads (slices as jobs of their own); identical tensors share one decode, kept float16
+ * tensors come as values.
+ */
+async function decodeRestored(archive: Archive, options: DecompressOptions): Promise<Map<string, RestoredData>> {
+  const format = archive.manifest.source.format;
+  const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+  const parts = records.flatMap((t) => codedParts(t).map((part) => ({ t, ...part })));
+  const out = new Map<string, RestoredData>();
+  let done = 0;
+  const pool = workerPool(options, parts);
+  const decode = tensorBytesDecoder(archive, pool);
+  try {
+    await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
+      options.signal?.throwIfAborted();
+      const dtype = storedDtype(tensorStorage(format, t.storage), t.dtype);
+      const bytes = await decode(record, dtype);
+      if (!t.slices) out.set(t.key, { bytes, bytesDtype: dtype });
+      else {
+        const width = BYTES_PER_ELEMENT[dtype];
+        if (!out.has(t.key)) out.set(t.key, { bytes: new Uint8Array(elementCount(t.shape) * width), bytesDtype: dtype });
+        out.get(t.key)!.bytes!.set(bytes, offset * width);
+      }
+      options.onProgress?.({ done: ++done, total: parts.length, tensor: record.name });
+    });
+  } finally {
+    await pool?.close();
+  }
+  for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
+  const half = halfDecoder(archive);
+  for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, { values: await half(t) });
+  return out;
+}
+
 /** Rebuilds the model file bytes from the archive (in memory; `decompressArchive` streams safetensors). */
 export async function rebuildModel(archive: Archive, options: DecompressOptions = {}): Promise<Uint8Array> {
   // every entry decoding reads is checked when read (once); any other is checked here
   archive.verifyUnread();
-  const values = await decodeAllTensors(archive, options);
+  const restoredData = await decodeRestored(archive, options);
   const skeleton = archive.skeleton();
   const restored = archive.manifest.tensors
-    .filter((t) => values.has(t.key))
-    .map((t) => ({
+    .filter((t) => restoredData.has(t.key))
+    .map((t): StoredTensor => ({
       storage: tensorStorage(archive.manifest.source.format, t.storage),
       dtype: t.dtype,
-      values: values.get(t.key)!,
+      ...restoredData.get(t.key)!,
     }));
   return rebuildFromSkeleton(archive.manifest.source.format, skeleton, restored, archive.file);
 }

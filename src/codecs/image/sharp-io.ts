@@ -4,12 +4,26 @@
  * Uint16Array with the grey16 colour space, or libvips converts silently.
  */
 
-import sharp, { type Sharp, type OutputInfo } from 'sharp';
+import { createRequire } from 'node:module';
+import type sharpFactory from 'sharp';
+import type { Sharp, OutputInfo } from 'sharp';
 import { CodecError } from '../../errors.js';
 import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
 import type { CodePlane } from '../types.js';
 
-sharp.cache(false);
+let loaded: typeof sharpFactory | undefined;
+
+/**
+ * libvips, loaded on first use: a process (or worker thread) that only reads zstd entries never pays for
+ * loading it (~40 ms a thread here).
+ */
+function sharp(...args: Parameters<typeof sharpFactory>): Sharp {
+  if (!loaded) {
+    loaded = createRequire(import.meta.url)('sharp') as typeof sharpFactory;
+    loaded.cache(false);
+  }
+  return loaded(...args);
+}
 
 /** A sharp pipeline fed with one plane of 8- or 16-bit codes as a single grey channel. */
 export function sharpFromPlane(plane: CodePlane): Sharp {
@@ -47,8 +61,12 @@ export async function decodeToCodes(
   if (info.width !== expected.width || info.height !== expected.height)
     throw new CodecError(`${codec} decoded ${info.width}×${info.height}, expected ${expected.width}×${expected.height}`);
   const n = expected.width * expected.height;
+  // the decoded pixels are this call's own: the codes are a view of them, not a copy into fresh memory
+  if (expected.bits === 8 && data.length >= n) return new Uint8Array(data.buffer, data.byteOffset, n);
+  if (expected.bits === 16 && data.byteOffset % 2 === 0 && data.length >= 2 * n)
+    return new Uint16Array(data.buffer, data.byteOffset, n);
   const out = allocCodes(expected.bits, n);
-  if (expected.bits === 16) out.set(new Uint16Array(data.buffer, data.byteOffset, n));
+  if (expected.bits === 16) out.set(new Uint16Array(data.buffer.slice(data.byteOffset, data.byteOffset + 2 * n)));
   else out.set(data.subarray(0, n));
   return out;
 }

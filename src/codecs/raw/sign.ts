@@ -54,20 +54,31 @@ export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number)
   const mid = 2 ** (bits - 1);
   const out = distances; // in place: the distances are the caller's own, freshly decoded
   const n = out.length;
-  let k = 0;
+  const count = signs.length;
   let bad = 0;
-  const last = signs.length * 8;
+  // the sign byte being read (shifted as its bits are used), its index and the bits left in it
+  let byte = 0;
+  let cur = count > 0 ? signs[0] : 0;
+  let left = 8;
   for (let i = 0; i < n; i++) {
     const d = out[i];
-    const nz = (d | -d) >>> 31;
-    // a bit past the last sign byte reads 0 here and is caught by the count check below
-    const below = k < last ? (signs[k >>> 3] >>> (k & 7)) & nz & 1 : 0;
-    k += nz;
+    // a zero distance has no sign; rare in a dense plane, the rule in a sparse one: predictable either way
+    if (d === 0) {
+      out[i] = mid;
+      continue;
+    }
+    const below = cur & 1;
+    cur >>>= 1;
+    if (--left === 0) {
+      // past the last sign byte the bits read 0, and the count check below fails
+      cur = ++byte < count ? signs[byte] : 0;
+      left = 8;
+    }
     // below: mid − d (d ≤ mid); above: mid + d (d ≤ mid − 1)
-    out[i] = mid + d - 2 * d * below;
-    bad |= d > mid - 1 + below ? 1 : 0;
+    out[i] = mid + d - ((d << 1) & -below);
+    bad |= (mid - 1 + below - d) >>> 31;
   }
-  return bad || (k + 7) >>> 3 !== signs.length ? undefined : out;
+  return bad || byte + (left < 8 ? 1 : 0) !== count ? undefined : out;
 }
 
 /** The two frames of a `zstd-sign` entry, or undefined when its length prefix does not fit the entry. */

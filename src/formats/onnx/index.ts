@@ -12,10 +12,10 @@ export const onnxFormat: ModelFormatModule = {
   rebuild: (skeleton, tensors, file) =>
     rebuildOnnx(
       skeleton,
-      tensors.map(({ storage, dtype, values }) => {
+      tensors.map(({ storage, dtype, ...data }) => {
         if (storage.format !== 'onnx')
           throw new BadModelError(`a ${storage.format} tensor cannot go into an ONNX model`, { file });
-        return { path: storage.path, form: storage.form, dtype, values };
+        return { path: storage.path, form: storage.form, dtype, ...data };
       }),
       file,
     ),

@@ -7,7 +7,7 @@
 
 import { concatBytes } from '../../io/bytes.js';
 import { WIRE_LEN, encodeVarint, lenField, wireFields } from './protobuf.js';
-import { type FloatDType, encodeFloats } from '../model.js';
+import { type FloatDType, type RestoredData, restoredDataBytes } from '../model.js';
 import { BadModelError } from '../../errors.js';
 
 // ModelProto / GraphProto / NodeProto / AttributeProto / TensorProto field numbers (onnx.proto3).
@@ -132,25 +132,24 @@ export function replaceTensorData(
   return parts;
 }
 
-function encodeForm(values: Float32Array, dtype: FloatDType, form: DataForm): Uint8Array {
+function encodeForm(data: RestoredData, dtype: FloatDType, form: DataForm): Uint8Array {
   if (form === 'raw' || form === 'external' || form === 'float_data' || form === 'double_data') {
     // float_data holds float32 and double_data float64 as packed little-endian, the same bytes as raw.
-    return encodeFloats(values, form === 'float_data' ? 'float32' : form === 'double_data' ? 'float64' : dtype);
+    return restoredDataBytes(data, form === 'float_data' ? 'float32' : form === 'double_data' ? 'float64' : dtype);
   }
   // int32_data: float16/bfloat16 bit patterns as packed varints.
-  const halves = encodeFloats(values, dtype);
-  const view = new DataView(halves.buffer);
+  const halves = restoredDataBytes(data, dtype);
+  const view = new DataView(halves.buffer, halves.byteOffset, halves.byteLength);
   const parts: Uint8Array[] = [];
-  for (let i = 0; i < values.length; i++) parts.push(encodeVarint(view.getUint16(i * 2, true)));
+  for (let i = 0; i < halves.length / 2; i++) parts.push(encodeVarint(view.getUint16(i * 2, true)));
   return concatBytes(parts);
 }
 
-export interface RestoredTensor {
+export type RestoredTensor = {
   path: string;
   form: string;
   dtype: FloatDType;
-  values: Float32Array;
-}
+} & RestoredData;
 
 /** Rebuilds an ONNX file from its skeleton and the restored tensors. */
 export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
@@ -160,7 +159,7 @@ export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTens
     const form = t.form as DataForm;
     edits.set(t.path, (s, e) => {
       applied.add(t.path);
-      return replaceTensorData(skeleton, s, e, encodeForm(t.values, t.dtype, form), file, form === 'external' ? 'raw' : form);
+      return replaceTensorData(skeleton, s, e, encodeForm(t, t.dtype, form), file, form === 'external' ? 'raw' : form);
     });
   }
   const out = rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);

@@ -17,10 +17,10 @@ export const safetensorsFormat: ModelFormatModule = {
   rebuild: (skeleton, tensors, file) =>
     rebuildSafetensors(
       skeleton,
-      tensors.map(({ storage, dtype, values }) => {
+      tensors.map(({ storage, dtype, ...data }) => {
         if (storage.format !== 'safetensors')
           throw new BadModelError(`a ${storage.format} tensor cannot go into a safetensors model`, { file });
-        return { begin: storage.begin, end: storage.end, dtype, values };
+        return { begin: storage.begin, end: storage.end, dtype, ...data };
       }),
       file,
     ),

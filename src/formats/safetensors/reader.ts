@@ -19,6 +19,8 @@ import {
   decodeFloats,
   elementCount,
   encodeFloats,
+  type RestoredData,
+  restoredDataBytes,
   rowsRange,
 } from '../model.js';
 
@@ -235,12 +237,11 @@ export class SafetensorsReader implements ModelReader {
   }
 }
 
-export interface RestoredRange {
+export type RestoredRange = {
   begin: number;
   end: number;
   dtype: FloatDType;
-  values: Float32Array;
-}
+} & RestoredData;
 
 /** A piece of the rebuilt file: skeleton bytes [start, end) kept as they are, or the restored tensor at this index. */
 export type SafetensorsPiece = { keep: [number, number] } | { tensor: number };
@@ -294,11 +295,11 @@ export function safetensorsPieces(
 
 /** A restored tensor's bytes for its range, checked to fill it exactly. */
 export function restoredBytes(t: RestoredRange, file: string): Uint8Array {
-  // float32 on a little-endian machine: the values' own bytes, not a copy (the caller owns the values)
+  // float32 values on a little-endian machine: their own bytes, not a copy (the caller owns the values)
   const bytes =
-    t.dtype === 'float32' && LITTLE_ENDIAN
+    t.values && t.dtype === 'float32' && LITTLE_ENDIAN
       ? new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength)
-      : encodeFloats(t.values, t.dtype);
+      : restoredDataBytes(t, t.dtype);
   if (bytes.length !== t.end - t.begin)
     throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
   return bytes;
