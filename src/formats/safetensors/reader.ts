@@ -18,7 +18,6 @@ import {
   LITTLE_ENDIAN,
   decodeFloats,
   elementCount,
-  encodeFloats,
   type RestoredData,
   restoredDataBytes,
   rowsRange,
