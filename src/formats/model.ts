@@ -58,6 +58,11 @@ export interface TensorEntry {
   shape: number[];
   /** How the graph uses the tensor (ONNX); empty where the format has no graph. */
   uses: TensorUse[];
+  /**
+   * The uses of its values past data-movement ops (Slice, Split, Concat, Reshape, Squeeze, Unsqueeze, Transpose,
+   * Identity, Flatten): where a tensor is sliced into gates before it is added, the Adds. ONNX only.
+   */
+  consumers?: TensorUse[];
   /** Format-specific locator (ONNX: protobuf field path; safetensors: data offsets). */
   location: string;
 }

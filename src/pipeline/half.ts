@@ -1,5 +1,5 @@
 /**
- * Kept float32/float64 tensors whose float16 cast is safe (quantize/half.ts; rounded to bfloat16's mantissa), stored one after another in
+ * Kept float32/float64 tensors whose float16 cast is safe (quantize/half.ts; biases rounded to bfloat16's mantissa), stored one after another in
  * one entry instead of exactly in the skeleton. Biases and norms: a kept tensor larger than a slice stays
  * exact in the skeleton, which is streamed.
  */
@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { errorStats } from '../eval/metrics.js';
 import { elementCount, type ModelReader } from '../formats/model.js';
 import { concatBytes } from '../io/bytes.js';
-import { HALF_ENTRY, fromHalf, keptHalf } from '../quantize/half.js';
+import { HALF_ENTRY, fromHalf, keptHalf, keptMantissaBits } from '../quantize/half.js';
 import type { TensorOutcome, TensorPlan } from './stages.js';
 
 export interface HalfKept {
@@ -28,10 +28,13 @@ export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxW
     if (p.kind !== 'kept' || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
     if (elementCount(p.entry.shape) > maxWeights) continue;
     const values = reader.read(p.entry.key);
-    const bytes = values.length ? keptHalf(values) : undefined;
+    const bits = keptMantissaBits(p.entry.consumers ?? p.entry.uses);
+    const bytes = values.length ? keptHalf(values, bits) : undefined;
     if (!bytes) continue;
+    // the same values kept at another precision (a bias and a norm) are another tensor
     const content = createHash('sha256')
       .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
+      .update(`/${bits}`)
       .digest('hex');
     const same = byContent.get(content);
     if (same) {

@@ -39,9 +39,11 @@ function sourceHash(): string {
   walk(join(ROOT, 'src'));
   files.sort();
   source = sha256(...files.flatMap((f) => [relative(ROOT, f), readFileSync(f)])).slice(0, 16);
-  // fixtures of other sources are stale: drop them
+  // fixtures of other sources are stale: drop them (not archives being written: another checkout sharing
+  // node_modules, a worktree, may be building its own right now)
   if (existsSync(CACHE_DIR))
-    for (const f of readdirSync(CACHE_DIR)) if (!f.startsWith(`${source}-`)) rmSync(join(CACHE_DIR, f), { force: true });
+    for (const f of readdirSync(CACHE_DIR))
+      if (!f.startsWith(`${source}-`) && !f.startsWith('.') && !f.endsWith('.part')) rmSync(join(CACHE_DIR, f), { force: true });
   return source;
 }
 

@@ -57,6 +57,10 @@ import {
   rowsRange,
 } from '../model.js';
 
+/** Ops that move or reshape their first input's values (Concat: any input's) without computing on them. */
+const DATA_MOVES = new Set(['Slice', 'Split', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose', 'Identity', 'Flatten', 'Concat']);
+const carries = (op: string, inputIndex: number): boolean => DATA_MOVES.has(op) && (inputIndex === 0 || op === 'Concat');
+
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
 /** Far more dimensions than any real tensor has; a bound against crafted dims. */
@@ -321,15 +325,25 @@ export class OnnxReader implements ModelReader {
 
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
+    // the data-movement nodes that take a value as their data input: their outputs carry it on
+    const carriedTo = new Map<string, string[]>();
     for (const node of this.nodes) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
         list.push({ op: node.op, inputIndex, attrs: node.attrs });
+        if (carries(node.op, inputIndex)) carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs]);
       });
     }
-    for (const t of this.tensors) t.uses = uses.get(t.ref) ?? [];
+    const consumers = (value: string, seen: Set<string>): TensorUse[] =>
+      (uses.get(value) ?? [])
+        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [u]))
+        .concat((carriedTo.get(value) ?? []).filter((o) => !seen.has(o) && seen.add(o)).flatMap((o) => consumers(o, seen)));
+    for (const t of this.tensors) {
+      t.uses = uses.get(t.ref) ?? [];
+      t.consumers = consumers(t.ref, new Set([t.ref]));
+    }
   }
 
   private get(key: string): OnnxTensor {
