@@ -5,6 +5,7 @@
  * machine without /usr/bin/chromium these tests are skipped, loudly.
  */
 import type { Server } from 'node:http';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import fc from 'fast-check';
 import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, rebuildModel } from '../src/index.js';
-import { tileEntries, type Manifest } from '../src/archive/manifest.js';
+import { packMembers, tileEntries, type Manifest } from '../src/archive/manifest.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { tempDir } from './helpers/tmp.js';
@@ -126,21 +127,86 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
   });
 
   for (const [name] of CASES)
-    it(`${name}: every tensor decoded in the browser is bit-identical to Node's`, async () => {
+    it(`${name}: every tensor decoded in the browser, on the page and in 2 workers, is bit-identical to Node's`, async () => {
       const file = new Archive(await archive(name));
       if (name === 'av1-lossless')
         expect(file.manifest.tensors.filter((t) => t.codec?.name === 'av1').map((t) => t.name)).toEqual(['W1', 'Wc']);
+      const coded = file.manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
       const node = await decodeAllTensors(file);
-      const inPage = await page.evaluate(async (url) => {
-        const w = window as unknown as { nnmedia: { decodeArchive(u: string): Promise<{ tensors: Map<string, Float32Array> }> } };
-        const r = await w.nnmedia.decodeArchive(url);
-        return Object.fromEntries(
-          [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
-        );
-      }, `${base}/${name}.nnm`);
-      expect(Object.keys(inPage).sort()).toEqual([...node.keys()].sort());
-      for (const [k, v] of node) expect(inPage[k]).toEqual(Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length)));
+      const want = Object.fromEntries([...node].map(([k, v]) => [k, bits(v)]));
+      const onPage = await decodeBitsInPage(`${base}/${name}.nnm`, { workers: 0 });
+      expect(onPage.tensors).toEqual(want);
+      expect(onPage.threads).toEqual({ workers: 0, inWorkers: 0, onPage: coded });
+      const inWorkers = await decodeBitsInPage(`${base}/${name}.nnm`, { workers: 2 });
+      expect(inWorkers.tensors).toEqual(want);
+      // every coded tensor went to a worker: Chromium's workers have ImageDecoder, OffscreenCanvas and VideoDecoder
+      expect(inWorkers.threads).toEqual({ workers: Math.min(2, coded), inWorkers: coded, onPage: 0 });
     });
+
+  it("workers: from bytes in memory, the caller's bytes are left as they were (copied to the workers, not transferred away)", async () => {
+    const node = await decodeAllTensors(new Archive(await archive('zstd')));
+    const got = await page.evaluate(async (url) => {
+      const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
+      const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+      const length = bytes.length;
+      const first = await n.decodeArchive(bytes, { workers: 2 });
+      const second = await n.decodeArchive(bytes, { workers: 2 });
+      const out = (r: typeof first) =>
+        Object.fromEntries([...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]));
+      return { length, after: bytes.length, first: out(first), second: out(second), threads: first.threads };
+    }, `${base}/zstd.nnm`);
+    expect(got.after).toBe(got.length);
+    expect(got.threads.workers).toBe(2);
+    const want = Object.fromEntries([...node].map(([k, v]) => [k, bits(v)]));
+    expect(got.first).toEqual(want);
+    expect(got.second).toEqual(want);
+  });
+
+  it('workers fall back to the page, same values, and say why: no Worker, a worker script that does not load, workers without canvas', async () => {
+    const pngNode = Object.fromEntries(
+      [...(await decodeAllTensors(new Archive(await archive('png'))))].map(([k, v]) => [k, bits(v)]),
+    );
+    const zstdNode = Object.fromEntries(
+      [...(await decodeAllTensors(new Archive(await archive('zstd'))))].map(([k, v]) => [k, bits(v)]),
+    );
+    const coded = new Archive(await archive('png')).manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
+    // no Worker in this context
+    const p = await newPage(browser);
+    await p.goto(`${base}/index.html`);
+    await p.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+    await p.evaluate(() => Object.defineProperty(window, 'Worker', { value: undefined }));
+    const noWorker = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2 }, p);
+    await p.close();
+    expect(noWorker.tensors).toEqual(pngNode);
+    expect(noWorker.threads).toEqual({
+      workers: 0,
+      inWorkers: 0,
+      onPage: coded,
+      fallback: 'no Worker here: decoded on the page',
+    });
+    // the worker script is not where it is said to be (404)
+    const absent = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2, workerUrl: `${base}/absent-worker.js` });
+    expect(absent.tensors).toEqual(pngNode);
+    expect(absent.threads).toMatchObject({ workers: 0, inWorkers: 0, onPage: coded });
+    expect(absent.threads.fallback).toMatch(/^the decode workers did not start \(.+\): decoded on the page$/);
+    // a worker without OffscreenCanvas and createImageBitmap: images are decoded on the page, zstd codes in the workers
+    writeFileSync(
+      join(dir, 'no-canvas-worker.js'),
+      "for (const n of ['OffscreenCanvas', 'createImageBitmap']) Object.defineProperty(globalThis, n, { value: undefined });\nawait import('./decode-worker.js');\n",
+    );
+    const noCanvas = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2, workerUrl: `${base}/no-canvas-worker.js` });
+    expect(noCanvas.tensors).toEqual(pngNode);
+    expect(noCanvas.threads).toEqual({
+      workers: 2,
+      inWorkers: 0,
+      onPage: coded,
+      fallback: 'the workers have no OffscreenCanvas, createImageBitmap: those tensors decoded on the page',
+    });
+    const zstdCoded = new Archive(await archive('zstd')).manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
+    const zstdNoCanvas = await decodeBitsInPage(`${base}/zstd.nnm`, { workers: 2, workerUrl: `${base}/no-canvas-worker.js` });
+    expect(zstdNoCanvas.tensors).toEqual(zstdNode);
+    expect(zstdNoCanvas.threads).toEqual({ workers: 2, inWorkers: zstdCoded, onPage: 0 });
+  });
 
   it('example page: Silero VAD v4 rebuilt from PNGs in the page runs in onnxruntime-web like the original', async () => {
     const p = await newPage(browser);
@@ -280,6 +346,39 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     expect(got.legacy).toBe(true);
   });
 
+  for (const name of ['png', 'zstd'])
+    it(`workers: a ${name} archive whose entries pass their checksums but do not decode is rejected with the same typed error as on the page (the first failing tensor)`, async () => {
+      // two tensors' media zeroed (not a PNG, not a zstd frame), the manifest's checksums made to match them
+      const { manifest, entries } = readArchive(await archive(name));
+      const m = structuredClone(manifest);
+      const bytes = new Map(entries.map(([n, d]) => [n, Buffer.from(d)]));
+      const coded = m.tensors.filter((t) => t.layout && !t.sameAs);
+      const broken = [coded[1], coded[coded.length - 1]];
+      for (const t of broken)
+        for (const entry of tileEntries(t)) {
+          const place = packMembers(m).get(entry);
+          const [zip, at, length] = place ? [place.pack, place.offset, place.bytes] : [entry, 0, bytes.get(entry)!.length];
+          bytes.get(zip)!.fill(0, at, at + length);
+        }
+      for (const [n, d] of bytes) m.entries[n] = { sha256: createHash('sha256').update(d).digest('hex'), bytes: d.length };
+      const file = `undecodable-${name}.nnm`;
+      writeArchive(join(dir, file), [...bytes], m);
+      const node = await decompressArchive(join(dir, file), join(dir, `${file}.onnx`)).catch((e: unknown) => e);
+      expect(node).toBeInstanceOf(CorruptArchiveError);
+      const onPage = await decodeInPage(`${base}/${file}`, false, { workers: 0 });
+      const inWorkers = await decodeInPage(`${base}/${file}`, false, { workers: 2 });
+      expect(onPage).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+      expect(onPage.tensor).toBe(broken[0].name);
+      expect(onPage.message).toMatch(new RegExp(`^file http:.*/${file}, tensor ${broken[0].name}: cannot decode \\S+: .+`));
+      // the same error, class and all, thrown in a worker (its stack says where) and rebuilt on the page
+      expect(inWorkers).toEqual({ ...onPage, stack: inWorkers.stack });
+      expect(inWorkers.stack).toMatch(/decode-worker\.js/);
+      expect(onPage.stack).not.toMatch(/decode-worker\.js/);
+      // Node names the same tensor's entry as undecodable
+      expect((node as CorruptArchiveError).code).toBe('E_CORRUPT_ARCHIVE');
+      expect((node as Error).message).toMatch(/cannot decode|does not decode|corrupt/);
+    });
+
   // The manifest mutations that used to get through the browser's own copy of the decoder (TypeError,
   // DOMException, or wrong weights for a bogus range dtype): the same validator now answers in both.
   const TABLE: Array<[string, (t: Manifest['tensors'][number]) => void]> = [
@@ -300,11 +399,14 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       writeArchive(join(dir, name), entries, m);
       const node = await decompressArchive(join(dir, name), join(dir, `${name}.onnx`)).catch((e: unknown) => e);
       expect(node).toBeInstanceOf(CorruptArchiveError);
-      const got = await decodeInPage(`${base}/${name}`);
-      expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
-      expect(got.tensor).toBe((node as CorruptArchiveError).tensor);
       const tail = (message: string): string => message.slice(message.indexOf('manifest:'));
-      expect(tail(got.message!)).toBe(tail((node as Error).message));
+      // on the page's thread and in workers (where these records are decoded and the error is thrown)
+      for (const workers of [0, 2]) {
+        const got = await decodeInPage(`${base}/${name}`, false, { workers });
+        expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+        expect(got.tensor).toBe((node as CorruptArchiveError).tensor);
+        expect(tail(got.message!)).toBe(tail((node as Error).message));
+      }
     });
 
   // the hostile-manifest fuzzer of test/reliability.test.ts, against the browser's decoder
@@ -345,6 +447,39 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     );
 });
 
+type Threads = { workers: number; inWorkers: number; onPage: number; fallback?: string };
+type Nnmedia = {
+  decodeArchive(
+    u: string | Uint8Array,
+    o?: object,
+  ): Promise<{ tensors: Map<string, Float32Array>; threads: Threads; fetch: { requests: number; bytes: number } }>;
+};
+
+/** A tensor's float32 values as their bit patterns (equal arrays: bit-identical values, NaNs and -0 included). */
+function bits(v: Float32Array): number[] {
+  return Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length));
+}
+
+/** Decodes an archive in the page with these options: each tensor's bit patterns, and how the decode was spread. */
+function decodeBitsInPage(
+  url: string,
+  options: object,
+  on: Page = page,
+): Promise<{ tensors: Record<string, number[]>; threads: Threads }> {
+  return on.evaluate(
+    async ([u, o]) => {
+      const r = await (window as unknown as { nnmedia: Nnmedia }).nnmedia.decodeArchive(u, o);
+      return {
+        threads: r.threads,
+        tensors: Object.fromEntries(
+          [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
+        ),
+      };
+    },
+    [url, options] as const,
+  );
+}
+
 interface PageResult {
   ok: boolean;
   typed?: boolean;
@@ -353,21 +488,22 @@ interface PageResult {
   code?: string;
   tensor?: string;
   message?: string;
+  stack?: string;
 }
 
 /** Decodes an archive in the page (and rebuilds the ONNX model when asked): success, or the error as data. */
-function decodeInPage(url: string, rebuild = false): Promise<PageResult> {
+function decodeInPage(url: string, rebuild = false, options: object = {}): Promise<PageResult> {
   return page.evaluate(
-    async ([u, withModel]) => {
+    async ([u, withModel, o]) => {
       type Nnmedia = {
-        decodeArchive(u: string): Promise<unknown>;
+        decodeArchive(u: string, o: object): Promise<unknown>;
         rebuildOnnxModel(d: unknown): Uint8Array;
         NnmediaError: new () => Error;
         BrowserArchiveError: new () => Error;
       };
       const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
       try {
-        const d = await n.decodeArchive(u);
+        const d = await n.decodeArchive(u, o);
         if (withModel) n.rebuildOnnxModel(d);
         return { ok: true };
       } catch (e) {
@@ -380,9 +516,10 @@ function decodeInPage(url: string, rebuild = false): Promise<PageResult> {
           code: err.code,
           tensor: err.tensor,
           message: err.message,
+          stack: err.stack,
         };
       }
     },
-    [url, rebuild] as const,
+    [url, rebuild, options] as const,
   );
 }
