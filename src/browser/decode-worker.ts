@@ -21,16 +21,19 @@ interface WorkerScope {
 const scope = globalThis as unknown as WorkerScope;
 const has = (name: string): boolean => typeof (globalThis as Record<string, unknown>)[name] === 'function';
 
-/** Entries used by several tensors, sent once and kept for the worker's later tasks. */
-const shared = new Map<string, Uint8Array>();
+/** Entries used by several tensors, sent once a decode (session) and kept for its later tasks. */
+const sessions = new Map<number, Map<string, Uint8Array>>();
 
 scope.onmessage = ({ data: task }) => {
+  if (task.type === 'forget') return void sessions.delete(task.session);
+  let shared = sessions.get(task.session);
+  if (!shared) sessions.set(task.session, (shared = new Map()));
   for (const [name, bytes] of task.shared) shared.set(name, bytes);
   const own = new Map(task.entries);
   const source: EntrySource = {
     file: task.file,
     entry: (name, tensor) => {
-      const data = own.get(name) ?? shared.get(name);
+      const data = own.get(name) ?? shared!.get(name);
       if (!data) throw new CorruptArchiveError(`entry ${name} was not verified`, { file: task.file, tensor });
       return data;
     },

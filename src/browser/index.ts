@@ -20,7 +20,7 @@ export { bytesSource, urlSource, type ByteSource, type FetchStats } from '../arc
 export type { DecodedArchive } from '../archive/read.js';
 export { browserBackend } from './backend.js';
 export { BROWSER_DECODERS } from './decoders.js';
-export { AUTO_WORKERS, type DecodeThreads, type WorkerOptions } from './workers.js';
+export { AUTO_WORKERS, WORKER_IDLE_MS, terminateDecodeWorkers, type DecodeThreads, type WorkerOptions } from './workers.js';
 
 /**
  * @deprecated Every error the browser decoder throws is an `NnmediaError` with a stable `code`

@@ -14,17 +14,21 @@ export interface WorkerCapabilities {
   videoDecoder: boolean;
 }
 
-/** One tensor to decode. `entries` are its own; `shared` ones (used by several tensors) are kept by the worker for later tasks. */
+/**
+ * One tensor to decode. `entries` are its own; `shared` ones (used by several tensors) are kept by the worker for
+ * the later tasks of the same decode (`session`), until it is told to forget them.
+ */
 export interface DecodeTask {
   type: 'decode';
   id: number;
+  session: number;
   file?: string;
   tensor: TensorRecord;
   entries: Array<[string, Uint8Array]>;
   shared: Array<[string, Uint8Array]>;
 }
 
-export type ToWorker = DecodeTask;
+export type ToWorker = DecodeTask | { type: 'forget'; session: number };
 
 export type FromWorker =
   | { type: 'ready'; capabilities: WorkerCapabilities }
