@@ -162,6 +162,26 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     expect(got.second).toEqual(want);
   });
 
+  it("workers: 'auto' (the default) decodes a small archive on the page, and one at its threshold in a worker a core", async () => {
+    const file = new Archive(await archive('png'));
+    const coded = file.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+    const floats = coded.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+    const want = Object.fromEntries([...(await decodeAllTensors(file))].map(([k, v]) => [k, bits(v)]));
+    const small = await decodeBitsInPage(`${base}/png.nnm`, {});
+    expect(floats).toBeLessThan(small.auto.minFloats);
+    expect(small.threads).toEqual({ workers: 0, inWorkers: 0, onPage: coded.length });
+    // the same archive with the threshold lowered to its size: as many workers as the page has cores (4 at most)
+    const large = await decodeBitsInPage(`${base}/png.nnm`, {}, page, floats);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    expect(large.tensors).toEqual(want);
+    expect(large.threads).toEqual({
+      workers: cores < 2 ? 0 : Math.min(4, cores, coded.length),
+      inWorkers: cores < 2 ? 0 : coded.length,
+      onPage: cores < 2 ? coded.length : 0,
+    });
+    expect(large.auto.minFloats).toBe(small.auto.minFloats);
+  });
+
   it('workers fall back to the page, same values, and say why: no Worker, a worker script that does not load, workers without canvas', async () => {
     const pngNode = Object.fromEntries(
       [...(await decodeAllTensors(new Archive(await archive('png'))))].map(([k, v]) => [k, bits(v)]),
@@ -342,6 +362,9 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     expect(node).toBeInstanceOf(CorruptArchiveError);
     const strip = (m: string): string => m.replace(/^file .*?corrupt\.nnm(?=[,:])/, '');
     expect(strip(got.message!)).toBe(strip((node as Error).message));
+    // with workers asked for: the checksums are the page's, before anything is handed to a worker
+    const withWorkers = await decodeInPage(`${base}/corrupt.nnm`, false, { workers: 2 });
+    expect({ ...withWorkers, stack: undefined }).toEqual({ ...got, stack: undefined });
     // the deprecated name still matches every typed error
     expect(got.legacy).toBe(true);
   });
@@ -449,6 +472,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
 
 type Threads = { workers: number; inWorkers: number; onPage: number; fallback?: string };
 type Nnmedia = {
+  AUTO_WORKERS: { max: number; minFloats: number };
   decodeArchive(
     u: string | Uint8Array,
     o?: object,
@@ -460,23 +484,35 @@ function bits(v: Float32Array): number[] {
   return Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length));
 }
 
-/** Decodes an archive in the page with these options: each tensor's bit patterns, and how the decode was spread. */
+/**
+ * Decodes an archive in the page with these options: each tensor's bit patterns, how the decode was spread, and
+ * 'auto''s threshold (set to `minFloats` for this decode when given).
+ */
 function decodeBitsInPage(
   url: string,
   options: object,
   on: Page = page,
-): Promise<{ tensors: Record<string, number[]>; threads: Threads }> {
+  minFloats?: number,
+): Promise<{ tensors: Record<string, number[]>; threads: Threads; auto: { minFloats: number } }> {
   return on.evaluate(
-    async ([u, o]) => {
-      const r = await (window as unknown as { nnmedia: Nnmedia }).nnmedia.decodeArchive(u, o);
-      return {
-        threads: r.threads,
-        tensors: Object.fromEntries(
-          [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
-        ),
-      };
+    async ([u, o, min]) => {
+      const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
+      const before = n.AUTO_WORKERS.minFloats;
+      if (min !== undefined) n.AUTO_WORKERS.minFloats = min;
+      try {
+        const r = await n.decodeArchive(u, o);
+        return {
+          threads: r.threads,
+          auto: { minFloats: before },
+          tensors: Object.fromEntries(
+            [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
+          ),
+        };
+      } finally {
+        n.AUTO_WORKERS.minFloats = before;
+      }
     },
-    [url, options] as const,
+    [url, options, minFloats] as const,
   );
 }
 

@@ -27,9 +27,9 @@ import type { DecodeTask, FromWorker, ToWorker, WorkerCapabilities } from './wor
 
 export interface WorkerOptions {
   /**
-   * Dedicated workers to decode tensors in: a count (0: on the page's thread), or 'auto' (the default):
-   * `AUTO_WORKERS.max` at most, no more than `navigator.hardwareConcurrency`, and none for an archive with
-   * fewer than `AUTO_WORKERS.minFloats` float32 values to decode.
+   * Dedicated workers to decode tensors in: a count (0: on the page's thread), or 'auto' (the default): none for
+   * an archive with fewer than `AUTO_WORKERS.minFloats` values to decode or a machine with fewer than 2 cores
+   * (`navigator.hardwareConcurrency`), else one a core, `AUTO_WORKERS.max` at most.
    */
   workers?: number | 'auto';
   /** The worker script; default `decode-worker.js` next to this module (dist/browser/decode-worker.js). */
@@ -44,8 +44,13 @@ export interface DecodeThreads {
   fallback?: string;
 }
 
-/** What 'auto' chooses (measured: docs/benchmarks.md, "Decoding in the browser"). */
-export const AUTO_WORKERS = { max: 4, minFloats: 1 << 20 };
+/**
+ * What 'auto' chooses. Measured on 2 cores (docs/benchmarks.md, "Decoding in the browser"): 2 workers decode
+ * ISNet (44 M weights) 1.3–1.7× as fast as the page for WebP, zstd and 16-bit PNG and keep the page's longest
+ * stall under 0.15 s (1.5–5.9 s on the page), 8-bit PNG as fast; on PaddleOCR rec (2.7 M) and the Silero models
+ * (0.2–0.5 M) they are no faster, or slower. Hence 4 M values. The cap of 4 is not measured (2 cores here).
+ */
+export const AUTO_WORKERS = { max: 4, minFloats: 1 << 22 };
 
 /** Workers with no decode to do for this long are ended (the next decode starts new ones). */
 export const WORKER_IDLE_MS = 30_000;
@@ -64,7 +69,8 @@ export function workerCount(options: WorkerOptions, tensors: readonly TensorReco
   const floats = tensors.reduce((s, t) => s + elementCount(t.shape), 0);
   if (floats < AUTO_WORKERS.minFloats) return 0;
   const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
-  return Math.max(0, Math.min(AUTO_WORKERS.max, cores, tensors.length));
+  if (cores < 2) return 0;
+  return Math.min(AUTO_WORKERS.max, cores, tensors.length);
 }
 
 /**
