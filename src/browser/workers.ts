@@ -45,10 +45,11 @@ export interface DecodeThreads {
 }
 
 /**
- * What 'auto' chooses. Measured on 2 cores (docs/benchmarks.md, "Decoding in the browser"): 2 workers decode
- * ISNet (44 M weights) 1.3–1.7× as fast as the page for WebP, zstd and 16-bit PNG and keep the page's longest
- * stall under 0.15 s (1.5–5.9 s on the page), 8-bit PNG as fast; on PaddleOCR rec (2.7 M) and the Silero models
- * (0.2–0.5 M) they are no faster, or slower. Hence 4 M values. The cap of 4 is not measured (2 cores here).
+ * What 'auto' chooses. Measured on 2 cores (docs/benchmarks.md, "Decoding in workers"): 2 workers decode ISNet
+ * (44 M weights) 1.3–1.7× as fast as the page for WebP, zstd, 16-bit PNG and the default archive (8-bit PNG: as
+ * fast), and the page's longest stall in the JS decoders falls from seconds to under 0.15 s; on PaddleOCR rec
+ * (2.7 M) and the Silero models (0.2–0.5 M) they are no faster, often slower. Hence 4 M values. The cap of 4 is
+ * not measured (2 cores here).
  */
 export const AUTO_WORKERS = { max: 4, minFloats: 1 << 22 };
 
