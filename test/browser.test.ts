@@ -226,6 +226,15 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     const zstdNoCanvas = await decodeBitsInPage(`${base}/zstd.nnm`, { workers: 2, workerUrl: `${base}/no-canvas-worker.js` });
     expect(zstdNoCanvas.tensors).toEqual(zstdNode);
     expect(zstdNoCanvas.threads).toEqual({ workers: 2, inWorkers: zstdCoded, onPage: 0 });
+    // a count that is not one is the caller's mistake, said as such
+    for (const workers of [-1, 1.5, 'all'])
+      expect(await decodeInPage(`${base}/png.nnm`, false, { workers })).toMatchObject({
+        ok: false,
+        typed: true,
+        name: 'OptionError',
+        code: 'E_OPTION',
+        message: `workers: expected 'auto' or an integer 0…64, got ${JSON.stringify(workers)}`,
+      });
   });
 
   it('example page: Silero VAD v4 rebuilt from PNGs in the page runs in onnxruntime-web like the original', async () => {
