@@ -442,13 +442,15 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     });
 
   // the hostile-manifest fuzzer of test/reliability.test.ts, against the browser's decoder
-  for (const [label, sliceWeights, depth, seed, runs] of [
-    ['ONNX zstd', undefined, 4, 145, 80],
-    ['ONNX png', undefined, 4, 146, 120],
-    ['sliced safetensors', 1024, 6, 147, 80],
+  for (const [label, sliceWeights, depth, seed, runs, workers] of [
+    ['ONNX zstd', undefined, 4, 145, 80, 0],
+    ['ONNX png', undefined, 4, 146, 120, 0],
+    ['sliced safetensors', 1024, 6, 147, 80, 0],
+    // the same records decoded in 2 workers: their errors cross back typed
+    ['ONNX png', undefined, 4, 148, 80, 2],
   ] as const)
     it(
-      `fuzzer: any value at any place of a ${label} archive's tensor records gives a typed error or a decoded archive`,
+      `fuzzer: any value at any place of a ${label} archive's tensor records gives a typed error or a decoded archive${workers ? ` (in ${workers} workers)` : ''}`,
       async () => {
         const source = label === 'sliced safetensors' ? join(dir, 'fuzz.safetensors') : join(dir, 'm.onnx');
         if (label === 'sliced safetensors') writeSafetensorsFixture(source);
@@ -466,7 +468,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
           fc.asyncProperty(fc.nat(paths.length - 1), hostileValue, async (k, value) => {
             const name = `bfuzz-${seed}.nnm`;
             writeArchive(join(dir, name), entries, mutated(manifest, paths[k], value));
-            const got = await decodeInPage(`${base}/${name}?run=${run++}`, label !== 'sliced safetensors');
+            const got = await decodeInPage(`${base}/${name}?run=${run++}`, label !== 'sliced safetensors', { workers });
             if (!got.ok && !got.typed)
               findings.push(`${paths[k].join('.')} = ${JSON.stringify(value)}: ${got.name}: ${got.message}`);
             return got.ok || got.typed;
