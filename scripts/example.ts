@@ -24,6 +24,8 @@ export async function buildExample(out: string, options: ExampleBuild = {}): Pro
   mkdirSync(join(out, 'ort'), { recursive: true });
   copyFileSync(join(ROOT, 'examples/vad/index.html'), join(out, 'index.html'));
   await bundle('examples/vad/main.ts', join(out, 'main.js'));
+  // the decode worker beside the bundle, where decodeArchive looks for it (new URL('./decode-worker.js', import.meta.url))
+  await bundle('src/browser/decode-worker.ts', join(out, 'decode-worker.js'));
   // onnxruntime-web loads its WebAssembly runtime (one of these variants, by browser features) from ./ort/
   const ortDist = join(ROOT, 'node_modules/onnxruntime-web/dist');
   for (const f of readdirSync(ortDist))

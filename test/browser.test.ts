@@ -5,6 +5,7 @@
  * machine without /usr/bin/chromium these tests are skipped, loudly.
  */
 import type { Server } from 'node:http';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import fc from 'fast-check';
 import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, rebuildModel } from '../src/index.js';
-import { tileEntries, type Manifest } from '../src/archive/manifest.js';
+import { packMembers, tileEntries, type Manifest } from '../src/archive/manifest.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { tempDir } from './helpers/tmp.js';
@@ -126,21 +127,115 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
   });
 
   for (const [name] of CASES)
-    it(`${name}: every tensor decoded in the browser is bit-identical to Node's`, async () => {
+    it(`${name}: every tensor decoded in the browser, on the page and in 2 workers, is bit-identical to Node's`, async () => {
       const file = new Archive(await archive(name));
       if (name === 'av1-lossless')
         expect(file.manifest.tensors.filter((t) => t.codec?.name === 'av1').map((t) => t.name)).toEqual(['W1', 'Wc']);
+      const coded = file.manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
       const node = await decodeAllTensors(file);
-      const inPage = await page.evaluate(async (url) => {
-        const w = window as unknown as { nnmedia: { decodeArchive(u: string): Promise<{ tensors: Map<string, Float32Array> }> } };
-        const r = await w.nnmedia.decodeArchive(url);
-        return Object.fromEntries(
-          [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
-        );
-      }, `${base}/${name}.nnm`);
-      expect(Object.keys(inPage).sort()).toEqual([...node.keys()].sort());
-      for (const [k, v] of node) expect(inPage[k]).toEqual(Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length)));
+      const want = Object.fromEntries([...node].map(([k, v]) => [k, bits(v)]));
+      const onPage = await decodeBitsInPage(`${base}/${name}.nnm`, { workers: 0 });
+      expect(onPage.tensors).toEqual(want);
+      expect(onPage.threads).toEqual({ workers: 0, inWorkers: 0, onPage: coded });
+      const inWorkers = await decodeBitsInPage(`${base}/${name}.nnm`, { workers: 2 });
+      expect(inWorkers.tensors).toEqual(want);
+      // every coded tensor went to a worker: Chromium's workers have ImageDecoder, OffscreenCanvas and VideoDecoder
+      expect(inWorkers.threads).toEqual({ workers: Math.min(2, coded), inWorkers: coded, onPage: 0 });
     });
+
+  it("workers: from bytes in memory, the caller's bytes are left as they were (copied to the workers, not transferred away)", async () => {
+    const node = await decodeAllTensors(new Archive(await archive('zstd')));
+    const got = await page.evaluate(async (url) => {
+      const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
+      const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+      const length = bytes.length;
+      const first = await n.decodeArchive(bytes, { workers: 2 });
+      const second = await n.decodeArchive(bytes, { workers: 2 });
+      const out = (r: typeof first) =>
+        Object.fromEntries([...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]));
+      return { length, after: bytes.length, first: out(first), second: out(second), threads: first.threads };
+    }, `${base}/zstd.nnm`);
+    expect(got.after).toBe(got.length);
+    expect(got.threads.workers).toBe(2);
+    const want = Object.fromEntries([...node].map(([k, v]) => [k, bits(v)]));
+    expect(got.first).toEqual(want);
+    expect(got.second).toEqual(want);
+  });
+
+  it("workers: 'auto' (the default) decodes a small archive on the page, and one at its threshold in a worker a core", async () => {
+    const file = new Archive(await archive('png'));
+    const coded = file.manifest.tensors.filter((t) => t.layout && !t.sameAs);
+    const floats = coded.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+    const want = Object.fromEntries([...(await decodeAllTensors(file))].map(([k, v]) => [k, bits(v)]));
+    const small = await decodeBitsInPage(`${base}/png.nnm`, {});
+    expect(floats).toBeLessThan(small.auto.minFloats);
+    expect(small.threads).toEqual({ workers: 0, inWorkers: 0, onPage: coded.length });
+    // the same archive with the threshold lowered to its size: as many workers as the page has cores (4 at most)
+    const large = await decodeBitsInPage(`${base}/png.nnm`, {}, page, floats);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    expect(large.tensors).toEqual(want);
+    expect(large.threads).toEqual({
+      workers: cores < 2 ? 0 : Math.min(4, cores, coded.length),
+      inWorkers: cores < 2 ? 0 : coded.length,
+      onPage: cores < 2 ? coded.length : 0,
+    });
+    expect(large.auto.minFloats).toBe(small.auto.minFloats);
+  });
+
+  it('workers fall back to the page, same values, and say why: no Worker, a worker script that does not load, workers without canvas', async () => {
+    const pngNode = Object.fromEntries(
+      [...(await decodeAllTensors(new Archive(await archive('png'))))].map(([k, v]) => [k, bits(v)]),
+    );
+    const zstdNode = Object.fromEntries(
+      [...(await decodeAllTensors(new Archive(await archive('zstd'))))].map(([k, v]) => [k, bits(v)]),
+    );
+    const coded = new Archive(await archive('png')).manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
+    // no Worker in this context
+    const p = await newPage(browser);
+    await p.goto(`${base}/index.html`);
+    await p.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+    await p.evaluate(() => Object.defineProperty(window, 'Worker', { value: undefined }));
+    const noWorker = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2 }, p);
+    await p.close();
+    expect(noWorker.tensors).toEqual(pngNode);
+    expect(noWorker.threads).toEqual({
+      workers: 0,
+      inWorkers: 0,
+      onPage: coded,
+      fallback: 'no Worker here: decoded on the page',
+    });
+    // the worker script is not where it is said to be (404)
+    const absent = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2, workerUrl: `${base}/absent-worker.js` });
+    expect(absent.tensors).toEqual(pngNode);
+    expect(absent.threads).toMatchObject({ workers: 0, inWorkers: 0, onPage: coded });
+    expect(absent.threads.fallback).toMatch(/^the decode workers did not start \(.+\): decoded on the page$/);
+    // a worker without OffscreenCanvas and createImageBitmap: images are decoded on the page, zstd codes in the workers
+    writeFileSync(
+      join(dir, 'no-canvas-worker.js'),
+      "for (const n of ['OffscreenCanvas', 'createImageBitmap']) Object.defineProperty(globalThis, n, { value: undefined });\nawait import('./decode-worker.js');\n",
+    );
+    const noCanvas = await decodeBitsInPage(`${base}/png.nnm`, { workers: 2, workerUrl: `${base}/no-canvas-worker.js` });
+    expect(noCanvas.tensors).toEqual(pngNode);
+    expect(noCanvas.threads).toEqual({
+      workers: 2,
+      inWorkers: 0,
+      onPage: coded,
+      fallback: 'the workers have no OffscreenCanvas, createImageBitmap: those tensors decoded on the page',
+    });
+    const zstdCoded = new Archive(await archive('zstd')).manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
+    const zstdNoCanvas = await decodeBitsInPage(`${base}/zstd.nnm`, { workers: 2, workerUrl: `${base}/no-canvas-worker.js` });
+    expect(zstdNoCanvas.tensors).toEqual(zstdNode);
+    expect(zstdNoCanvas.threads).toEqual({ workers: 2, inWorkers: zstdCoded, onPage: 0 });
+    // a count that is not one is the caller's mistake, said as such
+    for (const workers of [-1, 1.5, 'all'])
+      expect(await decodeInPage(`${base}/png.nnm`, false, { workers })).toMatchObject({
+        ok: false,
+        typed: true,
+        name: 'OptionError',
+        code: 'E_OPTION',
+        message: `workers: expected 'auto' or an integer 0…64, got ${JSON.stringify(workers)}`,
+      });
+  });
 
   it('example page: Silero VAD v4 rebuilt from PNGs in the page runs in onnxruntime-web like the original', async () => {
     const p = await newPage(browser);
@@ -276,9 +371,45 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     expect(node).toBeInstanceOf(CorruptArchiveError);
     const strip = (m: string): string => m.replace(/^file .*?corrupt\.nnm(?=[,:])/, '');
     expect(strip(got.message!)).toBe(strip((node as Error).message));
+    // with workers asked for: the checksums are the page's, before anything is handed to a worker
+    const withWorkers = await decodeInPage(`${base}/corrupt.nnm`, false, { workers: 2 });
+    expect({ ...withWorkers, stack: undefined }).toEqual({ ...got, stack: undefined });
     // the deprecated name still matches every typed error
     expect(got.legacy).toBe(true);
   });
+
+  for (const name of ['png', 'zstd'])
+    it(`workers: a ${name} archive whose entries pass their checksums but do not decode is rejected with the same typed error as on the page (the first failing tensor)`, async () => {
+      // two tensors' media zeroed (not a PNG, not a zstd frame), the manifest's checksums made to match them
+      const { manifest, entries } = readArchive(await archive(name));
+      const m = structuredClone(manifest);
+      const bytes = new Map(entries.map(([n, d]) => [n, Buffer.from(d)]));
+      const coded = m.tensors.filter((t) => t.layout && !t.sameAs);
+      const broken = [coded[1], coded[coded.length - 1]];
+      for (const t of broken)
+        for (const entry of tileEntries(t)) {
+          const place = packMembers(m).get(entry);
+          const [zip, at, length] = place ? [place.pack, place.offset, place.bytes] : [entry, 0, bytes.get(entry)!.length];
+          bytes.get(zip)!.fill(0, at, at + length);
+        }
+      for (const [n, d] of bytes) m.entries[n] = { sha256: createHash('sha256').update(d).digest('hex'), bytes: d.length };
+      const file = `undecodable-${name}.nnm`;
+      writeArchive(join(dir, file), [...bytes], m);
+      const node = await decompressArchive(join(dir, file), join(dir, `${file}.onnx`)).catch((e: unknown) => e);
+      expect(node).toBeInstanceOf(CorruptArchiveError);
+      const onPage = await decodeInPage(`${base}/${file}`, false, { workers: 0 });
+      const inWorkers = await decodeInPage(`${base}/${file}`, false, { workers: 2 });
+      expect(onPage).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+      expect(onPage.tensor).toBe(broken[0].name);
+      expect(onPage.message).toMatch(new RegExp(`^file http:.*/${file}, tensor ${broken[0].name}: cannot decode \\S+: .+`));
+      // the same error, class and all, thrown in a worker (its stack says where) and rebuilt on the page
+      expect(inWorkers).toEqual({ ...onPage, stack: inWorkers.stack });
+      expect(inWorkers.stack).toMatch(/decode-worker\.js/);
+      expect(onPage.stack).not.toMatch(/decode-worker\.js/);
+      // Node names the same tensor's entry as undecodable
+      expect((node as CorruptArchiveError).code).toBe('E_CORRUPT_ARCHIVE');
+      expect((node as Error).message).toMatch(/cannot decode|does not decode|corrupt/);
+    });
 
   // The manifest mutations that used to get through the browser's own copy of the decoder (TypeError,
   // DOMException, or wrong weights for a bogus range dtype): the same validator now answers in both.
@@ -300,21 +431,26 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
       writeArchive(join(dir, name), entries, m);
       const node = await decompressArchive(join(dir, name), join(dir, `${name}.onnx`)).catch((e: unknown) => e);
       expect(node).toBeInstanceOf(CorruptArchiveError);
-      const got = await decodeInPage(`${base}/${name}`);
-      expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
-      expect(got.tensor).toBe((node as CorruptArchiveError).tensor);
       const tail = (message: string): string => message.slice(message.indexOf('manifest:'));
-      expect(tail(got.message!)).toBe(tail((node as Error).message));
+      // on the page's thread and in workers (where these records are decoded and the error is thrown)
+      for (const workers of [0, 2]) {
+        const got = await decodeInPage(`${base}/${name}`, false, { workers });
+        expect(got).toMatchObject({ ok: false, typed: true, name: 'CorruptArchiveError', code: 'E_CORRUPT_ARCHIVE' });
+        expect(got.tensor).toBe((node as CorruptArchiveError).tensor);
+        expect(tail(got.message!)).toBe(tail((node as Error).message));
+      }
     });
 
   // the hostile-manifest fuzzer of test/reliability.test.ts, against the browser's decoder
-  for (const [label, sliceWeights, depth, seed, runs] of [
-    ['ONNX zstd', undefined, 4, 145, 80],
-    ['ONNX png', undefined, 4, 146, 120],
-    ['sliced safetensors', 1024, 6, 147, 80],
+  for (const [label, sliceWeights, depth, seed, runs, workers] of [
+    ['ONNX zstd', undefined, 4, 145, 80, 0],
+    ['ONNX png', undefined, 4, 146, 120, 0],
+    ['sliced safetensors', 1024, 6, 147, 80, 0],
+    // the same records decoded in 2 workers: their errors cross back typed
+    ['ONNX png', undefined, 4, 148, 80, 2],
   ] as const)
     it(
-      `fuzzer: any value at any place of a ${label} archive's tensor records gives a typed error or a decoded archive`,
+      `fuzzer: any value at any place of a ${label} archive's tensor records gives a typed error or a decoded archive${workers ? ` (in ${workers} workers)` : ''}`,
       async () => {
         const source = label === 'sliced safetensors' ? join(dir, 'fuzz.safetensors') : join(dir, 'm.onnx');
         if (label === 'sliced safetensors') writeSafetensorsFixture(source);
@@ -332,7 +468,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
           fc.asyncProperty(fc.nat(paths.length - 1), hostileValue, async (k, value) => {
             const name = `bfuzz-${seed}.nnm`;
             writeArchive(join(dir, name), entries, mutated(manifest, paths[k], value));
-            const got = await decodeInPage(`${base}/${name}?run=${run++}`, label !== 'sliced safetensors');
+            const got = await decodeInPage(`${base}/${name}?run=${run++}`, label !== 'sliced safetensors', { workers });
             if (!got.ok && !got.typed)
               findings.push(`${paths[k].join('.')} = ${JSON.stringify(value)}: ${got.name}: ${got.message}`);
             return got.ok || got.typed;
@@ -345,6 +481,52 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     );
 });
 
+type Threads = { workers: number; inWorkers: number; onPage: number; fallback?: string };
+type Nnmedia = {
+  AUTO_WORKERS: { max: number; minFloats: number };
+  decodeArchive(
+    u: string | Uint8Array,
+    o?: object,
+  ): Promise<{ tensors: Map<string, Float32Array>; threads: Threads; fetch: { requests: number; bytes: number } }>;
+};
+
+/** A tensor's float32 values as their bit patterns (equal arrays: bit-identical values, NaNs and -0 included). */
+function bits(v: Float32Array): number[] {
+  return Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length));
+}
+
+/**
+ * Decodes an archive in the page with these options: each tensor's bit patterns, how the decode was spread, and
+ * 'auto''s threshold (set to `minFloats` for this decode when given).
+ */
+function decodeBitsInPage(
+  url: string,
+  options: object,
+  on: Page = page,
+  minFloats?: number,
+): Promise<{ tensors: Record<string, number[]>; threads: Threads; auto: { minFloats: number } }> {
+  return on.evaluate(
+    async ([u, o, min]) => {
+      const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
+      const before = n.AUTO_WORKERS.minFloats;
+      if (min !== undefined) n.AUTO_WORKERS.minFloats = min;
+      try {
+        const r = await n.decodeArchive(u, o);
+        return {
+          threads: r.threads,
+          auto: { minFloats: before },
+          tensors: Object.fromEntries(
+            [...r.tensors].map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
+          ),
+        };
+      } finally {
+        n.AUTO_WORKERS.minFloats = before;
+      }
+    },
+    [url, options, minFloats] as const,
+  );
+}
+
 interface PageResult {
   ok: boolean;
   typed?: boolean;
@@ -353,21 +535,22 @@ interface PageResult {
   code?: string;
   tensor?: string;
   message?: string;
+  stack?: string;
 }
 
 /** Decodes an archive in the page (and rebuilds the ONNX model when asked): success, or the error as data. */
-function decodeInPage(url: string, rebuild = false): Promise<PageResult> {
+function decodeInPage(url: string, rebuild = false, options: object = {}): Promise<PageResult> {
   return page.evaluate(
-    async ([u, withModel]) => {
+    async ([u, withModel, o]) => {
       type Nnmedia = {
-        decodeArchive(u: string): Promise<unknown>;
+        decodeArchive(u: string, o: object): Promise<unknown>;
         rebuildOnnxModel(d: unknown): Uint8Array;
         NnmediaError: new () => Error;
         BrowserArchiveError: new () => Error;
       };
       const n = (window as unknown as { nnmedia: Nnmedia }).nnmedia;
       try {
-        const d = await n.decodeArchive(u);
+        const d = await n.decodeArchive(u, o);
         if (withModel) n.rebuildOnnxModel(d);
         return { ok: true };
       } catch (e) {
@@ -380,9 +563,10 @@ function decodeInPage(url: string, rebuild = false): Promise<PageResult> {
           code: err.code,
           tensor: err.tensor,
           message: err.message,
+          stack: err.stack,
         };
       }
     },
-    [url, rebuild] as const,
+    [url, rebuild, options] as const,
   );
 }

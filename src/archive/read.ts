@@ -19,6 +19,7 @@ import {
   skeletonContent,
   skeletonEntries,
   type Manifest,
+  type TensorRecord,
 } from './manifest.js';
 import type { ByteSource, FetchStats } from './source.js';
 import {
@@ -167,6 +168,41 @@ export interface DecodeOptions {
   tensors?: readonly string[];
 }
 
+/** The verified entries an archive's tensors are decoded from: each checked against the manifest before it is here. */
+export interface VerifiedEntries extends EntrySource {
+  /** Every entry the decode needs, by name (ZIP entries and pack members), already verified. */
+  readonly bytes: ReadonlyMap<string, Uint8Array>;
+}
+
+/**
+ * How the coded tensors of one decode are turned into values: `decode` gets them in the manifest's order (each
+ * tensor once: duplicates are resolved after) and answers their values in the same order, or rejects with the
+ * error the first failing tensor in that order gives (as decoding them one by one would). `close` is called
+ * when the decode ends, whether it got to `decode` or failed before (a checksum).
+ */
+export interface TensorDecoding {
+  decode(tensors: readonly TensorRecord[], entries: VerifiedEntries): Promise<Float32Array[]>;
+  close(): void;
+}
+
+/**
+ * Made as soon as the manifest is read and the tensors to decode are known (before any entry is fetched and
+ * verified), so that what it prepares (a browser's worker pool) starts while the entries arrive.
+ */
+export type TensorDecodingFactory = (manifest: Manifest, tensors: readonly TensorRecord[]) => TensorDecoding;
+
+/** The tensors one after another on this thread, through the backend's code decoder. */
+export const sequentialDecoding =
+  (backend: DecodeBackend): TensorDecodingFactory =>
+  () => ({
+    async decode(tensors, entries) {
+      const out: Float32Array[] = [];
+      for (const t of tensors) out.push(await decodeRecord(t, entries, backend.decodeCodes));
+      return out;
+    },
+    close() {},
+  });
+
 /**
  * Reads an archive from a byte source, verifies the checksum of every entry it
  * needs before decoding any, and decodes the tensors through the backend.
@@ -175,6 +211,7 @@ export async function decodeArchiveSource(
   src: ByteSource,
   backend: DecodeBackend,
   options: DecodeOptions = {},
+  decoding: TensorDecodingFactory = sequentialDecoding(backend),
 ): Promise<DecodedArchive> {
   const archive = await SourceArchive.open(src, backend);
   const { manifest } = archive;
@@ -198,19 +235,26 @@ export async function decodeArchiveSource(
   for (const t of decodeSet) for (const { record } of codedParts(t)) for (const n of recordEntries(record)) add(n, t.name);
   for (const t of halves) add(t.half!.entry, t.name);
   if (!asked) for (const p of skeletonParts) add(p);
-  // every checksum first (the entries are in memory anyway): nothing is decoded from a corrupt archive
+  const tensors = new Map<string, Float32Array>();
   const entries = new Map<string, Uint8Array>();
-  for (const [name, tensor] of names) entries.set(name, await archive.entry(name, tensor));
-  const verified: EntrySource = {
+  const verified: VerifiedEntries = {
     file: archive.file,
+    bytes: entries,
     entry: (name, tensor) => {
       const data = entries.get(name);
       if (!data) throw new CorruptArchiveError(`entry ${name} was not verified`, { file: archive.file, tensor });
       return data;
     },
   };
-  const tensors = new Map<string, Float32Array>();
-  for (const t of decodeSet) tensors.set(t.key, await decodeRecord(t, verified, backend.decodeCodes));
+  const coded = decoding(manifest, decodeSet);
+  try {
+    // every checksum first (the entries are in memory anyway): nothing is decoded from a corrupt archive
+    for (const [name, tensor] of names) entries.set(name, await archive.entry(name, tensor));
+    const values = await coded.decode(decodeSet, verified);
+    decodeSet.forEach((t, i) => tensors.set(t.key, values[i]));
+  } finally {
+    coded.close();
+  }
   for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
   for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
   const half = halfDecoder(verified);

@@ -13,12 +13,14 @@ import { rebuildOnnx } from '../formats/onnx/rebuild.js';
 import { encodeFloats, tensorStorage, type OnnxStorage } from '../formats/model.js';
 import { NnmediaError, OptionError, UnsupportedError } from '../errors.js';
 import { browserBackend } from './backend.js';
+import { workerDecoding, type DecodeThreads, type WorkerOptions } from './workers.js';
 
 export * from '../errors.js';
 export { bytesSource, urlSource, type ByteSource, type FetchStats } from '../archive/source.js';
 export type { DecodedArchive } from '../archive/read.js';
 export { browserBackend } from './backend.js';
 export { BROWSER_DECODERS } from './decoders.js';
+export { AUTO_WORKERS, WORKER_IDLE_MS, terminateDecodeWorkers, type DecodeThreads, type WorkerOptions } from './workers.js';
 
 /**
  * @deprecated Every error the browser decoder throws is an `NnmediaError` with a stable `code`
@@ -27,19 +29,26 @@ export { BROWSER_DECODERS } from './decoders.js';
  */
 export const BrowserArchiveError = NnmediaError;
 
-export interface DecodeOptions extends CoreDecodeOptions {
+export interface DecodeOptions extends CoreDecodeOptions, WorkerOptions {
   /** Passed to fetch() for URLs (credentials, headers, signal). */
   init?: RequestInit;
 }
 
+/** A decoded archive, and how its tensors were spread over workers and the page. */
+export interface BrowserDecodedArchive extends DecodedArchive {
+  threads: DecodeThreads;
+}
+
 /**
- * Fetches (or takes) an archive, verifies the checksum of every entry it
- * needs before decoding any, and decodes the tensors with the browser's decoders.
+ * Fetches (or takes) an archive, verifies the checksum of every entry it needs before decoding any, and decodes
+ * the tensors with the browser's decoders: in dedicated workers (`workers`, default 'auto': see WorkerOptions)
+ * where the archive is large enough and workers can start, else on the page's thread. The values are the same
+ * bits either way, and so are the errors.
  */
 export async function decodeArchive(
   source: string | ArrayBuffer | Uint8Array | ByteSource,
   options: DecodeOptions = {},
-): Promise<DecodedArchive> {
+): Promise<BrowserDecodedArchive> {
   const src =
     typeof source === 'string'
       ? await urlSource(source, options.init)
@@ -48,7 +57,9 @@ export async function decodeArchive(
         : source instanceof ArrayBuffer
           ? bytesSource(new Uint8Array(source))
           : source;
-  return decodeArchiveSource(src, browserBackend, { tensors: options.tensors });
+  const threads: DecodeThreads = { workers: 0, inWorkers: 0, onPage: 0 };
+  const decoded = await decodeArchiveSource(src, browserBackend, { tensors: options.tensors }, workerDecoding(options, threads));
+  return { ...decoded, threads };
 }
 
 /** The ONNX model file rebuilt from a decoded archive (the same wire-level rebuild as Node's), ready for onnxruntime-web. */

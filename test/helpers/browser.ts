@@ -92,9 +92,13 @@ export async function newPage(browser: Browser, options: Parameters<Browser['new
   return page;
 }
 
-/** Bundles the browser entry into `dir` with an index.html that sets `window.nnmedia`, and opens it. */
+/**
+ * Bundles the browser entry into `dir` (its decode worker beside it, where the entry's
+ * `new URL('./decode-worker.js', import.meta.url)` finds it) with an index.html that sets `window.nnmedia`, and opens it.
+ */
 export async function openNnmediaPage(browser: Browser, dir: string, base: string): Promise<Page> {
   await bundle('src/browser/index.ts', join(dir, 'nnmedia.js'));
+  await bundle('src/browser/decode-worker.ts', join(dir, 'decode-worker.js'));
   writeFileSync(
     join(dir, 'index.html'),
     '<!doctype html><meta charset="utf-8"><title>nnmedia</title><script type="module">import * as n from "./nnmedia.js"; window.nnmedia = n; window.ready = true;</script>',
