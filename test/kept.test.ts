@@ -1,6 +1,6 @@
 /**
- * Kept tensors' precision by use: biases and BatchNorm scale / bias / variance at bfloat16's 7 mantissa bits,
- * kept weights, norm means and anything unknown at float16's full 10 (quantize/half.ts keptMantissaBits), with
+ * Kept tensors' precision by use: recurrent biases at bfloat16's 7 mantissa bits, everything else (conv and
+ * dense biases, norms, kept weights, unknown uses) at float16's full 10 (quantize/half.ts keptMantissaBits), with
  * uses seen through data-movement ops (a bias sliced and concatenated before the LSTM that adds it).
  */
 import { writeFileSync } from 'node:fs';
@@ -16,14 +16,14 @@ const T = onnx.TensorProto.DataType;
 const use = (op: string, inputIndex: number): { op: string; inputIndex: number } => ({ op, inputIndex });
 
 describe('keptMantissaBits', () => {
-  it('7 bits for biases and norm scale, bias and variance; 10 for weights, means, unknown ops and no graph', () => {
-    expect(keptMantissaBits([use('Conv', 2)])).toBe(7);
-    expect(keptMantissaBits([use('Gemm', 2), use('Add', 1)])).toBe(7);
+  it('7 bits for recurrent biases; 10 for conv and dense biases, norms, weights, unknown ops and no graph', () => {
     expect(keptMantissaBits([use('LSTM', 3)])).toBe(7);
-    for (const i of [1, 2, 4]) expect(keptMantissaBits([use('BatchNormalization', i)])).toBe(7);
-    expect(keptMantissaBits([use('BatchNormalization', 3)])).toBe(10); // the mean
+    expect(keptMantissaBits([use('GRU', 3), use('LSTM', 3)])).toBe(7);
+    expect(keptMantissaBits([use('Conv', 2)])).toBe(10); // may hold a folded BatchNorm
+    expect(keptMantissaBits([use('Gemm', 2), use('Add', 1)])).toBe(10);
+    for (const i of [1, 2, 3, 4]) expect(keptMantissaBits([use('BatchNormalization', i)])).toBe(10);
     expect(keptMantissaBits([use('Conv', 1)])).toBe(10); // a kept weight
-    expect(keptMantissaBits([use('Conv', 2), use('Mul', 1)])).toBe(10); // every use must be one
+    expect(keptMantissaBits([use('LSTM', 3), use('Mul', 1)])).toBe(10); // every use must be one
     expect(keptMantissaBits([use('Sub', 1)])).toBe(10);
     expect(keptMantissaBits([])).toBe(10); // safetensors: no graph
   });
@@ -112,10 +112,10 @@ describe('kept tensors by use', () => {
       const expectBits: Record<string, number> = {
         bias_all: 7,
         bias_more: 7,
-        conv_b: 7,
-        bn_scale: 7,
-        bn_bias: 7,
-        bn_var: 7,
+        conv_b: 10,
+        bn_scale: 10,
+        bn_bias: 10,
+        bn_var: 10,
         bn_mean: 10,
         conv_w: 10,
       };
@@ -127,7 +127,7 @@ describe('kept tensors by use', () => {
         expect([...values.get(key)!], `${key} at ${bits} bits`).toEqual([...want]);
       }
       // and the 7-bit ones really lost bits against the 10-bit cast (the test would pass with either otherwise)
-      const o = reader.read('bn_scale');
+      const o = reader.read('bias_more');
       expect([...fromHalf(keptHalf(o, 7)!, 0, 4)]).not.toEqual([...fromHalf(keptHalf(o, 10)!, 0, 4)]);
       reader.close();
     } finally {
