@@ -23,6 +23,7 @@ import {
 import { randomInputOutputs } from '../src/eval/calibrate.js';
 import { MIN_DECISIONS, compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
 import { outputsTask } from '../src/eval/tasks/outputs.js';
+import { oneSidedWarning } from '../src/pipeline/gate.js';
 import { BadCalibrationError } from '../src/errors.js';
 import { openModel } from '../src/formats/registry.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
@@ -325,6 +326,33 @@ describe('fidelity', () => {
     expect(nan.fidelity).toBe(0);
     expect(nan.outputs[0].relRms).toBe(Infinity);
     expect(formatFidelity(logits)[0]).toMatch(/^fidelity 0\.7500 \(worst output: l; 1 held-back samples\)/);
+  });
+
+  it('a binary output the original never fires on is marked one-sided, and reports call its score weak evidence', () => {
+    const n = 1000;
+    const quiet = Float32Array.from({ length: n }, (_, i) => 0.01 + (i % 7) * 0.02); // p ≤ 0.5 everywhere
+    const moved = quiet.map((p) => p * 3); // values far off, still ≤ 0.5: agreement and IoU cannot see it
+    const r = compareOutputs({ m: f32([1, 1, 40, 25], quiet) }, { m: f32([1, 1, 40, 25], moved) });
+    expect(r.outputs[0]).toMatchObject({ kind: 'binary', oneSided: true, agreement: 1, iou: 1 });
+    expect(r.outputs[0].relRms).toBeGreaterThan(1);
+    expect(r.fidelity).toBe(1);
+    // a candidate that starts firing is still caught (IoU of nothing against something)
+    const fires = quiet.slice();
+    fires.fill(0.9, 0, 30);
+    expect(compareOutputs({ m: f32([1, 1, 40, 25], quiet) }, { m: f32([1, 1, 40, 25], fires) }).fidelity).toBe(0);
+    // an original that fires on enough elements is judged as before, unmarked
+    const busy = quiet.map((p, i) => (i % 3 === 0 ? 0.9 : p));
+    expect(
+      compareOutputs({ m: f32([1, 1, 40, 25], busy) }, { m: f32([1, 1, 40, 25], busy) }).outputs[0].oneSided,
+    ).toBeUndefined();
+    // the report line names the output and its error; state outputs and outputs not judged are left out
+    const outputs = [
+      { name: 'm', kind: 'binary', score: 1, cosine: 0.9, relRms: 2, maxAbs: 0.4, oneSided: true },
+      { name: 'h', kind: 'binary', score: 1, cosine: 1, relRms: 0, maxAbs: 0, oneSided: true, state: true },
+    ];
+    expect(oneSidedWarning({ checked: true, outputs })).toMatch(/^m: the original decides the same way .*relative RMS error 2\)/);
+    expect(oneSidedWarning({ checked: true, outputs, judged: ['other'] })).toBeUndefined();
+    expect(oneSidedWarning({ checked: true, outputs: [{ ...outputs[0], oneSided: undefined }] })).toBeUndefined();
   });
 
   it('a real pair: Silero v6 against itself is 1; a copy on a 12-bit grid stays above 0.9, a 4-bit one (per tensor) falls below 0.5', async () => {

@@ -175,6 +175,8 @@ export interface OutputQuality {
   agreement?: number;
   iou?: number;
   decisions?: number;
+  /** binary: the original makes its rarer decision on (almost) no element of the held-back inputs. */
+  oneSided?: boolean;
   state?: boolean;
 }
 

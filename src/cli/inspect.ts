@@ -1,7 +1,7 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { codedParts, tileEntries, type QualityRecord } from '../archive/manifest.js';
-import { describeQuality } from '../pipeline/gate.js';
+import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
@@ -306,6 +306,7 @@ function qualityLines(q: QualityRecord | undefined): string[][] {
   return [
     ['quality', describeQuality(q)],
     ...(q.synthetic ? [['', 'measured on SYNTHETIC inputs: give real ones with --calibration PATH']] : []),
+    ...(oneSidedWarning(q) ? [['', `weak evidence: ${oneSidedWarning(q)}`]] : []),
     ...(q.calibration ? [['calibration', q.calibration]] : []),
     ...(q.untakenBranches?.length ? [['branches', `never taken (default grid): ${q.untakenBranches.join(', ')}`]] : []),
   ];

@@ -26,7 +26,7 @@ import { archiveTotals, count, summaryLines, times } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
 import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
-import { checkJudgedOutputs, describeQuality } from '../pipeline/gate.js';
+import { checkJudgedOutputs, describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
@@ -215,6 +215,8 @@ export function buildProgram(): Command {
       const q = r.quality;
       if (q) console.log(`  ${describeQuality(q)}`);
       if (q?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
+      const oneSided = q && oneSidedWarning(q);
+      if (oneSided) console.log(`  weak evidence: ${oneSided}`);
       if (q?.untakenBranches?.length)
         console.log(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
     }

@@ -62,6 +62,12 @@ export interface OutputFidelity {
   decisions?: number;
   /** Fewer than MIN_DECISIONS decisions: scored as values (1 − relRms), not by agreement. */
   fewDecisions?: boolean;
+  /**
+   * binary: the original makes the rarer decision on fewer than MIN_DECISIONS elements (a text detector on
+   * photos without text: p ≤ 0.5 everywhere). Agreement and IoU then only see whether the candidate starts
+   * firing, not how far its values moved: the score is weak evidence, and reports say so.
+   */
+  oneSided?: boolean;
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
   /** This output's score (see the module comment). */
@@ -219,9 +225,11 @@ export class FidelityAccumulator {
       const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.n : undefined;
       const agreement = kind === 'classes' ? s.argmaxAgree / s.rows : kind === 'binary' ? s.binaryAgree / s.n : undefined;
       let iou: number | undefined;
+      let oneSided = false;
       if (kind === 'binary') {
         // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames)
         const rarePositive = s.posA <= s.n / 2;
+        oneSided = Math.min(s.posA, s.n - s.posA) < MIN_DECISIONS;
         const a = rarePositive ? s.posA : s.n - s.posA;
         const b = rarePositive ? s.posB : s.n - s.posB;
         const ab = rarePositive ? s.posAB : s.n - s.posA - s.posB + s.posAB;
@@ -242,6 +250,7 @@ export class FidelityAccumulator {
         iou,
         decisions,
         ...(fewDecisions ? { fewDecisions } : {}),
+        ...(oneSided && !fewDecisions ? { oneSided } : {}),
         state: this.stateOutputs.has(name),
         // a candidate that gives NaN or ±Inf where the original has numbers is broken, whatever else agrees
         score: s.nonFinite || Number.isNaN(score) ? 0 : score,
@@ -298,7 +307,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back samples)`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}`,
     ),
   ];
 }

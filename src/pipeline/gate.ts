@@ -170,6 +170,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.agreement !== undefined ? { agreement: r4(o.agreement) } : {}),
       ...(o.iou !== undefined ? { iou: r4(o.iou) } : {}),
       ...(o.decisions !== undefined ? { decisions: o.decisions } : {}),
+      ...(o.oneSided ? { oneSided: true } : {}),
       ...(o.state ? { state: true } : {}),
     })),
     ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
@@ -187,6 +188,16 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
     archive.close();
   }
   return measureFidelity(cal.source, candidate, cal.heldBack, { signal, ...(cal.outputs ? { outputs: cal.outputs } : {}) });
+}
+
+/**
+ * The warning for judged outputs that never make their rarer decision on the held-back inputs (a detector that
+ * finds nothing, a VAD on silence): undefined when there are none.
+ */
+export function oneSidedWarning(q: QualityRecord): string | undefined {
+  const names = (q.outputs ?? []).filter((o) => o.oneSided && !o.state && (!q.judged || q.judged.includes(o.name)));
+  if (!names.length) return undefined;
+  return `${names.map((o) => o.name).join(', ')}: the original decides the same way (all p > 0.5 or all ≤ 0.5) on nearly every element of the held-back inputs, so agreement and IoU only show whether the compressed model starts firing, not how far its values moved (relative RMS error ${names.map((o) => o.relRms).join(', ')}); give inputs on which the model fires (a text detector: images with text)`;
 }
 
 /** One line for reports: `fidelity 0.9984 ≥ 0.9 (worst output: y; 4 held-back synthetic samples)`. */
