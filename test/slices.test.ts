@@ -255,6 +255,24 @@ describe('slices', () => {
     ).toBe('other');
   });
 
+  it('in an ONNX graph, a Gather table is an embedding whatever its name: one range per row', () => {
+    const gather = { op: 'Gather', inputIndex: 0, attrs: {} };
+    const c = classifyTensor(
+      { key: 't', name: 'onnx::Gather_17', dtype: 'float32', shape: [30522, 64], uses: [gather], location: '' },
+      'onnx',
+    );
+    expect(c.role).toBe('fc');
+    expect(c.layout).toEqual({ kind: 'fc', nout: 30522, nin: 64, order: 'out_in' });
+    // the indices side of a Gather, or a vector table, is not
+    const idx = { op: 'Gather', inputIndex: 1, attrs: {} };
+    expect(
+      classifyTensor({ key: 'i', name: 'pos', dtype: 'float32', shape: [64, 64], uses: [idx], location: '' }, 'onnx').role,
+    ).toBe('other');
+    expect(
+      classifyTensor({ key: 'v', name: 'emb', dtype: 'float32', shape: [4096], uses: [gather], location: '' }, 'onnx').role,
+    ).toBe('other');
+  });
+
   it('hostile slice records: gaps, overlaps, missing slices and bad fields are typed errors', async () => {
     const { manifest, entries } = readArchive(join(dir, 's.nnm'));
     const withSlices = (edit: (m: Manifest) => void): string => {

@@ -77,6 +77,15 @@ function classifyOnnx(t: TensorEntry): Classification {
       const [r, c] = t.shape;
       return { role: 'fc', layout: { kind: 'fc', nin: r, nout: c, order: 'in_out' }, reason: 'MatMul constant operand' };
     }
+    // a table rows are looked up in (a token embedding, ONNX `Gather` data [vocab, hidden]): one range per row,
+    // as GGUF quantizes token_embd and as the safetensors name rule below does; often a transformer's largest
+    // tensor (BERT-base: 23 M of 110 M weights), which was kept as float16 when its name did not say "embed"
+    if (use.op === 'Gather' && use.inputIndex === 0 && t.shape.length === 2)
+      return {
+        role: 'fc',
+        layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
+        reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
+      };
     if ((use.op === 'LSTM' || use.op === 'GRU') && (use.inputIndex === 1 || use.inputIndex === 2)) {
       const kind = use.op === 'LSTM' ? 'lstm' : 'gru';
       const layout = recurrentSpec(kind, t.shape);
