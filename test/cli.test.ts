@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { mixedModel } from './helpers/onnx-fixtures.js';
+import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -83,6 +84,21 @@ describe('nnmedia CLI', () => {
     const bad = await cli('compress', model, '-o', 'x.nnm', '--slice-weights', '100');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/integer of at least 256 for sliceWeights/);
+  });
+
+  it('--target-bpw on a safetensors file is allocated by weight error (no model run); --max-loss is refused', async () => {
+    const st = join(dir, 'w.safetensors');
+    writeSafetensorsFixture(st);
+    const c = await cli('compress', st, '-o', 'w4.nnm', '--target-bpw', '4', '--json');
+    expect(c.stderr).not.toMatch(/onnxruntime|E_BAD_CALIBRATION/);
+    expect(c.code).toBe(0);
+    const r = JSON.parse(c.stdout);
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(4);
+    expect(r.quality).toMatchObject({ checked: false });
+    const m = await cli('compress', st, '-o', 'w5.nnm', '--max-loss', '0.01');
+    expect(m.code).toBe(2);
+    expect(m.stderr).toMatch(/E_OPTION.*--max-loss.*safetensors file cannot be run/);
+    expect(existsSync(join(dir, 'w5.nnm'))).toBe(false);
   });
 
   it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { InterruptedError, OptionError } from '../errors.js';
+import { detectFormat } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
@@ -54,7 +55,12 @@ interface CompressFlags extends FlagValues {
 
 /** The library options from the parsed flags: each table option under its own key, then the CLI-only ones. */
 async function compressOptionsFrom(f: CompressFlags, model: string): Promise<CompressOptions> {
-  const needsTask = f.maxLoss !== undefined || f.targetBpw !== undefined;
+  // a task (vad, ocr, outputs) judges models that run: ONNX. A safetensors file under --target-bpw is allocated
+  // by its weight error alone (it was read whole and handed to onnxruntime here, which failed)
+  const runs = detectFormat(model) === 'onnx';
+  if (f.maxLoss !== undefined && !runs)
+    throw new OptionError(`--max-loss measures a task loss by running the model; a ${detectFormat(model)} file cannot be run`);
+  const needsTask = runs && (f.maxLoss !== undefined || f.targetBpw !== undefined);
   const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model'), undefined, model) : undefined;
   const fromTable = Object.fromEntries(
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
