@@ -251,3 +251,37 @@ describe('allocation for a task loss (--max-loss)', () => {
     expect(sizes[1]).toBeLessThan(sizes[0]);
   });
 });
+
+describe('the smallest codec set and large planes', () => {
+  it('tries lossless WebP on planes up to WEBP_MAX_PIXELS only (libwebp holds ~30 bytes a pixel)', async () => {
+    const { planTensors, WEBP_MAX_PIXELS } = await import('../src/pipeline/plan.js');
+    const dir = tempDir();
+    const file = join(dir, 'big.safetensors');
+    const rows = 2048;
+    const big = [rows, WEBP_MAX_PIXELS / rows + 64]; // just over the cap
+    const small = [256, 256];
+    const n = (s: number[]): number => s[0] * s[1];
+    const header = JSON.stringify({
+      'big.weight': { dtype: 'F32', shape: big, data_offsets: [0, 4 * n(big)] },
+      'small.weight': { dtype: 'F32', shape: small, data_offsets: [4 * n(big), 4 * (n(big) + n(small))] },
+    });
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64LE(BigInt(header.length));
+    const data = Buffer.from(encodeFloats(gaussian(n(big) + n(small), 3, 0.05), 'float32'));
+    writeFileSync(file, Buffer.concat([head, Buffer.from(header), data]));
+    const reader = openModel(file);
+    try {
+      const codecs = (key: string, codec: string): string[] =>
+        planTensors(reader, { codec })
+          .filter((p) => p.entry.key === key)
+          .flatMap((p) => (p.kind === 'coded' ? p.codecs.map((c) => c.name) : []));
+      expect(codecs('small.weight', 'smallest')).toEqual(['webp', 'png', 'zstd', 'zstd-sign']);
+      expect(codecs('big.weight', 'smallest')).toEqual(['png', 'zstd', 'zstd-sign']);
+      // sliced below the cap, the slices get WebP again
+      const sliced = planTensors(reader, { codec: 'smallest', sliceWeights: 2 ** 20 }).find((p) => p.entry.key === 'big.weight');
+      expect(sliced?.kind === 'coded' && sliced.codecs.map((c) => c.name)).toEqual(['webp', 'png', 'zstd', 'zstd-sign']);
+    } finally {
+      reader.close();
+    }
+  });
+});

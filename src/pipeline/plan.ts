@@ -10,6 +10,7 @@ import type { ModelReader } from '../formats/model.js';
 import { elementCount, rowElements, storageRecord } from '../formats/model.js';
 import { blockSize } from '../layout/blocks.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
+import type { LayoutSpec } from '../layout/types.js';
 import { classifyTensor, layoutForRole } from '../roles/classify.js';
 import {
   type CODEC_SET_NAMES,
@@ -50,6 +51,19 @@ export const CODEC_SETS: Readonly<
   smallest: { images: [{ name: 'webp' }, { name: 'png' }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
 };
 
+/**
+ * Largest plane a codec set tries lossless WebP on. libwebp's lossless encoder holds ~30 bytes a pixel (measured
+ * through sharp: peak RSS 196 MB for a 2048 × 2048 plane of 8-bit codes, 558 MB for 3072 × 5461), which took a
+ * `--target-bpw 4` encode of a 0.4 GB safetensors model to 1.3 GB at `--jobs 1`; above this the tensor keeps
+ * PNG and zstd, ~1–5 % larger on such planes.
+ */
+export const WEBP_MAX_PIXELS = 2 ** 22;
+
+/** Pixels of the largest plane one encode unit (a tensor, or a slice of `sliceWeights` weights) holds. */
+function largestUnitPlane(layout: LayoutSpec, sliceWeights: number): number {
+  return Math.min(Math.max(...planeShapes(layout).map((s) => s.rows * s.cols)), sliceWeights);
+}
+
 /** Decides role, layout and settings of every tensor (`options` unresolved: checked and resolved here). */
 export function planTensors(reader: ModelReader, options: CompressOptions | ResolvedOptions = {}): TensorPlan[] {
   const resolved = 'echo' in options ? options : resolveOptions(options);
@@ -77,6 +91,8 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
           ctx,
         );
       if (auto && !codec.losslessBits.includes(settings.bits)) continue;
+      // libwebp's lossless encoder holds ~30 bytes a pixel: past WEBP_MAX_PIXELS a plane goes to the others
+      if (auto && name === 'webp' && largestUnitPlane(cls.layout, resolved.sliceWeights) > WEBP_MAX_PIXELS) continue;
       codecs.push({
         name,
         options: {
