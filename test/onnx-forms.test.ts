@@ -10,7 +10,7 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, decodeAllTensors, openModel } from '../src/index.js';
 import { rebuildFromSkeleton } from '../src/formats/registry.js';
-import { float32ToFloat16, tensorStorage, type StoredTensor } from '../src/formats/model.js';
+import { float16ToFloat32, float32ToFloat16, tensorStorage, type StoredTensor } from '../src/formats/model.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -21,12 +21,15 @@ function formsModel(): Uint8Array {
   const n = DIMS[0] * DIMS[1];
   const w = (seed: number): Float32Array => gaussian(n, seed, 0.2);
   const half = (v: Float32Array): Uint16Array => Uint16Array.from(v, (x) => float32ToFloat16(x));
+  const sixteen = Float32Array.from(half(w(2)), (h) => float16ToFloat32(h));
   const inits: onnx.ITensorProto[] = [
     { name: 'raw32', dims: DIMS, dataType: T.FLOAT, rawData: new Uint8Array(w(1).buffer) },
     { name: 'raw16', dims: DIMS, dataType: T.FLOAT16, rawData: new Uint8Array(half(w(2)).buffer) },
     { name: 'floats', dims: DIMS, dataType: T.FLOAT, floatData: Array.from(w(3)) },
     { name: 'doubles', dims: DIMS, dataType: T.DOUBLE, doubleData: Array.from(w(4)) },
     { name: 'halves', dims: DIMS, dataType: T.FLOAT16, int32Data: Array.from(half(w(5))) },
+    // the float16 tensor's values again as float32: stored once (sameAs), rebuilt in each one's own dtype
+    { name: 'same32', dims: DIMS, dataType: T.FLOAT, rawData: new Uint8Array(sixteen.buffer) },
   ];
   const vi = (name: string, type: number, dims: number[]): onnx.IValueInfoProto => ({
     name,
@@ -51,7 +54,14 @@ describe('ONNX data forms through the one-pass decoder', () => {
     const reader = openModel(model);
     const forms = Object.fromEntries(reader.tensors.map((t) => [t.key, (reader.storage(t.key) as { form: string }).form]));
     reader.close();
-    expect(forms).toEqual({ raw32: 'raw', raw16: 'raw', floats: 'float_data', doubles: 'double_data', halves: 'int32_data' });
+    expect(forms).toEqual({
+      raw32: 'raw',
+      raw16: 'raw',
+      floats: 'float_data',
+      doubles: 'double_data',
+      halves: 'int32_data',
+      same32: 'raw',
+    });
   });
 
   for (const jobs of [1, 2])
@@ -65,7 +75,8 @@ describe('ONNX data forms through the one-pass decoder', () => {
             .filter((t) => t.layout)
             .map((t) => t.key)
             .sort(),
-        ).toEqual(['doubles', 'floats', 'halves', 'raw16', 'raw32']);
+        ).toEqual(['doubles', 'floats', 'halves', 'raw16', 'raw32', 'same32']);
+        expect(a.manifest.tensors.find((t) => t.key === 'same32')!.sameAs).toBe('raw16');
         const values = await decodeAllTensors(a, { jobs: 1 });
         const restored = a.manifest.tensors
           .filter((t) => values.has(t.key))

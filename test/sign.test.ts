@@ -62,6 +62,9 @@ describe('sign split', () => {
     // a distance of 128 is only a code below the middle (code 0); above it would be code 256
     expect(joinSigns(Uint8Array.of(128), Uint8Array.of(1), 8)).toEqual(Uint8Array.of(0));
     expect(joinSigns(Uint8Array.of(128), Uint8Array.of(0), 8)).toBeUndefined();
+    // 24-bit codes travel as 32-bit distances: one far beyond the grid is refused too (not wrapped around)
+    expect(joinSigns(Uint32Array.of(2 ** 31 + 2 ** 23 + 5), Uint8Array.of(1), 24)).toBeUndefined();
+    expect(joinSigns(Uint32Array.of(2 ** 23), Uint8Array.of(1), 24)).toEqual(Uint32Array.of(0));
     // sixteen signs fill two whole bytes: a third (even empty) is one too many, one byte is too few
     const sixteen = allocCodes(8, 20).map((_, i) => (i % 5 === 4 ? 128 : i % 2 ? 100 : 150));
     const split16 = splitSigns(sixteen, 8);

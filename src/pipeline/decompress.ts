@@ -66,8 +66,9 @@ function tensorBytesDecoder(
 /**
  * Output buffers the writer is done with, kept for the next tensors: decoding into memory that is mapped
  * already saves faulting in (and the kernel zeroing) fresh pages for every tensor. A tensor takes the
- * smallest spare that holds it and decodes into its start. At most `SPARES` are kept, the largest: bounded
- * memory (they grow to the model's largest tensors, then every tensor fits one).
+ * smallest spare that holds it and decodes into its start. At most `SPARES` are kept, the largest: they grow to
+ * the model's largest units, then every unit fits one. Memory held: at most SPARES × the largest unit decoded
+ * (a tensor or slice: 2^24 weights, 64 MB of float32, with the default `--slice-weights`), for the whole run.
  */
 export class SpareBuffers {
   private readonly free: ArrayBuffer[] = [];
@@ -138,8 +139,12 @@ export async function decodeAllTensors(archive: Archive, options: DecompressOpti
  */
 async function decodeRestored(archive: Archive, options: DecompressOptions): Promise<Map<string, RestoredData>> {
   const format = archive.manifest.source.format;
-  const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
-  const parts = records.flatMap((t) => codedParts(t).map((part) => ({ t, ...part })));
+  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
+  const dtypeOf = (t: TensorRecord): FloatDType => storedDtype(tensorStorage(format, t.storage), t.dtype);
+  // a tensor stored once for several names is decoded once per file dtype among them: a float32 copy of a
+  // float16 tensor gets the float32 values, not the float16 ones widened
+  const decoded = archive.manifest.tensors.filter((t) => t.layout && (!t.sameAs || dtypeOf(t) !== dtypeOf(byKey.get(t.sameAs)!)));
+  const parts = decoded.flatMap((t) => codedParts(t.sameAs ? byKey.get(t.sameAs)! : t).map((part) => ({ t, ...part })));
   const out = new Map<string, RestoredData>();
   let done = 0;
   const pool = workerPool(options, parts);
@@ -147,9 +152,9 @@ async function decodeRestored(archive: Archive, options: DecompressOptions): Pro
   try {
     await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
       options.signal?.throwIfAborted();
-      const dtype = storedDtype(tensorStorage(format, t.storage), t.dtype);
+      const dtype = dtypeOf(t);
       const bytes = await decode(record, dtype);
-      if (!t.slices) out.set(t.key, { bytes, bytesDtype: dtype });
+      if (!(t.sameAs ? byKey.get(t.sameAs)! : t).slices) out.set(t.key, { bytes, bytesDtype: dtype });
       else {
         const width = BYTES_PER_ELEMENT[dtype];
         if (!out.has(t.key)) out.set(t.key, { bytes: new Uint8Array(elementCount(t.shape) * width), bytesDtype: dtype });
@@ -160,7 +165,7 @@ async function decodeRestored(archive: Archive, options: DecompressOptions): Pro
   } finally {
     await pool?.close();
   }
-  for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
+  for (const t of archive.manifest.tensors) if (t.sameAs && !out.has(t.key)) out.set(t.key, out.get(t.sameAs)!);
   const half = halfDecoder(archive);
   for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, { values: await half(t) });
   return out;

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import type sharpFactory from 'sharp';
 import type { Sharp, OutputInfo } from 'sharp';
-import { CodecError } from '../../errors.js';
+import { CodecError, MissingDependencyError } from '../../errors.js';
 import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
 import type { CodePlane } from '../types.js';
 
@@ -19,7 +19,12 @@ let loaded: typeof sharpFactory | undefined;
  */
 function sharp(...args: Parameters<typeof sharpFactory>): Sharp {
   if (!loaded) {
-    loaded = createRequire(import.meta.url)('sharp') as typeof sharpFactory;
+    try {
+      loaded = createRequire(import.meta.url)('sharp') as typeof sharpFactory;
+    } catch (e) {
+      // said as it is (a broken install is not a corrupt archive), with sharp's own reason
+      throw new MissingDependencyError(`the image codecs need sharp, which cannot be loaded: ${(e as Error).message}`);
+    }
     loaded.cache(false);
   }
   return loaded(...args);
@@ -56,6 +61,7 @@ export async function decodeToCodes(
     pipe = expected.bits === 16 ? pipe.toColourspace('grey16').raw({ depth: 'ushort' }) : pipe.toColourspace('b-w').raw();
     ({ data, info } = await pipe.toBuffer({ resolveWithObject: true }));
   } catch (e) {
+    if (e instanceof MissingDependencyError) throw e;
     throw new CodecError(`${codec} decode failed: ${(e as Error).message}`, {}, e);
   }
   if (info.width !== expected.width || info.height !== expected.height)

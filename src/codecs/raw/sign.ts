@@ -76,7 +76,8 @@ export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number)
     }
     // below: mid − d (d ≤ mid); above: mid + d (d ≤ mid − 1)
     out[i] = mid + d - ((d << 1) & -below);
-    bad |= (mid - 1 + below - d) >>> 31;
+    // compared as numbers: 24-bit codes travel as 32-bit distances, past what an int32 difference holds
+    bad |= d > mid - 1 + below ? 1 : 0;
   }
   return bad || byte + (left < 8 ? 1 : 0) !== count ? undefined : out;
 }

@@ -22,6 +22,9 @@ import type { ResizeKernel } from '../../calibration/image.js';
 import { categoricalKl, ctcLogLikelihood, logSumExp } from '../judges.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
+// libvips' operation cache off, as for the image codecs (codecs/image/sharp-io.ts): memory follows the work
+sharp.cache(false);
+
 export interface OcrData {
   /** Folder with lineNNN.png and labels.json. */
   dir: string;
