@@ -9,6 +9,7 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
 import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
+import { floatTensor } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -31,18 +32,16 @@ describe('keptMantissaBits', () => {
 
 /** A graph (not meant to run) with each kind of kept tensor: a sliced + concatenated LSTM bias, a BatchNorm, a small conv. */
 function keptModel(): Uint8Array {
-  const f = (name: string, dims: number[], seed: number, scale = 1): onnx.ITensorProto => ({
-    name,
-    dims,
-    dataType: T.FLOAT,
-    rawData: new Uint8Array(
+  const f = (name: string, dims: number[], seed: number, scale = 1): onnx.ITensorProto =>
+    floatTensor(
+      name,
+      dims,
       gaussian(
         dims.reduce((a, b) => a * b, 1),
         seed,
         scale,
-      ).buffer,
-    ),
-  });
+      ),
+    );
   const i64 = (name: string, v: number[]): onnx.ITensorProto => ({
     name,
     dims: [v.length],

@@ -103,9 +103,15 @@ export type RestoredData =
   | { values: Float32Array; bytes?: undefined; bytesDtype?: undefined }
   | { bytes: Uint8Array; bytesDtype: FloatDType; values?: undefined };
 
-/** Restored data as little-endian `dtype` bytes: its own bytes where it has them in that dtype, else encoded. */
+/**
+ * Restored data as little-endian `dtype` bytes: its own bytes where it has them in that dtype (float32 values on
+ * a little-endian machine: a view of them, not a copy; the caller owns the values), else encoded.
+ */
 export function restoredDataBytes(data: RestoredData, dtype: FloatDType): Uint8Array {
-  if (!data.bytes) return encodeFloats(data.values, dtype);
+  if (!data.bytes) {
+    const v = data.values;
+    return dtype === 'float32' && LITTLE_ENDIAN ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : encodeFloats(v, dtype);
+  }
   return data.bytesDtype === dtype ? data.bytes : encodeFloats(decodeFloats(data.bytes, data.bytesDtype), dtype);
 }
 

@@ -104,28 +104,63 @@ function workerPool(options: DecompressOptions, parts: ReadonlyArray<{ record?: 
   );
 }
 
-/** Decodes every compressed tensor (slices as jobs of their own); identical tensors share one decode. */
-export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
-  const records = archive.manifest.tensors.filter((t) => t.layout && !t.sameAs);
-  const parts = records.flatMap((t) => codedParts(t).map((part) => ({ t, ...part })));
-  const out = new Map<string, Float32Array>();
+/** One job of a decode: tensor `t`'s values come from `source` (itself, or the tensor it is stored once as). */
+interface DecodePart {
+  t: TensorRecord;
+  source: TensorRecord;
+  record: TensorRecord;
+  offset: number;
+}
+
+/** The jobs of `tensors`: each coded tensor, or each slice of a sliced one, read from `sourceOf(t)`. */
+function decodeParts(tensors: readonly TensorRecord[], sourceOf: (t: TensorRecord) => TensorRecord = (t) => t): DecodePart[] {
+  return tensors.flatMap((t) => codedParts(sourceOf(t)).map((part) => ({ t, source: sourceOf(t), ...part })));
+}
+
+/**
+ * Runs the parts on the worker threads (or here), each decoded by `decoder(pool)`, slices set into the whole
+ * tensor `whole(part)` makes, at `offset × width(part)`; by tensor key.
+ */
+async function decodeEach<T extends Float32Array | Uint8Array>(
+  parts: readonly DecodePart[],
+  options: DecompressOptions,
+  decoder: (pool: WorkerPool | undefined) => (part: DecodePart) => Promise<T>,
+  whole: (part: DecodePart) => T,
+  width: (part: DecodePart) => number,
+): Promise<Map<string, T>> {
+  const out = new Map<string, T>();
   let done = 0;
   const pool = workerPool(options, parts);
-  const decode = tensorDecoder(archive, pool);
+  const decode = decoder(pool);
   try {
-    await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
+    await runPool(parts, options.jobs ?? availableParallelism(), async (part) => {
       options.signal?.throwIfAborted();
-      const values = await decode(record);
-      if (!t.slices) out.set(t.key, values);
+      const got = await decode(part);
+      if (!part.source.slices) out.set(part.t.key, got);
       else {
-        if (!out.has(t.key)) out.set(t.key, new Float32Array(elementCount(t.shape)));
-        out.get(t.key)!.set(values, offset);
+        if (!out.has(part.t.key)) out.set(part.t.key, whole(part));
+        (out.get(part.t.key)! as Uint8Array).set(got as Uint8Array, part.offset * width(part));
       }
-      options.onProgress?.({ done: ++done, total: parts.length, tensor: record.name });
+      options.onProgress?.({ done: ++done, total: parts.length, tensor: part.record.name });
     });
   } finally {
     await pool?.close();
   }
+  return out;
+}
+
+/** Decodes every compressed tensor (slices as jobs of their own); identical tensors share one decode. */
+export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
+  const out = await decodeEach(
+    decodeParts(archive.manifest.tensors.filter((t) => t.layout && !t.sameAs)),
+    options,
+    (pool) => {
+      const decode = tensorDecoder(archive, pool);
+      return (part) => decode(part.record);
+    },
+    (part) => new Float32Array(elementCount(part.t.shape)),
+    () => 1,
+  );
   for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
   const half = halfDecoder(archive);
   for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, await half(t));
@@ -141,30 +176,23 @@ async function decodeRestored(archive: Archive, options: DecompressOptions): Pro
   const format = archive.manifest.source.format;
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
   const dtypeOf = (t: TensorRecord): FloatDType => storedDtype(tensorStorage(format, t.storage), t.dtype);
+  const sourceOf = (t: TensorRecord): TensorRecord => (t.sameAs ? byKey.get(t.sameAs)! : t);
   // a tensor stored once for several names is decoded once per file dtype among them: a float32 copy of a
   // float16 tensor gets the float32 values, not the float16 ones widened
-  const decoded = archive.manifest.tensors.filter((t) => t.layout && (!t.sameAs || dtypeOf(t) !== dtypeOf(byKey.get(t.sameAs)!)));
-  const parts = decoded.flatMap((t) => codedParts(t.sameAs ? byKey.get(t.sameAs)! : t).map((part) => ({ t, ...part })));
-  const out = new Map<string, RestoredData>();
-  let done = 0;
-  const pool = workerPool(options, parts);
-  const decode = tensorBytesDecoder(archive, pool);
-  try {
-    await runPool(parts, options.jobs ?? availableParallelism(), async ({ t, record, offset }) => {
-      options.signal?.throwIfAborted();
-      const dtype = dtypeOf(t);
-      const bytes = await decode(record, dtype);
-      if (!(t.sameAs ? byKey.get(t.sameAs)! : t).slices) out.set(t.key, { bytes, bytesDtype: dtype });
-      else {
-        const width = BYTES_PER_ELEMENT[dtype];
-        if (!out.has(t.key)) out.set(t.key, { bytes: new Uint8Array(elementCount(t.shape) * width), bytesDtype: dtype });
-        out.get(t.key)!.bytes!.set(bytes, offset * width);
-      }
-      options.onProgress?.({ done: ++done, total: parts.length, tensor: record.name });
-    });
-  } finally {
-    await pool?.close();
-  }
+  const decoded = archive.manifest.tensors.filter((t) => t.layout && (!t.sameAs || dtypeOf(t) !== dtypeOf(sourceOf(t))));
+  const bytes = await decodeEach(
+    decodeParts(decoded, sourceOf),
+    options,
+    (pool) => {
+      const decode = tensorBytesDecoder(archive, pool);
+      return (part) => decode(part.record, dtypeOf(part.t));
+    },
+    (part) => new Uint8Array(elementCount(part.t.shape) * BYTES_PER_ELEMENT[dtypeOf(part.t)]),
+    (part) => BYTES_PER_ELEMENT[dtypeOf(part.t)],
+  );
+  const out = new Map<string, RestoredData>(
+    [...bytes].map(([key, b]) => [key, { bytes: b, bytesDtype: dtypeOf(byKey.get(key)!) }]),
+  );
   for (const t of archive.manifest.tensors) if (t.sameAs && !out.has(t.key)) out.set(t.key, out.get(t.sameAs)!);
   const half = halfDecoder(archive);
   for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, { values: await half(t) });

@@ -294,11 +294,7 @@ export function safetensorsPieces(
 
 /** A restored tensor's bytes for its range, checked to fill it exactly. */
 export function restoredBytes(t: RestoredRange, file: string): Uint8Array {
-  // float32 values on a little-endian machine: their own bytes, not a copy (the caller owns the values)
-  const bytes =
-    t.values && t.dtype === 'float32' && LITTLE_ENDIAN
-      ? new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength)
-      : restoredDataBytes(t, t.dtype);
+  const bytes = restoredDataBytes(t, t.dtype);
   if (bytes.length !== t.end - t.begin)
     throw new BadModelError(`restored tensor does not fit its range ${t.begin}-${t.end}`, { file });
   return bytes;
