@@ -1,5 +1,5 @@
 /** Rate control: the step grid, per-tensor SNR targets, allocation to a bit budget or a task loss, and the zstd fallback. */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
@@ -7,10 +7,15 @@ import { encodeFloats } from '../src/formats/model.js';
 import { byteToStep, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
 import { dequantizePlane, quantizePlane } from '../src/quantize/uniform.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
-import { allocateForLoss, type TensorRate } from '../src/rate/allocate.js';
+import { ALLOCATION_STEPS, allocateForLoss, measureCandidates, type TensorRate } from '../src/rate/allocate.js';
+import { RANGE_BYTES, planeRanges, quantizePlanes } from '../src/quantize/tensor.js';
+import { addPlaneError } from '../src/quantize/uniform.js';
+import { snrOf } from '../src/pipeline/quantize.js';
+import { codeEntropyBits } from '../src/rate/entropy.js';
 import type { TaskEvaluator } from '../src/eval/tasks/types.js';
 import { gaussian, rng } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import type { PlaneShape } from '../src/layout/types.js';
 
 const dir = tempDir();
 
@@ -88,6 +93,96 @@ describe('step grid', () => {
   });
 });
 
+describe('allocation measurements', () => {
+  // what allocation measured before its one-pass form: quantize every candidate, then count (bits, squared error)
+  function reference(
+    planes: Float32Array[],
+    shapes: PlaneShape[],
+    bits: number,
+    range: 'channel' | 'layer',
+    relStep: number,
+    clampBeyond: boolean,
+  ): [number, number] {
+    const q = quantizePlanes(planes, shapes, { bits, clip: false, range, stride: 1, relStep, clampBeyond });
+    let b = 8 * (350 + 180 * planes.length);
+    let sse = 0;
+    q.forEach((pq, p) => {
+      b += codeEntropyBits(pq.codes) + pq.ranges.mins.length * 8 * RANGE_BYTES[pq.rangeDtype] * (4 / 3) + (pq.beyond ?? 0) * 64;
+      const v = planes[p];
+      for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i])) sse += (v[i] - pq.restored[i]) ** 2;
+    });
+    return [b, sse];
+  }
+  it('one pass a plane gives the same bits and squared error, to the last bit, as quantizing each candidate', () => {
+    const r = rng(7);
+    // a conv-like plane (channels of 3 columns) and a linear one, with every awkward value
+    const conv = gaussian(60 * 36, 11, 0.05);
+    const fc = gaussian(50 * 40, 12, 2e-3);
+    conv[3] = 4; // far beyond the grid
+    conv[100] = NaN;
+    conv[101] = Infinity;
+    conv[200] = -0;
+    for (let row = 0; row < 60; row++) for (const c of [6, 7, 8]) conv[row * 36 + c] = 0; // an all-zero channel (step 0)
+    conv[5 * 36 + 9] = 0; // a zero among others
+    for (let i = 0; i < fc.length; i += 97) fc[i] = (r() - 0.5) * 0.2; // heavy tail
+    const planes = [conv, fc];
+    const shapes: PlaneShape[] = [
+      { rows: 60, cols: 36, channelWidth: 3, label: 'conv' },
+      { rows: 50, cols: 40, channelWidth: 1, label: 'fc' },
+    ];
+    for (const bits of [8, 16])
+      for (const clampBeyond of [false, true]) {
+        const rate = measureCandidates('t', planes, shapes, { bits, clip: false, clampBeyond }, ALLOCATION_STEPS, [
+          'channel',
+          'layer',
+        ]);
+        expect(rate.candidates).toHaveLength(2 * ALLOCATION_STEPS.length);
+        for (const c of rate.candidates) {
+          const [b, sse] = reference(planes, shapes, bits, c.range, c.relStep!, clampBeyond);
+          expect([c.bits, c.sse]).toEqual([b, sse]);
+        }
+      }
+    // the planes are read, not changed
+    expect(conv[3]).toBe(4);
+    expect(conv[100]).toBeNaN();
+  });
+});
+
+describe('per-tensor SNR search', () => {
+  it('one pass a plane gives the SNR of the quantized planes to the last bit, at every stride', () => {
+    const conv = gaussian(40 * 36, 21, 0.05);
+    const fc = gaussian(30 * 50, 22, 3e-3);
+    conv[3] = 2;
+    conv[10] = NaN;
+    conv[11] = -Infinity;
+    for (let row = 0; row < 40; row++) for (const c of [0, 1, 2]) conv[row * 36 + c] = 0.25; // a constant channel
+    const planes = [conv, fc];
+    const shapes: PlaneShape[] = [
+      { rows: 40, cols: 36, channelWidth: 3, label: 'conv' },
+      { rows: 30, cols: 50, channelWidth: 1, label: 'fc' },
+    ];
+    let checked = 0;
+    for (const bits of [8, 16])
+      for (const range of ['channel', 'layer'] as const)
+        for (const clip of [false, true])
+          for (const stride of [1, 2, 3, 7, 64]) {
+            const s = { bits, range, clip, stride };
+            const grids = planes.map((pl, p) => planeRanges(pl, shapes[p], { ...s, stride: 1 }));
+            if (grids.some((g) => g.byStride)) continue; // quantized in full per stride
+            const sums = { signal: 0, error: 0 };
+            planes.forEach((pl, p) => addPlaneError(pl, shapes[p].cols, bits, grids[p].ranges, stride, sums));
+            const fused = 10 * Math.log10(sums.signal / sums.error);
+            const full = snrOf(
+              planes,
+              quantizePlanes(planes, shapes, s).map((q) => q.restored),
+            );
+            expect(fused).toBe(full);
+            checked++;
+          }
+    expect(checked).toBe(30); // clip searches on the symmetric grid do not depend on the stride; per layer they do
+  });
+});
+
 describe('rate control', () => {
   it('--target-snr: every tensor meets the target with the coarsest grid that does', async () => {
     const file = join(dir, 'snr.safetensors');
@@ -121,6 +216,20 @@ describe('rate control', () => {
       return r.manifest.tensors.reduce((s, x) => s + x.stats!.rmse, 0);
     };
     expect(await rmse(5)).toBeLessThan(await rmse(3));
+  });
+  it('--target-bpw on a model that cannot run: measured on worker threads, the same archive as in one thread', async () => {
+    const file = join(dir, 'bpw-jobs.safetensors');
+    const t: Record<string, Float32Array> = {};
+    for (let i = 0; i < 5; i++) t[`layer${i}.weight`] = gaussian(128 * 96, 30 + i, 0.01 * (i + 1));
+    t['layer1.weight'][7] = 0.9; // an outlier: side values count in the measurement
+    writeLinear(file, t, [128, 96]);
+    const bytes = async (jobs: number, sliceWeights: number): Promise<string> => {
+      const out = join(dir, `bpw-jobs-${jobs}-${sliceWeights}.nnm`);
+      await compressModel(file, out, { targetBpw: 3.5, jobs, sliceWeights });
+      return readFileSync(out).toString('base64');
+    };
+    // whole tensors and slices of 32 rows (each tensor measured slice by slice on its worker)
+    for (const slice of [1 << 24, 32 * 96]) expect(await bytes(2, slice)).toBe(await bytes(1, slice));
   });
   it('--codec auto falls back to raw codes + zstd on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');

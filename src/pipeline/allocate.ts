@@ -5,18 +5,17 @@
  * loss. The result is a function from a budget scale to the grid of every tensor: plans are not changed.
  */
 
+import { availableParallelism } from 'node:os';
 import type { ModelReader } from '../formats/model.js';
 import { elementCount } from '../formats/model.js';
-import { scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { scatterPlanes } from '../layout/planes.js';
 import type { PlaneShape } from '../layout/types.js';
 import { quantizePlanes } from '../quantize/tensor.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
 import {
-  ALLOCATION_STEPS,
   PROBE_STEP,
   allocateForBudget,
   allocateForLoss,
-  measureCandidates,
   type Candidate,
   type TensorRate,
 } from '../rate/allocate.js';
@@ -28,8 +27,9 @@ import { randomInputOutputs } from '../eval/calibrate.js';
 import { calibratorFor } from '../calibration/runner.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
-import { slicesOf } from './plan.js';
-import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
+import { measurePart, measureTensor, type PowerSums } from './measure.js';
+import { runOrdered } from './pool.js';
+import { poolFor, type MeasureReply } from './workers.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
 
@@ -55,15 +55,6 @@ export interface GridChoice {
 /** The grid of every allocated tensor (by key) for a budget scale (1: the target as given). */
 /** The grids for a budget scale; `quiet` when the caller only compares grids (nothing is logged). */
 export type Allocation = (budgetScale: number, quiet?: boolean) => ReadonlyMap<string, GridChoice>;
-
-/** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
-function addRates(a: TensorRate, b: TensorRate): TensorRate {
-  return {
-    ...a,
-    weights: a.weights + b.weights,
-    candidates: a.candidates.map((c, i) => ({ ...c, bits: c.bits + b.candidates[i].bits, sse: c.sse + b.candidates[i].sse })),
-  };
-}
 
 function mse(a: Float32Array, b: Float32Array): number {
   let s = 0;
@@ -112,39 +103,47 @@ export async function allocate(parts: {
   const compensated = new Map<string, TensorStatistics>();
   let modelled = 0;
   const modelStart = Date.now();
-  for (const p of unique) {
-    // Nothing to run: measure slice by slice (as they will be coded) and keep nothing, so memory follows the
-    // slice. To probe, substitutions need every tensor's working planes: the model is in memory then anyway.
-    const slices = canRun ? undefined : slicesOf(p, options.sliceWeights);
-    let rate: TensorRate | undefined;
-    let sq = 0;
-    let n = 0;
-    for (const part of slices ?? [undefined]) {
-      const values = part ? reader.readRows(p.entry.key, part.row, part.rows) : reader.read(p.entry.key);
-      const layout = part ? sliceLayout(p.layout, p.entry.shape, part.rows)! : p.layout;
-      const prepared = preparePlanes(values, layout, p.settings.outliers);
-      const seeds = p.settings.rotate ? prepared.shapes.map((_, k) => rotationSeed(p.index, k)) : undefined;
-      if (seeds) rotatePlanes(prepared.planes, prepared.shapes, seeds);
-      if (canRun) {
-        seedsOf.set(p.entry.key, seeds);
-        planesOf.set(p.entry.key, prepared);
-      }
-      const r = measureCandidates(
-        p.entry.key,
-        prepared.planes,
-        prepared.shapes,
-        { bits: p.settings.bits, clip: p.settings.clip },
-        ALLOCATION_STEPS,
-        modes,
+  const record = (rate: TensorRate, power: PowerSums): void => {
+    rates.push(rate);
+    powers.push(Math.max(power.sq / Math.max(power.n, 1), 1e-30));
+  };
+  if (!canRun) {
+    // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
+    // follows the slice; tensors on the worker threads where there are several cores (results in order)
+    const pool = poolFor(options.jobs, unique.length, weights);
+    const modesOf = [...modes];
+    try {
+      await runOrdered(
+        unique,
+        pool ? 2 * Math.max(1, options.jobs ?? availableParallelism()) : 1,
+        (p) =>
+          pool
+            ? pool.run<MeasureReply>({
+                kind: 'measure',
+                file: reader.file,
+                plan: p,
+                sliceWeights: options.sliceWeights,
+                modes: modesOf,
+              })
+            : Promise.resolve(measureTensor(reader, p, options.sliceWeights, modesOf)),
+        ({ rate, power }) => record(rate, power),
       );
-      // exact side values cost the same at every grid: ~8 bytes each before deflate
-      const sideBits = (prepared.side?.indices.length ?? 0) * 64;
-      r.candidates.forEach((c) => (c.bits += sideBits));
-      const layer = canRun && !seeds ? parts.statistics?.get(p.entry.key) : undefined;
+    } finally {
+      await pool?.close();
+    }
+  }
+  // To probe, substitutions need every tensor's working planes: the model is in memory then anyway.
+  if (canRun)
+    for (const p of unique) {
+      const power = { sq: 0, n: 0 };
+      const { prepared, seeds, rate } = measurePart(p, reader.read(p.entry.key), p.layout, modes, power);
+      seedsOf.set(p.entry.key, seeds);
+      planesOf.set(p.entry.key, prepared);
+      const layer = !seeds ? parts.statistics?.get(p.entry.key) : undefined;
       if (layer) {
         const base = { bits: p.settings.bits, clip: p.settings.clip };
-        const ratios = compensationRatios(prepared.planes, prepared.shapes, layout, base, fixedRange ?? 'channel', layer);
-        addCompensatedCandidates(r, ratios);
+        const ratios = compensationRatios(prepared.planes, prepared.shapes, p.layout, base, fixedRange ?? 'channel', layer);
+        addCompensatedCandidates(rate, ratios);
         compensated.set(p.entry.key, layer);
         modelled++;
         debug?.(
@@ -152,17 +151,8 @@ export async function allocate(parts: {
             `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
         );
       }
-      rate = rate ? addRates(rate, r) : r;
-      for (const pl of prepared.planes)
-        for (const v of pl)
-          if (Number.isFinite(v)) {
-            sq += v * v;
-            n++;
-          }
+      record(rate, power);
     }
-    rates.push(rate!);
-    powers.push(Math.max(sq / Math.max(n, 1), 1e-30));
-  }
   if (parts.statistics)
     log(
       `compensate: the error model of ${modelled} of ${unique.length} tensors from compensated codes at ` +

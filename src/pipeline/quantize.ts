@@ -7,9 +7,9 @@
 import { compensatePlanes, type CompensatedQuantization } from '../compensate/planes.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import { scatterPlanes } from '../layout/planes.js';
-import { getQuantizer, type TensorStatistics } from '../quantize/registry.js';
-import type { PlaneQuantization, QuantizeSettings } from '../quantize/tensor.js';
-import type { NonFiniteSide } from '../quantize/uniform.js';
+import { getQuantizer, roundToNearest, type TensorStatistics } from '../quantize/registry.js';
+import { planeRanges, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
+import { addPlaneError, type NonFiniteSide } from '../quantize/uniform.js';
 import type { TensorSettings } from './options.js';
 import { exactSide, type PreparedTensor } from './prepare.js';
 
@@ -60,16 +60,27 @@ export function coarsestStride(
   targetSnr: number,
   stats?: TensorStatistics,
 ): number {
+  const { planes, shapes } = prepared;
+  // Round to nearest on ranges no stride changes: each stride's SNR in one pass a plane, nothing written
+  // (the same sums as snrOf of the quantized planes). Otherwise every stride is quantized in full.
+  const grids =
+    settings.quantizer === roundToNearest.id && settings.relStep === undefined
+      ? planes.map((plane, p) => planeRanges(plane, shapes[p], quantizeSettings(settings, 1)))
+      : undefined;
+  const fused = grids?.every((g) => !g.byStride) ? grids : undefined;
+  const snrAt = (k: number): number => {
+    if (!fused)
+      return snrOf(
+        planes,
+        quantizePrepared(prepared, settings, k, stats).map((x) => x.restored),
+      );
+    const sums = { signal: 0, error: 0 };
+    planes.forEach((plane, p) => addPlaneError(plane, shapes[p].cols, settings.bits, fused[p].ranges, k, sums));
+    return sums.error === 0 ? Infinity : 10 * Math.log10(sums.signal / sums.error);
+  };
   let stride = 1;
   for (const k of SNR_STRIDES) {
-    const q = quantizePrepared(prepared, settings, k, stats);
-    if (
-      snrOf(
-        prepared.planes,
-        q.map((x) => x.restored),
-      ) >= targetSnr
-    )
-      stride = k;
+    if (snrAt(k) >= targetSnr) stride = k;
     else break;
   }
   return stride;

@@ -7,7 +7,8 @@ import { encodeUnit } from './encode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
-import type { EncodeReply, Job, Reply } from './workers.js';
+import { measureTensor } from './measure.js';
+import type { EncodeReply, Job, MeasureReply, Reply } from './workers.js';
 
 const readers = new Map<string, ModelReader>();
 const archives = new Map<string, Archive>();
@@ -17,15 +18,23 @@ function own(b: Uint8Array): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b : b.slice();
 }
 
-async function handle(job: Job): Promise<{ value: EncodeReply | Float32Array | Uint8Array | null; transfer: ArrayBuffer[] }> {
+function readerOf(file: string): ModelReader {
+  let reader = readers.get(file);
+  if (!reader) readers.set(file, (reader = openModel(file)));
+  return reader;
+}
+
+async function handle(
+  job: Job,
+): Promise<{ value: EncodeReply | MeasureReply | Float32Array | Uint8Array | null; transfer: ArrayBuffer[] }> {
   if (job.kind === 'close') {
     closeAll();
     return { value: null, transfer: [] };
   }
+  if (job.kind === 'measure')
+    return { value: measureTensor(readerOf(job.file), job.plan, job.sliceWeights, job.modes), transfer: [] };
   if (job.kind === 'encode') {
-    let reader = readers.get(job.file);
-    if (!reader) readers.set(job.file, (reader = openModel(job.file)));
-    const encoded = await encodeUnit(reader, job.unit);
+    const encoded = await encodeUnit(readerOf(job.file), job.unit);
     const entries = encoded.entries.map(([n, d]): [string, Uint8Array] => [n, own(d)]);
     return { value: { ...encoded, entries }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
   }

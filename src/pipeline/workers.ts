@@ -12,7 +12,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { errorFromData, type ErrorData } from '../errors.js';
 import type { TensorRecord } from '../archive/manifest.js';
 import type { FloatDType } from '../formats/model.js';
-import type { EncodedTensor, EncodeUnit } from './stages.js';
+import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
+import type { TensorRate } from '../rate/allocate.js';
+import type { RangeMode } from '../quantize/uniform.js';
+import type { PowerSums } from './measure.js';
 
 /** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
 export interface EncodeJob {
@@ -31,11 +34,24 @@ export interface DecodeJob {
   reuse?: ArrayBuffer;
 }
 
-export type Job = EncodeJob | DecodeJob | { kind: 'close' };
+/** The allocation's measurement of one tensor of a model that cannot run (pipeline/measure.ts measureTensor). */
+export interface MeasureJob {
+  kind: 'measure';
+  file: string;
+  plan: CodedPlan;
+  sliceWeights: number;
+  modes: RangeMode[];
+}
+
+export type Job = EncodeJob | DecodeJob | MeasureJob | { kind: 'close' };
 
 export type EncodeReply = EncodedTensor;
 
-export type Reply = { ok: true; value: EncodeReply | Float32Array | Uint8Array | null } | { ok: false; error: ErrorData };
+export type MeasureReply = { rate: TensorRate; power: PowerSums };
+
+type ReplyValue = EncodeReply | MeasureReply | Float32Array | Uint8Array;
+
+export type Reply = { ok: true; value: ReplyValue | null } | { ok: false; error: ErrorData };
 
 /** The built worker; under the TypeScript sources, a bootstrap that registers tsx's loader and imports worker.ts. */
 function spawnWorker(): Worker {
@@ -99,7 +115,7 @@ export class WorkerPool {
   }
 
   /** Runs one job on a free worker; a worker that dies fails its job with the reason. */
-  run<T extends EncodeReply | Float32Array | Uint8Array>(job: EncodeJob | DecodeJob): Promise<T> {
+  run<T extends ReplyValue>(job: EncodeJob | DecodeJob | MeasureJob): Promise<T> {
     return this.acquire().then((slot) => this.post<T>(slot, job));
   }
 
@@ -109,7 +125,9 @@ export class WorkerPool {
         ? 'close'
         : job.kind === 'encode'
           ? `encode of ${job.unit.plan.entry.name}`
-          : `decode of ${job.record.name}`;
+          : job.kind === 'measure'
+            ? `measurement of ${job.plan.entry.name}`
+            : `decode of ${job.record.name}`;
     try {
       return await new Promise<T>((resolve, reject) => {
         const w = slot.worker;

@@ -112,22 +112,21 @@ function exactF16(v: number): boolean {
   return float16ToFloat32(float32ToFloat16(v)) === v;
 }
 
+/** A plane's robust per-channel RMS about zero, what a step grid's steps are fractions of (any relStep). */
+export interface ChannelScales {
+  readonly rms: Float64Array;
+  /** Plane columns per channel (all of them in layer mode). */
+  readonly width: number;
+}
+
 /**
- * Step ranges for one plane and the values beyond the grid (marked NaN in place,
- * to be stored exactly). Returns the ranges and whether they are exact in float16.
+ * Per channel (one channel in layer mode), the RMS about zero over |v| ≤ 3·RMS, recomputed twice so one outlier
+ * does not coarsen its whole channel. Non-finite values are left out.
  */
-export function stepRanges(
-  plane: Float32Array,
-  shape: PlaneShape,
-  mode: RangeMode,
-  relStep: number,
-  bits: number,
-  markBeyond = true,
-): { ranges: PlaneRanges; f16: boolean; marked: number; stepBytes?: Uint8Array } {
+export function channelScales(plane: Float32Array, shape: PlaneShape, mode: RangeMode): ChannelScales {
   const { rows, cols } = shape;
   const width = mode === 'layer' ? cols : shape.channelWidth;
   const channels = Math.ceil(cols / width);
-  const sums = new Float64Array(channels);
   const sqs = new Float64Array(channels);
   const counts = new Float64Array(channels);
   for (let r = 0; r < rows; r++)
@@ -135,11 +134,9 @@ export function stepRanges(
       const v = plane[r * cols + c];
       if (!Number.isFinite(v)) continue;
       const ch = Math.floor(c / width);
-      sums[ch] += v;
       sqs[ch] += v * v;
       counts[ch]++;
     }
-  // Robust scale: RMS recomputed over |v| ≤ 3·RMS (twice), so one outlier does not coarsen its whole channel.
   for (let pass = 0; pass < 2; pass++) {
     const bound = Float64Array.from(sqs, (q, ch) => (counts[ch] ? 9 * (q / counts[ch]) : 0));
     sqs.fill(0);
@@ -154,15 +151,29 @@ export function stepRanges(
       }
     counts.set(kept);
   }
+  // RMS about zero: the grid is centred on zero, and so is its scale
+  return { rms: Float64Array.from(sqs, (q, ch) => (counts[ch] ? Math.sqrt(q / counts[ch]) : 0)), width };
+}
+
+/** The step grid of a plane at one relStep: per channel its step, its M1 range, and how the steps are stored. */
+export interface StepGrid {
+  readonly steps: Float64Array;
+  readonly ranges: PlaneRanges;
+  /** Whether every range is exact in float16. */
+  readonly f16: boolean;
+  /** One byte a step (`step8`), when every step has one. */
+  readonly stepBytes?: Uint8Array;
+}
+
+export function stepGrid(scales: ChannelScales, relStep: number, bits: number): StepGrid {
+  const channels = scales.rms.length;
   const half = 2 ** (bits - 1);
   const mins = new Float32Array(channels);
   const maxs = new Float32Array(channels);
   const steps = new Float64Array(channels);
   let f16 = true;
   for (let ch = 0; ch < channels; ch++) {
-    // RMS about zero: the grid is centred on zero, and so is its scale
-    const rms = counts[ch] ? Math.sqrt(sqs[ch] / counts[ch]) : 0;
-    const step = snapStep(rms * relStep);
+    const step = snapStep(scales.rms[ch] * relStep);
     steps[ch] = step;
     [mins[ch], maxs[ch]] = rangeOfStep(step, bits);
     if (step > 0 && (mins[ch] !== -(half + 0.5) * step || !exactF16(mins[ch]) || !exactF16(maxs[ch]))) f16 = false;
@@ -174,24 +185,49 @@ export function stepRanges(
     if (b === undefined) byteable = false;
     else stepBytes[ch] = b;
   });
-  let marked = 0;
-  for (let r = 0; r < rows; r++)
-    for (let c = 0; c < cols; c++) {
-      const i = r * cols + c;
-      const v = plane[i];
-      if (!Number.isFinite(v)) continue;
-      const ch = Math.floor(c / width);
-      const step = steps[ch];
-      // beyond the outermost reconstruction point by more than half a step; or a zero-step channel with a non-zero value
-      if (markBeyond && (step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2)) {
-        plane[i] = NaN;
-        marked++;
-      }
-    }
   return {
-    ranges: { mins, maxs, channelWidth: width, zeroCode: half },
+    steps,
+    ranges: { mins, maxs, channelWidth: scales.width, zeroCode: half },
     f16,
-    marked,
-    stepBytes: byteable ? stepBytes : undefined,
+    ...(byteable ? { stepBytes } : {}),
   };
+}
+
+/**
+ * Whether a finite weight lies beyond the grid of its channel's step (to be stored exactly): further than half a
+ * step from the outermost reconstruction point, or non-zero in a channel of step zero.
+ */
+export function beyondGrid(v: number, step: number, half: number): boolean {
+  return step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2;
+}
+
+/**
+ * Step ranges for one plane and the values beyond the grid (marked NaN in place,
+ * to be stored exactly). Returns the ranges and whether they are exact in float16.
+ */
+export function stepRanges(
+  plane: Float32Array,
+  shape: PlaneShape,
+  mode: RangeMode,
+  relStep: number,
+  bits: number,
+  markBeyond = true,
+): { ranges: PlaneRanges; f16: boolean; marked: number; stepBytes?: Uint8Array } {
+  const { rows, cols } = shape;
+  const scales = channelScales(plane, shape, mode);
+  const { steps, ranges, f16, stepBytes } = stepGrid(scales, relStep, bits);
+  const half = 2 ** (bits - 1);
+  let marked = 0;
+  if (markBeyond)
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c;
+        const v = plane[i];
+        if (!Number.isFinite(v)) continue;
+        if (beyondGrid(v, steps[Math.floor(c / scales.width)], half)) {
+          plane[i] = NaN;
+          marked++;
+        }
+      }
+  return { ranges, f16, marked, stepBytes };
 }

@@ -55,7 +55,7 @@ export function quantizePlanes(
   s: QuantizeSettings,
 ): PlaneQuantization[] {
   return planes.map((plane, p) => {
-    const { rows, cols, channelWidth } = shapes[p];
+    const { rows, cols } = shapes[p];
     if (s.relStep !== undefined) {
       const working = Float32Array.from(plane);
       const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits, !s.clampBeyond);
@@ -67,25 +67,38 @@ export function quantizePlanes(
         return restored;
       });
     }
-    // per output channel: the zero-centred grid of symmetric round-to-nearest (zero exact, extremes on the grid)
-    const sym = s.range === 'channel' ? symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip) : undefined;
-    if (sym) {
-      const codes = quantizePlane(plane, rows, cols, s.bits, sym.ranges, s.stride);
-      return lazyRestored({ codes, ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps) }, () =>
-        dequantizePlane(codes, rows, cols, s.bits, sym.ranges),
-      );
-    }
-    // per layer (M1 as written: [min, max], interval centres), or per channel where no exact step exists
-    const raw = s.clip
-      ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
-      : findRanges(plane, rows, cols, s.range, channelWidth);
-    // Per-channel ranges of 8-bit codes are stored as float16 (rounded outward): they are many, and
-    // half precision costs 8-bit codes nothing. Per-layer ranges (M1 as written) and wider codes keep float32.
-    const { ranges, dtype } =
-      s.bits <= 8 && s.range === 'channel' ? storageRanges(raw) : { ranges: raw, dtype: 'float32' as const };
+    const { ranges, rangeDtype, stepBytes } = planeRanges(plane, shapes[p], s);
     const codes = quantizePlane(plane, rows, cols, s.bits, ranges, s.stride);
-    return lazyRestored({ codes, ranges, rangeDtype: dtype }, () => dequantizePlane(codes, rows, cols, s.bits, ranges));
+    return lazyRestored({ codes, ranges, rangeDtype, ...(stepBytes ? { stepBytes } : {}) }, () =>
+      dequantizePlane(codes, rows, cols, s.bits, ranges),
+    );
   });
+}
+
+/** The ranges a plane off the step grid is quantized on, how they are stored, and whether `stride` chose them. */
+export interface PlaneGrid {
+  ranges: PlaneRanges;
+  rangeDtype: RangeDtype;
+  stepBytes?: Uint8Array;
+  /** Whether other strides would give other ranges (a clipping search off the symmetric grid). */
+  byStride: boolean;
+}
+
+/** The ranges `quantizePlanes` uses for a plane when there is no step grid (settings without relStep). */
+export function planeRanges(plane: Float32Array, shape: PlaneShape, s: QuantizeSettings): PlaneGrid {
+  const { rows, cols, channelWidth } = shape;
+  // per output channel: the zero-centred grid of symmetric round-to-nearest (zero exact, extremes on the grid)
+  const sym = s.range === 'channel' ? symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip) : undefined;
+  if (sym) return { ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps), byStride: false };
+  // per layer (M1 as written: [min, max], interval centres), or per channel where no exact step exists
+  const raw = s.clip
+    ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
+    : findRanges(plane, rows, cols, s.range, channelWidth);
+  // Per-channel ranges of 8-bit codes are stored as float16 (rounded outward): they are many, and
+  // half precision costs 8-bit codes nothing. Per-layer ranges (M1 as written) and wider codes keep float32.
+  const { ranges, dtype } =
+    s.bits <= 8 && s.range === 'channel' ? storageRanges(raw) : { ranges: raw, dtype: 'float32' as const };
+  return { ranges, rangeDtype: dtype, byStride: s.clip };
 }
 
 /** `restored` computed on first use: the encoder's plain path never needs it, and it is as large as the plane. */

@@ -65,7 +65,7 @@ export function findRanges(values: Float32Array, rows: number, cols: number, mod
 }
 
 /** Each column's range start and span (max − min in double precision, as JS arithmetic on the pair gives). */
-function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64Array; spans: Float64Array } {
+export function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64Array; spans: Float64Array } {
   const los = new Float64Array(cols);
   const spans = new Float64Array(cols);
   for (let c = 0; c < cols; c++) {
@@ -116,6 +116,56 @@ export function quantizePlane(
     }
   }
   return codes;
+}
+
+/** Running sums of an SNR: signal power and squared error over finite values. */
+export interface ErrorSums {
+  signal: number;
+  error: number;
+}
+
+/**
+ * Adds a plane's signal power and the squared error of its codes on `ranges` at `stride` to `sums`, without
+ * writing codes or values: each weight's code is found as quantizePlane finds it and its value as
+ * dequantizePlane makes it (a float32), in element order, so the sums are those of the written planes to the
+ * last bit (test/rate.test.ts). Non-finite values (side data) are left out.
+ */
+export function addPlaneError(
+  values: Float32Array,
+  cols: number,
+  bits: number,
+  ranges: PlaneRanges,
+  stride: number,
+  sums: ErrorSums,
+): void {
+  const levels = 2 ** bits;
+  const top = levels - 1;
+  const half = strideOffset(stride, ranges.zeroCode);
+  const topLevel = Math.floor((top - half) / stride);
+  const { los, spans } = columnRanges(ranges, cols);
+  let { signal, error } = sums;
+  for (let i = 0, c = 0; i < values.length; i++, c = c + 1 === cols ? 0 : c + 1) {
+    const v = values[i];
+    if (!Number.isFinite(v)) continue;
+    const lo = los[c];
+    const span = spans[c];
+    signal += v * v;
+    if (!(span > 0)) {
+      error += (v - Math.fround(lo)) ** 2;
+      continue;
+    }
+    let code: number;
+    if (stride === 1) {
+      const q = Math.floor(((v - lo) / span) * levels);
+      code = q < 0 ? 0 : q > top ? top : q;
+    } else {
+      const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
+      code = (j < 0 ? 0 : j > topLevel ? topLevel : j) * stride + half;
+    }
+    error += (v - Math.fround(lo + ((code + 0.5) * span) / levels)) ** 2;
+  }
+  sums.signal = signal;
+  sums.error = error;
 }
 
 /** Values the codes decode to, written into `out` if given (a fresh array otherwise). */

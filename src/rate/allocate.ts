@@ -10,8 +10,10 @@
  * budget (`--target-bpw`) or a task loss (`--max-loss`).
  */
 
-import { codeEntropyBits } from './entropy.js';
-import { RANGE_BYTES, quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
+import { codeEntropyBits, entropyOf } from './entropy.js';
+import { RANGE_BYTES, quantizePlanes, type QuantizeSettings, type RangeDtype } from '../quantize/tensor.js';
+import { channelScales, stepGrid, type ChannelScales } from '../quantize/step.js';
+import { columnRanges } from '../quantize/uniform.js';
 import type { PlaneShape } from '../layout/types.js';
 import type { RangeMode } from '../quantize/uniform.js';
 
@@ -78,20 +80,133 @@ export function measureCandidates(
 ): TensorRate {
   const weights = planes.reduce((s, p) => s + p.length, 0);
   const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep, stride: 1 })));
-  const candidates = grid.map(({ range, relStep, stride }) => {
-    const q = quantizePlanes(planes, shapes, { ...base, range, stride, relStep });
-    let bits = 8 * (PER_TENSOR_OVERHEAD_BYTES + PER_PLANE_OVERHEAD_BYTES * planes.length);
-    let sse = 0;
-    q.forEach((pq, p) => {
-      // codes, ranges (base64 in the manifest), weights beyond the grid (index delta + float32, before deflate)
-      bits +=
-        codeEntropyBits(pq.codes) + pq.ranges.mins.length * 8 * RANGE_BYTES[pq.rangeDtype] * (4 / 3) + (pq.beyond ?? 0) * 64;
-      const v = planes[p];
-      for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i])) sse += (v[i] - pq.restored[i]) ** 2;
-    });
-    return { stride, relStep, range, bits, sse };
-  });
+  const fused = base.bits === 8 || base.bits === 16;
+  // per range mode, each plane's channel scales: the same at every step, so found once
+  const scales = new Map<RangeMode, ChannelScales[]>();
+  const scalesOf = (range: RangeMode): ChannelScales[] => {
+    let s = scales.get(range);
+    if (!s) scales.set(range, (s = planes.map((plane, p) => channelScales(plane, shapes[p], range))));
+    return s;
+  };
+  const candidates = grid.map(({ range, relStep, stride }) =>
+    fused
+      ? measureStepGrid(planes, shapes, scalesOf(range), base, range, relStep)
+      : measureQuantized(planes, shapes, { ...base, range, stride, relStep }),
+  );
   return { key, weights, candidates, sensitivity: 1 };
+}
+
+/** Bits a tensor's entries and records cost, and the bits of a plane's ranges, weights beyond and codes. */
+function overheadBits(planes: number): number {
+  return 8 * (PER_TENSOR_OVERHEAD_BYTES + PER_PLANE_OVERHEAD_BYTES * planes);
+}
+
+function planeBits(codeBits: number, channels: number, rangeDtype: RangeDtype, beyond: number): number {
+  // codes, ranges (base64 in the manifest), weights beyond the grid (index delta + float32, before deflate)
+  return codeBits + channels * 8 * RANGE_BYTES[rangeDtype] * (4 / 3) + beyond * 64;
+}
+
+/** A candidate measured from the codes and values `quantizePlanes` makes (any code width). */
+function measureQuantized(planes: readonly Float32Array[], shapes: readonly PlaneShape[], s: QuantizeSettings): Candidate {
+  const q = quantizePlanes(planes, shapes, s);
+  let bits = overheadBits(planes.length);
+  let sse = 0;
+  q.forEach((pq, p) => {
+    bits += planeBits(codeEntropyBits(pq.codes), pq.ranges.mins.length, pq.rangeDtype, pq.beyond ?? 0);
+    const v = planes[p];
+    for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i])) sse += (v[i] - pq.restored[i]) ** 2;
+  });
+  return { stride: s.stride, relStep: s.relStep, range: s.range, bits, sse };
+}
+
+/**
+ * A step-grid candidate of 8- or 16-bit codes measured in one pass a plane, with no codes or values written:
+ * the same bits and squared error, to the last bit, as `measureQuantized` (test/rate.test.ts compares them).
+ * Each weight's code, level and error are found as quantizePlane, dequantizePlane and the error sum find them,
+ * in the same order.
+ */
+function measureStepGrid(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  planeScales: readonly ChannelScales[],
+  base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
+  range: RangeMode,
+  relStep: number,
+): Candidate {
+  const { bits: codeWidth } = base;
+  const markBeyond = !base.clampBeyond;
+  const half = 2 ** (codeWidth - 1);
+  const hist = new Float64Array(2 ** codeWidth);
+  let bits = overheadBits(planes.length);
+  let sse = 0;
+  for (let p = 0; p < planes.length; p++) {
+    const { cols } = shapes[p];
+    const scales = planeScales[p];
+    const g = stepGrid(scales, relStep, codeWidth);
+    const { los, spans } = columnRanges(g.ranges, cols);
+    // per column, the interval of weights on the grid (beyondGrid's bounds; a zero step gives [−0, 0])
+    const inLo = new Float64Array(cols);
+    const inHi = new Float64Array(cols).fill(Infinity);
+    inLo.fill(-Infinity);
+    if (markBeyond)
+      for (let c = 0; c < cols; c++) {
+        const step = g.steps[Math.floor(c / scales.width)];
+        inLo[c] = -half * step - step / 2;
+        inHi[c] = (half - 1) * step + step / 2;
+      }
+    hist.fill(0);
+    const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, hist, sse);
+    sse = m.sse;
+    const rangeDtype: RangeDtype = g.stepBytes ? 'step8' : g.f16 ? 'float16' : 'float32';
+    bits += planeBits(entropyOf(hist, planes[p].length), g.steps.length, rangeDtype, m.beyond);
+  }
+  return { stride: 1, relStep, range, bits, sse };
+}
+
+/**
+ * One plane's codes counted into `hist` and its squared error added to `sse` (in element order, as the error sum
+ * over restored values adds it): a function of its own, so its loop keeps every value in a register.
+ */
+function measurePlane(
+  plane: Float32Array,
+  cols: number,
+  los: Float64Array,
+  spans: Float64Array,
+  inLo: Float64Array,
+  inHi: Float64Array,
+  codeWidth: number,
+  hist: Float64Array,
+  sseIn: number,
+): { sse: number; beyond: number } {
+  const levels = 2 ** codeWidth;
+  const top = levels - 1;
+  let sse = sseIn;
+  let beyond = 0;
+  for (let i = 0, c = 0; i < plane.length; i++, c = c + 1 === cols ? 0 : c + 1) {
+    const v = plane[i];
+    // non-finite (side data) and beyond the grid (stored exactly): code 0, no error counted
+    if (!Number.isFinite(v)) {
+      hist[0]++;
+      continue;
+    }
+    if (v < inLo[c] || v > inHi[c]) {
+      hist[0]++;
+      beyond++;
+      continue;
+    }
+    const lo = los[c];
+    const span = spans[c];
+    if (!(span > 0)) {
+      hist[0]++;
+      sse += (v - Math.fround(lo)) ** 2;
+      continue;
+    }
+    const q = Math.floor(((v - lo) / span) * levels);
+    const code = q < 0 ? 0 : q > top ? top : q;
+    hist[code]++;
+    sse += (v - Math.fround(lo + ((code + 0.5) * span) / levels)) ** 2;
+  }
+  return { sse, beyond };
 }
 
 /** Per tensor, the candidate index minimising sensitivity·sse + λ·bits. */

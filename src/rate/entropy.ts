@@ -12,7 +12,8 @@ export function codeEntropyBits(codes: CodeArray): number {
   return entropyOf(Float64Array.from(counts.values()), codes.length);
 }
 
-function entropyOf(h: Float64Array, n: number): number {
+/** Order-0 entropy in bits (total) of `n` codes counted in the histogram `h`. */
+export function entropyOf(h: Float64Array, n: number): number {
   let bits = 0;
   for (let i = 0; i < h.length; i++) if (h[i]) bits -= h[i] * Math.log2(h[i] / n);
   return bits;

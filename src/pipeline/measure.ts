@@ -1,0 +1,85 @@
+/**
+ * The allocation's measurements of one tensor: its working planes (laid out, outliers set aside, rotated when
+ * asked) and the bits and squared error of every candidate grid (rate/allocate.ts). A tensor of a model that
+ * cannot run is measured slice by slice and nothing is kept, here or on a worker thread (the same numbers to
+ * the last bit: the same code in the same order); a model that runs keeps its planes for the probes.
+ */
+
+import type { ModelReader } from '../formats/model.js';
+import { sliceLayout } from '../layout/planes.js';
+import type { LayoutSpec, PlaneShape } from '../layout/types.js';
+import { ALLOCATION_STEPS, measureCandidates, type TensorRate } from '../rate/allocate.js';
+import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
+import { slicesOf } from './plan.js';
+import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
+import type { CodedPlan } from './stages.js';
+
+/** Sums of squares and count of a tensor's finite working values, added to slice by slice. */
+export interface PowerSums {
+  sq: number;
+  n: number;
+}
+
+export interface MeasuredPart {
+  prepared: { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide };
+  seeds?: number[];
+  rate: TensorRate;
+}
+
+/** One tensor (or slice of it): its working planes and their candidates; its power added to `power`. */
+export function measurePart(
+  plan: CodedPlan,
+  values: Float32Array,
+  layout: LayoutSpec,
+  modes: readonly RangeMode[],
+  power: PowerSums,
+): MeasuredPart {
+  const prepared = preparePlanes(values, layout, plan.settings.outliers);
+  const seeds = plan.settings.rotate ? prepared.shapes.map((_, k) => rotationSeed(plan.index, k)) : undefined;
+  if (seeds) rotatePlanes(prepared.planes, prepared.shapes, seeds);
+  const rate = measureCandidates(
+    plan.entry.key,
+    prepared.planes,
+    prepared.shapes,
+    { bits: plan.settings.bits, clip: plan.settings.clip },
+    ALLOCATION_STEPS,
+    modes,
+  );
+  // exact side values cost the same at every grid: ~8 bytes each before deflate
+  const sideBits = (prepared.side?.indices.length ?? 0) * 64;
+  rate.candidates.forEach((c) => (c.bits += sideBits));
+  for (const pl of prepared.planes)
+    for (const v of pl)
+      if (Number.isFinite(v)) {
+        power.sq += v * v;
+        power.n++;
+      }
+  return { prepared, ...(seeds ? { seeds } : {}), rate };
+}
+
+/** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
+export function addRates(a: TensorRate, b: TensorRate): TensorRate {
+  return {
+    ...a,
+    weights: a.weights + b.weights,
+    candidates: a.candidates.map((c, i) => ({ ...c, bits: c.bits + b.candidates[i].bits, sse: c.sse + b.candidates[i].sse })),
+  };
+}
+
+/** A tensor's rate and power, measured slice by slice as it will be coded, keeping nothing (memory follows the slice). */
+export function measureTensor(
+  reader: ModelReader,
+  plan: CodedPlan,
+  sliceWeights: number,
+  modes: readonly RangeMode[],
+): { rate: TensorRate; power: PowerSums } {
+  const power = { sq: 0, n: 0 };
+  let rate: TensorRate | undefined;
+  for (const part of slicesOf(plan, sliceWeights) ?? [undefined]) {
+    const values = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
+    const layout = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
+    const r = measurePart(plan, values, layout, modes, power).rate;
+    rate = rate ? addRates(rate, r) : r;
+  }
+  return { rate: rate!, power };
+}
