@@ -12,13 +12,7 @@ import { scatterPlanes } from '../layout/planes.js';
 import type { PlaneShape } from '../layout/types.js';
 import { quantizePlanes } from '../quantize/tensor.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
-import {
-  PROBE_STEP,
-  allocateForBudget,
-  allocateForLoss,
-  type Candidate,
-  type TensorRate,
-} from '../rate/allocate.js';
+import { PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
 import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
