@@ -231,6 +231,21 @@ describe('rate control', () => {
     // whole tensors and slices of 32 rows (each tensor measured slice by slice on its worker)
     for (const slice of [1 << 24, 32 * 96]) expect(await bytes(2, slice)).toBe(await bytes(1, slice));
   });
+  it('--target-bpw: attempts after the first re-encode only tensors whose grid moved', async () => {
+    const file = join(dir, 'bpw-reuse.safetensors');
+    const t: Record<string, Float32Array> = {};
+    // tensors of very different scales and sizes: a budget's attempts move some grids and not others
+    for (let i = 0; i < 6; i++) t[`layer${i}.weight`] = gaussian(64 * 64, 50 + i, 0.001 * 4 ** i);
+    writeLinear(file, t, [64, 64]);
+    const logs: string[] = [];
+    const r = await compressModel(file, join(dir, 'bpw-reuse.nnm'), { targetBpw: 3, onLog: (m) => logs.push(m) });
+    const attempts = logs.filter((m) => m.includes('re-allocating')).length;
+    const reused = logs.map((m) => /^(\d+) tensor encodes reused/.exec(m)).find(Boolean);
+    expect(attempts).toBeGreaterThan(0);
+    expect(Number(reused?.[1])).toBeGreaterThan(0);
+    expect(Number(reused?.[1])).toBeLessThanOrEqual(attempts * 6);
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
+  });
   it('--codec auto falls back to raw codes + zstd on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
     const r = rng(5);

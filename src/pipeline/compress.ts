@@ -26,7 +26,7 @@ import { preparePlanes } from './prepare.js';
 import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
-import { gateError, writeArchive, type CompressResult } from './write.js';
+import { EncodeCache, gateError, writeArchive, type CompressResult } from './write.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
@@ -50,6 +50,11 @@ const ARCHIVE_OVERHEAD_BYTES = 2000;
 const UNDERSHOOT = 0.95;
 /** Re-allocations tried to meet a bits/weight target. */
 const BUDGET_ATTEMPTS = 4;
+/**
+ * Bytes of encoded tensors a `--target-bpw` compress keeps between its attempts (write.ts EncodeCache): a whole
+ * archive up to ~1 G weights at 4 bits a weight; beyond it only the first tensors are kept.
+ */
+const ENCODE_CACHE_BYTES = 2 ** 27;
 /** Budget moves (×0.93 each) that may be tried when the allocation gives the same grids again. */
 const SAME_GRID_STEPS = 12;
 
@@ -131,6 +136,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // rate control writes the archive more than once: after the first write the file at `output` is ours
     let written = false;
     let lastGrids = '';
+    // a budget's attempts after the first re-encode only the tensors whose grid moved
+    const cache = resolved.targetBpw !== undefined ? new EncodeCache(ENCODE_CACHE_BYTES) : undefined;
     const encode = async (budgetScale: number, refuse = false): Promise<CompressResult> => {
       const grids = allocation?.(budgetScale);
       lastGrids = JSON.stringify([...(grids ?? [])]);
@@ -144,6 +151,7 @@ export async function compressModel(input: string, output: string, options: Comp
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
+        ...(cache ? { cache } : {}),
         quality,
         refuse,
       });
@@ -189,6 +197,7 @@ export async function compressModel(input: string, output: string, options: Comp
       } else over = Math.min(over, scale);
     }
     if (result.bitsPerWeight > target && best !== undefined && best !== scale) result = await encode((scale = best));
+    if (cache?.hits) resolved.onLog?.(`${cache.hits} tensor encodes reused from earlier attempts (grids unchanged)`);
     const reachable = result.bitsPerWeight <= target;
     if (!reachable)
       resolved.onLog?.(

@@ -145,6 +145,45 @@ export interface ArchiveJob {
     readonly stats: ReadonlyMap<string, LayerStatistics>;
     readonly missing: ReadonlyMap<string, string>;
   };
+  /** Units encoded by an earlier write of the same compress (rate control's attempts), reused as they are. */
+  readonly cache?: EncodeCache;
+}
+
+/**
+ * Encoded units kept between the archives one rate-controlled compress writes: an attempt after the first
+ * re-encodes only the tensors whose grid changed (encoding is deterministic, so a unit's bytes are the same).
+ * Holds at most `limit` bytes of entries; units with layer statistics are not kept (their key would be the
+ * statistics themselves).
+ */
+export class EncodeCache {
+  private readonly units = new Map<string, EncodedTensor>();
+  private bytes = 0;
+  hits = 0;
+
+  constructor(private readonly limit: number) {}
+
+  private static keyOf(unit: EncodeUnit): string | undefined {
+    if (unit.compensation || unit.stats) return undefined;
+    const { plan, slice } = unit;
+    return JSON.stringify([plan.index, plan.settings, plan.codecs, slice ?? null]);
+  }
+
+  /** The unit's encoding: kept, or made by `encode` (and kept while there is room). */
+  async encode(unit: EncodeUnit, encode: (unit: EncodeUnit) => Promise<EncodedTensor>): Promise<EncodedTensor> {
+    const key = EncodeCache.keyOf(unit);
+    const kept = key !== undefined ? this.units.get(key) : undefined;
+    if (kept) {
+      this.hits++;
+      return kept;
+    }
+    const made = await encode(unit);
+    const size = made.entries.reduce((n, [, d]) => n + d.byteLength, 0);
+    if (key !== undefined && this.bytes + size <= this.limit) {
+      this.units.set(key, made);
+      this.bytes += size;
+    }
+    return made;
+  }
 }
 
 /** What `compensate` did: tensors whose codes were compensated, and those rounded to nearest, with why. */
@@ -216,7 +255,9 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
   });
   const compressedWeights = job.plans.reduce((s, p) => s + (p.kind === 'coded' ? elementCount(p.entry.shape) : 0), 0);
   const pool = poolFor(options.jobs, units.length, compressedWeights);
-  const encode = unitEncoder(reader, pool);
+  const encodeHere = unitEncoder(reader, pool);
+  const cache = job.cache;
+  const encode = cache ? (unit: EncodeUnit) => cache.encode(unit, encodeHere) : encodeHere;
   const outcomes = new Map<string, TensorOutcome>();
   let manifest: Manifest | undefined;
   const entries: Manifest['entries'] = {};
