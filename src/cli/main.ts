@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { InterruptedError, OptionError } from '../errors.js';
-import { detectFormat } from '../formats/registry.js';
+import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
@@ -16,7 +16,6 @@ import { fileKind, inspectPath } from './inspect.js';
 import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
-import { readInputFile } from '../io/files.js';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
 import { loadOrt } from '../runtime/optional.js';
@@ -61,7 +60,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
   if (f.maxLoss !== undefined && !runs)
     throw new OptionError(`--max-loss measures a task loss by running the model; a ${detectFormat(model)} file cannot be run`);
   const needsTask = runs && (f.maxLoss !== undefined || f.targetBpw !== undefined);
-  const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model'), undefined, model) : undefined;
+  const task = needsTask ? await resolveTask(f.task ?? 'auto', modelForRunning(model), undefined, model) : undefined;
   const fromTable = Object.fromEntries(
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
@@ -76,6 +75,19 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     force: f.force,
     calibration: calibrationSpecFromFlags(f as CalibrationFlags),
   };
+}
+
+/**
+ * A model's bytes for onnxruntime: the file, or with its external data placed inline (onnxruntime looks for
+ * external data relative to the working directory when a model comes from memory).
+ */
+function modelForRunning(file: string): Uint8Array {
+  const reader = openModel(file);
+  try {
+    return selfContainedModel(file, reader);
+  } finally {
+    reader.close();
+  }
 }
 
 /** The calibration flags (`--calibration PATH` and the preprocessing), on compress and eval. */
@@ -269,12 +281,12 @@ export function buildProgram(): Command {
       const spec = calibrationSpecFromFlags(f);
       // calibration data given: the outputs of the original and the rebuilt model compared on it
       // --judge-output: those outputs compared, on the calibration data or synthetic inputs
-      const outputs = spec.outputs ? checkJudgedOutputs(readInputFile(f.model, 'model'), spec.outputs, f.model) : undefined;
+      const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;
       const task = spec.paths.length
-        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec), outputs })
+        ? outputsTask({ calibration: await buildCalibrationSet(modelForRunning(f.model), spec), outputs })
         : outputs
           ? outputsTask({ outputs })
-          : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
+          : await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec));
       const r = await evaluateArchive(archive, f.model, task);
       // the data and preprocessing the task ran on (a second preprocessing shows here)
       if (f.json)
@@ -310,7 +322,7 @@ export function buildProgram(): Command {
     const t1 = performance.now();
     await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
     const t2 = performance.now();
-    const task = await resolveTask('auto', readInputFile(input, 'model'), undefined, input);
+    const task = await resolveTask('auto', modelForRunning(input), undefined, input);
     const r = await evaluateArchive(archive, input, task);
     if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
     else {

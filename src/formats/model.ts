@@ -83,6 +83,11 @@ export interface ModelReader {
   storage(key: string): TensorStorage;
   /** Releases the file (a no-op for a model read whole). */
   close(): void;
+  /**
+   * Files beside the model that hold tensor data (ONNX external data), each once; absent or empty when the
+   * model is the one file. The skeleton places their data inline.
+   */
+  readonly externalFiles?: readonly string[];
 }
 
 /** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */

@@ -12,9 +12,9 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
-import { openModel } from '../formats/registry.js';
+import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice } from './allocate.js';
@@ -98,7 +98,7 @@ export async function compressModel(input: string, output: string, options: Comp
       const pinnedBits = 8 * pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
       allocation = await allocate({
         reader,
-        source: () => cal?.source ?? readFileSync(input),
+        source: () => cal?.source ?? selfContainedModel(input, reader),
         unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
         weights,
@@ -111,7 +111,7 @@ export async function compressModel(input: string, output: string, options: Comp
     const job = {
       reader,
       input,
-      inputBytes: statSync(input).size,
+      inputBytes: modelBytes(input, reader),
       sourceSha: await sha256File(input),
       output,
       plans,

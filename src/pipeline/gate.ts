@@ -11,7 +11,6 @@
  * which `If` branches the data never takes: their tensors keep the default grid, and the report names them.
  */
 
-import { readFileSync, statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
 import { branchCoverage, branchTensors } from '../calibration/branches.js';
 import { describeModel } from '../calibration/model-io.js';
@@ -23,6 +22,7 @@ import { MissingDependencyError, OptionError } from '../errors.js';
 import { measureFidelity, type FidelityReport } from '../eval/fidelity.js';
 import { roundSignificant } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
+import { modelBytes, selfContainedModel } from '../formats/registry.js';
 import { loadOrt } from '../runtime/optional.js';
 import { rebuildModel } from './decompress.js';
 import type { QualityRecord } from '../archive/manifest.js';
@@ -59,7 +59,7 @@ export interface Calibration {
 /** Why a model cannot be run here, or undefined when it can. */
 export async function whyNotRunnable(input: string, reader: ModelReader): Promise<string | undefined> {
   if (reader.format !== 'onnx') return `${reader.format} files hold no graph to run`;
-  if (statSync(input).size >= MAX_RUNNABLE_BYTES) return 'ONNX model of 2 GiB or more: not run';
+  if (modelBytes(input, reader) >= MAX_RUNNABLE_BYTES) return 'ONNX model of 2 GiB or more: not run';
   try {
     await loadOrt('the quality gate');
   } catch (e) {
@@ -80,7 +80,7 @@ export async function openCalibration(
   log?: (message: string) => void,
   signal?: AbortSignal,
 ): Promise<Calibration> {
-  const source = readFileSync(input);
+  const source = selfContainedModel(input, reader);
   const outputs = spec?.outputs?.length ? checkJudgedOutputs(source, spec.outputs, input) : undefined;
   const set = spec?.paths.length
     ? await buildCalibrationSet(source, spec)
