@@ -88,6 +88,8 @@ export interface ModelReader {
    * model is the one file. The skeleton places their data inline.
    */
   readonly externalFiles?: readonly string[];
+  /** The op types of the graph and its subgraphs (ONNX); absent where the format has no graph. */
+  readonly opTypes?: ReadonlySet<string>;
 }
 
 /** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */

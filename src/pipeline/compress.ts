@@ -20,6 +20,7 @@ import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
+import { activationRoundingOp } from '../quantize/half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
 import { planTensors, slicesOf, withSettings } from './plan.js';
 import { preparePlanes } from './prepare.js';
@@ -62,6 +63,11 @@ export async function compressModel(input: string, output: string, options: Comp
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
     const { unique, sameAs } = findDuplicates(reader, coded, resolved.sliceWeights);
     const half = resolved.halfKept ? halfKept(reader, plans, resolved.sliceWeights) : undefined;
+    const rounding = resolved.halfKept && activationRoundingOp(reader.opTypes);
+    if (rounding)
+      resolved.onLog?.(
+        `kept tensors stay exact, not float16: the graph rounds activations while it runs (${rounding}), where a scale or bias off by 2^-11 moves roundings a whole step`,
+      );
     const stripped = new Set([...coded.map((p) => p.entry.key), ...(half?.outcomes.keys() ?? [])]);
     // the skeleton (the model minus the coded tensors) is read part by part where it is written
     const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, resolved.skeletonPartBytes);

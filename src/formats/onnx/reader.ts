@@ -416,6 +416,10 @@ export class OnnxReader implements ModelReader {
     }
   }
 
+  get opTypes(): ReadonlySet<string> {
+    return new Set(this.nodes.map((n) => n.op));
+  }
+
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
     // the data-movement nodes that take a value as their data input: their outputs carry it on
