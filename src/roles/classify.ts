@@ -73,9 +73,15 @@ function classifyOnnx(t: TensorEntry): Classification {
         reason: `Gemm input ${use.inputIndex}${trans ? ' (transposed)' : ''}`,
       };
     }
-    if (use.op === 'MatMul' && use.inputIndex === 1 && t.shape.length === 2) {
-      const [r, c] = t.shape;
-      return { role: 'fc', layout: { kind: 'fc', nin: r, nout: c, order: 'in_out' }, reason: 'MatMul constant operand' };
+    // MatMul's B [.., K, N]: one range per output column N; a constant A [.., M, K] (y = W·x) is [out, in], one range
+    // per row. Batched constants are their matrices stacked along the rows (`layoutForRole`'s [leading dims, last]).
+    if (use.op === 'MatMul' && (use.inputIndex === 1 || use.inputIndex === 0) && t.shape.length >= 2) {
+      const operand = use.inputIndex === 1 ? 'B' : 'A';
+      return {
+        role: 'fc',
+        layout: layoutForRole('fc', t.shape, use.inputIndex === 1 ? 'in_out' : 'out_in'),
+        reason: t.shape.length === 2 && operand === 'B' ? 'MatMul constant operand' : `MatMul constant operand ${operand}`,
+      };
     }
     // a table rows are looked up in (a token embedding, ONNX `Gather` data [vocab, hidden]): one range per row,
     // as GGUF quantizes token_embd and as the safetensors name rule below does; often a transformer's largest
