@@ -1,6 +1,6 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { codedParts, tileEntries, type QualityRecord } from '../archive/manifest.js';
+import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
 import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
@@ -14,7 +14,7 @@ import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
-import { archiveTotals, count, reasonCounts, times } from './totals.js';
+import { archiveTotals, bitsPerWeightText, count, reasonCounts, times } from './totals.js';
 
 export interface InspectOptions {
   json?: boolean;
@@ -135,7 +135,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
     const sizes = a.entrySizes();
     const rows = m.tensors.map((t) => {
       const n = elementCount(t.shape);
-      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      const bytes = [...ownEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
       // a sliced tensor: its slices' geometry and codecs (auto can pick a different one per slice)
       const parts = codedParts(t).map((c) => c.record);
       const codecs = [
@@ -286,7 +286,7 @@ function printArchive(
         ]
       : []),
     ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${times(t.ratio)} smaller`],
-    ['bits per weight', `${t.bitsPerWeight.toFixed(3)} (all archive bytes × 8 / compressed weights)`],
+    ['bits per weight', `${bitsPerWeightText(t)} (all archive bytes × 8 / compressed weights)`],
     // the quality gate's verdict, recorded when the archive was written (older archives have none)
     ...qualityLines(info.quality),
     [

@@ -4,7 +4,7 @@
  * task metric from running both models.
  */
 
-import { codedParts, tileEntries } from '../archive/manifest.js';
+import { codedParts, ownEntries } from '../archive/manifest.js';
 import { statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
 import { checkSourceModel } from '../archive/source-model.js';
@@ -62,7 +62,7 @@ export async function evaluateArchive(
       compressedWeights += n;
       const values = decoded.get(t.key)!;
       const original = reader.read(t.key);
-      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      const bytes = [...ownEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
       const first = codedParts(t)[0].record;
       tensors.push({
         name: t.name,
