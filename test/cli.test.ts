@@ -103,6 +103,14 @@ describe('nnmedia CLI', () => {
     expect(m.code).toBe(2);
     expect(m.stderr).toMatch(/E_OPTION.*--max-loss.*safetensors file cannot be run/);
     expect(existsSync(join(dir, 'w5.nnm'))).toBe(false);
+    // eval compares the tensors (it used to hand the safetensors file to onnxruntime: E_BAD_CALIBRATION)
+    const e = await cli('eval', 'w4.nnm', '-m', st);
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/encoder\.layers\.0\.mlp\.fc1\.weight/);
+    expect(e.stdout).toMatch(/task: none \(safetensors files hold no graph to run/);
+    const t = await cli('eval', 'w4.nnm', '-m', st, '--task', 'outputs');
+    expect(t.code).toBe(2);
+    expect(t.stderr).toMatch(/E_OPTION: --task outputs runs the model, and safetensors files hold no graph to run/);
   });
 
   it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {

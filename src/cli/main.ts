@@ -279,6 +279,13 @@ export function buildProgram(): Command {
     )
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
       const spec = calibrationSpecFromFlags(f);
+      // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
+      const format = detectFormat(f.model);
+      const runs = format === 'onnx';
+      if (!runs && (spec.paths.length || spec.outputs || !['auto', 'none'].includes(f.task)))
+        throw new OptionError(
+          `${spec.paths.length ? '--calibration' : spec.outputs ? '--judge-output' : `--task ${f.task}`} runs the model, and ${format} files hold no graph to run: eval compares their tensors`,
+        );
       // calibration data given: the outputs of the original and the rebuilt model compared on it
       // --judge-output: those outputs compared, on the calibration data or synthetic inputs
       const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;
@@ -286,7 +293,9 @@ export function buildProgram(): Command {
         ? outputsTask({ calibration: await buildCalibrationSet(modelForRunning(f.model), spec), outputs })
         : outputs
           ? outputsTask({ outputs })
-          : await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec));
+          : runs
+            ? await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec))
+            : undefined;
       const r = await evaluateArchive(archive, f.model, task);
       // the data and preprocessing the task ran on (a second preprocessing shows here)
       if (f.json)
@@ -296,6 +305,8 @@ export function buildProgram(): Command {
       else {
         printEvaluation(r);
         if (task) console.log(`\ntask: ${task.description}`);
+        else if (!runs)
+          console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
       }
     });
 
