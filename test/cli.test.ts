@@ -242,5 +242,7 @@ describe('reports of unusual models', () => {
     expect(c.stdout + c.stderr).not.toMatch(/0\.000 bits\/weight/);
     const i = await cli('inspect', 'integer.nnm');
     expect(i.stdout).toMatch(/bits per weight\s+none \(no tensor compressed\)/);
+    const im = await cli('inspect', file);
+    expect(im.stdout).toMatch(/to compress\s+nothing: no floating-point weight matrix or kernel/);
   });
 });

@@ -6,7 +6,7 @@ import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
 import { Archive } from '../archive/node.js';
-import { MODEL_FORMATS, openModel } from '../formats/registry.js';
+import { MODEL_FORMATS, modelBytes, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { isZipFile } from '../archive/zip.js';
@@ -86,13 +86,16 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       keptTensors: kept.length,
       compressedWeights: coded.reduce((s, r) => s + r.weights, 0),
       keptWeights: kept.reduce((s, r) => s + r.weights, 0),
-      modelBytes: checkInputFile(file).size,
+      modelBytes: modelBytes(file, reader),
     };
     if (options.json) {
       console.log(JSON.stringify({ file, format: reader.format, totals, tensors: rows }, null, 1));
       return;
     }
-    console.log(`${file}: ${reader.format}, ${count(totals.modelBytes)} bytes, ${rows.length} floating-point tensors\n`);
+    const external = reader.externalFiles?.length ?? 0;
+    console.log(
+      `${file}: ${reader.format}, ${count(totals.modelBytes)} bytes${external ? ` with ${external} external data file${external > 1 ? 's' : ''}` : ''}, ${rows.length} floating-point tensors\n`,
+    );
     const shown = options.all ? rows : coded;
     if (shown.length)
       console.log(
@@ -112,7 +115,12 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       );
     console.log('');
     const lines = [
-      ['to compress', `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`],
+      [
+        'to compress',
+        coded.length
+          ? `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`
+          : 'nothing: no floating-point weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton)',
+      ],
       ...(kept.length
         ? [
             [
