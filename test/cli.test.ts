@@ -238,11 +238,13 @@ describe('reports of unusual models', () => {
     });
     const c = await cli('compress', file, '-o', 'integer.nnm', '--force');
     expect(c.code, c.stderr).toBe(0);
-    expect(c.stdout + c.stderr).toMatch(/no tensor compressed: the model has no floating-point weight matrix or kernel/);
+    expect(c.stdout + c.stderr).toMatch(
+      /no tensor compressed: no floating-point tensor was found to be a weight matrix or kernel/,
+    );
     expect(c.stdout + c.stderr).not.toMatch(/0\.000 bits\/weight/);
     const i = await cli('inspect', 'integer.nnm');
     expect(i.stdout).toMatch(/bits per weight\s+none \(no tensor compressed\)/);
     const im = await cli('inspect', file);
-    expect(im.stdout).toMatch(/to compress\s+nothing: no floating-point weight matrix or kernel/);
+    expect(im.stdout).toMatch(/to compress\s+nothing: no floating-point tensor was found to be a weight matrix or kernel/);
   });
 });

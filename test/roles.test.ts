@@ -1,14 +1,15 @@
 /**
  * MatMul weights on either side: a constant left operand (y = W·x, as exported by graphs that keep features in
  * columns) was kept whole as an unknown use, and a batched constant ([heads, K, N]) too. Both are coded now, one
- * range per output channel: a row of A, a column of B.
+ * range per output channel: a row of A, a column of B. Weights that reach their layer through Identity (PyTorch's
+ * shared weights), Transpose (TensorFlow's HWIO kernels) or an Einsum were kept whole too.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { compressModel, decompressArchive } from '../src/index.js';
+import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { classifyTensor } from '../src/roles/classify.js';
 import { floatTensor } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -82,5 +83,85 @@ describe('MatMul constants', () => {
     const out = await s.run({ x: new ort.Tensor('float32', gaussian(48 * 5, 3, 1), [48, 5]) });
     expect(out.y.dims).toEqual([4, 5, 24]);
     await s.release();
+  });
+});
+
+describe('weights reached through data movement, and Einsum operands', () => {
+  const model = (): Uint8Array => {
+    const P = onnx.AttributeProto.AttributeType;
+    const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+      name,
+      type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+    });
+    const graph: onnx.IGraphProto = {
+      name: 'hidden',
+      initializer: [
+        floatTensor('onnx::MatMul_5', [64, 128], gaussian(64 * 128, 1, 0.1)),
+        floatTensor('dense/kernel:0', [96, 128], gaussian(96 * 128, 2, 0.1)),
+        floatTensor('conv_w', [3, 3, 8, 16], gaussian(3 * 3 * 8 * 16, 3, 0.1)),
+        floatTensor('einsum_w', [128, 32], gaussian(128 * 32, 4, 0.1)),
+      ],
+      node: [
+        { opType: 'Identity', input: ['onnx::MatMul_5'], output: ['w1'] },
+        { opType: 'MatMul', input: ['x', 'w1'], output: ['h'] },
+        {
+          opType: 'Transpose',
+          input: ['dense/kernel:0'],
+          output: ['w2'],
+          attribute: [{ name: 'perm', ints: [1, 0], type: P.INTS }],
+        },
+        { opType: 'MatMul', input: ['h', 'w2'], output: ['y'] },
+        // HWIO → OIHW, as TensorFlow exports leave it
+        {
+          opType: 'Transpose',
+          input: ['conv_w'],
+          output: ['cw'],
+          attribute: [{ name: 'perm', ints: [3, 2, 0, 1], type: P.INTS }],
+        },
+        { opType: 'Conv', input: ['img', 'cw'], output: ['c'], attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: P.INTS }] },
+        {
+          opType: 'Einsum',
+          input: ['z', 'einsum_w'],
+          output: ['e'],
+          attribute: [{ name: 'equation', s: new TextEncoder().encode('bi,ij->bj'), type: P.STRING }],
+        },
+      ],
+      input: [vi('x', [1, 64]), vi('img', [1, 8, 10, 10]), vi('z', [1, 128])],
+      output: [vi('y', [1, 96]), vi('c', [1, 16, 10, 10]), vi('e', [1, 32])],
+    };
+    return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+  };
+
+  it('each is coded with its output channels as the ranged axis, and the model passes the gate', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'hidden.onnx');
+    writeFileSync(file, model());
+    const reader = openModel(file);
+    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+    reader.close();
+    expect(layouts['onnx::MatMul_5']).toMatchObject({
+      layout: { kind: 'fc', nin: 64, nout: 128, order: 'in_out' },
+      reason: 'MatMul constant operand (through Identity)',
+    });
+    // stored [96 out, 128 in], transposed to MatMul's [in, out]
+    expect(layouts['dense/kernel:0'].layout).toEqual({ kind: 'fc', nin: 128, nout: 96, order: 'out_in' });
+    // HWIO: the 16 output channels are the last axis
+    expect(layouts.conv_w.layout).toEqual({ kind: 'fc', nin: 72, nout: 16, order: 'in_out' });
+    expect(layouts.einsum_w).toMatchObject({
+      layout: { kind: 'fc', nin: 128, nout: 32, order: 'in_out' },
+      reason: 'Einsum operand ij',
+    });
+    const r = await compressModel(file, join(dir, 'hidden.nnm'));
+    expect(r.compressedWeights).toBe(64 * 128 + 96 * 128 + 3 * 3 * 8 * 16 + 128 * 32);
+    expect(r.quality?.passed).toBe(true);
+  });
+
+  it('the name rules come before a guess through slicing: an LSTM weight sliced into gates stays an LSTM weight', () => {
+    const lstm = { op: 'LSTM', inputIndex: 1, attrs: {}, through: ['Slice', 'Concat', 'Unsqueeze'] };
+    const c = classifyTensor(
+      { key: 'w', name: 'decoder.rnn.weight_ih', dtype: 'float32', shape: [512, 128], uses: [], consumers: [lstm], location: '' },
+      'onnx',
+    );
+    expect(c.role).toBe('lstm');
   });
 });

@@ -119,7 +119,7 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
         'to compress',
         coded.length
           ? `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`
-          : 'nothing: no floating-point weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton)',
+          : 'nothing: no floating-point tensor was found to be a weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton; --config rules give a tensor a role)',
       ],
       ...(kept.length
         ? [

@@ -77,7 +77,7 @@ export function keptPhrase(t: ArchiveTotals): string {
 
 /** What no compressed tensor means: bits per weight has no denominator, and the model's weights are elsewhere. */
 const NOTHING_COMPRESSED =
-  'no tensor compressed: the model has no floating-point weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton, deflated)';
+  'no tensor compressed: no floating-point tensor was found to be a weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton, deflated; --config rules give a tensor a role)';
 
 /** Bits per weight with `digits` decimals, or why there is no such number (no compressed weights). */
 export function bitsPerWeightText(t: Pick<ArchiveTotals, 'bitsPerWeight' | 'compressedWeights'>, digits = 3): string {

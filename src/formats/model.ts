@@ -47,6 +47,8 @@ export interface TensorUse {
   op: string;
   inputIndex: number;
   attrs: Record<string, number | string | number[]>;
+  /** In `consumers`: the data-movement ops the values pass through before this use, in order (none: a direct use). */
+  through?: readonly string[];
 }
 
 export interface TensorEntry {

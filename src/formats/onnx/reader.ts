@@ -423,23 +423,28 @@ export class OnnxReader implements ModelReader {
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
     // the data-movement nodes that take a value as their data input: their outputs carry it on
-    const carriedTo = new Map<string, string[]>();
+    const carriedTo = new Map<string, Array<{ output: string; op: string }>>();
     for (const node of this.nodes) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
         list.push({ op: node.op, inputIndex, attrs: node.attrs });
-        if (carries(node.op, inputIndex)) carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs]);
+        if (carries(node.op, inputIndex))
+          carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
       });
     }
-    const consumers = (value: string, seen: Set<string>): TensorUse[] =>
+    const consumers = (value: string, seen: Set<string>, through: readonly string[]): TensorUse[] =>
       (uses.get(value) ?? [])
-        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [u]))
-        .concat((carriedTo.get(value) ?? []).filter((o) => !seen.has(o) && seen.add(o)).flatMap((o) => consumers(o, seen)));
+        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [through.length ? { ...u, through } : u]))
+        .concat(
+          (carriedTo.get(value) ?? [])
+            .filter(({ output }) => !seen.has(output) && seen.add(output))
+            .flatMap(({ output, op }) => consumers(output, seen, [...through, op])),
+        );
     for (const t of this.tensors) {
       t.uses = uses.get(t.ref) ?? [];
-      t.consumers = consumers(t.ref, new Set([t.ref]));
+      t.consumers = consumers(t.ref, new Set([t.ref]), []);
     }
   }
 
