@@ -103,6 +103,7 @@ export async function openCalibration(
     );
   const untakenBranches: string[] = [];
   const untakenTensors = new Set<string>();
+  const untakenPaths: string[] = [];
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal });
@@ -116,7 +117,15 @@ export async function openCalibration(
         untakenBranches.push(`${c.node}: ${branch}`);
         // by where the tensor sits, not by name: both branches may hold tensors of the same name (Silero v6)
         if (path) for (const t of reader.tensors) if (t.location.startsWith(`${path}/`)) untakenTensors.add(t.key);
+        if (path) untakenPaths.push(path);
       }
+    }
+    // a graph-level tensor that only an untaken branch reads (the exporter keeps weights at the top and the
+    // branch refers to them by name: openWakeWord's verifier network) is that branch's as much as its own are
+    for (const t of reader.tensors) {
+      const uses = t.consumers ?? t.uses;
+      if (uses.length && uses.every((u) => u.node !== undefined && untakenPaths.some((p) => u.node!.startsWith(`${p}/`))))
+        untakenTensors.add(t.key);
     }
     if (untakenBranches.length) {
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate

@@ -115,6 +115,8 @@ interface RawNode {
   inputs: string[];
   outputs: string[];
   attrs: Record<string, number | string | number[]>;
+  /** The node's field path (`7.0/1.12`; a subgraph's nodes below their If's attribute). */
+  path: string;
   /** Path of the `value` tensor attribute of a Constant node. */
   constantTensorPath?: string;
   constantTensorRange?: [number, number];
@@ -177,7 +179,7 @@ export class OnnxReader implements ModelReader {
   }
 
   private walkNode(start: number, end: number, path: string, depth: number): void {
-    const node: RawNode = { op: '', inputs: [], outputs: [], attrs: {} };
+    const node: RawNode = { op: '', inputs: [], outputs: [], attrs: {}, path };
     const count = occurrenceCounter();
     for (const f of wireFields(this.bytes, start, end, this.file)) {
       const occ = count(f.field);
@@ -429,7 +431,7 @@ export class OnnxReader implements ModelReader {
         if (!input) return;
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
-        list.push({ op: node.op, inputIndex, attrs: node.attrs });
+        list.push({ op: node.op, inputIndex, attrs: node.attrs, node: node.path });
         if (carries(node.op, inputIndex))
           carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
       });
