@@ -5,7 +5,11 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { mixedModel } from './helpers/onnx-fixtures.js';
+import { onnx } from 'onnx-proto';
+import { Archive } from '../src/index.js';
+import { tileEntries } from '../src/archive/manifest.js';
+import { floatTensor, mixedModel } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 
@@ -99,6 +103,14 @@ describe('nnmedia CLI', () => {
     expect(m.code).toBe(2);
     expect(m.stderr).toMatch(/E_OPTION.*--max-loss.*safetensors file cannot be run/);
     expect(existsSync(join(dir, 'w5.nnm'))).toBe(false);
+    // eval compares the tensors (it used to hand the safetensors file to onnxruntime: E_BAD_CALIBRATION)
+    const e = await cli('eval', 'w4.nnm', '-m', st);
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/encoder\.layers\.0\.mlp\.fc1\.weight/);
+    expect(e.stdout).toMatch(/task: none \(safetensors files hold no graph to run/);
+    const t = await cli('eval', 'w4.nnm', '-m', st, '--task', 'outputs');
+    expect(t.code).toBe(2);
+    expect(t.stderr).toMatch(/E_OPTION: --task outputs runs the model, and safetensors files hold no graph to run/);
   });
 
   it('fails with a one-line reason and a non-zero exit code, leaving nothing behind', async () => {
@@ -166,5 +178,73 @@ describe('nnmedia CLI', () => {
     expect(ok.code, ok.stderr).toBe(0);
     const info = JSON.parse((await cli('inspect', 'q.nnm', '--json')).stdout);
     expect(info.options).toMatchObject({ step: 0.25, quantizer: 'step', codec: 'auto' });
+  });
+});
+
+describe('reports of unusual models', () => {
+  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  });
+  const save = (name: string, graph: onnx.IGraphProto): string => {
+    writeFileSync(join(dir, name), onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish());
+    return name;
+  };
+
+  it("a tensor's bytes and bits/weight count its exact side values (non-finite weights kept), not its media alone", async () => {
+    const w = gaussian(64 * 48, 7, 0.1);
+    for (let i = 0; i < w.length; i += 7) w[i] = i % 2 ? Infinity : NaN;
+    const file = save('nonfinite.onnx', {
+      name: 'nonfinite',
+      initializer: [floatTensor('W', [64, 48], w)],
+      node: [{ opType: 'MatMul', input: ['x', 'W'], output: ['y'] }],
+      input: [vi('x', [1, 64])],
+      output: [vi('y', [1, 48])],
+    });
+    const c = await cli('compress', file, '-o', 'nonfinite.nnm', '--non-finite', 'keep', '--no-check', '--force');
+    expect(c.code, c.stderr).toBe(0);
+    const info = JSON.parse((await cli('inspect', 'nonfinite.nnm', '--json')).stdout);
+    const a = new Archive(join(dir, 'nonfinite.nnm'));
+    const sizes = a.entrySizes();
+    const record = a.manifest.tensors.find((t) => t.key === 'W')!;
+    const media = [...tileEntries(record)].reduce((s, e) => s + sizes.get(e)!, 0);
+    const side = sizes.get(record.nonFinite!)!;
+    a.close();
+    expect(side).toBeGreaterThan(0);
+    const row = info.tensors.find((t: { name: string }) => t.name === 'W');
+    expect(row.bytes).toBe(media + side);
+    expect(row.bitsPerWeight).toBeCloseTo(((media + side) * 8) / w.length, 6);
+  });
+
+  it('a model with no floating-point weight matrix says so instead of printing 0.000 bits/weight', async () => {
+    // integer weights (an already quantized layer) and a float scale: nothing for nnmedia to code
+    const file = save('integer.onnx', {
+      name: 'integer',
+      initializer: [
+        {
+          name: 'Wq',
+          dims: [64, 48],
+          dataType: onnx.TensorProto.DataType.INT8,
+          rawData: Uint8Array.from({ length: 64 * 48 }, (_, i) => (i * 37) % 255),
+        },
+        floatTensor('s', [], Float32Array.of(0.01)),
+      ],
+      node: [
+        { opType: 'DequantizeLinear', input: ['Wq', 's'], output: ['W'] },
+        { opType: 'MatMul', input: ['x', 'W'], output: ['y'] },
+      ],
+      input: [vi('x', [1, 64])],
+      output: [vi('y', [1, 48])],
+    });
+    const c = await cli('compress', file, '-o', 'integer.nnm', '--force');
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stdout + c.stderr).toMatch(
+      /no tensor compressed: no floating-point tensor was found to be a weight matrix or kernel/,
+    );
+    expect(c.stdout + c.stderr).not.toMatch(/0\.000 bits\/weight/);
+    const i = await cli('inspect', 'integer.nnm');
+    expect(i.stdout).toMatch(/bits per weight\s+none \(no tensor compressed\)/);
+    const im = await cli('inspect', file);
+    expect(im.stdout).toMatch(/to compress\s+nothing: no floating-point tensor was found to be a weight matrix or kernel/);
   });
 });

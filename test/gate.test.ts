@@ -206,6 +206,17 @@ describe('what calibration never exercises', () => {
     expect(Math.min(...elseKeys.map((k) => a.get(k)! - b.get(k)!))).toBeGreaterThan(0.1);
   }, 300_000);
 
+  it("an untaken branch's weights held by the main graph (read by name from the branch) keep the default grid too", async () => {
+    const model = await write('if-outer.onnx', ifBranchModel(1, { outerWeights: true }));
+    const reader = openModel(model);
+    // the weights sit at the top of the graph, not in the branch; only the branch's nodes read them
+    expect(reader.tensors.find((t) => t.key === 'stage2.w1')!.location).toMatch(/^7\.0\/5\.\d+$/);
+    const cal = await openCalibration(model, reader, undefined);
+    reader.close();
+    expect(cal.untakenBranches).toEqual([expect.stringMatching(/: then$/)]);
+    expect([...cal.untakenTensors].sort()).toEqual(['stage2.w1', 'stage2.w2']);
+  }, 120_000);
+
   it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {
     const model = await write('stft.onnx', stftMelModel());
     const r = await compressModel(model, join(dir, 'stft.nnm'));

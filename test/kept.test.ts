@@ -134,3 +134,76 @@ describe('kept tensors by use', () => {
     }
   });
 });
+
+/**
+ * onnxruntime's dynamic quantization of y = relu(x·W1 + b1)·W2 + b2: the weights are uint8 with float scales, and
+ * DynamicQuantizeLinear rounds each layer's input to uint8 as the model runs.
+ */
+function dynamicQuantizedModel(): Uint8Array {
+  const quantized = (w: Float32Array): { codes: Uint8Array; scale: number } => {
+    const max = w.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const scale = max / 127;
+    return { codes: Uint8Array.from(w, (v) => 128 + Math.round(v / scale)), scale };
+  };
+  const w1 = quantized(gaussian(64 * 96, 11, 0.1));
+  const w2 = quantized(gaussian(96 * 10, 12, 0.1));
+  const u8 = (name: string, dims: number[], codes: Uint8Array): onnx.ITensorProto => ({
+    name,
+    dims,
+    dataType: T.UINT8,
+    rawData: codes,
+  });
+  const layer = (i: number, x: string, w: string, b: string): onnx.INodeProto[] => [
+    { opType: 'DynamicQuantizeLinear', input: [x], output: [`q${i}`, `qs${i}`, `qz${i}`] },
+    { opType: 'MatMulInteger', input: [`q${i}`, w, `qz${i}`, `${w}_zero`], output: [`m${i}`] },
+    {
+      opType: 'Cast',
+      input: [`m${i}`],
+      output: [`f${i}`],
+      attribute: [{ name: 'to', i: T.FLOAT, type: onnx.AttributeProto.AttributeType.INT }],
+    },
+    { opType: 'Mul', input: [`qs${i}`, `${w}_scale`], output: [`s${i}`] },
+    { opType: 'Mul', input: [`f${i}`, `s${i}`], output: [`d${i}`] },
+    { opType: 'Add', input: [`d${i}`, b], output: [`a${i}`] },
+  ];
+  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: T.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  });
+  const graph: onnx.IGraphProto = {
+    name: 'dynamic-quantized',
+    initializer: [
+      u8('w1', [64, 96], w1.codes),
+      u8('w1_zero', [], Uint8Array.of(128)),
+      floatTensor('w1_scale', [], Float32Array.of(w1.scale)),
+      floatTensor('b1', [96], gaussian(96, 13, 0.1)),
+      u8('w2', [96, 10], w2.codes),
+      u8('w2_zero', [], Uint8Array.of(128)),
+      floatTensor('w2_scale', [], Float32Array.of(w2.scale)),
+      floatTensor('b2', [10], gaussian(10, 14, 0.1)),
+    ],
+    node: [
+      ...layer(1, 'x', 'w1', 'b1'),
+      { opType: 'Relu', input: ['a1'], output: ['h'] },
+      ...layer(2, 'h', 'w2', 'b2').map((n) => (n.opType === 'Add' ? { ...n, output: ['y'] } : n)),
+    ],
+    input: [vi('x', [4, 64])],
+    output: [vi('y', [4, 10])],
+  };
+  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+}
+
+describe('kept tensors of a graph that rounds its activations while it runs', () => {
+  it('stay exact (a scale off by 2^-11 moves roundings a whole step), and the gate sees the model unchanged', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'dynamic.onnx');
+    writeFileSync(file, dynamicQuantizedModel());
+    const log: string[] = [];
+    const r = await compressModel(file, join(dir, 'dynamic.nnm'), { onLog: (m) => log.push(m) });
+    const kept = r.manifest.tensors.filter((t) => !t.layout);
+    expect(kept.map((t) => t.key).sort()).toEqual(['b1', 'b2', 'w1_scale', 'w2_scale']);
+    for (const t of kept) expect(t.half, t.key).toBeUndefined();
+    expect(r.quality?.fidelity).toBe(1);
+    expect(log.some((m) => m.includes('rounds activations while it runs (DynamicQuantizeLinear)'))).toBe(true);
+  });
+});

@@ -415,3 +415,13 @@ export function modelEntries(m: Manifest): Set<string> {
 export function tileEntries(t: TensorRecord): Set<string> {
   return new Set(codedParts(t).flatMap((c) => (c.record.planes ?? []).flatMap((p) => p.tiles.map((tile) => tile.entry))));
 }
+
+/**
+ * The entries a tensor alone costs: its media and its exact side values (outliers, non-finite weights; all
+ * slices), each once. Its bytes per weight count both: the side values can outweigh the media.
+ */
+export function ownEntries(t: TensorRecord): Set<string> {
+  const names = tileEntries(t);
+  for (const { record } of codedParts(t)) if (record.nonFinite) names.add(record.nonFinite);
+  return names;
+}

@@ -1,12 +1,12 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { codedParts, tileEntries, type QualityRecord } from '../archive/manifest.js';
+import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
 import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
 import { Archive } from '../archive/node.js';
-import { MODEL_FORMATS, openModel } from '../formats/registry.js';
+import { MODEL_FORMATS, modelBytes, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { isZipFile } from '../archive/zip.js';
@@ -14,7 +14,7 @@ import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
-import { archiveTotals, count, reasonCounts, times } from './totals.js';
+import { archiveTotals, bitsPerWeightText, count, reasonCounts, times } from './totals.js';
 
 export interface InspectOptions {
   json?: boolean;
@@ -86,13 +86,16 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       keptTensors: kept.length,
       compressedWeights: coded.reduce((s, r) => s + r.weights, 0),
       keptWeights: kept.reduce((s, r) => s + r.weights, 0),
-      modelBytes: checkInputFile(file).size,
+      modelBytes: modelBytes(file, reader),
     };
     if (options.json) {
       console.log(JSON.stringify({ file, format: reader.format, totals, tensors: rows }, null, 1));
       return;
     }
-    console.log(`${file}: ${reader.format}, ${count(totals.modelBytes)} bytes, ${rows.length} floating-point tensors\n`);
+    const external = reader.externalFiles?.length ?? 0;
+    console.log(
+      `${file}: ${reader.format}, ${count(totals.modelBytes)} bytes${external ? ` with ${external} external data file${external > 1 ? 's' : ''}` : ''}, ${rows.length} floating-point tensors\n`,
+    );
     const shown = options.all ? rows : coded;
     if (shown.length)
       console.log(
@@ -112,7 +115,12 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       );
     console.log('');
     const lines = [
-      ['to compress', `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`],
+      [
+        'to compress',
+        coded.length
+          ? `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`
+          : 'nothing: no floating-point tensor was found to be a weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton; --config rules give a tensor a role)',
+      ],
       ...(kept.length
         ? [
             [
@@ -135,7 +143,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
     const sizes = a.entrySizes();
     const rows = m.tensors.map((t) => {
       const n = elementCount(t.shape);
-      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      const bytes = [...ownEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
       // a sliced tensor: its slices' geometry and codecs (auto can pick a different one per slice)
       const parts = codedParts(t).map((c) => c.record);
       const codecs = [
@@ -286,7 +294,7 @@ function printArchive(
         ]
       : []),
     ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${times(t.ratio)} smaller`],
-    ['bits per weight', `${t.bitsPerWeight.toFixed(3)} (all archive bytes × 8 / compressed weights)`],
+    ['bits per weight', `${bitsPerWeightText(t)} (all archive bytes × 8 / compressed weights)`],
     // the quality gate's verdict, recorded when the archive was written (older archives have none)
     ...qualityLines(info.quality),
     [

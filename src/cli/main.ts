@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { InterruptedError, OptionError } from '../errors.js';
-import { detectFormat } from '../formats/registry.js';
+import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
@@ -16,14 +16,13 @@ import { fileKind, inspectPath } from './inspect.js';
 import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
-import { readInputFile } from '../io/files.js';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
 import { loadOrt } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
-import { archiveTotals, count, summaryLines, times } from './totals.js';
+import { archiveTotals, bitsPerWeightText, count, summaryLines, times } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
 import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
@@ -61,7 +60,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
   if (f.maxLoss !== undefined && !runs)
     throw new OptionError(`--max-loss measures a task loss by running the model; a ${detectFormat(model)} file cannot be run`);
   const needsTask = runs && (f.maxLoss !== undefined || f.targetBpw !== undefined);
-  const task = needsTask ? await resolveTask(f.task ?? 'auto', readInputFile(model, 'model'), undefined, model) : undefined;
+  const task = needsTask ? await resolveTask(f.task ?? 'auto', modelForRunning(model), undefined, model) : undefined;
   const fromTable = Object.fromEntries(
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
@@ -76,6 +75,19 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     force: f.force,
     calibration: calibrationSpecFromFlags(f as CalibrationFlags),
   };
+}
+
+/**
+ * A model's bytes for onnxruntime: the file, or with its external data placed inline (onnxruntime looks for
+ * external data relative to the working directory when a model comes from memory).
+ */
+function modelForRunning(file: string): Uint8Array {
+  const reader = openModel(file);
+  try {
+    return selfContainedModel(file, reader);
+  } finally {
+    reader.close();
+  }
 }
 
 /** The calibration flags (`--calibration PATH` and the preprocessing), on compress and eval. */
@@ -135,7 +147,7 @@ export function printEvaluation(r: EvaluationReport): void {
     ['model', `${r.model} (${count(r.modelBytes)} bytes)`],
     ['archive', `${r.archive} (${count(r.archiveBytes)} bytes, ${times(r.ratio)} smaller)`],
     ['compressed weights', `${count(r.compressedWeights)} (kept: ${count(r.keptWeights)})`],
-    ['bits per weight', `${num(r.bitsPerWeight, 3)} (all archive bytes × 8 / compressed weights)`],
+    ['bits per weight', `${bitsPerWeightText(r)} (all archive bytes × 8 / compressed weights)`],
   ];
   if (r.task) {
     for (const m of r.task.baseline) summary.push([`original ${m.label}`, num(m.value, 4)]);
@@ -267,14 +279,23 @@ export function buildProgram(): Command {
     )
     .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
       const spec = calibrationSpecFromFlags(f);
+      // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
+      const format = detectFormat(f.model);
+      const runs = format === 'onnx';
+      if (!runs && (spec.paths.length || spec.outputs || !['auto', 'none'].includes(f.task)))
+        throw new OptionError(
+          `${spec.paths.length ? '--calibration' : spec.outputs ? '--judge-output' : `--task ${f.task}`} runs the model, and ${format} files hold no graph to run: eval compares their tensors`,
+        );
       // calibration data given: the outputs of the original and the rebuilt model compared on it
       // --judge-output: those outputs compared, on the calibration data or synthetic inputs
-      const outputs = spec.outputs ? checkJudgedOutputs(readInputFile(f.model, 'model'), spec.outputs, f.model) : undefined;
+      const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;
       const task = spec.paths.length
-        ? outputsTask({ calibration: await buildCalibrationSet(readInputFile(f.model, 'model'), spec), outputs })
+        ? outputsTask({ calibration: await buildCalibrationSet(modelForRunning(f.model), spec), outputs })
         : outputs
           ? outputsTask({ outputs })
-          : await resolveTask(f.task, readInputFile(f.model, 'model'), f.limit, f.model, builtInTaskOptions(spec));
+          : runs
+            ? await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec))
+            : undefined;
       const r = await evaluateArchive(archive, f.model, task);
       // the data and preprocessing the task ran on (a second preprocessing shows here)
       if (f.json)
@@ -284,6 +305,8 @@ export function buildProgram(): Command {
       else {
         printEvaluation(r);
         if (task) console.log(`\ntask: ${task.description}`);
+        else if (!runs)
+          console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
       }
     });
 
@@ -310,7 +333,7 @@ export function buildProgram(): Command {
     const t1 = performance.now();
     await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
     const t2 = performance.now();
-    const task = await resolveTask('auto', readInputFile(input, 'model'), undefined, input);
+    const task = await resolveTask('auto', modelForRunning(input), undefined, input);
     const r = await evaluateArchive(archive, input, task);
     if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
     else {

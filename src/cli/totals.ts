@@ -75,9 +75,20 @@ export function keptPhrase(t: ArchiveTotals): string {
   return `${count(kept)} tensors kept (${count(t.keptWeights)} weights${how})`;
 }
 
+/** What no compressed tensor means: bits per weight has no denominator, and the model's weights are elsewhere. */
+const NOTHING_COMPRESSED =
+  'no tensor compressed: no floating-point tensor was found to be a weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton, deflated; --config rules give a tensor a role)';
+
+/** Bits per weight with `digits` decimals, or why there is no such number (no compressed weights). */
+export function bitsPerWeightText(t: Pick<ArchiveTotals, 'bitsPerWeight' | 'compressedWeights'>, digits = 3): string {
+  return t.compressedWeights > 0 ? t.bitsPerWeight.toFixed(digits) : 'none (no tensor compressed)';
+}
+
 /** The two lines compress prints: sizes and ratio, then what was compressed at how many bits. */
 export function summaryLines(output: string, t: ArchiveTotals, source: string): string[] {
-  const compressed = `${count(t.compressedTensors)} tensors compressed (${count(t.compressedWeights)} weights) at ${t.bitsPerWeight.toFixed(3)} bits/weight`;
+  const compressed = t.compressedWeights
+    ? `${count(t.compressedTensors)} tensors compressed (${count(t.compressedWeights)} weights) at ${t.bitsPerWeight.toFixed(3)} bits/weight`
+    : NOTHING_COMPRESSED;
   const kept = keptPhrase(t);
   return [
     `${output}: ${count(t.archiveBytes)} bytes, from ${count(t.sourceBytes)} (${source}): ${times(t.ratio)} smaller`,

@@ -21,7 +21,7 @@ import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { gatherPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
-import { codedParts, tileEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
+import { codedParts, ownEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { getCodec } from '../codecs/registry.js';
 import { allocCodes, type CodeArray } from '../quantize/uniform.js';
 import { CorruptArchiveError, IoError, UnsupportedError } from '../errors.js';
@@ -346,7 +346,7 @@ export async function buildViewer(
         const id = `L${index + 1}`;
         const n = elementCount(t.shape);
         // every media entry once: a video plane's blocks are frames of one entry
-        const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+        const bytes = [...ownEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
         const bits = t.quant!.bits;
         const codecRecord = t.codec!;
         const decoded = await decodePlanes(a, t);

@@ -47,6 +47,10 @@ export interface TensorUse {
   op: string;
   inputIndex: number;
   attrs: Record<string, number | string | number[]>;
+  /** In `consumers`: the data-movement ops the values pass through before this use, in order (none: a direct use). */
+  through?: readonly string[];
+  /** Where the using node sits (ONNX field path, as tensor locations spell it): a subgraph's nodes below its `If`. */
+  node?: string;
 }
 
 export interface TensorEntry {
@@ -83,6 +87,13 @@ export interface ModelReader {
   storage(key: string): TensorStorage;
   /** Releases the file (a no-op for a model read whole). */
   close(): void;
+  /**
+   * Files beside the model that hold tensor data (ONNX external data), each once; absent or empty when the
+   * model is the one file. The skeleton places their data inline.
+   */
+  readonly externalFiles?: readonly string[];
+  /** The op types of the graph and its subgraphs (ONNX); absent where the format has no graph. */
+  readonly opTypes?: ReadonlySet<string>;
 }
 
 /** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */

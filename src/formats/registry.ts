@@ -3,7 +3,7 @@
  * files. Opening a model, detecting its format and rebuilding it from a skeleton all dispatch here.
  */
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { BadModelError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
@@ -76,4 +76,18 @@ export function rebuildFromSkeleton(
   file: string,
 ): Uint8Array {
   return modelFormat(format).rebuild(skeleton, tensors, file);
+}
+
+/**
+ * The model as one file a runtime can load from memory: the file itself, or, where it has external data (ONNX),
+ * its skeleton with nothing stripped, which places that data inline (onnxruntime looks for external files
+ * relative to the working directory when a model comes from memory, not beside the model).
+ */
+export function selfContainedModel(file: string, reader: ModelReader): Uint8Array {
+  return reader.externalFiles?.length ? reader.skeleton(new Set()) : readFileSync(file);
+}
+
+/** Bytes of a model: its file and the external data files it refers to. */
+export function modelBytes(file: string, reader: ModelReader): number {
+  return (reader.externalFiles ?? []).reduce((s, f) => s + statSync(f).size, statSync(file).size);
 }

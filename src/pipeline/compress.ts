@@ -12,14 +12,15 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
-import { openModel } from '../formats/registry.js';
+import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
+import { activationRoundingOp } from '../quantize/half.js';
 import { type CompressOptions, resolveOptions } from './options.js';
 import { planTensors, slicesOf, withSettings } from './plan.js';
 import { preparePlanes } from './prepare.js';
@@ -67,6 +68,11 @@ export async function compressModel(input: string, output: string, options: Comp
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
     const { unique, sameAs } = findDuplicates(reader, coded, resolved.sliceWeights);
     const half = resolved.halfKept ? halfKept(reader, plans, resolved.sliceWeights) : undefined;
+    const rounding = resolved.halfKept && activationRoundingOp(reader.opTypes);
+    if (rounding)
+      resolved.onLog?.(
+        `kept tensors stay exact, not float16: the graph rounds activations while it runs (${rounding}), where a scale or bias off by 2^-11 moves roundings a whole step`,
+      );
     const stripped = new Set([...coded.map((p) => p.entry.key), ...(half?.outcomes.keys() ?? [])]);
     // the skeleton (the model minus the coded tensors) is read part by part where it is written
     const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, resolved.skeletonPartBytes);
@@ -103,7 +109,7 @@ export async function compressModel(input: string, output: string, options: Comp
       const pinnedBits = 8 * pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
       allocation = await allocate({
         reader,
-        source: () => cal?.source ?? readFileSync(input),
+        source: () => cal?.source ?? selfContainedModel(input, reader),
         unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
         weights,
@@ -116,7 +122,7 @@ export async function compressModel(input: string, output: string, options: Comp
     const job = {
       reader,
       input,
-      inputBytes: statSync(input).size,
+      inputBytes: modelBytes(input, reader),
       sourceSha: await sha256File(input),
       output,
       plans,

@@ -11,7 +11,6 @@
  * which `If` branches the data never takes: their tensors keep the default grid, and the report names them.
  */
 
-import { readFileSync, statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
 import { branchCoverage, branchTensors } from '../calibration/branches.js';
 import { describeModel } from '../calibration/model-io.js';
@@ -23,6 +22,7 @@ import { MissingDependencyError, OptionError } from '../errors.js';
 import { measureFidelity, type FidelityReport } from '../eval/fidelity.js';
 import { roundSignificant } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
+import { modelBytes, selfContainedModel } from '../formats/registry.js';
 import { loadOrt } from '../runtime/optional.js';
 import { rebuildModel } from './decompress.js';
 import type { QualityRecord } from '../archive/manifest.js';
@@ -59,7 +59,7 @@ export interface Calibration {
 /** Why a model cannot be run here, or undefined when it can. */
 export async function whyNotRunnable(input: string, reader: ModelReader): Promise<string | undefined> {
   if (reader.format !== 'onnx') return `${reader.format} files hold no graph to run`;
-  if (statSync(input).size >= MAX_RUNNABLE_BYTES) return 'ONNX model of 2 GiB or more: not run';
+  if (modelBytes(input, reader) >= MAX_RUNNABLE_BYTES) return 'ONNX model of 2 GiB or more: not run';
   try {
     await loadOrt('the quality gate');
   } catch (e) {
@@ -80,7 +80,7 @@ export async function openCalibration(
   log?: (message: string) => void,
   signal?: AbortSignal,
 ): Promise<Calibration> {
-  const source = readFileSync(input);
+  const source = selfContainedModel(input, reader);
   const outputs = spec?.outputs?.length ? checkJudgedOutputs(source, spec.outputs, input) : undefined;
   const set = spec?.paths.length
     ? await buildCalibrationSet(source, spec)
@@ -103,6 +103,7 @@ export async function openCalibration(
     );
   const untakenBranches: string[] = [];
   const untakenTensors = new Set<string>();
+  const untakenPaths: string[] = [];
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal });
@@ -116,7 +117,15 @@ export async function openCalibration(
         untakenBranches.push(`${c.node}: ${branch}`);
         // by where the tensor sits, not by name: both branches may hold tensors of the same name (Silero v6)
         if (path) for (const t of reader.tensors) if (t.location.startsWith(`${path}/`)) untakenTensors.add(t.key);
+        if (path) untakenPaths.push(path);
       }
+    }
+    // a graph-level tensor that only an untaken branch reads (the exporter keeps weights at the top and the
+    // branch refers to them by name: openWakeWord's verifier network) is that branch's as much as its own are
+    for (const t of reader.tensors) {
+      const uses = t.consumers ?? t.uses;
+      if (uses.length && uses.every((u) => u.node !== undefined && untakenPaths.some((p) => u.node!.startsWith(`${p}/`))))
+        untakenTensors.add(t.key);
     }
     if (untakenBranches.length) {
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { errorStats } from '../eval/metrics.js';
 import { elementCount, type ModelReader } from '../formats/model.js';
 import { concatBytes } from '../io/bytes.js';
-import { HALF_ENTRY, fromHalf, keptHalf, keptMantissaBits } from '../quantize/half.js';
+import { HALF_ENTRY, activationRoundingOp, fromHalf, keptHalf, keptMantissaBits } from '../quantize/half.js';
 import type { TensorOutcome, TensorPlan } from './stages.js';
 
 export interface HalfKept {
@@ -19,6 +19,8 @@ export interface HalfKept {
 }
 
 export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxWeights: number): HalfKept | undefined {
+  // a graph that rounds its activations while it runs keeps its scales and biases exact (see activationRoundingOp)
+  if (activationRoundingOp(reader.opTypes)) return undefined;
   const parts: Uint8Array[] = [];
   const outcomes = new Map<string, Extract<TensorOutcome, { kind: 'half' }>>();
   // identical tensors (a model's branches that share biases) are stored once and point at the same values

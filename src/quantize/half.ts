@@ -86,6 +86,29 @@ export function roundHalfMantissa(bytes: Uint8Array, keep: number): Uint8Array {
   return out;
 }
 
+/**
+ * Ops that round activations to integers while the model runs: quantization of activations (QDQ's
+ * QuantizeLinear, dynamic quantization's DynamicQuantizeLinear) and the ops that requantize their own output.
+ * In such a graph a change of 2^−11 in a scale or a bias moves some roundings by a whole step, and those steps
+ * compound layer by layer: ISNet quantized to uint8 (onnxruntime's dynamic quantization, 119 ConvInteger) with
+ * its float scales and biases as float16 read fidelity 0.715 (mask IoU 0.895) against 1.0 exact, for 20 kB of
+ * a 30.6 MB archive. There, kept tensors stay exact.
+ */
+const ACTIVATION_ROUNDING_OPS: ReadonlySet<string> = new Set([
+  'QuantizeLinear',
+  'DynamicQuantizeLinear',
+  'DynamicQuantizeMatMul',
+  'DynamicQuantizeLSTM',
+  'QAttention',
+  'QGemm',
+]);
+
+/** The first op of the graph that rounds activations at run time (see ACTIVATION_ROUNDING_OPS), if any. */
+export function activationRoundingOp(opTypes: ReadonlySet<string> | undefined): string | undefined {
+  for (const op of opTypes ?? []) if (ACTIVATION_ROUNDING_OPS.has(op) || op.startsWith('QLinear')) return op;
+  return undefined;
+}
+
 /** A kept tensor's stored float16 bytes: the safe cast (toHalfIfSafe), rounded to `bits` mantissa bits (see keptMantissaBits). */
 export function keptHalf(values: Float32Array, bits: number = KEPT_MANTISSA_BITS): Uint8Array | undefined {
   const bytes = toHalfIfSafe(values);

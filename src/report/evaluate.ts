@@ -4,12 +4,12 @@
  * task metric from running both models.
  */
 
-import { codedParts, tileEntries } from '../archive/manifest.js';
-import { readFileSync, statSync } from 'node:fs';
+import { codedParts, ownEntries } from '../archive/manifest.js';
+import { statSync } from 'node:fs';
 import { Archive } from '../archive/node.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
-import { openModel } from '../formats/registry.js';
+import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
 import { errorStats, type ErrorStats } from '../eval/metrics.js';
 import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
@@ -62,7 +62,7 @@ export async function evaluateArchive(
       compressedWeights += n;
       const values = decoded.get(t.key)!;
       const original = reader.read(t.key);
-      const bytes = [...tileEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
+      const bytes = [...ownEntries(t)].reduce((s, e) => s + (sizes.get(e) ?? 0), 0);
       const first = codedParts(t)[0].record;
       tensors.push({
         name: t.name,
@@ -80,17 +80,17 @@ export async function evaluateArchive(
     const report: EvaluationReport = {
       archive: archivePath,
       model: modelPath,
-      modelBytes: statSync(modelPath).size,
+      modelBytes: modelBytes(modelPath, reader),
       archiveBytes,
       compressedWeights,
       keptWeights,
       bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
-      ratio: statSync(modelPath).size / archiveBytes,
+      ratio: modelBytes(modelPath, reader) / archiveBytes,
       tensors,
     };
     if (task) {
       const rebuilt = await rebuildModel(archive);
-      const ref = await task.run(readFileSync(modelPath));
+      const ref = await task.run(selfContainedModel(modelPath, reader));
       const cand = await task.run(rebuilt);
       report.task = { name: task.name, baseline: task.baseline(ref), metrics: task.compare(ref, cand) };
     }

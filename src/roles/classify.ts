@@ -6,7 +6,7 @@
  * kept exact.
  */
 
-import type { ModelFormat, TensorEntry } from '../formats/model.js';
+import type { ModelFormat, TensorEntry, TensorUse } from '../formats/model.js';
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 
@@ -56,43 +56,129 @@ export function layoutForRole(role: Role, shape: readonly number[], fcOrder: 'in
   return undefined;
 }
 
+/** The classification a single use gives a tensor (a weight input of a layer op), or undefined. */
+function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined {
+  if ((use.op === 'Conv' || use.op === 'ConvTranspose') && use.inputIndex === 1 && t.shape.length >= 3) {
+    const order = use.op === 'Conv' ? 'out_in' : 'in_out';
+    return { role: 'conv', layout: convSpec(t.shape, order), reason: `${use.op} weight` };
+  }
+  if (use.op === 'Gemm' && t.shape.length === 2 && (use.inputIndex === 1 || use.inputIndex === 0)) {
+    const trans = use.attrs[use.inputIndex === 1 ? 'transB' : 'transA'] === 1;
+    // B is [K, N] (in × out), or [N, K] when transB; A as a constant is the transposed case.
+    const inOut = use.inputIndex === 1 ? !trans : trans;
+    const [r, c] = t.shape;
+    return {
+      role: 'fc',
+      layout: inOut ? { kind: 'fc', nin: r, nout: c, order: 'in_out' } : { kind: 'fc', nin: c, nout: r, order: 'out_in' },
+      reason: `Gemm input ${use.inputIndex}${trans ? ' (transposed)' : ''}`,
+    };
+  }
+  // MatMul's B [.., K, N]: one range per output column N; a constant A [.., M, K] (y = W·x) is [out, in], one range
+  // per row. Batched constants are their matrices stacked along the rows (`layoutForRole`'s [leading dims, last]).
+  if (use.op === 'MatMul' && (use.inputIndex === 1 || use.inputIndex === 0) && t.shape.length >= 2) {
+    const operand = use.inputIndex === 1 ? 'B' : 'A';
+    return {
+      role: 'fc',
+      layout: layoutForRole('fc', t.shape, use.inputIndex === 1 ? 'in_out' : 'out_in'),
+      reason: t.shape.length === 2 && operand === 'B' ? 'MatMul constant operand' : `MatMul constant operand ${operand}`,
+    };
+  }
+  // a table rows are looked up in (a token embedding, ONNX `Gather` data [vocab, hidden]): one range per row,
+  // as GGUF quantizes token_embd and as the safetensors name rule below does; often a transformer's largest
+  // tensor (BERT-base: 23 M of 110 M weights), which was kept as float16 when its name did not say "embed"
+  if (use.op === 'Gather' && use.inputIndex === 0 && t.shape.length === 2)
+    return {
+      role: 'fc',
+      layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
+      reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
+    };
+  if ((use.op === 'LSTM' || use.op === 'GRU') && (use.inputIndex === 1 || use.inputIndex === 2)) {
+    const kind = use.op === 'LSTM' ? 'lstm' : 'gru';
+    const layout = recurrentSpec(kind, t.shape);
+    if (layout) return { role: kind, layout, reason: `${use.op} ${use.inputIndex === 1 ? 'W' : 'R'}` };
+  }
+  if (use.op === 'Einsum' && t.shape.length >= 2 && typeof use.attrs.equation === 'string') {
+    // the operand's subscripts: its channels are the axis that survives into the output (`bi,ij->bj`: j)
+    const [lhs, out = ''] = use.attrs.equation.replace(/\s/g, '').split('->');
+    const term = lhs.split(',')[use.inputIndex] ?? '';
+    const first = term.length === t.shape.length && out.includes(term[0]) && !out.includes(term[term.length - 1]);
+    return {
+      role: 'fc',
+      layout: layoutForRole('fc', t.shape, first ? 'out_in' : 'in_out'),
+      reason: `Einsum operand ${term || use.inputIndex}`,
+    };
+  }
+  return undefined;
+}
+
 function classifyOnnx(t: TensorEntry): Classification {
   for (const use of t.uses) {
-    if ((use.op === 'Conv' || use.op === 'ConvTranspose') && use.inputIndex === 1 && t.shape.length >= 3) {
-      const order = use.op === 'Conv' ? 'out_in' : 'in_out';
-      return { role: 'conv', layout: convSpec(t.shape, order), reason: `${use.op} weight` };
-    }
-    if (use.op === 'Gemm' && t.shape.length === 2 && (use.inputIndex === 1 || use.inputIndex === 0)) {
-      const trans = use.attrs[use.inputIndex === 1 ? 'transB' : 'transA'] === 1;
-      // B is [K, N] (in × out), or [N, K] when transB; A as a constant is the transposed case.
-      const inOut = use.inputIndex === 1 ? !trans : trans;
-      const [r, c] = t.shape;
+    const c = classifyUse(t, use);
+    if (c) return c;
+  }
+  // a weight that reaches its layer through data movement: PyTorch's Identity of a shared weight first; then the
+  // name rules (Silero's LSTM weights, sliced into gates, are named weight_ih / weight_hh); then a Transpose or
+  // Reshape left in the graph (TensorFlow exports keep conv kernels HWIO and transpose them for Conv)
+  const through = (t.consumers ?? []).filter((u) => u.through?.length);
+  for (const use of through.filter((u) => u.through!.every((op) => op === 'Identity'))) {
+    const c = classifyThrough(t, use);
+    if (c) return c;
+  }
+  const byName = classifyByName(
+    t,
+    t.uses.length ? `used by ${[...new Set(t.uses.map((u) => u.op))].join(', ')}` : 'no direct use',
+  );
+  if (byName.role !== 'other') return byName;
+  for (const use of through) {
+    const c = classifyThrough(t, use);
+    if (c) return c;
+  }
+  return byName;
+}
+
+/** The inputs of layer ops that take weights (any rank: reshaped on the way, the rank the op sees is another). */
+const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
+  Conv: [1],
+  ConvTranspose: [1],
+  Gemm: [0, 1],
+  MatMul: [0, 1],
+  Einsum: [0, 1, 2, 3],
+  Gather: [0],
+  LSTM: [1, 2],
+  GRU: [1, 2],
+};
+
+/**
+ * A use reached through data-movement ops. Through Identity alone the values are the layer's as stored; through
+ * one Transpose a matrix is the layer's transposed (its orientation flips); through anything else the output
+ * channels' axis is not known for sure, and the tensor is coded as a [leading dims, last dim] matrix with a range
+ * per last-dim column (a transposed HWIO kernel's output channels). The gate judges the result either way.
+ */
+function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undefined {
+  const through = use.through ?? [];
+  const path = `through ${through.join(', ')}`;
+  if (through.every((op) => op === 'Identity')) {
+    const c = classifyUse(t, use);
+    return c && { ...c, reason: `${c.reason} (${path})` };
+  }
+  const moved = through.filter((op) => op !== 'Identity');
+  if (t.shape.length === 2 && moved.length === 1 && moved[0] === 'Transpose') {
+    const c = classifyUse({ ...t, shape: [t.shape[1], t.shape[0]] }, use);
+    if (c?.layout?.kind === 'fc') {
+      const { nin, nout, order } = c.layout;
       return {
         role: 'fc',
-        layout: inOut ? { kind: 'fc', nin: r, nout: c, order: 'in_out' } : { kind: 'fc', nin: c, nout: r, order: 'out_in' },
-        reason: `Gemm input ${use.inputIndex}${trans ? ' (transposed)' : ''}`,
+        layout: { kind: 'fc', nin, nout, order: order === 'in_out' ? 'out_in' : 'in_out' },
+        reason: `${c.reason} (${path})`,
       };
-    }
-    if (use.op === 'MatMul' && use.inputIndex === 1 && t.shape.length === 2) {
-      const [r, c] = t.shape;
-      return { role: 'fc', layout: { kind: 'fc', nin: r, nout: c, order: 'in_out' }, reason: 'MatMul constant operand' };
-    }
-    // a table rows are looked up in (a token embedding, ONNX `Gather` data [vocab, hidden]): one range per row,
-    // as GGUF quantizes token_embd and as the safetensors name rule below does; often a transformer's largest
-    // tensor (BERT-base: 23 M of 110 M weights), which was kept as float16 when its name did not say "embed"
-    if (use.op === 'Gather' && use.inputIndex === 0 && t.shape.length === 2)
-      return {
-        role: 'fc',
-        layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
-        reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
-      };
-    if ((use.op === 'LSTM' || use.op === 'GRU') && (use.inputIndex === 1 || use.inputIndex === 2)) {
-      const kind = use.op === 'LSTM' ? 'lstm' : 'gru';
-      const layout = recurrentSpec(kind, t.shape);
-      if (layout) return { role: kind, layout, reason: `${use.op} ${use.inputIndex === 1 ? 'W' : 'R'}` };
     }
   }
-  return classifyByName(t, t.uses.length ? `used by ${[...new Set(t.uses.map((u) => u.op))].join(', ')}` : 'no direct use');
+  if (!WEIGHT_INPUTS[use.op]?.includes(use.inputIndex) || t.shape.length < 2) return undefined;
+  return {
+    role: 'fc',
+    layout: layoutForRole('fc', t.shape, 'in_out'),
+    reason: `${use.op} weight (${path}; a matrix of [leading dims, last dim])`,
+  };
 }
 
 /**

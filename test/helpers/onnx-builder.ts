@@ -180,11 +180,12 @@ export const IF_MODEL = { inputs: 64, hidden: 256, second: 512, details: 128, fi
  * other units, so it fires only when x points along the template by more than 4 (N(0, 1) noise: p ≈ 3e-5).
  * With `sameNames`, the else branch is a second network of the same shape whose weights carry the then branch's
  * names (`stage2.w1`, `stage2.w2`) and other values, as Silero v6 holds its 8 kHz and 16 kHz networks;
- * `thenWeights` are the then branch's own.
+ * `thenWeights` are the then branch's own. With `outerWeights`, the then branch's weights are the main graph's
+ * initializers, which the branch reads by name (outer scope), as exporters often place them.
  */
 export function ifBranchModel(
   seed = 1,
-  options: { sameNames?: boolean } = {},
+  options: { sameNames?: boolean; outerWeights?: boolean } = {},
 ): BuiltModel & { template: Float32Array; thenWeights: Record<string, Float32Array> } {
   const { inputs, hidden, second, details, fireAt } = IF_MODEL;
   const g = new Graph('wake');
@@ -211,8 +212,9 @@ export function ifBranchModel(
   const b = new Graph('then');
   const w3 = gaussian(inputs * second, seed * 10 + 4, Math.sqrt(2 / inputs));
   const w4 = gaussian(second * details, seed * 10 + 5, Math.sqrt(1 / second));
-  const bh = b.op('Relu', [b.op('MatMul', ['x', b.weight('stage2.w1', [inputs, second], w3)])]);
-  b.op('MatMul', [bh, b.weight('stage2.w2', [second, details], w4)], {}, 'detail_then');
+  const owner = options.outerWeights ? g : b;
+  const bh = b.op('Relu', [b.op('MatMul', ['x', owner.weight('stage2.w1', [inputs, second], w3)])]);
+  b.op('MatMul', [bh, owner.weight('stage2.w2', [second, details], w4)], {}, 'detail_then');
   const e = new Graph('else');
   if (options.sameNames) {
     const w5 = gaussian(inputs * second, seed * 10 + 6, Math.sqrt(2 / inputs));

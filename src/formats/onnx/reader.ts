@@ -8,7 +8,7 @@
  * not the data of a compressed tensor is copied byte for byte.
  */
 
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
 import { BadModelError, IoError } from '../../errors.js';
 import { fsError, fsReason } from '../../io/files.js';
@@ -78,11 +78,45 @@ interface OnnxTensor extends TensorEntry {
   ref: string;
 }
 
+/**
+ * Bytes per element of the non-float ONNX types, to size an external tensor whose record gives no length
+ * (INT4/UINT4 pack two to a byte and are sized from the length field or the rest of the file).
+ */
+const OTHER_TYPE_BYTES: Readonly<Record<number, number>> = {
+  2: 1, // UINT8
+  3: 1, // INT8
+  4: 2, // UINT16
+  5: 2, // INT16
+  6: 4, // INT32
+  7: 8, // INT64
+  9: 1, // BOOL
+  12: 4, // UINT32
+  13: 8, // UINT64
+  14: 8, // COMPLEX64
+  15: 16, // COMPLEX128
+  17: 1, // FLOAT8E4M3FN
+  18: 1, // FLOAT8E4M3FNUZ
+  19: 1, // FLOAT8E5M2
+  20: 1, // FLOAT8E5M2FNUZ
+};
+
+/** A tensor of any type whose data lives in an external file: [start, end) of it (end undefined: to its end). */
+interface ExternalRef {
+  /** The tensor's field path (as OnnxTensor.location). */
+  path: string;
+  name: string;
+  file: string;
+  start: number;
+  end?: number;
+}
+
 interface RawNode {
   op: string;
   inputs: string[];
   outputs: string[];
   attrs: Record<string, number | string | number[]>;
+  /** The node's field path (`7.0/1.12`; a subgraph's nodes below their If's attribute). */
+  path: string;
   /** Path of the `value` tensor attribute of a Constant node. */
   constantTensorPath?: string;
   constantTensorRange?: [number, number];
@@ -96,6 +130,8 @@ export class OnnxReader implements ModelReader {
   readonly tensors: OnnxTensor[] = [];
   private readonly byKey = new Map<string, OnnxTensor>();
   private readonly nodes: RawNode[] = [];
+  /** Every tensor with external data, float or not: the skeleton places their data inline. */
+  private readonly externals: ExternalRef[] = [];
 
   constructor(
     readonly file: string,
@@ -143,7 +179,7 @@ export class OnnxReader implements ModelReader {
   }
 
   private walkNode(start: number, end: number, path: string, depth: number): void {
-    const node: RawNode = { op: '', inputs: [], outputs: [], attrs: {} };
+    const node: RawNode = { op: '', inputs: [], outputs: [], attrs: {}, path };
     const count = occurrenceCounter();
     for (const f of wireFields(this.bytes, start, end, this.file)) {
       const occ = count(f.field);
@@ -270,8 +306,17 @@ export class OnnxReader implements ModelReader {
       }
     }
     const dtype = ONNX_FLOAT_TYPES[dataType];
-    if (!dtype) return; // integer, bool and string tensors stay in the skeleton untouched
     const tensorName = name || fallbackName || path;
+    const ext = location === 1 ? this.externalRef(external, path, tensorName) : undefined;
+    if (!dtype) {
+      // integer, bool and string tensors stay in the skeleton untouched, except that external data is placed inline
+      if (ext) {
+        const size = OTHER_TYPE_BYTES[dataType];
+        if (ext.end === undefined && size !== undefined) ext.end = ext.start + elementCount(dims) * size;
+        this.externals.push(ext);
+      }
+      return;
+    }
     if (dims.length > MAX_RANK) throw new BadModelError(`rank ${dims.length} exceeds ${MAX_RANK}`, { file, tensor: tensorName });
     const n = elementCount(dims);
     if (!Number.isSafeInteger(n)) throw new BadModelError(`shape [${dims}] is too large`, { file, tensor: tensorName });
@@ -288,23 +333,73 @@ export class OnnxReader implements ModelReader {
       dataEnd,
       unpacked,
     };
-    if (location === 1) {
+    if (ext) {
       entry.form = 'external';
-      const loc = external.location;
-      if (!loc || isAbsolute(loc) || relative(dirname(this.file), resolve(dirname(this.file), loc)).startsWith('..'))
-        throw new BadModelError(`external data location ${JSON.stringify(loc)} is missing or outside the model folder`, {
-          file,
-          tensor: tensorName,
-        });
-      entry.externalFile = resolve(dirname(this.file), loc);
-      entry.dataStart = Number(external.offset ?? 0);
-      const len = external.length !== undefined ? Number(external.length) : n * BYTES_PER_ELEMENT[dtype];
-      entry.dataEnd = entry.dataStart + len;
+      entry.externalFile = ext.file;
+      entry.dataStart = ext.start;
+      ext.end ??= ext.start + n * BYTES_PER_ELEMENT[dtype];
+      entry.dataEnd = ext.end;
+      this.externals.push(ext);
     }
     this.checkSize(entry, n);
     if (this.byKey.has(entry.key)) entry.key = `${entry.name}@${path}`;
     this.byKey.set(entry.key, entry);
     this.tensors.push(entry);
+  }
+
+  /** Where a tensor's external data is (the `location` key, relative to the model's folder and inside it). */
+  private externalRef(kv: Record<string, string>, path: string, name: string): ExternalRef {
+    const loc = kv.location;
+    if (!loc || isAbsolute(loc) || relative(dirname(this.file), resolve(dirname(this.file), loc)).startsWith('..'))
+      throw new BadModelError(`external data location ${JSON.stringify(loc)} is missing or outside the model folder`, {
+        file: this.file,
+        tensor: name,
+      });
+    const start = Number(kv.offset ?? 0);
+    const end = kv.length !== undefined ? start + Number(kv.length) : undefined;
+    if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start)))
+      throw new BadModelError(`external data offset ${kv.offset} / length ${kv.length} is not a byte range`, {
+        file: this.file,
+        tensor: name,
+      });
+    return { path, name, file: resolve(dirname(this.file), loc), start, end };
+  }
+
+  /** The external data files this model refers to (each once), in the order first referred to. */
+  get externalFiles(): readonly string[] {
+    return [...new Set(this.externals.map((x) => x.file))];
+  }
+
+  /** A tensor's bytes from its external file, read by offset (not the whole file: one file often holds them all). */
+  private readExternal(x: { file: string; start: number; end?: number; name: string }): Uint8Array {
+    let fd: number;
+    try {
+      fd = openSync(x.file, 'r');
+    } catch (e) {
+      throw new IoError(`cannot read tensor ${x.name}'s external data: ${fsReason(e)}`, { file: x.file }, e);
+    }
+    try {
+      const size = fstatSync(fd).size;
+      const end = x.end ?? size;
+      if (end > size || x.start > end)
+        throw new BadModelError(`external data ends at ${end} past the end of ${x.file} (${size})`, {
+          file: this.file,
+          tensor: x.name,
+        });
+      const out = new Uint8Array(end - x.start);
+      let done = 0;
+      while (done < out.length) {
+        const n = readSync(fd, out, done, out.length - done, x.start + done);
+        if (n === 0) break;
+        done += n;
+      }
+      return out;
+    } catch (e) {
+      if (e instanceof BadModelError) throw e;
+      throw new IoError(`cannot read tensor ${x.name}'s external data: ${fsReason(e)}`, { file: x.file }, e);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private checkSize(t: OnnxTensor, n: number): void {
@@ -323,26 +418,35 @@ export class OnnxReader implements ModelReader {
     }
   }
 
+  get opTypes(): ReadonlySet<string> {
+    return new Set(this.nodes.map((n) => n.op));
+  }
+
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
     // the data-movement nodes that take a value as their data input: their outputs carry it on
-    const carriedTo = new Map<string, string[]>();
+    const carriedTo = new Map<string, Array<{ output: string; op: string }>>();
     for (const node of this.nodes) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
-        list.push({ op: node.op, inputIndex, attrs: node.attrs });
-        if (carries(node.op, inputIndex)) carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs]);
+        list.push({ op: node.op, inputIndex, attrs: node.attrs, node: node.path });
+        if (carries(node.op, inputIndex))
+          carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
       });
     }
-    const consumers = (value: string, seen: Set<string>): TensorUse[] =>
+    const consumers = (value: string, seen: Set<string>, through: readonly string[]): TensorUse[] =>
       (uses.get(value) ?? [])
-        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [u]))
-        .concat((carriedTo.get(value) ?? []).filter((o) => !seen.has(o) && seen.add(o)).flatMap((o) => consumers(o, seen)));
+        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [through.length ? { ...u, through } : u]))
+        .concat(
+          (carriedTo.get(value) ?? [])
+            .filter(({ output }) => !seen.has(output) && seen.add(output))
+            .flatMap(({ output, op }) => consumers(output, seen, [...through, op])),
+        );
     for (const t of this.tensors) {
       t.uses = uses.get(t.ref) ?? [];
-      t.consumers = consumers(t.ref, new Set([t.ref]));
+      t.consumers = consumers(t.ref, new Set([t.ref]), []);
     }
   }
 
@@ -361,20 +465,11 @@ export class OnnxReader implements ModelReader {
   read(key: string): Float32Array {
     const t = this.get(key);
     const n = elementCount(t.shape);
-    if (t.form === 'external') {
-      let ext: Buffer;
-      try {
-        ext = readFileSync(t.externalFile!);
-      } catch (e) {
-        throw new IoError(`cannot read tensor ${t.name}'s external data: ${fsReason(e)}`, { file: t.externalFile }, e);
-      }
-      if (t.dataEnd > ext.length)
-        throw new BadModelError(`external data ends at ${t.dataEnd} past the end of ${t.externalFile} (${ext.length})`, {
-          file: this.file,
-          tensor: t.name,
-        });
-      return decodeFloats(new Uint8Array(ext.buffer, ext.byteOffset + t.dataStart, t.dataEnd - t.dataStart), t.dtype);
-    }
+    if (t.form === 'external')
+      return decodeFloats(
+        this.readExternal({ file: t.externalFile!, start: t.dataStart, end: t.dataEnd, name: t.name }),
+        t.dtype,
+      );
     if (t.form === 'raw') return decodeFloats(this.bytes.subarray(t.dataStart, t.dataEnd), t.dtype);
     // Typed repeated fields: float_data (float32), double_data, int32_data (float16/bfloat16 bit patterns).
     const out = new Float32Array(n);
@@ -426,8 +521,15 @@ export class OnnxReader implements ModelReader {
     return [this.skeleton(stripped)];
   }
 
+  /**
+   * The model without the stripped tensors' data. Every other tensor with external data (float or not) has its
+   * data placed inline: the skeleton, and so the decompressed model, is one file that needs no other next to it,
+   * and `skeleton(new Set())` is the whole model as one file a runtime can load from memory.
+   */
   skeleton(stripped: ReadonlySet<string>): Uint8Array {
     const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+    for (const x of this.externals)
+      edits.set(x.path, (s, e) => replaceTensorData(this.bytes, s, e, this.readExternal(x), this.file));
     for (const key of stripped) {
       const t = this.get(key);
       edits.set(t.location, (s, e) => replaceTensorData(this.bytes, s, e, new Uint8Array(0), this.file));

@@ -1,0 +1,135 @@
+/**
+ * ONNX models whose tensors live in an external data file beside the model (how models over 2 GiB, and many
+ * exported ones, are stored). The quality gate runs the model from memory, where onnxruntime looks for the
+ * external file relative to the working directory, not beside the model: compress from another folder failed
+ * with E_BAD_CALIBRATION. The decompressed model must be one file that loads anywhere, with the non-float
+ * tensors' external data inline too.
+ */
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { compressModel, decompressArchive, openModel } from '../src/index.js';
+import { gaussian } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const T = onnx.TensorProto.DataType;
+
+/** y = (x·Wᵀ + b)[:, idx]: W [out, in] and b float32, idx int64 (Gather's indices): all three in `data.bin`. */
+function externalModel(dir: string): { model: string; data: string } {
+  const W = new Uint8Array(gaussian(96 * 64, 1, 0.1).buffer);
+  const b = new Uint8Array(gaussian(96, 2, 0.1).buffer);
+  const idx = new Uint8Array(BigInt64Array.from({ length: 80 }, (_, i) => BigInt(95 - i)).buffer);
+  const data = new Uint8Array(W.length + b.length + idx.length);
+  data.set(W, 0);
+  data.set(b, W.length);
+  data.set(idx, W.length + b.length);
+  const external = (name: string, dims: number[], dataType: number, offset: number, length: number): onnx.ITensorProto => ({
+    name,
+    dims,
+    dataType,
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [
+      { key: 'location', value: 'data.bin' },
+      { key: 'offset', value: String(offset) },
+      { key: 'length', value: String(length) },
+    ],
+  });
+  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: T.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  });
+  const graph: onnx.IGraphProto = {
+    name: 'external',
+    initializer: [
+      external('W', [96, 64], T.FLOAT, 0, W.length),
+      external('b', [96], T.FLOAT, W.length, b.length),
+      external('idx', [80], T.INT64, W.length + b.length, idx.length),
+    ],
+    node: [
+      {
+        opType: 'Gemm',
+        input: ['x', 'W', 'b'],
+        output: ['h'],
+        attribute: [{ name: 'transB', i: 1, type: onnx.AttributeProto.AttributeType.INT }],
+      },
+      {
+        opType: 'Gather',
+        input: ['h', 'idx'],
+        output: ['y'],
+        attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }],
+      },
+    ],
+    input: [vi('x', [1, 64])],
+    output: [vi('y', [1, 80])],
+  };
+  const folder = join(dir, 'model');
+  mkdirSync(folder);
+  writeFileSync(join(folder, 'data.bin'), data);
+  writeFileSync(
+    join(folder, 'model.onnx'),
+    onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish(),
+  );
+  return { model: join(folder, 'model.onnx'), data: join(folder, 'data.bin') };
+}
+
+async function run(file: string, x: Float32Array): Promise<Float32Array> {
+  const s = await ort.InferenceSession.create(file);
+  try {
+    const out = await s.run({ x: new ort.Tensor('float32', x, [1, 64]) });
+    return out.y.data as Float32Array;
+  } finally {
+    await s.release();
+  }
+}
+
+describe('ONNX external data', () => {
+  const dir = tempDir();
+  const { model, data } = externalModel(dir);
+  const before = [readFileSync(model), readFileSync(data)];
+
+  it('compresses from another folder with the gate on, counts the data file, and decompresses to one file that loads anywhere', async () => {
+    // the working directory (the repository) is not the model's folder
+    expect(process.cwd()).not.toBe(join(dir, 'model'));
+    const archive = join(dir, 'model.nnm');
+    const r = await compressModel(model, archive);
+    expect(r.quality?.checked).toBe(true);
+    expect(r.quality?.passed).toBe(true);
+    expect(r.compressedWeights).toBe(96 * 64);
+    // the source is the model and its data file, not the few hundred bytes of graph alone
+    expect(r.manifest.source.bytes).toBe(statSync(model).size + statSync(data).size);
+
+    const out = join(dir, 'elsewhere');
+    mkdirSync(out);
+    const restored = join(out, 'restored.onnx');
+    await decompressArchive(archive, restored);
+    // no external reference is left: every tensor's data is in the one file (no data.bin beside it)
+    const reader = openModel(restored);
+    expect(reader.externalFiles ?? []).toEqual([]);
+    reader.close();
+    const x = gaussian(64, 3, 1);
+    const [a, b] = [await run(model, x), await run(restored, x)];
+    expect(b.length).toBe(80);
+    let err = 0;
+    let ref = 0;
+    for (let i = 0; i < a.length; i++) {
+      err += (a[i] - b[i]) ** 2;
+      ref += a[i] ** 2;
+    }
+    expect(Math.sqrt(err / ref)).toBeLessThan(0.02);
+    // the input files are never modified
+    expect(readFileSync(model).equals(before[0])).toBe(true);
+    expect(readFileSync(data).equals(before[1])).toBe(true);
+  });
+
+  it('reads an external tensor by offset from a data file that holds several', () => {
+    const reader = openModel(model);
+    try {
+      expect(reader.externalFiles).toEqual([data]);
+      expect(Array.from(reader.read('b'))).toEqual(Array.from(gaussian(96, 2, 0.1)));
+    } finally {
+      reader.close();
+    }
+  });
+});

@@ -1,0 +1,167 @@
+/**
+ * MatMul weights on either side: a constant left operand (y = W·x, as exported by graphs that keep features in
+ * columns) was kept whole as an unknown use, and a batched constant ([heads, K, N]) too. Both are coded now, one
+ * range per output channel: a row of A, a column of B. Weights that reach their layer through Identity (PyTorch's
+ * shared weights), Transpose (TensorFlow's HWIO kernels) or an Einsum were kept whole too.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { compressModel, decompressArchive, openModel } from '../src/index.js';
+import { classifyTensor } from '../src/roles/classify.js';
+import { floatTensor } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const matmul = (inputIndex: number): { op: string; inputIndex: number; attrs: Record<string, never> } => ({
+  op: 'MatMul',
+  inputIndex,
+  attrs: {},
+});
+const entry = (shape: number[], inputIndex: number): Parameters<typeof classifyTensor>[0] => ({
+  key: 'w',
+  name: 'w',
+  dtype: 'float32',
+  shape,
+  uses: [matmul(inputIndex)],
+  location: '',
+});
+
+describe('MatMul constants', () => {
+  it('B [K, N] keeps its layout; A [M, K] is [out, in]; batched constants stack their matrices along the rows', () => {
+    expect(classifyTensor(entry([64, 32], 1), 'onnx')).toEqual({
+      role: 'fc',
+      layout: { kind: 'fc', nin: 64, nout: 32, order: 'in_out' },
+      reason: 'MatMul constant operand',
+    });
+    expect(classifyTensor(entry([96, 48], 0), 'onnx')).toMatchObject({
+      role: 'fc',
+      layout: { kind: 'fc', nout: 96, nin: 48, order: 'out_in' },
+    });
+    expect(classifyTensor(entry([4, 32, 16], 1), 'onnx').layout).toEqual({ kind: 'fc', nin: 128, nout: 16, order: 'in_out' });
+    expect(classifyTensor(entry([4, 16, 32], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 64, nin: 32, order: 'out_in' });
+  });
+
+  it('a model y = W·x (W the left operand) and a batched B are compressed and pass the gate', async () => {
+    const dir = tempDir();
+    const vi = (name: string, dims: (number | string)[]): onnx.IValueInfoProto => ({
+      name,
+      type: {
+        tensorType: {
+          elemType: onnx.TensorProto.DataType.FLOAT,
+          shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+        },
+      },
+    });
+    const graph: onnx.IGraphProto = {
+      name: 'sides',
+      initializer: [
+        floatTensor('W', [96, 48], gaussian(96 * 48, 1, 0.1)),
+        floatTensor('B', [4, 96, 24], gaussian(4 * 96 * 24, 2, 0.1)),
+      ],
+      node: [
+        // [96, 48]·[48, n] → [96, n]; transposed to [n, 96]; [4, n, 96]·[4, 96, 24] → [4, n, 24]
+        { opType: 'MatMul', input: ['W', 'x'], output: ['h'] },
+        { opType: 'Transpose', input: ['h'], output: ['ht'] },
+        { opType: 'MatMul', input: ['ht', 'B'], output: ['y'] },
+      ],
+      input: [vi('x', [48, 'n'])],
+      output: [vi('y', [4, 'n', 24])],
+    };
+    const file = join(dir, 'sides.onnx');
+    writeFileSync(file, onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish());
+    const r = await compressModel(file, join(dir, 'sides.nnm'));
+    expect(r.compressedWeights).toBe(96 * 48 + 4 * 96 * 24);
+    expect(r.quality?.passed).toBe(true);
+    expect(r.quality!.fidelity).toBeGreaterThan(0.98);
+    // and the rebuilt model runs
+    const restored = join(dir, 'restored.onnx');
+    await decompressArchive(join(dir, 'sides.nnm'), restored);
+    const s = await ort.InferenceSession.create(restored);
+    const out = await s.run({ x: new ort.Tensor('float32', gaussian(48 * 5, 3, 1), [48, 5]) });
+    expect(out.y.dims).toEqual([4, 5, 24]);
+    await s.release();
+  });
+});
+
+describe('weights reached through data movement, and Einsum operands', () => {
+  const model = (): Uint8Array => {
+    const P = onnx.AttributeProto.AttributeType;
+    const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+      name,
+      type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+    });
+    const graph: onnx.IGraphProto = {
+      name: 'hidden',
+      initializer: [
+        floatTensor('onnx::MatMul_5', [64, 128], gaussian(64 * 128, 1, 0.1)),
+        floatTensor('dense/kernel:0', [96, 128], gaussian(96 * 128, 2, 0.1)),
+        floatTensor('conv_w', [3, 3, 8, 16], gaussian(3 * 3 * 8 * 16, 3, 0.1)),
+        floatTensor('einsum_w', [128, 32], gaussian(128 * 32, 4, 0.1)),
+      ],
+      node: [
+        { opType: 'Identity', input: ['onnx::MatMul_5'], output: ['w1'] },
+        { opType: 'MatMul', input: ['x', 'w1'], output: ['h'] },
+        {
+          opType: 'Transpose',
+          input: ['dense/kernel:0'],
+          output: ['w2'],
+          attribute: [{ name: 'perm', ints: [1, 0], type: P.INTS }],
+        },
+        { opType: 'MatMul', input: ['h', 'w2'], output: ['y'] },
+        // HWIO → OIHW, as TensorFlow exports leave it
+        {
+          opType: 'Transpose',
+          input: ['conv_w'],
+          output: ['cw'],
+          attribute: [{ name: 'perm', ints: [3, 2, 0, 1], type: P.INTS }],
+        },
+        { opType: 'Conv', input: ['img', 'cw'], output: ['c'], attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: P.INTS }] },
+        {
+          opType: 'Einsum',
+          input: ['z', 'einsum_w'],
+          output: ['e'],
+          attribute: [{ name: 'equation', s: new TextEncoder().encode('bi,ij->bj'), type: P.STRING }],
+        },
+      ],
+      input: [vi('x', [1, 64]), vi('img', [1, 8, 10, 10]), vi('z', [1, 128])],
+      output: [vi('y', [1, 96]), vi('c', [1, 16, 10, 10]), vi('e', [1, 32])],
+    };
+    return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+  };
+
+  it('each is coded with its output channels as the ranged axis, and the model passes the gate', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'hidden.onnx');
+    writeFileSync(file, model());
+    const reader = openModel(file);
+    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+    reader.close();
+    expect(layouts['onnx::MatMul_5']).toMatchObject({
+      layout: { kind: 'fc', nin: 64, nout: 128, order: 'in_out' },
+      reason: 'MatMul constant operand (through Identity)',
+    });
+    // stored [96 out, 128 in], transposed to MatMul's [in, out]
+    expect(layouts['dense/kernel:0'].layout).toEqual({ kind: 'fc', nin: 128, nout: 96, order: 'out_in' });
+    // HWIO: the 16 output channels are the last axis
+    expect(layouts.conv_w.layout).toEqual({ kind: 'fc', nin: 72, nout: 16, order: 'in_out' });
+    expect(layouts.einsum_w).toMatchObject({
+      layout: { kind: 'fc', nin: 128, nout: 32, order: 'in_out' },
+      reason: 'Einsum operand ij',
+    });
+    const r = await compressModel(file, join(dir, 'hidden.nnm'));
+    expect(r.compressedWeights).toBe(64 * 128 + 96 * 128 + 3 * 3 * 8 * 16 + 128 * 32);
+    expect(r.quality?.passed).toBe(true);
+  });
+
+  it('the name rules come before a guess through slicing: an LSTM weight sliced into gates stays an LSTM weight', () => {
+    const lstm = { op: 'LSTM', inputIndex: 1, attrs: {}, through: ['Slice', 'Concat', 'Unsqueeze'] };
+    const c = classifyTensor(
+      { key: 'w', name: 'decoder.rnn.weight_ih', dtype: 'float32', shape: [512, 128], uses: [], consumers: [lstm], location: '' },
+      'onnx',
+    );
+    expect(c.role).toBe('lstm');
+  });
+});
