@@ -3,14 +3,15 @@
  * Every command runs in a child process under `/usr/bin/time -v`, which reports its wall time and
  * maximum resident set size. Rows: zstd -3 -T1 / zstd -d -T1, nnmedia compress/decompress at the
  * default with --jobs 1 and 2, the step grid (`--codec auto --step 0.25 --jobs 2`) and its decompress,
- * and `--target-snr 30` (safetensors only). MB/s counts float32 bytes (weights × 4).
+ * and `--target-snr 30` / `--target-bpw 4` (safetensors only; with `--base`, the base build's compress too and
+ * whether the archives are the same bytes). MB/s counts float32 bytes (weights × 4).
  *
  *   tsx bench/speed.ts [--gb 1] [--models synth,isnet] [--out bench/results/speed]
  *                      [--base <checkout>] [--skip step,snr]
  *
  * Needs `npm run build` first (runs dist/cli/main.js). `--base` adds a row for the other checkout's build
  * (its dist/, e.g. main's) decompressing the same archive right before each decompress row: before and
- * after in the same machine state. `--skip` leaves out the slow rate-mode rows (`step`, `snr`). Besides
+ * after in the same machine state. `--skip` leaves out the slow rate-mode rows (`step`, `snr`, `bpw`). Besides
  * wall seconds, each row reports the CPU seconds (user + system) /usr/bin/time measured: on a shared machine
  * wall time follows the load, CPU time much less. Compress rows pass `--no-check`: the quality gate runs
  * the model (ISNet: onnxruntime at 1024×1024, GBs of activations), which is not the codec pipeline's speed.
@@ -33,6 +34,8 @@ interface Row {
   xZstd: number;
   peakRssMB: number;
   outBytes: number;
+  /** Rate rows with --base: whether the archive is byte-identical to the base build's. */
+  sameAsBase?: boolean;
 }
 
 const { values } = parseArgs({
@@ -135,32 +138,53 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     );
     rmSync(o, { force: true });
   }
-  if (skip.has('step')) return;
-  const s = join(dir, `${id}-step.nnm`);
-  push(
-    'nnmedia compress --codec auto --step 0.25 --jobs 2',
-    [node, CLI, 'compress', model, '--no-check', '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
-    zc,
-    s,
-  );
-  const so = join(dir, `${id}-step.out`);
-  baseRow('nnmedia decompress of the step archive --jobs 2', s, 2, so);
-  push(
-    'nnmedia decompress of the step archive --jobs 2',
-    [node, CLI, 'decompress', s, '-o', so, '--jobs', '2', '--force'],
-    zd,
-    so,
-  );
-  rmSync(so, { force: true });
-  if (model.endsWith('.safetensors') && !skip.has('snr')) {
-    const t = join(dir, `${id}-snr.nnm`);
+  if (!skip.has('step')) {
+    const s = join(dir, `${id}-step.nnm`);
     push(
-      'nnmedia compress --target-snr 30 --jobs 2',
-      [node, CLI, 'compress', model, '--no-check', '-o', t, '--target-snr', '30', '--jobs', '2', '--force'],
+      'nnmedia compress --codec auto --step 0.25 --jobs 2',
+      [node, CLI, 'compress', model, '--no-check', '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
       zc,
-      t,
+      s,
     );
+    const so = join(dir, `${id}-step.out`);
+    baseRow('nnmedia decompress of the step archive --jobs 2', s, 2, so);
+    push(
+      'nnmedia decompress of the step archive --jobs 2',
+      [node, CLI, 'decompress', s, '-o', so, '--jobs', '2', '--force'],
+      zd,
+      so,
+    );
+    rmSync(so, { force: true });
   }
+  if (!model.endsWith('.safetensors')) return;
+  // rate control without a model to run: the base build first (same machine state), then this one, and
+  // whether the two archives are the same bytes (speed work must not change them)
+  const rateRow = (tag: string, label: string, args: string[]): void => {
+    if (skip.has(tag)) return;
+    const t = join(dir, `${id}-${tag}.nnm`);
+    const argvOf = (cli: string, out: string): string[] => [
+      node,
+      cli,
+      'compress',
+      model,
+      '--no-check',
+      '-o',
+      out,
+      ...args,
+      '--force',
+    ];
+    const b = join(dir, `${id}-${tag}-base.nnm`);
+    if (BASE_CLI) push(`base: ${label}`, argvOf(BASE_CLI, b), zc, b);
+    push(label, argvOf(CLI, t), zc, t);
+    if (BASE_CLI) {
+      const same = readFileSync(b).equals(readFileSync(t));
+      console.log(`${id}	${label}: archive ${same ? 'the same bytes as' : 'DIFFERENT from'} the base build's`);
+      rows[rows.length - 1].sameAsBase = same;
+      rmSync(b, { force: true });
+    }
+  };
+  rateRow('snr', 'nnmedia compress --target-snr 30 --jobs 2', ['--target-snr', '30', '--jobs', '2']);
+  rateRow('bpw', 'nnmedia compress --target-bpw 4 --jobs 2', ['--target-bpw', '4', '--jobs', '2']);
 }
 
 /** Speed against zstd by CPU seconds: zstd's CPU time over this row's (compress rows against zstd -3, the rest -d). */
@@ -217,7 +241,7 @@ function main(): void {
     '|---|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) =>
-        `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.cpuSeconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${cpuRatio(r).toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes} |`,
+        `| ${r.model} | ${r.label} | ${r.seconds.toFixed(2)} | ${r.cpuSeconds.toFixed(2)} | ${r.mbps.toFixed(1)} | ${r.xZstd.toFixed(3)} | ${cpuRatio(r).toFixed(3)} | ${r.peakRssMB.toFixed(0)} | ${r.outBytes}${r.sameAsBase === undefined ? '' : r.sameAsBase ? ' (= base)' : ' (≠ base)'} |`,
     ),
     '',
   ].join('\n');
