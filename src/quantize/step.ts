@@ -202,6 +202,28 @@ export function beyondGrid(v: number, step: number, half: number): boolean {
 }
 
 /**
+ * The finite weights of a plane beyond its grid (beyondGrid): counted, and marked NaN in place (to be stored
+ * exactly) when `mark`.
+ */
+export function weightsBeyond(plane: Float32Array, shape: PlaneShape, grid: StepGrid, bits: number, mark: boolean): number {
+  const { rows, cols } = shape;
+  const width = grid.ranges.channelWidth;
+  const half = 2 ** (bits - 1);
+  let marked = 0;
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const i = r * cols + c;
+      const v = plane[i];
+      if (!Number.isFinite(v)) continue;
+      if (beyondGrid(v, grid.steps[Math.floor(c / width)], half)) {
+        if (mark) plane[i] = NaN;
+        marked++;
+      }
+    }
+  return marked;
+}
+
+/**
  * Step ranges for one plane and the values beyond the grid (marked NaN in place,
  * to be stored exactly). Returns the ranges and whether they are exact in float16.
  */
@@ -213,21 +235,7 @@ export function stepRanges(
   bits: number,
   markBeyond = true,
 ): { ranges: PlaneRanges; f16: boolean; marked: number; stepBytes?: Uint8Array } {
-  const { rows, cols } = shape;
-  const scales = channelScales(plane, shape, mode);
-  const { steps, ranges, f16, stepBytes } = stepGrid(scales, relStep, bits);
-  const half = 2 ** (bits - 1);
-  let marked = 0;
-  if (markBeyond)
-    for (let r = 0; r < rows; r++)
-      for (let c = 0; c < cols; c++) {
-        const i = r * cols + c;
-        const v = plane[i];
-        if (!Number.isFinite(v)) continue;
-        if (beyondGrid(v, steps[Math.floor(c / scales.width)], half)) {
-          plane[i] = NaN;
-          marked++;
-        }
-      }
-  return { ranges, f16, marked, stepBytes };
+  const grid = stepGrid(channelScales(plane, shape, mode), relStep, bits);
+  const marked = markBeyond ? weightsBeyond(plane, shape, grid, bits, true) : 0;
+  return { ranges: grid.ranges, f16: grid.f16, marked, stepBytes: grid.stepBytes };
 }

@@ -8,7 +8,7 @@
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { PlaneShape } from '../layout/types.js';
 import { storageRanges, searchClipRanges, symmetricRanges } from './ranges.js';
-import { byteToStep, rangeOfStep, stepRanges, stepsFrom24, stepsTo24 } from './step.js';
+import { byteToStep, channelScales, rangeOfStep, stepGrid, stepsFrom24, stepsTo24, weightsBeyond } from './step.js';
 import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
 
 /**
@@ -57,8 +57,13 @@ export function quantizePlanes(
   return planes.map((plane, p) => {
     const { rows, cols } = shapes[p];
     if (s.relStep !== undefined) {
-      const working = Float32Array.from(plane);
-      const { ranges, f16, marked, stepBytes } = stepRanges(working, shapes[p], s.range, s.relStep, s.bits, !s.clampBeyond);
+      const grid = stepGrid(channelScales(plane, shapes[p], s.range), s.relStep, s.bits);
+      const { ranges, f16, stepBytes } = grid;
+      // weights beyond the grid are marked NaN in a copy of the plane; with none (the usual case at the
+      // grids chosen) the plane itself is the working plane: a plane's worth of memory less per job
+      const marked = s.clampBeyond ? 0 : weightsBeyond(plane, shapes[p], grid, s.bits, false);
+      const working = marked ? Float32Array.from(plane) : plane;
+      if (marked) weightsBeyond(working, shapes[p], grid, s.bits, true);
       const codes = quantizePlane(working, rows, cols, s.bits, ranges, 1);
       const rangeDtype: RangeDtype = stepBytes ? 'step8' : f16 ? 'float16' : 'float32';
       return lazyRestored({ codes, ranges, rangeDtype, stepBytes, working, beyond: marked }, () => {
