@@ -18,7 +18,18 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -65,20 +76,24 @@ function timed(argv: string[]): { seconds: number; cpuSeconds: number; rssMB: nu
   return { seconds, cpuSeconds: Number(user?.[1] ?? NaN) + Number(system?.[1] ?? NaN), rssMB: Number(m[1]) / 1024 };
 }
 
-/** Count of float weights in a safetensors file (header dtypes F32/F16/BF16). */
+/** Count of float weights in a safetensors file (header dtypes F32/F16/BF16); reads the header alone. */
 function weightsOf(file: string): number {
-  const buf = readFileSync(file, { flag: 'r' }).subarray(0, 8);
-  const n = Number(buf.readBigUInt64LE(0));
-  const fd = readFileSync(file)
-    .subarray(8, 8 + n)
-    .toString('utf8');
-  const header = JSON.parse(fd) as Record<string, { dtype?: string; shape?: number[] }>;
-  let w = 0;
-  for (const [k, v] of Object.entries(header)) {
-    if (k === '__metadata__' || !v.shape) continue;
-    w += v.shape.reduce((a, b) => a * b, 1);
+  const fd = openSync(file, 'r');
+  try {
+    const len = Buffer.alloc(8);
+    readSync(fd, len, 0, 8, 0);
+    const json = Buffer.alloc(Number(len.readBigUInt64LE(0)));
+    readSync(fd, json, 0, json.length, 8);
+    const header = JSON.parse(json.toString('utf8')) as Record<string, { dtype?: string; shape?: number[] }>;
+    let w = 0;
+    for (const [k, v] of Object.entries(header)) {
+      if (k === '__metadata__' || !v.shape) continue;
+      w += v.shape.reduce((a, b) => a * b, 1);
+    }
+    return w;
+  } finally {
+    closeSync(fd);
   }
-  return w;
 }
 
 function runModel(id: string, model: string, float32Bytes: number, dir: string, rows: Row[]): void {
