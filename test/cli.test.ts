@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { onnx } from 'onnx-proto';
 import { Archive } from '../src/index.js';
 import { tileEntries } from '../src/archive/manifest.js';
-import { floatTensor, mixedModel } from './helpers/onnx-fixtures.js';
+import { floatTensor, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
@@ -182,12 +182,8 @@ describe('nnmedia CLI', () => {
 });
 
 describe('reports of unusual models', () => {
-  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
   const save = (name: string, graph: onnx.IGraphProto): string => {
-    writeFileSync(join(dir, name), onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish());
+    writeFileSync(join(dir, name), modelBytes(graph));
     return name;
   };
 
@@ -198,8 +194,8 @@ describe('reports of unusual models', () => {
       name: 'nonfinite',
       initializer: [floatTensor('W', [64, 48], w)],
       node: [{ opType: 'MatMul', input: ['x', 'W'], output: ['y'] }],
-      input: [vi('x', [1, 64])],
-      output: [vi('y', [1, 48])],
+      input: [valueInfo('x', [1, 64])],
+      output: [valueInfo('y', [1, 48])],
     });
     const c = await cli('compress', file, '-o', 'nonfinite.nnm', '--non-finite', 'keep', '--no-check', '--force');
     expect(c.code, c.stderr).toBe(0);
@@ -233,8 +229,8 @@ describe('reports of unusual models', () => {
         { opType: 'DequantizeLinear', input: ['Wq', 's'], output: ['W'] },
         { opType: 'MatMul', input: ['x', 'W'], output: ['y'] },
       ],
-      input: [vi('x', [1, 64])],
-      output: [vi('y', [1, 48])],
+      input: [valueInfo('x', [1, 64])],
+      output: [valueInfo('y', [1, 48])],
     });
     const c = await cli('compress', file, '-o', 'integer.nnm', '--force');
     expect(c.code, c.stderr).toBe(0);

@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 
 const T = onnx.TensorProto.DataType;
 
@@ -36,10 +37,6 @@ function externalModel(dir: string): { model: string; data: string } {
       { key: 'length', value: String(length) },
     ],
   });
-  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: T.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
   const graph: onnx.IGraphProto = {
     name: 'external',
     initializer: [
@@ -61,16 +58,13 @@ function externalModel(dir: string): { model: string; data: string } {
         attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }],
       },
     ],
-    input: [vi('x', [1, 64])],
-    output: [vi('y', [1, 80])],
+    input: [valueInfo('x', [1, 64])],
+    output: [valueInfo('y', [1, 80])],
   };
   const folder = join(dir, 'model');
   mkdirSync(folder);
   writeFileSync(join(folder, 'data.bin'), data);
-  writeFileSync(
-    join(folder, 'model.onnx'),
-    onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish(),
-  );
+  writeFileSync(join(folder, 'model.onnx'), modelBytes(graph));
   return { model: join(folder, 'model.onnx'), data: join(folder, 'data.bin') };
 }
 

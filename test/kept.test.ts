@@ -9,7 +9,7 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
 import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
-import { floatTensor } from './helpers/onnx-fixtures.js';
+import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -81,7 +81,7 @@ function keptModel(): Uint8Array {
     input: [],
     output: [],
   };
-  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+  return modelBytes(graph);
 }
 
 describe('kept tensors by use', () => {
@@ -166,10 +166,6 @@ function dynamicQuantizedModel(): Uint8Array {
     { opType: 'Mul', input: [`f${i}`, `s${i}`], output: [`d${i}`] },
     { opType: 'Add', input: [`d${i}`, b], output: [`a${i}`] },
   ];
-  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: T.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
   const graph: onnx.IGraphProto = {
     name: 'dynamic-quantized',
     initializer: [
@@ -187,10 +183,10 @@ function dynamicQuantizedModel(): Uint8Array {
       { opType: 'Relu', input: ['a1'], output: ['h'] },
       ...layer(2, 'h', 'w2', 'b2').map((n) => (n.opType === 'Add' ? { ...n, output: ['y'] } : n)),
     ],
-    input: [vi('x', [4, 64])],
-    output: [vi('y', [4, 10])],
+    input: [valueInfo('x', [4, 64])],
+    output: [valueInfo('y', [4, 10])],
   };
-  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+  return modelBytes(graph);
 }
 
 describe('kept tensors of a graph that rounds its activations while it runs', () => {

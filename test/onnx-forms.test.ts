@@ -13,6 +13,7 @@ import { rebuildFromSkeleton } from '../src/formats/registry.js';
 import { float16ToFloat32, float32ToFloat16, tensorStorage, type StoredTensor } from '../src/formats/model.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 
 const T = onnx.TensorProto.DataType;
 const DIMS = [96, 64];
@@ -31,18 +32,14 @@ function formsModel(): Uint8Array {
     // the float16 tensor's values again as float32: stored once (sameAs), rebuilt in each one's own dtype
     { name: 'same32', dims: DIMS, dataType: T.FLOAT, rawData: new Uint8Array(sixteen.buffer) },
   ];
-  const vi = (name: string, type: number, dims: number[]): onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: type, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
   const graph: onnx.IGraphProto = {
     name: 'forms',
     initializer: inits,
     node: inits.map((t) => ({ opType: 'MatMul', input: [`x_${t.name}`, t.name!], output: [`y_${t.name}`] })),
-    input: inits.map((t) => vi(`x_${t.name}`, t.dataType!, [1, DIMS[0]])),
-    output: inits.map((t) => vi(`y_${t.name}`, t.dataType!, [1, DIMS[1]])),
+    input: inits.map((t) => valueInfo(`x_${t.name}`, [1, DIMS[0]], t.dataType!)),
+    output: inits.map((t) => valueInfo(`y_${t.name}`, [1, DIMS[1]], t.dataType!)),
   };
-  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+  return modelBytes(graph);
 }
 
 describe('ONNX data forms through the one-pass decoder', () => {

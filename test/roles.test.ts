@@ -11,7 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { classifyTensor } from '../src/roles/classify.js';
-import { floatTensor } from './helpers/onnx-fixtures.js';
+import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -46,15 +46,6 @@ describe('MatMul constants', () => {
 
   it('a model y = W·x (W the left operand) and a batched B are compressed and pass the gate', async () => {
     const dir = tempDir();
-    const vi = (name: string, dims: (number | string)[]): onnx.IValueInfoProto => ({
-      name,
-      type: {
-        tensorType: {
-          elemType: onnx.TensorProto.DataType.FLOAT,
-          shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
-        },
-      },
-    });
     const graph: onnx.IGraphProto = {
       name: 'sides',
       initializer: [
@@ -67,11 +58,11 @@ describe('MatMul constants', () => {
         { opType: 'Transpose', input: ['h'], output: ['ht'] },
         { opType: 'MatMul', input: ['ht', 'B'], output: ['y'] },
       ],
-      input: [vi('x', [48, 'n'])],
-      output: [vi('y', [4, 'n', 24])],
+      input: [valueInfo('x', [48, 'n'])],
+      output: [valueInfo('y', [4, 'n', 24])],
     };
     const file = join(dir, 'sides.onnx');
-    writeFileSync(file, onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish());
+    writeFileSync(file, modelBytes(graph));
     const r = await compressModel(file, join(dir, 'sides.nnm'));
     expect(r.compressedWeights).toBe(96 * 48 + 4 * 96 * 24);
     expect(r.quality?.passed).toBe(true);
@@ -89,10 +80,6 @@ describe('MatMul constants', () => {
 describe('weights reached through data movement, and Einsum operands', () => {
   const model = (): Uint8Array => {
     const P = onnx.AttributeProto.AttributeType;
-    const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
-      name,
-      type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-    });
     const graph: onnx.IGraphProto = {
       name: 'hidden',
       initializer: [
@@ -126,10 +113,10 @@ describe('weights reached through data movement, and Einsum operands', () => {
           attribute: [{ name: 'equation', s: new TextEncoder().encode('bi,ij->bj'), type: P.STRING }],
         },
       ],
-      input: [vi('x', [1, 64]), vi('img', [1, 8, 10, 10]), vi('z', [1, 128])],
-      output: [vi('y', [1, 96]), vi('c', [1, 16, 10, 10]), vi('e', [1, 32])],
+      input: [valueInfo('x', [1, 64]), valueInfo('img', [1, 8, 10, 10]), valueInfo('z', [1, 128])],
+      output: [valueInfo('y', [1, 96]), valueInfo('c', [1, 16, 10, 10]), valueInfo('e', [1, 32])],
     };
-    return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
+    return modelBytes(graph);
   };
 
   it('each is coded with its output channels as the ranged axis, and the model passes the gate', async () => {

@@ -12,8 +12,17 @@ export function floatTensor(name: string, dims: number[], values: Float32Array):
   return { name, dims, dataType: FLOAT, rawData: new Uint8Array(values.buffer.slice(0)) };
 }
 
-function vi(name: string, dims: number[]): onnx.IValueInfoProto {
-  return { name, type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } };
+/** A graph input or output: float32 unless `elemType` says otherwise; a string dimension is symbolic. */
+export function valueInfo(name: string, dims: ReadonlyArray<number | string>, elemType: number = FLOAT): onnx.IValueInfoProto {
+  const dim = dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }));
+  return { name, type: { tensorType: { elemType, shape: { dim } } } };
+}
+
+const vi = (name: string, dims: number[]): onnx.IValueInfoProto => valueInfo(name, dims);
+
+/** A model file's bytes around a graph (IR version 8, opset 17). */
+export function modelBytes(graph: onnx.IGraphProto): Uint8Array {
+  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ version: 17 }], graph }).finish();
 }
 
 const attrI = (name: string, i: number): onnx.IAttributeProto => ({ name, i, type: onnx.AttributeProto.AttributeType.INT });
