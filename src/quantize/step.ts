@@ -194,28 +194,36 @@ export function stepGrid(scales: ChannelScales, relStep: number, bits: number): 
 }
 
 /**
- * Whether a finite weight lies beyond the grid of its channel's step (to be stored exactly): further than half a
- * step from the outermost reconstruction point, or non-zero in a channel of step zero.
+ * Per column of a plane, the interval of weights on its channel's grid: within half a step of the outermost
+ * reconstruction points. A weight outside it is stored exactly; a channel of step zero gives [−0, 0], so only its
+ * exact zeros are on the grid.
  */
-export function beyondGrid(v: number, step: number, half: number): boolean {
-  return step === 0 ? v !== 0 : v < -half * step - step / 2 || v > (half - 1) * step + step / 2;
+export function gridBounds(grid: StepGrid, cols: number, bits: number): { lo: Float64Array; hi: Float64Array } {
+  const half = 2 ** (bits - 1);
+  const width = grid.ranges.channelWidth;
+  const lo = new Float64Array(cols);
+  const hi = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) {
+    const step = grid.steps[Math.floor(c / width)];
+    lo[c] = -half * step - step / 2;
+    hi[c] = (half - 1) * step + step / 2;
+  }
+  return { lo, hi };
 }
 
 /**
- * The finite weights of a plane beyond its grid (beyondGrid): counted, and marked NaN in place (to be stored
+ * The finite weights of a plane beyond its grid (gridBounds): counted, and marked NaN in place (to be stored
  * exactly) when `mark`.
  */
 export function weightsBeyond(plane: Float32Array, shape: PlaneShape, grid: StepGrid, bits: number, mark: boolean): number {
   const { rows, cols } = shape;
-  const width = grid.ranges.channelWidth;
-  const half = 2 ** (bits - 1);
+  const { lo, hi } = gridBounds(grid, cols, bits);
   let marked = 0;
   for (let r = 0; r < rows; r++)
     for (let c = 0; c < cols; c++) {
       const i = r * cols + c;
       const v = plane[i];
-      if (!Number.isFinite(v)) continue;
-      if (beyondGrid(v, grid.steps[Math.floor(c / width)], half)) {
+      if (Number.isFinite(v) && (v < lo[c] || v > hi[c])) {
         if (mark) plane[i] = NaN;
         marked++;
       }

@@ -12,7 +12,7 @@
 
 import { codeEntropyBits, entropyOf } from './entropy.js';
 import { RANGE_BYTES, quantizePlanes, type QuantizeSettings, type RangeDtype } from '../quantize/tensor.js';
-import { channelScales, stepGrid, type ChannelScales } from '../quantize/step.js';
+import { channelScales, gridBounds, stepGrid, type ChannelScales } from '../quantize/step.js';
 import { columnRanges } from '../quantize/uniform.js';
 import type { PlaneShape } from '../layout/types.js';
 import type { RangeMode } from '../quantize/uniform.js';
@@ -135,7 +135,6 @@ function measureStepGrid(
 ): Candidate {
   const { bits: codeWidth } = base;
   const markBeyond = !base.clampBeyond;
-  const half = 2 ** (codeWidth - 1);
   const hist = new Float64Array(2 ** codeWidth);
   let bits = overheadBits(planes.length);
   let sse = 0;
@@ -144,16 +143,10 @@ function measureStepGrid(
     const scales = planeScales[p];
     const g = stepGrid(scales, relStep, codeWidth);
     const { los, spans } = columnRanges(g.ranges, cols);
-    // per column, the interval of weights on the grid (beyondGrid's bounds; a zero step gives [−0, 0])
-    const inLo = new Float64Array(cols);
-    const inHi = new Float64Array(cols).fill(Infinity);
-    inLo.fill(-Infinity);
-    if (markBeyond)
-      for (let c = 0; c < cols; c++) {
-        const step = g.steps[Math.floor(c / scales.width)];
-        inLo[c] = -half * step - step / 2;
-        inHi[c] = (half - 1) * step + step / 2;
-      }
+    // per column, the interval of weights on the grid (everything, when weights beyond it are clamped)
+    const { lo: inLo, hi: inHi } = markBeyond
+      ? gridBounds(g, cols, codeWidth)
+      : { lo: new Float64Array(cols).fill(-Infinity), hi: new Float64Array(cols).fill(Infinity) };
     hist.fill(0);
     const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, hist, sse);
     sse = m.sse;
