@@ -12,7 +12,8 @@ import { Archive, compressModel, decompressArchive, openModel, QualityError } fr
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
 import { describeQuality, openCalibration } from '../src/pipeline/gate.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
-import { batchNormClassifier, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
+import { batchNormClassifier, cascadeModel, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
+import { exposeDecisions } from '../src/calibration/decisions.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 import { gaussian } from './helpers/random.js';
@@ -216,6 +217,30 @@ describe('what calibration never exercises', () => {
     expect(cal.untakenBranches).toEqual([expect.stringMatching(/: then$/)]);
     expect([...cal.untakenTensors].sort()).toEqual(['stage2.w1', 'stage2.w2']);
   }, 120_000);
+
+  it('weights that only decide which If branch runs are probed through the deciding value (a wake-word cascade)', async () => {
+    const built = cascadeModel();
+    const model = await write('cascade.onnx', built);
+    // the first stage's score, found behind Not(Less(p1, 0.5)) → Cast → ReduceMax → Cast, is exposed as an output
+    const probe = exposeDecisions(built.bytes)!;
+    expect(probe.values).toHaveLength(1);
+    expect(probe.values[0]).toMatch(/sigmoid/);
+    const logs: string[] = [];
+    const out = join(dir, 'cascade-budget.nnm');
+    await compressModel(model, out, { targetBpw: 4, minFidelity: 0, onLog: (m) => logs.push(m), onDebug: (m) => logs.push(m) });
+    expect(logs).toContain(`sensitivity probes also compare the value ${probe.values[0]} that decides which If branch runs`);
+    const sensitivity = (name: string): number =>
+      Number(
+        logs
+          .find((l) => l.startsWith(`  ${name}: sensitivity `))!
+          .split(' ')
+          .pop(),
+      );
+    // compared on outputs alone the first stage measured exactly nothing (1e-30 a unit of error) and was starved
+    expect(sensitivity('stage1.w')).toBeGreaterThan(1e-9);
+    // (5.9 dB when only the output was compared, 12.0 dB with the deciding value)
+    expect((await snrs(model, out)).get('stage1.w')!).toBeGreaterThan(9);
+  }, 300_000);
 
   it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {
     const model = await write('stft.onnx', stftMelModel());

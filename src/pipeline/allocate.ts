@@ -19,6 +19,8 @@ import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 import { calibratorFor } from '../calibration/runner.js';
+import { decisionCalibrator, exposeDecisions } from '../calibration/decisions.js';
+import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
 import { measurePart, measureTensor, type PowerSums } from './measure.js';
@@ -180,31 +182,52 @@ export async function allocate(parts: {
     return out;
   };
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
+  // the model the probes substitute into: the source, or its copy with decision values as outputs
+  let probeReader: ModelReader = reader;
   if (canRun) {
     const task = options.task;
     const cal = parts.calibration;
     // --judge-output: the probes compare only the outputs the gate judges
     const judged = cal?.outputs ? { outputs: cal.outputs } : {};
-    // the user's calibration data first, then a task's own data, then the synthetic probe samples
+    // the user's calibration data first, then a task's own data, then the synthetic probe samples (the
+    // generic `outputs` task has no data of its own: its probes run the gate's synthetic probe part)
+    const probeSet =
+      options.calibrate || !cal
+        ? undefined
+        : !cal.set.synthetic
+          ? probeSamples(cal, options.probeSamples ?? PROBE_SAMPLES)
+          : task && task.name !== 'outputs'
+            ? undefined
+            : probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES);
+    // values that pick an If branch (a first-stage score): compared too, or weights feeding them look inert
+    const decisions = probeSet && reader.format === 'onnx' ? exposeDecisions(parts.source(), reader.file) : undefined;
+    if (decisions) {
+      probeReader = openOnnx(reader.file, decisions.model);
+      log(
+        `sensitivity probes also compare ${decisions.values.length === 1 ? 'the value' : 'the values'} ` +
+          `${decisions.values.join(', ')} that ${decisions.values.length === 1 ? 'decides' : 'decide'} which If branch runs`,
+      );
+    }
     const calibrate =
       options.calibrate ??
-      (cal && !cal.set.synthetic ? calibratorFor(probeSamples(cal, options.probeSamples ?? PROBE_SAMPLES), judged) : undefined) ??
+      (probeSet && decisions ? decisionCalibrator(probeSet, cal?.outputs, decisions.outputs) : undefined) ??
+      (probeSet ? calibratorFor(probeSet, judged) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
-      (cal ? calibratorFor(probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES), judged) : randomInputOutputs);
+      randomInputOutputs;
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
-    if (cal && !options.calibrate && (!task || !cal.set.synthetic)) {
-      const n = probeSamples(cal, options.probeSamples ?? (cal.set.synthetic ? SYNTHETIC_PROBE_SAMPLES : PROBE_SAMPLES)).length;
+    if (probeSet) {
+      const n = probeSet.length;
       const passes = options.targetBpw !== undefined && options.reprobe ? 2 : 1;
       log(
         `sensitivity probes: ${unique.length} tensors × ${n} sample${n === 1 ? '' : 's'}${passes > 1 ? ' × 2 passes' : ''} = ${unique.length * n * passes} model runs (--probe-samples, --no-reprobe: fewer)`,
       );
     }
-    const reference = await calibrate(parts.source());
+    const reference = await calibrate(decisions?.model ?? parts.source());
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {
       options.signal?.throwIfAborted();
-      const out = await calibrate(substituteTensors(reader, restoredAt(i, c)));
+      const out = await calibrate(substituteTensors(probeReader, restoredAt(i, c)));
       return c.sse > 0 ? Math.max(mse(out, reference), 1e-30) / c.sse : 1e-30;
     };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);

@@ -8,6 +8,8 @@
  * - `ifBranchModel`: a first stage (Gemm + ReLU + Gemm) whose score decides an `If`; the second-stage network
  *   lives in the then-branch (its weights are the branch's own initializers). Random inputs never fire it;
  *   `ifTriggerInputs` do.
+ * - `cascadeModel`: a first stage whose score decides an `If`: the verifier network in the then-branch gives the
+ *   output, which every random input reaches; the first stage moves the output only by flipping the decision.
  * - `sparseModel`: an MLP whose first weight [256, 512] is 92 % exact zeros in 8×8 blocks (block-pruned).
  * - `batchNormClassifier`: a MobileNet-like image classifier (depthwise-separable blocks, BatchNorm after every
  *   conv, ~124k weights, a Gemm head of 10 classes) whose BatchNorm statistics and head bias are set from its
@@ -245,6 +247,51 @@ export function ifTriggerInputs(template: Float32Array, count = 8, seed = 5): Fl
     for (let i = 0; i < template.length; i++) out[k * template.length + i] = scale * template[i] + noise[k * template.length + i];
   }
   return out;
+}
+
+export const CASCADE_MODEL = { inputs: 64, hidden: 128, second: 256 };
+
+/**
+ * A two-stage cascade as wake-word detectors build it (openWakeWord's hey_jarvis): input `x` [1, 64]; a first
+ * stage (Gemm + ReLU + Gemm + Sigmoid) scores `p1`; `If p1 ≥ 0.5` a verifier network (MatMul + ReLU + MatMul +
+ * Sigmoid, weights in the branch) gives the output, else `p1` itself: output `p` [1, 1]. The first stage's head
+ * bias puts p1 well above 0.5 on N(0, 1) inputs (the verifier runs on every one), so the first stage's weights
+ * move the output only by flipping the decision: comparing outputs alone, they look inert.
+ */
+export function cascadeModel(seed = 1): BuiltModel {
+  const { inputs, hidden, second } = CASCADE_MODEL;
+  const g = new Graph('cascade');
+  const w1 = gaussian(hidden * inputs, seed * 10 + 1, Math.sqrt(2 / inputs));
+  const head = gaussian(hidden, seed * 10 + 2, Math.sqrt(1 / hidden));
+  const h = g.op('Relu', [
+    g.op('Gemm', ['x', g.weight('stage1.w', [hidden, inputs], w1), g.weight('stage1.b', [hidden], new Float32Array(hidden))], {
+      transB: 1,
+    }),
+  ]);
+  const p1 = g.op('Sigmoid', [
+    g.op('Gemm', [h, g.weight('stage1.head', [1, hidden], head), g.weight('stage1.head_b', [1], Float32Array.of(3))], {
+      transB: 1,
+    }),
+  ]);
+  const fired = g.op('Not', [g.op('Less', [p1, g.weight('half', [], Float32Array.of(0.5))])]);
+  const cond = g.op('Cast', [g.op('ReduceMax', [g.op('Cast', [fired], { to: FLOAT })], { keepdims: 0 })], {
+    to: proto.TensorProto.DataType.BOOL,
+  });
+  const b = new Graph('verify');
+  const v1 = gaussian(inputs * second, seed * 10 + 3, Math.sqrt(2 / inputs));
+  const v2 = gaussian(second, seed * 10 + 4, Math.sqrt(1 / second));
+  const bh = b.op('Relu', [b.op('MatMul', ['x', b.weight('stage2.w1', [inputs, second], v1)])]);
+  b.op('Sigmoid', [b.op('MatMul', [bh, b.weight('stage2.w2', [second, 1], v2)])], {}, 'p_then');
+  const e = new Graph('pass');
+  e.op('Identity', [p1], {}, 'p_else');
+  g.op(
+    'If',
+    [cond],
+    { then_branch: b.proto([], [valueInfo('p_then', [1, 1])]), else_branch: e.proto([], [valueInfo('p_else', [1, 1])]) },
+    'p',
+  );
+  const bytes = encode(g.proto([valueInfo('x', [1, inputs])], [valueInfo('p', [1, 1])]));
+  return { bytes, weights: { ...g.weights, ...b.weights } };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
