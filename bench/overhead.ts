@@ -4,11 +4,13 @@
  * --target-bpw 4, beside per-channel int8 round-to-nearest + zstd-19 of the whole file (bench/peers.ts rtnPeer
  * with the model's skeleton as `rest`).
  *
- *   npx tsx bench/overhead.ts [--models silero-v4,classifier] [--no-check] [--out bench/results/overhead.json]
+ *   npx tsx bench/overhead.ts [--models silero-v4,classifier] [--files a.onnx,b.onnx] [--no-check] [--out bench/results/overhead.json]
+ *
+ * `--files` measures models of your own too (named by file name; with `--files` alone, only those).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { compressModel } from '../src/pipeline/compress.js';
 import { MANIFEST_NAME, type Manifest } from '../src/archive/manifest.js';
 import { ZipReader } from '../src/archive/zip.js';
@@ -112,7 +114,9 @@ const sources: Array<{ id: string; file: () => Promise<string> }> = [
     },
   })),
 ];
-const only = flag('--models')?.split(',');
+const files = flag('--files')?.split(',') ?? [];
+for (const f of files) sources.push({ id: basename(f), file: () => Promise.resolve(f) });
+const only = flag('--models')?.split(',') ?? (files.length ? files.map((f) => basename(f)) : undefined);
 const rows: Row[] = [];
 try {
   for (const src of sources.filter((s) => !only || only.includes(s.id))) {
