@@ -183,6 +183,17 @@ describe('what calibration never exercises', () => {
     expect(b.get('stage1.w')!).toBeLessThan(a.get('stage1.w')!);
   }, 300_000);
 
+  it('a budget refused because untaken branches keep their default grid says how much of it they take', async () => {
+    const model = await write('if-refused.onnx', ifBranchModel());
+    // the second stage (85 % of the weights) is never taken by synthetic inputs: ~6.8 of the 4 bits/weight
+    const err = await compressModel(model, join(dir, 'if-refused.nnm'), { targetBpw: 4 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QualityError);
+    expect((err as Error).message).toMatch(
+      /; 8\d % of the coded weights lie in If branches no calibration input takes and keep the default grid \(~8 bits each, 6\.\d bits\/weight of the budget\): calibration inputs that take those branches free it$/,
+    );
+    expect(existsSync(join(dir, 'if-refused.nnm'))).toBe(false);
+  }, 300_000);
+
   it('the untaken branch is found by where its tensors sit, not by name: both branches hold stage2.w1 (as Silero v6)', async () => {
     const built = ifBranchModel(1, { sameNames: true });
     const model = await write('if-same.onnx', built);

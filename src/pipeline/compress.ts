@@ -28,6 +28,8 @@ import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
 import { EncodeCache, gateError, writeArchive, type CompressResult } from './write.js';
+import { describeModel } from '../calibration/model-io.js';
+import { findRateInput } from '../calibration/state.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
@@ -98,6 +100,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // allocation weighs that itself, per candidate)
     const compensation = gathered && !resolved.allocating ? fixedGridCompensation(reader, unique, gathered, resolved) : gathered;
     let allocation: Allocation | undefined;
+    // weights of untaken branches: they keep the default grid (~8 bits each) out of any budget
+    let pinnedWeights = 0;
     if (resolved.allocating) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
       let deflated = half ? deflateRawSync(half.data, { level: 9 }).length : 0;
@@ -106,7 +110,8 @@ export async function compressModel(input: string, output: string, options: Comp
       // tensors of branches the calibration never takes are not allocated (their error would go unseen):
       // they keep the default grid, ~8 bits a weight of the budget
       const pinned = unique.filter((p) => untaken.has(p.entry.key));
-      const pinnedBits = 8 * pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
+      pinnedWeights = pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
+      const pinnedBits = 8 * pinnedWeights;
       allocation = await allocate({
         reader,
         source: () => cal?.source ?? selfContainedModel(input, reader),
@@ -237,9 +242,18 @@ export async function compressModel(input: string, output: string, options: Comp
       }
     const smallest = passing?.bitsPerWeight;
     const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : ', the coarsest grids'})`;
-    const advice = smallest
-      ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
-      : `; no budget up to 4× the target passes: try the default (no --target-bpw)`;
+    // where untaken branches hold much of the model, their default grids eat the budget: say so, and how to free it
+    const pinnedShare = pinnedWeights / weights;
+    const rate =
+      pinnedShare >= 0.1 && cal && !resolved.calibration?.audio?.rates && findRateInput(describeModel(cal.source, input));
+    const pinnedNote =
+      pinnedShare >= 0.1
+        ? `; ${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${rate ? ` (the model has a rate input, ${rate.name}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
+        : '';
+    const advice =
+      (smallest
+        ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
+        : `; no budget up to 4× the target passes: try the default (no --target-bpw)`) + pinnedNote;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
       if (passing) await encode(failedScale);
