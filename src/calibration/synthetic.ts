@@ -151,6 +151,16 @@ export function naturalImage(width: number, height: number, seed: number): Uint8
 }
 
 /**
+ * Interleaved RGB pixels → grey (Rec. 601 luma): a grey image input
+ * reads one byte per pixel, and the RGB bytes read as grey were the top third of the picture, stretched.
+ */
+function greyPixels(rgb: Uint8Array): Uint8Array {
+  const out = new Uint8Array(rgb.length / 3);
+  for (let i = 0; i < out.length; i++) out[i] = Math.round(0.299 * rgb[i * 3] + 0.587 * rgb[i * 3 + 1] + 0.114 * rgb[i * 3 + 2]);
+  return out;
+}
+
+/**
  * Speech-like sound at `rate`: syllables of 0.12–0.35 s separated by 0.05–0.4 s pauses; most voiced (harmonics
  * of a pitch gliding within 90–250 Hz, shaped by three formants), some fricative (high-passed noise); a noise
  * floor at −54 dBFS; peaks 0.1–0.6.
@@ -413,7 +423,8 @@ async function statelessSet(
       else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
       else if (kind === 'image') {
         const spec = imageSpecFor(d);
-        const t = pixelsToTensor(naturalImage(spec.width!, spec.height!, o.seed + k), spec.width!, spec.height!, spec);
+        const rgb = naturalImage(spec.width!, spec.height!, o.seed + k);
+        const t = pixelsToTensor(spec.channels === 1 ? greyPixels(rgb) : rgb, spec.width!, spec.height!, spec);
         const type = isElementType(input.type) ? input.type : 'float32';
         feed[input.name] = convertTensor({ ...t, dims: d }, type);
       } else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate);
