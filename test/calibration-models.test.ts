@@ -37,7 +37,7 @@ import {
   sparseModel,
   stftMelModel,
 } from './helpers/onnx-builder.js';
-import { mixedModel } from './helpers/onnx-fixtures.js';
+import { mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -206,6 +206,37 @@ describe('synthetic inputs', () => {
     expect(set.description).toMatch(/x float32\[1,3,48,224\]: natural-image-like pictures/);
     const [r] = await runCalibration(model, set.samples.slice(0, 1));
     expect(r.outputs['softmax_11.tmp_0'].dims).toEqual([1, 28, 6625]);
+  });
+
+  it('a grey image input gets the same pictures in grey, not the RGB bytes read one per pixel', async () => {
+    // before: the top third of each picture, stretched three times across, its R, G, B bytes as grey pixels
+    const identity = (channels: number): Uint8Array =>
+      modelBytes({
+        name: 'g',
+        node: [{ opType: 'Identity', input: ['image'], output: ['out'] }],
+        input: [valueInfo('image', [1, channels, 16, 16])],
+        output: [valueInfo('out', [1, channels, 16, 16])],
+      });
+    const rgb = await syntheticCalibrationSet(identity(3), { count: 2 });
+    const grey = await syntheticCalibrationSet(identity(1), { count: 2 });
+    expect(grey.description).toMatch(/natural-image-like pictures .*grey/);
+    const pixel = (x: number): number => (x * 0.5 + 0.5) * 255;
+    for (let k = 0; k < 2; k++) {
+      const image = async (set: typeof rgb): Promise<Float32Array> => {
+        const d = await set.samples[k].load();
+        if (d.kind !== 'feed') throw new Error('a feed');
+        return d.feed.image.data as Float32Array;
+      };
+      const c = await image(rgb);
+      const g = await image(grey);
+      const n = 16 * 16;
+      let worst = 0;
+      for (let i = 0; i < n; i++) {
+        const luma = 0.299 * pixel(c[i]) + 0.587 * pixel(c[n + i]) + 0.114 * pixel(c[2 * n + i]);
+        worst = Math.max(worst, Math.abs(pixel(g[i]) - luma));
+      }
+      expect(worst).toBeLessThanOrEqual(0.51);
+    }
   });
 
   it('ids below the vocabulary, masks of ones, rate inputs; the legacy calibrator still answers', async () => {

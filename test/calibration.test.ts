@@ -14,10 +14,12 @@ import {
   decodeAudio,
   decodeNpy,
   decodeRawFile,
+  describeImageSpec,
   describeModel,
   encodeNpy,
   encodeNpz,
   encodeSafetensors,
+  isImageInput,
   loadImage,
   mergeCalibrationSpecs,
   parseInputShape,
@@ -26,13 +28,14 @@ import {
   resolveShapeOverrides,
   runCalibration,
   splitCalibrationSet,
+  syntheticCalibrationSet,
   type CalibrationSample,
   type CalibrationTensor,
   type Feed,
 } from '../src/calibration/index.js';
 import { runFfmpeg } from '../src/codecs/ffmpeg.js';
 import { BadCalibrationError, OptionError } from '../src/errors.js';
-import { mixedInputs, mixedModel } from './helpers/onnx-fixtures.js';
+import { mixedInputs, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { runMixed } from './helpers/ort.js';
 import { sparseModel } from './helpers/onnx-builder.js';
 import { gaussian } from './helpers/random.js';
@@ -278,7 +281,7 @@ describe('options from flags and config files', () => {
         /Expected one of nearest, linear, cubic, mitchell, lanczos2, lanczos3, mks2013, mks2021 for --resize-kernel but received "sinc"/,
       ],
       [{ imageSize: '224x' }, /for --image-size but received "224x"/],
-      [{ imageMean: '1,2' }, /Expected one number or three .* for --image-mean but received "1,2"/],
+      [{ imageMean: '1,2' }, /Expected one number, three or four .* for --image-mean but received "1,2"/],
       [{ imageStd: '0' }, /for --image-std but received "0"/],
       [{ imageOrder: 'rbg' }, /Expected one of rgb, bgr for --image-order/],
       [{ window: '0' }, /Expected integer between 1 and \d+ for --window but received "0"/],
@@ -432,6 +435,57 @@ describe('images', () => {
     expect(grey).toMatchObject({ layout: 'nhwc', channels: 1, fit: 'fill' });
     expect((await loadImage(file, grey)).dims).toEqual([1, 64, 64, 1]);
     await expect(loadImage(join(DATA, 'ocr/labels.json'), grey)).rejects.toThrow(/file .*labels\.json: cannot read the image/);
+  });
+});
+
+describe('RGBA image inputs', () => {
+  // M-LSD (jp.keijiro.mlsd) takes [1, 320, 320, 4] NHWC: it was fed Gaussian noise when synthetic, and images
+  // were laid out as NCHW "4×320" pictures of 3 channels that did not fit the input
+  const rgbaModel = (dims: number[]): Uint8Array =>
+    modelBytes({
+      name: 'rgba',
+      node: [{ opType: 'Identity', input: ['image'], output: ['out'] }],
+      input: [valueInfo('image', dims)],
+      output: [valueInfo('out', dims)],
+    });
+
+  it('a last axis of 4 is colour and alpha: the image’s alpha, opaque where it has none; BGRA keeps alpha last', async () => {
+    const input = { name: 'x', type: 'float32', shape: [1, 8, 8, 4] };
+    expect(isImageInput(input)).toBe(true);
+    expect(isImageInput({ name: 'latent', type: 'float32', shape: [1, 4, 64, 64] })).toBe(false);
+    const spec = resolveImageSpec({}, input);
+    expect(spec).toMatchObject({ layout: 'nhwc', channels: 4, fit: 'fill', width: 8, height: 8 });
+    expect(describeImageSpec(spec)).toMatch(/RGBA; x\/255; NHWC/);
+    const opaque = join(dir, 'opaque.png');
+    const seeThrough = join(dir, 'see-through.png');
+    await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 255, g: 0, b: 51 } } })
+      .png()
+      .toFile(opaque);
+    await sharp({ create: { width: 8, height: 8, channels: 4, background: { r: 0, g: 255, b: 0, alpha: 0.2 } } })
+      .png()
+      .toFile(seeThrough);
+    const a = await loadImage(opaque, spec);
+    expect(a.dims).toEqual([1, 8, 8, 4]);
+    expect([...(a.data as Float32Array).subarray(0, 4)]).toEqual([1, 0, 0.2, 1].map(Math.fround));
+    const b = await loadImage(seeThrough, { ...spec, order: 'bgr' });
+    expect([...(b.data as Float32Array).subarray(0, 4)]).toEqual([0, 1, 0, 51 / 255].map(Math.fround));
+    expect(() => calibrationSpecFromFlags({ imageChannels: '2' })).toThrow(/1, 3 or 4/);
+    expect(calibrationSpecFromFlags({ imageChannels: '4', imageMean: '0,0,0,0' }).image).toMatchObject({ channels: 4 });
+  });
+
+  it('synthetic pictures and a folder of images both feed an RGBA input', async () => {
+    const model = rgbaModel([1, 16, 16, 4]);
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/natural-image-like pictures \(fill 16×16, lanczos3; RGBA; .*NHWC\)/);
+    const d = await set.samples[0].load();
+    if (d.kind !== 'feed') throw new Error('a feed');
+    const x = d.feed.image.data as Float32Array;
+    expect(d.feed.image.dims).toEqual([1, 16, 16, 4]);
+    for (let i = 0; i < 16 * 16; i++) expect(x[i * 4 + 3]).toBe(1); // opaque, on the default (x/255 − 0.5)/0.5
+    const photos = await buildCalibrationSet(model, { paths: [join(DATA, 'images')] });
+    const p = await photos.samples[0].load();
+    if (p.kind !== 'feed') throw new Error('a feed');
+    expect(p.feed.image.dims).toEqual([1, 16, 16, 4]);
   });
 });
 

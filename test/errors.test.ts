@@ -465,6 +465,19 @@ describe('what the CLI prints besides errors', () => {
     for (const [code, { exit }] of Object.entries(ERROR_CODES)) expect(top).toMatch(new RegExp(`^ +${exit} .*${code}`, 'm'));
   });
 
+  it('eval prints no onnxruntime log of its own: a TensorFlow export’s unused initializers are not warned about', async () => {
+    // BlazeFace and M-LSD (jp.keijiro.*) hold constants no node reads; onnxruntime warned about each on stderr,
+    // in colour, from the session that recognises the task
+    const m = onnx.ModelProto.decode(mixedModel().bytes);
+    m.graph!.initializer!.push(floatTensor('unused_constant', [3], new Float32Array([1, 2, 3])));
+    writeFileSync(join(dir, 'unused.onnx'), onnx.ModelProto.encode(m).finish());
+    expect((await cli(['compress', 'unused.onnx', '-o', 'unused.nnm'])).code).toBe(0);
+    const e = await cli(['eval', 'unused.nnm', '-m', 'unused.onnx']);
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/fidelity/);
+    expect(e.stderr).not.toMatch(/onnxruntime|Removing initializer/);
+  });
+
   it('the archive the test made is there (the cases did not remove it)', () => {
     expect(existsSync(archive)).toBe(true);
   });

@@ -80,6 +80,27 @@ describe('quality gate', () => {
     expect(low.quality).toMatchObject({ passed: true, minFidelity: 0 });
   });
 
+  it('a default archive under the floor advises 16-bit codes (the one larger budget there is), which pass', async () => {
+    // BlazeFace's 256×256 detector and M-LSD fail the floor at int8 precision (int8 RTN as well) and pass at
+    // 16 bits; the refusal used to ask for "a larger budget", which the default has no option for
+    const model = await write('bn16.onnx', batchNormClassifier());
+    const out = join(dir, 'fine.nnm');
+    const e = await compressModel(model, out, { minFidelity: 0.99 }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(QualityError);
+    const message = (e as QualityError).message;
+    expect(message).toMatch(
+      /no output written; try --bits 16 \(a 256× finer grid, about twice the size\), lower --min-fidelity, or --force/,
+    );
+    expect(message).not.toMatch(/larger budget/);
+    const kept = await compressModel(model, out, { minFidelity: 0.99, force: true }).catch((x: unknown) => x);
+    expect((kept as QualityError).message).toMatch(/the archive was kept \(--force\); try --bits 16/);
+    const r = await compressModel(model, out, { minFidelity: 0.99, bits: 16, force: true });
+    expect(r.quality).toMatchObject({ passed: true });
+    // a lossy codec's refusal does not point at the bit depth
+    const lossy = await compressModel(model, join(dir, 'lossy.nnm'), { codec: 'jpeg', quality: 1 }).catch((x: unknown) => x);
+    expect((lossy as QualityError).message).toMatch(/give a larger budget/);
+  }, 120_000);
+
   it('a bits/weight budget the floor cannot meet is refused with the smallest passing size, never a silent archive', async () => {
     const model = await write('bn2.onnx', batchNormClassifier());
     const out = join(dir, 'budget.nnm');

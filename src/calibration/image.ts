@@ -6,7 +6,8 @@
  *     x[c] = (v·scale − mean[c]) / std[c]                  (when `scale` is given instead of `range`)
  *
  * computed in double precision and stored as float32, channel c of the tensor taken from R, G, B (`order: 'rgb'`)
- * or B, G, R (`'bgr'`), in NCHW or NHWC layout. mean and std are listed in the tensor's channel order.
+ * or B, G, R (`'bgr'`), in NCHW or NHWC layout; a 4-channel input takes alpha last (RGBA or BGRA: the image's own
+ * alpha, opaque where it has none). mean and std are listed in the tensor's channel order.
  *
  * Resizing (`fit`): `fill` stretches to width×height; `height` fixes the height and takes the width from the
  * aspect ratio (text-line recognisers: PaddleOCR rec is 48 px high), at least `minWidth`; `contain` keeps the
@@ -54,15 +55,19 @@ export interface ImageSpec {
   std: number[];
   order: 'rgb' | 'bgr';
   layout: 'nchw' | 'nhwc';
-  channels: 1 | 3;
+  /** 1 grey, 3 colour, 4 colour and alpha. */
+  channels: ImageChannels;
 }
+
+export const IMAGE_CHANNELS = [1, 3, 4] as const;
+export type ImageChannels = (typeof IMAGE_CHANNELS)[number];
 
 /** What a user may leave out of an image spec. */
 export type ImageSpecInput = Partial<ImageSpec>;
 
 /**
- * Fills an image spec from the model input it feeds: layout from where the 1- or 3-channel axis is (NCHW when
- * unclear), channels from that axis, size from fixed spatial dimensions, and the fit from what is fixed (both:
+ * Fills an image spec from the model input it feeds: layout from where the 1- or 3-channel axis is, or a last
+ * axis of 4 (RGBA, NHWC: M-LSD's input_image_with_alpha), NCHW when unclear; channels from that axis, size from fixed spatial dimensions, and the fit from what is fixed (both:
  * `fill`; height only: `height`; neither: `none`). Defaults: lanczos3, range [0, 1], mean 0, std 1, RGB.
  */
 export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undefined): ImageSpec {
@@ -72,10 +77,14 @@ export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undef
   let layout = given.layout;
   if (!layout) {
     const isChan = (d: unknown): boolean => d === 1 || d === 3;
-    layout = shape && (rank === 3 || rank === 4) && !isChan(shape[rank - 3]) && isChan(shape[rank - 1]) ? 'nhwc' : 'nchw';
+    const last = shape?.[rank - 1];
+    layout =
+      shape && (rank === 3 || rank === 4) && !isChan(shape[rank - 3]) && (isChan(last) || (last === 4 && shape[rank - 3] !== 4))
+        ? 'nhwc'
+        : 'nchw';
   }
   const chanDim = shape?.[chanAxis(layout)];
-  const channels = given.channels ?? (chanDim === 1 ? 1 : 3);
+  const channels = given.channels ?? (chanDim === 1 ? 1 : chanDim === 4 ? 4 : 3);
   const hAxis = layout === 'nchw' ? rank - 2 : rank - 3;
   const wAxis = layout === 'nchw' ? rank - 1 : rank - 2;
   const fixedH = shape && isFixedDim(shape[hAxis]) ? (shape[hAxis] as number) : undefined;
@@ -148,7 +157,10 @@ export async function loadImage(
     ({ width, height } = targetSize(spec, w0, h0));
     let img = sharp(file);
     if ((meta.orientation ?? 1) > 1) img = img.autoOrient();
-    img = img.removeAlpha().toColourspace(spec.channels === 1 ? 'b-w' : 'srgb');
+    img =
+      spec.channels === 4
+        ? img.toColourspace('srgb').ensureAlpha(1)
+        : img.removeAlpha().toColourspace(spec.channels === 1 ? 'b-w' : 'srgb');
     if (spec.fit !== 'none') {
       const fit = spec.fit === 'height' ? 'fill' : spec.fit;
       const background = { r: spec.pad, g: spec.pad, b: spec.pad, alpha: 1 };
@@ -167,7 +179,7 @@ export async function loadImage(
   return pixelsToTensor(data, width, height, spec);
 }
 
-/** 8-bit interleaved pixels (R,G,B or grey) → the normalised tensor. */
+/** 8-bit interleaved pixels (R,G,B; R,G,B,A; or grey) → the normalised tensor. */
 export function pixelsToTensor(pixels: Uint8Array, width: number, height: number, spec: ImageSpec): CalibrationTensor {
   const C = spec.channels;
   const plane = width * height;
@@ -175,7 +187,8 @@ export function pixelsToTensor(pixels: Uint8Array, width: number, height: number
   const [lo, hi] = spec.range;
   const span = hi - lo;
   for (let c = 0; c < C; c++) {
-    const src = spec.order === 'bgr' ? C - 1 - c : c;
+    // BGR(A): the colour channels reversed, alpha stays last
+    const src = spec.order === 'bgr' && c < 3 ? 2 - c : c;
     const mean = spec.mean[c];
     const std = spec.std[c];
     // per channel: a lookup table of the 256 values, computed as the formula says (bit-exact with per-pixel code)
@@ -188,11 +201,15 @@ export function pixelsToTensor(pixels: Uint8Array, width: number, height: number
   return { type: 'float32', dims, data: out };
 }
 
-/** Whether a model input looks like it takes images: a float tensor of rank 4 with a 1- or 3-channel axis. */
+/**
+ * Whether a model input looks like it takes images: a float tensor of rank 4 with a 1- or 3-channel axis, or a
+ * last axis of 4 (RGBA, NHWC). A second axis of 4 is not taken for RGBA: NCHW tensors of 4 channels are more
+ * often latents than pictures (`--image-channels 4` says otherwise).
+ */
 export function isImageInput(input: ValueInfo): boolean {
   const s = input.shape;
   if (!s || !String(input.type).startsWith('float') || s.length !== 4) return false;
-  return s[1] === 3 || s[3] === 3 || s[1] === 1;
+  return s[1] === 3 || s[3] === 3 || s[1] === 1 || (s[3] === 4 && s[1] !== 4);
 }
 
 /** One line for reports: size, kernel, channel order, normalisation, layout. */
@@ -214,5 +231,6 @@ export function describeImageSpec(s: ImageSpec): string {
   const uniform = (v: number[]): string => (v.every((x) => x === v[0]) ? String(v[0]) : `[${v.join(', ')}]`);
   const meanStd =
     s.mean.every((m) => m === 0) && s.std.every((d) => d === 1) ? norm : `(${norm} − ${uniform(s.mean)})/${uniform(s.std)}`;
-  return `${size}, ${s.kernel}; ${s.channels === 1 ? 'grey' : s.order.toUpperCase()}; ${meanStd}; ${s.layout.toUpperCase()}`;
+  const colour = s.channels === 1 ? 'grey' : `${s.order.toUpperCase()}${s.channels === 4 ? 'A' : ''}`;
+  return `${size}, ${s.kernel}; ${colour}; ${meanStd}; ${s.layout.toUpperCase()}`;
 }

@@ -32,6 +32,7 @@ export { parseInputShape, resolveShapeOverrides, fitDims, type InputShape, type 
 export { findStateLinks, findRateInput, type StateLink } from './state.js';
 export {
   loadImage,
+  isImageInput,
   pixelsToTensor,
   resolveImageSpec,
   describeImageSpec,

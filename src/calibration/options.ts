@@ -10,7 +10,15 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { OptionError } from '../errors.js';
 import type { AudioSpecInput } from './audio.js';
-import { KERNEL_ALIASES, RESIZE_FITS, RESIZE_KERNELS, type ImageSpecInput, type ResizeKernel } from './image.js';
+import {
+  IMAGE_CHANNELS,
+  KERNEL_ALIASES,
+  RESIZE_FITS,
+  RESIZE_KERNELS,
+  type ImageChannels,
+  type ImageSpecInput,
+  type ResizeKernel,
+} from './image.js';
 import type { CalibrationSpec } from './set.js';
 import { parseInputShape, type InputShape } from './shape.js';
 import type { StateLink } from './state.js';
@@ -49,7 +57,7 @@ export const CALIBRATION_OPTIONS: ReadonlyArray<{ flags: string; description: st
   { flags: '--image-std <s>', description: 'divisor after the mean, one value or one per channel (default 1)' },
   { flags: '--image-order <order>', description: 'channel order rgb or bgr (default rgb)' },
   { flags: '--image-layout <layout>', description: 'nchw or nhwc (default: from the model input)' },
-  { flags: '--image-channels <n>', description: '3 (colour) or 1 (grey) (default: from the model input)' },
+  { flags: '--image-channels <n>', description: '3 (colour), 1 (grey) or 4 (colour and alpha) (default: from the model input)' },
   { flags: '--audio-input <name>', description: 'the model input audio feeds (default: detected)' },
   {
     flags: '--audio-rate <hz>',
@@ -189,21 +197,27 @@ export function calibrationSpecFromFlags(f: CalibrationFlags): CalibrationSpec {
   if (image.scale !== undefined && image.range !== undefined)
     throw new OptionError('give --image-range or --image-scale, not both');
   if (f.imageMean !== undefined)
-    image.mean = numbers(f.imageMean, '--image-mean', [1, 3], Number.isFinite, 'one number or three (e.g. 0.485,0.456,0.406)');
+    image.mean = numbers(
+      f.imageMean,
+      '--image-mean',
+      [1, 3, 4],
+      Number.isFinite,
+      'one number, three or four (e.g. 0.485,0.456,0.406)',
+    );
   if (f.imageStd !== undefined)
     image.std = numbers(
       f.imageStd,
       '--image-std',
-      [1, 3],
+      [1, 3, 4],
       (n) => n !== 0,
-      'one non-zero number or three (e.g. 0.229,0.224,0.225)',
+      'one non-zero number, three or four (e.g. 0.229,0.224,0.225)',
     );
   if (f.imageOrder !== undefined) image.order = oneOf(f.imageOrder, '--image-order', ['rgb', 'bgr'] as const);
   if (f.imageLayout !== undefined) image.layout = oneOf(f.imageLayout, '--image-layout', ['nchw', 'nhwc'] as const);
   if (f.imageChannels !== undefined) {
-    const c = int(f.imageChannels, '--image-channels', 1, 3);
-    if (c !== 1 && c !== 3) fail('1 or 3', '--image-channels', f.imageChannels);
-    image.channels = c as 1 | 3;
+    const c = int(f.imageChannels, '--image-channels', 1, 4);
+    if (!(IMAGE_CHANNELS as readonly number[]).includes(c)) fail('1, 3 or 4', '--image-channels', f.imageChannels);
+    image.channels = c as ImageChannels;
   }
   const audio: AudioSpecInput = {};
   if (f.audioInput !== undefined) audio.input = name(f.audioInput, '--audio-input');

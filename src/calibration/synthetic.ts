@@ -7,7 +7,7 @@
  * Kinds (first match):
  *   rate     a scalar named sr / sample_rate …          the audio rate (16 kHz unless given)
  *   state    an input an output carries forward         zeros; the sample becomes a sequence of windows
- *   image    float, rank 4, 1 or 3 channels             natural-image-like pictures (smooth 1/f-like noise
+ *   image    float, rank 4, 1 or 3 channels (or 4 last) natural-image-like pictures (smooth 1/f-like noise
  *                                                        with shapes and edges) through the image spec;
  *                                                        without one, normalised to [−1, 1]: (x/255 − 0.5)/0.5
  *   audio    float, rank 1–3, single channel, length    speech-like sound: voiced syllables (harmonics of a
@@ -147,6 +147,24 @@ export function naturalImage(width: number, height: number, seed: number): Uint8
     out[i * 3 + 1] = clamp(l - 30 * chroma[0][i] - 30 * chroma[1][i]);
     out[i * 3 + 2] = clamp(l + 60 * chroma[1][i]);
   }
+  return out;
+}
+
+/**
+ * Interleaved RGB pixels → grey (Rec. 601 luma): a grey image input
+ * reads one byte per pixel, and the RGB bytes read as grey were the top third of the picture, stretched.
+ */
+function greyPixels(rgb: Uint8Array): Uint8Array {
+  const out = new Uint8Array(rgb.length / 3);
+  for (let i = 0; i < out.length; i++) out[i] = Math.round(0.299 * rgb[i * 3] + 0.587 * rgb[i * 3 + 1] + 0.114 * rgb[i * 3 + 2]);
+  return out;
+}
+
+/** Interleaved RGB pixels → RGBA, opaque. */
+function opaquePixels(rgb: Uint8Array): Uint8Array {
+  const n = rgb.length / 3;
+  const out = new Uint8Array(n * 4).fill(255);
+  for (let i = 0; i < n; i++) out.set(rgb.subarray(i * 3, i * 3 + 3), i * 4);
   return out;
 }
 
@@ -413,7 +431,9 @@ async function statelessSet(
       else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
       else if (kind === 'image') {
         const spec = imageSpecFor(d);
-        const t = pixelsToTensor(naturalImage(spec.width!, spec.height!, o.seed + k), spec.width!, spec.height!, spec);
+        const rgb = naturalImage(spec.width!, spec.height!, o.seed + k);
+        const pixels = spec.channels === 1 ? greyPixels(rgb) : spec.channels === 4 ? opaquePixels(rgb) : rgb;
+        const t = pixelsToTensor(pixels, spec.width!, spec.height!, spec);
         const type = isElementType(input.type) ? input.type : 'float32';
         feed[input.name] = convertTensor({ ...t, dims: d }, type);
       } else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate);

@@ -21,7 +21,8 @@ import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
-import { type CompressOptions, resolveOptions } from './options.js';
+import { CODEC_SET_NAMES, type CompressOptions, resolveOptions } from './options.js';
+import { getCodec } from '../codecs/registry.js';
 import { planTensors, slicesOf, withSettings } from './plan.js';
 import { preparePlanes } from './prepare.js';
 import { compensationVerdict } from '../rate/compensated.js';
@@ -149,7 +150,7 @@ export async function compressModel(input: string, output: string, options: Comp
     let lastGrids = '';
     // a budget's attempts after the first re-encode only the tensors whose grid moved
     const cache = resolved.targetBpw !== undefined ? new EncodeCache(ENCODE_CACHE_BYTES) : undefined;
-    const encode = async (budgetScale: number, refuse = false): Promise<CompressResult> => {
+    const encode = async (budgetScale: number, refuse = false, remedy?: string): Promise<CompressResult> => {
       const grids = allocation?.(budgetScale);
       lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
@@ -165,13 +166,14 @@ export async function compressModel(input: string, output: string, options: Comp
         ...(cache ? { cache } : {}),
         quality,
         refuse,
+        remedy,
       });
       written = true;
       if (resolved.targetBpw !== undefined) resolved.onLog?.(describeQuality(result.quality!));
       return result;
     };
     const target = resolved.targetBpw;
-    if (target === undefined) return await encode(1, true);
+    if (target === undefined) return await encode(1, true, finerCodes(resolved));
     let result = await encode(1);
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots. Bisection on the budget scale
@@ -253,7 +255,8 @@ export async function compressModel(input: string, output: string, options: Comp
     const advice =
       (smallest
         ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
-        : `; no budget up to 4× the target passes: try the default (no --target-bpw)`) + pinnedNote;
+        : `; no budget up to 4× the target passes: try the default (no --target-bpw), and ${FINER_CODES} if that fails too`) +
+      pinnedNote;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
       if (passing) await encode(failedScale);
@@ -264,6 +267,24 @@ export async function compressModel(input: string, output: string, options: Comp
   } finally {
     reader.close();
   }
+}
+
+const FINER_CODES = '--bits 16 (a 256× finer grid, about twice the size)';
+
+/**
+ * What a refusal at fixed settings advises first: with 8-bit codes and no rate control the one larger budget
+ * there is, 16-bit codes (a model whose outputs move more than the floor allows at int8 precision: BlazeFace's
+ * 256×256 detector, M-LSD); otherwise the default advice.
+ */
+function finerCodes(o: ResolvedOptions): string | undefined {
+  const b = o.base;
+  const codec = (CODEC_SET_NAMES as readonly string[]).includes(b.codec) ? undefined : getCodec(b.codec);
+  const lossless =
+    b.quality === undefined &&
+    b.lossless !== false &&
+    (!codec || codec.lossless === 'always' || (codec.lossless === 'optional' && (b.lossless ?? codec.defaultLossless)));
+  const defaultGrid = b.relStep === undefined && b.stride === 1 && !o.rules.length;
+  return !o.rateControl && b.bits === 8 && lossless && defaultGrid ? `try ${FINER_CODES}` : undefined;
 }
 
 /**

@@ -137,6 +137,8 @@ export interface ArchiveJob {
   readonly quality?: QualityRecord | ((file: string) => Promise<QualityRecord>);
   /** Refuse an archive the gate fails: no output (unless `force`), a QualityError. */
   readonly refuse?: boolean;
+  /** What the refusal advises first (default: a larger budget). */
+  readonly remedy?: string;
   /**
    * `compensate`: layer-input statistics per unique tensor key (codes chosen by error-compensating rounding),
    * and why the others have none (they are rounded to nearest).
@@ -210,13 +212,14 @@ export function gateError(
   q: QualityRecord,
   kept: boolean,
   smallestPassing?: number,
-  words: { head?: string; advice?: string } = {},
+  words: { head?: string; advice?: string; remedy?: string } = {},
 ): QualityError {
   const synthetic = q.synthetic ? ' synthetic' : '';
   const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${q.samples} held-back${synthetic} samples)`;
+  const remedy = words.remedy ?? 'give a larger budget';
   const then = kept
-    ? 'the archive was kept (--force)'
-    : 'no output written; give a larger budget, lower --min-fidelity, or --force to keep it';
+    ? `the archive was kept (--force)${words.remedy ? `; ${words.remedy}` : ''}`
+    : `no output written; ${remedy}, lower --min-fidelity, or --force to keep it`;
   const head = words.head ? `${words.head}: ` : '';
   return new QualityError(
     `${head}${what}: ${then}${words.advice ?? ''}`,
@@ -381,7 +384,8 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           zip.dropLast();
           zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
           zip.finish();
-          if (job.refuse && quality.passed === false && !options.force) throw gateError(job.output, quality, false);
+          if (job.refuse && quality.passed === false && !options.force)
+            throw gateError(job.output, quality, false, undefined, { remedy: job.remedy });
         }
         archiveBytes = zip.bytesWritten;
       },
@@ -397,7 +401,8 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
         `${report.fallback.length} rounded to nearest${list ? `: ${list}` : ''}`,
     );
   }
-  if (job.refuse && manifest?.quality?.passed === false && options.force) throw gateError(job.output, manifest.quality, true);
+  if (job.refuse && manifest?.quality?.passed === false && options.force)
+    throw gateError(job.output, manifest.quality, true, undefined, { remedy: job.remedy });
   return {
     ...(report ? { compensation: report } : {}),
     manifest: manifest!,

@@ -57,7 +57,9 @@ export async function detectTask(model: Uint8Array, file?: string): Promise<stri
   const ort = await loadOrt('recognising the task of a model');
   let s: Awaited<ReturnType<typeof ort.InferenceSession.create>>;
   try {
-    s = await ort.InferenceSession.create(model);
+    // onnxruntime's own log (warnings such as 'Removing initializer … not used by any node', printed for every
+    // run of `eval` on a TensorFlow export) is off, as for the calibration runner: failures come back as exceptions
+    s = await ort.InferenceSession.create(model, { logSeverityLevel: 4 });
   } catch (e) {
     throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file }, e);
   }
