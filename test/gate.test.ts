@@ -12,7 +12,14 @@ import { Archive, compressModel, decompressArchive, openModel, QualityError } fr
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
 import { describeQuality, openCalibration } from '../src/pipeline/gate.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
-import { batchNormClassifier, cascadeModel, ifBranchModel, sparseModel, stftMelModel } from './helpers/onnx-builder.js';
+import {
+  batchNormClassifier,
+  cascadeModel,
+  ifBranchModel,
+  ifTriggerInputs,
+  sparseModel,
+  stftMelModel,
+} from './helpers/onnx-builder.js';
 import { exposeDecisions } from '../src/calibration/decisions.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
 import { listDir, tempDir } from './helpers/tmp.js';
@@ -272,6 +279,40 @@ describe('what calibration never exercises', () => {
     expect(sensitivity('stage1.w')).toBeGreaterThan(1e-9);
     // (5.9 dB when only the output was compared, 12.0 dB with the deciding value)
     expect((await snrs(model, out)).get('stage1.w')!).toBeGreaterThan(9);
+  }, 300_000);
+
+  it('tensors the probe samples never reach (a branch only other samples take) get the median sensitivity, not the coarsest grid', async () => {
+    const built = ifBranchModel();
+    const model = await write('if-unseen.onnx', built);
+    // 16 samples: every 4th held back; the one probe sample (--probe-samples 1) is noise, so it never fires the
+    // second stage, while another probe-part sample (1) and two held-back ones (3, 7) do: the branch is taken
+    const triggers = ifTriggerInputs(built.template, 3);
+    const at = new Map([
+      [1, 0],
+      [3, 1],
+      [7, 2],
+    ]);
+    const sample = (k: number): { x: number[][] } => ({
+      x: [Array.from(at.has(k) ? triggers.subarray(at.get(k)! * 64, at.get(k)! * 64 + 64) : gaussian(64, 500 + k, 1))],
+    });
+    const file = join(dir, 'if-unseen.json');
+    writeFileSync(file, JSON.stringify(Array.from({ length: 16 }, (_, k) => sample(k))));
+    const logs: string[] = [];
+    const out = join(dir, 'if-unseen.nnm');
+    await compressModel(model, out, {
+      targetBpw: 4,
+      probeSamples: 1,
+      minFidelity: 0,
+      calibration: { paths: [file] },
+      onLog: (m) => logs.push(m),
+    });
+    expect(logs.some((l) => l.startsWith('branches no calibration sample takes'))).toBe(false);
+    expect(logs).toContain(
+      '2 tensors moved no probed output at all (the probe samples do not reach them; stage2.w1, stage2.w2): given the median sensitivity of the others, not starved',
+    );
+    // measured as insensitive (before): 5.8 and 5.9 dB, the coarsest grids; now 23.9 and 17.9 dB
+    const snr = await snrs(model, out);
+    for (const name of ['stage2.w1', 'stage2.w2']) expect(snr.get(name)!).toBeGreaterThan(15);
   }, 300_000);
 
   it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {

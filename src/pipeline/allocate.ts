@@ -61,6 +61,26 @@ function mse(a: Float32Array, b: Float32Array): number {
   return s / Math.max(1, a.length);
 }
 
+/**
+ * Raw sensitivities with the unmeasured ones (NaN: the tensor moved no probed output at all) set to the median of
+ * the measured ones, and which those were. A tensor the probe samples never reach (a network of a branch that only
+ * other calibration samples take: Silero v5's 8 kHz network when both probe samples are 16 kHz ones) measured
+ * exactly nothing, got the coarsest grid at every budget, and wrecked the held-back samples that do reach it
+ * (fidelity 0.62 at any budget). Not measured is not insensitive; the median spends on it what a typical tensor
+ * gets. (With nothing measured at all, every tensor counts the same.)
+ */
+function unseen(raw: readonly number[]): number[] & { missed: Set<number> } {
+  const seen = raw.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+  const median = seen.length ? seen[Math.floor((seen.length - 1) / 2)] : 1;
+  const missed = new Set<number>();
+  const out = raw.map((v, i) => {
+    if (!Number.isNaN(v)) return v;
+    missed.add(i);
+    return median;
+  });
+  return Object.assign(out, { missed });
+}
+
 export async function allocate(parts: {
   reader: ModelReader;
   /** The model file's bytes (read only when a model must run). */
@@ -228,7 +248,10 @@ export async function allocate(parts: {
     probeAt = async (i, c) => {
       options.signal?.throwIfAborted();
       const out = await calibrate(substituteTensors(probeReader, restoredAt(i, c)));
-      return c.sse > 0 ? Math.max(mse(out, reference), 1e-30) / c.sse : 1e-30;
+      if (!(c.sse > 0)) return 1e-30;
+      const d = mse(out, reference);
+      // no probed output moved at all: the probe samples do not reach this tensor (see `unseen`)
+      return d > 0 ? d / c.sse : NaN;
     };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     for (let i = 0; i < unique.length; i++) {
@@ -239,6 +262,16 @@ export async function allocate(parts: {
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
+    const filled = unseen(rates.map((r) => r.sensitivity));
+    filled.forEach((v, i) => (rates[i].sensitivity = v));
+    const missed = unique.filter((_, i) => filled.missed.has(i));
+    if (missed.length)
+      log(
+        `${missed.length} tensor${missed.length === 1 ? '' : 's'} moved no probed output at all (the probe samples do not reach ${missed.length === 1 ? 'it' : 'them'}; ${missed
+          .slice(0, 4)
+          .map((p) => p.entry.name)
+          .join(', ')}${missed.length > 4 ? ', …' : ''}): given the median sensitivity of the others, not starved`,
+      );
   }
   // Damped sensitivities: s_t^γ on the scale of each tensor's own weight power. γ = 0 spends bits for equal
   // relative precision everywhere; γ = 1 trusts the probes fully (measured to over-commit on PaddleOCR).
@@ -264,7 +297,9 @@ export async function allocate(parts: {
       // first allocation put each tensor, then allocate with those (PaddleOCR at 4 bits/weight: CER 0.30 → 0.19 %).
       const first = allocateForBudget(rates, target * weights - overheadBits);
       log(`probing again at the allocated grids`);
-      for (let i = 0; i < unique.length; i++) rates[i].sensitivity = damp(await probeAt(i, rates[i].candidates[first[i]]), i);
+      const again: number[] = [];
+      for (let i = 0; i < unique.length; i++) again.push(await probeAt(i, rates[i].candidates[first[i]]));
+      unseen(again).forEach((v, i) => (rates[i].sensitivity = damp(v, i)));
     }
     return (budgetScale, quiet) => {
       const choice = allocateForBudget(rates, target * weights * budgetScale - overheadBits);
