@@ -19,7 +19,7 @@ import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 import { calibratorFor } from '../calibration/runner.js';
-import { decisionCalibrator, exposeDecisions } from '../calibration/decisions.js';
+import { decisionCalibrator, exposeDecisions, type DecisionProbe } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
@@ -220,20 +220,27 @@ export async function allocate(parts: {
             ? undefined
             : probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES);
     // values that pick an If branch (a first-stage score): compared too, or weights feeding them look inert
-    const decisions = probeSet && reader.format === 'onnx' ? exposeDecisions(parts.source(), reader.file) : undefined;
-    if (decisions) {
-      probeReader = openOnnx(reader.file, decisions.model);
+    // (a refinement: where the copy with the extra outputs cannot be made or run, the probes compare outputs only)
+    let decisions: DecisionProbe | undefined;
+    const skipDecisions = (e: unknown): void => {
       log(
-        `sensitivity probes also compare ${decisions.values.length === 1 ? 'the value' : 'the values'} ` +
-          `${decisions.values.join(', ')} that ${decisions.values.length === 1 ? 'decides' : 'decide'} which If branch runs`,
+        `sensitivity probes compare the outputs only: the values deciding If branches could not be exposed (${(e as Error).message})`,
       );
+      decisions = undefined;
+      probeReader = reader;
+    };
+    try {
+      decisions = probeSet && reader.format === 'onnx' ? exposeDecisions(parts.source(), reader.file) : undefined;
+      if (decisions) probeReader = openOnnx(reader.file, decisions.model);
+    } catch (e) {
+      skipDecisions(e);
     }
-    const calibrate =
+    const plain =
       options.calibrate ??
-      (probeSet && decisions ? decisionCalibrator(probeSet, cal?.outputs, decisions.outputs) : undefined) ??
       (probeSet ? calibratorFor(probeSet, judged) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
       randomInputOutputs;
+    let calibrate = probeSet && decisions ? decisionCalibrator(probeSet, cal?.outputs, decisions.outputs) : plain;
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
     if (probeSet) {
       const n = probeSet.length;
@@ -242,7 +249,20 @@ export async function allocate(parts: {
         `sensitivity probes: ${unique.length} tensors × ${n} sample${n === 1 ? '' : 's'}${passes > 1 ? ' × 2 passes' : ''} = ${unique.length * n * passes} model runs (--probe-samples, --no-reprobe: fewer)`,
       );
     }
-    const reference = await calibrate(decisions?.model ?? parts.source());
+    let reference: Float32Array;
+    try {
+      reference = await calibrate(decisions?.model ?? parts.source());
+      if (decisions)
+        log(
+          `sensitivity probes also compare ${decisions.values.length === 1 ? 'the value' : 'the values'} ` +
+            `${decisions.values.join(', ')} that ${decisions.values.length === 1 ? 'decides' : 'decide'} which If branch runs`,
+        );
+    } catch (e) {
+      if (!decisions) throw e;
+      skipDecisions(e);
+      calibrate = plain;
+      reference = await calibrate(parts.source());
+    }
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {
