@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
-import { describeQuality, openCalibration } from '../src/pipeline/gate.js';
+import { describeQuality, openCalibration, type Calibration } from '../src/pipeline/gate.js';
+import { probeSamples, unseen } from '../src/pipeline/allocate.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
 import {
   batchNormClassifier,
@@ -281,11 +282,11 @@ describe('what calibration never exercises', () => {
     expect((await snrs(model, out)).get('stage1.w')!).toBeGreaterThan(9);
   }, 300_000);
 
-  it('tensors the probe samples never reach (a branch only other samples take) get the median sensitivity, not the coarsest grid', async () => {
+  it('the probe samples cover every branch the probe part takes: a second stage only one other sample fires is measured', async () => {
     const built = ifBranchModel();
     const model = await write('if-unseen.onnx', built);
-    // 16 samples: every 4th held back; the one probe sample (--probe-samples 1) is noise, so it never fires the
-    // second stage, while another probe-part sample (1) and two held-back ones (3, 7) do: the branch is taken
+    // 16 samples: every 4th held back; with --probe-samples 1 the evenly spaced pick is sample 0 (noise), which
+    // never fires the second stage, while another probe-part sample (1) and two held-back ones (3, 7) do
     const triggers = ifTriggerInputs(built.template, 3);
     const at = new Map([
       [1, 0],
@@ -307,13 +308,27 @@ describe('what calibration never exercises', () => {
       onLog: (m) => logs.push(m),
     });
     expect(logs.some((l) => l.startsWith('branches no calibration sample takes'))).toBe(false);
-    expect(logs).toContain(
-      '2 tensors moved no probed output at all (the probe samples do not reach them; stage2.w1, stage2.w2): given the median sensitivity of the others, not starved',
-    );
-    // measured as insensitive (before): 5.8 and 5.9 dB, the coarsest grids; now 23.9 and 17.9 dB
+    // sample 1 joins the one asked for: it takes the then branch the pick missed
+    expect(logs.find((l) => l.startsWith('sensitivity probes: '))).toMatch(/ × 2 samples × 2 passes/);
+    expect(logs.some((l) => l.includes('moved no probed output at all'))).toBe(false);
+    // probed on noise alone, the second stage measured nothing and got the coarsest grids (5.8 and 5.9 dB)
     const snr = await snrs(model, out);
     for (const name of ['stage2.w1', 'stage2.w2']) expect(snr.get(name)!).toBeGreaterThan(15);
   }, 300_000);
+
+  it('the probe pick: evenly spaced, plus a sample for each branch it misses; unmeasured tensors get the median', () => {
+    const probe = Array.from({ length: 8 }, (_, index) => ({ index }) as unknown as Calibration['probe'][number]);
+    const taken = new Map(probe.map((s) => [s.index, new Set([s.index === 5 ? 'If: then' : 'If: else'])]));
+    expect(probeSamples({ probe }, 2).map((s) => s.index)).toEqual([0, 4]);
+    expect(probeSamples({ probe, probeBranches: taken }, 2).map((s) => s.index)).toEqual([0, 4, 5]);
+    expect(probeSamples({ probe, probeBranches: taken }, 8).map((s) => s.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    const filled = unseen([4, NaN, 1, 9, NaN]);
+    expect([...filled]).toEqual([4, 4, 1, 9, 4]);
+    expect([...filled.missed]).toEqual([1, 4]);
+    expect([...unseen([NaN, NaN])]).toEqual([1, 1]);
+    // under --judge-output a tensor that moves none of the judged outputs keeps the floor
+    expect([...unseen([4, NaN, 1], true)]).toEqual([4, 1e-30, 1]);
+  });
 
   it('synthetic inputs run an STFT front end that needs ≥ 512 samples; its mel filterbank zeros stay exact', async () => {
     const model = await write('stft.onnx', stftMelModel());

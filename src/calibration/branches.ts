@@ -55,11 +55,14 @@ export function withBoolOutputs(model: Uint8Array, names: readonly string[]): Ui
   return concatBytes(parts);
 }
 
-/** Counts, over every run of the samples, which branch each top-level `If` takes. */
+/**
+ * Counts, over every run of the samples, which branch each top-level `If` takes. `taken`, when given, gets for
+ * each sample (by index) the branches any of its runs took, as `node: then|else`.
+ */
 export async function branchCoverage(
   model: Uint8Array,
   samples: readonly CalibrationSample[],
-  options: Pick<RunnerOptions, 'threads' | 'signal' | 'file'> = {},
+  options: Pick<RunnerOptions, 'threads' | 'signal' | 'file'> & { taken?: Map<number, Set<string>> } = {},
 ): Promise<BranchCoverage[]> {
   const io = describeModel(model, options.file);
   const ifs = io.nodes.filter((n) => n.op === 'If');
@@ -75,7 +78,8 @@ export async function branchCoverage(
     model,
     coverage.filter((c) => !fromInputs.has(c.condition)).map((c) => c.condition),
   );
-  const runner = await CalibrationRunner.open(probe, { ...options });
+  const { taken, ...runnerOptions } = options;
+  const runner = await CalibrationRunner.open(probe, runnerOptions);
   try {
     for (const sample of samples)
       await runner.run(sample, {
@@ -86,6 +90,11 @@ export async function branchCoverage(
             if (!t) continue;
             if (t.data[0]) c.then++;
             else c.else++;
+            if (taken) {
+              let set = taken.get(sample.index);
+              if (!set) taken.set(sample.index, (set = new Set()));
+              set.add(`${c.node}: ${t.data[0] ? 'then' : 'else'}`);
+            }
           }
         },
       });

@@ -34,10 +34,25 @@ const PROBE_SAMPLES = 8;
 /** Synthetic samples a probe runs: generated data says little per sample, and costs as much. */
 const SYNTHETIC_PROBE_SAMPLES = 2;
 
-function probeSamples(cal: Calibration, n: number): Calibration['probe'] {
+/**
+ * `n` probe samples evenly spaced over the probe part, plus, for each `If` branch some probe sample takes and none
+ * of those does, the first sample that takes it: a network behind a branch the picked samples miss would measure
+ * nothing (the built If-branch model with `--probe-samples 1`: the one evenly spaced sample is noise; test/gate.test.ts).
+ */
+export function probeSamples(cal: Pick<Calibration, 'probe' | 'probeBranches'>, n: number): Calibration['probe'] {
   const p = cal.probe;
   if (p.length <= n) return p;
-  return Array.from({ length: n }, (_, k) => p[Math.floor((k * p.length) / n)]);
+  const picked = Array.from({ length: n }, (_, k) => p[Math.floor((k * p.length) / n)]);
+  const taken = cal.probeBranches;
+  if (!taken?.size) return picked;
+  const covered = new Set(picked.flatMap((s) => [...(taken.get(s.index) ?? [])]));
+  for (const s of p) {
+    const missing = [...(taken.get(s.index) ?? [])].filter((b) => !covered.has(b));
+    if (!missing.length || picked.includes(s)) continue;
+    picked.push(s);
+    for (const b of missing) covered.add(b);
+  }
+  return picked;
 }
 
 /** The step grid allocation chose for a tensor. */
@@ -64,14 +79,17 @@ function mse(a: Float32Array, b: Float32Array): number {
 /**
  * Raw sensitivities with the unmeasured ones (NaN: the tensor moved no probed output at all) set to the median of
  * the measured ones, and which those were. A tensor the probe samples never reach (a network of a branch that only
- * other calibration samples take: Silero v5's 8 kHz network when both probe samples are 16 kHz ones) measured
+ * other calibration samples take: Silero v5's 8 kHz network under `--audio-rate 16000,8000`, probed by the vad task on
+ * its own 16 kHz speech) measured
  * exactly nothing, got the coarsest grid at every budget, and wrecked the held-back samples that do reach it
  * (fidelity 0.62 at any budget). Not measured is not insensitive; the median spends on it what a typical tensor
- * gets. (With nothing measured at all, every tensor counts the same.)
+ * gets. (With nothing measured at all, every tensor counts the same.) Under `--judge-output` (`judgedOnly`) such a
+ * tensor moves none of the outputs the user cares about, which the gate judges alike: it keeps the floor.
  */
-function unseen(raw: readonly number[]): number[] & { missed: Set<number> } {
+export function unseen(raw: readonly number[], judgedOnly = false): number[] & { missed: Set<number> } {
   const seen = raw.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
-  const median = seen.length ? seen[Math.floor((seen.length - 1) / 2)] : 1;
+  // with --judge-output, a tensor that moves none of the judged outputs does not matter to them: the floor
+  const median = judgedOnly ? 1e-30 : seen.length ? seen[Math.floor((seen.length - 1) / 2)] : 1;
   const missed = new Set<number>();
   const out = raw.map((v, i) => {
     if (!Number.isNaN(v)) return v;
@@ -202,6 +220,8 @@ export async function allocate(parts: {
     return out;
   };
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
+  // --judge-output: the probes and the gate compare only the named outputs
+  const judgedOnly = Boolean(parts.calibration?.outputs);
   // the model the probes substitute into: the source, or its copy with decision values as outputs
   let probeReader: ModelReader = reader;
   if (canRun) {
@@ -282,15 +302,21 @@ export async function allocate(parts: {
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
     }
-    const filled = unseen(rates.map((r) => r.sensitivity));
+    const filled = unseen(
+      rates.map((r) => r.sensitivity),
+      judgedOnly,
+    );
     filled.forEach((v, i) => (rates[i].sensitivity = v));
     const missed = unique.filter((_, i) => filled.missed.has(i));
+    const names = `${missed
+      .slice(0, 4)
+      .map((p) => p.entry.name)
+      .join(', ')}${missed.length > 4 ? ', …' : ''}`;
     if (missed.length)
       log(
-        `${missed.length} tensor${missed.length === 1 ? '' : 's'} moved no probed output at all (the probe samples do not reach ${missed.length === 1 ? 'it' : 'them'}; ${missed
-          .slice(0, 4)
-          .map((p) => p.entry.name)
-          .join(', ')}${missed.length > 4 ? ', …' : ''}): given the median sensitivity of the others, not starved`,
+        judgedOnly
+          ? `${missed.length} tensor${missed.length === 1 ? '' : 's'} moved none of the judged outputs (${names}): the coarsest grids`
+          : `${missed.length} tensor${missed.length === 1 ? '' : 's'} moved no probed output at all (the probe samples do not reach ${missed.length === 1 ? 'it' : 'them'}; ${names}): given the median sensitivity of the others, not starved`,
       );
   }
   // Damped sensitivities: s_t^γ on the scale of each tensor's own weight power. γ = 0 spends bits for equal
@@ -319,7 +345,7 @@ export async function allocate(parts: {
       log(`probing again at the allocated grids`);
       const again: number[] = [];
       for (let i = 0; i < unique.length; i++) again.push(await probeAt(i, rates[i].candidates[first[i]]));
-      unseen(again).forEach((v, i) => (rates[i].sensitivity = damp(v, i)));
+      unseen(again, judgedOnly).forEach((v, i) => (rates[i].sensitivity = damp(v, i)));
     }
     return (budgetScale, quiet) => {
       const choice = allocateForBudget(rates, target * weights * budgetScale - overheadBits);

@@ -52,6 +52,8 @@ export interface Calibration {
   readonly untakenBranches: readonly string[];
   /** Keys of the tensors inside those branches. */
   readonly untakenTensors: ReadonlySet<string>;
+  /** The `If` branches (`node: then|else`) each probe sample takes, by sample index (empty without `If`). */
+  readonly probeBranches?: ReadonlyMap<number, ReadonlySet<string>>;
   /** `--judge-output`: the outputs the gate and the probes compare (default: every output). */
   readonly outputs?: readonly string[];
 }
@@ -102,11 +104,12 @@ export async function openCalibration(
       `only ${split.heldBack.length} held-back calibration sample${split.heldBack.length === 1 ? '' : 's'}: the quality gate's verdict rests on ${split.heldBack.length === 1 ? 'it' : 'them'} alone; give at least ${FEW_HELD_BACK * 4} calibration inputs (every 4th is held back) for a verdict that carries over to other inputs`,
     );
   const untakenBranches: string[] = [];
+  const probeBranches = new Map<number, Set<string>>();
   const untakenTensors = new Set<string>();
   const untakenPaths: string[] = [];
   const branches = branchTensors(source);
   if (branches.length) {
-    const coverage = await branchCoverage(source, split.probe, { file: input, signal });
+    const coverage = await branchCoverage(source, split.probe, { file: input, signal, taken: probeBranches });
     for (const c of coverage) {
       const b = branches.find((x) => x.node === c.node);
       for (const [branch, taken, path] of [
@@ -143,6 +146,7 @@ export async function openCalibration(
     heldBack: split.heldBack,
     untakenBranches,
     untakenTensors,
+    probeBranches,
     ...(outputs ? { outputs } : {}),
   };
 }
