@@ -19,7 +19,7 @@ import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 import { calibratorFor } from '../calibration/runner.js';
-import { decisionCalibrator, exposeDecisions, type DecisionProbe } from '../calibration/decisions.js';
+import { decisionCalibrator, exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
@@ -97,6 +97,46 @@ export function unseen(raw: readonly number[], judgedOnly = false): number[] & {
     return median;
   });
   return Object.assign(out, { missed });
+}
+
+type Calibrate = (model: Uint8Array) => Promise<Float32Array>;
+
+/**
+ * What the sensitivity probes run and compare: where a top-level `If` is decided by a computed value (a
+ * first-stage score) and the probes run calibration samples, a copy of the model with those values as extra
+ * outputs and a calibrator that compares them too (src/calibration/decisions.ts): weights feeding only a decision
+ * otherwise look inert. A refinement: where that copy cannot be made or run, the plain model and calibrator, and
+ * the log says so. Returns the model to substitute tensors into, the calibrator and its reference outputs.
+ */
+async function probeTarget(
+  reader: ModelReader,
+  source: Uint8Array,
+  plain: Calibrate,
+  probeSet: Calibration['probe'] | undefined,
+  judged: readonly string[] | undefined,
+  log: (message: string) => void,
+  signal?: AbortSignal,
+): Promise<{ reader: ModelReader; calibrate: Calibrate; reference: Float32Array }> {
+  if (probeSet && reader.format === 'onnx')
+    try {
+      const decisions = exposeDecisions(source, reader.file);
+      if (decisions) {
+        const probeReader = openOnnx(reader.file, decisions.model);
+        const calibrate = decisionCalibrator(probeSet, judged, decisions.outputs);
+        const reference = await calibrate(decisions.model);
+        const one = decisions.values.length === 1;
+        log(
+          `sensitivity probes also compare ${one ? 'the value' : 'the values'} ${decisions.values.join(', ')} that ${one ? 'decides' : 'decide'} which If branch runs`,
+        );
+        return { reader: probeReader, calibrate, reference };
+      }
+    } catch (e) {
+      signal?.throwIfAborted();
+      log(
+        `sensitivity probes compare the outputs only: the values deciding If branches could not be exposed (${(e as Error).message})`,
+      );
+    }
+  return { reader, calibrate: plain, reference: await plain(source) };
 }
 
 export async function allocate(parts: {
@@ -222,12 +262,9 @@ export async function allocate(parts: {
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
   // --judge-output: the probes and the gate compare only the named outputs
   const judgedOnly = Boolean(parts.calibration?.outputs);
-  // the model the probes substitute into: the source, or its copy with decision values as outputs
-  let probeReader: ModelReader = reader;
   if (canRun) {
     const task = options.task;
     const cal = parts.calibration;
-    // --judge-output: the probes compare only the outputs the gate judges
     const judged = cal?.outputs ? { outputs: cal.outputs } : {};
     // the user's calibration data first, then a task's own data, then the synthetic probe samples (the
     // generic `outputs` task has no data of its own: its probes run the gate's synthetic probe part)
@@ -239,28 +276,11 @@ export async function allocate(parts: {
           : task && task.name !== 'outputs'
             ? undefined
             : probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES);
-    // values that pick an If branch (a first-stage score): compared too, or weights feeding them look inert
-    // (a refinement: where the copy with the extra outputs cannot be made or run, the probes compare outputs only)
-    let decisions: DecisionProbe | undefined;
-    const skipDecisions = (e: unknown): void => {
-      log(
-        `sensitivity probes compare the outputs only: the values deciding If branches could not be exposed (${(e as Error).message})`,
-      );
-      decisions = undefined;
-      probeReader = reader;
-    };
-    try {
-      decisions = probeSet && reader.format === 'onnx' ? exposeDecisions(parts.source(), reader.file) : undefined;
-      if (decisions) probeReader = openOnnx(reader.file, decisions.model);
-    } catch (e) {
-      skipDecisions(e);
-    }
     const plain =
       options.calibrate ??
       (probeSet ? calibratorFor(probeSet, judged) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
       randomInputOutputs;
-    let calibrate = probeSet && decisions ? decisionCalibrator(probeSet, cal?.outputs, decisions.outputs) : plain;
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
     if (probeSet) {
       const n = probeSet.length;
@@ -269,20 +289,12 @@ export async function allocate(parts: {
         `sensitivity probes: ${unique.length} tensors × ${n} sample${n === 1 ? '' : 's'}${passes > 1 ? ' × 2 passes' : ''} = ${unique.length * n * passes} model runs (--probe-samples, --no-reprobe: fewer)`,
       );
     }
-    let reference: Float32Array;
-    try {
-      reference = await calibrate(decisions?.model ?? parts.source());
-      if (decisions)
-        log(
-          `sensitivity probes also compare ${decisions.values.length === 1 ? 'the value' : 'the values'} ` +
-            `${decisions.values.join(', ')} that ${decisions.values.length === 1 ? 'decides' : 'decide'} which If branch runs`,
-        );
-    } catch (e) {
-      if (!decisions) throw e;
-      skipDecisions(e);
-      calibrate = plain;
-      reference = await calibrate(parts.source());
-    }
+    // the model the probes substitute into: the source, or its copy with decision values as outputs
+    const {
+      reader: probeReader,
+      calibrate,
+      reference,
+    } = await probeTarget(reader, parts.source(), plain, probeSet, cal?.outputs, log, options.signal);
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {

@@ -29,8 +29,6 @@ import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
 import { EncodeCache, gateError, writeArchive, type CompressResult } from './write.js';
-import { describeModel } from '../calibration/model-io.js';
-import { findRateInput } from '../calibration/state.js';
 import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
@@ -115,7 +113,7 @@ export async function compressModel(input: string, output: string, options: Comp
       // tensors of branches the calibration never takes are not allocated (their error would go unseen):
       // they keep the default grid, ~8 bits a weight of the budget
       const pinned = unique.filter((p) => untaken.has(p.entry.key));
-      pinnedWeights = pinned.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
+      pinnedWeights = pinned.reduce((s, p) => s + elementCount(p.entry.shape), 0);
       const pinnedBits = 8 * pinnedWeights;
       allocation = await allocate({
         reader,
@@ -253,11 +251,9 @@ export async function compressModel(input: string, output: string, options: Comp
     const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : ', the coarsest grids'})`;
     // where untaken branches hold much of the model, their default grids eat the budget: say so, and how to free it
     const pinnedShare = pinnedWeights / weights;
-    const rate =
-      pinnedShare >= 0.1 && cal && !resolved.calibration?.audio?.rates && findRateInput(describeModel(cal.source, input));
     const pinnedNote =
       pinnedShare >= 0.1
-        ? `; ${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${rate ? ` (the model has a rate input, ${rate.name}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
+        ? `; ${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${cal?.rateInput ? ` (the model has a rate input, ${cal.rateInput}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
         : '';
     const advice =
       (smallest

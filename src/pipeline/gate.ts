@@ -54,6 +54,11 @@ export interface Calibration {
   readonly untakenTensors: ReadonlySet<string>;
   /** The `If` branches (`node: then|else`) each probe sample takes, by sample index (empty without `If`). */
   readonly probeBranches?: ReadonlyMap<number, ReadonlySet<string>>;
+  /**
+   * With untaken branches: the model's sample-rate input, when it has one and `--audio-rate` gave one rate only
+   * (calibration at several rates would take the branch of each).
+   */
+  readonly rateInput?: string;
   /** `--judge-output`: the outputs the gate and the probes compare (default: every output). */
   readonly outputs?: readonly string[];
 }
@@ -105,6 +110,7 @@ export async function openCalibration(
     );
   const untakenBranches: string[] = [];
   const probeBranches = new Map<number, Set<string>>();
+  let rateInput: string | undefined;
   const untakenTensors = new Set<string>();
   const untakenPaths: string[] = [];
   const branches = branchTensors(source);
@@ -132,9 +138,9 @@ export async function openCalibration(
     }
     if (untakenBranches.length) {
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate
-      const rate = !spec?.audio?.rates && findRateInput(describeModel(source, input));
+      rateInput = (!spec?.audio?.rates && findRateInput(describeModel(source, input))?.name) || undefined;
       log?.(
-        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}${rate ? `; the model has a rate input (${rate.name}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
+        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );
     }
   }
@@ -147,6 +153,7 @@ export async function openCalibration(
     untakenBranches,
     untakenTensors,
     probeBranches,
+    ...(rateInput ? { rateInput } : {}),
     ...(outputs ? { outputs } : {}),
   };
 }
