@@ -15,11 +15,13 @@ import { probeSamples, unseen } from '../src/pipeline/allocate.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
 import {
   batchNormClassifier,
+  cancellationModel,
   cascadeModel,
   ifBranchModel,
   ifTriggerInputs,
   sparseModel,
   stftMelModel,
+  twoHeadModel,
 } from './helpers/onnx-builder.js';
 import { exposeDecisions } from '../src/calibration/decisions.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
@@ -122,6 +124,31 @@ describe('quality gate', () => {
     } else expect((e as QualityError).message).toMatch(/no budget up to 4× the target passes/);
     expect(existsSync(out)).toBe(false);
   }, 600_000);
+
+  it('the probes weigh each output by its own scale, as the gate does: a score head beside 500× box regressions is not starved', async () => {
+    const model = await write('two-heads.onnx', twoHeadModel());
+    const out = join(dir, 'two-heads.nnm');
+    const r = await compressModel(model, out, { targetBpw: 4, minFidelity: 0 });
+    const rel = new Map((r.quality!.outputs ?? []).map((o) => [o.name, o.relRms!]));
+    // compared as one vector the boxes decided alone: the score head got 5.9 dB and the scores a relative
+    // error of 0.38 (boxes 0.05); weighed by scale both heads get bits, both outputs ~0.13
+    const snr = await snrs(model, out);
+    expect(snr.get('scores.hidden')!).toBeGreaterThan(12);
+    expect(rel.get('scores')!).toBeLessThan(0.2);
+    expect(r.quality!.fidelity).toBeGreaterThan(0.8);
+  }, 300_000);
+
+  it('a model that needs more than 8 bits a weight gets 16-bit grids from --target-bpw instead of a refusal at every budget', async () => {
+    const model = await write('cancel.onnx', cancellationModel());
+    const out = join(dir, 'cancel.nnm');
+    // with 8-bit candidates only: no budget up to 4× passed (fidelity 0.82 at 10.7 bits/weight for --target-bpw 12)
+    const r = await compressModel(model, out, { targetBpw: 13 });
+    expect(r.quality!.passed).toBe(true);
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(13);
+    const a = new Archive(out);
+    expect(a.manifest.tensors.filter((t) => t.quant?.bits === 16).map((t) => t.name)).not.toHaveLength(0);
+    a.close();
+  }, 300_000);
 
   it('--probe-samples bounds the probes: the run count is printed, the option checked and recorded', async () => {
     const model = await write('bn3.onnx', batchNormClassifier());

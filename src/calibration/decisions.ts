@@ -16,8 +16,6 @@
 
 import { parseOnnxGraph, producers, type OnnxGraph } from '../compensate/graph.js';
 import { exposeValues } from '../compensate/graph-edit.js';
-import { calibratorFor } from './runner.js';
-import type { CalibrationSample } from './types.js';
 
 const COMPARISONS = new Set(['Greater', 'GreaterOrEqual', 'Less', 'LessOrEqual', 'Equal']);
 /** Ops that carry a condition through (any of a vector: ReduceMax of its 0/1 cast; all: ReduceMin). */
@@ -78,60 +76,4 @@ export function exposeDecisions(model: Uint8Array, file?: string): DecisionProbe
     values.map((name) => ({ graph: view.main, name })),
   );
   return { model: exposed.model, values, outputs: exposed.outputs };
-}
-
-/**
- * A probe calibrator (model bytes → one float vector) over a model with decision outputs: the outputs compared
- * (`outputs`, default every float output but recurrent state) and the decision outputs, each decision scaled so
- * that its root mean square on the first model run (the reference) equals that of the other outputs together:
- * a relative change of a decision value weighs as much as the same relative change of the outputs. The scales
- * are found on the reference run itself, whose decision parts are scaled afterwards (no second run).
- */
-export function decisionCalibrator(
-  samples: readonly CalibrationSample[],
-  outputs: readonly string[] | undefined,
-  decisionOutputs: readonly string[],
-): (model: Uint8Array) => Promise<Float32Array> {
-  const decisions = new Set(decisionOutputs);
-  let scale: Map<string, number> | undefined;
-  // the reference run: each output's part of the vector, in order, and its sum of squares
-  const parts: Array<{ name: string; length: number }> = [];
-  const sums = new Map<string, { sq: number; n: number }>();
-  const inner = calibratorFor(samples, {
-    ...(outputs ? { outputs: [...outputs, ...decisionOutputs] } : {}),
-    transform: (name, values) => {
-      if (scale) {
-        const f = scale.get(name);
-        return f === undefined ? values : values.map((v) => v * f);
-      }
-      parts.push({ name, length: values.length });
-      const s = sums.get(name) ?? { sq: 0, n: 0 };
-      for (const v of values) if (Number.isFinite(v)) s.sq += v * v;
-      s.n += values.length;
-      sums.set(name, s);
-      return values;
-    },
-  });
-  return async (model) => {
-    if (scale) return inner(model);
-    const reference = await inner(model);
-    let sq = 0;
-    let n = 0;
-    for (const [name, s] of sums)
-      if (!decisions.has(name)) {
-        sq += s.sq;
-        n += s.n;
-      }
-    const ms = n ? sq / n : 1;
-    scale = new Map(
-      [...sums].filter(([name, s]) => decisions.has(name) && s.sq > 0).map(([name, s]) => [name, Math.sqrt(ms / (s.sq / s.n))]),
-    );
-    let at = 0;
-    for (const { name, length } of parts) {
-      const f = scale.get(name);
-      if (f !== undefined) for (let k = at; k < at + length; k++) reference[k] *= f;
-      at += length;
-    }
-    return reference;
-  };
 }

@@ -255,3 +255,65 @@ export function calibratorFor(
     return out;
   };
 }
+
+/**
+ * The sensitivity probes' calibrator (model bytes → one float vector): the outputs compared (`outputs`, default
+ * every float output but recurrent state) and the decision outputs (src/calibration/decisions.ts), scaled on the
+ * first model run (the reference), whose parts are scaled afterwards (no second run):
+ * - where two or more outputs are compared, each to an equal share of their energy together, so a squared
+ *   difference weighs its output's relative error, as the quality gate judges each output by its own relative
+ *   RMS error. Unscaled, the largest output decided alone: BlazeFace's box regressions (values in the hundreds)
+ *   drowned its scores, whose heads got the coarsest grids, and the gate refused every budget on the scores;
+ * - each decision value so that its root mean square equals that of the outputs together: a relative change of
+ *   a decision value weighs as much as the same relative change of the outputs.
+ * One compared output and no decisions: the outputs as they are.
+ */
+export function probeCalibrator(
+  samples: readonly CalibrationSample[],
+  outputs: readonly string[] | undefined,
+  decisionOutputs: readonly string[] = [],
+): (model: Uint8Array) => Promise<Float32Array> {
+  const decisions = new Set(decisionOutputs);
+  let scale: Map<string, number> | undefined;
+  // the reference run: each output's part of the vector, in order, and its sum of squares
+  const parts: Array<{ name: string; length: number }> = [];
+  const sums = new Map<string, { sq: number; n: number }>();
+  const inner = calibratorFor(samples, {
+    ...(outputs ? { outputs: [...outputs, ...decisionOutputs] } : {}),
+    transform: (name, values) => {
+      if (scale) {
+        const f = scale.get(name);
+        return f === undefined ? values : values.map((v) => v * f);
+      }
+      parts.push({ name, length: values.length });
+      const s = sums.get(name) ?? { sq: 0, n: 0 };
+      for (const v of values) if (Number.isFinite(v)) s.sq += v * v;
+      s.n += values.length;
+      sums.set(name, s);
+      return values;
+    },
+  });
+  return async (model) => {
+    if (scale) return inner(model);
+    const reference = await inner(model);
+    const compared = [...sums].filter(([name]) => !decisions.has(name));
+    let sq = 0;
+    let n = 0;
+    for (const [, s] of compared) {
+      sq += s.sq;
+      n += s.n;
+    }
+    const ms = n ? sq / n : 1;
+    scale = new Map();
+    if (compared.length > 1)
+      for (const [name, s] of compared) if (s.sq > 0) scale.set(name, Math.sqrt(sq / compared.length / s.sq));
+    for (const [name, s] of sums) if (decisions.has(name) && s.sq > 0) scale.set(name, Math.sqrt(ms / (s.sq / s.n)));
+    let at = 0;
+    for (const { name, length } of parts) {
+      const f = scale.get(name);
+      if (f !== undefined) for (let k = at; k < at + length; k++) reference[k] *= f;
+      at += length;
+    }
+    return reference;
+  };
+}

@@ -18,8 +18,8 @@ import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
-import { calibratorFor } from '../calibration/runner.js';
-import { decisionCalibrator, exposeDecisions } from '../calibration/decisions.js';
+import { probeCalibrator } from '../calibration/runner.js';
+import { exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
@@ -61,6 +61,8 @@ export interface GridChoice {
   readonly range: RangeMode;
   /** With layer statistics: whether the tensor's codes are error-compensated on this grid. */
   readonly compensate?: boolean;
+  /** Code bits where the allocation chose a width other than the tensor's own (16-bit fine candidates). */
+  readonly bits?: number;
 }
 
 /** The grid of every allocated tensor (by key) for a budget scale (1: the target as given). */
@@ -122,7 +124,7 @@ async function probeTarget(
       const decisions = exposeDecisions(source, reader.file);
       if (decisions) {
         const probeReader = openOnnx(reader.file, decisions.model);
-        const calibrate = decisionCalibrator(probeSet, judged, decisions.outputs);
+        const calibrate = probeCalibrator(probeSet, judged, decisions.outputs);
         const reference = await calibrate(decisions.model);
         const one = decisions.values.length === 1;
         log(
@@ -238,7 +240,7 @@ export async function allocate(parts: {
     const { planes, shapes, side } = planesOf.get(p.entry.key)!;
     const seeds = seedsOf.get(p.entry.key);
     const settings = {
-      bits: p.settings.bits,
+      bits: c.codeBits ?? p.settings.bits,
       range: c.range,
       clip: p.settings.clip,
       stride: c.stride,
@@ -265,7 +267,6 @@ export async function allocate(parts: {
   if (canRun) {
     const task = options.task;
     const cal = parts.calibration;
-    const judged = cal?.outputs ? { outputs: cal.outputs } : {};
     // the user's calibration data first, then a task's own data, then the synthetic probe samples (the
     // generic `outputs` task has no data of its own: its probes run the gate's synthetic probe part)
     const probeSet =
@@ -278,7 +279,7 @@ export async function allocate(parts: {
             : probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES);
     const plain =
       options.calibrate ??
-      (probeSet ? calibratorFor(probeSet, judged) : undefined) ??
+      (probeSet ? probeCalibrator(probeSet, cal?.outputs) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
       randomInputOutputs;
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
@@ -342,7 +343,12 @@ export async function allocate(parts: {
         const c = rates[i].candidates[choice[i]];
         return [
           p.entry.key,
-          { relStep: c.relStep!, range: c.range, ...(c.compensated !== undefined ? { compensate: c.compensated } : {}) },
+          {
+            relStep: c.relStep!,
+            range: c.range,
+            ...(c.compensated !== undefined ? { compensate: c.compensated } : {}),
+            ...(c.codeBits !== undefined ? { bits: c.codeBits } : {}),
+          },
         ];
       }),
     );

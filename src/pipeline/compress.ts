@@ -23,7 +23,7 @@ import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
 import { CODEC_SET_NAMES, type CompressOptions, resolveOptions } from './options.js';
 import { getCodec } from '../codecs/registry.js';
-import { planTensors, slicesOf, withSettings } from './plan.js';
+import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
 import { preparePlanes } from './prepare.js';
 import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
@@ -160,7 +160,9 @@ export async function compressModel(input: string, output: string, options: Comp
       lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
         const g = p.kind === 'coded' ? grids?.get(p.entry.key) : undefined;
-        return g ? withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id }) : p;
+        if (!g) return p;
+        const on = withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id });
+        return g.bits !== undefined ? withBits(on, g.bits, resolved, reader.file) : on;
       };
       const result = await writeArchive({
         ...job,

@@ -80,41 +80,63 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
     const settings = settingsFor(entry.name, resolved);
-    const set = Object.hasOwn(CODEC_SETS, settings.codec) ? CODEC_SETS[settings.codec as keyof typeof CODEC_SETS] : undefined;
-    const auto = set !== undefined;
-    const codecs: CodecChoice[] = [];
-    for (const { name, effort } of set ? set.images : [{ name: settings.codec, effort: undefined }]) {
-      const codec = getCodec(name, ctx);
-      if (!auto && codec.media !== settings.media && codec.media !== 'raw')
-        throw new UnsupportedError(
-          `codec ${codec.name} is ${/^[aeiou]/.test(codec.media) ? 'an' : 'a'} ${codec.media} codec, not for media ${settings.media}`,
-          ctx,
-        );
-      if (auto && !codec.losslessBits.includes(settings.bits)) continue;
-      // libwebp's lossless encoder holds ~30 bytes a pixel: past WEBP_MAX_PIXELS a plane goes to the others
-      if (auto && name === 'webp' && largestUnitPlane(cls.layout, resolved.sliceWeights) > WEBP_MAX_PIXELS) continue;
-      codecs.push({
-        name,
-        options: {
-          ...resolveCodecOptions(codec, settings.bits, auto ? { lossless: true, effort } : settings, ctx),
-          gop: settings.gop,
-        },
-      });
-      if (codec.media === 'video') for (const s of planeShapes(cls.layout)) blockSize(cls.layout, s, settings.block); // checks the block now
-    }
-    // the raw floor, plain and sign-split (raw/sign.ts): the smaller of the two is kept per tensor
-    if (set)
-      for (const name of ['zstd', 'zstd-sign'])
-        if (getCodec(name, ctx).losslessBits.includes(settings.bits))
-          codecs.push({
-            name,
-            options: { lossless: true, effort: set.zstdLevel },
-            ...(set.refine ? { refine: set.refine } : {}),
-            // a few bytes of manifest, and version 3 for the archive: kept only where it saves more than that
-            ...(name === 'zstd-sign' ? { margin: 4 } : {}),
-          });
+    const { codecs, auto } = codecChoices(settings, cls.layout, resolved, ctx);
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
+}
+
+/** The codecs a coded tensor tries at its settings (a code width decides which image codecs carry it lossless). */
+function codecChoices(
+  settings: CodedPlan['settings'],
+  layout: LayoutSpec,
+  resolved: ResolvedOptions,
+  ctx: { file: string; tensor: string },
+): { codecs: CodecChoice[]; auto: boolean } {
+  const set = Object.hasOwn(CODEC_SETS, settings.codec) ? CODEC_SETS[settings.codec as keyof typeof CODEC_SETS] : undefined;
+  const auto = set !== undefined;
+  const codecs: CodecChoice[] = [];
+  for (const { name, effort } of set ? set.images : [{ name: settings.codec, effort: undefined }]) {
+    const codec = getCodec(name, ctx);
+    if (!auto && codec.media !== settings.media && codec.media !== 'raw')
+      throw new UnsupportedError(
+        `codec ${codec.name} is ${/^[aeiou]/.test(codec.media) ? 'an' : 'a'} ${codec.media} codec, not for media ${settings.media}`,
+        ctx,
+      );
+    if (auto && !codec.losslessBits.includes(settings.bits)) continue;
+    // libwebp's lossless encoder holds ~30 bytes a pixel: past WEBP_MAX_PIXELS a plane goes to the others
+    if (auto && name === 'webp' && largestUnitPlane(layout, resolved.sliceWeights) > WEBP_MAX_PIXELS) continue;
+    codecs.push({
+      name,
+      options: {
+        ...resolveCodecOptions(codec, settings.bits, auto ? { lossless: true, effort } : settings, ctx),
+        gop: settings.gop,
+      },
+    });
+    if (codec.media === 'video') for (const s of planeShapes(layout)) blockSize(layout, s, settings.block); // checks the block now
+  }
+  // the raw floor, plain and sign-split (raw/sign.ts): the smaller of the two is kept per tensor
+  if (set)
+    for (const name of ['zstd', 'zstd-sign'])
+      if (getCodec(name, ctx).losslessBits.includes(settings.bits))
+        codecs.push({
+          name,
+          options: { lossless: true, effort: set.zstdLevel },
+          ...(set.refine ? { refine: set.refine } : {}),
+          // a few bytes of manifest, and version 3 for the archive: kept only where it saves more than that
+          ...(name === 'zstd-sign' ? { margin: 4 } : {}),
+        });
+  return { codecs, auto };
+}
+
+/**
+ * The plan at another code width (the allocation's 16-bit candidates): the same grid settings, and the codecs
+ * that carry codes of that width.
+ */
+export function withBits(plan: CodedPlan, bits: number, resolved: ResolvedOptions, file: string): CodedPlan {
+  if (bits === plan.settings.bits) return plan;
+  const settings = { ...plan.settings, bits };
+  const { codecs } = codecChoices(settings, plan.layout, resolved, { file, tensor: plan.entry.name });
+  return { ...plan, settings, codecs };
 }
 
 /** The slices of a tensor larger than `sliceWeights` (none when it is coded whole or its layout cannot be sliced). */

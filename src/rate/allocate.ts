@@ -44,6 +44,15 @@ export const ALLOCATION_STEPS = [
   2,
 ];
 export const PROBE_STEP = 1 / 3;
+/**
+ * Finer candidates on 16-bit codes (about 47, 59 and 71 dB): where a model moves more than the quality floor
+ * allows at int8 precision (BlazeFace's 256×256 detector, M-LSD), the tensors the probes flag need grids the
+ * 8-bit candidates cannot give (their finest steps leave a fifth of the weights beyond the grid, stored
+ * exactly). Measured in the first range mode only; never compensated.
+ */
+export const FINE_STEPS = [1 / 64, 1 / 256, 1 / 1024];
+/** The code width of the FINE_STEPS candidates. */
+export const FINE_BITS = 16;
 /** Bytes a tensor costs beyond its codes: entry headers in the ZIP and its manifest record. */
 const PER_TENSOR_OVERHEAD_BYTES = 350;
 /** Bytes per image entry (container headers, ZIP local and central records, name). */
@@ -60,6 +69,8 @@ export interface Candidate {
    * is then the round-to-nearest weight error that moves the layer output as much) or rounded to nearest.
    */
   compensated?: boolean;
+  /** The code width of this candidate where it is not the tensor's own (FINE_STEPS: FINE_BITS). */
+  codeBits?: number;
 }
 
 export interface TensorRate {
@@ -77,6 +88,7 @@ export function measureCandidates(
   base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
   steps: readonly number[] = ALLOCATION_STEPS,
   ranges: readonly RangeMode[] = ['channel', 'layer'],
+  fine: readonly number[] = [],
 ): TensorRate {
   const weights = planes.reduce((s, p) => s + p.length, 0);
   const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep, stride: 1 })));
@@ -93,6 +105,13 @@ export function measureCandidates(
       ? measureStepGrid(planes, shapes, scalesOf(range), base, range, relStep)
       : measureQuantized(planes, shapes, { ...base, range, stride, relStep }),
   );
+  // 16-bit candidates only beside 8-bit codes (a --bits 16 tensor has them already)
+  if (base.bits === 8)
+    for (const relStep of fine)
+      candidates.push({
+        ...measureStepGrid(planes, shapes, scalesOf(ranges[0]), { ...base, bits: FINE_BITS }, ranges[0], relStep),
+        codeBits: FINE_BITS,
+      });
   return { key, weights, candidates, sensitivity: 1 };
 }
 
@@ -151,9 +170,31 @@ function measureStepGrid(
     const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, hist, sse);
     sse = m.sse;
     const rangeDtype: RangeDtype = g.stepBytes ? 'step8' : g.f16 ? 'float16' : 'float32';
-    bits += planeBits(entropyOf(hist, planes[p].length), g.steps.length, rangeDtype, m.beyond);
+    const codeBits = codeWidth === 16 ? byteCodedBits(hist, planes[p].length) : entropyOf(hist, planes[p].length);
+    bits += planeBits(codeBits, g.steps.length, rangeDtype, m.beyond);
   }
   return { stride: 1, relStep, range, bits, sse };
+}
+
+/**
+ * What 16-bit codes cost through zstd's byte coder: their entropy as symbols undercounts it (measured: 16-bit
+ * codes at a step of RMS/256 code to ~15 % more than their entropy), because zstd codes bytes, the high and low
+ * byte of each code from one table. Estimated as the sign split writes them: per code its distance from the
+ * middle as two bytes, both counted in one byte histogram, plus one sign bit per non-zero distance.
+ */
+export function byteCodedBits(hist: Float64Array, n: number): number {
+  const mid = hist.length >>> 1;
+  const bytes = new Float64Array(256);
+  let signs = 0;
+  for (let c = 0; c < hist.length; c++) {
+    const k = hist[c];
+    if (!k) continue;
+    const d = Math.abs(c - mid);
+    bytes[d & 255] += k;
+    bytes[d >>> 8] += k;
+    if (d) signs += k;
+  }
+  return entropyOf(bytes, 2 * n) + signs;
 }
 
 /**
@@ -232,8 +273,10 @@ function lambdaScale(tensors: readonly TensorRate[]): number {
   let d = 0;
   let b = 0;
   for (const t of tensors) {
-    const first = t.candidates[0];
-    const last = t.candidates[t.candidates.length - 1];
+    // the tensor's own code width: the scale the allocation had before 16-bit candidates were added
+    const own = t.candidates.filter((c) => c.codeBits === undefined);
+    const first = own[0];
+    const last = own[own.length - 1];
     d += t.sensitivity * Math.max(last.sse - first.sse, 1e-30);
     b += Math.max(first.bits - last.bits, 1);
   }

@@ -116,7 +116,7 @@ export function extraBitsAt(ratios: readonly CompensationRatio[], relStep: numbe
  */
 export function addCompensatedCandidates(rate: TensorRate, ratios: readonly CompensationRatio[]): void {
   const extra = rate.candidates
-    .filter((c) => c.relStep !== undefined && c.relStep <= MAX_COMPENSATED_STEP)
+    .filter((c) => c.relStep !== undefined && c.relStep <= MAX_COMPENSATED_STEP && c.codeBits === undefined)
     .map((c) => ({
       ...c,
       sse: c.sse * ratioAt(ratios, c.relStep!),

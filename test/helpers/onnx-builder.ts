@@ -294,6 +294,45 @@ export function cascadeModel(seed = 1): BuiltModel {
   return { bytes, weights: { ...g.weights, ...b.weights } };
 }
 
+/**
+ * A detector-like model with two heads of very different scales, as BlazeFace and other detectors have (box
+ * regressions in pixels beside scores of order 1): input `x` [1, 64]; a trunk (Gemm + ReLU, 256 units); per head
+ * a hidden layer (Gemm + ReLU, 256 units) and a Gemm out: `boxes` [1, 16] × 500, `scores` [1, 4]. Compared as
+ * one vector, `boxes` outweighs `scores` by ~10⁵ in squared error, so a starved score head goes unseen.
+ */
+export function twoHeadModel(seed = 1): BuiltModel {
+  const { inputs, hidden } = TWO_HEADS;
+  const g = new Graph('heads');
+  const dense = (x: string, name: string, nin: number, nout: number, k: number): string =>
+    g.op('Gemm', [x, g.weight(name, [nout, nin], gaussian(nout * nin, seed * 10 + k, Math.sqrt(2 / nin)))], { transB: 1 });
+  const h = g.op('Relu', [dense('x', 'trunk.w', inputs, hidden, 1)]);
+  const hb = g.op('Relu', [dense(h, 'boxes.hidden', hidden, hidden, 2)]);
+  g.op('Mul', [dense(hb, 'boxes.out', hidden, 16, 3), g.weight('scale', [], Float32Array.of(500))], {}, 'boxes');
+  const hs = g.op('Relu', [dense(h, 'scores.hidden', hidden, hidden, 4)]);
+  g.op('Identity', [dense(hs, 'scores.out', hidden, 4, 5)], {}, 'scores');
+  const bytes = encode(g.proto([valueInfo('x', [1, inputs])], [valueInfo('boxes', [1, 16]), valueInfo('scores', [1, 4])]));
+  return { bytes, weights: g.weights };
+}
+
+export const TWO_HEADS = { inputs: 64, hidden: 256 };
+
+/**
+ * A model that needs more than 8 bits a weight: its output is the small difference of two large products,
+ * `y` [1, 256] = x·W1ᵀ − x·W2ᵀ with W2 = W1 + 3 % noise (x [1, 64]), so a weight error of e (relative to the
+ * weights) moves `y` by ~e·√2 / 0.03 of itself. Per-channel int8 (~41 dB) leaves `y` ~40 % off; 8-bit steps with
+ * exact outliers reach ~51 dB (~13 %); the floor's 10 % needs ≥ ~54 dB, i.e. 16-bit codes.
+ */
+export function cancellationModel(seed = 1): BuiltModel {
+  const g = new Graph('cancel');
+  const w1 = gaussian(256 * 64, seed * 10 + 1, 0.1);
+  const noise = gaussian(256 * 64, seed * 10 + 2, 0.003);
+  const w2 = w1.map((v, i) => v + noise[i]);
+  const a = g.op('Gemm', ['x', g.weight('w1', [256, 64], w1)], { transB: 1 });
+  const b = g.op('Gemm', ['x', g.weight('w2', [256, 64], w2)], { transB: 1 });
+  g.op('Sub', [a, b], {}, 'y');
+  return { bytes: encode(g.proto([valueInfo('x', [1, 64])], [valueInfo('y', [1, 256])])), weights: g.weights };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 export const SPARSE = { inputs: 256, hidden: 512, classes: 10, block: 8, keep: 0.08 };
