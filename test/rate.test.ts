@@ -173,8 +173,8 @@ describe('allocation measurements', () => {
     expect(extra.map((c) => [c.codeBits, c.relStep, c.range])).toEqual(FINE_STEPS.map((st) => [FINE_BITS, st, 'channel']));
     const finest8 = Math.min(...fine.candidates.slice(0, 2 * ALLOCATION_STEPS.length).map((c) => c.sse));
     // each finer than the one before, the finest below every 8-bit candidate (whose finest store a fifth of the weights exactly)
-    expect(extra[1].sse).toBeLessThan(extra[0].sse);
-    expect(extra[2].sse).toBeLessThan(Math.min(extra[1].sse, finest8));
+    for (let k = 1; k < extra.length; k++) expect(extra[k].sse).toBeLessThan(extra[k - 1].sse);
+    expect(extra[2].sse).toBeLessThan(finest8);
     for (const c of extra) {
       expect([c.bits, c.sse]).toEqual(reference(planes, shapes, FINE_BITS, 'channel', c.relStep!, false));
     }
@@ -189,7 +189,7 @@ describe('allocation measurements', () => {
     const n = 64 * 512;
     const plane = gaussian(n, 21, 1);
     const shapes: PlaneShape[] = [{ rows: 512, cols: 64, channelWidth: 1, label: 'fc' }];
-    for (const relStep of FINE_STEPS.slice(1)) {
+    for (const relStep of [1 / 256, 1 / 1024]) {
       const [q] = quantizePlanes([plane], shapes, { bits: 16, clip: false, range: 'channel', stride: 1, relStep });
       const written =
         8 *
