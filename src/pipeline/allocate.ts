@@ -12,7 +12,7 @@ import { scatterPlanes } from '../layout/planes.js';
 import type { PlaneShape } from '../layout/types.js';
 import { quantizePlanes } from '../quantize/tensor.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
-import { PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
+import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
 import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
@@ -212,7 +212,10 @@ export async function allocate(parts: {
   if (canRun)
     for (const p of unique) {
       const power = { sq: 0, n: 0 };
-      const { prepared, seeds, rate } = measurePart(p, reader.read(p.entry.key), p.layout, modes, power);
+      // 16-bit candidates only where probes can say a tensor needs them: a model that cannot run weighs every
+      // tensor alike, where they pay only at budgets near 16 bits/weight, and its measurements (large
+      // safetensors files, on the workers) stay as fast as they were
+      const { prepared, seeds, rate } = measurePart(p, reader.read(p.entry.key), p.layout, modes, power, FINE_STEPS);
       seedsOf.set(p.entry.key, seeds);
       planesOf.set(p.entry.key, prepared);
       const layer = !seeds ? parts.statistics?.get(p.entry.key) : undefined;

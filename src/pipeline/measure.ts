@@ -8,7 +8,7 @@
 import type { ModelReader } from '../formats/model.js';
 import { sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
-import { ALLOCATION_STEPS, FINE_STEPS, measureCandidates, type TensorRate } from '../rate/allocate.js';
+import { ALLOCATION_STEPS, measureCandidates, type TensorRate } from '../rate/allocate.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { slicesOf } from './plan.js';
 import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
@@ -33,6 +33,7 @@ export function measurePart(
   layout: LayoutSpec,
   modes: readonly RangeMode[],
   power: PowerSums,
+  fine: readonly number[] = [],
 ): MeasuredPart {
   const prepared = preparePlanes(values, layout, plan.settings.outliers);
   const seeds = plan.settings.rotate ? prepared.shapes.map((_, k) => rotationSeed(plan.index, k)) : undefined;
@@ -45,7 +46,7 @@ export function measurePart(
     ALLOCATION_STEPS,
     modes,
     // 16-bit candidates where a codec set can carry them (a codec the user named may not)
-    plan.auto ? FINE_STEPS : [],
+    plan.auto ? fine : [],
   );
   // exact side values cost the same at every grid: ~8 bytes each before deflate
   const sideBits = (prepared.side?.indices.length ?? 0) * 64;
