@@ -151,6 +151,20 @@ describe('quality gate', () => {
     a.close();
   }, 300_000);
 
+  it('a suggested budget judged on few held-back samples says so', async () => {
+    const model = await write('cancel-few.onnx', cancellationModel());
+    const file = join(dir, 'cancel-few.json');
+    // 8 inputs: 2 held back
+    writeFileSync(file, JSON.stringify(Array.from({ length: 8 }, (_, k) => ({ x: [Array.from(gaussian(64, 700 + k, 1))] }))));
+    const out = join(dir, 'cancel-few.nnm');
+    const e = await compressModel(model, out, { targetBpw: 8, calibration: { paths: [file] } }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(QualityError);
+    expect((e as QualityError).message).toMatch(
+      /smallest passing archive found is [\d.]+ bits\/weight .*judged on 2 held-back samples/,
+    );
+    expect(existsSync(out)).toBe(false);
+  }, 300_000);
+
   it('--probe-samples bounds the probes: the run count is printed, the option checked and recorded', async () => {
     const model = await write('bn3.onnx', batchNormClassifier());
     const logs: string[] = [];

@@ -29,7 +29,15 @@ import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
 import { EncodeCache, gateError, writeArchive, type CompressResult } from './write.js';
-import { describeQuality, measureArchive, openCalibration, qualityRecord, whyNotRunnable, type Calibration } from './gate.js';
+import {
+  FEW_HELD_BACK,
+  describeQuality,
+  measureArchive,
+  openCalibration,
+  qualityRecord,
+  whyNotRunnable,
+  type Calibration,
+} from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
@@ -259,7 +267,7 @@ export async function compressModel(input: string, output: string, options: Comp
         : '';
     const advice =
       (smallest
-        ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}`
+        ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}${fewHeldBack(failed.quality!)}`
         : `; no budget up to 4× the target passes: try the default (no --target-bpw), and ${FINER_CODES} if that fails too`) +
       pinnedNote;
     if (resolved.force) {
@@ -275,6 +283,17 @@ export async function compressModel(input: string, output: string, options: Comp
 }
 
 const FINER_CODES = '--bits 16 (a 256× finer grid, about twice the size)';
+
+/**
+ * What a suggested budget is worth when the gate judged few held-back samples: BlazeFace front on 8 photos (2 held
+ * back) suggested 8.8 bits/weight, which was then refused at fidelity 0.8999.
+ */
+function fewHeldBack(q: QualityRecord): string {
+  const n = q.samples ?? 0;
+  return n > 0 && n < FEW_HELD_BACK
+    ? ` (judged on ${n} held-back sample${n === 1 ? '' : 's'}: near the floor a suggestion can fail on a second run; more calibration inputs make it firmer)`
+    : '';
+}
 
 /**
  * What a refusal at fixed settings advises first: with 8-bit codes and no rate control the one larger budget

@@ -47,7 +47,7 @@ const MAX_RUNNABLE_BYTES = 2 ** 31;
  * at `--target-bpw 3 --judge-output output` read fidelity 0.9998 on its 2 held-back photos (of 8) while one of
  * the other photos' masks had IoU 0.73 against the original's.
  */
-const FEW_HELD_BACK = 4;
+export const FEW_HELD_BACK = 4;
 
 /** A calibration set opened for one compression: probes, held-back samples, untaken branches. */
 export interface Calibration {
