@@ -483,6 +483,10 @@ describe('RGBA image inputs', () => {
     expect(d.feed.image.dims).toEqual([1, 16, 16, 4]);
     for (let i = 0; i < 16 * 16; i++) expect(x[i * 4 + 3]).toBe(1); // opaque, on the default (x/255 − 0.5)/0.5
     const photos = await buildCalibrationSet(model, { paths: [join(DATA, 'images')] });
+    // no range given: the description says what was assumed, and not when a range is given
+    expect(photos.description).toMatch(/x\/255 by default, give --image-range or --image-mean\/--image-std/);
+    const ranged = await buildCalibrationSet(model, { paths: [join(DATA, 'images')], image: { range: [-1, 1] } });
+    expect(ranged.description).not.toMatch(/by default/);
     const p = await photos.samples[0].load();
     if (p.kind !== 'feed') throw new Error('a feed');
     expect(p.feed.image.dims).toEqual([1, 16, 16, 4]);

@@ -195,7 +195,13 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
           return { kind: 'feed', feed: completeFeed(feed, io, { file, rate: rateOf(), shapes: overrides.inputs }) };
         },
       });
-    parts.push(`${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)})`);
+    // files are scaled to [0, 1] unless told otherwise, synthetic pictures to [−1, 1]: say which was assumed
+    const given = spec.image ?? {};
+    const assumed = [given.range, given.mean, given.std, given.scale].every((v) => v === undefined);
+    parts.push(
+      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)})` +
+        (assumed ? `: x/255 by default, give --image-range or --image-mean/--image-std if the model takes other values` : ''),
+    );
   }
 
   if (audio.length) {
