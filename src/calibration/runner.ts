@@ -260,7 +260,8 @@ export function calibratorFor(
  * The sensitivity probes' calibrator (model bytes → one float vector): the outputs compared (`outputs`, default
  * every float output but recurrent state) and the decision outputs (src/calibration/decisions.ts), scaled on the
  * first model run (the reference), whose parts are scaled afterwards (no second run):
- * - where two or more outputs are compared, each to an equal share of their energy together, so a squared
+ * - where two or more outputs are compared, each to an equal share of their energy together (an output of
+ *   less than 10⁻⁶ of its share weighs as if it had that much), so a squared
  *   difference weighs its output's relative error, as the quality gate judges each output by its own relative
  *   RMS error. Unscaled, the largest output decided alone: BlazeFace's box regressions (values in the hundreds)
  *   drowned its scores, whose heads got the coarsest grids, and the gate refused every budget on the scores;
@@ -305,8 +306,10 @@ export function probeCalibrator(
     }
     const ms = n ? sq / n : 1;
     scale = new Map();
-    if (compared.length > 1)
-      for (const [name, s] of compared) if (s.sq > 0) scale.set(name, Math.sqrt(sq / compared.length / s.sq));
+    // an output all but zero on these samples weighs at most 1000× its share: float noise must not decide
+    const share = sq / compared.length;
+    if (compared.length > 1 && share > 0)
+      for (const [name, s] of compared) scale.set(name, Math.sqrt(share / Math.max(s.sq, 1e-6 * share)));
     for (const [name, s] of sums) if (decisions.has(name) && s.sq > 0) scale.set(name, Math.sqrt(ms / (s.sq / s.n)));
     let at = 0;
     for (const { name, length } of parts) {

@@ -106,7 +106,7 @@ type Calibrate = (model: Uint8Array) => Promise<Float32Array>;
 /**
  * What the sensitivity probes run and compare: where a top-level `If` is decided by a computed value (a
  * first-stage score) and the probes run calibration samples, a copy of the model with those values as extra
- * outputs and a calibrator that compares them too (src/calibration/decisions.ts): weights feeding only a decision
+ * outputs and a calibrator that compares them too (`probeCalibrator`, src/calibration/runner.ts; the values: src/calibration/decisions.ts): weights feeding only a decision
  * otherwise look inert. A refinement: where that copy cannot be made or run, the plain model and calibrator, and
  * the log says so. Returns the model to substitute tensors into, the calibrator and its reference outputs.
  */
@@ -381,7 +381,7 @@ export async function allocate(parts: {
       c
         .map(
           (k, i) =>
-            `${unique[i].entry.name}:${rates[i].candidates[k].range[0]}${(1 / rates[i].candidates[k].relStep!).toFixed(1)}`,
+            `${unique[i].entry.name}:${rates[i].candidates[k].range[0]}${(1 / rates[i].candidates[k].relStep!).toFixed(1)}${rates[i].candidates[k].codeBits ? `@${rates[i].candidates[k].codeBits}` : ''}`,
         )
         .join(' '),
     );

@@ -45,8 +45,9 @@ export function measurePart(
     { bits: plan.settings.bits, clip: plan.settings.clip },
     ALLOCATION_STEPS,
     modes,
-    // 16-bit candidates where a codec set can carry them (a codec the user named may not)
-    plan.auto ? fine : [],
+    // 16-bit candidates where a codec set can carry them (a codec the user named may not), and not on rotated
+    // planes (weights beyond a fine grid there cost whole rotation segments stored exactly)
+    plan.auto && !seeds ? fine : [],
   );
   // exact side values cost the same at every grid: ~8 bytes each before deflate
   const sideBits = (prepared.side?.indices.length ?? 0) * 64;

@@ -141,7 +141,8 @@ function measureQuantized(planes: readonly Float32Array[], shapes: readonly Plan
 
 /**
  * A step-grid candidate of 8- or 16-bit codes measured in one pass a plane, with no codes or values written:
- * the same bits and squared error, to the last bit, as `measureQuantized` (test/rate.test.ts compares them).
+ * the same squared error, to the last bit, as quantizing it, and the same bits as the entropy of those codes
+ * (16-bit codes: their byte-coded estimate, `byteCodedBits`; test/rate.test.ts compares them).
  * Each weight's code, level and error are found as quantizePlane, dequantizePlane and the error sum find them,
  * in the same order.
  */
