@@ -264,12 +264,16 @@ export function workerDecoding(options: WorkerOptions, report: DecodeThreads): T
   return (_manifest: Manifest, tensors: readonly TensorRecord[]): TensorDecoding => {
     const n = workerCount(options, tensors);
     let pool: Pool | undefined;
+    // the workers this decode waits for, taken now: a worker whose script fails to load leaves the pool at once,
+    // and looked up at decode time it was gone, with no reason given for decoding on the page
+    let lanes: Lane[] = [];
     if (n > 0) {
       if (typeof Worker !== 'function') report.fallback = 'no Worker here: decoded on the page';
       else
         try {
           pool = poolFor(options.workerUrl);
           pool.enter(n);
+          lanes = pool.lanes.slice(0, n);
         } catch (e) {
           // a Content Security Policy without worker-src, a bad URL: the page decodes
           report.fallback = `cannot start a decode worker (${(e as Error).message}): decoded on the page`;
@@ -283,7 +287,7 @@ export function workerDecoding(options: WorkerOptions, report: DecodeThreads): T
       decode: async (list, entries) => {
         let caps: WorkerCapabilities | undefined;
         if (pool) {
-          const started = await Promise.allSettled(pool.lanes.slice(0, n).map((l) => l.ready));
+          const started = await Promise.allSettled(lanes.map((l) => l.ready));
           const ok = started.filter((s) => s.status === 'fulfilled');
           const failed = started.find((s) => s.status === 'rejected');
           if (failed) {
