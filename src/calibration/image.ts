@@ -68,7 +68,8 @@ export type ImageSpecInput = Partial<ImageSpec>;
 /**
  * Fills an image spec from the model input it feeds: layout from where the 1- or 3-channel axis is, or a last
  * axis of 4 (RGBA, NHWC: M-LSD's input_image_with_alpha), NCHW when unclear; channels from that axis, size from
- * fixed spatial dimensions, and the fit from what is fixed (both: `fill`; height only: `height`; neither: `none`). Defaults: lanczos3, range [0, 1], mean 0, std 1, RGB.
+ * fixed spatial dimensions, and the fit from what is fixed (both: `fill`; height only: `height`; neither:
+ * `none`). Defaults: lanczos3, range [0, 1], mean 0, std 1, RGB.
  */
 export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undefined): ImageSpec {
   const shape = input?.shape;

@@ -262,8 +262,9 @@ export function calibratorFor(
  * first model run (the reference), whose parts are scaled afterwards (no second run):
  * - where two or more outputs are compared, each to an equal share of their energy together (an output of
  *   less than 10⁻⁶ of its share weighs as if it had that much), so a squared difference weighs its output's
- *   relative error, as the quality gate judges each output by its own relative RMS error. Unscaled, the largest output decided alone: BlazeFace's box regressions (values in the hundreds)
- *   drowned its scores, whose heads got too coarse grids, and the gate, judging the scores, refused;
+ *   relative error, as the quality gate judges each output by its own relative RMS error. Unscaled, the largest
+ *   output decided alone: BlazeFace's box regressions (values in the hundreds) drowned its scores, whose heads
+ *   got too coarse grids, and the gate, judging the scores, refused;
  * - each decision value so that its root mean square equals that of the outputs together: a relative change of
  *   a decision value weighs as much as the same relative change of the outputs.
  * One compared output and no decisions: the outputs as they are.

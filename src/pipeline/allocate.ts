@@ -81,10 +81,9 @@ function mse(a: Float32Array, b: Float32Array): number {
 /**
  * Raw sensitivities with the unmeasured ones (NaN: the tensor moved no probed output at all) set to the median of
  * the measured ones, and which those were. A tensor the probe samples never reach (a network of a branch that only
- * other calibration samples take: Silero v5's 8 kHz network under `--audio-rate 16000,8000`, probed by the vad task on
- * its own 16 kHz speech) measured
- * exactly nothing, got the coarsest grid at every budget, and wrecked the held-back samples that do reach it
- * (fidelity 0.62 at any budget). Not measured is not insensitive; the median spends on it what a typical tensor
+ * other calibration samples take: Silero v5's 8 kHz network under `--audio-rate 16000,8000`, probed by the vad
+ * task on its own 16 kHz speech) measured exactly nothing, got the coarsest grid at every budget, and wrecked the
+ * held-back samples that do reach it (fidelity 0.62 at any budget). Not measured is not insensitive; the median spends on it what a typical tensor
  * gets. (With nothing measured at all, every tensor counts the same.) Under `--judge-output` (`judgedOnly`) such a
  * tensor moves none of the outputs the user cares about, which the gate judges alike: it keeps the floor.
  */
@@ -106,8 +105,8 @@ type Calibrate = (model: Uint8Array) => Promise<Float32Array>;
 /**
  * What the sensitivity probes run and compare: where a top-level `If` is decided by a computed value (a
  * first-stage score) and the probes run calibration samples, a copy of the model with those values as extra
- * outputs and a calibrator that compares them too (`probeCalibrator`, src/calibration/runner.ts; the values: src/calibration/decisions.ts): weights feeding only a decision
- * otherwise look inert. A refinement: where that copy cannot be made or run, the plain model and calibrator, and
+ * outputs and a calibrator that compares them too (`probeCalibrator` in src/calibration/runner.ts; the values:
+ * src/calibration/decisions.ts): weights feeding only a decision otherwise look inert. A refinement: where that copy cannot be made or run, the plain model and calibrator, and
  * the log says so. Returns the model to substitute tensors into, the calibrator and its reference outputs.
  */
 async function probeTarget(
@@ -379,10 +378,10 @@ export async function allocate(parts: {
   const result = await allocateForLoss(rates, options.maxLoss!, async (c) => {
     debug?.(
       c
-        .map(
-          (k, i) =>
-            `${unique[i].entry.name}:${rates[i].candidates[k].range[0]}${(1 / rates[i].candidates[k].relStep!).toFixed(1)}${rates[i].candidates[k].codeBits ? `@${rates[i].candidates[k].codeBits}` : ''}`,
-        )
+        .map((k, i) => {
+          const g = rates[i].candidates[k];
+          return `${unique[i].entry.name}:${g.range[0]}${(1 / g.relStep!).toFixed(1)}${g.codeBits ? `@${g.codeBits}` : ''}`;
+        })
         .join(' '),
     );
     const all = new Map<string, Float32Array>();

@@ -7,13 +7,12 @@
 import { compensatePlanes, type CompensatedQuantization } from '../compensate/planes.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import { scatterPlanes } from '../layout/planes.js';
-import type { PlaneShape } from '../layout/types.js';
 import { getQuantizer, roundToNearest, type TensorStatistics } from '../quantize/registry.js';
 import { planeRanges, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
 import { addPlaneError, type NonFiniteSide } from '../quantize/uniform.js';
 import type { TensorSettings } from './options.js';
 import { exactSide, type PreparedTensor } from './prepare.js';
-import { rotationBlock } from '../transform/hadamard.js';
+import { wholeSegments } from '../transform/hadamard.js';
 
 /** A tensor's codes and ranges per plane, the exact side values, and the grid stride used. */
 export interface QuantizedTensor {
@@ -43,24 +42,6 @@ export const SNR_STRIDES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 
 
 function quantizeSettings(s: TensorSettings, stride: number): QuantizeSettings {
   return { bits: s.bits, range: s.range, stride, clip: s.clip, relStep: s.relStep };
-}
-
-/**
- * A rotated plane's weights beyond its grid, widened to the rotation segments that hold them (the block of rows a
- * column's Hadamard transform mixes, hadamard.ts). The exact side values are the original weights at the marked
- * file positions and are written after the decoder undoes the rotation, so only a whole segment can be restored
- * that way: one weight set aside alone put the original value back at its position while the rest of its segment
- * decoded with the rotated value lost (a narrow grid: 2.9 dB).
- */
-function wholeSegments(working: Float32Array, shape: PlaneShape): void {
-  const { rows, cols } = shape;
-  const block = rotationBlock(rows);
-  for (let c = 0; c < cols; c++)
-    for (let r0 = 0; r0 < rows; r0 += block) {
-      let hit = false;
-      for (let r = r0; r < r0 + block && !hit; r++) hit = Number.isNaN(working[r * cols + c]);
-      if (hit) for (let r = r0; r < r0 + block; r++) working[r * cols + c] = NaN;
-    }
 }
 
 /** The planes' codes by the tensor's quantizer at a given stride. */
@@ -122,7 +103,12 @@ export function quantizeTensor(
       : undefined;
   const planes = compensated ?? quantizePrepared(prepared, settings, stride, stats);
   let side = prepared.side;
-  if (prepared.seeds) planes.forEach((q, p) => q.beyond && q.working && wholeSegments(q.working, prepared.shapes[p]));
+  // a rotated plane's weights beyond its grid are restored after the decoder undoes the rotation: their whole
+  // rotation segments are stored exactly (one weight alone left its segment with the rotated value lost)
+  if (prepared.seeds)
+    planes.forEach((q, p) => {
+      if (q.beyond && q.working) wholeSegments(q.working, prepared.shapes[p].rows, prepared.shapes[p].cols);
+    });
   if (planes.some((q) => q.beyond)) {
     const marked = scatterPlanes(
       planes.map((q, p) => q.working ?? prepared.planes[p]),

@@ -27,6 +27,21 @@ function signs(rows: number, seed: number): Int8Array {
   return out;
 }
 
+/**
+ * Marks (NaN) every segment of a rotated plane (the block of rows one column's transform mixes) that holds a
+ * marked value. Exact values put back after the rotation is undone can only restore whole segments: one value
+ * restored alone left the rest of its segment with the rotated value lost (a narrow step grid: 2.9 dB).
+ */
+export function wholeSegments(plane: Float32Array, rows: number, cols: number): void {
+  const block = rotationBlock(rows);
+  for (let c = 0; c < cols; c++)
+    for (let r0 = 0; r0 < rows; r0 += block) {
+      let hit = false;
+      for (let r = r0; r < r0 + block && !hit; r++) hit = Number.isNaN(plane[r * cols + c]);
+      if (hit) for (let r = r0; r < r0 + block; r++) plane[r * cols + c] = NaN;
+    }
+}
+
 /** In-place orthonormal Walsh–Hadamard transform of `block` rows of one column. */
 function fwht(plane: Float32Array, cols: number, col: number, row0: number, block: number, tmp: Float64Array): void {
   for (let i = 0; i < block; i++) tmp[i] = plane[(row0 + i) * cols + col];
