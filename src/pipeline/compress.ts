@@ -135,11 +135,14 @@ export async function compressModel(input: string, output: string, options: Comp
         statistics: compensation?.stats,
       });
     }
+    // the source's hash is read and computed while the tensors are encoded (it was a pass of its own before)
+    const sourceSha = sha256File(input);
+    sourceSha.catch(() => {}); // awaited where the manifest is written
     const job = {
       reader,
       input,
       inputBytes: modelBytes(input, reader),
-      sourceSha: await sha256File(input),
+      sourceSha,
       output,
       plans,
       sameAs,

@@ -7,14 +7,23 @@
 
 import { getCodec } from '../codecs/registry.js';
 import { CodecError } from '../errors.js';
-import { errorSums, statsFromSums } from '../eval/metrics.js';
+import { type ErrorSums, errorSums, statsFromSums } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
-import { scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
+import type { FcLayoutSpec } from '../layout/types.js';
 import { encodeExactValues } from '../quantize/exact.js';
-import { collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
+import {
+  type CodeArray,
+  type NonFiniteSide,
+  type PlaneRanges,
+  collectNonFinite,
+  dequantizePlane,
+  restoreNonFinite,
+} from '../quantize/uniform.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
+import { fusedFits, measureFc, quantizeFc } from './fused.js';
 import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
@@ -41,13 +50,22 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     tensor: slice ? `${entry.name} [rows ${slice.row}–${slice.row + slice.rows - 1}]` : entry.name,
   };
   const values = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
-  collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
-  const prepared = prepareTensor(values, layout, settings, plan.index);
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
+  // fully connected layers at the default grid: one pass from the file's values to codes (fused.ts); it finds
+  // no non-finite weight, or leaves the tensor to the general path
+  const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
+    ? quantizeFc(values, layout, settings.bits, settings.stride)
+    : undefined;
+  if (!fused) collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
+  const prepared: PreparedTensor = fused
+    ? { layout, planes: [], shapes: planeShapes(layout) }
+    : prepareTensor(values, layout, settings, plan.index);
   const stride = target !== undefined && lossless ? coarsestStride(prepared, settings, target, stats) : settings.stride;
-  const quantized = quantizeTensor(prepared, values, settings, stride, stats, unit.compensation);
+  const quantized: QuantizedTensor = fused
+    ? { planes: [fused], stride }
+    : quantizeTensor(prepared, values, settings, stride, stats, unit.compensation);
   const codes = quantized.planes.map((q) => q.codes);
   const encode = (i: number, quality?: number, effort?: number): Promise<EncodedMedia> =>
     encodePlanes(
@@ -61,12 +79,19 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
       ctx,
     );
   let best: EncodedMedia | undefined;
+  let measured: Measured | undefined;
   if (target !== undefined && !lossless)
     best = await lowestQuality(codecs[0].codec.quality!, target, settings.bits, prepared, quantized, encode);
   else {
+    // the first candidate's encode runs on a native thread while this thread measures the one-pass path's
+    // error: the codes are lossless, so the decoded ones will be these (checked below). (Every candidate at
+    // once measured no faster with two workers, and held more memory.)
+    const first = encode(0);
+    first.catch(() => {}); // awaited below
+    if (fused && layout.kind === 'fc') measured = measureFused(values, fused.codes, layout, settings.bits, fused.ranges);
     let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
     for (let i = 0; i < codecs.length; i++) {
-      let media = await encode(i);
+      let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
       if (refine && media.bytes * 8 < refine.below * (entropy ??= codes.reduce((n, c) => n + codeEntropyBits(c), 0))) {
         const again = await encode(i, undefined, refine.effort);
@@ -76,7 +101,18 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     }
   }
   if (!best) throw new CodecError('no codec could encode the tensor', ctx);
-  return finish(plan, unit, layout, values, prepared, quantized, best);
+  // the kept candidate decoded and checked against its codes (lossless: exactly these)
+  const decoded = await best.decoded();
+  return finish(
+    plan,
+    unit,
+    layout,
+    values,
+    prepared,
+    quantized,
+    best,
+    measured ?? measure(layout, values, prepared, quantized, decoded, settings.bits),
+  );
 }
 
 /** Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target. */
@@ -91,7 +127,7 @@ async function lowestQuality(
   const { shapes } = prepared;
   const trial = async (q: number): Promise<{ media: EncodedMedia; snr: number }> => {
     const media = await encode(0, q);
-    const restored = media.decoded.map((c, p) =>
+    const restored = (await media.decoded()).map((c, p) =>
       dequantizePlane(c, shapes[p].rows, shapes[p].cols, bits, quantized.planes[p].ranges),
     );
     return { media, snr: snrOf(prepared.planes, restored) };
@@ -120,16 +156,15 @@ function finish(
   prepared: PreparedTensor,
   quantized: QuantizedTensor,
   best: EncodedMedia,
+  measured: Measured,
 ): EncodedTensor {
   const { settings } = plan;
   const { shapes, seeds } = prepared;
   const dir = entryFolder(plan, unit.slice);
   const entries: Array<[string, Uint8Array]> = [];
   const planes: PlaneRecord[] = [];
-  const restoredPlanes: Float32Array[] = [];
   let bytes = 0;
   for (let p = 0; p < shapes.length; p++) {
-    const s = shapes[p];
     const { data, record } = best.planes[p];
     const names = [...new Set(record.tiles.map((t) => t.entry))];
     names.forEach((suffix, k) => {
@@ -137,21 +172,8 @@ function finish(
       bytes += data[k].length;
     });
     planes.push({ ...record, tiles: record.tiles.map((t) => ({ ...t, entry: `${dir}/${t.entry}` })) });
-    // the working plane is not needed any more: decode into it rather than into a new array
-    const back = dequantizePlane(
-      best.decoded[p],
-      s.rows,
-      s.cols,
-      settings.bits,
-      quantized.planes[p].ranges,
-      prepared.planes[p] as Float32Array<ArrayBuffer>,
-    );
-    if (seeds) unrotatePlane(back, s.rows, s.cols, seeds[p]);
-    restoredPlanes.push(back);
   }
-  const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
-  restoreNonFinite(restored, quantized.side);
-  const side = withExactZeros(values, restored, quantized.side);
+  const { side, sums } = measured;
   let exact: { entry: string; count: number } | undefined;
   if (side) {
     exact = { entry: `${dir}/exact.bin`, count: side.indices.length };
@@ -159,7 +181,6 @@ function finish(
     entries.push([exact.entry, data]);
     bytes += data.length;
   }
-  const sums = errorSums(values, restored);
   const coded = codedRecord({
     layout,
     settings,
@@ -174,6 +195,52 @@ function finish(
     bytes,
   });
   return { entries, coded, sums, ...(quantized.compensated ? { compensation: compensationSummary(quantized.compensated) } : {}) };
+}
+
+/** The decoded weights against the original ones: error sums, and the exact side values to store. */
+interface Measured {
+  side?: NonFiniteSide;
+  sums: ErrorSums;
+}
+
+/** The one-pass path's measurement (fused.ts): error sums in file order, and exact zeros that need side data. */
+function measureFused(values: Float32Array, codes: CodeArray, layout: FcLayoutSpec, bits: number, ranges: PlaneRanges): Measured {
+  const { sums, zeros } = measureFc(values, codes, layout, bits, ranges);
+  return {
+    sums,
+    ...(zeros.length ? { side: { indices: zeros, values: Float32Array.from(zeros, (i) => values[i]) } } : {}),
+  };
+}
+
+/** Decodes the codes back to weights in file order and measures them against the original values. */
+function measure(
+  layout: CodedPlan['layout'],
+  values: Float32Array,
+  prepared: PreparedTensor,
+  quantized: QuantizedTensor,
+  decoded: readonly CodeArray[],
+  bits: number,
+): Measured {
+  const { shapes, seeds } = prepared;
+  const restoredPlanes: Float32Array[] = [];
+  for (let p = 0; p < shapes.length; p++) {
+    const s = shapes[p];
+    // the working plane is not needed any more: decode into it rather than into a new array
+    const back = dequantizePlane(
+      decoded[p],
+      s.rows,
+      s.cols,
+      bits,
+      quantized.planes[p].ranges,
+      prepared.planes[p] as Float32Array<ArrayBuffer>,
+    );
+    if (seeds) unrotatePlane(back, s.rows, s.cols, seeds[p]);
+    restoredPlanes.push(back);
+  }
+  const restored = scatterPlanes(restoredPlanes, layout, new Float32Array(values.length));
+  restoreNonFinite(restored, quantized.side);
+  const side = withExactZeros(values, restored, quantized.side);
+  return { side, sums: errorSums(values, restored) };
 }
 
 /** Planes compensated, in part, or not, and why (for the compress log). */

@@ -19,9 +19,13 @@ export interface EncodedMedia {
   readonly options: CodecOptions;
   /** Per plane: its entries' bytes and the plane record (entry names are suffixes, prefixed by the tensor's folder). */
   readonly planes: ReadonlyArray<{ data: Uint8Array[]; record: PlaneRecord }>;
-  /** Per plane: codes as decoded back. */
-  readonly decoded: CodeArray[];
   readonly bytes: number;
+  /**
+   * Per plane: the codes as decoded back from the entries (decoded on the first call, then kept). A lossless
+   * path that is not bit-exact fails here with a CodecError. The codec sets decode only the candidate they
+   * keep: the others' round trips were a third of a default encode (a PNG decoded, signs joined) for nothing.
+   */
+  decoded(): Promise<CodeArray[]>;
 }
 
 /** Whether two code arrays hold the same codes (a byte comparison where their types match: memcmp, not a walk). */
@@ -31,6 +35,18 @@ function sameCodes(a: CodeArray, b: CodeArray): boolean {
     return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** One coded stream of a plane: what went in, what came out, and how its decoded codes go back into the plane. */
+interface Piece {
+  readonly plane: number;
+  readonly input: CodeArray;
+  readonly width: number;
+  readonly height: number;
+  readonly frames?: number;
+  readonly enc: Uint8Array;
+  /** Writes the decoded stream into the plane's decoded codes; absent: the stream is the whole plane. */
+  readonly paste?: (back: CodeArray, got: CodeArray) => void;
 }
 
 /** Encodes every plane: images tile by tile, video as one stream of M5/M6 frames, audio as one signal. */
@@ -45,18 +61,11 @@ export async function encodePlanes(
   ctx: { file: string; tensor: string },
 ): Promise<EncodedMedia> {
   const planes: Array<{ data: Uint8Array[]; record: PlaneRecord }> = [];
-  const decoded: CodeArray[] = [];
+  const pieces: Piece[] = [];
   let bytes = 0;
-  const run = async (data: CodeArray, width: number, height: number, frames?: number): Promise<[Uint8Array, CodeArray]> => {
+  const run = async (input: CodeArray, width: number, height: number, frames?: number): Promise<Uint8Array> => {
     try {
-      const enc = await codec.encode({ width, height, bits, data, frames }, options);
-      const back = await codec.decode(enc, { width, height, bits, frames });
-      if (options.lossless && !sameCodes(data, back)) {
-        let i = 0;
-        while (data[i] === back[i]) i++;
-        throw new CodecError(`${codec.name} lossless round trip is not exact at sample ${i}`, ctx);
-      }
-      return [enc, back];
+      return await codec.encode({ width, height, bits, data: input, frames }, options);
     } catch (e) {
       throw withContext(e, ctx);
     }
@@ -64,7 +73,6 @@ export async function encodePlanes(
   for (let p = 0; p < codes.length; p++) {
     const s = shapes[p];
     const plane = codes[p];
-    const back = allocCodes(bits, plane.length);
     const record: PlaneRecord = { label: s.label, rows: s.rows, cols: s.cols, tiles: [] };
     const data: Uint8Array[] = [];
     if (codec.media === 'video') {
@@ -77,33 +85,68 @@ export async function encodePlanes(
         for (let r = 0; r < t.rows; r++)
           stack.set(plane.subarray((t.row + r) * s.cols + t.col, (t.row + r) * s.cols + t.col + t.cols), (k * fr + r) * fc);
       });
-      const [enc, got] = await run(stack, fc, fr * grid.length, grid.length);
-      grid.forEach((t, k) => {
-        for (let r = 0; r < t.rows; r++)
-          back.set(got.subarray((k * fr + r) * fc, (k * fr + r) * fc + t.cols), (t.row + r) * s.cols + t.col);
-        record.tiles.push({ ...t, entry: `p${p}.${codec.ext}`, frame: k });
-      });
+      const enc = await run(stack, fc, fr * grid.length, grid.length);
+      grid.forEach((t, k) => record.tiles.push({ ...t, entry: `p${p}.${codec.ext}`, frame: k }));
       record.frame = { rows: fr, cols: fc, count: grid.length };
       data.push(enc);
+      pieces.push({
+        plane: p,
+        input: stack,
+        width: fc,
+        height: fr * grid.length,
+        frames: grid.length,
+        enc,
+        paste: (back, got) =>
+          grid.forEach((t, k) => {
+            for (let r = 0; r < t.rows; r++)
+              back.set(got.subarray((k * fr + r) * fc, (k * fr + r) * fc + t.cols), (t.row + r) * s.cols + t.col);
+          }),
+      });
     } else if (codec.media === 'audio') {
-      const [enc, got] = await run(plane, s.cols, s.rows);
-      back.set(got);
+      const enc = await run(plane, s.cols, s.rows);
       record.tiles.push({ row: 0, col: 0, rows: s.rows, cols: s.cols, entry: `p${p}.${codec.ext}` });
       data.push(enc);
+      pieces.push({ plane: p, input: plane, width: s.cols, height: s.rows, enc });
     } else {
       const grid = tileGrid(s.rows, s.cols, codec.maxHeight, codec.maxWidth);
       for (let t = 0; t < grid.length; t++) {
         const rect = grid[t];
         const tile = cutTile(plane, s.cols, rect, (n) => allocCodes(bits, n));
-        const [enc, got] = await run(tile, rect.cols, rect.rows);
-        pasteTile(back, s.cols, rect, got);
+        const enc = await run(tile, rect.cols, rect.rows);
         record.tiles.push({ ...rect, entry: `p${p}${grid.length > 1 ? `-t${t}` : ''}.${codec.ext}` });
         data.push(enc);
+        pieces.push({
+          plane: p,
+          input: tile,
+          width: rect.cols,
+          height: rect.rows,
+          enc,
+          ...(grid.length > 1 ? { paste: (back: CodeArray, got: CodeArray) => pasteTile(back, s.cols, rect, got) } : {}),
+        });
       }
     }
     bytes += data.reduce((n, d) => n + d.length, 0);
     planes.push({ data, record });
-    decoded.push(back);
   }
-  return { codec, options, planes, decoded, bytes };
+  let decoded: Promise<CodeArray[]> | undefined;
+  const decodeAll = async (): Promise<CodeArray[]> => {
+    const out: Array<CodeArray | undefined> = codes.map(() => undefined);
+    for (const piece of pieces) {
+      let got: CodeArray;
+      try {
+        got = await codec.decode(piece.enc, { width: piece.width, height: piece.height, bits, frames: piece.frames });
+      } catch (e) {
+        throw withContext(e, ctx);
+      }
+      if (options.lossless && !sameCodes(piece.input, got)) {
+        let i = 0;
+        while (piece.input[i] === got[i]) i++;
+        throw new CodecError(`${codec.name} lossless round trip is not exact at sample ${i}`, ctx);
+      }
+      if (!piece.paste) out[piece.plane] = got;
+      else piece.paste((out[piece.plane] ??= allocCodes(bits, codes[piece.plane].length)), got);
+    }
+    return out.map((c, p) => c ?? allocCodes(bits, codes[p].length));
+  };
+  return { codec, options, planes, bytes, decoded: () => (decoded ??= decodeAll()) };
 }

@@ -116,7 +116,8 @@ export interface ArchiveJob {
   readonly reader: ModelReader;
   readonly input: string;
   readonly inputBytes: number;
-  readonly sourceSha: string;
+  /** The source file's sha256; hashed while the tensors are encoded (a whole read of the file). */
+  readonly sourceSha: string | Promise<string>;
   readonly output: string;
   /** Replace a file at `output` (the user's --force, or a file this compress wrote itself). */
   readonly overwrite: boolean;
@@ -285,9 +286,13 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
         const sidePacker = new Packer(packs, (name, data) => put(name, data, 'deflate'));
         const putSide = (name: string, data: Uint8Array): void =>
           data.length <= PACK_MEMBER_MAX ? sidePacker.add(name, data) : put(name, data, 'deflate');
+        // with worker threads, a result may wait for an earlier, slower one while the next units run: twice as
+        // many units in flight as workers (the waiting results are encoded entries, a fraction of the weights);
+        // with one slot per worker a worker sat idle until the unit before its own was committed
+        const slots = options.jobs ?? availableParallelism();
         await runOrdered(
           units,
-          options.jobs ?? availableParallelism(),
+          pool ? 2 * slots : slots,
           (unit) => {
             options.signal?.throwIfAborted();
             return encode(unit);
@@ -367,7 +372,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           format: reader.format,
           input: job.input,
           inputBytes: job.inputBytes,
-          sourceSha: job.sourceSha,
+          sourceSha: await job.sourceSha,
           skeleton: parts,
           options: options.echo,
           tensors,

@@ -118,6 +118,7 @@ export function symmetricRanges(
       const a = Math.abs(v);
       if (a > maxAbs[ch]) maxAbs[ch] = a;
     }
+  if (!clip) return symmetricFromMaxAbs(maxAbs, channelWidth, bits);
   const half = 2 ** (bits - 1);
   const make = (steps: Float32Array): PlaneRanges => {
     const mins = new Float32Array(channels);
@@ -154,4 +155,27 @@ export function symmetricRanges(
       }
   }
   return { ranges: make(best), steps: best };
+}
+
+/**
+ * `symmetricRanges` without clipping, from each channel's largest |w| (found by the caller, in any order: a
+ * maximum does not depend on it). Undefined where some step has no exact range.
+ */
+export function symmetricFromMaxAbs(
+  maxAbs: Float64Array,
+  channelWidth: number,
+  bits: number,
+): { ranges: PlaneRanges; steps: Float32Array } | undefined {
+  const channels = maxAbs.length;
+  const half = 2 ** (bits - 1);
+  const steps = new Float32Array(channels);
+  const mins = new Float32Array(channels);
+  const maxs = new Float32Array(channels);
+  for (let ch = 0; ch < channels; ch++) {
+    const st = exactStep(maxAbs[ch] / (half - 1), bits);
+    if (st === undefined) return undefined;
+    steps[ch] = st;
+    [mins[ch], maxs[ch]] = rangeOfStep(st, bits);
+  }
+  return { ranges: { mins, maxs, channelWidth, zeroCode: half }, steps };
 }

@@ -1,0 +1,119 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { errorSums } from '../src/eval/metrics.js';
+import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.js';
+import type { FcLayoutSpec } from '../src/layout/types.js';
+import { compressModel } from '../src/pipeline/compress.js';
+import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
+import { withExactZeros } from '../src/pipeline/prepare.js';
+import { quantizePlanes } from '../src/quantize/tensor.js';
+import { dequantizePlane } from '../src/quantize/uniform.js';
+import { gaussian } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+
+/** Weights with what the one-pass path must get right: exact zeros, a zero channel, a channel of one value, dust. */
+function weights(layout: FcLayoutSpec, seed: number): Float32Array {
+  const v = gaussian(layout.nin * layout.nout, seed, 0.05);
+  for (let i = 0; i < v.length; i += 7) v[i] = 0;
+  // channel 1 all zero, channel 2 one value, channel 3 subnormal dust (in either order of the file)
+  for (let r = 0; r < layout.nin; r++) {
+    const at = (c: number): number => (layout.order === 'out_in' ? c * layout.nin + r : r * layout.nout + c);
+    v[at(1)] = 0;
+    v[at(2)] = 0.25;
+    v[at(3)] = r % 2 ? 1e-42 : -3e-41;
+  }
+  return v;
+}
+
+/** The general path: planes laid out, quantized, decoded, scattered back, exact zeros put back, measured. */
+function generalPath(values: Float32Array, layout: FcLayoutSpec, bits: number, stride: number) {
+  const shapes = planeShapes(layout);
+  const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
+  const [q] = quantizePlanes(planes, shapes, { bits, range: 'channel', stride, clip: false });
+  const back = dequantizePlane(q.codes, shapes[0].rows, shapes[0].cols, bits, q.ranges);
+  const restored = scatterPlanes([back], layout, new Float32Array(values.length));
+  const side = withExactZeros(values, restored, undefined);
+  return { q, sums: errorSums(values, restored), side };
+}
+
+describe('one-pass encoder path for fc layers (fused.ts)', () => {
+  const layouts: FcLayoutSpec[] = [
+    { kind: 'fc', nin: 130, nout: 71, order: 'out_in' },
+    { kind: 'fc', nin: 130, nout: 71, order: 'in_out' },
+    { kind: 'fc', nin: 3, nout: 200, order: 'out_in' },
+    { kind: 'fc', nin: 200, nout: 5, order: 'in_out' },
+  ];
+  for (const layout of layouts)
+    for (const bits of [8, 16])
+      for (const stride of [1, 3])
+        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, stride ${stride}`, () => {
+          const values = weights(layout, layout.nin + bits + stride);
+          const fused = quantizeFc(values, layout, bits, stride)!;
+          const general = generalPath(values, layout, bits, stride);
+          expect(Buffer.from(fused.codes.buffer).equals(Buffer.from(general.q.codes.buffer))).toBe(true);
+          expect(fused.ranges.mins).toEqual(general.q.ranges.mins);
+          expect(fused.ranges.maxs).toEqual(general.q.ranges.maxs);
+          expect(fused.rangeDtype).toBe(general.q.rangeDtype);
+          expect(Array.from(fused.stepBytes!)).toEqual(Array.from(general.q.stepBytes!));
+          expect(fused.restored).toEqual(general.q.restored);
+          const m = measureFc(values, fused.codes, layout, bits, fused.ranges);
+          // to the last bit: the sums are summed in the same (file) order
+          expect(m.sums).toEqual(general.sums);
+          expect(Array.from(m.zeros)).toEqual(Array.from(general.side?.indices ?? []));
+        });
+
+  it('leaves a tensor with a non-finite weight to the general path', () => {
+    const layout: FcLayoutSpec = { kind: 'fc', nin: 20, nout: 10, order: 'out_in' };
+    const values = weights(layout, 3);
+    values[37] = NaN;
+    expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+    values[37] = Infinity;
+    expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+  });
+});
+
+/** A safetensors file of float32 tensors. */
+function writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>): void {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = Buffer.from(JSON.stringify(header));
+  json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, json, ...Object.values(tensors).map((t) => Buffer.from(t.data.buffer))]));
+}
+
+describe('identical tensors', () => {
+  it('are found when only tensors alike in kind and first row are hashed whole', async () => {
+    const shape = [300, 256]; // above the size hashed whole at once
+    const a = gaussian(300 * 256, 1, 0.05);
+    const lastRowOff = Float32Array.from(a);
+    lastRowOff[lastRowOff.length - 1] += 0.01; // same first row, not the same tensor
+    const other = gaussian(300 * 256, 2, 0.05);
+    const small = gaussian(64 * 16, 3, 0.05);
+    const file = join(dir, 'twins.safetensors');
+    writeSafetensors(file, {
+      'a.weight': { shape, data: a },
+      'b.weight': { shape, data: Float32Array.from(a) },
+      'c.weight': { shape, data: lastRowOff },
+      'd.weight': { shape, data: other },
+      'e.weight': { shape: [64, 16], data: small },
+      'f.weight': { shape: [64, 16], data: Float32Array.from(small) },
+      'g.weight': { shape, data: Float32Array.from(lastRowOff) },
+    });
+    const r = await compressModel(file, join(dir, 'twins.nnm'), {});
+    const same = r.manifest.tensors.filter((t) => t.sameAs).map((t) => [t.name, t.sameAs]);
+    expect(same).toEqual([
+      ['b.weight', 'a.weight'],
+      ['f.weight', 'e.weight'],
+      ['g.weight', 'c.weight'],
+    ]);
+  });
+});
