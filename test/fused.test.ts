@@ -6,9 +6,9 @@ import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.j
 import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
-import { withExactZeros } from '../src/pipeline/prepare.js';
+import { exactSide, withExactZeros } from '../src/pipeline/prepare.js';
 import { quantizePlanes } from '../src/quantize/tensor.js';
-import { dequantizePlane } from '../src/quantize/uniform.js';
+import { dequantizePlane, restoreNonFinite } from '../src/quantize/uniform.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -28,15 +28,17 @@ function weights(layout: FcLayoutSpec, seed: number): Float32Array {
   return v;
 }
 
-/** The general path: planes laid out, quantized, decoded, scattered back, exact zeros put back, measured. */
-function generalPath(values: Float32Array, layout: FcLayoutSpec, bits: number, stride: number) {
+/** The general path: planes laid out, quantized, decoded, scattered back, side values and exact zeros put back, measured. */
+function generalPath(values: Float32Array, layout: FcLayoutSpec, bits: number, stride: number, relStep?: number) {
   const shapes = planeShapes(layout);
   const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
-  const [q] = quantizePlanes(planes, shapes, { bits, range: 'channel', stride, clip: false });
+  const [q] = quantizePlanes(planes, shapes, { bits, range: 'channel', stride, clip: false, relStep });
+  const beyond = q.beyond ? exactSide(scatterPlanes([q.working!], layout, new Float32Array(values.length)), values) : undefined;
   const back = dequantizePlane(q.codes, shapes[0].rows, shapes[0].cols, bits, q.ranges);
   const restored = scatterPlanes([back], layout, new Float32Array(values.length));
-  const side = withExactZeros(values, restored, undefined);
-  return { q, sums: errorSums(values, restored), side };
+  restoreNonFinite(restored, beyond);
+  const side = withExactZeros(values, restored, beyond);
+  return { q, sums: errorSums(values, restored), side, beyond };
 }
 
 describe('one-pass encoder path for fc layers (fused.ts)', () => {
@@ -46,23 +48,34 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     { kind: 'fc', nin: 3, nout: 200, order: 'out_in' },
     { kind: 'fc', nin: 200, nout: 5, order: 'in_out' },
   ];
+  const grids: Array<{ stride: number; relStep?: number }> = [
+    { stride: 1 },
+    { stride: 3 },
+    // step grids: one that holds every weight, and one so fine that 256 levels span ±1.3 RMS (weights beyond
+    // it are stored exactly)
+    { stride: 1, relStep: 0.25 },
+    { stride: 1, relStep: 0.01 },
+  ];
   for (const layout of layouts)
     for (const bits of [8, 16])
-      for (const stride of [1, 3])
-        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, stride ${stride}`, () => {
+      for (const { stride, relStep } of grids)
+        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}` : `stride ${stride}`}`, () => {
           const values = weights(layout, layout.nin + bits + stride);
-          const fused = quantizeFc(values, layout, bits, stride)!;
-          const general = generalPath(values, layout, bits, stride);
+          const { plane: fused, beyond } = quantizeFc(values, layout, bits, stride, relStep)!;
+          const general = generalPath(values, layout, bits, stride, relStep);
           expect(Buffer.from(fused.codes.buffer).equals(Buffer.from(general.q.codes.buffer))).toBe(true);
           expect(fused.ranges.mins).toEqual(general.q.ranges.mins);
           expect(fused.ranges.maxs).toEqual(general.q.ranges.maxs);
           expect(fused.rangeDtype).toBe(general.q.rangeDtype);
-          expect(Array.from(fused.stepBytes!)).toEqual(Array.from(general.q.stepBytes!));
+          expect(fused.stepBytes && Array.from(fused.stepBytes)).toEqual(general.q.stepBytes && Array.from(general.q.stepBytes));
           expect(fused.restored).toEqual(general.q.restored);
-          const m = measureFc(values, fused.codes, layout, bits, fused.ranges);
+          expect(Array.from(beyond)).toEqual(Array.from(general.beyond?.indices ?? []));
+          if (relStep === 0.01 && bits === 8) expect(beyond.length).toBeGreaterThan(values.length / 10);
+          const m = measureFc(values, fused.codes, layout, bits, fused.ranges, beyond);
           // to the last bit: the sums are summed in the same (file) order
           expect(m.sums).toEqual(general.sums);
-          expect(Array.from(m.zeros)).toEqual(Array.from(general.side?.indices ?? []));
+          const sideAfter = Array.from(general.side?.indices ?? []).filter((i) => !beyond.includes(i));
+          expect(Array.from(m.zeros)).toEqual(sideAfter);
         });
 
   it('leaves a tensor with a non-finite weight to the general path', () => {

@@ -18,7 +18,7 @@ import {
 } from '../src/rate/allocate.js';
 import { rawZstdSign } from '../src/codecs/raw/zstd.js';
 import { RANGE_BYTES, planeRanges, quantizePlanes } from '../src/quantize/tensor.js';
-import { addPlaneError } from '../src/quantize/uniform.js';
+import { addPlaneError, addPlaneErrors } from '../src/quantize/uniform.js';
 import { snrOf } from '../src/pipeline/quantize.js';
 import { codeEntropyBits } from '../src/rate/entropy.js';
 import type { TaskEvaluator } from '../src/eval/tasks/types.js';
@@ -234,6 +234,21 @@ describe('per-tensor SNR search', () => {
             checked++;
           }
     expect(checked).toBe(30); // clip searches on the symmetric grid do not depend on the stride; per layer they do
+    // a batch of strides in one pass: each stride's sums exactly those of a pass of its own
+    for (const bits of [8, 16])
+      for (const range of ['channel', 'layer'] as const) {
+        const strides = [1, 2, 3, 7, 64];
+        const grids = planes.map((pl, p) => planeRanges(pl, shapes[p], { bits, range, clip: false, stride: 1 }));
+        const batch = strides.map(() => ({ signal: 0, error: 0 }));
+        planes.forEach((pl, p) => addPlaneErrors(pl, shapes[p].cols, bits, grids[p].ranges, strides, batch));
+        const single = strides.map((stride) => {
+          const sums = { signal: 0, error: 0 };
+          planes.forEach((pl, p) => addPlaneError(pl, shapes[p].cols, bits, grids[p].ranges, stride, sums));
+          return sums;
+        });
+        expect(batch).toEqual(single);
+        expect(new Set(batch.map((b) => b.error)).size).toBe(strides.length);
+      }
   });
 });
 

@@ -12,18 +12,11 @@ import type { ModelReader } from '../formats/model.js';
 import { planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
 import type { FcLayoutSpec } from '../layout/types.js';
 import { encodeExactValues } from '../quantize/exact.js';
-import {
-  type CodeArray,
-  type NonFiniteSide,
-  type PlaneRanges,
-  collectNonFinite,
-  dequantizePlane,
-  restoreNonFinite,
-} from '../quantize/uniform.js';
+import { type CodeArray, type NonFiniteSide, collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
-import { fusedFits, measureFc, quantizeFc } from './fused.js';
+import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fused.js';
 import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
@@ -53,10 +46,10 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
-  // fully connected layers at the default grid: one pass from the file's values to codes (fused.ts); it finds
+  // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
   // no non-finite weight, or leaves the tensor to the general path
   const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
-    ? quantizeFc(values, layout, settings.bits, settings.stride)
+    ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep)
     : undefined;
   if (!fused) collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
   const prepared: PreparedTensor = fused
@@ -64,7 +57,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     : prepareTensor(values, layout, settings, plan.index);
   const stride = target !== undefined && lossless ? coarsestStride(prepared, settings, target, stats) : settings.stride;
   const quantized: QuantizedTensor = fused
-    ? { planes: [fused], stride }
+    ? { planes: [fused.plane], stride }
     : quantizeTensor(prepared, values, settings, stride, stats, unit.compensation);
   const codes = quantized.planes.map((q) => q.codes);
   const encode = (i: number, quality?: number, effort?: number): Promise<EncodedMedia> =>
@@ -88,7 +81,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     // once measured no faster with two workers, and held more memory.)
     const first = encode(0);
     first.catch(() => {}); // awaited below
-    if (fused && layout.kind === 'fc') measured = measureFused(values, fused.codes, layout, settings.bits, fused.ranges);
+    if (fused && layout.kind === 'fc') measured = measureFused(values, fused, layout, settings.bits);
     let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));
@@ -203,13 +196,20 @@ interface Measured {
   sums: ErrorSums;
 }
 
-/** The one-pass path's measurement (fused.ts): error sums in file order, and exact zeros that need side data. */
-function measureFused(values: Float32Array, codes: CodeArray, layout: FcLayoutSpec, bits: number, ranges: PlaneRanges): Measured {
-  const { sums, zeros } = measureFc(values, codes, layout, bits, ranges);
-  return {
-    sums,
-    ...(zeros.length ? { side: { indices: zeros, values: Float32Array.from(zeros, (i) => values[i]) } } : {}),
-  };
+/**
+ * The one-pass path's measurement (fused.ts): error sums in file order, and the side values to store: the
+ * weights beyond a step grid, and any exact zero that does not decode to 0, in file order.
+ */
+function measureFused(values: Float32Array, fused: FusedQuantization, layout: FcLayoutSpec, bits: number): Measured {
+  const { codes, ranges } = fused.plane;
+  const { sums, zeros } = measureFc(values, codes, layout, bits, ranges, fused.beyond);
+  const a = fused.beyond;
+  if (a.length + zeros.length === 0) return { sums };
+  // both ascending and apart (a weight beyond the grid is exact, so never a missed zero): merged
+  const indices = new Uint32Array(a.length + zeros.length);
+  for (let i = 0, j = 0, k = 0; k < indices.length; k++)
+    indices[k] = j >= zeros.length || (i < a.length && a[i] < zeros[j]) ? a[i++] : zeros[j++];
+  return { sums, side: { indices, values: Float32Array.from(indices, (i) => values[i]) } };
 }
 
 /** Decodes the codes back to weights in file order and measures them against the original values. */

@@ -1,11 +1,13 @@
 /**
- * The encoder's one-pass path for fully connected layers at the default grid (issue 16): from the tensor's
+ * The encoder's one-pass path for fully connected layers on the default grid or a step grid (issue 16): from the tensor's
  * values in file order straight to codes in plane order, and from the codes straight to the error sums, with
  * no float plane laid out, no decoded plane and no scatter back. A matrix's plane is its transpose ([out, in]
  * in the file, `in` rows × `out` columns in the plane) or the file itself ([in, out]).
  *
  * Everything here gives the numbers the general path (prepare → quantize → finish) gives, to the last bit:
- * the same per-channel maxima (a maximum does not depend on order), the same arithmetic per code as
+ * the same per-channel maxima (a maximum does not depend on order), the same per-channel sums of squares for
+ * a step grid's scales (each channel's weights are summed in the same order: a channel is a file row of an
+ * [out, in] matrix, a column of an [in, out] one), the same arithmetic per code as
  * `quantizePlane`, the same float32 value per code as `dequantizePlane`, and the error summed in file order
  * as `errorSums` sums it (test/fused.test.ts compares both paths byte for byte).
  */
@@ -13,7 +15,7 @@
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
 import { symmetricFromMaxAbs } from '../quantize/ranges.js';
-import { stepsTo24 } from '../quantize/step.js';
+import { type ChannelScales, channelScales, gridBounds, stepGrid, stepsTo24 } from '../quantize/step.js';
 import type { PlaneQuantization } from '../quantize/tensor.js';
 import {
   type CodeArray,
@@ -25,18 +27,23 @@ import {
 } from '../quantize/uniform.js';
 import type { TensorSettings } from './options.js';
 
-/** Whether a unit can take the one-pass path: an fc layout on the default grid, lossless codecs, nothing set aside. */
+/**
+ * Whether a unit can take the one-pass path: an fc layout, per-channel ranges on the default grid or a step
+ * grid, lossless codecs, no outliers set aside, no rotation, no compensation, no per-tensor SNR search.
+ */
 export function fusedFits(
   layout: LayoutSpec,
   settings: TensorSettings,
   lossless: boolean,
   extras: { rotate?: boolean; compensation: boolean },
 ): layout is FcLayoutSpec {
+  const grid =
+    (settings.quantizer === 'rtn' && settings.relStep === undefined) ||
+    (settings.quantizer === 'step' && settings.relStep !== undefined);
   return (
     layout.kind === 'fc' &&
     lossless &&
-    settings.quantizer === 'rtn' &&
-    settings.relStep === undefined &&
+    grid &&
     settings.range === 'channel' &&
     !settings.clip &&
     settings.outliers === 0 &&
@@ -47,50 +54,147 @@ export function fusedFits(
   );
 }
 
+/** An fc tensor's plane quantized in one pass, and its weights beyond a step grid (file order, stored exactly). */
+export interface FusedQuantization {
+  readonly plane: PlaneQuantization;
+  /** File positions of the weights beyond the step grid, ascending (none on the default grid). */
+  readonly beyond: Uint32Array;
+}
+
 /**
- * The plane's codes and ranges of an fc tensor on the symmetric per-channel grid, or undefined where the
- * general path must run: a non-finite weight (side data), or a channel with no exact step.
+ * The plane's codes and ranges of an fc tensor on the symmetric per-channel grid (no `relStep`) or the step
+ * grid, or undefined where the general path must run: a non-finite weight (side data), or (default grid) a
+ * channel with no exact step.
  */
 export function quantizeFc(
   values: Float32Array,
   layout: FcLayoutSpec,
   bits: number,
   stride: number,
-): PlaneQuantization | undefined {
+  relStep?: number,
+): FusedQuantization | undefined {
   const { nin, nout } = layout;
   if (values.length !== nin * nout) return undefined;
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
+  const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep);
+  if (!grid) return undefined;
+  const { ranges, rangeDtype, stepBytes, bounds } = grid;
+  const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
+  const codes = allocCodes(bits, nin * nout);
+  // the step grid codes with every code (stride 1), as quantizePlanes does
+  const k = relStep === undefined ? stride : 1;
+  if (layout.order === 'out_in') quantizeTransposed(values, nout, nin, bits, ranges, k, codes, bounds);
+  else quantizeRows(values, nin, nout, bits, ranges, k, codes, bounds);
+  let restored: Float32Array | undefined;
+  const plane = Object.defineProperty(
+    { codes, ranges, rangeDtype, stepBytes, ...(bounds ? { beyond: beyond.length } : {}) },
+    'restored',
+    {
+      // what the codes decode to, with the weights beyond the grid exact (plane order), as quantizePlanes gives it
+      get: () => {
+        if (restored) return restored;
+        restored = dequantizePlane(codes, nin, nout, bits, ranges);
+        for (const i of beyond) {
+          const [r, c] = layout.order === 'out_in' ? [i % nin, Math.floor(i / nin)] : [Math.floor(i / nout), i % nout];
+          restored[r * nout + c] = values[i];
+        }
+        return restored;
+      },
+      enumerable: true,
+    },
+  ) as PlaneQuantization;
+  return { plane, beyond };
+}
+
+/** A grid's ranges as the manifest stores them, and (step grid) each channel's interval of weights on it. */
+interface FusedGrid {
+  ranges: PlaneRanges;
+  rangeDtype: PlaneQuantization['rangeDtype'];
+  stepBytes?: Uint8Array;
+  bounds?: { lo: Float64Array; hi: Float64Array };
+}
+
+/** The symmetric per-channel grid of the default (ranges.ts symmetricRanges) from each channel's largest |w|. */
+function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number): FusedGrid | undefined {
+  const { nin, nout } = layout;
   const maxAbs = new Float64Array(nout);
-  if (layout.order === 'out_in') {
+  if (layout.order === 'out_in')
     // channel j is the file's row j
     for (let j = 0; j < nout; j++) {
       let m = 0;
       for (let i = j * nin, end = i + nin; i < end; i++) {
-        const v = values[i];
-        if (!Number.isFinite(v)) return undefined;
-        const a = Math.abs(v);
+        const a = Math.abs(values[i]);
         if (a > m) m = a;
       }
       maxAbs[j] = m;
     }
-  } else {
+  else
     for (let i = 0, c = 0; i < values.length; i++, c = c + 1 === nout ? 0 : c + 1) {
-      const v = values[i];
-      if (!Number.isFinite(v)) return undefined;
-      const a = Math.abs(v);
+      const a = Math.abs(values[i]);
       if (a > maxAbs[c]) maxAbs[c] = a;
     }
-  }
   const sym = symmetricFromMaxAbs(maxAbs, 1, bits);
-  if (!sym) return undefined;
-  const { ranges, steps } = sym;
-  const codes = allocCodes(bits, nin * nout);
-  if (layout.order === 'out_in') quantizeTransposed(values, nout, nin, bits, ranges, stride, codes);
-  else quantizeRows(values, nin, nout, bits, ranges, stride, codes);
-  let restored: Float32Array | undefined;
-  return Object.defineProperty({ codes, ranges, rangeDtype: 'step24', stepBytes: stepsTo24(steps) }, 'restored', {
-    get: () => (restored ??= dequantizePlane(codes, nin, nout, bits, ranges)),
-    enumerable: true,
-  }) as PlaneQuantization;
+  return sym && { ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps) };
+}
+
+/** The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order. */
+function stepGridOf(values: Float32Array, layout: FcLayoutSpec, bits: number, relStep: number): FusedGrid {
+  const { nin, nout } = layout;
+  const shape = { rows: nin, cols: nout, channelWidth: 1, label: 'matrix' };
+  // [in, out]: the plane is the file itself; [out, in]: channel j is the file's row j, summed in the same order
+  const scales = layout.order === 'in_out' ? channelScales(values, shape, 'channel') : rowScales(values, nout, nin);
+  const grid = stepGrid(scales, relStep, bits);
+  const rangeDtype = grid.stepBytes ? 'step8' : grid.f16 ? 'float16' : 'float32';
+  return { ranges: grid.ranges, rangeDtype, stepBytes: grid.stepBytes, bounds: gridBounds(grid, nout, bits) };
+}
+
+/**
+ * channelScales of the plane whose channels are the rows of `values` (channels × len): per channel the RMS
+ * about zero over |v| ≤ 3·RMS, twice; each sum in the plane's row order, i.e. along the file's row.
+ */
+function rowScales(values: Float32Array, channels: number, len: number): ChannelScales {
+  const rms = new Float64Array(channels);
+  for (let ch = 0; ch < channels; ch++) {
+    const start = ch * len;
+    const end = start + len;
+    let sq = 0;
+    let count = 0;
+    for (let i = start; i < end; i++) {
+      sq += values[i] * values[i];
+      count++;
+    }
+    for (let pass = 0; pass < 2; pass++) {
+      const bound = count ? 9 * (sq / count) : 0;
+      sq = 0;
+      let kept = 0;
+      for (let i = start; i < end; i++) {
+        const v = values[i];
+        if (v * v > bound) continue;
+        sq += v * v;
+        kept++;
+      }
+      count = kept;
+    }
+    rms[ch] = count ? Math.sqrt(sq / count) : 0;
+  }
+  return { rms, width: 1 };
+}
+
+/** File positions of the weights outside their channel's bounds, ascending. */
+function beyondGrid(values: Float32Array, layout: FcLayoutSpec, bounds: { lo: Float64Array; hi: Float64Array }): Uint32Array {
+  const { nin, nout } = layout;
+  const { lo, hi } = bounds;
+  const out: number[] = [];
+  if (layout.order === 'out_in')
+    for (let c = 0, i = 0; c < nout; c++) {
+      const a = lo[c];
+      const b = hi[c];
+      for (let end = i + nin; i < end; i++) if (values[i] < a || values[i] > b) out.push(i);
+    }
+  else
+    for (let i = 0, c = 0; i < values.length; i++, c = c + 1 === nout ? 0 : c + 1)
+      if (values[i] < lo[c] || values[i] > hi[c]) out.push(i);
+  return Uint32Array.from(out);
 }
 
 /** One weight's code, exactly as quantizePlane finds it (all values finite, span > 0 checked by the caller). */
@@ -108,6 +212,14 @@ function gridOf(bits: number, stride: number, ranges: PlaneRanges): Grid {
   return { levels, top, half, topLevel: Math.floor((top - half) / stride) };
 }
 
+/** Per channel, the weights a grid codes (beyond them: code 0, stored exactly); everything without bounds. */
+function boundsOf(
+  bounds: { lo: Float64Array; hi: Float64Array } | undefined,
+  channels: number,
+): { lo: Float64Array; hi: Float64Array } {
+  return bounds ?? { lo: new Float64Array(channels).fill(-Infinity), hi: new Float64Array(channels).fill(Infinity) };
+}
+
 /** Codes of a plane that is the file itself (row-major rows × cols, channel = column). */
 function quantizeRows(
   values: Float32Array,
@@ -117,16 +229,18 @@ function quantizeRows(
   ranges: PlaneRanges,
   stride: number,
   codes: CodeArray,
+  bounds?: { lo: Float64Array; hi: Float64Array },
 ): void {
   const { levels, top, half, topLevel } = gridOf(bits, stride, ranges);
   const { los, spans } = columnRanges(ranges, cols);
+  const { lo: min, hi: max } = boundsOf(bounds, cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) {
       const lo = los[c];
       const span = spans[c];
-      if (!(span > 0)) continue; // constant channel: code 0
       const v = values[base + c];
+      if (!(span > 0) || v < min[c] || v > max[c]) continue; // constant channel, or beyond the grid: code 0
       if (stride === 1) {
         const q = Math.floor(((v - lo) / span) * levels);
         codes[base + c] = q < 0 ? 0 : q > top ? top : q;
@@ -152,9 +266,11 @@ function quantizeTransposed(
   ranges: PlaneRanges,
   stride: number,
   codes: CodeArray,
+  bounds?: { lo: Float64Array; hi: Float64Array },
 ): void {
   const { levels, top, half, topLevel } = gridOf(bits, stride, ranges);
   const { los, spans } = columnRanges(ranges, channels);
+  const { lo: min, hi: max } = boundsOf(bounds, channels);
   for (let j0 = 0; j0 < channels; j0 += BLOCK) {
     const j1 = Math.min(channels, j0 + BLOCK);
     for (let i0 = 0; i0 < cols; i0 += BLOCK) {
@@ -163,15 +279,21 @@ function quantizeTransposed(
         const lo = los[j];
         const span = spans[j];
         if (!(span > 0)) continue;
+        const a = min[j];
+        const b = max[j];
         const src = j * cols;
         if (stride === 1)
           for (let i = i0; i < i1; i++) {
-            const q = Math.floor(((values[src + i] - lo) / span) * levels);
+            const v = values[src + i];
+            if (v < a || v > b) continue; // beyond the grid: code 0, stored exactly
+            const q = Math.floor(((v - lo) / span) * levels);
             codes[i * channels + j] = q < 0 ? 0 : q > top ? top : q;
           }
         else
           for (let i = i0; i < i1; i++) {
-            const k = Math.round((((values[src + i] - lo) / span) * levels - 0.5 - half) / stride);
+            const v = values[src + i];
+            if (v < a || v > b) continue;
+            const k = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
             codes[i * channels + j] = (k < 0 ? 0 : k > topLevel ? topLevel : k) * stride + half;
           }
       }
@@ -181,8 +303,9 @@ function quantizeTransposed(
 
 /**
  * What the general path's finish measures, from the decoded codes of an fc plane: the error sums of the
- * decoded weights against the file's values in file order (as errorSums), and the positions of exact zeros
- * that do not decode to 0 (none on the symmetric grid: code 2^(bits−1) is exactly 0; kept for safety).
+ * decoded weights against the file's values in file order (as errorSums), where the weights beyond a step
+ * grid (`beyond`, ascending) are exact, and the positions of exact zeros that do not decode to 0 (none on
+ * these grids: the zero code is exactly 0; kept for safety).
  */
 export function measureFc(
   values: Float32Array,
@@ -190,6 +313,7 @@ export function measureFc(
   layout: FcLayoutSpec,
   bits: number,
   ranges: PlaneRanges,
+  beyond: Uint32Array = new Uint32Array(0),
 ): { sums: ErrorSums; zeros: Uint32Array } {
   const { nin, nout } = layout;
   const levels = 2 ** bits;
@@ -206,12 +330,18 @@ export function measureFc(
   let se = 0;
   let sp = 0;
   const zeros: number[] = [];
+  let j = 0;
+  let exactAt = beyond.length ? beyond[0] : -1;
   if (transposed && bits === 8) {
     for (let c = 0, i = 0; c < nout; c++) {
       for (let q = 0; q < levels; q++) table[q] = decodedAt(c, q);
       for (let r = 0, k = c; r < nin; r++, i++, k += nout) {
         const a = values[i];
-        const b = table[codes[k]];
+        let b = table[codes[k]];
+        if (i === exactAt) {
+          b = a;
+          exactAt = ++j < beyond.length ? beyond[j] : -1;
+        }
         if (a === 0 && b !== 0) zeros.push(i);
         // an exact zero is put back exactly (withExactZeros): no error there
         const d = a === 0 ? 0 : Math.abs(a - b);
@@ -228,7 +358,11 @@ export function measureFc(
     for (let o = 0, i = 0; o < outer; o++)
       for (let n = 0, k = o * kOuter; n < inner; n++, i++, k += kInner) {
         const a = values[i];
-        const b = decodedAt(transposed ? o : n, codes[k]);
+        let b = decodedAt(transposed ? o : n, codes[k]);
+        if (i === exactAt) {
+          b = a;
+          exactAt = ++j < beyond.length ? beyond[j] : -1;
+        }
         if (a === 0 && b !== 0) zeros.push(i);
         const d = a === 0 ? 0 : Math.abs(a - b);
         if (d > maxAbs) maxAbs = d;

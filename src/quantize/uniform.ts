@@ -138,12 +138,33 @@ export function addPlaneError(
   stride: number,
   sums: ErrorSums,
 ): void {
+  addPlaneErrors(values, cols, bits, ranges, [stride], [sums]);
+}
+
+/**
+ * `addPlaneError` for several strides in one pass over the plane: each weight's position on the grid is found
+ * once and its code and error at every stride from it, each stride's sums in element order (test/rate.test.ts:
+ * a batch gives each stride's sums of a pass of its own, and those of the quantized planes, to the last bit). The per-tensor SNR
+ * search tries its strides in such batches: a pass a batch instead of a pass a stride.
+ */
+export function addPlaneErrors(
+  values: Float32Array,
+  cols: number,
+  bits: number,
+  ranges: PlaneRanges,
+  strides: readonly number[],
+  sums: readonly ErrorSums[],
+): void {
   const levels = 2 ** bits;
+  const perLevel = 1 / levels;
   const top = levels - 1;
-  const half = strideOffset(stride, ranges.zeroCode);
-  const topLevel = Math.floor((top - half) / stride);
+  const n = strides.length;
+  const k = Float64Array.from(strides);
+  const halves = Float64Array.from(strides, (st) => strideOffset(st, ranges.zeroCode));
+  const topLevels = Float64Array.from(strides, (st, i) => Math.floor((top - halves[i]) / st));
+  const errors = Float64Array.from(sums, (x) => x.error);
   const { los, spans } = columnRanges(ranges, cols);
-  let { signal, error } = sums;
+  let signal = sums.length ? sums[0].signal : 0;
   for (let i = 0, c = 0; i < values.length; i++, c = c + 1 === cols ? 0 : c + 1) {
     const v = values[i];
     if (!Number.isFinite(v)) continue;
@@ -151,21 +172,29 @@ export function addPlaneError(
     const span = spans[c];
     signal += v * v;
     if (!(span > 0)) {
-      error += (v - Math.fround(lo)) ** 2;
+      const e = (v - Math.fround(lo)) ** 2;
+      for (let s = 0; s < n; s++) errors[s] += e;
       continue;
     }
-    let code: number;
-    if (stride === 1) {
-      const q = Math.floor(((v - lo) / span) * levels);
-      code = q < 0 ? 0 : q > top ? top : q;
-    } else {
-      const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
-      code = (j < 0 ? 0 : j > topLevel ? topLevel : j) * stride + half;
+    const x = ((v - lo) / span) * levels;
+    for (let s = 0; s < n; s++) {
+      let code: number;
+      if (k[s] === 1) {
+        const q = Math.floor(x);
+        code = q < 0 ? 0 : q > top ? top : q;
+      } else {
+        const half = halves[s];
+        const j = Math.round((x - 0.5 - half) / k[s]);
+        code = (j < 0 ? 0 : j > topLevels[s] ? topLevels[s] : j) * k[s] + half;
+      }
+      // (code + ½)·span/2^bits: a division by a power of two is a multiplication by its inverse, to the last bit
+      errors[s] += (v - Math.fround(lo + (code + 0.5) * span * perLevel)) ** 2;
     }
-    error += (v - Math.fround(lo + ((code + 0.5) * span) / levels)) ** 2;
   }
-  sums.signal = signal;
-  sums.error = error;
+  sums.forEach((x, s) => {
+    x.signal = signal;
+    x.error = errors[s];
+  });
 }
 
 /** Values the codes decode to, written into `out` if given (a fresh array otherwise). */

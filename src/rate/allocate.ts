@@ -215,6 +215,7 @@ function measurePlane(
   sseIn: number,
 ): { sse: number; beyond: number } {
   const levels = 2 ** codeWidth;
+  const perLevel = 1 / levels;
   const top = levels - 1;
   let sse = sseIn;
   let beyond = 0;
@@ -240,7 +241,8 @@ function measurePlane(
     const q = Math.floor(((v - lo) / span) * levels);
     const code = q < 0 ? 0 : q > top ? top : q;
     hist[code]++;
-    sse += (v - Math.fround(lo + ((code + 0.5) * span) / levels)) ** 2;
+    // (code + ½)·span/2^bits: a division by a power of two is a multiplication by its inverse, to the last bit
+    sse += (v - Math.fround(lo + (code + 0.5) * span * perLevel)) ** 2;
   }
   return { sse, beyond };
 }
