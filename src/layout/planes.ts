@@ -147,10 +147,17 @@ export function gatherPlanes<T extends AnyTypedArray>(src: T, spec: LayoutSpec, 
     else transposeInto(src, spec.nout, spec.nin, plane);
     return [plane];
   }
-  const idx = sourceIndexFn(spec);
+  // every other layout through its separable index map (planeOffsets): a sum of two table entries an element
+  // instead of a call with divisions (ISNet's convolutions: 0.41 s of a 4.2 s encode, now a fraction)
+  if (layoutElementCount(spec) >= 2 ** 31) return gatherByIndex(src, spec, alloc);
   return planeShapes(spec).map((s, p) => {
     const plane = alloc(s.rows * s.cols);
-    for (let r = 0; r < s.rows; r++) for (let c = 0; c < s.cols; c++) plane[r * s.cols + c] = src[idx(p, r, c)];
+    const { rows, cols } = planeOffsets(spec, p);
+    for (let r = 0; r < s.rows; r++) {
+      const base = r * s.cols;
+      const at = rows[r];
+      for (let c = 0; c < s.cols; c++) plane[base + c] = src[at + cols[c]];
+    }
     return plane;
   });
 }
@@ -162,6 +169,31 @@ export function scatterPlanes<T extends AnyTypedArray>(planes: readonly T[], spe
     else transposeInto(planes[0], spec.nin, spec.nout, out);
     return out;
   }
+  if (layoutElementCount(spec) >= 2 ** 31) return scatterByIndex(planes, spec, out);
+  planeShapes(spec).forEach((s, p) => {
+    const plane = planes[p];
+    const { rows, cols } = planeOffsets(spec, p);
+    for (let r = 0; r < s.rows; r++) {
+      const base = r * s.cols;
+      const at = rows[r];
+      for (let c = 0; c < s.cols; c++) out[at + cols[c]] = plane[base + c];
+    }
+  });
+  return out;
+}
+
+/** gatherPlanes through the index function: tensors of 2^31 elements and more (planeOffsets is Int32). */
+function gatherByIndex<T extends AnyTypedArray>(src: T, spec: LayoutSpec, alloc: (n: number) => T): T[] {
+  const idx = sourceIndexFn(spec);
+  return planeShapes(spec).map((s, p) => {
+    const plane = alloc(s.rows * s.cols);
+    for (let r = 0; r < s.rows; r++) for (let c = 0; c < s.cols; c++) plane[r * s.cols + c] = src[idx(p, r, c)];
+    return plane;
+  });
+}
+
+/** scatterPlanes through the index function (see gatherByIndex). */
+function scatterByIndex<T extends AnyTypedArray>(planes: readonly T[], spec: LayoutSpec, out: T): T {
   const idx = sourceIndexFn(spec);
   planeShapes(spec).forEach((s, p) => {
     const plane = planes[p];

@@ -1,7 +1,8 @@
 /**
  * One unit of encoding work (a tensor, or one slice of it), stage by stage: read → prepare → quantize →
- * encode media → decode back and measure → its coding record. Runs here or on a worker thread with the
- * same result. Per-tensor rate control lives here: the coarsest grid (lossless codecs) or the lowest
+ * encode media → decode back and measure → its coding record (fully connected layers on the default or a
+ * step grid: read → codes → encode media, measured from the codes, the kept media's round trip checked;
+ * fused.ts). Runs here or on a worker thread with the same result. Per-tensor rate control lives here: the coarsest grid (lossless codecs) or the lowest
  * quality (lossy codecs) whose decoded weights keep an SNR target.
  */
 
@@ -140,7 +141,7 @@ async function lowestQuality(
   return top.media;
 }
 
-/** Decodes the chosen media back to weights, measures the error, and makes the unit's entries and record. */
+/** The unit's entries and record: the chosen media, the exact side values and the measured error. */
 function finish(
   plan: CodedPlan,
   unit: EncodeUnit,
