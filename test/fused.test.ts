@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { errorSums } from '../src/eval/metrics.js';
@@ -55,11 +55,13 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     // it are stored exactly)
     { stride: 1, relStep: 0.25 },
     { stride: 1, relStep: 0.01 },
+    // a step grid codes with every code whatever the stride
+    { stride: 3, relStep: 0.25 },
   ];
   for (const layout of layouts)
     for (const bits of [8, 16])
       for (const { stride, relStep } of grids)
-        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}` : `stride ${stride}`}`, () => {
+        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}, ` : ''}stride ${stride}`, () => {
           const values = weights(layout, layout.nin + bits + stride);
           const { plane: fused, beyond } = quantizeFc(values, layout, bits, stride, relStep)!;
           const general = generalPath(values, layout, bits, stride, relStep);
@@ -128,5 +130,48 @@ describe('identical tensors', () => {
       ['f.weight', 'e.weight'],
       ['g.weight', 'c.weight'],
     ]);
+  });
+});
+
+describe('the one-pass path in the encoder', () => {
+  it('writes the archive the general path writes (NNMEDIA_GENERAL_PATH=1), in every mode it takes', async () => {
+    const file = join(dir, 'fc.safetensors');
+    const wide = gaussian(96 * 300, 11, 0.05);
+    for (let i = 0; i < wide.length; i += 5) wide[i] = 0;
+    wide[7] = -0;
+    writeSafetensors(file, {
+      'layers.0.q_proj.weight': { shape: [96, 300], data: wide },
+      'layers.0.o_proj.weight': { shape: [300, 96], data: gaussian(300 * 96, 12, 0.02) },
+      'layers.0.mlp.weight': { shape: [200, 96], data: gaussian(200 * 96, 13, 3) },
+    });
+    const modes: Array<Record<string, unknown>> = [
+      {},
+      { stride: 3 },
+      { bits: 16 },
+      { relStep: 0.25 },
+      { relStep: 0.01 },
+      { relStep: 0.25, stride: 3 },
+      { relStep: 0.25, sliceWeights: 8192 },
+      // modes the one-pass path must leave to the general one (a wrong fusedFits shows here)
+      { clip: true, stride: 16 },
+      { range: 'layer' },
+      { outliers: 3 },
+      { relStep: 0.25, rotate: true },
+    ];
+    let coded = 0;
+    for (const [k, mode] of modes.entries()) {
+      const one = join(dir, `fused-${k}.nnm`);
+      const general = join(dir, `general-${k}.nnm`);
+      const r = await compressModel(file, one, mode);
+      process.env.NNMEDIA_GENERAL_PATH = '1';
+      try {
+        await compressModel(file, general, mode);
+      } finally {
+        delete process.env.NNMEDIA_GENERAL_PATH;
+      }
+      expect(readFileSync(one).equals(readFileSync(general)), JSON.stringify(mode)).toBe(true);
+      coded += r.manifest.tensors.filter((t) => t.role === 'fc').length;
+    }
+    expect(coded).toBe(3 * modes.length);
   });
 });

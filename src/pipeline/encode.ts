@@ -82,7 +82,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     // once measured no faster with two workers, and held more memory.)
     const first = encode(0);
     first.catch(() => {}); // awaited below
-    if (fused && layout.kind === 'fc') measured = measureFused(values, fused, layout, settings.bits);
+    if (fused) measured = measureFused(values, fused, layout as FcLayoutSpec, settings.bits);
     let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));

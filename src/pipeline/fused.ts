@@ -37,6 +37,8 @@ export function fusedFits(
   lossless: boolean,
   extras: { rotate?: boolean; compensation: boolean },
 ): layout is FcLayoutSpec {
+  // NNMEDIA_GENERAL_PATH=1 sends every tensor the general way (to compare both paths' archives: test/fused.test.ts)
+  if (process.env.NNMEDIA_GENERAL_PATH === '1') return false;
   const grid =
     (settings.quantizer === 'rtn' && settings.relStep === undefined) ||
     (settings.quantizer === 'step' && settings.relStep !== undefined);

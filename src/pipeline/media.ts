@@ -1,8 +1,9 @@
 /**
  * Stage 4, encode media: every plane's codes through a codec — images tile by tile (up to the codec's
  * largest picture), video as one stream of M5/M6 block frames per plane, audio as one signal per plane —
- * and decoded straight back, so a lossless path that is not bit-exact fails here, and lossy ones are
- * measured on what the decoder will really see.
+ * and decoded back on request (`decoded()`: the codec sets ask only for the candidate they keep), so a
+ * lossless path that is not bit-exact fails before anything is written, and lossy ones are measured on what
+ * the decoder will really see.
  */
 
 import type { PlaneRecord } from '../archive/manifest.js';

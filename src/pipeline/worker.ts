@@ -13,10 +13,10 @@ import { measureTensor } from './measure.js';
 import type { EncodeReply, Job, MeasureReply, Reply } from './workers.js';
 
 /**
- * V8's full collection, for this worker's own use after each unit. A unit's working arrays (its values, planes
+ * V8's full collection, for this worker's own use after its units (see `COLLECT_WEIGHTS`). A unit's working arrays (its values, planes
  * and restored values: ~250 MB for a 16M-weight slice) are garbage once it is done, but V8 kept them until well
  * into the next unit: a worker finished units holding 150–290 MB of array buffers it no longer used, and peaks
- * were two units' worth. Collected after each unit: `--target-snr 30` on the 0.4 GB synthetic model peaked at
+ * were two units' worth. Collected after each unit (now: after each 4 M weights of units): `--target-snr 30` on the 0.4 GB synthetic model peaked at
  * 720 MB instead of 881, `--target-bpw 4` at 914 instead of 1,050 (the same archives). The collector is not
  * exposed without `--expose-gc`, which a library cannot ask of its host process: the flag is set just long enough
  * to make one context that has it, then cleared. Where V8 refuses, nothing is collected by hand.

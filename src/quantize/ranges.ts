@@ -137,7 +137,6 @@ export function symmetricRanges(
   };
   const steps = stepsAt(1);
   if (!steps) return undefined;
-  if (!clip) return { ranges: make(steps), steps };
   const best = Float32Array.from(steps);
   const bestErr = new Float64Array(channels).fill(Infinity);
   for (const f of CLIP_FACTORS) {
