@@ -147,11 +147,11 @@ function commitNoClobber(tmp: string, target: string): void {
   unlinkSync(tmp);
 }
 
-/** sha256 of a file, streamed (the file may be larger than memory). */
-export async function sha256File(file: string): Promise<string> {
+/** sha256 of a file, streamed (the file may be larger than memory); `signal` stops the read. */
+export async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
   const hash = createHash('sha256');
   try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
   } catch (e) {
     throw fsError('cannot read', file, e);
   }

@@ -76,6 +76,7 @@ export async function compressModel(input: string, output: string, options: Comp
   const resolved = resolveOptions(options);
   await checkOutputPath(output, [input], { force: resolved.force });
   const reader = openModel(input);
+  const hashing = new AbortController();
   try {
     const plans = planTensors(reader, resolved);
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
@@ -136,7 +137,7 @@ export async function compressModel(input: string, output: string, options: Comp
       });
     }
     // the source's hash is read and computed while the tensors are encoded (it was a pass of its own before)
-    const sourceSha = sha256File(input);
+    const sourceSha = sha256File(input, hashing.signal);
     sourceSha.catch(() => {}); // awaited where the manifest is written
     const job = {
       reader,
@@ -281,6 +282,7 @@ export async function compressModel(input: string, output: string, options: Comp
     unlinkSync(output);
     throw gateError(output, failed.quality!, false, smallest, { head, advice });
   } finally {
+    hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
     reader.close();
   }
 }
