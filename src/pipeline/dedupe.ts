@@ -4,7 +4,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import type { ModelReader } from '../formats/model.js';
+import { elementCount, type ModelReader } from '../formats/model.js';
 import { slicesOf } from './plan.js';
 import type { CodedPlan } from './stages.js';
 
@@ -22,8 +22,6 @@ function contentHash(reader: ModelReader, plan: CodedPlan, sliceWeights: number)
   else for (const s of slices) h.update(bytesOf(reader.readRows(key, s.row, s.rows)));
   return h.digest('hex');
 }
-
-const elementsOf = (p: CodedPlan): number => p.entry.shape.reduce((n, d) => n * d, 1);
 
 /** Tensors larger than this are told apart by their first row before their whole content is hashed. */
 const WHOLE_BELOW = 1 << 16;
@@ -60,7 +58,7 @@ export function findDuplicates(
 ): { unique: CodedPlan[]; sameAs: Map<string, string> } {
   const candidates = new Set<CodedPlan>();
   for (const group of groupsOf(coded, sameKind)) {
-    const small = group.filter((p) => p.entry.shape.length < 2 || elementsOf(p) <= WHOLE_BELOW);
+    const small = group.filter((p) => p.entry.shape.length < 2 || elementCount(p.entry.shape) <= WHOLE_BELOW);
     small.forEach((p) => candidates.add(p));
     const large = group.filter((p) => !small.includes(p));
     for (const same of groupsOf(large, (p) => firstRowHash(reader, p))) same.forEach((p) => candidates.add(p));

@@ -23,6 +23,7 @@ import {
   allocCodes,
   columnRanges,
   dequantizePlane,
+  quantizePlane,
   strideOffset,
 } from '../quantize/uniform.js';
 import type { TensorSettings } from './options.js';
@@ -82,11 +83,12 @@ export function quantizeFc(
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
   const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
-  const codes = allocCodes(bits, nin * nout);
-  // the step grid codes with every code (stride 1), as quantizePlanes does
+  // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
   const k = relStep === undefined ? stride : 1;
-  if (layout.order === 'out_in') quantizeTransposed(values, nout, nin, bits, ranges, k, codes, bounds);
-  else quantizeRows(values, nin, nout, bits, ranges, k, codes, bounds);
+  const codes =
+    layout.order === 'out_in'
+      ? quantizeTransposed(values, nout, nin, bits, ranges, k, bounds)
+      : quantizePlane(values, nin, nout, bits, ranges, k, bounds);
   let restored: Float32Array | undefined;
   const plane = Object.defineProperty(
     { codes, ranges, rangeDtype, stepBytes, ...(bounds ? { beyond: beyond.length } : {}) },
@@ -199,66 +201,12 @@ function beyondGrid(values: Float32Array, layout: FcLayoutSpec, bounds: { lo: Fl
   return Uint32Array.from(out);
 }
 
-/** One weight's code, exactly as quantizePlane finds it (all values finite, span > 0 checked by the caller). */
-interface Grid {
-  levels: number;
-  top: number;
-  half: number;
-  topLevel: number;
-}
-
-function gridOf(bits: number, stride: number, ranges: PlaneRanges): Grid {
-  const levels = 2 ** bits;
-  const top = levels - 1;
-  const half = strideOffset(stride, ranges.zeroCode);
-  return { levels, top, half, topLevel: Math.floor((top - half) / stride) };
-}
-
-/** Per channel, the weights a grid codes (beyond them: code 0, stored exactly); everything without bounds. */
-function boundsOf(
-  bounds: { lo: Float64Array; hi: Float64Array } | undefined,
-  channels: number,
-): { lo: Float64Array; hi: Float64Array } {
-  return bounds ?? { lo: new Float64Array(channels).fill(-Infinity), hi: new Float64Array(channels).fill(Infinity) };
-}
-
-/** Codes of a plane that is the file itself (row-major rows × cols, channel = column). */
-function quantizeRows(
-  values: Float32Array,
-  rows: number,
-  cols: number,
-  bits: number,
-  ranges: PlaneRanges,
-  stride: number,
-  codes: CodeArray,
-  bounds?: { lo: Float64Array; hi: Float64Array },
-): void {
-  const { levels, top, half, topLevel } = gridOf(bits, stride, ranges);
-  const { los, spans } = columnRanges(ranges, cols);
-  const { lo: min, hi: max } = boundsOf(bounds, cols);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) {
-      const lo = los[c];
-      const span = spans[c];
-      const v = values[base + c];
-      if (!(span > 0) || v < min[c] || v > max[c]) continue; // constant channel, or beyond the grid: code 0
-      if (stride === 1) {
-        const q = Math.floor(((v - lo) / span) * levels);
-        codes[base + c] = q < 0 ? 0 : q > top ? top : q;
-      } else {
-        const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
-        codes[base + c] = (j < 0 ? 0 : j > topLevel ? topLevel : j) * stride + half;
-      }
-    }
-  }
-}
-
 const BLOCK = 64;
 
 /**
  * Codes of the plane (cols × rows: plane row i, column j) of a file matrix of `channels` rows × `cols`
- * columns, read along the file's rows and written down the plane's columns, in 64 × 64 blocks.
+ * columns, read along the file's rows and written down the plane's columns, in 64 × 64 blocks: each code as
+ * quantizePlane finds it (values outside `bounds`: code 0).
  */
 function quantizeTransposed(
   values: Float32Array,
@@ -267,12 +215,14 @@ function quantizeTransposed(
   bits: number,
   ranges: PlaneRanges,
   stride: number,
-  codes: CodeArray,
   bounds?: { lo: Float64Array; hi: Float64Array },
-): void {
-  const { levels, top, half, topLevel } = gridOf(bits, stride, ranges);
+): CodeArray {
+  const codes = allocCodes(bits, channels * cols);
+  const levels = 2 ** bits;
+  const top = levels - 1;
+  const half = strideOffset(stride, ranges.zeroCode);
+  const topLevel = Math.floor((top - half) / stride);
   const { los, spans } = columnRanges(ranges, channels);
-  const { lo: min, hi: max } = boundsOf(bounds, channels);
   for (let j0 = 0; j0 < channels; j0 += BLOCK) {
     const j1 = Math.min(channels, j0 + BLOCK);
     for (let i0 = 0; i0 < cols; i0 += BLOCK) {
@@ -281,26 +231,23 @@ function quantizeTransposed(
         const lo = los[j];
         const span = spans[j];
         if (!(span > 0)) continue;
-        const a = min[j];
-        const b = max[j];
-        const src = j * cols;
-        if (stride === 1)
-          for (let i = i0; i < i1; i++) {
-            const v = values[src + i];
-            if (v < a || v > b) continue; // beyond the grid: code 0, stored exactly
+        const a = bounds ? bounds.lo[j] : -Infinity;
+        const b = bounds ? bounds.hi[j] : Infinity;
+        for (let i = i0, src = j * cols + i0; i < i1; i++, src++) {
+          const v = values[src];
+          if (v < a || v > b) continue; // beyond the grid: code 0, stored exactly
+          if (stride === 1) {
             const q = Math.floor(((v - lo) / span) * levels);
             codes[i * channels + j] = q < 0 ? 0 : q > top ? top : q;
-          }
-        else
-          for (let i = i0; i < i1; i++) {
-            const v = values[src + i];
-            if (v < a || v > b) continue;
+          } else {
             const k = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
             codes[i * channels + j] = (k < 0 ? 0 : k > topLevel ? topLevel : k) * stride + half;
           }
+        }
       }
     }
   }
+  return codes;
 }
 
 /**

@@ -4,7 +4,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { errorToData } from '../errors.js';
-import type { ModelReader } from '../formats/model.js';
+import { elementCount, rowElements, type ModelReader } from '../formats/model.js';
 import { encodeUnit } from './encode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
@@ -92,11 +92,9 @@ const COLLECT_WEIGHTS = 2 ** 22;
 function unitWeights(job: Job): number {
   if (job.kind === 'encode') {
     const { plan, slice } = job.unit;
-    const shape = plan.entry.shape;
-    return slice ? (slice.rows * shape.reduce((a, b) => a * b, 1)) / Math.max(1, shape[0]) : shape.reduce((a, b) => a * b, 1);
+    return slice ? slice.rows * rowElements(plan.entry.shape) : elementCount(plan.entry.shape);
   }
-  if (job.kind === 'measure') return job.plan.entry.shape.reduce((a, b) => a * b, 1);
-  return 0;
+  return job.kind === 'measure' ? elementCount(job.plan.entry.shape) : 0;
 }
 
 parentPort!.on('message', (job: Job) => {

@@ -81,7 +81,8 @@ export function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64A
  * (levels k·j + offset: ⌊k/2⌋, or on the zero code of a zero-centred grid) and picks the level whose M1 decoding is nearest: a
  * coarser grid the decoder needs no word about, since it decodes plain M1
  * codes. Fewer distinct codes is what lets the codecs' entropy coders spend
- * fewer bits where a layer tolerates it.
+ * fewer bits where a layer tolerates it. With `bounds` (per column), values outside them get code 0 as
+ * non-finite ones do: weights beyond a step grid, stored exactly (the encoder's one-pass path, fused.ts).
  */
 export function quantizePlane(
   values: Float32Array,
@@ -90,8 +91,13 @@ export function quantizePlane(
   bits: number,
   ranges: PlaneRanges,
   stride = 1,
+  bounds?: { lo: Float64Array; hi: Float64Array },
 ): CodeArray {
   const codes = allocCodes(bits, rows * cols);
+  const { lo: min, hi: max } = bounds ?? {
+    lo: new Float64Array(cols).fill(-Infinity),
+    hi: new Float64Array(cols).fill(Infinity),
+  };
   const levels = 2 ** bits;
   const top = levels - 1;
   const half = strideOffset(stride, ranges.zeroCode);
@@ -103,7 +109,8 @@ export function quantizePlane(
       const lo = los[c];
       const span = spans[c];
       const v = values[base + c];
-      if (!(span > 0) || !Number.isFinite(v)) continue; // constant channel or side-stored value: code 0
+      // constant channel, side-stored value or beyond the bounds: code 0
+      if (!(span > 0) || !Number.isFinite(v) || v < min[c] || v > max[c]) continue;
       if (stride === 1) {
         const q = Math.floor(((v - lo) / span) * levels);
         codes[base + c] = q < 0 ? 0 : q > top ? top : q;
