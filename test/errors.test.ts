@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { onnx } from 'onnx-proto';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { FORMAT_VERSION } from '../src/archive/manifest.js';
 import { ERROR_CODES, type ErrorCode } from '../src/errors.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { errorTable, withErrorTable } from '../scripts/error-table.js';
@@ -315,11 +316,13 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     );
     // an archive of a newer format version
     const { manifest, entries } = readArchive(archive);
-    writeArchive(join(dir, 'v4.nnm'), entries, { ...manifest, version: 4 });
+    writeArchive(join(dir, 'newer.nnm'), entries, { ...manifest, version: FORMAT_VERSION + 1 });
     expectFailure(
-      await cli(['decompress', 'v4.nnm', '-o', 'v4.onnx']),
+      await cli(['decompress', 'newer.nnm', '-o', 'newer.onnx']),
       'E_UNSUPPORTED',
-      /archive format version 4 is newer than this nnmedia reads \(3\): update nnmedia/,
+      new RegExp(
+        `archive format version ${FORMAT_VERSION + 1} is newer than this nnmedia reads \\(${FORMAT_VERSION}\\): update nnmedia`,
+      ),
     );
   },
   E_MISSING_CODEC: async () => {

@@ -95,10 +95,10 @@ describe('step grid', () => {
       se += (w[i] - decoded[i]) ** 2;
       sp += w[i] ** 2;
     }
-    // recorded to 4 significant digits, rounded down: never better than measured
+    // recorded to 3 significant digits, rounded down: never better than measured
     const measured = 10 * Math.log10(sp / se);
     expect(rec.stats!.snrDb).toBeLessThanOrEqual(measured);
-    expect(measured - rec.stats!.snrDb).toBeLessThan(0.01);
+    expect(measured - rec.stats!.snrDb).toBeLessThan(0.1);
   });
 });
 

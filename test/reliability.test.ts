@@ -225,7 +225,8 @@ describe('archives that try to escape', () => {
       const sig = bytes.readUInt32LE(i);
       if (sig === 0x04034b50 || sig === 0x02014b50 || sig === 0x06054b50) boundaries.add(i);
     }
-    expect(boundaries.size).toBeGreaterThan(5);
+    // at least the pack and the manifest: two local headers, two central records, the end record
+    expect(boundaries.size).toBeGreaterThanOrEqual(5);
     for (const cut of boundaries) {
       const f = join(dir, 'cut.nnm');
       writeFileSync(f, bytes.subarray(0, cut));

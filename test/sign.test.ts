@@ -1,18 +1,18 @@
 /**
  * The sign split of raw codes (codec `zstd-sign`, format version 3): lossless for any codes, refused where
  * an entry's parts do not fit together, picked by the default where it is smaller than plain zstd, and an
- * archive is version 3 only when it uses it.
+ * archive is written as the lowest version that reads it (3 for the sign split, 4 for step20 ranges and deflated pack members).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compressModel, decompressArchive } from '../src/index.js';
+import { formatVersionOf, type TensorRecord } from '../src/archive/manifest.js';
 import { getCodec } from '../src/codecs/registry.js';
 import { joinFrames, joinSigns, signFrames, splitSigns } from '../src/codecs/raw/sign.js';
 import { CodecError } from '../src/errors.js';
 import { allocCodes } from '../src/quantize/uniform.js';
 import { stftMelModel } from './helpers/onnx-builder.js';
-import { mixedModel } from './helpers/onnx-fixtures.js';
 import { gaussian, rng } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -101,28 +101,36 @@ describe('sign split', () => {
 });
 
 describe('the default keeps the smaller of plain and sign-split zstd', () => {
-  it('an STFT front end (a Fourier basis, signs that repeat) is sign-split, version 3, and decodes to the same model as before', async () => {
+  it('an STFT front end (a Fourier basis, signs that repeat) is sign-split and decodes to the same model as plain zstd', async () => {
     const model = join(dir, 'stft.onnx');
     writeFileSync(model, stftMelModel().bytes);
     const signed = join(dir, 'stft.nnm');
     const r = await compressModel(model, signed, { force: true });
-    expect(r.manifest.version).toBe(3);
+    // version 4: its ranges are step20 and its side entries deflated pack members (the sign split alone is 3)
+    expect(r.manifest.version).toBe(4);
     const names = r.manifest.tensors.map((t) => t.codec?.name).filter(Boolean);
     expect(names).toContain('zstd-sign');
-    // the same codes through plain zstd only: a version-2 archive, larger, the same model out
+    // the same codes through plain zstd only: larger, the same model out
     const plain = join(dir, 'stft-plain.nnm');
-    const p = await compressModel(model, plain, { force: true, codec: 'zstd' });
-    expect(p.manifest.version).toBe(2);
+    await compressModel(model, plain, { force: true, codec: 'zstd' });
     expect(readFileSync(signed).length).toBeLessThan(readFileSync(plain).length * 0.8);
     await decompressArchive(signed, join(dir, 'a.onnx'), { force: true });
     await decompressArchive(plain, join(dir, 'b.onnx'), { force: true });
     expect(readFileSync(join(dir, 'a.onnx'))).toEqual(readFileSync(join(dir, 'b.onnx')));
   }, 120_000);
 
-  it('an archive without sign-split codes stays version 2 (a version-2 reader opens it)', async () => {
-    const model = join(dir, 'mixed.onnx');
-    writeFileSync(model, mixedModel(2).bytes);
-    const r = await compressModel(model, join(dir, 'mixed.nnm'), { force: true, codec: 'png' });
-    expect(r.manifest.version).toBe(2);
-  }, 60_000);
+  it('an archive is written as the lowest version that reads it', () => {
+    const rec = (codec: string, rangeDtype = 'step24'): TensorRecord =>
+      ({ key: 'w', codec: { name: codec }, quant: { rangeDtype: [rangeDtype] } }) as unknown as TensorRecord;
+    expect(formatVersionOf([rec('png')])).toBe(2);
+    expect(formatVersionOf([rec('zstd-sign')])).toBe(3);
+    expect(formatVersionOf([rec('png', 'step20')])).toBe(4);
+    const sliced = { key: 's', slices: [rec('zstd-sign')] } as unknown as TensorRecord;
+    expect(formatVersionOf([sliced])).toBe(3);
+    expect(formatVersionOf([rec('png')], { 'model/pack.0': [['t/0/p0.png', 10]] })).toBe(2);
+    expect(formatVersionOf([rec('png')], { 'model/pack.0': [['model/ranges.bin', 10, 30]] })).toBe(4);
+    expect(
+      formatVersionOf([rec('png')], { 'model/pack.0': [['model/skeleton.onnx.zst', 10]] }, ['model/skeleton.onnx.zst']),
+    ).toBe(4);
+  });
 });

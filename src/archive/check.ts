@@ -9,7 +9,7 @@ import { elementCount } from '../formats/model.js';
 import { formatMeta } from '../formats/meta.js';
 import { layoutElementCount, planeShapes } from '../layout/planes.js';
 import { CODE_BITS } from '../quantize/uniform.js';
-import { RANGE_BYTES, RANGE_DTYPES } from '../quantize/tensor.js';
+import { RANGE_DTYPES, rangeByteLength } from '../quantize/tensor.js';
 import { codecMeta } from '../codecs/meta.js';
 import {
   FORMAT_VERSION,
@@ -145,14 +145,13 @@ export function checkManifest(m: unknown, file?: string): Manifest {
   for (const [name, e] of Object.entries(man.entries))
     if (!isObj(e) || typeof e.sha256 !== 'string' || !isCount(e.bytes)) fail(file, `bad entry record ${JSON.stringify(name)}`);
   checkPacks(man, file);
-  if (typeof man.skeleton !== 'string' || !Object.hasOwn(man.entries, man.skeleton)) fail(file, 'skeleton entry missing');
+  // a ZIP entry, or (version 4, a small skeleton) a member of the archive's pack
+  const listed = (name: unknown): boolean =>
+    typeof name === 'string' && (Object.hasOwn(man.entries, name) || (man.version >= 4 && entryBytes(man, name) !== undefined));
+  if (!listed(man.skeleton)) fail(file, 'skeleton entry missing');
   if (
     man.skeletonParts !== undefined &&
-    !(
-      Array.isArray(man.skeletonParts) &&
-      man.skeletonParts[0] === man.skeleton &&
-      man.skeletonParts.every((p) => typeof p === 'string' && Object.hasOwn(man.entries, p))
-    )
+    !(Array.isArray(man.skeletonParts) && man.skeletonParts[0] === man.skeleton && man.skeletonParts.every(listed))
   )
     fail(file, 'bad skeleton parts');
   const keys = new Set<string>();
@@ -184,7 +183,8 @@ export function checkManifest(m: unknown, file?: string): Manifest {
 
 /**
  * Packs (version 2): each a listed entry whose members' sizes add up to its own, every member named once
- * and not also an entry of its own (a name resolves to one set of bytes).
+ * and not also an entry of its own (a name resolves to one set of bytes); a member's inflated size (version
+ * 4) a count, bounded when it is inflated.
  */
 function checkPacks(man: Manifest, file: string | undefined): void {
   if (man.packs === undefined) return;
@@ -195,7 +195,11 @@ function checkPacks(man: Manifest, file: string | undefined): void {
     if (!e || !Array.isArray(members)) fail(file, `bad pack ${JSON.stringify(pack)}`);
     let total = 0;
     for (const m of members as unknown[]) {
-      if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'string' || !isCount(m[1]))
+      // [name, bytes], or [name, bytes, size] for a deflated member (version 4)
+      // (no larger than the source model, which bounds a hostile member's inflation)
+      const deflated =
+        Array.isArray(m) && m.length === 3 && man.version >= 4 && isCount(m[2]) && m[2] <= Math.max(man.source.bytes, 1 << 20);
+      if (!Array.isArray(m) || (m.length !== 2 && !deflated) || typeof m[0] !== 'string' || !isCount(m[1]))
         fail(file, `bad member record in pack ${JSON.stringify(pack)}`);
       const [name, bytes] = m as [string, number];
       if (names.has(name) || Object.hasOwn(man.entries, name)) fail(file, `entry ${JSON.stringify(name)} listed twice`);
@@ -232,7 +236,7 @@ function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): v
     const ref = parseRangeRef(t.quant!.ranges[p]);
     if (t.quant!.ranges[p].startsWith('@')) {
       const channels = Math.ceil(s.cols / t.quant!.channelWidth[p]);
-      const bytes = channels * RANGE_BYTES[t.quant!.rangeDtype?.[p] ?? 'float32'];
+      const bytes = rangeByteLength(t.quant!.rangeDtype?.[p] ?? 'float32', channels);
       const size = ref ? entryBytes(man, ref.entry) : undefined;
       if (!ref || size === undefined || ref.offset + bytes > size) fail(file, `plane ${p}: ranges outside their entry`, t.key);
     }

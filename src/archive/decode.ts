@@ -14,7 +14,7 @@ import { planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, type PlaneRanges } from '../quantize/uniform.js';
 import { type TensorOutput, allocOutput, dequantizeInto, isDirectDtype, scatterInto, setOutput } from '../quantize/dequantize.js';
-import { RANGE_BYTES, decodeRangeBytes, type RangeDtype } from '../quantize/tensor.js';
+import { decodeRangeBytes, rangeByteLength, wholeRanges, type RangeDtype } from '../quantize/tensor.js';
 import { decodeExactValues } from '../quantize/exact.js';
 import { fromHalf } from '../quantize/half.js';
 import { unrotatePlane } from '../transform/hadamard.js';
@@ -217,11 +217,11 @@ async function planeRanges(
   let bytes: Uint8Array | undefined;
   if (ref) {
     const data = await source.entry(ref.entry, tensor);
-    const length = channels * RANGE_BYTES[dtype];
+    const length = rangeByteLength(dtype, channels);
     if (ref.offset + length > data.length) fail(`plane ${p}: ranges outside their entry`);
     bytes = data.subarray(ref.offset, ref.offset + length);
   } else bytes = base64Bytes(quant.ranges[p]);
-  if (!bytes || bytes.length === 0 || bytes.length % RANGE_BYTES[dtype] !== 0) fail('bad quantization ranges');
+  if (!bytes || !wholeRanges(dtype, bytes.length)) fail('bad quantization ranges');
   const all = decodeRangeBytes(bytes!, dtype, bits);
   const n = all.length / 2;
   return { mins: all.subarray(0, n), maxs: all.subarray(n), channelWidth: quant.channelWidth[p] };

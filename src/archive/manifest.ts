@@ -13,26 +13,36 @@ import type { RangeMode } from '../quantize/uniform.js';
 import type { RangeDtype } from '../quantize/tensor.js';
 import type { ErrorStats } from '../eval/metrics.js';
 import type { Media } from '../codecs/types.js';
+import { HALF_ENTRY } from '../quantize/half.js';
 
 export const MANIFEST_NAME = 'manifest.json';
 /**
- * The newest version this build writes: 3 where a tensor uses a codec version 2 did not have (`zstd-sign`),
- * 2 otherwise (so an archive that needs nothing new opens in a version-2 reader; see `formatVersionOf`).
+ * The newest version this build writes: 4 where the archive uses what version 3 did not have (`step20`
+ * ranges, deflated pack members), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
+ * otherwise (so an archive that needs nothing new opens in an older reader; see `formatVersionOf`).
  */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 /**
  * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
- * 3 added the `zstd-sign` codec.
+ * 3 added the `zstd-sign` codec. 4 added `step20` ranges and deflated pack members (`[name, bytes, size]`:
+ * the side entries of a small archive inside its one pack).
  */
-export const READ_VERSIONS: readonly number[] = [1, 2, 3];
+export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4];
 /** Codecs a version-2 reader does not know: an archive that uses one is version 3. */
 const VERSION_3_CODECS: ReadonlySet<string> = new Set(['zstd-sign']);
 
-/** The version an archive of these tensors is written as: the lowest that reads all of them. */
-export function formatVersionOf(tensors: readonly TensorRecord[]): number {
-  const newer = (c: CodecRecord | undefined): boolean => c !== undefined && VERSION_3_CODECS.has(c.name);
-  return tensors.some((t) => newer(t.codec) || (t.slices ?? []).some((s) => newer(s.codec))) ? 3 : 2;
+/** The version an archive of these tensors, packs and skeleton parts is written as: the lowest that reads all of them. */
+export function formatVersionOf(
+  tensors: readonly TensorRecord[],
+  packs?: Manifest['packs'],
+  skeleton: readonly string[] = [],
+): number {
+  const parts = tensors.flatMap((t) => [t, ...(t.slices ?? [])]);
+  const members = Object.values(packs ?? {}).flat();
+  if (members.some((m) => m.length > 2 || skeleton.includes(m[0]))) return 4;
+  if (parts.some((p) => p.quant?.rangeDtype?.includes('step20'))) return 4;
+  return parts.some((p) => p.codec !== undefined && VERSION_3_CODECS.has(p.codec.name)) ? 3 : 2;
 }
 /** A manifest larger than this is not one we wrote. */
 export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
@@ -229,7 +239,10 @@ export interface Manifest {
 /**
  * The manifest as written (version 2): records without what the reader restores (`expandManifest`): a
  * tensor's `name` where it equals its `key` (every ONNX tensor), and a plane coded as one tile that covers it
- * as `entry` in place of `tiles` (measured on Silero VAD v4: 520 B of 4.7 KB deflated).
+ * as `entry` in place of `tiles` (measured on Silero VAD v4: 520 B of 4.7 KB deflated). Version 4 also
+ * leaves out the reason of a tensor kept for being small and options at their defaults, and writes a float16
+ * kept tensor's record as its offset in the kept-tensor entry, an ONNX tensor's raw storage as its path, and the
+ * raw-codes fallback note as `true`.
  */
 export function manifestJson(m: Manifest): string {
   const plane = (p: PlaneRecord): PlaneRecord | CompactPlane => {
@@ -239,12 +252,61 @@ export function manifestJson(m: Manifest): string {
     return { label: p.label, rows: p.rows, cols: p.cols, entry: t.entry };
   };
   const planes = <T extends { planes?: PlaneRecord[] }>(r: T): T => (r.planes ? { ...r, planes: r.planes.map(plane) } : r);
+  const v4 = m.version >= 4;
+  const compactCodec = <T extends { codec?: CodecRecord }>(r: T): T =>
+    v4 && r.codec?.fallback === RAW_FALLBACK ? { ...r, codec: { ...r.codec, fallback: true } } : r;
   const tensors = m.tensors.map((t) => {
     const { name, ...rest } = t;
-    const r = planes(name === t.key ? rest : t) as TensorRecord;
-    return t.slices ? { ...r, slices: t.slices.map(planes) } : r;
+    const r = compactCodec({ ...planes(name === t.key ? rest : t) }) as Partial<Omit<TensorRecord, 'half'>> & {
+      half?: TensorRecord['half'] | number;
+    };
+    if (v4) {
+      // a small tensor's reason is what the reader restores from its shape; a float16 kept tensor in the
+      // kept-tensor entry is its offset there
+      if (t.role === 'other' && t.reason === smallReason(t.shape)) delete r.reason;
+      if (t.half?.entry === HALF_ENTRY) r.half = t.half.offset;
+      // an ONNX tensor's raw data: its path alone
+      const st = t.storage as unknown as Record<string, unknown>;
+      if (Object.keys(st).length === 2 && st.form === 'raw' && typeof st.path === 'string')
+        (r as Record<string, unknown>).storage = st.path;
+    }
+    return t.slices ? { ...r, slices: t.slices.map((s) => compactCodec(planes(s))) } : r;
   });
-  return JSON.stringify({ ...m, tensors });
+  return JSON.stringify({ ...m, ...(v4 ? { options: compactOptions(m.options) } : {}), tensors });
+}
+
+/** What `codec.fallback` says where `--codec auto` chose raw codes (version 4 writes `true` for it). */
+export const RAW_FALLBACK = 'raw codes + zstd were smaller than every image codec';
+
+/**
+ * Options a version-4 manifest leaves out when they have these values (the reader puts them back, in this
+ * order: the first four lead the options, the last two close them, as `echoOf` orders them).
+ */
+const DEFAULT_OPTIONS = { media: 'image', codec: 'auto', bits: 8, range: 'channel', nonFinite: 'error', rules: [] as unknown[] };
+const LEADING_OPTIONS = ['media', 'codec', 'bits', 'range'] as const;
+const CLOSING_OPTIONS = ['nonFinite', 'rules'] as const;
+
+function compactOptions(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o))
+    if (!(
+      Object.hasOwn(DEFAULT_OPTIONS, k) &&
+      JSON.stringify(v) === JSON.stringify(DEFAULT_OPTIONS[k as keyof typeof DEFAULT_OPTIONS])
+    ))
+      out[k] = v;
+  return out;
+}
+
+function expandOptions(o: Record<string, unknown>): Record<string, unknown> {
+  const lead = Object.fromEntries(LEADING_OPTIONS.map((k) => [k, DEFAULT_OPTIONS[k]]));
+  const out: Record<string, unknown> = { ...lead, ...o };
+  for (const k of CLOSING_OPTIONS) if (!Object.hasOwn(o, k)) out[k] = k === 'rules' ? [] : DEFAULT_OPTIONS[k];
+  return out;
+}
+
+/** The reason a tensor too small to code is kept (roles/classify.ts), left out of version-4 records. */
+function smallReason(shape: readonly number[]): string {
+  return `small (${elementCount(shape)} elements)`;
 }
 
 /** A plane of one tile that covers it, as written (version 2). */
@@ -269,22 +331,44 @@ export function expandManifest(m: unknown): void {
         delete p.entry;
       }
   };
+  const v4 = typeof m.version === 'number' && m.version >= 4;
+  if (v4 && isRecord(m.options)) m.options = expandOptions(m.options);
+  const expandCodec = (r: Record<string, unknown>): void => {
+    if (v4 && isRecord(r.codec) && r.codec.fallback === true) r.codec.fallback = RAW_FALLBACK;
+  };
   for (const t of m.tensors as unknown[]) {
     if (!isRecord(t)) continue;
     if (t.name === undefined && typeof t.key === 'string') t.name = t.key;
+    if (
+      v4 &&
+      t.reason === undefined &&
+      t.role === 'other' &&
+      Array.isArray(t.shape) &&
+      t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)
+    )
+      t.reason = smallReason(t.shape as number[]);
+    if (v4 && typeof t.half === 'number') t.half = { entry: HALF_ENTRY, offset: t.half };
+    if (v4 && typeof t.storage === 'string') t.storage = { form: 'raw', path: t.storage };
+    expandCodec(t);
+    if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandCodec(s);
     expandPlanes(t);
     if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandPlanes(s);
   }
 }
 
-/** A pack's member: its entry name and size in bytes. */
-export type PackMember = [name: string, bytes: number];
+/**
+ * A pack's member: its entry name and size in bytes in the pack; a third number (version 4) says the member is
+ * raw DEFLATE data of that many bytes (the ranges and kept tensors of a small archive, beside its media).
+ */
+export type PackMember = [name: string, bytes: number] | [name: string, bytes: number, size: number];
 
-/** Where a pack member's bytes are: its pack and the byte range inside it. */
+/** Where a pack member's bytes are: its pack and the byte range inside it (and, deflated, its inflated size). */
 export interface MemberPlace {
   pack: string;
   offset: number;
   bytes: number;
+  /** A deflated member: the size of its content. */
+  size?: number;
 }
 
 const PLACES = new WeakMap<Manifest, Map<string, MemberPlace>>();
@@ -296,8 +380,8 @@ export function packMembers(m: Manifest): Map<string, MemberPlace> {
     places = new Map();
     for (const [pack, members] of Object.entries(m.packs ?? {})) {
       let offset = 0;
-      for (const [name, bytes] of members) {
-        places.set(name, { pack, offset, bytes });
+      for (const [name, bytes, size] of members) {
+        places.set(name, { pack, offset, bytes, ...(size !== undefined ? { size } : {}) });
         offset += bytes;
       }
     }
@@ -306,10 +390,32 @@ export function packMembers(m: Manifest): Map<string, MemberPlace> {
   return places;
 }
 
-/** The size of an entry (a ZIP entry or a pack member), undefined when the manifest lists no such entry. */
+/** The size of an entry's content (a ZIP entry, or a pack member inflated), undefined when the manifest lists no such entry. */
 export function entryBytes(m: Manifest, name: string): number | undefined {
   if (Object.hasOwn(m.entries, name)) return m.entries[name].bytes;
-  return packMembers(m).get(name)?.bytes;
+  const place = packMembers(m).get(name);
+  return place && (place.size ?? place.bytes);
+}
+
+/**
+ * A pack member's content from its bytes in the pack: as they are, or inflated (to exactly its recorded size)
+ * where the member is deflated.
+ */
+export function memberContent(
+  place: MemberPlace,
+  data: Uint8Array,
+  inflate: (data: Uint8Array, size: number) => Uint8Array,
+  fail: (message: string) => never,
+): Uint8Array {
+  if (place.size === undefined) return data;
+  let out: Uint8Array;
+  try {
+    out = inflate(data, place.size);
+  } catch (e) {
+    return fail(`cannot inflate (${(e as Error).message})`);
+  }
+  if (out.length !== place.size) fail(`inflates to ${out.length} bytes, not the recorded ${place.size}`);
+  return out;
 }
 
 /** Every entry's name, a pack's members in place of the pack (what a version-1 archive would list). */

@@ -18,6 +18,7 @@ import {
   MAX_MANIFEST_BYTES,
   RANGES_ENTRY,
   modelEntries,
+  memberContent,
   packMembers,
   skeletonContent,
   skeletonEntries,
@@ -73,7 +74,15 @@ export class Archive implements EntrySource {
     const place = Object.hasOwn(this.manifest.entries, name) ? undefined : packMembers(this.manifest).get(name);
     if (place) {
       if (this.pack?.name !== place.pack) this.pack = { name: place.pack, data: this.readEntry(place.pack, tensor) };
-      return this.pack.data.subarray(place.offset, place.offset + place.bytes);
+      const data = this.pack.data.subarray(place.offset, place.offset + place.bytes);
+      return memberContent(
+        place,
+        data,
+        (d, size) => inflateRawSync(d, { maxOutputLength: Math.max(1, size) }),
+        (message) => {
+          throw new CorruptArchiveError(`entry ${name} in ${place.pack}: ${message} (corrupt)`, { file: this.file, tensor });
+        },
+      );
     }
     return this.readEntry(name, tensor);
   }

@@ -128,9 +128,34 @@ export class SourceArchive implements EntrySource {
         // a failed read is not cached: the next asks again
         pack.catch(() => this.packs.delete(place.pack));
       }
-      return (await pack).subarray(place.offset, place.offset + place.bytes);
+      const data = (await pack).subarray(place.offset, place.offset + place.bytes);
+      if (place.size === undefined) return data;
+      // a deflated member (the ranges every plane reads, the kept tensors) is inflated once
+      let content = this.inflated.get(name);
+      if (!content) {
+        content = this.inflateMember(name, place.pack, data, place.size, tensor);
+        this.inflated.set(name, content);
+        content.catch(() => this.inflated.delete(name));
+      }
+      return content;
     }
     return this.zipEntry(name, tensor);
+  }
+
+  /** Deflated pack members inflated so far. */
+  private readonly inflated = new Map<string, Promise<Uint8Array>>();
+
+  private async inflateMember(name: string, pack: string, data: Uint8Array, size: number, tensor?: string): Promise<Uint8Array> {
+    const bad = (message: string): never => {
+      throw new CorruptArchiveError(`entry ${name} in ${pack}: ${message} (corrupt)`, { file: this.file, tensor });
+    };
+    let out: Uint8Array;
+    try {
+      out = await this.backend.inflateRaw(data, size);
+    } catch (e) {
+      return bad(`cannot inflate (${(e as Error).message})`);
+    }
+    return out.length === size ? out : bad(`inflates to ${out.length} bytes, not the recorded ${size}`);
   }
 
   private async zipEntry(name: string, tensor?: string): Promise<Uint8Array> {

@@ -55,13 +55,13 @@ export function roundSignificant(v: number, digits = 4, direction: 'nearest' | '
 }
 
 /**
- * Stats as the manifest records them: 4 significant digits, rounded to the safe side (errors up, SNR down), so a
- * recorded bound is never tighter than the measured one.
+ * Stats as the manifest records them: 3 significant digits (0.1 dB of SNR), rounded to the safe side (errors
+ * up, SNR down), so a recorded bound is never tighter than the measured one.
  */
 export function recordedStats(s: ErrorStats): ErrorStats {
   return {
-    maxAbs: roundSignificant(s.maxAbs, 4, 'up'),
-    rmse: roundSignificant(s.rmse, 4, 'up'),
-    snrDb: roundSignificant(s.snrDb, 4, 'down'),
+    maxAbs: roundSignificant(s.maxAbs, 3, 'up'),
+    rmse: roundSignificant(s.rmse, 3, 'up'),
+    snrDb: roundSignificant(s.snrDb, 3, 'down'),
   };
 }

@@ -25,7 +25,7 @@ import {
 } from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
-import { ZSTD_SKELETON_SUFFIX, codedParts, type TensorRecord } from '../archive/manifest.js';
+import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
@@ -317,7 +317,7 @@ class SkeletonReader {
   }
 
   private partLength(index: number, name: string): number {
-    return this.cached?.index === index ? this.cached.data.length : this.archive.manifest.entries[name].bytes;
+    return this.cached?.index === index ? this.cached.data.length : entryBytes(this.archive.manifest, name)!;
   }
 
   private part(index: number): Uint8Array {

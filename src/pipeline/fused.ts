@@ -15,8 +15,8 @@
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
 import { symmetricFromMaxAbs } from '../quantize/ranges.js';
-import { type ChannelScales, channelScales, gridBounds, stepGrid, stepsTo24 } from '../quantize/step.js';
-import type { PlaneQuantization } from '../quantize/tensor.js';
+import { type ChannelScales, channelScales, gridBounds, stepGrid } from '../quantize/step.js';
+import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
   type CodeArray,
   type PlaneRanges,
@@ -138,7 +138,7 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
       if (a > maxAbs[c]) maxAbs[c] = a;
     }
   const sym = symmetricFromMaxAbs(maxAbs, 1, bits);
-  return sym && { ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps) };
+  return sym && { ranges: sym.ranges, ...storedSteps(sym.steps) };
 }
 
 /** The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order. */

@@ -6,6 +6,7 @@
 
 import { basename } from 'node:path';
 import {
+  RAW_FALLBACK,
   formatVersionOf,
   type CodecRecord,
   type Manifest,
@@ -45,7 +46,7 @@ export function codedRecord(parts: {
     lossless: media.options.lossless ?? false,
     ...(media.options.quality !== undefined ? { quality: media.options.quality } : {}),
     ...(media.options.effort !== undefined ? { effort: media.options.effort } : {}),
-    ...(parts.auto && media.codec.media === 'raw' ? { fallback: 'raw codes + zstd were smaller than every image codec' } : {}),
+    ...(parts.auto && media.codec.media === 'raw' ? { fallback: RAW_FALLBACK } : {}),
     ...(media.codec.media === 'video' ? { gop: media.options.gop ?? 'intra' } : {}),
   };
   return {
@@ -87,7 +88,8 @@ export function tensorRecord(
     storage: plan.storage,
   };
   if (plan.kind === 'kept') {
-    if (outcome.kind === 'half') return { ...record, half: outcome.half, stats: recordedStats(outcome.stats) };
+    // no error stats (version 4): float16's are within 2^−11 of each value by the rule that keeps them so
+    if (outcome.kind === 'half') return { ...record, half: outcome.half };
     return record;
   }
   switch (outcome.kind) {
@@ -124,7 +126,7 @@ export function buildManifest(parts: {
 }): Manifest {
   return {
     format: 'nnmedia',
-    version: formatVersionOf(parts.tensors),
+    version: formatVersionOf(parts.tensors, parts.packs, parts.skeleton),
     createdBy: `nnmedia ${VERSION}`,
     source: { format: parts.format, file: basename(parts.input), bytes: parts.inputBytes, sha256: parts.sourceSha },
     skeleton: parts.skeleton[0],

@@ -90,9 +90,10 @@ class Packer {
     private readonly write: (name: string, data: Uint8Array) => void,
   ) {}
 
-  add(name: string, data: Uint8Array): void {
+  /** A member; with `size`, `data` is that many bytes deflated (version 4). */
+  add(name: string, data: Uint8Array, size?: number): void {
     if (this.bytes + data.length > PACK_BYTES) this.flush();
-    this.members.push([name, data.length]);
+    this.members.push(size === undefined ? [name, data.length] : [name, data.length, size]);
     this.data.push(data);
     this.bytes += data.length;
   }
@@ -341,19 +342,29 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             });
           },
         );
-        packer.flush();
         sidePacker.flush();
-        // entries of their own: deflated with the exact side values, each would cost more than its headers
-        // (measured on Silero VAD v4: +486 B)
-        if (job.half) put(HALF_ENTRY, job.half.data, 'deflate');
-        if (ranges.bytes.length) put(RANGES_ENTRY, concatBytes(ranges.bytes), 'deflate');
+        // kept tensors and ranges deflated on their own (deflated with the exact side values they cost more:
+        // measured on Silero VAD v4, +486 B), as members of the media pack where small (version 4: a small
+        // model's archive is then one pack and the manifest, ~110 bytes of ZIP headers fewer per entry)
+        const putDeflated = (name: string, data: Uint8Array): void => {
+          const deflated = deflateRawSync(data, { level: 9 });
+          if (deflated.length <= PACK_MEMBER_MAX) packer.add(name, deflated, data.length);
+          else put(name, data, 'deflate');
+        };
+        if (job.half) putDeflated(HALF_ENTRY, job.half.data);
+        if (ranges.bytes.length) putDeflated(RANGES_ENTRY, concatBytes(ranges.bytes));
         const parts: string[] = [];
         const pieces = [...job.skeleton()];
         // one part: through zstd-19 where that beats deflate (a graph that repeats itself beyond 32 KB)
         const zstd = pieces.length === 1 ? await smallerAsZstd(pieces[0]) : undefined;
         if (zstd) {
-          put(job.skeletonName + ZSTD_SKELETON_SUFFIX, zstd, 'store');
-          parts.push(job.skeletonName + ZSTD_SKELETON_SUFFIX);
+          const name = job.skeletonName + ZSTD_SKELETON_SUFFIX;
+          if (zstd.length <= PACK_MEMBER_MAX) packer.add(name, zstd);
+          else put(name, zstd, 'store');
+          parts.push(name);
+        } else if (pieces.length === 1 && pieces[0].length <= PACK_MEMBER_MAX) {
+          putDeflated(job.skeletonName, pieces[0]);
+          parts.push(job.skeletonName);
         } else
           for (const part of pieces) {
             const name = parts.length ? `${job.skeletonName}.${parts.length}` : job.skeletonName;
@@ -361,6 +372,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             parts.push(name);
             options.signal?.throwIfAborted();
           }
+        packer.flush();
         for (const [key, first] of job.sameAs) outcomes.set(key, { kind: 'same', sameAs: first });
         for (const [key, outcome] of job.half?.outcomes ?? []) outcomes.set(key, outcome);
         const statsOf = (key: string) => {

@@ -81,7 +81,7 @@ export function exactStep(step: number, bits: number): number | undefined {
 }
 
 /** The smallest step of an exact grid: far above float32's subnormals, so every level is a normal float. */
-const MIN_EXACT_STEP = 2 ** -100;
+export const MIN_EXACT_STEP = 2 ** -100;
 
 /**
  * Steps stored as the top three bytes of their float32 (`step24`; exactStep leaves the low byte zero), in
@@ -105,6 +105,40 @@ export function stepsFrom24(bytes: Uint8Array): Float32Array {
   const n = Math.floor(bytes.length / 3);
   const bits = new Uint32Array(n);
   for (let i = 0; i < n; i++) bits[i] = ((bytes[i] << 8) | (bytes[n + i] << 16) | (bytes[2 * n + i] << 24)) >>> 0;
+  return new Float32Array(bits.buffer);
+}
+
+/**
+ * Steps stored in 20 bits (`step20`, format version 4): exactStep keeps at most 11 mantissa bits, so a step's
+ * float32 has its low 12 bits zero and its top 20 bits say it all. Stored in planes, as `step24`: every
+ * step's top byte (sign and exponent), then every second byte, then the 4 bits above the zero ones, two
+ * steps a byte (the first in the low half). 2.5 bytes a channel instead of 3, and the deflated ranges ~12 %
+ * smaller (measured on Silero VAD v4 and BlazeFace: the third plane of `step24` held 4 bits in 8).
+ */
+export function stepsTo20(steps: Float32Array): Uint8Array | undefined {
+  const n = steps.length;
+  const bits = new Uint32Array(Float32Array.from(steps).buffer);
+  const out = new Uint8Array(2 * n + ((n + 1) >> 1));
+  for (let i = 0; i < n; i++) {
+    const b = bits[i];
+    if ((b & 0xfff) !== 0) return undefined;
+    out[i] = b >>> 24;
+    out[n + i] = (b >>> 16) & 255;
+    out[2 * n + (i >> 1)] |= ((b >>> 12) & 15) << ((i & 1) * 4);
+  }
+  return out;
+}
+
+/** The channels `step20` bytes of this length hold: 2n + ⌈n/2⌉ bytes for n channels. */
+export function step20Channels(bytes: number): number {
+  return Math.floor((2 * bytes) / 5);
+}
+
+export function stepsFrom20(bytes: Uint8Array): Float32Array {
+  const n = step20Channels(bytes.length);
+  const bits = new Uint32Array(n);
+  for (let i = 0; i < n; i++)
+    bits[i] = ((bytes[i] << 24) | (bytes[n + i] << 16) | (((bytes[2 * n + (i >> 1)] >>> ((i & 1) * 4)) & 15) << 12)) >>> 0;
   return new Float32Array(bits.buffer);
 }
 

@@ -8,19 +8,47 @@
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { PlaneShape } from '../layout/types.js';
 import { storageRanges, searchClipRanges, symmetricRanges } from './ranges.js';
-import { byteToStep, channelScales, rangeOfStep, stepGrid, stepsFrom24, stepsTo24, weightsBeyond } from './step.js';
+import {
+  byteToStep,
+  channelScales,
+  rangeOfStep,
+  stepGrid,
+  stepsFrom20,
+  stepsFrom24,
+  stepsTo20,
+  stepsTo24,
+  weightsBeyond,
+} from './step.js';
 import { type CodeArray, type PlaneRanges, type RangeMode, dequantizePlane, findRanges, quantizePlane } from './uniform.js';
 
 /**
  * How ranges are stored: float16 or float32 [mins…, maxs…]; or a step per channel of a zero-centred grid,
  * range [−(2^(bits−1) + ½)Δ, (2^(bits−1) − ½)Δ]: one byte (`step8`: Δ = m·2^e, the step grid) or the top
- * three bytes of Δ's float32 (`step24`: the symmetric per-channel grid, see ranges.ts symmetricRanges).
+ * three bytes of Δ's float32 (`step24`: the symmetric per-channel grid, see ranges.ts symmetricRanges), or
+ * its top 20 bits (`step20`, format version 4: the same steps, whose low 12 bits are zero; step.ts stepsTo20).
  */
-export const RANGE_DTYPES = ['float16', 'float32', 'step8', 'step24'] as const;
+export const RANGE_DTYPES = ['float16', 'float32', 'step8', 'step24', 'step20'] as const;
 export type RangeDtype = (typeof RANGE_DTYPES)[number];
 
-/** Bytes one channel's range takes in each storage dtype (a min and a max, or one step). */
-export const RANGE_BYTES: Record<RangeDtype, number> = { float16: 4, float32: 8, step8: 1, step24: 3 };
+/** Bytes one channel's range takes in each storage dtype (a min and a max, or one step); `step20` 2.5. */
+export const RANGE_BYTES: Record<RangeDtype, number> = { float16: 4, float32: 8, step8: 1, step24: 3, step20: 2.5 };
+
+/** Bytes the ranges of `channels` channels take (`step20`: two steps share their last byte). */
+export function rangeByteLength(dtype: RangeDtype, channels: number): number {
+  return Math.ceil(channels * RANGE_BYTES[dtype]);
+}
+
+/** Whether `length` bytes are the ranges of a whole number of channels (at least one) in this dtype. */
+export function wholeRanges(dtype: RangeDtype, length: number): boolean {
+  if (length === 0) return false;
+  return dtype === 'step20' ? rangeByteLength(dtype, Math.floor((2 * length) / 5)) === length : length % RANGE_BYTES[dtype] === 0;
+}
+
+/** The symmetric grid's steps as stored: `step20` when every step fits it (always, for exactStep's steps), else `step24`. */
+export function storedSteps(steps: Float32Array): { rangeDtype: RangeDtype; stepBytes: Uint8Array } {
+  const b20 = stepsTo20(steps);
+  return b20 ? { rangeDtype: 'step20', stepBytes: b20 } : { rangeDtype: 'step24', stepBytes: stepsTo24(steps) };
+}
 
 export interface QuantizeSettings {
   bits: number;
@@ -39,7 +67,7 @@ export interface PlaneQuantization {
   codes: CodeArray;
   ranges: PlaneRanges;
   rangeDtype: RangeDtype;
-  /** Step dtypes (`step8`, `step24`): the stored bytes of the steps, per channel. */
+  /** Step dtypes (`step8`, `step24`, `step20`): the stored bytes of the steps, per channel. */
   stepBytes?: Uint8Array;
   /** What the codes decode to (before any lossy codec), with weights beyond a step grid restored exactly. */
   restored: Float32Array;
@@ -94,7 +122,7 @@ export function planeRanges(plane: Float32Array, shape: PlaneShape, s: QuantizeS
   const { rows, cols, channelWidth } = shape;
   // per output channel: the zero-centred grid of symmetric round-to-nearest (zero exact, extremes on the grid)
   const sym = s.range === 'channel' ? symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip) : undefined;
-  if (sym) return { ranges: sym.ranges, rangeDtype: 'step24', stepBytes: stepsTo24(sym.steps), byStride: false };
+  if (sym) return { ranges: sym.ranges, ...storedSteps(sym.steps), byStride: false };
   // per layer (M1 as written: [min, max], interval centres), or per channel where no exact step exists
   const raw = s.clip
     ? searchClipRanges(plane, rows, cols, s.range, channelWidth, s.bits, s.stride)
@@ -114,7 +142,7 @@ function lazyRestored(q: Omit<PlaneQuantization, 'restored'>, make: () => Float3
 
 /** Ranges as stored in the manifest: base64 of [mins…, maxs…] in the given dtype, little-endian. */
 export function encodeRanges(r: PlaneRanges, dtype: RangeDtype, stepBytes?: Uint8Array): string {
-  if (dtype === 'step8' || dtype === 'step24') return Buffer.from(stepBytes!).toString('base64');
+  if (dtype === 'step8' || dtype === 'step24' || dtype === 'step20') return Buffer.from(stepBytes!).toString('base64');
   const n = r.mins.length;
   const buf = Buffer.alloc(n * 2 * (dtype === 'float16' ? 2 : 4));
   const all = [...r.mins, ...r.maxs];
@@ -128,8 +156,9 @@ function f16bits(v: number): number {
 
 /** Stored ranges → [mins…, maxs…] as float32, exactly as the encoder used them. */
 export function decodeRangeBytes(bytes: Uint8Array, dtype: RangeDtype, bits = 8): Float32Array {
-  if (dtype === 'step8' || dtype === 'step24') {
-    const steps = dtype === 'step8' ? Float64Array.from(bytes, byteToStep) : stepsFrom24(bytes);
+  if (dtype === 'step8' || dtype === 'step24' || dtype === 'step20') {
+    const steps =
+      dtype === 'step8' ? Float64Array.from(bytes, byteToStep) : dtype === 'step24' ? stepsFrom24(bytes) : stepsFrom20(bytes);
     const out = new Float32Array(steps.length * 2);
     steps.forEach((step, ch) => {
       const [lo, hi] = rangeOfStep(step, bits);

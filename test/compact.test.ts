@@ -1,0 +1,130 @@
+/**
+ * Format version 4: per-channel steps in 20 bits (`step20`), the side entries of a small archive (ranges,
+ * kept tensors, skeleton) as members of its one pack, and manifest records without what the reader restores.
+ * Archives of versions 3 and earlier are still read.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { inflateRawSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import {
+  Archive,
+  CorruptArchiveError,
+  bytesSource,
+  compressModel,
+  decodeArchiveSource,
+  decompressArchive,
+  nodeBackend,
+} from '../src/index.js';
+import { HALF_ENTRY } from '../src/quantize/half.js';
+import { RANGES_ENTRY, packMembers, type Manifest } from '../src/archive/manifest.js';
+import { MIN_EXACT_STEP, exactStep, step20Channels, stepsFrom20, stepsTo20 } from '../src/quantize/step.js';
+import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { ZipReader } from '../src/archive/zip.js';
+import { mixedModel } from './helpers/onnx-fixtures.js';
+import { rng } from './helpers/random.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const here = new URL('.', import.meta.url).pathname;
+
+describe('step20: a step in the top 20 bits of its float32', () => {
+  it('round-trips every step exactStep makes (8 and 16-bit codes, zero, the smallest step, odd counts)', () => {
+    const r = rng(5);
+    for (const n of [1, 2, 3, 7, 64, 1001])
+      for (const bits of [2, 4, 8, 12, 16]) {
+        const steps = new Float32Array(n);
+        for (let i = 0; i < n; i++)
+          steps[i] = i % 97 === 3 ? 0 : i % 89 === 5 ? MIN_EXACT_STEP : exactStep(10 ** (r() * 12 - 9), bits)!;
+        const bytes = stepsTo20(steps)!;
+        expect(bytes.length).toBe(2 * n + Math.ceil(n / 2));
+        expect(step20Channels(bytes.length)).toBe(n);
+        expect(stepsFrom20(bytes)).toEqual(steps);
+      }
+  });
+
+  it('refuses a step with more than 11 mantissa bits (the encoder then stores step24)', () => {
+    expect(stepsTo20(Float32Array.of(0.5, 1 / 3))).toBeUndefined();
+  });
+});
+
+describe('a small model: one pack and the manifest', () => {
+  it('ranges, kept tensors and skeleton are members of the pack; records restore to the full manifest', async () => {
+    const model = join(dir, 'mixed.onnx');
+    writeFileSync(model, mixedModel(1).bytes);
+    const file = join(dir, 'mixed.nnm');
+    const r = await compressModel(model, file, { force: true, check: false });
+    expect(r.manifest.version).toBe(4);
+    const zip = new ZipReader(file);
+    const names = zip.list().map((e) => e.name);
+    const raw = JSON.parse(Buffer.from(zip.read('manifest.json')).toString()) as Record<string, unknown> & Manifest;
+    zip.close();
+    expect(names.sort()).toEqual(['manifest.json', 'model/pack.0']);
+    const members = packMembers(r.manifest);
+    for (const name of [RANGES_ENTRY, HALF_ENTRY]) expect(members.get(name)?.size).toBeGreaterThan(0);
+    expect(members.get(r.manifest.skeleton)).toBeDefined();
+    // every coded tensor's ranges are step20
+    for (const t of r.manifest.tensors) for (const d of t.quant?.rangeDtype ?? []) expect(d).toBe('step20');
+    // the written records are compact ...
+    const rawTensors = raw.tensors as unknown as Array<Record<string, unknown>>;
+    expect(rawTensors.some((t) => typeof t.half === 'number')).toBe(true);
+    expect(rawTensors.every((t) => typeof t.storage === 'string')).toBe(true);
+    expect(raw.options).toEqual({ halfKept: true });
+    // ... and the reader restores them to exactly what the writer held
+    const a = new Archive(file);
+    expect(a.manifest).toEqual(r.manifest);
+    // a deflated member inflates to its recorded size
+    const place = members.get(RANGES_ENTRY)!;
+    const pack = a.entry('model/pack.0');
+    expect(inflateRawSync(pack.subarray(place.offset, place.offset + place.bytes)).length).toBe(place.size);
+    // Node and the isomorphic core (the browser's) decode the same values
+    const node = await decodeAllTensors(a);
+    a.close();
+    const core = await decodeArchiveSource(bytesSource(readFileSync(file), file), nodeBackend);
+    for (const [k, v] of node) expect(core.tensors.get(k)).toEqual(v);
+    await decompressArchive(file, join(dir, 'out.onnx'), { force: true });
+  }, 60_000);
+
+  it('a member whose recorded size is wrong is a typed error naming it', async () => {
+    const file = join(dir, 'mixed.nnm');
+    const { manifest, entries } = readArchive(file);
+    const packs = structuredClone(manifest.packs!);
+    const m = packs['model/pack.0'].find(([n]) => n === RANGES_ENTRY)!;
+    m[2] = m[2]! + 1;
+    const bad = join(dir, 'bad-size.nnm');
+    writeArchive(bad, entries, { ...manifest, packs });
+    const err = await decompressArchive(bad, join(dir, 'bad.onnx')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CorruptArchiveError);
+    expect(String((err as Error).message)).toMatch(
+      /model\/ranges\.bin in model\/pack\.0: inflates to \d+ bytes, not the recorded/,
+    );
+    await expect(decodeArchiveSource(bytesSource(readFileSync(bad), bad), nodeBackend)).rejects.toThrow(/model\/ranges\.bin/);
+    // a deflated member in a version-3 manifest is corrupt, and so is one larger than the source model
+    const v3 = join(dir, 'bad-v3.nnm');
+    writeArchive(v3, entries, { ...manifest, version: 3 });
+    await expect(decompressArchive(v3, join(dir, 'bad.onnx'))).rejects.toThrow(/bad member record/);
+    const big = structuredClone(manifest.packs!);
+    big['model/pack.0'].find(([n]) => n === RANGES_ENTRY)![2] = 2 ** 40;
+    const huge = join(dir, 'bad-huge.nnm');
+    writeArchive(huge, entries, { ...manifest, packs: big });
+    await expect(decompressArchive(huge, join(dir, 'bad.onnx'))).rejects.toThrow(/bad member record/);
+  }, 60_000);
+});
+
+describe('older archives are still read', () => {
+  it('a version-3 archive (nnmedia at b0118c6: step24 ranges, side entries of their own) decodes as it did then', async () => {
+    // test/fixtures/mixed-v3.nnm: `mixedModel(1)` compressed by the default of b0118c6; the model it decoded to then
+    const file = join(here, 'fixtures', 'mixed-v3.nnm');
+    const a = new Archive(file);
+    expect(a.manifest.version).toBe(3);
+    expect(a.manifest.tensors.some((t) => t.quant?.rangeDtype?.includes('step24'))).toBe(true);
+    a.close();
+    const out = join(dir, 'from-v3.onnx');
+    await decompressArchive(file, out, { force: true });
+    expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(
+      'a4305cdc43ea84d3a26b37b0d1acbacbdb15ecb094fb1703eb9391b10f76898e',
+    );
+  }, 60_000);
+});
