@@ -81,7 +81,7 @@ describe('nnmedia CLI', () => {
     expect(w1).toMatchObject({
       role: 'fc',
       geometry: ['2 slices, the first 16×16'],
-      codec: expect.stringMatching(/^(png|zstd) lossless$/),
+      codec: expect.stringMatching(/^(png|zstd|brotli)(-sign)? lossless$/),
       bits: 8,
     });
     expect((await cli('decompress', 'sliced.nnm', '-o', 'sliced.onnx')).code).toBe(0);

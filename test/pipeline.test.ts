@@ -223,7 +223,7 @@ describe('options resolved once', () => {
     const coded = r.manifest.tensors.filter((t) => t.codec);
     expect(coded.length).toBeGreaterThan(0);
     for (const t of coded) {
-      expect(['webp', 'png', 'zstd', 'zstd-sign']).toContain(t.codec!.name);
+      expect(['webp', 'png', 'zstd', 'zstd-sign', 'brotli', 'brotli-sign']).toContain(t.codec!.name);
       expect(t.quant!.outlierSigma).toBe(4);
     }
     expect(r.manifest.tensors.some((t) => t.half)).toBe(true);

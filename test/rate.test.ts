@@ -315,14 +315,15 @@ describe('rate control', () => {
     expect(Number(reused?.[1])).toBeLessThanOrEqual(attempts * 6);
     expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
   });
-  it('--codec auto falls back to raw codes + zstd on pure noise, and says so', async () => {
+  it('--codec auto falls back to raw codes (zstd or brotli) on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
     const r = rng(5);
     // uniform noise on one [min, max] range (M1 as written): every 8-bit code equally likely, nothing for an image codec to exploit
     writeLinear(file, { 'n.weight': Float32Array.from({ length: 512 * 512 }, () => r()) }, [512, 512]);
     const res = await compressModel(file, join(dir, 'noise.nnm'), { codec: 'auto', range: 'layer' });
     const rec = res.manifest.tensors[0];
-    expect(rec.codec!.name).toBe('zstd');
+    expect(rec.codec!.media).toBe('raw');
+    expect(rec.codec!.name).toMatch(/^(zstd|brotli)$/);
     expect(rec.codec!.fallback).toMatch(/smaller than every image codec/);
     expect(openModel(file).tensors).toHaveLength(1);
   });
@@ -482,7 +483,8 @@ describe('the smallest codec set and large planes', () => {
         planTensors(reader, { codec })
           .filter((p) => p.entry.key === key)
           .flatMap((p) => (p.kind === 'coded' ? p.codecs.map((c) => c.name) : []));
-      expect(codecs('small.weight', 'smallest')).toEqual(['webp', 'png', 'zstd', 'zstd-sign']);
+      // (brotli: small tensors only, plan.ts BROTLI_MAX_WEIGHTS)
+      expect(codecs('small.weight', 'smallest')).toEqual(['webp', 'png', 'zstd', 'zstd-sign', 'brotli', 'brotli-sign']);
       expect(codecs('big.weight', 'smallest')).toEqual(['png', 'zstd', 'zstd-sign']);
       // sliced below the cap, the slices get WebP again
       const sliced = planTensors(reader, { codec: 'smallest', sliceWeights: 2 ** 20 }).find((p) => p.entry.key === 'big.weight');

@@ -18,19 +18,21 @@ import { HALF_ENTRY } from '../quantize/half.js';
 export const MANIFEST_NAME = 'manifest.json';
 /**
  * The newest version this build writes: 4 where the archive uses what version 3 did not have (`step20`
- * ranges, deflated pack members), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
+ * ranges, deflated pack members, the `brotli` codecs), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
  * otherwise (so an archive that needs nothing new opens in an older reader; see `formatVersionOf`).
  */
 export const FORMAT_VERSION = 4;
 /**
  * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
- * 3 added the `zstd-sign` codec. 4 added `step20` ranges and deflated pack members (`[name, bytes, size]`:
- * the side entries of a small archive inside its one pack).
+ * 3 added the `zstd-sign` codec. 4 added `step20` ranges, deflated pack members (`[name, bytes, size]`:
+ * the side entries of a small archive inside its one pack) and the `brotli` and `brotli-sign` codecs.
  */
 export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4];
 /** Codecs a version-2 reader does not know: an archive that uses one is version 3. */
 const VERSION_3_CODECS: ReadonlySet<string> = new Set(['zstd-sign']);
+/** Codecs a version-3 reader does not know: an archive that uses one is version 4. */
+const VERSION_4_CODECS: ReadonlySet<string> = new Set(['brotli', 'brotli-sign']);
 
 /** The version an archive of these tensors, packs and skeleton parts is written as: the lowest that reads all of them. */
 export function formatVersionOf(
@@ -41,7 +43,7 @@ export function formatVersionOf(
   const parts = tensors.flatMap((t) => [t, ...(t.slices ?? [])]);
   const members = Object.values(packs ?? {}).flat();
   if (members.some((m) => m.length > 2 || skeleton.includes(m[0]))) return 4;
-  if (parts.some((p) => p.quant?.rangeDtype?.includes('step20'))) return 4;
+  if (parts.some((p) => p.quant?.rangeDtype?.includes('step20') || (p.codec && VERSION_4_CODECS.has(p.codec.name)))) return 4;
   return parts.some((p) => p.codec !== undefined && VERSION_3_CODECS.has(p.codec.name)) ? 3 : 2;
 }
 /** A manifest larger than this is not one we wrote. */

@@ -2,12 +2,13 @@
  * The browser's codec decoders, registered by codec name beside the shared metadata (codecs/meta.ts):
  * the browser's own decoders where they are exact (createImageBitmap → canvas for 8-bit PNG, WebP, AVIF,
  * JPEG; WebCodecs for 8-bit intra H.264, VP9, AV1), small JS decoders from npm where the browser has none
- * exact (fast-png for 16-bit PNG, whose high byte alone survives a canvas; fzstd for the raw-codes
+ * exact (fast-png for 16-bit PNG, whose high byte alone survives a canvas; fzstd and brotli for the raw-codes
  * fallback). FFV1, HEVC, inter-coded video and audio are refused with UnsupportedError — never wrong
  * weights. A decoder's own failure is a CodecError (the core reports the entry as corrupt).
  */
 
 import { decode as decodePng } from 'fast-png';
+import { decompress as brotliDecompress } from 'brotli/decompress';
 import { decompress as zstdDecompress } from 'fzstd';
 import { CodecError, MissingCodecError, UnsupportedError } from '../errors.js';
 import { codecMeta } from '../codecs/meta.js';
@@ -155,6 +156,46 @@ const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
   return codes;
 };
 
+/** `size` bytes out of a brotli stream (the JavaScript decoder of the `brotli` package: Chromium has none). */
+function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint8Array {
+  let raw: Uint8Array;
+  try {
+    raw = brotliDecompress(bytes, size);
+  } catch (e) {
+    throw new CodecError(`${what} does not decode into ${size} bytes: ${(e as Error).message}`);
+  }
+  if (raw.length !== size) throw new CodecError(`${what} holds ${raw.length} bytes, expected ${size}`);
+  return raw;
+}
+
+/** Little-endian codes of `bits` bits from their bytes. */
+function codesOfBytes(raw: Uint8Array, bits: number, n: number): CodeArray {
+  const w = bits === 8 ? 1 : bits === 16 ? 2 : 4;
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const out = allocCodes(bits, n);
+  for (let i = 0; i < n; i++) out[i] = w === 1 ? raw[i] : w === 2 ? v.getUint16(2 * i, true) : v.getUint32(4 * i, true);
+  return out;
+}
+
+/** Raw codes through brotli (codecs/raw/brotli.ts). */
+const brotli: BrowserDecoder = async (bytes, { width, height, bits }) => {
+  const n = width * height;
+  return codesOfBytes(brotliBytes(bytes, n * (bits === 8 ? 1 : bits === 16 ? 2 : 4), 'brotli entry'), bits, n);
+};
+
+/** Raw codes split into distances and signs (codecs/raw/sign.ts), each through brotli. */
+const brotliSign: BrowserDecoder = async (bytes, expected, codec) => {
+  const frames = signFrames(bytes);
+  if (!frames) throw new CodecError('brotli-sign entry: its length prefix does not fit the entry');
+  const distances = await brotli(frames[0], expected, codec);
+  let nonZero = 0;
+  for (let i = 0; i < distances.length; i++) if (distances[i] !== 0) nonZero++;
+  const signs = brotliBytes(frames[1], (nonZero + 7) >>> 3, 'brotli-sign signs');
+  const codes = joinSigns(distances, signs, expected.bits);
+  if (!codes) throw new CodecError('brotli-sign entry: its signs do not fit its distances');
+  return codes;
+};
+
 /** Access units of an H.264 Annex B stream: one slice NAL per frame (x264 writes one), parameter sets joined to the next slice. */
 function annexBFrames(b: Uint8Array): Uint8Array[] {
   const starts: number[] = [];
@@ -265,6 +306,8 @@ export const BROWSER_DECODERS: Readonly<Record<string, BrowserDecoder>> = {
   jpeg: canvasImage('image/jpeg'),
   zstd,
   'zstd-sign': zstdSign,
+  brotli,
+  'brotli-sign': brotliSign,
   h264: webCodecsVideo('avc1.F4001F'), // High 4:4:4 Predictive (lossless qp 0 included)
   vp9: webCodecsVideo('vp09.01.10.08.03'), // profile 1: 4:4:4
   av1: webCodecsVideo('av01.1.08M.08'), // High profile: 4:4:4

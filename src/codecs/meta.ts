@@ -220,6 +220,36 @@ export const CODEC_META = {
     maxHeight: UNBOUNDED,
     effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
   },
+  brotli: {
+    name: 'brotli',
+    media: 'raw',
+    mime: 'application/octet-stream',
+    ext: 'br',
+    description:
+      'not media: raw codes (little-endian) through brotli (effort = quality 0–11, default 11); tried beside zstd by --codec auto/smallest on small tensors; lossless, any bit depth (format version 4)',
+    bits: [8, 16, 24, 32],
+    losslessBits: [8, 16, 24, 32],
+    lossless: 'always',
+    defaultLossless: true,
+    maxWidth: UNBOUNDED,
+    maxHeight: UNBOUNDED,
+    effort: { min: 0, max: 11, default: 11, meaning: 'brotli quality (higher: smaller, slower)' },
+  },
+  'brotli-sign': {
+    name: 'brotli-sign',
+    media: 'raw',
+    mime: 'application/octet-stream',
+    ext: 'brs',
+    description:
+      'not media: raw codes split into distances from the middle code and their signs, each through brotli (effort = quality 0–11, default 11); tried beside zstd by --codec auto/smallest on small tensors; lossless, 8/16-bit (format version 4)',
+    bits: [8, 16],
+    losslessBits: [8, 16],
+    lossless: 'always',
+    defaultLossless: true,
+    maxWidth: UNBOUNDED,
+    maxHeight: UNBOUNDED,
+    effort: { min: 0, max: 11, default: 11, meaning: 'brotli quality (higher: smaller, slower)' },
+  },
 } satisfies Record<string, CodecMeta>;
 
 export type CodecName = keyof typeof CODEC_META;

@@ -4,12 +4,31 @@ import { jpeg } from './image/jpeg.js';
 import { png } from './image/png.js';
 import { tiff } from './image/tiff.js';
 import { webp } from './image/webp.js';
+import { rawBrotli, rawBrotliSign } from './raw/brotli.js';
 import { rawZstd, rawZstdSign } from './raw/zstd.js';
 import { av1, ffv1, h264, h265, vp9 } from './video/ffmpeg-video.js';
 import { flac, opus, wav } from './audio/ffmpeg-audio.js';
 import type { Codec, CodecOptions } from './types.js';
 
-const CODECS: readonly Codec[] = [png, webp, avif, jpeg, tiff, ffv1, h264, h265, vp9, av1, flac, wav, opus, rawZstd, rawZstdSign];
+const CODECS: readonly Codec[] = [
+  png,
+  webp,
+  avif,
+  jpeg,
+  tiff,
+  ffv1,
+  h264,
+  h265,
+  vp9,
+  av1,
+  flac,
+  wav,
+  opus,
+  rawZstd,
+  rawZstdSign,
+  rawBrotli,
+  rawBrotliSign,
+];
 
 export function listCodecs(): readonly Codec[] {
   return CODECS;

@@ -13,7 +13,7 @@ const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
 };
 
 /** The codes' little-endian bytes (a view where they already are). */
-function codeBytes(data: CodeArray, bits: number): Buffer {
+export function codeBytes(data: CodeArray, bits: number): Buffer {
   const width = bits === 8 ? 1 : bits === 16 ? 2 : 4;
   // the codes' own bytes are their little-endian bytes: a view, not a walk
   if (LITTLE_ENDIAN && data.BYTES_PER_ELEMENT === width) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -23,7 +23,7 @@ function codeBytes(data: CodeArray, bits: number): Buffer {
 }
 
 /** n codes of `bits` bits from their little-endian bytes, or a CodecError naming what `what` held. */
-function codesFrom(buf: Buffer, bits: number, n: number, what: string): CodeArray {
+export function codesFrom(buf: Buffer, bits: number, n: number, what: string): CodeArray {
   const width = bits === 8 ? 1 : bits === 16 ? 2 : 4;
   if (buf.length !== n * width) throw new CodecError(`${what} holds ${buf.length} bytes, expected ${n * width}`);
   // the decompressed bytes are this call's own: 8-bit codes (and aligned 16/32-bit ones) are a view of them
