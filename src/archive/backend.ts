@@ -11,6 +11,8 @@ export interface DecodeBackend {
   sha256(data: Uint8Array): Promise<string>;
   /** Raw DEFLATE data inflated; `size` is what the ZIP directory records (a bound on the output). */
   inflateRaw(data: Uint8Array, size: number): Promise<Uint8Array>;
+  /** A brotli stream of exactly `size` bytes (a compressed pack member, format version 4); at most `size` are made. */
+  unbrotli(data: Uint8Array, size: number): Promise<Uint8Array>;
   /** Codes of one media entry. */
   decodeCodes: CodeDecoder;
 }

@@ -183,8 +183,8 @@ export function checkManifest(m: unknown, file?: string): Manifest {
 
 /**
  * Packs (version 2): each a listed entry whose members' sizes add up to its own, every member named once
- * and not also an entry of its own (a name resolves to one set of bytes); a member's inflated size (version
- * 4) a count, bounded when it is inflated.
+ * and not also an entry of its own (a name resolves to one set of bytes); a compressed member's size (version
+ * 4) a count no larger than the source model's, bounded when it is decompressed.
  */
 function checkPacks(man: Manifest, file: string | undefined): void {
   if (man.packs === undefined) return;
@@ -195,11 +195,11 @@ function checkPacks(man: Manifest, file: string | undefined): void {
     if (!e || !Array.isArray(members)) fail(file, `bad pack ${JSON.stringify(pack)}`);
     let total = 0;
     for (const m of members as unknown[]) {
-      // [name, bytes], or [name, bytes, size] for a deflated member (version 4)
-      // (no larger than the source model, which bounds a hostile member's inflation)
-      const deflated =
+      // [name, bytes], or [name, bytes, size] for a brotli member (version 4)
+      // (no larger than the source model, which bounds a hostile member's decompression)
+      const compressed =
         Array.isArray(m) && m.length === 3 && man.version >= 4 && isCount(m[2]) && m[2] <= Math.max(man.source.bytes, 1 << 20);
-      if (!Array.isArray(m) || (m.length !== 2 && !deflated) || typeof m[0] !== 'string' || !isCount(m[1]))
+      if (!Array.isArray(m) || (m.length !== 2 && !compressed) || typeof m[0] !== 'string' || !isCount(m[1]))
         fail(file, `bad member record in pack ${JSON.stringify(pack)}`);
       const [name, bytes] = m as [string, number];
       if (names.has(name) || Object.hasOwn(man.entries, name)) fail(file, `entry ${JSON.stringify(name)} listed twice`);

@@ -18,14 +18,14 @@ import { HALF_ENTRY } from '../quantize/half.js';
 export const MANIFEST_NAME = 'manifest.json';
 /**
  * The newest version this build writes: 4 where the archive uses what version 3 did not have (`step20`
- * ranges, deflated pack members, the `brotli` codecs), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
+ * ranges, compressed or skeleton pack members, the `brotli` codecs), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
  * otherwise (so an archive that needs nothing new opens in an older reader; see `formatVersionOf`).
  */
 export const FORMAT_VERSION = 4;
 /**
  * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
- * 3 added the `zstd-sign` codec. 4 added `step20` ranges, deflated pack members (`[name, bytes, size]`:
+ * 3 added the `zstd-sign` codec. 4 added `step20` ranges, brotli pack members (`[name, bytes, size]`:
  * the side entries of a small archive inside its one pack) and the `brotli` and `brotli-sign` codecs.
  */
 export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4];
@@ -255,14 +255,25 @@ export function manifestJson(m: Manifest): string {
   };
   const planes = <T extends { planes?: PlaneRecord[] }>(r: T): T => (r.planes ? { ...r, planes: r.planes.map(plane) } : r);
   const v4 = m.version >= 4;
-  const compactCodec = <T extends { codec?: CodecRecord }>(r: T): T =>
-    v4 && r.codec?.fallback === RAW_FALLBACK ? { ...r, codec: { ...r.codec, fallback: true } } : r;
+  const sizes = storedSizes(m);
+  // version 4: `bytes` left out where it is what the reader adds up from the entries (ownBytes)
+  type Coded = { codec?: CodecRecord; bytes?: number; planes?: PlaneRecord[]; nonFinite?: string };
+  const compactCodec = <T extends Coded>(r: T, full: Coded): T => {
+    if (!v4) return r;
+    const out = { ...r };
+    if (r.codec?.fallback === RAW_FALLBACK) out.codec = { ...r.codec, fallback: true as unknown as string };
+    if (full.planes && full.bytes !== undefined && full.bytes === ownBytes(full.planes, full.nonFinite, sizes)) delete out.bytes;
+    return out;
+  };
   const tensors = m.tensors.map((t) => {
     const { name, ...rest } = t;
-    const r = compactCodec({ ...planes(name === t.key ? rest : t) }) as Partial<Omit<TensorRecord, 'half'>> & {
+    const r = compactCodec({ ...planes(name === t.key ? rest : t) }, t) as Partial<Omit<TensorRecord, 'half'>> & {
       half?: TensorRecord['half'] | number;
     };
     if (v4) {
+      // a sliced tensor's bytes are its slices', a duplicate's none
+      if (t.slices && t.bytes === t.slices.reduce((n, x) => n + (x.bytes ?? NaN), 0)) delete r.bytes;
+      if (t.sameAs !== undefined && t.bytes === 0) delete r.bytes;
       // a small tensor's reason is what the reader restores from its shape; a float16 kept tensor in the
       // kept-tensor entry is its offset there
       if (t.role === 'other' && t.reason === smallReason(t.shape)) delete r.reason;
@@ -272,13 +283,48 @@ export function manifestJson(m: Manifest): string {
       if (Object.keys(st).length === 2 && st.form === 'raw' && typeof st.path === 'string')
         (r as Record<string, unknown>).storage = st.path;
     }
-    return t.slices ? { ...r, slices: t.slices.map((s) => compactCodec(planes(s))) } : r;
+    return t.slices ? { ...r, slices: t.slices.map((s) => compactCodec(planes(s), s)) } : r;
   });
   return JSON.stringify({ ...m, ...(v4 ? { options: compactOptions(m.options) } : {}), tensors });
 }
 
 /** What `codec.fallback` says where `--codec auto` chose raw codes (version 4 writes `true` for it). */
-export const RAW_FALLBACK = 'raw codes + zstd were smaller than every image codec';
+export const RAW_FALLBACK = 'raw codes (zstd or brotli) were smaller than every image codec';
+
+/** Stored bytes of every ZIP entry and pack member a manifest lists (its `bytes`), from a manifest not yet checked. */
+function storedSizes(m: unknown): Map<string, number> {
+  const sizes = new Map<string, number>();
+  if (!isRecord(m)) return sizes;
+  if (isRecord(m.entries))
+    for (const [name, e] of Object.entries(m.entries)) if (isRecord(e) && typeof e.bytes === 'number') sizes.set(name, e.bytes);
+  if (isRecord(m.packs))
+    for (const members of Object.values(m.packs))
+      if (Array.isArray(members))
+        for (const member of members as unknown[])
+          if (Array.isArray(member) && typeof member[0] === 'string' && typeof member[1] === 'number')
+            sizes.set(member[0], member[1]);
+  return sizes;
+}
+
+/**
+ * The bytes a coded record's entries take as stored (its media entries, each once, and its exact side values):
+ * what the encoder records as `bytes`. Undefined when an entry is not listed (left for the checks to refuse).
+ */
+function ownBytes(planes: unknown, nonFinite: unknown, sizes: ReadonlyMap<string, number>): number | undefined {
+  if (!Array.isArray(planes)) return undefined;
+  const names = new Set<string>();
+  for (const p of planes as unknown[])
+    if (isRecord(p) && Array.isArray(p.tiles))
+      for (const t of p.tiles as unknown[]) if (isRecord(t) && typeof t.entry === 'string') names.add(t.entry);
+  if (typeof nonFinite === 'string') names.add(nonFinite);
+  let n = 0;
+  for (const name of names) {
+    const b = sizes.get(name);
+    if (b === undefined) return undefined;
+    n += b;
+  }
+  return n;
+}
 
 /**
  * Options a version-4 manifest leaves out when they have these values (the reader puts them back, in this
@@ -335,8 +381,15 @@ export function expandManifest(m: unknown): void {
   };
   const v4 = typeof m.version === 'number' && m.version >= 4;
   if (v4 && isRecord(m.options)) m.options = expandOptions(m.options);
+  const sizes = v4 ? storedSizes(m) : new Map<string, number>();
+  // (after its planes are expanded)
   const expandCodec = (r: Record<string, unknown>): void => {
-    if (v4 && isRecord(r.codec) && r.codec.fallback === true) r.codec.fallback = RAW_FALLBACK;
+    if (!v4) return;
+    if (isRecord(r.codec) && r.codec.fallback === true) r.codec.fallback = RAW_FALLBACK;
+    if (r.bytes === undefined && Array.isArray(r.planes)) {
+      const b = ownBytes(r.planes, r.nonFinite, sizes);
+      if (b !== undefined) r.bytes = b;
+    }
   };
   for (const t of m.tensors as unknown[]) {
     if (!isRecord(t)) continue;
@@ -351,25 +404,37 @@ export function expandManifest(m: unknown): void {
       t.reason = smallReason(t.shape as number[]);
     if (v4 && typeof t.half === 'number') t.half = { entry: HALF_ENTRY, offset: t.half };
     if (v4 && typeof t.storage === 'string') t.storage = { form: 'raw', path: t.storage };
-    expandCodec(t);
-    if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandCodec(s);
+    if (Array.isArray(t.slices))
+      for (const s of t.slices as unknown[])
+        if (isRecord(s)) {
+          expandPlanes(s);
+          expandCodec(s);
+        }
     expandPlanes(t);
-    if (Array.isArray(t.slices)) for (const s of t.slices as unknown[]) if (isRecord(s)) expandPlanes(s);
+    expandCodec(t);
+    if (v4 && t.bytes === undefined && Array.isArray(t.slices)) {
+      const total = (t.slices as unknown[]).reduce<number>(
+        (n, x) => n + (isRecord(x) && typeof x.bytes === 'number' ? x.bytes : NaN),
+        0,
+      );
+      if (Number.isFinite(total)) t.bytes = total;
+    }
+    if (v4 && t.bytes === undefined && t.sameAs !== undefined) t.bytes = 0;
   }
 }
 
 /**
  * A pack's member: its entry name and size in bytes in the pack; a third number (version 4) says the member is
- * raw DEFLATE data of that many bytes (the ranges and kept tensors of a small archive, beside its media).
+ * a brotli stream of that many bytes (the ranges, kept tensors and skeleton of a small archive, beside its media).
  */
 export type PackMember = [name: string, bytes: number] | [name: string, bytes: number, size: number];
 
-/** Where a pack member's bytes are: its pack and the byte range inside it (and, deflated, its inflated size). */
+/** Where a pack member's bytes are: its pack and the byte range inside it (and, compressed, its content's size). */
 export interface MemberPlace {
   pack: string;
   offset: number;
   bytes: number;
-  /** A deflated member: the size of its content. */
+  /** A brotli member: the size of its content. */
   size?: number;
 }
 
@@ -392,7 +457,7 @@ export function packMembers(m: Manifest): Map<string, MemberPlace> {
   return places;
 }
 
-/** The size of an entry's content (a ZIP entry, or a pack member inflated), undefined when the manifest lists no such entry. */
+/** The size of an entry's content (a ZIP entry, or a pack member decompressed), undefined when the manifest lists no such entry. */
 export function entryBytes(m: Manifest, name: string): number | undefined {
   if (Object.hasOwn(m.entries, name)) return m.entries[name].bytes;
   const place = packMembers(m).get(name);
@@ -400,23 +465,23 @@ export function entryBytes(m: Manifest, name: string): number | undefined {
 }
 
 /**
- * A pack member's content from its bytes in the pack: as they are, or inflated (to exactly its recorded size)
- * where the member is deflated.
+ * A pack member's content from its bytes in the pack: as they are, or through brotli (to exactly its recorded
+ * size) where the member is compressed.
  */
 export function memberContent(
   place: MemberPlace,
   data: Uint8Array,
-  inflate: (data: Uint8Array, size: number) => Uint8Array,
+  unbrotli: (data: Uint8Array, size: number) => Uint8Array,
   fail: (message: string) => never,
 ): Uint8Array {
   if (place.size === undefined) return data;
   let out: Uint8Array;
   try {
-    out = inflate(data, place.size);
+    out = unbrotli(data, place.size);
   } catch (e) {
-    return fail(`cannot inflate (${(e as Error).message})`);
+    return fail(`cannot decompress (${(e as Error).message})`);
   }
-  if (out.length !== place.size) fail(`inflates to ${out.length} bytes, not the recorded ${place.size}`);
+  if (out.length !== place.size) fail(`decompresses to ${out.length} bytes, not the recorded ${place.size}`);
   return out;
 }
 

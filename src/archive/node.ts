@@ -6,7 +6,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { inflateRawSync } from 'node:zlib';
+import { brotliDecompressSync, inflateRawSync } from 'node:zlib';
 import { getCodec } from '../codecs/registry.js';
 import { CorruptArchiveError } from '../errors.js';
 import { concatBytes } from '../io/bytes.js';
@@ -35,6 +35,7 @@ const sha256Hex = (data: Uint8Array): string => createHash('sha256').update(data
 export const nodeBackend: DecodeBackend = {
   sha256: async (data) => sha256Hex(data),
   inflateRaw: async (data, size) => inflateRawSync(data, { maxOutputLength: Math.max(1, size) }),
+  unbrotli: async (data, size) => brotliDecompressSync(data, { maxOutputLength: Math.max(1, size) }),
   decodeCodes: decodeCodesNode,
 };
 
@@ -78,7 +79,7 @@ export class Archive implements EntrySource {
       return memberContent(
         place,
         data,
-        (d, size) => inflateRawSync(d, { maxOutputLength: Math.max(1, size) }),
+        (d, size) => brotliDecompressSync(d, { maxOutputLength: Math.max(1, size) }),
         (message) => {
           throw new CorruptArchiveError(`entry ${name} in ${place.pack}: ${message} (corrupt)`, { file: this.file, tensor });
         },

@@ -130,7 +130,7 @@ export class SourceArchive implements EntrySource {
       }
       const data = (await pack).subarray(place.offset, place.offset + place.bytes);
       if (place.size === undefined) return data;
-      // a deflated member (the ranges every plane reads, the kept tensors) is inflated once
+      // a compressed member (the ranges every plane reads, the kept tensors, the skeleton) is decompressed once
       let content = this.inflated.get(name);
       if (!content) {
         content = this.inflateMember(name, place.pack, data, place.size, tensor);
@@ -142,7 +142,7 @@ export class SourceArchive implements EntrySource {
     return this.zipEntry(name, tensor);
   }
 
-  /** Deflated pack members inflated so far. */
+  /** Compressed pack members decompressed so far. */
   private readonly inflated = new Map<string, Promise<Uint8Array>>();
 
   private async inflateMember(name: string, pack: string, data: Uint8Array, size: number, tensor?: string): Promise<Uint8Array> {
@@ -151,9 +151,9 @@ export class SourceArchive implements EntrySource {
     };
     let out: Uint8Array;
     try {
-      out = await this.backend.inflateRaw(data, size);
+      out = await this.backend.unbrotli(data, size);
     } catch (e) {
-      return bad(`cannot inflate (${(e as Error).message})`);
+      return bad(`cannot decompress (${(e as Error).message})`);
     }
     return out.length === size ? out : bad(`inflates to ${out.length} bytes, not the recorded ${size}`);
   }

@@ -1,13 +1,13 @@
 /**
  * The browser's side of the platform seam (archive/backend.ts): Web Crypto for sha256, the
- * DecompressionStream for DEFLATE (stopped as soon as it passes the size the directory records), and the
- * browser's codec decoders (decoders.ts). No Node module is reached from here.
+ * DecompressionStream for DEFLATE (stopped as soon as it passes the size the directory records), the brotli
+ * package's decoder for compressed pack members, and the browser's codec decoders (decoders.ts). No Node module is reached from here.
  */
 
 import type { DecodeBackend } from '../archive/backend.js';
 import { CorruptArchiveError } from '../errors.js';
 import { concatBytes } from '../io/bytes.js';
-import { decodeCodesBrowser } from './decoders.js';
+import { brotliBytes, decodeCodesBrowser } from './decoders.js';
 
 async function sha256(data: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>));
@@ -33,4 +33,9 @@ async function inflateRaw(data: Uint8Array, size: number): Promise<Uint8Array> {
   return concatBytes(parts);
 }
 
-export const browserBackend: DecodeBackend = { sha256, inflateRaw, decodeCodes: decodeCodesBrowser };
+/** Chromium has no brotli DecompressionStream: the brotli package's JavaScript decoder. */
+async function unbrotli(data: Uint8Array, size: number): Promise<Uint8Array> {
+  return brotliBytes(data, size, 'brotli member');
+}
+
+export const browserBackend: DecodeBackend = { sha256, inflateRaw, unbrotli, decodeCodes: decodeCodesBrowser };

@@ -157,7 +157,7 @@ const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
 };
 
 /** `size` bytes out of a brotli stream (the JavaScript decoder of the `brotli` package: Chromium has none). */
-function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint8Array {
+export function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint8Array {
   let raw: Uint8Array;
   try {
     raw = brotliDecompress(bytes, size);
