@@ -242,7 +242,8 @@ export interface Manifest {
  * The manifest as written (version 2): records without what the reader restores (`expandManifest`): a
  * tensor's `name` where it equals its `key` (every ONNX tensor), and a plane coded as one tile that covers it
  * as `entry` in place of `tiles` (measured on Silero VAD v4: 520 B of 4.7 KB deflated). Version 4 also
- * leaves out the reason of a tensor kept for being small and options at their defaults, and writes a float16
+ * leaves out the reason of a tensor kept for being small, dtype float32, a kept tensor's role `other` and
+ * options at their defaults, and writes a float16
  * kept tensor's record as its offset in the kept-tensor entry, an ONNX tensor's raw storage as its path, and the
  * raw-codes fallback note as `true`.
  */
@@ -277,6 +278,9 @@ export function manifestJson(m: Manifest): string {
       // a small tensor's reason is what the reader restores from its shape; a float16 kept tensor in the
       // kept-tensor entry is its offset there
       if (t.role === 'other' && t.reason === smallReason(t.shape)) delete r.reason;
+      // float32, and a kept tensor's role `other`: the common cases, restored when absent
+      if (t.dtype === 'float32') delete r.dtype;
+      if (t.role === 'other' && !t.layout) delete r.role;
       if (t.half?.entry === HALF_ENTRY) r.half = t.half.offset;
       // an ONNX tensor's raw data: its path alone
       const st = t.storage as unknown as Record<string, unknown>;
@@ -394,6 +398,8 @@ export function expandManifest(m: unknown): void {
   for (const t of m.tensors as unknown[]) {
     if (!isRecord(t)) continue;
     if (t.name === undefined && typeof t.key === 'string') t.name = t.key;
+    if (v4 && t.dtype === undefined) t.dtype = 'float32';
+    if (v4 && t.role === undefined && t.layout === undefined) t.role = 'other';
     if (
       v4 &&
       t.reason === undefined &&

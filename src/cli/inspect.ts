@@ -301,7 +301,9 @@ function printArchive(
       'checksums',
       info.checksums.failed.length
         ? `${info.checksums.failed.length} of ${info.checksums.entries} entries FAIL`
-        : `all ${info.checksums.entries} entries verified (CRC-32 and sha256)`,
+        : info.checksums.entries === 1
+          ? 'its 1 entry verified (CRC-32 and sha256)'
+          : `all ${info.checksums.entries} entries verified (CRC-32 and sha256)`,
     ],
   ];
   console.log('');
