@@ -12,6 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { gaussian } from './helpers/random.js';
+import { RangeReader } from '../src/formats/range-reader.js';
 import { tempDir } from './helpers/tmp.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 
@@ -122,6 +123,10 @@ describe('ONNX external data', () => {
     try {
       expect(reader.externalFiles).toEqual([data]);
       expect(Array.from(reader.read('b'))).toEqual(Array.from(gaussian(96, 2, 0.1)));
+      // a worker thread reads W from the data file by its range alone
+      const range = reader.dataRange!('W')!;
+      expect(range.file).toBe(data);
+      expect(new RangeReader('onnx', model, 'W', range).read('W')).toEqual(reader.read('W'));
     } finally {
       reader.close();
     }

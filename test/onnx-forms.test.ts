@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, decodeAllTensors, openModel } from '../src/index.js';
 import { rebuildFromSkeleton } from '../src/formats/registry.js';
 import { float16ToFloat32, float32ToFloat16, tensorStorage, type StoredTensor } from '../src/formats/model.js';
+import { RangeReader } from '../src/formats/range-reader.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
@@ -60,6 +61,27 @@ describe('ONNX data forms through the one-pass decoder', () => {
       same32: 'raw',
     });
   });
+
+  it('a worker reads a raw tensor from its byte range alone, the same values; typed fields open the model', () => {
+    const reader = openModel(model);
+    const ranged: string[] = [];
+    for (const t of reader.tensors) {
+      const range = reader.dataRange?.(t.key);
+      if (!range) continue;
+      ranged.push(t.key);
+      const r = new RangeReader('onnx', model, t.key, range);
+      expect(r.read(t.key)).toEqual(reader.read(t.key));
+      expect(r.readRows(t.key, 5, 7)).toEqual(reader.readRows(t.key, 5, 7));
+    }
+    reader.close();
+    expect(ranged.sort()).toEqual(['raw16', 'raw32', 'same32']);
+  });
+
+  it('an archive made on worker threads (tensors read by range) is the one made in one thread', async () => {
+    await compressModel(model, join(dir, 'j1.nnm'), { force: true, check: false, jobs: 1 });
+    await compressModel(model, join(dir, 'j2.nnm'), { force: true, check: false, jobs: 2 });
+    expect(readFileSync(join(dir, 'j2.nnm'))).toEqual(readFileSync(join(dir, 'j1.nnm')));
+  }, 60_000);
 
   for (const jobs of [1, 2])
     it(`decompress (--jobs ${jobs}) writes the same bytes as the rebuild from float32 values`, async () => {

@@ -94,6 +94,21 @@ export interface ModelReader {
   readonly externalFiles?: readonly string[];
   /** The op types of the graph and its subgraphs (ONNX); absent where the format has no graph. */
   readonly opTypes?: ReadonlySet<string>;
+  /**
+   * Where a tensor's values lie as plain little-endian bytes of its dtype in a file (ONNX raw_data or external
+   * data), so a worker thread can read just them instead of opening the whole model; undefined where they are
+   * not such a byte range (typed repeated fields) or the format reads by offset anyway.
+   */
+  dataRange?(key: string): DataRange | undefined;
+}
+
+/** A tensor's values as a byte range of a file (ModelReader.dataRange). */
+export interface DataRange {
+  readonly file: string;
+  readonly start: number;
+  readonly end: number;
+  readonly dtype: FloatDType;
+  readonly shape: readonly number[];
 }
 
 /** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */

@@ -25,7 +25,7 @@ import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
 import { measurePart, measureTensor, type PowerSums } from './measure.js';
 import { runOrdered } from './pool.js';
-import { poolFor, type MeasureReply } from './workers.js';
+import { poolFor, sourceRange, type MeasureReply } from './workers.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
 
@@ -199,6 +199,7 @@ export async function allocate(parts: {
                 plan: p,
                 sliceWeights: options.sliceWeights,
                 modes: modesOf,
+                ...sourceRange(reader, p.entry.key),
               })
             : Promise.resolve(measureTensor(reader, p, options.sliceWeights, modesOf)),
         ({ rate, power }) => record(rate, power),

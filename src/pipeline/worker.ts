@@ -10,7 +10,8 @@ import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
 import { measureTensor } from './measure.js';
-import type { EncodeReply, Job, MeasureReply, Reply } from './workers.js';
+import type { EncodeReply, Job, MeasureReply, Reply, SourceRange } from './workers.js';
+import { RangeReader } from '../formats/range-reader.js';
 
 /**
  * V8's full collection, for this worker's own use after its units (see `COLLECT_WEIGHTS`). A unit's working arrays (its values, planes
@@ -41,7 +42,12 @@ function own(b: Uint8Array): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b : b.slice();
 }
 
-function readerOf(file: string): ModelReader {
+/**
+ * The reader a job's tensor is read with: its byte range alone where the job carries one (an ONNX model is
+ * not read whole again in each worker), else the model opened once per worker.
+ */
+function readerOf(file: string, key: string, source?: SourceRange): ModelReader {
+  if (source) return new RangeReader(source.format, file, key, source.range);
   let reader = readers.get(file);
   if (!reader) readers.set(file, (reader = openModel(file)));
   return reader;
@@ -55,9 +61,12 @@ async function handle(
     return { value: null, transfer: [] };
   }
   if (job.kind === 'measure')
-    return { value: measureTensor(readerOf(job.file), job.plan, job.sliceWeights, job.modes), transfer: [] };
+    return {
+      value: measureTensor(readerOf(job.file, job.plan.entry.key, job.range), job.plan, job.sliceWeights, job.modes),
+      transfer: [],
+    };
   if (job.kind === 'encode') {
-    const encoded = await encodeUnit(readerOf(job.file), job.unit);
+    const encoded = await encodeUnit(readerOf(job.file, job.unit.plan.entry.key, job.range), job.unit);
     const entries = encoded.entries.map(([n, d]): [string, Uint8Array] => [n, own(d)]);
     return { value: { ...encoded, entries }, transfer: entries.map(([, d]) => d.buffer as ArrayBuffer) };
   }

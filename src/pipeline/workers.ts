@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { errorFromData, type ErrorData } from '../errors.js';
 import type { TensorRecord } from '../archive/manifest.js';
-import type { FloatDType } from '../formats/model.js';
+import type { DataRange, FloatDType, ModelFormat, ModelReader } from '../formats/model.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
 import type { TensorRate } from '../rate/allocate.js';
 import type { RangeMode } from '../quantize/uniform.js';
@@ -22,6 +22,14 @@ export interface EncodeJob {
   kind: 'encode';
   file: string;
   unit: EncodeUnit;
+  /** Where the unit's tensor lies in a file (the worker reads just that, not the whole model). */
+  range?: SourceRange;
+}
+
+/** A tensor's byte range, and the format of the model it is from (ModelReader.dataRange). */
+export interface SourceRange {
+  format: ModelFormat;
+  range: DataRange;
 }
 
 export interface DecodeJob {
@@ -41,6 +49,13 @@ export interface MeasureJob {
   plan: CodedPlan;
   sliceWeights: number;
   modes: RangeMode[];
+  range?: SourceRange;
+}
+
+/** The byte range of a tensor for a worker job, where the reader has one. */
+export function sourceRange(reader: ModelReader, key: string): { range: SourceRange } | object {
+  const range = reader.dataRange?.(key);
+  return range ? { range: { format: reader.format, range } } : {};
 }
 
 export type Job = EncodeJob | DecodeJob | MeasureJob | { kind: 'close' };

@@ -35,7 +35,7 @@ import { runOrdered } from './pool.js';
 import { buildManifest, tensorRecord } from './records.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import type { CodedPlan, CodedTensor, EncodedTensor, EncodeUnit, TensorOutcome, TensorPlan } from './stages.js';
-import { poolFor, type WorkerPool } from './workers.js';
+import { poolFor, sourceRange, type WorkerPool } from './workers.js';
 
 const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
   compress(data: Buffer, level: number): Promise<Buffer>;
@@ -253,7 +253,10 @@ const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).d
 
 /** Encodes one unit here (one job) or on a worker thread; the result is the same either way. */
 function unitEncoder(reader: ModelReader, pool?: WorkerPool): (unit: EncodeUnit) => Promise<EncodedTensor> {
-  return (unit) => (pool ? pool.run<EncodedTensor>({ kind: 'encode', file: reader.file, unit }) : encodeUnit(reader, unit));
+  return (unit) =>
+    pool
+      ? pool.run<EncodedTensor>({ kind: 'encode', file: reader.file, unit, ...sourceRange(reader, unit.plan.entry.key) })
+      : encodeUnit(reader, unit);
 }
 
 export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {

@@ -48,6 +48,7 @@ export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   BYTES_PER_ELEMENT,
+  type DataRange,
   type ModelReader,
   type OnnxStorage,
   type TensorEntry,
@@ -507,6 +508,14 @@ export class OnnxReader implements ModelReader {
     if (i !== n)
       throw new BadModelError(`holds ${i} values but shape [${t.shape}] needs ${n}`, { file: this.file, tensor: t.name });
     return out;
+  }
+
+  dataRange(key: string): DataRange | undefined {
+    const t = this.get(key);
+    if (t.form === 'raw') return { file: this.file, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape };
+    if (t.form === 'external')
+      return { file: t.externalFile!, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape };
+    return undefined;
   }
 
   storage(key: string): OnnxStorage {

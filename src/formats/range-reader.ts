@@ -1,0 +1,76 @@
+/**
+ * A reader of one tensor's values from a byte range of a file (ModelReader.dataRange): what a worker thread
+ * encodes or measures a unit from, instead of opening the whole model. An ONNX model is one protobuf read
+ * whole; each worker used to read it again (three copies of a 1 GB model with `--jobs 2`, one more per
+ * worker). The values are the same: the same bytes through the same decodeFloats.
+ */
+
+import { closeSync, openSync, readSync } from 'node:fs';
+import { IoError } from '../errors.js';
+import { fsReason } from '../io/files.js';
+import {
+  BYTES_PER_ELEMENT,
+  decodeFloats,
+  elementCount,
+  rowsRange,
+  type DataRange,
+  type ModelFormat,
+  type ModelReader,
+  type TensorEntry,
+  type TensorStorage,
+} from './model.js';
+
+export class RangeReader implements ModelReader {
+  readonly tensors: readonly TensorEntry[] = [];
+
+  constructor(
+    readonly format: ModelFormat,
+    /** The model file (named in errors). */
+    readonly file: string,
+    private readonly key: string,
+    private readonly range: DataRange,
+  ) {}
+
+  read(key: string): Float32Array {
+    return this.readRows(key, 0, this.range.shape[0] ?? 1);
+  }
+
+  readRows(key: string, row: number, rows: number): Float32Array {
+    if (key !== this.key) throw new Error(`internal: a range reader of ${this.key} asked for ${key}`);
+    const { dtype, shape, start: begin, end: stop } = this.range;
+    const [first, last] = shape.length ? rowsRange(shape, row, rows, { file: this.file, tensor: key }) : [0, elementCount(shape)];
+    const width = BYTES_PER_ELEMENT[dtype];
+    const start = begin + first * width;
+    const bytes = new Uint8Array((last - first) * width);
+    if (start + bytes.length > stop) throw new Error(`internal: rows of ${key} past its data`);
+    let fd: number | undefined;
+    try {
+      fd = openSync(this.range.file, 'r');
+      let done = 0;
+      while (done < bytes.length) {
+        const n = readSync(fd, bytes, done, bytes.length - done, start + done);
+        if (n === 0) throw new Error('the file ended early');
+        done += n;
+      }
+    } catch (e) {
+      throw new IoError(`cannot read tensor ${key}: ${fsReason(e)}`, { file: this.range.file, tensor: key }, e);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+    return decodeFloats(bytes, dtype);
+  }
+
+  skeleton(): Uint8Array {
+    throw new Error('internal: a range reader has no skeleton');
+  }
+
+  skeletonParts(): Iterable<Uint8Array> {
+    throw new Error('internal: a range reader has no skeleton');
+  }
+
+  storage(): TensorStorage {
+    throw new Error('internal: a range reader has no storage records');
+  }
+
+  close(): void {}
+}
