@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { brotliDecompressSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import {
   Archive,
@@ -19,6 +19,8 @@ import {
   nodeBackend,
 } from '../src/index.js';
 import { HALF_ENTRY } from '../src/quantize/half.js';
+import { browserBackend } from '../src/browser/backend.js';
+import { brotliBytes } from '../src/browser/decoders.js';
 import { RANGES_ENTRY, packMembers, type Manifest } from '../src/archive/manifest.js';
 import { MIN_EXACT_STEP, exactStep, step20Channels, stepsFrom20, stepsTo20 } from '../src/quantize/step.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
@@ -130,6 +132,64 @@ describe('a small model: one pack and the manifest', () => {
     writeArchive(huge, entries, { ...manifest, packs: big });
     await expect(decompressArchive(huge, join(dir, 'bad.onnx'))).rejects.toThrow(/bad member record/);
   }, 60_000);
+});
+
+describe('hostile brotli streams', () => {
+  it('a member that decompresses far past its recorded size fails at once, in Node and in the browser decoder', async () => {
+    const model = join(dir, 'mixed.onnx');
+    const good = join(dir, 'bomb-base.nnm');
+    await compressModel(model, good, { force: true, check: false });
+    const { manifest, entries } = readArchive(good);
+    // 64 MiB of zeros: a few hundred bytes of brotli, put in place of the ranges member (its recorded size kept)
+    const bomb = brotliCompressSync(Buffer.alloc(64 * 2 ** 20), { params: { [constants.BROTLI_PARAM_QUALITY]: 5 } });
+    const m = structuredClone(manifest);
+    const [pack, members] = Object.entries(m.packs!).find(([, ms]) => ms.some(([n]) => n === RANGES_ENTRY))!;
+    const old = entries.find(([n]) => n === pack)![1];
+    const parts: Uint8Array[] = [];
+    let at = 0;
+    for (const member of members) {
+      parts.push(member[0] === RANGES_ENTRY ? bomb : old.subarray(at, at + member[1]));
+      at += member[1];
+      if (member[0] === RANGES_ENTRY) member[1] = bomb.length;
+    }
+    const data = Buffer.concat(parts);
+    m.entries[pack] = { sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
+    const file = join(dir, 'bomb.nnm');
+    writeArchive(
+      file,
+      entries.map(([n, d]) => [n, n === pack ? data : d] as const),
+      m,
+    );
+    const size = members.find(([n]) => n === RANGES_ENTRY)![2]!;
+    // the browser's decoder alone: refused as soon as it asks for more than the recorded size (or its ring buffer)
+    const t0 = performance.now();
+    expect(() => brotliBytes(bomb, size, 'ranges')).toThrow(/decodes past its/);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    // and the global it bounds while it runs is the native one again
+    expect(Uint8Array.name).toBe('Uint8Array');
+    for (const backend of [nodeBackend, { ...nodeBackend, unbrotli: browserBackend.unbrotli }])
+      await expect(decodeArchiveSource(bytesSource(readFileSync(file), file), backend)).rejects.toThrow(CorruptArchiveError);
+    await expect(decompressArchive(file, join(dir, 'bomb.onnx'))).rejects.toThrow(CorruptArchiveError);
+  }, 60_000);
+
+  it('a duplicate of a tensor that is not coded is a typed error (was a TypeError in decompress)', async () => {
+    const { manifest, entries } = readArchive(join(dir, 'same.nnm'));
+    const m = structuredClone(manifest);
+    const dup = m.tensors.find((t) => t.sameAs)!;
+    delete m.tensors.find((t) => t.key === dup.sameAs)!.layout;
+    const bad = join(dir, 'bad-same.nnm');
+    writeArchive(bad, entries, m);
+    await expect(decompressArchive(bad, join(dir, 'bad.onnx'))).rejects.toThrow(/bad sameAs reference/);
+  });
+
+  it('a source size that is not a count is refused (it bounds every decompressed member)', async () => {
+    const { manifest, entries } = readArchive(join(dir, 'mixed.nnm'));
+    for (const bytes of [1e300, '1e300', -1, undefined]) {
+      const bad = join(dir, 'bad-source.nnm');
+      writeArchive(bad, entries, { ...manifest, source: { ...manifest.source, bytes } });
+      await expect(decompressArchive(bad, join(dir, 'bad.onnx'))).rejects.toThrow(/bad source size/);
+    }
+  });
 });
 
 describe('older archives are still read', () => {

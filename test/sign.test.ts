@@ -1,7 +1,7 @@
 /**
  * The sign split of raw codes (codec `zstd-sign`, format version 3): lossless for any codes, refused where
  * an entry's parts do not fit together, picked by the default where it is smaller than plain zstd, and an
- * archive is written as the lowest version that reads it (3 for the sign split, 4 for step20 ranges and deflated pack members).
+ * archive is written as the lowest version that reads it (3 for the sign split, 4 for step20 ranges, brotli pack members and the brotli codecs).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -106,7 +106,7 @@ describe('the default keeps the smaller of plain and sign-split zstd', () => {
     writeFileSync(model, stftMelModel().bytes);
     const signed = join(dir, 'stft.nnm');
     const r = await compressModel(model, signed, { force: true });
-    // version 4: its ranges are step20 and its side entries deflated pack members (the sign split alone is 3)
+    // version 4: its ranges are step20 and its side entries brotli pack members (the sign split alone is 3)
     expect(r.manifest.version).toBe(4);
     // sign-split: through zstd or (a small model's tensors) brotli, whichever is smaller
     const names = r.manifest.tensors.map((t) => t.codec?.name).filter(Boolean);

@@ -141,6 +141,8 @@ export function checkManifest(m: unknown, file?: string): Manifest {
     fail(file, `unsupported format version ${JSON.stringify(man.version)} (this build reads ${READ_VERSIONS.join(', ')})`);
   if (!isObj(man.source) || typeof man.source.format !== 'string' || !formatMeta(man.source.format))
     fail(file, 'unknown source format');
+  // the bound of every decompressed member and skeleton: a count, not whatever the manifest says
+  if (!isCount(man.source.bytes)) fail(file, 'bad source size');
   if (!Array.isArray(man.tensors) || !isObj(man.entries)) fail(file, 'tensors or entries missing');
   for (const [name, e] of Object.entries(man.entries))
     if (!isObj(e) || typeof e.sha256 !== 'string' || !isCount(e.bytes)) fail(file, `bad entry record ${JSON.stringify(name)}`);
@@ -169,7 +171,8 @@ export function checkManifest(m: unknown, file?: string): Manifest {
     }
     if (t.sameAs !== undefined) {
       const first = man.tensors.find((x) => x.key === t.sameAs);
-      if (!first || first.sameAs !== undefined || elementCount(first.shape) !== n)
+      // a duplicate of a coded tensor (one kept in the skeleton or as float16 has no values to share)
+      if (!first || first.sameAs !== undefined || !first.layout || elementCount(first.shape) !== n)
         fail(file, `bad sameAs reference ${JSON.stringify(t.sameAs)}`, t.key);
       continue;
     }

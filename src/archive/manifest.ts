@@ -350,9 +350,12 @@ function compactOptions(o: Record<string, unknown>): Record<string, unknown> {
 }
 
 function expandOptions(o: Record<string, unknown>): Record<string, unknown> {
-  const lead = Object.fromEntries(LEADING_OPTIONS.map((k) => [k, DEFAULT_OPTIONS[k]]));
-  const out: Record<string, unknown> = { ...lead, ...o };
-  for (const k of CLOSING_OPTIONS) if (!Object.hasOwn(o, k)) out[k] = k === 'rules' ? [] : DEFAULT_OPTIONS[k];
+  // in `echoOf`'s order: the leading four, then the rest as written, then the closing two
+  const out: Record<string, unknown> = {};
+  for (const k of LEADING_OPTIONS) out[k] = Object.hasOwn(o, k) ? o[k] : DEFAULT_OPTIONS[k];
+  for (const [k, v] of Object.entries(o))
+    if (!(LEADING_OPTIONS as readonly string[]).includes(k) && !(CLOSING_OPTIONS as readonly string[]).includes(k)) out[k] = v;
+  for (const k of CLOSING_OPTIONS) out[k] = Object.hasOwn(o, k) ? o[k] : k === 'rules' ? [] : DEFAULT_OPTIONS[k];
   return out;
 }
 

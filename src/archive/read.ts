@@ -155,7 +155,7 @@ export class SourceArchive implements EntrySource {
     } catch (e) {
       return bad(`cannot decompress (${(e as Error).message})`);
     }
-    return out.length === size ? out : bad(`inflates to ${out.length} bytes, not the recorded ${size}`);
+    return out.length === size ? out : bad(`decompresses to ${out.length} bytes, not the recorded ${size}`);
   }
 
   private async zipEntry(name: string, tensor?: string): Promise<Uint8Array> {

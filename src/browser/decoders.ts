@@ -156,13 +156,39 @@ const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
   return codes;
 };
 
-/** `size` bytes out of a brotli stream (the JavaScript decoder of the `brotli` package: Chromium has none). */
+/** The largest buffer the brotli decoder needs beside its output: a ring buffer of its largest window (2^24) and slack. */
+const BROTLI_RING_MAX = 2 ** 24 + 2 ** 17;
+
+/** Thrown from inside the decoder when it asks for more memory than the stream may take. */
+class BrotliPastSize extends Error {}
+
+/**
+ * `size` bytes out of a brotli stream (the JavaScript decoder of the `brotli` package: Chromium has none).
+ * That decoder takes an output size but does not stop at it: a meta-block that does not fit grows the output
+ * (a copy of all of it), so a 1.6 KB hostile stream asked for 1,250 bytes made 1 GiB, in 54 s and 3 GB of memory,
+ * before its length was checked. Its allocations are therefore bounded while it runs: for the duration of the
+ * call (synchronous, so no other code runs) the global Uint8Array is a subclass that refuses a buffer larger
+ * than `size` or the decoder's own largest ring buffer, and the stream fails at once, a CodecError.
+ */
 export function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint8Array {
+  const limit = Math.max(size, BROTLI_RING_MAX);
+  const scope = globalThis as unknown as { Uint8Array: Uint8ArrayConstructor };
+  const Native = scope.Uint8Array;
+  class Bounded extends Native {
+    constructor(...args: unknown[]) {
+      if (typeof args[0] === 'number' && args[0] > limit) throw new BrotliPastSize();
+      super(...(args as []));
+    }
+  }
   let raw: Uint8Array;
+  scope.Uint8Array = Bounded as unknown as Uint8ArrayConstructor;
   try {
     raw = brotliDecompress(bytes, size);
   } catch (e) {
+    if (e instanceof BrotliPastSize) throw new CodecError(`${what} decodes past its ${size} bytes`);
     throw new CodecError(`${what} does not decode into ${size} bytes: ${(e as Error).message}`);
+  } finally {
+    scope.Uint8Array = Native;
   }
   if (raw.length !== size) throw new CodecError(`${what} holds ${raw.length} bytes, expected ${size}`);
   return raw;
