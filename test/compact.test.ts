@@ -182,6 +182,32 @@ describe('hostile brotli streams', () => {
     await expect(decompressArchive(bad, join(dir, 'bad.onnx'))).rejects.toThrow(/bad sameAs reference/);
   });
 
+  it('the browser decoder: a tiny stream of a large window cannot make more than its size; valid streams decode', () => {
+    const br = (data: Uint8Array, lgwin: number): Buffer =>
+      brotliCompressSync(data, {
+        params: {
+          [constants.BROTLI_PARAM_QUALITY]: 5,
+          [constants.BROTLI_PARAM_LGWIN]: lgwin,
+          [constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+        },
+      });
+    // 16 MiB of zeros is 14 bytes at a 2^24 window: asked for 100 bytes, refused before a 16 MiB output is made
+    for (const lgwin of [16, 22, 24]) {
+      const bomb = br(new Uint8Array(2 ** 24), lgwin);
+      const t0 = performance.now();
+      expect(() => brotliBytes(bomb, 100, 'member')).toThrow(/decodes past its 100 bytes/);
+      expect(performance.now() - t0).toBeLessThan(1_000);
+    }
+    const rnd = rng(9);
+    for (const n of [0, 1, 100, 5000, 70_000, 3 * 2 ** 20])
+      for (const lgwin of [16, 22, 24])
+        for (const data of [Uint8Array.from({ length: n }, () => Math.floor(rnd() * 40)), new Uint8Array(n)]) {
+          const out = brotliBytes(br(data, lgwin), n, 'member');
+          expect(out.constructor).toBe(Uint8Array);
+          expect(Buffer.from(out).equals(Buffer.from(data))).toBe(true);
+        }
+  });
+
   it('a source size that is not a count is refused (it bounds every decompressed member)', async () => {
     const { manifest, entries } = readArchive(join(dir, 'mixed.nnm'));
     for (const bytes of [1e300, '1e300', -1, undefined]) {

@@ -75,6 +75,16 @@ describe('ONNX data forms through the one-pass decoder', () => {
     }
     reader.close();
     expect(ranged.sort()).toEqual(['raw16', 'raw32', 'same32']);
+    // a model file replaced since it was opened is refused, not read at the old offsets
+    const copy = join(dir, 'forms-copy.onnx');
+    writeFileSync(copy, readFileSync(model));
+    const opened = openModel(copy);
+    const range = opened.dataRange!('raw32')!;
+    opened.close();
+    writeFileSync(copy, Buffer.concat([Buffer.alloc(16), readFileSync(model)]));
+    expect(() => new RangeReader('onnx', copy, 'raw32', range).read('raw32')).toThrow(
+      /changed while the model was being compressed/,
+    );
   });
 
   it('an archive made on worker threads (tensors read by range) is the one made in one thread', async () => {

@@ -156,27 +156,45 @@ const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
   return codes;
 };
 
-/** The largest buffer the brotli decoder needs beside its output: a ring buffer of its largest window (2^24) and slack. */
-const BROTLI_RING_MAX = 2 ** 24 + 2 ** 17;
-
 /** Thrown from inside the decoder when it asks for more memory than the stream may take. */
 class BrotliPastSize extends Error {}
+
+/** Buffers the brotli decoder makes for itself (input buffer, context maps, Huffman tables) stay under this. */
+const BROTLI_OWN_BUFFERS = 2 ** 16;
+
+/**
+ * The size of the ring buffer the brotli decoder will make for a stream: 2^WBITS (the window the stream's first
+ * bits state, read as the decoder reads them, RFC 7932 §9.1) and its slack (128 + its 4096-byte read size +
+ * the longest dictionary word, 24).
+ */
+function brotliRingBytes(first: number): number {
+  const bits =
+    (first & 1) === 0 ? 16 : (first >> 1) & 7 ? 17 + ((first >> 1) & 7) : (first >> 4) & 7 ? 8 + ((first >> 4) & 7) : 17;
+  return 2 ** bits + 128 + 4096 + 24;
+}
 
 /**
  * `size` bytes out of a brotli stream (the JavaScript decoder of the `brotli` package: Chromium has none).
  * That decoder takes an output size but does not stop at it: a meta-block that does not fit grows the output
  * (a copy of all of it), so a 1.6 KB hostile stream asked for 1,250 bytes made 1 GiB, in 54 s and 3 GB of memory,
  * before its length was checked. Its allocations are therefore bounded while it runs: for the duration of the
- * call (synchronous, so no other code runs) the global Uint8Array is a subclass that refuses a buffer larger
- * than `size` or the decoder's own largest ring buffer, and the stream fails at once, a CodecError.
+ * call (synchronous, so no other code runs) the global Uint8Array is a subclass that refuses any buffer larger
+ * than `size` (or than the decoder's own small buffers), but for the one ring buffer of the window the stream
+ * states; a stream that grows its output fails at its first meta-block past `size`, a CodecError.
  */
 export function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint8Array {
-  const limit = Math.max(size, BROTLI_RING_MAX);
+  const ring = brotliRingBytes(bytes[0] ?? 0);
+  const limit = Math.max(size, BROTLI_OWN_BUFFERS);
+  let ringMade = false;
   const scope = globalThis as unknown as { Uint8Array: Uint8ArrayConstructor };
   const Native = scope.Uint8Array;
   class Bounded extends Native {
     constructor(...args: unknown[]) {
-      if (typeof args[0] === 'number' && args[0] > limit) throw new BrotliPastSize();
+      const n = args[0];
+      if (typeof n === 'number' && n > limit) {
+        if (n !== ring || ringMade) throw new BrotliPastSize();
+        ringMade = true;
+      }
       super(...(args as []));
     }
   }
@@ -191,7 +209,8 @@ export function brotliBytes(bytes: Uint8Array, size: number, what: string): Uint
     scope.Uint8Array = Native;
   }
   if (raw.length !== size) throw new CodecError(`${what} holds ${raw.length} bytes, expected ${size}`);
-  return raw;
+  // a plain Uint8Array of the same memory (the decoder's was made as the bounded subclass)
+  return new Native(raw.buffer, raw.byteOffset, raw.length);
 }
 
 /** Little-endian codes of `bits` bits from their bytes. */

@@ -109,6 +109,9 @@ export interface DataRange {
   readonly end: number;
   readonly dtype: FloatDType;
   readonly shape: readonly number[];
+  /** The file's size and modification time when the model was opened: a file replaced since is refused. */
+  readonly fileBytes: number;
+  readonly mtimeMs: number;
 }
 
 /** A model format as an archive knows it (isomorphic; formats/meta.ts lists them). */

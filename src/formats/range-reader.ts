@@ -5,13 +5,12 @@
  * worker). The values are the same: the same bytes through the same decodeFloats.
  */
 
-import { closeSync, openSync, readSync } from 'node:fs';
-import { IoError } from '../errors.js';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { BadModelError, IoError } from '../errors.js';
 import { fsReason } from '../io/files.js';
 import {
   BYTES_PER_ELEMENT,
   decodeFloats,
-  elementCount,
   rowsRange,
   type DataRange,
   type ModelFormat,
@@ -38,22 +37,29 @@ export class RangeReader implements ModelReader {
   readRows(key: string, row: number, rows: number): Float32Array {
     if (key !== this.key) throw new Error(`internal: a range reader of ${this.key} asked for ${key}`);
     const { dtype, shape, start: begin, end: stop } = this.range;
-    const [first, last] = shape.length ? rowsRange(shape, row, rows, { file: this.file, tensor: key }) : [0, elementCount(shape)];
+    const [first, last] = rowsRange(shape, row, rows, { file: this.file, tensor: key });
     const width = BYTES_PER_ELEMENT[dtype];
     const start = begin + first * width;
     const bytes = new Uint8Array((last - first) * width);
     if (start + bytes.length > stop) throw new Error(`internal: rows of ${key} past its data`);
+    const ctx = { file: this.range.file, tensor: key };
     let fd: number | undefined;
     try {
-      fd = openSync(this.range.file, 'r');
+      try {
+        fd = openSync(this.range.file, 'r');
+      } catch (e) {
+        throw new IoError(`cannot read tensor ${key}: ${fsReason(e)}`, ctx, e);
+      }
+      // the file the model was opened from, not one put in its place since (its bytes would be read at the old offsets)
+      const now = fstatSync(fd);
+      if (now.size !== this.range.fileBytes || now.mtimeMs !== this.range.mtimeMs)
+        throw new BadModelError('the file changed while the model was being compressed', ctx);
       let done = 0;
       while (done < bytes.length) {
         const n = readSync(fd, bytes, done, bytes.length - done, start + done);
-        if (n === 0) throw new Error('the file ended early');
+        if (n === 0) throw new BadModelError(`tensor data ends past the end of the file (${now.size} bytes)`, ctx);
         done += n;
       }
-    } catch (e) {
-      throw new IoError(`cannot read tensor ${key}: ${fsReason(e)}`, { file: this.range.file, tensor: key }, e);
     } finally {
       if (fd !== undefined) closeSync(fd);
     }

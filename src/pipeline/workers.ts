@@ -53,7 +53,7 @@ export interface MeasureJob {
 }
 
 /** The byte range of a tensor for a worker job, where the reader has one. */
-export function sourceRange(reader: ModelReader, key: string): { range: SourceRange } | object {
+export function sourceRange(reader: ModelReader, key: string): { range?: SourceRange } {
   const range = reader.dataRange?.(key);
   return range ? { range: { format: reader.format, range } } : {};
 }

@@ -8,7 +8,7 @@
  * not the data of a compressed tensor is copied byte for byte.
  */
 
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
 import { BadModelError, IoError } from '../../errors.js';
 import { fsError, fsReason } from '../../io/files.js';
@@ -512,11 +512,23 @@ export class OnnxReader implements ModelReader {
 
   dataRange(key: string): DataRange | undefined {
     const t = this.get(key);
-    if (t.form === 'raw') return { file: this.file, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape };
-    if (t.form === 'external')
-      return { file: t.externalFile!, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape };
-    return undefined;
+    const file = t.form === 'raw' ? this.file : t.form === 'external' ? t.externalFile! : undefined;
+    if (file === undefined) return undefined;
+    let stat = this.stats.get(file);
+    if (!stat) {
+      try {
+        const s = statSync(file);
+        stat = { fileBytes: s.size, mtimeMs: s.mtimeMs };
+      } catch {
+        return undefined; // read by the model's own reader, as before: its error names the file
+      }
+      this.stats.set(file, stat);
+    }
+    return { file, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape, ...stat };
   }
+
+  /** Size and modification time of the files data ranges point into (DataRange). */
+  private readonly stats = new Map<string, { fileBytes: number; mtimeMs: number }>();
 
   storage(key: string): OnnxStorage {
     return { format: 'onnx', form: this.get(key).form, path: this.get(key).location };
