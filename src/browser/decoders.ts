@@ -115,46 +115,54 @@ const png: BrowserDecoder = async (bytes, expected, codec) => {
   return Uint16Array.from(img.data);
 };
 
-/** The raw-codes fallback: little-endian codes through zstd. */
-const zstd: BrowserDecoder = async (bytes, { width, height, bits }) => {
-  const w = bits === 8 ? 1 : bits === 16 ? 2 : 4;
-  // Into a buffer of the size the manifest gives: the encoder's frames do not state their content size, and
-  // without an output buffer fzstd keeps a sliding window of the frame's window size (8 MiB at level 19),
-  // shifting all of it after every 128 KiB block — 0.4 s of a 0.47 s decode of Silero v4 in Chromium. fzstd
-  // does not tell how much of the buffer a stream filled; the entry's bytes were checked against the manifest's
-  // checksum before this, so they are the bytes the encoder wrote for exactly this many codes.
+/** A compressor's stream decoded into exactly `size` bytes, or a CodecError naming `what` (zstd, brotli). */
+type ByteDecoder = (bytes: Uint8Array, size: number, what: string) => Uint8Array;
+
+/**
+ * `size` bytes out of a zstd frame. Into a buffer of the size the manifest gives: the encoder's frames do not
+ * state their content size, and without an output buffer fzstd keeps a sliding window of the frame's window
+ * size (8 MiB at level 19), shifting all of it after every 128 KiB block — 0.4 s of a 0.47 s decode of Silero v4
+ * in Chromium. fzstd does not tell how much of the buffer a stream filled; the entry's bytes were checked
+ * against the manifest's checksum before this, so they are the bytes the encoder wrote for exactly this many
+ * codes. No bytes (a plane of middle codes has no signs): nothing to decode.
+ */
+const zstdBytes: ByteDecoder = (bytes, size, what) => {
+  if (size === 0) return new Uint8Array(0);
   let raw: Uint8Array;
   try {
-    raw = zstdDecompress(bytes, new Uint8Array(width * height * w));
+    raw = zstdDecompress(bytes, new Uint8Array(size));
   } catch (e) {
-    throw new CodecError(`zstd entry does not decode into ${width * height * w} bytes: ${(e as Error).message}`);
+    throw new CodecError(`${what} does not decode into ${size} bytes: ${(e as Error).message}`);
   }
-  if (raw.length !== width * height * w)
-    throw new CodecError(`zstd entry holds ${raw.length} bytes, expected ${width * height * w}`);
-  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  const out = allocCodes(bits, width * height);
-  for (let i = 0; i < out.length; i++) out[i] = w === 1 ? raw[i] : w === 2 ? v.getUint16(2 * i, true) : v.getUint32(4 * i, true);
-  return out;
+  if (raw.length !== size) throw new CodecError(`${what} holds ${raw.length} bytes, expected ${size}`);
+  return raw;
 };
 
-/** Raw codes split into distances and signs (codecs/raw/sign.ts), each through zstd. */
-const zstdSign: BrowserDecoder = async (bytes, expected, codec) => {
-  const frames = signFrames(bytes);
-  if (!frames) throw new CodecError('zstd-sign entry: its length prefix does not fit the entry');
-  const distances = await zstd(frames[0], expected, codec);
-  // one sign bit a non-zero distance: the exact size bounds the stream, as for the codes (see zstd above)
-  let nonZero = 0;
-  for (let i = 0; i < distances.length; i++) if (distances[i] !== 0) nonZero++;
-  let signs: Uint8Array = new Uint8Array((nonZero + 7) >>> 3);
-  try {
-    if (signs.length) signs = zstdDecompress(frames[1], signs);
-  } catch (e) {
-    throw new CodecError(`zstd-sign signs do not decode into ${signs.length} bytes: ${(e as Error).message}`);
-  }
-  const codes = joinSigns(distances, signs, expected.bits);
-  if (!codes) throw new CodecError('zstd-sign entry: its signs do not fit its distances');
-  return codes;
-};
+/** The raw-codes fallbacks: little-endian codes through a compressor (codecs/raw). */
+const rawCodes =
+  (decode: ByteDecoder, name: string): BrowserDecoder =>
+  async (bytes, { width, height, bits }) => {
+    const n = width * height;
+    return codesOfBytes(decode(bytes, n * (bits === 8 ? 1 : bits === 16 ? 2 : 4), `${name} entry`), bits, n);
+  };
+
+/**
+ * Raw codes split into distances and signs (codecs/raw/sign.ts), each through a compressor: the distances
+ * decoded as raw codes are, then one sign bit per non-zero distance (the exact size bounds the stream).
+ */
+const signSplit =
+  (decode: ByteDecoder, name: string): BrowserDecoder =>
+  async (bytes, expected, codec) => {
+    const frames = signFrames(bytes);
+    if (!frames) throw new CodecError(`${name}-sign entry: its length prefix does not fit the entry`);
+    const distances = await rawCodes(decode, name)(frames[0], expected, codec);
+    let nonZero = 0;
+    for (let i = 0; i < distances.length; i++) if (distances[i] !== 0) nonZero++;
+    const signs = decode(frames[1], (nonZero + 7) >>> 3, `${name}-sign signs`);
+    const codes = joinSigns(distances, signs, expected.bits);
+    if (!codes) throw new CodecError(`${name}-sign entry: its signs do not fit its distances`);
+    return codes;
+  };
 
 /** Thrown from inside the decoder when it asks for more memory than the stream may take. */
 class BrotliPastSize extends Error {}
@@ -221,25 +229,6 @@ function codesOfBytes(raw: Uint8Array, bits: number, n: number): CodeArray {
   for (let i = 0; i < n; i++) out[i] = w === 1 ? raw[i] : w === 2 ? v.getUint16(2 * i, true) : v.getUint32(4 * i, true);
   return out;
 }
-
-/** Raw codes through brotli (codecs/raw/brotli.ts). */
-const brotli: BrowserDecoder = async (bytes, { width, height, bits }) => {
-  const n = width * height;
-  return codesOfBytes(brotliBytes(bytes, n * (bits === 8 ? 1 : bits === 16 ? 2 : 4), 'brotli entry'), bits, n);
-};
-
-/** Raw codes split into distances and signs (codecs/raw/sign.ts), each through brotli. */
-const brotliSign: BrowserDecoder = async (bytes, expected, codec) => {
-  const frames = signFrames(bytes);
-  if (!frames) throw new CodecError('brotli-sign entry: its length prefix does not fit the entry');
-  const distances = await brotli(frames[0], expected, codec);
-  let nonZero = 0;
-  for (let i = 0; i < distances.length; i++) if (distances[i] !== 0) nonZero++;
-  const signs = brotliBytes(frames[1], (nonZero + 7) >>> 3, 'brotli-sign signs');
-  const codes = joinSigns(distances, signs, expected.bits);
-  if (!codes) throw new CodecError('brotli-sign entry: its signs do not fit its distances');
-  return codes;
-};
 
 /** Access units of an H.264 Annex B stream: one slice NAL per frame (x264 writes one), parameter sets joined to the next slice. */
 function annexBFrames(b: Uint8Array): Uint8Array[] {
@@ -349,10 +338,10 @@ export const BROWSER_DECODERS: Readonly<Record<string, BrowserDecoder>> = {
   webp: canvasImage('image/webp'),
   avif: canvasImage('image/avif'),
   jpeg: canvasImage('image/jpeg'),
-  zstd,
-  'zstd-sign': zstdSign,
-  brotli,
-  'brotli-sign': brotliSign,
+  zstd: rawCodes(zstdBytes, 'zstd'),
+  'zstd-sign': signSplit(zstdBytes, 'zstd'),
+  brotli: rawCodes(brotliBytes, 'brotli'),
+  'brotli-sign': signSplit(brotliBytes, 'brotli'),
   h264: webCodecsVideo('avc1.F4001F'), // High 4:4:4 Predictive (lossless qp 0 included)
   vp9: webCodecsVideo('vp09.01.10.08.03'), // profile 1: 4:4:4
   av1: webCodecsVideo('av01.1.08M.08'), // High profile: 4:4:4

@@ -43,6 +43,21 @@ const audio = (
   };
 };
 
+/** Not a medium: the codes' bytes through a compressor, lossless at every depth it carries, any plane size. */
+const raw = (
+  m: Omit<CodecMeta, 'media' | 'losslessBits' | 'lossless' | 'defaultLossless' | 'maxWidth' | 'maxHeight'>,
+): CodecMeta => ({
+  ...m,
+  media: 'raw',
+  losslessBits: m.bits,
+  lossless: 'always',
+  defaultLossless: true,
+  maxWidth: UNBOUNDED,
+  maxHeight: UNBOUNDED,
+});
+const ZSTD_LEVEL = { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' };
+const BROTLI_QUALITY = { min: 0, max: 11, default: 11, meaning: 'brotli quality (higher: smaller, slower)' };
+
 export const CODEC_META = {
   png: image({
     name: 'png',
@@ -190,66 +205,42 @@ export const CODEC_META = {
     exact: false,
     quality: { min: 6, max: 510, default: 256, meaning: 'bitrate in kbit/s: higher is better and larger' },
   }),
-  zstd: {
+  zstd: raw({
     name: 'zstd',
-    media: 'raw',
     mime: 'application/zstd',
     ext: 'zst',
     description:
       'not media: raw codes (little-endian) + zstd (effort = level 1–22, default 19); the floor of --codec auto/smallest; lossless, any bit depth',
     bits: [8, 16, 24, 32],
-    losslessBits: [8, 16, 24, 32],
-    lossless: 'always',
-    defaultLossless: true,
-    maxWidth: UNBOUNDED,
-    maxHeight: UNBOUNDED,
-    effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
-  },
-  'zstd-sign': {
+    effort: ZSTD_LEVEL,
+  }),
+  'zstd-sign': raw({
     name: 'zstd-sign',
-    media: 'raw',
     mime: 'application/octet-stream',
     ext: 'zss',
     description:
       'not media: raw codes split into distances from the middle code and their signs, each through zstd (effort = level 1–22, default 19); tried beside zstd by --codec auto/smallest; lossless, 8/16-bit',
     bits: [8, 16],
-    losslessBits: [8, 16],
-    lossless: 'always',
-    defaultLossless: true,
-    maxWidth: UNBOUNDED,
-    maxHeight: UNBOUNDED,
-    effort: { min: 1, max: 22, default: 19, meaning: 'zstd level (higher: smaller on structured codes, slower)' },
-  },
-  brotli: {
+    effort: ZSTD_LEVEL,
+  }),
+  brotli: raw({
     name: 'brotli',
-    media: 'raw',
     mime: 'application/octet-stream',
     ext: 'br',
     description:
       'not media: raw codes (little-endian) through brotli (effort = quality 0–11, default 11); tried beside zstd by --codec auto/smallest on small tensors; lossless, any bit depth (format version 4)',
     bits: [8, 16, 24, 32],
-    losslessBits: [8, 16, 24, 32],
-    lossless: 'always',
-    defaultLossless: true,
-    maxWidth: UNBOUNDED,
-    maxHeight: UNBOUNDED,
-    effort: { min: 0, max: 11, default: 11, meaning: 'brotli quality (higher: smaller, slower)' },
-  },
-  'brotli-sign': {
+    effort: BROTLI_QUALITY,
+  }),
+  'brotli-sign': raw({
     name: 'brotli-sign',
-    media: 'raw',
     mime: 'application/octet-stream',
     ext: 'brs',
     description:
       'not media: raw codes split into distances from the middle code and their signs, each through brotli (effort = quality 0–11, default 11); tried beside zstd by --codec auto/smallest on small tensors; lossless, 8/16-bit (format version 4)',
     bits: [8, 16],
-    losslessBits: [8, 16],
-    lossless: 'always',
-    defaultLossless: true,
-    maxWidth: UNBOUNDED,
-    maxHeight: UNBOUNDED,
-    effort: { min: 0, max: 11, default: 11, meaning: 'brotli quality (higher: smaller, slower)' },
-  },
+    effort: BROTLI_QUALITY,
+  }),
 } satisfies Record<string, CodecMeta>;
 
 export type CodecName = keyof typeof CODEC_META;
