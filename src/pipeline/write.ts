@@ -7,7 +7,8 @@
 
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { brotliCompressSync, constants as zlibConstants, deflateRawSync } from 'node:zlib';
+import { brotliCompressSync, deflateRawSync } from 'node:zlib';
+import { brotliParams } from '../codecs/raw/brotli.js';
 import { availableParallelism } from 'node:os';
 import {
   MANIFEST_NAME,
@@ -52,13 +53,7 @@ const BROTLI_SIDE_MAX = 2 ** 22;
 
 /** Side data through brotli at its best quality, with a window no larger than the data (at least 2^16). */
 function brotliSide(data: Uint8Array): Uint8Array {
-  return brotliCompressSync(data, {
-    params: {
-      [zlibConstants.BROTLI_PARAM_QUALITY]: 11,
-      [zlibConstants.BROTLI_PARAM_LGWIN]: Math.min(24, Math.max(16, Math.ceil(Math.log2(data.length + 1)))),
-      [zlibConstants.BROTLI_PARAM_SIZE_HINT]: data.length,
-    },
-  });
+  return brotliCompressSync(data, { params: brotliParams(data.length, 11) });
 }
 
 /**

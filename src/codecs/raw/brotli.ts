@@ -16,16 +16,23 @@ import { type ByteCoder, rawCodec, signCodec } from './coder.js';
 const compressAsync = promisify(brotliCompress);
 const decompressAsync = promisify(brotliDecompress);
 
-/** Node's brotli: a window no larger than the codes (at least 2^16: the decoder's ring buffer is that large). */
+/**
+ * Brotli's parameters for `length` bytes at `quality`, for codes and the archive's side members alike: a window
+ * no larger than the data (at least 2^16; the decoder's ring buffer is that large).
+ */
+export function brotliParams(length: number, quality: number): Record<number, number> {
+  return {
+    [constants.BROTLI_PARAM_QUALITY]: quality,
+    [constants.BROTLI_PARAM_LGWIN]: Math.min(24, Math.max(16, Math.ceil(Math.log2(length + 1)))),
+    [constants.BROTLI_PARAM_SIZE_HINT]: length,
+  };
+}
+
+/** Node's brotli. */
 const brotliCoder: ByteCoder = {
   async compress(buf, quality, codec) {
     try {
-      const params = {
-        [constants.BROTLI_PARAM_QUALITY]: quality,
-        [constants.BROTLI_PARAM_LGWIN]: Math.min(24, Math.max(16, Math.ceil(Math.log2(buf.length + 1)))),
-        [constants.BROTLI_PARAM_SIZE_HINT]: buf.length,
-      };
-      return new Uint8Array(await compressAsync(buf, { params }));
+      return new Uint8Array(await compressAsync(buf, { params: brotliParams(buf.length, quality) }));
     } catch (e) {
       throw new CodecError(`${codec} encode failed: ${(e as Error).message}`, {}, e);
     }
