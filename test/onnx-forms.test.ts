@@ -4,7 +4,7 @@
  * its file dtype straight from the codes; this checks the rebuilt file against the rebuild from float32
  * values (the slower path it replaced), byte for byte, at one job and on worker threads.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
@@ -12,14 +12,17 @@ import { Archive, compressModel, decompressArchive, decodeAllTensors, openModel 
 import { rebuildFromSkeleton } from '../src/formats/registry.js';
 import { float16ToFloat32, float32ToFloat16, tensorStorage, type StoredTensor } from '../src/formats/model.js';
 import { RangeReader } from '../src/formats/range-reader.js';
+import { onnxLayout } from '../src/pipeline/decompress.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 
 const T = onnx.TensorProto.DataType;
 const DIMS = [96, 64];
 
-function formsModel(): Uint8Array {
+/** Every form; `int32Data: false` leaves out the one whose size does not follow from the shape. */
+function formsModel({ int32Data = true } = {}): Uint8Array {
   const n = DIMS[0] * DIMS[1];
   const w = (seed: number): Float32Array => gaussian(n, seed, 0.2);
   const half = (v: Float32Array): Uint16Array => Uint16Array.from(v, (x) => float32ToFloat16(x));
@@ -29,7 +32,7 @@ function formsModel(): Uint8Array {
     { name: 'raw16', dims: DIMS, dataType: T.FLOAT16, rawData: new Uint8Array(half(w(2)).buffer) },
     { name: 'floats', dims: DIMS, dataType: T.FLOAT, floatData: Array.from(w(3)) },
     { name: 'doubles', dims: DIMS, dataType: T.DOUBLE, doubleData: Array.from(w(4)) },
-    { name: 'halves', dims: DIMS, dataType: T.FLOAT16, int32Data: Array.from(half(w(5))) },
+    ...(int32Data ? [{ name: 'halves', dims: DIMS, dataType: T.FLOAT16, int32Data: Array.from(half(w(5))) }] : []),
     // the float16 tensor's values again as float32: stored once (sameAs), rebuilt in each one's own dtype
     { name: 'same32', dims: DIMS, dataType: T.FLOAT, rawData: new Uint8Array(sixteen.buffer) },
   ];
@@ -118,4 +121,67 @@ describe('ONNX data forms through the one-pass decoder', () => {
         a.close();
       }
     });
+
+  // without int32_data every tensor's size follows from its shape: the model is written streamed, in file order,
+  // a few tensors in memory (the in-memory rebuild is the reference); slices of a tensor are written one by one
+  for (const [name, options] of [
+    ['whole tensors', {}],
+    ['sliced (1,000 weights a slice)', { sliceWeights: 1000 }],
+  ] as const)
+    it(`streamed: ${name}, at one job and on worker threads, the bytes of the rebuild in memory`, async () => {
+      const streamedModel = join(dir, 'forms-streamed.onnx');
+      writeFileSync(streamedModel, formsModel({ int32Data: false }));
+      const archive = join(dir, 'forms-streamed.nnm');
+      await compressModel(streamedModel, archive, { check: false, force: true, ...options });
+      const a = new Archive(archive);
+      try {
+        const layout = onnxLayout(a, join(dir, 'x.onnx'))!;
+        expect(layout).toBeDefined();
+        expect(layout.parts.length).toBeGreaterThan('sliceWeights' in options ? 5 : 4);
+        const values = await decodeAllTensors(a, { jobs: 1 });
+        const restored = a.manifest.tensors
+          .filter((t) => values.has(t.key))
+          .map((t): StoredTensor => ({ storage: tensorStorage('onnx', t.storage), dtype: t.dtype, values: values.get(t.key)! }));
+        const want = Buffer.from(rebuildFromSkeleton('onnx', a.skeleton(), restored, archive));
+        for (const jobs of [1, 2]) {
+          const out = join(dir, `forms-streamed-${jobs}.onnx`);
+          await decompressArchive(archive, out, { jobs, force: true });
+          expect(Buffer.compare(readFileSync(out), want)).toBe(0);
+        }
+      } finally {
+        a.close();
+      }
+    }, 60_000);
+
+  it('the archive with int32_data is rebuilt in memory (its layout is not streamed)', async () => {
+    const archive = join(dir, 'forms-1.nnm');
+    await compressModel(model, archive, { check: false, force: true });
+    const a = new Archive(archive);
+    try {
+      expect(onnxLayout(a, join(dir, 'x.onnx'))).toBeUndefined();
+    } finally {
+      a.close();
+    }
+  });
+
+  it('a manifest whose tensor places do not match the skeleton: a typed error before anything is written, no output', async () => {
+    const source = join(dir, 'forms-places.onnx');
+    writeFileSync(source, formsModel({ int32Data: false }));
+    const archive = join(dir, 'forms-places.nnm');
+    await compressModel(source, archive, { check: false, force: true });
+    const { manifest, entries } = readArchive(archive);
+    const place = (key: string): { path: string } => manifest.tensors.find((t) => t.key === key)!.storage as { path: string };
+    for (const [what, path] of [
+      ['a place not in the skeleton', '7.0/5.99'],
+      ['the place of another tensor', place('raw16').path],
+    ]) {
+      const bad = join(dir, 'forms-places-bad.nnm');
+      const m = structuredClone(manifest);
+      (m.tensors.find((t) => t.key === 'raw32')!.storage as { path: string }).path = path;
+      writeArchive(bad, entries, m);
+      const out = join(dir, 'forms-places-bad.onnx');
+      await expect(decompressArchive(bad, out, { force: true }), what).rejects.toThrow(/does not match the skeleton/);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
 });

@@ -334,7 +334,7 @@ describe('a corrupt entry found while decoding (entries are checked when read, n
     }
   });
 
-  it('the ONNX path (rebuilt in memory): a corrupt entry of the last coded tensor leaves no output either', async () => {
+  it('the ONNX path (streamed): a corrupt entry of the last coded tensor leaves no output either', async () => {
     const g = join(dir, 'late-onnx.nnm');
     await compressModel(onnxFile, g, { check: false });
     const a = new Archive(g);
@@ -362,7 +362,8 @@ describe('a corrupt entry found while decoding (entries are checked when read, n
     expect((e as Error).message).toMatch(
       new RegExp(`entry ${zipName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 mismatch \\(corrupt\\)$`),
     );
-    expect((e as CorruptArchiveError).tensor).toBeDefined();
+    // the pack holds the skeleton too, which the streamed writer reads first to lay the model out: the error names
+    // the entry, and the tensor only where a tensor's read found it
     expect(listDir(dir)).toEqual(before);
   });
 });

@@ -35,6 +35,7 @@ import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
 import { OnnxReader } from '../formats/onnx/reader.js';
+import { layoutOnnx, type Piece } from '../formats/onnx/rebuild.js';
 
 export interface DecompressOptions {
   jobs?: number;
@@ -215,73 +216,179 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
   return rebuildFromSkeleton(archive.manifest.source.format, skeleton, restored, archive.file);
 }
 
+/** What the streamed writer writes on its own: a kept float16 tensor, a coded tensor, or one slice, at [begin, end). */
+export interface WritePart {
+  t: TensorRecord;
+  record?: TensorRecord;
+  begin: number;
+  end: number;
+  /** The dtype of its bytes in the file. */
+  dtype: FloatDType;
+}
+
 /**
- * safetensors, streamed: the file is written piece by piece in file order,
- * tensors (and the slices of sliced ones) decoded in parallel a few ahead of
- * the writer, so memory holds a few tensors or slices, never the model. A
- * tensor stored once for several names is decoded again for each (bounded
- * memory beats saving the decode).
+ * A streamed model file: units in file order, each the model's own bytes before a restored part (`before`, read
+ * when written) and that part.
  */
-async function writeSafetensorsStream(archive: Archive, fd: number, options: DecompressOptions): Promise<number> {
-  const file = archive.file;
+export interface StreamLayout {
+  parts: WritePart[];
+  units: Array<{ before: (write: (chunk: Uint8Array) => void) => void; part?: number }>;
+}
+
+/** A restored tensor's parts at `begin` of the file: itself (kept float16), or its slices (or whole coded tensor). */
+function writeParts(t: TensorRecord, source: TensorRecord, begin: number, dtype: FloatDType): WritePart[] {
+  const width = BYTES_PER_ELEMENT[dtype];
+  if (t.half) return [{ t, begin, end: begin + elementCount(t.shape) * width, dtype }];
+  return codedParts(source).map(({ record, offset }) => ({
+    t,
+    record,
+    begin: begin + offset * width,
+    end: begin + (offset + elementCount(record.shape)) * width,
+    dtype,
+  }));
+}
+
+/** safetensors: the skeleton's kept ranges between the tensors' byte ranges (read from the archive when written). */
+function safetensorsLayout(archive: Archive): StreamLayout {
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
-  // what is written on its own: a kept float16 tensor, a coded tensor, or one slice, each with its byte range
   const parts = archive.manifest.tensors
     .filter((t) => t.layout || t.half)
     .flatMap((t) => {
       const { begin, end } = t.storage as SafetensorsStorage;
-      const width = BYTES_PER_ELEMENT[t.dtype];
-      if (t.half) return [{ t, record: undefined as TensorRecord | undefined, begin, end }];
-      const source = t.sameAs ? byKey.get(t.sameAs)! : t;
-      return codedParts(source).map(({ record, offset }) => ({
-        t,
-        record,
-        begin: begin + offset * width,
-        end: begin + (offset + elementCount(record.shape)) * width,
-      }));
+      // a kept tensor fills its range as the header states it (checked against its bytes when written)
+      if (t.half) return [{ t, begin, end, dtype: t.dtype }];
+      return writeParts(t, t.sameAs ? byKey.get(t.sameAs)! : t, begin, t.dtype);
     });
   const skeleton = new SkeletonReader(archive);
-  const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, file);
+  const pieces = safetensorsPieces((o, n) => skeleton.read(o, n), skeleton.length, parts, archive.file);
+  // each restored part with the skeleton bytes before it
+  const units: StreamLayout['units'] = [];
+  for (const piece of pieces)
+    if ('keep' in piece) {
+      const [from, to] = piece.keep;
+      units.push({ before: (write) => skeleton.each(from, to, write) });
+    } else units[units.length - 1].part = piece.tensor;
+  return { parts, units };
+}
+
+/**
+ * ONNX: the skeleton (small once the tensors' data is out) laid out with a slot for each restored tensor's data
+ * (`layoutOnnx`), whose offsets in the file follow from the slots' sizes. Undefined where a tensor's data size
+ * does not follow from its shape (float16 kept as `int32_data` varints): that model is rebuilt in memory.
+ * The layout is checked as the in-memory rebuild is: the skeleton read as a model whose restored tensors hold
+ * their slots' bytes must have, for every float tensor, exactly the data its shape needs.
+ */
+export function onnxLayout(archive: Archive, output: string): StreamLayout | undefined {
+  const format = archive.manifest.source.format;
+  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
+  const restored = archive.manifest.tensors
+    .filter((t) => t.layout || t.half || t.sameAs)
+    .map((t) => {
+      const storage = tensorStorage(format, t.storage);
+      if (storage.format !== 'onnx')
+        throw new CorruptArchiveError(`a ${storage.format} tensor cannot go into an ONNX model`, {
+          file: archive.file,
+          tensor: t.key,
+        });
+      const dtype = storedDtype(storage, t.dtype);
+      return { t, path: storage.path, form: storage.form, dtype, length: elementCount(t.shape) * BYTES_PER_ELEMENT[dtype] };
+    });
+  if (restored.some((r) => r.form === 'int32_data')) return undefined;
+  const skeleton = archive.skeleton();
+  let pieces: Piece[];
+  try {
+    pieces = layoutOnnx(skeleton, restored, archive.file);
+    new OnnxReader(output, skeleton, {
+      elided: new Map(restored.map((r) => [r.path, [0, r.length]])),
+      at: new Map(),
+      fileBytes: 0,
+    });
+  } catch (e) {
+    if (!(e instanceof NnmediaError)) throw e;
+    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
+      file: archive.file,
+    });
+  }
+  const parts: WritePart[] = [];
+  const units: StreamLayout['units'] = [];
+  let before: Uint8Array[] = [];
+  let at = 0;
+  for (const piece of pieces) {
+    if (piece instanceof Uint8Array) {
+      before.push(piece);
+      at += piece.length;
+      continue;
+    }
+    const { t, dtype, length } = restored[piece.slot];
+    const source = t.sameAs ? byKey.get(t.sameAs) : t;
+    if (!source || (!t.half && !source.layout))
+      throw new CorruptArchiveError(`tensor ${t.key} is stored as ${t.sameAs}, which is not coded`, {
+        file: archive.file,
+        tensor: t.key,
+      });
+    const own = writeParts(t, source, at, dtype);
+    if (own.reduce((n, p) => n + p.end - p.begin, 0) !== length)
+      throw new CorruptArchiveError(`the slices of ${t.key} do not make its shape [${t.shape}]`, {
+        file: archive.file,
+        tensor: t.key,
+      });
+    for (const [i, p] of own.entries()) {
+      const chunks = i === 0 ? before : [];
+      units.push({ before: (write) => chunks.forEach(write), part: parts.length });
+      parts.push(p);
+    }
+    before = [];
+    at += length;
+  }
+  const tail = before;
+  units.push({ before: (write) => tail.forEach(write) });
+  return { parts, units };
+}
+
+/**
+ * A model file, streamed: written piece by piece in file order, tensors (and the slices of sliced ones) decoded
+ * in parallel a few ahead of the writer, so memory holds a few tensors or slices, never the model. A tensor stored
+ * once for several names is decoded again for each (bounded memory beats saving the decode).
+ */
+async function writeStreamed(archive: Archive, fd: number, options: DecompressOptions, layout: StreamLayout): Promise<number> {
+  const file = archive.file;
+  const { parts, units } = layout;
   const pool = workerPool(options, parts);
   const decode = tensorBytesDecoder(archive, pool);
   const half = halfDecoder(archive);
-  // Each restored tensor with the skeleton bytes before it: units of work that the window counts, so `jobs`
-  // tensors are decoding while the writer waits (counting the skeleton pieces let only one decode at a time).
-  const units: Array<{ keep: [number, number]; tensor?: number }> = [];
-  for (const piece of pieces)
-    if ('keep' in piece) units.push({ keep: piece.keep });
-    else units[units.length - 1].tensor = piece.tensor;
   const jobs = options.jobs ?? availableParallelism();
   // writes run on libuv's threads while the next tensors decode
   const writer = new QueuedWriter(fd);
   const spare = new SpareBuffers();
   let done = 0;
   try {
+    // Units of work that the window counts, each a restored part with the bytes before it, so `jobs` parts are
+    // decoding while the writer waits (counting the bytes between as units let only one decode at a time).
     await runOrdered(
       units,
       // one decoded tensor may wait for the writer while every worker decodes the next ones
       jobs + 1,
-      async ({ tensor }) => {
-        if (tensor === undefined) return undefined;
+      async ({ part }) => {
+        if (part === undefined) return undefined;
         options.signal?.throwIfAborted();
-        const { t, record, begin, end } = parts[tensor];
+        const { t, record, begin, end, dtype } = parts[part];
         // a coded tensor or slice comes back as its bytes in the file (dequantized, laid out and converted in one pass)
         const bytes = record
-          ? await decode(record, t.dtype, spare.take(end - begin))
-          : restoredBytes({ begin, end, dtype: t.dtype, values: await half(t) }, file);
+          ? await decode(record, dtype, spare.take(end - begin))
+          : restoredBytes({ begin, end, dtype, values: await half(t) }, file);
         if (bytes.length !== end - begin)
           throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
         return bytes;
       },
-      async (bytes, { keep, tensor }) => {
-        // skeleton bytes are read when written, in file order: one part of the skeleton in memory at a time
+      async (bytes, { before, part }) => {
+        // the model's own bytes before the part, in file order (a skeleton part at a time in memory)
         const chunks: Uint8Array[] = [];
-        skeleton.each(keep[0], keep[1], (chunk) => chunks.push(chunk));
+        before((chunk) => chunks.push(chunk));
         for (const chunk of chunks) await writer.write(chunk);
-        if (tensor === undefined) return;
+        if (part === undefined) return;
         const written = bytes!;
-        await writer.write(written, parts[tensor].record ? () => spare.put(written) : undefined);
-        options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[tensor].record ?? parts[tensor].t).name });
+        await writer.write(written, parts[part].record ? () => spare.put(written) : undefined);
+        options.onProgress?.({ done: ++done, total: parts.length, tensor: (parts[part].record ?? parts[part].t).name });
       },
     );
     await writer.flush();
@@ -367,15 +474,28 @@ export async function decompressArchive(
     if (ext && FORMAT_META.some((f) => f.extension === ext) && ext !== formatMeta(format)!.extension)
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
     let bytes = 0;
+    let onnx: StreamLayout | undefined;
     if (format === 'safetensors') {
       // Each entry is checked (sha256) when it is read for decoding, on whichever thread decodes it, and a
       // corrupt one fails the write: the temporary file is removed and the output never appears. Entries
       // no tensor reads (none in an archive nnmedia wrote) are checked now.
       archive.verifyUnread();
+      const layout = safetensorsLayout(archive);
       await writeAtomic(
         output,
         async (fd) => {
-          bytes = await writeSafetensorsStream(archive, fd, options);
+          bytes = await writeStreamed(archive, fd, options, layout);
+        },
+        { overwrite: options.force },
+      );
+    } else if (format === 'onnx' && (onnx = onnxLayout(archive, output))) {
+      // ONNX streamed likewise, its layout checked before the first byte is written
+      archive.verifyUnread();
+      const layout = onnx;
+      await writeAtomic(
+        output,
+        async (fd) => {
+          bytes = await writeStreamed(archive, fd, options, layout);
         },
         { overwrite: options.force },
       );

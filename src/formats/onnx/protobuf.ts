@@ -97,7 +97,7 @@ export function encodeVarint(value: number): Uint8Array {
 }
 
 /** Bytes of a length-delimited field: tag, length, payload pieces. */
-export function lenField(field: number, payload: Uint8Array[]): Uint8Array[] {
+export function lenField<P extends { length: number } = Uint8Array>(field: number, payload: P[]): Array<Uint8Array | P> {
   const total = payload.reduce((s, p) => s + p.length, 0);
   return [encodeVarint(field * 8 + WIRE_LEN), encodeVarint(total), ...payload];
 }

@@ -45,6 +45,7 @@ import {
   type DataForm,
 } from './rebuild.js';
 export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
+import { type ScannedOnnx, scanOnnx } from './scan.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   BYTES_PER_ELEMENT,
@@ -77,6 +78,10 @@ interface OnnxTensor extends TensorEntry {
   unpacked?: boolean;
   /** The name the graph refers to it by (a Constant node's output name). */
   ref: string;
+  /** raw_data left in the model file by the scan (scan.ts): [dataStart, dataEnd) are offsets in the file. */
+  inFile?: boolean;
+  /** raw_data copied by the scan: its offset in the model file ([dataStart, dataEnd) are in the copy). */
+  fileStart?: number;
 }
 
 /**
@@ -134,11 +139,22 @@ export class OnnxReader implements ModelReader {
   /** Every tensor with external data, float or not: the skeleton places their data inline. */
   private readonly externals: ExternalRef[] = [];
 
+  private readonly elided: ReadonlyMap<string, readonly [number, number]>;
+  private readonly at: ReadonlyMap<string, number>;
+
+  /**
+   * `bytes` is the model, or (with `scan`) a copy of it in which the raw_data of the tensors named in `elided` by
+   * field path is empty and lives at the given offsets of the model file (`scanOnnx`).
+   */
   constructor(
     readonly file: string,
     readonly bytes: Uint8Array,
+    scan?: Pick<ScannedOnnx, 'elided' | 'at' | 'fileBytes'>,
   ) {
-    if (bytes.length > MAX_ONNX_BYTES) throw new BadModelError(`ONNX file larger than 2 GiB`, { file });
+    this.elided = scan?.elided ?? new Map();
+    this.at = scan?.at ?? new Map();
+    const fileBytes = scan?.fileBytes ?? bytes.length;
+    if (fileBytes > MAX_ONNX_BYTES) throw new BadModelError(`ONNX file larger than 2 GiB`, { file });
     let sawGraph = false;
     let first: number | undefined;
     const count = occurrenceCounter();
@@ -268,11 +284,12 @@ export class OnnxReader implements ModelReader {
         case TENSOR_NAME:
           name = utf8(this.bytes, f.valueStart, f.end);
           break;
-        case TENSOR_RAW_DATA:
+        case TENSOR_RAW_DATA: {
           form = 'raw';
-          dataStart = f.valueStart;
-          dataEnd = f.end;
+          const inFile = this.elided.get(path);
+          [dataStart, dataEnd] = inFile ?? [f.valueStart, f.end];
           break;
+        }
         case TENSOR_FLOAT_DATA:
         case TENSOR_INT32_DATA:
         case TENSOR_DOUBLE_DATA: {
@@ -333,8 +350,13 @@ export class OnnxReader implements ModelReader {
       dataStart,
       dataEnd,
       unpacked,
+      ...(form === 'raw' && this.elided.has(path) ? { inFile: true } : {}),
+      ...(form === 'raw' && this.at.has(path) ? { fileStart: this.at.get(path) } : {}),
     };
     if (ext) {
+      // data in an external file, whatever raw_data the scan saw
+      delete entry.inFile;
+      delete entry.fileStart;
       entry.form = 'external';
       entry.externalFile = ext.file;
       entry.dataStart = ext.start;
@@ -458,9 +480,19 @@ export class OnnxReader implements ModelReader {
   }
 
   readRows(key: string, row: number, rows: number): Float32Array {
-    const [start, end] = rowsRange(this.get(key).shape, row, rows, { file: this.file, tensor: key });
-    // the model is in memory already (protobuf bounds it to 2 GB): a copy of the rows, not a view of the whole
+    const t = this.get(key);
+    const [start, end] = rowsRange(t.shape, row, rows, { file: this.file, tensor: key });
+    if (t.inFile) {
+      const width = BYTES_PER_ELEMENT[t.dtype];
+      return decodeFloats(this.readFile(t, t.dataStart + start * width, t.dataStart + end * width), t.dtype);
+    }
+    // the model is in memory already: a copy of the rows, not a view of the whole
     return this.read(key).slice(start, end);
+  }
+
+  /** Bytes [start, end) of the model file: data the scan left there. */
+  private readFile(t: OnnxTensor, start: number, end: number): Uint8Array {
+    return this.readExternal({ file: this.file, start, end, name: t.name });
   }
 
   read(key: string): Float32Array {
@@ -471,6 +503,7 @@ export class OnnxReader implements ModelReader {
         this.readExternal({ file: t.externalFile!, start: t.dataStart, end: t.dataEnd, name: t.name }),
         t.dtype,
       );
+    if (t.inFile) return decodeFloats(this.readFile(t, t.dataStart, t.dataEnd), t.dtype);
     if (t.form === 'raw') return decodeFloats(this.bytes.subarray(t.dataStart, t.dataEnd), t.dtype);
     // Typed repeated fields: float_data (float32), double_data, int32_data (float16/bfloat16 bit patterns).
     const out = new Float32Array(n);
@@ -524,7 +557,9 @@ export class OnnxReader implements ModelReader {
       }
       this.stats.set(file, stat);
     }
-    return { file, start: t.dataStart, end: t.dataEnd, dtype: t.dtype, shape: t.shape, ...stat };
+    // raw_data the scan copied is at its own offset in the file
+    const start = t.fileStart ?? t.dataStart;
+    return { file, start, end: start + t.dataEnd - t.dataStart, dtype: t.dtype, shape: t.shape, ...stat };
   }
 
   /** Size and modification time of the files data ranges point into (DataRange). */
@@ -534,10 +569,10 @@ export class OnnxReader implements ModelReader {
     return { format: 'onnx', form: this.get(key).form, path: this.get(key).location };
   }
 
-  /** The model is in memory: nothing to release. */
+  /** The model (or its scanned copy) is in memory: nothing to release. */
   close(): void {}
 
-  /** The model is in memory (protobuf bounds it to 2 GB): one part. */
+  /** The skeleton is small once the tensors' data is out (protobuf bounds the whole to 2 GB): one part. */
   skeletonParts(stripped: ReadonlySet<string>): Iterable<Uint8Array> {
     return [this.skeleton(stripped)];
   }
@@ -549,6 +584,12 @@ export class OnnxReader implements ModelReader {
    */
   skeleton(stripped: ReadonlySet<string>): Uint8Array {
     const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+    // data the scan left in the file goes back in, unless stripped or external: every tensor's the scan left out
+    // (an attribute tensor of a node other than Constant is no tensor of the reader's, and keeps its data all the same)
+    for (const [path, [start, end]] of this.elided)
+      edits.set(path, (s, e) =>
+        replaceTensorData(this.bytes, s, e, this.readExternal({ file: this.file, start, end, name: path }), this.file),
+      );
     for (const x of this.externals)
       edits.set(x.path, (s, e) => replaceTensorData(this.bytes, s, e, this.readExternal(x), this.file));
     for (const key of stripped) {
@@ -559,7 +600,20 @@ export class OnnxReader implements ModelReader {
   }
 }
 
+/**
+ * Opens an ONNX model: from `bytes`, or from its file without reading the data of large float tensors into memory
+ * (`scanOnnx`). A file the scan cannot parse is read whole, so that its reader names the problem.
+ */
 export function openOnnx(file: string, bytes?: Uint8Array): OnnxReader {
+  if (!bytes) {
+    let scanned: ScannedOnnx | undefined;
+    try {
+      scanned = scanOnnx(file);
+    } catch (e) {
+      if (!(e instanceof BadModelError)) throw e;
+    }
+    if (scanned) return new OnnxReader(file, scanned.bytes, scanned);
+  }
   let data: Uint8Array;
   try {
     data = bytes ?? readFileSync(file);

@@ -57,6 +57,16 @@ export function occurrenceCounter(): (field: number) => number {
 }
 
 /**
+ * A place in a rebuilt model for bytes not in memory yet: `length` bytes of the tensor numbered `slot`. A model
+ * laid out with slots is written piece by piece (the streamed decompress), the slots' bytes decoded when written.
+ */
+export interface Slot {
+  slot: number;
+  length: number;
+}
+export type Piece = Uint8Array | Slot;
+
+/**
  * Copies a message, descending only into fields on the way to an edited path;
  * untouched fields are copied byte for byte, touched ones get new lengths.
  */
@@ -69,7 +79,20 @@ export function rewriteMessage(
   file: string,
 ): Uint8Array {
   if (edits.size === 0) return buf.subarray(start, end);
-  const parts: Uint8Array[] = [];
+  return concatBytes(rewritePieces(buf, start, end, path, edits, file) as Uint8Array[]);
+}
+
+/** `rewriteMessage` as its pieces, where edits may place slots: the model's layout without the slots' bytes. */
+export function rewritePieces(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  path: string,
+  edits: ReadonlyMap<string, (s: number, e: number) => Piece[]>,
+  file: string,
+): Piece[] {
+  if (edits.size === 0) return [buf.subarray(start, end)];
+  const parts: Piece[] = [];
   const count = occurrenceCounter();
   let copyFrom = start;
   for (const f of wireFields(buf, start, end, file)) {
@@ -80,12 +103,12 @@ export function rewriteMessage(
     const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
     if (!edit && !descend) continue;
     parts.push(buf.subarray(copyFrom, f.start));
-    const payload = edit ? edit(f.valueStart, f.end) : [rewriteMessage(buf, f.valueStart, f.end, p, subEdits(edits, p), file)];
+    const payload = edit ? edit(f.valueStart, f.end) : rewritePieces(buf, f.valueStart, f.end, p, subEdits(edits, p), file);
     parts.push(...lenField(f.field, payload));
     copyFrom = f.end;
   }
   parts.push(buf.subarray(copyFrom, end));
-  return concatBytes(parts);
+  return parts;
 }
 
 function subEdits<T>(edits: ReadonlyMap<string, T>, prefix: string): Map<string, T> {
@@ -99,15 +122,15 @@ function subEdits<T>(edits: ReadonlyMap<string, T>, prefix: string): Map<string,
  * field of the right kind, placed where the first data field stood; external
  * data references are dropped (the data is inlined).
  */
-export function replaceTensorData(
+export function replaceTensorData<P extends Piece = Uint8Array>(
   buf: Uint8Array,
   start: number,
   end: number,
-  payload: Uint8Array,
+  payload: P,
   file: string,
   form: DataForm = 'raw',
-): Uint8Array[] {
-  const parts: Uint8Array[] = [];
+): Array<Uint8Array | P> {
+  const parts: Array<Uint8Array | P> = [];
   let placed = false;
   const dataField =
     form === 'float_data'
@@ -150,6 +173,31 @@ export type RestoredTensor = {
   form: string;
   dtype: FloatDType;
 } & RestoredData;
+
+/**
+ * The layout of a rebuilt model: the skeleton's bytes with a slot where each tensor's data goes (slot i: tensor
+ * i, `lengths[i]` bytes, as `encodeForm` would write it). In file order; a tensor whose place is not in the
+ * skeleton is an error, as in `rebuildOnnx`.
+ */
+export function layoutOnnx(
+  skeleton: Uint8Array,
+  tensors: ReadonlyArray<{ path: string; form: string; length: number }>,
+  file: string,
+): Piece[] {
+  const edits = new Map<string, (s: number, e: number) => Piece[]>();
+  const applied = new Set<string>();
+  tensors.forEach((t, slot) => {
+    const form = t.form as DataForm;
+    edits.set(t.path, (s, e) => {
+      applied.add(t.path);
+      return replaceTensorData<Piece>(skeleton, s, e, { slot, length: t.length }, file, form === 'external' ? 'raw' : form);
+    });
+  });
+  const out = rewritePieces(skeleton, 0, skeleton.length, '', edits, file);
+  for (const t of tensors)
+    if (!applied.has(t.path)) throw new BadModelError(`restored tensor's place ${t.path} is not in the model skeleton`, { file });
+  return out;
+}
 
 /** Rebuilds an ONNX file from its skeleton and the restored tensors. */
 export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTensor[], file: string): Uint8Array {
