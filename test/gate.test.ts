@@ -5,7 +5,8 @@
  * that run a front end needing ≥ 512 samples, and the default against per-channel int8 round-to-nearest.
  */
 
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync, writeSync } from 'node:fs';
+import { withTempFile } from '../src/io/atomic.js';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
@@ -66,9 +67,25 @@ describe('quality gate', () => {
     expect(r.quality!.fidelity).toBeGreaterThan(0.95);
     expect(r.quality!.calibration).toMatch(/SYNTHETIC/);
     expect(new Archive(join(dir, 'sparse.nnm')).manifest.quality).toEqual(r.quality);
+    // the gate decompressed into a scratch file beside the archive, and removed it
+    expect(listDir(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     // no gate asked: the manifest says why nothing was measured
     const off = await compressModel(model, join(dir, 'sparse-off.nnm'), { check: false });
     expect(off.quality).toEqual({ checked: false, reason: 'skipped (check: false)' });
+  });
+
+  it('the scratch file the gate decodes into is removed when the work on it fails, and the error comes through', async () => {
+    const near = join(dir, 'scratch-near.nnm');
+    let seen = '';
+    const e = await withTempFile(near, async (fd, path) => {
+      seen = path;
+      writeSync(fd, new Uint8Array(10));
+      expect(existsSync(path)).toBe(true);
+      throw new Error('failed on purpose');
+    }).catch((x: unknown) => x);
+    expect((e as Error).message).toBe('failed on purpose');
+    expect(seen.startsWith(dir)).toBe(true);
+    expect(existsSync(seen)).toBe(false);
   });
 
   it('refuses a wrecked archive: a typed error, no output; with force the archive is kept and the error still raised', async () => {

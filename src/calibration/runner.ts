@@ -9,6 +9,7 @@ import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node';
 import { BadCalibrationError } from '../errors.js';
 import { loadOrt } from '../runtime/optional.js';
 import { describeModel } from './model-io.js';
+import { scanOnnx } from '../formats/onnx/scan.js';
 import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
 import type { CalibrationSample, SampleData } from './types.js';
 
@@ -67,22 +68,28 @@ export class CalibrationRunner {
   ) {}
 
   /**
-   * Loads the model into a session. A model whose declared inputs are large (`largeInputs`) runs without
-   * onnxruntime's CPU memory arena: the arena keeps a run's peak activations for the session's life, and the
-   * quality gate holds two sessions (original and candidate) at once. ISNet (1×3×1024×1024): two sessions run
-   * side by side peaked at 4.4 GB with the arena, 1.9 GB without, at the same speed (7.4 / 6.9 s a run). On
-   * small inputs the arena pays (PaddleOCR rec 1×3×48×320: 44–56 ms a run with it, 55–72 without), so it stays.
+   * Loads the model (its bytes, or its file: onnxruntime reads it, and no copy is kept here) into a session. A
+   * model whose declared inputs are large (`largeInputs`) runs without onnxruntime's CPU memory arena: the arena
+   * keeps a run's peak activations for the session's life. ISNet (1×3×1024×1024): two sessions run side by side
+   * peaked at 4.4 GB with the arena, 1.9 GB without, at the same speed (7.4 / 6.9 s a run). On small inputs the
+   * arena pays (PaddleOCR rec 1×3×48×320: 44–56 ms a run with it, 55–72 without), so it stays.
    */
-  static async open(model: Uint8Array, options: RunnerOptions = {}): Promise<CalibrationRunner> {
+  static async open(model: Uint8Array | string, options: RunnerOptions = {}): Promise<CalibrationRunner> {
     const ort = await loadOrt('running a model on calibration data');
     let session: InferenceSession;
+    // a file's graph from its scan (its weights left in the file)
+    const graph = typeof model === 'string' ? scanOnnx(model).bytes : model;
+    const sessionOptions: InferenceSession.SessionOptions = {
+      // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
+      logSeverityLevel: 4,
+      ...(largeInputs(graph) ? { enableCpuMemArena: false } : {}),
+      ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+    };
     try {
-      session = await ort.InferenceSession.create(model, {
-        // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
-        logSeverityLevel: 4,
-        ...(largeInputs(model) ? { enableCpuMemArena: false } : {}),
-        ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
-      });
+      session =
+        typeof model === 'string'
+          ? await ort.InferenceSession.create(model, sessionOptions)
+          : await ort.InferenceSession.create(model, sessionOptions);
     } catch (e) {
       throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file: options.file }, e);
     }

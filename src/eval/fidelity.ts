@@ -40,7 +40,7 @@
  * docs/calibration.md (bench/fidelity.ts).
  */
 
-import { CalibrationRunner, type RunnerOptions } from '../calibration/runner.js';
+import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
 import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
@@ -277,26 +277,31 @@ export function compareOutputs(reference: Feed, candidate: Feed, state: Iterable
  * kept beyond the running sums) and compares their outputs.
  */
 export async function measureFidelity(
-  original: Uint8Array,
-  candidate: Uint8Array,
+  original: Uint8Array | string,
+  candidate: Uint8Array | string,
   samples: readonly CalibrationSample[],
   options: Pick<RunnerOptions, 'outputs' | 'threads' | 'signal'> = {},
 ): Promise<FidelityReport> {
+  // One model in onnxruntime at a time: the original's outputs on every sample first (they are small beside a
+  // large model), then the candidate's. Each sample is loaded again for the candidate (loads regenerate it).
   const a = await CalibrationRunner.open(original, { ...options, file: 'original model' });
-  let b: CalibrationRunner | undefined;
+  const want: SampleOutputs[] = [];
   try {
-    b = await CalibrationRunner.open(candidate, { ...options, file: 'candidate model' });
+    for (const sample of samples) want.push(await a.run(sample));
+  } finally {
+    await a.close();
+  }
+  const b = await CalibrationRunner.open(candidate, { ...options, file: 'candidate model' });
+  try {
     const acc = new FidelityAccumulator();
-    for (const sample of samples) {
+    for (const [i, sample] of samples.entries()) {
       const data = await sample.load();
-      const ra = await a.run(sample, { data });
       const rb = await b.run(sample, { data });
-      acc.add(ra.outputs, rb.outputs, data.kind === 'sequence' ? data.state.map((l) => l.output) : []);
+      acc.add(want[i].outputs, rb.outputs, data.kind === 'sequence' ? data.state.map((l) => l.output) : []);
     }
     return acc.result();
   } finally {
-    await a.close();
-    await b?.close();
+    await b.close();
   }
 }
 

@@ -126,6 +126,33 @@ export async function writeAtomic(
   }
 }
 
+/**
+ * Runs `use` with a temporary file beside `near` (created, open for writing as `fd`, which `use` leaves open),
+ * closed and removed afterwards whatever happens, and on an interrupt (`removePendingTemps`): scratch space on the output's disk, not the system's
+ * temporary folder (often memory).
+ */
+export async function withTempFile<T>(near: string, use: (fd: number, path: string) => Promise<T>): Promise<T> {
+  const tmp = join(dirname(resolve(near)), `.${basename(near)}.${process.pid}.${Date.now().toString(36)}.scratch.tmp`);
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'wx');
+  } catch (e) {
+    throw fsError(`cannot create a scratch file in ${dirname(resolve(near))}`, near, e);
+  }
+  pending.add(tmp);
+  try {
+    return await use(fd, tmp);
+  } finally {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* gone */
+    }
+    pending.delete(tmp);
+  }
+}
+
 /** The system calls of writing an output: an errno from one of them is the output's problem. */
 const WRITE_CALLS = new Set(['write', 'fsync', 'close', 'rename', 'link', 'ftruncate']);
 

@@ -453,6 +453,35 @@ class SkeletonReader {
   }
 }
 
+/**
+ * Writes the archive's model to `fd`, returning its bytes: streamed in file order (safetensors, and ONNX whose
+ * tensors' sizes follow from their shapes), else rebuilt in memory and checked to read back. Each entry is checked
+ * (sha256) when it is read for decoding; entries no tensor reads are checked first. `output` names the model in
+ * errors about it.
+ */
+export async function writeModel(archive: Archive, fd: number, options: DecompressOptions, output: string): Promise<number> {
+  const format = archive.manifest.source.format;
+  const layout = format === 'safetensors' ? safetensorsLayout(archive) : onnxLayout(archive, output);
+  if (layout) {
+    // a corrupt entry fails the write: the caller's temporary file is removed and the output never appears
+    archive.verifyUnread();
+    return writeStreamed(archive, fd, options, layout);
+  }
+  const model = await rebuildModel(archive, options);
+  // the rebuilt model must read back: every float tensor with exactly the data its shape needs
+  try {
+    new OnnxReader(output, model);
+  } catch (e) {
+    if (!(e instanceof NnmediaError)) throw e;
+    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
+      file: archive.file,
+    });
+  }
+  options.signal?.throwIfAborted();
+  writeAll(fd, model);
+  return model.length;
+}
+
 export async function decompressArchive(
   input: string,
   output: string,
@@ -474,46 +503,13 @@ export async function decompressArchive(
     if (ext && FORMAT_META.some((f) => f.extension === ext) && ext !== formatMeta(format)!.extension)
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
     let bytes = 0;
-    let onnx: StreamLayout | undefined;
-    if (format === 'safetensors') {
-      // Each entry is checked (sha256) when it is read for decoding, on whichever thread decodes it, and a
-      // corrupt one fails the write: the temporary file is removed and the output never appears. Entries
-      // no tensor reads (none in an archive nnmedia wrote) are checked now.
-      archive.verifyUnread();
-      const layout = safetensorsLayout(archive);
-      await writeAtomic(
-        output,
-        async (fd) => {
-          bytes = await writeStreamed(archive, fd, options, layout);
-        },
-        { overwrite: options.force },
-      );
-    } else if (format === 'onnx' && (onnx = onnxLayout(archive, output))) {
-      // ONNX streamed likewise, its layout checked before the first byte is written
-      archive.verifyUnread();
-      const layout = onnx;
-      await writeAtomic(
-        output,
-        async (fd) => {
-          bytes = await writeStreamed(archive, fd, options, layout);
-        },
-        { overwrite: options.force },
-      );
-    } else {
-      const model = await rebuildModel(archive, options);
-      // the rebuilt model must read back: every float tensor with exactly the data its shape needs
-      try {
-        new OnnxReader(output, model);
-      } catch (e) {
-        if (!(e instanceof NnmediaError)) throw e;
-        throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
-          file: input,
-        });
-      }
-      options.signal?.throwIfAborted();
-      await writeAtomic(output, (fd) => writeAll(fd, model), { overwrite: options.force });
-      bytes = model.length;
-    }
+    await writeAtomic(
+      output,
+      async (fd) => {
+        bytes = await writeModel(archive, fd, options, output);
+      },
+      { overwrite: options.force },
+    );
     return { format, bytes };
   } finally {
     archive.close();

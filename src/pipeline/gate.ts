@@ -24,7 +24,8 @@ import { roundSignificant } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
 import { modelBytes, selfContainedModel } from '../formats/registry.js';
 import { loadOrt } from '../runtime/optional.js';
-import { rebuildModel } from './decompress.js';
+import { writeModel } from './decompress.js';
+import { withTempFile } from '../io/atomic.js';
 import type { QualityRecord } from '../archive/manifest.js';
 
 export type { QualityRecord, OutputQuality } from '../archive/manifest.js';
@@ -53,6 +54,8 @@ export const FEW_HELD_BACK = 4;
 export interface Calibration {
   /** The original model's bytes (ONNX, read whole). */
   readonly source: Uint8Array;
+  /** The original model's file where it is those bytes (no external data): onnxruntime loads it from there. */
+  readonly sourceFile?: string;
   readonly set: CalibrationSet;
   readonly probe: readonly CalibrationSample[];
   readonly heldBack: readonly CalibrationSample[];
@@ -155,6 +158,7 @@ export async function openCalibration(
   if (outputs) log?.(`judged on ${outputs.length === 1 ? 'output' : 'outputs'} ${outputs.join(', ')} only (--judge-output)`);
   return {
     source,
+    ...(reader.externalFiles?.length ? {} : { sourceFile: input }),
     set,
     probe: split.probe,
     heldBack: split.heldBack,
@@ -206,16 +210,23 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
   };
 }
 
-/** Decodes the archive at `file` as a user would, and measures the rebuilt model against the original. */
+/**
+ * Decodes the archive at `file` as a user would (`decompress`, into a scratch file beside it: a large model is not
+ * held in memory for it), and measures the decompressed model against the original.
+ */
 export async function measureArchive(file: string, cal: Calibration, signal?: AbortSignal): Promise<FidelityReport> {
-  const archive = new Archive(file);
-  let candidate: Uint8Array;
-  try {
-    candidate = await rebuildModel(archive, { jobs: 1 });
-  } finally {
-    archive.close();
-  }
-  return measureFidelity(cal.source, candidate, cal.heldBack, { signal, ...(cal.outputs ? { outputs: cal.outputs } : {}) });
+  return withTempFile(file, async (fd, candidate) => {
+    const archive = new Archive(file);
+    try {
+      await writeModel(archive, fd, { jobs: 1, signal }, candidate);
+    } finally {
+      archive.close();
+    }
+    return measureFidelity(cal.sourceFile ?? cal.source, candidate, cal.heldBack, {
+      signal,
+      ...(cal.outputs ? { outputs: cal.outputs } : {}),
+    });
+  });
 }
 
 /**
