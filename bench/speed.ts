@@ -6,12 +6,14 @@
  * and `--target-snr 30` / `--target-bpw 4` (safetensors only; with `--base`, the base build's compress too and
  * whether the archives are the same bytes). MB/s counts float32 bytes (weights × 4).
  *
- *   tsx bench/speed.ts [--gb 1] [--models synth,isnet] [--out bench/results/speed]
- *                      [--base <checkout>] [--skip step,snr]
+ *   tsx bench/speed.ts [--gb 1] [--models synth,isnet,synth-onnx] [--out bench/results/speed]
+ *                      [--base <checkout>] [--skip step,snr,gate]
  *
  * Needs `npm run build` first (runs dist/cli/main.js). `--base` adds a row for the other checkout's build
  * (its dist/, e.g. main's) decompressing the same archive right before each decompress row: before and
- * after in the same machine state. `--skip` leaves out the slow rate-mode rows (`step`, `snr`, `bpw`). Besides
+ * after in the same machine state. `synth-onnx` is the synthetic model as one ONNX file (at most 2 GB), with a row
+ * for the default with the quality gate on (`gate`). `--skip` leaves out the slow rate-mode rows (`step`, `snr`,
+ * `bpw`) and the gate row. Besides
  * wall seconds, each row reports the CPU seconds (user + system) /usr/bin/time measured: on a shared machine
  * wall time follows the load, CPU time much less. Compress rows pass `--no-check`: the quality gate runs
  * the model (ISNet: onnxruntime at 1024×1024, GBs of activations), which is not the codec pipeline's speed.
@@ -171,6 +173,16 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     );
     rmSync(so, { force: true });
   }
+  if (id === 'synth-onnx' && !skip.has('gate')) {
+    // the default as a user runs it on a model that can run: the quality gate decompresses and runs both models
+    const g = join(dir, `${id}-gate.nnm`);
+    push(
+      'nnmedia compress default, quality gate on, --jobs 2',
+      [node, CLI, 'compress', model, '-o', g, '--jobs', '2', '--force'],
+      zc,
+      g,
+    );
+  }
   if (!model.endsWith('.safetensors')) return;
   // rate control without a model to run: the base build first (same machine state), then this one, and
   // whether the two archives are the same bytes (speed work must not change them)
@@ -227,6 +239,13 @@ function main(): void {
         });
         if (r.status !== 0) throw new Error('speed: bench/synth.ts failed');
         runModel('synth', file, weightsOf(file) * 4, dir, rows);
+      } else if (id === 'synth-onnx') {
+        // the same blocks as one single-file ONNX model (float32; ONNX bounds a file to 2 GiB)
+        const file = join(dir, 'synth.onnx');
+        const gb = String(Math.min(Number(values.gb), 2));
+        const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/synth.ts', file, '--gb', gb], { stdio: 'inherit' });
+        if (r.status !== 0) throw new Error('speed: bench/synth.ts failed');
+        runModel('synth-onnx', file, statSync(file).size, dir, rows);
       } else {
         const spec = MODELS.find((m) => m.id === id);
         if (!spec) throw new Error(`speed: unknown model ${id}`);
