@@ -405,7 +405,7 @@ async function peers(c: Case, file: string, cal: Calibration): Promise<Row[]> {
       const t0 = performance.now();
       const peer = await rtnPeer(ws, bits, true, rest);
       const candidate = substituteTensors(reader, peer.values!);
-      const report = await measureFidelity(calibration.source, candidate, calibration.heldBack);
+      const report = await measureFidelity(calibration.source(), candidate, calibration.heldBack);
       const row: Row = {
         model: c.model,
         calibration: cal.label,
@@ -417,7 +417,7 @@ async function peers(c: Case, file: string, cal: Calibration): Promise<Row[]> {
         seconds: elapsed(t0),
       };
       if (cal.task && !noTask) {
-        row.task = await cachedTask(cal.task, sha(candidate), () => cal.task!.measure(calibration.source, candidate));
+        row.task = await cachedTask(cal.task, sha(candidate), () => cal.task!.measure(calibration.source(), candidate));
         row.taskLabel = cal.task.label;
       }
       rows.push(row);

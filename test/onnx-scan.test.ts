@@ -9,6 +9,9 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { OnnxReader, openOnnx } from '../src/formats/onnx/reader.js';
 import { scanOnnx } from '../src/formats/onnx/scan.js';
+import { layoutOnnx, rebuildOnnx } from '../src/formats/onnx/rebuild.js';
+import { RangeReader } from '../src/formats/range-reader.js';
+import { elementCount } from '../src/formats/model.js';
 import { mixedModel, valueInfo } from './helpers/onnx-fixtures.js';
 import { ifBranchModel, sparseModel } from './helpers/onnx-builder.js';
 import { gaussian } from './helpers/random.js';
@@ -86,29 +89,6 @@ describe('ONNX models scanned from their file', () => {
     expect(Buffer.compare(scan.bytes, readFileSync(file))).toBe(0);
   });
 
-  /** One tensor [64, 64] whose TensorProto gets `extra` fields after its raw_data. */
-  function trailing(extra: onnx.ITensorProto): Uint8Array {
-    const w = gaussian(64 * 64, 3, 0.1);
-    const head = onnx.TensorProto.encode({
-      name: 'W',
-      dims: [64, 64],
-      dataType: onnx.TensorProto.DataType.FLOAT,
-      rawData: new Uint8Array(w.buffer),
-    }).finish();
-    const tail = onnx.TensorProto.encode(extra).finish();
-    const tensor = Buffer.concat([head, tail]);
-    const graph = onnx.GraphProto.encode({
-      name: 'g',
-      node: [{ opType: 'MatMul', input: ['x', 'W'], output: ['y'] }],
-      input: [valueInfo('x', [1, 64])],
-      output: [valueInfo('y', [1, 64])],
-    }).finish();
-    // the initializer (graph field 5) appended to the graph's fields, the graph (model field 7) to the model's
-    const init = Buffer.concat([Buffer.from([0x2a]), varint(tensor.length), tensor]);
-    const model = onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }] }).finish();
-    return Buffer.concat([model, Buffer.from([0x3a]), varint(graph.length + init.length), graph, init]);
-  }
-
   function varint(v: number): Buffer {
     const out: number[] = [];
     for (; v >= 128; v = Math.floor(v / 128)) out.push((v % 128) | 0x80);
@@ -116,18 +96,139 @@ describe('ONNX models scanned from their file', () => {
     return Buffer.from(out);
   }
 
-  it('a tensor whose raw_data or data_type comes again after its data is read whole: the same as the whole file', () => {
-    const again = write('again.onnx', trailing({ rawData: new Uint8Array(gaussian(64 * 64, 4, 0.1).buffer) }));
-    const retyped = write('retyped.onnx', trailing({ dataType: onnx.TensorProto.DataType.INT32 }));
-    for (const file of [again, retyped]) {
-      expect(() => scanOnnx(file, 1)).toThrow(/after its raw_data/);
+  /** A varint one byte longer than it need be (valid protobuf, which the skeleton's writer never writes). */
+  function padded(v: number): Buffer {
+    const b = varint(v);
+    b[b.length - 1] |= 0x80;
+    return Buffer.concat([b, Buffer.from([0])]);
+  }
+
+  const W = gaussian(64 * 64, 3, 0.1);
+  const RAW = Buffer.from(W.buffer);
+  const fields = (t: onnx.ITensorProto): Buffer => Buffer.from(onnx.TensorProto.encode(t).finish());
+  const rawField = (data: Buffer, len = varint): Buffer => Buffer.concat([Buffer.from([0x4a]), len(data.length), data]);
+
+  /** A model of one MatMul whose weight W's TensorProto is `tensor` (its fields as bytes, in the order given). */
+  function modelOf(tensor: Buffer, initLength = varint): Buffer {
+    const graph = onnx.GraphProto.encode({
+      name: 'g',
+      node: [{ opType: 'MatMul', input: ['x', 'W'], output: ['y'] }],
+      input: [valueInfo('x', [1, 64])],
+      output: [valueInfo('y', [1, 64])],
+    }).finish();
+    // the initializer (graph field 5) appended to the graph's fields, the graph (model field 7) to the model's
+    const init = Buffer.concat([Buffer.from([0x2a]), initLength(tensor.length), tensor]);
+    const model = onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }] }).finish();
+    return Buffer.concat([model, Buffer.from([0x3a]), varint(graph.length + init.length), graph, init]);
+  }
+
+  const head = fields({ name: 'W', dims: [64, 64], dataType: onnx.TensorProto.DataType.FLOAT });
+  const odd: Array<[string, Buffer]> = [
+    [
+      'a second raw_data (the last wins)',
+      modelOf(Buffer.concat([head, rawField(RAW), rawField(Buffer.from(gaussian(64 * 64, 4, 0.1).buffer))])),
+    ],
+    ['a small raw_data, then a large one', modelOf(Buffer.concat([head, rawField(Buffer.alloc(8)), rawField(RAW)]))],
+    [
+      'data_type after raw_data',
+      modelOf(Buffer.concat([fields({ name: 'W', dims: [64, 64] }), rawField(RAW), fields({ dataType: 1 })])),
+    ],
+    ['raw_data, then data_type INT32', modelOf(Buffer.concat([head, rawField(RAW), fields({ dataType: 6 })]))],
+    ['float_data, then raw_data', modelOf(Buffer.concat([head, fields({ floatData: [1, 2] }), rawField(RAW)]))],
+    ['raw_data with data_location DEFAULT after it', modelOf(Buffer.concat([head, rawField(RAW), fields({ dataLocation: 0 })]))],
+    ['a raw_data length one byte longer than need be', modelOf(Buffer.concat([head, rawField(RAW, padded)]))],
+    ['an initializer length one byte longer than need be', modelOf(Buffer.concat([head, rawField(RAW)]), padded)],
+  ];
+  for (const [name, bytes] of odd)
+    it(`${name}: the reader sees what the whole file's reader sees, and a worker reads the same bytes`, () => {
+      const file = write('odd.onnx', bytes);
       const whole = new OnnxReader(file, readFileSync(file));
-      expectSameReader(openOnnx(file), whole);
-    }
-    // protobuf's last raw_data wins: the second one's values
-    expect(openOnnx(again).read('W')).toEqual(gaussian(64 * 64, 4, 0.1));
-    // an INT32 tensor is not a float tensor at all
-    expect(openOnnx(retyped).tensors).toEqual([]);
+      for (const scanned of [
+        openOnnx(file),
+        (() => {
+          try {
+            const scan = scanOnnx(file, 1);
+            return new OnnxReader(file, scan.bytes, scan);
+          } catch {
+            return openOnnx(file); // refused by the scan: read whole
+          }
+        })(),
+      ]) {
+        expectSameReader(scanned, whole);
+        for (const t of whole.tensors) {
+          const range = scanned.dataRange(t.key);
+          if (range) expect(new RangeReader('onnx', file, t.key, range).read(t.key)).toEqual(whole.read(t.key));
+        }
+      }
+    });
+
+  it('an attribute tensor with external data and raw_data (of a node other than Constant) keeps both in the skeleton', () => {
+    const attrTensor = Buffer.concat([
+      head,
+      rawField(RAW),
+      fields({ externalData: [{ key: 'location', value: 'x.bin' }], dataLocation: 1 }),
+    ]);
+    const attr = Buffer.concat([
+      fields({}),
+      Buffer.from(onnx.AttributeProto.encode({ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR }).finish()),
+      Buffer.from([0x2a]),
+      varint(attrTensor.length),
+      attrTensor,
+    ]);
+    const node = Buffer.concat([
+      Buffer.from(onnx.NodeProto.encode({ opType: 'Custom', output: ['c'] }).finish()),
+      Buffer.from([0x2a]),
+      varint(attr.length),
+      attr,
+    ]);
+    const graph = Buffer.concat([Buffer.from([0x0a]), varint(node.length), node]);
+    const model = onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }] }).finish();
+    const file = write('attr-external.onnx', Buffer.concat([model, Buffer.from([0x3a]), varint(graph.length), graph]));
+    const whole = new OnnxReader(file, readFileSync(file));
+    expect(Buffer.compare(openOnnx(file).skeleton(new Set()), whole.skeleton(new Set()))).toBe(0);
+  });
+
+  it('a model of 20,000 tensors: every skeleton and layout is built (no call of that many arguments)', () => {
+    const n = 20_000;
+    const inits = Array.from({ length: n }, (_, i) => ({
+      name: `b${i}`,
+      dims: [1],
+      dataType: onnx.TensorProto.DataType.FLOAT,
+      rawData: new Uint8Array(4),
+    }));
+    const bytes = onnx.ModelProto.encode({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'g',
+        initializer: inits,
+        node: inits.map((t, i) => ({ opType: 'Add', input: [i ? `y${i - 1}` : 'x', t.name], output: [`y${i}`] })),
+        input: [valueInfo('x', [1])],
+        output: [valueInfo(`y${n - 1}`, [1])],
+      },
+    }).finish();
+    const file = write('many.onnx', bytes);
+    const reader = openOnnx(file);
+    const keys = new Set(reader.tensors.map((t) => t.key));
+    expect(keys.size).toBe(n);
+    const skeleton = reader.skeleton(keys);
+    const tensors = reader.tensors.map((t) => ({ path: t.location, form: 'raw', length: 4 }));
+    const pieces = layoutOnnx(skeleton, tensors, file);
+    expect(pieces.filter((p) => !(p instanceof Uint8Array)).length).toBe(n);
+    const rebuilt = rebuildOnnx(
+      skeleton,
+      reader.tensors.map((t) => ({ path: t.location, form: 'raw', dtype: 'float32' as const, values: new Float32Array(1) })),
+      file,
+    );
+    expect(Buffer.compare(Buffer.from(rebuilt), Buffer.from(bytes))).toBe(0);
+  }, 60_000);
+
+  it('a model file replaced after it was opened is not read at the old offsets', () => {
+    const file = write('replaced.onnx', sparseModel().bytes);
+    const reader = openOnnx(file);
+    const key = reader.tensors.find((t) => elementCount(t.shape) * 4 >= 65536)!.key;
+    writeFileSync(file, Buffer.concat([Buffer.alloc(16), readFileSync(file)]));
+    expect(() => reader.read(key)).toThrow(/changed since the model was opened/);
   });
 
   it('a damaged file is read whole and named as before', () => {

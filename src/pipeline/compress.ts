@@ -126,7 +126,7 @@ export async function compressModel(input: string, output: string, options: Comp
       const pinnedBits = 8 * pinnedWeights;
       allocation = await allocate({
         reader,
-        source: () => cal?.source ?? selfContainedModel(input, reader),
+        source: () => cal?.source() ?? selfContainedModel(input, reader),
         unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
         weights,
@@ -397,12 +397,13 @@ async function gatherStatistics(
 ): Promise<{ stats: Map<string, TensorStatistics>; missing: Map<string, string> }> {
   const started = Date.now();
   // the same model on the same probe samples in one process (a benchmark's grid of settings): captured once
-  const key = `${createHash('sha256').update(cal.source).digest('hex')}\n${cal.set.description}\n${cal.probe.length}`;
+  const source = cal.source();
+  const key = `${createHash('sha256').update(source).digest('hex')}\n${cal.set.description}\n${cal.probe.length}`;
   const cached = lastCapture?.key === key;
   const report = cached
     ? lastCapture!.report
     : await captureStatistics(
-        cal.source,
+        source,
         statisticsTargets(reader),
         async (model, extra, onRun) => {
           const wanted = new Set(extra);

@@ -278,6 +278,9 @@ function safetensorsLayout(archive: Archive): StreamLayout {
  * The layout is checked as the in-memory rebuild is: the skeleton read as a model whose restored tensors hold
  * their slots' bytes must have, for every float tensor, exactly the data its shape needs.
  */
+/** ONNX data forms whose size follows from the shape (`int32_data`'s varints do not). */
+const STREAMED_FORMS = new Set(['raw', 'external', 'float_data', 'double_data']);
+
 export function onnxLayout(archive: Archive, output: string): StreamLayout | undefined {
   const format = archive.manifest.source.format;
   const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
@@ -293,6 +296,12 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
       const dtype = storedDtype(storage, t.dtype);
       return { t, path: storage.path, form: storage.form, dtype, length: elementCount(t.shape) * BYTES_PER_ELEMENT[dtype] };
     });
+  for (const r of restored)
+    if (!STREAMED_FORMS.has(r.form) && r.form !== 'int32_data')
+      throw new CorruptArchiveError(`tensor ${r.t.key}: unknown ONNX data form ${JSON.stringify(r.form)}`, {
+        file: archive.file,
+        tensor: r.t.key,
+      });
   if (restored.some((r) => r.form === 'int32_data')) return undefined;
   const skeleton = archive.skeleton();
   let pieces: Piece[];
@@ -302,6 +311,7 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
       elided: new Map(restored.map((r) => [r.path, [0, r.length]])),
       at: new Map(),
       fileBytes: 0,
+      mtimeMs: 0,
     });
   } catch (e) {
     if (!(e instanceof NnmediaError)) throw e;

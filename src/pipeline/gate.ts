@@ -52,8 +52,11 @@ export const FEW_HELD_BACK = 4;
 
 /** A calibration set opened for one compression: probes, held-back samples, untaken branches. */
 export interface Calibration {
-  /** The original model's bytes (ONNX, read whole). */
-  readonly source: Uint8Array;
+  /**
+   * The original model's bytes (ONNX, read whole, external data inline), read when asked: the calibration does not
+   * hold a large model for the whole compression (the quality gate of a default compress never asks).
+   */
+  source(): Uint8Array;
   /** The original model's file where it is those bytes (no external data): onnxruntime loads it from there. */
   readonly sourceFile?: string;
   readonly set: CalibrationSet;
@@ -157,7 +160,7 @@ export async function openCalibration(
   }
   if (outputs) log?.(`judged on ${outputs.length === 1 ? 'output' : 'outputs'} ${outputs.join(', ')} only (--judge-output)`);
   return {
-    source,
+    source: () => selfContainedModel(input, reader),
     ...(reader.externalFiles?.length ? {} : { sourceFile: input }),
     set,
     probe: split.probe,
@@ -222,7 +225,7 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
     } finally {
       archive.close();
     }
-    return measureFidelity(cal.sourceFile ?? cal.source, candidate, cal.heldBack, {
+    return measureFidelity(cal.sourceFile ?? cal.source(), candidate, cal.heldBack, {
       signal,
       ...(cal.outputs ? { outputs: cal.outputs } : {}),
     });

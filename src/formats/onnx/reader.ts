@@ -42,6 +42,7 @@ import {
   occurrenceCounter,
   rewriteMessage,
   replaceTensorData,
+  withRawData,
   type DataForm,
 } from './rebuild.js';
 export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
@@ -141,6 +142,7 @@ export class OnnxReader implements ModelReader {
 
   private readonly elided: ReadonlyMap<string, readonly [number, number]>;
   private readonly at: ReadonlyMap<string, number>;
+  private readonly scanned?: { fileBytes: number; mtimeMs: number };
 
   /**
    * `bytes` is the model, or (with `scan`) a copy of it in which the raw_data of the tensors named in `elided` by
@@ -149,10 +151,11 @@ export class OnnxReader implements ModelReader {
   constructor(
     readonly file: string,
     readonly bytes: Uint8Array,
-    scan?: Pick<ScannedOnnx, 'elided' | 'at' | 'fileBytes'>,
+    scan?: Pick<ScannedOnnx, 'elided' | 'at' | 'fileBytes' | 'mtimeMs'>,
   ) {
     this.elided = scan?.elided ?? new Map();
     this.at = scan?.at ?? new Map();
+    if (scan) this.scanned = { fileBytes: scan.fileBytes, mtimeMs: scan.mtimeMs };
     const fileBytes = scan?.fileBytes ?? bytes.length;
     if (fileBytes > MAX_ONNX_BYTES) throw new BadModelError(`ONNX file larger than 2 GiB`, { file });
     let sawGraph = false;
@@ -492,7 +495,36 @@ export class OnnxReader implements ModelReader {
 
   /** Bytes [start, end) of the model file: data the scan left there. */
   private readFile(t: OnnxTensor, start: number, end: number): Uint8Array {
-    return this.readExternal({ file: this.file, start, end, name: t.name });
+    return this.readFileRange(start, end, t.name);
+  }
+
+  /** Bytes [start, end) of the model file, which must be the file the scan read (not one put in its place since). */
+  private readFileRange(start: number, end: number, name: string): Uint8Array {
+    const ctx = { file: this.file, tensor: name };
+    let fd: number;
+    try {
+      fd = openSync(this.file, 'r');
+    } catch (e) {
+      throw new IoError(`cannot read tensor ${name}: ${fsReason(e)}`, { file: this.file }, e);
+    }
+    try {
+      const now = fstatSync(fd);
+      if (now.size !== this.scanned?.fileBytes || now.mtimeMs !== this.scanned.mtimeMs)
+        throw new BadModelError('the file changed since the model was opened', ctx);
+      const out = new Uint8Array(end - start);
+      let done = 0;
+      while (done < out.length) {
+        const n = readSync(fd, out, done, out.length - done, start + done);
+        if (n === 0) throw new BadModelError(`tensor data ends past the end of the file (${now.size} bytes)`, ctx);
+        done += n;
+      }
+      return out;
+    } catch (e) {
+      if (e instanceof BadModelError) throw e;
+      throw new IoError(`cannot read tensor ${name}: ${fsReason(e)}`, { file: this.file }, e);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   read(key: string): Float32Array {
@@ -587,9 +619,7 @@ export class OnnxReader implements ModelReader {
     // data the scan left in the file goes back in, unless stripped or external: every tensor's the scan left out
     // (an attribute tensor of a node other than Constant is no tensor of the reader's, and keeps its data all the same)
     for (const [path, [start, end]] of this.elided)
-      edits.set(path, (s, e) =>
-        replaceTensorData(this.bytes, s, e, this.readExternal({ file: this.file, start, end, name: path }), this.file),
-      );
+      edits.set(path, (s, e) => withRawData(this.bytes, s, e, this.readFileRange(start, end, path), this.file));
     for (const x of this.externals)
       edits.set(x.path, (s, e) => replaceTensorData(this.bytes, s, e, this.readExternal(x), this.file));
     for (const key of stripped) {
@@ -612,7 +642,13 @@ export function openOnnx(file: string, bytes?: Uint8Array): OnnxReader {
     } catch (e) {
       if (!(e instanceof BadModelError)) throw e;
     }
-    if (scanned) return new OnnxReader(file, scanned.bytes, scanned);
+    // a model the reader of the copy finds damaged is read whole: its errors then name the file's own offsets
+    if (scanned)
+      try {
+        return new OnnxReader(file, scanned.bytes, scanned);
+      } catch (e) {
+        if (!(e instanceof BadModelError)) throw e;
+      }
   }
   let data: Uint8Array;
   try {

@@ -92,6 +92,9 @@ export function rewritePieces(
   file: string,
 ): Piece[] {
   if (edits.size === 0) return [buf.subarray(start, end)];
+  // every path an edit lies below (looked up once a field, not by scanning the edits: a graph has many)
+  const below = new Set<string>();
+  for (const k of edits.keys()) for (let i = k.indexOf('/'); i >= 0; i = k.indexOf('/', i + 1)) below.add(k.slice(0, i));
   const parts: Piece[] = [];
   const count = occurrenceCounter();
   let copyFrom = start;
@@ -100,11 +103,12 @@ export function rewritePieces(
     if (f.wire !== WIRE_LEN) continue;
     const p = pathJoin(path, f.field, occ);
     const edit = edits.get(p);
-    const descend = !edit && [...edits.keys()].some((k) => k.startsWith(p + '/'));
+    const descend = !edit && below.has(p);
     if (!edit && !descend) continue;
     parts.push(buf.subarray(copyFrom, f.start));
     const payload = edit ? edit(f.valueStart, f.end) : rewritePieces(buf, f.valueStart, f.end, p, subEdits(edits, p), file);
-    parts.push(...lenField(f.field, payload));
+    // (a loop, not a spread: a graph's pieces may be more than a call's arguments can be)
+    for (const piece of lenField(f.field, payload)) parts.push(piece);
     copyFrom = f.end;
   }
   parts.push(buf.subarray(copyFrom, end));
@@ -141,7 +145,7 @@ export function replaceTensorData<P extends Piece = Uint8Array>(
           ? TENSOR_DOUBLE_DATA
           : TENSOR_RAW_DATA;
   const place = (): void => {
-    if (!placed) parts.push(...lenField(dataField, [payload]));
+    if (!placed) for (const p of lenField(dataField, [payload])) parts.push(p);
     placed = true;
   };
   for (const f of wireFields(buf, start, end, file)) {
@@ -152,6 +156,19 @@ export function replaceTensorData<P extends Piece = Uint8Array>(
     parts.push(buf.subarray(f.start, f.end));
   }
   place();
+  return parts;
+}
+
+/**
+ * The tensor message with its (empty) raw_data field given `payload`, every other field as it is: how data the
+ * scan left in the file goes back into the skeleton, the bytes of the file again.
+ */
+export function withRawData(buf: Uint8Array, start: number, end: number, payload: Uint8Array, file: string): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (const f of wireFields(buf, start, end, file)) {
+    if (f.field === TENSOR_RAW_DATA && f.wire === WIRE_LEN) for (const p of lenField(TENSOR_RAW_DATA, [payload])) parts.push(p);
+    else parts.push(buf.subarray(f.start, f.end));
+  }
   return parts;
 }
 

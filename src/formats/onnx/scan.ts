@@ -22,7 +22,9 @@ import {
   MODEL_GRAPH,
   NODE_ATTRIBUTE,
   ONNX_FLOAT_TYPES,
+  TENSOR_DATA_LOCATION,
   TENSOR_DATA_TYPE,
+  TENSOR_EXTERNAL_DATA,
   TENSOR_RAW_DATA,
   occurrenceCounter,
   pathJoin,
@@ -34,6 +36,9 @@ export const ELIDE_MIN_BYTES = 1 << 16;
 const CHUNK = 1 << 22;
 
 type Kind = 'model' | 'graph' | 'node' | 'attribute' | 'tensor';
+
+/** TensorProto's data fields other than raw_data (float, int32, string, int64, double, uint64) and external_data. */
+const OTHER_DATA_FIELDS = new Set([4, 5, 6, 7, 10, 11, TENSOR_EXTERNAL_DATA]);
 
 /** The messages the reader walks, by the field that holds them in each kind of message. */
 const CHILDREN: Record<Kind, Readonly<Record<number, Kind>>> = {
@@ -51,8 +56,9 @@ export interface ScannedOnnx {
   elided: Map<string, [number, number]>;
   /** Where each other float tensor's raw_data is in the file (its offset there, not in the copy), by field path. */
   at: Map<string, number>;
-  /** The file's size. */
+  /** The file's size and modification time when scanned: what it is read by offset from must be that file. */
   fileBytes: number;
+  mtimeMs: number;
 }
 
 /** Reads a file front to back through one buffer; bytes are copied out, so the buffer is reused. */
@@ -127,7 +133,7 @@ export function scanOnnx(file: string, minBytes = ELIDE_MIN_BYTES): ScannedOnnx 
     throw fsError('cannot read the model', file, e);
   }
   try {
-    const size = fstatSync(fd).size;
+    const { size, mtimeMs } = fstatSync(fd);
     const cursor = new Cursor(fd, size, file);
     const elided = new Map<string, [number, number]>();
     const at = new Map<string, number>();
@@ -144,12 +150,21 @@ export function scanOnnx(file: string, minBytes = ELIDE_MIN_BYTES): ScannedOnnx 
         }
       };
       const count = occurrenceCounter();
+      // A tensor with raw_data: its data left in the file (or its offset recorded) must be the tensor's only data,
+      // of the type known when it is met, so that the reader of the copy sees what the reader of the file sees and
+      // the skeleton puts back the same bytes. Anything else (protobuf's last field wins; several data fields;
+      // external data; a later data_type) is read whole instead: `refuse`.
       let dataType = 0;
-      let elidedHere = false;
-      // a tensor whose data was left out must keep it: no later data_type or raw_data may change what it is
-      // (protobuf's last field wins); such a file is read whole instead
+      let raw = false;
+      let otherData = false;
       const refuse = (what: string): never => {
-        throw new BadModelError(`tensor at ${path}: ${what} after its raw_data`, { file });
+        throw new BadModelError(`tensor at ${path}: ${what}: read whole`, { file });
+      };
+      // A header written anew must be the bytes it replaces (varints at their shortest: the skeleton's writer
+      // writes them so), or the copy, and what is put back, would differ from the file.
+      const minimal = (fieldStart: number, p1: number, valueStart: number, tag: number, len: number): void => {
+        if (p1 - fieldStart !== encodeVarint(tag).length || valueStart - p1 !== encodeVarint(len).length)
+          throw new BadModelError(`field at byte ${fieldStart}: a varint not at its shortest: read whole`, { file });
       };
       let pos = start;
       while (pos < end) {
@@ -159,11 +174,24 @@ export function scanOnnx(file: string, minBytes = ELIDE_MIN_BYTES): ScannedOnnx 
         const wire = tag & 7;
         if (field === 0) throw new BadModelError(`protobuf field number 0 at byte ${fieldStart}`, { file });
         const occ = count(field);
+        if (kind === 'tensor') {
+          if (field === TENSOR_RAW_DATA) {
+            if (raw) refuse('a second raw_data');
+            if (otherData) refuse('raw_data beside another data field or external data');
+            raw = true;
+          } else if (field === TENSOR_DATA_TYPE && raw) refuse('a data_type after its raw_data');
+          else if (OTHER_DATA_FIELDS.has(field)) {
+            if (raw) refuse('raw_data beside another data field or external data');
+            otherData = true;
+          }
+        }
         if (wire === WIRE_VARINT) {
           const [value, p2] = cursor.varint(p1, end);
-          if (kind === 'tensor' && field === TENSOR_DATA_TYPE) {
-            if (elidedHere && value !== dataType) refuse('another data_type');
-            dataType = value;
+          if (kind === 'tensor' && field === TENSOR_DATA_TYPE) dataType = value;
+          // data_location DEFAULT (0) says nothing; EXTERNAL does
+          if (kind === 'tensor' && field === TENSOR_DATA_LOCATION && value !== 0) {
+            otherData = true;
+            if (raw) refuse('raw_data beside external data');
           }
           pos = p2;
         } else if (wire === WIRE_I64) pos = p1 + 8;
@@ -174,25 +202,26 @@ export function scanOnnx(file: string, minBytes = ELIDE_MIN_BYTES): ScannedOnnx 
           if (valueEnd > end)
             throw new BadModelError(`protobuf field ${field} at byte ${fieldStart} runs past its message`, { file });
           const child = CHILDREN[kind][field];
-          if (elidedHere && field === TENSOR_RAW_DATA) refuse('another raw_data');
-          if (kind === 'tensor' && field === TENSOR_RAW_DATA && len >= minBytes && ONNX_FLOAT_TYPES[dataType]) {
-            // the data stays in the file: an empty raw_data in its place
-            flush(fieldStart);
-            const head = Uint8Array.of(...encodeVarint(tag), 0);
-            parts.push(head);
-            length += head.length;
-            elided.set(path, [valueStart, valueEnd]);
-            elidedHere = true;
-            copyFrom = valueEnd;
-          } else if (kind === 'tensor' && field === TENSOR_RAW_DATA && ONNX_FLOAT_TYPES[dataType]) {
-            at.set(path, valueStart);
+          if (kind === 'tensor' && field === TENSOR_RAW_DATA && ONNX_FLOAT_TYPES[dataType]) {
+            if (len >= minBytes) {
+              // the data stays in the file: an empty raw_data in its place
+              minimal(fieldStart, p1, valueStart, tag, len);
+              flush(fieldStart);
+              const head = Uint8Array.of(...encodeVarint(tag), 0);
+              parts.push(head);
+              length += head.length;
+              elided.set(path, [valueStart, valueEnd]);
+              copyFrom = valueEnd;
+            } else at.set(path, valueStart);
           } else if (child) {
             const inner = message(valueStart, valueEnd, child, pathJoin(path, field, occ), depth + 1);
             // a message left whole is copied with its own bytes (its length varint as written)
             if (inner.length !== len) {
+              minimal(fieldStart, p1, valueStart, tag, len);
               flush(fieldStart);
               const head = Uint8Array.of(...encodeVarint(tag), ...encodeVarint(inner.length));
-              parts.push(head, ...inner.parts);
+              parts.push(head);
+              for (const piece of inner.parts) parts.push(piece);
               length += head.length + inner.length;
               copyFrom = valueEnd;
             }
@@ -215,7 +244,7 @@ export function scanOnnx(file: string, minBytes = ELIDE_MIN_BYTES): ScannedOnnx 
       else cursor.copyInto(p[0], p[1], bytes, to);
       to += p instanceof Uint8Array ? p.length : p[1] - p[0];
     }
-    return { bytes, elided, at, fileBytes: size };
+    return { bytes, elided, at, fileBytes: size, mtimeMs };
   } finally {
     closeSync(fd);
   }
