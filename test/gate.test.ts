@@ -5,7 +5,8 @@
  * that run a front end needing ≥ 512 samples, and the default against per-channel int8 round-to-nearest.
  */
 
-import { existsSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import onnxProto from 'onnx-proto';
 import { withTempFile } from '../src/io/atomic.js';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -86,6 +87,48 @@ describe('quality gate', () => {
     expect((e as Error).message).toBe('failed on purpose');
     expect(seen.startsWith(dir)).toBe(true);
     expect(existsSync(seen)).toBe(false);
+  });
+
+  it('an already quantized model (integer weights, nothing lossy to store) is not run: no gate, no allocation', async () => {
+    // MatMulInteger with an int8 weight: no float weight to code; the decompressed model holds the original's values
+    const w = Int8Array.from({ length: 64 * 32 }, (_, i) => ((i * 37) % 255) - 127);
+    const bytes = onnxProto.onnx.ModelProto.encode({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'q',
+        initializer: [
+          { name: 'W', dims: [64, 32], dataType: onnxProto.onnx.TensorProto.DataType.INT8, rawData: new Uint8Array(w.buffer) },
+        ],
+        node: [{ opType: 'MatMulInteger', input: ['x', 'W'], output: ['y'] }],
+        input: [
+          {
+            name: 'x',
+            type: {
+              tensorType: {
+                elemType: onnxProto.onnx.TensorProto.DataType.INT8,
+                shape: { dim: [{ dimValue: 1 }, { dimValue: 64 }] },
+              },
+            },
+          },
+        ],
+        output: [{ name: 'y', type: { tensorType: { elemType: onnxProto.onnx.TensorProto.DataType.INT32 } } }],
+      },
+    }).finish();
+    const model = join(dir, 'quantized.onnx');
+    writeFileSync(model, bytes);
+    for (const options of [{}, { targetBpw: 4 }]) {
+      const logs: string[] = [];
+      const r = await compressModel(model, join(dir, 'quantized.nnm'), { ...options, force: true, onLog: (m) => logs.push(m) });
+      expect(r.quality).toEqual({
+        checked: false,
+        reason: expect.stringMatching(/^nothing lossy: every tensor is stored exactly/),
+      });
+      expect(logs.join('\n')).not.toMatch(/NaN|calibration:/);
+      if ('targetBpw' in options) expect(logs.join('\n')).toMatch(/nothing lossy.*nothing to act on/);
+    }
+    await decompressArchive(join(dir, 'quantized.nnm'), join(dir, 'quantized.out.onnx'), { force: true });
+    expect(Buffer.compare(readFileSync(join(dir, 'quantized.out.onnx')), Buffer.from(bytes))).toBe(0);
   });
 
   it('refuses a wrecked archive: a typed error, no output; with force the archive is kept and the error still raised', async () => {

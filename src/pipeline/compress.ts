@@ -58,6 +58,8 @@ export type { CompressResult } from './write.js';
 const ARCHIVE_OVERHEAD_BYTES = 2000;
 /** Archives this far under a bits/weight target are re-allocated to spend the rest. */
 const UNDERSHOOT = 0.95;
+/** Why an archive with nothing lossy in it is not judged. */
+const LOSSLESS = 'nothing lossy: every tensor is stored exactly (no float weight matrix or kernel to code)';
 /** Re-allocations tried to meet a bits/weight target. */
 const BUDGET_ATTEMPTS = 4;
 /**
@@ -91,12 +93,19 @@ export async function compressModel(input: string, output: string, options: Comp
     // the skeleton (the model minus the coded tensors) is read part by part where it is written
     const skeleton = (): Iterable<Uint8Array> => reader.skeletonParts(stripped, resolved.skeletonPartBytes);
     const weights = coded.reduce((s, p) => s + p.entry.shape.reduce((a, b) => a * b, 1), 0);
+    // Nothing lossy (no tensor coded, none kept at float16 precision: an already quantized model, whose integer
+    // weights stay in the skeleton): the decompressed model holds the original's values, so there is nothing to
+    // allocate, compensate or judge, and the model is not run (a large quantized model's gate took minutes).
+    const lossless = coded.length === 0 && [...(half?.outcomes.values() ?? [])].every((o) => o.stats.maxAbs === 0);
+    if (lossless && (resolved.allocating || resolved.compensate || resolved.calibration?.paths.length))
+      resolved.onLog?.(`${LOSSLESS}: the rate options and the calibration data have nothing to act on`);
     // Calibration: the user's data or synthetic inputs, for the allocator's probes and the quality gate
-    const runsModel = resolved.check || resolved.allocating || resolved.compensate || Boolean(resolved.calibration?.paths.length);
-    const notRunnable = runsModel ? await whyNotRunnable(input, reader) : 'skipped (check: false)';
-    if (notRunnable && resolved.calibration?.paths.length)
+    const runsModel =
+      !lossless && (resolved.check || resolved.allocating || resolved.compensate || Boolean(resolved.calibration?.paths.length));
+    const notRunnable = lossless ? LOSSLESS : runsModel ? await whyNotRunnable(input, reader) : 'skipped (check: false)';
+    if (!lossless && notRunnable && resolved.calibration?.paths.length)
       throw new BadCalibrationError(`calibration data was given, but the model cannot be run: ${notRunnable}`, { file: input });
-    if (notRunnable && resolved.compensate)
+    if (!lossless && notRunnable && resolved.compensate)
       throw new OptionError(`compensate needs layer statistics from running the model, which cannot be run: ${notRunnable}`);
     const cal: Calibration | undefined = notRunnable
       ? undefined
@@ -114,7 +123,7 @@ export async function compressModel(input: string, output: string, options: Comp
     let allocation: Allocation | undefined;
     // weights of untaken branches: they keep the default grid (~8 bits each) out of any budget
     let pinnedWeights = 0;
-    if (resolved.allocating) {
+    if (resolved.allocating && !lossless) {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
       let deflated = half ? deflateRawSync(half.data, { level: 9 }).length : 0;
       for (const part of skeleton()) deflated += deflateRawSync(part, { level: 9 }).length;
@@ -191,7 +200,7 @@ export async function compressModel(input: string, output: string, options: Comp
       if (resolved.targetBpw !== undefined) resolved.onLog?.(describeQuality(result.quality!));
       return result;
     };
-    const target = resolved.targetBpw;
+    const target = lossless ? undefined : resolved.targetBpw;
     if (target === undefined) return await encode(1, true, finerCodes(resolved));
     let result = await encode(1);
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
