@@ -151,26 +151,51 @@ describe('quality gate', () => {
     expect(low.quality).toMatchObject({ passed: true, minFidelity: 0 });
   });
 
-  it('a default archive under the floor advises 16-bit codes (the one larger budget there is), which pass', async () => {
+  it('a default archive under the floor escalates to the smallest archive that passes; without escalation it advises 16-bit codes', async () => {
     // BlazeFace's 256×256 detector and M-LSD fail the floor at int8 precision (int8 RTN as well) and pass at
-    // 16 bits; the refusal used to ask for "a larger budget", which the default has no option for
+    // 16 bits; the default now looks for the smallest archive that passes (finer grids, 16-bit where needed)
     const model = await write('bn16.onnx', batchNormClassifier());
     const out = join(dir, 'fine.nnm');
-    const e = await compressModel(model, out, { minFidelity: 0.99 }).catch((x: unknown) => x);
-    expect(e).toBeInstanceOf(QualityError);
-    const message = (e as QualityError).message;
-    expect(message).toMatch(
-      /no output written; try --bits 16 \(a 256× finer grid, about twice the size\), lower --min-fidelity, or --force/,
+    const logs: string[] = [];
+    const r = await compressModel(model, out, { minFidelity: 0.99, onLog: (m) => logs.push(m) });
+    expect(r.quality).toMatchObject({ passed: true, minFidelity: 0.99 });
+    expect(r.quality!.fidelity!).toBeGreaterThanOrEqual(0.99);
+    const text = logs.join('\n');
+    expect(text).toMatch(
+      /the default 8-bit grid: fidelity \S+ < 0\.99 at [\d.]+ bits\/weight; looking for the smallest archive that passes/,
     );
-    expect(message).not.toMatch(/larger budget/);
-    const kept = await compressModel(model, out, { minFidelity: 0.99, force: true }).catch((x: unknown) => x);
-    expect((kept as QualityError).message).toMatch(/the archive was kept \(--force\); try --bits 16/);
-    const r = await compressModel(model, out, { minFidelity: 0.99, bits: 16, force: true });
-    expect(r.quality).toMatchObject({ passed: true });
+    expect(text).toMatch(/escalated: (16-bit codes everywhere \()?[\d.]+ bits\/weight/);
+    const escalated = new Archive(out).manifest.options.escalated as { fidelity: number; bitsPerWeight: number };
+    expect(escalated.fidelity).toBeLessThan(0.99);
+    expect(r.bitsPerWeight).toBeGreaterThan(escalated.bitsPerWeight * 0.8);
+    // no larger than what --bits 16 writes
+    const sixteen = await compressModel(model, join(dir, 'sixteen.nnm'), { minFidelity: 0.99, bits: 16 });
+    expect(sixteen.quality).toMatchObject({ passed: true });
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(sixteen.bitsPerWeight);
+    // --no-escalate (and bits asked for) keep the refusal, which advises 16-bit codes, not "a larger budget"
+    for (const options of [{ escalate: false }, { bits: 8 }]) {
+      const e = await compressModel(model, out, { ...options, minFidelity: 0.99, force: true }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(QualityError);
+      const message = (e as QualityError).message;
+      expect(message).toMatch(/the archive was kept \(--force\)/);
+      if ('escalate' in options) expect(message).toMatch(/try --bits 16 \(a 256× finer grid, about twice the size\)/);
+      expect(message).not.toMatch(/larger budget/);
+      expect(new Archive(out).manifest.options.escalated).toBeUndefined();
+    }
+    const e = await compressModel(model, join(dir, 'none.nnm'), { minFidelity: 0.99, escalate: false }).catch((x: unknown) => x);
+    expect((e as QualityError).message).toMatch(/no output written; try --bits 16 .*, lower --min-fidelity, or --force/);
+    expect(existsSync(join(dir, 'none.nnm'))).toBe(false);
+    // a floor nothing meets: the default refused after the search, no output, the error says what was tried
+    const never = await compressModel(model, join(dir, 'never.nnm'), { minFidelity: 1 }).catch((x: unknown) => x);
+    expect(never).toBeInstanceOf(QualityError);
+    expect((never as QualityError).message).toMatch(
+      /the default grid \([\d.]+ bits\/weight\) and finer ones up to 16-bit codes everywhere/,
+    );
+    expect(existsSync(join(dir, 'never.nnm'))).toBe(false);
     // a lossy codec's refusal does not point at the bit depth
     const lossy = await compressModel(model, join(dir, 'lossy.nnm'), { codec: 'jpeg', quality: 1 }).catch((x: unknown) => x);
     expect((lossy as QualityError).message).toMatch(/give a larger budget/);
-  }, 120_000);
+  }, 300_000);
 
   it('a bits/weight budget the floor cannot meet is refused with the smallest passing size, never a silent archive', async () => {
     const model = await write('bn2.onnx', batchNormClassifier());

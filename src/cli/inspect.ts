@@ -246,6 +246,7 @@ function printArchive(
     totals: ReturnType<typeof archiveTotals>;
     checksums: { entries: number; failed: unknown[] };
     quality?: QualityRecord;
+    options?: Record<string, unknown>;
   },
   rows: ArchiveRow[],
   options: InspectOptions,
@@ -297,6 +298,7 @@ function printArchive(
     ['bits per weight', `${bitsPerWeightText(t)} (all archive bytes × 8 / compressed weights)`],
     // the quality gate's verdict, recorded when the archive was written (older archives have none)
     ...qualityLines(info.quality),
+    ...escalationLines(info.options?.escalated),
     [
       'checksums',
       info.checksums.failed.length
@@ -308,6 +310,19 @@ function printArchive(
   ];
   console.log('');
   console.log(formatTable(['', ''], lines, { header: false }));
+}
+
+/** What compress did when the gate refused the default grid (compress.ts: the options record's `escalated`). */
+function escalationLines(e: unknown): string[][] {
+  const x = e as { fidelity?: number; bitsPerWeight?: number; by?: string } | undefined;
+  if (!x || typeof x !== 'object') return [];
+  const how = x.by === 'allocation' ? 'finer grids allocated across layers, 16-bit codes where the probes asked for them' : x.by;
+  return [
+    [
+      'escalated',
+      `the default 8-bit grid gave fidelity ${x.fidelity} at ${x.bitsPerWeight} bits/weight, under the floor; written with ${how}`,
+    ],
+  ];
 }
 
 /** The quality gate's record as summary lines: the verdict, the data it was measured on, untaken branches. */

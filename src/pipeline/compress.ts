@@ -71,6 +71,15 @@ const BUDGET_ATTEMPTS = 4;
  * from a 32 MB cache) 1,172 MB with 128 MB, 1,082 MB with 32 MB, 936 MB without.
  */
 const ENCODE_CACHE_BYTES = 2 ** 26;
+/**
+ * Escalation (the gate refused the default grid): budgets tried, as multiples of the default archive's bits/weight,
+ * until one passes (2× is about the `--bits 16` archive's size), then bisection steps between the last that failed
+ * and the first that passed. BlazeFace's 256×256 detector: refused at 8.7, --target-bpw 8.7 → 9.85 passes
+ * (16-bit codes: 16.9); M-LSD tiny: refused at 8.3 (fidelity 0.34), the allocation at 8.3 passes (16-bit: 15.2).
+ */
+const ESCALATION_SCALES = [1, 1.25, 1.6, 2];
+const ESCALATION_BISECTIONS = 2;
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 /** Budget moves (×0.93 each) that may be tried when the allocation gives the same grids again. */
 const SAME_GRID_STEPS = 12;
 
@@ -123,7 +132,7 @@ export async function compressModel(input: string, output: string, options: Comp
     let allocation: Allocation | undefined;
     // weights of untaken branches: they keep the default grid (~8 bits each) out of any budget
     let pinnedWeights = 0;
-    if (resolved.allocating && !lossless) {
+    const allocateFor = async (opts: ResolvedOptions): Promise<Allocation> => {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
       let deflated = half ? deflateRawSync(half.data, { level: 9 }).length : 0;
       for (const part of skeleton()) deflated += deflateRawSync(part, { level: 9 }).length;
@@ -133,18 +142,19 @@ export async function compressModel(input: string, output: string, options: Comp
       const pinned = unique.filter((p) => untaken.has(p.entry.key));
       pinnedWeights = pinned.reduce((s, p) => s + elementCount(p.entry.shape), 0);
       const pinnedBits = 8 * pinnedWeights;
-      allocation = await allocate({
+      return await allocate({
         reader,
         source: () => cal?.source() ?? selfContainedModel(input, reader),
         unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
         weights,
         overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES) + pinnedBits,
-        options: resolved,
+        options: opts,
         calibration: cal,
         statistics: compensation?.stats,
       });
-    }
+    };
+    if (resolved.allocating && !lossless) allocation = await allocateFor(resolved);
     // the source's hash is read and computed while the tensors are encoded (it was a pass of its own before)
     const sourceSha = sha256File(input, hashing.signal);
     sourceSha.catch(() => {}); // awaited where the manifest is written
@@ -172,14 +182,19 @@ export async function compressModel(input: string, output: string, options: Comp
     let written = false;
     let lastGrids = '';
     // a budget's attempts after the first re-encode only the tensors whose grid moved
-    const cache =
+    let cache =
       resolved.targetBpw !== undefined && (weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES
         ? new EncodeCache(ENCODE_CACHE_BYTES)
         : undefined;
+    // what the manifest records of the options (escalation adds what it did)
+    let jobOptions: ResolvedOptions = resolved;
+    // every coded tensor at these code bits (escalation's last resort: the `--bits 16` archive)
+    let allBits: number | undefined;
     const encode = async (budgetScale: number, refuse = false, remedy?: string): Promise<CompressResult> => {
       const grids = allocation?.(budgetScale);
       lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
+        if (p.kind === 'coded' && allBits !== undefined) return withBits(p as CodedPlan, allBits, resolved, reader.file);
         const g = p.kind === 'coded' ? grids?.get(p.entry.key) : undefined;
         if (!g) return p;
         const on = withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id });
@@ -187,6 +202,7 @@ export async function compressModel(input: string, output: string, options: Comp
       };
       const result = await writeArchive({
         ...job,
+        options: jobOptions,
         compensation: compensationFor(compensation, grids),
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
@@ -197,11 +213,89 @@ export async function compressModel(input: string, output: string, options: Comp
         remedy,
       });
       written = true;
-      if (resolved.targetBpw !== undefined) resolved.onLog?.(describeQuality(result.quality!));
+      if (resolved.targetBpw !== undefined || jobOptions !== resolved) resolved.onLog?.(describeQuality(result.quality!));
       return result;
     };
     const target = lossless ? undefined : resolved.targetBpw;
-    if (target === undefined) return await encode(1, true, finerCodes(resolved));
+    if (target === undefined) {
+      const remedy = finerCodes(resolved);
+      const escalates =
+        Boolean(remedy) && resolved.escalate && resolved.asked.bits === undefined && cal !== undefined && resolved.check;
+      if (!escalates) return await encode(1, true, remedy);
+      const plain = await encode(1);
+      if (plain.quality?.passed !== false) return plain;
+      // The default grid moves the model past the floor: the smallest archive that passes, from an allocation of
+      // the step grids with 16-bit candidates (what --target-bpw does) at the default's size and up, then every
+      // tensor at 16-bit codes; the first that passes at the least size is the output.
+      const q0 = plain.quality!;
+      const from = plain.bitsPerWeight;
+      resolved.onLog?.(
+        `the default 8-bit grid: fidelity ${q0.fidelity} < ${q0.minFidelity} at ${from.toFixed(3)} bits/weight; looking for the smallest archive that passes, with finer grids (16-bit codes) where the sensitivity probes ask for them (--no-escalate: fail instead)`,
+      );
+      cache ??= (weights * 2 * from) / 8 <= ENCODE_CACHE_BYTES ? new EncodeCache(ENCODE_CACHE_BYTES) : undefined;
+      const record = (how: Record<string, unknown>): void => {
+        jobOptions = {
+          ...resolved,
+          echo: { ...resolved.echo, escalated: { fidelity: q0.fidelity, bitsPerWeight: r3(from), ...how } },
+        };
+      };
+      allocation = await allocateFor({ ...resolved, targetBpw: r3(from), allocating: true });
+      let passing: { scale: number; result: CompressResult } | undefined;
+      let failing = 0;
+      let last = 0;
+      const attempt = async (s: number): Promise<boolean> => {
+        record({ by: 'allocation' });
+        const r = await encode(s);
+        last = s;
+        const ok = r.quality?.passed !== false;
+        if (ok && (!passing || r.bitsPerWeight < passing.result.bitsPerWeight)) passing = { scale: s, result: r };
+        return ok;
+      };
+      for (const s of ESCALATION_SCALES) {
+        if (await attempt(s)) break;
+        failing = s;
+      }
+      if (passing)
+        for (let k = 0, hi = passing.scale; k < ESCALATION_BISECTIONS && hi > 1; k++) {
+          const mid = Math.sqrt(Math.max(failing, 1) * hi);
+          if (await attempt(mid)) hi = mid;
+          else failing = mid;
+        }
+      if (passing) {
+        const p = passing as { scale: number; result: CompressResult };
+        if (last !== p.scale) {
+          record({ by: 'allocation' });
+          p.result = await encode(p.scale);
+        }
+        resolved.onLog?.(
+          `escalated: ${p.result.bitsPerWeight.toFixed(3)} bits/weight passes (fidelity ${p.result.quality!.fidelity}), where the default grid's ${from.toFixed(3)} did not`,
+        );
+        return p.result;
+      }
+      // no allocation passed: every tensor at 16-bit codes, as --bits 16 writes it
+      allocation = undefined;
+      allBits = 16;
+      record({ by: '16-bit codes' });
+      const sixteen = await encode(1);
+      if (sixteen.quality?.passed !== false) {
+        resolved.onLog?.(
+          `escalated: 16-bit codes everywhere (${sixteen.bitsPerWeight.toFixed(3)} bits/weight) pass (fidelity ${sixteen.quality!.fidelity}), where the default grid and the allocations up to ${(from * ESCALATION_SCALES[ESCALATION_SCALES.length - 1]).toFixed(1)} bits/weight did not`,
+        );
+        return sixteen;
+      }
+      const head = `the default grid (${from.toFixed(3)} bits/weight) and finer ones up to 16-bit codes everywhere (${sixteen.bitsPerWeight.toFixed(3)}, fidelity ${sixteen.quality!.fidelity})`;
+      const advice =
+        '; the model moves more than the floor allows even at 16-bit codes: lower --min-fidelity, or judge only the outputs that matter (--judge-output)';
+      if (resolved.force) {
+        // keep the default archive, as --force says for the default, and still fail
+        allBits = undefined;
+        jobOptions = resolved;
+        await encode(1);
+        throw gateError(output, q0, true, undefined, { head, advice });
+      }
+      unlinkSync(output);
+      throw gateError(output, q0, false, undefined, { head, advice });
+    }
     let result = await encode(1);
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,
     // but keep the last archive that fitted if the larger budget overshoots. Bisection on the budget scale

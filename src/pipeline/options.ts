@@ -122,6 +122,13 @@ export interface CompressOptions extends Partial<EncodeSettings> {
   /** Run the quality gate when the model can run (default true); false skips it (the manifest records why). */
   check?: boolean;
   /**
+   * When the gate refuses the default 8-bit archive (a model that needs more than int8 precision somewhere:
+   * BlazeFace's 256×256 detector, M-LSD), search for the smallest archive that passes with finer grids, 16-bit
+   * codes where the sensitivity probes ask for them, instead of failing (default true; only with nothing about
+   * the grid asked for: bits, step, stride, range, quantizer, rules or rate control). compress.ts `escalate`.
+   */
+  escalate?: boolean;
+  /**
    * Error-compensating rounding (src/compensate, docs/compensation.md): layer-input statistics gathered on the
    * calibration set's probe samples, and the final codes chosen to keep each layer's output, on the same grid
    * (the decoder is unchanged). Needs a model that can run (ONNX, onnxruntime-node). Default false.
@@ -491,6 +498,17 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [{ flag: '--no-check', help: 'skip the quality gate (the model is not run; the manifest says so)' }],
   },
   {
+    key: 'escalate',
+    expected: 'boolean',
+    valid: isBool,
+    flags: [
+      {
+        flag: '--no-escalate',
+        help: 'when the gate refuses the default 8-bit grid, fail instead of searching for the smallest archive with finer grids (16-bit where needed) that passes',
+      },
+    ],
+  },
+  {
     key: 'calibration',
     expected: 'calibration spec ({ paths: [...], ... })',
     valid: (v) => typeof v === 'object' && v !== null && Array.isArray((v as { paths?: unknown }).paths),
@@ -594,6 +612,8 @@ export interface ResolvedOptions {
   readonly calibration?: CalibrationSpec;
   readonly minFidelity: number;
   readonly check: boolean;
+  /** Search finer grids when the gate refuses the default grid (CompressOptions.escalate). */
+  readonly escalate: boolean;
   /** Error-compensating rounding of the final codes (compensate). */
   readonly compensate: boolean;
   /** compensate's damping and column order (undefined: the library's defaults). */
@@ -642,6 +662,7 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
     calibration: o.calibration,
     minFidelity: o.minFidelity ?? DEFAULT_MIN_FIDELITY,
     check: o.check ?? true,
+    escalate: o.escalate ?? true,
     compensate: o.compensate ?? false,
     ...(o.damp !== undefined || o.actOrder ? { gptq: { damp: o.damp, actOrder: o.actOrder ?? false } } : {}),
     calibrate: o.calibrate,

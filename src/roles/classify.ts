@@ -111,16 +111,19 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
   return undefined;
 }
 
+/** Data movement that leaves a tensor's values in their shape and order (only the dtype may change). */
+const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'CastLike']);
+
 function classifyOnnx(t: TensorEntry): Classification {
   for (const use of t.uses) {
     const c = classifyUse(t, use);
     if (c) return c;
   }
-  // a weight that reaches its layer through data movement: PyTorch's Identity of a shared weight first; then the
-  // name rules (Silero's LSTM weights, sliced into gates, are named weight_ih / weight_hh); then a Transpose or
+  // a weight that reaches its layer through data movement: PyTorch's Identity of a shared weight, or a Cast of a
+  // weight stored in another float type (values and shape as they are), first; then the name rules (Silero's LSTM weights, sliced into gates, are named weight_ih / weight_hh); then a Transpose or
   // Reshape left in the graph (TensorFlow exports keep conv kernels HWIO and transpose them for Conv)
   const through = (t.consumers ?? []).filter((u) => u.through?.length);
-  for (const use of through.filter((u) => u.through!.every((op) => op === 'Identity'))) {
+  for (const use of through.filter((u) => u.through!.every((op) => VALUE_PRESERVING.has(op)))) {
     const c = classifyThrough(t, use);
     if (c) return c;
   }
@@ -157,11 +160,11 @@ const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
 function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undefined {
   const through = use.through ?? [];
   const path = `through ${through.join(', ')}`;
-  if (through.every((op) => op === 'Identity')) {
+  if (through.every((op) => VALUE_PRESERVING.has(op))) {
     const c = classifyUse(t, use);
     return c && { ...c, reason: `${c.reason} (${path})` };
   }
-  const moved = through.filter((op) => op !== 'Identity');
+  const moved = through.filter((op) => !VALUE_PRESERVING.has(op));
   if (t.shape.length === 2 && moved.length === 1 && moved[0] === 'Transpose') {
     const c = classifyUse({ ...t, shape: [t.shape[1], t.shape[0]] }, use);
     if (c?.layout?.kind === 'fc') {

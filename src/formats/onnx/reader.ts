@@ -60,8 +60,24 @@ import {
   rowsRange,
 } from '../model.js';
 
-/** Ops that move or reshape their first input's values (Concat: any input's) without computing on them. */
-const DATA_MOVES = new Set(['Slice', 'Split', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose', 'Identity', 'Flatten', 'Concat']);
+/**
+ * Ops that move or reshape their first input's values (Concat: any input's) without computing on them. Cast
+ * (and CastLike) change only the dtype: a model that stores its weights as float16 and casts them to float32
+ * before each Conv (weights halved for delivery, compute in float32) has every kernel behind one.
+ */
+const DATA_MOVES = new Set([
+  'Slice',
+  'Split',
+  'Reshape',
+  'Squeeze',
+  'Unsqueeze',
+  'Transpose',
+  'Identity',
+  'Flatten',
+  'Concat',
+  'Cast',
+  'CastLike',
+]);
 const carries = (op: string, inputIndex: number): boolean => DATA_MOVES.has(op) && (inputIndex === 0 || op === 'Concat');
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
