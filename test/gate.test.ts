@@ -5,6 +5,7 @@
  * that run a front end needing ≥ 512 samples, and the default against per-channel int8 round-to-nearest.
  */
 
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import { withTempFile } from '../src/io/atomic.js';
@@ -195,6 +196,26 @@ describe('quality gate', () => {
     // a lossy codec's refusal does not point at the bit depth
     const lossy = await compressModel(model, join(dir, 'lossy.nnm'), { codec: 'jpeg', quality: 1 }).catch((x: unknown) => x);
     expect((lossy as QualityError).message).toMatch(/give a larger budget/);
+    // the CLI: exit 0 with the escalation in the summary and in --json; --no-escalate exits 7
+    const cli = join(import.meta.dirname, '..', 'dist/cli/main.js');
+    const ok = spawnSync(process.execPath, [cli, 'compress', model, '-o', join(dir, 'cli.nnm'), '--min-fidelity', '0.99'], {
+      encoding: 'utf8',
+    });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/escalated: the default 8-bit grid gave fidelity [\d.]+ at [\d.]+ bits\/weight/);
+    const json = spawnSync(
+      process.execPath,
+      [cli, 'compress', model, '-o', join(dir, 'cli.nnm'), '--min-fidelity', '0.99', '--force', '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(JSON.parse(json.stdout).escalated).toMatchObject({ by: expect.any(String) });
+    const refused = spawnSync(
+      process.execPath,
+      [cli, 'compress', model, '-o', join(dir, 'cli2.nnm'), '--min-fidelity', '0.99', '--no-escalate'],
+      { encoding: 'utf8' },
+    );
+    expect(refused.status).toBe(7);
+    expect(refused.stderr).toMatch(/E_QUALITY: .*try --bits 16/);
   }, 300_000);
 
   it('a bits/weight budget the floor cannot meet is refused with the smallest passing size, never a silent archive', async () => {

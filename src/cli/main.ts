@@ -226,6 +226,7 @@ export function buildProgram(): Command {
           keptTensors: t.keptExact + t.keptHalf,
           keptWeights: t.keptWeights,
           quality: r.quality,
+          ...(r.manifest.options.escalated ? { escalated: r.manifest.options.escalated } : {}),
         }),
       );
     else {
@@ -237,6 +238,11 @@ export function buildProgram(): Command {
       if (oneSided) console.log(`  weak evidence: ${oneSided}`);
       if (q?.untakenBranches?.length)
         console.log(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
+      const e = r.manifest.options.escalated as { fidelity?: number; bitsPerWeight?: number; by?: string } | undefined;
+      if (e)
+        console.log(
+          `  escalated: the default 8-bit grid gave fidelity ${e.fidelity} at ${e.bitsPerWeight} bits/weight (${e.by === 'allocation' ? 'finer grids allocated across layers' : e.by} instead; --no-escalate: fail)`,
+        );
     }
   });
 
