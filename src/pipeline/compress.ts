@@ -375,7 +375,7 @@ export async function compressModel(input: string, output: string, options: Comp
     const advice =
       (smallest
         ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}${fewHeldBack(failed.quality!)}`
-        : `; no budget up to 4× the target passes: try the default (no --target-bpw), and ${FINER_CODES} if that fails too`) +
+        : `; no budget up to 4× the target passes: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
       pinnedNote;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
