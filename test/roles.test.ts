@@ -210,6 +210,134 @@ describe('weights reached through data movement, and Einsum operands', () => {
   });
 });
 
+describe('a plain RNN', () => {
+  it('W and R are coded with a range per hidden unit, and the model passes the gate', async () => {
+    const dir = tempDir();
+    const P = onnx.AttributeProto.AttributeType;
+    const file = join(dir, 'rnn.onnx');
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'rnn',
+        initializer: [
+          floatTensor('W', [2, 48, 24], gaussian(2 * 48 * 24, 7, 0.2)),
+          floatTensor('R', [2, 48, 48], gaussian(2 * 48 * 48, 8, 0.1)),
+          floatTensor('B', [2, 96], gaussian(2 * 96, 9, 0.1)),
+        ],
+        node: [
+          {
+            opType: 'RNN',
+            input: ['x', 'W', 'R', 'B'],
+            output: ['y'],
+            attribute: [
+              { name: 'hidden_size', i: 48, type: P.INT },
+              { name: 'direction', s: new TextEncoder().encode('bidirectional'), type: P.STRING },
+            ],
+          },
+        ],
+        input: [valueInfo('x', [6, 1, 24])],
+        output: [valueInfo('y', [6, 2, 1, 48])],
+      }),
+    );
+    const reader = openModel(file);
+    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+    reader.close();
+    expect(layouts.W).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 96, nin: 24, order: 'out_in' } });
+    expect(layouts.R).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 96, nin: 48, order: 'out_in' } });
+    const r = await compressModel(file, join(dir, 'rnn.nnm'));
+    expect(r.compressedWeights).toBe(2 * 48 * 24 + 2 * 48 * 48);
+    expect(r.quality).toMatchObject({ checked: true, passed: true });
+  });
+});
+
+describe("onnxruntime's contrib ops (com.microsoft)", () => {
+  it('the weights of FusedConv, FusedMatMul, Attention and EmbedLayerNormalization are coded, and the model passes the gate', async () => {
+    // a model saved after onnxruntime's optimizations (or its transformer optimizer) holds fused contrib ops
+    // instead of Conv, MatMul and Gather: their weights were kept whole as unknown uses
+    const dir = tempDir();
+    const P = onnx.AttributeProto.AttributeType;
+    const H = 32;
+    const graph: onnx.IGraphProto = {
+      name: 'contrib',
+      initializer: [
+        floatTensor('word', [100, H], gaussian(100 * H, 1, 0.1)),
+        floatTensor('pos', [16, H], gaussian(16 * H, 2, 0.1)),
+        floatTensor('gamma', [H], new Float32Array(H).fill(1)),
+        floatTensor('beta', [H], new Float32Array(H)),
+        floatTensor('qkv', [H, 3 * H], gaussian(H * 3 * H, 3, 0.1)),
+        floatTensor('qkv_b', [3 * H], new Float32Array(3 * H)),
+        floatTensor('w2', [16, H], gaussian(16 * H, 4, 0.1)),
+        floatTensor('k', [8, 4, 3, 3], gaussian(8 * 4 * 9, 5, 0.1)),
+        floatTensor('kb', [8], new Float32Array(8)),
+      ],
+      node: [
+        {
+          opType: 'EmbedLayerNormalization',
+          domain: 'com.microsoft',
+          input: ['ids', '', 'word', 'pos', '', 'gamma', 'beta'],
+          output: ['emb', 'mask_index'],
+          attribute: [{ name: 'epsilon', f: 1e-5, type: P.FLOAT }],
+        },
+        {
+          opType: 'Attention',
+          domain: 'com.microsoft',
+          input: ['emb', 'qkv', 'qkv_b'],
+          output: ['att'],
+          attribute: [{ name: 'num_heads', i: 4, type: P.INT }],
+        },
+        // B stored [N, K]: transB
+        {
+          opType: 'FusedMatMul',
+          domain: 'com.microsoft',
+          input: ['att', 'w2'],
+          output: ['y'],
+          attribute: [
+            { name: 'alpha', f: 1, type: P.FLOAT },
+            { name: 'transB', i: 1, type: P.INT },
+          ],
+        },
+        {
+          opType: 'FusedConv',
+          domain: 'com.microsoft',
+          input: ['img', 'k', 'kb'],
+          output: ['c'],
+          attribute: [
+            { name: 'pads', ints: [1, 1, 1, 1], type: P.INTS },
+            { name: 'activation', s: new TextEncoder().encode('Relu'), type: P.STRING },
+          ],
+        },
+      ],
+      input: [valueInfo('ids', [1, 8], onnx.TensorProto.DataType.INT32), valueInfo('img', [1, 4, 8, 8])],
+      output: [valueInfo('y', [1, 8, 16]), valueInfo('c', [1, 8, 8, 8])],
+    };
+    const file = join(dir, 'contrib.onnx');
+    writeFileSync(
+      file,
+      onnx.ModelProto.encode({
+        irVersion: 8,
+        opsetImport: [
+          { domain: '', version: 17 },
+          { domain: 'com.microsoft', version: 1 },
+        ],
+        producerName: 'nnmedia-test',
+        graph,
+      }).finish(),
+    );
+    const reader = openModel(file);
+    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+    reader.close();
+    expect(layouts.k).toMatchObject({ role: 'conv', reason: 'FusedConv weight' });
+    expect(layouts.w2).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 16, nin: H, order: 'out_in' } });
+    expect(layouts.qkv).toMatchObject({ role: 'fc', layout: { kind: 'fc', nin: H, nout: 3 * H, order: 'in_out' } });
+    expect(layouts.word).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 100, nin: H, order: 'out_in' } });
+    expect(layouts.pos.reason).toMatch(/EmbedLayerNormalization position table/);
+    expect(layouts.qkv_b.role).not.toBe('fc');
+    const r = await compressModel(file, join(dir, 'contrib.nnm'));
+    expect(r.compressedWeights).toBe(100 * H + 16 * H + H * 3 * H + 16 * H + 8 * 4 * 9);
+    expect(r.quality).toMatchObject({ checked: true, passed: true });
+  });
+});
+
 /** IEEE float16 bits of each value (round to nearest; values under float16's normal range become ±0). */
 function halfBytes(values: Float32Array): Uint8Array {
   const out = new Uint16Array(values.length);

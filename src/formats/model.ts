@@ -45,6 +45,8 @@ export function tensorStorage(format: ModelFormat, record: StorageRecord): Tenso
 /** How the graph consumes a tensor: which op, as which input, with which attributes. */
 export interface TensorUse {
   op: string;
+  /** The op's domain where it is not the default (`com.microsoft`: onnxruntime's contrib ops). */
+  domain?: string;
   inputIndex: number;
   attrs: Record<string, number | string | number[]>;
   /** In `consumers`: the data-movement ops the values pass through before this use, in order (none: a direct use). */

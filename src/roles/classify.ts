@@ -58,6 +58,10 @@ export function layoutForRole(role: Role, shape: readonly number[], fcOrder: 'in
 
 /** The classification a single use gives a tensor (a weight input of a layer op), or undefined. */
 function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined {
+  if (use.domain === MS) {
+    const c = classifyContribUse(t, use);
+    if (c) return c;
+  }
   if ((use.op === 'Conv' || use.op === 'ConvTranspose') && use.inputIndex === 1 && t.shape.length >= 3) {
     const order = use.op === 'Conv' ? 'out_in' : 'in_out';
     return { role: 'conv', layout: convSpec(t.shape, order), reason: `${use.op} weight` };
@@ -97,6 +101,14 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
     const layout = recurrentSpec(kind, t.shape);
     if (layout) return { role: kind, layout, reason: `${use.op} ${use.inputIndex === 1 ? 'W' : 'R'}` };
   }
+  // a plain RNN's W [directions, hidden, input] and R [directions, hidden, hidden]: one gate, so each hidden
+  // unit's row is a channel (the rows of every direction stacked)
+  if (use.op === 'RNN' && (use.inputIndex === 1 || use.inputIndex === 2) && t.shape.length === 3)
+    return {
+      role: 'fc',
+      layout: layoutForRole('fc', t.shape, 'out_in'),
+      reason: `RNN ${use.inputIndex === 1 ? 'W' : 'R'} ([directions·hidden, inputs]: one range per hidden unit)`,
+    };
   if (use.op === 'Einsum' && t.shape.length >= 2 && typeof use.attrs.equation === 'string') {
     // the operand's subscripts: its channels are the axis that survives into the output (`bi,ij->bj`: j)
     const [lhs, out = ''] = use.attrs.equation.replace(/\s/g, '').split('->');
@@ -108,6 +120,50 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
       reason: `Einsum operand ${term || use.inputIndex}`,
     };
   }
+  return undefined;
+}
+
+/** onnxruntime's contrib operator domain. */
+const MS = 'com.microsoft';
+
+/**
+ * Weights of onnxruntime's contrib ops (domain com.microsoft), which models saved after onnxruntime's graph
+ * optimizations or its transformer optimizer hold instead of the standard ops they fuse: FusedConv and NhwcConv
+ * (a Conv's [M, C/group, kH, kW] kernel), FusedGemm (Gemm's), FusedMatMul (MatMul's, with transA/transB),
+ * Attention's packed QKV projection ([input hidden, 3·hidden]) and EmbedLayerNormalization's word, position and
+ * segment tables. Their weights were kept whole as unknown uses.
+ */
+function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | undefined {
+  const { op, inputIndex } = use;
+  const rank = t.shape.length;
+  if ((op === 'FusedConv' || op === 'NhwcConv') && inputIndex === 1 && rank >= 3)
+    return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: `${op} weight` };
+  if (op === 'FusedGemm') {
+    const c = classifyUse(t, { ...use, op: 'Gemm', domain: undefined });
+    return c && { ...c, reason: `Fused${c.reason}` };
+  }
+  if (op === 'FusedMatMul' && (inputIndex === 0 || inputIndex === 1) && rank >= 2) {
+    // B [.., K, N] (or [.., N, K] with transB); A [.., M, K] (or [.., K, M] with transA): the output axis
+    const trans = use.attrs[inputIndex === 1 ? 'transB' : 'transA'] === 1;
+    const outLast = inputIndex === 1 ? !trans : trans;
+    return {
+      role: 'fc',
+      layout: layoutForRole('fc', t.shape, outLast ? 'in_out' : 'out_in'),
+      reason: `FusedMatMul constant operand ${inputIndex === 1 ? 'B' : 'A'}${trans ? ' (transposed)' : ''}`,
+    };
+  }
+  if (op === 'Attention' && inputIndex === 1 && rank === 2)
+    return {
+      role: 'fc',
+      layout: { kind: 'fc', nin: t.shape[0], nout: t.shape[1], order: 'in_out' },
+      reason: 'Attention QKV weights ([input hidden, 3·hidden])',
+    };
+  if (op === 'EmbedLayerNormalization' && inputIndex >= 2 && inputIndex <= 4 && rank === 2)
+    return {
+      role: 'fc',
+      layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
+      reason: `EmbedLayerNormalization ${['word', 'position', 'segment'][inputIndex - 2]} table ([rows, width]: one range per row)`,
+    };
   return undefined;
 }
 

@@ -135,6 +135,8 @@ interface ExternalRef {
 
 interface RawNode {
   op: string;
+  /** The operator set's domain where it is not the default one (`com.microsoft` for onnxruntime's contrib ops). */
+  domain?: string;
   inputs: string[];
   outputs: string[];
   attrs: Record<string, number | string | number[]>;
@@ -144,6 +146,9 @@ interface RawNode {
   constantTensorPath?: string;
   constantTensorRange?: [number, number];
 }
+
+/** NodeProto's domain (onnx.proto3). */
+const NODE_DOMAIN = 7;
 
 /** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
 const MODEL_IR_VERSION = 1;
@@ -223,7 +228,10 @@ export class OnnxReader implements ModelReader {
       if (f.field === NODE_INPUT) node.inputs.push(utf8(this.bytes, f.valueStart, f.end));
       else if (f.field === NODE_OUTPUT) node.outputs.push(utf8(this.bytes, f.valueStart, f.end));
       else if (f.field === NODE_OP_TYPE) node.op = utf8(this.bytes, f.valueStart, f.end);
-      else if (f.field === NODE_ATTRIBUTE) this.walkAttribute(f.valueStart, f.end, pathJoin(path, f.field, occ), node, depth);
+      else if (f.field === NODE_DOMAIN) {
+        const domain = utf8(this.bytes, f.valueStart, f.end);
+        if (domain && domain !== 'ai.onnx') node.domain = domain;
+      } else if (f.field === NODE_ATTRIBUTE) this.walkAttribute(f.valueStart, f.end, pathJoin(path, f.field, occ), node, depth);
     }
     this.nodes.push(node);
     if (node.op === 'Constant' && node.constantTensorPath && node.constantTensorRange) {
@@ -473,7 +481,13 @@ export class OnnxReader implements ModelReader {
         if (!input) return;
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
-        list.push({ op: node.op, inputIndex, attrs: node.attrs, node: node.path });
+        list.push({
+          op: node.op,
+          inputIndex,
+          attrs: node.attrs,
+          node: node.path,
+          ...(node.domain ? { domain: node.domain } : {}),
+        });
         if (carries(node.op, inputIndex))
           carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
       });
