@@ -338,6 +338,70 @@ describe("onnxruntime's contrib ops (com.microsoft)", () => {
   });
 });
 
+describe('a model from quantization-aware training (float weights behind QuantizeLinear → DequantizeLinear)', () => {
+  it('its weights are coded as the layers they reach, and the model passes the gate', async () => {
+    // PyTorch's and TensorRT's QAT exports keep float weights and quantize them at run time: every kernel sat
+    // behind a QuantizeLinear, was kept whole and exact (the graph rounds), and the archive was float32's size
+    const dir = tempDir();
+    const T = onnx.TensorProto.DataType;
+    const P = onnx.AttributeProto.AttributeType;
+    const k = gaussian(16 * 8 * 9, 11, 0.1);
+    const scale = new Float32Array(16).map((_, c) => Math.max(...k.subarray(c * 72, c * 72 + 72).map(Math.abs)) / 127);
+    const w = gaussian(72 * 32, 12, 0.1);
+    const int8 = (name: string, dims: number[]): onnx.ITensorProto => ({
+      name,
+      dims,
+      dataType: T.INT8,
+      rawData: new Uint8Array(dims.reduce((a, b) => a * b, 1)),
+    });
+    const axis0 = [{ name: 'axis', i: 0, type: P.INT }];
+    const file = join(dir, 'qat.onnx');
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'qat',
+        initializer: [
+          floatTensor('k', [16, 8, 3, 3], k),
+          floatTensor('k_scale', [16], scale),
+          int8('k_zero', [16]),
+          floatTensor('w', [72, 32], w),
+          floatTensor('w_scale', [], Float32Array.of(0.3 / 127)),
+          int8('w_zero', []),
+          floatTensor('a_scale', [], Float32Array.of(4 / 127)),
+          int8('a_zero', []),
+        ],
+        node: [
+          { opType: 'QuantizeLinear', input: ['img', 'a_scale', 'a_zero'], output: ['img_q'] },
+          { opType: 'DequantizeLinear', input: ['img_q', 'a_scale', 'a_zero'], output: ['img_d'] },
+          { opType: 'QuantizeLinear', input: ['k', 'k_scale', 'k_zero'], output: ['k_q'], attribute: axis0 },
+          { opType: 'DequantizeLinear', input: ['k_q', 'k_scale', 'k_zero'], output: ['k_d'], attribute: axis0 },
+          {
+            opType: 'Conv',
+            input: ['img_d', 'k_d'],
+            output: ['c'],
+            attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: P.INTS }],
+          },
+          { opType: 'QuantizeLinear', input: ['w', 'w_scale', 'w_zero'], output: ['w_q'] },
+          { opType: 'DequantizeLinear', input: ['w_q', 'w_scale', 'w_zero'], output: ['w_d'] },
+          { opType: 'MatMul', input: ['x', 'w_d'], output: ['y'] },
+        ],
+        input: [valueInfo('img', [1, 8, 10, 10]), valueInfo('x', [1, 72])],
+        output: [valueInfo('c', [1, 16, 10, 10]), valueInfo('y', [1, 32])],
+      }),
+    );
+    const reader = openModel(file);
+    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+    reader.close();
+    expect(layouts.k).toMatchObject({ role: 'conv', reason: 'Conv weight (through QuantizeLinear, DequantizeLinear)' });
+    expect(layouts.w).toMatchObject({ role: 'fc', layout: { kind: 'fc', nin: 72, nout: 32, order: 'in_out' } });
+    expect(layouts.k_scale.role).toBe('other');
+    const r = await compressModel(file, join(dir, 'qat.nnm'));
+    expect(r.compressedWeights).toBe(16 * 8 * 9 + 72 * 32);
+    expect(r.quality).toMatchObject({ checked: true, passed: true });
+    expect(r.quality!.fidelity!).toBeGreaterThan(0.95);
+  });
+});
+
 /** IEEE float16 bits of each value (round to nearest; values under float16's normal range become ±0). */
 function halfBytes(values: Float32Array): Uint8Array {
   const out = new Uint16Array(values.length);

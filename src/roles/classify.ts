@@ -167,8 +167,11 @@ function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | un
   return undefined;
 }
 
-/** Data movement that leaves a tensor's values in their shape and order (only the dtype may change). */
-const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'CastLike']);
+/**
+ * Data movement that leaves a tensor's values in their shape and order (only the dtype may change, or the values
+ * be rounded onto a quantization grid at run time: QuantizeLinear → DequantizeLinear, fake quantization).
+ */
+const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'CastLike', 'QuantizeLinear', 'DequantizeLinear']);
 
 function classifyOnnx(t: TensorEntry): Classification {
   for (const use of t.uses) {

@@ -63,7 +63,10 @@ import {
 /**
  * Ops that move or reshape their first input's values (Concat: any input's) without computing on them. Cast
  * (and CastLike) change only the dtype: a model that stores its weights as float16 and casts them to float32
- * before each Conv (weights halved for delivery, compute in float32) has every kernel behind one.
+ * before each Conv (weights halved for delivery, compute in float32) has every kernel behind one. A
+ * QuantizeLinear → DequantizeLinear pair keeps shape and order and rounds the values onto the model's own grid:
+ * a model exported from quantization-aware training (PyTorch, TensorRT's toolkit) holds its float weights behind
+ * one, quantized at run time.
  */
 const DATA_MOVES = new Set([
   'Slice',
@@ -77,6 +80,8 @@ const DATA_MOVES = new Set([
   'Concat',
   'Cast',
   'CastLike',
+  'QuantizeLinear',
+  'DequantizeLinear',
 ]);
 const carries = (op: string, inputIndex: number): boolean => DATA_MOVES.has(op) && (inputIndex === 0 || op === 'Concat');
 
