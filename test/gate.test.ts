@@ -166,6 +166,12 @@ describe('quality gate', () => {
       /the default 8-bit grid: fidelity \S+ < 0\.99 at [\d.]+ bits\/weight; looking for the smallest archive that passes/,
     );
     expect(text).toMatch(/escalated: (16-bit codes everywhere \()?[\d.]+ bits\/weight/);
+    // one line a budget tried, each with its verdict and size; the allocator's own lines (a target of the refused
+    // size) are not printed
+    expect(text).toMatch(
+      /escalation: finer grids allocated for a budget of 1× the default's size\nfidelity [\d.]+ [<≥] 0\.99 .*: [\d.]+ bits\/weight/,
+    );
+    expect(text).not.toMatch(/allocated [\d.]+ bits\/weight \(estimate\)/);
     const escalated = new Archive(out).manifest.options.escalated as { fidelity: number; bitsPerWeight: number };
     expect(escalated.fidelity).toBeLessThan(0.99);
     expect(r.bitsPerWeight).toBeGreaterThan(escalated.bitsPerWeight * 0.8);
@@ -184,7 +190,9 @@ describe('quality gate', () => {
       expect(new Archive(out).manifest.options.escalated).toBeUndefined();
     }
     const e = await compressModel(model, join(dir, 'none.nnm'), { minFidelity: 0.99, escalate: false }).catch((x: unknown) => x);
-    expect((e as QualityError).message).toMatch(/no output written; try --bits 16 .*, lower --min-fidelity, or --force/);
+    expect((e as QualityError).message).toMatch(
+      /no output written; leave out --no-escalate \(compress then looks for the smallest archive that passes\), try --bits 16 .*, lower --min-fidelity, or --force/,
+    );
     expect(existsSync(join(dir, 'none.nnm'))).toBe(false);
     // a floor nothing meets: the default refused after the search, no output, the error says what was tried
     const never = await compressModel(model, join(dir, 'never.nnm'), { minFidelity: 1 }).catch((x: unknown) => x);

@@ -190,8 +190,12 @@ export async function compressModel(input: string, output: string, options: Comp
     let jobOptions: ResolvedOptions = resolved;
     // every coded tensor at these code bits (escalation's last resort: the `--bits 16` archive)
     let allBits: number | undefined;
+    // escalation: its own log line a budget, not the allocator's (whose target is the refused default's size)
+    let quietAllocation = false;
+    // the gate's record of an archive written before with the same bytes (escalation writes its best again)
+    let judged: QualityRecord | undefined;
     const encode = async (budgetScale: number, refuse = false, remedy?: string): Promise<CompressResult> => {
-      const grids = allocation?.(budgetScale);
+      const grids = allocation?.(budgetScale, quietAllocation);
       lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
         if (p.kind === 'coded' && allBits !== undefined) return withBits(p as CodedPlan, allBits, resolved, reader.file);
@@ -208,12 +212,13 @@ export async function compressModel(input: string, output: string, options: Comp
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
         ...(cache ? { cache } : {}),
-        quality,
+        quality: judged ?? quality,
         refuse,
         remedy,
       });
       written = true;
-      if (resolved.targetBpw !== undefined || jobOptions !== resolved) resolved.onLog?.(describeQuality(result.quality!));
+      if (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged))
+        resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;
     };
     const target = lossless ? undefined : resolved.targetBpw;
@@ -221,7 +226,14 @@ export async function compressModel(input: string, output: string, options: Comp
       const remedy = finerCodes(resolved);
       const escalates =
         Boolean(remedy) && resolved.escalate && resolved.asked.bits === undefined && cal !== undefined && resolved.check;
-      if (!escalates) return await encode(1, true, remedy);
+      if (!escalates)
+        return await encode(
+          1,
+          true,
+          remedy && !resolved.escalate
+            ? `leave out --no-escalate (compress then looks for the smallest archive that passes), ${remedy}`
+            : remedy,
+        );
       const plain = await encode(1);
       if (plain.quality?.passed !== false) return plain;
       // The default grid moves the model past the floor: the smallest archive that passes, from an allocation of
@@ -243,8 +255,10 @@ export async function compressModel(input: string, output: string, options: Comp
       let passing: { scale: number; result: CompressResult } | undefined;
       let failing = 0;
       let last = 0;
+      quietAllocation = true;
       const attempt = async (s: number): Promise<boolean> => {
         record({ by: 'allocation' });
+        resolved.onLog?.(`escalation: finer grids allocated for a budget of ${+s.toFixed(2)}× the default's size`);
         const r = await encode(s);
         last = s;
         const ok = r.quality?.passed !== false;
@@ -264,8 +278,11 @@ export async function compressModel(input: string, output: string, options: Comp
       if (passing) {
         const p = passing as { scale: number; result: CompressResult };
         if (last !== p.scale) {
+          // the same archive again (encoding is deterministic): its gate record is the one already taken
           record({ by: 'allocation' });
+          judged = p.result.quality;
           p.result = await encode(p.scale);
+          judged = undefined;
         }
         resolved.onLog?.(
           `escalated: ${p.result.bitsPerWeight.toFixed(3)} bits/weight passes (fidelity ${p.result.quality!.fidelity}), where the default grid's ${from.toFixed(3)} did not`,
@@ -276,6 +293,7 @@ export async function compressModel(input: string, output: string, options: Comp
       allocation = undefined;
       allBits = 16;
       record({ by: '16-bit codes' });
+      resolved.onLog?.('escalation: 16-bit codes everywhere');
       const sixteen = await encode(1);
       if (sixteen.quality?.passed !== false) {
         resolved.onLog?.(
