@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The nnmedia command line: argument parsing and printing only; the work is in the library. */
 
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -324,9 +324,9 @@ export function buildProgram(): Command {
   ).action(async (model: string | undefined, f: FlagValues) => {
     const input = model ?? DEFAULT_MODEL;
     await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
-    // a kept folder, named in the output, so the printed paths still exist after the demo exits
-    const dir = join(tmpdir(), 'nnmedia-demo');
-    mkdirSync(dir, { recursive: true });
+    // a kept folder, named in the output, so the printed paths still exist after the demo exits; a fresh one each
+    // run, so that two demos at once (two terminals, CI jobs sharing /tmp) do not write over each other's files
+    const dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
     const archive = join(dir, 'model.nnm');
     const restored = join(dir, `restored${extname(input) || '.onnx'}`);
     const t0 = performance.now();
