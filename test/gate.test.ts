@@ -194,6 +194,18 @@ describe('quality gate', () => {
       /no output written; leave out --no-escalate \(compress then looks for the smallest archive that passes\), try --bits 16 .*, lower --min-fidelity, or --force/,
     );
     expect(existsSync(join(dir, 'none.nnm'))).toBe(false);
+    // interrupted during the search (the refused default archive already written once): no output left
+    const controller = new AbortController();
+    const aborted = await compressModel(model, join(dir, 'aborted.nnm'), {
+      minFidelity: 0.99,
+      signal: controller.signal,
+      onLog: (m) => {
+        if (m.startsWith('escalation:')) controller.abort();
+      },
+    }).catch((x: unknown) => x);
+    expect(aborted).toBeInstanceOf(Error);
+    expect(aborted).not.toBeInstanceOf(QualityError);
+    expect(existsSync(join(dir, 'aborted.nnm'))).toBe(false);
     // a floor nothing meets: the default refused after the search, no output, the error says what was tried
     const never = await compressModel(model, join(dir, 'never.nnm'), { minFidelity: 1 }).catch((x: unknown) => x);
     expect(never).toBeInstanceOf(QualityError);

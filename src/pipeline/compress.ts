@@ -12,7 +12,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { unlinkSync } from 'node:fs';
+import { rmSync, unlinkSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
@@ -39,7 +39,7 @@ import {
   type Calibration,
 } from './gate.js';
 import type { QualityRecord } from '../archive/manifest.js';
-import { BadCalibrationError, OptionError } from '../errors.js';
+import { BadCalibrationError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
 import {
   captureStatistics,
@@ -88,6 +88,10 @@ export async function compressModel(input: string, output: string, options: Comp
   await checkOutputPath(output, [input], { force: resolved.force });
   const reader = openModel(input);
   const hashing = new AbortController();
+  // rate control and escalation write the archive more than once: after the first write the file at `output` is
+  // ours, and a run that then fails other than by a refusal kept with --force leaves none (an abort or an error
+  // in a later attempt left the refused default archive there, exit non-zero)
+  let written = false;
   try {
     const plans = planTensors(reader, resolved);
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
@@ -178,8 +182,6 @@ export async function compressModel(input: string, output: string, options: Comp
       cal && resolved.check
         ? async (file) => qualityRecord(await measureArchive(file, cal, resolved.signal), cal, resolved.minFidelity)
         : { checked: false, reason: resolved.check ? notRunnable : 'skipped (check: false)' };
-    // rate control writes the archive more than once: after the first write the file at `output` is ours
-    let written = false;
     let lastGrids = '';
     // a budget's attempts after the first re-encode only the tensors whose grid moved
     let cache =
@@ -402,6 +404,9 @@ export async function compressModel(input: string, output: string, options: Comp
     }
     unlinkSync(output);
     throw gateError(output, failed.quality!, false, smallest, { head, advice });
+  } catch (e) {
+    if (written && !(e instanceof QualityError && e.details.kept)) rmSync(output, { force: true });
+    throw e;
   } finally {
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
     reader.close();
