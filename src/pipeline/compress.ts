@@ -227,7 +227,16 @@ export async function compressModel(input: string, output: string, options: Comp
     if (target === undefined) {
       const remedy = finerCodes(resolved);
       const escalates =
-        Boolean(remedy) && resolved.escalate && resolved.asked.bits === undefined && cal !== undefined && resolved.check;
+        Boolean(remedy) &&
+        resolved.escalate &&
+        weights > 0 &&
+        // nothing about the grid or codec asked for: the codec set carries 16-bit codes, the quantizer is the default's
+        resolved.asked.bits === undefined &&
+        resolved.asked.quantizer === undefined &&
+        resolved.asked.codec === undefined &&
+        resolved.asked.media === undefined &&
+        cal !== undefined &&
+        resolved.check;
       if (!escalates)
         return await encode(
           1,
@@ -304,17 +313,21 @@ export async function compressModel(input: string, output: string, options: Comp
         return sixteen;
       }
       const head = `the default grid (${from.toFixed(3)} bits/weight) and finer ones up to 16-bit codes everywhere (${sixteen.bitsPerWeight.toFixed(3)}, fidelity ${sixteen.quality!.fidelity})`;
-      const advice =
-        '; the model moves more than the floor allows even at 16-bit codes: lower --min-fidelity, or judge only the outputs that matter (--judge-output)';
+      const advice = '; the model moves more than the floor allows even at 16-bit codes';
       if (resolved.force) {
         // keep the default archive, as --force says for the default, and still fail
         allBits = undefined;
         jobOptions = resolved;
+        judged = q0;
         await encode(1);
         throw gateError(output, q0, true, undefined, { head, advice });
       }
       unlinkSync(output);
-      throw gateError(output, q0, false, undefined, { head, advice });
+      throw gateError(output, q0, false, undefined, {
+        head,
+        advice,
+        remedy: 'judge only the outputs that matter (--judge-output)',
+      });
     }
     let result = await encode(1);
     // The allocator's rate is an estimate. Over the target: tighten. Under by more than 5 %: spend the rest,

@@ -83,7 +83,18 @@ const DATA_MOVES = new Set([
   'QuantizeLinear',
   'DequantizeLinear',
 ]);
-const carries = (op: string, inputIndex: number): boolean => DATA_MOVES.has(op) && (inputIndex === 0 || op === 'Concat');
+/** ONNX float element types (FLOAT, FLOAT16, DOUBLE, BFLOAT16): a Cast to one of them keeps a weight's values. */
+const FLOAT_TYPES = new Set([1, 10, 11, 16]);
+/**
+ * Whether a node carries its input on as the same values: a data move's data input; a Cast only to a float type
+ * (a Cast to an integer truncates: float → int → float is a rounding of its own); CastLike never (its target type
+ * is another tensor's).
+ */
+const carries = (op: string, inputIndex: number, attrs: Record<string, unknown> = {}): boolean =>
+  DATA_MOVES.has(op) &&
+  op !== 'CastLike' &&
+  (op !== 'Cast' || FLOAT_TYPES.has(attrs.to as number)) &&
+  (inputIndex === 0 || op === 'Concat');
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
@@ -493,13 +504,13 @@ export class OnnxReader implements ModelReader {
           node: node.path,
           ...(node.domain ? { domain: node.domain } : {}),
         });
-        if (carries(node.op, inputIndex))
+        if (carries(node.op, inputIndex, node.attrs))
           carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
       });
     }
     const consumers = (value: string, seen: Set<string>, through: readonly string[]): TensorUse[] =>
       (uses.get(value) ?? [])
-        .flatMap((u) => (carries(u.op, u.inputIndex) ? [] : [through.length ? { ...u, through } : u]))
+        .flatMap((u) => (carries(u.op, u.inputIndex, u.attrs) ? [] : [through.length ? { ...u, through } : u]))
         .concat(
           (carriedTo.get(value) ?? [])
             .filter(({ output }) => !seen.has(output) && seen.add(output))
