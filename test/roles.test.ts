@@ -123,9 +123,7 @@ describe('weights reached through data movement, and Einsum operands', () => {
     const dir = tempDir();
     const file = join(dir, 'hidden.onnx');
     writeFileSync(file, model());
-    const reader = openModel(file);
-    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
-    reader.close();
+    const layouts = layoutsOf(file);
     expect(layouts['onnx::MatMul_5']).toMatchObject({
       layout: { kind: 'fc', nin: 64, nout: 128, order: 'in_out' },
       reason: 'MatMul constant operand (through Identity)',
@@ -186,9 +184,7 @@ describe('weights reached through data movement, and Einsum operands', () => {
         output: [valueInfo('c', [1, 16, 10, 10]), valueInfo('y', [1, 32])],
       }),
     );
-    const reader = openModel(file);
-    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
-    reader.close();
+    const layouts = layoutsOf(file);
     expect(layouts.k16).toMatchObject({ role: 'conv', reason: 'Conv weight (through Cast)' });
     expect(layouts.w16).toMatchObject({ role: 'fc', layout: { kind: 'fc', nin: 128, nout: 32, order: 'in_out' } });
     const r = await compressModel(file, join(dir, 'cast.nnm'));
@@ -239,9 +235,7 @@ describe('a plain RNN', () => {
         output: [valueInfo('y', [6, 2, 1, 48])],
       }),
     );
-    const reader = openModel(file);
-    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
-    reader.close();
+    const layouts = layoutsOf(file);
     expect(layouts.W).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 96, nin: 24, order: 'out_in' } });
     expect(layouts.R).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 96, nin: 48, order: 'out_in' } });
     const r = await compressModel(file, join(dir, 'rnn.nnm'));
@@ -323,9 +317,7 @@ describe("onnxruntime's contrib ops (com.microsoft)", () => {
         graph,
       }).finish(),
     );
-    const reader = openModel(file);
-    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
-    reader.close();
+    const layouts = layoutsOf(file);
     expect(layouts.k).toMatchObject({ role: 'conv', reason: 'FusedConv weight' });
     expect(layouts.w2).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 16, nin: H, order: 'out_in' } });
     expect(layouts.qkv).toMatchObject({ role: 'fc', layout: { kind: 'fc', nin: H, nout: 3 * H, order: 'in_out' } });
@@ -389,9 +381,7 @@ describe('a model from quantization-aware training (float weights behind Quantiz
         output: [valueInfo('c', [1, 16, 10, 10]), valueInfo('y', [1, 32])],
       }),
     );
-    const reader = openModel(file);
-    const layouts = Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
-    reader.close();
+    const layouts = layoutsOf(file);
     expect(layouts.k).toMatchObject({ role: 'conv', reason: 'Conv weight (through QuantizeLinear, DequantizeLinear)' });
     expect(layouts.w).toMatchObject({ role: 'fc', layout: { kind: 'fc', nin: 72, nout: 32, order: 'in_out' } });
     expect(layouts.k_scale.role).toBe('other');
@@ -415,4 +405,14 @@ function halfBytes(values: Float32Array): Uint8Array {
     out[i] = sign | ((e + 15) << 10) | m;
   });
   return new Uint8Array(out.buffer);
+}
+
+/** Each tensor's classification by key, as compress plans it. */
+function layoutsOf(file: string): Record<string, ReturnType<typeof classifyTensor>> {
+  const reader = openModel(file);
+  try {
+    return Object.fromEntries(reader.tensors.map((t) => [t.key, classifyTensor(t, 'onnx')]));
+  } finally {
+    reader.close();
+  }
 }

@@ -12,7 +12,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { rmSync, unlinkSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, sha256File } from '../io/atomic.js';
@@ -322,7 +322,7 @@ export async function compressModel(input: string, output: string, options: Comp
         await encode(1);
         throw gateError(output, q0, true, undefined, { head, advice });
       }
-      unlinkSync(output);
+      // (the catch below removes the output)
       throw gateError(output, q0, false, undefined, {
         head,
         advice,
@@ -415,7 +415,6 @@ export async function compressModel(input: string, output: string, options: Comp
       if (passing) await encode(failedScale);
       throw gateError(output, failed.quality!, true, smallest, { head, advice });
     }
-    unlinkSync(output);
     throw gateError(output, failed.quality!, false, smallest, { head, advice });
   } catch (e) {
     if (written && !(e instanceof QualityError && e.details.kept)) rmSync(output, { force: true });

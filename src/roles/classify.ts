@@ -171,7 +171,7 @@ function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | un
  * Data movement that leaves a tensor's values in their shape and order (only the dtype may change, or the values
  * be rounded onto a quantization grid at run time: QuantizeLinear → DequantizeLinear, fake quantization).
  */
-const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'CastLike', 'QuantizeLinear', 'DequantizeLinear']);
+const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'QuantizeLinear', 'DequantizeLinear']);
 
 function classifyOnnx(t: TensorEntry): Classification {
   for (const use of t.uses) {

@@ -62,7 +62,7 @@ import {
 
 /**
  * Ops that move or reshape their first input's values (Concat: any input's) without computing on them. Cast
- * (and CastLike) change only the dtype: a model that stores its weights as float16 and casts them to float32
+ * (to a float type: `carries`) changes only the dtype: a model that stores its weights as float16 and casts them to float32
  * before each Conv (weights halved for delivery, compute in float32) has every kernel behind one. A
  * QuantizeLinear → DequantizeLinear pair keeps shape and order and rounds the values onto the model's own grid:
  * a model exported from quantization-aware training (PyTorch, TensorRT's toolkit) holds its float weights behind
@@ -79,7 +79,6 @@ const DATA_MOVES = new Set([
   'Flatten',
   'Concat',
   'Cast',
-  'CastLike',
   'QuantizeLinear',
   'DequantizeLinear',
 ]);
@@ -87,14 +86,11 @@ const DATA_MOVES = new Set([
 const FLOAT_TYPES = new Set([1, 10, 11, 16]);
 /**
  * Whether a node carries its input on as the same values: a data move's data input; a Cast only to a float type
- * (a Cast to an integer truncates: float → int → float is a rounding of its own); CastLike never (its target type
- * is another tensor's).
+ * (a Cast to an integer truncates: float → int → float is a rounding of its own). CastLike is not carried: its
+ * target type is another tensor's.
  */
 const carries = (op: string, inputIndex: number, attrs: Record<string, unknown> = {}): boolean =>
-  DATA_MOVES.has(op) &&
-  op !== 'CastLike' &&
-  (op !== 'Cast' || FLOAT_TYPES.has(attrs.to as number)) &&
-  (inputIndex === 0 || op === 'Concat');
+  DATA_MOVES.has(op) && (op !== 'Cast' || FLOAT_TYPES.has(attrs.to as number)) && (inputIndex === 0 || op === 'Concat');
 
 /** ONNX itself refuses protobufs over 2 GiB; larger weights live in external data. */
 const MAX_ONNX_BYTES = 2 ** 31;
