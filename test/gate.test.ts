@@ -5,7 +5,7 @@
  * that run a front end needing ≥ 512 samples, and the default against per-channel int8 round-to-nearest.
  */
 
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import { withTempFile } from '../src/io/atomic.js';
@@ -206,6 +206,22 @@ describe('quality gate', () => {
     expect(aborted).toBeInstanceOf(Error);
     expect(aborted).not.toBeInstanceOf(QualityError);
     expect(existsSync(join(dir, 'aborted.nnm'))).toBe(false);
+    // the same from the CLI: Ctrl-C during the search (the CLI's signal handler exits before the run's own
+    // clean-up) leaves no refused attempt at -o
+    const cli = join(import.meta.dirname, '../dist/cli/main.js');
+    const interrupted = join(dir, 'interrupted.nnm');
+    const child = spawn(process.execPath, [cli, 'compress', model, '-o', interrupted, '--min-fidelity', '0.99'], {
+      stdio: 'pipe',
+    });
+    let err = '';
+    const closed = new Promise<number | string>((r) => child.on('close', (c, s) => r(c ?? s ?? 'none')));
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (/escalation: finer grids/.test(err) && !child.killed) child.kill('SIGINT');
+    });
+    expect(await closed).toBe(130);
+    expect(err).toMatch(/interrupted; no output written/);
+    expect(existsSync(interrupted)).toBe(false);
     // a floor nothing meets: the default refused after the search, no output, the error says what was tried
     const never = await compressModel(model, join(dir, 'never.nnm'), { minFidelity: 1 }).catch((x: unknown) => x);
     expect(never).toBeInstanceOf(QualityError);
@@ -217,7 +233,6 @@ describe('quality gate', () => {
     const lossy = await compressModel(model, join(dir, 'lossy.nnm'), { codec: 'jpeg', quality: 1 }).catch((x: unknown) => x);
     expect((lossy as QualityError).message).toMatch(/give a larger budget/);
     // the CLI: exit 0 with the escalation in the summary and in --json; --no-escalate exits 7
-    const cli = join(import.meta.dirname, '..', 'dist/cli/main.js');
     const ok = spawnSync(process.execPath, [cli, 'compress', model, '-o', join(dir, 'cli.nnm'), '--min-fidelity', '0.99'], {
       encoding: 'utf8',
     });

@@ -24,8 +24,23 @@ import { checkOutputFolder, errnoOf, fsError } from './files.js';
 
 const pending = new Set<string>();
 
+/**
+ * Outputs a run has written but may still replace or withdraw: rate control and escalation write an attempt to
+ * the output, judge it, and go on. An interrupt removes them with the temporary files, so Ctrl-C during a search
+ * leaves no refused attempt at the output. The run releases its output when it returns or fails.
+ */
+const provisional = new Set<string>();
+
+export function holdOutput(path: string): void {
+  provisional.add(resolve(path));
+}
+
+export function releaseOutput(path: string): void {
+  provisional.delete(resolve(path));
+}
+
 export function removePendingTemps(): void {
-  for (const p of pending) {
+  for (const p of [...pending, ...provisional]) {
     try {
       unlinkSync(p);
     } catch {
@@ -33,6 +48,7 @@ export function removePendingTemps(): void {
     }
   }
   pending.clear();
+  provisional.clear();
 }
 
 function samePath(a: string, b: string): boolean {

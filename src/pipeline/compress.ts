@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
-import { checkOutputPath, sha256File } from '../io/atomic.js';
+import { checkOutputPath, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
@@ -219,6 +219,7 @@ export async function compressModel(input: string, output: string, options: Comp
         remedy,
       });
       written = true;
+      holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it
       if (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged))
         resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;
@@ -420,6 +421,7 @@ export async function compressModel(input: string, output: string, options: Comp
     if (written && !(e instanceof QualityError && e.details.kept)) rmSync(output, { force: true });
     throw e;
   } finally {
+    releaseOutput(output);
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
     reader.close();
   }
