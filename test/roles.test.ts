@@ -4,7 +4,7 @@
  * range per output channel: a row of A, a column of B. Weights that reach their layer through Identity (PyTorch's
  * shared weights), Transpose (TensorFlow's HWIO kernels) or an Einsum were kept whole too.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
@@ -203,6 +203,78 @@ describe('weights reached through data movement, and Einsum operands', () => {
       x: new ort.Tensor('float32', new Float32Array(128).fill(0.25), [1, 128]),
     });
     expect(out.y.dims).toEqual([1, 32]);
+  });
+});
+
+describe('tables added to the activations', () => {
+  it('a positional embedding (added directly or through Slice) is coded a range per row; a bias and a -inf mask stay kept', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'added.onnx');
+    const mask = new Float32Array(16 * 16).map((_, i) => (i % 16 > Math.floor(i / 16) ? -Infinity : 0));
+    const i64 = (name: string, v: number): onnx.ITensorProto => ({
+      name,
+      dims: [1],
+      dataType: onnx.TensorProto.DataType.INT64,
+      int64Data: [v],
+    });
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'added',
+        initializer: [
+          floatTensor('pos_embed', [1, 16, 32], gaussian(16 * 32, 11, 0.02)),
+          floatTensor('positions', [64, 32], gaussian(64 * 32, 12, 0.02)),
+          floatTensor('bias', [1, 32 * 16], gaussian(32 * 16, 13, 0.1)),
+          floatTensor('mask', [16, 16], mask),
+          floatTensor('Wv', [32, 16], gaussian(32 * 16, 14, 0.2)),
+          i64('start', 0),
+          i64('end', 16),
+        ],
+        node: [
+          { opType: 'Add', input: ['x', 'pos_embed'], output: ['h0'] },
+          { opType: 'Slice', input: ['positions', 'start', 'end'], output: ['p'] },
+          { opType: 'Add', input: ['h0', 'p'], output: ['h'] },
+          { opType: 'MatMul', input: ['h', 'Wv'], output: ['s'] },
+          { opType: 'Add', input: ['s', 'mask'], output: ['y'] },
+          { opType: 'Reshape', input: ['h', 'flat'], output: ['hf'] },
+          { opType: 'Add', input: ['hf', 'bias'], output: ['z'] },
+        ],
+        input: [valueInfo('x', [1, 16, 32])],
+        output: [valueInfo('y', [1, 16, 16]), valueInfo('z', [1, 512])],
+      }),
+    );
+    // the Reshape's target shape as a constant node (an initializer of int64 would be a tensor of its own)
+    const withShape = onnx.ModelProto.decode(readFileSync(file));
+    withShape.graph!.node!.unshift({
+      opType: 'Constant',
+      output: ['flat'],
+      attribute: [
+        {
+          name: 'value',
+          t: { dims: [2], dataType: onnx.TensorProto.DataType.INT64, int64Data: [1, 512] },
+          type: onnx.AttributeProto.AttributeType.TENSOR,
+        },
+      ],
+    });
+    writeFileSync(file, onnx.ModelProto.encode(withShape).finish());
+    const layouts = layoutsOf(file);
+    expect(layouts.pos_embed).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 16, nin: 32, order: 'out_in' } });
+    expect(layouts.pos_embed.reason).toMatch(/^Add table/);
+    expect(layouts.positions).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 64, nin: 32, order: 'out_in' } });
+    expect(layouts.positions.reason).toMatch(/through Slice/);
+    expect(layouts.bias.role).toBe('other');
+    const r = await compressModel(file, join(dir, 'added.nnm'));
+    // the mask is a table by shape, but -inf: kept (it was never a weight), exactly
+    expect(r.compressedWeights).toBe(16 * 32 + 64 * 32 + 32 * 16);
+    expect(r.quality).toMatchObject({ checked: true, passed: true });
+    await decompressArchive(join(dir, 'added.nnm'), join(dir, 'back.onnx'));
+    const back = openModel(join(dir, 'back.onnx'));
+    try {
+      const m = back.tensors.find((t) => t.name === 'mask')!;
+      expect(Array.from(back.read(m.key))).toEqual(Array.from(mask));
+    } finally {
+      back.close();
+    }
   });
 });
 

@@ -11,7 +11,7 @@ import { elementCount, rowElements, storageRecord } from '../formats/model.js';
 import { blockSize } from '../layout/blocks.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec } from '../layout/types.js';
-import { classifyTensor, layoutForRole } from '../roles/classify.js';
+import { ADDED_TABLE, classifyTensor, layoutForRole } from '../roles/classify.js';
 import {
   type CODEC_SET_NAMES,
   type CompressOptions,
@@ -78,6 +78,9 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
         throw new UnsupportedError(`role ${rule.role} does not fit shape [${entry.shape}]`, ctx);
       cls = { role: rule.role, layout, reason: 'config rule' };
     }
+    // a table added to activations that holds a non-finite value is a mask (-inf on attention scores), not a weight
+    if (!rule.role && cls.reason.startsWith(ADDED_TABLE) && !reader.read(entry.key).every(Number.isFinite))
+      cls = { role: 'other', reason: 'added to activations, with non-finite values (a mask)' };
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
     const settings = settingsFor(entry.name, resolved);

@@ -96,6 +96,12 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
       layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
       reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
     };
+  // a table added to the activations (a learnt positional embedding: ViT's pos_embed [1, tokens, width], a
+  // Slice of [positions, width]; Whisper's sinusoids): one range per row, as a Gather table. Only a table (two
+  // or more axes longer than 1): a bias [1, C] or [1, C, 1, 1] stays kept. `addedTable` is the plan's check
+  // that its values are finite (a mask of -inf added to attention scores stays kept).
+  if (use.op === 'Add' && (use.inputIndex === 0 || use.inputIndex === 1) && isTable(t.shape))
+    return { role: 'fc', layout: layoutForRole('fc', t.shape, 'out_in'), reason: ADDED_TABLE };
   if ((use.op === 'LSTM' || use.op === 'GRU') && (use.inputIndex === 1 || use.inputIndex === 2)) {
     const kind = use.op === 'LSTM' ? 'lstm' : 'gru';
     const layout = recurrentSpec(kind, t.shape);
@@ -122,6 +128,12 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
   }
   return undefined;
 }
+
+/** Why a tensor added to activations is coded (`planTensors` keeps it when a value is not finite). */
+export const ADDED_TABLE = 'Add table ([rows, width]: one range per row, e.g. a positional embedding)';
+
+/** At least two axes longer than 1: a table, not a bias broadcast along the others. */
+const isTable = (shape: readonly number[]): boolean => shape.filter((d) => d > 1).length >= 2;
 
 /** onnxruntime's contrib operator domain. */
 const MS = 'com.microsoft';
@@ -206,6 +218,7 @@ const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   MatMul: [0, 1],
   Einsum: [0, 1, 2, 3],
   Gather: [0],
+  Add: [0, 1],
   LSTM: [1, 2],
   GRU: [1, 2],
 };
@@ -236,6 +249,10 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
     }
   }
   if (!WEIGHT_INPUTS[use.op]?.includes(use.inputIndex) || t.shape.length < 2) return undefined;
+  if (use.op === 'Add')
+    return isTable(t.shape)
+      ? { role: 'fc', layout: layoutForRole('fc', t.shape, 'out_in'), reason: `${ADDED_TABLE} (${path})` }
+      : undefined;
   return {
     role: 'fc',
     layout: layoutForRole('fc', t.shape, 'in_out'),
