@@ -307,6 +307,25 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     );
   },
   E_UNSUPPORTED: async () => {
+    // model files of other frameworks, by their first bytes: named, with the way to a format nnmedia reads
+    const zipHeader = Buffer.alloc(30);
+    zipHeader.write('PK\x03\x04', 0, 'latin1');
+    const others: Array<[string, Buffer, RegExp]> = [
+      [
+        'model.pt',
+        Buffer.concat([zipHeader, Buffer.from('archive/data.pkl')]),
+        /a PyTorch checkpoint \(torch\.save\).*safetensors\.torch\.save_file.*torch\.onnx\.export/,
+      ],
+      ['legacy.pth', Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00]), /a Python pickle/],
+      ['llama.gguf', Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'), /a GGUF file \(llama\.cpp\).*the float model/],
+      ['model.tflite', Buffer.from('\x1c\x00\x00\x00TFL3', 'latin1'), /a TensorFlow Lite model.*tf2onnx/],
+      ['model.h5', Buffer.from('\x89HDF\r\n\x1a\n', 'latin1'), /an HDF5 file \(a Keras \.h5 model\?\)/],
+    ];
+    for (const [name, bytes, message] of others) {
+      writeFileSync(join(dir, name), Buffer.concat([bytes, Buffer.alloc(64)]));
+      expectFailure(await cli(['compress', name, '-o', 'x.nnm']), 'E_UNSUPPORTED', message);
+      expect(existsSync(join(dir, 'x.nnm'))).toBe(false);
+    }
     // a rule that fits no tensor's shape (b1 is a bias of 32)
     writeFileSync(join(dir, 'rules.json'), JSON.stringify({ tensors: [{ match: 'b1', role: 'fc' }] }));
     expectFailure(

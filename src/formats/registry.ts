@@ -5,7 +5,7 @@
 
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
-import { BadModelError } from '../errors.js';
+import { BadModelError, UnsupportedError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import type { ModelFormat, ModelFormatModule, ModelReader, StoredTensor } from './model.js';
 import { onnxFormat } from './onnx/index.js';
@@ -17,7 +17,7 @@ export type { ModelFormatModule, StoredTensor } from './model.js';
 export const MODEL_FORMATS: readonly ModelFormatModule[] = [safetensorsFormat, onnxFormat];
 
 /** Bytes read from the start of a file to recognise its format (`ModelFormatModule.sniff` sees at most these). */
-const SNIFF_BYTES = 9;
+const SNIFF_BYTES = 128;
 
 export function modelFormat(name: ModelFormat): ModelFormatModule {
   const f = MODEL_FORMATS.find((m) => m.name === name);
@@ -49,6 +49,8 @@ export function detectFormat(file: string): ModelFormat {
   }
   const sniffed = MODEL_FORMATS.find((f) => f.sniff(head.subarray(0, n)));
   if (sniffed) return sniffed.name;
+  const other = otherFormat(head.subarray(0, n));
+  if (other) throw new UnsupportedError(`${other.what}, which nnmedia does not read: ${other.advice}`, { file });
   if (ZIP_SIGNATURE.every((b, i) => head[i] === b))
     throw new BadModelError('a ZIP file (an nnmedia archive?), not a model: an archive is read by `nnmedia decompress`', {
       file,
@@ -62,6 +64,38 @@ export function detectFormat(file: string): ModelFormat {
 }
 
 /** Opens a model file: a missing file, a directory or an unreadable one is an `IoError` naming it. */
+const ascii = (head: Uint8Array, from: number, to: number): string => String.fromCharCode(...head.subarray(from, to));
+
+/**
+ * Model files of other frameworks, recognised by their first bytes, with the way from each to a format nnmedia
+ * reads: a user with a PyTorch checkpoint is told how to get there, not that the file is broken.
+ */
+function otherFormat(head: Uint8Array): { what: string; advice: string } | undefined {
+  const toSafetensors =
+    'save its state dict with safetensors (safetensors.torch.save_file) or export the model to ONNX (torch.onnx.export)';
+  // torch.save: a ZIP whose first entry is <name>/data.pkl (or .format/version …); before PyTorch 1.6 a pickle
+  if (
+    ZIP_SIGNATURE.every((b, i) => head[i] === b) &&
+    /(^|\/)(data\.pkl|\.format_version|byteorder|version)/.test(ascii(head, 30, head.length))
+  )
+    return { what: 'a PyTorch checkpoint (torch.save)', advice: toSafetensors };
+  if (head[0] === 0x80 && head[1] >= 2 && head[1] <= 5)
+    return { what: 'a Python pickle (a PyTorch checkpoint?)', advice: toSafetensors };
+  if (ascii(head, 0, 4) === 'GGUF')
+    return {
+      what: 'a GGUF file (llama.cpp)',
+      advice: 'give nnmedia the float model it was converted from (safetensors, as in the model’s repository)',
+    };
+  if (ascii(head, 4, 8) === 'TFL3')
+    return { what: 'a TensorFlow Lite model', advice: 'convert it to ONNX (python -m tf2onnx.convert --tflite …)' };
+  if (ascii(head, 0, 8) === '\x89HDF\r\n\x1a\n')
+    return {
+      what: 'an HDF5 file (a Keras .h5 model?)',
+      advice: 'convert it to ONNX (tf2onnx) or save its weights as safetensors',
+    };
+  return undefined;
+}
+
 export function openModel(file: string): ModelReader {
   const size = checkInputFile(file, 'model').size;
   if (size === 0) throw new BadModelError('empty file (0 bytes): not a model', { file });
