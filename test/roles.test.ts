@@ -77,6 +77,18 @@ describe('MatMul constants', () => {
   });
 });
 
+describe("onnxruntime's channels-last convolutions", () => {
+  it('an NhwcConv or NhwcFusedConv kernel [M, kH, kW, C] is a row of kH·kW·C weights per output channel', () => {
+    for (const op of ['NhwcConv', 'NhwcFusedConv'])
+      expect(
+        classifyTensor(
+          { ...entry([32, 3, 3, 16], 1), uses: [{ op, domain: 'com.microsoft', inputIndex: 1, attrs: {} }] },
+          'onnx',
+        ),
+      ).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 32, nin: 3 * 3 * 16, order: 'out_in' } });
+  });
+});
+
 describe('weights reached through data movement, and Einsum operands', () => {
   const model = (): Uint8Array => {
     const P = onnx.AttributeProto.AttributeType;

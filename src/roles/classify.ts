@@ -140,16 +140,24 @@ const MS = 'com.microsoft';
 
 /**
  * Weights of onnxruntime's contrib ops (domain com.microsoft), which models saved after onnxruntime's graph
- * optimizations or its transformer optimizer hold instead of the standard ops they fuse: FusedConv and NhwcConv
- * (a Conv's [M, C/group, kH, kW] kernel), FusedGemm (Gemm's), FusedMatMul (MatMul's, with transA/transB),
+ * optimizations or its transformer optimizer hold instead of the standard ops they fuse: FusedConv (a Conv's
+ * [M, C/group, kH, kW] kernel), NhwcConv and NhwcFusedConv (channels last, [M, kH, kW, C/group]), FusedGemm (Gemm's), FusedMatMul (MatMul's, with transA/transB),
  * Attention's packed QKV projection ([input hidden, 3·hidden]) and EmbedLayerNormalization's word, position and
  * segment tables. Their weights were kept whole as unknown uses.
  */
 function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | undefined {
   const { op, inputIndex } = use;
   const rank = t.shape.length;
-  if ((op === 'FusedConv' || op === 'NhwcConv') && inputIndex === 1 && rank >= 3)
+  if (op === 'FusedConv' && inputIndex === 1 && rank >= 3)
     return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: `${op} weight` };
+  // channels-last kernels [M, kH, kW, C/group] (the transformer optimizer's NhwcConv with its weights updated):
+  // a row of kH·kW·C/group weights per output channel
+  if ((op === 'NhwcConv' || op === 'NhwcFusedConv') && inputIndex === 1 && rank >= 3)
+    return {
+      role: 'fc',
+      layout: { kind: 'fc', nout: t.shape[0], nin: elementCount(t.shape.slice(1)), order: 'out_in' },
+      reason: `${op} weight ([M, kH, kW, C]: one range per output channel)`,
+    };
   if (op === 'FusedGemm') {
     const c = classifyUse(t, { ...use, op: 'Gemm', domain: undefined });
     return c && { ...c, reason: `Fused${c.reason}` };
@@ -221,6 +229,12 @@ const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   Add: [0, 1],
   LSTM: [1, 2],
   GRU: [1, 2],
+  // onnxruntime's contrib ops (com.microsoft)
+  FusedConv: [1],
+  NhwcConv: [1],
+  NhwcFusedConv: [1],
+  FusedGemm: [0, 1],
+  FusedMatMul: [0, 1],
 };
 
 /**
