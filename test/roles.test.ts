@@ -77,6 +77,58 @@ describe('MatMul constants', () => {
   });
 });
 
+describe('a depthwise ConvTranspose (an upsampling layer)', () => {
+  it('its kernel [C, 1, k, k] gets a range per channel: as accurate as per-channel int8, where one range for all was 13 dB worse', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'deconv.onnx');
+    const C = 64;
+    const w = gaussian(C * 16, 3, 0.1);
+    for (let c = 0; c < C; c += 8) for (let i = 0; i < 16; i++) w[c * 16 + i] *= 30; // a few channels 30× larger
+    const P = onnx.AttributeProto.AttributeType;
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'deconv',
+        initializer: [floatTensor('dw', [C, 1, 4, 4], w)],
+        node: [
+          {
+            opType: 'ConvTranspose',
+            input: ['x', 'dw'],
+            output: ['y'],
+            attribute: [
+              { name: 'group', i: C, type: P.INT },
+              { name: 'strides', ints: [2, 2], type: P.INTS },
+            ],
+          },
+        ],
+        input: [valueInfo('x', [1, C, 8, 8])],
+        output: [valueInfo('y', [1, C, 18, 18])],
+      }),
+    );
+    expect(layoutsOf(file).dw).toMatchObject({ role: 'conv', layout: { kind: 'conv', nfout: C, nfin: 1, order: 'out_in' } });
+    const r = await compressModel(file, join(dir, 'deconv.nnm'));
+    expect(r.quality).toMatchObject({ checked: true, passed: true });
+    await decompressArchive(join(dir, 'deconv.nnm'), join(dir, 'back.onnx'));
+    const back = openModel(join(dir, 'back.onnx'));
+    const restored = back.read(back.tensors[0].key);
+    back.close();
+    // per-output-channel int8 round-to-nearest of the same kernel
+    const int8 = new Float32Array(w.length);
+    for (let c = 0; c < C; c++) {
+      const row = w.subarray(c * 16, (c + 1) * 16);
+      const scale = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127;
+      row.forEach((v, i) => (int8[c * 16 + i] = Math.round(v / scale) * scale));
+    }
+    const snr = (q: Float32Array): number => {
+      let s = 0;
+      let e = 0;
+      w.forEach((v, i) => ((s += v * v), (e += (v - q[i]) ** 2)));
+      return 10 * Math.log10(s / e);
+    };
+    expect(snr(restored)).toBeGreaterThanOrEqual(snr(int8) - 0.1);
+  });
+});
+
 describe("onnxruntime's channels-last convolutions", () => {
   it('an NhwcConv or NhwcFusedConv kernel [M, kH, kW, C] is a row of kH·kW·C weights per output channel', () => {
     for (const op of ['NhwcConv', 'NhwcFusedConv'])

@@ -226,6 +226,8 @@ function planSite(node: OnnxNode, index: number, path: Path, target: StatisticsT
         sites: [{ kind: 'conv', x, attrs: a, kernel, desc: `${nodeLabel(node)} input (im2col ${kernel.join('×')})` }],
       };
     }
+    // a depthwise ConvTranspose kernel is laid out a range per input channel (classify.ts), not as the column product
+    if (layout.order !== 'in_out') return 'depthwise ConvTranspose (a range per input channel): no statistics';
     if (layout.nfin % groups !== 0) return `${layout.nfin} inputs not divisible into ${groups} groups`;
     return {
       ...base,

@@ -63,8 +63,19 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
     if (c) return c;
   }
   if ((use.op === 'Conv' || use.op === 'ConvTranspose') && use.inputIndex === 1 && t.shape.length >= 3) {
-    const order = use.op === 'Conv' ? 'out_in' : 'in_out';
-    return { role: 'conv', layout: convSpec(t.shape, order), reason: `${use.op} weight` };
+    // ConvTranspose's kernel is [C_in, C_out/group, k…]: with groups, output channel (i, j) is group ⌊i·group/C_in⌋'s
+    // j-th, so axis 1 alone mixes the groups. Where each group has one output ([C_in, 1, k…]: a depthwise upsampling
+    // kernel, which got one range for all its channels), a range per input channel lies inside one output channel.
+    const depthwise =
+      use.op === 'ConvTranspose' && t.shape[1] === 1 && typeof use.attrs.group === 'number' && use.attrs.group > 1;
+    const order = use.op === 'Conv' || depthwise ? 'out_in' : 'in_out';
+    return {
+      role: 'conv',
+      layout: convSpec(t.shape, order),
+      reason: depthwise
+        ? `ConvTranspose weight (group ${use.attrs.group}, one output each: a range per input channel)`
+        : `${use.op} weight`,
+    };
   }
   if (use.op === 'Gemm' && t.shape.length === 2 && (use.inputIndex === 1 || use.inputIndex === 0)) {
     const trans = use.attrs[use.inputIndex === 1 ? 'transB' : 'transA'] === 1;
