@@ -9,39 +9,46 @@
 
 import type { PlaneShape } from '../layout/types.js';
 
-/** Marks outliers NaN in place; returns how many were marked. */
+/**
+ * Marks outliers NaN in place; returns how many were marked. Row by row (a channel is a column or a few: a pass
+ * down each column was a cache miss a weight), each channel's sums still added in the order of its weights.
+ */
 export function markOutliers(planes: Float32Array[], shapes: readonly PlaneShape[], sigma: number): number {
   let marked = 0;
   planes.forEach((plane, p) => {
     const { rows, cols, channelWidth } = shapes[p];
     const channels = Math.ceil(cols / channelWidth);
+    const channelOf = Int32Array.from({ length: cols }, (_, c) => Math.floor(c / channelWidth));
+    const sum = new Float64Array(channels);
+    const sq = new Float64Array(channels);
+    const n = new Float64Array(channels);
+    for (let r = 0, i = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++, i++) {
+        const v = plane[i];
+        if (!Number.isFinite(v)) continue;
+        const ch = channelOf[c];
+        sum[ch] += v;
+        sq[ch] += v * v;
+        n[ch]++;
+      }
+    // a channel's mean and the distance beyond which a weight is an outlier (Infinity: none)
+    const mean = new Float64Array(channels);
+    const limit = new Float64Array(channels).fill(Infinity);
     for (let ch = 0; ch < channels; ch++) {
-      const c0 = ch * channelWidth;
-      const c1 = Math.min(cols, c0 + channelWidth);
-      let sum = 0;
-      let sq = 0;
-      let n = 0;
-      for (let r = 0; r < rows; r++)
-        for (let c = c0; c < c1; c++) {
-          const v = plane[r * cols + c];
-          if (!Number.isFinite(v)) continue;
-          sum += v;
-          sq += v * v;
-          n++;
-        }
-      if (n < 4) continue;
-      const mean = sum / n;
-      const sd = Math.sqrt(Math.max(sq / n - mean * mean, 0));
+      if (n[ch] < 4) continue;
+      mean[ch] = sum[ch] / n[ch];
+      const sd = Math.sqrt(Math.max(sq[ch] / n[ch] - mean[ch] * mean[ch], 0));
       if (sd === 0) continue;
-      for (let r = 0; r < rows; r++)
-        for (let c = c0; c < c1; c++) {
-          const i = r * cols + c;
-          if (Number.isFinite(plane[i]) && Math.abs(plane[i] - mean) > sigma * sd) {
-            plane[i] = NaN;
-            marked++;
-          }
-        }
+      limit[ch] = sigma * sd;
     }
+    for (let r = 0, i = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++, i++) {
+        const ch = channelOf[c];
+        if (Number.isFinite(plane[i]) && Math.abs(plane[i] - mean[ch]) > limit[ch]) {
+          plane[i] = NaN;
+          marked++;
+        }
+      }
   });
   return marked;
 }

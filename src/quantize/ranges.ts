@@ -110,13 +110,12 @@ export function symmetricRanges(
 ): { ranges: PlaneRanges; steps: Float32Array } | undefined {
   const channels = Math.ceil(cols / channelWidth);
   const maxAbs = new Float64Array(channels);
-  for (let r = 0; r < rows; r++)
-    for (let c = 0; c < cols; c++) {
-      const v = values[r * cols + c];
-      if (!Number.isFinite(v)) continue;
-      const ch = Math.floor(c / channelWidth);
-      const a = Math.abs(v);
-      if (a > maxAbs[ch]) maxAbs[ch] = a;
+  const channelOf = Int32Array.from({ length: cols }, (_, c) => Math.floor(c / channelWidth));
+  for (let r = 0, i = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++, i++) {
+      const a = Math.abs(values[i]);
+      // (NaN and ±Infinity, non-finite weights stored apart, are left out)
+      if (a > maxAbs[channelOf[c]] && a !== Infinity) maxAbs[channelOf[c]] = a;
     }
   if (!clip) return symmetricFromMaxAbs(maxAbs, channelWidth, bits);
   const half = 2 ** (bits - 1);
