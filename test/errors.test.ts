@@ -310,10 +310,11 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     // model files of other frameworks, by their first bytes: named, with the way to a format nnmedia reads
     const zipHeader = Buffer.alloc(30);
     zipHeader.write('PK\x03\x04', 0, 'latin1');
+    zipHeader.writeUInt16LE('archive/data.pkl'.length, 26); // the first entry's name length
     const others: Array<[string, Buffer, RegExp]> = [
       [
         'model.pt',
-        Buffer.concat([zipHeader, Buffer.from('archive/data.pkl')]),
+        Buffer.concat([zipHeader, Buffer.from('archive/data.pklFB')]), // (torch pads with an extra field)
         /a PyTorch checkpoint \(torch\.save\).*safetensors\.torch\.save_file.*torch\.onnx\.export/,
       ],
       ['legacy.pth', Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00]), /a Python pickle/],

@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { classifyTensor } from '../src/roles/classify.js';
+import { planTensors } from '../src/pipeline/plan.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
@@ -338,6 +339,50 @@ describe('tables added to the activations', () => {
       expect(Array.from(back.read(m.key))).toEqual(Array.from(mask));
     } finally {
       back.close();
+    }
+  });
+});
+
+describe('what an Add of a constant is not', () => {
+  it('anchors on a lattice, a bias with a unit axis, and a layer weight also added somewhere stay what they were', () => {
+    const dir = tempDir();
+    const file = join(dir, 'not-tables.onnx');
+    // YOLOv8's anchor points (half-integers, [1, 2, N]) added to box offsets
+    const anchors = new Float32Array(2 * 256).map((_, i) => (i % 16) + 0.5);
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'not-tables',
+        initializer: [
+          floatTensor('anchors', [1, 2, 256], anchors),
+          floatTensor('colbias', [1, 64, 32, 1], gaussian(64 * 32, 21, 0.1)),
+          floatTensor('W', [64, 32], gaussian(64 * 32, 22, 0.1)),
+        ],
+        node: [
+          { opType: 'Add', input: ['boxes', 'anchors'], output: ['b'] },
+          { opType: 'Add', input: ['fmap', 'colbias'], output: ['f'] },
+          { opType: 'Add', input: ['a', 'W'], output: ['aw'] },
+          { opType: 'MatMul', input: ['x', 'W'], output: ['y'] },
+        ],
+        input: [
+          valueInfo('boxes', [1, 2, 256]),
+          valueInfo('fmap', [1, 64, 32, 8]),
+          valueInfo('a', [64, 32]),
+          valueInfo('x', [1, 64]),
+        ],
+        output: [valueInfo('b', [1, 2, 256]), valueInfo('f', [1, 64, 32, 8]), valueInfo('aw', [64, 32]), valueInfo('y', [1, 32])],
+      }),
+    );
+    const reader = openModel(file);
+    try {
+      const plans = Object.fromEntries(planTensors(reader).map((p) => [p.entry.name, p]));
+      expect(plans.anchors).toMatchObject({ kind: 'kept' });
+      expect(plans.anchors.reason).toMatch(/lattice of 1\/256/);
+      expect(plans.colbias).toMatchObject({ kind: 'kept' });
+      // the MatMul's layout (a range per output column), though the Add comes first in the graph
+      expect(plans.W).toMatchObject({ kind: 'coded', layout: { kind: 'fc', nin: 64, nout: 32, order: 'in_out' } });
+    } finally {
+      reader.close();
     }
   });
 });

@@ -63,7 +63,6 @@ export function detectFormat(file: string): ModelFormat {
   );
 }
 
-/** Opens a model file: a missing file, a directory or an unreadable one is an `IoError` naming it. */
 const ascii = (head: Uint8Array, from: number, to: number): string => String.fromCharCode(...head.subarray(from, to));
 
 /**
@@ -73,10 +72,11 @@ const ascii = (head: Uint8Array, from: number, to: number): string => String.fro
 function otherFormat(head: Uint8Array): { what: string; advice: string } | undefined {
   const toSafetensors =
     'save its state dict with safetensors (safetensors.torch.save_file) or export the model to ONNX (torch.onnx.export)';
-  // torch.save: a ZIP whose first entry is <name>/data.pkl (or .format/version …); before PyTorch 1.6 a pickle
+  // torch.save: a ZIP whose first entry (its name's length at byte 26) is <name>/data.pkl (or version …); before
+  // PyTorch 1.6 a pickle
   if (
     ZIP_SIGNATURE.every((b, i) => head[i] === b) &&
-    /(^|\/)(data\.pkl|\.format_version|byteorder|version)/.test(ascii(head, 30, head.length))
+    /(^|\/)(data\.pkl|\.format_version|byteorder|version)$/.test(ascii(head, 30, 30 + (head[26] | (head[27] << 8))))
   )
     return { what: 'a PyTorch checkpoint (torch.save)', advice: toSafetensors };
   if (head[0] === 0x80 && head[1] >= 2 && head[1] <= 5)
@@ -96,6 +96,7 @@ function otherFormat(head: Uint8Array): { what: string; advice: string } | undef
   return undefined;
 }
 
+/** Opens a model file: a missing file, a directory or an unreadable one is an `IoError` naming it. */
 export function openModel(file: string): ModelReader {
   const size = checkInputFile(file, 'model').size;
   if (size === 0) throw new BadModelError('empty file (0 bytes): not a model', { file });

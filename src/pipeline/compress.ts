@@ -206,6 +206,9 @@ export async function compressModel(input: string, output: string, options: Comp
         const on = withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id });
         return g.bits !== undefined ? withBits(on, g.bits, resolved, reader.file) : on;
       };
+      // held from before the write where the path holds nothing of the user's (no --force, or our earlier
+      // attempt): an interrupt between the rename and the hold below left the attempt at the output
+      if (!resolved.force || written) holdOutput(output);
       const result = await writeArchive({
         ...job,
         options: jobOptions,
@@ -219,7 +222,7 @@ export async function compressModel(input: string, output: string, options: Comp
         remedy,
       });
       written = true;
-      holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it
+      holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it (--force: from here)
       if (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged))
         resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;

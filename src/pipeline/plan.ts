@@ -78,15 +78,26 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
         throw new UnsupportedError(`role ${rule.role} does not fit shape [${entry.shape}]`, ctx);
       cls = { role: rule.role, layout, reason: 'config rule' };
     }
-    // a table added to activations that holds a non-finite value is a mask (-inf on attention scores), not a weight
-    if (!rule.role && cls.reason.startsWith(ADDED_TABLE) && !reader.read(entry.key).every(Number.isFinite))
-      cls = { role: 'other', reason: 'added to activations, with non-finite values (a mask)' };
+    // a table added to activations is coded where it looks learnt: one holding a non-finite value is a mask (-inf
+    // on attention scores), one whose values all lie on a lattice of 1/256 is generated (a detector's anchor
+    // points or grid, half-integers; a 0/−10000 mask): kept exactly, as a box offset by a fraction of a cell is
+    if (!rule.role && cls.reason.startsWith(ADDED_TABLE)) {
+      const why = generatedTable(reader.read(entry.key));
+      if (why) cls = { role: 'other', reason: `added to activations, ${why}` };
+    }
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
     const settings = settingsFor(entry.name, resolved);
     const { codecs, auto } = codecChoices(settings, cls.layout, resolved, ctx, smallModel);
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
+}
+
+/** Why a table added to activations is not a learnt one (undefined: it is). */
+function generatedTable(values: Float32Array): string | undefined {
+  if (!values.every(Number.isFinite)) return 'with non-finite values (a mask)';
+  if (values.every((v) => Number.isInteger(v * 256))) return 'every value on a lattice of 1/256 (anchors, a grid or a mask)';
+  return undefined;
 }
 
 /** The codecs a coded tensor tries at its settings (a code width decides which image codecs carry it lossless). */

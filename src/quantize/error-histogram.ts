@@ -140,8 +140,9 @@ export function histogramError(h: ErrorHistogram, stride: number): { error: numb
     error += wuu + 2 * d * wu + d * d * wm;
   }
   const e = Math.max(error, 0);
-  // float32 decoding: |Σ (δ − e)² − Σ e²| ≤ 2·√(Σe²·Σδ²) + Σδ²; the float64 sums: 1e−9 of the sum; x itself,
-  // and a weight within rounding of a bin edge: 1e−9 of a level's squared width a weight (Σ w)
-  const bound = 2 * Math.sqrt(e * h.rounding) + h.rounding + 1e-9 * (e + weight);
+  // float32 decoding: |Σ (δ − e)² − Σ e²| ≤ 2·√(Σe²·Σδ²) + Σδ²; the float64 sums: 1e−9 of the sum; x itself (an
+  // ulp or two of up to 2^bits) and a weight within rounding of a bin edge (its error moved by ≤ 2·stride·δx levels²):
+  // 1e−12 · 2^bits · stride of a level's squared width a weight (Σ w)
+  const bound = 2 * Math.sqrt(e * h.rounding) + h.rounding + 1e-9 * e + 1e-12 * levels * stride * weight;
   return { error: e, bound };
 }

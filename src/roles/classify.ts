@@ -143,8 +143,14 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
 /** Why a tensor added to activations is coded (`planTensors` keeps it when a value is not finite). */
 export const ADDED_TABLE = 'Add table ([rows, width]: one range per row, e.g. a positional embedding)';
 
-/** At least two axes longer than 1: a table, not a bias broadcast along the others. */
-const isTable = (shape: readonly number[]): boolean => shape.filter((d) => d > 1).length >= 2;
+/**
+ * A table: past its leading 1s, at least two axes and none of length 1 ([1, tokens, width], [positions, width]);
+ * not a bias broadcast along some axes ([1, C], [1, C, 1, 1], [1, C, H, 1], a per-head [heads, 1, N]).
+ */
+const isTable = (shape: readonly number[]): boolean => {
+  const rest = shape.slice(shape.findIndex((d) => d !== 1));
+  return rest.length >= 2 && rest.every((d) => d > 1);
+};
 
 /** onnxruntime's contrib operator domain. */
 const MS = 'com.microsoft';
@@ -205,7 +211,8 @@ function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | un
 const VALUE_PRESERVING = new Set(['Identity', 'Cast', 'QuantizeLinear', 'DequantizeLinear']);
 
 function classifyOnnx(t: TensorEntry): Classification {
-  for (const use of t.uses) {
+  // a layer's use first: a tensor also added to activations is laid out for its layer, whatever the node order
+  for (const use of [...t.uses.filter((u) => u.op !== 'Add'), ...t.uses.filter((u) => u.op === 'Add')]) {
     const c = classifyUse(t, use);
     if (c) return c;
   }
@@ -242,8 +249,7 @@ const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   GRU: [1, 2],
   // onnxruntime's contrib ops (com.microsoft)
   FusedConv: [1],
-  NhwcConv: [1],
-  NhwcFusedConv: [1],
+  // (not NhwcConv: behind a Transpose its stored kernel is OIHW, which the [leading dims, last] guess gets wrong)
   FusedGemm: [0, 1],
   FusedMatMul: [0, 1],
 };
