@@ -317,6 +317,12 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
         Buffer.concat([zipHeader, Buffer.from('archive/data.pklFB')]), // (torch pads with an extra field)
         /a PyTorch checkpoint \(torch\.save\).*safetensors\.torch\.save_file.*torch\.onnx\.export/,
       ],
+      // a ZIP named like a checkpoint, whatever its first entry says
+      [
+        'named.ckpt',
+        Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(26)]),
+        /a PyTorch checkpoint \(torch\.save\)/,
+      ],
       ['legacy.pth', Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00]), /a Python pickle/],
       ['llama.gguf', Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'), /a GGUF file \(llama\.cpp\).*the float model/],
       ['model.tflite', Buffer.from('\x1c\x00\x00\x00TFL3', 'latin1'), /a TensorFlow Lite model.*tf2onnx/],
