@@ -48,7 +48,7 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
   },
   E_UNSUPPORTED: {
     meaning:
-      'this build cannot do what is asked of one tensor or archive: a rule no layout fits, an archive of a newer format, a medium the browser cannot decode',
+      'this build cannot do what is asked of one tensor or archive: a model file of another framework (PyTorch, GGUF, TensorFlow Lite, Keras .h5: the message says how to convert it), a rule no layout fits, an archive of a newer format, a medium the browser cannot decode',
     exit: 5,
   },
   E_MISSING_CODEC: { meaning: 'a codec is unknown to this build, or its program (ffmpeg) is missing', exit: 5 },

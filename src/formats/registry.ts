@@ -75,7 +75,7 @@ const ascii = (head: Uint8Array, from: number, to: number): string => String.fro
 const TO_SAFETENSORS =
   'save its state dict with safetensors (safetensors.torch.save_file) or export the model to ONNX (torch.onnx.export)';
 const PYTORCH = { what: 'a PyTorch checkpoint (torch.save)', advice: TO_SAFETENSORS };
-const PYTORCH_EXTENSIONS = new Set(['.pt', '.pth', '.ckpt', '.bin']);
+const PYTORCH_EXTENSIONS = new Set(['.pt', '.pth', '.ckpt']);
 
 function otherFormat(head: Uint8Array): { what: string; advice: string } | undefined {
   const toSafetensors = TO_SAFETENSORS;
