@@ -49,10 +49,7 @@ export function detectFormat(file: string): ModelFormat {
   }
   const sniffed = MODEL_FORMATS.find((f) => f.sniff(head.subarray(0, n)));
   if (sniffed) return sniffed.name;
-  // (a ZIP named like a checkpoint is one, whatever its first entry)
-  const other =
-    otherFormat(head.subarray(0, n)) ??
-    (ZIP_SIGNATURE.every((b, i) => head[i] === b) && PYTORCH_EXTENSIONS.has(ext) ? PYTORCH : undefined);
+  const other = otherFormat(head.subarray(0, n), ext);
   if (other) throw new UnsupportedError(`${other.what}, which nnmedia does not read: ${other.advice}`, { file });
   if (ZIP_SIGNATURE.every((b, i) => head[i] === b))
     throw new BadModelError('a ZIP file (an nnmedia archive?), not a model: an archive is read by `nnmedia decompress`', {
@@ -68,26 +65,25 @@ export function detectFormat(file: string): ModelFormat {
 
 const ascii = (head: Uint8Array, from: number, to: number): string => String.fromCharCode(...head.subarray(from, to));
 
-/**
- * Model files of other frameworks, recognised by their first bytes, with the way from each to a format nnmedia
- * reads: a user with a PyTorch checkpoint is told how to get there, not that the file is broken.
- */
 const TO_SAFETENSORS =
   'save its state dict with safetensors (safetensors.torch.save_file) or export the model to ONNX (torch.onnx.export)';
-const PYTORCH = { what: 'a PyTorch checkpoint (torch.save)', advice: TO_SAFETENSORS };
-const PYTORCH_EXTENSIONS = new Set(['.pt', '.pth', '.ckpt']);
 
-function otherFormat(head: Uint8Array): { what: string; advice: string } | undefined {
-  const toSafetensors = TO_SAFETENSORS;
-  // torch.save: a ZIP whose first entry (its name's length at byte 26) is <name>/data.pkl (or version …); before
-  // PyTorch 1.6 a pickle
+/**
+ * Model files of other frameworks, recognised by their first bytes (and a checkpoint's name), with the way from
+ * each to a format nnmedia reads: a user with a PyTorch checkpoint is told how to get there, not that the file is
+ * broken.
+ */
+function otherFormat(head: Uint8Array, ext: string): { what: string; advice: string } | undefined {
+  // torch.save: a ZIP whose first entry (its name's length at byte 26) is <name>/data.pkl (or version …), or any
+  // ZIP named like a checkpoint; before PyTorch 1.6 a pickle
   if (
     ZIP_SIGNATURE.every((b, i) => head[i] === b) &&
-    /(^|\/)(data\.pkl|\.format_version|byteorder|version)$/.test(ascii(head, 30, 30 + (head[26] | (head[27] << 8))))
+    (['.pt', '.pth', '.ckpt'].includes(ext) ||
+      /(^|\/)(data\.pkl|\.format_version|byteorder|version)$/.test(ascii(head, 30, 30 + (head[26] | (head[27] << 8)))))
   )
-    return PYTORCH;
+    return { what: 'a PyTorch checkpoint (torch.save)', advice: TO_SAFETENSORS };
   if (head[0] === 0x80 && head[1] >= 2 && head[1] <= 5)
-    return { what: 'a Python pickle (a PyTorch checkpoint?)', advice: toSafetensors };
+    return { what: 'a Python pickle (a PyTorch checkpoint?)', advice: TO_SAFETENSORS };
   if (ascii(head, 0, 4) === 'GGUF')
     return {
       what: 'a GGUF file (llama.cpp)',

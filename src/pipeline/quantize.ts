@@ -72,49 +72,42 @@ export function coarsestStride(
   const fused = grids?.every((g) => !g.byStride) ? grids : undefined;
   const snrOfSums = (sums: { signal: number; error: number }): number =>
     sums.error === 0 ? Infinity : 10 * Math.log10(sums.signal / sums.error);
-  // the exact SNR of strides (addPlaneErrors: one pass over the planes for all of them); the first stride that
-  // misses the target ends the search
-  const snrsAt = (ks: readonly number[]): number[] => {
+  // a stride's exact SNR (addPlaneErrors where no stride changes the ranges, else the stride quantized in full)
+  const snrAt = (k: number): number => {
     if (!fused)
-      return ks.map((k) =>
-        snrOf(
-          planes,
-          quantizePrepared(prepared, settings, k, stats).map((x) => x.restored),
-        ),
+      return snrOf(
+        planes,
+        quantizePrepared(prepared, settings, k, stats).map((x) => x.restored),
       );
-    const sums = ks.map(() => ({ signal: 0, error: 0 }));
-    planes.forEach((plane, p) => addPlaneErrors(plane, shapes[p].cols, settings.bits, fused[p].ranges, ks, sums));
-    return sums.map(snrOfSums);
+    const sums = [{ signal: 0, error: 0 }];
+    planes.forEach((plane, p) => addPlaneErrors(plane, shapes[p].cols, settings.bits, fused[p].ranges, [k], sums));
+    return snrOfSums(sums[0]);
   };
-  let stride = 1;
-  if (fused) {
-    // every stride's error from one histogram pass; a stride is measured exactly only where the target lies within
-    // the estimate's bound (error-histogram.ts): the same stride as measuring each, in a fraction of the time
-    const histograms = new Map<number | undefined, ErrorHistogram>();
-    let signal = 0;
-    planes.forEach((plane, p) => {
-      const ranges = fused[p].ranges;
-      let h = histograms.get(ranges.zeroCode);
-      if (!h) histograms.set(ranges.zeroCode, (h = newErrorHistogram(settings.bits, ranges.zeroCode)));
-      signal += addToErrorHistogram(h, plane, shapes[p].cols, ranges);
-    });
-    const threshold = signal / 10 ** (targetSnr / 10);
-    for (const k of SNR_STRIDES) {
-      let error = 0;
-      let bound = 0;
-      for (const h of histograms.values()) {
-        const e = histogramError(h, k);
-        error += e.error;
-        bound += e.bound;
-      }
-      const passes = error + bound < threshold ? true : error - bound > threshold ? false : snrsAt([k])[0] >= targetSnr;
-      if (!passes) break;
-      stride = k;
+  // every stride's error from one histogram pass; a stride is measured exactly only where the target lies within
+  // the estimate's bound (error-histogram.ts): the same stride as measuring each, in a fraction of the time
+  const histograms = new Map<number | undefined, ErrorHistogram>();
+  let signal = 0;
+  fused?.forEach(({ ranges }, p) => {
+    let h = histograms.get(ranges.zeroCode);
+    if (!h) histograms.set(ranges.zeroCode, (h = newErrorHistogram(settings.bits, ranges.zeroCode)));
+    signal += addToErrorHistogram(h, planes[p], shapes[p].cols, ranges);
+  });
+  const threshold = signal / 10 ** (targetSnr / 10);
+  const passes = (k: number): boolean => {
+    if (!fused) return snrAt(k) >= targetSnr;
+    let error = 0;
+    let bound = 0;
+    for (const h of histograms.values()) {
+      const e = histogramError(h, k);
+      error += e.error;
+      bound += e.bound;
     }
-    return stride;
-  }
+    return error + bound < threshold ? true : error - bound > threshold ? false : snrAt(k) >= targetSnr;
+  };
+  // the first stride that misses the target ends the search
+  let stride = 1;
   for (const k of SNR_STRIDES) {
-    if (!(snrsAt([k])[0] >= targetSnr)) break;
+    if (!passes(k)) break;
     stride = k;
   }
   return stride;

@@ -108,9 +108,8 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
       reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
     };
   // a table added to the activations (a learnt positional embedding: ViT's pos_embed [1, tokens, width], a
-  // Slice of [positions, width]; Whisper's sinusoids): one range per row, as a Gather table. Only a table (two
-  // or more axes longer than 1): a bias [1, C] or [1, C, 1, 1] stays kept. `addedTable` is the plan's check
-  // that its values are finite (a mask of -inf added to attention scores stays kept).
+  // Slice of [positions, width]; Whisper's sinusoids): one range per row, as a Gather table. Only a table
+  // (`isTable`): a broadcast bias stays kept. The plan keeps generated tables too (`generatedTable`: masks, anchors).
   if (use.op === 'Add' && (use.inputIndex === 0 || use.inputIndex === 1) && isTable(t.shape))
     return { role: 'fc', layout: layoutForRole('fc', t.shape, 'out_in'), reason: ADDED_TABLE };
   if ((use.op === 'LSTM' || use.op === 'GRU') && (use.inputIndex === 1 || use.inputIndex === 2)) {
@@ -280,10 +279,11 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
     }
   }
   if (!WEIGHT_INPUTS[use.op]?.includes(use.inputIndex) || t.shape.length < 2) return undefined;
-  if (use.op === 'Add')
-    return isTable(t.shape)
-      ? { role: 'fc', layout: layoutForRole('fc', t.shape, 'out_in'), reason: `${ADDED_TABLE} (${path})` }
-      : undefined;
+  if (use.op === 'Add') {
+    // a table's rows stay rows through a Slice or a Reshape: laid out as added
+    const c = classifyUse(t, use);
+    return c && { ...c, reason: `${c.reason} (${path})` };
+  }
   return {
     role: 'fc',
     layout: layoutForRole('fc', t.shape, 'in_out'),
