@@ -244,3 +244,24 @@ describe('GPTQ under a block-diagonal H', () => {
     expect(ea.error).toBeGreaterThan(0);
   });
 });
+
+describe('the error model on sampled output units (block-diagonal statistics)', () => {
+  it('keeps every n-th output channel of a conv plane, whole, with the layout to match', async () => {
+    const { sampleOutputUnits } = await import('../src/rate/compensated.js');
+    const { planeMatrices } = await import('../src/compensate/planes.js');
+    const { gatherPlanes, planeShapes } = await import('../src/layout/planes.js');
+    const layout = { kind: 'conv', nfout: 10, nfin: 3, kx: 3, ky: 3, order: 'out_in' } as const;
+    const values = gaussian(10 * 3 * 9, 93, 1);
+    const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
+    const shapes = planeShapes(layout);
+    const s = sampleOutputUnits(planes, shapes, layout, 3)!;
+    expect(s.units).toBe(4); // channels 0, 3, 6, 9
+    expect(s.layout).toEqual({ ...layout, nfout: 4 });
+    const [full] = planeMatrices(layout, shapes, 0, 1);
+    const [part] = planeMatrices(s.layout, s.shapes, 0, 1);
+    for (let r = 0; r < 4; r++)
+      for (let i = 0; i < 27; i++) expect(s.planes[0][part.index[r * 27 + i]]).toBe(planes[0][full.index[3 * r * 27 + i]]);
+    // an LSTM layout or a stride of 1 is left alone
+    expect(sampleOutputUnits(planes, shapes, layout, 1)).toBeUndefined();
+  });
+});
