@@ -38,7 +38,7 @@ export interface RunRecord {
 const LARGE_INPUT_ELEMENTS = 2 ** 20;
 
 /** Whether an input of the model has a fixed shape of at least LARGE_INPUT_ELEMENTS elements. */
-function largeInputs(model: Uint8Array): boolean {
+export function largeInputs(model: Uint8Array): boolean {
   let io: ReturnType<typeof describeModel>;
   try {
     io = describeModel(model);

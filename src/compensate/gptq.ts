@@ -38,6 +38,11 @@ export interface GptqOptions {
   actOrder?: boolean;
   /** Columns per lazy-update block (default DEFAULT_BLOCK). */
   blockSize?: number;
+  /**
+   * λ itself, instead of `damp` · mean(diag H): the diagonal blocks of a block-diagonal H (planes.ts) are
+   * damped with the whole H's λ, as full H would be.
+   */
+  lambda?: number;
 }
 
 /** One matrix to quantize: W row-major [rows, k], with one M1 grid per row. */
@@ -219,7 +224,7 @@ const prepared = new WeakMap<Float64Array, Map<string, PreparedInverse | string>
 /** U of the damped, reordered H (cached per H array and options), or why there is none. */
 function prepareInverse(h: Float64Array, k: number, options: GptqOptions): PreparedInverse | string {
   const damp = options.damp ?? DEFAULT_DAMP;
-  const key = `${damp}|${Boolean(options.actOrder)}`;
+  const key = `${damp}|${Boolean(options.actOrder)}|${options.lambda ?? ''}`;
   let byOptions = prepared.get(h);
   const known = byOptions?.get(key);
   if (known) return known;
@@ -237,7 +242,7 @@ function prepareInverse(h: Float64Array, k: number, options: GptqOptions): Prepa
   let result: PreparedInverse | string;
   if (deadColumns === k) result = 'every input is zero on the calibration data';
   else {
-    const lambda = (damp * diagSum) / (k - deadColumns);
+    const lambda = options.lambda ?? (damp * diagSum) / (k - deadColumns);
     // column order: identity, or by decreasing activity
     const order = Array.from({ length: k }, (_, i) => i);
     if (options.actOrder) order.sort((x, y) => h[y * k + y] - h[x * k + x] || x - y);

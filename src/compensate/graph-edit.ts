@@ -17,7 +17,9 @@ import { GRAPH_OUTPUT, type OnnxGraph, type OnnxModelView, type OnnxNode } from 
 const ATTR_TYPE = 20;
 const ATTR_TYPE_INT = 2;
 const ATTR_TYPE_TENSOR = 4;
+const ATTR_TYPE_INTS = 7;
 const ONNX_FLOAT = 1;
+const ONNX_INT64 = 7;
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const str = (field: number, s: string): Uint8Array[] => lenField(field, [text(s)]);
@@ -31,7 +33,7 @@ function floatValueInfo(name: string): Uint8Array[] {
   return [...str(1, name), ...lenField(2, [typeProto])];
 }
 
-function nodeProto(op: string, name: string, inputs: string[], outputs: string[], attrs: Uint8Array[][]): Uint8Array[] {
+export function nodeProto(op: string, name: string, inputs: string[], outputs: string[], attrs: Uint8Array[][]): Uint8Array[] {
   return [
     ...inputs.flatMap((i) => str(1, i)),
     ...outputs.flatMap((o) => str(2, o)),
@@ -41,7 +43,7 @@ function nodeProto(op: string, name: string, inputs: string[], outputs: string[]
   ];
 }
 
-const castToFloat = (input: string, output: string): Uint8Array[] =>
+export const castToFloat = (input: string, output: string): Uint8Array[] =>
   nodeProto(
     'Cast',
     `${output}__cast`,
@@ -60,6 +62,46 @@ function emptyFloat(output: string): Uint8Array[] {
     [output],
     [[...str(1, 'value'), ...lenField(5, [tensor]), ...varint(ATTR_TYPE, ATTR_TYPE_TENSOR)]],
   );
+}
+
+/** An int attribute. */
+export const intAttr = (name: string, v: number): Uint8Array[] => [
+  ...str(1, name),
+  ...varint(3, v),
+  ...varint(ATTR_TYPE, ATTR_TYPE_INT),
+];
+
+/** An ints attribute (values ≥ 0, not packed). */
+export const intsAttr = (name: string, v: readonly number[]): Uint8Array[] => [
+  ...str(1, name),
+  ...v.flatMap((x) => varint(8, x)),
+  ...varint(ATTR_TYPE, ATTR_TYPE_INTS),
+];
+
+/** A string attribute. */
+export const stringAttr = (name: string, v: string): Uint8Array[] => [...str(1, name), ...str(4, v), ...varint(ATTR_TYPE, 3)];
+
+/** A Constant node with a float32 or int64 tensor (raw little-endian data). */
+export function constantNode(output: string, dims: readonly number[], data: Float32Array | BigInt64Array): Uint8Array[] {
+  const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const tensor = concatBytes([
+    ...dims.flatMap((d) => varint(1, d)),
+    ...varint(2, data instanceof Float32Array ? ONNX_FLOAT : ONNX_INT64),
+    ...lenField(9, [raw]),
+  ]);
+  return nodeProto(
+    'Constant',
+    `${output}__const`,
+    [],
+    [output],
+    [[...str(1, 'value'), ...lenField(5, [tensor]), ...varint(ATTR_TYPE, ATTR_TYPE_TENSOR)]],
+  );
+}
+
+/** Nodes to add to the main graph and the float32 values among them to make graph outputs. */
+export interface MainGraphAdditions {
+  nodes: Uint8Array[][];
+  outputs: string[];
 }
 
 /** A value to expose: its name as seen in `graph` (defined there or in an enclosing graph). */
@@ -104,6 +146,7 @@ export function exposeValues(
   view: OnnxModelView,
   requests: readonly ValueRequest[],
   rename: NamedOutputs = new Map(),
+  additions?: MainGraphAdditions,
 ): ExposedModel {
   const edits: Edits = { append: new Map(), replace: new Map() };
   const add = (path: string, parts: Uint8Array[]): void => {
@@ -161,6 +204,10 @@ export function exposeValues(
     return result;
   };
   const outputs = requests.map((r) => expose(r.graph, r.name));
+  if (additions) {
+    for (const n of additions.nodes) add(view.main.path, lenField(GRAPH_NODE, n));
+    for (const o of additions.outputs) add(view.main.path, lenField(GRAPH_OUTPUT, floatValueInfo(o)));
+  }
   return { model: applyEdits(view.bytes, edits), outputs };
 }
 

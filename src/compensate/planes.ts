@@ -18,7 +18,7 @@
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { type PlaneQuantization, type QuantizeSettings, quantizePlanes } from '../quantize/tensor.js';
 import { type PlaneRanges, allocCodes, dequantizePlane } from '../quantize/uniform.js';
-import { type GptqOptions, gptqQuantize } from './gptq.js';
+import { DEFAULT_DAMP, type GptqOptions, type GptqResult, type GridMatrix, gptqQuantize } from './gptq.js';
 import type { TensorStatistics } from './statistics.js';
 
 /** How one plane was quantized. */
@@ -111,6 +111,86 @@ export function statisticsMisfit(layout: LayoutSpec, stats: TensorStatistics): s
   }
 }
 
+/** The diagonal blocks of a packed block-diagonal H as views (stable, so gptq.ts caches their inverses). */
+const blockViews = new WeakMap<Float64Array, Float64Array[]>();
+
+/** Views of the diagonal blocks of `h` (packed, widths `blocks`). */
+export function diagonalBlocks(h: Float64Array, blocks: readonly number[]): Float64Array[] {
+  let views = blockViews.get(h);
+  if (!views) {
+    views = [];
+    let at = 0;
+    for (const w of blocks) {
+      views.push(h.subarray(at, at + w * w));
+      at += w * w;
+    }
+    blockViews.set(h, views);
+  }
+  return views;
+}
+
+/** λ of a block-diagonal H as the whole H would have it: damp · mean of its non-zero diagonal. */
+function blockLambda(h: Float64Array, blocks: readonly number[], damp: number): number {
+  let sum = 0;
+  let live = 0;
+  let at = 0;
+  for (const w of blocks) {
+    for (let i = 0; i < w; i++) {
+      const d = h[at + i * w + i];
+      if (d > 0) {
+        sum += d;
+        live++;
+      }
+    }
+    at += w * w;
+  }
+  return live ? (damp * sum) / live : 0;
+}
+
+/**
+ * GPTQ of one matrix under a block-diagonal H: with H block-diagonal, U is too, and no column's error reaches
+ * another block, so each block of columns is quantized on its own with its block of H (and the whole H's λ):
+ * the same codes as full GPTQ with that H, at rows·K·B instead of rows·K² (and B³ instead of K³ for U).
+ */
+export function gptqBlocks(m: GridMatrix, h: Float64Array, blocks: readonly number[], options: GptqOptions): GptqResult {
+  const views = diagonalBlocks(h, blocks);
+  const lambda = options.lambda ?? blockLambda(h, blocks, options.damp ?? DEFAULT_DAMP);
+  const codes = new Uint32Array(m.rows * m.k);
+  let deadColumns = 0;
+  let outputError = 0;
+  const reasons: string[] = [];
+  let c0 = 0;
+  for (let b = 0; b < blocks.length; b++) {
+    const w = blocks[b];
+    const sub = new Float64Array(m.rows * w);
+    const fixed = m.fixed ? new Uint8Array(m.rows * w) : undefined;
+    for (let r = 0; r < m.rows; r++) {
+      sub.set(m.w.subarray(r * m.k + c0, r * m.k + c0 + w), r * w);
+      if (fixed) fixed.set(m.fixed!.subarray(r * m.k + c0, r * m.k + c0 + w), r * w);
+    }
+    const r = gptqQuantize({ ...m, k: w, w: sub, ...(fixed ? { fixed } : {}) }, views[b], { ...options, lambda });
+    if (r.method === 'rtn') reasons.push(`block ${b}: ${r.reason}`);
+    deadColumns += r.deadColumns;
+    outputError += r.outputError ?? 0;
+    for (let row = 0; row < m.rows; row++) codes.set(r.codes.subarray(row * w, row * w + w), row * m.k + c0);
+    c0 += w;
+  }
+  // one block rounded to nearest makes the matrix a fallback (with the reason), as full H's failure would
+  return reasons.length
+    ? { codes, method: 'rtn', reason: reasons.join('; '), lambda, deadColumns }
+    : { codes, method: 'gptq', lambda, deadColumns, outputError };
+}
+
+/** GPTQ of one matrix with its group's H, full or block-diagonal. */
+function quantizeMatrix(
+  m: GridMatrix,
+  h: Float64Array | undefined,
+  blocks: readonly number[] | undefined,
+  options: GptqOptions,
+): GptqResult {
+  return h && blocks && blocks.length > 1 ? gptqBlocks(m, h, blocks, options) : gptqQuantize(m, h, options);
+}
+
 /** Per matrix row, the range start and span of its channel (as dequantizePlane computes them). */
 function rowGrids(ranges: PlaneRanges, cols: number, m: PlaneMatrix): { los: Float64Array; spans: Float64Array } {
   const los = new Float64Array(m.rows);
@@ -163,7 +243,7 @@ export function compensatePlanes(
       }
       const { los, spans } = rowGrids(q.ranges, cols, m);
       const h = usable && usable.k === m.k ? usable.h[m.group] : undefined;
-      const r = gptqQuantize(
+      const r = quantizeMatrix(
         {
           rows: m.rows,
           k: m.k,
@@ -176,6 +256,7 @@ export function compensatePlanes(
           zeroCode: q.ranges.zeroCode,
         },
         h,
+        usable?.blocks,
         options,
       );
       if (r.method === 'rtn') {
@@ -242,6 +323,8 @@ export function planeOutputError(
   planes.forEach((plane, p) => {
     for (const m of planeMatrices(layout, shapes, p, groups)) {
       const h = stats.h[m.group];
+      const blocks = stats.blocks ?? [m.k];
+      const views = blocks.length > 1 ? diagonalBlocks(h, blocks) : [h];
       const d = new Float64Array(m.k);
       const o = new Float64Array(m.k);
       for (let r = 0; r < m.rows; r++) {
@@ -251,8 +334,13 @@ export function planeOutputError(
           d[i] = Number.isFinite(v) ? v - restored[p][at] : 0;
           o[i] = Number.isFinite(v) ? v : 0;
         }
-        error += quadratic(h, d, m.k);
-        if (withPower) power += quadratic(h, o, m.k);
+        let c0 = 0;
+        for (let b = 0; b < blocks.length; b++) {
+          const w = blocks[b];
+          error += quadratic(views[b], d.subarray(c0, c0 + w), w);
+          if (withPower) power += quadratic(views[b], o.subarray(c0, c0 + w), w);
+          c0 += w;
+        }
       }
     }
   });

@@ -21,6 +21,7 @@
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import { type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
+import { type ConvGramOutputs, convGramNodes } from './gram-graph.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
@@ -58,8 +59,16 @@ export interface TensorStatistics {
   /** Input features per group: H is K×K. */
   k: number;
   grouping: Grouping;
-  /** H = XᵀX per group, row-major K×K, symmetric, summed over runs and over every op that uses the tensor. */
+  /**
+   * H = XᵀX per group, row-major K×K, symmetric, summed over runs and over every op that uses the tensor. With
+   * `blocks`, only the diagonal blocks of H: block after block, each row-major and symmetric.
+   */
   h: Float64Array[];
+  /**
+   * Block-diagonal H (large K, `CaptureOptions.maxBlock`): the feature widths of the diagonal blocks of every
+   * group's H, summing to K. Absent: H is full.
+   */
+  blocks?: number[];
   /** Rows of X seen per group. */
   rows: number[];
   /** What X is, one line per use. */
@@ -294,6 +303,62 @@ export interface CaptureOptions {
   maxPositions?: number;
   /** Called after every run with the number of runs so far. */
   progress?: (runs: number) => void;
+  /**
+   * Convolutions of the main graph get H computed by onnxruntime in the capture graph (gram-graph.ts): only the
+   * Gram matrices leave the session. For large inputs (ISNet); H is then summed in float32 per run.
+   */
+  gramInGraph?: boolean;
+  /**
+   * With `gramInGraph`: H block-diagonal over blocks of whole input channels at most this many features wide
+   * (bounds H's memory and GPTQ's cost: rows·K·B instead of rows·K²). Default: unbounded (full H).
+   */
+  maxBlock?: number;
+  /** With `gramInGraph`: keep every n-th output row and column of each convolution (default 1: all). */
+  positionStride?: number;
+}
+
+/** What the statistics need of an accumulator: rows seen and H (full, or packed diagonal blocks). */
+interface GramLike {
+  readonly rows: number;
+  finish(): Float64Array;
+}
+
+/** H of one group as packed diagonal blocks, summed from the Gram outputs of the capture graph. */
+class BlockGram implements GramLike {
+  readonly h: Float64Array;
+  rows = 0;
+  readonly offsets: number[] = [];
+
+  constructor(readonly blocks: readonly number[]) {
+    let n = 0;
+    for (const b of blocks) {
+      this.offsets.push(n);
+      n += b * b;
+    }
+    this.h = new Float64Array(n);
+  }
+
+  /** Adds block b's Gram of n stacked samples ([n·w, n·w], float32): the sum of its n diagonal blocks, symmetrized. */
+  add(b: number, gram: Float32Array, dim: number): string | undefined {
+    const w = this.blocks[b];
+    if (dim % w !== 0 || gram.length !== dim * dim) return `a Gram of ${dim}×${dim} for a block of ${w} features`;
+    const h = this.h;
+    const at = this.offsets[b];
+    for (let n = 0; n < dim; n += w)
+      for (let i = 0; i < w; i++) {
+        const ri = (n + i) * dim + n;
+        for (let j = i; j < w; j++) {
+          const v = 0.5 * (gram[ri + j] + gram[(n + j) * dim + n + i]);
+          h[at + i * w + j] += v;
+          if (j !== i) h[at + j * w + i] += v;
+        }
+      }
+    return undefined;
+  }
+
+  finish(): Float64Array {
+    return this.h;
+  }
 }
 
 /**
@@ -339,10 +404,44 @@ export async function captureStatistics(
     return i;
   };
   const reachable: TargetPlan[] = [];
+  // convolutions of the main graph whose H onnxruntime computes (gramInGraph): nodes per input and geometry
+  const inGraph = new Map<string, ConvGramOutputs>();
+  const planInGraph = new Set<TargetPlan>();
+  const additions = { nodes: [] as Uint8Array[][], outputs: [] as string[] };
+  const gramPrefix = freshPrefix(view, 'nnm_gram');
+  let gramCounter = 0;
+  const sharedConstants = new Map<string, string>();
   for (const p of plans) {
     const blocked = p.sites.map((s) => bodyOwner(s.kind === 'recurrent' ? s.y.graph : s.x.graph)).find(Boolean);
     if (blocked) {
       missing.set(p.target.key, `inside a ${blocked.op} body (${blocked.name || blocked.path}): only If branches are exposed`);
+      continue;
+    }
+    if (options.gramInGraph && p.sites.every((s) => s.kind === 'conv' && s.x.graph === view.main)) {
+      for (const s of p.sites) {
+        if (s.kind !== 'conv') continue;
+        const key = convKey(s.x.name, s);
+        if (inGraph.has(key)) continue;
+        const taps = elementCount(s.kernel);
+        const out = convGramNodes(
+          {
+            x: s.x.name,
+            attrs: s.attrs,
+            kernel: s.kernel,
+            channels: (p.k / taps) * p.groups,
+            groups: p.groups,
+            maxBlock: options.maxBlock ?? Infinity,
+            positionStride: options.positionStride ?? 1,
+          },
+          (suffix) => `${gramPrefix}${gramCounter++}_${suffix}`,
+          sharedConstants,
+          additions.nodes,
+        );
+        additions.outputs.push(...out.grams, out.shape);
+        inGraph.set(key, out);
+      }
+      planInGraph.add(p);
+      reachable.push(p);
       continue;
     }
     for (const s of p.sites) {
@@ -353,17 +452,28 @@ export async function captureStatistics(
     }
     reachable.push(p);
   }
-  const exposed = exposeValues(view, requests, rename);
+  const exposed = exposeValues(view, requests, rename, additions);
   const outName = (r: ValueRequest): string => exposed.outputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
   let runs = 0;
   // one accumulator set per distinct (value, geometry): weights sharing an input share its H
   const accumulators = new Map<
     string,
-    { grams: GramAccumulator[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined }
+    { grams: GramLike[]; blocks?: number[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined }
   >();
   const siteAccs = new Map<TargetPlan, string[]>();
   for (const p of reachable) {
     const keys: string[] = [];
+    if (planInGraph.has(p)) {
+      for (const s of p.sites) {
+        if (s.kind !== 'conv') continue;
+        const key = `graph|${convKey(s.x.name, s)}`;
+        if (!accumulators.has(key))
+          accumulators.set(key, inGraphAccumulator(inGraph.get(convKey(s.x.name, s))!, p.groups, s.desc));
+        keys.push(key);
+      }
+      siteAccs.set(p, keys);
+      continue;
+    }
     for (const s of p.sites) {
       const key = siteKey(s, outName, p);
       if (!accumulators.has(key))
@@ -376,8 +486,8 @@ export async function captureStatistics(
     siteAccs.set(p, keys);
   }
   const failed = new Map<string, string>();
-  if (requests.length)
-    await run(exposed.model, [...new Set(exposed.outputs)], (outputs) => {
+  if (requests.length || additions.outputs.length)
+    await run(exposed.model, [...new Set([...exposed.outputs, ...additions.outputs])], (outputs) => {
       options.signal?.throwIfAborted();
       for (const [key, acc] of accumulators) {
         if (failed.has(key)) continue;
@@ -396,6 +506,7 @@ export async function captureStatistics(
       continue;
     }
     const sets = keys.map((k) => accumulators.get(k)!.grams);
+    const blocks = accumulators.get(keys[0])!.blocks;
     const rows = Array.from({ length: p.groups }, (_, g) => sets.reduce((s, grams) => s + grams[g].rows, 0));
     if (rows.every((r) => r === 0)) {
       missing.set(p.target.key, 'its op never ran on the calibration data');
@@ -403,7 +514,7 @@ export async function captureStatistics(
     }
     const h = Array.from({ length: p.groups }, (_, g) => {
       if (sets.length === 1) return sets[0][g].finish();
-      const sum = new Float64Array(p.k * p.k);
+      const sum = new Float64Array(sets[0][g].finish().length);
       for (const grams of sets) {
         const m = grams[g].finish();
         for (let i = 0; i < sum.length; i++) sum[i] += m[i];
@@ -417,10 +528,48 @@ export async function captureStatistics(
       h,
       rows,
       sources: p.sites.map((s) => s.desc),
+      ...(blocks && blocks.length > 1 ? { blocks } : {}),
       ...(p.approximate ? { approximate: p.approximate } : {}),
     });
   }
-  return { stats, missing, runs, captured: new Set(exposed.outputs).size };
+  return { stats, missing, runs, captured: new Set(exposed.outputs).size + inGraph.size };
+}
+
+/** A convolution input and geometry (weights sharing both share one H). */
+function convKey(x: string, s: Extract<Site, { kind: 'conv' }>): string {
+  return `${x}|${JSON.stringify([s.attrs.strides, s.attrs.pads, s.attrs.dilations, s.attrs.group, s.attrs.auto_pad, s.kernel])}`;
+}
+
+/** The accumulator of one convolution input whose block Grams onnxruntime computes. */
+function inGraphAccumulator(
+  out: ConvGramOutputs,
+  groups: number,
+  desc: string,
+): { grams: BlockGram[]; blocks: number[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined } {
+  const grams = Array.from({ length: groups }, () => new BlockGram(out.blocks));
+  return {
+    grams,
+    blocks: out.blocks,
+    add: (o) => {
+      const shape = o.get(out.shape);
+      if (isEmpty(shape)) return undefined;
+      const d = shape!.data;
+      // [N, Kb, spatial…]: rows are N × positions
+      let rows = d[0];
+      for (let i = 2; i < d.length; i++) rows *= d[i];
+      let at = 0;
+      for (let g = 0; g < groups; g++) {
+        for (let b = 0; b < out.blocks.length; b++) {
+          const t = o.get(out.grams[at++]);
+          if (!t || t.dims.length !== 2) return `${desc}: no Gram from the capture graph`;
+          const err = grams[g].add(b, t.data, t.dims[0]);
+          if (err) return `${desc}: ${err}`;
+        }
+        grams[g].rows += rows;
+      }
+      return undefined;
+    },
+  };
 }
 
 /** The nearest enclosing Loop/Scan of a graph, if any (their values cannot be graph outputs here). */
@@ -577,10 +726,12 @@ function makeAccumulator(
 export function mergeStatistics(key: string, parts: readonly TensorStatistics[]): TensorStatistics | undefined {
   if (!parts.length) return undefined;
   const [first] = parts;
-  if (parts.some((p) => p.k !== first.k || p.h.length !== first.h.length || p.grouping !== first.grouping)) return undefined;
+  const sameBlocks = (p: TensorStatistics): boolean => (p.blocks ?? [p.k]).join() === (first.blocks ?? [first.k]).join();
+  if (parts.some((p) => p.k !== first.k || p.h.length !== first.h.length || p.grouping !== first.grouping || !sameBlocks(p)))
+    return undefined;
   if (parts.length === 1) return { ...first, key };
   const h = first.h.map((_, g) => {
-    const sum = new Float64Array(first.k * first.k);
+    const sum = new Float64Array(first.h[g].length);
     for (const p of parts) for (let i = 0; i < sum.length; i++) sum[i] += p.h[g][i];
     return sum;
   });
@@ -592,6 +743,7 @@ export function mergeStatistics(key: string, parts: readonly TensorStatistics[])
     h,
     rows: first.rows.map((_, g) => parts.reduce((s, p) => s + p.rows[g], 0)),
     sources: parts.flatMap((p) => p.sources),
+    ...(first.blocks ? { blocks: first.blocks } : {}),
     ...(approximate ? { approximate } : {}),
   };
 }

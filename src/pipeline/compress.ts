@@ -48,7 +48,7 @@ import {
   type StatisticsReport,
   type TensorStatistics,
 } from '../compensate/statistics.js';
-import { runCalibration } from '../calibration/runner.js';
+import { largeInputs, runCalibration } from '../calibration/runner.js';
 import type { ModelReader } from '../formats/model.js';
 import type { ResolvedOptions } from './options.js';
 
@@ -522,6 +522,32 @@ function fixedGridCompensation(
   return { stats, missing };
 }
 
+/** Features per diagonal block of H for large-input models (ISNet: 576 best of 288 / 576 / 1152 on the masks). */
+const GRAM_BLOCK = 576;
+/** Positions kept per conv for large-input models: every one (stride 2 is 2.5× faster, not judged on the masks). */
+const GRAM_POSITION_STRIDE = 1;
+
+/**
+ * How statistics are captured for a model with large fixed inputs (ISNet, 1×3×1024×1024; `largeInputs`, the
+ * rule that also turns onnxruntime's memory arena off): onnxruntime computes the convolutions' H in the capture
+ * graph, block-diagonal over blocks of at most GRAM_BLOCK features, from every GRAM_POSITION_STRIDE-th row and
+ * column of positions. Other models keep the JavaScript Gram of full H (their archives unchanged).
+ * docs/compensation.md has the measurements behind the numbers; NNMEDIA_GRAM_BLOCK and
+ * NNMEDIA_GRAM_POSITION_STRIDE override the two for measuring.
+ */
+function largeInputCapture(source: Uint8Array): { gramInGraph?: boolean; maxBlock?: number; positionStride?: number } {
+  if (!largeInputs(source)) return {};
+  const env = (name: string, fallback: number): number => {
+    const v = Number(process.env[name]);
+    return Number.isFinite(v) && v >= 1 ? v : fallback;
+  };
+  return {
+    gramInGraph: true,
+    maxBlock: env('NNMEDIA_GRAM_BLOCK', GRAM_BLOCK),
+    positionStride: env('NNMEDIA_GRAM_POSITION_STRIDE', GRAM_POSITION_STRIDE),
+  };
+}
+
 /** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */
 let lastCapture: { key: string; report: StatisticsReport } | undefined;
 
@@ -562,7 +588,7 @@ async function gatherStatistics(
             },
           });
         },
-        { signal: options.signal },
+        { signal: options.signal, ...largeInputCapture(source) },
       );
   lastCapture = { key, report };
   const stats = new Map<string, TensorStatistics>();

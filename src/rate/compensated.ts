@@ -48,6 +48,40 @@ export interface CompensationRatio {
   readonly extraBits: number;
 }
 
+/**
+ * Output units measured per tensor when its statistics are block-diagonal (large models: ISNet, K up to 9216):
+ * every ⌈units / SAMPLED_UNITS⌉-th output unit, so the anchors cost rows/s·K·B instead of rows·K·B. The ratio is a
+ * ratio of sums over output units (each on its own grid), estimated from the sample; the extra bits are scaled up.
+ * Full statistics (every other model) measure every unit, as before.
+ */
+export const SAMPLED_UNITS = 128;
+
+/** The planes of every `every`-th output unit of an fc or [out, in, …] conv layout (one group), or undefined. */
+export function sampleOutputUnits(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  layout: LayoutSpec,
+  every: number,
+): { planes: Float32Array[]; shapes: PlaneShape[]; layout: LayoutSpec; units: number } | undefined {
+  if (planes.length !== 1 || every <= 1) return undefined;
+  let units: number;
+  if (layout.kind === 'fc') units = layout.nout;
+  else if (layout.kind === 'conv' && layout.order === 'out_in') units = layout.nfout;
+  else return undefined;
+  const { rows, cols, channelWidth } = shapes[0];
+  const width = cols / units;
+  if (!Number.isInteger(width) || channelWidth !== width) return undefined;
+  const kept = Math.ceil(units / every);
+  const outCols = kept * width;
+  const out = new Float32Array(rows * outCols);
+  const src = planes[0];
+  for (let r = 0; r < rows; r++)
+    for (let u = 0; u < kept; u++)
+      for (let y = 0; y < width; y++) out[r * outCols + u * width + y] = src[r * cols + u * every * width + y];
+  const sampled: LayoutSpec = layout.kind === 'fc' ? { ...layout, nout: kept } : { ...layout, nfout: kept };
+  return { planes: [out], shapes: [{ ...shapes[0], cols: outCols }], layout: sampled, units: kept };
+}
+
 /** Measures the error ratio of a tensor's working planes (outliers NaN, unrotated) at each anchor step. */
 export function compensationRatios(
   planes: readonly Float32Array[],
@@ -58,6 +92,18 @@ export function compensationRatios(
   stats: TensorStatistics,
   anchors: readonly number[] = COMPENSATION_ANCHORS,
 ): CompensationRatio[] {
+  const units = layout.kind === 'fc' ? layout.nout : layout.kind === 'conv' ? layout.nfout : 0;
+  const sample =
+    stats.blocks && stats.h.length === 1 && range === 'channel' && units > SAMPLED_UNITS
+      ? sampleOutputUnits(planes, shapes, layout, Math.ceil(units / SAMPLED_UNITS))
+      : undefined;
+  if (sample) {
+    const scale = units / sample.units;
+    return compensationRatios(sample.planes, sample.shapes, sample.layout, base, range, stats, anchors).map((r) => ({
+      ...r,
+      extraBits: r.extraBits * scale,
+    }));
+  }
   return anchors.map((relStep) => {
     const settings: QuantizeSettings = { ...base, range, stride: 1, relStep };
     const rtn = quantizePlanes(planes, shapes, settings);
