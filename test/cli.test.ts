@@ -51,6 +51,10 @@ describe('nnmedia CLI', () => {
     const w1 = info.tensors.find((t: { name: string }) => t.name === 'W1');
     expect(w1).toMatchObject({ role: 'fc', geometry: ['16×32'], codec: 'webp lossless', bits: 8, range: 'channel' });
     expect(w1.stats.snrDb).toBeGreaterThan(30);
+    // the table names a lossless codec alone: "lossless" beside an SNR of 30 dB read as if the weights were
+    const table = (await cli('inspect', 'm.nnm')).stdout;
+    expect(table).toMatch(/\nW1 .* webp +8 /);
+    expect(table).not.toContain('lossless');
     const d = await cli('decompress', 'm.nnm', '-o', 'back.onnx');
     expect(d.code).toBe(0);
     expect(existsSync(join(dir, 'back.onnx'))).toBe(true);

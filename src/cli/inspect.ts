@@ -136,6 +136,14 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
   }
 }
 
+/**
+ * The codec column of the table: a lossless codec by its name alone (its codes are exact; the quantization's error
+ * is in the SNR column, and "lossless" beside it read as if the weights were), a lossy one with "lossy".
+ */
+function humanCodec(codec: string): string {
+  return codec.replace(/ lossless\b/g, '').replace(/ q(\d*)\b/g, ' lossy q$1');
+}
+
 function inspectArchive(file: string, options: InspectOptions): void {
   const a = new Archive(file);
   try {
@@ -264,7 +272,7 @@ function printArchive(
           r.role,
           r.shape.join('×'),
           r.geometry.length > 1 ? `${r.geometry.length} × ${r.geometry[0]}` : (r.geometry[0] ?? ''),
-          r.codec,
+          humanCodec(r.codec),
           r.bits ? String(r.bits) : '',
           String(r.bytes),
           r.bitsPerWeight !== undefined ? r.bitsPerWeight.toFixed(2) : '',
