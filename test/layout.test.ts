@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { gatherPlanes, planeOffsets, planeShapes, scatterPlanes, sourceIndexFn } from '../src/layout/planes.js';
 import { cutTile, pasteTile, tileGrid } from '../src/layout/tiles.js';
 import type { LayoutSpec } from '../src/layout/types.js';
+import { exactSide, markedSide } from '../src/pipeline/prepare.js';
 
 const iota = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => i);
 const f32 = (n: number): Float32Array => new Float32Array(n);
@@ -80,18 +81,39 @@ describe('layouts are pairs of inverse functions', () => {
       const back = scatterPlanes(gatherPlanes(src, spec, f32), spec, f32(n));
       expect(back).toEqual(src);
     });
+  for (const spec of specs)
+    it(`marked positions in file order without a scatter: ${spec.kind} ${JSON.stringify(spec)}`, () => {
+      const shapes = planeShapes(spec);
+      const n = shapes.reduce((s, p) => s + p.rows * p.cols, 0);
+      const values = iota(n).map((v) => v * 0.5 - 3);
+      const planes = gatherPlanes(values, spec, f32);
+      // marks (NaN, ±Inf) at scattered plane positions, as outliers and non-finite weights are
+      planes.forEach((plane, p) => {
+        for (let i = p % 3; i < plane.length; i += 5) plane[i] = i % 2 ? NaN : -Infinity;
+      });
+      const expected = exactSide(scatterPlanes(planes, spec, f32(n)), values);
+      const side = markedSide(planes, shapes, spec, values);
+      expect(side!.indices.length).toBeGreaterThan(0);
+      expect(side).toEqual(expected);
+    });
 });
 
-describe('the blocked fc path is the index function', () => {
+describe('the strip-wise fc transpose is the index function', () => {
   for (const order of ['out_in', 'in_out'] as const)
-    it(`fc ${order}, 130 × 71 (not a multiple of the block)`, () => {
-      const spec: LayoutSpec = { kind: 'fc', nin: 130, nout: 71, order };
-      const src = iota(130 * 71);
-      const [plane] = gatherPlanes(src, spec, f32);
-      const idx = sourceIndexFn(spec);
-      for (let r = 0; r < 130; r++) for (let c = 0; c < 71; c++) expect(plane[r * 71 + c]).toBe(src[idx(0, r, c)]);
-      expect(scatterPlanes([plane], spec, f32(src.length))).toEqual(src);
-    });
+    for (const [nin, nout] of [
+      [130, 71],
+      [3, 40],
+      [40, 3],
+      [8, 16],
+    ])
+      it(`fc ${order}, ${nin} × ${nout} (rows a multiple of the strip of 8, or not, or fewer)`, () => {
+        const spec: LayoutSpec = { kind: 'fc', nin, nout, order };
+        const src = iota(nin * nout);
+        const [plane] = gatherPlanes(src, spec, f32);
+        const idx = sourceIndexFn(spec);
+        for (let r = 0; r < nin; r++) for (let c = 0; c < nout; c++) expect(plane[r * nout + c]).toBe(src[idx(0, r, c)]);
+        expect(scatterPlanes([plane], spec, f32(src.length))).toEqual(src);
+      });
 });
 
 describe('planeOffsets: the index function as row + column offsets', () => {

@@ -122,19 +122,37 @@ function transposeInto(src: AnyTypedArray, rows: number, cols: number, dst: AnyT
   }
 }
 
-/** `transposeInto` for float32 (the same loop, fed one type only). */
+/**
+ * `transposeInto` for float32, fed one type only: strips of 8 source rows, read along the row (8 sequential
+ * streams) and written as 8 consecutive floats of each destination row. Measured (Node 20, fresh destination,
+ * bench as in issue 16): 8192×3072 1.95 ns an element against 3.84 for 64×64 blocks, 1024×3072 0.61 against
+ * 3.07. The last rows % 8 go the same way, one strip as wide as they are.
+ */
 function transposeFloat32(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
-  const B = 64;
-  for (let c0 = 0; c0 < cols; c0 += B) {
-    const c1 = Math.min(cols, c0 + B);
-    for (let r0 = 0; r0 < rows; r0 += B) {
-      const r1 = Math.min(rows, r0 + B);
-      for (let c = c0; c < c1; c++) {
-        const d = c * rows;
-        for (let r = r0; r < r1; r++) dst[d + r] = src[r * cols + c];
-      }
+  let r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    const s0 = r * cols;
+    const s1 = s0 + cols;
+    const s2 = s1 + cols;
+    const s3 = s2 + cols;
+    const s4 = s3 + cols;
+    const s5 = s4 + cols;
+    const s6 = s5 + cols;
+    const s7 = s6 + cols;
+    for (let c = 0, d = r; c < cols; c++, d += rows) {
+      dst[d] = src[s0 + c];
+      dst[d + 1] = src[s1 + c];
+      dst[d + 2] = src[s2 + c];
+      dst[d + 3] = src[s3 + c];
+      dst[d + 4] = src[s4 + c];
+      dst[d + 5] = src[s5 + c];
+      dst[d + 6] = src[s6 + c];
+      dst[d + 7] = src[s7 + c];
     }
   }
+  const rest = rows - r;
+  if (rest > 0)
+    for (let c = 0, d = r; c < cols; c++, d += rows) for (let k = 0; k < rest; k++) dst[d + k] = src[(r + k) * cols + c];
 }
 
 /** Forward map: tensor (file order) → planes (row-major). */

@@ -4,7 +4,7 @@
  * on decode with the seeds the record keeps).
  */
 
-import { gatherPlanes, planeShapes, scatterPlanes } from '../layout/planes.js';
+import { gatherPlanes, planeShapes, sourceIndexFn } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { markOutliers } from '../quantize/outliers.js';
 import type { NonFiniteSide } from '../quantize/uniform.js';
@@ -36,6 +36,37 @@ export function exactSide(marked: Float32Array, values: Float32Array): NonFinite
       indices[k] = i;
       exact[k++] = values[i];
     }
+  return { indices, values: exact };
+}
+
+/**
+ * `exactSide` of the planes scattered back to file order, without scattering them: the file index of every
+ * non-finite plane element, sorted, and the exact values there. The same side to the bit (the layouts are
+ * bijections); no tensor-sized buffer and no second transpose for the few marks a tensor has.
+ */
+export function markedSide(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  layout: LayoutSpec,
+  values: Float32Array,
+): NonFiniteSide | undefined {
+  let count = 0;
+  for (const plane of planes) for (let i = 0; i < plane.length; i++) if (!Number.isFinite(plane[i])) count++;
+  if (count === 0) return undefined;
+  const index = sourceIndexFn(layout);
+  const indices = new Uint32Array(count);
+  let k = 0;
+  planes.forEach((plane, p) => {
+    const { cols } = shapes[p];
+    for (let i = 0; i < plane.length; i++)
+      if (!Number.isFinite(plane[i])) {
+        const r = Math.floor(i / cols);
+        indices[k++] = index(p, r, i - r * cols);
+      }
+  });
+  indices.sort();
+  const exact = new Float32Array(count);
+  for (let j = 0; j < count; j++) exact[j] = values[indices[j]];
   return { indices, values: exact };
 }
 
@@ -85,9 +116,8 @@ export function preparePlanes(
   const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
   const shapes = planeShapes(layout);
   const marked = outlierSigma > 0 ? markOutliers(planes, shapes, outlierSigma) : 0;
-  // the marks are in the planes: scatter them back to file order to find their positions
-  const side =
-    marked > 0 ? exactSide(scatterPlanes(planes, layout, new Float32Array(values.length)), values) : exactSide(values, values);
+  // the marks are in the planes: their positions in file order from the layout's index map
+  const side = marked > 0 ? markedSide(planes, shapes, layout, values) : exactSide(values, values);
   return { planes, shapes, side };
 }
 

@@ -6,13 +6,12 @@
 
 import { compensatePlanes, type CompensatedQuantization } from '../compensate/planes.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
-import { scatterPlanes } from '../layout/planes.js';
 import { getQuantizer, roundToNearest, type TensorStatistics } from '../quantize/registry.js';
 import { planeRanges, type PlaneQuantization, type QuantizeSettings } from '../quantize/tensor.js';
 import { addPlaneErrors, type NonFiniteSide } from '../quantize/uniform.js';
 import { addToErrorHistogram, histogramError, newErrorHistogram, type ErrorHistogram } from '../quantize/error-histogram.js';
 import type { TensorSettings } from './options.js';
-import { exactSide, type PreparedTensor } from './prepare.js';
+import { markedSide, type PreparedTensor } from './prepare.js';
 import { wholeSegments } from '../transform/hadamard.js';
 
 /** A tensor's codes and ranges per plane, the exact side values, and the grid stride used. */
@@ -136,12 +135,12 @@ export function quantizeTensor(
       if (q.beyond && q.working) wholeSegments(q.working, prepared.shapes[p].rows, prepared.shapes[p].cols);
     });
   if (planes.some((q) => q.beyond)) {
-    const marked = scatterPlanes(
+    side = markedSide(
       planes.map((q, p) => q.working ?? prepared.planes[p]),
+      prepared.shapes,
       prepared.layout,
-      new Float32Array(values.length),
+      values,
     );
-    side = exactSide(marked, values);
   }
   return { planes, side, stride, ...(compensated ? { compensated: compensated.map((q) => q.compensation) } : {}) };
 }
