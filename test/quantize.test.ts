@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { collectNonFinite, dequantizePlane, findRanges, quantizePlane, restoreNonFinite } from '../src/quantize/uniform.js';
+import {
+  type PlaneRanges,
+  collectNonFinite,
+  dequantizePlane,
+  findRanges,
+  quantizePlane,
+  restoreNonFinite,
+  strideOffset,
+} from '../src/quantize/uniform.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 
 describe('M1 uniform quantization', () => {
@@ -67,6 +75,60 @@ function toBits(x: number): number {
   const exp = ((b >>> 23) & 255) - 127 + 15;
   return ((b >>> 16) & 0x8000) | (exp << 10) | ((b >>> 13) & 0x3ff);
 }
+
+describe('quantizePlane at stride > 1: products where safe, the codes of the divisions', () => {
+  // the reference: the level from the quotients, as the method states it
+  const reference = (v: Float32Array, cols: number, bits: number, ranges: PlaneRanges, stride: number): Uint16Array => {
+    const levels = 2 ** bits;
+    const half = strideOffset(stride, ranges.zeroCode);
+    const topLevel = Math.floor((levels - 1 - half) / stride);
+    const out = new Uint16Array(v.length);
+    for (let i = 0; i < v.length; i++) {
+      const ch = Math.floor((i % cols) / ranges.channelWidth);
+      const lo = ranges.mins[ch];
+      const span = ranges.maxs[ch] - lo;
+      if (!(span > 0) || !Number.isFinite(v[i])) continue;
+      const j = Math.round((((v[i] - lo) / span) * levels - 0.5 - half) / stride);
+      out[i] = (j < 0 ? 0 : j > topLevel ? topLevel : j) * stride + half;
+    }
+    return out;
+  };
+  // strides 49 and 103: 1/stride's rounding puts the product of a level m + ½ just below it (found by search)
+  for (const [bits, stride] of [
+    [8, 3],
+    [8, 49],
+    [8, 103],
+    [16, 7],
+    [16, 49],
+  ])
+    it(`${bits}-bit codes, stride ${stride}: weights on every rounding boundary and next to it`, () => {
+      const cols = 6;
+      // spans of powers of two put a boundary exactly on a float32 value (where 1/stride's rounding flips the
+      // level); the fourth span is subnormal (no finite reciprocal)
+      const mins = Float32Array.of(-0.37, -1e-3, -5, -3e-39, -0.5, 0);
+      const maxs = Float32Array.of(0.41, 2e-3, 5, 4e-39, 0.5, 2);
+      const ranges: PlaneRanges = { mins, maxs, channelWidth: 1 };
+      const levels = 2 ** bits;
+      const half = strideOffset(stride, undefined);
+      const values: number[] = [];
+      for (let m = -1; m * stride < levels + stride; m++)
+        for (const d of [-2, -1, 0, 1, 2])
+          for (let c = 0; c < cols; c++) {
+            // the value whose level is m + ½ exactly, and the float32 values around it
+            const x = (m + 0.5) * stride + 0.5 + half;
+            const v = Math.fround(mins[c] + (x / levels) * (maxs[c] - mins[c]));
+            values.push(v + d * Math.abs(v) * 2 ** -23);
+          }
+      while (values.length % cols) values.push(0);
+      // rows of 6 columns: value i sits in column i % 6, the channel it was made for
+      const v = Float32Array.from(values);
+      const rows = v.length / cols;
+      const got = quantizePlane(v, rows, cols, bits, ranges, stride);
+      expect(Array.from(got)).toEqual(Array.from(reference(v, cols, bits, ranges, stride)));
+      // and the plane is not trivial: several levels are used
+      expect(new Set(got).size).toBeGreaterThan(1);
+    });
+});
 
 describe('kept tensors as float16 (where the cast is safe)', () => {
   it('casts values within 2^-11 of themselves or of the tensor RMS, and reads them back', async () => {

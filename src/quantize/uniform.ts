@@ -76,6 +76,9 @@ export function columnRanges(ranges: PlaneRanges, cols: number): { los: Float64A
   return { los, spans };
 }
 
+/** How near a rounding boundary quantizePlane's fast products must come before it divides (see there). */
+const NEAR = 1e-6;
+
 /**
  * Codes of a plane. With `stride` k > 1 the encoder uses only every k-th code
  * (levels k·j + offset: ⌊k/2⌋, or on the zero code of a zero-centred grid) and picks the level whose M1 decoding is nearest: a
@@ -103,6 +106,13 @@ export function quantizePlane(
   const half = strideOffset(stride, ranges.zeroCode);
   const topLevel = Math.floor((top - half) / stride);
   const { los, spans } = columnRanges(ranges, cols);
+  // At stride > 1 the grid position ((v − lo) / span)·2^n through a reciprocal per column and the level through
+  // 1/stride: two multiplications instead of two divisions a weight (issue 16: 17 → 14 ns a weight at stride 3).
+  // The products differ from the quotients by a few ulps (< 1e-12 here), so where the level lies within NEAR of a
+  // rounding boundary (a half), or is not finite (a subnormal span), the weight takes the quotients: the codes
+  // are those of the divisions, to the bit.
+  const scale = Float64Array.from(spans, (span) => levels / span);
+  const perStride = 1 / stride;
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) {
@@ -112,11 +122,15 @@ export function quantizePlane(
       // constant channel, side-stored value or beyond the bounds: code 0
       if (!(span > 0) || !Number.isFinite(v) || v < min[c] || v > max[c]) continue;
       if (stride === 1) {
+        // (the division measured as fast here as the product and its check)
         const q = Math.floor(((v - lo) / span) * levels);
         codes[base + c] = q < 0 ? 0 : q > top ? top : q;
       } else {
         // nearest level j: decoded value lo + (k·j + offset + 0.5)·span/2^n
-        const j = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
+        let y = ((v - lo) * scale[c] - 0.5 - half) * perStride;
+        const f = y - Math.floor(y);
+        if (!(Math.abs(f - 0.5) >= NEAR)) y = (((v - lo) / span) * levels - 0.5 - half) / stride;
+        const j = Math.round(y);
         const jj = j < 0 ? 0 : j > topLevel ? topLevel : j;
         codes[base + c] = jj * stride + half;
       }
