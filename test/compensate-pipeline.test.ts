@@ -5,12 +5,16 @@
  * statistics (an If branch no sample takes) are rounded to nearest and named with the reason.
  */
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, OptionError, OPTION_TABLE } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { encodeNpy } from '../src/calibration/raw.js';
 import { batchNormClassifier, ifBranchModel } from './helpers/onnx-builder.js';
+import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
 const dir = tempDir();
@@ -79,6 +83,68 @@ describe('compress --compensate', () => {
     const line = logs.find((l) => /rounded to nearest/.test(l));
     expect(line).toMatch(/stage2\.w1 \(its op never ran/);
   }, 120_000);
+
+  it('large inputs, declared or only fed by the calibration data: statistics computed in the capture graph', async () => {
+    // a fully convolutional model whose spatial size is dynamic: its declared shape says nothing, the
+    // calibration data (1×4×512×512 = 2^20 elements a sample) is large
+    const conv = (size: (string | number)[]): Uint8Array =>
+      onnx.ModelProto.encode({
+        irVersion: 8,
+        opsetImport: [{ domain: '', version: 17 }],
+        graph: {
+          name: 'fcn',
+          initializer: [
+            floatTensor('w1', [8, 4, 3, 3], gaussian(8 * 4 * 9, 71, 0.3)),
+            floatTensor('w2', [4, 8, 3, 3], gaussian(4 * 8 * 9, 72, 0.3)),
+          ],
+          node: [
+            { opType: 'Conv', input: ['x', 'w1'], output: ['h'], attribute: [pads] },
+            { opType: 'Relu', input: ['h'], output: ['r'] },
+            { opType: 'Conv', input: ['r', 'w2'], output: ['y'], attribute: [pads] },
+          ],
+          input: [valueInfo('x', [1, 4, ...size])],
+          output: [valueInfo('y', [1, 4, ...size])],
+        },
+      }).finish();
+    const pads: onnx.IAttributeProto = { name: 'pads', ints: [1, 1, 1, 1], type: onnx.AttributeProto.AttributeType.INTS };
+    const data = join(dir, 'fcn-data');
+    mkdirSync(data, { recursive: true });
+    for (let i = 0; i < 4; i++)
+      writeFileSync(
+        join(data, `x${i}.npy`),
+        encodeNpy({ type: 'float32', dims: [1, 4, 512, 512], data: gaussian(4 * 512 * 512, 80 + i, 1) }),
+      );
+    const small = join(dir, 'fcn-small');
+    mkdirSync(small);
+    for (let i = 0; i < 4; i++)
+      writeFileSync(
+        join(small, `x${i}.npy`),
+        encodeNpy({ type: 'float32', dims: [1, 4, 64, 64], data: gaussian(4 * 64 * 64, 90 + i, 1) }),
+      );
+    const run = async (size: (string | number)[], calibration: string): Promise<string | undefined> => {
+      const model = join(dir, `fcn-${size.join('x')}.onnx`);
+      writeFileSync(model, conv(size));
+      const logs: string[] = [];
+      const r = await compressModel(model, join(dir, 'fcn.nnm'), {
+        relStep: 0.5,
+        compensate: true,
+        minFidelity: 0,
+        force: true,
+        calibration: { paths: [calibration] },
+        onLog: (m) => logs.push(m),
+      });
+      // both convolutions get statistics (whether compensation then pays is the allocation's verdict)
+      expect(r.compensation!.compensated.length + r.compensation!.fallback.length).toBe(2);
+      const line = logs.find((l) => l.startsWith('compensate: layer statistics'));
+      expect(line).toMatch(/^compensate: layer statistics for 2 of 2 tensors/);
+      return line;
+    };
+    const inGraph = /large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over 576 features/;
+    expect(await run(['H', 'W'], data)).toMatch(inGraph);
+    expect(await run([512, 512], data)).toMatch(inGraph);
+    // small inputs keep the JavaScript Gram of full H (the archives of such models do not change)
+    expect(await run(['H', 'W'], small)).not.toMatch(inGraph);
+  }, 180_000);
 
   it('is a boolean option with its flag from the option table', async () => {
     const spec = OPTION_TABLE.find((o) => o.key === 'compensate');

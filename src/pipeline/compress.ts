@@ -49,6 +49,7 @@ import {
   type TensorStatistics,
 } from '../compensate/statistics.js';
 import { largeInputs, runCalibration } from '../calibration/runner.js';
+import type { CalibrationSample } from '../calibration/types.js';
 import type { ModelReader } from '../formats/model.js';
 import type { ResolvedOptions } from './options.js';
 
@@ -528,15 +529,20 @@ const GRAM_BLOCK = 576;
 const GRAM_POSITION_STRIDE = 1;
 
 /**
- * How statistics are captured for a model with large fixed inputs (ISNet, 1×3×1024×1024; `largeInputs`, the
- * rule that also turns onnxruntime's memory arena off): onnxruntime computes the convolutions' H in the capture
- * graph, block-diagonal over blocks of at most GRAM_BLOCK features, from every GRAM_POSITION_STRIDE-th row and
- * column of positions. Other models keep the JavaScript Gram of full H (their archives unchanged).
- * docs/compensation.md has the measurements behind the numbers; NNMEDIA_GRAM_BLOCK and
- * NNMEDIA_GRAM_POSITION_STRIDE override the two for measuring.
+ * How statistics are captured for a model with large inputs: declared so (ISNet, 1×3×1024×1024; `largeInputs`, the
+ * rule that also turns onnxruntime's memory arena off), or fed so by the calibration data (a detector with dynamic
+ * dimensions calibrated on 640×640 photos: its first probe sample has an input of LARGE_SAMPLE_ELEMENTS or more).
+ * Then onnxruntime computes the convolutions' H in the capture graph, block-diagonal over blocks of at most
+ * GRAM_BLOCK features, from every GRAM_POSITION_STRIDE-th row and column of positions: the JavaScript Gram of full H
+ * took ~16 minutes per ISNet photo. Other models (small inputs: PaddleOCR's 48-pixel lines, Silero's 512-sample
+ * windows) keep the JavaScript Gram of full H (their archives unchanged). docs/compensation.md has the measurements
+ * behind the numbers; NNMEDIA_GRAM_BLOCK and NNMEDIA_GRAM_POSITION_STRIDE override the two for measuring.
  */
-function largeInputCapture(source: Uint8Array): { gramInGraph?: boolean; maxBlock?: number; positionStride?: number } {
-  if (!largeInputs(source)) return {};
+async function largeInputCapture(
+  source: Uint8Array,
+  probe: readonly CalibrationSample[],
+): Promise<{ gramInGraph?: boolean; maxBlock?: number; positionStride?: number }> {
+  if (!largeInputs(source) && !(probe.length && (await largestInput(probe[0])) >= LARGE_SAMPLE_ELEMENTS)) return {};
   const env = (name: string, fallback: number): number => {
     const v = Number(process.env[name]);
     return Number.isFinite(v) && v >= 1 ? v : fallback;
@@ -546,6 +552,16 @@ function largeInputCapture(source: Uint8Array): { gramInGraph?: boolean; maxBloc
     maxBlock: env('NNMEDIA_GRAM_BLOCK', GRAM_BLOCK),
     positionStride: env('NNMEDIA_GRAM_POSITION_STRIDE', GRAM_POSITION_STRIDE),
   };
+}
+
+/** Elements of a calibration sample's input from which statistics are computed in the capture graph (2^20). */
+const LARGE_SAMPLE_ELEMENTS = 2 ** 20;
+
+/** Elements of the largest input of a calibration sample (of its first run, for a sequence). */
+async function largestInput(sample: CalibrationSample): Promise<number> {
+  const data = await sample.load();
+  const feed = data.kind === 'feed' ? data.feed : (data.steps[0] ?? {});
+  return Math.max(0, ...Object.values(feed).map((t) => elementCount(t.dims)));
 }
 
 /** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */
@@ -569,6 +585,7 @@ async function gatherStatistics(
   const source = cal.source();
   const key = `${createHash('sha256').update(source).digest('hex')}\n${cal.set.description}\n${cal.probe.length}`;
   const cached = lastCapture?.key === key;
+  const capture = cached ? {} : await largeInputCapture(source, cal.probe);
   const report = cached
     ? lastCapture!.report
     : await captureStatistics(
@@ -588,7 +605,7 @@ async function gatherStatistics(
             },
           });
         },
-        { signal: options.signal, ...largeInputCapture(source) },
+        { signal: options.signal, ...capture },
       );
   lastCapture = { key, report };
   const stats = new Map<string, TensorStatistics>();
@@ -611,7 +628,10 @@ async function gatherStatistics(
   }
   options.onLog?.(
     `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
-      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})`,
+      `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})` +
+      (capture.gramInGraph
+        ? `; large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over ${capture.maxBlock} features`
+        : ''),
   );
   return { stats, missing };
 }
