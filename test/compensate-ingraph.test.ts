@@ -6,20 +6,14 @@
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import {
-  type OutputTensor,
-  type RunWithOutputs,
-  type TensorStatistics,
-  captureStatistics,
-  gptqQuantize,
-  statisticsTargets,
-} from '../src/compensate/index.js';
+import { type TensorStatistics, captureStatistics, gptqQuantize, statisticsTargets } from '../src/compensate/index.js';
 import { GramAccumulator, addConvPatches, convGeometry } from '../src/compensate/gram.js';
 import { blockChannels } from '../src/compensate/gram-graph.js';
 import { diagonalBlocks, gptqBlocks } from '../src/compensate/planes.js';
 import { openOnnx } from '../src/formats/onnx/reader.js';
 import type { QuantizeSettings } from '../src/quantize/tensor.js';
 import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
+import { feedsRunner } from './helpers/ort.js';
 import { gaussian } from './helpers/random.js';
 
 const INTS = onnx.AttributeProto.AttributeType.INTS;
@@ -31,10 +25,10 @@ const attr = (name: string, v: number | number[] | string): onnx.IAttributeProto
       : { name, i: v, type: onnx.AttributeProto.AttributeType.INT };
 
 /** Convolutions of every kind the in-graph Gram handles, on a batch of two. */
-function convModel(): Uint8Array {
+function convModel(opset = 17): Uint8Array {
   return onnx.ModelProto.encode({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }],
+    irVersion: opset < 11 ? 5 : 8,
+    opsetImport: [{ domain: '', version: opset }],
     graph: {
       name: 'convs',
       initializer: [
@@ -80,23 +74,6 @@ const feeds = (seed: number): Record<string, ort.Tensor> => ({
   b: new ort.Tensor('float32', gaussian(2 * 6 * 11, seed + 2, 1), [2, 6, 11]),
 });
 
-/** Runs a model once per feed with onnxruntime, passing the extra outputs as float32. */
-function feedsRunner(list: Array<Record<string, ort.Tensor>>): RunWithOutputs {
-  return async (model, extra, onRun) => {
-    const s = await ort.InferenceSession.create(model);
-    try {
-      for (const f of list) {
-        const out = await s.run(f, extra);
-        const m = new Map<string, OutputTensor>();
-        for (const n of extra) m.set(n, { data: out[n].data as Float32Array, dims: out[n].dims });
-        await onRun(m);
-      }
-    } finally {
-      await s.release();
-    }
-  };
-}
-
 /** max |a − b| / max |b|. */
 function relDiff(a: Float64Array, b: Float64Array): number {
   expect(a.length).toBe(b.length);
@@ -135,6 +112,16 @@ describe('H computed by onnxruntime in the capture graph', () => {
     }
     // the JS path did expose the inputs; the in-graph path computes every H in the session
     expect(graph.stats.get('W3')!.rows).toEqual([2 * 2 * 90]);
+    expect([js.inGraph, graph.inGraph]).toEqual([0, 5]);
+  });
+
+  it('a model of an opset before 11 (Gemm needs C, Slice takes attributes) keeps the JavaScript Gram', async () => {
+    const old = convModel(10);
+    const js = await captureStatistics(old, targets, feedsRunner(runs));
+    const graph = await captureStatistics(old, targets, feedsRunner(runs), { gramInGraph: true, maxBlock: 64 });
+    expect(graph.inGraph).toBe(0);
+    expect([...graph.stats.keys()].sort()).toEqual(['W1', 'W1d', 'W3', 'Wg', 'Ws']);
+    for (const [key, s] of graph.stats) expect(s.h, key).toEqual(js.stats.get(key)!.h);
   });
 
   it('block-diagonal: the blocks of whole channels equal the diagonal blocks of full H', async () => {
@@ -208,6 +195,29 @@ describe('GPTQ under a block-diagonal H', () => {
     expect(b.outputError!).toBeCloseTo(a.outputError!, 9);
     // and it differs from full GPTQ with the off-diagonal blocks (they carry error across blocks)
     expect(Array.from(gptqQuantize(m, full).codes)).not.toEqual(Array.from(a.codes));
+  });
+
+  it('a block whose inputs are all zero is dead columns, as full GPTQ counts them; any other failure rounds all', () => {
+    const dead = Float64Array.from(packed);
+    dead.fill(0, 16 * 16, 2 * 16 * 16); // block 1: its 16 inputs never non-zero
+    const full16 = new Float64Array(k * k);
+    for (let b = 0, c0 = 0, at = 0; b < blocks.length; c0 += blocks[b], at += blocks[b] ** 2, b++)
+      for (let i = 0; i < blocks[b]; i++)
+        for (let j = 0; j < blocks[b]; j++) full16[(c0 + i) * k + c0 + j] = dead[at + i * blocks[b] + j];
+    const a = gptqQuantize(m, full16);
+    const b = gptqBlocks(m, dead, blocks, {});
+    expect([b.method, b.deadColumns]).toEqual(['gptq', 16]);
+    expect([a.method, a.deadColumns]).toEqual(['gptq', 16]);
+    expect(Array.from(b.codes)).toEqual(Array.from(a.codes));
+    expect(b.outputError!).toBeCloseTo(a.outputError!, 9);
+    // a block that is not positive definite: the whole matrix to nearest, with the block named
+    const broken = Float64Array.from(packed);
+    const at = 2 * 16 * 16; // block 2 (8 wide): inputs 0 and 1 correlated beyond their own variances
+    broken[at + 1] = broken[at + 8] = 1e6;
+    const c = gptqBlocks(m, broken, blocks, { damp: 0 });
+    expect(c.method).toBe('rtn');
+    expect(c.reason).toMatch(/^block 2: H is not positive definite/);
+    expect(Array.from(c.codes)).toEqual(Array.from(gptqQuantize(m, undefined).codes));
   });
 
   it('one block covering every column is full GPTQ', () => {

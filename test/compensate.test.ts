@@ -19,8 +19,6 @@ import {
   roundToNearest,
   statisticsTargets,
   type GridMatrix,
-  type OutputTensor,
-  type RunWithOutputs,
   type TensorStatistics,
 } from '../src/compensate/index.js';
 import { inverseCholeskyUpper } from '../src/compensate/gptq.js';
@@ -32,6 +30,7 @@ import { markOutliers } from '../src/quantize/outliers.js';
 import { quantizePlanes, type QuantizeSettings } from '../src/quantize/tensor.js';
 import { dequantizePlane } from '../src/quantize/uniform.js';
 import { floatTensor, mixedInputs, mixedModel } from './helpers/onnx-fixtures.js';
+import { feedsRunner } from './helpers/ort.js';
 import { gaussian, rng } from './helpers/random.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -554,23 +553,6 @@ describe('im2col statistics', () => {
     expect(a.rows).toBe(37);
   });
 });
-
-/** Runs a model once per feed with onnxruntime, passing the extra outputs as float32. */
-function feedsRunner(feeds: Array<Record<string, ort.Tensor>>): RunWithOutputs {
-  return async (model, extra, onRun) => {
-    const s = await ort.InferenceSession.create(model);
-    try {
-      for (const f of feeds) {
-        const out = await s.run(f, extra);
-        const m = new Map<string, OutputTensor>();
-        for (const n of extra) m.set(n, { data: out[n].data as Float32Array, dims: out[n].dims });
-        await onRun(m);
-      }
-    } finally {
-      await s.release();
-    }
-  };
-}
 
 function mixedFeeds(cond: boolean): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};

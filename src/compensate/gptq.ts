@@ -221,6 +221,26 @@ interface PreparedInverse {
 /** Prepared inverses per H and options: one tensor is quantized at many grids (rate search) with one H. */
 const prepared = new WeakMap<Float64Array, Map<string, PreparedInverse | string>>();
 
+/** Why a matrix whose every input column is zero on the calibration data is rounded to nearest. */
+export const EVERY_INPUT_ZERO = 'every input is zero on the calibration data';
+
+/**
+ * Σ (w − value(code))² over the matrix's weights not `fixed`: the output error GPTQ's sweep counts for columns
+ * it leaves as they round (a dead column's U is 1).
+ */
+export function roundingError(m: GridMatrix, codes: Uint32Array): number {
+  const grid = new RowGrid(m.bits, m.stride, m.zeroCode);
+  let sum = 0;
+  for (let r = 0; r < m.rows; r++)
+    for (let i = 0; i < m.k; i++) {
+      const at = r * m.k + i;
+      if (m.fixed?.[at]) continue;
+      const e = m.w[at] - grid.value(codes[at], m.los[r], m.spans[r]);
+      sum += e * e;
+    }
+  return sum;
+}
+
 /** U of the damped, reordered H (cached per H array and options), or why there is none. */
 function prepareInverse(h: Float64Array, k: number, options: GptqOptions): PreparedInverse | string {
   const damp = options.damp ?? DEFAULT_DAMP;
@@ -240,7 +260,7 @@ function prepareInverse(h: Float64Array, k: number, options: GptqOptions): Prepa
     } else diagSum += d;
   }
   let result: PreparedInverse | string;
-  if (deadColumns === k) result = 'every input is zero on the calibration data';
+  if (deadColumns === k) result = EVERY_INPUT_ZERO;
   else {
     const lambda = options.lambda ?? (damp * diagSum) / (k - deadColumns);
     // column order: identity, or by decreasing activity

@@ -14,8 +14,31 @@
  * every positionStride-th row and column of the op's own (the same patches, a regular subset).
  */
 
+import { WIRE_LEN, WIRE_VARINT, utf8, wireFields } from '../formats/onnx/protobuf.js';
 import { type ConvAttrs } from './gram.js';
 import { castToFloat, constantNode, intAttr, intsAttr, nodeProto, stringAttr } from './graph-edit.js';
+
+/**
+ * The default domain's opset the capture graph needs: `Gemm` without C (optional from 11) and `Slice` with its
+ * bounds as inputs (from 10). A model of an older opset keeps the JavaScript Gram.
+ */
+export const GRAM_GRAPH_MIN_OPSET = 11;
+
+/** The model's opset of the default ONNX domain (ModelProto.opset_import), or undefined where none is listed. */
+export function defaultOpset(model: Uint8Array): number | undefined {
+  const MODEL_OPSET_IMPORT = 8;
+  for (const f of wireFields(model, 0, model.length)) {
+    if (f.field !== MODEL_OPSET_IMPORT || f.wire !== WIRE_LEN) continue;
+    let domain = '';
+    let version: number | undefined;
+    for (const g of wireFields(model, f.valueStart, f.end)) {
+      if (g.field === 1 && g.wire === WIRE_LEN) domain = utf8(model, g.valueStart, g.end);
+      else if (g.field === 2 && g.wire === WIRE_VARINT) version = g.value;
+    }
+    if ((domain === '' || domain === 'ai.onnx') && version !== undefined) return version;
+  }
+  return undefined;
+}
 
 /** What one convolution input's in-graph Gram gives back. */
 export interface ConvGramOutputs {

@@ -18,7 +18,15 @@
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { type PlaneQuantization, type QuantizeSettings, quantizePlanes } from '../quantize/tensor.js';
 import { type PlaneRanges, allocCodes, dequantizePlane } from '../quantize/uniform.js';
-import { DEFAULT_DAMP, type GptqOptions, type GptqResult, type GridMatrix, gptqQuantize } from './gptq.js';
+import {
+  DEFAULT_DAMP,
+  EVERY_INPUT_ZERO,
+  type GptqOptions,
+  type GptqResult,
+  type GridMatrix,
+  gptqQuantize,
+  roundingError,
+} from './gptq.js';
 import type { TensorStatistics } from './statistics.js';
 
 /** How one plane was quantized. */
@@ -96,6 +104,11 @@ export function statisticsMisfit(layout: LayoutSpec, stats: TensorStatistics): s
   const g = stats.h.length;
   const bad = (what: string): string =>
     `statistics (K ${stats.k}, ${g} group${g > 1 ? 's' : ''}) do not fit the ${layout.kind} layout: ${what}`;
+  // H per group: K×K, or the packed diagonal blocks, whose widths add up to K
+  const blocks = stats.blocks ?? [stats.k];
+  if (blocks.reduce((a, b) => a + b, 0) !== stats.k) return bad(`blocks of ${blocks.join('+')} features`);
+  const size = blocks.reduce((a, b) => a + b * b, 0);
+  if (stats.h.some((h) => h.length !== size)) return bad(`H of another size than ${size} values`);
   switch (layout.kind) {
     case 'fc':
       return g === 1 && stats.k === layout.nin ? undefined : bad(`expected one group of K ${layout.nin}`);
@@ -158,7 +171,6 @@ export function gptqBlocks(m: GridMatrix, h: Float64Array, blocks: readonly numb
   const codes = new Uint32Array(m.rows * m.k);
   let deadColumns = 0;
   let outputError = 0;
-  const reasons: string[] = [];
   let c0 = 0;
   for (let b = 0; b < blocks.length; b++) {
     const w = blocks[b];
@@ -168,17 +180,24 @@ export function gptqBlocks(m: GridMatrix, h: Float64Array, blocks: readonly numb
       sub.set(m.w.subarray(r * m.k + c0, r * m.k + c0 + w), r * w);
       if (fixed) fixed.set(m.fixed!.subarray(r * m.k + c0, r * m.k + c0 + w), r * w);
     }
-    const r = gptqQuantize({ ...m, k: w, w: sub, ...(fixed ? { fixed } : {}) }, views[b], { ...options, lambda });
-    if (r.method === 'rtn') reasons.push(`block ${b}: ${r.reason}`);
-    deadColumns += r.deadColumns;
-    outputError += r.outputError ?? 0;
+    const block: GridMatrix = { ...m, k: w, w: sub, ...(fixed ? { fixed } : {}) };
+    const r = gptqQuantize(block, views[b], { ...options, lambda });
+    if (r.method === 'rtn' && r.reason === EVERY_INPUT_ZERO) {
+      // a block whose inputs are all zero: full GPTQ leaves such columns rounded to nearest, counted dead (their
+      // rounding error enters the output error as it does there)
+      deadColumns += w;
+      outputError += roundingError(block, r.codes);
+    } else if (r.method === 'rtn') {
+      // any other failure (H not positive definite): the whole matrix to nearest, as full H's failure would do
+      return { ...gptqQuantize(m, undefined, options), reason: `block ${b}: ${r.reason}`, lambda };
+    } else {
+      deadColumns += r.deadColumns;
+      outputError += r.outputError ?? 0;
+    }
     for (let row = 0; row < m.rows; row++) codes.set(r.codes.subarray(row * w, row * w + w), row * m.k + c0);
     c0 += w;
   }
-  // one block rounded to nearest makes the matrix a fallback (with the reason), as full H's failure would
-  return reasons.length
-    ? { codes, method: 'rtn', reason: reasons.join('; '), lambda, deadColumns }
-    : { codes, method: 'gptq', lambda, deadColumns, outputError };
+  return { codes, method: 'gptq', lambda, deadColumns, outputError };
 }
 
 /** GPTQ of one matrix with its group's H, full or block-diagonal. */

@@ -21,7 +21,7 @@
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import { type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
-import { type ConvGramOutputs, convGramNodes } from './gram-graph.js';
+import { type ConvGramOutputs, GRAM_GRAPH_MIN_OPSET, convGramNodes, defaultOpset } from './gram-graph.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
@@ -86,6 +86,8 @@ export interface StatisticsReport {
   runs: number;
   /** Values added as graph outputs. */
   captured: number;
+  /** Convolution inputs whose H onnxruntime computed in the capture graph (`gramInGraph`). */
+  inGraph: number;
 }
 
 type Site =
@@ -411,13 +413,14 @@ export async function captureStatistics(
   const gramPrefix = freshPrefix(view, 'nnm_gram');
   let gramCounter = 0;
   const sharedConstants = new Map<string, string>();
+  const gramInGraph = options.gramInGraph && (defaultOpset(view.bytes) ?? 0) >= GRAM_GRAPH_MIN_OPSET;
   for (const p of plans) {
     const blocked = p.sites.map((s) => bodyOwner(s.kind === 'recurrent' ? s.y.graph : s.x.graph)).find(Boolean);
     if (blocked) {
       missing.set(p.target.key, `inside a ${blocked.op} body (${blocked.name || blocked.path}): only If branches are exposed`);
       continue;
     }
-    if (options.gramInGraph && p.sites.every((s) => s.kind === 'conv' && s.x.graph === view.main)) {
+    if (gramInGraph && p.sites.every((s) => s.kind === 'conv' && s.x.graph === view.main)) {
       for (const s of p.sites) {
         if (s.kind !== 'conv') continue;
         const key = convKey(s.x.name, s);
@@ -532,7 +535,7 @@ export async function captureStatistics(
       ...(p.approximate ? { approximate: p.approximate } : {}),
     });
   }
-  return { stats, missing, runs, captured: new Set(exposed.outputs).size + inGraph.size };
+  return { stats, missing, runs, captured: new Set(exposed.outputs).size + inGraph.size, inGraph: inGraph.size };
 }
 
 /** A convolution input and geometry (weights sharing both share one H). */
@@ -552,8 +555,10 @@ function inGraphAccumulator(
     blocks: out.blocks,
     add: (o) => {
       const shape = o.get(out.shape);
+      // the main graph's values are there after every run: a missing one is the capture graph's fault
+      if (!shape) return `${desc}: no patch shape from the capture graph`;
       if (isEmpty(shape)) return undefined;
-      const d = shape!.data;
+      const d = shape.data;
       // [N, Kb, spatial…]: rows are N × positions
       let rows = d[0];
       for (let i = 2; i < d.length; i++) rows *= d[i];
@@ -562,6 +567,8 @@ function inGraphAccumulator(
         for (let b = 0; b < out.blocks.length; b++) {
           const t = o.get(out.grams[at++]);
           if (!t || t.dims.length !== 2) return `${desc}: no Gram from the capture graph`;
+          if (t.dims[0] !== d[0] * out.blocks[b])
+            return `${desc}: a Gram of ${t.dims[0]} rows for ${d[0]} samples of ${out.blocks[b]} features`;
           const err = grams[g].add(b, t.data, t.dims[0]);
           if (err) return `${desc}: ${err}`;
         }

@@ -607,7 +607,9 @@ async function gatherStatistics(
         },
         { signal: options.signal, ...capture },
       );
-  lastCapture = { key, report };
+  // kept for the next compress of the same model and samples, unless H is a large model's (ISNet: 0.84 GB, and
+  // its blocks' cached factors as much again): a library caller would hold that until another model came
+  lastCapture = report.inGraph ? undefined : { key, report };
   const stats = new Map<string, TensorStatistics>();
   const missing = new Map(report.missing);
   for (const plan of unique) {
@@ -629,7 +631,7 @@ async function gatherStatistics(
   options.onLog?.(
     `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
       `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})` +
-      (capture.gramInGraph
+      (report.inGraph
         ? `; large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over ${capture.maxBlock} features`
         : ''),
   );
