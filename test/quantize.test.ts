@@ -9,6 +9,7 @@ import {
   strideOffset,
 } from '../src/quantize/uniform.js';
 import { NonFiniteWeightError } from '../src/errors.js';
+import { markOutliers } from '../src/quantize/outliers.js';
 
 describe('M1 uniform quantization', () => {
   it('numbers 2^n equal intervals of [min, max] from 0 and decodes to their centres', () => {
@@ -127,6 +128,53 @@ describe('quantizePlane at stride > 1: products where safe, the codes of the div
       expect(Array.from(got)).toEqual(Array.from(reference(v, cols, bits, ranges, stride)));
       // and the plane is not trivial: several levels are used
       expect(new Set(got).size).toBeGreaterThan(1);
+    });
+});
+
+describe('markOutliers', () => {
+  // the rule as stated, channel by channel: beyond sigma standard deviations of the channel's finite weights
+  const reference = (plane: Float32Array, rows: number, cols: number, width: number, sigma: number): Float32Array => {
+    const out = plane.slice();
+    for (let ch = 0; ch * width < cols; ch++) {
+      let sum = 0;
+      let sq = 0;
+      let n = 0;
+      for (let r = 0; r < rows; r++)
+        for (let c = ch * width; c < Math.min(cols, (ch + 1) * width); c++) {
+          const v = plane[r * cols + c];
+          if (!Number.isFinite(v)) continue;
+          sum += v;
+          sq += v * v;
+          n++;
+        }
+      if (n < 4) continue;
+      const mean = sum / n;
+      const sd = Math.sqrt(Math.max(sq / n - mean * mean, 0));
+      if (sd === 0) continue;
+      for (let r = 0; r < rows; r++)
+        for (let c = ch * width; c < Math.min(cols, (ch + 1) * width); c++) {
+          const v = plane[r * cols + c];
+          if (Number.isFinite(v) && Math.abs(v - mean) > sigma * sd) out[r * cols + c] = NaN;
+        }
+    }
+    return out;
+  };
+  for (const width of [1, 3])
+    it(`marks what the rule says, channels ${width} column${width > 1 ? 's' : ''} wide, non-finite weights left alone`, () => {
+      const rows = 50;
+      const cols = 9;
+      const plane = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 1.7) + (i % 37 === 0 ? 9 : 0));
+      plane[3] = NaN;
+      plane[cols + 4] = Infinity;
+      plane[2 * cols + 4] = -Infinity;
+      for (let r = 0; r < rows; r++) plane[r * cols + 8] = 0.25; // a constant channel (width 1): no spread, no marks
+      const expected = reference(plane, rows, cols, width, 3);
+      const got = plane.slice();
+      const marked = markOutliers([got], [{ rows, cols, channelWidth: width, label: '' }], 3);
+      expect(Array.from(got)).toEqual(Array.from(expected));
+      expect(marked).toBe(expected.filter((v, i) => Number.isNaN(v) && !Number.isNaN(plane[i])).length);
+      expect(marked).toBeGreaterThan(3);
+      expect([got[cols + 4], got[2 * cols + 4]]).toEqual([Infinity, -Infinity]);
     });
 });
 
