@@ -6,10 +6,17 @@
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import { type TensorStatistics, captureStatistics, gptqQuantize, statisticsTargets } from '../src/compensate/index.js';
+import {
+  type TensorStatistics,
+  captureStatistics,
+  gptqQuantize,
+  mergeStatistics,
+  statisticsTargets,
+} from '../src/compensate/index.js';
 import { GramAccumulator, addConvPatches, convGeometry } from '../src/compensate/gram.js';
 import { blockChannels } from '../src/compensate/gram-graph.js';
-import { diagonalBlocks, gptqBlocks } from '../src/compensate/planes.js';
+import { diagonalBlocks, gptqBlocks, statisticsMisfit } from '../src/compensate/planes.js';
+import type { LayoutSpec } from '../src/layout/types.js';
 import { openOnnx } from '../src/formats/onnx/reader.js';
 import type { QuantizeSettings } from '../src/quantize/tensor.js';
 import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
@@ -146,6 +153,25 @@ describe('H computed by onnxruntime in the capture graph', () => {
       const v = diagonalBlocks(wg.h[g], wg.blocks!);
       for (let b = 0; b < 2; b++) expect(relDiff(v[b], subBlock(r, 36, b * 18, 18))).toBeLessThan(1e-5);
     }
+  });
+
+  it('block-diagonal statistics merge block by block, and are checked against the layout', async () => {
+    const stats = await captureStatistics(model, targets, feedsRunner(runs), { gramInGraph: true, maxBlock: 64 });
+    const w3 = stats.stats.get('W3')!; // K = 24·9 = 216: blocks of 7 channels (63 features) and fewer
+    expect(w3.blocks!.reduce((a, b) => a + b, 0)).toBe(216);
+    expect(w3.blocks!.length).toBeGreaterThan(1);
+    const merged = mergeStatistics('W3', [w3, w3])!;
+    expect(merged.blocks).toEqual(w3.blocks);
+    expect(merged.rows).toEqual(w3.rows.map((r) => 2 * r));
+    expect(Array.from(merged.h[0])).toEqual(Array.from(w3.h[0], (v) => 2 * v));
+    // full H and block-diagonal H of the same tensor do not merge
+    const full = (await captureStatistics(model, targets, feedsRunner(runs))).stats.get('W3')!;
+    expect(mergeStatistics('W3', [w3, full])).toBeUndefined();
+    // blocks that do not add up to K are refused before any rounding
+    const layout: LayoutSpec = { kind: 'conv', nfin: 24, nfout: 16, kx: 3, ky: 3, order: 'out_in' };
+    expect(statisticsMisfit(layout, w3)).toBeUndefined();
+    expect(statisticsMisfit(layout, { ...w3, blocks: w3.blocks!.slice(1) })).toMatch(/blocks of/);
+    expect(statisticsMisfit(layout, { ...w3, h: [w3.h[0].subarray(1)] })).toMatch(/H of another size/);
   });
 
   it('position stride 2: the patches of every other output row and column', async () => {
