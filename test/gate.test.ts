@@ -387,8 +387,12 @@ describe('what calibration never exercises', () => {
     const dflt = join(dir, 'if-default.nnm');
     await compressModel(model, dflt, { check: false });
     const out = join(dir, 'if-budget.nnm');
-    const r = await compressModel(model, out, { targetBpw: 4, minFidelity: 0 });
+    const logs: string[] = [];
+    const r = await compressModel(model, out, { targetBpw: 4, minFidelity: 0, onLog: (m) => logs.push(m) });
     expect(r.quality!.untakenBranches).toEqual([expect.stringMatching(/: then$/)]);
+    expect(logs).toContainEqual(
+      expect.stringMatching(/^branches no calibration sample takes \(their 2 tensors keep the default grid\): /),
+    );
     const [a, b] = [await snrs(model, dflt), await snrs(model, out)];
     for (const name of ['stage2.w1', 'stage2.w2']) expect(b.get(name)!).toBeGreaterThanOrEqual(a.get(name)! - 0.1);
     // while the tensors the calibration does reach were given fewer bits

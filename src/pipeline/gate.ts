@@ -154,7 +154,7 @@ export async function openCalibration(
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate
       rateInput = (!spec?.audio?.rates && findRateInput(describeModel(source, input))?.name) || undefined;
       log?.(
-        `branches no calibration sample takes (their ${untakenTensors.size} tensors keep the default grid): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
+        `branches no calibration sample takes (${untakenTensors.size ? `their ${untakenTensors.size} tensor${untakenTensors.size > 1 ? 's keep' : ' keeps'} the default grid` : 'no weight of their own'}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );
     }
   }
