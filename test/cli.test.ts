@@ -216,6 +216,30 @@ describe('reports of unusual models', () => {
     expect(row.bitsPerWeight).toBeCloseTo(((media + side) * 8) / w.length, 6);
   });
 
+  it("inspect's codec column: a lossy codec says \"lossy qN\"; a shared tensor's cell names the other tensor unaltered", async () => {
+    // tensor names that read like codec words: only codec strings are rewritten, never a name
+    const w = gaussian(64 * 48, 11, 0.1);
+    const file = save('shared.onnx', {
+      name: 'shared',
+      initializer: [floatTensor('dense q1', [64, 48], w), floatTensor('copy lossless', [64, 48], w)],
+      node: [
+        { opType: 'MatMul', input: ['x', 'dense q1'], output: ['y1'] },
+        { opType: 'MatMul', input: ['x', 'copy lossless'], output: ['y2'] },
+      ],
+      input: [valueInfo('x', [1, 64])],
+      output: [valueInfo('y1', [1, 48]), valueInfo('y2', [1, 48])],
+    });
+    const c = await cli('compress', file, '-o', 'shared.nnm', '--codec', 'webp', '--quality', '90', '--force');
+    expect(c.code, c.stderr).toBe(0);
+    const table = (await cli('inspect', 'shared.nnm')).stdout;
+    const rows = table.split('\n');
+    const first = rows.find((r) => r.startsWith('dense q1 '))!;
+    const second = rows.find((r) => r.startsWith('copy lossless '))!;
+    expect(first).toMatch(/ webp lossy q90 /);
+    expect(second).toMatch(/ same as dense q1 /);
+    expect(second).not.toMatch(/lossy/);
+  });
+
   it('a model with no floating-point weight matrix says so instead of printing 0.000 bits/weight', async () => {
     // integer weights (an already quantized layer) and a float scale: nothing for nnmedia to code
     const file = save('integer.onnx', {

@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, OptionError, OPTION_TABLE } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
 import { encodeNpy } from '../src/calibration/raw.js';
+import { largeInputs } from '../src/calibration/runner.js';
 import { batchNormClassifier, ifBranchModel } from './helpers/onnx-builder.js';
 import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -142,6 +143,11 @@ describe('compress --compensate', () => {
     const inGraph = /large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over 576 features/;
     expect(await run(['H', 'W'], data)).toMatch(inGraph);
     expect(await run([512, 512], data)).toMatch(inGraph);
+    // the fixed-shape model is also recognised from its declared shape alone (data need not be loaded for it);
+    // dynamic or small declared shapes are not
+    expect(largeInputs(conv([512, 512]))).toBe(true);
+    expect(largeInputs(conv(['H', 'W']))).toBe(false);
+    expect(largeInputs(conv([64, 64]))).toBe(false);
     // small inputs keep the JavaScript Gram of full H (the archives of such models do not change)
     expect(await run(['H', 'W'], small)).not.toMatch(inGraph);
   }, 180_000);

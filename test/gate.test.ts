@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decompressArchive, openModel, QualityError } from '../src/index.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
-import { describeQuality, openCalibration, type Calibration } from '../src/pipeline/gate.js';
+import { describeQuality, openCalibration, untakenWording, type Calibration } from '../src/pipeline/gate.js';
 import { probeSamples, unseen } from '../src/pipeline/allocate.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
 import {
@@ -382,6 +382,13 @@ describe('quality gate', () => {
 });
 
 describe('what calibration never exercises', () => {
+  it("the untaken-branch line's count: none, one, several", () => {
+    // Silero v5/v6's rate branches hold no coded tensor: "their 0 tensors keep the default grid" said nothing true
+    expect(untakenWording(0)).toBe('no weight of their own');
+    expect(untakenWording(1)).toBe('their 1 tensor keeps the default grid');
+    expect(untakenWording(3)).toBe('their 3 tensors keep the default grid');
+  });
+
   it('an If branch no sample takes keeps the default grid under --target-bpw, and the report names it', async () => {
     const model = await write('if.onnx', ifBranchModel());
     const dflt = join(dir, 'if-default.nnm');

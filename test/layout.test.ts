@@ -73,6 +73,8 @@ describe('layouts are pairs of inverse functions', () => {
     { kind: 'conv', nfin: 3, nfout: 4, kx: 3, ky: 2, order: 'out_in' },
     { kind: 'conv', nfin: 3, nfout: 4, kx: 1, ky: 1, order: 'in_out' },
     { kind: 'lstm', gates: 4, directions: 2, hidden: 3, nin: 4 },
+    { kind: 'conv', nfin: 3, nfout: 5, kx: 3, ky: 2, order: 'in_out' },
+    { kind: 'gru', gates: 3, directions: 2, hidden: 4, nin: 3 },
   ];
   for (const spec of specs)
     it(`${spec.kind} ${JSON.stringify(spec)}`, () => {
@@ -86,6 +88,8 @@ describe('layouts are pairs of inverse functions', () => {
       const shapes = planeShapes(spec);
       const n = shapes.reduce((s, p) => s + p.rows * p.cols, 0);
       const values = iota(n).map((v) => v * 0.5 - 3);
+      // non-finite originals too: their exact values (NaN, ±Inf) are what the side must carry
+      for (let i = 2; i < n; i += 11) values[i] = i % 3 ? Infinity : NaN;
       const planes = gatherPlanes(values, spec, f32);
       // marks (NaN, ±Inf) at scattered plane positions, as outliers and non-finite weights are
       planes.forEach((plane, p) => {

@@ -105,7 +105,7 @@ describe('quantizePlane at stride > 1: products where safe, the codes of the div
     it(`${bits}-bit codes, stride ${stride}: weights on every rounding boundary and next to it`, () => {
       const cols = 6;
       // spans of powers of two put a boundary exactly on a float32 value (where 1/stride's rounding flips the
-      // level); the fourth span is subnormal (no finite reciprocal)
+      // level); the fourth channel's bounds are float32-subnormal (tiny levels, still a finite reciprocal in float64)
       const mins = Float32Array.of(-0.37, -1e-3, -5, -3e-39, -0.5, 0);
       const maxs = Float32Array.of(0.41, 2e-3, 5, 4e-39, 0.5, 2);
       const ranges: PlaneRanges = { mins, maxs, channelWidth: 1 };

@@ -272,7 +272,8 @@ function printArchive(
           r.role,
           r.shape.join('×'),
           r.geometry.length > 1 ? `${r.geometry.length} × ${r.geometry[0]}` : (r.geometry[0] ?? ''),
-          humanCodec(r.codec),
+          // (a shared tensor's cell names another tensor, which is not a codec)
+          r.codec.startsWith('same as ') ? r.codec : humanCodec(r.codec),
           r.bits ? String(r.bits) : '',
           String(r.bytes),
           r.bitsPerWeight !== undefined ? r.bitsPerWeight.toFixed(2) : '',

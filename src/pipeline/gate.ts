@@ -154,7 +154,7 @@ export async function openCalibration(
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate
       rateInput = (!spec?.audio?.rates && findRateInput(describeModel(source, input))?.name) || undefined;
       log?.(
-        `branches no calibration sample takes (${untakenTensors.size ? `their ${untakenTensors.size} tensor${untakenTensors.size > 1 ? 's keep' : ' keeps'} the default grid` : 'no weight of their own'}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
+        `branches no calibration sample takes (${untakenWording(untakenTensors.size)}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );
     }
   }
@@ -249,4 +249,10 @@ export function describeQuality(q: QualityRecord): string {
   const kind = q.synthetic ? ' synthetic' : '';
   const judged = q.judged ? `; judged on ${q.judged.join(', ')} only` : '';
   return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} samples${judged})`;
+}
+
+/** What the untaken-branch line says of the branches' coded tensors (none: the branches hold no weight). */
+export function untakenWording(tensors: number): string {
+  if (!tensors) return 'no weight of their own';
+  return `their ${tensors} tensor${tensors > 1 ? 's keep' : ' keeps'} the default grid`;
 }

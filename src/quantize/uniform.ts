@@ -109,8 +109,9 @@ export function quantizePlane(
   // At stride > 1 the grid position ((v − lo) / span)·2^n through a reciprocal per column and the level through
   // 1/stride: two multiplications instead of two divisions a weight (issue 16: 17 → 14 ns a weight at stride 3).
   // The products differ from the quotients by a few ulps (< 1e-12 here), so where the level lies within NEAR of a
-  // rounding boundary (a half), or is not finite (a subnormal span), the weight takes the quotients: the codes
-  // are those of the divisions, to the bit.
+  // rounding boundary (a half), or is NaN, the weight takes the quotients: the codes are those of the divisions,
+  // to the bit. (Spans are float64 differences of float32 bounds, so even a float32-subnormal span has a finite
+  // reciprocal here.)
   const scale = Float64Array.from(spans, (span) => levels / span);
   const perStride = 1 / stride;
   for (let r = 0; r < rows; r++) {
