@@ -216,7 +216,7 @@ describe('reports of unusual models', () => {
     expect(row.bitsPerWeight).toBeCloseTo(((media + side) * 8) / w.length, 6);
   });
 
-  it("inspect's codec column: a lossy codec says \"lossy qN\"; a shared tensor's cell names the other tensor unaltered", async () => {
+  it('inspect\'s codec column: a lossy codec says "lossy qN"; a shared tensor\'s cell names the other tensor unaltered', async () => {
     // tensor names that read like codec words: only codec strings are rewritten, never a name
     const w = gaussian(64 * 48, 11, 0.1);
     const file = save('shared.onnx', {
