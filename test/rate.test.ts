@@ -20,6 +20,7 @@ import { rawZstdSign } from '../src/codecs/raw/zstd.js';
 import { RANGE_BYTES, planeRanges, quantizePlanes } from '../src/quantize/tensor.js';
 import { addPlaneError, addPlaneErrors } from '../src/quantize/uniform.js';
 import { snrOf } from '../src/pipeline/quantize.js';
+import { measuredRates } from '../src/pipeline/allocate.js';
 import { codeEntropyBits } from '../src/rate/entropy.js';
 import type { TaskEvaluator } from '../src/eval/tasks/types.js';
 import { gaussian, rng } from './helpers/random.js';
@@ -314,6 +315,58 @@ describe('rate control', () => {
     expect(Number(reused?.[1])).toBeGreaterThan(0);
     expect(Number(reused?.[1])).toBeLessThanOrEqual(attempts * 6);
     expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
+  });
+  it('--target-bpw: the rate model corrected by what an archive wrote, tensor by tensor (PNG spends more than the entropy)', async () => {
+    const file = join(dir, 'bpw-measured.safetensors');
+    const t: Record<string, Float32Array> = {};
+    for (let i = 0; i < 6; i++) t[`layer${i}.weight`] = gaussian(128 * 128, 70 + i, 0.002 * 3 ** i);
+    writeLinear(file, t, [128, 128]);
+    const logs: string[] = [];
+    const r = await compressModel(file, join(dir, 'bpw-measured.nnm'), {
+      codec: 'png',
+      targetBpw: 3,
+      onLog: (m) => logs.push(m),
+    });
+    expect(logs).toContainEqual(expect.stringMatching(/re-allocating on the rates as written$/));
+    expect(logs).toContainEqual(expect.stringMatching(/\(estimate, rates as written\)/));
+    expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
+    expect(r.bitsPerWeight).toBeGreaterThan(0.95 * 3);
+  });
+  it('measuredRates: one point scales a tensor by its ratio, two follow their line, the rest is overhead', () => {
+    const rate = (key: string): TensorRate => ({
+      key,
+      weights: 100,
+      sensitivity: 1,
+      candidates: [100, 200, 300].map((bits) => ({ stride: 1, relStep: 1, range: 'channel' as const, bits, sse: 1 })),
+    });
+    const rates = [rate('a'), rate('b')];
+    const points: Array<Array<[number, number]>> = [[], []];
+    const one = measuredRates(rates, ['a', 'b'], [1, 2], points, {
+      tensorBytes: new Map([
+        ['a', 30], // 240 bits written where 200 were estimated: ×1.2
+        ['b', 30], // 240 where 300: ×0.8
+      ]),
+      archiveBytes: 100,
+    });
+    expect(one.rates[0].candidates.map((c) => c.bits)).toEqual([120, 240, 360]);
+    expect(one.rates[1].candidates.map((c) => c.bits)).toEqual([80, 160, 240]);
+    expect(one.overheadBits).toBe(8 * (100 - 60));
+    // a second archive writes tensor a at its coarsest candidate: 150 bits for an estimate of 100
+    const two = measuredRates(rates, ['a', 'b'], [0, 2], points, {
+      tensorBytes: new Map([
+        ['a', 150 / 8],
+        ['b', 30],
+      ]),
+      archiveBytes: 100,
+    });
+    // the line through (100, 150) and (200, 240): slope 0.9, so 330 at 300
+    expect(two.rates[0].candidates.map((c) => c.bits)).toEqual([150, 240, expect.closeTo(330, 9)]);
+    expect(two.rates[1].candidates.map((c) => c.bits)).toEqual([80, 160, 240]);
+    // the input rates are not changed
+    expect(rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
+    // a tensor the archive does not name keeps its estimate
+    const none = measuredRates([rate('c')], ['c'], [0], [[]], { tensorBytes: new Map(), archiveBytes: 10 });
+    expect(none.rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
   });
   it('--codec auto falls back to raw codes (zstd or brotli) on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
