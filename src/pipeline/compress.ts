@@ -191,6 +191,9 @@ export async function compressModel(input: string, output: string, options: Comp
         ? async (file) => qualityRecord(await measureArchive(file, cal, resolved.signal), cal, resolved.minFidelity)
         : { checked: false, reason: resolved.check ? notRunnable : 'skipped (check: false)' };
     let lastGrids = '';
+    let lastGridMap: ReadonlyMap<string, GridChoice> | undefined;
+    // grids to write instead of an allocation's (an earlier archive that fitted the budget, written again)
+    let gridsOverride: ReadonlyMap<string, GridChoice> | undefined;
     // a budget's attempts after the first re-encode only the tensors whose grid moved
     let cache =
       resolved.targetBpw !== undefined && (weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES
@@ -205,7 +208,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // the gate's record of an archive written before with the same bytes (escalation writes its best again)
     let judged: QualityRecord | undefined;
     const encode = async (budgetScale: number, refuse = false, remedy?: string): Promise<CompressResult> => {
-      const grids = allocation?.(budgetScale, quietAllocation);
+      const grids = gridsOverride ?? allocation?.(budgetScale, quietAllocation);
+      lastGridMap = grids;
       lastGrids = JSON.stringify([...(grids ?? [])]);
       const withGrids = (p: TensorPlan): TensorPlan => {
         if (p.kind === 'coded' && allBits !== undefined) return withBits(p as CodedPlan, allBits, resolved, reader.file);
@@ -346,7 +350,11 @@ export async function compressModel(input: string, output: string, options: Comp
     // by tensor (allocate.ts, measuredRates), and allocate again at the target itself.
     // (closer than the bisection's tolerance: an allocation on written rates is expected to land near the target)
     const off = (r: CompressResult): boolean => r.bitsPerWeight > target || r.bitsPerWeight < MEASURED_UNDERSHOOT * target;
+    // the largest archive of these attempts that fitted: kept if the bisection below ends over the target
+    let fittedGrids: { grids: ReadonlyMap<string, GridChoice>; bitsPerWeight: number } | undefined;
     for (let k = 0; k < MEASURED_RATE_ATTEMPTS && allocation?.observe && off(result); k++) {
+      if (result.bitsPerWeight <= target && lastGridMap && result.bitsPerWeight > (fittedGrids?.bitsPerWeight ?? 0))
+        fittedGrids = { grids: lastGridMap, bitsPerWeight: result.bitsPerWeight };
       const before = lastGrids;
       allocation.observe(1, writtenRates(result));
       if (JSON.stringify([...allocation(1, true)]) === before) break;
@@ -390,6 +398,11 @@ export async function compressModel(input: string, output: string, options: Comp
       } else over = Math.min(over, scale);
     }
     if (result.bitsPerWeight > target && best !== undefined && best !== scale) result = await encode((scale = best));
+    else if (result.bitsPerWeight > target && best === undefined && fittedGrids) {
+      gridsOverride = fittedGrids.grids;
+      result = await encode(1);
+      gridsOverride = undefined;
+    }
     if (cache?.hits) resolved.onLog?.(`${cache.hits} tensor encodes reused from earlier attempts (grids unchanged)`);
     const reachable = result.bitsPerWeight <= target;
     if (!reachable)
