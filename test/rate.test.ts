@@ -11,6 +11,7 @@ import {
   ALLOCATION_STEPS,
   FINE_BITS,
   FINE_STEPS,
+  allocateForBudget,
   allocateForLoss,
   byteCodedBits,
   measureCandidates,
@@ -332,7 +333,7 @@ describe('rate control', () => {
     expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
     expect(r.bitsPerWeight).toBeGreaterThan(0.95 * 3);
   });
-  it('measuredRates: one point scales a tensor by its ratio, two follow their line, the rest is overhead', () => {
+  it('measuredRates: each tensor moves by what it wrote beyond its estimate, the same at every candidate; the rest is overhead', () => {
     const rate = (key: string): TensorRate => ({
       key,
       weights: 100,
@@ -340,33 +341,58 @@ describe('rate control', () => {
       candidates: [100, 200, 300].map((bits) => ({ stride: 1, relStep: 1, range: 'channel' as const, bits, sse: 1 })),
     });
     const rates = [rate('a'), rate('b')];
-    const points: Array<Array<[number, number]>> = [[], []];
-    const one = measuredRates(rates, ['a', 'b'], [1, 2], points, {
+    const offsets = new Float64Array(2);
+    const one = measuredRates(rates, ['a', 'b'], [1, 2], offsets, {
       tensorBytes: new Map([
-        ['a', 30], // 240 bits written where 200 were estimated: ×1.2
-        ['b', 30], // 240 where 300: ×0.8
+        ['a', 30], // 240 bits written where 200 were estimated: +40
+        ['b', 30], // 240 where 300: −60
       ]),
       archiveBytes: 100,
     });
-    expect(one.rates[0].candidates.map((c) => c.bits)).toEqual([120, 240, 360]);
-    expect(one.rates[1].candidates.map((c) => c.bits)).toEqual([80, 160, 240]);
+    expect(one.rates[0].candidates.map((c) => c.bits)).toEqual([140, 240, 340]);
+    expect(one.rates[1].candidates.map((c) => c.bits)).toEqual([40, 140, 240]);
     expect(one.overheadBits).toBe(8 * (100 - 60));
-    // a second archive writes tensor a at its coarsest candidate: 150 bits for an estimate of 100
-    const two = measuredRates(rates, ['a', 'b'], [0, 2], points, {
+    // a second archive writes tensor a at its coarsest candidate: 150 bits for an estimate of 100 (+50, the latest)
+    const two = measuredRates(rates, ['a', 'b'], [0, 2], offsets, {
       tensorBytes: new Map([
         ['a', 150 / 8],
         ['b', 30],
       ]),
       archiveBytes: 100,
     });
-    // the line through (100, 150) and (200, 240): slope 0.9, so 330 at 300
-    expect(two.rates[0].candidates.map((c) => c.bits)).toEqual([150, 240, expect.closeTo(330, 9)]);
-    expect(two.rates[1].candidates.map((c) => c.bits)).toEqual([80, 160, 240]);
+    expect(two.rates[0].candidates.map((c) => c.bits)).toEqual([150, 250, 350]);
+    expect(two.rates[1].candidates.map((c) => c.bits)).toEqual([40, 140, 240]);
     // the input rates are not changed
     expect(rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
     // a tensor the archive does not name keeps its estimate
-    const none = measuredRates([rate('c')], ['c'], [0], [[]], { tensorBytes: new Map(), archiveBytes: 10 });
+    const none = measuredRates([rate('c')], ['c'], [0], new Float64Array(1), { tensorBytes: new Map(), archiveBytes: 10 });
     expect(none.rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
+  });
+  it('measured rates keep every tensor on the allocation family: at any λ the choices are those of the estimates', () => {
+    // two tensors with convex rate–distortion curves; offsets of either sign (a codec over and under its entropy)
+    const rate = (key: string, sensitivity: number): TensorRate => ({
+      key,
+      weights: 1000,
+      sensitivity,
+      candidates: [
+        [1000, 100],
+        [2000, 25],
+        [3000, 6],
+        [4000, 1.5],
+      ].map(([bits, sse]) => ({ stride: 1, relStep: 1, range: 'channel' as const, bits, sse })),
+    });
+    const rates = [rate('a', 1), rate('b', 30)];
+    const measured = measuredRates(rates, ['a', 'b'], [1, 1], new Float64Array(2), {
+      tensorBytes: new Map([
+        ['a', 300],
+        ['b', 200],
+      ]),
+      archiveBytes: 600,
+    }).rates;
+    // every choice the estimates can make at some budget, the measured rates make at some budget, and no other
+    const choices = (r: TensorRate[]): Set<string> =>
+      new Set(Array.from({ length: 80 }, (_, k) => allocateForBudget(r, 1500 + 100 * k).join()));
+    expect(choices(measured)).toEqual(choices(rates));
   });
   it('--codec auto falls back to raw codes (zstd or brotli) on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
