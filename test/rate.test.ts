@@ -331,7 +331,8 @@ describe('rate control', () => {
     expect(logs).toContainEqual(expect.stringMatching(/re-allocating on the rates as written$/));
     expect(logs).toContainEqual(expect.stringMatching(/\(estimate, rates as written\)/));
     expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
-    expect(r.bitsPerWeight).toBeGreaterThan(0.95 * 3);
+    // within the measured-rate attempts' tolerance (an observe at the wrong choice or without the overhead ends lower)
+    expect(r.bitsPerWeight).toBeGreaterThanOrEqual(0.98 * 3);
   });
   it('measuredRates: each tensor moves by what it wrote beyond its estimate, the same at every candidate; the rest is overhead', () => {
     const rate = (key: string): TensorRate => ({

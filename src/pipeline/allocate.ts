@@ -88,7 +88,7 @@ export interface WrittenRates {
  * skeleton, branches no sample takes) are only estimated. Each tensor's candidates move by what it wrote beyond
  * (or under) the estimate at the candidate written, one amount for all of them, and the archive's bytes beyond
  * the allocated tensors' replace the estimated overhead. An amount the same at every candidate leaves each
- * tensor's choice at a given λ as it was: the allocation stays one of the family the probes and errors define,
+ * tensor's choice at a given λ as it was (bits may go below 0 there: the allocation uses only sums and differences): the allocation stays one of the family the probes and errors define,
  * and only the λ that meets the budget moves, predicted from the archive as written. (Scaling each tensor's
  * candidates by its written/estimated ratio converged in fewer encodes but traded bits between tensors against
  * the probes: PaddleOCR rec on the OCR lines at `--target-bpw 4` went 3.918 bits/weight at fidelity 0.967, CER
@@ -110,7 +110,7 @@ export function measuredRates(
   });
   return {
     rates: rates.map((r, i) =>
-      offsets[i] ? { ...r, candidates: r.candidates.map((c) => ({ ...c, bits: Math.max(0, c.bits + offsets[i]) })) } : r,
+      offsets[i] ? { ...r, candidates: r.candidates.map((c) => ({ ...c, bits: c.bits + offsets[i] })) } : r,
     ),
     overheadBits: Math.max(0, 8 * written.archiveBytes - tensorBits),
   };

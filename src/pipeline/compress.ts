@@ -64,8 +64,8 @@ const LOSSLESS = 'nothing lossy: every tensor is stored exactly (no float weight
 /** Re-allocations tried to meet a bits/weight target. */
 const BUDGET_ATTEMPTS = 4;
 /**
- * Allocations on the rates as written (allocate.ts, measuredRates) before the budget's bisection: the second
- * lands within the bisection's tolerance where it took four or five encodes (README, rate control).
+ * Allocations on the rates as written (allocate.ts, measuredRates) before the budget's bisection (the bisection's
+ * own archives do not correct the rates): nearer the budget, in fewer encodes on large models (docs/speed.md).
  */
 const MEASURED_RATE_ATTEMPTS = 3;
 /** An archive under MEASURED_UNDERSHOOT × the target is allocated again on the rates as written. */
