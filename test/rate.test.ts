@@ -255,6 +255,14 @@ describe('per-tensor SNR search', () => {
 });
 
 describe('rate control', () => {
+  /** Six square `size` × `size` layers, layer i of scale base · growth^i (seeds from `seed`), as safetensors. */
+  const layeredModel = (name: string, size: number, seed: number, base: number, growth: number): string => {
+    const file = join(dir, `${name}.safetensors`);
+    const t: Record<string, Float32Array> = {};
+    for (let i = 0; i < 6; i++) t[`layer${i}.weight`] = gaussian(size * size, seed + i, base * growth ** i);
+    writeLinear(file, t, [size, size]);
+    return file;
+  };
   it('--target-snr: every tensor meets the target with the coarsest grid that does', async () => {
     const file = join(dir, 'snr.safetensors');
     writeLinear(file, { 'a.weight': gaussian(128 * 64, 1, 0.1), 'b.weight': gaussian(128 * 64, 2, 0.01) }, [128, 64]);
@@ -303,11 +311,8 @@ describe('rate control', () => {
     for (const slice of [1 << 24, 32 * 96]) expect(await bytes(2, slice)).toBe(await bytes(1, slice));
   });
   it('--target-bpw: attempts after the first re-encode only tensors whose grid moved', async () => {
-    const file = join(dir, 'bpw-reuse.safetensors');
-    const t: Record<string, Float32Array> = {};
     // tensors of very different scales and sizes: a budget's attempts move some grids and not others
-    for (let i = 0; i < 6; i++) t[`layer${i}.weight`] = gaussian(64 * 64, 50 + i, 0.001 * 4 ** i);
-    writeLinear(file, t, [64, 64]);
+    const file = layeredModel('bpw-reuse', 64, 50, 0.001, 4);
     const logs: string[] = [];
     const r = await compressModel(file, join(dir, 'bpw-reuse.nnm'), { targetBpw: 3, onLog: (m) => logs.push(m) });
     const attempts = logs.filter((m) => m.includes('re-allocating')).length;
@@ -318,10 +323,7 @@ describe('rate control', () => {
     expect(r.bitsPerWeight).toBeLessThanOrEqual(3);
   });
   it('--target-bpw: the rate model corrected by what an archive wrote, tensor by tensor (PNG spends more than the entropy)', async () => {
-    const file = join(dir, 'bpw-measured.safetensors');
-    const t: Record<string, Float32Array> = {};
-    for (let i = 0; i < 6; i++) t[`layer${i}.weight`] = gaussian(128 * 128, 70 + i, 0.002 * 3 ** i);
-    writeLinear(file, t, [128, 128]);
+    const file = layeredModel('bpw-measured', 128, 70, 0.002, 3);
     const logs: string[] = [];
     const r = await compressModel(file, join(dir, 'bpw-measured.nnm'), {
       codec: 'png',

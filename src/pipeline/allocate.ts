@@ -88,8 +88,9 @@ export interface WrittenRates {
  * skeleton, branches no sample takes) are only estimated. Each tensor's candidates move by what it wrote beyond
  * (or under) the estimate at the candidate written, one amount for all of them, and the archive's bytes beyond
  * the allocated tensors' replace the estimated overhead. An amount the same at every candidate leaves each
- * tensor's choice at a given λ as it was (bits may go below 0 there: the allocation uses only sums and differences): the allocation stays one of the family the probes and errors define,
- * and only the λ that meets the budget moves, predicted from the archive as written. (Scaling each tensor's
+ * tensor's choice at a given λ as it was (bits may go below 0: the allocation uses only sums and differences):
+ * the allocation stays one of the family the probes and errors define, and only the λ that meets the budget
+ * moves, predicted from the archive as written. (Scaling each tensor's
  * candidates by its written/estimated ratio converged in fewer encodes but traded bits between tensors against
  * the probes: PaddleOCR rec on the OCR lines at `--target-bpw 4` went 3.918 bits/weight at fidelity 0.967, CER
  * 0.19 % → 3.982 at 0.951, CER 0.24 %.)
@@ -432,9 +433,6 @@ export async function allocate(parts: {
     allocation.observe = (budgetScale, written) => {
       const chosen = choiceAt(budgetScale);
       const measured = measuredRates(rates, keys, chosen, offsets, written);
-      debug?.(
-        `rates as written: ${unique.map((p, i) => `${p.entry.name} ${(rates[i].candidates[chosen[i]].bits / rates[i].weights).toFixed(3)} → ${(current[i].candidates[chosen[i]].bits / rates[i].weights).toFixed(3)} → ${((8 * (written.tensorBytes.get(keys[i]) ?? 0)) / rates[i].weights).toFixed(3)}`).join('; ')}`,
-      );
       debug?.(
         `rates as written: overhead ${(overhead / weights).toFixed(3)} → ${(measured.overheadBits / weights).toFixed(3)} bits/weight; tensors ${estimate(chosen, current)} → ${(keys.reduce((a, k) => a + 8 * (written.tensorBytes.get(k) ?? 0), 0) / weights).toFixed(3)}`,
       );
