@@ -265,6 +265,19 @@ describe('quality gate', () => {
       expect((e as QualityError).message).toMatch(/smallest passing archive found is [\d.]+ bits\/weight/);
     } else expect((e as QualityError).message).toMatch(/no budget up to 4× the target passes/);
     expect(existsSync(out)).toBe(false);
+    // with force the archive at the budget asked for is kept, not the last one the search for a passing budget wrote
+    // (both when a passing budget was found and when none up to 4× passes: then the 4× attempt was kept)
+    for (const minFidelity of [undefined, 0.99999]) {
+      const kept = (await compressModel(model, out, { targetBpw: 2, reprobe: false, force: true, minFidelity }).catch(
+        (x: unknown) => x,
+      )) as QualityError;
+      expect(kept.details.kept).toBe(true);
+      if (minFidelity === undefined) expect(kept.details.fidelity).toBe(d.fidelity);
+      else expect(kept.details.smallestPassing).toBeUndefined();
+      const a = new Archive(out);
+      expect(a.manifest.quality).toMatchObject({ passed: false, fidelity: kept.details.fidelity });
+      a.close();
+    }
   }, 600_000);
 
   it('the probes weigh each output by its own scale, as the gate does: a score head beside 500× box regressions is not starved', async () => {

@@ -12,6 +12,7 @@ import {
   FINE_BITS,
   FINE_STEPS,
   allocateForBudget,
+  choose,
   allocateForLoss,
   byteCodedBits,
   measureCandidates,
@@ -372,30 +373,38 @@ describe('rate control', () => {
     expect(none.rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
   });
   it('measured rates keep every tensor on the allocation family: at any λ the choices are those of the estimates', () => {
-    // two tensors with convex rate–distortion curves; offsets of either sign (a codec over and under its entropy)
+    // two tensors with convex rate–distortion curves, candidates finest first (as the probes list them); offsets
+    // of either sign (a codec over and under its entropy)
     const rate = (key: string, sensitivity: number): TensorRate => ({
       key,
       weights: 1000,
       sensitivity,
       candidates: [
-        [1000, 100],
-        [2000, 25],
-        [3000, 6],
         [4000, 1.5],
+        [3000, 6],
+        [2000, 25],
+        [1000, 100],
       ].map(([bits, sse]) => ({ stride: 1, relStep: 1, range: 'channel' as const, bits, sse })),
     });
     const rates = [rate('a', 1), rate('b', 30)];
-    const measured = measuredRates(rates, ['a', 'b'], [1, 1], new Float64Array(2), {
+    const measured = measuredRates(rates, ['a', 'b'], [1, 2], new Float64Array(2), {
       tensorBytes: new Map([
         ['a', 300],
-        ['b', 200],
+        ['b', 300],
       ]),
-      archiveBytes: 600,
+      archiveBytes: 700,
     }).rates;
-    // every choice the estimates can make at some budget, the measured rates make at some budget, and no other
-    const choices = (r: TensorRate[]): Set<string> =>
-      new Set(Array.from({ length: 80 }, (_, k) => allocateForBudget(r, 1500 + 100 * k).join()));
-    expect(choices(measured)).toEqual(choices(rates));
+    expect(measured[0].candidates[0].bits).toBe(4000 - 600);
+    expect(measured[1].candidates[0].bits).toBe(4000 + 400);
+    // at every λ each tensor picks the same candidate as on the estimates
+    const lambdas = Array.from({ length: 121 }, (_, k) => 10 ** (-6 + k / 10));
+    const family = new Set(lambdas.map((l) => choose(rates, l).join()));
+    // (the λ grid spans the family's members, from all finest to all coarsest)
+    expect(family.size).toBeGreaterThan(4);
+    for (const l of lambdas) expect(choose(measured, l)).toEqual(choose(rates, l));
+    // and every choice a budget makes on the measured rates is a member of that family
+    for (let budget = 1500; budget <= 9500; budget += 50)
+      expect(family.has(allocateForBudget(measured, budget).join())).toBe(true);
   });
   it('--codec auto falls back to raw codes (zstd or brotli) on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');

@@ -413,7 +413,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // Under the floor at this budget: find the smallest budget that passes (1.5×, 2.5×, 4× the target, then two
     // bisection steps), report it, and leave no output unless --force.
     const failed = result;
-    const failedScale = scale;
+    // the grids of the archive that failed (the bisection's, or an earlier attempt's written again)
+    const failedGrids = lastGridMap;
     let passing: CompressResult | undefined;
     let lo = Math.max(1, scale);
     let hi: number | undefined;
@@ -450,7 +451,12 @@ export async function compressModel(input: string, output: string, options: Comp
       pinnedNote;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
-      if (passing) await encode(failedScale);
+      // the search above wrote other grids: write the failed ones again, with the gate's record of them
+      if (lastGridMap !== failedGrids) {
+        gridsOverride = failedGrids;
+        judged = failed.quality;
+        await encode(1);
+      }
       throw gateError(output, failed.quality!, true, smallest, { head, advice });
     }
     throw gateError(output, failed.quality!, false, smallest, { head, advice });
