@@ -142,16 +142,19 @@ export interface CompressOptions extends Partial<EncodeSettings> {
 
 /**
  * The codec each medium uses when none is named. Images: `auto`, per tensor the smaller of a PNG and the raw
- * codes through zstd (pipeline/plan.ts CODEC_SETS): on 8-bit weight codes zstd is 1–3 % smaller than PNG
- * (one filter byte per row, deflate's Huffman), which decides the default against int8 + zstd of the
- * whole file; `--codec png` gives an archive of pictures only.
+ * codes through zstd (pipeline/plan.ts CODEC_SETS): on 8-bit weight codes zstd was 1–3 % smaller than libvips'
+ * PNG, which decided the default against int8 + zstd of the whole file; since PNG's deflate codes 8-bit planes
+ * with entropy coding only (codecs/image/png-entropy.ts) the two are level at the default's fine grids, and PNG
+ * is smaller at coarse ones, where zstd finds short repeats that cost more than they save; `--codec png` gives
+ * an archive of pictures only.
  */
 export const DEFAULT_CODEC: Record<string, string> = { image: 'auto', video: 'ffv1', audio: 'flac' };
 
 /**
  * The codec of the rate-control modes unless one (or a medium) is given: the smallest lossless one per
  * tensor, lossless WebP included. Measured on PaddleOCR step-grid codes: lossless WebP sits at their
- * order-0 entropy (99.7 %), PNG 10–20 % above it.
+ * order-0 entropy (99.7 %), libvips' PNG was 10–20 % above it; the entropy-coded PNG is 1.5–6 % above it
+ * (png-entropy.ts) and codes the planes too large for WebP.
  */
 export const RATE_CONTROL_CODEC = 'smallest';
 

@@ -1,13 +1,18 @@
 import { CODEC_META } from '../meta.js';
 import type { Codec } from '../types.js';
+import { entropyPng } from './png-entropy.js';
 import { decodeToCodes, runEncode, sharpFromPlane } from './sharp-io.js';
 
 export const png: Codec = {
   ...CODEC_META.png,
+  // 8-bit codes with rows unfiltered: entropy coding only (png-entropy.ts); filtered rows and 16-bit codes:
+  // libvips at zlib level `effort`
   encode: (plane, o) =>
-    runEncode(
-      'png',
-      sharpFromPlane(plane).png({ compressionLevel: o.effort ?? 9, adaptiveFiltering: o.filter ?? false, palette: false }),
-    ),
+    plane.bits === 8 && !o.filter
+      ? entropyPng(plane, 'huffman')
+      : runEncode(
+          'png',
+          sharpFromPlane(plane).png({ compressionLevel: o.effort ?? 9, adaptiveFiltering: o.filter ?? false, palette: false }),
+        ),
   decode: (bytes, expected) => decodeToCodes('png', bytes, expected),
 };
