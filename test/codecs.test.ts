@@ -128,6 +128,15 @@ describe('PNG of 8-bit codes: entropy coding only (png-entropy.ts)', () => {
     }
   });
 
+  it('an empty plane is refused with a codec error, not written as a PNG no reader opens', async () => {
+    for (const [width, height] of [
+      [0, 0],
+      [0, 5],
+      [5, 0],
+    ])
+      await expect(png.encode({ width, height, bits: 8, data: new Uint8Array(0) }, {})).rejects.toThrow(/empty/);
+  });
+
   it('16-bit codes and filtered rows still go through libvips, and decode', async () => {
     const data16 = codes(16, 40, 30);
     const b16 = await png.encode({ width: 40, height: 30, bits: 16, data: data16 }, {});

@@ -193,7 +193,7 @@ describe('allocation measurements', () => {
   });
   it('8-bit candidates on long columns (long runs of a code, columns sorted in several blocks): the bits of quantizing them', () => {
     // 5000 rows: 13 columns a block (rate/sorted.ts), runs of hundreds of weights at coarse steps; an offset
-    // column, subnormals, −0 and a column of one repeated value
+    // column, subnormals, −0, a column of one repeated value and outliers
     const rows = 5000;
     const cols = 40;
     const plane = gaussian(rows * cols, 31, 0.02);
@@ -203,6 +203,10 @@ describe('allocation measurements', () => {
       plane[r * cols + 7] = 0.0123;
     }
     plane[17] = -0;
+    // weights far beyond the grid at a column's ends (stored exactly): their size must not reach the runs' sums
+    plane[3 * cols + 2] = -1e4;
+    plane[9 * cols + 2] = 1e9;
+    plane[4 * cols + 30] = -1e9;
     const shapes: PlaneShape[] = [{ rows, cols, channelWidth: 1, label: 'fc' }];
     for (const clampBeyond of [false, true]) {
       const rate = measureCandidates('t', [plane], shapes, { bits: 8, clip: false, clampBeyond }, ALLOCATION_STEPS, [

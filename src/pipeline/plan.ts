@@ -45,7 +45,8 @@ export const CODEC_SETS: Readonly<
     }
   >
 > = {
-  // zlib 6: as small as 9 on weight codes, a third faster
+  // zlib 6 for 16-bit planes (libvips): as small as 9 on weight codes, a third faster; 8-bit planes are
+  // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts)
   auto: { images: [{ name: 'png', effort: 6 }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
   // zstd-19 only where it pays (the refine rule): it took 20 s of a 22 s encode of a 124k-weight classifier
   smallest: { images: [{ name: 'webp' }, { name: 'png' }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },

@@ -46,25 +46,34 @@ async function deflateRows(plane: CodePlane, strategy: EntropyStrategy): Promise
   const parts: Buffer[] = [];
   z.on('data', (b: Buffer) => parts.push(b));
   const ended = once(z, 'end');
-  const stride = width + 1;
-  const rows = Math.max(1, Math.floor(CHUNK_BYTES / stride));
-  for (let y = 0; y < height; y += rows) {
-    const n = Math.min(rows, height - y);
-    const buf = Buffer.allocUnsafe(n * stride);
-    for (let r = 0; r < n; r++) {
-      buf[r * stride] = 0;
-      buf.set(data.subarray((y + r) * width, (y + r + 1) * width), r * stride + 1);
+  // an error while waiting on 'drain' rejects that wait (thrown below); this one must not go unhandled
+  ended.catch(() => undefined);
+  try {
+    const stride = width + 1;
+    const rows = Math.max(1, Math.floor(CHUNK_BYTES / stride));
+    for (let y = 0; y < height; y += rows) {
+      const n = Math.min(rows, height - y);
+      const buf = Buffer.allocUnsafe(n * stride);
+      for (let r = 0; r < n; r++) {
+        buf[r * stride] = 0;
+        buf.set(data.subarray((y + r) * width, (y + r + 1) * width), r * stride + 1);
+      }
+      if (!z.write(buf)) await once(z, 'drain');
     }
-    if (!z.write(buf)) await once(z, 'drain');
+    z.end();
+    await ended;
+    return Buffer.concat(parts);
+  } finally {
+    z.destroy();
   }
-  z.end();
-  await ended;
-  return Buffer.concat(parts);
 }
 
 /** A PNG of one 8-bit grey plane, rows unfiltered, deflated with `strategy`. */
 export async function entropyPng(plane: CodePlane, strategy: EntropyStrategy): Promise<Uint8Array> {
   if (plane.bits !== 8) throw new CodecError(`the entropy-coded PNG carries 8-bit codes, not ${plane.bits}`);
+  // (PNG has no empty image: IHDR's width and height are at least 1)
+  if (!(plane.width >= 1 && plane.height >= 1))
+    throw new CodecError(`png: a ${plane.width}×${plane.height} plane is empty; PNG needs at least one pixel`);
   if (plane.data.length !== plane.width * plane.height)
     throw new CodecError(`png: ${plane.data.length} codes for a ${plane.width}×${plane.height} plane`);
   const header = Buffer.alloc(13);
