@@ -10,6 +10,7 @@ import {
 } from '../src/quantize/uniform.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { markOutliers } from '../src/quantize/outliers.js';
+import { gaussian } from './helpers/random.js';
 
 describe('M1 uniform quantization', () => {
   it('numbers 2^n equal intervals of [min, max] from 0 and decodes to their centres', () => {
@@ -260,5 +261,41 @@ describe('quantizer registry', () => {
     await encodeUnit(reader, { plan, stats: { hessians: [new Float64Array(rows * rows)], samples: 1 } });
     expect(seen).toEqual([{ planes: 1, hessians: 1 }]);
     reader.close();
+  });
+});
+
+describe('channelScales', () => {
+  it('is the RMS about zero of each channel after two 3σ clips, per channel of several columns and per layer', async () => {
+    const { channelScales } = await import('../src/quantize/step.js');
+    const rows = 40;
+    const width = 3;
+    const cols = 5 * width;
+    const plane = Float32Array.from(gaussian(rows * cols, 41, 0.1));
+    plane[7] = NaN;
+    plane[20] = Infinity;
+    plane[33] = 5; // clipped away
+    // the rule written out, column by column
+    const expected = (ofChannel: (c: number) => number, channels: number): number[] =>
+      Array.from({ length: channels }, (_, ch) => {
+        const vs: number[] = [];
+        for (let r = 0; r < rows; r++)
+          for (let c = 0; c < cols; c++)
+            if (ofChannel(c) === ch && Number.isFinite(plane[r * cols + c])) vs.push(plane[r * cols + c]);
+        let kept = vs;
+        let ms = vs.reduce((s, v) => s + v * v, 0) / vs.length;
+        for (let pass = 0; pass < 2; pass++) {
+          const bound = 9 * ms;
+          kept = vs.filter((v) => v * v <= bound);
+          ms = kept.reduce((s, v) => s + v * v, 0) / kept.length;
+        }
+        return Math.sqrt(ms);
+      });
+    const shape = { rows, cols, channelWidth: width, label: 'conv' };
+    const perChannel = channelScales(plane, shape, 'channel');
+    expect(perChannel.width).toBe(width);
+    Array.from(perChannel.rms).forEach((v, ch) => expect(v).toBeCloseTo(expected((c) => Math.floor(c / width), 5)[ch], 12));
+    const perLayer = channelScales(plane, shape, 'layer');
+    expect(perLayer.rms).toHaveLength(1);
+    expect(perLayer.rms[0]).toBeCloseTo(expected(() => 0, 1)[0], 12);
   });
 });
