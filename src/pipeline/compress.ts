@@ -13,6 +13,7 @@
 
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
@@ -100,6 +101,8 @@ export async function compressModel(input: string, output: string, options: Comp
   // ours, and a run that then fails other than by a refusal kept with --force leaves none (an abort or an error
   // in a later attempt left the refused default archive there, exit non-zero)
   let written = false;
+  // a --target-bpw run's encodings, kept between its attempts (closed, and its spill file removed, at the end)
+  let cache: EncodeCache | undefined;
   try {
     const plans = planTensors(reader, resolved);
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
@@ -195,9 +198,10 @@ export async function compressModel(input: string, output: string, options: Comp
     // grids to write instead of an allocation's (an earlier archive that fitted the budget, written again)
     let gridsOverride: ReadonlyMap<string, GridChoice> | undefined;
     // a budget's attempts after the first re-encode only the tensors whose grid moved
-    let cache =
-      resolved.targetBpw !== undefined && (weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES
-        ? new EncodeCache(ENCODE_CACHE_BYTES)
+    // (an archive larger than the memory cache: every encoding spilled to a file beside the output instead)
+    cache =
+      resolved.targetBpw !== undefined
+        ? new EncodeCache((weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES ? ENCODE_CACHE_BYTES : 0, dirname(output))
         : undefined;
     // what the manifest records of the options (escalation adds what it did)
     let jobOptions: ResolvedOptions = resolved;
@@ -465,6 +469,7 @@ export async function compressModel(input: string, output: string, options: Comp
     if (written && !(e instanceof QualityError && e.details.kept)) rmSync(output, { force: true });
     throw e;
   } finally {
+    cache?.close();
     releaseOutput(output);
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
     reader.close();

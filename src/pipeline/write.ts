@@ -5,7 +5,9 @@
  * once, at the end, from the plans and each tensor's outcome.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { brotliCompressSync, deflateRawSync } from 'node:zlib';
 import { brotliParams } from '../codecs/raw/brotli.js';
@@ -169,11 +171,19 @@ export interface ArchiveJob {
  * statistics themselves).
  */
 export class EncodeCache {
-  private readonly units = new Map<string, EncodedTensor>();
+  private readonly units = new Map<string, EncodedTensor | SpilledTensor>();
   private bytes = 0;
+  private spill: { fd: number; end: number; path?: string } | undefined;
   hits = 0;
 
-  constructor(private readonly limit: number) {}
+  /**
+   * `limit` bytes of encodings are kept in memory; with `spillDir`, those beyond it are written to a file there
+   * (unlinked at once where the system allows: nothing is left behind by a crash) and read back when reused.
+   */
+  constructor(
+    private readonly limit: number,
+    private spillDir?: string,
+  ) {}
 
   private static keyOf(unit: EncodeUnit): string | undefined {
     if (unit.compensation || unit.stats) return undefined;
@@ -181,22 +191,105 @@ export class EncodeCache {
     return JSON.stringify([plan.index, plan.settings, plan.codecs, slice ?? null]);
   }
 
-  /** The unit's encoding: kept, or made by `encode` (and kept while there is room). */
+  /** The unit's encoding: kept, or made by `encode` (and kept while there is room, or spilled). */
   async encode(unit: EncodeUnit, encode: (unit: EncodeUnit) => Promise<EncodedTensor>): Promise<EncodedTensor> {
     const key = EncodeCache.keyOf(unit);
     const kept = key !== undefined ? this.units.get(key) : undefined;
     if (kept) {
       this.hits++;
-      return kept;
+      return 'spilled' in kept ? this.readBack(kept) : kept;
     }
     const made = await encode(unit);
+    if (key === undefined) return made;
     const size = made.entries.reduce((n, [, d]) => n + d.byteLength, 0);
-    if (key !== undefined && this.bytes + size <= this.limit) {
+    if (this.bytes + size <= this.limit) {
       this.units.set(key, made);
       this.bytes += size;
+    } else if (this.spillDir) {
+      const spilled = this.write(made);
+      if (spilled) this.units.set(key, spilled);
     }
     return made;
   }
+
+  /** The spill file's descriptor, opened on first use (undefined: spilling failed, and is off). */
+  private file(): { fd: number; end: number; path?: string } | undefined {
+    if (this.spill || !this.spillDir) return this.spill;
+    const path = join(this.spillDir, `.nnmedia-cache-${process.pid}-${randomBytes(6).toString('hex')}`);
+    try {
+      const fd = openSync(path, 'wx+', 0o600);
+      let kept: string | undefined;
+      try {
+        unlinkSync(path);
+      } catch {
+        kept = path; // removed at close instead
+      }
+      this.spill = { fd, end: 0, ...(kept ? { path: kept } : {}) };
+    } catch {
+      this.spillDir = undefined;
+    }
+    return this.spill;
+  }
+
+  private write(made: EncodedTensor): SpilledTensor | undefined {
+    const f = this.file();
+    if (!f) return undefined;
+    const entries: Array<[string, number, number]> = [];
+    try {
+      for (const [name, data] of made.entries) {
+        writeFull(f.fd, data, f.end);
+        entries.push([name, f.end, data.byteLength]);
+        f.end += data.byteLength;
+      }
+    } catch {
+      // (a full disk: encodings are made again instead)
+      this.close();
+      this.spillDir = undefined;
+      return undefined;
+    }
+    return {
+      coded: made.coded,
+      sums: made.sums,
+      ...(made.compensation ? { compensation: made.compensation } : {}),
+      spilled: entries,
+    };
+  }
+
+  private readBack(t: SpilledTensor): EncodedTensor {
+    const { spilled, ...rest } = t;
+    const entries = spilled.map(([name, offset, length]): readonly [string, Uint8Array] => {
+      const data = new Uint8Array(length);
+      for (let done = 0; done < length;) {
+        const n = readSync(this.spill!.fd, data, done, length - done, offset + done);
+        if (n <= 0) throw new Error(`encode cache: ${name} cut short at ${done} of ${length} bytes`);
+        done += n;
+      }
+      return [name, data];
+    });
+    return { ...rest, entries };
+  }
+
+  /** Closes (and removes) the spill file. */
+  close(): void {
+    if (!this.spill) return;
+    const { fd, path } = this.spill;
+    this.spill = undefined;
+    // nothing spilled can be read back any more
+    for (const [k, v] of this.units) if ('spilled' in v) this.units.delete(k);
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    if (path) rmSync(path, { force: true });
+  }
+}
+
+/** An encoding whose entries were written to the cache's spill file: where each is, not its bytes. */
+type SpilledTensor = Omit<EncodedTensor, 'entries'> & { readonly spilled: ReadonlyArray<readonly [string, number, number]> };
+
+function writeFull(fd: number, data: Uint8Array, position: number): void {
+  for (let done = 0; done < data.byteLength;) done += writeSync(fd, data, done, data.byteLength - done, position + done);
 }
 
 /** What `compensate` did: tensors whose codes were compensated, and those rounded to nearest, with why. */
