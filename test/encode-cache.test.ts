@@ -47,6 +47,24 @@ describe('the encode cache of --target-bpw attempts', () => {
     expect(made).toBe(4);
   });
 
+  it('spills at most its file limit, and nothing more once closed', async () => {
+    const cache = new EncodeCache(0, dir, 2500);
+    let made = 0;
+    const encode = (seed: number) => async (): Promise<EncodedTensor> => {
+      made++;
+      return encoded(seed, [1000]);
+    };
+    for (let k = 0; k < 4; k++) await cache.encode(unit(k), encode(k));
+    // two fit the 2500 bytes of file: those two are reused, the others made again
+    for (let k = 0; k < 4; k++) await cache.encode(unit(k), encode(k));
+    expect(made).toBe(6);
+    expect(cache.hits).toBe(2);
+    cache.close();
+    await cache.encode(unit(9), encode(9));
+    await cache.encode(unit(9), encode(9));
+    expect(made).toBe(8);
+  });
+
   it('without a folder to spill to (or one it cannot write), encodings past the limit are simply made again', async () => {
     for (const folder of [undefined, '/nonexistent/nnmedia-cache']) {
       const cache = new EncodeCache(10, folder);

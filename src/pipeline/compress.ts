@@ -203,7 +203,12 @@ export async function compressModel(input: string, output: string, options: Comp
     // (an archive larger than the memory cache: every encoding spilled to a file beside the output instead)
     cache =
       resolved.targetBpw !== undefined
-        ? new EncodeCache((weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES ? ENCODE_CACHE_BYTES : 0, dirname(output))
+        ? new EncodeCache(
+            (weights * resolved.targetBpw) / 8 <= ENCODE_CACHE_BYTES ? ENCODE_CACHE_BYTES : 0,
+            dirname(output),
+            // at most two archives' worth beside the output (and the archive being written)
+            (2 * weights * resolved.targetBpw) / 8,
+          )
         : undefined;
     // what the manifest records of the options (escalation adds what it did)
     let jobOptions: ResolvedOptions = resolved;

@@ -173,16 +173,19 @@ export interface ArchiveJob {
 export class EncodeCache {
   private readonly units = new Map<string, EncodedTensor | SpilledTensor>();
   private bytes = 0;
-  private spill: { fd: number; end: number; path?: string } | undefined;
+  private spill: { fd: number; end: number } | undefined;
   hits = 0;
 
   /**
    * `limit` bytes of encodings are kept in memory; with `spillDir`, those beyond it are written to a file there
-   * (unlinked at once where the system allows: nothing is left behind by a crash) and read back when reused.
+   * (unlinked at once: nothing is left behind by a crash or an interrupt; where the system cannot unlink an open
+   * file, nothing is spilled) and read back when reused, up to `spillLimit` bytes of file (the file only grows:
+   * an encoding whose grid moved is written anew, so a budget's attempts would take up to ~15 archives of space).
    */
   constructor(
     private readonly limit: number,
     private spillDir?: string,
+    private readonly spillLimit = Infinity,
   ) {}
 
   private static keyOf(unit: EncodeUnit): string | undefined {
@@ -213,25 +216,31 @@ export class EncodeCache {
   }
 
   /** The spill file's descriptor, opened on first use (undefined: spilling failed, and is off). */
-  private file(): { fd: number; end: number; path?: string } | undefined {
+  private file(): { fd: number; end: number } | undefined {
     if (this.spill || !this.spillDir) return this.spill;
     const path = join(this.spillDir, `.nnmedia-cache-${process.pid}-${randomBytes(6).toString('hex')}`);
+    let fd: number | undefined;
     try {
-      const fd = openSync(path, 'wx+', 0o600);
-      let kept: string | undefined;
-      try {
-        unlinkSync(path);
-      } catch {
-        kept = path; // removed at close instead
-      }
-      this.spill = { fd, end: 0, ...(kept ? { path: kept } : {}) };
+      fd = openSync(path, 'wx+', 0o600);
+      unlinkSync(path);
+      this.spill = { fd, end: 0 };
     } catch {
+      // not opened, or not unlinked while open (a file an interrupt would leave behind): no spilling
+      if (fd !== undefined)
+        try {
+          closeSync(fd);
+          rmSync(path, { force: true, maxRetries: 2 });
+        } catch {
+          /* left to the system's own clean-up: nothing was written to it */
+        }
       this.spillDir = undefined;
     }
     return this.spill;
   }
 
   private write(made: EncodedTensor): SpilledTensor | undefined {
+    const size = made.entries.reduce((n, [, d]) => n + d.byteLength, 0);
+    if ((this.spill?.end ?? 0) + size > this.spillLimit) return undefined;
     const f = this.file();
     if (!f) return undefined;
     const entries: Array<[string, number, number]> = [];
@@ -269,10 +278,11 @@ export class EncodeCache {
     return { ...rest, entries };
   }
 
-  /** Closes (and removes) the spill file. */
+  /** Closes the spill file (unlinked: its space is freed), and spills no more. */
   close(): void {
+    this.spillDir = undefined;
     if (!this.spill) return;
-    const { fd, path } = this.spill;
+    const { fd } = this.spill;
     this.spill = undefined;
     // nothing spilled can be read back any more
     for (const [k, v] of this.units) if ('spilled' in v) this.units.delete(k);
@@ -281,7 +291,6 @@ export class EncodeCache {
     } catch {
       /* already closed */
     }
-    if (path) rmSync(path, { force: true });
   }
 }
 
