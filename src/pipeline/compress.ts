@@ -79,7 +79,7 @@ const MEASURED_UNDERSHOOT = 0.98;
  * 994 MB with a 128 MB cache, 99.0 s at 815 MB without; the 1.2 GB one (0.3 G weights, 1 of 21 tensors reused
  * from a 32 MB cache) 1,172 MB with 128 MB, 1,082 MB with 32 MB, 936 MB without. A larger archive's encodings are
  * spilled to a file beside the output instead (write.ts EncodeCache), none held in memory: the 1.2 GB model's
- * second attempt reused 24 of 27 encodes, 66.7 → 52.3 s, 0.99 GB peak.
+ * second attempt reused 24 of 27 encodes, 66.7 → 51.9–52.3 s, 0.99–1.04 GB peak.
  */
 const ENCODE_CACHE_BYTES = 2 ** 26;
 /**
