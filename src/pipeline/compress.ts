@@ -462,13 +462,10 @@ export async function compressModel(input: string, output: string, options: Comp
       pinnedNote;
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
-      // the search above wrote other grids (every allocation is a new map: always, once it ran): write the
-      // failed ones again, with the gate's record of them
-      if (lastGridMap !== failedGrids) {
-        gridsOverride = failedGrids;
-        judged = failed.quality;
-        await encode(1);
-      }
+      // the search above wrote other grids: write the failed ones again, with the gate's record of them
+      gridsOverride = failedGrids;
+      judged = failed.quality;
+      await encode(1);
       throw gateError(output, failed.quality!, true, smallest, { head, advice });
     }
     throw gateError(output, failed.quality!, false, smallest, { head, advice });

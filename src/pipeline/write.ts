@@ -209,7 +209,7 @@ export class EncodeCache {
       this.units.set(key, made);
       this.bytes += size;
     } else if (this.spillDir) {
-      const spilled = this.write(made);
+      const spilled = this.write(made, size);
       if (spilled) this.units.set(key, spilled);
     }
     return made;
@@ -238,8 +238,7 @@ export class EncodeCache {
     return this.spill;
   }
 
-  private write(made: EncodedTensor): SpilledTensor | undefined {
-    const size = made.entries.reduce((n, [, d]) => n + d.byteLength, 0);
+  private write(made: EncodedTensor, size: number): SpilledTensor | undefined {
     if ((this.spill?.end ?? 0) + size > this.spillLimit) return undefined;
     const f = this.file();
     if (!f) return undefined;

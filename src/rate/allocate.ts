@@ -12,7 +12,7 @@
 
 import { codeEntropyBits, entropyOf } from './entropy.js';
 import { RANGE_BYTES, quantizePlanes, type QuantizeSettings, type RangeDtype } from '../quantize/tensor.js';
-import { channelScales, gridBounds, stepGrid, type ChannelScales } from '../quantize/step.js';
+import { channelScales, gridBounds, stepGrid, type ChannelScales, type StepGrid } from '../quantize/step.js';
 import { columnRanges } from '../quantize/uniform.js';
 import { measureSorted, type ColumnGrid } from './sorted.js';
 import type { PlaneShape } from '../layout/types.js';
@@ -168,19 +168,29 @@ function measureStepGrid(
     const { cols } = shapes[p];
     const scales = planeScales[p];
     const g = stepGrid(scales, relStep, codeWidth);
-    const { los, spans } = columnRanges(g.ranges, cols);
-    // per column, the interval of weights on the grid (everything, when weights beyond it are clamped)
-    const { lo: inLo, hi: inHi } = markBeyond
-      ? gridBounds(g, cols, codeWidth)
-      : { lo: new Float64Array(cols).fill(-Infinity), hi: new Float64Array(cols).fill(Infinity) };
+    const { los, spans, inLo, inHi } = gridColumns(g, cols, codeWidth, markBeyond);
     hist.fill(0);
     const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, hist, sse);
     sse = m.sse;
-    const rangeDtype: RangeDtype = g.stepBytes ? 'step8' : g.f16 ? 'float16' : 'float32';
-    const codeBits = codeWidth === 16 ? byteCodedBits(hist, planes[p].length) : entropyOf(hist, planes[p].length);
-    bits += planeBits(codeBits, g.steps.length, rangeDtype, m.beyond);
+    bits += stepPlaneBits(g, hist, planes[p].length, codeWidth, m.beyond);
   }
   return { stride: 1, relStep, range, bits, sse };
+}
+
+/** A step grid per column of a plane: its range, and the interval of weights on it (everything, when weights beyond it are clamped). */
+function gridColumns(g: StepGrid, cols: number, codeWidth: number, markBeyond: boolean): ColumnGrid {
+  const { los, spans } = columnRanges(g.ranges, cols);
+  const { lo: inLo, hi: inHi } = markBeyond
+    ? gridBounds(g, cols, codeWidth)
+    : { lo: new Float64Array(cols).fill(-Infinity), hi: new Float64Array(cols).fill(Infinity) };
+  return { los, spans, inLo, inHi };
+}
+
+/** A plane's bits on a step grid, from its code histogram (16-bit codes: as zstd's byte coder sees them). */
+function stepPlaneBits(g: StepGrid, hist: Float64Array, n: number, codeWidth: number, beyond: number): number {
+  const rangeDtype: RangeDtype = g.stepBytes ? 'step8' : g.f16 ? 'float16' : 'float32';
+  const codeBits = codeWidth === 16 ? byteCodedBits(hist, n) : entropyOf(hist, n);
+  return planeBits(codeBits, g.steps.length, rangeDtype, beyond);
 }
 
 /**
@@ -202,20 +212,10 @@ function measureStepGrids(
   for (let p = 0; p < planes.length; p++) {
     const { rows, cols } = shapes[p];
     const grids = grid.map(({ range, relStep }) => stepGrid(scalesOf(range)[p], relStep, codeWidth));
-    const columns: ColumnGrid[] = grids.map((g) => {
-      const { los, spans } = columnRanges(g.ranges, cols);
-      const { lo: inLo, hi: inHi } = markBeyond
-        ? gridBounds(g, cols, codeWidth)
-        : { lo: new Float64Array(cols).fill(-Infinity), hi: new Float64Array(cols).fill(Infinity) };
-      return { los, spans, inLo, inHi };
-    });
+    const columns = grids.map((g) => gridColumns(g, cols, codeWidth, markBeyond));
     measureSorted(planes[p], rows, cols, columns, codeWidth).forEach((m, k) => {
-      const g = grids[k];
-      const rangeDtype: RangeDtype = g.stepBytes ? 'step8' : g.f16 ? 'float16' : 'float32';
       sse[k] += m.sse;
-      const n = planes[p].length;
-      const codeBits = codeWidth === 16 ? byteCodedBits(m.hist, n) : entropyOf(m.hist, n);
-      bits[k] += planeBits(codeBits, g.steps.length, rangeDtype, m.beyond);
+      bits[k] += stepPlaneBits(grids[k], m.hist, planes[p].length, codeWidth, m.beyond);
     });
   }
   return grid.map(({ range, relStep }, k) => ({ stride: 1, relStep, range, bits: bits[k], sse: sse[k] }));

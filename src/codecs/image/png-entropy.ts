@@ -1,6 +1,7 @@
 /**
  * 8-bit grey PNG whose deflate stream is entropy coding only: the rows unfiltered (filter type None), deflated
- * with zlib's Huffman-only strategy (or run-length matches of distance 1, `Z_RLE`), written by node's zlib.
+ * with zlib's Huffman-only strategy by node's zlib (run-length matches, `Z_RLE`, measured within 0.1 % on
+ * noise-like codes and never smaller on the models measured: not used).
  * Any PNG reader decodes it (libvips, browsers): it is a PNG like any other, only its encoder searches no
  * matches.
  *
@@ -15,14 +16,6 @@ import { once } from 'node:events';
 import { constants, crc32, createDeflate } from 'node:zlib';
 import { CodecError } from '../../errors.js';
 import type { CodePlane } from '../types.js';
-
-/**
- * The zlib strategies this writer knows: entropy coding alone, or with runs of one repeated code (`rle`: on
- * noise-like codes within 0.1 % of Huffman-only, never smaller on the models measured; kept for tests).
- */
-export type EntropyStrategy = 'huffman' | 'rle';
-
-const STRATEGY: Record<EntropyStrategy, number> = { huffman: constants.Z_HUFFMAN_ONLY, rle: constants.Z_RLE };
 
 const SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
 
@@ -39,10 +32,10 @@ function chunk(type: string, data: Uint8Array): Buffer {
 }
 
 /** The zlib stream of the plane's rows, each behind its filter byte 0 (None). */
-async function deflateRows(plane: CodePlane, strategy: EntropyStrategy): Promise<Buffer> {
+async function deflateRows(plane: CodePlane): Promise<Buffer> {
   const { width, height } = plane;
   const data = plane.data as Uint8Array;
-  const z = createDeflate({ level: 9, memLevel: 9, strategy: STRATEGY[strategy] });
+  const z = createDeflate({ level: 9, memLevel: 9, strategy: constants.Z_HUFFMAN_ONLY });
   const parts: Buffer[] = [];
   z.on('data', (b: Buffer) => parts.push(b));
   const ended = once(z, 'end');
@@ -68,8 +61,8 @@ async function deflateRows(plane: CodePlane, strategy: EntropyStrategy): Promise
   }
 }
 
-/** A PNG of one 8-bit grey plane, rows unfiltered, deflated with `strategy`. */
-export async function entropyPng(plane: CodePlane, strategy: EntropyStrategy): Promise<Uint8Array> {
+/** A PNG of one 8-bit grey plane, rows unfiltered, deflated Huffman-only. */
+export async function entropyPng(plane: CodePlane): Promise<Uint8Array> {
   if (plane.bits !== 8) throw new CodecError(`the entropy-coded PNG carries 8-bit codes, not ${plane.bits}`);
   // (PNG has no empty image: IHDR's width and height are at least 1)
   if (!(plane.width >= 1 && plane.height >= 1))
@@ -83,7 +76,7 @@ export async function entropyPng(plane: CodePlane, strategy: EntropyStrategy): P
   header[9] = 0; // grey; compression 0 (deflate), filter method 0, no interlace
   let idat: Buffer;
   try {
-    idat = await deflateRows(plane, strategy);
+    idat = await deflateRows(plane);
   } catch (e) {
     throw new CodecError(`png encode failed: ${(e as Error).message}`, {}, e);
   }

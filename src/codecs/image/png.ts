@@ -9,7 +9,7 @@ export const png: Codec = {
   // libvips at zlib level `effort`
   encode: (plane, o) =>
     plane.bits === 8 && !o.filter
-      ? entropyPng(plane, 'huffman')
+      ? entropyPng(plane)
       : runEncode(
           'png',
           sharpFromPlane(plane).png({ compressionLevel: o.effort ?? 9, adaptiveFiltering: o.filter ?? false, palette: false }),
