@@ -8,7 +8,7 @@ import { compressModel } from '../src/pipeline/compress.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
 import { exactSide, withExactZeros } from '../src/pipeline/prepare.js';
 import { quantizePlanes } from '../src/quantize/tensor.js';
-import { dequantizePlane, restoreNonFinite } from '../src/quantize/uniform.js';
+import { dequantizePlane, restoreNonFinite, type RangeMode } from '../src/quantize/uniform.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -29,10 +29,17 @@ function weights(layout: FcLayoutSpec, seed: number): Float32Array {
 }
 
 /** The general path: planes laid out, quantized, decoded, scattered back, side values and exact zeros put back, measured. */
-function generalPath(values: Float32Array, layout: FcLayoutSpec, bits: number, stride: number, relStep?: number) {
+function generalPath(
+  values: Float32Array,
+  layout: FcLayoutSpec,
+  bits: number,
+  stride: number,
+  relStep?: number,
+  range: RangeMode = 'channel',
+) {
   const shapes = planeShapes(layout);
   const planes = gatherPlanes(values, layout, (n) => new Float32Array(n));
-  const [q] = quantizePlanes(planes, shapes, { bits, range: 'channel', stride, clip: false, relStep });
+  const [q] = quantizePlanes(planes, shapes, { bits, range, stride, clip: false, relStep });
   const beyond = q.beyond ? exactSide(scatterPlanes([q.working!], layout, new Float32Array(values.length)), values) : undefined;
   const back = dequantizePlane(q.codes, shapes[0].rows, shapes[0].cols, bits, q.ranges);
   const restored = scatterPlanes([back], layout, new Float32Array(values.length));
@@ -48,7 +55,7 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     { kind: 'fc', nin: 3, nout: 200, order: 'out_in' },
     { kind: 'fc', nin: 200, nout: 5, order: 'in_out' },
   ];
-  const grids: Array<{ stride: number; relStep?: number }> = [
+  const grids: Array<{ stride: number; relStep?: number; range?: RangeMode }> = [
     { stride: 1 },
     { stride: 3 },
     // step grids: one that holds every weight, and one so fine that 256 levels span ±1.3 RMS (weights beyond
@@ -57,14 +64,17 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     { stride: 1, relStep: 0.01 },
     // a step grid codes with every code whatever the stride
     { stride: 3, relStep: 0.25 },
+    // one step for the layer: its scale summed per plane column whichever way the file holds the matrix
+    { stride: 1, relStep: 0.25, range: 'layer' },
+    { stride: 1, relStep: 0.01, range: 'layer' },
   ];
   for (const layout of layouts)
     for (const bits of [8, 16])
-      for (const { stride, relStep } of grids)
-        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}, ` : ''}stride ${stride}`, () => {
+      for (const { stride, relStep, range } of grids)
+        it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}, ` : ''}${range ? `${range} range, ` : ''}stride ${stride}`, () => {
           const values = weights(layout, layout.nin + bits + stride);
-          const { plane: fused, beyond } = quantizeFc(values, layout, bits, stride, relStep)!;
-          const general = generalPath(values, layout, bits, stride, relStep);
+          const { plane: fused, beyond } = quantizeFc(values, layout, bits, stride, relStep, range)!;
+          const general = generalPath(values, layout, bits, stride, relStep, range);
           expect(Buffer.from(fused.codes.buffer).equals(Buffer.from(general.q.codes.buffer))).toBe(true);
           expect(fused.ranges.mins).toEqual(general.q.ranges.mins);
           expect(fused.ranges.maxs).toEqual(general.q.ranges.maxs);
@@ -152,6 +162,8 @@ describe('the one-pass path in the encoder', () => {
       { relStep: 0.01 },
       { relStep: 0.25, stride: 3 },
       { relStep: 0.25, sliceWeights: 8192 },
+      { relStep: 0.25, range: 'layer' },
+      { relStep: 0.01, range: 'layer', sliceWeights: 8192 },
       // modes the one-pass path must leave to the general one (a wrong fusedFits shows here)
       { clip: true, stride: 16 },
       { range: 'layer' },

@@ -298,4 +298,48 @@ describe('channelScales', () => {
     expect(perLayer.rms).toHaveLength(1);
     expect(perLayer.rms[0]).toBeCloseTo(expected(() => 0, 1)[0], 12);
   });
+
+  it('gives both modes from shared sweeps to the bit, and the layer scale summed per column (any storage order)', async () => {
+    const { channelScales, planeScales } = await import('../src/quantize/step.js');
+    for (const width of [1, 3]) {
+      const rows = 50;
+      const cols = 4 * width + (width > 1 ? 0 : 3);
+      const plane = Float32Array.from(gaussian(rows * cols, 40 + width, 0.1));
+      plane[5] = NaN;
+      plane[17] = -Infinity;
+      plane[18] = Infinity;
+      plane[29] = -7; // clipped away
+      plane[40] = 1e-42;
+      plane[41] = 3e38; // its square is finite in float64: counted, then clipped
+      const shape = { rows, cols, channelWidth: width, label: 'matrix' };
+      const both = planeScales(plane, shape, true, true);
+      expect(Array.from(both.channel!.rms)).toEqual(Array.from(channelScales(plane, shape, 'channel').rms));
+      expect(Array.from(both.layer!.rms)).toEqual(Array.from(channelScales(plane, shape, 'layer').rms));
+      // the layer's rule, with each pass's sums taken down each column and then added in column order
+      const finite = (v: number): boolean => Number.isFinite(v);
+      let bound = Infinity;
+      let rms = 0;
+      for (let pass = 0; pass < 3; pass++) {
+        let q = 0;
+        let n = 0;
+        for (let c = 0; c < cols; c++) {
+          let cq = 0;
+          let cn = 0;
+          for (let r = 0; r < rows; r++) {
+            const v = plane[r * cols + c];
+            if (finite(v) && v * v <= bound) {
+              cq += v * v;
+              cn++;
+            }
+          }
+          q += cq;
+          n += cn;
+        }
+        bound = 9 * (q / n);
+        rms = Math.sqrt(q / n);
+      }
+      expect(both.layer!.rms[0]).toBe(rms);
+      expect(both.layer!.width).toBe(cols);
+    }
+  });
 });

@@ -15,7 +15,7 @@
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
 import { symmetricFromMaxAbs } from '../quantize/ranges.js';
-import { type ChannelScales, channelScales, gridBounds, stepGrid } from '../quantize/step.js';
+import { type ChannelScales, channelScales, columnTotals, gridBounds, stepGrid } from '../quantize/step.js';
 import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
   type CodeArray,
@@ -25,6 +25,7 @@ import {
   dequantizePlane,
   quantizePlane,
   strideOffset,
+  type RangeMode,
 } from '../quantize/uniform.js';
 import type { TensorSettings } from './options.js';
 
@@ -40,14 +41,16 @@ export function fusedFits(
 ): layout is FcLayoutSpec {
   // NNMEDIA_GENERAL_PATH=1 sends every tensor the general way (to compare both paths' archives: test/fused.test.ts)
   if (process.env.NNMEDIA_GENERAL_PATH === '1') return false;
+  // the default grid per channel; a step grid per channel or per layer
   const grid =
-    (settings.quantizer === 'rtn' && settings.relStep === undefined) ||
-    (settings.quantizer === 'step' && settings.relStep !== undefined);
+    (settings.quantizer === 'rtn' && settings.relStep === undefined && settings.range === 'channel') ||
+    (settings.quantizer === 'step' &&
+      settings.relStep !== undefined &&
+      (settings.range === 'channel' || settings.range === 'layer'));
   return (
     layout.kind === 'fc' &&
     lossless &&
     grid &&
-    settings.range === 'channel' &&
     !settings.clip &&
     settings.outliers === 0 &&
     settings.targetSnr === undefined &&
@@ -75,11 +78,12 @@ export function quantizeFc(
   bits: number,
   stride: number,
   relStep?: number,
+  range: RangeMode = 'channel',
 ): FusedQuantization | undefined {
   const { nin, nout } = layout;
   if (values.length !== nin * nout) return undefined;
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
-  const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep);
+  const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
   const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
@@ -141,12 +145,20 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
   return sym && { ranges: sym.ranges, ...storedSteps(sym.steps) };
 }
 
-/** The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order. */
-function stepGridOf(values: Float32Array, layout: FcLayoutSpec, bits: number, relStep: number): FusedGrid {
+/**
+ * The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order, or
+ * (layer mode) the plane's, from per-column sums added in column order.
+ */
+function stepGridOf(values: Float32Array, layout: FcLayoutSpec, bits: number, relStep: number, range: RangeMode): FusedGrid {
   const { nin, nout } = layout;
   const shape = { rows: nin, cols: nout, channelWidth: 1, label: 'matrix' };
   // [in, out]: the plane is the file itself; [out, in]: channel j is the file's row j, summed in the same order
-  const scales = layout.order === 'in_out' ? channelScales(values, shape, 'channel') : rowScales(values, nout, nin);
+  const scales =
+    layout.order === 'in_out'
+      ? channelScales(values, shape, range)
+      : range === 'layer'
+        ? rowLayerScales(values, nout, nin)
+        : rowScales(values, nout, nin);
   const grid = stepGrid(scales, relStep, bits);
   const rangeDtype = grid.stepBytes ? 'step8' : grid.f16 ? 'float16' : 'float32';
   return { ranges: grid.ranges, rangeDtype, stepBytes: grid.stepBytes, bounds: gridBounds(grid, nout, bits) };
@@ -182,6 +194,36 @@ function rowScales(values: Float32Array, channels: number, len: number): Channel
     rms[ch] = count ? Math.sqrt(sq / count) : 0;
   }
   return { rms, width: 1 };
+}
+
+/**
+ * channelScales' layer mode of the plane whose columns are the rows of `values` (cols × len): each pass's sums per
+ * column along the file's row (the plane's row order), added over the columns in order (step.ts planeScales).
+ */
+function rowLayerScales(values: Float32Array, cols: number, len: number): ChannelScales {
+  const sqs = new Float64Array(cols);
+  const counts = new Float64Array(cols);
+  let bound = Infinity;
+  let q = 0;
+  let n = 0;
+  for (let pass = 0; pass < 3; pass++) {
+    for (let c = 0; c < cols; c++) {
+      let sq = 0;
+      let kept = 0;
+      for (let i = c * len, end = i + len; i < end; i++) {
+        const v = values[i];
+        if (v * v <= bound) {
+          sq += v * v;
+          kept++;
+        }
+      }
+      sqs[c] = sq;
+      counts[c] = kept;
+    }
+    [q, n] = columnTotals(sqs, counts);
+    bound = n ? 9 * (q / n) : 0;
+  }
+  return { rms: Float64Array.of(n ? Math.sqrt(q / n) : 0), width: cols };
 }
 
 /** File positions of the weights outside their channel's bounds, ascending. */
@@ -250,6 +292,15 @@ function quantizeTransposed(
   return codes;
 }
 
+/** Bytes of codes measureFc gathers into file order at a time. */
+const MEASURE_BLOCK_BYTES = 2 ** 17;
+
+/** Plane columns [c0, c1) of 8-bit codes (rows × cols) into `out`, a column after another (column c at (c − c0)·rows). */
+function gatherColumns(codes: Uint8Array, rows: number, cols: number, c0: number, c1: number, out: Uint8Array): void {
+  const n = c1 - c0;
+  for (let r = 0; r < rows; r++) for (let j = 0, k = r * cols + c0, o = r; j < n; j++, k++, o += rows) out[o] = codes[k];
+}
+
 /**
  * What the general path's finish measures, from the decoded codes of an fc plane: the error sums of the
  * decoded weights against the file's values in file order (as errorSums), where the weights beyond a step
@@ -282,11 +333,18 @@ export function measureFc(
   let j = 0;
   let exactAt = beyond.length ? beyond[0] : -1;
   if (transposed && bits === 8) {
+    // a block of channels' codes gathered into file order first (a plane row's codes of the block are one
+    // contiguous read), so the sums below read both arrays in order: the plane's codes read down a column took
+    // ~15 ns a weight, a cache line each
+    const block = Math.max(1, Math.min(nout, Math.floor(MEASURE_BLOCK_BYTES / nin)));
+    const run = new Uint8Array(block * nin);
     for (let c = 0, i = 0; c < nout; c++) {
+      const at = c % block;
+      if (at === 0) gatherColumns(codes as Uint8Array, nin, nout, c, Math.min(nout, c + block), run);
       for (let q = 0; q < levels; q++) table[q] = decodedAt(c, q);
-      for (let r = 0, k = c; r < nin; r++, i++, k += nout) {
+      for (let r = 0, k = at * nin; r < nin; r++, i++, k++) {
         const a = values[i];
-        let b = table[codes[k]];
+        let b = table[run[k]];
         if (i === exactAt) {
           b = a;
           exactAt = ++j < beyond.length ? beyond[j] : -1;

@@ -52,13 +52,23 @@ export function measurePart(
   // exact side values cost the same at every grid: ~8 bytes each before deflate
   const sideBits = (prepared.side?.indices.length ?? 0) * 64;
   rate.candidates.forEach((c) => (c.bits += sideBits));
-  for (const pl of prepared.planes)
-    for (const v of pl)
-      if (Number.isFinite(v)) {
-        power.sq += v * v;
-        power.n++;
-      }
+  for (const pl of prepared.planes) addPower(pl, power);
   return { prepared, ...(seeds ? { seeds } : {}), rate };
+}
+
+/** A plane's finite values added to `power`, in order (an indexed loop: `for…of` over a typed array took ~8 ns a value). */
+function addPower(plane: Float32Array, power: PowerSums): void {
+  let sq = power.sq;
+  let n = power.n;
+  for (let i = 0; i < plane.length; i++) {
+    const v = plane[i];
+    if (Number.isFinite(v)) {
+      sq += v * v;
+      n++;
+    }
+  }
+  power.sq = sq;
+  power.n = n;
 }
 
 /** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */

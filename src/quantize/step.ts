@@ -158,17 +158,89 @@ export interface ChannelScales {
  * does not coarsen its whole channel. Non-finite values are left out.
  */
 export function channelScales(plane: Float32Array, shape: PlaneShape, mode: RangeMode): ChannelScales {
+  const both = planeScales(plane, shape, mode === 'channel', mode === 'layer');
+  return (mode === 'layer' ? both.layer : both.channel)!;
+}
+
+/**
+ * channelScales of a plane in either range mode or both, both from the same three sweeps of the plane (each
+ * sweep adds every value to the sums of each mode whose bound it is within: the same sums, in the same order,
+ * as one mode alone).
+ *
+ * Channel mode: per channel, its sums row by row across its columns. Layer mode: each pass's sums taken per plane
+ * column (down the column, row by row) and then added over the columns in order (`columnTotals`), an order that
+ * does not depend on how the plane is stored: the fused path sums a transposed plane (a column is a file row)
+ * along the file's rows and gets the same scale to the bit. Where a channel is one column, the first pass's
+ * channel sums are the layer's column sums and are taken once.
+ */
+export function planeScales(
+  plane: Float32Array,
+  shape: PlaneShape,
+  channel: boolean,
+  layer: boolean,
+): { channel?: ChannelScales; layer?: ChannelScales } {
   const { rows, cols } = shape;
-  const width = mode === 'layer' ? cols : shape.channelWidth;
+  const width = shape.channelWidth;
   const channels = Math.ceil(cols / width);
-  const sqs = new Float64Array(channels);
-  const counts = new Float64Array(channels);
-  // (the channel of a column counted along the row, not divided out: the same sums in the same order, ~2× faster)
+  const sqs = new Float64Array(channel ? channels : 0);
+  const counts = new Float64Array(channel ? channels : 0);
+  // the first pass's bound keeps every finite value (a float32's square is far below it) and no infinity
+  const bound = new Float64Array(channel ? channels : 0).fill(Number.MAX_VALUE);
+  let layerBound = Number.MAX_VALUE;
+  const colSqs = new Float64Array(layer ? cols : 0);
+  const colCounts = new Float64Array(layer ? cols : 0);
+  let layerSq = 0;
+  let layerN = 0;
+  for (let pass = 0; pass < 3; pass++) {
+    if (channel && layer && width === 1) {
+      // a channel of one column: the first pass's channel sums are the column sums
+      if (pass === 0) {
+        sweepColumns(plane, rows, cols, bound, sqs, counts);
+        colSqs.set(sqs);
+        colCounts.set(counts);
+      } else sweepColumnsAndLayer(plane, rows, cols, bound, layerBound, sqs, counts, colSqs, colCounts);
+    } else {
+      if (channel)
+        if (width === 1) sweepColumns(plane, rows, cols, bound, sqs, counts);
+        else sweepChannels(plane, rows, cols, width, bound, sqs, counts);
+      if (layer) sweepLayer(plane, rows, cols, layerBound, colSqs, colCounts);
+    }
+    if (channel && pass < 2) for (let ch = 0; ch < channels; ch++) bound[ch] = counts[ch] ? 9 * (sqs[ch] / counts[ch]) : 0;
+    if (layer) {
+      [layerSq, layerN] = columnTotals(colSqs, colCounts);
+      layerBound = layerN ? 9 * (layerSq / layerN) : 0;
+    }
+  }
+  return {
+    // RMS about zero: the grid is centred on zero, and so is its scale
+    ...(channel
+      ? { channel: { rms: Float64Array.from(sqs, (q, ch) => (counts[ch] ? Math.sqrt(q / counts[ch]) : 0)), width } }
+      : {}),
+    ...(layer ? { layer: { rms: Float64Array.of(layerN ? Math.sqrt(layerSq / layerN) : 0), width: cols } } : {}),
+  };
+}
+
+// planeScales' sweeps, each its own function so its loop stays tight: a value counts where v² ≤ its bound (NaN
+// never does; infinities only under an infinite bound, which is never used)
+
+/** Channels of `width` columns: sums per channel, row by row (the channel counted along the row, not divided out). */
+function sweepChannels(
+  plane: Float32Array,
+  rows: number,
+  cols: number,
+  width: number,
+  bound: Float64Array,
+  sqs: Float64Array,
+  counts: Float64Array,
+): void {
+  sqs.fill(0);
+  counts.fill(0);
   for (let r = 0, i = 0; r < rows; r++)
     for (let c = 0, ch = 0, k = 0; c < cols; c++, i++) {
       const v = plane[i];
-      if (Number.isFinite(v)) {
-        sqs[ch] += v * v;
+      const v2 = v * v;
+      if (v2 <= bound[ch]) {
+        sqs[ch] += v2;
         counts[ch]++;
       }
       if (++k === width) {
@@ -176,26 +248,92 @@ export function channelScales(plane: Float32Array, shape: PlaneShape, mode: Rang
         ch++;
       }
     }
-  for (let pass = 0; pass < 2; pass++) {
-    const bound = Float64Array.from(sqs, (q, ch) => (counts[ch] ? 9 * (q / counts[ch]) : 0));
-    sqs.fill(0);
-    const kept = new Float64Array(channels);
-    for (let r = 0, i = 0; r < rows; r++)
-      for (let c = 0, ch = 0, k = 0; c < cols; c++, i++) {
-        const v = plane[i];
-        if (Number.isFinite(v) && v * v <= bound[ch]) {
-          sqs[ch] += v * v;
-          kept[ch]++;
-        }
-        if (++k === width) {
-          k = 0;
-          ch++;
-        }
+}
+
+/** Sums per column under a bound per column. */
+function sweepColumns(
+  plane: Float32Array,
+  rows: number,
+  cols: number,
+  bound: Float64Array,
+  sqs: Float64Array,
+  counts: Float64Array,
+): void {
+  sqs.fill(0);
+  counts.fill(0);
+  for (let r = 0, i = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++, i++) {
+      const v = plane[i];
+      const v2 = v * v;
+      if (v2 <= bound[c]) {
+        sqs[c] += v2;
+        counts[c]++;
       }
-    counts.set(kept);
+    }
+}
+
+/** Sums per column under one bound (the layer's). */
+function sweepLayer(
+  plane: Float32Array,
+  rows: number,
+  cols: number,
+  bound: number,
+  sqs: Float64Array,
+  counts: Float64Array,
+): void {
+  sqs.fill(0);
+  counts.fill(0);
+  for (let r = 0, i = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++, i++) {
+      const v = plane[i];
+      const v2 = v * v;
+      if (v2 <= bound) {
+        sqs[c] += v2;
+        counts[c]++;
+      }
+    }
+}
+
+/** Both at once: sums per column under its own bound, and per column under the layer's. */
+function sweepColumnsAndLayer(
+  plane: Float32Array,
+  rows: number,
+  cols: number,
+  bound: Float64Array,
+  layerBound: number,
+  sqs: Float64Array,
+  counts: Float64Array,
+  colSqs: Float64Array,
+  colCounts: Float64Array,
+): void {
+  sqs.fill(0);
+  counts.fill(0);
+  colSqs.fill(0);
+  colCounts.fill(0);
+  for (let r = 0, i = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++, i++) {
+      const v = plane[i];
+      const v2 = v * v;
+      if (v2 <= bound[c]) {
+        sqs[c] += v2;
+        counts[c]++;
+      }
+      if (v2 <= layerBound) {
+        colSqs[c] += v2;
+        colCounts[c]++;
+      }
+    }
+}
+
+/** The layer's sums of squares and counts: its column sums added in column order (planeScales' layer mode). */
+export function columnTotals(sqs: Float64Array, counts: Float64Array): [number, number] {
+  let q = 0;
+  let n = 0;
+  for (let c = 0; c < sqs.length; c++) {
+    q += sqs[c];
+    n += counts[c];
   }
-  // RMS about zero: the grid is centred on zero, and so is its scale
-  return { rms: Float64Array.from(sqs, (q, ch) => (counts[ch] ? Math.sqrt(q / counts[ch]) : 0)), width };
+  return [q, n];
 }
 
 /** The step grid of a plane at one relStep: per channel its step, its M1 range, and how the steps are stored. */

@@ -12,7 +12,7 @@
 
 import { codeEntropyBits, entropyOf } from './entropy.js';
 import { RANGE_BYTES, quantizePlanes, type QuantizeSettings, type RangeDtype } from '../quantize/tensor.js';
-import { channelScales, gridBounds, stepGrid, type ChannelScales, type StepGrid } from '../quantize/step.js';
+import { channelScales, gridBounds, planeScales, stepGrid, type ChannelScales, type StepGrid } from '../quantize/step.js';
 import { columnRanges } from '../quantize/uniform.js';
 import { measureSorted, type ColumnGrid } from './sorted.js';
 import type { PlaneShape } from '../layout/types.js';
@@ -95,10 +95,23 @@ export function measureCandidates(
   const weights = planes.reduce((s, p) => s + p.length, 0);
   const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep, stride: 1 })));
   const fused = base.bits === 8 || base.bits === 16;
-  // per range mode, each plane's channel scales: the same at every step, so found once
+  // per range mode, each plane's channel scales: the same at every step, so found once (both modes in the same
+  // sweeps of the plane where both are measured)
   const scales = new Map<RangeMode, ChannelScales[]>();
   const scalesOf = (range: RangeMode): ChannelScales[] => {
     let s = scales.get(range);
+    if (!s && ranges.includes('channel') && ranges.includes('layer')) {
+      const both = planes.map((plane, p) => planeScales(plane, shapes[p], true, true));
+      scales.set(
+        'channel',
+        both.map((b) => b.channel!),
+      );
+      scales.set(
+        'layer',
+        both.map((b) => b.layer!),
+      );
+      s = scales.get(range);
+    }
     if (!s) scales.set(range, (s = planes.map((plane, p) => channelScales(plane, shapes[p], range))));
     return s;
   };

@@ -98,16 +98,16 @@ export function measureSorted(
         s2[base + i] = b;
       }
     }
-    for (let g = 0; g < grids.length; g++) {
-      const grid = grids[g];
-      const o = out[g];
-      for (let j = 0; j < n; j++) {
-        const c = c0 + j;
-        const m = finite[j];
-        const col = sorted.subarray(j * rows, j * rows + m);
-        const base = j * (rows + 1);
-        const sums = { s1, s2, base, ref: refs[j] };
-        measureColumn(col, sums, rows - m, grid.los[c], grid.spans[c], grid.inLo[c], grid.inHi[c], levels, o);
+    // a column at a time through every grid, while its values and sums are in cache (each grid's sums still
+    // add the columns in order)
+    for (let j = 0; j < n; j++) {
+      const c = c0 + j;
+      const m = finite[j];
+      const col = sorted.subarray(j * rows, j * rows + m);
+      const sums = { s1, s2, base: j * (rows + 1), ref: refs[j] };
+      for (let g = 0; g < grids.length; g++) {
+        const grid = grids[g];
+        measureColumn(col, sums, rows - m, grid.los[c], grid.spans[c], grid.inLo[c], grid.inHi[c], levels, out[g]);
       }
     }
   }
@@ -237,13 +237,18 @@ function measureColumn(
     const q = Math.floor(((v - lo) / span) * levels);
     return q < 0 ? 0 : q > top ? top : q;
   };
+  // a weight this far below a code's predicted edge has a code below it: the rounding of the code arithmetic and
+  // of the edge is ~1e-16 of the grid's magnitude
+  const tol = 1e-9 * (Math.abs(lo) + span);
   let i = a;
+  let code = codeOf(col[i]);
   while (i < b) {
-    const code = codeOf(col[i]);
     // the run's end: where the next code's interval begins, by the grid's arithmetic, found by galloping and
     // bisecting with comparisons only; then moved onto the exact end with the code arithmetic itself (rounding
-    // can put the first weight of the next code a position either side of the predicted edge)
+    // can put the first weight of the next code a position either side of the predicted edge). The next run's
+    // code is the first code after this run.
     let j = b;
+    let next = top;
     if (code < top) {
       const edge = lo + (code + 1) * span * perLevel;
       let step = 1;
@@ -253,11 +258,15 @@ function measureColumn(
         step *= 2;
       }
       j = firstNotBelow(col, edge, below + 1, Math.min(i + step, b));
-      while (j > i + 1 && codeOf(col[j - 1]) !== code) j--;
-      while (j < b && codeOf(col[j]) === code) j++;
+      if (!(col[j - 1] < edge - tol)) while (j > i + 1 && codeOf(col[j - 1]) !== code) j--;
+      for (; j < b; j++) {
+        next = codeOf(col[j]);
+        if (next !== code) break;
+      }
     }
     hist[code] += j - i;
     o.sse += runError(col, sums, i, j, Math.fround(lo + (code + 0.5) * span * perLevel));
     i = j;
+    code = next;
   }
 }
