@@ -144,7 +144,7 @@ describe('identical tensors', () => {
 });
 
 describe('the one-pass path in the encoder', () => {
-  it('writes the archive the general path writes (NNMEDIA_GENERAL_PATH=1), in every mode it takes', async () => {
+  it('writes the archive the general path writes (NNMEDIA_GENERAL_PATH=1), in every mode it takes, rate control measured either way', async () => {
     const file = join(dir, 'fc.safetensors');
     const wide = gaussian(96 * 300, 11, 0.05);
     for (let i = 0; i < wide.length; i += 5) wide[i] = 0;
@@ -164,6 +164,9 @@ describe('the one-pass path in the encoder', () => {
       { relStep: 0.25, sliceWeights: 8192 },
       { relStep: 0.25, range: 'layer' },
       { relStep: 0.01, range: 'layer', sliceWeights: 8192 },
+      // rate control: its measurements of [out, in] matrices taken as the file holds them (pipeline/measure.ts)
+      { targetBpw: 4 },
+      { targetBpw: 2.5, sliceWeights: 8192 },
       // modes the one-pass path must leave to the general one (a wrong fusedFits shows here)
       { clip: true, stride: 16 },
       { range: 'layer' },

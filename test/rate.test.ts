@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
 import { encodeFloats } from '../src/formats/model.js';
-import { byteToStep, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
+import { byteToStep, columnPower, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
 import { dequantizePlane, quantizePlane } from '../src/quantize/uniform.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
 import {
@@ -16,6 +16,7 @@ import {
   allocateForLoss,
   byteCodedBits,
   measureCandidates,
+  measureColumnMajor,
   type TensorRate,
 } from '../src/rate/allocate.js';
 import { rawZstdSign } from '../src/codecs/raw/zstd.js';
@@ -218,6 +219,30 @@ describe('allocation measurements', () => {
         expect(c.bits).toBe(b);
         expect(Math.abs(c.sse - sse)).toBeLessThanOrEqual(1e-10 * sse);
       }
+    }
+  });
+  it('a plane measured as the file holds it, column by column (a PyTorch [out, in] matrix): the same candidates and power to the bit', () => {
+    const rows = 300;
+    const cols = 45;
+    const plane = gaussian(rows * cols, 33, 0.03);
+    for (let r = 0; r < rows; r++) {
+      plane[r * cols + 4] = 0; // an all-zero channel (step 0)
+      plane[r * cols + 9] += 0.2; // an offset one
+    }
+    plane[2 * cols + 1] = NaN;
+    plane[7 * cols + 3] = -Infinity;
+    plane[8 * cols + 3] = Infinity;
+    plane[11 * cols + 20] = 40; // far beyond the grid, and clipped out of the scales
+    plane[12 * cols + 21] = 1e-41;
+    const values = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[c * rows + r] = plane[r * cols + c];
+    const shape: PlaneShape = { rows, cols, channelWidth: 1, label: 'matrix' };
+    for (const ranges of [['channel', 'layer'], ['layer'], ['channel']] as Array<Array<'channel' | 'layer'>>) {
+      const general = measureCandidates('t', [plane], [shape], { bits: 8, clip: false }, ALLOCATION_STEPS, ranges);
+      const { rate, finite } = measureColumnMajor('t', values, shape, { bits: 8, clip: false }, ALLOCATION_STEPS, ranges);
+      expect(rate).toEqual(general);
+      expect(finite).toEqual(columnPower(plane, rows, cols));
+      expect(finite[1]).toBe(rows * cols - 3);
     }
   });
   it('the estimate of 16-bit codes is what zstd-sign writes, within 10 %, where their symbol entropy is 15 % short', async () => {

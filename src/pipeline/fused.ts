@@ -15,7 +15,7 @@
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
 import { symmetricFromMaxAbs } from '../quantize/ranges.js';
-import { type ChannelScales, channelScales, columnTotals, gridBounds, stepGrid } from '../quantize/step.js';
+import { channelScales, columnMajorScales, gridBounds, stepGrid } from '../quantize/step.js';
 import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
   type CodeArray,
@@ -156,74 +156,10 @@ function stepGridOf(values: Float32Array, layout: FcLayoutSpec, bits: number, re
   const scales =
     layout.order === 'in_out'
       ? channelScales(values, shape, range)
-      : range === 'layer'
-        ? rowLayerScales(values, nout, nin)
-        : rowScales(values, nout, nin);
+      : columnMajorScales(values, nin, nout, range === 'channel', range === 'layer')[range]!;
   const grid = stepGrid(scales, relStep, bits);
   const rangeDtype = grid.stepBytes ? 'step8' : grid.f16 ? 'float16' : 'float32';
   return { ranges: grid.ranges, rangeDtype, stepBytes: grid.stepBytes, bounds: gridBounds(grid, nout, bits) };
-}
-
-/**
- * channelScales of the plane whose channels are the rows of `values` (channels × len): per channel the RMS
- * about zero over |v| ≤ 3·RMS, twice; each sum in the plane's row order, i.e. along the file's row.
- */
-function rowScales(values: Float32Array, channels: number, len: number): ChannelScales {
-  const rms = new Float64Array(channels);
-  for (let ch = 0; ch < channels; ch++) {
-    const start = ch * len;
-    const end = start + len;
-    let sq = 0;
-    let count = 0;
-    for (let i = start; i < end; i++) {
-      sq += values[i] * values[i];
-      count++;
-    }
-    for (let pass = 0; pass < 2; pass++) {
-      const bound = count ? 9 * (sq / count) : 0;
-      sq = 0;
-      let kept = 0;
-      for (let i = start; i < end; i++) {
-        const v = values[i];
-        if (v * v > bound) continue;
-        sq += v * v;
-        kept++;
-      }
-      count = kept;
-    }
-    rms[ch] = count ? Math.sqrt(sq / count) : 0;
-  }
-  return { rms, width: 1 };
-}
-
-/**
- * channelScales' layer mode of the plane whose columns are the rows of `values` (cols × len): each pass's sums per
- * column along the file's row (the plane's row order), added over the columns in order (step.ts planeScales).
- */
-function rowLayerScales(values: Float32Array, cols: number, len: number): ChannelScales {
-  const sqs = new Float64Array(cols);
-  const counts = new Float64Array(cols);
-  let bound = Infinity;
-  let q = 0;
-  let n = 0;
-  for (let pass = 0; pass < 3; pass++) {
-    for (let c = 0; c < cols; c++) {
-      let sq = 0;
-      let kept = 0;
-      for (let i = c * len, end = i + len; i < end; i++) {
-        const v = values[i];
-        if (v * v <= bound) {
-          sq += v * v;
-          kept++;
-        }
-      }
-      sqs[c] = sq;
-      counts[c] = kept;
-    }
-    [q, n] = columnTotals(sqs, counts);
-    bound = n ? 9 * (q / n) : 0;
-  }
-  return { rms: Float64Array.of(n ? Math.sqrt(q / n) : 0), width: cols };
 }
 
 /** File positions of the weights outside their channel's bounds, ascending. */

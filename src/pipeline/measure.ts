@@ -6,9 +6,10 @@
  */
 
 import type { ModelReader } from '../formats/model.js';
-import { sliceLayout } from '../layout/planes.js';
+import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
-import { ALLOCATION_STEPS, measureCandidates, type TensorRate } from '../rate/allocate.js';
+import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type TensorRate } from '../rate/allocate.js';
+import { columnPower } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { slicesOf } from './plan.js';
 import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
@@ -52,23 +53,35 @@ export function measurePart(
   // exact side values cost the same at every grid: ~8 bytes each before deflate
   const sideBits = (prepared.side?.indices.length ?? 0) * 64;
   rate.candidates.forEach((c) => (c.bits += sideBits));
-  for (const pl of prepared.planes) addPower(pl, power);
+  prepared.planes.forEach((pl, p) => addPower(power, columnPower(pl, prepared.shapes[p].rows, prepared.shapes[p].cols)));
   return { prepared, ...(seeds ? { seeds } : {}), rate };
 }
 
-/** A plane's finite values added to `power`, in order (an indexed loop: `for…of` over a typed array took ~8 ns a value). */
-function addPower(plane: Float32Array, power: PowerSums): void {
-  let sq = power.sq;
-  let n = power.n;
-  for (let i = 0; i < plane.length; i++) {
-    const v = plane[i];
-    if (Number.isFinite(v)) {
-      sq += v * v;
-      n++;
-    }
+/** A plane's finite values' squares and count (columnPower's order: per column, then over the columns) added to `power`. */
+function addPower(power: PowerSums, [sq, n]: [number, number]): void {
+  power.sq += sq;
+  power.n += n;
+}
+
+/**
+ * One slice's rate, and its power added to `power`: a PyTorch [out, in] matrix measured as the file holds it (each
+ * file row a plane column: no plane laid out; rate/allocate.ts measureColumnMajor) where nothing is set aside or
+ * rotated, else through measurePart. The same numbers either way.
+ */
+function measureSlice(plan: CodedPlan, values: Float32Array, layout: LayoutSpec, modes: readonly RangeMode[], power: PowerSums): TensorRate {
+  const s = plan.settings;
+  // (NNMEDIA_GENERAL_PATH=1: measured the general way, as fused.ts encodes; test/fused.test.ts compares the two)
+  const general = process.env.NNMEDIA_GENERAL_PATH === '1';
+  if (!general && layout.kind === 'fc' && layout.order === 'out_in' && s.bits === 8 && s.outliers === 0 && !s.rotate) {
+    const shape = planeShapes(layout)[0];
+    const { rate, finite } = measureColumnMajor(plan.entry.key, values, shape, { bits: s.bits, clip: s.clip }, ALLOCATION_STEPS, modes);
+    addPower(power, finite);
+    // non-finite weights are exact side values, ~8 bytes each before deflate, as measurePart counts them
+    const side = values.length - finite[1];
+    rate.candidates.forEach((c) => (c.bits += side * 64));
+    return rate;
   }
-  power.sq = sq;
-  power.n = n;
+  return measurePart(plan, values, layout, modes, power).rate;
 }
 
 /** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
@@ -92,7 +105,7 @@ export function measureTensor(
   for (const part of slicesOf(plan, sliceWeights) ?? [undefined]) {
     const values = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
     const layout = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
-    const r = measurePart(plan, values, layout, modes, power).rate;
+    const r = measureSlice(plan, values, layout, modes, power);
     rate = rate ? addRates(rate, r) : r;
   }
   return { rate: rate!, power };

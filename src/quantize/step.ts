@@ -325,6 +325,91 @@ function sweepColumnsAndLayer(
     }
 }
 
+/**
+ * planeScales of a plane of one-column channels stored column by column (`values` holds column c at c·rows: a
+ * PyTorch [out, in] matrix is the transpose of its plane, each file row a plane column): the same sums in the same
+ * order, to the bit, each column's taken in registers along its run. Also the first pass's totals (every finite
+ * value's square, and their count, added per column and then over the columns: `columnPower`).
+ */
+export function columnMajorScales(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  channel: boolean,
+  layer: boolean,
+): { channel?: ChannelScales; layer?: ChannelScales; finite: [number, number] } {
+  const sqs = new Float64Array(cols);
+  const counts = new Float64Array(cols);
+  const colSqs = new Float64Array(cols);
+  const colCounts = new Float64Array(cols);
+  // pass 1: every finite value (a float32's square is far below MAX_VALUE; an infinity's is not)
+  for (let c = 0; c < cols; c++) {
+    let q = 0;
+    let n = 0;
+    for (let i = c * rows, end = i + rows; i < end; i++) {
+      const v2 = values[i] * values[i];
+      if (v2 <= Number.MAX_VALUE) {
+        q += v2;
+        n++;
+      }
+    }
+    sqs[c] = q;
+    counts[c] = n;
+  }
+  colSqs.set(sqs);
+  colCounts.set(counts);
+  const finite = columnTotals(sqs, counts);
+  let [layerSq, layerN] = finite;
+  for (let pass = 1; pass < 3; pass++) {
+    const layerBound = layerN ? 9 * (layerSq / layerN) : 0;
+    for (let c = 0; c < cols; c++) {
+      const bound = counts[c] ? 9 * (sqs[c] / counts[c]) : 0;
+      let q = 0;
+      let n = 0;
+      let lq = 0;
+      let ln = 0;
+      for (let i = c * rows, end = i + rows; i < end; i++) {
+        const v2 = values[i] * values[i];
+        if (v2 <= bound) {
+          q += v2;
+          n++;
+        }
+        if (v2 <= layerBound) {
+          lq += v2;
+          ln++;
+        }
+      }
+      if (channel) {
+        sqs[c] = q;
+        counts[c] = n;
+      }
+      if (layer) {
+        colSqs[c] = lq;
+        colCounts[c] = ln;
+      }
+    }
+    if (layer) [layerSq, layerN] = columnTotals(colSqs, colCounts);
+  }
+  return {
+    ...(channel
+      ? { channel: { rms: Float64Array.from(sqs, (q, c) => (counts[c] ? Math.sqrt(q / counts[c]) : 0)), width: 1 } }
+      : {}),
+    ...(layer ? { layer: { rms: Float64Array.of(layerN ? Math.sqrt(layerSq / layerN) : 0), width: cols } } : {}),
+    finite,
+  };
+}
+
+/**
+ * A plane's finite values' squares and their count, summed per column (down the column) and then over the columns
+ * in order: the order columnMajorScales' first pass takes for a plane stored the other way round.
+ */
+export function columnPower(plane: Float32Array, rows: number, cols: number): [number, number] {
+  const sqs = new Float64Array(cols);
+  const counts = new Float64Array(cols);
+  sweepColumns(plane, rows, cols, new Float64Array(cols).fill(Number.MAX_VALUE), sqs, counts);
+  return columnTotals(sqs, counts);
+}
+
 /** The layer's sums of squares and counts: its column sums added in column order (planeScales' layer mode). */
 export function columnTotals(sqs: Float64Array, counts: Float64Array): [number, number] {
   let q = 0;

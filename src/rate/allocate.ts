@@ -12,7 +12,15 @@
 
 import { codeEntropyBits, entropyOf } from './entropy.js';
 import { RANGE_BYTES, quantizePlanes, type QuantizeSettings, type RangeDtype } from '../quantize/tensor.js';
-import { channelScales, gridBounds, planeScales, stepGrid, type ChannelScales, type StepGrid } from '../quantize/step.js';
+import {
+  channelScales,
+  columnMajorScales,
+  gridBounds,
+  planeScales,
+  stepGrid,
+  type ChannelScales,
+  type StepGrid,
+} from '../quantize/step.js';
 import { columnRanges } from '../quantize/uniform.js';
 import { measureSorted, type ColumnGrid } from './sorted.js';
 import type { PlaneShape } from '../layout/types.js';
@@ -134,6 +142,26 @@ export function measureCandidates(
   return { key, weights, candidates, sensitivity: 1 };
 }
 
+/**
+ * measureCandidates' 8-bit step grids for one plane of one-column channels stored column by column (`values`:
+ * column c at c·rows, a PyTorch [out, in] matrix as it is in the file), without laying the plane out: the same
+ * candidates to the bit. Also the plane's finite values' squares and count (`columnPower`'s order).
+ */
+export function measureColumnMajor(
+  key: string,
+  values: Float32Array,
+  shape: PlaneShape,
+  base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
+  steps: readonly number[] = ALLOCATION_STEPS,
+  ranges: readonly RangeMode[] = ['channel', 'layer'],
+): { rate: TensorRate; finite: [number, number] } {
+  const { rows, cols } = shape;
+  const scales = columnMajorScales(values, rows, cols, ranges.includes('channel'), ranges.includes('layer'));
+  const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep })));
+  const candidates = measureStepGrids([values], [shape], (range) => [scales[range]!], base, grid, true);
+  return { rate: { key, weights: values.length, candidates, sensitivity: 1 }, finite: scales.finite };
+}
+
 /** Bits a tensor's entries and records cost, and the bits of a plane's ranges, weights beyond and codes. */
 function overheadBits(planes: number): number {
   return 8 * (PER_TENSOR_OVERHEAD_BYTES + PER_PLANE_OVERHEAD_BYTES * planes);
@@ -217,6 +245,7 @@ function measureStepGrids(
   scalesOf: (range: RangeMode) => ChannelScales[],
   base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
   grid: ReadonlyArray<{ range: RangeMode; relStep: number }>,
+  columnMajor = false,
 ): Candidate[] {
   const { bits: codeWidth } = base;
   const markBeyond = !base.clampBeyond;
@@ -226,7 +255,7 @@ function measureStepGrids(
     const { rows, cols } = shapes[p];
     const grids = grid.map(({ range, relStep }) => stepGrid(scalesOf(range)[p], relStep, codeWidth));
     const columns = grids.map((g) => gridColumns(g, cols, codeWidth, markBeyond));
-    measureSorted(planes[p], rows, cols, columns, codeWidth).forEach((m, k) => {
+    measureSorted(planes[p], rows, cols, columns, codeWidth, columnMajor).forEach((m, k) => {
       sse[k] += m.sse;
       bits[k] += stepPlaneBits(grids[k], m.hist, planes[p].length, codeWidth, m.beyond);
     });

@@ -34,13 +34,18 @@ export interface SortedMeasure {
 /** Values of a block of columns held at once (sorted values and two prefix sums: 20 bytes a value). */
 const BLOCK_VALUES = 2 ** 16;
 
-/** Measures every grid of `grids` on the plane (rows × cols, row-major, a range per column), 8-bit codes. */
+/**
+ * Measures every grid of `grids` on the plane (rows × cols, a range per column), 8-bit codes. The plane is stored
+ * row by row, or column by column (`columnMajor`: column c at c·rows, as a PyTorch [out, in] matrix holds its
+ * plane).
+ */
 export function measureSorted(
   plane: Float32Array,
   rows: number,
   cols: number,
   grids: readonly ColumnGrid[],
   codeWidth: number,
+  columnMajor = false,
 ): SortedMeasure[] {
   const levels = 2 ** codeWidth;
   const out = grids.map(() => ({ hist: new Float64Array(levels), sse: 0, beyond: 0 }));
@@ -56,15 +61,25 @@ export function measureSorted(
   const refs = new Float64Array(block);
   for (let c0 = 0; c0 < cols; c0 += block) {
     const n = Math.min(block, cols - c0);
-    // gather the block's finite values row by row (contiguous reads), then sort each column
+    // gather the block's finite values (row by row: contiguous reads), then sort each column
     finite.fill(0);
-    for (let r = 0; r < rows; r++) {
-      const at = r * cols + c0;
+    if (columnMajor)
       for (let j = 0; j < n; j++) {
-        const v = plane[at + j];
-        if (Number.isFinite(v)) sorted[j * rows + finite[j]++] = v;
+        let k = j * rows;
+        for (let i = (c0 + j) * rows, end = i + rows; i < end; i++) {
+          const v = plane[i];
+          if (Number.isFinite(v)) sorted[k++] = v;
+        }
+        finite[j] = k - j * rows;
       }
-    }
+    else
+      for (let r = 0; r < rows; r++) {
+        const at = r * cols + c0;
+        for (let j = 0; j < n; j++) {
+          const v = plane[at + j];
+          if (Number.isFinite(v)) sorted[j * rows + finite[j]++] = v;
+        }
+      }
     for (let j = 0; j < n; j++) {
       const m = finite[j];
       radixSort(keys.subarray(j * rows, j * rows + m), spare, counts);
