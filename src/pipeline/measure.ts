@@ -68,13 +68,26 @@ function addPower(power: PowerSums, [sq, n]: [number, number]): void {
  * file row a plane column: no plane laid out; rate/allocate.ts measureColumnMajor) where nothing is set aside or
  * rotated, else through measurePart. The same numbers either way.
  */
-function measureSlice(plan: CodedPlan, values: Float32Array, layout: LayoutSpec, modes: readonly RangeMode[], power: PowerSums): TensorRate {
+function measureSlice(
+  plan: CodedPlan,
+  values: Float32Array,
+  layout: LayoutSpec,
+  modes: readonly RangeMode[],
+  power: PowerSums,
+): TensorRate {
   const s = plan.settings;
   // (NNMEDIA_GENERAL_PATH=1: measured the general way, as fused.ts encodes; test/fused.test.ts compares the two)
   const general = process.env.NNMEDIA_GENERAL_PATH === '1';
   if (!general && layout.kind === 'fc' && layout.order === 'out_in' && s.bits === 8 && s.outliers === 0 && !s.rotate) {
     const shape = planeShapes(layout)[0];
-    const { rate, finite } = measureColumnMajor(plan.entry.key, values, shape, { bits: s.bits, clip: s.clip }, ALLOCATION_STEPS, modes);
+    const { rate, finite } = measureColumnMajor(
+      plan.entry.key,
+      values,
+      shape,
+      { bits: s.bits, clip: s.clip },
+      ALLOCATION_STEPS,
+      modes,
+    );
     addPower(power, finite);
     // non-finite weights are exact side values, ~8 bytes each before deflate, as measurePart counts them
     const side = values.length - finite[1];

@@ -343,19 +343,7 @@ export function columnMajorScales(
   const colSqs = new Float64Array(cols);
   const colCounts = new Float64Array(cols);
   // pass 1: every finite value (a float32's square is far below MAX_VALUE; an infinity's is not)
-  for (let c = 0; c < cols; c++) {
-    let q = 0;
-    let n = 0;
-    for (let i = c * rows, end = i + rows; i < end; i++) {
-      const v2 = values[i] * values[i];
-      if (v2 <= Number.MAX_VALUE) {
-        q += v2;
-        n++;
-      }
-    }
-    sqs[c] = q;
-    counts[c] = n;
-  }
+  for (let c = 0; c < cols; c++) [sqs[c], counts[c]] = boundedSum(values, c * rows, rows, Number.MAX_VALUE);
   colSqs.set(sqs);
   colCounts.set(counts);
   const finite = columnTotals(sqs, counts);
@@ -363,30 +351,30 @@ export function columnMajorScales(
   for (let pass = 1; pass < 3; pass++) {
     const layerBound = layerN ? 9 * (layerSq / layerN) : 0;
     for (let c = 0; c < cols; c++) {
-      const bound = counts[c] ? 9 * (sqs[c] / counts[c]) : 0;
-      let q = 0;
-      let n = 0;
-      let lq = 0;
-      let ln = 0;
-      for (let i = c * rows, end = i + rows; i < end; i++) {
-        const v2 = values[i] * values[i];
-        if (v2 <= bound) {
-          q += v2;
-          n++;
+      const start = c * rows;
+      if (channel && layer) {
+        let q = 0;
+        let n = 0;
+        let lq = 0;
+        let ln = 0;
+        const bound = counts[c] ? 9 * (sqs[c] / counts[c]) : 0;
+        for (let i = start, end = i + rows; i < end; i++) {
+          const v2 = values[i] * values[i];
+          if (v2 <= bound) {
+            q += v2;
+            n++;
+          }
+          if (v2 <= layerBound) {
+            lq += v2;
+            ln++;
+          }
         }
-        if (v2 <= layerBound) {
-          lq += v2;
-          ln++;
-        }
-      }
-      if (channel) {
         sqs[c] = q;
         counts[c] = n;
-      }
-      if (layer) {
         colSqs[c] = lq;
         colCounts[c] = ln;
-      }
+      } else if (channel) [sqs[c], counts[c]] = boundedSum(values, start, rows, counts[c] ? 9 * (sqs[c] / counts[c]) : 0);
+      else [colSqs[c], colCounts[c]] = boundedSum(values, start, rows, layerBound);
     }
     if (layer) [layerSq, layerN] = columnTotals(colSqs, colCounts);
   }
@@ -397,6 +385,20 @@ export function columnMajorScales(
     ...(layer ? { layer: { rms: Float64Array.of(layerN ? Math.sqrt(layerSq / layerN) : 0), width: cols } } : {}),
     finite,
   };
+}
+
+/** The squares of values[start, start + n) that are at most `bound`, summed in order, and their count. */
+function boundedSum(values: Float32Array, start: number, n: number, bound: number): [number, number] {
+  let q = 0;
+  let k = 0;
+  for (let i = start, end = start + n; i < end; i++) {
+    const v2 = values[i] * values[i];
+    if (v2 <= bound) {
+      q += v2;
+      k++;
+    }
+  }
+  return [q, k];
 }
 
 /**
