@@ -97,6 +97,15 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
     values[37] = Infinity;
     expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+    // a step grid of an [out, in] matrix finds them while it sums its scales, in either range mode
+    for (const range of ['channel', 'layer'] as const) {
+      values[37] = -Infinity;
+      expect(quantizeFc(values, layout, 8, 1, 0.25, range)).toBeUndefined();
+      values[37] = NaN;
+      expect(quantizeFc(values, layout, 8, 1, 0.25, range)).toBeUndefined();
+      values[37] = 0.5;
+      expect(quantizeFc(values, layout, 8, 1, 0.25, range)).toBeDefined();
+    }
   });
 });
 

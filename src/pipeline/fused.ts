@@ -82,7 +82,9 @@ export function quantizeFc(
 ): FusedQuantization | undefined {
   const { nin, nout } = layout;
   if (values.length !== nin * nout) return undefined;
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
+  // an [out, in] step grid counts the finite weights as it finds its scales (no pass of its own)
+  const counted = relStep !== undefined && layout.order === 'out_in';
+  if (!counted) for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
   const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
@@ -149,14 +151,24 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
  * The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order, or
  * (layer mode) the plane's, from per-column sums added in column order.
  */
-function stepGridOf(values: Float32Array, layout: FcLayoutSpec, bits: number, relStep: number, range: RangeMode): FusedGrid {
+function stepGridOf(
+  values: Float32Array,
+  layout: FcLayoutSpec,
+  bits: number,
+  relStep: number,
+  range: RangeMode,
+): FusedGrid | undefined {
   const { nin, nout } = layout;
   const shape = { rows: nin, cols: nout, channelWidth: 1, label: 'matrix' };
   // [in, out]: the plane is the file itself; [out, in]: channel j is the file's row j, summed in the same order
-  const scales =
-    layout.order === 'in_out'
-      ? channelScales(values, shape, range)
-      : columnMajorScales(values, nin, nout, range === 'channel', range === 'layer')[range]!;
+  let scales;
+  if (layout.order === 'in_out') scales = channelScales(values, shape, range);
+  else {
+    const found = columnMajorScales(values, nin, nout, range === 'channel', range === 'layer');
+    // a non-finite weight: the general path's (side data)
+    if (found.finite[1] !== values.length) return undefined;
+    scales = found[range]!;
+  }
   const grid = stepGrid(scales, relStep, bits);
   const rangeDtype = grid.stepBytes ? 'step8' : grid.f16 ? 'float16' : 'float32';
   return { ranges: grid.ranges, rangeDtype, stepBytes: grid.stepBytes, bounds: gridBounds(grid, nout, bits) };
