@@ -3,6 +3,7 @@ import {
   type PlaneRanges,
   collectNonFinite,
   dequantizePlane,
+  dequantizeTransposed,
   findRanges,
   quantizePlane,
   restoreNonFinite,
@@ -261,6 +262,30 @@ describe('quantizer registry', () => {
     await encodeUnit(reader, { plan, stats: { hessians: [new Float64Array(rows * rows)], samples: 1 } });
     expect(seen).toEqual([{ planes: 1, hessians: 1 }]);
     reader.close();
+  });
+});
+
+describe('dequantizeTransposed', () => {
+  it('is dequantizePlane then a transpose, to the bit, on planes not a multiple of its blocks (zero-span channels too)', () => {
+    for (const [rows, cols] of [
+      [1, 1],
+      [3, 200],
+      [130, 67],
+      [64, 64],
+    ]) {
+      const v = gaussian(rows * cols, rows + cols, 0.1);
+      for (let r = 0; r < rows; r++) v[r * cols] = 0.5; // a channel of one value: span 0
+      for (const bits of [8, 16]) {
+        const ranges = findRanges(v, rows, cols, 'channel', 1);
+        const codes = quantizePlane(v, rows, cols, bits, ranges);
+        const plane = dequantizePlane(codes, rows, cols, bits, ranges);
+        const expected = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) expected[c * rows + r] = plane[r * cols + c];
+        const out = new Float32Array(rows * cols).fill(NaN);
+        expect(dequantizeTransposed(codes, rows, cols, bits, ranges, out)).toBe(out);
+        expect(out).toEqual(expected);
+      }
+    }
   });
 });
 
