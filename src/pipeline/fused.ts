@@ -82,9 +82,9 @@ export function quantizeFc(
 ): FusedQuantization | undefined {
   const { nin, nout } = layout;
   if (values.length !== nin * nout) return undefined;
-  // an [out, in] step grid counts the finite weights as it finds its scales (no pass of its own)
-  const counted = relStep !== undefined && layout.order === 'out_in';
-  if (!counted) for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
+  // an [out, in] matrix's grid finds non-finite weights as it reads them (its maxima, its scales' first pass)
+  if (layout.order === 'in_out' && relStep !== undefined)
+    for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
   const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
@@ -129,20 +129,24 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
   const { nin, nout } = layout;
   const maxAbs = new Float64Array(nout);
   if (layout.order === 'out_in')
-    // channel j is the file's row j
+    // channel j is the file's row j; a NaN is found on the way (no pass of its own), an infinity by its maximum
     for (let j = 0; j < nout; j++) {
       let m = 0;
       for (let i = j * nin, end = i + nin; i < end; i++) {
         const a = Math.abs(values[i]);
         if (a > m) m = a;
+        else if (a !== a) return undefined;
       }
+      if (m === Infinity) return undefined;
       maxAbs[j] = m;
     }
-  else
+  else {
+    for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
     for (let i = 0, c = 0; i < values.length; i++, c = c + 1 === nout ? 0 : c + 1) {
       const a = Math.abs(values[i]);
       if (a > maxAbs[c]) maxAbs[c] = a;
     }
+  }
   const sym = symmetricFromMaxAbs(maxAbs, 1, bits);
   return sym && { ranges: sym.ranges, ...storedSteps(sym.steps) };
 }
