@@ -3,7 +3,6 @@ import {
   type PlaneRanges,
   collectNonFinite,
   dequantizePlane,
-  dequantizeTransposed,
   findRanges,
   quantizePlane,
   restoreNonFinite,
@@ -11,6 +10,8 @@ import {
 } from '../src/quantize/uniform.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { markOutliers } from '../src/quantize/outliers.js';
+import { dequantizeInto } from '../src/quantize/dequantize.js';
+import { planeOffsets } from '../src/layout/planes.js';
 import { gaussian } from './helpers/random.js';
 
 describe('M1 uniform quantization', () => {
@@ -265,7 +266,7 @@ describe('quantizer registry', () => {
   });
 });
 
-describe('dequantizeTransposed', () => {
+describe('dequantizeInto an fc plane of an [out, in] matrix (what the encoder restores in file order)', () => {
   it('is dequantizePlane then a transpose, to the bit, on planes not a multiple of its blocks (zero-span channels too)', () => {
     for (const [rows, cols] of [
       [1, 1],
@@ -282,7 +283,8 @@ describe('dequantizeTransposed', () => {
         const expected = new Float32Array(rows * cols);
         for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) expected[c * rows + r] = plane[r * cols + c];
         const out = new Float32Array(rows * cols).fill(NaN);
-        expect(dequantizeTransposed(codes, rows, cols, bits, ranges, out)).toBe(out);
+        const offsets = planeOffsets({ kind: 'fc', nin: rows, nout: cols, order: 'out_in' }, 0);
+        dequantizeInto(codes, rows, cols, bits, ranges, offsets.rows, offsets.cols, { dtype: 'float32', data: out });
         expect(out).toEqual(expected);
       }
     }

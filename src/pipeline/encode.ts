@@ -10,17 +10,11 @@ import { getCodec } from '../codecs/registry.js';
 import { CodecError } from '../errors.js';
 import { type ErrorSums, errorSums, statsFromSums } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
-import { planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { planeOffsets, planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { dequantizeInto } from '../quantize/dequantize.js';
 import type { FcLayoutSpec } from '../layout/types.js';
 import { encodeExactValues } from '../quantize/exact.js';
-import {
-  type CodeArray,
-  type NonFiniteSide,
-  collectNonFinite,
-  dequantizePlane,
-  dequantizeTransposed,
-  restoreNonFinite,
-} from '../quantize/uniform.js';
+import { type CodeArray, type NonFiniteSide, collectNonFinite, dequantizePlane, restoreNonFinite } from '../quantize/uniform.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
@@ -230,16 +224,17 @@ function measure(
   bits: number,
 ): Measured {
   const { shapes, seeds } = prepared;
-  // an fc plane (not rotated): decoded straight into file order, into the working plane's memory (no longer
-  // needed), where laying it out again took a tensor-sized array more per job
+  // an fc plane (not rotated): decoded straight into file order by the decoder's one pass, into the working
+  // plane's memory (no longer needed), where laying it out again took a tensor-sized array more per job
   const plane = prepared.planes[0] as Float32Array<ArrayBuffer> | undefined;
   if (layout.kind === 'fc' && !seeds && shapes.length === 1 && plane?.length === values.length) {
     const { rows, cols } = shapes[0];
-    const { ranges } = quantized.planes[0];
-    const restored =
-      layout.order === 'in_out'
-        ? dequantizePlane(decoded[0], rows, cols, bits, ranges, plane)
-        : dequantizeTransposed(decoded[0], rows, cols, bits, ranges, plane);
+    const offsets = planeOffsets(layout, 0);
+    const restored = plane;
+    dequantizeInto(decoded[0], rows, cols, bits, quantized.planes[0].ranges, offsets.rows, offsets.cols, {
+      dtype: 'float32',
+      data: restored,
+    });
     restoreNonFinite(restored, quantized.side);
     const side = withExactZeros(values, restored, quantized.side);
     return { side, sums: errorSums(values, restored) };

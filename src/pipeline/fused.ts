@@ -30,6 +30,12 @@ import {
 import type { TensorSettings } from './options.js';
 
 /**
+ * NNMEDIA_GENERAL_PATH=1 sends every tensor the general way, in the encode and in rate control's measurements (to
+ * compare both paths' archives: test/fused.test.ts).
+ */
+export const generalPathOnly = (): boolean => process.env.NNMEDIA_GENERAL_PATH === '1';
+
+/**
  * Whether a unit can take the one-pass path: an fc layout, per-channel ranges on the default grid or a step
  * grid, lossless codecs, no outliers set aside, no rotation, no compensation, no per-tensor SNR search.
  */
@@ -39,8 +45,7 @@ export function fusedFits(
   lossless: boolean,
   extras: { rotate?: boolean; compensation: boolean },
 ): layout is FcLayoutSpec {
-  // NNMEDIA_GENERAL_PATH=1 sends every tensor the general way (to compare both paths' archives: test/fused.test.ts)
-  if (process.env.NNMEDIA_GENERAL_PATH === '1') return false;
+  if (generalPathOnly()) return false;
   // the default grid per channel; a step grid per channel or per layer
   const grid =
     (settings.quantizer === 'rtn' && settings.relStep === undefined && settings.range === 'channel') ||

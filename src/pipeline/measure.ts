@@ -11,6 +11,7 @@ import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type TensorRate } from '../rate/allocate.js';
 import { columnPower } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
+import { generalPathOnly } from './fused.js';
 import { slicesOf } from './plan.js';
 import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
 import type { CodedPlan } from './stages.js';
@@ -50,11 +51,15 @@ export function measurePart(
     // planes (weights beyond a fine grid there cost whole rotation segments stored exactly)
     plan.auto && !seeds ? fine : [],
   );
-  // exact side values cost the same at every grid: ~8 bytes each before deflate
-  const sideBits = (prepared.side?.indices.length ?? 0) * 64;
-  rate.candidates.forEach((c) => (c.bits += sideBits));
+  addSideBits(rate, prepared.side?.indices.length ?? 0);
   prepared.planes.forEach((pl, p) => addPower(power, columnPower(pl, prepared.shapes[p].rows, prepared.shapes[p].cols)));
   return { prepared, ...(seeds ? { seeds } : {}), rate };
+}
+
+/** Exact side values (non-finite weights, outliers) cost the same at every grid: ~8 bytes each before deflate. */
+function addSideBits(rate: TensorRate, count: number): void {
+  const bits = count * 64;
+  rate.candidates.forEach((c) => (c.bits += bits));
 }
 
 /** A plane's finite values' squares and count (columnPower's order: per column, then over the columns) added to `power`. */
@@ -76,9 +81,7 @@ function measureSlice(
   power: PowerSums,
 ): TensorRate {
   const s = plan.settings;
-  // (NNMEDIA_GENERAL_PATH=1: measured the general way, as fused.ts encodes; test/fused.test.ts compares the two)
-  const general = process.env.NNMEDIA_GENERAL_PATH === '1';
-  if (!general && layout.kind === 'fc' && layout.order === 'out_in' && s.bits === 8 && s.outliers === 0 && !s.rotate) {
+  if (!generalPathOnly() && layout.kind === 'fc' && layout.order === 'out_in' && s.bits === 8 && s.outliers === 0 && !s.rotate) {
     const shape = planeShapes(layout)[0];
     const { rate, finite } = measureColumnMajor(
       plan.entry.key,
@@ -89,9 +92,8 @@ function measureSlice(
       modes,
     );
     addPower(power, finite);
-    // non-finite weights are exact side values, ~8 bytes each before deflate, as measurePart counts them
-    const side = values.length - finite[1];
-    rate.candidates.forEach((c) => (c.bits += side * 64));
+    // its non-finite weights are its side values
+    addSideBits(rate, values.length - finite[1]);
     return rate;
   }
   return measurePart(plan, values, layout, modes, power).rate;

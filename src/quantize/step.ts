@@ -189,6 +189,8 @@ export function planeScales(
   let layerBound = Number.MAX_VALUE;
   const colSqs = new Float64Array(layer ? cols : 0);
   const colCounts = new Float64Array(layer ? cols : 0);
+  // the layer's bound, for every column (sweepColumns takes one a column)
+  const layerBounds = new Float64Array(layer ? cols : 0);
   let layerSq = 0;
   let layerN = 0;
   for (let pass = 0; pass < 3; pass++) {
@@ -203,7 +205,7 @@ export function planeScales(
       if (channel)
         if (width === 1) sweepColumns(plane, rows, cols, bound, sqs, counts);
         else sweepChannels(plane, rows, cols, width, bound, sqs, counts);
-      if (layer) sweepLayer(plane, rows, cols, layerBound, colSqs, colCounts);
+      if (layer) sweepColumns(plane, rows, cols, layerBounds.fill(layerBound), colSqs, colCounts);
     }
     if (channel && pass < 2) for (let ch = 0; ch < channels; ch++) bound[ch] = counts[ch] ? 9 * (sqs[ch] / counts[ch]) : 0;
     if (layer) {
@@ -266,28 +268,6 @@ function sweepColumns(
       const v = plane[i];
       const v2 = v * v;
       if (v2 <= bound[c]) {
-        sqs[c] += v2;
-        counts[c]++;
-      }
-    }
-}
-
-/** Sums per column under one bound (the layer's). */
-function sweepLayer(
-  plane: Float32Array,
-  rows: number,
-  cols: number,
-  bound: number,
-  sqs: Float64Array,
-  counts: Float64Array,
-): void {
-  sqs.fill(0);
-  counts.fill(0);
-  for (let r = 0, i = 0; r < rows; r++)
-    for (let c = 0; c < cols; c++, i++) {
-      const v = plane[i];
-      const v2 = v * v;
-      if (v2 <= bound) {
         sqs[c] += v2;
         counts[c]++;
       }

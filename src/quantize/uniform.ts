@@ -241,37 +241,6 @@ export function dequantizePlane(
   return out;
 }
 
-/**
- * dequantizePlane written transposed: plane (rows × cols) element (r, c) at out[c·rows + r], each value the same
- * float32 (a PyTorch [out, in] matrix restored in file order from its plane without a plane-sized array between),
- * in 64 × 64 blocks. `out` must not be `codes`' memory.
- */
-export function dequantizeTransposed(
-  codes: CodeArray,
-  rows: number,
-  cols: number,
-  bits: number,
-  ranges: PlaneRanges,
-  out = new Float32Array(rows * cols),
-): Float32Array {
-  const levels = 2 ** bits;
-  const { los, spans } = columnRanges(ranges, cols);
-  const B = 64;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    const r1 = Math.min(rows, r0 + B);
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const c1 = Math.min(cols, c0 + B);
-      for (let c = c0; c < c1; c++) {
-        const lo = los[c];
-        const span = spans[c];
-        for (let r = r0, k = r0 * cols + c, o = c * rows + r0; r < r1; r++, k += cols, o++)
-          out[o] = span > 0 ? lo + ((codes[k] + 0.5) * span) / levels : lo;
-      }
-    }
-  }
-  return out;
-}
-
 /** Exact storage of the non-finite weights of a tensor, by flat index. */
 export interface NonFiniteSide {
   indices: Uint32Array;
