@@ -3,7 +3,9 @@
  * conv weight from the probe photos of data/images, as compress gathers them for a model with large inputs
  * (onnxruntime computes the Grams in the capture graph). Prints wall time, peak RSS and H's memory.
  *
- *   node --import tsx bench/isnet-statistics.ts [--photos N] [--block B] [--position-stride S]
+ *   node --import tsx bench/isnet-statistics.ts [--photos N] [--block B] [--position-stride S] [--part-mb M]
+ *
+ * `--part-mb`: at most M MB of Gram outputs per capture graph (`gramPartBytes`; 0: one graph for all).
  */
 
 import { readFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     photos: { type: 'string', default: '6' },
     block: { type: 'string', default: '576' },
     'position-stride': { type: 'string', default: '1' },
+    'part-mb': { type: 'string', default: '0' },
   },
 });
 const ROOT = join(import.meta.dirname, '..');
@@ -51,6 +54,7 @@ const report = await captureStatistics(
     gramInGraph: true,
     maxBlock: Number(values.block),
     positionStride: Number(values['position-stride']),
+    ...(Number(values['part-mb']) > 0 ? { gramPartBytes: Number(values['part-mb']) * 2 ** 20 } : {}),
     progress: (n) => console.log(`run ${n}: ${((Date.now() - started) / 1000).toFixed(1)} s`),
   },
 );
@@ -61,6 +65,8 @@ console.log(
     photos: probe.length,
     block: Number(values.block),
     positionStride: Number(values['position-stride']),
+    partMB: Number(values['part-mb']),
+    parts: report.parts,
     tensors: report.stats.size,
     missing: report.missing.size,
     seconds: (Date.now() - started) / 1000,

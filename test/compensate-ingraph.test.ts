@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import {
+  type RunWithOutputs,
   type TensorStatistics,
   captureStatistics,
   gptqQuantize,
@@ -82,7 +83,7 @@ const feeds = (seed: number): Record<string, ort.Tensor> => ({
 });
 
 /** max |a − b| / max |b|. */
-function relDiff(a: Float64Array, b: Float64Array): number {
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
   let d = 0;
   let m = 0;
@@ -94,7 +95,7 @@ function relDiff(a: Float64Array, b: Float64Array): number {
 }
 
 /** Block b of a full K×K matrix. */
-function subBlock(h: Float64Array, k: number, c0: number, w: number): Float64Array {
+function subBlock(h: ArrayLike<number>, k: number, c0: number, w: number): Float64Array {
   const out = new Float64Array(w * w);
   for (let i = 0; i < w; i++) for (let j = 0; j < w; j++) out[i * w + j] = h[(c0 + i) * k + c0 + j];
   return out;
@@ -172,6 +173,42 @@ describe('H computed by onnxruntime in the capture graph', () => {
     expect(statisticsMisfit(layout, w3)).toBeUndefined();
     expect(statisticsMisfit(layout, { ...w3, blocks: w3.blocks!.slice(1) })).toMatch(/blocks of/);
     expect(statisticsMisfit(layout, { ...w3, h: [w3.h[0].subarray(1)] })).toMatch(/H of another size/);
+  });
+
+  it('in parts (gramPartBytes): a pass over the samples per part, the same H, held in float32', async () => {
+    const passes = (n: { count: number }): RunWithOutputs => {
+      const inner = feedsRunner(runs);
+      return async (m, extra, onRun) => {
+        n.count++;
+        await inner(m, extra, onRun);
+      };
+    };
+    const one = { count: 0 };
+    const whole = await captureStatistics(model, targets, passes(one), { gramInGraph: true, maxBlock: 72 });
+    const split = { count: 0 };
+    // W3's Grams alone are 3 × 72² floats: 64 KB a part puts every convolution in a part of its own but W3's
+    const parted = await captureStatistics(model, targets, passes(split), {
+      gramInGraph: true,
+      maxBlock: 72,
+      gramPartBytes: 64 * 1024,
+    });
+    expect([whole.parts, one.count]).toEqual([1, 1]);
+    expect(parted.parts).toBeGreaterThan(1);
+    expect(split.count).toBe(parted.parts);
+    // runs count the samples once, not once a part
+    expect(parted.runs).toBe(whole.runs);
+    expect([...parted.stats.keys()].sort()).toEqual([...whole.stats.keys()].sort());
+    for (const [key, s] of parted.stats) {
+      const ref = whole.stats.get(key)!;
+      expect([s.rows, s.blocks], key).toEqual([ref.rows, ref.blocks]);
+      for (let g = 0; g < s.h.length; g++) {
+        expect(s.h[g], key).toBeInstanceOf(Float32Array);
+        expect(relDiff(s.h[g], ref.h[g]), key).toBeLessThan(1e-6);
+      }
+    }
+    // a budget below one convolution's Grams: every convolution a part of its own
+    const each = await captureStatistics(model, targets, feedsRunner(runs), { gramInGraph: true, maxBlock: 72, gramPartBytes: 1 });
+    expect(each.parts).toBe(each.inGraph);
   });
 
   it('position stride 2: the patches of every other output row and column', async () => {
@@ -278,6 +315,17 @@ describe('GPTQ under a block-diagonal H', () => {
     expect(eb.error).toBeCloseTo(ea.error, 6);
     expect(eb.power).toBeCloseTo(ea.power, 6);
     expect(ea.error).toBeGreaterThan(0);
+    // the prepared inverses let go (what the error model does after each tensor): prepared again, the same codes
+    const { forgetPrepared } = await import('../src/compensate/planes.js');
+    const packedStats = stat(packed, blocks);
+    const [q1] = compensatePlanes([plane], shapes, layout, settings, packedStats);
+    forgetPrepared(packedStats);
+    const [q2] = compensatePlanes([plane], shapes, layout, settings, packedStats);
+    expect(Array.from(q2.codes)).toEqual(Array.from(q1.codes));
+    // H held in float32 (statistics computed by onnxruntime): the same codes as its float64 values
+    const [q3] = compensatePlanes([plane], shapes, layout, settings, { ...packedStats, h: [Float64Array.from(Float32Array.from(packed))] });
+    const [q4] = compensatePlanes([plane], shapes, layout, settings, { ...packedStats, h: [Float32Array.from(packed)] });
+    expect(Array.from(q4.codes)).toEqual(Array.from(q3.codes));
   });
 });
 

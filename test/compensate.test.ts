@@ -433,10 +433,10 @@ function gramOfRows(rows: Float64Array[], k: number): Float64Array {
   return h;
 }
 
-function expectClose(a: Float64Array, b: Float64Array, rel = 1e-9): void {
+function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, rel = 1e-9): void {
   expect(a.length).toBe(b.length);
   let scale = 0;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
   for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(rel * scale + 1e-12);
 }
 

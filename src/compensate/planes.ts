@@ -19,6 +19,7 @@ import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { type PlaneQuantization, type QuantizeSettings, quantizePlanes } from '../quantize/tensor.js';
 import { type PlaneRanges, allocCodes, dequantizePlane } from '../quantize/uniform.js';
 import {
+  forgetInverse,
   DEFAULT_DAMP,
   EVERY_INPUT_ZERO,
   type GptqOptions,
@@ -27,7 +28,7 @@ import {
   gptqQuantize,
   roundingError,
 } from './gptq.js';
-import type { TensorStatistics } from './statistics.js';
+import type { HMatrix, TensorStatistics } from './statistics.js';
 
 /** How one plane was quantized. */
 export interface PlaneCompensation {
@@ -125,10 +126,10 @@ export function statisticsMisfit(layout: LayoutSpec, stats: TensorStatistics): s
 }
 
 /** The diagonal blocks of a packed block-diagonal H as views (stable, so gptq.ts caches their inverses). */
-const blockViews = new WeakMap<Float64Array, Float64Array[]>();
+const blockViews = new WeakMap<HMatrix, HMatrix[]>();
 
 /** Views of the diagonal blocks of `h` (packed, widths `blocks`). */
-export function diagonalBlocks(h: Float64Array, blocks: readonly number[]): Float64Array[] {
+export function diagonalBlocks(h: HMatrix, blocks: readonly number[]): HMatrix[] {
   let views = blockViews.get(h);
   if (!views) {
     views = [];
@@ -143,7 +144,7 @@ export function diagonalBlocks(h: Float64Array, blocks: readonly number[]): Floa
 }
 
 /** λ of a block-diagonal H as the whole H would have it: damp · mean of its non-zero diagonal. */
-function blockLambda(h: Float64Array, blocks: readonly number[], damp: number): number {
+function blockLambda(h: HMatrix, blocks: readonly number[], damp: number): number {
   let sum = 0;
   let live = 0;
   let at = 0;
@@ -165,7 +166,7 @@ function blockLambda(h: Float64Array, blocks: readonly number[], damp: number): 
  * another block, so each block of columns is quantized on its own with its block of H (and the whole H's λ):
  * the same codes as full GPTQ with that H, at rows·K·B instead of rows·K² (and B³ instead of K³ for U).
  */
-export function gptqBlocks(m: GridMatrix, h: Float64Array, blocks: readonly number[], options: GptqOptions): GptqResult {
+export function gptqBlocks(m: GridMatrix, h: HMatrix, blocks: readonly number[], options: GptqOptions): GptqResult {
   const views = diagonalBlocks(h, blocks);
   const lambda = options.lambda ?? blockLambda(h, blocks, options.damp ?? DEFAULT_DAMP);
   const codes = new Uint32Array(m.rows * m.k);
@@ -200,10 +201,22 @@ export function gptqBlocks(m: GridMatrix, h: Float64Array, blocks: readonly numb
   return { codes, method: 'gptq', lambda, deadColumns, outputError };
 }
 
+/**
+ * Lets go of what compensating with `stats` cached (the block views of each H and their prepared inverses): one
+ * tensor's error model reuses its inverses across the anchor steps, and then they would stay as long as H.
+ */
+export function forgetPrepared(stats: TensorStatistics): void {
+  for (const h of stats.h) {
+    for (const v of blockViews.get(h) ?? []) forgetInverse(v);
+    blockViews.delete(h);
+    forgetInverse(h);
+  }
+}
+
 /** GPTQ of one matrix with its group's H, full or block-diagonal. */
 function quantizeMatrix(
   m: GridMatrix,
-  h: Float64Array | undefined,
+  h: HMatrix | undefined,
   blocks: readonly number[] | undefined,
   options: GptqOptions,
 ): GptqResult {
@@ -367,7 +380,7 @@ export function planeOutputError(
 }
 
 /** vᵀ·H·v. */
-function quadratic(h: Float64Array, v: Float64Array, k: number): number {
+function quadratic(h: HMatrix, v: Float64Array, k: number): number {
   let s = 0;
   for (let i = 0; i < k; i++) {
     if (v[i] === 0) continue;

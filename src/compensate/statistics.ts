@@ -20,8 +20,8 @@
 
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
-import { type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
-import { type ConvGramOutputs, GRAM_GRAPH_MIN_OPSET, convGramNodes, defaultOpset } from './gram-graph.js';
+import { type MainGraphAdditions, type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
+import { type ConvGramOutputs, type ConvGramSpec, GRAM_GRAPH_MIN_OPSET, blockChannels, convGramNodes, defaultOpset } from './gram-graph.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
@@ -54,6 +54,12 @@ export interface StatisticsTarget {
  */
 export type Grouping = 'none' | 'output-channels' | 'input-channels' | 'directions';
 
+/**
+ * A group's H: float64 from the JavaScript Gram; float32 where onnxruntime computed it in the capture graph (each
+ * run's Gram is float32 there already: float64 over runs, then rounded once, half the memory of ISNet's 0.84 GB).
+ */
+export type HMatrix = Float64Array | Float32Array;
+
 export interface TensorStatistics {
   key: string;
   /** Input features per group: H is K×K. */
@@ -63,7 +69,7 @@ export interface TensorStatistics {
    * H = XᵀX per group, row-major K×K, symmetric, summed over runs and over every op that uses the tensor. With
    * `blocks`, only the diagonal blocks of H: block after block, each row-major and symmetric.
    */
-  h: Float64Array[];
+  h: HMatrix[];
   /**
    * Block-diagonal H (large K, `CaptureOptions.maxBlock`): the feature widths of the diagonal blocks of every
    * group's H, summing to K. Absent: H is full.
@@ -88,6 +94,8 @@ export interface StatisticsReport {
   captured: number;
   /** Convolution inputs whose H onnxruntime computed in the capture graph (`gramInGraph`). */
   inGraph: number;
+  /** Passes over the probe samples: one, or one per part of the capture graph's Grams (`gramPartBytes`). */
+  parts: number;
 }
 
 type Site =
@@ -317,19 +325,31 @@ export interface CaptureOptions {
   maxBlock?: number;
   /** With `gramInGraph`: keep every n-th output row and column of each convolution (default 1: all). */
   positionStride?: number;
+  /**
+   * With `gramInGraph`: at most this many bytes of (float32) Gram outputs per capture graph. The convolutions are
+   * split into parts in graph order, and each part is a pass of its own over the samples: what one run holds of
+   * Gram outputs (onnxruntime's, their JavaScript copies, the last run's until collected) and of H summed in
+   * float64 is bounded by the part, at one more forward pass per part and sample. Default: one part.
+   */
+  gramPartBytes?: number;
 }
 
 /** What the statistics need of an accumulator: rows seen and H (full, or packed diagonal blocks). */
 interface GramLike {
   readonly rows: number;
-  finish(): Float64Array;
+  finish(): HMatrix;
 }
 
-/** H of one group as packed diagonal blocks, summed from the Gram outputs of the capture graph. */
+/**
+ * H of one group as packed diagonal blocks, summed from the Gram outputs of the capture graph: in float64 while
+ * its part of the capture runs (allocated at its first Gram), float32 once sealed after the part's last run.
+ */
 class BlockGram implements GramLike {
-  readonly h: Float64Array;
+  private sum: Float64Array | undefined;
+  private sealed: Float32Array | undefined;
   rows = 0;
   readonly offsets: number[] = [];
+  readonly size: number;
 
   constructor(readonly blocks: readonly number[]) {
     let n = 0;
@@ -337,14 +357,21 @@ class BlockGram implements GramLike {
       this.offsets.push(n);
       n += b * b;
     }
-    this.h = new Float64Array(n);
+    this.size = n;
+  }
+
+  /** Rounds the float64 sum to float32 and lets it go (no more Grams are added after). */
+  seal(): void {
+    this.sealed ??= this.sum ? Float32Array.from(this.sum) : new Float32Array(this.size);
+    this.sum = undefined;
   }
 
   /** Adds block b's Gram of n stacked samples ([n·w, n·w], float32): the sum of its n diagonal blocks, symmetrized. */
   add(b: number, gram: Float32Array, dim: number): string | undefined {
     const w = this.blocks[b];
     if (dim % w !== 0 || gram.length !== dim * dim) return `a Gram of ${dim}×${dim} for a block of ${w} features`;
-    const h = this.h;
+    if (this.sealed) return 'a Gram after its part of the capture was sealed';
+    const h = (this.sum ??= new Float64Array(this.size));
     const at = this.offsets[b];
     for (let n = 0; n < dim; n += w)
       for (let i = 0; i < w; i++) {
@@ -358,8 +385,9 @@ class BlockGram implements GramLike {
     return undefined;
   }
 
-  finish(): Float64Array {
-    return this.h;
+  finish(): Float32Array {
+    this.seal();
+    return this.sealed!;
   }
 }
 
@@ -406,13 +434,11 @@ export async function captureStatistics(
     return i;
   };
   const reachable: TargetPlan[] = [];
-  // convolutions of the main graph whose H onnxruntime computes (gramInGraph): nodes per input and geometry
+  // convolutions of the main graph whose H onnxruntime computes (gramInGraph): their geometry per input, the
+  // capture graph's nodes built per part below
+  const inGraphSpecs = new Map<string, ConvGramSpec>();
   const inGraph = new Map<string, ConvGramOutputs>();
   const planInGraph = new Set<TargetPlan>();
-  const additions = { nodes: [] as Uint8Array[][], outputs: [] as string[] };
-  const gramPrefix = freshPrefix(view, 'nnm_gram');
-  let gramCounter = 0;
-  const sharedConstants = new Map<string, string>();
   const gramInGraph = options.gramInGraph && (defaultOpset(view.bytes) ?? 0) >= GRAM_GRAPH_MIN_OPSET;
   for (const p of plans) {
     const blocked = p.sites.map((s) => bodyOwner(s.kind === 'recurrent' ? s.y.graph : s.x.graph)).find(Boolean);
@@ -424,24 +450,17 @@ export async function captureStatistics(
       for (const s of p.sites) {
         if (s.kind !== 'conv') continue;
         const key = convKey(s.x.name, s);
-        if (inGraph.has(key)) continue;
+        if (inGraphSpecs.has(key)) continue;
         const taps = elementCount(s.kernel);
-        const out = convGramNodes(
-          {
-            x: s.x.name,
-            attrs: s.attrs,
-            kernel: s.kernel,
-            channels: (p.k / taps) * p.groups,
-            groups: p.groups,
-            maxBlock: options.maxBlock ?? Infinity,
-            positionStride: options.positionStride ?? 1,
-          },
-          (suffix) => `${gramPrefix}${gramCounter++}_${suffix}`,
-          sharedConstants,
-          additions.nodes,
-        );
-        additions.outputs.push(...out.grams, out.shape);
-        inGraph.set(key, out);
+        inGraphSpecs.set(key, {
+          x: s.x.name,
+          attrs: s.attrs,
+          kernel: s.kernel,
+          channels: (p.k / taps) * p.groups,
+          groups: p.groups,
+          maxBlock: options.maxBlock ?? Infinity,
+          positionStride: options.positionStride ?? 1,
+        });
       }
       planInGraph.add(p);
       reachable.push(p);
@@ -455,6 +474,25 @@ export async function captureStatistics(
     }
     reachable.push(p);
   }
+  // the capture graph's Grams in parts of at most gramPartBytes (graph order), each part a pass of its own; the
+  // values exposed for the JavaScript Gram go with the first
+  const partOf = new Map<string, number>();
+  const partKeys = gramParts(inGraphSpecs, options.gramPartBytes ?? Infinity);
+  const gramPrefix = freshPrefix(view, 'nnm_gram');
+  let gramCounter = 0;
+  const partAdditions = (keys: readonly string[], part: number): MainGraphAdditions => {
+    const additions: MainGraphAdditions = { nodes: [], outputs: [] };
+    const shared = new Map<string, string>();
+    for (const key of keys) {
+      const out = convGramNodes(inGraphSpecs.get(key)!, (suffix) => `${gramPrefix}${gramCounter++}_${suffix}`, shared, additions.nodes);
+      additions.outputs.push(...out.grams, out.shape);
+      inGraph.set(key, out);
+      partOf.set(key, part);
+    }
+    return additions;
+  };
+  const partsAdded = partKeys.length ? partKeys.map(partAdditions) : [partAdditions([], 0)];
+  const additions = partsAdded[0];
   const exposed = exposeValues(view, requests, rename, additions);
   const outName = (r: ValueRequest): string => exposed.outputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
   let runs = 0;
@@ -489,17 +527,34 @@ export async function captureStatistics(
     siteAccs.set(p, keys);
   }
   const failed = new Map<string, string>();
-  if (requests.length || additions.outputs.length)
-    await run(exposed.model, [...new Set([...exposed.outputs, ...additions.outputs])], (outputs) => {
+  // accumulators by the pass that feeds them: the JavaScript Gram's with the first part
+  const accPart = (key: string): number => (key.startsWith('graph|') ? partOf.get(key.slice(6))! : 0);
+  const pass = async (
+    model: Uint8Array,
+    outputs: readonly string[],
+    part: number,
+  ): Promise<void> => {
+    const live = [...accumulators].filter(([key]) => accPart(key) === part);
+    await run(model, [...new Set(outputs)], (o) => {
       options.signal?.throwIfAborted();
-      for (const [key, acc] of accumulators) {
+      for (const [key, acc] of live) {
         if (failed.has(key)) continue;
-        const err = acc.add(outputs);
+        const err = acc.add(o);
         if (err) failed.set(key, err);
       }
-      runs++;
-      options.progress?.(runs);
+      if (part === 0) {
+        runs++;
+        options.progress?.(runs);
+      }
     });
+    // this part's H to float32 (no more Grams come), before the next part's are summed
+    for (const [, acc] of live) for (const g of acc.grams) if (g instanceof BlockGram) g.seal();
+  };
+  if (requests.length || additions.outputs.length) await pass(exposed.model, [...exposed.outputs, ...additions.outputs], 0);
+  for (let part = 1; part < partKeys.length; part++) {
+    const more = partsAdded[part];
+    await pass(exposeValues(view, [], new Map(), more).model, more.outputs, part);
+  }
   const stats = new Map<string, TensorStatistics>();
   for (const p of reachable) {
     const keys = siteAccs.get(p)!;
@@ -535,7 +590,35 @@ export async function captureStatistics(
       ...(p.approximate ? { approximate: p.approximate } : {}),
     });
   }
-  return { stats, missing, runs, captured: new Set(exposed.outputs).size + inGraph.size, inGraph: inGraph.size };
+  return {
+    stats,
+    missing,
+    runs,
+    captured: new Set(exposed.outputs).size + inGraph.size,
+    inGraph: inGraph.size,
+    parts: Math.max(1, partKeys.length),
+  };
+}
+
+/**
+ * The in-graph convolutions (by key, in graph order) in parts of at most `budget` bytes of float32 Gram outputs a
+ * run (one sample); a convolution larger than the budget is a part of its own. None: no parts.
+ */
+function gramParts(specs: ReadonlyMap<string, ConvGramSpec>, budget: number): string[][] {
+  const parts: string[][] = [];
+  let bytes = 0;
+  for (const [key, spec] of specs) {
+    const taps = elementCount(spec.kernel);
+    const size = blockChannels(spec.channels / spec.groups, taps, spec.maxBlock).reduce((s, nb) => s + (nb * taps) ** 2, 0);
+    const b = 4 * spec.groups * size;
+    if (!parts.length || bytes + b > budget) {
+      parts.push([]);
+      bytes = 0;
+    }
+    parts[parts.length - 1].push(key);
+    bytes += b;
+  }
+  return parts;
 }
 
 /** A convolution input and geometry (weights sharing both share one H). */

@@ -14,7 +14,7 @@ import { quantizePlanes } from '../quantize/tensor.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
-import { compensatePlanes } from '../compensate/planes.js';
+import { compensatePlanes, forgetPrepared } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
@@ -270,6 +270,8 @@ export async function allocate(parts: {
       if (layer) {
         const base = { bits: p.settings.bits, clip: p.settings.clip };
         const ratios = compensationRatios(prepared.planes, prepared.shapes, p.layout, base, fixedRange ?? 'channel', layer);
+        // its inverses served every anchor step: not kept for the rest of the model's (as large as H in float64)
+        forgetPrepared(layer);
         addCompensatedCandidates(rate, ratios);
         compensated.set(p.entry.key, layer);
         modelled++;

@@ -42,6 +42,7 @@ import {
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
+import { forgetPrepared } from '../compensate/planes.js';
 import {
   captureStatistics,
   mergeStatistics,
@@ -554,6 +555,8 @@ function fixedGridCompensation(
       relStep,
       layer,
     );
+    // its inverses are not kept while the rest are judged (as large as H in float64)
+    forgetPrepared(layer);
     judged++;
     options.onDebug?.(
       `  ${p.entry.name}: compensation at relStep ${relStep}: layer error ×${v.ratio.toFixed(3)}, ${v.extraBits.toFixed(0)} extra bits, ` +
@@ -576,6 +579,11 @@ function fixedGridCompensation(
 const GRAM_BLOCK = 576;
 /** Positions kept per conv for large-input models: every one (stride 2 is 2.5× faster, not judged on the masks). */
 const GRAM_POSITION_STRIDE = 1;
+/**
+ * Gram outputs per capture graph for large-input models (MB; each part of the convolutions is a pass of its own
+ * over the probe samples): bounds the capture's memory beside one run of the model (docs/compensation.md).
+ */
+const GRAM_PART_MB = 64;
 
 /**
  * How statistics are captured for a model with large inputs: declared so (ISNet, 1×3×1024×1024; `largeInputs`, the
@@ -585,12 +593,13 @@ const GRAM_POSITION_STRIDE = 1;
  * GRAM_BLOCK features, from every GRAM_POSITION_STRIDE-th row and column of positions: the JavaScript Gram of full H
  * took ~16 minutes per ISNet photo. Other models (small inputs: PaddleOCR's 48-pixel lines, Silero's 512-sample
  * windows) keep the JavaScript Gram of full H (their archives unchanged). docs/compensation.md has the measurements
- * behind the numbers; NNMEDIA_GRAM_BLOCK and NNMEDIA_GRAM_POSITION_STRIDE override the two for measuring.
+ * behind the numbers; NNMEDIA_GRAM_BLOCK, NNMEDIA_GRAM_POSITION_STRIDE and NNMEDIA_GRAM_PART_MB (GRAM_PART_MB) override them
+ * for measuring.
  */
 async function largeInputCapture(
   source: Uint8Array,
   probe: readonly CalibrationSample[],
-): Promise<{ gramInGraph?: boolean; maxBlock?: number; positionStride?: number }> {
+): Promise<{ gramInGraph?: boolean; maxBlock?: number; positionStride?: number; gramPartBytes?: number }> {
   if (!largeInputs(source) && !(probe.length && (await largestInput(probe[0])) >= LARGE_SAMPLE_ELEMENTS)) return {};
   const env = (name: string, fallback: number): number => {
     const v = Number(process.env[name]);
@@ -600,6 +609,7 @@ async function largeInputCapture(
     gramInGraph: true,
     maxBlock: env('NNMEDIA_GRAM_BLOCK', GRAM_BLOCK),
     positionStride: env('NNMEDIA_GRAM_POSITION_STRIDE', GRAM_POSITION_STRIDE),
+    gramPartBytes: env('NNMEDIA_GRAM_PART_MB', GRAM_PART_MB) * 2 ** 20,
   };
 }
 
@@ -681,7 +691,8 @@ async function gatherStatistics(
     `compensate: layer statistics for ${stats.size} of ${unique.length} tensors from ${report.runs} runs on ` +
       `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})` +
       (report.inGraph
-        ? `; large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over ${capture.maxBlock} features`
+        ? `; large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over ${capture.maxBlock} features` +
+          (report.parts > 1 ? `, in ${report.parts} passes over the samples (at most ${capture.gramPartBytes! / 2 ** 20} MB of Grams a run)` : '')
         : ''),
   );
   return { stats, missing };
