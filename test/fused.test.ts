@@ -6,6 +6,7 @@ import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.j
 import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
+import { codeEntropyBits, entropyOf } from '../src/rate/entropy.js';
 import { exactSide, withExactZeros } from '../src/pipeline/prepare.js';
 import { quantizePlanes } from '../src/quantize/tensor.js';
 import { dequantizePlane, restoreNonFinite, type RangeMode } from '../src/quantize/uniform.js';
@@ -73,7 +74,7 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
       for (const { stride, relStep, range } of grids)
         it(`gives the general path's codes, ranges and error sums: ${layout.order} ${layout.nin}×${layout.nout}, ${bits}-bit, ${relStep ? `step ${relStep}, ` : ''}${range ? `${range} range, ` : ''}stride ${stride}`, () => {
           const values = weights(layout, layout.nin + bits + stride);
-          const { plane: fused, beyond } = quantizeFc(values, layout, bits, stride, relStep, range)!;
+          const { plane: fused, beyond, measured } = quantizeFc(values, layout, bits, stride, relStep, range)!;
           const general = generalPath(values, layout, bits, stride, relStep, range);
           expect(Buffer.from(fused.codes.buffer).equals(Buffer.from(general.q.codes.buffer))).toBe(true);
           expect(fused.ranges.mins).toEqual(general.q.ranges.mins);
@@ -88,6 +89,16 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
           expect(m.sums).toEqual(general.sums);
           const sideAfter = Array.from(general.side?.indices ?? []).filter((i) => !beyond.includes(i));
           expect(Array.from(m.zeros)).toEqual(sideAfter);
+          // [out, in] at 8 bits: measured in the pass that found the codes, the same to the bit, with their histogram
+          expect(Boolean(measured)).toBe(layout.order === 'out_in' && bits === 8);
+          if (measured) {
+            expect(measured.sums).toEqual(general.sums);
+            expect(Array.from(measured.zeros)).toEqual(sideAfter);
+            const counts = new Float64Array(256);
+            for (const c of fused.codes) counts[c]++;
+            expect(Array.from(measured.histogram)).toEqual(Array.from(counts));
+            expect(entropyOf(measured.histogram, values.length)).toBe(codeEntropyBits(fused.codes));
+          }
         });
 
   it('leaves a tensor with a non-finite weight to the general path', () => {

@@ -22,7 +22,7 @@ import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fuse
 import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
-import { codeEntropyBits } from '../rate/entropy.js';
+import { codeEntropyBits, entropyOf } from '../rate/entropy.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit, UnitCompensation } from './stages.js';
 
 /**
@@ -88,7 +88,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
-      if (refine && media.bytes * 8 < refine.below * (entropy ??= codes.reduce((n, c) => n + codeEntropyBits(c), 0))) {
+      if (refine && media.bytes * 8 < refine.below * (entropy ??= codesEntropy(codes, fused))) {
         const again = await encode(i, undefined, refine.effort);
         if (again.bytes < media.bytes) media = again;
       }
@@ -108,6 +108,12 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     best,
     measured ?? measure(layout, values, prepared, quantized, decoded, settings.bits),
   );
+}
+
+/** The codes' order-0 entropy in bits (codeEntropyBits), from the one-pass path's histogram where it counted one. */
+function codesEntropy(codes: readonly CodeArray[], fused: FusedQuantization | undefined): number {
+  const h = fused?.measured?.histogram;
+  return h && codes.length === 1 ? entropyOf(h, codes[0].length) : codes.reduce((n, c) => n + codeEntropyBits(c), 0);
 }
 
 /** Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target. */
@@ -204,7 +210,7 @@ interface Measured {
  */
 function measureFused(values: Float32Array, fused: FusedQuantization, layout: FcLayoutSpec, bits: number): Measured {
   const { codes, ranges } = fused.plane;
-  const { sums, zeros } = measureFc(values, codes, layout, bits, ranges, fused.beyond);
+  const { sums, zeros } = fused.measured ?? measureFc(values, codes, layout, bits, ranges, fused.beyond);
   const a = fused.beyond;
   if (a.length + zeros.length === 0) return { sums };
   // both ascending and apart (a weight beyond the grid is exact, so never a missed zero): merged

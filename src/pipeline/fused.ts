@@ -70,6 +70,11 @@ export interface FusedQuantization {
   readonly plane: PlaneQuantization;
   /** File positions of the weights beyond the step grid, ascending (none on the default grid). */
   readonly beyond: Uint32Array;
+  /**
+   * What measureFc gives of these codes, where the pass that found them measured them too ([out, in], 8 bits),
+   * and the codes' histogram (codeEntropyBits' counts).
+   */
+  readonly measured?: { sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array };
 }
 
 /**
@@ -96,10 +101,13 @@ export function quantizeFc(
   const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
   // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
   const k = relStep === undefined ? stride : 1;
+  // [out, in] at 8 bits: codes and error sums in one pass over the file (measured); otherwise codes, measured later
+  const measuredPass = layout.order === 'out_in' && bits === 8 ? quantizeMeasured(values, nout, nin, ranges, k, bounds) : undefined;
   const codes =
-    layout.order === 'out_in'
+    measuredPass?.codes ??
+    (layout.order === 'out_in'
       ? quantizeTransposed(values, nout, nin, bits, ranges, k, bounds)
-      : quantizePlane(values, nin, nout, bits, ranges, k, bounds);
+      : quantizePlane(values, nin, nout, bits, ranges, k, bounds));
   let restored: Float32Array | undefined;
   const plane = Object.defineProperty(
     { codes, ranges, rangeDtype, stepBytes, ...(bounds ? { beyond: beyond.length } : {}) },
@@ -118,7 +126,7 @@ export function quantizeFc(
       enumerable: true,
     },
   ) as PlaneQuantization;
-  return { plane, beyond };
+  return { plane, beyond, ...(measuredPass ? { measured: { sums: measuredPass.sums, zeros: measuredPass.zeros, histogram: measuredPass.histogram } } : {}) };
 }
 
 /** A grid's ranges as the manifest stores them, and (step grid) each channel's interval of weights on it. */
@@ -247,6 +255,80 @@ function quantizeTransposed(
     }
   }
   return codes;
+}
+
+/**
+ * quantizeTransposed and measureFc of 8-bit codes in one pass (and the codes' histogram): a block of channels (file rows) at a time, each
+ * channel's codes found along its row into a file-order buffer and measured there (the error summed in file
+ * order, as measureFc sums it: the same sums to the bit), then the block's codes written down the plane's
+ * columns. One read of the values instead of two, and no gather of the plane's codes back into file order.
+ */
+function quantizeMeasured(
+  values: Float32Array,
+  channels: number,
+  cols: number,
+  ranges: PlaneRanges,
+  stride: number,
+  bounds?: { lo: Float64Array; hi: Float64Array },
+): { codes: Uint8Array; sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array } {
+  const levels = 256;
+  const histogram = new Float64Array(levels);
+  const top = levels - 1;
+  const codes = allocCodes(8, channels * cols) as Uint8Array;
+  const half = strideOffset(stride, ranges.zeroCode);
+  const topLevel = Math.floor((top - half) / stride);
+  const { los, spans } = columnRanges(ranges, channels);
+  const block = Math.max(1, Math.min(channels, Math.floor(MEASURE_BLOCK_BYTES / cols)));
+  const run = new Uint8Array(block * cols);
+  const table = new Float32Array(levels);
+  let maxAbs = 0;
+  let se = 0;
+  let sp = 0;
+  const zeros: number[] = [];
+  for (let j0 = 0, src = 0; j0 < channels; j0 += block) {
+    const j1 = Math.min(channels, j0 + block);
+    for (let j = j0; j < j1; j++) {
+      const lo = los[j];
+      const span = spans[j];
+      const live = span > 0;
+      // the float32 dequantizePlane writes for each code (measureFc's table)
+      for (let q = 0; q < levels; q++) table[q] = Math.fround(live ? lo + ((q + 0.5) * span) / levels : lo);
+      const a = bounds ? bounds.lo[j] : -Infinity;
+      const b = bounds ? bounds.hi[j] : Infinity;
+      for (let i = 0, k = (j - j0) * cols; i < cols; i++, k++, src++) {
+        const v = values[src];
+        let code = 0;
+        let restored: number;
+        if (v < a || v > b) restored = v; // beyond the grid: code 0, stored exactly
+        else {
+          if (!live) code = 0;
+          else if (stride === 1) {
+            const q = Math.floor(((v - lo) / span) * levels);
+            code = q < 0 ? 0 : q > top ? top : q;
+          } else {
+            const n = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
+            code = (n < 0 ? 0 : n > topLevel ? topLevel : n) * stride + half;
+          }
+          restored = table[code];
+        }
+        run[k] = code;
+        histogram[code]++;
+        if (v === 0 && restored !== 0) zeros.push(src);
+        // an exact zero is put back exactly (withExactZeros): no error there
+        const d = v === 0 ? 0 : Math.abs(v - restored);
+        if (d > maxAbs) maxAbs = d;
+        se += d * d;
+        sp += v * v;
+      }
+    }
+    // the block's codes down the plane's columns: plane row i holds channel j's code at i·channels + j
+    const n = j1 - j0;
+    for (let i = 0; i < cols; i++) {
+      const row = i * channels + j0;
+      for (let t = 0, k = i; t < n; t++, k += cols) codes[row + t] = run[k];
+    }
+  }
+  return { codes, sums: { maxAbs, se, sp, n: values.length }, zeros: Uint32Array.from(zeros), histogram };
 }
 
 /** Bytes of codes measureFc gathers into file order at a time. */
