@@ -207,7 +207,11 @@ describe('H computed by onnxruntime in the capture graph', () => {
       }
     }
     // a budget below one convolution's Grams: every convolution a part of its own
-    const each = await captureStatistics(model, targets, feedsRunner(runs), { gramInGraph: true, maxBlock: 72, gramPartBytes: 1 });
+    const each = await captureStatistics(model, targets, feedsRunner(runs), {
+      gramInGraph: true,
+      maxBlock: 72,
+      gramPartBytes: 1,
+    });
     expect(each.parts).toBe(each.inGraph);
   });
 
@@ -323,7 +327,10 @@ describe('GPTQ under a block-diagonal H', () => {
     const [q2] = compensatePlanes([plane], shapes, layout, settings, packedStats);
     expect(Array.from(q2.codes)).toEqual(Array.from(q1.codes));
     // H held in float32 (statistics computed by onnxruntime): the same codes as its float64 values
-    const [q3] = compensatePlanes([plane], shapes, layout, settings, { ...packedStats, h: [Float64Array.from(Float32Array.from(packed))] });
+    const [q3] = compensatePlanes([plane], shapes, layout, settings, {
+      ...packedStats,
+      h: [Float64Array.from(Float32Array.from(packed))],
+    });
     const [q4] = compensatePlanes([plane], shapes, layout, settings, { ...packedStats, h: [Float32Array.from(packed)] });
     expect(Array.from(q4.codes)).toEqual(Array.from(q3.codes));
   });

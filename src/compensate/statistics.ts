@@ -21,7 +21,14 @@
 import { elementCount } from '../formats/model.js';
 import type { LayoutSpec } from '../layout/types.js';
 import { type MainGraphAdditions, type NamedOutputs, type ValueRequest, exposeValues, freshPrefix } from './graph-edit.js';
-import { type ConvGramOutputs, type ConvGramSpec, GRAM_GRAPH_MIN_OPSET, blockChannels, convGramNodes, defaultOpset } from './gram-graph.js';
+import {
+  type ConvGramOutputs,
+  type ConvGramSpec,
+  GRAM_GRAPH_MIN_OPSET,
+  blockChannels,
+  convGramNodes,
+  defaultOpset,
+} from './gram-graph.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
@@ -484,7 +491,12 @@ export async function captureStatistics(
     const additions: MainGraphAdditions = { nodes: [], outputs: [] };
     const shared = new Map<string, string>();
     for (const key of keys) {
-      const out = convGramNodes(inGraphSpecs.get(key)!, (suffix) => `${gramPrefix}${gramCounter++}_${suffix}`, shared, additions.nodes);
+      const out = convGramNodes(
+        inGraphSpecs.get(key)!,
+        (suffix) => `${gramPrefix}${gramCounter++}_${suffix}`,
+        shared,
+        additions.nodes,
+      );
       additions.outputs.push(...out.grams, out.shape);
       inGraph.set(key, out);
       partOf.set(key, part);
@@ -529,11 +541,7 @@ export async function captureStatistics(
   const failed = new Map<string, string>();
   // accumulators by the pass that feeds them: the JavaScript Gram's with the first part
   const accPart = (key: string): number => (key.startsWith('graph|') ? partOf.get(key.slice(6))! : 0);
-  const pass = async (
-    model: Uint8Array,
-    outputs: readonly string[],
-    part: number,
-  ): Promise<void> => {
+  const pass = async (model: Uint8Array, outputs: readonly string[], part: number): Promise<void> => {
     const live = [...accumulators].filter(([key]) => accPart(key) === part);
     await run(model, [...new Set(outputs)], (o) => {
       options.signal?.throwIfAborted();

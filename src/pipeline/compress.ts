@@ -692,7 +692,9 @@ async function gatherStatistics(
       `${cal.probe.length} probe sample${cal.probe.length === 1 ? '' : 's'} (${cached ? 'as captured before in this process' : `${((Date.now() - started) / 1000).toFixed(1)} s`})` +
       (report.inGraph
         ? `; large inputs: convolutions' statistics computed by onnxruntime, block-diagonal over ${capture.maxBlock} features` +
-          (report.parts > 1 ? `, in ${report.parts} passes over the samples (at most ${capture.gramPartBytes! / 2 ** 20} MB of Grams a run)` : '')
+          (report.parts > 1
+            ? `, in ${report.parts} passes over the samples (at most ${capture.gramPartBytes! / 2 ** 20} MB of Grams a run)`
+            : '')
         : ''),
   );
   return { stats, missing };

@@ -102,7 +102,8 @@ export function quantizeFc(
   // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
   const k = relStep === undefined ? stride : 1;
   // [out, in] at 8 bits: codes and error sums in one pass over the file (measured); otherwise codes, measured later
-  const measuredPass = layout.order === 'out_in' && bits === 8 ? quantizeMeasured(values, nout, nin, ranges, k, bounds) : undefined;
+  const measuredPass =
+    layout.order === 'out_in' && bits === 8 ? quantizeMeasured(values, nout, nin, ranges, k, bounds) : undefined;
   const codes =
     measuredPass?.codes ??
     (layout.order === 'out_in'
@@ -126,7 +127,13 @@ export function quantizeFc(
       enumerable: true,
     },
   ) as PlaneQuantization;
-  return { plane, beyond, ...(measuredPass ? { measured: { sums: measuredPass.sums, zeros: measuredPass.zeros, histogram: measuredPass.histogram } } : {}) };
+  return {
+    plane,
+    beyond,
+    ...(measuredPass
+      ? { measured: { sums: measuredPass.sums, zeros: measuredPass.zeros, histogram: measuredPass.histogram } }
+      : {}),
+  };
 }
 
 /** A grid's ranges as the manifest stores them, and (step grid) each channel's interval of weights on it. */
@@ -299,7 +306,8 @@ function quantizeMeasured(
         const v = values[src];
         let code = 0;
         let restored: number;
-        if (v < a || v > b) restored = v; // beyond the grid: code 0, stored exactly
+        if (v < a || v > b)
+          restored = v; // beyond the grid: code 0, stored exactly
         else {
           if (!live) code = 0;
           else if (stride === 1) {
