@@ -101,6 +101,22 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
           }
         });
 
+  it('counts every code of a step grid whose range overflows float32 (NaN codes stored as 0) as measureFc does', () => {
+    const nin = 64;
+    const layout: FcLayoutSpec = { kind: 'fc', nin, nout: 2, order: 'out_in' };
+    const values = new Float32Array(2 * nin);
+    for (let i = 0; i < nin; i++) {
+      values[i] = Math.fround(Math.sin(i * 7.1));
+      values[nin + i] = Math.fround(3e38 * Math.sin(i * 3.3));
+    }
+    const q = quantizeFc(values, layout, 8, 1, 0.5, 'channel')!;
+    expect(q.plane.ranges.mins[1]).toBe(-Infinity);
+    const m = measureFc(values, q.plane.codes, layout, 8, q.plane.ranges, q.beyond);
+    expect(q.measured!.histogram.reduce((a, b) => a + b, 0)).toBe(values.length);
+    expect(entropyOf(q.measured!.histogram, values.length)).toBe(codeEntropyBits(q.plane.codes));
+    expect([q.measured!.sums.se, q.measured!.sums.maxAbs, q.measured!.sums.sp]).toEqual([m.sums.se, m.sums.maxAbs, m.sums.sp]);
+  });
+
   it('leaves a tensor with a non-finite weight to the general path', () => {
     const layout: FcLayoutSpec = { kind: 'fc', nin: 20, nout: 10, order: 'out_in' };
     const values = weights(layout, 3);

@@ -318,7 +318,7 @@ export interface CaptureOptions {
    * offset moving from run to run): bounds the cost on large images. Unlimited by default.
    */
   maxPositions?: number;
-  /** Called after every run with the number of runs so far. */
+  /** Called after every run with the number of runs so far (the first pass's, where the capture is in parts). */
   progress?: (runs: number) => void;
   /**
    * Convolutions of the main graph get H computed by onnxruntime in the capture graph (gram-graph.ts): only the
@@ -334,7 +334,7 @@ export interface CaptureOptions {
   positionStride?: number;
   /**
    * With `gramInGraph`: at most this many bytes of (float32) Gram outputs per capture graph. The convolutions are
-   * split into parts in graph order, and each part is a pass of its own over the samples: what one run holds of
+   * split into parts in the order of the targets (the file's tensors), and each part is a pass of its own over the samples: what one run holds of
    * Gram outputs (onnxruntime's, their JavaScript copies, the last run's until collected) and of H summed in
    * float64 is bounded by the part, at one more forward pass per part and sample. Default: one part.
    */
@@ -481,7 +481,7 @@ export async function captureStatistics(
     }
     reachable.push(p);
   }
-  // the capture graph's Grams in parts of at most gramPartBytes (graph order), each part a pass of its own; the
+  // the capture graph's Grams in parts of at most gramPartBytes (the targets' order), each part a pass of its own; the
   // values exposed for the JavaScript Gram go with the first
   const partOf = new Map<string, number>();
   const partKeys = gramParts(inGraphSpecs, options.gramPartBytes ?? Infinity);
@@ -505,8 +505,15 @@ export async function captureStatistics(
   };
   const partsAdded = partKeys.length ? partKeys.map(partAdditions) : [partAdditions([], 0)];
   const additions = partsAdded[0];
-  const exposed = exposeValues(view, requests, rename, additions);
-  const outName = (r: ValueRequest): string => exposed.outputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
+  // the first pass's model is let go once its pass is done (the later parts' passes build their own copies)
+  let exposed: { model?: Uint8Array; outputs: string[] } = exposeValues(view, requests, rename, additions);
+  const exposedOutputs = exposed.outputs;
+  const takeModel = (): Uint8Array => {
+    const model = exposed.model!;
+    exposed = { outputs: exposedOutputs };
+    return model;
+  };
+  const outName = (r: ValueRequest): string => exposedOutputs[requestIndex.get(`${r.graph.path}|${r.name}`)!];
   let runs = 0;
   // one accumulator set per distinct (value, geometry): weights sharing an input share its H
   const accumulators = new Map<
@@ -558,7 +565,8 @@ export async function captureStatistics(
     // this part's H to float32 (no more Grams come), before the next part's are summed
     for (const [, acc] of live) for (const g of acc.grams) if (g instanceof BlockGram) g.seal();
   };
-  if (requests.length || additions.outputs.length) await pass(exposed.model, [...exposed.outputs, ...additions.outputs], 0);
+  if (requests.length || additions.outputs.length) await pass(takeModel(), [...exposedOutputs, ...additions.outputs], 0);
+  else takeModel();
   for (let part = 1; part < partKeys.length; part++) {
     const more = partsAdded[part];
     await pass(exposeValues(view, [], new Map(), more).model, more.outputs, part);
@@ -602,14 +610,14 @@ export async function captureStatistics(
     stats,
     missing,
     runs,
-    captured: new Set(exposed.outputs).size + inGraph.size,
+    captured: new Set(exposedOutputs).size + inGraph.size,
     inGraph: inGraph.size,
     parts: Math.max(1, partKeys.length),
   };
 }
 
 /**
- * The in-graph convolutions (by key, in graph order) in parts of at most `budget` bytes of float32 Gram outputs a
+ * The in-graph convolutions (by key, in the targets' order) in parts of at most `budget` bytes of float32 Gram outputs a
  * run (one sample); a convolution larger than the budget is a part of its own. None: no parts.
  */
 function gramParts(specs: ReadonlyMap<string, ConvGramSpec>, budget: number): string[][] {

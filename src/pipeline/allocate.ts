@@ -303,6 +303,8 @@ export async function allocate(parts: {
     // the codes that will be written: compensated where the candidate says so
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
     const q = layer ? compensatePlanes(planes, shapes, p.layout, settings, layer) : quantizePlanes(planes, shapes, settings);
+    // one probe a tensor (two with re-probing): its inverses are not kept for the rest of the model's
+    if (layer) forgetPrepared(layer);
     if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
       q.map((x) => x.restored),

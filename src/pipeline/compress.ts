@@ -593,7 +593,8 @@ const GRAM_PART_MB = 64;
  * GRAM_BLOCK features, from every GRAM_POSITION_STRIDE-th row and column of positions: the JavaScript Gram of full H
  * took ~16 minutes per ISNet photo. Other models (small inputs: PaddleOCR's 48-pixel lines, Silero's 512-sample
  * windows) keep the JavaScript Gram of full H (their archives unchanged). docs/compensation.md has the measurements
- * behind the numbers; NNMEDIA_GRAM_BLOCK, NNMEDIA_GRAM_POSITION_STRIDE and NNMEDIA_GRAM_PART_MB (GRAM_PART_MB) override them
+ * behind the numbers; NNMEDIA_GRAM_BLOCK, NNMEDIA_GRAM_POSITION_STRIDE and NNMEDIA_GRAM_PART_MB (GRAM_PART_MB; at least 1:
+ * one graph for all is `bench/isnet-statistics.ts --part-mb 0`) override them
  * for measuring.
  */
 async function largeInputCapture(
@@ -666,8 +667,8 @@ async function gatherStatistics(
         },
         { signal: options.signal, ...capture },
       );
-  // kept for the next compress of the same model and samples, unless H is a large model's (ISNet: 0.84 GB, and
-  // its blocks' cached factors as much again): a library caller would hold that until another model came
+  // kept for the next compress of the same model and samples, unless H is a large model's (ISNet: 0.42 GB in
+  // float32, and its blocks' factors twice that while in use): a library caller would hold that until another model came
   lastCapture = report.inGraph ? undefined : { key, report };
   const stats = new Map<string, TensorStatistics>();
   const missing = new Map(report.missing);

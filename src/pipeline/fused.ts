@@ -317,6 +317,8 @@ function quantizeMeasured(
             const n = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
             code = (n < 0 ? 0 : n > topLevel ? topLevel : n) * stride + half;
           }
+          // NaN (a step grid whose range overflowed float32: ±Inf bounds): code 0, as a Uint8Array stores it
+          if (code !== code) code = 0;
           restored = table[code];
         }
         run[k] = code;
