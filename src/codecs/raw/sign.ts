@@ -23,26 +23,28 @@ export interface SignSplit {
 
 /** Distances and signs of a plane of n-bit codes (one pass, no data-dependent branch but the byte flush). */
 export function splitSigns(codes: CodeArray, bits: number): SignSplit {
-  const mid = 2 ** (bits - 1);
+  // a small integer, not a double (2 ** n is one): the loop below stays in integer arithmetic
+  const mid = bits <= 30 ? 1 << (bits - 1) : 2 ** (bits - 1);
   const n = codes.length;
   const distances = allocCodes(bits, n);
   const signs = new Uint8Array((n + 7) >>> 3); // at most one bit a code; cut to the bits used below
   let acc = 0;
-  let k = 0; // sign bits so far
+  let k = 0; // sign bits in the byte being filled
   let byte = 0;
   for (let i = 0; i < n; i++) {
     const d = codes[i] - mid;
     const neg = d >> 31; // −1 below the middle, else 0
     distances[i] = (d ^ neg) - neg;
     const nz = (d | -d) >>> 31; // 1 for a non-zero distance
-    acc |= (neg & nz) << (k & 7);
+    acc |= (neg & nz) << k;
     k += nz;
-    if ((k & 7) === 0 && nz) {
+    if (k === 8) {
       signs[byte++] = acc;
       acc = 0;
+      k = 0;
     }
   }
-  if (k & 7) signs[byte++] = acc;
+  if (k) signs[byte++] = acc;
   return { distances, signs: signs.subarray(0, byte) };
 }
 
@@ -51,7 +53,7 @@ export function splitSigns(codes: CodeArray, bits: number): SignSplit {
  * grid, or too few or too many sign bytes): the caller names the entry.
  */
 export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number): CodeArray | undefined {
-  const mid = 2 ** (bits - 1);
+  const mid = bits <= 30 ? 1 << (bits - 1) : 2 ** (bits - 1); // a small integer (splitSigns)
   const out = distances; // in place: the distances are the caller's own, freshly decoded
   const n = out.length;
   const count = signs.length;
