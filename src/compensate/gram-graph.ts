@@ -71,6 +71,12 @@ export function blockChannels(cg: number, taps: number, maxBlock: number): numbe
   return Array.from({ length: n }, (_, b) => Math.floor(((b + 1) * cg) / n) - Math.floor((b * cg) / n));
 }
 
+/** Feature widths of the diagonal blocks of one group's H for a convolution input (whole channels, sum = K). */
+export function blockWidths(spec: Pick<ConvGramSpec, 'kernel' | 'channels' | 'groups' | 'maxBlock'>): number[] {
+  const taps = spec.kernel.reduce((a, b) => a * b, 1);
+  return blockChannels(spec.channels / spec.groups, taps, spec.maxBlock).map((nb) => nb * taps);
+}
+
 /**
  * Nodes computing the block Grams of one convolution input; `name(suffix)` gives fresh value names, `shared`
  * caches constants (one-hot kernels, slice bounds) across calls.
@@ -152,5 +158,5 @@ export function convGramNodes(
       c0 = c1;
     }
   }
-  return { grams, shape, blocks: sizes.map((nb) => nb * taps) };
+  return { grams, shape, blocks: blockWidths(spec) };
 }

@@ -201,10 +201,29 @@ export function gptqBlocks(m: GridMatrix, h: HMatrix, blocks: readonly number[],
   return { codes, method: 'gptq', lambda, deadColumns, outputError };
 }
 
+/** Statistics whose prepared inverses outlive a compensatePlanes call (holdInverses), with the depth of the holds. */
+const holds = new WeakMap<TensorStatistics, number>();
+
 /**
- * Lets go of what compensating with `stats` cached (the block views of each H and their prepared inverses): one
- * tensor's error model reuses its inverses across the anchor steps, and then they would stay as long as H.
+ * Runs `fn` with the inverses prepared for `stats` kept from one compensatePlanes call to the next (the error
+ * model quantizes a tensor at several steps with one H), and lets them go at the end. Outside a hold each call
+ * lets its own go: they are as large as H in float64, and a model's worth of them stayed otherwise (ISNet 0.84 GB).
  */
+export function holdInverses<T>(stats: TensorStatistics, fn: () => T): T {
+  holds.set(stats, (holds.get(stats) ?? 0) + 1);
+  try {
+    return fn();
+  } finally {
+    const left = holds.get(stats)! - 1;
+    if (left) holds.set(stats, left);
+    else {
+      holds.delete(stats);
+      forgetPrepared(stats);
+    }
+  }
+}
+
+/** Lets go of what compensating with `stats` cached: the block views of each H and their prepared inverses. */
 export function forgetPrepared(stats: TensorStatistics): void {
   for (const h of stats.h) {
     for (const v of blockViews.get(h) ?? []) forgetInverse(v);
@@ -255,7 +274,7 @@ export function compensatePlanes(
   const misfit = stats ? statisticsMisfit(layout, stats) : undefined;
   const usable = misfit ? undefined : stats;
   const groups = usable?.h.length ?? 1;
-  return base.map((q, p) => {
+  const result = base.map((q, p) => {
     const { rows, cols } = shapes[p];
     const plane = planes[p];
     const values = q.working ?? plane;
@@ -332,6 +351,9 @@ export function compensatePlanes(
         })()),
     }) as CompensatedQuantization;
   });
+  // the inverses served this call: kept only where the caller holds them for more (holdInverses)
+  if (stats && !holds.has(stats)) forgetPrepared(stats);
+  return result;
 }
 
 /**

@@ -25,7 +25,7 @@ import {
   type ConvGramOutputs,
   type ConvGramSpec,
   GRAM_GRAPH_MIN_OPSET,
-  blockChannels,
+  blockWidths,
   convGramNodes,
   defaultOpset,
 } from './gram-graph.js';
@@ -503,7 +503,7 @@ export async function captureStatistics(
     }
     return additions;
   };
-  const partsAdded = partKeys.length ? partKeys.map(partAdditions) : [partAdditions([], 0)];
+  const partsAdded = partKeys.map(partAdditions);
   const additions = partsAdded[0];
   // the first pass's model is let go once its pass is done (the later parts' passes build their own copies)
   let exposed: { model?: Uint8Array; outputs: string[] } = exposeValues(view, requests, rename, additions);
@@ -520,6 +520,8 @@ export async function captureStatistics(
     string,
     { grams: GramLike[]; blocks?: number[]; add: (o: ReadonlyMap<string, OutputTensor>) => string | undefined }
   >();
+  // the pass that feeds each in-graph accumulator (the JavaScript Gram's: the first)
+  const accPart = new Map<string, number>();
   const siteAccs = new Map<TargetPlan, string[]>();
   for (const p of reachable) {
     const keys: string[] = [];
@@ -527,8 +529,10 @@ export async function captureStatistics(
       for (const s of p.sites) {
         if (s.kind !== 'conv') continue;
         const key = `graph|${convKey(s.x.name, s)}`;
-        if (!accumulators.has(key))
+        if (!accumulators.has(key)) {
           accumulators.set(key, inGraphAccumulator(inGraph.get(convKey(s.x.name, s))!, p.groups, s.desc));
+          accPart.set(key, partOf.get(convKey(s.x.name, s))!);
+        }
         keys.push(key);
       }
       siteAccs.set(p, keys);
@@ -546,10 +550,8 @@ export async function captureStatistics(
     siteAccs.set(p, keys);
   }
   const failed = new Map<string, string>();
-  // accumulators by the pass that feeds them: the JavaScript Gram's with the first part
-  const accPart = (key: string): number => (key.startsWith('graph|') ? partOf.get(key.slice(6))! : 0);
   const pass = async (model: Uint8Array, outputs: readonly string[], part: number): Promise<void> => {
-    const live = [...accumulators].filter(([key]) => accPart(key) === part);
+    const live = [...accumulators].filter(([key]) => (accPart.get(key) ?? 0) === part);
     await run(model, [...new Set(outputs)], (o) => {
       options.signal?.throwIfAborted();
       for (const [key, acc] of live) {
@@ -612,21 +614,19 @@ export async function captureStatistics(
     runs,
     captured: new Set(exposedOutputs).size + inGraph.size,
     inGraph: inGraph.size,
-    parts: Math.max(1, partKeys.length),
+    parts: partKeys.length,
   };
 }
 
 /**
  * The in-graph convolutions (by key, in the targets' order) in parts of at most `budget` bytes of float32 Gram outputs a
- * run (one sample); a convolution larger than the budget is a part of its own. None: no parts.
+ * run (one sample); a convolution larger than the budget is a part of its own. None: one empty part.
  */
 function gramParts(specs: ReadonlyMap<string, ConvGramSpec>, budget: number): string[][] {
   const parts: string[][] = [];
   let bytes = 0;
   for (const [key, spec] of specs) {
-    const taps = elementCount(spec.kernel);
-    const size = blockChannels(spec.channels / spec.groups, taps, spec.maxBlock).reduce((s, nb) => s + (nb * taps) ** 2, 0);
-    const b = 4 * spec.groups * size;
+    const b = 4 * spec.groups * blockWidths(spec).reduce((s, w) => s + w * w, 0);
     if (!parts.length || bytes + b > budget) {
       parts.push([]);
       bytes = 0;
@@ -634,7 +634,7 @@ function gramParts(specs: ReadonlyMap<string, ConvGramSpec>, budget: number): st
     parts[parts.length - 1].push(key);
     bytes += b;
   }
-  return parts;
+  return parts.length ? parts : [[]];
 }
 
 /** A convolution input and geometry (weights sharing both share one H). */

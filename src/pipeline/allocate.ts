@@ -14,7 +14,7 @@ import { quantizePlanes } from '../quantize/tensor.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
-import { compensatePlanes, forgetPrepared } from '../compensate/planes.js';
+import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
@@ -270,8 +270,6 @@ export async function allocate(parts: {
       if (layer) {
         const base = { bits: p.settings.bits, clip: p.settings.clip };
         const ratios = compensationRatios(prepared.planes, prepared.shapes, p.layout, base, fixedRange ?? 'channel', layer);
-        // its inverses served every anchor step: not kept for the rest of the model's (as large as H in float64)
-        forgetPrepared(layer);
         addCompensatedCandidates(rate, ratios);
         compensated.set(p.entry.key, layer);
         modelled++;
@@ -303,8 +301,6 @@ export async function allocate(parts: {
     // the codes that will be written: compensated where the candidate says so
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
     const q = layer ? compensatePlanes(planes, shapes, p.layout, settings, layer) : quantizePlanes(planes, shapes, settings);
-    // one probe a tensor (two with re-probing): its inverses are not kept for the rest of the model's
-    if (layer) forgetPrepared(layer);
     if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
       q.map((x) => x.restored),

@@ -42,7 +42,6 @@ import {
 import type { QualityRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
-import { forgetPrepared } from '../compensate/planes.js';
 import {
   captureStatistics,
   mergeStatistics,
@@ -555,8 +554,6 @@ function fixedGridCompensation(
       relStep,
       layer,
     );
-    // its inverses are not kept while the rest are judged (as large as H in float64)
-    forgetPrepared(layer);
     judged++;
     options.onDebug?.(
       `  ${p.entry.name}: compensation at relStep ${relStep}: layer error ×${v.ratio.toFixed(3)}, ${v.extraBits.toFixed(0)} extra bits, ` +

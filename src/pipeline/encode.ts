@@ -22,7 +22,6 @@ import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fuse
 import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
-import { forgetPrepared } from '../compensate/planes.js';
 import { codeEntropyBits, entropyOf } from '../rate/entropy.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit, UnitCompensation } from './stages.js';
 
@@ -62,9 +61,6 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const quantized: QuantizedTensor = fused
     ? { planes: [fused.plane], stride }
     : quantizeTensor(prepared, values, settings, stride, stats, unit.compensation);
-  // its inverses served this unit: not kept for the rest of the model's where the encode runs on the main
-  // thread (--jobs 1), as large as H in float64 (a worker's copy of H goes with the unit anyway)
-  if (unit.compensation) forgetPrepared(unit.compensation);
   const codes = quantized.planes.map((q) => q.codes);
   const encode = (i: number, quality?: number, effort?: number): Promise<EncodedMedia> =>
     encodePlanes(

@@ -264,6 +264,9 @@ function quantizeTransposed(
   return codes;
 }
 
+/** Bytes of codes quantizeMeasured holds in file order at a time (a block of channels). */
+const MEASURE_BLOCK_BYTES = 2 ** 17;
+
 /**
  * quantizeTransposed and measureFc of 8-bit codes in one pass (and the codes' histogram): a block of channels (file rows) at a time, each
  * channel's codes found along its row into a file-order buffer and measured there (the error summed in file
@@ -341,15 +344,6 @@ function quantizeMeasured(
   return { codes, sums: { maxAbs, se, sp, n: values.length }, zeros: Uint32Array.from(zeros), histogram };
 }
 
-/** Bytes of codes measureFc gathers into file order at a time. */
-const MEASURE_BLOCK_BYTES = 2 ** 17;
-
-/** Plane columns [c0, c1) of 8-bit codes (rows × cols) into `out`, a column after another (column c at (c − c0)·rows). */
-function gatherColumns(codes: Uint8Array, rows: number, cols: number, c0: number, c1: number, out: Uint8Array): void {
-  const n = c1 - c0;
-  for (let r = 0; r < rows; r++) for (let j = 0, k = r * cols + c0, o = r; j < n; j++, k++, o += rows) out[o] = codes[k];
-}
-
 /**
  * What the general path's finish measures, from the decoded codes of an fc plane: the error sums of the
  * decoded weights against the file's values in file order (as errorSums), where the weights beyond a step
@@ -368,9 +362,8 @@ export function measureFc(
   const levels = 2 ** bits;
   const { los, spans } = columnRanges(ranges, nout);
   // file order: [out, in] walks channel c's row of the file (plane column c, a plane row at a time); [in, out]
-  // is the plane itself. Each channel's values in a table (8-bit codes), each the float32 dequantizePlane writes.
+  // is the plane itself; each code's value the float32 dequantizePlane writes.
   const transposed = layout.order === 'out_in';
-  const table = new Float32Array(bits === 8 ? levels : 0);
   const decodedAt = (c: number, code: number): number => {
     const span = spans[c];
     return Math.fround(span > 0 ? los[c] + ((code + 0.5) * span) / levels : los[c]);
@@ -381,50 +374,25 @@ export function measureFc(
   const zeros: number[] = [];
   let j = 0;
   let exactAt = beyond.length ? beyond[0] : -1;
-  if (transposed && bits === 8) {
-    // a block of channels' codes gathered into file order first (a plane row's codes of the block are one
-    // contiguous read), so the sums below read both arrays in order: the plane's codes read down a column took
-    // ~15 ns a weight, a cache line each
-    const block = Math.max(1, Math.min(nout, Math.floor(MEASURE_BLOCK_BYTES / nin)));
-    const run = new Uint8Array(block * nin);
-    for (let c = 0, i = 0; c < nout; c++) {
-      const at = c % block;
-      if (at === 0) gatherColumns(codes as Uint8Array, nin, nout, c, Math.min(nout, c + block), run);
-      for (let q = 0; q < levels; q++) table[q] = decodedAt(c, q);
-      for (let r = 0, k = at * nin; r < nin; r++, i++, k++) {
-        const a = values[i];
-        let b = table[run[k]];
-        if (i === exactAt) {
-          b = a;
-          exactAt = ++j < beyond.length ? beyond[j] : -1;
-        }
-        if (a === 0 && b !== 0) zeros.push(i);
-        // an exact zero is put back exactly (withExactZeros): no error there
-        const d = a === 0 ? 0 : Math.abs(a - b);
-        if (d > maxAbs) maxAbs = d;
-        se += d * d;
-        sp += a * a;
+  // (an [out, in] matrix at 8 bits is measured by quantizeMeasured as its codes are found: here the others, and
+  // the tests' reference)
+  const outer = transposed ? nout : nin;
+  const inner = transposed ? nin : nout;
+  const kOuter = transposed ? 1 : nout;
+  const kInner = transposed ? nout : 1;
+  for (let o = 0, i = 0; o < outer; o++)
+    for (let n = 0, k = o * kOuter; n < inner; n++, i++, k += kInner) {
+      const a = values[i];
+      let b = decodedAt(transposed ? o : n, codes[k]);
+      if (i === exactAt) {
+        b = a;
+        exactAt = ++j < beyond.length ? beyond[j] : -1;
       }
+      if (a === 0 && b !== 0) zeros.push(i);
+      const d = a === 0 ? 0 : Math.abs(a - b);
+      if (d > maxAbs) maxAbs = d;
+      se += d * d;
+      sp += a * a;
     }
-  } else {
-    const outer = transposed ? nout : nin;
-    const inner = transposed ? nin : nout;
-    const kOuter = transposed ? 1 : nout;
-    const kInner = transposed ? nout : 1;
-    for (let o = 0, i = 0; o < outer; o++)
-      for (let n = 0, k = o * kOuter; n < inner; n++, i++, k += kInner) {
-        const a = values[i];
-        let b = decodedAt(transposed ? o : n, codes[k]);
-        if (i === exactAt) {
-          b = a;
-          exactAt = ++j < beyond.length ? beyond[j] : -1;
-        }
-        if (a === 0 && b !== 0) zeros.push(i);
-        const d = a === 0 ? 0 : Math.abs(a - b);
-        if (d > maxAbs) maxAbs = d;
-        se += d * d;
-        sp += a * a;
-      }
-  }
   return { sums: { maxAbs, se, sp, n: values.length }, zeros: Uint32Array.from(zeros) };
 }

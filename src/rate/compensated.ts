@@ -17,6 +17,7 @@
 
 import { deflateRawSync } from 'node:zlib';
 import { compensatePlanes, planeOutputError, type TensorStatistics } from '../compensate/index.js';
+import { holdInverses } from '../compensate/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { quantizePlanes, type QuantizeSettings } from '../quantize/tensor.js';
 import type { CodeArray, RangeMode } from '../quantize/uniform.js';
@@ -91,6 +92,19 @@ export function compensationRatios(
   range: RangeMode,
   stats: TensorStatistics,
   anchors: readonly number[] = COMPENSATION_ANCHORS,
+): CompensationRatio[] {
+  // one H at every anchor step: its inverses prepared once, let go at the end
+  return holdInverses(stats, () => ratiosAtAnchors(planes, shapes, layout, base, range, stats, anchors));
+}
+
+function ratiosAtAnchors(
+  planes: readonly Float32Array[],
+  shapes: readonly PlaneShape[],
+  layout: LayoutSpec,
+  base: Pick<QuantizeSettings, 'bits' | 'clip'>,
+  range: RangeMode,
+  stats: TensorStatistics,
+  anchors: readonly number[],
 ): CompensationRatio[] {
   const units = layout.kind === 'fc' ? layout.nout : layout.kind === 'conv' ? layout.nfout : 0;
   const sample =
