@@ -15,6 +15,7 @@ import { encodeFloats } from '../src/formats/model.js';
 import { openModel } from '../src/formats/registry.js';
 import { BROTLI_BEST_WEIGHTS, BROTLI_MAX_WEIGHTS, planTensors } from '../src/pipeline/plan.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { PACK_MEMBER_MAX, mayPack } from '../src/pipeline/write.js';
 import type { CodedPlan } from '../src/pipeline/stages.js';
 import { allocCodes } from '../src/quantize/uniform.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
@@ -118,4 +119,23 @@ describe('the codec sets try brotli on small tensors', () => {
     const core = await decodeArchiveSource(bytesSource(readFileSync(file), file), nodeBackend);
     for (const [k, v] of node) expect(core.tensors.get(k)).toEqual(v);
   }, 60_000);
+});
+
+describe('side data through brotli into the pack', () => {
+  it('is not tried where deflate-9 and zstd-3 both leave far more than a member may hold', async () => {
+    const noise = (n: number, seed: number): Uint8Array => {
+      const out = new Uint8Array(n);
+      for (let i = 0, x = seed; i < n; i++) out[i] = (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24;
+      return out;
+    };
+    expect(await mayPack(noise(PACK_MEMBER_MAX, 1))).toBe(true); // small enough to try whatever it holds
+    expect(await mayPack(noise(200_000, 2))).toBe(false); // incompressible: brotli cannot bring it under
+    expect(await mayPack(new Uint8Array(200_000))).toBe(true);
+    // repeats 60 KB apart, beyond deflate's 32 KB window: zstd-3 finds them, so brotli is tried
+    const part = noise(60_000, 3);
+    const repeated = new Uint8Array(180_000);
+    for (let k = 0; k < 3; k++) repeated.set(part, k * part.length);
+    expect(await mayPack(repeated)).toBe(true);
+    expect(await mayPack(new Uint8Array(2 ** 22 + 1))).toBe(false); // past BROTLI_SIDE_MAX
+  });
 });

@@ -124,6 +124,14 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
     values[37] = Infinity;
     expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+    // found in the channel's own row, the last one too (the default grid is made row by row as it is quantized)
+    values[37] = 0.5;
+    expect(quantizeFc(values, layout, 8, 1)).toBeDefined();
+    values[values.length - 1] = NaN;
+    expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+    values[values.length - 1] = -Infinity;
+    expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
+    values[values.length - 1] = 0.5;
     // a step grid of an [out, in] matrix finds them while it sums its scales, in either range mode
     for (const range of ['channel', 'layer'] as const) {
       values[37] = -Infinity;

@@ -14,7 +14,7 @@
 
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
-import { symmetricFromMaxAbs } from '../quantize/ranges.js';
+import { symmetricChannel, symmetricFromMaxAbs } from '../quantize/ranges.js';
 import { channelScales, columnMajorScales, gridBounds, stepGrid } from '../quantize/step.js';
 import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
@@ -95,15 +95,23 @@ export function quantizeFc(
   // an [out, in] matrix's grid finds non-finite weights as it reads them (its maxima, its scales' first pass)
   if (layout.order === 'in_out' && relStep !== undefined)
     for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return undefined;
-  const grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
+  // [out, in] at 8 bits: codes and error sums in one pass over the file (measured), and on the default grid each
+  // channel's range found in that pass too, from its row while the row is in cache; otherwise codes, measured later
+  const measuring = layout.order === 'out_in' && bits === 8;
+  let measuredPass: ReturnType<typeof quantizeMeasured>;
+  let grid: FusedGrid | undefined;
+  if (measuring && relStep === undefined) {
+    const steps = new Float32Array(nout);
+    const ranges: PlaneRanges = { mins: new Float32Array(nout), maxs: new Float32Array(nout), channelWidth: 1, zeroCode: 2 ** 7 };
+    measuredPass = quantizeMeasured(values, nout, nin, ranges, stride, undefined, steps);
+    grid = measuredPass && { ranges, ...storedSteps(steps) };
+  } else grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
   const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
   // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
   const k = relStep === undefined ? stride : 1;
-  // [out, in] at 8 bits: codes and error sums in one pass over the file (measured); otherwise codes, measured later
-  const measuredPass =
-    layout.order === 'out_in' && bits === 8 ? quantizeMeasured(values, nout, nin, ranges, k, bounds) : undefined;
+  if (measuring && !measuredPass) measuredPass = quantizeMeasured(values, nout, nin, ranges, k, bounds);
   const codes =
     measuredPass?.codes ??
     (layout.order === 'out_in'
@@ -272,6 +280,9 @@ const MEASURE_BLOCK_BYTES = 2 ** 17;
  * channel's codes found along its row into a file-order buffer and measured there (the error summed in file
  * order, as measureFc sums it: the same sums to the bit), then the block's codes written down the plane's
  * columns. One read of the values instead of two, and no gather of the plane's codes back into file order.
+ * With `steps`, the default grid is found here too, a channel at a time (its row's largest |w|, then its step
+ * and range written to `steps` and `ranges`): the row is quantized while it is still in cache, where a pass of
+ * its own read the whole tensor once more. Undefined where that grid cannot be made (symmetricGrid's cases).
  */
 function quantizeMeasured(
   values: Float32Array,
@@ -280,59 +291,37 @@ function quantizeMeasured(
   ranges: PlaneRanges,
   stride: number,
   bounds?: { lo: Float64Array; hi: Float64Array },
-): { codes: Uint8Array; sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array } {
+  steps?: Float32Array,
+): { codes: Uint8Array; sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array } | undefined {
   const levels = 256;
   const histogram = new Float64Array(levels);
-  const top = levels - 1;
   const codes = allocCodes(8, channels * cols) as Uint8Array;
   const half = strideOffset(stride, ranges.zeroCode);
-  const topLevel = Math.floor((top - half) / stride);
   const { los, spans } = columnRanges(ranges, channels);
   const block = Math.max(1, Math.min(channels, Math.floor(MEASURE_BLOCK_BYTES / cols)));
   const run = new Uint8Array(block * cols);
   const table = new Float32Array(levels);
-  let maxAbs = 0;
-  let se = 0;
-  let sp = 0;
+  const sums = new Float64Array(3); // the largest error, the squared error and the signal power, in file order
   const zeros: number[] = [];
   for (let j0 = 0, src = 0; j0 < channels; j0 += block) {
     const j1 = Math.min(channels, j0 + block);
-    for (let j = j0; j < j1; j++) {
+    for (let j = j0; j < j1; j++, src += cols) {
+      if (steps) {
+        // the default grid (symmetricGrid, channel by channel); a NaN or an infinity leaves the tensor to the
+        // general path, as there
+        const m = rowMaxAbs(values, src, cols);
+        if (!(m < Infinity) || !symmetricChannel(steps, ranges, j, m, 8)) return undefined;
+        los[j] = ranges.mins[j];
+        spans[j] = ranges.maxs[j] - ranges.mins[j];
+      }
       const lo = los[j];
       const span = spans[j];
       const live = span > 0;
       // the float32 dequantizePlane writes for each code (measureFc's table)
       for (let q = 0; q < levels; q++) table[q] = Math.fround(live ? lo + ((q + 0.5) * span) / levels : lo);
-      const a = bounds ? bounds.lo[j] : -Infinity;
-      const b = bounds ? bounds.hi[j] : Infinity;
-      for (let i = 0, k = (j - j0) * cols; i < cols; i++, k++, src++) {
-        const v = values[src];
-        let code = 0;
-        let restored: number;
-        if (v < a || v > b)
-          restored = v; // beyond the grid: code 0, stored exactly
-        else {
-          if (!live) code = 0;
-          else if (stride === 1) {
-            const q = Math.floor(((v - lo) / span) * levels);
-            code = q < 0 ? 0 : q > top ? top : q;
-          } else {
-            const n = Math.round((((v - lo) / span) * levels - 0.5 - half) / stride);
-            code = (n < 0 ? 0 : n > topLevel ? topLevel : n) * stride + half;
-          }
-          // NaN (a step grid whose range overflowed float32: ±Inf bounds): code 0, as a Uint8Array stores it
-          if (code !== code) code = 0;
-          restored = table[code];
-        }
-        run[k] = code;
-        histogram[code]++;
-        if (v === 0 && restored !== 0) zeros.push(src);
-        // an exact zero is put back exactly (withExactZeros): no error there
-        const d = v === 0 ? 0 : Math.abs(v - restored);
-        if (d > maxAbs) maxAbs = d;
-        se += d * d;
-        sp += v * v;
-      }
+      const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros };
+      if (live && stride === 1 && !bounds) measureRowDefault(row);
+      else measureRow(row, live, stride, half, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
     }
     // the block's codes down the plane's columns: plane row i holds channel j's code at i·channels + j
     const n = j1 - j0;
@@ -341,7 +330,109 @@ function quantizeMeasured(
       for (let t = 0, k = i; t < n; t++, k += cols) codes[row + t] = run[k];
     }
   }
-  return { codes, sums: { maxAbs, se, sp, n: values.length }, zeros: Uint32Array.from(zeros), histogram };
+  return {
+    codes,
+    sums: { maxAbs: sums[0], se: sums[1], sp: sums[2], n: values.length },
+    zeros: Uint32Array.from(zeros),
+    histogram,
+  };
+}
+
+/** The largest |w| of `count` values from `start`; NaN where one is NaN. */
+function rowMaxAbs(values: Float32Array, start: number, count: number): number {
+  let m = 0;
+  for (let i = start, end = start + count; i < end; i++) {
+    const a = Math.abs(values[i]);
+    if (a > m) m = a;
+    else if (a !== a) return NaN;
+  }
+  return m;
+}
+
+/**
+ * One channel's row for quantizeMeasured: its weights from `src`, its codes into `run` from `at`, counted in
+ * `histogram`, and its error added to `sums` in file order (exact zeros that do not decode to 0 into `zeros`).
+ * Each row is a small function of its own: V8 optimizes a loop called per row as a whole function, where one
+ * loop among several inside the tensor's pass was compiled on stack, again and again (measured 25 % slower).
+ */
+interface MeasuredRow {
+  values: Float32Array;
+  src: number;
+  cols: number;
+  lo: number;
+  span: number;
+  table: Float32Array;
+  run: Uint8Array;
+  at: number;
+  histogram: Float64Array;
+  sums: Float64Array;
+  zeros: number[];
+}
+
+/** A live channel on the default grid (stride 1, no bounds): nothing to test a weight for but an exact zero. */
+function measureRowDefault(r: MeasuredRow): void {
+  const { values, cols, lo, span, table, run, histogram, sums, zeros } = r;
+  let maxAbs = sums[0];
+  let se = sums[1];
+  let sp = sums[2];
+  for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
+    const v = values[src];
+    const q = Math.floor(((v - lo) / span) * 256);
+    const code = q >= 0 ? (q > 255 ? 255 : q) : 0; // (NaN: code 0, as measureRow gives it)
+    const restored = table[code];
+    run[k] = code;
+    histogram[code]++;
+    let d = 0;
+    if (v === 0) {
+      if (restored !== 0) zeros.push(src);
+    } else d = Math.abs(v - restored);
+    if (d > maxAbs) maxAbs = d;
+    se += d * d;
+    sp += v * v;
+  }
+  sums[0] = maxAbs;
+  sums[1] = se;
+  sums[2] = sp;
+}
+
+/** Any channel: dead ones (code 0), strides, and a step grid's bounds `a`–`b` (weights beyond: code 0, exact). */
+function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number, a: number, b: number): void {
+  const { values, cols, lo, span, table, run, histogram, sums, zeros } = r;
+  const topLevel = Math.floor((255 - half) / stride);
+  let maxAbs = sums[0];
+  let se = sums[1];
+  let sp = sums[2];
+  for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
+    const v = values[src];
+    let code = 0;
+    let restored: number;
+    if (v < a || v > b)
+      restored = v; // beyond the grid: code 0, stored exactly
+    else {
+      if (!live) code = 0;
+      else if (stride === 1) {
+        const q = Math.floor(((v - lo) / span) * 256);
+        code = q < 0 ? 0 : q > 255 ? 255 : q;
+      } else {
+        const n = Math.round((((v - lo) / span) * 256 - 0.5 - half) / stride);
+        code = (n < 0 ? 0 : n > topLevel ? topLevel : n) * stride + half;
+      }
+      // NaN (a step grid whose range overflowed float32: ±Inf bounds): code 0, as a Uint8Array stores it
+      if (code !== code) code = 0;
+      restored = table[code];
+    }
+    run[k] = code;
+    histogram[code]++;
+    if (v === 0 && restored !== 0) zeros.push(src);
+    // an exact zero is put back exactly (withExactZeros): no error there
+    const d = v === 0 ? 0 : Math.abs(v - restored);
+    if (d > maxAbs) maxAbs = d;
+    se += d * d;
+    sp += v * v;
+  }
+  sums[0] = maxAbs;
+  sums[1] = se;
+  sums[2] = sp;
 }
 
 /**

@@ -174,15 +174,25 @@ export function symmetricFromMaxAbs(
   bits: number,
 ): { ranges: PlaneRanges; steps: Float32Array } | undefined {
   const channels = maxAbs.length;
-  const half = 2 ** (bits - 1);
   const steps = new Float32Array(channels);
-  const mins = new Float32Array(channels);
-  const maxs = new Float32Array(channels);
-  for (let ch = 0; ch < channels; ch++) {
-    const st = exactStep(maxAbs[ch] / (half - 1), bits);
-    if (st === undefined) return undefined;
-    steps[ch] = st;
-    [mins[ch], maxs[ch]] = rangeOfStep(st, bits);
-  }
-  return { ranges: { mins, maxs, channelWidth, zeroCode: half }, steps };
+  const ranges: PlaneRanges = {
+    mins: new Float32Array(channels),
+    maxs: new Float32Array(channels),
+    channelWidth,
+    zeroCode: 2 ** (bits - 1),
+  };
+  for (let ch = 0; ch < channels; ch++) if (!symmetricChannel(steps, ranges, ch, maxAbs[ch], bits)) return undefined;
+  return { ranges, steps };
+}
+
+/**
+ * One channel of `symmetricFromMaxAbs`, from its largest |w|: its step and range written at `ch` of `steps` and
+ * `ranges`. False where the step has no exact range.
+ */
+export function symmetricChannel(steps: Float32Array, ranges: PlaneRanges, ch: number, maxAbs: number, bits: number): boolean {
+  const st = exactStep(maxAbs / (2 ** (bits - 1) - 1), bits);
+  if (st === undefined) return false;
+  steps[ch] = st;
+  [ranges.mins[ch], ranges.maxs[ch]] = rangeOfStep(st, bits);
+  return true;
 }
