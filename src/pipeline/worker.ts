@@ -97,6 +97,17 @@ function closeAll(): void {
  */
 let uncollected = 0;
 const COLLECT_WEIGHTS = 2 ** 22;
+/**
+ * ...and only where this worker's array buffers, live or garbage, have reached this much. V8 collects on its own
+ * as they grow (external memory pressure), so a forced collection after every unit mostly bought memory no run
+ * needed: the 1.2 GB model's default encode made 20 a worker, ~0.3 s of CPU each; its peak is 0.69–0.70 GB
+ * either way, a 0.4 GB model's `--target-snr 30` 0.81–0.82 → 0.82–0.88 GB (docs/speed.md). NNMEDIA_COLLECT_BYTES
+ * overrides it for measuring (0: after every unit, as before).
+ */
+const COLLECT_BYTES = ((): number => {
+  const v = Number(process.env.NNMEDIA_COLLECT_BYTES);
+  return process.env.NNMEDIA_COLLECT_BYTES && Number.isFinite(v) && v >= 0 ? v : 2 ** 28;
+})();
 
 function unitWeights(job: Job): number {
   if (job.kind === 'encode') {
@@ -112,7 +123,7 @@ parentPort!.on('message', (job: Job) => {
       parentPort!.postMessage({ ok: true, value } satisfies Reply, transfer);
       // the unit's arrays are garbage now: collect them before the next units add their own (see `collect`)
       uncollected += unitWeights(job);
-      if (uncollected >= COLLECT_WEIGHTS) {
+      if (uncollected >= COLLECT_WEIGHTS && process.memoryUsage().arrayBuffers >= COLLECT_BYTES) {
         uncollected = 0;
         collect?.();
       }
