@@ -132,6 +132,10 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     values[values.length - 1] = -Infinity;
     expect(quantizeFc(values, layout, 8, 1)).toBeUndefined();
     values[values.length - 1] = 0.5;
+    // a row whose step has no exact range (its grid would overflow float32): the general path's, as before
+    const big = values.slice();
+    big.fill(3.4e38, 5 * layout.nin, 6 * layout.nin);
+    expect(quantizeFc(big, layout, 8, 1)).toBeUndefined();
     // a step grid of an [out, in] matrix finds them while it sums its scales, in either range mode
     for (const range of ['channel', 'layer'] as const) {
       values[37] = -Infinity;

@@ -14,7 +14,7 @@
 
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
-import { symmetricChannel, symmetricFromMaxAbs } from '../quantize/ranges.js';
+import { symmetricChannel, symmetricFromMaxAbs, symmetricTarget } from '../quantize/ranges.js';
 import { channelScales, columnMajorScales, gridBounds, stepGrid } from '../quantize/step.js';
 import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
@@ -101,8 +101,7 @@ export function quantizeFc(
   let measuredPass: ReturnType<typeof quantizeMeasured>;
   let grid: FusedGrid | undefined;
   if (measuring && relStep === undefined) {
-    const steps = new Float32Array(nout);
-    const ranges: PlaneRanges = { mins: new Float32Array(nout), maxs: new Float32Array(nout), channelWidth: 1, zeroCode: 2 ** 7 };
+    const { ranges, steps } = symmetricTarget(nout, 1, 8);
     measuredPass = quantizeMeasured(values, nout, nin, ranges, stride, undefined, steps);
     grid = measuredPass && { ranges, ...storedSteps(steps) };
   } else grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
@@ -159,13 +158,8 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
   if (layout.order === 'out_in')
     // channel j is the file's row j; a NaN is found on the way (no pass of its own), an infinity by its maximum
     for (let j = 0; j < nout; j++) {
-      let m = 0;
-      for (let i = j * nin, end = i + nin; i < end; i++) {
-        const a = Math.abs(values[i]);
-        if (a > m) m = a;
-        else if (a !== a) return undefined;
-      }
-      if (m === Infinity) return undefined;
+      const m = rowMaxAbs(values, j * nin, nin);
+      if (!(m < Infinity)) return undefined;
       maxAbs[j] = m;
     }
   else {

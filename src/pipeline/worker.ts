@@ -2,7 +2,7 @@
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { errorToData } from '../errors.js';
 import { elementCount, rowElements, type ModelReader } from '../formats/model.js';
 import { encodeUnit } from './encode.js';
@@ -10,15 +10,17 @@ import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
 import { measureTensor } from './measure.js';
-import type { EncodeReply, Job, MeasureReply, Reply, SourceRange } from './workers.js';
+import type { EncodeReply, Job, MeasureReply, Reply, SourceRange, WorkerData } from './workers.js';
 import { RangeReader } from '../formats/range-reader.js';
 
 /**
  * V8's full collection, for this worker's own use after its units (see `COLLECT_WEIGHTS`). A unit's working arrays (its values, planes
  * and restored values: ~250 MB for a 16M-weight slice) are garbage once it is done, but V8 kept them until well
  * into the next unit: a worker finished units holding 150–290 MB of array buffers it no longer used, and peaks
- * were two units' worth. Collected after each unit (now: after each 4 M weights of units): `--target-snr 30` on the 0.4 GB synthetic model peaked at
- * 720 MB instead of 881, `--target-bpw 4` at 914 instead of 1,050 (the same archives). The collector is not
+ * were two units' worth. Collected after each unit (later: after each 4 M weights of units), `--target-snr 30` on the 0.4 GB synthetic model
+ * peaked at 720 MB instead of 881, `--target-bpw 4` at 914 instead of 1,050 (the same archives), before later
+ * sessions made the units' arrays fewer; since 2026-12-06 only where the worker's array buffers have reached its
+ * share of a bound (COLLECT_BYTES). The collector is not
  * exposed without `--expose-gc`, which a library cannot ask of its host process: the flag is set just long enough
  * to make one context that has it, then cleared. Where V8 refuses, nothing is collected by hand.
  */
@@ -98,15 +100,18 @@ function closeAll(): void {
 let uncollected = 0;
 const COLLECT_WEIGHTS = 2 ** 22;
 /**
- * ...and only where this worker's array buffers, live or garbage, have reached this much. V8 collects on its own
- * as they grow (external memory pressure), so a forced collection after every unit mostly bought memory no run
- * needed: the 1.2 GB model's default encode made 20 a worker, ~0.3 s of CPU each; its peak is 0.69–0.70 GB
- * either way, a 0.4 GB model's `--target-snr 30` 0.81–0.82 → 0.82–0.88 GB (docs/speed.md). NNMEDIA_COLLECT_BYTES
- * overrides it for measuring (0: after every unit, as before).
+ * ...and only where this worker's array buffers, live or garbage, have reached its share of COLLECT_POOL_BYTES
+ * (256 MB each of two workers). V8 collects on its own as they grow (external memory pressure), so a forced
+ * collection after every unit mostly bought memory no run needed: the 1.2 GB model's default encode made 20 a
+ * worker, ~0.3 s of CPU each; its peak is 0.69–0.70 GB either way, a 0.4 GB model's `--target-snr 30` 0.81–0.82 →
+ * 0.82–0.88 GB with two workers (docs/speed.md). The share keeps the garbage of a pool of any size near 512 MB.
+ * NNMEDIA_COLLECT_BYTES sets a worker's bound for measuring (0: the rule alone, once 4M weights of units are done).
  */
+const COLLECT_POOL_BYTES = 2 ** 29;
 const COLLECT_BYTES = ((): number => {
   const v = Number(process.env.NNMEDIA_COLLECT_BYTES);
-  return process.env.NNMEDIA_COLLECT_BYTES && Number.isFinite(v) && v >= 0 ? v : 2 ** 28;
+  if (process.env.NNMEDIA_COLLECT_BYTES && Number.isFinite(v) && v >= 0) return v;
+  return COLLECT_POOL_BYTES / Math.max(1, (workerData as WorkerData | undefined)?.workers ?? 1);
 })();
 
 function unitWeights(job: Job): number {

@@ -69,18 +69,26 @@ type ReplyValue = EncodeReply | MeasureReply | Float32Array | Uint8Array;
 export type Reply = { ok: true; value: ReplyValue | null } | { ok: false; error: ErrorData };
 
 /** The built worker; under the TypeScript sources, a bootstrap that registers tsx's loader and imports worker.ts. */
-function spawnWorker(): Worker {
+function spawnWorker(workers: number): Worker {
+  // (the pool's size: a worker's share of the garbage its collections allow, worker.ts COLLECT_BYTES)
+  const workerData: WorkerData = { workers };
   // the parent's node flags are not the worker's business (`node --input-type=module -e …` would make it fail)
   if (!fileURLToPath(import.meta.url).endsWith('.ts'))
-    return new Worker(new URL('./worker.js', import.meta.url), { execArgv: [] });
+    return new Worker(new URL('./worker.js', import.meta.url), { execArgv: [], workerData });
   const api = createRequire(import.meta.url)
     .resolve('tsx/esm/api')
     .replace(/\.cjs$/, '.mjs');
   const source = new URL('./worker.ts', import.meta.url).href;
   return new Worker(
     `import(${JSON.stringify(pathToFileURL(api).href)}).then((m) => { m.register(); return import(${JSON.stringify(source)}); });`,
-    { eval: true },
+    { eval: true, workerData },
   );
+}
+
+/** What a worker is started with. */
+export interface WorkerData {
+  /** Workers in its pool. */
+  workers: number;
 }
 
 interface Slot {
@@ -115,7 +123,7 @@ export class WorkerPool {
         return free;
       }
       if (this.slots.length < this.size) {
-        const slot = { worker: spawnWorker(), busy: true };
+        const slot = { worker: spawnWorker(this.size), busy: true };
         slot.worker.unref();
         this.slots.push(slot);
         return slot;

@@ -54,16 +54,16 @@ async function smallerAsZstd(skeleton: Uint8Array): Promise<Uint8Array | undefin
 const BROTLI_SIDE_MAX = 2 ** 22;
 
 /**
- * Whether brotli may make side data a pack member: at most BROTLI_SIDE_MAX bytes, and not where deflate-9 and
- * zstd-3 both leave more than half as much again as a member may hold (brotli measured 1–10 % below deflate on
- * side data, and zstd-3 finds the repeats beyond deflate's window). Brotli's quality 11 codes under 1 MB/s: a
- * 1.2 GB model's 207 KB of ranges took 0.5 s at the end of its encode, only to be deflated (138 KB) instead.
+ * Whether brotli at its best quality is worth trying on side data for a pack member: at most BROTLI_SIDE_MAX
+ * bytes, and either small or brought by brotli's quality 5 (the same window) under half as much again as a member
+ * may hold. Quality 11 codes under 1 MB/s (a 1.2 GB model's 207 KB of ranges: 0.7 s at the end of its encode, only
+ * to be deflated, 138 KB, as their own entry); quality 5 took 14 ms there and came within 3 % of it. A rule, not a
+ * bound: data that quality 11 brings a third below quality 5 would now stay an entry of its own.
  */
-export async function mayPack(data: Uint8Array): Promise<boolean> {
+export function mayPack(data: Uint8Array): boolean {
   const bound = PACK_MEMBER_MAX * 1.5;
   if (data.length > BROTLI_SIDE_MAX) return false;
-  if (data.length <= bound || deflateRawSync(data, { level: 9 }).length <= bound) return true;
-  return (await zstd.compress(Buffer.from(data.buffer, data.byteOffset, data.byteLength), 3)).length <= bound;
+  return data.length <= bound || brotliCompressSync(data, { params: brotliParams(data.length, 5) }).length <= bound;
 }
 
 /** Side data through brotli at its best quality, with a window no larger than the data (at least 2^16). */
@@ -473,22 +473,22 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
         // (version 4: a small model's archive is then one pack and the manifest, ~110 bytes of ZIP headers and
         // a sha256 fewer per entry; brotli is 1–10 % smaller than deflate or zstd-19 on each of them, measured
         // on Silero VAD v4 and v6, PaddleOCR rec and BlazeFace), else entries of their own as before
-        const asMember = async (name: string, data: Uint8Array): Promise<boolean> => {
-          const packed = (await mayPack(data)) ? brotliSide(data) : undefined;
+        const asMember = (name: string, data: Uint8Array): boolean => {
+          const packed = mayPack(data) ? brotliSide(data) : undefined;
           if (!packed || packed.length > PACK_MEMBER_MAX) return false;
           packer.add(name, packed, data.length);
           return true;
         };
-        if (job.half && !(await asMember(HALF_ENTRY, job.half.data))) put(HALF_ENTRY, job.half.data, 'deflate');
+        if (job.half && !asMember(HALF_ENTRY, job.half.data)) put(HALF_ENTRY, job.half.data, 'deflate');
         if (ranges.bytes.length) {
           const all = concatBytes(ranges.bytes);
-          if (!(await asMember(RANGES_ENTRY, all))) put(RANGES_ENTRY, all, 'deflate');
+          if (!asMember(RANGES_ENTRY, all)) put(RANGES_ENTRY, all, 'deflate');
         }
         const parts: string[] = [];
         const pieces = [...job.skeleton()];
         // one part: through zstd-19 where that beats deflate (a graph that repeats itself beyond 32 KB)
         const zstd = pieces.length === 1 ? await smallerAsZstd(pieces[0]) : undefined;
-        const br = pieces.length === 1 && (await mayPack(pieces[0])) ? brotliSide(pieces[0]) : undefined;
+        const br = pieces.length === 1 && mayPack(pieces[0]) ? brotliSide(pieces[0]) : undefined;
         if (br && br.length <= PACK_MEMBER_MAX && br.length < (zstd?.length ?? Infinity)) {
           packer.add(job.skeletonName, br, pieces[0].length);
           parts.push(job.skeletonName);

@@ -173,16 +173,21 @@ export function symmetricFromMaxAbs(
   channelWidth: number,
   bits: number,
 ): { ranges: PlaneRanges; steps: Float32Array } | undefined {
-  const channels = maxAbs.length;
-  const steps = new Float32Array(channels);
-  const ranges: PlaneRanges = {
-    mins: new Float32Array(channels),
-    maxs: new Float32Array(channels),
-    channelWidth,
-    zeroCode: 2 ** (bits - 1),
-  };
-  for (let ch = 0; ch < channels; ch++) if (!symmetricChannel(steps, ranges, ch, maxAbs[ch], bits)) return undefined;
+  const { ranges, steps } = symmetricTarget(maxAbs.length, channelWidth, bits);
+  for (let ch = 0; ch < maxAbs.length; ch++) if (!symmetricChannel(steps, ranges, ch, maxAbs[ch], bits)) return undefined;
   return { ranges, steps };
+}
+
+/** The ranges and steps of a symmetric grid of `channels` channels, to be filled by `symmetricChannel`. */
+export function symmetricTarget(
+  channels: number,
+  channelWidth: number,
+  bits: number,
+): { ranges: PlaneRanges; steps: Float32Array } {
+  return {
+    ranges: { mins: new Float32Array(channels), maxs: new Float32Array(channels), channelWidth, zeroCode: 2 ** (bits - 1) },
+    steps: new Float32Array(channels),
+  };
 }
 
 /**
