@@ -107,10 +107,11 @@ export function quantizeFc(
   } else grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
-  const beyond = bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0);
   // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
   const k = relStep === undefined ? stride : 1;
   if (measuring && !measuredPass) measuredPass = quantizeMeasured(values, nout, nin, ranges, k, bounds);
+  // (the measured pass lists the weights beyond the grid as it meets them, in the same file order)
+  const beyond = measuredPass?.beyond ?? (bounds ? beyondGrid(values, layout, bounds) : new Uint32Array(0));
   const codes =
     measuredPass?.codes ??
     (layout.order === 'out_in'
@@ -286,7 +287,7 @@ function quantizeMeasured(
   stride: number,
   bounds?: { lo: Float64Array; hi: Float64Array },
   steps?: Float32Array,
-): { codes: Uint8Array; sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array } | undefined {
+): { codes: Uint8Array; sums: ErrorSums; zeros: Uint32Array; histogram: Float64Array; beyond: Uint32Array } | undefined {
   const levels = 256;
   const histogram = new Float64Array(levels);
   const codes = allocCodes(8, channels * cols) as Uint8Array;
@@ -297,6 +298,7 @@ function quantizeMeasured(
   const table = new Float32Array(levels);
   const sums = new Float64Array(3); // the largest error, the squared error and the signal power, in file order
   const zeros: number[] = [];
+  const beyond: number[] = [];
   for (let j0 = 0, src = 0; j0 < channels; j0 += block) {
     const j1 = Math.min(channels, j0 + block);
     for (let j = j0; j < j1; j++, src += cols) {
@@ -313,8 +315,9 @@ function quantizeMeasured(
       const live = span > 0;
       // the float32 dequantizePlane writes for each code (measureFc's table)
       for (let q = 0; q < levels; q++) table[q] = Math.fround(live ? lo + ((q + 0.5) * span) / levels : lo);
-      const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros };
+      const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros, beyond };
       if (live && stride === 1 && !bounds) measureRowDefault(row);
+      else if (live && stride === 1 && bounds) measureRowBounded(row, bounds.lo[j], bounds.hi[j]);
       else measureRow(row, live, stride, half, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
     }
     // the block's codes down the plane's columns: plane row i holds channel j's code at i·channels + j
@@ -329,6 +332,7 @@ function quantizeMeasured(
     sums: { maxAbs: sums[0], se: sums[1], sp: sums[2], n: values.length },
     zeros: Uint32Array.from(zeros),
     histogram,
+    beyond: Uint32Array.from(beyond),
   };
 }
 
@@ -361,6 +365,8 @@ interface MeasuredRow {
   histogram: Float64Array;
   sums: Float64Array;
   zeros: number[];
+  /** File positions of the weights beyond a step grid's bounds (measureRow), ascending. */
+  beyond: number[];
 }
 
 /** A live channel on the default grid (stride 1, no bounds): nothing to test a weight for but an exact zero. */
@@ -389,9 +395,43 @@ function measureRowDefault(r: MeasuredRow): void {
   sums[2] = sp;
 }
 
+/**
+ * A live channel of a step grid (stride 1) with its bounds `a`–`b`: measureRow's arithmetic for that case (the
+ * weights beyond: code 0, exact; NaN: code 0), with no branch on the channel's kind.
+ */
+function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
+  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;
+  let maxAbs = sums[0];
+  let se = sums[1];
+  let sp = sums[2];
+  for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
+    const v = values[src];
+    let code = 0;
+    let restored = v;
+    if (v < a || v > b) beyond.push(src);
+    else {
+      const q = Math.floor(((v - lo) / span) * 256);
+      code = q >= 0 ? (q > 255 ? 255 : q) : 0;
+      restored = table[code];
+    }
+    run[k] = code;
+    histogram[code]++;
+    let d = 0;
+    if (v === 0) {
+      if (restored !== 0) zeros.push(src);
+    } else d = Math.abs(v - restored);
+    if (d > maxAbs) maxAbs = d;
+    se += d * d;
+    sp += v * v;
+  }
+  sums[0] = maxAbs;
+  sums[1] = se;
+  sums[2] = sp;
+}
+
 /** Any channel: dead ones (code 0), strides, and a step grid's bounds `a`–`b` (weights beyond: code 0, exact). */
 function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number, a: number, b: number): void {
-  const { values, cols, lo, span, table, run, histogram, sums, zeros } = r;
+  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;
   const topLevel = Math.floor((255 - half) / stride);
   let maxAbs = sums[0];
   let se = sums[1];
@@ -400,9 +440,10 @@ function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number,
     const v = values[src];
     let code = 0;
     let restored: number;
-    if (v < a || v > b)
+    if (v < a || v > b) {
       restored = v; // beyond the grid: code 0, stored exactly
-    else {
+      beyond.push(src);
+    } else {
       if (!live) code = 0;
       else if (stride === 1) {
         const q = Math.floor(((v - lo) / span) * 256);
