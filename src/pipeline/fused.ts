@@ -316,8 +316,7 @@ function quantizeMeasured(
       // the float32 dequantizePlane writes for each code (measureFc's table)
       for (let q = 0; q < levels; q++) table[q] = Math.fround(live ? lo + ((q + 0.5) * span) / levels : lo);
       const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros, beyond };
-      if (live && stride === 1 && !bounds) measureRowDefault(row);
-      else if (live && stride === 1 && bounds) measureRowBounded(row, bounds.lo[j], bounds.hi[j]);
+      if (live && stride === 1) measureRowBounded(row, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
       else measureRow(row, live, stride, half, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
     }
     // the block's codes down the plane's columns: plane row i holds channel j's code at i·channels + j
@@ -369,35 +368,9 @@ interface MeasuredRow {
   beyond: number[];
 }
 
-/** A live channel on the default grid (stride 1, no bounds): nothing to test a weight for but an exact zero. */
-function measureRowDefault(r: MeasuredRow): void {
-  const { values, cols, lo, span, table, run, histogram, sums, zeros } = r;
-  let maxAbs = sums[0];
-  let se = sums[1];
-  let sp = sums[2];
-  for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
-    const v = values[src];
-    const q = Math.floor(((v - lo) / span) * 256);
-    const code = q >= 0 ? (q > 255 ? 255 : q) : 0; // (NaN: code 0, as measureRow gives it)
-    const restored = table[code];
-    run[k] = code;
-    histogram[code]++;
-    let d = 0;
-    if (v === 0) {
-      if (restored !== 0) zeros.push(src);
-    } else d = Math.abs(v - restored);
-    if (d > maxAbs) maxAbs = d;
-    se += d * d;
-    sp += v * v;
-  }
-  sums[0] = maxAbs;
-  sums[1] = se;
-  sums[2] = sp;
-}
-
 /**
- * A live channel of a step grid (stride 1) with its bounds `a`–`b`: measureRow's arithmetic for that case (the
- * weights beyond: code 0, exact; NaN: code 0), with no branch on the channel's kind.
+ * A live channel at stride 1 (the default grid, whose bounds are ±Infinity, or a step grid's `a`–`b`): measureRow's
+ * arithmetic for that case (the weights beyond: code 0, exact; NaN: code 0), with no branch on the channel's kind.
  */
 function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
   const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;

@@ -94,48 +94,38 @@ export function compensationRatios(
   anchors: readonly number[] = COMPENSATION_ANCHORS,
 ): CompensationRatio[] {
   // one H at every anchor step: its inverses prepared once, let go at the end
-  return holdInverses(stats, () => ratiosAtAnchors(planes, shapes, layout, base, range, stats, anchors));
-}
-
-function ratiosAtAnchors(
-  planes: readonly Float32Array[],
-  shapes: readonly PlaneShape[],
-  layout: LayoutSpec,
-  base: Pick<QuantizeSettings, 'bits' | 'clip'>,
-  range: RangeMode,
-  stats: TensorStatistics,
-  anchors: readonly number[],
-): CompensationRatio[] {
-  const units = layout.kind === 'fc' ? layout.nout : layout.kind === 'conv' ? layout.nfout : 0;
-  const sample =
-    stats.blocks && stats.h.length === 1 && range === 'channel' && units > SAMPLED_UNITS
-      ? sampleOutputUnits(planes, shapes, layout, Math.ceil(units / SAMPLED_UNITS))
-      : undefined;
-  if (sample) {
-    const scale = units / sample.units;
-    return compensationRatios(sample.planes, sample.shapes, sample.layout, base, range, stats, anchors).map((r) => ({
-      ...r,
-      extraBits: r.extraBits * scale,
-    }));
-  }
-  return anchors.map((relStep) => {
-    const settings: QuantizeSettings = { ...base, range, stride: 1, relStep };
-    const rtn = quantizePlanes(planes, shapes, settings);
-    const comp = compensatePlanes(planes, shapes, layout, settings, stats);
-    if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1, extraBits: 0 };
-    // deflated size, not order-0 entropy: a structured tensor (Silero's fixed Fourier basis) codes far below
-    // its order-0 entropy when rounded to nearest (zstd: 0.54 bits/weight at relStep 1/3, entropy 3.68) and
-    // loses that regularity when compensated (2.17 bits/weight; entropy 3.72)
-    const bits = (qs: ReadonlyArray<{ codes: CodeArray }>): number =>
-      qs.reduce(
-        (n, q) => n + 8 * deflateRawSync(new Uint8Array(q.codes.buffer, q.codes.byteOffset, q.codes.byteLength)).length,
-        0,
-      );
-    const error = (restored: Float32Array[]): number =>
-      planeOutputError(layout, shapes, planes, restored, stats, false)?.error ?? 0;
-    const eRtn = error(rtn.map((q) => q.restored));
-    const eComp = error(comp.map((q) => q.restored));
-    return { relStep, ratio: eRtn > 0 ? eComp / eRtn : 1, extraBits: bits(comp) - bits(rtn) };
+  return holdInverses(stats, (): CompensationRatio[] => {
+    const units = layout.kind === 'fc' ? layout.nout : layout.kind === 'conv' ? layout.nfout : 0;
+    const sample =
+      stats.blocks && stats.h.length === 1 && range === 'channel' && units > SAMPLED_UNITS
+        ? sampleOutputUnits(planes, shapes, layout, Math.ceil(units / SAMPLED_UNITS))
+        : undefined;
+    if (sample) {
+      const scale = units / sample.units;
+      return compensationRatios(sample.planes, sample.shapes, sample.layout, base, range, stats, anchors).map((r) => ({
+        ...r,
+        extraBits: r.extraBits * scale,
+      }));
+    }
+    return anchors.map((relStep) => {
+      const settings: QuantizeSettings = { ...base, range, stride: 1, relStep };
+      const rtn = quantizePlanes(planes, shapes, settings);
+      const comp = compensatePlanes(planes, shapes, layout, settings, stats);
+      if (comp.every((q) => q.compensation.method === 'rtn')) return { relStep, ratio: 1, extraBits: 0 };
+      // deflated size, not order-0 entropy: a structured tensor (Silero's fixed Fourier basis) codes far below
+      // its order-0 entropy when rounded to nearest (zstd: 0.54 bits/weight at relStep 1/3, entropy 3.68) and
+      // loses that regularity when compensated (2.17 bits/weight; entropy 3.72)
+      const bits = (qs: ReadonlyArray<{ codes: CodeArray }>): number =>
+        qs.reduce(
+          (n, q) => n + 8 * deflateRawSync(new Uint8Array(q.codes.buffer, q.codes.byteOffset, q.codes.byteLength)).length,
+          0,
+        );
+      const error = (restored: Float32Array[]): number =>
+        planeOutputError(layout, shapes, planes, restored, stats, false)?.error ?? 0;
+      const eRtn = error(rtn.map((q) => q.restored));
+      const eComp = error(comp.map((q) => q.restored));
+      return { relStep, ratio: eRtn > 0 ? eComp / eRtn : 1, extraBits: bits(comp) - bits(rtn) };
+    });
   });
 }
 
