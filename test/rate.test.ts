@@ -12,7 +12,9 @@ import {
   FINE_BITS,
   FINE_STEPS,
   allocateForBudget,
+  lagrangianChoice,
   choose,
+  totalBits,
   allocateForLoss,
   byteCodedBits,
   measureCandidates,
@@ -461,7 +463,44 @@ describe('rate control', () => {
     for (const l of lambdas) expect(choose(measured, l)).toEqual(choose(rates, l));
     // and every choice a budget makes on the measured rates is a member of that family
     for (let budget = 1500; budget <= 9500; budget += 50)
-      expect(family.has(allocateForBudget(measured, budget).join())).toBe(true);
+      expect(family.has(lagrangianChoice(measured, budget).join())).toBe(true);
+  });
+  it('a budget the Lagrangian leaves unspent goes to the moves that save the most distortion per bit', () => {
+    // one large tensor whose next grid costs more than is left, and small ones whose finer grids fit
+    const rate = (key: string, weights: number, sensitivity: number): TensorRate => ({
+      key,
+      weights,
+      sensitivity,
+      candidates: [8, 6, 4, 3, 2].map((b) => ({
+        stride: 1,
+        relStep: 1,
+        range: 'channel' as const,
+        bits: b * weights,
+        sse: weights * 4 ** -b,
+      })),
+    });
+    const rates = [rate('big', 10000, 1), rate('s1', 300, 2), rate('s2', 300, 0.5), rate('dead', 300, 0)];
+    const distortion = (c: readonly number[]): number =>
+      c.reduce((s, k, i) => s + rates[i].sensitivity * rates[i].candidates[k].sse, 0);
+    for (let budget = 22000; budget <= 90000; budget += 1000) {
+      const hull = lagrangianChoice(rates, budget);
+      const spent = allocateForBudget(rates, budget);
+      expect(totalBits(rates, spent)).toBeLessThanOrEqual(budget);
+      expect(distortion(spent)).toBeLessThanOrEqual(distortion(hull));
+      // a tensor the probes saw move nothing is never given bits
+      expect(spent[3]).toBe(hull[3]);
+      // nothing left that one more move could spend with a gain
+      const left = budget - totalBits(rates, spent);
+      rates.forEach((t, i) =>
+        t.candidates.forEach((c) => {
+          if (t.sensitivity > 0 && c.sse < t.candidates[spent[i]].sse)
+            expect(c.bits - t.candidates[spent[i]].bits).toBeGreaterThan(left);
+        }),
+      );
+    }
+    // somewhere in that range the hull leaves a step unspent, and the fill uses it
+    const budgets = Array.from({ length: 69 }, (_, k) => 22000 + 1000 * k);
+    expect(budgets.some((b) => distortion(allocateForBudget(rates, b)) < distortion(lagrangianChoice(rates, b)))).toBe(true);
   });
   it('--codec auto falls back to raw codes (zstd or brotli) on pure noise, and says so', async () => {
     const file = join(dir, 'noise.safetensors');
