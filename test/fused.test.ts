@@ -6,6 +6,7 @@ import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.j
 import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
+import { measureColumnMajor } from '../src/rate/allocate.js';
 import { codeEntropyBits, entropyOf } from '../src/rate/entropy.js';
 import { exactSide, withExactZeros } from '../src/pipeline/prepare.js';
 import { quantizePlanes } from '../src/quantize/tensor.js';
@@ -115,6 +116,31 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     expect(q.measured!.histogram.reduce((a, b) => a + b, 0)).toBe(values.length);
     expect(entropyOf(q.measured!.histogram, values.length)).toBe(codeEntropyBits(q.plane.codes));
     expect([q.measured!.sums.se, q.measured!.sums.maxAbs, q.measured!.sums.sp]).toEqual([m.sums.se, m.sums.maxAbs, m.sums.sp]);
+  });
+
+  it('a step grid from the scales rate control measured is the one it finds itself, to the bit', () => {
+    const layout: FcLayoutSpec = { kind: 'fc', nin: 130, nout: 71, order: 'out_in' };
+    const values = weights(layout, 11);
+    values[5] = 3; // a weight beyond the grid
+    const { scales } = measureColumnMajor(
+      'w',
+      values,
+      planeShapes(layout)[0],
+      { bits: 8, clip: false },
+      [0.25],
+      ['channel', 'layer'],
+    );
+    for (const range of ['channel', 'layer'] as const) {
+      const own = quantizeFc(values, layout, 8, 1, 0.25, range)!;
+      const given = quantizeFc(values, layout, 8, 1, 0.25, range, scales)!;
+      expect(Buffer.from(given.plane.codes).equals(Buffer.from(own.plane.codes)), range).toBe(true);
+      expect(given.plane.ranges).toEqual(own.plane.ranges);
+      expect(given.beyond).toEqual(own.beyond);
+      expect(given.beyond.length).toBeGreaterThan(0);
+    }
+    // scales of another matrix are a bug, not a grid
+    const other = { channel: { rms: new Float64Array(70), width: 1 } };
+    expect(() => quantizeFc(values, layout, 8, 1, 0.25, 'channel', other)).toThrow(/70 channels/);
   });
 
   it('leaves a tensor with a non-finite weight to the general path', () => {

@@ -4,7 +4,18 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
 import { encodeFloats } from '../src/formats/model.js';
-import { byteToStep, columnPower, rangeOfStep, snapStep, stepRanges, stepToByte } from '../src/quantize/step.js';
+import {
+  byteToStep,
+  columnMajorScales,
+  columnPower,
+  rangeOfStep,
+  snapStep,
+  stepRanges,
+  stepToByte,
+} from '../src/quantize/step.js';
+import { measureTensor } from '../src/pipeline/measure.js';
+import { planTensors } from '../src/pipeline/plan.js';
+import type { CodedPlan } from '../src/pipeline/stages.js';
 import { dequantizePlane, quantizePlane } from '../src/quantize/uniform.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
 import {
@@ -431,6 +442,47 @@ describe('rate control', () => {
     const none = measuredRates([rate('c')], ['c'], [0], new Float64Array(1), { tensorBytes: new Map(), archiveBytes: 10 });
     expect(none.rates[0].candidates.map((c) => c.bits)).toEqual([100, 200, 300]);
   });
+  it("measures each slice's scales once for the encoder, and none where a weight is not finite", async () => {
+    const file = join(dir, 'scales.safetensors');
+    const w = gaussian(96 * 64, 8, 0.05);
+    const n = gaussian(96 * 64, 9, 0.05);
+    n[100] = NaN; // in the first slice of 32 rows
+    writeLinear(file, { 'a.weight': w, 'n.weight': n }, [96, 64]);
+    const reader = openModel(file);
+    try {
+      const plans = planTensors(reader, { targetBpw: 4 });
+      const plan = (key: string) => plans.find((p) => p.entry.key === key) as CodedPlan;
+      const sliced = measureTensor(reader, plan('a.weight'), 32 * 64, ['channel', 'layer']);
+      expect(sliced.scales).toHaveLength(3);
+      sliced.scales!.forEach((s, k) => {
+        const own = columnMajorScales(w.subarray(k * 32 * 64, (k + 1) * 32 * 64), 64, 32, true, true);
+        expect(s!.channel!.rms).toEqual(own.channel!.rms);
+        expect(s!.layer!.rms).toEqual(own.layer!.rms);
+      });
+      const withNaN = measureTensor(reader, plan('n.weight'), 32 * 64, ['channel']);
+      expect(withNaN.scales![0]).toBeUndefined();
+      expect(withNaN.scales![1]!.channel).toBeDefined();
+      expect(withNaN.scales![1]!.layer).toBeUndefined();
+    } finally {
+      reader.close();
+    }
+    // measured and encoded here or on two workers (the scales sent there and back): the same archive
+    const one = await compressModel(file, join(dir, 'scales1.nnm'), {
+      targetBpw: 4,
+      jobs: 1,
+      sliceWeights: 32 * 64,
+      nonFinite: 'keep',
+    });
+    const two = await compressModel(file, join(dir, 'scales2.nnm'), {
+      targetBpw: 4,
+      jobs: 2,
+      sliceWeights: 32 * 64,
+      nonFinite: 'keep',
+    });
+    expect(readFileSync(join(dir, 'scales1.nnm')).equals(readFileSync(join(dir, 'scales2.nnm')))).toBe(true);
+    expect(one.bitsPerWeight).toBe(two.bitsPerWeight);
+  });
+
   it('measured rates keep every tensor on the allocation family: at any λ the choices are those of the estimates', () => {
     // two tensors with convex rate–distortion curves, candidates finest first (as the probes list them); offsets
     // of either sign (a codec over and under its entropy)

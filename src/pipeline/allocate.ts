@@ -11,6 +11,7 @@ import { elementCount } from '../formats/model.js';
 import { scatterPlanes } from '../layout/planes.js';
 import type { PlaneShape } from '../layout/types.js';
 import { quantizePlanes } from '../quantize/tensor.js';
+import type { MeasuredScales } from '../quantize/step.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
@@ -73,6 +74,11 @@ export type Allocation = ((budgetScale: number, quiet?: boolean) => ReadonlyMap<
    * `measuredRates`); later calls allocate on the corrected bits.
    */
   observe?: (budgetScale: number, written: WrittenRates) => void;
+  /**
+   * Per tensor key, each slice's scales as the measurements found them (a model that cannot run: measureTensor),
+   * for the encoder to take instead of finding them again.
+   */
+  scales?: ReadonlyMap<string, ReadonlyArray<MeasuredScales | undefined>>;
 };
 
 /** What an archive spent: each coded tensor's media bytes (by key) and the whole archive's bytes. */
@@ -230,6 +236,7 @@ export async function allocate(parts: {
     rates.push(rate);
     powers.push(Math.max(power.sq / Math.max(power.n, 1), 1e-30));
   };
+  const measuredScales = new Map<string, ReadonlyArray<MeasuredScales | undefined>>();
   if (!canRun) {
     // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
     // follows the slice; tensors on the worker threads where there are several cores (results in order)
@@ -250,7 +257,10 @@ export async function allocate(parts: {
                 ...sourceRange(reader, p.entry.key),
               })
             : Promise.resolve(measureTensor(reader, p, options.sliceWeights, modesOf)),
-        ({ rate, power }) => record(rate, power),
+        ({ rate, power, scales }, p) => {
+          record(rate, power);
+          if (scales) measuredScales.set(p.entry.key, scales);
+        },
       );
     } finally {
       await pool?.close();
@@ -439,6 +449,7 @@ export async function allocate(parts: {
       current = measured.rates;
       overhead = measured.overheadBits;
     };
+    if (measuredScales.size) allocation.scales = measuredScales;
     return allocation;
   }
   const task = options.task!;
@@ -459,5 +470,7 @@ export async function allocate(parts: {
     return loss;
   });
   const grids = gridOf(result.choice);
-  return () => grids;
+  const allocation: Allocation = () => grids;
+  if (measuredScales.size) allocation.scales = measuredScales;
+  return allocation;
 }

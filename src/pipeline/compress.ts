@@ -240,6 +240,7 @@ export async function compressModel(input: string, output: string, options: Comp
         unique: unique.map((p) => withGrids(p) as CodedPlan),
         overwrite: resolved.force || written,
         ...(cache ? { cache } : {}),
+        ...(allocation?.scales ? { scales: allocation.scales } : {}),
         quality: judged ?? quality,
         refuse,
         remedy,

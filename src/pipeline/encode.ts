@@ -51,7 +51,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
   // no non-finite weight, or leaves the tensor to the general path
   const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
-    ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range)
+    ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
     : undefined;
   if (!fused) collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
   const prepared: PreparedTensor = fused

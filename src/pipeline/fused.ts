@@ -15,7 +15,7 @@
 import type { ErrorSums } from '../eval/metrics.js';
 import type { FcLayoutSpec, LayoutSpec } from '../layout/types.js';
 import { symmetricChannel, symmetricFromMaxAbs, symmetricTarget } from '../quantize/ranges.js';
-import { channelScales, columnMajorScales, gridBounds, stepGrid } from '../quantize/step.js';
+import { channelScales, columnMajorScales, gridBounds, stepGrid, type MeasuredScales } from '../quantize/step.js';
 import { storedSteps, type PlaneQuantization } from '../quantize/tensor.js';
 import {
   type CodeArray,
@@ -89,6 +89,7 @@ export function quantizeFc(
   stride: number,
   relStep?: number,
   range: RangeMode = 'channel',
+  scales?: MeasuredScales,
 ): FusedQuantization | undefined {
   const { nin, nout } = layout;
   if (values.length !== nin * nout) return undefined;
@@ -104,7 +105,8 @@ export function quantizeFc(
     const { ranges, steps } = symmetricTarget(nout, 1, 8);
     measuredPass = quantizeMeasured(values, nout, nin, ranges, stride, undefined, steps);
     grid = measuredPass && { ranges, ...storedSteps(steps) };
-  } else grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range);
+  } else
+    grid = relStep === undefined ? symmetricGrid(values, layout, bits) : stepGridOf(values, layout, bits, relStep, range, scales);
   if (!grid) return undefined;
   const { ranges, rangeDtype, stepBytes, bounds } = grid;
   // the step grid codes with every code (stride 1), as quantizePlanes does; [in, out]: the plane is the file
@@ -176,7 +178,9 @@ function symmetricGrid(values: Float32Array, layout: FcLayoutSpec, bits: number)
 
 /**
  * The step grid (step.ts) at `relStep`: each channel's robust RMS summed along its weights in plane-row order, or
- * (layer mode) the plane's, from per-column sums added in column order.
+ * (layer mode) the plane's, from per-column sums added in column order. An [out, in] matrix takes the scales rate
+ * control measured on these values (`measured`: columnMajorScales' own, found only where every weight is finite)
+ * where they are given.
  */
 function stepGridOf(
   values: Float32Array,
@@ -184,12 +188,17 @@ function stepGridOf(
   bits: number,
   relStep: number,
   range: RangeMode,
+  measured?: MeasuredScales,
 ): FusedGrid | undefined {
   const { nin, nout } = layout;
   const shape = { rows: nin, cols: nout, channelWidth: 1, label: 'matrix' };
   // [in, out]: the plane is the file itself; [out, in]: channel j is the file's row j, summed in the same order
-  let scales;
-  if (layout.order === 'in_out') scales = channelScales(values, shape, range);
+  let scales = layout.order === 'out_in' ? measured?.[range] : undefined;
+  if (scales) {
+    // (the measurements' own: the same values, so the same channels)
+    if (scales.rms.length !== (range === 'channel' ? nout : 1))
+      throw new Error(`measured scales for ${scales.rms.length} channels`);
+  } else if (layout.order === 'in_out') scales = channelScales(values, shape, range);
   else {
     const found = columnMajorScales(values, nin, nout, range === 'channel', range === 'layer');
     // a non-finite weight: the general path's (side data)

@@ -9,7 +9,7 @@ import type { ModelReader } from '../formats/model.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type TensorRate } from '../rate/allocate.js';
-import { columnPower } from '../quantize/step.js';
+import { columnPower, type MeasuredScales } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { generalPathOnly } from './fused.js';
 import { slicesOf } from './plan.js';
@@ -71,7 +71,8 @@ function addPower(power: PowerSums, [sq, n]: [number, number]): void {
 /**
  * One slice's rate, and its power added to `power`: a PyTorch [out, in] matrix measured as the file holds it (each
  * file row a plane column: no plane laid out; rate/allocate.ts measureColumnMajor) where nothing is set aside or
- * rotated, else through measurePart. The same numbers either way.
+ * rotated, else through measurePart. The same numbers either way. The matrix's scales come with it where every
+ * weight is finite (the encoder's fused path then takes them instead of finding them again).
  */
 function measureSlice(
   plan: CodedPlan,
@@ -79,11 +80,11 @@ function measureSlice(
   layout: LayoutSpec,
   modes: readonly RangeMode[],
   power: PowerSums,
-): TensorRate {
+): { rate: TensorRate; scales?: MeasuredScales } {
   const s = plan.settings;
   if (!generalPathOnly() && layout.kind === 'fc' && layout.order === 'out_in' && s.bits === 8 && s.outliers === 0 && !s.rotate) {
     const shape = planeShapes(layout)[0];
-    const { rate, finite } = measureColumnMajor(
+    const { rate, finite, scales } = measureColumnMajor(
       plan.entry.key,
       values,
       shape,
@@ -94,9 +95,9 @@ function measureSlice(
     addPower(power, finite);
     // its non-finite weights are its side values
     addSideBits(rate, values.length - finite[1]);
-    return rate;
+    return finite[1] === values.length ? { rate, scales } : { rate };
   }
-  return measurePart(plan, values, layout, modes, power).rate;
+  return { rate: measurePart(plan, values, layout, modes, power).rate };
 }
 
 /** The rate of a tensor measured slice by slice: bits and squared errors add up per candidate. */
@@ -108,20 +109,25 @@ export function addRates(a: TensorRate, b: TensorRate): TensorRate {
   };
 }
 
-/** A tensor's rate and power, measured slice by slice as it will be coded, keeping nothing (memory follows the slice). */
+/**
+ * A tensor's rate and power, measured slice by slice as it will be coded, keeping nothing (memory follows the
+ * slice) but each slice's scales where measureSlice gives them (`scales[k]`: slice k, or the whole tensor at 0).
+ */
 export function measureTensor(
   reader: ModelReader,
   plan: CodedPlan,
   sliceWeights: number,
   modes: readonly RangeMode[],
-): { rate: TensorRate; power: PowerSums } {
+): { rate: TensorRate; power: PowerSums; scales?: Array<MeasuredScales | undefined> } {
   const power = { sq: 0, n: 0 };
   let rate: TensorRate | undefined;
+  const scales: Array<MeasuredScales | undefined> = [];
   for (const part of slicesOf(plan, sliceWeights) ?? [undefined]) {
     const values = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
     const layout = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
     const r = measureSlice(plan, values, layout, modes, power);
-    rate = rate ? addRates(rate, r) : r;
+    rate = rate ? addRates(rate, r.rate) : r.rate;
+    scales.push(r.scales);
   }
-  return { rate: rate!, power };
+  return { rate: rate!, power, ...(scales.some(Boolean) ? { scales } : {}) };
 }

@@ -21,6 +21,7 @@ import type { SliceRecord } from '../archive/manifest.js';
 import type { TensorStatistics } from '../quantize/registry.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import type { TensorSettings } from './options.js';
+import type { MeasuredScales } from '../quantize/step.js';
 
 interface PlanBase {
   readonly kind: 'kept' | 'coded';
@@ -77,6 +78,8 @@ export interface EncodeUnit {
   readonly stats?: TensorStatistics;
   /** Layer-input statistics (`compensate`): the final codes are chosen by error-compensating rounding. */
   readonly compensation?: LayerStatistics;
+  /** The unit's scales as rate control measured them (an [out, in] matrix's step grid: found once, not per encode). */
+  readonly scales?: MeasuredScales;
 }
 
 /** How a unit given `compensation` was quantized (for the compress log; not recorded in the manifest). */

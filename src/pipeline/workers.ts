@@ -13,9 +13,8 @@ import { errorFromData, type ErrorData } from '../errors.js';
 import type { TensorRecord } from '../archive/manifest.js';
 import type { DataRange, FloatDType, ModelFormat, ModelReader } from '../formats/model.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
-import type { TensorRate } from '../rate/allocate.js';
 import type { RangeMode } from '../quantize/uniform.js';
-import type { PowerSums } from './measure.js';
+import type { measureTensor } from './measure.js';
 
 /** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
 export interface EncodeJob {
@@ -62,7 +61,7 @@ export type Job = EncodeJob | DecodeJob | MeasureJob | { kind: 'close' };
 
 export type EncodeReply = EncodedTensor;
 
-export type MeasureReply = { rate: TensorRate; power: PowerSums };
+export type MeasureReply = ReturnType<typeof measureTensor>;
 
 type ReplyValue = EncodeReply | MeasureReply | Float32Array | Uint8Array;
 

@@ -37,6 +37,7 @@ import { slicesOf } from './plan.js';
 import { runOrdered } from './pool.js';
 import { buildManifest, tensorRecord } from './records.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
+import type { MeasuredScales } from '../quantize/step.js';
 import type { CodedPlan, CodedTensor, EncodedTensor, EncodeUnit, TensorOutcome, TensorPlan } from './stages.js';
 import { poolFor, sourceRange, type WorkerPool } from './workers.js';
 
@@ -175,6 +176,8 @@ export interface ArchiveJob {
   };
   /** Units encoded by an earlier write of the same compress (rate control's attempts), reused as they are. */
   readonly cache?: EncodeCache;
+  /** Per tensor key, each slice's scales as rate control measured them (Allocation.scales): handed to its units. */
+  readonly scales?: ReadonlyMap<string, ReadonlyArray<MeasuredScales | undefined>>;
 }
 
 /**
@@ -372,17 +375,22 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
   const { reader, options } = job;
   const comp = job.compensation;
   const report: CompensationReport | undefined = comp ? { compensated: [], fallback: [] } : undefined;
+  // the scales rate control measured, for the units on a step grid (measured slice by slice as they are cut here)
+  const scalesOf = (plan: CodedPlan, k: number): { scales?: MeasuredScales } => {
+    const s = plan.settings.relStep !== undefined ? job.scales?.get(plan.entry.key)?.[k] : undefined;
+    return s ? { scales: s } : {};
+  };
   const units: EncodeUnit[] = job.unique.flatMap((plan): EncodeUnit[] => {
     const slices = slicesOf(plan, options.sliceWeights);
     if (slices) {
       // statistics of a whole tensor do not split by slice here (the H rows would have to follow): nearest
       if (report) report.fallback.push({ tensor: plan.entry.name, reason: 'sliced tensor (statistics not split)' });
-      return slices.map((slice) => ({ plan, slice }));
+      return slices.map((slice) => ({ plan, slice, ...scalesOf(plan, slice.k) }));
     }
     const stats = comp?.stats.get(plan.entry.key);
     if (report && !stats)
       report.fallback.push({ tensor: plan.entry.name, reason: comp?.missing.get(plan.entry.key) ?? 'no statistics' });
-    return [stats ? { plan, compensation: stats } : { plan }];
+    return [stats ? { plan, compensation: stats } : { plan, ...scalesOf(plan, 0) }];
   });
   const compressedWeights = job.plans.reduce((s, p) => s + (p.kind === 'coded' ? elementCount(p.entry.shape) : 0), 0);
   const pool = poolFor(options.jobs, units.length, compressedWeights);

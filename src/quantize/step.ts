@@ -154,6 +154,16 @@ export interface ChannelScales {
 }
 
 /**
+ * An [out, in] matrix's (or slice's) scales in each range mode measured, as `columnMajorScales` finds them for its
+ * values, where every value is finite: what rate control measured, handed to the encoder so it need not find them
+ * again (three passes over the values an encode).
+ */
+export interface MeasuredScales {
+  readonly channel?: ChannelScales;
+  readonly layer?: ChannelScales;
+}
+
+/**
  * Per channel (one channel in layer mode), the RMS about zero over |v| ≤ 3·RMS, recomputed twice so one outlier
  * does not coarsen its whole channel. Non-finite values are left out.
  */

@@ -19,6 +19,7 @@ import {
   planeScales,
   stepGrid,
   type ChannelScales,
+  type MeasuredScales,
   type StepGrid,
 } from '../quantize/step.js';
 import { columnRanges } from '../quantize/uniform.js';
@@ -154,12 +155,17 @@ export function measureColumnMajor(
   base: Omit<QuantizeSettings, 'stride' | 'range' | 'relStep'>,
   steps: readonly number[] = ALLOCATION_STEPS,
   ranges: readonly RangeMode[] = ['channel', 'layer'],
-): { rate: TensorRate; finite: [number, number] } {
+): { rate: TensorRate; finite: [number, number]; scales: MeasuredScales } {
   const { rows, cols } = shape;
   const scales = columnMajorScales(values, rows, cols, ranges.includes('channel'), ranges.includes('layer'));
   const grid = ranges.flatMap((range) => steps.map((relStep) => ({ range, relStep })));
   const candidates = measureStepGrids([values], [shape], (range) => [scales[range]!], base, grid, true);
-  return { rate: { key, weights: values.length, candidates, sensitivity: 1 }, finite: scales.finite };
+  const { channel, layer } = scales;
+  return {
+    rate: { key, weights: values.length, candidates, sensitivity: 1 },
+    finite: scales.finite,
+    scales: { ...(channel ? { channel } : {}), ...(layer ? { layer } : {}) },
+  };
 }
 
 /** Bits a tensor's entries and records cost, and the bits of a plane's ranges, weights beyond and codes. */
