@@ -154,6 +154,11 @@ describe('ISNet', () => {
     expect(get('iouMin').label).toContain('stars.jpg');
     expect(get('iouMin').label).toContain('1.0 %');
     expect(get('iouPooled').value).toBe(202 / 204);
+    // a photo's foreground share in whole percent from 10 % up
+    const worstBig = task.compare(ref, { files: ref.files, masks: [bigOff, stars] });
+    expect(worstBig.find((x) => x.key === 'iouMin')!.label).toContain('cat.png, foreground 50 %');
+    // no photos: nothing to name
+    expect(task.compare({ files: [], masks: [] }, { files: [], masks: [] }).find((x) => x.key === 'iouMin')!.value).toBe(1);
   });
 
   it.runIf(hasIsnet())('the isnet task: the model agrees with itself on a photo (mask IoU 1)', async () => {

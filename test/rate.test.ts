@@ -455,6 +455,8 @@ describe('rate control', () => {
       const sliced = measureTensor(reader, plan('a.weight'), 32 * 64, ['channel', 'layer']);
       expect(sliced.scales).toHaveLength(3);
       sliced.scales!.forEach((s, k) => {
+        // with the rows they were measured on: write.ts hands them only to the unit of those rows
+        expect([s!.row, s!.rows]).toEqual([32 * k, 32]);
         const own = columnMajorScales(w.subarray(k * 32 * 64, (k + 1) * 32 * 64), 64, 32, true, true);
         expect(s!.channel!.rms).toEqual(own.channel!.rms);
         expect(s!.layer!.rms).toEqual(own.layer!.rms);
@@ -539,7 +541,7 @@ describe('rate control', () => {
       const spent = allocateForBudget(rates, budget);
       expect(totalBits(rates, spent)).toBeLessThanOrEqual(budget);
       expect(distortion(spent)).toBeLessThanOrEqual(distortion(hull));
-      // a tensor the probes saw move nothing is never given bits
+      // a tensor of sensitivity 0 is never given bits
       expect(spent[3]).toBe(hull[3]);
       // nothing left that one more move could spend with a gain
       const left = budget - totalBits(rates, spent);

@@ -95,8 +95,9 @@ export interface WrittenRates {
  * (or under) the estimate at the candidate written, one amount for all of them, and the archive's bytes beyond
  * the allocated tensors' replace the estimated overhead. An amount the same at every candidate leaves each
  * tensor's choice at a given λ as it was (bits may go below 0: the allocation uses only sums and differences):
- * the allocation stays one of the family the probes and errors define, and only the λ that meets the budget
- * moves, predicted from the archive as written. (Scaling each tensor's
+ * the Lagrangian's choice stays one of the family the probes and errors define, and only the λ that meets the
+ * budget moves, predicted from the archive as written (the remainder spent after it, `spendRemainder`, weighs only
+ * differences between a tensor's candidates, which the amount leaves as they were). (Scaling each tensor's
  * candidates by its written/estimated ratio converged in fewer encodes but traded bits between tensors against
  * the probes: PaddleOCR rec on the OCR lines at `--target-bpw 4` went 3.918 bits/weight at fidelity 0.967, CER
  * 0.19 % → 3.982 at 0.951, CER 0.24 %.)

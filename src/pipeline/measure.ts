@@ -127,7 +127,7 @@ export function measureTensor(
     const layout = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
     const r = measureSlice(plan, values, layout, modes, power);
     rate = rate ? addRates(rate, r.rate) : r.rate;
-    scales.push(r.scales);
+    scales.push(r.scales && { ...r.scales, row: part?.row ?? 0, rows: part?.rows ?? plan.entry.shape[0] });
   }
   return { rate: rate!, power, ...(scales.some(Boolean) ? { scales } : {}) };
 }

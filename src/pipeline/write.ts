@@ -38,7 +38,7 @@ import { runOrdered } from './pool.js';
 import { buildManifest, tensorRecord } from './records.js';
 import type { TensorStatistics as LayerStatistics } from '../compensate/statistics.js';
 import type { MeasuredScales } from '../quantize/step.js';
-import type { CodedPlan, CodedTensor, EncodedTensor, EncodeUnit, TensorOutcome, TensorPlan } from './stages.js';
+import type { CodedPlan, CodedTensor, EncodedTensor, EncodeUnit, SliceSpec, TensorOutcome, TensorPlan } from './stages.js';
 import { poolFor, sourceRange, type WorkerPool } from './workers.js';
 
 const zstd = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as {
@@ -375,22 +375,24 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
   const { reader, options } = job;
   const comp = job.compensation;
   const report: CompensationReport | undefined = comp ? { compensated: [], fallback: [] } : undefined;
-  // the scales rate control measured, for the units on a step grid (measured slice by slice as they are cut here)
-  const scalesOf = (plan: CodedPlan, k: number): { scales?: MeasuredScales } => {
-    const s = plan.settings.relStep !== undefined ? job.scales?.get(plan.entry.key)?.[k] : undefined;
-    return s ? { scales: s } : {};
+  // the scales rate control measured, for the units on a step grid (measured slice by slice as they are cut here;
+  // scales measured on other rows than the unit's are not handed out)
+  const scalesOf = (plan: CodedPlan, slice?: SliceSpec): { scales?: MeasuredScales } => {
+    const s = plan.settings.relStep !== undefined ? job.scales?.get(plan.entry.key)?.[slice?.k ?? 0] : undefined;
+    const [row, rows] = slice ? [slice.row, slice.rows] : [0, plan.entry.shape[0]];
+    return s && s.row === row && s.rows === rows ? { scales: s } : {};
   };
   const units: EncodeUnit[] = job.unique.flatMap((plan): EncodeUnit[] => {
     const slices = slicesOf(plan, options.sliceWeights);
     if (slices) {
       // statistics of a whole tensor do not split by slice here (the H rows would have to follow): nearest
       if (report) report.fallback.push({ tensor: plan.entry.name, reason: 'sliced tensor (statistics not split)' });
-      return slices.map((slice) => ({ plan, slice, ...scalesOf(plan, slice.k) }));
+      return slices.map((slice) => ({ plan, slice, ...scalesOf(plan, slice) }));
     }
     const stats = comp?.stats.get(plan.entry.key);
     if (report && !stats)
       report.fallback.push({ tensor: plan.entry.name, reason: comp?.missing.get(plan.entry.key) ?? 'no statistics' });
-    return [stats ? { plan, compensation: stats } : { plan, ...scalesOf(plan, 0) }];
+    return [stats ? { plan, compensation: stats } : { plan, ...scalesOf(plan) }];
   });
   const compressedWeights = job.plans.reduce((s, p) => s + (p.kind === 'coded' ? elementCount(p.entry.shape) : 0), 0);
   const pool = poolFor(options.jobs, units.length, compressedWeights);

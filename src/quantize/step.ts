@@ -161,6 +161,9 @@ export interface ChannelScales {
 export interface MeasuredScales {
   readonly channel?: ChannelScales;
   readonly layer?: ChannelScales;
+  /** The file rows they were measured on (a slice's, or the whole tensor's), checked where they are handed out. */
+  readonly row?: number;
+  readonly rows?: number;
 }
 
 /**

@@ -379,8 +379,9 @@ function lambdaScale(tensors: readonly TensorRate[]): number {
 }
 
 /**
- * The choice with the least modelled distortion whose bits fit the budget (or the smallest if none fits): the
- * Lagrangian's (`lagrangianChoice`), then what it left of the budget spent (`spendRemainder`).
+ * A choice whose bits fit the budget (or the smallest if none fits), with no more modelled distortion than the
+ * Lagrangian's (`lagrangianChoice`): that choice, then what it left of the budget spent (`spendRemainder`, greedy:
+ * not the least distortion any choice within the budget could reach).
  */
 export function allocateForBudget(tensors: readonly TensorRate[], budgetBits: number): number[] {
   return spendRemainder(tensors, lagrangianChoice(tensors, budgetBits), budgetBits);

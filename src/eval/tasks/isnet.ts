@@ -47,7 +47,11 @@ export interface IsnetOutput {
 
 /** Intersection over union of the masks thresholded at 0.5 (1 when both are empty). */
 export function maskIoU(a: Float32Array, b: Float32Array, threshold = THRESHOLD): number {
-  const [inter, union] = maskOverlap(a, b, threshold);
+  return iouOf(maskOverlap(a, b, threshold));
+}
+
+/** Intersection over union from the two pixel counts (1 when both masks are empty). */
+function iouOf([inter, union]: readonly [number, number]): number {
   return union ? inter / union : 1;
 }
 
@@ -72,7 +76,8 @@ function foreground(m: Float32Array): number {
 }
 
 function percent(x: number): string {
-  return `${(100 * x).toPrecision(2)} %`;
+  const p = 100 * x;
+  return `${p >= 10 ? p.toFixed(0) : p.toPrecision(2)} %`;
 }
 
 export function meanAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -143,15 +148,18 @@ export function isnetTask(data: IsnetData): TaskEvaluator<IsnetOutput> {
     ],
     compare: (ref, cand): TaskMetric[] => {
       const counts = ref.masks.map((m, i) => maskOverlap(m, cand.masks[i]));
-      const v = counts.map(([inter, union]) => (union ? inter / union : 1));
+      const v = counts.map(iouOf);
       const worst = v.indexOf(Math.min(...v));
-      const union = counts.reduce((s, c) => s + c[1], 0);
+      const pooled: [number, number] = [counts.reduce((s, c) => s + c[0], 0), counts.reduce((s, c) => s + c[1], 0)];
       return [
         { key: 'iou', label: 'mask IoU (mean)', value: v.reduce((a, b) => a + b, 0) / v.length, higherIsBetter: true },
         {
           key: 'iouMin',
-          label: `mask IoU (worst photo: ${basename(ref.files[worst])}, foreground ${percent(foreground(ref.masks[worst]))})`,
-          value: v[worst],
+          label:
+            worst < 0
+              ? 'mask IoU (worst photo)'
+              : `mask IoU (worst photo: ${basename(ref.files[worst])}, foreground ${percent(foreground(ref.masks[worst]))})`,
+          value: worst < 0 ? 1 : v[worst],
           higherIsBetter: true,
         },
         // every photo's pixels in one count: a photo with a few hundred foreground pixels (a star field) weighs
@@ -159,7 +167,7 @@ export function isnetTask(data: IsnetData): TaskEvaluator<IsnetOutput> {
         {
           key: 'iouPooled',
           label: "mask IoU (all photos' pixels pooled)",
-          value: union ? counts.reduce((s, c) => s + c[0], 0) / union : 1,
+          value: iouOf(pooled),
           higherIsBetter: true,
         },
         {
