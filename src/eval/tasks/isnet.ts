@@ -6,7 +6,8 @@
  * not fetched).
  *
  * Metrics: mask IoU at threshold 0.5 against the original's mask (mean and worst over the photos, the worst named;
- * two empty masks count as IoU 1; and over every photo's pixels pooled), mean |Δ| of the mask values. No ground truth: the baseline is the share of foreground.
+ * two empty masks count as IoU 1; and over every photo's pixels pooled), mean |Δ| of the mask values. No ground
+ * truth: the baseline is the share of foreground.
  */
 
 import { readdirSync } from 'node:fs';
