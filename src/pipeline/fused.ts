@@ -411,7 +411,10 @@ function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
   sums[2] = sp;
 }
 
-/** Any channel: dead ones (code 0), strides, and a step grid's bounds `a`–`b` (weights beyond: code 0, exact). */
+/**
+ * The other channels (a live one at stride 1 is measureRowBounded's): dead ones (code 0) and strides above 1, with a
+ * step grid's bounds `a`–`b` (weights beyond: code 0, exact).
+ */
 function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number, a: number, b: number): void {
   const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;
   const topLevel = Math.floor((255 - half) / stride);
@@ -426,11 +429,7 @@ function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number,
       restored = v; // beyond the grid: code 0, stored exactly
       beyond.push(src);
     } else {
-      if (!live) code = 0;
-      else if (stride === 1) {
-        const q = Math.floor(((v - lo) / span) * 256);
-        code = q < 0 ? 0 : q > 255 ? 255 : q;
-      } else {
+      if (live) {
         const n = Math.round((((v - lo) / span) * 256 - 0.5 - half) / stride);
         code = (n < 0 ? 0 : n > topLevel ? topLevel : n) * stride + half;
       }
