@@ -139,5 +139,15 @@ describe('compress --compensate --target-bpw (Silero VAD v4)', () => {
     // every tensor the allocation rounded to nearest is named with that reason, the others with theirs
     for (const f of c.fallback) expect(f.reason).toMatch(/never ran|identical uses|allocation chose rounding to nearest/);
     expect(r.quality?.checked).toBe(true);
-  }, 300_000);
+    // the measurements and the error model on two worker threads: the same archive to the byte
+    const pooled = await compressModel(V4, join(dir, 'v4-jobs2.nnm'), {
+      targetBpw: 3,
+      compensate: true,
+      calibration: { paths: [SPEECH] },
+      minFidelity: 0,
+      jobs: 2,
+    });
+    expect(pooled.bitsPerWeight).toBe(r.bitsPerWeight);
+    expect(readFileSync(join(dir, 'v4-jobs2.nnm')).equals(readFileSync(join(dir, 'v4.nnm')))).toBe(true);
+  }, 600_000);
 });

@@ -14,7 +14,7 @@ import { quantizePlanes } from '../quantize/tensor.js';
 import type { MeasuredScales } from '../quantize/step.js';
 import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
-import { addCompensatedCandidates, COMPENSATION_ANCHORS, compensationRatios } from '../rate/compensated.js';
+import { addCompensatedCandidates, COMPENSATION_ANCHORS } from '../rate/compensated.js';
 import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { unrotatePlane } from '../transform/hadamard.js';
@@ -24,7 +24,7 @@ import { exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
-import { measurePart, measureTensor, type PowerSums } from './measure.js';
+import { measureTensor, prepareTensor, type PowerSums, type PrepareRequest, type PreparedTensor } from './measure.js';
 import { runOrdered } from './pool.js';
 import { poolFor, sourceRange, type MeasureReply } from './workers.js';
 import type { CodedPlan } from './stages.js';
@@ -267,30 +267,50 @@ export async function allocate(parts: {
       await pool?.close();
     }
   }
-  // To probe, substitutions need every tensor's working planes: the model is in memory then anyway.
-  if (canRun)
-    for (const p of unique) {
-      const power = { sq: 0, n: 0 };
-      // 16-bit candidates only where probes can say a tensor needs them: a model that cannot run weighs every
-      // tensor alike, where they pay only at budgets near 16 bits/weight, and its measurements (large
-      // safetensors files, on the workers) stay as fast as they were
-      const { prepared, seeds, rate } = measurePart(p, reader.read(p.entry.key), p.layout, modes, power, FINE_STEPS);
-      seedsOf.set(p.entry.key, seeds);
-      planesOf.set(p.entry.key, prepared);
-      const layer = !seeds ? parts.statistics?.get(p.entry.key) : undefined;
-      if (layer) {
-        const base = { bits: p.settings.bits, clip: p.settings.clip };
-        const ratios = compensationRatios(prepared.planes, prepared.shapes, p.layout, base, fixedRange ?? 'channel', layer);
-        addCompensatedCandidates(rate, ratios);
-        compensated.set(p.entry.key, layer);
-        modelled++;
-        debug?.(
-          `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
-            `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
-        );
-      }
-      record(rate, power);
+  // To probe, substitutions need every tensor's working planes: the model is in memory then anyway. Each tensor
+  // is measured (and its compensation modelled) on the worker threads where there are several cores, in order.
+  if (canRun) {
+    // 16-bit candidates only where probes can say a tensor needs them: a model that cannot run weighs every
+    // tensor alike, where they pay only at budgets near 16 bits/weight, and its measurements (large
+    // safetensors files, on the workers) stay as fast as they were
+    const requestOf = (p: CodedPlan): PrepareRequest => {
+      const stats = parts.statistics?.get(p.entry.key);
+      return { modes, fine: FINE_STEPS, ...(stats ? { compensation: { stats, range: fixedRange ?? 'channel' } } : {}) };
+    };
+    const pool = poolFor(options.jobs, unique.length, weights);
+    try {
+      await runOrdered(
+        unique,
+        pool ? 2 * Math.max(1, options.jobs ?? availableParallelism()) : 1,
+        (p) =>
+          pool
+            ? pool.run<PreparedTensor>({
+                kind: 'prepare',
+                file: reader.file,
+                plan: p,
+                ...requestOf(p),
+                ...sourceRange(reader, p.entry.key),
+              })
+            : Promise.resolve(prepareTensor(p, reader.read(p.entry.key), requestOf(p))),
+        ({ prepared, seeds, rate, power, ratios }, p) => {
+          seedsOf.set(p.entry.key, seeds);
+          planesOf.set(p.entry.key, prepared);
+          if (ratios) {
+            addCompensatedCandidates(rate, ratios);
+            compensated.set(p.entry.key, parts.statistics!.get(p.entry.key)!);
+            modelled++;
+            debug?.(
+              `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
+                `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
+            );
+          }
+          record(rate, power);
+        },
+      );
+    } finally {
+      await pool?.close();
     }
+  }
   if (parts.statistics)
     log(
       `compensate: the error model of ${modelled} of ${unique.length} tensors from compensated codes at ` +

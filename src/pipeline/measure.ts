@@ -9,6 +9,8 @@ import type { ModelReader } from '../formats/model.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type TensorRate } from '../rate/allocate.js';
+import { compensationRatios, type CompensationRatio } from '../rate/compensated.js';
+import type { TensorStatistics } from '../compensate/statistics.js';
 import { columnPower, type MeasuredScales } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { generalPathOnly } from './fused.js';
@@ -54,6 +56,44 @@ export function measurePart(
   addSideBits(rate, prepared.side?.indices.length ?? 0);
   prepared.planes.forEach((pl, p) => addPower(power, columnPower(pl, prepared.shapes[p].rows, prepared.shapes[p].cols)));
   return { prepared, ...(seeds ? { seeds } : {}), rate };
+}
+
+/** What `prepareTensor` is asked: the range modes and fine steps measured, and the layer statistics to model compensation with. */
+export interface PrepareRequest {
+  modes: RangeMode[];
+  fine: readonly number[];
+  /** Layer statistics (the compensated candidates' error model, rate/compensated.ts) and the range mode it is measured in. */
+  compensation?: { stats: TensorStatistics; range: RangeMode };
+}
+
+/** A tensor of a model that runs, measured for the probes: its working planes kept, its power, its compensation ratios. */
+export interface PreparedTensor extends MeasuredPart {
+  power: PowerSums;
+  /** The error model's anchors (absent: no statistics, or rotated planes, which are not compensated). */
+  ratios?: CompensationRatio[];
+}
+
+/**
+ * One tensor of a model that runs, whole: measurePart, then, with layer statistics and unrotated planes, the
+ * compensated/round-to-nearest error ratios at the anchors. Independent per tensor, so it runs on the worker
+ * threads (the same numbers to the last bit: the same code in the same order).
+ */
+export function prepareTensor(plan: CodedPlan, values: Float32Array, request: PrepareRequest): PreparedTensor {
+  const power = { sq: 0, n: 0 };
+  const part = measurePart(plan, values, plan.layout, request.modes, power, request.fine);
+  const c = request.compensation;
+  const ratios =
+    c && !part.seeds
+      ? compensationRatios(
+          part.prepared.planes,
+          part.prepared.shapes,
+          plan.layout,
+          { bits: plan.settings.bits, clip: plan.settings.clip },
+          c.range,
+          c.stats,
+        )
+      : undefined;
+  return { ...part, power, ...(ratios ? { ratios } : {}) };
 }
 
 /** Exact side values (non-finite weights, outliers) cost the same at every grid: ~8 bytes each before deflate. */

@@ -9,7 +9,7 @@ import { encodeUnit } from './encode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
-import { measureTensor } from './measure.js';
+import { measureTensor, prepareTensor, type PreparedTensor } from './measure.js';
 import type { EncodeReply, Job, MeasureReply, Reply, SourceRange, WorkerData } from './workers.js';
 import { RangeReader } from '../formats/range-reader.js';
 
@@ -55,9 +55,10 @@ function readerOf(file: string, key: string, source?: SourceRange): ModelReader 
   return reader;
 }
 
-async function handle(
-  job: Job,
-): Promise<{ value: EncodeReply | MeasureReply | Float32Array | Uint8Array | null; transfer: ArrayBuffer[] }> {
+async function handle(job: Job): Promise<{
+  value: EncodeReply | MeasureReply | PreparedTensor | Float32Array | Uint8Array | null;
+  transfer: ArrayBuffer[];
+}> {
   if (job.kind === 'close') {
     closeAll();
     return { value: null, transfer: [] };
@@ -67,6 +68,17 @@ async function handle(
       value: measureTensor(readerOf(job.file, job.plan.entry.key, job.range), job.plan, job.sliceWeights, job.modes),
       transfer: [],
     };
+  if (job.kind === 'prepare') {
+    const { plan, range, ...request } = job;
+    const reader = readerOf(job.file, plan.entry.key, range);
+    const prepared = prepareTensor(plan, reader.read(plan.entry.key), request);
+    // the working planes go back whole (each its own buffer, made by preparePlanes)
+    const planes = prepared.prepared.planes;
+    const transfer = planes.every((pl) => pl.byteOffset === 0 && pl.byteLength === pl.buffer.byteLength)
+      ? [...new Set(planes.map((pl) => pl.buffer as ArrayBuffer))]
+      : [];
+    return { value: prepared, transfer };
+  }
   if (job.kind === 'encode') {
     const encoded = await encodeUnit(readerOf(job.file, job.unit.plan.entry.key, job.range), job.unit);
     const entries = encoded.entries.map(([n, d]): [string, Uint8Array] => [n, own(d)]);
@@ -119,7 +131,7 @@ function unitWeights(job: Job): number {
     const { plan, slice } = job.unit;
     return slice ? slice.rows * rowElements(plan.entry.shape) : elementCount(plan.entry.shape);
   }
-  return job.kind === 'measure' ? elementCount(job.plan.entry.shape) : 0;
+  return job.kind === 'measure' || job.kind === 'prepare' ? elementCount(job.plan.entry.shape) : 0;
 }
 
 parentPort!.on('message', (job: Job) => {

@@ -14,7 +14,7 @@ import type { TensorRecord } from '../archive/manifest.js';
 import type { DataRange, FloatDType, ModelFormat, ModelReader } from '../formats/model.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
 import type { RangeMode } from '../quantize/uniform.js';
-import type { measureTensor } from './measure.js';
+import type { measureTensor, PrepareRequest, PreparedTensor } from './measure.js';
 
 /** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
 export interface EncodeJob {
@@ -51,19 +51,27 @@ export interface MeasureJob {
   range?: SourceRange;
 }
 
+/** A tensor of a model that runs, measured for the probes (pipeline/measure.ts prepareTensor). */
+export interface PrepareJob extends PrepareRequest {
+  kind: 'prepare';
+  file: string;
+  plan: CodedPlan;
+  range?: SourceRange;
+}
+
 /** The byte range of a tensor for a worker job, where the reader has one. */
 export function sourceRange(reader: ModelReader, key: string): { range?: SourceRange } {
   const range = reader.dataRange?.(key);
   return range ? { range: { format: reader.format, range } } : {};
 }
 
-export type Job = EncodeJob | DecodeJob | MeasureJob | { kind: 'close' };
+export type Job = EncodeJob | DecodeJob | MeasureJob | PrepareJob | { kind: 'close' };
 
 export type EncodeReply = EncodedTensor;
 
 export type MeasureReply = ReturnType<typeof measureTensor>;
 
-type ReplyValue = EncodeReply | MeasureReply | Float32Array | Uint8Array;
+type ReplyValue = EncodeReply | MeasureReply | PreparedTensor | Float32Array | Uint8Array;
 
 export type Reply = { ok: true; value: ReplyValue | null } | { ok: false; error: ErrorData };
 
@@ -137,7 +145,7 @@ export class WorkerPool {
   }
 
   /** Runs one job on a free worker; a worker that dies fails its job with the reason. */
-  run<T extends ReplyValue>(job: EncodeJob | DecodeJob | MeasureJob): Promise<T> {
+  run<T extends ReplyValue>(job: Exclude<Job, { kind: 'close' }>): Promise<T> {
     return this.acquire().then((slot) => this.post<T>(slot, job));
   }
 
@@ -147,7 +155,7 @@ export class WorkerPool {
         ? 'close'
         : job.kind === 'encode'
           ? `encode of ${job.unit.plan.entry.name}`
-          : job.kind === 'measure'
+          : job.kind === 'measure' || job.kind === 'prepare'
             ? `measurement of ${job.plan.entry.name}`
             : `decode of ${job.record.name}`;
     try {
