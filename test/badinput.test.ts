@@ -72,6 +72,34 @@ describe('bad model files', () => {
       /tensor .*: data ends at byte \d+, past the end of the file/,
     );
   });
+  it("an empty safetensors tensor at the next tensor's start overlaps nothing, and comes back", async () => {
+    // as PyTorch writers store a 0-element tensor: [x, x], where x is where the next tensor begins; the header
+    // lists the non-empty one first, so a sort by start alone put it before the empty one
+    const f = join(dir, 'empty.safetensors');
+    const w = encodeFloats(
+      new Float32Array(64).map((_, i) => Math.sin(i)),
+      'float32',
+    );
+    const n = encodeFloats(new Float32Array(16).fill(1), 'float32');
+    const header = {
+      'model.w': { dtype: 'F32', shape: [8, 8], data_offsets: [0, 256] },
+      'model.norm': { dtype: 'F32', shape: [16], data_offsets: [256, 320] },
+      'model.empty': { dtype: 'F32', shape: [0, 16], data_offsets: [256, 256] },
+    };
+    let json = JSON.stringify(header);
+    while ((8 + json.length) % 8) json += ' ';
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(f, Buffer.concat([len, Buffer.from(json), w, n]));
+    const out = join(dir, 'empty.nnm');
+    await compressModel(f, out);
+    await decompressArchive(out, join(dir, 'empty.out.safetensors'));
+    const back = openModel(join(dir, 'empty.out.safetensors'));
+    expect(back.tensors.find((t) => t.key === 'model.empty')?.shape).toEqual([0, 16]);
+    expect(back.read('model.empty').length).toBe(0);
+    expect(Array.from(back.read('model.norm'))).toEqual(Array.from(new Float32Array(16).fill(1)));
+    back.close();
+  });
   it('hostile safetensors header length', async () => {
     const f = join(dir, 'huge.safetensors');
     const b = Buffer.from(readFileSync(stFile));

@@ -258,6 +258,23 @@ describe('synthetic inputs', () => {
       /synthetic inputs: the model rejected every size tried .*give calibration data \(--calibration\) or the input shapes \(--input NAME=SHAPE\)/,
     );
   });
+
+  it('an input the model declares no shape for: the error names it and asks for --input, which then runs', async () => {
+    // y = W·x with a [16, 8] W and an input whose type carries no shape at all (fed as a scalar, it cannot run)
+    const w = new Float32Array(128).map((_, i) => Math.sin(i));
+    const bytes = modelBytes({
+      name: 'shapeless',
+      node: [{ opType: 'MatMul', input: ['x', 'w'], output: ['y'] }],
+      initializer: [{ name: 'w', dims: [8, 16], dataType: 1, rawData: new Uint8Array(w.buffer) }],
+      input: [{ name: 'x', type: { tensorType: { elemType: 1 } } }],
+      output: [valueInfo('y', [1, 16])],
+    });
+    await expect(syntheticCalibrationSet(bytes, {})).rejects.toThrow(
+      /synthetic inputs: the model declares no shape for x \(fed as a scalar\), and rejected it: .*give its shape \(--input x=SHAPE/,
+    );
+    const set = await syntheticCalibrationSet(bytes, { inputs: [{ name: 'x', shape: [1, 8] }] });
+    expect(set.samples.length).toBeGreaterThan(0);
+  });
 });
 
 describe('runner', () => {
@@ -369,6 +386,36 @@ describe('fidelity', () => {
     expect(nan.fidelity).toBe(0);
     expect(nan.outputs[0].relRms).toBe(Infinity);
     expect(formatFidelity(logits)[0]).toMatch(/^fidelity 0\.7500 \(worst output: l; 1 held-back samples\)/);
+    // the same NaN and infinities where the original has them (a model that passes them through) are no change
+    const kept = compareOutputs({ y: f32([4], [1, NaN, Infinity, -Infinity]) }, { y: f32([4], [1, NaN, Infinity, -Infinity]) });
+    expect(kept.fidelity).toBe(1);
+    expect(kept.outputs[0].maxAbs).toBe(0);
+    expect(compareOutputs({ y: f32([2], [NaN, Infinity]) }, { y: f32([2], [NaN, -Infinity]) }).fidelity).toBe(0);
+  });
+
+  it('integer and boolean outputs are labels: scored by how many are equal, not by the RMS of the numbers', () => {
+    const ids = (values: number[]): CalibrationTensor => ({
+      type: 'int64',
+      dims: [values.length],
+      data: BigInt64Array.from(values.map(BigInt)),
+    });
+    const ref = Array.from({ length: 40 }, (_, i) => i % 7);
+    // two of 40 class indices changed, one by a lot: 0.95 agreement (1 − relRms of the indices would read ~0.7)
+    const moved = ref.map((v, i) => (i === 3 ? v + 1 : i === 9 ? 900 : v));
+    const r = compareOutputs({ cls: ids(ref) }, { cls: ids(moved) });
+    expect(r.outputs[0]).toMatchObject({ kind: 'labels', decisions: 40, agreement: 0.95, score: 0.95 });
+    expect(r.fidelity).toBe(0.95);
+    expect(formatFidelity(r)[1]).toMatch(/cls \[labels\]: .*agreement 0\.9500 of 40/);
+    // a handful of labels beside a judged float output: reported, the float output sets the number
+    const few = compareOutputs({ cls: ids([1, 2]), y: f32([2], [1, 2]) }, { cls: ids([1, 3]), y: f32([2], [1, 2]) });
+    expect(few.outputs.find((o) => o.name === 'cls')).toMatchObject({ kind: 'labels', fewDecisions: true, agreement: 0.5 });
+    expect(few.fidelity).toBe(1);
+    // ...and alone, they are the number
+    expect(compareOutputs({ cls: ids([1, 2]) }, { cls: ids([1, 3]) }).fidelity).toBe(0.5);
+    // booleans too (not a [0, 1] probability)
+    const flags = (v: number[]): CalibrationTensor => ({ type: 'bool', dims: [v.length], data: Uint8Array.from(v) });
+    const b = compareOutputs({ f: flags(ref.map((v) => v & 1)) }, { f: flags(ref.map((v) => v & 1)) });
+    expect(b.outputs[0]).toMatchObject({ kind: 'labels', agreement: 1 });
   });
 
   it('a binary output the original never fires on is marked one-sided, and reports call its score weak evidence', () => {

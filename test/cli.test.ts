@@ -60,6 +60,9 @@ describe('nnmedia CLI', () => {
     expect(existsSync(join(dir, 'back.onnx'))).toBe(true);
     const im = await cli('inspect', model);
     expect(im.stdout).toMatch(/lstmW\s+lstm\s+2×80×12\s+float32\s+7680\s+8 × 12×20/);
+    // kept tensors as compress keeps them by default: float16 where that is safe (it said "kept exact" of all)
+    const kept = JSON.parse((await cli('inspect', 'm.nnm', '--json')).stdout) as { totals: { keptHalf: number } };
+    expect(im.stdout).toMatch(new RegExp(`kept float16\\s+${kept.totals.keptHalf} tensors? `));
   });
 
   it('--judge-output on compress and eval: only that output compared, said in the report; an unknown name exits 2 naming the outputs', async () => {

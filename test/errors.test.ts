@@ -14,6 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { FORMAT_VERSION } from '../src/archive/manifest.js';
 import { ERROR_CODES, type ErrorCode } from '../src/errors.js';
 import { encodeFloats } from '../src/formats/model.js';
+import { keptPhrase, sizeChange, type ArchiveTotals } from '../src/cli/totals.js';
 import { errorTable, withErrorTable } from '../scripts/error-table.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
 import { floatTensor, mixedModel } from './helpers/onnx-fixtures.js';
@@ -455,7 +456,13 @@ describe('what the CLI prints besides errors', () => {
     expect(s.keptTensors).toBe(2);
     const text = await cli(['compress', model, '-o', 'sum2.nnm']);
     expect(text.stdout).toMatch(
-      /^sum2\.nnm: [\d,]+ bytes, from [\d,]+ \(m\.onnx\): [\d.]+× smaller\n {2}8 tensors compressed \([\d,]+ weights\) at [\d.]+ bits\/weight; 2 tensors kept/,
+      /^sum2\.nnm: [\d,]+ bytes, from [\d,]+ \(m\.onnx\): [\d.]+× smaller\n {2}8 tensors compressed \([\d,]+ weights\) at [\d.]+ bits\/weight; 2 tensors kept \(352 weights\), as float16$/m,
+    );
+    // an archive larger than its source says so (a tiny model: manifest and gate record), not "0.86× smaller"
+    expect(sizeChange(1 / 0.86)).toBe('1.16× smaller');
+    expect(sizeChange(0.86)).toBe('1.16× larger');
+    expect(keptPhrase({ keptExact: 1, keptHalf: 3, keptWeights: 3 } as ArchiveTotals)).toBe(
+      '4 tensors kept (3 weights), 1 exact, 3 as float16',
     );
     const i = await cli(['inspect', 'sum.nnm']);
     expect(i.code).toBe(0);

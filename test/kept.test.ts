@@ -204,3 +204,33 @@ describe('kept tensors of a graph that rounds its activations while it runs', ()
     expect(log.some((m) => m.includes('rounds activations while it runs (DynamicQuantizeLinear)'))).toBe(true);
   });
 });
+
+describe('a model with no coded tensor and kept tensors at float16', () => {
+  it('--target-bpw and --compensate have nothing to act on: said so, the gate still judges, no NaN', async () => {
+    // y = (x · s) + b: two 64-value vectors, kept at float16 (too small to code), and nothing else
+    const dir = tempDir();
+    const file = join(dir, 'vectors.onnx');
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'vectors',
+        node: [
+          { opType: 'Mul', input: ['x', 's'], output: ['m'] },
+          { opType: 'Add', input: ['m', 'b'], output: ['y'] },
+        ],
+        initializer: [floatTensor('s', [64], gaussian(64, 1, 1)), floatTensor('b', [64], gaussian(64, 2, 0.1))],
+        input: [valueInfo('x', [1, 64])],
+        output: [valueInfo('y', [1, 64])],
+      }),
+    );
+    const log: string[] = [];
+    const r = await compressModel(file, join(dir, 'vectors.nnm'), { targetBpw: 4, compensate: true, onLog: (m) => log.push(m) });
+    expect(log).toContain(
+      'no tensor is coded (every weight is kept: too small, or integer): the rate options have nothing to act on',
+    );
+    expect(log.some((m) => /NaN|allocated/.test(m))).toBe(false);
+    expect(r.manifest.tensors.every((t) => !t.layout)).toBe(true);
+    expect(r.quality?.checked).toBe(true);
+    expect(r.quality?.passed).toBe(true);
+  });
+});

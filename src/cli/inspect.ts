@@ -9,12 +9,13 @@ import { Archive } from '../archive/node.js';
 import { MODEL_FORMATS, modelBytes, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
+import { halfKept } from '../pipeline/half.js';
 import { isZipFile } from '../archive/zip.js';
 import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
-import { archiveTotals, bitsPerWeightText, count, reasonCounts, times } from './totals.js';
+import { archiveTotals, bitsPerWeightText, count, reasonCounts, sizeChange } from './totals.js';
 
 export interface InspectOptions {
   json?: boolean;
@@ -66,6 +67,8 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
   const reader = openModel(file);
   try {
     const plans = planTensors(reader, {});
+    // kept tensors as compress keeps them by default: float16 where that is safe (pipeline/half.ts), else exact
+    const half = halfKept(reader, plans, DEFAULT_SLICE_WEIGHTS)?.outcomes;
     const rows = plans.map((p) => ({
       name: p.entry.name,
       role: p.role,
@@ -77,9 +80,12 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       planes: p.kind === 'coded' ? planeShapes(p.layout).map((s) => `${s.rows}×${s.cols}`) : [],
       // coded in this many slices at the default slice size (memory follows the slice)
       slices: slicesOf(p, DEFAULT_SLICE_WEIGHTS)?.length ?? 1,
+      ...(p.kind === 'coded' ? {} : { kept: half?.has(p.entry.key) ? ('float16' as const) : ('exact' as const) }),
     }));
     const coded = rows.filter((r) => r.planes.length > 0);
     const kept = rows.filter((r) => r.planes.length === 0);
+    const keptHalf = kept.filter((r) => r.kept === 'float16');
+    const keptExact = kept.filter((r) => r.kept !== 'float16');
     const totals = {
       tensors: rows.length,
       compressedTensors: coded.length,
@@ -107,7 +113,9 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
             r.shape.join('×'),
             r.dtype,
             String(r.bytes),
-            (r.planes.length > 1 ? `${r.planes.length} × ${r.planes[0]}` : (r.planes[0] ?? 'kept exact')) +
+            (r.planes.length > 1
+              ? `${r.planes.length} × ${r.planes[0]}`
+              : (r.planes[0] ?? (r.kept === 'float16' ? 'kept as float16' : 'kept exact'))) +
               (r.slices > 1 ? ` in ${r.slices} slices` : ''),
             r.reason,
           ]),
@@ -121,14 +129,18 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
           ? `${count(coded.length)} tensors (${count(totals.compressedWeights)} weights)`
           : 'nothing: no floating-point tensor was found to be a weight matrix or kernel (integer tensors, such as an already quantized model’s weights, stay in the skeleton; --config rules give a tensor a role)',
       ],
-      ...(kept.length
-        ? [
-            [
-              'kept exact',
-              `${count(kept.length)} tensors (${count(totals.keptWeights)} weights): ${reasonCounts(kept.map((r) => r.reason))}${options.all ? '' : '; --all lists them'}`,
-            ],
-          ]
-        : []),
+      ...[
+        ['kept exact', keptExact],
+        ['kept float16', keptHalf],
+      ]
+        .filter(([, k]) => k.length)
+        .map(([label, k]) => {
+          const list = k as typeof kept;
+          return [
+            label as string,
+            `${count(list.length)} tensor${list.length === 1 ? '' : 's'} (${count(list.reduce((n, r) => n + r.weights, 0))} weights): ${reasonCounts(list.map((r) => r.reason))}${options.all ? '' : '; --all lists them'}`,
+          ];
+        }),
     ];
     console.log(formatTable(['', ''], lines, { header: false }));
   } finally {
@@ -303,7 +315,7 @@ function printArchive(
           ],
         ]
       : []),
-    ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${times(t.ratio)} smaller`],
+    ['archive', `${count(t.archiveBytes)} bytes, source ${count(t.sourceBytes)} bytes: ${sizeChange(t.ratio)}`],
     ['bits per weight', `${bitsPerWeightText(t)} (all archive bytes × 8 / compressed weights)`],
     // the quality gate's verdict, recorded when the archive was written (older archives have none)
     ...qualityLines(info.quality),

@@ -22,7 +22,7 @@ import { loadOrt } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
-import { archiveTotals, bitsPerWeightText, count, summaryLines, times } from './totals.js';
+import { archiveTotals, bitsPerWeightText, count, sizeChange, summaryLines } from './totals.js';
 import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
 import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
@@ -145,7 +145,7 @@ export function printEvaluation(r: EvaluationReport): void {
   console.log('');
   const summary = [
     ['model', `${r.model} (${count(r.modelBytes)} bytes)`],
-    ['archive', `${r.archive} (${count(r.archiveBytes)} bytes, ${times(r.ratio)} smaller)`],
+    ['archive', `${r.archive} (${count(r.archiveBytes)} bytes, ${sizeChange(r.ratio)})`],
     ['compressed weights', `${count(r.compressedWeights)} (kept: ${count(r.keptWeights)})`],
     ['bits per weight', `${bitsPerWeightText(r)} (all archive bytes × 8 / compressed weights)`],
   ];

@@ -63,16 +63,16 @@ export const count = (n: number): string => n.toLocaleString('en-US');
 /** `6.46×` */
 export const times = (r: number): string => `${r >= 100 ? r.toFixed(0) : r.toFixed(2)}×`;
 
+/** "6.46× smaller", or "1.16× larger" for an archive larger than its source (a tiny model's manifest and gate record). */
+export const sizeChange = (r: number): string => (r >= 1 || !(r > 0) ? `${times(r)} smaller` : `${times(1 / r)} larger`);
+
 /** "87 kept (10,234 weights: 60 exact, 27 as float16)", or "" when nothing was kept. */
 export function keptPhrase(t: ArchiveTotals): string {
   const kept = t.keptExact + t.keptHalf;
   if (!kept) return '';
-  const how = !t.keptHalf
-    ? ' exact'
-    : t.keptExact
-      ? `: ${count(t.keptExact)} exact, ${count(t.keptHalf)} as float16`
-      : ' as float16';
-  return `${count(kept)} tensors kept (${count(t.keptWeights)} weights${how})`;
+  // (the exact/float16 split counts tensors, as the phrase's first number does, not weights)
+  const how = !t.keptHalf ? 'exact' : t.keptExact ? `${count(t.keptExact)} exact, ${count(t.keptHalf)} as float16` : 'as float16';
+  return `${count(kept)} tensor${kept === 1 ? '' : 's'} kept (${count(t.keptWeights)} weights), ${how}`;
 }
 
 /** What no compressed tensor means: bits per weight has no denominator, and the model's weights are elsewhere. */
@@ -87,11 +87,11 @@ export function bitsPerWeightText(t: Pick<ArchiveTotals, 'bitsPerWeight' | 'comp
 /** The two lines compress prints: sizes and ratio, then what was compressed at how many bits. */
 export function summaryLines(output: string, t: ArchiveTotals, source: string): string[] {
   const compressed = t.compressedWeights
-    ? `${count(t.compressedTensors)} tensors compressed (${count(t.compressedWeights)} weights) at ${t.bitsPerWeight.toFixed(3)} bits/weight`
+    ? `${count(t.compressedTensors)} tensor${t.compressedTensors === 1 ? '' : 's'} compressed (${count(t.compressedWeights)} weights) at ${t.bitsPerWeight.toFixed(3)} bits/weight`
     : NOTHING_COMPRESSED;
   const kept = keptPhrase(t);
   return [
-    `${output}: ${count(t.archiveBytes)} bytes, from ${count(t.sourceBytes)} (${source}): ${times(t.ratio)} smaller`,
+    `${output}: ${count(t.archiveBytes)} bytes, from ${count(t.sourceBytes)} (${source}): ${sizeChange(t.ratio)}`,
     `  ${compressed}${kept ? `; ${kept}` : ''}`,
   ];
 }

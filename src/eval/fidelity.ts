@@ -18,6 +18,9 @@
  *   binary    every value lies in [0, 1] and the output is not `classes` (a sigmoid: Silero's speech
  *             probability, ISNet's mask): the decision is p > 0.5 per element, and the IoU is taken over the
  *             rarer decision (the foreground of a mask, the speech frames of a VAD).
+ *   labels    an output of integers or booleans (an argmax inside the graph, class ids, a yes/no): every
+ *             element is a decision, the same only when equal (a class index moved by one is as wrong as one
+ *             moved by ten, so its RMS error says nothing).
  *   values    anything else (features, spectrograms, regressions, state).
  *
  * The fidelity number (the floor `--min-fidelity` compares with) is the worst score over the outputs,
@@ -25,12 +28,15 @@
  *
  *   classes:  score = agreement
  *   binary:   score = min(agreement, iou)
+ *   labels:   score = agreement
  *   values:   score = max(0, 1 − relRms)
  *
  * (classes and binary outputs with fewer than MIN_DECISIONS decisions are scored as values: a single changed
- * near-tie among a handful of decisions is noise, not a measurement)
+ * near-tie among a handful of decisions is noise, not a measurement; labels with fewer have no values to fall
+ * back on, and set the number only where no other output is judged)
  *
- * and 0 for a candidate that gives NaN or ±Inf where the original has numbers. Why: where an output is a
+ * and 0 for a candidate that gives NaN or ±Inf where the original has numbers (the same NaN or infinity where the
+ * original has it is no change: a model that passes them through, with `--non-finite keep`). Why: where an output is a
  * decision, changed decisions are what a user sees; they are measured directly, and they can stay put while
  * probabilities move (PaddleOCR's default archive moves its softmax by 27 % RMS and reads the same text). A
  * mostly-background mask would hide a damaged foreground behind a 99 % agreement: hence the IoU. Elsewhere
@@ -44,7 +50,7 @@ import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../ca
 import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
-export type OutputKind = 'classes' | 'binary' | 'values';
+export type OutputKind = 'classes' | 'binary' | 'labels' | 'values';
 
 export interface OutputFidelity {
   name: string;
@@ -54,13 +60,13 @@ export interface OutputFidelity {
   cosine: number;
   relRms: number;
   maxAbs: number;
-  /** classes/binary: share of decisions (rows, or elements for binary) that agree. */
+  /** classes/binary/labels: share of decisions (rows, or elements for binary and labels) that agree. */
   agreement?: number;
   /** binary: intersection over union of the rarer decision (p > 0.5 or p ≤ 0.5, whichever the original gives less). */
   iou?: number;
   /** Decisions compared. */
   decisions?: number;
-  /** Fewer than MIN_DECISIONS decisions: scored as values (1 − relRms), not by agreement. */
+  /** Fewer than MIN_DECISIONS decisions: scored as values (1 − relRms), not by agreement (labels: see the module comment). */
   fewDecisions?: boolean;
   /**
    * binary: the original makes the rarer decision on fewer than MIN_DECISIONS elements (a text detector on
@@ -110,6 +116,9 @@ interface Sums {
   logProbRows: boolean;
   unit: boolean;
   binaryAgree: number;
+  /** integer or boolean elements, and how many are equal */
+  labels: boolean;
+  equal: number;
   /** p > 0.5 in the original, in the candidate, in both */
   posA: number;
   posB: number;
@@ -155,6 +164,8 @@ export class FidelityAccumulator {
         logProbRows: C >= 2,
         unit: true,
         binaryAgree: 0,
+        labels: a.type !== 'float32' && a.type !== 'float16' && a.type !== 'float64',
+        equal: 0,
         posA: 0,
         posB: 0,
         posAB: 0,
@@ -169,9 +180,11 @@ export class FidelityAccumulator {
       const p = x[i];
       const q = y[i];
       if (!Number.isFinite(p) || !Number.isFinite(q)) {
-        s.nonFinite ||= Number.isFinite(p) !== Number.isFinite(q) || p !== q;
+        // (NaN where the original has NaN is no change)
+        s.nonFinite ||= !Object.is(p, q);
         continue;
       }
+      if (p === q) s.equal++;
       const d = p - q;
       s.aa += p * p;
       s.bb += q * q;
@@ -221,9 +234,18 @@ export class FidelityAccumulator {
       const relRms = s.nonFinite ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / s.aa) : s.dd > 0 ? Infinity : 0;
       const cosine = s.nonFinite ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
       const classes = s.lastDim >= 2 && (s.rank === 2 || s.probRows || s.logProbRows);
-      const kind: OutputKind = classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
-      const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.n : undefined;
-      const agreement = kind === 'classes' ? s.argmaxAgree / s.rows : kind === 'binary' ? s.binaryAgree / s.n : undefined;
+      const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
+      const decisions = kind === 'classes' ? s.rows : kind === 'binary' || kind === 'labels' ? s.n : undefined;
+      const agreement =
+        kind === 'classes'
+          ? s.argmaxAgree / s.rows
+          : kind === 'binary'
+            ? s.binaryAgree / s.n
+            : kind === 'labels'
+              ? s.n
+                ? s.equal / s.n
+                : 1
+              : undefined;
       let iou: number | undefined;
       let oneSided = false;
       if (kind === 'binary') {
@@ -238,7 +260,14 @@ export class FidelityAccumulator {
       const linear = Math.max(0, 1 - relRms);
       // too few decisions to count (one changed near-tie among 4 would read 0.75): judged by the values
       const fewDecisions = decisions !== undefined && decisions < MIN_DECISIONS;
-      const score = fewDecisions || kind === 'values' ? linear : kind === 'binary' ? Math.min(agreement!, iou!) : agreement!;
+      const score =
+        kind === 'labels'
+          ? agreement!
+          : fewDecisions || kind === 'values'
+            ? linear
+            : kind === 'binary'
+              ? Math.min(agreement!, iou!)
+              : agreement!;
       outputs.push({
         name,
         kind,
@@ -257,7 +286,9 @@ export class FidelityAccumulator {
       });
     }
     const judged = outputs.filter((o) => !o.state);
-    const worst = (judged.length ? judged : outputs).reduce<OutputFidelity | undefined>(
+    // labels of a handful of decisions set the number only where nothing else is judged
+    const counted = judged.filter((o) => !(o.kind === 'labels' && o.fewDecisions));
+    const worst = (counted.length ? counted : judged.length ? judged : outputs).reduce<OutputFidelity | undefined>(
       (w, o) => (!w || o.score < w.score ? o : w),
       undefined,
     );

@@ -125,13 +125,21 @@ export async function compressModel(input: string, output: string, options: Comp
     const lossless = coded.length === 0 && [...(half?.outcomes.values() ?? [])].every((o) => o.stats.maxAbs === 0);
     if (lossless && (resolved.allocating || resolved.compensate || resolved.calibration?.paths.length))
       resolved.onLog?.(`${LOSSLESS}: the rate options and the calibration data have nothing to act on`);
+    // No tensor coded, but some kept at float16 precision (a model of tiny tensors, or of integer weights beside a
+    // few float vectors): the gate judges those, and the rate options have nothing to allocate or compensate
+    // (an allocation over no weights printed "allocated NaN bits/weight")
+    const nothingCoded = coded.length === 0 && !lossless;
+    if (nothingCoded && (resolved.allocating || resolved.compensate))
+      resolved.onLog?.(
+        'no tensor is coded (every weight is kept: too small, or integer): the rate options have nothing to act on',
+      );
     // Calibration: the user's data or synthetic inputs, for the allocator's probes and the quality gate
     const runsModel =
       !lossless && (resolved.check || resolved.allocating || resolved.compensate || Boolean(resolved.calibration?.paths.length));
     const notRunnable = lossless ? LOSSLESS : runsModel ? await whyNotRunnable(input, reader) : 'skipped (check: false)';
     if (!lossless && notRunnable && resolved.calibration?.paths.length)
       throw new BadCalibrationError(`calibration data was given, but the model cannot be run: ${notRunnable}`, { file: input });
-    if (!lossless && notRunnable && resolved.compensate)
+    if (!lossless && !nothingCoded && notRunnable && resolved.compensate)
       throw new OptionError(`compensate needs layer statistics from running the model, which cannot be run: ${notRunnable}`);
     const cal: Calibration | undefined = notRunnable
       ? undefined
@@ -140,7 +148,8 @@ export async function compressModel(input: string, output: string, options: Comp
     // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
     // allocation, so its probes and error model see the compensated error of every candidate grid; the final
     // codes use them too (the gate judges on the held-back samples)
-    const gathered = resolved.compensate && cal ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
+    const gathered =
+      resolved.compensate && cal && !nothingCoded ? await gatherStatistics(reader, cal, unique, sameAs, resolved) : undefined;
     // --damp / --act-order travel with the statistics to every place that compensates (allocation, workers)
     if (gathered && resolved.gptq) for (const s of gathered.stats.values()) s.gptq = { ...resolved.gptq };
     // on a grid the user fixed, compensate each tensor only where it is worth its extra bits there (the
@@ -171,7 +180,7 @@ export async function compressModel(input: string, output: string, options: Comp
         statistics: compensation?.stats,
       });
     };
-    if (resolved.allocating && !lossless) allocation = await allocateFor(resolved);
+    if (resolved.allocating && !lossless && !nothingCoded) allocation = await allocateFor(resolved);
     // the source's hash is read and computed while the tensors are encoded (it was a pass of its own before)
     const sourceSha = sha256File(input, hashing.signal);
     sourceSha.catch(() => {}); // awaited where the manifest is written
@@ -247,11 +256,11 @@ export async function compressModel(input: string, output: string, options: Comp
       });
       written = true;
       holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it (--force: from here)
-      if (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged))
+      if ((resolved.targetBpw !== undefined && !nothingCoded) || (jobOptions !== resolved && !judged))
         resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;
     };
-    const target = lossless ? undefined : resolved.targetBpw;
+    const target = lossless || nothingCoded ? undefined : resolved.targetBpw;
     if (target === undefined) {
       const remedy = finerCodes(resolved);
       const escalates =

@@ -150,7 +150,8 @@ export class SafetensorsReader implements ModelReader {
       const n = elementCount(e.shape);
       if (n * width !== en - b)
         throw new BadModelError(`holds ${en - b} bytes but shape [${e.shape}] of ${e.dtype} needs ${n * width}`, ctx);
-      ranges.push([b, en, name]);
+      // an empty tensor holds no bytes, so it overlaps nothing (writers give it the next tensor's start: [x, x])
+      if (en > b) ranges.push([b, en, name]);
       const dtype = FLOAT_DTYPES[e.dtype];
       if (dtype)
         this.tensors.push({ key: name, name, dtype, shape: e.shape, uses: [], location: `${b}-${en}`, begin: b, end: en });
