@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The package as a user installs it: `npm pack`, then the tarball installed into fresh projects with nothing
-# but the registry (no repository files, no devDependencies), once alone (decode and compress with image
-# codecs) and once with the optional peers onnxruntime-node and @ffmpeg-installer/ffmpeg (demo, eval,
-# video). Prints the installed size and time of each. Run by .ci/run; by hand: scripts/consumer-test.sh
+# but the registry (no repository files, no devDependencies): without optional dependencies (decode and
+# compress with image codecs), as `npm install nnmedia` (onnxruntime-web, an optional dependency, runs the
+# demo and eval), and with the optional peers onnxruntime-node and @ffmpeg-installer/ffmpeg (native demo,
+# eval, video). Prints the installed size and time of each. Run by .ci/run; by hand: scripts/consumer-test.sh
 # (NPM=… picks another npm, e.g. NPM="npx -y npm@10"; KEEP=1 keeps the folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -53,19 +54,34 @@ echo "  $(basename "$TGZ"): $(du -h "$TGZ" | cut -f1)"
 mkdir "$WORK/bin"
 ln -s "$(command -v node)" "$WORK/bin/node"
 
-step "decode-only install: nnmedia alone (no onnxruntime-node, no ffmpeg)"
+step "npm install nnmedia: no onnxruntime-node, no ffmpeg; onnxruntime-web (an optional dependency) runs the demo"
 mkdir "$WORK/plain"
 cd "$WORK/plain"
 echo '{ "name": "plain", "version": "1.0.0", "private": true, "type": "module" }' > package.json
 install "$TGZ"
 [ ! -e node_modules/onnxruntime-node ] || fail "onnxruntime-node was installed without being asked for"
+[ -e node_modules/onnxruntime-web ] || fail "onnxruntime-web (an optional dependency) was not installed"
 [ ! -e node_modules/@ffmpeg-installer ] || fail "@ffmpeg-installer was installed without being asked for"
 MODEL=node_modules/nnmedia/models/silero_vad_v4.onnx
 npx nnmedia --help | grep -q '^Usage: nnmedia' || fail "npx nnmedia --help"
-npx nnmedia compress "$MODEL" -o m.nnm | tee out.log
+TMPDIR="$WORK" npx nnmedia demo > demo.log 2> demo.err || {
+  cat demo.log demo.err
+  fail "npx nnmedia demo (onnxruntime-web)"
+}
+grep -q 'loads and runs in onnxruntime-web' demo.log || fail "the demo did not run on onnxruntime-web: $(cat demo.log)"
+grep -q 'note: running models with onnxruntime-web' demo.err || fail "no note that models run on onnxruntime-web: $(cat demo.err)"
+grep 'vad: decision agreement' demo.log | sed 's/^/  /'
+npx nnmedia compress "$MODEL" -o m.nnm 2> /dev/null | tee out.log
 npx nnmedia decompress m.nnm -o back.onnx | tee -a out.log
 [ "$(stat -c %s back.onnx)" = "$(stat -c %s "$MODEL")" ] || fail "restored model size differs from the original"
 npx nnmedia inspect m.nnm > /dev/null || fail "inspect"
+npx nnmedia eval m.nnm -m "$MODEL" --task vad --json > eval.json 2> /dev/null || fail "eval --task vad (onnxruntime-web)"
+node -e "
+  const r = JSON.parse(require('fs').readFileSync('eval.json', 'utf8'));
+  const a = r.task.metrics.find((m) => m.key === 'agreement').value;
+  if (!(a >= 0.98)) throw new Error('vad agreement ' + a);
+  console.log('  eval --task vad on onnxruntime-web: decision agreement ' + a.toFixed(4));
+"
 # the source maps point into the package (src/ ships with dist/)
 node -e "
   const dir = 'node_modules/nnmedia/dist/pipeline/';
@@ -82,11 +98,15 @@ node -e "
   if (t.size < 20) throw new Error('decoded only ' + t.size + ' tensors');
   console.log('  import(\"nnmedia\"), import(\"nnmedia/browser\"): ok; ' + t.size + ' tensors decoded');
 " --input-type=module
-expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia eval m.nnm -m "$MODEL"
-expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia demo
 expect_fail 'E_MISSING_CODEC.*@ffmpeg-installer/ffmpeg' env PATH="$WORK/bin" node node_modules/nnmedia/dist/cli/main.js \
   compress "$MODEL" -o v.nnm --media video
 [ ! -e v.nnm ] || fail "a failed compress left v.nnm"
+# without any onnxruntime (a project that removed the optional one): decode and fixed-settings compress still
+# work, and what runs a model names the package to install
+rm -rf node_modules/onnxruntime-web
+npx nnmedia compress "$MODEL" -o plain.nnm > /dev/null || fail "compress without onnxruntime"
+expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia eval m.nnm -m "$MODEL"
+expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia demo
 
 step "full install: nnmedia + onnxruntime-node@$ORT_VERSION + @ffmpeg-installer/ffmpeg@$FFMPEG_VERSION"
 mkdir "$WORK/full"

@@ -363,7 +363,7 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     const hide = hook(
       'hide',
       `export async function resolve(specifier, context, next) {
-  if (specifier === 'onnxruntime-node' || specifier.startsWith('onnxruntime-node/')) {
+  if (['onnxruntime-node', 'onnxruntime-web'].some((p) => specifier === p || specifier.startsWith(p + '/'))) {
     const e = new Error("Cannot find package '" + specifier + "' (hidden by the test)");
     e.code = 'ERR_MODULE_NOT_FOUND';
     throw e;

@@ -1,10 +1,12 @@
 /**
- * onnxruntime-node is an optional peer dependency: importing the package, compressing with fixed settings
- * and --no-check, and decompressing must never load it; the default compress tries it for the quality gate
- * and, without it, writes the archive and says the quality was not checked; and what needs it fails with E_MISSING_DEPENDENCY naming the
- * package. The built package runs in a child Node whose module loader hides onnxruntime-node (a resolve
- * hook that logs every attempt and answers "not found"), as in a project that did not install it.
- * (scripts/consumer-test.sh checks the same from the packed tarball, and ffmpeg's absence too.)
+ * onnxruntime-node is an optional peer dependency, onnxruntime-web an optional dependency (npm installs it unless
+ * optional dependencies are left out): importing the package, compressing with fixed settings and --no-check,
+ * and decompressing must never load either; where onnxruntime-node is missing, models run on onnxruntime-web and
+ * the CLI says so once; where both are, the default compress writes the archive and says the quality was not
+ * checked, and what needs a model run fails with E_MISSING_DEPENDENCY naming the package. The built package runs
+ * in a child Node whose module loader hides the packages (a resolve hook that logs every attempt and answers "not
+ * found"), as in a project that did not install them. (scripts/consumer-test.sh checks the same from the packed
+ * tarball, and ffmpeg's absence too.)
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,8 +28,9 @@ writeFileSync(model, mixedModel().bytes);
 writeFileSync(
   join(dir, 'hide.mjs'),
   `import { appendFileSync } from 'node:fs';
+const hidden = (process.env.NNMEDIA_TEST_HIDE ?? '').split(',').filter(Boolean);
 export async function resolve(specifier, context, next) {
-  if (specifier === 'onnxruntime-node' || specifier.startsWith('onnxruntime-node/')) {
+  if (hidden.some((p) => specifier === p || specifier.startsWith(p + '/'))) {
     appendFileSync(${JSON.stringify(LOG)}, specifier + '\\n');
     const e = new Error("Cannot find package '" + specifier + "' (hidden by the test)");
     e.code = 'ERR_MODULE_NOT_FOUND';
@@ -42,12 +45,18 @@ writeFileSync(
   `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hide.mjs')).href)});\n`,
 );
 
-/** Runs node with onnxruntime-node hidden; returns exit code, output and what tried to load it. */
-async function hidden(args: string[]): Promise<{ code: number; stdout: string; stderr: string; attempts: string[] }> {
+const BOTH = ['onnxruntime-node', 'onnxruntime-web'];
+
+/** Runs node with the packages hidden (both onnxruntimes unless told); returns exit code, output and what tried to load them. */
+async function hidden(
+  args: string[],
+  hide: readonly string[] = BOTH,
+): Promise<{ code: number; stdout: string; stderr: string; attempts: string[] }> {
   writeFileSync(LOG, '');
   let r: { code: number; stdout: string; stderr: string };
   try {
-    r = { code: 0, ...(await run(process.execPath, ['--import', join(dir, 'register.mjs'), ...args], { cwd: dir })) };
+    const env = { ...process.env, NNMEDIA_TEST_HIDE: hide.join(','), NNMEDIA_ORT: '' };
+    r = { code: 0, ...(await run(process.execPath, ['--import', join(dir, 'register.mjs'), ...args], { cwd: dir, env })) };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
     r = { code: err.code, stdout: err.stdout, stderr: err.stderr };
@@ -55,11 +64,14 @@ async function hidden(args: string[]): Promise<{ code: number; stdout: string; s
   return { ...r, attempts: readFileSync(LOG, 'utf8').split('\n').filter(Boolean) };
 }
 
-describe('without onnxruntime-node', () => {
-  it('the hook hides it (the test can fail)', async () => {
+describe('without onnxruntime-node and onnxruntime-web (npm install --omit=optional)', () => {
+  it('the hook hides them (the test can fail)', async () => {
     const r = await hidden(['--input-type=module', '-e', "await import('onnxruntime-node')"]);
     expect(r.code).not.toBe(0);
     expect(r.attempts).toEqual(['onnxruntime-node']);
+    const w = await hidden(['--input-type=module', '-e', "await import('onnxruntime-web')"]);
+    expect(w.code).not.toBe(0);
+    expect(w.attempts).toEqual(['onnxruntime-web']);
   });
 
   it("import('nnmedia') and 'nnmedia/browser' never load it", async () => {
@@ -89,7 +101,9 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
     const c = await hidden([CLI, 'compress', model, '-o', 'g.nnm', '--codec', 'png']);
     expect(c.code).toBe(0);
     expect(c.attempts.length).toBeGreaterThan(0);
-    expect(c.stdout + c.stderr).toMatch(/quality not checked: onnxruntime-node is not installed \(npm install onnxruntime-node/);
+    expect(c.stdout + c.stderr).toMatch(
+      /quality not checked: neither onnxruntime-node nor onnxruntime-web is installed \(npm install onnxruntime-node/,
+    );
     expect(existsSync(join(dir, 'g.nnm'))).toBe(true);
     const i = await hidden([CLI, 'inspect', 'g.nnm']);
     expect(i.stdout).toMatch(/not checked/);
@@ -104,4 +118,26 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
     }
     expect(existsSync(join(dir, 'bpw.nnm'))).toBe(false);
   });
+});
+
+describe('without onnxruntime-node, with onnxruntime-web (npm install nnmedia)', () => {
+  it('the gate, eval and the demo run on onnxruntime-web, said once; the numbers are the native ones', async () => {
+    const c = await hidden([CLI, 'compress', model, '-o', 'w.nnm', '--codec', 'png', '--json'], ['onnxruntime-node']);
+    expect(c.code).toBe(0);
+    expect(c.stderr.match(/note: running models with onnxruntime-web \(WebAssembly\)/g)).toHaveLength(1);
+    expect(c.attempts).toEqual(['onnxruntime-node']);
+    const web = JSON.parse(c.stdout) as { quality: { checked: boolean; fidelity: number } };
+    expect(web.quality.checked).toBe(true);
+    // the same archive's gate, measured natively: the same verdict to 1e-4
+    const n = await run(process.execPath, [CLI, 'compress', model, '-o', 'n.nnm', '--codec', 'png', '--json'], { cwd: dir });
+    const native = JSON.parse(n.stdout) as { quality: { fidelity: number } };
+    expect(web.quality.fidelity).toBeCloseTo(native.quality.fidelity, 4);
+    const e = await hidden([CLI, 'eval', 'w.nnm', '-m', model], ['onnxruntime-node']);
+    expect(e.code).toBe(0);
+    expect(e.stdout).toMatch(/fidelity/);
+    const d = await hidden([CLI, 'demo'], ['onnxruntime-node']);
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stdout).toMatch(/vad: decision agreement\s+0\.9\d/);
+    expect(d.stdout).toMatch(/loads and runs in onnxruntime-web/);
+  }, 120_000);
 });

@@ -18,7 +18,7 @@ import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
 import { formatTable } from './table.js';
 import { serveViewer } from './view.js';
-import { loadOrt } from '../runtime/optional.js';
+import { loadOrt, onOrtFallback, ortBackend } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
@@ -345,7 +345,7 @@ export function buildProgram(): Command {
     else {
       printEvaluation(r);
       console.log(
-        `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${count(statSync(restored).size)} bytes, loads and runs in onnxruntime-node`,
+        `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${count(statSync(restored).size)} bytes, loads and runs in ${ortBackend() ?? 'onnxruntime'}`,
       );
       console.log(`archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`);
     }
@@ -408,6 +408,8 @@ export async function main(argv: string[]): Promise<number> {
     if (e.code === 'EPIPE') process.exit(0);
   });
   const program = buildProgram();
+  // models run on onnxruntime-web where onnxruntime-node is not installed: said once, on stderr
+  onOrtFallback((m) => logLine(`note: ${m}`));
   try {
     await program.parseAsync(argv);
     return 0;

@@ -84,7 +84,8 @@ export async function whyNotRunnable(input: string, reader: ModelReader): Promis
   try {
     await loadOrt('the quality gate');
   } catch (e) {
-    if (e instanceof MissingDependencyError) return 'onnxruntime-node is not installed (npm install onnxruntime-node)';
+    if (e instanceof MissingDependencyError)
+      return 'neither onnxruntime-node nor onnxruntime-web is installed (npm install onnxruntime-node)';
     throw e;
   }
   return undefined;
