@@ -391,6 +391,15 @@ describe('fidelity', () => {
     expect(kept.fidelity).toBe(1);
     expect(kept.outputs[0].maxAbs).toBe(0);
     expect(compareOutputs({ y: f32([2], [NaN, Infinity]) }, { y: f32([2], [NaN, -Infinity]) }).fidelity).toBe(0);
+    // another shape (a size computed from a changed value): scored 0 and said, not an untyped crash
+    const grown = compareOutputs(
+      { y: f32([1, 2], [1, 2]), k: f32([2], [1, 2]) },
+      { y: f32([1, 3], [1, 2, 3]), k: f32([2], [1, 2]) },
+    );
+    expect(grown.fidelity).toBe(0);
+    expect(grown.worst).toBe('y');
+    expect(grown.outputs[0]).toMatchObject({ mismatch: 'the original gives [1, 2], the candidate [1, 3]', relRms: Infinity });
+    expect(formatFidelity(grown)[1]).toMatch(/\(another shape: the original gives \[1, 2\], the candidate \[1, 3\]\)/);
   });
 
   it('integer and boolean outputs are labels: scored by how many are equal, not by the RMS of the numbers', () => {

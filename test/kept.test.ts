@@ -234,3 +234,51 @@ describe('a model with no coded tensor and kept tensors at float16', () => {
     expect(r.quality?.passed).toBe(true);
   });
 });
+
+describe('kept tensors whose values decide a shape, an index or a decision', () => {
+  it('stay exact: a Resize scale, a Range delta, a float table cast to indices; a bias beside them is float16', async () => {
+    // z = Resize(x · s + b, scales); n = Range(0, 1, 0.1); g = Gather(t, Cast(idx)). In float16, 1.2497 is 1.25 (z one
+    // row and column larger), 0.1 is 0.09998 (11 values for 10), 2049 is 2048 (the wrong row)
+    const dir = tempDir();
+    const file = join(dir, 'shapes.onnx');
+    const I64 = T.INT64;
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'shapes',
+        node: [
+          { opType: 'Mul', input: ['x', 's'], output: ['m'] },
+          { opType: 'Add', input: ['m', 'b'], output: ['a'] },
+          { opType: 'Resize', input: ['a', '', 'scales'], output: ['z'] },
+          { opType: 'Range', input: ['start', 'limit', 'delta'], output: ['n'] },
+          {
+            opType: 'Cast',
+            input: ['idx'],
+            output: ['idx64'],
+            attribute: [{ name: 'to', i: I64, type: onnx.AttributeProto.AttributeType.INT }],
+          },
+          { opType: 'Gather', input: ['table', 'idx64'], output: ['g'] },
+        ],
+        initializer: [
+          floatTensor('s', [1, 1, 1, 8], gaussian(8, 1, 1)),
+          floatTensor('b', [1, 1, 1, 8], gaussian(8, 2, 0.1)),
+          floatTensor('scales', [4], Float32Array.from([1, 1, 1.2497, 1.2497])),
+          floatTensor('start', [], Float32Array.of(0)),
+          floatTensor('limit', [], Float32Array.of(1)),
+          floatTensor('delta', [], Float32Array.of(0.1)),
+          floatTensor('idx', [2], Float32Array.of(2049, 3)),
+          floatTensor('table', [2100], gaussian(2100, 3, 1)),
+        ],
+        input: [valueInfo('x', [1, 1, 8, 8])],
+        output: [valueInfo('z', [1, 1, 'h', 'w']), valueInfo('n', ['k']), valueInfo('g', [2])],
+      }),
+    );
+    const r = await compressModel(file, join(dir, 'shapes.nnm'), {});
+    const half = new Set(r.manifest.tensors.filter((t) => t.half).map((t) => t.key));
+    for (const key of ['scales', 'delta', 'idx']) expect(half.has(key), key).toBe(false);
+    for (const key of ['s', 'b']) expect(half.has(key), key).toBe(true);
+    // the gate compares the same shapes, and the outputs match
+    expect(r.quality?.passed).toBe(true);
+    expect(r.quality?.fidelity).toBeGreaterThan(0.99);
+  });
+});

@@ -188,21 +188,27 @@ export async function decodeAudio(file: string, rate: number): Promise<Float32Ar
   }
   let out: Buffer;
   try {
-    // the file by path, not piped: containers like MP4 keep their index at the end and need seeking
+    // the file by path, not piped: containers like MP4 keep their index at the end and need seeking. Its own
+    // channels, as float WAV: mixed to mono here by their mean, as a WAV read directly is (ffmpeg's `-ac 1`
+    // weighs each of two channels 1/√2: a stereo file came out 3 dB louder, its peaks past ±1)
     out = await runFfmpeg(
-      ['-i', file, '-vn', '-ac', '1', '-ar', String(rate), '-f', 'f32le', '-acodec', 'pcm_f32le', 'pipe:1'],
+      ['-i', file, '-vn', '-ar', String(rate), '-f', 'wav', '-acodec', 'pcm_f32le', 'pipe:1'],
       new Uint8Array(0),
       `decoding ${file}`,
     );
   } catch (e) {
     throw new BadCalibrationError(`cannot decode the audio: ${(e as Error).message}`, { file }, e);
   }
-  const n = Math.floor(out.length / 4);
-  if (n > MAX_TENSOR_ELEMENTS)
-    throw new BadCalibrationError(`audio of ${n} samples is longer than ${MAX_TENSOR_ELEMENTS}`, { file });
-  const samples = new Float32Array(n);
-  new Uint8Array(samples.buffer).set(out.subarray(0, n * 4));
-  return samples;
+  if (out.length / 4 > MAX_TENSOR_ELEMENTS)
+    throw new BadCalibrationError(`audio of ${Math.floor(out.length / 4)} samples is longer than ${MAX_TENSOR_ELEMENTS}`, {
+      file,
+    });
+  const wav = parseWav(out, file);
+  if (!wav || wav.rate !== rate)
+    throw new BadCalibrationError(`ffmpeg's decoding is not ${rate} Hz float WAV (${wav ? `${wav.rate} Hz` : 'unread'})`, {
+      file,
+    });
+  return wav.samples;
 }
 
 /**

@@ -74,6 +74,8 @@ export interface OutputFidelity {
    * firing, not how far its values moved: the score is weak evidence, and reports say so.
    */
   oneSided?: boolean;
+  /** The candidate gives another number of values than the original (a shape changed): scored 0. */
+  mismatch?: string;
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
   /** This output's score (see the module comment). */
@@ -107,6 +109,8 @@ interface Sums {
   dd: number;
   maxAbs: number;
   nonFinite: boolean;
+  /** the candidate's output had another size (see OutputFidelity.mismatch) */
+  mismatch?: string;
   /** rows of the last axis, for the classes kind */
   lastDim: number;
   rank: number;
@@ -143,8 +147,6 @@ export class FidelityAccumulator {
   }
 
   private addOutput(name: string, a: CalibrationTensor, b: CalibrationTensor): void {
-    if (a.data.length !== b.data.length)
-      throw new Error(`output ${name}: the original gives ${a.data.length} values, the candidate ${b.data.length}`);
     const C = a.dims.length ? a.dims[a.dims.length - 1] : 1;
     let s = this.sums.get(name);
     if (!s) {
@@ -171,6 +173,11 @@ export class FidelityAccumulator {
         posAB: 0,
       };
       this.sums.set(name, s);
+    }
+    if (a.data.length !== b.data.length) {
+      // a shape moved (a size computed from a changed value): nothing to compare element by element
+      s.mismatch ??= `the original gives [${a.dims.join(', ')}], the candidate [${b.dims.join(', ')}]`;
+      return;
     }
     if (s.lastDim !== C) s.lastDim = -1; // shapes differ between samples: no rows
     const n = a.data.length;
@@ -231,8 +238,9 @@ export class FidelityAccumulator {
   result(): FidelityReport {
     const outputs: OutputFidelity[] = [];
     for (const [name, s] of this.sums) {
-      const relRms = s.nonFinite ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / s.aa) : s.dd > 0 ? Infinity : 0;
-      const cosine = s.nonFinite ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
+      const broken = s.nonFinite || s.mismatch !== undefined;
+      const relRms = broken ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / s.aa) : s.dd > 0 ? Infinity : 0;
+      const cosine = broken ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
       const classes = s.lastDim >= 2 && (s.rank === 2 || s.probRows || s.logProbRows);
       const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
       const decisions = kind === 'classes' ? s.rows : kind === 'binary' || kind === 'labels' ? s.n : undefined;
@@ -274,15 +282,17 @@ export class FidelityAccumulator {
         elements: s.n,
         cosine,
         relRms,
-        maxAbs: s.nonFinite ? Infinity : s.maxAbs,
+        maxAbs: broken ? Infinity : s.maxAbs,
         agreement,
         iou,
         decisions,
         ...(fewDecisions ? { fewDecisions } : {}),
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
+        ...(s.mismatch ? { mismatch: s.mismatch } : {}),
         state: this.stateOutputs.has(name),
-        // a candidate that gives NaN or ±Inf where the original has numbers is broken, whatever else agrees
-        score: s.nonFinite || Number.isNaN(score) ? 0 : score,
+        // a candidate that gives NaN or ±Inf where the original has numbers, or another shape, is broken,
+        // whatever else agrees
+        score: s.nonFinite || s.mismatch || Number.isNaN(score) ? 0 : score,
       });
     }
     const judged = outputs.filter((o) => !o.state);
@@ -343,7 +353,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back samples)`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}`,
     ),
   ];
 }

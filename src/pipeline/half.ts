@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { errorStats } from '../eval/metrics.js';
 import { elementCount, type ModelReader } from '../formats/model.js';
 import { concatBytes } from '../io/bytes.js';
-import { HALF_ENTRY, activationRoundingOp, fromHalf, keptHalf, keptMantissaBits } from '../quantize/half.js';
+import { HALF_ENTRY, activationRoundingOp, exactUse, fromHalf, keptHalf, keptMantissaBits } from '../quantize/half.js';
 import type { TensorOutcome, TensorPlan } from './stages.js';
 
 export interface HalfKept {
@@ -29,6 +29,8 @@ export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxW
   for (const p of plans) {
     if (p.kind !== 'kept' || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
     if (elementCount(p.entry.shape) > maxWeights) continue;
+    // a use that decides a shape, an index or a decision takes the exact values (directly or past data movement)
+    if (exactUse(p.entry.uses) || exactUse(p.entry.consumers ?? [])) continue;
     const values = reader.read(p.entry.key);
     const bits = keptMantissaBits(p.entry.consumers ?? p.entry.uses);
     const bytes = values.length ? keptHalf(values, bits) : undefined;

@@ -65,6 +65,37 @@ export function keptMantissaBits(uses: ReadonlyArray<{ op: string; inputIndex: n
 }
 
 /**
+ * ONNX uses, op → input indices, whose values decide a shape, a count, an index or a decision rather than scale
+ * an activation: rounded to float16, a Resize scale of 1.2497 became 1.25 and the output one row larger; a Range
+ * delta of 0.1 gave 11 elements instead of 10; a float index table cast to int64 moved every odd index above
+ * 2048 by one; a threshold moves the decisions next to it (found by a new-user sweep, 2026-12-06). A kept tensor
+ * with any such use stays exact. Cast: its target is often an integer type (indices, sizes).
+ */
+const EXACT_INPUTS: Readonly<Record<string, readonly number[]>> = {
+  Resize: [1, 2],
+  Upsample: [1],
+  Range: [0, 1, 2],
+  Cast: [0],
+  CastLike: [0],
+  OneHot: [1],
+  TopK: [1],
+  NonMaxSuppression: [2, 3, 4],
+  Less: [0, 1],
+  LessOrEqual: [0, 1],
+  Greater: [0, 1],
+  GreaterOrEqual: [0, 1],
+  Equal: [0, 1],
+  Floor: [0],
+  Ceil: [0],
+  Round: [0],
+};
+
+/** Whether a kept tensor must stay exact because some use of it decides a shape, an index or a decision (EXACT_INPUTS). */
+export function exactUse(uses: ReadonlyArray<{ op: string; inputIndex: number }>): boolean {
+  return uses.some((u) => EXACT_INPUTS[u.op]?.includes(u.inputIndex));
+}
+
+/**
  * float16 bytes (little-endian) with each value rounded to `keep` mantissa bits, to nearest, ties to even;
  * a value that would round up to infinity keeps its bits. A new array; `bytes` is not modified.
  */
