@@ -259,6 +259,29 @@ describe('synthetic inputs', () => {
     );
   });
 
+  it('a uint8 [1, H, W, 3] input is pixels as they are (0…255), from images and synthetic alike, not ids', async () => {
+    // y = mean(float(x)): a quantized model's uint8 NHWC image input
+    const bytes = modelBytes({
+      name: 'u8',
+      node: [
+        { opType: 'Cast', input: ['x'], output: ['xf'], attribute: [{ name: 'to', i: 1, type: 2 }] },
+        { opType: 'ReduceMean', input: ['xf'], output: ['y'], attribute: [{ name: 'keepdims', i: 0, type: 2 }] },
+      ],
+      input: [valueInfo('x', [1, 16, 16, 3], 2)],
+      output: [valueInfo('y', [])],
+    });
+    const synthetic = await syntheticCalibrationSet(bytes, { count: 4 });
+    expect(synthetic.description).toMatch(/x uint8\[1,16,16,3\]: natural-image-like pictures .*; x; NHWC/);
+    const s0 = await synthetic.samples[0].load();
+    const px = (s0 as { feed: Record<string, { data: Uint8Array }> }).feed.x.data;
+    expect(Math.max(...px)).toBeGreaterThan(100); // pictures, not ids 0…15
+    const set = await buildCalibrationSet(bytes, { paths: [join(ROOT, 'data/images/brick.png')] });
+    expect(set.description).toMatch(/the pixels as they are \(0…255: a uint8 input\) by default/);
+    const f = (await set.samples[0].load()) as { feed: Record<string, { type: string; data: Uint8Array }> };
+    expect(f.feed.x.type).toBe('uint8');
+    expect(Math.max(...f.feed.x.data)).toBeGreaterThan(100);
+  });
+
   it('an input the model declares no shape for: the error names it and asks for --input, which then runs', async () => {
     // y = W·x with a [16, 8] W and an input whose type carries no shape at all (fed as a scalar, it cannot run)
     const w = new Float32Array(128).map((_, i) => Math.sin(i));

@@ -69,7 +69,7 @@ export type ImageSpecInput = Partial<ImageSpec>;
  * Fills an image spec from the model input it feeds: layout from where the 1- or 3-channel axis is, or a last
  * axis of 4 (RGBA, NHWC: M-LSD's input_image_with_alpha), NCHW when unclear; channels from that axis, size from
  * fixed spatial dimensions, and the fit from what is fixed (both: `fill`; height only: `height`; neither:
- * `none`). Defaults: lanczos3, range [0, 1], mean 0, std 1, RGB.
+ * `none`). Defaults: lanczos3, range [0, 1] ([0, 255] for a uint8 input: its pixels as they are), mean 0, std 1, RGB.
  */
 export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undefined): ImageSpec {
   const shape = input?.shape;
@@ -108,7 +108,8 @@ export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undef
     minWidth: given.minWidth ?? 1,
     pad: given.pad ?? 0,
     padPosition: given.padPosition ?? 'centre',
-    range: given.range ?? [0, 1],
+    // an 8-bit input takes the pixels as they are (a quantized model's uint8 image), a float one x/255
+    range: given.range ?? (given.scale === undefined && isByteInput(input) ? [0, 255] : [0, 1]),
     scale: given.scale,
     mean: expand(given.mean, 0, 'mean'),
     std: expand(given.std, 1, 'std'),
@@ -125,6 +126,11 @@ export function resolveImageSpec(given: ImageSpecInput, input: ValueInfo | undef
     throw new BadCalibrationError(`image fit 'height' needs a height: give --image-size xH`, { tensor: input?.name });
   if (channels === 1 && spec.order === 'bgr') spec.order = 'rgb';
   return spec;
+}
+
+/** An input of bytes (uint8): its pixels are fed as they are, 0…255. */
+function isByteInput(input: ValueInfo | undefined): boolean {
+  return input?.type === 'uint8';
 }
 
 /** Pixel dimensions after the resize step, from the image's own size. */
@@ -209,7 +215,9 @@ export function pixelsToTensor(pixels: Uint8Array, width: number, height: number
  */
 export function isImageInput(input: ValueInfo): boolean {
   const s = input.shape;
-  if (!s || !String(input.type).startsWith('float') || s.length !== 4) return false;
+  // float inputs, and 8-bit ones (a quantized model's uint8 pixels)
+  const type = String(input.type);
+  if (!s || !(type.startsWith('float') || type === 'uint8' || type === 'int8') || s.length !== 4) return false;
   return s[1] === 3 || s[3] === 3 || s[1] === 1 || (s[3] === 4 && s[1] !== 4);
 }
 

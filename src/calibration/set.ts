@@ -200,7 +200,9 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     const assumed = [given.range, given.mean, given.std, given.scale].every((v) => v === undefined);
     parts.push(
       `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)})` +
-        (assumed ? `: x/255 by default, give --image-range or --image-mean/--image-std if the model takes other values` : ''),
+        (assumed
+          ? `: ${input.type === 'uint8' ? 'the pixels as they are (0…255: a uint8 input)' : 'x/255'} by default, give --image-range or --image-mean/--image-std if the model takes other values`
+          : ''),
     );
   }
 

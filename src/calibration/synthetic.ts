@@ -232,8 +232,9 @@ export function inputKind(
   if (state.some((l) => l.input === input.name)) return 'state';
   const type = String(input.type);
   if (type === 'bool') return 'bool';
-  if (!type.startsWith('float')) return 'ids';
+  // a uint8 [N, H, W, 3]-like input is pixels (a quantized model's image), not ids
   if (input.name === imageInput || (!imageInput && isImageInput(input))) return 'image';
+  if (!type.startsWith('float')) return 'ids';
   const s = input.shape;
   if (s && s.length >= 1 && s.length <= 3) {
     const last = s[s.length - 1];
@@ -421,7 +422,11 @@ async function statelessSet(
     image: { width: o.image?.width, height: o.image?.height },
   });
   const imageSpecFor = (dims: number[]): ReturnType<typeof resolveImageSpec> =>
-    resolveImageSpec({ mean: [0.5], std: [0.5], ...o.image, fit: 'fill' }, { ...imageInput!, shape: dims });
+    // pictures to [−1, 1] for a float input, the pixels as they are for a uint8 one
+    resolveImageSpec(
+      { ...(imageInput!.type === 'uint8' ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
+      { ...imageInput!, shape: dims },
+    );
   const make = (dims: Map<string, number[]>, k: number): Feed => {
     const feed: Feed = {};
     for (const input of io.inputs) {
