@@ -2,7 +2,7 @@
  * Calibration data: raw tensors matched by name, `NAME=SHAPE`, flags and config files, the WAV reader and
  * ffmpeg decoding, images, and the probe/held-back split. Real files, real inference (the mixed fixture).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -518,6 +518,13 @@ describe('RGBA image inputs', () => {
     const p = await photos.samples[0].load();
     if (p.kind !== 'feed') throw new Error('a feed');
     expect(p.feed.image.dims).toEqual([1, 16, 16, 4]);
+    // a corrupt file among the photos fails the set when it is built, naming the file (it was counted, and only
+    // failed where a later eval loaded it)
+    const folder = join(dir, 'with-corrupt');
+    mkdirSync(folder, { recursive: true });
+    copyFileSync(join(DATA, 'images/brick.png'), join(folder, 'a.png'));
+    writeFileSync(join(folder, 'b.png'), Buffer.from('\x89PNG\r\n\x1a\n not really a png'));
+    await expect(buildCalibrationSet(model, { paths: [folder] })).rejects.toThrow(/b\.png: cannot read the image/);
   });
 });
 

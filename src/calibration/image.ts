@@ -186,6 +186,21 @@ export async function loadImage(
   return pixelsToTensor(data, width, height, spec);
 }
 
+/**
+ * That an image file can be read (its header and size), before it is counted as a sample: samples load when a
+ * probe or the gate uses them, so a corrupt file was counted by compress and only failed `eval` (found by a
+ * new-user sweep).
+ */
+export async function checkImage(file: string): Promise<void> {
+  try {
+    const meta = await sharp(file).metadata();
+    if (!meta.width || !meta.height) throw new Error('image has no size');
+  } catch (e) {
+    const why = (e as Error).message.replace(/:\s*$/, '');
+    throw new BadCalibrationError(`cannot read the image: ${why}`, { file }, e);
+  }
+}
+
 /** 8-bit interleaved pixels (R,G,B; R,G,B,A; or grey) → the normalised tensor. */
 export function pixelsToTensor(pixels: Uint8Array, width: number, height: number, spec: ImageSpec): CalibrationTensor {
   const C = spec.channels;

@@ -28,7 +28,15 @@ import {
   type AudioSpec,
   type AudioSpecInput,
 } from './audio.js';
-import { IMAGE_EXTENSIONS, describeImageSpec, isImageInput, loadImage, resolveImageSpec, type ImageSpecInput } from './image.js';
+import {
+  IMAGE_EXTENSIONS,
+  checkImage,
+  describeImageSpec,
+  isImageInput,
+  loadImage,
+  resolveImageSpec,
+  type ImageSpecInput,
+} from './image.js';
 import { describeModel, formatShape, formatValueInfo, type ModelIo, type ValueInfo } from './model-io.js';
 import { RAW_EXTENSIONS, decodeRawFile, npyInputHint, type NamedTensor } from './raw.js';
 import { fitTensor, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
@@ -177,6 +185,8 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
   if (images.length) {
     const input = imageInputOf(io, spec.image?.input);
     const imageSpec = resolveImageSpec(spec.image ?? {}, input);
+    // every file readable before any is counted (a corrupt one fails here, not in a later eval)
+    for (const { file } of images) await checkImage(file);
     for (const { file } of images)
       pending.push({
         label: file,
