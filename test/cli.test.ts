@@ -131,6 +131,16 @@ describe('nnmedia CLI', () => {
     const q = await cli('compress', model, '-o', 'bad.nnm', '--codec', 'jpeg', '--quality', '150');
     expect(q.code).toBe(2);
     expect(q.stderr).toMatch(/Expected integer between 1 and 100 for quality but received 150/);
+    // counts and ports out of range are option errors, not an empty evaluation or a crash
+    const limit = await cli('eval', 'm.nnm', '-m', model, '--limit', '0');
+    expect(limit.code).toBe(2);
+    expect(limit.stderr).toMatch(/Expected limit of at least 1 but received "0"/);
+    const port = await cli('view', 'm.nnm', '--port', '99999');
+    expect(port.code).toBe(2);
+    // a built-in task on a model that is not the task's: a typed error, not E_INTERNAL
+    const task = await cli('eval', 'm.nnm', '-m', model, '--task', 'vad');
+    expect(task.code).toBe(4);
+    expect(task.stderr).toMatch(/^nnmedia: E_BAD_CALIBRATION: the vad task does not fit this model/);
   });
 
   it('never replaces a file without --force, and never the original model even with it', async () => {

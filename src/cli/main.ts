@@ -30,10 +30,14 @@ import { checkJudgedOutputs, describeQuality, oneSidedWarning } from '../pipelin
 
 const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models/silero_vad_v4.onnx');
 
-function int(name: string) {
+function int(name: string, min = -Infinity, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n)) throw new InvalidArgumentError(`Expected integer for ${name} but received ${JSON.stringify(v)}`);
+    if (n < min || n > max)
+      throw new InvalidArgumentError(
+        `Expected ${name} ${max === Infinity ? `of at least ${min}` : `between ${min} and ${max}`} but received ${JSON.stringify(v)}`,
+      );
     return n;
   };
 }
@@ -251,7 +255,7 @@ export function buildProgram(): Command {
     .description('.nnm archive → model in its original format')
     .requiredOption('-o, --output <file>', 'output model file')
     .option('--force', 'replace an existing output file (never the original model the archive was made from)')
-    .option('--jobs <n>', 'worker threads decoding tensors at once (default: cores)', int('jobs'))
+    .option('--jobs <n>', 'worker threads decoding tensors at once (default: cores)', int('jobs', 1))
     .option('--json', 'print a JSON summary')
     .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean; force?: boolean }) => {
       const bar = progress(!f.json);
@@ -277,7 +281,7 @@ export function buildProgram(): Command {
     .addOption(
       new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'isnet', 'outputs', 'none']).default('auto'),
     )
-    .option('--limit <n>', 'evaluate only the first n samples (ocr, isnet)', int('limit'))
+    .option('--limit <n>', 'evaluate only the first n samples (ocr, isnet)', int('limit', 1))
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
@@ -354,7 +358,7 @@ export function buildProgram(): Command {
   program
     .command('view <file>')
     .description('serve a local page that shows each layer as its picture, with histograms, bits/weight and errors')
-    .option('--port <n>', 'port on 127.0.0.1 (default: any free port)', int('port'))
+    .option('--port <n>', 'port on 127.0.0.1 (default: any free port)', int('port', 0, 65535))
     .option('--plot <png>', 'a rate–distortion plot from `npm run bench` to show too')
     .option('-m, --model <file>', "the original model: show each layer's error map (automatic when a model is viewed)")
     .action(async (file: string, f: { port?: number; plot?: string; model?: string }) => {

@@ -110,8 +110,9 @@ export const CODEC_META = {
     losslessBits: [],
     lossless: 'never',
     defaultLossless: false,
-    maxWidth: 65535,
-    maxHeight: 65535,
+    // libjpeg's own limit (JPEG_MAX_DIMENSION), below the format's 65535
+    maxWidth: 65500,
+    maxHeight: 65500,
     quality: { min: 1, max: 100, default: 90, meaning: 'higher is better and larger' },
   }),
   tiff: image({
@@ -203,7 +204,8 @@ export const CODEC_META = {
     description: 'Opus (libopus) through ffmpeg: lossy, 8/16-bit PCM at 48 kHz; quality = bitrate in kbit/s',
     bits: [8, 16],
     exact: false,
-    quality: { min: 6, max: 510, default: 256, meaning: 'bitrate in kbit/s: higher is better and larger' },
+    // libopus takes at most 256 kbit/s a channel (the planes are mono)
+    quality: { min: 6, max: 256, default: 256, meaning: 'bitrate in kbit/s: higher is better and larger' },
   }),
   zstd: raw({
     name: 'zstd',

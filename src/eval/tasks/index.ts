@@ -2,7 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { BadCalibrationError } from '../../errors.js';
+import { BadCalibrationError, NnmediaError, OptionError } from '../../errors.js';
 import { loadOrt } from '../../runtime/optional.js';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
@@ -33,6 +33,30 @@ export interface TaskOptions {
 }
 
 export function taskByName(name: string, options: TaskOptions = {}): TaskEvaluator<unknown> {
+  return fitting(builtinTask(name, options));
+}
+
+/**
+ * A task whose runs fail with a typed error where the model is not the task's (PaddleOCR rec under `--task vad`:
+ * onnxruntime's "input 'x' is missing in 'feeds'" was an untyped E_INTERNAL; found by a new-user sweep).
+ */
+function fitting(task: TaskEvaluator<unknown>): TaskEvaluator<unknown> {
+  const typed = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof NnmediaError) throw e;
+      throw new BadCalibrationError(
+        `the ${task.name} task does not fit this model (${(e as Error).message.split('\n')[0]}): give --task for the model's kind, or calibration data`,
+        {},
+        e,
+      );
+    }
+  };
+  return { ...task, run: (m) => typed(() => task.run(m)), calibrate: (m) => typed(() => task.calibrate(m)) };
+}
+
+function builtinTask(name: string, options: TaskOptions): TaskEvaluator<unknown> {
   if (name === 'vad')
     return vadTask({
       wav: `${DATA_DIR}/speech/speech_16k.wav`,
@@ -48,7 +72,7 @@ export function taskByName(name: string, options: TaskOptions = {}): TaskEvaluat
     }) as TaskEvaluator<unknown>;
   if (name === 'outputs') return outputsTask() as TaskEvaluator<unknown>;
   if (name === 'isnet') return isnetTask({ dir: `${DATA_DIR}/images`, limit: options.limit }) as TaskEvaluator<unknown>;
-  throw new Error(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
+  throw new OptionError(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
 }
 
 /** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
