@@ -199,15 +199,13 @@ export async function decodeAudio(file: string, rate: number): Promise<Float32Ar
   } catch (e) {
     throw new BadCalibrationError(`cannot decode the audio: ${(e as Error).message}`, { file }, e);
   }
-  if (out.length / 4 > MAX_TENSOR_ELEMENTS)
-    throw new BadCalibrationError(`audio of ${Math.floor(out.length / 4)} samples is longer than ${MAX_TENSOR_ELEMENTS}`, {
-      file,
-    });
   const wav = parseWav(out, file);
   if (!wav || wav.rate !== rate)
     throw new BadCalibrationError(`ffmpeg's decoding is not ${rate} Hz float WAV (${wav ? `${wav.rate} Hz` : 'unread'})`, {
       file,
     });
+  if (wav.samples.length > MAX_TENSOR_ELEMENTS)
+    throw new BadCalibrationError(`audio of ${wav.samples.length} samples is longer than ${MAX_TENSOR_ELEMENTS}`, { file });
   return wav.samples;
 }
 

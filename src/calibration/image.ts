@@ -232,7 +232,7 @@ export function isImageInput(input: ValueInfo): boolean {
   const s = input.shape;
   // float inputs, and 8-bit ones (a quantized model's uint8 pixels)
   const type = String(input.type);
-  if (!s || !(type.startsWith('float') || type === 'uint8' || type === 'int8') || s.length !== 4) return false;
+  if (!s || !(type.startsWith('float') || type === 'uint8') || s.length !== 4) return false;
   return s[1] === 3 || s[3] === 3 || s[1] === 1 || (s[3] === 4 && s[1] !== 4);
 }
 

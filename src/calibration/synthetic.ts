@@ -461,7 +461,8 @@ async function statelessSet(
     } catch (e) {
       // an input the graph gives no shape was fed as a scalar: say which, and what to give
       const shapeless = io.inputs.filter((i) => i.shape === undefined && !overrides.inputs.has(i.name));
-      if (!plan.grows && shapeless.length)
+      const why = firstLine((e as Error & { cause?: unknown }).cause ?? e);
+      if (!plan.grows && shapeless.length && /num_dims|rank|dimension|shape/i.test(why))
         throw new BadCalibrationError(
           `synthetic inputs: the model declares no shape for ${shapeless.map((i) => i.name).join(', ')} (fed as a scalar), and rejected it: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}; give ${shapeless.length === 1 ? 'its shape' : 'their shapes'} (--input ${shapeless[0].name}=SHAPE, e.g. --input ${shapeless[0].name}=1,3,224,224) or calibration data (--calibration)`,
           { file: o.file },

@@ -166,7 +166,8 @@ export class FidelityAccumulator {
         logProbRows: C >= 2,
         unit: true,
         binaryAgree: 0,
-        labels: a.type !== 'float32' && a.type !== 'float16' && a.type !== 'float64',
+        // ids and booleans; 8- and 16-bit integers (pixels, masks) are values
+        labels: ['bool', 'int32', 'int64', 'uint32', 'uint64'].includes(a.type),
         equal: 0,
         posA: 0,
         posB: 0,
@@ -174,7 +175,7 @@ export class FidelityAccumulator {
       };
       this.sums.set(name, s);
     }
-    if (a.data.length !== b.data.length) {
+    if (a.data.length !== b.data.length || a.dims.join() !== b.dims.join()) {
       // a shape moved (a size computed from a changed value): nothing to compare element by element
       s.mismatch ??= `the original gives [${a.dims.join(', ')}], the candidate [${b.dims.join(', ')}]`;
       return;
@@ -297,7 +298,7 @@ export class FidelityAccumulator {
     }
     const judged = outputs.filter((o) => !o.state);
     // labels of a handful of decisions set the number only where nothing else is judged
-    const counted = judged.filter((o) => !(o.kind === 'labels' && o.fewDecisions));
+    const counted = judged.filter((o) => !(o.kind === 'labels' && o.fewDecisions && !o.mismatch));
     const worst = (counted.length ? counted : judged.length ? judged : outputs).reduce<OutputFidelity | undefined>(
       (w, o) => (!w || o.score < w.score ? o : w),
       undefined,

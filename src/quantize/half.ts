@@ -91,8 +91,13 @@ const EXACT_INPUTS: Readonly<Record<string, readonly number[]>> = {
 };
 
 /** Whether a kept tensor must stay exact because some use of it decides a shape, an index or a decision (EXACT_INPUTS). */
-export function exactUse(uses: ReadonlyArray<{ op: string; inputIndex: number }>): boolean {
-  return uses.some((u) => EXACT_INPUTS[u.op]?.includes(u.inputIndex));
+export function exactUse(
+  uses: ReadonlyArray<{ op: string; inputIndex: number; attrs?: Record<string, number | string | number[]> }>,
+): boolean {
+  // a Cast to a float type (float, float16, double, bfloat16) moves values, it does not index with them
+  const toFloat = (u: { op: string; attrs?: Record<string, unknown> }): boolean =>
+    (u.op === 'Cast' || u.op === 'CastLike') && [1, 10, 11, 16].includes(u.attrs?.to as number);
+  return uses.some((u) => EXACT_INPUTS[u.op]?.includes(u.inputIndex) && !toFloat(u));
 }
 
 /**

@@ -3,7 +3,7 @@
  * it, calibration, the quality gate, `eval`, the demo); a user who only compresses with fixed settings or
  * decodes never loads it. onnxruntime-node (native, an optional peer: `npm install onnxruntime-node`) is
  * preferred; without it, onnxruntime-web (WebAssembly, an optional dependency that `npm install nnmedia`
- * brings, with no install script) runs the same models in Node, slower. Neither: a `MissingDependencyError`
+ * brings, from the npm registry alone) runs the same models in Node, slower. Neither: a `MissingDependencyError`
  * naming what to install.
  */
 
@@ -30,6 +30,12 @@ export function ortBackend(): OrtBackend | undefined {
   return backend;
 }
 
+/** Whether an import failed because the package is not there (not because it failed to load). */
+function notInstalled(e: unknown, pkg: string): boolean {
+  const code = (e as { code?: string }).code;
+  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes(pkg);
+}
+
 const firstLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split('\n')[0];
 
 /**
@@ -47,6 +53,8 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
         backend = 'onnxruntime-node';
         return m;
       } catch (e) {
+        // installed but broken (a native binary that does not load): that error, not a silent fallback
+        if (!notInstalled(e, 'onnxruntime-node')) throw e;
         nodeError = e;
       }
     if (asked !== 'node')

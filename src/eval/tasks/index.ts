@@ -40,14 +40,20 @@ export function taskByName(name: string, options: TaskOptions = {}): TaskEvaluat
  * A task whose runs fail with a typed error where the model is not the task's (PaddleOCR rec under `--task vad`:
  * onnxruntime's "input 'x' is missing in 'feeds'" was an untyped E_INTERNAL; found by a new-user sweep).
  */
+const NOT_THE_TASKS_INPUTS =
+  /missing in 'feeds'|invalid input name|invalid rank|invalid dimensions|num_dims|Unexpected input data type|input shape/i;
+
 function fitting(task: TaskEvaluator<unknown>): TaskEvaluator<unknown> {
   const typed = async <T>(run: () => Promise<T>): Promise<T> => {
     try {
       return await run();
     } catch (e) {
-      if (e instanceof NnmediaError) throw e;
+      // only onnxruntime's refusal of the task's inputs (a name, a rank or a shape the model does not take);
+      // typed errors, aborts and anything else stay what they are
+      const message = e instanceof Error ? e.message : String(e);
+      if (e instanceof NnmediaError || !NOT_THE_TASKS_INPUTS.test(message)) throw e;
       throw new BadCalibrationError(
-        `the ${task.name} task does not fit this model (${(e as Error).message.split('\n')[0]}): give --task for the model's kind, or calibration data`,
+        `the ${task.name} task does not fit this model (${message.split('\n')[0]}): give --task for the model's kind, or calibration data`,
         {},
         e,
       );
