@@ -24,9 +24,9 @@ import { exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
-import { measureTensor, prepareTensor, type PowerSums, type PrepareRequest, type PreparedTensor } from './measure.js';
+import { measureTensor, measureToProbe, type PowerSums, type PrepareRequest, type ProbeMeasure } from './measure.js';
 import { runOrdered } from './pool.js';
-import { poolFor, sourceRange, type MeasureReply } from './workers.js';
+import { poolFor, sourceRange, type MeasureReply, type WorkerPool } from './workers.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
 
@@ -238,37 +238,47 @@ export async function allocate(parts: {
     powers.push(Math.max(power.sq / Math.max(power.n, 1), 1e-30));
   };
   const measuredScales = new Map<string, ReadonlyArray<MeasuredScales | undefined>>();
-  if (!canRun) {
-    // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
-    // follows the slice; tensors on the worker threads where there are several cores (results in order)
+  // each tensor measured on the worker threads where there are several cores, else here; results in order
+  const measureEach = async <R>(
+    onWorker: (pool: WorkerPool, p: CodedPlan) => Promise<R>,
+    here: (p: CodedPlan) => R,
+    commit: (result: R, p: CodedPlan) => void,
+  ): Promise<void> => {
     const pool = poolFor(options.jobs, unique.length, weights);
-    const modesOf = [...modes];
     try {
       await runOrdered(
         unique,
         pool ? 2 * Math.max(1, options.jobs ?? availableParallelism()) : 1,
-        (p) =>
-          pool
-            ? pool.run<MeasureReply>({
-                kind: 'measure',
-                file: reader.file,
-                plan: p,
-                sliceWeights: options.sliceWeights,
-                modes: modesOf,
-                ...sourceRange(reader, p.entry.key),
-              })
-            : Promise.resolve(measureTensor(reader, p, options.sliceWeights, modesOf)),
-        ({ rate, power, scales }, p) => {
-          record(rate, power);
-          if (scales) measuredScales.set(p.entry.key, scales);
-        },
+        (p) => (pool ? onWorker(pool, p) : Promise.resolve(here(p))),
+        commit,
       );
     } finally {
       await pool?.close();
     }
+  };
+  if (!canRun) {
+    // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
+    // follows the slice
+    const modesOf = [...modes];
+    await measureEach(
+      (pool, p) =>
+        pool.run<MeasureReply>({
+          kind: 'measure',
+          file: reader.file,
+          plan: p,
+          sliceWeights: options.sliceWeights,
+          modes: modesOf,
+          ...sourceRange(reader, p.entry.key),
+        }),
+      (p) => measureTensor(reader, p, options.sliceWeights, modesOf),
+      ({ rate, power, scales }, p) => {
+        record(rate, power);
+        if (scales) measuredScales.set(p.entry.key, scales);
+      },
+    );
   }
   // To probe, substitutions need every tensor's working planes: the model is in memory then anyway. Each tensor
-  // is measured (and its compensation modelled) on the worker threads where there are several cores, in order.
+  // is measured and its compensation modelled.
   if (canRun) {
     // 16-bit candidates only where probes can say a tensor needs them: a model that cannot run weighs every
     // tensor alike, where they pay only at budgets near 16 bits/weight, and its measurements (large
@@ -277,39 +287,31 @@ export async function allocate(parts: {
       const stats = parts.statistics?.get(p.entry.key);
       return { modes, fine: FINE_STEPS, ...(stats ? { compensation: { stats, range: fixedRange ?? 'channel' } } : {}) };
     };
-    const pool = poolFor(options.jobs, unique.length, weights);
-    try {
-      await runOrdered(
-        unique,
-        pool ? 2 * Math.max(1, options.jobs ?? availableParallelism()) : 1,
-        (p) =>
-          pool
-            ? pool.run<PreparedTensor>({
-                kind: 'prepare',
-                file: reader.file,
-                plan: p,
-                ...requestOf(p),
-                ...sourceRange(reader, p.entry.key),
-              })
-            : Promise.resolve(prepareTensor(p, reader.read(p.entry.key), requestOf(p))),
-        ({ prepared, seeds, rate, power, ratios }, p) => {
-          seedsOf.set(p.entry.key, seeds);
-          planesOf.set(p.entry.key, prepared);
-          if (ratios) {
-            addCompensatedCandidates(rate, ratios);
-            compensated.set(p.entry.key, parts.statistics!.get(p.entry.key)!);
-            modelled++;
-            debug?.(
-              `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
-                `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
-            );
-          }
-          record(rate, power);
-        },
-      );
-    } finally {
-      await pool?.close();
-    }
+    await measureEach(
+      (pool, p) =>
+        pool.run<ProbeMeasure>({
+          kind: 'prepare',
+          file: reader.file,
+          plan: p,
+          ...requestOf(p),
+          ...sourceRange(reader, p.entry.key),
+        }),
+      (p) => measureToProbe(p, reader.read(p.entry.key), requestOf(p)),
+      ({ prepared, seeds, rate, power, ratios }, p) => {
+        seedsOf.set(p.entry.key, seeds);
+        planesOf.set(p.entry.key, prepared);
+        if (ratios) {
+          addCompensatedCandidates(rate, ratios);
+          compensated.set(p.entry.key, parts.statistics!.get(p.entry.key)!);
+          modelled++;
+          debug?.(
+            `  ${p.entry.name}: compensated/nearest layer error ${ratios.map((x) => x.ratio.toFixed(3)).join(', ')}, ` +
+              `extra code bits ${ratios.map((x) => x.extraBits.toFixed(0)).join(', ')} at steps ${COMPENSATION_ANCHORS.map((x) => x.toFixed(3)).join(', ')}`,
+          );
+        }
+        record(rate, power);
+      },
+    );
   }
   if (parts.statistics)
     log(

@@ -58,7 +58,7 @@ export function measurePart(
   return { prepared, ...(seeds ? { seeds } : {}), rate };
 }
 
-/** What `prepareTensor` is asked: the range modes and fine steps measured, and the layer statistics to model compensation with. */
+/** What `measureToProbe` is asked: the range modes and fine steps measured, and the layer statistics to model compensation with. */
 export interface PrepareRequest {
   modes: RangeMode[];
   fine: readonly number[];
@@ -67,7 +67,7 @@ export interface PrepareRequest {
 }
 
 /** A tensor of a model that runs, measured for the probes: its working planes kept, its power, its compensation ratios. */
-export interface PreparedTensor extends MeasuredPart {
+export interface ProbeMeasure extends MeasuredPart {
   power: PowerSums;
   /** The error model's anchors (absent: no statistics, or rotated planes, which are not compensated). */
   ratios?: CompensationRatio[];
@@ -78,7 +78,7 @@ export interface PreparedTensor extends MeasuredPart {
  * compensated/round-to-nearest error ratios at the anchors. Independent per tensor, so it runs on the worker
  * threads (the same numbers to the last bit: the same code in the same order).
  */
-export function prepareTensor(plan: CodedPlan, values: Float32Array, request: PrepareRequest): PreparedTensor {
+export function measureToProbe(plan: CodedPlan, values: Float32Array, request: PrepareRequest): ProbeMeasure {
   const power = { sq: 0, n: 0 };
   const part = measurePart(plan, values, plan.layout, request.modes, power, request.fine);
   const c = request.compensation;

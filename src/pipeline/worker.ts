@@ -9,7 +9,7 @@ import { encodeUnit } from './encode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { decodeRecord, decodeRecordBytes } from '../archive/decode.js';
 import { openModel } from '../formats/registry.js';
-import { measureTensor, prepareTensor, type PreparedTensor } from './measure.js';
+import { measureTensor, measureToProbe, type ProbeMeasure } from './measure.js';
 import type { EncodeReply, Job, MeasureReply, Reply, SourceRange, WorkerData } from './workers.js';
 import { RangeReader } from '../formats/range-reader.js';
 
@@ -56,7 +56,7 @@ function readerOf(file: string, key: string, source?: SourceRange): ModelReader 
 }
 
 async function handle(job: Job): Promise<{
-  value: EncodeReply | MeasureReply | PreparedTensor | Float32Array | Uint8Array | null;
+  value: EncodeReply | MeasureReply | ProbeMeasure | Float32Array | Uint8Array | null;
   transfer: ArrayBuffer[];
 }> {
   if (job.kind === 'close') {
@@ -71,7 +71,7 @@ async function handle(job: Job): Promise<{
   if (job.kind === 'prepare') {
     const { plan, range, ...request } = job;
     const reader = readerOf(job.file, plan.entry.key, range);
-    const prepared = prepareTensor(plan, reader.read(plan.entry.key), request);
+    const prepared = measureToProbe(plan, reader.read(plan.entry.key), request);
     // the working planes go back whole (each its own buffer, made by preparePlanes)
     const planes = prepared.prepared.planes;
     const transfer = planes.every((pl) => pl.byteOffset === 0 && pl.byteLength === pl.buffer.byteLength)

@@ -14,7 +14,7 @@ import type { TensorRecord } from '../archive/manifest.js';
 import type { DataRange, FloatDType, ModelFormat, ModelReader } from '../formats/model.js';
 import type { CodedPlan, EncodedTensor, EncodeUnit } from './stages.js';
 import type { RangeMode } from '../quantize/uniform.js';
-import type { measureTensor, PrepareRequest, PreparedTensor } from './measure.js';
+import type { measureTensor, PrepareRequest, ProbeMeasure } from './measure.js';
 
 /** One unit of encoding: plans are plain data (codecs by name), so a unit crosses to a worker as it is. */
 export interface EncodeJob {
@@ -51,7 +51,7 @@ export interface MeasureJob {
   range?: SourceRange;
 }
 
-/** A tensor of a model that runs, measured for the probes (pipeline/measure.ts prepareTensor). */
+/** A tensor of a model that runs, measured for the probes (pipeline/measure.ts measureToProbe). */
 export interface PrepareJob extends PrepareRequest {
   kind: 'prepare';
   file: string;
@@ -71,7 +71,7 @@ export type EncodeReply = EncodedTensor;
 
 export type MeasureReply = ReturnType<typeof measureTensor>;
 
-type ReplyValue = EncodeReply | MeasureReply | PreparedTensor | Float32Array | Uint8Array;
+type ReplyValue = EncodeReply | MeasureReply | ProbeMeasure | Float32Array | Uint8Array;
 
 export type Reply = { ok: true; value: ReplyValue | null } | { ok: false; error: ErrorData };
 
