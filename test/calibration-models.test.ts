@@ -408,7 +408,7 @@ describe('fidelity', () => {
     const nan = compareOutputs({ y: f32([2], [1, 1]) }, { y: f32([2], [1, NaN]) });
     expect(nan.fidelity).toBe(0);
     expect(nan.outputs[0].relRms).toBe(Infinity);
-    expect(formatFidelity(logits)[0]).toMatch(/^fidelity 0\.7500 \(worst output: l; 1 held-back samples\)/);
+    expect(formatFidelity(logits)[0]).toMatch(/^fidelity 0\.7500 \(worst output: l; 1 held-back sample\)/);
     // the same NaN and infinities where the original has them (a model that passes them through) are no change
     const kept = compareOutputs({ y: f32([4], [1, NaN, Infinity, -Infinity]) }, { y: f32([4], [1, NaN, Infinity, -Infinity]) });
     expect(kept.fidelity).toBe(1);

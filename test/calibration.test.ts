@@ -204,8 +204,10 @@ describe('raw tensors', () => {
     mkdirSync(stray);
     writeFileSync(join(stray, 'y.npy'), encodeNpy(f32([1], Float32Array.of(1))));
     await expect(buildCalibrationSet(bytes, { paths: [stray] })).rejects.toThrow(/cannot tell which input this \.npy file feeds/);
+    // a path that is not there: a file problem (E_IO, exit 3), as a missing model or archive is
     await expect(buildCalibrationSet(bytes, { paths: [join(dir, 'nothing-here')] })).rejects.toMatchObject({
-      code: 'E_BAD_CALIBRATION',
+      code: 'E_IO',
+      message: expect.stringMatching(/cannot read the calibration data: no such file/),
     });
     const floats = join(dir, 'ids.json');
     writeFileSync(

@@ -603,3 +603,18 @@ describe('the demo', () => {
     expect(i.stdout).toMatch(/checksums\s+(all \d+ entries|its 1 entry) verified/);
   }, 120_000);
 });
+
+describe('nnmedia/browser where there is no browser', () => {
+  it('an image archive decoded in Node is UnsupportedError naming the missing decoder, not a damaged archive', async () => {
+    const { compressModel } = await import('../src/index.js');
+    const { decodeArchive } = await import('../src/browser/index.js');
+    const archive = join(dir, 'png-in-node.nnm');
+    await compressModel(model, archive, { codec: 'png', check: false });
+    const err = (await decodeArchive(readFileSync(archive), { workers: 0 }).catch((e: unknown) => e)) as {
+      code?: string;
+      message: string;
+    };
+    expect(err.code).toBe('E_UNSUPPORTED');
+    expect(err.message).toMatch(/no image decoder for image\/png .*in Node, import from 'nnmedia'/);
+  });
+});

@@ -232,6 +232,10 @@ describe('a model with no coded tensor and kept tensors at float16', () => {
     expect(r.manifest.tensors.every((t) => !t.layout)).toBe(true);
     expect(r.quality?.checked).toBe(true);
     expect(r.quality?.passed).toBe(true);
+    // a floor the float16 rounding misses: the refusal's remedy is the kept tensors, not finer codes (none is coded)
+    const refused = await compressModel(file, join(dir, 'strict.nnm'), { minFidelity: 1 }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'E_QUALITY', message: expect.stringMatching(/--no-half-kept/) });
+    expect((refused as Error).message).not.toMatch(/--bits 16/);
   });
 });
 

@@ -81,6 +81,30 @@ describe('M5: fully-connected layer as video', () => {
   });
 });
 
+describe('a plane thinner than a frame', () => {
+  it('is coded as an image, said in the log, and decodes (as padded frames the reader refused it)', async () => {
+    const n = 100_000; // 1 × n plane: n/64 frames of 16 × 64, 16× its area (over the reader's bound)
+    const w = gaussian(n, 3, 0.05);
+    const file = join(dir, 'thin.safetensors');
+    writeSt(file, 'thin.weight', [n, 1], w);
+    const log: string[] = [];
+    const r = await compressModel(file, join(dir, 'thin.nnm'), { media: 'video', codec: 'ffv1', onLog: (m) => log.push(m) });
+    const t = r.manifest.tensors[0];
+    expect(t.planes![0].frame).toBeUndefined();
+    expect(log.join('\n')).toMatch(/thin\.weight: a 1×100000 plane as video frames .* coded as an image/);
+    await decompressArchive(join(dir, 'thin.nnm'), join(dir, 'thin-out.safetensors'));
+    const back = new Float32Array(readFileSync(join(dir, 'thin-out.safetensors')).buffer.slice(-n * 4));
+    let err = 0;
+    for (let i = 0; i < n; i++) err = Math.max(err, Math.abs(back[i] - w[i]));
+    expect(err).toBeLessThan(0.01);
+    // a plane the frames fit is still video
+    const wide = join(dir, 'wide.safetensors');
+    writeSt(wide, 'wide.weight', [256, 256], gaussian(65536, 4, 0.05));
+    const v = await compressModel(wide, join(dir, 'wide.nnm'), { media: 'video', codec: 'ffv1' });
+    expect(v.manifest.tensors[0].planes![0].frame).toBeDefined();
+  });
+});
+
 describe('M6: convolution as video', () => {
   it('a [5, 3, 3, 3] kernel in blocks of 2×2 kernels: frames of (2·3)×(2·3) laid out as in M3', async () => {
     const [O, I, K] = [5, 3, 3];

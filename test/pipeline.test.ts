@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -282,11 +282,38 @@ describe('options resolved once', () => {
       [{ quantizer: 'step' }, 'quantizer step needs a step'],
       [{ rules: [{ match: 'W*', clip: true } as never] }, 'rules[0]: unknown setting "clip"'],
       [{ rules: [{ match: 'W*', stride: 0 }] }, 'Expected integer between 1 and 65536 for stride (rules[0]) but received 0'],
+      // a misspelt option was ignored without a word: the run used the default it was meant to change
+      [{ targetBPW: 4 } as never, 'compress: unknown option "targetBPW" (did you mean targetBpw?)'],
+      [{ target_snr: 30 } as never, 'unknown option "target_snr" (did you mean targetSnr?)'],
+      [{ colour: 'red' } as never, 'unknown option "colour"; the options are media, codec'],
+      // alternatives given together: the allocation chose the grids and the SNR target was dropped
+      [{ targetSnr: 30, targetBpw: 4 }, 'give targetSnr (--target-snr: one SNR for every tensor) or targetBpw'],
+      // video settings where nothing is coded as video were accepted and ignored
+      [{ gop: 'inter' }, 'gop (--gop) sets how video is coded, and no tensor is coded as video (media image)'],
+      [{ block: [4, 4], media: 'audio' }, 'block (--block) sets how video is coded'],
     ];
     for (const [options, message] of cases) {
       const err = await compressModel(modelFile, out, options).catch((e: unknown) => e);
       expect(err, message).toBeInstanceOf(OptionError);
       expect((err as Error).message).toContain(message);
     }
+  });
+
+  it('decompress options are checked when the call is made: names and values', async () => {
+    const { OptionError } = await import('../src/index.js');
+    const out = join(dir, 'never.onnx');
+    const cases: Array<[object, string]> = [
+      [{ job: 2 }, 'decompress: unknown option "job" (did you mean jobs?)'],
+      [{ jobs: 0 }, 'Expected an integer ≥ 1 for jobs but received 0'],
+      [{ force: 'yes' }, 'Expected true or false for force but received "yes"'],
+      [{ signal: {} }, 'Expected an AbortSignal for signal'],
+    ];
+    for (const [options, message] of cases) {
+      // the archive need not exist: the options are refused before it is opened
+      const err = await decompressArchive(join(dir, 'absent.nnm'), out, options as never).catch((e: unknown) => e);
+      expect(err, message).toBeInstanceOf(OptionError);
+      expect((err as Error).message).toContain(message);
+    }
+    expect(existsSync(out)).toBe(false);
   });
 });

@@ -345,6 +345,20 @@ describe('rate control', () => {
       }
     }
   });
+  it('a target out of reach is said: --target-snr above 8-bit codes, --target-bpw above the finest grids', async () => {
+    const file = join(dir, 'reach.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 7, 0.1), 'b.weight': gaussian(128 * 64, 8, 0.01) }, [128, 64]);
+    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
+      const log: string[] = [];
+      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
+      return log;
+    };
+    const snr = await said({ codec: 'png', targetSnr: 80 }, 'snr80.nnm');
+    expect(snr.filter((m) => /2 of 2 coded tensors are under the target SNR 80 dB/.test(m))).toHaveLength(1);
+    expect((await said({ codec: 'png', targetSnr: 30 }, 'snr30.nnm')).some((m) => /under the target/.test(m))).toBe(false);
+    const bpw = await said({ targetBpw: 20 }, 'bpw20.nnm');
+    expect(bpw.some((m) => /bits\/weight is under the target 20: the finest grids/.test(m))).toBe(true);
+  });
   it('--target-snr with a lossy codec searches its quality', async () => {
     const file = join(dir, 'snrq.safetensors');
     writeLinear(file, { 'a.weight': gaussian(128 * 64, 4, 0.1) }, [128, 64]);

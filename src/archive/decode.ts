@@ -11,6 +11,7 @@ import type { CodeArray } from '../quantize/uniform.js';
 import type { ExpectedCodes } from '../codecs/types.js';
 import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats } from '../formats/model.js';
 import { planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
+import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, type PlaneRanges } from '../quantize/uniform.js';
 import { type TensorOutput, allocOutput, dequantizeInto, isDirectDtype, scatterInto, setOutput } from '../quantize/dequantize.js';
@@ -33,9 +34,6 @@ export interface EntrySource {
  * for what this platform cannot decode exactly; any other failure is the entry's fault (corrupt).
  */
 export type CodeDecoder = (codec: CodecRecord, bytes: Uint8Array, expected: ExpectedCodes) => Promise<CodeArray>;
-
-/** A video plane's frames are blocks of its plane, padded: more area than this is not one we wrote. */
-const MAX_FRAME_OVERHEAD = (planeArea: number): number => 4 * planeArea + 1e6;
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const BASE64_DIGITS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
@@ -150,7 +148,7 @@ async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes
         f.rows > 0 &&
         f.cols > 0 &&
         f.count === pr.tiles.length &&
-        f.rows * f.cols * f.count <= MAX_FRAME_OVERHEAD(s.rows * s.cols)
+        f.rows * f.cols * f.count <= MAX_FRAME_AREA(s.rows * s.cols)
       ))
         fail(`plane ${p} has an implausible frame geometry`);
       const entry = pr.tiles[0].entry;

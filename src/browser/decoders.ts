@@ -77,6 +77,11 @@ async function decodeImageWebCodecs(
 async function decodeImage(bytes: Uint8Array, mime: string, width: number, height: number): Promise<Uint8Array> {
   const fast = await decodeImageWebCodecs(bytes, mime, width, height);
   if (fast) return fast;
+  // Node (or a runtime without a canvas): not a damaged archive, a decoder this environment does not have
+  if (typeof createImageBitmap !== 'function' || typeof OffscreenCanvas !== 'function')
+    throw new UnsupportedError(
+      `this environment has no image decoder for ${mime} (neither WebCodecs ImageDecoder nor createImageBitmap with OffscreenCanvas): nnmedia/browser decodes in a browser or a web worker; in Node, import from 'nnmedia' (decodeAllTensors, decompressArchive)`,
+    );
   const bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mime }), {
     colorSpaceConversion: 'none',
     premultiplyAlpha: 'none',

@@ -24,6 +24,7 @@ import { isFixedDim } from './shape.js';
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
 import { allocate, convertTensor, isElementType, MAX_TENSOR_ELEMENTS, type CalibrationTensor, type Feed } from './tensor.js';
 import type { SampleData } from './types.js';
+import { fsError } from '../io/files.js';
 
 export const AUDIO_EXTENSIONS = [
   '.wav',
@@ -178,7 +179,7 @@ export async function decodeAudio(file: string, rate: number): Promise<Float32Ar
   try {
     size = statSync(file).size;
   } catch (e) {
-    throw new BadCalibrationError(`cannot read: ${(e as Error).message}`, { file });
+    throw fsError('cannot read the audio', file, e);
   }
   if (size > MAX_AUDIO_FILE_BYTES)
     throw new BadCalibrationError(`audio file of ${size} bytes is larger than ${MAX_AUDIO_FILE_BYTES}`, { file });

@@ -43,6 +43,7 @@ import { fitTensor, resolveShapeOverrides, type InputShape, type ShapeOverrides 
 import { findRateInput, findStateLinks } from './state.js';
 import { convertTensor, isElementType, type CalibrationTensor, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
+import { fsError } from '../io/files.js';
 
 /** What the user gives: files, input shapes, and how images and audio become tensors. */
 export interface CalibrationSpec {
@@ -81,7 +82,7 @@ export function listCalibrationFiles(paths: readonly string[]): Array<{ file: st
     try {
       st = statSync(path);
     } catch (e) {
-      throw new BadCalibrationError(`cannot read: ${(e as Error).message}`, { file: path });
+      throw fsError('cannot read the calibration data', path, e); // E_IO, as a missing model or archive is
     }
     if (st.isFile()) {
       const kind = fileKind(path);

@@ -19,6 +19,7 @@ import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
 import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
+import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { gatherPlanes } from '../layout/planes.js';
 import { pasteTile } from '../layout/tiles.js';
 import { codedParts, ownEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -88,7 +89,7 @@ async function decodePlanes(a: Archive, t: TensorRecord): Promise<DecodedPlane[]
     const codes = allocCodes(bits, pr.rows * pr.cols);
     if (pr.frame) {
       const f = pr.frame;
-      if (f.count !== pr.tiles.length || f.rows * f.cols * f.count > 4 * pr.rows * pr.cols + 1e6)
+      if (f.count !== pr.tiles.length || f.rows * f.cols * f.count > MAX_FRAME_AREA(pr.rows * pr.cols))
         bad(`plane ${p} has an implausible frame geometry`);
       const stream = await decode(pr.tiles[0].entry, { width: f.cols, height: f.rows * f.count, bits, frames: f.count });
       for (const tile of pr.tiles) {

@@ -351,7 +351,7 @@ export async function measureFidelity(
 export function formatFidelity(r: FidelityReport): string[] {
   const f = (v: number, d = 4): string => (Number.isFinite(v) ? v.toFixed(d) : String(v));
   return [
-    `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back samples)`,
+    `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back sample${r.samples === 1 ? '' : 's'})`,
     ...r.outputs.map(
       (o) =>
         `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}`,

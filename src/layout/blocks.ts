@@ -37,3 +37,17 @@ export function blockSize(layout: LayoutSpec, shape: PlaneShape, block?: readonl
 export const MIN_FRAME = 16;
 
 export const evenUp = (n: number): number => n + (n & 1);
+
+/** A video plane's frames are blocks of its plane, padded: more area than this is not one we wrote (the reader's bound). */
+export const MAX_FRAME_AREA = (planeArea: number): number => 4 * planeArea + 1e6;
+
+/**
+ * The pixels a plane takes as video frames at this block: one padded frame a block. A plane thinner than a frame
+ * (a 200000 × 1 vector: 3,125 frames of 16 × 64 for 64 weights each) pads past MAX_FRAME_AREA, and the planner
+ * codes such a tensor as an image instead.
+ */
+export function videoFrameArea(layout: LayoutSpec, shape: PlaneShape, block?: readonly [number, number]): number {
+  const [br, bc] = blockSize(layout, shape, block);
+  const count = Math.ceil(shape.rows / br) * Math.ceil(shape.cols / bc);
+  return Math.max(MIN_FRAME, evenUp(br)) * Math.max(MIN_FRAME, evenUp(bc)) * count;
+}

@@ -39,7 +39,7 @@ import {
   whyNotRunnable,
   type Calibration,
 } from './gate.js';
-import type { QualityRecord } from '../archive/manifest.js';
+import type { QualityRecord, TensorRecord } from '../archive/manifest.js';
 import { BadCalibrationError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
 import {
@@ -91,6 +91,22 @@ const ENCODE_CACHE_BYTES = 2 ** 26;
 const ESCALATION_SCALES = [1, 1.25, 1.6, 2];
 const ESCALATION_BISECTIONS = 2;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+/**
+ * A per-tensor SNR target that some tensors cannot reach (8-bit codes at the finest stride and the best quality
+ * the codec has): said, with the tensors' best, instead of an archive that silently falls short of it.
+ */
+function snrShortfall(tensors: readonly TensorRecord[], target: number, log?: (m: string) => void): void {
+  const short = tensors.filter((t) => t.stats !== undefined && t.stats.snrDb < target - SNR_TOLERANCE_DB);
+  if (!short.length || !log) return;
+  const worst = short.reduce((a, b) => (b.stats!.snrDb < a.stats!.snrDb ? b : a));
+  log(
+    `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB); finer codes reach more (--bits 16)`,
+  );
+}
+
+/** Reported SNRs are rounded (3 significant digits): a tensor at the target is not short of it. */
+const SNR_TOLERANCE_DB = 0.05;
+
 /** Budget moves (×0.93 each) that may be tried when the allocation gives the same grids again. */
 const SAME_GRID_STEPS = 12;
 
@@ -256,13 +272,19 @@ export async function compressModel(input: string, output: string, options: Comp
       });
       written = true;
       holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it (--force: from here)
+      if (resolved.targetSnr !== undefined) snrShortfall(result.manifest.tensors, resolved.targetSnr, resolved.onLog);
       if ((resolved.targetBpw !== undefined && !nothingCoded) || (jobOptions !== resolved && !judged))
         resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;
     };
     const target = lossless || nothingCoded ? undefined : resolved.targetBpw;
     if (target === undefined) {
-      const remedy = finerCodes(resolved);
+      // with no tensor coded, the float16 kept tensors are all that is lossy: finer codes change nothing
+      const remedy = nothingCoded
+        ? resolved.halfKept
+          ? 'try --no-half-kept (every kept tensor exact; no tensor is coded here)'
+          : undefined
+        : finerCodes(resolved);
       const escalates =
         Boolean(remedy) &&
         resolved.escalate &&
@@ -429,6 +451,11 @@ export async function compressModel(input: string, output: string, options: Comp
     if (!reachable)
       resolved.onLog?.(
         `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: the coarsest grids cost more`,
+      );
+    else if (result.bitsPerWeight < UNDERSHOOT * target)
+      // a budget above what the finest candidate grids take: said, not left for the user to notice
+      resolved.onLog?.(
+        `note: ${result.bitsPerWeight.toFixed(3)} bits/weight is under the target ${target}: the finest grids the allocation chooses from take no more (for more precision, --bits 16 without a target)`,
       );
     if (result.quality?.passed !== false) return result;
     // Under the floor at this budget: find the smallest budget that passes (1.5×, 2.5×, 4× the target, then two

@@ -31,6 +31,7 @@ import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
 import { QueuedWriter } from '../io/writer.js';
+import { checkKnownKeys } from './options.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
@@ -46,6 +47,22 @@ export interface DecompressOptions {
   force?: boolean;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
+}
+
+const DECOMPRESS_KEYS = ['jobs', 'force', 'onProgress', 'signal'] as const satisfies readonly (keyof DecompressOptions)[];
+
+/** The options are checked when the call is made, before any work (OptionError), as compressModel's are. */
+function checkDecompressOptions(o: DecompressOptions): void {
+  if (typeof o !== 'object' || o === null) throw new OptionError(`Expected an options object but received ${JSON.stringify(o)}`);
+  checkKnownKeys(o, DECOMPRESS_KEYS, 'decompress');
+  const bad = (what: string, v: unknown): never => {
+    throw new OptionError(`Expected ${what} but received ${JSON.stringify(v) ?? String(v)}`);
+  };
+  if (o.jobs !== undefined && !(Number.isSafeInteger(o.jobs) && o.jobs >= 1)) bad('an integer ≥ 1 for jobs', o.jobs);
+  if (o.force !== undefined && typeof o.force !== 'boolean') bad('true or false for force', o.force);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') bad('a function for onProgress', o.onProgress);
+  if (o.signal !== undefined && typeof (o.signal as { throwIfAborted?: unknown } | null)?.throwIfAborted !== 'function')
+    bad('an AbortSignal for signal', o.signal);
 }
 
 /** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */
@@ -497,6 +514,7 @@ export async function decompressArchive(
   output: string,
   options: DecompressOptions = {},
 ): Promise<{ format: ModelFormat; bytes: number }> {
+  checkDecompressOptions(options);
   const archive = new Archive(input);
   try {
     const { source } = archive.manifest;

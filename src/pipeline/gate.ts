@@ -249,7 +249,7 @@ export function describeQuality(q: QualityRecord): string {
   const rel = q.passed ? '≥' : '<';
   const kind = q.synthetic ? ' synthetic' : '';
   const judged = q.judged ? `; judged on ${q.judged.join(', ')} only` : '';
-  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} samples${judged})`;
+  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} sample${q.samples === 1 ? '' : 's'}${judged})`;
 }
 
 /** What the untaken-branch line says of the branches' coded tensors (none: the branches hold no weight). */

@@ -535,6 +535,45 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   { key: 'rules', expected: 'array of tensor rules', valid: Array.isArray },
 ];
 
+/**
+ * An options object names only options there are: a misspelt one (`targetBPW`, `target_bpw`) would otherwise be
+ * ignored without a word and the run would use the default it was meant to change.
+ */
+export function checkKnownKeys(o: object, known: readonly string[], what: string, where = ''): void {
+  const unknown = Object.keys(o).filter((k) => !known.includes(k) && (o as Record<string, unknown>)[k] !== undefined);
+  if (!unknown.length) return;
+  const named = unknown.map((k) => {
+    const near = nearestName(k, known);
+    return near ? `${JSON.stringify(k)} (did you mean ${near}?)` : JSON.stringify(k);
+  });
+  throw new OptionError(
+    `${what}${where}: unknown option${unknown.length > 1 ? 's' : ''} ${named.join(', ')}; the options are ${known.join(', ')}`,
+  );
+}
+
+/** The known name a misspelling is nearest to (case, separators and up to two edits), if any is near. */
+function nearestName(name: string, known: readonly string[]): string | undefined {
+  const fold = (s: string): string => s.toLowerCase().replace(/[-_\s]/g, '');
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const k of known) {
+    const d = editDistance(fold(name), fold(k));
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++)
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 function expect(cond: boolean, what: string, received: unknown): void {
   if (!cond) throw new OptionError(`Expected ${what} but received ${JSON.stringify(received)}`);
 }
@@ -562,9 +601,20 @@ function checkQuantizer(s: Partial<EncodeSettings>, at: string): void {
 
 export function checkCompressOptions(o: CompressOptions): void {
   if (typeof o !== 'object' || o === null) throw new OptionError(`Expected an options object but received ${JSON.stringify(o)}`);
+  checkKnownKeys(
+    o,
+    OPTION_TABLE.map((s) => s.key),
+    'compress',
+  );
   checkSettings(o);
   if (o.maxLoss !== undefined && !o.task) throw new OptionError('maxLoss needs a task evaluator (--task) to measure the loss');
   if (o.targetBpw !== undefined && o.maxLoss !== undefined) throw new OptionError('give targetBpw or maxLoss, not both');
+  // per-tensor SNR targets and an allocation across layers are alternatives: with both, the allocation chose the
+  // grids and the SNR target was dropped without a word
+  if (o.targetSnr !== undefined && (o.targetBpw !== undefined || o.maxLoss !== undefined))
+    throw new OptionError(
+      `give targetSnr (--target-snr: one SNR for every tensor) or ${o.targetBpw !== undefined ? 'targetBpw (--target-bpw' : 'maxLoss (--max-loss'}: an allocation across layers), not both`,
+    );
   if ((o.damp !== undefined || o.actOrder) && !o.compensate)
     throw new OptionError(
       `${o.damp !== undefined ? 'damp' : 'actOrder'} sets how compensate works: it needs compensate (--compensate)`,
@@ -638,8 +688,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   const asked: Partial<EncodeSettings> = Object.fromEntries(ENCODE_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
   const base = mergeSettings(asked, { match: '' }, rateControl, o.targetSnr !== undefined);
   checkCodecFit(base, '');
-  for (const [i, rule] of (o.rules ?? []).entries())
-    checkCodecFit(mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined), ` (rules[${i}])`);
+  const ruled = (o.rules ?? []).map((rule) => mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined));
+  ruled.forEach((r, i) => checkCodecFit(r, ` (rules[${i}])`));
+  checkVideoOnly([o, ...(o.rules ?? [])], [base, ...ruled]);
   // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
   // which on small models is the difference between beating int8 + zstd of the whole file and not
   const halfKept = o.halfKept ?? true;
@@ -709,6 +760,19 @@ function checkCodecFit(s: EncodeSettings, at: string): void {
     if (e instanceof OptionError && at) throw new OptionError(`${e.message}${at}`);
     throw e;
   }
+}
+
+/**
+ * gop and block shape video: given where no tensor is coded as video (no rule makes one video either), they
+ * were accepted and ignored.
+ */
+function checkVideoOnly(given: ReadonlyArray<Partial<EncodeSettings>>, merged: readonly EncodeSettings[]): void {
+  if (merged.some((s) => s.media === 'video')) return;
+  const key = (['gop', 'block'] as const).find((k) => given.some((g) => g[k] !== undefined));
+  if (key)
+    throw new OptionError(
+      `${key} (--${key}) sets how video is coded, and no tensor is coded as video (media ${merged[0]!.media}): give --media video with it, or leave it out`,
+    );
 }
 
 /** The fields of EncodeSettings (what a tensor's coding depends on). */

@@ -8,14 +8,16 @@ import { getCodec, resolveCodecOptions } from '../codecs/registry.js';
 import { UnsupportedError } from '../errors.js';
 import type { ModelReader } from '../formats/model.js';
 import { elementCount, rowElements, storageRecord } from '../formats/model.js';
-import { blockSize } from '../layout/blocks.js';
+import { MAX_FRAME_AREA, MIN_FRAME, blockSize, videoFrameArea } from '../layout/blocks.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec } from '../layout/types.js';
 import { ADDED_TABLE, classifyTensor, layoutForRole } from '../roles/classify.js';
 import {
   type CODEC_SET_NAMES,
   type CompressOptions,
+  DEFAULT_CODEC,
   type ResolvedOptions,
+  type TensorSettings,
   resolveOptions,
   rulesFor,
   settingsFor,
@@ -88,7 +90,7 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
     }
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
-    const settings = settingsFor(entry.name, resolved);
+    const settings = asImageWhereFramesPad(settingsFor(entry.name, resolved), cls.layout, resolved, entry.name);
     const { codecs, auto } = codecChoices(settings, cls.layout, resolved, ctx, smallModel);
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
@@ -99,6 +101,33 @@ function generatedTable(values: Float32Array): string | undefined {
   if (!values.every(Number.isFinite)) return 'with non-finite values (a mask)';
   if (values.every((v) => Number.isInteger(v * 256))) return 'every value on a lattice of 1/256 (anchors, a grid or a mask)';
   return undefined;
+}
+
+/**
+ * Video where the frames would be mostly padding (a plane thinner than a frame: videoFrameArea) is coded as an
+ * image with the image default, and the log says so: the frames were written, and the reader refused them.
+ */
+function asImageWhereFramesPad(
+  settings: TensorSettings,
+  layout: LayoutSpec,
+  resolved: ResolvedOptions,
+  name: string,
+): TensorSettings {
+  if (settings.media !== 'video') return settings;
+  const thin = planeShapes(layout).find((s) => videoFrameArea(layout, s, settings.block) > MAX_FRAME_AREA(s.rows * s.cols));
+  if (!thin) return settings;
+  resolved.onLog?.(
+    `${name}: a ${thin.rows}×${thin.cols} plane as video frames (at least ${MIN_FRAME}×${MIN_FRAME} each) would be mostly padding: coded as an image (codec ${DEFAULT_CODEC.image})`,
+  );
+  return {
+    ...settings,
+    media: 'image',
+    codec: DEFAULT_CODEC.image!,
+    quality: undefined,
+    lossless: undefined,
+    block: undefined,
+    gop: undefined,
+  };
 }
 
 /** The codecs a coded tensor tries at its settings (a code width decides which image codecs carry it lossless). */

@@ -343,7 +343,7 @@ export function gateError(
   words: { head?: string; advice?: string; remedy?: string } = {},
 ): QualityError {
   const synthetic = q.synthetic ? ' synthetic' : '';
-  const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${q.samples} held-back${synthetic} samples)`;
+  const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${q.samples} held-back${synthetic} sample${q.samples === 1 ? '' : 's'})`;
   const remedy = words.remedy ?? 'give a larger budget';
   const then = kept
     ? `the archive was kept (--force)${words.remedy ? `; ${words.remedy}` : ''}`
