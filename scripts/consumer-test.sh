@@ -108,6 +108,45 @@ npx nnmedia compress "$MODEL" -o plain.nnm > /dev/null || fail "compress without
 expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia eval m.nnm -m "$MODEL"
 expect_fail 'E_MISSING_DEPENDENCY.*npm install onnxruntime-node' npx nnmedia demo
 
+step "TypeScript consumers: the public types check without skipLibCheck (nodenext, node10, bundler + browser)"
+TS_VERSION="$(node -p "require('$ROOT/package.json').devDependencies.typescript")"
+TYPES_NODE="$(node -p "require('$ROOT/package.json').devDependencies['@types/node']")"
+mkdir "$WORK/types"
+cd "$WORK/types"
+echo '{ "name": "types", "version": "1.0.0", "private": true, "type": "module" }' > package.json
+install "$TGZ" "typescript@$TS_VERSION" "@types/node@$TYPES_NODE"
+cat > node.ts <<'TS'
+import { compressModel, decompressArchive, NnmediaError, OptionError } from 'nnmedia';
+import type { CompressOptions, QualityRecord, CalibrationSpec, TaskEvaluator, Manifest } from 'nnmedia';
+import { decodeArchive, rebuildOnnxModel, type Manifest as PageManifest } from 'nnmedia/browser';
+const options: CompressOptions = { targetBpw: 4 };
+export async function run(): Promise<QualityRecord | undefined> {
+  try {
+    const r = await compressModel('m.onnx', 'm.nnm', options);
+    await decompressArchive('m.nnm', 'b.onnx', { jobs: 2 });
+    const m: Manifest = r.manifest;
+    return m.quality;
+  } catch (e) {
+    if (e instanceof OptionError) console.log(e.code);
+    if (e instanceof NnmediaError) console.log(e.file, e.tensor);
+    throw e;
+  }
+}
+export async function page(url: string): Promise<PageManifest> {
+  const d = await decodeArchive(url);
+  rebuildOnnxModel(d);
+  return d.manifest;
+}
+export type Inputs = CalibrationSpec | TaskEvaluator;
+TS
+# the root's `browser` condition gives the browser entry's types to a bundler that targets the browser
+printf "import { decodeArchive } from 'nnmedia';\nexport const decode = decodeArchive;\n" > page.ts
+TSC="node node_modules/typescript/bin/tsc --noEmit --strict --target es2022 --lib es2022,dom"
+$TSC --module nodenext --moduleResolution nodenext --types node node.ts || fail "tsc (nodenext) on the public types"
+$TSC --module esnext --moduleResolution node10 --types node node.ts || fail "tsc (node10) on the public types"
+$TSC --module esnext --moduleResolution bundler --customConditions browser page.ts || fail "tsc (bundler, browser condition)"
+echo "  tsc --strict without skipLibCheck: nodenext, node10, bundler + browser condition: ok"
+
 step "full install: nnmedia + onnxruntime-node@$ORT_VERSION + @ffmpeg-installer/ffmpeg@$FFMPEG_VERSION"
 mkdir "$WORK/full"
 cd "$WORK/full"

@@ -17,7 +17,7 @@ export function errorTable(): string {
   const rows = Object.entries(ERROR_CODES).map(([code, { meaning, exit }]) => [
     `\`${code}\``,
     meaning,
-    code === 'E_INTERRUPTED' ? `${exit} (143 after SIGTERM)` : String(exit),
+    code === 'E_INTERRUPTED' ? `${exit} (143 after SIGTERM, 129 after SIGHUP)` : String(exit),
   ]);
   const header = ['code', 'meaning', 'exit status'];
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));

@@ -62,7 +62,7 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
       'the quality gate refused the archive: the decompressed model’s fidelity is under --min-fidelity (no output unless --force)',
     exit: 7,
   },
-  E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT) or SIGTERM; no output was written', exit: 130 },
+  E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP; no output was written', exit: 130 },
   E_INTERNAL: { meaning: 'an unexpected error: a bug in nnmedia (please report it with the command)', exit: 70 },
 };
 
@@ -81,7 +81,9 @@ export class NnmediaError extends Error {
       .filter(Boolean)
       .join(', ');
     super(where ? `${where}: ${message}` : message, options);
-    this.name = new.target.name;
+    // by its code, not `new.target.name`: a minifying bundler renames classes (a page's error read "I: not an
+    // nnmedia archive")
+    this.name = new.target === NnmediaError ? 'NnmediaError' : ERROR_NAMES[code];
     this.code = code;
     this.file = context.file;
     this.tensor = context.tensor;
@@ -190,7 +192,11 @@ export class QualityError extends NnmediaError {
   }
 }
 
-/** Work stopped by a signal (Ctrl-C) or an aborted `AbortSignal`; outputs in progress were removed. */
+/**
+ * Work stopped by a signal (Ctrl-C, SIGTERM) in the CLI; outputs in progress were removed. A library call whose
+ * `AbortSignal` aborts rejects with the signal's reason instead (a DOMException named `AbortError` unless the
+ * caller aborted with its own), as Node's own APIs do; its outputs in progress are removed too.
+ */
 export class InterruptedError extends NnmediaError {
   constructor(message: string, context: ErrorContext = {}) {
     super('E_INTERRUPTED', message, context);
@@ -219,6 +225,24 @@ export function withContext(e: unknown, context: ErrorContext): unknown {
       return e;
   }
 }
+
+/** Each code's class name (the classes' `name`, which bundlers' minifiers would otherwise rename). */
+export const ERROR_NAMES: Readonly<Record<ErrorCode, string>> = {
+  E_OPTION: 'OptionError',
+  E_BAD_MODEL: 'BadModelError',
+  E_CORRUPT_ARCHIVE: 'CorruptArchiveError',
+  E_NON_FINITE: 'NonFiniteWeightError',
+  E_UNSUPPORTED: 'UnsupportedError',
+  E_MISSING_CODEC: 'MissingCodecError',
+  E_CODEC: 'CodecError',
+  E_IO: 'IoError',
+  E_OUTPUT_EXISTS: 'OutputExistsError',
+  E_MISSING_DEPENDENCY: 'MissingDependencyError',
+  E_BAD_CALIBRATION: 'BadCalibrationError',
+  E_QUALITY: 'QualityError',
+  E_INTERRUPTED: 'InterruptedError',
+  E_INTERNAL: 'InternalError',
+};
 
 /** An error as plain data, to cross a worker-thread boundary (structured clone drops classes). */
 export interface ErrorData {

@@ -23,9 +23,15 @@ export type { ModelReader, TensorEntry, TensorStorage, ModelFormat } from './for
 export { openModel, detectFormat } from './formats/registry.js';
 export { listCodecs, getCodec } from './codecs/registry.js';
 export type { Codec, CodecOptions, CodePlane, Media } from './codecs/types.js';
-export type { Manifest, TensorRecord } from './archive/manifest.js';
+export type { Manifest, TensorRecord, QualityRecord } from './archive/manifest.js';
+export type { Calibrator } from './pipeline/options.js';
+export type { CompensationReport } from './pipeline/write.js';
+export type { TaskEvaluator } from './eval/tasks/types.js';
+export type { TaskOptions } from './eval/tasks/index.js';
+export type { CalibrationSpec } from './calibration/set.js';
 export { errorStats, type ErrorStats } from './eval/metrics.js';
 export { classifyTensor, type Role } from './roles/classify.js';
 export { VERSION } from './version.js';
 export { taskByName } from './eval/tasks/index.js';
 export { removePendingTemps } from './io/atomic.js';
+export { ortBackend, type OrtBackend } from './runtime/optional.js';

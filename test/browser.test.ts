@@ -83,6 +83,9 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   // raw codes split into distances from the middle code and signs (format version 3), 8- and 16-bit
   ['zstd-sign', { codec: 'zstd-sign' }],
   ['zstd-sign16', { codec: 'zstd-sign', bits: 16 }],
+  // brotli (the codec sets' choice for small tensors): pure JS, so in the workers too
+  ['brotli', { codec: 'brotli' }],
+  ['brotli-sign', { codec: 'brotli-sign' }],
   // tensors coded as slices of their leading dimension, each slice pasted into its rows
   ['sliced-png', { codec: 'png', sliceWeights: 256 }],
 ];
@@ -354,6 +357,16 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
     for (const [k, v] of node) {
       const want = encodeFloats(v, 'float16');
       expect(halves[k]).toEqual(Array.from(new Uint16Array(want.buffer, want.byteOffset, v.length)));
+    }
+  });
+
+  it('lossy WebP is refused with E_UNSUPPORTED, not decoded into weights that differ from Node’s', async () => {
+    const file = join(dir, 'webp-lossy.nnm');
+    await cachedArchive(join(dir, 'm.onnx'), { codec: 'webp', quality: 90 }, file);
+    for (const workers of [0, 2]) {
+      const got = await decodeInPage(`${base}/webp-lossy.nnm`, false, { workers });
+      expect(got).toMatchObject({ ok: false, typed: true, name: 'UnsupportedError', code: 'E_UNSUPPORTED' });
+      expect(got.message).toMatch(/lossy WebP is not decoded exactly by the browser/);
     }
   });
 

@@ -1,7 +1,7 @@
 /** The built CLI and package, as a user runs them (npm test builds dist/ first). */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -178,6 +178,32 @@ describe('nnmedia CLI', () => {
     expect(d.code).toBe(3);
     expect(d.stderr).toMatch(/E_IO: file ow: output path is a directory/);
     expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
+  });
+
+  it('a run of the model leaves nothing in TMPDIR (onnxruntime-node 1.30 telemetry files: off by default)', async () => {
+    const tmp = join(dir, 'tmpdir');
+    mkdirSync(tmp, { recursive: true });
+    const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp };
+    delete env.ORT_DISABLE_TELEMETRY;
+    // the quality gate runs the model (onnxruntime-node): it wrote $TMPDIR/mat-debug-<pid>.log and $TMPDIR/.ses
+    await run(process.execPath, [CLI, 'compress', model, '-o', 'telemetry.nnm'], { cwd: dir, env });
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it('`nnmedia help [command]` prints the help and exits 0; no command at all is a usage error', async () => {
+    const all = await cli('help');
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout + all.stderr).toMatch(/Usage: nnmedia/);
+    expect(all.stderr).not.toMatch(/E_OPTION/);
+    const one = await cli('help', 'compress');
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toMatch(/--target-bpw/);
+    const bogus = await cli('help', 'bogus');
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/E_OPTION: unknown command "bogus" \(commands: compress, /);
+    const none = await cli();
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/E_OPTION: no command given/);
   });
 
   it('compress flags come from the option table: every option with a flag is offered, and checked by the library', async () => {

@@ -67,7 +67,7 @@ function cli(
       const signal = opts.interruptWith;
       const poll = (): void => {
         if (done) return;
-        if (listDir(dir).some((f) => f.startsWith(`.${opts.tmpPrefix}`) && f.endsWith('.tmp'))) child.kill(signal);
+        if (listDir(dir).some((f) => f.includes(`.${opts.tmpPrefix}`) && f.endsWith('.tmp'))) child.kill(signal);
         else setTimeout(poll, 20);
       };
       poll();
@@ -616,5 +616,33 @@ describe('nnmedia/browser where there is no browser', () => {
     };
     expect(err.code).toBe('E_UNSUPPORTED');
     expect(err.message).toMatch(/no image decoder for image\/png .*in Node, import from 'nnmedia'/);
+  });
+});
+
+describe('error names', () => {
+  it('every class is named by its code, as its class is, and keeps that name in a minified bundle', async () => {
+    const errors = await import('../src/errors.js');
+    for (const [code, name] of Object.entries(errors.ERROR_NAMES)) {
+      const cls = (errors as unknown as Record<string, new (m: string) => Error & { code: string }>)[name];
+      expect(cls, name).toBeTypeOf('function');
+      const e = new cls('x');
+      expect([e.name, e.code]).toEqual([name, code]);
+    }
+    expect(new errors.NnmediaError('E_IO', 'x').name).toBe('NnmediaError');
+    // bundled and minified as a page's bundler does: class names are renamed, error names must not be
+    const { buildSync } = await import('esbuild');
+    const out = buildSync({
+      stdin: {
+        contents: `import { CorruptArchiveError } from './src/errors.ts'; globalThis.made = new CorruptArchiveError('x');`,
+        resolveDir: ROOT,
+        loader: 'ts',
+      },
+      bundle: true,
+      minify: true,
+      format: 'iife',
+      write: false,
+    });
+    const made = new Function(`${out.outputFiles[0]!.text}; return globalThis.made;`)() as Error;
+    expect(String(made)).toBe('CorruptArchiveError: x');
   });
 });

@@ -229,6 +229,12 @@ describe('bad input for video and audio', () => {
     const before = listDir(dir);
     await expect(compressModel(file, join(dir, 'x.nnm'), { media: 'video' })).rejects.toThrow(MissingCodecError);
     expect(listDir(dir)).toEqual(before);
+    // said before any work: rate control's probes (minutes on a large model) ran first, then the first video tensor failed
+    const log: string[] = [];
+    await expect(
+      compressModel(file, join(dir, 'x.nnm'), { media: 'video', targetBpw: 4, onLog: (m) => log.push(m) }),
+    ).rejects.toThrow(MissingCodecError);
+    expect(log.filter((m) => /probing|allocated/.test(m))).toEqual([]);
   });
   it('an ffmpeg that fails is a CodecError naming the tensor', async () => {
     process.env.NNMEDIA_FFMPEG = join(dir, 'fake-ffmpeg');

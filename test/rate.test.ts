@@ -357,7 +357,13 @@ describe('rate control', () => {
     expect(snr.filter((m) => /2 of 2 coded tensors are under the target SNR 80 dB/.test(m))).toHaveLength(1);
     expect((await said({ codec: 'png', targetSnr: 30 }, 'snr30.nnm')).some((m) => /under the target/.test(m))).toBe(false);
     const bpw = await said({ targetBpw: 20 }, 'bpw20.nnm');
-    expect(bpw.some((m) => /bits\/weight is under the target 20: the finest grids/.test(m))).toBe(true);
+    expect(bpw.some((m) => /bits\/weight is under the target 20: no choice of the allocation's candidate grids/.test(m))).toBe(
+      true,
+    );
+    // at 16-bit codes there are no finer ones to suggest
+    const wide = await said({ codec: 'png', bits: 16, targetSnr: 150 }, 'snr150.nnm');
+    expect(wide.filter((m) => /under the target SNR 150 dB/.test(m))).toHaveLength(1);
+    expect(wide.some((m) => /--bits 16/.test(m))).toBe(false);
   });
   it('--target-snr with a lossy codec searches its quality', async () => {
     const file = join(dir, 'snrq.safetensors');

@@ -3,9 +3,9 @@
  * (property-based fuzzing of every reader with fast-check, bounded), zip-slip
  * names, truncation at every section boundary, and SIGINT leaving nothing behind.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -384,7 +384,7 @@ describe('SIGINT', () => {
     // Ready when the archive's temporary file exists: the CLI installs its signal handlers before any work,
     // and the temp file is open while tensors are encoded. Waiting for it, not for a fixed time, keeps the
     // test independent of the machine's speed and load.
-    const pending = (): string[] => listDir(dir).filter((f) => f.startsWith('.int.nnm.') && f.endsWith('.tmp'));
+    const pending = (): string[] => listDir(dir).filter((f) => f.includes('.int.nnm.') && f.endsWith('.tmp'));
     while (pending().length === 0) {
       if (exited) throw new Error(`compress ended before it was interrupted: ${err}`);
       await new Promise((r) => setTimeout(r, 20));
@@ -394,5 +394,97 @@ describe('SIGINT', () => {
     expect(code).toBe(130);
     expect(err).toMatch(/interrupted; no output written/);
     expect(listDir(dir)).toEqual(before);
+  });
+
+  it('SIGHUP (the terminal closed) during compress: exit 129, no output, no temp file', async () => {
+    const cli = join(import.meta.dirname, '../dist/cli/main.js');
+    const sub = join(dir, 'hup');
+    mkdirSync(sub, { recursive: true });
+    const child = spawn(
+      process.execPath,
+      [cli, 'compress', onnxFile, '-o', join(sub, 'h.nnm'), '--codec', 'avif', '--lossless'],
+      {
+        stdio: 'pipe',
+      },
+    );
+    const closed = new Promise<number | string>((r) => child.on('close', (c, s) => r(c ?? s ?? 'none')));
+    while (!listDir(sub).some((f) => f.endsWith('.tmp'))) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGHUP');
+    expect(await closed).toBe(129);
+    expect(listDir(sub)).toEqual([]);
+  });
+});
+
+describe('the output of a search (rate control) is written once, at the end', () => {
+  it('with --force over an earlier archive, an abort mid-search leaves that archive as it was, and nothing else', async () => {
+    const sub = join(dir, 'search');
+    mkdirSync(sub, { recursive: true });
+    const out = join(sub, 'm.nnm');
+    writeFileSync(out, 'the user’s earlier archive');
+    const ac = new AbortController();
+    const seen: string[] = [];
+    const run = compressModel(onnxFile, out, {
+      targetBpw: 4,
+      force: true,
+      signal: ac.signal,
+      onLog: (m) => {
+        // an attempt judged: it sits in a staging file, not at the output
+        if (/bits\/weight$/.test(m) && !ac.signal.aborted) {
+          seen.push(readFileSync(out, 'utf8'));
+          ac.abort();
+        }
+      },
+    });
+    await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    expect(seen).toEqual(['the user’s earlier archive']);
+    expect(readFileSync(out, 'utf8')).toBe('the user’s earlier archive');
+    expect(listDir(sub)).toEqual(['m.nnm']);
+    // run to the end, the search's archive replaces it, and no staging file is left
+    await compressModel(onnxFile, out, { targetBpw: 4, force: true, minFidelity: 0 });
+    expect(readFileSync(out).subarray(0, 2).toString()).toBe('PK');
+    expect(listDir(sub)).toEqual(['m.nnm']);
+  });
+});
+
+describe('outputs that are not files', () => {
+  it('a FIFO, a dangling link, an empty name and a folder name are refused before any work', async () => {
+    const sub = join(dir, 'special');
+    mkdirSync(sub, { recursive: true });
+    const fifo = join(sub, 'pipe.nnm');
+    execFileSync('mkfifo', [fifo]);
+    // --force put a regular file in a FIFO's (or, as root, /dev/null's) place
+    await expect(compressModel(onnxFile, fifo, { force: true })).rejects.toMatchObject({
+      code: 'E_IO',
+      message: expect.stringMatching(
+        /output path is a named pipe \(FIFO\), not a file; refusing to replace it, even with --force/,
+      ),
+    });
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    const archive = join(sub, 'a.nnm');
+    await compressModel(onnxFile, archive, { check: false });
+    await expect(decompressArchive(archive, fifo, { force: true })).rejects.toMatchObject({ code: 'E_IO' });
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    // a link to nowhere: refused at once (it ran the whole compress, then "output file appeared while writing")
+    const dangling = join(sub, 'link.nnm');
+    symlinkSync(join(sub, 'nowhere.nnm'), dangling);
+    await expect(compressModel(onnxFile, dangling, {})).rejects.toMatchObject({
+      code: 'E_OUTPUT_EXISTS',
+      message: expect.stringMatching(/symbolic link \(to a missing file\); pass --force/),
+    });
+    await compressModel(onnxFile, dangling, { force: true, check: false });
+    expect(lstatSync(dangling).isFile()).toBe(true);
+    await expect(compressModel(onnxFile, '', {})).rejects.toMatchObject({
+      code: 'E_IO',
+      message: expect.stringMatching(/no output path/),
+    });
+    // a name the temporary files beside it would take past 255 bytes: refused before the work, not after it
+    await expect(compressModel(onnxFile, join(sub, `${'n'.repeat(200)}.nnm`), {})).rejects.toMatchObject({
+      code: 'E_IO',
+      message: expect.stringMatching(/output file name is 204 bytes long; at most 180/),
+    });
+    await expect(compressModel(onnxFile, join(sub, 'newdir') + '/', {})).rejects.toMatchObject({
+      code: 'E_IO',
+      message: expect.stringMatching(/names a folder \(it ends with \/\)/),
+    });
   });
 });

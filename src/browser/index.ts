@@ -18,6 +18,7 @@ import { workerDecoding, type DecodeThreads, type WorkerOptions } from './worker
 export * from '../errors.js';
 export { bytesSource, urlSource, type ByteSource, type FetchStats } from '../archive/source.js';
 export type { DecodedArchive } from '../archive/read.js';
+export type { Manifest, TensorRecord, QualityRecord } from '../archive/manifest.js';
 export { browserBackend } from './backend.js';
 export { BROWSER_DECODERS } from './decoders.js';
 export { AUTO_WORKERS, WORKER_IDLE_MS, terminateDecodeWorkers, type DecodeThreads, type WorkerOptions } from './workers.js';

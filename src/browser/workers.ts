@@ -83,7 +83,9 @@ export function workerLacks(caps: WorkerCapabilities, t: TensorRecord): string |
   for (const { record } of codedParts(t)) {
     const name = record.codec?.name;
     const bits = record.quant?.bits;
-    if (name === 'zstd' || name === 'zstd-sign' || (name === 'png' && bits === 16)) continue;
+    // pure JavaScript decoders (fzstd, brotli, fast-png): every worker has them
+    if (name === 'zstd' || name === 'zstd-sign' || name === 'brotli' || name === 'brotli-sign' || (name === 'png' && bits === 16))
+      continue;
     if ((name === 'png' || name === 'webp' || name === 'avif' || name === 'jpeg') && bits === 8) {
       const lacks = [caps.offscreenCanvas ? '' : 'OffscreenCanvas', caps.createImageBitmap ? '' : 'createImageBitmap'];
       if (lacks.some(Boolean)) return lacks.filter(Boolean).join(', ');

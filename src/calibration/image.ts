@@ -15,14 +15,11 @@
  * the ratio and crops the centre; `none` keeps the image's own size. The kernel is one of sharp's.
  */
 
-import sharp from 'sharp';
+import { sharp } from '../codecs/image/sharp-io.js';
 import { BadCalibrationError } from '../errors.js';
 import type { ValueInfo } from './model-io.js';
 import { isFixedDim } from './shape.js';
 import type { CalibrationTensor } from './tensor.js';
-
-// libvips' operation cache off, as for the image codecs (codecs/image/sharp-io.ts): memory follows the work
-sharp.cache(false);
 
 export const RESIZE_KERNELS = ['nearest', 'linear', 'cubic', 'mitchell', 'lanczos2', 'lanczos3', 'mks2013', 'mks2021'] as const;
 export type ResizeKernel = (typeof RESIZE_KERNELS)[number];

@@ -5,7 +5,7 @@
  * outputs are kept per sample only when asked (`keep`), so memory follows one sample, not the set.
  */
 
-import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node';
+import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
 import { BadCalibrationError } from '../errors.js';
 import { loadOrt } from '../runtime/optional.js';
 import { describeModel } from './model-io.js';

@@ -4,7 +4,7 @@
  * only where a model runs.
  */
 
-import type { Tensor as OrtTensor } from 'onnxruntime-node';
+import type { Tensor as OrtTensor } from 'onnxruntime-common';
 import { BadCalibrationError } from '../errors.js';
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { loadOrt } from '../runtime/optional.js';

@@ -41,6 +41,7 @@ export function toNnmediaError(e: unknown, command?: string): NnmediaError {
 /** The exit status of a code (the one table), or of a signal: 128 + its number (130 for Ctrl-C). */
 export function exitStatus(code: ErrorCode, signal?: NodeJS.Signals): number {
   if (signal === 'SIGTERM') return 143;
+  if (signal === 'SIGHUP') return 129;
   return ERROR_CODES[code].exit;
 }
 

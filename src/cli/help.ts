@@ -76,7 +76,7 @@ export function helpEpilogue(): string {
     .sort((a, b) => a[0] - b[0])
     .map(
       ([exit, codes]) =>
-        `  ${String(exit).padStart(3)}  ${codes.join(', ')}${codes.includes('E_INTERRUPTED') ? ' (Ctrl-C; 143 after SIGTERM)' : ''}`,
+        `  ${String(exit).padStart(3)}  ${codes.join(', ')}${codes.includes('E_INTERRUPTED') ? ' (Ctrl-C; 143 after SIGTERM, 129 after SIGHUP)' : ''}`,
     );
   return [
     '',

@@ -335,13 +335,20 @@ export function buildProgram(): Command {
     const restored = join(dir, `restored${extname(input) || '.onnx'}`);
     const t0 = performance.now();
     const bar = progress(!f.json);
+    // a demo that fails leaves no empty folder behind (an interrupted one does: the signal handler exits at once)
+    const dropFolder = (e: unknown): never => {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    };
     await compressModel(input, archive, {
       ...(await compressOptionsFrom({ ...f, output: archive }, input)),
       force: true,
       onProgress: bar.onProgress,
-    }).finally(bar.stop);
+    })
+      .finally(bar.stop)
+      .catch(dropFolder);
     const t1 = performance.now();
-    await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
+    await decompressArchive(archive, restored, { jobs: f.jobs, force: true }).catch(dropFolder);
     const t2 = performance.now();
     const task = await resolveTask('auto', modelForRunning(input), undefined, input);
     const r = await evaluateArchive(archive, input, task);
@@ -351,7 +358,9 @@ export function buildProgram(): Command {
       console.log(
         `\ncompress ${(t1 - t0).toFixed(0)} ms, decompress ${(t2 - t1).toFixed(0)} ms; restored model ${count(statSync(restored).size)} bytes, loads and runs in ${ortBackend() ?? 'onnxruntime'}`,
       );
-      console.log(`archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${archive}`);
+      console.log(
+        `archive and restored model kept in ${dir}/ (model.nnm, ${basename(restored)}); try: nnmedia view ${shellWord(archive)}`,
+      );
     }
   });
 
@@ -402,15 +411,27 @@ export async function main(argv: string[]): Promise<number> {
       process.exit(0);
     }
     const e = new InterruptedError(`interrupted; no output written (${signal === 'SIGINT' ? 'Ctrl-C, SIGINT' : signal})`);
-    process.stderr.write(`${errorLine(e)}\n`);
+    try {
+      process.stderr.write(`${errorLine(e)}\n`); // (after SIGHUP the terminal may be gone)
+    } catch {
+      /* nowhere to say it */
+    }
     process.exit(exitStatus(e.code, signal));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // the terminal closed (ssh dropped): as SIGTERM, the temporary outputs removed (they were left, exit 129)
+  process.once('SIGHUP', onSignal);
   // `nnmedia inspect … | head`: the reader went away; that is not an error of ours
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(0);
+    if (e.code === 'EPIPE') {
+      removePendingTemps();
+      process.exit(0);
+    }
   });
+  // `nnmedia compress … 2>&1 | head -1`: the log's reader went away; the work goes on, its messages are dropped
+  // (an unhandled EPIPE crashed the run and left its temporary file)
+  process.stderr.on('error', () => undefined);
   const program = buildProgram();
   // models run on onnxruntime-web where onnxruntime-node is not installed: said once, on stderr
   onOrtFallback((m) => logLine(`note: ${m}`));
@@ -420,17 +441,34 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     // help or version asked for: printed already
     if (isCommanderError(e) && (e.code === 'commander.helpDisplayed' || e.code === 'commander.version')) return 0;
+    // `nnmedia help [command]`: the help asked for, printed (commander ends it as it ends a missing command)
+    if (
+      isCommanderError(e) &&
+      e.code === 'commander.help' &&
+      argv[2] === 'help' &&
+      (argv[3] === undefined || program.commands.some((c) => c.name() === argv[3]))
+    )
+      return 0;
     clearProgress();
     removePendingTemps();
     // no command given: commander printed the commands to stderr; a usage error all the same
     const err =
       isCommanderError(e) && e.code === 'commander.help'
-        ? new OptionError('no command given (see: nnmedia --help)')
+        ? new OptionError(
+            argv[2] === 'help'
+              ? `unknown command ${JSON.stringify(argv[3])} (commands: ${program.commands.map((c) => c.name()).join(', ')})`
+              : 'no command given (see: nnmedia --help)',
+          )
         : toNnmediaError(e, commandOf(argv, program));
     process.stderr.write(`${errorLine(err)}\n`);
     if (process.env.NNMEDIA_DEBUG) process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
     return exitStatus(err.code);
   }
+}
+
+/** A path as one word of a POSIX shell command line, quoted only where it needs to be (a TMPDIR with spaces). */
+function shellWord(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
 }
 
 main(process.argv).then((code) => {

@@ -12,7 +12,8 @@ let active: cliProgress.SingleBar | undefined;
 
 /** A progress callback and its stop (idempotent; also called by `clearProgress`). */
 export function progress(enabled: boolean): { onProgress?: OnProgress; stop: () => void } {
-  if (!enabled || !process.stderr.isTTY) return { stop: () => {} };
+  // a terminal that cannot move the cursor (TERM=dumb: Emacs' shell, some CI logs) gets no bar, as a pipe does
+  if (!enabled || !process.stderr.isTTY || process.env.TERM === 'dumb') return { stop: () => {} };
   const bar = new cliProgress.SingleBar(
     {
       format: '{bar} {value}/{total} tensors or slices  {tensor}',

@@ -12,7 +12,7 @@ import { createServer, type Server } from 'node:http';
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { availableParallelism } from 'node:os';
-import sharp from 'sharp';
+import { sharp } from '../codecs/image/sharp-io.js';
 import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';

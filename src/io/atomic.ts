@@ -9,6 +9,8 @@ import {
   closeSync,
   existsSync,
   linkSync,
+  lstatSync,
+  type Stats,
   writeSync,
   fsyncSync,
   openSync,
@@ -81,11 +83,44 @@ export interface OutputPolicy {
  * model must not replace it with the lossy copy).
  */
 export async function checkOutputPath(output: string, inputs: readonly string[], policy: OutputPolicy = {}): Promise<void> {
-  if (!existsSync(output)) return checkOutputFolder(output);
+  if (typeof output !== 'string' || output === '') throw new IoError('no output path given (an empty name)', { file: output });
+  // `-o newdir/`: a folder's name, which the write would only have refused after all the work
+  if (/[/\\]$/.test(output))
+    throw new IoError(
+      `output path names a folder (it ends with ${output.slice(-1)}); give a file name (e.g. ${join(output, 'model.nnm')})`,
+      {
+        file: output,
+      },
+    );
+  // the temporary files beside the output (a staging file, its temporary copy, the gate's scratch file) take
+  // longer names: a name near the file system's limit failed after all the work (ENAMETOOLONG)
+  const nameBytes = Buffer.byteLength(basename(output));
+  if (nameBytes > MAX_OUTPUT_NAME_BYTES)
+    throw new IoError(
+      `output file name is ${nameBytes} bytes long; at most ${MAX_OUTPUT_NAME_BYTES} (the temporary files written beside it add to it, and a name may take 255)`,
+      { file: output },
+    );
+  const link = lstatOrUndefined(output);
+  if (!link) return checkOutputFolder(output);
+  if (link.isSymbolicLink() && !existsSync(output)) {
+    // a link to nowhere: existsSync follows it and said "nothing there", and the final no-clobber step then
+    // failed after all the work with "output file appeared while writing"
+    if (!policy.force)
+      throw new OutputExistsError(`output path is a symbolic link (to a missing file); pass --force to replace the link`, {
+        file: output,
+      });
+    return checkOutputFolder(output);
+  }
   for (const input of inputs)
     if (samePath(output, input)) throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
-  if (statSync(output).isDirectory())
+  const st = statSync(output);
+  if (st.isDirectory())
     throw new IoError(`output path is a directory; give a file name (e.g. ${join(output, 'model.nnm')})`, { file: output });
+  // a device (/dev/null), a FIFO or a socket: --force would have put a regular file in its place (as root, in /dev)
+  if (!st.isFile())
+    throw new IoError(`output path is ${specialKind(st)}, not a file; refusing to replace it, even with --force`, {
+      file: output,
+    });
   const protect = policy.protect;
   if (
     protect &&
@@ -95,6 +130,25 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
     throw new OutputExistsError(`${protect.what}; refusing to overwrite it, even with --force`, { file: output });
   if (!policy.force)
     throw new OutputExistsError(`output file exists; pass --force (library: force: true) to replace it`, { file: output });
+}
+
+/** 255 bytes a name, less what the temporary names beside an output add (`.NAME.PID-N.part` → `.…PID.T.tmp` → `.…scratch.tmp`). */
+export const MAX_OUTPUT_NAME_BYTES = 180;
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function specialKind(st: Stats): string {
+  if (st.isCharacterDevice()) return 'a character device (like /dev/null)';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
 }
 
 /**
@@ -166,6 +220,20 @@ export async function withTempFile<T>(near: string, use: (fd: number, path: stri
       /* gone */
     }
     pending.delete(tmp);
+  }
+}
+
+/**
+ * A finished file (`from`, ours) becomes `target`: replacing what is there with `overwrite` (the user's --force),
+ * else only where nothing appeared at `target` meanwhile.
+ */
+export function commitOutput(from: string, target: string, overwrite: boolean): void {
+  try {
+    if (overwrite) renameSync(from, target);
+    else commitNoClobber(from, target);
+  } catch (e) {
+    if (e instanceof IoError || e instanceof OutputExistsError) throw e;
+    throw fsError('cannot write the output', target, e);
   }
 }
 

@@ -12,11 +12,11 @@
  */
 
 import { createHash } from 'node:crypto';
-import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
-import { checkOutputPath, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
+import { checkOutputPath, commitOutput, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice, type WrittenRates } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
@@ -24,6 +24,7 @@ import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
 import { CODEC_SET_NAMES, type CompressOptions, resolveOptions } from './options.js';
 import { getCodec } from '../codecs/registry.js';
+import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
 import { preparePlanes } from './prepare.js';
 import { compensationVerdict } from '../rate/compensated.js';
@@ -40,7 +41,7 @@ import {
   type Calibration,
 } from './gate.js';
 import type { QualityRecord, TensorRecord } from '../archive/manifest.js';
-import { BadCalibrationError, OptionError, QualityError } from '../errors.js';
+import { BadCalibrationError, IoError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
 import {
   captureStatistics,
@@ -99,8 +100,10 @@ function snrShortfall(tensors: readonly TensorRecord[], target: number, log?: (m
   const short = tensors.filter((t) => t.stats !== undefined && t.stats.snrDb < target - SNR_TOLERANCE_DB);
   if (!short.length || !log) return;
   const worst = short.reduce((a, b) => (b.stats!.snrDb < a.stats!.snrDb ? b : a));
+  // finer codes are the remedy only where there are finer codes to have
+  const narrow = short.some((t) => (t.quant?.bits ?? 16) < 16);
   log(
-    `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB); finer codes reach more (--bits 16)`,
+    `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB)${narrow ? '; finer codes reach more (--bits 16)' : ''}`,
   );
 }
 
@@ -113,17 +116,52 @@ const SAME_GRID_STEPS = 12;
 export async function compressModel(input: string, output: string, options: CompressOptions = {}): Promise<CompressResult> {
   const resolved = resolveOptions(options);
   await checkOutputPath(output, [input], { force: resolved.force });
+  // Rate control and escalation write and judge several archives. Each is written to a staging file beside the
+  // output, which becomes the output only when the run ends with an archive to keep (or one refused and kept with
+  // --force): a run killed mid-search (kill -9, the OOM killer) left a refused attempt at the output that inspect
+  // and decompress accepted, and with --force an interrupt removed the user's earlier file there.
+  const staged = stagingPath(output);
+  holdOutput(staged); // an interrupt (the CLI's signal handler) removes it
+  try {
+    const result = await compressStaged(input, staged, output, resolved);
+    commitOutput(staged, output, resolved.force);
+    return result;
+  } catch (e) {
+    if (e instanceof QualityError && e.details.kept && existsSync(staged)) commitOutput(staged, output, resolved.force);
+    // a disk that filled while the staging file was written: the output's problem, named as the user gave it
+    // (its temporary copy or the gate's scratch file beside it too)
+    if (e instanceof IoError && e.file !== undefined && isStagingFile(e.file, staged)) {
+      const prefix = `file ${e.file}${e.tensor ? `, tensor ${e.tensor}` : ''}: `;
+      const message = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+      throw new IoError(message, { file: output, tensor: e.tensor }, e.cause ?? e);
+    }
+    throw e;
+  } finally {
+    rmSync(staged, { force: true }); // nothing there after a commit
+    releaseOutput(staged);
+  }
+}
+
+/** compressModel's run, every archive written to `output` (the staging file); messages name `shownAs`. */
+async function compressStaged(
+  input: string,
+  output: string,
+  shownAs: string,
+  resolved: ResolvedOptions,
+): Promise<CompressResult> {
   const reader = openModel(input);
   const hashing = new AbortController();
-  // rate control and escalation write the archive more than once: after the first write the file at `output` is
-  // ours, and a run that then fails other than by a refusal kept with --force leaves none (an abort or an error
-  // in a later attempt left the refused default archive there, exit non-zero)
+  // rate control and escalation write the archive more than once: after the first write the staging file is
+  // there, and later attempts replace it
   let written = false;
   // a --target-bpw run's encodings, kept between its attempts (closed, and its spill file removed, at the end)
   let cache: EncodeCache | undefined;
   try {
     const plans = planTensors(reader, resolved);
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
+    // video and audio codecs run ffmpeg: missing, it is said now, not after minutes of probes at the first such tensor
+    if (coded.some((p) => p.codecs.some((c) => getCodec(c.name).media !== 'image' && getCodec(c.name).media !== 'raw')))
+      findFfmpeg();
     const { unique, sameAs } = findDuplicates(reader, coded, resolved.sliceWeights);
     const half = resolved.halfKept ? halfKept(reader, plans, resolved.sliceWeights) : undefined;
     const rounding = resolved.halfKept && activationRoundingOp(reader.opTypes);
@@ -243,6 +281,7 @@ export async function compressModel(input: string, output: string, options: Comp
     let quietAllocation = false;
     // the gate's record of an archive written before with the same bytes (escalation writes its best again)
     let judged: QualityRecord | undefined;
+    let snrSaid = false;
     const encode = async (budgetScale: number, refuse = false, remedy?: string): Promise<CompressResult> => {
       const grids = gridsOverride ?? allocation?.(budgetScale, quietAllocation);
       lastGridMap = grids;
@@ -254,16 +293,14 @@ export async function compressModel(input: string, output: string, options: Comp
         const on = withSettings(p as CodedPlan, { stride: 1, relStep: g.relStep, range: g.range, quantizer: stepGrid.id });
         return g.bits !== undefined ? withBits(on, g.bits, resolved, reader.file) : on;
       };
-      // held from before the write where the path holds nothing of the user's (no --force, or our earlier
-      // attempt): an interrupt between the rename and the hold below left the attempt at the output
-      if (!resolved.force || written) holdOutput(output);
       const result = await writeArchive({
         ...job,
         options: jobOptions,
         compensation: compensationFor(compensation, grids),
         plans: plans.map(withGrids),
         unique: unique.map((p) => withGrids(p) as CodedPlan),
-        overwrite: resolved.force || written,
+        shownAs,
+        overwrite: written,
         ...(cache ? { cache } : {}),
         ...(allocation?.scales ? { scales: allocation.scales } : {}),
         quality: judged ?? quality,
@@ -271,8 +308,10 @@ export async function compressModel(input: string, output: string, options: Comp
         remedy,
       });
       written = true;
-      holdOutput(output); // until the run returns: an interrupt (the CLI's signal handler) removes it (--force: from here)
-      if (resolved.targetSnr !== undefined) snrShortfall(result.manifest.tensors, resolved.targetSnr, resolved.onLog);
+      if (resolved.targetSnr !== undefined && !snrSaid) {
+        snrSaid = true; // once (escalation writes several archives)
+        snrShortfall(result.manifest.tensors, resolved.targetSnr, resolved.onLog);
+      }
       if ((resolved.targetBpw !== undefined && !nothingCoded) || (jobOptions !== resolved && !judged))
         resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
       return result;
@@ -379,10 +418,10 @@ export async function compressModel(input: string, output: string, options: Comp
         jobOptions = resolved;
         judged = q0;
         await encode(1);
-        throw gateError(output, q0, true, undefined, { head, advice });
+        throw gateError(shownAs, q0, true, undefined, { head, advice });
       }
       // (the catch below removes the output)
-      throw gateError(output, q0, false, undefined, {
+      throw gateError(shownAs, q0, false, undefined, {
         head,
         advice,
         remedy: 'judge only the outputs that matter (--judge-output)',
@@ -455,7 +494,7 @@ export async function compressModel(input: string, output: string, options: Comp
     else if (result.bitsPerWeight < UNDERSHOOT * target)
       // a budget above what the finest candidate grids take: said, not left for the user to notice
       resolved.onLog?.(
-        `note: ${result.bitsPerWeight.toFixed(3)} bits/weight is under the target ${target}: the finest grids the allocation chooses from take no more (for more precision, --bits 16 without a target)`,
+        `note: ${result.bitsPerWeight.toFixed(3)} bits/weight is under the target ${target}: no choice of the allocation's candidate grids comes nearer without going over it (for more precision, --bits 16 without a target)`,
       );
     if (result.quality?.passed !== false) return result;
     // Under the floor at this budget: find the smallest budget that passes (1.5×, 2.5×, 4× the target, then two
@@ -503,21 +542,30 @@ export async function compressModel(input: string, output: string, options: Comp
       gridsOverride = failedGrids;
       judged = failed.quality;
       await encode(1);
-      throw gateError(output, failed.quality!, true, smallest, { head, advice });
+      throw gateError(shownAs, failed.quality!, true, smallest, { head, advice });
     }
-    throw gateError(output, failed.quality!, false, smallest, { head, advice });
-  } catch (e) {
-    if (written && !(e instanceof QualityError && e.details.kept)) rmSync(output, { force: true });
-    throw e;
+    throw gateError(shownAs, failed.quality!, false, smallest, { head, advice });
   } finally {
     cache?.close();
-    releaseOutput(output);
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
     reader.close();
   }
 }
 
 const FINER_CODES = '--bits 16 (a 256× finer grid, about twice the size)';
+
+let staging = 0;
+
+/** The staging file, or a temporary file named after it (`.<staged name>.…tmp`). */
+function isStagingFile(file: string, staged: string): boolean {
+  const f = resolve(file);
+  return f === staged || (dirname(f) === dirname(staged) && basename(f).startsWith(`.${basename(staged)}.`));
+}
+
+/** A staging file's name beside `output`, unique in this process (two runs may write beside one output). */
+function stagingPath(output: string): string {
+  return join(dirname(resolve(output)), `.${basename(output)}.${process.pid}-${staging++}.part`);
+}
 
 /**
  * What a suggested budget is worth when the gate judged few held-back samples: BlazeFace front on 8 photos (2 held

@@ -145,6 +145,8 @@ export interface ArchiveJob {
   /** The source file's sha256; hashed while the tensors are encoded (a whole read of the file). */
   readonly sourceSha: string | Promise<string>;
   readonly output: string;
+  /** The path messages name (compress writes to a staging file beside the output the user gave). */
+  readonly shownAs?: string;
   /** Replace a file at `output` (the user's --force, or a file this compress wrote itself). */
   readonly overwrite: boolean;
   readonly plans: readonly TensorPlan[];
@@ -544,7 +546,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
           zip.add(MANIFEST_NAME, Buffer.from(manifestJson(manifest)), 'deflate');
           zip.finish();
           if (job.refuse && quality.passed === false && !options.force)
-            throw gateError(job.output, quality, false, undefined, { remedy: job.remedy });
+            throw gateError(job.shownAs ?? job.output, quality, false, undefined, { remedy: job.remedy });
         }
         archiveBytes = zip.bytesWritten;
       },
@@ -561,7 +563,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
     );
   }
   if (job.refuse && manifest?.quality?.passed === false && options.force)
-    throw gateError(job.output, manifest.quality, true, undefined, { remedy: job.remedy });
+    throw gateError(job.shownAs ?? job.output, manifest.quality, true, undefined, { remedy: job.remedy });
   return {
     ...(report ? { compensation: report } : {}),
     manifest: manifest!,

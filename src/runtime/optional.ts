@@ -7,7 +7,7 @@
  * naming what to install.
  */
 
-import type * as OrtNamespace from 'onnxruntime-node';
+import type * as OrtNamespace from 'onnxruntime-common';
 import { MissingDependencyError } from '../errors.js';
 
 /** The onnxruntime module as `loadOrt()` returns it (onnxruntime-web has the same API, onnxruntime-common's). */
@@ -49,6 +49,10 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
     let nodeError: unknown;
     if (asked !== 'web')
       try {
+        // onnxruntime-node 1.30's native library starts a telemetry system on Linux: it writes
+        // $TMPDIR/mat-debug-<pid>.log and $TMPDIR/.ses on every run (2,600 files in this machine's /tmp) and would
+        // upload where it finds CA certificates. Off unless the user's environment says otherwise.
+        process.env.ORT_DISABLE_TELEMETRY ??= '1';
         const m = await import('onnxruntime-node');
         backend = 'onnxruntime-node';
         return m;
@@ -60,7 +64,7 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
     if (asked !== 'node')
       try {
         // the same API (onnxruntime-common's), typed as the native module's
-        const m = (await import('onnxruntime-web')) as unknown as Ort;
+        const m = serialized((await import('onnxruntime-web')) as unknown as Ort);
         backend = 'onnxruntime-web';
         if (asked !== 'web')
           notice?.(
@@ -78,4 +82,34 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
     throw e;
   });
   return ort;
+}
+
+/**
+ * onnxruntime-web with one session call at a time in the process. Its WebAssembly runtime is one instance for
+ * every session: two compressions at once in one process (Silero v4 and v6, each running its gate) failed with
+ * "operation does not support unaligned accesses" inside the runtime, reported as bad calibration data, while
+ * one after the other they worked (onnxruntime-node's sessions are independent and are left as they are).
+ * Session creation, runs and release are queued; a failure passes to its caller and not to the next in line.
+ */
+function serialized(m: Ort): Ort {
+  let tail: Promise<unknown> = Promise.resolve();
+  const serial = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = tail.then(f, f);
+    tail = p.catch(() => undefined);
+    return p;
+  };
+  type Session = OrtNamespace.InferenceSession;
+  const create = m.InferenceSession.create.bind(m.InferenceSession) as (...a: unknown[]) => Promise<Session>;
+  const queued = async (...args: unknown[]): Promise<Session> => {
+    const s = await serial(() => create(...args));
+    const run = s.run.bind(s) as (...a: unknown[]) => ReturnType<Session['run']>;
+    const release = s.release.bind(s);
+    Object.assign(s, {
+      run: (...a: unknown[]) => serial(() => run(...a)),
+      release: () => serial(() => release()),
+    });
+    return s;
+  };
+  const InferenceSession = Object.create(m.InferenceSession, { create: { value: queued } }) as Ort['InferenceSession'];
+  return { ...m, InferenceSession };
 }

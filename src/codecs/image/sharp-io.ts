@@ -15,9 +15,12 @@ let loaded: typeof sharpFactory | undefined;
 
 /**
  * libvips, loaded on first use: a process (or worker thread) that only reads zstd entries never pays for
- * loading it (~40 ms a thread here).
+ * loading it (~40 ms a thread here). Every use of sharp goes through this (calibration images, the OCR task,
+ * `view`): where its native binary is missing or does not load (`npm install --omit=optional`, a node_modules
+ * copied from another system), commands that need no image say nothing of it, and those that do fail with
+ * E_MISSING_DEPENDENCY, not a stack trace at start-up (`--help` included).
  */
-function sharp(...args: Parameters<typeof sharpFactory>): Sharp {
+export function sharp(...args: Parameters<typeof sharpFactory>): Sharp {
   if (!loaded) {
     try {
       loaded = createRequire(import.meta.url)('sharp') as typeof sharpFactory;

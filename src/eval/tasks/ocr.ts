@@ -15,15 +15,12 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import sharp from 'sharp';
-import type * as Ort from 'onnxruntime-node';
+import { sharp } from '../../codecs/image/sharp-io.js';
+import type * as Ort from 'onnxruntime-common';
 import { loadOrt, type Ort as OrtModule } from '../../runtime/optional.js';
 import type { ResizeKernel } from '../../calibration/image.js';
 import { categoricalKl, ctcLogLikelihood, logSumExp } from '../judges.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
-
-// libvips' operation cache off, as for the image codecs (codecs/image/sharp-io.ts): memory follows the work
-sharp.cache(false);
 
 export interface OcrData {
   /** Folder with lineNNN.png and labels.json. */

@@ -14,7 +14,7 @@
  */
 
 import { readFileSync } from 'node:fs';
-import type * as Ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-common';
 import { loadOrt } from '../../runtime/optional.js';
 import { decodeAudio } from '../../calibration/audio.js';
 import { bernoulliKl } from '../judges.js';
