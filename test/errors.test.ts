@@ -604,6 +604,27 @@ describe('the demo', () => {
   }, 120_000);
 });
 
+describe('the demo, interrupted', () => {
+  it('leaves no folder in TMPDIR (it left an empty nnmedia-demo-* folder)', async () => {
+    const tmp = join(dir, 'tmp-int');
+    mkdirSync(tmp, { recursive: true });
+    const child = spawn(process.execPath, [CLI, 'demo'], { cwd: dir, env: { ...process.env, TMPDIR: tmp }, stdio: 'ignore' });
+    const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    let exited = false;
+    void closed.then(() => (exited = true));
+    // at work: the archive's temporary file exists in the demo's folder
+    const working = (): boolean =>
+      listDir(tmp).some((d) => d.startsWith('nnmedia-demo-') && listDir(join(tmp, d)).some((f) => f.endsWith('.tmp')));
+    while (!working()) {
+      if (exited) throw new Error('the demo ended before it was interrupted');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGINT');
+    expect(await closed).toBe(130);
+    expect(listDir(tmp)).toEqual([]);
+  }, 120_000);
+});
+
 describe('nnmedia/browser where there is no browser', () => {
   it('an image archive decoded in Node is UnsupportedError naming the missing decoder, not a damaged archive', async () => {
     const { compressModel } = await import('../src/index.js');

@@ -10,7 +10,7 @@ import { detectFormat, openModel, selfContainedModel } from '../formats/registry
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
 import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
-import { removePendingTemps } from '../io/atomic.js';
+import { holdFolder, releaseFolder, removePendingTemps } from '../io/atomic.js';
 import { VERSION } from '../version.js';
 import { fileKind, inspectPath } from './inspect.js';
 import { printCodecs } from './codecs.js';
@@ -333,25 +333,31 @@ export function buildProgram(): Command {
     const dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
     const archive = join(dir, 'model.nnm');
     const restored = join(dir, `restored${extname(input) || '.onnx'}`);
-    const t0 = performance.now();
-    const bar = progress(!f.json);
-    // a demo that fails leaves no empty folder behind (an interrupted one does: the signal handler exits at once)
-    const dropFolder = (e: unknown): never => {
+    // a demo that fails or is interrupted (the signal handler's removePendingTemps) leaves no folder behind
+    holdFolder(dir);
+    let t0 = 0;
+    let t1 = 0;
+    let t2 = 0;
+    let r: Awaited<ReturnType<typeof evaluateArchive>>;
+    try {
+      t0 = performance.now();
+      const bar = progress(!f.json);
+      await compressModel(input, archive, {
+        ...(await compressOptionsFrom({ ...f, output: archive }, input)),
+        force: true,
+        onProgress: bar.onProgress,
+      }).finally(bar.stop);
+      t1 = performance.now();
+      await decompressArchive(archive, restored, { jobs: f.jobs, force: true });
+      t2 = performance.now();
+      const task = await resolveTask('auto', modelForRunning(input), undefined, input);
+      r = await evaluateArchive(archive, input, task);
+    } catch (e) {
       rmSync(dir, { recursive: true, force: true });
       throw e;
-    };
-    await compressModel(input, archive, {
-      ...(await compressOptionsFrom({ ...f, output: archive }, input)),
-      force: true,
-      onProgress: bar.onProgress,
-    })
-      .finally(bar.stop)
-      .catch(dropFolder);
-    const t1 = performance.now();
-    await decompressArchive(archive, restored, { jobs: f.jobs, force: true }).catch(dropFolder);
-    const t2 = performance.now();
-    const task = await resolveTask('auto', modelForRunning(input), undefined, input);
-    const r = await evaluateArchive(archive, input, task);
+    } finally {
+      releaseFolder(dir); // kept from here: the output names it
+    }
     if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
     else {
       printEvaluation(r);

@@ -16,6 +16,7 @@ import {
   openSync,
   realpathSync,
   renameSync,
+  rmSync,
   statSync,
   unlinkSync,
 } from 'node:fs';
@@ -41,6 +42,17 @@ export function releaseOutput(path: string): void {
   provisional.delete(resolve(path));
 }
 
+/** Folders a run made for itself (the demo's), removed with everything in them on an interrupt. */
+const ownFolders = new Set<string>();
+
+export function holdFolder(path: string): void {
+  ownFolders.add(resolve(path));
+}
+
+export function releaseFolder(path: string): void {
+  ownFolders.delete(resolve(path));
+}
+
 export function removePendingTemps(): void {
   for (const p of [...pending, ...provisional]) {
     try {
@@ -49,8 +61,10 @@ export function removePendingTemps(): void {
       /* already gone */
     }
   }
+  for (const dir of ownFolders) rmSync(dir, { recursive: true, force: true });
   pending.clear();
   provisional.clear();
+  ownFolders.clear();
 }
 
 function samePath(a: string, b: string): boolean {
