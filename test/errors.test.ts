@@ -328,6 +328,13 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
       ['llama.gguf', Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'), /a GGUF file \(llama\.cpp\).*the float model/],
       ['model.tflite', Buffer.from('\x1c\x00\x00\x00TFL3', 'latin1'), /a TensorFlow Lite model.*tf2onnx/],
       ['model.h5', Buffer.from('\x89HDF\r\n\x1a\n', 'latin1'), /an HDF5 file \(a Keras \.h5 model\?\)/],
+      // a Hugging Face sharded checkpoint's index, by its name or by its content
+      [
+        'model.safetensors.index.json',
+        Buffer.from('{"metadata": {"total_size": 1}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}'),
+        /the index of a sharded safetensors checkpoint.*compress each shard/,
+      ],
+      ['shards.json', Buffer.from('{\n  "weight_map": {\n    "a": "x.safetensors"\n  }\n}'), /sharded safetensors checkpoint/],
     ];
     for (const [name, bytes, message] of others) {
       writeFileSync(join(dir, name), Buffer.concat([bytes, Buffer.alloc(64)]));

@@ -49,7 +49,7 @@ export function detectFormat(file: string): ModelFormat {
   }
   const sniffed = MODEL_FORMATS.find((f) => f.sniff(head.subarray(0, n)));
   if (sniffed) return sniffed.name;
-  const other = otherFormat(head.subarray(0, n), ext);
+  const other = otherFormat(head.subarray(0, n), ext, file);
   if (other) throw new UnsupportedError(`${other.what}, which nnmedia does not read: ${other.advice}`, { file });
   if (ZIP_SIGNATURE.every((b, i) => head[i] === b))
     throw new BadModelError('a ZIP file (an nnmedia archive?), not a model: an archive is read by `nnmedia decompress`', {
@@ -73,7 +73,7 @@ const TO_SAFETENSORS =
  * each to a format nnmedia reads: a user with a PyTorch checkpoint is told how to get there, not that the file is
  * broken.
  */
-function otherFormat(head: Uint8Array, ext: string): { what: string; advice: string } | undefined {
+function otherFormat(head: Uint8Array, ext: string, file: string): { what: string; advice: string } | undefined {
   // torch.save: a ZIP whose first entry (its name's length at byte 26) is <name>/data.pkl (or version …), or any
   // ZIP named like a checkpoint; before PyTorch 1.6 a pickle
   if (
@@ -88,6 +88,13 @@ function otherFormat(head: Uint8Array, ext: string): { what: string; advice: str
     return {
       what: 'a GGUF file (llama.cpp)',
       advice: 'give nnmedia the float model it was converted from (safetensors, as in the model’s repository)',
+    };
+  // a sharded checkpoint (Hugging Face: model-00001-of-00004.safetensors … and this index naming each tensor's shard)
+  if (ext === '.json' && (/\.safetensors\.index\.json$/i.test(file) || /"weight_map"\s*:/.test(new TextDecoder().decode(head))))
+    return {
+      what: 'the index of a sharded safetensors checkpoint',
+      advice:
+        'compress each shard it names, one archive a shard (for f in model-*-of-*.safetensors; do nnmedia compress "$f" -o "${f%.safetensors}.nnm"; done), and keep the index beside the decompressed shards',
     };
   if (ascii(head, 4, 8) === 'TFL3')
     return { what: 'a TensorFlow Lite model', advice: 'convert it to ONNX (python -m tf2onnx.convert --tflite …)' };
