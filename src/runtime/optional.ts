@@ -105,7 +105,14 @@ function serialized(m: Ort): Ort {
     const run = s.run.bind(s) as (...a: unknown[]) => ReturnType<Session['run']>;
     const release = s.release.bind(s);
     Object.assign(s, {
-      run: (...a: unknown[]) => serial(() => run(...a)),
+      // each run computes synchronously inside WebAssembly, and the next one followed in the same turn: a gate of
+      // many runs held the host's event loop for seconds (timers, I/O, an abort signal waited). One turn between runs.
+      run: (...a: unknown[]) =>
+        serial(async () => {
+          const out = await run(...a);
+          await new Promise((resolve) => setImmediate(resolve));
+          return out;
+        }),
       release: () => serial(() => release()),
     });
     return s;
