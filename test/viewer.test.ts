@@ -5,7 +5,7 @@
  * every histogram); the screenshots go to the test's folder, or to $NNMEDIA_SCREENSHOTS to be looked at.
  * The graph order itself is checked without a browser on a model whose initializers are listed backwards.
  */
-import type { Server } from 'node:http';
+import { request, type Server } from 'node:http';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
@@ -84,6 +84,33 @@ const MEDIA = [
   ['video', { media: 'video' }],
   ['audio', { media: 'audio' }],
 ] as const;
+
+describe('the view server against other pages', () => {
+  it('a malformed URL is a 400 (it ended the server), another Host a 421 (DNS rebinding)', async () => {
+    const file = join(dir, 'served.nnm');
+    await compressModel(SILERO_V4, file, { check: false, force: true });
+    const { server, url } = await serveViewer(file, 0);
+    try {
+      const port = new URL(url).port;
+      const get = (path: string, headers: Record<string, string> = {}) =>
+        new Promise<number>((resolve, reject) =>
+          request({ host: '127.0.0.1', port, path, headers }, (r) => {
+            r.resume();
+            resolve(r.statusCode!);
+          })
+            .on('error', reject)
+            .end(),
+        );
+      while ((await get('/')) === 503) await new Promise((r) => setTimeout(r, 50));
+      expect(await get('/%')).toBe(400);
+      expect(await get('/')).toBe(200); // still serving
+      expect(await get('/', { host: `evil.example.com:${port}` })).toBe(421);
+      expect(await get('/', { host: `localhost:${port}` })).toBe(200);
+    } finally {
+      server.close();
+    }
+  }, 120_000);
+});
 
 describe.skipIf(!haveChromium)('nnmedia view in Chromium', () => {
   let browser: Browser;

@@ -430,9 +430,9 @@ export async function buildViewer(
         const s = t.stats;
         const bitsPerWeight = (bytes * 8) / n;
         const codec = `${codecRecord.name}${codecRecord.lossless ? ' lossless' : ` q${codecRecord.quality ?? ''}`}`;
-        const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${codecRecord.media}" data-bytes="${bytes}">
+        const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${escapeHtml(String(codecRecord.media))}" data-bytes="${bytes}">
 <h2><a href="#${id}">${escapeHtml(t.name)}</a></h2>
-<p class="meta">${t.role} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${codecRecord.media}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
+<p class="meta">${escapeHtml(String(t.role))} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${escapeHtml(String(codecRecord.media))}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
 <div class="pictures">${pictures.join('')}</div>${extras.join('')}${errors}
 <figure class="histogram">${histogramSvg(
           decoded.map((d) => d.codes),
@@ -495,7 +495,7 @@ function page(archivePath: string, a: Archive, layers: Layer[], plotUrl: string 
     `<td class="bar ${cls}"><span style="width:${(100 * Math.max(0, Math.min(1, fraction))).toFixed(1)}%"></span><b>${text}</b></td>`;
   const rows = layers.map(
     (l, i) =>
-      `<tr data-target="${l.id}"><td class="num">${i + 1}</td><td class="name"><a href="#${l.id}">${escapeHtml(l.record.name)}</a></td><td>${l.record.role}</td><td>${l.record.shape.join('×')}</td><td>${escapeHtml(l.record.codec!.name)}</td>${bar(l.bitsPerWeight / maxBpw, l.bitsPerWeight.toFixed(2), 'bpw')}${bar(l.snrDb === undefined ? 0 : Number.isFinite(l.snrDb) ? l.snrDb / maxSnr : 1, snrText(l.snrDb), 'snr')}<td class="num">${fmt(l.bytes)}</td></tr>`,
+      `<tr data-target="${l.id}"><td class="num">${i + 1}</td><td class="name"><a href="#${l.id}">${escapeHtml(l.record.name)}</a></td><td>${escapeHtml(String(l.record.role))}</td><td>${l.record.shape.join('×')}</td><td>${escapeHtml(l.record.codec!.name)}</td>${bar(l.bitsPerWeight / maxBpw, l.bitsPerWeight.toFixed(2), 'bpw')}${bar(l.snrDb === undefined ? 0 : Number.isFinite(l.snrDb) ? l.snrDb / maxSnr : 1, snrText(l.snrDb), 'snr')}<td class="num">${fmt(l.bytes)}</td></tr>`,
   );
   return `<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>nnmedia view: ${escapeHtml(m.source.file)}</title>
@@ -604,8 +604,21 @@ export async function serveViewer(
 ): Promise<{ server: Server; url: string }> {
   let files: Map<string, { type: string; body: Uint8Array }> | undefined;
   const server = createServer((req, res) => {
+    // a page on another site reaching this port through DNS rebinding names its own host: only ours is served
+    const host = (req.headers.host ?? '').toLowerCase();
+    const address = server.address();
+    const ours = typeof address === 'object' && address ? [`127.0.0.1:${address.port}`, `localhost:${address.port}`] : [];
+    if (!ours.includes(host)) return void res.writeHead(421).end('misdirected request');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD' }).end();
     if (!files) return void res.writeHead(503, { 'retry-after': '1' }).end('building the page…');
-    const f = files.get(decodeURIComponent((req.url ?? '/').split(/[?#]/)[0]));
+    let path: string;
+    try {
+      path = decodeURIComponent((req.url ?? '/').split(/[?#]/)[0]);
+    } catch {
+      // `/%`: a malformed escape threw in the handler and ended the server (one fetch from any page did it)
+      return void res.writeHead(400).end('bad request');
+    }
+    const f = files.get(path);
     if (!f) return void res.writeHead(404).end('not found');
     res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-store' });
     res.end(f.body);
