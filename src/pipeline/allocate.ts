@@ -26,7 +26,7 @@ import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
 import { measureTensor, measureToProbe, type PowerSums, type PrepareRequest, type ProbeMeasure } from './measure.js';
 import { runOrdered } from './pool.js';
-import { poolFor, sourceRange, type MeasureReply, type WorkerPool } from './workers.js';
+import { poolFor, sourceRange, type MeasureJob, type MeasureReply, type PrepareJob, type WorkerPool } from './workers.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
 
@@ -239,12 +239,16 @@ export async function allocate(parts: {
   };
   const measuredScales = new Map<string, ReadonlyArray<MeasuredScales | undefined>>();
   // each tensor measured on the worker threads where there are several cores, else here; results in order
-  const measureEach = async <R>(
-    onWorker: (pool: WorkerPool, p: CodedPlan) => Promise<R>,
+  // (`job`: what the worker is asked besides the tensor itself, its file and its byte range)
+  type TensorFields = 'file' | 'plan' | 'range';
+  const measureEach = async <R extends MeasureReply | ProbeMeasure>(
+    job: (p: CodedPlan) => Omit<MeasureJob, TensorFields> | Omit<PrepareJob, TensorFields>,
     here: (p: CodedPlan) => R,
     commit: (result: R, p: CodedPlan) => void,
   ): Promise<void> => {
     const pool = poolFor(options.jobs, unique.length, weights);
+    const onWorker = (w: WorkerPool, p: CodedPlan): Promise<R> =>
+      w.run<R>({ ...job(p), file: reader.file, plan: p, ...sourceRange(reader, p.entry.key) } as MeasureJob | PrepareJob);
     try {
       await runOrdered(
         unique,
@@ -260,16 +264,8 @@ export async function allocate(parts: {
     // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
     // follows the slice
     const modesOf = [...modes];
-    await measureEach(
-      (pool, p) =>
-        pool.run<MeasureReply>({
-          kind: 'measure',
-          file: reader.file,
-          plan: p,
-          sliceWeights: options.sliceWeights,
-          modes: modesOf,
-          ...sourceRange(reader, p.entry.key),
-        }),
+    await measureEach<MeasureReply>(
+      () => ({ kind: 'measure', sliceWeights: options.sliceWeights, modes: modesOf }),
       (p) => measureTensor(reader, p, options.sliceWeights, modesOf),
       ({ rate, power, scales }, p) => {
         record(rate, power);
@@ -287,15 +283,8 @@ export async function allocate(parts: {
       const stats = parts.statistics?.get(p.entry.key);
       return { modes, fine: FINE_STEPS, ...(stats ? { compensation: { stats, range: fixedRange ?? 'channel' } } : {}) };
     };
-    await measureEach(
-      (pool, p) =>
-        pool.run<ProbeMeasure>({
-          kind: 'prepare',
-          file: reader.file,
-          plan: p,
-          ...requestOf(p),
-          ...sourceRange(reader, p.entry.key),
-        }),
+    await measureEach<ProbeMeasure>(
+      (p) => ({ kind: 'prepare', ...requestOf(p) }),
       (p) => measureToProbe(p, reader.read(p.entry.key), requestOf(p)),
       ({ prepared, seeds, rate, power, ratios }, p) => {
         seedsOf.set(p.entry.key, seeds);

@@ -31,7 +31,7 @@ import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
 import { QueuedWriter } from '../io/writer.js';
-import { checkKnownKeys } from './options.js';
+import { checkKnownKeys, expect } from './options.js';
 import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
@@ -55,14 +55,12 @@ const DECOMPRESS_KEYS = ['jobs', 'force', 'onProgress', 'signal'] as const satis
 function checkDecompressOptions(o: DecompressOptions): void {
   if (typeof o !== 'object' || o === null) throw new OptionError(`Expected an options object but received ${JSON.stringify(o)}`);
   checkKnownKeys(o, DECOMPRESS_KEYS, 'decompress');
-  const bad = (what: string, v: unknown): never => {
-    throw new OptionError(`Expected ${what} but received ${JSON.stringify(v) ?? String(v)}`);
-  };
-  if (o.jobs !== undefined && !(Number.isSafeInteger(o.jobs) && o.jobs >= 1)) bad('an integer ≥ 1 for jobs', o.jobs);
-  if (o.force !== undefined && typeof o.force !== 'boolean') bad('true or false for force', o.force);
-  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') bad('a function for onProgress', o.onProgress);
-  if (o.signal !== undefined && typeof (o.signal as { throwIfAborted?: unknown } | null)?.throwIfAborted !== 'function')
-    bad('an AbortSignal for signal', o.signal);
+  const given = (v: unknown, valid: boolean): boolean => v === undefined || valid;
+  expect(given(o.jobs, Number.isSafeInteger(o.jobs) && o.jobs! >= 1), 'an integer ≥ 1 for jobs', o.jobs);
+  expect(given(o.force, typeof o.force === 'boolean'), 'true or false for force', o.force);
+  expect(given(o.onProgress, typeof o.onProgress === 'function'), 'a function for onProgress', o.onProgress);
+  const signal = o.signal as { throwIfAborted?: unknown } | null | undefined;
+  expect(given(signal, typeof signal?.throwIfAborted === 'function'), 'an AbortSignal for signal', o.signal);
 }
 
 /** Decodes one compressed tensor of the archive (all its slices) to float32 values in file memory order. */

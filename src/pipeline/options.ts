@@ -11,6 +11,7 @@ import { readInputFile } from '../io/files.js';
 import { listCodecs, resolveCodecOptions } from '../codecs/registry.js';
 import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
+import { editDistance } from '../eval/tasks/ocr.js';
 import type { CalibrationSpec } from '../calibration/set.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
@@ -563,18 +564,8 @@ function nearestName(name: string, known: readonly string[]): string | undefined
   return best;
 }
 
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++)
-      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length]!;
-}
-
-function expect(cond: boolean, what: string, received: unknown): void {
+/** An OptionError in the one format: `Expected <what> but received <value>`. */
+export function expect(cond: boolean, what: string, received: unknown): void {
   if (!cond) throw new OptionError(`Expected ${what} but received ${JSON.stringify(received)}`);
 }
 
