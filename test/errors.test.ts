@@ -674,3 +674,81 @@ describe('error names', () => {
     expect(String(made)).toBe('CorruptArchiveError: x');
   });
 });
+
+describe('text and data from files, shown and used safely (sweep 8)', () => {
+  it('a manifest role outside the known roles is a damaged archive (it reached the view page as HTML)', async () => {
+    const { manifest, entries } = readArchive(archive);
+    const crafted = structuredClone(manifest) as unknown as { tensors: Array<{ role: string }> };
+    crafted.tensors[0].role = '<img src=x onerror=alert(1)>';
+    writeArchive(join(dir, 'role.nnm'), entries, crafted);
+    expectFailure(await cli(['inspect', 'role.nnm']), 'E_CORRUPT_ARCHIVE', /manifest: bad role/);
+  });
+
+  it('control characters of a tensor name reach the terminal as escapes, in tables and in errors', async () => {
+    const { manifest, entries } = readArchive(archive);
+    const crafted = structuredClone(manifest);
+    const t = crafted.tensors.find((x) => x.layout)!;
+    t.name = 'evil\x1b]0;pwned\x07name';
+    writeArchive(join(dir, 'ansi.nnm'), entries, crafted);
+    const r = await cli(['inspect', 'ansi.nnm']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/[\x1b\x07]/);
+    expect(r.stdout).toContain('evil\\x1b]0;pwned\\x07name');
+  });
+
+  it('inspect: the tensors’ bytes add up to the media and the exact side values', async () => {
+    // (lossy JPEG keeps the weights it moves furthest exact beside the picture)
+    const r = await cli(['compress', SILERO, '-o', 'side.nnm', '--codec', 'jpeg', '--no-check']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse((await cli(['inspect', 'side.nnm', '--json'])).stdout) as {
+      totals: { mediaBytes: number; sideBytes: number };
+      tensors: Array<{ bytes: number; kept?: boolean }>;
+    };
+    const sum = j.tensors.filter((x) => !x.kept).reduce((s, x) => s + x.bytes, 0);
+    expect(j.totals.sideBytes).toBeGreaterThan(0);
+    expect(sum).toBe(j.totals.mediaBytes + j.totals.sideBytes);
+    expect((await cli(['inspect', 'side.nnm'])).stdout).toMatch(
+      new RegExp(`bytes of media and ${j.totals.sideBytes.toLocaleString('en-US')} bytes of exact side values`),
+    );
+  });
+
+  it('view --plot takes a PNG only (any readable file was served as one)', async () => {
+    writeFileSync(join(dir, 'not-a.png'), 'root:x:0:0:root:/root:/bin/bash\n');
+    expectFailure(
+      await cli(['view', archive, '--plot', 'not-a.png', '--port', '0']),
+      'E_OPTION',
+      /--plot not-a\.png is not a PNG/,
+    );
+  });
+
+  it('a NaN in a .npy calibration tensor is refused, naming the file and the element', async () => {
+    const { encodeNpy } = await import('../src/calibration/raw.js');
+    const data = new Float32Array(1536).fill(0.01);
+    data[5] = NaN;
+    mkdirSync(join(dir, 'nan-cal'), { recursive: true });
+    writeFileSync(join(dir, 'nan-cal', 'input.npy'), encodeNpy({ type: 'float32', dims: [1, 1536], data }));
+    expectFailure(
+      await cli(['eval', archive, '-m', model, '--calibration', 'nan-cal']),
+      'E_BAD_CALIBRATION',
+      /input\.npy.*element 5 is NaN/,
+    );
+  });
+
+  it('eval says when --limit does not apply', async () => {
+    const r = await cli(['eval', archive, '-m', model, '--task', 'outputs', '--limit', '3']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/--limit 3 ignored: it shortens the ocr and isnet tasks; the outputs task runs on all its data/);
+  });
+
+  it('codecs names a broken NNMEDIA_FFMPEG instead of advising to install one', async () => {
+    const r = await cli(['codecs'], { env: { NNMEDIA_FFMPEG: join(dir, 'no-ffmpeg') } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/ffmpeg for video and audio: NNMEDIA_FFMPEG=\S*no-ffmpeg is not a working ffmpeg/);
+    expect(r.stdout).toMatch(/^brotli .*node:zlib/m);
+  });
+
+  it('a directory given to inspect is named as such once ("not a file file")', async () => {
+    mkdirSync(join(dir, 'a-folder'), { recursive: true });
+    expectFailure(await cli(['inspect', 'a-folder']), 'E_IO', /is a directory, not an archive or model file$/m);
+  });
+});

@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -443,6 +443,46 @@ describe('the output of a search (rate control) is written once, at the end', ()
     await compressModel(onnxFile, out, { targetBpw: 4, force: true, minFidelity: 0 });
     expect(readFileSync(out).subarray(0, 2).toString()).toBe('PK');
     expect(listDir(sub)).toEqual(['m.nnm']);
+  });
+});
+
+describe('what a killed run left', () => {
+  it('its temporary files beside the output are removed by the next run to that output; a live run’s stay', async () => {
+    const sub = join(dir, 'stale');
+    mkdirSync(sub, { recursive: true });
+    // a PID no process has here (kill -0 fails with ESRCH)
+    let dead = 4_000_000;
+    while (
+      (() => {
+        try {
+          process.kill(dead, 0);
+          return true;
+        } catch (e) {
+          return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+        }
+      })()
+    )
+      dead++;
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const left = [
+      `.a.nnm.${dead}-0.part`, // a staging file (kill -9 mid-search)
+      `..a.nnm.${dead}-0.part.${dead}.m3x1k2.tmp`, // its temporary copy
+      `.a.nnm.${dead}.m3x1k2.tmp`, // a temporary output
+      `.a.nnm.${dead}.m3x1k2.scratch.tmp`, // the gate's scratch file
+    ];
+    const kept = [
+      `.a.nnm.${process.ppid}-0.part`, // a live process’s (the one that started this test)
+      `.a.nnm.notes.tmp`, // not a name we write
+      `.b.nnm.${dead}-0.part`, // another output's: removed by a run to that output
+    ];
+    for (const n of [...left, ...kept]) {
+      writeFileSync(join(sub, n), 'x');
+      utimesSync(join(sub, n), hourAgo, hourAgo);
+    }
+    const fresh = `.a.nnm.${dead}-1.part`; // a minute has not passed: could be another machine's (NFS)
+    writeFileSync(join(sub, fresh), 'x');
+    await compressModel(onnxFile, join(sub, 'a.nnm'), { check: false });
+    expect(listDir(sub).sort()).toEqual(['a.nnm', fresh, ...kept].sort());
   });
 });
 

@@ -19,6 +19,7 @@ import { CHROMIUM, launchChromium, newPage } from './helpers/browser.js';
 import { cachedArchive } from './helpers/fixture-cache.js';
 import { floatTensor } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
 import { tempDir } from './helpers/tmp.js';
 
 const haveChromium = existsSync(CHROMIUM);
@@ -106,9 +107,25 @@ describe('the view server against other pages', () => {
       expect(await get('/')).toBe(200); // still serving
       expect(await get('/', { host: `evil.example.com:${port}` })).toBe(421);
       expect(await get('/', { host: `localhost:${port}` })).toBe(200);
+      const page = await fetch(url);
+      expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(await page.text()).toContain('<link rel="icon" href="data:,">'); // no favicon 404 on every load
     } finally {
       server.close();
     }
+  }, 120_000);
+
+  it('a tensor name holding HTML is shown as text, not run (a crafted archive is hostile)', async () => {
+    const file = join(dir, 'served.nnm');
+    if (!existsSync(file)) await compressModel(SILERO_V4, file, { check: false, force: true });
+    const { manifest, entries } = readArchive(file);
+    const crafted = structuredClone(manifest);
+    crafted.tensors.find((t) => t.layout)!.name = '<img src=x onerror=alert(1)>';
+    const evil = join(dir, 'html-name.nnm');
+    writeArchive(evil, entries, crafted);
+    const html = Buffer.from((await buildViewer(evil)).get('/')!.body).toString();
+    expect(html).not.toContain('<img src=x');
+    expect(html).toContain('&#60;img src=x onerror=alert(1)&#62;');
   }, 120_000);
 });
 

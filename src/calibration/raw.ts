@@ -352,11 +352,31 @@ export const RAW_EXTENSIONS = ['.npy', '.npz', '.safetensors', '.json'] as const
 /** Reads any raw-tensor file into its samples (a .npy file is one unnamed tensor, hinted by its file stem). */
 export function decodeRawFile(bytes: Uint8Array, file: string): RawSample[] {
   const ext = extname(file).toLowerCase();
-  if (ext === '.npy') return [[{ name: undefined, tensor: decodeNpy(bytes, file) }]];
-  if (ext === '.npz') return [decodeNpz(bytes, file)];
-  if (ext === '.safetensors') return [decodeSafetensors(bytes, file)];
-  if (ext === '.json') return decodeJsonTensors(bytes, file);
-  throw new BadCalibrationError(`not a raw tensor file (${RAW_EXTENSIONS.join(', ')})`, { file });
+  const samples =
+    ext === '.npy'
+      ? [[{ name: undefined, tensor: decodeNpy(bytes, file) }]]
+      : ext === '.npz'
+        ? [decodeNpz(bytes, file)]
+        : ext === '.safetensors'
+          ? [decodeSafetensors(bytes, file)]
+          : ext === '.json'
+            ? decodeJsonTensors(bytes, file)
+            : undefined;
+  if (!samples) throw new BadCalibrationError(`not a raw tensor file (${RAW_EXTENSIONS.join(', ')})`, { file });
+  // a NaN input makes the outputs NaN: the gate would compare nothing. (±Infinity stays allowed: an additive
+  // attention mask holds -Infinity; JSON cannot write either.)
+  for (const sample of samples) for (const t of sample) checkNoNaN(t, file);
+  return samples;
+}
+
+/** Refuses a floating-point tensor holding NaN, naming the first such element. */
+function checkNoNaN({ name, tensor }: NamedTensor, file: string): void {
+  const { type, data } = tensor;
+  let bad = -1;
+  if (type === 'float16') bad = (data as Uint16Array).findIndex((h) => (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0);
+  else if (type === 'float32' || type === 'float64') bad = (data as Float32Array | Float64Array).findIndex(Number.isNaN);
+  if (bad >= 0)
+    throw new BadCalibrationError(`element ${bad} is NaN; calibration inputs must be numbers`, { file, tensor: name });
 }
 
 /** `x.npy` → `x`; `sample3.x.npy` → `x` (the part after the last dot of the stem names the input). */

@@ -94,6 +94,10 @@ export function listCalibrationFiles(paths: readonly string[]): Array<{ file: st
       out.push({ file: path, kind });
       continue;
     }
+    if (!st.isDirectory())
+      throw new BadCalibrationError('not a file or a folder (a device, pipe or socket): give calibration files or folders', {
+        file: path,
+      });
     const found: Array<{ file: string; kind: FileKind }> = [];
     const walk = (dir: string): void => {
       for (const name of readdirSync(dir).sort()) {

@@ -4,7 +4,7 @@
  */
 
 import { listCodecs } from '../codecs/registry.js';
-import { getFfmpegInfo } from './ffmpeg-info.js';
+import { ffmpegProblem, getFfmpegInfo } from './ffmpeg-info.js';
 import { formatTable } from './table.js';
 
 /** Words of `text` in lines of at most `width` characters (a longer word gets a line of its own). */
@@ -33,7 +33,9 @@ export function printCodecs(): void {
         ? 'ffmpeg'
         : 'ffmpeg: not found'
       : c.media === 'raw'
-        ? 'zstd'
+        ? c.name.startsWith('brotli')
+          ? 'node:zlib'
+          : 'zstd'
         : 'libvips',
     c.description,
   ]);
@@ -46,6 +48,6 @@ export function printCodecs(): void {
   );
   console.log(formatTable(header, wrapped));
   console.log(
-    `\nffmpeg for video and audio: ${ffmpeg ? `${ffmpeg.path} (${ffmpeg.version}, ${ffmpeg.source})` : 'none found: npm install @ffmpeg-installer/ffmpeg, or put ffmpeg on PATH, or set NNMEDIA_FFMPEG'}`,
+    `\nffmpeg for video and audio: ${ffmpeg ? `${ffmpeg.path} (${ffmpeg.version}, ${ffmpeg.source})` : ffmpegProblem()}`,
   );
 }

@@ -8,6 +8,7 @@
 
 import { ERROR_CODES, InternalError, InterruptedError, IoError, NnmediaError, OptionError, type ErrorCode } from '../errors.js';
 import { errnoOf, fsReason } from '../io/files.js';
+import { printable } from './table.js';
 
 /** commander's error (its class is not exported as a type we need): a code `commander.*` and a message. */
 interface CommanderLike {
@@ -47,5 +48,5 @@ export function exitStatus(code: ErrorCode, signal?: NodeJS.Signals): number {
 
 /** The one line printed for an error. */
 export function errorLine(e: NnmediaError): string {
-  return `nnmedia: ${e.code}: ${e.message.replace(/\s*\n\s*/g, ' | ')}`;
+  return `nnmedia: ${e.code}: ${printable(e.message.replace(/\s*\n\s*/g, ' | '))}`;
 }

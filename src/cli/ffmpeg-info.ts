@@ -8,3 +8,13 @@ export function getFfmpegInfo(): { path: string; version: string; source: string
     return undefined;
   }
 }
+
+/** Why no ffmpeg is usable (NNMEDIA_FFMPEG naming a broken binary, or none found), or undefined when one is. */
+export function ffmpegProblem(): string | undefined {
+  try {
+    findFfmpeg();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}

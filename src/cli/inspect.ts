@@ -14,7 +14,7 @@ import { isZipFile } from '../archive/zip.js';
 import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
-import { formatTable } from './table.js';
+import { formatTable, printable } from './table.js';
 import { archiveTotals, bitsPerWeightText, count, reasonCounts, sizeChange } from './totals.js';
 
 export interface InspectOptions {
@@ -44,7 +44,7 @@ function head(file: string, n: number): Uint8Array {
  * unknown model), and a file that is neither is refused as such.
  */
 export function fileKind(file: string): 'archive' | 'model' {
-  const { size } = checkInputFile(file);
+  const { size } = checkInputFile(file, 'archive or model');
   const ext = extname(file).toLowerCase();
   if (ext === '.nnm') return 'archive';
   if (MODEL_FORMATS.some((f) => f.extension === ext)) return 'model';
@@ -272,7 +272,9 @@ function printArchive(
   options: InspectOptions,
 ): void {
   const { totals: t, ffmpeg: ff } = info;
-  console.log(`${file}: ${info.createdBy}, ${info.source.format} source ${info.source.file} (${count(info.source.bytes)} bytes)`);
+  console.log(
+    printable(`${file}: ${info.createdBy}, ${info.source.format} source ${info.source.file} (${count(info.source.bytes)} bytes)`),
+  );
   console.log(`ffmpeg for video/audio: ${ff ? `${ff.path} (${ff.version}, ${ff.source})` : 'none found'}\n`);
   const shown = options.all ? rows : rows.filter((r) => !r.kept);
   if (shown.length)
@@ -299,7 +301,7 @@ function printArchive(
   const lines = [
     [
       'compressed',
-      `${count(t.compressedTensors)} tensors${t.duplicates ? ` (${count(t.duplicates)} stored once for an identical one)` : ''}, ${count(t.compressedWeights)} weights in ${count(t.mediaBytes)} bytes of media`,
+      `${count(t.compressedTensors)} tensors${t.duplicates ? ` (${count(t.duplicates)} stored once for an identical one)` : ''}, ${count(t.compressedWeights)} weights in ${count(t.mediaBytes)} bytes of media${t.sideBytes ? ` and ${count(t.sideBytes)} bytes of exact side values (outliers, non-finite weights)` : ''}`,
     ],
     ...(kept.length
       ? [

@@ -306,6 +306,11 @@ export function buildProgram(): Command {
           : runs
             ? await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec))
             : undefined;
+      // --limit shortens the ocr and isnet tasks' lists of samples; elsewhere it is said, not silently dropped
+      if (f.limit !== undefined && !(task && !spec.paths.length && ['ocr', 'isnet'].includes(task.name)))
+        process.stderr.write(
+          `nnmedia eval: --limit ${f.limit} ignored: it shortens the ocr and isnet tasks; ${spec.paths.length ? 'calibration data is evaluated whole' : `the ${task?.name ?? 'none'} task runs on all its data`}\n`,
+        );
       const r = await evaluateArchive(archive, f.model, task);
       // the data and preprocessing the task ran on (a second preprocessing shows here)
       if (f.json)
@@ -384,7 +389,14 @@ export function buildProgram(): Command {
         const dir = mkdtempSync(join(tmpdir(), 'nnmedia-view-'));
         archive = join(dir, 'model.nnm');
         process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-        await compressModel(file, archive, {});
+        process.stderr.write(
+          `nnmedia view: compressing ${basename(file)} with the default options first (compress it yourself to choose them, then view the archive)\n`,
+        );
+        const r = await compressModel(file, archive, {});
+        const t = archiveTotals(r.manifest, r.archiveBytes);
+        process.stderr.write(
+          `nnmedia view: ${bitsPerWeightText(t)} bits/weight${r.quality ? `; ${describeQuality(r.quality)}` : ''}\n`,
+        );
       }
       const { url } = await serveViewer(archive, f.port, { plot: f.plot, model });
       console.log(`nnmedia view: ${url} (Ctrl-C to stop)`);

@@ -5,7 +5,7 @@
  */
 
 import { elementCount } from '../formats/model.js';
-import { entryBytes, tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
+import { entryBytes, ownEntries, tileEntries, type Manifest, type TensorRecord } from '../archive/manifest.js';
 
 export interface ArchiveTotals {
   /** Every tensor the manifest records (floating-point tensors of the source). */
@@ -24,6 +24,11 @@ export interface ArchiveTotals {
   keptWeights: number;
   /** Bytes of the compressed tensors' media entries. */
   mediaBytes: number;
+  /**
+   * Bytes of the compressed tensors' exact side values (outliers kept exact, non-finite weights) beside their
+   * media: a tensor's own bytes count both, so the tensors' bytes add up to mediaBytes + sideBytes.
+   */
+  sideBytes: number;
   /** The whole archive. */
   archiveBytes: number;
   /** The source model file. */
@@ -41,6 +46,8 @@ export function archiveTotals(m: Manifest, archiveBytes: number): ArchiveTotals 
   const kept = m.tensors.filter(isKept);
   const compressedWeights = compressed.reduce((s, t) => s + elementCount(t.shape), 0);
   const media = new Set(compressed.flatMap((t) => [...tileEntries(t)]));
+  const side = new Set(compressed.flatMap((t) => [...ownEntries(t)].filter((e) => !media.has(e))));
+  const bytesOf = (entries: Set<string>): number => [...entries].reduce((s, e) => s + (entryBytes(m, e) ?? 0), 0);
   return {
     tensors: m.tensors.length,
     compressedTensors: compressed.length,
@@ -49,7 +56,8 @@ export function archiveTotals(m: Manifest, archiveBytes: number): ArchiveTotals 
     keptHalf: kept.filter((t) => t.half).length,
     compressedWeights,
     keptWeights: kept.reduce((s, t) => s + elementCount(t.shape), 0),
-    mediaBytes: [...media].reduce((s, e) => s + (entryBytes(m, e) ?? 0), 0),
+    mediaBytes: bytesOf(media),
+    sideBytes: bytesOf(side),
     archiveBytes,
     sourceBytes: m.source.bytes,
     ratio: archiveBytes > 0 ? m.source.bytes / archiveBytes : 0,

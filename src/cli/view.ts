@@ -25,7 +25,7 @@ import { pasteTile } from '../layout/tiles.js';
 import { codedParts, ownEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { getCodec } from '../codecs/registry.js';
 import { allocCodes, type CodeArray } from '../quantize/uniform.js';
-import { CorruptArchiveError, IoError, UnsupportedError } from '../errors.js';
+import { CorruptArchiveError, IoError, OptionError, UnsupportedError } from '../errors.js';
 import { onnxGraphOrder } from './graph-order.js';
 import { runOrdered } from '../pipeline/pool.js';
 
@@ -313,6 +313,16 @@ interface Layer {
   card: string;
 }
 
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** The `--plot` file, which must be a PNG: the page serves it as one, and any other file would be served too. */
+function plotPng(file: string): Uint8Array {
+  const bytes = readInputFile(file, 'plot');
+  if (!PNG_SIGNATURE.every((b, i) => bytes[i] === b))
+    throw new OptionError(`--plot ${file} is not a PNG file (the rate–distortion plot \`npm run bench\` writes)`);
+  return bytes;
+}
+
 /** The page and the files it refers to (pictures, error maps, optional plot), keyed by URL path. */
 export async function buildViewer(
   archivePath: string,
@@ -443,7 +453,7 @@ export async function buildViewer(
       (layer) => void layers.push(layer),
     );
     const plotUrl = options.plot ? '/rd.png' : undefined;
-    if (options.plot) files.set('/rd.png', { type: 'image/png', body: readInputFile(options.plot, 'plot') });
+    if (options.plot) files.set('/rd.png', { type: 'image/png', body: plotPng(options.plot) });
     files.set('/', { type: 'text/html; charset=utf-8', body: Buffer.from(page(archivePath, a, layers, plotUrl)) });
     return files;
   } finally {
@@ -497,7 +507,7 @@ function page(archivePath: string, a: Archive, layers: Layer[], plotUrl: string 
     (l, i) =>
       `<tr data-target="${l.id}"><td class="num">${i + 1}</td><td class="name"><a href="#${l.id}">${escapeHtml(l.record.name)}</a></td><td>${escapeHtml(String(l.record.role))}</td><td>${l.record.shape.join('×')}</td><td>${escapeHtml(l.record.codec!.name)}</td>${bar(l.bitsPerWeight / maxBpw, l.bitsPerWeight.toFixed(2), 'bpw')}${bar(l.snrDb === undefined ? 0 : Number.isFinite(l.snrDb) ? l.snrDb / maxSnr : 1, snrText(l.snrDb), 'snr')}<td class="num">${fmt(l.bytes)}</td></tr>`,
   );
-  return `<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+  return `<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <title>nnmedia view: ${escapeHtml(m.source.file)}</title>
 <style>
 :root{--fg:#1c232b;--muted:#5d6875;--line:#d9dee4;--bg:#f3f5f7;--accent:#2f6fbf;--accent2:#d08a2e}
@@ -620,7 +630,7 @@ export async function serveViewer(
     }
     const f = files.get(path);
     if (!f) return void res.writeHead(404).end('not found');
-    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     res.end(f.body);
   });
   await new Promise<void>((resolve, reject) => {

@@ -14,6 +14,7 @@ import {
   writeSync,
   fsyncSync,
   openSync,
+  readdirSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -114,6 +115,7 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
       `output file name is ${nameBytes} bytes long; at most ${MAX_OUTPUT_NAME_BYTES} (the temporary files written beside it add to it, and a name may take 255)`,
       { file: output },
     );
+  removeStaleTemps(output);
   const link = lstatOrUndefined(output);
   if (!link) return checkOutputFolder(output);
   if (link.isSymbolicLink() && !existsSync(output)) {
@@ -144,6 +146,57 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
     throw new OutputExistsError(`${protect.what}; refusing to overwrite it, even with --force`, { file: output });
   if (!policy.force)
     throw new OutputExistsError(`output file exists; pass --force (library: force: true) to replace it`, { file: output });
+}
+
+/** Whether process `pid` runs on this machine (a process of another user counts: EPERM). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errnoOf(e) === 'EPERM';
+  }
+}
+
+/** A temporary file's age, past which a dead writer's file is removed (a live run rewrites its own). */
+const STALE_MS = 60_000;
+
+/**
+ * Removes the temporary files a killed run (kill -9, the OOM killer, a power cut) left beside `output`: the
+ * staging file `.NAME.PID-N.part`, the temporary copies `.NAME.PID.T.tmp` and scratch files, of a process no
+ * longer running and untouched for a minute. Best effort: a file that cannot be removed stays.
+ */
+export function removeStaleTemps(output: string): void {
+  const folder = dirname(resolve(output));
+  const base = basename(output);
+  let names: string[];
+  try {
+    names = readdirSync(folder);
+  } catch {
+    return; // the folder check that follows names the problem
+  }
+  const now = Date.now();
+  for (const name of names) {
+    // (a staging file's own temporary copy starts with two dots: `..NAME.PID-N.part.PID.T.tmp`)
+    const rest = name.startsWith(`..${base}.`)
+      ? name.slice(base.length + 3)
+      : name.startsWith(`.${base}.`)
+        ? name.slice(base.length + 2)
+        : undefined;
+    const m =
+      rest !== undefined &&
+      /^(\d+)(?:-\d+\.part(?:\.\d+\.[0-9a-z]+(?:\.scratch)?\.tmp)?|\.[0-9a-z]+(?:\.scratch)?\.tmp)$/.exec(rest);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    const path = join(folder, name);
+    try {
+      const st = lstatSync(path);
+      if (st.isFile() && now - st.mtimeMs > STALE_MS) unlinkSync(path);
+    } catch {
+      /* gone already, or not ours to remove */
+    }
+  }
 }
 
 /** 255 bytes a name, less what the temporary names beside an output add (`.NAME.PID-N.part` → `.…PID.T.tmp` → `.…scratch.tmp`). */

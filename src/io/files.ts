@@ -61,7 +61,10 @@ export function checkInputFile(file: string, what = 'file'): Stats {
   } catch (e) {
     throw fsError(`cannot read the ${what}`, file, e);
   }
-  if (st.isDirectory()) throw new IoError(`is a directory, not a${/^[aeiou]/.test(what) ? 'n' : ''} ${what} file`, { file });
+  if (st.isDirectory())
+    throw new IoError(`is a directory, not a${/^[aeiou]/.test(what) ? 'n' : ''} ${what}${what === 'file' ? '' : ' file'}`, {
+      file,
+    });
   try {
     accessSync(file, constants.R_OK);
   } catch (e) {

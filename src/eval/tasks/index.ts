@@ -2,7 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { BadCalibrationError, NnmediaError, OptionError } from '../../errors.js';
+import { BadCalibrationError, IoError, NnmediaError, OptionError } from '../../errors.js';
 import { loadOrt } from '../../runtime/optional.js';
 import { ocrTask } from './ocr.js';
 import type { TaskEvaluator } from './types.js';
@@ -62,28 +62,37 @@ function fitting(task: TaskEvaluator<unknown>): TaskEvaluator<unknown> {
   return { ...task, run: (m) => typed(() => task.run(m)), calibrate: (m) => typed(() => task.calibrate(m)) };
 }
 
+/** The folder of a built-in task's bundled data, or a typed error saying it is missing (a trimmed install). */
+function taskData(task: string, folder: string): string {
+  const dir = `${DATA_DIR}/${folder}`;
+  if (!existsSync(dir))
+    throw new IoError(`the ${task} task's data is missing: it ships with nnmedia as data/${folder}; reinstall the package`, {
+      file: dir,
+    });
+  return dir;
+}
+
 function builtinTask(name: string, options: TaskOptions): TaskEvaluator<unknown> {
   if (name === 'vad')
     return vadTask({
-      wav: `${DATA_DIR}/speech/speech_16k.wav`,
+      wav: `${taskData(name, 'speech')}/speech_16k.wav`,
       regions: `${DATA_DIR}/speech/speech_regions.json`,
       sampleRate: options.sampleRate,
     }) as TaskEvaluator<unknown>;
   if (name === 'ocr')
     return ocrTask({
-      dir: `${DATA_DIR}/ocr`,
+      dir: taskData(name, 'ocr'),
       dictionary: `${DATA_DIR}/ocr/ppocr_keys_v1.txt`,
       limit: options.limit,
       resize: options.resize,
     }) as TaskEvaluator<unknown>;
   if (name === 'outputs') return outputsTask() as TaskEvaluator<unknown>;
-  if (name === 'isnet') return isnetTask({ dir: `${DATA_DIR}/images`, limit: options.limit }) as TaskEvaluator<unknown>;
+  if (name === 'isnet') return isnetTask({ dir: taskData(name, 'images'), limit: options.limit }) as TaskEvaluator<unknown>;
   throw new OptionError(`unknown task ${name}; known: ${TASK_NAMES.join(', ')}`);
 }
 
 /** Recognises a built-in task from the model's inputs (Silero VAD: `sr`; PaddleOCR rec: x [N,3,48,W]). */
 export async function detectTask(model: Uint8Array, file?: string): Promise<string | undefined> {
-  if (!existsSync(DATA_DIR)) return 'outputs';
   const ort = await loadOrt('recognising the task of a model');
   let s: Awaited<ReturnType<typeof ort.InferenceSession.create>>;
   try {
