@@ -23,6 +23,7 @@ import {
   settingsFor,
 } from './options.js';
 import type { CodecChoice, CodedPlan, SliceSpec, TensorPlan } from './stages.js';
+import type { RangeMode } from '../quantize/uniform.js';
 
 /**
  * The codec sets that pick per tensor: each tries its image codecs losslessly and keeps the smallest, with
@@ -90,10 +91,28 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
     }
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
-    const settings = asImageWhereFramesPad(settingsFor(entry.name, resolved), cls.layout, resolved, entry.name);
+    const settings = layerRangeWhereNarrow(
+      asImageWhereFramesPad(settingsFor(entry.name, resolved), cls.layout, resolved, entry.name),
+      cls.layout,
+      resolved.asked.range ?? rule.range,
+    );
     const { codecs, auto } = codecChoices(settings, cls.layout, resolved, ctx, smallModel);
     return { kind: 'coded', ...base, layout: cls.layout, settings, codecs, auto };
   });
+}
+
+/** Fewer weights than this in an output channel: one range for the layer (unless a range mode was asked for). */
+export const MIN_CHANNEL_WEIGHTS = 4;
+
+/**
+ * Per-channel ranges cost their own bytes: a tensor of output channels of one to three weights (a [N, 1]
+ * safetensors column) paid for a range per weight, 13 bits a weight against 7 with one range for the layer.
+ * Rate control weighs the two modes itself; the fixed grids take the layer's range there.
+ */
+function layerRangeWhereNarrow(settings: TensorSettings, layout: LayoutSpec, asked: RangeMode | undefined): TensorSettings {
+  if (asked || settings.range !== 'channel') return settings;
+  const narrow = planeShapes(layout).some((s) => s.rows * s.channelWidth < MIN_CHANNEL_WEIGHTS);
+  return narrow ? { ...settings, range: 'layer' } : settings;
 }
 
 /** Why a table added to activations is not a learnt one (undefined: it is). */
