@@ -747,6 +747,18 @@ describe('text and data from files, shown and used safely (sweep 8)', () => {
     expect(r.stdout).toMatch(/^brotli .*node:zlib/m);
   });
 
+  it('decompress of an archive its gate refused (kept with --force) warns, and --json carries the verdict', async () => {
+    const made = await cli(['compress', model, '-o', 'refused.nnm', '--min-fidelity', '1', '--no-escalate', '--force']);
+    expect(made.code, made.stderr).toBe(ERROR_CODES.E_QUALITY.exit);
+    const r = await cli(['decompress', 'refused.nnm', '-o', 'refused.onnx', '--force']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: the quality gate refused this archive when it was made \(fidelity [\d.]+ < 1/);
+    const j = await cli(['decompress', 'refused.nnm', '-o', 'refused.onnx', '--force', '--json']);
+    expect(JSON.parse(j.stdout).quality).toMatchObject({ checked: true, passed: false });
+    // an archive that passed: no warning
+    expect((await cli(['decompress', archive, '-o', 'passed.onnx', '--force'])).stderr).not.toMatch(/warning/);
+  });
+
   it('a directory given to inspect is named as such once ("not a file file")', async () => {
     mkdirSync(join(dir, 'a-folder'), { recursive: true });
     expectFailure(await cli(['inspect', 'a-folder']), 'E_IO', /is a directory, not an archive or model file$/m);

@@ -446,6 +446,21 @@ describe('the output of a search (rate control) is written once, at the end', ()
   });
 });
 
+describe('a safetensors file with bytes after its last tensor', () => {
+  it('comes back with them (compress took it, and every decompress refused the archive)', async () => {
+    const junk = Buffer.from('TRAILING BYTES');
+    const file = join(dir, 'trailing.safetensors');
+    writeFileSync(file, Buffer.concat([readFileSync(stFile), junk]));
+    const archive = join(dir, 'trailing.nnm');
+    await compressModel(file, archive, {});
+    const out = join(dir, 'trailing-restored.safetensors');
+    await decompressArchive(archive, out, {});
+    const restored = readFileSync(out);
+    expect(restored.length).toBe(readFileSync(file).length);
+    expect(restored.subarray(-junk.length).equals(junk)).toBe(true);
+  });
+});
+
 describe('what a killed run left', () => {
   it('its temporary files beside the output are removed by the next run to that output; a live run’s stay', async () => {
     const sub = join(dir, 'stale');

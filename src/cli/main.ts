@@ -208,7 +208,10 @@ export function buildProgram(): Command {
       .command('compress <model>')
       .description('model (.onnx, .safetensors) → .nnm archive')
       .requiredOption('-o, --output <file>', 'output archive (.nnm)')
-      .option('--force', 'replace an existing output file (never the input)')
+      .option(
+        '--force',
+        'replace an existing output file (never the input); also keep an archive the quality gate refused (exit 7 all the same)',
+      )
       .option('--json', 'print a JSON summary'),
   ).action(async (model: string, f: CompressFlags) => {
     const bar = progress(!f.json);
@@ -264,6 +267,10 @@ export function buildProgram(): Command {
       );
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
       else console.log(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`);
+      if (r.quality?.checked && r.quality.passed === false)
+        process.stderr.write(
+          `nnmedia decompress: warning: the quality gate refused this archive when it was made (${describeQuality(r.quality)}); it was kept with --force, and the restored model may not do its job\n`,
+        );
     });
 
   program

@@ -25,7 +25,7 @@ import {
 } from '../formats/model.js';
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
-import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type TensorRecord } from '../archive/manifest.js';
+import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
@@ -511,7 +511,7 @@ export async function decompressArchive(
   input: string,
   output: string,
   options: DecompressOptions = {},
-): Promise<{ format: ModelFormat; bytes: number }> {
+): Promise<{ format: ModelFormat; bytes: number; quality?: QualityRecord }> {
   checkDecompressOptions(options);
   const archive = new Archive(input);
   try {
@@ -536,7 +536,8 @@ export async function decompressArchive(
       },
       { overwrite: options.force },
     );
-    return { format, bytes };
+    // the gate's verdict when the archive was made: a refused archive kept with --force restores too, and says so
+    return { format, bytes, ...(archive.manifest.quality ? { quality: archive.manifest.quality } : {}) };
   } finally {
     archive.close();
   }

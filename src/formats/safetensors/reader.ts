@@ -276,7 +276,7 @@ export function safetensorsPieces(
     pos = t.end;
   }
   pieces.push({ keep: [src, length] });
-  // the pieces must fill the data area the header describes: no tensor left out, none extra
+  // the pieces must fill the data area the header describes: no tensor left out
   let header: Record<string, { data_offsets?: unknown }>;
   try {
     header = JSON.parse(Buffer.from(read(8, headerLen - 8)).toString('utf8')) as typeof header;
@@ -286,7 +286,8 @@ export function safetensorsPieces(
   let dataEnd = 0;
   for (const [k, v] of Object.entries(header))
     if (k !== '__metadata__' && Array.isArray(v?.data_offsets)) dataEnd = Math.max(dataEnd, Number(v.data_offsets[1]));
-  if (pos + (length - src) !== dataEnd)
+  // (bytes after the last tensor, which some writers leave, come back as they were: the skeleton holds them)
+  if (pos + (length - src) < dataEnd)
     throw new BadModelError(`restored tensors and skeleton make ${pos + length - src} data bytes, the header needs ${dataEnd}`, {
       file,
     });
