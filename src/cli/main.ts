@@ -266,7 +266,13 @@ export function buildProgram(): Command {
         bar.stop,
       );
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
-      else console.log(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`);
+      else
+        console.log(
+          `${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}` +
+            (r.externalData
+              ? `\n  its weights in ${r.externalData.file} (${count(r.externalData.bytes)} bytes, external data: one ONNX file holds at most 2 GiB); keep the two together`
+              : ''),
+        );
       if (r.quality?.checked && r.quality.passed === false)
         process.stderr.write(
           `nnmedia decompress: warning: the quality gate refused this archive when it was made (${describeQuality(r.quality)}); it was kept with --force, and the restored model may not do its job\n`,

@@ -10,8 +10,9 @@
  */
 
 import { availableParallelism } from 'node:os';
-import { extname } from 'node:path';
-import { CorruptArchiveError, NnmediaError, OptionError } from '../errors.js';
+import { basename, dirname, extname, join } from 'node:path';
+import { rmSync, statSync } from 'node:fs';
+import { CorruptArchiveError, NnmediaError, OptionError, UnsupportedError } from '../errors.js';
 import {
   BYTES_PER_ELEMENT,
   elementCount,
@@ -28,7 +29,7 @@ import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
-import { checkOutputPath, writeAll, writeAtomic } from '../io/atomic.js';
+import { checkOutputPath, holdOutput, releaseOutput, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
 import { QueuedWriter } from '../io/writer.js';
 import { checkKnownKeys, expect } from './options.js';
@@ -36,7 +37,7 @@ import { runOrdered, runPool } from './pool.js';
 import { poolFor, type WorkerPool } from './workers.js';
 import { restoredBytes, safetensorsPieces } from '../formats/safetensors/reader.js';
 import { OnnxReader } from '../formats/onnx/reader.js';
-import { layoutOnnx, type Piece } from '../formats/onnx/rebuild.js';
+import { externalOnnx, layoutOnnx, type Piece } from '../formats/onnx/rebuild.js';
 
 export interface DecompressOptions {
   jobs?: number;
@@ -296,9 +297,9 @@ function safetensorsLayout(archive: Archive): StreamLayout {
 /** ONNX data forms whose size follows from the shape (`int32_data`'s varints do not). */
 const STREAMED_FORMS = new Set(['raw', 'external', 'float_data', 'double_data']);
 
-export function onnxLayout(archive: Archive, output: string): StreamLayout | undefined {
+/** An ONNX archive's restored tensors (coded, kept as float16, or stored once for several): where each goes, its size. */
+function onnxRestored(archive: Archive) {
   const format = archive.manifest.source.format;
-  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
   const restored = archive.manifest.tensors
     .filter((t) => t.layout || t.half || t.sameAs)
     .map((t) => {
@@ -317,6 +318,36 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
         file: archive.file,
         tensor: r.t.key,
       });
+  return restored;
+}
+
+/** A restored tensor's own parts, checked to make its shape (a tensor stored as another's: that one's codes). */
+function restoredParts(
+  archive: Archive,
+  byKey: ReadonlyMap<string, TensorRecord>,
+  t: TensorRecord,
+  at: number,
+  dtype: FloatDType,
+  length: number,
+): WritePart[] {
+  const source = t.sameAs ? byKey.get(t.sameAs) : t;
+  if (!source || (!t.half && !source.layout))
+    throw new CorruptArchiveError(`tensor ${t.key} is stored as ${t.sameAs}, which is not coded`, {
+      file: archive.file,
+      tensor: t.key,
+    });
+  const own = writeParts(t, source, at, dtype);
+  if (own.reduce((n, p) => n + p.end - p.begin, 0) !== length)
+    throw new CorruptArchiveError(`the slices of ${t.key} do not make its shape [${t.shape}]`, {
+      file: archive.file,
+      tensor: t.key,
+    });
+  return own;
+}
+
+export function onnxLayout(archive: Archive, output: string): StreamLayout | undefined {
+  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
+  const restored = onnxRestored(archive);
   if (restored.some((r) => r.form === 'int32_data')) return undefined;
   const skeleton = archive.skeleton();
   let pieces: Piece[];
@@ -345,18 +376,7 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
       continue;
     }
     const { t, dtype, length } = restored[piece.slot];
-    const source = t.sameAs ? byKey.get(t.sameAs) : t;
-    if (!source || (!t.half && !source.layout))
-      throw new CorruptArchiveError(`tensor ${t.key} is stored as ${t.sameAs}, which is not coded`, {
-        file: archive.file,
-        tensor: t.key,
-      });
-    const own = writeParts(t, source, at, dtype);
-    if (own.reduce((n, p) => n + p.end - p.begin, 0) !== length)
-      throw new CorruptArchiveError(`the slices of ${t.key} do not make its shape [${t.shape}]`, {
-        file: archive.file,
-        tensor: t.key,
-      });
+    const own = restoredParts(archive, byKey, t, at, dtype, length);
     for (const [i, p] of own.entries()) {
       const chunks = i === 0 ? before : [];
       units.push({ before: (write) => chunks.forEach(write), part: parts.length });
@@ -368,6 +388,52 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
   const tail = before;
   units.push({ before: (write) => tail.forEach(write) });
   return { parts, units };
+}
+
+/**
+ * The largest ONNX file written as one: protobuf (and so onnxruntime) reads no message over 2 GiB − 1. Above it
+ * the restored tensors go to an external data file beside the model. `NNMEDIA_ONNX_INLINE_LIMIT` (bytes) lowers
+ * it: external data for smaller models too (and for the tests).
+ */
+function onnxInlineLimit(): number {
+  const v = Number(process.env.NNMEDIA_ONNX_INLINE_LIMIT);
+  return process.env.NNMEDIA_ONNX_INLINE_LIMIT && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, 2 ** 31 - 1) : 2 ** 31 - 1;
+}
+
+/** Tensors in an external data file start on a page (4 KiB): a runtime that maps the file reads them in place. */
+const EXTERNAL_ALIGN = 4096;
+
+/**
+ * An ONNX model with its restored tensors in the external data file `location` (beside the model): the model's
+ * bytes (the skeleton with external references) and the data file's layout, streamed as a model is.
+ */
+function onnxExternal(archive: Archive, location: string): { model: Uint8Array; data: StreamLayout } {
+  const byKey = new Map(archive.manifest.tensors.map((t) => [t.key, t]));
+  const parts: WritePart[] = [];
+  const units: StreamLayout['units'] = [];
+  const places: Array<{ path: string; place: { location: string; offset: number; length: number } }> = [];
+  let at = 0;
+  for (const { t, path, dtype, length } of onnxRestored(archive)) {
+    const pad = (EXTERNAL_ALIGN - (at % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
+    const zeros = new Uint8Array(pad);
+    at += pad;
+    places.push({ path, place: { location, offset: at, length } });
+    for (const [i, p] of restoredParts(archive, byKey, t, at, dtype, length).entries())
+      units.push({ before: i === 0 && pad ? (write) => write(zeros) : () => {}, part: parts.push(p) - 1 });
+    at += length;
+  }
+  units.push({ before: () => {} });
+  const model = externalOnnx(archive.skeleton(), places, archive.file);
+  return { model, data: { parts, units } };
+}
+
+/** The size of an ONNX archive's model as one file, at most (undefined: known only once rebuilt, int32_data). */
+function inlineOnnxBytes(archive: Archive): number | undefined {
+  const restored = onnxRestored(archive);
+  if (restored.some((r) => r.form === 'int32_data')) return undefined;
+  // the skeleton, and each tensor's bytes with a field header (a tag and a length) in its message and in each
+  // message around it (a graph inside a node's attribute: a few levels; 64 bytes covers them)
+  return new SkeletonReader(archive).length + restored.reduce((n, r) => n + r.length + 64, 0);
 }
 
 /**
@@ -507,11 +573,64 @@ export async function writeModel(archive: Archive, fd: number, options: Decompre
   return model.length;
 }
 
+/**
+ * An ONNX model over 2 GiB: its restored tensors streamed into `OUTPUT.data` beside it, then the model (the
+ * skeleton with external references) written and read back. The data file is an output too: never replaced
+ * without `force`, removed again if the model cannot be written.
+ */
+async function writeExternal(
+  archive: Archive,
+  input: string,
+  output: string,
+  options: DecompressOptions,
+): Promise<{ file: string; bytes: number }> {
+  const dataFile = `${output}.data`;
+  await checkOutputPath(dataFile, [input], { force: options.force });
+  const { model, data } = onnxExternal(archive, basename(dataFile));
+  archive.verifyUnread();
+  let bytes = 0;
+  await writeAtomic(
+    dataFile,
+    async (fd) => {
+      bytes = await writeStreamed(archive, fd, options, data);
+    },
+    { overwrite: options.force },
+  );
+  holdOutput(dataFile); // an interrupt from here on removes it
+  try {
+    await writeAtomic(
+      output,
+      (fd, tmp) => {
+        // read back as the model it will be, its external data where the model says (beside it)
+        try {
+          new OnnxReader(join(dirname(tmp), basename(output)), model);
+        } catch (e) {
+          if (!(e instanceof NnmediaError)) throw e;
+          throw new CorruptArchiveError(
+            `the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`,
+            {
+              file: archive.file,
+            },
+          );
+        }
+        writeAll(fd, model);
+      },
+      { overwrite: options.force },
+    );
+  } catch (e) {
+    rmSync(dataFile, { force: true });
+    throw e;
+  } finally {
+    releaseOutput(dataFile);
+  }
+  return { file: dataFile, bytes };
+}
+
 export async function decompressArchive(
   input: string,
   output: string,
   options: DecompressOptions = {},
-): Promise<{ format: ModelFormat; bytes: number; quality?: QualityRecord }> {
+): Promise<{ format: ModelFormat; bytes: number; externalData?: { file: string; bytes: number }; quality?: QualityRecord }> {
   checkDecompressOptions(options);
   const archive = new Archive(input);
   try {
@@ -529,15 +648,31 @@ export async function decompressArchive(
     if (ext && FORMAT_META.some((f) => f.extension === ext) && ext !== formatMeta(format)!.extension)
       throw new OptionError(`the archive holds a ${format} model; cannot write it as ${ext}`);
     let bytes = 0;
-    await writeAtomic(
-      output,
-      async (fd) => {
-        bytes = await writeModel(archive, fd, options, output);
-      },
-      { overwrite: options.force },
-    );
+    let externalData: { file: string; bytes: number } | undefined;
+    const inline = format === 'onnx' ? inlineOnnxBytes(archive) : undefined;
+    if (inline !== undefined && inline > onnxInlineLimit()) externalData = await writeExternal(archive, input, output, options);
+    else
+      await writeAtomic(
+        output,
+        async (fd) => {
+          bytes = await writeModel(archive, fd, options, output);
+          // (a model rebuilt in memory, its size known only now: protobuf reads none over 2 GiB − 1)
+          if (bytes > 2 ** 31 - 1)
+            throw new UnsupportedError(
+              `the restored model is ${bytes} bytes, over ONNX's 2 GiB for one file, and its float16 tensors are stored as int32_data: they cannot go to external data`,
+              { file: output },
+            );
+        },
+        { overwrite: options.force },
+      );
+    if (externalData) bytes = statSync(output).size;
     // the gate's verdict when the archive was made: a refused archive kept with --force restores too, and says so
-    return { format, bytes, ...(archive.manifest.quality ? { quality: archive.manifest.quality } : {}) };
+    return {
+      format,
+      bytes,
+      ...(externalData ? { externalData } : {}),
+      ...(archive.manifest.quality ? { quality: archive.manifest.quality } : {}),
+    };
   } finally {
     archive.close();
   }

@@ -233,3 +233,60 @@ export function rebuildOnnx(skeleton: Uint8Array, tensors: readonly RestoredTens
     if (!applied.has(t.path)) throw new BadModelError(`restored tensor's place ${t.path} is not in the model skeleton`, { file });
   return out;
 }
+
+/** TensorProto.DataLocation EXTERNAL. */
+const DATA_LOCATION_EXTERNAL = 1;
+
+/** One `StringStringEntryProto` (key = 1, value = 2) as a field of number `field`. */
+function stringEntry(field: number, key: string, value: string): Uint8Array[] {
+  const text = new TextEncoder();
+  const entry = concatBytes([...lenField(1, [text.encode(key)]), ...lenField(2, [text.encode(value)])]);
+  return lenField(field, [entry]);
+}
+
+/**
+ * The tensor message with its data in an external file: the data fields (and any earlier external reference)
+ * dropped, `external_data` = location, offset and length, `data_location` = EXTERNAL; every other field as it is.
+ */
+export function withExternalData(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  place: { location: string; offset: number; length: number },
+  file: string,
+): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (const f of wireFields(buf, start, end, file))
+    if (!(DATA_FIELDS.has(f.field) || f.field === TENSOR_EXTERNAL_DATA || f.field === TENSOR_DATA_LOCATION))
+      parts.push(buf.subarray(f.start, f.end));
+  parts.push(
+    ...stringEntry(TENSOR_EXTERNAL_DATA, 'location', place.location),
+    ...stringEntry(TENSOR_EXTERNAL_DATA, 'offset', String(place.offset)),
+    ...stringEntry(TENSOR_EXTERNAL_DATA, 'length', String(place.length)),
+    encodeVarint((TENSOR_DATA_LOCATION << 3) | 0),
+    encodeVarint(DATA_LOCATION_EXTERNAL),
+  );
+  return parts;
+}
+
+/**
+ * An ONNX model whose restored tensors live in an external data file (`place` gives each one's location, offset
+ * and length there): a model over protobuf's 2 GiB cannot be one file. Every other byte is the skeleton's.
+ */
+export function externalOnnx(
+  skeleton: Uint8Array,
+  tensors: ReadonlyArray<{ path: string; place: { location: string; offset: number; length: number } }>,
+  file: string,
+): Uint8Array {
+  const edits = new Map<string, (s: number, e: number) => Uint8Array[]>();
+  const applied = new Set<string>();
+  for (const t of tensors)
+    edits.set(t.path, (s, e) => {
+      applied.add(t.path);
+      return withExternalData(skeleton, s, e, t.place, file);
+    });
+  const out = rewriteMessage(skeleton, 0, skeleton.length, '', edits, file);
+  for (const t of tensors)
+    if (!applied.has(t.path)) throw new BadModelError(`restored tensor's place ${t.path} is not in the model skeleton`, { file });
+  return out;
+}
