@@ -12,6 +12,7 @@ import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { resolveOptions } from '../src/pipeline/options.js';
 
 const T = onnx.TensorProto.DataType;
 const use = (op: string, inputIndex: number): { op: string; inputIndex: number } => ({ op, inputIndex });
@@ -284,5 +285,15 @@ describe('kept tensors whose values decide a shape, an index or a decision', () 
     // the gate compares the same shapes, and the outputs match
     expect(r.quality?.passed).toBe(true);
     expect(r.quality?.fidelity).toBeGreaterThan(0.99);
+  });
+});
+
+describe('kept tensors beside codes of 16 bits or more', () => {
+  it('stay exact unless --half-kept is asked for (float16 would be the coarsest rounding in the model)', () => {
+    expect(resolveOptions({ bits: 16 }).halfKept).toBe(false);
+    expect(resolveOptions({ bits: 32 }).halfKept).toBe(false);
+    expect(resolveOptions({ bits: 16, halfKept: true }).halfKept).toBe(true);
+    expect(resolveOptions({}).halfKept).toBe(true);
+    expect(resolveOptions({ bits: 8 }).halfKept).toBe(true);
   });
 });

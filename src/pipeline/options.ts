@@ -405,7 +405,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--half-kept',
-        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default)',
+        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default, but with --bits 16 or more)',
       },
       { flag: '--no-half-kept', help: 'keep them exactly as they are (M9 as written)' },
     ],
@@ -684,7 +684,9 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   checkVideoOnly([o, ...(o.rules ?? [])], [base, ...ruled]);
   // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
   // which on small models is the difference between beating int8 + zstd of the whole file and not
-  const halfKept = o.halfKept ?? true;
+  // — unless codes of 16 bits or more were asked for: float16's 2^-11 would then be the coarsest rounding in the
+  // model (helper-65: kept scalars off by 1.4–3.9e-4 against the weights' 1.5e-5 at --bits 16)
+  const halfKept = o.halfKept ?? !(o.bits !== undefined && o.bits >= 16);
   const resolved = {
     asked,
     base,
