@@ -103,9 +103,12 @@ export async function detectTask(model: Uint8Array, file?: string): Promise<stri
     throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file }, e);
   }
   try {
-    if (s.inputNames.includes('sr')) return 'vad';
+    // (a task whose bundled data is not there — a copied dist/ — gives way to the outputs task, which needs none;
+    // asked for by name, the task says its data is missing)
+    if (s.inputNames.includes('sr')) return existsSync(`${DATA_DIR}/speech`) ? 'vad' : 'outputs';
     const meta = s.inputMetadata[0];
-    if (meta?.isTensor && meta.shape.length === 4 && meta.shape[1] === 3 && meta.shape[2] === 48) return 'ocr';
+    if (meta?.isTensor && meta.shape.length === 4 && meta.shape[1] === 3 && meta.shape[2] === 48)
+      return existsSync(`${DATA_DIR}/ocr`) ? 'ocr' : 'outputs';
     return 'outputs';
   } finally {
     await s.release();
