@@ -82,6 +82,10 @@ node -e "
   if (!(a >= 0.98)) throw new Error('vad agreement ' + a);
   console.log('  eval --task vad on onnxruntime-web: decision agreement ' + a.toFixed(4));
 "
+# the built-in tasks' data ships (eval --task vad|ocr|isnet read it from the package)
+for d in speech ocr images; do
+  [ -d "node_modules/nnmedia/data/$d" ] || fail "the package lacks data/$d (a built-in task's data)"
+done
 # the source maps point into the package (src/ ships with dist/)
 node -e "
   const dir = 'node_modules/nnmedia/dist/pipeline/';
