@@ -759,6 +759,18 @@ describe('text and data from files, shown and used safely (sweep 8)', () => {
     expect((await cli(['decompress', archive, '-o', 'passed.onnx', '--force'])).stderr).not.toMatch(/warning/);
   });
 
+  it('a pipe as the model or archive is refused at once (a FIFO with no writer hung decompress, deaf to Ctrl-C)', async () => {
+    const fifo = join(dir, 'pipe.nnm');
+    if (!existsSync(fifo)) spawnSync('mkfifo', [fifo]);
+    expectFailure(
+      await cli(['decompress', 'pipe.nnm', '-o', 'p.onnx']),
+      'E_IO',
+      /is a pipe, not a file: an archive is read by offset/,
+    );
+    expectFailure(await cli(['inspect', 'pipe.nnm']), 'E_IO', /is a pipe, not a file/);
+    expectFailure(await cli(['compress', 'pipe.nnm', '-o', 'p.nnm']), 'E_IO', /is a pipe, not a file: a model is read by offset/);
+  });
+
   it('a directory given to inspect is named as such once ("not a file file")', async () => {
     mkdirSync(join(dir, 'a-folder'), { recursive: true });
     expectFailure(await cli(['inspect', 'a-folder']), 'E_IO', /is a directory, not an archive or model file$/m);

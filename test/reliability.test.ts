@@ -484,6 +484,7 @@ describe('what a killed run left', () => {
       `..a.nnm.${dead}-0.part.${dead}.m3x1k2.tmp`, // its temporary copy
       `.a.nnm.${dead}.m3x1k2.tmp`, // a temporary output
       `.a.nnm.${dead}.m3x1k2.scratch.tmp`, // the gate's scratch file
+      `...a.nnm.${dead}-0.part.${dead}.m3x1k2.tmp.${dead}.m3x1k3.scratch.tmp`, // the scratch file beside a staged copy
     ];
     const kept = [
       `.a.nnm.${process.ppid}-0.part`, // a live process’s (the one that started this test)
@@ -494,6 +495,10 @@ describe('what a killed run left', () => {
       writeFileSync(join(sub, n), 'x');
       utimesSync(join(sub, n), hourAgo, hourAgo);
     }
+    // a clock set back: a file from the future is stale too
+    const future = `.a.nnm.${dead}-7.part`;
+    writeFileSync(join(sub, future), 'x');
+    utimesSync(join(sub, future), new Date(Date.now() + 3600_000), new Date(Date.now() + 3600_000));
     const fresh = `.a.nnm.${dead}-1.part`; // a minute has not passed: could be another machine's (NFS)
     writeFileSync(join(sub, fresh), 'x');
     await compressModel(onnxFile, join(sub, 'a.nnm'), { check: false });

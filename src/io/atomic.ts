@@ -177,22 +177,21 @@ export function removeStaleTemps(output: string): void {
   }
   const now = Date.now();
   for (const name of names) {
-    // (a staging file's own temporary copy starts with two dots: `..NAME.PID-N.part.PID.T.tmp`)
-    const rest = name.startsWith(`..${base}.`)
-      ? name.slice(base.length + 3)
-      : name.startsWith(`.${base}.`)
-        ? name.slice(base.length + 2)
-        : undefined;
+    // (a staging file's temporary copy starts with two dots, `..NAME.PID-N.part.PID.T.tmp`, and the gate's scratch
+    // file beside that copy with three)
+    const dots = /^\.{1,3}/.exec(name)?.[0].length ?? 0;
+    const rest = dots && name.startsWith(`${base}.`, dots) ? name.slice(dots + base.length + 1) : undefined;
     const m =
       rest !== undefined &&
-      /^(\d+)(?:-\d+\.part(?:\.\d+\.[0-9a-z]+(?:\.scratch)?\.tmp)?|\.[0-9a-z]+(?:\.scratch)?\.tmp)$/.exec(rest);
+      /^(\d+)(?:-\d+\.part|\.[0-9a-z]+(?:\.scratch)?\.tmp)(?:\.\d+\.[0-9a-z]+(?:\.scratch)?\.tmp)*$/.exec(rest);
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid === process.pid || alive(pid)) continue;
     const path = join(folder, name);
     try {
       const st = lstatSync(path);
-      if (st.isFile() && now - st.mtimeMs > STALE_MS) unlinkSync(path);
+      // (a minute either way: a clock set back leaves files from the future)
+      if (st.isFile() && Math.abs(now - st.mtimeMs) > STALE_MS) unlinkSync(path);
     } catch {
       /* gone already, or not ours to remove */
     }

@@ -54,7 +54,7 @@ export function fsError(action: string, file: string, e: unknown): IoError {
  * Checks an input before it is opened: it exists, is a file (not a directory) and may be read. Returns its
  * stats. `what` names it in the message ("model", "archive").
  */
-export function checkInputFile(file: string, what = 'file'): Stats {
+export function checkInputFile(file: string, what = 'file', opts: { pipe?: boolean } = {}): Stats {
   let st: Stats;
   try {
     st = statSync(file);
@@ -65,6 +65,12 @@ export function checkInputFile(file: string, what = 'file'): Stats {
     throw new IoError(`is a directory, not a${/^[aeiou]/.test(what) ? 'n' : ''} ${what}${what === 'file' ? '' : ' file'}`, {
       file,
     });
+  // a FIFO with no writer blocked the open forever (Ctrl-C too); a pipe read as a model was "empty (0 bytes)"
+  if (!st.isFile() && !(opts.pipe && st.isFIFO()))
+    throw new IoError(
+      `is ${st.isFIFO() ? 'a pipe' : st.isSocket() ? 'a socket' : 'a device'}, not a file: a${/^[aeiou]/.test(what) ? 'n' : ''} ${what} is read by offset; save it to a file first`,
+      { file },
+    );
   try {
     accessSync(file, constants.R_OK);
   } catch (e) {
@@ -75,7 +81,8 @@ export function checkInputFile(file: string, what = 'file'): Stats {
 
 /** The whole input file, or an `IoError` naming it. */
 export function readInputFile(file: string, what = 'file'): Buffer {
-  checkInputFile(file, what);
+  // (read whole, so a pipe will do: `--config <(…)`)
+  checkInputFile(file, what, { pipe: true });
   try {
     return readFileSync(file);
   } catch (e) {
