@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -458,6 +458,33 @@ describe('a safetensors file with bytes after its last tensor', () => {
     const restored = readFileSync(out);
     expect(restored.length).toBe(readFileSync(file).length);
     expect(restored.subarray(-junk.length).equals(junk)).toBe(true);
+  });
+});
+
+describe('a model replaced while it is compressed', () => {
+  it('is refused and nothing is written (workers read the new file, the main thread the old: a mixed archive)', async () => {
+    const sub = join(dir, 'replaced');
+    mkdirSync(sub, { recursive: true });
+    const input = join(sub, 'm.onnx');
+    writeFileSync(input, readFileSync(onnxFile));
+    let swapped = false;
+    const out = join(sub, 'm.nnm');
+    await expect(
+      compressModel(input, out, {
+        check: false,
+        onProgress: () => {
+          if (swapped) return;
+          swapped = true;
+          // a checkpoint saved the usual way: a new file renamed over the old one (the same bytes, even)
+          writeFileSync(`${input}.new`, readFileSync(input));
+          renameSync(`${input}.new`, input);
+        },
+      }),
+    ).rejects.toMatchObject({ code: 'E_BAD_MODEL', message: expect.stringMatching(/changed while it was being compressed/) });
+    expect(listDir(sub)).toEqual(['m.onnx']);
+    // untouched, the same run writes its archive
+    await compressModel(input, out, { check: false });
+    expect(listDir(sub)).toEqual(['m.nnm', 'm.onnx']);
   });
 });
 

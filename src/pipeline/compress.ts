@@ -12,7 +12,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
@@ -41,7 +41,7 @@ import {
   type Calibration,
 } from './gate.js';
 import type { QualityRecord, TensorRecord } from '../archive/manifest.js';
-import { BadCalibrationError, IoError, OptionError, QualityError } from '../errors.js';
+import { BadCalibrationError, BadModelError, IoError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
 import {
   captureStatistics,
@@ -122,12 +122,28 @@ export async function compressModel(input: string, output: string, options: Comp
   // and decompress accepted, and with --force an interrupt removed the user's earlier file there.
   const staged = stagingPath(output);
   holdOutput(staged); // an interrupt (the CLI's signal handler) removes it
+  // The model is read by path more than once (worker threads, the hash, the gate): a file replaced meanwhile (a
+  // checkpoint saved by rename, rsync) made an archive of two models that passed the gate. Checked before commit.
+  const before = fileIdentity(input);
+  const unchanged = (): void => {
+    if (before !== undefined && fileIdentity(input) !== before)
+      throw new BadModelError(
+        'the model file changed while it was being compressed (replaced or rewritten); nothing was written: compress it again',
+        {
+          file: input,
+        },
+      );
+  };
   try {
     const result = await compressStaged(input, staged, output, resolved);
+    unchanged();
     commitOutput(staged, output, resolved.force);
     return result;
   } catch (e) {
-    if (e instanceof QualityError && e.details.kept && existsSync(staged)) commitOutput(staged, output, resolved.force);
+    if (e instanceof QualityError && e.details.kept && existsSync(staged)) {
+      unchanged();
+      commitOutput(staged, output, resolved.force);
+    }
     // a disk that filled while the staging file was written: the output's problem, named as the user gave it
     // (its temporary copy or the gate's scratch file beside it too)
     if (e instanceof IoError && e.file !== undefined && isStagingFile(e.file, staged)) {
@@ -139,6 +155,16 @@ export async function compressModel(input: string, output: string, options: Comp
   } finally {
     rmSync(staged, { force: true }); // nothing there after a commit
     releaseOutput(staged);
+  }
+}
+
+/** Which file a path names, and its size and modification time: a file put in its place or rewritten differs. */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return 'gone';
   }
 }
 
