@@ -29,7 +29,14 @@ writeFileSync(
   join(dir, 'hide.mjs'),
   `import { appendFileSync } from 'node:fs';
 const hidden = (process.env.NNMEDIA_TEST_HIDE ?? '').split(',').filter(Boolean);
+const broken = (process.env.NNMEDIA_TEST_BREAK ?? '').split(',').filter(Boolean);
 export async function resolve(specifier, context, next) {
+  if (broken.includes(specifier)) {
+    // installed, but its native library does not load (a wrong libc, no memory to map it)
+    const e = new Error(specifier + '.node: cannot open shared object file (broken by the test)');
+    e.code = 'ERR_DLOPEN_FAILED';
+    throw e;
+  }
   if (hidden.some((p) => specifier === p || specifier.startsWith(p + '/'))) {
     appendFileSync(${JSON.stringify(LOG)}, specifier + '\\n');
     const e = new Error("Cannot find package '" + specifier + "' (hidden by the test)");
@@ -51,12 +58,13 @@ const BOTH = ['onnxruntime-node', 'onnxruntime-web'];
 async function hidden(
   args: string[],
   hide: readonly string[] = BOTH,
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string; attempts: string[] }> {
   writeFileSync(LOG, '');
   let r: { code: number; stdout: string; stderr: string };
   try {
-    const env = { ...process.env, NNMEDIA_TEST_HIDE: hide.join(','), NNMEDIA_ORT: '' };
-    r = { code: 0, ...(await run(process.execPath, ['--import', join(dir, 'register.mjs'), ...args], { cwd: dir, env })) };
+    const all = { ...process.env, NNMEDIA_TEST_HIDE: hide.join(','), NNMEDIA_ORT: '', ...env };
+    r = { code: 0, ...(await run(process.execPath, ['--import', join(dir, 'register.mjs'), ...args], { cwd: dir, env: all })) };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
     r = { code: err.code, stdout: err.stdout, stderr: err.stderr };
@@ -121,6 +129,15 @@ console.log(typeof n.compressModel, typeof n.taskByName, typeof b.decodeArchive)
 });
 
 describe('sharp that cannot be imported', () => {
+  it('an onnxruntime-node that is installed but does not load: E_MISSING_DEPENDENCY saying so (it was E_INTERNAL, "a bug")', async () => {
+    const r = await hidden([CLI, 'compress', model, '-o', 'broken.nnm', '--target-bpw', '4'], [], {
+      NNMEDIA_TEST_BREAK: 'onnxruntime-node',
+    });
+    expect(r.stderr).toMatch(/E_MISSING_DEPENDENCY: .*needs onnxruntime-node, which is installed but does not load/);
+    expect(r.code).toBe(5);
+    expect(existsSync(join(dir, 'broken.nnm'))).toBe(false);
+  });
+
   it('--help, inspect and a compress that needs no image codec run: no module imports sharp at load time', async () => {
     // sharp's native binary missing (npm install --omit=optional, a node_modules from another system): an import
     // of it at load time crashed every command, --help included, with a stack trace (three modules imported it)

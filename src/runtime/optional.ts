@@ -57,8 +57,12 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
         backend = 'onnxruntime-node';
         return m;
       } catch (e) {
-        // installed but broken (a native binary that does not load): that error, not a silent fallback
-        if (!notInstalled(e, 'onnxruntime-node')) throw e;
+        // installed but broken (a native binary that does not load, or no memory to map it): that error, named as
+        // the package's, not a silent fallback (it was E_INTERNAL, "a bug in nnmedia")
+        if (!notInstalled(e, 'onnxruntime-node'))
+          throw new MissingDependencyError(
+            `${why} needs onnxruntime-node, which is installed but does not load (${firstLine(e)}): reinstall it (npm install onnxruntime-node@1.30.0), check the memory limit (ulimit -v), or set NNMEDIA_ORT=web to use onnxruntime-web`,
+          );
         nodeError = e;
       }
     if (asked !== 'node')
