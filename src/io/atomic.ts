@@ -278,6 +278,12 @@ export async function withTempFile<T>(near: string, use: (fd: number, path: stri
   pending.add(tmp);
   try {
     return await use(fd, tmp);
+  } catch (e) {
+    // a full disk here is the scratch file's, not the output's (the caller can say what the scratch file is for)
+    const syscall = (e as { syscall?: unknown } | null)?.syscall;
+    if (errnoOf(e) && typeof syscall === 'string' && WRITE_CALLS.has(syscall))
+      throw fsError('cannot write a scratch file', tmp, e);
+    throw e;
   } finally {
     closeSync(fd);
     try {

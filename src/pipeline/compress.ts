@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { errnoOf } from '../io/files.js';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { checkOutputPath, commitOutput, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
@@ -148,7 +149,10 @@ export async function compressModel(input: string, output: string, options: Comp
     // (its temporary copy or the gate's scratch file beside it too)
     if (e instanceof IoError && e.file !== undefined && isStagingFile(e.file, staged)) {
       const prefix = `file ${e.file}${e.tensor ? `, tensor ${e.tensor}` : ''}: `;
-      const message = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+      let message = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+      // the gate's scratch file holds the whole decompressed model: a small archive can fail for a large model
+      if (e.file.endsWith('.scratch.tmp') && errnoOf(e.cause) === 'ENOSPC')
+        message += ` (the quality gate writes the decompressed model, the size of ${basename(input)}, beside the output while it checks it: free that much, or pass --no-check)`;
       throw new IoError(message, { file: output, tensor: e.tensor }, e.cause ?? e);
     }
     throw e;
@@ -585,7 +589,13 @@ let staging = 0;
 /** The staging file, or a temporary file named after it (`.<staged name>.…tmp`). */
 function isStagingFile(file: string, staged: string): boolean {
   const f = resolve(file);
-  return f === staged || (dirname(f) === dirname(staged) && basename(f).startsWith(`.${basename(staged)}.`));
+  // (its temporary copy `.STAGED.…tmp`, and the gate's scratch file beside that copy `..STAGED.…scratch.tmp`)
+  return (
+    f === staged ||
+    (dirname(f) === dirname(staged) &&
+      /^\.{1,2}$/.test(basename(f).split(basename(staged))[0]) &&
+      basename(f).includes(`${basename(staged)}.`))
+  );
 }
 
 /** A staging file's name beside `output`, unique in this process (two runs may write beside one output). */
