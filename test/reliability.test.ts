@@ -505,7 +505,7 @@ describe('what a killed run left', () => {
       })()
     )
       dead++;
-    const hourAgo = new Date(Date.now() - 3600_000);
+    const hourAgo = new Date(Date.now() - 2 * 3600_000); // (two: stale after an hour)
     const left = [
       `.a.nnm.${dead}-0.part`, // a staging file (kill -9 mid-search)
       `..a.nnm.${dead}-0.part.${dead}.m3x1k2.tmp`, // its temporary copy
@@ -525,8 +525,8 @@ describe('what a killed run left', () => {
     // a clock set back: a file from the future is stale too
     const future = `.a.nnm.${dead}-7.part`;
     writeFileSync(join(sub, future), 'x');
-    utimesSync(join(sub, future), new Date(Date.now() + 3600_000), new Date(Date.now() + 3600_000));
-    const fresh = `.a.nnm.${dead}-1.part`; // a minute has not passed: could be another machine's (NFS)
+    utimesSync(join(sub, future), new Date(Date.now() + 2 * 3600_000), new Date(Date.now() + 2 * 3600_000));
+    const fresh = `.a.nnm.${dead}-1.part`; // an hour has not passed: could be another machine's (NFS), or a gate at work
     writeFileSync(join(sub, fresh), 'x');
     await compressModel(onnxFile, join(sub, 'a.nnm'), { check: false });
     expect(listDir(sub).sort()).toEqual(['a.nnm', fresh, ...kept].sort());

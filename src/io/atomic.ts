@@ -115,9 +115,11 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
       `output file name is ${nameBytes} bytes long; at most ${MAX_OUTPUT_NAME_BYTES} (the temporary files written beside it add to it, and a name may take 255)`,
       { file: output },
     );
-  removeStaleTemps(output);
   const link = lstatOrUndefined(output);
-  if (!link) return checkOutputFolder(output);
+  if (!link) {
+    checkOutputFolder(output);
+    return removeStaleTemps(output);
+  }
   if (link.isSymbolicLink() && !existsSync(output)) {
     // a link to nowhere: existsSync follows it and said "nothing there", and the final no-clobber step then
     // failed after all the work with "output file appeared while writing"
@@ -125,7 +127,8 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
       throw new OutputExistsError(`output path is a symbolic link (to a missing file); pass --force to replace the link`, {
         file: output,
       });
-    return checkOutputFolder(output);
+    checkOutputFolder(output);
+    return removeStaleTemps(output);
   }
   for (const input of inputs)
     if (samePath(output, input)) throw new IoError(`output path is the input file; refusing to overwrite it`, { file: output });
@@ -146,6 +149,7 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
     throw new OutputExistsError(`${protect.what}; refusing to overwrite it, even with --force`, { file: output });
   if (!policy.force)
     throw new OutputExistsError(`output file exists; pass --force (library: force: true) to replace it`, { file: output });
+  removeStaleTemps(output);
 }
 
 /** Whether process `pid` runs on this machine (a process of another user counts: EPERM). */
@@ -154,17 +158,21 @@ function alive(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch (e) {
-    return errnoOf(e) === 'EPERM';
+    // (ESRCH alone says it is gone: EPERM is another user's process, anything else an id that is not one)
+    return errnoOf(e) !== 'ESRCH';
   }
 }
 
-/** A temporary file's age, past which a dead writer's file is removed (a live run rewrites its own). */
-const STALE_MS = 60_000;
+/**
+ * A temporary file's age past which a dead writer's file is removed. Long: a live run leaves its staging file
+ * untouched while its gate runs, and a process id says nothing about a run on another machine sharing the folder.
+ */
+const STALE_MS = 3_600_000;
 
 /**
  * Removes the temporary files a killed run (kill -9, the OOM killer, a power cut) left beside `output`: the
  * staging file `.NAME.PID-N.part`, the temporary copies `.NAME.PID.T.tmp` and scratch files, of a process no
- * longer running and untouched for a minute. Best effort: a file that cannot be removed stays.
+ * longer running and untouched for an hour. Best effort: a file that cannot be removed stays.
  */
 export function removeStaleTemps(output: string): void {
   const folder = dirname(resolve(output));
@@ -190,7 +198,7 @@ export function removeStaleTemps(output: string): void {
     const path = join(folder, name);
     try {
       const st = lstatSync(path);
-      // (a minute either way: a clock set back leaves files from the future)
+      // (an hour either way: a clock set back leaves files from the future)
       if (st.isFile() && Math.abs(now - st.mtimeMs) > STALE_MS) unlinkSync(path);
     } catch {
       /* gone already, or not ours to remove */

@@ -127,7 +127,7 @@ export async function compressModel(input: string, output: string, options: Comp
   // checkpoint saved by rename, rsync) made an archive of two models that passed the gate. Checked before commit.
   const before = fileIdentity(input);
   const unchanged = (): void => {
-    if (before !== undefined && fileIdentity(input) !== before)
+    if (fileIdentity(input) !== before)
       throw new BadModelError(
         'the model file changed while it was being compressed (replaced or rewritten); nothing was written: compress it again',
         {
@@ -162,11 +162,13 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
-/** Which file a path names, and its size and modification time: a file put in its place or rewritten differs. */
+/** A path's file as size, modification and change times: a file put in its place or rewritten differs. */
 function fileIdentity(path: string): string | undefined {
   try {
+    // (not the inode: FUSE, CIFS and 9p mounts may renumber it; a file renamed into place has a change time of
+    // its own even where rsync set its modification time to the source's)
     const st = statSync(path, { bigint: true });
-    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+    return `${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
   } catch {
     return 'gone';
   }

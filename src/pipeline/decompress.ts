@@ -10,7 +10,7 @@
  */
 
 import { availableParallelism } from 'node:os';
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { rmSync, statSync } from 'node:fs';
 import { CorruptArchiveError, NnmediaError, OptionError, UnsupportedError } from '../errors.js';
 import {
@@ -29,7 +29,7 @@ import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
-import { checkOutputPath, holdOutput, releaseOutput, writeAll, writeAtomic } from '../io/atomic.js';
+import { checkOutputPath, commitOutput, holdOutput, releaseOutput, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
 import { QueuedWriter } from '../io/writer.js';
 import { checkKnownKeys, expect } from './options.js';
@@ -587,41 +587,41 @@ async function writeExternal(
   const dataFile = `${output}.data`;
   await checkOutputPath(dataFile, [input], { force: options.force });
   const { model, data } = onnxExternal(archive, basename(dataFile));
-  archive.verifyUnread();
-  let bytes = 0;
-  await writeAtomic(
-    dataFile,
-    async (fd) => {
-      bytes = await writeStreamed(archive, fd, options, data);
-    },
-    { overwrite: options.force },
-  );
-  holdOutput(dataFile); // an interrupt from here on removes it
+  // read back as the model it will be (its external references are checked for form, not opened)
   try {
-    await writeAtomic(
-      output,
-      (fd, tmp) => {
-        // read back as the model it will be, its external data where the model says (beside it)
-        try {
-          new OnnxReader(join(dirname(tmp), basename(output)), model);
-        } catch (e) {
-          if (!(e instanceof NnmediaError)) throw e;
-          throw new CorruptArchiveError(
-            `the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`,
-            {
-              file: archive.file,
-            },
-          );
-        }
-        writeAll(fd, model);
-      },
-      { overwrite: options.force },
-    );
+    new OnnxReader(output, model);
   } catch (e) {
-    rmSync(dataFile, { force: true });
-    throw e;
+    if (!(e instanceof NnmediaError)) throw e;
+    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
+      file: archive.file,
+    });
+  }
+  archive.verifyUnread();
+  // Both files are written under staging names and renamed into place one right after the other: an old model
+  // beside a new data file (or the reverse) would load with the wrong weights, and a failure leaves the old pair.
+  const staged = (file: string): string => join(dirname(resolve(file)), `.${basename(file)}.${process.pid}-0.part`);
+  const [dataStaged, modelStaged] = [staged(dataFile), staged(output)];
+  holdOutput(dataStaged);
+  holdOutput(modelStaged);
+  let bytes = 0;
+  try {
+    await writeAtomic(dataStaged, async (fd) => {
+      bytes = await writeStreamed(archive, fd, options, data);
+    });
+    await writeAtomic(modelStaged, (fd) => writeAll(fd, model));
+    commitOutput(dataStaged, dataFile, Boolean(options.force));
+    try {
+      commitOutput(modelStaged, output, Boolean(options.force));
+    } catch (e) {
+      // (without force the data file replaced nothing: it goes again)
+      if (!options.force) rmSync(dataFile, { force: true });
+      throw e;
+    }
   } finally {
-    releaseOutput(dataFile);
+    rmSync(dataStaged, { force: true });
+    rmSync(modelStaged, { force: true });
+    releaseOutput(dataStaged);
+    releaseOutput(modelStaged);
   }
   return { file: dataFile, bytes };
 }
@@ -656,8 +656,8 @@ export async function decompressArchive(
         output,
         async (fd) => {
           bytes = await writeModel(archive, fd, options, output);
-          // (a model rebuilt in memory, its size known only now: protobuf reads none over 2 GiB − 1)
-          if (bytes > 2 ** 31 - 1)
+          // (an ONNX model rebuilt in memory, its size known only now: protobuf reads none over 2 GiB − 1)
+          if (format === 'onnx' && bytes > 2 ** 31 - 1)
             throw new UnsupportedError(
               `the restored model is ${bytes} bytes, over ONNX's 2 GiB for one file, and its float16 tensors are stored as int32_data: they cannot go to external data`,
               { file: output },

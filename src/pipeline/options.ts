@@ -405,7 +405,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--half-kept',
-        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default, but with --bits 16 or more)',
+        help: 'store kept tensors (biases, norms) as float16 where the cast is safe, each value within 2^-11 of itself (default unless --bits is 16 or more)',
       },
       { flag: '--no-half-kept', help: 'keep them exactly as they are (M9 as written)' },
     ],

@@ -452,7 +452,11 @@ export class OnnxReader implements ModelReader {
       let done = 0;
       while (done < out.length) {
         const n = readSync(fd, out, done, out.length - done, x.start + done);
-        if (n === 0) break;
+        if (n === 0)
+          throw new BadModelError(`external data ends at byte ${x.start + done} of ${x.file}: truncated while it was read`, {
+            file: this.file,
+            tensor: x.name,
+          });
         done += n;
       }
       return out;
