@@ -3,7 +3,6 @@
  * could move the cursor or retitle the window, are shown as `\x1b`-style escapes; a tab becomes a space.
  */
 export function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) =>
     c === '\t' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
   );
