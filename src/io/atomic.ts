@@ -152,6 +152,16 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
   removeStaleTemps(output);
 }
 
+let staging = 0;
+
+/**
+ * A staging file's name beside `output` (`.NAME.PID-N.part`), unique in this process (two runs may write beside
+ * one output): written whole, then committed to `output` (`commitOutput`).
+ */
+export function stagingPath(output: string): string {
+  return join(dirname(resolve(output)), `.${basename(output)}.${process.pid}-${staging++}.part`);
+}
+
 /** Whether process `pid` runs on this machine (a process of another user counts: EPERM). */
 function alive(pid: number): boolean {
   try {

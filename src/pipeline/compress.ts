@@ -13,11 +13,11 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { errnoOf } from '../io/files.js';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
-import { checkOutputPath, commitOutput, holdOutput, releaseOutput, sha256File } from '../io/atomic.js';
+import { checkOutputPath, commitOutput, holdOutput, releaseOutput, sha256File, stagingPath } from '../io/atomic.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice, type WrittenRates } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
@@ -586,8 +586,6 @@ async function compressStaged(
 
 const FINER_CODES = '--bits 16 (a 256× finer grid, about twice the size)';
 
-let staging = 0;
-
 /** The staging file, or a temporary file named after it (`.<staged name>.…tmp`). */
 function isStagingFile(file: string, staged: string): boolean {
   const f = resolve(file);
@@ -598,11 +596,6 @@ function isStagingFile(file: string, staged: string): boolean {
       /^\.{1,2}$/.test(basename(f).split(basename(staged))[0]) &&
       basename(f).includes(`${basename(staged)}.`))
   );
-}
-
-/** A staging file's name beside `output`, unique in this process (two runs may write beside one output). */
-function stagingPath(output: string): string {
-  return join(dirname(resolve(output)), `.${basename(output)}.${process.pid}-${staging++}.part`);
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 
 import { availableParallelism } from 'node:os';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, extname } from 'node:path';
 import { rmSync, statSync } from 'node:fs';
 import { CorruptArchiveError, NnmediaError, OptionError, UnsupportedError } from '../errors.js';
 import {
@@ -29,7 +29,7 @@ import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
 import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
-import { checkOutputPath, commitOutput, holdOutput, releaseOutput, writeAll, writeAtomic } from '../io/atomic.js';
+import { checkOutputPath, commitOutput, holdOutput, releaseOutput, stagingPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
 import { QueuedWriter } from '../io/writer.js';
 import { checkKnownKeys, expect } from './options.js';
@@ -350,8 +350,8 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
   const restored = onnxRestored(archive);
   if (restored.some((r) => r.form === 'int32_data')) return undefined;
   const skeleton = archive.skeleton();
-  let pieces: Piece[];
-  try {
+  let pieces: Piece[] = [];
+  checkRebuilt(archive, () => {
     pieces = layoutOnnx(skeleton, restored, archive.file);
     new OnnxReader(output, skeleton, {
       elided: new Map(restored.map((r) => [r.path, [0, r.length]])),
@@ -359,12 +359,7 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
       fileBytes: 0,
       mtimeMs: 0,
     });
-  } catch (e) {
-    if (!(e instanceof NnmediaError)) throw e;
-    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
-      file: archive.file,
-    });
-  }
+  });
   const parts: WritePart[] = [];
   const units: StreamLayout['units'] = [];
   let before: Uint8Array[] = [];
@@ -397,8 +392,13 @@ export function onnxLayout(archive: Archive, output: string): StreamLayout | und
  */
 function onnxInlineLimit(): number {
   const v = Number(process.env.NNMEDIA_ONNX_INLINE_LIMIT);
-  return process.env.NNMEDIA_ONNX_INLINE_LIMIT && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, 2 ** 31 - 1) : 2 ** 31 - 1;
+  return process.env.NNMEDIA_ONNX_INLINE_LIMIT && Number.isSafeInteger(v) && v >= 0
+    ? Math.min(v, ONE_FILE_ONNX_BYTES)
+    : ONE_FILE_ONNX_BYTES;
 }
+
+/** Protobuf's largest message: the largest ONNX model that is one file. */
+const ONE_FILE_ONNX_BYTES = 2 ** 31 - 1;
 
 /** Tensors in an external data file start on a page (4 KiB): a runtime that maps the file reads them in place. */
 const EXTERNAL_ALIGN = 4096;
@@ -544,6 +544,18 @@ class SkeletonReader {
   }
 }
 
+/** Runs a read-back check of a rebuilt model; what it finds is the archive's fault (manifest and skeleton disagree). */
+function checkRebuilt(archive: Archive, check: () => unknown): void {
+  try {
+    check();
+  } catch (e) {
+    if (!(e instanceof NnmediaError)) throw e;
+    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
+      file: archive.file,
+    });
+  }
+}
+
 /**
  * Writes the archive's model to `fd`, returning its bytes: streamed in file order (safetensors, and ONNX whose
  * tensors' sizes follow from their shapes), else rebuilt in memory and checked to read back. Each entry is checked
@@ -560,23 +572,21 @@ export async function writeModel(archive: Archive, fd: number, options: Decompre
   }
   const model = await rebuildModel(archive, options);
   // the rebuilt model must read back: every float tensor with exactly the data its shape needs
-  try {
-    new OnnxReader(output, model);
-  } catch (e) {
-    if (!(e instanceof NnmediaError)) throw e;
-    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
-      file: archive.file,
-    });
-  }
+  checkRebuilt(archive, () => new OnnxReader(output, model));
+  // (its size known only now: protobuf reads no message over 2 GiB − 1, and int32_data cannot go to external data)
+  if (model.length > ONE_FILE_ONNX_BYTES)
+    throw new UnsupportedError(
+      `the restored model is ${model.length} bytes, over ONNX's 2 GiB for one file, and its float16 tensors are stored as int32_data: they cannot go to external data`,
+      { file: output },
+    );
   options.signal?.throwIfAborted();
   writeAll(fd, model);
   return model.length;
 }
 
 /**
- * An ONNX model over 2 GiB: its restored tensors streamed into `OUTPUT.data` beside it, then the model (the
- * skeleton with external references) written and read back. The data file is an output too: never replaced
- * without `force`, removed again if the model cannot be written.
+ * An ONNX model over 2 GiB: the model (the skeleton with external references, checked first) and its restored
+ * tensors in `OUTPUT.data` beside it. The data file is an output too: never replaced without `force`.
  */
 async function writeExternal(
   archive: Archive,
@@ -588,19 +598,11 @@ async function writeExternal(
   await checkOutputPath(dataFile, [input], { force: options.force });
   const { model, data } = onnxExternal(archive, basename(dataFile));
   // read back as the model it will be (its external references are checked for form, not opened)
-  try {
-    new OnnxReader(output, model);
-  } catch (e) {
-    if (!(e instanceof NnmediaError)) throw e;
-    throw new CorruptArchiveError(`the rebuilt model is not valid (${e.message}): the manifest does not match the skeleton`, {
-      file: archive.file,
-    });
-  }
+  checkRebuilt(archive, () => new OnnxReader(output, model));
   archive.verifyUnread();
   // Both files are written under staging names and renamed into place one right after the other: an old model
   // beside a new data file (or the reverse) would load with the wrong weights, and a failure leaves the old pair.
-  const staged = (file: string): string => join(dirname(resolve(file)), `.${basename(file)}.${process.pid}-0.part`);
-  const [dataStaged, modelStaged] = [staged(dataFile), staged(output)];
+  const [dataStaged, modelStaged] = [stagingPath(dataFile), stagingPath(output)];
   holdOutput(dataStaged);
   holdOutput(modelStaged);
   let bytes = 0;
@@ -656,12 +658,6 @@ export async function decompressArchive(
         output,
         async (fd) => {
           bytes = await writeModel(archive, fd, options, output);
-          // (an ONNX model rebuilt in memory, its size known only now: protobuf reads none over 2 GiB − 1)
-          if (format === 'onnx' && bytes > 2 ** 31 - 1)
-            throw new UnsupportedError(
-              `the restored model is ${bytes} bytes, over ONNX's 2 GiB for one file, and its float16 tensors are stored as int32_data: they cannot go to external data`,
-              { file: output },
-            );
         },
         { overwrite: options.force },
       );
