@@ -10,5 +10,8 @@ export default defineConfig({
     maxWorkers: 2,
     reporters: ['default', 'json'],
     outputFile: { json: 'test-results.json' },
+    // tests that load onnxruntime-node themselves (not through loadOrt) would leave its telemetry files,
+    // $TMPDIR/mat-debug-<pid>.log, behind on every run
+    env: { ORT_DISABLE_TELEMETRY: '1' },
   },
 });
