@@ -5,8 +5,8 @@
  * with E_BAD_CALIBRATION. The decompressed model must be one file that loads anywhere, with the non-float
  * tensors' external data inline too — up to ONNX's 2 GiB for a file; a larger one gets its data file back.
  */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
@@ -168,5 +168,29 @@ describe('ONNX external data', () => {
     } finally {
       reader.close();
     }
+  });
+  it('a data file replaced while the model is compressed is refused, and nothing is written', async () => {
+    const other = externalModel(tempDir());
+    const out = join(dirname(other.model), 'm.nnm');
+    let swapped = false;
+    await expect(
+      compressModel(other.model, out, {
+        check: false,
+        onProgress: () => {
+          if (swapped) return;
+          swapped = true;
+          // the weights saved again beside an unchanged graph: a new data file renamed into place
+          writeFileSync(`${other.data}.new`, readFileSync(other.data));
+          renameSync(`${other.data}.new`, other.data);
+        },
+      }),
+    ).rejects.toMatchObject({
+      code: 'E_BAD_MODEL',
+      file: other.data,
+      message: expect.stringMatching(/external data file changed while it was being compressed/),
+    });
+    expect(existsSync(out)).toBe(false);
+    await compressModel(other.model, out, { check: false });
+    expect(existsSync(out)).toBe(true);
   });
 });

@@ -125,18 +125,20 @@ export async function compressModel(input: string, output: string, options: Comp
   holdOutput(staged); // an interrupt (the CLI's signal handler) removes it
   // The model is read by path more than once (worker threads, the hash, the gate): a file replaced meanwhile (a
   // checkpoint saved by rename, rsync) made an archive of two models that passed the gate. Checked before commit.
-  const before = fileIdentity(input);
+  // The same for an ONNX model's external data files, taken when the model is opened (before any data is read).
+  const sources = new Map([[input, fileIdentity(input)]]);
   const unchanged = (): void => {
-    if (fileIdentity(input) !== before)
-      throw new BadModelError(
-        'the model file changed while it was being compressed (replaced or rewritten); nothing was written: compress it again',
-        {
-          file: input,
-        },
-      );
+    for (const [file, before] of sources)
+      if (fileIdentity(file) !== before)
+        throw new BadModelError(
+          `the ${file === input ? 'model file' : "model's external data file"} changed while it was being compressed (replaced or rewritten); nothing was written: compress it again`,
+          { file },
+        );
   };
   try {
-    const result = await compressStaged(input, staged, output, resolved);
+    const result = await compressStaged(input, staged, output, resolved, (files) => {
+      for (const f of files) sources.set(f, fileIdentity(f));
+    });
     unchanged();
     commitOutput(staged, output, resolved.force);
     return result;
@@ -174,14 +176,19 @@ function fileIdentity(path: string): string | undefined {
   }
 }
 
-/** compressModel's run, every archive written to `output` (the staging file); messages name `shownAs`. */
+/**
+ * compressModel's run, every archive written to `output` (the staging file); messages name `shownAs`. `onSources`
+ * hears of the files besides the model that hold its data, as soon as it is opened.
+ */
 async function compressStaged(
   input: string,
   output: string,
   shownAs: string,
   resolved: ResolvedOptions,
+  onSources: (externalFiles: readonly string[]) => void,
 ): Promise<CompressResult> {
   const reader = openModel(input);
+  onSources(reader.externalFiles ?? []);
   const hashing = new AbortController();
   // rate control and escalation write the archive more than once: after the first write the staging file is
   // there, and later attempts replace it
