@@ -58,6 +58,12 @@ describe('nnmedia CLI', () => {
     const d = await cli('decompress', 'm.nnm', '-o', 'back.onnx');
     expect(d.code).toBe(0);
     expect(existsSync(join(dir, 'back.onnx'))).toBe(true);
+    expect(d.stderr).not.toMatch(/--jobs/);
+    // more jobs than cores (256 is accepted): said, and the result is the same
+    const many = await cli('decompress', 'm.nnm', '-o', 'back-many.onnx', '--jobs', '256');
+    expect(many.code).toBe(0);
+    expect(many.stderr).toMatch(/--jobs 256 on \d+ cores?: jobs beyond the cores run no faster/);
+    expect(readFileSync(join(dir, 'back-many.onnx'))).toEqual(readFileSync(join(dir, 'back.onnx')));
     const im = await cli('inspect', model);
     expect(im.stdout).toMatch(/lstmW\s+lstm\s+2×80×12\s+float32\s+7680\s+8 × 12×20/);
     // kept tensors as compress keeps them by default: float16 where that is safe (it said "kept exact" of all)

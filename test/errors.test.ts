@@ -172,6 +172,10 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
       /unknown option '--bogus' \(see: nnmedia compress --help\)/,
     );
     expectFailure(await cli(['compress', model]), 'E_OPTION', /required option '-o, --output <file>' not specified/);
+    // `-o -` wrote a file called "-" (a user asking for standard output got one)
+    for (const command of ['compress', 'decompress'])
+      expectFailure(await cli([command, model, '-o', '-']), 'E_OPTION', /not to standard output: name a file/);
+    expect(existsSync(join(dir, '-'))).toBe(false);
     expectFailure(await cli(['frobnicate']), 'E_OPTION', /unknown command 'frobnicate'/);
     const none = await cli([]);
     expect(none.code).toBe(2);

@@ -2,7 +2,7 @@
 /** The nnmedia command line: argument parsing and printing only; the work is in the library. */
 
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { InterruptedError, OptionError } from '../errors.js';
@@ -40,6 +40,27 @@ function int(name: string, min = -Infinity, max = Infinity) {
       );
     return n;
   };
+}
+
+/** `-o`'s file: `-` names no file here (archives and models are written atomically to a file, never to stdout). */
+function outputFile(v: string): string {
+  if (v === '-')
+    throw new InvalidArgumentError(
+      'nnmedia writes to a file (atomically), not to standard output: name a file (./- for one called "-")',
+    );
+  return v;
+}
+
+/**
+ * Says when `--jobs` asks for more workers than the machine has cores (up to 256 are accepted): they are no faster,
+ * and each holds its own working memory.
+ */
+function noteJobs(jobs: number | undefined): void {
+  const cores = availableParallelism();
+  if (jobs !== undefined && jobs > cores)
+    logLine(
+      `--jobs ${jobs} on ${cores} core${cores === 1 ? '' : 's'}: jobs beyond the cores run no faster, and each holds its own working memory (up to ~0.3 GB for a large tensor)`,
+    );
 }
 
 /** Parsed flags: every compress option's flag comes from OPTION_TABLE (read by key); these are the CLI's own. */
@@ -207,13 +228,14 @@ export function buildProgram(): Command {
     program
       .command('compress <model>')
       .description('model (.onnx, .safetensors) → .nnm archive')
-      .requiredOption('-o, --output <file>', 'output archive (.nnm)')
+      .requiredOption('-o, --output <file>', 'output archive (.nnm)', outputFile)
       .option(
         '--force',
         'replace an existing output file (never the input); also keep an archive the quality gate refused (exit 7 all the same)',
       )
       .option('--json', 'print a JSON summary'),
   ).action(async (model: string, f: CompressFlags) => {
+    noteJobs(f.jobs as number | undefined);
     const bar = progress(!f.json);
     const r = await compressModel(model, f.output, {
       ...(await compressOptionsFrom(f, model)),
@@ -256,11 +278,12 @@ export function buildProgram(): Command {
   program
     .command('decompress <archive>')
     .description('.nnm archive → model in its original format')
-    .requiredOption('-o, --output <file>', 'output model file')
+    .requiredOption('-o, --output <file>', 'output model file', outputFile)
     .option('--force', 'replace an existing output file (never the original model the archive was made from)')
     .option('--jobs <n>', 'worker threads decoding tensors at once (default: cores)', int('jobs', 1))
     .option('--json', 'print a JSON summary')
     .action(async (archive: string, f: { output: string; jobs?: number; json?: boolean; force?: boolean }) => {
+      noteJobs(f.jobs);
       const bar = progress(!f.json);
       const r = await decompressArchive(archive, f.output, { jobs: f.jobs, force: f.force, onProgress: bar.onProgress }).finally(
         bar.stop,
