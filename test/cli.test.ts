@@ -186,6 +186,19 @@ describe('nnmedia CLI', () => {
     expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
   });
 
+  it('a newline in a file name stays on its line in the reports (shown as \\x0a)', async () => {
+    copyFileSync(model, join(dir, 'new\nline.onnx'));
+    const c = await cli('compress', 'new\nline.onnx', '-o', 'a\nb.nnm', '--no-check');
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stdout.split('\n')[0]).toMatch(/^a\\x0ab\.nnm: [\d,]+ bytes, from [\d,]+ \(new\\x0aline\.onnx\)/);
+    const d = await cli('decompress', 'a\nb.nnm', '-o', 'c\nd.onnx');
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stdout.trim().split('\n')).toEqual([
+      expect.stringMatching(/^c\\x0ad\.onnx: onnx model, .* restored from a\\x0ab\.nnm$/),
+    ]);
+    expect(existsSync(join(dir, 'c\nd.onnx'))).toBe(true);
+  });
+
   it('a run of the model leaves nothing in TMPDIR (onnxruntime-node 1.30 telemetry files: off by default)', async () => {
     const tmp = join(dir, 'tmpdir');
     mkdirSync(tmp, { recursive: true });

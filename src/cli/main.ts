@@ -16,7 +16,7 @@ import { fileKind, inspectPath } from './inspect.js';
 import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
-import { formatTable } from './table.js';
+import { formatTable, printable } from './table.js';
 import { serveViewer } from './view.js';
 import { loadOrt, onOrtFallback, ortBackend } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
@@ -259,14 +259,16 @@ export function buildProgram(): Command {
         }),
       );
     else {
-      console.log(summaryLines(f.output, t, basename(model)).join('\n'));
+      // paths and tensor names shown printable: a newline in a file name split the one-line report
+      const say = (line: string): void => console.log(printable(line));
+      for (const line of summaryLines(f.output, t, basename(model))) say(line);
       const q = r.quality;
-      if (q) console.log(`  ${describeQuality(q)}`);
-      if (q?.synthetic) console.log('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
+      if (q) say(`  ${describeQuality(q)}`);
+      if (q?.synthetic) say('  (measured on SYNTHETIC inputs: give real ones with --calibration PATH)');
       const oneSided = q && oneSidedWarning(q);
-      if (oneSided) console.log(`  weak evidence: ${oneSided}`);
+      if (oneSided) say(`  weak evidence: ${oneSided}`);
       if (q?.untakenBranches?.length)
-        console.log(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
+        say(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
       const e = r.manifest.options.escalated as { fidelity?: number; bitsPerWeight?: number; by?: string } | undefined;
       if (e)
         console.log(
@@ -289,13 +291,15 @@ export function buildProgram(): Command {
         bar.stop,
       );
       if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
-      else
-        console.log(
-          `${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}` +
-            (r.externalData
-              ? `\n  its weights in ${r.externalData.file} (${count(r.externalData.bytes)} bytes, external data: one ONNX file holds at most 2 GiB); keep the two together`
-              : ''),
-        );
+      else {
+        console.log(printable(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`));
+        if (r.externalData)
+          console.log(
+            printable(
+              `  its weights in ${r.externalData.file} (${count(r.externalData.bytes)} bytes, external data: one ONNX file holds at most 2 GiB); keep the two together`,
+            ),
+          );
+      }
       if (r.quality?.checked && r.quality.passed === false)
         process.stderr.write(
           `nnmedia decompress: warning: the quality gate refused this archive when it was made (${describeQuality(r.quality)}); it was kept with --force, and the restored model may not do its job\n`,
@@ -355,7 +359,7 @@ export function buildProgram(): Command {
         );
       else {
         printEvaluation(r);
-        if (task) console.log(`\ntask: ${task.description}`);
+        if (task) console.log(`\ntask: ${printable(task.description)}`);
         else if (!runs)
           console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
       }
