@@ -189,6 +189,12 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     expect(listDir(dir)).not.toContain('x.nnm');
   },
   E_IO: async () => {
+    // the demo's folder comes from TMPDIR: a missing one is named as TMPDIR's
+    expectFailure(
+      await cli(['demo'], { env: { TMPDIR: join(dir, 'no-such-tmp') } }),
+      'E_IO',
+      /the demo cannot make its folder in .*no-such-tmp \(ENOENT\), which TMPDIR names: set TMPDIR to a writable folder/,
+    );
     mkdirSync(join(dir, 'adir'), { recursive: true });
     expectFailure(await cli(['compress', 'adir', '-o', 'x.nnm']), 'E_IO', /file adir: is a directory, not a model file/);
     expectFailure(

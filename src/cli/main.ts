@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { InterruptedError, OptionError } from '../errors.js';
+import { InterruptedError, IoError, OptionError } from '../errors.js';
 import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
@@ -375,7 +375,18 @@ export function buildProgram(): Command {
     await loadOrt('nnmedia demo (it runs the model before and after)'); // fail before any work
     // a kept folder, named in the output, so the printed paths still exist after the demo exits; a fresh one each
     // run, so that two demos at once (two terminals, CI jobs sharing /tmp) do not write over each other's files
-    const dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
+    let dir: string;
+    try {
+      dir = mkdtempSync(join(tmpdir(), 'nnmedia-demo-'));
+    } catch (e) {
+      // the folder comes from TMPDIR (or /tmp): say so, not just "no such file"
+      const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      throw new IoError(
+        `the demo cannot make its folder in ${tmpdir()} (${why})${process.env.TMPDIR ? ', which TMPDIR names' : ''}: set TMPDIR to a writable folder`,
+        { file: tmpdir() },
+        e,
+      );
+    }
     const archive = join(dir, 'model.nnm');
     const restored = join(dir, `restored${extname(input) || '.onnx'}`);
     // a demo that fails or is interrupted (the signal handler's removePendingTemps) leaves no folder behind
