@@ -59,7 +59,7 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
   E_CODEC: { meaning: 'a codec (libvips, ffmpeg) failed on valid input; retrying may help', exit: 6 },
   E_QUALITY: {
     meaning:
-      'the quality gate refused the archive: the decompressed model’s fidelity is under --min-fidelity (no output unless --force)',
+      'the quality gate refused the archive: the decompressed model’s fidelity is under --min-fidelity (no output unless --force); or a bound of eval --require does not hold',
     exit: 7,
   },
   E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP; no output was written', exit: 130 },

@@ -80,6 +80,44 @@ describe('nnmedia CLI', () => {
     const e = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA');
     expect(e.code).toBe(0);
     expect(e.stdout).toMatch(/judged on yA only/);
+    // --require: a bound on what eval measured; exit 7 when it does not hold (eval exited 0 however bad)
+    const metrics = JSON.parse((await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', '--json')).stdout) as {
+      task: { metrics: Array<{ key: string; value: number }> };
+    };
+    const first = metrics.task.metrics[0];
+    const held = await cli(
+      'eval',
+      'judged.nnm',
+      '-m',
+      model,
+      '--judge-output',
+      'yA',
+      '--require',
+      `${first.key}>=${first.value}`,
+    );
+    expect(held.code, held.stderr).toBe(0);
+    expect(held.stdout).toMatch(new RegExp(`require ${first.key} >= [^:]+: \\S+ ok`));
+    const failed = await cli(
+      'eval',
+      'judged.nnm',
+      '-m',
+      model,
+      '--judge-output',
+      'yA',
+      '--require',
+      `${first.key}>${first.value}`,
+      '--require',
+      'bitsPerWeight<64',
+    );
+    expect(failed.code).toBe(7);
+    expect(failed.stdout).toMatch(/require bitsPerWeight < 64: \S+ ok/);
+    expect(failed.stderr).toMatch(
+      new RegExp(`E_QUALITY: file judged\\.nnm: eval: ${first.key} \\S+ is not > .* \\(--require\\)`),
+    );
+    const unknown = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', '--require', 'nosuch<1');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/--require nosuch: eval measured no such value .*; it measured bitsPerWeight, ratio, /);
+    expect((await cli('eval', 'judged.nnm', '-m', model, '--require', 'agreement=1')).stderr).toMatch(/expected KEY>=N/);
     const bad = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'nope');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/E_OPTION: --judge-output "nope": the model has no such output; its outputs: /);

@@ -17,6 +17,7 @@ import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
 import { formatTable, printable } from './table.js';
+import { checkRequirements, parseRequirement, requirementFailure, requirementLines, type Requirement } from './require.js';
 import { serveViewer } from './view.js';
 import { loadOrt, onOrtFallback, ortBackend } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
@@ -323,47 +324,64 @@ export function buildProgram(): Command {
     )
     .option('--limit <n>', 'evaluate only the first n samples (ocr, isnet)', int('limit', 1))
     .option('--json', 'print JSON')
+    .option(
+      '--require <bound>',
+      'fail (exit 7) unless a measured value holds this bound: a task metric by its key or bitsPerWeight, e.g. agreement>=0.99; repeatable',
+      parseRequirement,
+    )
     .addHelpText(
       'after',
       "\nWithout --calibration, --resize-kernel resizes the ocr task's lines (e.g. nearest, bilinear) and --audio-rate 8000 runs the vad task at 8 kHz: a second preprocessing of the same data.",
     )
-    .action(async (archive: string, f: { model: string; task: string; limit?: number; json?: boolean } & CalibrationFlags) => {
-      const spec = calibrationSpecFromFlags(f);
-      // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
-      const format = detectFormat(f.model);
-      const runs = format === 'onnx';
-      if (!runs && (spec.paths.length || spec.outputs || !['auto', 'none'].includes(f.task)))
-        throw new OptionError(
-          `${spec.paths.length ? '--calibration' : spec.outputs ? '--judge-output' : `--task ${f.task}`} runs the model, and ${format} files hold no graph to run: eval compares their tensors`,
-        );
-      // calibration data given: the outputs of the original and the rebuilt model compared on it
-      // --judge-output: those outputs compared, on the calibration data or synthetic inputs
-      const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;
-      const task = spec.paths.length
-        ? outputsTask({ calibration: await buildCalibrationSet(modelForRunning(f.model), spec), outputs })
-        : outputs
-          ? outputsTask({ outputs })
-          : runs
-            ? await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec))
-            : undefined;
-      // --limit shortens the ocr and isnet tasks' lists of samples; elsewhere it is said, not silently dropped
-      if (f.limit !== undefined && !(task && !spec.paths.length && ['ocr', 'isnet'].includes(task.name)))
-        process.stderr.write(
-          `nnmedia eval: --limit ${f.limit} ignored: it shortens the ocr and isnet tasks; ${spec.paths.length ? 'calibration data is evaluated whole' : `the ${task?.name ?? 'none'} task runs on all its data`}\n`,
-        );
-      const r = await evaluateArchive(archive, f.model, task);
-      // the data and preprocessing the task ran on (a second preprocessing shows here)
-      if (f.json)
-        console.log(
-          JSON.stringify(task ? { ...r, taskDescription: task.description } : r, (_k, v) => (v === Infinity ? 'Infinity' : v)),
-        );
-      else {
-        printEvaluation(r);
-        if (task) console.log(`\ntask: ${printable(task.description)}`);
-        else if (!runs)
-          console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
-      }
-    });
+    .action(
+      async (
+        archive: string,
+        f: { model: string; task: string; limit?: number; json?: boolean; require?: Requirement[] } & CalibrationFlags,
+      ) => {
+        const spec = calibrationSpecFromFlags(f);
+        // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
+        const format = detectFormat(f.model);
+        const runs = format === 'onnx';
+        if (!runs && (spec.paths.length || spec.outputs || !['auto', 'none'].includes(f.task)))
+          throw new OptionError(
+            `${spec.paths.length ? '--calibration' : spec.outputs ? '--judge-output' : `--task ${f.task}`} runs the model, and ${format} files hold no graph to run: eval compares their tensors`,
+          );
+        // calibration data given: the outputs of the original and the rebuilt model compared on it
+        // --judge-output: those outputs compared, on the calibration data or synthetic inputs
+        const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;
+        const task = spec.paths.length
+          ? outputsTask({ calibration: await buildCalibrationSet(modelForRunning(f.model), spec), outputs })
+          : outputs
+            ? outputsTask({ outputs })
+            : runs
+              ? await resolveTask(f.task, modelForRunning(f.model), f.limit, f.model, builtInTaskOptions(spec))
+              : undefined;
+        // --limit shortens the ocr and isnet tasks' lists of samples; elsewhere it is said, not silently dropped
+        if (f.limit !== undefined && !(task && !spec.paths.length && ['ocr', 'isnet'].includes(task.name)))
+          process.stderr.write(
+            `nnmedia eval: --limit ${f.limit} ignored: it shortens the ocr and isnet tasks; ${spec.paths.length ? 'calibration data is evaluated whole' : `the ${task?.name ?? 'none'} task runs on all its data`}\n`,
+          );
+        const r = await evaluateArchive(archive, f.model, task);
+        const required = f.require ? checkRequirements(r, f.require) : undefined;
+        // the data and preprocessing the task ran on (a second preprocessing shows here)
+        if (f.json)
+          console.log(
+            JSON.stringify(
+              { ...r, ...(task ? { taskDescription: task.description } : {}), ...(required ? { requirements: required } : {}) },
+              (_k, v) => (v === Infinity ? 'Infinity' : v),
+            ),
+          );
+        else {
+          printEvaluation(r);
+          if (task) console.log(`\ntask: ${printable(task.description)}`);
+          else if (!runs)
+            console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
+          if (required) console.log(`\n${requirementLines(required).join('\n')}`);
+        }
+        const failure = required && requirementFailure(required, archive);
+        if (failure) throw failure;
+      },
+    );
 
   addCompressOptions(
     program
