@@ -267,6 +267,31 @@ describe('options resolved once', () => {
     expect(lstm.kind === 'coded' && lstm.settings.relStep).toBeUndefined();
   });
 
+  it('a tensor rule that matches no tensor is said (a mistyped name was silently a no-op)', async () => {
+    const logs: string[] = [];
+    await compressModel(modelFile, join(dir, 'rules.nnm'), {
+      check: false,
+      force: true,
+      rules: [
+        { match: 'W*', bits: 8 },
+        { match: 'w1', bits: 16 },
+        { match: '/^lstm$/', role: 'other' },
+      ],
+      onLog: (m) => logs.push(m),
+    });
+    expect(logs.filter((m) => /rule/.test(m))).toEqual([
+      expect.stringMatching(/^2 tensor rules match no tensor of the model: "w1", "\/\^lstm\$\/" \(names look like "/),
+    ]);
+    logs.length = 0;
+    await compressModel(modelFile, join(dir, 'rules.nnm'), {
+      check: false,
+      force: true,
+      rules: [{ match: 'W1', bits: 8 }],
+      onLog: (m) => logs.push(m),
+    });
+    expect(logs.filter((m) => /rule/.test(m))).toEqual([]);
+  });
+
   it('every option is checked when the call is made, with one message format', async () => {
     const { OptionError } = await import('../src/index.js');
     const out = join(dir, 'never.nnm');

@@ -23,7 +23,7 @@ import { allocate, type Allocation, type GridChoice, type WrittenRates } from '.
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
-import { CODEC_SET_NAMES, type CompressOptions, resolveOptions } from './options.js';
+import { CODEC_SET_NAMES, type CompressOptions, patternToRegExp, resolveOptions, type TensorRule } from './options.js';
 import { getCodec } from '../codecs/registry.js';
 import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
@@ -164,6 +164,20 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
+/**
+ * What to say of tensor rules (`--config`, `rules`) that match no tensor of the model, or undefined when each
+ * matches one: a mistyped name or pattern was silently a no-op. A few names show what the model's look like.
+ */
+export function unmatchedRules(tensors: readonly { name: string }[], rules: readonly TensorRule[] = []): string | undefined {
+  const none = rules.filter((r) => {
+    const re = patternToRegExp(r.match);
+    return !tensors.some((t) => re.test(t.name));
+  });
+  if (!none.length) return undefined;
+  const examples = tensors.slice(0, 3).map((t) => JSON.stringify(t.name));
+  return `${none.length === 1 ? 'a tensor rule matches' : `${none.length} tensor rules match`} no tensor of the model: ${none.map((r) => JSON.stringify(r.match)).join(', ')} (names look like ${examples.join(', ')}${tensors.length > 3 ? ', …' : ''}; \`nnmedia inspect MODEL\` lists them)`;
+}
+
 /** A path's file as size, modification and change times: a file put in its place or rewritten differs. */
 function fileIdentity(path: string): string | undefined {
   try {
@@ -197,6 +211,8 @@ async function compressStaged(
   let cache: EncodeCache | undefined;
   try {
     const plans = planTensors(reader, resolved);
+    const unmatched = unmatchedRules(reader.tensors, resolved.rules);
+    if (unmatched) resolved.onLog?.(unmatched);
     const coded = plans.filter((p): p is CodedPlan => p.kind === 'coded');
     // video and audio codecs run ffmpeg: missing, it is said now, not after minutes of probes at the first such tensor
     if (coded.some((p) => p.codecs.some((c) => getCodec(c.name).media !== 'image' && getCodec(c.name).media !== 'raw')))
