@@ -569,6 +569,12 @@ describe('outputs that are not files', () => {
       code: 'E_IO',
       message: expect.stringMatching(/output file name is 204 bytes long; at most 180/),
     });
+    // and a path the temporary files would take past Linux's 4,095 bytes (folders of 170-byte names)
+    const deep = join(sub, ...Array.from({ length: 24 }, () => 'd'.repeat(170)), 'model.nnm');
+    await expect(compressModel(onnxFile, deep, {})).rejects.toMatchObject({
+      code: 'E_IO',
+      message: expect.stringMatching(/output path is \d+ bytes long as an absolute path; at most 4020/),
+    });
     await expect(compressModel(onnxFile, join(sub, 'newdir') + '/', {})).rejects.toMatchObject({
       code: 'E_IO',
       message: expect.stringMatching(/names a folder \(it ends with \/\)/),

@@ -115,6 +115,13 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
       `output file name is ${nameBytes} bytes long; at most ${MAX_OUTPUT_NAME_BYTES} (the temporary files written beside it add to it, and a name may take 255)`,
       { file: output },
     );
+  // and the whole path (the temporary files are opened by their absolute paths): Linux takes 4,095 bytes
+  const pathBytes = Buffer.byteLength(resolve(output));
+  if (pathBytes > MAX_OUTPUT_PATH_BYTES)
+    throw new IoError(
+      `output path is ${pathBytes} bytes long as an absolute path; at most ${MAX_OUTPUT_PATH_BYTES} (the temporary files written beside it add to it, and a path may take 4,095)`,
+      { file: output },
+    );
   const link = lstatOrUndefined(output);
   if (!link) {
     checkOutputFolder(output);
@@ -218,6 +225,8 @@ export function removeStaleTemps(output: string): void {
 
 /** 255 bytes a name, less what the temporary names beside an output add (`.NAME.PID-N.part` → `.…PID.T.tmp` → `.…scratch.tmp`). */
 export const MAX_OUTPUT_NAME_BYTES = 180;
+/** 4,095 bytes a path (Linux's PATH_MAX less its terminating zero), less the same allowance for temporary names. */
+export const MAX_OUTPUT_PATH_BYTES = 4095 - (255 - MAX_OUTPUT_NAME_BYTES);
 
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
