@@ -155,8 +155,9 @@ export class OutputExistsError extends NnmediaError {
 
 /** An optional package this feature needs is not installed (the message names it and how to install it). */
 export class MissingDependencyError extends NnmediaError {
-  constructor(message: string, context: ErrorContext = {}) {
-    super('E_MISSING_DEPENDENCY', message, context);
+  /** `cause`: the loader's own error (NNMEDIA_DEBUG=1 prints its stack). */
+  constructor(message: string, context: ErrorContext = {}, cause?: unknown) {
+    super('E_MISSING_DEPENDENCY', message, context, { cause });
   }
 }
 

@@ -136,6 +136,12 @@ describe('sharp that cannot be imported', () => {
     expect(r.stderr).toMatch(/E_MISSING_DEPENDENCY: .*needs onnxruntime-node, which is installed but does not load/);
     expect(r.code).toBe(5);
     expect(existsSync(join(dir, 'broken.nnm'))).toBe(false);
+    // the loader's own error is the cause: NNMEDIA_DEBUG=1 prints its stack
+    const debug = await hidden([CLI, 'compress', model, '-o', 'broken.nnm', '--target-bpw', '4'], [], {
+      NNMEDIA_TEST_BREAK: 'onnxruntime-node',
+      NNMEDIA_DEBUG: '1',
+    });
+    expect(debug.stderr).toMatch(/Error: onnxruntime-node\.node: cannot open shared object file \(broken by the test\)\n\s+at /);
   });
 
   it('--help, inspect and a compress that needs no image codec run: no module imports sharp at load time', async () => {

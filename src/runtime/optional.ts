@@ -62,6 +62,8 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
         if (!notInstalled(e, 'onnxruntime-node'))
           throw new MissingDependencyError(
             `${why} needs onnxruntime-node, which is installed but does not load (${firstLine(e)}): reinstall it (npm install onnxruntime-node@1.30.0), check the memory limit (ulimit -v), or set NNMEDIA_ORT=web to use onnxruntime-web`,
+            {},
+            e,
           );
         nodeError = e;
       }
@@ -80,6 +82,8 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
       }
     throw new MissingDependencyError(
       `${why} needs onnxruntime-node: npm install onnxruntime-node@1.30.0 (or onnxruntime-web, which npm install nnmedia brings unless optional dependencies are left out) (${firstLine(nodeError)})`,
+      {},
+      nodeError,
     );
   })().catch((e: unknown) => {
     ort = undefined;

@@ -26,7 +26,7 @@ export function sharp(...args: Parameters<typeof sharpFactory>): Sharp {
       loaded = createRequire(import.meta.url)('sharp') as typeof sharpFactory;
     } catch (e) {
       // said as it is (a broken install is not a corrupt archive), with sharp's own reason
-      throw new MissingDependencyError(`the image codecs need sharp, which cannot be loaded: ${(e as Error).message}`);
+      throw new MissingDependencyError(`the image codecs need sharp, which cannot be loaded: ${(e as Error).message}`, {}, e);
     }
     loaded.cache(false);
   }
