@@ -63,7 +63,11 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
     exit: 7,
   },
   E_INTERRUPTED: { meaning: 'stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP; no output was written', exit: 130 },
-  E_INTERNAL: { meaning: 'an unexpected error: a bug in nnmedia (please report it with the command)', exit: 70 },
+  E_INTERNAL: {
+    meaning:
+      'an unexpected error: a bug in nnmedia (please report it with the command), or memory or threads the machine could not give (the message says which)',
+    exit: 70,
+  },
 };
 
 export interface ErrorContext {

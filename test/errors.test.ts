@@ -9,12 +9,14 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeF
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { onnx } from 'onnx-proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FORMAT_VERSION } from '../src/archive/manifest.js';
 import { ERROR_CODES, type ErrorCode } from '../src/errors.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { keptPhrase, sizeChange, type ArchiveTotals } from '../src/cli/totals.js';
+import { toNnmediaError } from '../src/cli/errors.js';
 import { errorTable, withErrorTable } from '../scripts/error-table.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
 import { floatTensor, mixedModel } from './helpers/onnx-fixtures.js';
@@ -784,5 +786,30 @@ describe('text and data from files, shown and used safely (sweep 8)', () => {
   it('a directory given to inspect is named as such once ("not a file file")', async () => {
     mkdirSync(join(dir, 'a-folder'), { recursive: true });
     expectFailure(await cli(['inspect', 'a-folder']), 'E_IO', /is a directory, not an archive or model file$/m);
+  });
+});
+
+describe('memory or threads that ran out', () => {
+  it('are said as such, not as a bug: a real failed ArrayBuffer and a real worker out of heap', async () => {
+    let allocation: unknown;
+    try {
+      new ArrayBuffer(2 ** 44);
+    } catch (e) {
+      allocation = e;
+    }
+    const worker = await new Promise<unknown>((resolve) => {
+      const w = new Worker('const a = []; for (;;) a.push(new Array(1000).fill(1));', {
+        eval: true,
+        resourceLimits: { maxOldGenerationSizeMb: 8 },
+      });
+      w.on('error', resolve);
+    });
+    for (const e of [allocation, worker]) {
+      const typed = toNnmediaError(e);
+      expect(typed.code).toBe('E_INTERNAL');
+      expect(typed.message).toMatch(/the machine ran out of memory or threads \(.+\): fewer --jobs/);
+      expect(typed.message).not.toMatch(/a bug in nnmedia/);
+    }
+    expect(toNnmediaError(new TypeError('x is undefined')).message).toMatch(/a bug in nnmedia/);
   });
 });
