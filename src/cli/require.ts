@@ -70,6 +70,7 @@ export function requirementFailure(results: readonly RequirementResult[], archiv
   );
 }
 
+/** Six significant digits at most: enough that a value just under its bound does not print as the bound. */
 function formatValue(v: number): string {
-  return Number.isInteger(v) ? String(v) : v.toPrecision(4);
+  return String(Number(v.toPrecision(6)));
 }
