@@ -41,7 +41,11 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, { meaning: string; exit: nu
     meaning: 'the .nnm archive is damaged: truncated, a checksum fails, or its manifest is invalid',
     exit: 4,
   },
-  E_NON_FINITE: { meaning: 'a weight is NaN or ±Inf (pass --non-finite keep to store such weights exactly)', exit: 4 },
+  E_NON_FINITE: {
+    meaning:
+      'a weight is NaN or ±Inf (pass --non-finite keep to store such weights exactly; a signalling NaN comes back quiet, its payload kept)',
+    exit: 4,
+  },
   E_BAD_CALIBRATION: {
     meaning: 'calibration data is unreadable or does not fit the model’s inputs, or the model cannot run on it',
     exit: 4,
