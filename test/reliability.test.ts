@@ -5,7 +5,17 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +24,7 @@ import {
   CorruptArchiveError,
   bytesSource,
   compressModel,
+  decodeAllTensors,
   decodeArchiveSource,
   decompressArchive,
   NnmediaError,
@@ -443,6 +454,50 @@ describe('the output of a search (rate control) is written once, at the end', ()
     await compressModel(onnxFile, out, { targetBpw: 4, force: true, minFidelity: 0 });
     expect(readFileSync(out).subarray(0, 2).toString()).toBe('PK');
     expect(listDir(sub)).toEqual(['m.nnm']);
+  });
+});
+
+describe('an abort after the last piece of work has started', () => {
+  it('still rejects and writes nothing, in compress and decompress (both resolved with a complete output)', async () => {
+    const sub = join(dir, 'late-abort');
+    mkdirSync(sub, { recursive: true });
+    const archive = join(sub, 'ok.nnm');
+    await compressModel(onnxFile, archive, { check: false });
+    for (const jobs of [1, 2]) {
+      // aborted when the last tensor is done: nothing checked the signal after the last one started
+      const ac = new AbortController();
+      const late = ({ done, total }: { done: number; total: number }): void => {
+        if (done === total) ac.abort();
+      };
+      await expect(
+        compressModel(onnxFile, join(sub, 'c.nnm'), { check: false, jobs, signal: ac.signal, onProgress: late }),
+      ).rejects.toMatchObject({ name: 'AbortError' });
+      const ad = new AbortController();
+      await expect(
+        decompressArchive(archive, join(sub, 'd.onnx'), {
+          jobs,
+          signal: ad.signal,
+          onProgress: ({ done, total }) => {
+            if (done === total) ad.abort();
+          },
+        }),
+      ).rejects.toMatchObject({ name: 'AbortError' });
+      expect(listDir(sub)).toEqual(['ok.nnm']);
+    }
+  });
+});
+
+describe('a long-running process', () => {
+  it('decodeAllTensors(path) opens and closes the archive: no descriptor left per call', async () => {
+    const sub = join(dir, 'fds');
+    mkdirSync(sub, { recursive: true });
+    const archive = join(sub, 'a.nnm');
+    await compressModel(onnxFile, archive, { check: false });
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const first = await decodeAllTensors(archive);
+    const before = fds();
+    for (let i = 0; i < 20; i++) expect((await decodeAllTensors(archive, { jobs: 1 })).size).toBe(first.size);
+    expect(fds()).toBe(before);
   });
 });
 

@@ -252,7 +252,7 @@ function specialKind(st: Stats): string {
 export async function writeAtomic(
   target: string,
   write: (fd: number, tmp: string) => void | Promise<void>,
-  options: { overwrite?: boolean } = {},
+  options: { overwrite?: boolean; signal?: AbortSignal } = {},
 ): Promise<void> {
   const tmp = join(dirname(resolve(target)), `.${basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
   let fd: number;
@@ -264,6 +264,8 @@ export async function writeAtomic(
   pending.add(tmp);
   try {
     await write(fd, tmp);
+    // an abort while the last of the work ran (nothing checked it after the last piece started): no output
+    options.signal?.throwIfAborted();
     fsyncSync(fd);
     closeSync(fd);
     if (options.overwrite) renameSync(tmp, target);

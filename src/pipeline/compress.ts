@@ -140,10 +140,12 @@ export async function compressModel(input: string, output: string, options: Comp
       for (const f of files) sources.set(f, fileIdentity(f));
     });
     unchanged();
+    // aborted while the last attempt's archive was finished: nothing is committed
+    resolved.signal?.throwIfAborted();
     commitOutput(staged, output, resolved.force);
     return result;
   } catch (e) {
-    if (e instanceof QualityError && e.details.kept && existsSync(staged)) {
+    if (e instanceof QualityError && e.details.kept && existsSync(staged) && !resolved.signal?.aborted) {
       unchanged();
       commitOutput(staged, output, resolved.force);
     }

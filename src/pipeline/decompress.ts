@@ -167,7 +167,22 @@ async function decodeEach<T extends Float32Array | Uint8Array>(
 }
 
 /** Decodes every compressed tensor (slices as jobs of their own); identical tensors share one decode. */
-export async function decodeAllTensors(archive: Archive, options: DecompressOptions = {}): Promise<Map<string, Float32Array>> {
+/**
+ * Every tensor of an archive, decoded, by name. Given a path, the archive is opened and closed here; given an
+ * `Archive`, it stays open (the caller closes it: each holds a file descriptor until `close()`).
+ */
+export async function decodeAllTensors(
+  archive: Archive | string,
+  options: DecompressOptions = {},
+): Promise<Map<string, Float32Array>> {
+  if (typeof archive === 'string') {
+    const opened = new Archive(archive);
+    try {
+      return await decodeAllTensors(opened, options);
+    } finally {
+      opened.close();
+    }
+  }
   const out = await decodeEach(
     decodeParts(archive.manifest.tensors.filter((t) => t.layout && !t.sameAs)),
     options,
@@ -607,10 +622,14 @@ async function writeExternal(
   holdOutput(modelStaged);
   let bytes = 0;
   try {
-    await writeAtomic(dataStaged, async (fd) => {
-      bytes = await writeStreamed(archive, fd, options, data);
-    });
-    await writeAtomic(modelStaged, (fd) => writeAll(fd, model));
+    await writeAtomic(
+      dataStaged,
+      async (fd) => {
+        bytes = await writeStreamed(archive, fd, options, data);
+      },
+      { signal: options.signal },
+    );
+    await writeAtomic(modelStaged, (fd) => writeAll(fd, model), { signal: options.signal });
     commitOutput(dataStaged, dataFile, Boolean(options.force));
     try {
       commitOutput(modelStaged, output, Boolean(options.force));
@@ -659,7 +678,7 @@ export async function decompressArchive(
         async (fd) => {
           bytes = await writeModel(archive, fd, options, output);
         },
-        { overwrite: options.force },
+        { overwrite: options.force, signal: options.signal },
       );
     if (externalData) bytes = statSync(output).size;
     // the gate's verdict when the archive was made: a refused archive kept with --force restores too, and says so

@@ -437,6 +437,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             return encode(unit);
           },
           (encoded, { plan, slice, compensation }) => {
+            options.signal?.throwIfAborted(); // aborted: no more results taken in, whatever is still running
             if (report && compensation && !encoded.compensation)
               report.fallback.push({ tensor: plan.entry.name, reason: 'rotated planes (statistics are in the unrotated basis)' });
             if (report && encoded.compensation) {
@@ -550,7 +551,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
         }
         archiveBytes = zip.bytesWritten;
       },
-      { overwrite: job.overwrite },
+      { overwrite: job.overwrite, signal: options.signal },
     );
   } finally {
     await pool?.close();
