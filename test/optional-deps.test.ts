@@ -195,3 +195,31 @@ console.log(JSON.stringify({ backend: ortBackend(), results: rs.map((r) => r.sta
     expect(JSON.parse(r.stdout)).toEqual({ backend: 'onnxruntime-web', results: [true, true] });
   }, 120_000);
 });
+
+describe('onnxruntime-node sessions made by nnmedia', () => {
+  it('do not spin-wait unless asked to; the caller’s other options and its own spinning setting are kept', async () => {
+    const { withoutSpinningOptions, loadOrt } = await import('../src/runtime/optional.js');
+    expect(withoutSpinningOptions()).toEqual({
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    });
+    expect(
+      withoutSpinningOptions({
+        logSeverityLevel: 4,
+        extra: { session: { intra_op: { allow_spinning: '1' } }, other: 'x' },
+      }),
+    ).toEqual({
+      logSeverityLevel: 4,
+      extra: { session: { intra_op: { allow_spinning: '1' }, inter_op: { allow_spinning: '0' } }, other: 'x' },
+    });
+    // a session made through nnmedia's onnxruntime object runs, with and without options of its own
+    const ort = await loadOrt();
+    const model = mixedModel().bytes;
+    for (const s of [
+      await ort.InferenceSession.create(model),
+      await ort.InferenceSession.create(model, { logSeverityLevel: 4 }),
+    ]) {
+      expect(s.inputNames.length).toBeGreaterThan(0);
+      await s.release();
+    }
+  });
+});

@@ -55,7 +55,7 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
         process.env.ORT_DISABLE_TELEMETRY ??= '1';
         const m = await import('onnxruntime-node');
         backend = 'onnxruntime-node';
-        return m;
+        return withoutSpinning(m as unknown as Ort);
       } catch (e) {
         // installed but broken (a native binary that does not load, or no memory to map it): that error, named as
         // the package's, not a silent fallback (it was E_INTERNAL, "a bug in nnmedia")
@@ -90,6 +90,49 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
     throw e;
   });
   return ort;
+}
+
+/**
+ * onnxruntime-node whose sessions do not spin-wait between parallel sections (`allow_spinning` 0, unless a caller
+ * asks otherwise): its threads spun on cores the encode's worker threads, the other sessions of a gate, or a host's
+ * other calls needed. Four gated compressions at once in one process took 2× the CPU of the four one after another;
+ * PaddleOCR rec ran 55–66 → 23–26 ms a run, its detector 170–176 → 154–155 ms, beside a busy core. The module
+ * itself is left as it is (a host may use onnxruntime-node too): the sessions made through this object get it.
+ */
+/** Session options with intra- and inter-op spinning off, unless they say otherwise (withoutSpinning). */
+export function withoutSpinningOptions(
+  options: OrtNamespace.InferenceSession.SessionOptions = {},
+): OrtNamespace.InferenceSession.SessionOptions {
+  const session = (options.extra?.session ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  return {
+    ...options,
+    extra: {
+      ...options.extra,
+      session: {
+        ...session,
+        intra_op: { allow_spinning: '0', ...session.intra_op },
+        inter_op: { allow_spinning: '0', ...session.inter_op },
+      },
+    },
+  };
+}
+
+function withoutSpinning(m: Ort): Ort {
+  type Options = OrtNamespace.InferenceSession.SessionOptions;
+  const create = m.InferenceSession.create.bind(m.InferenceSession) as (
+    ...a: unknown[]
+  ) => Promise<OrtNamespace.InferenceSession>;
+  const quiet = (options: Options = {}): Options => withoutSpinningOptions(options);
+  // create(model) or create(model, options); the buffer forms with offsets are left as they are
+  const created = (...args: unknown[]): Promise<OrtNamespace.InferenceSession> => {
+    if (args.length === 1) return create(args[0], quiet());
+    const options = args[1];
+    if (args.length === 2 && typeof options === 'object' && options !== null && !ArrayBuffer.isView(options))
+      return create(args[0], quiet(options as Options));
+    return create(...args);
+  };
+  const InferenceSession = Object.create(m.InferenceSession, { create: { value: created } }) as Ort['InferenceSession'];
+  return { ...m, InferenceSession };
 }
 
 /**
