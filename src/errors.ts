@@ -295,3 +295,39 @@ export function errorFromData(d: ErrorData): Error {
   if (cls) Object.assign(e, { code: d.code, file: d.file, tensor: d.tensor });
   return e;
 }
+
+/**
+ * Whether an error says memory or threads ran out: a worker's heap or start, an ArrayBuffer V8 could not allocate,
+ * a native library's allocation (onnxruntime's `bad_alloc`, libvips', zstd's). A TypeError or SyntaxError is never
+ * one, whatever its text quotes (a tensor or file named "out of memory").
+ */
+export function outOfResources(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === 'ERR_WORKER_OUT_OF_MEMORY' || code === 'ERR_WORKER_INIT_FAILED' || code === 'ERR_MEMORY_ALLOCATION_FAILED')
+    return true;
+  if (e instanceof TypeError || e instanceof SyntaxError) return false;
+  const text = e instanceof Error ? e.message : String(e);
+  if (e instanceof RangeError) return /Array buffer allocation failed/.test(text);
+  return /\bbad_alloc\b|Failed to allocate memory|Cannot allocate memory|\bout of memory\b|not enough memory/i.test(text);
+}
+
+/**
+ * The error for memory or threads that ran out (outOfResources): said as such, with what may help for the
+ * command (`compress`, `decompress`; the library's callers: fewer jobs), not as a bug in nnmedia.
+ */
+export function resourceError(e: unknown, command?: string, context: ErrorContext = {}): InternalError {
+  const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const help =
+    command === 'compress' || command === 'demo'
+      ? 'fewer --jobs, a smaller --slice-weights or more memory may help'
+      : command === 'decompress'
+        ? 'fewer --jobs or more memory may help'
+        : command
+          ? 'more memory may help'
+          : 'fewer jobs or more memory may help';
+  return new InternalError(
+    `the machine ran out of memory or threads (${message}): ${help} (NNMEDIA_DEBUG=1 shows the stack)`,
+    context,
+    e,
+  );
+}

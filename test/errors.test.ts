@@ -793,10 +793,11 @@ describe('memory or threads that ran out', () => {
   it('are said as such, not as a bug: a real failed ArrayBuffer and a real worker out of heap', async () => {
     let allocation: unknown;
     try {
-      new ArrayBuffer(2 ** 44);
+      new ArrayBuffer(2 ** 52); // past any address space, whatever the host's overcommit setting
     } catch (e) {
       allocation = e;
     }
+    expect(allocation).toBeInstanceOf(RangeError);
     const worker = await new Promise<unknown>((resolve) => {
       const w = new Worker('const a = []; for (;;) a.push(new Array(1000).fill(1));', {
         eval: true,
@@ -805,11 +806,20 @@ describe('memory or threads that ran out', () => {
       w.on('error', resolve);
     });
     for (const e of [allocation, worker]) {
-      const typed = toNnmediaError(e);
+      const typed = toNnmediaError(e, 'compress');
       expect(typed.code).toBe('E_INTERNAL');
-      expect(typed.message).toMatch(/the machine ran out of memory or threads \(.+\): fewer --jobs/);
+      expect(typed.message).toMatch(/the machine ran out of memory or threads \(.+\): fewer --jobs, a smaller --slice-weights/);
       expect(typed.message).not.toMatch(/a bug in nnmedia/);
+      // the advice fits the command: decompress has no --slice-weights
+      expect(toNnmediaError(e, 'decompress').message).toMatch(/: fewer --jobs or more memory may help/);
     }
-    expect(toNnmediaError(new TypeError('x is undefined')).message).toMatch(/a bug in nnmedia/);
+    // a bug whose text quotes the words is still a bug
+    for (const e of [
+      new TypeError('x is undefined'),
+      new TypeError("Cannot read properties of undefined (reading 'out of memory')"),
+      new SyntaxError('Unexpected token o in JSON: "out of memory" is not valid JSON'),
+      new RangeError('Invalid array length'),
+    ])
+      expect(toNnmediaError(e).message).toMatch(/a bug in nnmedia/);
   });
 });

@@ -211,8 +211,30 @@ describe('onnxruntime-node sessions made by nnmedia', () => {
       logSeverityLevel: 4,
       extra: { session: { intra_op: { allow_spinning: '1' }, inter_op: { allow_spinning: '0' } }, other: 'x' },
     });
-    // a session made through nnmedia's onnxruntime object runs, with and without options of its own
+    // the wrapper gives create(model) and create(model, options | undefined) the options, and passes the buffer
+    // forms with offsets on as they are; the module it wraps is left alone
+    const { withoutSpinning } = await import('../src/runtime/optional.js');
+    const calls: unknown[][] = [];
+    const InferenceSession = { create: (...a: unknown[]) => (calls.push(a), Promise.resolve({})) };
+    const fake = { InferenceSession } as unknown as Parameters<typeof withoutSpinning>[0];
+    const wrapped = withoutSpinning(fake);
+    const off = { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } };
+    const buffer = new ArrayBuffer(8);
+    await wrapped.InferenceSession.create('m.onnx');
+    await wrapped.InferenceSession.create('m.onnx', undefined);
+    await wrapped.InferenceSession.create('m.onnx', { logSeverityLevel: 4 });
+    await wrapped.InferenceSession.create(buffer, 0, 8, { logSeverityLevel: 4 });
+    expect(calls).toEqual([
+      ['m.onnx', off],
+      ['m.onnx', off],
+      ['m.onnx', { logSeverityLevel: 4, ...off }],
+      [buffer, 0, 8, { logSeverityLevel: 4 }],
+    ]);
+    expect(InferenceSession.create).not.toBe(wrapped.InferenceSession.create);
+    // a session made through nnmedia's onnxruntime object (the wrapped one) runs, with and without options
     const ort = await loadOrt();
+    const native = await import('onnxruntime-node');
+    expect(ort.InferenceSession.create).not.toBe(native.InferenceSession.create);
     const model = mixedModel().bytes;
     for (const s of [
       await ort.InferenceSession.create(model),

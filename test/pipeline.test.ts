@@ -182,7 +182,6 @@ describe('safetensors', () => {
 describe('kept tensors as float16 (--half-kept)', () => {
   it('strips them from the skeleton, restores them within 2^-11, and is smaller', async () => {
     const { mixedModel } = await import('./helpers/onnx-fixtures.js');
-    const { tempDir } = await import('./helpers/tmp.js');
     const { writeFileSync, statSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { compressModel, decompressArchive, openModel, Archive } = await import('../src/index.js');

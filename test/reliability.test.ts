@@ -484,6 +484,19 @@ describe('an abort after the last piece of work has started', () => {
       ).rejects.toMatchObject({ name: 'AbortError' });
       expect(listDir(sub)).toEqual(['ok.nnm']);
     }
+    // a refused archive with --force, aborted after it was written: the abort is said, not "kept (--force)"
+    const ac = new AbortController();
+    const refused = { force: true, minFidelity: 0.9999999, escalate: false, compensate: true, jobs: 1 };
+    await expect(
+      compressModel(onnxFile, join(sub, 'refused.nnm'), {
+        ...refused,
+        signal: ac.signal,
+        onLog: (m) => {
+          if (/error-compensated/.test(m)) ac.abort();
+        },
+      }),
+    ).rejects.toMatchObject({ name: 'AbortError' });
+    expect(listDir(sub)).toEqual(['ok.nnm']);
   });
 });
 

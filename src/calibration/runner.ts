@@ -6,7 +6,7 @@
  */
 
 import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
-import { BadCalibrationError } from '../errors.js';
+import { BadCalibrationError, outOfResources, resourceError } from '../errors.js';
 import { loadOrt } from '../runtime/optional.js';
 import { describeModel } from './model-io.js';
 import { scanOnnx } from '../formats/onnx/scan.js';
@@ -93,6 +93,8 @@ export class CalibrationRunner {
           ? await ort.InferenceSession.create(model, sessionOptions)
           : await ort.InferenceSession.create(model, sessionOptions);
     } catch (e) {
+      // a model too large for the memory left is the machine's problem, not the data's
+      if (outOfResources(e)) throw resourceError(e, undefined, { file: options.file });
       throw new BadCalibrationError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file: options.file }, e);
     }
     for (const name of options.outputs ?? [])
@@ -125,6 +127,7 @@ export class CalibrationRunner {
     try {
       out = fetch ? await this.session.run(feeds, fetch) : await this.session.run(feeds);
     } catch (e) {
+      if (outOfResources(e)) throw resourceError(e, undefined, { file: what.file });
       const shapes = Object.entries(feed)
         .map(([k, t]) => `${k} ${t.type}[${t.dims.join(',')}]`)
         .join(', ');

@@ -6,7 +6,17 @@
  * interruption, and anything else is an internal error (a bug) rather than a raw stack trace.
  */
 
-import { ERROR_CODES, InternalError, InterruptedError, IoError, NnmediaError, OptionError, type ErrorCode } from '../errors.js';
+import {
+  ERROR_CODES,
+  InternalError,
+  InterruptedError,
+  IoError,
+  NnmediaError,
+  OptionError,
+  outOfResources,
+  resourceError,
+  type ErrorCode,
+} from '../errors.js';
 import { errnoOf, fsReason } from '../io/files.js';
 import { printable } from './table.js';
 
@@ -37,24 +47,8 @@ export function toNnmediaError(e: unknown, command?: string): NnmediaError {
   }
   const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   // memory or threads the machine could not give (an ArrayBuffer, a worker's heap, a native allocation): not a bug
-  if (outOfResources(e))
-    return new InternalError(
-      `the machine ran out of memory or threads (${message}): fewer --jobs, a smaller --slice-weights or more memory may help (NNMEDIA_DEBUG=1 shows the stack)`,
-      {},
-      e,
-    );
+  if (outOfResources(e)) return resourceError(e, command);
   return new InternalError(`${message} (a bug in nnmedia; NNMEDIA_DEBUG=1 shows the stack)`, {}, e);
-}
-
-/** Whether an error says memory or threads ran out (V8's, a worker's, or a native library's words for it). */
-export function outOfResources(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  if (code === 'ERR_WORKER_OUT_OF_MEMORY' || code === 'ERR_WORKER_INIT_FAILED' || code === 'ERR_MEMORY_ALLOCATION_FAILED')
-    return true;
-  const text = e instanceof Error ? e.message : String(e);
-  return /Array buffer allocation failed|bad_alloc|out of memory|Cannot allocate memory|not enough memory|Failed to allocate/i.test(
-    text,
-  );
 }
 
 /** The exit status of a code (the one table), or of a signal: 128 + its number (130 for Ctrl-C). */

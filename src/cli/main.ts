@@ -17,7 +17,14 @@ import { printCodecs } from './codecs.js';
 import { evaluateArchive, type EvaluationReport } from '../report/evaluate.js';
 import { PACKAGE_ROOT, detectTask, taskByName, type TaskOptions } from '../eval/tasks/index.js';
 import { formatTable, printable } from './table.js';
-import { checkRequirements, parseRequirement, requirementFailure, requirementLines, type Requirement } from './require.js';
+import {
+  checkRequirements,
+  parseRequirement,
+  requirementFailure,
+  requirementLines,
+  type Requirement,
+  type RequirementResult,
+} from './require.js';
 import { serveViewer } from './view.js';
 import { loadOrt, onOrtFallback, ortBackend } from '../runtime/optional.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
@@ -52,10 +59,7 @@ function outputFile(v: string): string {
   return v;
 }
 
-/**
- * Says when `--jobs` asks for more workers than the machine has cores (up to 256 are accepted): they are no faster,
- * and each holds its own working memory.
- */
+/** Says when `--jobs` asks for more workers than the machine has cores: they are no faster, and each holds its own working memory. */
 function noteJobs(jobs: number | undefined): void {
   const cores = availableParallelism();
   if (jobs !== undefined && jobs > cores)
@@ -326,7 +330,7 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .option(
       '--require <bound>',
-      'fail (exit 7) unless a measured value holds this bound: a task metric by its key or bitsPerWeight, e.g. agreement>=0.99; repeatable',
+      "fail (exit 7) unless a measured value holds this bound: a task metric by its key, bitsPerWeight or ratio, e.g. 'agreement>=0.99' (quoted: the shell reads > and <); repeatable",
       parseRequirement,
     )
     .addHelpText(
@@ -362,7 +366,14 @@ export function buildProgram(): Command {
             `nnmedia eval: --limit ${f.limit} ignored: it shortens the ocr and isnet tasks; ${spec.paths.length ? 'calibration data is evaluated whole' : `the ${task?.name ?? 'none'} task runs on all its data`}\n`,
           );
         const r = await evaluateArchive(archive, f.model, task);
-        const required = f.require ? checkRequirements(r, f.require) : undefined;
+        // a key eval did not measure is said after the report, not instead of it (the evaluation may take minutes)
+        let required: RequirementResult[] | undefined;
+        let unknownKey: unknown;
+        try {
+          required = f.require ? checkRequirements(r, f.require) : undefined;
+        } catch (e) {
+          unknownKey = e;
+        }
         // the data and preprocessing the task ran on (a second preprocessing shows here)
         if (f.json)
           console.log(
@@ -378,6 +389,7 @@ export function buildProgram(): Command {
             console.log(`\ntask: none (${format} files hold no graph to run: the tensors above are what is compared)`);
           if (required) console.log(`\n${requirementLines(required).join('\n')}`);
         }
+        if (unknownKey) throw unknownKey;
         const failure = required && requirementFailure(required, archive);
         if (failure) throw failure;
       },

@@ -25,18 +25,18 @@ export function parseRequirement(text: string, previous: Requirement[] = []): Re
   const value = m ? Number(m[3]) : NaN;
   if (!m || !Number.isFinite(value))
     throw new InvalidArgumentError(
-      `expected KEY>=N, KEY<=N, KEY>N or KEY<N (e.g. agreement>=0.99, bitsPerWeight<4) but received ${JSON.stringify(text)}`,
+      `expected KEY>=N, KEY<=N, KEY>N or KEY<N (e.g. 'agreement>=0.99', 'bitsPerWeight<4') but received ${JSON.stringify(text)}${/[<>]/.test(text) ? '' : ' (quote the bound: a shell reads > and < as redirections)'}`,
     );
   return [...previous, { key: m[1], op: m[2] as Requirement['op'], value }];
 }
 
 /** The values a requirement may name: the task's metrics by key, and the archive's bits/weight and ratio. */
 function measuredValues(report: EvaluationReport): Map<string, number> {
-  const values = new Map<string, number>([
-    ['bitsPerWeight', report.bitsPerWeight],
-    ['ratio', report.ratio],
-  ]);
+  const values = new Map<string, number>();
   for (const m of report.task?.metrics ?? []) values.set(m.key, m.value);
+  // the archive's own, whatever a task names its metrics
+  values.set('bitsPerWeight', report.bitsPerWeight);
+  values.set('ratio', report.ratio);
   return values;
 }
 
@@ -49,15 +49,17 @@ export function checkRequirements(report: EvaluationReport, requirements: readon
       throw new OptionError(
         `--require ${r.key}: eval measured no such value${report.task ? ` (task ${report.task.name})` : ''}; it measured ${[...values.keys()].join(', ')}`,
       );
-    const passed =
-      r.op === '>=' ? actual >= r.value : r.op === '<=' ? actual <= r.value : r.op === '>' ? actual > r.value : actual < r.value;
-    return { ...r, actual, passed };
+    return { ...r, actual, passed: holds(actual, r) };
   });
+}
+
+function holds(v: number, r: Requirement): boolean {
+  return r.op === '>=' ? v >= r.value : r.op === '<=' ? v <= r.value : r.op === '>' ? v > r.value : v < r.value;
 }
 
 /** One line per requirement: what was asked, what was measured, whether it holds. */
 export function requirementLines(results: readonly RequirementResult[]): string[] {
-  return results.map((r) => `require ${r.key} ${r.op} ${r.value}: ${formatValue(r.actual)} ${r.passed ? 'ok' : 'FAILED'}`);
+  return results.map((r) => `require ${r.key} ${r.op} ${r.value}: ${formatValue(r)} ${r.passed ? 'ok' : 'FAILED'}`);
 }
 
 /** A quality error for the requirements that failed (exit 7), or undefined when all hold. */
@@ -65,12 +67,19 @@ export function requirementFailure(results: readonly RequirementResult[], archiv
   const failed = results.filter((r) => !r.passed);
   if (!failed.length) return undefined;
   return new QualityError(
-    `eval: ${failed.map((r) => `${r.key} ${formatValue(r.actual)} is not ${r.op} ${r.value}`).join('; ')} (--require)`,
+    `eval: ${failed.map((r) => `${r.key} ${formatValue(r)} is not ${r.op} ${r.value}`).join('; ')} (--require)`,
     { file: archive },
   );
 }
 
-/** Six significant digits at most: enough that a value just under its bound does not print as the bound. */
-function formatValue(v: number): string {
-  return String(Number(v.toPrecision(6)));
+/**
+ * The measured value in as few significant digits (6 at least) as keep it on its side of the bound: 0.98999999
+ * against 0.99 is not printed as 0.99 beside FAILED.
+ */
+function formatValue(r: RequirementResult): string {
+  for (let digits = 6; digits < 17; digits++) {
+    const shown = Number(r.actual.toPrecision(digits));
+    if (holds(shown, r) === r.passed) return String(shown);
+  }
+  return String(r.actual);
 }

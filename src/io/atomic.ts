@@ -119,7 +119,7 @@ export async function checkOutputPath(output: string, inputs: readonly string[],
   const pathBytes = Buffer.byteLength(resolve(output));
   if (pathBytes > MAX_OUTPUT_PATH_BYTES)
     throw new IoError(
-      `output path is ${pathBytes} bytes long as an absolute path; at most ${MAX_OUTPUT_PATH_BYTES} (the temporary files written beside it add to it, and a path may take 4,095)`,
+      `output path is ${pathBytes} bytes long as an absolute path; at most ${MAX_OUTPUT_PATH_BYTES} (the temporary files written beside it add to it, and Linux takes a path of 4,095)`,
       { file: output },
     );
   const link = lstatOrUndefined(output);

@@ -23,7 +23,7 @@ import { allocate, type Allocation, type GridChoice, type WrittenRates } from '.
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
-import { CODEC_SET_NAMES, type CompressOptions, patternToRegExp, resolveOptions, type TensorRule } from './options.js';
+import { CODEC_SET_NAMES, type CompressOptions, resolveOptions, unmatchedRules } from './options.js';
 import { getCodec } from '../codecs/registry.js';
 import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
@@ -145,7 +145,9 @@ export async function compressModel(input: string, output: string, options: Comp
     commitOutput(staged, output, resolved.force);
     return result;
   } catch (e) {
-    if (e instanceof QualityError && e.details.kept && existsSync(staged) && !resolved.signal?.aborted) {
+    // aborted: nothing is committed, and the abort is what is said (a refused archive "kept with --force" was not)
+    if (resolved.signal?.aborted) throw resolved.signal.reason;
+    if (e instanceof QualityError && e.details.kept && existsSync(staged)) {
       unchanged();
       commitOutput(staged, output, resolved.force);
     }
@@ -164,20 +166,6 @@ export async function compressModel(input: string, output: string, options: Comp
     rmSync(staged, { force: true }); // nothing there after a commit
     releaseOutput(staged);
   }
-}
-
-/**
- * What to say of tensor rules (`--config`, `rules`) that match no tensor of the model, or undefined when each
- * matches one: a mistyped name or pattern was silently a no-op. A few names show what the model's look like.
- */
-export function unmatchedRules(tensors: readonly { name: string }[], rules: readonly TensorRule[] = []): string | undefined {
-  const none = rules.filter((r) => {
-    const re = patternToRegExp(r.match);
-    return !tensors.some((t) => re.test(t.name));
-  });
-  if (!none.length) return undefined;
-  const examples = tensors.slice(0, 3).map((t) => JSON.stringify(t.name));
-  return `${none.length === 1 ? 'a tensor rule matches' : `${none.length} tensor rules match`} no tensor of the model: ${none.map((r) => JSON.stringify(r.match)).join(', ')} (names look like ${examples.join(', ')}${tensors.length > 3 ? ', …' : ''}; \`nnmedia inspect MODEL\` lists them)`;
 }
 
 /** A path's file as size, modification and change times: a file put in its place or rewritten differs. */

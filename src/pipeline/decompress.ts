@@ -166,10 +166,10 @@ async function decodeEach<T extends Float32Array | Uint8Array>(
   return out;
 }
 
-/** Decodes every compressed tensor (slices as jobs of their own); identical tensors share one decode. */
 /**
- * Every tensor of an archive, decoded, by name. Given a path, the archive is opened and closed here; given an
- * `Archive`, it stays open (the caller closes it: each holds a file descriptor until `close()`).
+ * Every tensor of an archive, decoded, by name (slices as jobs of their own; identical tensors share one decode).
+ * Given a path, the archive is opened and closed here; given an `Archive`, it stays open (the caller closes it:
+ * each holds a file descriptor until `close()`).
  */
 export async function decodeAllTensors(
   archive: Archive | string,

@@ -877,6 +877,20 @@ export function rulesFor(name: string, rules: readonly TensorRule[] = []): Tenso
   return merged;
 }
 
+/**
+ * What to say of tensor rules (`--config`, `rules`) that match no tensor of the model, or undefined when each
+ * matches one: a mistyped name or pattern was silently a no-op. A few names show what the model's look like.
+ */
+export function unmatchedRules(tensors: readonly { name: string }[], rules: readonly TensorRule[] = []): string | undefined {
+  const none = rules.filter((r) => {
+    const re = patternToRegExp(r.match);
+    return !tensors.some((t) => re.test(t.name));
+  });
+  if (!none.length) return undefined;
+  const examples = tensors.slice(0, 3).map((t) => JSON.stringify(t.name));
+  return `${none.length === 1 ? 'a tensor rule matches' : `${none.length} tensor rules match`} no tensor of the model: ${none.map((r) => JSON.stringify(r.match)).join(', ')} (names look like ${examples.join(', ')}${tensors.length > 3 ? ', …' : ''}; \`nnmedia inspect MODEL\` lists them)`;
+}
+
 /** A config file: {"tensors": [TensorRule, …]}. */
 export function loadRulesFile(file: string): TensorRule[] {
   const text = readInputFile(file, 'config file').toString('utf8');

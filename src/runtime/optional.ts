@@ -92,13 +92,6 @@ export function loadOrt(why = 'running a model'): Promise<Ort> {
   return ort;
 }
 
-/**
- * onnxruntime-node whose sessions do not spin-wait between parallel sections (`allow_spinning` 0, unless a caller
- * asks otherwise): its threads spun on cores the encode's worker threads, the other sessions of a gate, or a host's
- * other calls needed. Four gated compressions at once in one process took 2× the CPU of the four one after another;
- * PaddleOCR rec ran 55–66 → 23–26 ms a run, its detector 170–176 → 154–155 ms, beside a busy core. The module
- * itself is left as it is (a host may use onnxruntime-node too): the sessions made through this object get it.
- */
 /** Session options with intra- and inter-op spinning off, unless they say otherwise (withoutSpinning). */
 export function withoutSpinningOptions(
   options: OrtNamespace.InferenceSession.SessionOptions = {},
@@ -117,18 +110,23 @@ export function withoutSpinningOptions(
   };
 }
 
-function withoutSpinning(m: Ort): Ort {
-  type Options = OrtNamespace.InferenceSession.SessionOptions;
+/**
+ * onnxruntime-node whose sessions do not spin-wait between parallel sections (`allow_spinning` 0, unless a caller
+ * asks otherwise): its threads spun on cores the encode's worker threads, the other sessions of a gate, or a host's
+ * other calls needed. Four gated compressions at once in one process took 2× the CPU of the four one after another;
+ * PaddleOCR rec ran 54–66 → 23–26 ms a run, its detector 170–176 → 154–155 ms, beside a busy core (docs/speed.md).
+ * The module itself is left as it is (a host may use onnxruntime-node too): the sessions made through the returned
+ * object get it. `create(model)` and `create(model, options)` (options possibly undefined) are given the options;
+ * the buffer forms with offsets are passed on as they are.
+ */
+export function withoutSpinning(m: Ort): Ort {
   const create = m.InferenceSession.create.bind(m.InferenceSession) as (
     ...a: unknown[]
   ) => Promise<OrtNamespace.InferenceSession>;
-  const quiet = (options: Options = {}): Options => withoutSpinningOptions(options);
-  // create(model) or create(model, options); the buffer forms with offsets are left as they are
   const created = (...args: unknown[]): Promise<OrtNamespace.InferenceSession> => {
-    if (args.length === 1) return create(args[0], quiet());
     const options = args[1];
-    if (args.length === 2 && typeof options === 'object' && options !== null && !ArrayBuffer.isView(options))
-      return create(args[0], quiet(options as Options));
+    if (args.length <= 2 && (options === undefined || (typeof options === 'object' && options !== null)))
+      return create(args[0], withoutSpinningOptions(options as OrtNamespace.InferenceSession.SessionOptions | undefined));
     return create(...args);
   };
   const InferenceSession = Object.create(m.InferenceSession, { create: { value: created } }) as Ort['InferenceSession'];
