@@ -17,6 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -207,6 +208,44 @@ describe('hostile manifests (property-based: valid ZIP, valid JSON, hostile valu
     writeArchive(f, others, { ...manifest, tensors: [] });
     await expect(decompressArchive(f, join(dir, 'mdrop.onnx'))).rejects.toThrow(/rebuilt model is not valid/);
     expect(listDir(dir)).not.toContain('mdrop.onnx');
+  });
+});
+
+describe('archives re-packed or wrapped by other tools', () => {
+  it('folder entries (zip -r, Python, 7-Zip) are read past; bytes appended and gzip are named as such', async () => {
+    const good = join(dir, 'repack.nnm');
+    await compressModel(onnxFile, good, { check: false });
+    const { manifest, entries } = readArchive(good);
+    const restored = join(dir, 'repack-a.onnx');
+    await decompressArchive(good, restored);
+    // a folder's own entry, as `zip -r` writes it: named `t/9/` by renaming an empty entry of the same length
+    const withFolder = (name: string, data: Uint8Array): Buffer => {
+      const f = join(dir, 'repack-folder.nnm');
+      writeArchive(f, [[name.replaceAll('/', 'x'), data], ...entries], manifest);
+      const b = readFileSync(f);
+      const from = Buffer.from(name.replaceAll('/', 'x'));
+      for (let at = b.indexOf(from); at >= 0; at = b.indexOf(from, at + 1)) b.write(name, at, 'latin1');
+      return b;
+    };
+    const folder = join(dir, 'repack-b.nnm');
+    writeFileSync(folder, withFolder('t/9/', new Uint8Array(0)));
+    await decompressArchive(folder, join(dir, 'repack-b.onnx'));
+    expect(readFileSync(join(dir, 'repack-b.onnx'))).toEqual(readFileSync(restored));
+    // a folder entry is still checked: no escape, no data
+    for (const [name, data, why] of [
+      ['../a/', new Uint8Array(0), /unsafe entry name "\.\.\/a\/"/],
+      ['t/9/', new Uint8Array(3), /folder entry "t\/9\/" holds 3 bytes/],
+    ] as const) {
+      writeFileSync(folder, withFolder(name, data));
+      expect(() => new Archive(folder)).toThrow(why);
+    }
+    // bytes after the end record (appended in transit), and a gzipped archive saved as it came
+    const appended = join(dir, 'repack-c.nnm');
+    writeFileSync(appended, Buffer.concat([readFileSync(good), Buffer.from('\r\n')]));
+    expect(() => new Archive(appended)).toThrow(/2 bytes follow the archive's end-of-central-directory record/);
+    const gz = join(dir, 'repack-d.nnm');
+    writeFileSync(gz, gzipSync(readFileSync(good)));
+    expect(() => new Archive(gz)).toThrow(/a gzip file, not an nnmedia archive .*: gunzip it first/);
   });
 });
 

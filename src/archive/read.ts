@@ -99,7 +99,7 @@ export class SourceArchive implements EntrySource {
       });
     } catch (e) {
       if (e !== noEnd) throw e;
-      return fail(noEndReason(src.size, await head()));
+      return fail(noEndReason(src.size, await head(), tail));
     }
     if (end.zip64At !== undefined) zip64End(end, await src.read(end.zip64At, 56), fail);
     checkEnd(end, fail);

@@ -54,11 +54,28 @@ const u64 = (v: DataView, at: number): number => Number(v.getBigUint64(at, true)
  * Why a file without a ZIP end record (or too short for one) is refused, from its size and first bytes: empty,
  * not a ZIP at all, or a ZIP cut short or damaged (every ZIP nnmedia writes starts with a local header).
  */
-export function noEndReason(size: number, head: Uint8Array): string {
+export function noEndReason(size: number, head: Uint8Array, tail?: Uint8Array): string {
   if (size === 0) return 'empty file (0 bytes): not an nnmedia archive';
+  // an archive gzipped on its way (a web server's or a transfer's compression) and saved as it came
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b)
+    return 'a gzip file, not an nnmedia archive (compressed on its way?): gunzip it first';
   const zip = head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === SIG_LOCAL;
   if (!zip) return 'not an nnmedia archive: not a ZIP file (it does not start with "PK")';
+  const extra = tail && bytesAfterEnd(tail);
+  if (extra)
+    return `${extra} byte${extra === 1 ? '' : 's'} follow the archive's end-of-central-directory record (appended to the file?): remove them (the archive is the file without its last ${extra} bytes)`;
   return `truncated or damaged: a ZIP file of ${size} bytes without its end-of-central-directory record`;
+}
+
+/** How many bytes follow the last complete end record in `tail` (0: none found, or none follow). */
+function bytesAfterEnd(tail: Uint8Array): number {
+  const v = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+  for (let i = tail.length - 22; i >= 0; i--)
+    if (v.getUint32(i, true) === SIG_EOCD) {
+      const after = tail.length - (i + 22 + v.getUint16(i + 20, true));
+      if (after > 0) return after;
+    }
+  return 0;
 }
 
 /** The end record, from the file's last bytes (`tail`, which starts at file offset `tailStart`). */
@@ -164,6 +181,9 @@ export function parseCentral(
   return out;
 }
 
+/** Names of ZIP compression methods a re-packing tool may choose. */
+const METHOD_NAMES: Record<number, string> = { 9: 'Deflate64', 12: 'bzip2', 14: 'LZMA', 93: 'zstd', 95: 'xz', 98: 'PPMd' };
+
 /** Refuses names that could escape a folder when extracted (zip-slip), absolute or drive paths, and empty parts. */
 export function checkEntryName(name: string, fail: Fail): void {
   if (
@@ -181,8 +201,21 @@ export function checkEntryName(name: string, fail: Fail): void {
 /** The directory's records by name: names checked, methods we read, no name twice. */
 export function indexDirectory(cd: Uint8Array, end: EndRecord, fail: Fail): Map<string, CentralRecord> {
   const entries = new Map<string, CentralRecord>();
-  for (const r of parseCentral(cd, end, fail, (name) => checkEntryName(name, fail))) {
-    if (!METHODS.includes(r.method)) fail(`entry ${r.name} uses unsupported compression method ${r.method}`);
+  // a folder's own entry (`dir/`, empty) is what zip -r, Python, 7-Zip and Finder add when an archive is unzipped
+  // and zipped again: its name checked as a folder's, and nothing to read
+  const checkName = (name: string): void =>
+    name.endsWith('/')
+      ? checkEntryName(name.slice(0, -1), () => fail(`unsafe entry name ${JSON.stringify(name)}`))
+      : checkEntryName(name, fail);
+  for (const r of parseCentral(cd, end, fail, checkName)) {
+    if (r.name.endsWith('/')) {
+      if (r.size !== 0) fail(`folder entry ${JSON.stringify(r.name)} holds ${r.size} bytes`);
+      continue;
+    }
+    if (!METHODS.includes(r.method))
+      fail(
+        `entry ${r.name} uses compression method ${r.method}${METHOD_NAMES[r.method] ? ` (${METHOD_NAMES[r.method]})` : ''}; nnmedia reads stored and deflated entries (re-pack with plain zip)`,
+      );
     if (entries.has(r.name)) fail(`duplicate entry ${r.name}`);
     entries.set(r.name, r);
   }

@@ -160,10 +160,11 @@ export class ZipReader {
 
   private readDirectory(): void {
     const fail = (m: string): never => this.fail(m);
-    const noEnd = (): never => fail(noEndReason(this.fileSize, this.readAt(0, Math.min(4, this.fileSize))));
-    if (this.fileSize < 22) noEnd();
     const tailLen = Math.min(this.fileSize, MAX_EOCD_SEARCH);
-    const end = findEnd(this.readAt(this.fileSize - tailLen, tailLen), this.fileSize - tailLen, noEnd);
+    const tail = this.readAt(this.fileSize - tailLen, tailLen);
+    const noEnd = (): never => fail(noEndReason(this.fileSize, this.readAt(0, Math.min(4, this.fileSize)), tail));
+    if (this.fileSize < 22) noEnd();
+    const end = findEnd(tail, this.fileSize - tailLen, noEnd);
     if (end.zip64At !== undefined) zip64End(end, this.readAt(end.zip64At, 56), fail);
     checkEnd(end, fail);
     this.entries = indexDirectory(this.readAt(end.cdOffset, end.cdSize), end, fail);
