@@ -243,6 +243,9 @@ describe('archives re-packed or wrapped by other tools', () => {
     const appended = join(dir, 'repack-c.nnm');
     writeFileSync(appended, Buffer.concat([readFileSync(good), Buffer.from('\r\n')]));
     expect(() => new Archive(appended)).toThrow(/2 bytes follow the archive's end-of-central-directory record/);
+    const prefixed = join(dir, 'repack-e.nnm');
+    writeFileSync(prefixed, Buffer.concat([Buffer.alloc(4096, 0x90), readFileSync(good)]));
+    expect(() => new Archive(prefixed)).toThrow(/4096 bytes before the archive \(a prefix, a self-extractor's stub\?\)/);
     const gz = join(dir, 'repack-d.nnm');
     writeFileSync(gz, gzipSync(readFileSync(good)));
     expect(() => new Archive(gz)).toThrow(/a gzip file, not an nnmedia archive .*: gunzip it first/);

@@ -131,8 +131,16 @@ export function parseCentral(
   const text = new TextDecoder();
   const out: CentralRecord[] = [];
   let p = 0;
+  // the directory ends where the end records begin in every ZIP we know of: a gap there is as many bytes put before
+  // the archive (a self-extractor's stub, a prefix), which moved everything by that much
+  const gap = end.endAt - (end.cdOffset + end.cdSize);
   for (let i = 0; i < end.count; i++) {
-    if (p + 46 > cd.length || v.getUint32(p, true) !== SIG_CENTRAL) fail(`central directory record ${i} is damaged`);
+    if (p + 46 > cd.length || v.getUint32(p, true) !== SIG_CENTRAL)
+      fail(
+        i === 0 && gap > 0
+          ? `${gap} byte${gap === 1 ? '' : 's'} before the archive (a prefix, a self-extractor's stub?): the archive is the file without its first ${gap} bytes`
+          : `central directory record ${i} is damaged`,
+      );
     const nameLength = v.getUint16(p + 28, true);
     const extraLength = v.getUint16(p + 30, true);
     const commentLength = v.getUint16(p + 32, true);
