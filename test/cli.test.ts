@@ -83,40 +83,21 @@ describe('nnmedia CLI', () => {
     expect(e.code).toBe(0);
     expect(e.stdout).toMatch(/judged on yA only/);
     // --require: a bound on what eval measured; exit 7 when it does not hold (eval exited 0 however bad)
-    const metrics = JSON.parse((await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', '--json')).stdout) as {
+    const evalJudged = (...more: string[]) => cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', ...more);
+    const metrics = JSON.parse((await evalJudged('--json')).stdout) as {
       task: { metrics: Array<{ key: string; value: number }> };
     };
     const first = metrics.task.metrics[0];
-    const held = await cli(
-      'eval',
-      'judged.nnm',
-      '-m',
-      model,
-      '--judge-output',
-      'yA',
-      '--require',
-      `${first.key}>=${first.value}`,
-    );
+    const held = await evalJudged('--require', `${first.key}>=${first.value}`);
     expect(held.code, held.stderr).toBe(0);
     expect(held.stdout).toMatch(new RegExp(`require ${first.key} >= [^:]+: \\S+ ok`));
-    const failed = await cli(
-      'eval',
-      'judged.nnm',
-      '-m',
-      model,
-      '--judge-output',
-      'yA',
-      '--require',
-      `${first.key}>${first.value}`,
-      '--require',
-      'bitsPerWeight<64',
-    );
+    const failed = await evalJudged('--require', `${first.key}>${first.value}`, '--require', 'bitsPerWeight<64');
     expect(failed.code).toBe(7);
     expect(failed.stdout).toMatch(/require bitsPerWeight < 64: \S+ ok/);
     expect(failed.stderr).toMatch(
       new RegExp(`E_QUALITY: file judged\\.nnm: eval: ${first.key} \\S+ is not > .* \\(--require\\)`),
     );
-    const unknown = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', '--require', 'nosuch<1');
+    const unknown = await evalJudged('--require', 'nosuch<1');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/--require nosuch: eval measured no such value .*; it measured .*bitsPerWeight, ratio$/m);
     // said after the report, not instead of it

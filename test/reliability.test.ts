@@ -499,31 +499,30 @@ describe('the output of a search (rate control) is written once, at the end', ()
   });
 });
 
+/** A folder of its own under the test folder, holding an archive of the ONNX fixture (gate off). */
+async function archiveIn(folder: string, name: string): Promise<{ sub: string; archive: string }> {
+  const sub = join(dir, folder);
+  mkdirSync(sub, { recursive: true });
+  const archive = join(sub, name);
+  await compressModel(onnxFile, archive, { check: false });
+  return { sub, archive };
+}
+
 describe('an abort after the last piece of work has started', () => {
   it('still rejects and writes nothing, in compress and decompress (both resolved with a complete output)', async () => {
-    const sub = join(dir, 'late-abort');
-    mkdirSync(sub, { recursive: true });
-    const archive = join(sub, 'ok.nnm');
-    await compressModel(onnxFile, archive, { check: false });
-    for (const jobs of [1, 2]) {
-      // aborted when the last tensor is done: nothing checked the signal after the last one started
+    const { sub, archive } = await archiveIn('late-abort', 'ok.nnm');
+    // aborted when the last tensor is done: nothing checked the signal after the last one started
+    const atTheEnd = (): { signal: AbortSignal; onProgress: (p: { done: number; total: number }) => void } => {
       const ac = new AbortController();
-      const late = ({ done, total }: { done: number; total: number }): void => {
-        if (done === total) ac.abort();
-      };
-      await expect(
-        compressModel(onnxFile, join(sub, 'c.nnm'), { check: false, jobs, signal: ac.signal, onProgress: late }),
-      ).rejects.toMatchObject({ name: 'AbortError' });
-      const ad = new AbortController();
-      await expect(
-        decompressArchive(archive, join(sub, 'd.onnx'), {
-          jobs,
-          signal: ad.signal,
-          onProgress: ({ done, total }) => {
-            if (done === total) ad.abort();
-          },
-        }),
-      ).rejects.toMatchObject({ name: 'AbortError' });
+      return { signal: ac.signal, onProgress: ({ done, total }) => done === total && ac.abort() };
+    };
+    for (const jobs of [1, 2]) {
+      await expect(compressModel(onnxFile, join(sub, 'c.nnm'), { check: false, jobs, ...atTheEnd() })).rejects.toMatchObject({
+        name: 'AbortError',
+      });
+      await expect(decompressArchive(archive, join(sub, 'd.onnx'), { jobs, ...atTheEnd() })).rejects.toMatchObject({
+        name: 'AbortError',
+      });
       expect(listDir(sub)).toEqual(['ok.nnm']);
     }
     // a refused archive with --force, aborted after it was written: the abort is said, not "kept (--force)"
@@ -544,10 +543,7 @@ describe('an abort after the last piece of work has started', () => {
 
 describe('a long-running process', () => {
   it('decodeAllTensors(path) opens and closes the archive: no descriptor left per call', async () => {
-    const sub = join(dir, 'fds');
-    mkdirSync(sub, { recursive: true });
-    const archive = join(sub, 'a.nnm');
-    await compressModel(onnxFile, archive, { check: false });
+    const { archive } = await archiveIn('fds', 'a.nnm');
     const fds = (): number => readdirSync('/proc/self/fd').length;
     const first = await decodeAllTensors(archive);
     const before = fds();

@@ -45,9 +45,9 @@ export function toNnmediaError(e: unknown, command?: string): NnmediaError {
     const path = (e as { path?: unknown }).path;
     return new IoError(fsReason(e), typeof path === 'string' ? { file: path } : {}, e);
   }
-  const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   // memory or threads the machine could not give (an ArrayBuffer, a worker's heap, a native allocation): not a bug
   if (outOfResources(e)) return resourceError(e, command);
+  const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   return new InternalError(`${message} (a bug in nnmedia; NNMEDIA_DEBUG=1 shows the stack)`, {}, e);
 }
 
