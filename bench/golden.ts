@@ -33,6 +33,8 @@ export const GOLDEN_MODES: Record<string, CompressOptions> = {
   audio: { media: 'audio', codec: 'flac' },
   sliced: { sliceWeights: 4096 },
   'half-kept': { halfKept: true, relStep: 0.25, codec: 'auto' },
+  // pictures only: PNG's own match search where it pays (codecs/image/png-entropy.ts)
+  png: { codec: 'png' },
 };
 
 /** The budget mode, which runs the model: Silero v4 only (seconds, not minutes). */

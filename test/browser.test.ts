@@ -88,6 +88,8 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['brotli-sign', { codec: 'brotli-sign' }],
   // tensors coded as slices of their leading dimension, each slice pasted into its rows
   ['sliced-png', { codec: 'png', sliceWeights: 256 }],
+  // a real model's PNGs, its Fourier basis deflated with matches (codecs/image/png-entropy.ts)
+  ['silero-png', { codec: 'png' }],
 ];
 
 /** The test's archives, each built (or taken from the fixture cache) by the first test that needs it. */
@@ -107,7 +109,7 @@ function archive(name: string): Promise<string> {
               writeFileSync(file, bad);
               return file;
             })
-          : cachedArchive(join(dir, 'm.onnx'), options!, file).then(() => file);
+          : cachedArchive(name.startsWith('silero-') ? SILERO_V4 : join(dir, 'm.onnx'), options!, file).then(() => file);
     archives.set(name, p);
   }
   return p;

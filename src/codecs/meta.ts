@@ -64,7 +64,7 @@ export const CODEC_META = {
     mime: 'image/png',
     ext: 'png',
     description:
-      'PNG: lossless, 8 and 16-bit grey, rows unfiltered (PNG filter type None: adaptive filtering measured larger on weight codes); 8-bit codes deflated with entropy coding only (no match search: smaller and faster on weight codes), 16-bit codes and filtered rows through libvips at effort = zlib level 0–9 (default 9)',
+      'PNG: lossless, 8 and 16-bit grey, rows unfiltered (PNG filter type None: adaptive filtering measured larger on weight codes); 8-bit codes deflated with entropy coding only (no match search: smaller and faster on weight codes) unless a quick match search shows repeats (a Fourier basis), 16-bit codes and filtered rows through libvips at effort = zlib level 0–9 (default 9)',
     bits: [8, 16],
     losslessBits: [8, 16],
     lossless: 'always',

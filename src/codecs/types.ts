@@ -40,6 +40,11 @@ export interface CodecOptions {
   gop?: 'intra' | 'inter';
   /** PNG only: adaptive row filtering (off by default: on weight codes it measured larger). */
   filter?: boolean;
+  /**
+   * PNG only, 8-bit codes: also search repeats and keep the smaller (default true; codecs/image/png-entropy.ts).
+   * The codec sets turn it off: zstd beside them finds that structure.
+   */
+  matches?: boolean;
 }
 
 export interface QualityScale {

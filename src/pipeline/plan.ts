@@ -49,7 +49,7 @@ export const CODEC_SETS: Readonly<
   >
 > = {
   // zlib 6 for 16-bit planes (libvips): as small as 9 on weight codes, a third faster; 8-bit planes are
-  // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts)
+  // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts; no match search in a set)
   auto: { images: [{ name: 'png', effort: 6 }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
   // zstd-19 only where it pays (the refine rule): it took 20 s of a 22 s encode of a 124k-weight classifier
   smallest: { images: [{ name: 'webp' }, { name: 'png' }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
@@ -175,6 +175,8 @@ function codecChoices(
       options: {
         ...resolveCodecOptions(codec, settings.bits, auto ? { lossless: true, effort } : settings, ctx),
         gop: settings.gop,
+        // a PNG's match search: zstd, tried beside it in a codec set, finds the structure it would
+        ...(auto && name === 'png' ? { matches: false } : {}),
       },
     });
     if (codec.media === 'video') for (const s of planeShapes(layout)) blockSize(layout, s, settings.block); // checks the block now

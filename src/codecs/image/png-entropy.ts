@@ -1,19 +1,24 @@
 /**
- * 8-bit grey PNG whose deflate stream is entropy coding only: the rows unfiltered (filter type None), deflated
- * with zlib's Huffman-only strategy by node's zlib (run-length matches, `Z_RLE`, measured within 0.1 % on
- * noise-like codes and never smaller on the models measured: not used).
- * Any PNG reader decodes it (libvips, browsers): it is a PNG like any other, only its encoder searches no
- * matches.
+ * 8-bit grey PNG whose rows are unfiltered (filter type None) and deflated by node's zlib, entropy coding only
+ * (zlib's Huffman-only strategy) unless a match search pays (below). Any PNG reader decodes it (libvips,
+ * browsers): it is a PNG like any other.
  *
- * Why: weight codes are noise-like. zlib's default strategy (libvips' PNG) looks for repeats that are not
- * there, and the short matches it finds cost more than the literals they replace: on a 3072 × 1024 plane of
- * Gaussian codes at an order-0 entropy of 3.38 bits/code, libvips' PNG at level 9 wrote 3.94 bits/code in
+ * Why entropy coding: weight codes are noise-like. zlib's default strategy (libvips' PNG) looks for repeats that
+ * are not there, and the short matches it finds cost more than the literals they replace: on a 3072 × 1024 plane
+ * of Gaussian codes at an order-0 entropy of 3.38 bits/code, libvips' PNG at level 9 wrote 3.94 bits/code in
  * 0.32 s, Huffman-only deflate 3.44 in 0.07 s (and 2.33 against 2.68 at an entropy of 2.25, 0.06 s against
- * 1.26 s). Structure a histogram misses (runs, repeats) is what the raw zstd floor of the codec sets is for.
+ * 1.26 s). Run-length matches (`Z_RLE`) measured within 0.1 % on noise-like codes: not used.
+ *
+ * Why a match search where it pays (`matches`, the default): some tensors have structure a histogram misses. A
+ * Fourier basis (Silero VAD v4's STFT, 66k weights at 8-bit per-layer codes): 58.1 KB Huffman-only, 24.1 KB with
+ * matches (zlib level 6), and the `--codec png` archive of Silero v4 was 16 % larger than libvips' PNG made it.
+ * So the plane is also deflated at zlib level 1 (fast: 1–3× the Huffman-only pass, and larger than it on every
+ * noise-like plane measured); only where that is smaller does a level-6 search run, and the smallest of the
+ * three is kept. The codec sets (`auto`, `smallest`) turn it off: zstd beside them finds that structure.
  */
 
 import { once } from 'node:events';
-import { constants, crc32, createDeflate } from 'node:zlib';
+import { constants, crc32, createDeflate, type ZlibOptions } from 'node:zlib';
 import { CodecError } from '../../errors.js';
 import type { CodePlane } from '../types.js';
 
@@ -31,11 +36,16 @@ function chunk(type: string, data: Uint8Array): Buffer {
   return out;
 }
 
+/** zlib settings: entropy coding only, a fast match search, the default one. */
+const HUFFMAN_ONLY = { level: 9, memLevel: 9, strategy: constants.Z_HUFFMAN_ONLY };
+const QUICK_MATCHES = { level: 1, memLevel: 9 };
+const MATCHES = { level: 6, memLevel: 9 };
+
 /** The zlib stream of the plane's rows, each behind its filter byte 0 (None). */
-async function deflateRows(plane: CodePlane): Promise<Buffer> {
+async function deflateRows(plane: CodePlane, settings: ZlibOptions): Promise<Buffer> {
   const { width, height } = plane;
   const data = plane.data as Uint8Array;
-  const z = createDeflate({ level: 9, memLevel: 9, strategy: constants.Z_HUFFMAN_ONLY });
+  const z = createDeflate(settings);
   const parts: Buffer[] = [];
   z.on('data', (b: Buffer) => parts.push(b));
   const ended = once(z, 'end');
@@ -61,8 +71,11 @@ async function deflateRows(plane: CodePlane): Promise<Buffer> {
   }
 }
 
-/** A PNG of one 8-bit grey plane, rows unfiltered, deflated Huffman-only. */
-export async function entropyPng(plane: CodePlane): Promise<Uint8Array> {
+/**
+ * A PNG of one 8-bit grey plane, rows unfiltered, deflated Huffman-only, or with matches where that is smaller
+ * (`matches`, default true; see the module comment).
+ */
+export async function entropyPng(plane: CodePlane, options: { matches?: boolean } = {}): Promise<Uint8Array> {
   if (plane.bits !== 8) throw new CodecError(`the entropy-coded PNG carries 8-bit codes, not ${plane.bits}`);
   // (PNG has no empty image: IHDR's width and height are at least 1)
   if (!(plane.width >= 1 && plane.height >= 1))
@@ -76,7 +89,14 @@ export async function entropyPng(plane: CodePlane): Promise<Uint8Array> {
   header[9] = 0; // grey; compression 0 (deflate), filter method 0, no interlace
   let idat: Buffer;
   try {
-    idat = await deflateRows(plane);
+    idat = await deflateRows(plane, HUFFMAN_ONLY);
+    if (options.matches !== false) {
+      const quick = await deflateRows(plane, QUICK_MATCHES);
+      if (quick.length < idat.length) {
+        const full = await deflateRows(plane, MATCHES);
+        idat = full.length <= quick.length ? full : quick;
+      }
+    }
   } catch (e) {
     throw new CodecError(`png encode failed: ${(e as Error).message}`, {}, e);
   }
