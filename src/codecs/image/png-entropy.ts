@@ -12,13 +12,15 @@
  * Why a match search where it pays (`matches`, the default): some tensors have structure a histogram misses. A
  * Fourier basis (Silero VAD v4's STFT, 66k weights at 8-bit per-layer codes): 58.1 KB Huffman-only, 24.1 KB with
  * matches (zlib level 6), and the `--codec png` archive of Silero v4 was 16 % larger than libvips' PNG made it.
- * So the plane is also deflated at zlib level 1 (fast: 1–3× the Huffman-only pass, and larger than it on every
- * noise-like plane measured); only where that is smaller does a level-6 search run, and the smallest of the
- * three is kept. The codec sets (`auto`, `smallest`) turn it off: zstd beside them finds that structure.
+ * So a sample of the codes (the whole plane up to 256 KiB, else four strips of 64 KiB spread over it) is deflated
+ * both ways, Huffman-only and at zlib level 1 (a quick match search, larger than Huffman-only on every
+ * noise-like plane measured); only where level 1 is smaller on the sample does a level-6 search run over the
+ * plane, and the smaller of it and the Huffman-only stream is kept. The codec sets (`auto`, `smallest`) turn it
+ * off: zstd beside them finds that structure.
  */
 
 import { once } from 'node:events';
-import { constants, crc32, createDeflate, type ZlibOptions } from 'node:zlib';
+import { constants, crc32, createDeflate, deflateRawSync, type ZlibOptions } from 'node:zlib';
 import { CodecError } from '../../errors.js';
 import type { CodePlane } from '../types.js';
 
@@ -40,6 +42,29 @@ function chunk(type: string, data: Uint8Array): Buffer {
 const HUFFMAN_ONLY = { level: 9, memLevel: 9, strategy: constants.Z_HUFFMAN_ONLY };
 const QUICK_MATCHES = { level: 1, memLevel: 9 };
 const MATCHES = { level: 6, memLevel: 9 };
+
+/** Codes the quick match search looks at: all of a smaller plane, else `SAMPLE_STRIPS` strips spread over it. */
+const SAMPLE_BYTES = 2 ** 18;
+const SAMPLE_STRIPS = 4;
+
+/** The plane's codes up to SAMPLE_BYTES, else SAMPLE_STRIPS strips of them spread over it (row filter bytes aside). */
+function sampleCodes(plane: CodePlane): Uint8Array {
+  const data = plane.data as Uint8Array;
+  if (data.length <= SAMPLE_BYTES) return data;
+  const strip = SAMPLE_BYTES / SAMPLE_STRIPS;
+  const out = new Uint8Array(SAMPLE_BYTES);
+  for (let k = 0; k < SAMPLE_STRIPS; k++) {
+    const at = Math.floor((k * (data.length - strip)) / (SAMPLE_STRIPS - 1));
+    out.set(data.subarray(at, at + strip), k * strip);
+  }
+  return out;
+}
+
+/** A quick match search finds repeats in the sample that pay for themselves (see the module comment). */
+function matchesPay(plane: CodePlane): boolean {
+  const sample = sampleCodes(plane);
+  return deflateRawSync(sample, QUICK_MATCHES).length < deflateRawSync(sample, HUFFMAN_ONLY).length;
+}
 
 /** The zlib stream of the plane's rows, each behind its filter byte 0 (None). */
 async function deflateRows(plane: CodePlane, settings: ZlibOptions): Promise<Buffer> {
@@ -90,12 +115,9 @@ export async function entropyPng(plane: CodePlane, options: { matches?: boolean 
   let idat: Buffer;
   try {
     idat = await deflateRows(plane, HUFFMAN_ONLY);
-    if (options.matches !== false) {
-      const quick = await deflateRows(plane, QUICK_MATCHES);
-      if (quick.length < idat.length) {
-        const full = await deflateRows(plane, MATCHES);
-        idat = full.length <= quick.length ? full : quick;
-      }
+    if (options.matches !== false && matchesPay(plane)) {
+      const withMatches = await deflateRows(plane, MATCHES);
+      if (withMatches.length < idat.length) idat = withMatches;
     }
   } catch (e) {
     throw new CodecError(`png encode failed: ${(e as Error).message}`, {}, e);
