@@ -295,8 +295,13 @@ describe('options resolved once', () => {
     const { OptionError } = await import('../src/index.js');
     const out = join(dir, 'never.nnm');
     const cases: Array<[Parameters<typeof compressModel>[2], string]> = [
-      [{ effort: 12 }, 'Expected integer between 0 and 9 for effort but received 12'],
-      [{ effort: 1.5 }, 'Expected integer between 0 and 9 for effort but received 1.5'],
+      [{ codec: 'png', effort: 12 }, 'Expected integer between 0 and 9 for effort but received 12'],
+      [{ codec: 'zstd', effort: 23 }, 'Expected integer between 1 and 22 for effort but received 23'],
+      [{ effort: 1.5 }, 'Expected non-negative integer for effort but received 1.5'],
+      // a codec set tries its codecs at their own settings: a quality or an effort given with it changed nothing
+      [{ effort: 9 }, 'effort needs a named codec: codec auto (the default for images)'],
+      [{ codec: 'smallest', quality: 90 }, 'quality needs a named codec: codec smallest tries'],
+      [{ rules: [{ match: 'W*', codec: 'auto', quality: 50 }] }, 'quality needs a named codec (rules[0]): codec auto'],
       [{ block: [0, 4] }, 'Expected two positive integers [rows, columns] (at most 65536) for block but received [0,4]'],
       [{ block: [4] as unknown as [number, number] }, 'for block but received [4]'],
       [{ rotate: 'yes' as unknown as boolean }, 'Expected boolean for rotate but received "yes"'],

@@ -374,6 +374,26 @@ describe('rate control', () => {
     expect(hi.manifest.tensors[0].stats!.snrDb).toBeGreaterThanOrEqual(30);
     expect(lo.manifest.tensors[0].codec!.quality!).toBeLessThan(hi.manifest.tensors[0].codec!.quality!);
   });
+  it('--target-snr with a video codec searches its CRF, where a lower number is the better result', async () => {
+    // the search took CRF 51, the worst, for the best: every tensor came out at 0–9 dB, and exit 0
+    const file = join(dir, 'snrcrf.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 4, 0.1) }, [128, 64]);
+    const crf = async (target: number): Promise<{ snr: number; crf: number }> => {
+      const r = await compressModel(file, join(dir, `crf${target}.nnm`), {
+        media: 'video',
+        codec: 'h264',
+        quality: 20,
+        targetSnr: target,
+      });
+      return { snr: r.manifest.tensors[0].stats!.snrDb, crf: r.manifest.tensors[0].codec!.quality! };
+    };
+    const lo = await crf(20);
+    const hi = await crf(30);
+    expect(lo.snr).toBeGreaterThanOrEqual(20);
+    expect(hi.snr).toBeGreaterThanOrEqual(30);
+    // the coarser target takes the larger (worse) CRF
+    expect(lo.crf).toBeGreaterThan(hi.crf);
+  });
   it('--target-bpw: the whole archive stays within the budget, and a larger budget buys less error', async () => {
     const file = join(dir, 'bpw.safetensors');
     const t: Record<string, Float32Array> = {};

@@ -13,6 +13,7 @@ const CRF = (min: number, max: number, def: number, meaning = 'CRF: lower is bet
   max,
   default: def,
   meaning,
+  lowerIsBetter: true,
 });
 
 const image = (m: Omit<CodecMeta, 'media'>): CodecMeta => ({ ...m, media: 'image' });

@@ -53,6 +53,8 @@ export interface QualityScale {
   default: number;
   /** What the number means, e.g. "higher is better". */
   meaning: string;
+  /** A lower number is the better, larger result (a video codec's CRF). */
+  lowerIsBetter?: boolean;
 }
 
 /** What a codec is, without its encoder or decoder: shared by every platform (see meta.ts). */

@@ -101,11 +101,24 @@ function snrShortfall(tensors: readonly TensorRecord[], target: number, log?: (m
   const short = tensors.filter((t) => t.stats !== undefined && t.stats.snrDb < target - SNR_TOLERANCE_DB);
   if (!short.length || !log) return;
   const worst = short.reduce((a, b) => (b.stats!.snrDb < a.stats!.snrDb ? b : a));
-  // finer codes are the remedy only where there are finer codes to have
-  const narrow = short.some((t) => (t.quant?.bits ?? 16) < 16);
+  // finer codes are the remedy only where there are finer codes to have, in a codec that carries them (h264
+  // carries 8-bit codes only); a lossy codec's best quality is the other limit
+  const carries16 = (t: TensorRecord): boolean => !t.codec || codecCarries(t.codec.name, 16);
+  const narrow = short.some((t) => (t.quant?.bits ?? 16) < 16 && carries16(t));
+  const lossy = short.some((t) => t.codec && !t.codec.lossless);
   log(
-    `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB)${narrow ? '; finer codes reach more (--bits 16)' : ''}`,
+    `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB)` +
+      `${narrow ? '; finer codes reach more (--bits 16)' : ''}${lossy ? `; ${narrow ? 'and a' : 'a'} lossless codec keeps the grid's own SNR (--lossless)` : ''}`,
   );
+}
+
+/** The codec named carries `bits`-bit codes (a codec set or an unknown name: assumed so). */
+function codecCarries(name: string, bits: number): boolean {
+  try {
+    return getCodec(name).bits.includes(bits);
+  } catch {
+    return true;
+  }
 }
 
 /** Reported SNRs are rounded (3 significant digits): a tensor at the target is not short of it. */

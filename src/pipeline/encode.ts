@@ -116,9 +116,14 @@ function codesEntropy(codes: readonly CodeArray[], fused: FusedQuantization | un
   return h && codes.length === 1 ? entropyOf(h, codes[0].length) : codes.reduce((n, c) => n + codeEntropyBits(c), 0);
 }
 
-/** Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target. */
+/**
+ * Per-tensor rate control for lossy codecs: the lowest quality whose decoded weights keep the SNR target. The
+ * search runs on how good a setting is: a CRF (`lowerIsBetter`) is searched from its largest number down (the
+ * search took CRF 51, the worst, for the best, and every tensor of an h264 archive under --target-snr 30 came out
+ * at 0–9 dB).
+ */
 async function lowestQuality(
-  scale: { min: number; max: number },
+  scale: { min: number; max: number; lowerIsBetter?: boolean },
   target: number,
   bits: number,
   prepared: PreparedTensor,
@@ -126,8 +131,10 @@ async function lowestQuality(
   encode: (codec: number, quality: number) => Promise<EncodedMedia>,
 ): Promise<EncodedMedia> {
   const { shapes } = prepared;
-  const trial = async (q: number): Promise<{ media: EncodedMedia; snr: number }> => {
-    const media = await encode(0, q);
+  // g runs from the worst setting (scale.min) to the best (scale.max); the codec's own number for it
+  const setting = (g: number): number => (scale.lowerIsBetter ? scale.min + scale.max - g : g);
+  const trial = async (g: number): Promise<{ media: EncodedMedia; snr: number }> => {
+    const media = await encode(0, setting(g));
     const restored = (await media.decoded()).map((c, p) =>
       dequantizePlane(c, shapes[p].rows, shapes[p].cols, bits, quantized.planes[p].ranges),
     );

@@ -272,8 +272,9 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   },
   {
     key: 'effort',
-    expected: 'integer between 0 and 9',
-    valid: (v) => isInt(v, 0, 9),
+    // each codec's own range is checked with the codec (zstd 1–22, brotli 0–11, PNG 0–9: `nnmedia codecs`)
+    expected: 'non-negative integer',
+    valid: (v) => isInt(v, 0),
     flags: [{ flag: '--effort <e>', help: 'encoder effort in the codec’s scale' }],
     argument: 'int',
   },
@@ -728,7 +729,18 @@ const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
  * checked as option errors naming the option, before any model is opened, rather than per tensor later.
  */
 function checkCodecFit(s: EncodeSettings, at: string): void {
-  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) return;
+  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) {
+    // a set tries lossless codecs at its own settings (pipeline/plan.ts CODEC_SETS): a quality or an effort
+    // given with it changed nothing (and, in a rule, kept a tensor from being stored once with its duplicates)
+    const given = (['quality', 'effort'] as const).filter((k) => s[k] !== undefined);
+    if (given.length)
+      throw new OptionError(
+        `${given.join(' and ')} ${given.length > 1 ? 'need' : 'needs'} a named codec${at}: codec ${s.codec}` +
+          `${s.codec === DEFAULT_CODEC.image ? ' (the default for images)' : ''} tries lossless codecs per tensor at its own settings ` +
+          `(e.g. --codec zstd --effort 19, --codec webp --quality 90)`,
+      );
+    return;
+  }
   const codecs = listCodecs();
   const codec = codecs.find((c) => c.name === s.codec);
   if (!codec)
