@@ -4,7 +4,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { Archive, compressModel, decompressArchive, getCodec, MissingCodecError, CodecError, OptionError } from '../src/index.js';
+import {
+  Archive,
+  compressModel,
+  decodeAllTensors,
+  decompressArchive,
+  getCodec,
+  MissingCodecError,
+  CodecError,
+  OptionError,
+} from '../src/index.js';
 import { resolveCodecOptions } from '../src/codecs/registry.js';
 import { findFfmpeg, resetFfmpeg } from '../src/codecs/ffmpeg.js';
 import { encodeFloats } from '../src/formats/model.js';
@@ -251,11 +260,24 @@ describe('bad input for video and audio', () => {
     );
     expect(listDir(dir)).toEqual(before);
   });
-  it('a zero block or one larger than the matrix', async () => {
+  it('a zero block is refused; one larger than the matrix takes the whole matrix on that side', async () => {
     await expect(compressModel(file, join(dir, 'x.nnm'), { media: 'video', block: [0, 4] })).rejects.toThrow(OptionError);
-    await expect(compressModel(file, join(dir, 'x.nnm'), { media: 'video', block: [64, 64] })).rejects.toThrow(
-      /block 64×64 is larger than the 32×64 matrix/,
-    );
+    // one --block applies to every tensor: it was refused wherever a tensor was smaller than it
+    const r = await compressModel(file, join(dir, 'big-block.nnm'), {
+      media: 'video',
+      block: [64, 16],
+      check: false,
+      force: true,
+    });
+    const plane = r.manifest.tensors.find((t) => t.planes)!.planes![0];
+    expect([plane.rows, plane.cols]).toEqual([32, 64]);
+    // 32 rows (the whole matrix) × 16 columns a block: four frames
+    expect(plane.frame?.count).toBe(4);
+    // the same codes as with the default blocks (ffv1 is lossless)
+    await compressModel(file, join(dir, 'default-block.nnm'), { media: 'video', check: false, force: true });
+    const [a, b] = await Promise.all(['big-block', 'default-block'].map((n) => decodeAllTensors(join(dir, `${n}.nnm`))));
+    expect([...a.keys()]).toEqual([...b.keys()]);
+    for (const [k, v] of a) expect(v).toEqual(b.get(k));
   });
   it('16-bit codes into an 8-bit-only video codec: an option error, before any work', async () => {
     await expect(compressModel(file, join(dir, 'x.nnm'), { media: 'video', codec: 'h264', bits: 16 })).rejects.toThrow(

@@ -302,6 +302,12 @@ describe('options resolved once', () => {
       [{ effort: 9 }, 'effort needs a named codec: codec auto (the default for images)'],
       [{ codec: 'smallest', quality: 90 }, 'quality needs a named codec: codec smallest tries'],
       [{ rules: [{ match: 'W*', codec: 'auto', quality: 50 }] }, 'quality needs a named codec (rules[0]): codec auto'],
+      // a codec set codes images and raw codes: --media video with it wrote no video, without a word
+      [
+        { media: 'video', codec: 'auto' },
+        'codec auto picks among image and raw codecs, not video ones: name a video codec (--codec ffv1)',
+      ],
+      [{ media: 'audio', codec: 'smallest' }, 'name an audio codec (--codec flac)'],
       [{ block: [0, 4] }, 'Expected two positive integers [rows, columns] (at most 65536) for block but received [0,4]'],
       [{ block: [4] as unknown as [number, number] }, 'for block but received [4]'],
       [{ rotate: 'yes' as unknown as boolean }, 'Expected boolean for rotate but received "yes"'],

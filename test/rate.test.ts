@@ -374,6 +374,36 @@ describe('rate control', () => {
     expect(hi.manifest.tensors[0].stats!.snrDb).toBeGreaterThanOrEqual(30);
     expect(lo.manifest.tensors[0].codec!.quality!).toBeLessThan(hi.manifest.tensors[0].codec!.quality!);
   });
+  it('a named media codec that codes tensors larger than their raw codes is said, once; PNG and the default are not', async () => {
+    const file = join(dir, 'overraw.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 7, 0.1), 'b.weight': gaussian(128 * 64, 8, 0.01) }, [128, 64]);
+    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
+      const log: string[] = [];
+      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
+      return log.filter((m) => /more bytes than their codes take stored raw/.test(m));
+    };
+    // lossless video predicts pictures; Gaussian weight codes are noise to it (Silero v4: 11.3 bits a weight)
+    const video = await said({ media: 'video', codec: 'ffv1' }, 'overraw-ffv1.nnm');
+    expect(video).toHaveLength(1);
+    expect(video[0]).toMatch(/^warning: ffv1 coded 2 of 2 tensors .* --codec zstd stores them in fewer/);
+    expect(await said({ codec: 'png' }, 'overraw-png.nnm')).toEqual([]);
+    expect(await said({}, 'overraw-default.nnm')).toEqual([]);
+  });
+  it('a step grid too fine for its codes is said: the weights beyond it are stored exactly', async () => {
+    const file = join(dir, 'fine.safetensors');
+    writeLinear(file, { 'a.weight': gaussian(128 * 64, 9, 0.1) }, [128, 64]);
+    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
+      const log: string[] = [];
+      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
+      return log.filter((m) => /lie beyond their grids/.test(m));
+    };
+    // 8-bit codes at 0.01 × RMS: measured 25 % of Gaussian weights beyond the grid
+    const fine = await said({ relStep: 0.01 }, 'fine-8.nnm');
+    expect(fine).toHaveLength(1);
+    expect(fine[0]).toMatch(/^warning: 2[0-9] % of the coded weights .* wider codes \(--bits 16\)/);
+    expect(await said({ relStep: 0.01, bits: 16 }, 'fine-16.nnm')).toEqual([]);
+    expect(await said({ relStep: 0.25 }, 'fine-coarse.nnm')).toEqual([]);
+  });
   it('--target-snr with a video codec searches its CRF, where a lower number is the better result', async () => {
     // the search took CRF 51, the worst, for the best: every tensor came out at 0–9 dB, and exit 0
     const file = join(dir, 'snrcrf.safetensors');

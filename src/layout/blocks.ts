@@ -21,16 +21,11 @@ export function blockSize(layout: LayoutSpec, shape: PlaneShape, block?: readonl
     Math.max(1, Math.floor(DEFAULT_BLOCK_PIXELS / unitR)),
     Math.max(1, Math.floor(DEFAULT_BLOCK_PIXELS / unitC)),
   ];
-  if (block) {
-    if (!(Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0))
-      throw new OptionError(`Expected positive integers for block but received ${br}×${bc}`);
-    const what = layout.kind === 'conv' ? `${maxR}×${maxC} kernel grid` : `${maxR}×${maxC} matrix`;
-    if (br > maxR || bc > maxC) throw new OptionError(`block ${br}×${bc} is larger than the ${what}`);
-  } else {
-    br = Math.min(br, maxR);
-    bc = Math.min(bc, maxC);
-  }
-  return [br * unitR, bc * unitC];
+  if (block && !(Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0))
+    throw new OptionError(`Expected positive integers for block but received ${br}×${bc}`);
+  // a block larger than a tensor's grid takes the whole grid on that side: one --block applies to tensors of every
+  // size (it was refused, and on Silero VAD v4, whose kernel grids are 258 × 1, only blocks of 1 × ≤16 fitted all)
+  return [Math.min(br, maxR) * unitR, Math.min(bc, maxC) * unitC];
 }
 
 /** Smallest frame side: x265 refuses frames under 8 rows; 16 keeps every codec's block tools happy. */

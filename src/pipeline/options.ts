@@ -320,7 +320,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--block <RxC>',
-        help: 'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels',
+        help: 'video: block size, Bin×Bout (fc, LSTM gates) or Bfin×Bfout kernels (conv); default about 64×64 pixels; a tensor smaller than it takes its whole side',
       },
     ],
     argument: 'block',
@@ -732,6 +732,10 @@ function checkCodecFit(s: EncodeSettings, at: string): void {
   if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) {
     // a set tries lossless codecs at its own settings (pipeline/plan.ts CODEC_SETS): a quality or an effort
     // given with it changed nothing (and, in a rule, kept a tensor from being stored once with its duplicates)
+    if (s.media !== 'image')
+      throw new OptionError(
+        `codec ${s.codec} picks among image and raw codecs, not ${s.media} ones${at}: name ${article(s.media)} ${s.media} codec (--codec ${DEFAULT_CODEC[s.media] ?? '…'}), or leave out --media`,
+      );
     const given = (['quality', 'effort'] as const).filter((k) => s[k] !== undefined);
     if (given.length)
       throw new OptionError(
