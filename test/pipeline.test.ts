@@ -310,6 +310,8 @@ describe('options resolved once', () => {
       [{ media: 'audio', codec: 'smallest' }, 'name an audio codec (--codec flac)'],
       // the lossless mode has no quality: it was dropped without a word
       [{ codec: 'webp', lossless: true, quality: 80 }, 'codec webp: give a quality (lossy) or lossless, not both'],
+      // FFV1 has no inter prediction: --gop inter changed nothing
+      [{ media: 'video', gop: 'inter' }, 'codec ffv1 codes every frame on its own: --gop inter applies to h264, h265, vp9, av1'],
       [{ block: [0, 4] }, 'Expected two positive integers [rows, columns] (at most 65536) for block but received [0,4]'],
       [{ block: [4] as unknown as [number, number] }, 'for block but received [4]'],
       [{ rotate: 'yes' as unknown as boolean }, 'Expected boolean for rotate but received "yes"'],

@@ -137,6 +137,7 @@ export const CODEC_META = {
     losslessBits: [8, 16],
     lossless: 'always',
     defaultLossless: true,
+    intraOnly: true,
   }),
   h264: video({
     name: 'h264',

@@ -76,6 +76,8 @@ export interface CodecMeta {
   maxHeight: number;
   quality?: QualityScale;
   effort?: QualityScale;
+  /** Video: every frame is coded on its own whatever `gop` says (FFV1 has no inter prediction). */
+  intraOnly?: boolean;
 }
 
 /** A codec on Node: its metadata with an encoder and a decoder (the browser registers decoders of its own). */

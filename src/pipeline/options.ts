@@ -762,6 +762,10 @@ function checkCodecFit(s: EncodeSettings, at: string): void {
         (fit.length ? ` (${s.bits}-bit ${codec.media} codecs: ${fit.join(', ')})` : ''),
     );
   }
+  if (s.gop === 'inter' && codec.intraOnly) {
+    const inter = codecs.filter((c) => c.media === 'video' && !c.intraOnly).map((c) => c.name);
+    throw new OptionError(`codec ${codec.name} codes every frame on its own${at}: --gop inter applies to ${inter.join(', ')}`);
+  }
   try {
     resolveCodecOptions(codec, s.bits, s);
   } catch (e) {
