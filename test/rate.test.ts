@@ -364,6 +364,10 @@ describe('rate control', () => {
     const wide = await said({ codec: 'png', bits: 16, targetSnr: 150 }, 'snr150.nnm');
     expect(wide.filter((m) => /under the target SNR 150 dB/.test(m))).toHaveLength(1);
     expect(wide.some((m) => /--bits 16/.test(m))).toBe(false);
+    // on a step grid the step sets the finest grid: wider codes would not reach more
+    const stepped = (await said({ relStep: 0.5, targetSnr: 40 }, 'snr-step.nnm')).filter((m) => /under the target/.test(m));
+    expect(stepped).toHaveLength(1);
+    expect(stepped[0]).toMatch(/a finer --step reaches more$/);
   });
   it('--target-snr with a lossy codec searches its quality', async () => {
     const file = join(dir, 'snrq.safetensors');

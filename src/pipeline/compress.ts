@@ -104,11 +104,14 @@ function snrShortfall(tensors: readonly TensorRecord[], target: number, log?: (m
   // finer codes are the remedy only where there are finer codes to have, in a codec that carries them (h264
   // carries 8-bit codes only); a lossy codec's best quality is the other limit
   const carries16 = (t: TensorRecord): boolean => !t.codec || codecCarries(t.codec.name, 16);
-  const narrow = short.some((t) => (t.quant?.bits ?? 16) < 16 && carries16(t));
+  // on a step grid the step sets the finest grid, not the code width
+  const stepped = short.some((t) => t.quant?.relStep !== undefined);
+  const narrow = !stepped && short.some((t) => (t.quant?.bits ?? 16) < 16 && carries16(t));
   const lossy = short.some((t) => t.codec && !t.codec.lossless);
   log(
     `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB)` +
-      `${narrow ? '; finer codes reach more (--bits 16)' : ''}${lossy ? `; ${narrow ? 'and a' : 'a'} lossless codec keeps the grid's own SNR (--lossless)` : ''}`,
+      `${stepped ? '; a finer --step reaches more' : ''}${narrow ? '; finer codes reach more (--bits 16)' : ''}` +
+      `${lossy ? `; ${narrow || stepped ? 'and a' : 'a'} lossless codec keeps the grid's own SNR (--lossless)` : ''}`,
   );
 }
 
