@@ -139,6 +139,14 @@ describe('PNG of 8-bit codes: entropy coding, matches where they pay (png-entrop
     expect(withMatches.byteLength).toBeLessThan(0.25 * huffmanOnly.byteLength);
     const back = await png.decode(withMatches, { width, height, bits: 8 });
     expect(Buffer.compare(Buffer.from(back.buffer, back.byteOffset, back.byteLength), repeated)).toBe(0);
+    // a plane over 256 KiB: the quick search looks at four strips of it, and still finds the repeats
+    const [wideW, tallH] = [1024, 1024];
+    const big = new Uint8Array(wideW * tallH);
+    const bigBlock = gridCodes(wideW * 16, 0.3, 12);
+    for (let y = 0; y < tallH; y += 16) big.set(bigBlock, y * wideW);
+    const bigMatches = await png.encode({ width: wideW, height: tallH, bits: 8, data: big }, {});
+    const bigHuffman = await png.encode({ width: wideW, height: tallH, bits: 8, data: big }, { matches: false });
+    expect(bigMatches.byteLength).toBeLessThan(0.25 * bigHuffman.byteLength);
     // noise: the quick search finds nothing that pays, and the Huffman-only PNG is written as it was
     for (const step of [0.25, 1.2]) {
       const noise = gridCodes(width * height, step, 5);

@@ -291,6 +291,23 @@ describe('options resolved once', () => {
     expect(logs.filter((m) => /rule/.test(m))).toEqual([]);
   });
 
+  it('archive-wide settings a rule inherits are not refused where the rules name the codecs they are for', async () => {
+    // each of these ran before the checks of settings that change nothing, and must still run
+    const runs: Array<Parameters<typeof compressModel>[2]> = [
+      { effort: 5, rules: [{ match: '*', codec: 'png' }] },
+      { codec: 'zstd', effort: 9, rules: [{ match: 'W*', codec: 'auto' }] },
+      { codec: 'webp', quality: 90, rules: [{ match: 'W1', lossless: true }] },
+      { media: 'video', codec: 'h264', gop: 'inter', rules: [{ match: 'W1', codec: 'ffv1' }] },
+    ];
+    for (const [i, options] of runs.entries()) {
+      const r = await compressModel(modelFile, join(dir, `inherit${i}.nnm`), { ...options, check: false, force: true });
+      expect(
+        r.manifest.tensors.some((t) => t.codec),
+        JSON.stringify(options),
+      ).toBe(true);
+    }
+  });
+
   it('every option is checked when the call is made, with one message format', async () => {
     const { OptionError } = await import('../src/index.js');
     const out = join(dir, 'never.nnm');
@@ -299,7 +316,8 @@ describe('options resolved once', () => {
       [{ codec: 'zstd', effort: 23 }, 'Expected integer between 1 and 22 for effort but received 23'],
       [{ effort: 1.5 }, 'Expected non-negative integer for effort but received 1.5'],
       // a codec set tries its codecs at their own settings: a quality or an effort given with it changed nothing
-      [{ effort: 9 }, 'effort needs a named codec: codec auto (the default for images)'],
+      [{ effort: 9 }, 'effort needs a named codec: codec auto (chosen when no codec is named)'],
+      [{ targetSnr: 30, quality: 90 }, 'quality needs a named codec: codec smallest (chosen when no codec is named)'],
       [{ codec: 'smallest', quality: 90 }, 'quality needs a named codec: codec smallest tries'],
       [{ rules: [{ match: 'W*', codec: 'auto', quality: 50 }] }, 'quality needs a named codec (rules[0]): codec auto'],
       // a codec set codes images and raw codes: --media video with it wrote no video, without a word

@@ -404,9 +404,18 @@ describe('rate control', () => {
     // 8-bit codes at 0.01 × RMS: measured 25 % of Gaussian weights beyond the grid
     const fine = await said({ relStep: 0.01 }, 'fine-8.nnm');
     expect(fine).toHaveLength(1);
-    expect(fine[0]).toMatch(/^warning: 2[0-9] % of the coded weights .* wider codes \(--bits 16\)/);
+    expect(fine[0]).toMatch(/^warning: 2[0-9] % of the weights on step grids .* wider codes \(--bits 16\)/);
     expect(await said({ relStep: 0.01, bits: 16 }, 'fine-16.nnm')).toEqual([]);
     expect(await said({ relStep: 0.25 }, 'fine-coarse.nnm')).toEqual([]);
+    // exact values that no step makes are not "beyond the grid": half the weights pruned to zero, off a layer
+    // range's grid (and the media codec is not blamed for them either)
+    const pruned = join(dir, 'pruned.safetensors');
+    const w = gaussian(128 * 64, 10, 0.1);
+    for (let i = 0; i < w.length; i += 2) w[i] = 0;
+    writeLinear(pruned, { 'a.weight': w }, [128, 64]);
+    const log: string[] = [];
+    await compressModel(pruned, join(dir, 'pruned-layer.nnm'), { range: 'layer', codec: 'png', onLog: (m) => log.push(m) });
+    expect(log.filter((m) => /^warning/.test(m))).toEqual([]);
   });
   it('--target-snr with a video codec searches its CRF, where a lower number is the better result', async () => {
     // the search took CRF 51, the worst, for the best: every tensor came out at 0–9 dB, and exit 0

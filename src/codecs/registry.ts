@@ -61,8 +61,6 @@ export function resolveCodecOptions(
     throw new UnsupportedError(`codec ${codec.name} is not lossless for ${bits}-bit codes`, ctx);
   if (requested.quality !== undefined) {
     if (!codec.quality) throw new OptionError(`codec ${codec.name} has no quality setting`);
-    // the lossless mode has no quality: the number was dropped without a word
-    if (requested.lossless === true) throw new OptionError(`codec ${codec.name}: give a quality (lossy) or lossless, not both`);
     const q = codec.quality;
     if (!Number.isInteger(requested.quality) || requested.quality < q.min || requested.quality > q.max)
       throw new OptionError(`Expected integer between ${q.min} and ${q.max} for quality but received ${requested.quality}`);

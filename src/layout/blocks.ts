@@ -17,7 +17,7 @@ export const DEFAULT_BLOCK_PIXELS = 64;
 export function blockSize(layout: LayoutSpec, shape: PlaneShape, block?: readonly [number, number]): [number, number] {
   const [unitR, unitC, maxR, maxC] =
     layout.kind === 'conv' ? [layout.kx, layout.ky, layout.nfin, layout.nfout] : [1, 1, shape.rows, shape.cols];
-  let [br, bc] = block ?? [
+  const [br, bc] = block ?? [
     Math.max(1, Math.floor(DEFAULT_BLOCK_PIXELS / unitR)),
     Math.max(1, Math.floor(DEFAULT_BLOCK_PIXELS / unitC)),
   ];

@@ -682,6 +682,19 @@ export function resolveOptions(o: CompressOptions): ResolvedOptions {
   checkCodecFit(base, '');
   const ruled = (o.rules ?? []).map((rule) => mergeSettings(asked, rule, rateControl, o.targetSnr !== undefined));
   ruled.forEach((r, i) => checkCodecFit(r, ` (rules[${i}])`));
+  // settings that would change nothing, judged where they are given (a rule inherits the archive's quality and
+  // effort: those apply to the tensors that take a codec they fit)
+  const rulesNameCodecs = (o.rules ?? []).some((r) => r.codec !== undefined || r.media !== undefined);
+  checkNoEffect(base, new Set(Object.keys(asked)), '', rulesNameCodecs, asked.codec !== undefined);
+  ruled.forEach((r, i) =>
+    checkNoEffect(
+      r,
+      new Set(Object.keys(o.rules![i])),
+      ` (rules[${i}])`,
+      false,
+      (o.rules![i].codec ?? asked.codec) !== undefined,
+    ),
+  );
   checkVideoOnly([o, ...(o.rules ?? [])], [base, ...ruled]);
   // kept float tensors (biases, norms) as float16 where the cast is safe (quantize/half.ts): half their bytes,
   // which on small models is the difference between beating int8 + zstd of the whole file and not
@@ -729,22 +742,7 @@ const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
  * checked as option errors naming the option, before any model is opened, rather than per tensor later.
  */
 function checkCodecFit(s: EncodeSettings, at: string): void {
-  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) {
-    // a set tries lossless codecs at its own settings (pipeline/plan.ts CODEC_SETS): a quality or an effort
-    // given with it changed nothing (and, in a rule, kept a tensor from being stored once with its duplicates)
-    if (s.media !== 'image')
-      throw new OptionError(
-        `codec ${s.codec} picks among image and raw codecs, not ${s.media} ones${at}: name ${article(s.media)} ${s.media} codec (--codec ${DEFAULT_CODEC[s.media] ?? '…'}), or leave out --media`,
-      );
-    const given = (['quality', 'effort'] as const).filter((k) => s[k] !== undefined);
-    if (given.length)
-      throw new OptionError(
-        `${given.join(' and ')} ${given.length > 1 ? 'need' : 'needs'} a named codec${at}: codec ${s.codec}` +
-          `${s.codec === DEFAULT_CODEC.image ? ' (the default for images)' : ''} tries lossless codecs per tensor at its own settings ` +
-          `(e.g. --codec zstd --effort 19, --codec webp --quality 90)`,
-      );
-    return;
-  }
+  if ((CODEC_SET_NAMES as readonly string[]).includes(s.codec)) return;
   const codecs = listCodecs();
   const codec = codecs.find((c) => c.name === s.codec);
   if (!codec)
@@ -762,16 +760,51 @@ function checkCodecFit(s: EncodeSettings, at: string): void {
         (fit.length ? ` (${s.bits}-bit ${codec.media} codecs: ${fit.join(', ')})` : ''),
     );
   }
-  if (s.gop === 'inter' && codec.intraOnly) {
-    const inter = codecs.filter((c) => c.media === 'video' && !c.intraOnly).map((c) => c.name);
-    throw new OptionError(`codec ${codec.name} codes every frame on its own${at}: --gop inter applies to ${inter.join(', ')}`);
-  }
   try {
     resolveCodecOptions(codec, s.bits, s);
   } catch (e) {
     if (e instanceof NnmediaError && e.code !== 'E_OPTION') throw new OptionError(`${e.message}${at}`);
     if (e instanceof OptionError && at) throw new OptionError(`${e.message}${at}`);
     throw e;
+  }
+}
+
+/**
+ * Settings that would change nothing where they are given, refused (each was accepted without a word): a quality
+ * or an effort with a codec set (it tries lossless codecs at its own settings, pipeline/plan.ts CODEC_SETS; in a
+ * rule, a quality kept a tensor from being stored once with its duplicates), a medium other than images with a
+ * codec set (no video was written), a quality with lossless (the lossless mode has none), and inter frames with an
+ * intra-only codec (FFV1). `own`: the keys given in this scope (the options, or one rule); the archive's own
+ * settings are not refused where rules name the codecs they are meant for; `codecNamed`: the user named the codec
+ * (here or for the archive), rather than a default choosing it.
+ */
+function checkNoEffect(
+  s: EncodeSettings,
+  own: ReadonlySet<string>,
+  at: string,
+  rulesNameCodecs: boolean,
+  codecNamed: boolean,
+): void {
+  const isSet = (CODEC_SET_NAMES as readonly string[]).includes(s.codec);
+  const which = codecNamed ? `codec ${s.codec}` : `codec ${s.codec} (chosen when no codec is named)`;
+  if (isSet && own.has('media') && s.media !== 'image')
+    throw new OptionError(
+      `${which} picks among image and raw codecs, not ${s.media} ones${at}: name ${article(s.media)} ${s.media} codec (--codec ${DEFAULT_CODEC[s.media] ?? '…'}), or leave out --media`,
+    );
+  const given = (['quality', 'effort'] as const).filter((k) => own.has(k) && s[k] !== undefined);
+  if (isSet && given.length && !rulesNameCodecs)
+    throw new OptionError(
+      `${given.join(' and ')} ${given.length > 1 ? 'need' : 'needs'} a named codec${at}: ${which} tries lossless codecs per ` +
+        `tensor at its own settings (e.g. --codec zstd --effort 19, --codec webp --quality 90)`,
+    );
+  if (own.has('quality') && own.has('lossless') && s.quality !== undefined && s.lossless === true)
+    throw new OptionError(`codec ${s.codec}: give a quality (lossy) or lossless, not both${at}`);
+  const codec = isSet ? undefined : listCodecs().find((c) => c.name === s.codec);
+  if (codec?.intraOnly && own.has('gop') && s.gop === 'inter' && !rulesNameCodecs) {
+    const inter = listCodecs()
+      .filter((c) => c.media === 'video' && !c.intraOnly)
+      .map((c) => c.name);
+    throw new OptionError(`codec ${codec.name} codes every frame on its own${at}: --gop inter applies to ${inter.join(', ')}`);
   }
 }
 
