@@ -122,6 +122,9 @@ function codedUnits(tensors: readonly TensorRecord[]): TensorRecord[] {
   );
 }
 
+/** Units smaller than this are not weighed by `largerThanRaw`: their bytes are mostly headers. */
+const LARGER_THAN_RAW_MIN_WEIGHTS = 4096;
+
 /** Codecs of raw codes (`nnmedia codecs`: not media): never the one to blame for raw codes' size. */
 const RAW_CODECS = new Set(['zstd', 'zstd-sign', 'brotli', 'brotli-sign']);
 
@@ -136,8 +139,10 @@ function largerThanRaw(tensors: readonly TensorRecord[], archiveBytes: number, l
   const over = new Map<string, { tensors: number; bytes: number; raw: number }>();
   const units = codedUnits(tensors);
   for (const t of units) {
-    // a unit's bytes include its exact side values (outliers, zeros off the grid): not the codec's doing
+    // a unit's bytes include its exact side values (outliers, zeros off the grid): not the codec's doing; a
+    // small one's are mostly the container's headers (a PNG's 60 bytes on 256 codes), not its prediction
     if (t.bytes === undefined || t.exactValues || RAW_CODECS.has(t.codec!.name)) continue;
+    if (elementCount(t.shape) < LARGER_THAN_RAW_MIN_WEIGHTS) continue;
     const raw = elementCount(t.shape) * Math.ceil(t.quant!.bits / 8);
     if (t.bytes <= raw) continue;
     const o = over.get(t.codec!.name) ?? { tensors: 0, bytes: 0, raw: 0 };
