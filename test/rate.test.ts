@@ -345,14 +345,16 @@ describe('rate control', () => {
       }
     }
   });
+  /** What compress says (its log lines) for `file` under `options`, the archive written to `name`. */
+  const logOf = async (file: string, options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
+    const log: string[] = [];
+    await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
+    return log;
+  };
   it('a target out of reach is said: --target-snr above 8-bit codes, --target-bpw above the finest grids', async () => {
     const file = join(dir, 'reach.safetensors');
     writeLinear(file, { 'a.weight': gaussian(128 * 64, 7, 0.1), 'b.weight': gaussian(128 * 64, 8, 0.01) }, [128, 64]);
-    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
-      const log: string[] = [];
-      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
-      return log;
-    };
+    const said = (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => logOf(file, options, name);
     const snr = await said({ codec: 'png', targetSnr: 80 }, 'snr80.nnm');
     expect(snr.filter((m) => /2 of 2 coded tensors are under the target SNR 80 dB/.test(m))).toHaveLength(1);
     expect((await said({ codec: 'png', targetSnr: 30 }, 'snr30.nnm')).some((m) => /under the target/.test(m))).toBe(false);
@@ -381,11 +383,8 @@ describe('rate control', () => {
   it('a named media codec that codes tensors larger than their raw codes is said, once; PNG and the default are not', async () => {
     const file = join(dir, 'overraw.safetensors');
     writeLinear(file, { 'a.weight': gaussian(128 * 64, 7, 0.1), 'b.weight': gaussian(128 * 64, 8, 0.01) }, [128, 64]);
-    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
-      const log: string[] = [];
-      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
-      return log.filter((m) => /more bytes than their codes take stored raw/.test(m));
-    };
+    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> =>
+      (await logOf(file, options, name)).filter((m) => /more bytes than their codes take stored raw/.test(m));
     // lossless video predicts pictures; Gaussian weight codes are noise to it (Silero v4: 11.3 bits a weight)
     const video = await said({ media: 'video', codec: 'ffv1' }, 'overraw-ffv1.nnm');
     expect(video).toHaveLength(1);
@@ -396,11 +395,8 @@ describe('rate control', () => {
   it('a step grid too fine for its codes is said: the weights beyond it are stored exactly', async () => {
     const file = join(dir, 'fine.safetensors');
     writeLinear(file, { 'a.weight': gaussian(128 * 64, 9, 0.1) }, [128, 64]);
-    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> => {
-      const log: string[] = [];
-      await compressModel(file, join(dir, name), { ...options, onLog: (m) => log.push(m) });
-      return log.filter((m) => /lie beyond their grids/.test(m));
-    };
+    const said = async (options: Parameters<typeof compressModel>[2], name: string): Promise<string[]> =>
+      (await logOf(file, options, name)).filter((m) => /lie beyond their grids/.test(m));
     // 8-bit codes at 0.01 × RMS: measured 25 % of Gaussian weights beyond the grid
     const fine = await said({ relStep: 0.01 }, 'fine-8.nnm');
     expect(fine).toHaveLength(1);
@@ -413,8 +409,7 @@ describe('rate control', () => {
     const w = gaussian(128 * 64, 10, 0.1);
     for (let i = 0; i < w.length; i += 2) w[i] = 0;
     writeLinear(pruned, { 'a.weight': w }, [128, 64]);
-    const log: string[] = [];
-    await compressModel(pruned, join(dir, 'pruned-layer.nnm'), { range: 'layer', codec: 'png', onLog: (m) => log.push(m) });
+    const log = await logOf(pruned, { range: 'layer', codec: 'png' }, 'pruned-layer.nnm');
     expect(log.filter((m) => /^warning/.test(m))).toEqual([]);
   });
   it('--target-snr with a video codec searches its CRF, where a lower number is the better result', async () => {

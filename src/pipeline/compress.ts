@@ -103,11 +103,11 @@ function snrShortfall(tensors: readonly TensorRecord[], target: number, log?: (m
   const worst = short.reduce((a, b) => (b.stats!.snrDb < a.stats!.snrDb ? b : a));
   // finer codes are the remedy only where there are finer codes to have, in a codec that carries them (h264
   // carries 8-bit codes only); a lossy codec's best quality is the other limit
-  const carries16 = (t: TensorRecord): boolean => !t.codec || codecCarries(t.codec.name, 16);
+  const carries16 = (t: TensorRecord): boolean => !t.codec || (codecMetaOf(t.codec.name)?.bits.includes(16) ?? true);
   // on a step grid the step sets the finest grid, not the code width
   const stepped = short.some((t) => t.quant?.relStep !== undefined);
   const narrow = !stepped && short.some((t) => (t.quant?.bits ?? 16) < 16 && carries16(t));
-  const lossy = short.some((t) => t.codec && !t.codec.lossless && codecHasLossless(t.codec.name));
+  const lossy = short.some((t) => t.codec && !t.codec.lossless && codecMetaOf(t.codec.name)?.lossless !== 'never');
   log(
     `warning: ${short.length} of ${tensors.filter((t) => t.stats).length} coded tensors are under the target SNR ${target} dB at their finest grid (lowest: ${worst.name}, ${worst.stats!.snrDb.toFixed(1)} dB)` +
       `${stepped ? '; a finer --step reaches more' : ''}${narrow ? '; finer codes reach more (--bits 16)' : ''}` +
@@ -125,9 +125,6 @@ function codedUnits(tensors: readonly TensorRecord[]): TensorRecord[] {
 /** Units smaller than this are not weighed by `largerThanRaw`: their bytes are mostly headers. */
 const LARGER_THAN_RAW_MIN_WEIGHTS = 4096;
 
-/** Codecs of raw codes (`nnmedia codecs`: not media): never the one to blame for raw codes' size. */
-const RAW_CODECS = new Set(['zstd', 'zstd-sign', 'brotli', 'brotli-sign']);
-
 /**
  * A media codec the user named that coded tensors in more bytes than their codes take stored raw, said once.
  * Lossless video (ffv1: 11.3 bits a weight for Silero v4's 8-bit LSTM codes) and AVIF's lossless mode predict
@@ -141,7 +138,8 @@ function largerThanRaw(tensors: readonly TensorRecord[], archiveBytes: number, l
   for (const t of units) {
     // a unit's bytes include its exact side values (outliers, zeros off the grid): not the codec's doing; a
     // small one's are mostly the container's headers (a PNG's 60 bytes on 256 codes), not its prediction
-    if (t.bytes === undefined || t.exactValues || RAW_CODECS.has(t.codec!.name)) continue;
+    // (codecs of raw codes, `nnmedia codecs`' "not media", are the yardstick, not to blame)
+    if (t.bytes === undefined || t.exactValues || codecMetaOf(t.codec!.name)?.media === 'raw') continue;
     if (elementCount(t.shape) < LARGER_THAN_RAW_MIN_WEIGHTS) continue;
     const raw = elementCount(t.shape) * Math.ceil(t.quant!.bits / 8);
     if (t.bytes <= raw) continue;
@@ -186,21 +184,12 @@ function beyondGrid(tensors: readonly TensorRecord[], log?: (m: string) => void)
     );
 }
 
-/** The codec named has a lossless mode (a codec set or an unknown name: assumed so). */
-function codecHasLossless(name: string): boolean {
+/** The codec's description, or undefined for a codec set or an unknown name. */
+function codecMetaOf(name: string): ReturnType<typeof getCodec> | undefined {
   try {
-    return getCodec(name).lossless !== 'never';
+    return getCodec(name);
   } catch {
-    return true;
-  }
-}
-
-/** The codec named carries `bits`-bit codes (a codec set or an unknown name: assumed so). */
-function codecCarries(name: string, bits: number): boolean {
-  try {
-    return getCodec(name).bits.includes(bits);
-  } catch {
-    return true;
+    return undefined;
   }
 }
 

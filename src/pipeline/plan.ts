@@ -36,7 +36,8 @@ export const CODEC_SETS: Readonly<
   Record<
     (typeof CODEC_SET_NAMES)[number],
     {
-      images: ReadonlyArray<{ name: string; effort?: number }>;
+      /** Image codecs tried, with their settings (`matches`: PNG's own match search, off where zstd is beside it). */
+      images: ReadonlyArray<{ name: string; effort?: number; matches?: boolean }>;
       zstdLevel: number;
       /**
        * Codes that zstd-3 already codes below `below` of their order-0 entropy have structure beyond a histogram
@@ -49,10 +50,15 @@ export const CODEC_SETS: Readonly<
   >
 > = {
   // zlib 6 for 16-bit planes (libvips): as small as 9 on weight codes, a third faster; 8-bit planes are
-  // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts; no match search in a set)
-  auto: { images: [{ name: 'png', effort: 6 }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
+  // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts), without PNG's own match search:
+  // zstd, tried beside it, finds the structure it would
+  auto: { images: [{ name: 'png', effort: 6, matches: false }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
   // zstd-19 only where it pays (the refine rule): it took 20 s of a 22 s encode of a 124k-weight classifier
-  smallest: { images: [{ name: 'webp' }, { name: 'png' }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
+  smallest: {
+    images: [{ name: 'webp' }, { name: 'png', matches: false }],
+    zstdLevel: 3,
+    refine: { effort: 19, below: 0.97 },
+  },
 };
 
 /**
@@ -160,7 +166,7 @@ function codecChoices(
   const set = Object.hasOwn(CODEC_SETS, settings.codec) ? CODEC_SETS[settings.codec as keyof typeof CODEC_SETS] : undefined;
   const auto = set !== undefined;
   const codecs: CodecChoice[] = [];
-  for (const { name, effort } of set ? set.images : [{ name: settings.codec, effort: undefined }]) {
+  for (const { name, effort, matches } of set ? set.images : [{ name: settings.codec, effort: undefined, matches: undefined }]) {
     const codec = getCodec(name, ctx);
     if (!auto && codec.media !== settings.media && codec.media !== 'raw')
       throw new UnsupportedError(
@@ -175,8 +181,7 @@ function codecChoices(
       options: {
         ...resolveCodecOptions(codec, settings.bits, auto ? { lossless: true, effort } : settings, ctx),
         gop: settings.gop,
-        // a PNG's match search: zstd, tried beside it in a codec set, finds the structure it would
-        ...(auto && name === 'png' ? { matches: false } : {}),
+        ...(matches !== undefined ? { matches } : {}),
       },
     });
     if (codec.media === 'video') for (const s of planeShapes(layout)) blockSize(layout, s, settings.block); // checks the block now
