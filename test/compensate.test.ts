@@ -28,7 +28,7 @@ import { gatherPlanes, planeShapes } from '../src/layout/planes.js';
 import type { LayoutSpec } from '../src/layout/types.js';
 import { markOutliers } from '../src/quantize/outliers.js';
 import { quantizePlanes, type QuantizeSettings } from '../src/quantize/tensor.js';
-import { dequantizePlane } from '../src/quantize/uniform.js';
+import { dequantizePlane, fillCode } from '../src/quantize/uniform.js';
 import { floatTensor, mixedInputs, mixedModel } from './helpers/onnx-fixtures.js';
 import { feedsRunner } from './helpers/ort.js';
 import { gaussian, rng } from './helpers/random.js';
@@ -268,8 +268,10 @@ describe('compensatePlanes on the project planes', () => {
       for (let i = 0; i < decoded.length; i++) {
         if (Number.isFinite(working[i])) expect(comp.restored[i]).toBe(decoded[i]);
         else {
-          // side values: code 0 (as quantizePlanes gives them), restored exactly where the plane has them
-          expect(comp.codes[i]).toBe(0);
+          // side values: the fill code (as quantizePlanes gives them: the zero code of a zero-centred grid),
+          // restored exactly where the plane has them
+          expect(comp.codes[i]).toBe(fillCode(comp.ranges.zeroCode));
+          expect(comp.codes[i]).toBe(rtn.codes[i]);
           expect(comp.restored[i]).toBe(rtn.restored[i]);
         }
       }

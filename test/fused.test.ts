@@ -223,9 +223,12 @@ describe('the one-pass path in the encoder', () => {
     const wide = gaussian(96 * 300, 11, 0.05);
     for (let i = 0; i < wide.length; i += 5) wide[i] = 0;
     wide[7] = -0;
+    // output channels pruned to zeros (rows of an [out, in] matrix): both paths give them the fill code
+    const pruned = gaussian(300 * 96, 12, 0.02);
+    for (let row = 0; row < 300; row += 7) pruned.fill(0, row * 96, row * 96 + 96);
     writeSafetensors(file, {
       'layers.0.q_proj.weight': { shape: [96, 300], data: wide },
-      'layers.0.o_proj.weight': { shape: [300, 96], data: gaussian(300 * 96, 12, 0.02) },
+      'layers.0.o_proj.weight': { shape: [300, 96], data: pruned },
       'layers.0.mlp.weight': { shape: [200, 96], data: gaussian(200 * 96, 13, 3) },
     });
     const modes: Array<Record<string, unknown>> = [

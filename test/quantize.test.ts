@@ -10,6 +10,8 @@ import {
 } from '../src/quantize/uniform.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { markOutliers } from '../src/quantize/outliers.js';
+import { symmetricRanges } from '../src/quantize/ranges.js';
+import { RowGrid, roundToNearest, gptqQuantize } from '../src/compensate/index.js';
 import { dequantizeInto } from '../src/quantize/dequantize.js';
 import { planeOffsets } from '../src/layout/planes.js';
 import { gaussian } from './helpers/random.js';
@@ -80,6 +82,57 @@ function toBits(x: number): number {
   const exp = ((b >>> 23) & 255) - 127 + 15;
   return ((b >>> 16) & 0x8000) | (exp << 10) | ((b >>> 13) & 0x3ff);
 }
+
+describe('weights the decoder does not read from their code take the zero code of a zero-centred grid', () => {
+  // a [4, 6] plane, a channel a column: column 1 pruned to zeros, a NaN (side data) in column 0, and (with
+  // bounds, as a step grid has them) a weight beyond the grid in column 2
+  const plane = gaussian(4 * 6, 5, 0.05);
+  for (let r = 0; r < 4; r++) plane[r * 6 + 1] = 0;
+  plane[6] = NaN;
+  plane[2 * 6 + 2] = 0.5;
+  const apart = [1, 7, 13, 19, 6, 14];
+
+  it('on the default grid, a step grid and at a stride: 2^(n−1), which decodes to exactly 0', () => {
+    for (const bits of [8, 16]) {
+      const { ranges } = symmetricRanges(plane, 4, 6, 1, bits)!;
+      const mid = 2 ** (bits - 1);
+      expect(ranges.zeroCode).toBe(mid);
+      const lo = new Float64Array(6).fill(-0.2);
+      const hi = new Float64Array(6).fill(0.2);
+      for (const stride of [1, 3]) {
+        const codes = quantizePlane(plane, 4, 6, bits, ranges, stride, { lo, hi });
+        for (const i of apart) expect(codes[i], `bits ${bits}, stride ${stride}, weight ${i}`).toBe(mid);
+        const back = dequantizePlane(codes, 4, 6, bits, ranges);
+        for (let r = 0; r < 4; r++) expect(Object.is(back[r * 6 + 1], 0) || Object.is(back[r * 6 + 1], -0)).toBe(true);
+      }
+    }
+  });
+
+  it('min/max ranges (the method as written, interval centres) keep code 0: they have no zero code', () => {
+    const r = findRanges(plane, 4, 6, 'channel', 1);
+    expect(r.zeroCode).toBeUndefined();
+    const codes = quantizePlane(plane, 4, 6, 8, r);
+    for (const i of [1, 7, 13, 19, 6]) expect(codes[i]).toBe(0);
+  });
+
+  it('round-to-nearest and GPTQ rows: a constant row and fixed weights take the fill code', () => {
+    const rows = 3;
+    const k = 4;
+    const w = Float64Array.from(gaussian(rows * k, 9, 0.1));
+    const fixed = new Uint8Array(rows * k);
+    fixed[5] = 1;
+    const los = Float64Array.of(-0.4, -0.4, 0);
+    const spans = Float64Array.of(0.8, 0.8, 0); // row 2: a pruned channel
+    const m = { rows, k, w, fixed, los, spans, bits: 8, stride: 1, zeroCode: 128 };
+    const h = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) h[i * k + i] = 1 + i;
+    for (const codes of [roundToNearest(m), gptqQuantize(m, h).codes]) {
+      expect(codes[5]).toBe(128);
+      expect([...codes.subarray(8, 12)]).toEqual([128, 128, 128, 128]);
+    }
+    expect(new RowGrid(8, 1).fill).toBe(0);
+  });
+});
 
 describe('quantizePlane at stride > 1: products where safe, the codes of the divisions', () => {
   // the reference: the level from the quotients, as the method states it

@@ -20,7 +20,7 @@
  * Pure TypeScript over Float64Array; no dependencies.
  */
 
-import { strideOffset } from '../quantize/uniform.js';
+import { fillCode, strideOffset } from '../quantize/uniform.js';
 import type { HMatrix } from './statistics.js';
 
 /** Damping added to H's diagonal, as a fraction of its mean: see docs/compensation.md for the measurement. */
@@ -88,6 +88,8 @@ export class RowGrid {
   private readonly top: number;
   private readonly half: number;
   private readonly topLevel: number;
+  /** The code of a weight stored apart and of a constant channel's (uniform.ts fillCode). */
+  readonly fill: number;
 
   constructor(
     bits: number,
@@ -97,11 +99,13 @@ export class RowGrid {
     this.levels = 2 ** bits;
     this.top = this.levels - 1;
     this.half = strideOffset(stride, zeroCode);
+    this.fill = fillCode(zeroCode);
     this.topLevel = Math.floor((this.top - this.half) / stride);
   }
 
   code(v: number, lo: number, span: number): number {
-    if (!(span > 0) || !Number.isFinite(v)) return 0;
+    // a constant channel or a weight stored apart: the fill code (uniform.ts fillCode)
+    if (!(span > 0) || !Number.isFinite(v)) return this.fill;
     if (this.stride === 1) {
       const q = Math.floor(((v - lo) / span) * this.levels);
       return q < 0 ? 0 : q > this.top ? this.top : q;
@@ -119,7 +123,7 @@ export class RowGrid {
 /** Round-to-nearest of every weight on its row's grid. */
 export function roundToNearest(m: GridMatrix): Uint32Array {
   const grid = new RowGrid(m.bits, m.stride, m.zeroCode);
-  const codes = new Uint32Array(m.rows * m.k);
+  const codes = new Uint32Array(m.rows * m.k).fill(grid.fill);
   for (let r = 0; r < m.rows; r++)
     for (let i = 0; i < m.k; i++) {
       const at = r * m.k + i;
@@ -316,7 +320,7 @@ export function gptqQuantize(m: GridMatrix, h: HMatrix | undefined, options: Gpt
   const { u, order, lambda, deadColumns } = prep;
   const block = Math.max(1, Math.floor(options.blockSize ?? DEFAULT_BLOCK));
   const grid = new RowGrid(m.bits, m.stride, m.zeroCode);
-  const codes = new Uint32Array(rows * k);
+  const codes = new Uint32Array(rows * k).fill(grid.fill);
   // W in processing order; fixed weights enter as 0 and track only the change pushed onto them
   const w = new Float64Array(rows * k);
   const fixed = new Uint8Array(rows * k);

@@ -23,6 +23,7 @@ import {
   allocCodes,
   columnRanges,
   dequantizePlane,
+  fillCode,
   quantizePlane,
   strideOffset,
   type RangeMode,
@@ -232,7 +233,7 @@ const BLOCK = 64;
 /**
  * Codes of the plane (cols × rows: plane row i, column j) of a file matrix of `channels` rows × `cols`
  * columns, read along the file's rows and written down the plane's columns, in 64 × 64 blocks: each code as
- * quantizePlane finds it (values outside `bounds`: code 0).
+ * quantizePlane finds it (values outside `bounds` and constant channels: the fill code).
  */
 function quantizeTransposed(
   values: Float32Array,
@@ -244,6 +245,8 @@ function quantizeTransposed(
   bounds?: { lo: Float64Array; hi: Float64Array },
 ): CodeArray {
   const codes = allocCodes(bits, channels * cols);
+  const fill = fillCode(ranges.zeroCode);
+  if (fill) codes.fill(fill);
   const levels = 2 ** bits;
   const top = levels - 1;
   const half = strideOffset(stride, ranges.zeroCode);
@@ -261,7 +264,7 @@ function quantizeTransposed(
         const b = bounds ? bounds.hi[j] : Infinity;
         for (let i = i0, src = j * cols + i0; i < i1; i++, src++) {
           const v = values[src];
-          if (v < a || v > b) continue; // beyond the grid: code 0, stored exactly
+          if (v < a || v > b) continue; // beyond the grid: the fill code, stored exactly
           if (stride === 1) {
             const q = Math.floor(((v - lo) / span) * levels);
             codes[i * channels + j] = q < 0 ? 0 : q > top ? top : q;
@@ -301,6 +304,7 @@ function quantizeMeasured(
   const histogram = new Float64Array(levels);
   const codes = allocCodes(8, channels * cols) as Uint8Array;
   const half = strideOffset(stride, ranges.zeroCode);
+  const fill = fillCode(ranges.zeroCode);
   const { los, spans } = columnRanges(ranges, channels);
   const block = Math.max(1, Math.min(channels, Math.floor(MEASURE_BLOCK_BYTES / cols)));
   const run = new Uint8Array(block * cols);
@@ -324,7 +328,7 @@ function quantizeMeasured(
       const live = span > 0;
       // the float32 dequantizePlane writes for each code (measureFc's table)
       for (let q = 0; q < levels; q++) table[q] = Math.fround(live ? lo + ((q + 0.5) * span) / levels : lo);
-      const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros, beyond };
+      const row = { values, src, cols, lo, span, table, run, at: (j - j0) * cols, histogram, sums, zeros, beyond, fill };
       if (live && stride === 1) measureRowBounded(row, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
       else measureRow(row, live, stride, half, bounds ? bounds.lo[j] : -Infinity, bounds ? bounds.hi[j] : Infinity);
     }
@@ -375,20 +379,22 @@ interface MeasuredRow {
   zeros: number[];
   /** File positions of the weights beyond a step grid's bounds (measureRow), ascending. */
   beyond: number[];
+  /** The code of a weight beyond them, and of a dead channel's (fillCode). */
+  fill: number;
 }
 
 /**
  * A live channel at stride 1 (the default grid, whose bounds are ±Infinity, or a step grid's `a`–`b`): measureRow's
- * arithmetic for that case (the weights beyond: code 0, exact; NaN: code 0), with no branch on the channel's kind.
+ * arithmetic for that case (the weights beyond: the fill code, exact; NaN: code 0), with no branch on the channel's kind.
  */
 function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
-  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;
+  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond, fill } = r;
   let maxAbs = sums[0];
   let se = sums[1];
   let sp = sums[2];
   for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
     const v = values[src];
-    let code = 0;
+    let code = fill;
     let restored = v;
     if (v < a || v > b) beyond.push(src);
     else {
@@ -412,21 +418,21 @@ function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
 }
 
 /**
- * The other channels (a live one at stride 1 is measureRowBounded's): dead ones (code 0) and strides above 1, with a
- * step grid's bounds `a`–`b` (weights beyond: code 0, exact).
+ * The other channels (a live one at stride 1 is measureRowBounded's): dead ones (the fill code) and strides above 1,
+ * with a step grid's bounds `a`–`b` (weights beyond: the fill code, exact).
  */
 function measureRow(r: MeasuredRow, live: boolean, stride: number, half: number, a: number, b: number): void {
-  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond } = r;
+  const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond, fill } = r;
   const topLevel = Math.floor((255 - half) / stride);
   let maxAbs = sums[0];
   let se = sums[1];
   let sp = sums[2];
   for (let i = 0, k = r.at, src = r.src; i < cols; i++, k++, src++) {
     const v = values[src];
-    let code = 0;
+    let code = fill;
     let restored: number;
     if (v < a || v > b) {
-      restored = v; // beyond the grid: code 0, stored exactly
+      restored = v; // beyond the grid: the fill code, stored exactly
       beyond.push(src);
     } else {
       if (live) {

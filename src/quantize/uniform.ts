@@ -42,6 +42,17 @@ export function strideOffset(stride: number, zeroCode?: number): number {
   return zeroCode !== undefined ? zeroCode % stride : Math.floor(stride / 2);
 }
 
+/**
+ * The code of a weight the decoder does not read from its code: one of a constant channel (which decodes to its
+ * one value whatever the code), one stored exactly (side data, beyond a step grid) or non-finite. Any code
+ * decodes it right, so the encoder writes the cheapest: the zero code where the grid has one (the commonest
+ * code of a zero-centred grid, and no sign bit in `zstd-sign`; an output channel pruned to zeros was a stripe
+ * of code 0 among codes around 2^(n−1)), else 0 (min/max grids, the method as written).
+ */
+export function fillCode(zeroCode: number | undefined): number {
+  return zeroCode ?? 0;
+}
+
 /** Finds the ranges of a rows×cols plane (row-major), skipping non-finite values. */
 export function findRanges(values: Float32Array, rows: number, cols: number, mode: RangeMode, channelWidth: number): PlaneRanges {
   const channels = mode === 'layer' ? 1 : Math.ceil(cols / channelWidth);
@@ -84,8 +95,8 @@ const NEAR = 1e-6;
  * (levels k·j + offset: ⌊k/2⌋, or on the zero code of a zero-centred grid) and picks the level whose M1 decoding is nearest: a
  * coarser grid the decoder needs no word about, since it decodes plain M1
  * codes. Fewer distinct codes is what lets the codecs' entropy coders spend
- * fewer bits where a layer tolerates it. With `bounds` (per column), values outside them get code 0 as
- * non-finite ones do: weights beyond a step grid, stored exactly (the encoder's one-pass path, fused.ts).
+ * fewer bits where a layer tolerates it. With `bounds` (per column), values outside them get the fill code
+ * as non-finite ones do (`fillCode`): weights beyond a step grid, stored exactly (the encoder's one-pass path, fused.ts).
  */
 export function quantizePlane(
   values: Float32Array,
@@ -97,6 +108,8 @@ export function quantizePlane(
   bounds?: { lo: Float64Array; hi: Float64Array },
 ): CodeArray {
   const codes = allocCodes(bits, rows * cols);
+  const fill = fillCode(ranges.zeroCode);
+  if (fill) codes.fill(fill);
   const { lo: min, hi: max } = bounds ?? {
     lo: new Float64Array(cols).fill(-Infinity),
     hi: new Float64Array(cols).fill(Infinity),
@@ -120,7 +133,7 @@ export function quantizePlane(
       const lo = los[c];
       const span = spans[c];
       const v = values[base + c];
-      // constant channel, side-stored value or beyond the bounds: code 0
+      // constant channel, side-stored value or beyond the bounds: the fill code (fillCode)
       if (!(span > 0) || !Number.isFinite(v) || v < min[c] || v > max[c]) continue;
       if (stride === 1) {
         // (the division measured as fast here as the product and its check)

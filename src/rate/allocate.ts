@@ -22,7 +22,7 @@ import {
   type MeasuredScales,
   type StepGrid,
 } from '../quantize/step.js';
-import { columnRanges } from '../quantize/uniform.js';
+import { columnRanges, fillCode } from '../quantize/uniform.js';
 import { measureSorted, type ColumnGrid } from './sorted.js';
 import type { PlaneShape } from '../layout/types.js';
 import type { RangeMode } from '../quantize/uniform.js';
@@ -215,9 +215,9 @@ function measureStepGrid(
     const { cols } = shapes[p];
     const scales = planeScales[p];
     const g = stepGrid(scales, relStep, codeWidth);
-    const { los, spans, inLo, inHi } = gridColumns(g, cols, codeWidth, markBeyond);
+    const { los, spans, inLo, inHi, fill } = gridColumns(g, cols, codeWidth, markBeyond);
     hist.fill(0);
-    const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, hist, sse);
+    const m = measurePlane(planes[p], cols, los, spans, inLo, inHi, codeWidth, fill, hist, sse);
     sse = m.sse;
     bits += stepPlaneBits(g, hist, planes[p].length, codeWidth, m.beyond);
   }
@@ -230,7 +230,7 @@ function gridColumns(g: StepGrid, cols: number, codeWidth: number, markBeyond: b
   const { lo: inLo, hi: inHi } = markBeyond
     ? gridBounds(g, cols, codeWidth)
     : { lo: new Float64Array(cols).fill(-Infinity), hi: new Float64Array(cols).fill(Infinity) };
-  return { los, spans, inLo, inHi };
+  return { los, spans, inLo, inHi, fill: fillCode(g.ranges.zeroCode) };
 }
 
 /** A plane's bits on a step grid, from its code histogram (16-bit codes: as zstd's byte coder sees them). */
@@ -302,6 +302,7 @@ function measurePlane(
   inLo: Float64Array,
   inHi: Float64Array,
   codeWidth: number,
+  fill: number,
   hist: Float64Array,
   sseIn: number,
 ): { sse: number; beyond: number } {
@@ -312,20 +313,20 @@ function measurePlane(
   let beyond = 0;
   for (let i = 0, c = 0; i < plane.length; i++, c = c + 1 === cols ? 0 : c + 1) {
     const v = plane[i];
-    // non-finite (side data) and beyond the grid (stored exactly): code 0, no error counted
+    // non-finite (side data) and beyond the grid (stored exactly): the fill code, no error counted
     if (!Number.isFinite(v)) {
-      hist[0]++;
+      hist[fill]++;
       continue;
     }
     if (v < inLo[c] || v > inHi[c]) {
-      hist[0]++;
+      hist[fill]++;
       beyond++;
       continue;
     }
     const lo = los[c];
     const span = spans[c];
     if (!(span > 0)) {
-      hist[0]++;
+      hist[fill]++;
       sse += (v - Math.fround(lo)) ** 2;
       continue;
     }

@@ -22,6 +22,8 @@ export interface ColumnGrid {
   spans: Float64Array;
   inLo: Float64Array;
   inHi: Float64Array;
+  /** The code of weights beyond the grid, non-finite ones and a constant column's (uniform.ts fillCode). */
+  fill: number;
 }
 
 /** What one candidate measured on a plane: code counts, squared error, weights beyond the grid. */
@@ -122,7 +124,7 @@ export function measureSorted(
       const sums = { s1, s2, base: j * (rows + 1), ref: refs[j] };
       for (let g = 0; g < grids.length; g++) {
         const grid = grids[g];
-        measureColumn(col, sums, rows - m, grid.los[c], grid.spans[c], grid.inLo[c], grid.inHi[c], levels, out[g]);
+        measureColumn(col, sums, rows - m, grid.los[c], grid.spans[c], grid.inLo[c], grid.inHi[c], levels, grid.fill, out[g]);
       }
     }
   }
@@ -236,18 +238,19 @@ function measureColumn(
   inLo: number,
   inHi: number,
   levels: number,
+  fill: number,
   o: SortedMeasure,
 ): void {
   const m = col.length;
   const hist = o.hist;
-  // beyond the grid (stored exactly) and non-finite (side data): code 0, no error counted
+  // beyond the grid (stored exactly) and non-finite (side data): the fill code, no error counted
   const a = firstNotBelow(col, inLo, 0, m);
   const b = firstAbove(col, inHi, a, m);
   o.beyond += a + (m - b);
-  hist[0] += a + (m - b) + nonFinite;
+  hist[fill] += a + (m - b) + nonFinite;
   if (a === b) return;
   if (!(span > 0)) {
-    hist[0] += b - a;
+    hist[fill] += b - a;
     o.sse += runError(col, sums, a, b, Math.fround(lo));
     return;
   }
