@@ -103,6 +103,10 @@ describe('nnmedia CLI', () => {
     // said after the report, not instead of it
     expect(unknown.stdout).toMatch(/bits per weight/);
     expect((await cli('eval', 'judged.nnm', '-m', model, '--require', 'agreement=1')).stderr).toMatch(/expected KEY>=N/);
+    // a built-in task beside judged outputs (or calibration data) was silently replaced by the outputs comparison
+    const both = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'yA', '--task', 'isnet');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/E_OPTION: --task isnet runs on its own data, and --judge-output compares the model's outputs/);
     const bad = await cli('eval', 'judged.nnm', '-m', model, '--judge-output', 'nope');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/E_OPTION: --judge-output "nope": the model has no such output; its outputs: /);

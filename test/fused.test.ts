@@ -267,3 +267,30 @@ describe('the one-pass path in the encoder', () => {
     expect(coded).toBe(3 * modes.length);
   });
 });
+
+describe('tensors of mostly exact zeros (pruned)', () => {
+  it("take zstd-19 where zstd-3's literal coder spends well over the codes' entropy; dense tensors do not pay for it", async () => {
+    const file = join(dir, 'pruned.safetensors');
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [name, share] of [
+      ['layers.0.dense.weight', 0],
+      ['layers.0.half.weight', 0.5],
+      ['layers.0.sparse.weight', 0.9],
+    ] as const) {
+      // (1.5 M weights: above the model size that tries brotli on every tensor, plan.ts BROTLI_SMALL_MODEL)
+      const data = gaussian(1024 * 512, name.length, 0.02);
+      // magnitude pruning: the smallest `share` of the weights set to exact zeros
+      const limit = [...data].map(Math.abs).sort((a, b) => a - b)[Math.floor(share * data.length)];
+      if (share > 0) for (let i = 0; i < data.length; i++) if (Math.abs(data[i]) < limit) data[i] = 0;
+      tensors[name] = { shape: [1024, 512], data };
+    }
+    writeSafetensors(file, tensors);
+    const r = await compressModel(file, join(dir, 'pruned.nnm'));
+    const codec = (key: string) => r.manifest.tensors.find((t) => t.key === key)!.codec!;
+    expect(codec('layers.0.dense.weight').effort ?? 3).not.toBe(19);
+    for (const key of ['layers.0.half.weight', 'layers.0.sparse.weight']) {
+      expect(codec(key).name, key).toMatch(/^zstd/);
+      expect(codec(key).effort, key).toBe(19);
+    }
+  });
+});

@@ -130,6 +130,18 @@ describe('a depthwise ConvTranspose (an upsampling layer)', () => {
   });
 });
 
+describe('safetensors names holding "norm"', () => {
+  const named = (name: string, shape: number[]) =>
+    classifyTensor({ ...entry(shape, 1), key: name, name, uses: [] }, 'safetensors');
+  it('a matrix is a weight whatever its name holds; a norm vector stored as [1, n] is kept', () => {
+    for (const name of ['denorm.weight', 'abnormal.weight', 'normalizer.proj.weight', 'enc.norm_proj.weight'])
+      expect(named(name, [256, 512]), name).toMatchObject({ role: 'fc', layout: { kind: 'fc', nout: 256, nin: 512 } });
+    expect(named('model.embed_tokens.weight', [1000, 64]).role).toBe('fc');
+    for (const name of ['model.norm.weight', 'layers.0.input_layernorm.weight', 'embeddings.LayerNorm.weight'])
+      expect(named(name, [1, 768]).role, name).toBe('other');
+  });
+});
+
 describe("onnxruntime's channels-last convolutions", () => {
   it('an NhwcConv or NhwcFusedConv kernel [M, kH, kW, C] is a row of kH·kW·C weights per output channel', () => {
     for (const op of ['NhwcConv', 'NhwcFusedConv'])

@@ -350,6 +350,12 @@ export function buildProgram(): Command {
           throw new OptionError(
             `${spec.paths.length ? '--calibration' : spec.outputs ? '--judge-output' : `--task ${f.task}`} runs the model, and ${format} files hold no graph to run: eval compares their tensors`,
           );
+        // a built-in task reads its own data: with calibration data or judged outputs eval compares outputs, and a
+        // task named beside them would be silently replaced
+        if ((spec.paths.length || spec.outputs) && !['auto', 'outputs'].includes(f.task))
+          throw new OptionError(
+            `--task ${f.task} ${f.task === 'none' ? 'measures no task' : 'runs on its own data'}, and ${spec.paths.length ? '--calibration' : '--judge-output'} compares the model's outputs (--task outputs): give one of the two`,
+          );
         // calibration data given: the outputs of the original and the rebuilt model compared on it
         // --judge-output: those outputs compared, on the calibration data or synthetic inputs
         const outputs = spec.outputs ? checkJudgedOutputs(modelForRunning(f.model), spec.outputs, f.model) : undefined;

@@ -88,9 +88,14 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
-      if (refine && media.bytes * 8 < refine.below * (entropy ??= codesEntropy(codes, fused))) {
-        const again = await encode(i, undefined, refine.effort);
-        if (again.bytes < media.bytes) media = again;
+      if (refine) {
+        const bits = media.bytes * 8;
+        entropy ??= codesEntropy(codes, fused);
+        const skewed = bits > refine.above * entropy && bits - entropy > refine.excess;
+        if (bits < refine.below * entropy || skewed) {
+          const again = await encode(i, undefined, refine.effort);
+          if (again.bytes < media.bytes) media = again;
+        }
       }
       if (!best || media.bytes + (plan.codecs[i].margin ?? 0) < best.bytes) best = media;
     }

@@ -22,7 +22,7 @@ import {
   rulesFor,
   settingsFor,
 } from './options.js';
-import type { CodecChoice, CodedPlan, SliceSpec, TensorPlan } from './stages.js';
+import type { CodecChoice, CodedPlan, RefineRule, SliceSpec, TensorPlan } from './stages.js';
 import type { RangeMode } from '../quantize/uniform.js';
 
 /**
@@ -32,6 +32,8 @@ import type { RangeMode } from '../quantize/uniform.js';
  * codes/s). `smallest` adds lossless WebP (≈ 1 % smaller on weight codes, 10–100× slower) and zstd-19
  * (smaller on structured tensors: Fourier bases, pruned blocks), for when size is all that counts.
  */
+const REFINE: RefineRule = { effort: 19, below: 0.97, above: 1.02, excess: 4096 };
+
 export const CODEC_SETS: Readonly<
   Record<
     (typeof CODEC_SET_NAMES)[number],
@@ -39,25 +41,20 @@ export const CODEC_SETS: Readonly<
       /** Image codecs tried, with their settings (`matches`: PNG's own match search, off where zstd is beside it). */
       images: ReadonlyArray<{ name: string; effort?: number; matches?: boolean }>;
       zstdLevel: number;
-      /**
-       * Codes that zstd-3 already codes below `below` of their order-0 entropy have structure beyond a histogram
-       * (a Fourier basis, pruned blocks) that zstd-19's optimal parsing finds more of: measured 2.67 vs 3.22
-       * bits/weight on an STFT front end, 0.97 vs 1.14 on a block-sparse layer. Weight noise, which zstd codes
-       * at its entropy or a little above, never pays zstd-19's cost (~0.5 s a call, whatever the size).
-       */
-      refine?: { effort: number; below: number };
+      /** The raw codecs' second try (RefineRule, stages.ts). */
+      refine?: RefineRule;
     }
   >
 > = {
   // zlib 6 for 16-bit planes (libvips): as small as 9 on weight codes, a third faster; 8-bit planes are
   // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts), without PNG's own match search:
   // zstd, tried beside it, finds the structure it would
-  auto: { images: [{ name: 'png', effort: 6, matches: false }], zstdLevel: 3, refine: { effort: 19, below: 0.97 } },
+  auto: { images: [{ name: 'png', effort: 6, matches: false }], zstdLevel: 3, refine: REFINE },
   // zstd-19 only where it pays (the refine rule): it took 20 s of a 22 s encode of a 124k-weight classifier
   smallest: {
     images: [{ name: 'webp' }, { name: 'png', matches: false }],
     zstdLevel: 3,
-    refine: { effort: 19, below: 0.97 },
+    refine: REFINE,
   },
 };
 

@@ -298,6 +298,9 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
  */
 function classifyByName(t: TensorEntry, fallbackReason: string): Classification {
   const n = t.name.toLowerCase();
+  // a norm's scale or shift is a vector, stored as a matrix only with a dimension of 1 ([1, hidden]); a matrix
+  // whose name merely holds "norm" (`denorm.weight`, `normalizer.proj.weight`) is a weight like any other
+  const normVector = /norm/.test(n) && Math.min(...t.shape) === 1;
   if (/(^|[._])(weight_ih|weight_hh)(_l\d+)?(_reverse)?$/.test(n) && t.shape.length === 2) {
     const kind = /gru/.test(n) ? 'gru' : 'lstm';
     const layout = recurrentSpec(kind, t.shape);
@@ -308,13 +311,13 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
       return { role: 'conv', layout: convSpec(t.shape, 'out_in'), reason: 'conv weight by name and rank' };
     // a token embedding [vocab, hidden] is a matrix like any other: one range per token row (as GGUF quantizes
     // token_embd), often the largest tensor of a small LLM (Llama-3.2-1B: 21 % of its weights)
-    if (t.shape.length === 2 && /embed/.test(n) && !/norm/.test(n))
+    if (t.shape.length === 2 && /embed/.test(n) && !normVector)
       return {
         role: 'fc',
         layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
         reason: 'embedding table by name ([tokens, hidden]: one range per token)',
       };
-    if (t.shape.length === 2 && !/norm/.test(n))
+    if (t.shape.length === 2 && !normVector)
       return {
         role: 'fc',
         layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
