@@ -5,6 +5,8 @@ import { errorSums } from '../src/eval/metrics.js';
 import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.js';
 import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
+import { CODEC_SETS } from '../src/pipeline/plan.js';
+import { refineEffort } from '../src/pipeline/stages.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
 import { measureColumnMajor } from '../src/rate/allocate.js';
 import { codeEntropyBits, entropyOf } from '../src/rate/entropy.js';
@@ -249,6 +251,8 @@ describe('the one-pass path in the encoder', () => {
       { range: 'layer' },
       { outliers: 3 },
       { relStep: 0.25, rotate: true },
+      // 16-bit codes on a step grid fine enough to leave weights beyond it (the transposed path with bounds)
+      { bits: 16, relStep: 1e-4 },
     ];
     let coded = 0;
     for (const [k, mode] of modes.entries()) {
@@ -287,10 +291,23 @@ describe('tensors of mostly exact zeros (pruned)', () => {
     writeSafetensors(file, tensors);
     const r = await compressModel(file, join(dir, 'pruned.nnm'));
     const codec = (key: string) => r.manifest.tensors.find((t) => t.key === key)!.codec!;
-    expect(codec('layers.0.dense.weight').effort ?? 3).not.toBe(19);
     for (const key of ['layers.0.half.weight', 'layers.0.sparse.weight']) {
       expect(codec(key).name, key).toMatch(/^zstd/);
       expect(codec(key).effort, key).toBe(19);
     }
+  });
+
+  it('the rule, on the measured ratios: dense 8-bit codes, small excesses and 16-bit codes are not tried again', () => {
+    const rule = CODEC_SETS.auto.refine!;
+    const h = 1e6; // the codes' entropy in bits
+    expect(refineEffort(rule, 1.007 * h, h, 8)).toBeUndefined(); // dense weight codes (zstd-3 within 1 %)
+    expect(refineEffort(rule, 1.11 * h, h, 8)).toBe(19); // half the weights exact zeros
+    expect(refineEffort(rule, 1.48 * h, h, 8)).toBe(19); // 90 %
+    expect(refineEffort(rule, 0.9 * h, h, 8)).toBe(19); // structure (a Fourier basis)
+    expect(refineEffort(rule, 0.9 * h, h, 16)).toBe(19);
+    expect(refineEffort(rule, 1.25 * h, h, 16)).toBeUndefined(); // zstd's usual on 16-bit codes, at any level
+    expect(refineEffort(rule, 441 * 8, 383 * 8, 8)).toBeUndefined(); // a small tensor: its headers are the excess
+    // the rate-control modes' set: structure only (their coarse grids would retry nearly every tensor)
+    expect(refineEffort(CODEC_SETS.smallest.refine!, 1.48 * h, h, 8)).toBeUndefined();
   });
 });

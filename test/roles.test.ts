@@ -139,6 +139,9 @@ describe('safetensors names holding "norm"', () => {
     expect(named('model.embed_tokens.weight', [1000, 64]).role).toBe('fc');
     for (const name of ['model.norm.weight', 'layers.0.input_layernorm.weight', 'embeddings.LayerNorm.weight'])
       expect(named(name, [1, 768]).role, name).toBe('other');
+    // per-head norms: a norm module's parameter, [heads, head_dim]
+    for (const name of ['layers.0.self_attn.q_norm.weight', 'layers.0.self_attn.k_norm.weight', 'blocks.2.norm1.weight'])
+      expect(named(name, [64, 128]).role, name).toBe('other');
   });
 });
 

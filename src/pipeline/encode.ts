@@ -23,7 +23,7 @@ import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
 import { codeEntropyBits, entropyOf } from '../rate/entropy.js';
-import type { CodedPlan, EncodedTensor, EncodeUnit, UnitCompensation } from './stages.js';
+import { refineEffort, type CodedPlan, type EncodedTensor, type EncodeUnit, type UnitCompensation } from './stages.js';
 
 /**
  * The folder of a tensor's (or slice's) entries in the archive: `t/<index>/` (the manifest names the tensor;
@@ -89,11 +89,10 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
       let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
       if (refine) {
-        const bits = media.bytes * 8;
         entropy ??= codesEntropy(codes, fused);
-        const skewed = bits > refine.above * entropy && bits - entropy > refine.excess;
-        if (bits < refine.below * entropy || skewed) {
-          const again = await encode(i, undefined, refine.effort);
+        const effort = refineEffort(refine, media.bytes * 8, entropy, settings.bits);
+        if (effort !== undefined) {
+          const again = await encode(i, undefined, effort);
           if (again.bytes < media.bytes) media = again;
         }
       }

@@ -385,7 +385,8 @@ interface MeasuredRow {
 
 /**
  * A live channel at stride 1 (the default grid, whose bounds are ±Infinity, or a step grid's `a`–`b`): measureRow's
- * arithmetic for that case (the weights beyond: the fill code, exact; NaN: code 0), with no branch on the channel's kind.
+ * arithmetic for that case (the weights beyond: the fill code, exact; a NaN level, from a range that overflowed
+ * float32: code 0), with no branch on the channel's kind.
  */
 function measureRowBounded(r: MeasuredRow, a: number, b: number): void {
   const { values, cols, lo, span, table, run, histogram, sums, zeros, beyond, fill } = r;

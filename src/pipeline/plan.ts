@@ -26,14 +26,21 @@ import type { CodecChoice, CodedPlan, RefineRule, SliceSpec, TensorPlan } from '
 import type { RangeMode } from '../quantize/uniform.js';
 
 /**
+ * zstd-19 where zstd-3 wrote under the codes' entropy (structure), and in the default set also where it wrote well
+ * over it (a tensor of mostly exact zeros): RefineRule. Not in the rate-control modes' set: on their coarse grids
+ * zstd-3 writes 1.06–1.3× the entropy of almost every tensor, and zstd-19 at ~0.6 s a million codes on each would
+ * multiply their encode time.
+ */
+const REFINE: RefineRule = { effort: 19, below: 0.97 };
+const REFINE_SKEWED: RefineRule = { ...REFINE, skewed: { above: 1.02, excess: 4096 } };
+
+/**
  * The codec sets that pick per tensor: each tries its image codecs losslessly and keeps the smallest, with
  * the raw codes through zstd as the floor (no tensor is ever stored larger than that). `auto` (the default)
- * is fast: PNG and zstd-3 (on 8-bit weight codes zstd's level changes nothing measurable, 3 runs ~200 M
+ * is fast: PNG and zstd-3 (on dense 8-bit weight codes zstd's level changes nothing measurable, 3 runs ~200 M
  * codes/s). `smallest` adds lossless WebP (≈ 1 % smaller on weight codes, 10–100× slower) and zstd-19
  * (smaller on structured tensors: Fourier bases, pruned blocks), for when size is all that counts.
  */
-const REFINE: RefineRule = { effort: 19, below: 0.97, above: 1.02, excess: 4096 };
-
 export const CODEC_SETS: Readonly<
   Record<
     (typeof CODEC_SET_NAMES)[number],
@@ -49,7 +56,7 @@ export const CODEC_SETS: Readonly<
   // zlib 6 for 16-bit planes (libvips): as small as 9 on weight codes, a third faster; 8-bit planes are
   // deflated Huffman-only whatever the effort (codecs/image/png-entropy.ts), without PNG's own match search:
   // zstd, tried beside it, finds the structure it would
-  auto: { images: [{ name: 'png', effort: 6, matches: false }], zstdLevel: 3, refine: REFINE },
+  auto: { images: [{ name: 'png', effort: 6, matches: false }], zstdLevel: 3, refine: REFINE_SKEWED },
   // zstd-19 only where it pays (the refine rule): it took 20 s of a 22 s encode of a 124k-weight classifier
   smallest: {
     images: [{ name: 'webp' }, { name: 'png', matches: false }],

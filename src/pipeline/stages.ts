@@ -43,18 +43,25 @@ export interface KeptPlan extends PlanBase {
  * A raw codec's second try, at `effort`, from how its first result compares with the codes' order-0 entropy H.
  * Under `below`·H the codes have structure beyond a histogram (a Fourier basis, pruned blocks) that zstd-19's
  * optimal parsing finds more of: measured 2.67 vs 3.22 bits/weight on an STFT front end, 0.97 vs 1.14 on a
- * block-sparse layer. Over `above`·H (and by more than `excess` bits: below that, a small tensor's own headers
- * make the excess) the histogram is one zstd-3's literal coder spends too much on: a tensor whose weights are
- * mostly exact zeros, 5.03 bits a code where H is 4.52 at 50 % zeros, 1.70 where H is 1.15 at 90 %, 0.240
- * where H is 0.144 at 99 %; zstd-19 codes the runs of zeros as matches, 4.56, 1.41 and 0.195 (levels 16–18 reach
- * the first two but not the third). Weight noise, which zstd-3 codes within 1 % of H, pays for neither (~0.3–0.5 s
- * a million codes).
+ * block-sparse layer. With `skewed`, 8-bit codes written over `above`·H (and by more than `excess` bits: below
+ * that, a small tensor's own headers make the excess) try again too: a histogram zstd-3's literal coder spends too
+ * much on, a tensor whose weights are mostly exact zeros — 5.03 bits a code where H is 4.52 at 50 % zeros, 1.70
+ * where H is 1.15 at 90 %, 0.240 where H is 0.144 at 99 % — where zstd-19 codes the runs of zeros as matches:
+ * 4.56, 1.41 and 0.195 (levels 16–18 reach the first two but not the third). Dense 8-bit weight codes on the
+ * default grid, which zstd-3 writes within 1 % of H, pay for neither (zstd-19: ~0.5 s a million codes). 16-bit
+ * codes are left out: zstd writes them at 1.2–1.3× their symbol entropy at any level.
  */
 export interface RefineRule {
   readonly effort: number;
   readonly below: number;
-  readonly above: number;
-  readonly excess: number;
+  readonly skewed?: { readonly above: number; readonly excess: number };
+}
+
+/** The effort a raw candidate of `bits` bits (for n-bit codes of order-0 entropy `entropy` bits) is tried again at, if any. */
+export function refineEffort(rule: RefineRule, bits: number, entropy: number, codeBits: number): number | undefined {
+  if (bits < rule.below * entropy) return rule.effort;
+  const s = rule.skewed;
+  return s && codeBits === 8 && bits > s.above * entropy && bits - entropy > s.excess ? rule.effort : undefined;
 }
 
 /** A codec to try, by name (plans cross to worker threads), with its options resolved for the tensor's bits. */

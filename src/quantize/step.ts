@@ -156,7 +156,7 @@ export interface ChannelScales {
 /**
  * An [out, in] matrix's (or slice's) scales in each range mode measured, as `columnMajorScales` finds them for its
  * values, where every value is finite: what rate control measured, handed to the encoder so it need not find them
- * again (three passes over the values an encode).
+ * again (four passes over the values an encode: three sums and a count of exact zeros).
  */
 export interface MeasuredScales {
   readonly channel?: ChannelScales;
@@ -168,7 +168,8 @@ export interface MeasuredScales {
 
 /**
  * Per channel (one channel in layer mode), the RMS about zero over |v| ≤ 3·RMS, recomputed twice so one outlier
- * does not coarsen its whole channel. Non-finite values are left out.
+ * does not coarsen its whole channel. Non-finite values are left out, and so are exact zeros where they are most of
+ * a channel's weights (`prunedZeros`).
  */
 export function channelScales(plane: Float32Array, shape: PlaneShape, mode: RangeMode): ChannelScales {
   const both = planeScales(plane, shape, mode === 'channel', mode === 'layer');
@@ -176,9 +177,9 @@ export function channelScales(plane: Float32Array, shape: PlaneShape, mode: Rang
 }
 
 /**
- * channelScales of a plane in either range mode or both, both from the same three sweeps of the plane (each
- * sweep adds every value to the sums of each mode whose bound it is within: the same sums, in the same order,
- * as one mode alone).
+ * channelScales of a plane in either range mode or both, both from the same three sweeps of the plane (and one
+ * counting its exact zeros; each sweep adds every value to the sums of each mode whose bound it is within: the
+ * same sums, in the same order, as one mode alone).
  *
  * Channel mode: per channel, its sums row by row across its columns. Layer mode: each pass's sums taken per plane
  * column (down the column, row by row) and then added over the columns in order (`columnTotals`), an order that
@@ -195,6 +196,14 @@ export function planeScales(
   const { rows, cols } = shape;
   const width = shape.channelWidth;
   const channels = Math.ceil(cols / width);
+  // exact zeros per column (a sweep under a bound of 0: v² ≤ 0 holds for ±0 alone), then per channel and in the
+  // plane; after the first pass (every finite value counted) only the pruned ones are kept, and taken from every
+  // count (prunedZeros)
+  const colZeros = new Float64Array(cols);
+  sweepColumns(plane, rows, cols, new Float64Array(cols), new Float64Array(cols), colZeros);
+  const zeros = new Float64Array(channel ? channels : 0);
+  if (channel) for (let c = 0; c < cols; c++) zeros[Math.floor(c / width)] += colZeros[c];
+  let layerZeros = colZeros.reduce((n, z) => n + z, 0);
   const sqs = new Float64Array(channel ? channels : 0);
   const counts = new Float64Array(channel ? channels : 0);
   // the first pass's bound keeps every finite value (a float32's square is far below it) and no infinity
@@ -220,16 +229,28 @@ export function planeScales(
         else sweepChannels(plane, rows, cols, width, bound, sqs, counts);
       if (layer) sweepColumns(plane, rows, cols, layerBounds.fill(layerBound), colSqs, colCounts);
     }
-    if (channel && pass < 2) for (let ch = 0; ch < channels; ch++) bound[ch] = counts[ch] ? 9 * (sqs[ch] / counts[ch]) : 0;
+    if (channel && pass < 2)
+      for (let ch = 0; ch < channels; ch++) {
+        if (pass === 0) zeros[ch] = prunedZeros(zeros[ch], counts[ch]);
+        const n = counts[ch] - zeros[ch];
+        bound[ch] = n ? 9 * (sqs[ch] / n) : 0;
+      }
     if (layer) {
       [layerSq, layerN] = columnTotals(colSqs, colCounts);
+      if (pass === 0) layerZeros = prunedZeros(layerZeros, layerN);
+      layerN -= layerZeros;
       layerBound = layerN ? 9 * (layerSq / layerN) : 0;
     }
   }
   return {
     // RMS about zero: the grid is centred on zero, and so is its scale
     ...(channel
-      ? { channel: { rms: Float64Array.from(sqs, (q, ch) => (counts[ch] ? Math.sqrt(q / counts[ch]) : 0)), width } }
+      ? {
+          channel: {
+            rms: Float64Array.from(sqs, (q, ch) => (counts[ch] - zeros[ch] ? Math.sqrt(q / (counts[ch] - zeros[ch])) : 0)),
+            width,
+          },
+        }
       : {}),
     ...(layer ? { layer: { rms: Float64Array.of(layerN ? Math.sqrt(layerSq / layerN) : 0), width: cols } } : {}),
   };
@@ -335,12 +356,26 @@ export function columnMajorScales(
   const counts = new Float64Array(cols);
   const colSqs = new Float64Array(cols);
   const colCounts = new Float64Array(cols);
-  // pass 1: every finite value (a float32's square is far below MAX_VALUE; an infinity's is not)
-  for (let c = 0; c < cols; c++) [sqs[c], counts[c]] = boundedSum(values, c * rows, rows, Number.MAX_VALUE);
+  // pass 1: every finite value (a float32's square is far below MAX_VALUE; an infinity's is not); from here on
+  // `counts` and the layer's count leave out the exact zeros (planeScales' doc), which every sum still counts
+  const zeros = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) {
+    [sqs[c], counts[c]] = boundedSum(values, c * rows, rows, Number.MAX_VALUE);
+    zeros[c] = boundedSum(values, c * rows, rows, 0)[1]; // ±0 alone (planeScales)
+  }
   colSqs.set(sqs);
   colCounts.set(counts);
   const finite = columnTotals(sqs, counts);
+  const layerZeros = prunedZeros(
+    zeros.reduce((n, z) => n + z, 0),
+    finite[1],
+  );
+  for (let c = 0; c < cols; c++) {
+    zeros[c] = prunedZeros(zeros[c], counts[c]);
+    counts[c] -= zeros[c];
+  }
   let [layerSq, layerN] = finite;
+  layerN -= layerZeros;
   for (let pass = 1; pass < 3; pass++) {
     const layerBound = layerN ? 9 * (layerSq / layerN) : 0;
     for (let c = 0; c < cols; c++) {
@@ -363,13 +398,18 @@ export function columnMajorScales(
           }
         }
         sqs[c] = q;
-        counts[c] = n;
+        counts[c] = n - zeros[c];
         colSqs[c] = lq;
         colCounts[c] = ln;
-      } else if (channel) [sqs[c], counts[c]] = boundedSum(values, start, rows, counts[c] ? 9 * (sqs[c] / counts[c]) : 0);
-      else [colSqs[c], colCounts[c]] = boundedSum(values, start, rows, layerBound);
+      } else if (channel) {
+        [sqs[c], counts[c]] = boundedSum(values, start, rows, counts[c] ? 9 * (sqs[c] / counts[c]) : 0);
+        counts[c] -= zeros[c];
+      } else [colSqs[c], colCounts[c]] = boundedSum(values, start, rows, layerBound);
     }
-    if (layer) [layerSq, layerN] = columnTotals(colSqs, colCounts);
+    if (layer) {
+      [layerSq, layerN] = columnTotals(colSqs, colCounts);
+      layerN -= layerZeros;
+    }
   }
   return {
     ...(channel
@@ -378,6 +418,18 @@ export function columnMajorScales(
     ...(layer ? { layer: { rms: Float64Array.of(layerN ? Math.sqrt(layerSq / layerN) : 0), width: cols } } : {}),
     finite,
   };
+}
+
+/**
+ * The exact zeros of a channel that its scale leaves out: all of them where they are most of its finite weights
+ * (a pruned channel, whose zeros lie on every zero-centred grid whatever its step: counted, the zeros of a tensor
+ * pruned to 90–99 % pulled the scale under every weight it kept, all beyond 3·RMS in the second sum and a scale of 0
+ * in the third, so every weight it kept was stored exactly), else none (a dense channel's few zeros are values
+ * like the others: a Fourier basis's zero rows). The sums still count them (their squares add nothing); the count
+ * without them divides.
+ */
+function prunedZeros(zeros: number, finite: number): number {
+  return 2 * zeros > finite ? zeros : 0;
 }
 
 /** The squares of values[start, start + n) that are at most `bound`, summed in order, and their count. */

@@ -298,9 +298,11 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
  */
 function classifyByName(t: TensorEntry, fallbackReason: string): Classification {
   const n = t.name.toLowerCase();
-  // a norm's scale or shift is a vector, stored as a matrix only with a dimension of 1 ([1, hidden]); a matrix
-  // whose name merely holds "norm" (`denorm.weight`, `normalizer.proj.weight`) is a weight like any other
-  const normVector = /norm/.test(n) && Math.min(...t.shape) === 1;
+  // a norm's scale or shift: a vector stored as a matrix ([1, hidden]), or a norm module's own parameter (per-head
+  // norms [heads, head_dim]: `q_norm.weight`); a matrix whose name merely holds "norm" (`denorm.weight`,
+  // `normalizer.proj.weight`) is a weight like any other
+  const normVector =
+    /norm/.test(n) && (Math.min(...t.shape) === 1 || /(^|[._])(q_|k_)?(layer|rms|group|batch)?norm\d*\.(weight|bias)$/.test(n));
   if (/(^|[._])(weight_ih|weight_hh)(_l\d+)?(_reverse)?$/.test(n) && t.shape.length === 2) {
     const kind = /gru/.test(n) ? 'gru' : 'lstm';
     const layout = recurrentSpec(kind, t.shape);
