@@ -231,6 +231,29 @@ describe('markOutliers', () => {
       expect(marked).toBeGreaterThan(3);
       expect([got[cols + 4], got[2 * cols + 4]]).toEqual([Infinity, -Infinity]);
     });
+  for (const width of [1, 3])
+    it(`a channel pruned to 99 % (${width} column${width > 1 ? 's' : ''} wide): its zeros left out of σ and never marked`, () => {
+      const rows = 3000;
+      const cols = 2 * width;
+      const plane = Float32Array.from(gaussian(rows * cols, 47, 0.05));
+      // channel 0's k-th weight (row ⌊k / width⌋, column k mod width): one in a hundred kept, ±0.3, and one 3.0
+      const at = (k: number) => Math.floor(k / width) * cols + (k % width);
+      for (let k = 0; k < rows * width; k++) plane[at(k)] = k % 100 ? 0 : k % 200 ? 0.3 : -0.35;
+      plane[at(500)] = 3;
+      const got = plane.slice();
+      markOutliers([got], [{ rows, cols, channelWidth: width, label: '' }], 4);
+      // counted, the zeros put 4σ at ~0.2 and every kept weight beyond it; left out, only the 3.0 is an outlier
+      for (let k = 0; k < rows * width; k++)
+        if (k === 500) expect(got[at(k)]).toBeNaN();
+        else expect(got[at(k)], `weight ${k}`).toBe(plane[at(k)]);
+      // a dense channel: as the rule says
+      const dense = plane.slice();
+      for (let k = 0; k < rows * width; k++) dense[at(k)] = Math.sin(k) * 0.1 + (k === 77 ? 2 : 0);
+      const expected = reference(dense, rows, cols, width, 4);
+      markOutliers([dense], [{ rows, cols, channelWidth: width, label: '' }], 4);
+      expect(Array.from(dense)).toEqual(Array.from(expected));
+      expect(dense[at(77)]).toBeNaN();
+    });
 });
 
 describe('kept tensors as float16 (where the cast is safe)', () => {

@@ -26,6 +26,7 @@ export function markOutliers(planes: Float32Array[], shapes: readonly PlaneShape
     const sum = new Float64Array(channels);
     const sq = new Float64Array(channels);
     const n = new Float64Array(channels);
+    const zeros = new Float64Array(channels);
     for (let r = 0, i = 0; r < rows; r++)
       for (let c = 0; c < cols; c++, i++) {
         const v = plane[i];
@@ -34,21 +35,13 @@ export function markOutliers(planes: Float32Array[], shapes: readonly PlaneShape
         sum[ch] += v;
         sq[ch] += v * v;
         n[ch]++;
+        zeros[ch] += v === 0 ? 1 : 0;
       }
-    // a channel's mean and the distance beyond which a weight is an outlier (Infinity: none)
-    const mean = new Float64Array(channels);
-    const limit = new Float64Array(channels).fill(Infinity);
-    for (let ch = 0; ch < channels; ch++) {
-      if (n[ch] < 4) continue;
-      mean[ch] = sum[ch] / n[ch];
-      const sd = Math.sqrt(Math.max(sq[ch] / n[ch] - mean[ch] * mean[ch], 0));
-      if (sd === 0) continue;
-      limit[ch] = sigma * sd;
-    }
+    const { mean, limit, pruned } = channelLimits(sum, sq, n, zeros, sigma);
     for (let r = 0, i = 0; r < rows; r++)
       for (let c = 0; c < cols; c++, i++) {
         const ch = channelOf[c];
-        if (Number.isFinite(plane[i]) && Math.abs(plane[i] - mean[ch]) > limit[ch]) {
+        if (Number.isFinite(plane[i]) && Math.abs(plane[i] - mean[ch]) > limit[ch] && !(pruned[ch] && plane[i] === 0)) {
           plane[i] = NaN;
           marked++;
         }
@@ -65,6 +58,7 @@ function markColumns(plane: Float32Array, rows: number, cols: number, sigma: num
   const sum = new Float64Array(cols);
   const sq = new Float64Array(cols);
   const n = new Float64Array(cols);
+  const zeros = new Float64Array(cols);
   for (let r = 0, i = 0; r < rows; r++)
     for (let c = 0; c < cols; c++, i++) {
       const v = plane[i];
@@ -72,25 +66,48 @@ function markColumns(plane: Float32Array, rows: number, cols: number, sigma: num
       sum[c] += v;
       sq[c] += v * v;
       n[c]++;
+      zeros[c] += v === 0 ? 1 : 0;
     }
-  const mean = new Float64Array(cols);
-  const limit = new Float64Array(cols).fill(Infinity);
-  for (let c = 0; c < cols; c++) {
-    if (n[c] < 4) continue;
-    mean[c] = sum[c] / n[c];
-    const sd = Math.sqrt(Math.max(sq[c] / n[c] - mean[c] * mean[c], 0));
-    if (sd === 0) continue;
-    limit[c] = sigma * sd;
-  }
+  const { mean, limit, pruned } = channelLimits(sum, sq, n, zeros, sigma);
   let marked = 0;
   for (let r = 0, i = 0; r < rows; r++)
     for (let c = 0; c < cols; c++, i++) {
       const v = plane[i];
       // a non-finite weight stays as it is (NaN compares false; ±Infinity is caught by the second test)
-      if (Math.abs(v - mean[c]) > limit[c] && Number.isFinite(v)) {
+      if (Math.abs(v - mean[c]) > limit[c] && Number.isFinite(v) && !(pruned[c] && v === 0)) {
         plane[i] = NaN;
         marked++;
       }
     }
   return marked;
+}
+
+/**
+ * Each channel's mean and the distance from it beyond which a weight is an outlier (Infinity: none), from its sums
+ * over finite weights. Where exact zeros are most of a channel's weights (a pruned channel) they are left out of
+ * both and never marked (`pruned`): counted, they put the standard deviation of a channel pruned to 99 % under
+ * every weight it kept, and all of those were stored exactly (the step grids' scales leave them out alike,
+ * step.ts prunedZeros).
+ */
+function channelLimits(
+  sum: Float64Array,
+  sq: Float64Array,
+  n: Float64Array,
+  zeros: Float64Array,
+  sigma: number,
+): { mean: Float64Array; limit: Float64Array; pruned: Uint8Array } {
+  const channels = n.length;
+  const mean = new Float64Array(channels);
+  const limit = new Float64Array(channels).fill(Infinity);
+  const pruned = new Uint8Array(channels);
+  for (let ch = 0; ch < channels; ch++) {
+    pruned[ch] = 2 * zeros[ch] > n[ch] ? 1 : 0;
+    const k = pruned[ch] ? n[ch] - zeros[ch] : n[ch];
+    if (k < 4) continue;
+    mean[ch] = sum[ch] / k;
+    const sd = Math.sqrt(Math.max(sq[ch] / k - mean[ch] * mean[ch], 0));
+    if (sd === 0) continue;
+    limit[ch] = sigma * sd;
+  }
+  return { mean, limit, pruned };
 }
