@@ -8,6 +8,7 @@
  */
 
 import type { PlaneShape } from '../layout/types.js';
+import { prunedZeros } from './step.js';
 
 /**
  * Marks outliers NaN in place; returns how many were marked. Row by row (a channel is a column or a few: a pass
@@ -86,8 +87,7 @@ function markColumns(plane: Float32Array, rows: number, cols: number, sigma: num
  * Each channel's mean and the distance from it beyond which a weight is an outlier (Infinity: none), from its sums
  * over finite weights. Where exact zeros are most of a channel's weights (a pruned channel) they are left out of
  * both and never marked (`pruned`): counted, they put the standard deviation of a channel pruned to 99 % under
- * every weight it kept, and all of those were stored exactly (the step grids' scales leave them out alike,
- * step.ts prunedZeros).
+ * every weight it kept, and all of those were stored exactly (the rule of the step grids' scales, prunedZeros).
  */
 function channelLimits(
   sum: Float64Array,
@@ -101,8 +101,8 @@ function channelLimits(
   const limit = new Float64Array(channels).fill(Infinity);
   const pruned = new Uint8Array(channels);
   for (let ch = 0; ch < channels; ch++) {
-    pruned[ch] = 2 * zeros[ch] > n[ch] ? 1 : 0;
-    const k = pruned[ch] ? n[ch] - zeros[ch] : n[ch];
+    const k = n[ch] - prunedZeros(zeros[ch], n[ch]);
+    pruned[ch] = k < n[ch] ? 1 : 0;
     if (k < 4) continue;
     mean[ch] = sum[ch] / k;
     const sd = Math.sqrt(Math.max(sq[ch] / k - mean[ch] * mean[ch], 0));

@@ -421,14 +421,14 @@ export function columnMajorScales(
 }
 
 /**
- * The exact zeros of a channel that its scale leaves out: all of them where they are most of its finite weights
- * (a pruned channel, whose zeros lie on every zero-centred grid whatever its step: counted, the zeros of a tensor
+ * The exact zeros of a channel that its scale (and markOutliers' σ) leaves out: all of them where they are most
+ * of its finite weights (a pruned channel, whose zeros lie on every zero-centred grid whatever its step: counted, the zeros of a tensor
  * pruned to 90–99 % pulled the scale under every weight it kept, all beyond 3·RMS in the second sum and a scale of 0
  * in the third, so every weight it kept was stored exactly), else none (a dense channel's few zeros are values
  * like the others: a Fourier basis's zero rows). The sums still count them (their squares add nothing); the count
  * without them divides.
  */
-function prunedZeros(zeros: number, finite: number): number {
+export function prunedZeros(zeros: number, finite: number): number {
   return 2 * zeros > finite ? zeros : 0;
 }
 
