@@ -6,7 +6,9 @@ import { gatherPlanes, planeShapes, scatterPlanes } from '../src/layout/planes.j
 import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { CODEC_SETS } from '../src/pipeline/plan.js';
-import { refineEffort } from '../src/pipeline/stages.js';
+import { refineTrigger } from '../src/pipeline/stages.js';
+import { refinePays } from '../src/pipeline/encode.js';
+import { getCodec } from '../src/codecs/registry.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
 import { measureColumnMajor } from '../src/rate/allocate.js';
 import { codeEntropyBits, entropyOf } from '../src/rate/entropy.js';
@@ -297,17 +299,45 @@ describe('tensors of mostly exact zeros (pruned)', () => {
     }
   });
 
+  it('a retry of many codes is decided on a sample: dense codes that level 19 does not shrink are not coded again, pruned ones are', async () => {
+    // 1024 × 512 weights, Gaussian with one weight of 10 σ a row, on the default grid (the row's max at code ±127)
+    const rows = 1024;
+    const cols = 512;
+    const w = gaussian(rows * cols, 7, 1);
+    const dense = new Uint8Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      w[r * cols + ((r * 37) % cols)] = r % 2 ? 10 : -10;
+      const step = 10 / 127;
+      for (let c = 0; c < cols; c++) dense[r * cols + c] = 128 + Math.round(w[r * cols + c] / step);
+    }
+    const candidate = { codec: getCodec('zstd-sign'), options: { lossless: true, effort: 3 } };
+    const plane = { width: cols, height: rows, bits: 8, data: dense };
+    // the whole at level 19 is not 1 % smaller, and the sample says so
+    const level3 = (await candidate.codec.encode(plane, candidate.options)).length;
+    const level19 = (await candidate.codec.encode(plane, { ...candidate.options, effort: 19 })).length;
+    expect(level19).toBeGreaterThan(0.99 * level3);
+    expect(await refinePays(candidate, [dense], 8, 19)).toBe(false);
+    // the same codes with 90 % of them the zero code (magnitude pruning): the sample shrinks at level 19
+    const pruned = dense.map((c) => (Math.abs(c - 128) < 21 ? 128 : c));
+    expect(pruned.filter((c) => c === 128).length / pruned.length).toBeGreaterThan(0.8);
+    expect(await refinePays(candidate, [pruned], 8, 19)).toBe(true);
+    // spread over several planes (an LSTM's gates): the sample's runs cross from one plane into the next
+    expect(await refinePays(candidate, [pruned.subarray(0, 100_000), pruned.subarray(100_000)], 8, 19)).toBe(true);
+    // few codes: no sample, the whole retry decides
+    expect(await refinePays(candidate, [dense.subarray(0, 1000)], 8, 19)).toBe(true);
+  });
+
   it('the rule, on the measured ratios: dense 8-bit codes, small excesses and 16-bit codes are not tried again', () => {
     const rule = CODEC_SETS.auto.refine!;
     const h = 1e6; // the codes' entropy in bits
-    expect(refineEffort(rule, 1.007 * h, h, 8)).toBeUndefined(); // dense weight codes (zstd-3 within 1 %)
-    expect(refineEffort(rule, 1.11 * h, h, 8)).toBe(19); // half the weights exact zeros
-    expect(refineEffort(rule, 1.48 * h, h, 8)).toBe(19); // 90 %
-    expect(refineEffort(rule, 0.9 * h, h, 8)).toBe(19); // structure (a Fourier basis)
-    expect(refineEffort(rule, 0.9 * h, h, 16)).toBe(19);
-    expect(refineEffort(rule, 1.25 * h, h, 16)).toBeUndefined(); // zstd's usual on 16-bit codes, at any level
-    expect(refineEffort(rule, 441 * 8, 383 * 8, 8)).toBeUndefined(); // a small tensor: its headers are the excess
+    expect(refineTrigger(rule, 1.007 * h, h, 8)).toBeUndefined(); // dense weight codes (zstd-3 within 1 %)
+    expect(refineTrigger(rule, 1.11 * h, h, 8)).toBe('skewed'); // half the weights exact zeros
+    expect(refineTrigger(rule, 1.48 * h, h, 8)).toBe('skewed'); // 90 %
+    expect(refineTrigger(rule, 0.9 * h, h, 8)).toBe('structure'); // structure (a Fourier basis)
+    expect(refineTrigger(rule, 0.9 * h, h, 16)).toBe('structure');
+    expect(refineTrigger(rule, 1.25 * h, h, 16)).toBeUndefined(); // zstd's usual on 16-bit codes, at any level
+    expect(refineTrigger(rule, 441 * 8, 383 * 8, 8)).toBeUndefined(); // a small tensor: its headers are the excess
     // the rate-control modes' set: structure only (their coarse grids would retry nearly every tensor)
-    expect(refineEffort(CODEC_SETS.smallest.refine!, 1.48 * h, h, 8)).toBeUndefined();
+    expect(refineTrigger(CODEC_SETS.smallest.refine!, 1.48 * h, h, 8)).toBeUndefined();
   });
 });

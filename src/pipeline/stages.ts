@@ -49,7 +49,10 @@ export interface KeptPlan extends PlanBase {
  * where H is 1.15 at 90 %, 0.240 where H is 0.144 at 99 % — where zstd-19 codes the runs of zeros as matches:
  * 4.56, 1.41 and 0.195 (levels 16–18 reach the first two but not the third). Dense 8-bit weight codes on the
  * default grid, which zstd-3 writes within 1 % of H, pay for neither (zstd-19: ~0.5 s a million codes). 16-bit
- * codes are left out: zstd writes them at 1.2–1.3× their symbol entropy at any level.
+ * codes are left out: zstd writes them at 1.2–1.3× their symbol entropy at any level. Dense codes can be skewed
+ * too: a heavy-tailed matrix (a language model's down projection) whose codes crowd a few values is written at
+ * 1.02–1.03× H, and zstd-19 gains nothing there; so a skewed retry of many codes is tried on a sample of them
+ * first (encode.ts `refinePays`).
  */
 export interface RefineRule {
   readonly effort: number;
@@ -57,11 +60,19 @@ export interface RefineRule {
   readonly skewed?: { readonly above: number; readonly excess: number };
 }
 
-/** The effort a raw candidate of `bits` bits (for n-bit codes of order-0 entropy `entropy` bits) is tried again at, if any. */
-export function refineEffort(rule: RefineRule, bits: number, entropy: number, codeBits: number): number | undefined {
-  if (bits < rule.below * entropy) return rule.effort;
+/**
+ * Why a raw candidate of `bits` bits (for n-bit codes of order-0 entropy `entropy` bits) is tried again at the
+ * rule's effort, if it is: written under the entropy (`structure`), or well over it (`skewed`).
+ */
+export function refineTrigger(
+  rule: RefineRule,
+  bits: number,
+  entropy: number,
+  codeBits: number,
+): 'structure' | 'skewed' | undefined {
+  if (bits < rule.below * entropy) return 'structure';
   const s = rule.skewed;
-  return s && codeBits === 8 && bits > s.above * entropy && bits - entropy > s.excess ? rule.effort : undefined;
+  return s && codeBits === 8 && bits > s.above * entropy && bits - entropy > s.excess ? 'skewed' : undefined;
 }
 
 /** A codec to try, by name (plans cross to worker threads), with its options resolved for the tensor's bits. */
