@@ -143,10 +143,16 @@ export class Archive implements EntrySource {
     for (const name of Object.keys(this.manifest.entries)) if (!read.has(name)) this.checkEntry(name);
   }
 
-  /** Bytes each entry takes in the file (ZIP entries compressed, pack members as stored in their pack). */
+  /**
+   * Bytes each entry takes in the file: ZIP entries compressed, pack members as stored in their pack, and a
+   * member of a deflated pack (exact side values) its share of the pack's compressed bytes, by its stored bytes.
+   */
   entrySizes(): Map<string, number> {
-    const sizes = new Map(this.zip.list().map((e) => [e.name, e.compressedSize]));
-    for (const [name, place] of packMembers(this.manifest)) sizes.set(name, place.bytes);
+    const list = this.zip.list();
+    const sizes = new Map(list.map((e) => [e.name, e.compressedSize]));
+    const ratio = new Map(list.map((e) => [e.name, e.size > 0 ? e.compressedSize / e.size : 1]));
+    for (const [name, place] of packMembers(this.manifest))
+      sizes.set(name, Math.round(place.bytes * (ratio.get(place.pack) ?? 1)));
     return sizes;
   }
 

@@ -191,7 +191,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
         reason: t.reason,
       };
     });
-    const totals = archiveTotals(m, checkInputFile(file, 'archive').size);
+    const totals = archiveTotals(m, checkInputFile(file, 'archive').size, sizes);
     const failed = verifyEntries(a);
     const info = {
       file,

@@ -41,13 +41,15 @@ export interface ArchiveTotals {
 
 const isKept = (t: TensorRecord): boolean => !t.layout;
 
-export function archiveTotals(m: Manifest, archiveBytes: number): ArchiveTotals {
+/** `sizes`: the bytes each entry takes in the file (Archive.entrySizes); without them, the bytes the manifest records. */
+export function archiveTotals(m: Manifest, archiveBytes: number, sizes?: ReadonlyMap<string, number>): ArchiveTotals {
   const compressed = m.tensors.filter((t) => !isKept(t));
   const kept = m.tensors.filter(isKept);
   const compressedWeights = compressed.reduce((s, t) => s + elementCount(t.shape), 0);
   const media = new Set(compressed.flatMap((t) => [...tileEntries(t)]));
   const side = new Set(compressed.flatMap((t) => [...ownEntries(t)].filter((e) => !media.has(e))));
-  const bytesOf = (entries: Set<string>): number => [...entries].reduce((s, e) => s + (entryBytes(m, e) ?? 0), 0);
+  const bytesOf = (entries: Set<string>): number =>
+    [...entries].reduce((s, e) => s + (sizes?.get(e) ?? entryBytes(m, e) ?? 0), 0);
   return {
     tensors: m.tensors.length,
     compressedTensors: compressed.length,
