@@ -13,12 +13,20 @@ import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
 import { measureColumnMajor } from '../src/rate/allocate.js';
 import { codeEntropyBits, entropyOf } from '../src/rate/entropy.js';
 import { exactSide, withExactZeros } from '../src/pipeline/prepare.js';
+import { exactStep } from '../src/quantize/step.js';
 import { quantizePlanes } from '../src/quantize/tensor.js';
 import { dequantizePlane, restoreNonFinite, type RangeMode } from '../src/quantize/uniform.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
 const dir = tempDir();
+
+/**
+ * The default grid's step for a channel whose largest weight is 7.77 (8-bit codes): one whose edges a product by
+ * 256 / span puts on the other side of 101 of 762 half steps and ulps beside them (a largest weight of 1 puts none).
+ */
+const EDGE_MAX = Math.fround(7.77);
+const EDGE_STEP = exactStep(EDGE_MAX / 127, 8)!;
 
 /** Weights with what the one-pass path must get right: exact zeros, a zero channel, a channel of one value, dust. */
 function weights(layout: FcLayoutSpec, seed: number): Float32Array {
@@ -30,6 +38,14 @@ function weights(layout: FcLayoutSpec, seed: number): Float32Array {
     v[at(1)] = 0;
     v[at(2)] = 0.25;
     v[at(3)] = r % 2 ? 1e-42 : -3e-41;
+    // channels 4 and 5: exactly on the default grid's code edges (half steps of the step their largest weight gives;
+    // float32 holds them exactly) and a float32 ulp beside them, where a product and a quotient can round to
+    // different sides
+    const edge = (((r * 37) % 253) - 126 + 0.5) * EDGE_STEP;
+    if (layout.nout > 5) {
+      v[at(4)] = r === 0 ? EDGE_MAX : edge;
+      v[at(5)] = r === 0 ? -EDGE_MAX : Math.fround(edge * (1 + (r % 2 ? 2 ** -23 : -(2 ** -23))));
+    }
   }
   return v;
 }
@@ -60,6 +76,8 @@ describe('one-pass encoder path for fc layers (fused.ts)', () => {
     { kind: 'fc', nin: 130, nout: 71, order: 'in_out' },
     { kind: 'fc', nin: 3, nout: 200, order: 'out_in' },
     { kind: 'fc', nin: 200, nout: 5, order: 'in_out' },
+    // [out, in] in blocks of 32 channels (the last one 8), written to the plane four channels a word
+    { kind: 'fc', nin: 4000, nout: 40, order: 'out_in' },
   ];
   const grids: Array<{ stride: number; relStep?: number; range?: RangeMode }> = [
     { stride: 1 },
