@@ -93,13 +93,28 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     first.catch(() => {}); // awaited below
     if (fused) measured = measureFused(values, fused, layout as FcLayoutSpec, settings.bits);
     let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
+    let peak: number | undefined; // the share of the most frequent code
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
       if (refine) {
         entropy ??= codesEntropy(codes, fused);
         const trigger = refineTrigger(refine, media.bytes * 8, entropy, settings.bits);
-        if (trigger && (trigger === 'structure' || (await refinePays(codecs[i], codes, settings.bits, refine.effort)))) {
+        // a skewed retry is judged on a sample, and only where it could beat the candidates before it
+        const toBeat = best ? best.bytes - (plan.codecs[i].margin ?? 0) : Infinity;
+        if (
+          trigger &&
+          (trigger === 'structure' ||
+            (await refinePays(
+              codecs[i],
+              codes,
+              settings.bits,
+              refine.effort,
+              media.bytes,
+              toBeat,
+              (peak ??= codesPeak(codes, fused)),
+            )))
+        ) {
           const again = await encode(i, undefined, refine.effort);
           if (again.bytes < media.bytes) media = again;
         }
@@ -123,27 +138,56 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
 }
 
 /**
- * A skewed retry (RefineRule) of more codes than this is decided on this many of them first: in REFINE_SAMPLE_RUNS
- * runs spread evenly over the codes, coded at the candidate's own effort and at the retry's, and the whole retried
- * only where the sample shrank by REFINE_SAMPLE_GAIN. Measured on the 1.2 GB synthetic model (bench/synth.ts): its
- * down projections are written at 1.024× H by zstd-sign and zstd-19 wins nothing on them, which cost the default
- * encode 11 → 56 s; pruned tensors' samples shrink by 9–19 %, as the whole tensors do.
+ * A skewed retry (RefineRule) of more than REFINE_SAMPLE_ABOVE codes is decided on a sample of them first:
+ * REFINE_SAMPLE codes in REFINE_SAMPLE_RUNS runs spread evenly over them, coded at the candidate's own effort and at
+ * the retry's (a sample of 2^18 codes cost the 1.2 GB model's `--step 0.25` 13.3 → 19.0 s, one of 2^16 a quarter of
+ * that).
+ * The whole is coded again only where the sample shrank by REFINE_SAMPLE_GAIN and the candidate, shrunk as much
+ * (give or take REFINE_SAMPLE_SLACK), would beat the best candidate before it; fewer codes are simply tried (a
+ * sample of a small tensor misjudges it: PaddleOCR rec's step-grid tensors of 43–230 k codes shrink by 1.5–3 % more
+ * whole than in samples of an eighth). Measured (2026-12-07): the 1.2 GB synthetic model's down projections are
+ * written at 1.024× H by zstd-sign and zstd-19 wins nothing there (the default encode 11 → 56 s while every such
+ * tensor was tried); its step-grid codes (`--codec auto --step 0.25`) are written at 1.06–1.15× H and shrink by
+ * 1–10 % at level 19, but PNG already codes them smaller (15–25 → 350–485 s for 38 bytes); pruned tensors' samples
+ * shrink by 9–19 %, as the whole tensors do, and PNG's Huffman codes spend at least a bit a code on them.
  */
-const REFINE_SAMPLE_CODES = 1 << 18;
+const REFINE_SAMPLE_ABOVE = 1 << 18;
+/**
+ * The share of the codes one code must take for a skewed retry of many codes to be tried at all: a pruned tensor's
+ * zero code takes 0.5 and more where half its weights are zeros; dense grids' most frequent code 0.03–0.1 (the 1.2
+ * GB model's heavy-tailed down projections, its `--step 0.25` codes), where a sample would be coded twice for nothing.
+ */
+const REFINE_SAMPLE_PEAK = 0.25;
+const REFINE_SAMPLE = 1 << 16;
 const REFINE_SAMPLE_RUNS = 8;
 const REFINE_SAMPLE_GAIN = 0.01;
+/**
+ * How much more than its sample the whole may shrink (a larger window, tables fitted to more codes): the
+ * 50 %-pruned tensor of test/fused.test.ts (524,288 codes) shrinks to 0.907 of zstd-3's size, its sample to 0.916,
+ * and comes 0.4 % under PNG; the synthetic model's step-grid codes were estimated 2.4–3 % over PNG and never came
+ * under it.
+ */
+const REFINE_SAMPLE_SLACK = 0.015;
 
-/** Whether retrying `codes` at `effort` pays, judged on a sample where they are many (REFINE_SAMPLE_CODES). */
+/**
+ * Whether retrying `codes` (written in `written` bytes by `candidate`; the most frequent code `peak` of them) at
+ * `effort` pays: where they are many (REFINE_SAMPLE_ABOVE), only with one code taking a good part of them
+ * (REFINE_SAMPLE_PEAK), judged on a sample, and where the result could come under `toBeat` bytes.
+ */
 export async function refinePays(
   candidate: { codec: Codec; options: CodecOptions },
   codes: readonly CodeArray[],
   bits: number,
   effort: number,
+  written: number,
+  toBeat: number,
+  peak: number,
 ): Promise<boolean> {
   const total = codes.reduce((n, c) => n + c.length, 0);
-  if (total <= REFINE_SAMPLE_CODES) return true;
-  const sample = allocCodes(bits, REFINE_SAMPLE_CODES);
-  const run = REFINE_SAMPLE_CODES / REFINE_SAMPLE_RUNS;
+  if (total <= REFINE_SAMPLE_ABOVE) return true;
+  if (peak < REFINE_SAMPLE_PEAK) return false;
+  const run = REFINE_SAMPLE / REFINE_SAMPLE_RUNS;
+  const sample = allocCodes(bits, REFINE_SAMPLE);
   for (let k = 0; k < REFINE_SAMPLE_RUNS; k++) {
     // the run's start in the planes one after another, spread evenly from the first code to the last run's
     let at = Math.floor((k * (total - run)) / (REFINE_SAMPLE_RUNS - 1));
@@ -155,14 +199,27 @@ export async function refinePays(
       filled += take;
     }
   }
-  const plane = { width: REFINE_SAMPLE_CODES, height: 1, bits, data: sample };
+  const plane = { width: sample.length, height: 1, bits, data: sample };
   try {
     const first = await candidate.codec.encode(plane, candidate.options);
     const again = await candidate.codec.encode(plane, { ...candidate.options, effort });
-    return again.length < (1 - REFINE_SAMPLE_GAIN) * first.length;
+    const ratio = again.length / first.length;
+    return ratio < 1 - REFINE_SAMPLE_GAIN && written * ratio * (1 - REFINE_SAMPLE_SLACK) < toBeat;
   } catch {
     return true; // the whole retry says what failed, with the tensor's name
   }
+}
+
+/** The share of the codes the most frequent one takes (8-bit codes; 0 for others, which no skewed rule retries). */
+function codesPeak(codes: readonly CodeArray[], fused: FusedQuantization | undefined): number {
+  let counts = fused?.measured?.histogram;
+  if (!counts || codes.length !== 1) {
+    if (!codes.every((c) => c instanceof Uint8Array)) return 0;
+    counts = new Float64Array(256);
+    for (const c of codes) for (let i = 0; i < c.length; i++) counts[c[i]]++;
+  }
+  const n = codes.reduce((m, c) => m + c.length, 0);
+  return n > 0 ? Math.max(...counts) / n : 0;
 }
 
 /** The codes' order-0 entropy in bits (codeEntropyBits), from the one-pass path's histogram where it counted one. */

@@ -51,8 +51,9 @@ export interface KeptPlan extends PlanBase {
  * default grid, which zstd-3 writes within 1 % of H, pay for neither (zstd-19: ~0.5 s a million codes). 16-bit
  * codes are left out: zstd writes them at 1.2–1.3× their symbol entropy at any level. Dense codes can be skewed
  * too: a heavy-tailed matrix (a language model's down projection) whose codes crowd a few values is written at
- * 1.02–1.03× H, and zstd-19 gains nothing there; so a skewed retry of many codes is tried on a sample of them
- * first (encode.ts `refinePays`).
+ * 1.02–1.03× H, and zstd-19 gains nothing there; a coarse step grid's (`--step 0.25`) at 1.06–1.15× H, where
+ * zstd-19 gains 1–10 % but PNG is smaller still. So a skewed retry of many codes is tried only where one code takes
+ * a good part of them, and on a sample of them first (encode.ts `refinePays`).
  */
 export interface RefineRule {
   readonly effort: number;
