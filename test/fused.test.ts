@@ -7,7 +7,7 @@ import type { FcLayoutSpec } from '../src/layout/types.js';
 import { compressModel } from '../src/pipeline/compress.js';
 import { CODEC_SETS } from '../src/pipeline/plan.js';
 import { refineTrigger } from '../src/pipeline/stages.js';
-import { refinePays } from '../src/pipeline/encode.js';
+import { refinePays, refineSample } from '../src/pipeline/encode.js';
 import { getCodec } from '../src/codecs/registry.js';
 import { measureFc, quantizeFc } from '../src/pipeline/fused.js';
 import { measureColumnMajor } from '../src/rate/allocate.js';
@@ -334,22 +334,25 @@ describe('tensors of mostly exact zeros (pruned)', () => {
     const level3 = (await candidate.codec.encode(plane, candidate.options)).length;
     const level19 = (await candidate.codec.encode(plane, { ...candidate.options, effort: 19 })).length;
     expect(level19).toBeGreaterThan(0.99 * level3);
-    expect(await refinePays(candidate, [dense], 8, 19, level3, Infinity, 1)).toBe(false);
+    expect(await refinePays(candidate, [dense], 8, 19, level3, Infinity, () => 1)).toBe(false);
     // the same codes with 90 % of them the zero code (magnitude pruning): the sample shrinks at level 19
     const pruned = dense.map((c) => (Math.abs(c - 128) < 21 ? 128 : c));
     expect(pruned.filter((c) => c === 128).length / pruned.length).toBeGreaterThan(0.8);
     const prunedBytes = (await candidate.codec.encode({ ...plane, data: pruned }, candidate.options)).length;
-    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, Infinity, 0.9)).toBe(true);
+    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, Infinity, () => 0.9)).toBe(true);
     // ... unless a candidate before it (PNG) is already smaller than it would come out
-    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, 0.7 * prunedBytes, 0.9)).toBe(false);
+    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, 0.7 * prunedBytes, () => 0.9)).toBe(false);
     // ... and where no code takes a good part of them (dense codes of many weights), not even sampled
-    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, Infinity, 0.05)).toBe(false);
-    // spread over several planes (an LSTM's gates): the sample's runs cross from one plane into the next
-    expect(
-      await refinePays(candidate, [pruned.subarray(0, 100_000), pruned.subarray(100_000)], 8, 19, prunedBytes, Infinity, 0.9),
-    ).toBe(true);
-    // fewer codes than a sample (262,144 codes): no sample, the whole retry decides
-    expect(await refinePays(candidate, [dense.subarray(0, 200_000)], 8, 19, level3, Infinity, 0.05)).toBe(true);
+    expect(await refinePays(candidate, [pruned], 8, 19, prunedBytes, Infinity, () => 0.05)).toBe(false);
+    // spread over several planes (an LSTM's gates, an empty one among them): the same sample as from one plane,
+    // whether a plane ends inside a run (at 75,000: the second run is 73,728–81,919) or between runs
+    const one = refineSample([pruned], 8, pruned.length);
+    for (const at of [75_000, 100_000])
+      expect(
+        Buffer.from(refineSample([pruned.subarray(0, 0), pruned.subarray(0, at), pruned.subarray(at)], 8, pruned.length)),
+      ).toEqual(Buffer.from(one));
+    // no more than REFINE_SAMPLE_ABOVE (262,144) codes: no sample, the whole retry decides
+    expect(await refinePays(candidate, [dense.subarray(0, 200_000)], 8, 19, level3, Infinity, () => 0.05)).toBe(true);
   });
 
   it('the rule, on the measured ratios: dense 8-bit codes, small excesses and 16-bit codes are not tried again', () => {

@@ -1,7 +1,8 @@
 /**
  * An archive in a few numbers, the same for `compress`, `inspect` and `eval`: sizes, the ratio to the source
- * model, bits per weight, and how many tensors were compressed or kept. Counts only what the manifest
- * records, so an archive read back gives what compress printed.
+ * model, bits per weight, and how many tensors were compressed or kept. Counts what the manifest records, so an
+ * archive read back gives what compress printed; `inspect` also passes the entries' bytes in the file (media and
+ * exact side values as stored).
  */
 
 import { elementCount } from '../formats/model.js';

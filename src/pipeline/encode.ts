@@ -93,7 +93,8 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     first.catch(() => {}); // awaited below
     if (fused) measured = measureFused(values, fused, layout as FcLayoutSpec, settings.bits);
     let entropy: number | undefined; // the codes' order-0 entropy in bits, once for every candidate
-    let peak: number | undefined; // the share of the most frequent code
+    let peak: number | undefined; // the share of the most frequent code, counted where a retry asks for it
+    const peakOf = (): number => (peak ??= codesPeak(codes, fused));
     for (let i = 0; i < codecs.length; i++) {
       let media = await (i === 0 ? first : encode(i));
       const refine = plan.codecs[i].refine;
@@ -105,15 +106,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
         if (
           trigger &&
           (trigger === 'structure' ||
-            (await refinePays(
-              codecs[i],
-              codes,
-              settings.bits,
-              refine.effort,
-              media.bytes,
-              toBeat,
-              (peak ??= codesPeak(codes, fused)),
-            )))
+            (await refinePays(codecs[i], codes, settings.bits, refine.effort, media.bytes, toBeat, peakOf)))
         ) {
           const again = await encode(i, undefined, refine.effort);
           if (again.bytes < media.bytes) media = again;
@@ -156,6 +149,8 @@ const REFINE_SAMPLE_ABOVE = 1 << 18;
  * The share of the codes one code must take for a skewed retry of many codes to be tried at all: a pruned tensor's
  * zero code takes 0.5 and more where half its weights are zeros; dense grids' most frequent code 0.03–0.1 (the 1.2
  * GB model's heavy-tailed down projections, its `--step 0.25` codes), where a sample would be coded twice for nothing.
+ * Coarser steps crowd the zero code more (estimated ~0.2 of Gaussian weights' codes at `--step 0.5`, ~0.38 at
+ * `--step 1`): there the sample decides.
  */
 const REFINE_SAMPLE_PEAK = 0.25;
 const REFINE_SAMPLE = 1 << 16;
@@ -170,7 +165,7 @@ const REFINE_SAMPLE_GAIN = 0.01;
 const REFINE_SAMPLE_SLACK = 0.015;
 
 /**
- * Whether retrying `codes` (written in `written` bytes by `candidate`; the most frequent code `peak` of them) at
+ * Whether retrying `codes` (written in `written` bytes by `candidate`; the most frequent code `peak()` of them) at
  * `effort` pays: where they are many (REFINE_SAMPLE_ABOVE), only with one code taking a good part of them
  * (REFINE_SAMPLE_PEAK), judged on a sample, and where the result could come under `toBeat` bytes.
  */
@@ -181,11 +176,25 @@ export async function refinePays(
   effort: number,
   written: number,
   toBeat: number,
-  peak: number,
+  peak: () => number,
 ): Promise<boolean> {
   const total = codes.reduce((n, c) => n + c.length, 0);
   if (total <= REFINE_SAMPLE_ABOVE) return true;
-  if (peak < REFINE_SAMPLE_PEAK) return false;
+  if (peak() < REFINE_SAMPLE_PEAK) return false;
+  const sample = refineSample(codes, bits, total);
+  const plane = { width: sample.length, height: 1, bits, data: sample };
+  try {
+    const first = await candidate.codec.encode(plane, candidate.options);
+    const again = await candidate.codec.encode(plane, { ...candidate.options, effort });
+    const ratio = again.length / first.length;
+    return ratio < 1 - REFINE_SAMPLE_GAIN && written * ratio * (1 - REFINE_SAMPLE_SLACK) < toBeat;
+  } catch {
+    return true; // the whole retry says what failed, with the tensor's name
+  }
+}
+
+/** REFINE_SAMPLE of `total` codes (planes one after another) in REFINE_SAMPLE_RUNS runs spread evenly over them. */
+export function refineSample(codes: readonly CodeArray[], bits: number, total: number): CodeArray {
   const run = REFINE_SAMPLE / REFINE_SAMPLE_RUNS;
   const sample = allocCodes(bits, REFINE_SAMPLE);
   for (let k = 0; k < REFINE_SAMPLE_RUNS; k++) {
@@ -199,15 +208,7 @@ export async function refinePays(
       filled += take;
     }
   }
-  const plane = { width: sample.length, height: 1, bits, data: sample };
-  try {
-    const first = await candidate.codec.encode(plane, candidate.options);
-    const again = await candidate.codec.encode(plane, { ...candidate.options, effort });
-    const ratio = again.length / first.length;
-    return ratio < 1 - REFINE_SAMPLE_GAIN && written * ratio * (1 - REFINE_SAMPLE_SLACK) < toBeat;
-  } catch {
-    return true; // the whole retry says what failed, with the tensor's name
-  }
+  return sample;
 }
 
 /** The share of the codes the most frequent one takes (8-bit codes; 0 for others, which no skewed rule retries). */
