@@ -3,8 +3,8 @@
  * Every command runs in a child process under `/usr/bin/time -v`, which reports its wall time and
  * maximum resident set size. Rows: zstd -3 -T1 / zstd -d -T1, nnmedia compress/decompress at the
  * default with --jobs 1 and 2, the step grid (`--codec auto --step 0.25 --jobs 2`) and its decompress,
- * and `--target-snr 30` / `--target-bpw 4` (safetensors only; with `--base`, the base build's compress too and
- * whether the archives are the same bytes). MB/s counts float32 bytes (weights × 4).
+ * and `--target-snr 30` / `--target-bpw 4` (safetensors only); with `--base`, the base build's compress before each
+ * compress row and whether the archives are the same bytes. MB/s counts float32 bytes (weights × 4).
  *
  *   tsx bench/speed.ts [--gb 1] [--models synth,isnet,synth-onnx] [--out bench/results/speed]
  *                      [--base <checkout>] [--skip step,snr,gate]
@@ -47,7 +47,7 @@ interface Row {
   xZstd: number;
   peakRssMB: number;
   outBytes: number;
-  /** Rate rows with --base: whether the archive is byte-identical to the base build's. */
+  /** Compress rows with --base: whether the archive is byte-identical to the base build's. */
   sameAsBase?: boolean;
 }
 
@@ -129,15 +129,34 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
   );
   rmSync(join(dir, `${id}.unzst`), { force: true });
   const node = process.execPath;
-  for (const jobs of [1, 2]) {
-    const a = join(dir, `${id}-default.nnm`);
-    push(
-      `nnmedia compress default --jobs ${jobs}`,
-      [node, CLI, 'compress', model, '--no-check', '-o', a, '--jobs', String(jobs), '--force'],
-      zc,
-      a,
-    );
-  }
+  // a compress row: with --base, the base build first (same machine state), then this one, and whether the two
+  // archives are the same bytes (speed work must not change them; a change that does says so here, and a mode
+  // that became slower shows beside its base row: the default and --step rows missed a 5–27× slowdown for a
+  // session when only the rate rows had a base, docs/speed.md)
+  const compressRow = (label: string, out: string, args: string[]): void => {
+    const argvOf = (cli: string, to: string): string[] => [
+      node,
+      cli,
+      'compress',
+      model,
+      '--no-check',
+      '-o',
+      to,
+      ...args,
+      '--force',
+    ];
+    const b = out.replace(/\.nnm$/, '-base.nnm');
+    if (BASE_CLI) push(`base: ${label}`, argvOf(BASE_CLI, b), zc, b);
+    push(label, argvOf(CLI, out), zc, out);
+    if (BASE_CLI) {
+      const same = readFileSync(b).equals(readFileSync(out));
+      console.log(`${id}\t${label}: archive ${same ? 'the same bytes as' : 'DIFFERENT from'} the base build's`);
+      rows[rows.length - 1].sameAsBase = same;
+      rmSync(b, { force: true });
+    }
+  };
+  for (const jobs of [1, 2])
+    compressRow(`nnmedia compress default --jobs ${jobs}`, join(dir, `${id}-default.nnm`), ['--jobs', String(jobs)]);
   /** The base build decompressing the same archive, right before this build does (same machine state). */
   const baseRow = (label: string, archive: string, jobs: number, out: string): void => {
     if (!BASE_CLI) return;
@@ -157,12 +176,7 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
   }
   if (!skip.has('step')) {
     const s = join(dir, `${id}-step.nnm`);
-    push(
-      'nnmedia compress --codec auto --step 0.25 --jobs 2',
-      [node, CLI, 'compress', model, '--no-check', '-o', s, '--codec', 'auto', '--step', '0.25', '--jobs', '2', '--force'],
-      zc,
-      s,
-    );
+    compressRow('nnmedia compress --codec auto --step 0.25 --jobs 2', s, ['--codec', 'auto', '--step', '0.25', '--jobs', '2']);
     const so = join(dir, `${id}-step.out`);
     baseRow('nnmedia decompress of the step archive --jobs 2', s, 2, so);
     push(
@@ -184,31 +198,9 @@ function runModel(id: string, model: string, float32Bytes: number, dir: string, 
     );
   }
   if (!model.endsWith('.safetensors')) return;
-  // rate control without a model to run: the base build first (same machine state), then this one, and
-  // whether the two archives are the same bytes (speed work must not change them)
+  // rate control without a model to run
   const rateRow = (tag: string, label: string, args: string[]): void => {
-    if (skip.has(tag)) return;
-    const t = join(dir, `${id}-${tag}.nnm`);
-    const argvOf = (cli: string, out: string): string[] => [
-      node,
-      cli,
-      'compress',
-      model,
-      '--no-check',
-      '-o',
-      out,
-      ...args,
-      '--force',
-    ];
-    const b = join(dir, `${id}-${tag}-base.nnm`);
-    if (BASE_CLI) push(`base: ${label}`, argvOf(BASE_CLI, b), zc, b);
-    push(label, argvOf(CLI, t), zc, t);
-    if (BASE_CLI) {
-      const same = readFileSync(b).equals(readFileSync(t));
-      console.log(`${id}	${label}: archive ${same ? 'the same bytes as' : 'DIFFERENT from'} the base build's`);
-      rows[rows.length - 1].sameAsBase = same;
-      rmSync(b, { force: true });
-    }
+    if (!skip.has(tag)) compressRow(label, join(dir, `${id}-${tag}.nnm`), args);
   };
   rateRow('snr', 'nnmedia compress --target-snr 30 --jobs 2', ['--target-snr', '30', '--jobs', '2']);
   rateRow('bpw', 'nnmedia compress --target-bpw 4 --jobs 2', ['--target-bpw', '4', '--jobs', '2']);
