@@ -30,7 +30,7 @@ import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fuse
 import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
-import { codeEntropyBits, entropyOf } from '../rate/entropy.js';
+import { codeCounts, codeEntropyBits, entropyOf } from '../rate/entropy.js';
 import { refineTrigger, type CodedPlan, type EncodedTensor, type EncodeUnit, type UnitCompensation } from './stages.js';
 
 /**
@@ -213,12 +213,8 @@ export function refineSample(codes: readonly CodeArray[], bits: number, total: n
 
 /** The share of the codes the most frequent one takes (8-bit codes; 0 for others, which no skewed rule retries). */
 function codesPeak(codes: readonly CodeArray[], fused: FusedQuantization | undefined): number {
-  let counts = fused?.measured?.histogram;
-  if (!counts || codes.length !== 1) {
-    if (!codes.every((c) => c instanceof Uint8Array)) return 0;
-    counts = new Float64Array(256);
-    for (const c of codes) for (let i = 0; i < c.length; i++) counts[c[i]]++;
-  }
+  if (!codes.every((c): c is Uint8Array => c instanceof Uint8Array)) return 0;
+  const counts = fused?.measured?.histogram && codes.length === 1 ? fused.measured.histogram : codeCounts(codes);
   const n = codes.reduce((m, c) => m + c.length, 0);
   return n > 0 ? Math.max(...counts) / n : 0;
 }
