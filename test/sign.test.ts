@@ -77,6 +77,47 @@ describe('sign split', () => {
     expect([...a, -1, ...b]).toEqual([1, 2, -1, 3]);
   });
 
+  it('8-bit codes four at a time: the same distances, signs and refusals as one at a time, at any length and offset', () => {
+    // a Uint16Array of 8-bit codes takes the one-at-a-time loop, a Uint8Array the word loop (on a 4-byte boundary)
+    const r = rng(8);
+    const pick = (n: number, kind: number): number[] =>
+      Array.from({ length: n }, () => {
+        if (kind === 0) return Math.floor(r() * 256); // every code, no symmetry
+        if (kind === 1) return r() < 0.7 ? 128 : Math.floor(r() * 256); // mostly the middle (pruned)
+        if (kind === 2) return [0, 127, 128, 129, 255][Math.floor(r() * 5)]; // the grid's ends and the middle
+        return 128 + Math.round((r() - 0.5) * 10);
+      });
+    /** `values` as a Uint8Array that starts `offset` bytes into its buffer. */
+    const at = (values: ArrayLike<number>, offset: number): Uint8Array => {
+      const out = new Uint8Array(values.length + offset).subarray(offset);
+      out.set(values);
+      return out;
+    };
+    let refused = 0;
+    for (let t = 0; t < 800; t++) {
+      const codes = pick(Math.floor(r() * 70), t % 4);
+      const offset = t % 4;
+      const one = splitSigns(Uint16Array.from(codes), 8);
+      const word = splitSigns(at(codes, offset), 8);
+      expect([...word.distances]).toEqual([...one.distances]);
+      expect([...word.signs]).toEqual([...one.signs]);
+      expect([...joinSigns(at(word.distances, offset), word.signs, 8)!]).toEqual(codes);
+      // damaged parts: a distance anywhere in 0…255, a sign byte short, one too many, a sign bit flipped
+      const distances = Uint16Array.from(one.distances);
+      let signs = one.signs.slice();
+      const kind = t % 4;
+      if (kind === 0 && codes.length) distances[Math.floor(r() * codes.length)] = Math.floor(r() * 256);
+      if (kind === 1) signs = signs.subarray(0, Math.max(0, signs.length - 1));
+      if (kind === 2) signs = Uint8Array.of(...signs, Math.floor(r() * 256));
+      if (kind === 3 && signs.length) signs[Math.floor(r() * signs.length)] ^= 1 << Math.floor(r() * 8);
+      const expected = joinSigns(distances.slice(), signs, 8);
+      const got = joinSigns(at(distances, offset), signs, 8);
+      expect(got === undefined ? undefined : [...got]).toEqual(expected === undefined ? undefined : [...expected]);
+      if (!expected) refused++;
+    }
+    expect(refused).toBeGreaterThan(300); // the damaged cases were damaged
+  });
+
   it('the Node codec round-trips 8- and 16-bit codes and names a broken entry', async () => {
     const codec = getCodec('zstd-sign');
     for (const bits of [8, 16]) {
