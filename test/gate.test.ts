@@ -384,6 +384,17 @@ describe('quality gate', () => {
       /^only 2 held-back calibration samples: the quality gate's verdict rests on them alone; give at least 16/,
     );
     expect((await run(16)).some((l) => l.startsWith('only '))).toBe(false);
+    // one sample is the probes' and the gate's alike: said so, in the log and in the record, not "1 held-back"
+    const one = await run(1);
+    expect(one).toContainEqual(expect.stringMatching(/^one calibration sample: the probes and the quality gate both use it/));
+    expect(one.some((l) => l.startsWith('only '))).toBe(false);
+    const record = new Archive(join(dir, 'few-1.nnm'));
+    try {
+      expect(record.manifest.quality).toMatchObject({ samples: 1, shared: true });
+      expect(describeQuality(record.manifest.quality!)).toMatch(/1 sample, the probes' too \(not held back\)/);
+    } finally {
+      record.close();
+    }
   }, 120_000);
 
   it('does not run what it cannot: safetensors get a record saying why', async () => {

@@ -205,6 +205,8 @@ export interface QualityRecord {
   worst?: string;
   /** Held-back samples compared. */
   samples?: number;
+  /** The set's one sample, which the probes used too: the measurement is not on unseen data. */
+  shared?: boolean;
   /** The inputs were generated from the graph, not given: the measurement says little about real data. */
   synthetic?: boolean;
   /** What the calibration set is, e.g. `200 images from data/ocr (…)`. */

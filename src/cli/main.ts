@@ -9,7 +9,7 @@ import { InterruptedError, IoError, OptionError } from '../errors.js';
 import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
-import { OPTION_TABLE, loadRulesFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
+import { OPTION_TABLE, loadConfigFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
 import { holdFolder, releaseFolder, removePendingTemps } from '../io/atomic.js';
 import { VERSION } from '../version.js';
 import { fileKind, inspectPath } from './inspect.js';
@@ -31,7 +31,12 @@ import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './error
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
 import { archiveTotals, bitsPerWeightText, count, sizeChange, summaryLines } from './totals.js';
-import { CALIBRATION_OPTIONS, calibrationSpecFromFlags, type CalibrationFlags } from '../calibration/options.js';
+import {
+  CALIBRATION_OPTIONS,
+  calibrationSpecFromFlags,
+  mergeCalibrationSpecs,
+  type CalibrationFlags,
+} from '../calibration/options.js';
 import { buildCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
 import { outputsTask } from '../eval/tasks/outputs.js';
 import { checkJudgedOutputs, describeQuality, oneSidedWarning } from '../pipeline/gate.js';
@@ -95,15 +100,17 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
   const log = logLine;
+  const config = f.config ? loadConfigFile(f.config) : undefined;
   return {
     ...fromTable,
     task,
     onLog: f.json ? undefined : log,
     // detail of rate control, for whoever debugs it
     onDebug: process.env.NNMEDIA_DEBUG ? log : undefined,
-    rules: f.config ? loadRulesFile(f.config) : undefined,
+    rules: config?.rules,
     force: f.force,
-    calibration: calibrationSpecFromFlags(f as CalibrationFlags),
+    // the config file's calibration settings, the flags over them (paths and --input add up)
+    calibration: mergeCalibrationSpecs(config?.calibration, calibrationSpecFromFlags(f as CalibrationFlags)),
   };
 }
 
@@ -208,7 +215,10 @@ function addCompressOptions(cmd: Command): Command {
   for (const spec of OPTION_TABLE) for (const flag of spec.flags ?? []) cmd.addOption(flagOption(spec, flag));
   addCalibrationOptions(cmd);
   return cmd
-    .option('--config <file>', 'per-tensor rules: {"tensors": [{"match": "glob", "role": …, "codec": …}]}')
+    .option(
+      '--config <file>',
+      'a JSON file of per-tensor rules and calibration settings: {"tensors": [{"match": "glob", "role": …, "codec": …}], "calibration": {"paths": […], "image": {…}, …}} (either or both; flags override it)',
+    )
     .addOption(
       new Option('--task <name>', 'task evaluator for --max-loss and calibration')
         .choices(['auto', 'vad', 'ocr', 'none'])
@@ -327,6 +337,7 @@ export function buildProgram(): Command {
       new Option('--task <name>', 'task evaluator').choices(['auto', 'vad', 'ocr', 'isnet', 'outputs', 'none']).default('auto'),
     )
     .option('--limit <n>', 'evaluate only the first n samples (ocr, isnet)', int('limit', 1))
+    .option('--config <file>', 'a compress config file: its "calibration" settings (flags override them)')
     .option('--json', 'print JSON')
     .option(
       '--require <bound>',
@@ -340,9 +351,20 @@ export function buildProgram(): Command {
     .action(
       async (
         archive: string,
-        f: { model: string; task: string; limit?: number; json?: boolean; require?: Requirement[] } & CalibrationFlags,
+        f: {
+          model: string;
+          task: string;
+          limit?: number;
+          json?: boolean;
+          require?: Requirement[];
+          config?: string;
+        } & CalibrationFlags,
       ) => {
-        const spec = calibrationSpecFromFlags(f);
+        // a config file's calibration settings (its tensor rules are compress's), the flags over them
+        const spec = mergeCalibrationSpecs(
+          f.config ? loadConfigFile(f.config).calibration : undefined,
+          calibrationSpecFromFlags(f),
+        );
         // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
         const format = detectFormat(f.model);
         const runs = format === 'onnx';
@@ -436,7 +458,9 @@ export function buildProgram(): Command {
       const bar = progress(!f.json);
       await compressModel(input, archive, {
         ...(await compressOptionsFrom({ ...f, output: archive }, input)),
-        force: true,
+        // a fresh folder: nothing to replace; and an archive the gate refuses is not kept (the folder goes with it),
+        // so the refusal must not say "kept (--force)"
+        force: false,
         onProgress: bar.onProgress,
       }).finally(bar.stop);
       t1 = performance.now();

@@ -717,7 +717,7 @@ function isStagingFile(file: string, staged: string): boolean {
 function fewHeldBack(q: QualityRecord): string {
   const n = q.samples ?? 0;
   return n > 0 && n < FEW_HELD_BACK
-    ? ` (judged on ${n} held-back sample${n === 1 ? '' : 's'}: near the floor a suggestion can fail on a second run; more calibration inputs make it firmer)`
+    ? ` (judged on ${q.shared ? `${n} sample, the probes' too` : `${n} held-back sample${n === 1 ? '' : 's'}`}: near the floor a suggestion can fail on a second run; more calibration inputs make it firmer)`
     : '';
 }
 

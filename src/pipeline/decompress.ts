@@ -167,7 +167,9 @@ async function decodeEach<T extends Float32Array | Uint8Array>(
 }
 
 /**
- * Every tensor of an archive, decoded, by name (slices as jobs of their own; identical tensors share one decode).
+ * The tensors an archive codes or keeps as float16, decoded, by name (slices as jobs of their own; identical
+ * tensors share one decode). Tensors kept exact (scalars, integer tensors, `--no-half-kept`) stay where the model
+ * file had them, inside the archive's skeleton: `decompressArchive` restores them, this map does not hold them.
  * Given a path, the archive is opened and closed here; given an `Archive`, it stays open (the caller closes it:
  * each holds a file descriptor until `close()`).
  */

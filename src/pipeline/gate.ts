@@ -62,6 +62,8 @@ export interface Calibration {
   readonly set: CalibrationSet;
   readonly probe: readonly CalibrationSample[];
   readonly heldBack: readonly CalibrationSample[];
+  /** One sample only: it is the probes' and the gate's alike (not held back). */
+  readonly shared?: boolean;
   /** `node: then|else` for each branch no probe sample took. */
   readonly untakenBranches: readonly string[];
   /** Keys of the tensors inside those branches. */
@@ -119,7 +121,11 @@ export async function openCalibration(
       ? `calibration: ${set.description}; the fidelity is measured on generated data: give real inputs with --calibration`
       : `calibration: ${set.description}; ${split.rule}`,
   );
-  if (!set.synthetic && split.heldBack.length < FEW_HELD_BACK)
+  if (!set.synthetic && split.shared)
+    log?.(
+      `one calibration sample: the probes and the quality gate both use it, so the gate's verdict is not on unseen data; give at least ${FEW_HELD_BACK * 4} calibration inputs (every 4th is held back) for a verdict that carries over to other inputs`,
+    );
+  else if (!set.synthetic && split.heldBack.length < FEW_HELD_BACK)
     log?.(
       `only ${split.heldBack.length} held-back calibration sample${split.heldBack.length === 1 ? '' : 's'}: the quality gate's verdict rests on ${split.heldBack.length === 1 ? 'it' : 'them'} alone; give at least ${FEW_HELD_BACK * 4} calibration inputs (every 4th is held back) for a verdict that carries over to other inputs`,
     );
@@ -166,6 +172,7 @@ export async function openCalibration(
     set,
     probe: split.probe,
     heldBack: split.heldBack,
+    ...(split.shared ? { shared: true } : {}),
     untakenBranches,
     untakenTensors,
     probeBranches,
@@ -194,6 +201,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
     passed: report.fidelity >= minFidelity,
     worst: report.worst,
     samples: report.samples,
+    ...(cal.shared ? { shared: true } : {}),
     ...(cal.set.synthetic ? { synthetic: true } : {}),
     calibration: cal.set.description,
     outputs: report.outputs.map((o) => ({
@@ -249,7 +257,10 @@ export function describeQuality(q: QualityRecord): string {
   const rel = q.passed ? '≥' : '<';
   const kind = q.synthetic ? ' synthetic' : '';
   const judged = q.judged ? `; judged on ${q.judged.join(', ')} only` : '';
-  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${q.samples} held-back${kind} sample${q.samples === 1 ? '' : 's'}${judged})`;
+  const samples = q.shared
+    ? `${q.samples}${kind} sample, the probes' too (not held back)`
+    : `${q.samples} held-back${kind} sample${q.samples === 1 ? '' : 's'}`;
+  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${samples}${judged})`;
 }
 
 /** What the untaken-branch line says of the branches' coded tensors (none: the branches hold no weight). */

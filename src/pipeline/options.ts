@@ -13,6 +13,7 @@ import type { Media } from '../codecs/types.js';
 import type { TaskEvaluator } from '../eval/tasks/types.js';
 import { editDistance } from '../eval/tasks/ocr.js';
 import type { CalibrationSpec } from '../calibration/set.js';
+import { calibrationSpecFromConfig } from '../calibration/options.js';
 import { ROLES, type Role } from '../roles/classify.js';
 import { CODE_BITS, type NonFinitePolicy, type RangeMode } from '../quantize/uniform.js';
 import { defaultQuantizer, getQuantizer, stepGrid } from '../quantize/registry.js';
@@ -243,7 +244,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     flags: [
       {
         flag: '--codec <name>',
-        help: 'codec (see `nnmedia codecs`); auto: per tensor the smaller of PNG and raw codes + zstd; smallest: lossless WebP too (slower, ~1 % smaller)',
+        help: 'codec (see `nnmedia codecs`); auto: per tensor the smallest of PNG and raw codes through zstd (and brotli on small tensors); smallest: lossless WebP too (slower, ~1 % smaller)',
       },
     ],
   },
@@ -944,8 +945,18 @@ export function unmatchedRules(tensors: readonly { name: string }[], rules: read
   return `${none.length === 1 ? 'a tensor rule matches' : `${none.length} tensor rules match`} no tensor of the model: ${none.map((r) => JSON.stringify(r.match)).join(', ')} (names look like ${examples.join(', ')}${tensors.length > 3 ? ', …' : ''}; \`nnmedia inspect MODEL\` lists them)`;
 }
 
-/** A config file: {"tensors": [TensorRule, …]}. */
-export function loadRulesFile(file: string): TensorRule[] {
+/** What a config file (`--config`) holds: tensor rules, and calibration settings (calibrationSpecFromConfig). */
+export interface ConfigFile {
+  /** The `tensors` list, where the file has one. */
+  rules?: TensorRule[];
+  calibration?: CalibrationSpec;
+}
+
+/**
+ * A config file: {"tensors": [TensorRule, …], "calibration": { … }}, either or both. Calibration paths are relative to
+ * the file; unknown keys are errors, at the top as inside (a typo must not pass silently).
+ */
+export function loadConfigFile(file: string): ConfigFile {
   const text = readInputFile(file, 'config file').toString('utf8');
   let parsed: unknown;
   try {
@@ -953,9 +964,27 @@ export function loadRulesFile(file: string): TensorRule[] {
   } catch (e) {
     throw new OptionError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
   }
-  const rules = (parsed as { tensors?: unknown }).tensors;
-  if (!Array.isArray(rules)) throw new OptionError(`config file ${file}: expected {"tensors": [ … ]}`);
-  const o = { rules: rules as TensorRule[] };
+  const shape = '{"tensors": [ … ], "calibration": { … }} (either or both)';
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new OptionError(`config file ${file}: expected ${shape}`);
+  const top = parsed as Record<string, unknown>;
+  const unknown = Object.keys(top).filter((k) => k !== 'tensors' && k !== 'calibration');
+  if (unknown.length)
+    throw new OptionError(
+      `config file ${file}: unknown key${unknown.length === 1 ? '' : 's'} ${unknown.map((k) => JSON.stringify(k)).join(', ')}: expected ${shape}`,
+    );
+  if (top.tensors === undefined && top.calibration === undefined) throw new OptionError(`config file ${file}: expected ${shape}`);
+  if (top.tensors !== undefined && !Array.isArray(top.tensors))
+    throw new OptionError(`config file ${file}: "tensors" must be a list of rules: expected ${shape}`);
+  const o = { rules: top.tensors as TensorRule[] | undefined };
   checkCompressOptions(o);
-  return o.rules;
+  return {
+    ...(o.rules ? { rules: o.rules } : {}),
+    ...(top.calibration !== undefined ? { calibration: calibrationSpecFromConfig(top.calibration, file) } : {}),
+  };
+}
+
+/** A config file's tensor rules (loadConfigFile; its calibration settings are left to the caller). */
+export function loadRulesFile(file: string): TensorRule[] {
+  return loadConfigFile(file).rules ?? [];
 }
