@@ -35,6 +35,7 @@ import { EncodeCache, gateError, writeArchive, type CompressResult } from './wri
 import {
   FEW_HELD_BACK,
   describeQuality,
+  samplesWording,
   measureArchive,
   openCalibration,
   qualityRecord,
@@ -564,15 +565,25 @@ async function compressStaged(
     // by tensor (allocate.ts, measuredRates), and allocate again at the target itself.
     // (closer than the bisection's tolerance: an allocation on written rates is expected to land near the target)
     const off = (r: CompressResult): boolean => r.bitsPerWeight > target || r.bitsPerWeight < MEASURED_UNDERSHOOT * target;
-    // The largest archive of every attempt below that fitted the target, written again at the end if the last
-    // attempt is not it: an attempt 0.001 over the target was tightened into a smaller archive than one that had
-    // fitted before (Silero v4 `--target-bpw 3`: 2.939 at fidelity 0.956 fitted, 3.001 did not, 2.909 at 0.914 was
-    // written). The allocation spends a budget for the least modelled error, so the largest fit is its best.
-    let largest:
-      { grids?: ReadonlyMap<string, GridChoice>; scale: number; bitsPerWeight: number; quality?: QualityRecord } | undefined;
+    // The best archive of every attempt below that fitted the target, written again at the end if the last attempt
+    // is not it: an attempt 0.001 over the target was tightened into a smaller archive than one that had fitted
+    // before (Silero v4 `--target-bpw 3`: 2.939 at fidelity 0.956 fitted, 3.001 did not, 2.909 at 0.914 was
+    // written). Best: one the gate passed over one it refused, then the largest (the allocation spends a budget for
+    // the least modelled error).
+    interface Attempt {
+      grids?: ReadonlyMap<string, GridChoice>;
+      scale: number;
+      bitsPerWeight: number;
+      /** The sha256 of every entry: the same archive written again has the same. */
+      entries: string;
+      quality?: QualityRecord;
+    }
+    let best: Attempt | undefined;
+    const better = (a: Judged, b: Judged | undefined): boolean => betterFit(a, b, target);
+    const entriesOf = (r: CompressResult): string => JSON.stringify(r.manifest.entries);
     const note = (r: CompressResult, at: number): void => {
-      if (r.bitsPerWeight <= target && r.bitsPerWeight > (largest?.bitsPerWeight ?? 0))
-        largest = { grids: lastGridMap, scale: at, bitsPerWeight: r.bitsPerWeight, quality: r.quality };
+      if (better(r, best))
+        best = { grids: lastGridMap, scale: at, bitsPerWeight: r.bitsPerWeight, entries: entriesOf(r), quality: r.quality };
     };
     note(result, 1);
     for (let k = 0; k < MEASURED_RATE_ATTEMPTS && allocation?.observe && off(result); k++) {
@@ -617,17 +628,19 @@ async function compressStaged(
       if (result.bitsPerWeight <= target) fitted = Math.max(fitted, scale);
       else over = Math.min(over, scale);
     }
-    const keep = largest as typeof largest; // (assigned inside `note`)
-    if (keep && keep.grids && (result.bitsPerWeight > target || result.bitsPerWeight < keep.bitsPerWeight)) {
+    const keep = best as Attempt | undefined; // (assigned inside `note`)
+    if (keep?.grids && keep.entries !== entriesOf(result) && better(keep, result)) {
       resolved.onLog?.(
-        `archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: writing again the largest that fitted, ${keep.bitsPerWeight.toFixed(3)}`,
+        `archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: writing again the best that fitted, ${keep.bitsPerWeight.toFixed(3)}`,
       );
-      // the same grids give the same archive (encoding is deterministic): its gate record is the one already taken
+      // the same grids give the same archive (encoding is deterministic): its gate record is the one already taken,
+      // and the entries' sha256 check that it is the same archive (else the gate measures it again)
       gridsOverride = keep.grids;
       judged = keep.quality;
       result = await encode((scale = keep.scale));
-      gridsOverride = undefined;
       judged = undefined;
+      if (entriesOf(result) !== keep.entries) result = await encode(scale);
+      gridsOverride = undefined;
     }
     if (cache?.hits) resolved.onLog?.(`${cache.hits} tensor encodes reused from earlier attempts (grids unchanged)`);
     const reachable = result.bitsPerWeight <= target;
@@ -714,10 +727,29 @@ function isStagingFile(file: string, staged: string): boolean {
  * What a suggested budget is worth when the gate judged few held-back samples: BlazeFace front on 8 photos (2 held
  * back) suggested 8.8 bits/weight, which was then refused at fidelity 0.8999.
  */
+/** An archive written under `--target-bpw`, as rate control's end compares them (betterFit). */
+export interface Judged {
+  bitsPerWeight: number;
+  quality?: QualityRecord;
+}
+
+/**
+ * Whether archive `a` is a better output than `b` for a budget of `target` bits/weight: one that fits over one that
+ * does not, then one the gate passed (or did not judge) over one it refused, then the larger (the allocation spends a
+ * budget for the least modelled error).
+ */
+export function betterFit(a: Judged, b: Judged | undefined, target: number): boolean {
+  if (a.bitsPerWeight > target) return false;
+  if (!b || b.bitsPerWeight > target) return true;
+  const pa = a.quality?.passed !== false;
+  const pb = b.quality?.passed !== false;
+  return pa !== pb ? pa : a.bitsPerWeight > b.bitsPerWeight;
+}
+
 function fewHeldBack(q: QualityRecord): string {
   const n = q.samples ?? 0;
   return n > 0 && n < FEW_HELD_BACK
-    ? ` (judged on ${q.shared ? `${n} sample, the probes' too` : `${n} held-back sample${n === 1 ? '' : 's'}`}: near the floor a suggestion can fail on a second run; more calibration inputs make it firmer)`
+    ? ` (judged on ${samplesWording(q)}: near the floor a suggestion can fail on a second run; more calibration inputs make it firmer)`
     : '';
 }
 

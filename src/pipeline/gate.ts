@@ -255,12 +255,16 @@ export function oneSidedWarning(q: QualityRecord): string | undefined {
 export function describeQuality(q: QualityRecord): string {
   if (!q.checked) return `quality not checked: ${q.reason}`;
   const rel = q.passed ? '≥' : '<';
-  const kind = q.synthetic ? ' synthetic' : '';
   const judged = q.judged ? `; judged on ${q.judged.join(', ')} only` : '';
-  const samples = q.shared
+  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${samplesWording(q)}${judged})`;
+}
+
+/** What a gate record was measured on: "16 held-back synthetic samples", or the one sample the probes used too. */
+export function samplesWording(q: QualityRecord): string {
+  const kind = q.synthetic ? ' synthetic' : '';
+  return q.shared
     ? `${q.samples}${kind} sample, the probes' too (not held back)`
     : `${q.samples} held-back${kind} sample${q.samples === 1 ? '' : 's'}`;
-  return `fidelity ${q.fidelity!.toFixed(4)} ${rel} ${q.minFidelity} (worst output: ${q.worst}; ${samples}${judged})`;
 }
 
 /** What the untaken-branch line says of the branches' coded tensors (none: the branches hold no weight). */

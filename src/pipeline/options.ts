@@ -968,7 +968,8 @@ export function loadConfigFile(file: string): ConfigFile {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
     throw new OptionError(`config file ${file}: expected ${shape}`);
   const top = parsed as Record<string, unknown>;
-  const unknown = Object.keys(top).filter((k) => k !== 'tensors' && k !== 'calibration');
+  // (`$schema`, which editors read, is left alone)
+  const unknown = Object.keys(top).filter((k) => k !== 'tensors' && k !== 'calibration' && k !== '$schema');
   if (unknown.length)
     throw new OptionError(
       `config file ${file}: unknown key${unknown.length === 1 ? '' : 's'} ${unknown.map((k) => JSON.stringify(k)).join(', ')}: expected ${shape}`,

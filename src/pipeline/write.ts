@@ -31,6 +31,7 @@ import { elementCount, type ModelReader } from '../formats/model.js';
 import { writeAtomic } from '../io/atomic.js';
 import { HALF_ENTRY } from '../quantize/half.js';
 import { encodeUnit } from './encode.js';
+import { samplesWording } from './gate.js';
 import type { HalfKept } from './half.js';
 import type { ResolvedOptions } from './options.js';
 import { slicesOf } from './plan.js';
@@ -344,8 +345,7 @@ export function gateError(
   smallestPassing?: number,
   words: { head?: string; advice?: string; remedy?: string } = {},
 ): QualityError {
-  const synthetic = q.synthetic ? ' synthetic' : '';
-  const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${q.samples} held-back${synthetic} sample${q.samples === 1 ? '' : 's'})`;
+  const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${samplesWording(q)})`;
   const remedy = words.remedy ?? 'give a larger budget';
   const then = kept
     ? `the archive was kept (--force)${words.remedy ? `; ${words.remedy}` : ''}`

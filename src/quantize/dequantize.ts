@@ -7,8 +7,9 @@
  *
  * With few enough channels the values of every code are tabulated per channel (256 entries at 8 bits, a
  * table no larger than the plane otherwise), already in the output dtype; else each value is computed.
- * The plane is walked in square blocks so that both the codes read and the output written stay in cache
- * whichever of the two is the transposed one.
+ * A tabulated plane whose rows are runs of the output is walked row by row; any other in strips of eight columns
+ * (`strips`), so that the codes read, the tables and the outputs written stay in cache whichever is the
+ * transposed one; computed values go in square blocks (`blocks`).
  */
 
 import { type FloatDType, float32ToBfloat16, float32ToFloat16 } from '../formats/model.js';
@@ -52,8 +53,9 @@ function converter(dtype: DirectDtype): (v: number) => number {
 const BLOCK = 64;
 
 /**
- * Entries of a table small enough to stay in cache whatever the column (64 KB of float32): a larger one (a
- * table per channel across a row of channels) is walked a block of columns at a time.
+ * Entries of a table small enough to stay in cache whatever the column (64 KB of float32): rows of such a plane
+ * are walked whole where they are runs of the output; a larger one (a table per channel across a row of
+ * channels) goes through `strips`, eight channels' tables at a time.
  */
 const SMALL_TABLE = 16384;
 

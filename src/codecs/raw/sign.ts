@@ -9,6 +9,7 @@
  * little-endian codes of the plane's width), then a second frame (the sign bytes).
  */
 
+import { LITTLE_ENDIAN } from '../../formats/model.js';
 import { allocCodes, type CodeArray } from '../../quantize/uniform.js';
 
 /** Code bit depths the split carries (the distance of a 2ⁿ⁻¹ code needs n bits, and no more). */
@@ -127,9 +128,18 @@ for (let nz = 0; nz < 16; nz++) {
   }
 }
 
-/** Four bytes' words over `a` where it starts on a 4-byte boundary (else none: the generic loop does it all). */
+/**
+ * Four bytes' words over `a` where it starts on a 4-byte boundary on a little-endian machine (the first code in a
+ * word's lowest byte, as the sign bits' order needs); else none, and the one-at-a-time loop does it all.
+ */
 function words(a: Uint8Array): Uint32Array {
-  return a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, a.length >>> 2) : new Uint32Array(0);
+  return LITTLE_ENDIAN && a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, a.length >>> 2) : new Uint32Array(0);
+}
+
+/** The four bytes of a word of distances that are not 0, as a nibble (bit j: byte j). */
+function nonZeroNibble(d: number): number {
+  // a byte is non-zero where its low seven bits, plus 0x7f, or its own high bit reach bit 7
+  return Math.imul(((((d & SEVEN) + SEVEN) | d) >>> 7) & LOW, GATHER) >>> 24;
 }
 
 function splitSigns8(codes: Uint8Array): SignSplit {
@@ -146,9 +156,7 @@ function splitSigns8(codes: Uint8Array): SignSplit {
     const b = (~c >>> 7) & LOW;
     const d = (((c ^ Math.imul(b, 0xff)) & SEVEN) + b) | 0;
     out[i] = d;
-    // a byte is non-zero where its low seven bits, plus 0x7f, or its own high bit reach bit 7
-    const nz = ((((d & SEVEN) + SEVEN) | d) >>> 7) & LOW;
-    const n4 = Math.imul(nz, GATHER) >>> 24;
+    const n4 = nonZeroNibble(d);
     acc |= PACKED[(Math.imul(b, GATHER) >>> 24) | (n4 << 4)] << k;
     k += COUNT[n4];
     if (k >= 8) {
@@ -189,8 +197,7 @@ function joinSigns8(out: Uint8Array, signs: Uint8Array): Uint8Array | undefined 
   let byte = 0;
   for (let i = 0; i < w.length; i++) {
     const d = w[i];
-    const nz = ((((d & SEVEN) + SEVEN) | d) >>> 7) & LOW;
-    const n4 = Math.imul(nz, GATHER) >>> 24;
+    const n4 = nonZeroNibble(d);
     const take = COUNT[n4];
     if (have < take) {
       // past the last sign byte the bits read 0, and the count check below fails
