@@ -754,6 +754,17 @@ describe('allocation for a task loss (--max-loss)', () => {
     expect(previous).toBeLessThan(bitsOf(r, [0, 0, 0]));
   });
 
+  it('allocateForLoss: each choice of grids is measured once, however many λ choose it', async () => {
+    const r = rates();
+    const seen: string[] = [];
+    await allocateForLoss(r, 1e-3, async (choice) => {
+      seen.push(choice.join(','));
+      return lossOf(r)(choice);
+    });
+    expect(seen.length).toBeGreaterThan(2);
+    expect(new Set(seen).size).toBe(seen.length);
+  });
+
   it('allocateForLoss: a bound that even the finest grids miss returns the finest, with its loss', async () => {
     const r = rates();
     const { choice, loss } = await allocateForLoss(r, 1e-9, lossOf(r));

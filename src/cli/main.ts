@@ -283,7 +283,7 @@ export function buildProgram(): Command {
       const oneSided = q && oneSidedWarning(q);
       if (oneSided) say(`  weak evidence: ${oneSided}`);
       if (q?.untakenBranches?.length)
-        say(`  branches the calibration never takes (kept at the default grid): ${q.untakenBranches.join(', ')}`);
+        say(`  branches the calibration never takes (their tensors unjudged by the gate): ${q.untakenBranches.join(', ')}`);
       const e = r.manifest.options.escalated as { fidelity?: number; bitsPerWeight?: number; by?: string } | undefined;
       if (e)
         console.log(

@@ -448,7 +448,7 @@ export async function allocate(parts: {
       const choice = choiceAt(budgetScale);
       if (!quiet)
         log(
-          `allocated ${estimate(choice, current)} bits/weight (estimate${current === rates ? '' : ', rates as written'}) for a target of ${target}`,
+          `allocated ${estimate(choice, current)} bits/weight (estimate${current === rates ? '' : ', rates as written'}) to the grids it chooses, ${(overhead / weights).toFixed(3)} to the rest of the archive, for ${budgetScale === 1 ? `a target of ${target}` : `${+budgetScale.toFixed(3)}× the target of ${target}`}`,
         );
       return gridOf(choice);
     };
@@ -481,6 +481,9 @@ export async function allocate(parts: {
     log(`  ${estimate(c)} bits/weight (estimate): loss ${loss.toFixed(5)}`);
     return loss;
   });
+  log(
+    `chose ${estimate(result.choice)} bits/weight (estimate): loss ${result.loss.toFixed(5)} ${result.loss <= options.maxLoss! ? '≤' : '>'} --max-loss ${options.maxLoss}${result.loss <= options.maxLoss! ? '' : ' (the finest grids tried)'}`,
+  );
   const grids = gridOf(result.choice);
   const allocation: Allocation = () => grids;
   if (measuredScales.size) allocation.scales = measuredScales;

@@ -328,7 +328,20 @@ async function compressStaged(
       throw new OptionError(`compensate needs layer statistics from running the model, which cannot be run: ${notRunnable}`);
     const cal: Calibration | undefined = notRunnable
       ? undefined
-      : await openCalibration(input, reader, resolved.calibration, resolved.onLog, resolved.signal);
+      : await openCalibration(
+          input,
+          reader,
+          resolved.calibration,
+          resolved.onLog,
+          resolved.signal,
+          // rate control leaves untaken branches at the default grid; a grid the user fixed applies to them too
+          resolved.targetBpw !== undefined ||
+            resolved.maxLoss !== undefined ||
+            (resolved.targetSnr === undefined &&
+              !['bits', 'range', 'stride', 'relStep', 'quantizer', 'rotate', 'clip', 'outliers'].some(
+                (k) => k in resolved.asked,
+              )),
+        );
     const untaken = cal?.untakenTensors ?? new Set<string>();
     // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
     // allocation, so its probes and error model see the compensated error of every candidate grid; the final
@@ -446,7 +459,11 @@ async function compressStaged(
         beyondGrid(result.manifest.tensors, resolved.onLog);
       }
       if ((resolved.targetBpw !== undefined && !nothingCoded) || (jobOptions !== resolved && !judged))
-        resolved.onLog?.(`${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`);
+        resolved.onLog?.(
+          result.quality!.checked
+            ? `${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`
+            : `written at ${result.bitsPerWeight.toFixed(3)} bits/weight (quality not checked)`,
+        );
       return result;
     };
     const target = lossless || nothingCoded ? undefined : resolved.targetBpw;
@@ -564,6 +581,14 @@ async function compressStaged(
     // The allocator's rate is an estimate (the codes' entropy): first correct it by what this archive spent, tensor
     // by tensor (allocate.ts, measuredRates), and allocate again at the target itself.
     // (closer than the bisection's tolerance: an allocation on written rates is expected to land near the target)
+    // an archive's bits/weight as said beside the target: over it by less than the third decimal shows, say by how much
+    const against = (r: CompressResult): string => {
+      const over = Math.ceil(r.archiveBytes - (target * r.compressedWeights) / 8);
+      const text = `${r.bitsPerWeight.toFixed(3)} bits/weight`;
+      return over > 0 && r.bitsPerWeight.toFixed(3) === target.toFixed(3)
+        ? `${text} (${over} byte${over === 1 ? '' : 's'} over)`
+        : text;
+    };
     const off = (r: CompressResult): boolean => r.bitsPerWeight > target || r.bitsPerWeight < MEASURED_UNDERSHOOT * target;
     // The best archive of every attempt below that fitted the target, written again at the end if the last attempt
     // is not it: an attempt 0.001 over the target was tightened into a smaller archive than one that had fitted
@@ -590,9 +615,7 @@ async function compressStaged(
       const before = lastGrids;
       allocation.observe(1, writtenRates(result));
       if (JSON.stringify([...allocation(1, true)]) === before) break;
-      resolved.onLog?.(
-        `archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating on the rates as written`,
-      );
+      resolved.onLog?.(`archive at ${against(result)} for a target of ${target}: re-allocating on the rates as written`);
       result = await encode(1);
       note(result, 1);
     }
@@ -621,7 +644,7 @@ async function compressStaged(
         next = Number.isFinite(bound) && bound > 0 ? (down ? Math.max(further, bound) : Math.min(further, bound)) : further;
       }
       if (gridsAt(next) === lastGrids) break;
-      resolved.onLog?.(`archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: re-allocating`);
+      resolved.onLog?.(`archive at ${against(result)} for a target of ${target}: re-allocating`);
       scale = next;
       result = await encode(scale);
       note(result, scale);
@@ -631,7 +654,7 @@ async function compressStaged(
     const keep = best as Attempt | undefined; // (assigned inside `note`)
     if (keep?.grids && keep.entries !== entriesOf(result) && better(keep, result)) {
       resolved.onLog?.(
-        `archive at ${result.bitsPerWeight.toFixed(3)} bits/weight for a target of ${target}: writing again the best that fitted, ${keep.bitsPerWeight.toFixed(3)}`,
+        `archive at ${against(result)} for a target of ${target}: writing again the best that fitted, ${keep.bitsPerWeight.toFixed(3)}`,
       );
       // the same grids give the same archive (encoding is deterministic): its gate record is the one already taken,
       // and the entries' sha256 check that it is the same archive (else the gate measures it again)
@@ -644,9 +667,15 @@ async function compressStaged(
     }
     if (cache?.hits) resolved.onLog?.(`${cache.hits} tensor encodes reused from earlier attempts (grids unchanged)`);
     const reachable = result.bitsPerWeight <= target;
+    // where untaken branches hold much of the model, their default grids eat the budget: say so, and how to free it
+    const pinnedShare = pinnedWeights / weights;
+    const pinnedNote =
+      pinnedShare >= 0.1
+        ? `${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${cal?.rateInput ? ` (the model has a rate input, ${cal.rateInput}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
+        : '';
     if (!reachable)
       resolved.onLog?.(
-        `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: the coarsest grids cost more`,
+        `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: ${pinnedNote || 'the coarsest grids cost more'}`,
       );
     else if (result.bitsPerWeight < UNDERSHOOT * target)
       // a budget above what the finest candidate grids take: said, not left for the user to notice
@@ -662,6 +691,9 @@ async function compressStaged(
     let passing: CompressResult | undefined;
     let lo = Math.max(1, scale);
     let hi: number | undefined;
+    resolved.onLog?.(
+      `fidelity ${failed.quality!.fidelity} < ${failed.quality!.minFidelity} at ${failed.bitsPerWeight.toFixed(3)} bits/weight: looking for the smallest budget that passes (1.5×, 2.5×, 4× the target, then between) to name it`,
+    );
     for (const s of [1.5, 2.5, 4]) {
       const r = await encode(s);
       if (r.quality?.passed !== false) {
@@ -681,18 +713,12 @@ async function compressStaged(
         } else lo = mid;
       }
     const smallest = passing?.bitsPerWeight;
-    const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : ', the coarsest grids'})`;
-    // where untaken branches hold much of the model, their default grids eat the budget: say so, and how to free it
-    const pinnedShare = pinnedWeights / weights;
-    const pinnedNote =
-      pinnedShare >= 0.1
-        ? `; ${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${cal?.rateInput ? ` (the model has a rate input, ${cal.rateInput}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
-        : '';
+    const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : pinnedNote ? ', over it' : ', the coarsest grids'})`;
     const advice =
       (smallest
         ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}${fewHeldBack(failed.quality!)}`
         : `; no budget up to 4× the target passes: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
-      pinnedNote;
+      (pinnedNote ? `; ${pinnedNote}` : '');
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
       // the search above wrote other grids: write the failed ones again, with the gate's record of them

@@ -103,6 +103,11 @@ export async function openCalibration(
   spec: CalibrationSpec | undefined,
   log?: (message: string) => void,
   signal?: AbortSignal,
+  /**
+   * Whether tensors of untaken branches keep the default grid: at the default, and under rate control (which leaves
+   * them out of its allocation); a grid the user fixed (`--step`, `--target-snr`, `--bits`, …) is theirs too.
+   */
+  keepsDefault = true,
 ): Promise<Calibration> {
   const source = selfContainedModel(input, reader);
   const outputs = spec?.outputs?.length ? checkJudgedOutputs(source, spec.outputs, input) : undefined;
@@ -161,7 +166,7 @@ export async function openCalibration(
       // a model that branches on its sample rate (Silero VAD) takes one branch per rate
       rateInput = (!spec?.audio?.rates && findRateInput(describeModel(source, input))?.name) || undefined;
       log?.(
-        `branches no calibration sample takes (${untakenWording(untakenTensors.size)}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
+        `branches no calibration sample takes (${untakenWording(untakenTensors.size, keepsDefault)}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );
     }
   }
@@ -268,7 +273,9 @@ export function samplesWording(q: QualityRecord): string {
 }
 
 /** What the untaken-branch line says of the branches' coded tensors (none: the branches hold no weight). */
-export function untakenWording(tensors: number): string {
+export function untakenWording(tensors: number, keepsDefault = true): string {
   if (!tensors) return 'no weight of their own';
+  if (!keepsDefault)
+    return `their ${tensors} tensor${tensors > 1 ? 's are' : ' is'} on the grid asked for, and the gate cannot judge ${tensors > 1 ? 'them' : 'it'}`;
   return `their ${tensors} tensor${tensors > 1 ? 's keep' : ' keeps'} the default grid`;
 }

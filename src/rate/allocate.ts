@@ -453,14 +453,23 @@ export async function allocateForLoss(
   steps = 9,
 ): Promise<{ choice: number[]; loss: number }> {
   const scale = lambdaScale(tensors);
+  // neighbouring λ often choose the same grids: each choice is measured once
+  const measured = new Map<string, number>();
+  const measure = async (choice: number[]): Promise<number> => {
+    const key = choice.join(',');
+    let loss = measured.get(key);
+    if (loss === undefined) measured.set(key, (loss = await lossOf(choice)));
+    return loss;
+  };
   let lo = -8;
   let hi = 6;
-  let best = { choice: choose(tensors, lambdaAt(lo, scale)), loss: await lossOf(choose(tensors, lambdaAt(lo, scale))) };
+  const first = choose(tensors, lambdaAt(lo, scale));
+  let best = { choice: first, loss: await measure(first) };
   if (best.loss > maxLoss) return best;
   for (let i = 0; i < steps; i++) {
     const mid = (lo + hi) / 2;
     const choice = choose(tensors, lambdaAt(mid, scale));
-    const loss = await lossOf(choice);
+    const loss = await measure(choice);
     if (loss <= maxLoss) {
       lo = mid;
       best = { choice, loss };
