@@ -466,6 +466,25 @@ async function compressStaged(
         );
       return result;
     };
+    /**
+     * An archive written before, written again: the same grids (`grids`, else the allocation's at `budgetScale`) give
+     * the same bytes (encoding is deterministic), so its gate record `record` is the one already taken, not measured
+     * again (none: measured).
+     */
+    const writeAgain = async (
+      budgetScale: number,
+      record: QualityRecord | undefined,
+      grids?: ReadonlyMap<string, GridChoice>,
+    ): Promise<CompressResult> => {
+      gridsOverride = grids;
+      judged = record;
+      try {
+        return await encode(budgetScale);
+      } finally {
+        gridsOverride = undefined;
+        judged = undefined;
+      }
+    };
     const target = lossless || nothingCoded ? undefined : resolved.targetBpw;
     if (target === undefined) {
       // with no tensor coded, the float16 kept tensors are all that is lossy: finer codes change nothing
@@ -537,11 +556,8 @@ async function compressStaged(
       if (passing) {
         const p = passing as { scale: number; result: CompressResult };
         if (last !== p.scale) {
-          // the same archive again (encoding is deterministic): its gate record is the one already taken
           record({ by: 'allocation' });
-          judged = p.result.quality;
-          p.result = await encode(p.scale);
-          judged = undefined;
+          p.result = await writeAgain(p.scale, p.result.quality);
         }
         resolved.onLog?.(
           `escalated: ${p.result.bitsPerWeight.toFixed(3)} bits/weight passes (fidelity ${p.result.quality!.fidelity}), where the default grid's ${from.toFixed(3)} did not`,
@@ -566,8 +582,7 @@ async function compressStaged(
         // keep the default archive, as --force says for the default, and still fail
         allBits = undefined;
         jobOptions = resolved;
-        judged = q0;
-        await encode(1);
+        await writeAgain(1, q0);
         throw gateError(shownAs, q0, true, undefined, { head, advice });
       }
       // (the catch below removes the output)
@@ -656,14 +671,9 @@ async function compressStaged(
       resolved.onLog?.(
         `archive at ${against(result)} for a target of ${target}: writing again the best that fitted, ${keep.bitsPerWeight.toFixed(3)}`,
       );
-      // the same grids give the same archive (encoding is deterministic): its gate record is the one already taken,
-      // and the entries' sha256 check that it is the same archive (else the gate measures it again)
-      gridsOverride = keep.grids;
-      judged = keep.quality;
-      result = await encode((scale = keep.scale));
-      judged = undefined;
-      if (entriesOf(result) !== keep.entries) result = await encode(scale);
-      gridsOverride = undefined;
+      // the entries' sha256 check that it is the same archive (else the gate measures it again)
+      result = await writeAgain((scale = keep.scale), keep.quality, keep.grids);
+      if (entriesOf(result) !== keep.entries) result = await writeAgain(scale, undefined, keep.grids);
     }
     if (cache?.hits) resolved.onLog?.(`${cache.hits} tensor encodes reused from earlier attempts (grids unchanged)`);
     const reachable = result.bitsPerWeight <= target;
@@ -722,9 +732,7 @@ async function compressStaged(
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail
       // the search above wrote other grids: write the failed ones again, with the gate's record of them
-      gridsOverride = failedGrids;
-      judged = failed.quality;
-      await encode(1);
+      await writeAgain(1, failed.quality, failedGrids);
       throw gateError(shownAs, failed.quality!, true, smallest, { head, advice });
     }
     throw gateError(shownAs, failed.quality!, false, smallest, { head, advice });
