@@ -340,6 +340,24 @@ describe('options from flags and config files', () => {
     expect(merged.paths).toEqual(['/work/project/images', '/abs/more', 'extra']);
     expect(merged.image).toMatchObject({ mean: [0], std: [0.229, 0.224, 0.225], kernel: 'cubic' });
     expect(merged.inputs).toEqual([{ name: 'x', shape: [1, 3, 256, 256] }]);
+    // a flag replaces the file's settings that go with it: a range or a scale, a size and the fit it implies, the rates
+    const file = calibrationSpecFromConfig(
+      { image: { size: 'x48', scale: 0.5, kernel: 'cubic' }, audio: { rate: '16000,8000', segment: 5 } },
+      '/c.json',
+    );
+    expect(file.image).toMatchObject({ height: 48, fit: 'height', scale: 0.5 });
+    expect(file.audio).toMatchObject({ rate: 16000, rates: [16000, 8000] });
+    const over = mergeCalibrationSpecs(
+      file,
+      calibrationSpecFromFlags({ imageSize: '192x48', imageRange: '-1,1', audioRate: '8000' }),
+    );
+    expect(over.image).toEqual({ width: 192, height: 48, range: [-1, 1], kernel: 'cubic' });
+    expect(over.audio).toEqual({ rate: 8000, segment: 5 });
+    // a fit alone keeps the file's size
+    expect(mergeCalibrationSpecs(file, calibrationSpecFromFlags({ imageFit: 'contain' })).image).toMatchObject({
+      height: 48,
+      fit: 'contain',
+    });
   });
 });
 

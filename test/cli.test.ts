@@ -222,6 +222,19 @@ describe('nnmedia CLI', () => {
     expect(c.code).toBe(0);
     expect(c.stderr).toMatch(/^calibration: 6 calibration samples from .*cfg: 1 audio file/m);
     expect(c.stderr).not.toMatch(/SYNTHETIC/);
+    // the same archive as the flags give (paths under the working folder are recorded as a flag names them)
+    const flags = await cli(
+      'compress',
+      v4,
+      '-o',
+      'cfg-flags.nnm',
+      '--calibration',
+      'cfg/speech.wav',
+      '--max-calibration-samples',
+      '6',
+    );
+    expect(flags.code).toBe(0);
+    expect(readFileSync(join(dir, 'cfg.nnm')).equals(readFileSync(join(dir, 'cfg-flags.nnm')))).toBe(true);
     // a flag overrides the file's setting
     const over = await cli('compress', v4, '-o', 'cfg2.nnm', '--config', 'cfg/c.json', '--max-calibration-samples', '4');
     expect(over.stderr).toMatch(/^calibration: 4 calibration samples from /m);

@@ -7,7 +7,7 @@
  * `calibrationSpecFromConfig`; `mergeCalibrationSpecs` lets flags override the file.
  */
 
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { OptionError } from '../errors.js';
 import type { AudioSpecInput } from './audio.js';
 import {
@@ -283,7 +283,12 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
   if (c.paths !== undefined)
     flags.calibration = list(c.paths as string | string[]).map((p) => {
       if (typeof p !== 'string' || !p) fail('a path or a list of paths', `${where}.paths`, c.paths);
-      return isAbsolute(p) ? p : resolve(base, p);
+      if (isAbsolute(p)) return p;
+      // as a flag would name it where it lies under the working folder: the record, and the archive, do not depend
+      // on where the project is checked out
+      const at = resolve(base, p);
+      const inside = relative(process.cwd(), at);
+      return inside && !inside.startsWith('..') && !isAbsolute(inside) ? inside : at;
     });
   if (c.inputs !== undefined) {
     if (Array.isArray(c.inputs)) flags.input = c.inputs as string[];
@@ -351,6 +356,31 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
   return calibrationSpecFromFlags(flags);
 }
 
+/**
+ * Settings that go together (`when` set by a flag, the file's `drop` go): a range or a scale; a size, with the fit it
+ * implies (`x48` reads as height 48, width from the aspect ratio); one rate or several.
+ */
+const IMAGE_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
+  { when: ['range', 'scale'], drop: ['range', 'scale'] },
+  { when: ['width', 'height'], drop: ['width', 'height', 'fit'] },
+];
+const AUDIO_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
+  { when: ['rate', 'rates'], drop: ['rate', 'rates'] },
+];
+
+/** `base` without the keys of each group `over` sets any key of. */
+function without<T extends object>(
+  base: T | undefined,
+  over: T | undefined,
+  groups: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }>,
+): Partial<T> | undefined {
+  if (!base || !over) return base;
+  const out = { ...base } as unknown as Record<string, unknown>;
+  const set = over as unknown as Record<string, unknown>;
+  for (const g of groups) if (g.when.some((k) => set[k] !== undefined)) for (const k of g.drop) delete out[k];
+  return out as unknown as Partial<T>;
+}
+
 /** The config file's spec with the flags' values on top (paths and inputs add up; other values replace). */
 export function mergeCalibrationSpecs(config: CalibrationSpec | undefined, flags: CalibrationSpec): CalibrationSpec {
   if (!config) return flags;
@@ -358,8 +388,8 @@ export function mergeCalibrationSpecs(config: CalibrationSpec | undefined, flags
   return {
     paths: [...config.paths, ...flags.paths],
     ...(inputs.length ? { inputs } : {}),
-    ...(config.image || flags.image ? { image: { ...config.image, ...flags.image } } : {}),
-    ...(config.audio || flags.audio ? { audio: { ...config.audio, ...flags.audio } } : {}),
+    ...(config.image || flags.image ? { image: { ...without(config.image, flags.image, IMAGE_GROUPS), ...flags.image } } : {}),
+    ...(config.audio || flags.audio ? { audio: { ...without(config.audio, flags.audio, AUDIO_GROUPS), ...flags.audio } } : {}),
     ...((flags.maxSamples ?? config.maxSamples) ? { maxSamples: flags.maxSamples ?? config.maxSamples } : {}),
     ...((flags.outputs ?? config.outputs) ? { outputs: flags.outputs ?? config.outputs } : {}),
   };
