@@ -142,6 +142,13 @@ describe('synthetic inputs', () => {
     // speech-like: the sound has level, the mel energies vary over time
     const mel = out[0].outputs.mel.data as Float32Array;
     expect(Math.max(...mel) - Math.min(...mel)).toBeGreaterThan(5);
+    // state links the model does not have are named (helper-85: `--state h=null` crashed with E_INTERNAL here)
+    await expect(
+      syntheticCalibrationSet(m.bytes, { count: 2, audio: { state: [{ input: 'h', output: 'null' }] } }),
+    ).rejects.toThrow(BadCalibrationError);
+    await expect(
+      syntheticCalibrationSet(m.bytes, { count: 2, audio: { state: [{ input: 'h', output: 'null' }] } }),
+    ).rejects.toThrow(/--state h=null: the model has no input h/);
   });
 
   it('Silero v4 and v6 without data: speech-like sequences in the known window, state carried, sr = 16000', async () => {

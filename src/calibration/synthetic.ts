@@ -38,7 +38,7 @@ import { describeImageSpec, isImageInput, pixelsToTensor, resolveImageSpec, type
 import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
 import { CalibrationRunner } from './runner.js';
 import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
-import { findRateInput, findStateLinks, type StateLink } from './state.js';
+import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
 import { convertTensor, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 
@@ -350,7 +350,8 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
   const count = options.count ?? DEFAULT_COUNT;
   const seed = options.seed ?? 1;
   const overrides = resolveShapeOverrides(options.inputs ?? [], io.inputs);
-  const state = options.audio?.state ?? findStateLinks(io);
+  // links the user gave are checked against the model first (a missing input or output named, not a crash later)
+  const state = options.audio?.state ? checkStateLinks(options.audio.state, io) : findStateLinks(io);
   // several rates (--audio-rate 16000,8000): the samples are shared out among them, each rate's set made alone
   const rates = options.audio?.rates ?? [options.audio?.rate ?? DEFAULT_AUDIO_RATE];
   const maxElements = options.maxElements ?? DEFAULT_MAX_ELEMENTS;
