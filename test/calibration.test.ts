@@ -353,6 +353,14 @@ describe('options from flags and config files', () => {
     );
     expect(over.image).toEqual({ width: 192, height: 48, range: [-1, 1], kernel: 'cubic' });
     expect(over.audio).toEqual({ rate: 8000, segment: 5 });
+    // a fit the file states stays when a flag gives the size (a letterbox)
+    const box = calibrationSpecFromConfig({ image: { size: '640x640', fit: 'contain', pad: 114 } }, '/c.json');
+    expect(mergeCalibrationSpecs(box, calibrationSpecFromFlags({ imageSize: '320' })).image).toEqual({
+      width: 320,
+      height: 320,
+      fit: 'contain',
+      pad: 114,
+    });
     // a fit alone keeps the file's size
     expect(mergeCalibrationSpecs(file, calibrationSpecFromFlags({ imageFit: 'contain' })).image).toMatchObject({
       height: 48,

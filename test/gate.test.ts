@@ -428,6 +428,14 @@ describe('what calibration never exercises', () => {
     for (const name of ['stage2.w1', 'stage2.w2']) expect(b.get(name)!).toBeGreaterThanOrEqual(a.get(name)! - 0.1);
     // while the tensors the calibration does reach were given fewer bits
     expect(b.get('stage1.w')!).toBeLessThan(a.get('stage1.w')!);
+    // a grid the user fixes applies to them too, and the line says so (helper-83: --target-snr said "default grid")
+    const snr: string[] = [];
+    await compressModel(model, join(dir, 'if-snr.nnm'), { targetSnr: 20, minFidelity: 0, onLog: (m) => snr.push(m) });
+    expect(snr).toContainEqual(
+      expect.stringMatching(
+        /^branches no calibration sample takes \(their 2 tensors are on the grid asked for, and the gate cannot judge them\): /,
+      ),
+    );
   }, 300_000);
 
   it('a budget refused because untaken branches keep their default grid says how much of it they take', async () => {

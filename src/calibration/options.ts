@@ -7,7 +7,7 @@
  * `calibrationSpecFromConfig`; `mergeCalibrationSpecs` lets flags override the file.
  */
 
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { OptionError } from '../errors.js';
 import type { AudioSpecInput } from './audio.js';
 import {
@@ -283,12 +283,7 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
   if (c.paths !== undefined)
     flags.calibration = list(c.paths as string | string[]).map((p) => {
       if (typeof p !== 'string' || !p) fail('a path or a list of paths', `${where}.paths`, c.paths);
-      if (isAbsolute(p)) return p;
-      // as a flag would name it where it lies under the working folder: the record, and the archive, do not depend
-      // on where the project is checked out
-      const at = resolve(base, p);
-      const inside = relative(process.cwd(), at);
-      return inside && !inside.startsWith('..') && !isAbsolute(inside) ? inside : at;
+      return isAbsolute(p) ? p : resolve(base, p);
     });
   if (c.inputs !== undefined) {
     if (Array.isArray(c.inputs)) flags.input = c.inputs as string[];
@@ -362,7 +357,8 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
  */
 const IMAGE_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
   { when: ['range', 'scale'], drop: ['range', 'scale'] },
-  { when: ['width', 'height'], drop: ['width', 'height', 'fit'] },
+  // (a fit the file states stays; the one a size like `x48` implies goes below, in `without`)
+  { when: ['width', 'height'], drop: ['width', 'height'] },
 ];
 const AUDIO_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
   { when: ['rate', 'rates'], drop: ['rate', 'rates'] },
@@ -378,6 +374,16 @@ function without<T extends object>(
   const out = { ...base } as unknown as Record<string, unknown>;
   const set = over as unknown as Record<string, unknown>;
   for (const g of groups) if (g.when.some((k) => set[k] !== undefined)) for (const k of g.drop) delete out[k];
+  // an image size given as a height alone implies fit 'height' (calibrationSpecFromFlags): a size given over it
+  // replaces that fit too, not one the file states with a full size
+  const b = base as unknown as Record<string, unknown>;
+  if (
+    b.fit === 'height' &&
+    b.width === undefined &&
+    (set.width !== undefined || set.height !== undefined) &&
+    set.fit === undefined
+  )
+    delete out.fit;
   return out as unknown as Partial<T>;
 }
 

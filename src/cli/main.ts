@@ -3,7 +3,7 @@
 
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { basename, extname, join } from 'node:path';
+import { basename, extname, isAbsolute, join, relative } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { InterruptedError, IoError, OptionError } from '../errors.js';
 import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
@@ -101,6 +101,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
   ) as CompressOptions;
   const log = logLine;
   const config = f.config ? loadConfigFile(f.config) : undefined;
+  if (config?.calibration) config.calibration = pathsAsGiven(config.calibration);
   return {
     ...fromTable,
     task,
@@ -112,6 +113,18 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     // the config file's calibration settings, the flags over them (paths and --input add up)
     calibration: mergeCalibrationSpecs(config?.calibration, calibrationSpecFromFlags(f as CalibrationFlags)),
   };
+}
+
+/**
+ * A config file's calibration paths as a flag would name them where they lie under the working folder: the record
+ * (and so the archive) does not depend on where the project is checked out.
+ */
+function pathsAsGiven(spec: CalibrationSpec): CalibrationSpec {
+  const asGiven = (p: string): string => {
+    const inside = relative(process.cwd(), p);
+    return inside && !inside.startsWith('..') && !isAbsolute(inside) ? inside : p;
+  };
+  return { ...spec, paths: spec.paths.map(asGiven) };
 }
 
 /**
@@ -361,10 +374,8 @@ export function buildProgram(): Command {
         } & CalibrationFlags,
       ) => {
         // a config file's calibration settings (its tensor rules are compress's), the flags over them
-        const spec = mergeCalibrationSpecs(
-          f.config ? loadConfigFile(f.config).calibration : undefined,
-          calibrationSpecFromFlags(f),
-        );
+        const config = f.config ? loadConfigFile(f.config).calibration : undefined;
+        const spec = mergeCalibrationSpecs(config && pathsAsGiven(config), calibrationSpecFromFlags(f));
         // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
         const format = detectFormat(f.model);
         const runs = format === 'onnx';

@@ -334,13 +334,9 @@ async function compressStaged(
           resolved.calibration,
           resolved.onLog,
           resolved.signal,
-          // rate control leaves untaken branches at the default grid; a grid the user fixed applies to them too
-          resolved.targetBpw !== undefined ||
-            resolved.maxLoss !== undefined ||
-            (resolved.targetSnr === undefined &&
-              !['bits', 'range', 'stride', 'relStep', 'quantizer', 'rotate', 'clip', 'outliers'].some(
-                (k) => k in resolved.asked,
-              )),
+          // untaken branches keep the default grid where nothing else was asked (rate control leaves them out of its
+          // allocation); a grid, codec or rule the user gave applies to them too
+          resolved.targetSnr === undefined && !resolved.rules.length && !UNTAKEN_GRID_KEYS.some((k) => k in resolved.asked),
         );
     const untaken = cal?.untakenTensors ?? new Set<string>();
     // error-compensating rounding: layer-input statistics on the probe samples, gathered once, before the
@@ -600,7 +596,7 @@ async function compressStaged(
     const against = (r: CompressResult): string => {
       const over = Math.ceil(r.archiveBytes - (target * r.compressedWeights) / 8);
       const text = `${r.bitsPerWeight.toFixed(3)} bits/weight`;
-      return over > 0 && r.bitsPerWeight.toFixed(3) === target.toFixed(3)
+      return r.bitsPerWeight > target && over > 0 && r.bitsPerWeight.toFixed(3) === target.toFixed(3)
         ? `${text} (${over} byte${over === 1 ? '' : 's'} over)`
         : text;
     };
@@ -685,7 +681,7 @@ async function compressStaged(
         : '';
     if (!reachable)
       resolved.onLog?.(
-        `warning: ${result.bitsPerWeight.toFixed(3)} bits/weight is over the target ${target}: ${pinnedNote || 'the coarsest grids cost more'}`,
+        `warning: ${against(result)} is over the target ${target}: the coarsest grids cost more${pinnedNote ? `; ${pinnedNote}` : ''}`,
       );
     else if (result.bitsPerWeight < UNDERSHOOT * target)
       // a budget above what the finest candidate grids take: said, not left for the user to notice
@@ -723,7 +719,7 @@ async function compressStaged(
         } else lo = mid;
       }
     const smallest = passing?.bitsPerWeight;
-    const head = `--target-bpw ${target} (${failed.bitsPerWeight.toFixed(3)} bits/weight${reachable ? '' : pinnedNote ? ', over it' : ', the coarsest grids'})`;
+    const head = `--target-bpw ${target} (${against(failed)}${reachable ? '' : ', the coarsest grids'})`;
     const advice =
       (smallest
         ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}${fewHeldBack(failed.quality!)}`
@@ -779,6 +775,20 @@ export function betterFit(a: Judged, b: Judged | undefined, target: number): boo
   const pb = b.quality?.passed !== false;
   return pa !== pb ? pa : a.bitsPerWeight > b.bitsPerWeight;
 }
+
+/** Options that set a grid or a codec's loss: given, untaken branches' tensors are coded with them, not the default. */
+const UNTAKEN_GRID_KEYS = [
+  'bits',
+  'range',
+  'stride',
+  'relStep',
+  'quantizer',
+  'rotate',
+  'clip',
+  'outliers',
+  'quality',
+  'lossless',
+] as const;
 
 function fewHeldBack(q: QualityRecord): string {
   const n = q.samples ?? 0;
