@@ -357,7 +357,7 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
  */
 const IMAGE_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
   { when: ['range', 'scale'], drop: ['range', 'scale'] },
-  // (a fit the file states stays; the one a size like `x48` implies goes below, in `without`)
+  // (a fit the file states stays; the one a size like `x48` implies goes in `imageWithout`)
   { when: ['width', 'height'], drop: ['width', 'height'] },
 ];
 const AUDIO_GROUPS: ReadonlyArray<{ when: readonly string[]; drop: readonly string[] }> = [
@@ -374,17 +374,19 @@ function without<T extends object>(
   const out = { ...base } as unknown as Record<string, unknown>;
   const set = over as unknown as Record<string, unknown>;
   for (const g of groups) if (g.when.some((k) => set[k] !== undefined)) for (const k of g.drop) delete out[k];
-  // an image size given as a height alone implies fit 'height' (calibrationSpecFromFlags): a size given over it
-  // replaces that fit too, not one the file states with a full size
-  const b = base as unknown as Record<string, unknown>;
-  if (
-    b.fit === 'height' &&
-    b.width === undefined &&
-    (set.width !== undefined || set.height !== undefined) &&
-    set.fit === undefined
-  )
-    delete out.fit;
   return out as unknown as Partial<T>;
+}
+
+/**
+ * The file's image settings without those the flags replace: the groups, and the fit 'height' a size given as a
+ * height alone implies (calibrationSpecFromFlags) where the flags give a size of their own; a fit the file states
+ * with a full size stays.
+ */
+function imageWithout(base: CalibrationSpec['image'], over: CalibrationSpec['image']): CalibrationSpec['image'] {
+  const out = without(base, over, IMAGE_GROUPS);
+  const impliedFit = base?.fit === 'height' && base.width === undefined;
+  if (out && impliedFit && (over?.width !== undefined || over?.height !== undefined) && over?.fit === undefined) delete out.fit;
+  return out;
 }
 
 /** The config file's spec with the flags' values on top (paths and inputs add up; other values replace). */
@@ -394,7 +396,7 @@ export function mergeCalibrationSpecs(config: CalibrationSpec | undefined, flags
   return {
     paths: [...config.paths, ...flags.paths],
     ...(inputs.length ? { inputs } : {}),
-    ...(config.image || flags.image ? { image: { ...without(config.image, flags.image, IMAGE_GROUPS), ...flags.image } } : {}),
+    ...(config.image || flags.image ? { image: { ...imageWithout(config.image, flags.image), ...flags.image } } : {}),
     ...(config.audio || flags.audio ? { audio: { ...without(config.audio, flags.audio, AUDIO_GROUPS), ...flags.audio } } : {}),
     ...((flags.maxSamples ?? config.maxSamples) ? { maxSamples: flags.maxSamples ?? config.maxSamples } : {}),
     ...((flags.outputs ?? config.outputs) ? { outputs: flags.outputs ?? config.outputs } : {}),

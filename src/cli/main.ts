@@ -9,7 +9,7 @@ import { InterruptedError, IoError, OptionError } from '../errors.js';
 import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
-import { OPTION_TABLE, loadConfigFile, type CompressOptions, type OptionSpec } from '../pipeline/options.js';
+import { OPTION_TABLE, loadConfigFile, type CompressOptions, type ConfigFile, type OptionSpec } from '../pipeline/options.js';
 import { holdFolder, releaseFolder, removePendingTemps } from '../io/atomic.js';
 import { VERSION } from '../version.js';
 import { fileKind, inspectPath } from './inspect.js';
@@ -100,8 +100,7 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
     OPTION_TABLE.filter((o) => o.flags).map((o) => [o.key, f[attributeOf(o.flags![0].flag)]]),
   ) as CompressOptions;
   const log = logLine;
-  const config = f.config ? loadConfigFile(f.config) : undefined;
-  if (config?.calibration) config.calibration = pathsAsGiven(config.calibration);
+  const config = f.config ? configFile(f.config) : undefined;
   return {
     ...fromTable,
     task,
@@ -116,15 +115,17 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
 }
 
 /**
- * A config file's calibration paths as a flag would name them where they lie under the working folder: the record
- * (and so the archive) does not depend on where the project is checked out.
+ * A config file (`--config`, compress and eval), its calibration paths as a flag would name them where they lie under
+ * the working folder: the record (and so the archive) does not depend on where the project is checked out.
  */
-function pathsAsGiven(spec: CalibrationSpec): CalibrationSpec {
+function configFile(file: string): ConfigFile {
+  const config = loadConfigFile(file);
+  if (!config.calibration) return config;
   const asGiven = (p: string): string => {
     const inside = relative(process.cwd(), p);
     return inside && !inside.startsWith('..') && !isAbsolute(inside) ? inside : p;
   };
-  return { ...spec, paths: spec.paths.map(asGiven) };
+  return { ...config, calibration: { ...config.calibration, paths: config.calibration.paths.map(asGiven) } };
 }
 
 /**
@@ -374,8 +375,7 @@ export function buildProgram(): Command {
         } & CalibrationFlags,
       ) => {
         // a config file's calibration settings (its tensor rules are compress's), the flags over them
-        const config = f.config ? loadConfigFile(f.config).calibration : undefined;
-        const spec = mergeCalibrationSpecs(config && pathsAsGiven(config), calibrationSpecFromFlags(f));
+        const spec = mergeCalibrationSpecs(f.config ? configFile(f.config).calibration : undefined, calibrationSpecFromFlags(f));
         // a model without a graph (safetensors) cannot run: its tensors are compared, nothing else
         const format = detectFormat(f.model);
         const runs = format === 'onnx';

@@ -141,11 +141,16 @@ function blocks(
   colOffsets: Int32Array,
   fn: (r0: number, r1: number, c0: number, c1: number, rowsInner: boolean) => void,
 ): void {
-  const rowStep = rows > 1 ? Math.abs(rowOffsets[1] - rowOffsets[0]) : Infinity;
-  const colStep = cols > 1 ? Math.abs(colOffsets[1] - colOffsets[0]) : Infinity;
+  const rowStep = stepOf(rowOffsets, rows);
+  const colStep = stepOf(colOffsets, cols);
   const rowsInner = rowStep < colStep;
   for (let c0 = 0; c0 < cols; c0 += BLOCK)
     for (let r0 = 0; r0 < rows; r0 += BLOCK) fn(r0, Math.min(rows, r0 + BLOCK), c0, Math.min(cols, c0 + BLOCK), rowsInner);
+}
+
+/** How far apart in the output two neighbouring rows (or columns) of the plane are; Infinity for one. */
+function stepOf(offsets: Int32Array, n: number): number {
+  return n > 1 ? Math.abs(offsets[1] - offsets[0]) : Infinity;
 }
 
 /** The tabulated walk, monomorphic per (codes, table) pair of types in practice: 8-bit codes dominate. */
@@ -159,8 +164,8 @@ function lookUp<T extends Float32Array | Uint16Array>(
   colOffsets: Int32Array,
   data: T,
 ): void {
-  const rowStep = rows > 1 ? Math.abs(rowOffsets[1] - rowOffsets[0]) : Infinity;
-  const colStep = cols > 1 ? Math.abs(colOffsets[1] - colOffsets[0]) : Infinity;
+  const rowStep = stepOf(rowOffsets, rows);
+  const colStep = stepOf(colOffsets, cols);
   if (colStep === 1 && rowStep >= cols && table.length <= SMALL_TABLE) {
     // rows of the plane are runs of the output (fc [in, out]) and the table stays in cache: row by row
     for (let r = 0; r < rows; r++) {

@@ -30,10 +30,22 @@ export function splitSigns(codes: CodeArray, bits: number): SignSplit {
   const n = codes.length;
   const distances = allocCodes(bits, n);
   const signs = new Uint8Array((n + 7) >>> 3); // at most one bit a code; cut to the bits used below
-  let acc = 0;
-  let k = 0; // sign bits in the byte being filled
-  let byte = 0;
-  for (let i = 0; i < n; i++) {
+  const w: SignWriter = { acc: 0, k: 0, byte: 0 };
+  splitFrom(codes, 0, mid, distances, signs, w);
+  return finishSplit(distances, signs, w);
+}
+
+/** The sign bytes being written: the bits of the byte being filled (`k` of them, in `acc`), and its index. */
+interface SignWriter {
+  acc: number;
+  k: number;
+  byte: number;
+}
+
+/** Codes from `from` on, one at a time: their distances, and their signs on from `w`. */
+function splitFrom(codes: CodeArray, from: number, mid: number, distances: CodeArray, signs: Uint8Array, w: SignWriter): void {
+  let { acc, k, byte } = w;
+  for (let i = from, n = codes.length; i < n; i++) {
     const d = codes[i] - mid;
     const neg = d >> 31; // −1 below the middle, else 0
     distances[i] = (d ^ neg) - neg;
@@ -46,8 +58,15 @@ export function splitSigns(codes: CodeArray, bits: number): SignSplit {
       k = 0;
     }
   }
-  if (k) signs[byte++] = acc;
-  return { distances, signs: signs.subarray(0, byte) };
+  w.acc = acc;
+  w.k = k;
+  w.byte = byte;
+}
+
+/** The split, with the last sign byte flushed and the sign bytes cut to those used. */
+function finishSplit(distances: CodeArray, signs: Uint8Array, w: SignWriter): SignSplit {
+  if (w.k) signs[w.byte++] = w.acc;
+  return { distances, signs: signs.subarray(0, w.byte) };
 }
 
 /**
@@ -58,14 +77,24 @@ export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number)
   if (bits === 8 && distances instanceof Uint8Array) return joinSigns8(distances, signs);
   const mid = bits <= 30 ? 1 << (bits - 1) : 2 ** (bits - 1); // a small integer (splitSigns)
   const out = distances; // in place: the distances are the caller's own, freshly decoded
-  const n = out.length;
+  const r: SignReader = { cur: signs.length > 0 ? signs[0] : 0, byte: 0, left: 8, bad: 0 };
+  joinFrom(out, 0, mid, signs, r);
+  return signsFit(r, signs.length) ? out : undefined;
+}
+
+/** The sign bytes being read: the byte (shifted as its bits are used), its index, the bits left in it; a misfit seen. */
+interface SignReader {
+  cur: number;
+  byte: number;
+  left: number;
+  bad: number;
+}
+
+/** Codes from `from` on, one at a time, from their distances (in place) and the signs on from `r`. */
+function joinFrom(out: CodeArray, from: number, mid: number, signs: Uint8Array, r: SignReader): void {
   const count = signs.length;
-  let bad = 0;
-  // the sign byte being read (shifted as its bits are used), its index and the bits left in it
-  let byte = 0;
-  let cur = count > 0 ? signs[0] : 0;
-  let left = 8;
-  for (let i = 0; i < n; i++) {
+  let { cur, byte, left, bad } = r;
+  for (let i = from, n = out.length; i < n; i++) {
     const d = out[i];
     // a zero distance has no sign; rare in a dense plane, the rule in a sparse one: predictable either way
     if (d === 0) {
@@ -84,7 +113,15 @@ export function joinSigns(distances: CodeArray, signs: Uint8Array, bits: number)
     // compared as numbers: 24-bit codes travel as 32-bit distances, past what an int32 difference holds
     bad |= d > mid - 1 + below ? 1 : 0;
   }
-  return bad || byte + (left < 8 ? 1 : 0) !== count ? undefined : out;
+  r.cur = cur;
+  r.byte = byte;
+  r.left = left;
+  r.bad = bad;
+}
+
+/** Whether the distances fitted the grid and used the sign bytes exactly (every byte touched, none more). */
+function signsFit(r: SignReader, count: number): boolean {
+  return !r.bad && r.byte + (r.left < 8 ? 1 : 0) === count;
 }
 
 /*
@@ -148,7 +185,7 @@ function splitSigns8(codes: Uint8Array): SignSplit {
   const signs = new Uint8Array((n + 7) >>> 3);
   const w = words(codes);
   const out = new Uint32Array(distances.buffer, 0, w.length);
-  let acc = 0;
+  let acc = 0; // (as SignWriter)
   let k = 0;
   let byte = 0;
   for (let i = 0; i < w.length; i++) {
@@ -165,21 +202,10 @@ function splitSigns8(codes: Uint8Array): SignSplit {
       k -= 8;
     }
   }
-  for (let i = w.length << 2; i < n; i++) {
-    const d = codes[i] - 128;
-    const neg = d >> 31;
-    distances[i] = (d ^ neg) - neg;
-    const nz = (d | -d) >>> 31;
-    acc |= (neg & nz) << k;
-    k += nz;
-    if (k === 8) {
-      signs[byte++] = acc;
-      acc = 0;
-      k = 0;
-    }
-  }
-  if (k) signs[byte++] = acc;
-  return { distances, signs: signs.subarray(0, byte) };
+  // the rest one code at a time (fewer than k < 8 bits are left in acc, as the generic loop keeps them)
+  const rest: SignWriter = { acc, k, byte };
+  splitFrom(codes, w.length << 2, 128, distances, signs, rest);
+  return finishSplit(distances, signs, rest);
 }
 
 /** UNPACKED[packed b bits | non-zero nibble << 4]: the b nibble (the inverse of PACKED on its own entries). */
@@ -187,14 +213,12 @@ const UNPACKED = new Uint8Array(256);
 for (let nz = 0; nz < 16; nz++) for (let b = 0; b < 16; b++) if ((b & ~nz) === 0) UNPACKED[PACKED[b | (nz << 4)] | (nz << 4)] = b;
 
 function joinSigns8(out: Uint8Array, signs: Uint8Array): Uint8Array | undefined {
-  const n = out.length;
   const count = signs.length;
   const w = words(out);
   let bad = 0;
-  let used = 0; // sign bits read
   let acc = 0; // bits read ahead from the sign bytes, the next one at bit 0
-  let have = 0;
-  let byte = 0;
+  let have = 0; // (never more than 7 between words)
+  let byte = 0; // the next sign byte to read
   for (let i = 0; i < w.length; i++) {
     const d = w[i];
     const n4 = nonZeroNibble(d);
@@ -208,7 +232,6 @@ function joinSigns8(out: Uint8Array, signs: Uint8Array): Uint8Array | undefined 
     const b4 = UNPACKED[(acc & ((1 << take) - 1)) | (n4 << 4)];
     acc >>>= take;
     have -= take;
-    used += take;
     const b = SPREAD[b4];
     // above: 128 + d (d ≤ 127); below: 128 − d = (d − 1) ^ 0x7f (1 ≤ d ≤ 128); neither borrows nor carries
     w[i] = (((d - b) ^ Math.imul(b, 0x7f)) | Math.imul(b ^ LOW, 0x80)) >>> 0;
@@ -216,27 +239,11 @@ function joinSigns8(out: Uint8Array, signs: Uint8Array): Uint8Array | undefined 
     // beside any of the low seven or in a byte above the middle
     bad |= d & HIGH & (((d & SEVEN) + SEVEN) | Math.imul(b ^ LOW, 0x80));
   }
-  // the rest one code at a time, on the generic loop's rules, from the bits not yet used
-  const mid = 128;
-  for (let i = w.length << 2; i < n; i++) {
-    const d = out[i];
-    if (d === 0) {
-      out[i] = mid;
-      continue;
-    }
-    if (have === 0) {
-      acc = byte < count ? signs[byte] : 0;
-      byte++;
-      have = 8;
-    }
-    const below = acc & 1;
-    acc >>>= 1;
-    have--;
-    used++;
-    out[i] = mid + d - ((d << 1) & -below);
-    bad |= d > mid - 1 + below ? 1 : 0;
-  }
-  return bad || (used + 7) >>> 3 !== count ? undefined : out;
+  // the rest one code at a time, from the bits not yet used: the byte they are in (`byte` − 1), or the next one
+  const r: SignReader =
+    have > 0 ? { cur: acc, byte: byte - 1, left: have, bad } : { cur: byte < count ? signs[byte] : 0, byte, left: 8, bad };
+  joinFrom(out, w.length << 2, 128, signs, r);
+  return signsFit(r, count) ? out : undefined;
 }
 
 /** The two frames of a `zstd-sign` entry, or undefined when its length prefix does not fit the entry. */
