@@ -9,8 +9,9 @@
 import { CorruptArchiveError, NnmediaError, withContext } from '../errors.js';
 import type { CodeArray } from '../quantize/uniform.js';
 import type { ExpectedCodes } from '../codecs/types.js';
-import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats } from '../formats/model.js';
-import { planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
+import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats, rowElements } from '../formats/model.js';
+import { expandRows, maskKeeps } from '../layout/rows.js';
+import { layoutElementCount, planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { pasteTile } from '../layout/tiles.js';
 import { allocCodes, dequantizePlane, type PlaneRanges } from '../quantize/uniform.js';
@@ -53,6 +54,24 @@ export function base64Bytes(text: string): Uint8Array | undefined {
     for (const shift of [16, 8, 0]) if (o < out.length) out[o++] = (n >> shift) & 255;
   }
   return out;
+}
+
+/**
+ * A coded record's (or slice's) rows of zeros left out of its planes (`zeroRows`, format version 5): the mask and
+ * how many rows the planes hold; undefined where it has none. A mask that is not one fails through `bad`.
+ */
+export function zeroRowsOf(t: TensorRecord, bad: (message: string) => never): { mask: Uint8Array; kept: number } | undefined {
+  if (t.zeroRows === undefined) return undefined;
+  const mask = typeof t.zeroRows === 'string' ? base64Bytes(t.zeroRows) : undefined;
+  const kept = mask && Array.isArray(t.shape) && t.shape.length >= 2 ? maskKeeps(mask, t.shape[0]) : undefined;
+  if (kept === undefined) return bad('bad zero rows');
+  return { mask: mask!, kept };
+}
+
+/** How many elements a coded record's planes hold: its shape's, less those of its rows of zeros. */
+export function codedElements(t: TensorRecord, bad: (message: string) => never): number {
+  const zero = zeroRowsOf(t, bad);
+  return zero ? zero.kept * rowElements(t.shape) : elementCount(t.shape);
 }
 
 /** Decodes one tensor of the archive (all its slices) to float32 values in the file's memory order. */
@@ -134,6 +153,11 @@ async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes
     return codes;
   };
   const shapes = planeShapes(t.layout!);
+  // rows of zeros left out: the planes decode into the start of `out`, the rows they hold one after another
+  const zero = zeroRowsOf(t, fail);
+  const coded = codedElements(t, fail);
+  if (out.data.length !== elementCount(t.shape) || layoutElementCount(t.layout!) !== coded)
+    fail('layout does not match the shape');
   const direct = out.data.length <= MAX_DIRECT_ELEMENTS;
   const planes: Float32Array[] = [];
   for (let p = 0; p < shapes.length; p++) {
@@ -195,9 +219,10 @@ async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes
     scatterPlanes(planes, t.layout!, out.data as Float32Array);
   }
   if (t.nonFinite) {
-    const side = decodeExactValues(await source.entry(t.nonFinite, t.name), out.data.length, fail);
+    const side = decodeExactValues(await source.entry(t.nonFinite, t.name), coded, fail);
     for (let k = 0; k < side.indices.length; k++) setOutput(out, side.indices[k], side.values[k]);
   }
+  if (zero) expandRows(out.data, zero.mask, t.shape[0], rowElements(t.shape));
 }
 
 /** The stored ranges of plane p (base64 in the record, or bytes of the ranges entry), as the encoder used them. */

@@ -1,6 +1,7 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
+import { zeroRowsOf } from '../archive/decode.js';
 import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
@@ -173,8 +174,16 @@ function inspectArchive(file: string, options: InspectOptions): void {
             .map((c) => `${c.codec!.name}${c.codec!.lossless ? ' lossless' : ` q${c.codec!.quality ?? ''}`}`),
         ),
       ];
+      // output channels of zeros left out of the planes (every slice's)
+      const zeroRows = parts.reduce((z, c) => {
+        const zero = zeroRowsOf(c, (message) => {
+          throw new CorruptArchiveError(message, { file, tensor: t.name });
+        });
+        return z + (zero ? c.shape[0] - zero.kept : 0);
+      }, 0);
       const geometry = (parts[0].planes ?? []).map(
-        (p) => `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}`,
+        (p) =>
+          `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}${zeroRows ? ` (${zeroRows} output channels of zeros left out)` : ''}`,
       );
       return {
         name: t.name,
@@ -189,6 +198,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
         stats: t.stats,
         kept: !t.layout,
         reason: t.reason,
+        ...(zeroRows ? { zeroRows } : {}),
       };
     });
     const totals = archiveTotals(m, checkInputFile(file, 'archive').size, sizes);

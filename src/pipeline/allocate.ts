@@ -7,8 +7,9 @@
 
 import { availableParallelism } from 'node:os';
 import type { ModelReader } from '../formats/model.js';
-import { elementCount } from '../formats/model.js';
+import { elementCount, rowElements } from '../formats/model.js';
 import { scatterPlanes } from '../layout/planes.js';
+import { expandRows } from '../layout/rows.js';
 import type { PlaneShape } from '../layout/types.js';
 import { quantizePlanes } from '../quantize/tensor.js';
 import type { MeasuredScales } from '../quantize/step.js';
@@ -24,7 +25,14 @@ import { exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
 import type { ResolvedOptions } from './options.js';
-import { measureTensor, measureToProbe, type PowerSums, type PrepareRequest, type ProbeMeasure } from './measure.js';
+import {
+  measureTensor,
+  measureToProbe,
+  type LeftOut,
+  type PowerSums,
+  type PrepareRequest,
+  type ProbeMeasure,
+} from './measure.js';
 import { runOrdered } from './pool.js';
 import { poolFor, sourceRange, type MeasureJob, type MeasureReply, type PrepareJob, type WorkerPool } from './workers.js';
 import type { CodedPlan } from './stages.js';
@@ -220,7 +228,7 @@ export async function allocate(parts: {
   const log = options.onLog ?? (() => {});
   const debug = options.onDebug;
   const rates: TensorRate[] = [];
-  const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide }>();
+  const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide; leftOut?: LeftOut }>();
   const seedsOf = new Map<string, number[] | undefined>();
   // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
   const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;
@@ -286,9 +294,9 @@ export async function allocate(parts: {
     await measureEach<ProbeMeasure>(
       (p) => ({ kind: 'prepare', ...requestOf(p) }),
       (p) => measureToProbe(p, reader.read(p.entry.key), requestOf(p)),
-      ({ prepared, seeds, rate, power, ratios }, p) => {
+      ({ prepared, seeds, rate, power, ratios, leftOut }, p) => {
         seedsOf.set(p.entry.key, seeds);
-        planesOf.set(p.entry.key, prepared);
+        planesOf.set(p.entry.key, { ...prepared, ...(leftOut ? { leftOut } : {}) });
         if (ratios) {
           addCompensatedCandidates(rate, ratios);
           compensated.set(p.entry.key, parts.statistics!.get(p.entry.key)!);
@@ -310,7 +318,9 @@ export async function allocate(parts: {
   // values of a tensor (and its duplicates) at a given candidate, in file order
   const restoredAt = (i: number, c: Candidate): Map<string, Float32Array> => {
     const p = unique[i];
-    const { planes, shapes, side } = planesOf.get(p.entry.key)!;
+    const { planes, shapes, side, leftOut } = planesOf.get(p.entry.key)!;
+    // the planes' rows (its rows of zeros left out, as the encoder will)
+    const layout = leftOut?.layout ?? p.layout;
     const seeds = seedsOf.get(p.entry.key);
     const settings = {
       bits: c.codeBits ?? p.settings.bits,
@@ -322,14 +332,15 @@ export async function allocate(parts: {
     };
     // the codes that will be written: compensated where the candidate says so
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
-    const q = layer ? compensatePlanes(planes, shapes, p.layout, settings, layer) : quantizePlanes(planes, shapes, settings);
+    const q = layer ? compensatePlanes(planes, shapes, layout, settings, layer) : quantizePlanes(planes, shapes, settings);
     if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
     const v = scatterPlanes(
       q.map((x) => x.restored),
-      p.layout,
+      layout,
       new Float32Array(elementCount(p.entry.shape)),
     );
     restoreNonFinite(v, side);
+    if (leftOut) expandRows(v, leftOut.zeroRows, p.entry.shape[0], rowElements(p.entry.shape));
     const out = new Map([[p.entry.key, v]]);
     for (const [dup, first] of parts.sameAs) if (first === p.entry.key) out.set(dup, v);
     return out;

@@ -27,7 +27,7 @@ import { unrotatePlane } from '../transform/hadamard.js';
 import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
 import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fused.js';
-import { prepareTensor, withExactZeros, type PreparedTensor } from './prepare.js';
+import { prepareTensor, withExactZeros, withoutZeroRows, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
 import { codeCounts, codeEntropyBits, entropyOf } from '../rate/entropy.js';
@@ -46,18 +46,21 @@ export function entryFolder(plan: CodedPlan, slice?: { k: number }): string {
 export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise<EncodedTensor> {
   const { plan, slice, stats } = unit;
   const { entry, settings } = plan;
-  const layout = slice ? sliceLayout(plan.layout, entry.shape, slice.rows) : plan.layout;
-  if (!layout) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
   const ctx = {
     file: reader.file,
     tensor: slice ? `${entry.name} [rows ${slice.row}–${slice.row + slice.rows - 1}]` : entry.name,
   };
-  const values = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
+  const sliced = slice ? sliceLayout(plan.layout, entry.shape, slice.rows) : plan.layout;
+  if (!sliced) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
+  const read = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
+  // output channels pruned to zeros are left out of the planes (layout/rows.ts): the planes hold the other rows
+  const { values, layout, zeroRows, zeros } = withoutZeroRows(plan, read, slice ? slice.rows : entry.shape[0], sliced);
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
   // no non-finite weight, or leaves the tensor to the general path
+  // (rate control measured the scales of the same rows: measure.ts leaves the same rows out)
   const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
     ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
     : undefined;
@@ -118,6 +121,8 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   if (!best) throw new CodecError('no codec could encode the tensor', ctx);
   // the kept candidate decoded and checked against its codes (lossless: exactly these)
   const decoded = await best.decoded();
+  const m = measured ?? measure(layout, values, prepared, quantized, decoded, settings.bits);
+  // the rows left out are exact: no error, no signal, but weights all the same
   return finish(
     plan,
     unit,
@@ -126,7 +131,8 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     prepared,
     quantized,
     best,
-    measured ?? measure(layout, values, prepared, quantized, decoded, settings.bits),
+    { ...m, sums: { ...m.sums, n: m.sums.n + zeros } },
+    zeroRows,
   );
 }
 
@@ -274,6 +280,7 @@ function finish(
   quantized: QuantizedTensor,
   best: EncodedMedia,
   measured: Measured,
+  zeroRows?: Uint8Array,
 ): EncodedTensor {
   const { settings } = plan;
   const { shapes, seeds } = prepared;
@@ -300,6 +307,7 @@ function finish(
   }
   const coded = codedRecord({
     layout,
+    ...(zeroRows ? { zeroRows } : {}),
     settings,
     quant: quantized.planes,
     stride: quantized.stride,

@@ -15,7 +15,7 @@ import { columnPower, type MeasuredScales } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { generalPathOnly } from './fused.js';
 import { slicesOf } from './plan.js';
-import { preparePlanes, rotatePlanes, rotationSeed } from './prepare.js';
+import { preparePlanes, rotatePlanes, rotationSeed, withoutZeroRows } from './prepare.js';
 import type { CodedPlan } from './stages.js';
 
 /** Sums of squares and count of a tensor's finite working values, added to slice by slice. */
@@ -28,6 +28,22 @@ export interface MeasuredPart {
   prepared: { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide };
   seeds?: number[];
   rate: TensorRate;
+}
+
+/** The rows of zeros a measured tensor's planes leave out, as its encode will (prepare.ts withoutZeroRows), and their layout. */
+export interface LeftOut {
+  layout: LayoutSpec;
+  zeroRows: Uint8Array;
+}
+
+/**
+ * A measurement of the rows a tensor's planes hold, counted as the whole tensor: the rows of zeros left out add
+ * their weights (rate per weight and the tensor's mean square are those of all its weights, as before they were
+ * left out) and nothing else (no bits: their codes are not written; no error).
+ */
+function countLeftOut(rate: TensorRate, power: PowerSums, zeros: number): void {
+  rate.weights += zeros;
+  power.n += zeros;
 }
 
 /** One tensor (or slice of it): its working planes and their candidates; its power added to `power`. */
@@ -71,6 +87,8 @@ export interface ProbeMeasure extends MeasuredPart {
   power: PowerSums;
   /** The error model's anchors (absent: no statistics, or rotated planes, which are not compensated). */
   ratios?: CompensationRatio[];
+  /** The planes' rows of zeros left out (absent: they hold every row, laid out as the plan's layout). */
+  leftOut?: LeftOut;
 }
 
 /**
@@ -80,20 +98,27 @@ export interface ProbeMeasure extends MeasuredPart {
  */
 export function measureToProbe(plan: CodedPlan, values: Float32Array, request: PrepareRequest): ProbeMeasure {
   const power = { sq: 0, n: 0 };
-  const part = measurePart(plan, values, plan.layout, request.modes, power, request.fine);
+  const coded = withoutZeroRows(plan, values, plan.entry.shape[0], plan.layout);
+  const part = measurePart(plan, coded.values, coded.layout, request.modes, power, request.fine);
+  countLeftOut(part.rate, power, coded.zeros);
   const c = request.compensation;
   const ratios =
     c && !part.seeds
       ? compensationRatios(
           part.prepared.planes,
           part.prepared.shapes,
-          plan.layout,
+          coded.layout,
           { bits: plan.settings.bits, clip: plan.settings.clip },
           c.range,
           c.stats,
         )
       : undefined;
-  return { ...part, power, ...(ratios ? { ratios } : {}) };
+  return {
+    ...part,
+    power,
+    ...(coded.zeroRows ? { leftOut: { layout: coded.layout, zeroRows: coded.zeroRows } } : {}),
+    ...(ratios ? { ratios } : {}),
+  };
 }
 
 /** Exact side values (non-finite weights, outliers) cost the same at every grid: ~8 bytes each before deflate. */
@@ -163,9 +188,12 @@ export function measureTensor(
   let rate: TensorRate | undefined;
   const scales: Array<MeasuredScales | undefined> = [];
   for (const part of slicesOf(plan, sliceWeights) ?? [undefined]) {
-    const values = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
-    const layout = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
+    const read = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
+    const sliced = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
+    // the rows the encoder will code: its rows of zeros left out
+    const { values, layout, zeros } = withoutZeroRows(plan, read, part ? part.rows : plan.entry.shape[0], sliced);
     const r = measureSlice(plan, values, layout, modes, power);
+    countLeftOut(r.rate, power, zeros);
     rate = rate ? addRates(rate, r.rate) : r.rate;
     scales.push(r.scales && { ...r.scales, row: part?.row ?? 0, rows: part?.rows ?? plan.entry.shape[0] });
   }

@@ -4,8 +4,12 @@
  * on decode with the seeds the record keeps).
  */
 
-import { gatherPlanes, planeShapes, sourceIndexFn } from '../layout/planes.js';
+import { codecMeta } from '../codecs/meta.js';
+import { rowElements } from '../formats/model.js';
+import { gatherPlanes, planeShapes, sliceLayout, sourceIndexFn } from '../layout/planes.js';
+import { gatherRows, keptRows, zeroRowMask } from '../layout/rows.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
+import type { CodedPlan } from './stages.js';
 import { markOutliers } from '../quantize/outliers.js';
 import type { NonFiniteSide } from '../quantize/uniform.js';
 import { rotatePlane } from '../transform/hadamard.js';
@@ -19,6 +23,45 @@ export interface PreparedTensor {
   readonly side?: NonFiniteSide;
   /** Per plane: the rotation seed, when the planes were rotated. */
   readonly seeds?: readonly number[];
+}
+
+/** A unit's values as its planes hold them: its rows of zeros left out, where it has any to leave out. */
+export interface CodedRows {
+  readonly values: Float32Array;
+  readonly layout: LayoutSpec;
+  /** The rows left out (layout/rows.ts), absent where none is. */
+  readonly zeroRows?: Uint8Array;
+  /** How many weights they held. */
+  readonly zeros: number;
+}
+
+/**
+ * Whether a tensor leaves output channels of zeros out of its planes (layout/rows.ts): an [out, in] matrix or
+ * kernel (its leading dimension is its output channels), for codecs other than video (whose blocks are checked
+ * on the whole plane when it is planned). The encoder and rate control's measurements ask the same, so what is
+ * measured is what is written.
+ */
+export function leavesZeroRows(plan: CodedPlan): boolean {
+  const l = plan.layout;
+  return (
+    (l.kind === 'fc' || l.kind === 'conv') &&
+    l.order === 'out_in' &&
+    plan.entry.shape.length >= 2 &&
+    plan.codecs.every((c) => codecMeta(c.name)?.media !== 'video')
+  );
+}
+
+/**
+ * The `rows` leading rows of a tensor (the whole of it, or a slice laid out as `layout`) without its rows of exact
+ * +0.0, where the plan leaves them out: the other rows one after another, as a tensor of that many rows.
+ */
+export function withoutZeroRows(plan: CodedPlan, values: Float32Array, rows: number, layout: LayoutSpec): CodedRows {
+  const inner = rowElements(plan.entry.shape);
+  const mask = leavesZeroRows(plan) ? zeroRowMask(values, rows, inner) : undefined;
+  const kept = mask && keptRows(mask, rows);
+  const coded = kept && sliceLayout(plan.layout, plan.entry.shape, kept.length);
+  if (!coded) return { values, layout, zeros: 0 };
+  return { values: gatherRows(values, kept, inner), layout: coded, zeroRows: mask, zeros: (rows - kept!.length) * inner };
 }
 
 /**

@@ -1,0 +1,299 @@
+/**
+ * Output channels pruned to zeros (rows of exact zeros along an [out, in] tensor's leading dimension) are left out of
+ * its planes and put back by the decoder (format version 5, `zeroRows`): they cost nothing but their bit in a mask,
+ * every other row is coded exactly as it would be without them, and a mask that is not one is refused.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
+import { encodeFloats, type FloatDType } from '../src/formats/model.js';
+import { expandRows, gatherRows, keptRows, maskKeeps, zeroRowMask } from '../src/layout/rows.js';
+import type { Manifest } from '../src/archive/manifest.js';
+import { buildViewer } from '../src/cli/view.js';
+import { inspectPath } from '../src/cli/inspect.js';
+import { sharp } from '../src/codecs/image/sharp-io.js';
+import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { readArchive, writeArchive } from './helpers/archive.js';
+import { gaussian } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+
+/** A safetensors file of these tensors, each stored as its dtype (F32 or F16). */
+function writeSafetensors(
+  file: string,
+  tensors: Record<string, { shape: number[]; data: Float32Array; dtype?: FloatDType }>,
+): void {
+  const header: Record<string, unknown> = {};
+  const blobs: Uint8Array[] = [];
+  let off = 0;
+  for (const [name, { shape, data, dtype = 'float32' }] of Object.entries(tensors)) {
+    const b = encodeFloats(data, dtype);
+    header[name] = { dtype: dtype === 'float32' ? 'F32' : 'F16', shape, data_offsets: [off, off + b.length] };
+    off += b.length;
+    blobs.push(b);
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, json, ...blobs]));
+}
+
+/** `data` (rows × inner) with the rows `pruned` picks set to +0.0. */
+function pruneRows(data: Float32Array, rows: number, pruned: (r: number) => boolean): Float32Array {
+  const inner = data.length / rows;
+  const out = data.slice();
+  for (let r = 0; r < rows; r++) if (pruned(r)) out.fill(0, r * inner, (r + 1) * inner);
+  return out;
+}
+
+const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+describe('rows of zeros: the mask and its inverse', () => {
+  it('finds rows of +0.0 only, and puts kept rows back in place in every output dtype', () => {
+    const rows = 37;
+    const inner = 5;
+    const data = pruneRows(gaussian(rows * inner, 3, 1), rows, (r) => r % 3 === 0 || r === 36);
+    data.fill(-0, 4 * inner, 5 * inner); // a row of −0.0 is not a row of +0.0
+    data[7 * inner + 2] = 0; // nor is a row with one zero
+    const mask = zeroRowMask(data, rows, inner)!;
+    const kept = keptRows(mask, rows);
+    expect([...kept].filter((r) => r % 3 === 0 || r === 36)).toEqual([]);
+    expect(kept).toContain(4);
+    expect(kept).toContain(7);
+    expect(maskKeeps(mask, rows)).toBe(kept.length);
+    expect(kept.length).toBe(rows - 13); // rows 0, 3, …, 36
+    // the planes' tensor, then put back in place over it: bit for bit the original
+    const gathered = gatherRows(data, kept, inner);
+    const out = new Float32Array(rows * inner).fill(Number.NaN); // a reused buffer's leftovers must not survive
+    out.set(gathered);
+    expandRows(out, mask, rows, inner);
+    expect(Buffer.from(out.buffer).equals(Buffer.from(data.buffer))).toBe(true);
+    const halves = new Uint16Array(rows * inner).fill(0x7e00);
+    halves.set(Uint16Array.from(gathered, (_v, i) => i + 1));
+    expandRows(halves, mask, rows, inner);
+    for (let r = 0; r < rows; r++) {
+      const k = kept.indexOf(r);
+      for (let i = 0; i < inner; i++) expect(halves[r * inner + i]).toBe(k < 0 ? 0 : k * inner + i + 1);
+    }
+    // none, or nothing but: no mask (an all-zero tensor codes to next to nothing as it is)
+    expect(zeroRowMask(gaussian(rows * inner, 4, 1), rows, inner)).toBeUndefined();
+    expect(zeroRowMask(new Float32Array(rows * inner), rows, inner)).toBeUndefined();
+    // a mask that is not one: wrong length, a bit past the last row, every row left out
+    expect(maskKeeps(mask.subarray(1), rows)).toBeUndefined();
+    expect(maskKeeps(Uint8Array.from([...mask.subarray(0, 4), mask[4] | 0x80]), rows)).toBeUndefined();
+    expect(maskKeeps(Uint8Array.from([255, 255, 255, 255, 31]), rows)).toBeUndefined();
+  });
+});
+
+describe('output channels pruned to zeros', () => {
+  const out = 192;
+  const inn = 96;
+  const dense = gaussian(out * inn, 21, 0.02);
+  const pruned = pruneRows(dense, out, (r) => (r * 7919) % 10 < 3); // 30 % of the rows, spread
+  const file = join(dir, 'pruned.safetensors');
+  const denseFile = join(dir, 'dense.safetensors');
+  writeSafetensors(file, {
+    'layers.0.fc.weight': { shape: [out, inn], data: pruned },
+    'layers.0.half.weight': { shape: [out, inn], data: pruned, dtype: 'float16' },
+  });
+  writeSafetensors(denseFile, {
+    'layers.0.fc.weight': { shape: [out, inn], data: dense },
+    'layers.0.half.weight': { shape: [out, inn], data: dense, dtype: 'float16' },
+  });
+
+  for (const [label, options] of [
+    ['default', {}],
+    ['step grid', { relStep: 0.25 }],
+    ['16-bit codes', { bits: 16 }],
+    ['sliced', { sliceWeights: 4096 }],
+  ] as const)
+    it(`${label}: are left out of the planes, come back as +0.0, and leave every other row's values as they were`, async () => {
+      const a = join(dir, `pruned-${label}.nnm`);
+      const r = await compressModel(file, a, { jobs: 1, ...options });
+      const d = await compressModel(denseFile, join(dir, `dense-${label}.nnm`), { jobs: 1, ...options });
+      expect(r.manifest.version).toBe(5);
+      for (const t of r.manifest.tensors) {
+        const parts = t.slices ?? [t];
+        expect(
+          parts.every((p) => typeof p.zeroRows === 'string'),
+          t.name,
+        ).toBe(true);
+        // the planes hold the kept rows only
+        const planeColumns = parts.reduce((n, p) => n + p.planes![0].cols, 0);
+        expect(planeColumns, t.name).toBeLessThan(0.75 * out);
+      }
+      const restored = await decodeAllTensors(a);
+      const reference = await decodeAllTensors(join(dir, `dense-${label}.nnm`));
+      for (const key of ['layers.0.fc.weight', 'layers.0.half.weight']) {
+        const got = bitsOf(restored.get(key)!);
+        const ref = bitsOf(reference.get(key)!);
+        for (let row = 0; row < out; row++) {
+          const zero = pruned[row * inn] === 0 && pruned.subarray(row * inn, (row + 1) * inn).every((v) => v === 0);
+          for (let i = row * inn; i < (row + 1) * inn; i++)
+            if (got[i] !== (zero ? 0 : ref[i])) expect([key, row, i]).toBe('equal');
+        }
+      }
+      // the pruned model's archive costs ~70 % of the dense one's (its rows' share), not what a column of
+      // zero codes costs
+      expect(statSizes(a)).toBeLessThan(0.76 * statSizes(join(dir, `dense-${label}.nnm`)));
+      expect(d.manifest.version).toBeLessThan(5);
+    });
+
+  it('a layer grid and rate control measure and code the same rows: zeros exact, the budget met', async () => {
+    for (const [label, options] of [
+      ['layer', { range: 'layer' }],
+      ['layer step', { range: 'layer', relStep: 0.25 }],
+      ['budget', { targetBpw: 4 }],
+    ] as const) {
+      const a = join(dir, `pruned-${label}.nnm`);
+      const r = await compressModel(file, a, { jobs: 1, ...options });
+      const d = await compressModel(denseFile, join(dir, `dense-${label}.nnm`), { jobs: 1, ...options });
+      expect(r.manifest.version, label).toBe(5);
+      const restored = await decodeAllTensors(a);
+      for (const [key, v] of restored)
+        for (let row = 0; row < out; row++)
+          if (pruned.subarray(row * inn, (row + 1) * inn).every((x) => x === 0))
+            expect(
+              bitsOf(v.subarray(row * inn, (row + 1) * inn)).every((b) => b === 0),
+              `${label} ${key} ${row}`,
+            ).toBe(true);
+      const bpw = (m: typeof r) => (statSizes(m === r ? a : join(dir, `dense-${label}.nnm`)) * 8) / (2 * out * inn);
+      if (label === 'budget') {
+        // both at the budget; the pruned model's rows get the bits its rows of zeros no longer take
+        expect(bpw(r)).toBeLessThanOrEqual(4);
+        expect(bpw(r)).toBeGreaterThan(3.8);
+        for (const t of r.manifest.tensors) {
+          const dense = d.manifest.tensors.find((x) => x.key === t.key)!;
+          expect(t.stats!.snrDb, t.name).toBeGreaterThan(dense.stats!.snrDb + 5);
+        }
+      } else expect(bpw(r), label).toBeLessThan(0.76 * bpw(d));
+    }
+  });
+
+  it('decompress writes the model file with its zeros, in both dtypes, whole and sliced', async () => {
+    for (const label of ['default', 'sliced']) {
+      const a = join(dir, `pruned-${label}.nnm`);
+      const restoredFile = join(dir, `restored-${label}.safetensors`);
+      await decompressArchive(a, restoredFile, { jobs: 2 });
+      const decoded = await decodeAllTensors(a);
+      const model = openModel(restoredFile);
+      try {
+        for (const key of ['layers.0.fc.weight', 'layers.0.half.weight']) {
+          const v = model.read(key);
+          for (let row = 0; row < out; row++)
+            if (pruned.subarray(row * inn, (row + 1) * inn).every((x) => x === 0))
+              expect(
+                bitsOf(v.subarray(row * inn, (row + 1) * inn)).every((b) => b === 0),
+                `${key} row ${row}`,
+              ).toBe(true);
+          // the file's float32 values are the decoder's
+          if (key === 'layers.0.fc.weight')
+            expect(Buffer.from(v.buffer, v.byteOffset, v.byteLength).equals(Buffer.from(decoded.get(key)!.buffer))).toBe(true);
+        }
+      } finally {
+        model.close();
+      }
+    }
+  });
+
+  it('inspect says how many output channels of zeros each tensor left out (human and --json)', async () => {
+    const a = join(dir, 'pruned-sliced.nnm');
+    const printed: string[] = [];
+    const spy = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void printed.push(args.join(' ')));
+    try {
+      await inspectPath(a, { json: true });
+      await inspectPath(a);
+    } finally {
+      spy.mockRestore();
+    }
+    const info = JSON.parse(printed[0]) as { tensors: Array<{ name: string; zeroRows?: number }> };
+    const zeros = [...Array(out).keys()].filter((r) => pruned.subarray(r * inn, (r + 1) * inn).every((v) => v === 0)).length;
+    expect(zeros).toBeGreaterThan(0.2 * out);
+    expect(info.tensors.map((t) => t.zeroRows)).toEqual([zeros, zeros]);
+    expect(printed.slice(1).join('\n')).toContain(`(${zeros} output channels of zeros left out)`);
+  });
+
+  it("the viewer's error maps are of the rows the planes hold", async () => {
+    const files = await buildViewer(join(dir, 'pruned-default.nnm'), { model: file });
+    const maps = [...files.keys()].filter((k) => k.startsWith('/error/'));
+    expect(maps.length).toBe(2);
+    for (const k of maps) {
+      const { data, info } = await sharp(Buffer.from(files.get(k)!.body))
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      expect(info.width).toBeLessThan(0.75 * out);
+      // every column is a kept row, whose weights all have some error: a row of zeros shown there would be black
+      for (let c = 0; c < info.width; c++) {
+        let max = 0;
+        for (let r = 0; r < info.height; r++) max = Math.max(max, data[(r * info.width + c) * info.channels]);
+        expect(max, `${k} column ${c}`).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it('a mask that is not one, or one in an archive before version 5, is refused as corrupt', () => {
+    const a = join(dir, 'pruned-default.nnm');
+    const { manifest, entries } = readArchive(a);
+    const bad = (edit: (m: Manifest) => void): void => {
+      const m = JSON.parse(JSON.stringify(manifest)) as Manifest;
+      edit(m);
+      const f = join(dir, 'hostile.nnm');
+      writeArchive(f, entries, m);
+      expect(() => new Archive(f).close()).toThrow(CorruptArchiveError);
+    };
+    const fc = (m: Manifest) => m.tensors.find((t) => t.key === 'layers.0.fc.weight')!;
+    bad((m) => void (fc(m).zeroRows = fc(m).zeroRows!.slice(4))); // too short
+    bad((m) => void (fc(m).zeroRows = Buffer.alloc(out / 8, 255).toString('base64'))); // every row
+    bad((m) => void (fc(m).zeroRows = Buffer.alloc(out / 8, 0).toString('base64'))); // none: the layout no longer fits
+    bad((m) => void (fc(m).zeroRows = 'not base64!'));
+    bad((m) => void (m.version = 4));
+    bad((m) => void ((m.tensors[0] as unknown as Record<string, unknown>).zeroRows = 7));
+  });
+
+  it('a convolution pruned by output channels, through the quality gate', async () => {
+    // two convolutions of an ONNX model, each with output channels pruned
+    const w1 = pruneRows(gaussian(32 * 16 * 9, 31, 0.1), 32, (r) => r % 4 === 1);
+    const w2 = pruneRows(gaussian(24 * 32 * 9, 32, 0.06), 24, (r) => r % 5 === 2);
+    const graph = {
+      name: 'convs',
+      initializer: [floatTensor('w1', [32, 16, 3, 3], w1), floatTensor('w2', [24, 32, 3, 3], w2)],
+      node: [
+        { opType: 'Conv', input: ['img', 'w1'], output: ['c1'], attribute: [pads()] },
+        { opType: 'Relu', input: ['c1'], output: ['r1'] },
+        { opType: 'Conv', input: ['r1', 'w2'], output: ['y'], attribute: [pads()] },
+      ],
+      input: [valueInfo('img', [1, 16, 12, 12])],
+      output: [valueInfo('y', [1, 24, 12, 12])],
+    };
+    const model = join(dir, 'convs.onnx');
+    writeFileSync(model, modelBytes(graph));
+    const a = join(dir, 'convs.nnm');
+    const r = await compressModel(model, a);
+    expect(r.manifest.version).toBe(5);
+    expect(r.manifest.quality?.checked).toBe(true);
+    expect(r.manifest.quality?.passed).toBe(true);
+    const coded = r.manifest.tensors.filter((t) => t.layout?.kind === 'conv');
+    expect(coded.map((t) => t.planes![0].cols)).toEqual([24 * 3, 19 * 3]);
+    const restoredFile = join(dir, 'convs-restored.onnx');
+    await decompressArchive(a, restoredFile);
+    const restored = openModel(restoredFile);
+    try {
+      const v1 = restored.read('w1');
+      for (let row = 1; row < 32; row += 4)
+        expect(bitsOf(v1.subarray(row * 144, (row + 1) * 144)).every((b) => b === 0)).toBe(true);
+      expect(v1.subarray(0, 144).some((v) => v !== 0)).toBe(true);
+    } finally {
+      restored.close();
+    }
+  });
+});
+
+function pads() {
+  return { name: 'pads', ints: [1, 1, 1, 1], type: 7 };
+}
+
+function statSizes(file: string): number {
+  return readFileSync(file).length;
+}
