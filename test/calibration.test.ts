@@ -333,6 +333,18 @@ describe('options from flags and config files', () => {
     expect(() => calibrationSpecFromConfig({ image: { sise: 3 } }, 'c.json')).toThrow(
       /for c\.json: calibration\.image but received "sise"/,
     );
+    // a bad value is named by its place in the file, not by the flag that would give it
+    expect(() => calibrationSpecFromConfig({ image: { kernel: 'sinc' } }, 'c.json')).toThrow(
+      /for c\.json: calibration\.image\.kernel but received "sinc"/,
+    );
+    expect(() => calibrationSpecFromConfig({ audio: { rate: -8000 } }, 'c.json')).toThrow(
+      /for c\.json: calibration\.audio\.rate /,
+    );
+    expect(() => calibrationSpecFromConfig({ maxSamples: 0 }, 'c.json')).toThrow(/for c\.json: calibration\.maxSamples /);
+    expect(() => calibrationSpecFromConfig({ image: { range: [0, 1], scale: 2 } }, 'c.json')).toThrow(
+      /c\.json: calibration\.image\.range or c\.json: calibration\.image\.scale, not both/,
+    );
+    expect(() => calibrationSpecFromConfig({ image: { size: 'big' } }, 'c.json')).toThrow(/c\.json: calibration\.image\.size/);
     const merged = mergeCalibrationSpecs(
       config,
       calibrationSpecFromFlags({ calibration: 'extra', imageMean: '0', input: 'x=1,3,256,256' }),

@@ -624,6 +624,20 @@ describe('the demo', () => {
   }, 120_000);
 });
 
+describe('the demo, refused by its gate', () => {
+  it('says no output was written and does not advise --force, which the demo does not keep; its folder goes', async () => {
+    const tmp = join(dir, 'tmp-refused');
+    mkdirSync(tmp, { recursive: true });
+    const r = await cli(['demo', '--no-escalate', '--min-fidelity', '0.99999'], { env: { TMPDIR: tmp } });
+    expect(r.code, r.stderr).not.toBe(0);
+    expect(r.stderr).toMatch(/E_QUALITY/);
+    expect(r.stderr).toMatch(/no output written/);
+    expect(r.stderr).not.toMatch(/--force to keep it/);
+    expect(r.stderr).toMatch(/the demo keeps no refused archive/);
+    expect(listDir(tmp)).toEqual([]);
+  }, 120_000);
+});
+
 describe('the demo, interrupted', () => {
   it('leaves no folder in TMPDIR (it left an empty nnmedia-demo-* folder)', async () => {
     const tmp = join(dir, 'tmp-int');

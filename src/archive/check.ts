@@ -23,7 +23,7 @@ import {
   type Manifest,
   type TensorRecord,
 } from './manifest.js';
-import { codedElements } from './decode.js';
+import { zeroChannelsOf } from './decode.js';
 
 /** Largest tensor we agree to allocate from a manifest's word (2^31 elements = 8 GiB of float32). */
 export const MAX_TENSOR_ELEMENTS = 2 ** 31;
@@ -69,8 +69,11 @@ function checkRecordTypes(t: TensorRecord, format: string, file: string | undefi
   if (t.reason !== undefined && typeof t.reason !== 'string') bad('reason');
   if (!isObj(t.storage) || !formatMeta(format)?.isStorage(t.storage)) bad('storage');
   if (t.sameAs !== undefined && typeof t.sameAs !== 'string') bad('sameAs');
-  if (t.zeroRows !== undefined && (typeof t.zeroRows !== 'string' || t.sameAs !== undefined || t.half !== undefined))
-    bad('zero rows');
+  if (
+    t.zeroChannels !== undefined &&
+    (typeof t.zeroChannels !== 'string' || t.sameAs !== undefined || t.half !== undefined || t.slices !== undefined)
+  )
+    bad('zero channels');
   if (t.half !== undefined && !(isObj(t.half) && typeof t.half.entry === 'string' && isCount(t.half.offset) && !t.layout))
     bad('half record');
   if (t.layout === undefined) return;
@@ -185,14 +188,13 @@ export function checkManifest(m: unknown, file?: string): Manifest {
       continue;
     }
     if (!t.layout) {
-      if (t.zeroRows !== undefined) fail(file, 'zero rows without a layout', t.key);
+      if (t.zeroChannels !== undefined) fail(file, 'zero channels without a layout', t.key);
       continue;
     }
-    if (t.slices && t.zeroRows !== undefined) fail(file, 'zero rows on a sliced tensor (its slices carry them)', t.key);
-    // a coded tensor's planes hold its rows less those of zeros it leaves out (version 5)
-    if (t.zeroRows !== undefined && man.version < 5) fail(file, 'zero rows in an archive before version 5', t.key);
-    const coded = t.slices ? n : codedElements(t, (m) => fail(file, m, t.key));
-    if (layoutElementCount(t.layout) !== coded) fail(file, 'layout does not match the shape', t.key);
+    // a coded tensor's planes hold its output channels less those of zeros it leaves out (version 5)
+    if (t.zeroChannels !== undefined && man.version < 5) fail(file, 'zero channels in an archive before version 5', t.key);
+    const zero = t.slices ? undefined : zeroChannelsOf(t, (m) => fail(file, m, t.key));
+    if (!zero && layoutElementCount(t.layout) !== n) fail(file, 'layout does not match the shape', t.key);
     if (t.slices) checkSlices(t, man, file);
     else checkCoded(t, man, file);
   }
@@ -285,9 +287,10 @@ function checkSlices(t: TensorRecord, man: Manifest, file: string | undefined): 
     next = s.row + s.rows;
     const { record } = sliceAsTensor(t, s);
     checkRecordTypes(record, man.source.format, file);
-    if (record.zeroRows !== undefined && man.version < 5) fail(file, 'zero rows in an archive before version 5', t.key);
+    if (record.zeroChannels !== undefined && man.version < 5) fail(file, 'zero channels in an archive before version 5', t.key);
     const bad = (m: string): never => fail(file, `slice at row ${s.row}: ${m}`, t.key);
-    if (!record.layout || layoutElementCount(record.layout) !== codedElements(record, bad))
+    const zero = record.layout ? zeroChannelsOf(record, bad) : undefined;
+    if (!record.layout || (!zero && layoutElementCount(record.layout) !== elementCount(record.shape)))
       fail(file, `slice at row ${s.row}: layout does not match its shape`, t.key);
     checkCoded(record, man, file);
   }

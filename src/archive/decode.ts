@@ -9,8 +9,8 @@
 import { CorruptArchiveError, NnmediaError, withContext } from '../errors.js';
 import type { CodeArray } from '../quantize/uniform.js';
 import type { ExpectedCodes } from '../codecs/types.js';
-import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats, rowElements } from '../formats/model.js';
-import { expandRows, maskKeeps } from '../layout/rows.js';
+import { type FloatDType, LITTLE_ENDIAN, elementCount, encodeFloats } from '../formats/model.js';
+import { type ChannelView, channelView, expandChannels, maskKeeps } from '../layout/channels.js';
 import { layoutElementCount, planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { pasteTile } from '../layout/tiles.js';
@@ -57,21 +57,23 @@ export function base64Bytes(text: string): Uint8Array | undefined {
 }
 
 /**
- * A coded record's (or slice's) rows of zeros left out of its planes (`zeroRows`, format version 5): the mask and
- * how many rows the planes hold; undefined where it has none. A mask that is not one fails through `bad`.
+ * A coded record's (or slice's) output channels of zeros left out of its planes (`zeroChannels`, format version
+ * 5): the mask and the whole tensor's channel view (its layout's, with every channel); undefined where it has
+ * none. The mask must keep exactly the channels its layout has, of as many as the shape holds: anything else
+ * fails through `bad`. The record's layout fields are checked before (check.ts).
  */
-export function zeroRowsOf(t: TensorRecord, bad: (message: string) => never): { mask: Uint8Array; kept: number } | undefined {
-  if (t.zeroRows === undefined) return undefined;
-  const mask = typeof t.zeroRows === 'string' ? base64Bytes(t.zeroRows) : undefined;
-  const kept = mask && Array.isArray(t.shape) && t.shape.length >= 2 ? maskKeeps(mask, t.shape[0]) : undefined;
-  if (kept === undefined) return bad('bad zero rows');
-  return { mask: mask!, kept };
-}
-
-/** How many elements a coded record's planes hold: its shape's, less those of its rows of zeros. */
-export function codedElements(t: TensorRecord, bad: (message: string) => never): number {
-  const zero = zeroRowsOf(t, bad);
-  return zero ? zero.kept * rowElements(t.shape) : elementCount(t.shape);
+export function zeroChannelsOf(
+  t: TensorRecord,
+  bad: (message: string) => never,
+): { mask: Uint8Array; view: ChannelView } | undefined {
+  if (t.zeroChannels === undefined) return undefined;
+  const mask = typeof t.zeroChannels === 'string' ? base64Bytes(t.zeroChannels) : undefined;
+  const coded = t.layout ? channelView(t.layout) : undefined;
+  const per = coded ? coded.outer * coded.inner : 0;
+  const n = elementCount(t.shape);
+  const channels = per > 0 && n % per === 0 ? n / per : 0;
+  if (!mask || !coded || maskKeeps(mask, channels) !== coded.channels) return bad('bad zero channels');
+  return { mask, view: { outer: coded.outer, channels, inner: coded.inner } };
 }
 
 /** Decodes one tensor of the archive (all its slices) to float32 values in the file's memory order. */
@@ -153,11 +155,10 @@ async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes
     return codes;
   };
   const shapes = planeShapes(t.layout!);
-  // rows of zeros left out: the planes decode into the start of `out`, the rows they hold one after another
-  const zero = zeroRowsOf(t, fail);
-  const coded = codedElements(t, fail);
-  if (out.data.length !== elementCount(t.shape) || layoutElementCount(t.layout!) !== coded)
-    fail('layout does not match the shape');
+  // output channels of zeros left out: the planes decode into the start of `out`, as the tensor of the channels they hold
+  const zero = zeroChannelsOf(t, fail);
+  const coded = layoutElementCount(t.layout!);
+  if (out.data.length !== elementCount(t.shape) || (!zero && coded !== out.data.length)) fail('layout does not match the shape');
   const direct = out.data.length <= MAX_DIRECT_ELEMENTS;
   const planes: Float32Array[] = [];
   for (let p = 0; p < shapes.length; p++) {
@@ -222,7 +223,7 @@ async function decodeCodedInto(t: TensorRecord, source: EntrySource, decodeCodes
     const side = decodeExactValues(await source.entry(t.nonFinite, t.name), coded, fail);
     for (let k = 0; k < side.indices.length; k++) setOutput(out, side.indices[k], side.values[k]);
   }
-  if (zero) expandRows(out.data, zero.mask, t.shape[0], rowElements(t.shape));
+  if (zero) expandChannels(out.data, zero.mask, zero.view);
 }
 
 /** The stored ranges of plane p (base64 in the record, or bytes of the ranges entry), as the encoder used them. */

@@ -17,7 +17,7 @@ import { HALF_ENTRY } from '../quantize/half.js';
 
 export const MANIFEST_NAME = 'manifest.json';
 /**
- * The newest version this build writes: 5 where a tensor leaves rows of zeros out of its planes (`zeroRows`), 4 where the archive uses what version 3 did not have (`step20`
+ * The newest version this build writes: 5 where a tensor leaves output channels of zeros out of its planes (`zeroChannels`), 4 where the archive uses what version 3 did not have (`step20`
  * ranges, compressed or skeleton pack members, the `brotli` codecs), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
  * otherwise (so an archive that needs nothing new opens in an older reader; see `formatVersionOf`).
  */
@@ -27,7 +27,7 @@ export const FORMAT_VERSION = 5;
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
  * 3 added the `zstd-sign` codec. 4 added `step20` ranges, brotli pack members (`[name, bytes, size]`:
  * the side entries of a small archive inside its one pack) and the `brotli` and `brotli-sign` codecs. 5 added
- * `zeroRows` (rows of exact zeros left out of a tensor's planes).
+ * `zeroChannels` (output channels of exact zeros left out of a tensor's planes).
  */
 export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4, 5];
 /** Codecs a version-2 reader does not know: an archive that uses one is version 3. */
@@ -43,7 +43,7 @@ export function formatVersionOf(
 ): number {
   const parts = tensors.flatMap((t) => [t, ...(t.slices ?? [])]);
   const members = Object.values(packs ?? {}).flat();
-  if (parts.some((p) => p.zeroRows !== undefined)) return 5;
+  if (parts.some((p) => p.zeroChannels !== undefined)) return 5;
   if (members.some((m) => m.length > 2 || skeleton.includes(m[0]))) return 4;
   if (parts.some((p) => p.quant?.rangeDtype?.includes('step20') || (p.codec && VERSION_4_CODECS.has(p.codec.name)))) return 4;
   return parts.some((p) => p.codec !== undefined && VERSION_3_CODECS.has(p.codec.name)) ? 3 : 2;
@@ -119,11 +119,11 @@ export interface TensorRecord {
   codec?: CodecRecord;
   planes?: PlaneRecord[];
   /**
-   * Version 5: base64 of a bit mask over the leading dimension (row r is bit r % 8 of byte r >> 3) of rows that
-   * are all +0.0 and left out of the planes, which then hold the other rows in order (layout, planes and exact
-   * side values are those of a tensor of that many rows; layout/rows.ts).
+   * Version 5: base64 of a bit mask over the output channels (channel c is bit c % 8 of byte c >> 3) whose every
+   * weight is +0.0, left out of the planes, which then hold the other channels in order: layout, planes and exact
+   * side values are those of the tensor of that many output channels (layout/channels.ts).
    */
-  zeroRows?: string;
+  zeroChannels?: string;
   /** Entry of weights stored exactly (non-finite ones and outliers): u32 count, u32 index deltas, f32 values. */
   nonFinite?: string;
   /** How many weights that entry holds. */
@@ -151,8 +151,8 @@ export interface SliceRecord {
   quant: NonNullable<TensorRecord['quant']>;
   codec: CodecRecord;
   planes: PlaneRecord[];
-  /** Rows of the slice (from its first) left out as zeros (TensorRecord.zeroRows). */
-  zeroRows?: string;
+  /** The slice's output channels of zeros left out (TensorRecord.zeroChannels). */
+  zeroChannels?: string;
   nonFinite?: string;
   exactValues?: number;
   stats?: ErrorStats;
@@ -179,7 +179,7 @@ export function sliceAsTensor(t: TensorRecord, s: SliceRecord): { record: Tensor
     codec: s.codec,
     planes: s.planes,
   };
-  if (s.zeroRows !== undefined) record.zeroRows = s.zeroRows;
+  if (s.zeroChannels !== undefined) record.zeroChannels = s.zeroChannels;
   if (s.nonFinite !== undefined) record.nonFinite = s.nonFinite;
   if (s.exactValues !== undefined) record.exactValues = s.exactValues;
   if (s.stats !== undefined) record.stats = s.stats;

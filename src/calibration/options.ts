@@ -348,8 +348,45 @@ export function calibrationSpecFromConfig(config: unknown, configFile = 'config'
   flags.maxCalibrationSamples = c.maxSamples as number | undefined;
   flags.judgeOutput = c.outputs as string | string[] | undefined;
   for (const k of Object.keys(flags) as Array<keyof CalibrationFlags>) if (flags[k] === undefined) delete flags[k];
-  return calibrationSpecFromFlags(flags);
+  try {
+    return calibrationSpecFromFlags(flags);
+  } catch (e) {
+    // a value of the file is named by its place in the file, not by the flag that would give it
+    if (!(e instanceof OptionError)) throw e;
+    throw new OptionError(
+      e.message.replace(/--[a-z-]+/g, (flag) => (CONFIG_KEYS[flag] ? `${where}.${CONFIG_KEYS[flag]}` : flag)),
+    );
+  }
 }
+
+/** Each calibration flag's key in a config file's "calibration" section (calibrationSpecFromConfig). */
+const CONFIG_KEYS: Readonly<Record<string, string>> = {
+  '--calibration': 'paths',
+  '--input': 'inputs',
+  '--image-input': 'image.input',
+  '--image-size': 'image.size',
+  '--image-fit': 'image.fit',
+  '--resize-kernel': 'image.kernel',
+  '--image-min-width': 'image.minWidth',
+  '--image-pad': 'image.pad',
+  '--image-pad-position': 'image.padPosition',
+  '--image-range': 'image.range',
+  '--image-scale': 'image.scale',
+  '--image-mean': 'image.mean',
+  '--image-std': 'image.std',
+  '--image-order': 'image.order',
+  '--image-layout': 'image.layout',
+  '--image-channels': 'image.channels',
+  '--audio-input': 'audio.input',
+  '--audio-rate': 'audio.rate',
+  '--window': 'audio.window',
+  '--hop': 'audio.hop',
+  '--context': 'audio.context',
+  '--segment': 'audio.segment',
+  '--state': 'audio.state',
+  '--max-calibration-samples': 'maxSamples',
+  '--judge-output': 'outputs',
+};
 
 /**
  * Settings that go together (`when` set by a flag, the file's `drop` go): a range or a scale; a size, with the fit it

@@ -1,11 +1,12 @@
 import { extname } from 'node:path';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
-import { zeroRowsOf } from '../archive/decode.js';
+import { zeroChannelsOf } from '../archive/decode.js';
 import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
 import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
+import { channelView } from '../layout/channels.js';
 import { Archive } from '../archive/node.js';
 import { MODEL_FORMATS, modelBytes, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
@@ -174,16 +175,18 @@ function inspectArchive(file: string, options: InspectOptions): void {
             .map((c) => `${c.codec!.name}${c.codec!.lossless ? ' lossless' : ` q${c.codec!.quality ?? ''}`}`),
         ),
       ];
-      // output channels of zeros left out of the planes (every slice's)
-      const zeroRows = parts.reduce((z, c) => {
-        const zero = zeroRowsOf(c, (message) => {
+      // output channels of zeros left out of the planes: added up over slices of output channels (an [out, in]
+      // tensor's); slices of an [in, out] matrix's input rows each leave out their own, the most of them is said
+      const zeroChannels = parts.reduce((z, c) => {
+        const zero = zeroChannelsOf(c, (message: string): never => {
           throw new CorruptArchiveError(message, { file, tensor: t.name });
         });
-        return z + (zero ? c.shape[0] - zero.kept : 0);
+        const left = zero ? zero.view.channels - channelView(c.layout!)!.channels : 0;
+        return zero && zero.view.outer > 1 ? Math.max(z, left) : z + left;
       }, 0);
       const geometry = (parts[0].planes ?? []).map(
         (p) =>
-          `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}${zeroRows ? ` (${zeroRows} output channels of zeros left out)` : ''}`,
+          `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}${zeroChannels ? ` (${zeroChannels} output channels of zeros left out)` : ''}`,
       );
       return {
         name: t.name,
@@ -198,7 +201,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
         stats: t.stats,
         kept: !t.layout,
         reason: t.reason,
-        ...(zeroRows ? { zeroRows } : {}),
+        ...(zeroChannels ? { zeroChannels } : {}),
       };
     });
     const totals = archiveTotals(m, checkInputFile(file, 'archive').size, sizes);

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { basename, extname, isAbsolute, join, relative } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { InterruptedError, IoError, OptionError } from '../errors.js';
+import { InterruptedError, IoError, OptionError, QualityError } from '../errors.js';
 import { detectFormat, openModel, selfContainedModel } from '../formats/registry.js';
 import { compressModel } from '../pipeline/compress.js';
 import { decompressArchive } from '../pipeline/decompress.js';
@@ -481,6 +481,12 @@ export function buildProgram(): Command {
       r = await evaluateArchive(archive, input, task);
     } catch (e) {
       rmSync(dir, { recursive: true, force: true });
+      // the demo keeps no refused archive (its folder goes with it): the advice to keep one is for `compress`
+      if (e instanceof QualityError && !e.details.kept)
+        e.message = e.message.replace(
+          ', or --force to keep it',
+          '; the demo keeps no refused archive (`nnmedia compress … --force` keeps one)',
+        );
       throw e;
     } finally {
       releaseFolder(dir); // kept from here: the output names it

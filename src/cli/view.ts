@@ -21,8 +21,8 @@ import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { gatherPlanes } from '../layout/planes.js';
-import { gatherRows, keptRows } from '../layout/rows.js';
-import { zeroRowsOf } from '../archive/decode.js';
+import { gatherChannels, keptChannels } from '../layout/channels.js';
+import { zeroChannelsOf } from '../archive/decode.js';
 import { pasteTile } from '../layout/tiles.js';
 import { codedParts, ownEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
 import { getCodec } from '../codecs/registry.js';
@@ -292,11 +292,11 @@ async function errorMaps(a: Archive, t: TensorRecord, original: Float32Array): P
     err[i] = Number.isFinite(e) ? e : 0;
     if (err[i] > maxErr) maxErr = err[i];
   }
-  // the planes hold the rows a record did not leave out as zeros
-  const zero = zeroRowsOf(t, (m) => {
+  // the planes hold the output channels a record did not leave out as zeros
+  const zero = zeroChannelsOf(t, (m: string): never => {
     throw new CorruptArchiveError(m, { tensor: t.name });
   });
-  const coded = zero ? gatherRows(err, keptRows(zero.mask, t.shape[0]), rowElements(t.shape)) : err;
+  const coded = zero ? gatherChannels(err, zero.view, keptChannels(zero.mask, zero.view.channels)) : err;
   const planes = gatherPlanes(coded, t.layout!, (n) => new Float32Array(n));
   const pngs = await Promise.all(
     planes.map(async (pl, k) => {

@@ -7,18 +7,12 @@
 
 import { availableParallelism } from 'node:os';
 import type { ModelReader } from '../formats/model.js';
-import { elementCount, rowElements } from '../formats/model.js';
-import { scatterPlanes } from '../layout/planes.js';
-import { expandRows } from '../layout/rows.js';
 import type { PlaneShape } from '../layout/types.js';
-import { quantizePlanes } from '../quantize/tensor.js';
 import type { MeasuredScales } from '../quantize/step.js';
-import { restoreNonFinite, type NonFiniteSide, type RangeMode } from '../quantize/uniform.js';
+import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS } from '../rate/compensated.js';
-import { compensatePlanes } from '../compensate/planes.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
-import { unrotatePlane } from '../transform/hadamard.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
 import { probeCalibrator } from '../calibration/runner.js';
 import { exposeDecisions } from '../calibration/decisions.js';
@@ -28,6 +22,7 @@ import type { ResolvedOptions } from './options.js';
 import {
   measureTensor,
   measureToProbe,
+  restoredAtCandidate,
   type LeftOut,
   type PowerSums,
   type PrepareRequest,
@@ -318,29 +313,9 @@ export async function allocate(parts: {
   // values of a tensor (and its duplicates) at a given candidate, in file order
   const restoredAt = (i: number, c: Candidate): Map<string, Float32Array> => {
     const p = unique[i];
-    const { planes, shapes, side, leftOut } = planesOf.get(p.entry.key)!;
-    // the planes' rows (its rows of zeros left out, as the encoder will)
-    const layout = leftOut?.layout ?? p.layout;
-    const seeds = seedsOf.get(p.entry.key);
-    const settings = {
-      bits: c.codeBits ?? p.settings.bits,
-      range: c.range,
-      clip: p.settings.clip,
-      stride: c.stride,
-      relStep: c.relStep,
-      clampBeyond: Boolean(seeds),
-    };
     // the codes that will be written: compensated where the candidate says so
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
-    const q = layer ? compensatePlanes(planes, shapes, layout, settings, layer) : quantizePlanes(planes, shapes, settings);
-    if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
-    const v = scatterPlanes(
-      q.map((x) => x.restored),
-      layout,
-      new Float32Array(elementCount(p.entry.shape)),
-    );
-    restoreNonFinite(v, side);
-    if (leftOut) expandRows(v, leftOut.zeroRows, p.entry.shape[0], rowElements(p.entry.shape));
+    const v = restoredAtCandidate(p, planesOf.get(p.entry.key)!, seedsOf.get(p.entry.key), c, layer);
     const out = new Map([[p.entry.key, v]]);
     for (const [dup, first] of parts.sameAs) if (first === p.entry.key) out.set(dup, v);
     return out;

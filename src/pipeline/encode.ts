@@ -27,7 +27,7 @@ import { unrotatePlane } from '../transform/hadamard.js';
 import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
 import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fused.js';
-import { prepareTensor, withExactZeros, withoutZeroRows, type PreparedTensor } from './prepare.js';
+import { prepareTensor, withExactZeros, withoutZeroChannels, type PreparedTensor } from './prepare.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
 import { codeCounts, codeEntropyBits, entropyOf } from '../rate/entropy.js';
@@ -54,8 +54,8 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   if (!sliced) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
   const read = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
-  // output channels pruned to zeros are left out of the planes (layout/rows.ts): the planes hold the other rows
-  const { values, layout, zeroRows, zeros } = withoutZeroRows(plan, read, slice ? slice.rows : entry.shape[0], sliced);
+  // output channels pruned to zeros are left out of the planes (layout/channels.ts): the planes hold the others
+  const { values, layout, zeroChannels, zeros } = withoutZeroChannels(plan, read, sliced);
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
@@ -132,7 +132,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
     quantized,
     best,
     { ...m, sums: { ...m.sums, n: m.sums.n + zeros } },
-    zeroRows,
+    zeroChannels,
   );
 }
 
@@ -280,7 +280,7 @@ function finish(
   quantized: QuantizedTensor,
   best: EncodedMedia,
   measured: Measured,
-  zeroRows?: Uint8Array,
+  zeroChannels?: Uint8Array,
 ): EncodedTensor {
   const { settings } = plan;
   const { shapes, seeds } = prepared;
@@ -307,7 +307,7 @@ function finish(
   }
   const coded = codedRecord({
     layout,
-    ...(zeroRows ? { zeroRows } : {}),
+    ...(zeroChannels ? { zeroChannels } : {}),
     settings,
     quant: quantized.planes,
     stride: quantized.stride,

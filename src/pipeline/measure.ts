@@ -6,16 +6,22 @@
  */
 
 import type { ModelReader } from '../formats/model.js';
-import { planeShapes, sliceLayout } from '../layout/planes.js';
+import { elementCount } from '../formats/model.js';
+import { channelView, expandChannels } from '../layout/channels.js';
+import { planeShapes, scatterPlanes, sliceLayout } from '../layout/planes.js';
+import { compensatePlanes } from '../compensate/planes.js';
+import { quantizePlanes } from '../quantize/tensor.js';
+import { restoreNonFinite } from '../quantize/uniform.js';
+import { unrotatePlane } from '../transform/hadamard.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
-import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type TensorRate } from '../rate/allocate.js';
+import { ALLOCATION_STEPS, measureCandidates, measureColumnMajor, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { compensationRatios, type CompensationRatio } from '../rate/compensated.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { columnPower, type MeasuredScales } from '../quantize/step.js';
 import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
 import { generalPathOnly } from './fused.js';
 import { slicesOf } from './plan.js';
-import { preparePlanes, rotatePlanes, rotationSeed, withoutZeroRows } from './prepare.js';
+import { preparePlanes, rotatePlanes, rotationSeed, withoutZeroChannels } from './prepare.js';
 import type { CodedPlan } from './stages.js';
 
 /** Sums of squares and count of a tensor's finite working values, added to slice by slice. */
@@ -30,10 +36,10 @@ export interface MeasuredPart {
   rate: TensorRate;
 }
 
-/** The rows of zeros a measured tensor's planes leave out, as its encode will (prepare.ts withoutZeroRows), and their layout. */
+/** The output channels of zeros a measured tensor's planes leave out, as its encode will (prepare.ts withoutZeroChannels), and their layout. */
 export interface LeftOut {
   layout: LayoutSpec;
-  zeroRows: Uint8Array;
+  zeroChannels: Uint8Array;
 }
 
 /**
@@ -98,7 +104,7 @@ export interface ProbeMeasure extends MeasuredPart {
  */
 export function measureToProbe(plan: CodedPlan, values: Float32Array, request: PrepareRequest): ProbeMeasure {
   const power = { sq: 0, n: 0 };
-  const coded = withoutZeroRows(plan, values, plan.entry.shape[0], plan.layout);
+  const coded = withoutZeroChannels(plan, values, plan.layout);
   const part = measurePart(plan, coded.values, coded.layout, request.modes, power, request.fine);
   countLeftOut(part.rate, power, coded.zeros);
   const c = request.compensation;
@@ -116,9 +122,43 @@ export function measureToProbe(plan: CodedPlan, values: Float32Array, request: P
   return {
     ...part,
     power,
-    ...(coded.zeroRows ? { leftOut: { layout: coded.layout, zeroRows: coded.zeroRows } } : {}),
+    ...(coded.zeroChannels ? { leftOut: { layout: coded.layout, zeroChannels: coded.zeroChannels } } : {}),
     ...(ratios ? { ratios } : {}),
   };
+}
+
+/**
+ * A measured tensor's values at a candidate grid, in file order, as the encoder would write them: its planes
+ * quantized (compensated with `layer` where given), rotations undone, laid back into the tensor of the channels
+ * they hold, side values restored, and the output channels of zeros left out put back in place.
+ */
+export function restoredAtCandidate(
+  plan: CodedPlan,
+  measured: MeasuredPart['prepared'] & { leftOut?: LeftOut },
+  seeds: readonly number[] | undefined,
+  c: Candidate,
+  layer?: TensorStatistics,
+): Float32Array {
+  const { planes, shapes, side, leftOut } = measured;
+  const layout = leftOut?.layout ?? plan.layout;
+  const settings = {
+    bits: c.codeBits ?? plan.settings.bits,
+    range: c.range,
+    clip: plan.settings.clip,
+    stride: c.stride,
+    relStep: c.relStep,
+    clampBeyond: Boolean(seeds),
+  };
+  const q = layer ? compensatePlanes(planes, shapes, layout, settings, layer) : quantizePlanes(planes, shapes, settings);
+  if (seeds) q.forEach((x, k) => unrotatePlane(x.restored, shapes[k].rows, shapes[k].cols, seeds[k]));
+  const v = scatterPlanes(
+    q.map((x) => x.restored),
+    layout,
+    new Float32Array(elementCount(plan.entry.shape)),
+  );
+  restoreNonFinite(v, side);
+  if (leftOut) expandChannels(v, leftOut.zeroChannels, channelView(plan.layout)!);
+  return v;
 }
 
 /** Exact side values (non-finite weights, outliers) cost the same at every grid: ~8 bytes each before deflate. */
@@ -190,8 +230,8 @@ export function measureTensor(
   for (const part of slicesOf(plan, sliceWeights) ?? [undefined]) {
     const read = part ? reader.readRows(plan.entry.key, part.row, part.rows) : reader.read(plan.entry.key);
     const sliced = part ? sliceLayout(plan.layout, plan.entry.shape, part.rows)! : plan.layout;
-    // the rows the encoder will code: its rows of zeros left out
-    const { values, layout, zeros } = withoutZeroRows(plan, read, part ? part.rows : plan.entry.shape[0], sliced);
+    // what the encoder will code: its output channels of zeros left out
+    const { values, layout, zeros } = withoutZeroChannels(plan, read, sliced);
     const r = measureSlice(plan, values, layout, modes, power);
     countLeftOut(r.rate, power, zeros);
     rate = rate ? addRates(rate, r.rate) : r.rate;

@@ -5,9 +5,8 @@
  */
 
 import { codecMeta } from '../codecs/meta.js';
-import { rowElements } from '../formats/model.js';
-import { gatherPlanes, planeShapes, sliceLayout, sourceIndexFn } from '../layout/planes.js';
-import { gatherRows, keptRows, zeroRowMask } from '../layout/rows.js';
+import { channelView, gatherChannels, keptChannels, withChannels, zeroChannelMask } from '../layout/channels.js';
+import { gatherPlanes, planeShapes, sourceIndexFn } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import type { CodedPlan } from './stages.js';
 import { markOutliers } from '../quantize/outliers.js';
@@ -25,43 +24,41 @@ export interface PreparedTensor {
   readonly seeds?: readonly number[];
 }
 
-/** A unit's values as its planes hold them: its rows of zeros left out, where it has any to leave out. */
-export interface CodedRows {
+/** A unit's values as its planes hold them: its output channels of zeros left out, where it has any to leave out. */
+export interface CodedChannels {
   readonly values: Float32Array;
   readonly layout: LayoutSpec;
-  /** The rows left out (layout/rows.ts), absent where none is. */
-  readonly zeroRows?: Uint8Array;
+  /** The output channels left out (layout/channels.ts), absent where none is. */
+  readonly zeroChannels?: Uint8Array;
   /** How many weights they held. */
   readonly zeros: number;
 }
 
 /**
- * Whether a tensor leaves output channels of zeros out of its planes (layout/rows.ts): an [out, in] matrix or
- * kernel (its leading dimension is its output channels), for codecs other than video (whose blocks are checked
- * on the whole plane when it is planned). The encoder and rate control's measurements ask the same, so what is
- * measured is what is written.
+ * Whether a tensor leaves output channels of zeros out of its planes (layout/channels.ts): a fully connected or
+ * conv layout, for codecs other than video (whose blocks are checked on the whole plane when it is planned). The
+ * encoder and rate control's measurements ask the same, so what is measured is what is written.
  */
-export function leavesZeroRows(plan: CodedPlan): boolean {
+export function leavesZeroChannels(plan: CodedPlan): boolean {
   const l = plan.layout;
-  return (
-    (l.kind === 'fc' || l.kind === 'conv') &&
-    l.order === 'out_in' &&
-    plan.entry.shape.length >= 2 &&
-    plan.codecs.every((c) => codecMeta(c.name)?.media !== 'video')
-  );
+  return (l.kind === 'fc' || l.kind === 'conv') && plan.codecs.every((c) => codecMeta(c.name)?.media !== 'video');
 }
 
 /**
- * The `rows` leading rows of a tensor (the whole of it, or a slice laid out as `layout`) without its rows of exact
- * +0.0, where the plan leaves them out: the other rows one after another, as a tensor of that many rows.
+ * A unit's values (a whole tensor, or a slice laid out as `layout`) without its output channels of exact +0.0,
+ * where the plan leaves them out: the tensor of the other channels, in order.
  */
-export function withoutZeroRows(plan: CodedPlan, values: Float32Array, rows: number, layout: LayoutSpec): CodedRows {
-  const inner = rowElements(plan.entry.shape);
-  const mask = leavesZeroRows(plan) ? zeroRowMask(values, rows, inner) : undefined;
-  const kept = mask && keptRows(mask, rows);
-  const coded = kept && sliceLayout(plan.layout, plan.entry.shape, kept.length);
-  if (!coded) return { values, layout, zeros: 0 };
-  return { values: gatherRows(values, kept, inner), layout: coded, zeroRows: mask, zeros: (rows - kept!.length) * inner };
+export function withoutZeroChannels(plan: CodedPlan, values: Float32Array, layout: LayoutSpec): CodedChannels {
+  const view = leavesZeroChannels(plan) ? channelView(layout) : undefined;
+  const mask = view && zeroChannelMask(values, view);
+  if (!view || !mask) return { values, layout, zeros: 0 };
+  const kept = keptChannels(mask, view.channels);
+  return {
+    values: gatherChannels(values, view, kept),
+    layout: withChannels(layout, kept.length),
+    zeroChannels: mask,
+    zeros: view.outer * (view.channels - kept.length) * view.inner,
+  };
 }
 
 /**

@@ -26,8 +26,8 @@ import type { CodedTensor, TensorOutcome, TensorPlan } from './stages.js';
 /** The coding record of one coded tensor or slice. */
 export function codedRecord(parts: {
   layout: LayoutSpec;
-  /** Rows of zeros left out of the planes (layout/rows.ts). */
-  zeroRows?: Uint8Array;
+  /** Output channels of zeros left out of the planes (layout/channels.ts). */
+  zeroChannels?: Uint8Array;
   settings: TensorSettings;
   quant: readonly PlaneQuantization[];
   stride: number;
@@ -53,7 +53,7 @@ export function codedRecord(parts: {
   };
   return {
     layout: parts.layout,
-    ...(parts.zeroRows ? { zeroRows: Buffer.from(parts.zeroRows).toString('base64') } : {}),
+    ...(parts.zeroChannels ? { zeroChannels: Buffer.from(parts.zeroChannels).toString('base64') } : {}),
     ...(parts.exact ? { nonFinite: parts.exact.entry, exactValues: parts.exact.count } : {}),
     quant: {
       bits: s.bits,

@@ -1,15 +1,25 @@
 /**
- * Output channels pruned to zeros (rows of exact zeros along an [out, in] tensor's leading dimension) are left out of
- * its planes and put back by the decoder (format version 5, `zeroRows`): they cost nothing but their bit in a mask,
- * every other row is coded exactly as it would be without them, and a mask that is not one is refused.
+ * Output channels pruned to zeros (rows of an [out, in] matrix or kernel, columns of an [in, out] one) are left out
+ * of its planes and put back by the decoder (format version 5, `zeroChannels`): they cost nothing but their bit in a
+ * mask, every other channel is coded exactly as it would be without them, and a mask that is not one is refused.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
 import { encodeFloats, type FloatDType } from '../src/formats/model.js';
-import { expandRows, gatherRows, keptRows, maskKeeps, zeroRowMask } from '../src/layout/rows.js';
+import {
+  type ChannelView,
+  expandChannels,
+  gatherChannels,
+  keptChannels,
+  maskKeeps,
+  zeroChannelMask,
+} from '../src/layout/channels.js';
 import type { Manifest } from '../src/archive/manifest.js';
+import { planTensors } from '../src/pipeline/plan.js';
+import type { CodedPlan } from '../src/pipeline/stages.js';
+import { measureToProbe, restoredAtCandidate } from '../src/pipeline/measure.js';
 import { buildViewer } from '../src/cli/view.js';
 import { inspectPath } from '../src/cli/inspect.js';
 import { sharp } from '../src/codecs/image/sharp-io.js';
@@ -50,41 +60,60 @@ function pruneRows(data: Float32Array, rows: number, pruned: (r: number) => bool
 
 const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
-describe('rows of zeros: the mask and its inverse', () => {
-  it('finds rows of +0.0 only, and puts kept rows back in place in every output dtype', () => {
-    const rows = 37;
-    const inner = 5;
-    const data = pruneRows(gaussian(rows * inner, 3, 1), rows, (r) => r % 3 === 0 || r === 36);
-    data.fill(-0, 4 * inner, 5 * inner); // a row of −0.0 is not a row of +0.0
-    data[7 * inner + 2] = 0; // nor is a row with one zero
-    const mask = zeroRowMask(data, rows, inner)!;
-    const kept = keptRows(mask, rows);
-    expect([...kept].filter((r) => r % 3 === 0 || r === 36)).toEqual([]);
-    expect(kept).toContain(4);
-    expect(kept).toContain(7);
-    expect(maskKeeps(mask, rows)).toBe(kept.length);
-    expect(kept.length).toBe(rows - 13); // rows 0, 3, …, 36
-    // the planes' tensor, then put back in place over it: bit for bit the original
-    const gathered = gatherRows(data, kept, inner);
-    const out = new Float32Array(rows * inner).fill(Number.NaN); // a reused buffer's leftovers must not survive
-    out.set(gathered);
-    expandRows(out, mask, rows, inner);
-    expect(Buffer.from(out.buffer).equals(Buffer.from(data.buffer))).toBe(true);
-    const halves = new Uint16Array(rows * inner).fill(0x7e00);
-    halves.set(Uint16Array.from(gathered, (_v, i) => i + 1));
-    expandRows(halves, mask, rows, inner);
-    for (let r = 0; r < rows; r++) {
-      const k = kept.indexOf(r);
-      for (let i = 0; i < inner; i++) expect(halves[r * inner + i]).toBe(k < 0 ? 0 : k * inner + i + 1);
-    }
-    // none, or nothing but: no mask (an all-zero tensor codes to next to nothing as it is)
-    expect(zeroRowMask(gaussian(rows * inner, 4, 1), rows, inner)).toBeUndefined();
-    expect(zeroRowMask(new Float32Array(rows * inner), rows, inner)).toBeUndefined();
-    // a mask that is not one: wrong length, a bit past the last row, every row left out
-    expect(maskKeeps(mask.subarray(1), rows)).toBeUndefined();
-    expect(maskKeeps(Uint8Array.from([...mask.subarray(0, 4), mask[4] | 0x80]), rows)).toBeUndefined();
-    expect(maskKeeps(Uint8Array.from([255, 255, 255, 255, 31]), rows)).toBeUndefined();
-  });
+/** A tensor of `view` with the channels `pruned` picks set to +0.0 in every outer block. */
+function pruneChannels(data: Float32Array, view: ChannelView, pruned: (c: number) => boolean): Float32Array {
+  const { outer, channels, inner } = view;
+  const out = data.slice();
+  for (let a = 0; a < outer; a++)
+    for (let c = 0; c < channels; c++) if (pruned(c)) out.fill(0, (a * channels + c) * inner, (a * channels + c + 1) * inner);
+  return out;
+}
+
+describe('output channels of zeros: the mask and its inverse', () => {
+  for (const view of [
+    { outer: 1, channels: 37, inner: 5 }, // an [out, in] matrix or kernel
+    { outer: 6, channels: 37, inner: 1 }, // an [in, out] matrix
+    { outer: 4, channels: 37, inner: 9 }, // an [in, out, 3, 3] kernel
+  ])
+    it(`finds channels of +0.0 only, and puts kept ones back in place in every output dtype: [${view.outer}, ${view.channels}, ${view.inner}]`, () => {
+      const { outer, channels, inner } = view;
+      const n = outer * channels * inner;
+      const data = pruneChannels(gaussian(n, 3, 1), view, (c) => c % 3 === 0 || c === 36);
+      data.fill(-0, 4 * inner, 5 * inner); // a channel holding −0.0 is not a channel of +0.0
+      data[(outer - 1) * channels * inner + 4 * inner] = 0;
+      data[((outer - 1) * channels + 7) * inner] = 0; // nor is one with a zero
+      if (inner > 1) data[7 * inner + 1] = 0;
+      const mask = zeroChannelMask(data, view)!;
+      const kept = keptChannels(mask, channels);
+      expect([...kept].filter((c) => c % 3 === 0 || c === 36)).toEqual([]);
+      expect(kept).toContain(4);
+      expect(kept).toContain(7);
+      expect(maskKeeps(mask, channels)).toBe(kept.length);
+      expect(kept.length).toBe(channels - 13); // channels 0, 3, …, 36
+      // the planes' tensor, then put back in place over it: bit for bit the original
+      const gathered = gatherChannels(data, view, kept);
+      expect(gathered.length).toBe(outer * kept.length * inner);
+      const out = new Float32Array(n).fill(Number.NaN); // a reused buffer's leftovers must not survive
+      out.set(gathered);
+      expandChannels(out, mask, view);
+      expect(Buffer.from(out.buffer).equals(Buffer.from(data.buffer))).toBe(true);
+      const halves = new Uint16Array(n).fill(0x7e00);
+      halves.set(Uint16Array.from(gathered, (_v, i) => i + 1));
+      expandChannels(halves, mask, view);
+      for (let a = 0; a < outer; a++)
+        for (let c = 0; c < channels; c++) {
+          const k = kept.indexOf(c);
+          for (let i = 0; i < inner; i++)
+            expect(halves[(a * channels + c) * inner + i]).toBe(k < 0 ? 0 : (a * kept.length + k) * inner + i + 1);
+        }
+      // none, or nothing but: no mask (an all-zero tensor codes to next to nothing as it is)
+      expect(zeroChannelMask(gaussian(n, 4, 1), view)).toBeUndefined();
+      expect(zeroChannelMask(new Float32Array(n), view)).toBeUndefined();
+      // a mask that is not one: wrong length, a bit past the last channel, every channel left out
+      expect(maskKeeps(mask.subarray(1), channels)).toBeUndefined();
+      expect(maskKeeps(Uint8Array.from([...mask.subarray(0, 4), mask[4] | 0x80]), channels)).toBeUndefined();
+      expect(maskKeeps(Uint8Array.from([255, 255, 255, 255, 31]), channels)).toBeUndefined();
+    });
 });
 
 describe('output channels pruned to zeros', () => {
@@ -117,7 +146,7 @@ describe('output channels pruned to zeros', () => {
       for (const t of r.manifest.tensors) {
         const parts = t.slices ?? [t];
         expect(
-          parts.every((p) => typeof p.zeroRows === 'string'),
+          parts.every((p) => typeof p.zeroChannels === 'string'),
           t.name,
         ).toBe(true);
         // the planes hold the kept rows only
@@ -208,14 +237,14 @@ describe('output channels pruned to zeros', () => {
     } finally {
       spy.mockRestore();
     }
-    const info = JSON.parse(printed[0]) as { tensors: Array<{ name: string; zeroRows?: number }> };
+    const info = JSON.parse(printed[0]) as { tensors: Array<{ name: string; zeroChannels?: number }> };
     const zeros = [...Array(out).keys()].filter((r) => pruned.subarray(r * inn, (r + 1) * inn).every((v) => v === 0)).length;
     expect(zeros).toBeGreaterThan(0.2 * out);
-    expect(info.tensors.map((t) => t.zeroRows)).toEqual([zeros, zeros]);
+    expect(info.tensors.map((t) => t.zeroChannels)).toEqual([zeros, zeros]);
     expect(printed.slice(1).join('\n')).toContain(`(${zeros} output channels of zeros left out)`);
   });
 
-  it("the viewer's error maps are of the rows the planes hold", async () => {
+  it("the viewer's error maps are of the channels the planes hold", async () => {
     const files = await buildViewer(join(dir, 'pruned-default.nnm'), { model: file });
     const maps = [...files.keys()].filter((k) => k.startsWith('/error/'));
     expect(maps.length).toBe(2);
@@ -244,12 +273,12 @@ describe('output channels pruned to zeros', () => {
       expect(() => new Archive(f).close()).toThrow(CorruptArchiveError);
     };
     const fc = (m: Manifest) => m.tensors.find((t) => t.key === 'layers.0.fc.weight')!;
-    bad((m) => void (fc(m).zeroRows = fc(m).zeroRows!.slice(4))); // too short
-    bad((m) => void (fc(m).zeroRows = Buffer.alloc(out / 8, 255).toString('base64'))); // every row
-    bad((m) => void (fc(m).zeroRows = Buffer.alloc(out / 8, 0).toString('base64'))); // none: the layout no longer fits
-    bad((m) => void (fc(m).zeroRows = 'not base64!'));
+    bad((m) => void (fc(m).zeroChannels = fc(m).zeroChannels!.slice(4))); // too short
+    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 255).toString('base64'))); // every channel
+    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 0).toString('base64'))); // none: the layout no longer fits
+    bad((m) => void (fc(m).zeroChannels = 'not base64!'));
     bad((m) => void (m.version = 4));
-    bad((m) => void ((m.tensors[0] as unknown as Record<string, unknown>).zeroRows = 7));
+    bad((m) => void ((m.tensors[0] as unknown as Record<string, unknown>).zeroChannels = 7));
   });
 
   it('a convolution pruned by output channels, through the quality gate', async () => {
@@ -287,6 +316,105 @@ describe('output channels pruned to zeros', () => {
     } finally {
       restored.close();
     }
+  });
+});
+
+describe('output channels pruned to zeros in an [in, out] matrix (ONNX MatMul)', () => {
+  // x [1, 64] → MatMul [64, 96] → Relu → MatMul [96, 40]: PyTorch's Linear as ONNX stores it, [in, out]
+  const views = { w1: { outer: 64, channels: 96, inner: 1 }, w2: { outer: 96, channels: 40, inner: 1 } };
+  const dense = { w1: gaussian(64 * 96, 41, 0.15), w2: gaussian(96 * 40, 42, 0.1) };
+  const pruned = {
+    w1: pruneChannels(dense.w1, views.w1, (c) => (c * 31) % 10 < 3),
+    w2: pruneChannels(dense.w2, views.w2, (c) => c % 4 === 1),
+  };
+  const onnxModel = (w: typeof dense): Uint8Array =>
+    modelBytes({
+      name: 'mlp',
+      initializer: [floatTensor('w1', [64, 96], w.w1), floatTensor('w2', [96, 40], w.w2)],
+      node: [
+        { opType: 'MatMul', input: ['x', 'w1'], output: ['h'] },
+        { opType: 'Relu', input: ['h'], output: ['r'] },
+        { opType: 'MatMul', input: ['r', 'w2'], output: ['y'] },
+      ],
+      input: [valueInfo('x', [1, 64])],
+      output: [valueInfo('y', [1, 40])],
+    });
+  const model = join(dir, 'mlp.onnx');
+  const denseModel = join(dir, 'mlp-dense.onnx');
+  writeFileSync(model, onnxModel(pruned));
+  writeFileSync(denseModel, onnxModel(dense));
+  const zeroColumns = (key: 'w1' | 'w2'): number[] =>
+    [...Array(views[key].channels).keys()].filter((c) => pruned[key].every((v, i) => i % views[key].channels !== c || v === 0));
+
+  it('are left out of the planes as columns, through the quality gate; every other column as without them', async () => {
+    const a = join(dir, 'mlp.nnm');
+    const r = await compressModel(model, a, { jobs: 1 });
+    await compressModel(denseModel, join(dir, 'mlp-dense.nnm'), { jobs: 1 });
+    expect(r.manifest.version).toBe(5);
+    expect(r.manifest.quality?.checked).toBe(true);
+    expect(r.manifest.quality?.passed).toBe(true);
+    for (const key of ['w1', 'w2'] as const) {
+      const t = r.manifest.tensors.find((x) => x.key === key)!;
+      expect(t.layout).toMatchObject({ kind: 'fc', order: 'in_out' });
+      expect(t.planes![0].cols).toBe(views[key].channels - zeroColumns(key).length);
+    }
+    const got = await decodeAllTensors(a);
+    const ref = await decodeAllTensors(join(dir, 'mlp-dense.nnm'));
+    for (const key of ['w1', 'w2'] as const) {
+      const zeros = new Set(zeroColumns(key));
+      const g = bitsOf(got.get(key)!);
+      const d = bitsOf(ref.get(key)!);
+      const c = views[key].channels;
+      for (let i = 0; i < g.length; i++) if (g[i] !== (zeros.has(i % c) ? 0 : d[i])) expect([key, i]).toBe('equal');
+    }
+  });
+
+  it("the probes' restored values put every column back in its place (measureToProbe → restoredAtCandidate)", async () => {
+    const reader = await openModel(model);
+    try {
+      const plan = planTensors(reader, { targetBpw: 5 }).find((p): p is CodedPlan => p.kind === 'coded' && p.entry.key === 'w1')!;
+      const values = reader.read('w1');
+      const measured = measureToProbe(plan, values, { modes: ['channel'], fine: [] });
+      expect(measured.leftOut?.layout).toMatchObject({ kind: 'fc', nout: 96 - zeroColumns('w1').length });
+      // the rate counts every weight of the tensor, the rows of zeros too
+      expect(measured.rate.weights).toBe(64 * 96);
+      const fine = measured.rate.candidates.reduce((a, b) => ((b.relStep ?? 1) < (a.relStep ?? 1) ? b : a));
+      const restored = restoredAtCandidate(plan, { ...measured.prepared, leftOut: measured.leftOut }, measured.seeds, fine);
+      const zeros = new Set(zeroColumns('w1'));
+      let se = 0;
+      let sp = 0;
+      for (let i = 0; i < values.length; i++) {
+        if (zeros.has(i % 96)) expect(bitsOf(restored.subarray(i, i + 1))[0]).toBe(0);
+        se += (restored[i] - values[i]) ** 2;
+        sp += values[i] ** 2;
+      }
+      expect(10 * Math.log10(sp / se)).toBeGreaterThan(30);
+    } finally {
+      reader.close();
+    }
+  });
+
+  it('rate control probes the model with the columns put back in place, and meets its budget', async () => {
+    const a = join(dir, 'mlp-budget.nnm');
+    await compressModel(model, a, { jobs: 1, targetBpw: 5 });
+    const archive = new Archive(a);
+    const manifest = archive.manifest;
+    archive.close();
+    expect(manifest.version).toBe(5);
+    expect(manifest.quality?.passed).toBe(true);
+    const got = await decodeAllTensors(a);
+    for (const key of ['w1', 'w2'] as const) {
+      const c = views[key].channels;
+      const zeros = new Set(zeroColumns(key));
+      const g = bitsOf(got.get(key)!);
+      for (let i = 0; i < g.length; i++) if (zeros.has(i % c) && g[i] !== 0) expect([key, i]).toBe('a zero');
+      // the probes measured the restored model: a tensor whose probe saw its columns misplaced would have scored as
+      // wrecked and been given the finest grid, not a grid near the budget
+      const t = manifest.tensors.find((x) => x.key === key)!;
+      expect(t.stats!.snrDb, key).toBeGreaterThan(10);
+      expect(t.stats!.snrDb, key).toBeLessThan(40);
+    }
+    expect(readFileSync(a).length * 8).toBeLessThanOrEqual(5 * (64 * 96 + 96 * 40));
   });
 });
 
