@@ -447,6 +447,12 @@ describe('what calibration never exercises', () => {
       /; 8\d % of the coded weights lie in If branches no calibration input takes and keep the default grid \(~8 bits each, 6\.\d bits\/weight of the budget\): calibration inputs that take those branches free it$/,
     );
     expect(existsSync(join(dir, 'if-refused.nnm'))).toBe(false);
+    // 16-bit codes asked for: their share of the budget is counted (and said) at that width
+    const wide = await compressModel(model, join(dir, 'if-refused16.nnm'), { targetBpw: 4, bits: 16 }).catch((e: unknown) => e);
+    expect(wide).toBeInstanceOf(QualityError);
+    expect((wide as Error).message).toMatch(
+      /; 8\d % of the coded weights lie in If branches no calibration input takes and keep the grid their options give \(~16 bits each, 1[34]\.\d bits\/weight of the budget\)/,
+    );
   }, 300_000);
 
   it('the untaken branch is found by where its tensors sit, not by name: both branches hold stage2.w1 (as Silero v6)', async () => {

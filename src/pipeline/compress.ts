@@ -350,18 +350,20 @@ async function compressStaged(
     // allocation weighs that itself, per candidate)
     const compensation = gathered && !resolved.allocating ? fixedGridCompensation(reader, unique, gathered, resolved) : gathered;
     let allocation: Allocation | undefined;
-    // weights of untaken branches: they keep the default grid (~8 bits each) out of any budget
+    // weights of untaken branches: they keep their own grid (the default's 8-bit codes, or the bits asked for) out of
+    // any budget, at about a code's width each
     let pinnedWeights = 0;
+    let pinnedBits = 0;
     const allocateFor = async (opts: ResolvedOptions): Promise<Allocation> => {
       // skeleton, float16 entry, manifest head and ZIP directory: what the allocator must leave room for
       let deflated = half ? deflateRawSync(half.data, { level: 9 }).length : 0;
       for (const part of skeleton()) deflated += deflateRawSync(part, { level: 9 }).length;
       // only allocation runs the model, and only then is it read whole (ONNX, which protobuf bounds to 2 GB)
       // tensors of branches the calibration never takes are not allocated (their error would go unseen):
-      // they keep the default grid, ~8 bits a weight of the budget
+      // they keep their grid, about a code's width (8 bits at the default) a weight of the budget
       const pinned = unique.filter((p) => untaken.has(p.entry.key));
       pinnedWeights = pinned.reduce((s, p) => s + elementCount(p.entry.shape), 0);
-      const pinnedBits = 8 * pinnedWeights;
+      pinnedBits = pinned.reduce((s, p) => s + p.settings.bits * elementCount(p.entry.shape), 0);
       return await allocate({
         reader,
         source: () => cal?.source() ?? selfContainedModel(input, reader),
@@ -677,7 +679,7 @@ async function compressStaged(
     const pinnedShare = pinnedWeights / weights;
     const pinnedNote =
       pinnedShare >= 0.1
-        ? `${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep the default grid (~8 bits each, ${(8 * pinnedShare).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${cal?.rateInput ? ` (the model has a rate input, ${cal.rateInput}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
+        ? `${(100 * pinnedShare).toFixed(0)} % of the coded weights lie in If branches no calibration input takes and keep ${pinnedBits === 8 * pinnedWeights ? 'the default grid' : 'the grid their options give'} (~${+(pinnedBits / Math.max(1, pinnedWeights)).toFixed(1)} bits each, ${(pinnedBits / weights).toFixed(1)} bits/weight of the budget): calibration inputs that take those branches free it${cal?.rateInput ? ` (the model has a rate input, ${cal.rateInput}: --audio-rate with several rates, e.g. 16000,8000)` : ''}`
         : '';
     if (!reachable)
       resolved.onLog?.(
