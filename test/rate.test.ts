@@ -496,6 +496,8 @@ describe('rate control', () => {
     const r = await compressModel(model, join(dir, 'v4-largest.nnm'), {
       targetBpw: 4,
       minFidelity: 0,
+      // synthetic sound at 16 kHz alone (without a rate asked for it comes at 16 and 8 kHz): the sequence above
+      calibration: { paths: [], audio: { rate: 16000 } },
       onLog: (m) => logs.push(m),
     });
     // every archive written: "fidelity … : 2.939 bits/weight"

@@ -6,7 +6,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
+import {
+  Archive,
+  CorruptArchiveError,
+  NonFiniteWeightError,
+  compressModel,
+  decodeAllTensors,
+  decompressArchive,
+  openModel,
+} from '../src/index.js';
 import { encodeFloats, type FloatDType } from '../src/formats/model.js';
 import {
   type ChannelView,
@@ -89,6 +97,10 @@ describe('output channels of zeros: the mask and its inverse', () => {
       expect(kept).toContain(4);
       expect(kept).toContain(7);
       expect(maskKeeps(mask, channels)).toBe(kept.length);
+      // where −0.0 counts as zero (grids that decode every zero to +0.0), a channel of ±0.0 is left out too
+      const signless = zeroChannelMask(data, view, true)!;
+      if (outer === 1) expect([...keptChannels(signless, channels)]).toEqual([...kept].filter((c) => c !== 4));
+      else expect([...signless]).toEqual([...mask]);
       expect(kept.length).toBe(channels - 13); // channels 0, 3, …, 36
       // the planes' tensor, then put back in place over it: bit for bit the original
       const gathered = gatherChannels(data, view, kept);
@@ -265,20 +277,29 @@ describe('output channels pruned to zeros', () => {
   it('a mask that is not one, or one in an archive before version 5, is refused as corrupt', () => {
     const a = join(dir, 'pruned-default.nnm');
     const { manifest, entries } = readArchive(a);
-    const bad = (edit: (m: Manifest) => void): void => {
+    const bad = (edit: (m: Manifest) => void, why: RegExp): void => {
       const m = JSON.parse(JSON.stringify(manifest)) as Manifest;
       edit(m);
       const f = join(dir, 'hostile.nnm');
       writeArchive(f, entries, m);
       expect(() => new Archive(f).close()).toThrow(CorruptArchiveError);
+      expect(() => new Archive(f).close()).toThrow(why);
     };
     const fc = (m: Manifest) => m.tensors.find((t) => t.key === 'layers.0.fc.weight')!;
-    bad((m) => void (fc(m).zeroChannels = fc(m).zeroChannels!.slice(4))); // too short
-    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 255).toString('base64'))); // every channel
-    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 0).toString('base64'))); // none: the layout no longer fits
-    bad((m) => void (fc(m).zeroChannels = 'not base64!'));
-    bad((m) => void (m.version = 4));
-    bad((m) => void ((m.tensors[0] as unknown as Record<string, unknown>).zeroChannels = 7));
+    const mask = /tensor layers\.0\.fc\.weight: manifest: bad zero channels/;
+    bad((m) => void (fc(m).zeroChannels = fc(m).zeroChannels!.slice(4)), mask); // too short
+    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 255).toString('base64')), mask); // every channel
+    bad((m) => void (fc(m).zeroChannels = Buffer.alloc(out / 8, 0).toString('base64')), mask); // none: the layout no longer fits
+    bad((m) => void (fc(m).zeroChannels = 'not base64!'), mask);
+    bad((m) => void (m.version = 4), /zero channels in an archive before version 5/);
+    bad((m) => void ((m.tensors[0] as unknown as Record<string, unknown>).zeroChannels = 7), /bad zero channels/);
+    // a slice's mask is checked on its own
+    const sliced = readArchive(join(dir, 'pruned-sliced.nnm'));
+    const m = JSON.parse(JSON.stringify(sliced.manifest)) as Manifest;
+    const slice = m.tensors[0].slices![1];
+    slice.zeroChannels = Buffer.alloc(Math.ceil(slice.rows / 8), 255).toString('base64');
+    writeArchive(join(dir, 'hostile-slice.nnm'), sliced.entries, m);
+    expect(() => new Archive(join(dir, 'hostile-slice.nnm')).close()).toThrow(/slice at row \d+: bad zero channels/);
   });
 
   it('a convolution pruned by output channels, through the quality gate', async () => {
@@ -415,6 +436,64 @@ describe('output channels pruned to zeros in an [in, out] matrix (ONNX MatMul)',
       expect(t.stats!.snrDb, key).toBeLessThan(40);
     }
     expect(readFileSync(a).length * 8).toBeLessThanOrEqual(5 * (64 * 96 + 96 * 40));
+  });
+});
+
+describe('output channels of zeros beside other features', () => {
+  it('a non-finite weight is named by its index in the file, not among the channels coded', async () => {
+    const values = pruneRows(gaussian(64 * 64, 51, 0.05), 64, (r) => r === 0);
+    values[133] = Number.NaN;
+    const f = join(dir, 'nan.safetensors');
+    writeSafetensors(f, { 'layers.0.fc.weight': { shape: [64, 64], data: values } });
+    const err = await compressModel(f, join(dir, 'nan.nnm')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NonFiniteWeightError);
+    expect((err as Error).message).toMatch(/weight 133 is NaN/);
+  });
+
+  it('channels pruned by multiplying with a mask (±0.0, as torch.nn.utils.prune leaves them) are left out where zeros decode to +0.0', async () => {
+    const values = gaussian(96 * 64, 52, 0.05);
+    for (let r = 0; r < 96; r += 3) for (let i = r * 64; i < (r + 1) * 64; i++) values[i] *= 0; // −0.0 where negative
+    expect(values.some((v) => Object.is(v, -0))).toBe(true);
+    const f = join(dir, 'mulzero.safetensors');
+    writeSafetensors(f, { 'layers.0.fc.weight': { shape: [96, 64], data: values } });
+    for (const bits of [8, 16] as const) {
+      const a = join(dir, `mulzero-${bits}.nnm`);
+      const r = await compressModel(f, a, { bits });
+      expect(r.manifest.tensors[0].planes![0].cols, `${bits} bits`).toBe(64);
+      const got = bitsOf((await decodeAllTensors(a)).get('layers.0.fc.weight')!);
+      for (let r2 = 0; r2 < 96; r2 += 3) expect(got.subarray(r2 * 64, (r2 + 1) * 64).every((b) => b === 0)).toBe(true);
+    }
+  });
+
+  it('a grouped kernel with compensation keeps its channels (its statistics are grouped by channel), and is compensated', async () => {
+    // a depthwise convolution (32 groups) with two channels of zeros, after a dense one with one
+    const w1 = pruneRows(gaussian(32 * 8 * 9, 61, 0.15), 32, (r) => r === 2);
+    const w2 = pruneRows(gaussian(32 * 9, 62, 0.3), 32, (r) => r === 3 || r === 7);
+    const graph = {
+      name: 'dw',
+      initializer: [floatTensor('w1', [32, 8, 3, 3], w1), floatTensor('w2', [32, 1, 3, 3], w2)],
+      node: [
+        { opType: 'Conv', input: ['img', 'w1'], output: ['c1'], attribute: [pads()] },
+        { opType: 'Relu', input: ['c1'], output: ['r1'] },
+        { opType: 'Conv', input: ['r1', 'w2'], output: ['y'], attribute: [pads(), { name: 'group', i: 32, type: 2 }] },
+      ],
+      input: [valueInfo('img', [1, 8, 12, 12])],
+      output: [valueInfo('y', [1, 32, 12, 12])],
+    };
+    const model = join(dir, 'dw.onnx');
+    writeFileSync(model, modelBytes(graph));
+    const r = await compressModel(model, join(dir, 'dw.nnm'), { compensate: true, relStep: 0.5, minFidelity: 0, jobs: 1 });
+    const rec = (key: string) => r.manifest.tensors.find((t) => t.key === key)!;
+    expect(rec('w1').zeroChannels).toBeDefined();
+    expect(rec('w2').zeroChannels).toBeUndefined();
+    expect(rec('w2').planes![0].cols).toBe(32 * 3);
+    // compensated, not rounded to nearest for statistics that "do not fit"
+    expect(r.compensation?.fallback.map((f) => `${f.tensor}: ${f.reason}`)).not.toContainEqual(
+      expect.stringMatching(/^w2: .*do not fit/),
+    );
+    expect(r.compensation?.compensated).toContain('w2');
+    const got = await decodeAllTensors(join(dir, 'dw.nnm'));
+    for (const c of [3, 7]) expect(bitsOf(got.get('w2')!.subarray(c * 9, c * 9 + 9)).every((b) => b === 0)).toBe(true);
   });
 });
 

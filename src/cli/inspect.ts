@@ -175,14 +175,17 @@ function inspectArchive(file: string, options: InspectOptions): void {
             .map((c) => `${c.codec!.name}${c.codec!.lossless ? ' lossless' : ` q${c.codec!.quality ?? ''}`}`),
         ),
       ];
-      // output channels of zeros left out of the planes: added up over slices of output channels (an [out, in]
-      // tensor's); slices of an [in, out] matrix's input rows each leave out their own, the most of them is said
+      // output channels of zeros left out of the planes: added up over slices of output channels (an [out, …]
+      // tensor's); slices of an [in, out] tensor's input rows each leave out their own, the most of them is said
       const zeroChannels = parts.reduce((z, c) => {
         const zero = zeroChannelsOf(c, (message: string): never => {
           throw new CorruptArchiveError(message, { file, tensor: t.name });
         });
-        const left = zero ? zero.view.channels - channelView(c.layout!)!.channels : 0;
-        return zero && zero.view.outer > 1 ? Math.max(z, left) : z + left;
+        if (!zero) return z;
+        const l = c.layout!;
+        const left = zero.view.channels - channelView(l)!.channels;
+        const byOutput = (l.kind === 'fc' || l.kind === 'conv') && l.order === 'out_in';
+        return byOutput ? z + left : Math.max(z, left);
       }, 0);
       const geometry = (parts[0].planes ?? []).map(
         (p) =>

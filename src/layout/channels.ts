@@ -46,14 +46,16 @@ export function withChannels(layout: LayoutSpec, channels: number): LayoutSpec {
 }
 
 /**
- * The output channels of `values` (laid out as `view`) whose every weight is +0.0, as a bit mask (channel c is bit
- * c % 8 of byte c >> 3), or undefined where there is none, or only such channels (an all-zero tensor codes to next
- * to nothing as it is). −0.0 is not +0.0: a channel holding one keeps its planes.
+ * The output channels of `values` (laid out as `view`) whose every weight is +0.0 — or ±0.0 with `signless`, for
+ * grids that decode every zero to +0.0 anyway (pruning that multiplies by a mask, as torch.nn.utils.prune does,
+ * leaves −0.0 for every negative weight it prunes) — as a bit mask (channel c is bit c % 8 of byte c >> 3), or
+ * undefined where there is none, or only such channels (an all-zero tensor codes to next to nothing as it is).
  */
-export function zeroChannelMask(values: Float32Array, view: ChannelView): Uint8Array | undefined {
+export function zeroChannelMask(values: Float32Array, view: ChannelView, signless = false): Uint8Array | undefined {
   const { outer, channels, inner } = view;
   if (channels < 2 || values.length !== outer * channels * inner) return undefined;
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const magnitude = signless ? 0x7fffffff : 0xffffffff;
   // a channel is live at its first weight that is not +0.0; a dense tensor is done after its first outer block
   const live = new Uint8Array(channels);
   let alive = 0;
@@ -62,7 +64,7 @@ export function zeroChannelMask(values: Float32Array, view: ChannelView): Uint8A
       if (live[c]) continue;
       const end = (a * channels + c + 1) * inner;
       for (let i = end - inner; i < end; i++)
-        if (bits[i] !== 0) {
+        if ((bits[i] & magnitude) !== 0) {
           live[c] = 1;
           alive++;
           break;

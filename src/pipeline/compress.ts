@@ -27,7 +27,7 @@ import { CODEC_SET_NAMES, type CompressOptions, resolveOptions, unmatchedRules }
 import { getCodec } from '../codecs/registry.js';
 import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
-import { preparePlanes } from './prepare.js';
+import { preparePlanes, withoutZeroChannels } from './prepare.js';
 import { compensationVerdict } from '../rate/compensated.js';
 import { elementCount } from '../formats/model.js';
 import type { CodedPlan, TensorPlan } from './stages.js';
@@ -850,11 +850,13 @@ function fixedGridCompensation(
     const layer = stats.get(p.entry.key);
     const { relStep, rotate } = p.settings;
     if (!layer || relStep === undefined || rotate || slicesOf(p, options.sliceWeights)) continue;
-    const prepared = preparePlanes(reader.read(p.entry.key), p.layout, p.settings.outliers);
+    // the channels the encoder will code (its output channels of zeros left out)
+    const coded = withoutZeroChannels(p, reader.read(p.entry.key), p.layout, layer);
+    const prepared = preparePlanes(coded.values, coded.layout, p.settings.outliers);
     const v = compensationVerdict(
       prepared.planes,
       prepared.shapes,
-      p.layout,
+      coded.layout,
       { bits: p.settings.bits, clip: p.settings.clip },
       p.settings.range,
       relStep,

@@ -55,7 +55,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const read = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
   // output channels pruned to zeros are left out of the planes (layout/channels.ts): the planes hold the others
-  const { values, layout, zeroChannels, zeros } = withoutZeroChannels(plan, read, sliced);
+  const { values, layout, zeroChannels, zeros } = withoutZeroChannels(plan, read, sliced, unit.compensation);
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
@@ -64,7 +64,8 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
     ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
     : undefined;
-  if (!fused) collectNonFinite(values, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
+  // (on the values as the file holds them, so that an error names the weight's index in the file)
+  if (!fused) collectNonFinite(read, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
   const prepared: PreparedTensor = fused
     ? { layout, planes: [], shapes: planeShapes(layout) }
     : prepareTensor(values, layout, settings, plan.index);

@@ -104,7 +104,7 @@ export interface ProbeMeasure extends MeasuredPart {
  */
 export function measureToProbe(plan: CodedPlan, values: Float32Array, request: PrepareRequest): ProbeMeasure {
   const power = { sq: 0, n: 0 };
-  const coded = withoutZeroChannels(plan, values, plan.layout);
+  const coded = withoutZeroChannels(plan, values, plan.layout, request.compensation?.stats);
   const part = measurePart(plan, coded.values, coded.layout, request.modes, power, request.fine);
   countLeftOut(part.rate, power, coded.zeros);
   const c = request.compensation;

@@ -9,6 +9,7 @@ import { channelView, gatherChannels, keptChannels, withChannels, zeroChannelMas
 import { gatherPlanes, planeShapes, sourceIndexFn } from '../layout/planes.js';
 import type { LayoutSpec, PlaneShape } from '../layout/types.js';
 import type { CodedPlan } from './stages.js';
+import type { TensorStatistics } from '../compensate/statistics.js';
 import { markOutliers } from '../quantize/outliers.js';
 import type { NonFiniteSide } from '../quantize/uniform.js';
 import { rotatePlane } from '../transform/hadamard.js';
@@ -46,11 +47,20 @@ export function leavesZeroChannels(plan: CodedPlan): boolean {
 
 /**
  * A unit's values (a whole tensor, or a slice laid out as `layout`) without its output channels of exact +0.0,
- * where the plan leaves them out: the tensor of the other channels, in order.
+ * where the plan leaves them out: the tensor of the other channels, in order. A kernel whose layer statistics
+ * (`stats`, error-compensating rounding) come in several groups of output channels keeps them all: the groups
+ * are found by channel index (compensate/planes.ts).
  */
-export function withoutZeroChannels(plan: CodedPlan, values: Float32Array, layout: LayoutSpec): CodedChannels {
-  const view = leavesZeroChannels(plan) ? channelView(layout) : undefined;
-  const mask = view && zeroChannelMask(values, view);
+export function withoutZeroChannels(
+  plan: CodedPlan,
+  values: Float32Array,
+  layout: LayoutSpec,
+  stats?: TensorStatistics,
+): CodedChannels {
+  const grouped = stats !== undefined && stats.h.length > 1 && layout.kind === 'conv' && layout.order === 'out_in';
+  const view = leavesZeroChannels(plan) && !grouped ? channelView(layout) : undefined;
+  // −0.0 counts as zero where the codes cannot carry its sign (a zero code decodes to +0.0: 8 and 16 bits)
+  const mask = view && zeroChannelMask(values, view, plan.settings.bits <= 16);
   if (!view || !mask) return { values, layout, zeros: 0 };
   const kept = keptChannels(mask, view.channels);
   return {
