@@ -37,6 +37,7 @@ import {
   sparseModel,
   stftMelModel,
 } from './helpers/onnx-builder.js';
+import { onnx } from 'onnx-proto';
 import { mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -205,6 +206,42 @@ describe('synthetic inputs', () => {
     const coverage = await branchCoverage(model, set.samples);
     expect(coverage.length).toBeGreaterThan(0);
     for (const c of coverage) expect(c.then > 0 && c.else > 0, c.node).toBe(true);
+  });
+
+  it('a model with a rate input and no rate asked for: half its samples at 16 kHz, half at 8 kHz; a rate it refuses is left out, and said', async () => {
+    const model = readFileSync(V6);
+    const both = await syntheticCalibrationSet(model, { count: 4 });
+    const rates: number[] = [];
+    for (const sample of both.samples) {
+      const d = await sample.load();
+      if (d.kind !== 'sequence') throw new Error('expected a sequence');
+      rates.push(Number((d.steps[0].sr.data as BigInt64Array)[0]));
+    }
+    expect(rates).toEqual([16000, 16000, 8000, 8000]);
+    expect(both.description).toMatch(
+      /^4 SYNTHETIC samples \(no calibration data given\): 2 with .*16 kHz mono.*; 2 with .*8 kHz mono/,
+    );
+    // a rate asked for is the only one
+    const one = await syntheticCalibrationSet(model, { count: 4, audio: { rate: 16000 } });
+    expect(one.description).not.toMatch(/8 kHz/);
+    // a model that runs at 16 kHz only (it reshapes its input to sr × 512 / 16000 values): 8 kHz is left out
+    const int64 = onnx.TensorProto.DataType.INT64;
+    const scalar = (name: string, v: number): onnx.ITensorProto => ({ name, dims: [], dataType: int64, int64Data: [v] });
+    const graph: onnx.IGraphProto = {
+      name: 'rate16',
+      initializer: [scalar('n', 512), scalar('full', 16000), { name: 'axes', dims: [1], dataType: int64, int64Data: [0] }],
+      node: [
+        { opType: 'Mul', input: ['sr', 'n'], output: ['m'] },
+        { opType: 'Div', input: ['m', 'full'], output: ['len'] },
+        { opType: 'Unsqueeze', input: ['len', 'axes'], output: ['shape'] },
+        { opType: 'Reshape', input: ['x', 'shape'], output: ['y'] },
+      ],
+      input: [valueInfo('x', [1, 512]), valueInfo('sr', [], int64)],
+      output: [valueInfo('y', [512])],
+    };
+    const refused = await syntheticCalibrationSet(modelBytes(graph), { count: 4 });
+    expect(refused.samples).toHaveLength(4); // the samples asked for, all at the rate that runs
+    expect(refused.description).toMatch(/; not at 8 kHz \(/);
   });
 
   it('PaddleOCR rec: natural-image-like pictures, 48 px high, width grown from 224', async () => {

@@ -24,7 +24,7 @@
  * grow (×2 for image sides, ×4 otherwise) until a trial run succeeds, up to `maxElements` per input.
  */
 
-import { BadCalibrationError } from '../errors.js';
+import { BadCalibrationError, InterruptedError } from '../errors.js';
 import {
   audioSampleData,
   DEFAULT_AUDIO_RATE,
@@ -361,25 +361,37 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
   const kinds = new Map(io.inputs.map((i) => [i.name, inputKind(i, io, state, options.image?.input)]));
   const runner = await CalibrationRunner.open(model, { threads: options.threads, file: options.file });
   try {
-    const sets: CalibrationSet[] = [];
+    const build = (k: number, rate: number, share: number): Promise<CalibrationSet> => {
+      const resolved = { ...options, count: share, seed: seed + k * 1000, rate, maxElements };
+      return state.length
+        ? statefulSet(io, runner, kinds, state, overrides, resolved)
+        : statelessSet(io, runner, kinds, overrides, resolved);
+    };
+    const shareOf = (k: number, of: number): number => Math.floor(count / of) + (k < count % of ? 1 : 0);
+    let sets: CalibrationSet[] = [];
     const refused: string[] = [];
     for (const [k, rate] of rates.entries()) {
-      const share = Math.floor(count / rates.length) + (k < count % rates.length ? 1 : 0);
+      const share = shareOf(k, rates.length);
       if (share < 1) continue;
-      const resolved = { ...options, count: share, seed: seed + k * 1000, rate, maxElements };
       try {
-        sets.push(
-          state.length
-            ? await statefulSet(io, runner, kinds, state, overrides, resolved)
-            : await statelessSet(io, runner, kinds, overrides, resolved),
-        );
+        sets.push(await build(k, rate, share));
       } catch (e) {
-        // a speech rate nobody asked for that the model does not run at is left out (the first must run)
-        if (asked || k === 0 || !(e instanceof BadCalibrationError)) throw e;
+        // a speech rate nobody asked for that the model does not run at is left out, whatever it failed with (the
+        // first must run; an interruption is one)
+        if (asked || k === 0 || e instanceof InterruptedError) throw e;
         refused.push(`${rate / 1000} kHz (${firstLine(e)})`);
       }
     }
-    if (refused.length) sets[0] = { ...sets[0], description: `${sets[0].description}; not at ${refused.join(', ')}` };
+    if (refused.length) {
+      // the samples asked for, shared out among the rates that run (their sets made again: samples are made on demand)
+      const running = rates.filter((r) => !refused.some((x) => x.startsWith(`${r / 1000} kHz`)));
+      sets = [];
+      for (const [k, rate] of running.entries()) {
+        const share = shareOf(k, running.length);
+        if (share > 0) sets.push(await build(rates.indexOf(rate), rate, share));
+      }
+      sets[0] = { ...sets[0], description: `${sets[0].description}; not at ${refused.join(', ')}` };
+    }
     if (sets.length === 1) return sets[0];
     // "64 SYNTHETIC samples (…): 32 at 16 kHz: …; 32 at 8 kHz: …"
     const total = sets.reduce((n, x) => n + x.samples.length, 0);
