@@ -521,6 +521,9 @@ describe('RGBA image inputs', () => {
     const input = { name: 'x', type: 'float32', shape: [1, 8, 8, 4] };
     expect(isImageInput(input)).toBe(true);
     expect(isImageInput({ name: 'latent', type: 'float32', shape: [1, 4, 64, 64] })).toBe(false);
+    // a decoder's latent [1, 256, 4, 4] is no 256×4 RGBA picture (helper-87: it was fed one)
+    expect(isImageInput({ name: 'z', type: 'float32', shape: [1, 256, 4, 4] })).toBe(false);
+    expect(isImageInput({ name: 'z', type: 'float32', shape: [1, 'h', 'w', 4] })).toBe(true);
     const spec = resolveImageSpec({}, input);
     expect(spec).toMatchObject({ layout: 'nhwc', channels: 4, fit: 'fill', width: 8, height: 8 });
     expect(describeImageSpec(spec)).toMatch(/RGBA; x\/255; NHWC/);

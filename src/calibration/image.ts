@@ -230,8 +230,14 @@ export function isImageInput(input: ValueInfo): boolean {
   // float inputs, and 8-bit ones (a quantized model's uint8 pixels)
   const type = String(input.type);
   if (!s || !(type.startsWith('float') || type === 'uint8') || s.length !== 4) return false;
-  return s[1] === 3 || s[3] === 3 || s[1] === 1 || (s[3] === 4 && s[1] !== 4);
+  // four channels last (RGBA, NHWC) only where the two before are a picture's sides, not a latent's channels and
+  // side ([1, 256, 4, 4] is no 256×4 picture)
+  const side = (d: number | string | undefined): boolean => typeof d !== 'number' || d >= MIN_RGBA_SIDE;
+  return s[1] === 3 || s[3] === 3 || s[1] === 1 || (s[3] === 4 && s[1] !== 4 && side(s[1]) && side(s[2]));
 }
+
+/** The smallest side of a four-channel-last input taken for an RGBA picture (isImageInput). */
+const MIN_RGBA_SIDE = 8;
 
 /** One line for reports: size, kernel, channel order, normalisation, layout. */
 export function describeImageSpec(s: ImageSpec): string {
