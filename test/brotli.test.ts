@@ -11,7 +11,6 @@ import { getCodec } from '../src/codecs/registry.js';
 import { BROWSER_DECODERS } from '../src/browser/decoders.js';
 import type { CodecRecord } from '../src/archive/manifest.js';
 import { CodecError } from '../src/errors.js';
-import { encodeFloats } from '../src/formats/model.js';
 import { openModel } from '../src/formats/registry.js';
 import { BROTLI_BEST_WEIGHTS, BROTLI_MAX_WEIGHTS, planTensors } from '../src/pipeline/plan.js';
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
@@ -21,25 +20,9 @@ import { allocCodes } from '../src/quantize/uniform.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { writeSafetensors } from './helpers/safetensors-fixture.js';
 
 const dir = tempDir();
-
-/** A float32 safetensors file of these tensors. */
-function writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>): void {
-  const header: Record<string, unknown> = {};
-  const blobs: Uint8Array[] = [];
-  let off = 0;
-  for (const [name, { shape, data }] of Object.entries(tensors)) {
-    const b = encodeFloats(data, 'float32');
-    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + b.length] };
-    off += b.length;
-    blobs.push(b);
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(file, Buffer.concat([len, json, ...blobs]));
-}
 
 /** Codes of Gaussian weights around the middle code, some exactly at it. */
 function codes(bits: number, n: number, seed: number): ReturnType<typeof allocCodes> {

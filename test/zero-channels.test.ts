@@ -15,7 +15,6 @@ import {
   decompressArchive,
   openModel,
 } from '../src/index.js';
-import { encodeFloats, type FloatDType } from '../src/formats/model.js';
 import {
   type ChannelView,
   expandChannels,
@@ -35,35 +34,13 @@ import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
+import { writeSafetensors } from './helpers/safetensors-fixture.js';
 
 const dir = tempDir();
 
-/** A safetensors file of these tensors, each stored as its dtype (F32 or F16). */
-function writeSafetensors(
-  file: string,
-  tensors: Record<string, { shape: number[]; data: Float32Array; dtype?: FloatDType }>,
-): void {
-  const header: Record<string, unknown> = {};
-  const blobs: Uint8Array[] = [];
-  let off = 0;
-  for (const [name, { shape, data, dtype = 'float32' }] of Object.entries(tensors)) {
-    const b = encodeFloats(data, dtype);
-    header[name] = { dtype: dtype === 'float32' ? 'F32' : 'F16', shape, data_offsets: [off, off + b.length] };
-    off += b.length;
-    blobs.push(b);
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(file, Buffer.concat([len, json, ...blobs]));
-}
-
 /** `data` (rows × inner) with the rows `pruned` picks set to +0.0. */
 function pruneRows(data: Float32Array, rows: number, pruned: (r: number) => boolean): Float32Array {
-  const inner = data.length / rows;
-  const out = data.slice();
-  for (let r = 0; r < rows; r++) if (pruned(r)) out.fill(0, r * inner, (r + 1) * inner);
-  return out;
+  return pruneChannels(data, { outer: 1, channels: rows, inner: data.length / rows }, pruned);
 }
 
 const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
@@ -306,19 +283,8 @@ describe('output channels pruned to zeros', () => {
     // two convolutions of an ONNX model, each with output channels pruned
     const w1 = pruneRows(gaussian(32 * 16 * 9, 31, 0.1), 32, (r) => r % 4 === 1);
     const w2 = pruneRows(gaussian(24 * 32 * 9, 32, 0.06), 24, (r) => r % 5 === 2);
-    const graph = {
-      name: 'convs',
-      initializer: [floatTensor('w1', [32, 16, 3, 3], w1), floatTensor('w2', [24, 32, 3, 3], w2)],
-      node: [
-        { opType: 'Conv', input: ['img', 'w1'], output: ['c1'], attribute: [pads()] },
-        { opType: 'Relu', input: ['c1'], output: ['r1'] },
-        { opType: 'Conv', input: ['r1', 'w2'], output: ['y'], attribute: [pads()] },
-      ],
-      input: [valueInfo('img', [1, 16, 12, 12])],
-      output: [valueInfo('y', [1, 24, 12, 12])],
-    };
     const model = join(dir, 'convs.onnx');
-    writeFileSync(model, modelBytes(graph));
+    writeFileSync(model, twoConvs('convs', { data: w1, shape: [32, 16, 3, 3] }, { data: w2, shape: [24, 32, 3, 3] }));
     const a = join(dir, 'convs.nnm');
     const r = await compressModel(model, a);
     expect(r.manifest.version).toBe(5);
@@ -469,19 +435,8 @@ describe('output channels of zeros beside other features', () => {
     // a depthwise convolution (32 groups) with two channels of zeros, after a dense one with one
     const w1 = pruneRows(gaussian(32 * 8 * 9, 61, 0.15), 32, (r) => r === 2);
     const w2 = pruneRows(gaussian(32 * 9, 62, 0.3), 32, (r) => r === 3 || r === 7);
-    const graph = {
-      name: 'dw',
-      initializer: [floatTensor('w1', [32, 8, 3, 3], w1), floatTensor('w2', [32, 1, 3, 3], w2)],
-      node: [
-        { opType: 'Conv', input: ['img', 'w1'], output: ['c1'], attribute: [pads()] },
-        { opType: 'Relu', input: ['c1'], output: ['r1'] },
-        { opType: 'Conv', input: ['r1', 'w2'], output: ['y'], attribute: [pads(), { name: 'group', i: 32, type: 2 }] },
-      ],
-      input: [valueInfo('img', [1, 8, 12, 12])],
-      output: [valueInfo('y', [1, 32, 12, 12])],
-    };
     const model = join(dir, 'dw.onnx');
-    writeFileSync(model, modelBytes(graph));
+    writeFileSync(model, twoConvs('dw', { data: w1, shape: [32, 8, 3, 3] }, { data: w2, shape: [32, 1, 3, 3] }, 32));
     const r = await compressModel(model, join(dir, 'dw.nnm'), { compensate: true, relStep: 0.5, minFidelity: 0, jobs: 1 });
     const rec = (key: string) => r.manifest.tensors.find((t) => t.key === key)!;
     expect(rec('w1').zeroChannels).toBeDefined();
@@ -497,8 +452,33 @@ describe('output channels of zeros beside other features', () => {
   });
 });
 
-function pads() {
-  return { name: 'pads', ints: [1, 1, 1, 1], type: 7 };
+/**
+ * An ONNX model of two 3×3 convolutions (padding 1) with a Relu between: img [1, cin, 12, 12] → w1 → w2, the second
+ * in `group` groups.
+ */
+function twoConvs(
+  name: string,
+  w1: { data: Float32Array; shape: number[] },
+  w2: { data: Float32Array; shape: number[] },
+  group = 1,
+): Uint8Array {
+  const pads = { name: 'pads', ints: [1, 1, 1, 1], type: 7 };
+  return modelBytes({
+    name,
+    initializer: [floatTensor('w1', w1.shape, w1.data), floatTensor('w2', w2.shape, w2.data)],
+    node: [
+      { opType: 'Conv', input: ['img', 'w1'], output: ['c1'], attribute: [pads] },
+      { opType: 'Relu', input: ['c1'], output: ['r1'] },
+      {
+        opType: 'Conv',
+        input: ['r1', 'w2'],
+        output: ['y'],
+        attribute: group > 1 ? [pads, { name: 'group', i: group, type: 2 }] : [pads],
+      },
+    ],
+    input: [valueInfo('img', [1, w1.shape[1], 12, 12])],
+    output: [valueInfo('y', [1, w2.shape[0], 12, 12])],
+  });
 }
 
 function statSizes(file: string): number {

@@ -192,8 +192,7 @@ export function checkManifest(m: unknown, file?: string): Manifest {
       continue;
     }
     // a coded tensor's planes hold its output channels less those of zeros it leaves out (version 5)
-    if (t.zeroChannels !== undefined && man.version < 5) fail(file, 'zero channels in an archive before version 5', t.key);
-    const zero = t.slices ? undefined : zeroChannelsOf(t, (m) => fail(file, m, t.key));
+    const zero = t.slices ? undefined : checkedZeroChannels(t, man, (m) => fail(file, m, t.key));
     if (!zero && layoutElementCount(t.layout) !== n) fail(file, 'layout does not match the shape', t.key);
     if (t.slices) checkSlices(t, man, file);
     else checkCoded(t, man, file);
@@ -278,6 +277,12 @@ function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): v
   });
 }
 
+/** A coded record's (or slice's) output channels of zeros (zeroChannelsOf), refused in an archive before version 5. */
+function checkedZeroChannels(t: TensorRecord, man: Manifest, bad: (message: string) => never): ReturnType<typeof zeroChannelsOf> {
+  if (t.zeroChannels !== undefined && man.version < 5) bad('zero channels in an archive before version 5');
+  return zeroChannelsOf(t, bad);
+}
+
 /** Slices: contiguous blocks of the leading dimension from row 0 to the end, each a coded tensor of its own. */
 function checkSlices(t: TensorRecord, man: Manifest, file: string | undefined): void {
   let next = 0;
@@ -287,9 +292,8 @@ function checkSlices(t: TensorRecord, man: Manifest, file: string | undefined): 
     next = s.row + s.rows;
     const { record } = sliceAsTensor(t, s);
     checkRecordTypes(record, man.source.format, file);
-    if (record.zeroChannels !== undefined && man.version < 5) fail(file, 'zero channels in an archive before version 5', t.key);
     const bad = (m: string): never => fail(file, `slice at row ${s.row}: ${m}`, t.key);
-    const zero = record.layout ? zeroChannelsOf(record, bad) : undefined;
+    const zero = record.layout ? checkedZeroChannels(record, man, bad) : undefined;
     if (!record.layout || (!zero && layoutElementCount(record.layout) !== elementCount(record.shape)))
       fail(file, `slice at row ${s.row}: layout does not match its shape`, t.key);
     checkCoded(record, man, file);

@@ -369,7 +369,7 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
     };
     const shareOf = (k: number, of: number): number => Math.floor(count / of) + (k < count % of ? 1 : 0);
     let sets: CalibrationSet[] = [];
-    const refused: string[] = [];
+    const refused: Array<{ rate: number; why: string }> = [];
     for (const [k, rate] of rates.entries()) {
       const share = shareOf(k, rates.length);
       if (share < 1) continue;
@@ -379,18 +379,19 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
         // a speech rate nobody asked for that the model does not run at is left out, whatever it failed with (the
         // first must run; an interruption is one)
         if (asked || k === 0 || e instanceof InterruptedError) throw e;
-        refused.push(`${rate / 1000} kHz (${firstLine(e)})`);
+        refused.push({ rate, why: firstLine(e) });
       }
     }
     if (refused.length) {
       // the samples asked for, shared out among the rates that run (their sets made again: samples are made on demand)
-      const running = rates.filter((r) => !refused.some((x) => x.startsWith(`${r / 1000} kHz`)));
+      const running = rates.filter((r) => !refused.some((x) => x.rate === r));
       sets = [];
       for (const [k, rate] of running.entries()) {
         const share = shareOf(k, running.length);
         if (share > 0) sets.push(await build(rates.indexOf(rate), rate, share));
       }
-      sets[0] = { ...sets[0], description: `${sets[0].description}; not at ${refused.join(', ')}` };
+      const not = refused.map((x) => `${x.rate / 1000} kHz (${x.why})`).join(', ');
+      sets[0] = { ...sets[0], description: `${sets[0].description}; not at ${not}` };
     }
     if (sets.length === 1) return sets[0];
     // "64 SYNTHETIC samples (…): 32 at 16 kHz: …; 32 at 8 kHz: …"

@@ -7,9 +7,8 @@
 
 import { availableParallelism } from 'node:os';
 import type { ModelReader } from '../formats/model.js';
-import type { PlaneShape } from '../layout/types.js';
 import type { MeasuredScales } from '../quantize/step.js';
-import type { NonFiniteSide, RangeMode } from '../quantize/uniform.js';
+import type { RangeMode } from '../quantize/uniform.js';
 import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candidate, type TensorRate } from '../rate/allocate.js';
 import { addCompensatedCandidates, COMPENSATION_ANCHORS } from '../rate/compensated.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
@@ -23,7 +22,7 @@ import {
   measureTensor,
   measureToProbe,
   restoredAtCandidate,
-  type LeftOut,
+  type ProbePlanes,
   type PowerSums,
   type PrepareRequest,
   type ProbeMeasure,
@@ -223,7 +222,7 @@ export async function allocate(parts: {
   const log = options.onLog ?? (() => {});
   const debug = options.onDebug;
   const rates: TensorRate[] = [];
-  const planesOf = new Map<string, { planes: Float32Array[]; shapes: PlaneShape[]; side?: NonFiniteSide; leftOut?: LeftOut }>();
+  const planesOf = new Map<string, ProbePlanes>();
   const seedsOf = new Map<string, number[] | undefined>();
   // Without a graph to run (safetensors) and no calibrator, every tensor counts the same per unit of error.
   const canRun = reader.format === 'onnx' || options.calibrate !== undefined || options.task !== undefined;

@@ -60,7 +60,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   const target = settings.targetSnr;
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
   // no non-finite weight, or leaves the tensor to the general path
-  // (rate control measured the scales of the same rows: measure.ts leaves the same rows out)
+  // (rate control measured the scales of the same channels: measure.ts leaves the same ones out)
   const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
     ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
     : undefined;
@@ -123,7 +123,7 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   // the kept candidate decoded and checked against its codes (lossless: exactly these)
   const decoded = await best.decoded();
   const m = measured ?? measure(layout, values, prepared, quantized, decoded, settings.bits);
-  // the rows left out are exact: no error, no signal, but weights all the same
+  // the channels left out are exact: no error, no signal, but weights all the same
   return finish(
     plan,
     unit,

@@ -42,10 +42,13 @@ export interface LeftOut {
   zeroChannels: Uint8Array;
 }
 
+/** A measured tensor's working planes, as the probes keep them: what `restoredAtCandidate` restores values from. */
+export type ProbePlanes = MeasuredPart['prepared'] & { leftOut?: LeftOut };
+
 /**
- * A measurement of the rows a tensor's planes hold, counted as the whole tensor: the rows of zeros left out add
- * their weights (rate per weight and the tensor's mean square are those of all its weights, as before they were
- * left out) and nothing else (no bits: their codes are not written; no error).
+ * A measurement of the channels a tensor's planes hold, counted as the whole tensor: the channels of zeros left out
+ * add their weights (rate per weight and the tensor's mean square are those of all its weights, as before they
+ * were left out) and nothing else (no bits: their codes are not written; no error).
  */
 function countLeftOut(rate: TensorRate, power: PowerSums, zeros: number): void {
   rate.weights += zeros;
@@ -93,7 +96,7 @@ export interface ProbeMeasure extends MeasuredPart {
   power: PowerSums;
   /** The error model's anchors (absent: no statistics, or rotated planes, which are not compensated). */
   ratios?: CompensationRatio[];
-  /** The planes' rows of zeros left out (absent: they hold every row, laid out as the plan's layout). */
+  /** The planes' output channels of zeros left out (absent: they hold every channel, laid out as the plan's layout). */
   leftOut?: LeftOut;
 }
 
@@ -134,7 +137,7 @@ export function measureToProbe(plan: CodedPlan, values: Float32Array, request: P
  */
 export function restoredAtCandidate(
   plan: CodedPlan,
-  measured: MeasuredPart['prepared'] & { leftOut?: LeftOut },
+  measured: ProbePlanes,
   seeds: readonly number[] | undefined,
   c: Candidate,
   layer?: TensorStatistics,

@@ -40,7 +40,7 @@ export interface CodedChannels {
  * conv layout, for codecs other than video (whose blocks are checked on the whole plane when it is planned). The
  * encoder and rate control's measurements ask the same, so what is measured is what is written.
  */
-export function leavesZeroChannels(plan: CodedPlan): boolean {
+function leavesZeroChannels(plan: CodedPlan): boolean {
   const l = plan.layout;
   return (l.kind === 'fc' || l.kind === 'conv') && plan.codecs.every((c) => codecMeta(c.name)?.media !== 'video');
 }

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { encodeFloats } from '../../src/formats/model.js';
+import { encodeFloats, type FloatDType } from '../../src/formats/model.js';
 import { gaussian } from './random.js';
 
 /** A safetensors file with F32, F16 and BF16 weights, an I64 tensor, a bias and metadata. */
@@ -30,4 +30,25 @@ export function writeSafetensorsFixture(file: string): { header: Buffer; ints: U
   const headerBytes = Buffer.concat([len, Buffer.from(json)]);
   writeFileSync(file, Buffer.concat([headerBytes, ...tensors.map((t) => t[3])]));
   return { header: headerBytes, ints };
+}
+
+/** A safetensors file of these tensors, each stored as its dtype (float32 unless given; F16 or BF16 otherwise), unpadded. */
+export function writeSafetensors(
+  file: string,
+  tensors: Record<string, { shape: number[]; data: Float32Array; dtype?: FloatDType }>,
+): void {
+  const names = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as Record<FloatDType, string>;
+  const header: Record<string, unknown> = {};
+  const blobs: Uint8Array[] = [];
+  let off = 0;
+  for (const [name, { shape, data, dtype = 'float32' }] of Object.entries(tensors)) {
+    const b = encodeFloats(data, dtype);
+    header[name] = { dtype: names[dtype], shape, data_offsets: [off, off + b.length] };
+    off += b.length;
+    blobs.push(b);
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, json, ...blobs]));
 }
