@@ -218,12 +218,15 @@ describe('synthetic inputs', () => {
       rates.push(Number((d.steps[0].sr.data as BigInt64Array)[0]));
     }
     expect(rates).toEqual([16000, 16000, 8000, 8000]);
+    // tried at both: the gate does not suggest --audio-rate 16000,8000 again for a branch still untaken
+    expect(both.rates).toEqual([16000, 8000]);
     expect(both.description).toMatch(
       /^4 SYNTHETIC samples \(no calibration data given\): 2 with .*16 kHz mono.*; 2 with .*8 kHz mono/,
     );
     // a rate asked for is the only one
     const one = await syntheticCalibrationSet(model, { count: 4, audio: { rate: 16000 } });
     expect(one.description).not.toMatch(/8 kHz/);
+    expect(one.rates).toBeUndefined();
     // a model that runs at 16 kHz only (it reshapes its input to sr × 512 / 16000 values): 8 kHz is left out
     const int64 = onnx.TensorProto.DataType.INT64;
     const scalar = (name: string, v: number): onnx.ITensorProto => ({ name, dims: [], dataType: int64, int64Data: [v] });
@@ -242,6 +245,7 @@ describe('synthetic inputs', () => {
     const refused = await syntheticCalibrationSet(modelBytes(graph), { count: 4 });
     expect(refused.samples).toHaveLength(4); // the samples asked for, all at the rate that runs
     expect(refused.description).toMatch(/; not at 8 kHz \(/);
+    expect(refused.rates).toEqual([16000, 8000]);
   });
 
   it('PaddleOCR rec: natural-image-like pictures, 48 px high, width grown from 224', async () => {

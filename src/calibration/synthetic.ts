@@ -393,7 +393,8 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
       const not = refused.map((x) => `${x.rate / 1000} kHz (${x.why})`).join(', ');
       sets[0] = { ...sets[0], description: `${sets[0].description}; not at ${not}` };
     }
-    if (sets.length === 1) return sets[0];
+    // tried at several rates: a report need not suggest the rates again
+    if (sets.length === 1) return rates.length > 1 ? { ...sets[0], rates } : sets[0];
     // "64 SYNTHETIC samples (…): 32 at 16 kHz: …; 32 at 8 kHz: …"
     const total = sets.reduce((n, x) => n + x.samples.length, 0);
     const head = sets[0].description.replace(/^\d+ (SYNTHETIC samples? \([^)]*\)): .*$/s, `${total} $1`);
@@ -401,6 +402,7 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
       samples: sets.flatMap((x) => x.samples).map((x, index) => ({ ...x, index })),
       source: [],
       synthetic: true,
+      rates,
       description: `${head}: ${sets.map((x) => `${x.samples.length} with ${x.description.replace(/^[^:]*: /, '')}`).join('; ')}`,
     };
   } finally {

@@ -37,4 +37,6 @@ export interface CalibrationSet {
   synthetic: boolean;
   /** One line for reports, e.g. "200 images from data/ocr (PaddleOCR-style: 48 px high, BGR, (x/255 − 0.5)/0.5)". */
   description: string;
+  /** Synthetic sound tried at several rates (a model with a rate input): those rates, the refused ones too. */
+  rates?: readonly number[];
 }

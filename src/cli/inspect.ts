@@ -1,5 +1,5 @@
 import { extname } from 'node:path';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
 import { zeroChannelsOf } from '../archive/decode.js';
 import { describeQuality, oneSidedWarning } from '../pipeline/gate.js';
@@ -13,6 +13,7 @@ import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { halfKept } from '../pipeline/half.js';
 import { isZipFile } from '../archive/zip.js';
+import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
 import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
@@ -84,6 +85,15 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       slices: slicesOf(p, DEFAULT_SLICE_WEIGHTS)?.length ?? 1,
       ...(p.kind === 'coded' ? {} : { kept: half?.has(p.entry.key) ? ('float16' as const) : ('exact' as const) }),
     }));
+    // names a model repeats in its subgraphs (Silero v6's two If branches) told apart by where they sit
+    const scoped = scopedNames(
+      plans.map((p) => ({ name: p.entry.name, location: reader.format === 'onnx' ? p.entry.location : undefined })),
+      () => subgraphScopes(readFileSync(file)),
+    );
+    const shownName = new Map(rows.map((r, i) => [r, scoped.names[i]]));
+    rows.forEach((r, i) => {
+      if (scoped.scopes[i]) Object.assign(r, { scope: scoped.scopes[i] });
+    });
     const coded = rows.filter((r) => r.planes.length > 0);
     const kept = rows.filter((r) => r.planes.length === 0);
     const keptHalf = kept.filter((r) => r.kept === 'float16');
@@ -110,7 +120,7 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
         formatTable(
           ['tensor', 'role', 'shape', 'dtype', 'bytes', 'media geometry', 'why'],
           shown.map((r) => [
-            r.name,
+            shownName.get(r) ?? r.name,
             r.role,
             r.shape.join('×'),
             r.dtype,
@@ -207,6 +217,17 @@ function inspectArchive(file: string, options: InspectOptions): void {
         ...(zeroChannels ? { zeroChannels } : {}),
       };
     });
+    // names a model repeats in its subgraphs (Silero v6's two If branches) told apart by where they sit
+    const scoped = scopedNames(
+      m.tensors.map((t) => ({
+        name: t.name,
+        location: m.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
+      })),
+      () => subgraphScopes(a.skeleton()),
+    );
+    rows.forEach((r, i) => {
+      if (scoped.scopes[i]) Object.assign(r, { scope: scoped.scopes[i] });
+    });
     const totals = archiveTotals(m, checkInputFile(file, 'archive').size, sizes);
     const failed = verifyEntries(a);
     const info = {
@@ -261,6 +282,8 @@ function verifyEntries(a: Archive): Array<{ entry: string; tensor?: string; prob
 
 interface ArchiveRow {
   name: string;
+  /** The subgraph of a name the model repeats ("If_0 else_branch", "main graph"). */
+  scope?: string;
   role: string;
   shape: number[];
   geometry: string[];
@@ -298,7 +321,7 @@ function printArchive(
       formatTable(
         ['tensor', 'role', 'shape', 'media geometry', 'codec', 'bits', 'bytes', 'bits/w', 'max abs', 'RMSE', 'SNR dB'],
         shown.map((r) => [
-          r.name,
+          r.scope ? `${r.name} (${r.scope})` : r.name,
           r.role,
           r.shape.join('×'),
           r.geometry.length > 1 ? `${r.geometry.length} × ${r.geometry[0]}` : (r.geometry[0] ?? ''),

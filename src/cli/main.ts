@@ -182,7 +182,7 @@ function num(v: number, digits = 4): string {
 
 export function printEvaluation(r: EvaluationReport): void {
   const rows = r.tensors.map((t) => [
-    t.name.length > 44 ? '…' + t.name.slice(-43) : t.name,
+    (t.name.length > 44 ? '…' + t.name.slice(-43) : t.name) + (t.scope ? ` (${t.scope})` : ''),
     t.role,
     t.shape.join('×'),
     t.sameAs ? '(dup)' : t.codec,

@@ -17,6 +17,7 @@ import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
+import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
 import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
@@ -311,6 +312,8 @@ async function errorMaps(a: Archive, t: TensorRecord, original: Float32Array): P
 /** One coded tensor or slice: what the overview row and the card show. */
 interface Layer {
   id: string;
+  /** The tensor's name, with its subgraph where the model repeats the name (formats/onnx/scopes.ts). */
+  name: string;
   record: TensorRecord;
   whole: TensorRecord;
   weights: number;
@@ -350,6 +353,14 @@ export async function buildViewer(
     const order = m.source.format === 'onnx' ? onnxGraphOrder(a.skeleton(), a.file) : new Map<string, number>();
     const rank = (t: TensorRecord): number => order.get(t.name) ?? order.get(t.key) ?? Infinity;
     const tensors = m.tensors.map((t, i) => ({ t, i })).sort((x, y) => rank(x.t) - rank(y.t) || x.i - y.i);
+    const scoped = scopedNames(
+      m.tensors.map((t) => ({
+        name: t.name,
+        location: m.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
+      })),
+      () => subgraphScopes(a.skeleton()),
+    );
+    const shownName = new Map(m.tensors.map((t, i) => [t, scoped.names[i]]));
     const parts = tensors.flatMap(({ t: whole }) =>
       codedParts(whole)
         .filter(({ record: t }) => t.layout && t.planes && t.codec && t.quant)
@@ -448,14 +459,24 @@ export async function buildViewer(
         const bitsPerWeight = (bytes * 8) / n;
         const codec = `${codecRecord.name}${codecRecord.lossless ? ' lossless' : ` q${codecRecord.quality ?? ''}`}`;
         const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${escapeHtml(String(codecRecord.media))}" data-bytes="${bytes}">
-<h2><a href="#${id}">${escapeHtml(t.name)}</a></h2>
+<h2><a href="#${id}">${escapeHtml(shownName.get(whole) ?? t.name)}</a></h2>
 <p class="meta">${escapeHtml(String(t.role))} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${escapeHtml(String(codecRecord.media))}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
 <div class="pictures">${pictures.join('')}</div>${extras.join('')}${errors}
 <figure class="histogram">${histogramSvg(
           decoded.map((d) => d.codes),
           bits,
         )}<figcaption>codes of all ${decoded.length > 1 ? `${decoded.length} planes` : 'the plane'}</figcaption></figure></section>`;
-        return { id, record: t, whole, weights: n, bytes, bitsPerWeight, snrDb: s?.snrDb, card };
+        return {
+          id,
+          name: shownName.get(whole) ?? t.name,
+          record: t,
+          whole,
+          weights: n,
+          bytes,
+          bitsPerWeight,
+          snrDb: s?.snrDb,
+          card,
+        };
       },
       (layer) => void layers.push(layer),
     );
@@ -512,7 +533,7 @@ function page(archivePath: string, a: Archive, layers: Layer[], plotUrl: string 
     `<td class="bar ${cls}"><span style="width:${(100 * Math.max(0, Math.min(1, fraction))).toFixed(1)}%"></span><b>${text}</b></td>`;
   const rows = layers.map(
     (l, i) =>
-      `<tr data-target="${l.id}"><td class="num">${i + 1}</td><td class="name"><a href="#${l.id}">${escapeHtml(l.record.name)}</a></td><td>${escapeHtml(String(l.record.role))}</td><td>${l.record.shape.join('×')}</td><td>${escapeHtml(l.record.codec!.name)}</td>${bar(l.bitsPerWeight / maxBpw, l.bitsPerWeight.toFixed(2), 'bpw')}${bar(l.snrDb === undefined ? 0 : Number.isFinite(l.snrDb) ? l.snrDb / maxSnr : 1, snrText(l.snrDb), 'snr')}<td class="num">${fmt(l.bytes)}</td></tr>`,
+      `<tr data-target="${l.id}"><td class="num">${i + 1}</td><td class="name"><a href="#${l.id}">${escapeHtml(l.name)}</a></td><td>${escapeHtml(String(l.record.role))}</td><td>${l.record.shape.join('×')}</td><td>${escapeHtml(l.record.codec!.name)}</td>${bar(l.bitsPerWeight / maxBpw, l.bitsPerWeight.toFixed(2), 'bpw')}${bar(l.snrDb === undefined ? 0 : Number.isFinite(l.snrDb) ? l.snrDb / maxSnr : 1, snrText(l.snrDb), 'snr')}<td class="num">${fmt(l.bytes)}</td></tr>`,
   );
   return `<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <title>nnmedia view: ${escapeHtml(m.source.file)}</title>

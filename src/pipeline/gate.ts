@@ -163,8 +163,11 @@ export async function openCalibration(
         untakenTensors.add(t.key);
     }
     if (untakenBranches.length) {
-      // a model that branches on its sample rate (Silero VAD) takes one branch per rate
-      rateInput = (!spec?.audio?.rates && findRateInput(describeModel(source, input))?.name) || undefined;
+      // a model that branches on its sample rate (Silero VAD) takes one branch per rate (not said where the
+      // calibration was made at several rates already, asked for or synthetic)
+      rateInput =
+        (!spec?.audio?.rates && !(set.rates && set.rates.length > 1) && findRateInput(describeModel(source, input))?.name) ||
+        undefined;
       log?.(
         `branches no calibration sample takes (${untakenWording(untakenTensors.size, keepsDefault)}): ${untakenBranches.join(', ')}${rateInput ? `; the model has a rate input (${rateInput}): --audio-rate with several rates (e.g. 16000,8000) calibrates the branch of each` : ''}`,
       );

@@ -12,10 +12,13 @@ import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
 import { errorStats, type ErrorStats } from '../eval/metrics.js';
+import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
 import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
 
 export interface TensorReport {
   name: string;
+  /** The subgraph of a name the model repeats ("If_0 else_branch", "main graph"): Silero v6's two branches. */
+  scope?: string;
   role: string;
   shape: number[];
   codec: string;
@@ -76,6 +79,17 @@ export async function evaluateArchive(
         sameAs: t.sameAs,
       });
     }
+    const coded = archive.manifest.tensors.filter((t) => t.layout);
+    const scoped = scopedNames(
+      coded.map((t) => ({
+        name: t.name,
+        location: archive.manifest.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
+      })),
+      () => subgraphScopes(archive.skeleton()),
+    );
+    tensors.forEach((t, i) => {
+      if (scoped.scopes[i]) t.scope = scoped.scopes[i];
+    });
     const archiveBytes = statSync(archivePath).size;
     const report: EvaluationReport = {
       archive: archivePath,
