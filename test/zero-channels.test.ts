@@ -249,6 +249,10 @@ describe('output channels pruned to zeros', () => {
         expect(max, `${k} column ${c}`).toBeGreaterThan(0);
       }
     }
+    // and each card says how many channels its planes leave out
+    const zeros = [...Array(out).keys()].filter((r) => pruned.subarray(r * inn, (r + 1) * inn).every((v) => v === 0)).length;
+    const html = new TextDecoder().decode(files.get('/')!.body);
+    expect(html.split(`${zeros} output channels of zeros left out of the planes`).length - 1).toBe(2);
   });
 
   it('a mask that is not one, or one in an archive before version 5, is refused as corrupt', () => {

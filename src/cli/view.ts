@@ -22,7 +22,7 @@ import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { gatherPlanes } from '../layout/planes.js';
-import { gatherChannels, keptChannels } from '../layout/channels.js';
+import { channelView, gatherChannels, keptChannels } from '../layout/channels.js';
 import { zeroChannelsOf } from '../archive/decode.js';
 import { pasteTile } from '../layout/tiles.js';
 import { codedParts, ownEntries, type PlaneRecord, type TensorRecord } from '../archive/manifest.js';
@@ -457,10 +457,15 @@ export async function buildViewer(
         }
         const s = t.stats;
         const bitsPerWeight = (bytes * 8) / n;
+        // output channels of zeros the record left out of its planes (format version 5)
+        const zero = zeroChannelsOf(t, (message: string): never => {
+          throw new CorruptArchiveError(message, { file: a.file, tensor: t.name });
+        });
+        const leftOut = zero ? zero.view.channels - channelView(t.layout!)!.channels : 0;
         const codec = `${codecRecord.name}${codecRecord.lossless ? ' lossless' : ` q${codecRecord.quality ?? ''}`}`;
         const card = `<section class="layer" id="${id}" data-key="${escapeHtml(t.key)}" data-media="${escapeHtml(String(codecRecord.media))}" data-bytes="${bytes}">
 <h2><a href="#${id}">${escapeHtml(shownName.get(whole) ?? t.name)}</a></h2>
-<p class="meta">${escapeHtml(String(t.role))} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${escapeHtml(String(codecRecord.media))}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
+<p class="meta">${escapeHtml(String(t.role))} · shape ${t.shape.join('×')} · ${escapeHtml(codec)} (${escapeHtml(String(codecRecord.media))}) · ${bits}-bit codes · ${fmt(bytes)} bytes · <b>${bitsPerWeight.toFixed(2)} bits/weight</b>${leftOut ? ` · ${leftOut} output channel${leftOut > 1 ? 's' : ''} of zeros left out of the planes` : ''}${s ? ` · max |err| ${s.maxAbs.toExponential(2)} · SNR ${snrText(s.snrDb)} dB` : ''}</p>
 <div class="pictures">${pictures.join('')}</div>${extras.join('')}${errors}
 <figure class="histogram">${histogramSvg(
           decoded.map((d) => d.codes),
