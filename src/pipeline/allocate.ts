@@ -31,6 +31,7 @@ import { runOrdered } from './pool.js';
 import { poolFor, sourceRange, type MeasureJob, type MeasureReply, type PrepareJob, type WorkerPool } from './workers.js';
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
+import { channelNormalizedWeights } from './normalized.js';
 
 /** Samples a sensitivity probe runs (evenly spaced over the probe part): each tensor is probed once or twice. */
 const PROBE_SAMPLES = 8;
@@ -229,6 +230,15 @@ export async function allocate(parts: {
   // the range mode is a candidate too unless the user fixed it: per-channel ranges cost bits of their own
   const fixedRange = options.asked.range;
   const modes: RangeMode[] = fixedRange ? [fixedRange] : ['channel', 'layer'];
+  // a layer whose output channels a BatchNormalization rescales keeps a range per channel (pipeline/normalized.ts):
+  // its sensitivity, probed on per-channel grids, does not carry over to one range for the layer
+  const normalized = fixedRange || !canRun ? new Set<string>() : channelNormalizedWeights(reader, parts.source);
+  const modesOf = (p: CodedPlan): RangeMode[] => (normalized.has(p.entry.key) ? ['channel'] : modes);
+  const normalizedCount = unique.filter((p) => normalized.has(p.entry.key)).length;
+  if (normalizedCount)
+    log(
+      `${normalizedCount} tensor${normalizedCount === 1 ? '' : 's'} feed a per-channel normalization (BatchNormalization): a range per channel only`,
+    );
   // mean square of each tensor's weights, the scale its sensitivity is damped on
   const powers: number[] = [];
   // tensors whose codes will be error-compensated: their statistics (rotated planes are not compensated)
@@ -265,10 +275,10 @@ export async function allocate(parts: {
   if (!canRun) {
     // Nothing to run: each tensor measured slice by slice (as they will be coded), keeping nothing, so memory
     // follows the slice
-    const modesOf = [...modes];
+    const both = [...modes];
     await measureEach<MeasureReply>(
-      () => ({ kind: 'measure', sliceWeights: options.sliceWeights, modes: modesOf }),
-      (p) => measureTensor(reader, p, options.sliceWeights, modesOf),
+      () => ({ kind: 'measure', sliceWeights: options.sliceWeights, modes: both }),
+      (p) => measureTensor(reader, p, options.sliceWeights, both),
       ({ rate, power, scales }, p) => {
         record(rate, power);
         if (scales) measuredScales.set(p.entry.key, scales);
@@ -283,7 +293,11 @@ export async function allocate(parts: {
     // safetensors files, on the workers) stay as fast as they were
     const requestOf = (p: CodedPlan): PrepareRequest => {
       const stats = parts.statistics?.get(p.entry.key);
-      return { modes, fine: FINE_STEPS, ...(stats ? { compensation: { stats, range: fixedRange ?? 'channel' } } : {}) };
+      return {
+        modes: modesOf(p),
+        fine: FINE_STEPS,
+        ...(stats ? { compensation: { stats, range: fixedRange ?? 'channel' } } : {}),
+      };
     };
     await measureEach<ProbeMeasure>(
       (p) => ({ kind: 'prepare', ...requestOf(p) }),

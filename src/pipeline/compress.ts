@@ -23,7 +23,7 @@ import { allocate, type Allocation, type GridChoice, type WrittenRates } from '.
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
-import { CODEC_SET_NAMES, type CompressOptions, resolveOptions, unmatchedRules } from './options.js';
+import { CODEC_SET_NAMES, DEFAULT_MIN_FIDELITY, type CompressOptions, resolveOptions, unmatchedRules } from './options.js';
 import { getCodec } from '../codecs/registry.js';
 import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
@@ -43,7 +43,7 @@ import {
   type Calibration,
 } from './gate.js';
 import { sliceAsTensor, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
-import { BadCalibrationError, BadModelError, IoError, OptionError, QualityError } from '../errors.js';
+import { BadCalibrationError, BadModelError, InterruptedError, IoError, OptionError, QualityError } from '../errors.js';
 import { statisticsTargets } from '../compensate/index.js';
 import {
   captureStatistics,
@@ -222,9 +222,16 @@ export async function compressModel(input: string, output: string, options: Comp
         );
   };
   try {
-    const result = await compressStaged(input, staged, output, resolved, (files) => {
-      for (const f of files) sources.set(f, fileIdentity(f));
-    });
+    const result = await compressStaged(
+      input,
+      staged,
+      output,
+      resolved,
+      (files) => {
+        for (const f of files) sources.set(f, fileIdentity(f));
+      },
+      () => withoutBudget(input, output, options),
+    );
     unchanged();
     // aborted while the last attempt's archive was finished: nothing is committed
     resolved.signal?.throwIfAborted();
@@ -254,6 +261,50 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
+/** What the same options give without the budget (`withoutBudget`): its size and the gate's verdict. */
+interface WithoutBudget {
+  bitsPerWeight: number;
+  quality: QualityRecord;
+}
+
+/**
+ * The archive the same options write without `--target-bpw` (the default grid, or the grid they fix), judged by the
+ * gate on the same held-back samples, and removed: what a budget the gate refuses is compared with. A budget's
+ * search can name a passing size larger than the default's (a BatchNorm classifier: "try --target-bpw 7.3" where
+ * the default passed at 6.8 bits/weight with better fidelity), and the allocation's fidelity need not grow with
+ * the budget; the default's is one run away and the same every time. Not escalated: its own grid, passing or not.
+ */
+async function withoutBudget(input: string, output: string, options: CompressOptions): Promise<WithoutBudget | undefined> {
+  const plain = stagingPath(output).replace(/\.part$/, '.plain.nnm');
+  holdOutput(plain); // an interrupt removes it
+  const floor = options.minFidelity ?? DEFAULT_MIN_FIDELITY;
+  try {
+    // (measured with no floor, so that a refused one is measured too; judged against the run's floor here)
+    const r = await compressModel(input, plain, {
+      ...options,
+      targetBpw: undefined,
+      maxLoss: undefined,
+      escalate: false,
+      minFidelity: 0,
+      onLog: undefined,
+      onDebug: undefined,
+      onProgress: undefined,
+    });
+    const q = r.quality;
+    return q?.checked && q.fidelity !== undefined
+      ? { bitsPerWeight: r.bitsPerWeight, quality: { ...q, minFidelity: floor, passed: q.fidelity >= floor } }
+      : undefined;
+  } catch (e) {
+    // a comparison that could not be made is not this run's failure (an interrupt is)
+    if (options.signal?.aborted) throw options.signal.reason;
+    if (e instanceof InterruptedError) throw e;
+    return undefined;
+  } finally {
+    rmSync(plain, { force: true });
+    releaseOutput(plain);
+  }
+}
+
 /** A path's file as size, modification and change times: a file put in its place or rewritten differs. */
 function fileIdentity(path: string): string | undefined {
   try {
@@ -276,6 +327,7 @@ async function compressStaged(
   shownAs: string,
   resolved: ResolvedOptions,
   onSources: (externalFiles: readonly string[]) => void,
+  plainRun?: () => Promise<WithoutBudget | undefined>,
 ): Promise<CompressResult> {
   const reader = openModel(input);
   onSources(reader.externalFiles ?? []);
@@ -720,12 +772,28 @@ async function compressStaged(
           hi = mid;
         } else lo = mid;
       }
-    const smallest = passing?.bitsPerWeight;
+    const found = passing?.bitsPerWeight;
+    // the same options without the budget, for comparison: the one passing size that a run gives every time
+    resolved.onLog?.('the same options without --target-bpw, for comparison');
+    const plain = await plainRun?.();
+    resolved.onLog?.(
+      plain
+        ? `without --target-bpw: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
+        : 'without --target-bpw: not measured',
+    );
+    const plainPasses = plain?.quality.passed !== false && plain !== undefined;
+    const plainWins = plainPasses && (found === undefined || plain.bitsPerWeight <= found);
+    const smallest = plainWins ? plain.bitsPerWeight : found;
+    const plainText = plain
+      ? `without --target-bpw it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${plainPasses ? '' : ', refused too'}`
+      : '';
     const head = `--target-bpw ${target} (${against(failed)}${reachable ? '' : ', the coarsest grids'})`;
     const advice =
-      (smallest
-        ? `; the smallest passing archive found is ${smallest.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(smallest * 10) / 10}${fewHeldBack(failed.quality!)}`
-        : `; no budget up to 4× the target passes: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
+      (plainWins
+        ? `; ${plainText}, which passes and is the smallest passing archive found: try it without --target-bpw${found !== undefined ? ` (the smallest budget found to pass wrote ${found.toFixed(3)})` : ''}${fewHeldBack(failed.quality!)}`
+        : found !== undefined
+          ? `; the smallest passing archive found is ${found.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(found * 10) / 10}${plain ? ` (${plainText})` : ''}${fewHeldBack(failed.quality!)}`
+          : `; no budget up to 4× the target passes${plain ? ` and ${plainText}` : ''}: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
       (pinnedNote ? `; ${pinnedNote}` : '');
     if (resolved.force) {
       // keep the archive at the target the user asked for, as --force says, and still fail

@@ -464,12 +464,19 @@ export function classifierImages(n: number, seed = 1000): Float32Array {
 let classifierCache: Promise<BuiltModel> | undefined;
 
 /** The BatchNorm-heavy classifier (see the module comment); built once per process (its statistics take ~20 runs). */
-export function batchNormClassifier(): Promise<BuiltModel> {
+export function batchNormClassifier(options: { smallChannels?: boolean } = {}): Promise<BuiltModel> {
+  if (options.smallChannels) return (smallChannelsCache ??= buildClassifier(7, true));
   classifierCache ??= buildClassifier();
   return classifierCache;
 }
+let smallChannelsCache: Promise<BuiltModel> | undefined;
 
-async function buildClassifier(seed = 7): Promise<BuiltModel> {
+/**
+ * `smallChannels`: every fourth output channel of the stem and pointwise convolutions 20× smaller (channel norms of
+ * trained BatchNorm networks differ so: BatchNorm scales each channel back, its statistics taken from the
+ * activations as before).
+ */
+async function buildClassifier(seed = 7, smallChannels = false): Promise<BuiltModel> {
   const values: Record<string, Float32Array> = {};
   let s = seed * 1000;
   const he = (name: string, n: number, fanIn: number): void => void (values[name] = gaussian(n, s++, Math.sqrt(2 / fanIn)));
@@ -551,7 +558,8 @@ async function buildClassifier(seed = 7): Promise<BuiltModel> {
           weight[o * D + d] = v;
           norm += v * v;
         }
-        for (let d = 0; d < D; d++) weight[o * D + d] *= Math.sqrt(2 / norm);
+        const size = smallChannels && o % 4 === 0 ? 0.05 : 1;
+        for (let d = 0; d < D; d++) weight[o * D + d] *= size * Math.sqrt(2 / norm);
       }
       values[step.name] = weight;
       continue;
