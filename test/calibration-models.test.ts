@@ -287,6 +287,26 @@ describe('synthetic inputs', () => {
     }
   });
 
+  it('a float mask [1, T] (shaped like a waveform) is ones, not speech-like sound', async () => {
+    const model = modelBytes({
+      name: 'masked',
+      initializer: [{ name: 'axes', dims: [1], dataType: onnx.TensorProto.DataType.INT64, int64Data: [2] }],
+      node: [
+        { opType: 'ReduceSum', input: ['tokens', 'axes'], output: ['sum'], attribute: [{ name: 'keepdims', i: 0, type: 2 }] },
+        { opType: 'Mul', input: ['sum', 'attention_mask'], output: ['out'] },
+      ],
+      input: [valueInfo('tokens', [1, 'T', 8]), valueInfo('attention_mask', [1, 'T'])],
+      output: [valueInfo('out', [1, 'T'])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/attention_mask float32\[1,\d+\]: ones \(a mask\)/);
+    for (const sample of set.samples) {
+      const d = await sample.load();
+      if (d.kind !== 'feed') throw new Error('a feed');
+      expect([...new Set(d.feed.attention_mask.data as Float32Array)]).toEqual([1]);
+    }
+  });
+
   it('ids below the vocabulary, masks of ones, rate inputs; the legacy calibrator still answers', async () => {
     const v = await randomInputOutputs(readFileSync(V4), 7);
     const again = await randomInputOutputs(readFileSync(V4), 7);

@@ -419,6 +419,16 @@ describe('audio', () => {
     expect(st.samples.length).toBe(frames);
     expect(st.samples[0]).toBeCloseTo((-50 * 30000) / 2 / 8388608, 7);
     expect(st.samples[99]).toBeCloseTo((49 * 30000) / 2 / 8388608, 7);
+    // a file cut short is said, not read as a shorter sound or a crash: in its fmt chunk, in its data
+    expect(() => parseWav(w.subarray(0, 30), 'cut.wav')).toThrow(BadCalibrationError);
+    expect(() => parseWav(w.subarray(0, 30), 'cut.wav')).toThrow(/cut\.wav: WAV fmt chunk cut short/);
+    expect(() => parseWav(w.subarray(0, 44 + 100), 'cut.wav')).toThrow(
+      /WAV data chunk of 600 bytes, of which the file holds 100: the file is cut short/,
+    );
+    // a stream's WAV (its data size written as 2³² − 1 before the length was known) is read to its end
+    const streamed = Buffer.from(w);
+    streamed.writeUInt32LE(0xffffffff, 40);
+    expect(parseWav(streamed, 'streamed.wav')!.samples).toEqual(st.samples);
     // ...and so is a stereo file ffmpeg resamples: the channels' mean, as above (ffmpeg's own `-ac 1` weighs each
     // of two equal channels 1/√2: a 0.5 sine came out at 0.71)
     const stereo = join(dir, 'stereo44k.wav');

@@ -223,7 +223,11 @@ export function parseWav(b: Uint8Array, file: string): { rate: number; samples: 
   while (p + 8 <= b.length) {
     const id = ascii(p);
     const size = view.getUint32(p + 4, true);
+    const held = b.length - p - 8;
     if (id === 'fmt ' && size >= 16) {
+      // a header cut short is a file cut short, not a crash in the reader
+      if (held < Math.min(size, 26))
+        throw new BadCalibrationError(`WAV fmt chunk cut short (${held} of ${size} bytes)`, { file });
       let format = view.getUint16(p + 8, true);
       if (format === 0xfffe && size >= 26) format = view.getUint16(p + 8 + 24, true); // extensible: the sub-format's first two bytes
       fmt = {
@@ -239,8 +243,15 @@ export function parseWav(b: Uint8Array, file: string): { rate: number; samples: 
       const float = format === 3 && (bits === 32 || bits === 64);
       if (!pcm && !float) return undefined;
       if (channels < 1) throw new BadCalibrationError('WAV file with no channels', { file });
+      // a size of 0 or 2³² − 1 is a stream's (written before its length was known): the rest of the file; a larger
+      // size than the file holds is a file cut short (a download or a copy that stopped), said rather than read
+      const streamed = size === 0 || size === 0xffffffff;
+      if (!streamed && size > held)
+        throw new BadCalibrationError(`WAV data chunk of ${size} bytes, of which the file holds ${held}: the file is cut short`, {
+          file,
+        });
       const bytesPer = bits / 8;
-      const frames = Math.floor(Math.min(size, b.length - p - 8) / (bytesPer * channels));
+      const frames = Math.floor((streamed ? held : size) / (bytesPer * channels));
       if (frames > MAX_TENSOR_ELEMENTS)
         throw new BadCalibrationError(`WAV of ${frames} frames is longer than ${MAX_TENSOR_ELEMENTS}`, { file });
       const read = (q: number): number => {

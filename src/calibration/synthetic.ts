@@ -221,7 +221,7 @@ export function speechLike(n: number, rate: number, seed: number): Float32Array 
 // ---------------------------------------------------------------------------------------------------------------
 // kinds and shapes
 
-export type InputKind = 'rate' | 'state' | 'image' | 'audio' | 'ids' | 'bool' | 'float';
+export type InputKind = 'rate' | 'state' | 'image' | 'audio' | 'ids' | 'bool' | 'mask' | 'float';
 
 export function inputKind(
   input: ValueInfo,
@@ -236,6 +236,8 @@ export function inputKind(
   // a uint8 [N, H, W, 3]-like input is pixels (a quantized model's image), not ids
   if (input.name === imageInput || (!imageInput && isImageInput(input))) return 'image';
   if (!type.startsWith('float')) return 'ids';
+  // a float mask (attention or padding, [1, T] like a waveform) is ones: everything present, as an ids model's is
+  if (/mask/i.test(input.name)) return 'mask';
   const s = input.shape;
   if (s && s.length >= 1 && s.length <= 3) {
     const last = s[s.length - 1];
@@ -269,6 +271,7 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
     return convertTensor({ type: 'float64', dims, data: f }, type);
   }
   if (kind === 'bool') return { type: 'bool', dims, data: new Uint8Array(n) };
+  if (kind === 'mask') return convertTensor({ type: 'float32', dims, data: new Float32Array(n).fill(1) }, type);
   if (kind === 'audio') return convertTensor({ type: 'float32', dims, data: speechLike(n, rate, seed) }, type);
   const g = gaussianSource(rnd);
   const f = new Float32Array(n);
@@ -439,6 +442,7 @@ function describeInputs(
     audio: `speech-like sound at ${rate / 1000} kHz`,
     ids: 'ids',
     bool: 'false',
+    mask: 'ones (a mask)',
     float: 'Gaussian N(0, 1)',
   };
   return io.inputs
