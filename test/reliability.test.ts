@@ -618,6 +618,10 @@ describe('what a killed run left', () => {
       `.a.nnm.${dead}.m3x1k2.tmp`, // a temporary output
       `.a.nnm.${dead}.m3x1k2.scratch.tmp`, // the gate's scratch file
       `...a.nnm.${dead}-0.part.${dead}.m3x1k2.tmp.${dead}.m3x1k3.scratch.tmp`, // the scratch file beside a staged copy
+      `.a.nnm.${dead}.plain.tmp`, // a refused budget's comparison run without it
+      `..a.nnm.${dead}.plain.tmp.${dead}-1.part`, // its staging file
+      `...a.nnm.${dead}.plain.tmp.${dead}-1.part.${dead}.m3x1k4.tmp`, // and that one's copy
+      `....a.nnm.${dead}.plain.tmp.${dead}-1.part.${dead}.m3x1k4.tmp.${dead}.m3x1k5.scratch.tmp`, // and scratch file
     ];
     const kept = [
       `.a.nnm.${process.ppid}-0.part`, // a live process’s (the one that started this test)

@@ -203,12 +203,13 @@ export function removeStaleTemps(output: string): void {
   const now = Date.now();
   for (const name of names) {
     // (a staging file's temporary copy starts with two dots, `..NAME.PID-N.part.PID.T.tmp`, and the gate's scratch
-    // file beside that copy with three)
-    const dots = /^\.{1,3}/.exec(name)?.[0].length ?? 0;
+    // file beside that copy with three; a refused budget's comparison run writes `.NAME.PID.plain.tmp` through a
+    // staging file of its own, `..NAME.PID.plain.tmp.PID-N.part`, and that one's copies and scratch files)
+    const dots = /^\.{1,4}/.exec(name)?.[0].length ?? 0;
     const rest = dots && name.startsWith(`${base}.`, dots) ? name.slice(dots + base.length + 1) : undefined;
     const m =
       rest !== undefined &&
-      /^(\d+)(?:-\d+\.part|\.[0-9a-z]+(?:\.scratch)?\.tmp)(?:\.\d+\.[0-9a-z]+(?:\.scratch)?\.tmp)*$/.exec(rest);
+      /^(\d+)(?:-\d+\.part|\.[0-9a-z]+(?:\.scratch)?\.tmp)(?:\.\d+(?:-\d+\.part|\.[0-9a-z]+(?:\.scratch)?\.tmp))*$/.exec(rest);
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid === process.pid || alive(pid)) continue;

@@ -13,7 +13,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { errnoOf } from '../io/files.js';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
@@ -275,7 +275,8 @@ interface WithoutBudget {
  * the budget; the default's is one run away and the same every time. Not escalated: its own grid, passing or not.
  */
 async function withoutBudget(input: string, output: string, options: CompressOptions): Promise<WithoutBudget | undefined> {
-  const plain = stagingPath(output).replace(/\.part$/, '.plain.nnm');
+  // (a name the next run to this output removes if this process is killed: io/atomic.ts removeStaleTemps)
+  const plain = join(dirname(resolve(output)), `.${basename(output)}.${process.pid}.plain.tmp`);
   holdOutput(plain); // an interrupt removes it
   const floor = options.minFidelity ?? DEFAULT_MIN_FIDELITY;
   try {
