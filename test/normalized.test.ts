@@ -10,6 +10,8 @@ import type { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, openModel } from '../src/index.js';
 import { channelNormalizedWeights } from '../src/pipeline/normalized.js';
+import { channelSpread, layerRangeProbe, LAYER_PROBE_SPREAD } from '../src/pipeline/allocate.js';
+import { PROBE_STEP, type TensorRate } from '../src/rate/allocate.js';
 import { batchNormClassifier } from './helpers/onnx-builder.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -123,4 +125,85 @@ describe('layers a BatchNormalization normalizes', () => {
     // one range for those layers (before): fidelity 0.62 at 7 bits/weight; a range per channel 0.93
     expect(r.quality!.fidelity).toBeGreaterThan(0.85);
   }, 300_000);
+});
+
+/**
+ * A convolution whose every fourth output channel is 20× smaller, scaled back up by a constant per-channel Mul (a
+ * BatchNorm folded into the next layer's input side, as a normalization the graph no longer names), then a second
+ * convolution.
+ */
+function rescaled(): Uint8Array {
+  const [cin, c, cout] = [16, 64, 64];
+  const size = (o: number): number => (o % 4 === 0 ? 0.05 : 1);
+  const w1 = gaussian(c * cin * 9, 11, Math.sqrt(2 / (cin * 9))).map((v, i) => v * size(Math.floor(i / (cin * 9))));
+  const back = Float32Array.from({ length: c }, (_, o) => 1 / size(o));
+  const graph: onnx.IGraphProto = {
+    name: 'rescaled',
+    initializer: [
+      floatTensor('conv1.w', [c, cin, 3, 3], w1),
+      floatTensor('scale', [1, c, 1, 1], back),
+      floatTensor('conv2.w', [cout, c, 3, 3], gaussian(cout * c * 9, 12, Math.sqrt(2 / (c * 9)))),
+    ],
+    node: [
+      { opType: 'Conv', input: ['x', 'conv1.w'], output: ['a'], attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: 7 }] },
+      { opType: 'Mul', input: ['a', 'scale'], output: ['b'] },
+      { opType: 'Relu', input: ['b'], output: ['r'] },
+      { opType: 'Conv', input: ['r', 'conv2.w'], output: ['y'] },
+    ],
+    input: [valueInfo('x', [1, cin, 12, 12])],
+    output: [valueInfo('y', [1, cout, 10, 10])],
+  };
+  return modelBytes(graph);
+}
+
+describe('one range for the layer, probed where channels differ in size', () => {
+  it('channelSpread: about 1 for alike channels, large where a quarter are 20× smaller', () => {
+    const rows = 36;
+    const cols = 64;
+    const alike = gaussian(rows * cols, 5, 1);
+    const apart = alike.map((v, i) => ((i % cols) % 4 === 0 ? v * 0.05 : v));
+    const shapes = [{ rows, cols, channelWidth: 1, label: '' }];
+    expect(channelSpread({ planes: [alike], shapes })).toBeLessThan(1.2);
+    expect(channelSpread({ planes: [apart], shapes })).toBeGreaterThan(50);
+    expect(channelSpread({ planes: [apart], shapes })).toBeGreaterThan(LAYER_PROBE_SPREAD);
+  });
+
+  it('layerRangeProbe weighs the layer-range candidates by how much more they move the outputs, never less', async () => {
+    const rate = (): TensorRate => ({
+      key: 'w',
+      weights: 100,
+      sensitivity: 1,
+      candidates: [
+        { stride: 1, relStep: PROBE_STEP, range: 'channel', bits: 100, sse: 2 },
+        { stride: 1, relStep: PROBE_STEP, range: 'layer', bits: 90, sse: 2 },
+        { stride: 1, relStep: 1 / 8, range: 'layer', bits: 200, sse: 0.5 },
+      ],
+    });
+    const worse = rate();
+    expect(await layerRangeProbe(worse, 2, async (c) => (c.range === 'layer' ? 10 : 2))).toBe(5);
+    expect(worse.candidates.map((c) => c.sse)).toEqual([2, 10, 2.5]);
+    const harmless = rate();
+    expect(await layerRangeProbe(harmless, 2, async () => 1)).toBe(1);
+    expect(harmless.candidates.map((c) => c.sse)).toEqual([2, 2, 0.5]);
+    // unmeasured: nothing weighed
+    const unseen = rate();
+    expect(await layerRangeProbe(unseen, NaN, async () => 10)).toBe(1);
+    expect(await layerRangeProbe(unseen, 2, async () => NaN)).toBe(1);
+    expect(unseen.candidates.map((c) => c.sse)).toEqual([2, 2, 0.5]);
+  });
+
+  it('a layer rescaled per channel downstream without a BatchNorm (folded) keeps a range per channel under a budget', async () => {
+    const file = join(dir, 'rescaled.onnx');
+    writeFileSync(file, rescaled());
+    expect(normalized(file)).toEqual([]); // (no normalization op to see)
+    const logs: string[] = [];
+    await compressModel(file, join(dir, 'rescaled.nnm'), { targetBpw: 4, minFidelity: 0, onLog: (m) => logs.push(m) });
+    expect(logs.join('\n')).toMatch(/tensors? moves? the outputs more per squared error with one range for the layer .*conv1\.w/);
+    const a = new Archive(join(dir, 'rescaled.nnm'));
+    try {
+      expect(a.manifest.tensors.find((t) => t.name === 'conv1.w')!.quant!.range).toBe('channel');
+    } finally {
+      a.close();
+    }
+  }, 120_000);
 });

@@ -127,6 +127,68 @@ export function measuredRates(
   };
 }
 
+/**
+ * How much a tensor's output channels differ in size: mean(m) · mean(1/m) over its channels' mean squares m (1 when
+ * all are alike; channels 20× apart in size, a quarter of them small: ~100). Channels of zeros are left out.
+ */
+export function channelSpread(planes: Pick<ProbePlanes, 'planes' | 'shapes'>): number {
+  let n = 0;
+  let sum = 0;
+  let inverse = 0;
+  planes.planes.forEach((plane, k) => {
+    const { rows, cols, channelWidth } = planes.shapes[k];
+    const width = Math.max(1, channelWidth);
+    for (let c0 = 0; c0 < cols; c0 += width) {
+      let sq = 0;
+      let count = 0;
+      for (let r = 0; r < rows; r++)
+        for (let c = c0; c < Math.min(cols, c0 + width); c++) {
+          const v = plane[r * cols + c];
+          if (Number.isFinite(v)) {
+            sq += v * v;
+            count++;
+          }
+        }
+      const m = count ? sq / count : 0;
+      if (!(m > 0)) continue;
+      n++;
+      sum += m;
+      inverse += 1 / m;
+    }
+  });
+  return n ? (sum / n) * (inverse / n) : 1;
+}
+
+/**
+ * A channel spread from which a tensor is probed with one range for the layer as well. Alike channels (spread
+ * below 1.5: the sampling spread of Gaussian channels of 9 weights is ~1.3) put their error alike either way.
+ */
+export const LAYER_PROBE_SPREAD = 1.5;
+
+/**
+ * The sensitivity is probed on a range per channel, which makes each channel's error follow its own size. One
+ * range for the layer makes every channel's error the same: the small channels' relative error grows, and where
+ * the network sees each channel at its own scale (a BatchNorm folded into the convolution, a GroupNorm, a
+ * depthwise convolution whose few large channels read dead inputs) the outputs move far more per squared error
+ * than the probe said (helper-90: a folded-BatchNorm MobileNetV2 refused at every budget up to 17 bits/weight,
+ * 371 of a depthwise kernel's 384 channels rounded to zero at 93 dB). So those tensors are probed on the layer's
+ * range too, at the same step, and the layer-range candidates' errors are weighed by how much more they move the
+ * outputs (never less: a layer range found harmless is counted as the per-channel probe says, as before).
+ * Returns the weight. `sensitivity` is the per-channel probe's; unmeasured (NaN) or zero leaves everything as it is.
+ */
+export async function layerRangeProbe(
+  rate: TensorRate,
+  sensitivity: number,
+  probe: (c: Candidate) => Promise<number>,
+): Promise<number> {
+  const at = rate.candidates.find((c) => c.relStep === PROBE_STEP && c.range === 'layer' && !c.compensated && !c.codeBits);
+  if (!at || !(sensitivity > 0) || !Number.isFinite(sensitivity)) return 1;
+  const s = await probe(at);
+  const ratio = Number.isFinite(s) ? Math.max(1, s / sensitivity) : 1;
+  if (ratio > 1) for (const c of rate.candidates) if (c.range === 'layer') c.sse *= ratio;
+  return ratio;
+}
+
 function mse(a: Float32Array, b: Float32Array): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) {
@@ -379,6 +441,17 @@ export async function allocate(parts: {
       return d > 0 ? d / c.sse : NaN;
     };
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
+    // tensors whose channels differ in size, where one range for the layer puts the error elsewhere than a range
+    // per channel does: probed on both (layerRangeProbe)
+    const spread = unique.map((p, i) =>
+      !fixedRange && rates[i].candidates.some((c) => c.range === 'layer') ? channelSpread(planesOf.get(p.entry.key)!) : 1,
+    );
+    const twoModes = spread.filter((h) => h >= LAYER_PROBE_SPREAD).length;
+    if (twoModes)
+      log(
+        `${twoModes} of them with channels of different sizes: probed with one range for the layer too (${twoModes * (probeSet?.length ?? 1)} model runs more)`,
+      );
+    const weighed: string[] = [];
     for (let i = 0; i < unique.length; i++) {
       // with statistics, the compensated candidate: its error model is scaled to match (rate/compensated.ts)
       const probe = rates[i].candidates.find(
@@ -386,7 +459,18 @@ export async function allocate(parts: {
       )!;
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
+      if (spread[i] >= LAYER_PROBE_SPREAD) {
+        const ratio = await layerRangeProbe(rates[i], rates[i].sensitivity, (c) => probeAt!(i, c));
+        debug?.(
+          `  ${unique[i].entry.name}: channel spread ${spread[i].toFixed(2)}, one range for the layer ×${ratio.toFixed(2)}`,
+        );
+        if (ratio > 1) weighed.push(unique[i].entry.name);
+      }
     }
+    if (weighed.length)
+      log(
+        `${weighed.length} tensor${weighed.length === 1 ? '' : 's'} move${weighed.length === 1 ? 's' : ''} the outputs more per squared error with one range for the layer than with a range per channel (${weighed.slice(0, 4).join(', ')}${weighed.length > 4 ? ', …' : ''}): those grids weighed by it`,
+      );
     const filled = unseen(
       rates.map((r) => r.sensitivity),
       judgedOnly,
