@@ -191,8 +191,14 @@ export class QualityError extends NnmediaError {
     readonly details: {
       fidelity?: number;
       minFidelity?: number;
-      /** Bits/weight of the smallest archive found that passes the floor. */
+      /** Bits/weight of the smallest archive a budget's search found that passes the floor. */
       smallestPassing?: number;
+      /**
+       * A refused budget: the archive the same options write without it (not escalated), on the same held-back
+       * samples: its bits/weight, fidelity and the gate's verdict. Where it passes and is smaller than
+       * `smallestPassing` (or none was found), the message suggests it.
+       */
+      withoutBudget?: { bitsPerWeight: number; fidelity: number; passed: boolean };
       /** The failing archive was kept at the output (`force`). */
       kept?: boolean;
     } = {},

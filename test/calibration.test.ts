@@ -429,6 +429,10 @@ describe('audio', () => {
     const streamed = Buffer.from(w);
     streamed.writeUInt32LE(0xffffffff, 40);
     expect(parseWav(streamed, 'streamed.wav')!.samples).toEqual(st.samples);
+    // (an empty data chunk is empty, not the rest of the file)
+    const empty = Buffer.from(w);
+    empty.writeUInt32LE(0, 40);
+    expect(parseWav(empty, 'empty.wav')!.samples).toHaveLength(0);
     // ...and so is a stereo file ffmpeg resamples: the channels' mean, as above (ffmpeg's own `-ac 1` weighs each
     // of two equal channels 1/√2: a 0.5 sine came out at 0.71)
     const stereo = join(dir, 'stereo44k.wav');

@@ -111,9 +111,10 @@ describe('layers a BatchNormalization normalizes', () => {
     const out = join(dir, 'bn-small.nnm');
     const logs: string[] = [];
     const r = await compressModel(file, out, { targetBpw: 7, minFidelity: 0, onLog: (m) => logs.push(m) });
-    const said = /(\d+) tensors feed a per-channel normalization \(BatchNormalization\): a range per channel only/.exec(
-      logs.join('\n'),
-    );
+    const said =
+      /(\d+) tensors feed a per-channel normalization \(BatchNormalization, InstanceNormalization\): a range per channel only/.exec(
+        logs.join('\n'),
+      );
     const a = new Archive(out);
     try {
       const convs = a.manifest.tensors.filter((x) => x.layout && !x.name.startsWith('head.'));
@@ -185,6 +186,17 @@ describe('one range for the layer, probed where channels differ in size', () => 
     const harmless = rate();
     expect(await layerRangeProbe(harmless, 2, async () => 1)).toBe(1);
     expect(harmless.candidates.map((c) => c.sse)).toEqual([2, 2, 0.5]);
+    // a ratio beyond 10⁴ is 10⁴ (a per-channel probe of almost no error must not push λ's search off the others)
+    const huge = rate();
+    expect(await layerRangeProbe(huge, 1e-20, async () => 1)).toBe(1e4);
+    // the probe's placeholder for a candidate of no error (1e-30) is not a measurement
+    expect(await layerRangeProbe(rate(), 1e-30, async () => 1)).toBe(1);
+    // under --compensate, the layer candidate of the same kind of codes as the per-channel probe's
+    const both = rate();
+    both.candidates.push({ stride: 1, relStep: PROBE_STEP, range: 'layer', bits: 95, sse: 1, compensated: true });
+    const probed: Array<boolean | undefined> = [];
+    await layerRangeProbe(both, 2, async (c) => (probed.push(c.compensated), 4), true);
+    expect(probed).toEqual([true]);
     // unmeasured: nothing weighed
     const unseen = rate();
     expect(await layerRangeProbe(unseen, NaN, async () => 10)).toBe(1);

@@ -243,9 +243,10 @@ export function parseWav(b: Uint8Array, file: string): { rate: number; samples: 
       const float = format === 3 && (bits === 32 || bits === 64);
       if (!pcm && !float) return undefined;
       if (channels < 1) throw new BadCalibrationError('WAV file with no channels', { file });
-      // a size of 0 or 2³² − 1 is a stream's (written before its length was known): the rest of the file; a larger
-      // size than the file holds is a file cut short (a download or a copy that stopped), said rather than read
-      const streamed = size === 0 || size === 0xffffffff;
+      // a size of 2³² − 1 (ffmpeg) or a provisional maximum near 2³¹ (other writers) is a stream's, written before its
+      // length was known: the rest of the file; any other size larger than the file holds is a file cut short (a
+      // download or a copy that stopped), said rather than read
+      const streamed = size === 0xffffffff || (size >= 0x7fff0000 && size > held);
       if (!streamed && size > held)
         throw new BadCalibrationError(`WAV data chunk of ${size} bytes, of which the file holds ${held}: the file is cut short`, {
           file,

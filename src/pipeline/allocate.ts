@@ -180,14 +180,25 @@ export async function layerRangeProbe(
   rate: TensorRate,
   sensitivity: number,
   probe: (c: Candidate) => Promise<number>,
+  compensated = false,
 ): Promise<number> {
-  const at = rate.candidates.find((c) => c.relStep === PROBE_STEP && c.range === 'layer' && !c.compensated && !c.codeBits);
-  if (!at || !(sensitivity > 0) || !Number.isFinite(sensitivity)) return 1;
+  // the same kind of codes as the per-channel probe's (error-compensated or rounded), at the same step
+  const at =
+    rate.candidates.find(
+      (c) => c.relStep === PROBE_STEP && c.range === 'layer' && Boolean(c.compensated) === compensated && !c.codeBits,
+    ) ?? rate.candidates.find((c) => c.relStep === PROBE_STEP && c.range === 'layer' && !c.compensated && !c.codeBits);
+  // (a per-channel probe of no error, 1e-30, or none measured: nothing to compare with)
+  if (!at || !(sensitivity > MIN_PROBED) || !Number.isFinite(sensitivity)) return 1;
   const s = await probe(at);
-  const ratio = Number.isFinite(s) ? Math.max(1, s / sensitivity) : 1;
+  const ratio = Number.isFinite(s) ? Math.min(MAX_LAYER_WEIGHT, Math.max(1, s / sensitivity)) : 1;
   if (ratio > 1) for (const c of rate.candidates) if (c.range === 'layer') c.sse *= ratio;
   return ratio;
 }
+
+/** A sensitivity at or below this is the probe's placeholder for a candidate of no error, not a measurement. */
+const MIN_PROBED = 1e-30;
+/** The most a layer range's error is weighed: its candidates stay comparable with the other tensors' (λ's search). */
+const MAX_LAYER_WEIGHT = 1e4;
 
 function mse(a: Float32Array, b: Float32Array): number {
   let s = 0;
@@ -299,7 +310,7 @@ export async function allocate(parts: {
   const normalizedCount = unique.filter((p) => normalized.has(p.entry.key)).length;
   if (normalizedCount)
     log(
-      `${normalizedCount} tensor${normalizedCount === 1 ? '' : 's'} feed a per-channel normalization (BatchNormalization): a range per channel only`,
+      `${normalizedCount} tensor${normalizedCount === 1 ? '' : 's'} feed a per-channel normalization (BatchNormalization, InstanceNormalization): a range per channel only`,
     );
   // mean square of each tensor's weights, the scale its sensitivity is damped on
   const powers: number[] = [];
@@ -443,13 +454,18 @@ export async function allocate(parts: {
     log(`probing the sensitivity of ${unique.length} tensors on calibration data`);
     // tensors whose channels differ in size, where one range for the layer puts the error elsewhere than a range
     // per channel does: probed on both (layerRangeProbe)
+    // (not where the probes are not to be trusted at all, --sensitivity-weight 0: equal relative precision everywhere.
+    // Where they are, the ratio is applied in full, not damped: it says where in the tensor the error falls, not how
+    // far one tensor's probe is trusted against another's)
     const spread = unique.map((p, i) =>
-      !fixedRange && rates[i].candidates.some((c) => c.range === 'layer') ? channelSpread(planesOf.get(p.entry.key)!) : 1,
+      !fixedRange && options.sensitivityWeight > 0 && rates[i].candidates.some((c) => c.range === 'layer')
+        ? channelSpread(planesOf.get(p.entry.key)!)
+        : 1,
     );
     const twoModes = spread.filter((h) => h >= LAYER_PROBE_SPREAD).length;
     if (twoModes)
       log(
-        `${twoModes} of them with channels of different sizes: probed with one range for the layer too (${twoModes * (probeSet?.length ?? 1)} model runs more)`,
+        `${twoModes} of them with channels of different sizes: probed with one range for the layer too (up to ${twoModes * (probeSet?.length ?? 1)} model runs more)`,
       );
     const weighed: string[] = [];
     for (let i = 0; i < unique.length; i++) {
@@ -460,7 +476,7 @@ export async function allocate(parts: {
       rates[i].sensitivity = await probeAt(i, probe);
       debug?.(`  ${unique[i].entry.name}: sensitivity ${rates[i].sensitivity.toExponential(2)}`);
       if (spread[i] >= LAYER_PROBE_SPREAD) {
-        const ratio = await layerRangeProbe(rates[i], rates[i].sensitivity, (c) => probeAt!(i, c));
+        const ratio = await layerRangeProbe(rates[i], rates[i].sensitivity, (c) => probeAt!(i, c), Boolean(probe.compensated));
         debug?.(
           `  ${unique[i].entry.name}: channel spread ${spread[i].toFixed(2)}, one range for the layer ×${ratio.toFixed(2)}`,
         );

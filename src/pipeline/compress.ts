@@ -17,13 +17,22 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { errnoOf } from '../io/files.js';
 import { deflateRawSync } from 'node:zlib';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
-import { checkOutputPath, commitOutput, holdOutput, releaseOutput, sha256File, stagingPath } from '../io/atomic.js';
+import {
+  MAX_OUTPUT_NAME_BYTES,
+  checkOutputPath,
+  commitOutput,
+  holdOutput,
+  releaseOutput,
+  sha256File,
+  stagingPath,
+} from '../io/atomic.js';
+import { Archive } from '../archive/node.js';
 import { stepGrid } from '../quantize/registry.js';
 import { allocate, type Allocation, type GridChoice, type WrittenRates } from './allocate.js';
 import { findDuplicates } from './dedupe.js';
 import { halfKept } from './half.js';
 import { activationRoundingOp } from '../quantize/half.js';
-import { CODEC_SET_NAMES, DEFAULT_MIN_FIDELITY, type CompressOptions, resolveOptions, unmatchedRules } from './options.js';
+import { CODEC_SET_NAMES, type CompressOptions, resolveOptions, unmatchedRules } from './options.js';
 import { getCodec } from '../codecs/registry.js';
 import { findFfmpeg } from '../codecs/ffmpeg.js';
 import { planTensors, slicesOf, withBits, withSettings } from './plan.js';
@@ -261,45 +270,51 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
-/** What the same options give without the budget (`withoutBudget`): its size and the gate's verdict. */
-interface WithoutBudget {
-  bitsPerWeight: number;
-  quality: QualityRecord;
-}
+/** What the same options give without the budget (`withoutBudget`): its size and the gate's verdict, or why not. */
+type WithoutBudget = { bitsPerWeight: number; quality: QualityRecord } | { notMeasured: string };
 
 /**
  * The archive the same options write without `--target-bpw` (the default grid, or the grid they fix), judged by the
- * gate on the same held-back samples, and removed: what a budget the gate refuses is compared with. A budget's
- * search can name a passing size larger than the default's (a BatchNorm classifier: "try --target-bpw 7.3" where
- * the default passed at 6.8 bits/weight with better fidelity), and the allocation's fidelity need not grow with
- * the budget; the default's is one run away and the same every time. Not escalated: its own grid, passing or not.
+ * gate on the same held-back samples against the same floor, and removed: what a budget the gate refuses is
+ * compared with. A budget's search can name a passing size larger than the default's (a BatchNorm classifier: "try
+ * --target-bpw 7.3" where the default passed at 6.8 bits/weight with better fidelity), and the allocation's fidelity
+ * need not grow with the budget; the default's is one run away and the same every time. Not escalated: its own
+ * grid, passing or not (a refused one is kept, `force`, to read its size and verdict).
  */
-async function withoutBudget(input: string, output: string, options: CompressOptions): Promise<WithoutBudget | undefined> {
+async function withoutBudget(input: string, output: string, options: CompressOptions): Promise<WithoutBudget> {
   // (a name the next run to this output removes if this process is killed: io/atomic.ts removeStaleTemps)
   const plain = join(dirname(resolve(output)), `.${basename(output)}.${process.pid}.plain.tmp`);
+  if (Buffer.byteLength(basename(plain)) > MAX_OUTPUT_NAME_BYTES)
+    return { notMeasured: 'the output name is too long for the temporary files of a second run beside it' };
   holdOutput(plain); // an interrupt removes it
-  const floor = options.minFidelity ?? DEFAULT_MIN_FIDELITY;
   try {
-    // (measured with no floor, so that a refused one is measured too; judged against the run's floor here)
     const r = await compressModel(input, plain, {
       ...options,
       targetBpw: undefined,
       maxLoss: undefined,
       escalate: false,
-      minFidelity: 0,
+      force: true,
       onLog: undefined,
       onDebug: undefined,
       onProgress: undefined,
     });
-    const q = r.quality;
-    return q?.checked && q.fidelity !== undefined
-      ? { bitsPerWeight: r.bitsPerWeight, quality: { ...q, minFidelity: floor, passed: q.fidelity >= floor } }
-      : undefined;
+    return r.quality?.checked ? { bitsPerWeight: r.bitsPerWeight, quality: r.quality } : { notMeasured: 'not judged' };
   } catch (e) {
     // a comparison that could not be made is not this run's failure (an interrupt is)
     if (options.signal?.aborted) throw options.signal.reason;
     if (e instanceof InterruptedError) throw e;
-    return undefined;
+    // refused and kept (force): its verdict is the gate's own, on the unrounded fidelity
+    if (e instanceof QualityError && e.details.kept && existsSync(plain)) {
+      const a = new Archive(plain);
+      try {
+        const coded = a.manifest.tensors.reduce((n, t) => n + (t.layout ? elementCount(t.shape) : 0), 0);
+        const q = a.manifest.quality;
+        if (q?.checked) return { bitsPerWeight: (statSync(plain).size * 8) / Math.max(1, coded), quality: q };
+      } finally {
+        a.close();
+      }
+    }
+    return { notMeasured: e instanceof Error ? e.message : String(e) };
   } finally {
     rmSync(plain, { force: true });
     releaseOutput(plain);
@@ -328,7 +343,7 @@ async function compressStaged(
   shownAs: string,
   resolved: ResolvedOptions,
   onSources: (externalFiles: readonly string[]) => void,
-  plainRun?: () => Promise<WithoutBudget | undefined>,
+  plainRun?: () => Promise<WithoutBudget>,
 ): Promise<CompressResult> {
   const reader = openModel(input);
   onSources(reader.externalFiles ?? []);
@@ -774,17 +789,24 @@ async function compressStaged(
         } else lo = mid;
       }
     const found = passing?.bitsPerWeight;
-    // the same options without the budget, for comparison: the one passing size that a run gives every time
+    // --force keeps the archive at the target the user asked for: the search above wrote other grids, so the failed
+    // ones are written again (with the gate's record of them) before anything else
+    if (resolved.force) await writeAgain(1, failed.quality, failedGrids);
+    // the same options without the budget, for comparison: the one passing size that a run gives every time. This
+    // run's encodings and measurements are let go first: the comparison opens the model and its gate again
+    cache?.close();
+    cache = undefined;
+    allocation = undefined;
     resolved.onLog?.('the same options without --target-bpw, for comparison');
-    const plain = await plainRun?.();
+    const run = await plainRun?.();
+    const plain = run && 'quality' in run ? run : undefined;
     resolved.onLog?.(
       plain
         ? `without --target-bpw: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
-        : 'without --target-bpw: not measured',
+        : `without --target-bpw: not measured${run && 'notMeasured' in run ? ` (${run.notMeasured})` : ''}`,
     );
-    const plainPasses = plain?.quality.passed !== false && plain !== undefined;
+    const plainPasses = plain !== undefined && plain.quality.passed !== false;
     const plainWins = plainPasses && (found === undefined || plain.bitsPerWeight <= found);
-    const smallest = plainWins ? plain.bitsPerWeight : found;
     const plainText = plain
       ? `without --target-bpw it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${plainPasses ? '' : ', refused too'}`
       : '';
@@ -796,13 +818,10 @@ async function compressStaged(
           ? `; the smallest passing archive found is ${found.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(found * 10) / 10}${plain ? ` (${plainText})` : ''}${fewHeldBack(failed.quality!)}`
           : `; no budget up to 4× the target passes${plain ? ` and ${plainText}` : ''}: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
       (pinnedNote ? `; ${pinnedNote}` : '');
-    if (resolved.force) {
-      // keep the archive at the target the user asked for, as --force says, and still fail
-      // the search above wrote other grids: write the failed ones again, with the gate's record of them
-      await writeAgain(1, failed.quality, failedGrids);
-      throw gateError(shownAs, failed.quality!, true, smallest, { head, advice });
-    }
-    throw gateError(shownAs, failed.quality!, false, smallest, { head, advice });
+    const withoutIt = plain
+      ? { bitsPerWeight: plain.bitsPerWeight, fidelity: plain.quality.fidelity!, passed: plainPasses }
+      : undefined;
+    throw gateError(shownAs, failed.quality!, resolved.force, found, { head, advice }, withoutIt);
   } finally {
     cache?.close();
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash

@@ -76,7 +76,9 @@ export function channelNormalizedWeights(reader: ModelReader, model: () => Uint8
   const byNode = new Map<string, string[]>();
   for (const t of reader.tensors)
     for (const u of [...t.uses, ...(t.consumers ?? [])])
-      if (u.node !== undefined && LAYERS.has(u.op)) byNode.set(u.node, [...(byNode.get(u.node) ?? []), t.key]);
+      // the layer's weight operand (a MatMul's either one), not a bias
+      if (u.node !== undefined && LAYERS.has(u.op) && (u.op === 'MatMul' ? u.inputIndex <= 1 : u.inputIndex === 1))
+        byNode.set(u.node, [...(byNode.get(u.node) ?? []), t.key]);
   for (const g of graphs) {
     const constants = new Set([
       ...g.initializers.map((i) => i.name),

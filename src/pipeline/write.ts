@@ -344,6 +344,7 @@ export function gateError(
   kept: boolean,
   smallestPassing?: number,
   words: { head?: string; advice?: string; remedy?: string } = {},
+  withoutBudget?: { bitsPerWeight: number; fidelity: number; passed: boolean },
 ): QualityError {
   const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${samplesWording(q)})`;
   const remedy = words.remedy ?? 'give a larger budget';
@@ -359,6 +360,7 @@ export function gateError(
       minFidelity: q.minFidelity,
       kept,
       smallestPassing,
+      ...(withoutBudget ? { withoutBudget } : {}),
     },
   );
 }

@@ -79,16 +79,18 @@ export async function evaluateArchive(
         sameAs: t.sameAs,
       });
     }
-    const coded = archive.manifest.tensors.filter((t) => t.layout);
+    // (names counted over every tensor, as inspect and the viewer count them; the coded ones' labels kept)
+    const all = archive.manifest.tensors;
     const scoped = scopedNames(
-      coded.map((t) => ({
+      all.map((t) => ({
         name: t.name,
         location: archive.manifest.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
       })),
       () => subgraphScopes(archive.skeleton()),
     );
+    const codedScopes = scoped.scopes.filter((_, i) => all[i].layout);
     tensors.forEach((t, i) => {
-      if (scoped.scopes[i]) t.scope = scoped.scopes[i];
+      if (codedScopes[i]) t.scope = codedScopes[i];
     });
     const archiveBytes = statSync(archivePath).size;
     const report: EvaluationReport = {

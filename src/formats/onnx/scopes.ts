@@ -5,8 +5,7 @@
  * by its node and attribute; its path is spelt as the ONNX reader spells tensor locations (protobuf field path).
  */
 
-import { MAX_NESTING, WIRE_LEN, utf8, wireFields } from './protobuf.js';
-import { occurrenceCounter, pathJoin } from './rebuild.js';
+import { parseOnnxGraph, type OnnxGraph } from '../../compensate/graph.js';
 
 export interface Scope {
   /** The subgraph's field path: a tensor inside it has a location starting with it and a `/`. */
@@ -15,78 +14,18 @@ export interface Scope {
   label: string;
 }
 
-const MODEL_GRAPH = 7;
-const GRAPH_NODE = 1;
-const NODE_OUTPUT = 2;
-const NODE_NAME = 3;
-const NODE_ATTRIBUTE = 5;
-const ATTR_NAME = 1;
-const ATTR_G = 6;
-const ATTR_GRAPHS = 11;
-
-function graphScopes(
-  model: Uint8Array,
-  start: number,
-  end: number,
-  path: string,
-  label: string,
-  depth: number,
-  out: Scope[],
-): void {
-  if (depth > MAX_NESTING) return;
-  const graphCount = occurrenceCounter();
-  for (const f of wireFields(model, start, end)) {
-    const nodeOcc = graphCount(f.field);
-    if (f.field !== GRAPH_NODE || f.wire !== WIRE_LEN) continue;
-    const nodePath = pathJoin(path, f.field, nodeOcc);
-    const nodeCount = occurrenceCounter();
-    let name = '';
-    let firstOutput = '';
-    const graphs: Array<{ attr: string; start: number; end: number; path: string; list: boolean }> = [];
-    for (const n of wireFields(model, f.valueStart, f.end)) {
-      const attrOcc = nodeCount(n.field);
-      if (n.wire !== WIRE_LEN) continue;
-      if (n.field === NODE_NAME) name = utf8(model, n.valueStart, n.end);
-      else if (n.field === NODE_OUTPUT && !firstOutput) firstOutput = utf8(model, n.valueStart, n.end);
-      else if (n.field === NODE_ATTRIBUTE) {
-        const attrPath = pathJoin(nodePath, n.field, attrOcc);
-        const attrCount = occurrenceCounter();
-        let attr = '';
-        const found: Array<{ start: number; end: number; path: string; list: boolean }> = [];
-        for (const a of wireFields(model, n.valueStart, n.end)) {
-          const occ = attrCount(a.field);
-          if (a.wire !== WIRE_LEN) continue;
-          if (a.field === ATTR_NAME) attr = utf8(model, a.valueStart, a.end);
-          else if (a.field === ATTR_G || a.field === ATTR_GRAPHS)
-            found.push({
-              start: a.valueStart,
-              end: a.end,
-              path: pathJoin(attrPath, a.field, occ),
-              list: a.field === ATTR_GRAPHS,
-            });
-        }
-        for (const g of found) graphs.push({ attr, ...g });
-      }
-    }
-    const node = name || firstOutput || `node ${nodeOcc}`;
-    graphs.forEach((g, i) => {
-      const own = `${node} ${g.attr}${g.list ? `[${graphs.filter((x, j) => j < i && x.attr === g.attr).length}]` : ''}`;
-      const full = label ? `${label} › ${own}` : own;
-      out.push({ path: g.path, label: full });
-      graphScopes(model, g.start, g.end, g.path, full, depth + 1, out);
-    });
-  }
-}
-
 /** Every subgraph of the model (a skeleton will do: tensors' data is not read), outer ones first. */
 export function subgraphScopes(model: Uint8Array): Scope[] {
+  const labels = new Map<OnnxGraph, string>();
   const out: Scope[] = [];
-  const modelCount = occurrenceCounter();
-  for (const m of wireFields(model, 0, model.length)) {
-    const occ = modelCount(m.field);
-    if (m.field !== MODEL_GRAPH || m.wire !== WIRE_LEN) continue;
-    graphScopes(model, m.valueStart, m.end, pathJoin('', m.field, occ), '', 0, out);
-    break;
+  // (graphs come main first, then subgraphs depth-first: a graph's owner's label is known before its own)
+  for (const g of parseOnnxGraph(model).graphs) {
+    if (!g.owner) continue;
+    const own = `${g.owner.name || g.owner.outputs[0] || g.owner.op} ${g.ownerAttr ?? ''}`.trim();
+    const outer = labels.get(g.owner.graph);
+    const label = outer ? `${outer} › ${own}` : own;
+    labels.set(g, label);
+    out.push({ path: g.path, label });
   }
   return out;
 }
