@@ -271,11 +271,10 @@ describe('quality gate', () => {
     const dflt = await compressModel(model, join(dir, 'budget-default.nnm'), { minFidelity: 0, escalate: false });
     expect(Number(plain![1])).toBeCloseTo(dflt.bitsPerWeight, 3);
     expect(Number(plain![2])).toBe(dflt.quality!.fidelity);
-    expect(d.withoutBudget).toEqual({
-      bitsPerWeight: dflt.bitsPerWeight,
-      fidelity: dflt.quality!.fidelity,
-      passed: dflt.quality!.fidelity! >= 0.9,
-    });
+    // (the same codes; the manifest's record of the floor differs by a few bytes)
+    expect(d.withoutBudget!.bitsPerWeight).toBeCloseTo(dflt.bitsPerWeight, 2);
+    expect(d.withoutBudget!.fidelity).toBe(dflt.quality!.fidelity);
+    expect(d.withoutBudget!.passed).toBe(dflt.quality!.fidelity! >= 0.9);
     // where it passes and is the smaller, it is what is suggested
     if (d.withoutBudget!.passed && (d.smallestPassing === undefined || dflt.bitsPerWeight <= d.smallestPassing))
       expect(message).toMatch(/which passes and is the smallest passing archive found: try it without --target-bpw/);

@@ -10,7 +10,7 @@ import { compressModel, openModel } from '../src/index.js';
 import { inspectPath } from '../src/cli/inspect.js';
 import { evaluateArchive } from '../src/report/evaluate.js';
 import { buildViewer } from '../src/cli/view.js';
-import { scopedNames, subgraphScopes } from '../src/formats/onnx/scopes.js';
+import { scopedNames, subgraphScopes } from '../src/report/scopes.js';
 import { ifBranchModel } from './helpers/onnx-builder.js';
 import { tempDir } from './helpers/tmp.js';
 

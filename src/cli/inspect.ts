@@ -13,7 +13,7 @@ import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { halfKept } from '../pipeline/half.js';
 import { isZipFile } from '../archive/zip.js';
-import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
+import { scopedNames, subgraphScopes } from '../report/scopes.js';
 import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';

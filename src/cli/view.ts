@@ -17,7 +17,7 @@ import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
-import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
+import { scopedNames, subgraphScopes } from '../report/scopes.js';
 import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
@@ -312,7 +312,7 @@ async function errorMaps(a: Archive, t: TensorRecord, original: Float32Array): P
 /** One coded tensor or slice: what the overview row and the card show. */
 interface Layer {
   id: string;
-  /** The tensor's name, with its subgraph where the model repeats the name (formats/onnx/scopes.ts). */
+  /** The tensor's name, with its subgraph where the model repeats the name (report/scopes.ts). */
   name: string;
   record: TensorRecord;
   whole: TensorRecord;

@@ -12,7 +12,7 @@ import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
 import { errorStats, type ErrorStats } from '../eval/metrics.js';
-import { scopedNames, subgraphScopes } from '../formats/onnx/scopes.js';
+import { scopedNames, subgraphScopes } from './scopes.js';
 import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
 
 export interface TensorReport {

@@ -5,7 +5,7 @@
  * by its node and attribute; its path is spelt as the ONNX reader spells tensor locations (protobuf field path).
  */
 
-import { parseOnnxGraph, type OnnxGraph } from '../../compensate/graph.js';
+import { parseOnnxGraph, type OnnxGraph } from '../compensate/graph.js';
 
 export interface Scope {
   /** The subgraph's field path: a tensor inside it has a location starting with it and a `/`. */
