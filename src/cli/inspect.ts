@@ -13,7 +13,7 @@ import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
 import { planTensors, slicesOf } from '../pipeline/plan.js';
 import { halfKept } from '../pipeline/half.js';
 import { isZipFile } from '../archive/zip.js';
-import { scopedNames, subgraphScopes } from '../report/scopes.js';
+import { archiveScopes, scopedNames, subgraphScopes } from '../report/scopes.js';
 import { BadModelError, CorruptArchiveError } from '../errors.js';
 import { checkInputFile, fsError } from '../io/files.js';
 import { getFfmpegInfo } from './ffmpeg-info.js';
@@ -218,15 +218,9 @@ function inspectArchive(file: string, options: InspectOptions): void {
       };
     });
     // names a model repeats in its subgraphs (Silero v6's two If branches) told apart by where they sit
-    const scoped = scopedNames(
-      m.tensors.map((t) => ({
-        name: t.name,
-        location: m.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
-      })),
-      () => subgraphScopes(a.skeleton()),
-    );
+    const scopes = archiveScopes(a);
     rows.forEach((r, i) => {
-      if (scoped.scopes[i]) Object.assign(r, { scope: scoped.scopes[i] });
+      if (scopes[i]) Object.assign(r, { scope: scopes[i] });
     });
     const totals = archiveTotals(m, checkInputFile(file, 'archive').size, sizes);
     const failed = verifyEntries(a);

@@ -17,7 +17,7 @@ import { Archive } from '../archive/node.js';
 import { decodeTensor } from '../pipeline/decompress.js';
 import { elementCount, rowElements } from '../formats/model.js';
 import { openModel } from '../formats/registry.js';
-import { scopedNames, subgraphScopes } from '../report/scopes.js';
+import { archiveScopes } from '../report/scopes.js';
 import { fsReason, readInputFile } from '../io/files.js';
 import { checkSourceModel } from '../archive/source-model.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
@@ -353,14 +353,8 @@ export async function buildViewer(
     const order = m.source.format === 'onnx' ? onnxGraphOrder(a.skeleton(), a.file) : new Map<string, number>();
     const rank = (t: TensorRecord): number => order.get(t.name) ?? order.get(t.key) ?? Infinity;
     const tensors = m.tensors.map((t, i) => ({ t, i })).sort((x, y) => rank(x.t) - rank(y.t) || x.i - y.i);
-    const scoped = scopedNames(
-      m.tensors.map((t) => ({
-        name: t.name,
-        location: m.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
-      })),
-      () => subgraphScopes(a.skeleton()),
-    );
-    const shownName = new Map(m.tensors.map((t, i) => [t, scoped.names[i]]));
+    const scopes = archiveScopes(a);
+    const shownName = new Map(m.tensors.map((t, i) => [t, scopes[i] ? `${t.name} (${scopes[i]})` : t.name]));
     const parts = tensors.flatMap(({ t: whole }) =>
       codedParts(whole)
         .filter(({ record: t }) => t.layout && t.planes && t.codec && t.quant)

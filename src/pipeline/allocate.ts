@@ -293,6 +293,10 @@ export async function allocate(parts: {
   statistics?: ReadonlyMap<string, TensorStatistics>;
 }): Promise<Allocation> {
   const { reader, unique, options, weights, overheadBits } = parts;
+  // the model's bytes, made once for the graph's reading and the probes' reference (a model with external data is
+  // put together in memory), then let go
+  let sourceBytes: Uint8Array | undefined;
+  const source = (): Uint8Array => (sourceBytes ??= parts.source());
   const log = options.onLog ?? (() => {});
   const debug = options.onDebug;
   const rates: TensorRate[] = [];
@@ -305,7 +309,7 @@ export async function allocate(parts: {
   const modes: RangeMode[] = fixedRange ? [fixedRange] : ['channel', 'layer'];
   // a layer whose output channels a BatchNormalization rescales keeps a range per channel (pipeline/normalized.ts):
   // its sensitivity, probed on per-channel grids, does not carry over to one range for the layer
-  const normalized = fixedRange || !canRun ? new Set<string>() : channelNormalizedWeights(reader, parts.source);
+  const normalized = fixedRange || !canRun ? new Set<string>() : channelNormalizedWeights(reader, source);
   const modesOf = (p: CodedPlan): RangeMode[] => (normalized.has(p.entry.key) ? ['channel'] : modes);
   const normalizedCount = unique.filter((p) => normalized.has(p.entry.key)).length;
   if (normalizedCount)
@@ -440,7 +444,8 @@ export async function allocate(parts: {
       reader: probeReader,
       calibrate,
       reference,
-    } = await probeTarget(reader, parts.source(), plain, probeSet, cal?.outputs, log, options.signal);
+    } = await probeTarget(reader, source(), plain, probeSet, cal?.outputs, log, options.signal);
+    sourceBytes = undefined; // (not kept past the probes' reference: the allocation lives through every encode)
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {
@@ -564,7 +569,7 @@ export async function allocate(parts: {
     return allocation;
   }
   const task = options.task!;
-  const ref = await task.run(parts.source());
+  const ref = await task.run(source());
   const result = await allocateForLoss(rates, options.maxLoss!, async (c) => {
     debug?.(
       c

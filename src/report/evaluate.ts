@@ -12,7 +12,7 @@ import { decodeAllTensors, rebuildModel } from '../pipeline/decompress.js';
 import { modelBytes, openModel, selfContainedModel } from '../formats/registry.js';
 import { elementCount } from '../formats/model.js';
 import { errorStats, type ErrorStats } from '../eval/metrics.js';
-import { scopedNames, subgraphScopes } from './scopes.js';
+import { archiveScopes } from './scopes.js';
 import type { TaskEvaluator, TaskMetric } from '../eval/tasks/types.js';
 
 export interface TensorReport {
@@ -81,14 +81,8 @@ export async function evaluateArchive(
     }
     // (names counted over every tensor, as inspect and the viewer count them; the coded ones' labels kept)
     const all = archive.manifest.tensors;
-    const scoped = scopedNames(
-      all.map((t) => ({
-        name: t.name,
-        location: archive.manifest.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
-      })),
-      () => subgraphScopes(archive.skeleton()),
-    );
-    const codedScopes = scoped.scopes.filter((_, i) => all[i].layout);
+    const scopes = archiveScopes(archive);
+    const codedScopes = scopes.filter((_, i) => all[i].layout);
     tensors.forEach((t, i) => {
       if (codedScopes[i]) t.scope = codedScopes[i];
     });

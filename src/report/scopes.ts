@@ -6,6 +6,7 @@
  */
 
 import { parseOnnxGraph, type OnnxGraph } from '../compensate/graph.js';
+import type { Manifest } from '../archive/manifest.js';
 
 export interface Scope {
   /** The subgraph's field path: a tensor inside it has a location starting with it and a `/`. */
@@ -61,4 +62,19 @@ export function scopedNames(
       : undefined,
   );
   return { names: rows.map((r, i) => (labels[i] ? `${r.name} (${labels[i]})` : r.name)), scopes: labels };
+}
+
+/**
+ * The scope of each of an archive's tensors (manifest order) whose name the model repeats, else undefined: what
+ * inspect, eval and the viewer show beside the name. The skeleton is read only where a name repeats.
+ */
+export function archiveScopes(archive: { readonly manifest: Manifest; skeleton(): Uint8Array }): Array<string | undefined> {
+  const m = archive.manifest;
+  return scopedNames(
+    m.tensors.map((t) => ({
+      name: t.name,
+      location: m.source.format === 'onnx' ? (t.storage as { path?: string }).path : undefined,
+    })),
+    () => subgraphScopes(archive.skeleton()),
+  ).scopes;
 }
