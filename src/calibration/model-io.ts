@@ -6,6 +6,14 @@
  */
 
 import { BadCalibrationError } from '../errors.js';
+import {
+  MODEL_FUNCTIONS,
+  add as addFunction,
+  inlineCalls,
+  readLocalFunction,
+  type CallableNode,
+  type LocalFunction,
+} from '../formats/onnx/functions.js';
 import { WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/onnx/protobuf.js';
 import { isElementType, type ElementType } from './tensor.js';
 
@@ -31,7 +39,10 @@ export interface GraphNode {
 export interface ModelIo {
   inputs: ValueInfo[];
   outputs: ValueInfo[];
-  /** Top-level nodes, in graph order (subgraph bodies are not listed). */
+  /**
+   * Top-level nodes, in graph order (subgraph bodies are not listed); a call of one of the model's local functions
+   * is listed as the function's body, its values renamed into the call's.
+   */
   nodes: GraphNode[];
   /** Top-level initializers' shapes by name. */
   initializers: Map<string, number[]>;
@@ -47,6 +58,8 @@ const NODE_INPUT = 1;
 const NODE_OUTPUT = 2;
 const NODE_NAME = 3;
 const NODE_OP_TYPE = 4;
+const NODE_DOMAIN = 7;
+const NODE_OVERLOAD = 8;
 const VALUE_NAME = 1;
 const VALUE_TYPE = 2;
 const TYPE_TENSOR = 1;
@@ -81,12 +94,15 @@ const ONNX_TYPES: Record<number, string> = {
 /** Reads the model's interface from its graph. `file` names the model in errors. */
 export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
   let graph: { start: number; end: number } | undefined;
+  const functions = new Map<string, LocalFunction>();
   for (const f of wireFields(bytes, 0, bytes.length, file))
     if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) graph = { start: f.valueStart, end: f.end };
+    else if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN)
+      addFunction(functions, readLocalFunction(bytes, f.valueStart, f.end, file));
   if (!graph) throw new BadCalibrationError('not an ONNX model: no graph', { file });
   const inputs: ValueInfo[] = [];
   const outputs: ValueInfo[] = [];
-  const nodes: GraphNode[] = [];
+  const nodes: Array<GraphNode & CallableNode> = [];
   const initializers = new Map<string, number[]>();
   for (const f of wireFields(bytes, graph.start, graph.end, file)) {
     if (f.wire !== WIRE_LEN) continue;
@@ -104,7 +120,13 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
     }
   }
   // IR < 4 lists initializers among the inputs too: those are weights, not inputs
-  return { inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodes, initializers };
+  const listed = inlineCalls(
+    nodes.map((n, i) => ({ ...n, path: `${i}` })),
+    functions,
+    (call, body) => ({ ...body, name: call.name, path: call.path }),
+    file,
+  ).map(({ name, op, inputs, outputs }): GraphNode => ({ name, op, inputs, outputs }));
+  return { inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodes: listed, initializers };
 }
 
 function varints(bytes: Uint8Array, f: { wire: number; value: number; valueStart: number; end: number }, file: string): number[] {
@@ -119,14 +141,16 @@ function varints(bytes: Uint8Array, f: { wire: number; value: number; valueStart
   return out;
 }
 
-function node(bytes: Uint8Array, start: number, end: number, file: string): GraphNode {
-  const n: GraphNode = { name: '', op: '', inputs: [], outputs: [] };
+function node(bytes: Uint8Array, start: number, end: number, file: string): GraphNode & CallableNode {
+  const n: GraphNode & CallableNode = { name: '', op: '', inputs: [], outputs: [], attrs: {} };
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === NODE_INPUT) n.inputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === NODE_OUTPUT) n.outputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === NODE_OP_TYPE) n.op = utf8(bytes, f.valueStart, f.end);
     else if (f.field === NODE_NAME) n.name = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === NODE_DOMAIN) n.domain = utf8(bytes, f.valueStart, f.end) || undefined;
+    else if (f.field === NODE_OVERLOAD) n.overload = utf8(bytes, f.valueStart, f.end) || undefined;
   }
   return n;
 }

@@ -29,16 +29,29 @@ import {
   occurrenceCounter,
   pathJoin,
 } from '../formats/onnx/rebuild.js';
+import {
+  MODEL_FUNCTIONS,
+  add as addFunction,
+  inlineCalls,
+  readLocalFunction,
+  type LocalFunction,
+} from '../formats/onnx/functions.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/onnx/protobuf.js';
 
 export const GRAPH_INPUT = 11;
 export const GRAPH_OUTPUT = 12;
 export const NODE_NAME = 3;
+const NODE_DOMAIN = 7;
+const NODE_OVERLOAD = 8;
 
 export type AttrValue = number | string | number[];
 
 export interface OnnxNode {
   op: string;
+  /** The op's domain where it is not the default one. */
+  domain?: string;
+  /** Which of a local function's overloads it calls. */
+  overload?: string;
   name: string;
   inputs: string[];
   outputs: string[];
@@ -80,13 +93,21 @@ export interface OnnxModelView {
   graphs: OnnxGraph[];
   /** Every node of every graph. */
   nodes: OnnxNode[];
+  /** The names of the model's local functions (ops a node may call). */
+  functionNames?: ReadonlySet<string>;
 }
 
-export function parseOnnxGraph(bytes: Uint8Array, file = '<model>'): OnnxModelView {
+/**
+ * The model's graphs. With `inlineFunctions`, each call of a model-local function is replaced in its graph by the
+ * function's body (src/formats/onnx/functions.ts), every inlined node at the call's path + `#k`: a view for
+ * following values through, not one to edit the file by.
+ */
+export function parseOnnxGraph(bytes: Uint8Array, file = '<model>', options: { inlineFunctions?: boolean } = {}): OnnxModelView {
   const graphs: OnnxGraph[] = [];
   const nodes: OnnxNode[] = [];
   let main: OnnxGraph | undefined;
   const count = occurrenceCounter();
+  const functions = new Map<string, LocalFunction>();
   const readGraph = (start: number, end: number, path: string, depth: number, owner?: OnnxNode, attr?: string): OnnxGraph => {
     if (depth > MAX_NESTING) throw new BadModelError(`subgraphs nested deeper than ${MAX_NESTING}`, { file });
     const g: OnnxGraph = { path, nodes: [], inputs: [], outputs: [], initializers: [], owner, ownerAttr: attr };
@@ -155,6 +176,10 @@ export function parseOnnxGraph(bytes: Uint8Array, file = '<model>'): OnnxModelVi
         node.outputPaths.push(p);
       } else if (f.field === NODE_OP_TYPE) node.op = utf8(bytes, f.valueStart, f.end);
       else if (f.field === NODE_NAME) node.name = utf8(bytes, f.valueStart, f.end);
+      else if (f.field === NODE_DOMAIN) {
+        const domain = utf8(bytes, f.valueStart, f.end);
+        if (domain && domain !== 'ai.onnx') node.domain = domain;
+      } else if (f.field === NODE_OVERLOAD) node.overload = utf8(bytes, f.valueStart, f.end) || undefined;
       else if (f.field === NODE_ATTRIBUTE) {
         let name = '';
         let value: AttrValue | undefined;
@@ -191,9 +216,33 @@ export function parseOnnxGraph(bytes: Uint8Array, file = '<model>'): OnnxModelVi
   for (const f of wireFields(bytes, 0, bytes.length, file)) {
     const occ = count(f.field);
     if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) main = readGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
+    else if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN)
+      addFunction(functions, readLocalFunction(bytes, f.valueStart, f.end, file));
   }
   if (!main) throw new BadModelError('not an ONNX model: no graph field found', { file });
-  return { bytes, main, graphs, nodes };
+  if (!functions.size) return { bytes, main, graphs, nodes };
+  const functionNames = new Set([...functions.values()].map((fn) => fn.name));
+  if (!options.inlineFunctions) return { bytes, main, graphs, nodes, functionNames };
+  const expansion = new Map<OnnxNode, OnnxNode[]>();
+  for (const n of nodes)
+    expansion.set(
+      n,
+      inlineCalls(
+        [n],
+        functions,
+        (call, body, k): OnnxNode => ({
+          ...body,
+          name: call.name,
+          subgraphs: {},
+          path: `${call.path}#${k}`,
+          outputPaths: [],
+          graph: call.graph,
+        }),
+        file,
+      ),
+    );
+  for (const g of graphs) g.nodes = g.nodes.flatMap((n) => expansion.get(n) ?? [n]);
+  return { bytes, main, graphs, nodes: nodes.flatMap((n) => expansion.get(n) ?? [n]), functionNames };
 }
 
 /** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */

@@ -191,6 +191,9 @@ function planTarget(view: OnnxModelView, target: StatisticsTarget): TargetPlan |
   const where = locate(view, target.location);
   if (!where) return `not found in the graph at ${target.location}`;
   const { found, other } = sinks(where.graph, where.name);
+  const called = [...other].filter((op) => view.functionNames?.has(op));
+  if (!found.length && called.length)
+    return `used inside the model's local function ${called.join(', ')}, whose values are not exposed`;
   if (!found.length) return `no multiplying op found (used by ${[...other].join(', ') || 'nothing'})`;
   const layout = target.layout;
   const plans: TargetPlan[] = [];

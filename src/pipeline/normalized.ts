@@ -68,7 +68,7 @@ export function channelNormalizedWeights(reader: ModelReader, model: () => Uint8
   if (reader.format !== 'onnx') return out;
   let graphs: OnnxGraph[];
   try {
-    graphs = parseOnnxGraph(model(), reader.file).graphs;
+    graphs = parseOnnxGraph(model(), reader.file, { inlineFunctions: true }).graphs;
   } catch {
     // (the reader parsed the model already; a graph this view cannot read restricts nothing)
     return out;

@@ -680,3 +680,97 @@ export function symmetricEigen(matrix: Float64Array, n: number): { values: Float
   }
   return { values: Float64Array.from({ length: n }, (_, i) => a[i * n + i]), vectors: v };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export const FUNCTION_MODEL = { size: 16, classes: 10, domain: 'pkg.test.modules' };
+
+/**
+ * A small CNN written the way PyTorch's dynamo exporter writes modules: every layer is a call of a model-local
+ * function (`ModelProto.functions`), its weights passed in from uninformative initializer names (`p0`, `p1`, …).
+ * `Block` calls `ConvBnRelu` (a function calling a function) and pools; `Linear` is a Gemm whose `transB` the
+ * call sets through a `ref_attr_name`. `input` [1, 3, 16, 16] → `logits` [1, 10].
+ */
+export function localFunctionModel(seed = 1): BuiltModel {
+  const { size, classes, domain } = FUNCTION_MODEL;
+  const ints = (name: string, v: number[]): onnx.IAttributeProto => ({ name, ints: v, type: A.INTS });
+  const convBnRelu: onnx.IFunctionProto = {
+    name: 'ConvBnRelu',
+    domain,
+    input: ['X', 'W', 'G', 'B', 'M', 'V'],
+    output: ['Y'],
+    node: [
+      { opType: 'Conv', input: ['X', 'W'], output: ['c'], attribute: [ints('pads', [1, 1, 1, 1])] },
+      { opType: 'BatchNormalization', input: ['c', 'G', 'B', 'M', 'V'], output: ['n'] },
+      { opType: 'Relu', input: ['n'], output: ['Y'] },
+    ],
+    opsetImport: [{ domain: '', version: 17 }],
+  };
+  const block: onnx.IFunctionProto = {
+    name: 'Block',
+    domain,
+    input: ['X', 'W', 'G', 'B', 'M', 'V'],
+    output: ['Y'],
+    node: [
+      { opType: 'ConvBnRelu', domain, input: ['X', 'W', 'G', 'B', 'M', 'V'], output: ['r'] },
+      { opType: 'MaxPool', input: ['r'], output: ['Y'], attribute: [ints('kernel_shape', [2, 2]), ints('strides', [2, 2])] },
+    ],
+    opsetImport: [
+      { domain: '', version: 17 },
+      { domain, version: 1 },
+    ],
+  };
+  const linear: onnx.IFunctionProto = {
+    name: 'Linear',
+    domain,
+    input: ['X', 'W', 'B'],
+    output: ['Y'],
+    attribute: ['trans'],
+    node: [
+      {
+        opType: 'Gemm',
+        input: ['X', 'W', 'B'],
+        output: ['Y'],
+        attribute: [{ name: 'transB', refAttrName: 'trans', type: A.INT }],
+      },
+    ],
+    opsetImport: [{ domain: '', version: 17 }],
+  };
+  const g = new Graph('main');
+  let p = 0;
+  const param = (dims: number[], scale: number, offset = 0): string => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const v = gaussian(n, seed * 100 + p, scale).map((x) => x + offset);
+    return g.weight(`p${p++}`, dims, v);
+  };
+  const call = (fn: string, inputs: string[], attrs: onnx.IAttributeProto[] = []): string => {
+    const out = `v${g.nodes.length}`;
+    g.nodes.push({ opType: fn, domain, name: `/${fn}_${g.nodes.length}`, input: inputs, output: [out], attribute: attrs });
+    return out;
+  };
+  let x = 'input';
+  let cin = 3;
+  for (const cout of [16, 32]) {
+    const w = param([cout, cin, 3, 3], Math.sqrt(2 / (cin * 9)));
+    const variance = g.weight(`p${p++}`, [cout], new Float32Array(cout).fill(1));
+    x = call('Block', [x, w, param([cout], 0.1, 1), param([cout], 0.1), param([cout], 0.1), variance]);
+    cin = cout;
+  }
+  const features = cin * (size / 4) ** 2;
+  const flat = g.op('Flatten', [x]);
+  const transB: onnx.IAttributeProto = { name: 'trans', i: 1, type: A.INT };
+  const h = g.op('Relu', [call('Linear', [flat, param([64, features], Math.sqrt(2 / features)), param([64], 0.05)], [transB])]);
+  const logits = call('Linear', [h, param([classes, 64], Math.sqrt(1 / 64)), param([classes], 0.05)], [transB]);
+  const graph = g.proto([valueInfo('input', [1, 3, size, size])], [valueInfo(logits, [1, classes])]);
+  const bytes = proto.ModelProto.encode({
+    irVersion: 8,
+    opsetImport: [
+      { domain: '', version: 17 },
+      { domain, version: 1 },
+    ],
+    producerName: 'nnmedia-test',
+    graph,
+    functions: [convBnRelu, block, linear],
+  }).finish();
+  return { bytes, weights: g.weights };
+}

@@ -12,6 +12,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from
 import { dirname, resolve, isAbsolute, relative } from 'node:path';
 import { BadModelError, IoError } from '../../errors.js';
 import { fsError, fsReason } from '../../io/files.js';
+import { MODEL_FUNCTIONS, add as addFunction, inlineCalls, readLocalFunction, type LocalFunction } from './functions.js';
 import {
   MODEL_GRAPH,
   GRAPH_NODE,
@@ -149,6 +150,8 @@ interface RawNode {
   op: string;
   /** The operator set's domain where it is not the default one (`com.microsoft` for onnxruntime's contrib ops). */
   domain?: string;
+  /** Which of a local function's overloads it calls (NodeProto.overload, IR 10). */
+  overload?: string;
   inputs: string[];
   outputs: string[];
   attrs: Record<string, number | string | number[]>;
@@ -159,8 +162,9 @@ interface RawNode {
   constantTensorRange?: [number, number];
 }
 
-/** NodeProto's domain (onnx.proto3). */
+/** NodeProto's domain and overload (onnx.proto3). */
 const NODE_DOMAIN = 7;
+const NODE_OVERLOAD = 8;
 
 /** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
 const MODEL_IR_VERSION = 1;
@@ -170,6 +174,8 @@ export class OnnxReader implements ModelReader {
   readonly tensors: OnnxTensor[] = [];
   private readonly byKey = new Map<string, OnnxTensor>();
   private readonly nodes: RawNode[] = [];
+  /** The model's local functions (PyTorch's dynamo exporter writes a module as one): calls are looked through. */
+  private readonly functions = new Map<string, LocalFunction>();
   /** Every tensor with external data, float or not: the skeleton places their data inline. */
   private readonly externals: ExternalRef[] = [];
 
@@ -201,7 +207,8 @@ export class OnnxReader implements ModelReader {
         if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
           sawGraph = true;
           this.walkGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
-        }
+        } else if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN)
+          addFunction(this.functions, readLocalFunction(bytes, f.valueStart, f.end, file));
       }
     } catch (e) {
       // an ONNX file starts with its ir_version (field 1): one that does and then breaks is damaged, anything else is
@@ -243,7 +250,8 @@ export class OnnxReader implements ModelReader {
       else if (f.field === NODE_DOMAIN) {
         const domain = utf8(this.bytes, f.valueStart, f.end);
         if (domain && domain !== 'ai.onnx') node.domain = domain;
-      } else if (f.field === NODE_ATTRIBUTE) this.walkAttribute(f.valueStart, f.end, pathJoin(path, f.field, occ), node, depth);
+      } else if (f.field === NODE_OVERLOAD) node.overload = utf8(this.bytes, f.valueStart, f.end) || undefined;
+      else if (f.field === NODE_ATTRIBUTE) this.walkAttribute(f.valueStart, f.end, pathJoin(path, f.field, occ), node, depth);
     }
     this.nodes.push(node);
     if (node.op === 'Constant' && node.constantTensorPath && node.constantTensorRange) {
@@ -485,14 +493,19 @@ export class OnnxReader implements ModelReader {
   }
 
   get opTypes(): ReadonlySet<string> {
-    return new Set(this.nodes.map((n) => n.op));
+    return new Set(this.analysed().map((n) => n.op));
+  }
+
+  /** The nodes, with calls of the model's local functions replaced by their bodies (at the call's place). */
+  private analysed(): RawNode[] {
+    return inlineCalls(this.nodes, this.functions, (call, body, k) => ({ ...body, path: `${call.path}#${k}` }), this.file);
   }
 
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
     // the data-movement nodes that take a value as their data input: their outputs carry it on
     const carriedTo = new Map<string, Array<{ output: string; op: string }>>();
-    for (const node of this.nodes) {
+    for (const node of this.analysed()) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
         let list = uses.get(input);

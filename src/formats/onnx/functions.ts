@@ -1,0 +1,215 @@
+/**
+ * Model-local functions (ModelProto.functions): the graph calls them like ops, by domain and name. PyTorch's
+ * dynamo exporter (and `export_modules_as_functions`) writes one per module, so a Linear's weight goes into a node
+ * of op `torch_nn_modules_linear_Linear_fc1_1`, and only the function's body says it is a Gemm's second operand.
+ * For finding how weights are used, each call is inlined into the body's nodes, its values renamed: the function's
+ * formal inputs and outputs to the call's actual ones, its own values to names under the call. Attributes the body
+ * takes from the call (`ref_attr_name`) get the call's value, or the function's default. The files are never
+ * changed: this is a view.
+ */
+
+import { BadModelError } from '../../errors.js';
+import { WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
+import {
+  ATTR_F,
+  ATTR_I,
+  ATTR_INTS,
+  ATTR_NAME,
+  ATTR_S,
+  NODE_ATTRIBUTE,
+  NODE_INPUT,
+  NODE_OP_TYPE,
+  NODE_OUTPUT,
+} from './rebuild.js';
+
+/** ModelProto.functions (onnx.proto3). */
+export const MODEL_FUNCTIONS = 25;
+const FUNCTION_NAME = 1;
+const FUNCTION_INPUT = 4;
+const FUNCTION_OUTPUT = 5;
+const FUNCTION_NODE = 7;
+const FUNCTION_DOMAIN = 10;
+const FUNCTION_ATTRIBUTE_PROTO = 11;
+const FUNCTION_OVERLOAD = 13;
+const NODE_DOMAIN = 7;
+const NODE_OVERLOAD = 8;
+const ATTR_REF_ATTR_NAME = 21;
+/** Calls inside functions followed this deep; a function that calls itself stops here. */
+const MAX_CALL_DEPTH = 16;
+/** Inlined nodes at most (a bound against functions that call each other many times over). */
+const MAX_INLINED = 1_000_000;
+
+export type FunctionAttr = number | string | number[];
+
+/** What the analyses need of a node: its op, operands, results and attributes. */
+export interface CallableNode {
+  op: string;
+  /** The op's domain where it is not the default one (`''` and `ai.onnx` are the default). */
+  domain?: string;
+  overload?: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, FunctionAttr>;
+}
+
+interface BodyNode extends CallableNode {
+  /** Attribute name → the calling node's attribute it takes its value from. */
+  refs: Record<string, string>;
+}
+
+export interface LocalFunction {
+  name: string;
+  domain: string;
+  overload: string;
+  inputs: string[];
+  outputs: string[];
+  /** Defaults of attributes the body refers to (FunctionProto.attribute_proto). */
+  defaults: Record<string, FunctionAttr>;
+  nodes: BodyNode[];
+}
+
+export type LocalFunctions = ReadonlyMap<string, LocalFunction>;
+
+const defaultDomain = (d: string | undefined): string => (d === undefined || d === 'ai.onnx' ? '' : d);
+const functionKey = (domain: string | undefined, name: string, overload = ''): string =>
+  `${defaultDomain(domain)}\u0000${name}\u0000${overload}`;
+
+/** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
+const signed = (v: number): number => (v >= 2 ** 63 ? v - 2 ** 64 : v);
+
+function readAttribute(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  file: string,
+): { name: string; value?: FunctionAttr; ref?: string } {
+  let name = '';
+  let value: FunctionAttr | undefined;
+  let ref: string | undefined;
+  const ints: number[] = [];
+  for (const f of wireFields(bytes, start, end, file)) {
+    if (f.field === ATTR_NAME && f.wire === WIRE_LEN) name = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = signed(f.value);
+    else if (f.field === ATTR_F && f.wire === WIRE_I32)
+      value = new DataView(bytes.buffer, bytes.byteOffset + f.valueStart, 4).getFloat32(0, true);
+    else if (f.field === ATTR_S && f.wire === WIRE_LEN) value = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === ATTR_INTS) {
+      if (f.wire === WIRE_VARINT) ints.push(signed(f.value));
+      else if (f.wire === WIRE_LEN)
+        for (let p = f.valueStart; p < f.end;) {
+          const [v, np] = readVarint(bytes, p, f.end, file);
+          ints.push(signed(v));
+          p = np;
+        }
+    } else if (f.field === ATTR_REF_ATTR_NAME && f.wire === WIRE_LEN) ref = utf8(bytes, f.valueStart, f.end);
+  }
+  if (ints.length) value = ints;
+  return { name, value, ref };
+}
+
+function readBodyNode(bytes: Uint8Array, start: number, end: number, file: string): BodyNode {
+  const node: BodyNode = { op: '', inputs: [], outputs: [], attrs: {}, refs: {} };
+  for (const f of wireFields(bytes, start, end, file)) {
+    if (f.wire !== WIRE_LEN) continue;
+    if (f.field === NODE_INPUT) node.inputs.push(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === NODE_OUTPUT) node.outputs.push(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === NODE_OP_TYPE) node.op = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === NODE_DOMAIN) node.domain = defaultDomain(utf8(bytes, f.valueStart, f.end)) || undefined;
+    else if (f.field === NODE_OVERLOAD) node.overload = utf8(bytes, f.valueStart, f.end) || undefined;
+    else if (f.field === NODE_ATTRIBUTE) {
+      const a = readAttribute(bytes, f.valueStart, f.end, file);
+      if (a.ref !== undefined) node.refs[a.name] = a.ref;
+      else if (a.value !== undefined) node.attrs[a.name] = a.value;
+    }
+  }
+  return node;
+}
+
+/** One FunctionProto, from its bytes. */
+export function readLocalFunction(bytes: Uint8Array, start: number, end: number, file: string): LocalFunction {
+  const fn: LocalFunction = { name: '', domain: '', overload: '', inputs: [], outputs: [], defaults: {}, nodes: [] };
+  for (const f of wireFields(bytes, start, end, file)) {
+    if (f.wire !== WIRE_LEN) continue;
+    if (f.field === FUNCTION_NAME) fn.name = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === FUNCTION_DOMAIN) fn.domain = defaultDomain(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === FUNCTION_OVERLOAD) fn.overload = utf8(bytes, f.valueStart, f.end);
+    else if (f.field === FUNCTION_INPUT) fn.inputs.push(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === FUNCTION_OUTPUT) fn.outputs.push(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === FUNCTION_NODE) fn.nodes.push(readBodyNode(bytes, f.valueStart, f.end, file));
+    else if (f.field === FUNCTION_ATTRIBUTE_PROTO) {
+      const a = readAttribute(bytes, f.valueStart, f.end, file);
+      if (a.value !== undefined) fn.defaults[a.name] = a.value;
+    }
+  }
+  return fn;
+}
+
+/** The model's local functions, by domain, name and overload (empty for a model without any). */
+export function readLocalFunctions(bytes: Uint8Array, file = '<model>'): Map<string, LocalFunction> {
+  const out = new Map<string, LocalFunction>();
+  for (const f of wireFields(bytes, 0, bytes.length, file))
+    if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN) add(out, readLocalFunction(bytes, f.valueStart, f.end, file));
+  return out;
+}
+
+/** Adds a function to the map (the first of a repeated key wins, as ONNX requires keys to be unique). */
+export function add(map: Map<string, LocalFunction>, fn: LocalFunction): void {
+  const key = functionKey(fn.domain, fn.name, fn.overload);
+  if (!map.has(key)) map.set(key, fn);
+}
+
+/** The function a node calls, if it calls one of the model's. */
+export function calledFunction(functions: LocalFunctions, node: CallableNode): LocalFunction | undefined {
+  return functions.size ? functions.get(functionKey(node.domain, node.op, node.overload)) : undefined;
+}
+
+/**
+ * The nodes with every call of a local function replaced by the function's body (calls in bodies too), renamed
+ * into the caller's values. `inlined(call, body, k)` makes the call's k-th inlined node from the call (to keep the
+ * caller's fields, such as where it sits in the file) and the body node with its names and attributes resolved.
+ */
+export function inlineCalls<N extends CallableNode & { path: string }>(
+  nodes: readonly N[],
+  functions: LocalFunctions,
+  inlined: (call: N, body: CallableNode, k: number) => N,
+  file = '<model>',
+): N[] {
+  if (!functions.size) return [...nodes];
+  const out: N[] = [];
+  let k = 0;
+  const expand = (call: N, node: CallableNode, scope: string, depth: number): void => {
+    const fn = calledFunction(functions, node);
+    if (!fn) {
+      if (out.length >= MAX_INLINED) throw new BadModelError('local functions expand to too many nodes', { file });
+      out.push(node === call ? call : inlined(call, node, k++));
+      return;
+    }
+    if (depth >= MAX_CALL_DEPTH)
+      throw new BadModelError(`local function ${fn.name} calls functions more than ${MAX_CALL_DEPTH} deep`, { file });
+    const rename = new Map<string, string>();
+    fn.inputs.forEach((formal, i) => rename.set(formal, node.inputs[i] ?? ''));
+    fn.outputs.forEach((formal, i) => rename.set(formal, node.outputs[i] ?? ''));
+    const local = (v: string): string => (v === '' ? '' : (rename.get(v) ?? `${scope}/${v}`));
+    fn.nodes.forEach((b, i) => {
+      const attrs = { ...b.attrs };
+      for (const [name, ref] of Object.entries(b.refs)) {
+        const v = node.attrs[ref] ?? fn.defaults[ref];
+        if (v !== undefined) attrs[name] = v;
+      }
+      const body: CallableNode = {
+        op: b.op,
+        ...(b.domain ? { domain: b.domain } : {}),
+        ...(b.overload ? { overload: b.overload } : {}),
+        inputs: b.inputs.map(local),
+        outputs: b.outputs.map(local),
+        attrs,
+      };
+      expand(call, body, `${scope}/${i}`, depth + 1);
+    });
+  };
+  for (const n of nodes) {
+    k = 0;
+    expand(n, n, `nnm_fn:${n.path}`, 0);
+  }
+  return out;
+}

@@ -1,0 +1,121 @@
+/**
+ * Models whose layers are model-local functions (ModelProto.functions), as PyTorch's dynamo exporter writes them:
+ * each weight goes into a call, and only the function's body says it is a Conv's kernel or a Gemm's matrix. Before
+ * the bodies were looked into, such a model with uninformative initializer names had nothing compressed at all
+ * (every weight kept as float16) and `--target-bpw` had "nothing to act on".
+ */
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { describeModel } from '../src/calibration/model-io.js';
+import { parseOnnxGraph } from '../src/compensate/graph.js';
+import { inlineCalls, readLocalFunctions, type CallableNode } from '../src/formats/onnx/functions.js';
+import { compressModel, decompressArchive, openModel } from '../src/index.js';
+import { channelNormalizedWeights } from '../src/pipeline/normalized.js';
+import { planTensors } from '../src/pipeline/plan.js';
+import { FUNCTION_MODEL, classifierImages, localFunctionModel } from './helpers/onnx-builder.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const model = localFunctionModel();
+const file = join(dir, 'functions.onnx');
+writeFileSync(file, model.bytes);
+
+async function logits(path: string, inputs: Float32Array, count: number): Promise<Float32Array[]> {
+  const session = await ort.InferenceSession.create(path);
+  const n = 3 * FUNCTION_MODEL.size ** 2;
+  const out: Float32Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const x = new ort.Tensor('float32', inputs.subarray(i * n, (i + 1) * n), [1, 3, FUNCTION_MODEL.size, FUNCTION_MODEL.size]);
+    const r = await session.run({ input: x });
+    out.push(Float32Array.from(Object.values(r)[0].data as Float32Array));
+  }
+  return out;
+}
+
+describe('model-local functions', () => {
+  it('finds each weight’s op through the calls, nested calls and attributes the call sets', () => {
+    const reader = openModel(file);
+    try {
+      const plans = planTensors(reader);
+      const role = (key: string): string | undefined => plans.find((p) => p.entry.key === key)?.role;
+      expect(role('p0')).toBe('conv');
+      expect(role('p5')).toBe('conv');
+      expect(role('p10')).toBe('fc');
+      expect(role('p12')).toBe('fc');
+      const fc = reader.tensors.find((t) => t.key === 'p10')!;
+      // the Gemm's transB comes from the call's `trans` through ref_attr_name
+      expect(fc.uses).toEqual([expect.objectContaining({ op: 'Gemm', inputIndex: 1, attrs: { transB: 1 } })]);
+      const conv = reader.tensors.find((t) => t.key === 'p5')!;
+      // inside Block → ConvBnRelu: the use sits at the call's place in the file
+      expect(conv.uses[0]).toMatchObject({ op: 'Conv', inputIndex: 1 });
+      expect(conv.uses[0].node).toMatch(/^7\.0\/1\.\d+#0$/);
+      expect(reader.opTypes).toContain('BatchNormalization');
+      expect(channelNormalizedWeights(reader, () => model.bytes)).toEqual(new Set(['p0', 'p5']));
+    } finally {
+      reader.close();
+    }
+  });
+
+  it('renames a function’s own values under the call and its formal ones into the call’s', () => {
+    const functions = readLocalFunctions(model.bytes);
+    expect([...functions.values()].map((f) => f.name).sort()).toEqual(['Block', 'ConvBnRelu', 'Linear']);
+    const graph = parseOnnxGraph(model.bytes, file, { inlineFunctions: true });
+    const convs = graph.main.nodes.filter((n) => n.op === 'Conv');
+    expect(convs.map((n) => n.inputs[1])).toEqual(['p0', 'p5']);
+    // the second block's conv reads the first block's output (the call's actual output name)
+    const firstBlockOutput = parseOnnxGraph(model.bytes).main.nodes[0].outputs[0];
+    expect(convs[1].inputs[0]).toBe(firstBlockOutput);
+    // values inside a body are the call's own: two calls of one function do not share them
+    expect(new Set(graph.main.nodes.filter((n) => n.op === 'Relu').map((n) => n.inputs[0])).size).toBe(3);
+    expect(describeModel(model.bytes).nodes.map((n) => n.op)).toEqual(
+      expect.arrayContaining(['Conv', 'BatchNormalization', 'Gemm']),
+    );
+    // a function that calls itself is refused by name, not followed forever
+    const selfCalling = {
+      ...functions.get(`${FUNCTION_MODEL.domain}\u0000Linear\u0000`)!,
+      nodes: [{ op: 'Linear', domain: FUNCTION_MODEL.domain, inputs: ['X'], outputs: ['Y'], attrs: {}, refs: {} }],
+    };
+    expect(() =>
+      inlineCalls<CallableNode & { path: string }>(
+        [{ op: 'Linear', domain: FUNCTION_MODEL.domain, inputs: ['a'], outputs: ['b'], attrs: {}, path: '0' }],
+        new Map([[`${FUNCTION_MODEL.domain}\u0000Linear\u0000`, selfCalling]]),
+        (call, body) => ({ ...body, path: call.path }),
+      ),
+    ).toThrow(/local function Linear calls functions more than 16 deep/);
+  });
+
+  it('compresses the weights, and the restored model keeps its functions and its outputs', async () => {
+    const out = join(dir, 'functions.nnm');
+    const result = await compressModel(file, out);
+    expect(result.manifest.tensors.filter((t) => t.quant).map((t) => t.key)).toEqual(['p0', 'p5', 'p10', 'p12']);
+    expect(result.compressedWeights).toBe(16 * 27 + 32 * 144 + 64 * 512 + 10 * 64);
+    const restored = join(dir, 'functions.restored.onnx');
+    await decompressArchive(out, restored);
+    expect(readLocalFunctions(readFileSync(restored)).size).toBe(3);
+    const images = classifierImages(8);
+    const [a, b] = await Promise.all([logits(file, images, 8), logits(restored, images, 8)]);
+    for (let i = 0; i < 8; i++) {
+      let dot = 0;
+      let na = 0;
+      let nb = 0;
+      for (let j = 0; j < a[i].length; j++) {
+        dot += a[i][j] * b[i][j];
+        na += a[i][j] ** 2;
+        nb += b[i][j] ** 2;
+      }
+      expect(dot / Math.sqrt(na * nb)).toBeGreaterThan(0.99);
+    }
+  });
+
+  it('says why --compensate rounds a function’s weights to nearest', async () => {
+    const result = await compressModel(file, join(dir, 'functions.bpw.nnm'), { targetBpw: 6, compensate: true, force: true });
+    expect(result.compensation?.compensated).toEqual([]);
+    expect(result.compensation?.fallback).toContainEqual({
+      tensor: 'p10',
+      reason: "used inside the model's local function Linear, whose values are not exposed",
+    });
+  });
+});
