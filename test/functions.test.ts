@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { describeModel } from '../src/calibration/model-io.js';
 import { parseOnnxGraph } from '../src/compensate/graph.js';
+import { inlineMainGraphFunctions } from '../src/compensate/inline.js';
 import { inlineCalls, readLocalFunctions, type CallableNode } from '../src/formats/onnx/functions.js';
 import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { channelNormalizedWeights } from '../src/pipeline/normalized.js';
@@ -76,7 +77,7 @@ describe('model-local functions', () => {
     // a function that calls itself is refused by name, not followed forever
     const selfCalling = {
       ...functions.get(`${FUNCTION_MODEL.domain}\u0000Linear\u0000`)!,
-      nodes: [{ op: 'Linear', domain: FUNCTION_MODEL.domain, inputs: ['X'], outputs: ['Y'], attrs: {}, refs: {} }],
+      nodes: [{ op: 'Linear', domain: FUNCTION_MODEL.domain, inputs: ['X'], outputs: ['Y'], attrs: {}, refs: {}, raw: [] }],
     };
     expect(() =>
       inlineCalls<CallableNode & { path: string }>(
@@ -110,12 +111,41 @@ describe('model-local functions', () => {
     }
   });
 
-  it('says why --compensate rounds a function’s weights to nearest', async () => {
+  it('--compensate captures the statistics of layers inside functions, on a copy with the calls inlined', async () => {
+    const inlined = inlineMainGraphFunctions(model.bytes, file);
+    if (typeof inlined !== 'object') throw new Error(`not inlined: ${inlined}`);
+    const copy = join(dir, 'functions.inlined.onnx');
+    writeFileSync(copy, inlined.bytes);
+    // the copy computes what the model does, with the body's ops in its main graph
+    const images = classifierImages(4);
+    const [a, b] = await Promise.all([logits(file, images, 4), logits(copy, images, 4)]);
+    expect(b).toEqual(a);
+    const ops = parseOnnxGraph(inlined.bytes).main.nodes.map((n) => n.op);
+    expect(ops.filter((op) => op === 'Conv')).toHaveLength(2);
+    expect(ops).not.toContain('Block');
+    // initializers keep their place; a node after a call moves by what the calls before it became
+    expect(inlined.location('7.0/5.3')).toBe('7.0/5.3');
+    expect(inlined.location('7.0/1.2')).toBe('7.0/1.8');
     const result = await compressModel(file, join(dir, 'functions.bpw.nnm'), { targetBpw: 6, compensate: true, force: true });
-    expect(result.compensation?.compensated).toEqual([]);
+    expect(result.compensation!.compensated.length).toBeGreaterThanOrEqual(2);
+    for (const f of result.compensation!.fallback) expect(f.reason).not.toMatch(/function/);
+  });
+
+  it('rounds to nearest and says why where a function’s body is written against another opset', async () => {
+    const other = join(dir, 'functions.opset13.onnx');
+    writeFileSync(other, localFunctionModel(1, { linearOpset: 13 }).bytes);
+    expect(inlineMainGraphFunctions(readFileSync(other))).toBe(
+      'its function Linear is written against ai.onnx version 13, the model imports version 17',
+    );
+    const result = await compressModel(other, join(dir, 'functions.opset13.nnm'), {
+      targetBpw: 6,
+      compensate: true,
+      force: true,
+    });
     expect(result.compensation?.fallback).toContainEqual({
       tensor: 'p10',
-      reason: "used inside the model's local function Linear, whose values are not exposed",
+      reason:
+        "used inside the model's local function Linear (its function Linear is written against ai.onnx version 13, the model imports version 17), whose values are not exposed",
     });
   });
 });

@@ -30,6 +30,7 @@ import {
   defaultOpset,
 } from './gram-graph.js';
 import { type OnnxGraph, type OnnxModelView, type OnnxNode, consumersOf, parseOnnxGraph } from './graph.js';
+import { inlineMainGraphFunctions } from './inline.js';
 import { type ConvAttrs, GramAccumulator, addConvPatches, convGeometry, patchSize } from './gram.js';
 
 export interface OutputTensor {
@@ -187,13 +188,13 @@ function sinks(
 const nodeLabel = (n: OnnxNode): string => `${n.op} ${n.name || n.path}`;
 
 /** How the statistics of one tensor are gathered: every op that multiplies it (they must agree on K), or why not. */
-function planTarget(view: OnnxModelView, target: StatisticsTarget): TargetPlan | string {
+function planTarget(view: OnnxModelView & { functionsKept?: string }, target: StatisticsTarget): TargetPlan | string {
   const where = locate(view, target.location);
   if (!where) return `not found in the graph at ${target.location}`;
   const { found, other } = sinks(where.graph, where.name);
   const called = [...other].filter((op) => view.functionNames?.has(op));
   if (!found.length && called.length)
-    return `used inside the model's local function ${called.join(', ')}, whose values are not exposed`;
+    return `used inside the model's local function ${called.join(', ')}${view.functionsKept ? ` (${view.functionsKept})` : ' in an If branch'}, whose values are not exposed`;
   if (!found.length) return `no multiplying op found (used by ${[...other].join(', ') || 'nothing'})`;
   const layout = target.layout;
   const plans: TargetPlan[] = [];
@@ -407,12 +408,17 @@ class BlockGram implements GramLike {
  * with the reason, as are those whose op never ran on the calibration data.
  */
 export async function captureStatistics(
-  model: Uint8Array,
-  targets: readonly StatisticsTarget[],
+  source: Uint8Array,
+  sourceTargets: readonly StatisticsTarget[],
   run: RunWithOutputs,
   options: CaptureOptions = {},
 ): Promise<StatisticsReport> {
-  const view = parseOnnxGraph(model);
+  // layers inside the model's local functions: captured on a copy with the main graph's calls inlined
+  const inlined = inlineMainGraphFunctions(source);
+  const model = typeof inlined === 'object' ? inlined.bytes : source;
+  const targets =
+    typeof inlined === 'object' ? sourceTargets.map((t) => ({ ...t, location: inlined.location(t.location) })) : sourceTargets;
+  const view = { ...parseOnnxGraph(model), ...(typeof inlined === 'string' ? { functionsKept: inlined } : {}) };
   const missing = new Map<string, string>();
   const plans: TargetPlan[] = [];
   for (const t of targets) {

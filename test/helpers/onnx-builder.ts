@@ -689,9 +689,10 @@ export const FUNCTION_MODEL = { size: 16, classes: 10, domain: 'pkg.test.modules
  * A small CNN written the way PyTorch's dynamo exporter writes modules: every layer is a call of a model-local
  * function (`ModelProto.functions`), its weights passed in from uninformative initializer names (`p0`, `p1`, …).
  * `Block` calls `ConvBnRelu` (a function calling a function) and pools; `Linear` is a Gemm whose `transB` the
- * call sets through a `ref_attr_name`. `input` [1, 3, 16, 16] → `logits` [1, 10].
+ * call sets through a `ref_attr_name` (its body written against `linearOpset`, 17 as the model by default).
+ * `input` [1, 3, 16, 16] → `logits` [1, 10].
  */
-export function localFunctionModel(seed = 1): BuiltModel {
+export function localFunctionModel(seed = 1, options: { linearOpset?: number } = {}): BuiltModel {
   const { size, classes, domain } = FUNCTION_MODEL;
   const ints = (name: string, v: number[]): onnx.IAttributeProto => ({ name, ints: v, type: A.INTS });
   const convBnRelu: onnx.IFunctionProto = {
@@ -734,7 +735,7 @@ export function localFunctionModel(seed = 1): BuiltModel {
         attribute: [{ name: 'transB', refAttrName: 'trans', type: A.INT }],
       },
     ],
-    opsetImport: [{ domain: '', version: 17 }],
+    opsetImport: [{ domain: '', version: options.linearOpset ?? 17 }],
   };
   const g = new Graph('main');
   let p = 0;

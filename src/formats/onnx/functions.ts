@@ -9,7 +9,8 @@
  */
 
 import { BadModelError } from '../../errors.js';
-import { WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
+import { concatBytes } from '../../io/bytes.js';
+import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   ATTR_F,
   ATTR_I,
@@ -28,6 +29,9 @@ const FUNCTION_NAME = 1;
 const FUNCTION_INPUT = 4;
 const FUNCTION_OUTPUT = 5;
 const FUNCTION_NODE = 7;
+const FUNCTION_OPSET_IMPORT = 9;
+/** ModelProto.opset_import. */
+export const MODEL_OPSET_IMPORT = 8;
 const FUNCTION_DOMAIN = 10;
 const FUNCTION_ATTRIBUTE_PROTO = 11;
 const FUNCTION_OVERLOAD = 13;
@@ -41,6 +45,12 @@ const MAX_INLINED = 1_000_000;
 
 export type FunctionAttr = number | string | number[];
 
+/** An attribute as its AttributeProto bytes (a view into the model's). */
+export interface RawAttribute {
+  name: string;
+  bytes: Uint8Array;
+}
+
 /** What the analyses need of a node: its op, operands, results and attributes. */
 export interface CallableNode {
   op: string;
@@ -50,11 +60,14 @@ export interface CallableNode {
   inputs: string[];
   outputs: string[];
   attrs: Record<string, FunctionAttr>;
+  /** Every attribute as bytes, where the caller wants nodes to write (an inlined node's resolved ones). */
+  raw?: RawAttribute[];
 }
 
 interface BodyNode extends CallableNode {
   /** Attribute name → the calling node's attribute it takes its value from. */
   refs: Record<string, string>;
+  raw: Array<RawAttribute & { ref?: string }>;
 }
 
 export interface LocalFunction {
@@ -63,8 +76,11 @@ export interface LocalFunction {
   overload: string;
   inputs: string[];
   outputs: string[];
-  /** Defaults of attributes the body refers to (FunctionProto.attribute_proto). */
+  /** Defaults of attributes the body refers to (FunctionProto.attribute_proto), as values and as bytes. */
   defaults: Record<string, FunctionAttr>;
+  rawDefaults: Record<string, Uint8Array>;
+  /** The operator sets its body is written against (FunctionProto.opset_import). */
+  opsets: Array<{ domain: string; version: number }>;
   nodes: BodyNode[];
 }
 
@@ -108,7 +124,7 @@ function readAttribute(
 }
 
 function readBodyNode(bytes: Uint8Array, start: number, end: number, file: string): BodyNode {
-  const node: BodyNode = { op: '', inputs: [], outputs: [], attrs: {}, refs: {} };
+  const node: BodyNode = { op: '', inputs: [], outputs: [], attrs: {}, refs: {}, raw: [] };
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === NODE_INPUT) node.inputs.push(utf8(bytes, f.valueStart, f.end));
@@ -120,14 +136,51 @@ function readBodyNode(bytes: Uint8Array, start: number, end: number, file: strin
       const a = readAttribute(bytes, f.valueStart, f.end, file);
       if (a.ref !== undefined) node.refs[a.name] = a.ref;
       else if (a.value !== undefined) node.attrs[a.name] = a.value;
+      node.raw.push({ name: a.name, bytes: bytes.subarray(f.valueStart, f.end), ...(a.ref !== undefined ? { ref: a.ref } : {}) });
     }
   }
   return node;
 }
 
+/** An OperatorSetIdProto: domain (1), version (2). */
+function readOpset(bytes: Uint8Array, start: number, end: number, file: string): { domain: string; version: number } {
+  let domain = '';
+  let version = 0;
+  for (const f of wireFields(bytes, start, end, file))
+    if (f.field === 1 && f.wire === WIRE_LEN) domain = defaultDomain(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === 2 && f.wire === WIRE_VARINT) version = f.value;
+  return { domain, version };
+}
+
+/** The model's operator sets (ModelProto.opset_import). */
+export function readModelOpsets(bytes: Uint8Array, file = '<model>'): Array<{ domain: string; version: number }> {
+  const out: Array<{ domain: string; version: number }> = [];
+  for (const f of wireFields(bytes, 0, bytes.length, file))
+    if (f.field === MODEL_OPSET_IMPORT && f.wire === WIRE_LEN) out.push(readOpset(bytes, f.valueStart, f.end, file));
+  return out;
+}
+
+/** AttributeProto bytes under another name, the reference to the caller's attribute dropped. */
+function renamed(bytes: Uint8Array, name: string): Uint8Array {
+  const parts: Uint8Array[] = [...lenField(ATTR_NAME, [new TextEncoder().encode(name)])];
+  for (const f of wireFields(bytes, 0, bytes.length))
+    if (f.field !== ATTR_NAME && f.field !== ATTR_REF_ATTR_NAME) parts.push(bytes.subarray(f.start, f.end));
+  return concatBytes(parts);
+}
+
 /** One FunctionProto, from its bytes. */
 export function readLocalFunction(bytes: Uint8Array, start: number, end: number, file: string): LocalFunction {
-  const fn: LocalFunction = { name: '', domain: '', overload: '', inputs: [], outputs: [], defaults: {}, nodes: [] };
+  const fn: LocalFunction = {
+    name: '',
+    domain: '',
+    overload: '',
+    inputs: [],
+    outputs: [],
+    defaults: {},
+    rawDefaults: {},
+    opsets: [],
+    nodes: [],
+  };
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === FUNCTION_NAME) fn.name = utf8(bytes, f.valueStart, f.end);
@@ -139,7 +192,8 @@ export function readLocalFunction(bytes: Uint8Array, start: number, end: number,
     else if (f.field === FUNCTION_ATTRIBUTE_PROTO) {
       const a = readAttribute(bytes, f.valueStart, f.end, file);
       if (a.value !== undefined) fn.defaults[a.name] = a.value;
-    }
+      fn.rawDefaults[a.name] = bytes.subarray(f.valueStart, f.end);
+    } else if (f.field === FUNCTION_OPSET_IMPORT) fn.opsets.push(readOpset(bytes, f.valueStart, f.end, file));
   }
   return fn;
 }
@@ -196,6 +250,14 @@ export function inlineCalls<N extends CallableNode & { path: string }>(
         const v = node.attrs[ref] ?? fn.defaults[ref];
         if (v !== undefined) attrs[name] = v;
       }
+      // as bytes, where the caller gave its own (a reference the call does not set takes the default, or is left out)
+      const raw = node.raw
+        ? b.raw.flatMap(({ name, bytes, ref }) => {
+            if (ref === undefined) return [{ name, bytes }];
+            const given = node.raw!.find((a) => a.name === ref)?.bytes ?? fn.rawDefaults[ref];
+            return given ? [{ name, bytes: renamed(given, name) }] : [];
+          })
+        : undefined;
       const body: CallableNode = {
         op: b.op,
         ...(b.domain ? { domain: b.domain } : {}),
@@ -203,6 +265,7 @@ export function inlineCalls<N extends CallableNode & { path: string }>(
         inputs: b.inputs.map(local),
         outputs: b.outputs.map(local),
         attrs,
+        ...(raw ? { raw } : {}),
       };
       expand(call, body, `${scope}/${i}`, depth + 1);
     });
