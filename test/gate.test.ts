@@ -294,6 +294,35 @@ describe('quality gate', () => {
     }
   }, 600_000);
 
+  it('a --target-snr or --max-loss the floor refuses says what the same options give without it', async () => {
+    const model = await write('bn3.onnx', batchNormClassifier());
+    const out = join(dir, 'snr.nnm');
+    const e = (await compressModel(model, out, { targetSnr: 3 }).catch((x: unknown) => x)) as QualityError;
+    expect(e).toBeInstanceOf(QualityError);
+    expect(e.message).toMatch(
+      /--target-snr 3 \([\d.]+ bits\/weight\): fidelity [\d.]+ is under the floor 0\.9 .*no output written; give a larger --target-snr, .*; without --target-snr it is [\d.]+ bits\/weight at fidelity [\d.]+/,
+    );
+    expect(existsSync(out)).toBe(false);
+    const dflt = await compressModel(model, join(dir, 'snr-default.nnm'), { minFidelity: 0, escalate: false });
+    expect(e.details.withoutBudget!.fidelity).toBe(dflt.quality!.fidelity);
+    expect(e.details.withoutBudget!.bitsPerWeight).toBeCloseTo(dflt.bitsPerWeight, 2);
+    // with --force the refused archive is the one kept
+    const kept = (await compressModel(model, out, { targetSnr: 3, force: true }).catch((x: unknown) => x)) as QualityError;
+    expect(kept.details.kept).toBe(true);
+    const a = new Archive(out);
+    expect(a.manifest.quality).toMatchObject({ passed: false, fidelity: kept.details.fidelity });
+    a.close();
+    // --max-loss (a task's loss: the CLI's outputs task)
+    const loss = join(dir, 'loss.nnm');
+    const cli = join(import.meta.dirname, '../dist/cli/main.js');
+    const r = spawnSync(process.execPath, [cli, 'compress', model, '-o', loss, '--max-loss', '1'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(7);
+    expect(r.stderr).toMatch(
+      /E_QUALITY: .*--max-loss 1 \([\d.]+ bits\/weight\): .*give a smaller --max-loss.*; without --max-loss it is [\d.]+ bits\/weight at fidelity [\d.]+/,
+    );
+    expect(existsSync(loss)).toBe(false);
+  }, 300_000);
+
   it('the probes weigh each output by its own scale, as the gate does: a score head beside 500× box regressions is not starved', async () => {
     const model = await write('two-heads.onnx', twoHeadModel());
     const out = join(dir, 'two-heads.nnm');

@@ -292,6 +292,7 @@ async function withoutBudget(input: string, output: string, options: CompressOpt
       ...options,
       targetBpw: undefined,
       maxLoss: undefined,
+      targetSnr: undefined,
       escalate: false,
       force: true,
       onLog: undefined,
@@ -570,13 +571,57 @@ async function compressStaged(
         resolved.asked.media === undefined &&
         cal !== undefined &&
         resolved.check;
+      // a rate mode's own remedy: the other way on its own flag
+      const flag = nothingCoded
+        ? undefined
+        : resolved.maxLoss !== undefined
+          ? '--max-loss'
+          : resolved.targetSnr !== undefined
+            ? '--target-snr'
+            : undefined;
+      const rateRemedy =
+        flag === '--max-loss' ? 'give a smaller --max-loss' : flag === '--target-snr' ? 'give a larger --target-snr' : undefined;
+      if (!escalates && flag && plainRun && resolved.check) {
+        // refused: compared with what the same options write without the flag (as a refused --target-bpw is)
+        const r = await encode(1);
+        if (r.quality?.passed !== false) return r;
+        const q = r.quality!;
+        cache?.close();
+        cache = undefined;
+        allocation = undefined;
+        resolved.onLog?.(`the same options without ${flag}, for comparison`);
+        const run = await plainRun();
+        const plain = 'quality' in run ? run : undefined;
+        const passes = plain !== undefined && plain.quality.passed !== false;
+        resolved.onLog?.(
+          plain
+            ? `without ${flag}: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
+            : `without ${flag}: not measured (${'notMeasured' in run ? run.notMeasured : ''})`,
+        );
+        const advice = plain
+          ? `; without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? `, which passes: try it without ${flag}` : ', refused too'}`
+          : '';
+        const withoutIt = plain
+          ? { bitsPerWeight: plain.bitsPerWeight, fidelity: plain.quality.fidelity!, passed: passes }
+          : undefined;
+        const head = `${flag} ${flag === '--max-loss' ? resolved.maxLoss : resolved.targetSnr} (${r.bitsPerWeight.toFixed(3)} bits/weight)`;
+        // (--force: this archive, the one written, is kept)
+        throw gateError(
+          shownAs,
+          q,
+          resolved.force,
+          undefined,
+          { head, advice, ...(resolved.force ? {} : { remedy: rateRemedy }) },
+          withoutIt,
+        );
+      }
       if (!escalates)
         return await encode(
           1,
           true,
           remedy && !resolved.escalate
             ? `leave out --no-escalate (compress then looks for the smallest archive that passes), ${remedy}`
-            : remedy,
+            : (remedy ?? rateRemedy),
         );
       const plain = await encode(1);
       if (plain.quality?.passed !== false) return plain;
