@@ -21,6 +21,7 @@ import {
   type RunRecord,
 } from '../src/calibration/index.js';
 import { randomInputOutputs } from '../src/eval/calibrate.js';
+import { probeCalibrator } from '../src/calibration/runner.js';
 import { MIN_DECISIONS, compareOutputs, formatFidelity, measureFidelity } from '../src/eval/fidelity.js';
 import { outputsTask } from '../src/eval/tasks/outputs.js';
 import { oneSidedWarning } from '../src/pipeline/gate.js';
@@ -38,7 +39,7 @@ import {
   stftMelModel,
 } from './helpers/onnx-builder.js';
 import { onnx } from 'onnx-proto';
-import { mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { floatTensor, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -401,6 +402,32 @@ describe('runner', () => {
   });
 });
 
+describe('probe calibrator', () => {
+  it('weighs each of several outputs by its spread about its mean, not by an offset', async () => {
+    // far = x + 1000 and near = x: the same variation; an RMS share would all but ignore far's errors
+    const bytes = modelBytes({
+      name: 'offsets',
+      initializer: [floatTensor('k', [1], Float32Array.of(1000))],
+      node: [
+        { opType: 'Add', input: ['x', 'k'], output: ['far'] },
+        { opType: 'Identity', input: ['x'], output: ['near'] },
+      ],
+      input: [valueInfo('x', [1, 16])],
+      output: [valueInfo('far', [1, 16]), valueInfo('near', [1, 16])],
+    });
+    const set = await syntheticCalibrationSet(bytes, { count: 4 });
+    const out = await probeCalibrator(set.samples, undefined)(bytes);
+    // 4 samples × (far, near): each part's spread about its own mean
+    const spread = (part: number): number => {
+      const v: number[] = [];
+      for (let i = 0; i < 4; i++) v.push(...out.subarray(i * 32 + part * 16, i * 32 + part * 16 + 16));
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      return Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length);
+    };
+    expect(spread(0) / spread(1)).toBeCloseTo(1, 3);
+  });
+});
+
 describe('fidelity', () => {
   it('known vectors: cosine, relative RMS error, max |Δ|, and the score of each kind of output', () => {
     const same = compareOutputs({ y: f32([4], [1, 2, 3, 4]) }, { y: f32([4], [1, 2, 3, 4]) });
@@ -408,9 +435,10 @@ describe('fidelity', () => {
     expect(same.outputs[0]).toMatchObject({ kind: 'values', cosine: 1, relRms: 0, maxAbs: 0 });
     const scaled = compareOutputs({ y: f32([4], [1, -2, 3, 4]) }, { y: f32([4], [1.1, -2.2, 3.3, 4.4]) });
     expect(scaled.outputs[0].cosine).toBeCloseTo(1, 12);
-    expect(scaled.outputs[0].relRms).toBeCloseTo(0.1, 6);
+    // the error against the spread about the mean (1.5): Σ(a − ā)² = 30 − 4 · 1.5² = 21, Σ(a − b)² = 0.3
+    expect(scaled.outputs[0].relRms).toBeCloseTo(Math.sqrt(0.3 / 21), 6);
     expect(scaled.outputs[0].maxAbs).toBeCloseTo(0.4, 6);
-    expect(scaled.fidelity).toBeCloseTo(0.9, 6);
+    expect(scaled.fidelity).toBeCloseTo(1 - Math.sqrt(0.3 / 21), 6);
     const opposite = compareOutputs({ y: f32([2], [2, 0]) }, { y: f32([2], [-2, 0]) });
     expect(opposite.outputs[0].cosine).toBe(-1);
     expect(opposite.fidelity).toBe(0);
@@ -491,6 +519,66 @@ describe('fidelity', () => {
     expect(grown.worst).toBe('y');
     expect(grown.outputs[0]).toMatchObject({ mismatch: 'the original gives [1, 2], the candidate [1, 3]', relRms: Infinity });
     expect(formatFidelity(grown)[1]).toMatch(/\(another shape: the original gives \[1, 2\], the candidate \[1, 3\]\)/);
+  });
+
+  it('an offset does not hide an error, a handful of decisions still counts, and unit-length rows are no classes', () => {
+    // a regression of 2000 ± 10 off by nearly its whole spread: 0.997 against the RMS, ~0 against the spread
+    const n = 64;
+    const year = new Float32Array(n);
+    const wrong = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      year[i] = 2000 + 10 * Math.sin(i * 1.7);
+      wrong[i] = 2000 + 10 * Math.sin(i * 1.7 + 2);
+    }
+    const off = compareOutputs({ year: f32([n, 1], year) }, { year: f32([n, 1], wrong) });
+    expect(off.outputs[0].kind).toBe('values');
+    expect(off.outputs[0].cosine).toBeGreaterThan(0.9999);
+    expect(off.fidelity).toBe(0);
+    // a constant output is measured against 10⁻³ of its RMS, not against a spread of float noise
+    const flat = compareOutputs({ k: f32([4], [5, 5, 5, 5]) }, { k: f32([4], [5, 5, 5, 5.0001]) });
+    expect(flat.outputs[0].relRms).toBeCloseTo(Math.sqrt(1e-8 / (1e-6 * 100)), 3);
+    // 16 decisions (batch-1 log-probabilities over 16 samples), one changed forgiven: 3 changed is (13 + 1) / 16,
+    // under the floor however little the values moved; 1 changed among 8 is forgiven (the values decide)
+    const logProbs = (rows: number, flipped: number): [CalibrationTensor, CalibrationTensor] => {
+      const a = new Float32Array(rows * 3);
+      const b = new Float32Array(rows * 3);
+      const lse = Math.log(Math.exp(-20) + Math.exp(-20.01) + Math.exp(-25));
+      for (let r = 0; r < rows; r++) {
+        a.set([-20 - lse, -20.01 - lse, -25 - lse], r * 3);
+        b.set(r < flipped ? [-20.01 - lse, -20 - lse, -25 - lse] : [-20 - lse, -20.01 - lse, -25 - lse], r * 3);
+      }
+      return [f32([rows, 3], a), f32([rows, 3], b)];
+    };
+    const [a16, b16] = logProbs(16, 3);
+    const sixteen = compareOutputs({ lp: a16 }, { lp: b16 });
+    expect(sixteen.outputs[0]).toMatchObject({ kind: 'classes', decisions: 16, fewDecisions: true, agreement: 13 / 16 });
+    expect(sixteen.outputs[0].relRms).toBeLessThan(0.01);
+    expect(sixteen.fidelity).toBe(14 / 16);
+    const [a8, b8] = logProbs(8, 1);
+    const eight = compareOutputs({ lp: a8 }, { lp: b8 });
+    expect(eight.outputs[0]).toMatchObject({ decisions: 8, agreement: 0.875 });
+    expect(eight.fidelity).toBeCloseTo(1 - eight.outputs[0].relRms, 12);
+    // L2-normalized embeddings [N, D]: their largest component is no decision; judged as values
+    const rows = 24;
+    const e0 = new Float32Array(rows * 4);
+    const e1 = new Float32Array(rows * 4);
+    for (let r = 0; r < rows; r++) {
+      const v = [Math.sin(r), Math.cos(r), -0.5, 0.3 * Math.sin(3 * r)];
+      const w = v.map((x, k) => x + (k === 3 ? 0.02 : 0));
+      const nv = Math.hypot(...v);
+      const nw = Math.hypot(...w);
+      e0.set(
+        v.map((x) => x / nv),
+        r * 4,
+      );
+      e1.set(
+        w.map((x) => x / nw),
+        r * 4,
+      );
+    }
+    const emb = compareOutputs({ e: f32([rows, 4], e0) }, { e: f32([rows, 4], e1) });
+    expect(emb.outputs[0].kind).toBe('values');
+    expect(emb.fidelity).toBeCloseTo(1 - emb.outputs[0].relRms, 12);
   });
 
   it('integer and boolean outputs are labels: scored by how many are equal, not by the RMS of the numbers', () => {

@@ -71,18 +71,31 @@ describe('compress --compensate', () => {
     const model = join(dir, 'wake.onnx');
     writeFileSync(model, ifBranchModel().bytes);
     const logs: string[] = [];
-    const r = await compressModel(model, join(dir, 'wake.nnm'), {
-      relStep: 0.5,
-      compensate: true,
-      minFidelity: 0,
-      onLog: (m) => logs.push(m),
-    });
+    const options = { relStep: 0.5, compensate: true, minFidelity: 0, onLog: (m: string) => logs.push(m) };
+    // the synthetic set's 48 probe samples are fewer than 2 rows per input of stage1's 64, and each adds a direction
+    // of its own (random inputs): not compensated, and said
+    const few = await compressModel(model, join(dir, 'wake.nnm'), options);
+    expect(new Map(few.compensation!.fallback.map((f) => [f.tensor, f.reason])).get('stage1.w')).toMatch(
+      /^its statistics saw 48 rows of input for 64 inputs, spread over ~\d+ directions \(compensating would fit the probe samples: more calibration samples allow it\)$/,
+    );
+    // as few rows along one direction (scaled copies of one input): what other such inputs take too, compensated
+    const along = join(dir, 'along.npy');
+    const one = gaussian(64, 809, 1);
+    const copies = Float32Array.from({ length: 16 * 64 }, (_, i) => (0.5 + Math.floor(i / 64) / 8) * one[i % 64]);
+    writeFileSync(along, encodeNpy({ type: 'float32', dims: [16, 1, 64], data: copies }));
+    const line = await compressModel(model, join(dir, 'wake.nnm'), { ...options, force: true, calibration: { paths: [along] } });
+    expect(line.compensation!.compensated).toContain('stage1.w');
+    // 256 inputs of the first stage's (none takes the branch): 192 probe rows
+    const npy = join(dir, 'wake.npy');
+    writeFileSync(npy, encodeNpy({ type: 'float32', dims: [256, 1, 64], data: gaussian(256 * 64, 808, 1) }));
+    logs.length = 0;
+    const r = await compressModel(model, join(dir, 'wake.nnm'), { ...options, force: true, calibration: { paths: [npy] } });
     const fallback = new Map(r.compensation!.fallback.map((f) => [f.tensor, f.reason]));
     expect(fallback.get('stage2.w1')).toMatch(/never ran/);
     expect(fallback.get('stage2.w2')).toMatch(/never ran/);
     expect(r.compensation!.compensated).toContain('stage1.w');
-    const line = logs.find((l) => /rounded to nearest/.test(l));
-    expect(line).toMatch(/stage2\.w1 \(its op never ran/);
+    const said = logs.find((l) => /rounded to nearest/.test(l));
+    expect(said).toMatch(/stage2\.w1 \(its op never ran/);
   }, 120_000);
 
   it('large inputs, declared or only fed by the calibration data: statistics computed in the capture graph', async () => {

@@ -272,9 +272,10 @@ export function calibratorFor(
  * The sensitivity probes' calibrator (model bytes → one float vector): the outputs compared (`outputs`, default
  * every float output but recurrent state) and the decision outputs (src/calibration/decisions.ts), scaled on the
  * first model run (the reference), whose parts are scaled afterwards (no second run):
- * - where two or more outputs are compared, each to an equal share of their energy together (an output of
- *   less than 10⁻⁶ of its share weighs as if it had that much), so a squared difference weighs its output's
- *   relative error, as the quality gate judges each output by its own relative RMS error. Unscaled, the largest
+ * - where two or more outputs are compared, each to an equal share of their energy together about their means (an
+ *   output of less than 10⁻⁶ of its share weighs as if it had that much), so a squared difference weighs its
+ *   output's error relative to its spread, as the quality gate judges each output (src/eval/fidelity.ts: an
+ *   output's offset, a year of 2000 ± 10, does not make its error small). Unscaled, the largest
  *   output decided alone: BlazeFace's box regressions (values in the hundreds) drowned its scores, whose heads
  *   got too coarse grids, and the gate, judging the scores, refused;
  * - each decision value so that its root mean square equals that of the outputs together: a relative change of
@@ -290,7 +291,7 @@ export function probeCalibrator(
   let scale: Map<string, number> | undefined;
   // the reference run: each output's part of the vector, in order, and its sum of squares
   const parts: Array<{ name: string; length: number }> = [];
-  const sums = new Map<string, { sq: number; n: number }>();
+  const sums = new Map<string, { sq: number; sum: number; n: number }>();
   const inner = calibratorFor(samples, {
     ...(outputs ? { outputs: [...outputs, ...decisionOutputs] } : {}),
     transform: (name, values) => {
@@ -299,9 +300,13 @@ export function probeCalibrator(
         return f === undefined ? values : values.map((v) => v * f);
       }
       parts.push({ name, length: values.length });
-      const s = sums.get(name) ?? { sq: 0, n: 0 };
-      for (const v of values) if (Number.isFinite(v)) s.sq += v * v;
-      s.n += values.length;
+      const s = sums.get(name) ?? { sq: 0, sum: 0, n: 0 };
+      for (const v of values)
+        if (Number.isFinite(v)) {
+          s.sq += v * v;
+          s.sum += v;
+          s.n++;
+        }
       sums.set(name, s);
       return values;
     },
@@ -318,10 +323,12 @@ export function probeCalibrator(
     }
     const ms = n ? sq / n : 1;
     scale = new Map();
-    // an output all but zero on these samples weighs at most 1000× its share: float noise must not decide
-    const share = sq / compared.length;
+    // each output's energy about its mean; an output all but constant on these samples weighs at most 1000× its
+    // share: float noise must not decide
+    const spread = (s: { sq: number; sum: number; n: number }): number => Math.max(0, s.sq - (s.n ? (s.sum * s.sum) / s.n : 0));
+    const share = compared.reduce((t, [, s]) => t + spread(s), 0) / compared.length;
     if (compared.length > 1 && share > 0)
-      for (const [name, s] of compared) scale.set(name, Math.sqrt(share / Math.max(s.sq, 1e-6 * share)));
+      for (const [name, s] of compared) scale.set(name, Math.sqrt(share / Math.max(spread(s), 1e-6 * share)));
     for (const [name, s] of sums) if (decisions.has(name) && s.sq > 0) scale.set(name, Math.sqrt(ms / (s.sq / s.n)));
     let at = 0;
     for (const { name, length } of parts) {
