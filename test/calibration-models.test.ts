@@ -411,12 +411,13 @@ describe('probe calibrator', () => {
       node: [
         { opType: 'Add', input: ['x', 'k'], output: ['far'] },
         { opType: 'Identity', input: ['x'], output: ['near'] },
+        { opType: 'Identity', input: ['x'], output: ['dec'] },
       ],
       input: [valueInfo('x', [1, 16])],
-      output: [valueInfo('far', [1, 16]), valueInfo('near', [1, 16])],
+      output: [valueInfo('far', [1, 16]), valueInfo('near', [1, 16]), valueInfo('dec', [1, 16])],
     });
     const set = await syntheticCalibrationSet(bytes, { count: 4 });
-    const out = await probeCalibrator(set.samples, undefined)(bytes);
+    const out = await probeCalibrator(set.samples, ['far', 'near'])(bytes);
     // 4 samples × (far, near): each part's spread about its own mean
     const spread = (part: number): number => {
       const v: number[] = [];
@@ -425,6 +426,20 @@ describe('probe calibrator', () => {
       return Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length);
     };
     expect(spread(0) / spread(1)).toBeCloseTo(1, 3);
+    // a decision value beside them is scaled to the compared outputs' mean square about their means (far's offset
+    // would scale it ~700× up)
+    const withDecision = await probeCalibrator(set.samples, ['far', 'near'], ['dec'])(bytes);
+    const part = (from: number): number[] => {
+      const v: number[] = [];
+      for (let i = 0; i < 4; i++) v.push(...withDecision.subarray(i * 48 + from, i * 48 + from + 16));
+      return v;
+    };
+    const meanSquare = (v: number[], centred: boolean): number => {
+      const m = centred ? v.reduce((a, b) => a + b, 0) / v.length : 0;
+      return v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length;
+    };
+    const outputs = (meanSquare(part(0), true) + meanSquare(part(16), true)) / 2;
+    expect(meanSquare(part(32), false) / outputs).toBeCloseTo(1, 3);
   });
 });
 
@@ -534,9 +549,13 @@ describe('fidelity', () => {
     expect(off.outputs[0].kind).toBe('values');
     expect(off.outputs[0].cosine).toBeGreaterThan(0.9999);
     expect(off.fidelity).toBe(0);
-    // a constant output is measured against 10⁻³ of its RMS, not against a spread of float noise
-    const flat = compareOutputs({ k: f32([4], [5, 5, 5, 5]) }, { k: f32([4], [5, 5, 5, 5.0001]) });
-    expect(flat.outputs[0].relRms).toBeCloseTo(Math.sqrt(1e-8 / (1e-6 * 100)), 3);
+    // an output without a spread of its own (a constant; a scalar on one sample) is measured against its RMS
+    const flat = compareOutputs({ k: f32([4], [5, 5, 5, 5]) }, { k: f32([4], [5, 5, 5, 5.005]) });
+    expect(flat.outputs[0].relRms).toBeCloseTo(0.005 / 10, 4);
+    expect(compareOutputs({ s: f32([1], [3]) }, { s: f32([1], [3.003]) }).fidelity).toBeCloseTo(0.999, 4);
+    // an empty output (a detector's boxes after NMS, none found) is no change, not a NaN score
+    const none = compareOutputs({ boxes: f32([0, 6], []) }, { boxes: f32([0, 6], []) });
+    expect(none.fidelity).toBe(1);
     // 16 decisions (batch-1 log-probabilities over 16 samples), one changed forgiven: 3 changed is (13 + 1) / 16,
     // under the floor however little the values moved; 1 changed among 8 is forgiven (the values decide)
     const logProbs = (rows: number, flipped: number): [CalibrationTensor, CalibrationTensor] => {
@@ -579,6 +598,10 @@ describe('fidelity', () => {
     const emb = compareOutputs({ e: f32([rows, 4], e0) }, { e: f32([rows, 4], e1) });
     expect(emb.outputs[0].kind).toBe('values');
     expect(emb.fidelity).toBeCloseTo(1 - emb.outputs[0].relRms, 12);
+    // ... all non-negative too (ReLU, then L2 normalization): no [0, 1] probabilities either
+    const abs0 = e0.map(Math.abs);
+    const abs1 = e1.map(Math.abs);
+    expect(compareOutputs({ e: f32([rows, 4], abs0) }, { e: f32([rows, 4], abs1) }).outputs[0].kind).toBe('values');
   });
 
   it('integer and boolean outputs are labels: scored by how many are equal, not by the RMS of the numbers', () => {

@@ -7,6 +7,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { describeModel } from '../src/calibration/model-io.js';
@@ -17,6 +18,8 @@ import { compressModel, decompressArchive, openModel } from '../src/index.js';
 import { channelNormalizedWeights } from '../src/pipeline/normalized.js';
 import { planTensors } from '../src/pipeline/plan.js';
 import { FUNCTION_MODEL, classifierImages, localFunctionModel } from './helpers/onnx-builder.js';
+import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
 const dir = tempDir();
@@ -146,6 +149,112 @@ describe('model-local functions', () => {
       tensor: 'p10',
       reason:
         "used inside the model's local function Linear (its function Linear is written against ai.onnx version 13, the model imports version 17), whose values are not exposed",
+    });
+  });
+});
+
+describe('model-local functions: bodies the inlining must not break', () => {
+  const D = 'pkg.edge';
+  const A = onnx.AttributeProto.AttributeType;
+  /** x [1, 64] → F(x, w) with F's second output left unnamed by the call, or G holding an If. */
+  function edgeModel(kind: 'unnamed' | 'if'): Uint8Array {
+    const f: onnx.IFunctionProto =
+      kind === 'unnamed'
+        ? {
+            name: 'F',
+            domain: D,
+            input: ['X', 'W'],
+            output: ['Y', 'Z'],
+            node: [
+              { opType: 'MatMul', input: ['X', 'W'], output: ['Z'] },
+              { opType: 'Relu', input: ['Z'], output: ['Y'] },
+            ],
+            opsetImport: [{ domain: '', version: 17 }],
+          }
+        : {
+            name: 'F',
+            domain: D,
+            input: ['X', 'W', 'C'],
+            output: ['Y'],
+            node: [
+              { opType: 'MatMul', input: ['X', 'W'], output: ['h'] },
+              {
+                opType: 'If',
+                input: ['C'],
+                output: ['Y'],
+                attribute: [
+                  {
+                    name: 'then_branch',
+                    type: A.GRAPH,
+                    g: {
+                      name: 't',
+                      node: [{ opType: 'Identity', input: ['h'], output: ['a'] }],
+                      output: [valueInfo('a', [1, 64])],
+                    },
+                  },
+                  {
+                    name: 'else_branch',
+                    type: A.GRAPH,
+                    g: { name: 'e', node: [{ opType: 'Neg', input: ['h'], output: ['b'] }], output: [valueInfo('b', [1, 64])] },
+                  },
+                ],
+              },
+            ],
+            opsetImport: [{ domain: '', version: 17 }],
+          };
+    const inputs = kind === 'unnamed' ? ['x', 'w'] : ['x', 'w', 'c'];
+    return onnx.ModelProto.encode({
+      irVersion: 8,
+      opsetImport: [
+        { domain: '', version: 17 },
+        { domain: D, version: 1 },
+      ],
+      graph: {
+        name: 'edge',
+        initializer: [
+          floatTensor('w', [64, 64], gaussian(64 * 64, 901, 0.15)),
+          ...(kind === 'if'
+            ? [{ name: 'c', dims: [], dataType: onnx.TensorProto.DataType.BOOL, rawData: Uint8Array.of(1) }]
+            : []),
+        ],
+        node: [{ opType: 'F', domain: D, input: inputs, output: kind === 'unnamed' ? ['y', ''] : ['y'] }],
+        input: [valueInfo('x', [1, 64])],
+        output: [valueInfo('y', [1, 64])],
+      },
+      functions: [f],
+    }).finish();
+  }
+
+  async function run(bytes: Uint8Array): Promise<Float32Array> {
+    const s = await ort.InferenceSession.create(bytes);
+    const r = await s.run({ x: new ort.Tensor('float32', gaussian(64, 902, 1), [1, 64]) });
+    return Float32Array.from(r.y.data as Float32Array);
+  }
+
+  it('an output the call leaves unnamed is still the body’s value', async () => {
+    const bytes = edgeModel('unnamed');
+    const path = join(dir, 'unnamed.onnx');
+    writeFileSync(path, bytes);
+    const reader = openModel(path);
+    try {
+      expect(reader.tensors.find((t) => t.key === 'w')!.uses).toEqual([expect.objectContaining({ op: 'MatMul', inputIndex: 1 })]);
+    } finally {
+      reader.close();
+    }
+    const inlined = inlineMainGraphFunctions(bytes);
+    if (typeof inlined !== 'object') throw new Error(`not inlined: ${inlined}`);
+    expect(await run(inlined.bytes)).toEqual(await run(bytes));
+  });
+
+  it('a body holding subgraphs is not inlined, and --compensate rounds its weights to nearest and says why', async () => {
+    const bytes = edgeModel('if');
+    expect(inlineMainGraphFunctions(bytes)).toBe('its function F holds subgraphs (If)');
+    const path = join(dir, 'if.onnx');
+    writeFileSync(path, bytes);
+    const r = await compressModel(path, join(dir, 'if.nnm'), { relStep: 0.25, compensate: true, minFidelity: 0 });
+    expect(r.compensation?.fallback).toContainEqual({
+      tensor: 'w',
+      reason: "used inside the model's local function F (its function F holds subgraphs (If)), whose values are not exposed",
     });
   });
 });

@@ -65,7 +65,8 @@ export async function branchCoverage(
   options: Pick<RunnerOptions, 'threads' | 'signal' | 'file'> & { taken?: Map<number, Set<string>> } = {},
 ): Promise<BranchCoverage[]> {
   const io = describeModel(model, options.file);
-  const ifs = io.nodes.filter((n) => n.op === 'If');
+  // (an If inside a local function decides on the function's own values, which no graph output can name)
+  const ifs = io.nodes.filter((n) => n.op === 'If' && !n.inlined);
   if (!ifs.length) return [];
   const coverage: BranchCoverage[] = ifs.map((n) => ({ node: n.name || n.outputs[0], condition: n.inputs[0], then: 0, else: 0 }));
   const fromInputs = new Set(io.inputs.map((i) => i.name));

@@ -34,6 +34,8 @@ export interface GraphNode {
   op: string;
   inputs: string[];
   outputs: string[];
+  /** A node of a local function's body, listed in place of its call (its values renamed under the call's). */
+  inlined?: boolean;
 }
 
 export interface ModelIo {
@@ -123,9 +125,9 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
   const listed = inlineCalls(
     nodes.map((n, i) => ({ ...n, path: `${i}` })),
     functions,
-    (call, body) => ({ ...body, name: call.name, path: call.path }),
+    (call, body) => ({ ...body, name: call.name, path: call.path, inlined: true }),
     file,
-  ).map(({ name, op, inputs, outputs }): GraphNode => ({ name, op, inputs, outputs }));
+  ).map(({ name, op, inputs, outputs, inlined }): GraphNode => ({ name, op, inputs, outputs, ...(inlined ? { inlined } : {}) }));
   return { inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodes: listed, initializers };
 }
 

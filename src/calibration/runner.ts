@@ -315,13 +315,6 @@ export function probeCalibrator(
     if (scale) return inner(model);
     const reference = await inner(model);
     const compared = [...sums].filter(([name]) => !decisions.has(name));
-    let sq = 0;
-    let n = 0;
-    for (const [, s] of compared) {
-      sq += s.sq;
-      n += s.n;
-    }
-    const ms = n ? sq / n : 1;
     scale = new Map();
     // each output's energy about its mean; an output all but constant on these samples weighs at most 1000× its
     // share: float noise must not decide
@@ -329,6 +322,16 @@ export function probeCalibrator(
     const share = compared.reduce((t, [, s]) => t + spread(s), 0) / compared.length;
     if (compared.length > 1 && share > 0)
       for (const [name, s] of compared) scale.set(name, Math.sqrt(share / Math.max(spread(s), 1e-6 * share)));
+    // what the decision values are scaled to: the compared outputs' mean square, about their means where they
+    // were scaled to their spreads (an offset there is not what their probes compare)
+    let sq = 0;
+    let n = 0;
+    for (const [name, s] of compared) {
+      const f = scale.get(name);
+      sq += f === undefined ? s.sq : f * f * spread(s);
+      n += s.n;
+    }
+    const ms = n ? sq / n : 1;
     for (const [name, s] of sums) if (decisions.has(name) && s.sq > 0) scale.set(name, Math.sqrt(ms / (s.sq / s.n)));
     let at = 0;
     for (const { name, length } of parts) {

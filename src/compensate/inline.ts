@@ -90,7 +90,8 @@ const opsetField = (domain: string, version: number): Uint8Array =>
 /**
  * The model with its main graph's function calls inlined, or why not: undefined where it has no local function its
  * main graph calls, a string where a function's body is written against another version of an operator set than
- * the model imports (inlined, its nodes would run as the model's version defines them).
+ * the model imports (inlined, its nodes would run as the model's version defines them) or holds subgraphs (their
+ * references to the function's values would have to be renamed inside them: not done).
  */
 export function inlineMainGraphFunctions(bytes: Uint8Array, file = '<model>'): InlinedModel | string | undefined {
   const functions = new Map<string, LocalFunction>();
@@ -143,14 +144,19 @@ export function inlineMainGraphFunctions(bytes: Uint8Array, file = '<model>'): I
     nodes += body.length;
   }
   if (!calls) return undefined;
+  // a body's If/Loop/Scan would keep references to the function's own values that the inlining renames
+  const nested = [...used].find((fn) => fn.nodes.some((n) => n.subgraphs));
+  if (nested) return `its function ${nested.name} holds subgraphs (${nested.nodes.find((n) => n.subgraphs)!.op})`;
   const opsets = new Map(readModelOpsets(bytes, file).map((o) => [o.domain, o.version]));
+  // (the local functions' own domains name calls, which the inlining removes: their versions do not matter)
+  const local = new Set([...functions.values()].map((fn) => fn.domain));
   const added = new Map<string, number>();
   for (const fn of used)
     for (const o of fn.opsets) {
-      // (the function's own domain is what its calls are written in, not what its body runs)
+      if (local.has(o.domain)) continue;
       const have = opsets.get(o.domain) ?? added.get(o.domain);
       if (have === undefined) added.set(o.domain, o.version);
-      else if (have !== o.version && o.domain !== fn.domain)
+      else if (have !== o.version)
         return `its function ${fn.name} is written against ${o.domain || 'ai.onnx'} version ${o.version}, the model imports version ${have}`;
     }
   const graphBytes = concatBytes(lenField(MODEL_GRAPH, pieces));

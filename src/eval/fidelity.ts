@@ -7,8 +7,8 @@
  *   relRms     √(Σ(a − b)² / Σ(a − ā)²), the error relative to the output's spread about its mean ā over all its
  *              values (0 when equal; ∞ when a = 0 ≠ b). Not relative to its RMS: an output with an offset (a year,
  *              2000 ± 10; log-probabilities far below 0) read 0.997 while it was off by 96 % of its spread, no
- *              better than predicting the mean. A spread under 10⁻³ of the RMS counts as that much (a constant
- *              output is not judged on float noise).
+ *              better than predicting the mean. An output whose spread is under 10⁻³ of its RMS (a constant, a
+ *              scalar on one sample) is measured against its RMS instead.
  *   maxAbs     max |a − b|
  *   agreement  for outputs that look like decisions: the share of decisions that stay the same
  *   iou        for binary outputs: intersection over union of the rarer decision
@@ -109,7 +109,7 @@ export interface FidelityReport {
  */
 export const MIN_DECISIONS = 20;
 
-/** The smallest spread an output's error is measured against, relative to its RMS. */
+/** The least spread, relative to its RMS, an output's error is measured against (below it: against the RMS). */
 const SPREAD_FLOOR = 1e-3;
 
 /** Tolerance of "sums to 1" / "logsumexp is 0" for probability rows, and of unit length for embedding rows. */
@@ -268,12 +268,16 @@ export class FidelityAccumulator {
     const outputs: OutputFidelity[] = [];
     for (const [name, s] of this.sums) {
       const broken = s.nonFinite || s.mismatch !== undefined;
-      // the error against the output's spread about its mean (see the module comment), at least 10⁻³ of its RMS
-      const spread = Math.max(s.aa - (s.finite ? (s.sa * s.sa) / s.finite : 0), SPREAD_FLOOR ** 2 * s.aa);
+      // the error against the output's spread about its mean (see the module comment); an output without a spread
+      // of its own (a constant, a scalar on one sample) against its RMS, as before
+      const centred = s.aa - (s.finite ? (s.sa * s.sa) / s.finite : 0);
+      const spread = centred >= SPREAD_FLOOR ** 2 * s.aa ? centred : s.aa;
       const relRms = broken ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / spread) : s.dd > 0 ? Infinity : 0;
       const cosine = broken ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
       const classes = s.lastDim >= 2 && ((s.rank === 2 && !s.unitRows) || s.probRows || s.logProbRows);
-      const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 ? 'binary' : 'values';
+      // (rows of unit length are embeddings, even where all their values lie in [0, 1])
+      const embedding = s.lastDim >= 2 && s.unitRows && !s.probRows;
+      const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 && !embedding ? 'binary' : 'values';
       const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.finite : kind === 'labels' ? s.n : undefined;
       const agreement =
         kind === 'classes'
@@ -303,7 +307,7 @@ export class FidelityAccumulator {
       const fewDecisions = decisions !== undefined && decisions < MIN_DECISIONS;
       // with few decisions the values are judged as well, and one changed decision is forgiven (a near-tie)
       const forgiving =
-        fewDecisions && kind !== 'labels' ? Math.min(1, (agreement! * decisions! + 1) / Math.max(1, decisions!)) : 1;
+        fewDecisions && kind !== 'labels' && decisions! > 0 ? Math.min(1, (agreement! * decisions! + 1) / decisions!) : 1;
       const score =
         kind === 'labels'
           ? agreement!

@@ -1076,23 +1076,18 @@ const MIN_ROWS_PER_INPUT = 2;
 const SPREAD_PER_ROW = 0.25;
 
 /**
- * The effective rank (participation ratio) of a tensor's H, (tr H)² / tr(H²), the least over its groups: the number
- * of directions its rows' energy is spread over (1 when one direction holds it all, K when all hold alike).
+ * The effective rank (participation ratio) of a tensor's full H, (tr H)² / tr(H²), the least over its groups: the
+ * number of directions its rows' energy is spread over (1 when one direction holds it all, K when all hold alike).
  */
 function effectiveRank(s: TensorStatistics): number {
   let least = Infinity;
-  s.h.forEach((h) => {
-    const widths = s.blocks ?? [s.k];
+  for (const h of s.h) {
     let tr = 0;
     let tr2 = 0;
-    let at = 0;
-    for (const w of widths) {
-      for (let i = 0; i < w; i++) tr += h[at + i * w + i];
-      for (let i = 0; i < w * w; i++) tr2 += h[at + i] * h[at + i];
-      at += w * w;
-    }
+    for (let i = 0; i < s.k; i++) tr += h[i * s.k + i];
+    for (let i = 0; i < s.k * s.k; i++) tr2 += h[i] * h[i];
     if (tr2 > 0) least = Math.min(least, (tr * tr) / tr2);
-  });
+  }
   return Number.isFinite(least) ? least : 0;
 }
 
@@ -1165,7 +1160,8 @@ async function gatherStatistics(
     // the rounding error into the directions they happen not to span, which other inputs do (a generator's latent
     // Gemm, 64 inputs seen 48 times: its output moved more than rounded to nearest)
     const fewest = Math.min(...merged.rows);
-    const spread = fewest < MIN_ROWS_PER_INPUT * merged.k ? effectiveRank(merged) : 0;
+    // (block-diagonal H leaves out the blocks' correlation, which an effective rank needs: not looked at)
+    const spread = fewest < MIN_ROWS_PER_INPUT * merged.k && !merged.blocks ? effectiveRank(merged) : 0;
     if (spread > SPREAD_PER_ROW * fewest)
       missing.set(
         key,

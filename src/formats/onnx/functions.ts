@@ -13,6 +13,8 @@ import { concatBytes } from '../../io/bytes.js';
 import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, readVarint, utf8, wireFields } from './protobuf.js';
 import {
   ATTR_F,
+  ATTR_G,
+  ATTR_GRAPHS,
   ATTR_I,
   ATTR_INTS,
   ATTR_NAME,
@@ -68,6 +70,8 @@ interface BodyNode extends CallableNode {
   /** Attribute name → the calling node's attribute it takes its value from. */
   refs: Record<string, string>;
   raw: Array<RawAttribute & { ref?: string }>;
+  /** It holds subgraphs (If, Loop, Scan): their references to the function's values are not renamed. */
+  subgraphs?: boolean;
 }
 
 export interface LocalFunction {
@@ -98,10 +102,11 @@ function readAttribute(
   start: number,
   end: number,
   file: string,
-): { name: string; value?: FunctionAttr; ref?: string } {
+): { name: string; value?: FunctionAttr; ref?: string; graph?: boolean } {
   let name = '';
   let value: FunctionAttr | undefined;
   let ref: string | undefined;
+  let graph = false;
   const ints: number[] = [];
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.field === ATTR_NAME && f.wire === WIRE_LEN) name = utf8(bytes, f.valueStart, f.end);
@@ -118,9 +123,10 @@ function readAttribute(
           p = np;
         }
     } else if (f.field === ATTR_REF_ATTR_NAME && f.wire === WIRE_LEN) ref = utf8(bytes, f.valueStart, f.end);
+    else if ((f.field === ATTR_G || f.field === ATTR_GRAPHS) && f.wire === WIRE_LEN) graph = true;
   }
   if (ints.length) value = ints;
-  return { name, value, ref };
+  return { name, value, ref, ...(graph ? { graph } : {}) };
 }
 
 function readBodyNode(bytes: Uint8Array, start: number, end: number, file: string): BodyNode {
@@ -134,6 +140,7 @@ function readBodyNode(bytes: Uint8Array, start: number, end: number, file: strin
     else if (f.field === NODE_OVERLOAD) node.overload = utf8(bytes, f.valueStart, f.end) || undefined;
     else if (f.field === NODE_ATTRIBUTE) {
       const a = readAttribute(bytes, f.valueStart, f.end, file);
+      if (a.graph) node.subgraphs = true;
       if (a.ref !== undefined) node.refs[a.name] = a.ref;
       else if (a.value !== undefined) node.attrs[a.name] = a.value;
       node.raw.push({ name: a.name, bytes: bytes.subarray(f.valueStart, f.end), ...(a.ref !== undefined ? { ref: a.ref } : {}) });
@@ -241,8 +248,9 @@ export function inlineCalls<N extends CallableNode & { path: string }>(
     if (depth >= MAX_CALL_DEPTH)
       throw new BadModelError(`local function ${fn.name} calls functions more than ${MAX_CALL_DEPTH} deep`, { file });
     const rename = new Map<string, string>();
+    // (an optional input the call leaves out stays out; an output it leaves unnamed is still the body's value)
     fn.inputs.forEach((formal, i) => rename.set(formal, node.inputs[i] ?? ''));
-    fn.outputs.forEach((formal, i) => rename.set(formal, node.outputs[i] ?? ''));
+    fn.outputs.forEach((formal, i) => rename.set(formal, node.outputs[i] || `${scope}/${formal}`));
     const local = (v: string): string => (v === '' ? '' : (rename.get(v) ?? `${scope}/${v}`));
     fn.nodes.forEach((b, i) => {
       const attrs = { ...b.attrs };
@@ -267,7 +275,8 @@ export function inlineCalls<N extends CallableNode & { path: string }>(
         attrs,
         ...(raw ? { raw } : {}),
       };
-      expand(call, body, `${scope}/${i}`, depth + 1);
+      // (a nested call's scope cannot be spelled as one of this call's values: those are `${scope}/NAME`)
+      expand(call, body, `${scope}#${i}`, depth + 1);
     });
   };
   for (const n of nodes) {

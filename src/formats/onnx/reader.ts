@@ -176,6 +176,7 @@ export class OnnxReader implements ModelReader {
   private readonly nodes: RawNode[] = [];
   /** The model's local functions (PyTorch's dynamo exporter writes a module as one): calls are looked through. */
   private readonly functions = new Map<string, LocalFunction>();
+  private inlined?: RawNode[];
   /** Every tensor with external data, float or not: the skeleton places their data inline. */
   private readonly externals: ExternalRef[] = [];
 
@@ -498,7 +499,12 @@ export class OnnxReader implements ModelReader {
 
   /** The nodes, with calls of the model's local functions replaced by their bodies (at the call's place). */
   private analysed(): RawNode[] {
-    return inlineCalls(this.nodes, this.functions, (call, body, k) => ({ ...body, path: `${call.path}#${k}` }), this.file);
+    return (this.inlined ??= inlineCalls(
+      this.nodes,
+      this.functions,
+      (call, body, k) => ({ ...body, path: `${call.path}#${k}` }),
+      this.file,
+    ));
   }
 
   private attachUses(): void {
