@@ -167,6 +167,7 @@ describe('weights reached through data movement, and Einsum operands', () => {
         floatTensor('dense/kernel:0', [96, 128], gaussian(96 * 128, 2, 0.1)),
         floatTensor('conv_w', [3, 3, 8, 16], gaussian(3 * 3 * 8 * 16, 3, 0.1)),
         floatTensor('einsum_w', [128, 32], gaussian(128 * 32, 4, 0.1)),
+        floatTensor('dw/depthwise_kernel', [7, 7, 8, 1], gaussian(7 * 7 * 8, 5, 0.3)),
       ],
       node: [
         { opType: 'Identity', input: ['onnx::MatMul_5'], output: ['w1'] },
@@ -186,6 +187,22 @@ describe('weights reached through data movement, and Einsum operands', () => {
           attribute: [{ name: 'perm', ints: [3, 2, 0, 1], type: P.INTS }],
         },
         { opType: 'Conv', input: ['img', 'cw'], output: ['c'], attribute: [{ name: 'pads', ints: [1, 1, 1, 1], type: P.INTS }] },
+        // a depthwise HWCM kernel [kH, kW, C, multiplier] → [C·M, 1, kH, kW], as tf2onnx leaves it (7×7: coded, not small)
+        {
+          opType: 'Transpose',
+          input: ['dw/depthwise_kernel'],
+          output: ['dw'],
+          attribute: [{ name: 'perm', ints: [2, 3, 0, 1], type: P.INTS }],
+        },
+        {
+          opType: 'Conv',
+          input: ['img', 'dw'],
+          output: ['d'],
+          attribute: [
+            { name: 'pads', ints: [3, 3, 3, 3], type: P.INTS },
+            { name: 'group', i: 8, type: P.INT },
+          ],
+        },
         {
           opType: 'Einsum',
           input: ['z', 'einsum_w'],
@@ -194,7 +211,7 @@ describe('weights reached through data movement, and Einsum operands', () => {
         },
       ],
       input: [valueInfo('x', [1, 64]), valueInfo('img', [1, 8, 10, 10]), valueInfo('z', [1, 128])],
-      output: [valueInfo('y', [1, 96]), valueInfo('c', [1, 16, 10, 10]), valueInfo('e', [1, 32])],
+      output: [valueInfo('y', [1, 96]), valueInfo('c', [1, 16, 10, 10]), valueInfo('e', [1, 32]), valueInfo('d', [1, 8, 10, 10])],
     };
     return modelBytes(graph);
   };
@@ -212,12 +229,18 @@ describe('weights reached through data movement, and Einsum operands', () => {
     expect(layouts['dense/kernel:0'].layout).toEqual({ kind: 'fc', nin: 128, nout: 96, order: 'out_in' });
     // HWIO: the 16 output channels are the last axis
     expect(layouts.conv_w.layout).toEqual({ kind: 'fc', nin: 72, nout: 16, order: 'in_out' });
+    // HWCM: the 8 channels (× a multiplier of 1) are axis 2, whatever the name says ("…kernel" of rank 4 read as
+    // [out, in, k, k] gave 3 ranges over the kernel's rows)
+    expect(layouts['dw/depthwise_kernel']).toMatchObject({
+      layout: { kind: 'fc', nin: 49, nout: 8, order: 'in_out' },
+      reason: 'Conv weight (through Transpose [2, 3, 0, 1]: output channels on stored axis 2)',
+    });
     expect(layouts.einsum_w).toMatchObject({
       layout: { kind: 'fc', nin: 128, nout: 32, order: 'in_out' },
       reason: 'Einsum operand ij',
     });
     const r = await compressModel(file, join(dir, 'hidden.nnm'));
-    expect(r.compressedWeights).toBe(64 * 128 + 96 * 128 + 3 * 3 * 8 * 16 + 128 * 32);
+    expect(r.compressedWeights).toBe(64 * 128 + 96 * 128 + 3 * 3 * 8 * 16 + 128 * 32 + 7 * 7 * 8);
     expect(r.quality?.passed).toBe(true);
   });
 

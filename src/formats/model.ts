@@ -51,6 +51,8 @@ export interface TensorUse {
   attrs: Record<string, number | string | number[]>;
   /** In `consumers`: the data-movement ops the values pass through before this use, in order (none: a direct use). */
   through?: readonly string[];
+  /** In `consumers`: the `perm` of each Transpose among `through`, in order (where each gives one). */
+  perms?: readonly (readonly number[])[];
   /** Where the using node sits (ONNX field path, as tensor locations spell it): a subgraph's nodes below its `If`. */
   node?: string;
 }

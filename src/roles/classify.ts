@@ -223,6 +223,11 @@ function classifyOnnx(t: TensorEntry): Classification {
     const c = classifyThrough(t, use);
     if (c) return c;
   }
+  // a kernel transposed for its Conv by a perm the graph gives: where its output channels are, known
+  for (const use of through) {
+    const c = classifyTransposedKernel(t, use);
+    if (c) return c;
+  }
   const byName = classifyByName(
     t,
     t.uses.length ? `used by ${[...new Set(t.uses.map((u) => u.op))].join(', ')}` : 'no direct use',
@@ -252,6 +257,32 @@ const WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   FusedGemm: [0, 1],
   FusedMatMul: [0, 1],
 };
+
+/**
+ * A Conv kernel stored in another axis order and transposed for the Conv by one Transpose (TensorFlow's HWIO
+ * kernels, perm [3, 2, 0, 1]; its depthwise HWCM kernels, perm [2, 3, 0, 1]): the Conv's output channels are the
+ * stored axis perm[0]. Where that is the first stored axis, or the last one but for axes of size 1, the kernel is a
+ * matrix with a range per output channel as stored; elsewhere undefined (the general rule then guesses). A
+ * depthwise HWCM kernel [3, 3, 64, 1] was laid out by its name as [3, 3·64·1] with a range per kernel row.
+ */
+function classifyTransposedKernel(t: TensorEntry, use: TensorUse): Classification | undefined {
+  if ((use.op !== 'Conv' && use.op !== 'FusedConv') || use.inputIndex !== 1 || t.shape.length < 3) return undefined;
+  const moved = (use.through ?? []).filter((op) => !VALUE_PRESERVING.has(op));
+  const perm = use.perms?.length === 1 ? use.perms[0] : undefined;
+  if (moved.length !== 1 || moved[0] !== 'Transpose' || !perm || perm.length !== t.shape.length) return undefined;
+  const axis = perm[0];
+  const product = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+  const reason = `${use.op} weight (through Transpose [${perm.join(', ')}]: output channels on stored axis ${axis})`;
+  if (axis === 0)
+    return { role: 'fc', layout: { kind: 'fc', nout: t.shape[0], nin: product(t.shape.slice(1)), order: 'out_in' }, reason };
+  if (t.shape.slice(axis + 1).every((d) => d === 1))
+    return {
+      role: 'fc',
+      layout: { kind: 'fc', nin: product(t.shape.slice(0, axis)), nout: product(t.shape.slice(axis)), order: 'in_out' },
+      reason,
+    };
+  return undefined;
+}
 
 /**
  * A use reached through data-movement ops. Through Identity alone the values are the layer's as stored; through

@@ -510,7 +510,7 @@ export class OnnxReader implements ModelReader {
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
     // the data-movement nodes that take a value as their data input: their outputs carry it on
-    const carriedTo = new Map<string, Array<{ output: string; op: string }>>();
+    const carriedTo = new Map<string, Array<{ output: string; op: string; perm?: number[] }>>();
     for (const node of this.analysed()) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
@@ -524,20 +524,32 @@ export class OnnxReader implements ModelReader {
           ...(node.domain ? { domain: node.domain } : {}),
         });
         if (carries(node.op, inputIndex, node.attrs))
-          carriedTo.set(input, [...(carriedTo.get(input) ?? []), ...node.outputs.map((output) => ({ output, op: node.op }))]);
+          carriedTo.set(input, [
+            ...(carriedTo.get(input) ?? []),
+            ...node.outputs.map((output) => ({
+              output,
+              op: node.op,
+              ...(node.op === 'Transpose' && Array.isArray(node.attrs.perm) ? { perm: node.attrs.perm } : {}),
+            })),
+          ]);
       });
     }
-    const consumers = (value: string, seen: Set<string>, through: readonly string[]): TensorUse[] =>
+    // (the perm of each Transpose passed, in order, where every one gives it)
+    const consumers = (value: string, seen: Set<string>, through: readonly string[], perms: readonly number[][]): TensorUse[] =>
       (uses.get(value) ?? [])
-        .flatMap((u) => (carries(u.op, u.inputIndex, u.attrs) ? [] : [through.length ? { ...u, through } : u]))
+        .flatMap((u) =>
+          carries(u.op, u.inputIndex, u.attrs)
+            ? []
+            : [through.length ? { ...u, through, ...(perms.length ? { perms } : {}) } : u],
+        )
         .concat(
           (carriedTo.get(value) ?? [])
             .filter(({ output }) => !seen.has(output) && seen.add(output))
-            .flatMap(({ output, op }) => consumers(output, seen, [...through, op])),
+            .flatMap(({ output, op, perm }) => consumers(output, seen, [...through, op], perm ? [...perms, perm] : perms)),
         );
     for (const t of this.tensors) {
       t.uses = uses.get(t.ref) ?? [];
-      t.consumers = consumers(t.ref, new Set([t.ref]), []);
+      t.consumers = consumers(t.ref, new Set([t.ref]), [], []);
     }
   }
 
