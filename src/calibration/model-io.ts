@@ -11,6 +11,7 @@ import {
   add as addFunction,
   inlineCalls,
   readLocalFunction,
+  readNodeProto,
   type CallableNode,
   type LocalFunction,
 } from '../formats/onnx/functions.js';
@@ -56,12 +57,6 @@ const GRAPH_NODE = 1;
 const GRAPH_INITIALIZER = 5;
 const GRAPH_INPUT = 11;
 const GRAPH_OUTPUT = 12;
-const NODE_INPUT = 1;
-const NODE_OUTPUT = 2;
-const NODE_NAME = 3;
-const NODE_OP_TYPE = 4;
-const NODE_DOMAIN = 7;
-const NODE_OVERLOAD = 8;
 const VALUE_NAME = 1;
 const VALUE_TYPE = 2;
 const TYPE_TENSOR = 1;
@@ -110,7 +105,7 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === GRAPH_INPUT) inputs.push(valueInfo(bytes, f.valueStart, f.end, file));
     else if (f.field === GRAPH_OUTPUT) outputs.push(valueInfo(bytes, f.valueStart, f.end, file));
-    else if (f.field === GRAPH_NODE) nodes.push(node(bytes, f.valueStart, f.end, file));
+    else if (f.field === GRAPH_NODE) nodes.push(readNodeProto(bytes, f.valueStart, f.end, file));
     else if (f.field === GRAPH_INITIALIZER) {
       let name = '';
       const dims: number[] = [];
@@ -141,20 +136,6 @@ function varints(bytes: Uint8Array, f: { wire: number; value: number; valueStart
     p = np;
   }
   return out;
-}
-
-function node(bytes: Uint8Array, start: number, end: number, file: string): GraphNode & CallableNode {
-  const n: GraphNode & CallableNode = { name: '', op: '', inputs: [], outputs: [], attrs: {} };
-  for (const f of wireFields(bytes, start, end, file)) {
-    if (f.wire !== WIRE_LEN) continue;
-    if (f.field === NODE_INPUT) n.inputs.push(utf8(bytes, f.valueStart, f.end));
-    else if (f.field === NODE_OUTPUT) n.outputs.push(utf8(bytes, f.valueStart, f.end));
-    else if (f.field === NODE_OP_TYPE) n.op = utf8(bytes, f.valueStart, f.end);
-    else if (f.field === NODE_NAME) n.name = utf8(bytes, f.valueStart, f.end);
-    else if (f.field === NODE_DOMAIN) n.domain = utf8(bytes, f.valueStart, f.end) || undefined;
-    else if (f.field === NODE_OVERLOAD) n.overload = utf8(bytes, f.valueStart, f.end) || undefined;
-  }
-  return n;
 }
 
 function valueInfo(bytes: Uint8Array, start: number, end: number, file: string): ValueInfo {

@@ -20,9 +20,12 @@ import {
   GRAPH_NODE,
   MODEL_GRAPH,
   NODE_ATTRIBUTE,
+  NODE_DOMAIN,
   NODE_INPUT,
+  NODE_NAME,
   NODE_OP_TYPE,
   NODE_OUTPUT,
+  NODE_OVERLOAD,
   TENSOR_DATA_TYPE,
   TENSOR_DIMS,
   TENSOR_NAME,
@@ -36,13 +39,11 @@ import {
   readLocalFunction,
   type LocalFunction,
 } from '../formats/onnx/functions.js';
-import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from '../formats/onnx/protobuf.js';
+import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, signed, utf8, wireFields } from '../formats/onnx/protobuf.js';
 
 export const GRAPH_INPUT = 11;
 export const GRAPH_OUTPUT = 12;
-export const NODE_NAME = 3;
-const NODE_DOMAIN = 7;
-const NODE_OVERLOAD = 8;
+export { NODE_NAME };
 
 export type AttrValue = number | string | number[];
 
@@ -243,11 +244,6 @@ export function parseOnnxGraph(bytes: Uint8Array, file = '<model>', options: { i
     );
   for (const g of graphs) g.nodes = g.nodes.flatMap((n) => expansion.get(n) ?? [n]);
   return { bytes, main, graphs, nodes: nodes.flatMap((n) => expansion.get(n) ?? [n]), functionNames };
-}
-
-/** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
-function signed(v: number): number {
-  return v >= 2 ** 63 ? v - 2 ** 64 : v;
 }
 
 /** Where each value name is produced: a node output, a graph input or an initializer (innermost graph wins). */

@@ -16,23 +16,23 @@ import {
   inlineCalls,
   readLocalFunction,
   readModelOpsets,
+  readNodeProto,
   type CallableNode,
   type LocalFunction,
 } from '../formats/onnx/functions.js';
-import { WIRE_LEN, WIRE_VARINT, encodeVarint, lenField, utf8, wireFields } from '../formats/onnx/protobuf.js';
+import { WIRE_LEN, WIRE_VARINT, encodeVarint, lenField, wireFields } from '../formats/onnx/protobuf.js';
 import {
   GRAPH_NODE,
   MODEL_GRAPH,
   NODE_ATTRIBUTE,
+  NODE_DOMAIN,
   NODE_INPUT,
+  NODE_NAME,
   NODE_OP_TYPE,
   NODE_OUTPUT,
+  NODE_OVERLOAD,
   pathJoin,
 } from '../formats/onnx/rebuild.js';
-import { NODE_NAME } from './graph.js';
-
-const NODE_DOMAIN = 7;
-const NODE_OVERLOAD = 8;
 
 export interface InlinedModel {
   bytes: Uint8Array;
@@ -46,27 +46,6 @@ interface CallNode extends CallableNode {
 }
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-
-function readNode(bytes: Uint8Array, start: number, end: number, path: string, file: string): CallNode {
-  const node: CallNode = { op: '', name: '', inputs: [], outputs: [], attrs: {}, raw: [], path };
-  for (const f of wireFields(bytes, start, end, file)) {
-    if (f.wire !== WIRE_LEN) continue;
-    if (f.field === NODE_INPUT) node.inputs.push(utf8(bytes, f.valueStart, f.end));
-    else if (f.field === NODE_OUTPUT) node.outputs.push(utf8(bytes, f.valueStart, f.end));
-    else if (f.field === NODE_OP_TYPE) node.op = utf8(bytes, f.valueStart, f.end);
-    else if (f.field === NODE_NAME) node.name = utf8(bytes, f.valueStart, f.end);
-    else if (f.field === NODE_DOMAIN) node.domain = utf8(bytes, f.valueStart, f.end) || undefined;
-    else if (f.field === NODE_OVERLOAD) node.overload = utf8(bytes, f.valueStart, f.end) || undefined;
-    else if (f.field === NODE_ATTRIBUTE) {
-      // the attribute's name (field 1) is all the inlining needs to read of it
-      let name = '';
-      for (const a of wireFields(bytes, f.valueStart, f.end, file))
-        if (a.field === 1 && a.wire === WIRE_LEN) name = utf8(bytes, a.valueStart, a.end);
-      node.raw!.push({ name, bytes: bytes.subarray(f.valueStart, f.end) });
-    }
-  }
-  return node;
-}
 
 function writeNode(n: CallableNode & { name: string }): Uint8Array {
   return concatBytes(
@@ -119,7 +98,7 @@ export function inlineMainGraphFunctions(bytes: Uint8Array, file = '<model>'): I
     }
     const path = pathJoin(graphPath, GRAPH_NODE, old);
     newIndex[old++] = nodes;
-    const node = readNode(bytes, f.valueStart, f.end, path, file);
+    const node: CallNode = { ...readNodeProto(bytes, f.valueStart, f.end, file), path };
     if (!calledFunction(functions, node)) {
       pieces.push(whole);
       nodes++;

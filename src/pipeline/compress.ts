@@ -57,6 +57,7 @@ import { statisticsTargets } from '../compensate/index.js';
 import {
   captureStatistics,
   mergeStatistics,
+  tooFewRows,
   type OutputTensor,
   type StatisticsReport,
   type TensorStatistics,
@@ -269,6 +270,9 @@ export async function compressModel(input: string, output: string, options: Comp
     releaseOutput(staged);
   }
 }
+
+/** A refused rate's comparison as `QualityError.details.withoutBudget` holds it. */
+type WithoutRecord = { bitsPerWeight: number; fidelity: number; passed: boolean };
 
 /** What the same options give without the budget (`withoutBudget`): its size and the gate's verdict, or why not. */
 type WithoutBudget = { bitsPerWeight: number; quality: QualityRecord } | { notMeasured: string };
@@ -552,6 +556,31 @@ async function compressStaged(
         judged = undefined;
       }
     };
+    // What the same options write without the rate flag that was refused, for comparison: the one passing size a
+    // run gives every time. This run's encodings and measurements are let go first: the comparison opens the model
+    // and its gate again.
+    const compareWithout = async (
+      flag: string,
+    ): Promise<{ plain?: { bitsPerWeight: number; quality: QualityRecord }; passes: boolean; text: string }> => {
+      cache?.close();
+      cache = undefined;
+      allocation = undefined;
+      resolved.onLog?.(`the same options without ${flag}, for comparison`);
+      const run = await plainRun?.();
+      const plain = run && 'quality' in run ? run : undefined;
+      resolved.onLog?.(
+        plain
+          ? `without ${flag}: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
+          : `without ${flag}: not measured${run && 'notMeasured' in run ? ` (${run.notMeasured})` : ''}`,
+      );
+      const passes = plain !== undefined && plain.quality.passed !== false;
+      const text = plain
+        ? `without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? '' : ', refused too'}`
+        : '';
+      return { plain, passes, text };
+    };
+    const withoutRecord = (c: Awaited<ReturnType<typeof compareWithout>>): WithoutRecord | undefined =>
+      c.plain ? { bitsPerWeight: c.plain.bitsPerWeight, fidelity: c.plain.quality.fidelity!, passed: c.passes } : undefined;
     const target = lossless || nothingCoded ? undefined : resolved.targetBpw;
     if (target === undefined) {
       // with no tensor coded, the float16 kept tensors are all that is lossy: finer codes change nothing
@@ -586,24 +615,9 @@ async function compressStaged(
         const r = await encode(1);
         if (r.quality?.passed !== false) return r;
         const q = r.quality!;
-        cache?.close();
-        cache = undefined;
-        allocation = undefined;
-        resolved.onLog?.(`the same options without ${flag}, for comparison`);
-        const run = await plainRun();
-        const plain = 'quality' in run ? run : undefined;
-        const passes = plain !== undefined && plain.quality.passed !== false;
-        resolved.onLog?.(
-          plain
-            ? `without ${flag}: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
-            : `without ${flag}: not measured (${'notMeasured' in run ? run.notMeasured : ''})`,
-        );
-        const advice = plain
-          ? `; without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? `, which passes: try it without ${flag}` : ', refused too'}`
-          : '';
-        const withoutIt = plain
-          ? { bitsPerWeight: plain.bitsPerWeight, fidelity: plain.quality.fidelity!, passed: passes }
-          : undefined;
+        const without = await compareWithout(flag);
+        const advice = without.text ? `; ${without.text}${without.passes ? `, which passes: try it without ${flag}` : ''}` : '';
+        const withoutIt = withoutRecord(without);
         const head = `${flag} ${flag === '--max-loss' ? resolved.maxLoss : resolved.targetSnr} (${r.bitsPerWeight.toFixed(3)} bits/weight)`;
         // (--force: this archive, the one written, is kept)
         throw gateError(
@@ -837,24 +851,9 @@ async function compressStaged(
     // --force keeps the archive at the target the user asked for: the search above wrote other grids, so the failed
     // ones are written again (with the gate's record of them) before anything else
     if (resolved.force) await writeAgain(1, failed.quality, failedGrids);
-    // the same options without the budget, for comparison: the one passing size that a run gives every time. This
-    // run's encodings and measurements are let go first: the comparison opens the model and its gate again
-    cache?.close();
-    cache = undefined;
-    allocation = undefined;
-    resolved.onLog?.('the same options without --target-bpw, for comparison');
-    const run = await plainRun?.();
-    const plain = run && 'quality' in run ? run : undefined;
-    resolved.onLog?.(
-      plain
-        ? `without --target-bpw: ${describeQuality(plain.quality)}: ${plain.bitsPerWeight.toFixed(3)} bits/weight`
-        : `without --target-bpw: not measured${run && 'notMeasured' in run ? ` (${run.notMeasured})` : ''}`,
-    );
-    const plainPasses = plain !== undefined && plain.quality.passed !== false;
-    const plainWins = plainPasses && (found === undefined || plain.bitsPerWeight <= found);
-    const plainText = plain
-      ? `without --target-bpw it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${plainPasses ? '' : ', refused too'}`
-      : '';
+    const without = await compareWithout('--target-bpw');
+    const { plain, text: plainText } = without;
+    const plainWins = without.passes && (found === undefined || plain!.bitsPerWeight <= found);
     const head = `--target-bpw ${target} (${against(failed)}${reachable ? '' : ', the coarsest grids'})`;
     const advice =
       (plainWins
@@ -863,10 +862,7 @@ async function compressStaged(
           ? `; the smallest passing archive found is ${found.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(found * 10) / 10}${plain ? ` (${plainText})` : ''}${fewHeldBack(failed.quality!)}`
           : `; no budget up to 4× the target passes${plain ? ` and ${plainText}` : ''}: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
       (pinnedNote ? `; ${pinnedNote}` : '');
-    const withoutIt = plain
-      ? { bitsPerWeight: plain.bitsPerWeight, fidelity: plain.quality.fidelity!, passed: plainPasses }
-      : undefined;
-    throw gateError(shownAs, failed.quality!, resolved.force, found, { head, advice }, withoutIt);
+    throw gateError(shownAs, failed.quality!, resolved.force, found, { head, advice }, withoutRecord(without));
   } finally {
     cache?.close();
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash
@@ -1062,35 +1058,6 @@ async function largestInput(sample: CalibrationSample): Promise<number> {
   return Math.max(0, ...Object.values(feed).map((t) => elementCount(t.dims)));
 }
 
-/**
- * Rows of input per input feature below which a tensor's statistics are looked at before they are used: H from
- * fewer rows than inputs has directions no probe sample took. Where the rows' energy lies in a few directions
- * (PaddleOCR's squeeze-and-excitation convolutions read pooled features: 150 rows for 240 inputs, effective rank
- * 1.0), those are what other inputs take too, and compensating pays (KL per step 0.044 against 0.078 rounded);
- * where every row adds a direction of its own (a generator's latent Gemm: 48 Gaussian rows for 64 inputs,
- * effective rank 27), the directions left out are as large as the ones seen, and the compensation, which pushes
- * the rounding error into them, made the output worse than rounding to nearest (gate 0.710 against 0.741).
- */
-const MIN_ROWS_PER_INPUT = 2;
-/** The effective rank per row (see MIN_ROWS_PER_INPUT) above which such statistics are not used. */
-const SPREAD_PER_ROW = 0.25;
-
-/**
- * The effective rank (participation ratio) of a tensor's full H, (tr H)² / tr(H²), the least over its groups: the
- * number of directions its rows' energy is spread over (1 when one direction holds it all, K when all hold alike).
- */
-function effectiveRank(s: TensorStatistics): number {
-  let least = Infinity;
-  for (const h of s.h) {
-    let tr = 0;
-    let tr2 = 0;
-    for (let i = 0; i < s.k; i++) tr += h[i * s.k + i];
-    for (let i = 0; i < s.k * s.k; i++) tr2 += h[i] * h[i];
-    if (tr2 > 0) least = Math.min(least, (tr * tr) / tr2);
-  }
-  return Number.isFinite(least) ? least : 0;
-}
-
 /** The last statistics captured in this process, by model bytes and probe samples (one entry: H can be large). */
 let lastCapture: { key: string; report: StatisticsReport } | undefined;
 
@@ -1156,17 +1123,8 @@ async function gatherStatistics(
       missing.set(key, 'its identical uses have statistics of different shapes');
       continue;
     }
-    // H from fewer rows than a few per input is mostly the probe samples' own subspace: the compensation would push
-    // the rounding error into the directions they happen not to span, which other inputs do (a generator's latent
-    // Gemm, 64 inputs seen 48 times: its output moved more than rounded to nearest)
-    const fewest = Math.min(...merged.rows);
-    // (block-diagonal H leaves out the blocks' correlation, which an effective rank needs: not looked at)
-    const spread = fewest < MIN_ROWS_PER_INPUT * merged.k && !merged.blocks ? effectiveRank(merged) : 0;
-    if (spread > SPREAD_PER_ROW * fewest)
-      missing.set(
-        key,
-        `its statistics saw ${fewest} row${fewest === 1 ? '' : 's'} of input for ${merged.k} inputs, spread over ~${Math.round(spread)} directions (compensating would fit the probe samples: more calibration samples allow it)`,
-      );
+    const few = tooFewRows(merged);
+    if (few) missing.set(key, few);
     else stats.set(key, merged);
   }
   options.onLog?.(

@@ -10,7 +10,7 @@
 
 import { BadModelError } from '../../errors.js';
 import { concatBytes } from '../../io/bytes.js';
-import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, readVarint, utf8, wireFields } from './protobuf.js';
+import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, readVarint, signed, utf8, wireFields } from './protobuf.js';
 import {
   ATTR_F,
   ATTR_G,
@@ -20,9 +20,12 @@ import {
   ATTR_NAME,
   ATTR_S,
   NODE_ATTRIBUTE,
+  NODE_DOMAIN,
   NODE_INPUT,
+  NODE_NAME,
   NODE_OP_TYPE,
   NODE_OUTPUT,
+  NODE_OVERLOAD,
 } from './rebuild.js';
 
 /** ModelProto.functions (onnx.proto3). */
@@ -37,8 +40,6 @@ export const MODEL_OPSET_IMPORT = 8;
 const FUNCTION_DOMAIN = 10;
 const FUNCTION_ATTRIBUTE_PROTO = 11;
 const FUNCTION_OVERLOAD = 13;
-const NODE_DOMAIN = 7;
-const NODE_OVERLOAD = 8;
 const ATTR_REF_ATTR_NAME = 21;
 /** Calls inside functions followed this deep; a function that calls itself stops here. */
 const MAX_CALL_DEPTH = 16;
@@ -94,9 +95,6 @@ const defaultDomain = (d: string | undefined): string => (d === undefined || d =
 const functionKey = (domain: string | undefined, name: string, overload = ''): string =>
   `${defaultDomain(domain)}\u0000${name}\u0000${overload}`;
 
-/** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
-const signed = (v: number): number => (v >= 2 ** 63 ? v - 2 ** 64 : v);
-
 function readAttribute(
   bytes: Uint8Array,
   start: number,
@@ -129,11 +127,16 @@ function readAttribute(
   return { name, value, ref, ...(graph ? { graph } : {}) };
 }
 
-function readBodyNode(bytes: Uint8Array, start: number, end: number, file: string): BodyNode {
-  const node: BodyNode = { op: '', inputs: [], outputs: [], attrs: {}, refs: {}, raw: [] };
+/**
+ * One NodeProto as the functions' bodies and their callers need it: op, domain, overload, operands, results, name,
+ * attribute values (subgraphs only flagged) and every attribute's bytes.
+ */
+export function readNodeProto(bytes: Uint8Array, start: number, end: number, file: string): BodyNode & { name: string } {
+  const node: BodyNode & { name: string } = { op: '', name: '', inputs: [], outputs: [], attrs: {}, refs: {}, raw: [] };
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === NODE_INPUT) node.inputs.push(utf8(bytes, f.valueStart, f.end));
+    else if (f.field === NODE_NAME) node.name = utf8(bytes, f.valueStart, f.end);
     else if (f.field === NODE_OUTPUT) node.outputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === NODE_OP_TYPE) node.op = utf8(bytes, f.valueStart, f.end);
     else if (f.field === NODE_DOMAIN) node.domain = defaultDomain(utf8(bytes, f.valueStart, f.end)) || undefined;
@@ -195,7 +198,7 @@ export function readLocalFunction(bytes: Uint8Array, start: number, end: number,
     else if (f.field === FUNCTION_OVERLOAD) fn.overload = utf8(bytes, f.valueStart, f.end);
     else if (f.field === FUNCTION_INPUT) fn.inputs.push(utf8(bytes, f.valueStart, f.end));
     else if (f.field === FUNCTION_OUTPUT) fn.outputs.push(utf8(bytes, f.valueStart, f.end));
-    else if (f.field === FUNCTION_NODE) fn.nodes.push(readBodyNode(bytes, f.valueStart, f.end, file));
+    else if (f.field === FUNCTION_NODE) fn.nodes.push(readNodeProto(bytes, f.valueStart, f.end, file));
     else if (f.field === FUNCTION_ATTRIBUTE_PROTO) {
       const a = readAttribute(bytes, f.valueStart, f.end, file);
       if (a.value !== undefined) fn.defaults[a.name] = a.value;

@@ -102,6 +102,11 @@ export function lenField<P extends { length: number } = Uint8Array>(field: numbe
   return [encodeVarint(field * 8 + WIRE_LEN), encodeVarint(total), ...payload];
 }
 
+/** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
+export function signed(v: number): number {
+  return v >= 2 ** 63 ? v - 2 ** 64 : v;
+}
+
 export function utf8(buf: Uint8Array, start: number, end: number): string {
   return new TextDecoder().decode(buf.subarray(start, end));
 }

@@ -21,6 +21,8 @@ import {
   NODE_OUTPUT,
   NODE_OP_TYPE,
   NODE_ATTRIBUTE,
+  NODE_DOMAIN,
+  NODE_OVERLOAD,
   ATTR_NAME,
   ATTR_F,
   ATTR_I,
@@ -161,10 +163,6 @@ interface RawNode {
   constantTensorPath?: string;
   constantTensorRange?: [number, number];
 }
-
-/** NodeProto's domain and overload (onnx.proto3). */
-const NODE_DOMAIN = 7;
-const NODE_OVERLOAD = 8;
 
 /** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
 const MODEL_IR_VERSION = 1;

@@ -18,6 +18,10 @@ export const NODE_INPUT = 1;
 export const NODE_OUTPUT = 2;
 export const NODE_OP_TYPE = 4;
 export const NODE_ATTRIBUTE = 5;
+export const NODE_NAME = 3;
+export const NODE_DOMAIN = 7;
+/** Which of a local function's overloads a node calls (IR 10). */
+export const NODE_OVERLOAD = 8;
 export const ATTR_NAME = 1;
 export const ATTR_F = 2;
 export const ATTR_I = 3;
