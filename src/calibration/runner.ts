@@ -146,13 +146,20 @@ export class CalibrationRunner {
    */
   async run(
     sample: CalibrationSample,
-    options: { onRun?: (r: RunRecord) => void | Promise<void>; keep?: boolean; data?: SampleData } = {},
+    options: {
+      onRun?: (r: RunRecord) => void | Promise<void>;
+      keep?: boolean;
+      data?: SampleData;
+      /** Inputs fed besides the sample's, to every run (weights made graph inputs: formats/onnx/inputs.ts). */
+      with?: Feed;
+    } = {},
   ): Promise<SampleOutputs> {
     const data = options.data ?? (await sample.load());
     const keep = options.keep ?? true;
     const what = { label: sample.label, file: sample.source };
+    const extra = options.with ?? {};
     if (data.kind === 'feed') {
-      const outputs = await this.runFeed(data.feed, what);
+      const outputs = await this.runFeed({ ...data.feed, ...extra }, what);
       await options.onRun?.({ sample, step: 0, steps: 1, feed: data.feed, outputs });
       return { sample, outputs: keep ? this.pick(outputs) : {} };
     }
@@ -160,7 +167,7 @@ export class CalibrationRunner {
     let state: Feed = { ...data.initial };
     const collected = new Map<string, CalibrationTensor[]>();
     for (let step = 0; step < data.steps.length; step++) {
-      const feed = { ...data.steps[step], ...state };
+      const feed = { ...data.steps[step], ...state, ...extra };
       const outputs = await this.runFeed(feed, what, stateOut);
       await options.onRun?.({ sample, step, steps: data.steps.length, feed, outputs });
       state = {};
@@ -232,6 +239,21 @@ export async function runCalibration(
   return out;
 }
 
+/** A calibrator: a model (its bytes) → its outputs on the samples as one float vector. */
+export type Calibrator = (model: Uint8Array) => Promise<Float32Array>;
+
+/**
+ * A model opened once, run on the samples with more inputs fed each time (weights made graph inputs,
+ * formats/onnx/inputs.ts): the same vector as the calibrator gives for the model with those values.
+ */
+export interface OpenCalibration {
+  run(feed: Feed): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+/** A calibrator that can also open a model once and run it with more inputs (`OpenCalibration`). */
+export type OpeningCalibrator = Calibrator & { open(model: Uint8Array): Promise<OpenCalibration> };
+
 /**
  * A calibrator for sensitivity probes (the pipeline's `Calibrator`): the model's outputs on the samples as one
  * float vector (every requested output of every sample, in order; state outputs of sequences excluded unless
@@ -240,23 +262,18 @@ export async function runCalibration(
 export function calibratorFor(
   samples: readonly CalibrationSample[],
   options: RunnerOptions & { transform?: (output: string, values: Float32Array) => Float32Array } = {},
-): (model: Uint8Array) => Promise<Float32Array> {
-  return async (model) => {
+): OpeningCalibrator {
+  const collect = async (runner: CalibrationRunner, extra: Feed | undefined): Promise<Float32Array> => {
     const parts: Float32Array[] = [];
-    const runner = await CalibrationRunner.open(model, options);
-    try {
-      for (const s of samples) {
-        const data = await s.load();
-        const skip = new Set(data.kind === 'sequence' && !options.outputs ? data.state.map((l) => l.output) : []);
-        const { outputs } = await runner.run(s, { data });
-        for (const [k, t] of Object.entries(outputs)) {
-          if (skip.has(k) || t.type === 'bool' || !t.type.startsWith('float')) continue;
-          const v = toFloat32(t);
-          parts.push(options.transform ? options.transform(k, v) : v);
-        }
+    for (const s of samples) {
+      const data = await s.load();
+      const skip = new Set(data.kind === 'sequence' && !options.outputs ? data.state.map((l) => l.output) : []);
+      const { outputs } = await runner.run(s, { data, with: extra });
+      for (const [k, t] of Object.entries(outputs)) {
+        if (skip.has(k) || t.type === 'bool' || !t.type.startsWith('float')) continue;
+        const v = toFloat32(t);
+        parts.push(options.transform ? options.transform(k, v) : v);
       }
-    } finally {
-      await runner.close();
     }
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     let off = 0;
@@ -266,6 +283,20 @@ export function calibratorFor(
     }
     return out;
   };
+  const calibrate = async (model: Uint8Array): Promise<Float32Array> => {
+    const runner = await CalibrationRunner.open(model, options);
+    try {
+      return await collect(runner, undefined);
+    } finally {
+      await runner.close();
+    }
+  };
+  return Object.assign(calibrate, {
+    open: async (model: Uint8Array): Promise<OpenCalibration> => {
+      const runner = await CalibrationRunner.open(model, options);
+      return { run: (feed: Feed) => collect(runner, feed), close: () => runner.close() };
+    },
+  });
 }
 
 /**
@@ -286,7 +317,7 @@ export function probeCalibrator(
   samples: readonly CalibrationSample[],
   outputs: readonly string[] | undefined,
   decisionOutputs: readonly string[] = [],
-): (model: Uint8Array) => Promise<Float32Array> {
+): OpeningCalibrator {
   const decisions = new Set(decisionOutputs);
   let scale: Map<string, number> | undefined;
   // the reference run: each output's part of the vector, in order, and its sum of squares
@@ -311,9 +342,10 @@ export function probeCalibrator(
       return values;
     },
   });
-  return async (model) => {
-    if (scale) return inner(model);
-    const reference = await inner(model);
+  // the first run is the reference: the scales come from it, and it is scaled afterwards
+  const scaled = async (first: () => Promise<Float32Array>): Promise<Float32Array> => {
+    if (scale) return first();
+    const reference = await first();
     const compared = [...sums].filter(([name]) => !decisions.has(name));
     scale = new Map();
     // each output's energy about its mean; an output all but constant on these samples weighs at most 1000× its
@@ -341,4 +373,10 @@ export function probeCalibrator(
     }
     return reference;
   };
+  return Object.assign((model: Uint8Array) => scaled(() => inner(model)), {
+    open: async (model: Uint8Array): Promise<OpenCalibration> => {
+      const opened = await inner.open(model);
+      return { run: (feed: Feed) => scaled(() => opened.run(feed)), close: () => opened.close() };
+    },
+  });
 }

@@ -13,7 +13,10 @@ import { FINE_STEPS, PROBE_STEP, allocateForBudget, allocateForLoss, type Candid
 import { addCompensatedCandidates, COMPENSATION_ANCHORS } from '../rate/compensated.js';
 import type { TensorStatistics } from '../compensate/statistics.js';
 import { randomInputOutputs } from '../eval/calibrate.js';
-import { probeCalibrator } from '../calibration/runner.js';
+import { probeCalibrator, type OpenCalibration, type OpeningCalibrator } from '../calibration/runner.js';
+import type { Feed } from '../calibration/tensor.js';
+import { weightsAsInputs, type FedInput } from '../formats/onnx/inputs.js';
+import { encodeFloats } from '../formats/model.js';
 import { exposeDecisions } from '../calibration/decisions.js';
 import { openOnnx } from '../formats/onnx/reader.js';
 import type { Calibration } from './gate.js';
@@ -233,6 +236,59 @@ export function unseen(raw: readonly number[], judgedOnly = false): number[] & {
 
 type Calibrate = (model: Uint8Array) => Promise<Float32Array>;
 
+/** The probes' model opened once with its coded tensors as graph inputs (`fedProbes`). */
+interface FedProbes {
+  /** Tensor key → the graph input that takes its values. */
+  inputs: ReadonlyMap<string, FedInput>;
+  /** Every fed input at the original values. */
+  originals: Feed;
+  opened: OpenCalibration;
+  /** The outputs at the original values, from this session (its kernels, not the plain model's). */
+  reference: Float32Array;
+}
+
+/** A tensor's values (float32, file order) as the input that takes them. */
+function fedValues(input: FedInput, values: Float32Array): Feed[string] {
+  const data = input.dtype === 'float16' ? new Uint16Array(encodeFloats(values, 'float16').buffer, 0, values.length) : values;
+  return { type: input.dtype, dims: input.shape, data };
+}
+
+/**
+ * The probes' model with the tensors of `keys` as graph inputs (formats/onnx/inputs.ts), opened once: a probe then
+ * runs the samples with one tensor's values fed instead of rebuilding and loading the whole model (PaddleOCR rec:
+ * 0.1 s to rebuild and 0.1–0.2 s to load against 15–25 ms a run). Undefined, and the log says why, where the model
+ * cannot be made so or onnxruntime will not run it (an op of onnxruntime's that wants constant weights): the
+ * probes then rebuild the model each time, as before.
+ */
+async function fedProbes(
+  reader: ModelReader,
+  keys: Iterable<string>,
+  calibrate: Calibrate,
+  log: (message: string) => void,
+  signal?: AbortSignal,
+): Promise<FedProbes | undefined> {
+  const opening = (calibrate as Partial<OpeningCalibrator>).open;
+  // NNMEDIA_REBUILT_PROBES=1: every probe rebuilds the model (the path before; tests compare the two)
+  if (!opening || reader.format !== 'onnx' || process.env.NNMEDIA_REBUILT_PROBES) return undefined;
+  let opened: OpenCalibration | undefined;
+  try {
+    const fed = weightsAsInputs(reader, keys);
+    if (!fed) return undefined;
+    const originals: Feed = {};
+    for (const [key, input] of fed.inputs) originals[input.name] = fedValues(input, reader.read(key));
+    opened = await opening(fed.bytes);
+    const reference = await opened.run(originals);
+    return { inputs: fed.inputs, originals, opened, reference };
+  } catch (e) {
+    signal?.throwIfAborted();
+    await opened?.close();
+    log(
+      `sensitivity probes rebuild the model for each probe: it could not run with its weights as inputs (${(e as Error).message})`,
+    );
+    return undefined;
+  }
+}
+
 /**
  * What the sensitivity probes run and compare: where a top-level `If` is decided by a computed value (a
  * first-stage score) and the probes run calibration samples, a copy of the model with those values as extra
@@ -271,7 +327,8 @@ async function probeTarget(
   return { reader, calibrate: plain, reference: await plain(source) };
 }
 
-export async function allocate(parts: {
+/** What `allocate` works on. */
+interface AllocateParts {
   reader: ModelReader;
   /** The model file's bytes (read only when a model must run). */
   source: () => Uint8Array;
@@ -291,7 +348,19 @@ export async function allocate(parts: {
    * their candidates' errors follow the compensated layer-output error (rate/compensated.ts).
    */
   statistics?: ReadonlyMap<string, TensorStatistics>;
-}): Promise<Allocation> {
+}
+
+export async function allocate(parts: AllocateParts): Promise<Allocation> {
+  // the probes' session (weights as inputs) lives as long as the probes: closed however the allocation ends
+  const sessions: Array<() => Promise<void>> = [];
+  try {
+    return await allocateWith(parts, sessions);
+  } finally {
+    for (const close of sessions) await close();
+  }
+}
+
+async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<void>>): Promise<Allocation> {
   const { reader, unique, options, weights, overheadBits } = parts;
   // the model's bytes, made once for the graph's reading and the probes' reference (a model with external data is
   // put together in memory), then let go
@@ -446,13 +515,39 @@ export async function allocate(parts: {
       reference,
     } = await probeTarget(reader, source(), plain, probeSet, cal?.outputs, log, options.signal);
     sourceBytes = undefined; // (not kept past the probes' reference: the allocation lives through every encode)
+    // one session for every probe, the coded tensors (and their duplicates) fed as inputs, where it can be made and
+    // each probe sample is one run. Not for sequences (windows with state carried: hundreds of runs a probe), where
+    // a run with its weights fed costs more than the load saved (Silero v6: 0.15 → 0.3 ms a window, the model
+    // without its weights' constant folding and packing, against 0.1 s to rebuild and load it)
+    const fed =
+      probeSet && probeSet.every((s) => s.kind === 'feed')
+        ? await fedProbes(
+            probeReader,
+            [...unique.map((p) => p.entry.key), ...parts.sameAs.keys()],
+            calibrate,
+            log,
+            options.signal,
+          )
+        : undefined;
+    if (fed) {
+      sessions.push(() => fed.opened.close());
+      debug?.(`probes: one session, ${fed.inputs.size} tensors fed as graph inputs`);
+    }
     // output distortion per unit of squared weight error with tensor i at candidate c
     // (duplicates are substituted together and cost their bits once, so no correction is needed)
     probeAt = async (i, c) => {
       options.signal?.throwIfAborted();
-      const out = await calibrate(substituteTensors(probeReader, restoredAt(i, c)));
+      const values = restoredAt(i, c);
+      let out: Float32Array;
+      let against = reference;
+      if (fed && [...values.keys()].every((k) => fed.inputs.has(k))) {
+        const feed = { ...fed.originals };
+        for (const [k, v] of values) feed[fed.inputs.get(k)!.name] = fedValues(fed.inputs.get(k)!, v);
+        out = await fed.opened.run(feed);
+        against = fed.reference;
+      } else out = await calibrate(substituteTensors(probeReader, values));
       if (!(c.sse > 0)) return 1e-30;
-      const d = mse(out, reference);
+      const d = mse(out, against);
       // no probed output moved at all: the probe samples do not reach this tensor (see `unseen`)
       return d > 0 ? d / c.sse : NaN;
     };
