@@ -379,9 +379,18 @@ function checkNoNaN({ name, tensor }: NamedTensor, file: string): void {
     throw new BadCalibrationError(`element ${bad} is NaN; calibration inputs must be numbers`, { file, tensor: name });
 }
 
-/** `x.npy` → `x`; `sample3.x.npy` → `x` (the part after the last dot of the stem names the input). */
-export function npyInputHint(file: string): { stem: string; group?: string; input: string } {
+/**
+ * `x.npy` → `x`; `sample3.x.npy` → `x`: the stem names the input after the group's dot. Input names hold dots too
+ * (`past_key_values.0.key`, as Hugging Face exports name a decoder's cache): of the model's `inputs`, the longest
+ * the stem ends with after a dot is the input (`s0.past_key_values.0.key.npy` → group `s0`); without one, the
+ * part after the last dot.
+ */
+export function npyInputHint(file: string, inputs: Iterable<string> = []): { stem: string; group?: string; input: string } {
   const stem = basename(file, extname(file));
+  let named: string | undefined;
+  for (const name of inputs)
+    if (stem.length > name.length + 1 && stem.endsWith(`.${name}`) && (!named || name.length > named.length)) named = name;
+  if (named) return { stem, group: stem.slice(0, stem.length - named.length - 1), input: named };
   const dot = stem.lastIndexOf('.');
   return dot > 0 ? { stem, group: stem.slice(0, dot), input: stem.slice(dot + 1) } : { stem, input: stem };
 }

@@ -317,7 +317,7 @@ function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverr
     const samples = decodeRawFile(readFileSync(file), file);
     if (extname(file).toLowerCase() === '.npy') {
       const t = samples[0][0].tensor;
-      const hint = npyInputHint(file);
+      const hint = npyInputHint(file, names);
       if (single && !names.has(hint.stem) && !(hint.group && names.has(hint.input))) {
         groups.push({ label: file, source: file, tensors: [{ name: single.name, tensor: t }] });
         continue;

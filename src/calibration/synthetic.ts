@@ -40,7 +40,7 @@ import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
 import { CalibrationRunner } from './runner.js';
 import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
-import { convertTensor, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
+import { convertTensor, elementCount, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 
 export interface SyntheticOptions {
@@ -280,9 +280,39 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
 }
 
 interface Plan {
-  /** dims per input at growth rung r */
-  dimsAt(r: number): Map<string, number[]>;
+  /** dims per input at growth rung r, in the given variant (see `DimVariant`) */
+  dimsAt(r: number, variant?: DimVariant): Map<string, number[]>;
   grows: boolean;
+  /** The variants worth a trial: all three where the model has a cache's length (a past) among its dimensions. */
+  variants: DimVariant[];
+}
+
+/**
+ * How the free lengths are set, tried in this order. 'prefill': every length at its start size (a past as long as
+ * the new tokens). 'step': one decoding step, every length but a cache's (`past…`) 1 — what a decoder with a past
+ * whose mask is declared `past_sequence_length + 1` (Hugging Face optimum) takes. 'empty': a cache's length 0, the
+ * rest at their start sizes — the first call of a merged decoder (`use_cache_branch` false).
+ */
+type DimVariant = 'prefill' | 'empty' | 'step';
+
+/** A symbolic dimension that is a sum of others and integers, as exporters write them ("past_sequence_length + 1"). */
+const DIM_EXPRESSION = /^\s*[A-Za-z_][\w.]*(\s*[+-]\s*([A-Za-z_][\w.]*|\d+))+\s*$|^\s*\d+(\s*[+-]\s*([A-Za-z_][\w.]*|\d+))+\s*$/;
+/** A cache's length (a decoder's past keys and values). */
+const PAST = /past/i;
+/** A total length (a decoder's mask over the past and the new tokens: `total_sequence_length`). */
+const TOTAL = /total/i;
+/** The new tokens' length. */
+const SEQUENCE = /^(sequence_length|seq_len|seq_length|sequence)$/i;
+
+/** The value of a dimension expression from the bound symbols, or undefined where one is not bound. */
+function evaluateDim(expr: string, bound: ReadonlyMap<string, number>): number | undefined {
+  let total = 0;
+  for (const m of expr.matchAll(/([+-]?)\s*([A-Za-z_][\w.]*|\d+)/g)) {
+    const v = /^\d+$/.test(m[2]) ? Number(m[2]) : bound.get(m[2]);
+    if (v === undefined) return undefined;
+    total += m[1] === '-' ? -v : v;
+  }
+  return total;
 }
 
 /** The dimensions of every input at growth rung r (see the module comment). */
@@ -293,9 +323,15 @@ function planDims(
   starts: { audio: number; seq: number; image: { width?: number; height?: number } },
 ): Plan {
   let grows = false;
-  const dimsAt = (r: number): Map<string, number[]> => {
+  const symbols = new Set(
+    io.inputs.flatMap((i) => (i.shape ?? []).filter((d): d is string => typeof d === 'string' && d !== '')),
+  );
+  const hasPast = [...symbols].some((d) => PAST.test(d) && !DIM_EXPRESSION.test(d));
+  const dimsAt = (r: number, variant: DimVariant = 'prefill'): Map<string, number[]> => {
     const bound = new Map(overrides.dims);
     const out = new Map<string, number[]>();
+    // expressions and totals are set once every other dimension is
+    const later: Array<{ dims: number[]; k: number; d: string }> = [];
     for (const input of io.inputs) {
       const given = overrides.inputs.get(input.name);
       if (given) {
@@ -307,6 +343,10 @@ function planDims(
       const dims = shape.map((d, k) => {
         if (isFixedDim(d)) return d;
         if (typeof d === 'string' && d && bound.has(d)) return bound.get(d)!;
+        if (typeof d === 'string' && (DIM_EXPRESSION.test(d) || (hasPast && TOTAL.test(d)))) {
+          later.push({ dims: [], k, d });
+          return NaN;
+        }
         let v: number;
         if (kind === 'state' || kind === 'rate' || kind === 'bool') v = 1;
         else if (k === 0 && shape.length > 1) v = 1;
@@ -322,16 +362,30 @@ function planDims(
         } else {
           grows = true;
           v = (kind === 'audio' ? starts.audio : starts.seq) * 4 ** r;
+          const past = typeof d === 'string' && PAST.test(d);
+          if (variant === 'step' && !past) v = 1;
+          if (variant === 'empty' && past) v = 0;
         }
         if (typeof d === 'string' && d) bound.set(d, v);
         return v;
       });
+      later.filter((l) => l.dims.length === 0).forEach((l) => (l.dims = dims));
       out.set(input.name, dims);
+    }
+    // a total is the past and the new tokens; an expression its terms (unbound terms: a size of its own, as before)
+    const past = [...bound].find(([name]) => PAST.test(name))?.[1];
+    const sequence = [...bound].find(([name]) => SEQUENCE.test(name))?.[1];
+    for (const l of later) {
+      let v = bound.get(l.d) ?? (DIM_EXPRESSION.test(l.d) ? evaluateDim(l.d, bound) : undefined);
+      if (v === undefined && TOTAL.test(l.d) && past !== undefined && sequence !== undefined) v = past + sequence;
+      v ??= variant === 'step' ? 1 : starts.seq * 4 ** r;
+      bound.set(l.d, v);
+      l.dims[l.k] = v;
     }
     return out;
   };
   dimsAt(0);
-  return { dimsAt, grows };
+  return { dimsAt, grows, variants: hasPast ? ['prefill', 'step', 'empty'] : ['prefill'] };
 }
 
 const firstLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 200);
@@ -434,6 +488,7 @@ function describeInputs(
   dims: Map<string, number[]>,
   imageNote: string,
   rate: number,
+  flip = false,
 ): string {
   const what: Record<InputKind, string> = {
     rate: `the rate ${rate}`,
@@ -441,7 +496,7 @@ function describeInputs(
     image: `natural-image-like pictures (${imageNote})`,
     audio: `speech-like sound at ${rate / 1000} kHz`,
     ids: 'ids',
-    bool: 'false',
+    bool: flip ? 'false and true in turn' : 'false',
     mask: 'ones (a mask)',
     float: 'Gaussian N(0, 1)',
   };
@@ -469,12 +524,14 @@ async function statelessSet(
       { ...(imageInput!.type === 'uint8' ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
       { ...imageInput!, shape: dims },
     );
-  const make = (dims: Map<string, number[]>, k: number): Feed => {
+  const make = (dims: Map<string, number[]>, k: number, truth = false): Feed => {
     const feed: Feed = {};
     for (const input of io.inputs) {
       const kind = kinds.get(input.name)!;
       const d = dims.get(input.name)!;
       if (kind === 'rate') feed[input.name] = rateTensor(input, o.rate);
+      else if (kind === 'bool' && truth)
+        feed[input.name] = { type: 'bool', dims: d, data: new Uint8Array(elementCount(d)).fill(1) };
       else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
       else if (kind === 'image') {
         const spec = imageSpecFor(d);
@@ -489,38 +546,59 @@ async function statelessSet(
   };
   const rejected: string[] = [];
   let dims = plan.dimsAt(0);
-  for (let r = 0; ; r++) {
-    dims = plan.dimsAt(r);
-    const largest = Math.max(...[...dims.values()].map((d) => d.reduce((a, b) => a * b, 1)));
-    if (largest > o.maxElements)
+  // a boolean input (a merged decoder's `use_cache_branch`) is false for four samples, then true for four, … where
+  // the model runs both ways, so that both of its branches are calibrated, and both among the held-back samples
+  // (every 4th)
+  const booleans = io.inputs.some((i) => kinds.get(i.name) === 'bool');
+  let flip = false;
+  // a trial the model refused: why, or the reason it cannot grow
+  const failed = (e: unknown): void => {
+    // an input the graph gives no shape was fed as a scalar: say which, and what to give
+    const shapeless = io.inputs.filter((i) => i.shape === undefined && !overrides.inputs.has(i.name));
+    const why = firstLine((e as Error & { cause?: unknown }).cause ?? e);
+    if (!plan.grows && shapeless.length && /num_dims|rank|dimension|shape/i.test(why))
       throw new BadCalibrationError(
-        `synthetic inputs: the model rejected every size tried (${rejected.join('; ')}); give calibration data (--calibration) or the input shapes (--input NAME=SHAPE)`,
+        `synthetic inputs: the model declares no shape for ${shapeless.map((i) => i.name).join(', ')} (fed as a scalar), and rejected it: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}; give ${shapeless.length === 1 ? 'its shape' : 'their shapes'} (--input ${shapeless[0].name}=SHAPE, e.g. --input ${shapeless[0].name}=1,3,224,224) or calibration data (--calibration)`,
         { file: o.file },
+        e,
       );
-    try {
-      await runner.runFeed(make(dims, 0), { label: 'a synthetic trial input', file: o.file });
-      break;
-    } catch (e) {
-      // an input the graph gives no shape was fed as a scalar: say which, and what to give
-      const shapeless = io.inputs.filter((i) => i.shape === undefined && !overrides.inputs.has(i.name));
-      const why = firstLine((e as Error & { cause?: unknown }).cause ?? e);
-      if (!plan.grows && shapeless.length && /num_dims|rank|dimension|shape/i.test(why))
+    if (!plan.grows) throw e;
+    rejected.push(
+      `${[...dims].map(([k, d]) => `${k}[${d.join(',')}]`).join(' ')}: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}`,
+    );
+  };
+  trials: for (let r = 0; ; r++) {
+    for (const variant of plan.variants) {
+      dims = plan.dimsAt(r, variant);
+      const largest = Math.max(...[...dims.values()].map((d) => d.reduce((a, b) => a * b, 1)));
+      if (largest > o.maxElements)
         throw new BadCalibrationError(
-          `synthetic inputs: the model declares no shape for ${shapeless.map((i) => i.name).join(', ')} (fed as a scalar), and rejected it: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}; give ${shapeless.length === 1 ? 'its shape' : 'their shapes'} (--input ${shapeless[0].name}=SHAPE, e.g. --input ${shapeless[0].name}=1,3,224,224) or calibration data (--calibration)`,
+          `synthetic inputs: the model rejected every size tried (${rejected.join('; ')}); give calibration data (--calibration) or the input shapes (--input NAME=SHAPE)`,
           { file: o.file },
-          e,
         );
-      if (!plan.grows) throw e;
-      rejected.push(
-        `${[...dims].map(([k, d]) => `${k}[${d.join(',')}]`).join(' ')}: ${firstLine((e as Error & { cause?: unknown }).cause ?? e)}`,
-      );
+      try {
+        await runner.runFeed(make(dims, 0), { label: 'a synthetic trial input', file: o.file });
+      } catch (e) {
+        // (the last variant's failure is the one reported below)
+        if (variant !== plan.variants[plan.variants.length - 1]) continue;
+        failed(e);
+        continue trials;
+      }
+      if (booleans)
+        try {
+          await runner.runFeed(make(dims, 1, true), { label: 'a synthetic trial input', file: o.file });
+          flip = true;
+        } catch {
+          flip = false; // true does not run with these inputs: false throughout, as before
+        }
+      break trials;
     }
   }
   const samples: CalibrationSample[] = Array.from({ length: o.count }, (_, k) => ({
     index: k,
     label: `synthetic #${k + 1}`,
     kind: 'feed',
-    load: async () => ({ kind: 'feed', feed: make(dims, k) }),
+    load: async () => ({ kind: 'feed', feed: make(dims, k, flip && ((k >> 2) & 1) === 1) }),
   }));
   const imageNote = imageInput ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) : '';
   const grown = rejected.length ? `; sizes grown until the model accepted them (rejected: ${rejected.join('; ')})` : '';
@@ -528,7 +606,7 @@ async function statelessSet(
     samples,
     source: [],
     synthetic: true,
-    description: `${o.count} SYNTHETIC samples (no calibration data given): ${describeInputs(io, kinds, dims, imageNote, o.rate)}${grown}`,
+    description: `${o.count} SYNTHETIC samples (no calibration data given): ${describeInputs(io, kinds, dims, imageNote, o.rate, flip)}${grown}`,
   };
 }
 

@@ -14,7 +14,7 @@
 import { Archive } from '../archive/node.js';
 import { branchCoverage, branchTensors } from '../calibration/branches.js';
 import { describeModel } from '../calibration/model-io.js';
-import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec } from '../calibration/set.js';
+import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec, type CalibrationSplit } from '../calibration/set.js';
 import { findRateInput } from '../calibration/state.js';
 import { syntheticCalibrationSet } from '../calibration/synthetic.js';
 import type { CalibrationSample, CalibrationSet } from '../calibration/types.js';
@@ -120,7 +120,7 @@ export async function openCalibration(
         audio: spec?.audio,
         file: input,
       });
-  const split = splitCalibrationSet(set);
+  let split = splitCalibrationSet(set);
   log?.(
     set.synthetic
       ? `calibration: ${set.description}; the fidelity is measured on generated data: give real inputs with --calibration`
@@ -142,6 +142,8 @@ export async function openCalibration(
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal, taken: probeBranches });
+    if (!split.shared)
+      split = heldBackOnEveryBranch(split, probeBranches, await heldBackBranches(source, split, input, signal), log);
     for (const c of coverage) {
       const b = branches.find((x) => x.node === c.node);
       for (const [branch, taken, path] of [
@@ -187,6 +189,54 @@ export async function openCalibration(
     ...(rateInput ? { rateInput } : {}),
     ...(outputs ? { outputs } : {}),
   };
+}
+
+/** The branches each held-back sample takes (by sample index). */
+async function heldBackBranches(
+  source: Uint8Array,
+  split: CalibrationSplit,
+  file: string,
+  signal?: AbortSignal,
+): Promise<Map<number, Set<string>>> {
+  const taken = new Map<number, Set<string>>();
+  await branchCoverage(source, split.heldBack, { file, signal, taken });
+  return taken;
+}
+
+/**
+ * A branch the probe samples take and no held-back sample does would be judged by nobody: the quality gate runs the
+ * held-back samples only. Where two or more probe samples take it, the last of them is held back instead (a merged
+ * decoder calibrated on prefills and decoding steps in turn held back only decoding steps, and the gate passed a
+ * model whose prefill branch was damaged); where one does, the log says so. `probeBranches` loses the moved sample.
+ */
+export function heldBackOnEveryBranch(
+  split: CalibrationSplit,
+  probeBranches: Map<number, Set<string>>,
+  heldTaken: ReadonlyMap<number, ReadonlySet<string>>,
+  log?: (message: string) => void,
+): CalibrationSplit {
+  const judged = new Set([...heldTaken.values()].flatMap((b) => [...b]));
+  let { probe, heldBack } = split;
+  const unjudged: string[] = [];
+  for (const branch of new Set([...probeBranches.values()].flatMap((b) => [...b]))) {
+    if (judged.has(branch)) continue;
+    const takers = probe.filter((s) => probeBranches.get(s.index)?.has(branch));
+    if (takers.length < 2) {
+      unjudged.push(branch);
+      continue;
+    }
+    const moved = takers[takers.length - 1];
+    for (const b of probeBranches.get(moved.index) ?? []) judged.add(b);
+    probeBranches.delete(moved.index);
+    probe = probe.filter((s) => s !== moved);
+    heldBack = [...heldBack, moved].sort((a, b) => a.index - b.index);
+    log?.(`held back ${moved.label} instead of probing with it: no other held-back sample takes ${branch}`);
+  }
+  if (unjudged.length)
+    log?.(
+      `no held-back sample takes ${unjudged.join(', ')}: the quality gate does not judge ${unjudged.length === 1 ? 'that branch' : 'those branches'}; give more calibration inputs that take ${unjudged.length === 1 ? 'it' : 'them'}`,
+    );
+  return { ...split, probe, heldBack };
 }
 
 /** `--judge-output` names, each checked against the model's outputs (an unknown one names the ones there are). */

@@ -11,7 +11,7 @@ import { elementCount, rowElements, storageRecord } from '../formats/model.js';
 import { MAX_FRAME_AREA, MIN_FRAME, blockSize, videoFrameArea } from '../layout/blocks.js';
 import { planeShapes, sliceLayout } from '../layout/planes.js';
 import type { LayoutSpec } from '../layout/types.js';
-import { ADDED_TABLE, classifyTensor, layoutForRole } from '../roles/classify.js';
+import { ADDED_TABLE, GATHER_TABLE, classifyTensor, layoutForRole } from '../roles/classify.js';
 import {
   type CODEC_SET_NAMES,
   type CompressOptions,
@@ -99,6 +99,11 @@ export function planTensors(reader: ModelReader, options: CompressOptions | Reso
       const why = generatedTable(reader.read(entry.key));
       if (why) cls = { role: 'other', reason: `added to activations, ${why}` };
     }
+    // a table rows are looked up in whose columns are sinusoids of the row (a rotary embedding's cos/sin cache,
+    // indexed by position ids) is generated, not learnt, and every query and key is rotated by it: kept (float16),
+    // not coded where rate control, whose probes on random weights or inputs see little of it, could starve it
+    if (!rule.role && cls.reason === GATHER_TABLE && sinusoidTable(reader, entry))
+      cls = { role: 'other', reason: 'Gather table whose columns are sinusoids of the row (a rotary position table: generated)' };
     const base = { index, entry, role: cls.role, reason: cls.reason, storage: storageRecord(reader.storage(entry.key)) };
     if (cls.role === 'other' || !cls.layout) return { kind: 'kept', ...base };
     const settings = layerRangeWhereNarrow(
@@ -123,6 +128,51 @@ function layerRangeWhereNarrow(settings: TensorSettings, layout: LayoutSpec, ask
   if (asked || settings.range !== 'channel') return settings;
   const narrow = planeShapes(layout).some((s) => s.rows * s.channelWidth < MIN_CHANNEL_WEIGHTS);
   return narrow ? { ...settings, range: 'layer' } : settings;
+}
+
+/**
+ * A generated table's rounding, relative to its largest value, in the recurrence's residual: float16's (2⁻¹¹ a value,
+ * four values a residual) with room; a learnt table's residual is of the order of its values.
+ */
+const TABLE_ROUNDING = 5e-3;
+/** Rows first read to tell a learnt table from a generated one (a learnt one fails on them). */
+const SINUSOID_PROBE_ROWS = 8;
+
+/**
+ * Whether every column of a [rows, width] table is a sinusoid of the row index, x[p] = a·cos(p·θ + φ) (sin and cos
+ * tables, a rotary embedding's caches; constant and linear columns too): x[p+1] + x[p−1] = 2·cos θ·x[p] within
+ * the rounding of a float16 table (TABLE_ROUNDING) and of float32 arguments p·θ, cos θ fitted per column by least
+ * squares.
+ * The first rows are tried before the whole table is read: a learnt table (a token embedding) fails on them.
+ */
+export function sinusoidTable(reader: ModelReader, entry: ModelReader['tensors'][number]): boolean {
+  const [rows, width] = entry.shape;
+  if (entry.shape.length !== 2 || rows < SINUSOID_PROBE_ROWS || width < 1) return false;
+  const test = (x: Float32Array, p: number): boolean => {
+    let max = 0;
+    for (const v of x) max = Math.max(max, Math.abs(v));
+    if (!(max > 0) || !Number.isFinite(max)) return false;
+    for (let j = 0; j < width; j++) {
+      let num = 0;
+      let den = 0;
+      for (let i = 1; i < p - 1; i++) {
+        const v = x[i * width + j];
+        num += (x[(i + 1) * width + j] + x[(i - 1) * width + j]) * v;
+        den += v * v;
+      }
+      const c = den > 0 ? num / (2 * den) : 0;
+      // the argument p·θ rounded to float32 moves a row's value by up to p·θ·2⁻²⁴ of the amplitude
+      const theta = Math.acos(Math.max(-1, Math.min(1, c)));
+      for (let i = 1; i < p - 1; i++)
+        if (
+          Math.abs(x[(i + 1) * width + j] + x[(i - 1) * width + j] - 2 * c * x[i * width + j]) >
+          max * (TABLE_ROUNDING + 4 * (i + 1) * theta * 2 ** -24)
+        )
+          return false;
+    }
+    return true;
+  };
+  return test(reader.readRows(entry.key, 0, SINUSOID_PROBE_ROWS), SINUSOID_PROBE_ROWS) && test(reader.read(entry.key), rows);
 }
 
 /** Why a table added to activations is not a learnt one (undefined: it is). */

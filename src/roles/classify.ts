@@ -105,7 +105,7 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
     return {
       role: 'fc',
       layout: { kind: 'fc', nout: t.shape[0], nin: t.shape[1], order: 'out_in' },
-      reason: 'Gather table ([rows, width]: one range per row, e.g. a token embedding)',
+      reason: GATHER_TABLE,
     };
   // a table added to the activations (a learnt positional embedding: ViT's pos_embed [1, tokens, width], a
   // Slice of [positions, width]; Whisper's sinusoids): one range per row, as a Gather table. Only a table
@@ -140,6 +140,7 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
 }
 
 /** Why a tensor added to activations is coded (`planTensors` keeps it when a value is not finite). */
+export const GATHER_TABLE = 'Gather table ([rows, width]: one range per row, e.g. a token embedding)';
 export const ADDED_TABLE = 'Add table ([rows, width]: one range per row, e.g. a positional embedding)';
 
 /**

@@ -1,0 +1,224 @@
+/**
+ * Decoders as Hugging Face optimum / transformers.js export them (found by a new-user sweep of such exports): a
+ * cache's length in the input shapes (`past_sequence_length`, a mask of `past_sequence_length + 1`), a merged decoder
+ * whose boolean `use_cache_branch` chooses an If branch, a rotary embedding's cos/sin tables read by Gather, cache
+ * inputs whose names hold dots.
+ */
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
+import { describe, expect, it } from 'vitest';
+import { npyInputHint } from '../src/calibration/raw.js';
+import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
+import type { CalibrationSample, CalibrationSplit } from '../src/calibration/index.js';
+import { compressModel, openModel } from '../src/index.js';
+import { heldBackOnEveryBranch } from '../src/pipeline/gate.js';
+import { planTensors } from '../src/pipeline/plan.js';
+import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const INT64 = onnx.TensorProto.DataType.INT64;
+const BOOL = onnx.TensorProto.DataType.BOOL;
+const ints = (name: string, v: number[]): onnx.IAttributeProto => ({
+  name,
+  ints: v,
+  type: onnx.AttributeProto.AttributeType.INTS,
+});
+const int = (name: string, i: number): onnx.IAttributeProto => ({ name, i, type: onnx.AttributeProto.AttributeType.INT });
+const VOCAB = 50;
+const WIDTH = 8;
+
+/**
+ * A decoder step with a cache, shaped as optimum writes it: `attention_mask` [batch, past + 1] must be as long as the
+ * past and the new tokens together (the product of the mask with [past scores, new scores] fails otherwise), so it
+ * runs only where the cache and the mask agree (stacked with them).
+ */
+function withPastDecoder(): Uint8Array {
+  const nodes: onnx.INodeProto[] = [
+    { opType: 'Gather', input: ['embed', 'input_ids'], output: ['e'] },
+    { opType: 'MatMul', input: ['e', 'w'], output: ['h'] },
+    { opType: 'ReduceMean', input: ['h'], output: ['hs'], attribute: [ints('axes', [2]), int('keepdims', 0)] },
+    { opType: 'ReduceMean', input: ['past'], output: ['ps'], attribute: [ints('axes', [1, 3]), int('keepdims', 0)] },
+    { opType: 'Concat', input: ['ps', 'hs'], output: ['scores'], attribute: [int('axis', 1)] },
+    { opType: 'Cast', input: ['attention_mask'], output: ['m'], attribute: [int('to', 1)] },
+    // stacked: the mask and the scores must be equally long
+    { opType: 'Concat', input: ['scores', 'm'], output: ['logits'], attribute: [int('axis', 0)] },
+  ];
+  return modelBytes({
+    name: 'with_past',
+    node: nodes,
+    initializer: [
+      floatTensor('embed', [VOCAB, WIDTH], gaussian(VOCAB * WIDTH, 1, 0.5)),
+      floatTensor('w', [WIDTH, WIDTH], gaussian(64, 2, 0.5)),
+    ],
+    input: [
+      valueInfo('input_ids', ['batch_size', 'sequence_length'], INT64),
+      valueInfo('attention_mask', ['batch_size', 'past_sequence_length + 1'], INT64),
+      valueInfo('past_key_values.0.key', ['batch_size', 2, 'past_sequence_length', WIDTH]),
+    ],
+    output: [valueInfo('logits', ['batch_size', 'total'])],
+  }).slice();
+}
+
+describe('decoders with a cache', () => {
+  it('synthetic inputs give the mask the length of the past and the new tokens ("past_sequence_length + 1")', async () => {
+    // (the model reads `past`, named as optimum names it)
+    const bytes = withPastDecoder();
+    const model = onnx.ModelProto.decode(bytes);
+    for (const n of model.graph!.node!) n.input = n.input!.map((i) => (i === 'past' ? 'past_key_values.0.key' : i));
+    const fixed = onnx.ModelProto.encode(model).finish();
+    const set = await syntheticCalibrationSet(fixed, { count: 4 });
+    const data = await set.samples[0].load();
+    expect(data.kind).toBe('feed');
+    if (data.kind !== 'feed') return;
+    const past = data.feed['past_key_values.0.key'].dims[2];
+    const tokens = data.feed.input_ids.dims[1];
+    expect(data.feed.attention_mask.dims[1]).toBe(past + 1);
+    expect(past + 1).toBe(past + tokens); // one decoding step (or an empty cache)
+    const file = join(dir, 'with-past.onnx');
+    writeFileSync(file, fixed);
+    const r = await compressModel(file, join(dir, 'with-past.nnm'));
+    expect(r.quality?.passed).toBe(true);
+  }, 60_000);
+
+  it('a merged decoder’s boolean use_cache_branch takes both values among the synthetic samples, held back too', async () => {
+    const then: onnx.IGraphProto = {
+      name: 'cached',
+      node: [{ opType: 'MatMul', input: ['x', 'w_then'], output: ['y_then'] }],
+      initializer: [floatTensor('w_then', [WIDTH, WIDTH], gaussian(64, 3, 0.5))],
+      output: [valueInfo('y_then', ['batch_size', WIDTH])],
+    };
+    const otherwise: onnx.IGraphProto = {
+      name: 'plain',
+      node: [{ opType: 'MatMul', input: ['x', 'w_else'], output: ['y_else'] }],
+      initializer: [floatTensor('w_else', [WIDTH, WIDTH], gaussian(64, 4, 0.5))],
+      output: [valueInfo('y_else', ['batch_size', WIDTH])],
+    };
+    const g = onnx.AttributeProto.AttributeType.GRAPH;
+    const bytes = modelBytes({
+      name: 'merged',
+      node: [
+        {
+          opType: 'If',
+          input: ['use_cache_branch'],
+          output: ['y'],
+          attribute: [
+            { name: 'then_branch', g: then, type: g },
+            { name: 'else_branch', g: otherwise, type: g },
+          ],
+        },
+      ],
+      input: [valueInfo('x', ['batch_size', WIDTH]), valueInfo('use_cache_branch', [1], BOOL)],
+      output: [valueInfo('y', ['batch_size', WIDTH])],
+    });
+    const set = await syntheticCalibrationSet(bytes, { count: 16 });
+    expect(set.description).toMatch(/use_cache_branch bool\[1\]: false and true in turn/);
+    const flags = await Promise.all(
+      set.samples.map(async (s) => {
+        const d = await s.load();
+        return d.kind === 'feed' ? d.feed.use_cache_branch.data[0] : -1;
+      }),
+    );
+    expect(new Set(flags)).toEqual(new Set([0, 1]));
+    // the held-back samples (every 4th) see both
+    expect(new Set(flags.filter((_, i) => i % 4 === 3))).toEqual(new Set([0, 1]));
+    const file = join(dir, 'merged.onnx');
+    writeFileSync(file, bytes);
+    const logs: string[] = [];
+    await compressModel(file, join(dir, 'merged.nnm'), { targetBpw: 4, onLog: (m) => logs.push(m) });
+    expect(logs.join('\n')).not.toMatch(/branches no calibration sample takes/);
+  }, 120_000);
+
+  it('a branch the probes take and no held-back sample does gets a probe sample held back, or is named', () => {
+    const sample = (index: number): CalibrationSample => ({
+      index,
+      label: `s${index}`,
+      kind: 'feed',
+      load: async () => ({ kind: 'feed', feed: {} }),
+    });
+    const all = Array.from({ length: 8 }, (_, i) => sample(i));
+    const split: CalibrationSplit = {
+      probe: all.filter((_, i) => i % 4 !== 3),
+      heldBack: [all[3], all[7]],
+      shared: false,
+      rule: '',
+    };
+    // samples 0 and 4 take the prefill branch; every other one (the held-back ones too) a decoding step
+    const branch = (i: number): string => (i % 4 === 0 ? 'If_0: else' : 'If_0: then');
+    const probeBranches = new Map(split.probe.map((s) => [s.index, new Set([branch(s.index)])]));
+    const held = new Map(split.heldBack.map((s) => [s.index, new Set([branch(s.index)])]));
+    const logs: string[] = [];
+    const out = heldBackOnEveryBranch(split, probeBranches, held, (m) => logs.push(m));
+    expect(out.heldBack.map((s) => s.index)).toEqual([3, 4, 7]);
+    expect(out.probe.map((s) => s.index)).not.toContain(4);
+    expect(probeBranches.has(4)).toBe(false);
+    expect(logs[0]).toMatch(/held back s4 instead of probing with it: no other held-back sample takes If_0: else/);
+    // one probe sample alone takes it: kept for the probes, and said
+    const one = new Map([...probeBranches].filter(([i]) => i !== 0));
+    one.set(0, new Set(['If_0: else']));
+    const single: CalibrationSplit = { ...split, probe: split.probe.filter((s) => s.index !== 4) };
+    one.delete(4);
+    const logs2: string[] = [];
+    const kept = heldBackOnEveryBranch(single, one, held, (m) => logs2.push(m));
+    expect(kept.heldBack.map((s) => s.index)).toEqual([3, 7]);
+    expect(logs2[0]).toMatch(/no held-back sample takes If_0: else: the quality gate does not judge that branch/);
+  });
+});
+
+describe('rotary position tables and cache input names', () => {
+  it('a Gather table of sinusoids of the row is kept, a learnt one coded', () => {
+    const rows = 256;
+    const half = 16;
+    const cos = new Float32Array(rows * 2 * half);
+    for (let p = 0; p < rows; p++)
+      for (let j = 0; j < 2 * half; j++) cos[p * 2 * half + j] = Math.cos(p * 10000 ** (-(j % half) / half));
+    const sin = cos.map((_, i) => Math.sin(Math.floor(i / (2 * half)) * 10000 ** (-((i % (2 * half)) % half) / half)));
+    const node = (table: string, out: string): onnx.INodeProto => ({
+      opType: 'Gather',
+      input: [table, 'position_ids'],
+      output: [out],
+    });
+    const file = join(dir, 'rope.onnx');
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'rope',
+        node: [
+          node('cos_cached', 'c'),
+          node('sin_cached', 's'),
+          node('learnt', 'l'),
+          { opType: 'Sum', input: ['c', 's', 'l'], output: ['y'] },
+        ],
+        initializer: [
+          floatTensor('cos_cached', [rows, 2 * half], cos),
+          floatTensor('sin_cached', [rows, 2 * half], sin),
+          floatTensor('learnt', [rows, 2 * half], gaussian(rows * 2 * half, 9, 0.02)),
+        ],
+        input: [valueInfo('position_ids', [1, 'n'], INT64)],
+        output: [valueInfo('y', [1, 'n', 2 * half])],
+      }),
+    );
+    const reader = openModel(file);
+    const plans = planTensors(reader);
+    const role = (name: string): string => plans.find((p) => p.entry.name === name)!.kind;
+    expect(role('cos_cached')).toBe('kept');
+    expect(role('sin_cached')).toBe('kept');
+    expect(plans.find((p) => p.entry.name === 'sin_cached')!.reason).toMatch(/sinusoids of the row/);
+    expect(role('learnt')).toBe('coded');
+    reader.close();
+  });
+
+  it('a .npy file of a cache input (a name with dots) is matched by the longest input name', () => {
+    const inputs = ['input_ids', 'past_key_values.0.key', 'key'];
+    expect(npyInputHint('/d/s0.past_key_values.0.key.npy', inputs)).toEqual({
+      stem: 's0.past_key_values.0.key',
+      group: 's0',
+      input: 'past_key_values.0.key',
+    });
+    expect(npyInputHint('/d/s0.input_ids.npy', inputs)).toEqual({ stem: 's0.input_ids', group: 's0', input: 'input_ids' });
+    expect(npyInputHint('/d/input_ids.npy', inputs)).toEqual({ stem: 'input_ids', input: 'input_ids' });
+  });
+});
