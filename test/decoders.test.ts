@@ -14,6 +14,7 @@ import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
 import type { CalibrationSample, CalibrationSplit } from '../src/calibration/index.js';
 import { compressModel, openModel } from '../src/index.js';
 import { heldBackOnEveryBranch } from '../src/pipeline/gate.js';
+import { summaryLines, type ArchiveTotals } from '../src/cli/totals.js';
 import { planTensors } from '../src/pipeline/plan.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -220,5 +221,31 @@ describe('rotary position tables and cache input names', () => {
     });
     expect(npyInputHint('/d/s0.input_ids.npy', inputs)).toEqual({ stem: 's0.input_ids', group: 's0', input: 'input_ids' });
     expect(npyInputHint('/d/input_ids.npy', inputs)).toEqual({ stem: 'input_ids', input: 'input_ids' });
+  });
+});
+
+describe('the summary of an already quantized export', () => {
+  it("gives the coded tensors' own bits per weight where most of the archive is the rest of the model", () => {
+    const base: ArchiveTotals = {
+      tensors: 105,
+      compressedTensors: 3,
+      duplicates: 0,
+      keptExact: 10,
+      keptHalf: 92,
+      compressedWeights: 643_584,
+      keptWeights: 23_076,
+      mediaBytes: 600_000,
+      sideBytes: 0,
+      archiveBytes: 3_569_538,
+      sourceBytes: 5_857_042,
+      ratio: 5_857_042 / 3_569_538,
+      bitsPerWeight: (3_569_538 * 8) / 643_584,
+    };
+    expect(summaryLines('q.nnm', base, 'model_qdq.onnx')[1]).toMatch(
+      /3 tensors compressed \(643,584 weights\) at 44\.371 bits\/weight \(their codes 7\.458; most of the archive is the rest of the model/,
+    );
+    // a model whose coded tensors are the archive: no note
+    const coded = { ...base, mediaBytes: 3_400_000, archiveBytes: 3_569_538 };
+    expect(summaryLines('m.nnm', coded, 'm.onnx')[1]).not.toMatch(/their codes/);
   });
 });
