@@ -166,6 +166,41 @@ describe('decoders with a cache', () => {
     const kept = heldBackOnEveryBranch(single, one, held, (m) => logs2.push(m));
     expect(kept.heldBack.map((s) => s.index)).toEqual([3, 7]);
     expect(logs2[0]).toMatch(/no held-back sample takes If_0: else: the quality gate does not judge that branch/);
+    // two Ifs: the sample moved is one whose every branch another probe sample takes too (found by review: moving
+    // sample 2 would have left B: else to no probe sample, and the coverage was not counted again)
+    const two = Array.from({ length: 4 }, (_, i) => sample(i));
+    const takes: Record<number, string[]> = { 0: ['A: then', 'B: then'], 1: ['A: then', 'B: then'], 2: ['A: then', 'B: else'] };
+    const pb = new Map(Object.entries(takes).map(([i, b]) => [Number(i), new Set(b)]));
+    const out2 = heldBackOnEveryBranch(
+      { probe: two.slice(0, 3), heldBack: [two[3]], shared: false, rule: '' },
+      pb,
+      new Map([[3, new Set(['A: else', 'B: else'])]]),
+    );
+    expect(out2.heldBack.map((x) => x.index)).toEqual([1, 3]);
+    expect(out2.probe.map((x) => x.index)).toEqual([0, 2]);
+  });
+
+  it('a boolean that chooses no branch stays false; a hyphenated dimension is a name, not a difference', async () => {
+    // a `training` flag (behind Dropout in a real export) would make the outputs random if it were ever true
+    const bytes = modelBytes({
+      name: 'flag',
+      node: [
+        { opType: 'Cast', input: ['training'], output: ['t'], attribute: [int('to', 1)] },
+        { opType: 'ReduceMax', input: ['x'], output: ['m'], attribute: [int('keepdims', 1)] },
+        { opType: 'Add', input: ['m', 't'], output: ['y'] },
+      ],
+      input: [valueInfo('x', ['batch-size', 16]), valueInfo('training', [1], BOOL)],
+      output: [valueInfo('y', [1, 1])],
+    });
+    const set = await syntheticCalibrationSet(bytes, { count: 8 });
+    expect(set.description).toMatch(/training bool\[1\]: false$/);
+    for (const s of set.samples) {
+      const d = await s.load();
+      if (d.kind === 'feed') {
+        expect(d.feed.training.data[0]).toBe(0);
+        expect(d.feed.x.dims).toEqual([1, 16]); // the batch, as any symbolic first dimension
+      }
+    }
   });
 });
 

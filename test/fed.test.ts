@@ -7,6 +7,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { calibratorFor } from '../src/calibration/runner.js';
 import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
@@ -15,6 +16,7 @@ import { weightsAsInputs } from '../src/formats/onnx/inputs.js';
 import { compressModel, openModel, QualityError } from '../src/index.js';
 import { substituteTensors } from '../src/pipeline/substitute.js';
 import { cancellationModel, ifBranchModel } from './helpers/onnx-builder.js';
+import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -76,6 +78,31 @@ describe('weights as graph inputs', () => {
         reader.close();
       }
     }, 120_000);
+
+  it('an old model listing its initializers as graph inputs (IR 3) runs with them fed', async () => {
+    const w = gaussian(16 * 8, 5, 0.5);
+    const graph: onnx.IGraphProto = {
+      name: 'ir3',
+      node: [{ opType: 'MatMul', input: ['x', 'w'], output: ['y'] }],
+      initializer: [floatTensor('w', [16, 8], w)],
+      input: [valueInfo('x', [1, 16]), valueInfo('w', [16, 8])],
+      output: [valueInfo('y', [1, 8])],
+    };
+    const file = join(dir, 'ir3.onnx');
+    writeFileSync(file, onnx.ModelProto.encode({ irVersion: 3, opsetImport: [{ version: 9 }], graph }).finish());
+    const reader = openModel(file);
+    const fed = weightsAsInputs(reader, ['w'])!;
+    const set = await syntheticCalibrationSet(readFileSync(file), { count: 2, file });
+    const calibrate = calibratorFor(set.samples);
+    const opened = await calibrate.open(fed.bytes);
+    try {
+      const plain = await calibrate(readFileSync(file));
+      expect(relMax(plain, await opened.run({ w: { type: 'float32', dims: [16, 8], data: w } }))).toBeLessThan(1e-6);
+    } finally {
+      await opened.close();
+      reader.close();
+    }
+  });
 
   it('leaves out what it cannot feed: tensors inside branches as their initializers, and safetensors', () => {
     const model = join(dir, 'if.onnx');

@@ -21,6 +21,11 @@ export interface RunnerOptions {
   signal?: AbortSignal;
   /** The model's name in error messages. */
   file?: string;
+  /**
+   * Inputs that take weights (rate control's probes feed the coded tensors: formats/onnx/inputs.ts): not the data,
+   * so they neither make the model's inputs large (`largeInputs`) nor fill a failed run's message.
+   */
+  weightInputs?: ReadonlySet<string>;
 }
 
 /** One run of the model: a feed-sample's only run, or one window of a sequence. */
@@ -38,7 +43,7 @@ export interface RunRecord {
 const LARGE_INPUT_ELEMENTS = 2 ** 20;
 
 /** Whether an input of the model has a fixed shape of at least LARGE_INPUT_ELEMENTS elements. */
-export function largeInputs(model: Uint8Array): boolean {
+export function largeInputs(model: Uint8Array, except: ReadonlySet<string> = new Set()): boolean {
   let io: ReturnType<typeof describeModel>;
   try {
     io = describeModel(model);
@@ -47,6 +52,7 @@ export function largeInputs(model: Uint8Array): boolean {
   }
   return io.inputs.some(
     (i) =>
+      !except.has(i.name) &&
       i.shape?.every((d) => typeof d === 'number') &&
       i.shape.reduce<number>((n, d) => n * (d as number), 1) >= LARGE_INPUT_ELEMENTS,
   );
@@ -84,7 +90,7 @@ export class CalibrationRunner {
     const sessionOptions: InferenceSession.SessionOptions = {
       // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
       logSeverityLevel: 4,
-      ...(largeInputs(graph) ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+      ...(largeInputs(graph, options.weightInputs) ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
       ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     };
     try {
@@ -128,7 +134,9 @@ export class CalibrationRunner {
       out = fetch ? await this.session.run(feeds, fetch) : await this.session.run(feeds);
     } catch (e) {
       if (outOfResources(e)) throw resourceError(e, undefined, { file: what.file });
+      // (the data's inputs: weights fed as inputs are not the sample's)
       const shapes = Object.entries(feed)
+        .filter(([k]) => !this.options.weightInputs?.has(k))
         .map(([k, t]) => `${k} ${t.type}[${t.dims.join(',')}]`)
         .join(', ');
       throw new BadCalibrationError(
@@ -252,7 +260,10 @@ export interface OpenCalibration {
 }
 
 /** A calibrator that can also open a model once and run it with more inputs (`OpenCalibration`). */
-export type OpeningCalibrator = Calibrator & { open(model: Uint8Array): Promise<OpenCalibration> };
+export type OpeningCalibrator = Calibrator & {
+  /** `fed`: the inputs that take weights (not the model's data: they do not make its inputs large, `largeInputs`). */
+  open(model: Uint8Array, fed?: ReadonlySet<string>): Promise<OpenCalibration>;
+};
 
 /**
  * A calibrator for sensitivity probes (the pipeline's `Calibrator`): the model's outputs on the samples as one
@@ -292,8 +303,8 @@ export function calibratorFor(
     }
   };
   return Object.assign(calibrate, {
-    open: async (model: Uint8Array): Promise<OpenCalibration> => {
-      const runner = await CalibrationRunner.open(model, options);
+    open: async (model: Uint8Array, fed?: ReadonlySet<string>): Promise<OpenCalibration> => {
+      const runner = await CalibrationRunner.open(model, { ...options, weightInputs: fed });
       return { run: (feed: Feed) => collect(runner, feed), close: () => runner.close() };
     },
   });
@@ -374,8 +385,8 @@ export function probeCalibrator(
     return reference;
   };
   return Object.assign((model: Uint8Array) => scaled(() => inner(model)), {
-    open: async (model: Uint8Array): Promise<OpenCalibration> => {
-      const opened = await inner.open(model);
+    open: async (model: Uint8Array, fed?: ReadonlySet<string>): Promise<OpenCalibration> => {
+      const opened = await inner.open(model, fed);
       return { run: (feed: Feed) => scaled(() => opened.run(feed)), close: () => opened.close() };
     },
   });

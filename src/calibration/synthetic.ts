@@ -295,12 +295,20 @@ interface Plan {
  */
 type DimVariant = 'prefill' | 'empty' | 'step';
 
-/** A symbolic dimension that is a sum of others and integers, as exporters write them ("past_sequence_length + 1"). */
-const DIM_EXPRESSION = /^\s*[A-Za-z_][\w.]*(\s*[+-]\s*([A-Za-z_][\w.]*|\d+))+\s*$|^\s*\d+(\s*[+-]\s*([A-Za-z_][\w.]*|\d+))+\s*$/;
+/**
+ * A symbolic dimension that is a sum of others and integers, as exporters write them ("past_sequence_length + 1"):
+ * terms apart by a spaced + or −, each an integer or another dimension of the model (`batch-size` is a name).
+ */
+function isExpression(d: string, symbols: ReadonlySet<string>): boolean {
+  if (!/\s[+-]\s/.test(d)) return false;
+  const terms = d.split(/\s[+-]\s/).map((t) => t.trim());
+  return terms.every((t) => /^\d+$/.test(t) || (t !== d && symbols.has(t)));
+}
+
 /** A cache's length (a decoder's past keys and values). */
 const PAST = /past/i;
 /** A total length (a decoder's mask over the past and the new tokens: `total_sequence_length`). */
-const TOTAL = /total/i;
+const TOTAL = /total.*(seq|len)/i;
 /** The new tokens' length. */
 const SEQUENCE = /^(sequence_length|seq_len|seq_length|sequence)$/i;
 
@@ -326,7 +334,9 @@ function planDims(
   const symbols = new Set(
     io.inputs.flatMap((i) => (i.shape ?? []).filter((d): d is string => typeof d === 'string' && d !== '')),
   );
-  const hasPast = [...symbols].some((d) => PAST.test(d) && !DIM_EXPRESSION.test(d));
+  // a decoder's cache: a `past…` length in a model that takes token ids (not a streaming audio model's cache)
+  const hasPast =
+    [...symbols].some((d) => PAST.test(d) && !isExpression(d, symbols)) && io.inputs.some((i) => kinds.get(i.name) === 'ids');
   const dimsAt = (r: number, variant: DimVariant = 'prefill'): Map<string, number[]> => {
     const bound = new Map(overrides.dims);
     const out = new Map<string, number[]>();
@@ -343,7 +353,7 @@ function planDims(
       const dims = shape.map((d, k) => {
         if (isFixedDim(d)) return d;
         if (typeof d === 'string' && d && bound.has(d)) return bound.get(d)!;
-        if (typeof d === 'string' && (DIM_EXPRESSION.test(d) || (hasPast && TOTAL.test(d)))) {
+        if (typeof d === 'string' && (isExpression(d, symbols) || (hasPast && TOTAL.test(d)))) {
           later.push({ dims: [], k, d });
           return NaN;
         }
@@ -376,8 +386,10 @@ function planDims(
     const past = [...bound].find(([name]) => PAST.test(name))?.[1];
     const sequence = [...bound].find(([name]) => SEQUENCE.test(name))?.[1];
     for (const l of later) {
-      let v = bound.get(l.d) ?? (DIM_EXPRESSION.test(l.d) ? evaluateDim(l.d, bound) : undefined);
+      let v = bound.get(l.d) ?? (isExpression(l.d, symbols) ? evaluateDim(l.d, bound) : undefined);
       if (v === undefined && TOTAL.test(l.d) && past !== undefined && sequence !== undefined) v = past + sequence;
+      // (a difference of no length, or less, is no size: the start size, as for any other length)
+      if (v !== undefined && v < (variant === 'empty' ? 0 : 1)) v = undefined;
       v ??= variant === 'step' ? 1 : starts.seq * 4 ** r;
       bound.set(l.d, v);
       l.dims[l.k] = v;
@@ -524,13 +536,21 @@ async function statelessSet(
       { ...(imageInput!.type === 'uint8' ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
       { ...imageInput!, shape: dims },
     );
+  // boolean inputs that choose a branch (an If's condition; `use_cache_branch`): only those are ever true (another, a
+  // `training` flag behind Dropout, would make the outputs random)
+  const conditions = new Set(io.nodes.filter((n) => n.op === 'If').map((n) => n.inputs[0]));
+  const switches = new Set(
+    io.inputs
+      .filter((i) => kinds.get(i.name) === 'bool' && (conditions.has(i.name) || /use_cache/i.test(i.name)))
+      .map((i) => i.name),
+  );
   const make = (dims: Map<string, number[]>, k: number, truth = false): Feed => {
     const feed: Feed = {};
     for (const input of io.inputs) {
       const kind = kinds.get(input.name)!;
       const d = dims.get(input.name)!;
       if (kind === 'rate') feed[input.name] = rateTensor(input, o.rate);
-      else if (kind === 'bool' && truth)
+      else if (truth && switches.has(input.name))
         feed[input.name] = { type: 'bool', dims: d, data: new Uint8Array(elementCount(d)).fill(1) };
       else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
       else if (kind === 'image') {
@@ -549,7 +569,7 @@ async function statelessSet(
   // a boolean input (a merged decoder's `use_cache_branch`) is false for four samples, then true for four, … where
   // the model runs both ways, so that both of its branches are calibrated, and both among the held-back samples
   // (every 4th)
-  const booleans = io.inputs.some((i) => kinds.get(i.name) === 'bool');
+  const booleans = io.inputs.some((i) => switches.has(i.name));
   let flip = false;
   // a trial the model refused: why, or the reason it cannot grow
   const failed = (e: unknown): void => {

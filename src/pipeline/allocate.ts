@@ -269,19 +269,19 @@ async function fedProbes(
 ): Promise<FedProbes | undefined> {
   const opening = (calibrate as Partial<OpeningCalibrator>).open;
   // NNMEDIA_REBUILT_PROBES=1: every probe rebuilds the model (the path before; tests compare the two)
-  if (!opening || reader.format !== 'onnx' || process.env.NNMEDIA_REBUILT_PROBES) return undefined;
+  if (!opening || reader.format !== 'onnx' || process.env.NNMEDIA_REBUILT_PROBES === '1') return undefined;
   let opened: OpenCalibration | undefined;
   try {
     const fed = weightsAsInputs(reader, keys);
     if (!fed) return undefined;
     const originals: Feed = {};
     for (const [key, input] of fed.inputs) originals[input.name] = fedValues(input, reader.read(key));
-    opened = await opening(fed.bytes);
+    opened = await opening(fed.bytes, new Set([...fed.inputs.values()].map((i) => i.name)));
     const reference = await opened.run(originals);
     return { inputs: fed.inputs, originals, opened, reference };
   } catch (e) {
+    await opened?.close().catch(() => {});
     signal?.throwIfAborted();
-    await opened?.close();
     log(
       `sensitivity probes rebuild the model for each probe: it could not run with its weights as inputs (${(e as Error).message})`,
     );
@@ -356,7 +356,8 @@ export async function allocate(parts: AllocateParts): Promise<Allocation> {
   try {
     return await allocateWith(parts, sessions);
   } finally {
-    for (const close of sessions) await close();
+    // (a session that fails to close must not hide what ended the allocation)
+    for (const close of sessions) await close().catch(() => {});
   }
 }
 

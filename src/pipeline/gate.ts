@@ -142,8 +142,15 @@ export async function openCalibration(
   const branches = branchTensors(source);
   if (branches.length) {
     const coverage = await branchCoverage(source, split.probe, { file: input, signal, taken: probeBranches });
-    if (!split.shared)
+    if (!split.shared) {
+      const probes = split.probe.length;
       split = heldBackOnEveryBranch(split, probeBranches, await heldBackBranches(source, split, input, signal), log);
+      // the branches the probe samples take, counted again without the samples held back since
+      if (split.probe.length !== probes)
+        for (const c of coverage)
+          for (const branch of ['then', 'else'] as const)
+            c[branch] = split.probe.filter((x) => probeBranches.get(x.index)?.has(`${c.node}: ${branch}`)).length;
+    }
     for (const c of coverage) {
       const b = branches.find((x) => x.node === c.node);
       for (const [branch, taken, path] of [
@@ -205,9 +212,10 @@ async function heldBackBranches(
 
 /**
  * A branch the probe samples take and no held-back sample does would be judged by nobody: the quality gate runs the
- * held-back samples only. Where two or more probe samples take it, the last of them is held back instead (a merged
- * decoder calibrated on prefills and decoding steps in turn held back only decoding steps, and the gate passed a
- * model whose prefill branch was damaged); where one does, the log says so. `probeBranches` loses the moved sample.
+ * held-back samples only. A probe sample taking it is held back instead (a merged decoder calibrated on prefills and
+ * decoding steps in turn held back only decoding steps, and the gate passed a model whose prefill branch was
+ * damaged) where every branch it takes another probe sample takes too; where none is, the log says so.
+ * `probeBranches` loses the moved samples.
  */
 export function heldBackOnEveryBranch(
   split: CalibrationSplit,
@@ -220,12 +228,18 @@ export function heldBackOnEveryBranch(
   const unjudged: string[] = [];
   for (const branch of new Set([...probeBranches.values()].flatMap((b) => [...b]))) {
     if (judged.has(branch)) continue;
-    const takers = probe.filter((s) => probeBranches.get(s.index)?.has(branch));
-    if (takers.length < 2) {
+    // a sample whose every other branch another probe sample takes too (no branch left without probes), the one
+    // taking the most branches no held-back sample takes yet; the last of those
+    const others = (x: CalibrationSample, b: string): boolean => probe.some((y) => y !== x && probeBranches.get(y.index)?.has(b));
+    const takers = probe.filter(
+      (x) => probeBranches.get(x.index)?.has(branch) && [...probeBranches.get(x.index)!].every((b) => others(x, b)),
+    );
+    if (!takers.length) {
       unjudged.push(branch);
       continue;
     }
-    const moved = takers[takers.length - 1];
+    const gain = (x: CalibrationSample): number => [...probeBranches.get(x.index)!].filter((b) => !judged.has(b)).length;
+    const moved = takers.reduce((best, x) => (gain(x) >= gain(best) ? x : best));
     for (const b of probeBranches.get(moved.index) ?? []) judged.add(b);
     probeBranches.delete(moved.index);
     probe = probe.filter((s) => s !== moved);

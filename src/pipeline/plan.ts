@@ -141,8 +141,8 @@ const SINUSOID_PROBE_ROWS = 8;
 /**
  * Whether every column of a [rows, width] table is a sinusoid of the row index, x[p] = a·cos(p·θ + φ) (sin and cos
  * tables, a rotary embedding's caches; constant and linear columns too): x[p+1] + x[p−1] = 2·cos θ·x[p] within
- * the rounding of a float16 table (TABLE_ROUNDING) and of float32 arguments p·θ, cos θ fitted per column by least
- * squares.
+ * the rounding of a float16 table (TABLE_ROUNDING) and of float32 arguments p·θ, relative to each column's amplitude,
+ * cos θ fitted per column by least squares.
  * The first rows are tried before the whole table is read: a learnt table (a token embedding) fails on them.
  */
 export function sinusoidTable(reader: ModelReader, entry: ModelReader['tensors'][number]): boolean {
@@ -153,6 +153,10 @@ export function sinusoidTable(reader: ModelReader, entry: ModelReader['tensors']
     for (const v of x) max = Math.max(max, Math.abs(v));
     if (!(max > 0) || !Number.isFinite(max)) return false;
     for (let j = 0; j < width; j++) {
+      // each column against its own amplitude: a learnt table is not let through by one large constant column
+      let amplitude = 0;
+      for (let i = 0; i < p; i++) amplitude = Math.max(amplitude, Math.abs(x[i * width + j]));
+      if (amplitude === 0) continue;
       let num = 0;
       let den = 0;
       for (let i = 1; i < p - 1; i++) {
@@ -166,7 +170,7 @@ export function sinusoidTable(reader: ModelReader, entry: ModelReader['tensors']
       for (let i = 1; i < p - 1; i++)
         if (
           Math.abs(x[(i + 1) * width + j] + x[(i - 1) * width + j] - 2 * c * x[i * width + j]) >
-          max * (TABLE_ROUNDING + 4 * (i + 1) * theta * 2 ** -24)
+          amplitude * (TABLE_ROUNDING + 4 * (i + 1) * theta * 2 ** -24)
         )
           return false;
     }

@@ -155,8 +155,10 @@ export function weightsAsInputs(reader: ModelReader, keys: Iterable<string>): Fe
       edits.set(path, () => emptyTensor(unused));
     }
     n++;
-    // an initializer an old exporter also listed as a graph input (IR < 4) keeps that declaration
     if (!declared.has(name)) added.push(...lenField(GRAPH_INPUT, [concatBytes(tensorInput(name, elemType, entry.shape))]));
+    // an initializer an old exporter also listed as a graph input (IR < 4, where every initializer must be one) keeps
+    // that declaration, and its empty stand-in gets one of its own
+    else if (!constant) added.push(...lenField(GRAPH_INPUT, [concatBytes(tensorInput(unused, 1, [0]))]));
     inputs.set(key, { name, dtype, shape: [...entry.shape] });
   }
   // each graph that gains nodes (or, the main graph, inputs) is rewritten whole: its new fields around its edited
