@@ -284,3 +284,27 @@ describe('the summary of an already quantized export', () => {
     expect(summaryLines('m.nnm', coded, 'm.onnx')[1]).not.toMatch(/their codes/);
   });
 });
+
+describe('synthetic pictures for a vision export', () => {
+  it('take the value range the user gives (--image-range 0,1 alone), not the synthetic [−1, 1]', async () => {
+    const bytes = modelBytes({
+      name: 'conv',
+      node: [{ opType: 'Conv', input: ['images', 'w'], output: ['y'] }],
+      initializer: [floatTensor('w', [4, 3, 3, 3], gaussian(108, 11, 0.3))],
+      input: [valueInfo('images', [1, 3, 32, 32])],
+      output: [valueInfo('y', [1, 4, 30, 30])],
+    });
+    const within = async (image: { range?: [number, number] }): Promise<[number, number, string]> => {
+      const set = await syntheticCalibrationSet(bytes, { count: 2, image });
+      const d = await set.samples[0].load();
+      const x = d.kind === 'feed' ? (d.feed.images.data as Float32Array) : new Float32Array();
+      return [Math.min(...x), Math.max(...x), set.description];
+    };
+    const [lo, hi, description] = await within({ range: [0, 1] });
+    expect(lo).toBeGreaterThanOrEqual(0);
+    expect(hi).toBeLessThanOrEqual(1);
+    expect(description).toMatch(/x\/255/);
+    const [lo2] = await within({});
+    expect(lo2).toBeLessThan(0); // the synthetic default: [−1, 1]
+  });
+});

@@ -530,10 +530,15 @@ async function statelessSet(
     seq: o.startLength ?? SEQUENCE_START,
     image: { width: o.image?.width, height: o.image?.height },
   });
+  // the user's value range, mean, std or scale replaces the synthetic [−1, 1] whole (`--image-range 0,1` alone gave
+  // (x/255 − 0.5)/0.5 still: a detector taking [0, 1] was judged on inputs it never sees, found by a new-user sweep)
+  const scaled = ['mean', 'std', 'range', 'scale'].some(
+    (k) => (o.image as Record<string, unknown> | undefined)?.[k] !== undefined,
+  );
   const imageSpecFor = (dims: number[]): ReturnType<typeof resolveImageSpec> =>
     // pictures to [−1, 1] for a float input, the pixels as they are for a uint8 one
     resolveImageSpec(
-      { ...(imageInput!.type === 'uint8' ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
+      { ...(imageInput!.type === 'uint8' || scaled ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
       { ...imageInput!, shape: dims },
     );
   // boolean inputs that choose a branch (an If's condition; `use_cache_branch`): only those are ever true (another, a
