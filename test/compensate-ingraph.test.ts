@@ -22,6 +22,7 @@ import { openOnnx } from '../src/formats/onnx/reader.js';
 import type { QuantizeSettings } from '../src/quantize/tensor.js';
 import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
 import { feedsRunner } from './helpers/ort.js';
+import { relDiff } from './helpers/compare.js';
 import { gaussian } from './helpers/random.js';
 
 const INTS = onnx.AttributeProto.AttributeType.INTS;
@@ -81,18 +82,6 @@ const feeds = (seed: number): Record<string, ort.Tensor> => ({
   g: new ort.Tensor('float32', gaussian(2 * 8 * 56, seed + 1, 1), [2, 8, 7, 8]),
   b: new ort.Tensor('float32', gaussian(2 * 6 * 11, seed + 2, 1), [2, 6, 11]),
 });
-
-/** max |a − b| / max |b|. */
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / m;
-}
 
 /** Block b of a full K×K matrix. */
 function subBlock(h: ArrayLike<number>, k: number, c0: number, w: number): Float64Array {

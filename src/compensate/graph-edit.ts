@@ -11,7 +11,7 @@
 import { concatBytes } from '../io/bytes.js';
 import { UnsupportedError } from '../errors.js';
 import { GRAPH_NODE, NODE_OUTPUT, rewriteMessage } from '../formats/onnx/rebuild.js';
-import { WIRE_VARINT, encodeVarint, lenField } from '../formats/onnx/protobuf.js';
+import { lenField, stringField as str, varintField as varint } from '../formats/onnx/protobuf.js';
 import { GRAPH_OUTPUT, type OnnxGraph, type OnnxModelView, type OnnxNode } from './graph.js';
 
 const ATTR_TYPE = 20;
@@ -22,8 +22,7 @@ const ONNX_FLOAT = 1;
 const ONNX_INT64 = 7;
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const str = (field: number, s: string): Uint8Array[] => lenField(field, [text(s)]);
-const varint = (field: number, v: number): Uint8Array[] => [encodeVarint(field * 8 + WIRE_VARINT), encodeVarint(v)];
+
 const msg = (field: number, parts: Uint8Array[]): Uint8Array => concatBytes(lenField(field, parts));
 
 /** A float32 ValueInfoProto with unknown shape. */

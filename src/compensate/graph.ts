@@ -17,7 +17,9 @@ import {
   ATTR_S,
   ATTR_T,
   GRAPH_INITIALIZER,
+  GRAPH_INPUT,
   GRAPH_NODE,
+  GRAPH_OUTPUT,
   MODEL_GRAPH,
   NODE_ATTRIBUTE,
   NODE_DOMAIN,
@@ -41,8 +43,7 @@ import {
 } from '../formats/onnx/functions.js';
 import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, signed, utf8, wireFields } from '../formats/onnx/protobuf.js';
 
-export const GRAPH_INPUT = 11;
-export const GRAPH_OUTPUT = 12;
+export { GRAPH_INPUT, GRAPH_OUTPUT };
 export { NODE_NAME };
 
 export type AttrValue = number | string | number[];

@@ -13,13 +13,27 @@
  */
 
 import { BadModelError } from '../../errors.js';
-import { WIRE_LEN, WIRE_VARINT, encodeVarint, lenField, utf8, wireFields } from './protobuf.js';
-import { type Piece, MODEL_GRAPH, rewritePieces } from './rebuild.js';
+import { WIRE_LEN, lenField, stringField as str, utf8, varintField as varint, wireFields } from './protobuf.js';
+import {
+  type Piece,
+  ATTR_NAME,
+  ATTR_T,
+  GRAPH_INPUT,
+  GRAPH_NODE,
+  MODEL_GRAPH,
+  NODE_ATTRIBUTE,
+  NODE_INPUT,
+  NODE_NAME,
+  NODE_OP_TYPE,
+  NODE_OUTPUT,
+  TENSOR_DATA_TYPE,
+  TENSOR_DIMS,
+  TENSOR_NAME,
+  rewritePieces,
+} from './rebuild.js';
 import { concatBytes } from '../../io/bytes.js';
 import type { FloatDType, ModelReader } from '../model.js';
 
-/** GraphProto.input */
-const GRAPH_INPUT = 11;
 const ONNX_ELEMENT: Partial<Record<FloatDType, number>> = { float32: 1, float16: 10 };
 
 /** A tensor made a graph input. */
@@ -41,9 +55,9 @@ const MAIN_INITIALIZER = /^7\.0\/5\.\d+$/;
 /** A Constant node's tensor: its node's path, then the attribute and its `t` field. */
 const CONSTANT_TENSOR = /^(7\.0(?:\/.+)?\/1\.\d+)\/5\.\d+\/5\.0$/;
 
-const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const str = (field: number, s: string): Uint8Array[] => lenField(field, [text(s)]);
-const varint = (field: number, v: number): Uint8Array[] => [encodeVarint(field * 8 + WIRE_VARINT), encodeVarint(v)];
+/** AttributeProto.type, and its value for a tensor. */
+const ATTR_TYPE = 20;
+const ATTR_TYPE_TENSOR = 4;
 
 /** A ValueInfoProto of a tensor of fixed shape. */
 function tensorInput(name: string, elemType: number, shape: readonly number[]): Uint8Array[] {
@@ -53,7 +67,11 @@ function tensorInput(name: string, elemType: number, shape: readonly number[]): 
 }
 
 /** An empty float32 TensorProto ([0]) of this name. */
-const emptyTensor = (name: string): Uint8Array[] => [...varint(1, 0), ...varint(2, 1), ...str(8, name)];
+const emptyTensor = (name: string): Uint8Array[] => [
+  ...varint(TENSOR_DIMS, 0),
+  ...varint(TENSOR_DATA_TYPE, 1),
+  ...str(TENSOR_NAME, name),
+];
 
 /** The message at a field path ("7.0/1.3/…": field number and occurrence per level), as its byte range. */
 function messageAt(bytes: Uint8Array, path: string, file: string): { start: number; end: number } | undefined {
@@ -79,7 +97,7 @@ function nodeOutput(bytes: Uint8Array, path: string, file: string): string | und
   if (!node) return undefined;
   const outputs: string[] = [];
   for (const f of wireFields(bytes, node.start, node.end, file))
-    if (f.field === 2 && f.wire === WIRE_LEN) outputs.push(utf8(bytes, f.valueStart, f.end));
+    if (f.field === NODE_OUTPUT && f.wire === WIRE_LEN) outputs.push(utf8(bytes, f.valueStart, f.end));
   return outputs.length === 1 ? outputs[0] : undefined;
 }
 
@@ -139,15 +157,25 @@ export function weightsAsInputs(reader: ModelReader, keys: Iterable<string>): Fe
       const output = nodeOutput(bytes, node, file);
       if (output === undefined) continue;
       edits.set(node, () => [
-        ...str(2, unused),
-        ...str(3, unused),
-        ...str(4, 'Constant'),
-        ...lenField(5, [concatBytes([...str(1, 'value'), ...lenField(5, [concatBytes(emptyTensor(unused))]), ...varint(20, 4)])]),
+        ...str(NODE_OUTPUT, unused),
+        ...str(NODE_NAME, unused),
+        ...str(NODE_OP_TYPE, 'Constant'),
+        ...lenField(NODE_ATTRIBUTE, [
+          concatBytes([
+            ...str(ATTR_NAME, 'value'),
+            ...lenField(ATTR_T, [concatBytes(emptyTensor(unused))]),
+            ...varint(ATTR_TYPE, ATTR_TYPE_TENSOR),
+          ]),
+        ]),
       ]);
       const list = first.get(graphPath) ?? [];
-      list.push(
-        ...lenField(1, [concatBytes([...str(1, name), ...str(2, output), ...str(3, `${name}.identity`), ...str(4, 'Identity')])]),
-      );
+      const identity = [
+        ...str(NODE_INPUT, name),
+        ...str(NODE_OUTPUT, output),
+        ...str(NODE_NAME, `${name}.identity`),
+        ...str(NODE_OP_TYPE, 'Identity'),
+      ];
+      list.push(...lenField(GRAPH_NODE, [concatBytes(identity)]));
       first.set(graphPath, list);
     } else {
       name = entry.name;

@@ -102,6 +102,12 @@ export function lenField<P extends { length: number } = Uint8Array>(field: numbe
   return [encodeVarint(field * 8 + WIRE_LEN), encodeVarint(total), ...payload];
 }
 
+/** Bytes of a string field. */
+export const stringField = (field: number, s: string): Uint8Array[] => lenField(field, [new TextEncoder().encode(s)]);
+
+/** Bytes of a varint field. */
+export const varintField = (field: number, v: number): Uint8Array[] => [encodeVarint(field * 8 + WIRE_VARINT), encodeVarint(v)];
+
 /** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
 export function signed(v: number): number {
   return v >= 2 ** 63 ? v - 2 ** 64 : v;

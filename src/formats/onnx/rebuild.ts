@@ -14,6 +14,8 @@ import { BadModelError } from '../../errors.js';
 export const MODEL_GRAPH = 7;
 export const GRAPH_NODE = 1;
 export const GRAPH_INITIALIZER = 5;
+export const GRAPH_INPUT = 11;
+export const GRAPH_OUTPUT = 12;
 export const NODE_INPUT = 1;
 export const NODE_OUTPUT = 2;
 export const NODE_OP_TYPE = 4;
