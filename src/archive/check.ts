@@ -69,6 +69,7 @@ function checkRecordTypes(t: TensorRecord, format: string, file: string | undefi
   if (t.reason !== undefined && typeof t.reason !== 'string') bad('reason');
   if (!isObj(t.storage) || !formatMeta(format)?.isStorage(t.storage)) bad('storage');
   if (t.sameAs !== undefined && typeof t.sameAs !== 'string') bad('sameAs');
+  if (t.transposed !== undefined && (t.transposed !== true || t.sameAs === undefined)) bad('transposed');
   if (
     t.zeroChannels !== undefined &&
     (typeof t.zeroChannels !== 'string' || t.sameAs !== undefined || t.half !== undefined || t.slices !== undefined)
@@ -185,6 +186,16 @@ export function checkManifest(m: unknown, file?: string): Manifest {
       // a duplicate of a coded tensor (one kept in the skeleton or as float16 has no values to share)
       if (!first || first.sameAs !== undefined || !first.layout || elementCount(first.shape) !== n)
         fail(file, `bad sameAs reference ${JSON.stringify(t.sameAs)}`, t.key);
+      // its transpose (version 6): both 2-D, the shapes the other way round
+      if (
+        t.transposed &&
+        (man.version < 6 ||
+          t.shape.length !== 2 ||
+          first.shape.length !== 2 ||
+          t.shape[0] !== first.shape[1] ||
+          t.shape[1] !== first.shape[0])
+      )
+        fail(file, `bad transposed copy of ${JSON.stringify(t.sameAs)}: shape [${t.shape}] against [${first.shape}]`, t.key);
       continue;
     }
     if (!t.layout) {

@@ -14,6 +14,7 @@ import { type ChannelView, channelView, expandChannels, maskKeeps } from '../lay
 import { layoutElementCount, planeOffsets, planeShapes, scatterPlanes } from '../layout/planes.js';
 import { MAX_FRAME_AREA } from '../layout/blocks.js';
 import { pasteTile } from '../layout/tiles.js';
+import { transposedValues } from '../layout/transpose.js';
 import { allocCodes, dequantizePlane, type PlaneRanges } from '../quantize/uniform.js';
 import { type TensorOutput, allocOutput, dequantizeInto, isDirectDtype, scatterInto, setOutput } from '../quantize/dequantize.js';
 import { decodeRangeBytes, rangeByteLength, wholeRanges, type RangeDtype } from '../quantize/tensor.js';
@@ -74,6 +75,14 @@ export function zeroChannelsOf(
   const channels = per > 0 && n % per === 0 ? n / per : 0;
   if (!mask || !coded || maskKeeps(mask, channels) !== coded.channels) return bad('bad zero channels');
   return { mask, view: { outer: coded.outer, channels, inner: coded.inner } };
+}
+
+/**
+ * A duplicate's values from those of the tensor it is stored as: the same array, or (`transposed`) a transposed
+ * copy of them (`first`'s shape is `t`'s the other way round: checkManifest made sure).
+ */
+export function sharedValues(t: TensorRecord, first: Float32Array): Float32Array {
+  return t.transposed ? transposedValues(first, t.shape[1], t.shape[0]) : first;
 }
 
 /** Decodes one tensor of the archive (all its slices) to float32 values in the file's memory order. */

@@ -9,7 +9,7 @@ import { CorruptArchiveError, OptionError } from '../errors.js';
 import { concatBytes } from '../io/bytes.js';
 import type { DecodeBackend } from './backend.js';
 import { parseManifest } from './check.js';
-import { type EntrySource, decodeRecord, halfDecoder } from './decode.js';
+import { type EntrySource, decodeRecord, halfDecoder, sharedValues } from './decode.js';
 import {
   MANIFEST_NAME,
   MAX_MANIFEST_BYTES,
@@ -280,7 +280,7 @@ export async function decodeArchiveSource(
   } finally {
     coded.close();
   }
-  for (const t of wanted) if (t.sameAs) tensors.set(t.key, tensors.get(t.sameAs)!);
+  for (const t of wanted) if (t.sameAs) tensors.set(t.key, sharedValues(t, tensors.get(t.sameAs)!));
   for (const t of decodeSet) if (!wanted.includes(t)) tensors.delete(t.key);
   const half = halfDecoder(verified);
   for (const t of halves) tensors.set(t.key, await half(t));

@@ -206,7 +206,13 @@ function inspectArchive(file: string, options: InspectOptions): void {
         role: t.role,
         shape: t.shape,
         geometry: t.slices ? geometry.map((g) => `${t.slices!.length} slices, the first ${g}`) : geometry,
-        codec: t.sameAs ? `same as ${t.sameAs}` : codecs.length ? codecs.join(' / ') : t.half ? 'kept as float16' : 'kept exact',
+        codec: t.sameAs
+          ? `same as ${t.sameAs}${t.transposed ? ', transposed' : ''}`
+          : codecs.length
+            ? codecs.join(' / ')
+            : t.half
+              ? 'kept as float16'
+              : 'kept exact',
         bits: parts[0].quant?.bits,
         range: parts[0].quant?.range,
         bytes,

@@ -185,7 +185,7 @@ export function printEvaluation(r: EvaluationReport): void {
     (t.name.length > 44 ? '…' + t.name.slice(-43) : t.name) + (t.scope ? ` (${t.scope})` : ''),
     t.role,
     t.shape.join('×'),
-    t.sameAs ? '(dup)' : t.codec,
+    t.sameAs ? (t.transposed ? '(dup, transposed)' : '(dup)') : t.codec,
     String(t.bytes),
     num(t.bitsPerWeight, 2),
     num(t.stats.maxAbs, 5),

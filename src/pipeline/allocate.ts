@@ -35,6 +35,7 @@ import { poolFor, sourceRange, type MeasureJob, type MeasureReply, type PrepareJ
 import type { CodedPlan } from './stages.js';
 import { substituteTensors } from './substitute.js';
 import { channelNormalizedWeights } from './normalized.js';
+import { transposedValues } from '../layout/transpose.js';
 
 /** Samples a sensitivity probe runs (evenly spaced over the probe part): each tensor is probed once or twice. */
 const PROBE_SAMPLES = 8;
@@ -336,6 +337,8 @@ interface AllocateParts {
   unique: readonly CodedPlan[];
   /** Every duplicate's key → its first's key. */
   sameAs: ReadonlyMap<string, string>;
+  /** The duplicates that hold their first's transpose. */
+  transposed: ReadonlySet<string>;
   /** Weights in all coded tensors: the denominator of bits per weight. */
   weights: number;
   /** Bits the archive costs beyond the tensors' codes (skeleton, manifest, directory). */
@@ -477,7 +480,9 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
     const v = restoredAtCandidate(p, planesOf.get(p.entry.key)!, seedsOf.get(p.entry.key), c, layer);
     const out = new Map([[p.entry.key, v]]);
-    for (const [dup, first] of parts.sameAs) if (first === p.entry.key) out.set(dup, v);
+    for (const [dup, first] of parts.sameAs)
+      if (first === p.entry.key)
+        out.set(dup, parts.transposed.has(dup) ? transposedValues(v, p.entry.shape[0], p.entry.shape[1]) : v);
     return out;
   };
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;

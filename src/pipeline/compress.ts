@@ -366,7 +366,7 @@ async function compressStaged(
     // video and audio codecs run ffmpeg: missing, it is said now, not after minutes of probes at the first such tensor
     if (coded.some((p) => p.codecs.some((c) => getCodec(c.name).media !== 'image' && getCodec(c.name).media !== 'raw')))
       findFfmpeg();
-    const { unique, sameAs } = findDuplicates(reader, coded, resolved.sliceWeights);
+    const { unique, sameAs, transposed } = findDuplicates(reader, coded, resolved.sliceWeights);
     const half = resolved.halfKept ? halfKept(reader, plans, resolved.sliceWeights) : undefined;
     const rounding = resolved.halfKept && activationRoundingOp(reader.opTypes);
     if (rounding)
@@ -442,6 +442,7 @@ async function compressStaged(
         source: () => cal?.source() ?? selfContainedModel(input, reader),
         unique: unique.filter((p) => !untaken.has(p.entry.key)),
         sameAs,
+        transposed,
         weights,
         overheadBits: 8 * (deflated + ARCHIVE_OVERHEAD_BYTES) + pinnedBits,
         options: opts,
@@ -461,6 +462,7 @@ async function compressStaged(
       output,
       plans,
       sameAs,
+      transposed,
       half,
       skeleton,
       skeletonName: `model/skeleton.${reader.format}`,

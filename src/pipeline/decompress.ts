@@ -27,7 +27,8 @@ import {
 import { FORMAT_META, formatMeta } from '../formats/meta.js';
 import { rebuildFromSkeleton } from '../formats/registry.js';
 import { ZSTD_SKELETON_SUFFIX, codedParts, entryBytes, type QualityRecord, type TensorRecord } from '../archive/manifest.js';
-import { decodeRecord, decodeRecordBytes, halfDecoder } from '../archive/decode.js';
+import { decodeRecord, decodeRecordBytes, halfDecoder, sharedValues } from '../archive/decode.js';
+import { transposeBlockInto, transposedBytes } from '../layout/transpose.js';
 import { Archive, decodeCodesNode } from '../archive/node.js';
 import { checkOutputPath, commitOutput, holdOutput, releaseOutput, stagingPath, writeAll, writeAtomic } from '../io/atomic.js';
 import { concatBytes } from '../io/bytes.js';
@@ -111,13 +112,18 @@ function tensorDecoder(archive: Archive, pool?: WorkerPool): (t: TensorRecord) =
   return (t) => (pool ? pool.run<Float32Array>({ kind: 'decode', file: archive.file, record: t }) : decodeTensor(archive, t));
 }
 
-function workerPool(options: DecompressOptions, parts: ReadonlyArray<{ record?: TensorRecord }>): WorkerPool | undefined {
+function workerPool(
+  options: DecompressOptions,
+  parts: ReadonlyArray<{ record?: TensorRecord; transposeOf?: TensorRecord }>,
+): WorkerPool | undefined {
   // one job per coded tensor or slice; the weights they decode decide whether threads are worth starting
-  const coded = parts.filter((p) => p.record);
+  const coded = parts.flatMap((p) =>
+    p.record ? [p.record] : p.transposeOf ? codedParts(p.transposeOf).map((c) => c.record) : [],
+  );
   return poolFor(
     options.jobs,
     coded.length,
-    coded.reduce((n, p) => n + elementCount(p.record!.shape), 0),
+    coded.reduce((n, r) => n + elementCount(r.shape), 0),
   );
 }
 
@@ -195,7 +201,7 @@ export async function decodeAllTensors(
     (part) => new Float32Array(elementCount(part.t.shape)),
     () => 1,
   );
-  for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, out.get(t.sameAs)!);
+  for (const t of archive.manifest.tensors) if (t.sameAs) out.set(t.key, sharedValues(t, out.get(t.sameAs)!));
   const half = halfDecoder(archive);
   for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, await half(t));
   return out;
@@ -227,7 +233,18 @@ async function decodeRestored(archive: Archive, options: DecompressOptions): Pro
   const out = new Map<string, RestoredData>(
     [...bytes].map(([key, b]) => [key, { bytes: b, bytesDtype: dtypeOf(byKey.get(key)!) }]),
   );
-  for (const t of archive.manifest.tensors) if (t.sameAs && !out.has(t.key)) out.set(t.key, out.get(t.sameAs)!);
+  for (const t of archive.manifest.tensors) {
+    if (!t.sameAs) continue;
+    // decoded in its own dtype (in the first's memory order), or the first's bytes
+    const shared = out.get(t.key) ?? out.get(t.sameAs)!;
+    const width = BYTES_PER_ELEMENT[shared.bytesDtype!];
+    out.set(
+      t.key,
+      t.transposed
+        ? { bytes: transposedBytes(shared.bytes!, t.shape[1], t.shape[0], width), bytesDtype: shared.bytesDtype! }
+        : shared,
+    );
+  }
   const half = halfDecoder(archive);
   for (const t of archive.manifest.tensors) if (t.half) out.set(t.key, { values: await half(t) });
   return out;
@@ -253,6 +270,8 @@ export async function rebuildModel(archive: Archive, options: DecompressOptions 
 export interface WritePart {
   t: TensorRecord;
   record?: TensorRecord;
+  /** A transposed copy (`t.transposed`): the whole of `t`, from the parts (slices) of the tensor it is stored as. */
+  transposeOf?: TensorRecord;
   begin: number;
   end: number;
   /** The dtype of its bytes in the file. */
@@ -272,6 +291,8 @@ export interface StreamLayout {
 function writeParts(t: TensorRecord, source: TensorRecord, begin: number, dtype: FloatDType): WritePart[] {
   const width = BYTES_PER_ELEMENT[dtype];
   if (t.half) return [{ t, begin, end: begin + elementCount(t.shape) * width, dtype }];
+  // a transposed copy is written whole: each slice of the first is a block of its columns
+  if (t.transposed) return [{ t, transposeOf: source, begin, end: begin + elementCount(t.shape) * width, dtype }];
   return codedParts(source).map(({ record, offset }) => ({
     t,
     record,
@@ -454,6 +475,24 @@ function inlineOnnxBytes(archive: Archive): number | undefined {
 }
 
 /**
+ * A transposed copy's bytes (`t` [b, a] of `first` [a, b]): the first's parts (its slices: blocks of its rows) decoded
+ * one at a time into `t`'s columns. Memory: the copy and one slice.
+ */
+async function transposedCopy(
+  t: TensorRecord,
+  first: TensorRecord,
+  dtype: FloatDType,
+  decode: (record: TensorRecord) => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  const width = BYTES_PER_ELEMENT[dtype];
+  const [rows, cols] = first.shape;
+  const out = new Uint8Array(rows * cols * width);
+  for (const { record, offset } of codedParts(first))
+    transposeBlockInto(await decode(record), record.shape[0], cols, width, out, rows, offset / cols);
+  return out;
+}
+
+/**
  * A model file, streamed: written piece by piece in file order, tensors (and the slices of sliced ones) decoded
  * in parallel a few ahead of the writer, so memory holds a few tensors or slices, never the model. A tensor stored
  * once for several names is decoded again for each (bounded memory beats saving the decode).
@@ -479,11 +518,13 @@ async function writeStreamed(archive: Archive, fd: number, options: DecompressOp
       async ({ part }) => {
         if (part === undefined) return undefined;
         options.signal?.throwIfAborted();
-        const { t, record, begin, end, dtype } = parts[part];
+        const { t, record, transposeOf, begin, end, dtype } = parts[part];
         // a coded tensor or slice comes back as its bytes in the file (dequantized, laid out and converted in one pass)
         const bytes = record
           ? await decode(record, dtype, spare.take(end - begin))
-          : restoredBytes({ begin, end, dtype, values: await half(t) }, file);
+          : transposeOf
+            ? await transposedCopy(t, transposeOf, dtype, (r) => decode(r, dtype))
+            : restoredBytes({ begin, end, dtype, values: await half(t) }, file);
         if (bytes.length !== end - begin)
           throw new CorruptArchiveError(`restored tensor does not fit its range ${begin}-${end}`, { file, tensor: t.key });
         return bytes;

@@ -1,6 +1,7 @@
 /**
  * Identical tensors (a model's branches that share weights) are encoded once: the others' records point
- * to the first (`sameAs`). Identical means the same values, shape, layout and settings.
+ * to the first (`sameAs`). Identical means the same values, shape, layout and settings. A fully connected
+ * tensor that holds another's transpose and lays out the same plane is stored as that one too (`transposed`).
  */
 
 import { createHash } from 'node:crypto';
@@ -46,6 +47,53 @@ function groupsOf<T>(items: readonly T[], keyOf: (t: T) => string): T[][] {
 }
 
 /**
+ * A 2-D fully connected tensor's kind (`flip`: read the other way round, the shape reversed and the layout's memory
+ * order flipped): both lay out the same plane (a tied output head exported as a transposed copy of the token
+ * embedding: [vocab, width] as `out_in`, its copy [width, vocab] as `in_out`). Undefined for other tensors.
+ */
+function transposedKind(plan: CodedPlan, flip = true): string | undefined {
+  const { layout, entry } = plan;
+  if (layout.kind !== 'fc' || entry.shape.length !== 2 || elementCount(entry.shape) > TRANSPOSED_MAX) return undefined;
+  const order = flip ? (layout.order === 'in_out' ? 'out_in' : 'in_out') : layout.order;
+  const shape = flip ? [entry.shape[1], entry.shape[0]] : entry.shape;
+  // (the layout's fields named one by one: a layout object's key order differs between roles)
+  return JSON.stringify([shape, layout.nin, layout.nout, order, plan.settings]);
+}
+
+/**
+ * The largest transposed copy found (2^26 weights: 256 MB of float32): it is compared whole here, and written
+ * back whole (each slice of its first is a block of its columns), where other tensors take a slice at a time.
+ */
+const TRANSPOSED_MAX = 2 ** 26;
+
+/** Elements of `a` [rows, cols] compared with those of `b` [cols, rows] at the same place transposed, bit for bit. */
+function isTransposeOf(a: Float32Array, b: Float32Array, rows: number, cols: number, rowOffset = 0): boolean {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  const total = y.length / cols;
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) if (x[r * cols + c] !== y[c * total + rowOffset + r]) return false;
+  return true;
+}
+
+/**
+ * Whether `copy` holds the transpose of `first`'s values: a few of its rows against the first's first column
+ * before the whole of it (the first read a slice at a time where it is sliced).
+ */
+function holdsTranspose(reader: ModelReader, first: CodedPlan, copy: CodedPlan, sliceWeights: number): boolean {
+  const [rows, cols] = first.entry.shape;
+  const head = reader.readRows(first.entry.key, 0, 1);
+  for (let c = 0; c < Math.min(cols, 8); c++) {
+    const row = reader.readRows(copy.entry.key, c, 1);
+    if (new Uint32Array(row.buffer, row.byteOffset, 1)[0] !== new Uint32Array(head.buffer, head.byteOffset + 4 * c, 1)[0])
+      return false;
+  }
+  const whole = reader.read(copy.entry.key);
+  const slices = slicesOf(first, sliceWeights) ?? [{ row: 0, rows }];
+  return slices.every((s) => isTransposeOf(reader.readRows(first.entry.key, s.row, s.rows), whole, s.rows, cols, s.row));
+}
+
+/**
  * The tensors to encode (each first of its kind), and every duplicate's key → the key of its first. Only
  * tensors that could be identical are hashed whole: those of the same shape, layout and settings whose
  * first rows are the same too (before, every tensor of a model was read and hashed once more, a whole pass
@@ -55,7 +103,7 @@ export function findDuplicates(
   reader: ModelReader,
   coded: readonly CodedPlan[],
   sliceWeights: number,
-): { unique: CodedPlan[]; sameAs: Map<string, string> } {
+): { unique: CodedPlan[]; sameAs: Map<string, string>; transposed: Set<string> } {
   const candidates = new Set<CodedPlan>();
   for (const group of groupsOf(coded, sameKind)) {
     const small = group.filter((p) => p.entry.shape.length < 2 || elementCount(p.entry.shape) <= WHOLE_BELOW);
@@ -75,5 +123,26 @@ export function findDuplicates(
       unique.push(p);
     }
   }
-  return { unique, sameAs };
+  // a transposed copy of an earlier tensor to encode (of the same settings) is stored as that one, transposed; a
+  // tensor others are stored as stays one to encode
+  const transposed = new Set<string>();
+  const firsts = new Set(sameAs.values());
+  const seen = new Map<string, CodedPlan[]>();
+  for (const p of [...unique]) {
+    const kind = transposedKind(p);
+    if (kind === undefined) continue;
+    const first = firsts.has(p.entry.key)
+      ? undefined
+      : seen.get(kind)?.find((q) => !sameAs.has(q.entry.key) && holdsTranspose(reader, q, p, sliceWeights));
+    if (first) {
+      sameAs.set(p.entry.key, first.entry.key);
+      transposed.add(p.entry.key);
+      firsts.add(first.entry.key);
+      unique.splice(unique.indexOf(p), 1);
+    } else {
+      const own = transposedKind(p, false)!;
+      seen.set(own, [...(seen.get(own) ?? []), p]);
+    }
+  }
+  return { unique, sameAs, transposed };
 }

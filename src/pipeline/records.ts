@@ -108,7 +108,15 @@ export function tensorRecord(
       };
     case 'same': {
       const stats = codedStats(outcome.sameAs);
-      return { ...record, layout: plan.layout, sameAs: outcome.sameAs, stats: stats && recordedStats(stats), bytes: 0 };
+      const { sameAs, transposed } = outcome;
+      return {
+        ...record,
+        layout: plan.layout,
+        sameAs,
+        ...(transposed && { transposed }),
+        stats: stats && recordedStats(stats),
+        bytes: 0,
+      };
     }
     default:
       throw new Error(`coded tensor ${entry.name} has no coding (${outcome.kind})`);

@@ -146,4 +146,4 @@ export type TensorOutcome =
   | { readonly kind: 'half'; readonly half: { entry: string; offset: number }; readonly stats: ErrorStats }
   | { readonly kind: 'coded'; readonly coded: CodedTensor }
   | { readonly kind: 'sliced'; readonly slices: readonly SliceRecord[]; readonly stats: ErrorStats; readonly bytes: number }
-  | { readonly kind: 'same'; readonly sameAs: string; readonly stats?: ErrorStats };
+  | { readonly kind: 'same'; readonly sameAs: string; readonly transposed?: true; readonly stats?: ErrorStats };

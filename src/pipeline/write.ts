@@ -155,6 +155,8 @@ export interface ArchiveJob {
   readonly unique: readonly CodedPlan[];
   /** Every duplicate's key → its first's key. */
   readonly sameAs: ReadonlyMap<string, string>;
+  /** The duplicates that hold their first's transpose. */
+  readonly transposed: ReadonlySet<string>;
   readonly half?: HalfKept;
   /** The skeleton (the model minus what the archive holds elsewhere), part by part. */
   readonly skeleton: () => Iterable<Uint8Array>;
@@ -520,7 +522,8 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
             options.signal?.throwIfAborted();
           }
         packer.flush();
-        for (const [key, first] of job.sameAs) outcomes.set(key, { kind: 'same', sameAs: first });
+        for (const [key, first] of job.sameAs)
+          outcomes.set(key, { kind: 'same', sameAs: first, ...(job.transposed.has(key) && { transposed: true as const }) });
         for (const [key, outcome] of job.half?.outcomes ?? []) outcomes.set(key, outcome);
         const statsOf = (key: string) => {
           const o = outcomes.get(key);

@@ -27,6 +27,8 @@ export interface TensorReport {
   bitsPerWeight: number;
   stats: ErrorStats;
   sameAs?: string;
+  /** Stored as `sameAs`'s transpose. */
+  transposed?: true;
 }
 
 export interface EvaluationReport {
@@ -77,6 +79,7 @@ export async function evaluateArchive(
         bitsPerWeight: (bytes * 8) / n,
         stats: errorStats(original, values),
         sameAs: t.sameAs,
+        ...(t.transposed && { transposed: t.transposed }),
       });
     }
     // (names counted over every tensor, as inspect and the viewer count them; the coded ones' labels kept)
