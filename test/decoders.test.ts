@@ -265,6 +265,7 @@ describe('the summary of an already quantized export', () => {
       tensors: 105,
       compressedTensors: 3,
       duplicates: 0,
+      transposed: 0,
       keptExact: 10,
       keptHalf: 92,
       compressedWeights: 643_584,

@@ -15,6 +15,7 @@ import { decodeAllTensors } from '../src/pipeline/decompress.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
 import { transposeBlockInto, transposedValues } from '../src/layout/transpose.js';
 import type { Manifest } from '../src/archive/manifest.js';
+import { archiveTotals } from '../src/cli/totals.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
 import { gaussian } from './helpers/random.js';
@@ -74,6 +75,7 @@ describe('a tied head stored once as the transpose of the embedding', () => {
     expect([head.sameAs, head.transposed, head.bytes]).toEqual(['transformer.wte.weight', true, 0]);
     expect(r.manifest.version).toBe(6);
     expect(r.quality?.passed).toBe(true);
+    expect(archiveTotals(r.manifest, r.archiveBytes)).toMatchObject({ duplicates: 1, transposed: 1 });
     // the same model without the tie: the head's codes are the embedding's again
     const untied = join(dir, 'untied.onnx');
     writeFileSync(

@@ -340,7 +340,7 @@ function printArchive(
   const lines = [
     [
       'compressed',
-      `${count(t.compressedTensors)} tensors${t.duplicates ? ` (${count(t.duplicates)} stored once for an identical one)` : ''}, ${count(t.compressedWeights)} weights in ${count(t.mediaBytes)} bytes of media${t.sideBytes ? ` and ${count(t.sideBytes)} bytes of exact side values (outliers, non-finite weights)` : ''}`,
+      `${count(t.compressedTensors)} tensors${t.duplicates ? ` (${count(t.duplicates)} stored once for an identical one${t.transposed ? ` or its transpose: ${count(t.transposed)} transposed` : ''})` : ''}, ${count(t.compressedWeights)} weights in ${count(t.mediaBytes)} bytes of media${t.sideBytes ? ` and ${count(t.sideBytes)} bytes of exact side values (outliers, non-finite weights)` : ''}`,
     ],
     ...(kept.length
       ? [

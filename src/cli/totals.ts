@@ -15,6 +15,8 @@ export interface ArchiveTotals {
   compressedTensors: number;
   /** Of those, stored once for an identical tensor (`sameAs`). */
   duplicates: number;
+  /** Of the duplicates, those stored as the other's transpose (`transposed`). */
+  transposed: number;
   /** Tensors kept exact inside the model skeleton. */
   keptExact: number;
   /** Tensors kept as float16 (`--half-kept`). */
@@ -55,6 +57,7 @@ export function archiveTotals(m: Manifest, archiveBytes: number, sizes?: Readonl
     tensors: m.tensors.length,
     compressedTensors: compressed.length,
     duplicates: compressed.filter((t) => t.sameAs).length,
+    transposed: compressed.filter((t) => t.transposed).length,
     keptExact: kept.filter((t) => !t.half).length,
     keptHalf: kept.filter((t) => t.half).length,
     compressedWeights,
