@@ -11,7 +11,8 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { bytesSource, compressModel, decodeArchiveSource, decompressArchive, nodeBackend, openModel } from '../src/index.js';
 import { Archive } from '../src/archive/node.js';
-import { decodeAllTensors } from '../src/pipeline/decompress.js';
+import { decodeAllTensors, rebuildModel } from '../src/pipeline/decompress.js';
+import { withDuplicates } from '../src/pipeline/allocate.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/formats/model.js';
 import { transposeBlockInto, transposedValues } from '../src/layout/transpose.js';
 import type { Manifest } from '../src/archive/manifest.js';
@@ -25,19 +26,27 @@ const dir = tempDir();
 const VOCAB = 300;
 const WIDTH = 48;
 const INT64 = onnx.TensorProto.DataType.INT64;
-const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
 
-/** Embedding → one hidden MatMul → the head (the embedding's transpose, or `head` given). */
-function tiedModel(options: { half?: boolean; head?: (embed: Float32Array) => Float32Array } = {}): {
+type Dtype = 'float32' | 'float16' | 'float64';
+const DATA_TYPE: Record<Dtype, number> = { float32: 1, float16: onnx.TensorProto.DataType.FLOAT16, float64: 11 };
+
+/** A tensor of `dtype` holding `v` (rounded to it). */
+function typedTensor(name: string, dims: number[], v: Float32Array, dtype: Dtype): onnx.ITensorProto {
+  if (dtype === 'float32') return floatTensor(name, dims, v);
+  const data = dtype === 'float16' ? Uint16Array.from(v, (x) => float32ToFloat16(x)) : Float64Array.from(v);
+  return { name, dims, dataType: DATA_TYPE[dtype], rawData: new Uint8Array(data.buffer) };
+}
+
+/** Embedding → one hidden MatMul → the head (the embedding's transpose, or `head` given), in `dtypes` [table, head]. */
+function tiedModel(options: { dtypes?: [Dtype, Dtype]; head?: (embed: Float32Array) => Float32Array } = {}): {
   bytes: Uint8Array;
   embed: Float32Array;
 } {
-  const embed = gaussian(VOCAB * WIDTH, 11, 0.3);
+  const [table, copy] = options.dtypes ?? ['float32', 'float32'];
+  // (tensors of two dtypes hold the same values where those are float16's)
+  const drawn = gaussian(VOCAB * WIDTH, 11, 0.3);
+  const embed = table === copy ? drawn : drawn.map((x) => float16ToFloat32(float32ToFloat16(x)));
   const head = options.head ? options.head(embed) : transposedValues(embed, VOCAB, WIDTH);
-  const tensor = (name: string, dims: number[], v: Float32Array): onnx.ITensorProto =>
-    options.half
-      ? { name, dims, dataType: FLOAT16, rawData: new Uint8Array(Uint16Array.from(v, (x) => float32ToFloat16(x)).buffer) }
-      : floatTensor(name, dims, v);
   const nodes: onnx.INodeProto[] = [
     { opType: 'Gather', input: ['transformer.wte.weight', 'input_ids'], output: ['e'] },
     { opType: 'MatMul', input: ['e', 'transformer.h.0.mlp.weight'], output: ['h'] },
@@ -47,12 +56,12 @@ function tiedModel(options: { half?: boolean; head?: (embed: Float32Array) => Fl
     name: 'tied',
     node: nodes,
     initializer: [
-      tensor('transformer.wte.weight', [VOCAB, WIDTH], embed),
-      tensor('transformer.h.0.mlp.weight', [WIDTH, WIDTH], gaussian(WIDTH * WIDTH, 12, 0.2)),
-      tensor('onnx::MatMul_999', [WIDTH, VOCAB], head),
+      typedTensor('transformer.wte.weight', [VOCAB, WIDTH], embed, table),
+      typedTensor('transformer.h.0.mlp.weight', [WIDTH, WIDTH], gaussian(WIDTH * WIDTH, 12, 0.2), table),
+      typedTensor('onnx::MatMul_999', [WIDTH, VOCAB], head, copy),
     ],
     input: [valueInfo('input_ids', ['batch_size', 'sequence_length'], INT64)],
-    output: [valueInfo('logits', ['batch_size', 'sequence_length', VOCAB], options.half ? FLOAT16 : 1)],
+    output: [valueInfo('logits', ['batch_size', 'sequence_length', VOCAB], DATA_TYPE[copy])],
   });
   return { bytes: bytes.slice(), embed };
 }
@@ -114,28 +123,61 @@ describe('a tied head stored once as the transpose of the embedding', () => {
     expect((await session.run({ input_ids: ids })).logits.dims).toEqual([1, 3, VOCAB]);
   }, 60_000);
 
-  it('a sliced embedding: each slice is a block of the copy’s columns (streamed and in memory), float16 too', async () => {
-    for (const half of [false, true]) {
-      const { bytes } = tiedModel({ half });
-      const model = join(dir, `sliced-${half}.onnx`);
+  it('a sliced embedding: each slice is a block of the copy’s columns, streamed and in memory, in every dtype', async () => {
+    const pairs: Array<[Dtype, Dtype]> = [
+      ['float32', 'float32'],
+      ['float16', 'float16'],
+      ['float64', 'float64'],
+      ['float16', 'float32'],
+      ['float32', 'float16'],
+    ];
+    for (const dtypes of pairs) {
+      const { bytes } = tiedModel({ dtypes });
+      const tag = dtypes.join('-');
+      const model = join(dir, `sliced-${tag}.onnx`);
       writeFileSync(model, bytes);
-      const file = join(dir, `sliced-${half}.nnm`);
+      const file = join(dir, `sliced-${tag}.nnm`);
       const r = await compressModel(model, file, { jobs: 1, sliceWeights: 2000, check: false });
       const embed = r.manifest.tensors.find((t) => t.key === 'transformer.wte.weight')!;
       expect(embed.slices!.length).toBeGreaterThan(3);
-      expect(r.manifest.tensors.find((t) => t.key === 'onnx::MatMul_999')!.transposed).toBe(true);
-      const back = join(dir, `sliced-${half}-back.onnx`);
+      expect([tag, r.manifest.tensors.find((t) => t.key === 'onnx::MatMul_999')!.transposed]).toEqual([tag, true]);
+      // streamed (two jobs), and the in-memory rebuild: the same file
+      const back = join(dir, `sliced-${tag}-back.onnx`);
       await decompressArchive(file, back, { jobs: 2 });
-      const restored = openModel(back);
-      expectTransposed(restored.read('transformer.wte.weight'), restored.read('onnx::MatMul_999'));
       const a = new Archive(file);
+      const rebuilt = await rebuildModel(a, { jobs: 1 });
       const values = await decodeAllTensors(a);
       a.close();
-      // (the file holds them in its own dtype)
-      const inFile = (v: Float32Array): Float32Array => (half ? v.map((x) => float16ToFloat32(float32ToFloat16(x))) : v);
+      expect(Buffer.compare(Buffer.from(rebuilt), readFileSync(back))).toBe(0);
+      const restored = openModel(back);
+      // (of two dtypes: the same values in the narrower one)
+      const narrow = (v: Float32Array): Float32Array =>
+        dtypes[0] === dtypes[1] ? v : v.map((x) => float16ToFloat32(float32ToFloat16(x)));
+      expectTransposed(narrow(restored.read('transformer.wte.weight')), narrow(restored.read('onnx::MatMul_999')));
+      // the values decoded, in the file's dtype
+      const inFile = (v: Float32Array): Float32Array =>
+        dtypes[1] === 'float16' ? v.map((x) => float16ToFloat32(float32ToFloat16(x))) : v;
       expect(restored.read('onnx::MatMul_999')).toEqual(inFile(values.get('onnx::MatMul_999')!));
     }
-  }, 60_000);
+  }, 120_000);
+
+  it('a probe substitutes the copy transposed, an identical duplicate as it is', () => {
+    const v = gaussian(VOCAB * WIDTH, 5, 1);
+    const out = withDuplicates(
+      { key: 'wte', shape: [VOCAB, WIDTH] },
+      v,
+      new Map([
+        ['head', 'wte'],
+        ['same', 'wte'],
+        ['other', 'x'],
+      ]),
+      new Set(['head']),
+    );
+    expect([...out.keys()]).toEqual(['wte', 'head', 'same']);
+    expect(out.get('same')).toBe(v);
+    expect(out.get('head')).toEqual(transposedValues(v, VOCAB, WIDTH));
+    expect(out.get('head')![1]).toBe(v[WIDTH]);
+  });
 
   it('rate control probes the embedding and its copy together (the copy fed transposed)', async () => {
     const { bytes } = tiedModel();
@@ -169,8 +211,8 @@ describe('a tied head stored once as the transpose of the embedding', () => {
     }
   }, 60_000);
 
-  it('transposeBlockInto puts a block of rows into the columns of the transpose, for 2- and 4-byte elements', () => {
-    for (const width of [2, 4]) {
+  it('transposeBlockInto puts a block of rows into the columns of the transpose, for 1- to 8-byte elements', () => {
+    for (const width of [1, 2, 4, 8]) {
       const rows = 70;
       const cols = 9;
       const all = Uint8Array.from({ length: rows * cols * width }, (_, i) => (i * 37) % 251);

@@ -16,6 +16,7 @@ import {
   FORMAT_VERSION,
   MAX_MANIFEST_BYTES,
   READ_VERSIONS,
+  TRANSPOSED_MAX,
   entryBytes,
   expandManifest,
   parseRangeRef,
@@ -193,9 +194,17 @@ export function checkManifest(m: unknown, file?: string): Manifest {
           t.shape.length !== 2 ||
           first.shape.length !== 2 ||
           t.shape[0] !== first.shape[1] ||
-          t.shape[1] !== first.shape[0])
+          t.shape[1] !== first.shape[0] ||
+          n > TRANSPOSED_MAX ||
+          t.layout?.kind !== 'fc' ||
+          first.layout.kind !== 'fc' ||
+          t.slices !== undefined)
       )
-        fail(file, `bad transposed copy of ${JSON.stringify(t.sameAs)}: shape [${t.shape}] against [${first.shape}]`, t.key);
+        fail(
+          file,
+          `bad transposed copy of ${JSON.stringify(t.sameAs)}: shape [${t.shape}] against [${first.shape}] (a copy is 2-D, of the other shape, fully connected, not sliced, at most ${TRANSPOSED_MAX} weights, in version 6)`,
+          t.key,
+        );
       continue;
     }
     if (!t.layout) {

@@ -50,6 +50,12 @@ export function formatVersionOf(
   if (parts.some((p) => p.quant?.rangeDtype?.includes('step20') || (p.codec && VERSION_4_CODECS.has(p.codec.name)))) return 4;
   return parts.some((p) => p.codec !== undefined && VERSION_3_CODECS.has(p.codec.name)) ? 3 : 2;
 }
+/**
+ * The largest transposed copy (`transposed`: 2^26 weights, 256 MB of float32): it is written back whole (each slice of
+ * the tensor it is stored as is a block of its columns), where other tensors go a slice at a time. The encoder stores
+ * no larger one so, and a reader refuses one.
+ */
+export const TRANSPOSED_MAX = 2 ** 26;
 /** A manifest larger than this is not one we wrote. */
 export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 
@@ -209,6 +215,8 @@ export interface OutputQuality {
   /** binary: the original makes its rarer decision on (almost) no element of the held-back inputs. */
   oneSided?: boolean;
   state?: boolean;
+  /** A detector's class scores in this output, judged on its confident anchors (eval/fidelity.ts). */
+  scores?: { channels: string; decisions: number; agreement: number; fewDecisions?: boolean };
 }
 
 /** The manifest's `quality`: the quality gate's verdict (pipeline/gate.ts) on the archive it is part of. */

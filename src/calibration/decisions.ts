@@ -77,3 +77,34 @@ export function exposeDecisions(model: Uint8Array, file?: string): DecisionProbe
   );
   return { model: exposed.model, values, outputs: exposed.outputs };
 }
+
+/** Ops that only move or reshape values on the way from a score activation to a detector's output. */
+const SHAPE_ONLY = new Set(['Reshape', 'Transpose', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast']);
+
+/**
+ * Graph outputs that pack a detector's class scores after its boxes: made by a `Concat` (then perhaps reshaped or
+ * transposed) whose last input is a `Sigmoid`'s or `Softmax`'s output, through reshapes and transposes (YOLOv8: `Concat(boxes · strides,
+ * Sigmoid(classes))` along the channels). The quality gate compares their confident class decisions
+ * (eval/fidelity.ts); the values alone are dominated by the boxes. Other outputs whose channels happen to end in
+ * [0, 1] (a spectrogram's high bins) are not such outputs.
+ */
+export function detectorOutputs(graph: OnnxGraph): string[] {
+  const made = producers(graph);
+  const activation = (name: string, depth = 0): boolean => {
+    const node = made.get(name)?.node;
+    if (!node || depth > MAX_DEPTH) return false;
+    if (node.op === 'Sigmoid' || node.op === 'Softmax') return true;
+    return SHAPE_ONLY.has(node.op) && activation(node.inputs[0], depth + 1);
+  };
+  // the output's Concat, through reshapes and transposes after it ([1, anchors, channels] exports)
+  const concat = (name: string, depth = 0): OnnxGraph['nodes'][number] | undefined => {
+    const node = made.get(name)?.node;
+    if (!node || depth > MAX_DEPTH) return undefined;
+    if (node.op === 'Concat') return node;
+    return SHAPE_ONLY.has(node.op) ? concat(node.inputs[0], depth + 1) : undefined;
+  };
+  return graph.outputs.filter((o) => {
+    const node = concat(o);
+    return node !== undefined && node.inputs.length >= 2 && activation(node.inputs[node.inputs.length - 1]);
+  });
+}

@@ -4,12 +4,13 @@
  * (a sliced first's slices are column blocks of the copy).
  */
 
-/** Elements of one or two or four bytes, read through a view of their width (the copy is bit for bit). */
-type Elements = Uint8Array | Uint16Array | Uint32Array;
+/** Elements of one, two, four or eight bytes, read through a view of their width (the copy is bit for bit). */
+type Elements = Uint8Array | Uint16Array | Uint32Array | BigUint64Array;
 
 function elementsOf(bytes: Uint8Array, width: number): Elements {
   const aligned = bytes.byteOffset % width === 0 ? bytes : bytes.slice();
   const n = aligned.byteLength / width;
+  if (width === 8) return new BigUint64Array(aligned.buffer, aligned.byteOffset, n);
   if (width === 4) return new Uint32Array(aligned.buffer, aligned.byteOffset, n);
   if (width === 2) return new Uint16Array(aligned.buffer, aligned.byteOffset, n);
   if (width === 1) return aligned;
@@ -20,7 +21,14 @@ function elementsOf(bytes: Uint8Array, width: number): Elements {
 const TILE = 64;
 
 /** dst[c · dstCols + offset + r] = src[r · cols + c]: a [rows, cols] block into columns [offset, offset + rows) of dst. */
-function transposeElements(src: Elements, rows: number, cols: number, dst: Elements, dstCols: number, offset: number): void {
+function transposeElements<T extends Elements>(
+  src: T,
+  rows: number,
+  cols: number,
+  dst: T,
+  dstCols: number,
+  offset: number,
+): void {
   for (let r0 = 0; r0 < rows; r0 += TILE) {
     const r1 = Math.min(rows, r0 + TILE);
     for (let c0 = 0; c0 < cols; c0 += TILE) {
@@ -49,7 +57,7 @@ export function transposeBlockInto(
   if (src.byteLength !== rows * cols * width || dst.byteLength !== total * cols * width || offset + rows > total)
     throw new RangeError(`a [${rows}, ${cols}] block does not fit rows ${offset}… of a [${total}, ${cols}] tensor`);
   const out = elementsOf(dst, width);
-  transposeElements(elementsOf(src, width), rows, cols, out, total, offset);
+  transposeElements<Elements>(elementsOf(src, width), rows, cols, out, total, offset);
   // (a destination that was not aligned was written through a copy)
   if (out.buffer !== dst.buffer || out.byteOffset !== dst.byteOffset)
     dst.set(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));

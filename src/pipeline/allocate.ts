@@ -328,6 +328,23 @@ async function probeTarget(
   return { reader, calibrate: plain, reference: await plain(source) };
 }
 
+/**
+ * A tensor's values with its duplicates' (what a probe substitutes): the same array for an identical one, the
+ * transpose for a transposed copy (`transposed`).
+ */
+export function withDuplicates(
+  entry: { key: string; shape: readonly number[] },
+  values: Float32Array,
+  sameAs: ReadonlyMap<string, string>,
+  transposed: ReadonlySet<string>,
+): Map<string, Float32Array> {
+  const out = new Map([[entry.key, values]]);
+  for (const [dup, first] of sameAs)
+    if (first === entry.key)
+      out.set(dup, transposed.has(dup) ? transposedValues(values, entry.shape[0], entry.shape[1]) : values);
+  return out;
+}
+
 /** What `allocate` works on. */
 interface AllocateParts {
   reader: ModelReader;
@@ -479,11 +496,7 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
     // the codes that will be written: compensated where the candidate says so
     const layer = c.compensated ? compensated.get(p.entry.key) : undefined;
     const v = restoredAtCandidate(p, planesOf.get(p.entry.key)!, seedsOf.get(p.entry.key), c, layer);
-    const out = new Map([[p.entry.key, v]]);
-    for (const [dup, first] of parts.sameAs)
-      if (first === p.entry.key)
-        out.set(dup, parts.transposed.has(dup) ? transposedValues(v, p.entry.shape[0], p.entry.shape[1]) : v);
-    return out;
+    return withDuplicates(p.entry, v, parts.sameAs, parts.transposed);
   };
   let probeAt: ((i: number, c: Candidate) => Promise<number>) | undefined;
   // --judge-output: the probes and the gate compare only the named outputs

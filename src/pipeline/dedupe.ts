@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { elementCount, type ModelReader } from '../formats/model.js';
 import { slicesOf } from './plan.js';
+import { TRANSPOSED_MAX } from '../archive/manifest.js';
 import type { CodedPlan } from './stages.js';
 
 /** What tensors must share to be identical: shape, layout and settings. */
@@ -59,12 +60,6 @@ function transposedKind(plan: CodedPlan, flip = true): string | undefined {
   // (the layout's fields named one by one: a layout object's key order differs between roles)
   return JSON.stringify([shape, layout.nin, layout.nout, order, plan.settings]);
 }
-
-/**
- * The largest transposed copy found (2^26 weights: 256 MB of float32): it is compared whole here, and written
- * back whole (each slice of its first is a block of its columns), where other tensors take a slice at a time.
- */
-const TRANSPOSED_MAX = 2 ** 26;
 
 /** Elements of `a` [rows, cols] compared with those of `b` [cols, rows] at the same place transposed, bit for bit. */
 function isTransposeOf(a: Float32Array, b: Float32Array, rows: number, cols: number, rowOffset = 0): boolean {

@@ -14,6 +14,8 @@
 import { Archive } from '../archive/node.js';
 import { branchCoverage, branchTensors } from '../calibration/branches.js';
 import { describeModel } from '../calibration/model-io.js';
+import { detectorOutputs } from '../calibration/decisions.js';
+import { parseOnnxGraph } from '../compensate/graph.js';
 import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec, type CalibrationSplit } from '../calibration/set.js';
 import { findRateInput } from '../calibration/state.js';
 import { syntheticCalibrationSet } from '../calibration/synthetic.js';
@@ -77,6 +79,8 @@ export interface Calibration {
   readonly rateInput?: string;
   /** `--judge-output`: the outputs the gate and the probes compare (default: every output). */
   readonly outputs?: readonly string[];
+  /** Outputs that pack a detector's class scores after its boxes: the gate compares their confident classes too. */
+  readonly detectors: readonly string[];
 }
 
 /** Why a model cannot be run here, or undefined when it can. */
@@ -195,6 +199,7 @@ export async function openCalibration(
     probeBranches,
     ...(rateInput ? { rateInput } : {}),
     ...(outputs ? { outputs } : {}),
+    detectors: detectorOutputs(parseOnnxGraph(source, input).main),
   };
 }
 
@@ -288,6 +293,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.decisions !== undefined ? { decisions: o.decisions } : {}),
       ...(o.oneSided ? { oneSided: true } : {}),
       ...(o.state ? { state: true } : {}),
+      ...(o.scores ? { scores: { ...o.scores, agreement: r4(o.scores.agreement) } } : {}),
     })),
     ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
     ...(cal.outputs ? { judged: [...cal.outputs] } : {}),
@@ -308,6 +314,7 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
     }
     return measureFidelity(cal.sourceFile ?? cal.source(), candidate, cal.heldBack, {
       signal,
+      detectors: cal.detectors,
       ...(cal.outputs ? { outputs: cal.outputs } : {}),
     });
   });

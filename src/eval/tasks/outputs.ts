@@ -9,6 +9,8 @@ import { calibratorFor, runCalibration } from '../../calibration/runner.js';
 import type { CalibrationSet } from '../../calibration/types.js';
 import { cachedSyntheticSet } from '../calibrate.js';
 import { FidelityAccumulator, type FidelityReport } from '../fidelity.js';
+import { detectorOutputs } from '../../calibration/decisions.js';
+import { parseOnnxGraph } from '../../compensate/graph.js';
 import type { Feed } from '../../calibration/tensor.js';
 import type { TaskEvaluator, TaskMetric } from './types.js';
 
@@ -26,6 +28,8 @@ export interface OutputsTaskOptions {
 export interface OutputsRun {
   samples: Array<{ outputs: Feed; state: string[] }>;
   synthetic: boolean;
+  /** Outputs that pack a detector's class scores after its boxes (calibration/decisions.ts). */
+  detectors: string[];
 }
 
 export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<OutputsRun> {
@@ -45,10 +49,10 @@ export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<Out
       const data = await r.sample.load();
       samples.push({ outputs: r.outputs, state: data.kind === 'sequence' ? data.state.map((l) => l.output) : [] });
     }
-    return { samples, synthetic: set.synthetic };
+    return { samples, synthetic: set.synthetic, detectors: detectorOutputs(parseOnnxGraph(model).main) };
   };
   const report = (a: OutputsRun, b: OutputsRun): FidelityReport => {
-    const acc = new FidelityAccumulator();
+    const acc = new FidelityAccumulator(new Set(a.detectors));
     a.samples.forEach((s, i) => acc.add(s.outputs, b.samples[i].outputs, s.state));
     return acc.result();
   };

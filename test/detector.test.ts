@@ -1,0 +1,158 @@
+/**
+ * A detector's class scores packed after its boxes in one output (YOLOv8's [1, 4 + classes, anchors]): judged as
+ * values alone, the boxes (pixels) set the spread and the classes go unseen; the gate also compares the classes of
+ * the confident anchors (eval/fidelity.ts).
+ */
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
+import { describe, expect, it } from 'vitest';
+import { compressModel, QualityError } from '../src/index.js';
+import { compareOutputs } from '../src/eval/fidelity.js';
+import { detectorOutputs } from '../src/calibration/decisions.js';
+import { parseOnnxGraph } from '../src/compensate/graph.js';
+import type { CalibrationTensor } from '../src/calibration/tensor.js';
+import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { gaussian } from './helpers/random.js';
+import { readArchive } from './helpers/archive.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+const CLASSES = 6;
+const ANCHORS = 64;
+const CHANNELS = 4 + CLASSES;
+
+const DETECTOR = new Set(['output0']);
+const tensor = (data: Float32Array): CalibrationTensor => ({ type: 'float32', dims: [1, CHANNELS, ANCHORS], data });
+
+/** Boxes in pixels (channels 0–3), then class scores whose winner at each anchor is `winner(n)` at `top`. */
+function detections(winner: (n: number) => number, top: number, rest = 0.02): Float32Array {
+  const out = new Float32Array(CHANNELS * ANCHORS);
+  for (let n = 0; n < ANCHORS; n++) {
+    for (let k = 0; k < 4; k++) out[k * ANCHORS + n] = 20 + 9 * k + ((n * 37 + k * 11) % 300);
+    for (let c = 0; c < CLASSES; c++) out[(4 + c) * ANCHORS + n] = c === winner(n) ? top : rest;
+  }
+  return out;
+}
+
+const int = (name: string, i: number): onnx.IAttributeProto => ({ name, i, type: onnx.AttributeProto.AttributeType.INT });
+const ints = (name: string, v: number[]): onnx.IAttributeProto => ({
+  name,
+  ints: v,
+  type: onnx.AttributeProto.AttributeType.INTS,
+});
+
+/** A toy detector: a stride-4 conv stem, a box head (pixels) and a sigmoid class head, concatenated as YOLOv8 does. */
+function detectorModel(classScale: number): Uint8Array {
+  const shape = (name: string, v: number[]): onnx.ITensorProto => ({
+    name,
+    dims: [v.length],
+    dataType: onnx.TensorProto.DataType.INT64,
+    int64Data: v,
+  });
+  return modelBytes({
+    name: 'detector',
+    node: [
+      { opType: 'Conv', input: ['images', 'stem.weight', 'stem.bias'], output: ['s'], attribute: [ints('strides', [4, 4])] },
+      { opType: 'Relu', input: ['s'], output: ['f'] },
+      { opType: 'Conv', input: ['f', 'box.weight', 'box.bias'], output: ['b'] },
+      { opType: 'Reshape', input: ['b', 'box_shape'], output: ['boxes'] },
+      { opType: 'Conv', input: ['f', 'cls.weight', 'cls.bias'], output: ['c'] },
+      { opType: 'Sigmoid', input: ['c'], output: ['p'] },
+      { opType: 'Reshape', input: ['p', 'cls_shape'], output: ['scores'] },
+      { opType: 'Concat', input: ['boxes', 'scores'], output: ['output0'], attribute: [int('axis', 1)] },
+    ],
+    initializer: [
+      floatTensor('stem.weight', [64, 3, 4, 4], gaussian(64 * 48, 1, 0.3)),
+      floatTensor('stem.bias', [64], gaussian(64, 2, 0.1)),
+      floatTensor('box.weight', [4, 64, 1, 1], gaussian(4 * 64, 3, 30)),
+      floatTensor('box.bias', [4], Float32Array.of(160, 160, 60, 60)),
+      floatTensor('cls.weight', [CLASSES, 64, 1, 1], gaussian(CLASSES * 64, 4, classScale)),
+      floatTensor('cls.bias', [CLASSES], new Float32Array(CLASSES).fill(-1)),
+      shape('box_shape', [1, 4, ANCHORS]),
+      shape('cls_shape', [1, CLASSES, ANCHORS]),
+    ],
+    input: [valueInfo('images', [1, 3, 32, 32])],
+    output: [valueInfo('output0', [1, CHANNELS, ANCHORS])],
+  }).slice();
+}
+
+describe("a detector's class scores beside its boxes", () => {
+  it('the classes of confident anchors count: a class flip the values hide sets the score', () => {
+    const reference = detections((n) => n % CLASSES, 0.8);
+    // a third of the anchors change class; the boxes (most of the spread) stay
+    const candidate = detections((n) => (n % 3 === 0 ? (n + 1) % CLASSES : n % CLASSES), 0.8);
+    const r = compareOutputs({ output0: tensor(reference) }, { output0: tensor(candidate) }, [], DETECTOR);
+    const o = r.outputs[0];
+    expect(o.kind).toBe('values');
+    expect(1 - o.relRms).toBeGreaterThan(0.99);
+    expect(o.scores).toMatchObject({ channels: '4–9 of axis 1', decisions: ANCHORS });
+    expect(o.scores!.agreement).toBeCloseTo(42 / 64, 6);
+    expect(r.fidelity).toBeCloseTo(42 / 64, 6);
+    // a detection that falls under the threshold is a changed decision too
+    const faded = compareOutputs(
+      { output0: tensor(reference) },
+      { output0: tensor(detections((n) => n % CLASSES, 0.2)) },
+      [],
+      DETECTOR,
+    );
+    expect(faded.outputs[0].scores!.agreement).toBe(0);
+    // an output the graph does not make as a detector's is judged by its values alone
+    const plain = compareOutputs({ output0: tensor(reference) }, { output0: tensor(candidate) });
+    expect(plain.outputs[0].scores).toBeUndefined();
+    expect(plain.fidelity).toBeGreaterThan(0.99);
+  });
+
+  it('scores without a clear winner (random weights: all near 0.5) are not decisions; the values judge', () => {
+    const flat = (seed: number): Float32Array => {
+      const v = detections(() => 0, 0.5, 0.5);
+      const noise = gaussian(CLASSES * ANCHORS, seed, 1e-3);
+      for (let i = 0; i < noise.length; i++) v[4 * ANCHORS + i] += noise[i];
+      return v;
+    };
+    const r = compareOutputs({ output0: tensor(flat(1)) }, { output0: tensor(flat(2)) }, [], DETECTOR);
+    expect(r.outputs[0].scores).toMatchObject({ decisions: 0, fewDecisions: true });
+    expect(r.fidelity).toBeGreaterThan(0.99);
+    // an output all in [0, 1] (no box channels beyond it), or with too few anchors, has no such block
+    const ones: CalibrationTensor = { type: 'float32', dims: [1, 10, 64], data: new Float32Array(640).fill(0.3) };
+    const unit = compareOutputs({ output0: ones }, { output0: ones }, [], DETECTOR);
+    expect(unit.outputs[0].scores).toBeUndefined();
+    const few = detections((n) => n % CLASSES, 0.8).subarray(0, CHANNELS * 16);
+    const short = compareOutputs(
+      { output0: { type: 'float32', dims: [1, CHANNELS, 16], data: few } },
+      { output0: { type: 'float32', dims: [1, CHANNELS, 16], data: few } },
+      [],
+      DETECTOR,
+    );
+    expect(short.outputs[0].scores).toBeUndefined();
+  });
+
+  it('a detector output is a Concat whose last part is a Sigmoid (a spectrogram’s Concat is not)', () => {
+    expect(detectorOutputs(parseOnnxGraph(detectorModel(1)).main)).toEqual(['output0']);
+    const g = onnx.ModelProto.decode(detectorModel(1));
+    const concat = g.graph!.node!.find((n) => n.opType === 'Concat')!;
+    concat.input = ['boxes', 'c'];
+    expect(detectorOutputs(parseOnnxGraph(onnx.ModelProto.encode(g).finish()).main)).toEqual([]);
+  });
+
+  it('the gate refuses a detector whose class head was starved, and passes its default', async () => {
+    const model = join(dir, 'detector.onnx');
+    writeFileSync(model, detectorModel(1));
+    const ok = await compressModel(model, join(dir, 'detector.nnm'), { jobs: 1 });
+    const out = ok.quality!.outputs!.find((o) => o.name === 'output0')!;
+    expect(out.scores!.decisions).toBeGreaterThanOrEqual(20);
+    expect(ok.quality!.passed).toBe(true);
+    // a step of 1.5 × RMS for the class head (a few levels): the boxes (the spread) do not move, the classes do
+    const rules = [{ match: 'cls.weight', relStep: 1.5 }];
+    await expect(compressModel(model, join(dir, 'starved.nnm'), { jobs: 1, rules })).rejects.toThrow(QualityError);
+    // (kept with force, still refused: its record is in the archive)
+    await expect(compressModel(model, join(dir, 'starved.nnm'), { jobs: 1, rules, force: true })).rejects.toThrow(/kept/);
+    const quality = readArchive(join(dir, 'starved.nnm')).manifest.quality!;
+    const starved = quality.outputs!.find((o) => o.name === 'output0')!;
+    // judged as values alone it would pass: the classes set the verdict
+    expect(1 - starved.relRms).toBeGreaterThan(0.95);
+    expect(starved.scores!.agreement).toBeLessThan(0.9);
+    expect(quality.fidelity).toBe(starved.scores!.agreement);
+  }, 60_000);
+});
