@@ -10,6 +10,9 @@ import { BadCalibrationError, outOfResources, resourceError } from '../errors.js
 import { loadOrt } from '../runtime/optional.js';
 import { describeModel } from './model-io.js';
 import { scanOnnx } from '../formats/onnx/scan.js';
+import { parseOnnxGraph, producers } from '../compensate/graph.js';
+import { exposeValues } from '../compensate/graph-edit.js';
+import { readFileSync } from 'node:fs';
 import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
 import type { CalibrationSample, SampleData } from './types.js';
 
@@ -66,11 +69,65 @@ export interface SampleOutputs {
 
 type Ort = Awaited<ReturnType<typeof loadOrt>>;
 
+/**
+ * A copy of the model with the tensors behind its non-tensor outputs as extra outputs (the float inputs of the node
+ * that makes each: ZipMap's probabilities, SequenceConstruct's tensors), and their names in results; undefined
+ * where no output is a sequence or map, or the model cannot be read whole here (external data).
+ */
+function tensorsBehind(
+  model: Uint8Array | string,
+  graph: Uint8Array,
+  file?: string,
+): { model: Uint8Array; names: Map<string, string> } | undefined {
+  let io: ReturnType<typeof describeModel>;
+  try {
+    io = describeModel(graph, file);
+  } catch {
+    return undefined; // onnxruntime names what is wrong with the model
+  }
+  const notTensors = io.outputs.filter((o) => o.type === 'non-tensor').map((o) => o.name);
+  if (!notTensors.length) return undefined;
+  const bytes = typeof model === 'string' ? readFileSync(model) : model;
+  const view = parseOnnxGraph(bytes, file);
+  const made = producers(view.main);
+  const requests: Array<{ value: string; output: string }> = [];
+  for (const output of notTensors) {
+    const node = made.get(output)?.node;
+    for (const value of node?.inputs ?? []) {
+      const src = made.get(value);
+      // computed in the graph (not a weight or a graph input), and not already an output
+      if (value && src?.node && !view.main.outputs.includes(value) && !requests.some((r) => r.value === value))
+        requests.push({ value, output });
+    }
+  }
+  if (!requests.length) return undefined;
+  const exposed = exposeValues(
+    view,
+    requests.map((r) => ({ graph: view.main, name: r.value })),
+  );
+  return {
+    model: exposed.model,
+    names: new Map(requests.map((r, i) => [exposed.outputs[i], `${r.value} (→ ${r.output})`])),
+  };
+}
+
+/** The session's outputs that are not tensors (sequences, maps), from onnxruntime's output metadata. */
+function nonTensorOutputs(session: InferenceSession): string[] {
+  const meta = (session as { outputMetadata?: ReadonlyArray<{ name: string; isTensor: boolean }> }).outputMetadata;
+  return (meta ?? []).filter((m) => !m.isTensor).map((m) => m.name);
+}
+
 export class CalibrationRunner {
   private constructor(
     private readonly ort: Ort,
     private readonly session: InferenceSession,
     private readonly options: RunnerOptions,
+    /** The model's outputs that are tensors (a sequence or a map, skl2onnx's ZipMap, cannot be fetched here). */
+    private readonly tensorOutputs: readonly string[],
+    /** Whether some output is not a tensor: then only the tensors are fetched. */
+    private readonly someNotTensors: boolean,
+    /** Outputs added for the tensors behind a non-tensor output → their names in results ("probs (→ output_probability)"). */
+    private readonly standIns: ReadonlyMap<string, string>,
   ) {}
 
   /**
@@ -87,6 +144,9 @@ export class CalibrationRunner {
     let session: InferenceSession;
     // a file's graph from its scan (its weights left in the file)
     const graph = typeof model === 'string' ? scanOnnx(model).bytes : model;
+    // outputs that are not tensors, made from tensors (skl2onnx's ZipMap of the class probabilities): those are
+    // fetched and compared in their place
+    let stand = options.outputs ? undefined : tensorsBehind(model, graph, options.file);
     const sessionOptions: InferenceSession.SessionOptions = {
       // failures come back as exceptions with the same message; onnxruntime's own log would print them twice
       logSeverityLevel: 4,
@@ -94,10 +154,15 @@ export class CalibrationRunner {
       ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     };
     try {
+      // (the copy with stand-ins is loaded from memory: a model whose weights lie in external files cannot be, and
+      // is loaded as it is, its non-tensor outputs left out)
+      const withStandIns = stand && (await ort.InferenceSession.create(stand.model, sessionOptions).catch(() => undefined));
+      if (!withStandIns) stand = undefined;
       session =
-        typeof model === 'string'
+        withStandIns ??
+        (typeof model === 'string'
           ? await ort.InferenceSession.create(model, sessionOptions)
-          : await ort.InferenceSession.create(model, sessionOptions);
+          : await ort.InferenceSession.create(model, sessionOptions));
     } catch (e) {
       // a model too large for the memory left is the machine's problem, not the data's
       if (outOfResources(e)) throw resourceError(e, undefined, { file: options.file });
@@ -108,7 +173,22 @@ export class CalibrationRunner {
         throw new BadCalibrationError(`the model has no output ${name}; outputs: ${session.outputNames.join(', ')}`, {
           file: options.file,
         });
-    return new CalibrationRunner(ort, session, options);
+    // a sequence or a map (skl2onnx's ZipMap of class probabilities) is not a tensor: onnxruntime-node cannot give
+    // it back ("Non tensor type is temporarily not supported"), so the tensors are fetched and compared without it
+    const notTensors = new Set(nonTensorOutputs(session));
+    const tensors = session.outputNames.filter((n) => !notTensors.has(n));
+    for (const name of options.outputs ?? [])
+      if (notTensors.has(name))
+        throw new BadCalibrationError(
+          `output ${name} is not a tensor (a sequence or a map, as skl2onnx's ZipMap): it cannot be compared; judge the tensor outputs (${tensors.join(', ') || 'none'}) with --judge-output, or export the model without it (skl2onnx: options={'zipmap': False})`,
+          { file: options.file },
+        );
+    if (!options.outputs && !tensors.length)
+      throw new BadCalibrationError(
+        `the model has no tensor output to compare (${[...notTensors].join(', ')}: sequences or maps): the quality gate and rate control cannot run it; --no-check compresses it unchecked at a fixed grid (skl2onnx: export with options={'zipmap': False})`,
+        { file: options.file },
+      );
+    return new CalibrationRunner(ort, session, options, tensors, notTensors.size > 0, stand?.names ?? new Map());
   }
 
   get inputNames(): readonly string[] {
@@ -116,7 +196,7 @@ export class CalibrationRunner {
   }
 
   get outputNames(): readonly string[] {
-    return this.options.outputs ?? this.session.outputNames;
+    return this.options.outputs ?? this.tensorOutputs.map((n) => this.standIns.get(n) ?? n);
   }
 
   /** Runs one feed and returns its outputs (those asked for, plus `extra`). */
@@ -128,7 +208,8 @@ export class CalibrationRunner {
       if (!t) throw new BadCalibrationError(`sample ${what.label} gives no input ${name}`, { file: what.file, tensor: name });
       feeds[name] = toOrtTensor(this.ort, t);
     }
-    const fetch = this.options.outputs ? [...new Set([...this.options.outputs, ...extra])] : undefined;
+    const asked = this.options.outputs ?? (this.someNotTensors ? this.tensorOutputs : undefined);
+    const fetch = asked ? [...new Set([...asked, ...extra])] : undefined;
     let out: InferenceSession.ReturnType;
     try {
       out = fetch ? await this.session.run(feeds, fetch) : await this.session.run(feeds);
@@ -145,7 +226,7 @@ export class CalibrationRunner {
         e,
       );
     }
-    return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, fromOrtTensor(t, k)]));
+    return Object.fromEntries(Object.entries(out).map(([k, t]) => [this.standIns.get(k) ?? k, fromOrtTensor(t, k)]));
   }
 
   /**

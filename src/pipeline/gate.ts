@@ -187,6 +187,15 @@ export async function openCalibration(
     }
   }
   if (outputs) log?.(`judged on ${outputs.length === 1 ? 'output' : 'outputs'} ${outputs.join(', ')} only (--judge-output)`);
+  // a sequence or a map (skl2onnx's ZipMap) cannot be fetched from onnxruntime-node: the tensors it is made from are
+  // compared in its place (calibration/runner.ts), said once
+  const notTensors = describeModel(source, input)
+    .outputs.filter((o) => o.type === 'non-tensor')
+    .map((o) => o.name);
+  if (notTensors.length && !outputs)
+    log?.(
+      `${notTensors.length === 1 ? 'output' : 'outputs'} ${notTensors.join(', ')} ${notTensors.length === 1 ? 'is not a tensor' : 'are not tensors'} (a sequence or a map, as skl2onnx's ZipMap): the tensors made into ${notTensors.length === 1 ? 'it' : 'them'} are compared in ${notTensors.length === 1 ? 'its' : 'their'} place`,
+    );
   return {
     source: () => selfContainedModel(input, reader),
     ...(reader.externalFiles?.length ? {} : { sourceFile: input }),
