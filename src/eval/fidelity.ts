@@ -33,7 +33,7 @@
  *
  *   classes:  score = agreement
  *   binary:   score = min(agreement, iou)
- *   labels:   score = agreement
+ *   labels:   score = agreement; a yes/no label (every value 0 or 1): min(agreement, iou), as binary
  *   values:   score = max(0, 1 − relRms)
  *
  * A detector's class scores packed after its boxes in one output (YOLOv8's [1, 4 + classes, anchors], YOLOv5's
@@ -235,6 +235,8 @@ interface Sums {
   scoreBroken?: boolean;
   scoreDecisions: number;
   scoreAgree: number;
+  /** every value of the original is 0 or 1 (a yes/no label) */
+  zeroOne: boolean;
 }
 
 /** Accumulates output comparisons over samples, one output at a time, without keeping the values. */
@@ -288,6 +290,7 @@ export class FidelityAccumulator {
         posAB: 0,
         scoreDecisions: 0,
         scoreAgree: 0,
+        zeroOne: true,
       };
       this.sums.set(name, s);
     }
@@ -320,6 +323,7 @@ export class FidelityAccumulator {
       s.dd += d * d;
       if (Math.abs(d) > s.maxAbs) s.maxAbs = Math.abs(d);
       if (p < 0 || p > 1) s.unit = false;
+      if (p !== 0 && p !== 1) s.zeroOne = false;
       if (p > 0.5 === q > 0.5) s.binaryAgree++;
       if (p > 0.5) s.posA++;
       if (q > 0.5) s.posB++;
@@ -415,8 +419,10 @@ export class FidelityAccumulator {
               : undefined;
       let iou: number | undefined;
       let oneSided = false;
-      if (kind === 'binary') {
-        // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames)
+      // a yes/no label (booleans, or integers all 0 or 1) is a binary decision already made
+      const yesNo = kind === 'labels' && s.zeroOne && s.finite > 0;
+      if (kind === 'binary' || yesNo) {
+        // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames, the anomalies)
         const rarePositive = s.posA <= s.finite / 2;
         oneSided = Math.min(s.posA, s.finite - s.posA) < MIN_DECISIONS;
         const a = rarePositive ? s.posA : s.finite - s.posA;
@@ -439,7 +445,9 @@ export class FidelityAccumulator {
       };
       const judged =
         kind === 'labels'
-          ? agreement!
+          ? yesNo && !fewDecisions
+            ? Math.min(agreement!, iou!)
+            : agreement!
           : fewDecisions
             ? Math.min(linear, forgiving)
             : kind === 'values'
