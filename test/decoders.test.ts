@@ -64,6 +64,28 @@ function withPastDecoder(): Uint8Array {
   }).slice();
 }
 
+describe('token ids through a Cast', () => {
+  it('ids cast to int64 before the embedding (tf2onnx) still cover its vocabulary', async () => {
+    const bytes = modelBytes({
+      name: 'cast_ids',
+      node: [
+        { opType: 'Cast', input: ['input_ids'], output: ['ids64'], attribute: [int('to', INT64)] },
+        { opType: 'Gather', input: ['embed', 'ids64'], output: ['e'] },
+        { opType: 'ReduceMean', input: ['e'], output: ['y'], attribute: [ints('axes', [1]), int('keepdims', 0)] },
+      ],
+      initializer: [floatTensor('embed', [500, WIDTH], gaussian(500 * WIDTH, 3, 0.5))],
+      input: [valueInfo('input_ids', ['batch', 'sequence'], onnx.TensorProto.DataType.INT32)],
+      output: [valueInfo('y', ['batch', WIDTH])],
+    });
+    const set = await syntheticCalibrationSet(bytes, { count: 2 });
+    const data = await set.samples[0].load();
+    if (data.kind !== 'feed') throw new Error('a feed sample');
+    const ids = [...(data.feed.input_ids.data as Int32Array)];
+    expect(Math.max(...ids)).toBeGreaterThan(100);
+    expect(Math.max(...ids)).toBeLessThan(500);
+  });
+});
+
 describe('decoders with a cache', () => {
   it('synthetic inputs give the mask the length of the past and the new tokens ("past_sequence_length + 1")', async () => {
     // (the model reads `past`, named as optimum names it)

@@ -42,6 +42,8 @@ import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
 import { convertTensor, elementCount, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
+import { rescalesPixels } from './pixels.js';
+import { OnnxReader } from '../formats/onnx/reader.js';
 
 export interface SyntheticOptions {
   /** Samples (sequences for stateful models); default 8. */
@@ -248,10 +250,20 @@ export function inputKind(
 }
 
 /** Rows of the table a Gather reads with this input as its indices (the vocabulary), if the graph says. */
-function vocabularyOf(input: string, io: ModelIo): number | undefined {
+function vocabularyOf(input: string, io: ModelIo, depth = 0): number | undefined {
   for (const n of io.nodes) if (n.op === 'Gather' && n.inputs[1] === input) return io.initializers.get(n.inputs[0])?.[0];
+  // through a Cast (tf2onnx casts int32 ids to int64) or a reshape on the way
+  if (depth < 4)
+    for (const n of io.nodes)
+      if (IDS_THROUGH.has(n.op) && n.inputs[0] === input) {
+        const v = vocabularyOf(n.outputs[0], io, depth + 1);
+        if (v !== undefined) return v;
+      }
   return undefined;
 }
+
+/** Ops token ids pass through unchanged on their way to the embedding's Gather. */
+const IDS_THROUGH = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
 
 function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number, io: ModelIo, rate: number): CalibrationTensor {
   const type = (isElementType(input.type) ? input.type : 'float32') as ElementType;
@@ -434,7 +446,7 @@ export async function syntheticCalibrationSet(model: Uint8Array, options: Synthe
       const resolved = { ...options, count: share, seed: seed + k * 1000, rate, maxElements };
       return state.length
         ? statefulSet(io, runner, kinds, state, overrides, resolved)
-        : statelessSet(io, runner, kinds, overrides, resolved);
+        : statelessSet(io, runner, kinds, overrides, resolved, model);
     };
     const shareOf = (k: number, of: number): number => Math.floor(count / of) + (k < count % of ? 1 : 0);
     let sets: CalibrationSet[] = [];
@@ -523,6 +535,7 @@ async function statelessSet(
   kinds: Map<string, InputKind>,
   overrides: ShapeOverrides,
   o: Resolved,
+  model: Uint8Array,
 ): Promise<CalibrationSet> {
   const imageInput = io.inputs.find((i) => kinds.get(i.name) === 'image');
   const plan = planDims(io, kinds, overrides, {
@@ -535,10 +548,20 @@ async function statelessSet(
   const scaled = ['mean', 'std', 'range', 'scale'].some(
     (k) => (o.image as Record<string, unknown> | undefined)?.[k] !== undefined,
   );
+  // a model that rescales its pixels itself (Keras's Rescaling layer: a Mul by 1/255 after the input) takes [0, 255]
+  const pixels =
+    imageInput !== undefined &&
+    imageInput.type !== 'uint8' &&
+    !scaled &&
+    rescalesPixels(io, new OnnxReader(o.file ?? '<model>', model), imageInput.name);
   const imageSpecFor = (dims: number[]): ReturnType<typeof resolveImageSpec> =>
-    // pictures to [−1, 1] for a float input, the pixels as they are for a uint8 one
+    // pictures to [−1, 1] for a float input (to [0, 255] for one the model rescales), the pixels for a uint8 one
     resolveImageSpec(
-      { ...(imageInput!.type === 'uint8' || scaled ? {} : { mean: [0.5], std: [0.5] }), ...o.image, fit: 'fill' },
+      {
+        ...(imageInput!.type === 'uint8' || scaled ? {} : pixels ? { range: [0, 255] } : { mean: [0.5], std: [0.5] }),
+        ...o.image,
+        fit: 'fill',
+      },
       { ...imageInput!, shape: dims },
     );
   // boolean inputs that choose a branch (an If's condition; `use_cache_branch`): only those are ever true (another, a
@@ -625,7 +648,10 @@ async function statelessSet(
     kind: 'feed',
     load: async () => ({ kind: 'feed', feed: make(dims, k, flip && ((k >> 2) & 1) === 1) }),
   }));
-  const imageNote = imageInput ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) : '';
+  const imageNote = imageInput
+    ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) +
+      (pixels ? ', pixels 0–255: the graph rescales them itself' : '')
+    : '';
   const grown = rejected.length ? `; sizes grown until the model accepted them (rejected: ${rejected.join('; ')})` : '';
   return {
     samples,
