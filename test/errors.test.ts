@@ -421,6 +421,12 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     expect(existsSync(join(dir, 'q.nnm'))).toBe(false);
     expectFailure(await cli([...args, '--force']), 'E_QUALITY', /under the floor 0\.99 .*: the archive was kept \(--force\)$/);
     expect(existsSync(join(dir, 'q.nnm'))).toBe(true);
+    // --json: the failure on stdout too, for scripts (it printed nothing)
+    const json = await cli([...args, '--force', '--json']);
+    expectFailure(json, 'E_QUALITY');
+    const { error } = JSON.parse(json.stdout) as { error: Record<string, unknown> };
+    expect(error).toMatchObject({ code: 'E_QUALITY', file: 'q.nnm', minFidelity: 0.99, kept: true });
+    expect(error.fidelity).toBeLessThan(0.99);
   },
   E_INTERRUPTED: async () => {
     // Ctrl-C (and SIGTERM) while tensors are encoded: one line, 130 (143), no output and no temporary file left

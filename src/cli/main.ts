@@ -607,6 +607,19 @@ export async function main(argv: string[]): Promise<number> {
           )
         : toNnmediaError(e, commandOf(argv, program));
     process.stderr.write(`${errorLine(err)}\n`);
+    // --json: a script reads the failure on stdout too (a refused budget's fidelity, the smallest passing size)
+    if (argv.slice(2).includes('--json'))
+      process.stdout.write(
+        `${JSON.stringify({
+          error: {
+            code: err.code,
+            message: err.message,
+            ...(err.file !== undefined ? { file: err.file } : {}),
+            ...(err.tensor !== undefined ? { tensor: err.tensor } : {}),
+            ...(err instanceof QualityError ? err.details : {}),
+          },
+        })}\n`,
+      );
     if (process.env.NNMEDIA_DEBUG) process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
     return exitStatus(err.code);
   }

@@ -271,6 +271,17 @@ export async function compressModel(input: string, output: string, options: Comp
   }
 }
 
+/** ONNX-ML operators whose weights are node attributes (coefficients, support vectors, tree values). */
+const ATTRIBUTE_WEIGHT_OPS = new Set([
+  'LinearClassifier',
+  'LinearRegressor',
+  'SVMClassifier',
+  'SVMRegressor',
+  'TreeEnsembleClassifier',
+  'TreeEnsembleRegressor',
+  'TreeEnsemble',
+]);
+
 /** A refused rate's comparison as `QualityError.details.withoutBudget` holds it. */
 type WithoutRecord = { bitsPerWeight: number; fidelity: number; passed: boolean };
 
@@ -390,6 +401,13 @@ async function compressStaged(
     if (nothingCoded && (resolved.allocating || resolved.compensate))
       resolved.onLog?.(
         'no tensor is coded (every weight is kept: too small, or integer): the rate options have nothing to act on',
+      );
+    // classical-ML operators (skl2onnx's LinearClassifier, SVMs, tree ensembles) hold their weights in node
+    // attributes, which no rule reaches: said, where a user would look for them among the tensors
+    const attributeOps = [...(reader.opTypes ?? [])].filter((op) => ATTRIBUTE_WEIGHT_OPS.has(op));
+    if (attributeOps.length)
+      resolved.onLog?.(
+        `the model's ${attributeOps.join(', ')} node${attributeOps.length === 1 ? ' holds its' : 's hold their'} weights in node attributes, not tensors: nnmedia codes tensors (initializers, Constant nodes), so those stay in the skeleton as they are`,
       );
     // Calibration: the user's data or synthetic inputs, for the allocator's probes and the quality gate
     const runsModel =
@@ -531,7 +549,8 @@ async function compressStaged(
         largerThanRaw(result.manifest.tensors, result.archiveBytes, resolved.onLog);
         beyondGrid(result.manifest.tensors, resolved.onLog);
       }
-      if ((resolved.targetBpw !== undefined && !nothingCoded) || (jobOptions !== resolved && !judged))
+      // (with no tensor coded there is no bits per weight to give)
+      if (!nothingCoded && (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged)))
         resolved.onLog?.(
           result.quality!.checked
             ? `${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`
@@ -576,8 +595,10 @@ async function compressStaged(
           : `without ${flag}: not measured${run && 'notMeasured' in run ? ` (${run.notMeasured})` : ''}`,
       );
       const passes = plain !== undefined && plain.quality.passed !== false;
+      // (the comparison is the default's own grid, not escalated: a plain run escalates where nothing fixed the grid)
+      const mayEscalate = resolved.escalate && resolved.asked.bits === undefined && resolved.asked.quantizer === undefined;
       const text = plain
-        ? `without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? '' : ', refused too'}`
+        ? `without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? '' : ', refused too'}${!passes && mayEscalate ? ` (the default grid: a compress without ${flag} then looks for finer grids that pass, by itself)` : ''}`
         : '';
       return { plain, passes, text };
     };
