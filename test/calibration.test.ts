@@ -35,7 +35,7 @@ import {
 } from '../src/calibration/index.js';
 import { runFfmpeg } from '../src/codecs/ffmpeg.js';
 import { BadCalibrationError, OptionError } from '../src/errors.js';
-import { mixedInputs, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { floatTensor, mixedInputs, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { runMixed } from './helpers/ort.js';
 import { sparseModel } from './helpers/onnx-builder.js';
 import { gaussian } from './helpers/random.js';
@@ -185,6 +185,23 @@ describe('raw tensors', () => {
     const outs = await outputsOf(bytes, set.samples);
     expect(outs[4].logits.data).toEqual(outs[0].logits.data); // float64 data, same values, same logits
     expect(outs[1].logits.data).not.toEqual(outs[0].logits.data);
+  });
+
+  it('one raw file that is a batch of rows is one sample, and the description says how to make it many', async () => {
+    const bytes = modelBytes({
+      name: 'tabular',
+      node: [{ opType: 'MatMul', input: ['input', 'w'], output: ['y'] }],
+      initializer: [floatTensor('w', [32, 4], gaussian(128, 1, 0.3))],
+      input: [valueInfo('input', ['N', 32])],
+      output: [valueInfo('y', ['N', 4])],
+    });
+    const rows = join(dir, 'X_val.npy');
+    writeFileSync(rows, encodeNpy(f32([128, 32], gaussian(128 * 32, 2, 1))));
+    const set = await buildCalibrationSet(bytes, { paths: [rows] });
+    expect(set.samples).toHaveLength(1);
+    expect(set.description).toMatch(
+      /one sample: input \[128, 32\] is one batch of 128; saved as \[128, 1, 32\] it is 128 samples/,
+    );
   });
 
   it('data that does not fit names the input, the file and what to give', async () => {

@@ -277,7 +277,9 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     ))
       pending.push(s);
     const exts = [...new Set(raw.map((f) => extname(f.file).toLowerCase()))].join(', ');
-    parts.push(`${raw.length} raw tensor file${raw.length > 1 ? 's' : ''} (${exts}) → ${pending.length - before} samples`);
+    parts.push(
+      `${raw.length} raw tensor file${raw.length > 1 ? 's' : ''} (${exts}) → ${pending.length - before} samples${pending.length - before === 1 ? await batchHint(pending[before], io) : ''}`,
+    );
   }
 
   const keep = spec.maxSamples !== undefined ? evenlySpaced(pending.length, spec.maxSamples) : pending.map((_, i) => i);
@@ -401,6 +403,22 @@ function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverr
     }
   }
   return out;
+}
+
+/**
+ * One raw sample that is a batch (an sklearn-style X_val of [128, F] for an input [N, F]): one run of 128 rows, one
+ * decision for the gate. Said, with the way to give 128 samples instead.
+ */
+async function batchHint(sample: PendingSample, io: ModelIo): Promise<string> {
+  const data = await sample.load();
+  if (data.kind !== 'feed') return '';
+  for (const input of io.inputs) {
+    const t = data.feed[input.name];
+    const lead = input.shape?.[0];
+    if (t && t.dims.length >= 2 && t.dims[0] > 1 && lead !== undefined && typeof lead !== 'number')
+      return ` (one sample: ${input.name} [${t.dims.join(', ')}] is one batch of ${t.dims[0]}; saved as [${t.dims[0]}, 1, ${t.dims.slice(1).join(', ')}] it is ${t.dims[0]} samples, a sample axis first)`;
+  }
+  return '';
 }
 
 /** Entry k along the first axis. */
