@@ -634,6 +634,10 @@ describe('fidelity', () => {
     const yes = compareOutputs({ f: flags(rare) }, { f: flags(more) });
     expect(yes.outputs[0]).toMatchObject({ kind: 'labels', agreement: 0.9, iou: 0.5 });
     expect(yes.fidelity).toBe(0.5);
+    // class ids that happen to be all 0 on the inputs are no yes/no: one change among 64 is 1 of 64, not IoU 0
+    const zeros = ids(Array.from({ length: 64 }, () => 0));
+    const oneMoved = ids(Array.from({ length: 64 }, (_, i) => (i === 7 ? 3 : 0)));
+    expect(compareOutputs({ cls: zeros }, { cls: oneMoved }).fidelity).toBeCloseTo(63 / 64, 6);
     // never a yes on the inputs: one-sided, weak evidence
     const none = compareOutputs({ f: flags(rare.map(() => 0)) }, { f: flags(rare.map(() => 0)) });
     expect(none.outputs[0]).toMatchObject({ kind: 'labels', oneSided: true, score: 1 });

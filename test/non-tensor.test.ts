@@ -8,7 +8,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import { BadCalibrationError, compressModel } from '../src/index.js';
+import { BadCalibrationError, OptionError, compressModel } from '../src/index.js';
+import { checkJudgedOutputs } from '../src/pipeline/gate.js';
 import { CalibrationRunner } from '../src/calibration/runner.js';
 import { floatTensor, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -98,6 +99,9 @@ describe('outputs that are not tensors', () => {
       'probabilities (→ output_probability)',
     ]);
     await expect(CalibrationRunner.open(model, { outputs: ['output_probability'] })).rejects.toThrow(BadCalibrationError);
+    // --judge-output naming it is refused up front, as an option
+    expect(() => checkJudgedOutputs(classifier(true), ['output_probability'])).toThrow(OptionError);
+    expect(() => checkJudgedOutputs(classifier(true), ['output_probability'])).toThrow(/not a tensor .*leave --judge-output out/);
     await expect(CalibrationRunner.open(model, { outputs: ['output_probability'] })).rejects.toThrow(
       /output output_probability is not a tensor .*--judge-output/,
     );

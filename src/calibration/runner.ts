@@ -15,6 +15,7 @@ import { exposeValues } from '../compensate/graph-edit.js';
 import { readFileSync } from 'node:fs';
 import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
 import type { CalibrationSample, SampleData } from './types.js';
+import { isScore, scoreBlockOf, type ScoreBlock } from '../eval/detector.js';
 
 export interface RunnerOptions {
   /** Outputs to fetch (default: every graph output). State outputs of sequences are fetched in any case. */
@@ -156,7 +157,13 @@ export class CalibrationRunner {
     try {
       // (the copy with stand-ins is loaded from memory: a model whose weights lie in external files cannot be, and
       // is loaded as it is, its non-tensor outputs left out)
-      const withStandIns = stand && (await ort.InferenceSession.create(stand.model, sessionOptions).catch(() => undefined));
+      const withStandIns =
+        stand &&
+        (await ort.InferenceSession.create(stand.model, sessionOptions).catch((e: unknown) => {
+          // (out of memory is the machine's: said as such, not hidden by a second load)
+          if (outOfResources(e)) throw e;
+          return undefined;
+        }));
       if (!withStandIns) stand = undefined;
       session =
         withStandIns ??
@@ -353,7 +360,7 @@ export type OpeningCalibrator = Calibrator & {
  */
 export function calibratorFor(
   samples: readonly CalibrationSample[],
-  options: RunnerOptions & { transform?: (output: string, values: Float32Array) => Float32Array } = {},
+  options: RunnerOptions & { transform?: (output: string, values: Float32Array, dims: readonly number[]) => Float32Array } = {},
 ): OpeningCalibrator {
   const collect = async (runner: CalibrationRunner, extra: Feed | undefined): Promise<Float32Array> => {
     const parts: Float32Array[] = [];
@@ -364,7 +371,7 @@ export function calibratorFor(
       for (const [k, t] of Object.entries(outputs)) {
         if (skip.has(k) || t.type === 'bool' || !t.type.startsWith('float')) continue;
         const v = toFloat32(t);
-        parts.push(options.transform ? options.transform(k, v) : v);
+        parts.push(options.transform ? options.transform(k, v, t.dims) : v);
       }
     }
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
@@ -409,28 +416,48 @@ export function probeCalibrator(
   samples: readonly CalibrationSample[],
   outputs: readonly string[] | undefined,
   decisionOutputs: readonly string[] = [],
+  detectorOutputs: readonly string[] = [],
 ): OpeningCalibrator {
   const decisions = new Set(decisionOutputs);
   let scale: Map<string, number> | undefined;
-  // the reference run: each output's part of the vector, in order, and its sum of squares
-  const parts: Array<{ name: string; length: number }> = [];
+  // a detector's class scores beside its boxes (eval/detector.ts): weighed as an output of their own ("NAME#scores"),
+  // where the boxes' spread (pixels) made their error nothing and rate control starved the class head
+  const detectors = new Set(detectorOutputs);
+  const blocks = new Map<string, ScoreBlock>();
+  const blockOf = (name: string, values: Float32Array, dims: readonly number[]): ScoreBlock | undefined => {
+    if (!detectors.has(name)) return undefined;
+    if (!blocks.has(name)) {
+      const b = scoreBlockOf(values, dims);
+      if (b) blocks.set(name, b);
+      else detectors.delete(name);
+    }
+    const b = blocks.get(name);
+    return b && dims.length === 3 && dims[b.axis] === b.channels && dims[3 - b.axis] === b.anchors ? b : undefined;
+  };
+  const partOf = (name: string, block: ScoreBlock | undefined, i: number): string =>
+    block && isScore(block, i) ? `${name}#scores` : name;
+  // the reference run: each output's part of the vector, in order (with its score block), and each part's sums
+  const parts: Array<{ name: string; length: number; block?: ScoreBlock }> = [];
   const sums = new Map<string, { sq: number; sum: number; n: number }>();
   const inner = calibratorFor(samples, {
     ...(outputs ? { outputs: [...outputs, ...decisionOutputs] } : {}),
-    transform: (name, values) => {
+    transform: (name, values, dims) => {
+      const block = blockOf(name, values, dims);
       if (scale) {
+        if (block) return values.map((v, i) => v * (scale!.get(partOf(name, block, i)) ?? 1));
         const f = scale.get(name);
         return f === undefined ? values : values.map((v) => v * f);
       }
-      parts.push({ name, length: values.length });
-      const s = sums.get(name) ?? { sq: 0, sum: 0, n: 0 };
-      for (const v of values)
-        if (Number.isFinite(v)) {
-          s.sq += v * v;
-          s.sum += v;
-          s.n++;
-        }
-      sums.set(name, s);
+      parts.push({ name, length: values.length, block });
+      values.forEach((v, i) => {
+        if (!Number.isFinite(v)) return;
+        const part = partOf(name, block, i);
+        const s = sums.get(part) ?? { sq: 0, sum: 0, n: 0 };
+        s.sq += v * v;
+        s.sum += v;
+        s.n++;
+        sums.set(part, s);
+      });
       return values;
     },
   });
@@ -458,9 +485,11 @@ export function probeCalibrator(
     const ms = n ? sq / n : 1;
     for (const [name, s] of sums) if (decisions.has(name) && s.sq > 0) scale.set(name, Math.sqrt(ms / (s.sq / s.n)));
     let at = 0;
-    for (const { name, length } of parts) {
-      const f = scale.get(name);
-      if (f !== undefined) for (let k = at; k < at + length; k++) reference[k] *= f;
+    for (const { name, length, block } of parts) {
+      for (let k = 0; k < length; k++) {
+        const f = scale.get(partOf(name, block, k));
+        if (f !== undefined) reference[at + k] *= f;
+      }
       at += length;
     }
     return reference;

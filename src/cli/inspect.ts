@@ -1,4 +1,5 @@
 import { extname } from 'node:path';
+import { printJson } from './json-out.js';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { codedParts, ownEntries, tileEntries, type QualityRecord } from '../archive/manifest.js';
 import { zeroChannelsOf } from '../archive/decode.js';
@@ -107,7 +108,7 @@ export async function inspectPath(file: string, options: InspectOptions = {}): P
       modelBytes: modelBytes(file, reader),
     };
     if (options.json) {
-      console.log(JSON.stringify({ file, format: reader.format, totals, tensors: rows }, null, 1));
+      printJson(JSON.stringify({ file, format: reader.format, totals, tensors: rows }, null, 1));
       return;
     }
     const external = reader.externalFiles?.length ?? 0;
@@ -241,7 +242,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
       quality: m.quality,
       tensors: rows,
     };
-    if (options.json) console.log(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+    if (options.json) printJson(JSON.stringify(info, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
     else printArchive(file, info, rows, options);
     if (failed.length)
       throw new CorruptArchiveError(

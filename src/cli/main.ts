@@ -27,6 +27,7 @@ import {
 } from './require.js';
 import { serveViewer } from './view.js';
 import { loadOrt, onOrtFallback, ortBackend } from '../runtime/optional.js';
+import { jsonPrinted, jsonReplacer, printJson } from './json-out.js';
 import { errorLine, exitStatus, isCommanderError, toNnmediaError } from './errors.js';
 import { helpConfiguration, defaultText, helpEpilogue, helpGroupOf, showDefault } from './help.js';
 import { clearProgress, logLine, progress } from './progress.js';
@@ -272,7 +273,7 @@ export function buildProgram(): Command {
     }).finally(bar.stop);
     const t = archiveTotals(r.manifest, r.archiveBytes);
     if (f.json)
-      console.log(
+      printJson(
         JSON.stringify({
           output: f.output,
           archiveBytes: r.archiveBytes,
@@ -319,7 +320,7 @@ export function buildProgram(): Command {
       const r = await decompressArchive(archive, f.output, { jobs: f.jobs, force: f.force, onProgress: bar.onProgress }).finally(
         bar.stop,
       );
-      if (f.json) console.log(JSON.stringify({ output: f.output, ...r }));
+      if (f.json) printJson(JSON.stringify({ output: f.output, ...r }));
       else {
         console.log(printable(`${f.output}: ${r.format} model, ${count(r.bytes)} bytes, restored from ${archive}`));
         if (r.externalData)
@@ -415,7 +416,7 @@ export function buildProgram(): Command {
         }
         // the data and preprocessing the task ran on (a second preprocessing shows here)
         if (f.json)
-          console.log(
+          printJson(
             JSON.stringify(
               { ...r, ...(task ? { taskDescription: task.description } : {}), ...(required ? { requirements: required } : {}) },
               (_k, v) => (v === Infinity ? 'Infinity' : v),
@@ -491,7 +492,7 @@ export function buildProgram(): Command {
     } finally {
       releaseFolder(dir); // kept from here: the output names it
     }
-    if (f.json) console.log(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
+    if (f.json) printJson(JSON.stringify({ ...r, restored }, (_k, v) => (v === Infinity ? 'Infinity' : v)));
     else {
       printEvaluation(r);
       console.log(
@@ -608,17 +609,21 @@ export async function main(argv: string[]): Promise<number> {
         : toNnmediaError(e, commandOf(argv, program));
     process.stderr.write(`${errorLine(err)}\n`);
     // --json: a script reads the failure on stdout too (a refused budget's fidelity, the smallest passing size)
-    if (argv.slice(2).includes('--json'))
-      process.stdout.write(
-        `${JSON.stringify({
-          error: {
-            code: err.code,
-            message: err.message,
-            ...(err.file !== undefined ? { file: err.file } : {}),
-            ...(err.tensor !== undefined ? { tensor: err.tensor } : {}),
-            ...(err instanceof QualityError ? err.details : {}),
+    // (not after a result already printed: `eval --json --require` prints its report, then fails; one object on stdout)
+    if (argv.slice(2).includes('--json') && !jsonPrinted())
+      printJson(
+        JSON.stringify(
+          {
+            error: {
+              code: err.code,
+              message: err.message,
+              ...(err.file !== undefined ? { file: err.file } : {}),
+              ...(err.tensor !== undefined ? { tensor: err.tensor } : {}),
+              ...(err instanceof QualityError ? err.details : {}),
+            },
           },
-        })}\n`,
+          jsonReplacer,
+        ),
       );
     if (process.env.NNMEDIA_DEBUG) process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
     return exitStatus(err.code);

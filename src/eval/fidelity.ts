@@ -65,6 +65,7 @@
 
 import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
 import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
+import { blockIndex, scoreBlockOf, type ScoreBlock } from './detector.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
 export type OutputKind = 'classes' | 'binary' | 'labels' | 'values';
@@ -136,45 +137,8 @@ export const MIN_DECISIONS = 20;
 /** A detection's confidence threshold (YOLO's default), and how far a winning class must lead the second. */
 const SCORE_CONFIDENCE = 0.25;
 const SCORE_MARGIN = 0.1;
-/** Box coordinates (the channels before the scores) reach beyond this somewhere: pixels, not probabilities. */
-const BOX_MAGNITUDE = 2;
-
-/** A detector output's class-score channels: `from`…C−1 along `axis` (1 or 2) of [B, C, N] or [B, N, C]. */
-interface ScoreBlock {
-  axis: 1 | 2;
-  from: number;
-  channels: number;
-  anchors: number;
-}
-
-/** Index of (batch b, channel k, anchor n) in a [B, C, N] (axis 1) or [B, N, C] (axis 2) output. */
-const blockIndex = (block: ScoreBlock, b: number, k: number, n: number): number =>
-  block.axis === 1 ? (b * block.channels + k) * block.anchors + n : (b * block.anchors + n) * block.channels + k;
-
-/** The class-score block of a detector's output (see the module comment), found on one sample's values. */
-function scoreBlockOf(x: ArrayLike<number>, dims: readonly number[]): ScoreBlock | undefined {
-  if (dims.length !== 3 || !(dims[0] >= 1)) return undefined;
-  for (const axis of [1, 2] as const) {
-    const channels = dims[axis];
-    const anchors = dims[3 - axis];
-    if (channels < 3 || anchors < 2 * channels) continue;
-    const block = { axis, from: 0, channels, anchors };
-    const inUnit = new Array<boolean>(channels).fill(true);
-    let wide = new Array<boolean>(channels).fill(false);
-    for (let b = 0; b < dims[0]; b++)
-      for (let k = 0; k < channels; k++)
-        for (let n = 0; n < anchors; n++) {
-          const v = x[blockIndex(block, b, k, n)];
-          if (!(v >= 0 && v <= 1)) inUnit[k] = false;
-          if (Math.abs(v) > BOX_MAGNITUDE) wide[k] = true;
-        }
-    let from = channels;
-    while (from > 0 && inUnit[from - 1]) from--;
-    wide = wide.slice(0, from);
-    if (from >= 1 && channels - from >= 2 && wide.some(Boolean)) return { ...block, from };
-  }
-  return undefined;
-}
+/** How far under the threshold a kept detection's score may read: crossing 0.25 by a hair is no changed decision. */
+const SCORE_SLACK = 0.05;
 
 /** Top score, its channel and the runner-up along one anchor of a score block. */
 function topScores(x: ArrayLike<number>, block: ScoreBlock, b: number, n: number): { top: number; second: number; at: number } {
@@ -237,6 +201,7 @@ interface Sums {
   scoreAgree: number;
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
+  isBool: boolean;
 }
 
 /** Accumulates output comparisons over samples, one output at a time, without keeping the values. */
@@ -284,6 +249,7 @@ export class FidelityAccumulator {
         binaryAgree: 0,
         // ids and booleans; 8- and 16-bit integers (pixels, masks) are values
         labels: ['bool', 'int32', 'int64', 'uint32', 'uint64'].includes(a.type),
+        isBool: a.type === 'bool',
         equal: 0,
         posA: 0,
         posB: 0,
@@ -365,8 +331,11 @@ export class FidelityAccumulator {
   }
 
   /** A detector's confident class decisions on one sample (see the module comment). */
-  private addScores(s: Sums, block: ScoreBlock, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
-    if (dims.length !== 3 || dims[block.axis] !== block.channels || dims[3 - block.axis] !== block.anchors) {
+  private addScores(s: Sums, first: ScoreBlock, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
+    // (a sample of another size, a picture of other sides: its block found again, on its own values)
+    const same = dims.length === 3 && dims[first.axis] === first.channels && dims[3 - first.axis] === first.anchors;
+    const block = same ? first : scoreBlockOf(x, dims);
+    if (!block) {
       s.scoreBroken = true;
       return;
     }
@@ -386,7 +355,8 @@ export class FidelityAccumulator {
         const q = topScores(y, block, b, n);
         if (!clear(p) && !clear(q)) continue;
         s.scoreDecisions++;
-        if (p.at === q.at && p.top >= SCORE_CONFIDENCE && q.top >= SCORE_CONFIDENCE) s.scoreAgree++;
+        // the same class, both at the threshold give or take SCORE_SLACK (a score of 0.26 read as 0.24 is noise)
+        if (p.at === q.at && Math.min(p.top, q.top) >= SCORE_CONFIDENCE - SCORE_SLACK) s.scoreAgree++;
       }
   }
 
@@ -419,8 +389,10 @@ export class FidelityAccumulator {
               : undefined;
       let iou: number | undefined;
       let oneSided = false;
-      // a yes/no label (booleans, or integers all 0 or 1) is a binary decision already made
-      const yesNo = kind === 'labels' && s.zeroOne && s.finite > 0;
+      // a yes/no label is a binary decision already made: booleans, or integers all 0 or 1 where both answers come up
+      // often enough to say so (class ids that happened to be all 0, or one class of two, on the inputs are no yes/no)
+      const yesNo =
+        kind === 'labels' && s.zeroOne && s.finite > 0 && (s.isBool || Math.min(s.posA, s.finite - s.posA) >= MIN_DECISIONS);
       if (kind === 'binary' || yesNo) {
         // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames, the anomalies)
         const rarePositive = s.posA <= s.finite / 2;

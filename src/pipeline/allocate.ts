@@ -305,13 +305,14 @@ async function probeTarget(
   judged: readonly string[] | undefined,
   log: (message: string) => void,
   signal?: AbortSignal,
+  detectors: readonly string[] = [],
 ): Promise<{ reader: ModelReader; calibrate: Calibrate; reference: Float32Array }> {
   if (probeSet && reader.format === 'onnx')
     try {
       const decisions = exposeDecisions(source, reader.file);
       if (decisions) {
         const probeReader = openOnnx(reader.file, decisions.model);
-        const calibrate = probeCalibrator(probeSet, judged, decisions.outputs);
+        const calibrate = probeCalibrator(probeSet, judged, decisions.outputs, detectors);
         const reference = await calibrate(decisions.model);
         const one = decisions.values.length === 1;
         log(
@@ -516,7 +517,7 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
             : probeSamples(cal, options.probeSamples ?? SYNTHETIC_PROBE_SAMPLES);
     const plain =
       options.calibrate ??
-      (probeSet ? probeCalibrator(probeSet, cal?.outputs) : undefined) ??
+      (probeSet ? probeCalibrator(probeSet, cal?.outputs, [], cal?.detectors) : undefined) ??
       (task ? (m: Uint8Array) => task.calibrate(m) : undefined) ??
       randomInputOutputs;
     // what the probes will cost, so a user with a large model knows why it takes long and what to change
@@ -532,7 +533,7 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
       reader: probeReader,
       calibrate,
       reference,
-    } = await probeTarget(reader, source(), plain, probeSet, cal?.outputs, log, options.signal);
+    } = await probeTarget(reader, source(), plain, probeSet, cal?.outputs, log, options.signal, cal?.detectors);
     sourceBytes = undefined; // (not kept past the probes' reference: the allocation lives through every encode)
     // one session for every probe, the coded tensors (and their duplicates) fed as inputs, where it can be made and
     // each probe sample is one run. Not for sequences (windows with state carried: hundreds of runs a probe), where

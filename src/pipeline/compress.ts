@@ -273,6 +273,7 @@ export async function compressModel(input: string, output: string, options: Comp
 
 /** ONNX-ML operators whose weights are node attributes (coefficients, support vectors, tree values). */
 const ATTRIBUTE_WEIGHT_OPS = new Set([
+  'Scaler',
   'LinearClassifier',
   'LinearRegressor',
   'SVMClassifier',
@@ -580,6 +581,17 @@ async function compressStaged(
     // What the same options write without the rate flag that was refused, for comparison: the one passing size a
     // run gives every time. This run's encodings and measurements are let go first: the comparison opens the model
     // and its gate again.
+    // whether a refused default grid escalates by itself (and so whether a plain run without a budget would)
+    const escalationAllowed = (): boolean =>
+      resolved.escalate &&
+      weights > 0 &&
+      // nothing about the grid or codec asked for: the codec set carries 16-bit codes, the quantizer is the default's
+      resolved.asked.bits === undefined &&
+      resolved.asked.quantizer === undefined &&
+      resolved.asked.codec === undefined &&
+      resolved.asked.media === undefined &&
+      cal !== undefined &&
+      resolved.check;
     const compareWithout = async (
       flag: string,
     ): Promise<{ plain?: { bitsPerWeight: number; quality: QualityRecord }; passes: boolean; text: string }> => {
@@ -596,7 +608,7 @@ async function compressStaged(
       );
       const passes = plain !== undefined && plain.quality.passed !== false;
       // (the comparison is the default's own grid, not escalated: a plain run escalates where nothing fixed the grid)
-      const mayEscalate = resolved.escalate && resolved.asked.bits === undefined && resolved.asked.quantizer === undefined;
+      const mayEscalate = escalationAllowed();
       const text = plain
         ? `without ${flag} it is ${plain.bitsPerWeight.toFixed(3)} bits/weight at fidelity ${plain.quality.fidelity}${passes ? '' : ', refused too'}${!passes && mayEscalate ? ` (the default grid: a compress without ${flag} then looks for finer grids that pass, by itself)` : ''}`
         : '';
@@ -612,17 +624,7 @@ async function compressStaged(
           ? 'try --no-half-kept (every kept tensor exact; no tensor is coded here)'
           : undefined
         : finerCodes(resolved);
-      const escalates =
-        Boolean(remedy) &&
-        resolved.escalate &&
-        weights > 0 &&
-        // nothing about the grid or codec asked for: the codec set carries 16-bit codes, the quantizer is the default's
-        resolved.asked.bits === undefined &&
-        resolved.asked.quantizer === undefined &&
-        resolved.asked.codec === undefined &&
-        resolved.asked.media === undefined &&
-        cal !== undefined &&
-        resolved.check;
+      const escalates = Boolean(remedy) && escalationAllowed();
       // a rate mode's own remedy: the other way on its own flag
       const flag = nothingCoded
         ? undefined

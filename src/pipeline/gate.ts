@@ -194,7 +194,7 @@ export async function openCalibration(
     .map((o) => o.name);
   if (notTensors.length && !outputs)
     log?.(
-      `${notTensors.length === 1 ? 'output' : 'outputs'} ${notTensors.join(', ')} ${notTensors.length === 1 ? 'is not a tensor' : 'are not tensors'} (a sequence or a map, as skl2onnx's ZipMap): the tensors made into ${notTensors.length === 1 ? 'it' : 'them'} are compared in ${notTensors.length === 1 ? 'its' : 'their'} place`,
+      `${notTensors.length === 1 ? 'output' : 'outputs'} ${notTensors.join(', ')} ${notTensors.length === 1 ? 'is not a tensor' : 'are not tensors'} (a sequence or a map, as skl2onnx's ZipMap): the tensors made into ${notTensors.length === 1 ? 'it' : 'them'} are compared in ${notTensors.length === 1 ? 'its' : 'their'} place (where the model loads from memory)`,
     );
   return {
     source: () => selfContainedModel(input, reader),
@@ -269,10 +269,20 @@ export function heldBackOnEveryBranch(
 
 /** `--judge-output` names, each checked against the model's outputs (an unknown one names the ones there are). */
 export function checkJudgedOutputs(model: Uint8Array, names: readonly string[], file?: string): readonly string[] {
-  const have = describeModel(model, file).outputs.map((o) => o.name);
+  const outputs = describeModel(model, file).outputs;
+  const have = outputs.map((o) => o.name);
   for (const n of names)
     if (!have.includes(n))
       throw new OptionError(`--judge-output ${JSON.stringify(n)}: the model has no such output; its outputs: ${have.join(', ')}`);
+  // a sequence or a map cannot be fetched; without --judge-output the tensors it is made from are compared for it
+  for (const n of names)
+    if (outputs.find((o) => o.name === n)!.type === 'non-tensor')
+      throw new OptionError(
+        `--judge-output ${JSON.stringify(n)}: that output is not a tensor (a sequence or a map, as skl2onnx's ZipMap) and cannot be judged by name; leave --judge-output out to judge every output (the tensors it is made from stand in for it), or name tensor outputs: ${outputs
+          .filter((o) => o.type !== 'non-tensor')
+          .map((o) => o.name)
+          .join(', ')}`,
+      );
   return names;
 }
 
