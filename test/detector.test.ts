@@ -10,6 +10,7 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { compressModel, QualityError } from '../src/index.js';
 import { compareOutputs } from '../src/eval/fidelity.js';
+import { outputsTask } from '../src/eval/tasks/outputs.js';
 import { detectorOutputs } from '../src/calibration/decisions.js';
 import { parseOnnxGraph } from '../src/compensate/graph.js';
 import type { CalibrationTensor } from '../src/calibration/tensor.js';
@@ -143,6 +144,30 @@ describe("a detector's class scores beside its boxes", () => {
     concat.input = ['boxes', 'c'];
     expect(detectorOutputs(parseOnnxGraph(onnx.ModelProto.encode(g).finish()).main)).toEqual([]);
   });
+
+  it('eval (the outputs task) counts the confident classes in its decision agreement', async () => {
+    const model = detectorModel(1);
+    const task = outputsTask({ count: 16 });
+    const reference = await task.run(model);
+    expect(reference.detectors).toEqual(['output0']);
+    // the same run with a third of the classes moved at every anchor
+    const moved: typeof reference = {
+      ...reference,
+      samples: reference.samples.map((sample) => {
+        const t = sample.outputs.output0;
+        const data = Float32Array.from(t.data as Float32Array);
+        for (let n = 0; n < ANCHORS; n += 3) {
+          const a = (4 + CLASSES - 1) * ANCHORS + n;
+          const b = 4 * ANCHORS + n;
+          [data[a], data[b]] = [data[b], data[a]];
+        }
+        return { ...sample, outputs: { output0: { ...t, data } } };
+      }),
+    };
+    const agreement = task.compare(reference, moved).find((m) => m.key === 'agreement');
+    expect(agreement!.value).toBeLessThan(1);
+    expect(task.compare(reference, reference).find((m) => m.key === 'agreement')!.value).toBe(1);
+  }, 60_000);
 
   it('the gate refuses a detector whose class head was starved, and passes its default', async () => {
     const model = join(dir, 'detector.onnx');

@@ -61,7 +61,11 @@ export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<Out
     const judged = r.outputs.filter((o) => !o.state);
     const worst = <K extends 'cosine' | 'relRms' | 'maxAbs'>(k: K, lowest: boolean): number =>
       judged.reduce((w, o) => (lowest ? Math.min(w, o[k]) : Math.max(w, o[k])), lowest ? Infinity : 0);
-    const agreements = judged.filter((o) => o.agreement !== undefined).map((o) => o.agreement!);
+    // (a detector's class agreement at its confident anchors is a decision agreement too)
+    const agreements = [
+      ...judged.filter((o) => o.agreement !== undefined).map((o) => o.agreement!),
+      ...judged.filter((o) => o.scores && !o.scores.fewDecisions).map((o) => o.scores!.agreement),
+    ];
     const metrics: TaskMetric[] = [
       { key: 'fidelity', label: `fidelity${note}`, value: r.fidelity, higherIsBetter: true },
       { key: 'maxAbsDiff', label: `output max |Δ|${note}`, value: worst('maxAbs', false), higherIsBetter: false },
