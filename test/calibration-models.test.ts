@@ -668,6 +668,12 @@ describe('fidelity', () => {
     expect(oneSidedWarning({ checked: true, outputs })).toMatch(/^m: the original decides the same way .*relative RMS error 2\)/);
     expect(oneSidedWarning({ checked: true, outputs, judged: ['other'] })).toBeUndefined();
     expect(oneSidedWarning({ checked: true, outputs: [{ ...outputs[0], oneSided: undefined }] })).toBeUndefined();
+    // a yes/no label: no values to speak of
+    const flag = { name: 'is_anomaly', kind: 'labels', score: 1, cosine: 1, relRms: Infinity, maxAbs: 0, oneSided: true };
+    expect(oneSidedWarning({ checked: true, outputs: [flag] })).toMatch(
+      /^is_anomaly: .*\(the same answer\).*starts firing; give/,
+    );
+    expect(oneSidedWarning({ checked: true, outputs: [flag] })).not.toMatch(/Infinity/);
   });
 
   it('a real pair: Silero v6 against itself is 1; a copy on a 12-bit grid stays above 0.9, a 4-bit one (per tensor) falls below 0.5', async () => {

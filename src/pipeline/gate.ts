@@ -346,7 +346,13 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
 export function oneSidedWarning(q: QualityRecord): string | undefined {
   const names = (q.outputs ?? []).filter((o) => o.oneSided && !o.state && (!q.judged || q.judged.includes(o.name)));
   if (!names.length) return undefined;
-  return `${names.map((o) => o.name).join(', ')}: the original decides the same way (all p > 0.5 or all ≤ 0.5) on nearly every element of the held-back inputs, so agreement and IoU only show whether the compressed model starts firing, not how far its values moved (relative RMS error ${names.map((o) => o.relRms).join(', ')}); give inputs on which the model fires (images with text for a text detector, with faces for a face detector), or judge only the outputs that matter with --judge-output`;
+  // (a yes/no label has no values to have moved: its answers are all there is)
+  const valued = names.filter((o) => o.kind !== 'labels');
+  const how = names.every((o) => o.kind === 'labels') ? 'the same answer' : 'all p > 0.5 or all ≤ 0.5';
+  const moved = valued.length
+    ? `, not how far its values moved (relative RMS error ${valued.map((o) => o.relRms).join(', ')})`
+    : '';
+  return `${names.map((o) => o.name).join(', ')}: the original decides the same way (${how}) on nearly every element of the held-back inputs, so agreement and IoU only show whether the compressed model starts firing${moved}; give inputs on which the model fires (images with text for a text detector, with faces for a face detector), or judge only the outputs that matter with --judge-output`;
 }
 
 /** One line for reports: `fidelity 0.9984 ≥ 0.9 (worst output: y; 4 held-back synthetic samples)`. */
