@@ -7,7 +7,36 @@
  */
 
 import { elementCount, type ModelReader } from '../formats/model.js';
-import type { ModelIo } from './model-io.js';
+import { OnnxReader } from '../formats/onnx/reader.js';
+import type { ImageSpecInput } from './image.js';
+import type { ModelIo, ValueInfo } from './model-io.js';
+
+/** What a description adds where pictures go in as 0–255 for that reason. */
+export const PIXELS_NOTE = ', pixels 0–255: the graph rescales them itself';
+
+/** Whether the user gave how pixels map to values (a range, scale, mean or std): then nothing is assumed. */
+export function valuesGiven(image: ImageSpecInput | undefined): boolean {
+  return [image?.range, image?.scale, image?.mean, image?.std].some((v) => v !== undefined);
+}
+
+/**
+ * Whether the float image input `input` of this ONNX model (its bytes) takes pixels as they are, 0–255, where the
+ * user gave no mapping of their own (`rescalesPixels`).
+ */
+export function takesPixels(
+  io: ModelIo,
+  model: Uint8Array,
+  input: ValueInfo | undefined,
+  image: ImageSpecInput | undefined,
+  file = '<model>',
+): boolean {
+  return (
+    input !== undefined &&
+    input.type !== 'uint8' &&
+    !valuesGiven(image) &&
+    rescalesPixels(io, new OnnxReader(file, model), input.name)
+  );
+}
 
 /** Ops that carry the input's values unchanged to where they are scaled. */
 const PASS_THROUGH = new Set(['Transpose', 'Cast', 'Identity', 'Reshape']);

@@ -15,7 +15,7 @@ import { exposeValues } from '../compensate/graph-edit.js';
 import { readFileSync } from 'node:fs';
 import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
 import type { CalibrationSample, SampleData } from './types.js';
-import { isScore, scoreBlockOf, type ScoreBlock } from '../eval/detector.js';
+import { fitsBlock, isScore, scoreBlockOf, type ScoreBlock } from '../eval/detector.js';
 
 export interface RunnerOptions {
   /** Outputs to fetch (default: every graph output). State outputs of sequences are fetched in any case. */
@@ -432,7 +432,7 @@ export function probeCalibrator(
       else detectors.delete(name);
     }
     const b = blocks.get(name);
-    return b && dims.length === 3 && dims[b.axis] === b.channels && dims[3 - b.axis] === b.anchors ? b : undefined;
+    return b && fitsBlock(b, dims) ? b : undefined;
   };
   const partOf = (name: string, block: ScoreBlock | undefined, i: number): string =>
     block && isScore(block, i) ? `${name}#scores` : name;

@@ -44,8 +44,7 @@ import { findRateInput, findStateLinks } from './state.js';
 import { convertTensor, isElementType, type CalibrationTensor, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 import { fsError } from '../io/files.js';
-import { rescalesPixels } from './pixels.js';
-import { OnnxReader } from '../formats/onnx/reader.js';
+import { PIXELS_NOTE, takesPixels, valuesGiven } from './pixels.js';
 
 /** What the user gives: files, input shapes, and how images and audio become tensors. */
 export interface CalibrationSpec {
@@ -192,15 +191,7 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
   if (images.length) {
     const input = imageInputOf(io, spec.image?.input);
     // a model that rescales its pixels itself (Keras's Rescaling layer) takes [0, 255] unless told otherwise
-    const told = ['range', 'scale', 'mean', 'std'].some(
-      (k) => (spec.image as Record<string, unknown> | undefined)?.[k] !== undefined,
-    );
-    const pixels =
-      !told &&
-      model instanceof Uint8Array &&
-      input !== undefined &&
-      input.type !== 'uint8' &&
-      rescalesPixels(io, new OnnxReader('<model>', model), input.name);
+    const pixels = model instanceof Uint8Array && takesPixels(io, model, input, spec.image);
     const imageSpec = resolveImageSpec({ ...(pixels ? { range: [0, 255] as [number, number] } : {}), ...spec.image }, input);
     // every file readable before any is counted (a corrupt one fails here, not in a later eval)
     for (const { file } of images) await checkImage(file);
@@ -223,10 +214,9 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
         },
       });
     // files are scaled to [0, 1] unless told otherwise, synthetic pictures to [−1, 1]: say which was assumed
-    const given = spec.image ?? {};
-    const assumed = [given.range, given.mean, given.std, given.scale].every((v) => v === undefined);
+    const assumed = !valuesGiven(spec.image);
     parts.push(
-      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)}${pixels ? ', pixels 0–255: the graph rescales them itself' : ''})` +
+      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)}${pixels ? PIXELS_NOTE : ''})` +
         (assumed && !pixels
           ? `: ${input.type === 'uint8' ? 'the pixels as they are (0…255: a uint8 input)' : 'x/255'} by default, give --image-range or --image-mean/--image-std if the model takes other values`
           : ''),

@@ -42,8 +42,7 @@ import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
 import { convertTensor, elementCount, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
-import { rescalesPixels } from './pixels.js';
-import { OnnxReader } from '../formats/onnx/reader.js';
+import { PIXELS_NOTE, takesPixels, valuesGiven } from './pixels.js';
 
 export interface SyntheticOptions {
   /** Samples (sequences for stateful models); default 8. */
@@ -545,15 +544,9 @@ async function statelessSet(
   });
   // the user's value range, mean, std or scale replaces the synthetic [−1, 1] whole (`--image-range 0,1` alone gave
   // (x/255 − 0.5)/0.5 still: a detector taking [0, 1] was judged on inputs it never sees, found by a new-user sweep)
-  const scaled = ['mean', 'std', 'range', 'scale'].some(
-    (k) => (o.image as Record<string, unknown> | undefined)?.[k] !== undefined,
-  );
+  const scaled = valuesGiven(o.image);
   // a model that rescales its pixels itself (Keras's Rescaling layer: a Mul by 1/255 after the input) takes [0, 255]
-  const pixels =
-    imageInput !== undefined &&
-    imageInput.type !== 'uint8' &&
-    !scaled &&
-    rescalesPixels(io, new OnnxReader(o.file ?? '<model>', model), imageInput.name);
+  const pixels = takesPixels(io, model, imageInput, o.image, o.file);
   const imageSpecFor = (dims: number[]): ReturnType<typeof resolveImageSpec> =>
     // pictures to [−1, 1] for a float input (to [0, 255] for one the model rescales), the pixels for a uint8 one
     resolveImageSpec(
@@ -648,10 +641,7 @@ async function statelessSet(
     kind: 'feed',
     load: async () => ({ kind: 'feed', feed: make(dims, k, flip && ((k >> 2) & 1) === 1) }),
   }));
-  const imageNote = imageInput
-    ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) +
-      (pixels ? ', pixels 0–255: the graph rescales them itself' : '')
-    : '';
+  const imageNote = imageInput ? describeImageSpec(imageSpecFor(dims.get(imageInput.name)!)) + (pixels ? PIXELS_NOTE : '') : '';
   const grown = rejected.length ? `; sizes grown until the model accepted them (rejected: ${rejected.join('; ')})` : '';
   return {
     samples,

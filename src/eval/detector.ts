@@ -47,6 +47,10 @@ export function scoreBlockOf(x: ArrayLike<number>, dims: readonly number[]): Sco
   return undefined;
 }
 
+/** Whether an output of these dims has the block's shape (a sample of other sides has its own block). */
+export const fitsBlock = (block: ScoreBlock, dims: readonly number[]): boolean =>
+  dims.length === 3 && dims[block.axis] === block.channels && dims[3 - block.axis] === block.anchors;
+
 /** Whether element `i` of an output of the block's shape is a class score (its channel is `from` or later). */
 export function isScore(block: ScoreBlock, i: number): boolean {
   const k = block.axis === 1 ? Math.floor(i / block.anchors) % block.channels : i % block.channels;

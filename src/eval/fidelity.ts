@@ -65,7 +65,7 @@
 
 import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
 import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
-import { blockIndex, scoreBlockOf, type ScoreBlock } from './detector.js';
+import { blockIndex, fitsBlock, scoreBlockOf, type ScoreBlock } from './detector.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
 export type OutputKind = 'classes' | 'binary' | 'labels' | 'values';
@@ -333,8 +333,7 @@ export class FidelityAccumulator {
   /** A detector's confident class decisions on one sample (see the module comment). */
   private addScores(s: Sums, first: ScoreBlock, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
     // (a sample of another size, a picture of other sides: its block found again, on its own values)
-    const same = dims.length === 3 && dims[first.axis] === first.channels && dims[3 - first.axis] === first.anchors;
-    const block = same ? first : scoreBlockOf(x, dims);
+    const block = fitsBlock(first, dims) ? first : scoreBlockOf(x, dims);
     if (!block) {
       s.scoreBroken = true;
       return;
