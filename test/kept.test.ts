@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import { Archive, compressModel, decodeAllTensors, openModel } from '../src/index.js';
+import { Archive, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
 import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
@@ -295,5 +295,98 @@ describe('kept tensors beside codes of 16 bits or more', () => {
     expect(resolveOptions({ bits: 16, halfKept: true }).halfKept).toBe(true);
     expect(resolveOptions({}).halfKept).toBe(true);
     expect(resolveOptions({ bits: 8 }).halfKept).toBe(true);
+  });
+});
+
+describe('an input with a default value (an initializer listed as a graph input)', () => {
+  /** probs = Softmax((x · W + b) / temperature + prior); `temperature` and `prior` are listed as inputs where `all`. */
+  function defaultsModel(listed: 'defaults' | 'all', irVersion = 8): Uint8Array {
+    const inits = [
+      floatTensor('W', [64, 256], gaussian(64 * 256, 11, 0.1)),
+      floatTensor('b', [256], gaussian(256, 12, 0.1)),
+      floatTensor('temperature', [], Float32Array.of(0.07)),
+      floatTensor('prior', [256], gaussian(256, 13, 0.3)),
+    ];
+    const inputs = [valueInfo('x', [1, 64])];
+    for (const t of inits)
+      if (listed === 'all' || t.name === 'temperature' || t.name === 'prior') inputs.push(valueInfo(t.name!, t.dims as number[]));
+    return onnx.ModelProto.encode({
+      irVersion,
+      opsetImport: [{ version: 17 }],
+      graph: {
+        name: 'defaults',
+        node: [
+          { opType: 'MatMul', input: ['x', 'W'], output: ['m'] },
+          { opType: 'Add', input: ['m', 'b'], output: ['a'] },
+          { opType: 'Div', input: ['a', 'temperature'], output: ['t'] },
+          { opType: 'Add', input: ['t', 'prior'], output: ['l'] },
+          { opType: 'Softmax', input: ['l'], output: ['probs'] },
+        ],
+        initializer: inits,
+        input: inputs,
+        output: [valueInfo('probs', [1, 256])],
+      },
+    }).finish();
+  }
+
+  it('keeps its exact value (0.07, not float16 0.0700073); a bias beside it is float16; the reader marks only defaults', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'defaults.onnx');
+    writeFileSync(file, defaultsModel('defaults'));
+    const reader = openModel(file);
+    const overridable = reader.tensors.filter((t) => t.overridable).map((t) => t.key);
+    expect(overridable.sort()).toEqual(['prior', 'temperature']);
+    const r = await compressModel(file, join(dir, 'defaults.nnm'), { check: false });
+    const half = new Set(r.manifest.tensors.filter((t) => t.half).map((t) => t.key));
+    expect(half.has('b')).toBe(true);
+    expect(half.has('temperature')).toBe(false);
+    expect(half.has('prior')).toBe(false);
+    await decompressArchive(join(dir, 'defaults.nnm'), join(dir, 'restored.onnx'));
+    const restored = openModel(join(dir, 'restored.onnx'));
+    try {
+      expect(restored.read('temperature')[0]).toBe(Math.fround(0.07));
+      expect(Array.from(restored.read('prior'))).toEqual(Array.from(reader.read('prior')));
+      // the bias is the float16 cast (the test would pass with every kept tensor exact otherwise)
+      expect(Array.from(restored.read('b'))).not.toEqual(Array.from(reader.read('b')));
+      // and the restored model still lists them as inputs with defaults
+      expect(restored.tensors.filter((t) => t.overridable).length).toBe(2);
+    } finally {
+      restored.close();
+      reader.close();
+    }
+  });
+
+  it('is a weight where every initializer is listed (IR < 4, or an exporter keeping that convention)', () => {
+    const dir = tempDir();
+    for (const [name, bytes] of [
+      ['all.onnx', defaultsModel('all')],
+      ['ir3.onnx', defaultsModel('defaults', 3)],
+    ] as const) {
+      const file = join(dir, name);
+      writeFileSync(file, bytes);
+      expect(
+        openModel(file).tensors.some((t) => t.overridable),
+        name,
+      ).toBe(false);
+    }
+  });
+
+  it('a calibration file naming it is refused with the reason (onnxruntime-node takes only the default)', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'defaults.onnx');
+    writeFileSync(file, defaultsModel('defaults'));
+    const calib = join(dir, 'calib.json');
+    writeFileSync(
+      calib,
+      JSON.stringify({
+        x: Array.from(gaussian(64, 5, 1))
+          .map((v) => [v])
+          .flat(),
+        temperature: 1,
+      }),
+    );
+    await expect(compressModel(file, join(dir, 'c.nnm'), { calibration: { paths: [calib] } })).rejects.toThrow(
+      /temperature names an input with a default value/,
+    );
   });
 });

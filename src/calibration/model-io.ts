@@ -49,9 +49,16 @@ export interface ModelIo {
   nodes: GraphNode[];
   /** Top-level initializers' shapes by name. */
   initializers: Map<string, number[]>;
+  /**
+   * Inputs with a default value (an initializer of the same name, IR ≥ 4, where not every initializer is listed as
+   * an input: see `overridable` in formats/model.ts). None is needed; onnxruntime-node takes no other value for them
+   * (it lists and feeds only the other inputs), so a calibration file that names one is refused with that reason.
+   */
+  defaults?: ValueInfo[];
 }
 
 // onnx.proto3 field numbers
+const MODEL_IR_VERSION = 1;
 const MODEL_GRAPH = 7;
 const GRAPH_NODE = 1;
 const GRAPH_INITIALIZER = 5;
@@ -101,6 +108,9 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
   const outputs: ValueInfo[] = [];
   const nodes: Array<GraphNode & CallableNode> = [];
   const initializers = new Map<string, number[]>();
+  let irVersion = 0;
+  for (const f of wireFields(bytes, 0, bytes.length, file))
+    if (f.field === MODEL_IR_VERSION && f.wire === WIRE_VARINT) irVersion = f.value;
   for (const f of wireFields(bytes, graph.start, graph.end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === GRAPH_INPUT) inputs.push(valueInfo(bytes, f.valueStart, f.end, file));
@@ -116,14 +126,23 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
       initializers.set(name, dims);
     }
   }
-  // IR < 4 lists initializers among the inputs too: those are weights, not inputs
+  // IR < 4 lists initializers among the inputs too: those are weights, not inputs; so are they where every
+  // initializer is listed (exporters that keep that convention); otherwise a listed initializer is a default
+  const listedInits = inputs.filter((i) => initializers.has(i.name));
+  const defaults = irVersion >= 4 && listedInits.length < initializers.size ? listedInits : [];
   const listed = inlineCalls(
     nodes.map((n, i) => ({ ...n, path: `${i}` })),
     functions,
     (call, body) => ({ ...body, name: call.name, path: call.path, inlined: true }),
     file,
   ).map(({ name, op, inputs, outputs, inlined }): GraphNode => ({ name, op, inputs, outputs, ...(inlined ? { inlined } : {}) }));
-  return { inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodes: listed, initializers };
+  return {
+    inputs: inputs.filter((i) => !initializers.has(i.name)),
+    outputs,
+    nodes: listed,
+    initializers,
+    ...(defaults.length ? { defaults } : {}),
+  };
 }
 
 function varints(bytes: Uint8Array, f: { wire: number; value: number; valueStart: number; end: number }, file: string): number[] {

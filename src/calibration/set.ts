@@ -310,6 +310,7 @@ function commonFolder(files: readonly string[]): string | undefined {
 /** Raw-tensor files → samples: matched by name, grouped, split along a sample axis (see the module comment). */
 function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverrides, rate: number | undefined): PendingSample[] {
   const names = new Set(io.inputs.map((i) => i.name));
+  const defaults = new Set((io.defaults ?? []).map((i) => i.name));
   const dataInputs = io.inputs.filter(
     (i) => !(findRateInput(io)?.name === i.name) && !findStateLinks(io).some((l) => l.input === i.name),
   );
@@ -351,6 +352,11 @@ function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverr
     samples.forEach((s, k) => {
       const tensors = s.map((nt) => {
         if (nt.name !== undefined && names.has(nt.name)) return nt;
+        if (nt.name !== undefined && defaults.has(nt.name))
+          throw new BadCalibrationError(
+            `tensor ${nt.name} names an input with a default value (an initializer listed as a graph input): onnxruntime-node runs the model with that default and takes no other value for it, so a calibration file cannot set it; leave it out`,
+            { file, tensor: nt.name },
+          );
         if (single && (nt.name === undefined || s.length === 1)) return { name: single.name, tensor: nt.tensor };
         throw new BadCalibrationError(
           `tensor ${nt.name ?? '(unnamed)'} matches no model input; inputs: ${io.inputs.map(formatValueInfo).join(', ')}`,

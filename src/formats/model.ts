@@ -71,6 +71,11 @@ export interface TensorEntry {
    * Identity, Flatten): where a tensor is sliced into gates before it is added, the Adds. ONNX only.
    */
   consumers?: TensorUse[];
+  /**
+   * A default the caller may override: an ONNX initializer that is also an input of the main graph (IR ≥ 4, and
+   * not every initializer listed so). Its values are a setting of the model, such as a threshold.
+   */
+  overridable?: boolean;
   /** Format-specific locator (ONNX: protobuf field path; safetensors: data offsets). */
   location: string;
 }

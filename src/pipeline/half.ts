@@ -31,6 +31,8 @@ export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxW
     if (elementCount(p.entry.shape) > maxWeights) continue;
     // a use that decides a shape, an index or a decision takes the exact values (directly or past data movement)
     if (exactUse(p.entry.uses) || exactUse(p.entry.consumers ?? [])) continue;
+    // an input's default (a threshold, a temperature) is a setting the caller may also give: it keeps its value
+    if (p.entry.overridable) continue;
     const values = reader.read(p.entry.key);
     const bits = keptMantissaBits(p.entry.consumers ?? p.entry.uses);
     const bytes = values.length ? keptHalf(values, bits) : undefined;

@@ -17,6 +17,7 @@ import {
   MODEL_GRAPH,
   GRAPH_NODE,
   GRAPH_INITIALIZER,
+  GRAPH_INPUT,
   NODE_INPUT,
   NODE_OUTPUT,
   NODE_OP_TYPE,
@@ -166,6 +167,8 @@ interface RawNode {
 
 /** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
 const MODEL_IR_VERSION = 1;
+/** A main-graph initializer's field path. */
+const MAIN_INITIALIZER_PATH = /^7\.0\/5\.\d+$/;
 
 export class OnnxReader implements ModelReader {
   readonly format = 'onnx' as const;
@@ -177,6 +180,10 @@ export class OnnxReader implements ModelReader {
   private inlined?: RawNode[];
   /** Every tensor with external data, float or not: the skeleton places their data inline. */
   private readonly externals: ExternalRef[] = [];
+  /** The main graph's input names, and its initializers' names (float or not), for `markDefaults`. */
+  private readonly mainInputs = new Set<string>();
+  private readonly mainInitializers = new Set<string>();
+  private irVersion = 0;
 
   private readonly elided: ReadonlyMap<string, readonly [number, number]>;
   private readonly at: ReadonlyMap<string, number>;
@@ -203,7 +210,8 @@ export class OnnxReader implements ModelReader {
       for (const f of wireFields(bytes, 0, bytes.length, file)) {
         first ??= f.field;
         const occ = count(f.field);
-        if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
+        if (f.field === MODEL_IR_VERSION && f.wire === WIRE_VARINT) this.irVersion = f.value;
+        else if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) {
           sawGraph = true;
           this.walkGraph(f.valueStart, f.end, pathJoin('', f.field, occ), 0);
         } else if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN)
@@ -223,6 +231,20 @@ export class OnnxReader implements ModelReader {
     }
     if (!sawGraph) throw new BadModelError('not an ONNX model: no graph field found', { file });
     this.attachUses();
+    this.markDefaults();
+  }
+
+  /**
+   * Initializers that are also inputs of the main graph are defaults a caller may override (IR ≥ 4), except where
+   * every initializer is listed: the convention of IR < 4, which some exporters keep (`keep_initializers_as_inputs`),
+   * where the list says nothing about any one of them.
+   */
+  private markDefaults(): void {
+    if (this.irVersion < 4) return;
+    const listed = [...this.mainInitializers].filter((n) => this.mainInputs.has(n));
+    if (!listed.length || listed.length === this.mainInitializers.size) return;
+    const names = new Set(listed);
+    for (const t of this.tensors) if (MAIN_INITIALIZER_PATH.test(t.location) && names.has(t.ref)) t.overridable = true;
   }
 
   private walkGraph(start: number, end: number, path: string, depth: number): void {
@@ -232,9 +254,20 @@ export class OnnxReader implements ModelReader {
       const occ = count(f.field);
       if (f.wire !== WIRE_LEN) continue;
       const p = pathJoin(path, f.field, occ);
-      if (f.field === GRAPH_INITIALIZER) this.addTensor(f.valueStart, f.end, p, undefined);
-      else if (f.field === GRAPH_NODE) this.walkNode(f.valueStart, f.end, p, depth);
+      if (f.field === GRAPH_INITIALIZER) {
+        if (depth === 0) this.mainInitializers.add(this.fieldName(f.valueStart, f.end, TENSOR_NAME));
+        this.addTensor(f.valueStart, f.end, p, undefined);
+      } else if (f.field === GRAPH_NODE) this.walkNode(f.valueStart, f.end, p, depth);
+      else if (f.field === GRAPH_INPUT && depth === 0) this.mainInputs.add(this.fieldName(f.valueStart, f.end, 1));
     }
+  }
+
+  /** The string field `field` of the message in [start, end) ('' where it has none). */
+  private fieldName(start: number, end: number, field: number): string {
+    let name = '';
+    for (const f of wireFields(this.bytes, start, end, this.file))
+      if (f.field === field && f.wire === WIRE_LEN) name = utf8(this.bytes, f.valueStart, f.end);
+    return name;
   }
 
   private walkNode(start: number, end: number, path: string, depth: number): void {
