@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
 import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
@@ -285,6 +286,73 @@ describe('kept tensors whose values decide a shape, an index or a decision', () 
     // the gate compares the same shapes, and the outputs match
     expect(r.quality?.passed).toBe(true);
     expect(r.quality?.fidelity).toBeGreaterThan(0.99);
+  });
+});
+
+describe('kept tensors computed on before they decide an index or a phase', () => {
+  it("stay exact: T5's ln 16 in its bucket formula, a diffusion model's timestep frequencies; a bias beside is float16", async () => {
+    // idx = Cast<int64>(Log(n / 8) / ln16 · 8): ln16 in float16 (2.77344) moves the buckets of n = 16, 32, 64 by one;
+    // emb = [Cos(t · f), Sin(t · f)]: f's rounding is multiplied by t (up to 999)
+    const dir = tempDir();
+    const file = join(dir, 'reach.onnx');
+    const half = Array.from({ length: 32 }, (_, i) => Math.exp((-Math.log(10000) * i) / 32));
+    writeFileSync(
+      file,
+      modelBytes({
+        name: 'reach',
+        node: [
+          { opType: 'Div', input: ['n', 'eight'], output: ['q'] },
+          { opType: 'Log', input: ['q'], output: ['lq'] },
+          { opType: 'Div', input: ['lq', 'ln16'], output: ['r'] },
+          { opType: 'Mul', input: ['r', 'eight_b'], output: ['s'] },
+          {
+            opType: 'Cast',
+            input: ['s'],
+            output: ['idx'],
+            attribute: [{ name: 'to', i: T.INT64, type: onnx.AttributeProto.AttributeType.INT }],
+          },
+          { opType: 'Mul', input: ['t', 'freqs'], output: ['arg'] },
+          { opType: 'Cos', input: ['arg'], output: ['c'] },
+          { opType: 'Sin', input: ['arg'], output: ['si'] },
+          { opType: 'Concat', input: ['c', 'si'], output: ['emb0'], attribute: [{ name: 'axis', i: 1, type: 2 }] },
+          { opType: 'Add', input: ['emb0', 'b'], output: ['emb'] },
+        ],
+        initializer: [
+          floatTensor('eight', [], Float32Array.of(8)),
+          floatTensor('eight_b', [], Float32Array.of(8)),
+          floatTensor('ln16', [], Float32Array.of(Math.log(16))),
+          floatTensor('freqs', [1, 32], Float32Array.from(half)),
+          floatTensor('b', [1, 64], gaussian(64, 4, 0.1)),
+        ],
+        input: [valueInfo('n', [5]), valueInfo('t', [1, 1])],
+        output: [valueInfo('idx', [5], T.INT64), valueInfo('emb', [1, 64])],
+      }),
+    );
+    const r = await compressModel(file, join(dir, 'reach.nnm'), { check: false });
+    const halfKeys = new Set(r.manifest.tensors.filter((t) => t.half).map((t) => t.key));
+    for (const key of ['ln16', 'freqs']) expect(halfKeys.has(key), key).toBe(false);
+    expect(halfKeys.has('b')).toBe(true);
+    // and it matters: the restored model's buckets are the original's (float16's ln 16 gives 15 for n = 64, not 16)
+    await decompressArchive(join(dir, 'reach.nnm'), join(dir, 'restored.onnx'));
+    const feeds = {
+      n: new ort.Tensor('float32', Float32Array.of(16, 32, 64, 100, 9), [5]),
+      t: new ort.Tensor('float32', Float32Array.of(999), [1, 1]),
+    };
+    const run = async (f: string): Promise<ort.InferenceSession.ReturnType> => {
+      const session = await ort.InferenceSession.create(f);
+      try {
+        return await session.run(feeds);
+      } finally {
+        await session.release();
+      }
+    };
+    const [a, b] = [await run(file), await run(join(dir, 'restored.onnx'))];
+    expect(Array.from(b.idx.data as BigInt64Array)).toEqual(Array.from(a.idx.data as BigInt64Array));
+    expect(Array.from(a.idx.data as BigInt64Array).map(Number)).toEqual([2, 4, 6, 7, 0]);
+    const e0 = a.emb.data as Float32Array;
+    const e1 = b.emb.data as Float32Array;
+    // the embedding differs only by the float16 bias (≤ 2^-11 of 0.3), not by phases off at t = 999
+    for (let i = 0; i < 64; i++) expect(Math.abs(e1[i] - e0[i]), `emb[${i}]`).toBeLessThan(1e-3);
   });
 });
 

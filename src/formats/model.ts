@@ -72,6 +72,11 @@ export interface TensorEntry {
    */
   consumers?: TensorUse[];
   /**
+   * The uses its values reach past data movement and elementwise arithmetic (Add, Mul, Div, Log, Exp…), a few
+   * steps deep: where a constant is computed on before it decides an index or a phase. ONNX only, small tensors.
+   */
+  reaches?: TensorUse[];
+  /**
    * A default the caller may override: an ONNX initializer that is also an input of the main graph (IR ≥ 4, and
    * not every initializer listed so). Its values are a setting of the model, such as a threshold.
    */

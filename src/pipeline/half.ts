@@ -29,8 +29,9 @@ export function halfKept(reader: ModelReader, plans: readonly TensorPlan[], maxW
   for (const p of plans) {
     if (p.kind !== 'kept' || (p.entry.dtype !== 'float32' && p.entry.dtype !== 'float64')) continue;
     if (elementCount(p.entry.shape) > maxWeights) continue;
-    // a use that decides a shape, an index or a decision takes the exact values (directly or past data movement)
-    if (exactUse(p.entry.uses) || exactUse(p.entry.consumers ?? [])) continue;
+    // a use that decides a shape, an index, a decision or a phase takes the exact values (directly, past data
+    // movement, or past arithmetic)
+    if (exactUse(p.entry.uses) || exactUse(p.entry.consumers ?? []) || exactUse(p.entry.reaches ?? [])) continue;
     // an input's default (a threshold, a temperature) is a setting the caller may also give: it keeps its value
     if (p.entry.overridable) continue;
     const values = reader.read(p.entry.key);

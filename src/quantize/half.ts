@@ -69,7 +69,8 @@ export function keptMantissaBits(uses: ReadonlyArray<{ op: string; inputIndex: n
  * an activation: rounded to float16, a Resize scale of 1.2497 became 1.25 and the output one row larger; a Range
  * delta of 0.1 gave 11 elements instead of 10; a float index table cast to int64 moved every odd index above
  * 2048 by one; a threshold moves the decisions next to it (found by a new-user sweep, 2026-12-06). A kept tensor
- * with any such use stays exact. Cast: its target is often an integer type (indices, sizes).
+ * with any such use stays exact, also where it is computed on first (`reaches`: T5's `ln 16` in its bucket formula).
+ * Cast: its target is often an integer type (indices, sizes).
  */
 const EXACT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   Resize: [1, 2],
@@ -88,6 +89,10 @@ const EXACT_INPUTS: Readonly<Record<string, readonly number[]>> = {
   Floor: [0],
   Ceil: [0],
   Round: [0],
+  // a phase: a value's rounding is multiplied by what it scales (a diffusion model's timestep frequencies, f·t for t
+  // up to 999: float16's 2^−11 became 4 % of the [cos, sin] embedding at t = 999)
+  Sin: [0],
+  Cos: [0],
 };
 
 /** Whether a kept tensor must stay exact because some use of it decides a shape, an index or a decision (EXACT_INPUTS). */
