@@ -47,6 +47,8 @@ describe('nnmedia CLI', () => {
     expect(c.code).toBe(0);
     const summary = JSON.parse(c.stdout);
     expect(summary.tensors).toBe(8);
+    // the messages stay on stderr (they were dropped with --json): here, that the gate ran on synthetic inputs
+    expect(c.stderr).toMatch(/SYNTHETIC/);
     const i = await cli('inspect', 'm.nnm', '--json');
     const info = JSON.parse(i.stdout);
     const w1 = info.tensors.find((t: { name: string }) => t.name === 'W1');

@@ -81,3 +81,53 @@ describe('a model that rescales its own pixels', () => {
     expect(told.description).not.toMatch(/rescales/);
   }, 60_000);
 });
+
+describe('a model that takes a fixed batch of pictures', () => {
+  /** x [2, 3, 32, 32] → Conv → GlobalAveragePool → Flatten → Gemm: torch.onnx.export with a batch-2 dummy input. */
+  const batchOfTwo = (): Uint8Array =>
+    modelBytes({
+      name: 'batch2',
+      node: [
+        { opType: 'Conv', input: ['x', 'conv.weight'], output: ['c'] },
+        { opType: 'GlobalAveragePool', input: ['c'], output: ['p'] },
+        { opType: 'Flatten', input: ['p'], output: ['f'] },
+        {
+          opType: 'Gemm',
+          input: ['f', 'fc.weight'],
+          output: ['logits'],
+          attribute: [{ name: 'transB', i: 1, type: onnx.AttributeProto.AttributeType.INT }],
+        },
+      ],
+      initializer: [
+        floatTensor('conv.weight', [8, 3, 3, 3], gaussian(8 * 27, 1, 0.3)),
+        floatTensor('fc.weight', [4, 8], gaussian(32, 2, 0.3)),
+      ],
+      input: [valueInfo('x', [2, 3, 32, 32])],
+      output: [valueInfo('logits', [2, 4])],
+    }).slice();
+
+  it('gets two different synthetic pictures a sample (one picture labelled as two crashed)', async () => {
+    const set = await syntheticCalibrationSet(batchOfTwo(), { count: 2 });
+    const data = await set.samples[0].load();
+    if (data.kind !== 'feed') throw new Error('a feed sample');
+    const x = data.feed.x;
+    expect(x.dims).toEqual([2, 3, 32, 32]);
+    const v = x.data as Float32Array;
+    const half = v.length / 2;
+    expect(v.subarray(0, half)).not.toEqual(v.subarray(half));
+  }, 60_000);
+
+  it('gets image files two a sample, the last batch filled from the first files', async () => {
+    const paths = ['data/images/brick.png', 'data/images/chelsea.png', 'data/images/horse.png'];
+    const set = await buildCalibrationSet(batchOfTwo(), { paths, image: { width: 32, height: 32 } });
+    expect(set.samples.length).toBe(2);
+    expect(set.description).toMatch(/in batches of 2/);
+    const last = await set.samples[1].load();
+    const first = await set.samples[0].load();
+    if (last.kind !== 'feed' || first.kind !== 'feed') throw new Error('feed samples');
+    expect(last.feed.x.dims).toEqual([2, 3, 32, 32]);
+    // the second sample is the third file, then the first again
+    const n = 3 * 32 * 32;
+    expect((last.feed.x.data as Float32Array).subarray(n)).toEqual((first.feed.x.data as Float32Array).subarray(0, n));
+  });
+});

@@ -39,9 +39,9 @@ import {
 } from './image.js';
 import { describeModel, formatShape, formatValueInfo, type ModelIo, type ValueInfo } from './model-io.js';
 import { RAW_EXTENSIONS, decodeRawFile, npyInputHint, type NamedTensor } from './raw.js';
-import { fitTensor, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
+import { fitTensor, fixedBatch, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
 import { findRateInput, findStateLinks } from './state.js';
-import { convertTensor, isElementType, type CalibrationTensor, type Feed } from './tensor.js';
+import { convertTensor, isElementType, stackBatch, type CalibrationTensor, type Feed } from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 import { fsError } from '../io/files.js';
 import { PIXELS_NOTE, takesPixels, valuesGiven } from './pixels.js';
@@ -195,28 +195,30 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     const imageSpec = resolveImageSpec({ ...(pixels ? { range: [0, 255] as [number, number] } : {}), ...spec.image }, input);
     // every file readable before any is counted (a corrupt one fails here, not in a later eval)
     for (const { file } of images) await checkImage(file);
-    for (const { file } of images)
+    // a model that takes a batch of B pictures gets B files a sample (the last batch filled from the first files)
+    const batch = fixedBatch(input, overrides);
+    for (let at = 0; at < images.length; at += batch) {
+      const group = Array.from({ length: batch }, (_, b) => images[(at + b) % images.length].file);
+      const file = group[0];
       pending.push({
-        label: file,
+        label: batch > 1 ? `${file} (+${batch - 1})` : file,
         source: file,
         kind: 'feed',
         load: async () => {
-          const t = await loadImage(file, imageSpec);
+          const type = isElementType(input.type) ? input.type : 'float32';
+          const parts = [];
+          for (const f of group) parts.push(convertTensor(await loadImage(f, imageSpec), type, { file: f, tensor: input.name }));
           const feed: Feed = {
-            [input.name]: fitTensor(
-              convertTensor(t, isElementType(input.type) ? input.type : 'float32', { file, tensor: input.name }),
-              input,
-              new Map(overrides.dims),
-              { file },
-            ),
+            [input.name]: fitTensor(batch > 1 ? stackBatch(parts) : parts[0], input, new Map(overrides.dims), { file }),
           };
           return { kind: 'feed', feed: completeFeed(feed, io, { file, rate: rateOf(), shapes: overrides.inputs }) };
         },
       });
+    }
     // files are scaled to [0, 1] unless told otherwise, synthetic pictures to [−1, 1]: say which was assumed
     const assumed = !valuesGiven(spec.image);
     parts.push(
-      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name} (${describeImageSpec(imageSpec)}${pixels ? PIXELS_NOTE : ''})` +
+      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name}${batch > 1 ? ` in batches of ${batch}` : ''} (${describeImageSpec(imageSpec)}${pixels ? PIXELS_NOTE : ''})` +
         (assumed && !pixels
           ? `: ${input.type === 'uint8' ? 'the pixels as they are (0…255: a uint8 input)' : 'x/255'} by default, give --image-range or --image-mean/--image-std if the model takes other values`
           : ''),

@@ -81,6 +81,17 @@ export function resolveShapeOverrides(given: readonly InputShape[], inputs: read
 }
 
 /**
+ * The batch an input takes where it is more than one: its first dimension fixed by the model, by `--input NAME=SHAPE`
+ * or by `--input DIM=N` for a symbolic one; 1 otherwise. Pictures are made and read one at a time and stacked to it.
+ */
+export function fixedBatch(input: ValueInfo, overrides: ShapeOverrides): number {
+  const given = overrides.inputs.get(input.name)?.[0];
+  const d = input.shape?.[0];
+  const n = given ?? (typeof d === 'number' ? d : typeof d === 'string' && d !== '' ? overrides.dims.get(d) : undefined);
+  return n !== undefined && Number.isSafeInteger(n) && n > 1 ? n : 1;
+}
+
+/**
  * Fits data to a model input: the same rank (or one less, when the input's first dimension is 1 or symbolic:
  * a batch axis of 1 is added), fixed dimensions equal, symbolic ones bound in `bindings` (shared by the inputs of
  * one run, so `batch` or `sequence` must agree between them). Returns the dimensions to feed.

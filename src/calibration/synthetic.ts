@@ -40,7 +40,15 @@ import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
 import { CalibrationRunner } from './runner.js';
 import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
-import { convertTensor, elementCount, isElementType, type CalibrationTensor, type ElementType, type Feed } from './tensor.js';
+import {
+  convertTensor,
+  elementCount,
+  isElementType,
+  stackBatch,
+  type CalibrationTensor,
+  type ElementType,
+  type Feed,
+} from './tensor.js';
 import type { CalibrationSample, CalibrationSet, SampleData } from './types.js';
 import { PIXELS_NOTE, takesPixels, valuesGiven } from './pixels.js';
 
@@ -528,6 +536,9 @@ function describeInputs(
     .join('; ');
 }
 
+/** Seeds of a batch's later pictures: far from the samples' own (seed + k). */
+const PICTURE_SEED_STEP = 7919;
+
 async function statelessSet(
   io: ModelIo,
   runner: CalibrationRunner,
@@ -576,9 +587,21 @@ async function statelessSet(
       else if (kind === 'state') feed[input.name] = zeroTensor(input, new Map([[input.name, d]]));
       else if (kind === 'image') {
         const spec = imageSpecFor(d);
-        const rgb = naturalImage(spec.width!, spec.height!, o.seed + k);
-        const pixels = spec.channels === 1 ? greyPixels(rgb) : spec.channels === 4 ? opaquePixels(rgb) : rgb;
-        const t = pixelsToTensor(pixels, spec.width!, spec.height!, spec);
+        // one picture per item of the batch (a model exported with a fixed batch of 2 crashed on one)
+        const picture = (seed: number): CalibrationTensor => {
+          const rgb = naturalImage(spec.width!, spec.height!, seed);
+          const pixels = spec.channels === 1 ? greyPixels(rgb) : spec.channels === 4 ? opaquePixels(rgb) : rgb;
+          return pixelsToTensor(pixels, spec.width!, spec.height!, spec);
+        };
+        const first = picture(o.seed + k);
+        const batch = elementCount(d) / elementCount(first.dims);
+        const t =
+          Number.isInteger(batch) && batch > 1
+            ? stackBatch([
+                first,
+                ...Array.from({ length: batch - 1 }, (_, b) => picture(o.seed + k + PICTURE_SEED_STEP * (b + 1))),
+              ])
+            : first;
         const type = isElementType(input.type) ? input.type : 'float32';
         feed[input.name] = convertTensor({ ...t, dims: d }, type);
       } else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate);

@@ -89,6 +89,19 @@ export function allocate(type: ElementType, n: number): TensorData {
   }
 }
 
+/** Tensors of one type and shape [1, …] stacked along their first axis: [n, …]. */
+export function stackBatch(parts: readonly CalibrationTensor[]): CalibrationTensor {
+  const [first] = parts;
+  const per = elementCount(first.dims);
+  const data = allocate(first.type, per * parts.length);
+  parts.forEach((p, b) => {
+    if (p.type !== first.type || elementCount(p.dims) !== per)
+      throw new Error('stackBatch: tensors of different types or shapes');
+    (data as Uint8Array).set(p.data as Uint8Array, b * per);
+  });
+  return { type: first.type, dims: [parts.length, ...first.dims.slice(1)], data };
+}
+
 export const isFloatType = (t: ElementType): boolean => t === 'float32' || t === 'float16' || t === 'float64';
 
 /** Element i as a JS number (int64 beyond 2^53 loses precision; these are values, not ids, where it is used). */

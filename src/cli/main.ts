@@ -105,7 +105,8 @@ async function compressOptionsFrom(f: CompressFlags, model: string): Promise<Com
   return {
     ...fromTable,
     task,
-    onLog: f.json ? undefined : log,
+    // (with --json too: messages go to stderr, the one JSON object to stdout)
+    onLog: log,
     // detail of rate control, for whoever debugs it
     onDebug: process.env.NNMEDIA_DEBUG ? log : undefined,
     rules: config?.rules,
