@@ -509,6 +509,19 @@ describe('audio', () => {
       expect(last.steps[0].input.dims.at(-1)).toBe(768);
     }
   });
+
+  it('a model taking features (a Whisper encoder’s [batch, 80, 3000] log-mels) is not fed sound: said before anything is cut', async () => {
+    const whisper = modelBytes({
+      name: 'whisper-like',
+      node: [{ opType: 'Conv', input: ['input_features', 'w'], output: ['h'] }],
+      initializer: [floatTensor('w', [8, 80, 3], gaussian(8 * 80 * 3, 1, 0.1))],
+      input: [valueInfo('input_features', ['batch_size', 80, 3000])],
+      output: [valueInfo('h', ['batch_size', 8, 2998])],
+    });
+    await expect(buildCalibrationSet(whisper, { paths: [join(DATA, 'speech/speech_16k.wav')] })).rejects.toThrow(
+      /input_features\[batch_size,80,3000\] holds features \(80 × 3000.*give them as \.npy/,
+    );
+  });
 });
 
 describe('images', () => {

@@ -423,9 +423,12 @@ describe('quality gate', () => {
       await compressModel(model, join(dir, `few-${n}.nnm`), { calibration: { paths: [file] }, onLog: (m) => logs.push(m) });
       return logs;
     };
-    expect((await run(8)).find((l) => l.startsWith('only '))).toMatch(
+    const few = (await run(8)).find((l) => l.startsWith('only '));
+    expect(few).toMatch(
       /^only 2 held-back calibration samples: the quality gate's verdict rests on them alone; give at least 16/,
     );
+    // (raw tensors: nothing about segments, which only recordings have)
+    expect(few).not.toMatch(/--segment/);
     expect((await run(16)).some((l) => l.startsWith('only '))).toBe(false);
     // one sample is the probes' and the gate's alike: said so, in the log and in the record, not "1 held-back"
     const one = await run(1);

@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Archive, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
 import { fromHalf, keptHalf, keptMantissaBits } from '../src/quantize/half.js';
+import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
@@ -354,6 +355,37 @@ describe('kept tensors computed on before they decide an index or a phase', () =
     // the embedding differs only by the float16 bias (≤ 2^-11 of 0.3), not by phases off at t = 999
     for (let i = 0; i < 64; i++) expect(Math.abs(e1[i] - e0[i]), `emb[${i}]`).toBeLessThan(1e-3);
   });
+});
+
+describe('a diffusion model’s timestep input', () => {
+  it('gets synthetic timesteps of 0–999, said so (as ids it got 0–15, as a float N(0, 1))', async () => {
+    for (const type of [T.INT64, T.FLOAT]) {
+      const bytes = modelBytes({
+        name: 'timestep',
+        node: [
+          { opType: 'Cast', input: ['timestep'], output: ['tf'], attribute: [{ name: 'to', i: T.FLOAT, type: 2 }] },
+          { opType: 'Mul', input: ['tf', 'freqs'], output: ['arg'] },
+          { opType: 'Sin', input: ['arg'], output: ['emb'] },
+        ],
+        initializer: [floatTensor('freqs', [1, 8], gaussian(8, 3, 0.1))],
+        input: [valueInfo('timestep', ['batch'], type)],
+        output: [valueInfo('emb', ['batch', 8])],
+      });
+      const set = await syntheticCalibrationSet(bytes, { count: 16 });
+      expect(set.description).toMatch(/timestep (int64|float32)\[1\]: timesteps 0–999/);
+      const values = await Promise.all(
+        set.samples.map(async (x) => {
+          const d = await x.load();
+          if (d.kind !== 'feed') throw new Error('a feed sample');
+          return Number(d.feed.timestep.data[0]);
+        }),
+      );
+      expect(Math.min(...values)).toBeGreaterThanOrEqual(0);
+      expect(Math.max(...values)).toBeLessThan(1000);
+      expect(Math.max(...values)).toBeGreaterThan(100);
+      expect(values.every((v) => Number.isInteger(v))).toBe(true);
+    }
+  }, 60_000);
 });
 
 describe('kept tensors beside codes of 16 bits or more', () => {

@@ -114,20 +114,32 @@ function audioInput(io: ModelIo, state: readonly StateLink[], given?: string): V
       );
     return i;
   }
-  const candidates = io.inputs.filter(
+  const floats = io.inputs.filter(
     (i) =>
       String(i.type).startsWith('float') &&
       !state.some((l) => l.input === i.name) &&
       (!i.shape || (i.shape.length >= 1 && i.shape.length <= 3)),
   );
+  // one channel of samples: every axis but the last symbolic or 1 (a Whisper encoder's [batch, 80, 3000] holds 80
+  // mel bands of 3000 frames, not sound)
+  const features = (i: ValueInfo): boolean => (i.shape ?? []).slice(0, -1).some((d) => isFixedDim(d) && d > 1);
+  const candidates = floats.filter((i) => !features(i));
   const named = candidates.find((i) =>
     /(^|[_.])(x|input|audio|wav|wave|waveform|signal|pcm|speech|samples?)($|[_.\d])/i.test(i.name),
   );
   const pick = named ?? candidates[0];
-  if (!pick)
+  if (!pick) {
+    const looksLike = floats.find(features);
     throw new BadCalibrationError(
-      `no model input takes audio (a float input of rank 1–3); inputs: ${io.inputs.map((i) => `${i.name}${formatShape(i.shape)}`).join(', ')}`,
+      looksLike
+        ? `no model input takes sound: ${looksLike.name}${formatShape(looksLike.shape)} holds features (${looksLike
+            .shape!.slice(1)
+            .join(
+              ' × ',
+            )}: e.g. a log-mel spectrogram or MFCCs), not a waveform; compute them as the model expects and give them as .npy, .npz, safetensors or JSON (named ${looksLike.name})`
+        : `no model input takes audio (a float input of rank 1–3); inputs: ${io.inputs.map((i) => `${i.name}${formatShape(i.shape)}`).join(', ')}`,
     );
+  }
   return pick;
 }
 

@@ -230,7 +230,15 @@ export function speechLike(n: number, rate: number, seed: number): Float32Array 
 // ---------------------------------------------------------------------------------------------------------------
 // kinds and shapes
 
-export type InputKind = 'rate' | 'state' | 'image' | 'audio' | 'ids' | 'bool' | 'mask' | 'float';
+export type InputKind = 'rate' | 'state' | 'image' | 'audio' | 'ids' | 'bool' | 'mask' | 'timestep' | 'float';
+
+/**
+ * A diffusion model's timestep (`timestep`, `timesteps`, `time_step`), integer or float: whole steps of 0–999, the
+ * range the schedulers of DDPM and Stable Diffusion use. As ids without a vocabulary it was 0–15 and as a float N(0, 1):
+ * the gate never saw the large timesteps where a rounded frequency table goes wrong (a new-user sweep).
+ */
+const TIMESTEP = /^(timesteps?|time_steps?)$/i;
+const TIMESTEPS = 1000;
 
 export function inputKind(
   input: ValueInfo,
@@ -244,6 +252,7 @@ export function inputKind(
   if (type === 'bool') return 'bool';
   // a uint8 [N, H, W, 3]-like input is pixels (a quantized model's image), not ids
   if (input.name === imageInput || (!imageInput && isImageInput(input))) return 'image';
+  if (TIMESTEP.test(input.name) && (input.shape === undefined || input.shape.length <= 2)) return 'timestep';
   if (!type.startsWith('float')) return 'ids';
   // a float mask (attention or padding, [1, T] like a waveform) is ones: everything present, as an ids model's is
   if (/mask/i.test(input.name)) return 'mask';
@@ -290,6 +299,11 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
     return convertTensor({ type: 'float64', dims, data: f }, type);
   }
   if (kind === 'bool') return { type: 'bool', dims, data: new Uint8Array(n) };
+  if (kind === 'timestep') {
+    const f = new Float64Array(n);
+    for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * TIMESTEPS);
+    return convertTensor({ type: 'float64', dims, data: f }, type);
+  }
   if (kind === 'mask') return convertTensor({ type: 'float32', dims, data: new Float32Array(n).fill(1) }, type);
   if (kind === 'audio') return convertTensor({ type: 'float32', dims, data: speechLike(n, rate, seed) }, type);
   const g = gaussianSource(rnd);
@@ -377,7 +391,7 @@ function planDims(
           return NaN;
         }
         let v: number;
-        if (kind === 'state' || kind === 'rate' || kind === 'bool') v = 1;
+        if (kind === 'state' || kind === 'rate' || kind === 'bool' || kind === 'timestep') v = 1;
         else if (k === 0 && shape.length > 1) v = 1;
         else if (kind === 'image') {
           const chanAxis = shape.length === 4 && (shape[3] === 3 || shape[3] === 1) && shape[1] !== 3 ? 3 : 1;
@@ -529,10 +543,23 @@ function describeInputs(
     ids: 'ids',
     bool: flip ? 'false and true in turn' : 'false',
     mask: 'ones (a mask)',
+    timestep: `timesteps 0–${TIMESTEPS - 1}`,
     float: 'Gaussian N(0, 1)',
   };
+  // ids as `values` makes them
+  const ids = (name: string): string =>
+    /mask/i.test(name)
+      ? 'ones (a mask)'
+      : /type|segment/i.test(name)
+        ? 'zeros'
+        : /position/i.test(name)
+          ? 'positions 0, 1, …'
+          : `ids 0–${Math.max(1, vocabularyOf(name, io) ?? 16) - 1}${vocabularyOf(name, io) === undefined ? ' (no table read by them found)' : ''}`;
   return io.inputs
-    .map((i) => `${i.name} ${i.type}[${dims.get(i.name)?.join(',') ?? '?'}]: ${what[kinds.get(i.name)!]}`)
+    .map(
+      (i) =>
+        `${i.name} ${i.type}[${dims.get(i.name)?.join(',') ?? '?'}]: ${kinds.get(i.name) === 'ids' ? ids(i.name) : what[kinds.get(i.name)!]}`,
+    )
     .join('; ');
 }
 

@@ -16,7 +16,13 @@ import { branchCoverage, branchTensors } from '../calibration/branches.js';
 import { describeModel } from '../calibration/model-io.js';
 import { detectorOutputs } from '../calibration/decisions.js';
 import { parseOnnxGraph } from '../compensate/graph.js';
-import { buildCalibrationSet, splitCalibrationSet, type CalibrationSpec, type CalibrationSplit } from '../calibration/set.js';
+import {
+  buildCalibrationSet,
+  fileKind,
+  splitCalibrationSet,
+  type CalibrationSpec,
+  type CalibrationSplit,
+} from '../calibration/set.js';
 import { findRateInput } from '../calibration/state.js';
 import { syntheticCalibrationSet } from '../calibration/synthetic.js';
 import type { CalibrationSample, CalibrationSet } from '../calibration/types.js';
@@ -26,6 +32,7 @@ import { roundSignificant } from '../eval/metrics.js';
 import type { ModelReader } from '../formats/model.js';
 import { modelBytes, selfContainedModel } from '../formats/registry.js';
 import { loadOrt } from '../runtime/optional.js';
+import { DEFAULT_SEGMENT_SECONDS } from '../calibration/audio.js';
 import { writeModel } from './decompress.js';
 import { withTempFile } from '../io/atomic.js';
 import type { QualityRecord } from '../archive/manifest.js';
@@ -136,7 +143,11 @@ export async function openCalibration(
     );
   else if (!set.synthetic && split.heldBack.length < FEW_HELD_BACK)
     log?.(
-      `only ${split.heldBack.length} held-back calibration sample${split.heldBack.length === 1 ? '' : 's'}: the quality gate's verdict rests on ${split.heldBack.length === 1 ? 'it' : 'them'} alone; give at least ${FEW_HELD_BACK * 4} calibration inputs (every 4th is held back) for a verdict that carries over to other inputs`,
+      `only ${split.heldBack.length} held-back calibration sample${split.heldBack.length === 1 ? '' : 's'}: the quality gate's verdict rests on ${split.heldBack.length === 1 ? 'it' : 'them'} alone; give at least ${FEW_HELD_BACK * 4} calibration inputs (every 4th is held back) for a verdict that carries over to other inputs` +
+        // a long recording is cut into segments: shorter ones make more samples of the same file
+        (set.source.some((f) => fileKind(f) === 'audio')
+          ? `, or cut the recordings into shorter segments (--segment SECONDS; ${spec?.audio?.segment ?? DEFAULT_SEGMENT_SECONDS} s now)`
+          : ''),
     );
   const untakenBranches: string[] = [];
   const probeBranches = new Map<number, Set<string>>();

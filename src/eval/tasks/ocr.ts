@@ -142,7 +142,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
     async run(model) {
       const ort = await loadOrt('the ocr task');
       const xs = await tensors(ort);
-      const session = await ort.InferenceSession.create(model);
+      const session = await ort.InferenceSession.create(model, { logSeverityLevel: 4 });
       const texts: string[] = [];
       const lines: Float32Array[] = [];
       const logLikelihood = new Float64Array(xs.length).fill(-Infinity);
@@ -167,7 +167,7 @@ export function ocrTask(data: OcrData): TaskEvaluator<OcrOutput> {
     async calibrate(model) {
       const ort = await loadOrt('the ocr task');
       const xs = (await tensors(ort)).filter((_, i) => i % CALIBRATION_STEP === 0);
-      const session = await ort.InferenceSession.create(model);
+      const session = await ort.InferenceSession.create(model, { logSeverityLevel: 4 });
       const parts: Float32Array[] = [];
       try {
         for (const x of xs)

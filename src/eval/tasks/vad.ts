@@ -44,7 +44,7 @@ const THRESHOLD = 0.5;
 
 async function runVad(model: Uint8Array, samples: Float32Array, sampleRate: number, maxFrames = Infinity): Promise<VadOutput> {
   const ort = await loadOrt('the vad task');
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 4 });
   try {
     const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(sampleRate)]), []);
     const v4 = session.inputNames.includes('h');
