@@ -285,7 +285,10 @@ function flatten(v: unknown, shape: number[], out: Float64Array, ctx: { file: st
       return;
     }
     if (!Array.isArray(x) || x.length !== shape[depth])
-      throw new BadCalibrationError(`ragged array: expected ${shape[depth]} elements at depth ${depth}`, ctx);
+      throw new BadCalibrationError(
+        `ragged array: expected ${shape[depth]} elements at depth ${depth}${Array.isArray(x) ? `, found ${x.length}` : ''}; a tensor's rows are one length: pad them (with an attention mask), or give samples of different lengths one per entry of a top-level list ([{"input_ids": [[…]]}, {"input_ids": [[…]]}])`,
+        ctx,
+      );
     for (const y of x) walk(y, depth + 1);
   };
   walk(v, 0);

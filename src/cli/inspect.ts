@@ -200,7 +200,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
       }, 0);
       const geometry = (parts[0].planes ?? []).map(
         (p) =>
-          `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}${zeroChannels ? ` (${zeroChannels} output channels of zeros left out)` : ''}`,
+          `${p.rows}×${p.cols}${p.tiles.length > 1 ? ` in ${p.tiles.length} tiles` : ''}${zeroChannels ? ` (${zeroChannels} output channel${zeroChannels === 1 ? '' : 's'} of zeros left out)` : ''}`,
       );
       return {
         name: t.name,

@@ -405,7 +405,7 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
   const normalizedCount = unique.filter((p) => normalized.has(p.entry.key)).length;
   if (normalizedCount)
     log(
-      `${normalizedCount} tensor${normalizedCount === 1 ? '' : 's'} feed a per-channel normalization (BatchNormalization, InstanceNormalization): a range per channel only`,
+      `${normalizedCount} tensor${normalizedCount === 1 ? ' feeds' : 's feed'} a per-channel normalization (BatchNormalization, InstanceNormalization): a range per channel only`,
     );
   // mean square of each tensor's weights, the scale its sensitivity is damped on
   const powers: number[] = [];

@@ -551,7 +551,7 @@ async function compressStaged(
         beyondGrid(result.manifest.tensors, resolved.onLog);
       }
       // (with no tensor coded there is no bits per weight to give)
-      if (!nothingCoded && (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged)))
+      if (!nothingCoded && !lossless && (resolved.targetBpw !== undefined || (jobOptions !== resolved && !judged)))
         resolved.onLog?.(
           result.quality!.checked
             ? `${describeQuality(result.quality!)}: ${result.bitsPerWeight.toFixed(3)} bits/weight`
