@@ -15,6 +15,7 @@ import { Archive, compressModel, decompressArchive, openModel, QualityError } fr
 import { decodeAllTensors } from '../src/pipeline/decompress.js';
 import { describeQuality, openCalibration, untakenWording, type Calibration } from '../src/pipeline/gate.js';
 import { probeSamples, unseen } from '../src/pipeline/allocate.js';
+import { fewHeldBack } from '../src/pipeline/compress.js';
 import { calibrationSpecFromConfig, calibrationSpecFromFlags } from '../src/calibration/options.js';
 import {
   batchNormClassifier,
@@ -641,5 +642,21 @@ describe('what calibration never exercises', () => {
       }
     }
     src.close();
+  });
+});
+
+describe('the caveat of a suggested budget', () => {
+  it('names few held-back samples, or a pass within 0.02 of the floor; nothing on a firm pass', () => {
+    const q = (samples: number, fidelity: number) => ({
+      checked: true,
+      passed: fidelity >= 0.9,
+      samples,
+      fidelity,
+      minFidelity: 0.9,
+    });
+    expect(fewHeldBack(q(2, 0.8), q(2, 0.95))).toMatch(/judged on 2 held-back samples: near the floor/);
+    expect(fewHeldBack(q(4, 0.87), q(4, 0.9006))).toMatch(/passed within 0.02 of the floor, on 4 held-back samples/);
+    expect(fewHeldBack(q(4, 0.87), q(4, 0.95))).toBe('');
+    expect(fewHeldBack(q(16, 0.87))).toBe('');
   });
 });
