@@ -552,6 +552,63 @@ describe('images', () => {
   });
 });
 
+describe('images paired with raw tensors', () => {
+  /** A CLIP-like model: pixel_values [1, 3, 16, 16] and input_ids [1, 4] (a table of 10 rows), one output. */
+  const clipLike = (): Uint8Array =>
+    modelBytes({
+      name: 'clip-like',
+      node: [
+        { opType: 'GlobalAveragePool', input: ['pixel_values'], output: ['p'] },
+        { opType: 'Flatten', input: ['p'], output: ['image_embeds'] },
+        { opType: 'Gather', input: ['table', 'input_ids'], output: ['g'] },
+        {
+          opType: 'ReduceMean',
+          input: ['g'],
+          output: ['text_embeds'],
+          attribute: [
+            { name: 'axes', ints: [1], type: 7 },
+            { name: 'keepdims', i: 0, type: 2 },
+          ],
+        },
+        { opType: 'Add', input: ['image_embeds', 'text_embeds'], output: ['logits'] },
+      ],
+      initializer: [floatTensor('table', [10, 3], gaussian(30, 7, 1))],
+      input: [valueInfo('pixel_values', [1, 3, 16, 16]), valueInfo('input_ids', [1, 4], 7)],
+      output: [valueInfo('logits', [1, 3])],
+    });
+
+  it('photos feed the image input and .json/.npz samples the others: each sample pairs one of each, both cycled', async () => {
+    const dir2 = tempDir();
+    const ids = join(dir2, 'ids.json');
+    writeFileSync(
+      ids,
+      JSON.stringify([{ input_ids: [[1, 2, 3, 4]] }, { input_ids: [[5, 6, 7, 8]] }, { input_ids: [[9, 0, 1, 2]] }]),
+    );
+    const photos = [join(DATA, 'images/brick.png'), join(DATA, 'images/horse.png')];
+    const set = await buildCalibrationSet(clipLike(), { paths: [...photos, ids], image: { width: 16, height: 16 } });
+    expect(set.samples.length).toBe(3);
+    expect(set.description).toMatch(
+      /2 images → pixel_values paired with 3 raw samples \(\.json\) → input_ids, each list cycled to 3 samples/,
+    );
+    const feeds = await Promise.all(
+      set.samples.map(async (x) => {
+        const d = await x.load();
+        if (d.kind !== 'feed') throw new Error('a feed sample');
+        return d.feed;
+      }),
+    );
+    expect(feeds.map((f) => Number(f.input_ids.data[0]))).toEqual([1, 5, 9]);
+    for (const f of feeds) expect(f.pixel_values.dims).toEqual([1, 3, 16, 16]);
+    // the third sample's picture is the first photo again
+    expect(feeds[2].pixel_values.data).toEqual(feeds[0].pixel_values.data);
+    expect(feeds[1].pixel_values.data).not.toEqual(feeds[0].pixel_values.data);
+    // photos alone still say what is missing
+    await expect(
+      buildCalibrationSet(clipLike(), { paths: photos, image: { width: 16, height: 16 } }).then((x) => x.samples[0].load()),
+    ).rejects.toThrow(/no data for input input_ids/);
+  });
+});
+
 describe('RGBA image inputs', () => {
   // M-LSD (jp.keijiro.mlsd) takes [1, 320, 320, 4] NHWC: it was fed Gaussian noise when synthetic, and images
   // were laid out as NCHW "4×320" pictures of 3 channels that did not fit the input

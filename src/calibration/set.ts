@@ -187,6 +187,9 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
   const raw = files.filter((f) => f.kind === 'raw');
   let audioSpec: AudioSpec | undefined;
   const rateOf = (): number | undefined => audioSpec?.rate ?? spec.audio?.rate;
+  // the pictures' feeds before the other inputs are completed, for pairing with raw tensors (below)
+  const pictures: Array<{ label: string; source: string; load(): Promise<Feed> }> = [];
+  let imageInputName: string | undefined;
 
   if (images.length) {
     const input = imageInputOf(io, spec.image?.input);
@@ -200,21 +203,24 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     for (let at = 0; at < images.length; at += batch) {
       const group = Array.from({ length: batch }, (_, b) => images[(at + b) % images.length].file);
       const file = group[0];
+      const loadPictures = async (): Promise<Feed> => {
+        const type = isElementType(input.type) ? input.type : 'float32';
+        const parts = [];
+        for (const f of group) parts.push(convertTensor(await loadImage(f, imageSpec), type, { file: f, tensor: input.name }));
+        return { [input.name]: fitTensor(batch > 1 ? stackBatch(parts) : parts[0], input, new Map(overrides.dims), { file }) };
+      };
+      pictures.push({ label: batch > 1 ? `${file} (+${batch - 1})` : file, source: file, load: loadPictures });
       pending.push({
         label: batch > 1 ? `${file} (+${batch - 1})` : file,
         source: file,
         kind: 'feed',
-        load: async () => {
-          const type = isElementType(input.type) ? input.type : 'float32';
-          const parts = [];
-          for (const f of group) parts.push(convertTensor(await loadImage(f, imageSpec), type, { file: f, tensor: input.name }));
-          const feed: Feed = {
-            [input.name]: fitTensor(batch > 1 ? stackBatch(parts) : parts[0], input, new Map(overrides.dims), { file }),
-          };
-          return { kind: 'feed', feed: completeFeed(feed, io, { file, rate: rateOf(), shapes: overrides.inputs }) };
-        },
+        load: async () => ({
+          kind: 'feed',
+          feed: completeFeed(await loadPictures(), io, { file, rate: rateOf(), shapes: overrides.inputs }),
+        }),
       });
     }
+    imageInputName = input.name;
     // files are scaled to [0, 1] unless told otherwise, synthetic pictures to [−1, 1]: say which was assumed
     const assumed = !valuesGiven(spec.image);
     parts.push(
@@ -261,17 +267,53 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
 
   if (raw.length) {
     const before = pending.length;
-    for (const s of rawSamples(
+    const exts = [...new Set(raw.map((f) => extname(f.file).toLowerCase()))].join(', ');
+    // images and raw tensors for the other inputs (a CLIP-like model: photos, and token ids in .npz or JSON): each
+    // sample pairs a picture with a raw sample, both cycled to the longer list
+    const rawOnes = rawSamples(
       raw.map((f) => f.file),
       io,
       overrides,
       rateOf(),
-    ))
-      pending.push(s);
-    const exts = [...new Set(raw.map((f) => extname(f.file).toLowerCase()))].join(', ');
-    parts.push(
-      `${raw.length} raw tensor file${raw.length > 1 ? 's' : ''} (${exts}) → ${pending.length - before} samples${pending.length - before === 1 ? await batchHint(pending[before], io) : ''}`,
+      imageInputName,
     );
+    const rawFeeds = await Promise.all(rawOnes.map(async (r) => (await r.load()) as Extract<SampleData, { kind: 'feed' }>));
+    const paired = imageInputName !== undefined && rawFeeds.every((r) => r.feed[imageInputName!] === undefined);
+    if (paired) {
+      // the pictures alone do not run: their samples (the first ones) and their part of the description give way
+      pending.splice(0, pictures.length);
+      parts.shift();
+      const n = Math.max(pictures.length, rawOnes.length);
+      for (let k = 0; k < n; k++) {
+        const picture = pictures[k % pictures.length];
+        const other = rawFeeds[k % rawFeeds.length];
+        pending.push({
+          label: `${picture.label} + ${rawOnes[k % rawOnes.length].label}`,
+          source: picture.source,
+          kind: 'feed',
+          load: async () => ({
+            kind: 'feed',
+            feed: completeFeed({ ...other.feed, ...(await picture.load()) }, io, {
+              file: picture.source,
+              rate: rateOf(),
+              shapes: overrides.inputs,
+            }),
+          }),
+        });
+      }
+      parts.push(
+        `${images.length} image${images.length > 1 ? 's' : ''} → ${imageInputName} paired with ${rawOnes.length} raw sample${rawOnes.length === 1 ? '' : 's'} (${exts}) → ${Object.keys(rawFeeds[0].feed).join(', ')}, each list cycled to ${n} samples`,
+      );
+    } else {
+      // without pictures to pair with, every raw sample gives every input
+      for (const [k, r] of rawOnes.entries()) {
+        completeFeed(rawFeeds[k].feed, io, { file: r.source, rate: rateOf(), shapes: overrides.inputs });
+        pending.push(r);
+      }
+      parts.push(
+        `${raw.length} raw tensor file${raw.length > 1 ? 's' : ''} (${exts}) → ${pending.length - before} samples${pending.length - before === 1 ? await batchHint(pending[before], io) : ''}`,
+      );
+    }
   }
 
   const keep = spec.maxSamples !== undefined ? evenlySpaced(pending.length, spec.maxSamples) : pending.map((_, i) => i);
@@ -306,11 +348,21 @@ function commonFolder(files: readonly string[]): string | undefined {
     if (up === dir) return undefined;
     dir = up;
   }
-  return dir;
+  // (files under different top-level folders have no folder in common worth naming)
+  return dirname(dir) === dir ? undefined : dir;
 }
 
-/** Raw-tensor files → samples: matched by name, grouped, split along a sample axis (see the module comment). */
-function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverrides, rate: number | undefined): PendingSample[] {
+/**
+ * Raw-tensor files → samples: matched by name, grouped, split along a sample axis (see the module comment).
+ * `images`: the input image files feed, if any: a raw sample need not give it (it is paired with a picture).
+ */
+function rawSamples(
+  files: readonly string[],
+  io: ModelIo,
+  overrides: ShapeOverrides,
+  rate: number | undefined,
+  images?: string,
+): PendingSample[] {
   const names = new Set(io.inputs.map((i) => i.name));
   const defaults = new Set((io.defaults ?? []).map((i) => i.name));
   const dataInputs = io.inputs.filter(
@@ -391,7 +443,7 @@ function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverr
         const typed = convertTensor(t, isElementType(input.type) ? input.type : t.type, { file: g.source, tensor: input.name });
         feed[input.name] = fitTensor(typed, input, bindings, { file: g.source });
       }
-      completeFeed(feed, io, { file: g.source, rate, shapes: overrides.inputs });
+      if (images === undefined) completeFeed(feed, io, { file: g.source, rate, shapes: overrides.inputs });
       out.push({
         label: n > 1 ? `${g.label}[${k}]` : g.label,
         source: g.source,
