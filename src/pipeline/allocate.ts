@@ -665,9 +665,12 @@ async function allocateWith(parts: AllocateParts, sessions: Array<() => Promise<
     const choiceAt = (budgetScale: number): number[] => allocateForBudget(current, target * weights * budgetScale - overhead);
     const allocation: Allocation = (budgetScale, quiet) => {
       const choice = choiceAt(budgetScale);
+      // (a budget the rest of the archive leaves too little of: the coarsest grids, and the sum over the target)
+      const left = target * budgetScale - overhead / weights;
+      const over = Number(estimate(choice, current)) > left + 5e-4;
       if (!quiet)
         log(
-          `allocated ${estimate(choice, current)} bits/weight (estimate${current === rates ? '' : ', rates as written'}) to the grids it chooses, ${(overhead / weights).toFixed(3)} to the rest of the archive, for ${budgetScale === 1 ? `a target of ${target}` : `${+budgetScale.toFixed(3)}× the target of ${target}`}`,
+          `allocated ${estimate(choice, current)} bits/weight (estimate${current === rates ? '' : ', rates as written'}) to the grids it chooses, ${(overhead / weights).toFixed(3)} to the rest of the archive, for ${budgetScale === 1 ? `a target of ${target}` : `${+budgetScale.toFixed(3)}× the target of ${target}`}${over ? `: over it, since the rest leaves ${Math.max(0, left).toFixed(3)} for the weights, less than the coarsest grids cost by this estimate` : ''}`,
         );
       return gridOf(choice);
     };
