@@ -166,6 +166,8 @@ describe("a detector's class scores beside its boxes", () => {
     };
     const agreement = task.compare(reference, moved).find((m) => m.key === 'agreement');
     expect(agreement!.value).toBeLessThan(1);
+    // (many confident anchors: no caveat)
+    expect(agreement!.label).not.toMatch(/coarse/);
     expect(task.compare(reference, reference).find((m) => m.key === 'agreement')!.value).toBe(1);
   }, 60_000);
 
@@ -187,5 +189,29 @@ describe("a detector's class scores beside its boxes", () => {
     expect(1 - starved.relRms).toBeGreaterThan(0.95);
     expect(starved.scores!.agreement).toBeLessThan(0.9);
     expect(quality.fidelity).toBe(starved.scores!.agreement);
+  }, 60_000);
+});
+
+describe('eval on few decisions', () => {
+  it('says how many decisions the agreement counts where they are under a hundred', async () => {
+    const model = modelBytes({
+      name: 'tiny-classifier',
+      node: [
+        {
+          opType: 'Gemm',
+          input: ['x', 'W'],
+          output: ['z'],
+          attribute: [{ name: 'transB', i: 1, type: 2 }],
+        },
+        { opType: 'Softmax', input: ['z'], output: ['probs'] },
+      ],
+      initializer: [floatTensor('W', [10, 16], gaussian(160, 3, 1))],
+      input: [valueInfo('x', [1, 16])],
+      output: [valueInfo('probs', [1, 10])],
+    });
+    const task = outputsTask({ count: 40 });
+    const reference = await task.run(model);
+    const agreement = task.compare(reference, reference).find((m) => m.key === 'agreement');
+    expect(agreement!.label).toMatch(/decision agreement \(synthetic inputs\) \(of 40 decisions: coarse, give more inputs\)/);
   }, 60_000);
 });
