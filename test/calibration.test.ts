@@ -521,7 +521,7 @@ describe('audio', () => {
       output: [valueInfo('h', ['batch_size', 8, 2998])],
     });
     await expect(buildCalibrationSet(whisper, { paths: [join(DATA, 'speech/speech_16k.wav')] })).rejects.toThrow(
-      /input_features\[batch_size,80,3000\] holds features \(80 × 3000.*give them as \.npy/,
+      /input_features\[batch_size,80,3000\] fixes axis 1 at 80 \(features such as an 80-band log-mel.*give it as \.npy/,
     );
   });
 });
@@ -599,9 +599,18 @@ describe('images paired with raw tensors', () => {
     );
     expect(feeds.map((f) => Number(f.input_ids.data[0]))).toEqual([1, 5, 9]);
     for (const f of feeds) expect(f.pixel_values.dims).toEqual([1, 3, 16, 16]);
-    // the third sample's picture is the first photo again
-    expect(feeds[2].pixel_values.data).toEqual(feeds[0].pixel_values.data);
+    // both photos are used, the shorter list shifted each time round (so that the held-back samples, every 4th, are
+    // not always one item of it): the third sample's picture is the second photo
     expect(feeds[1].pixel_values.data).not.toEqual(feeds[0].pixel_values.data);
+    expect(feeds[2].pixel_values.data).toEqual(feeds[1].pixel_values.data);
+    // 4 photos with 16 id samples: the held-back samples (3, 7, 11, 15) see four different photos
+    const many = join(dir2, 'many.json');
+    writeFileSync(many, JSON.stringify(Array.from({ length: 16 }, (_, k) => ({ input_ids: [[k % 10, 1, 2, 3]] }))));
+    const four = ['brick', 'horse', 'camera', 'chelsea'].map((n) => join(DATA, `images/${n}.png`));
+    const set16 = await buildCalibrationSet(clipLike(), { paths: [...four, many], image: { width: 16, height: 16 } });
+    expect(set16.samples.length).toBe(16);
+    const heldPhotos = new Set([3, 7, 11, 15].map((k) => set16.samples[k].label.split(' + ')[0]));
+    expect(heldPhotos.size).toBe(4);
     // photos alone still say what is missing
     await expect(
       buildCalibrationSet(clipLike(), { paths: photos, image: { width: 16, height: 16 } }).then((x) => x.samples[0].load()),

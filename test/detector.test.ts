@@ -212,6 +212,35 @@ describe('eval on few decisions', () => {
     const task = outputsTask({ count: 40 });
     const reference = await task.run(model);
     const agreement = task.compare(reference, reference).find((m) => m.key === 'agreement');
-    expect(agreement!.label).toMatch(/decision agreement \(synthetic inputs\) \(of 40 decisions: coarse, give more inputs\)/);
+    expect(agreement!.label).toMatch(/decision agreement \(of 40 decisions: coarse, give more inputs\) \(synthetic inputs\)$/);
   }, 60_000);
+});
+
+describe('a detector with NMS in its graph: boxes, and a count that moves', () => {
+  const f32 = (dims: number[], values: ArrayLike<number>): CalibrationTensor => ({
+    type: 'float32',
+    dims,
+    data: Float32Array.from(values),
+  });
+  const boxes = [10, 20, 110, 220, 300, 40, 380, 90, 50, 60, 70, 95];
+
+  it('judges [N, 4] boxes by their values, not by which coordinate is largest (boxes 1.65× too large passed at 1)', () => {
+    const big = boxes.map((v) => v * 1.65);
+    const r = compareOutputs({ det_boxes: f32([3, 4], boxes) }, { det_boxes: f32([3, 4], big) });
+    expect(r.outputs[0].kind).toBe('values');
+    expect(r.fidelity).toBeLessThan(0.5);
+    // a classifier's [N, 4] logits are still judged as classes
+    expect(compareOutputs({ logits: f32([3, 4], boxes) }, { logits: f32([3, 4], big) }).outputs[0].kind).toBe('classes');
+  });
+
+  it('a detection that comes or goes costs its row, not the whole output (it scored 0 and the detector was refused)', () => {
+    const r = compareOutputs({ det_boxes: f32([3, 4], boxes) }, { det_boxes: f32([2, 4], boxes.slice(0, 8)) });
+    expect(r.outputs[0].mismatch).toBeUndefined();
+    expect(r.outputs[0].countMoved).toEqual({ rows: 3, missed: 1 });
+    expect(r.fidelity).toBeCloseTo(2 / 3, 6);
+    // another axis moving too is another shape: nothing compared
+    const other = compareOutputs({ det_boxes: f32([3, 4], boxes) }, { det_boxes: f32([2, 6], boxes) });
+    expect(other.outputs[0].mismatch).toBeDefined();
+    expect(other.fidelity).toBe(0);
+  });
 });

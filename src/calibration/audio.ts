@@ -132,11 +132,7 @@ function audioInput(io: ModelIo, state: readonly StateLink[], given?: string): V
     const looksLike = floats.find(features);
     throw new BadCalibrationError(
       looksLike
-        ? `no model input takes sound: ${looksLike.name}${formatShape(looksLike.shape)} holds features (${looksLike
-            .shape!.slice(1)
-            .join(
-              ' × ',
-            )}: e.g. a log-mel spectrogram or MFCCs), not a waveform; compute them as the model expects and give them as .npy, .npz, safetensors or JSON (named ${looksLike.name})`
+        ? `no model input takes one channel of sound: ${looksLike.name}${formatShape(looksLike.shape)} fixes axis ${looksLike.shape!.findIndex((d) => isFixedDim(d) && d > 1)} at ${looksLike.shape!.find((d) => isFixedDim(d) && d > 1)} (features such as an 80-band log-mel spectrogram or MFCCs, several channels, or a fixed batch), not one channel of samples; compute what the model expects and give it as .npy, .npz, safetensors or JSON (named ${looksLike.name})`
         : `no model input takes audio (a float input of rank 1–3); inputs: ${io.inputs.map((i) => `${i.name}${formatShape(i.shape)}`).join(', ')}`,
     );
   }

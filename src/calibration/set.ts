@@ -207,7 +207,14 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
         const type = isElementType(input.type) ? input.type : 'float32';
         const parts = [];
         for (const f of group) parts.push(convertTensor(await loadImage(f, imageSpec), type, { file: f, tensor: input.name }));
-        return { [input.name]: fitTensor(batch > 1 ? stackBatch(parts) : parts[0], input, new Map(overrides.dims), { file }) };
+        return {
+          [input.name]: fitTensor(
+            batch > 1 ? stackBatch(parts, { file, tensor: input.name }) : parts[0],
+            input,
+            new Map(overrides.dims),
+            { file },
+          ),
+        };
       };
       pictures.push({ label: batch > 1 ? `${file} (+${batch - 1})` : file, source: file, load: loadPictures });
       pending.push({
@@ -284,11 +291,14 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
       pending.splice(0, pictures.length);
       parts.shift();
       const n = Math.max(pictures.length, rawOnes.length);
+      // the shorter list shifted by one each time round, so that every 4th sample (the held-back ones) is not always
+      // the same item of it (4 photos with 16 id samples held back one photo four times)
+      const at = (k: number, length: number): number => (length < n ? (k + Math.floor(k / length)) % length : k);
       for (let k = 0; k < n; k++) {
-        const picture = pictures[k % pictures.length];
-        const other = rawFeeds[k % rawFeeds.length];
+        const picture = pictures[at(k, pictures.length)];
+        const other = rawFeeds[at(k, rawFeeds.length)];
         pending.push({
-          label: `${picture.label} + ${rawOnes[k % rawOnes.length].label}`,
+          label: `${picture.label} + ${rawOnes[at(k, rawOnes.length)].label}`,
           source: picture.source,
           kind: 'feed',
           load: async () => ({
@@ -377,6 +387,11 @@ function rawSamples(
     if (extname(file).toLowerCase() === '.npy') {
       const t = samples[0][0].tensor;
       const hint = npyInputHint(file, names);
+      if (defaults.has(hint.stem))
+        throw new BadCalibrationError(
+          `${hint.stem}.npy names an input with a default value (an initializer listed as a graph input): onnxruntime-node runs the model with that default and takes no other value for it, so a calibration file cannot set it; leave it out`,
+          { file, tensor: hint.stem },
+        );
       if (single && !names.has(hint.stem) && !(hint.group && names.has(hint.input))) {
         groups.push({ label: file, source: file, tensors: [{ name: single.name, tensor: t }] });
         continue;

@@ -85,6 +85,8 @@ export function resolveShapeOverrides(given: readonly InputShape[], inputs: read
  * or by `--input DIM=N` for a symbolic one; 1 otherwise. Pictures are made and read one at a time and stacked to it.
  */
 export function fixedBatch(input: ValueInfo, overrides: ShapeOverrides): number {
+  // (a rank-3 picture [3, H, W] or [H, W, 3] has no batch axis)
+  if ((overrides.inputs.get(input.name) ?? input.shape)?.length !== 4) return 1;
   const given = overrides.inputs.get(input.name)?.[0];
   const d = input.shape?.[0];
   const n = given ?? (typeof d === 'number' ? d : typeof d === 'string' && d !== '' ? overrides.dims.get(d) : undefined);

@@ -90,13 +90,19 @@ export function allocate(type: ElementType, n: number): TensorData {
 }
 
 /** Tensors of one type and shape [1, …] stacked along their first axis: [n, …]. */
-export function stackBatch(parts: readonly CalibrationTensor[]): CalibrationTensor {
+export function stackBatch(
+  parts: readonly CalibrationTensor[],
+  context: { file?: string; tensor?: string } = {},
+): CalibrationTensor {
   const [first] = parts;
   const per = elementCount(first.dims);
   const data = allocate(first.type, per * parts.length);
   parts.forEach((p, b) => {
-    if (p.type !== first.type || elementCount(p.dims) !== per)
-      throw new Error('stackBatch: tensors of different types or shapes');
+    if (p.type !== first.type || p.dims.length !== first.dims.length || p.dims.some((d, k) => d !== first.dims[k]))
+      throw new BadCalibrationError(
+        `the pictures of one batch differ in shape ([${first.dims.join(',')}] and [${p.dims.join(',')}]): give them one size (--image-size WxH)`,
+        context,
+      );
     (data as Uint8Array).set(p.data as Uint8Array, b * per);
   });
   return { type: first.type, dims: [parts.length, ...first.dims.slice(1)], data };

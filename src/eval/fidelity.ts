@@ -64,7 +64,7 @@
  */
 
 import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
-import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
+import { allocate, valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
 import { blockIndex, fitsBlock, scoreBlockOf, type ScoreBlock } from './detector.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
@@ -97,6 +97,8 @@ export interface OutputFidelity {
   oneSided?: boolean;
   /** The candidate gives another number of values than the original (a shape changed): scored 0. */
   mismatch?: string;
+  /** Rows (along the one axis whose length moved) that only one of the two gave, of all rows: see `countAxis`. */
+  countMoved?: { rows: number; missed: number };
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
   /** A detector's class scores inside this output, judged as decisions (see the module comment). */
@@ -199,6 +201,12 @@ interface Sums {
   scoreBroken?: boolean;
   scoreDecisions: number;
   scoreAgree: number;
+  /** Rows along the axis whose length moved (`countAxis`): given by both or one, and by one only; per axis, the
+   * lengths of the samples whose shapes agreed. */
+  countAxis?: number;
+  countRows: number;
+  countMissed: number;
+  shapeSums: number[];
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
   isBool: boolean;
@@ -257,14 +265,30 @@ export class FidelityAccumulator {
         scoreDecisions: 0,
         scoreAgree: 0,
         zeroOne: true,
+        countRows: 0,
+        countMissed: 0,
+        shapeSums: [],
       };
       this.sums.set(name, s);
     }
     if (a.data.length !== b.data.length || a.dims.join() !== b.dims.join()) {
-      // a shape moved (a size computed from a changed value): nothing to compare element by element
-      s.mismatch ??= `the original gives [${a.dims.join(', ')}], the candidate [${b.dims.join(', ')}]`;
-      return;
-    }
+      // a count moved along one axis (a detector with NMS in its graph: 6 detections for 7): the rows both give are
+      // compared, and the rows only one gives count as changed (`countRows`); a detector was refused at every
+      // budget where one detection near its threshold came or went (a new-user sweep)
+      const axis = countAxis(a.dims, b.dims);
+      if (axis === undefined || s.mismatch !== undefined || (s.countAxis !== undefined && s.countAxis !== axis)) {
+        // a shape moved otherwise (a size computed from a changed value): nothing to compare element by element
+        s.mismatch ??= `the original gives [${a.dims.join(', ')}], the candidate [${b.dims.join(', ')}]`;
+        return;
+      }
+      const m = Math.min(a.dims[axis], b.dims[axis]);
+      s.countAxis ??= axis;
+      s.countRows += Math.max(a.dims[axis], b.dims[axis]);
+      s.countMissed += Math.abs(a.dims[axis] - b.dims[axis]);
+      if (m === 0) return;
+      a = cropAxis(a, axis, m);
+      b = cropAxis(b, axis, m);
+    } else a.dims.forEach((d, k) => (s!.shapeSums[k] = (s!.shapeSums[k] ?? 0) + d));
     if (s.lastDim !== C) s.lastDim = -1; // shapes differ between samples: no rows
     const n = a.data.length;
     const x = a.type === 'float32' ? (a.data as Float32Array) : Float64Array.from({ length: n }, (_, i) => valueAt(a, i));
@@ -369,7 +393,9 @@ export class FidelityAccumulator {
       const spread = centred >= SPREAD_FLOOR ** 2 * s.aa ? centred : s.aa;
       const relRms = broken ? Infinity : s.aa > 0 ? Math.sqrt(s.dd / spread) : s.dd > 0 ? Infinity : 0;
       const cosine = broken ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
-      const classes = s.lastDim >= 2 && ((s.rank === 2 && !s.unitRows) || s.probRows || s.logProbRows);
+      // (rows of coordinates, a detector's [N, 4] boxes or keypoints, are not class scores: the argmax of a box is
+      // its largest coordinate, and boxes 1.65× too large kept it)
+      const classes = s.lastDim >= 2 && !COORDINATES.test(name) && ((s.rank === 2 && !s.unitRows) || s.probRows || s.logProbRows);
       // (rows of unit length are embeddings, even where all their values lie in [0, 1])
       const embedding = s.lastDim >= 2 && s.unitRows && !s.probRows;
       const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 && !embedding ? 'binary' : 'values';
@@ -427,7 +453,10 @@ export class FidelityAccumulator {
                 ? Math.min(agreement!, iou!)
                 : agreement!;
       // a detector's confident classes must hold as well as its values
-      const score = scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged;
+      const scored = scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged;
+      // rows one model gives and the other does not are changed decisions
+      const rowsAll = s.countRows + (s.countAxis !== undefined ? (s.shapeSums[s.countAxis] ?? 0) : 0);
+      const score = s.countMissed > 0 ? Math.min(scored, 1 - s.countMissed / rowsAll) : scored;
       outputs.push({
         name,
         kind,
@@ -441,6 +470,7 @@ export class FidelityAccumulator {
         ...(fewDecisions ? { fewDecisions } : {}),
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
         ...(s.mismatch ? { mismatch: s.mismatch } : {}),
+        ...(s.countMissed > 0 ? { countMoved: { rows: rowsAll, missed: s.countMissed } } : {}),
         state: this.stateOutputs.has(name),
         ...(scores ? { scores } : {}),
         // a candidate that gives NaN or ±Inf where the original has numbers, or another shape, is broken,
@@ -512,7 +542,31 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back sample${r.samples === 1 ? '' : 's'})`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}`,
     ),
   ];
+}
+
+/** Output names of coordinates (boxes, keypoints, landmarks), whose rows are not class scores. */
+const COORDINATES = /(^|[_./-])(b?boxe?s?|coords?|coordinates|keypoints?|kpts?|landmarks?|points?|xyxy|xywh|cxcywh)($|[_./\d-])/i;
+
+/**
+ * The axis of a count of rows that moved: the first of a [N] or [N, k] output whose other axis agrees (a detector's
+ * boxes, scores and classes after its NMS); undefined for anything else (a feature map a row or a column larger,
+ * a size computed from a changed value, stays another shape).
+ */
+function countAxis(a: readonly number[], b: readonly number[]): number | undefined {
+  if (a.length !== b.length || a.length < 1 || a.length > 2) return undefined;
+  return a[0] !== b[0] && (a.length === 1 || a[1] === b[1]) ? 0 : undefined;
+}
+
+/** The first `m` entries of a tensor along `axis`. */
+function cropAxis(t: CalibrationTensor, axis: number, m: number): CalibrationTensor {
+  const outer = t.dims.slice(0, axis).reduce((x, y) => x * y, 1);
+  const inner = t.dims.slice(axis + 1).reduce((x, y) => x * y, 1);
+  const n = t.dims[axis];
+  const data = allocate(t.type, outer * m * inner);
+  for (let o = 0; o < outer; o++)
+    (data as Uint8Array).set((t.data as Uint8Array).subarray(o * n * inner, (o * n + m) * inner), o * m * inner);
+  return { type: t.type, dims: t.dims.map((d, k) => (k === axis ? m : d)), data };
 }

@@ -84,7 +84,7 @@ export function outputsTask(options: OutputsTaskOptions = {}): TaskEvaluator<Out
       const fewest = counts.length ? Math.min(...counts) : undefined;
       metrics.push({
         key: 'agreement',
-        label: `decision agreement${note}${fewest !== undefined && fewest < FEW_DECISIONS ? ` (of ${fewest} decisions: coarse, give more inputs)` : ''}`,
+        label: `decision agreement${fewest !== undefined && fewest < FEW_DECISIONS ? ` (of ${fewest} decisions: coarse, give more inputs)` : ''}${note}`,
         value: Math.min(...agreements),
         higherIsBetter: true,
       });

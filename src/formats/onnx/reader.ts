@@ -101,7 +101,23 @@ const carries = (op: string, inputIndex: number, attrs: Record<string, unknown> 
  * something (T5's relative-position buckets: `Cast<int64>(Log(n / 8) / ln 16 · 8)`, where `ln 16` rounded to float16
  * moved 616 of 19,600 bucket indices by one).
  */
-const ARITHMETIC = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Log', 'Exp', 'Sqrt', 'Neg', 'Abs', 'Reciprocal', 'Min', 'Max']);
+const ARITHMETIC = new Set([
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Pow',
+  'Log',
+  'Exp',
+  'Sqrt',
+  'Neg',
+  'Abs',
+  'Reciprocal',
+  'Min',
+  'Max',
+  'Clip',
+  'Where',
+]);
 /** `reaches`: at most this many arithmetic or data-movement steps, this many values, tensors of this many weights. */
 const REACH_DEPTH = 8;
 const REACH_VALUES = 256;
@@ -558,8 +574,11 @@ export class OnnxReader implements ModelReader {
     for (const node of this.analysed()) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
-        if (ARITHMETIC.has(node.op) || carries(node.op, inputIndex, node.attrs))
-          flowsTo.set(input, [...(flowsTo.get(input) ?? []), ...node.outputs]);
+        if (ARITHMETIC.has(node.op) || carries(node.op, inputIndex, node.attrs)) {
+          const to = flowsTo.get(input);
+          if (to) to.push(...node.outputs);
+          else flowsTo.set(input, [...node.outputs]);
+        }
         let list = uses.get(input);
         if (!list) uses.set(input, (list = []));
         list.push({
