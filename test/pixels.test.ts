@@ -131,3 +131,22 @@ describe('a model that takes a fixed batch of pictures', () => {
     expect((last.feed.x.data as Float32Array).subarray(n)).toEqual((first.feed.x.data as Float32Array).subarray(0, n));
   });
 });
+
+describe('photos run at their own size', () => {
+  it('a model with dynamic height and width: the description names the largest and --image-size past 1024²', async () => {
+    const model = modelBytes({
+      name: 'dynamic',
+      node: [{ opType: 'Conv', input: ['x', 'w'], output: ['y'] }],
+      initializer: [floatTensor('w', [4, 3, 3, 3], gaussian(108, 5, 0.3))],
+      input: [valueInfo('x', [1, 3, 'h', 'w'])],
+      output: [valueInfo('y', [1, 4, 'h2', 'w2'])],
+    }).slice();
+    const big = await buildCalibrationSet(model, { paths: ['data/images/retina.jpg', 'data/images/brick.png'] });
+    expect(big.description).toMatch(/at their own sizes, up to 1411×1411: --image-size WxH bounds the time and memory/);
+    const small = await buildCalibrationSet(model, { paths: ['data/images/brick.png'] });
+    expect(small.description).not.toMatch(/their own sizes/);
+    // a size given: no note
+    const sized = await buildCalibrationSet(model, { paths: ['data/images/retina.jpg'], image: { width: 64, height: 64 } });
+    expect(sized.description).not.toMatch(/their own sizes/);
+  });
+});

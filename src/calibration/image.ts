@@ -188,10 +188,11 @@ export async function loadImage(
  * probe or the gate uses them, so a corrupt file was counted by compress and only failed `eval` (found by a
  * new-user sweep).
  */
-export async function checkImage(file: string): Promise<void> {
+export async function checkImage(file: string): Promise<{ width: number; height: number }> {
   try {
     const meta = await sharp(file).metadata();
     if (!meta.width || !meta.height) throw new Error('image has no size');
+    return { width: meta.width, height: meta.height };
   } catch (e) {
     const why = (e as Error).message.replace(/:\s*$/, '');
     throw new BadCalibrationError(`cannot read the image: ${why}`, { file }, e);

@@ -167,6 +167,9 @@ export function evenlySpaced(n: number, keep: number): number[] {
   return Array.from({ length: keep }, (_, i) => Math.floor((i * n) / keep));
 }
 
+/** Pixels of a picture run at its own size beyond which the description suggests --image-size (1024²). */
+const LARGE_PICTURE = 1024 * 1024;
+
 interface PendingSample {
   label: string;
   source?: string;
@@ -197,7 +200,17 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     const pixels = model instanceof Uint8Array && takesPixels(io, model, input, spec.image);
     const imageSpec = resolveImageSpec({ ...(pixels ? { range: [0, 255] as [number, number] } : {}), ...spec.image }, input);
     // every file readable before any is counted (a corrupt one fails here, not in a later eval)
-    for (const { file } of images) await checkImage(file);
+    let largest = { width: 0, height: 0 };
+    for (const { file } of images) {
+      const size = await checkImage(file);
+      if (size.width * size.height > largest.width * largest.height) largest = size;
+    }
+    // a model with dynamic height and width runs each picture at its own size: a super-resolution model on photos
+    // of 1411² took 3–4 GB and up to 17 minutes under rate control (a new-user sweep)
+    const ownSizes =
+      imageSpec.fit === 'none' && largest.width * largest.height > LARGE_PICTURE
+        ? `; at their own sizes, up to ${largest.width}×${largest.height}: --image-size WxH bounds the time and memory`
+        : '';
     // a model that takes a batch of B pictures gets B files a sample (the last batch filled from the first files)
     const batch = fixedBatch(input, overrides);
     for (let at = 0; at < images.length; at += batch) {
@@ -231,7 +244,7 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
     // files are scaled to [0, 1] unless told otherwise, synthetic pictures to [−1, 1]: say which was assumed
     const assumed = !valuesGiven(spec.image);
     parts.push(
-      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name}${batch > 1 ? ` in batches of ${batch}` : ''} (${describeImageSpec(imageSpec)}${pixels ? PIXELS_NOTE : ''})` +
+      `${images.length} image${images.length > 1 ? 's' : ''} → ${input.name}${batch > 1 ? ` in batches of ${batch}` : ''} (${describeImageSpec(imageSpec)}${pixels ? PIXELS_NOTE : ''}${ownSizes})` +
         (assumed && !pixels
           ? `: ${input.type === 'uint8' ? 'the pixels as they are (0…255: a uint8 input)' : 'x/255'} by default, give --image-range or --image-mean/--image-std if the model takes other values`
           : ''),
