@@ -99,8 +99,10 @@ const ONNX_TYPES: Record<number, string> = {
 export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
   let graph: { start: number; end: number } | undefined;
   const functions = new Map<string, LocalFunction>();
+  let irVersion = 0;
   for (const f of wireFields(bytes, 0, bytes.length, file))
-    if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) graph = { start: f.valueStart, end: f.end };
+    if (f.field === MODEL_IR_VERSION && f.wire === WIRE_VARINT) irVersion = f.value;
+    else if (f.field === MODEL_GRAPH && f.wire === WIRE_LEN) graph = { start: f.valueStart, end: f.end };
     else if (f.field === MODEL_FUNCTIONS && f.wire === WIRE_LEN)
       addFunction(functions, readLocalFunction(bytes, f.valueStart, f.end, file));
   if (!graph) throw new BadCalibrationError('not an ONNX model: no graph', { file });
@@ -108,9 +110,6 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
   const outputs: ValueInfo[] = [];
   const nodes: Array<GraphNode & CallableNode> = [];
   const initializers = new Map<string, number[]>();
-  let irVersion = 0;
-  for (const f of wireFields(bytes, 0, bytes.length, file))
-    if (f.field === MODEL_IR_VERSION && f.wire === WIRE_VARINT) irVersion = f.value;
   for (const f of wireFields(bytes, graph.start, graph.end, file)) {
     if (f.wire !== WIRE_LEN) continue;
     if (f.field === GRAPH_INPUT) inputs.push(valueInfo(bytes, f.valueStart, f.end, file));

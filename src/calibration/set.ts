@@ -229,9 +229,10 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
           ),
         };
       };
-      pictures.push({ label: batch > 1 ? `${file} (+${batch - 1})` : file, source: file, load: loadPictures });
+      const label = batch > 1 ? `${file} (+${batch - 1})` : file;
+      pictures.push({ label, source: file, load: loadPictures });
       pending.push({
-        label: batch > 1 ? `${file} (+${batch - 1})` : file,
+        label,
         source: file,
         kind: 'feed',
         load: async () => ({
@@ -294,8 +295,6 @@ export async function buildCalibrationSet(model: Uint8Array | ModelIo, spec: Cal
       raw.map((f) => f.file),
       io,
       overrides,
-      rateOf(),
-      imageInputName,
     );
     const rawFeeds = await Promise.all(rawOnes.map(async (r) => (await r.load()) as Extract<SampleData, { kind: 'feed' }>));
     const paired = imageInputName !== undefined && rawFeeds.every((r) => r.feed[imageInputName!] === undefined);
@@ -376,16 +375,21 @@ function commonFolder(files: readonly string[]): string | undefined {
 }
 
 /**
- * Raw-tensor files → samples: matched by name, grouped, split along a sample axis (see the module comment).
- * `images`: the input image files feed, if any: a raw sample need not give it (it is paired with a picture).
+ * A calibration file that names an input with a default value: onnxruntime-node lists and feeds only the other
+ * inputs (fed `temperature` = 100, a model ran with its default 0.07), so the file could not set it.
  */
-function rawSamples(
-  files: readonly string[],
-  io: ModelIo,
-  overrides: ShapeOverrides,
-  rate: number | undefined,
-  images?: string,
-): PendingSample[] {
+function defaultInputError(what: string, input: string, file: string): BadCalibrationError {
+  return new BadCalibrationError(
+    `${what} names an input with a default value (an initializer listed as a graph input): onnxruntime-node runs the model with that default and takes no other value for it, so a calibration file cannot set it; leave it out`,
+    { file, tensor: input },
+  );
+}
+
+/**
+ * Raw-tensor files → samples: matched by name, grouped, split along a sample axis (see the module comment). The
+ * feeds are not completed (rate, state, missing inputs): the caller does that, after pairing them with pictures.
+ */
+function rawSamples(files: readonly string[], io: ModelIo, overrides: ShapeOverrides): PendingSample[] {
   const names = new Set(io.inputs.map((i) => i.name));
   const defaults = new Set((io.defaults ?? []).map((i) => i.name));
   const dataInputs = io.inputs.filter(
@@ -400,11 +404,7 @@ function rawSamples(
     if (extname(file).toLowerCase() === '.npy') {
       const t = samples[0][0].tensor;
       const hint = npyInputHint(file, names);
-      if (defaults.has(hint.stem))
-        throw new BadCalibrationError(
-          `${hint.stem}.npy names an input with a default value (an initializer listed as a graph input): onnxruntime-node runs the model with that default and takes no other value for it, so a calibration file cannot set it; leave it out`,
-          { file, tensor: hint.stem },
-        );
+      if (defaults.has(hint.stem)) throw defaultInputError(`${hint.stem}.npy`, hint.stem, file);
       if (single && !names.has(hint.stem) && !(hint.group && names.has(hint.input))) {
         groups.push({ label: file, source: file, tensors: [{ name: single.name, tensor: t }] });
         continue;
@@ -434,11 +434,7 @@ function rawSamples(
     samples.forEach((s, k) => {
       const tensors = s.map((nt) => {
         if (nt.name !== undefined && names.has(nt.name)) return nt;
-        if (nt.name !== undefined && defaults.has(nt.name))
-          throw new BadCalibrationError(
-            `tensor ${nt.name} names an input with a default value (an initializer listed as a graph input): onnxruntime-node runs the model with that default and takes no other value for it, so a calibration file cannot set it; leave it out`,
-            { file, tensor: nt.name },
-          );
+        if (nt.name !== undefined && defaults.has(nt.name)) throw defaultInputError(`tensor ${nt.name}`, nt.name, file);
         if (single && (nt.name === undefined || s.length === 1)) return { name: single.name, tensor: nt.tensor };
         throw new BadCalibrationError(
           `tensor ${nt.name ?? '(unnamed)'} matches no model input; inputs: ${io.inputs.map(formatValueInfo).join(', ')}`,
@@ -471,7 +467,6 @@ function rawSamples(
         const typed = convertTensor(t, isElementType(input.type) ? input.type : t.type, { file: g.source, tensor: input.name });
         feed[input.name] = fitTensor(typed, input, bindings, { file: g.source });
       }
-      if (images === undefined) completeFeed(feed, io, { file: g.source, rate, shapes: overrides.inputs });
       out.push({
         label: n > 1 ? `${g.label}[${k}]` : g.label,
         source: g.source,

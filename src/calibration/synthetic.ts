@@ -278,6 +278,21 @@ function vocabularyOf(input: string, io: ModelIo, depth = 0): number | undefined
   return undefined;
 }
 
+/**
+ * What an integer input is fed (`values`) and said to be (`describeInputs`): a mask ones, token types zeros,
+ * positions 0…n−1, anything else ids below the vocabulary (the rows of the table it gathers from; 16 when unknown).
+ */
+function idsRule(
+  name: string,
+  io: ModelIo,
+): { kind: 'mask' } | { kind: 'zeros' } | { kind: 'positions' } | { kind: 'ids'; vocabulary: number; found: boolean } {
+  if (/mask/i.test(name)) return { kind: 'mask' };
+  if (/type|segment/i.test(name)) return { kind: 'zeros' };
+  if (/position/i.test(name)) return { kind: 'positions' };
+  const rows = vocabularyOf(name, io);
+  return { kind: 'ids', vocabulary: Math.max(1, rows ?? 16), found: rows !== undefined };
+}
+
 /** Ops token ids pass through unchanged on their way to the embedding's Gather. */
 const IDS_THROUGH = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
 
@@ -287,15 +302,12 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
   const rnd = seededRandom(seed * 31 + 7);
   if (kind === 'ids') {
     const f = new Float64Array(n);
-    if (/mask/i.test(input.name)) f.fill(1);
-    else if (/type|segment/i.test(input.name)) f.fill(0);
-    else if (/position/i.test(input.name)) {
+    const rule = idsRule(input.name, io);
+    if (rule.kind === 'mask') f.fill(1);
+    else if (rule.kind === 'positions') {
       const last = dims[dims.length - 1] ?? 1;
       for (let i = 0; i < n; i++) f[i] = i % last;
-    } else {
-      const vocab = Math.max(1, vocabularyOf(input.name, io) ?? 16);
-      for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * vocab);
-    }
+    } else if (rule.kind === 'ids') for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * rule.vocabulary);
     return convertTensor({ type: 'float64', dims, data: f }, type);
   }
   if (kind === 'bool') return { type: 'bool', dims, data: new Uint8Array(n) };
@@ -546,15 +558,16 @@ function describeInputs(
     timestep: `timesteps 0–${TIMESTEPS - 1}`,
     float: 'Gaussian N(0, 1)',
   };
-  // ids as `values` makes them
-  const ids = (name: string): string =>
-    /mask/i.test(name)
+  const ids = (name: string): string => {
+    const rule = idsRule(name, io);
+    return rule.kind === 'mask'
       ? 'ones (a mask)'
-      : /type|segment/i.test(name)
+      : rule.kind === 'zeros'
         ? 'zeros'
-        : /position/i.test(name)
+        : rule.kind === 'positions'
           ? 'positions 0, 1, …'
-          : `ids 0–${Math.max(1, vocabularyOf(name, io) ?? 16) - 1}${vocabularyOf(name, io) === undefined ? ' (no table read by them found)' : ''}`;
+          : `ids 0–${rule.vocabulary - 1}${rule.found ? '' : ' (no table read by them found)'}`;
+  };
   return io.inputs
     .map(
       (i) =>

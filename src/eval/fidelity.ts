@@ -64,7 +64,7 @@
  */
 
 import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
-import { allocate, valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
+import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
 import { blockIndex, fitsBlock, scoreBlockOf, type ScoreBlock } from './detector.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
@@ -97,7 +97,7 @@ export interface OutputFidelity {
   oneSided?: boolean;
   /** The candidate gives another number of values than the original (a shape changed): scored 0. */
   mismatch?: string;
-  /** Rows (along the one axis whose length moved) that only one of the two gave, of all rows: see `countAxis`. */
+  /** Rows of a [N] or [N, k] output whose row count moved that only one of the two gave, of all rows (`rowsMoved`). */
   countMoved?: { rows: number; missed: number };
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
@@ -201,12 +201,10 @@ interface Sums {
   scoreBroken?: boolean;
   scoreDecisions: number;
   scoreAgree: number;
-  /** Rows along the axis whose length moved (`countAxis`): given by both or one, and by one only; per axis, the
-   * lengths of the samples whose shapes agreed. */
-  countAxis?: number;
+  /** Rows of a [N] or [N, k] output (`rowsMoved`): in every sample (the longer side's where they differ), and given
+   * by one side only. */
   countRows: number;
   countMissed: number;
-  shapeSums: number[];
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
   isBool: boolean;
@@ -267,7 +265,6 @@ export class FidelityAccumulator {
         zeroOne: true,
         countRows: 0,
         countMissed: 0,
-        shapeSums: [],
       };
       this.sums.set(name, s);
     }
@@ -275,20 +272,18 @@ export class FidelityAccumulator {
       // a count moved along one axis (a detector with NMS in its graph: 6 detections for 7): the rows both give are
       // compared, and the rows only one gives count as changed (`countRows`); a detector was refused at every
       // budget where one detection near its threshold came or went (a new-user sweep)
-      const axis = countAxis(a.dims, b.dims);
-      if (axis === undefined || s.mismatch !== undefined || (s.countAxis !== undefined && s.countAxis !== axis)) {
+      if (!rowsMoved(a.dims, b.dims) || s.mismatch !== undefined) {
         // a shape moved otherwise (a size computed from a changed value): nothing to compare element by element
         s.mismatch ??= `the original gives [${a.dims.join(', ')}], the candidate [${b.dims.join(', ')}]`;
         return;
       }
-      const m = Math.min(a.dims[axis], b.dims[axis]);
-      s.countAxis ??= axis;
-      s.countRows += Math.max(a.dims[axis], b.dims[axis]);
-      s.countMissed += Math.abs(a.dims[axis] - b.dims[axis]);
+      const m = Math.min(a.dims[0], b.dims[0]);
+      s.countRows += Math.max(a.dims[0], b.dims[0]);
+      s.countMissed += Math.abs(a.dims[0] - b.dims[0]);
       if (m === 0) return;
-      a = cropAxis(a, axis, m);
-      b = cropAxis(b, axis, m);
-    } else a.dims.forEach((d, k) => (s!.shapeSums[k] = (s!.shapeSums[k] ?? 0) + d));
+      a = firstRows(a, m);
+      b = firstRows(b, m);
+    } else if (a.dims.length === 1 || a.dims.length === 2) s.countRows += a.dims[0];
     if (s.lastDim !== C) s.lastDim = -1; // shapes differ between samples: no rows
     const n = a.data.length;
     const x = a.type === 'float32' ? (a.data as Float32Array) : Float64Array.from({ length: n }, (_, i) => valueAt(a, i));
@@ -455,8 +450,7 @@ export class FidelityAccumulator {
       // a detector's confident classes must hold as well as its values
       const scored = scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged;
       // rows one model gives and the other does not are changed decisions
-      const rowsAll = s.countRows + (s.countAxis !== undefined ? (s.shapeSums[s.countAxis] ?? 0) : 0);
-      const score = s.countMissed > 0 ? Math.min(scored, 1 - s.countMissed / rowsAll) : scored;
+      const score = s.countMissed > 0 ? Math.min(scored, 1 - s.countMissed / s.countRows) : scored;
       outputs.push({
         name,
         kind,
@@ -470,7 +464,7 @@ export class FidelityAccumulator {
         ...(fewDecisions ? { fewDecisions } : {}),
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
         ...(s.mismatch ? { mismatch: s.mismatch } : {}),
-        ...(s.countMissed > 0 ? { countMoved: { rows: rowsAll, missed: s.countMissed } } : {}),
+        ...(s.countMissed > 0 ? { countMoved: { rows: s.countRows, missed: s.countMissed } } : {}),
         state: this.stateOutputs.has(name),
         ...(scores ? { scores } : {}),
         // a candidate that gives NaN or ±Inf where the original has numbers, or another shape, is broken,
@@ -551,22 +545,16 @@ export function formatFidelity(r: FidelityReport): string[] {
 const COORDINATES = /(^|[_./-])(b?boxe?s?|coords?|coordinates|keypoints?|kpts?|landmarks?|points?|xyxy|xywh|cxcywh)($|[_./\d-])/i;
 
 /**
- * The axis of a count of rows that moved: the first of a [N] or [N, k] output whose other axis agrees (a detector's
- * boxes, scores and classes after its NMS); undefined for anything else (a feature map a row or a column larger,
- * a size computed from a changed value, stays another shape).
+ * Whether two shapes differ only in a count of rows: the first axis of a [N] or [N, k] output whose other axis agrees
+ * (a detector's boxes, scores and classes after its NMS); anything else (a feature map a row or a column larger, a
+ * size computed from a changed value) stays another shape.
  */
-function countAxis(a: readonly number[], b: readonly number[]): number | undefined {
-  if (a.length !== b.length || a.length < 1 || a.length > 2) return undefined;
-  return a[0] !== b[0] && (a.length === 1 || a[1] === b[1]) ? 0 : undefined;
+function rowsMoved(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && (a.length === 1 || (a.length === 2 && a[1] === b[1])) && a[0] !== b[0];
 }
 
-/** The first `m` entries of a tensor along `axis`. */
-function cropAxis(t: CalibrationTensor, axis: number, m: number): CalibrationTensor {
-  const outer = t.dims.slice(0, axis).reduce((x, y) => x * y, 1);
-  const inner = t.dims.slice(axis + 1).reduce((x, y) => x * y, 1);
-  const n = t.dims[axis];
-  const data = allocate(t.type, outer * m * inner);
-  for (let o = 0; o < outer; o++)
-    (data as Uint8Array).set((t.data as Uint8Array).subarray(o * n * inner, (o * n + m) * inner), o * m * inner);
-  return { type: t.type, dims: t.dims.map((d, k) => (k === axis ? m : d)), data };
+/** The first `m` rows of a [N] or [N, k] tensor (a view of its data). */
+function firstRows(t: CalibrationTensor, m: number): CalibrationTensor {
+  const k = t.dims.length === 2 ? t.dims[1] : 1;
+  return { type: t.type, dims: t.dims.length === 2 ? [m, k] : [m], data: t.data.subarray(0, m * k) as typeof t.data };
 }

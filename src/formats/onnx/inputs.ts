@@ -20,6 +20,7 @@ import {
   ATTR_T,
   GRAPH_INPUT,
   GRAPH_NODE,
+  MAIN_INITIALIZER_PATH,
   MODEL_GRAPH,
   NODE_ATTRIBUTE,
   NODE_INPUT,
@@ -51,7 +52,6 @@ export interface FedModel {
   inputs: Map<string, FedInput>;
 }
 
-const MAIN_INITIALIZER = /^7\.0\/5\.\d+$/;
 /** A Constant node's tensor: its node's path, then the attribute and its `t` field. */
 const CONSTANT_TENSOR = /^(7\.0(?:\/.+)?\/1\.\d+)\/5\.\d+\/5\.0$/;
 
@@ -124,7 +124,7 @@ export function weightsAsInputs(reader: ModelReader, keys: Iterable<string>): Fe
     const t = byKey.get(key);
     const storage = t && reader.storage(key);
     if (!t || !storage || storage.format !== 'onnx' || ONNX_ELEMENT[t.dtype] === undefined) continue;
-    if (MAIN_INITIALIZER.test(storage.path) || CONSTANT_TENSOR.test(storage.path))
+    if (MAIN_INITIALIZER_PATH.test(storage.path) || CONSTANT_TENSOR.test(storage.path))
       chosen.set(key, { path: storage.path, entry: t });
   }
   if (!chosen.size) return undefined;

@@ -18,6 +18,7 @@ import {
   GRAPH_NODE,
   GRAPH_INITIALIZER,
   GRAPH_INPUT,
+  MAIN_INITIALIZER_PATH,
   NODE_INPUT,
   NODE_OUTPUT,
   NODE_OP_TYPE,
@@ -194,8 +195,6 @@ interface RawNode {
 
 /** ModelProto's first field (onnx.proto3): every ONNX file starts with it. */
 const MODEL_IR_VERSION = 1;
-/** A main-graph initializer's field path. */
-const MAIN_INITIALIZER_PATH = /^7\.0\/5\.\d+$/;
 
 export class OnnxReader implements ModelReader {
   readonly format = 'onnx' as const;

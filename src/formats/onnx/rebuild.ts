@@ -45,6 +45,9 @@ export const DATA_FIELDS = new Set([TENSOR_FLOAT_DATA, TENSOR_INT32_DATA, TENSOR
 
 export const ONNX_FLOAT_TYPES: Record<number, FloatDType> = { 1: 'float32', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
 
+/** A main-graph initializer's field path (graph 7.0, initializer 5.n). */
+export const MAIN_INITIALIZER_PATH = /^7\.0\/5\.\d+$/;
+
 /** How a tensor's data was stored, so the writer stores it the same way. */
 export type DataForm = 'raw' | 'float_data' | 'int32_data' | 'double_data' | 'external';
 
