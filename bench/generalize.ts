@@ -13,7 +13,8 @@
  * task's preprocessing, lanczos3; data/ocr resized with `nearest`), ISNet fp16 (synthetic; data/images), and the
  * test suite's small models (test/helpers/onnx-builder.ts): the BatchNorm classifier (synthetic; data/images at
  * 32×32), the STFT/mel front end (synthetic; speech_16k.wav), the If-branch model (synthetic; a JSON file of 12
- * trigger and 12 noise inputs), the block-sparse MLP (synthetic only: there is no real data for it).
+ * trigger and 12 noise inputs), the block-sparse MLP and the detector with NMS in its graph (synthetic only: there is
+ * no real data for them).
  *
  *   node --import tsx bench/generalize.ts [--quick] [--models silero-v4,stft,...] [--points default,target-bpw-4]
  *                                         [--peers-only] [--no-peers] [--no-task] [--isnet-budget]
@@ -43,6 +44,7 @@ import {
   batchNormClassifier,
   ifBranchModel,
   ifTriggerInputs,
+  nmsDetectorModel,
   sparseModel,
   stftMelModel,
   IF_MODEL,
@@ -330,6 +332,13 @@ const cases: Case[] = [
     id: 'sparse',
     model: 'sparseModel (test)',
     file: built('sparse', () => sparseModel()),
+    calibrations: [{ label: 'synthetic' }],
+  },
+  {
+    // a detector with NMS in its graph (boxes, scores and classes of a count that moves): judged as matched sets
+    id: 'nms',
+    model: 'nmsDetectorModel (test)',
+    file: built('nms', () => nmsDetectorModel()),
     calibrations: [{ label: 'synthetic' }],
   },
 ];

@@ -298,6 +298,7 @@ describe('the summary of an already quantized export', () => {
       sourceBytes: 5_857_042,
       ratio: 5_857_042 / 3_569_538,
       bitsPerWeight: (3_569_538 * 8) / 643_584,
+      modelGrid: 0,
     };
     expect(summaryLines('q.nnm', base, 'model_qdq.onnx')[1]).toMatch(
       /3 tensors compressed \(643,584 weights\) at 44\.371 bits\/weight \(their codes 7\.458; most of the archive is the rest of the model/,

@@ -9,15 +9,17 @@ import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { compressModel, QualityError } from '../src/index.js';
-import { compareOutputs } from '../src/eval/fidelity.js';
+import { compareOutputs, formatFidelity } from '../src/eval/fidelity.js';
 import { outputsTask } from '../src/eval/tasks/outputs.js';
 import { detectorOutputs } from '../src/calibration/decisions.js';
 import { parseOnnxGraph } from '../src/compensate/graph.js';
-import type { CalibrationTensor } from '../src/calibration/tensor.js';
+import type { CalibrationTensor, Feed } from '../src/calibration/tensor.js';
 import { floatTensor, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { gaussian } from './helpers/random.js';
 import { readArchive } from './helpers/archive.js';
 import { tempDir } from './helpers/tmp.js';
+import { nmsDetectorModel } from './helpers/onnx-builder.js';
+import { alignToReference } from '../src/eval/detections.js';
 
 const dir = tempDir();
 const CLASSES = 6;
@@ -233,14 +235,149 @@ describe('a detector with NMS in its graph: boxes, and a count that moves', () =
     expect(compareOutputs({ logits: f32([3, 4], boxes) }, { logits: f32([3, 4], big) }).outputs[0].kind).toBe('classes');
   });
 
-  it('a detection that comes or goes costs its row, not the whole output (it scored 0 and the detector was refused)', () => {
-    const r = compareOutputs({ det_boxes: f32([3, 4], boxes) }, { det_boxes: f32([2, 4], boxes.slice(0, 8)) });
+  it('a row that comes or goes costs its row, not the whole output (it scored 0 and the detector was refused)', () => {
+    // (rows that are no detections, keypoints here: compared in order, the rows only one model gives counted)
+    const r = compareOutputs({ det_points: f32([3, 4], boxes) }, { det_points: f32([2, 4], boxes.slice(0, 8)) });
     expect(r.outputs[0].mismatch).toBeUndefined();
     expect(r.outputs[0].countMoved).toEqual({ rows: 3, missed: 1 });
     expect(r.fidelity).toBeCloseTo(2 / 3, 6);
     // another axis moving too is another shape: nothing compared
-    const other = compareOutputs({ det_boxes: f32([3, 4], boxes) }, { det_boxes: f32([2, 6], boxes) });
+    const other = compareOutputs({ det_points: f32([3, 4], boxes) }, { det_points: f32([2, 6], boxes) });
     expect(other.outputs[0].mismatch).toBeDefined();
     expect(other.fidelity).toBe(0);
   });
+});
+
+describe("a detector's detections after NMS, matched as sets", () => {
+  const COUNT = 24;
+  /** COUNT detections: 3 classes, scores falling from 0.9 in steps of 0.02 within each class, boxes on a grid. */
+  function detectionRows(): { boxes: number[][]; scores: number[]; labels: number[] } {
+    const boxes: number[][] = [];
+    const scores: number[] = [];
+    const labels: number[] = [];
+    for (let i = 0; i < COUNT; i++) {
+      const x = (i % 6) * 50;
+      const y = Math.floor(i / 6) * 50;
+      boxes.push([x, y, x + 30 + (i % 5), y + 40 - (i % 3)]);
+      labels.push(Math.floor(i / 8));
+      scores.push(0.9 - (i % 8) * 0.02);
+    }
+    return { boxes, scores, labels };
+  }
+  const feed = (d: { boxes: number[][]; scores: number[]; labels: number[] }): Feed => ({
+    det_boxes: { type: 'float32', dims: [d.boxes.length, 4], data: Float32Array.from(d.boxes.flat()) },
+    det_scores: { type: 'float32', dims: [d.scores.length], data: Float32Array.from(d.scores) },
+    det_labels: { type: 'int64', dims: [d.labels.length], data: BigInt64Array.from(d.labels.map(BigInt)) },
+  });
+  /** The same detections with the rows in `order` (indices into `d`). */
+  const reorder = (d: ReturnType<typeof detectionRows>, order: number[]): ReturnType<typeof detectionRows> => ({
+    boxes: order.map((i) => d.boxes[i].map((v) => v + 0.1)),
+    scores: order.map((i) => d.scores[i] + 1e-4),
+    labels: order.map((i) => d.labels[i]),
+  });
+
+  it('one detection gone and two near-ties swapped cost one detection, not every row after them', () => {
+    const d = detectionRows();
+    // detection 3 gone, 5 and 6 swapped (scores 0.80 and 0.78: a near-tie read the other way)
+    const order = [0, 1, 2, 4, 6, 5, ...Array.from({ length: COUNT - 7 }, (_, k) => k + 7)];
+    const r = compareOutputs(feed(d), feed(reorder(d, order)));
+    const boxes = r.outputs.find((o) => o.name === 'det_boxes')!;
+    expect(boxes.detections).toEqual({ boxes: 'det_boxes', decisions: COUNT, missed: 1 });
+    // the rows matched are the same detections: their values agree closely
+    expect(boxes.relRms).toBeLessThan(0.01);
+    expect(r.outputs.find((o) => o.name === 'det_labels')!.agreement).toBe(1);
+    expect(r.fidelity).toBeCloseTo((COUNT - 1) / COUNT, 6);
+    expect(formatFidelity(r).join('\n')).toMatch(
+      /detections matched by class and det_boxes overlap ≥ 0.5: 1 of 24 given by one model only/,
+    );
+  });
+
+  it('a detection whose class changed is two changed decisions; a box moved off its object one', () => {
+    const d = detectionRows();
+    const relabelled = reorder(
+      d,
+      d.boxes.map((_, i) => i),
+    );
+    relabelled.labels[10] = 2;
+    const r = compareOutputs(feed(d), feed(relabelled));
+    expect(r.outputs[0].detections).toEqual({ boxes: 'det_boxes', decisions: COUNT + 1, missed: 2 });
+    expect(r.fidelity).toBeCloseTo((COUNT - 1) / (COUNT + 1), 6);
+    const moved = reorder(
+      d,
+      d.boxes.map((_, i) => i),
+    );
+    moved.boxes[4] = moved.boxes[4].map((v, k) => v + (k % 2 === 0 ? 20 : 0));
+    const m = compareOutputs(feed(d), feed(moved));
+    expect(m.outputs[0].detections).toMatchObject({ decisions: COUNT + 1, missed: 2 });
+  });
+
+  it('among fewer than 20 detections one that comes or goes is forgiven, two are not', () => {
+    const d = detectionRows();
+    const few = reorder(d, [0, 1, 2, 3]);
+    const one = compareOutputs(feed(few), feed(reorder(few, [0, 1, 3])));
+    expect(one.outputs[0].detections).toEqual({ boxes: 'det_boxes', decisions: 4, missed: 1, fewDecisions: true });
+    expect(one.fidelity).toBeGreaterThan(0.99);
+    const two = compareOutputs(feed(few), feed(reorder(few, [0, 3])));
+    expect(two.fidelity).toBeCloseTo(3 / 4, 6);
+  });
+
+  it("one row per detection (YOLOv10's [1, 300, 6]): a tail of low scores reordered is no change", () => {
+    const rows = 300;
+    const packed = (order: number[], jitter: number): CalibrationTensor => {
+      const data = new Float32Array(rows * 6);
+      order.forEach((i, r) => {
+        const x = (i % 20) * 16;
+        const y = Math.floor(i / 20) * 16;
+        // 20 confident detections, then scores under 0.05
+        const score = i < 20 ? 0.9 - i * 0.01 : 0.05 - i * 1e-4;
+        data.set([x + jitter, y, x + 12, y + 12 + jitter, score + jitter * 1e-3, i % 4], r * 6);
+      });
+      return { type: 'float32', dims: [1, rows, 6], data };
+    };
+    const identity = Array.from({ length: rows }, (_, i) => i);
+    // the tail in another order, as any change of the weights gives it
+    const shuffled = [...identity.slice(0, 20), ...identity.slice(20).reverse()];
+    const r = compareOutputs({ output0: packed(identity, 0) }, { output0: packed(shuffled, 0.1) });
+    expect(r.outputs[0].detections).toEqual({ boxes: 'output0', decisions: 20, missed: 0 });
+    expect(r.fidelity).toBeGreaterThan(0.99);
+    // the rows matched are the same detections: their values agree closely (in order, the tail's did not)
+    expect(r.outputs[0].relRms).toBeLessThan(0.01);
+    // a confident detection that falls under the threshold is lost, though its box is still there
+    const faded = packed(identity, 0);
+    faded.data[4] = 0.01;
+    const lost = compareOutputs({ output0: packed(identity, 0) }, { output0: faded });
+    expect(lost.outputs[0].detections).toEqual({ boxes: 'output0', decisions: 20, missed: 1 });
+  });
+
+  it('a probe run is compared detection by detection: its rows put where the reference has them', () => {
+    const d = detectionRows();
+    const reference = feed(d);
+    const run = feed(reorder(d, [1, 0, ...Array.from({ length: COUNT - 3 }, (_, k) => k + 3)]));
+    const aligned = alignToReference(reference, run);
+    expect(aligned.det_boxes.dims).toEqual([COUNT, 4]);
+    const boxes = aligned.det_boxes.data as Float32Array;
+    // rows 0 and 1 back in the reference's order; row 2 (a detection the run lacks) zero
+    expect(Array.from(boxes.subarray(0, 4))).toEqual(d.boxes[0].map((v) => Math.fround(v + 0.1)));
+    expect(Array.from(boxes.subarray(4, 8))).toEqual(d.boxes[1].map((v) => Math.fround(v + 0.1)));
+    expect(Array.from(boxes.subarray(8, 12))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(aligned.det_labels.data as BigInt64Array).slice(0, 4)).toEqual([0n, 0n, 0n, 0n]);
+    expect(Array.from(aligned.det_scores.data as Float32Array).slice(0, 3)).toEqual([
+      Math.fround(d.scores[0] + 1e-4),
+      Math.fround(d.scores[1] + 1e-4),
+      0,
+    ]);
+  });
+
+  it('a detector with NonMaxSuppression in its graph passes at the default grid (it escalated to 14.3 bits/weight)', async () => {
+    const model = join(dir, 'nms.onnx');
+    writeFileSync(model, nmsDetectorModel().bytes);
+    const r = await compressModel(model, join(dir, 'nms.nnm'), { jobs: 1, escalate: false });
+    expect(r.quality!.passed).toBe(true);
+    const boxes = r.quality!.outputs!.find((o) => o.name === 'det_boxes')!;
+    expect(boxes.detections).toMatchObject({ boxes: 'det_boxes' });
+    expect(boxes.detections!.decisions).toBeGreaterThanOrEqual(100);
+    // (its scores are judged by the detections matched, not as a mask that never reaches 0.5: no weak-evidence note)
+    expect(r.quality!.outputs!.find((o) => o.name === 'det_scores')!.oneSided).toBeUndefined();
+    expect(r.quality!.fidelity).toBeGreaterThanOrEqual(0.9);
+  }, 120_000);
 });

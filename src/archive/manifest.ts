@@ -123,6 +123,11 @@ export interface TensorRecord {
     relStep?: number;
     /** Randomized Hadamard rotation along plane rows, one seed per plane; decoding applies D·H after dequantization. */
     rotation?: { kind: 'hadamard'; seeds: number[] };
+    /**
+     * Informational: the steps are the model's own QuantizeLinear scales and the codes the integers it rounds the
+     * weights to (pipeline/model-grid.ts); decoding is plain M1.
+     */
+    modelGrid?: boolean;
   };
   codec?: CodecRecord;
   planes?: PlaneRecord[];
@@ -217,6 +222,8 @@ export interface OutputQuality {
   state?: boolean;
   /** A detector's class scores in this output, judged on its confident anchors (eval/fidelity.ts). */
   scores?: { channels: string; decisions: number; agreement: number; fewDecisions?: boolean };
+  /** A detector's detections after NMS, matched as sets by class and box overlap (eval/detections.ts). */
+  detections?: { boxes: string; decisions: number; missed: number; fewDecisions?: boolean };
 }
 
 /** The manifest's `quality`: the quality gate's verdict (pipeline/gate.ts) on the archive it is part of. */

@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import { fromOrtTensor, toFloat32, toOrtTensor, type CalibrationTensor, type Feed, type TensorData } from './tensor.js';
 import type { CalibrationSample, SampleData } from './types.js';
 import { fitsBlock, isScore, scoreBlockOf, type ScoreBlock } from '../eval/detector.js';
+import { alignToReference, hasDetections } from '../eval/detections.js';
 
 export interface RunnerOptions {
   /** Outputs to fetch (default: every graph output). State outputs of sequences are fetched in any case. */
@@ -360,14 +361,27 @@ export type OpeningCalibrator = Calibrator & {
  */
 export function calibratorFor(
   samples: readonly CalibrationSample[],
-  options: RunnerOptions & { transform?: (output: string, values: Float32Array, dims: readonly number[]) => Float32Array } = {},
+  options: RunnerOptions & {
+    transform?: (output: string, values: Float32Array, dims: readonly number[]) => Float32Array;
+    /** Align detection sets to the first run's (that run is the reference: the probes'). */
+    alignDetections?: boolean;
+  } = {},
 ): OpeningCalibrator {
+  // a detector's detections after NMS (eval/detections.ts), per sample as the first run gave them: later runs' rows
+  // are put where the same detections are, so that one detection that comes or goes, or two near-ties that swap, do
+  // not move every row after them (a probe read a detector's every tensor as very sensitive)
+  const firstDetections = new Map<number, Feed | null>();
   const collect = async (runner: CalibrationRunner, extra: Feed | undefined): Promise<Float32Array> => {
     const parts: Float32Array[] = [];
-    for (const s of samples) {
+    for (const [k, s] of samples.entries()) {
       const data = await s.load();
       const skip = new Set(data.kind === 'sequence' && !options.outputs ? data.state.map((l) => l.output) : []);
-      const { outputs } = await runner.run(s, { data, with: extra });
+      let { outputs } = await runner.run(s, { data, with: extra });
+      if (options.alignDetections) {
+        const first = firstDetections.get(k);
+        if (first === undefined) firstDetections.set(k, hasDetections(outputs) ? outputs : null);
+        else if (first) outputs = alignToReference(first, outputs);
+      }
       for (const [k, t] of Object.entries(outputs)) {
         if (skip.has(k) || t.type === 'bool' || !t.type.startsWith('float')) continue;
         const v = toFloat32(t);
@@ -441,6 +455,7 @@ export function probeCalibrator(
   const sums = new Map<string, { sq: number; sum: number; n: number }>();
   const inner = calibratorFor(samples, {
     ...(outputs ? { outputs: [...outputs, ...decisionOutputs] } : {}),
+    alignDetections: true,
     transform: (name, values, dims) => {
       const block = blockOf(name, values, dims);
       if (scale) {

@@ -40,6 +40,8 @@ export interface ArchiveTotals {
   ratio: number;
   /** archiveBytes × 8 / compressedWeights (manifest, skeleton and kept tensors included). */
   bitsPerWeight: number;
+  /** Compressed tensors coded on the model's own int8 grid (its QuantizeLinear scales, pipeline/model-grid.ts). */
+  modelGrid: number;
 }
 
 const isKept = (t: TensorRecord): boolean => !t.layout;
@@ -68,6 +70,7 @@ export function archiveTotals(m: Manifest, archiveBytes: number, sizes?: Readonl
     sourceBytes: m.source.bytes,
     ratio: archiveBytes > 0 ? m.source.bytes / archiveBytes : 0,
     bitsPerWeight: compressedWeights > 0 ? (archiveBytes * 8) / compressedWeights : 0,
+    modelGrid: compressed.filter((t) => t.quant?.modelGrid || t.slices?.some((s) => s.quant.modelGrid)).length,
   };
 }
 
@@ -119,6 +122,11 @@ export function summaryLines(output: string, t: ArchiveTotals, source: string): 
   return [
     `${output}: ${count(t.archiveBytes)} bytes, from ${count(t.sourceBytes)} (${source}): ${sizeChange(t.ratio)}`,
     `  ${compressed}${kept ? `; ${kept}` : ''}`,
+    ...(t.modelGrid
+      ? [
+          `  ${count(t.modelGrid)} of them on the model's own int8 grid (the scales of the QuantizeLinear it rounds them with): they decode to the integers it makes of them`,
+        ]
+      : []),
   ];
 }
 

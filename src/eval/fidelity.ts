@@ -66,6 +66,7 @@
 import { CalibrationRunner, type RunnerOptions, type SampleOutputs } from '../calibration/runner.js';
 import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tensor.js';
 import { blockIndex, fitsBlock, scoreBlockOf, type ScoreBlock } from './detector.js';
+import { alignDetections, MATCH_IOU, type MatchedSet } from './detections.js';
 import type { CalibrationSample } from '../calibration/types.js';
 
 export type OutputKind = 'classes' | 'binary' | 'labels' | 'values';
@@ -99,6 +100,11 @@ export interface OutputFidelity {
   mismatch?: string;
   /** Rows of a [N] or [N, k] output whose row count moved that only one of the two gave, of all rows (`rowsMoved`). */
   countMoved?: { rows: number; missed: number };
+  /**
+   * A detector's detections after NMS (eval/detections.ts), matched as sets by class and box overlap: the output whose
+   * boxes matched them, the detections that are decisions (all samples) and those only one model gave.
+   */
+  detections?: { boxes: string; decisions: number; missed: number; fewDecisions?: boolean };
   /** A recurrent-state output: reported, not part of the fidelity number. */
   state: boolean;
   /** A detector's class scores inside this output, judged as decisions (see the module comment). */
@@ -205,6 +211,8 @@ interface Sums {
    * by one side only. */
   countRows: number;
   countMissed: number;
+  /** the rows are detections matched as sets by this boxes output (countRows: decisions, countMissed: one side only) */
+  matchedBy?: string;
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
   isBool: boolean;
@@ -222,15 +230,16 @@ export class FidelityAccumulator {
   /** Compares one sample's outputs. `state` names recurrent-state outputs. */
   add(reference: Feed, candidate: Feed, state: Iterable<string> = []): void {
     for (const s of state) this.stateOutputs.add(s);
-    for (const [name, a] of Object.entries(reference)) {
-      const b = candidate[name];
-      if (!b) throw new Error(`candidate gives no output ${name}`);
-      this.addOutput(name, a, b);
-    }
+    for (const name of Object.keys(reference)) if (!candidate[name]) throw new Error(`candidate gives no output ${name}`);
+    // a detector's detections after NMS: their rows matched as sets, not in order (eval/detections.ts)
+    const aligned = alignDetections(reference, candidate);
+    const sets = new Map<string, MatchedSet>();
+    for (const set of aligned.sets) for (const o of set.outputs) sets.set(o, set);
+    for (const [name, a] of Object.entries(aligned.reference)) this.addOutput(name, a, aligned.candidate[name], sets.get(name));
     this.samples++;
   }
 
-  private addOutput(name: string, a: CalibrationTensor, b: CalibrationTensor): void {
+  private addOutput(name: string, a: CalibrationTensor, b: CalibrationTensor, set?: MatchedSet): void {
     const C = a.dims.length ? a.dims[a.dims.length - 1] : 1;
     let s = this.sums.get(name);
     if (!s) {
@@ -268,7 +277,13 @@ export class FidelityAccumulator {
       };
       this.sums.set(name, s);
     }
-    if (a.data.length !== b.data.length || a.dims.join() !== b.dims.join()) {
+    if (set) {
+      // rows matched as detections: those both give, in the original's order (the same shape); the detections only
+      // one gives are changed decisions
+      s.matchedBy ??= set.boxes;
+      s.countRows += set.decisions;
+      s.countMissed += set.missed;
+    } else if (a.data.length !== b.data.length || a.dims.join() !== b.dims.join()) {
       // a count moved along one axis (a detector with NMS in its graph: 6 detections for 7): the rows both give are
       // compared, and the rows only one gives count as changed (`countRows`); a detector was refused at every
       // budget where one detection near its threshold came or went (a new-user sweep)
@@ -416,7 +431,8 @@ export class FidelityAccumulator {
       if (kind === 'binary' || yesNo) {
         // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames, the anomalies)
         const rarePositive = s.posA <= s.finite / 2;
-        oneSided = Math.min(s.posA, s.finite - s.posA) < MIN_DECISIONS;
+        // (a detection set's scores: its decisions are the detections matched, not p > 0.5)
+        oneSided = Math.min(s.posA, s.finite - s.posA) < MIN_DECISIONS && !s.matchedBy;
         const a = rarePositive ? s.posA : s.finite - s.posA;
         const b = rarePositive ? s.posB : s.finite - s.posB;
         const ab = rarePositive ? s.posAB : s.finite - s.posA - s.posB + s.posAB;
@@ -449,8 +465,12 @@ export class FidelityAccumulator {
                 : agreement!;
       // a detector's confident classes must hold as well as its values
       const scored = scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged;
-      // rows one model gives and the other does not are changed decisions
-      const score = s.countMissed > 0 ? Math.min(scored, 1 - s.countMissed / s.countRows) : scored;
+      // rows one model gives and the other does not are changed decisions; among fewer than MIN_DECISIONS detections
+      // matched as sets, one is forgiven (a detection at its threshold, as one changed near-tie of few decisions)
+      const fewDetections = s.matchedBy !== undefined && s.countRows < MIN_DECISIONS;
+      const kept = s.countRows - s.countMissed;
+      const counted = s.countMissed > 0 ? (fewDetections ? Math.min(1, (kept + 1) / s.countRows) : kept / s.countRows) : 1;
+      const score = Math.min(scored, counted);
       outputs.push({
         name,
         kind,
@@ -464,7 +484,17 @@ export class FidelityAccumulator {
         ...(fewDecisions ? { fewDecisions } : {}),
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
         ...(s.mismatch ? { mismatch: s.mismatch } : {}),
-        ...(s.countMissed > 0 ? { countMoved: { rows: s.countRows, missed: s.countMissed } } : {}),
+        ...(s.countMissed > 0 && !s.matchedBy ? { countMoved: { rows: s.countRows, missed: s.countMissed } } : {}),
+        ...(s.matchedBy
+          ? {
+              detections: {
+                boxes: s.matchedBy,
+                decisions: s.countRows,
+                missed: s.countMissed,
+                ...(fewDetections ? { fewDecisions: true } : {}),
+              },
+            }
+          : {}),
         state: this.stateOutputs.has(name),
         ...(scores ? { scores } : {}),
         // a candidate that gives NaN or ±Inf where the original has numbers, or another shape, is broken,
@@ -536,7 +566,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back sample${r.samples === 1 ? '' : 's'})`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}${o.detections ? ` (detections matched by class and ${o.detections.boxes} overlap ≥ ${MATCH_IOU}: ${o.detections.missed} of ${o.detections.decisions} given by one model only${o.detections.fewDecisions ? ', one forgiven among so few' : ''})` : ''}`,
     ),
   ];
 }

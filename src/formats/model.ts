@@ -81,6 +81,12 @@ export interface TensorEntry {
    * not every initializer listed so). Its values are a setting of the model, such as a threshold.
    */
   overridable?: boolean;
+  /**
+   * ONNX: the graph rounds this weight onto an int8/uint8 grid at run time (every use a QuantizeLinear: a model of
+   * quantization-aware training): the scale tensor's key, the zero points (one, or one per index of `axis`; −1: one
+   * scale for the tensor) and whether the integers are signed. pipeline/model-grid.ts codes it on that grid.
+   */
+  quantizedBy?: { scale: string; zeroPoints: number[]; signed: boolean; axis: number };
   /** Format-specific locator (ONNX: protobuf field path; safetensors: data offsets). */
   location: string;
 }

@@ -28,6 +28,7 @@ import type { PlaneRecord } from '../archive/manifest.js';
 import { encodePlanes, type EncodedMedia } from './media.js';
 import { type FusedQuantization, fusedFits, measureFc, quantizeFc } from './fused.js';
 import { prepareTensor, withExactZeros, withoutZeroChannels, type PreparedTensor } from './prepare.js';
+import { modelGridUnit } from './model-grid.js';
 import { coarsestStride, quantizeTensor, snrOf, type QuantizedTensor } from './quantize.js';
 import { codedRecord } from './records.js';
 import { codeCounts, codeEntropyBits, entropyOf } from '../rate/entropy.js';
@@ -54,21 +55,24 @@ export async function encodeUnit(reader: ModelReader, unit: EncodeUnit): Promise
   if (!sliced) throw new Error(`slice ${slice!.k} of ${entry.name} has no layout`);
   const read = slice ? reader.readRows(entry.key, slice.row, slice.rows) : reader.read(entry.key);
   const codecs = plan.codecs.map((c) => ({ codec: getCodec(c.name, ctx), options: c.options }));
+  // a weight the graph rounds onto int8 itself: coded as those integers, on its own grid (model-grid.ts)
+  const grid = modelGridUnit(reader, unit, read, sliced);
   // output channels pruned to zeros are left out of the planes (layout/channels.ts): the planes hold the others
-  const { values, layout, zeroChannels, zeros } = withoutZeroChannels(plan, read, sliced, unit.compensation);
+  const { values, layout, zeroChannels, zeros } = grid ?? withoutZeroChannels(plan, read, sliced, unit.compensation);
   const lossless = codecs.every((c) => c.options.lossless);
   const target = settings.targetSnr;
   // fully connected layers on the default or a step grid: one pass from the file's values to codes (fused.ts); it finds
   // no non-finite weight, or leaves the tensor to the general path
   // (rate control measured the scales of the same channels: measure.ts leaves the same ones out)
-  const fused = fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
-    ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
-    : undefined;
+  const fused =
+    !grid && fusedFits(layout, settings, lossless, { rotate: settings.rotate, compensation: unit.compensation !== undefined })
+      ? quantizeFc(values, layout, settings.bits, settings.stride, settings.relStep, settings.range, unit.scales)
+      : undefined;
   // (on the values as the file holds them, so that an error names the weight's index in the file)
   if (!fused) collectNonFinite(read, settings.nonFinite, reader.file, ctx.tensor); // throws under the 'error' policy
   const prepared: PreparedTensor = fused
     ? { layout, planes: [], shapes: planeShapes(layout) }
-    : prepareTensor(values, layout, settings, plan.index);
+    : { ...prepareTensor(values, layout, settings, plan.index), ...(grid ? { channelSteps: grid.channelSteps } : {}) };
   const stride = target !== undefined && lossless ? coarsestStride(prepared, settings, target, stats) : settings.stride;
   const quantized: QuantizedTensor = fused
     ? { planes: [fused.plane], stride }
@@ -313,6 +317,7 @@ function finish(
     quant: quantized.planes,
     stride: quantized.stride,
     seeds,
+    modelGrid: prepared.channelSteps !== undefined,
     media: best,
     auto: plan.auto,
     planes,

@@ -324,6 +324,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.oneSided ? { oneSided: true } : {}),
       ...(o.state ? { state: true } : {}),
       ...(o.scores ? { scores: { ...o.scores, agreement: r4(o.scores.agreement) } } : {}),
+      ...(o.detections ? { detections: { ...o.detections } } : {}),
     })),
     ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
     ...(cal.outputs ? { judged: [...cal.outputs] } : {}),

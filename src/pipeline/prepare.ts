@@ -23,6 +23,8 @@ export interface PreparedTensor {
   readonly side?: NonFiniteSide;
   /** Per plane: the rotation seed, when the planes were rotated. */
   readonly seeds?: readonly number[];
+  /** Per plane, per channel: the step of the model's own grid (model-grid.ts), where the tensor is coded on it. */
+  readonly channelSteps?: readonly Float32Array[];
 }
 
 /** A unit's values as its planes hold them: its output channels of zeros left out, where it has any to leave out. */

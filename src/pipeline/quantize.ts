@@ -51,7 +51,13 @@ export function quantizePrepared(
   stride: number,
   stats?: TensorStatistics,
 ): PlaneQuantization[] {
-  return getQuantizer(settings.quantizer).quantize(prepared.planes, prepared.shapes, quantizeSettings(settings, stride), stats);
+  const s = quantizeSettings(settings, stride);
+  return getQuantizer(settings.quantizer).quantize(
+    prepared.planes,
+    prepared.shapes,
+    prepared.channelSteps ? { ...s, channelSteps: prepared.channelSteps } : s,
+    stats,
+  );
 }
 
 /** Per-tensor rate control for lossless codecs: the coarsest stride whose codes keep the SNR target. */

@@ -32,6 +32,8 @@ export function codedRecord(parts: {
   quant: readonly PlaneQuantization[];
   stride: number;
   seeds?: readonly number[];
+  /** The steps are the model's own QuantizeLinear scales (model-grid.ts). */
+  modelGrid?: boolean;
   media: EncodedMedia;
   auto: boolean;
   /** The plane records with their entries' full names. */
@@ -66,6 +68,7 @@ export function codedRecord(parts: {
       ...(s.outliers > 0 ? { outlierSigma: s.outliers } : {}),
       ...(s.relStep !== undefined ? { relStep: s.relStep } : {}),
       ...(seeds ? { rotation: { kind: 'hadamard' as const, seeds: [...seeds] } } : {}),
+      ...(parts.modelGrid ? { modelGrid: true } : {}),
     },
     codec,
     planes: parts.planes,

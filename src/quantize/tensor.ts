@@ -7,7 +7,7 @@
 
 import { float16ToFloat32, float32ToFloat16 } from '../formats/model.js';
 import type { PlaneShape } from '../layout/types.js';
-import { storageRanges, searchClipRanges, symmetricRanges } from './ranges.js';
+import { storageRanges, searchClipRanges, symmetricFromMaxAbs, symmetricRanges } from './ranges.js';
 import {
   byteToStep,
   channelScales,
@@ -61,6 +61,11 @@ export interface QuantizeSettings {
   relStep?: number;
   /** Step grid: clamp weights beyond the grid instead of marking them for exact storage (used under rotation). */
   clampBeyond?: boolean;
+  /**
+   * Per plane, per channel: the step of the symmetric per-channel grid, given (the model's own scales,
+   * pipeline/model-grid.ts) rather than found from each channel's largest |w|.
+   */
+  channelSteps?: readonly Float32Array[];
 }
 
 export interface PlaneQuantization {
@@ -100,7 +105,7 @@ export function quantizePlanes(
         return restored;
       });
     }
-    const { ranges, rangeDtype, stepBytes } = planeRanges(plane, shapes[p], s);
+    const { ranges, rangeDtype, stepBytes } = planeRanges(plane, shapes[p], s, s.channelSteps?.[p]);
     const codes = quantizePlane(plane, rows, cols, s.bits, ranges, s.stride);
     return lazyRestored({ codes, ranges, rangeDtype, ...(stepBytes ? { stepBytes } : {}) }, () =>
       dequantizePlane(codes, rows, cols, s.bits, ranges),
@@ -117,11 +122,24 @@ export interface PlaneGrid {
   byStride: boolean;
 }
 
-/** The ranges `quantizePlanes` uses for a plane when there is no step grid (settings without relStep). */
-export function planeRanges(plane: Float32Array, shape: PlaneShape, s: QuantizeSettings): PlaneGrid {
+/**
+ * The ranges `quantizePlanes` uses for a plane when there is no step grid (settings without relStep); `steps`: each
+ * channel's step of the symmetric grid, given.
+ */
+export function planeRanges(plane: Float32Array, shape: PlaneShape, s: QuantizeSettings, steps?: Float32Array): PlaneGrid {
   const { rows, cols, channelWidth } = shape;
   // per output channel: the zero-centred grid of symmetric round-to-nearest (zero exact, extremes on the grid)
-  const sym = s.range === 'channel' ? symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip) : undefined;
+  const half = 2 ** (s.bits - 1) - 1;
+  const sym =
+    s.range !== 'channel'
+      ? undefined
+      : steps
+        ? symmetricFromMaxAbs(
+            Float64Array.from(steps, (v) => v * half),
+            channelWidth,
+            s.bits,
+          )
+        : symmetricRanges(plane, rows, cols, channelWidth, s.bits, s.clip);
   if (sym) return { ranges: sym.ranges, ...storedSteps(sym.steps), byStride: false };
   // per layer (M1 as written: [min, max], interval centres), or per channel where no exact step exists
   const raw = s.clip

@@ -775,3 +775,153 @@ export function localFunctionModel(seed = 1, options: { linearOpset?: number } =
   }).finish();
   return { bytes, weights: g.weights };
 }
+
+export const NMS_DETECTOR = { size: 32, stride: 4, classes: 3, maxPerClass: 10, scoreThreshold: 0.3 };
+
+/**
+ * A detector with its NMS in the graph, as torchvision-style and hand-made exports give it: input `images`
+ * [1, 3, 32, 32]; a stride-4 conv stem (Conv + ReLU, 32 channels) and a 3×3 conv (64 channels) over an 8×8 grid of anchors; a box head whose
+ * |values| set each anchor's half-sizes (3 px per unit, corners x1, y1, x2, y2 in pixels around the anchor's centre)
+ * and a sigmoid class head (3 classes); `NonMaxSuppression` (at most 10 per class, IoU 0.5, score ≥ 0.3); then
+ * `det_boxes` [K, 4], `det_scores` [K] and `det_labels` [K] (int64) gathered from what it selected, per class in
+ * score order. K moves with the inputs and the weights.
+ */
+export function nmsDetectorModel(seed = 1): BuiltModel {
+  const { size, stride, classes, maxPerClass, scoreThreshold } = NMS_DETECTOR;
+  const grid = size / stride;
+  const anchors = grid * grid;
+  const g = new Graph('nms');
+  const stem = g.op('Relu', [
+    g.op(
+      'Conv',
+      [
+        'images',
+        g.weight('stem.weight', [32, 3, stride, stride], gaussian(32 * 3 * stride * stride, seed * 10 + 1, Math.sqrt(2 / 48))),
+        g.weight('stem.bias', [32], gaussian(32, seed * 10 + 2, 0.05)),
+      ],
+      { strides: [stride, stride] },
+    ),
+  ]);
+  const trunk = g.op('Relu', [
+    g.op(
+      'Conv',
+      [
+        stem,
+        g.weight('trunk.weight', [64, 32, 3, 3], gaussian(64 * 32 * 9, seed * 10 + 5, Math.sqrt(2 / 288))),
+        g.weight('trunk.bias', [64], gaussian(64, seed * 10 + 6, 0.05)),
+      ],
+      { pads: [1, 1, 1, 1] },
+    ),
+  ]);
+  // boxes: anchor centres ± 3·|head| (corners), [1, anchors, 4]
+  const head = g.op('Conv', [
+    trunk,
+    g.weight('box.weight', [4, 64, 1, 1], gaussian(4 * 64, seed * 10 + 3, Math.sqrt(1 / 64))),
+    g.weight('box.bias', [4], Float32Array.of(1, 1, 1, 1)),
+  ]);
+  const rows = g.op('Transpose', [g.op('Reshape', [head, g.ints('box_shape', [1, 4, anchors])])], { perm: [0, 2, 1] });
+  const centres = new Float32Array(anchors * 4);
+  for (let a = 0; a < anchors; a++) {
+    const cx = (a % grid) * stride + stride / 2;
+    const cy = Math.floor(a / grid) * stride + stride / 2;
+    centres.set([cx, cy, cx, cy], a * 4);
+  }
+  const sign = g.weight('corner_sign', [1, 1, 4], Float32Array.of(-3, -3, 3, 3));
+  const boxes = g.op('Add', [g.op('Mul', [g.op('Abs', [rows]), sign]), g.weight('anchor_centres', [1, anchors, 4], centres)]);
+  const scores = g.op('Reshape', [
+    g.op('Sigmoid', [
+      g.op('Conv', [
+        trunk,
+        g.weight('cls.weight', [classes, 64, 1, 1], gaussian(classes * 64, seed * 10 + 4, Math.sqrt(1 / 64))),
+        g.weight('cls.bias', [classes], new Float32Array(classes).fill(-1)),
+      ]),
+    ]),
+    g.ints('cls_shape', [1, classes, anchors]),
+  ]);
+  const selected = g.op('NonMaxSuppression', [
+    boxes,
+    scores,
+    g.ints('max_per_class', [maxPerClass]),
+    g.weight('iou_threshold', [1], Float32Array.of(0.5)),
+    g.weight('score_threshold', [1], Float32Array.of(scoreThreshold)),
+  ]);
+  const column = (k: number): string => g.op('Gather', [selected, g.ints(`column_${k}`, [k])], { axis: 1 });
+  const flat = (x: string, name: string): string => g.op('Reshape', [x, g.ints(`${name}_shape`, [-1])]);
+  g.op(
+    'Gather',
+    [g.op('Reshape', [boxes, g.ints('boxes_shape', [anchors, 4])]), flat(column(2), 'anchor')],
+    { axis: 0 },
+    'det_boxes',
+  );
+  g.op('GatherND', [scores, selected], {}, 'det_scores');
+  g.op('Identity', [flat(column(1), 'class')], {}, 'det_labels');
+  const bytes = encode(
+    g.proto(
+      [valueInfo('images', [1, 3, size, size])],
+      [
+        valueInfo('det_boxes', ['K', 4]),
+        valueInfo('det_scores', ['K']),
+        valueInfo('det_labels', ['K'], proto.TensorProto.DataType.INT64),
+      ],
+    ),
+  );
+  return { bytes, weights: g.weights };
+}
+
+/**
+ * A model of quantization-aware training as TensorRT's toolkit and PyTorch's fake quantization export it: input
+ * `x` [1, 64]; three MatMul layers (64 → 256 → 256 → 10, ReLU between) whose float weights [in, out] each pass a
+ * QuantizeLinear → DequantizeLinear (int8, zero point 0, a scale per output channel, axis 1, at `clip` × the
+ * channel's max|w| / 127: learned scales clip) and whose activations are quantized too (a scale of 0.05): output
+ * `logits` [1, 10]. With `uint8`, the weights' grid is uint8 with one scale for the tensor and zero point 128.
+ */
+export function qatModel(options: { clip?: number; uint8?: boolean } = {}): BuiltModel {
+  const { clip = 0.6, uint8 = false } = options;
+  const g = new Graph('qat');
+  const int8 = (name: string, values: number[], signed: boolean): string => {
+    g.initializers.push({
+      name,
+      dims: values.length === 1 ? [] : [values.length],
+      dataType: signed ? proto.TensorProto.DataType.INT8 : proto.TensorProto.DataType.UINT8,
+      rawData: signed ? new Uint8Array(Int8Array.from(values).buffer) : Uint8Array.from(values),
+    });
+    return name;
+  };
+  const fake = (x: string, scale: string, zero: string, axis?: number): string => {
+    const attrs = axis === undefined ? {} : { axis };
+    return g.op('DequantizeLinear', [g.op('QuantizeLinear', [x, scale, zero], attrs), scale, zero], attrs);
+  };
+  let x = 'x';
+  const layers = [
+    [64, 256],
+    [256, 256],
+    [256, 10],
+  ];
+  layers.forEach(([nin, nout], l) => {
+    const w = gaussian(nin * nout, 10 + l, Math.sqrt(2 / nin));
+    const maxAbs = new Float32Array(nout);
+    for (let i = 0; i < w.length; i++) maxAbs[i % nout] = Math.max(maxAbs[i % nout], Math.abs(w[i]));
+    const weight = g.weight(`w${l}`, [nin, nout], w);
+    const wq = uint8
+      ? fake(
+          weight,
+          g.weight(`w${l}.scale`, [], Float32Array.of((clip * Math.max(...maxAbs)) / 127)),
+          int8(`w${l}.zero`, [128], false),
+        )
+      : fake(
+          weight,
+          g.weight(
+            `w${l}.scale`,
+            [nout],
+            maxAbs.map((m) => (clip * m) / 127),
+          ),
+          int8(`w${l}.zero`, new Array<number>(nout).fill(0), true),
+          1,
+        );
+    const xq = fake(x, g.weight(`x${l}.scale`, [], Float32Array.of(0.05)), int8(`x${l}.zero`, [0], true));
+    const y = g.op('Add', [g.op('MatMul', [xq, wq]), g.weight(`b${l}`, [nout], gaussian(nout, 50 + l, 0.05))]);
+    x = l < layers.length - 1 ? g.op('Relu', [y]) : y;
+  });
+  g.op('Identity', [x], {}, 'logits');
+  return { bytes: encode(g.proto([valueInfo('x', [1, 64])], [valueInfo('logits', [1, 10])])), weights: g.weights };
+}

@@ -149,6 +149,9 @@ interface OnnxTensor extends TensorEntry {
  * Bytes per element of the non-float ONNX types, to size an external tensor whose record gives no length
  * (INT4/UINT4 pack two to a byte and are sized from the length field or the rest of the file).
  */
+/** The most zero points a QuantizeLinear's weight is looked at with (one per output channel of a large layer). */
+const MAX_ZERO_POINTS = 1 << 16;
+
 const OTHER_TYPE_BYTES: Readonly<Record<number, number>> = {
   2: 1, // UINT8
   3: 1, // INT8
@@ -210,6 +213,8 @@ export class OnnxReader implements ModelReader {
   private readonly mainInputs = new Set<string>();
   private readonly mainInitializers = new Set<string>();
   private irVersion = 0;
+  /** Small int8/uint8 initializers held inline (a QuantizeLinear's zero points, `attachQuantizers`), by name. */
+  private readonly smallInts = new Map<string, { signed: boolean; values: number[] }>();
 
   private readonly elided: ReadonlyMap<string, readonly [number, number]>;
   private readonly at: ReadonlyMap<string, number>;
@@ -432,6 +437,17 @@ export class OnnxReader implements ModelReader {
     const tensorName = name || fallbackName || path;
     const ext = location === 1 ? this.externalRef(external, path, tensorName) : undefined;
     if (!dtype) {
+      // (a QuantizeLinear's zero points: small int8/uint8 raw data inline, read for `attachQuantizers`)
+      if ((dataType === 2 || dataType === 3) && form === 'raw' && !ext && !this.elided.has(path)) {
+        const n = elementCount(dims);
+        if (n <= MAX_ZERO_POINTS && dataEnd - dataStart === n) {
+          const bytes = this.bytes.subarray(dataStart, dataEnd);
+          this.smallInts.set(tensorName, {
+            signed: dataType === 3,
+            values: Array.from(dataType === 3 ? new Int8Array(bytes.buffer, bytes.byteOffset, n) : bytes),
+          });
+        }
+      }
       // integer, bool and string tensors stay in the skeleton untouched, except that external data is placed inline
       if (ext) {
         const size = OTHER_TYPE_BYTES[dataType];
@@ -631,6 +647,61 @@ export class OnnxReader implements ModelReader {
       t.uses = uses.get(t.ref) ?? [];
       t.consumers = consumers(t.ref, new Set([t.ref]), [], []);
       if (elementCount(t.shape) <= REACH_MAX_WEIGHTS) t.reaches = reaches(t.ref);
+    }
+    this.attachQuantizers();
+  }
+
+  /**
+   * Weights the graph itself rounds onto an int8/uint8 grid at run time (`quantizedBy`): every use of the tensor is
+   * the data input of a QuantizeLinear of the default domain with the same constant scale (one, or one per index of
+   * its axis) and constant (or absent) zero points, no block size. A model exported from quantization-aware training
+   * (TensorRT's toolkit, PyTorch's fake quantization) holds its float weights so.
+   */
+  private attachQuantizers(): void {
+    const byRef = new Map<
+      string,
+      Array<{ scale: string; zeroPoint?: string; axis: number; outputType?: number; block: number }>
+    >();
+    for (const node of this.analysed()) {
+      if (node.op !== 'QuantizeLinear' || node.domain || !node.inputs[0] || !node.inputs[1]) continue;
+      const list = byRef.get(node.inputs[0]) ?? [];
+      list.push({
+        scale: node.inputs[1],
+        ...(node.inputs[2] ? { zeroPoint: node.inputs[2] } : {}),
+        axis: typeof node.attrs.axis === 'number' ? node.attrs.axis : 1,
+        ...(typeof node.attrs.output_dtype === 'number' ? { outputType: node.attrs.output_dtype } : {}),
+        block: typeof node.attrs.block_size === 'number' ? node.attrs.block_size : 0,
+      });
+      byRef.set(node.inputs[0], list);
+    }
+    if (!byRef.size) return;
+    const floats = new Map(this.tensors.map((t) => [t.ref, t]));
+    for (const t of this.tensors) {
+      const qs = byRef.get(t.ref);
+      if (
+        !qs ||
+        qs.length !== t.uses.length ||
+        !t.uses.every((u) => u.op === 'QuantizeLinear' && u.inputIndex === 0 && !u.domain)
+      )
+        continue;
+      const q = qs[0];
+      if (qs.some((o) => o.scale !== q.scale || o.zeroPoint !== q.zeroPoint || o.axis !== q.axis) || q.block > 0) continue;
+      const scale = floats.get(q.scale);
+      const zp = q.zeroPoint === undefined ? undefined : this.smallInts.get(q.zeroPoint);
+      // (no zero point: uint8 zeros, or the type output_dtype names)
+      const signed = zp ? zp.signed : q.outputType === 3;
+      if (
+        !scale ||
+        (q.zeroPoint !== undefined && !zp) ||
+        (!zp && q.outputType !== undefined && q.outputType !== 2 && q.outputType !== 3)
+      )
+        continue;
+      const count = elementCount(scale.shape);
+      const axis = q.axis < 0 ? q.axis + t.shape.length : q.axis;
+      if (count !== 1 && !(scale.shape.length === 1 && axis >= 0 && axis < t.shape.length && t.shape[axis] === count)) continue;
+      const zeroPoints = zp ? zp.values : [0];
+      if (zeroPoints.length !== count && zeroPoints.length !== 1) continue;
+      t.quantizedBy = { scale: scale.key, zeroPoints, signed, axis: count === 1 ? -1 : axis };
     }
   }
 
