@@ -340,6 +340,13 @@ describe("a detector's detections after NMS, matched as sets", () => {
     const r = compareOutputs({ output0: packed(identity, 0) }, { output0: packed(shuffled, 0.1) });
     expect(r.outputs[0].detections).toEqual({ boxes: 'output0', decisions: 20, missed: 0 });
     expect(r.fidelity).toBeGreaterThan(0.99);
+    // a head's anchors before NMS (thousands of rows in a fixed order) are compared row by row
+    const anchors = (shift: number): CalibrationTensor => ({
+      type: 'float32',
+      dims: [1, 2000, 4],
+      data: Float32Array.from({ length: 8000 }, (_, i) => (i % 4 < 2 ? i % 97 : (i % 97) + 10) + shift),
+    });
+    expect(compareOutputs({ boxes: anchors(0) }, { boxes: anchors(0.1) }).outputs[0].detections).toBeUndefined();
     // the rows matched are the same detections: their values agree closely (in order, the tail's did not)
     expect(r.outputs[0].relRms).toBeLessThan(0.01);
     // a confident detection that falls under the threshold is lost, though its box is still there

@@ -24,6 +24,13 @@ const CLASS_NAME = /label|class|cls|categor/i;
 /** Rows packed as x1, y1, x2, y2, score[, class]: a [N, 5] output needs this name ("dets"). */
 const DETS_NAME = /det/i;
 
+/**
+ * The most rows a detection set has: NMS keeps a few hundred (torchvision 100, YOLOv10 300); thousands of rows are a
+ * head's anchors before NMS (SSD's [1, 3000, 4], YOLO's 8400), in a fixed order, compared row by row (and matching
+ * them, N × M overlaps a sample, would slow every probe run).
+ */
+export const MAX_DETECTIONS = 1000;
+
 /** The overlap at which two boxes are one detection (COCO's and VOC's hit). */
 export const MATCH_IOU = 0.5;
 /** A detection's confidence threshold (YOLO's default): detections under it in both models are no decision. */
@@ -179,6 +186,7 @@ export function detectionSources(reference: Feed, candidate: Feed): Array<Source
       const a = rowsOf(t, axis);
       const b = rowsOf(c, axis);
       if (!a || !b || a.width !== b.width || (axis === 1 && t.dims.length !== 3)) continue;
+      if (a.count > MAX_DETECTIONS || b.count > MAX_DETECTIONS) continue;
       const peers = peersOf(name, axis, reference, candidate).filter((p) => !taken.has(p));
       const packed = packedSource(name, t, axis);
       const source =
