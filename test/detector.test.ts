@@ -340,6 +340,25 @@ describe("a detector's detections after NMS, matched as sets", () => {
     const r = compareOutputs({ output0: packed(identity, 0) }, { output0: packed(shuffled, 0.1) });
     expect(r.outputs[0].detections).toEqual({ boxes: 'output0', decisions: 20, missed: 0 });
     expect(r.fidelity).toBeGreaterThan(0.99);
+    // one confident candidate score a hair over 1 does not make the tail decisions (it read 0.05)
+    const over = packed(shuffled, 0.1);
+    over.data[4] = 1.0000001;
+    expect(compareOutputs({ output0: packed(identity, 0) }, { output0: over }).fidelity).toBeGreaterThan(0.99);
+    // one row of six values under another name is no detection; the only detection lost is no near-tie
+    const six = (v: number): CalibrationTensor => ({ type: 'float32', dims: [1, 6], data: Float32Array.of(3, 1, 4, 1, 0.5, v) });
+    expect(compareOutputs({ logits: six(0) }, { logits: six(0.02) }).outputs[0].detections).toBeUndefined();
+    const one = (rows: number): CalibrationTensor => ({
+      type: 'float32',
+      dims: [rows, 6],
+      data: Float32Array.of(10, 10, 50, 50, 0.9, 2).subarray(0, rows * 6),
+    });
+    const gone = compareOutputs({ dets: one(1) }, { dets: one(0) });
+    expect(gone.outputs[0].detections).toEqual({ boxes: 'dets', decisions: 1, missed: 1, fewDecisions: true });
+    expect(gone.fidelity).toBe(0);
+    // an original without detections: the candidate's one is a changed decision, not another shape
+    const came = compareOutputs({ dets: one(0) }, { dets: one(1) });
+    expect(came.outputs[0].mismatch).toBeUndefined();
+    expect(came.fidelity).toBe(0);
     // a head's anchors before NMS (thousands of rows in a fixed order) are compared row by row
     const anchors = (shift: number): CalibrationTensor => ({
       type: 'float32',

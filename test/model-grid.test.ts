@@ -70,6 +70,17 @@ describe("a QAT model's weights on its own int8 grid", () => {
       expect(readFileSync(out).length).toBeGreaterThan(0);
     }, 60_000);
 
+  it('a plain weight of the same values is not one with it: it keeps a grid of its own (it took the clipped grid, 17 dB)', async () => {
+    const model = join(dir, 'qat-twin.onnx');
+    writeFileSync(model, qatModel({ twin: true }).bytes);
+    const r = await compressModel(model, join(dir, 'qat-twin.nnm'), { jobs: 1 });
+    const twin = r.manifest.tensors.find((t) => t.name === 'w0.twin')!;
+    expect(twin.sameAs).toBeUndefined();
+    expect(twin.quant!.modelGrid).toBeUndefined();
+    expect(r.manifest.tensors.find((t) => t.name === 'w0')!.quant!.modelGrid).toBe(true);
+    expect(twin.stats!.snrDb).toBeGreaterThan(35);
+  }, 60_000);
+
   it('another grid than the default (a step grid) is quantized as any weight: the QuantizeLinear rounds what it decodes to', async () => {
     const model = join(dir, 'qat-step.onnx');
     writeFileSync(model, qatModel().bytes);

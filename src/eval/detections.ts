@@ -17,12 +17,14 @@
 import { valueAt, type CalibrationTensor, type Feed, type TensorData } from '../calibration/tensor.js';
 
 /** Output names of boxes (not keypoints or landmarks: a row of those is no detection of its own). */
-const BOXES = /(^|[_./-])(b?boxe?s?|bbox(es)?|xyxy|xywh|cxcywh|rois?)($|[_./\d-])/i;
+const BOXES = /(^|[_./-])(b?boxe?s?|bbox(es)?|xyxy|xywh|cxcywh|rois?)[_.\d]*$/i;
 /** Names of a detection set's per-row outputs: scores, classes, masks, keypoints, indices. */
 const SCORE_NAME = /score|conf|prob/i;
 const CLASS_NAME = /label|class|cls|categor/i;
 /** Rows packed as x1, y1, x2, y2, score[, class]: a [N, 5] output needs this name ("dets"). */
 const DETS_NAME = /det/i;
+/** Outputs of indices beside the detections (NMS's selected boxes): no class. */
+const INDEX_NAME = /ind(ex|ices)|selected|keep/i;
 
 /**
  * The most rows a detection set has: NMS keeps a few hundred (torchvision 100, YOLOv10 300); thousands of rows are a
@@ -76,7 +78,8 @@ function packedSource(name: string, t: CalibrationTensor, axis: 0 | 1): Source |
   const rows = rowsOf(t, axis);
   if (!rows || t.dims.length !== axis + 2 || !isFloat(t) || rows.count < 1) return undefined;
   const w = rows.width;
-  if (w < 5 || w > 7 || (w === 5 && !DETS_NAME.test(name))) return undefined;
+  // (five columns, or a single row, only under a name that says so: a [1, 6] output of six values is no detection)
+  if (w < 5 || w > 7 || ((w === 5 || rows.count < 2) && !DETS_NAME.test(name))) return undefined;
   const col = (c: number): number[] => Array.from({ length: rows.count }, (_, r) => valueAt(t, r * w + c));
   // a batch index first where there are 7 columns (integers); the box next
   const at = w === 7 ? 1 : 0;
@@ -105,7 +108,14 @@ function packedSource(name: string, t: CalibrationTensor, axis: 0 | 1): Source |
 }
 
 /** A boxes output [N, 4] / [1, N, 4] and the scores and classes beside it (one value per row, by name or type). */
-function boxesSource(name: string, t: CalibrationTensor, axis: 0 | 1, peers: string[], reference: Feed): Source | undefined {
+function boxesSource(
+  name: string,
+  t: CalibrationTensor,
+  axis: 0 | 1,
+  peers: string[],
+  reference: Feed,
+  candidate: Feed,
+): Source | undefined {
   const rows = rowsOf(t, axis);
   if (!rows || rows.width !== 4 || t.dims.length !== axis + 2 || !isFloat(t) || !BOXES.test(name)) return undefined;
   const single = peers.filter((p) => rowsOf(reference[p], axis)?.width === 1);
@@ -117,6 +127,9 @@ function boxesSource(name: string, t: CalibrationTensor, axis: 0 | 1, peers: str
     reference,
     axis,
   );
+  // boxes with no score of one value a row and a count that stayed are a head's anchors (UltraFace's boxes beside
+  // scores [1, N, 2]), compared row by row
+  if (!score && rows.count === rowsOf(candidate[name], axis)?.count) return undefined;
   let corners = true;
   for (let r = 0; r < rows.count && corners; r++)
     corners = valueAt(t, r * 4 + 2) >= valueAt(t, r * 4) && valueAt(t, r * 4 + 3) >= valueAt(t, r * 4 + 1);
@@ -133,7 +146,7 @@ function boxesSource(name: string, t: CalibrationTensor, axis: 0 | 1, peers: str
 /** The classes beside boxes: an output of one value per row named as classes, or else one of integers. */
 function classPeer(peers: readonly string[], reference: Feed, axis: 0 | 1): Pick<Source, 'cls'> {
   const single = peers.filter((p) => rowsOf(reference[p], axis)?.width === 1);
-  const cls = single.find((p) => CLASS_NAME.test(p)) ?? single.find((p) => !isFloat(reference[p]));
+  const cls = single.find((p) => CLASS_NAME.test(p)) ?? single.find((p) => !isFloat(reference[p]) && !INDEX_NAME.test(p));
   return cls ? { cls: { output: cls, column: 0 } } : {};
 }
 
@@ -148,6 +161,8 @@ export interface MatchedSet {
   /** detections that are decisions (see the module comment): matched, and given by one model only */
   decisions: number;
   missed: number;
+  /** the original's rows that are decisions the candidate lacks */
+  lost: Uint8Array;
 }
 
 /** The outputs whose rows are the detections of `boxes`: the same count along the same axis in both models. */
@@ -188,11 +203,12 @@ export function detectionSources(reference: Feed, candidate: Feed): Array<Source
       if (!a || !b || a.width !== b.width || (axis === 1 && t.dims.length !== 3)) continue;
       if (a.count > MAX_DETECTIONS || b.count > MAX_DETECTIONS) continue;
       const peers = peersOf(name, axis, reference, candidate).filter((p) => !taken.has(p));
-      const packed = packedSource(name, t, axis);
+      // (an original without rows has no columns to tell: the candidate's tell them)
+      const packed = packedSource(name, t, axis) ?? (a.count === 0 ? packedSource(name, c, axis) : undefined);
       const source =
         packed && !packed.cls
           ? { ...packed, ...classPeer(peers, reference, axis) }
-          : (packed ?? boxesSource(name, t, axis, peers, reference));
+          : (packed ?? boxesSource(name, t, axis, peers, reference, candidate));
       if (!source) continue;
       const outputs = [name, ...peers];
       for (const o of outputs) taken.add(o);
@@ -243,7 +259,8 @@ export function matchDetections(source: Source & { outputs: string[] }, referenc
     corners(candidate[source.boxes], rb.width, source.at, r, source.centre),
   );
   // scores that are probabilities set which detections are decisions; any other score (a logit), every detection
-  const probabilities = !!sa && !!sb && [...sa, ...sb].every((v) => v >= 0 && v <= 1);
+  // (decided on the original's: a candidate score of 1.0000001 made every tail row a decision)
+  const probabilities = !!sa && !!sb && sa.every((v) => v >= 0 && v <= 1) && (sa.length > 0 || sb.every((v) => v >= 0 && v <= 1));
   const decides = (s: Float64Array | undefined, r: number): boolean => !probabilities || s![r] >= SCORE_CONFIDENCE;
   const order = Array.from({ length: ra.count }, (_, r) => r);
   if (sa) order.sort((i, j) => sa[j] - sa[i] || i - j);
@@ -270,7 +287,12 @@ export function matchDetections(source: Source & { outputs: string[] }, referenc
   for (const [i] of pairs) matchedA[i] = 1;
   let missed = 0;
   let decisions = 0;
-  for (let i = 0; i < ra.count; i++) if (!matchedA[i] && decides(sa, i)) missed++;
+  const lost = new Uint8Array(ra.count);
+  for (let i = 0; i < ra.count; i++)
+    if (!matchedA[i] && decides(sa, i)) {
+      missed++;
+      lost[i] = 1;
+    }
   for (let j = 0; j < rb.count; j++) if (!used[j] && decides(sb, j)) missed++;
   decisions += missed;
   // a matched detection is kept where both models give it at the threshold, give or take SCORE_SLACK (0.26 read as
@@ -281,7 +303,7 @@ export function matchDetections(source: Source & { outputs: string[] }, referenc
     decisions++;
     if (!kept(sa, i) || !kept(sb, j)) missed++;
   }
-  return { boxes: source.boxes, outputs: source.outputs, pairs, decisions, missed };
+  return { boxes: source.boxes, outputs: source.outputs, pairs, decisions, missed, lost };
 }
 
 /** The rows `rows` of a tensor along `axis`, in that order (a copy). */
@@ -322,8 +344,9 @@ export function alignDetections(reference: Feed, candidate: Feed): { reference: 
 }
 
 /**
- * A run's outputs with every detection set's rows put where the reference run has the same detections (the rows of
- * the reference's detections that this run lacks are zero; its extra ones are left out): outputs of the reference's
+ * A run's outputs with every detection set's rows put where the reference run has the same detections (the
+ * reference's detections that this run lacks are zero rows, its rows that are no decisions its own; the run's extra
+ * ones are left out): outputs of the reference's
  * shape whose differences are the detections' own (the sensitivity probes compare runs element by element,
  * calibration/runner.ts).
  */
@@ -337,8 +360,12 @@ export function alignToReference(reference: Feed, run: Feed): Feed {
       const t = run[o];
       const width = rowsOf(t, source.axis)!.width;
       const data = new (t.data.constructor as new (n: number) => TensorData)(at.length * width);
+      // (a row of the reference that is no decision and this run lacks is the reference's own: a top-k tail's churn
+      // is no error; a lost decision is a zero row)
+      const ref = reference[o].data;
       at.forEach((j, i) => {
         if (j >= 0) data.set(t.data.subarray(j * width, (j + 1) * width) as never, i * width);
+        else if (!set.lost[i]) data.set(ref.subarray(i * width, (i + 1) * width) as never, i * width);
       });
       out[o] = { type: t.type, dims: [...reference[o].dims], data };
     }

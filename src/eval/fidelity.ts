@@ -469,7 +469,9 @@ export class FidelityAccumulator {
       // matched as sets, one is forgiven (a detection at its threshold, as one changed near-tie of few decisions)
       const fewDetections = s.matchedBy !== undefined && s.countRows < MIN_DECISIONS;
       const kept = s.countRows - s.countMissed;
-      const counted = s.countMissed > 0 ? (fewDetections ? Math.min(1, (kept + 1) / s.countRows) : kept / s.countRows) : 1;
+      // (never the only detection: losing it is no near-tie)
+      const counted =
+        s.countMissed > 0 ? (fewDetections && kept >= 1 ? Math.min(1, (kept + 1) / s.countRows) : kept / s.countRows) : 1;
       const score = Math.min(scored, counted);
       outputs.push({
         name,

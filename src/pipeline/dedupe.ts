@@ -11,7 +11,10 @@ import { TRANSPOSED_MAX } from '../archive/manifest.js';
 import type { CodedPlan } from './stages.js';
 
 /** What tensors must share to be identical: shape, layout and settings. */
-const sameKind = (plan: CodedPlan): string => JSON.stringify([plan.entry.shape, plan.layout, plan.settings]);
+// (a weight on the model's own grid, pipeline/model-grid.ts, is one with another weight only on the same grid: a plain
+// weight of the same values took a QAT weight's clipped grid, 17 dB)
+const sameKind = (plan: CodedPlan): string =>
+  JSON.stringify([plan.entry.shape, plan.layout, plan.settings, ...(plan.entry.quantizedBy ? [plan.entry.quantizedBy] : [])]);
 
 const bytesOf = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 
@@ -54,7 +57,8 @@ function groupsOf<T>(items: readonly T[], keyOf: (t: T) => string): T[][] {
  */
 function transposedKind(plan: CodedPlan, flip = true): string | undefined {
   const { layout, entry } = plan;
-  if (layout.kind !== 'fc' || entry.shape.length !== 2 || elementCount(entry.shape) > TRANSPOSED_MAX) return undefined;
+  if (layout.kind !== 'fc' || entry.shape.length !== 2 || elementCount(entry.shape) > TRANSPOSED_MAX || entry.quantizedBy)
+    return undefined;
   const order = flip ? (layout.order === 'in_out' ? 'out_in' : 'in_out') : layout.order;
   const shape = flip ? [entry.shape[1], entry.shape[0]] : entry.shape;
   // (the layout's fields named one by one: a layout object's key order differs between roles)

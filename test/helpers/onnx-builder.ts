@@ -873,10 +873,11 @@ export function nmsDetectorModel(seed = 1): BuiltModel {
  * `x` [1, 64]; three MatMul layers (64 → 256 → 256 → 10, ReLU between) whose float weights [in, out] each pass a
  * QuantizeLinear → DequantizeLinear (int8, zero point 0, a scale per output channel, axis 1, at `clip` × the
  * channel's max|w| / 127: learned scales clip) and whose activations are quantized too (a scale of 0.05): output
- * `logits` [1, 10]. With `uint8`, the weights' grid is uint8 with one scale for the tensor and zero point 128.
+ * `logits` [1, 10]. With `uint8`, the weights' grid is uint8 with one scale for the tensor and zero point 128; with
+ * `twin`, a plain MatMul beside the first layer holds the same weights again (no QuantizeLinear).
  */
-export function qatModel(options: { clip?: number; uint8?: boolean } = {}): BuiltModel {
-  const { clip = 0.6, uint8 = false } = options;
+export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boolean } = {}): BuiltModel {
+  const { clip = 0.6, uint8 = false, twin = false } = options;
   const g = new Graph('qat');
   const int8 = (name: string, values: number[], signed: boolean): string => {
     g.initializers.push({
@@ -919,7 +920,9 @@ export function qatModel(options: { clip?: number; uint8?: boolean } = {}): Buil
           1,
         );
     const xq = fake(x, g.weight(`x${l}.scale`, [], Float32Array.of(0.05)), int8(`x${l}.zero`, [0], true));
-    const y = g.op('Add', [g.op('MatMul', [xq, wq]), g.weight(`b${l}`, [nout], gaussian(nout, 50 + l, 0.05))]);
+    let y = g.op('Add', [g.op('MatMul', [xq, wq]), g.weight(`b${l}`, [nout], gaussian(nout, 50 + l, 0.05))]);
+    // (`twin`: the first layer's weights again, bit for bit, in a plain MatMul beside it)
+    if (twin && l === 0) y = g.op('Add', [y, g.op('MatMul', [x, g.weight('w0.twin', [nin, nout], Float32Array.from(w))])]);
     x = l < layers.length - 1 ? g.op('Relu', [y]) : y;
   });
   g.op('Identity', [x], {}, 'logits');

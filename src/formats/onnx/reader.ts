@@ -213,8 +213,8 @@ export class OnnxReader implements ModelReader {
   private readonly mainInputs = new Set<string>();
   private readonly mainInitializers = new Set<string>();
   private irVersion = 0;
-  /** Small int8/uint8 initializers held inline (a QuantizeLinear's zero points, `attachQuantizers`), by name. */
-  private readonly smallInts = new Map<string, { signed: boolean; values: number[] }>();
+  /** Where small int8/uint8 initializers lie inline (a QuantizeLinear's zero points, `attachQuantizers`), by name. */
+  private readonly smallInts = new Map<string, { signed: boolean; start: number; end: number }>();
 
   private readonly elided: ReadonlyMap<string, readonly [number, number]>;
   private readonly at: ReadonlyMap<string, number>;
@@ -440,13 +440,8 @@ export class OnnxReader implements ModelReader {
       // (a QuantizeLinear's zero points: small int8/uint8 raw data inline, read for `attachQuantizers`)
       if ((dataType === 2 || dataType === 3) && form === 'raw' && !ext && !this.elided.has(path)) {
         const n = elementCount(dims);
-        if (n <= MAX_ZERO_POINTS && dataEnd - dataStart === n) {
-          const bytes = this.bytes.subarray(dataStart, dataEnd);
-          this.smallInts.set(tensorName, {
-            signed: dataType === 3,
-            values: Array.from(dataType === 3 ? new Int8Array(bytes.buffer, bytes.byteOffset, n) : bytes),
-          });
-        }
+        if (n <= MAX_ZERO_POINTS && dataEnd - dataStart === n)
+          this.smallInts.set(tensorName, { signed: dataType === 3, start: dataStart, end: dataEnd });
       }
       // integer, bool and string tensors stay in the skeleton untouched, except that external data is placed inline
       if (ext) {
@@ -687,7 +682,13 @@ export class OnnxReader implements ModelReader {
       const q = qs[0];
       if (qs.some((o) => o.scale !== q.scale || o.zeroPoint !== q.zeroPoint || o.axis !== q.axis) || q.block > 0) continue;
       const scale = floats.get(q.scale);
-      const zp = q.zeroPoint === undefined ? undefined : this.smallInts.get(q.zeroPoint);
+      const at = q.zeroPoint === undefined ? undefined : this.smallInts.get(q.zeroPoint);
+      const bytes = at && this.bytes.subarray(at.start, at.end);
+      const zp = at &&
+        bytes && {
+          signed: at.signed,
+          values: Array.from(at.signed ? new Int8Array(bytes.buffer, bytes.byteOffset, bytes.length) : bytes),
+        };
       // (no zero point: uint8 zeros, or the type output_dtype names)
       const signed = zp ? zp.signed : q.outputType === 3;
       if (
