@@ -35,15 +35,17 @@ describe("a QAT model's weights on its own int8 grid", () => {
   for (const [label, options] of [
     ['int8, a scale per output channel that clips', { clip: 0.6 }],
     ['uint8, one scale, zero point 128', { uint8: true, clip: 0.8 }],
+    // (a negative axis was read as an unsigned varint, 2^64, and never matched)
+    ['int8, the axis given as −1', { clip: 0.6, axis: -1 }],
   ] as const)
     it(`${label}: the decompressed model computes exactly what the original does (its logits moved by up to 0.1)`, async () => {
-      const name = options.uint8 ? 'qat-u8' : 'qat';
+      const name = 'uint8' in options ? 'qat-u8' : 'axis' in options ? 'qat-neg' : 'qat';
       const model = join(dir, `${name}.onnx`);
       writeFileSync(model, qatModel(options).bytes);
       const reader = openOnnx(model);
       const w0 = reader.tensors.find((t) => t.name === 'w0')!;
       expect(w0.quantizedBy).toMatchObject(
-        options.uint8 ? { axis: -1, signed: false, zeroPoints: [128] } : { axis: 1, signed: true },
+        'uint8' in options ? { axis: -1, signed: false, zeroPoints: [128] } : { axis: 1, signed: true },
       );
       // the scales are not weights of their own: kept exact
       const archive = join(dir, `${name}.nnm`);

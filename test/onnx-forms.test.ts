@@ -17,6 +17,7 @@ import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { readInt64 } from '../src/formats/onnx/protobuf.js';
 
 const T = onnx.TensorProto.DataType;
 const DIMS = [96, 64];
@@ -182,6 +183,21 @@ describe('ONNX data forms through the one-pass decoder', () => {
       const out = join(dir, 'forms-places-bad.onnx');
       await expect(decompressArchive(bad, out, { force: true }), what).rejects.toThrow(/does not match the skeleton/);
       expect(existsSync(out)).toBe(false);
+    }
+  });
+});
+
+describe('int64 attributes', () => {
+  it('a negative value comes back exactly (−1 read as 0 made axis −1 axis 0)', () => {
+    for (const v of [-1n, -2n, -128n, -100000n, 0n, 5n, 2n ** 40n]) {
+      let u = BigInt.asUintN(64, v);
+      const bytes: number[] = [];
+      while (u >= 128n) {
+        bytes.push(Number(u & 127n) | 128);
+        u >>= 7n;
+      }
+      bytes.push(Number(u));
+      expect(readInt64(Uint8Array.from(bytes), 0, bytes.length)).toEqual([Number(v), bytes.length]);
     }
   });
 });

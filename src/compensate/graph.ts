@@ -41,7 +41,16 @@ import {
   readLocalFunction,
   type LocalFunction,
 } from '../formats/onnx/functions.js';
-import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, signed, utf8, wireFields } from '../formats/onnx/protobuf.js';
+import {
+  MAX_NESTING,
+  WIRE_I32,
+  WIRE_LEN,
+  WIRE_VARINT,
+  readVarint,
+  int64Values,
+  utf8,
+  wireFields,
+} from '../formats/onnx/protobuf.js';
 
 export { GRAPH_INPUT, GRAPH_OUTPUT };
 export { NODE_NAME };
@@ -192,13 +201,12 @@ export function parseOnnxGraph(bytes: Uint8Array, file = '<model>', options: { i
         for (const a of wireFields(bytes, f.valueStart, f.end, file)) {
           const aocc = ca(a.field);
           if (a.field === ATTR_NAME && a.wire === WIRE_LEN) name = utf8(bytes, a.valueStart, a.end);
-          else if (a.field === ATTR_I && a.wire === WIRE_VARINT) value = signed(a.value);
+          else if (a.field === ATTR_I && a.wire === WIRE_VARINT) value = int64Values(bytes, a, file)[0];
           else if (a.field === ATTR_F && a.wire === WIRE_I32)
             value = new DataView(bytes.buffer, bytes.byteOffset + a.valueStart, 4).getFloat32(0, true);
           else if (a.field === ATTR_S && a.wire === WIRE_LEN) value = utf8(bytes, a.valueStart, a.end);
           else if (a.field === ATTR_INTS) {
-            if (a.wire === WIRE_VARINT) ints.push(signed(a.value));
-            else if (a.wire === WIRE_LEN) for (const v of packedVarints(a.valueStart, a.end)) ints.push(signed(v));
+            ints.push(...int64Values(bytes, a, file));
           } else if (a.field === ATTR_T && a.wire === WIRE_LEN) tensorPath = pathJoin(p, a.field, aocc);
           else if ((a.field === ATTR_G || a.field === ATTR_GRAPHS) && a.wire === WIRE_LEN)
             graphsHere.push({ start: a.valueStart, end: a.end, path: pathJoin(p, a.field, aocc) });

@@ -874,10 +874,11 @@ export function nmsDetectorModel(seed = 1): BuiltModel {
  * QuantizeLinear → DequantizeLinear (int8, zero point 0, a scale per output channel, axis 1, at `clip` × the
  * channel's max|w| / 127: learned scales clip) and whose activations are quantized too (a scale of 0.05): output
  * `logits` [1, 10]. With `uint8`, the weights' grid is uint8 with one scale for the tensor and zero point 128; with
- * `twin`, a plain MatMul beside the first layer holds the same weights again (no QuantizeLinear).
+ * `twin`, a plain MatMul beside the first layer holds the same weights again (no QuantizeLinear); `axis` is the
+ * QuantizeLinear's (1, or −1: the same axis counted from the end).
  */
-export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boolean } = {}): BuiltModel {
-  const { clip = 0.6, uint8 = false, twin = false } = options;
+export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boolean; axis?: number } = {}): BuiltModel {
+  const { clip = 0.6, uint8 = false, twin = false, axis = 1 } = options;
   const g = new Graph('qat');
   const int8 = (name: string, values: number[], signed: boolean): string => {
     g.initializers.push({
@@ -917,7 +918,7 @@ export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boole
             maxAbs.map((m) => (clip * m) / 127),
           ),
           int8(`w${l}.zero`, new Array<number>(nout).fill(0), true),
-          1,
+          axis,
         );
     const xq = fake(x, g.weight(`x${l}.scale`, [], Float32Array.of(0.05)), int8(`x${l}.zero`, [0], true));
     let y = g.op('Add', [g.op('MatMul', [xq, wq]), g.weight(`b${l}`, [nout], gaussian(nout, 50 + l, 0.05))]);

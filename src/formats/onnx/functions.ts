@@ -10,7 +10,7 @@
 
 import { BadModelError } from '../../errors.js';
 import { concatBytes } from '../../io/bytes.js';
-import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, readVarint, signed, utf8, wireFields } from './protobuf.js';
+import { WIRE_I32, WIRE_LEN, WIRE_VARINT, lenField, int64Values, utf8, wireFields } from './protobuf.js';
 import {
   ATTR_F,
   ATTR_G,
@@ -108,18 +108,12 @@ function readAttribute(
   const ints: number[] = [];
   for (const f of wireFields(bytes, start, end, file)) {
     if (f.field === ATTR_NAME && f.wire === WIRE_LEN) name = utf8(bytes, f.valueStart, f.end);
-    else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = signed(f.value);
+    else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = int64Values(bytes, f, file)[0];
     else if (f.field === ATTR_F && f.wire === WIRE_I32)
       value = new DataView(bytes.buffer, bytes.byteOffset + f.valueStart, 4).getFloat32(0, true);
     else if (f.field === ATTR_S && f.wire === WIRE_LEN) value = utf8(bytes, f.valueStart, f.end);
     else if (f.field === ATTR_INTS) {
-      if (f.wire === WIRE_VARINT) ints.push(signed(f.value));
-      else if (f.wire === WIRE_LEN)
-        for (let p = f.valueStart; p < f.end;) {
-          const [v, np] = readVarint(bytes, p, f.end, file);
-          ints.push(signed(v));
-          p = np;
-        }
+      ints.push(...int64Values(bytes, f, file));
     } else if (f.field === ATTR_REF_ATTR_NAME && f.wire === WIRE_LEN) ref = utf8(bytes, f.valueStart, f.end);
     else if ((f.field === ATTR_G || f.field === ATTR_GRAPHS) && f.wire === WIRE_LEN) graph = true;
   }

@@ -108,9 +108,35 @@ export const stringField = (field: number, s: string): Uint8Array[] => lenField(
 /** Bytes of a varint field. */
 export const varintField = (field: number, v: number): Uint8Array[] => [encodeVarint(field * 8 + WIRE_VARINT), encodeVarint(v)];
 
-/** Protobuf int64 varints of negative values arrive as 2^64 − |v| (rounded in a double); map them back. */
-export function signed(v: number): number {
-  return v >= 2 ** 63 ? v - 2 ** 64 : v;
+/**
+ * An int64 varint at `pos`, exactly: a negative value (ten bytes of two's complement) as the negative number.
+ * (`readVarint` reads it as 2^64 − |v| rounded in a double: −1, −2 and −128 all came back as 2^64, and subtracting
+ * 2^64 made them 0, so `axis = -1` read as axis 0.)
+ */
+export function readInt64(buf: Uint8Array, pos: number, limit: number, file?: string): [number, number] {
+  let result = 0n;
+  let shift = 0n;
+  for (let i = 0; i < MAX_VARINT_BYTES; i++) {
+    if (pos >= limit) throw new BadModelError(`truncated protobuf varint at byte ${pos}`, { file });
+    const b = buf[pos++];
+    result |= BigInt(b & 0x7f) << shift;
+    if ((b & 0x80) === 0) return [Number(BigInt.asIntN(64, result)), pos];
+    shift += 7n;
+  }
+  throw new BadModelError(`protobuf varint longer than ${MAX_VARINT_BYTES} bytes at byte ${pos}`, { file });
+}
+
+/** The int64 values of an attribute's `i` or `ints` field: one varint, or packed ones. */
+export function int64Values(buf: Uint8Array, f: WireField, file?: string): number[] {
+  if (f.wire === WIRE_VARINT) return [readInt64(buf, f.valueStart, f.end, file)[0]];
+  const out: number[] = [];
+  if (f.wire !== WIRE_LEN) return out;
+  for (let p = f.valueStart; p < f.end;) {
+    const [v, next] = readInt64(buf, p, f.end, file);
+    out.push(v);
+    p = next;
+  }
+  return out;
 }
 
 export function utf8(buf: Uint8Array, start: number, end: number): string {

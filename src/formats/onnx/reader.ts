@@ -52,7 +52,7 @@ import {
 } from './rebuild.js';
 export { rebuildOnnx, type RestoredTensor } from './rebuild.js';
 import { type ScannedOnnx, scanOnnx } from './scan.js';
-import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, utf8, wireFields } from './protobuf.js';
+import { MAX_NESTING, WIRE_I32, WIRE_LEN, WIRE_VARINT, readVarint, int64Values, utf8, wireFields } from './protobuf.js';
 import {
   BYTES_PER_ELEMENT,
   type DataRange,
@@ -332,21 +332,12 @@ export class OnnxReader implements ModelReader {
     for (const f of wireFields(this.bytes, start, end, this.file)) {
       const occ = count(f.field);
       if (f.field === ATTR_NAME && f.wire === WIRE_LEN) name = utf8(this.bytes, f.valueStart, f.end);
-      else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = f.value;
+      else if (f.field === ATTR_I && f.wire === WIRE_VARINT) value = int64Values(this.bytes, f, this.file)[0];
       else if (f.field === ATTR_F && f.wire === WIRE_I32)
         value = new DataView(this.bytes.buffer, this.bytes.byteOffset + f.valueStart, 4).getFloat32(0, true);
       else if (f.field === ATTR_S && f.wire === WIRE_LEN) value = utf8(this.bytes, f.valueStart, f.end);
-      else if (f.field === ATTR_INTS) {
-        if (f.wire === WIRE_VARINT) ints.push(f.value);
-        else if (f.wire === WIRE_LEN) {
-          let p = f.valueStart;
-          while (p < f.end) {
-            const [v, np] = readVarint(this.bytes, p, f.end, this.file);
-            ints.push(v);
-            p = np;
-          }
-        }
-      } else if (f.field === ATTR_T && f.wire === WIRE_LEN)
+      else if (f.field === ATTR_INTS) ints.push(...int64Values(this.bytes, f, this.file));
+      else if (f.field === ATTR_T && f.wire === WIRE_LEN)
         tensor = { path: pathJoin(path, f.field, occ), range: [f.valueStart, f.end] };
       else if ((f.field === ATTR_G || f.field === ATTR_GRAPHS) && f.wire === WIRE_LEN)
         this.walkGraph(f.valueStart, f.end, pathJoin(path, f.field, occ), depth + 1);
