@@ -84,6 +84,25 @@ describe('token ids through a Cast', () => {
     expect(Math.max(...ids)).toBeGreaterThan(100);
     expect(Math.max(...ids)).toBeLessThan(500);
   });
+
+  it('hashed ids taken Mod the table size (DLRM) cover the table (they were ids 0–15: 16 of 10,000 rows seen)', async () => {
+    const bytes = modelBytes({
+      name: 'hashed_ids',
+      node: [
+        { opType: 'Mod', input: ['hashed', 'buckets'], output: ['ids'] },
+        { opType: 'Gather', input: ['embed', 'ids'], output: ['e'] },
+        { opType: 'ReduceMean', input: ['e'], output: ['y'], attribute: [ints('axes', [1]), int('keepdims', 0)] },
+      ],
+      initializer: [
+        floatTensor('embed', [500, WIDTH], gaussian(500 * WIDTH, 3, 0.5)),
+        { name: 'buckets', dims: [], dataType: INT64, int64Data: [500] },
+      ],
+      input: [valueInfo('hashed', ['batch', 'sequence'], INT64)],
+      output: [valueInfo('y', ['batch', WIDTH])],
+    });
+    const set = await syntheticCalibrationSet(bytes, { count: 2 });
+    expect(set.description).toMatch(/hashed int64\[[^\]]*\]: ids 0–499/);
+  });
 });
 
 describe('decoders with a cache', () => {

@@ -8,6 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
 import type { Feed } from '../src/calibration/tensor.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { compareOutputs } from '../src/eval/fidelity.js';
+import { oneSidedWarning } from '../src/pipeline/gate.js';
 
 const feedOf = async (set: Awaited<ReturnType<typeof syntheticCalibrationSet>>, k: number): Promise<Feed> => {
   const d = await set.samples[k].load();
@@ -65,5 +67,24 @@ describe('synthetic pictures for two image inputs and for frames', () => {
       spread += Math.abs(v[i] - v[(i * 7919) % plane]);
     }
     expect(step).toBeLessThan(spread / 2);
+  });
+});
+
+describe('an output of one value everywhere', () => {
+  it('is said to be constant, not a detector that never fires', () => {
+    const zeros = { type: 'float32' as const, dims: [1, 2, 4, 4], data: new Float32Array(32) };
+    const r = compareOutputs({ flow: zeros }, { flow: zeros });
+    expect(r.outputs[0].constant).toBe(true);
+    const varied = { ...zeros, data: Float32Array.from({ length: 32 }, (_, i) => i / 64) };
+    expect(compareOutputs({ flow: varied }, { flow: varied }).outputs[0].constant).toBeUndefined();
+    const o = r.outputs[0];
+    const warning = oneSidedWarning({
+      checked: true,
+      outputs: [
+        { name: 'flow', kind: o.kind, score: o.score, cosine: 1, relRms: 0, maxAbs: 0, oneSided: o.oneSided, constant: true },
+      ],
+    });
+    expect(warning).toMatch(/^flow: the original gives one value on every element/);
+    expect(warning).not.toMatch(/text detector/);
   });
 });

@@ -219,6 +219,8 @@ export interface OutputQuality {
   decisions?: number;
   /** binary: the original makes its rarer decision on (almost) no element of the held-back inputs. */
   oneSided?: boolean;
+  /** The original gives one value on every element of the held-back inputs (eval/fidelity.ts). */
+  constant?: boolean;
   state?: boolean;
   /** A detector's class scores in this output, judged on its confident anchors (eval/fidelity.ts). */
   scores?: { channels: string; decisions: number; agreement: number; fewDecisions?: boolean };

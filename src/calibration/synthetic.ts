@@ -300,7 +300,8 @@ function idsRule(
 }
 
 /** Ops token ids pass through unchanged on their way to the embedding's Gather. */
-const IDS_THROUGH = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
+// (and `Mod`: hashed ids taken modulo the table's size, a recommender's; they were ids 0–15, 16 rows of 10,000 seen)
+const IDS_THROUGH = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity', 'Mod']);
 
 function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number, io: ModelIo, rate: number): CalibrationTensor {
   const type = (isElementType(input.type) ? input.type : 'float32') as ElementType;

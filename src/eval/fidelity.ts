@@ -98,6 +98,11 @@ export interface OutputFidelity {
   oneSided?: boolean;
   /** The candidate gives another number of values than the original (a shape changed): scored 0. */
   mismatch?: string;
+  /**
+   * The original gives one value everywhere on the held-back inputs (a pair model fed the same picture twice: its
+   * flow all 0): the comparison only sees whether the candidate departs from it. Reports say so.
+   */
+  constant?: boolean;
   /** Rows of a [N] or [N, k] output whose row count moved that only one of the two gave, of all rows (`rowsMoved`). */
   countMoved?: { rows: number; missed: number };
   /**
@@ -215,6 +220,9 @@ interface Sums {
   matchedBy?: string;
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
+  /** the original's least and largest finite value */
+  minA: number;
+  maxA: number;
   isBool: boolean;
 }
 
@@ -274,6 +282,8 @@ export class FidelityAccumulator {
         zeroOne: true,
         countRows: 0,
         countMissed: 0,
+        minA: Infinity,
+        maxA: -Infinity,
       };
       this.sums.set(name, s);
     }
@@ -314,6 +324,8 @@ export class FidelityAccumulator {
         continue;
       }
       if (p === q) s.equal++;
+      if (p < s.minA) s.minA = p;
+      if (p > s.maxA) s.maxA = p;
       const d = p - q;
       s.aa += p * p;
       s.sa += p;
@@ -486,6 +498,7 @@ export class FidelityAccumulator {
         ...(fewDecisions ? { fewDecisions } : {}),
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
         ...(s.mismatch ? { mismatch: s.mismatch } : {}),
+        ...(s.finite > 1 && s.minA === s.maxA ? { constant: true } : {}),
         ...(s.countMissed > 0 && !s.matchedBy ? { countMoved: { rows: s.countRows, missed: s.countMissed } } : {}),
         ...(s.matchedBy
           ? {

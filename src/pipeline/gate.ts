@@ -322,6 +322,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.iou !== undefined ? { iou: r4(o.iou) } : {}),
       ...(o.decisions !== undefined ? { decisions: o.decisions } : {}),
       ...(o.oneSided ? { oneSided: true } : {}),
+      ...(o.constant ? { constant: true } : {}),
       ...(o.state ? { state: true } : {}),
       ...(o.scores ? { scores: { ...o.scores, agreement: r4(o.scores.agreement) } } : {}),
       ...(o.detections ? { detections: { ...o.detections } } : {}),
@@ -356,15 +357,23 @@ export async function measureArchive(file: string, cal: Calibration, signal?: Ab
  * finds nothing, a VAD on silence): undefined when there are none.
  */
 export function oneSidedWarning(q: QualityRecord): string | undefined {
-  const names = (q.outputs ?? []).filter((o) => o.oneSided && !o.state && (!q.judged || q.judged.includes(o.name)));
-  if (!names.length) return undefined;
+  const judged = (q.outputs ?? []).filter((o) => !o.state && (!q.judged || q.judged.includes(o.name)));
+  // an output of one value everywhere (a pair model fed one picture twice: its flow all 0) is said to be constant,
+  // not to be a detector that never fires
+  const constant = judged.filter((o) => o.constant);
+  const names = judged.filter((o) => o.oneSided && !o.constant);
+  const still = constant.length
+    ? `${constant.map((o) => o.name).join(', ')}: the original gives one value on every element of the held-back inputs, so the comparison only shows whether the compressed model departs from it, not how it would move where the output varies; give inputs on which it varies (for a model of two pictures, a real pair)`
+    : undefined;
+  if (!names.length) return still;
   // (a yes/no label has no values to have moved: its answers are all there is)
   const valued = names.filter((o) => o.kind !== 'labels');
   const how = names.every((o) => o.kind === 'labels') ? 'the same answer' : 'all p > 0.5 or all ≤ 0.5';
   const moved = valued.length
     ? `, not how far its values moved (relative RMS error ${valued.map((o) => o.relRms).join(', ')})`
     : '';
-  return `${names.map((o) => o.name).join(', ')}: the original decides the same way (${how}) on nearly every element of the held-back inputs, so agreement and IoU only show whether the compressed model starts firing${moved}; give inputs on which the model fires (images with text for a text detector, with faces for a face detector), or judge only the outputs that matter with --judge-output`;
+  const fires = `${names.map((o) => o.name).join(', ')}: the original decides the same way (${how}) on nearly every element of the held-back inputs, so agreement and IoU only show whether the compressed model starts firing${moved}; give inputs on which the model fires (images with text for a text detector, with faces for a face detector), or judge only the outputs that matter with --judge-output`;
+  return still ? `${still}; ${fires}` : fires;
 }
 
 /** One line for reports: `fidelity 0.9984 ≥ 0.9 (worst output: y; 4 held-back synthetic samples)`. */
