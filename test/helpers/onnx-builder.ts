@@ -890,7 +890,7 @@ export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boole
     return name;
   };
   const fake = (x: string, scale: string, zero: string, axis?: number): string => {
-    const attrs = axis === undefined ? {} : { axis };
+    const attrs: Record<string, Attr> = axis === undefined ? {} : { axis };
     return g.op('DequantizeLinear', [g.op('QuantizeLinear', [x, scale, zero], attrs), scale, zero], attrs);
   };
   let x = 'x';
