@@ -70,6 +70,24 @@ describe('synthetic pictures for two image inputs and for frames', () => {
   });
 });
 
+describe('synthetic point clouds', () => {
+  it('an input named as points [1, P, 3] gets 1,024 points on the surfaces of shapes, not 64 Gaussian ones', async () => {
+    const model = modelBytes({
+      name: 'pointnet',
+      node: [{ opType: 'ReduceMax', input: ['points'], output: ['feature'] }],
+      input: [valueInfo('points', [1, 'num_points', 3])],
+      output: [valueInfo('feature', [1, 1, 1])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/points float32\[1,1024,3\]: points on the surfaces of random shapes/);
+    const p = (await feedOf(set, 0)).points.data as Float32Array;
+    const norms = Array.from({ length: 1024 }, (_, i) => Math.hypot(p[i * 3], p[i * 3 + 1], p[i * 3 + 2]));
+    // in the unit sphere, and on a surface: no point near the centre (a Gaussian blob's are)
+    expect(Math.max(...norms)).toBeLessThanOrEqual(1 + 1e-6);
+    expect(Math.min(...norms)).toBeGreaterThan(0.1);
+  });
+});
+
 describe('an output of one value everywhere', () => {
   it('is said to be constant, not a detector that never fires', () => {
     const zeros = { type: 'float32' as const, dims: [1, 2, 4, 4], data: new Float32Array(32) };

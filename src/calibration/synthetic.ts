@@ -13,6 +13,8 @@
  *                                                        without one, normalised to [−1, 1]: (x/255 − 0.5)/0.5;
  *                                                        a second image input of the same shape gets the first's
  *                                                        picture shifted a few pixels (a stereo or flow pair)
+ *   points   float [N, P, 3] or [N, 3, P] named as points   points on the surfaces of random shapes (spheres,
+ *            (points, pts, xyz, cloud, pcd, vertices)     boxes, cylinders) in the unit sphere; P starts at 1024
  *   frames   float, rank 5, 1 or 3 channels on axis 1     a natural-image-like picture moving a pixel or two a
  *            or 2 (video [1, C, T, H, W] or [1, T, C,     frame (a volume's slices: a smooth field), normalised
  *            H, W]; a volume [1, 1, D, H, W])              as pictures are
@@ -235,7 +237,8 @@ export function speechLike(n: number, rate: number, seed: number): Float32Array 
 // ---------------------------------------------------------------------------------------------------------------
 // kinds and shapes
 
-export type InputKind = 'rate' | 'state' | 'image' | 'frames' | 'audio' | 'ids' | 'bool' | 'mask' | 'timestep' | 'float';
+export type InputKind =
+  'rate' | 'state' | 'image' | 'frames' | 'points' | 'audio' | 'ids' | 'bool' | 'mask' | 'timestep' | 'float';
 
 /**
  * A diffusion model's timestep (`timestep`, `timesteps`, `time_step`), integer or float: whole steps of 0–999, the
@@ -260,6 +263,7 @@ export function inputKind(
   if (TIMESTEP.test(input.name) && (input.shape === undefined || input.shape.length <= 2)) return 'timestep';
   if (!type.startsWith('float')) return 'ids';
   if (framesAxis(input) !== undefined) return 'frames';
+  if (pointsAxis(input) !== undefined) return 'points';
   // a float mask (attention or padding, [1, T] like a waveform) is ones: everything present, as an ids model's is
   if (/mask/i.test(input.name)) return 'mask';
   const s = input.shape;
@@ -325,6 +329,8 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
   }
   if (kind === 'mask') return convertTensor({ type: 'float32', dims, data: new Float32Array(n).fill(1) }, type);
   if (kind === 'audio') return convertTensor({ type: 'float32', dims, data: speechLike(n, rate, seed) }, type);
+  if (kind === 'points')
+    return convertTensor({ type: 'float32', dims, data: surfacePoints(dims, pointsAxis(input)!, rnd) }, type);
   const g = gaussianSource(rnd);
   const f = new Float32Array(n);
   for (let i = 0; i < n; i++) f[i] = g();
@@ -423,7 +429,7 @@ function planDims(
           }
         } else {
           grows = true;
-          v = (kind === 'audio' ? starts.audio : starts.seq) * 4 ** r;
+          v = (kind === 'audio' ? starts.audio : kind === 'points' ? POINTS_START : starts.seq) * 4 ** r;
           const past = typeof d === 'string' && PAST.test(d);
           if (variant === 'step' && !past) v = 1;
           if (variant === 'empty' && past) v = 0;
@@ -559,6 +565,7 @@ function describeInputs(
     state: 'zeros',
     image: `natural-image-like pictures (${imageNote})`,
     frames: 'natural-image-like pictures moving a pixel or two a frame ((x/255 − 0.5)/0.5 unless given)',
+    points: 'points on the surfaces of random shapes (spheres, boxes, cylinders) in the unit sphere',
     audio: `speech-like sound at ${rate / 1000} kHz`,
     ids: 'ids',
     bool: flip ? 'false and true in turn' : 'false',
@@ -616,6 +623,68 @@ function shiftPixels(
     for (let x = 0; x < width; x++) {
       const sx = Math.min(width - 1, Math.max(0, x - dx));
       out.set(pixels.subarray((sy * width + sx) * channels, (sy * width + sx + 1) * channels), (y * width + x) * channels);
+    }
+  }
+  return out;
+}
+
+/** Names of point-cloud inputs. */
+const POINTS_NAME = /point|pts|xyz|cloud|pcd|vert/i;
+/** Points a cloud of dynamic size starts with (PointNet's 1024). */
+const POINTS_START = 1024;
+
+/**
+ * The coordinate axis of a float rank-3 input named as points ([N, P, 3]: 2; [N, 3, P]: 1), or undefined. Gaussian
+ * values there (64 points in a blob) let a PointNet pass a budget that kept 87 % of its decisions on shapes (a new-user
+ * sweep).
+ */
+export function pointsAxis(input: ValueInfo): 1 | 2 | undefined {
+  const s = input.shape;
+  if (!s || s.length !== 3 || !String(input.type).startsWith('float') || !POINTS_NAME.test(input.name)) return undefined;
+  return s[2] === 3 ? 2 : s[1] === 3 ? 1 : undefined;
+}
+
+/** Points on the surfaces of random shapes, per item of the batch one shape, in the unit sphere. */
+function surfacePoints(dims: readonly number[], axis: 1 | 2, rnd: () => number): Float32Array {
+  const [batch] = dims;
+  const count = dims[3 - axis];
+  const out = new Float32Array(batch * count * 3);
+  for (let b = 0; b < batch; b++) {
+    const shape = Math.floor(rnd() * 3);
+    // an anisotropic scale, then a rotation about z, so shapes differ in proportion and pose
+    const sx = 0.4 + rnd() * 0.6;
+    const sy = 0.4 + rnd() * 0.6;
+    const sz = 0.4 + rnd() * 0.6;
+    const turn = rnd() * 2 * Math.PI;
+    for (let p = 0; p < count; p++) {
+      let x: number;
+      let y: number;
+      let z: number;
+      const u = rnd() * 2 - 1;
+      const v = rnd() * 2 - 1;
+      if (shape === 0) {
+        // a sphere: a uniform direction
+        const phi = Math.PI * (v + 1);
+        const r = Math.sqrt(1 - u * u);
+        [x, y, z] = [r * Math.cos(phi), r * Math.sin(phi), u];
+      } else if (shape === 1) {
+        // a box: one of six faces
+        const face = Math.floor(rnd() * 6);
+        const side = face % 2 ? 1 : -1;
+        [x, y, z] = face < 2 ? [side, u, v] : face < 4 ? [u, side, v] : [u, v, side];
+      } else {
+        // a cylinder's side
+        const phi = Math.PI * (v + 1);
+        [x, y, z] = [Math.cos(phi), Math.sin(phi), u];
+      }
+      [x, y, z] = [x * sx, y * sy, z * sz];
+      [x, y] = [x * Math.cos(turn) - y * Math.sin(turn), x * Math.sin(turn) + y * Math.cos(turn)];
+      // (inside the unit sphere: a box's corner reaches √3 of its scale)
+      const norm = Math.sqrt(3);
+      const at = (k: number): number => (axis === 2 ? (b * count + p) * 3 + k : (b * 3 + k) * count + p);
+      out[at(0)] = x / norm;
+      out[at(1)] = y / norm;
+      out[at(2)] = z / norm;
     }
   }
   return out;
