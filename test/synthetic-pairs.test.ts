@@ -4,6 +4,7 @@
  * all zero: `--target-bpw 2` passed at 1.0 while fresh pairs were off by 59 %) and the frames white noise.
  */
 
+import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
 import type { Feed } from '../src/calibration/tensor.js';
@@ -85,6 +86,32 @@ describe('synthetic point clouds', () => {
     // in the unit sphere, and on a surface: no point near the centre (a Gaussian blob's are)
     expect(Math.max(...norms)).toBeLessThanOrEqual(1 + 1e-6);
     expect(Math.min(...norms)).toBeGreaterThan(0.1);
+  });
+});
+
+describe("a graph network's edges into its nodes", () => {
+  it('node features are 32 nodes, not a batch of 1, and edge ids stay below them (it ran only with --input)', async () => {
+    const INT64 = onnx.TensorProto.DataType.INT64;
+    const model = modelBytes({
+      name: 'gnn',
+      node: [
+        { opType: 'Gather', input: ['edge_index', 'zero'], output: ['src'], attribute: [{ name: 'axis', i: 0, type: 2 }] },
+        { opType: 'MatMul', input: ['x', 'w'], output: ['h'] },
+        { opType: 'Gather', input: ['h', 'src'], output: ['messages'], attribute: [{ name: 'axis', i: 0, type: 2 }] },
+      ],
+      initializer: [
+        { name: 'zero', dims: [], dataType: INT64, int64Data: [0] },
+        { name: 'w', dims: [16, 8], dataType: onnx.TensorProto.DataType.FLOAT, floatData: new Array(128).fill(0.1) },
+      ],
+      input: [valueInfo('x', ['num_nodes', 16]), valueInfo('edge_index', [2, 'num_edges'], INT64)],
+      output: [valueInfo('messages', ['num_edges', 8])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/x float32\[32,16\]/);
+    expect(set.description).toMatch(/edge_index int64\[2,\d+\]: ids 0–31 \(rows of x: 32 of them\)/);
+    const ids = [...((await feedOf(set, 0)).edge_index.data as BigInt64Array)].map(Number);
+    expect(Math.max(...ids)).toBeLessThan(32);
+    expect(Math.max(...ids)).toBeGreaterThan(16);
   });
 });
 

@@ -43,7 +43,7 @@ import {
   type AudioSpecInput,
 } from './audio.js';
 import { describeImageSpec, isImageInput, pixelsToTensor, resolveImageSpec, type ImageSpecInput } from './image.js';
-import { describeModel, type ModelIo, type ValueInfo } from './model-io.js';
+import { describeModel, type GraphNode, type ModelIo, type ValueInfo } from './model-io.js';
 import { CalibrationRunner } from './runner.js';
 import { isFixedDim, resolveShapeOverrides, type InputShape, type ShapeOverrides } from './shape.js';
 import { checkStateLinks, findRateInput, findStateLinks, type StateLink } from './state.js';
@@ -289,6 +289,49 @@ function vocabularyOf(input: string, io: ModelIo, depth = 0): number | undefined
 }
 
 /**
+ * Float inputs whose dynamic first axis integer inputs index (a graph network's node features `x` [N, F], gathered
+ * and scattered by `edge_index` [2, E]): each integer input → the input whose rows it indexes. Such an axis is no
+ * batch of 1 (every edge then pointed at node 0, and ids 0–15 ran past it: the model ran only with `--input`), and the
+ * ids stay below its size. Found by following the ids through their parts (a row of edge_index) to a gather or scatter,
+ * and its data back through the first input of each node to a graph input.
+ */
+export function nodeInputs(io: ModelIo): Map<string, string> {
+  const graphInputs = new Map(io.inputs.map((i) => [i.name, i]));
+  const producer = new Map<string, GraphNode>();
+  for (const n of io.nodes) for (const o of n.outputs) producer.set(o, n);
+  // the graph input a value's rows come from, through the first non-constant input of each node
+  const origin = (value: string, depth = 0): string | undefined => {
+    const g = graphInputs.get(value);
+    if (g)
+      return g.shape && g.shape.length >= 2 && !isFixedDim(g.shape[0]) && String(g.type).startsWith('float') ? value : undefined;
+    const n = producer.get(value);
+    if (!n || depth > 12) return undefined;
+    const next = n.inputs.find((i) => i && !io.initializers.has(i));
+    return next === undefined ? undefined : origin(next, depth + 1);
+  };
+  const out = new Map<string, string>();
+  for (const input of io.inputs) {
+    if (String(input.type).startsWith('float') || input.type === 'bool') continue;
+    const seen = new Set([input.name]);
+    let level = [input.name];
+    for (let depth = 0; depth < 6 && level.length && !out.has(input.name); depth++) {
+      const next: string[] = [];
+      for (const value of level)
+        for (const n of io.nodes) {
+          if (INDEXES_ROWS.has(n.op) && n.inputs[1] === value && n.inputs[0] && !io.initializers.has(n.inputs[0])) {
+            const rows = origin(n.inputs[0]);
+            if (rows) out.set(input.name, rows);
+          }
+          if (INDEX_PARTS.has(n.op) && n.inputs[0] === value)
+            for (const o of n.outputs) if (!seen.has(o) && seen.add(o)) next.push(o);
+        }
+      level = next;
+    }
+  }
+  return out;
+}
+
+/**
  * What an integer input is fed (`values`) and said to be (`describeInputs`): a mask ones, token types zeros,
  * positions 0…n−1, anything else ids below the vocabulary (the rows of the table it gathers from; 16 when unknown).
  */
@@ -307,7 +350,22 @@ function idsRule(
 // (and `Mod`: hashed ids taken modulo the table's size, a recommender's; they were ids 0–15, 16 rows of 10,000 seen)
 const IDS_THROUGH = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity', 'Mod']);
 
-function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number, io: ModelIo, rate: number): CalibrationTensor {
+/** Ops an index tensor is taken apart by on its way to a gather: a row of `edge_index` [2, E], a split, a squeeze. */
+const INDEX_PARTS = new Set([...IDS_THROUGH, 'Gather', 'Slice', 'Split', 'Transpose', 'Expand', 'Concat']);
+/** Ops whose input 1 indexes the first axis of their input 0 (a gather of rows, a scatter into rows). */
+const INDEXES_ROWS = new Set(['Gather', 'GatherElements', 'ScatterElements', 'ScatterND', 'GatherND', 'Scatter']);
+/** Nodes a graph is given: a dynamic first axis the ids of another input index (`nodeInputs`). */
+export const NODES_START = 32;
+
+function values(
+  input: ValueInfo,
+  kind: InputKind,
+  dims: number[],
+  seed: number,
+  io: ModelIo,
+  rate: number,
+  rows?: number,
+): CalibrationTensor {
   const type = (isElementType(input.type) ? input.type : 'float32') as ElementType;
   const n = dims.reduce((a, b) => a * b, 1);
   const rnd = seededRandom(seed * 31 + 7);
@@ -318,7 +376,11 @@ function values(input: ValueInfo, kind: InputKind, dims: number[], seed: number,
     else if (rule.kind === 'positions') {
       const last = dims[dims.length - 1] ?? 1;
       for (let i = 0; i < n; i++) f[i] = i % last;
-    } else if (rule.kind === 'ids') for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * rule.vocabulary);
+    } else if (rule.kind === 'ids') {
+      // (ids into another input's rows, a graph's edges into its nodes: below its row count)
+      const vocabulary = rows !== undefined && !rule.found ? rows : rule.vocabulary;
+      for (let i = 0; i < n; i++) f[i] = Math.floor(rnd() * vocabulary);
+    }
     return convertTensor({ type: 'float64', dims, data: f }, type);
   }
   if (kind === 'bool') return { type: 'bool', dims, data: new Uint8Array(n) };
@@ -386,7 +448,7 @@ function planDims(
   io: ModelIo,
   kinds: Map<string, InputKind>,
   overrides: ShapeOverrides,
-  starts: { audio: number; seq: number; image: { width?: number; height?: number } },
+  starts: { audio: number; seq: number; image: { width?: number; height?: number }; nodes?: ReadonlySet<string> },
 ): Plan {
   let grows = false;
   const symbols = new Set(
@@ -417,7 +479,8 @@ function planDims(
         }
         let v: number;
         if (kind === 'state' || kind === 'rate' || kind === 'bool' || kind === 'timestep') v = 1;
-        else if (k === 0 && shape.length > 1) v = 1;
+        // (a graph's node features, rows other inputs index: nodes, not a batch of 1)
+        else if (k === 0 && shape.length > 1) v = starts.nodes?.has(input.name) ? NODES_START : 1;
         else if (kind === 'image') {
           const chanAxis = shape.length === 4 && (shape[3] === 3 || shape[3] === 1) && shape[1] !== 3 ? 3 : 1;
           if (k === chanAxis) v = 3;
@@ -573,8 +636,12 @@ function describeInputs(
     timestep: `timesteps 0–${TIMESTEPS - 1}`,
     float: 'Gaussian N(0, 1)',
   };
+  const indexed = nodeInputs(io);
   const ids = (name: string): string => {
     const rule = idsRule(name, io);
+    const rows = indexed.get(name);
+    if (rule.kind === 'ids' && !rule.found && rows && dims.get(rows))
+      return `ids 0–${dims.get(rows)![0] - 1} (rows of ${rows}: ${dims.get(rows)![0]} of them)`;
     return rule.kind === 'mask'
       ? 'ones (a mask)'
       : rule.kind === 'zeros'
@@ -744,10 +811,13 @@ async function statelessSet(
 ): Promise<CalibrationSet> {
   const imageInput = io.inputs.find((i) => kinds.get(i.name) === 'image');
   const imageInputs = io.inputs.filter((i) => kinds.get(i.name) === 'image').map((i) => i.name);
+  // integer inputs that index another input's rows (a graph network's edges into its nodes)
+  const indexed = nodeInputs(io);
   const plan = planDims(io, kinds, overrides, {
     audio: o.startLength ?? o.rate,
     seq: o.startLength ?? SEQUENCE_START,
     image: { width: o.image?.width, height: o.image?.height },
+    nodes: new Set(indexed.values()),
   });
   // the user's value range, mean, std or scale replaces the synthetic [−1, 1] whole (`--image-range 0,1` alone gave
   // (x/255 − 0.5)/0.5 still: a detector taking [0, 1] was judged on inputs it never sees, found by a new-user sweep)
@@ -804,7 +874,7 @@ async function statelessSet(
         const type = isElementType(input.type) ? input.type : 'float32';
         feed[input.name] = convertTensor({ ...t, dims: d }, type);
       } else if (kind === 'frames') feed[input.name] = framesTensor(input, d, o.seed + k, scaled ? o.image : undefined);
-      else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate);
+      else feed[input.name] = values(input, kind, d, o.seed + k, io, o.rate, dims.get(indexed.get(input.name) ?? '')?.[0]);
     }
     return feed;
   };
