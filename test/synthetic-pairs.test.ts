@@ -7,7 +7,7 @@
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { syntheticCalibrationSet } from '../src/calibration/synthetic.js';
-import type { Feed } from '../src/calibration/tensor.js';
+import type { CalibrationTensor, Feed } from '../src/calibration/tensor.js';
 import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { compareOutputs } from '../src/eval/fidelity.js';
 import { oneSidedWarning } from '../src/pipeline/gate.js';
@@ -26,8 +26,10 @@ describe('synthetic pictures for two image inputs and for frames', () => {
       input: [valueInfo('image1', [1, 3, 32, 32]), valueInfo('image2', [1, 3, 32, 32])],
       output: [valueInfo('flow', [1, 3, 32, 32])],
     });
-    const set = await syntheticCalibrationSet(model, { count: 2 });
-    expect(set.description).toMatch(/image2 float32\[1,3,32,32\]: natural-image-like pictures .*image1's picture shifted/);
+    const set = await syntheticCalibrationSet(model, { count: 8 });
+    expect(set.description).toMatch(
+      /image2 float32\[1,3,32,32\]: natural-image-like pictures .*image1's picture shifted 2–5 pixels in half the samples/,
+    );
     const { image1, image2 } = await feedOf(set, 0);
     const a = image1.data as Float32Array;
     const b = image2.data as Float32Array;
@@ -46,6 +48,13 @@ describe('synthetic pictures for two image inputs and for frames', () => {
         best = Math.min(best, e);
       }
     expect(best).toBe(0);
+    // samples 4–7 (one of them held back) are another picture: a siamese network's "different" pair
+    const other = await feedOf(set, 4);
+    const c = other.image1.data as Float32Array;
+    const e = other.image2.data as Float32Array;
+    let near = 0;
+    for (let i = 0; i < c.length; i++) if (Math.abs(c[i] - e[i]) < 0.05) near++;
+    expect(near).toBeLessThan(c.length / 2);
   });
 
   it('frames of a rank-5 input are pictures moving a pixel or two a frame, not white noise', async () => {
@@ -89,6 +98,49 @@ describe('synthetic point clouds', () => {
   });
 });
 
+describe('synthetic spectrograms', () => {
+  it("a keyword spotter's log-mel [1, 1, 64, 101] gets log-mels of speech-like sound, not a grey picture in [−1, 1]", async () => {
+    const model = modelBytes({
+      name: 'kws',
+      node: [{ opType: 'ReduceMean', input: ['logmel'], output: ['y'] }],
+      input: [valueInfo('logmel', [1, 1, 64, 101])],
+      output: [valueInfo('y', [1, 1, 1, 1])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/logmel float32\[1,1,64,101\]: log-mels \(or MFCCs\) of speech-like sound/);
+    const v = (await feedOf(set, 0)).logmel.data as Float32Array;
+    // natural logs of mel energies: well below −1 in quiet bands, above it where the voice is
+    expect(Math.min(...v)).toBeLessThan(-5);
+    expect(Math.max(...v)).toBeGreaterThan(-1);
+    // time runs along the last axis (101 frames): neighbouring frames closer than neighbouring bands far apart
+    let along = 0;
+    let across = 0;
+    for (let m = 0; m < 64; m++)
+      for (let t = 0; t + 1 < 101; t++) {
+        along += Math.abs(v[m * 101 + t + 1] - v[m * 101 + t]);
+        across += Math.abs(v[((m + 32) % 64) * 101 + t] - v[m * 101 + t]);
+      }
+    expect(along).toBeLessThan(across);
+  });
+
+  it('MFCCs [1, 1, 49, 10] and a vocoder mel [1, 80, T] are spectrograms too; a picture input is still a picture', async () => {
+    const model = modelBytes({
+      name: 'speech',
+      node: [
+        { opType: 'ReduceMean', input: ['mfcc'], output: ['a'] },
+        { opType: 'ReduceMean', input: ['mel'], output: ['b'] },
+        { opType: 'ReduceMean', input: ['image'], output: ['c'] },
+      ],
+      input: [valueInfo('mfcc', [1, 1, 49, 10]), valueInfo('mel', [1, 80, 'frames']), valueInfo('image', [1, 1, 32, 32])],
+      output: [valueInfo('a', [1, 1, 1, 1]), valueInfo('b', [1, 1, 1]), valueInfo('c', [1, 1, 1, 1])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/mfcc float32\[1,1,49,10\]: log-mels/);
+    expect(set.description).toMatch(/mel float32\[1,80,64\]: log-mels/);
+    expect(set.description).toMatch(/image float32\[1,1,32,32\]: natural-image-like pictures/);
+  });
+});
+
 describe("a graph network's edges into its nodes", () => {
   it('node features are 32 nodes, not a batch of 1, and edge ids stay below them (it ran only with --input)', async () => {
     const INT64 = onnx.TensorProto.DataType.INT64;
@@ -112,6 +164,28 @@ describe("a graph network's edges into its nodes", () => {
     const ids = [...((await feedOf(set, 0)).edge_index.data as BigInt64Array)].map(Number);
     expect(Math.max(...ids)).toBeLessThan(32);
     expect(Math.max(...ids)).toBeGreaterThan(16);
+  });
+});
+
+describe('a NeRF: points without a batch, and colour and density outputs', () => {
+  it('pts [N, 3] are 1,024 points, not one; rgb_sigma [N, 4] is judged by its values, not its largest component', async () => {
+    const model = modelBytes({
+      name: 'nerf',
+      node: [{ opType: 'Concat', input: ['pts', 'pts'], output: ['six'], attribute: [{ name: 'axis', i: 1, type: 2 }] }],
+      input: [valueInfo('pts', ['N', 3])],
+      output: [valueInfo('six', ['N', 6])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/pts float32\[1024,3\]: points on the surfaces/);
+    const f32 = (values: number[]): CalibrationTensor => ({
+      type: 'float32',
+      dims: [values.length / 4, 4],
+      data: Float32Array.from(values),
+    });
+    const a = [0.2, 0.5, 0.3, 4, 0.1, 0.6, 0.2, 2, 0.9, 0.1, 0.2, 7];
+    const r = compareOutputs({ rgb_sigma: f32(a) }, { rgb_sigma: f32(a.map((v) => v * 1.3)) });
+    expect(r.outputs[0].kind).toBe('values');
+    expect(r.fidelity).toBeLessThan(0.8);
   });
 });
 
