@@ -141,6 +141,66 @@ describe('synthetic spectrograms', () => {
   });
 });
 
+describe('inputs that only look like spectrograms, points or node indices (a review)', () => {
+  it("a waveform named speech, an encoder's image_features, aspect and perspective are no spectrograms", async () => {
+    const model = modelBytes({
+      name: 'lookalikes',
+      node: [
+        { opType: 'ReduceMean', input: ['speech'], output: ['a'] },
+        { opType: 'ReduceMean', input: ['image_features'], output: ['b'] },
+        { opType: 'ReduceMean', input: ['aspect'], output: ['c'] },
+        { opType: 'ReduceMean', input: ['input_features'], output: ['d'] },
+        { opType: 'ReduceMean', input: ['prompts'], output: ['e'] },
+      ],
+      input: [
+        valueInfo('speech', [1, 1, 'samples']),
+        valueInfo('image_features', [1, 257, 1024]),
+        valueInfo('aspect', [1, 1, 32, 32]),
+        valueInfo('input_features', [1, 80, 300]),
+        valueInfo('prompts', [1, 'n', 3]),
+      ],
+      output: ['a', 'b', 'c', 'd', 'e'].map((o) => valueInfo(o, [1, 1, 1])),
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).not.toMatch(/log-mels/);
+    expect(set.description).not.toMatch(/points on the surfaces/);
+    expect(set.description).toMatch(/speech float32\[1,1,\d+\]: speech-like sound/);
+    expect(set.description).toMatch(/aspect float32\[1,1,32,32\]: natural-image-like pictures/);
+  });
+
+  it('a Gather along axis 1 (a batch of 20 features) is no node index: the batch stays 1 and the model runs', async () => {
+    const INT64 = onnx.TensorProto.DataType.INT64;
+    const model = modelBytes({
+      name: 'pick',
+      node: [{ opType: 'Gather', input: ['x', 'idx'], output: ['y'], attribute: [{ name: 'axis', i: 1, type: 2 }] }],
+      input: [valueInfo('x', ['batch', 20]), valueInfo('idx', [4], INT64)],
+      output: [valueInfo('y', ['batch', 4])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/x float32\[1,20\]/);
+  });
+
+  it('points [N, 3] bind N before other inputs take it as a batch, and not where an image shares it', async () => {
+    const nerf = modelBytes({
+      name: 'nerf2',
+      node: [{ opType: 'Add', input: ['viewdirs', 'pts'], output: ['y'] }],
+      input: [valueInfo('viewdirs', ['N', 3]), valueInfo('pts', ['N', 3])],
+      output: [valueInfo('y', ['N', 3])],
+    });
+    expect((await syntheticCalibrationSet(nerf, { count: 2 })).description).toMatch(/pts float32\[1024,3\]/);
+    const camera = modelBytes({
+      name: 'camera',
+      node: [
+        { opType: 'ReduceMean', input: ['image'], output: ['a'] },
+        { opType: 'ReduceMean', input: ['cam_xyz'], output: ['b'] },
+      ],
+      input: [valueInfo('image', ['batch', 3, 32, 32]), valueInfo('cam_xyz', ['batch', 3])],
+      output: [valueInfo('a', [1, 1, 1, 1]), valueInfo('b', [1, 1])],
+    });
+    expect((await syntheticCalibrationSet(camera, { count: 2 })).description).toMatch(/cam_xyz float32\[1,3\]/);
+  });
+});
+
 describe("a graph network's edges into its nodes", () => {
   it('node features are 32 nodes, not a batch of 1, and edge ids stay below them (it ran only with --input)', async () => {
     const INT64 = onnx.TensorProto.DataType.INT64;
@@ -186,6 +246,14 @@ describe('a NeRF: points without a batch, and colour and density outputs', () =>
     const r = compareOutputs({ rgb_sigma: f32(a) }, { rgb_sigma: f32(a.map((v) => v * 1.3)) });
     expect(r.outputs[0].kind).toBe('values');
     expect(r.fidelity).toBeLessThan(0.8);
+    // a quantity's word does not hide probability rows or a name that says logits (a two-stream model's rgb_probs)
+    const rows = (shift: number): CalibrationTensor => ({
+      type: 'float32',
+      dims: [40, 4],
+      data: Float32Array.from({ length: 160 }, (_, i) => ((i + shift) % 4 === 0 ? 0.7 : 0.1)),
+    });
+    expect(compareOutputs({ rgb_probs: rows(0) }, { rgb_probs: rows(1) }).outputs[0].kind).toBe('classes');
+    expect(compareOutputs({ flow_logits: rows(0) }, { flow_logits: rows(1) }).fidelity).toBe(0);
   });
 });
 

@@ -37,6 +37,8 @@ export interface GraphNode {
   outputs: string[];
   /** A node of a local function's body, listed in place of its call (its values renamed under the call's). */
   inlined?: boolean;
+  /** Its `axis` attribute, where it has one (a Gather's or a scatter's: synthetic.ts `nodeInputs`). */
+  axis?: number;
 }
 
 export interface ModelIo {
@@ -134,7 +136,14 @@ export function describeModel(bytes: Uint8Array, file = 'model'): ModelIo {
     functions,
     (call, body) => ({ ...body, name: call.name, path: call.path, inlined: true }),
     file,
-  ).map(({ name, op, inputs, outputs, inlined }): GraphNode => ({ name, op, inputs, outputs, ...(inlined ? { inlined } : {}) }));
+  ).map(({ name, op, inputs, outputs, inlined, attrs }): GraphNode => ({
+    name,
+    op,
+    inputs,
+    outputs,
+    ...(inlined ? { inlined } : {}),
+    ...(typeof attrs?.axis === 'number' ? { axis: attrs.axis } : {}),
+  }));
   return {
     inputs: inputs.filter((i) => !initializers.has(i.name)),
     outputs,

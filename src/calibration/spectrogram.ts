@@ -1,6 +1,6 @@
 /**
  * Synthetic spectrogram inputs: a model that takes a log-mel spectrogram or MFCCs (a keyword spotter's
- * [1, 1, 64, 101], a vocoder's mel [1, 80, T], Whisper's `input_features` [1, 80, 3000]) is fed those of the synthetic
+ * [1, 1, 64, 101], a vocoder's mel [1, 80, T]) is fed those of the synthetic
  * speech-like sound (synthetic.ts `speechLike`), not pictures in [−1, 1] or N(0, 1): a keyword spotter fed pictures
  * passed `--target-bpw 4` at agreement 1.0 where real log-mels kept 25 % of its decisions (a new-user sweep).
  *
@@ -18,9 +18,18 @@ const HOP = 160;
 /** Mel bands MFCCs are taken from. */
 const MFCC_MELS = 40;
 
-/** Names of spectrogram inputs (any rank 3–4), and of feature inputs that are spectrograms at rank 3–4 only. */
-const SPECTROGRAM_NAME = /mel|spec|fbank|filterbank|stft|mfcc|input_features/i;
-const FEATURES_NAME = /(^|[_.])(feats?|features?|speech)$/i;
+/**
+ * Names of spectrogram inputs (words of the name: not `aspect`, `inspection`), and of feature inputs taken for
+ * spectrograms only with a typical band count and no other modality named (`image_features`, `audio_features` of
+ * an encoder's width are not). Not `input_features`: Whisper's are log10, clamped and scaled to about −1…1.5, Speech2Text's
+ * normalised per band; neither is what is made here.
+ */
+const SPECTROGRAM_NAME =
+  /(^|[_.-])(log_?)?(mels?|melspec|spec|specs|spectrogram|spectrum|fbanks?|filterbank|stft|mfccs?)([_.\d-]|$)/i;
+const FEATURES_NAME = /(^|[_.-])(feats?|features?)$/i;
+const OTHER_MODALITY = /(image|vision|visual|video|text|token|audio|hidden|clip|encoder|decoder|input)/i;
+/** Most bands a feature axis is taken to have: the FFT's bins. */
+const MAX_FEATURES = 257;
 /** Feature counts speech front ends give (mel bands, MFCCs). */
 const TYPICAL_FEATURES = new Set([10, 12, 13, 20, 23, 24, 26, 30, 40, 60, 64, 80, 96, 128]);
 
@@ -39,7 +48,9 @@ export interface SpectrogramLayout {
 export function spectrogramLayout(input: ValueInfo): SpectrogramLayout | undefined {
   const s = input.shape;
   if (!s || !String(input.type).startsWith('float') || (s.length !== 3 && s.length !== 4)) return undefined;
-  if (!SPECTROGRAM_NAME.test(input.name) && !FEATURES_NAME.test(input.name)) return undefined;
+  const named = SPECTROGRAM_NAME.test(input.name);
+  const features = !named && FEATURES_NAME.test(input.name) && !OTHER_MODALITY.test(input.name);
+  if (!named && !features) return undefined;
   if (s.length === 4 && s[1] !== 1) return undefined;
   const [a, b] = [s.length - 2, s.length - 1];
   const fixed = (d: number | string | undefined): d is number => typeof d === 'number' && d > 0;
@@ -49,6 +60,9 @@ export function spectrogramLayout(input: ValueInfo): SpectrogramLayout | undefin
   else if (fixed(s[a]) && fixed(s[b])) featureAxis = s[a] <= s[b] ? a : b;
   else if (fixed(s[a]) || fixed(s[b])) featureAxis = fixed(s[a]) ? a : b;
   else return undefined;
+  // (a waveform [1, 1, T] has no bands; a stacked fbank [B, T, 560] or an encoder's [1, 1500, 384] more than the FFT gives)
+  const bands = s[featureAxis] as number;
+  if (bands < 2 || bands > MAX_FEATURES || (features && !TYPICAL_FEATURES.has(bands))) return undefined;
   return { featureAxis, timeAxis: featureAxis === a ? b : a, mfcc: /mfcc/i.test(input.name) };
 }
 

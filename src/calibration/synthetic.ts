@@ -324,7 +324,14 @@ export function nodeInputs(io: ModelIo): Map<string, string> {
       const next: string[] = [];
       for (const value of level)
         for (const n of io.nodes) {
-          if (INDEXES_ROWS.has(n.op) && n.inputs[1] === value && n.inputs[0] && !io.initializers.has(n.inputs[0])) {
+          // (rows only: a Gather or scatter along another axis, a one-hot of labels into [batch, classes], is no node index)
+          if (
+            INDEXES_ROWS.has(n.op) &&
+            (n.axis ?? 0) === 0 &&
+            n.inputs[1] === value &&
+            n.inputs[0] &&
+            !io.initializers.has(n.inputs[0])
+          ) {
             const rows = origin(n.inputs[0]);
             if (rows) out.set(input.name, rows);
           }
@@ -464,8 +471,23 @@ function planDims(
   // a decoder's cache: a `past…` length in a model that takes token ids (not a streaming audio model's cache)
   const hasPast =
     [...symbols].some((d) => PAST.test(d) && !isExpression(d, symbols)) && io.inputs.some((i) => kinds.get(i.name) === 'ids');
+  // the first dimension of points [P, 3] (no batch) and of a graph's node features: P points, N nodes, bound before any
+  // other input takes the symbol as a batch of 1 (a NeRF's viewdirs listed first made its pts one point again); not
+  // where an input of rank 3 or more shares it (a batch: [batch, 3] camera positions beside [batch, 3, H, W] images)
+  const firstAxis = new Map<string, number>();
+  for (const input of io.inputs) {
+    const d = input.shape?.[0];
+    const size = starts.nodes?.has(input.name)
+      ? NODES_START
+      : kinds.get(input.name) === 'points' && input.shape?.length === 2
+        ? POINTS_START
+        : 0;
+    if (!size || typeof d !== 'string' || !d) continue;
+    const batch = io.inputs.some((o) => o !== input && (o.shape?.length ?? 0) >= 3 && o.shape?.includes(d));
+    if (!batch) firstAxis.set(d, size);
+  }
   const dimsAt = (r: number, variant: DimVariant = 'prefill'): Map<string, number[]> => {
-    const bound = new Map(overrides.dims);
+    const bound = new Map([...firstAxis, ...overrides.dims]);
     const out = new Map<string, number[]>();
     // expressions and totals are set once every other dimension is
     const later: Array<{ dims: number[]; k: number; d: string }> = [];
@@ -487,8 +509,7 @@ function planDims(
         let v: number;
         if (kind === 'state' || kind === 'rate' || kind === 'bool' || kind === 'timestep') v = 1;
         // (a graph's node features, rows other inputs index: nodes, not a batch of 1)
-        else if (k === 0 && shape.length > 1)
-          v = starts.nodes?.has(input.name) ? NODES_START : kind === 'points' && shape.length === 2 ? POINTS_START : 1;
+        else if (k === 0 && shape.length > 1) v = 1;
         else if (kind === 'image') {
           const chanAxis = shape.length === 4 && (shape[3] === 3 || shape[3] === 1) && shape[1] !== 3 ? 3 : 1;
           if (k === chanAxis) v = 3;
@@ -724,7 +745,7 @@ function spectrogramOf(input: ValueInfo, dims: readonly number[], seed: number):
 }
 
 /** Names of point-cloud inputs. */
-const POINTS_NAME = /point|pts|xyz|cloud|pcd|vert/i;
+const POINTS_NAME = /(^|[_.-])(points?|pts|xyz|clouds?|point_?clouds?|pcds?|vertices|verts?)([_.\d-]|$)/i;
 /** Points a cloud of dynamic size starts with (PointNet's 1024). */
 const POINTS_START = 1024;
 

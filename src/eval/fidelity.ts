@@ -417,7 +417,10 @@ export class FidelityAccumulator {
       const cosine = broken ? 0 : s.aa > 0 && s.bb > 0 ? s.ab / Math.sqrt(s.aa * s.bb) : s.aa === 0 && s.bb === 0 ? 1 : 0;
       // (rows of coordinates, a detector's [N, 4] boxes or keypoints, are not class scores: the argmax of a box is
       // its largest coordinate, and boxes 1.65× too large kept it)
-      const classes = s.lastDim >= 2 && !COORDINATES.test(name) && ((s.rank === 2 && !s.unitRows) || s.probRows || s.logProbRows);
+      // (a quantity's name never hides probability rows, nor a name that says logits, probabilities, classes or scores:
+      // a two-stream action model's `rgb_probs` and `flow_logits` are classes)
+      const quantity = COORDINATES.test(name) && !DECISION_NAME.test(name);
+      const classes = s.lastDim >= 2 && ((s.rank === 2 && !s.unitRows && !quantity) || s.probRows || s.logProbRows);
       // (rows of unit length are embeddings, even where all their values lie in [0, 1])
       const embedding = s.lastDim >= 2 && s.unitRows && !s.probRows;
       const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 && !embedding ? 'binary' : 'values';
@@ -581,7 +584,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back sample${r.samples === 1 ? '' : 's'})`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}${o.detections ? ` (detections matched by class and ${o.detections.boxes} overlap ≥ ${MATCH_IOU}: ${o.detections.missed} of ${o.detections.decisions} given by one model only${o.detections.fewDecisions ? ', one forgiven among so few' : ''})` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.constant ? ' (constant: the original gives one value here; weak evidence)' : o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}${o.detections ? ` (detections matched by class and ${o.detections.boxes} overlap ≥ ${MATCH_IOU}: ${o.detections.missed} of ${o.detections.decisions} given by one model only${o.detections.fewDecisions ? ', one forgiven among so few' : ''})` : ''}`,
     ),
   ];
 }
@@ -591,6 +594,9 @@ export function formatFidelity(r: FidelityReport): string[] {
  * normals, offsets), whose rows are not class scores: a NeRF's `rgb_sigma` [N, 4] judged by its largest component
  * passed at 0.923 where its values were off by 13 % (a new-user sweep).
  */
+/** Names that say an output is decisions, whatever else they say. */
+const DECISION_NAME = /logit|prob|class|score/i;
+
 const COORDINATES =
   /(^|[_./-])(b?boxe?s?|coords?|coordinates|keypoints?|kpts?|landmarks?|points?|xyxy|xywh|cxcywh|rgba?|colou?rs?|sigma|density|depths?|disparity|flows?|normals?|sdf|offsets?|deltas?)($|[_./\d-])/i;
 

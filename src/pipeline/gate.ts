@@ -363,7 +363,7 @@ export function oneSidedWarning(q: QualityRecord): string | undefined {
   const constant = judged.filter((o) => o.constant);
   const names = judged.filter((o) => o.oneSided && !o.constant);
   const still = constant.length
-    ? `${constant.map((o) => o.name).join(', ')}: the original gives one value on every element of the held-back inputs, so the comparison only shows whether the compressed model departs from it, not how it would move where the output varies; give inputs on which it varies (for a model of two pictures, a real pair)`
+    ? `${constant.map((o) => o.name).join(', ')}: the original gives one value on every element of the held-back inputs, so the comparison only shows whether the compressed model departs from it, not how it would move where the output varies; give inputs on which it varies (for a model of two pictures, a real pair), or judge only the outputs that matter with --judge-output`
     : undefined;
   if (!names.length) return still;
   // (a yes/no label has no values to have moved: its answers are all there is)
