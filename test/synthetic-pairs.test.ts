@@ -12,6 +12,22 @@ import { modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
 import { compareOutputs } from '../src/eval/fidelity.js';
 import { oneSidedWarning } from '../src/pipeline/gate.js';
 
+/** A model whose every input (name → shape) is averaged into an output of its own: only its inputs matter here. */
+function meanOfEach(name: string, inputs: Record<string, Array<number | string>>): Uint8Array {
+  const names = Object.keys(inputs);
+  return modelBytes({
+    name,
+    node: names.map((i) => ({ opType: 'ReduceMean', input: [i], output: [`${i}_mean`] })),
+    input: names.map((i) => valueInfo(i, inputs[i])),
+    output: names.map((i) =>
+      valueInfo(
+        `${i}_mean`,
+        inputs[i].map(() => 1),
+      ),
+    ),
+  });
+}
+
 const feedOf = async (set: Awaited<ReturnType<typeof syntheticCalibrationSet>>, k: number): Promise<Feed> => {
   const d = await set.samples[k].load();
   if (d.kind !== 'feed') throw new Error(d.kind);
@@ -58,12 +74,7 @@ describe('synthetic pictures for two image inputs and for frames', () => {
   });
 
   it('frames of a rank-5 input are pictures moving a pixel or two a frame, not white noise', async () => {
-    const model = modelBytes({
-      name: 'video',
-      node: [{ opType: 'ReduceMean', input: ['video'], output: ['mean'] }],
-      input: [valueInfo('video', [1, 3, 4, 24, 24])],
-      output: [valueInfo('mean', [1, 1, 1, 1, 1])],
-    });
+    const model = meanOfEach('video', { video: [1, 3, 4, 24, 24] });
     const set = await syntheticCalibrationSet(model, { count: 2 });
     expect(set.description).toMatch(/video float32\[1,3,4,24,24\]: natural-image-like pictures moving/);
     const v = (await feedOf(set, 0)).video.data as Float32Array;
@@ -100,12 +111,7 @@ describe('synthetic point clouds', () => {
 
 describe('synthetic spectrograms', () => {
   it("a keyword spotter's log-mel [1, 1, 64, 101] gets log-mels of speech-like sound, not a grey picture in [−1, 1]", async () => {
-    const model = modelBytes({
-      name: 'kws',
-      node: [{ opType: 'ReduceMean', input: ['logmel'], output: ['y'] }],
-      input: [valueInfo('logmel', [1, 1, 64, 101])],
-      output: [valueInfo('y', [1, 1, 1, 1])],
-    });
+    const model = meanOfEach('kws', { logmel: [1, 1, 64, 101] });
     const set = await syntheticCalibrationSet(model, { count: 2 });
     expect(set.description).toMatch(/logmel float32\[1,1,64,101\]: log-mels \(or MFCCs\) of speech-like sound/);
     const v = (await feedOf(set, 0)).logmel.data as Float32Array;
@@ -124,16 +130,7 @@ describe('synthetic spectrograms', () => {
   });
 
   it('MFCCs [1, 1, 49, 10] and a vocoder mel [1, 80, T] are spectrograms too; a picture input is still a picture', async () => {
-    const model = modelBytes({
-      name: 'speech',
-      node: [
-        { opType: 'ReduceMean', input: ['mfcc'], output: ['a'] },
-        { opType: 'ReduceMean', input: ['mel'], output: ['b'] },
-        { opType: 'ReduceMean', input: ['image'], output: ['c'] },
-      ],
-      input: [valueInfo('mfcc', [1, 1, 49, 10]), valueInfo('mel', [1, 80, 'frames']), valueInfo('image', [1, 1, 32, 32])],
-      output: [valueInfo('a', [1, 1, 1, 1]), valueInfo('b', [1, 1, 1]), valueInfo('c', [1, 1, 1, 1])],
-    });
+    const model = meanOfEach('speech', { mfcc: [1, 1, 49, 10], mel: [1, 80, 'frames'], image: [1, 1, 32, 32] });
     const set = await syntheticCalibrationSet(model, { count: 2 });
     expect(set.description).toMatch(/mfcc float32\[1,1,49,10\]: log-mels/);
     expect(set.description).toMatch(/mel float32\[1,80,64\]: log-mels/);
@@ -143,23 +140,12 @@ describe('synthetic spectrograms', () => {
 
 describe('inputs that only look like spectrograms, points or node indices (a review)', () => {
   it("a waveform named speech, an encoder's image_features, aspect and perspective are no spectrograms", async () => {
-    const model = modelBytes({
-      name: 'lookalikes',
-      node: [
-        { opType: 'ReduceMean', input: ['speech'], output: ['a'] },
-        { opType: 'ReduceMean', input: ['image_features'], output: ['b'] },
-        { opType: 'ReduceMean', input: ['aspect'], output: ['c'] },
-        { opType: 'ReduceMean', input: ['input_features'], output: ['d'] },
-        { opType: 'ReduceMean', input: ['prompts'], output: ['e'] },
-      ],
-      input: [
-        valueInfo('speech', [1, 1, 'samples']),
-        valueInfo('image_features', [1, 257, 1024]),
-        valueInfo('aspect', [1, 1, 32, 32]),
-        valueInfo('input_features', [1, 80, 300]),
-        valueInfo('prompts', [1, 'n', 3]),
-      ],
-      output: ['a', 'b', 'c', 'd', 'e'].map((o) => valueInfo(o, [1, 1, 1])),
+    const model = meanOfEach('lookalikes', {
+      speech: [1, 1, 'samples'],
+      image_features: [1, 257, 1024],
+      aspect: [1, 1, 32, 32],
+      input_features: [1, 80, 300],
+      prompts: [1, 'n', 3],
     });
     const set = await syntheticCalibrationSet(model, { count: 2 });
     expect(set.description).not.toMatch(/log-mels/);
@@ -188,15 +174,7 @@ describe('inputs that only look like spectrograms, points or node indices (a rev
       output: [valueInfo('y', ['N', 3])],
     });
     expect((await syntheticCalibrationSet(nerf, { count: 2 })).description).toMatch(/pts float32\[1024,3\]/);
-    const camera = modelBytes({
-      name: 'camera',
-      node: [
-        { opType: 'ReduceMean', input: ['image'], output: ['a'] },
-        { opType: 'ReduceMean', input: ['cam_xyz'], output: ['b'] },
-      ],
-      input: [valueInfo('image', ['batch', 3, 32, 32]), valueInfo('cam_xyz', ['batch', 3])],
-      output: [valueInfo('a', [1, 1, 1, 1]), valueInfo('b', [1, 1])],
-    });
+    const camera = meanOfEach('camera', { image: ['batch', 3, 32, 32], cam_xyz: ['batch', 3] });
     expect((await syntheticCalibrationSet(camera, { count: 2 })).description).toMatch(/cam_xyz float32\[1,3\]/);
   });
 });

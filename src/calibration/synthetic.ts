@@ -651,6 +651,7 @@ function describeInputs(
   imageNote: string,
   rate: number,
   flip = false,
+  indexed: ReadonlyMap<string, string> = new Map(),
 ): string {
   const what: Record<InputKind, string> = {
     rate: `the rate ${rate}`,
@@ -666,7 +667,6 @@ function describeInputs(
     timestep: `timesteps 0–${TIMESTEPS - 1}`,
     float: 'Gaussian N(0, 1)',
   };
-  const indexed = nodeInputs(io);
   const ids = (name: string): string => {
     const rule = idsRule(name, io);
     const rows = indexed.get(name);
@@ -731,7 +731,7 @@ function spectrogramOf(input: ValueInfo, dims: readonly number[], seed: number):
   const frames = dims[layout.timeAxis];
   const features = dims[layout.featureAxis];
   const batch = dims[0];
-  const out = new Float32Array(dims.reduce((a, b) => a * b, 1));
+  const out = new Float32Array(elementCount(dims));
   const per = frames * features;
   for (let b = 0; b < batch; b++) {
     const values = logMelFrames(speechLike(soundFor(frames), SPECTROGRAM_RATE, seed * 13 + b), frames, features, layout.mfcc);
@@ -999,7 +999,7 @@ async function statelessSet(
     samples,
     source: [],
     synthetic: true,
-    description: `${o.count} SYNTHETIC samples (no calibration data given): ${describeInputs(io, kinds, dims, imageNote, o.rate, flip)}${grown}`,
+    description: `${o.count} SYNTHETIC samples (no calibration data given): ${describeInputs(io, kinds, dims, imageNote, o.rate, flip, indexed)}${grown}`,
   };
 }
 

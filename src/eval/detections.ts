@@ -308,13 +308,25 @@ export function matchDetections(source: Source & { outputs: string[] }, referenc
 
 /** The rows `rows` of a tensor along `axis`, in that order (a copy). */
 export function pickRows(t: CalibrationTensor, axis: 0 | 1, rows: readonly number[]): CalibrationTensor {
-  const width = rowsOf(t, axis)!.width;
-  const data = new (t.data.constructor as new (n: number) => TensorData)(rows.length * width);
-  rows.forEach((r, k) => data.set(t.data.subarray(r * width, (r + 1) * width) as never, k * width));
-  const dims = [...t.dims];
-  dims[axis] = rows.length;
-  return { type: t.type, dims, data };
+  const { tensor, width } = emptyRows(t, axis, rows.length);
+  rows.forEach((r, k) => copyRow(tensor.data, k, t.data, r, width));
+  return tensor;
 }
+
+/** A tensor of `t`'s type and shape with `count` rows along `axis`, all zero, and the values a row holds. */
+function emptyRows(t: CalibrationTensor, axis: 0 | 1, count: number): { tensor: CalibrationTensor; width: number } {
+  const width = rowsOf(t, axis)!.width;
+  const dims = [...t.dims];
+  dims[axis] = count;
+  return {
+    tensor: { type: t.type, dims, data: new (t.data.constructor as new (n: number) => TensorData)(count * width) },
+    width,
+  };
+}
+
+/** Row `r` of `from` into row `k` of `to` (rows of `width` values). */
+const copyRow = (to: TensorData, k: number, from: TensorData, r: number, width: number): void =>
+  to.set(from.subarray(r * width, (r + 1) * width) as never, k * width);
 
 /**
  * One sample's outputs with every detection set's rows matched: the matched rows of each of its outputs, in the
@@ -357,17 +369,14 @@ export function alignToReference(reference: Feed, run: Feed): Feed {
     const at = new Int32Array(rowsOf(reference[source.boxes], source.axis)!.count).fill(-1);
     for (const [i, j] of set.pairs) at[i] = j;
     for (const o of set.outputs) {
-      const t = run[o];
-      const width = rowsOf(t, source.axis)!.width;
-      const data = new (t.data.constructor as new (n: number) => TensorData)(at.length * width);
+      const { tensor, width } = emptyRows(run[o], source.axis, at.length);
       // (a row of the reference that is no decision and this run lacks is the reference's own: a top-k tail's churn
       // is no error; a lost decision is a zero row)
-      const ref = reference[o].data;
       at.forEach((j, i) => {
-        if (j >= 0) data.set(t.data.subarray(j * width, (j + 1) * width) as never, i * width);
-        else if (!set.lost[i]) data.set(ref.subarray(i * width, (i + 1) * width) as never, i * width);
+        if (j >= 0) copyRow(tensor.data, i, run[o].data, j, width);
+        else if (!set.lost[i]) copyRow(tensor.data, i, reference[o].data, i, width);
       });
-      out[o] = { type: t.type, dims: [...reference[o].dims], data };
+      out[o] = tensor;
     }
   }
   return out;

@@ -17,7 +17,7 @@
  * weight or scale is not finite.
  */
 
-import type { ModelReader } from '../formats/model.js';
+import { rowElements, type ModelReader } from '../formats/model.js';
 import { channelView, gatherChannels, keptChannels } from '../layout/channels.js';
 import { gatherPlanes, planeShapes } from '../layout/planes.js';
 import type { LayoutSpec } from '../layout/types.js';
@@ -71,7 +71,7 @@ export function modelGridUnit(
   const shape = plan.entry.shape;
   const inner = q.axis < 0 ? 1 : shape.slice(q.axis + 1).reduce((a, b) => a * b, 1);
   const dim = q.axis < 0 ? 1 : shape[q.axis];
-  const offset = slice ? slice.row * shape.slice(1).reduce((a, b) => a * b, 1) : 0;
+  const offset = slice ? slice.row * rowElements(shape) : 0;
   const [lo, hi] = q.signed ? [-128, 127] : [0, 255];
   const snapped = new Float32Array(read.length);
   const steps = new Float32Array(read.length);
