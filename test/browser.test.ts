@@ -18,6 +18,7 @@ import fc from 'fast-check';
 import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, rebuildModel } from '../src/index.js';
 import { packMembers, tileEntries, type Manifest } from '../src/archive/manifest.js';
 import { mixedModel } from './helpers/onnx-fixtures.js';
+import { moeModel } from './helpers/onnx-builder.js';
 import { encodeFloats } from '../src/formats/model.js';
 import { tempDir } from './helpers/tmp.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
@@ -90,7 +91,14 @@ const CASES: Array<[string, Parameters<typeof compressModel>[2]]> = [
   ['sliced-png', { codec: 'png', sliceWeights: 256 }],
   // a real model's PNGs, its Fourier basis deflated with matches (codecs/image/png-entropy.ts)
   ['silero-png', { codec: 'png' }],
+  // stacked experts, a plane each (format version 7), whole and in slices of two experts
+  ['moe-png', { codec: 'png' }],
+  ['moe-sliced', { codec: 'png', sliceWeights: 2 * 64 * 128 }],
 ];
+
+/** The model a case compresses. */
+const model = (name: string): string =>
+  name.startsWith('silero-') ? SILERO_V4 : join(dir, name.startsWith('moe-') ? 'moe.onnx' : 'm.onnx');
 
 /** The test's archives, each built (or taken from the fixture cache) by the first test that needs it. */
 const archives = new Map<string, Promise<string>>();
@@ -109,7 +117,7 @@ function archive(name: string): Promise<string> {
               writeFileSync(file, bad);
               return file;
             })
-          : cachedArchive(name.startsWith('silero-') ? SILERO_V4 : join(dir, 'm.onnx'), options!, file).then(() => file);
+          : cachedArchive(model(name), options!, file).then(() => file);
     archives.set(name, p);
   }
   return p;
@@ -120,6 +128,7 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
   // test's own timeout) and cached across runs (test/helpers/fixture-cache.ts)
   beforeAll(async () => {
     writeFileSync(join(dir, 'm.onnx'), mixedModel().bytes);
+    writeFileSync(join(dir, 'moe.onnx'), moeModel().bytes);
     // the example page, built by `npm run example`'s own code (its archive from the fixture cache)
     await buildExample(join(dir, 'example'), { archive: (file) => cachedArchive(SILERO_V4, {}, file) });
     ({ server, base, stats } = await serveDir(dir));
@@ -143,6 +152,11 @@ describe.skipIf(!haveChromium)('browser decoder (Chromium)', () => {
         // its two sine rows of zeros (DC and Nyquist) are left out of the plane and put back by the decoder (version 5)
         expect(basis.zeroChannels).toBeDefined();
         expect(basis.planes![0].cols).toBe(256);
+      }
+      if (name.startsWith('moe-')) {
+        const w1 = file.manifest.tensors.find((t) => t.name === 'experts.w1')!;
+        expect([file.manifest.version, w1.layout]).toEqual([7, { kind: 'stack', batch: 8, nin: 64, nout: 128, order: 'in_out' }]);
+        expect(w1.slices?.length).toBe(name === 'moe-sliced' ? 4 : undefined);
       }
       const coded = file.manifest.tensors.filter((t) => t.layout && !t.sameAs).length;
       const node = await decodeAllTensors(file);

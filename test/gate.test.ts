@@ -29,6 +29,7 @@ import {
 } from './helpers/onnx-builder.js';
 import { exposeDecisions } from '../src/calibration/decisions.js';
 import { writeSafetensorsFixture } from './helpers/safetensors-fixture.js';
+import { compareOutputs } from '../src/eval/fidelity.js';
 import { listDir, tempDir } from './helpers/tmp.js';
 import { gaussian } from './helpers/random.js';
 
@@ -449,6 +450,27 @@ describe('quality gate', () => {
     writeSafetensorsFixture(f);
     const r = await compressModel(f, join(dir, 'st.nnm'));
     expect(r.quality).toMatchObject({ checked: false, reason: expect.stringMatching(/safetensors files hold no graph/) });
+  });
+});
+
+describe("a sequence's logits", () => {
+  it('[N, T, C] named as logits are decided per position; other rank-3 outputs stay values', () => {
+    // 64 positions of 50 logits, the candidate moved by 8 % of the spread: a third of the near-ties flip
+    const a = gaussian(64 * 50, 21, 1);
+    const b = a.map((v, i) => v + 0.08 * gaussian(1, 1000 + i, 1)[0] * 3);
+    const f32 = (d: Float32Array) => ({ type: 'float32' as const, dims: [1, 64, 50], data: d });
+    for (const name of ['logits', 'lm_logits', 'joint.logits', 'class_queries_logits']) {
+      const r = compareOutputs({ [name]: f32(a) }, { [name]: f32(b) });
+      expect(r.outputs[0].kind, name).toBe('classes');
+      expect(r.outputs[0].decisions).toBe(64);
+      // judged as values it would read 1 − relRms (≈ 0.76); decided, it reads the share of positions whose top-1 held
+      expect(r.fidelity).toBe(r.outputs[0].agreement);
+    }
+    for (const name of ['hidden_states', 'features', 'logitech'])
+      expect(compareOutputs({ [name]: f32(a) }, { [name]: f32(b) }).outputs[0].kind).toBe('values');
+    // a segmentation's logits [N, C, H, W] keep their class axis elsewhere: not decided along the last axis
+    const seg = { type: 'float32' as const, dims: [1, 5, 8, 80], data: a };
+    expect(compareOutputs({ logits: seg }, { logits: { ...seg, data: b } }).outputs[0].kind).toBe('values');
   });
 });
 

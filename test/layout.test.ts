@@ -49,6 +49,27 @@ describe('M3: convolution as a (Nfin·Kx) × (Nfout·Ky) image of Kx × Ky tiles
   });
 });
 
+describe("stacked matrices (a batched MatMul constant, an MoE's experts) as one image each", () => {
+  it('[E, in, out]: plane e pixel (i, j) = W[e, i, j], each column its own channel', () => {
+    const [E, I, O] = [3, 4, 5];
+    const spec: LayoutSpec = { kind: 'stack', batch: E, nin: I, nout: O, order: 'in_out' };
+    const planes = gatherPlanes(iota(E * I * O), spec, f32);
+    expect(planes).toHaveLength(E);
+    expect(planeShapes(spec).map((s) => [s.rows, s.cols, s.channelWidth, s.label])).toEqual(
+      Array.from({ length: E }, (_, e) => [I, O, 1, `matrix ${e}`]),
+    );
+    for (let e = 0; e < E; e++)
+      for (let i = 0; i < I; i++) for (let j = 0; j < O; j++) expect(planes[e][i * O + j]).toBe((e * I + i) * O + j);
+  });
+  it('[E, out, in]: plane e pixel (i, j) = W[e, j, i]', () => {
+    const [E, I, O] = [2, 3, 4];
+    const spec: LayoutSpec = { kind: 'stack', batch: E, nin: I, nout: O, order: 'out_in' };
+    const planes = gatherPlanes(iota(E * I * O), spec, f32);
+    for (let e = 0; e < E; e++)
+      for (let i = 0; i < I; i++) for (let j = 0; j < O; j++) expect(planes[e][i * O + j]).toBe((e * O + j) * I + i);
+  });
+});
+
 describe('M4: LSTM as m images', () => {
   it('bidirectional ONNX LSTM W [2, 4H, I]: 8 planes of I × H, plane d·4+g pixel (i, h) = W[d, g·H + h, i]', () => {
     const [D, H, I] = [2, 3, 5];
@@ -75,6 +96,8 @@ describe('layouts are pairs of inverse functions', () => {
     { kind: 'lstm', gates: 4, directions: 2, hidden: 3, nin: 4 },
     { kind: 'conv', nfin: 3, nfout: 5, kx: 3, ky: 2, order: 'in_out' },
     { kind: 'gru', gates: 3, directions: 2, hidden: 4, nin: 3 },
+    { kind: 'stack', batch: 3, nin: 5, nout: 4, order: 'in_out' },
+    { kind: 'stack', batch: 2, nin: 3, nout: 7, order: 'out_in' },
   ];
   for (const spec of specs)
     it(`${spec.kind} ${JSON.stringify(spec)}`, () => {
@@ -129,6 +152,8 @@ describe('planeOffsets: the index function as row + column offsets', () => {
     { kind: 'conv', nfin: 1, nfout: 6, kx: 3, ky: 3, order: 'out_in' },
     { kind: 'lstm', gates: 4, directions: 2, hidden: 3, nin: 4 },
     { kind: 'gru', gates: 3, directions: 1, hidden: 5, nin: 2 },
+    { kind: 'stack', batch: 4, nin: 3, nout: 5, order: 'in_out' },
+    { kind: 'stack', batch: 3, nin: 6, nout: 2, order: 'out_in' },
   ];
   for (const spec of specs)
     it(`${spec.kind} ${JSON.stringify(spec)}`, () => {

@@ -31,7 +31,7 @@ const entry = (shape: number[], inputIndex: number): Parameters<typeof classifyT
 });
 
 describe('MatMul constants', () => {
-  it('B [K, N] keeps its layout; A [M, K] is [out, in]; batched constants stack their matrices along the rows', () => {
+  it('B [K, N] keeps its layout; A [M, K] is [out, in]; a batched B is a stack of matrices, a batched A rows of them', () => {
     expect(classifyTensor(entry([64, 32], 1), 'onnx')).toEqual({
       role: 'fc',
       layout: { kind: 'fc', nin: 64, nout: 32, order: 'in_out' },
@@ -41,7 +41,13 @@ describe('MatMul constants', () => {
       role: 'fc',
       layout: { kind: 'fc', nout: 96, nin: 48, order: 'out_in' },
     });
-    expect(classifyTensor(entry([4, 32, 16], 1), 'onnx').layout).toEqual({ kind: 'fc', nin: 128, nout: 16, order: 'in_out' });
+    expect(classifyTensor(entry([4, 32, 16], 1), 'onnx').layout).toEqual({
+      kind: 'stack',
+      batch: 4,
+      nin: 32,
+      nout: 16,
+      order: 'in_out',
+    });
     expect(classifyTensor(entry([4, 16, 32], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 64, nin: 32, order: 'out_in' });
   });
 

@@ -238,6 +238,17 @@ describe('slices', () => {
       nfin: 4,
       nfout: 8,
     });
+    // a stack of matrices by whole matrices ([8, 32, 16] experts, two at a time; [2, 4, 32, 16] by the first axis)
+    expect(sliceLayout({ kind: 'stack', batch: 8, nin: 32, nout: 16, order: 'in_out' }, [8, 32, 16], 2)).toEqual({
+      kind: 'stack',
+      batch: 2,
+      nin: 32,
+      nout: 16,
+      order: 'in_out',
+    });
+    expect(sliceLayout({ kind: 'stack', batch: 8, nin: 32, nout: 16, order: 'in_out' }, [2, 4, 32, 16], 1)).toMatchObject({
+      batch: 4,
+    });
     // recurrent layouts are not sliced; nor is a row count outside the tensor
     expect(sliceLayout({ kind: 'lstm', gates: 4, directions: 1, hidden: 8, nin: 4 }, [1, 32, 4], 1)).toBeUndefined();
     expect(sliceLayout({ kind: 'fc', nout: 64, nin: 48, order: 'out_in' }, [64, 48], 65)).toBeUndefined();

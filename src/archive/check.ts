@@ -42,6 +42,7 @@ const LAYOUT_FIELDS: Record<string, string[]> = {
   conv: ['nfin', 'nfout', 'kx', 'ky'],
   lstm: ['gates', 'directions', 'hidden', 'nin'],
   gru: ['gates', 'directions', 'hidden', 'nin'],
+  stack: ['batch', 'nin', 'nout'],
 };
 
 /** The manifest entry's bytes → a checked manifest (size limit, JSON, then `checkManifest`). */
@@ -60,7 +61,7 @@ export function parseManifest(bytes: Uint8Array, file?: string): Manifest {
 }
 
 /** The shape of every field of a tensor record the decoder reads: types first, then the geometry checks. */
-function checkRecordTypes(t: TensorRecord, format: string, file: string | undefined): void {
+function checkRecordTypes(t: TensorRecord, format: string, version: number, file: string | undefined): void {
   const bad: (what: string) => never = (what) => fail(file, `bad ${what}`, typeof t.key === 'string' ? t.key : undefined);
   if (!FLOAT_DTYPES.includes(t.dtype)) bad('dtype');
   if (typeof t.name !== 'string') bad('name');
@@ -83,10 +84,13 @@ function checkRecordTypes(t: TensorRecord, format: string, file: string | undefi
   if (!isObj(l)) bad('layout');
   const need = typeof l.kind === 'string' && Object.hasOwn(LAYOUT_FIELDS, l.kind) ? LAYOUT_FIELDS[l.kind] : undefined;
   if (!need || !need.every((k) => isPos(l[k]))) bad('layout');
-  if ((l.kind === 'fc' || l.kind === 'conv') && l.order !== 'in_out' && l.order !== 'out_in') bad('layout order');
+  if ((l.kind === 'fc' || l.kind === 'conv' || l.kind === 'stack') && l.order !== 'in_out' && l.order !== 'out_in')
+    bad('layout order');
   // recurrent layouts are one plane per gate and direction: bound them before any plane list is made
   if ((l.kind === 'lstm' && l.gates !== 4) || (l.kind === 'gru' && l.gates !== 3)) bad('gate count');
   if ((l.kind === 'lstm' || l.kind === 'gru') && l.directions !== 1 && l.directions !== 2) bad('direction count');
+  // stacked matrices (version 7): one plane each, bounded by the shape check before any plane list is made
+  if (l.kind === 'stack' && version < 7) bad('layout (a stack of matrices needs version 7)');
   if (t.sameAs !== undefined) return;
   if (t.slices !== undefined) {
     if (
@@ -172,7 +176,7 @@ export function checkManifest(m: unknown, file?: string): Manifest {
   const keys = new Set<string>();
   for (const t of man.tensors) {
     if (!isObj(t) || typeof t.key !== 'string' || !Array.isArray(t.shape)) fail(file, 'tensor record without key or shape');
-    checkRecordTypes(t, man.source.format, file);
+    checkRecordTypes(t, man.source.format, man.version, file);
     if (keys.has(t.key)) fail(file, `duplicate tensor key`, t.key);
     keys.add(t.key);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(file, 'invalid shape', t.key);
@@ -311,7 +315,7 @@ function checkSlices(t: TensorRecord, man: Manifest, file: string | undefined): 
       fail(file, 'slices do not tile the leading dimension', t.key);
     next = s.row + s.rows;
     const { record } = sliceAsTensor(t, s);
-    checkRecordTypes(record, man.source.format, file);
+    checkRecordTypes(record, man.source.format, man.version, file);
     const bad = (m: string): never => fail(file, `slice at row ${s.row}: ${m}`, t.key);
     const zero = record.layout ? checkedZeroChannels(record, man, bad) : undefined;
     if (!record.layout || (!zero && layoutElementCount(record.layout) !== elementCount(record.shape)))

@@ -17,20 +17,20 @@ import { HALF_ENTRY } from '../quantize/half.js';
 
 export const MANIFEST_NAME = 'manifest.json';
 /**
- * The newest version this build writes: 6 where a tensor is stored as another's transpose (`transposed`), 5 where a tensor leaves output channels of zeros out of its planes (`zeroChannels`), 4 where the archive uses what version 3 did not have (`step20`
+ * The newest version this build writes: 7 where a tensor is a stack of matrices (`stack` layout), 6 where a tensor is stored as another's transpose (`transposed`), 5 where a tensor leaves output channels of zeros out of its planes (`zeroChannels`), 4 where the archive uses what version 3 did not have (`step20`
  * ranges, compressed or skeleton pack members, the `brotli` codecs), 3 where a tensor uses a codec version 2 did not have (`zstd-sign`), 2
  * otherwise (so an archive that needs nothing new opens in an older reader; see `formatVersionOf`).
  */
-export const FORMAT_VERSION = 6;
+export const FORMAT_VERSION = 7;
 /**
  * Versions this build reads. 2 added `packs` (small entries inside one ZIP entry) and float16 kept tensors
  * rounded to fewer mantissa bits (the same float16 bytes to a reader); a version-1 archive has neither.
  * 3 added the `zstd-sign` codec. 4 added `step20` ranges, brotli pack members (`[name, bytes, size]`:
  * the side entries of a small archive inside its one pack) and the `brotli` and `brotli-sign` codecs. 5 added
  * `zeroChannels` (output channels of exact zeros left out of a tensor's planes). 6 added `transposed` (a tensor
- * stored once for its transpose).
+ * stored once for its transpose). 7 added the `stack` layout (stacked matrices, a plane each: an MoE's experts).
  */
-export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4, 5, 6];
+export const READ_VERSIONS: readonly number[] = [1, 2, 3, 4, 5, 6, 7];
 /** Codecs a version-2 reader does not know: an archive that uses one is version 3. */
 const VERSION_3_CODECS: ReadonlySet<string> = new Set(['zstd-sign']);
 /** Codecs a version-3 reader does not know: an archive that uses one is version 4. */
@@ -44,6 +44,7 @@ export function formatVersionOf(
 ): number {
   const parts = tensors.flatMap((t) => [t, ...(t.slices ?? [])]);
   const members = Object.values(packs ?? {}).flat();
+  if (tensors.some((t) => t.layout?.kind === 'stack')) return 7;
   if (tensors.some((t) => t.transposed)) return 6;
   if (parts.some((p) => p.zeroChannels !== undefined)) return 5;
   if (members.some((m) => m.length > 2 || skeleton.includes(m[0]))) return 4;

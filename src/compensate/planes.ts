@@ -97,6 +97,9 @@ export function planeMatrices(layout: LayoutSpec, shapes: readonly PlaneShape[],
       const direction = Math.floor(p / layout.gates);
       return [build(groups > 1 ? direction : 0, layout.hidden, layout.nin, (r, i) => i * cols + r)];
     }
+    case 'stack':
+      // (statisticsMisfit refuses statistics for a stack: each matrix multiplies inputs of its own)
+      throw new Error('planeMatrices: a stack of matrices has no statistics');
   }
 }
 
@@ -122,6 +125,8 @@ export function statisticsMisfit(layout: LayoutSpec, stats: TensorStatistics): s
     case 'lstm':
     case 'gru':
       return (g === 1 || g === layout.directions) && stats.k === layout.nin ? undefined : bad(`expected K ${layout.nin}`);
+    case 'stack':
+      return bad('a stack of matrices, each multiplying inputs of its own');
   }
 }
 

@@ -218,6 +218,7 @@ function planSite(node: OnnxNode, index: number, path: Path, target: StatisticsT
   const a = node.attrs;
   const base = { target, sites: [] as Site[] };
   if (node.op === 'MatMul' || node.op === 'Gemm') {
+    if (layout.kind === 'stack') return 'a stack of matrices (each multiplies inputs of its own): no statistics per matrix';
     if (layout.kind !== 'fc') return `a ${layout.kind} layout multiplied by ${node.op}`;
     if (path.rowOps) return 'rows selected before the product';
     const gemm = node.op === 'Gemm';

@@ -20,6 +20,13 @@ export function planeShapes(spec: LayoutSpec): PlaneShape[] {
           out.push({ rows: spec.nin, cols: spec.hidden, channelWidth: 1, label: `gate ${names[g] ?? g}, direction ${d}` });
       return out;
     }
+    case 'stack':
+      return Array.from({ length: spec.batch }, (_, p) => ({
+        rows: spec.nin,
+        cols: spec.nout,
+        channelWidth: 1,
+        label: `matrix ${p}`,
+      }));
   }
 }
 
@@ -58,6 +65,11 @@ export function sourceIndexFn(spec: LayoutSpec): (p: number, r: number, c: numbe
           g = p - d * gates;
         return ((d * gates + g) * hidden + h) * nin + i;
       };
+    }
+    case 'stack': {
+      const { nin, nout } = spec;
+      const size = nin * nout;
+      return spec.order === 'in_out' ? (p, i, j) => p * size + i * nout + j : (p, i, j) => p * size + j * nin + i;
     }
   }
 }
@@ -98,6 +110,14 @@ export function planeOffsets(spec: LayoutSpec, p: number): { rows: Int32Array; c
       for (let r = 0; r < s.rows; r++) rows[r] = p * spec.hidden * spec.nin + r;
       for (let c = 0; c < s.cols; c++) cols[c] = c * spec.nin;
       break;
+    case 'stack': {
+      // matrix p starts at p·Nin·Nout; within it as an fc plane
+      const base = p * spec.nin * spec.nout;
+      const inOut = spec.order === 'in_out';
+      for (let r = 0; r < s.rows; r++) rows[r] = base + (inOut ? r * spec.nout : r);
+      for (let c = 0; c < s.cols; c++) cols[c] = inOut ? c : c * spec.nin;
+      break;
+    }
   }
   return { rows, cols };
 }
@@ -221,13 +241,15 @@ function scatterByIndex<T extends AnyTypedArray>(planes: readonly T[], spec: Lay
 }
 
 export function layoutElementCount(spec: LayoutSpec): number {
+  // (a stack's count without its list of planes: a manifest's batch is checked against the shape by this)
+  if (spec.kind === 'stack') return spec.batch * spec.nin * spec.nout;
   return planeShapes(spec).reduce((s, p) => s + p.rows * p.cols, 0);
 }
 
 /**
  * The layout of rows [r, r + rows) of a tensor's leading dimension, where such a block is a tensor the
  * layout describes by itself: a block of output channels of an [out, in] matrix or kernel, or of input
- * rows of an [in, out] one. Recurrent layouts (gates and directions lead) are not sliced.
+ * rows of an [in, out] one, or of the matrices of a stack. Recurrent layouts (gates and directions lead) are not sliced.
  */
 export function sliceLayout(spec: LayoutSpec, shape: readonly number[], rows: number): LayoutSpec | undefined {
   const lead = shape[0];
@@ -240,6 +262,10 @@ export function sliceLayout(spec: LayoutSpec, shape: readonly number[], rows: nu
   } else if (spec.kind === 'conv') {
     const n = part(spec.order === 'out_in' ? spec.nfout : spec.nfin);
     if (n !== undefined) out = spec.order === 'out_in' ? { ...spec, nfout: n } : { ...spec, nfin: n };
+  } else if (spec.kind === 'stack') {
+    // a block of whole matrices (experts)
+    const n = part(spec.batch);
+    if (n !== undefined) out = { ...spec, batch: n };
   }
   return out && layoutElementCount(out) === rows * rowElements(shape) ? out : undefined;
 }

@@ -5,7 +5,7 @@
  * its inverse (scatter) cannot disagree.
  */
 
-export type LayoutSpec = FcLayoutSpec | ConvLayoutSpec | RecurrentLayoutSpec;
+export type LayoutSpec = FcLayoutSpec | ConvLayoutSpec | RecurrentLayoutSpec | StackLayoutSpec;
 
 /** M2: a fully-connected matrix as one Nin × Nout plane (row = input, column = output). */
 export interface FcLayoutSpec {
@@ -34,6 +34,21 @@ export interface RecurrentLayoutSpec {
   directions: number;
   hidden: number;
   nin: number;
+}
+
+/**
+ * Fully connected matrices stacked along leading axes (a batched MatMul's constant B [experts, in, out], an MoE's
+ * stacked experts): one Nin × Nout plane per matrix, each column of each plane its own channel. Laid out as one fc
+ * matrix of [batch·in, out], every expert's column j shared one range: experts of scales 0.25–2.8 ran at 22.8–43.7 dB.
+ */
+export interface StackLayoutSpec {
+  kind: 'stack';
+  /** How many matrices (the product of the leading axes). */
+  batch: number;
+  nin: number;
+  nout: number;
+  /** Memory order of each matrix: [batch, in, out] (MatMul's B) or [batch, out, in]. */
+  order: 'in_out' | 'out_in';
 }
 
 export interface PlaneShape {

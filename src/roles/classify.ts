@@ -56,6 +56,19 @@ export function layoutForRole(role: Role, shape: readonly number[], fcOrder: 'in
   return undefined;
 }
 
+/**
+ * A MatMul operand's layout: B [.., K, N] (outputs last) of rank 3 or more with more than one matrix is a stack of
+ * K × N matrices, a range per column of each (an MoE's experts [E, K, N]: as one [E·K, N] matrix every expert's
+ * column j shared a range); otherwise the [leading dims, last] matrix. (A constant A [.., M, K] is [out, in] with a
+ * range per row, which already is one per matrix and row.)
+ */
+function matmulOperandLayout(shape: readonly number[], order: 'in_out' | 'out_in'): LayoutSpec | undefined {
+  const batch = elementCount(shape.slice(0, -2));
+  if (order === 'in_out' && shape.length >= 3 && batch > 1)
+    return { kind: 'stack', batch, nin: shape[shape.length - 2], nout: shape[shape.length - 1], order };
+  return layoutForRole('fc', shape, order);
+}
+
 /** The classification a single use gives a tensor (a weight input of a layer op), or undefined. */
 function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined {
   if (use.domain === MS) {
@@ -89,12 +102,12 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
     };
   }
   // MatMul's B [.., K, N]: one range per output column N; a constant A [.., M, K] (y = W·x) is [out, in], one range
-  // per row. Batched constants are their matrices stacked along the rows (`layoutForRole`'s [leading dims, last]).
+  // per row. Batched constants are a stack of matrices (`matmulOperandLayout`).
   if (use.op === 'MatMul' && (use.inputIndex === 1 || use.inputIndex === 0) && t.shape.length >= 2) {
     const operand = use.inputIndex === 1 ? 'B' : 'A';
     return {
       role: 'fc',
-      layout: layoutForRole('fc', t.shape, use.inputIndex === 1 ? 'in_out' : 'out_in'),
+      layout: matmulOperandLayout(t.shape, use.inputIndex === 1 ? 'in_out' : 'out_in'),
       reason: t.shape.length === 2 && operand === 'B' ? 'MatMul constant operand' : `MatMul constant operand ${operand}`,
     };
   }
@@ -185,7 +198,7 @@ function classifyContribUse(t: TensorEntry, use: TensorUse): Classification | un
     const outLast = inputIndex === 1 ? !trans : trans;
     return {
       role: 'fc',
-      layout: layoutForRole('fc', t.shape, outLast ? 'in_out' : 'out_in'),
+      layout: matmulOperandLayout(t.shape, outLast ? 'in_out' : 'out_in'),
       reason: `FusedMatMul constant operand ${inputIndex === 1 ? 'B' : 'A'}${trans ? ' (transposed)' : ''}`,
     };
   }
@@ -339,6 +352,24 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
     const kind = /gru/.test(n) ? 'gru' : 'lstm';
     const layout = recurrentSpec(kind, t.shape);
     if (layout) return { role: kind, layout, reason: `${kind.toUpperCase()} weight by name` };
+  }
+  // an MoE's experts stacked in one tensor [E, ·, ·]: as PyTorch parameters named `weight`, E Linear weights
+  // [out, in] (a range per expert and row); otherwise as Llama 4 and gpt-oss store them (`experts.gate_up_proj`,
+  // `experts.down_proj`), the right operand of a batched product [E, in, out] (a stack, a range per expert and
+  // column). A Conv1d kernel [out, in, k] named `weight` stays a kernel: only a name saying experts is read so.
+  if (t.shape.length === 3 && /(^|[._])experts?([._]|$)/.test(n) && !normVector && !/(bias|scales?|norm)$/.test(n)) {
+    const [experts, a, b] = t.shape;
+    if (/(weight|kernel)$/.test(n))
+      return {
+        role: 'fc',
+        layout: { kind: 'fc', nout: experts * a, nin: b, order: 'out_in' },
+        reason: 'stacked experts by name ([experts, out, in] Linear weights: one range per expert and row)',
+      };
+    return {
+      role: 'fc',
+      layout: { kind: 'stack', batch: experts, nin: a, nout: b, order: 'in_out' },
+      reason: 'stacked experts by name ([experts, in, out] of a batched product: one range per expert and column)',
+    };
   }
   if (/(weight|kernel)$/.test(n) || /\.w_?\d*$/.test(n)) {
     if (t.shape.length >= 3 && !/embed/.test(n))

@@ -929,3 +929,36 @@ export function qatModel(options: { clip?: number; uint8?: boolean; twin?: boole
   g.op('Identity', [x], {}, 'logits');
   return { bytes: encode(g.proto([valueInfo('x', [1, 64])], [valueInfo('logits', [1, 10])])), weights: g.weights };
 }
+
+export const MOE = { tokens: 16, width: 64, hidden: 128, experts: 8 };
+
+/**
+ * A soft mixture of experts with its experts stacked, as MoE exports and checkpoints store them: `x` [tokens, 64];
+ * a router (MatMul [64, 8] + Softmax) weighs every expert; `experts.w1` [8, 64, 128] and `experts.w2` [8, 128, 64]
+ * are batched MatMul constants (x broadcast over the experts), ReLU between; the weighted sum over experts is `y`
+ * [tokens, 64]. Expert e's w1 is scaled by `scales[e]` (log-spaced 0.25…2.8 by default) and its w2 by the inverse,
+ * so every expert contributes alike while one range per column across experts would starve the small ones.
+ */
+export function moeModel(scales: readonly number[] = logSpaced(0.25, 2.8, MOE.experts), seed = 1): BuiltModel {
+  const { width: D, hidden: H } = MOE;
+  const E = scales.length;
+  const g = new Graph('moe');
+  const w1 = new Float32Array(E * D * H);
+  const w2 = new Float32Array(E * H * D);
+  scales.forEach((s, e) => {
+    w1.set(gaussian(D * H, seed * 100 + e, s * Math.sqrt(2 / D)), e * D * H);
+    w2.set(gaussian(H * D, seed * 100 + 50 + e, Math.sqrt(1 / H) / s), e * H * D);
+  });
+  const gate = g.op('Softmax', [g.op('MatMul', ['x', g.weight('router.w', [D, E], gaussian(D * E, seed * 100 + 99, 0.3))])], {
+    axis: -1,
+  });
+  const weights = g.op('Unsqueeze', [g.op('Transpose', [gate], { perm: [1, 0] }), g.ints('axis2', [2])]);
+  const h = g.op('Relu', [g.op('MatMul', ['x', g.weight('experts.w1', [E, D, H], w1)])]);
+  const o = g.op('MatMul', [h, g.weight('experts.w2', [E, H, D], w2)]);
+  g.op('ReduceSum', [g.op('Mul', [o, weights]), g.ints('axis0', [0])], { keepdims: 0 }, 'y');
+  return { bytes: encode(g.proto([valueInfo('x', ['tokens', D])], [valueInfo('y', ['tokens', D])])), weights: g.weights };
+}
+
+function logSpaced(lo: number, hi: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => lo * (hi / lo) ** (i / (n - 1)));
+}
