@@ -201,6 +201,8 @@ export class QualityError extends NnmediaError {
       withoutBudget?: { bitsPerWeight: number; fidelity: number; passed: boolean };
       /** The failing archive was kept at the output (`force`). */
       kept?: boolean;
+      /** The kept archive's size: bytes and bits/weight (where `kept`). */
+      archive?: { bytes: number; bitsPerWeight: number };
     } = {},
   ) {
     super('E_QUALITY', message, context);

@@ -5,7 +5,7 @@
  * Ctrl-C …); the README's table is checked to be the one generated from `ERROR_CODES`.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -419,7 +419,11 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
       /file q\.nnm: fidelity [\d.]+ is under the floor 0\.99 \(worst output \w+, \d+ held-back synthetic samples\): no output written; .*--force to keep it$/,
     );
     expect(existsSync(join(dir, 'q.nnm'))).toBe(false);
-    expectFailure(await cli([...args, '--force']), 'E_QUALITY', /under the floor 0\.99 .*: the archive was kept \(--force\)$/);
+    expectFailure(
+      await cli([...args, '--force']),
+      'E_QUALITY',
+      /under the floor 0\.99 .*: the archive was kept \(--force, [\d,]+ bytes, [\d.]+ bits\/weight\)$/,
+    );
     expect(existsSync(join(dir, 'q.nnm'))).toBe(true);
     // --json: the failure on stdout too, for scripts (it printed nothing)
     const json = await cli([...args, '--force', '--json']);
@@ -427,6 +431,10 @@ const CASES: Record<ErrorCode, () => Promise<void>> = {
     const { error } = JSON.parse(json.stdout) as { error: Record<string, unknown> };
     expect(error).toMatchObject({ code: 'E_QUALITY', file: 'q.nnm', minFidelity: 0.99, kept: true });
     expect(error.fidelity).toBeLessThan(0.99);
+    // and the size of the archive it kept
+    const archive = error.archive as { bytes: number; bitsPerWeight: number };
+    expect(archive.bytes).toBe(statSync(join(dir, 'q.nnm')).size);
+    expect(archive.bitsPerWeight).toBeGreaterThan(0);
   },
   E_INTERRUPTED: async () => {
     // Ctrl-C (and SIGTERM) while tensors are encoded: one line, 130 (143), no output and no temporary file left

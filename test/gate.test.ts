@@ -6,7 +6,7 @@
  */
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import { withTempFile } from '../src/io/atomic.js';
 import { join } from 'node:path';
@@ -148,6 +148,7 @@ describe('quality gate', () => {
     const kept = await compressModel(model, out, { relStep: 3, force: true }).catch((x: unknown) => x);
     expect(kept).toBeInstanceOf(QualityError);
     expect((kept as QualityError).details.kept).toBe(true);
+    expect((kept as QualityError).details.archive!.bytes).toBe(statSync(out).size);
     expect(new Archive(out).manifest.quality).toMatchObject({ checked: true, passed: false });
     // the same archive passes a floor the user lowered, and says so
     const low = await compressModel(model, join(dir, 'low.nnm'), { relStep: 3, minFidelity: 0 });
@@ -186,7 +187,7 @@ describe('quality gate', () => {
       const e = await compressModel(model, out, { ...options, minFidelity: 0.99, force: true }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(QualityError);
       const message = (e as QualityError).message;
-      expect(message).toMatch(/the archive was kept \(--force\)/);
+      expect(message).toMatch(/the archive was kept \(--force, [\d,]+ bytes, [\d.]+ bits\/weight\)/);
       if ('escalate' in options) expect(message).toMatch(/try --bits 16 \(a 256× finer grid, about twice the size\)/);
       expect(message).not.toMatch(/larger budget/);
       expect(new Archive(out).manifest.options.escalated).toBeUndefined();
@@ -288,6 +289,7 @@ describe('quality gate', () => {
         (x: unknown) => x,
       )) as QualityError;
       expect(kept.details.kept).toBe(true);
+      expect(kept.details.archive!.bytes).toBe(statSync(out).size);
       if (minFidelity === undefined) expect(kept.details.fidelity).toBe(d.fidelity);
       else expect(kept.details.smallestPassing).toBeUndefined();
       const a = new Archive(out);
@@ -311,6 +313,7 @@ describe('quality gate', () => {
     // with --force the refused archive is the one kept
     const kept = (await compressModel(model, out, { targetSnr: 3, force: true }).catch((x: unknown) => x)) as QualityError;
     expect(kept.details.kept).toBe(true);
+    expect(kept.details.archive!.bytes).toBe(statSync(out).size);
     const a = new Archive(out);
     expect(a.manifest.quality).toMatchObject({ passed: false, fidelity: kept.details.fidelity });
     a.close();

@@ -652,6 +652,7 @@ async function compressStaged(
           undefined,
           { head, advice, ...(resolved.force ? {} : { remedy: rateRemedy }) },
           withoutIt,
+          r,
         );
       }
       if (!escalates)
@@ -732,8 +733,8 @@ async function compressStaged(
         // keep the default archive, as --force says for the default, and still fail
         allBits = undefined;
         jobOptions = resolved;
-        await writeAgain(1, q0);
-        throw gateError(shownAs, q0, true, undefined, { head, advice });
+        const kept = await writeAgain(1, q0);
+        throw gateError(shownAs, q0, true, undefined, { head, advice }, undefined, kept);
       }
       // (the catch below removes the output)
       throw gateError(shownAs, q0, false, undefined, {
@@ -875,7 +876,7 @@ async function compressStaged(
     const found = passing?.bitsPerWeight;
     // --force keeps the archive at the target the user asked for: the search above wrote other grids, so the failed
     // ones are written again (with the gate's record of them) before anything else
-    if (resolved.force) await writeAgain(1, failed.quality, failedGrids);
+    const kept = resolved.force ? await writeAgain(1, failed.quality, failedGrids) : undefined;
     const without = await compareWithout('--target-bpw');
     const { plain, text: plainText } = without;
     const plainWins = without.passes && (found === undefined || plain!.bitsPerWeight <= found);
@@ -887,7 +888,7 @@ async function compressStaged(
           ? `; the smallest passing archive found is ${found.toFixed(3)} bits/weight (fidelity ${passing!.quality!.fidelity}): try --target-bpw ${Math.ceil(found * 10) / 10}${plain ? ` (${plainText})` : ''}${fewHeldBack(failed.quality!, passing!.quality)}`
           : `; no budget up to 4× the target passes${plain ? ` and ${plainText}` : ''}: try the default (no --target-bpw: where its 8-bit grid fails the gate it looks for finer grids itself, up to ${FINER_CODES})`) +
       (pinnedNote ? `; ${pinnedNote}` : '');
-    throw gateError(shownAs, failed.quality!, resolved.force, found, { head, advice }, withoutRecord(without));
+    throw gateError(shownAs, failed.quality!, resolved.force, found, { head, advice }, withoutRecord(without), kept);
   } finally {
     cache?.close();
     hashing.abort(); // a run that failed or was aborted stops reading the source for its hash

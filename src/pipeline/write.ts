@@ -347,11 +347,12 @@ export function gateError(
   smallestPassing?: number,
   words: { head?: string; advice?: string; remedy?: string } = {},
   withoutBudget?: { bitsPerWeight: number; fidelity: number; passed: boolean },
+  archive?: Pick<CompressResult, 'archiveBytes' | 'bitsPerWeight'>,
 ): QualityError {
   const what = `fidelity ${q.fidelity} is under the floor ${q.minFidelity} (worst output ${q.worst}, ${samplesWording(q)})`;
   const remedy = words.remedy ?? 'give a larger budget';
   const then = kept
-    ? `the archive was kept (--force)${words.remedy ? `; ${words.remedy}` : ''}`
+    ? `the archive was kept (--force${archive ? `, ${archive.archiveBytes.toLocaleString('en-US')} bytes, ${archive.bitsPerWeight.toFixed(3)} bits/weight` : ''})${words.remedy ? `; ${words.remedy}` : ''}`
     : `no output written; ${remedy}, lower --min-fidelity, or --force to keep it`;
   const head = words.head ? `${words.head}: ` : '';
   return new QualityError(
@@ -363,6 +364,7 @@ export function gateError(
       kept,
       smallestPassing,
       ...(withoutBudget ? { withoutBudget } : {}),
+      ...(kept && archive ? { archive: { bytes: archive.archiveBytes, bitsPerWeight: archive.bitsPerWeight } } : {}),
     },
   );
 }
@@ -569,7 +571,10 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
     );
   }
   if (job.refuse && manifest?.quality?.passed === false && options.force)
-    throw gateError(job.shownAs ?? job.output, manifest.quality, true, undefined, { remedy: job.remedy });
+    throw gateError(job.shownAs ?? job.output, manifest.quality, true, undefined, { remedy: job.remedy }, undefined, {
+      archiveBytes,
+      bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
+    });
   return {
     ...(report ? { compensation: report } : {}),
     manifest: manifest!,
