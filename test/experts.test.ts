@@ -78,44 +78,47 @@ describe('stacked experts: a plane and ranges per matrix', () => {
     expect(classifyTensor(entry([8, 128, 64], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
   });
 
-  it('the default codes every expert at least as well as int8 per expert and column, and the model runs', async () => {
-    const built = moeModel();
-    const model = join(dir, 'moe.onnx');
-    writeFileSync(model, built.bytes);
-    const out = join(dir, 'moe.nnm');
-    const r = await compressModel(model, out);
-    expect(r.quality).toMatchObject({ checked: true, passed: true });
-    const a = new Archive(out);
-    expect(a.manifest.version).toBe(7);
-    const rec = a.manifest.tensors.find((t) => t.name === 'experts.w1')!;
-    expect(rec.layout).toEqual({ kind: 'stack', batch: E, nin: D, nout: H, order: 'in_out' });
-    expect(rec.planes).toHaveLength(E);
-    const decoded = await decodeAllTensors(a);
-    a.close();
-    for (const [name, k, n] of [
-      ['experts.w1', D, H],
-      ['experts.w2', H, D],
-    ] as const) {
-      const w = built.weights[name];
-      const q = decoded.get(name)!;
-      const int8 = int8PerExpertColumn(w, E, k, n);
-      // every expert, the smallest (scale 0.25) too: one range per column across experts left it ~20 dB short
-      for (let e = 0; e < E; e++) {
-        const [from, to] = [e * k * n, (e + 1) * k * n];
-        expect(snr(w, q, from, to), `${name} expert ${e}`).toBeGreaterThanOrEqual(snr(w, int8, from, to) - 0.1);
+  for (const routed of [false, true])
+    it(`the default codes every expert at least as well as int8 per expert and column, and the model runs${routed ? ': experts picked by a Gather of the top-2 ids' : ''}`, async () => {
+      const built = moeModel(undefined, 1, { routed });
+      const model = join(dir, `moe-${routed}.onnx`);
+      writeFileSync(model, built.bytes);
+      const out = join(dir, `moe-${routed}.nnm`);
+      const r = await compressModel(model, out);
+      expect(r.quality).toMatchObject({ checked: true, passed: true });
+      const a = new Archive(out);
+      expect(a.manifest.version).toBe(7);
+      const rec = a.manifest.tensors.find((t) => t.name === 'experts.w1')!;
+      expect(rec.layout).toEqual({ kind: 'stack', batch: E, nin: D, nout: H, order: 'in_out' });
+      // (routed: found past the Gather, where the name `experts.w1` had made it a kernel with one range per expert)
+      if (routed) expect(rec.reason).toBe('MatMul weight (through Gather; a stack of [K, N] matrices)');
+      expect(rec.planes).toHaveLength(E);
+      const decoded = await decodeAllTensors(a);
+      a.close();
+      for (const [name, k, n] of [
+        ['experts.w1', D, H],
+        ['experts.w2', H, D],
+      ] as const) {
+        const w = built.weights[name];
+        const q = decoded.get(name)!;
+        const int8 = int8PerExpertColumn(w, E, k, n);
+        // every expert, the smallest (scale 0.25) too: one range per column across experts left it ~20 dB short
+        for (let e = 0; e < E; e++) {
+          const [from, to] = [e * k * n, (e + 1) * k * n];
+          expect(snr(w, q, from, to), `${name} expert ${e}`).toBeGreaterThanOrEqual(snr(w, int8, from, to) - 0.1);
+        }
       }
-    }
-    // the decompressed model's outputs on tokens it never saw
-    const back = join(dir, 'moe-back.onnx');
-    await decompressArchive(out, back);
-    const tokens = 32;
-    const x = gaussian(tokens * D, 77, 1);
-    const [want, got] = [await run(model, x, tokens), await run(back, x, tokens)];
-    expect(snr(want, got)).toBeGreaterThan(30);
-    const restored = openModel(back);
-    expect(restored.tensors.find((t) => t.name === 'experts.w1')!.shape).toEqual([E, D, H]);
-    restored.close();
-  });
+      // the decompressed model's outputs on tokens it never saw
+      const back = join(dir, `moe-back-${routed}.onnx`);
+      await decompressArchive(out, back);
+      const tokens = 32;
+      const x = gaussian(tokens * D, 77, 1);
+      const [want, got] = [await run(model, x, tokens), await run(back, x, tokens)];
+      expect(snr(want, got)).toBeGreaterThan(30);
+      const restored = openModel(back);
+      expect(restored.tensors.find((t) => t.name === 'experts.w1')!.shape).toEqual([E, D, H]);
+      restored.close();
+    });
 
   it('a reader refuses a stack in an archive before version 7, or one whose matrices do not fill the shape', async () => {
     const model = join(dir, 'moe2.onnx');

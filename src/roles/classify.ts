@@ -242,6 +242,13 @@ function classifyOnnx(t: TensorEntry): Classification {
     const c = classifyTransposedKernel(t, use);
     if (c) return c;
   }
+  // a batched MatMul's B through data movement (experts picked by a Gather of routed ids): a stack, before the name
+  // rules (`experts.w1` read as a kernel got one range per expert)
+  for (const use of through)
+    if ((use.op === 'MatMul' || use.op === 'FusedMatMul') && use.inputIndex === 1 && t.shape.length >= 3) {
+      const c = classifyThrough(t, use);
+      if (c) return c;
+    }
   const byName = classifyByName(
     t,
     t.uses.length ? `used by ${[...new Set(t.uses.map((u) => u.op))].join(', ')}` : 'no direct use',
@@ -329,10 +336,14 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
     const c = classifyUse(t, use);
     return c && { ...c, reason: `${c.reason} (${path})` };
   }
+  // a batched MatMul's B reached so (an MoE's experts picked by a Gather of the routed ids): a stack, whose ranges per
+  // matrix and column refine the matrix's per column whatever the movement did
+  const batchedB = (use.op === 'MatMul' || use.op === 'FusedMatMul') && use.inputIndex === 1 && t.shape.length >= 3;
+  const layout = batchedB ? matmulOperandLayout(t.shape, 'in_out') : layoutForRole('fc', t.shape, 'in_out');
   return {
     role: 'fc',
-    layout: layoutForRole('fc', t.shape, 'in_out'),
-    reason: `${use.op} weight (${path}; a matrix of [leading dims, last dim])`,
+    layout,
+    reason: `${use.op} weight (${path}; ${layout?.kind === 'stack' ? 'a stack of [K, N] matrices' : 'a matrix of [leading dims, last dim]'})`,
   };
 }
 
@@ -357,7 +368,9 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
   // [out, in] (a range per expert and row); otherwise as Llama 4 and gpt-oss store them (`experts.gate_up_proj`,
   // `experts.down_proj`), the right operand of a batched product [E, in, out] (a stack, a range per expert and
   // column). A Conv1d kernel [out, in, k] named `weight` stays a kernel: only a name saying experts is read so.
-  if (t.shape.length === 3 && /(^|[._])experts?([._]|$)/.test(n) && !normVector && !/(bias|scales?|norm)$/.test(n)) {
+  // (a graph's use, even through data movement, says more: only where there is none)
+  const noUse = !t.uses.length && !t.consumers?.length;
+  if (noUse && t.shape.length === 3 && /(^|[._])experts?([._]|$)/.test(n) && !normVector && !/(bias|scales?|norm)$/.test(n)) {
     const [experts, a, b] = t.shape;
     if (/(weight|kernel)$/.test(n))
       return {

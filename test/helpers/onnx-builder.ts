@@ -939,7 +939,11 @@ export const MOE = { tokens: 16, width: 64, hidden: 128, experts: 8 };
  * [tokens, 64]. Expert e's w1 is scaled by `scales[e]` (log-spaced 0.25…2.8 by default) and its w2 by the inverse,
  * so every expert contributes alike while one range per column across experts would starve the small ones.
  */
-export function moeModel(scales: readonly number[] = logSpaced(0.25, 2.8, MOE.experts), seed = 1): BuiltModel {
+export function moeModel(
+  scales: readonly number[] = logSpaced(0.25, 2.8, MOE.experts),
+  seed = 1,
+  options: { routed?: boolean } = {},
+): BuiltModel {
   const { width: D, hidden: H } = MOE;
   const E = scales.length;
   const g = new Graph('moe');
@@ -949,6 +953,7 @@ export function moeModel(scales: readonly number[] = logSpaced(0.25, 2.8, MOE.ex
     w1.set(gaussian(D * H, seed * 100 + e, s * Math.sqrt(2 / D)), e * D * H);
     w2.set(gaussian(H * D, seed * 100 + 50 + e, Math.sqrt(1 / H) / s), e * H * D);
   });
+  if (options.routed) return routedMoe(g, w1, w2, E, seed);
   const gate = g.op('Softmax', [g.op('MatMul', ['x', g.weight('router.w', [D, E], gaussian(D * E, seed * 100 + 99, 0.3))])], {
     axis: -1,
   });
@@ -956,6 +961,33 @@ export function moeModel(scales: readonly number[] = logSpaced(0.25, 2.8, MOE.ex
   const h = g.op('Relu', [g.op('MatMul', ['x', g.weight('experts.w1', [E, D, H], w1)])]);
   const o = g.op('MatMul', [h, g.weight('experts.w2', [E, H, D], w2)]);
   g.op('ReduceSum', [g.op('Mul', [o, weights]), g.ints('axis0', [0])], { keepdims: 0 }, 'y');
+  return { bytes: encode(g.proto([valueInfo('x', ['tokens', D])], [valueInfo('y', ['tokens', D])])), weights: g.weights };
+}
+
+/**
+ * The same experts routed as an export of `w[topk_ids]` writes it: the router's top 2 of E per token (TopK), their
+ * weights a softmax of the two scores; each token's two experts' matrices gathered from the stack (Gather along axis
+ * 0: [tokens, 2, 64, 128]) and multiplied by the token, ReLU, then [tokens, 2, 128, 64]; the weighted sum is `y`.
+ */
+function routedMoe(g: Graph, w1: Float32Array, w2: Float32Array, E: number, seed: number): BuiltModel {
+  const { width: D, hidden: H } = MOE;
+  const scores = g.op('MatMul', ['x', g.weight('router.w', [D, E], gaussian(D * E, seed * 100 + 99, 0.3))]);
+  const top = `${g.name}/topk`;
+  g.nodes.push({
+    opType: 'TopK',
+    input: [scores, g.ints('k', [2])],
+    output: [`${top}_values`, `${top}_ids`],
+    name: top,
+    attribute: [attribute('axis', -1)],
+  });
+  const weights = g.op('Unsqueeze', [g.op('Softmax', [`${top}_values`], { axis: -1 }), g.ints('axis_last', [-1])]);
+  // x [T, D] → [T, 1, 1, D]: each token a row vector against its two experts' matrices
+  const xs = g.op('Unsqueeze', ['x', g.ints('axes12', [1, 2])]);
+  const picked1 = g.op('Gather', [g.weight('experts.w1', [E, D, H], w1), `${top}_ids`], { axis: 0 });
+  const h = g.op('Relu', [g.op('MatMul', [xs, picked1])]);
+  const picked2 = g.op('Gather', [g.weight('experts.w2', [E, H, D], w2), `${top}_ids`], { axis: 0 });
+  const o = g.op('Squeeze', [g.op('MatMul', [h, picked2]), g.ints('axis2', [2])]);
+  g.op('ReduceSum', [g.op('Mul', [o, weights]), g.ints('axis1', [1])], { keepdims: 0 }, 'y');
   return { bytes: encode(g.proto([valueInfo('x', ['tokens', D])], [valueInfo('y', ['tokens', D])])), weights: g.weights };
 }
 

@@ -94,7 +94,7 @@ const FLOAT_TYPES = new Set([1, 10, 11, 16]);
  * (a Cast to an integer truncates: float → int → float is a rounding of its own). CastLike is not carried: its
  * target type is another tensor's.
  */
-const carries = (op: string, inputIndex: number, attrs: Record<string, unknown> = {}): boolean =>
+const carriesValues = (op: string, inputIndex: number, attrs: Record<string, unknown> = {}): boolean =>
   DATA_MOVES.has(op) && (op !== 'Cast' || FLOAT_TYPES.has(attrs.to as number)) && (inputIndex === 0 || op === 'Concat');
 
 /**
@@ -568,6 +568,12 @@ export class OnnxReader implements ModelReader {
 
   private attachUses(): void {
     const uses = new Map<string, TensorUse[]>();
+    // a stack of matrices picked along its first axis by a Gather (an MoE's experts, `w[topk_ids]`): carried on to
+    // the product that takes the picked matrices, as a Slice would be (a table of rows, rank 2, is a Gather's own use)
+    const stacks = new Set(this.tensors.filter((t) => t.shape.length >= 3).map((t) => t.ref));
+    const carries = (op: string, inputIndex: number, attrs: Record<string, unknown> = {}, input = ''): boolean =>
+      carriesValues(op, inputIndex, attrs) ||
+      (op === 'Gather' && inputIndex === 0 && (attrs.axis ?? 0) === 0 && stacks.has(input));
     // the data-movement nodes that take a value as their data input: their outputs carry it on
     const carriedTo = new Map<string, Array<{ output: string; op: string; perm?: number[] }>>();
     // the outputs of every data move and elementwise arithmetic node a value enters (for `reaches`)
@@ -575,7 +581,7 @@ export class OnnxReader implements ModelReader {
     for (const node of this.analysed()) {
       node.inputs.forEach((input, inputIndex) => {
         if (!input) return;
-        if (ARITHMETIC.has(node.op) || carries(node.op, inputIndex, node.attrs)) {
+        if (ARITHMETIC.has(node.op) || carries(node.op, inputIndex, node.attrs, input)) {
           const to = flowsTo.get(input);
           if (to) to.push(...node.outputs);
           else flowsTo.set(input, [...node.outputs]);
@@ -589,7 +595,7 @@ export class OnnxReader implements ModelReader {
           node: node.path,
           ...(node.domain ? { domain: node.domain } : {}),
         });
-        if (carries(node.op, inputIndex, node.attrs))
+        if (carries(node.op, inputIndex, node.attrs, input))
           carriedTo.set(input, [
             ...(carriedTo.get(input) ?? []),
             ...node.outputs.map((output) => ({
@@ -604,7 +610,7 @@ export class OnnxReader implements ModelReader {
     const consumers = (value: string, seen: Set<string>, through: readonly string[], perms: readonly number[][]): TensorUse[] =>
       (uses.get(value) ?? [])
         .flatMap((u) =>
-          carries(u.op, u.inputIndex, u.attrs)
+          carries(u.op, u.inputIndex, u.attrs, value)
             ? []
             : [through.length ? { ...u, through, ...(perms.length ? { perms } : {}) } : u],
         )
@@ -622,7 +628,7 @@ export class OnnxReader implements ModelReader {
         const next: string[] = [];
         for (const value of level) {
           for (const u of uses.get(value) ?? [])
-            if (!ARITHMETIC.has(u.op) && !carries(u.op, u.inputIndex, u.attrs)) found.push(u);
+            if (!ARITHMETIC.has(u.op) && !carries(u.op, u.inputIndex, u.attrs, value)) found.push(u);
           for (const output of flowsTo.get(value) ?? []) if (!seen.has(output) && seen.add(output)) next.push(output);
         }
         level = next;
