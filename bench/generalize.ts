@@ -44,6 +44,7 @@ import {
   batchNormClassifier,
   ifBranchModel,
   ifTriggerInputs,
+  moeModel,
   nmsDetectorModel,
   sparseModel,
   stftMelModel,
@@ -339,6 +340,13 @@ const cases: Case[] = [
     id: 'nms',
     model: 'nmsDetectorModel (test)',
     file: built('nms', () => nmsDetectorModel()),
+    calibrations: [{ label: 'synthetic' }],
+  },
+  {
+    // stacked experts picked by a Gather of the top-2 ids (format version 7: a plane and ranges per expert)
+    id: 'moe',
+    model: 'moeModel routed (test)',
+    file: built('moe', () => moeModel(undefined, 1, { routed: true })),
     calibrations: [{ label: 'synthetic' }],
   },
 ];
