@@ -74,6 +74,12 @@ describe('stacked experts: a plane and ranges per matrix', () => {
     });
     expect(classifyTensor(entry([2, 4, 64, 128], 1), 'onnx').layout).toMatchObject({ kind: 'stack', batch: 8 });
     expect(classifyTensor(entry([1, 64, 128], 1), 'onnx').layout).toEqual({ kind: 'fc', nin: 64, nout: 128, order: 'in_out' });
+    // experts by einsum: `td,edh->teh` (leading and last axes survive, the one before the last is summed over)
+    const einsum = (equation: string, shape: number[]) =>
+      classifyTensor({ ...entry(shape, 1), uses: [{ op: 'Einsum', inputIndex: 1, attrs: { equation } }] }, 'onnx').layout;
+    expect(einsum('td,edh->teh', [8, 64, 128])).toEqual({ kind: 'stack', batch: 8, nin: 64, nout: 128, order: 'in_out' });
+    // `td,ehd->teh`: the last axis is summed over, rows (e, h) are the channels, as before
+    expect(einsum('td,ehd->teh', [8, 128, 64])).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
     // A [E, M, K] (y = A·x): its rows are outputs, a range each, which already is one per expert and row
     expect(classifyTensor(entry([8, 128, 64], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
   });

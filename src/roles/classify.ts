@@ -143,9 +143,18 @@ function classifyUse(t: TensorEntry, use: TensorUse): Classification | undefined
     const [lhs, out = ''] = use.attrs.equation.replace(/\s/g, '').split('->');
     const term = lhs.split(',')[use.inputIndex] ?? '';
     const first = term.length === t.shape.length && out.includes(term[0]) && !out.includes(term[term.length - 1]);
+    // (`td,edh->teh`, an MoE's experts by einsum: the leading axes and the last survive, the one before the last is
+    // summed over: a stack of [d, h] matrices, a range per expert and column)
+    const k = term.length;
+    const stacked =
+      k === t.shape.length &&
+      k >= 3 &&
+      out.includes(term[k - 1]) &&
+      !out.includes(term[k - 2]) &&
+      [...term.slice(0, -2)].every((a) => out.includes(a));
     return {
       role: 'fc',
-      layout: layoutForRole('fc', t.shape, first ? 'out_in' : 'in_out'),
+      layout: stacked ? matmulOperandLayout(t.shape, 'in_out') : layoutForRole('fc', t.shape, first ? 'out_in' : 'in_out'),
       reason: `Einsum operand ${term || use.inputIndex}`,
     };
   }
