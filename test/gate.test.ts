@@ -471,9 +471,50 @@ describe("a sequence's logits", () => {
     }
     for (const name of ['hidden_states', 'features', 'logitech'])
       expect(compareOutputs({ [name]: f32(a) }, { [name]: f32(b) }).outputs[0].kind).toBe('values');
-    // a segmentation's logits [N, C, H, W] keep their class axis elsewhere: not decided along the last axis
+    // a segmentation's logits [N, C, H, W] keep their class axis at 1: decided per pixel, not along the last axis
     const seg = { type: 'float32' as const, dims: [1, 5, 8, 80], data: a };
-    expect(compareOutputs({ logits: seg }, { logits: { ...seg, data: b } }).outputs[0].kind).toBe('values');
+    expect(compareOutputs({ logits: seg }, { logits: { ...seg, data: b } }).outputs[0]).toMatchObject({
+      kind: 'classes',
+      decisions: 640,
+    });
+  });
+});
+
+describe("a segmentation's class map", () => {
+  const map = (C: number, H: number, W: number, label: (p: number) => number, softmax = false) => {
+    const data = new Float32Array(C * H * W);
+    for (let p = 0; p < H * W; p++) for (let c = 0; c < C; c++) data[c * H * W + p] = c === label(p) ? 2 : 0.1 * c;
+    if (softmax)
+      for (let p = 0; p < H * W; p++) {
+        let z = 0;
+        for (let c = 0; c < C; c++) z += Math.exp(data[c * H * W + p]);
+        for (let c = 0; c < C; c++) data[c * H * W + p] = Math.exp(data[c * H * W + p]) / z;
+      }
+    return { type: 'float32' as const, dims: [1, C, H, W], data };
+  };
+  it('[N, C, H, W] logits or softmax over C are decided per pixel, and a lost object is not hidden by the background', () => {
+    // a 32×32 map of 5 classes: background 0, an object of class 3 in a 10×10 square (~10 % of the pixels)
+    const object = (p: number): number => (p % 32 >= 4 && p % 32 < 14 && p >> 5 >= 4 && p >> 5 < 14 ? 3 : 0);
+    const lost = (): number => 0;
+    for (const [name, softmax] of [
+      ['logits', false],
+      ['seg_out', false],
+      ['out', true],
+    ] as const) {
+      const same = compareOutputs({ [name]: map(5, 32, 32, object, softmax) }, { [name]: map(5, 32, 32, object, softmax) });
+      expect(same.outputs[0]).toMatchObject({ kind: 'classes', decisions: 1024, agreement: 1, iou: 1 });
+      const r = compareOutputs({ [name]: map(5, 32, 32, object, softmax) }, { [name]: map(5, 32, 32, lost, softmax) });
+      // 90 % of the pixels agree (background), the object is gone: its IoU is 0, and so is the score
+      expect(r.outputs[0].agreement).toBeCloseTo(1 - 100 / 1024, 6);
+      expect(r.outputs[0].iou).toBe(0);
+      expect(r.fidelity).toBe(0);
+    }
+    // features [N, C, H, W] that are not scores stay values
+    const features = map(5, 32, 32, object);
+    expect(compareOutputs({ features }, { features }).outputs[0].kind).toBe('values');
+    // a flow field named so is no class map, even where its values look like a softmax's
+    const flow = map(2, 32, 32, object, true);
+    expect(compareOutputs({ flow }, { flow }).outputs[0].kind).not.toBe('classes');
   });
 });
 

@@ -21,6 +21,9 @@
  *             named as logits (a language model's, a CTC or RNN-T output before its softmax, DETR's per-query
  *             class logits). The decision is the argmax of each row: per example for [N, C], per time step for a
  *             CTC output [N, T, C] (PaddleOCR rec), per position for any [..., C].
+ *   classes of a map  an output [N, C, H, W] or [N, C, D, H, W] (2 ≤ C ≤ 1024) whose pixels' C values are a
+ *             probability distribution in the original, or named as a segmentation's scores (logits, seg,
+ *             semantic, parsing): each pixel's argmax over C; scored as min(pixel agreement, foreground IoU).
  *   binary    every value lies in [0, 1] and the output is not `classes` (a sigmoid: Silero's speech
  *             probability, ISNet's mask): the decision is p > 0.5 per element, and the IoU is taken over the
  *             rarer decision (the foreground of a mask, the speech frames of a VAD).
@@ -221,6 +224,17 @@ interface Sums {
   matchedBy?: string;
   /** every value of the original is 0 or 1 (a yes/no label) */
   zeroOne: boolean;
+  /**
+   * A map of class scores along axis 1 ([N, C, H, W] or [N, C, D, H, W], 2 ≤ C ≤ MAX_MAP_CLASSES; -1 where not, or
+   * where samples disagree): its pixels' argmax over C in both models, how many the same, and whether every pixel's
+   * scores in the original are a probability distribution (a softmax over the classes).
+   */
+  mapClasses: number;
+  mapPixels: number;
+  mapAgree: number;
+  mapProb: boolean;
+  /** pixels of class i in the original and j in the candidate at i·C + j (C ≤ MAP_CONFUSION_CLASSES) */
+  mapConfusion?: Float64Array;
   /** the original's least and largest finite value */
   minA: number;
   maxA: number;
@@ -283,6 +297,10 @@ export class FidelityAccumulator {
         zeroOne: true,
         countRows: 0,
         countMissed: 0,
+        mapClasses: mapClassesOf(a.dims),
+        mapPixels: 0,
+        mapAgree: 0,
+        mapProb: true,
         minA: Infinity,
         maxA: -Infinity,
       };
@@ -344,6 +362,8 @@ export class FidelityAccumulator {
     }
     s.n += n;
     if (s.scoreBlock && !s.scoreBroken) this.addScores(s, s.scoreBlock, x, y, a.dims);
+    if (s.mapClasses !== -1 && mapClassesOf(a.dims) !== s.mapClasses) s.mapClasses = -1;
+    if (s.mapClasses !== -1 && !s.labels) addMapDecisions(s, x, y, a.dims);
     if (s.lastDim >= 2) {
       const rows = n / C;
       for (let r = 0; r < rows; r++) {
@@ -425,15 +445,22 @@ export class FidelityAccumulator {
       // its softmax — are decided per position: judged as values, an RNN-T at 4.48 bits/weight passed at 0.924 keeping
       // 70 % of its per-frame top-1)
       const sequenceLogits = s.rank === 3 && LOGITS_NAME.test(name) && !quantity;
+      // (a map of class scores along axis 1, a segmentation's [N, C, H, W]: softmax probabilities, or logits named as
+      // such — `logits`, `seg…`, `semantic`, `parsing` —, decided per pixel by the argmax over C)
+      const map = s.mapClasses >= 2 && s.mapPixels > 0 && !quantity && (s.mapProb || SEGMENTATION_NAME.test(name));
       const classes =
-        s.lastDim >= 2 && (((s.rank === 2 || sequenceLogits) && !s.unitRows && !quantity) || s.probRows || s.logProbRows);
+        map ||
+        (s.lastDim >= 2 && (((s.rank === 2 || sequenceLogits) && !s.unitRows && !quantity) || s.probRows || s.logProbRows));
       // (rows of unit length are embeddings, even where all their values lie in [0, 1])
       const embedding = s.lastDim >= 2 && s.unitRows && !s.probRows;
       const kind: OutputKind = s.labels ? 'labels' : classes ? 'classes' : s.unit && s.n > 0 && !embedding ? 'binary' : 'values';
-      const decisions = kind === 'classes' ? s.rows : kind === 'binary' ? s.finite : kind === 'labels' ? s.n : undefined;
+      const decisions =
+        kind === 'classes' ? (map ? s.mapPixels : s.rows) : kind === 'binary' ? s.finite : kind === 'labels' ? s.n : undefined;
       const agreement =
         kind === 'classes'
-          ? s.argmaxAgree / s.rows
+          ? map
+            ? s.mapAgree / s.mapPixels
+            : s.argmaxAgree / s.rows
           : kind === 'binary'
             ? s.finite
               ? s.binaryAgree / s.finite
@@ -449,6 +476,12 @@ export class FidelityAccumulator {
       // often enough to say so (class ids that happened to be all 0, or one class of two, on the inputs are no yes/no)
       const yesNo =
         kind === 'labels' && s.zeroOne && s.finite > 0 && (s.isBool || Math.min(s.posA, s.finite - s.posA) >= MIN_DECISIONS);
+      if (map && s.mapConfusion) {
+        // a class map: its foreground's IoU, unless the foreground is too small to measure
+        const fg = foregroundIou(s.mapConfusion, s.mapClasses);
+        iou = fg.iou;
+        oneSided = fg.pixels < MIN_DECISIONS;
+      }
       if (kind === 'binary' || yesNo) {
         // the rarer decision's intersection over union (a mask's foreground, a VAD's speech frames, the anomalies)
         const rarePositive = s.posA <= s.finite / 2;
@@ -481,7 +514,7 @@ export class FidelityAccumulator {
             ? Math.min(linear, forgiving)
             : kind === 'values'
               ? linear
-              : kind === 'binary'
+              : kind === 'binary' || (map && iou !== undefined && !oneSided)
                 ? Math.min(agreement!, iou!)
                 : agreement!;
       // a detector's confident classes must hold as well as its values
@@ -602,6 +635,70 @@ export function formatFidelity(r: FidelityReport): string[] {
  */
 /** Names that say an output is decisions, whatever else they say. */
 const DECISION_NAME = /logit|prob|class|score/i;
+
+/** Classes of a segmentation map along axis 1 at most (a class map of more is read as features). */
+const MAX_MAP_CLASSES = 1024;
+/** Classes up to which a map's confusion counts are kept (for its foreground IoU). */
+const MAP_CONFUSION_CLASSES = 256;
+
+/**
+ * The foreground's intersection over union of a class map: the original's most frequent class is the background;
+ * the pixels where both models give the same other class, over those where either gives another class. (Pixel
+ * agreement alone would hide a damaged small object behind the background, as a mask's agreement would.) Also how
+ * many pixels the original gives to the foreground.
+ */
+function foregroundIou(confusion: Float64Array, C: number): { iou: number; pixels: number } {
+  let bg = 0;
+  let bgCount = -1;
+  let total = 0;
+  for (let i = 0; i < C; i++) {
+    let row = 0;
+    for (let j = 0; j < C; j++) row += confusion[i * C + j];
+    total += row;
+    if (row > bgCount) [bg, bgCount] = [i, row];
+  }
+  let same = 0;
+  for (let c = 0; c < C; c++) if (c !== bg) same += confusion[c * C + c];
+  const union = total - confusion[bg * C + bg];
+  return { iou: union > 0 ? same / union : 1, pixels: total - bgCount };
+}
+
+/** A segmentation's scores by name: logits, `seg`, `segmentation`, `semantic`, `parsing` (words of the name). */
+const SEGMENTATION_NAME = /(^|[^a-z])(logits?|seg|segm|segmentation|semantic|parsing)($|[^a-z])/i;
+
+/** C of an [N, C, H, W] or [N, C, D, H, W] output that could be a map of class scores, or -1. */
+function mapClassesOf(dims: readonly number[]): number {
+  if (dims.length !== 4 && dims.length !== 5) return -1;
+  const c = dims[1];
+  return c >= 2 && c <= MAX_MAP_CLASSES && dims.slice(2).every((d) => d > 1) ? c : -1;
+}
+
+/** Each pixel's argmax over axis 1 in both models; whether the original's scores there sum to 1 (all ≥ 0). */
+function addMapDecisions(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
+  const C = dims[1];
+  if (s.mapPixels === 0 && C <= MAP_CONFUSION_CLASSES) s.mapConfusion = new Float64Array(C * C);
+  const pixels = dims.slice(2).reduce((a, b) => a * b, 1);
+  for (let b = 0; b < dims[0]; b++) {
+    const base = b * C * pixels;
+    for (let p = 0; p < pixels; p++) {
+      let ia = 0;
+      let ib = 0;
+      let sum = 0;
+      let positive = true;
+      for (let c = 0; c < C; c++) {
+        const i = base + c * pixels + p;
+        if (x[i] > x[base + ia * pixels + p]) ia = c;
+        if (y[i] > y[base + ib * pixels + p]) ib = c;
+        sum += x[i];
+        if (x[i] < -1e-6) positive = false;
+      }
+      if (ia === ib) s.mapAgree++;
+      if (s.mapConfusion) s.mapConfusion[ia * C + ib]++;
+      if (s.mapProb && (!positive || Math.abs(sum - 1) > ROW_TOLERANCE)) s.mapProb = false;
+    }
+  }
+  s.mapPixels += dims[0] * pixels;
+}
 
 /** An output named as logits (`logits`, `lm_logits`, `output_logits`, `joint_logits`; not `logitech`). */
 const LOGITS_NAME = /(^|[^a-z])logits?($|[^a-z])/i;
