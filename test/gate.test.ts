@@ -518,6 +518,52 @@ describe("a segmentation's class map", () => {
   });
 });
 
+describe('keypoint heatmaps', () => {
+  // N × K heatmaps of 32 × 24, a Gaussian blob (σ 1.5 px) at each keypoint
+  const heatmaps = (peaks: Array<[number, number]>, N = 8) => {
+    const [K, H, W] = [peaks.length, 32, 24];
+    const data = new Float32Array(N * K * H * W);
+    for (let n = 0; n < N; n++)
+      peaks.forEach(([r0, c0], k) => {
+        for (let r = 0; r < H; r++)
+          for (let c = 0; c < W; c++)
+            data[((n * K + k) * H + r) * W + c] = Math.exp(-((r - r0 - (n % 3)) ** 2 + (c - c0) ** 2) / (2 * 1.5 ** 2));
+      });
+    return { type: 'float32' as const, dims: [N, K, H, W], data };
+  };
+  const peaks: Array<[number, number]> = [
+    [5, 5],
+    [10, 12],
+    [20, 8],
+  ];
+  it("a clear peak is a keypoint: kept within 5 % of the map's side, lost beyond it, whatever the values say", () => {
+    const same = compareOutputs({ heatmaps: heatmaps(peaks) }, { heatmaps: heatmaps(peaks) }).outputs[0];
+    expect(same.keypoints).toEqual({ decisions: 24, agreement: 1, tolerance: 2 });
+    // every peak 2 px off: kept; 4 px off: lost, and the score with it
+    const near = compareOutputs({ heatmaps: heatmaps(peaks) }, { heatmaps: heatmaps(peaks.map(([r, c]) => [r + 2, c])) });
+    expect(near.outputs[0].keypoints!.agreement).toBe(1);
+    const far = compareOutputs({ hm: heatmaps(peaks) }, { hm: heatmaps(peaks.map(([r, c]) => [r, c + 4])) });
+    expect(far.outputs[0].keypoints!.agreement).toBe(0);
+    expect(far.fidelity).toBe(0);
+    // two modes (a left and a right wrist) whose heights swap by a little: the values move by a few per cent, the
+    // keypoint jumps across the map
+    const twoModes = (a: number, b: number) => {
+      const m = heatmaps([[6, 6]], 24);
+      const other = heatmaps([[24, 18]], 24);
+      return { ...m, data: m.data.map((v, i) => a * v + b * other.data[i]) };
+    };
+    const swapped = compareOutputs({ heatmaps: twoModes(1, 0.96) }, { heatmaps: twoModes(0.96, 1) }).outputs[0];
+    expect(1 - swapped.relRms).toBeGreaterThan(0.9);
+    expect(swapped.keypoints!.agreement).toBe(0);
+    expect(swapped.score).toBe(0);
+    // a field without a clear peak (random weights' bumps) has no keypoints: judged by its values as before
+    const flat = { type: 'float32' as const, dims: [1, 3, 32, 24], data: gaussian(3 * 32 * 24, 5, 1) };
+    expect(compareOutputs({ heatmaps: flat }, { heatmaps: flat }).outputs[0].keypoints).toBeUndefined();
+    // nor is a map of another name
+    expect(compareOutputs({ features: heatmaps(peaks) }, { features: heatmaps(peaks) }).outputs[0].keypoints).toBeUndefined();
+  });
+});
+
 describe('what calibration never exercises', () => {
   it("the untaken-branch line's count: none, one, several", () => {
     // Silero v5/v6's rate branches hold no coded tensor: "their 0 tensors keep the default grid" said nothing true

@@ -225,6 +225,8 @@ export interface OutputQuality {
   state?: boolean;
   /** A detector's class scores in this output, judged on its confident anchors (eval/fidelity.ts). */
   scores?: { channels: string; decisions: number; agreement: number; fewDecisions?: boolean };
+  /** Keypoint heatmaps: their clear peaks, and the share that stay within `tolerance` pixels (eval/fidelity.ts). */
+  keypoints?: { decisions: number; agreement: number; tolerance: number; fewDecisions?: boolean };
   /** A detector's detections after NMS, matched as sets by class and box overlap (eval/detections.ts). */
   detections?: { boxes: string; decisions: number; missed: number; fewDecisions?: boolean };
 }

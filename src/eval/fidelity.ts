@@ -50,6 +50,9 @@
  * went unseen: a 3-bit YOLOv8 passed at 0.932 with 29 % of its detections keeping their class. Scores that barely
  * vary (random weights: every class near 0.5) have no clear winner, and the output is judged as before.
  *
+ * Keypoint heatmaps (an output [N, K, H, W] named as heatmaps) are judged by their values and by their clear peaks
+ * (`addKeypoints`): the lower of the two where there are MIN_DECISIONS such peaks or more.
+ *
  * (classes and binary outputs with fewer than MIN_DECISIONS decisions are scored as values and by their
  * agreement with one changed decision forgiven, whichever is lower: a single changed near-tie among a handful of
  * decisions is noise, not a measurement (random inputs give a classifier many near-ties), but a CNN judged on 16
@@ -118,8 +121,21 @@ export interface OutputFidelity {
   state: boolean;
   /** A detector's class scores inside this output, judged as decisions (see the module comment). */
   scores?: ScoreDecisions;
+  /** Keypoint heatmaps: where their peaks are clear, whether they stay in place (see the module comment). */
+  keypoints?: KeypointDecisions;
   /** This output's score (see the module comment). */
   score: number;
+}
+
+/** The peaks of keypoint heatmaps [N, K, H, W] and how they compare. */
+export interface KeypointDecisions {
+  /** Heatmaps whose peak in the original is clear (KEYPOINT_PEAK standard deviations above its mean). */
+  decisions: number;
+  /** Of those, the share whose peak in the candidate lies within `tolerance` pixels (each axis) of the original's. */
+  agreement: number;
+  tolerance: number;
+  /** Fewer than MIN_DECISIONS: reported, not part of the score. */
+  fewDecisions?: boolean;
 }
 
 /** The class-score channels of a detector's output and how their confident decisions compare. */
@@ -235,6 +251,11 @@ interface Sums {
   mapProb: boolean;
   /** pixels of class i in the original and j in the candidate at i·C + j (C ≤ MAP_CONFUSION_CLASSES) */
   mapConfusion?: Float64Array;
+  /** keypoint heatmaps (an output named as heatmaps, [N, K, H, W]): clear peaks, and those that stay in place */
+  heatmaps: boolean;
+  keypointDecisions: number;
+  keypointAgree: number;
+  keypointTolerance?: number;
   /** the original's least and largest finite value */
   minA: number;
   maxA: number;
@@ -301,6 +322,9 @@ export class FidelityAccumulator {
         mapPixels: 0,
         mapAgree: 0,
         mapProb: true,
+        heatmaps: a.dims.length === 4 && HEATMAP_NAME.test(name) && a.dims[2] > 1 && a.dims[3] > 1,
+        keypointDecisions: 0,
+        keypointAgree: 0,
         minA: Infinity,
         maxA: -Infinity,
       };
@@ -364,6 +388,7 @@ export class FidelityAccumulator {
     if (s.scoreBlock && !s.scoreBroken) this.addScores(s, s.scoreBlock, x, y, a.dims);
     if (s.mapClasses !== -1 && mapClassesOf(a.dims) !== s.mapClasses) s.mapClasses = -1;
     if (s.mapClasses !== -1 && !s.labels) addMapDecisions(s, x, y, a.dims);
+    if (s.heatmaps && !s.labels && a.dims.length === 4) addKeypoints(s, x, y, a.dims);
     if (s.lastDim >= 2) {
       const rows = n / C;
       for (let r = 0; r < rows; r++) {
@@ -517,8 +542,20 @@ export class FidelityAccumulator {
               : kind === 'binary' || (map && iou !== undefined && !oneSided)
                 ? Math.min(agreement!, iou!)
                 : agreement!;
-      // a detector's confident classes must hold as well as its values
-      const scored = scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged;
+      const keypoints: KeypointDecisions | undefined =
+        s.heatmaps && s.keypointDecisions > 0 && !broken
+          ? {
+              decisions: s.keypointDecisions,
+              agreement: s.keypointAgree / s.keypointDecisions,
+              tolerance: s.keypointTolerance ?? 1,
+              ...(s.keypointDecisions < MIN_DECISIONS ? { fewDecisions: true } : {}),
+            }
+          : undefined;
+      // a detector's confident classes must hold as well as its values, and so must clear keypoints
+      const scored = Math.min(
+        scores && !scores.fewDecisions ? Math.min(judged, scores.agreement) : judged,
+        keypoints && !keypoints.fewDecisions ? keypoints.agreement : 1,
+      );
       // rows one model gives and the other does not are changed decisions; among fewer than MIN_DECISIONS detections
       // matched as sets, one is forgiven (a detection at its threshold, as one changed near-tie of few decisions)
       const fewDetections = s.matchedBy !== undefined && s.countRows < MIN_DECISIONS;
@@ -541,6 +578,7 @@ export class FidelityAccumulator {
         ...(oneSided && !fewDecisions ? { oneSided } : {}),
         ...(s.mismatch ? { mismatch: s.mismatch } : {}),
         ...(s.finite > 1 && s.minA === s.maxA ? { constant: true } : {}),
+        ...(keypoints ? { keypoints } : {}),
         ...(s.countMissed > 0 && !s.matchedBy ? { countMoved: { rows: s.countRows, missed: s.countMissed } } : {}),
         ...(s.matchedBy
           ? {
@@ -623,7 +661,7 @@ export function formatFidelity(r: FidelityReport): string[] {
     `fidelity ${f(r.fidelity)} (worst output: ${r.worst}; ${r.samples} held-back sample${r.samples === 1 ? '' : 's'})`,
     ...r.outputs.map(
       (o) =>
-        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.constant ? ' (constant: the original gives one value here; weak evidence)' : o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}${o.detections ? ` (detections matched by class and ${o.detections.boxes} overlap ≥ ${MATCH_IOU}: ${o.detections.missed} of ${o.detections.decisions} given by one model only${o.detections.fewDecisions ? ', one forgiven among so few' : ''})` : ''}`,
+        `  ${o.name}${o.state ? ' (state)' : ''} [${o.kind}]: cosine ${f(o.cosine, 6)}, relative RMS error ${f(o.relRms)}, max |Δ| ${f(o.maxAbs, 6)}${o.agreement !== undefined ? `, agreement ${f(o.agreement)} of ${o.decisions}` : ''}${o.iou !== undefined ? `, IoU ${f(o.iou)}` : ''}${o.scores ? `, classes of confident detections (channels ${o.scores.channels}) ${f(o.scores.agreement)} of ${o.scores.decisions}${o.scores.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.keypoints ? `, clear keypoints within ${o.keypoints.tolerance} px ${f(o.keypoints.agreement)} of ${o.keypoints.decisions}${o.keypoints.fewDecisions ? ' (too few to count)' : ''}` : ''}${o.constant ? ' (constant: the original gives one value here; weak evidence)' : o.oneSided ? ' (one-sided: the original never makes the rarer decision here; weak evidence)' : ''}${o.mismatch ? ` (another shape: ${o.mismatch})` : ''}${o.countMoved ? ` (${o.countMoved.missed} of ${o.countMoved.rows} rows given by one model only: a count that moved)` : ''}${o.detections ? ` (detections matched by class and ${o.detections.boxes} overlap ≥ ${MATCH_IOU}: ${o.detections.missed} of ${o.detections.decisions} given by one model only${o.detections.fewDecisions ? ', one forgiven among so few' : ''})` : ''}`,
     ),
   ];
 }
@@ -698,6 +736,47 @@ function addMapDecisions(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, di
     }
   }
   s.mapPixels += dims[0] * pixels;
+}
+
+/** Keypoint heatmaps by name: `heatmaps`, `heatmap`, `hm`, `heat` (words of the name). */
+const HEATMAP_NAME = /(^|[^a-z])(heat_?maps?|hms?|heat)($|[^a-z])/i;
+/** A heatmap's peak is clear where it stands this many standard deviations above the heatmap's mean. */
+const KEYPOINT_PEAK = 6;
+/** A keypoint stays in place within this share of the heatmap's larger side (at least a pixel): PCK's 0.05. */
+const KEYPOINT_TOLERANCE = 0.05;
+
+/**
+ * Keypoint heatmaps [N, K, H, W] (a pose model's): each heatmap's peak is a keypoint; where the original's is clear
+ * (KEYPOINT_PEAK standard deviations above the heatmap's mean: a trained model's Gaussian blob, not a random field's
+ * bump), it is a decision, kept where the candidate's peak lies within the tolerance on each axis. Judged as values
+ * alone, a heatmap's RMS error says little about where its peak went.
+ */
+function addKeypoints(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
+  const [N, K, H, W] = dims;
+  const area = H * W;
+  const tolerance = Math.max(1, Math.round(KEYPOINT_TOLERANCE * Math.max(H, W)));
+  s.keypointTolerance = tolerance;
+  for (let m = 0; m < N * K; m++) {
+    const base = m * area;
+    let ia = 0;
+    let ib = 0;
+    let sum = 0;
+    let sq = 0;
+    for (let i = 0; i < area; i++) {
+      const v = x[base + i];
+      sum += v;
+      sq += v * v;
+      if (v > x[base + ia]) ia = i;
+      if (y[base + i] > y[base + ib]) ib = i;
+    }
+    const mean = sum / area;
+    const sd = Math.sqrt(Math.max(0, sq / area - mean * mean));
+    if (!(sd > 0) || x[base + ia] - mean < KEYPOINT_PEAK * sd) continue;
+    s.keypointDecisions++;
+    const [ra, ca] = [Math.floor(ia / W), ia % W];
+    const [rb, cb] = [Math.floor(ib / W), ib % W];
+    if (Math.abs(ra - rb) <= tolerance && Math.abs(ca - cb) <= tolerance) s.keypointAgree++;
+  }
 }
 
 /** An output named as logits (`logits`, `lm_logits`, `output_logits`, `joint_logits`; not `logitech`). */

@@ -325,6 +325,7 @@ export function qualityRecord(report: FidelityReport, cal: Calibration, minFidel
       ...(o.constant ? { constant: true } : {}),
       ...(o.state ? { state: true } : {}),
       ...(o.scores ? { scores: { ...o.scores, agreement: r4(o.scores.agreement) } } : {}),
+      ...(o.keypoints ? { keypoints: { ...o.keypoints, agreement: r4(o.keypoints.agreement) } } : {}),
       ...(o.detections ? { detections: { ...o.detections } } : {}),
     })),
     ...(cal.untakenBranches.length ? { untakenBranches: [...cal.untakenBranches] } : {}),
