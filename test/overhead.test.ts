@@ -7,13 +7,14 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Archive, compressModel, decompressArchive } from '../src/index.js';
+import { Archive, compressModel, decodeAllTensors, decompressArchive } from '../src/index.js';
 import { codedParts, packMembers, tileEntries } from '../src/archive/manifest.js';
 import { elementCount } from '../src/formats/model.js';
 import { ifBranchModel, stftMelModel } from './helpers/onnx-builder.js';
 import { tempDir } from './helpers/tmp.js';
 import { readArchive, writeArchive } from './helpers/archive.js';
-import { mixedModel } from './helpers/onnx-fixtures.js';
+import { floatTensor, mixedModel, modelBytes, valueInfo } from './helpers/onnx-fixtures.js';
+import { NARROW_LAYER_WEIGHTS } from '../src/pipeline/plan.js';
 
 const dir = tempDir();
 
@@ -111,15 +112,19 @@ describe('format version 1 is still read', () => {
 });
 
 describe('per-channel ranges where a channel holds a weight or three', () => {
-  it('a [N, 1] safetensors column takes one range for the layer by default (a range per weight cost 13 bits a weight)', async () => {
-    const n = 4096;
+  const column = (n: number, name: string): string => {
     const values = new Float32Array(n);
     for (let i = 0; i < n; i++) values[i] = Math.sin(i * 12.9898) * 0.05;
     const header = Buffer.from(JSON.stringify({ 'head.weight': { dtype: 'F32', shape: [n, 1], data_offsets: [0, 4 * n] } }));
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.length));
-    const model = join(dir, 'column.safetensors');
+    const model = join(dir, name);
     writeFileSync(model, Buffer.concat([len, header, Buffer.from(values.buffer)]));
+    return model;
+  };
+
+  it('a large [N, 1] safetensors column takes one range for the layer by default (a range per weight cost more)', async () => {
+    const model = column(NARROW_LAYER_WEIGHTS + 4096, 'column.safetensors');
     const sizes: Record<string, number> = {};
     for (const [name, options] of [
       ['default', {}],
@@ -131,6 +136,48 @@ describe('per-channel ranges where a channel holds a weight or three', () => {
       expect(t.quant?.range, name).toBe(name === 'default' ? 'layer' : 'channel'); // asked for: honoured
       sizes[name] = r.archiveBytes;
     }
-    expect(sizes.default).toBeLessThan(0.75 * sizes.channel);
+    expect(sizes.default).toBeLessThan(0.85 * sizes.channel);
+  });
+
+  it('a small narrow tensor keeps a range per channel: as accurate as int8 per channel (a SIREN first layer [2, 256])', async () => {
+    // MatMul B [2, 256]: each output column two weights, the columns' scales spread over 100×
+    const [nin, nout] = [2, 256];
+    const w = new Float32Array(nin * nout);
+    for (let i = 0; i < nin; i++)
+      for (let j = 0; j < nout; j++) w[i * nout + j] = Math.sin((i * nout + j) * 7.7) * 10 ** (-2 + (2 * j) / nout);
+    const graph = {
+      name: 'siren',
+      initializer: [floatTensor('w0', [nin, nout], w)],
+      node: [
+        { opType: 'MatMul', input: ['coords', 'w0'], output: ['h'] },
+        { opType: 'Sin', input: ['h'], output: ['rgb'] },
+      ],
+      input: [valueInfo('coords', ['N', nin])],
+      output: [valueInfo('rgb', ['N', nout])],
+    };
+    const model = join(dir, 'siren.onnx');
+    writeFileSync(model, modelBytes(graph));
+    const r = await compressModel(model, join(dir, 'siren.nnm'), { force: true });
+    const t = r.manifest.tensors.find((x) => x.name === 'w0')!;
+    expect(t.quant?.range).toBe('channel');
+    // int8 with a scale per output column, its SNR
+    let s = 0;
+    let e = 0;
+    for (let j = 0; j < nout; j++) {
+      const scale = Math.max(Math.abs(w[j]), Math.abs(w[nout + j])) / 127;
+      for (const i of [j, nout + j]) {
+        s += w[i] ** 2;
+        e += (w[i] - Math.round(w[i] / scale) * scale) ** 2;
+      }
+    }
+    const a = new Archive(join(dir, 'siren.nnm'));
+    const q = (await decodeAllTensors(a)).get(t.key)!;
+    a.close();
+    let eq = 0;
+    for (let i = 0; i < w.length; i++) eq += (w[i] - q[i]) ** 2;
+    expect(10 * Math.log10(s / eq)).toBeGreaterThanOrEqual(10 * Math.log10(s / e) - 0.1);
+    // (the column itself, 4,096 weights of one each, keeps its ranges too)
+    const small = await compressModel(column(4096, 'small-column.safetensors'), join(dir, 'small-column.nnm'), { force: true });
+    expect(small.manifest.tensors[0].quant?.range).toBe('channel');
   });
 });
