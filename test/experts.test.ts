@@ -80,6 +80,24 @@ describe('stacked experts: a plane and ranges per matrix', () => {
     expect(einsum('td,edh->teh', [8, 64, 128])).toEqual({ kind: 'stack', batch: 8, nin: 64, nout: 128, order: 'in_out' });
     // `td,ehd->teh`: the last axis is summed over, rows (e, h) are the channels, as before
     expect(einsum('td,ehd->teh', [8, 128, 64])).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
+    // stored [E, out, in] and transposed for the product (through a Gather of routed ids, or not): a range per row
+    for (const [through, perm] of [
+      [
+        ['Gather', 'Transpose'],
+        [0, 1, 3, 2],
+      ],
+      [['Transpose'], [0, 2, 1]],
+    ] as const)
+      expect(
+        classifyTensor(
+          {
+            ...entry([8, 192, 64], 1),
+            uses: [],
+            consumers: [{ op: 'MatMul', inputIndex: 1, attrs: {}, through: [...through], perms: [[...perm]] }],
+          },
+          'onnx',
+        ).layout,
+      ).toEqual({ kind: 'fc', nout: 8 * 192, nin: 64, order: 'out_in' });
     // A [E, M, K] (y = A·x): its rows are outputs, a range each, which already is one per expert and row
     expect(classifyTensor(entry([8, 128, 64], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
   });
@@ -160,6 +178,13 @@ describe('stacked experts: a plane and ranges per matrix', () => {
       kind: 'fc',
       nout: 8 * 256,
       nin: 64,
+      order: 'out_in',
+    });
+    // not named as experts, but no kernel is that wide (gpt-oss's original `mlp.mlp1_weight` [E, 2H, D]): E Linear weights
+    expect(named('block.0.mlp.mlp1_weight', [8, 768, 384]).layout).toEqual({
+      kind: 'fc',
+      nout: 8 * 768,
+      nin: 384,
       order: 'out_in',
     });
     // a Conv1d kernel stays a kernel; an expert's bias or norm is not a matrix
