@@ -6,7 +6,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { inspectPath } from '../src/cli/inspect.js';
 import { Archive, CorruptArchiveError, compressModel, decodeAllTensors, decompressArchive, openModel } from '../src/index.js';
 import { classifyTensor } from '../src/roles/classify.js';
 import { MOE, moeModel } from './helpers/onnx-builder.js';
@@ -16,6 +17,18 @@ import { gaussian } from './helpers/random.js';
 import { tempDir } from './helpers/tmp.js';
 
 const dir = tempDir();
+
+/** `inspect --json` of an archive, as printed. */
+async function inspectJson(file: string): Promise<string> {
+  const printed: string[] = [];
+  const spy = vi.spyOn(console, 'log').mockImplementation((line: unknown) => void printed.push(String(line)));
+  try {
+    await inspectPath(file, { json: true });
+  } finally {
+    spy.mockRestore();
+  }
+  return printed.join('');
+}
 const { experts: E, width: D, hidden: H } = MOE;
 
 /** SNR (dB) of `q` against `w` over elements [from, to). */
@@ -116,6 +129,9 @@ describe('stacked experts: a plane and ranges per matrix', () => {
       expect(rec.layout).toEqual({ kind: 'stack', batch: E, nin: D, nout: H, order: 'in_out' });
       // (routed: found past the Gather, where the name `experts.w1` had made it a kernel with one range per expert)
       if (routed) expect(rec.reason).toBe('MatMul weight (through Gather; a stack of [K, N] matrices)');
+      // inspect --json says so
+      const rows = JSON.parse(await inspectJson(out)) as { tensors: Array<{ name: string; layout?: unknown }> };
+      expect(rows.tensors.find((t) => t.name === 'experts.w1')!.layout).toEqual(rec.layout);
       expect(rec.planes).toHaveLength(E);
       const decoded = await decodeAllTensors(a);
       a.close();

@@ -8,6 +8,7 @@ import { elementCount } from '../formats/model.js';
 import { BYTES_PER_ELEMENT } from '../formats/model.js';
 import { planeShapes } from '../layout/planes.js';
 import { channelView } from '../layout/channels.js';
+import type { LayoutSpec } from '../layout/types.js';
 import { Archive } from '../archive/node.js';
 import { MODEL_FORMATS, modelBytes, openModel } from '../formats/registry.js';
 import { DEFAULT_SLICE_WEIGHTS } from '../pipeline/options.js';
@@ -206,6 +207,7 @@ function inspectArchive(file: string, options: InspectOptions): void {
         name: t.name,
         role: t.role,
         shape: t.shape,
+        ...(t.layout ? { layout: t.layout } : {}),
         geometry: t.slices ? geometry.map((g) => `${t.slices!.length} slices, the first ${g}`) : geometry,
         codec: t.sameAs
           ? `same as ${t.sameAs}${t.transposed ? ', transposed' : ''}`
@@ -287,6 +289,8 @@ interface ArchiveRow {
   scope?: string;
   role: string;
   shape: number[];
+  /** The layout its planes are made by (fc, conv, lstm, gru, stack; the manifest's record). */
+  layout?: LayoutSpec;
   geometry: string[];
   codec: string;
   bits?: number;
