@@ -107,6 +107,22 @@ describe('synthetic point clouds', () => {
     expect(Math.max(...norms)).toBeLessThanOrEqual(1 + 1e-6);
     expect(Math.min(...norms)).toBeGreaterThan(0.1);
   });
+
+  it("a SIREN's coordinates [N, 2] are 1,024 query points uniform in [−1, 1]², not one Gaussian point", async () => {
+    const model = modelBytes({
+      name: 'siren',
+      node: [{ opType: 'Sin', input: ['coords'], output: ['rgb'] }],
+      input: [valueInfo('coords', ['N', 2])],
+      output: [valueInfo('rgb', ['N', 2])],
+    });
+    const set = await syntheticCalibrationSet(model, { count: 2 });
+    expect(set.description).toMatch(/coords float32\[1024,2\]: coordinates uniform in \[−1, 1\]/);
+    const c = (await feedOf(set, 0)).coords.data as Float32Array;
+    expect(c.length).toBe(2048);
+    expect(Math.max(...c.map(Math.abs))).toBeLessThanOrEqual(1);
+    // spread over the domain, not a blob at the centre
+    expect(c.filter((v) => Math.abs(v) > 0.5).length).toBeGreaterThan(0.4 * c.length);
+  });
 });
 
 describe('synthetic spectrograms', () => {

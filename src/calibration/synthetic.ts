@@ -15,6 +15,8 @@
  *                                                        picture shifted a few pixels (a stereo or flow pair)
  *   points   float [N, P, 3] or [N, 3, P] named as points   points on the surfaces of random shapes (spheres,
  *            (points, pts, xyz, cloud, pcd, vertices)     boxes, cylinders) in the unit sphere; P starts at 1024
+ *   coords   float [P, d] / [N, P, d], d ≤ 3, P dynamic,   query points uniform in [−1, 1]^d; P starts at 1024
+ *            named as coordinates (coords, uv, xy, grid)
  *   spectrogram float [N, F, T] / [N, 1, F, T] (either    log-mels (MFCCs) of speech-like sound at 16 kHz,
  *            order) named as one (mel, spec, fbank, mfcc,  25 ms frames every 10 ms (spectrogram.ts)
  *            input_features, feats)
@@ -242,7 +244,19 @@ export function speechLike(n: number, rate: number, seed: number): Float32Array 
 // kinds and shapes
 
 export type InputKind =
-  'rate' | 'state' | 'image' | 'frames' | 'points' | 'spectrogram' | 'audio' | 'ids' | 'bool' | 'mask' | 'timestep' | 'float';
+  | 'rate'
+  | 'state'
+  | 'image'
+  | 'frames'
+  | 'points'
+  | 'coords'
+  | 'spectrogram'
+  | 'audio'
+  | 'ids'
+  | 'bool'
+  | 'mask'
+  | 'timestep'
+  | 'float';
 
 /**
  * A diffusion model's timestep (`timestep`, `timesteps`, `time_step`), integer or float: whole steps of 0–999, the
@@ -270,6 +284,7 @@ export function inputKind(
   if (!type.startsWith('float')) return 'ids';
   if (framesAxis(input) !== undefined) return 'frames';
   if (pointsAxis(input) !== undefined) return 'points';
+  if (isCoordinates(input)) return 'coords';
   // a float mask (attention or padding, [1, T] like a waveform) is ones: everything present, as an ids model's is
   if (/mask/i.test(input.name)) return 'mask';
   const s = input.shape;
@@ -406,6 +421,11 @@ function values(
   if (kind === 'audio') return convertTensor({ type: 'float32', dims, data: speechLike(n, rate, seed) }, type);
   if (kind === 'points')
     return convertTensor({ type: 'float32', dims, data: surfacePoints(dims, pointsAxis(input)!, rnd) }, type);
+  if (kind === 'coords') {
+    const f = new Float32Array(n);
+    for (let i = 0; i < n; i++) f[i] = rnd() * 2 - 1;
+    return convertTensor({ type: 'float32', dims, data: f }, type);
+  }
   if (kind === 'spectrogram') return convertTensor({ type: 'float32', dims, data: spectrogramOf(input, dims, seed) }, type);
   const g = gaussianSource(rnd);
   const f = new Float32Array(n);
@@ -479,7 +499,7 @@ function planDims(
     const d = input.shape?.[0];
     const size = starts.nodes?.has(input.name)
       ? NODES_START
-      : kinds.get(input.name) === 'points' && input.shape?.length === 2
+      : (kinds.get(input.name) === 'points' || kinds.get(input.name) === 'coords') && input.shape?.length === 2
         ? POINTS_START
         : 0;
     if (!size || typeof d !== 'string' || !d) continue;
@@ -521,7 +541,7 @@ function planDims(
           }
         } else {
           grows = true;
-          v = (kind === 'audio' ? starts.audio : kind === 'points' ? POINTS_START : starts.seq) * 4 ** r;
+          v = (kind === 'audio' ? starts.audio : kind === 'points' || kind === 'coords' ? POINTS_START : starts.seq) * 4 ** r;
           const past = typeof d === 'string' && PAST.test(d);
           if (variant === 'step' && !past) v = 1;
           if (variant === 'empty' && past) v = 0;
@@ -659,6 +679,7 @@ function describeInputs(
     image: `natural-image-like pictures (${imageNote})`,
     frames: 'natural-image-like pictures moving a pixel or two a frame ((x/255 − 0.5)/0.5 unless given)',
     points: 'points on the surfaces of random shapes (spheres, boxes, cylinders) in the unit sphere',
+    coords: 'coordinates uniform in [−1, 1]',
     spectrogram: 'log-mels (or MFCCs) of speech-like sound at 16 kHz, 25 ms frames every 10 ms, ln(energy + 1e-6)',
     audio: `speech-like sound at ${rate / 1000} kHz`,
     ids: 'ids',
@@ -761,6 +782,22 @@ export function pointsAxis(input: ValueInfo): 1 | 2 | undefined {
   if (s.length === 2) return s[1] === 3 && !isFixedDim(s[0]) ? 2 : undefined;
   if (s.length !== 3) return undefined;
   return s[2] === 3 ? 2 : s[1] === 3 ? 1 : undefined;
+}
+
+/** Names of coordinate inputs (a SIREN's or an implicit network's query points). */
+const COORDS_NAME = /(^|[_.-])(coords?|coordinates?|uvs?|xys?|grid|query_?points?|positions?)([_.\d-]|$)/i;
+
+/**
+ * A float input [P, d] or [N, P, d] (d of 1–3, P dynamic) named as coordinates: P = 1,024 query points uniform in
+ * [−1, 1]^d, the domain SIRENs and implicit networks are fitted on. As a float input it got P = 1 and N(0, 1)
+ * values: the gate judged 16 single points, half of them outside the domain (a new-user sweep).
+ */
+export function isCoordinates(input: ValueInfo): boolean {
+  const s = input.shape;
+  if (!s || !String(input.type).startsWith('float') || !COORDS_NAME.test(input.name)) return false;
+  if (s.length !== 2 && s.length !== 3) return false;
+  const d = s[s.length - 1];
+  return typeof d === 'number' && d >= 1 && d <= 3 && !isFixedDim(s[s.length - 2]);
 }
 
 /** Points on the surfaces of random shapes, per item of the batch one shape, in the unit sphere. */
