@@ -454,7 +454,8 @@ export function classifierImages(n: number, seed = 1000): Float32Array {
   const s = CLASSIFIER.size;
   const out = new Float32Array(n * 3 * s * s);
   for (let k = 0; k < n; k++) {
-    const px = naturalImage(s, s, seed + k);
+    // (the pictures the classifier's statistics were set on when it was first built: its weights stay the same)
+    const px = naturalImage(s, s, seed + k, 70);
     for (let i = 0; i < s * s; i++)
       for (let c = 0; c < 3; c++) out[k * 3 * s * s + c * s * s + i] = (px[i * 3 + c] / 255 - 0.5) / 0.5;
   }
