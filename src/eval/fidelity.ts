@@ -75,6 +75,7 @@ import { valueAt, type Feed, type CalibrationTensor } from '../calibration/tenso
 import { blockIndex, fitsBlock, scoreBlockOf, type ScoreBlock } from './detector.js';
 import { alignDetections, MATCH_IOU, type MatchedSet } from './detections.js';
 import type { CalibrationSample } from '../calibration/types.js';
+import { elementCount } from '../formats/model.js';
 
 export type OutputKind = 'classes' | 'binary' | 'labels' | 'values';
 
@@ -715,7 +716,7 @@ function mapClassesOf(dims: readonly number[]): number {
 function addMapDecisions(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, dims: readonly number[]): void {
   const C = dims[1];
   if (s.mapPixels === 0 && C <= MAP_CONFUSION_CLASSES) s.mapConfusion = new Float64Array(C * C);
-  const pixels = dims.slice(2).reduce((a, b) => a * b, 1);
+  const pixels = elementCount(dims.slice(2));
   for (let b = 0; b < dims[0]; b++) {
     const base = b * C * pixels;
     for (let p = 0; p < pixels; p++) {

@@ -570,12 +570,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
         `${report.fallback.length} rounded to nearest${list ? `: ${list}` : ''}`,
     );
   }
-  if (job.refuse && manifest?.quality?.passed === false && options.force)
-    throw gateError(job.shownAs ?? job.output, manifest.quality, true, undefined, { remedy: job.remedy }, undefined, {
-      archiveBytes,
-      bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
-    });
-  return {
+  const result: CompressResult = {
     ...(report ? { compensation: report } : {}),
     manifest: manifest!,
     quality: manifest!.quality,
@@ -583,4 +578,7 @@ export async function writeArchive(job: ArchiveJob): Promise<CompressResult> {
     compressedWeights,
     bitsPerWeight: compressedWeights ? (archiveBytes * 8) / compressedWeights : 0,
   };
+  if (job.refuse && manifest?.quality?.passed === false && options.force)
+    throw gateError(job.shownAs ?? job.output, manifest.quality, true, undefined, { remedy: job.remedy }, undefined, result);
+  return result;
 }

@@ -69,6 +69,10 @@ function matmulOperandLayout(shape: readonly number[], order: 'in_out' | 'out_in
   return layoutForRole('fc', shape, order);
 }
 
+/** Whether a use is a batched MatMul's B (rank 3 or more): laid out by `matmulOperandLayout`. */
+const batchedMatMulB = (t: TensorEntry, use: TensorUse): boolean =>
+  (use.op === 'MatMul' || use.op === 'FusedMatMul') && use.inputIndex === 1 && t.shape.length >= 3;
+
 /** Whether a perm swaps its last two axes and leaves the others in place ([0, 2, 1], [0, 1, 3, 2]). */
 function swapsLastTwo(perm: readonly number[]): boolean {
   const n = perm.length;
@@ -259,11 +263,10 @@ function classifyOnnx(t: TensorEntry): Classification {
   }
   // a batched MatMul's B through data movement (experts picked by a Gather of routed ids): a stack, before the name
   // rules (`experts.w1` read as a kernel got one range per expert)
-  for (const use of through)
-    if ((use.op === 'MatMul' || use.op === 'FusedMatMul') && use.inputIndex === 1 && t.shape.length >= 3) {
-      const c = classifyThrough(t, use);
-      if (c) return c;
-    }
+  for (const use of through.filter((u) => batchedMatMulB(t, u))) {
+    const c = classifyThrough(t, use);
+    if (c) return c;
+  }
   const byName = classifyByName(
     t,
     t.uses.length ? `used by ${[...new Set(t.uses.map((u) => u.op))].join(', ')}` : 'no direct use',
@@ -353,7 +356,7 @@ function classifyThrough(t: TensorEntry, use: TensorUse): Classification | undef
   }
   // a batched MatMul's B reached so (an MoE's experts picked by a Gather of the routed ids): a stack, whose ranges per
   // matrix and column refine the matrix's per column whatever the movement did
-  const batchedB = (use.op === 'MatMul' || use.op === 'FusedMatMul') && use.inputIndex === 1 && t.shape.length >= 3;
+  const batchedB = batchedMatMulB(t, use);
   // (stored [E, out, in] and turned into B by one Transpose of its last two axes: a range per expert and row)
   const swapped = moved.filter((op) => op === 'Transpose').length === 1 && use.perms?.length === 1 && swapsLastTwo(use.perms[0]);
   const layout = batchedB ? matmulOperandLayout(t.shape, swapped ? 'out_in' : 'in_out') : layoutForRole('fc', t.shape, 'in_out');
@@ -391,17 +394,13 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
   // (a graph's use, even through data movement, says more: only where there is none)
   const noUse = !t.uses.length && !t.consumers?.length;
   if (noUse && t.shape.length === 3 && /(^|[._])experts?([._]|$)/.test(n) && !normVector && !/(bias|scales?|norm)$/.test(n)) {
-    const [experts, a, b] = t.shape;
-    if (/(weight|kernel)$/.test(n))
-      return {
-        role: 'fc',
-        layout: { kind: 'fc', nout: experts * a, nin: b, order: 'out_in' },
-        reason: 'stacked experts by name ([experts, out, in] Linear weights: one range per expert and row)',
-      };
+    const linear = /(weight|kernel)$/.test(n);
     return {
       role: 'fc',
-      layout: { kind: 'stack', batch: experts, nin: a, nout: b, order: 'in_out' },
-      reason: 'stacked experts by name ([experts, in, out] of a batched product: one range per expert and column)',
+      layout: matmulOperandLayout(t.shape, linear ? 'out_in' : 'in_out'),
+      reason: linear
+        ? 'stacked experts by name ([experts, out, in] Linear weights: one range per expert and row)'
+        : 'stacked experts by name ([experts, in, out] of a batched product: one range per expert and column)',
     };
   }
   if (/(weight|kernel)$/.test(n) || /\.w_?\d*$/.test(n)) {
@@ -411,7 +410,7 @@ function classifyByName(t: TensorEntry, fallbackReason: string): Classification 
     if (t.shape.length === 3 && t.shape[1] > WIDEST_KERNEL && t.shape[2] > WIDEST_KERNEL && !normVector)
       return {
         role: 'fc',
-        layout: { kind: 'fc', nout: t.shape[0] * t.shape[1], nin: t.shape[2], order: 'out_in' },
+        layout: layoutForRole('fc', t.shape, 'out_in'),
         reason: 'stacked Linear weights by name and shape ([n, out, in], no kernel that wide: one range per matrix and row)',
       };
     if (t.shape.length >= 3 && !/embed/.test(n))
