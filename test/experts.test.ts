@@ -178,6 +178,20 @@ describe('stacked experts: a plane and ranges per matrix', () => {
     const huge = join(dir, 'huge.nnm');
     writeArchive(huge, entries, { ...manifest, tensors });
     expect(() => new Archive(huge)).toThrow(/layout does not match the shape/);
+    // a stack of 64M 1 × 1 matrices that does fill its shape: refused on its plane count, before 64M plane shapes
+    const many = 2 ** 26;
+    const crafted = manifest.tensors.map((t) =>
+      t.name === 'experts.w1'
+        ? {
+            ...t,
+            shape: [many, 1, 1],
+            layout: { kind: 'stack' as const, batch: many, nin: 1, nout: 1, order: 'in_out' as const },
+          }
+        : t,
+    );
+    const hostile = join(dir, 'hostile.nnm');
+    writeArchive(hostile, entries, { ...manifest, tensors: crafted });
+    expect(() => new Archive(hostile)).toThrow(/a stack of 67108864 matrices with 8 planes/);
   });
 
   it('safetensors: experts stacked by name, as Llama 4 stores them ([E, in, out]) or as Linear weights ([E, out, in])', async () => {

@@ -257,6 +257,10 @@ function checkPacks(man: Manifest, file: string | undefined): void {
 /** Planes, quantization and tiles of a coded tensor (or slice) against its layout and the listed entries. */
 function checkCoded(t: TensorRecord, man: Manifest, file: string | undefined): void {
   if (!t.layout) fail(file, 'layout missing', t.key);
+  // a stack has a plane per matrix: its count checked before a list of that many plane shapes is made (a crafted
+  // [B, 1, 1] stack of 64M matrices ran the reader out of memory)
+  if (t.layout.kind === 'stack' && t.planes?.length !== t.layout.batch)
+    fail(file, `a stack of ${t.layout.batch} matrices with ${t.planes?.length ?? 0} planes`, t.key);
   const shapes = planeShapes(t.layout);
   if (
     !t.planes ||
