@@ -111,6 +111,13 @@ describe('stacked experts: a plane and ranges per matrix', () => {
           'onnx',
         ).layout,
       ).toEqual({ kind: 'fc', nout: 8 * 192, nin: 64, order: 'out_in' });
+    // a Reshape on the way may merge the matrices ([hidden, heads, dim] → [hidden, heads·dim]): the plain matrix
+    expect(
+      classifyTensor(
+        { ...entry([256, 8, 32], 1), uses: [], consumers: [{ op: 'MatMul', inputIndex: 1, attrs: {}, through: ['Reshape'] }] },
+        'onnx',
+      ).layout,
+    ).toEqual({ kind: 'fc', nin: 2048, nout: 32, order: 'in_out' });
     // A [E, M, K] (y = A·x): its rows are outputs, a range each, which already is one per expert and row
     expect(classifyTensor(entry([8, 128, 64], 0), 'onnx').layout).toEqual({ kind: 'fc', nout: 1024, nin: 64, order: 'out_in' });
   });
