@@ -545,17 +545,21 @@ describe('keypoint heatmaps', () => {
     const far = compareOutputs({ hm: heatmaps(peaks) }, { hm: heatmaps(peaks.map(([r, c]) => [r, c + 4])) });
     expect(far.outputs[0].keypoints!.agreement).toBe(0);
     expect(far.fidelity).toBe(0);
-    // two modes (a left and a right wrist) whose heights swap by a little: the values move by a few per cent, the
-    // keypoint jumps across the map
+    // two modes (a left and a right wrist) whose heights swap: the values move by a few per cent, the keypoint jumps
+    // across the map — where one peak clearly led (by 15 % of its height); two near-equal peaks (3 %: a map of two
+    // instances, CenterNet's) are no decision
     const twoModes = (a: number, b: number) => {
       const m = heatmaps([[6, 6]], 24);
       const other = heatmaps([[24, 18]], 24);
       return { ...m, data: m.data.map((v, i) => a * v + b * other.data[i]) };
     };
-    const swapped = compareOutputs({ heatmaps: twoModes(1, 0.96) }, { heatmaps: twoModes(0.96, 1) }).outputs[0];
-    expect(1 - swapped.relRms).toBeGreaterThan(0.9);
+    const swapped = compareOutputs({ heatmaps: twoModes(1, 0.85) }, { heatmaps: twoModes(0.85, 1) }).outputs[0];
+    expect(1 - swapped.relRms).toBeGreaterThan(0.75);
     expect(swapped.keypoints!.agreement).toBe(0);
     expect(swapped.score).toBe(0);
+    const ties = compareOutputs({ heatmaps: twoModes(1, 0.97) }, { heatmaps: twoModes(0.97, 1) }).outputs[0];
+    expect(ties.keypoints).toBeUndefined();
+    expect(ties.score).toBeGreaterThan(0.9);
     // a field without a clear peak (random weights' bumps) has no keypoints: judged by its values as before
     const flat = { type: 'float32' as const, dims: [1, 3, 32, 24], data: gaussian(3 * 32 * 24, 5, 1) };
     expect(compareOutputs({ heatmaps: flat }, { heatmaps: flat }).outputs[0].keypoints).toBeUndefined();

@@ -743,6 +743,8 @@ function addMapDecisions(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, di
 const HEATMAP_NAME = /(^|[^a-z])(heat_?maps?|hms?|heat)($|[^a-z])/i;
 /** A heatmap's peak is clear where it stands this many standard deviations above the heatmap's mean. */
 const KEYPOINT_PEAK = 6;
+/** A clear peak leads every value outside its tolerance window by this share of its height above the mean. */
+const KEYPOINT_MARGIN = 0.1;
 /** A keypoint stays in place within this share of the heatmap's larger side (at least a pixel): PCK's 0.05. */
 const KEYPOINT_TOLERANCE = 0.05;
 
@@ -773,8 +775,15 @@ function addKeypoints(s: Sums, x: ArrayLike<number>, y: ArrayLike<number>, dims:
     const mean = sum / area;
     const sd = Math.sqrt(Math.max(0, sq / area - mean * mean));
     if (!(sd > 0) || x[base + ia] - mean < KEYPOINT_PEAK * sd) continue;
-    s.keypointDecisions++;
     const [ra, ca] = [Math.floor(ia / W), ia % W];
+    // (a map of several instances — CenterNet's, a bottom-up pose model's — whose second peak is near the first has
+    // no one keypoint: two near-equal peaks that trade places are no changed decision)
+    let rival = -Infinity;
+    for (let i = 0; i < area; i++)
+      if (Math.abs(Math.floor(i / W) - ra) > tolerance || Math.abs((i % W) - ca) > tolerance)
+        rival = Math.max(rival, x[base + i]);
+    if (rival >= x[base + ia] - KEYPOINT_MARGIN * (x[base + ia] - mean)) continue;
+    s.keypointDecisions++;
     const [rb, cb] = [Math.floor(ib / W), ib % W];
     if (Math.abs(ra - rb) <= tolerance && Math.abs(ca - cb) <= tolerance) s.keypointAgree++;
   }
